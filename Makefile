@@ -1,0 +1,52 @@
+# The quick start is two commands: 'make dev' and 'make test'. Both install what they need.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv/bin
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: help bootstrap dev test lint typecheck security audit contracts drift pytest generate testbed-up testbed-down bench
+
+help:
+	@echo "make dev   - start the whole platform locally (test bed, migrations, CRDs, API, operator)"
+	@echo "make test  - lint, type check, security scans, drift checks, unit + integration tests"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+dev: bootstrap
+	$(VENV)/dockyard dev
+
+test: bootstrap lint typecheck security audit contracts drift pytest
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+
+typecheck:
+	$(VENV)/mypy
+
+security:
+	$(VENV)/bandit -q -c pyproject.toml -r dockyard
+
+audit:
+	@bash scripts/audit.sh
+
+contracts:
+	$(VENV)/lint-imports
+
+drift:
+	$(VENV)/dockyard crds --check
+	$(VENV)/dockyard openapi --check
+
+pytest:
+	$(VENV)/pytest -q -p no:cacheprovider --cov=dockyard --cov-report=term --cov-report=xml:coverage.xml tests/unit tests/integration
+
+generate: bootstrap
+	$(VENV)/dockyard crds
+	$(VENV)/dockyard openapi
+
+testbed-up: bootstrap
+	$(VENV)/dockyard testbed up
+
+testbed-down:
+	$(VENV)/dockyard testbed down

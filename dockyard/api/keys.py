@@ -1,0 +1,16 @@
+"""Typed application keys: everything the app holds, declared in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from dockyard.core.kube import KubeClient
+from dockyard.core.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+KUBE = web.AppKey("kube", KubeClient)
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])

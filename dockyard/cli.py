@@ -1,0 +1,243 @@
+"""The ``dockyard`` command: run the API or the operator, manage the test bed, migrate,
+and generate the CRDs and the OpenAPI document.
+
+Wrong usage prints one line that says what to fix and exits with status 2. Heavy
+imports happen inside each command, so ``dockyard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from dockyard.core.settings import Settings
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error instead of usage plus message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dockyard", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    api = commands.add_parser("api", help="run the REST API")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    api.add_argument("--port", type=_port, default=8080, help="port to bind (default 8080)")
+
+    operator = commands.add_parser("operator", help="run the Kopf operator")
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default all)",
+    )
+
+    dev = commands.add_parser("dev", help="start the whole platform locally (make dev)")
+    dev.add_argument("--port", type=_port, default=8080, help="API port (default 8080)")
+
+    testbed = commands.add_parser("testbed", help="the local control plane, Postgres and Redis")
+    actions = testbed.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    actions.add_parser("up", help="build (once) and start the test bed")
+    actions.add_parser("down", help="stop every test bed process and remove its files")
+    actions.add_parser("env", help='print shell exports: eval "$(dockyard testbed env)"')
+    actions.add_parser("status", help="show the test bed's processes")
+    user = actions.add_parser("user", help="print a bearer token for a user")
+    user.add_argument("name", help="the user name the apiserver will see")
+    user.add_argument("--group", action="append", default=[], help="a group (repeatable)")
+    user.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds")
+
+    migrate = commands.add_parser("migrate", help="apply the platform database migrations")
+    migrate.add_argument("--status", action="store_true", help="list migrations, apply none")
+
+    for name, what in (("crds", "crds/"), ("openapi", "specs/openapi.yaml")):
+        gen = commands.add_parser(name, help=f"generate {what} from the models")
+        gen.add_argument(
+            "--check",
+            action="store_true",
+            help="exit 1 when the committed files differ from the code",
+        )
+        gen.add_argument("--out", type=Path, default=None, help=f"where to write (default {what})")
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {
+        "api": _cmd_api,
+        "operator": _cmd_operator,
+        "dev": _cmd_dev,
+        "testbed": _cmd_testbed,
+        "migrate": _cmd_migrate,
+        "crds": _cmd_crds,
+        "openapi": _cmd_openapi,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from dockyard.core.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "DOCKYARD_" + "_".join(str(p) for p in first["loc"]).upper()
+        print(f"dockyard: invalid setting {field}: {first['msg']}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from dockyard.api import server
+    from dockyard.core import logs
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    server.run(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from dockyard.core import logs
+    from dockyard.operator import main as operator_main
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return operator_main.run(settings, namespaces=args.namespace)
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from dockyard.testbed import dev
+
+    return dev.run(api_port=args.port)
+
+
+def _cmd_testbed(args: argparse.Namespace) -> int:
+    from dockyard.testbed.build import BuildError
+    from dockyard.testbed.cluster import Testbed, TestbedError
+
+    testbed = Testbed()
+    try:
+        if args.action == "up":
+            state, already = testbed.up()
+            if already:
+                print(f"test bed already up (kubeconfig {state.kubeconfig})")
+            else:
+                print(f"test bed up (kubeconfig {state.kubeconfig})")
+            print('next: eval "$(dockyard testbed env)"')
+        elif args.action == "down":
+            print("test bed stopped" if testbed.down() else "test bed was not up")
+        elif args.action == "env":
+            print(testbed.require().env_exports())
+        elif args.action == "status":
+            rows = testbed.status()
+            if not rows:
+                print("test bed is down")
+                return 1
+            for name, pid, alive in rows:
+                print(f"{name:<24} pid {pid:<8} {'running' if alive else 'GONE'}")
+            return 0 if all(alive for _, _, alive in rows) else 1
+        elif args.action == "user":
+            print(testbed.user_token(args.name, args.group, ttl_seconds=args.ttl))
+    except (TestbedError, BuildError) as exc:
+        print(f"dockyard testbed {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from dockyard.core import db, migrations
+
+    settings = _settings()
+
+    async def go() -> int:
+        async with db.pool_context(settings) as pool:
+            if args.status:
+                for row in await migrations.status(pool):
+                    print(row)
+                return 0
+            try:
+                applied = await migrations.migrate(pool)
+            except migrations.MigrationError as exc:
+                print(f"dockyard migrate: {exc}", file=sys.stderr)
+                return 1
+        if applied:
+            for migration in applied:
+                print(f"applied {migration}")
+        else:
+            print("database is up to date")
+        return 0
+
+    return asyncio.run(go())
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from dockyard.core import crds
+
+    out = args.out or Path("crds")
+    if args.check:
+        drift = crds.check_all(out)
+        for line in drift:
+            print(f"drift: {line}", file=sys.stderr)
+        if drift:
+            print("run 'dockyard crds' and commit the result", file=sys.stderr)
+            return 1
+        print(f"{out}/ matches the models")
+        return 0
+    for path in crds.write_all(out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    from dockyard.api import openapi
+
+    out = args.out or Path("specs/openapi.yaml")
+    text = openapi.render_yaml()
+    if args.check:
+        current = out.read_text() if out.exists() else ""
+        if current != text:
+            print(
+                f"drift: {out} differs from the code; run 'dockyard openapi' and commit it",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{out} matches the code")
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What the API and the operator share: settings, CR models, Kubernetes and database access."""

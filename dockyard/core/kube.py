@@ -1,0 +1,226 @@
+"""A small asynchronous Kubernetes client over aiohttp, shared by the API and the tests.
+
+Why not the ``kubernetes`` package: its calls block, and the API must never block the
+event loop. Why not ``kubernetes_asyncio``: we need little of it (JSON in and out on a
+handful of paths, watches, impersonation headers per call, a trace span per call) and a
+thin client keeps those explicit. The operator talks to the apiserver through Kopf.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+
+
+class KubeError(Exception):
+    """The apiserver answered with an error ``Status``; ``status`` is its HTTP code."""
+
+    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
+        self.status = status
+        self.body = dict(body)
+        self.reason = str(body.get("reason", ""))
+        super().__init__(f"{status} {self.reason}: {body.get('message', '')}")
+
+    @property
+    def message(self) -> str:
+        return str(self.body.get("message", ""))
+
+
+@dataclass(frozen=True)
+class Impersonation:
+    """Who a request is made as: the caller's user name and groups."""
+
+    user: str
+    groups: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """Where the apiserver is and how to authenticate to it."""
+
+    server: str
+    ssl_context: ssl.SSLContext
+    token: str | None = None
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path, context: str | None = None) -> KubeConfig:
+        raw = yaml.safe_load(path.read_text())
+        ctx_name = context or raw.get("current-context")
+        ctx = _named(raw.get("contexts", []), ctx_name, "context")["context"]
+        cluster = _named(raw.get("clusters", []), ctx["cluster"], "cluster")["cluster"]
+        user = _named(raw.get("users", []), ctx["user"], "user")["user"]
+        base = path.parent
+        ssl_context = ssl.create_default_context()
+        if cluster.get("insecure-skip-tls-verify"):
+            ssl_context.check_hostname = False
+            ssl_context.verify_mode = ssl.CERT_NONE
+        elif "certificate-authority-data" in cluster:
+            ssl_context.load_verify_locations(
+                cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+            )
+        elif "certificate-authority" in cluster:
+            ssl_context.load_verify_locations(cafile=str(base / cluster["certificate-authority"]))
+        if "client-certificate" in user:
+            ssl_context.load_cert_chain(
+                str(base / user["client-certificate"]), str(base / user["client-key"])
+            )
+        elif "client-certificate-data" in user:
+            _load_cert_data(ssl_context, user["client-certificate-data"], user["client-key-data"])
+        token = user.get("token")
+        if token is None and "tokenFile" in user:
+            token = Path(base / user["tokenFile"]).read_text().strip()
+        return cls(server=cluster["server"].rstrip("/"), ssl_context=ssl_context, token=token)
+
+    @classmethod
+    def in_cluster(cls, host: str, port: str) -> KubeConfig:
+        ssl_context = ssl.create_default_context(cafile=str(IN_CLUSTER_CA))
+        return cls(
+            server=f"https://{host}:{port}",
+            ssl_context=ssl_context,
+            token=IN_CLUSTER_TOKEN.read_text().strip(),
+        )
+
+
+def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
+    for item in items:
+        if item.get("name") == name:
+            return item
+    raise ValueError(f"kubeconfig has no {what} named {name!r}")
+
+
+def _load_cert_data(context: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
+    # ssl wants files; the data lives only as long as it takes to load it.
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+        key.touch(mode=0o600)
+        cert.write_bytes(base64.b64decode(cert_b64))
+        key.write_bytes(base64.b64decode(key_b64))
+        context.load_cert_chain(str(cert), str(key))
+
+
+class KubeClient:
+    """JSON over HTTPS to one apiserver, with optional impersonation per call."""
+
+    def __init__(self, config: KubeConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.session = session
+
+    @classmethod
+    def connect(cls, config: KubeConfig, *, limit: int = 100) -> KubeClient:
+        connector = aiohttp.TCPConnector(ssl=config.ssl_context, limit=limit)
+        headers = {"Accept": "application/json", "User-Agent": "dockyard"}
+        if config.token:
+            headers["Authorization"] = f"Bearer {config.token}"
+        session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=30, connect=5),
+        )
+        return cls(config, session)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _headers(
+        self, as_user: Impersonation | None, content_type: str | None = None
+    ) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
+        if as_user is not None:
+            headers.append(("Impersonate-User", as_user.user))
+            headers.extend(("Impersonate-Group", g) for g in as_user.groups)
+        if content_type:
+            headers.append(("Content-Type", content_type))
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        as_user: Impersonation | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One call; a non-2xx answer raises ``KubeError`` with the apiserver's Status."""
+        data = None if body is None else json.dumps(body)
+        async with self.session.request(
+            method,
+            self.config.server + path,
+            data=data,
+            params=params,
+            headers=self._headers(as_user, content_type if data is not None else None),
+        ) as response:
+            text = await response.text()
+            try:
+                payload = json.loads(text) if text else {}
+            except ValueError:
+                payload = {"message": text[:200]}
+            if response.status >= 400:
+                raise KubeError(response.status, payload if isinstance(payload, dict) else {})
+            return payload if isinstance(payload, dict) else {"items": payload}
+
+    async def get(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        return await self.request("GET", path, **kwargs)
+
+    async def create(self, path: str, body: Any, **kwargs: Any) -> dict[str, Any]:
+        return await self.request("POST", path, body=body, **kwargs)
+
+    async def merge_patch(self, path: str, body: Any, **kwargs: Any) -> dict[str, Any]:
+        return await self.request(
+            "PATCH", path, body=body, content_type="application/merge-patch+json", **kwargs
+        )
+
+    async def delete(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def healthy(self) -> bool:
+        try:
+            async with self.session.get(self.config.server + "/readyz") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def watch(
+        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield watch events (``{"type": ..., "object": ...}``) until the server ends it."""
+        params = {
+            "watch": "1",
+            "timeoutSeconds": str(timeout_seconds),
+            "allowWatchBookmarks": "true",
+        }
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        async with self.session.get(
+            self.config.server + path,
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
+        ) as response:
+            if response.status >= 400:
+                raise KubeError(response.status, json.loads(await response.text() or "{}"))
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def load_config(kubeconfig: Path | None, environ: Mapping[str, str]) -> KubeConfig:
+    """The kubeconfig when given, else the in-cluster service account."""
+    if kubeconfig is not None:
+        return KubeConfig.from_kubeconfig(kubeconfig)
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port:
+        return KubeConfig.in_cluster(host, port)
+    raise ValueError("no kubeconfig set (DOCKYARD_KUBECONFIG) and not running in a cluster")

@@ -1,0 +1,51 @@
+"""Process settings, read once at start-up from ``DOCKYARD_*`` variables and passed down.
+
+Nothing else in the code base reads the environment: a component that needs a value
+takes a ``Settings`` (or the part of it that it needs) as an argument.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, PostgresDsn, RedisDsn, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    """How strict the process is about transport security."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every knob of the API and the operator; see ``docs/configuration.md``."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCKYARD_", extra="ignore", frozen=True)
+
+    mode: Mode = Field(default=Mode.DEVELOPMENT, description="production refuses plaintext")
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://dockyard@127.0.0.1:5432/dockyard"),
+        description="DSN of the platform database (audit, catalog, outbox)",
+    )
+    database_pool_min: int = Field(default=1, ge=0, le=100)
+    database_pool_max: int = Field(default=10, ge=1, le=200)
+    redis_url: SecretStr | None = Field(default=None, description="shared rate-limit counters")
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig path; in-cluster config when unset"
+    )
+    namespace: str = Field(default="dockyard-system", description="the platform's own namespace")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="json", pattern=r"^(json|console)$")
+
+    def database_dsn(self) -> str:
+        """The platform database DSN, validated, as the string asyncpg expects."""
+        return str(PostgresDsn(self.database_url.get_secret_value()))
+
+    def redis_dsn(self) -> str | None:
+        """The Redis URL, validated, or ``None`` when Redis is not configured."""
+        if self.redis_url is None:
+            return None
+        return str(RedisDsn(self.redis_url.get_secret_value()))

@@ -1,0 +1,1 @@
+"""The Kopf operator: thin handlers by kind, pure builders of desired state, runners."""

@@ -1,0 +1,166 @@
+"""Session fixtures: the real test bed (control plane, PostgreSQL, Redis), started once.
+
+Integration tests ask for ``testbed``; the first one to do so starts it (building the
+control plane on a cold machine) and the session stops it at the end, unless it was
+already up before the run (``make dev`` beside the tests) or DOCKYARD_TESTBED_KEEP=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.testbed.cluster import State, Testbed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        elif "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    bed = Testbed()
+    _, already = bed.up()
+    yield bed
+    if not already and os.environ.get("DOCKYARD_TESTBED_KEEP") != "1":
+        bed.down()
+
+
+@pytest.fixture(scope="session")
+def testbed_state(testbed: Testbed) -> State:
+    return testbed.require()
+
+
+@pytest.fixture(scope="session")
+def platform_dsn(testbed_state: State) -> str:
+    return testbed_state.database_url
+
+
+@pytest.fixture(scope="session")
+def testbed_env(testbed_state: State) -> dict[str, str]:
+    """The process environment that ``eval "$(dockyard testbed env)"`` would give."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "KUBECONFIG": testbed_state.kubeconfig,
+            "DOCKYARD_KUBECONFIG": testbed_state.kubeconfig,
+            "DOCKYARD_DATABASE_URL": testbed_state.database_url,
+            "DOCKYARD_REDIS_URL": testbed_state.redis_url,
+            "PATH": f"{testbed_state.bin_dir}:{env.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def kubectl(testbed_state: State, testbed_env: dict[str, str]) -> Kubectl:
+    """Run the cached kubectl as the test bed's admin (or with ``token=`` as someone else)."""
+    binary = str(Path(testbed_state.bin_dir) / "kubectl")
+
+    def run(
+        *args: str, input: str | None = None, token: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [binary, f"--kubeconfig={testbed_state.kubeconfig}"]
+        if token is not None:
+            # Same cluster and CA, but authenticated by the bearer token alone.
+            argv = [
+                binary,
+                f"--server={testbed_state.apiserver_url}",
+                f"--certificate-authority={Path(testbed_state.directory) / 'pki' / 'ca.crt'}",
+                f"--token={token}",
+            ]
+        result = subprocess.run(
+            [*argv, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={k: v for k, v in testbed_env.items() if k != "KUBECONFIG"},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def crds_installed(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=dockyard",
+        "--timeout=60s",
+    )
+
+
+@pytest.fixture(scope="session")
+def operator_process(
+    crds_installed: None, testbed_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``dockyard operator`` running against the test bed for the whole session."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dockyard.cli", "operator"],
+            env=testbed_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        raise AssertionError(f"operator exited at once:\n{log.read_text()}")
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t-{slug}-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.5) -> object:
+    """Poll until ``predicate`` returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def get_json(kubectl: Kubectl, *args: str) -> dict[str, object]:
+    return dict(json.loads(kubectl("get", *args, "-o", "json").stdout))

@@ -1,0 +1,88 @@
+"""The API against the test bed: probes need no token and report each dependency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dockyard.api.app import create_app
+from dockyard.core.settings import Settings
+from dockyard.testbed.cluster import State
+
+
+@pytest.fixture
+async def client(testbed_state: State) -> AsyncIterator[TestClient[object, object]]:
+    settings = Settings(
+        database_url=testbed_state.database_url,  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield client
+
+
+async def test_liveness_needs_no_token(client: TestClient[object, object]) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_readiness_checks_postgres_and_kubernetes(
+    client: TestClient[object, object],
+) -> None:
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["status"] == "ready"
+    assert {c["name"]: c["ready"] for c in body["checks"]} == {
+        "postgres": True,
+        "kubernetes": True,
+    }
+
+
+async def test_readiness_names_the_dependency_that_is_down(testbed_state: State) -> None:
+    settings = Settings(
+        database_url="postgresql://nobody:wrong@127.0.0.1:1/none",  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+        database_pool_min=0,
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        response = await client.get("/readyz")
+        body = await response.json()
+    assert response.status == 503
+    checks = {c["name"]: c for c in body["checks"]}
+    assert checks["postgres"]["ready"] is False
+    assert checks["postgres"]["reason"]
+    assert checks["kubernetes"]["ready"] is True
+
+
+async def test_the_openapi_document_is_served(client: TestClient[object, object]) -> None:
+    response = await client.get("/api/v1/openapi.json")
+    document = await response.json()
+    assert document["openapi"] == "3.1.0"
+    assert "/readyz" in document["paths"]
+
+
+def test_migrate_twice_is_a_no_op_the_second_time(testbed_env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    first = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli", "migrate"],
+        env=testbed_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(
+        [sys.executable, "-m", "dockyard.cli", "migrate"],
+        env=testbed_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "database is up to date"

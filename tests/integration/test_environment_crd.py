@@ -1,0 +1,162 @@
+"""The first CRD round trip: the apiserver enforces the generated schema and CEL rules,
+and the operator sees valid objects and reports on them in status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import Kubectl, get_json, wait_for
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+def _environment(name: str, **spec: object) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+INVALID = [
+    ({"tier": "prod", "image": "shop:1.0"}, 'spec.tier: Unsupported value: "prod"'),
+    ({"image": "shop:1.0"}, "spec.tier: Required value"),
+    ({"tier": "staging"}, "spec.image: Required value"),
+    ({"tier": "staging", "image": "shop:1.0", "replicas": -1}, "spec.replicas: Invalid value"),
+    ({"tier": "staging", "image": "shop:1.0", "port": 70000}, "spec.port: Invalid value"),
+    (
+        {"tier": "production", "image": "shop:1.0", "replicas": 1},
+        "spec.replicas: Invalid value: production environments need at least 2 replicas",
+    ),
+    (
+        {"tier": "production", "image": "shop:latest", "replicas": 2},
+        "spec.image: Invalid value: production images must be pinned",
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "database": {"deletionPolicy": "Shred"}},
+        'spec.database.deletionPolicy: Unsupported value: "Shred"',
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), INVALID)
+def test_invalid_environment_is_rejected_with_its_field_path(
+    kubectl: Kubectl, namespace: str, spec: dict[str, object], message: str
+) -> None:
+    result = kubectl(
+        "apply", "-n", namespace, "-f", "-", input=_environment("bad", **spec), check=False
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert kubectl("get", "environments", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_unknown_fields_are_rejected(kubectl: Kubectl, namespace: str) -> None:
+    result = kubectl(
+        "apply",
+        "--validate=strict",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=_environment("typo", tier="staging", image="shop:1.0", replcias=3),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert 'unknown field "spec.replcias"' in result.stderr
+
+
+def test_tier_is_immutable(kubectl: Kubectl, namespace: str) -> None:
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=_environment("shop", tier="development", image="shop:1.0"),
+    )
+    result = kubectl(
+        "patch",
+        "environment",
+        "shop",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"tier": "staging"}}),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "spec.tier: Invalid value" in result.stderr
+    assert "tier is immutable" in result.stderr
+
+
+def test_defaults_are_filled_in_by_the_apiserver(kubectl: Kubectl, namespace: str) -> None:
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=_environment("defaults", tier="staging", image="shop:1.0"),
+    )
+    spec = get_json(kubectl, "environment", "defaults", "-n", namespace)["spec"]
+    assert spec["database"] == {"enabled": True, "deletionPolicy": "Retain"}  # type: ignore[index]
+    assert spec["port"] == 8080  # type: ignore[index]
+
+
+def test_kubectl_explain_teaches_the_api(kubectl: Kubectl) -> None:
+    explained = wait_for(
+        lambda: kubectl("explain", "environment.spec.database", check=False).stdout, timeout=20
+    )
+    assert "deletionPolicy" in str(explained)
+    assert "Retain" in str(explained)
+
+
+@pytest.mark.usefixtures("operator_process")
+def test_operator_writes_observed_generation_and_a_condition(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=_environment("shop", tier="development", image="shop:1.0"),
+    )
+
+    def status() -> dict[str, object]:
+        obj = get_json(kubectl, "environment", "shop", "-n", namespace)
+        return obj.get("status") or {}  # type: ignore[return-value]
+
+    observed = wait_for(lambda: status().get("observedGeneration") == 1 and status(), timeout=60)
+    assert isinstance(observed, dict)
+    ready = next(c for c in observed["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "Provisioning"
+    assert ready["observedGeneration"] == 1
+    assert observed["phase"] == "Pending"
+
+    kubectl(
+        "patch",
+        "environment",
+        "shop",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"suspend": True}}),
+    )
+    suspended = wait_for(lambda: status().get("observedGeneration") == 2 and status(), timeout=60)
+    assert isinstance(suspended, dict)
+    assert suspended["phase"] == "Suspended"
+    printed = kubectl("get", "environment", "shop", "-n", namespace).stdout
+    assert "Suspended" in printed
+    assert "development" in printed

@@ -1,0 +1,78 @@
+"""Pure parts of the test bed: process identity, shell exports, certificates, tokens."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import jwt
+from cryptography import x509
+
+from dockyard.testbed import oidc, versions
+from dockyard.testbed.cluster import ProcessRecord, State, _start_time
+from dockyard.testbed.pki import CertificateAuthority, write_signing_key
+
+
+def test_a_process_is_recognised_by_pid_and_start_time() -> None:
+    started = _start_time(os.getpid())
+    assert started is not None
+    assert ProcessRecord("me", os.getpid(), started, "-").alive()
+    assert not ProcessRecord("impostor", os.getpid(), started + 1, "-").alive()
+
+
+def test_a_reaped_process_is_not_alive() -> None:
+    proc = subprocess.Popen(["true"])
+    started = _start_time(proc.pid)
+    proc.wait()
+    assert not ProcessRecord("gone", proc.pid, started or 0, "-").alive()
+
+
+def test_env_exports_are_shell_safe(tmp_path: Path) -> None:
+    state = State(
+        directory=str(tmp_path),
+        bin_dir="/opt/bin dir",
+        kubeconfig="/k/config",
+        apiserver_url="https://127.0.0.1:1",
+        oidc_issuer="https://127.0.0.1:2",
+        database_url="postgresql://u:p'w@127.0.0.1:3/d",
+        redis_url="redis://127.0.0.1:4/0",
+    )
+    script = state.env_exports() + '\nprintf "%s\\n" "$DOCKYARD_DATABASE_URL" "$KUBECONFIG" "$PATH"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "postgresql://u:p'w@127.0.0.1:3/d"
+    assert lines[1] == "/k/config"
+    assert lines[2].startswith("/opt/bin dir:")
+    assert shlex.quote("/opt/bin dir") in state.env_exports()
+
+
+def test_serving_certificates_cover_loopback(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path)
+    pair = ca.issue(tmp_path, "srv", common_name="srv", server=True)
+    cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert oct(pair.key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_minted_tokens_verify_against_the_published_jwks(tmp_path: Path) -> None:
+    write_signing_key(tmp_path, "oidc-signing")
+    token = oidc.mint_token(tmp_path, "https://127.0.0.1:9", "erin", ["ops"], ttl_seconds=60)
+    keys = oidc.jwks((tmp_path / oidc.SIGNING_PUB).read_bytes())
+    key = jwt.PyJWK(keys["keys"][0])
+    claims = jwt.decode(
+        token, key, algorithms=["ES256"], audience=oidc.AUDIENCE, issuer="https://127.0.0.1:9"
+    )
+    assert claims["sub"] == "erin"
+    assert claims["groups"] == ["ops"]
+    assert claims["exp"] - claims["iat"] == 60
+    assert jwt.get_unverified_header(token)["kid"] == keys["keys"][0]["kid"]
+
+
+def test_the_cache_key_changes_with_every_pinned_version() -> None:
+    print_ = versions.fingerprint()
+    for value in (versions.KUBERNETES, versions.ETCD, versions.KWOK, versions.KUBECTL_WHEEL):
+        assert value in print_
