@@ -40,8 +40,16 @@ def _step(what: str, argv: list[str], env: dict[str, str]) -> None:
         raise TestbedError(f"{what} failed:\n{result.stdout}{result.stderr}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(*, api_port: int = 8080, root: Path | None = None) -> int:
     root = root or Path.cwd()
+    # Ctrl-C and a plain kill both stop everything, even where a shell started us with
+    # SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     testbed = Testbed()
     try:
         state, already = testbed.up()
