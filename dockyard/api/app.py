@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from dockyard.api import keys
+from dockyard.api import keys, middlewares
+from dockyard.api.auth import Authenticator, Authorizer
 from dockyard.api.openapi import OperationRegistry, build_document
-from dockyard.api.routes import health, meta
+from dockyard.api.routes import health, me, meta
 from dockyard.core import db
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.settings import Settings
@@ -22,7 +23,7 @@ from dockyard.core.settings import Settings
 def registry() -> OperationRegistry:
     """Every operation of the API, in a stable order."""
     ops = OperationRegistry()
-    for module in (health, meta):
+    for module in (health, meta, me):
         module.register(ops)
     return ops
 
@@ -37,15 +38,26 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     client = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
     app[keys.KUBE] = client
+    app[keys.AUTHENTICATOR] = Authenticator(client, ttl=settings.auth_cache_ttl)
+    app[keys.AUTHORIZER] = Authorizer(client, ttl=settings.authz_cache_ttl)
     yield
     await client.close()
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            middlewares.request_context,
+            middlewares.problems,
+            middlewares.authenticate_and_authorize,
+        ],
+    )
     app[keys.SETTINGS] = settings
     ops = registry()
     ops.install(app)
+    app[keys.OPERATIONS] = {op.operation_id: op for op in ops.operations}
     app[keys.OPENAPI_DOCUMENT] = build_document(ops.operations)
+    app.on_response_prepare.append(middlewares.add_request_id_header)
     app.cleanup_ctx.extend([_database, _kubernetes])
     return app

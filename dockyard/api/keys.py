@@ -7,6 +7,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from dockyard.api.auth import Authenticator, Authorizer
+from dockyard.api.openapi import Operation
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
 
@@ -14,3 +16,12 @@ SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 KUBE = web.AppKey("kube", KubeClient)
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
+OPERATIONS = web.AppKey("operations", dict[str, Operation])
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+AUTHORIZER = web.AppKey("authorizer", Authorizer)
+
+# Per-request state, set by the middlewares.
+REQUEST_ID = "dockyard.request_id"
+PRINCIPAL = "dockyard.principal"
+OPERATION = "dockyard.operation"
+AUDIT = "dockyard.audit"

@@ -15,6 +15,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from dockyard.api.auth import Permission
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_TITLE = "Dockyard API"
@@ -35,7 +37,9 @@ class Operation:
     request_model: type[BaseModel] | None = None
     responses: dict[int, str] = field(default_factory=dict)
     authenticated: bool = True
+    permission: Permission | None = None
     description: str = ""
+    parameters: tuple[dict[str, Any], ...] = ()
 
 
 class OperationRegistry:
@@ -71,6 +75,18 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         }
         if op.description:
             entry["description"] = op.description
+        if op.permission is not None:
+            entry["x-dockyard-permission"] = {
+                "group": op.permission.group,
+                "resource": op.permission.resource,
+                "verb": op.permission.verb,
+            }
+        path_params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _path_params(op.path)
+        ]
+        if path_params or op.parameters:
+            entry["parameters"] = [*path_params, *op.parameters]
         if not op.authenticated:
             entry["security"] = []
         if op.request_model is not None:
@@ -108,6 +124,10 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
 
 
 def render_yaml(operations: Sequence[Operation] | None = None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, PostgresDsn, RedisDsn, SecretStr
+from pydantic import Field, IPvAnyNetwork, PostgresDsn, RedisDsn, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,25 @@ class Settings(BaseSettings):
         default=None, description="kubeconfig path; in-cluster config when unset"
     )
     namespace: str = Field(default="dockyard-system", description="the platform's own namespace")
+    # -- the API ------------------------------------------------------------------------
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    tls_cert_file: Path | None = Field(default=None, description="serve HTTPS with this cert")
+    tls_key_file: Path | None = Field(default=None, description="the certificate's key")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For / X-Forwarded-Proto are believed",
+    )
+    hsts_max_age: int = Field(default=31_536_000, ge=0)
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS, e.g. https://app.example"
+    )
+    auth_cache_ttl: float = Field(default=10.0, ge=0, le=300, description="TokenReview cache")
+    authz_cache_ttl: float = Field(default=5.0, ge=0, le=300, description="SAR cache")
+    audit_retention_days: int = Field(default=90, ge=1, le=3650)
+    metrics_port: int | None = Field(
+        default=9090, ge=1, le=65535, description="separate port for /metrics; unset: none"
+    )
+    # -- logging ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="json", pattern=r"^(json|console)$")
 

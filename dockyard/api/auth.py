@@ -1,0 +1,149 @@
+"""Who is calling, and may they: Kubernetes decides, so REST and kubectl agree.
+
+A bearer token is checked with a TokenReview; each request's verb, resource, namespace
+and name with a SubjectAccessReview. Both answers are cached briefly (aiocache, in
+memory): the token under its SHA-256, never the token itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiocache import SimpleMemoryCache
+
+from dockyard.core.kube import KubeClient
+
+logger = logging.getLogger(__name__)
+
+GROUP = "dockyard.io"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller, as the apiserver knows them."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+    uid: str | None = None
+    extra: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Permission:
+    """What an operation needs: a verb on a resource of the ``dockyard.io`` group.
+
+    The namespace and name come from the request's path parameters of the same names.
+    """
+
+    verb: str
+    resource: str
+    subresource: str = ""
+    group: str = GROUP
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+class Authenticator:
+    """TokenReview with a short cache keyed by the token's hash."""
+
+    def __init__(self, kube: KubeClient, *, ttl: float, audiences: Sequence[str] = ()) -> None:
+        self.kube = kube
+        self.ttl = ttl
+        self.audiences = list(audiences)
+        self.cache = SimpleMemoryCache()
+
+    async def authenticate(self, token: str) -> Principal | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = await self.cache.get(key)
+        if cached is not None:
+            return cached if isinstance(cached, Principal) else None
+        spec: dict[str, Any] = {"token": token}
+        if self.audiences:
+            spec["audiences"] = self.audiences
+        review = await self.kube.create(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
+        )
+        status = review.get("status") or {}
+        principal: Principal | None = None
+        if status.get("authenticated"):
+            user = status.get("user") or {}
+            principal = Principal(
+                user=str(user.get("username", "")),
+                groups=tuple(user.get("groups") or ()),
+                uid=user.get("uid"),
+                extra={k: tuple(v) for k, v in (user.get("extra") or {}).items()},
+            )
+        # Failures are cached too (as False), so a flood of bad tokens costs one review each.
+        await self.cache.set(key, principal if principal is not None else False, ttl=self.ttl)
+        return principal
+
+
+class Authorizer:
+    """SubjectAccessReview with a short cache keyed by who asks for what."""
+
+    def __init__(self, kube: KubeClient, *, ttl: float) -> None:
+        self.kube = kube
+        self.ttl = ttl
+        self.cache = SimpleMemoryCache()
+
+    async def check(
+        self,
+        principal: Principal,
+        permission: Permission,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+    ) -> Decision:
+        attributes: dict[str, Any] = {
+            "group": permission.group,
+            "resource": permission.resource,
+            "verb": permission.verb,
+        }
+        if permission.subresource:
+            attributes["subresource"] = permission.subresource
+        if namespace:
+            attributes["namespace"] = namespace
+        if name:
+            attributes["name"] = name
+        key = json.dumps([principal.user, sorted(principal.groups), attributes], sort_keys=True)
+        cached = await self.cache.get(key)
+        if isinstance(cached, Decision):
+            return cached
+        review = await self.kube.create(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": principal.user,
+                    "groups": list(principal.groups),
+                    "uid": principal.uid,
+                    "extra": {k: list(v) for k, v in principal.extra.items()},
+                    "resourceAttributes": attributes,
+                },
+            },
+        )
+        status = review.get("status") or {}
+        decision = Decision(bool(status.get("allowed")), str(status.get("reason") or ""))
+        await self.cache.set(key, decision, ttl=self.ttl)
+        return decision
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

@@ -1,0 +1,192 @@
+"""The request pipeline's outer layers: the request id, and problem+json for every error.
+
+Order, outermost first (see ``app.create_app``): request context, problems, transport
+security and CORS, telemetry, audit, authentication and authorization, the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from dockyard.api import errors, keys
+from dockyard.api.auth import bearer_token
+from dockyard.core import logs
+from dockyard.core.kube import KubeError
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id (the caller's, when it is sane) and echo it on the response."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[keys.REQUEST_ID] = request_id
+    token = logs.request_id_var.set(request_id)
+    try:
+        return await handler(request)
+    finally:
+        logs.request_id_var.reset(token)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response, streamed or not, carries the request id."""
+    request_id = request.get(keys.REQUEST_ID)
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render whatever went wrong as problem+json; nothing internal reaches the client."""
+    try:
+        return await handler(request)
+    except errors.Problem as problem:
+        return errors.render(problem, request, request.get(keys.REQUEST_ID))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return errors.render(
+            _from_http_exception(exc, request), request, request.get(keys.REQUEST_ID)
+        )
+    except ValidationError as exc:
+        return errors.render(
+            errors.from_validation_error(exc), request, request.get(keys.REQUEST_ID)
+        )
+    except KubeError as exc:
+        return errors.render(from_kube_error(exc), request, request.get(keys.REQUEST_ID))
+    except (
+        asyncpg.PostgresConnectionStatusError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+        ConnectionRefusedError,
+        TimeoutError,
+    ) as exc:
+        logger.warning("dependency unavailable", extra={"error": type(exc).__name__})
+        return errors.render(
+            errors.dependency_unavailable(_dependency_of(exc)),
+            request,
+            request.get(keys.REQUEST_ID),
+        )
+    except RedisConnectionError:
+        return errors.render(
+            errors.dependency_unavailable("redis"), request, request.get(keys.REQUEST_ID)
+        )
+    except Exception:
+        logger.exception("unhandled error", extra={"path": request.path})
+        return errors.render(errors.internal_error(), request, request.get(keys.REQUEST_ID))
+
+
+def _dependency_of(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return "postgres"
+    return "kubernetes" if isinstance(exc, TimeoutError) else "postgres"
+
+
+def _from_http_exception(exc: web.HTTPException, request: web.Request) -> errors.Problem:
+    if exc.status == 404:
+        return errors.not_found(f"No route matches {request.path}.")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return errors.method_not_allowed(exc.method, exc.allowed_methods)
+    if exc.status == 413:
+        limit = request.app[keys.SETTINGS].max_body_bytes
+        return errors.payload_too_large(limit)
+    if exc.status == 415:
+        return errors.unsupported_media_type(request.content_type)
+    return errors.Problem(exc.status, f"http-{exc.status}", exc.reason, exc.reason)
+
+
+def from_kube_error(exc: KubeError) -> errors.Problem:
+    """Map the apiserver's Status to a problem, keeping its field causes (CEL included)."""
+    details = exc.body.get("details") or {}
+    causes = details.get("causes") or []
+    if exc.status == 422 or exc.reason == "Invalid":
+        field_errors = [
+            errors.FieldError(
+                field=str(c.get("field") or "(body)"),
+                message=str(c.get("message") or c.get("reason") or "invalid"),
+            )
+            for c in causes
+        ] or [errors.FieldError(field="(body)", message=exc.message)]
+        return errors.validation_failed(field_errors)
+    if exc.status == 404:
+        return errors.not_found(exc.message or "No such resource.")
+    if exc.status == 409:
+        return errors.conflict(exc.message or "The object was changed; re-read and retry.")
+    if exc.status == 403:
+        return errors.forbidden(exc.message or "Forbidden.")
+    if exc.status == 401:
+        return errors.unauthorized()
+    if exc.status == 429:
+        return errors.too_many_requests(1, "The Kubernetes API is throttling; retry shortly.")
+    if exc.status >= 500:
+        return errors.dependency_unavailable("kubernetes")
+    return errors.Problem(
+        exc.status,
+        "kubernetes-error",
+        exc.reason or "Bad Request",
+        exc.message or "The Kubernetes API refused the request.",
+    )
+
+
+@web.middleware
+async def authenticate_and_authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """TokenReview, then SubjectAccessReview, for every operation that is not public."""
+    operation = request.app[keys.OPERATIONS].get(request.match_info.route.name or "")
+    if operation is None or not operation.authenticated:
+        return await handler(request)
+    request[keys.OPERATION] = operation
+    source = request.remote or "-"
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        logs.security_event(logger, "authn.missing", path=request.path, source_ip=source)
+        raise errors.unauthorized()
+    try:
+        principal = await request.app[keys.AUTHENTICATOR].authenticate(token)
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("token review failed", extra={"error": type(exc).__name__})
+        raise errors.dependency_unavailable("kubernetes") from None
+    if principal is None:
+        logs.security_event(logger, "authn.failed", path=request.path, source_ip=source)
+        raise errors.unauthorized("The bearer token is invalid or has expired.")
+    request[keys.PRINCIPAL] = principal
+    permission = operation.permission
+    if permission is not None:
+        namespace = request.match_info.get("namespace")
+        name = request.match_info.get("name")
+        try:
+            decision = await request.app[keys.AUTHORIZER].check(
+                principal, permission, namespace=namespace, name=name
+            )
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("access review failed", extra={"error": type(exc).__name__})
+            raise errors.dependency_unavailable("kubernetes") from None
+        if not decision.allowed:
+            where = f" in namespace {namespace}" if namespace else ""
+            logs.security_event(
+                logger,
+                "authz.denied",
+                actor=principal.user,
+                verb=permission.verb,
+                resource=permission.resource,
+                namespace=namespace,
+                name=name,
+                source_ip=source,
+            )
+            raise errors.forbidden(
+                f"User {principal.user!r} may not {permission.verb} "
+                f"{permission.group}/{permission.resource}{where}."
+            )
+    return await handler(request)

@@ -1,0 +1,95 @@
+"""``GET /api/v1/me``: who the caller is and what they may do, for the frontend to render."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from dockyard.api import keys
+from dockyard.api.auth import GROUP, Permission, Principal
+from dockyard.api.openapi import Operation, OperationRegistry
+
+RESOURCES = (
+    "environments",
+    "backups",
+    "backupschedules",
+    "restores",
+    "restoredrills",
+    "scalingpolicies",
+    "ratelimitpolicies",
+    "auditevents",
+)
+VERBS = ("get", "list", "watch", "create", "patch", "delete")
+
+
+class ResourceAccess(BaseModel):
+    """The verbs the caller may use on one kind of resource."""
+
+    resource: str = Field(description="the resource (plural), in the dockyard.io group")
+    verbs: list[str] = Field(description="the allowed verbs")
+
+
+class Me(BaseModel):
+    """The caller's identity and permissions in one namespace."""
+
+    user: str = Field(description="the user name the Kubernetes API knows")
+    groups: list[str] = Field(description="the caller's groups")
+    namespace: str = Field(description="the namespace the permissions below apply to")
+    permissions: list[ResourceAccess] = Field(description="allowed verbs per resource")
+
+
+async def _access(
+    request: web.Request, principal: Principal, namespace: str
+) -> list[ResourceAccess]:
+    authorizer = request.app[keys.AUTHORIZER]
+    pairs = [(r, v) for r in RESOURCES for v in VERBS] + [("restores", "approve")]
+    decisions = await asyncio.gather(
+        *(
+            authorizer.check(principal, Permission(verb=v, resource=r), namespace=namespace)
+            for r, v in pairs
+        )
+    )
+    allowed: dict[str, list[str]] = {r: [] for r in RESOURCES}
+    for (resource, verb), decision in zip(pairs, decisions, strict=True):
+        if decision.allowed:
+            allowed[resource].append(verb)
+    return [ResourceAccess(resource=r, verbs=v) for r, v in allowed.items()]
+
+
+async def get_me(request: web.Request) -> web.Response:
+    principal: Principal = request[keys.PRINCIPAL]
+    namespace = request.query.get("namespace", "default")[:63]
+    me = Me(
+        user=principal.user,
+        groups=list(principal.groups),
+        namespace=namespace,
+        permissions=await _access(request, principal, namespace),
+    )
+    return web.json_response(me.model_dump())
+
+
+def register(registry: OperationRegistry) -> None:
+    registry.add(
+        Operation(
+            "GET",
+            "/api/v1/me",
+            "getMe",
+            "The caller's identity and permissions",
+            "identity",
+            get_me,
+            response_model=Me,
+            responses={401: "No valid bearer token"},
+            description=f"Permissions are checked with SubjectAccessReviews in the {GROUP} "
+            "group for the namespace given by ?namespace= (default: default).",
+            parameters=(
+                {
+                    "name": "namespace",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 63},
+                },
+            ),
+        )
+    )
