@@ -9,6 +9,7 @@ cleaning after a crash) never signals a recycled pid that belongs to someone els
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -24,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -193,14 +195,30 @@ class Testbed:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Two commands (or two test runs) bringing the same test bed up or down at once
+        # would each start a control plane and overwrite each other's state file.
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.state_path.with_suffix(".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def up(self) -> tuple[State, bool]:
         """Start the test bed; returns the state and whether it was already up."""
+        with self._locked():
+            return self._up()
+
+    def _up(self) -> tuple[State, bool]:
         running = self.running()
         if running is not None:
             return running, True
         if self.state() is not None:
             self.progress("cleaning up what an earlier, crashed test bed left behind")
-            self.down()
+            self._down()
         binaries = build.ensure_binaries(self.config.cache_dir, self.progress)
         directory = Path(tempfile.mkdtemp(prefix="dockyard-testbed-"))
         directory.chmod(0o755)  # PostgreSQL runs as its own user and must reach its files
@@ -218,6 +236,10 @@ class Testbed:
 
     def down(self) -> bool:
         """Stop every process the test bed started and remove its directory."""
+        with self._locked():
+            return self._down()
+
+    def _down(self) -> bool:
         state = self.state()
         if state is None:
             return False
