@@ -175,25 +175,31 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from dockyard.core import db, migrations
+    import asyncpg
+
+    from dockyard.core import migrations
 
     settings = _settings()
 
     async def go() -> int:
-        async with db.pool_context(settings) as pool:
+        # A plain connection, not a pool: a long migration must not hit pool timeouts.
+        conn = await asyncpg.connect(settings.database_dsn())
+        try:
             if args.status:
-                for row in await migrations.status(pool):
-                    print(row)
+                for row in await migrations.status(conn):
+                    applied = row.applied_at.isoformat() if row.applied_at else "-"
+                    print(f"{row.version:04d} {row.name:<40} {row.state.value:<8} {applied}")
                 return 0
             try:
-                applied = await migrations.migrate(pool)
+                done = await migrations.migrate(conn)
             except migrations.MigrationError as exc:
                 print(f"dockyard migrate: {exc}", file=sys.stderr)
                 return 1
-        if applied:
-            for migration in applied:
-                print(f"applied {migration}")
-        else:
+        finally:
+            await conn.close()
+        for migration in done:
+            print(f"applied {migration.version:04d} {migration.name}")
+        if not done:
             print("database is up to date")
         return 0
 

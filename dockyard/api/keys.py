@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dockyard.api.auth import Authenticator, Authorizer
+from dockyard.api.auth import Authenticator, Authorizer, Principal
 from dockyard.api.openapi import Operation
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
@@ -21,7 +21,7 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
 
 # Per-request state, set by the middlewares.
-REQUEST_ID = "dockyard.request_id"
-PRINCIPAL = "dockyard.principal"
-OPERATION = "dockyard.operation"
-AUDIT = "dockyard.audit"
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
+OPERATION = web.RequestKey("operation", Operation)
+AUDIT = web.RequestKey("audit", dict[str, Any])

@@ -68,11 +68,12 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except KubeError as exc:
         return errors.render(from_kube_error(exc), request, request.get(keys.REQUEST_ID))
     except (
-        asyncpg.PostgresConnectionStatusError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.ConnectionDoesNotExistError,
         asyncpg.InterfaceError,
         asyncpg.CannotConnectNowError,
+        asyncpg.TooManyConnectionsError,
         ConnectionRefusedError,
-        TimeoutError,
     ) as exc:
         logger.warning("dependency unavailable", extra={"error": type(exc).__name__})
         return errors.render(
@@ -90,9 +91,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 def _dependency_of(exc: BaseException) -> str:
-    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-        return "postgres"
-    return "kubernetes" if isinstance(exc, TimeoutError) else "postgres"
+    # The Kubernetes client's failures are mapped where it is called; what reaches here
+    # unmapped is the database pool's.
+    return "postgres"
 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> errors.Problem:

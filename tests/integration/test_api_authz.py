@@ -1,0 +1,164 @@
+"""Each shipped role, through the REST API with real tokens: what it may and may not do."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dockyard.api.app import create_app
+from dockyard.core import migrations
+from dockyard.core.settings import Settings
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ROOT, Kubectl
+
+Client = TestClient[object, object]
+
+# What /api/v1/me must report per role in a namespace where the role is bound.
+READ = ["get", "list", "watch"]
+WRITE = ["create", "patch", "delete"]
+EXPECTED = {
+    "viewer": {"environments": READ, "restores": READ, "ratelimitpolicies": READ},
+    "developer": {
+        "environments": READ + WRITE,
+        "restores": READ + WRITE,
+        "ratelimitpolicies": READ,
+    },
+    "operator": {
+        "environments": READ + WRITE,
+        "restores": [*READ, *WRITE, "approve"],
+        "ratelimitpolicies": READ + WRITE,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def roles_installed(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+
+
+@pytest.fixture
+async def client(testbed_state: State) -> AsyncIterator[Client]:
+    settings = Settings(
+        database_url=testbed_state.database_url,  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+        authz_cache_ttl=0,
+        metrics_port=None,
+    )
+    conn = await asyncpg.connect(settings.database_dsn())
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield client
+
+
+def _bind(kubectl: Kubectl, role: str, user: str, namespace: str) -> None:
+    if role == "admin":
+        kubectl(
+            "create",
+            "clusterrolebinding",
+            f"{user}-admin",
+            "--clusterrole=dockyard-admin",
+            f"--user={user}",
+        )
+    else:
+        kubectl(
+            "create",
+            "rolebinding",
+            f"{user}-{role}",
+            f"--clusterrole=dockyard-{role}",
+            f"--user={user}",
+            "-n",
+            namespace,
+        )
+
+
+def _verbs(body: dict[str, object], resource: str) -> list[str]:
+    permissions = body["permissions"]
+    assert isinstance(permissions, list)
+    return next(p["verbs"] for p in permissions if p["resource"] == resource)
+
+
+@pytest.mark.usefixtures("roles_installed")
+@pytest.mark.parametrize("role", ["viewer", "developer", "operator"])
+async def test_me_reports_exactly_what_the_role_allows(
+    role: str, client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
+) -> None:
+    user = f"{role}-{uuid.uuid4().hex[:6]}"
+    _bind(kubectl, role, user, namespace)
+    token = testbed.user_token(user, ["qa"])
+    response = await client.get(
+        f"/api/v1/me?namespace={namespace}", headers={"Authorization": f"Bearer {token}"}
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["user"] == user
+    assert "qa" in body["groups"]
+    for resource, verbs in EXPECTED[role].items():
+        assert _verbs(body, resource) == verbs, resource
+    assert _verbs(body, "auditevents") == []
+
+    elsewhere = await client.get(
+        "/api/v1/me?namespace=kube-system", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert _verbs(await elsewhere.json(), "environments") == []
+
+
+@pytest.mark.usefixtures("roles_installed")
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [("viewer", False), ("developer", False), ("operator", False), ("admin", True)],
+)
+async def test_only_admins_may_read_the_audit_trail(
+    role: str, allowed: bool, client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
+) -> None:
+    user = f"{role}-{uuid.uuid4().hex[:6]}"
+    _bind(kubectl, role, user, namespace)
+    token = testbed.user_token(user, [])
+    response = await client.get(
+        "/api/v1/audit-events?limit=5", headers={"Authorization": f"Bearer {token}"}
+    )
+    if allowed:
+        assert response.status == 200, await response.text()
+        assert "items" in await response.json()
+    else:
+        assert response.status == 403
+        assert response.content_type == "application/problem+json"
+        problem = await response.json()
+        assert problem["type"] == "https://dockyard.io/problems/forbidden"
+        assert user in problem["detail"]
+        assert problem["requestId"] == response.headers["X-Request-Id"]
+
+
+async def test_anonymous_requests_get_401_with_a_challenge(client: Client) -> None:
+    response = await client.get("/api/v1/me")
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["type"] == "https://dockyard.io/problems/unauthorized"
+
+
+async def test_a_forged_or_expired_token_gets_401(client: Client, testbed: Testbed) -> None:
+    expired = testbed.user_token("erin", [], ttl_seconds=-60)
+    for token in ("forged", expired):
+        response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status == 401
+        assert "invalid or has expired" in (await response.json())["detail"]
+
+
+async def test_a_user_without_bindings_may_do_nothing(
+    client: Client, testbed: Testbed, namespace: str
+) -> None:
+    token = testbed.user_token(f"nobody-{uuid.uuid4().hex[:6]}", [])
+    response = await client.get(
+        f"/api/v1/me?namespace={namespace}", headers={"Authorization": f"Bearer {token}"}
+    )
+    body = await response.json()
+    assert response.status == 200
+    assert all(p["verbs"] == [] for p in body["permissions"])
