@@ -7,6 +7,7 @@ memory): the token under its SHA-256, never the token itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -59,7 +60,8 @@ class Authenticator:
         self.kube = kube
         self.ttl = ttl
         self.audiences = list(audiences)
-        self.cache = SimpleMemoryCache()
+        # In-memory: no I/O to time out, and aiocache's default timeout costs a task per call.
+        self.cache = SimpleMemoryCache(timeout=None)
 
     async def authenticate(self, token: str) -> Principal | None:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -94,7 +96,7 @@ class Authorizer:
     def __init__(self, kube: KubeClient, *, ttl: float) -> None:
         self.kube = kube
         self.ttl = ttl
-        self.cache = SimpleMemoryCache()
+        self.cache = SimpleMemoryCache(timeout=None)
 
     async def check(
         self,
@@ -137,6 +139,28 @@ class Authorizer:
         decision = Decision(bool(status.get("allowed")), str(status.get("reason") or ""))
         await self.cache.set(key, decision, ttl=self.ttl)
         return decision
+
+    async def matrix(
+        self,
+        principal: Principal,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        namespace: str,
+    ) -> dict[tuple[str, str], bool]:
+        """Many (resource, verb) decisions at once, cached as one entry per namespace."""
+        key = json.dumps(["matrix", principal.user, sorted(principal.groups), namespace, pairs])
+        cached = await self.cache.get(key)
+        if isinstance(cached, dict):
+            return cached
+        decisions = await asyncio.gather(
+            *(
+                self.check(principal, Permission(verb=verb, resource=resource), namespace=namespace)
+                for resource, verb in pairs
+            )
+        )
+        result = {pair: d.allowed for pair, d in zip(pairs, decisions, strict=True)}
+        await self.cache.set(key, result, ttl=self.ttl)
+        return result
 
 
 def bearer_token(header: str | None) -> str | None:

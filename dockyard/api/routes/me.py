@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from dockyard.api import keys
-from dockyard.api.auth import GROUP, Permission, Principal
+from dockyard.api.auth import GROUP, Principal
 from dockyard.api.openapi import Operation, OperationRegistry
 
 RESOURCES = (
@@ -40,22 +38,17 @@ class Me(BaseModel):
     permissions: list[ResourceAccess] = Field(description="allowed verbs per resource")
 
 
+PAIRS = (*((r, v) for r in RESOURCES for v in VERBS), ("restores", "approve"))
+
+
 async def _access(
     request: web.Request, principal: Principal, namespace: str
 ) -> list[ResourceAccess]:
-    authorizer = request.app[keys.AUTHORIZER]
-    pairs = [(r, v) for r in RESOURCES for v in VERBS] + [("restores", "approve")]
-    decisions = await asyncio.gather(
-        *(
-            authorizer.check(principal, Permission(verb=v, resource=r), namespace=namespace)
-            for r, v in pairs
-        )
-    )
-    allowed: dict[str, list[str]] = {r: [] for r in RESOURCES}
-    for (resource, verb), decision in zip(pairs, decisions, strict=True):
-        if decision.allowed:
-            allowed[resource].append(verb)
-    return [ResourceAccess(resource=r, verbs=v) for r, v in allowed.items()]
+    allowed = await request.app[keys.AUTHORIZER].matrix(principal, PAIRS, namespace=namespace)
+    return [
+        ResourceAccess(resource=r, verbs=[v for rr, v in PAIRS if rr == r and allowed[(rr, v)]])
+        for r in RESOURCES
+    ]
 
 
 async def get_me(request: web.Request) -> web.Response:
