@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=9090, ge=1, le=65535, description="separate port for /metrics; unset: none"
     )
+    # -- the operator -------------------------------------------------------------------
+    managed_postgres_url: SecretStr | None = Field(
+        default=None,
+        description="admin DSN of the PostgreSQL server that hosts environment databases",
+    )
+    managed_postgres_host: str | None = Field(
+        default=None,
+        description="host name workloads use to reach that server (default: the DSN's host)",
+    )
+    reconcile_interval: float = Field(
+        default=30.0, ge=1, le=3600, description="seconds between drift-repair passes"
+    )
     # -- logging ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="json", pattern=r"^(json|console)$")
