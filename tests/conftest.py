@@ -58,15 +58,8 @@ def platform_dsn(testbed_state: State) -> str:
 def testbed_env(testbed_state: State) -> dict[str, str]:
     """The process environment that ``eval "$(dockyard testbed env)"`` would give."""
     env = dict(os.environ)
-    env.update(
-        {
-            "KUBECONFIG": testbed_state.kubeconfig,
-            "DOCKYARD_KUBECONFIG": testbed_state.kubeconfig,
-            "DOCKYARD_DATABASE_URL": testbed_state.database_url,
-            "DOCKYARD_REDIS_URL": testbed_state.redis_url,
-            "PATH": f"{testbed_state.bin_dir}:{env.get('PATH', '')}",
-        }
-    )
+    env.update(testbed_state.env())
+    env["PATH"] = f"{testbed_state.bin_dir}:{env.get('PATH', '')}"
     return env
 
 

@@ -108,14 +108,23 @@ class State:
     def healthy(self) -> bool:
         return bool(self.processes) and all(p.alive() for p in self.processes)
 
-    def env_exports(self) -> str:
-        values = {
+    @property
+    def managed_postgres_url(self) -> str:
+        """The same server's superuser, on its maintenance database: it hosts environments."""
+        return self.database_url.rsplit("/", 1)[0] + "/postgres"
+
+    def env(self) -> dict[str, str]:
+        """The variables that point Dockyard and kubectl at this test bed."""
+        return {
             "KUBECONFIG": self.kubeconfig,
             "DOCKYARD_KUBECONFIG": self.kubeconfig,
             "DOCKYARD_DATABASE_URL": self.database_url,
             "DOCKYARD_REDIS_URL": self.redis_url,
+            "DOCKYARD_MANAGED_POSTGRES_URL": self.managed_postgres_url,
         }
-        lines = [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
+
+    def env_exports(self) -> str:
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()]
         lines.append(f'export PATH={shlex.quote(self.bin_dir)}:"$PATH"')
         return "\n".join(lines)
 

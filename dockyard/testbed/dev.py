@@ -20,16 +20,9 @@ from dockyard.testbed.cluster import State, Testbed, TestbedError
 
 def _env(state: State) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(
-        {
-            "KUBECONFIG": state.kubeconfig,
-            "DOCKYARD_KUBECONFIG": state.kubeconfig,
-            "DOCKYARD_DATABASE_URL": state.database_url,
-            "DOCKYARD_REDIS_URL": state.redis_url,
-            "DOCKYARD_LOG_FORMAT": env.get("DOCKYARD_LOG_FORMAT", "console"),
-            "PATH": f"{state.bin_dir}:{env.get('PATH', '')}",
-        }
-    )
+    env.update(state.env())
+    env.setdefault("DOCKYARD_LOG_FORMAT", "console")
+    env["PATH"] = f"{state.bin_dir}:{env.get('PATH', '')}"
     return env
 
 
