@@ -72,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
             help="exit 1 when the committed files differ from the code",
         )
         gen.add_argument("--out", type=Path, default=None, help=f"where to write (default {what})")
+    spec = commands.choices["openapi"]
+    spec.add_argument(
+        "--released",
+        type=Path,
+        default=Path("specs/released"),
+        help="released documents; --check fails on breaking changes against the newest "
+        "(default specs/released)",
+    )
+    spec.add_argument(
+        "--release",
+        action="store_true",
+        help="keep the current document as --released/openapi-<info.version>.yaml",
+    )
     return parser
 
 
@@ -122,7 +135,11 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
-    server.run(settings, host=args.host, port=args.port)
+    try:
+        server.run(settings, host=args.host, port=args.port)
+    except server.ConfigurationError as exc:
+        print(f"dockyard api: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
@@ -225,19 +242,41 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_openapi(args: argparse.Namespace) -> int:
-    from dockyard.api import openapi
+    import yaml
+
+    from dockyard.api import openapi, releases
 
     out = args.out or Path("specs/openapi.yaml")
     text = openapi.render_yaml()
-    if args.check:
+    if args.check and args.release:
+        print("dockyard openapi: use --check or --release, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if args.check or args.release:
         current = out.read_text() if out.exists() else ""
-        if current != text:
+        drifted = current != text
+        if drifted:
             print(
                 f"drift: {out} differs from the code; run 'dockyard openapi' and commit it",
                 file=sys.stderr,
             )
+        try:
+            if args.release:
+                # Only what is committed and matches the code can be released.
+                if drifted:
+                    return 1
+                print(f"released {releases.release(text, args.released)}")
+                return 0
+            verdict = releases.judge(yaml.safe_load(text), args.released)
+        except releases.ReleaseError as exc:
+            print(f"dockyard openapi: {exc}", file=sys.stderr)
+            return 1
+        for line in releases.iter_lines(verdict):
+            print(line, file=sys.stderr)
+        if drifted or not verdict.passed:
             return 1
         print(f"{out} matches the code")
+        if verdict.release is not None and not verdict.breaks:
+            print(f"no breaking change against {verdict.release.path}")
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -7,14 +7,22 @@ starts on its event loop and closed when it stops, never at import time.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
+from opentelemetry.sdk.trace import SpanProcessor
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from dockyard.api import keys, middlewares
+from dockyard.api import audit, keys, middlewares, telemetry, transport
 from dockyard.api.auth import Authenticator, Authorizer
+from dockyard.api.cache import WatchCache
+from dockyard.api.idempotency import IdempotencyStore
+from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import OperationRegistry, build_document
-from dockyard.api.routes import health, me, meta
+from dockyard.api.routes import audit as audit_routes
+from dockyard.api.routes import docs, environments, health, me, meta
 from dockyard.core import db
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.settings import Settings
@@ -23,20 +31,37 @@ from dockyard.core.settings import Settings
 def registry() -> OperationRegistry:
     """Every operation of the API, in a stable order."""
     ops = OperationRegistry()
-    for module in (health, meta, me):
+    for module in (health, meta, me, environments, audit_routes):
         module.register(ops)
     return ops
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    async with db.pool_context(app[keys.SETTINGS]) as pool:
+    provider = app[keys.TRACING].provider
+    async with db.pool_context(app[keys.SETTINGS], tracer_provider=provider) as pool:
         app[keys.DB_POOL] = pool
         yield
 
 
+async def _idempotency(app: web.Application) -> AsyncIterator[None]:
+    app[keys.IDEMPOTENCY] = IdempotencyStore(app[keys.DB_POOL])
+    yield
+
+
+async def _watch_caches(app: web.Application) -> AsyncIterator[None]:
+    cache = WatchCache(app[keys.KUBE], "dockyard.io", "v1alpha1", "environments")
+    app[keys.ENVIRONMENT_CACHE] = cache
+    await cache.start()
+    yield
+    await cache.stop()
+
+
 async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    client = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
+    client = KubeClient.connect(
+        load_config(settings.kubeconfig, os.environ),
+        tracer_provider=app[keys.TRACING].provider,
+    )
     app[keys.KUBE] = client
     app[keys.AUTHENTICATOR] = Authenticator(client, ttl=settings.auth_cache_ttl)
     app[keys.AUTHORIZER] = Authorizer(client, ttl=settings.authz_cache_ttl)
@@ -44,20 +69,61 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
     await client.close()
 
 
-def create_app(settings: Settings) -> web.Application:
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    dsn = app[keys.SETTINGS].redis_dsn()
+    if dsn is None:
+        app[keys.REDIS] = None
+        yield
+        return
+    # Connects lazily: Redis being down is for /readyz to report, not a start-up failure.
+    # Short timeouts and one immediate retry (a dropped idle connection), because
+    # requests wait on it: the client's default backoff would add seconds to each.
+    client = Redis.from_url(
+        dsn, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
+    )
+    app[keys.REDIS] = client
+    yield
+    await client.aclose()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    metrics_host: str = "127.0.0.1",
+    span_processors: Sequence[SpanProcessor] = (),
+) -> web.Application:
+    """The API app.
+
+    ``/metrics`` is served on ``metrics_host`` (the API's own bind address) at
+    ``settings.metrics_port``; ``span_processors`` receive every span, beside the OTLP
+    exporter when one is configured (tests pass an in-memory one).
+    """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
             middlewares.request_context,
+            telemetry.trace_requests,
+            telemetry.measure_requests,
             middlewares.problems,
+            transport.transport_security,
+            transport.cors,
+            audit.audit_trail,
             middlewares.authenticate_and_authorize,
         ],
     )
     app[keys.SETTINGS] = settings
+    app[keys.METRICS] = ApiMetrics()
     ops = registry()
     ops.install(app)
     app[keys.OPERATIONS] = {op.operation_id: op for op in ops.operations}
     app[keys.OPENAPI_DOCUMENT] = build_document(ops.operations)
+    docs.install(app)  # plain routes: the docs UI is not part of the API contract
     app.on_response_prepare.append(middlewares.add_request_id_header)
-    app.cleanup_ctx.extend([_database, _kubernetes])
+    app.on_response_prepare.extend([transport.add_hsts_header, transport.add_cors_headers])
+    # Tracing first: the pool and the clients trace through it, and it flushes last.
+    app.cleanup_ctx.extend(
+        [telemetry.tracing(span_processors), telemetry.metrics_endpoint(metrics_host), _redis]
+    )
+    app.cleanup_ctx.extend([_database, _kubernetes, _idempotency, _watch_caches])
+    app.cleanup_ctx.append(audit.retention)  # after _database: it uses the pool
     return app

@@ -6,11 +6,17 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from opentelemetry.trace import Tracer
+from redis.asyncio import Redis
 
 from dockyard.api.auth import Authenticator, Authorizer, Principal
+from dockyard.api.cache import WatchCache
+from dockyard.api.idempotency import IdempotencyStore
+from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import Operation
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
+from dockyard.core.telemetry import Tracing
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -19,6 +25,13 @@ OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
 OPERATIONS = web.AppKey("operations", dict[str, Operation])
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
+# None when DOCKYARD_REDIS_URL is unset (one replica: counters in memory).
+REDIS = web.AppKey[Redis | None]("redis")
+METRICS = web.AppKey("metrics", ApiMetrics)
+TRACING = web.AppKey("tracing", Tracing)
+TRACER = web.AppKey("tracer", Tracer)
+ENVIRONMENT_CACHE = web.AppKey("environment_cache", WatchCache)
+IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 
 # Per-request state, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dockyard.api import errors, keys
 from dockyard.api.auth import bearer_token
+from dockyard.api.transport import client_ip
 from dockyard.core import logs
 from dockyard.core.kube import KubeError
 
@@ -149,7 +150,7 @@ async def authenticate_and_authorize(request: web.Request, handler: Handler) -> 
     if operation is None or not operation.authenticated:
         return await handler(request)
     request[keys.OPERATION] = operation
-    source = request.remote or "-"
+    source = client_ip(request, request.app[keys.SETTINGS].trusted_proxies) or "-"
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         logs.security_event(logger, "authn.missing", path=request.path, source_ip=source)

@@ -1,12 +1,62 @@
-"""Serve the app: plaintext on loopback for development, TLS when configured."""
+"""Serve the app: plaintext on loopback for development, TLS when configured.
+
+In production the process refuses to start unless it speaks TLS itself or sits behind
+a trusted proxy that terminates TLS (``transport.transport_security`` then refuses any
+plaintext request that did not come through it).
+"""
 
 from __future__ import annotations
+
+import ssl
 
 from aiohttp import web
 
 from dockyard.api.app import create_app
-from dockyard.core.settings import Settings
+from dockyard.core.settings import Mode, Settings
+
+
+class ConfigurationError(Exception):
+    """The settings cannot be served as they are; the message says what to set."""
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """A server context (TLS 1.2 or newer) when a certificate and key are set, else None."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError(
+            "set both DOCKYARD_TLS_CERT_FILE and DOCKYARD_TLS_KEY_FILE, or neither"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigurationError(
+            f"cannot load DOCKYARD_TLS_CERT_FILE={cert} with DOCKYARD_TLS_KEY_FILE={key}: {reason}"
+        ) from None
+    return context
+
+
+def check_transport(settings: Settings, context: ssl.SSLContext | None) -> None:
+    """Production needs HTTPS: TLS here, or a trusted proxy that terminates it."""
+    if settings.mode is Mode.PRODUCTION and context is None and not settings.trusted_proxies:
+        raise ConfigurationError(
+            "production refuses plaintext: set DOCKYARD_TLS_CERT_FILE and "
+            "DOCKYARD_TLS_KEY_FILE, or DOCKYARD_TRUSTED_PROXIES for a TLS-terminating proxy"
+        )
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:
-    web.run_app(create_app(settings), host=host, port=port, access_log=None, print=None)
+    context = ssl_context(settings)
+    check_transport(settings, context)
+    web.run_app(
+        create_app(settings, metrics_host=host),
+        host=host,
+        port=port,
+        ssl_context=context,
+        access_log=None,
+        print=None,
+    )

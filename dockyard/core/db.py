@@ -4,17 +4,24 @@ Both the API and the operator talk to the platform database (audit, catalog, out
 idempotency) through one ``asyncpg`` pool per process, created at start-up from the
 ``Settings`` and closed at shutdown. Every connection the pool opens is configured the
 same way by :func:`init_connection`, so ``json`` and ``jsonb`` columns read and write
-plain Python values everywhere. Nothing here runs at import time.
+plain Python values everywhere, and is a :class:`TracedConnection`, so every query is a
+span of the caller's trace. Nothing here runs at import time.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
+import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from typing import Any
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
+from dockyard.core import telemetry
 from dockyard.core.settings import Settings
 
 # A query that takes longer than this is a bug or an outage, not a slow page: the
@@ -41,13 +48,90 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+# Leading blanks and comments, then the statement's first word. Possessive, so a long
+# run of dashes or blanks cannot make the match backtrack through every way to split it.
+_FIRST_KEYWORD = re.compile(r"(?:\s|--[^\n]*+|/\*.*?\*/)*+([A-Za-z]+)", re.DOTALL)
+# Set while the pool resets a connection, whose queries are then not traced.
+_housekeeping = contextvars.ContextVar("dockyard_db_housekeeping", default=False)
+
+
+def statement_keyword(query: str) -> str:
+    """The statement's first keyword (``SELECT``, ``INSERT``, ``WITH``...), upper-cased."""
+    match = _FIRST_KEYWORD.match(query)
+    return match.group(1).upper() if match else "SQL"
+
+
+class TracedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no types
+    """A connection whose queries are CLIENT spans, named by the statement's first keyword.
+
+    The span says which kind of statement ran, never its text or parameters: SQL can
+    embed values, and parameters are data. ``create_pool`` makes a subclass per pool
+    bound to its tracer (asyncpg builds connections itself, so it cannot be passed in).
+    The pool's own ``fetch``/``execute``... delegate to these methods.
+    """
+
+    tracer: trace.Tracer = trace.NoOpTracer()
+
+    def _span(self, query: str) -> AbstractContextManager[Span | None]:
+        if _housekeeping.get():
+            return nullcontext()
+        operation = statement_keyword(query)
+        return telemetry.current_span(
+            self.tracer,
+            operation,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system": "postgresql",  # the older name, still what most backends index
+                "db.system.name": "postgresql",
+                "db.operation.name": operation,
+            },
+        )
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._span(query):
+            return await super().execute(query, *args, **kwargs)
+
+    async def executemany(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._span(query):
+            return await super().executemany(query, *args, **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._span(query):
+            return await super().fetch(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._span(query):
+            return await super().fetchval(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._span(query):
+            return await super().fetchrow(query, *args, **kwargs)
+
+    async def fetchmany(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._span(query):
+            return await super().fetchmany(query, *args, **kwargs)
+
+    async def reset(self, *args: Any, **kwargs: Any) -> None:
+        # The pool resets each connection it takes back (advisory locks, cursors,
+        # RESET ALL): housekeeping, not the caller's work, so not a span of its trace.
+        token = _housekeeping.set(True)
+        try:
+            await super().reset(*args, **kwargs)
+        finally:
+            _housekeeping.reset(token)
+
+
+async def create_pool(
+    settings: Settings, *, tracer_provider: trace.TracerProvider | None = None
+) -> asyncpg.Pool:
     """Open the platform database pool described by ``settings``.
 
     The pool's first ``database_pool_min`` connections are opened before this returns,
     so a wrong DSN or an unreachable server fails at start-up rather than on the first
-    request.
+    request. Queries are spans of ``tracer_provider`` (the global one when unset).
     """
+    tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+    traced = type("TracedConnection", (TracedConnection,), {"tracer": tracer})
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn=settings.database_dsn(),
         min_size=settings.database_pool_min,
@@ -57,14 +141,17 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         max_inactive_connection_lifetime=MAX_INACTIVE_CONNECTION_LIFETIME_SECONDS,
         server_settings={"application_name": APPLICATION_NAME},
         init=init_connection,
+        connection_class=traced,
     )
     return pool
 
 
 @asynccontextmanager
-async def pool_context(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def pool_context(
+    settings: Settings, *, tracer_provider: trace.TracerProvider | None = None
+) -> AsyncIterator[asyncpg.Pool]:
     """Yield an open pool and close it on exit, for start-up/cleanup hooks and scripts."""
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, tracer_provider=tracer_provider)
     try:
         yield pool
     finally:

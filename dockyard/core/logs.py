@@ -67,4 +67,6 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
 
 def security_event(logger: logging.Logger, event: str, **fields: Any) -> None:
     """Log a security event (authentication, authorization, limits) in one greppable shape."""
-    logger.warning(event, extra={"security_event": event, **fields})
+    # LogRecord refuses extras that shadow its own attributes ("name", "msg", ...).
+    safe = {f"{k}_" if k in _RESERVED else k: v for k, v in fields.items()}
+    logger.warning(event, extra={"security_event": event, **safe})

@@ -23,7 +23,9 @@ class Mode(StrEnum):
 class Settings(BaseSettings):
     """Every knob of the API and the operator; see ``docs/configuration.md``."""
 
-    model_config = SettingsConfigDict(env_prefix="DOCKYARD_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="DOCKYARD_", extra="ignore", frozen=True, env_parse_none_str="null"
+    )
 
     mode: Mode = Field(default=Mode.DEVELOPMENT, description="production refuses plaintext")
     database_url: SecretStr = Field(
@@ -66,6 +68,11 @@ class Settings(BaseSettings):
     )
     reconcile_interval: float = Field(
         default=30.0, ge=1, le=3600, description="seconds between drift-repair passes"
+    )
+    ingress_namespace: str = Field(
+        default="ingress-nginx",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="namespace of the ingress controller, whose pods environments admit",
     )
     # -- logging ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

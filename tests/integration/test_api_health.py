@@ -18,6 +18,8 @@ async def client(testbed_state: State) -> AsyncIterator[TestClient[object, objec
     settings = Settings(
         database_url=testbed_state.database_url,  # type: ignore[arg-type]
         kubeconfig=Path(testbed_state.kubeconfig),
+        redis_url=None,  # whatever the shell exports: these tests expect two checks
+        metrics_port=None,
     )
     async with TestClient(TestServer(create_app(settings))) as client:
         yield client
@@ -47,6 +49,8 @@ async def test_readiness_names_the_dependency_that_is_down(testbed_state: State)
         database_url="postgresql://nobody:wrong@127.0.0.1:1/none",  # type: ignore[arg-type]
         kubeconfig=Path(testbed_state.kubeconfig),
         database_pool_min=0,
+        redis_url=None,
+        metrics_port=None,
     )
     async with TestClient(TestServer(create_app(settings))) as client:
         response = await client.get("/readyz")

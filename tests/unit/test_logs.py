@@ -54,3 +54,18 @@ def test_security_event_logs_one_greppable_shape(caplog: object) -> None:
     assert entry["message"] == "authn.failed"
     assert entry["security_event"] == "authn.failed"
     assert entry["source_ip"] == "127.0.0.1"
+
+
+def test_security_event_fields_may_shadow_log_record_attributes() -> None:
+    logger = logging.getLogger("dockyard.security-shadow")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        logs.security_event(logger, "authz.denied", name="shop", msg="x")
+    finally:
+        logger.removeHandler(handler)
+    entry = _format(records[0])
+    assert entry["name_"] == "shop"
+    assert entry["logger"] == "dockyard.security-shadow"

@@ -7,6 +7,7 @@ from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
+from redis.asyncio import Redis
 
 from dockyard.api import keys
 from dockyard.api.openapi import Operation, OperationRegistry
@@ -59,8 +60,21 @@ async def _check_kubernetes(app: web.Application) -> DependencyCheck:
     return DependencyCheck(name="kubernetes", ready=False, reason="apiserver /readyz failed")
 
 
+async def _check_redis(client: Redis) -> DependencyCheck:
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT):
+            await client.ping()
+    except Exception as exc:  # any failure means not ready; the reason says which
+        return DependencyCheck(name="redis", ready=False, reason=type(exc).__name__)
+    return DependencyCheck(name="redis", ready=True)
+
+
 async def readyz(request: web.Request) -> web.Response:
-    checks = await asyncio.gather(_check_postgres(request.app), _check_kubernetes(request.app))
+    probes = [_check_postgres(request.app), _check_kubernetes(request.app)]
+    redis = request.app[keys.REDIS]
+    if redis is not None:  # only checked when configured (several replicas share it)
+        probes.append(_check_redis(redis))
+    checks = await asyncio.gather(*probes)
     ready = all(c.ready for c in checks)
     body = Readiness(status="ready" if ready else "not-ready", checks=list(checks))
     return web.json_response(body.model_dump(exclude_none=True), status=200 if ready else 503)

@@ -1,0 +1,181 @@
+"""An in-process watch cache of one custom resource across all namespaces.
+
+Reads come from here (fast, and consistent with a known ``resourceVersion``); writes
+go to the apiserver, and a handler that wrote can wait until the cache has caught up
+with the version it wrote (read-your-writes). Subscribers (server-sent events) get
+every change as it arrives. A 410 Gone (the watch fell too far behind) re-lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from dockyard.core.kube import KubeClient, KubeError
+
+logger = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One observed change: ADDED, MODIFIED or DELETED, with the object as it was then."""
+
+    type: str
+    object: Object
+
+    @property
+    def namespace(self) -> str:
+        return str(self.object.get("metadata", {}).get("namespace", ""))
+
+
+def _rv(obj: Object) -> int:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", "0"))
+    except ValueError:
+        return 0
+
+
+class WatchCache:
+    """List-then-watch of ``/apis/{group}/{version}/{plural}`` kept in memory."""
+
+    def __init__(self, kube: KubeClient, group: str, version: str, plural: str) -> None:
+        self.kube = kube
+        self.path = f"/apis/{group}/{version}/{plural}"
+        self.objects: dict[tuple[str, str], Object] = {}
+        self.resource_version = 0
+        self.synced = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._subscribers: set[asyncio.Queue[Change]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"watch-cache {self.path}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self._list()
+                backoff = 0.5
+                while True:
+                    await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except KubeError as exc:
+                if exc.status != 410:
+                    logger.warning("watch cache: %s", exc, extra={"path": self.path})
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.warning("watch cache interrupted: %s", type(exc).__name__,
+                               extra={"path": self.path})  # fmt: skip
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10)
+
+    async def _list(self) -> None:
+        listing = await self.kube.get(self.path)
+        fresh = {
+            (o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+            for o in listing.get("items", [])
+        }
+        gone = [key for key in self.objects if key not in fresh]
+        for key in gone:
+            await self._publish(Change("DELETED", self.objects.pop(key)))
+        for key, obj in fresh.items():
+            kind = "MODIFIED" if key in self.objects else "ADDED"
+            if self.objects.get(key, {}).get("metadata", {}).get("resourceVersion") != obj[
+                "metadata"
+            ].get("resourceVersion"):
+                self.objects[key] = obj
+                await self._publish(Change(kind, obj))
+        await self._advance(int(listing.get("metadata", {}).get("resourceVersion", "0")))
+        self.synced.set()
+
+    async def _watch(self) -> None:
+        async for event in self.kube.watch(self.path, resource_version=str(self.resource_version)):
+            kind, obj = event.get("type"), event.get("object", {})
+            if kind == "ERROR":
+                raise KubeError(int(obj.get("code", 500)), obj)
+            if kind == "BOOKMARK":
+                await self._advance(_rv(obj))
+                continue
+            key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+            if kind == "DELETED":
+                self.objects.pop(key, None)
+            else:
+                self.objects[key] = obj
+            await self._publish(Change(str(kind), obj))
+            await self._advance(_rv(obj))
+
+    async def _advance(self, resource_version: int) -> None:
+        async with self._progress:
+            self.resource_version = max(self.resource_version, resource_version)
+            self._progress.notify_all()
+
+    async def _publish(self, change: Change) -> None:
+        for queue in list(self._subscribers):
+            if queue.full():  # a slow consumer loses its oldest change, never blocks the cache
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(change)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def wait_synced(self, within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
+            await self.synced.wait()
+
+    async def wait_for_version(self, resource_version: str | int, within: float = 5.0) -> bool:
+        """Wait until the cache has seen ``resource_version``; False if it does not in time."""
+        target = int(resource_version)
+        try:
+            async with asyncio.timeout(within), self._progress:
+                await self._progress.wait_for(lambda: self.resource_version >= target)
+        except TimeoutError:
+            return False
+        return True
+
+    def get(self, namespace: str, name: str) -> Object | None:
+        return self.objects.get((namespace, name))
+
+    def list(
+        self,
+        *,
+        namespaces: Iterable[str] | None = None,
+        predicate: Callable[[Object], bool] | None = None,
+    ) -> list[Object]:
+        """Objects ordered by (namespace, name), optionally filtered."""
+        allowed = set(namespaces) if namespaces is not None else None
+        keys = sorted(self.objects)
+        return [
+            self.objects[key]
+            for key in keys
+            if (allowed is None or key[0] in allowed)
+            and (predicate is None or predicate(self.objects[key]))
+        ]
+
+    def namespaces(self) -> set[str]:
+        return {namespace for namespace, _ in self.objects}
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, maxsize: int = 1000) -> AsyncIterator[asyncio.Queue[Change]]:
+        queue: asyncio.Queue[Change] = asyncio.Queue(maxsize=maxsize)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)

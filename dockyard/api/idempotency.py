@@ -1,0 +1,104 @@
+"""``Idempotency-Key`` for POST: a retried request gets the first answer, not a duplicate.
+
+The first request with a key claims it (an INSERT that wins or loses atomically), does
+its work, and stores its response. A retry with the same key and the same request
+replays that response; with a different request it is refused; while the first is
+still running, the retry is told to wait. Keys belong to their caller and expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from dockyard.api import errors
+
+TTL = timedelta(hours=24)
+MAX_KEY_LENGTH = 255
+
+_CLAIM = """
+INSERT INTO idempotency_keys (actor, key, method, path, request_hash, expires_at)
+VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
+ON CONFLICT (actor, key) DO NOTHING
+RETURNING key
+"""
+_FETCH = """
+SELECT method, path, request_hash, response_status, response_body
+FROM idempotency_keys WHERE actor = $1 AND key = $2 AND expires_at > now()
+"""
+_PURGE_EXPIRED_ONE = (
+    "DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2 AND expires_at <= now()"
+)
+_COMPLETE = """
+UPDATE idempotency_keys SET response_status = $3, response_body = $4
+WHERE actor = $1 AND key = $2
+"""
+_RELEASE = "DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2"
+PURGE = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The stored answer to a request already handled."""
+
+    status: int
+    body: Any
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate_key(key: str) -> str:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise errors.validation_failed(
+            [
+                errors.FieldError(
+                    field="Idempotency-Key",
+                    message=f"must be 1 to {MAX_KEY_LENGTH} printable characters",
+                )
+            ]
+        )
+    return key
+
+
+class IdempotencyStore:
+    """Claims, completes and replays idempotency keys in the platform database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def claim(
+        self, *, actor: str, key: str, method: str, path: str, digest: str
+    ) -> Replay | None:
+        """Claim ``key``: None when this request should run, a Replay when it already ran."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(_PURGE_EXPIRED_ONE, actor, key)
+            if await conn.fetchval(_CLAIM, actor, key, method, path, digest, TTL):
+                return None
+            row = await conn.fetchrow(_FETCH, actor, key)
+        if row is None:  # expired between the two statements: treat as fresh next time
+            raise errors.conflict("The Idempotency-Key expired while retrying; retry again.")
+        if row["request_hash"] != digest:
+            raise errors.Problem(
+                422,
+                "idempotency-key-reused",
+                "Idempotency Key Reused",
+                "This Idempotency-Key was used for a different request; use a new key.",
+            )
+        if row["response_status"] is None:
+            raise errors.conflict("A request with this Idempotency-Key is still in progress.")
+        return Replay(status=int(row["response_status"]), body=row["response_body"])
+
+    async def complete(self, *, actor: str, key: str, status: int, body: Any) -> None:
+        await self.pool.execute(_COMPLETE, actor, key, status, body)
+
+    async def release(self, *, actor: str, key: str) -> None:
+        """Forget a claim whose request failed on our side, so a retry can run again."""
+        await self.pool.execute(_RELEASE, actor, key)

@@ -1,0 +1,122 @@
+"""Input limits on a request body, through ``bodies.read_model`` and the real problems
+middleware: too large is 413, not JSON is 415, unknown or over-long fields are 422 with
+the field's path. The route exists only in this test (the API has no POST yet)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import BaseModel, ConfigDict, Field
+
+from dockyard.api import bodies, errors, keys, middlewares
+from dockyard.core.settings import Settings
+
+LIMIT = 1024
+
+Client = TestClient[web.Request, web.Application]
+
+
+class WidgetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: Literal["small", "large"]
+
+
+class Widget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)
+    spec: WidgetSpec
+
+
+async def create_widget(request: web.Request) -> web.Response:
+    widget = await bodies.read_model(request, Widget)
+    return web.json_response(widget.model_dump(), status=201)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    settings = Settings.model_validate({"max_body_bytes": LIMIT})
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[middlewares.request_context, middlewares.problems],
+    )
+    app[keys.SETTINGS] = settings
+    app.router.add_post("/widgets", create_widget)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def problem(response: ClientResponse) -> dict[str, Any]:
+    assert response.content_type == errors.PROBLEM_JSON
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def test_a_valid_body_is_accepted(
+    client: Client,
+) -> None:
+    response = await client.post("/widgets", json={"name": "w", "spec": {"size": "small"}})
+    assert response.status == 201
+    assert await response.json() == {"name": "w", "spec": {"size": "small"}}
+
+
+async def test_a_body_over_the_limit_is_413(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/widgets", json={"name": "w", "spec": {"size": "small"}, "pad": "x" * LIMIT}
+    )
+    assert response.status == 413
+    body = await problem(response)
+    assert body["type"] == errors.TYPE_BASE + "payload-too-large"
+    assert f"{LIMIT} bytes" in str(body["detail"])
+
+
+async def test_a_body_that_is_not_json_is_415(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/widgets", data="name=w", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status == 415
+    body = await problem(response)
+    assert body["type"] == errors.TYPE_BASE + "unsupported-media-type"
+
+
+async def test_an_unknown_field_is_422_with_its_path(
+    client: Client,
+) -> None:
+    response = await client.post(
+        "/widgets", json={"name": "w", "spec": {"size": "small", "colour": "red"}}
+    )
+    assert response.status == 422
+    body = await problem(response)
+    assert body["type"] == errors.TYPE_BASE + "validation-failed"
+    assert [e["field"] for e in body["errors"]] == ["spec.colour"]
+
+
+async def test_an_over_long_string_is_422_with_its_path(
+    client: Client,
+) -> None:
+    response = await client.post("/widgets", json={"name": "w" * 64, "spec": {"size": "small"}})
+    assert response.status == 422
+    body = await problem(response)
+    [error] = body["errors"]
+    assert error["field"] == "name"
+    assert "63" in error["message"]
+
+
+async def test_malformed_json_is_422_on_the_body(
+    client: Client,
+) -> None:
+    response = await client.post("/widgets", data="{", headers={"Content-Type": "application/json"})
+    assert response.status == 422
+    body = await problem(response)
+    [error] = body["errors"]
+    assert error["field"] == "(body)"
+    assert error["message"].startswith("not valid JSON")

@@ -1,0 +1,245 @@
+"""Environments through the REST API, against the real apiserver, as real users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dockyard.api.app import create_app
+from dockyard.core import migrations
+from dockyard.core.settings import Settings
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ROOT, Kubectl, get_json
+
+Client = TestClient[object, object]
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+@pytest.fixture(scope="module")
+def roles(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+
+
+@pytest.fixture
+async def client(testbed_state: State) -> AsyncIterator[Client]:
+    settings = Settings(
+        database_url=testbed_state.database_url,  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+        metrics_port=None,
+    )
+    conn = await asyncpg.connect(settings.database_dsn())
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield client
+
+
+@pytest.fixture
+def developer(testbed: Testbed, kubectl: Kubectl, namespace: str, roles: None) -> dict[str, str]:
+    user = f"dev-{uuid.uuid4().hex[:6]}"
+    kubectl(
+        "create",
+        "rolebinding",
+        "dev",
+        "--clusterrole=dockyard-developer",
+        f"--user={user}",
+        "-n",
+        namespace,
+    )
+    return {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+
+
+@pytest.fixture
+def viewer(testbed: Testbed, kubectl: Kubectl, namespace: str, roles: None) -> dict[str, str]:
+    user = f"viewer-{uuid.uuid4().hex[:6]}"
+    kubectl(
+        "create",
+        "rolebinding",
+        "view",
+        "--clusterrole=dockyard-viewer",
+        f"--user={user}",
+        "-n",
+        namespace,
+    )
+    return {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+
+
+def _body(name: str, tier: str = "development", **spec: object) -> dict[str, object]:
+    return {
+        "metadata": {"name": name, "labels": {"team": "shop"}},
+        "spec": {"tier": tier, "image": "shop:1.0", **spec},
+    }
+
+
+async def test_create_get_patch_delete(
+    client: Client, developer: dict[str, str], namespace: str, kubectl: Kubectl
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    created = await client.post(base, json=_body("shop"), headers=developer)
+    body = await created.json()
+    assert created.status == 201, body
+    assert created.headers["ETag"] == f'"{body["metadata"]["resourceVersion"]}"'
+    assert "managedFields" not in body["metadata"]
+    # The object really is in Kubernetes, created as the developer.
+    assert get_json(kubectl, "environment", "shop", "-n", namespace)["spec"]["image"] == "shop:1.0"  # type: ignore[index]
+
+    got = await client.get(f"{base}/shop", headers=developer)
+    assert got.status == 200
+    etag = got.headers["ETag"]
+
+    patched = await client.patch(
+        f"{base}/shop",
+        data=json.dumps({"spec": {"image": "shop:1.1"}}),
+        headers={**developer, "Content-Type": "application/merge-patch+json", "If-Match": etag},
+    )
+    assert patched.status == 200, await patched.text()
+    assert (await patched.json())["spec"]["image"] == "shop:1.1"
+    assert patched.headers["ETag"] != etag
+
+    stale = await client.patch(
+        f"{base}/shop",
+        data=json.dumps({"spec": {"image": "shop:1.2"}}),
+        headers={**developer, "Content-Type": "application/merge-patch+json", "If-Match": etag},
+    )
+    assert stale.status == 412
+    assert (await stale.json())["type"] == "https://dockyard.io/problems/precondition-failed"
+    assert get_json(kubectl, "environment", "shop", "-n", namespace)["spec"]["image"] == "shop:1.1"  # type: ignore[index]
+
+    stale_delete = await client.delete(f"{base}/shop", headers={**developer, "If-Match": etag})
+    assert stale_delete.status == 412
+    # The operator may write status meanwhile (a new resourceVersion): re-read, then delete.
+    for _ in range(5):
+        fresh = await client.get(f"{base}/shop", headers=developer)
+        deleted = await client.delete(
+            f"{base}/shop", headers={**developer, "If-Match": fresh.headers["ETag"]}
+        )
+        if deleted.status != 412:
+            break
+    assert deleted.status == 202
+
+
+async def test_invalid_bodies_come_back_with_field_paths(
+    client: Client, developer: dict[str, str], namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    bad = await client.post(
+        base,
+        json={"metadata": {"name": "x"}, "spec": {"tier": "prod", "image": "a:1", "extra": 1}},
+        headers=developer,
+    )
+    problem = await bad.json()
+    assert bad.status == 422
+    fields = {e["field"] for e in problem["errors"]}
+    assert {"spec.tier", "spec.extra"} <= fields
+    # A rule only the apiserver knows (CEL) comes back the same way.
+    cel = await client.post(base, json=_body("prod", "production", replicas=1), headers=developer)
+    problem = await cel.json()
+    assert cel.status == 422, problem
+    assert any(
+        e["field"] == "spec.replicas" and "at least 2 replicas" in e["message"]
+        for e in problem["errors"]
+    )
+
+
+async def test_idempotent_post_replays_the_first_answer(
+    client: Client, developer: dict[str, str], namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    headers = {**developer, "Idempotency-Key": f"key-{uuid.uuid4()}"}
+    first = await client.post(base, json=_body("once"), headers=headers)
+    second = await client.post(base, json=_body("once"), headers=headers)
+    assert first.status == second.status == 201
+    assert second.headers.get("Idempotency-Replayed") == "true"
+    assert (await first.json())["metadata"]["uid"] == (await second.json())["metadata"]["uid"]
+    other = await client.post(base, json=_body("twice"), headers=headers)
+    assert other.status == 422
+    assert (await other.json())["type"].endswith("idempotency-key-reused")
+    # Without the key, the same POST is a conflict: the object exists.
+    again = await client.post(base, json=_body("once"), headers=developer)
+    assert again.status == 409
+
+
+async def test_lists_filter_and_paginate(
+    client: Client, developer: dict[str, str], namespace: str, kubectl: Kubectl
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    for i in range(5):
+        tier = "staging" if i % 2 else "development"
+        response = await client.post(base, json=_body(f"env-{i}", tier), headers=developer)
+        assert response.status == 201
+    kubectl("label", "environment", "env-3", "-n", namespace, "team=search", "--overwrite")
+    await asyncio.sleep(0.5)  # the watch cache follows kubectl's change
+
+    names: list[str] = []
+    cursor = None
+    while True:
+        url = f"{base}?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await (await client.get(url, headers=developer)).json()
+        names += [o["metadata"]["name"] for o in page["items"]]
+        cursor = page["nextCursor"]
+        if not cursor:
+            break
+    assert names == [f"env-{i}" for i in range(5)]
+
+    staging = await (await client.get(f"{base}?tier=staging", headers=developer)).json()
+    assert [o["metadata"]["name"] for o in staging["items"]] == ["env-1", "env-3"]
+    shop = await (
+        await client.get(f"{base}?labelSelector=team%3Dshop,tier!=x", headers=developer)
+    ).json()
+    assert [o["metadata"]["name"] for o in shop["items"]] == ["env-0", "env-1", "env-2", "env-4"]
+    everywhere = await (
+        await client.get("/api/v1/environments?labelSelector=team%3Dsearch", headers=developer)
+    ).json()
+    assert [o["metadata"]["name"] for o in everywhere["items"]] == ["env-3"]
+    bad = await client.get(f"{base}?labelSelector=%3D%3D", headers=developer)
+    assert bad.status == 422
+    assert (await bad.json())["errors"][0]["field"] == "query.labelSelector"
+
+
+async def test_a_viewer_can_read_but_not_create(
+    client: Client, viewer: dict[str, str], namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    assert (await client.get(base, headers=viewer)).status == 200
+    denied = await client.post(base, json=_body("nope"), headers=viewer)
+    assert denied.status == 403
+    assert (await denied.json())["type"] == "https://dockyard.io/problems/forbidden"
+
+
+async def test_server_sent_events_report_a_change(
+    client: Client, developer: dict[str, str], namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    stream = await client.get(f"/api/v1/events?namespace={namespace}", headers=developer)
+    assert stream.status == 200
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    assert (await stream.content.readline()).startswith(b": connected")
+    created = await client.post(base, json=_body("live"), headers=developer)
+    assert created.status == 201
+
+    async def next_event() -> dict[str, object]:
+        event: dict[str, str] = {}
+        while True:
+            line = (await stream.content.readline()).decode().rstrip("\n")
+            if not line:
+                if "data" in event:
+                    return {"event": event["event"], "data": json.loads(event["data"])}
+                continue
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(": ")
+            event[field] = value
+
+    event = await asyncio.wait_for(next_event(), timeout=10)
+    assert event["event"] == "ADDED"
+    assert event["data"]["object"]["metadata"]["name"] == "live"  # type: ignore[index]
+    stream.close()

@@ -1,0 +1,284 @@
+"""The audit trail's pure parts: cursors, spec diffs, outcomes, addresses and queries."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from multidict import MultiDict, MultiDictProxy
+
+from dockyard.api import errors
+from dockyard.api.audit import (
+    REDACTED,
+    Cursor,
+    InvalidCursor,
+    Outcome,
+    action_of,
+    is_audited,
+    outcome_of,
+    page_query,
+    spec_diff,
+)
+from dockyard.api.auth import Permission
+from dockyard.api.openapi import Operation
+from dockyard.api.routes.audit import AuditQuery, parse_query
+
+
+def _query(*pairs: tuple[str, str]) -> MultiDictProxy[str]:
+    return MultiDictProxy(MultiDict(pairs))
+
+
+def _field_errors(problem: errors.Problem) -> dict[str, str]:
+    assert problem.status == 422
+    return {e.field: e.message for e in problem.errors or []}
+
+
+# -- cursors -------------------------------------------------------------------------------
+
+
+def test_a_cursor_round_trips_to_the_same_instant_and_id() -> None:
+    cursor = Cursor(datetime(2025, 3, 1, 12, 30, 45, 123456, tzinfo=UTC), 987654321)
+    assert Cursor.decode(cursor.encode()) == cursor
+
+
+def test_a_cursor_keeps_the_offset_it_was_made_with() -> None:
+    when = datetime(2025, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    decoded = Cursor.decode(Cursor(when, 7).encode())
+    assert decoded.occurred_at == when
+    assert decoded.occurred_at.utcoffset() == timedelta(hours=2)
+
+
+def test_a_cursor_is_url_safe_and_unpadded() -> None:
+    token = Cursor(datetime(2025, 1, 1, tzinfo=UTC), 1).encode()
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "not base64 at all!",
+        base64.urlsafe_b64encode(b"{}").decode(),
+        base64.urlsafe_b64encode(b'["2025-01-01T00:00:00", 5]').decode(),  # naive
+        base64.urlsafe_b64encode(b'["2025-01-01T00:00:00+00:00", true]').decode(),
+        base64.urlsafe_b64encode(b'["2025-01-01T00:00:00+00:00", 0]').decode(),
+        base64.urlsafe_b64encode(b'["2025-01-01T00:00:00+00:00", "5"]').decode(),
+        base64.urlsafe_b64encode(b'["yesterday", 5]').decode(),
+        "A" * 201,
+    ],
+)
+def test_a_cursor_this_api_did_not_hand_out_is_refused(token: str) -> None:
+    with pytest.raises(InvalidCursor):
+        Cursor.decode(token)
+
+
+# -- spec diffs ----------------------------------------------------------------------------
+
+
+def test_a_changed_field_maps_its_pointer_to_from_and_to() -> None:
+    assert spec_diff({"replicas": 2, "image": "a:1"}, {"replicas": 3, "image": "a:1"}) == {
+        "/replicas": {"from": 2, "to": 3}
+    }
+
+
+def test_nested_fields_are_compared_field_by_field() -> None:
+    before = {"database": {"enabled": True, "deletionPolicy": "Retain"}}
+    after = {"database": {"enabled": True, "deletionPolicy": "Snapshot"}}
+    assert spec_diff(before, after) == {
+        "/database/deletionPolicy": {"from": "Retain", "to": "Snapshot"}
+    }
+
+
+def test_an_added_field_has_no_from_and_a_removed_one_no_to() -> None:
+    diff = spec_diff({"suspend": False, "ttl": "24h"}, {"suspend": False, "replicas": None})
+    assert diff == {"/replicas": {"to": None}, "/ttl": {"from": "24h"}}
+
+
+def test_lists_are_replaced_whole_as_merge_patch_does() -> None:
+    before = {"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}
+    after = {"env": [{"name": "A", "value": "1"}]}
+    assert spec_diff(before, after) == {"/env": {"from": before["env"], "to": after["env"]}}
+
+
+def test_equal_objects_have_an_empty_diff() -> None:
+    spec = {"tier": "dev", "resources": {"cpu": "100m"}, "env": [1, 2]}
+    assert spec_diff(spec, dict(spec)) == {}
+
+
+def test_a_bool_replacing_a_number_is_a_change() -> None:
+    assert spec_diff({"x": 1}, {"x": True}) == {"/x": {"from": 1, "to": True}}
+
+
+def test_keys_with_slash_and_tilde_are_escaped_as_rfc_6901_says() -> None:
+    diff = spec_diff({"annotations": {"dockyard.io/a~b": "1"}}, {"annotations": {}})
+    assert diff == {"/annotations/dockyard.io~1a~0b": {"from": "1"}}
+
+
+def test_a_creation_diffs_against_nothing() -> None:
+    assert spec_diff(None, {"tier": "dev"}) == {"/tier": {"to": "dev"}}
+
+
+def test_secret_values_are_redacted_but_their_change_is_recorded() -> None:
+    before = {"webhook": {"url": "https://a", "secret": "s1"}, "apiToken": "t1"}
+    after = {"webhook": {"url": "https://a", "secret": "s2"}, "apiToken": "t2"}
+    assert spec_diff(before, after) == {
+        "/apiToken": {"from": REDACTED, "to": REDACTED},
+        "/webhook/secret": {"from": REDACTED, "to": REDACTED},
+    }
+
+
+def test_secrets_inside_an_added_object_are_redacted() -> None:
+    diff = spec_diff({}, {"auth": {"user": "u", "password": "p", "private_key": "k"}})
+    assert diff == {"/auth": {"to": {"user": "u", "password": REDACTED, "private_key": REDACTED}}}
+
+
+def test_a_secret_reference_is_not_a_secret() -> None:
+    ref = {"secretKeyRef": {"name": "db", "key": "password"}}
+    assert spec_diff({}, {"valueFrom": ref}) == {"/valueFrom": {"to": ref}}
+
+
+# -- what is recorded, and how it ended ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, Outcome.SUCCEEDED),
+        (201, Outcome.SUCCEEDED),
+        (304, Outcome.SUCCEEDED),
+        (401, Outcome.DENIED),
+        (403, Outcome.DENIED),
+        (404, Outcome.FAILED),
+        (409, Outcome.FAILED),
+        (422, Outcome.FAILED),
+        (503, Outcome.FAILED),
+        (None, Outcome.FAILED),
+    ],
+)
+def test_the_outcome_follows_the_status(status: int | None, outcome: Outcome) -> None:
+    assert outcome_of(status) is outcome
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "delete"])
+def test_every_mutating_request_is_recorded(method: str) -> None:
+    assert is_audited(method, 200)
+    assert is_audited(method, None)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+def test_reads_are_recorded_only_when_denied(method: str) -> None:
+    assert not is_audited(method, 200)
+    assert not is_audited(method, 404)
+    assert is_audited(method, 401)
+    assert is_audited(method, 403)
+
+
+async def _noop(_: object) -> object:  # pragma: no cover - never called
+    raise NotImplementedError
+
+
+def test_the_action_names_the_route_the_operation_and_the_verb() -> None:
+    op = Operation(
+        "PATCH",
+        "/api/v1/namespaces/{namespace}/environments/{name}",
+        "patchEnvironment",
+        "",
+        "environments",
+        _noop,  # type: ignore[arg-type]
+        permission=Permission(verb="patch", resource="environments"),
+    )
+    assert action_of("patch", op.path, op) == (
+        "PATCH /api/v1/namespaces/{namespace}/environments/{name} op=patchEnvironment verb=patch"
+    )
+    assert action_of("POST", "/nowhere", None) == "POST /nowhere"
+
+
+def test_a_page_query_binds_only_the_filters_given_and_the_cursor() -> None:
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    sql, args = page_query(
+        filters={"actor": "alice", "resource": None, "since": when},
+        cursor=Cursor(when, 9),
+        limit=51,
+    )
+    assert "actor = $1" in sql
+    assert "occurred_at >= $2" in sql
+    assert "(occurred_at, id) < ($3, $4)" in sql
+    assert sql.endswith("ORDER BY occurred_at DESC, id DESC LIMIT $5")
+    assert "resource" not in sql.split("FROM")[1]
+    assert args == ["alice", when, when, 9, 51]
+
+
+# -- the query string ------------------------------------------------------------------------
+
+
+def test_an_empty_query_asks_for_the_first_page_of_fifty() -> None:
+    query = parse_query(_query())
+    assert query == AuditQuery()
+    assert query.limit == 50
+
+
+def test_filters_and_iso_8601_instants_are_parsed() -> None:
+    query = parse_query(
+        _query(
+            ("actor", "alice"),
+            ("resource", "environments"),
+            ("since", "2025-01-01T00:00:00Z"),
+            ("until", "2025-01-02T00:00:00.5+02:00"),
+            ("limit", "200"),
+        )
+    )
+    assert query.actor == "alice"
+    assert query.since == datetime(2025, 1, 1, tzinfo=UTC)
+    assert query.until == datetime(2025, 1, 1, 22, 0, 0, 500000, tzinfo=UTC)
+    assert query.limit == 200
+
+
+def test_an_offset_whose_plus_became_a_space_is_read_as_plus() -> None:
+    query = parse_query(_query(("since", "2025-01-01T10:00:00 02:00")))
+    assert query.since == datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+
+
+def test_an_unknown_parameter_is_refused_with_its_name() -> None:
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query(("actor", "a"), ("colour", "red")))
+    assert list(_field_errors(caught.value)) == ["colour"]
+
+
+def test_until_before_since_is_refused_on_until() -> None:
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query(("since", "2025-02-01T00:00:00Z"), ("until", "2025-01-01T00:00:00Z")))
+    assert _field_errors(caught.value) == {"until": "Value error, must not be before since"}
+
+
+def test_since_equal_to_until_is_a_valid_instant() -> None:
+    query = parse_query(
+        _query(("since", "2025-02-01T00:00:00Z"), ("until", "2025-02-01T00:00:00Z"))
+    )
+    assert query.since == query.until
+
+
+@pytest.mark.parametrize("value", ["1700000000", "2025-01-01", "2025-01-01T00:00:00", "soon"])
+def test_instants_must_be_iso_8601_with_an_offset(value: str) -> None:
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query(("since", value)))
+    assert list(_field_errors(caught.value)) == ["since"]
+
+
+@pytest.mark.parametrize("value", ["0", "201", "-1", "ten"])
+def test_the_page_size_is_between_1_and_200(value: str) -> None:
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query(("limit", value)))
+    assert list(_field_errors(caught.value)) == ["limit"]
+
+
+def test_a_repeated_parameter_is_refused() -> None:
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query(("actor", "a"), ("actor", "b")))
+    assert _field_errors(caught.value) == {"actor": "given more than once"}
+
+
+def test_a_forged_cursor_is_refused_on_cursor() -> None:
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query(("cursor", "Zm9yZ2Vk")))
+    assert list(_field_errors(caught.value)) == ["cursor"]
