@@ -4,11 +4,12 @@ and the operator sees valid objects and reports on them in status."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import Kubectl, get_json, wait_for
+from tests.conftest import ROOT, Kubectl, get_json, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -42,6 +43,68 @@ INVALID = [
         {"tier": "staging", "image": "shop:1.0", "database": {"deletionPolicy": "Shred"}},
         'spec.database.deletionPolicy: Unsupported value: "Shred"',
     ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "env": [{"name": "DB_PASSWORD", "value": "x"}]},
+        "spec.env[0].value: Invalid value: variables whose name contains PASSWORD, TOKEN, "
+        "SECRET or KEY must take their value from a Secret (valueFrom.secretKeyRef)",
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "env": [{"name": "api_key", "value": "x"}]},
+        "must take their value from a Secret",
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "env": [{"name": "LOG_LEVEL"}]},
+        "spec.env[0]: Invalid value: exactly one of value and valueFrom must be set",
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "env": [{"name": "1X", "value": "x"}]},
+        "spec.env[0].name: Invalid value",
+    ),
+    (
+        {
+            "tier": "staging",
+            "image": "shop:1.0",
+            "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+        },
+        "spec.env[1]: Duplicate value",
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "env": [{"name": "DATABASE_URL", "value": "x"}]},
+        "spec.env: Invalid value: DATABASE_URL is set by Dockyard while the database is enabled",
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "ttl": "72h"},
+        "spec.ttl: Invalid value: ttl is only allowed for development environments",
+    ),
+    (
+        {"tier": "development", "image": "shop:1.0", "ttl": "3 days"},
+        'spec.ttl: Invalid value: "3 days": spec.ttl in body should match',
+    ),
+    (
+        {"tier": "development", "image": "shop:1.0", "ttl": "0s"},
+        'spec.ttl: Invalid value: "0s": ttl must be positive',
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "ingress": {"host": "https://shop.example.com"}},
+        'spec.ingress.host: Invalid value: "https://shop.example.com"',
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "ingress": {"tlsSecretName": "cert"}},
+        "spec.ingress.host: Required value",
+    ),
+    (
+        {"tier": "staging", "image": "shop:1.0", "resources": {"limits": {"memory": "lots"}}},
+        'spec.resources.limits.memory: Invalid value: "lots"',
+    ),
+    (
+        {
+            "tier": "staging",
+            "image": "shop:1.0",
+            "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}},
+        },
+        "spec.resources.requests.cpu: Invalid value: resources.requests.cpu must not exceed "
+        "resources.limits.cpu",
+    ),
 ]
 
 
@@ -55,6 +118,16 @@ def test_invalid_environment_is_rejected_with_its_field_path(
     assert result.returncode != 0
     assert message in result.stderr
     assert kubectl("get", "environments", "-n", namespace, "-o", "name").stdout == ""
+
+
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("environment-*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_documented_examples_are_accepted(kubectl: Kubectl, example: Path) -> None:
+    result = kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
+
+    assert result.returncode == 0, result.stderr
 
 
 def test_unknown_fields_are_rejected(kubectl: Kubectl, namespace: str) -> None:
@@ -79,7 +152,9 @@ def test_tier_is_immutable(kubectl: Kubectl, namespace: str) -> None:
         namespace,
         "-f",
         "-",
-        input=_environment("shop", tier="development", image="shop:1.0"),
+        input=_environment(
+            "shop", tier="development", image="shop:1.0", database={"enabled": False}
+        ),
     )
     result = kubectl(
         "patch",
@@ -109,6 +184,17 @@ def test_defaults_are_filled_in_by_the_apiserver(kubectl: Kubectl, namespace: st
     spec = get_json(kubectl, "environment", "defaults", "-n", namespace)["spec"]
     assert spec["database"] == {"enabled": True, "deletionPolicy": "Retain"}  # type: ignore[index]
     assert spec["port"] == 8080  # type: ignore[index]
+    # Should an operator be running, leave no database behind.
+    kubectl(
+        "patch",
+        "environment",
+        "defaults",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"database": {"deletionPolicy": "Delete"}}}),
+    )
 
 
 def test_kubectl_explain_teaches_the_api(kubectl: Kubectl) -> None:
@@ -120,7 +206,7 @@ def test_kubectl_explain_teaches_the_api(kubectl: Kubectl) -> None:
 
 
 @pytest.mark.usefixtures("operator_process")
-def test_operator_writes_observed_generation_and_a_condition(
+def test_operator_writes_observed_generation_and_conditions(
     kubectl: Kubectl, namespace: str
 ) -> None:
     kubectl(
@@ -129,7 +215,9 @@ def test_operator_writes_observed_generation_and_a_condition(
         namespace,
         "-f",
         "-",
-        input=_environment("shop", tier="development", image="shop:1.0"),
+        input=_environment(
+            "shop", tier="development", image="shop:1.0", database={"enabled": False}
+        ),
     )
 
     def status() -> dict[str, object]:
@@ -138,11 +226,10 @@ def test_operator_writes_observed_generation_and_a_condition(
 
     observed = wait_for(lambda: status().get("observedGeneration") == 1 and status(), timeout=60)
     assert isinstance(observed, dict)
-    ready = next(c for c in observed["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "False"
-    assert ready["reason"] == "Provisioning"
-    assert ready["observedGeneration"] == 1
-    assert observed["phase"] == "Pending"
+    types = {c["type"]: c for c in observed["conditions"]}
+    assert set(types) == {"Ready", "DatabaseReady", "WorkloadAvailable"}
+    assert all(c["observedGeneration"] == 1 for c in types.values())
+    assert observed["phase"] in ("Provisioning", "Ready")
 
     kubectl(
         "patch",

@@ -1,38 +1,318 @@
-"""What the operator reports for an environment's spec, computed without any I/O."""
+"""What the operator reports for an environment, computed from what it observed (no I/O)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from dockyard.core.conditions import find, set_condition
+from dockyard.core.durations import parse_duration
 from dockyard.core.models.common import ConditionStatus
-from dockyard.operator.handlers.environments import observe
+from dockyard.core.models.environment import Environment, EnvironmentPhase
+from dockyard.operator.environments import status as report
+from dockyard.operator.environments.outcomes import Outcome, backoff
 
-VALID = {"tier": "development", "image": "shop:1.0"}
+CREATED = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+READY_DB = report.DatabaseReport(
+    report.Verdict(ConditionStatus.TRUE, "Provisioned", "ok"), "shop-database", "env_db"
+)
+DOWN_DB = report.DatabaseReport(
+    report.Verdict(ConditionStatus.FALSE, "ServerUnreachable", "cannot reach the server"),
+    "shop-database",
+    "env_db",
+)
 
 
-def test_a_valid_spec_is_pending_with_a_provisioning_condition() -> None:
-    status = observe(VALID, {}, generation=3)
-    assert status.observed_generation == 3
-    assert status.phase == "Pending"
+def _env(status: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> Environment:
+    return Environment.model_validate(
+        {
+            "metadata": {
+                "name": "shop",
+                "namespace": "team-a",
+                "uid": "uid-1",
+                "generation": generation,
+                "creationTimestamp": CREATED.isoformat(),
+            },
+            "spec": {"tier": "development", "image": "shop:1.0", **spec},
+            "status": status or {},
+        }
+    )
+
+
+def _deployment(
+    *, ready: int, updated: int | None = None, generation: int = 1, observed: int = 1
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "updatedReplicas": ready if updated is None else updated,
+            "conditions": [{"type": "Available", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+# -- the workload ------------------------------------------------------------------------
+
+
+def test_a_deployment_with_every_pod_ready_is_available() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=2), desired=2)
+
+    verdict = report.workload_verdict(workload, suspended=False)
+
+    assert verdict == report.Verdict(ConditionStatus.TRUE, "ReplicasReady", "2/2 pods ready.")
+    assert workload.replicas().model_dump() == {"desired": 2, "ready": 2, "available": 2}
+
+
+def test_a_deployment_short_of_pods_is_not_available() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=1, updated=2), desired=2)
+
+    verdict = report.workload_verdict(workload, suspended=False)
+
+    assert verdict.status is ConditionStatus.FALSE
+    assert verdict.reason == "ReplicasNotReady"
+
+
+def test_pods_not_yet_on_the_latest_template_are_a_rollout() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=2, updated=1), desired=2)
+
+    assert report.workload_verdict(workload, suspended=False).reason == "RolloutInProgress"
+
+
+def test_counts_of_a_spec_the_controller_has_not_seen_are_a_rollout() -> None:
+    stale = _deployment(ready=2, generation=3, observed=2)
+    workload = report.WorkloadReport.from_deployment(stale, desired=2)
+
+    assert report.workload_verdict(workload, suspended=False).reason == "RolloutInProgress"
+
+
+def test_a_missing_deployment_has_no_pods() -> None:
+    workload = report.WorkloadReport.from_deployment(None, desired=1)
+
+    assert report.workload_verdict(workload, suspended=False).status is ConditionStatus.FALSE
+    assert workload.replicas().model_dump() == {"desired": 1, "ready": 0, "available": 0}
+
+
+def test_a_suspended_workload_is_scaled_to_zero() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=0), desired=0)
+
+    verdict = report.workload_verdict(workload, suspended=True)
+
+    assert (verdict.status, verdict.reason) == (ConditionStatus.FALSE, "ScaledToZero")
+    assert "suspended" in verdict.message
+
+
+# -- phases ------------------------------------------------------------------------------
+
+AVAILABLE = report.Verdict(ConditionStatus.TRUE, "ReplicasReady", "")
+NOT_READY = report.Verdict(ConditionStatus.FALSE, "ReplicasNotReady", "")
+ROLLING = report.Verdict(ConditionStatus.FALSE, "RolloutInProgress", "")
+
+
+@pytest.mark.parametrize(
+    ("previous", "failed", "suspended", "database_ready", "workload", "phase"),
+    [
+        (None, True, False, True, AVAILABLE, EnvironmentPhase.FAILED),
+        (None, False, True, False, NOT_READY, EnvironmentPhase.SUSPENDED),
+        (None, False, False, True, AVAILABLE, EnvironmentPhase.READY),
+        (None, False, False, True, ROLLING, EnvironmentPhase.PROVISIONING),
+        (None, False, False, False, AVAILABLE, EnvironmentPhase.PENDING),
+        (EnvironmentPhase.READY, False, False, False, AVAILABLE, EnvironmentPhase.DEGRADED),
+        (EnvironmentPhase.READY, False, False, True, NOT_READY, EnvironmentPhase.DEGRADED),
+        (EnvironmentPhase.READY, False, False, True, ROLLING, EnvironmentPhase.PROVISIONING),
+        (EnvironmentPhase.DEGRADED, False, False, True, AVAILABLE, EnvironmentPhase.READY),
+        (EnvironmentPhase.SUSPENDED, False, False, True, ROLLING, EnvironmentPhase.PROVISIONING),
+    ],
+)
+def test_phase_follows_what_was_observed(
+    previous: EnvironmentPhase | None,
+    failed: bool,
+    suspended: bool,
+    database_ready: bool,
+    workload: report.Verdict,
+    phase: EnvironmentPhase,
+) -> None:
+    assert (
+        report.next_phase(
+            previous=previous,
+            failed=failed,
+            suspended=suspended,
+            database_ready=database_ready,
+            workload=workload,
+        )
+        is phase
+    )
+
+
+# -- the whole status --------------------------------------------------------------------
+
+
+def test_a_ready_environment_reports_every_condition_and_its_url() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=1), desired=1)
+
+    status = report.summarize(_env(generation=4), database=READY_DB, workload=workload, now=NOW)
+
+    assert status.observed_generation == 4
+    assert status.phase is EnvironmentPhase.READY
+    assert {c.type: c.status for c in status.conditions} == {
+        "DatabaseReady": ConditionStatus.TRUE,
+        "WorkloadAvailable": ConditionStatus.TRUE,
+        "Ready": ConditionStatus.TRUE,
+    }
+    assert all(c.observed_generation == 4 for c in status.conditions)
+    assert status.url == "http://shop.team-a.svc:8080"
+    assert status.database is not None
+    assert status.database.model_dump() == {
+        "secretName": "shop-database",
+        "name": "env_db",
+        "ready": True,
+    }
+
+
+def test_a_database_outage_says_why_in_ready() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=1), desired=1)
+
+    status = report.summarize(_env(), database=DOWN_DB, workload=workload, now=NOW)
+
+    assert status.phase is EnvironmentPhase.PENDING
+    database = find(status.conditions, "DatabaseReady")
+    ready = find(status.conditions, "Ready")
+    assert database is not None
+    assert ready is not None
+    assert (database.reason, database.message) == ("ServerUnreachable", "cannot reach the server")
+    assert (ready.status, ready.reason) == (ConditionStatus.FALSE, "DatabaseNotReady")
+
+
+def test_an_environment_without_a_database_reports_it_disabled() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=1), desired=1)
+
+    status = report.summarize(
+        _env(database={"enabled": False}), database=None, workload=workload, now=NOW
+    )
+
+    assert status.phase is EnvironmentPhase.READY
+    assert status.database is None
+    database = find(status.conditions, "DatabaseReady")
+    assert database is not None
+    assert database.reason == "Disabled"
+
+
+def test_a_rejected_child_fails_the_environment_with_the_reason() -> None:
+    failure = report.Verdict(ConditionStatus.FALSE, "ChildRejected", "Deployment is invalid")
+    workload = report.WorkloadReport.from_deployment(None, desired=1)
+
+    status = report.summarize(
+        _env(), database=READY_DB, workload=workload, failure=failure, now=NOW
+    )
+
+    assert status.phase is EnvironmentPhase.FAILED
     ready = find(status.conditions, "Ready")
     assert ready is not None
-    assert ready.status == ConditionStatus.FALSE
-    assert ready.reason == "Provisioning"
-    assert ready.observed_generation == 3
+    assert (ready.reason, ready.message) == ("ChildRejected", "Deployment is invalid")
 
 
-def test_a_suspended_spec_is_suspended() -> None:
-    assert observe({**VALID, "suspend": True}, {}, generation=1).phase == "Suspended"
+def test_a_suspended_environment_is_suspended_and_not_ready() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=0), desired=0)
+
+    status = report.summarize(_env(suspend=True), database=READY_DB, workload=workload, now=NOW)
+
+    assert status.phase is EnvironmentPhase.SUSPENDED
+    ready = find(status.conditions, "Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason) == (ConditionStatus.FALSE, "Suspended")
+    assert status.replicas is not None
+    assert status.replicas.desired == 0
 
 
-def test_an_unreadable_spec_fails_with_the_field_path() -> None:
-    status = observe({"tier": "development", "image": "shop:1.0", "replicas": "many"}, {}, 2)
-    assert status.phase == "Failed"
+def test_the_url_of_an_ingress_is_its_host_with_https_when_tls_is_set() -> None:
+    plain = _env(ingress={"host": "shop.example.com"})
+    tls = _env(ingress={"host": "shop.example.com", "tlsSecretName": "shop-tls"})
+    workload = report.WorkloadReport.from_deployment(None, desired=1)
+
+    assert report.summarize(plain, database=None, workload=workload).url == (
+        "http://shop.example.com"
+    )
+    assert report.summarize(tls, database=None, workload=workload).url == (
+        "https://shop.example.com"
+    )
+
+
+def test_a_development_ttl_sets_expires_at_from_the_creation_time() -> None:
+    assert report.expires_at(_env(ttl="72h")) == CREATED + timedelta(hours=72)
+    assert report.expires_at(_env()) is None
+
+
+def test_an_unreadable_spec_fails_with_the_problem() -> None:
+    previous = _env().status
+
+    status = report.invalid_spec(previous, 2, "spec.replicas: Input should be a valid integer")
+
+    assert status.phase is EnvironmentPhase.FAILED
     ready = find(status.conditions, "Ready")
     assert ready is not None
     assert ready.reason == "InvalidSpec"
     assert "spec.replicas" in ready.message
+
+
+def test_the_status_patch_removes_what_the_status_no_longer_has() -> None:
+    workload = report.WorkloadReport.from_deployment(None, desired=1)
+    status = report.summarize(_env(database={"enabled": False}), database=None, workload=workload)
+
+    body = report.status_patch(status)["status"]
+
+    assert body["database"] is None
+    assert body["expiresAt"] is None
+    assert body["phase"] == "Provisioning"
+
+
+def test_deleting_keeps_the_status_and_says_what_it_waits_for() -> None:
+    verdict = report.Verdict(ConditionStatus.FALSE, "SnapshotUnavailable", "set Retain or Delete")
+
+    status = report.deleting(_env(status={"phase": "Ready", "url": "http://x"}), verdict=verdict)
+
+    assert status.phase is EnvironmentPhase.DELETING
+    assert status.url == "http://x"
+    ready = find(status.conditions, "Ready")
+    assert ready is not None
+    assert ready.reason == "SnapshotUnavailable"
+
+
+# -- durations, retries and conditions ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("72h", 259_200), ("1h30m", 5_400), ("1.5h", 5_400), ("45s", 45), ("5s", 5)],
+)
+def test_go_durations_parse(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "3 days", "72", "1d", "-5s", "5ms"])
+def test_what_the_schema_refuses_does_not_parse(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_retries_back_off_and_level_off() -> None:
+    assert [backoff(attempt) for attempt in range(8)] == [5, 10, 20, 40, 80, 160, 300, 300]
+
+
+def test_an_unfinished_pass_raises_what_kopf_retries() -> None:
+    import kopf
+
+    with pytest.raises(kopf.TemporaryError) as temporary:
+        Outcome.again("database not ready").raise_if_unfinished(attempt=2)
+    with pytest.raises(kopf.PermanentError):
+        Outcome.failed("rejected").raise_if_unfinished(attempt=0)
+
+    assert temporary.value.delay == 20
+    Outcome.done().raise_if_unfinished(attempt=0)
 
 
 def test_transition_time_moves_only_when_the_status_changes() -> None:

@@ -12,11 +12,13 @@ cannot be said without ``oldSelf`` anyway.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Annotated, Final
 
 from pydantic import Field
 
+from dockyard.core.durations import GO_DURATION_PATTERN
 from dockyard.core.models.common import (
     Condition,
     CRDInfo,
@@ -73,6 +75,24 @@ PINNED_TAG_PATTERN: Final = r":[^/:@]+$"
 # budget, and because no registry accepts longer references.
 IMAGE_MAX_LENGTH: Final = 512
 
+# Kubernetes' resource.Quantity syntax without the sign (an amount of CPU or memory is
+# never negative): 250m, 1, 1.5, 512Mi, 1Gi, 1e3.
+QUANTITY_PATTERN: Final = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# A C identifier, which every shell and language runtime accepts as a variable name.
+ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Names that say "this is a credential"; their values must come from a Secret. RE2, as
+# CEL's matches() uses; case-insensitive because db_password is as secret as DB_PASSWORD.
+CREDENTIAL_NAME_PATTERN: Final = "(?i)(PASSWORD|TOKEN|SECRET|KEY)"
+# An RFC 1123 subdomain, as Kubernetes object names (Secrets) are.
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A fully qualified host name: at least two lowercase labels, no wildcard, no IP.
+HOST_PATTERN: Final = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+# Environment variables the operator sets itself.
+DATABASE_URL_VARIABLE: Final = "DATABASE_URL"
+
 
 class DatabaseSpec(CRModel):
     """The PostgreSQL database Dockyard provisions for the environment."""
@@ -86,6 +106,140 @@ class DatabaseSpec(CRModel):
         description=(
             "What happens to the database when the environment is deleted: Retain keeps "
             "it, Snapshot takes a final backup and then drops it, Delete drops it."
+        ),
+    )
+
+
+def _request_within_limit(resource: str) -> ValidationRule:
+    return ValidationRule(
+        rule=(
+            f"!has(self.requests) || !has(self.limits) || !has(self.requests.{resource}) || "
+            f"!has(self.limits.{resource}) || "
+            f"quantity(self.requests.{resource}).compareTo(quantity(self.limits.{resource})) <= 0"
+        ),
+        message=f"resources.requests.{resource} must not exceed resources.limits.{resource}",
+        field_path=f".requests.{resource}",
+    )
+
+
+class ResourceQuantities(CRModel):
+    """Amounts of CPU and memory, as Kubernetes quantities."""
+
+    cpu: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=QUANTITY_PATTERN,
+        description="CPU in cores or millicores, for example 250m, 1 or 1.5.",
+    )
+    memory: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=QUANTITY_PATTERN,
+        description="Memory in bytes with an optional suffix, for example 256Mi or 1Gi.",
+    )
+
+
+class ResourceRequirements(CRModel):
+    """CPU and memory the container is guaranteed (requests) and may not exceed (limits)."""
+
+    cel_rules = (_request_within_limit("cpu"), _request_within_limit("memory"))
+
+    requests: ResourceQuantities | None = Field(
+        default=None,
+        description="What the scheduler reserves for each pod.",
+    )
+    limits: ResourceQuantities | None = Field(
+        default=None,
+        description="The most each pod may use; a pod above its memory limit is killed.",
+    )
+
+
+class SecretKeySelector(CRModel):
+    """One key of a Secret in the environment's namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Name of the Secret, in the environment's namespace.",
+    )
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="The key within the Secret whose value the variable takes.",
+    )
+
+
+class EnvVarSource(CRModel):
+    """Where a variable's value comes from when the spec does not spell it out."""
+
+    secret_key_ref: SecretKeySelector = Field(
+        description="A key of a Secret in the environment's namespace.",
+    )
+
+
+class EnvVar(CRModel):
+    """One environment variable of the service's container."""
+
+    list_map_keys = ("name",)
+    cel_rules = (
+        ValidationRule(
+            rule="has(self.value) != has(self.valueFrom)",
+            message="exactly one of value and valueFrom must be set",
+        ),
+        ValidationRule(
+            rule=f"!self.name.matches('{CREDENTIAL_NAME_PATTERN}') || has(self.valueFrom)",
+            message=(
+                "variables whose name contains PASSWORD, TOKEN, SECRET or KEY must take their "
+                "value from a Secret (valueFrom.secretKeyRef), never a plain value"
+            ),
+            field_path=".value",
+        ),
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=ENV_NAME_PATTERN,
+        description=(
+            "Name of the variable: letters, digits and underscores, not starting with a "
+            "digit. Unique within env."
+        ),
+    )
+    value: str | None = Field(
+        default=None,
+        description=(
+            "The value, written out. Not allowed for names containing PASSWORD, TOKEN, "
+            "SECRET or KEY: those must use valueFrom."
+        ),
+    )
+    value_from: EnvVarSource | None = Field(
+        default=None,
+        description="Take the value from a Secret instead of writing it in the spec.",
+    )
+
+
+class IngressSpec(CRModel):
+    """How the environment is reached from outside the cluster."""
+
+    host: str = Field(
+        min_length=3,
+        max_length=253,
+        pattern=HOST_PATTERN,
+        description=(
+            "Fully qualified, lowercase DNS name the Ingress routes to the service, for "
+            "example shop-dev.example.com."
+        ),
+    )
+    tls_secret_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "Secret of type kubernetes.io/tls, in the environment's namespace, holding the "
+            "host's certificate. When set the Ingress terminates TLS and the environment's "
+            "URL is https://; otherwise it is http://."
         ),
     )
 
@@ -113,6 +267,22 @@ class EnvironmentSpec(CRModel):
             message="production images must be pinned by digest or by a tag other than latest",
             field_path=".image",
         ),
+        ValidationRule(
+            rule=f"!has(self.ttl) || self.tier == '{Tier.DEVELOPMENT}'",
+            message="ttl is only allowed for development environments",
+            field_path=".ttl",
+        ),
+        ValidationRule(
+            rule=(
+                "!has(self.env) || !has(self.database) || !self.database.enabled || "
+                f"!self.env.exists(e, e.name == '{DATABASE_URL_VARIABLE}')"
+            ),
+            message=(
+                f"{DATABASE_URL_VARIABLE} is set by Dockyard while the database is enabled; "
+                "disable the database to set it yourself"
+            ),
+            field_path=".env",
+        ),
     )
 
     tier: Tier = Field(
@@ -136,8 +306,29 @@ class EnvironmentSpec(CRModel):
         ge=0,
         le=100,
         description=(
-            "Number of pods to run; when unset, a ScalingPolicy or the operator's default "
-            "decides. Production needs at least 2."
+            "Number of pods to run. When unset the tier decides: 1 for development, 2 for "
+            "staging, 3 for production. Production needs at least 2. While suspended the "
+            "environment runs no pods whatever this says."
+        ),
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description=(
+            "CPU and memory requests and limits of the service's container. For cpu and "
+            "for memory, when neither a request nor a limit is set the tier's defaults "
+            "apply: development requests 50m CPU and 64Mi and is limited to 500m and "
+            "256Mi; staging requests 100m and 128Mi, limited to 1 and 512Mi; production "
+            "requests 250m and 256Mi, limited to 2 and 1Gi. What you set is used as is "
+            "(Kubernetes makes a missing request equal to the limit)."
+        ),
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=128,
+        description=(
+            "Environment variables of the service's container. Secret values come only "
+            "through valueFrom.secretKeyRef. When the database is enabled the operator "
+            "adds DATABASE_URL from the database Secret."
         ),
     )
     port: int = Field(
@@ -150,9 +341,74 @@ class EnvironmentSpec(CRModel):
         default=DatabaseSpec(),
         description="The environment's PostgreSQL database.",
     )
+    ingress: IngressSpec | None = Field(
+        default=None,
+        description=(
+            "Expose the service outside the cluster through an Ingress for this host. "
+            "Without it the service is reachable inside the cluster only."
+        ),
+    )
     suspend: bool = Field(
         default=False,
         description="Scale the workload to zero while keeping the database and its backups.",
+    )
+    ttl: (
+        Annotated[
+            str,
+            # Guarded by the pattern so that a malformed ttl reports the pattern alone,
+            # not also CEL's failure to parse it.
+            ValidationRule(
+                rule=f"!self.matches(r'{GO_DURATION_PATTERN}') || duration(self) > duration('0s')",
+                message="ttl must be positive",
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        max_length=32,
+        pattern=GO_DURATION_PATTERN,
+        description=(
+            "Development only: how long after its creation the environment is deleted, as "
+            "hours, minutes and seconds (72h, 1h30m, 45s). The deletion applies the "
+            "database's deletionPolicy as any other; status.expiresAt says when it happens."
+        ),
+    )
+
+
+class ReplicaStatus(CRModel):
+    """How many pods the environment runs, from its Deployment."""
+
+    desired: int = Field(
+        default=0,
+        ge=0,
+        description="Pods the environment should run: spec.replicas or the tier default, 0 "
+        "while suspended.",
+    )
+    ready: int = Field(default=0, ge=0, description="Pods passing their readiness probe.")
+    available: int = Field(
+        default=0,
+        ge=0,
+        description="Pods that have been ready for at least the Deployment's minReadySeconds.",
+    )
+
+
+class DatabaseStatus(CRModel):
+    """The environment's database as the operator last provisioned it."""
+
+    secret_name: str | None = Field(
+        default=None,
+        description=(
+            "Secret in the environment's namespace with the keys host, port, database, "
+            "username, password and uri."
+        ),
+    )
+    name: str | None = Field(
+        default=None,
+        description="Name of the database, and of its login role, on the managed server.",
+    )
+    ready: bool = Field(
+        default=False,
+        description="Whether the database and role exist and the Secret holds working credentials.",
     )
 
 
@@ -177,7 +433,22 @@ class EnvironmentStatus(CRModel):
     )
     url: str | None = Field(
         default=None,
-        description="URL at which the environment's service is reachable.",
+        description=(
+            "URL at which the service is reachable: http(s)://<host> with an ingress, "
+            "otherwise the in-cluster http://<name>.<namespace>.svc:<port>."
+        ),
+    )
+    replicas: ReplicaStatus | None = Field(
+        default=None,
+        description="Pods the environment should run and how many of them serve.",
+    )
+    database: DatabaseStatus | None = Field(
+        default=None,
+        description="The environment's database, when it has one.",
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="When a development environment with a ttl is deleted.",
     )
 
 
@@ -197,10 +468,21 @@ class Environment(CustomResource):
                 f'.status.conditions[?(@.type=="{EnvironmentConditionType.READY}")].status',
                 "Whether the environment serves traffic.",
             ),
-            PrinterColumn("Replicas", "integer", ".spec.replicas", "Requested pods."),
             PrinterColumn(
-                "URL", "string", ".status.url", "Where the service is reachable.", priority=1
+                "Replicas",
+                "integer",
+                ".status.replicas.desired",
+                "Pods the environment should run (the tier default when spec.replicas is "
+                "unset, 0 while suspended).",
             ),
+            PrinterColumn(
+                "Available",
+                "integer",
+                ".status.replicas.available",
+                "Pods that serve traffic.",
+                priority=1,
+            ),
+            PrinterColumn("URL", "string", ".status.url", "Where the service is reachable."),
             PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )

@@ -1,73 +1,86 @@
-"""Environment handlers: parse the spec into its model, then record what was observed.
+"""Environment handlers: route Kopf's causes to the reconciler, and its outcome back to Kopf.
 
-The handlers stay thin; what an environment's children should look like is computed by
-pure builders (see ``dockyard.operator.builders``) as they arrive.
+- create, update of the spec, and resume at start-up: one reconcile pass; an
+  unfinished pass becomes ``TemporaryError`` (retried with backoff) or
+  ``PermanentError``;
+- a timer every ``reconcile_interval`` seconds: ttl expiry and drift repair
+  (registered by ``register_drift_repair``, as the interval is a setting);
+- an event on any child labelled ``app.kubernetes.io/managed-by=dockyard`` (changed or
+  deleted): a pass for its controlling Environment, so drift is repaired within
+  moments instead of at the next timer tick, and status follows the Deployment;
+- deletion: the database's deletionPolicy, behind the operator's finalizer.
+
+The logic lives in ``dockyard.operator.environments``; these functions only translate.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
 import kopf
-from pydantic import ValidationError
 
-from dockyard.core.conditions import set_condition
-from dockyard.core.models.common import GROUP, VERSION, ConditionStatus
-from dockyard.core.models.environment import (
-    EnvironmentConditionType,
-    EnvironmentPhase,
-    EnvironmentSpec,
-    EnvironmentStatus,
-)
+from dockyard.core.models.common import API_VERSION
+from dockyard.operator.apply import CHILD_TYPES, ENVIRONMENTS, controller_of
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
+from dockyard.operator.environments import deletion
+from dockyard.operator.environments.reconciler import Key, Reconciler
 
-
-def observe(
-    spec: dict[str, Any], status: dict[str, Any], generation: int | None
-) -> EnvironmentStatus:
-    """The status an environment should report for this spec (pure: no I/O)."""
-    try:
-        current = EnvironmentStatus.model_validate(status)
-    except ValidationError:
-        current = EnvironmentStatus()  # unreadable: start the status afresh
-    try:
-        EnvironmentSpec.model_validate(spec)
-    except ValidationError as exc:
-        problem = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        conditions = set_condition(
-            current.conditions,
-            type=EnvironmentConditionType.READY,
-            status=ConditionStatus.FALSE,
-            reason="InvalidSpec",
-            message=problem[:1000],
-            generation=generation,
-        )
-        return EnvironmentStatus(
-            observed_generation=generation,
-            phase=EnvironmentPhase.FAILED,
-            conditions=conditions,
-            url=current.url,
-        )
-    conditions = set_condition(
-        current.conditions,
-        type=EnvironmentConditionType.READY,
-        status=ConditionStatus.FALSE,
-        reason="Provisioning",
-        message="The spec is valid; its children are being provisioned.",
-        generation=generation,
-    )
-    phase = EnvironmentPhase.SUSPENDED if spec.get("suspend") else EnvironmentPhase.PENDING
-    return EnvironmentStatus(
-        observed_generation=generation, phase=phase, conditions=conditions, url=current.url
-    )
+MEMO_KEY = "environments"
+"""Where the startup handler puts the operator's ``Reconciler`` in Kopf's memo."""
 
 
-@kopf.on.resume(GROUP, VERSION, "environments")
-@kopf.on.create(GROUP, VERSION, "environments")
-@kopf.on.update(GROUP, VERSION, "environments", field="spec")
-def reconcile(
-    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
+def _reconciler(memo: Any) -> Reconciler:
+    return cast(Reconciler, memo[MEMO_KEY])
+
+
+def _key(namespace: str | None, name: str) -> Key:
+    if namespace is None:  # Environments are namespaced; Kopf types are general
+        raise kopf.PermanentError(f"environment {name} has no namespace")
+    return namespace, name
+
+
+@kopf.on.resume(API_VERSION, ENVIRONMENTS.plural)
+@kopf.on.create(API_VERSION, ENVIRONMENTS.plural)
+@kopf.on.update(API_VERSION, ENVIRONMENTS.plural, field="spec")
+async def reconcile(*, namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
+    outcome = await _reconciler(memo).reconcile(_key(namespace, name))
+    outcome.raise_if_unfinished(retry)
+
+
+@kopf.on.delete(API_VERSION, ENVIRONMENTS.plural, optional=False)
+async def finalize(
+    *, namespace: str | None, name: str, memo: Any, retry: int, runtime: timedelta, **_: Any
 ) -> None:
-    observed = observe(dict(spec), dict(status), meta.get("generation"))
-    patch.status.update(observed.model_dump(mode="json", exclude_none=True))
+    outcome = await deletion.finalize(_reconciler(memo), _key(namespace, name), runtime=runtime)
+    outcome.raise_if_unfinished(retry)
+
+
+async def repair(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    await _reconciler(memo).repair(_key(namespace, name))
+
+
+def register_drift_repair(interval: float) -> None:
+    """Run ``repair`` for every environment every ``interval`` seconds."""
+    kopf.timer(API_VERSION, ENVIRONMENTS.plural, interval=interval, id="drift-repair")(repair)
+
+
+async def child_changed(
+    *, type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    # The initial listing (type None) and additions are the operator's own doing, or
+    # covered by the resume pass; edits and deletions may be drift.
+    if type not in ("MODIFIED", "DELETED"):
+        return
+    owner = controller_of(body, ENVIRONMENTS.kind)
+    if owner is not None:
+        await _reconciler(memo).reconcile_owner(_key(namespace, owner))
+
+
+for _child in CHILD_TYPES:
+    kopf.on.event(
+        _child.api_version,
+        _child.plural,
+        labels={MANAGED_BY_LABEL: MANAGED_BY},
+        id=f"{_child.plural}-changed",
+    )(child_changed)

@@ -1,0 +1,213 @@
+"""The one way the operator changes Kubernetes objects: server-side apply, and delete.
+
+Reconcilers compute whole manifests (``dockyard.operator.builders``) and hand them here.
+Applying is idempotent: the operator's field manager owns every field it sets, ``force``
+takes back fields someone changed by hand, and fields it stops setting are removed.
+Deleting a child that should no longer exist touches only objects the owner controls,
+and an object that is already gone counts as deleted.
+
+This module owns the table from (apiVersion, kind) to API path, so no other module
+spells a Kubernetes URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from dockyard.core.kube import KubeClient, KubeError
+from dockyard.core.models.common import API_VERSION
+from dockyard.operator.builders.metadata import ChildRef, Manifest
+
+FIELD_MANAGER: Final = "dockyard-operator"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    """A namespaced resource type and where the API server serves it."""
+
+    api_version: str
+    kind: str
+    plural: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        """The collection's path in ``namespace``, or one object's (or its subresource's)."""
+        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        if name is not None:
+            path += f"/{name}"
+            if subresource is not None:
+                path += f"/{subresource}"
+        return path
+
+
+CHILD_TYPES: Final[tuple[ResourceType, ...]] = (
+    ResourceType("v1", "ServiceAccount", "serviceaccounts"),
+    ResourceType("v1", "Secret", "secrets"),
+    ResourceType("v1", "Service", "services"),
+    ResourceType("apps/v1", "Deployment", "deployments"),
+    ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ResourceType("networking.k8s.io/v1", "Ingress", "ingresses"),
+)
+"""Every kind of child the operator creates; RBAC and the child watches follow this list."""
+
+ENVIRONMENTS: Final = ResourceType(API_VERSION, "Environment", "environments")
+
+# A ScalingPolicy's one child; not in CHILD_TYPES, which are an Environment's children.
+SCALING_POLICIES: Final = ResourceType(API_VERSION, "ScalingPolicy", "scalingpolicies")
+HORIZONTAL_POD_AUTOSCALERS: Final = ResourceType(
+    "autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"
+)
+
+RESOURCE_TYPES: Final[Mapping[tuple[str, str], ResourceType]] = {
+    (rtype.api_version, rtype.kind): rtype
+    for rtype in (*CHILD_TYPES, ENVIRONMENTS, SCALING_POLICIES, HORIZONTAL_POD_AUTOSCALERS)
+}
+
+
+def resource_type(api_version: str, kind: str) -> ResourceType:
+    """The resource type of a manifest's ``apiVersion`` and ``kind``."""
+    try:
+        return RESOURCE_TYPES[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"the operator does not manage {kind} ({api_version})") from None
+
+
+def object_path(manifest: Mapping[str, Any], subresource: str | None = None) -> str:
+    """The API path of the object a manifest describes."""
+    meta = manifest["metadata"]
+    rtype = resource_type(manifest["apiVersion"], manifest["kind"])
+    return rtype.path(meta["namespace"], meta["name"], subresource)
+
+
+class Change(StrEnum):
+    """What applying a manifest did to the object."""
+
+    CREATED = "Created"
+    UPDATED = "Updated"
+    UNCHANGED = "Unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One applied child: what happened to it, and the object as the API server returned it."""
+
+    ref: ChildRef
+    change: Change
+    object: Manifest
+
+
+async def apply(kube: KubeClient, manifest: Manifest) -> Applied:
+    """Server-side apply ``manifest`` and report whether that created or changed the object.
+
+    The object is read first only to tell the caller what the apply did (a child that
+    was missing, or that differed, is drift when the spec did not change).
+    """
+    path = object_path(manifest)
+    before = await get(kube, path)
+    after = await kube.apply(path, manifest, field_manager=FIELD_MANAGER)
+    if before is None:
+        change = Change.CREATED
+    elif _revision(before) != _revision(after):
+        change = Change.UPDATED
+    else:
+        change = Change.UNCHANGED
+    return Applied(ChildRef.of(manifest), change, after)
+
+
+def _revision(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What changes when an object's desired state does, but not when only its status does.
+
+    Kinds with a ``generation`` bump it on spec changes only; for the others (Secrets,
+    Services, ServiceAccounts) the operator never writes status, so the resourceVersion
+    serves. Labels and owner references count, as the operator sets them too.
+    """
+    meta = obj.get("metadata", {})
+    version = meta.get("generation") or meta.get("resourceVersion")
+    return (version, meta.get("labels"), meta.get("ownerReferences"))
+
+
+async def get(kube: KubeClient, path: str) -> Manifest | None:
+    """The object at ``path``, or ``None`` when there is none."""
+    try:
+        return await kube.get(path)
+    except KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+async def delete(kube: KubeClient, path: str, *, uid: str | None = None) -> bool:
+    """Delete the object at ``path`` (only if its uid is ``uid``, when given).
+
+    Returns whether this call deleted it: ``False`` when it was already gone (404), or
+    when the uid precondition failed because the name now belongs to another object.
+    """
+    options: Manifest = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Background",
+    }
+    if uid is not None:
+        options["preconditions"] = {"uid": uid}
+    try:
+        await kube.delete(path, body=options)
+    except KubeError as exc:
+        if exc.status in (404, 409):
+            return False
+        raise
+    return True
+
+
+async def delete_child(kube: KubeClient, ref: ChildRef, *, namespace: str, owner_uid: str) -> bool:
+    """Delete a child that should no longer exist, if the owner controls it.
+
+    An object of that name that the owner does not control (made by hand, or by another
+    controller) is left alone: deleting it would be a surprise, not a repair.
+    """
+    path = resource_type(ref.api_version, ref.kind).path(namespace, ref.name)
+    current = await get(kube, path)
+    if current is None or not controlled_by(current, owner_uid):
+        return False
+    return await delete(kube, path, uid=current["metadata"].get("uid"))
+
+
+def namespace_terminating(exc: KubeError) -> bool:
+    """Whether the API server refused a write because the namespace is being deleted.
+
+    Everything in it is about to go, the owner included; there is nothing to repair.
+    """
+    causes = exc.body.get("details", {}).get("causes", ())
+    return exc.status == 403 and any(c.get("reason") == "NamespaceTerminating" for c in causes)
+
+
+def controlled_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
+    """Whether ``owner_uid`` is the controller owner of ``obj``."""
+    return any(
+        ref.get("uid") == owner_uid and ref.get("controller")
+        for ref in obj.get("metadata", {}).get("ownerReferences", ())
+    )
+
+
+def controller_of(obj: Mapping[str, Any], kind: str) -> str | None:
+    """The name of the ``kind`` (in Dockyard's API group) that controls ``obj``, if any."""
+    for ref in obj.get("metadata", {}).get("ownerReferences", ()):
+        if (
+            ref.get("controller")
+            and ref.get("kind") == kind
+            and ref.get("apiVersion") == (API_VERSION)
+        ):
+            name = ref.get("name")
+            return str(name) if name else None
+    return None

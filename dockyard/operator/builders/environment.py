@@ -1,0 +1,418 @@
+"""The children of an Environment, computed from its spec: pure functions, no I/O.
+
+An environment runs as a ServiceAccount, a Deployment and a Service, fenced by a
+NetworkPolicy; production adds a PodDisruptionBudget, a host adds an Ingress, and an
+enabled database adds the Secret with its credentials. This module owns what each of
+those looks like, the tier defaults (replicas, resources) that fill in what the spec
+leaves unset, and which children must not exist for a given spec.
+
+Every child is named after the environment (the database Secret gets a suffix), carries
+the recommended labels plus ``dockyard.io/tier``, and is controlled by the environment
+through an owner reference.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from dockyard.core.models.environment import (
+    DATABASE_URL_VARIABLE,
+    Environment,
+    EnvironmentSpec,
+    EnvVar,
+    ResourceQuantities,
+    Tier,
+)
+from dockyard.operator.builders.metadata import (
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    ChildRef,
+    Manifest,
+    Owner,
+    child_metadata,
+    recommended_labels,
+)
+
+TIER_LABEL: Final = "dockyard.io/tier"
+CONTAINER_NAME: Final = "app"
+PORT_NAME: Final = "http"
+DATABASE_URI_KEY: Final = "uri"
+# On the pod template: a digest of the database password, so that pods restart (and read
+# DATABASE_URL afresh) when the credentials change, as environment variables from a
+# Secret are read only when a container starts.
+CREDENTIALS_ANNOTATION: Final = "dockyard.io/database-credentials"
+# The label every namespace carries with its own name (Kubernetes 1.22+), by which the
+# NetworkPolicy admits the ingress controller's namespace.
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True, slots=True)
+class TierDefaults:
+    """What an environment of a tier gets when its spec leaves a value unset."""
+
+    replicas: int
+    requests: Mapping[str, str]
+    limits: Mapping[str, str]
+
+
+# Keep in step with the descriptions of EnvironmentSpec.replicas and .resources, which
+# are what `kubectl explain` teaches (a unit test compares them).
+TIER_DEFAULTS: Final[Mapping[Tier, TierDefaults]] = {
+    Tier.DEVELOPMENT: TierDefaults(
+        replicas=1,
+        requests={"cpu": "50m", "memory": "64Mi"},
+        limits={"cpu": "500m", "memory": "256Mi"},
+    ),
+    Tier.STAGING: TierDefaults(
+        replicas=2,
+        requests={"cpu": "100m", "memory": "128Mi"},
+        limits={"cpu": "1", "memory": "512Mi"},
+    ),
+    Tier.PRODUCTION: TierDefaults(
+        replicas=3,
+        requests={"cpu": "250m", "memory": "256Mi"},
+        limits={"cpu": "2", "memory": "1Gi"},
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredChildren:
+    """The children an environment should have, in apply order, and those it should not."""
+
+    present: tuple[Manifest, ...]
+    absent: tuple[ChildRef, ...]
+
+
+# -- the values the tier fills in --------------------------------------------------------
+
+
+def desired_replicas(spec: EnvironmentSpec) -> int:
+    """Pods the environment should run: 0 while suspended, else the spec's or the tier's."""
+    if spec.suspend:
+        return 0
+    if spec.replicas is not None:
+        return spec.replicas
+    return TIER_DEFAULTS[spec.tier].replicas
+
+
+def container_resources(spec: EnvironmentSpec) -> dict[str, dict[str, str]]:
+    """The container's requests and limits: per resource, the spec's, else the tier's.
+
+    A resource (cpu or memory) for which the spec sets a request or a limit is taken as
+    written, so a spec can never end up with a tier request above its own limit.
+    """
+    defaults = TIER_DEFAULTS[spec.tier]
+    given = spec.resources
+    requests = given.requests if given and given.requests else ResourceQuantities()
+    limits = given.limits if given and given.limits else ResourceQuantities()
+    result: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    for resource in ("cpu", "memory"):
+        request, limit = getattr(requests, resource), getattr(limits, resource)
+        if request is None and limit is None:
+            request, limit = defaults.requests[resource], defaults.limits[resource]
+        if request is not None:
+            result["requests"][resource] = request
+        if limit is not None:
+            result["limits"][resource] = limit
+    return {key: value for key, value in result.items() if value}
+
+
+# -- names, labels and URLs --------------------------------------------------------------
+
+
+def database_secret_name(environment: str) -> str:
+    """Name of the Secret that holds an environment's database credentials."""
+    return f"{environment}-database"
+
+
+def labels(env: Environment) -> dict[str, str]:
+    """The labels of every child of ``env``."""
+    return recommended_labels(_owner(env).name, **{TIER_LABEL: env.spec.tier.value})
+
+
+def selector(env: Environment) -> dict[str, str]:
+    """The labels that pick out the environment's pods; immutable once a Deployment exists."""
+    name = _owner(env).name
+    return {NAME_LABEL: name, INSTANCE_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def credentials_digest(password: str) -> str:
+    """A short digest that changes with the password.
+
+    It reveals nothing useful because the operator's passwords are 256 random bits; a
+    weak password set by hand in the Secret would be guessable from it, as from any hash.
+    """
+    return hashlib.sha256(password.encode()).hexdigest()[:16]
+
+
+def url(env: Environment) -> str:
+    """Where the service is reachable: its ingress host, else its in-cluster Service."""
+    if env.spec.ingress is not None:
+        scheme = "https" if env.spec.ingress.tls_secret_name else "http"
+        return f"{scheme}://{env.spec.ingress.host}"
+    owner = _owner(env)
+    return f"http://{owner.name}.{owner.namespace}.svc:{env.spec.port}"
+
+
+# -- the children ------------------------------------------------------------------------
+
+
+def service_account(env: Environment) -> Manifest:
+    """The pods' identity; it gets no API token, as the service has no business with the API."""
+    owner = _owner(env)
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": child_metadata(owner, owner.name, labels(env)),
+        "automountServiceAccountToken": False,
+    }
+
+
+def container_env(env: Environment) -> list[Manifest]:
+    """The container's variables: DATABASE_URL from the database Secret, then the spec's."""
+    variables: list[Manifest] = []
+    if env.spec.database.enabled:
+        variables.append(
+            {
+                "name": DATABASE_URL_VARIABLE,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": database_secret_name(_owner(env).name),
+                        "key": DATABASE_URI_KEY,
+                    }
+                },
+            }
+        )
+    variables.extend(_env_var(var) for var in env.spec.env)
+    return variables
+
+
+def _env_var(var: EnvVar) -> Manifest:
+    if var.value_from is not None:
+        ref = var.value_from.secret_key_ref
+        return {"name": var.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    return {"name": var.name, "value": var.value or ""}
+
+
+RESTRICTED_CONTAINER_SECURITY: Final[Manifest] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""The Pod Security Standards' "restricted" profile, for the service's container."""
+
+
+def deployment(
+    env: Environment, *, credentials_digest: str | None = None, autoscaled: bool = False
+) -> Manifest:
+    """The service's pods: restricted, probed on their port, sized by the spec or the tier.
+
+    ``credentials_digest`` (of the database password) goes on the pod template, so that a
+    new password rolls the pods. ``autoscaled`` (a ScalingPolicy's HPA sets the replicas)
+    leaves ``spec.replicas`` out, so that applying does not undo the HPA's scaling; a
+    suspended environment still applies 0, as suspension wins over autoscaling.
+    """
+    owner = _owner(env)
+    template_metadata: Manifest = {"labels": labels(env)}
+    if credentials_digest is not None:
+        template_metadata["annotations"] = {CREDENTIALS_ANNOTATION: credentials_digest}
+    container: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": env.spec.image,
+        "ports": [{"name": PORT_NAME, "containerPort": env.spec.port, "protocol": "TCP"}],
+        "env": container_env(env),
+        "resources": container_resources(env.spec),
+        "readinessProbe": {
+            "tcpSocket": {"port": PORT_NAME},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": RESTRICTED_CONTAINER_SECURITY,
+        # The root file system is read-only; most runtimes still need a scratch /tmp.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108  # nosec B108
+    }
+    replicas = (
+        {} if autoscaled and not env.spec.suspend else {"replicas": desired_replicas(env.spec)}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(owner, owner.name, labels(env)),
+        "spec": {
+            **replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector(env)},
+            "template": {
+                "metadata": template_metadata,
+                "spec": {
+                    "serviceAccountName": owner.name,
+                    "automountServiceAccountToken": False,
+                    # Service links put every Service of the namespace in the environment.
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def service(env: Environment) -> Manifest:
+    """A ClusterIP Service on the environment's port, in front of its pods."""
+    owner = _owner(env)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(owner, owner.name, labels(env)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(env),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": env.spec.port,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def pod_disruption_budget(env: Environment) -> Manifest | None:
+    """Production only: voluntary disruptions (drains, upgrades) take one pod at a time."""
+    if env.spec.tier is not Tier.PRODUCTION:
+        return None
+    owner = _owner(env)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": child_metadata(owner, owner.name, labels(env)),
+        # maxUnavailable rather than minAvailable: it keeps allowing drains when the
+        # environment is scaled down or suspended.
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(env)}},
+    }
+
+
+def network_policy(env: Environment, *, ingress_namespace: str) -> Manifest:
+    """Deny ingress to the pods but from the environment's own pods and the ingress controller."""
+    owner = _owner(env)
+    ingress_namespace_labels = {NAMESPACE_NAME_LABEL: ingress_namespace}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(owner, owner.name, labels(env)),
+        "spec": {
+            "podSelector": {"matchLabels": selector(env)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": selector(env)}}]},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": ingress_namespace_labels}}],
+                    "ports": [{"protocol": "TCP", "port": env.spec.port}],
+                },
+            ],
+        },
+    }
+
+
+def ingress(env: Environment) -> Manifest | None:
+    """An Ingress for the spec's host, terminating TLS when it names a certificate Secret."""
+    if env.spec.ingress is None:
+        return None
+    owner = _owner(env)
+    host = env.spec.ingress.host
+    spec: Manifest = {
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {"name": owner.name, "port": {"name": PORT_NAME}}
+                            },
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    if env.spec.ingress.tls_secret_name:
+        spec["tls"] = [{"hosts": [host], "secretName": env.spec.ingress.tls_secret_name}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": child_metadata(owner, owner.name, labels(env)),
+        "spec": spec,
+    }
+
+
+def database_secret(env: Environment, data: Mapping[str, str]) -> Manifest:
+    """The Secret with the database credentials (``DatabaseCredentials.secret_data()``).
+
+    Written as ``data`` (base64) rather than ``stringData``: server-side apply tracks
+    ownership of what is stored, and ``stringData`` is never stored.
+    """
+    owner = _owner(env)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": child_metadata(owner, database_secret_name(owner.name), labels(env)),
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }
+
+
+def workload_children(
+    env: Environment,
+    *,
+    ingress_namespace: str,
+    credentials_digest: str | None = None,
+    autoscaled: bool = False,
+) -> DesiredChildren:
+    """Every child but the database Secret (which the database step applies), in apply order.
+
+    The NetworkPolicy comes before the Deployment so that no pod ever runs unfenced.
+    A disabled database lists its Secret as absent; while the database is enabled the
+    Secret is the database step's business, so it is in neither list.
+    """
+    owner = _owner(env)
+    optional = {
+        ("policy/v1", "PodDisruptionBudget"): pod_disruption_budget(env),
+        ("networking.k8s.io/v1", "Ingress"): ingress(env),
+    }
+    present = [
+        service_account(env),
+        network_policy(env, ingress_namespace=ingress_namespace),
+        service(env),
+        deployment(env, credentials_digest=credentials_digest, autoscaled=autoscaled),
+        *(manifest for manifest in optional.values() if manifest is not None),
+    ]
+    absent = [
+        ChildRef(api_version, kind, owner.name)
+        for (api_version, kind), manifest in optional.items()
+        if manifest is None
+    ]
+    if not env.spec.database.enabled:
+        absent.append(ChildRef("v1", "Secret", database_secret_name(owner.name)))
+    return DesiredChildren(present=tuple(present), absent=tuple(absent))
+
+
+def _owner(env: Environment) -> Owner:
+    return Owner.of(env)

@@ -1,0 +1,440 @@
+"""Each environment's own database and login role on the managed PostgreSQL server.
+
+The Environment reconciler calls :class:`ManagedPostgres` to make sure an environment's
+database and role exist with the password held in its Secret (``ensure``), to ask
+whether clients are still at work (``active_connections``) and to remove both
+(``drop``). This module owns what those objects are called (:func:`database_identity`),
+how their passwords are made (:func:`generate_password`) and who may use them: only the
+environment's role (and the server's administrators) may connect to its database, and
+nobody else may create objects in its ``public`` schema.
+
+Why it looks the way it does:
+
+- Every call opens its own short-lived admin connection. The operator touches this
+  server a few times per reconcile, so a pool would only hold backends idle; nothing
+  connects at import or construction time.
+- The plaintext password never travels in SQL. ``ensure`` computes the SCRAM-SHA-256
+  verifier here and sends that, so statement logs, ``pg_stat_statements`` and error
+  messages on the server can at most show a salted hash.
+- Identifiers come from :func:`database_identity` only, are checked against a strict
+  pattern and then quoted, so no caller-supplied text is ever formatted into SQL.
+- Failures reach the caller as :class:`ManagedDatabaseError` subclasses whose
+  ``reason`` fits a condition and whose ``message`` names no secret.
+
+Requires PostgreSQL 10 or later (SCRAM); ``DROP DATABASE ... WITH (FORCE)`` is used on 13+.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import asyncpg
+
+# PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes, silently: two long
+# names could then meet in one object, so names are built to fit instead.
+MAX_IDENTIFIER_BYTES = 63
+IDENTITY_PREFIX = "env_"
+# 12 hex digits = 48 bits of SHA-256: a collision needs millions of environments, and
+# the digest covers the exact (namespace, name) pair, not its lossy readable form.
+_DIGEST_CHARS = 12
+# Room left for the readable "<namespace>_<name>" part, separator included.
+_READABLE_BYTES = MAX_IDENTIFIER_BYTES - len(IDENTITY_PREFIX) - 1 - _DIGEST_CHARS
+_IDENTITY_PATTERN = re.compile(r"env_[a-z0-9_]{1,59}")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+# secrets.token_urlsafe(32) gives 43 characters of [A-Za-z0-9_-]: 256 bits, and safe
+# in a URI, an environment variable or a shell without quoting.
+_PASSWORD_BYTES = 32
+_MAX_PASSWORD_CHARS = 1024
+# PostgreSQL's own default for SCRAM verifiers (scram_iterations).
+_SCRAM_ITERATIONS = 4096
+_SCRAM_SALT_BYTES = 16
+
+APPLICATION_NAME = "dockyard-operator"
+DEFAULT_PORT = 5432
+# DDL on the admin database is quick, but DROP DATABASE waits for its lock and for the
+# backends it terminates; a minute means the server is in trouble, not busy.
+COMMAND_TIMEOUT_SECONDS = 60.0
+# Advisory-lock class id ("dkyd") so ensure and drop of one environment never
+# interleave, whichever operator replica runs them.
+_LOCK_CLASS = 0x646B7964
+# PostgreSQL before 13 has no DROP DATABASE ... WITH (FORCE): terminated backends take a
+# moment to exit, so the drop is retried briefly.
+_DROP_ATTEMPTS = 10
+_DROP_RETRY_SECONDS = 0.2
+
+
+class UnavailableReason(StrEnum):
+    """Why the managed server could not be used; each is a condition ``reason``."""
+
+    SERVER_UNREACHABLE = "ServerUnreachable"
+    SERVER_NOT_READY = "ServerNotReady"
+    TOO_MANY_CONNECTIONS = "TooManyConnections"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    PERMISSION_DENIED = "PermissionDenied"
+    INVALID_CONFIGURATION = "InvalidConfiguration"
+
+
+# How each failure to use the server reads; the first match wins, so the more specific
+# classes come first (TimeoutError is an OSError, every asyncpg error an Exception).
+_UNAVAILABLE: tuple[tuple[tuple[type[BaseException], ...], UnavailableReason, str], ...] = (
+    (
+        (asyncpg.InvalidAuthorizationSpecificationError,),
+        UnavailableReason.AUTHENTICATION_FAILED,
+        "{where} refused the login",
+    ),
+    (
+        (asyncpg.InsufficientPrivilegeError,),
+        UnavailableReason.PERMISSION_DENIED,
+        "the admin lacks a privilege on {where}",
+    ),
+    (
+        (asyncpg.TooManyConnectionsError,),
+        UnavailableReason.TOO_MANY_CONNECTIONS,
+        "{where} has no free connection",
+    ),
+    (
+        (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError),
+        UnavailableReason.SERVER_NOT_READY,
+        "{where} is starting or stopping",
+    ),
+    (
+        (asyncpg.ClientConfigurationError,),
+        UnavailableReason.INVALID_CONFIGURATION,
+        "cannot connect to {where} as configured",
+    ),
+    ((TimeoutError,), UnavailableReason.SERVER_UNREACHABLE, "{where} did not answer in time"),
+    (
+        (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError),
+        UnavailableReason.SERVER_UNREACHABLE,
+        "cannot reach {where}",
+    ),
+)
+
+
+class ManagedDatabaseError(Exception):
+    """A failure on the managed server; ``reason`` is CamelCase, ``message`` is safe to show."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class DatabaseUnavailable(ManagedDatabaseError):
+    """The server is unreachable, not ready, or refuses the admin's credentials or rights."""
+
+
+class DatabaseOperationFailed(ManagedDatabaseError):
+    """The server answered but a statement failed (a concurrent drop, a dependent object)."""
+
+
+@dataclass(frozen=True)
+class DatabaseCredentials:
+    """What an environment's workload needs to reach its database: the Secret's content."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = field(repr=False)
+
+    def uri(self) -> str:
+        """``postgresql://user:password@host:port/database``, each part URL-quoted."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user, password = quote(self.user, safe=""), quote(self.password, safe="")
+        return f"postgresql://{user}:{password}@{host}:{self.port}/{quote(self.database, safe='')}"
+
+    def secret_data(self) -> dict[str, str]:
+        """The Secret's ``stringData``, with the key names most client libraries expect."""
+        return {
+            "host": self.host,
+            "port": str(self.port),
+            "database": self.database,
+            "username": self.user,
+            "password": self.password,
+            "uri": self.uri(),
+        }
+
+
+def database_identity(namespace: str, environment: str) -> tuple[str, str]:
+    """The (database, role) names of one environment: ``env_<namespace>_<name>_<digest>``.
+
+    Both are the same identifier (databases and roles live in separate catalogs, and a
+    role's default database is the one named after it). The readable part is lowercase
+    ``[a-z0-9_]``, shortened fairly between namespace and name to fit 63 bytes; the
+    digest is always present because the readable part alone is lossy (``a-b`` and
+    ``a_b``, or ``a``+``b-c`` and ``a-b``+``c``, read the same).
+    """
+    exact = json.dumps([namespace, environment]).encode()
+    digest = hashlib.sha256(exact).hexdigest()[:_DIGEST_CHARS]
+    ns, env = _fit(_slug(namespace), _slug(environment), _READABLE_BYTES - 1)
+    readable = "_".join(part for part in (ns, env) if part)
+    name = f"{IDENTITY_PREFIX}{readable}_{digest}" if readable else f"{IDENTITY_PREFIX}{digest}"
+    return name, name
+
+
+def _slug(text: str) -> str:
+    return _NOT_SLUG.sub("_", text.lower()).strip("_")
+
+
+def _fit(first: str, second: str, budget: int) -> tuple[str, str]:
+    """Shorten two parts to ``budget`` characters together, the longer one first."""
+    if len(first) + len(second) > budget:
+        half = budget // 2
+        if len(first) <= half:
+            second = second[: budget - len(first)]
+        elif len(second) <= budget - half:
+            first = first[: budget - len(second)]
+        else:
+            first, second = first[:half], second[: budget - half]
+    return first.rstrip("_"), second.rstrip("_")
+
+
+def generate_password() -> str:
+    """A new random password: 43 URL-safe characters from the OS's CSPRNG."""
+    return secrets.token_urlsafe(_PASSWORD_BYTES)
+
+
+def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
+    """The verifier PostgreSQL stores for ``password`` (RFC 5802 / 7677).
+
+    Passwords are limited to printable ASCII, which PostgreSQL's SASLprep leaves
+    unchanged, so the verifier computed here is exactly the one the server would compute.
+    """
+    if not (0 < len(password) <= _MAX_PASSWORD_CHARS and password.isascii()):
+        raise ValueError(f"a password must be 1 to {_MAX_PASSWORD_CHARS} ASCII characters")
+    if not password.isprintable():
+        raise ValueError("a password must not contain control characters")
+    salt = secrets.token_bytes(_SCRAM_SALT_BYTES) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, _SCRAM_ITERATIONS)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${_SCRAM_ITERATIONS}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+def _ident(name: str) -> str:
+    """``name`` double-quoted, after checking that it is one of this module's identities."""
+    if not _IDENTITY_PATTERN.fullmatch(name) or len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ValueError("not an environment database identifier")
+    return f'"{name}"'
+
+
+def _literal(text: str) -> str:
+    """A standard-conforming SQL string literal (used for SCRAM verifiers only)."""
+    if "\\" in text or not text.isascii():
+        raise ValueError("refusing to quote backslashes or non-ASCII text")
+    return "'" + text.replace("'", "''") + "'"
+
+
+class ManagedPostgres:
+    """The managed PostgreSQL server, seen through its admin DSN."""
+
+    def __init__(
+        self, admin_dsn: str, *, public_host: str | None = None, connect_timeout: float = 5.0
+    ) -> None:
+        host, port, admin_password = _address(admin_dsn)
+        self._dsn = admin_dsn
+        self._location = f"{host}:{port}"
+        self._public_host = public_host or host
+        self._port = port
+        self._connect_timeout = connect_timeout
+        self._admin_secrets = tuple(s for s in (admin_password,) if s)
+
+    def __repr__(self) -> str:  # the DSN carries the admin's password: never show it
+        return f"ManagedPostgres({self._location!r}, public_host={self._public_host!r})"
+
+    async def ensure(
+        self, *, namespace: str, environment: str, password: str
+    ) -> DatabaseCredentials:
+        """Create or repair the environment's role and database; its password becomes ``password``.
+
+        Safe to repeat and to race: an existing role gets the new password (so the
+        Secret always holds the one that works), an existing database keeps its data.
+        """
+        verifier = scram_sha256_verifier(password)
+        database, role = database_identity(namespace, environment)
+        async with self._session(hide=(password,)) as conn:
+            await _lock(conn, database)
+            await _ensure_role(conn, role, verifier)
+            await _ensure_database(conn, database, role)
+            # Still under the lock, so a concurrent drop cannot remove the database here.
+            async with self._session(database) as inside:
+                await _restrict_public_schema(inside, role)
+        return DatabaseCredentials(
+            host=self._public_host, port=self._port, database=database, user=role, password=password
+        )
+
+    async def exists(self, *, namespace: str, environment: str) -> bool:
+        """Whether the environment's database exists (its data is what deletion is about)."""
+        database, _ = database_identity(namespace, environment)
+        async with self._session() as conn:
+            found = await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", database)
+        return bool(found)
+
+    async def active_connections(self, *, namespace: str, environment: str) -> int:
+        """Client sessions open on the environment's database right now."""
+        database, _ = database_identity(namespace, environment)
+        async with self._session() as conn:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                database,
+            )
+        return int(count)
+
+    async def drop(self, *, namespace: str, environment: str) -> None:
+        """Remove the environment's database and role, ending their sessions; safe to repeat."""
+        database, role = database_identity(namespace, environment)
+        db, rl = _ident(database), _ident(role)
+        async with self._session() as conn:
+            await _lock(conn, database)
+            force = conn.get_server_version().major >= 13
+            for attempt in range(1, _DROP_ATTEMPTS + 1):
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
+                    database,
+                    role,
+                )
+                try:
+                    await conn.execute(
+                        f"DROP DATABASE IF EXISTS {db}{' WITH (FORCE)' if force else ''}"
+                    )
+                    break
+                except asyncpg.ObjectInUseError:
+                    if attempt == _DROP_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(_DROP_RETRY_SECONDS)
+            if await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role):
+                # What the role owns or was granted in the admin database would block
+                # DROP ROLE; it belongs to the environment being removed.
+                await conn.execute(f"DROP OWNED BY {rl}")
+                await conn.execute(f"DROP ROLE IF EXISTS {rl}")
+
+    async def close(self) -> None:
+        """Nothing to release (each call closes its own connection); for cleanup hooks."""
+
+    @asynccontextmanager
+    async def _session(
+        self, database: str | None = None, *, hide: Iterable[str] = ()
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """An admin connection (to ``database``, else the DSN's), errors made safe to show."""
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self._dsn,
+                database=database,
+                timeout=self._connect_timeout,
+                command_timeout=COMMAND_TIMEOUT_SECONDS,
+                statement_cache_size=0,  # a handful of one-off statements per connection
+                server_settings={"application_name": APPLICATION_NAME},
+            )
+            try:
+                yield conn
+            except BaseException:
+                conn.terminate()  # it may be broken: do not wait on a polite goodbye
+                raise
+            await conn.close(timeout=self._connect_timeout)
+        except ManagedDatabaseError:
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise self._translate(exc, (*self._admin_secrets, *hide)) from None
+
+    def _translate(self, exc: BaseException, hidden: tuple[str, ...]) -> ManagedDatabaseError:
+        where = f"the managed PostgreSQL server at {self._location}"
+        # A timeout's text is empty or asyncpg's internals; its class name says enough.
+        detail = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc)
+        detail = _redact(detail or type(exc).__name__, hidden)
+        for kinds, reason, what in _UNAVAILABLE:
+            if isinstance(exc, kinds):
+                return DatabaseUnavailable(reason.value, f"{what.format(where=where)}: {detail}")
+        sqlstate = getattr(exc, "sqlstate", None) or "?????"
+        return DatabaseOperationFailed(
+            "OperationFailed", f"a statement failed on {where} (SQLSTATE {sqlstate}): {detail}"
+        )
+
+
+async def _lock(conn: asyncpg.Connection, database: str) -> None:
+    """Wait for this environment's advisory lock, so ensure and drop never interleave."""
+    # Session-level, so it spans CREATE DATABASE (which refuses to run in a transaction);
+    # it is released when the short-lived connection closes.
+    await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS, database)
+
+
+async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> None:
+    """The role exists, may log in, and answers to the password behind ``verifier``."""
+    rl = _ident(role)
+    # Already there, or made this instant by a caller that does not take the lock.
+    with suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        await conn.execute(f"CREATE ROLE {rl} LOGIN")
+    await conn.execute(f"ALTER ROLE {rl} WITH LOGIN PASSWORD {_literal(verifier)}")
+    if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = CURRENT_USER"):
+        # A managed service's admin is rarely a superuser: it must be a member of the
+        # role to give it a database, hand it schema public and drop it later.
+        await conn.execute(f"GRANT {rl} TO CURRENT_USER")
+
+
+async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -> None:
+    """The database exists, belongs to ``role``, and nobody else may connect to it."""
+    db, rl = _ident(database), _ident(role)
+    if not await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", database):
+        # A concurrent creator may win; the ALTER below still sets the owner.
+        with suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            await conn.execute(f"CREATE DATABASE {db} OWNER {rl}")
+    await conn.execute(f"ALTER DATABASE {db} OWNER TO {rl}")
+    # PUBLIC may connect to (and make temporary tables in) every new database by default.
+    await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+    await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {rl}")
+
+
+async def _restrict_public_schema(conn: asyncpg.Connection, role: str) -> None:
+    """Inside the environment's database: ``public`` is the role's, and closed to others.
+
+    PostgreSQL 15 already withholds CREATE from PUBLIC in new databases; older servers
+    (and databases made from a lenient template) do not.
+    """
+    if await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = 'public'"):
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await conn.execute(f"ALTER SCHEMA public OWNER TO {_ident(role)}")
+
+
+def _address(dsn: str) -> tuple[str, int, str | None]:
+    """(host, port, password) of a ``postgresql://`` DSN's first host, without connecting."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("the managed PostgreSQL DSN must be a postgresql:// URL")
+    query = parse_qs(parts.query)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    first = urlsplit("//" + hosts.split(",")[0])
+    try:
+        port = first.port or int(query.get("port", [DEFAULT_PORT])[0])
+    except ValueError:
+        raise ValueError("the managed PostgreSQL DSN has an invalid port") from None
+    host = first.hostname or query.get("host", ["localhost"])[0]
+    _, colon, password = userinfo.partition(":")
+    return host, port, unquote(password) if colon else query.get("password", [None])[0]
+
+
+def _redact(text: str, hidden: Iterable[str]) -> str:
+    # Belt and braces: neither asyncpg nor PostgreSQL echo passwords, but a message
+    # that ever did must not carry one into a status condition or a log.
+    for secret in hidden:
+        if secret:
+            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text

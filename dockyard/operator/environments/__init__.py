@@ -1,0 +1,7 @@
+"""How an Environment is reconciled: its database, its children, its status, its deletion.
+
+``status`` computes what an environment reports from what was observed (pure);
+``reconciler`` runs the passes that observe and change the world; ``deletion`` applies
+the database's deletionPolicy when an environment goes away. The Kopf handlers in
+``dockyard.operator.handlers.environments`` only route events to them.
+"""

@@ -1,0 +1,427 @@
+"""Reconcile passes over one Environment: its database, its children, its status, its events.
+
+Whatever triggers a pass (a spec change, the resume at start-up, the drift-repair
+timer, a change to one of the children), it does the same idempotent work: take the
+environment's lock, read the environment afresh, make sure its database and role exist
+with the password its Secret holds, apply every child it should have and delete those
+it should not, and write the status with the conditions and phase that follow. So a
+child deleted or edited by hand is restored by the next pass, and the passes of one
+environment never interleave (two would otherwise race to create its password).
+While a ScalingPolicy scales the environment, the Deployment's replicas are its HPA's
+to set and the pass leaves them alone (``dockyard.operator.scaling.targets``).
+
+Kubernetes Events record each transition: phase changes, the database provisioned or
+unavailable, children restored after drift, a ttl expiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+import aiohttp
+import kopf
+from pydantic import ValidationError
+
+from dockyard.core.conditions import find
+from dockyard.core.kube import KubeClient, KubeError
+from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.environment import (
+    Environment,
+    EnvironmentConditionType,
+    EnvironmentPhase,
+    EnvironmentStatus,
+)
+from dockyard.core.settings import Settings
+from dockyard.operator.apply import (
+    ENVIRONMENTS,
+    Applied,
+    Change,
+    apply,
+    delete,
+    delete_child,
+    get,
+    namespace_terminating,
+    resource_type,
+)
+from dockyard.operator.builders import environment as builders
+from dockyard.operator.builders.metadata import ChildRef, Manifest, Owner
+from dockyard.operator.database import (
+    ManagedDatabaseError,
+    ManagedPostgres,
+    database_identity,
+    generate_password,
+)
+from dockyard.operator.environments import status as report
+from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.scaling import targets as scaling_targets
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+"""An environment's namespace and name."""
+
+# Kubernetes truncates longer Event messages; ours say what matters first.
+_EVENT_MESSAGE_LIMIT: Final = 1024
+_WARNING_PHASES: Final = frozenset({EnvironmentPhase.DEGRADED, EnvironmentPhase.FAILED})
+# A database that is not configured will not appear by retrying; every other failure may.
+SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
+
+
+@dataclass(frozen=True, slots=True)
+class _DatabaseStep:
+    """What the database step did: the report for the status, and the Secret it applied."""
+
+    report: report.DatabaseReport
+    credentials_digest: str | None = None
+    secret: Applied | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return not self.report.ready and self.report.verdict.reason != SERVER_NOT_CONFIGURED
+
+
+@dataclass(slots=True)
+class _Children:
+    """What a pass did to the children: each change (``None``: deleted), and the Deployment."""
+
+    changes: list[tuple[ChildRef, Change | None]] = field(default_factory=list)
+    deployment: Manifest | None = None
+    autoscaled: bool = False
+
+    def record(self, applied: Applied) -> None:
+        self.changes.append((applied.ref, applied.change))
+        if applied.ref.kind == "Deployment":
+            self.deployment = applied.object
+
+
+class Reconciler:
+    """Reconciles Environments; one per operator, kept in Kopf's memo.
+
+    ``postgres`` is ``None`` when the operator has no managed PostgreSQL server, in which
+    case environments that want a database wait for one (DatabaseReady=False).
+    """
+
+    def __init__(
+        self, *, kube: KubeClient, postgres: ManagedPostgres | None, settings: Settings
+    ) -> None:
+        self.kube = kube
+        self.postgres = postgres
+        self.settings = settings
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._queued: set[Key] = set()
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        """The lock that serializes everything the operator does to one environment."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: Key) -> None:
+        """Drop what is kept in memory about an environment that no longer exists."""
+        self._locks.pop(key, None)
+        self._queued.discard(key)
+
+    async def fetch(self, key: Key) -> Manifest | None:
+        """The environment as stored now, or ``None`` when it is gone."""
+        return await get(self.kube, ENVIRONMENTS.path(*key))
+
+    # -- the entry points ------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> Outcome:
+        """One pass, for a spec change or the resume at start-up."""
+        async with self.lock(key):
+            raw = await self.fetch(key)
+            if raw is None or _deleting(raw):
+                return Outcome.done()
+            return await self._pass(raw)
+
+    async def repair(self, key: Key) -> None:
+        """The periodic pass: delete the environment if its ttl has passed, else reconcile."""
+        async with self.lock(key):
+            raw = await self.fetch(key)
+            if raw is None or _deleting(raw):
+                return
+            if await self._expire_if_due(raw):
+                return
+            await self._pass(raw)
+
+    async def reconcile_owner(self, key: Key) -> None:
+        """A pass after one of the environment's children changed or went away.
+
+        Changes to several children (or several changes to one) while a pass waits for
+        the lock are served by that one pass, as it reads everything afresh.
+        """
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        async with self.lock(key):
+            self._queued.discard(key)
+            try:
+                raw = await self.fetch(key)
+                if raw is None or _deleting(raw):
+                    return
+                await self._pass(raw)
+            except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+                # Not retried here: the drift-repair timer runs the same pass shortly.
+                logger.warning(
+                    "reconcile after a child changed failed; the next periodic pass retries",
+                    extra={"namespace": key[0], "environment": key[1], "error": str(exc)},
+                )
+
+    # -- one pass --------------------------------------------------------------------------
+
+    async def _pass(self, raw: Manifest) -> Outcome:
+        try:
+            env = Environment.model_validate(raw)
+        except ValidationError as exc:
+            return await self._reject_spec(raw, exc)
+        owner = Owner.of(env)
+        database: _DatabaseStep | None = None
+        children = _Children()
+        failure: report.Verdict | None = None
+        try:
+            database = await self._database(env, owner)
+            if database is not None and database.secret is not None:
+                children.record(database.secret)
+            await self._apply_children(env, owner, database, children)
+        except KubeError as exc:
+            if namespace_terminating(exc):
+                return Outcome.done()
+            if exc.status not in (400, 422):
+                raise
+            # The API server refuses a child built from this spec: retrying cannot help.
+            failure = report.Verdict(
+                ConditionStatus.FALSE,
+                "ChildRejected",
+                f"The API server rejected a child of the environment: {exc.message}",
+            )
+        workload = report.WorkloadReport.from_deployment(
+            children.deployment, _desired_replicas(env, children)
+        )
+        status = report.summarize(
+            env,
+            database=database.report if database else None,
+            workload=workload,
+            failure=failure,
+        )
+        if not await self._write_status(owner, status):
+            return Outcome.done()
+        _announce(raw, env, status, children.changes)
+        if failure is not None:
+            return Outcome.failed(failure.message)
+        if database is not None and database.retryable:
+            verdict = database.report.verdict
+            return Outcome.again(f"database not ready: {verdict.reason}: {verdict.message}")
+        return Outcome.done()
+
+    async def _apply_children(
+        self, env: Environment, owner: Owner, database: _DatabaseStep | None, into: _Children
+    ) -> None:
+        """Apply every child the spec asks for, delete those it does not (see builders)."""
+        into.autoscaled = not env.spec.suspend and (
+            await scaling_targets.scaling_policy_of(self.kube, owner.namespace, owner.name)
+            is not None
+        )
+        if into.autoscaled:
+            # The HPA sets the replicas: hand the field over before the Deployment
+            # stops applying it, or the API server would reset it to 1.
+            await scaling_targets.hand_over_replicas(
+                self.kube,
+                owner.namespace,
+                owner.name,
+                fallback=env.spec.replicas or builders.TIER_DEFAULTS[env.spec.tier].replicas,
+            )
+        desired = builders.workload_children(
+            env,
+            ingress_namespace=self.settings.ingress_namespace,
+            credentials_digest=database.credentials_digest if database else None,
+            autoscaled=into.autoscaled,
+        )
+        for manifest in desired.present:
+            into.record(await apply(self.kube, manifest))
+        for ref in desired.absent:
+            if await delete_child(self.kube, ref, namespace=owner.namespace, owner_uid=owner.uid):
+                into.changes.append((ref, None))
+
+    async def _database(self, env: Environment, owner: Owner) -> _DatabaseStep | None:
+        """Make sure the database, its role and its Secret exist; ``None``: no database."""
+        if not env.spec.database.enabled:
+            return None
+        secret_name = builders.database_secret_name(owner.name)
+        database_name, _ = database_identity(owner.namespace, owner.name)
+        secrets = resource_type("v1", "Secret")
+        # The password exists only in the Secret: reuse it, so that running pods keep
+        # working; a new one is made only when there is none (first time, or deleted).
+        password = _password_in(await get(self.kube, secrets.path(owner.namespace, secret_name)))
+        digest = builders.credentials_digest(password) if password else None
+        if self.postgres is None:
+            verdict = report.Verdict(
+                ConditionStatus.FALSE,
+                SERVER_NOT_CONFIGURED,
+                "The operator has no managed PostgreSQL server (DOCKYARD_MANAGED_POSTGRES_URL).",
+            )
+            return _DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name), digest)
+        try:
+            credentials = await self.postgres.ensure(
+                namespace=owner.namespace,
+                environment=owner.name,
+                password=password or generate_password(),
+            )
+        except ManagedDatabaseError as exc:
+            verdict = report.Verdict(ConditionStatus.FALSE, exc.reason, exc.message)
+            return _DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name), digest)
+        secret = await apply(self.kube, builders.database_secret(env, credentials.secret_data()))
+        verdict = report.Verdict(
+            ConditionStatus.TRUE,
+            "Provisioned",
+            f"Database {credentials.database} is ready; its credentials are in Secret "
+            f"{secret_name}.",
+        )
+        return _DatabaseStep(
+            report.DatabaseReport(verdict, secret_name, credentials.database),
+            builders.credentials_digest(credentials.password),
+            secret,
+        )
+
+    async def _reject_spec(self, raw: Manifest, exc: ValidationError) -> Outcome:
+        problem = "; ".join(
+            f"spec.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        try:
+            previous = EnvironmentStatus.model_validate(raw.get("status") or {})
+        except ValidationError:
+            previous = EnvironmentStatus()  # unreadable too: start the status afresh
+        status = report.invalid_spec(previous, raw["metadata"].get("generation"), problem)
+        meta = raw["metadata"]
+        path = ENVIRONMENTS.path(meta["namespace"], meta["name"], "status")
+        await self.kube.merge_patch(path, report.status_patch(status))
+        if previous.phase is not EnvironmentPhase.FAILED:
+            post(raw, warning=True, reason="InvalidSpec", message=problem)
+        return Outcome.failed(problem)
+
+    async def _write_status(self, owner: Owner, status: EnvironmentStatus) -> bool:
+        """Write ``status``; ``False`` when the environment was deleted meanwhile."""
+        path = ENVIRONMENTS.path(owner.namespace, owner.name, "status")
+        try:
+            await self.kube.merge_patch(path, report.status_patch(status))
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # -- ttl -------------------------------------------------------------------------------
+
+    async def _expire_if_due(self, raw: Manifest, now: datetime | None = None) -> bool:
+        """Delete a development environment whose ttl has passed; whether it did."""
+        try:
+            env = Environment.model_validate(raw)
+        except ValidationError:
+            return False  # the pass reports the spec as invalid
+        due = report.expires_at(env)
+        if due is None or due > (now or datetime.now(UTC)):
+            return False
+        owner = Owner.of(env)
+        post(
+            raw,
+            reason="Expired",
+            message=f"ttl {env.spec.ttl} passed at {due.isoformat()}; deleting the environment.",
+        )
+        await delete(self.kube, ENVIRONMENTS.path(owner.namespace, owner.name), uid=owner.uid)
+        return True
+
+
+def _desired_replicas(env: Environment, children: _Children) -> int:
+    """Pods the environment should run: what its HPA set when a policy scales it."""
+    if children.autoscaled and children.deployment is not None:
+        replicas = (children.deployment.get("spec") or {}).get("replicas")
+        if isinstance(replicas, int):
+            return replicas
+    return builders.desired_replicas(env.spec)
+
+
+def _deleting(raw: Mapping[str, Any]) -> bool:
+    return bool(raw.get("metadata", {}).get("deletionTimestamp"))
+
+
+def _password_in(secret: Mapping[str, Any] | None) -> str | None:
+    """The password a database Secret holds, if it holds a usable one."""
+    encoded = ((secret or {}).get("data") or {}).get("password")
+    if not encoded:
+        return None
+    try:
+        password = base64.b64decode(encoded, validate=True).decode()
+    except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
+        return None
+    # What PostgreSQL's SCRAM accepts unchanged; anything else is replaced, not used.
+    if not (0 < len(password) <= 1024 and password.isascii() and password.isprintable()):
+        return None
+    return password
+
+
+def post(raw: Mapping[str, Any], *, reason: str, message: str, warning: bool = False) -> None:
+    """Post a Kubernetes Event about the environment ``raw`` (Kopf sends it in the background)."""
+    body = kopf.Body(cast(kopf.RawBody, dict(raw)))
+    kopf.event(
+        body,
+        type="Warning" if warning else "Normal",
+        reason=reason,
+        message=message[:_EVENT_MESSAGE_LIMIT],
+    )
+
+
+def _announce(
+    raw: Mapping[str, Any],
+    env: Environment,
+    status: EnvironmentStatus,
+    changes: Sequence[tuple[ChildRef, Change | None]],
+) -> None:
+    """The Events for what a pass changed: phase, database readiness, children."""
+    previous = env.status
+    if previous.phase != status.phase and status.phase is not None:
+        ready = find(status.conditions, EnvironmentConditionType.READY)
+        post(
+            raw,
+            warning=status.phase in _WARNING_PHASES,
+            reason="PhaseChanged",
+            message=f"{previous.phase or 'New'} -> {status.phase}"
+            + (f": {ready.message}" if ready and ready.message else ""),
+        )
+    _announce_database(raw, previous, status)
+    changed = [(ref, change) for ref, change in changes if change is not Change.UNCHANGED]
+    if not changed:
+        return
+    # Children that change while the spec did not were changed by someone else.
+    if previous.observed_generation == env.metadata.generation:
+        words = {None: "removed", Change.CREATED: "recreated", Change.UPDATED: "reverted"}
+        restored = ", ".join(f"{ref.kind} {ref.name} {words[change]}" for ref, change in changed)
+        post(raw, warning=True, reason="DriftRepaired", message=f"Drift repaired: {restored}")
+    else:
+        words = {None: "removed", Change.CREATED: "created", Change.UPDATED: "updated"}
+        done = ", ".join(f"{ref.kind} {ref.name} {words[change]}" for ref, change in changed)
+        post(raw, reason="ChildrenApplied", message=done)
+
+
+def _announce_database(
+    raw: Mapping[str, Any], previous: EnvironmentStatus, status: EnvironmentStatus
+) -> None:
+    kind = EnvironmentConditionType.DATABASE_READY
+    before, after = find(previous.conditions, kind), find(status.conditions, kind)
+    if after is None or (
+        before is not None and (before.status, before.reason) == (after.status, after.reason)
+    ):
+        return
+    if after.status is ConditionStatus.TRUE and after.reason == "Provisioned":
+        post(raw, reason="DatabaseProvisioned", message=after.message)
+    elif after.status is ConditionStatus.FALSE:
+        post(
+            raw,
+            warning=True,
+            reason="DatabaseUnavailable",
+            message=f"{after.reason}: {after.message}",
+        )

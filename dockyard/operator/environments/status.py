@@ -1,0 +1,289 @@
+"""What an Environment reports, computed from what the reconciler observed: no I/O.
+
+This module owns the meaning of the phases and of the Ready, DatabaseReady and
+WorkloadAvailable conditions:
+
+- **Failed**: the spec cannot work (it does not parse, or the API server rejects a
+  child built from it); nothing is retried until the spec changes.
+- **Suspended**: ``spec.suspend``; no pods run, the database is kept.
+- **Ready**: the database is ready (or disabled) and every desired pod is ready on the
+  current revision.
+- **Degraded**: it was Ready before and no longer is (a database outage, pods lost).
+- **Pending**: it has never been Ready and waits for its database server.
+- **Provisioning**: its pods are on their way: it has never been Ready, or a rollout
+  (a spec change) is in progress.
+- **Deleting**: the environment is being deleted and its finalizer is at work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from dockyard.core.conditions import find, set_condition
+from dockyard.core.durations import parse_duration
+from dockyard.core.models.common import Condition, ConditionStatus
+from dockyard.core.models.environment import (
+    DatabaseStatus,
+    Environment,
+    EnvironmentConditionType,
+    EnvironmentPhase,
+    EnvironmentStatus,
+    ReplicaStatus,
+    Tier,
+)
+from dockyard.operator.builders import environment as builders
+
+# The phases from which a lapse is a degradation rather than an incomplete start.
+_ONCE_READY: Final = frozenset({EnvironmentPhase.READY, EnvironmentPhase.DEGRADED})
+ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+# Condition messages stay well below the API's 32 KiB limit, and readable in kubectl.
+_MESSAGE_LIMIT: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One condition's status, reason and message."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+    @property
+    def holds(self) -> bool:
+        return self.status is ConditionStatus.TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseReport:
+    """What the database step found: the condition, and where the credentials live."""
+
+    verdict: Verdict
+    secret_name: str
+    name: str
+
+    @property
+    def ready(self) -> bool:
+        return self.verdict.holds
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadReport:
+    """The Deployment's replica counts and rollout state, as its controller reports them."""
+
+    desired: int
+    ready: int = 0
+    available: int = 0
+    updated: int = 0
+    minimum_available: bool = False
+    observed: bool = False
+
+    @classmethod
+    def from_deployment(cls, deployment: Mapping[str, Any] | None, desired: int) -> WorkloadReport:
+        """The report of a Deployment as the API server returned it (``None``: not there)."""
+        if deployment is None:
+            return cls(desired=desired)
+        status = deployment.get("status") or {}
+        generation = deployment.get("metadata", {}).get("generation") or 0
+        available_condition: Mapping[str, Any] = next(
+            (c for c in status.get("conditions", ()) if c.get("type") == "Available"), {}
+        )
+        return cls(
+            desired=desired,
+            ready=int(status.get("readyReplicas") or 0),
+            available=int(status.get("availableReplicas") or 0),
+            updated=int(status.get("updatedReplicas") or 0),
+            minimum_available=available_condition.get("status") == "True",
+            # Until the controller has seen the latest spec, its counts describe an older one.
+            observed=int(status.get("observedGeneration") or 0) >= generation,
+        )
+
+    def replicas(self) -> ReplicaStatus:
+        return ReplicaStatus(desired=self.desired, ready=self.ready, available=self.available)
+
+
+def workload_verdict(report: WorkloadReport, *, suspended: bool) -> Verdict:
+    """WorkloadAvailable: every desired pod ready on the Deployment's current revision."""
+    if report.desired == 0:
+        why = "the environment is suspended" if suspended else "spec.replicas is 0"
+        return Verdict(ConditionStatus.FALSE, "ScaledToZero", f"No pods run: {why}.")
+    counts = f"{report.ready}/{report.desired} pods ready"
+    if not report.observed or report.updated < report.desired:
+        return Verdict(
+            ConditionStatus.FALSE,
+            ROLLOUT_IN_PROGRESS,
+            f"The Deployment is rolling out its latest revision; {counts}.",
+        )
+    if report.minimum_available and report.ready >= report.desired:
+        return Verdict(ConditionStatus.TRUE, "ReplicasReady", f"{counts}.")
+    return Verdict(ConditionStatus.FALSE, "ReplicasNotReady", f"{counts}.")
+
+
+def next_phase(
+    *,
+    previous: EnvironmentPhase | None,
+    failed: bool,
+    suspended: bool,
+    database_ready: bool,
+    workload: Verdict,
+) -> EnvironmentPhase:
+    """The phase for what was observed, given the phase before (see the module docstring)."""
+    if failed:
+        return EnvironmentPhase.FAILED
+    if suspended:
+        return EnvironmentPhase.SUSPENDED
+    if database_ready and workload.holds:
+        return EnvironmentPhase.READY
+    once_ready = previous in _ONCE_READY
+    if not database_ready:
+        return EnvironmentPhase.DEGRADED if once_ready else EnvironmentPhase.PENDING
+    # A rollout (a new spec, or a new password) is a change being made, not a lapse.
+    if workload.reason == ROLLOUT_IN_PROGRESS or not once_ready:
+        return EnvironmentPhase.PROVISIONING
+    return EnvironmentPhase.DEGRADED
+
+
+def expires_at(env: Environment) -> datetime | None:
+    """When a development environment with a ttl is due for deletion."""
+    created = env.metadata.creation_timestamp
+    if env.spec.ttl is None or env.spec.tier is not Tier.DEVELOPMENT or created is None:
+        return None
+    return created + parse_duration(env.spec.ttl)
+
+
+def summarize(
+    env: Environment,
+    *,
+    database: DatabaseReport | None,
+    workload: WorkloadReport,
+    failure: Verdict | None = None,
+    now: datetime | None = None,
+) -> EnvironmentStatus:
+    """The status after one reconcile pass.
+
+    ``database`` is ``None`` when the environment has no database; ``failure`` is the
+    reason the API server rejected a child, when it did.
+    """
+    previous = env.status
+    generation = env.metadata.generation
+    suspended = env.spec.suspend
+    workload_ok = workload_verdict(workload, suspended=suspended)
+    database_ok = (
+        database.verdict
+        if database is not None
+        else Verdict(ConditionStatus.TRUE, "Disabled", "The environment has no database.")
+    )
+    phase = next_phase(
+        previous=previous.phase,
+        failed=failure is not None,
+        suspended=suspended,
+        database_ready=database_ok.holds,
+        workload=workload_ok,
+    )
+    conditions = previous.conditions
+    for kind, verdict in (
+        (EnvironmentConditionType.DATABASE_READY, database_ok),
+        (EnvironmentConditionType.WORKLOAD_AVAILABLE, workload_ok),
+        (
+            EnvironmentConditionType.READY,
+            _ready_verdict(env, phase, failure, database_ok, workload_ok),
+        ),
+    ):
+        conditions = _set(conditions, kind, verdict, generation, now)
+    return EnvironmentStatus(
+        observed_generation=generation,
+        phase=phase,
+        conditions=conditions,
+        url=builders.url(env),
+        replicas=workload.replicas(),
+        database=(
+            None
+            if database is None
+            else DatabaseStatus(
+                secret_name=database.secret_name, name=database.name, ready=database.ready
+            )
+        ),
+        expires_at=expires_at(env),
+    )
+
+
+def _ready_verdict(
+    env: Environment,
+    phase: EnvironmentPhase,
+    failure: Verdict | None,
+    database: Verdict,
+    workload: Verdict,
+) -> Verdict:
+    if failure is not None:
+        return failure
+    if phase is EnvironmentPhase.SUSPENDED:
+        return Verdict(
+            ConditionStatus.FALSE,
+            "Suspended",
+            "The environment is suspended: it runs no pods and keeps its database.",
+        )
+    if phase is EnvironmentPhase.READY:
+        return Verdict(
+            ConditionStatus.TRUE, "Available", f"The service is available at {builders.url(env)}."
+        )
+    if not database.holds:
+        return Verdict(ConditionStatus.FALSE, "DatabaseNotReady", database.message)
+    return Verdict(ConditionStatus.FALSE, workload.reason, workload.message)
+
+
+def invalid_spec(
+    env_status: EnvironmentStatus, generation: int | None, problem: str
+) -> EnvironmentStatus:
+    """The status of an environment whose spec the operator cannot read: Failed, and why."""
+    verdict = Verdict(ConditionStatus.FALSE, "InvalidSpec", problem)
+    return EnvironmentStatus(
+        observed_generation=generation,
+        phase=EnvironmentPhase.FAILED,
+        conditions=_set(env_status.conditions, EnvironmentConditionType.READY, verdict, generation),
+        url=env_status.url,
+    )
+
+
+def deleting(
+    env: Environment, *, verdict: Verdict, now: datetime | None = None
+) -> EnvironmentStatus:
+    """The status while the finalizer works: phase Deleting, and what it waits for in Ready."""
+    status = env.status.model_copy()
+    status.phase = EnvironmentPhase.DELETING
+    status.conditions = _set(
+        status.conditions, EnvironmentConditionType.READY, verdict, env.metadata.generation, now
+    )
+    return status
+
+
+def condition(status: EnvironmentStatus, kind: EnvironmentConditionType) -> Condition | None:
+    return find(status.conditions, kind)
+
+
+def status_patch(status: EnvironmentStatus) -> dict[str, Any]:
+    """``status`` as a JSON merge patch body: fields it no longer has are removed."""
+    body = status.model_dump(mode="json", exclude_none=True)
+    for field in EnvironmentStatus.model_fields.values():
+        name = field.alias or ""
+        body.setdefault(name, None)
+    return {"status": body}
+
+
+def _set(
+    conditions: list[Condition],
+    kind: EnvironmentConditionType,
+    verdict: Verdict,
+    generation: int | None,
+    now: datetime | None = None,
+) -> list[Condition]:
+    return set_condition(
+        conditions,
+        type=kind.value,
+        status=verdict.status,
+        reason=verdict.reason,
+        message=verdict.message[:_MESSAGE_LIMIT],
+        generation=generation,
+        now=now,
+    )

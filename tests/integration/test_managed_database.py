@@ -1,0 +1,348 @@
+"""Environment databases on the test bed's real PostgreSQL server.
+
+Each test names its environments with a fresh uuid and drops them afterwards, so tests
+neither see nor disturb one another's databases and roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from dockyard.operator.database import (
+    DatabaseCredentials,
+    DatabaseUnavailable,
+    ManagedPostgres,
+    generate_password,
+)
+from dockyard.testbed.cluster import State
+
+pytestmark = pytest.mark.integration
+
+Environment = tuple[str, str]  # (namespace, name)
+
+
+def _with(
+    dsn: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    port: int | None = None,
+    database: str | None = None,
+) -> str:
+    parts = urlsplit(dsn)
+    user = user if user is not None else parts.username
+    password = password if password is not None else parts.password
+    host = parts.hostname
+    port = port if port is not None else parts.port
+    path = f"/{database}" if database is not None else parts.path
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}:{port}", path=path))
+
+
+def _everything_said(exc: BaseException) -> str:
+    """The exception as a log line, a repr and a full traceback would show it."""
+    return "\n".join([str(exc), repr(exc), *traceback.format_exception(exc)])
+
+
+async def _admin_fetchval(
+    dsn: str, query: str, *args: object, database: str | None = None
+) -> object:
+    conn = await asyncpg.connect(dsn, database=database)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def admin_dsn(testbed_state: State) -> str:
+    return testbed_state.managed_postgres_url
+
+
+@pytest.fixture
+def server(admin_dsn: str) -> ManagedPostgres:
+    return ManagedPostgres(admin_dsn)
+
+
+@pytest.fixture
+async def new_environment(server: ManagedPostgres) -> AsyncIterator[Callable[[], Environment]]:
+    """Makes unique (namespace, name) pairs, all dropped when the test ends."""
+    made: list[Environment] = []
+
+    def make() -> Environment:
+        env = (f"t-db-{uuid.uuid4().hex[:8]}", f"env-{uuid.uuid4().hex[:8]}")
+        made.append(env)
+        return env
+
+    yield make
+    for namespace, name in made:
+        await server.drop(namespace=namespace, environment=name)
+
+
+async def _ensure(server: ManagedPostgres, env: Environment, password: str) -> DatabaseCredentials:
+    return await server.ensure(namespace=env[0], environment=env[1], password=password)
+
+
+async def test_ensure_gives_credentials_that_connect_and_can_create_a_table(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+
+    conn = await asyncpg.connect(creds.uri())
+    try:
+        assert await conn.fetchval("SELECT current_user") == creds.user
+        assert await conn.fetchval("SELECT current_database()") == creds.database
+        await conn.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+        await conn.execute("INSERT INTO orders VALUES (1), (2)")
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 2
+    finally:
+        await conn.close()
+    assert await server.exists(namespace=env[0], environment=env[1])
+
+
+async def test_the_role_s_password_is_stored_as_a_scram_verifier(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    password = generate_password()
+    creds = await _ensure(server, new_environment(), password)
+    stored = await _admin_fetchval(
+        admin_dsn, "SELECT rolpassword FROM pg_authid WHERE rolname = $1", creds.user
+    )
+    assert isinstance(stored, str)
+    assert stored.startswith("SCRAM-SHA-256$4096:")
+    assert password not in stored
+
+
+async def test_ensure_again_keeps_the_data_and_only_the_new_password_works(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    old = await _ensure(server, env, generate_password())
+    conn = await asyncpg.connect(old.uri())
+    await conn.execute("CREATE TABLE kept (id int)")
+    await conn.close()
+
+    new = await _ensure(server, env, generate_password())
+
+    assert (new.database, new.user) == (old.database, old.user)
+    conn = await asyncpg.connect(new.uri())
+    try:
+        assert await conn.fetchval("SELECT to_regclass('kept') IS NOT NULL")
+    finally:
+        await conn.close()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(old.uri())
+
+
+async def test_public_cannot_connect_to_an_environment_database(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    creds = await _ensure(server, new_environment(), generate_password())
+    stranger, password = f"stranger_{uuid.uuid4().hex[:8]}", generate_password()
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {stranger} LOGIN PASSWORD '{password}'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await asyncpg.connect(
+                _with(admin_dsn, user=stranger, password=password, database=creds.database)
+            )
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {stranger}")
+        await admin.close()
+
+
+async def test_another_environment_s_role_cannot_connect(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    mine = await _ensure(server, new_environment(), generate_password())
+    theirs = await _ensure(server, new_environment(), generate_password())
+    trespass = DatabaseCredentials(
+        host=theirs.host,
+        port=theirs.port,
+        database=mine.database,
+        user=theirs.user,
+        password=theirs.password,
+    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+        await asyncpg.connect(trespass.uri())
+
+
+async def test_public_holds_no_privilege_on_the_database(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    creds = await _ensure(server, new_environment(), generate_password())
+    public_privileges = await _admin_fetchval(
+        admin_dsn,
+        "SELECT count(*) FROM pg_database,"
+        " aclexplode(coalesce(datacl, acldefault('d', datdba))) AS acl"
+        " WHERE datname = $1 AND acl.grantee = 0",
+        creds.database,
+    )
+    assert public_privileges == 0
+
+
+async def test_the_role_owns_schema_public_where_others_cannot_create(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    creds = await _ensure(server, new_environment(), generate_password())
+    owner = await _admin_fetchval(
+        admin_dsn,
+        "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'public'",
+        database=creds.database,
+    )
+    assert owner == creds.user
+    # Even a role someone lets in by hand gets no more than PUBLIC has in schema public.
+    guest, password = f"guest_{uuid.uuid4().hex[:8]}", generate_password()
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {guest} LOGIN PASSWORD '{password}'")
+        await admin.execute(f'GRANT CONNECT ON DATABASE "{creds.database}" TO {guest}')
+        conn = await asyncpg.connect(
+            _with(admin_dsn, user=guest, password=password, database=creds.database)
+        )
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("CREATE TABLE public.squat (id int)")
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'REVOKE ALL ON DATABASE "{creds.database}" FROM {guest}')
+        await admin.execute(f"DROP ROLE IF EXISTS {guest}")
+        await admin.close()
+
+
+async def test_active_connections_counts_the_environment_s_clients(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+    assert await server.active_connections(namespace=env[0], environment=env[1]) == 0
+
+    clients = [await asyncpg.connect(creds.uri()) for _ in range(2)]
+    try:
+        assert await server.active_connections(namespace=env[0], environment=env[1]) == 2
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_drop_removes_database_and_role_despite_an_open_connection(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+    client = await asyncpg.connect(creds.uri())
+
+    await server.drop(namespace=env[0], environment=env[1])
+
+    assert not await server.exists(namespace=env[0], environment=env[1])
+    assert not await _admin_fetchval(
+        admin_dsn, "SELECT count(*) FROM pg_roles WHERE rolname = $1", creds.user
+    )
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        await client.fetchval("SELECT 1")
+    client.terminate()
+
+
+async def test_drop_twice_and_drop_of_an_unknown_environment_are_fine(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    await _ensure(server, env, generate_password())
+    await server.drop(namespace=env[0], environment=env[1])
+    await server.drop(namespace=env[0], environment=env[1])
+    never = new_environment()
+    await server.drop(namespace=never[0], environment=never[1])
+    assert not await server.exists(namespace=never[0], environment=never[1])
+
+
+async def test_concurrent_ensures_of_one_environment_all_succeed(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    passwords = [generate_password() for _ in range(4)]
+    results = await asyncio.gather(*(_ensure(server, env, pw) for pw in passwords))
+    assert len({(c.database, c.user) for c in results}) == 1
+    working = 0
+    for creds in results:
+        try:
+            conn = await asyncpg.connect(creds.uri())
+        except asyncpg.InvalidPasswordError:
+            continue
+        await conn.close()
+        working += 1
+    assert working == 1  # whichever ran last set the password that now works
+
+
+async def test_credentials_name_the_public_host(
+    admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    server = ManagedPostgres(admin_dsn, public_host="postgres.db.svc")
+    creds = await _ensure(server, new_environment(), generate_password())
+    assert (creds.host, creds.port) == ("postgres.db.svc", urlsplit(admin_dsn).port)
+
+
+async def test_an_admin_that_is_not_a_superuser_can_ensure_and_drop(
+    admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    admin_name, admin_password = f"cloudadmin_{uuid.uuid4().hex[:8]}", generate_password()
+    superuser = await asyncpg.connect(admin_dsn)
+    await superuser.execute(
+        f"CREATE ROLE {admin_name} LOGIN CREATEDB CREATEROLE PASSWORD '{admin_password}'"
+    )
+    try:
+        server = ManagedPostgres(_with(admin_dsn, user=admin_name, password=admin_password))
+        env = new_environment()
+        creds = await _ensure(server, env, generate_password())
+        conn = await asyncpg.connect(creds.uri())
+        await conn.execute("CREATE TABLE t (id int)")
+        await server.drop(namespace=env[0], environment=env[1])
+        assert not await server.exists(namespace=env[0], environment=env[1])
+        conn.terminate()
+    finally:
+        await superuser.execute(f"DROP ROLE IF EXISTS {admin_name}")
+        await superuser.close()
+
+
+Operation = Callable[[ManagedPostgres], Awaitable[object]]
+OPERATIONS: dict[str, Operation] = {
+    "ensure": lambda s: s.ensure(namespace="ns", environment="e", password="env-pw-never-shown"),
+    "exists": lambda s: s.exists(namespace="ns", environment="e"),
+    "drop": lambda s: s.drop(namespace="ns", environment="e"),
+    "active_connections": lambda s: s.active_connections(namespace="ns", environment="e"),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_an_unreachable_server_is_reported_without_secrets(
+    admin_dsn: str, operation: str
+) -> None:
+    dsn = _with(admin_dsn, password="admin-pw-never-shown", port=1)
+    server = ManagedPostgres(dsn, connect_timeout=2)
+    with pytest.raises(DatabaseUnavailable) as info:
+        await OPERATIONS[operation](server)
+    assert info.value.reason == "ServerUnreachable"
+    said = _everything_said(info.value)
+    assert "127.0.0.1:1" in said
+    assert "admin-pw-never-shown" not in said
+    assert "env-pw-never-shown" not in said
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_a_wrong_admin_password_is_reported_without_secrets(
+    admin_dsn: str, operation: str
+) -> None:
+    server = ManagedPostgres(_with(admin_dsn, password="admin-pw-never-shown"))
+    with pytest.raises(DatabaseUnavailable) as info:
+        await OPERATIONS[operation](server)
+    assert info.value.reason == "AuthenticationFailed"
+    said = _everything_said(info.value)
+    assert "admin-pw-never-shown" not in said
+    assert "env-pw-never-shown" not in said

@@ -1,0 +1,45 @@
+"""The operator's ClusterRole grants what its code touches, and nothing it does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dockyard.operator.apply import CHILD_TYPES, ENVIRONMENTS
+
+MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "operator-rbac.yaml"
+CHILD_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
+
+
+def _rules() -> list[dict[str, Any]]:
+    documents = list(yaml.safe_load_all(MANIFEST.read_text()))
+    [role] = [d for d in documents if d["kind"] == "ClusterRole"]
+    return list(role["rules"])
+
+
+def _verbs(group: str, resource: str) -> set[str]:
+    return {
+        verb
+        for rule in _rules()
+        if group in rule["apiGroups"] and resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_every_child_kind_can_be_applied_watched_and_deleted() -> None:
+    for child in CHILD_TYPES:
+        assert _verbs(child.group, child.plural) == CHILD_VERBS, child.kind
+
+
+def test_environments_can_be_deleted_for_their_ttl_and_their_status_written() -> None:
+    assert "delete" in _verbs(ENVIRONMENTS.group, ENVIRONMENTS.plural)
+    assert "patch" in _verbs(ENVIRONMENTS.group, f"{ENVIRONMENTS.plural}/status")
+    assert _verbs(ENVIRONMENTS.group, f"{ENVIRONMENTS.plural}/finalizers") == {"update"}
+
+
+def test_no_rule_grants_everything() -> None:
+    for rule in _rules():
+        assert "*" not in rule["verbs"]
+        assert "*" not in rule["resources"]
