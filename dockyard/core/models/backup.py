@@ -1,0 +1,467 @@
+"""The Backup kind: one logical dump of an environment's database, stored and encrypted.
+
+This module owns the Backup's spec and status, the storage location and encryption
+shapes that BackupSchedule reuses as its template, the CEL rules on them, and the CRD
+metadata. A Backup is a record of one run: what it was asked to do (spec, immutable but
+for ``ttl``) and what came of it (status: phase, artifact, checksum, table manifest,
+which drill verified it). Status is written by the runner and the operator only.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Final, Self
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from dockyard.core.durations import GO_DURATION_PATTERN, parse_duration
+from dockyard.core.models.common import (
+    Condition,
+    CRDInfo,
+    CRModel,
+    CustomResource,
+    PrinterColumn,
+    ValidationRule,
+)
+from dockyard.core.models.references import (
+    OBJECT_NAME_PATTERN,
+    EnvironmentReference,
+    SecretKeyReference,
+    SecretReference,
+    check_exactly_one,
+    exactly_one_rule,
+)
+
+# Tables are named schema.table, each part a PostgreSQL identifier (at most 63 bytes).
+TABLE_NAME_MAX_LENGTH: Final = 130
+# A manifest of this many tables stays far below the API server's object size limit.
+MANIFEST_MAX_TABLES: Final = 5000
+# An S3 bucket name, as AWS and S3-compatible stores accept it.
+BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# A key prefix: relative (no leading /), no empty or dot-dot segments.
+PREFIX_PATTERN: Final = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/?$"
+# An absolute path without doubled slashes, nor . and .. segments (a separate rule, as
+# RE2 has no lookahead to fold it into the pattern).
+PATH_PATTERN: Final = r"^(/[^/]+)+/?$"
+DOT_SEGMENT_PATTERN: Final = r"(^|/)\.\.?(/|$)"
+DOT_SEGMENT_MESSAGE: Final = "path must not contain . or .. segments"
+ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
+
+
+class BackupMethod(StrEnum):
+    """How a backup is taken."""
+
+    LOGICAL = "Logical"
+
+
+class BackupRunner(StrEnum):
+    """Where the runner executes a backup."""
+
+    INLINE = "Inline"
+    """In the operator process, with bounded concurrency: local and small clusters."""
+    JOB = "Job"
+    """In a batch/v1 Job with a ServiceAccount that may only patch backups/status."""
+
+
+RUNNER_DESCRIPTION: Final = (
+    "Where the backup runs. Inline (default): inside the operator process, at most "
+    "DOCKYARD_BACKUP_CONCURRENCY at once; a run interrupted by an operator restart is "
+    "counted as a failed attempt and retried. Job: in a batch/v1 Job of the operator's "
+    "image, with a ServiceAccount that may only patch backups/status; the database "
+    "credentials and the key reach it from their Secrets, never through the spec."
+)
+
+
+class BackupPhase(StrEnum):
+    """Where a backup is in its life; Completed and Failed are final."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the backup will not change phase any more."""
+        return self in (BackupPhase.COMPLETED, BackupPhase.FAILED)
+
+
+class BackupConditionType(StrEnum):
+    """The condition types the operator sets on a Backup."""
+
+    READY = "Ready"
+    """The artifact is stored, checksummed and catalogued: it can be restored."""
+    VERIFIED = "Verified"
+    """A restore drill restored the artifact and its checks passed."""
+
+
+class FilesystemStorage(CRModel):
+    """A directory on a filesystem, typically a PersistentVolumeClaim mounted by the runner."""
+
+    cel_rules = (
+        ValidationRule(
+            rule=f"!self.path.matches(r'{DOT_SEGMENT_PATTERN}')",
+            message=DOT_SEGMENT_MESSAGE,
+            field_path=".path",
+        ),
+    )
+
+    path: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=PATH_PATTERN,
+        description=(
+            "Absolute directory the artifacts are written under (in "
+            "<namespace>/<backup>/ below it). Artifacts are written under a temporary "
+            "name and renamed once complete, so a partial artifact is never catalogued."
+        ),
+    )
+    claim_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description=(
+            "PersistentVolumeClaim, in the backup's namespace, that a runner Job mounts at "
+            "path. Without it the path must exist where the runner runs (the operator's "
+            "own volume for inline runs)."
+        ),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _no_dot_segments(cls, path: str) -> str:
+        if re.search(DOT_SEGMENT_PATTERN, path):
+            raise ValueError(DOT_SEGMENT_MESSAGE)
+        return path
+
+
+class S3Storage(CRModel):
+    """A bucket of an S3-compatible object store."""
+
+    bucket: str = Field(
+        min_length=3,
+        max_length=63,
+        pattern=BUCKET_PATTERN,
+        description="Name of the bucket the artifacts are written to.",
+    )
+    prefix: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=PREFIX_PATTERN,
+        description=(
+            "Key prefix the artifacts are written under (then <namespace>/<backup>/), "
+            "without a leading slash, for example dockyard/prod."
+        ),
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=ENDPOINT_PATTERN,
+        description=(
+            "URL of an S3-compatible service (MinIO, Ceph, ...), for example "
+            "https://minio.storage.svc:9000. Omit it for AWS S3."
+        ),
+    )
+    region: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="Region of the bucket, for example eu-central-1.",
+    )
+    credentials_secret_ref: SecretReference | None = Field(
+        default=None,
+        description=(
+            "Secret, in the backup's namespace, with the keys AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN). Without it the "
+            "runner uses its ambient credentials (for example a workload identity)."
+        ),
+    )
+
+
+class BackupStorage(CRModel):
+    """Where artifacts are stored: exactly one of filesystem and s3."""
+
+    cel_rules = (exactly_one_rule("filesystem", "s3"),)
+
+    filesystem: FilesystemStorage | None = Field(
+        default=None,
+        description="A directory, typically on a PersistentVolumeClaim.",
+    )
+    s3: S3Storage | None = Field(
+        default=None,
+        description="A bucket of an S3-compatible object store.",
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> Self:
+        check_exactly_one(self, "filesystem", "s3")
+        return self
+
+
+class BackupEncryption(CRModel):
+    """How artifacts are encrypted at rest (authenticated encryption, always on)."""
+
+    key_secret_ref: SecretKeyReference = Field(
+        description=(
+            "Key of a Secret, in the backup's namespace, holding the encryption key: 32 "
+            "random bytes, raw or base64-encoded. The key never leaves the Secret; "
+            "status.keyId records which key encrypted an artifact, so keys can be rotated "
+            "while older artifacts stay restorable with their own."
+        ),
+    )
+
+
+def positive_duration_rule(field: str) -> ValidationRule:
+    """The CEL rule that a Go duration is above zero."""
+    # Guarded by the pattern so a malformed value reports the pattern alone, not also
+    # CEL's failure to parse it.
+    return ValidationRule(
+        rule=f"!self.matches(r'{GO_DURATION_PATTERN}') || duration(self) > duration('0s')",
+        message=f"{field} must be positive",
+    )
+
+
+def positive_duration_check(field: str) -> AfterValidator:
+    """pydantic's side of ``positive_duration_rule``, with its message."""
+
+    def check(value: str) -> str:
+        if parse_duration(value) <= timedelta(0):
+            raise ValueError(positive_duration_rule(field).message)
+        return value
+
+    return AfterValidator(check)
+
+
+# The constraints sit inside Annotated, before the validator: pydantic drops an outer
+# Field's pattern from the JSON Schema once a validator wraps the type.
+BackupTTL = Annotated[
+    str,
+    Field(max_length=32, pattern=GO_DURATION_PATTERN),
+    positive_duration_rule("ttl"),
+    positive_duration_check("ttl"),
+]
+
+
+class BackupSpec(CRModel):
+    """What to back up, how and where; immutable once created, except ttl."""
+
+    cel_rules = tuple(
+        ValidationRule(
+            rule=f"self.{name} == oldSelf.{name}",
+            message=f"{name} is immutable: create a new Backup instead",
+            field_path=f".{name}",
+        )
+        for name in ("environmentRef", "method", "storage", "encryption")
+    )
+
+    environment_ref: EnvironmentReference = Field(
+        description="The Environment whose database is backed up.",
+    )
+    method: BackupMethod = Field(
+        default=BackupMethod.LOGICAL,
+        description=(
+            "How the backup is taken. Logical: pg_dump in custom format from one "
+            "consistent snapshot, compressed (zstd), encrypted and checksummed (sha256)."
+        ),
+    )
+    storage: BackupStorage = Field(
+        description="Where the artifact is stored: exactly one of filesystem and s3.",
+    )
+    encryption: BackupEncryption = Field(
+        description="The key the artifact is encrypted with.",
+    )
+    runner: BackupRunner = Field(default=BackupRunner.INLINE, description=RUNNER_DESCRIPTION)
+    ttl: BackupTTL | None = Field(
+        default=None,
+        description=(
+            "How long after completing the Backup is deleted, with its artifact, as hours, "
+            "minutes and seconds (720h, 36h30m). The newest backup of an environment that "
+            "a drill verified is kept past its ttl until a newer one is verified. Without "
+            "it the Backup stays until deleted (or until its schedule's retention removes "
+            "it)."
+        ),
+    )
+
+
+class TableRows(CRModel):
+    """One table of a backup, with the number of rows it had in the dump's snapshot."""
+
+    list_map_keys = ("name",)
+
+    name: str = Field(
+        min_length=1,
+        max_length=TABLE_NAME_MAX_LENGTH,
+        description="Qualified name of the table, schema.table (for example public.orders).",
+    )
+    rows: int = Field(ge=0, description="Rows in the table, counted in the dump's snapshot.")
+
+
+class BackupManifest(CRModel):
+    """What a backup holds, recorded from the same snapshot as the dump."""
+
+    tables: list[TableRows] = Field(
+        default_factory=list,
+        max_length=MANIFEST_MAX_TABLES,
+        description=(
+            "Every table with its row count; restore drills check restored row counts against it."
+        ),
+    )
+
+
+class BackupVerification(CRModel):
+    """Which restore drill proved a backup restorable, and when."""
+
+    drill: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the RestoreDrill, in the backup's namespace, that verified it.",
+    )
+    at: datetime = Field(description="When the drill's checks passed.")
+
+
+class BackupStatus(CRModel):
+    """The observed state of a backup, written by the runner and the operator."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="The .metadata.generation the operator last acted on.",
+    )
+    phase: BackupPhase | None = Field(
+        default=None,
+        description=(
+            "Pending (waiting for a runner), Running, Completed (the artifact is stored "
+            "and catalogued) or Failed (see message; a failed backup leaves no artifact)."
+        ),
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Current conditions: Ready (restorable) and Verified (by a drill).",
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Human-readable detail of the phase, such as why the backup failed.",
+    )
+    attempts: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Runs started for this backup. A run interrupted (the operator or its Job was "
+            "killed) is resumed or counted and retried, up to a limit, never left Running."
+        ),
+    )
+    started_at: datetime | None = Field(
+        default=None, description="When the current or last run started."
+    )
+    completed_at: datetime | None = Field(
+        default=None, description="When the backup completed or failed."
+    )
+    size: int | None = Field(
+        default=None,
+        ge=0,
+        description="Size of the stored artifact in bytes (compressed and encrypted).",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description=(
+            "SHA-256 of the stored artifact, in hex. Every read is checked against it; a "
+            "mismatch fails a restore or drill before its target is touched."
+        ),
+    )
+    location: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "Where the artifact is, as a URL: file:///path/to/artifact or s3://bucket/key."
+        ),
+    )
+    key_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description=(
+            "Identifier of the key that encrypted the artifact: a fingerprint derived from "
+            "the key, never the key itself."
+        ),
+    )
+    manifest: BackupManifest | None = Field(
+        default=None,
+        description="The tables in the backup with their row counts.",
+    )
+    verified: BackupVerification | None = Field(
+        default=None,
+        description=(
+            "The last restore drill that restored this backup and passed its checks. "
+            "Retention never deletes an environment's newest verified backup."
+        ),
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="When the backup is deleted because of its ttl.",
+    )
+
+
+class Backup(CustomResource):
+    """A Backup is one encrypted, checksummed logical dump of an Environment's database,
+    with the table manifest that restore drills check against."""
+
+    crd = CRDInfo(
+        kind="Backup",
+        plural="backups",
+        short_names=("bk",),
+        printer_columns=(
+            PrinterColumn(
+                "Environment",
+                "string",
+                ".spec.environmentRef.name",
+                "Environment whose database is backed up.",
+            ),
+            PrinterColumn("Phase", "string", ".status.phase", "Life-cycle phase."),
+            PrinterColumn("Size", "integer", ".status.size", "Artifact size in bytes."),
+            PrinterColumn(
+                "Verified",
+                "date",
+                ".status.verified.at",
+                "When a restore drill last proved the backup restorable.",
+            ),
+            PrinterColumn(
+                "Drill",
+                "string",
+                ".status.verified.drill",
+                "The restore drill that verified the backup.",
+                priority=1,
+            ),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        ),
+    )
+
+    spec: BackupSpec = Field(description="What to back up, how and where.")
+    status: BackupStatus = Field(
+        default_factory=BackupStatus,
+        description="The observed state of the backup, written by the operator.",
+    )
+
+
+__all__ = [
+    "Backup",
+    "BackupConditionType",
+    "BackupEncryption",
+    "BackupManifest",
+    "BackupMethod",
+    "BackupPhase",
+    "BackupRunner",
+    "BackupSpec",
+    "BackupStatus",
+    "BackupStorage",
+    "BackupVerification",
+    "FilesystemStorage",
+    "S3Storage",
+    "TableRows",
+    "positive_duration_check",
+    "positive_duration_rule",
+]

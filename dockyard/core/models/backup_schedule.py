@@ -1,0 +1,257 @@
+"""The BackupSchedule kind: Backups of an environment on a cron, with GFS retention.
+
+This module owns the BackupSchedule's spec and status, its retention policy (what
+``dockyard.core.retention`` applies) and the CRD metadata. The cron itself is checked by
+the shapes in ``scheduling`` (CEL) and by ``dockyard.core.cron`` (the operator, which
+reports a refused expression in the Ready condition).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Self
+
+from pydantic import Field, model_validator
+
+from dockyard.core.models.backup import (
+    RUNNER_DESCRIPTION,
+    BackupEncryption,
+    BackupMethod,
+    BackupRunner,
+    BackupStorage,
+)
+from dockyard.core.models.common import (
+    Condition,
+    CRDInfo,
+    CRModel,
+    CustomResource,
+    PrinterColumn,
+    ValidationRule,
+)
+from dockyard.core.models.references import OBJECT_NAME_PATTERN, EnvironmentReference
+from dockyard.core.models.scheduling import (
+    RUN_NOW_ANNOTATION,
+    SCHEDULE_DESCRIPTION,
+    TIME_ZONE_DESCRIPTION,
+    CronExpression,
+    TimeZoneName,
+)
+
+# Beyond this many of one kind nobody is doing grandfather-father-son any more.
+KEEP_MAX: Final = 1000
+# Backups of one schedule running at once, which Allow can produce.
+ACTIVE_MAX: Final = 100
+
+
+class ConcurrencyPolicy(StrEnum):
+    """What happens when a backup is due while the previous one still runs."""
+
+    FORBID = "Forbid"
+    ALLOW = "Allow"
+    REPLACE = "Replace"
+
+
+class BackupScheduleConditionType(StrEnum):
+    """The condition types the operator sets on a BackupSchedule."""
+
+    READY = "Ready"
+    """The schedule and time zone are valid and the next run is planned."""
+
+
+_AT_LEAST_ONE_MESSAGE: Final = (
+    "retention must keep at least one backup: set keepLast, keepDaily, keepWeekly or "
+    "keepMonthly above 0"
+)
+
+
+class BackupRetention(CRModel):
+    """How many of a schedule's completed backups to keep, grandfather-father-son style.
+
+    Each rule keeps backups on its own; a backup kept by any rule stays. Days, weeks
+    (ISO, from Monday) and months are calendar periods in the schedule's time zone.
+    Whatever the rules say, the newest backup a drill verified, backups still running
+    and failures newer than the last success are kept.
+    """
+
+    cel_rules = (
+        ValidationRule(
+            rule="self.keepLast + self.keepDaily + self.keepWeekly + self.keepMonthly > 0",
+            message=_AT_LEAST_ONE_MESSAGE,
+        ),
+    )
+
+    keep_last: int = Field(
+        default=0, ge=0, le=KEEP_MAX, description="Keep the newest N completed backups."
+    )
+    keep_daily: int = Field(
+        default=0,
+        ge=0,
+        le=KEEP_MAX,
+        description="Keep the newest backup of each of the last N days that have one.",
+    )
+    keep_weekly: int = Field(
+        default=0,
+        ge=0,
+        le=KEEP_MAX,
+        description="Keep the newest backup of each of the last N weeks that have one.",
+    )
+    keep_monthly: int = Field(
+        default=0,
+        ge=0,
+        le=KEEP_MAX,
+        description="Keep the newest backup of each of the last N months that have one.",
+    )
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> Self:
+        if self.keep_last + self.keep_daily + self.keep_weekly + self.keep_monthly == 0:
+            raise ValueError(_AT_LEAST_ONE_MESSAGE)
+        return self
+
+
+DEFAULT_RETENTION: Final = BackupRetention(keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=6)
+
+
+class BackupTemplate(CRModel):
+    """What every Backup the schedule creates is made of."""
+
+    method: BackupMethod = Field(
+        default=BackupMethod.LOGICAL,
+        description="How the backups are taken; see Backup.spec.method.",
+    )
+    storage: BackupStorage = Field(
+        description="Where the artifacts are stored: exactly one of filesystem and s3.",
+    )
+    encryption: BackupEncryption = Field(
+        description="The key the artifacts are encrypted with.",
+    )
+    runner: BackupRunner = Field(default=BackupRunner.INLINE, description=RUNNER_DESCRIPTION)
+
+
+class BackupScheduleSpec(CRModel):
+    """When to back up an environment, how, and how many backups to keep."""
+
+    environment_ref: EnvironmentReference = Field(
+        description="The Environment whose database is backed up.",
+    )
+    schedule: CronExpression = Field(description=SCHEDULE_DESCRIPTION)
+    time_zone: TimeZoneName = Field(default="UTC", description=TIME_ZONE_DESCRIPTION)
+    suspend: bool = Field(
+        default=False,
+        description=(
+            "Stop creating backups (a running one finishes). Existing backups and "
+            f"retention stay. The {RUN_NOW_ANNOTATION} annotation still runs one at once."
+        ),
+    )
+    concurrency_policy: ConcurrencyPolicy = Field(
+        default=ConcurrencyPolicy.FORBID,
+        description=(
+            "What happens when a backup is due while the previous one still runs: Forbid "
+            "skips the new one, Allow runs both, Replace cancels the running one (it is "
+            "marked Failed) and starts the new one."
+        ),
+    )
+    retention: BackupRetention = Field(
+        default=DEFAULT_RETENTION,
+        description=(
+            "How many completed backups to keep; older ones are deleted with their "
+            "artifacts. Default: the last 7, plus one a day for 7 days, one a week for 4 "
+            "weeks and one a month for 6 months."
+        ),
+    )
+    template: BackupTemplate = Field(
+        description="Method, storage and encryption of the Backups the schedule creates.",
+    )
+
+
+class BackupScheduleStatus(CRModel):
+    """The observed state of a schedule, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="The .metadata.generation the operator last reconciled.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description=(
+            "Current conditions: Ready, False with reason InvalidSchedule and the parser's "
+            "message when the schedule or time zone is refused."
+        ),
+    )
+    last_schedule_time: datetime | None = Field(
+        default=None, description="When the last backup was created by this schedule."
+    )
+    next_schedule_time: datetime | None = Field(
+        default=None,
+        description="When the next backup is due; absent while suspended or invalid.",
+    )
+    last_successful_backup: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the newest Backup of this schedule that completed.",
+    )
+    last_successful_time: datetime | None = Field(
+        default=None, description="When that backup completed."
+    )
+    active: list[str] = Field(
+        default_factory=list,
+        max_length=ACTIVE_MAX,
+        description="Names of this schedule's Backups that are Pending or Running.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class BackupSchedule(CustomResource):
+    """A BackupSchedule creates Backups of an Environment on a cron schedule in a time
+    zone and keeps the last, daily, weekly and monthly ones."""
+
+    crd = CRDInfo(
+        kind="BackupSchedule",
+        plural="backupschedules",
+        short_names=("bks",),
+        printer_columns=(
+            PrinterColumn(
+                "Environment",
+                "string",
+                ".spec.environmentRef.name",
+                "Environment whose database is backed up.",
+            ),
+            PrinterColumn("Schedule", "string", ".spec.schedule", "Cron schedule."),
+            PrinterColumn(
+                "Time Zone", "string", ".spec.timeZone", "Time zone of the schedule.", priority=1
+            ),
+            # A string, not a date: kubectl prints future dates as <invalid>.
+            PrinterColumn(
+                "Next", "string", ".status.nextScheduleTime", "When the next backup is due."
+            ),
+            PrinterColumn("Suspended", "boolean", ".spec.suspend", "Whether backups are paused."),
+            PrinterColumn(
+                "Last Success",
+                "date",
+                ".status.lastSuccessfulTime",
+                "When the last backup of this schedule completed.",
+            ),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        ),
+    )
+
+    spec: BackupScheduleSpec = Field(description="When and how to back up, and what to keep.")
+    status: BackupScheduleStatus = Field(
+        default_factory=BackupScheduleStatus,
+        description="The observed state of the schedule, written by the operator.",
+    )
+
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "BackupRetention",
+    "BackupSchedule",
+    "BackupScheduleConditionType",
+    "BackupScheduleSpec",
+    "BackupScheduleStatus",
+    "BackupTemplate",
+    "ConcurrencyPolicy",
+]

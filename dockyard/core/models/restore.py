@@ -1,0 +1,388 @@
+"""The Restore kind: put a backup back into an environment, safely and on approval.
+
+This module owns the Restore's spec (which backup, into which environment, dry run,
+safety backup), its status (phase, the plan, the approval record, timings), the CEL
+rules that keep the source unambiguous and the spec from changing under a running
+restore, and the annotations through which the requester and the approver are named.
+Choosing the backup, estimating the duration and deciding on approval are pure logic
+in ``dockyard.core.restore_plan``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Self
+
+from pydantic import Field, model_validator
+
+from dockyard.core.models.backup import MANIFEST_MAX_TABLES, TableRows
+from dockyard.core.models.common import (
+    Condition,
+    CRDInfo,
+    CRModel,
+    CustomResource,
+    PrinterColumn,
+    ValidationRule,
+)
+from dockyard.core.models.environment import Tier
+from dockyard.core.models.references import (
+    OBJECT_NAME_PATTERN,
+    BackupReference,
+    EnvironmentReference,
+    check_exactly_one,
+    exactly_one_rule,
+)
+
+REQUESTED_BY_ANNOTATION: Final = "dockyard.io/requested-by"
+"""Who asked for the restore; the REST API sets it to the authenticated caller."""
+APPROVED_BY_ANNOTATION: Final = "dockyard.io/approved-by"
+"""Who approves a restore that needs approval; the operator verifies it before acting."""
+
+# Users are Kubernetes user names (an e-mail, system:serviceaccount:ns:name, ...).
+USER_MAX_LENGTH: Final = 253
+
+
+class SourceSelection(StrEnum):
+    """Which of an environment's completed backups a restore takes."""
+
+    LATEST = "latest"
+    LATEST_VERIFIED = "latestVerified"
+
+
+class RestorePhase(StrEnum):
+    """Where a restore is; Completed and Failed are final."""
+
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    BACKING_UP = "BackingUp"
+    RESTORING = "Restoring"
+    VERIFYING = "Verifying"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the restore will not change phase any more."""
+        return self in (RestorePhase.COMPLETED, RestorePhase.FAILED)
+
+
+class RestoreConditionType(StrEnum):
+    """The condition types the operator sets on a Restore."""
+
+    PLANNED = "Planned"
+    """The source backup and the target are resolved; status.plan says what will happen."""
+    APPROVED = "Approved"
+    """Approval is not needed, or a user other than the requester gave it."""
+    COMPLETED = "Completed"
+    """The target runs on the restored data (False with the reason when it failed)."""
+
+
+_SELECT_NEEDS_ENVIRONMENT: Final = (
+    "select (latest or latestVerified) goes with environmentRef, and only with it"
+)
+
+
+class RestoreSource(CRModel):
+    """The backup to restore: named, or chosen among an environment's backups."""
+
+    cel_rules = (
+        exactly_one_rule("backupRef", "environmentRef"),
+        ValidationRule(
+            rule="has(self.environmentRef) == has(self.select)",
+            message=_SELECT_NEEDS_ENVIRONMENT,
+            field_path=".select",
+        ),
+    )
+
+    backup_ref: BackupReference | None = Field(
+        default=None,
+        description="Restore this Backup (it must be Completed).",
+    )
+    environment_ref: EnvironmentReference | None = Field(
+        default=None,
+        description="Restore one of this Environment's Completed backups, chosen by select.",
+    )
+    select: SourceSelection | None = Field(
+        default=None,
+        description=(
+            "With environmentRef: latest takes the newest completed backup; "
+            "latestVerified the newest one a restore drill verified."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        check_exactly_one(self, "backup_ref", "environment_ref")
+        if (self.environment_ref is None) != (self.select is None):
+            raise ValueError(_SELECT_NEEDS_ENVIRONMENT)
+        return self
+
+
+class RestoreTarget(CRModel):
+    """The environment whose database is replaced."""
+
+    environment_ref: EnvironmentReference = Field(
+        description="The Environment to restore into.",
+    )
+
+
+class RestoreSpec(CRModel):
+    """What to restore, where, and how carefully."""
+
+    cel_rules = (
+        ValidationRule(
+            rule="self.source == oldSelf.source",
+            message="source is immutable: create a new Restore instead",
+            field_path=".source",
+        ),
+        ValidationRule(
+            rule=(
+                "has(self.target) == has(oldSelf.target) && "
+                "(!has(self.target) || self.target == oldSelf.target)"
+            ),
+            message="target is immutable: create a new Restore instead",
+            field_path=".target",
+        ),
+        ValidationRule(
+            rule="self.safetyBackup == oldSelf.safetyBackup",
+            message="safetyBackup is immutable",
+            field_path=".safetyBackup",
+        ),
+        ValidationRule(
+            rule="oldSelf.dryRun || !self.dryRun",
+            message=("dryRun can only be turned off (to carry out a reviewed plan), not turned on"),
+            field_path=".dryRun",
+        ),
+    )
+
+    source: RestoreSource = Field(
+        description=(
+            "The backup to restore: backupRef, or environmentRef with select (latest or "
+            "latestVerified)."
+        ),
+    )
+    target: RestoreTarget | None = Field(
+        default=None,
+        description=(
+            "The Environment to restore into. When omitted the restore is in place: into "
+            "the environment the backup was taken from."
+        ),
+    )
+    dry_run: bool = Field(
+        default=False,
+        description=(
+            "Only write the plan into status (backup, size, tables, target, estimated "
+            "duration) and change nothing. Turn it off afterwards to carry the plan out."
+        ),
+    )
+    safety_backup: bool = Field(
+        default=True,
+        description=(
+            "Back up the target's database before replacing it (status.safetyBackup names "
+            "that Backup). The data is restored into a new database and switched over "
+            "only when that succeeded, so a failed restore leaves the target as it was."
+        ),
+    )
+
+
+class RestorePlan(CRModel):
+    """What a restore will do (or did), resolved before anything changes."""
+
+    backup: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the Backup restored.",
+    )
+    source_environment: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="The Environment the backup was taken from.",
+    )
+    backup_completed_at: datetime | None = Field(
+        default=None, description="When the backup completed (how old its data is)."
+    )
+    verified: bool = Field(
+        default=False, description="Whether a restore drill verified the backup."
+    )
+    size: int | None = Field(default=None, ge=0, description="Size of the artifact in bytes.")
+    table_count: int = Field(default=0, ge=0, description="Number of tables in the backup.")
+    tables: list[TableRows] = Field(
+        default_factory=list,
+        max_length=MANIFEST_MAX_TABLES,
+        description="The tables restored, with the row counts recorded at backup time.",
+    )
+    target: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="The Environment restored into.",
+    )
+    in_place: bool = Field(
+        description="Whether the target is the environment the backup was taken from."
+    )
+    safety_backup: bool = Field(default=False, description="Whether the target is backed up first.")
+    requires_approval: bool = Field(
+        default=False,
+        description="Whether a second person must approve before the target is touched.",
+    )
+    estimated_duration_seconds: int = Field(
+        ge=0,
+        description=(
+            "Expected restore time, from the throughput of past restores and drills of "
+            "this environment, or a default when there are none."
+        ),
+    )
+    estimate_samples: int = Field(
+        default=0,
+        ge=0,
+        description="Past restores the estimate is based on; 0 means the default throughput.",
+    )
+
+
+class RestoreApproval(CRModel):
+    """Who asked for a restore that needs approval, and who gave it."""
+
+    required_by: Tier | None = Field(
+        default=None,
+        description=(
+            "Why approval is needed: the target environment's tier (production restores "
+            "need a second person)."
+        ),
+    )
+    requested_by: str | None = Field(
+        default=None,
+        max_length=USER_MAX_LENGTH,
+        description=(
+            "User who asked for the restore: the dockyard.io/requested-by annotation the "
+            "REST API sets to the caller, or the creating field manager when created "
+            "otherwise."
+        ),
+    )
+    approved_by: str | None = Field(
+        default=None,
+        max_length=USER_MAX_LENGTH,
+        description=(
+            "User who approved, through the REST API or the dockyard.io/approved-by "
+            "annotation; never the requester."
+        ),
+    )
+    approved_at: datetime | None = Field(default=None, description="When the approval was given.")
+
+
+class RestoreStatus(CRModel):
+    """The observed state of a restore, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="The .metadata.generation the operator last acted on.",
+    )
+    phase: RestorePhase | None = Field(
+        default=None,
+        description=(
+            "Pending, AwaitingApproval (production target, no approval yet), BackingUp "
+            "(the safety backup), Restoring, Verifying (row counts against the manifest), "
+            "then Completed or Failed (see message)."
+        ),
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Current conditions: Planned, Approved and Completed.",
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Human-readable detail of the phase, such as why the restore failed.",
+    )
+    plan: RestorePlan | None = Field(
+        default=None,
+        description="What the restore does; a dry run stops once this is written.",
+    )
+    approval: RestoreApproval | None = Field(
+        default=None,
+        description="The approval record, when the target's tier requires one.",
+    )
+    safety_backup: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the Backup of the target taken before it was replaced.",
+    )
+    staging_database: str | None = Field(
+        default=None,
+        max_length=63,
+        description=(
+            "The new database being restored into before the switch-over; recorded so "
+            "an interrupted restore is resumed or cleaned up."
+        ),
+    )
+    attempts: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Runs started for this restore. An interrupted run is resumed or counted and "
+            "retried, up to a limit, never left Restoring."
+        ),
+    )
+    started_at: datetime | None = Field(default=None, description="When the restore started.")
+    completed_at: datetime | None = Field(
+        default=None, description="When the restore completed or failed."
+    )
+    duration_seconds: float | None = Field(
+        default=None, ge=0, description="How long the restore took, in seconds."
+    )
+
+
+class Restore(CustomResource):
+    """A Restore puts a Backup back into an Environment: in place or into another one,
+    after a safety backup, with a dry-run plan and, for production, a second person's
+    approval."""
+
+    crd = CRDInfo(
+        kind="Restore",
+        plural="restores",
+        short_names=("rst",),
+        printer_columns=(
+            PrinterColumn("Source", "string", ".status.plan.backup", "The Backup restored."),
+            PrinterColumn(
+                "Target", "string", ".status.plan.target", "The Environment restored into."
+            ),
+            PrinterColumn("Phase", "string", ".status.phase", "Life-cycle phase."),
+            PrinterColumn(
+                "Dry Run", "boolean", ".spec.dryRun", "Whether only a plan is made.", priority=1
+            ),
+            PrinterColumn(
+                "Duration",
+                "number",
+                ".status.durationSeconds",
+                "Seconds the restore took.",
+                priority=1,
+            ),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        ),
+    )
+
+    spec: RestoreSpec = Field(description="What to restore, where, and how carefully.")
+    status: RestoreStatus = Field(
+        default_factory=RestoreStatus,
+        description="The observed state of the restore, written by the operator.",
+    )
+
+
+__all__ = [
+    "APPROVED_BY_ANNOTATION",
+    "REQUESTED_BY_ANNOTATION",
+    "Restore",
+    "RestoreApproval",
+    "RestoreConditionType",
+    "RestorePhase",
+    "RestorePlan",
+    "RestoreSource",
+    "RestoreSpec",
+    "RestoreStatus",
+    "RestoreTarget",
+    "SourceSelection",
+]

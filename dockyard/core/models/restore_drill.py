@@ -1,0 +1,493 @@
+"""The RestoreDrill kind: prove, on a cron, that an environment's backups restore.
+
+This module owns the RestoreDrill's spec (schedule, which backup, which checks, the RTO
+and RPO objectives, how long scratch databases stay) and status (the last run with one
+reason per failed check, a bounded history, the next run), the CEL rules on them and
+the CRD metadata. The few rules about a run's record that every writer must apply the
+same way (which objective failed, how the history is bounded) are methods here, next to
+the shapes they govern.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Final, Self
+
+from pydantic import Field, model_validator
+from pydantic.config import JsonDict
+
+from dockyard.core.durations import GO_DURATION_PATTERN
+from dockyard.core.models.backup import positive_duration_check, positive_duration_rule
+from dockyard.core.models.common import (
+    Condition,
+    CRDInfo,
+    CRModel,
+    CustomResource,
+    PrinterColumn,
+    ValidationRule,
+)
+from dockyard.core.models.references import OBJECT_NAME_PATTERN, EnvironmentReference
+from dockyard.core.models.scheduling import (
+    RUN_NOW_ANNOTATION,
+    SCHEDULE_DESCRIPTION,
+    TIME_ZONE_DESCRIPTION,
+    CronExpression,
+    TimeZoneName,
+)
+
+HISTORY_MAX: Final = 100
+SQL_CHECKS_MAX: Final = 50
+# One reason per failed check; a drill with more failures reports the first ones.
+FAILED_CHECKS_MAX: Final = 64
+# A year: beyond it an objective says nothing.
+OBJECTIVE_MAX_SECONDS: Final = 31_536_000
+# PostgreSQL's identifier length.
+DATABASE_NAME_MAX_LENGTH: Final = 63
+
+RTO_CHECK: Final = "rto"
+RPO_CHECK: Final = "rpo"
+
+
+class BackupSelectionStrategy(StrEnum):
+    """How a drill chooses the backup it restores."""
+
+    LATEST = "Latest"
+    RANDOM_WITHIN_WINDOW = "RandomWithinWindow"
+
+
+class DrillResult(StrEnum):
+    """The outcome of one drill run."""
+
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class RestoreDrillConditionType(StrEnum):
+    """The condition types the operator sets on a RestoreDrill."""
+
+    PASSING = "Passing"
+    """The last run restored its backup and every check passed."""
+    READY = "Ready"
+    """The schedule and time zone are valid and the next run is planned."""
+
+
+_WINDOW_MESSAGE: Final = "window is required with RandomWithinWindow and allowed only with it"
+
+
+# Constraints inside Annotated, before the validator, so the CRD keeps the pattern.
+SelectionWindow = Annotated[
+    str,
+    Field(max_length=32, pattern=GO_DURATION_PATTERN),
+    positive_duration_rule("window"),
+    positive_duration_check("window"),
+]
+ScratchKeepFor = Annotated[
+    str,
+    Field(max_length=32, pattern=GO_DURATION_PATTERN),
+    positive_duration_rule("keepFor"),
+    positive_duration_check("keepFor"),
+]
+
+
+class DrillBackupSelection(CRModel):
+    """Which completed backup of the environment a run restores."""
+
+    cel_rules = (
+        ValidationRule(
+            rule=f"(self.strategy == '{BackupSelectionStrategy.RANDOM_WITHIN_WINDOW}') == "
+            "has(self.window)",
+            message=_WINDOW_MESSAGE,
+            field_path=".window",
+        ),
+    )
+
+    strategy: BackupSelectionStrategy = Field(
+        default=BackupSelectionStrategy.LATEST,
+        description=(
+            "Latest restores the newest completed backup; RandomWithinWindow a random "
+            "completed backup no older than window, so over time older backups are proved "
+            "too."
+        ),
+    )
+    window: SelectionWindow | None = Field(
+        default=None,
+        description="With RandomWithinWindow: how far back to choose from, for example 168h.",
+    )
+
+    @model_validator(mode="after")
+    def _window_with_random(self) -> Self:
+        if (self.strategy == BackupSelectionStrategy.RANDOM_WITHIN_WINDOW) != (
+            self.window is not None
+        ):
+            raise ValueError(_WINDOW_MESSAGE)
+        return self
+
+
+class SqlCheck(CRModel):
+    """A query run against the restored database, with the result it must give."""
+
+    list_map_keys = ("name",)
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description=(
+            "Name of the check, unique within checks.sql; a failure is reported as sql/<name>."
+        ),
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "SQL run in a read-only transaction on the scratch database, for example "
+            "SELECT count(*) FROM orders WHERE total < 0."
+        ),
+    )
+    expect: str = Field(
+        max_length=1024,
+        description=(
+            "The expected value of the first column of the first row, in PostgreSQL's text "
+            "form (as psql prints it: booleans are t and f). No row, or NULL, compares "
+            "equal to the empty string."
+        ),
+    )
+
+
+class DrillChecks(CRModel):
+    """What a restored backup must satisfy for the drill to pass."""
+
+    row_counts: bool = Field(
+        default=True,
+        description=(
+            "Compare every table's row count with the backup's manifest; each difference "
+            "fails as rowCount/<schema.table>."
+        ),
+    )
+    sql: list[SqlCheck] = Field(
+        default_factory=list,
+        max_length=SQL_CHECKS_MAX,
+        description="SQL assertions with their expected results.",
+    )
+
+
+class FailedCheck(CRModel):
+    """One check a drill run failed, with its reason."""
+
+    check: str = Field(
+        min_length=1,
+        max_length=256,
+        description=(
+            "The check: restore (the restore itself, such as a checksum mismatch), "
+            "rowCount/<schema.table>, sql/<name>, rto or rpo."
+        ),
+    )
+    reason: str = Field(
+        max_length=1024, description="Why it failed, for example expected 42, got 41."
+    )
+
+
+class DrillObjectives(CRModel):
+    """The recovery time and recovery point a drill holds the environment to."""
+
+    rto_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=OBJECTIVE_MAX_SECONDS,
+        description="Recovery time objective: a run fails when the restore takes longer.",
+    )
+    rpo_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=OBJECTIVE_MAX_SECONDS,
+        description=(
+            "Recovery point objective: a run fails when the backup it restores is older "
+            "than this when the run starts (the data a disaster then would lose)."
+        ),
+    )
+
+    def failed_checks(self, restore_seconds: float, backup_age_seconds: float) -> list[FailedCheck]:
+        """The objectives a run with these measurements missed."""
+        failed = []
+        if self.rto_seconds is not None and restore_seconds > self.rto_seconds:
+            failed.append(
+                FailedCheck(
+                    check=RTO_CHECK,
+                    reason=(
+                        f"restore took {restore_seconds:.1f} s, objective {self.rto_seconds} s"
+                    ),
+                )
+            )
+        if self.rpo_seconds is not None and backup_age_seconds > self.rpo_seconds:
+            failed.append(
+                FailedCheck(
+                    check=RPO_CHECK,
+                    reason=(
+                        f"backup was {backup_age_seconds:.0f} s old, objective {self.rpo_seconds} s"
+                    ),
+                )
+            )
+        return failed
+
+
+class DrillScratch(CRModel):
+    """The scratch databases runs restore into."""
+
+    keep_for: ScratchKeepFor = Field(
+        default="1h",
+        description=(
+            "How long a run's scratch database is kept after the run finishes, for "
+            "inspection, before it is dropped (30m, 24h)."
+        ),
+    )
+
+
+def _schema_default(value: CRModel) -> JsonDict:
+    """``value`` as the CRD's default: unset optional fields are left out, not null."""
+    return {"default": value.model_dump(mode="json", exclude_none=True)}
+
+
+class RestoreDrillSpec(CRModel):
+    """When to drill, on which backup, and what the restored data must satisfy."""
+
+    environment_ref: EnvironmentReference = Field(
+        description="The Environment whose backups are drilled.",
+    )
+    schedule: CronExpression = Field(description=SCHEDULE_DESCRIPTION)
+    time_zone: TimeZoneName = Field(default="UTC", description=TIME_ZONE_DESCRIPTION)
+    backup_selection: DrillBackupSelection = Field(
+        default=DrillBackupSelection(),
+        description="Which completed backup a run restores.",
+        json_schema_extra=_schema_default(DrillBackupSelection()),
+    )
+    checks: DrillChecks = Field(
+        default=DrillChecks(),
+        description="What the restored database must satisfy; by default row counts.",
+    )
+    objectives: DrillObjectives = Field(
+        default=DrillObjectives(),
+        description="RTO and RPO the runs are held to; none by default (only measured).",
+        json_schema_extra=_schema_default(DrillObjectives()),
+    )
+    scratch: DrillScratch = Field(
+        default=DrillScratch(),
+        description="How long scratch databases are kept after a run.",
+    )
+    history_limit: int = Field(
+        default=10,
+        ge=1,
+        le=HISTORY_MAX,
+        description="How many runs status.history keeps (every run is also kept in the catalog).",
+    )
+    suspend: bool = Field(
+        default=False,
+        description=(
+            f"Stop scheduled runs (a running one finishes). The {RUN_NOW_ANNOTATION} "
+            "annotation still runs one at once; the operator removes it when the run starts."
+        ),
+    )
+
+
+class DrillRun(CRModel):
+    """One drill run in full: what it restored, how long it took and what failed."""
+
+    backup: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the Backup restored.",
+    )
+    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
+    started_at: datetime = Field(description="When the run started.")
+    finished_at: datetime | None = Field(default=None, description="When the run finished.")
+    restore_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long the restore took, in seconds: the measured recovery time (RTO).",
+    )
+    backup_age_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "How old the backup was when the run started, in seconds: the measured "
+            "recovery point (RPO)."
+        ),
+    )
+    result: DrillResult = Field(description="Passed when every check passed, else Failed.")
+    failed_checks: list[FailedCheck] = Field(
+        default_factory=list,
+        max_length=FAILED_CHECKS_MAX,
+        description="One entry per failed check, with its reason.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    scratch_database: str | None = Field(
+        default=None,
+        max_length=DATABASE_NAME_MAX_LENGTH,
+        description="The run's scratch database while it is kept; cleared once dropped.",
+    )
+
+    def summary(self) -> DrillRunSummary:
+        """The run as status.history keeps it."""
+        return DrillRunSummary(
+            backup=self.backup,
+            backup_size=self.backup_size,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            restore_seconds=self.restore_seconds,
+            backup_age_seconds=self.backup_age_seconds,
+            result=self.result,
+            failed_check_count=len(self.failed_checks),
+            scratch_database=self.scratch_database,
+        )
+
+
+class DrillRunSummary(CRModel):
+    """One past drill run, without the reasons (they stay in the catalog)."""
+
+    backup: str = Field(max_length=253, description="Name of the Backup restored.")
+    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
+    started_at: datetime = Field(description="When the run started.")
+    finished_at: datetime | None = Field(default=None, description="When the run finished.")
+    restore_seconds: float | None = Field(
+        default=None, ge=0, description="Measured recovery time (RTO), in seconds."
+    )
+    backup_age_seconds: float | None = Field(
+        default=None, ge=0, description="Measured recovery point (RPO), in seconds."
+    )
+    result: DrillResult = Field(description="Passed or Failed.")
+    failed_check_count: int = Field(default=0, ge=0, description="How many checks failed.")
+    scratch_database: str | None = Field(
+        default=None,
+        max_length=DATABASE_NAME_MAX_LENGTH,
+        description="The run's scratch database while it is kept; cleared once dropped.",
+    )
+
+
+class DrillCurrentRun(CRModel):
+    """The run in progress, recorded so an interrupted one is resumed or retried."""
+
+    backup: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the Backup being restored.",
+    )
+    started_at: datetime = Field(description="When the run started.")
+    scratch_database: str | None = Field(
+        default=None,
+        max_length=DATABASE_NAME_MAX_LENGTH,
+        description="The scratch database being restored into.",
+    )
+    attempts: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Attempts of this run so far; an interrupted attempt is counted and retried, "
+            "up to a limit, after which the run fails."
+        ),
+    )
+
+
+class RestoreDrillStatus(CRModel):
+    """The observed state of a drill, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="The .metadata.generation the operator last reconciled.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description=(
+            "Current conditions: Passing (the last run passed) and Ready (False with "
+            "reason InvalidSchedule when the schedule or time zone is refused)."
+        ),
+    )
+    message: str | None = Field(
+        default=None, max_length=4096, description="Human-readable detail of the state."
+    )
+    next_run_time: datetime | None = Field(
+        default=None, description="When the next run is due; absent while suspended or invalid."
+    )
+    current_run: DrillCurrentRun | None = Field(
+        default=None, description="The run in progress, if any."
+    )
+    last_run: DrillRun | None = Field(default=None, description="The last finished run, in full.")
+    history: list[DrillRunSummary] = Field(
+        default_factory=list,
+        max_length=HISTORY_MAX,
+        description="Finished runs, newest first, at most spec.historyLimit of them.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+
+    def with_run(self, run: DrillRun, history_limit: int) -> RestoreDrillStatus:
+        """This status with ``run`` as the last run, at the head of a history of at most
+        ``history_limit`` runs, and no run in progress."""
+        history = [run.summary(), *self.history][: max(history_limit, 1)]
+        return self.model_copy(update={"last_run": run, "history": history, "current_run": None})
+
+
+class RestoreDrill(CustomResource):
+    """A RestoreDrill restores one of an Environment's backups into a scratch database on
+    a cron, checks it (row counts, SQL, RTO and RPO) and marks the Backup verified."""
+
+    crd = CRDInfo(
+        kind="RestoreDrill",
+        plural="restoredrills",
+        short_names=("drill",),
+        printer_columns=(
+            PrinterColumn(
+                "Environment",
+                "string",
+                ".spec.environmentRef.name",
+                "Environment whose backups are drilled.",
+            ),
+            PrinterColumn("Schedule", "string", ".spec.schedule", "Cron schedule."),
+            PrinterColumn(
+                "Last Result", "string", ".status.lastRun.result", "Result of the last run."
+            ),
+            PrinterColumn(
+                "RTO",
+                "number",
+                ".status.lastRun.restoreSeconds",
+                "Seconds the last run's restore took.",
+            ),
+            PrinterColumn(
+                "RPO",
+                "number",
+                ".status.lastRun.backupAgeSeconds",
+                "Age in seconds of the backup the last run restored.",
+            ),
+            # A string, not a date: kubectl prints future dates as <invalid>.
+            PrinterColumn("Next", "string", ".status.nextRunTime", "When the next run is due."),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        ),
+    )
+
+    spec: RestoreDrillSpec = Field(description="When to drill, on which backup, with which checks.")
+    status: RestoreDrillStatus = Field(
+        default_factory=RestoreDrillStatus,
+        description="The observed state of the drill, written by the operator.",
+    )
+
+
+__all__ = [
+    "RPO_CHECK",
+    "RTO_CHECK",
+    "BackupSelectionStrategy",
+    "DrillBackupSelection",
+    "DrillChecks",
+    "DrillCurrentRun",
+    "DrillObjectives",
+    "DrillResult",
+    "DrillRun",
+    "DrillRunSummary",
+    "DrillScratch",
+    "FailedCheck",
+    "RestoreDrill",
+    "RestoreDrillConditionType",
+    "RestoreDrillSpec",
+    "RestoreDrillStatus",
+    "SqlCheck",
+]

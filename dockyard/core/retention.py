@@ -1,0 +1,190 @@
+"""Grandfather-father-son retention: which of a schedule's backups to keep, which to
+delete, and why.
+
+This module owns the retention decision, as a pure function of the backups (name,
+phase, completion time, drill verification) and the schedule's ``BackupRetention``. The
+operator applies the decision (deleting a Backup deletes its artifact through its
+finalizer); nothing here touches the API server or storage.
+
+The rules, each applied to the completed backups on its own (a backup any rule keeps
+stays, with every reason that applies):
+
+- ``last``: the newest ``keepLast``;
+- ``daily`` / ``weekly`` / ``monthly``: the newest backup of each of the most recent
+  ``keepDaily`` days / ``keepWeekly`` ISO weeks / ``keepMonthly`` months that have a
+  backup, with calendar periods read in the schedule's time zone (a backup at 23:30 in
+  Berlin belongs to that Berlin day, whatever UTC says);
+- ``newest-verified``: the newest completed backup a restore drill verified is never
+  deleted, whatever the counts say: it is the one backup known to restore;
+- ``not-completed``: Pending and Running backups are work in flight and are never
+  deleted; a Failed one is kept while it is newer than the newest completed backup, so
+  the failure stays visible until a backup succeeds, and deleted after that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.backup_schedule import BackupRetention
+
+
+class KeepReason(StrEnum):
+    """Why retention keeps a backup."""
+
+    LAST = "last"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    NEWEST_VERIFIED = "newest-verified"
+    NOT_COMPLETED = "not-completed"
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRecord:
+    """What retention needs to know about one backup."""
+
+    name: str
+    phase: BackupPhase | None
+    completed_at: datetime | None = None
+    """When it completed (or failed); aware."""
+    verified_at: datetime | None = None
+    """When a drill verified it, if one did."""
+
+    @classmethod
+    def of(cls, backup: Backup) -> BackupRecord:
+        """The record of a Backup object."""
+        status = backup.status
+        return cls(
+            name=backup.metadata.name or "",
+            phase=status.phase,
+            completed_at=status.completed_at,
+            verified_at=status.verified.at if status.verified else None,
+        )
+
+    @property
+    def is_completed(self) -> bool:
+        return self.phase == BackupPhase.COMPLETED and self.completed_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A backup retention keeps, with every reason that applies."""
+
+    name: str
+    reasons: tuple[KeepReason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionDecision:
+    """Which backups to keep and which to delete, each in the order they were given."""
+
+    keep: tuple[Kept, ...]
+    delete: tuple[str, ...]
+
+    def reasons(self, name: str) -> tuple[KeepReason, ...]:
+        """Why ``name`` is kept; empty when it is deleted (or unknown)."""
+        return next((kept.reasons for kept in self.keep if kept.name == name), ())
+
+
+def _newest_first(records: Iterable[BackupRecord]) -> list[BackupRecord]:
+    # Ties on the completion time are broken by name, so the decision is deterministic.
+    return sorted(records, key=lambda r: (r.completed_at, r.name), reverse=True)
+
+
+def newest_verified(backups: Iterable[BackupRecord]) -> BackupRecord | None:
+    """The newest completed backup a drill verified: the one retention, ttl and anything
+    else that deletes backups must leave alone."""
+    verified = [r for r in backups if r.is_completed and r.verified_at is not None]
+    return _newest_first(verified)[0] if verified else None
+
+
+def _day(when: datetime) -> Hashable:
+    return when.date()
+
+
+def _iso_week(when: datetime) -> Hashable:
+    year, week, _ = when.isocalendar()
+    return (year, week)
+
+
+def _month(when: datetime) -> Hashable:
+    return (when.year, when.month)
+
+
+def _newest_per_period(
+    completed: Sequence[tuple[str, datetime]],
+    count: int,
+    period: Callable[[datetime], Hashable],
+    tz: ZoneInfo,
+) -> list[str]:
+    """Names of the newest backup in each of the ``count`` most recent periods that have
+    one; ``completed`` holds (name, completion time), newest first."""
+    seen: set[Hashable] = set()
+    chosen: list[str] = []
+    for name, completed_at in completed:
+        if len(seen) >= count:
+            break
+        key = period(completed_at.astimezone(tz))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(name)
+    return chosen
+
+
+def apply_retention(
+    backups: Iterable[BackupRecord], policy: BackupRetention, tz: ZoneInfo
+) -> RetentionDecision:
+    """Decide which of ``backups`` (one schedule's, or one environment's) to keep."""
+    records = list(backups)
+    completed = _newest_first(r for r in records if r.is_completed)
+    reasons: dict[str, list[KeepReason]] = {r.name: [] for r in records}
+
+    for record in completed[: policy.keep_last]:
+        reasons[record.name].append(KeepReason.LAST)
+    times = [(r.name, r.completed_at) for r in completed if r.completed_at is not None]
+    for reason, count, period in (
+        (KeepReason.DAILY, policy.keep_daily, _day),
+        (KeepReason.WEEKLY, policy.keep_weekly, _iso_week),
+        (KeepReason.MONTHLY, policy.keep_monthly, _month),
+    ):
+        for name in _newest_per_period(times, count, period, tz):
+            reasons[name].append(reason)
+
+    protected = newest_verified(completed)
+    if protected is not None:
+        reasons[protected.name].append(KeepReason.NEWEST_VERIFIED)
+
+    last_success = completed[0].completed_at if completed else None
+    for record in records:
+        if not record.is_completed and _still_relevant(record, last_success):
+            reasons[record.name].append(KeepReason.NOT_COMPLETED)
+
+    keep = tuple(Kept(r.name, tuple(reasons[r.name])) for r in records if reasons[r.name])
+    delete = tuple(r.name for r in records if not reasons[r.name])
+    return RetentionDecision(keep=keep, delete=delete)
+
+
+def _still_relevant(record: BackupRecord, last_success: datetime | None) -> bool:
+    """Whether a backup that did not complete must stay."""
+    if record.phase != BackupPhase.FAILED:
+        # Pending, Running, not yet started, or Completed without a time: in flight or
+        # unknown, and deleting it could pull an artifact out from under a runner.
+        return True
+    if last_success is None or record.completed_at is None:
+        return True
+    return record.completed_at > last_success
+
+
+__all__ = [
+    "BackupRecord",
+    "KeepReason",
+    "Kept",
+    "RetentionDecision",
+    "apply_retention",
+    "newest_verified",
+]

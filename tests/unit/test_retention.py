@@ -1,0 +1,262 @@
+"""Grandfather-father-son retention: what is kept, why, and what is never deleted."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.backup_schedule import BackupRetention
+from dockyard.core.retention import (
+    BackupRecord,
+    KeepReason,
+    apply_retention,
+    newest_verified,
+)
+
+UTC_ZONE = ZoneInfo("UTC")
+BERLIN = ZoneInfo("Europe/Berlin")
+COMPLETED = BackupPhase.COMPLETED
+
+
+def done(name: str, at: str, verified: str | None = None) -> BackupRecord:
+    return BackupRecord(
+        name=name,
+        phase=COMPLETED,
+        completed_at=datetime.fromisoformat(at),
+        verified_at=datetime.fromisoformat(verified) if verified else None,
+    )
+
+
+def policy(**counts: int) -> BackupRetention:
+    return BackupRetention.model_validate(counts)
+
+
+def test_keep_last_keeps_the_newest_n() -> None:
+    backups = [done(f"b{day}", f"2024-01-0{day}T03:00:00+00:00") for day in range(1, 6)]
+
+    decision = apply_retention(backups, policy(keepLast=3), UTC_ZONE)
+
+    assert [k.name for k in decision.keep] == ["b3", "b4", "b5"]
+    assert decision.delete == ("b1", "b2")
+    assert decision.reasons("b5") == (KeepReason.LAST,)
+
+
+def test_keep_daily_keeps_the_newest_backup_of_each_recent_day() -> None:
+    backups = [
+        done("mon-early", "2024-01-01T01:00:00+00:00"),
+        done("mon-late", "2024-01-01T13:00:00+00:00"),
+        done("tue-early", "2024-01-02T01:00:00+00:00"),
+        done("tue-late", "2024-01-02T13:00:00+00:00"),
+        done("wed", "2024-01-03T01:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepDaily=2), UTC_ZONE)
+
+    assert [k.name for k in decision.keep] == ["tue-late", "wed"]
+    assert decision.delete == ("mon-early", "mon-late", "tue-early")
+
+
+def test_days_without_a_backup_do_not_count() -> None:
+    backups = [
+        done("jan1", "2024-01-01T03:00:00+00:00"),
+        done("jan5", "2024-01-05T03:00:00+00:00"),
+        done("jan10", "2024-01-10T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepDaily=2), UTC_ZONE)
+
+    assert decision.delete == ("jan1",)
+
+
+def test_days_are_days_in_the_schedules_time_zone() -> None:
+    backups = [
+        done("dec31", "2023-12-31T12:00:00+00:00"),
+        done("jan1-berlin", "2024-01-01T22:30:00+00:00"),  # 23:30 in Berlin, January 1st
+        done("jan2-berlin", "2024-01-01T23:30:00+00:00"),  # 00:30 in Berlin, January 2nd
+    ]
+
+    in_utc = apply_retention(backups, policy(keepDaily=2), UTC_ZONE)
+    in_berlin = apply_retention(backups, policy(keepDaily=2), BERLIN)
+
+    assert in_utc.delete == ("jan1-berlin",)
+    assert in_berlin.delete == ("dec31",)
+
+
+def test_keep_weekly_uses_iso_weeks() -> None:
+    backups = [
+        done("week1-mon", "2024-01-01T03:00:00+00:00"),
+        done("week1-sun", "2024-01-07T03:00:00+00:00"),
+        done("week2-mon", "2024-01-08T03:00:00+00:00"),
+        done("week3-wed", "2024-01-17T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepWeekly=2), UTC_ZONE)
+
+    assert [k.name for k in decision.keep] == ["week2-mon", "week3-wed"]
+
+
+def test_keep_monthly_keeps_the_newest_of_each_recent_month() -> None:
+    backups = [
+        done("jan", "2024-01-31T03:00:00+00:00"),
+        done("feb-1", "2024-02-01T03:00:00+00:00"),
+        done("feb-29", "2024-02-29T03:00:00+00:00"),
+        done("mar", "2024-03-15T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepMonthly=2), UTC_ZONE)
+
+    assert [k.name for k in decision.keep] == ["feb-29", "mar"]
+
+
+def test_rules_apply_independently_and_every_reason_is_reported() -> None:
+    backups = [
+        done("old", "2023-11-15T03:00:00+00:00"),
+        done("dec", "2023-12-20T03:00:00+00:00"),
+        done("jan-a", "2024-01-10T03:00:00+00:00"),
+        done("jan-b", "2024-01-11T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(
+        backups, policy(keepLast=1, keepDaily=2, keepWeekly=1, keepMonthly=2), UTC_ZONE
+    )
+
+    assert decision.reasons("jan-b") == (
+        KeepReason.LAST,
+        KeepReason.DAILY,
+        KeepReason.WEEKLY,
+        KeepReason.MONTHLY,
+    )
+    assert decision.reasons("jan-a") == (KeepReason.DAILY,)
+    assert decision.reasons("dec") == (KeepReason.MONTHLY,)
+    assert decision.delete == ("old",)
+
+
+def test_the_newest_verified_backup_is_kept_whatever_the_counts() -> None:
+    backups = [
+        done("verified-old", "2024-01-01T03:00:00+00:00", verified="2024-01-01T04:00:00+00:00"),
+        done("verified", "2024-01-02T03:00:00+00:00", verified="2024-01-02T04:00:00+00:00"),
+        done("b3", "2024-01-03T03:00:00+00:00"),
+        done("b4", "2024-01-04T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepLast=1), UTC_ZONE)
+
+    assert decision.reasons("verified") == (KeepReason.NEWEST_VERIFIED,)
+    assert decision.delete == ("verified-old", "b3")
+
+
+def test_the_newest_verified_backup_is_the_newest_backup_not_the_latest_verification() -> None:
+    backups = [
+        # Verified last, but an older backup than the other verified one.
+        done("older", "2024-01-01T03:00:00+00:00", verified="2024-01-05T04:00:00+00:00"),
+        done("newer", "2024-01-02T03:00:00+00:00", verified="2024-01-02T04:00:00+00:00"),
+    ]
+
+    protected = newest_verified(backups)
+
+    assert protected is not None
+    assert protected.name == "newer"
+
+
+@pytest.mark.parametrize("phase", [BackupPhase.PENDING, BackupPhase.RUNNING, None])
+def test_backups_in_flight_are_never_deleted(phase: BackupPhase | None) -> None:
+    backups = [
+        BackupRecord("in-flight", phase),
+        done("b1", "2024-01-01T03:00:00+00:00"),
+        done("b2", "2024-01-02T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepLast=1), UTC_ZONE)
+
+    assert decision.reasons("in-flight") == (KeepReason.NOT_COMPLETED,)
+    assert decision.delete == ("b1",)
+
+
+def test_a_failure_stays_until_a_backup_succeeds_after_it() -> None:
+    backups = [
+        BackupRecord("failed-old", BackupPhase.FAILED, datetime(2024, 1, 1, tzinfo=UTC)),
+        done("ok", "2024-01-02T03:00:00+00:00"),
+        BackupRecord("failed-new", BackupPhase.FAILED, datetime(2024, 1, 3, tzinfo=UTC)),
+    ]
+
+    decision = apply_retention(backups, policy(keepLast=5), UTC_ZONE)
+
+    assert decision.reasons("failed-new") == (KeepReason.NOT_COMPLETED,)
+    assert decision.delete == ("failed-old",)
+
+
+def test_failures_stay_while_nothing_ever_succeeded() -> None:
+    backups = [BackupRecord("failed", BackupPhase.FAILED, datetime(2024, 1, 1, tzinfo=UTC))]
+
+    assert apply_retention(backups, policy(keepLast=1), UTC_ZONE).delete == ()
+
+
+def test_equal_completion_times_are_ordered_by_name() -> None:
+    backups = [done(name, "2024-01-01T03:00:00+00:00") for name in ("c", "a", "b")]
+
+    decision = apply_retention(backups, policy(keepLast=1), UTC_ZONE)
+
+    assert [k.name for k in decision.keep] == ["c"]
+    assert decision.delete == ("a", "b")
+
+
+def test_nothing_at_all_is_nothing_to_do() -> None:
+    decision = apply_retention([], policy(keepLast=1), UTC_ZONE)
+
+    assert (decision.keep, decision.delete) == ((), ())
+
+
+def test_a_record_is_read_from_a_backup_object() -> None:
+    backup = Backup.model_validate(
+        {
+            "metadata": {"name": "nightly-1"},
+            "spec": {
+                "environmentRef": {"name": "shop"},
+                "storage": {"filesystem": {"path": "/backups"}},
+                "encryption": {"keySecretRef": {"name": "k", "key": "key"}},
+            },
+            "status": {
+                "phase": "Completed",
+                "completedAt": "2024-01-01T03:00:00Z",
+                "verified": {"drill": "nightly", "at": "2024-01-01T04:00:00Z"},
+            },
+        }
+    )
+
+    assert BackupRecord.of(backup) == BackupRecord(
+        "nightly-1",
+        COMPLETED,
+        datetime(2024, 1, 1, 3, tzinfo=UTC),
+        datetime(2024, 1, 1, 4, tzinfo=UTC),
+    )
+
+
+def test_across_many_random_histories_nothing_protected_is_ever_deleted() -> None:
+    rng = random.Random(5)
+    phases = [*BackupPhase, None]
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for _ in range(300):
+        backups = [
+            BackupRecord(
+                name=f"b{i}",
+                phase=rng.choice(phases),
+                completed_at=start + timedelta(hours=rng.randrange(24 * 400)),
+                verified_at=start if rng.random() < 0.2 else None,
+            )
+            for i in range(rng.randrange(1, 40))
+        ]
+        counts = {"keepLast": rng.randrange(0, 4), "keepDaily": rng.randrange(1, 8)}
+        decision = apply_retention(backups, policy(**counts), BERLIN)
+
+        protected = newest_verified(backups)
+        deleted = set(decision.delete)
+        assert protected is None or protected.name not in deleted
+        assert not any(
+            b.name in deleted for b in backups if b.phase not in (COMPLETED, BackupPhase.FAILED)
+        )
+        assert deleted.isdisjoint(k.name for k in decision.keep)
+        assert len(deleted) + len(decision.keep) == len(backups)
