@@ -1,0 +1,197 @@
+"""``dockyard backup-run`` and ``dockyard restore-run``: the runner as a Job's command.
+
+The argument parsing lives in ``dockyard.cli``; this module turns the parsed arguments
+and the settings into one call of :func:`run_backup`, :func:`run_restore` or
+:func:`verify_artifact`, the very functions the operator calls inline.
+
+The contract with whoever runs the Job:
+
+- Secrets never come on the command line. The database DSN comes from
+  ``DOCKYARD_BACKUP_SOURCE_DSN`` / ``DOCKYARD_RESTORE_TARGET_DSN`` and the key from
+  ``--key-file`` (a mounted Secret; preferred) or ``DOCKYARD_BACKUP_KEY``. S3
+  credentials come from botocore's own chain (``AWS_*`` variables, web identity).
+- stdout carries exactly one JSON document: the result model on success, or
+  ``{"error": {"reason": ..., "message": ...}}`` on failure, so the Job's log (or its
+  termination message) can be copied into the status as it is. Logs go to stderr.
+- Exit status: 0 done, 1 the run failed (one line on stderr says why), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dockyard.operator.backups.errors import BackupError
+from dockyard.operator.backups.keys import EncryptionKey, Keyring, check_key_id
+from dockyard.operator.backups.options import BackupOptions, RestoreOptions
+from dockyard.operator.backups.results import BackupResult
+from dockyard.operator.backups.runner import run_backup, run_restore, verify_artifact
+from dockyard.operator.backups.storage import check_name, check_sha256, connect_storage
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, SecretStr
+
+    from dockyard.core.settings import Settings
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_Run = Callable[[], Coroutine[Any, Any, "BaseModel"]]
+_Check = Callable[[str], str]
+
+
+class UsageError(Exception):
+    """Wrong arguments or settings: one line, exit status 2."""
+
+
+def backup_run(args: argparse.Namespace, settings: Settings) -> int:
+    """``dockyard backup-run``: dump, compress, encrypt, store, print the result."""
+    command = "dockyard backup-run"
+    try:
+        dsn = _secret(settings.backup_source_dsn, "DOCKYARD_BACKUP_SOURCE_DSN", "source")
+        key = _key(args, settings)
+        name = _checked(check_name, args.name)
+        options = BackupOptions(compression_level=args.compression_level)
+    except (UsageError, ValueError) as exc:
+        return _usage(command, str(exc))
+
+    report_to = getattr(args, "report_backup", None)
+
+    async def go() -> BaseModel:
+        async with connect_storage(
+            args.storage, s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region
+        ) as storage:
+            result = await run_backup(dsn=dsn, storage=storage, name=name, key=key, options=options)
+        if report_to:
+            await _report_to_backup(report_to, result, settings)
+        return result
+
+    return _report(command, go)
+
+
+async def _report_to_backup(target: str, result: BackupResult, settings: Settings) -> None:
+    """Patch the Backup ``namespace/name``'s status with the committed artifact.
+
+    The phase stays Running: the operator, following the Job, catalogues the artifact
+    and then writes Completed (``dockyard.operator.runs.jobs``).
+    """
+    import os
+
+    from dockyard.core.kube import KubeClient, KubeError, load_config
+
+    namespace, _, backup = target.partition("/")
+    path = f"/apis/dockyard.io/v1alpha1/namespaces/{namespace}/backups/{backup}/status"
+    manifest = [{"name": table, "rows": rows} for table, rows in sorted(result.manifest.items())]
+    patch = {
+        "status": {
+            "location": result.location,
+            "size": result.size,
+            "sha256": result.sha256,
+            "keyId": result.key_id,
+            "manifest": {"tables": manifest},
+            "completedAt": result.finished_at.isoformat(),
+        }
+    }
+    kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
+    try:
+        await kube.merge_patch(path, patch)
+    except KubeError as exc:
+        raise ReportFailed(
+            f"could not report to Backup {target}: {exc.status} {exc.reason}"
+        ) from None
+    finally:
+        await kube.close()
+
+
+class ReportFailed(BackupError):
+    """The artifact is stored but the Backup's status could not be patched."""
+
+    reason = "ReportFailed"
+
+
+def restore_run(args: argparse.Namespace, settings: Settings) -> int:
+    """``dockyard restore-run``: verify, decrypt, decompress, pg_restore; or only verify."""
+    command = "dockyard restore-run"
+    try:
+        key = _key(args, settings)
+        name = _checked(check_name, args.name)
+        sha256 = _checked(check_sha256, args.sha256)
+        dsn = (
+            ""
+            if args.verify_only
+            else _secret(settings.restore_target_dsn, "DOCKYARD_RESTORE_TARGET_DSN", "target")
+        )
+    except (UsageError, ValueError) as exc:
+        return _usage(command, str(exc))
+    options = RestoreOptions(role=args.role, require_empty=not args.allow_nonempty)
+
+    async def go() -> BaseModel:
+        async with connect_storage(
+            args.storage, s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region
+        ) as storage:
+            if args.verify_only:
+                return await verify_artifact(
+                    storage=storage, name=name, expected_sha256=sha256, keys=Keyring.of(key)
+                )
+            return await run_restore(
+                dsn=dsn,
+                storage=storage,
+                name=name,
+                expected_sha256=sha256,
+                keys=key,
+                options=options,
+            )
+
+    return _report(command, go)
+
+
+def _report(command: str, go: _Run) -> int:
+    try:
+        result = asyncio.run(go())
+    except BackupError as exc:
+        print(json.dumps({"error": {"reason": exc.reason, "message": exc.message}}))
+        print(f"{command}: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:
+        # A storage URL that cannot be used is a usage problem, found on first use.
+        return _usage(command, str(exc))
+    print(result.model_dump_json())
+    return 0
+
+
+def _key(args: argparse.Namespace, settings: Settings) -> EncryptionKey:
+    key_id = _checked(check_key_id, args.key_id)
+    if args.key_file is not None:
+        path = Path(args.key_file)
+        try:
+            material: bytes | str = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --key-file {path}: {exc.strerror}") from None
+    elif settings.backup_key is not None:
+        material = settings.backup_key.get_secret_value()
+    else:
+        raise UsageError("give the encryption key with --key-file or DOCKYARD_BACKUP_KEY")
+    return EncryptionKey.from_secret_value(key_id, material)
+
+
+def _secret(value: SecretStr | None, variable: str, what: str) -> str:
+    if value is None or not value.get_secret_value():
+        raise UsageError(f"set {variable} to the {what} database's DSN (never on the command line)")
+    return value.get_secret_value()
+
+
+def _checked(check: _Check, value: str) -> str:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _usage(command: str, message: str) -> int:
+    print(f"{command}: {message} (see '{command} --help')", file=sys.stderr)
+    return EXIT_USAGE

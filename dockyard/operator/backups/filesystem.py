@@ -1,0 +1,264 @@
+"""Artifacts as files under one directory: a PersistentVolumeClaim's mount in the cluster.
+
+Writes go to a hidden sibling (``.<name>.<random>.partial``) opened with ``O_EXCL``;
+``commit`` flushes and fsyncs it, then hard-links it to the final name (which fails if
+that name exists, so a committed artifact is never replaced), removes the partial name
+and fsyncs the directory, so after a crash the artifact is either entirely there under
+its name or not there at all. On filesystems without hard links the final step falls
+back to an existence check and ``os.replace`` (atomic, but racing writers of one name
+are then not refused).
+
+Every blocking call runs in a worker thread: artifacts are large and the event loop
+also serves the operator's handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from dockyard.operator.backups.errors import ArtifactExists, ArtifactNotFound, StorageError
+from dockyard.operator.backups.storage import (
+    READ_CHUNK_BYTES,
+    ArtifactReader,
+    ArtifactWriter,
+    Digest,
+    StoredArtifact,
+    VerifyingReader,
+    check_name,
+)
+
+PARTIAL_SUFFIX = ".partial"
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+# Hard links are refused by some network and FUSE filesystems; these say so.
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+class FilesystemStorage:
+    """Artifacts under ``root``; see the module docstring for the commit protocol."""
+
+    def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
+        self.root = Path(root).absolute()
+        self._fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"FilesystemStorage({str(self.root)!r})"
+
+    def path(self, name: str) -> Path:
+        """Where the committed artifact ``name`` lives."""
+        return self.root.joinpath(*check_name(name).split("/"))
+
+    def location(self, name: str) -> str:
+        return self.path(name).as_uri()
+
+    @asynccontextmanager
+    async def create(self, name: str) -> AsyncIterator[ArtifactWriter]:
+        final = self.path(name)
+        writer = await asyncio.to_thread(_FileWriter.open, name, final, self._fsync)
+        try:
+            yield writer
+        finally:
+            # Shielded so a cancellation cannot leave the partial file behind half-closed.
+            await asyncio.shield(writer.abort())
+
+    @asynccontextmanager
+    async def open(self, name: str, *, expected_sha256: str) -> AsyncIterator[ArtifactReader]:
+        path = self.path(name)
+        try:
+            file = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {name!r} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read artifact {name!r}: {exc.strerror}") from None
+        digest = Digest()
+        try:
+            yield VerifyingReader(_chunks(file, name, digest), expected_sha256, digest=digest)
+        finally:
+            await asyncio.to_thread(file.close)
+
+    async def delete(self, name: str) -> bool:
+        path = self.path(name)
+        return await asyncio.to_thread(self._delete, path)
+
+    def _delete(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot delete {path.name}: {exc.strerror}") from None
+        if self._fsync:
+            _fsync_dir(path.parent)
+        return True
+
+    async def exists(self, name: str) -> bool:
+        return await asyncio.to_thread(self.path(name).is_file)
+
+    async def size(self, name: str) -> int:
+        try:
+            stat = await asyncio.to_thread(self.path(name).stat)
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact {name!r} in {self.root}") from None
+        return stat.st_size
+
+    async def list(self, prefix: str = "") -> list[str]:
+        return await asyncio.to_thread(
+            lambda: sorted(n for n in self._walk() if n.startswith(prefix))
+        )
+
+    async def remove_stale_partials(self, older_than: timedelta) -> int:
+        return await asyncio.to_thread(self._remove_stale_partials, older_than.total_seconds())
+
+    def _remove_stale_partials(self, age: float) -> int:
+        cutoff = time.time() - age
+        removed = 0
+        for path in self._partials():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def _walk(self) -> Iterator[str]:
+        """Committed artifact names: visible regular files, relative to the root."""
+        if not self.root.is_dir():
+            return
+        for directory, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            base = Path(directory).relative_to(self.root)
+            for file in files:
+                if not file.startswith("."):
+                    yield (base / file).as_posix()
+
+    def _partials(self) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return
+        for directory, _, files in os.walk(self.root):
+            for file in files:
+                if file.startswith(".") and file.endswith(PARTIAL_SUFFIX):
+                    yield Path(directory) / file
+
+
+class _FileWriter:
+    """One partial file on its way to becoming an artifact (blocking parts in threads)."""
+
+    def __init__(self, name: str, final: Path, partial: Path, file: BinaryIO, fsync: bool) -> None:
+        self._name = name
+        self._final = final
+        self._partial = partial
+        self._file = file
+        self._fsync = fsync
+        self._digest = Digest()
+        self._done = False
+
+    @classmethod
+    def open(cls, name: str, final: Path, fsync: bool) -> _FileWriter:
+        try:
+            final.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            partial = final.with_name(f".{final.name}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+        except OSError as exc:
+            raise StorageError(f"cannot create artifact {name!r}: {exc.strerror}") from None
+        return cls(name, final, partial, os.fdopen(fd, "wb"), fsync)
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise RuntimeError("this writer is already committed or aborted")
+        await asyncio.to_thread(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write artifact {self._name!r}: {exc.strerror}") from None
+        self._digest.update(data)
+
+    async def commit(self) -> StoredArtifact:
+        if self._done:
+            raise RuntimeError("this writer is already committed or aborted")
+        await asyncio.to_thread(self._commit)
+        self._done = True
+        return StoredArtifact(
+            name=self._name,
+            location=self._final.as_uri(),
+            size=self._digest.size,
+            sha256=self._digest.hexdigest(),
+        )
+
+    def _commit(self) -> None:
+        try:
+            self._file.flush()
+            if self._fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            _publish(self._partial, self._final)
+            if self._fsync:
+                _fsync_dir(self._final.parent)
+        except FileExistsError:
+            raise ArtifactExists(f"an artifact named {self._name!r} already exists") from None
+        except OSError as exc:
+            raise StorageError(f"cannot commit artifact {self._name!r}: {exc.strerror}") from None
+
+    async def abort(self) -> None:
+        """Close and remove the partial file; nothing once committed. Safe to repeat."""
+        if self._done:
+            return
+        self._done = True
+        await asyncio.to_thread(self._discard)
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._partial.unlink()
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Give the fsynced partial file its final name, refusing to replace an artifact."""
+    try:
+        os.link(partial, final)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if final.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
+        os.replace(partial, final)
+        return
+    partial.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable (the entry lives in the directory)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def _chunks(file: BinaryIO, name: str, digest: Digest) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            chunk = await asyncio.to_thread(_read_hashed, file, digest)
+        except OSError as exc:
+            raise StorageError(f"cannot read artifact {name!r}: {exc.strerror}") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _read_hashed(file: BinaryIO, digest: Digest) -> bytes:
+    """The next chunk, already fed to ``digest``: one thread hop for both."""
+    chunk = file.read(READ_CHUNK_BYTES)
+    digest.update(chunk)
+    return chunk

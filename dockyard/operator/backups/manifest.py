@@ -1,0 +1,137 @@
+"""Table manifests: exact per-table row counts, read from the very snapshot a dump reads.
+
+A backup's manifest is the drill's yardstick (after a restore, every table must hold
+the rows the manifest says), so it has to describe the dump exactly, not the database
+a moment earlier or later. :func:`exported_snapshot` opens a ``REPEATABLE READ, READ
+ONLY`` transaction and exports its snapshot with ``pg_export_snapshot()``; the runner
+hands the id to ``pg_dump --snapshot`` and counts rows on this same transaction while
+the dump runs, keeping the transaction open until ``pg_dump`` is done.
+
+Which tables: ordinary tables (``relkind 'r'``, leaf partitions included) outside the
+system schemas that no extension owns: exactly those whose rows ``pg_dump`` writes.
+Partitioned parents are left out because their rows are their partitions'. Names are
+``schema.table`` as PostgreSQL's ``format('%I.%I')`` quotes them (``public.orders``,
+``"Sales"."Q1"``), so they are unambiguous and usable in SQL as they are.
+
+:func:`table_counts` gives the same figures for any database (a drill's restored
+copy), and :func:`user_relations` says whether a restore target is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from dockyard.operator.backups.errors import DatabaseError
+from dockyard.operator.backups.libpq import redact, tool_connection
+
+APPLICATION_NAME = "dockyard-backup"
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+# User relations of the given kinds: outside the system schemas, owned by no extension.
+RELATIONS_OF_KINDS = """
+SELECT format('%I.%I', n.nspname, c.relname) AS name
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind::text = ANY($1::text[])
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_depend d
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1
+"""
+TABLE_KINDS = ["r"]
+RELATION_KINDS = ["r", "p", "v", "m", "S", "f"]
+
+
+@dataclass(frozen=True)
+class SnapshotSession:
+    """An open transaction whose snapshot ``pg_dump --snapshot`` can share."""
+
+    connection: asyncpg.Connection
+    snapshot_id: str
+    server_version: str
+
+
+@asynccontextmanager
+async def connect(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for the runner, with errors that name no secret."""
+    where = _where(dsn)
+    password = tool_connection(dsn, application_name=APPLICATION_NAME).password
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            dsn,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            statement_cache_size=0,
+            server_settings={
+                "application_name": APPLICATION_NAME,
+                # The snapshot transaction sits idle while pg_dump works: a server-wide
+                # idle timeout must not end it, nor a statement timeout the counts.
+                "idle_in_transaction_session_timeout": "0",
+                "statement_timeout": "0",
+            },
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseError(f"cannot connect to {where}: {_detail(exc, password)}") from None
+    try:
+        yield conn
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        conn.terminate()
+        raise DatabaseError(f"a query failed on {where}: {_detail(exc, password)}") from None
+    except BaseException:
+        conn.terminate()  # possibly mid-query: do not wait for a polite goodbye
+        raise
+    await conn.close(timeout=CONNECT_TIMEOUT_SECONDS)
+
+
+@asynccontextmanager
+async def exported_snapshot(dsn: str) -> AsyncIterator[SnapshotSession]:
+    """A read-only repeatable-read transaction and its exported snapshot id."""
+    async with connect(dsn) as conn:
+        transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+        await transaction.start()
+        snapshot_id = await conn.fetchval("SELECT pg_export_snapshot()")
+        version = await conn.fetchval("SHOW server_version")
+        yield SnapshotSession(conn, str(snapshot_id), str(version).split()[0])
+        # Read only: nothing to keep. On an error, connect() terminates the session
+        # instead, which ends the transaction without masking the error.
+        await transaction.rollback()
+
+
+async def count_rows(conn: asyncpg.Connection) -> dict[str, int]:
+    """Exact row count of every user table, in the connection's current snapshot."""
+    counts: dict[str, int] = {}
+    for row in await conn.fetch(RELATIONS_OF_KINDS, TABLE_KINDS):
+        name = row["name"]
+        # The name comes from the catalog, quoted by format('%I.%I') on the server.
+        counts[name] = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))  # nosec B608
+    return counts
+
+
+async def table_counts(dsn: str) -> dict[str, int]:
+    """Exact row count of every user table of the database ``dsn`` names, one snapshot."""
+    async with connect(dsn) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        return await count_rows(conn)
+
+
+async def user_relations(dsn: str) -> list[str]:
+    """Tables, views, sequences and foreign tables a user made in the database (not empty)."""
+    async with connect(dsn) as conn:
+        return [row["name"] for row in await conn.fetch(RELATIONS_OF_KINDS, RELATION_KINDS)]
+
+
+def _where(dsn: str) -> str:
+    """``database "x" at host:port``, for messages (no user, no password)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2] or "localhost"
+    database = tool_connection(dsn, application_name=APPLICATION_NAME).database
+    return f'database "{database}" at {host}'
+
+
+def _detail(exc: BaseException, password: str | None) -> str:
+    text = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc)
+    return redact(text or type(exc).__name__, password)

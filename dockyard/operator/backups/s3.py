@@ -1,0 +1,291 @@
+"""Artifacts in an S3-compatible object store, through aiobotocore (async botocore).
+
+Why it looks the way it does:
+
+- A multipart upload is S3's own atomic commit: the object does not exist until
+  ``CompleteMultipartUpload``, so no temporary key is needed; an aborted writer aborts
+  the upload. Completion sends ``If-None-Match: *``, so an existing artifact is never
+  replaced (S3 and current S3-compatible stores honour it; a store that ignores the
+  header silently replaces, which is documented in ``docs/backups.md``).
+- Parts are ``part_size`` bytes (8 MiB by default), doubling every 1,000 parts, so an
+  upload of unknown length never hits S3's 10,000-part limit while memory stays one
+  part: 8 MiB up to 8 GB, 64 MiB past about 120 GB.
+- Uploads abandoned by a crashed runner are aborted by :meth:`remove_stale_partials`
+  (a bucket lifecycle rule for incomplete multipart uploads does the same).
+- Credentials come from botocore's chain (environment, web identity, instance
+  profile); nothing here reads or logs them, and error messages carry only the S3
+  error code and the object's key.
+
+Use as an async context manager: the HTTP client is created on entry, not at import
+or construction time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dockyard.operator.backups.errors import ArtifactExists, ArtifactNotFound, StorageError
+from dockyard.operator.backups.storage import (
+    READ_CHUNK_BYTES,
+    ArtifactReader,
+    ArtifactWriter,
+    Digest,
+    StoredArtifact,
+    VerifyingReader,
+    check_name,
+)
+
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
+_PARTS_PER_STEP = 1000
+_MAX_DOUBLINGS = 9
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+_EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
+class S3Storage:
+    """Artifacts as objects under ``prefix`` in ``bucket``."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        addressing_style: str = "auto",
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._part_size = part_size
+        self._addressing_style = addressing_style
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.bucket!r}, prefix={self.prefix!r})"
+
+    async def __aenter__(self) -> S3Storage:
+        config = AioConfig(
+            s3={"addressing_style": self._addressing_style},
+            retries={"max_attempts": 5, "mode": "standard"},
+        )
+        self._client = await self._stack.enter_async_context(
+            get_session().create_client(
+                "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
+            )
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+    @property
+    def client(self) -> Any:
+        """The aiobotocore S3 client (only inside ``async with``)."""
+        if self._client is None:
+            raise RuntimeError("use S3Storage inside 'async with'")
+        return self._client
+
+    def key(self, name: str) -> str:
+        """The object key of artifact ``name``."""
+        check_name(name)
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def location(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+    @asynccontextmanager
+    async def create(self, name: str) -> AsyncIterator[ArtifactWriter]:
+        key = self.key(name)
+        with _translated(f"cannot start upload of {key}"):
+            upload = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        writer = _MultipartWriter(self, name, key, upload["UploadId"], self._part_size)
+        try:
+            yield writer
+        finally:
+            await asyncio.shield(writer.abort())
+
+    @asynccontextmanager
+    async def open(self, name: str, *, expected_sha256: str) -> AsyncIterator[ArtifactReader]:
+        key = self.key(name)
+        with _translated(f"cannot read {key}", missing=f"no artifact {name!r} in {self}"):
+            response = await self.client.get_object(Bucket=self.bucket, Key=key)
+        body = response["Body"]
+        try:
+            yield VerifyingReader(_chunks(body, key), expected_sha256)
+        finally:
+            body.close()
+
+    async def delete(self, name: str) -> bool:
+        key = self.key(name)
+        if not await self.exists(name):
+            return False
+        with _translated(f"cannot delete {key}"):
+            await self.client.delete_object(Bucket=self.bucket, Key=key)
+        return True
+
+    async def exists(self, name: str) -> bool:
+        try:
+            await self.size(name)
+        except ArtifactNotFound:
+            return False
+        return True
+
+    async def size(self, name: str) -> int:
+        key = self.key(name)
+        with _translated(f"cannot inspect {key}", missing=f"no artifact {name!r} in {self}"):
+            head = await self.client.head_object(Bucket=self.bucket, Key=key)
+        return int(head["ContentLength"])
+
+    async def list(self, prefix: str = "") -> list[str]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        names: list[str] = []
+        with _translated(f"cannot list {self}"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
+                names.extend(item["Key"][len(root) :] for item in page.get("Contents", ()))
+        return sorted(names)
+
+    async def remove_stale_partials(self, older_than: timedelta) -> int:
+        cutoff = datetime.now(UTC) - older_than
+        root = f"{self.prefix}/" if self.prefix else ""
+        removed = 0
+        with _translated(f"cannot list uploads in {self}"):
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=root):
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] < cutoff:
+                        await self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
+        return removed
+
+
+class _MultipartWriter:
+    """One multipart upload; at most one part is buffered."""
+
+    def __init__(
+        self, storage: S3Storage, name: str, key: str, upload_id: str, part_size: int
+    ) -> None:
+        self._storage = storage
+        self._name = name
+        self._key = key
+        self._upload_id = upload_id
+        self._base_part_size = part_size
+        self._buffer = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._digest = Digest()
+        self._done = False
+
+    def _part_size(self) -> int:
+        doublings = min(len(self._parts) // _PARTS_PER_STEP, _MAX_DOUBLINGS)
+        return self._base_part_size << doublings
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise RuntimeError("this writer is already committed or aborted")
+        await asyncio.to_thread(self._digest.update, data)
+        self._buffer += data
+        while len(self._buffer) >= self._part_size():
+            await self._upload_part(self._part_size())
+
+    async def _upload_part(self, size: int) -> None:
+        number = len(self._parts) + 1
+        body = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        with _translated(f"cannot upload part {number} of {self._key}"):
+            response = await self._storage.client.upload_part(
+                Bucket=self._storage.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    async def commit(self) -> StoredArtifact:
+        if self._done:
+            raise RuntimeError("this writer is already committed or aborted")
+        if self._buffer or not self._parts:
+            await self._upload_part(len(self._buffer))  # the last part may be small
+        with _translated(
+            f"cannot complete upload of {self._key}",
+            exists=f"an artifact named {self._name!r} already exists",
+        ):
+            await self._storage.client.complete_multipart_upload(
+                Bucket=self._storage.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+                IfNoneMatch="*",
+            )
+        self._done = True
+        return StoredArtifact(
+            name=self._name,
+            location=self._storage.location(self._name),
+            size=self._digest.size,
+            sha256=self._digest.hexdigest(),
+        )
+
+    async def abort(self) -> None:
+        """Abort the upload (its parts are deleted); nothing once committed. Safe to repeat."""
+        if self._done:
+            return
+        self._done = True
+        self._buffer.clear()
+        # Best effort: an upload that cannot be aborted now is collected later by
+        # remove_stale_partials or the bucket's lifecycle rule.
+        with contextlib.suppress(ClientError, BotoCoreError):
+            await self._storage.client.abort_multipart_upload(
+                Bucket=self._storage.bucket, Key=self._key, UploadId=self._upload_id
+            )
+
+
+async def _chunks(body: Any, key: str) -> AsyncIterator[bytes]:
+    while True:
+        with _translated(f"cannot read {key}"):
+            chunk: bytes = await body.read(READ_CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+
+
+@contextlib.contextmanager
+def _translated(
+    what: str, *, missing: str | None = None, exists: str | None = None
+) -> Iterator[None]:
+    """botocore's exceptions as storage errors whose text is only codes and keys."""
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", "")) or "unknown"
+        if missing is not None and code in _NOT_FOUND:
+            raise ArtifactNotFound(missing) from None
+        if exists is not None and code in _EXISTS:
+            raise ArtifactExists(exists) from None
+        raise StorageError(f"{what}: S3 error {code}") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"{what}: {type(exc).__name__}") from None

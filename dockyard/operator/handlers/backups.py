@@ -1,0 +1,44 @@
+"""Backup handlers: route Kopf's causes to ``dockyard.operator.runs.backups``.
+
+- create, and resume at start-up: one step of the life cycle (``BackupRuns.drive``);
+  an unfinished step (a retry after a backoff, a Job to follow) is a
+  ``TemporaryError`` with its delay, which Kopf keeps across restarts;
+- deletion: the artifacts of every attempt are deleted, behind the operator's finalizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import kopf
+
+from dockyard.core.models.common import API_VERSION
+from dockyard.operator.runs.backups import BACKUPS, BackupRuns
+
+MEMO_KEY = "backups"
+"""Where the startup handler puts the operator's ``BackupRuns`` in Kopf's memo."""
+
+
+def _runs(memo: Any) -> BackupRuns:
+    return cast(BackupRuns, memo[MEMO_KEY])
+
+
+def _namespace(namespace: str | None, name: str) -> str:
+    if namespace is None:  # Backups are namespaced; Kopf's types are general
+        raise kopf.PermanentError(f"backup {name} has no namespace")
+    return namespace
+
+
+@kopf.on.resume(API_VERSION, BACKUPS.plural)
+@kopf.on.create(API_VERSION, BACKUPS.plural)
+async def run(*, namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
+    outcome = await _runs(memo).drive(_namespace(namespace, name), name)
+    outcome.raise_if_unfinished(retry)
+
+
+@kopf.on.delete(API_VERSION, BACKUPS.plural, optional=False)
+async def delete_artifacts(
+    *, namespace: str | None, name: str, body: kopf.Body, memo: Any, retry: int, **_: Any
+) -> None:
+    outcome = await _runs(memo).finalize(_namespace(namespace, name), name, dict(body))
+    outcome.raise_if_unfinished(retry)

@@ -1,0 +1,231 @@
+"""What a run needs, resolved from a spec: where the artifact goes, the key, the source.
+
+This module owns the translation from custom-resource shapes (``BackupStorage``,
+``SecretKeyReference``, an environment's name) to the runner library's arguments, and
+the one place where inline runs are bounded (``RunContext.inline``). Backup handlers
+use it now; Restore and RestoreDrill handlers use the same calls.
+
+Why the checks are here and not in the schema: a filesystem path is only safe relative
+to what the operator has mounted, so every path must resolve (symlinks included) under
+``Settings.backup_root``, the backups volume (a PVC mount in a cluster,
+``~/.local/share/dockyard/backups`` in development). Key material is read from its
+Secret at the moment of use and kept only in an ``EncryptionKey``, whose ``repr`` hides
+it; errors name the Secret and key, never the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from dockyard.core.kube import KubeClient
+from dockyard.core.models.backup import BackupStorage
+from dockyard.core.models.references import SecretKeyReference
+from dockyard.core.settings import Settings
+from dockyard.operator.apply import ENVIRONMENTS, get, resource_type
+from dockyard.operator.backups import (
+    ArtifactError,
+    BackupError,
+    EncryptionKey,
+    FilesystemStorage,
+    Storage,
+)
+from dockyard.operator.database import database_identity
+
+if TYPE_CHECKING:
+    from dockyard.operator.runs.catalog import Catalog
+
+_T = TypeVar("_T")
+
+SECRETS: Final = resource_type("v1", "Secret")
+ARTIFACT_SUFFIX: Final = ".dkbk"
+
+
+class StorageRefused(BackupError):
+    """The spec names storage the operator must not use (outside ``backup_root``)."""
+
+    reason = "StorageRefused"
+
+
+class KeyUnavailable(BackupError):
+    """The encryption key's Secret, or its key, is missing or not a usable key."""
+
+    reason = "KeyUnavailable"
+
+
+class SourceUnavailable(BackupError):
+    """The environment, or its database, is not there (yet)."""
+
+    reason = "SourceUnavailable"
+
+
+class RunCancelled(BackupError):
+    """The run was cancelled on purpose (a schedule's Replace policy)."""
+
+    reason = "Cancelled"
+
+
+def retryable(error: BackupError) -> bool:
+    """Whether another attempt could succeed: not for a bad artifact, storage or cancel."""
+    return not isinstance(error, ArtifactError | StorageRefused | RunCancelled)
+
+
+def confine(path: str, root: Path) -> Path:
+    """``path`` resolved, or ``StorageRefused`` unless it lies under ``root`` (resolved).
+
+    Resolving both sides first means neither ``..`` nor a symlink can lead out of it.
+    """
+    base = root.expanduser().resolve()
+    target = Path(path)
+    if not target.is_absolute():
+        raise StorageRefused(f"filesystem path {path} is not absolute")
+    real = target.resolve()
+    if not real.is_relative_to(base):
+        raise StorageRefused(
+            f"filesystem path {path} is outside the operator's backup root {base} "
+            "(DOCKYARD_BACKUP_ROOT): expected a directory under it"
+        )
+    return real
+
+
+@asynccontextmanager
+async def open_storage(spec: BackupStorage, *, root: Path) -> AsyncIterator[Storage]:
+    """The storage ``spec`` names, for an inline run (S3 uses the operator's credentials)."""
+    if spec.filesystem is not None:
+        path = await asyncio.to_thread(confine, spec.filesystem.path, root)
+        await asyncio.to_thread(path.mkdir, mode=0o700, parents=True, exist_ok=True)
+        yield FilesystemStorage(path)
+        return
+    if spec.s3 is None:  # the model guarantees one of the two
+        raise StorageRefused("the storage names neither a filesystem path nor a bucket")
+    from dockyard.operator.backups.s3 import S3Storage
+
+    s3 = spec.s3
+    async with S3Storage(
+        s3.bucket, prefix=s3.prefix or "", endpoint_url=s3.endpoint, region=s3.region
+    ) as store:
+        yield store
+
+
+def storage_url(spec: BackupStorage) -> str:
+    """The storage as ``dockyard backup-run --storage`` takes it."""
+    if spec.filesystem is not None:
+        return Path(spec.filesystem.path).as_uri()
+    if spec.s3 is None:
+        raise StorageRefused("the storage names neither a filesystem path nor a bucket")
+    prefix = (spec.s3.prefix or "").strip("/")
+    return f"s3://{spec.s3.bucket}/{prefix}" if prefix else f"s3://{spec.s3.bucket}"
+
+
+def artifact_prefix(namespace: str, name: str, uid: str) -> str:
+    """What every artifact of one Backup object's attempts starts with."""
+    # The uid keeps a Backup recreated under the same name off its predecessor's files.
+    return f"{namespace}/{name}/{uid[:8]}-"
+
+
+def artifact_name(namespace: str, name: str, uid: str, attempt: int) -> str:
+    """The artifact of one attempt: each attempt writes its own, so a retry after a crash
+    that happened between commit and status never collides with a committed artifact."""
+    return f"{artifact_prefix(namespace, name, uid)}{attempt}{ARTIFACT_SUFFIX}"
+
+
+def key_id_of(key: bytes) -> str:
+    """The key's fingerprint: names it in headers and statuses without revealing it."""
+    return "k-" + hashlib.sha256(b"dockyard-backup-key-id\x00" + key).hexdigest()[:16]
+
+
+async def load_key(kube: KubeClient, namespace: str, ref: SecretKeyReference) -> EncryptionKey:
+    """The key ``ref`` names, with its fingerprint as id; ``KeyUnavailable`` otherwise."""
+    secret = await get(kube, SECRETS.path(namespace, ref.name))
+    where = f"key {ref.key} of Secret {ref.name}"
+    if secret is None:
+        raise KeyUnavailable(f"encryption key Secret {ref.name} does not exist")
+    encoded = (secret.get("data") or {}).get(ref.key)
+    if not encoded:
+        raise KeyUnavailable(f"{where} is missing or empty")
+    try:
+        material = base64.b64decode(encoded, validate=True)
+        # keys.py's messages describe the accepted shapes, never the value.
+        probe = EncryptionKey.from_secret_value("probe", material)
+    except (binascii.Error, ValueError) as exc:
+        raise KeyUnavailable(f"{where} is not a usable key: {exc}") from None
+    return EncryptionKey(key_id_of(probe.key), probe.key)
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointed at ``database`` on the same server, as the same user."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
+
+
+async def environment_dsn(
+    kube: KubeClient, settings: Settings, namespace: str, environment: str
+) -> str:
+    """The DSN a runner dumps an environment's database through: the managed server's
+    admin with the environment's database, once the environment reports it ready."""
+    env = await get(kube, ENVIRONMENTS.path(namespace, environment))
+    if env is None:
+        raise SourceUnavailable(f"Environment {environment} does not exist")
+    database = ((env.get("status") or {}).get("database")) or {}
+    if not database.get("ready"):
+        raise SourceUnavailable(f"the database of Environment {environment} is not ready yet")
+    if settings.managed_postgres_url is None:
+        raise SourceUnavailable("the operator has no managed PostgreSQL server")
+    name, _ = database_identity(namespace, environment)
+    return with_database(settings.managed_postgres_url.get_secret_value(), name)
+
+
+@dataclass(slots=True)
+class RunContext:
+    """What the run life cycles share; one per operator, made at start-up, in the memo."""
+
+    kube: KubeClient
+    settings: Settings
+    catalog: Catalog | None
+    slots: asyncio.Semaphore
+    _active: dict[str, asyncio.Task[object]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, kube: KubeClient, settings: Settings, catalog: Catalog | None) -> RunContext:
+        return cls(kube, settings, catalog, asyncio.Semaphore(settings.backup_concurrency))
+
+    def running_here(self, uid: str) -> bool:
+        """Whether this process executes the run of object ``uid`` right now."""
+        return uid in self._active
+
+    async def inline(self, uid: str, work: Awaitable[_T]) -> _T:
+        """Run ``work`` in the event loop once a slot is free; ``RunCancelled`` if
+        ``cancel(uid)`` stopped it. Marked as running here while it waits, too."""
+        task: asyncio.Task[_T] = asyncio.ensure_future(self._slotted(work))
+        self._active[uid] = task
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current is not None and current.cancelling()):
+                raise RunCancelled("the run was cancelled: a newer run replaced it") from None
+            # The operator is stopping: the run dies with it (the resume counts it).
+            task.cancel()
+            raise
+        finally:
+            self._active.pop(uid, None)
+
+    async def _slotted(self, work: Awaitable[_T]) -> _T:
+        async with self.slots:
+            return await work
+
+    def cancel(self, uid: str) -> bool:
+        """Stop the inline run of object ``uid``; whether there was one."""
+        task = self._active.get(uid)
+        if task is None:
+            return False
+        task.cancel()
+        return True

@@ -1,0 +1,94 @@
+"""The default BackupSchedule every production Environment gets unless it opts out.
+
+The design asks for regular backups of production with no one having to remember them.
+An Environment of tier production gets the BackupSchedule ``<environment>-backups``
+(cron ``Settings.default_backup_schedule``, storage under ``Settings.backup_root``, key
+``key`` of the Secret ``Settings.default_backup_key_secret``, default retention),
+owned by the Environment so it goes with it. The annotation
+``dockyard.io/default-backups: "false"`` on the Environment opts out; an existing
+default schedule is then left alone (delete it by hand), and one deleted by hand comes
+back unless the Environment opts out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from dockyard.core.kube import KubeError
+from dockyard.core.models.common import API_VERSION
+from dockyard.core.models.environment import Environment, Tier
+from dockyard.core.settings import Settings
+from dockyard.operator.apply import ENVIRONMENTS, get
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Manifest, Owner
+from dockyard.operator.runs.context import RunContext
+from dockyard.operator.runs.schedules import BACKUP_SCHEDULES, ENVIRONMENT_LABEL
+
+OPT_OUT_ANNOTATION: Final = "dockyard.io/default-backups"
+DEFAULT_LABEL: Final = "dockyard.io/default-schedule"
+KEY_ENTRY: Final = "key"  # the Secret data entry holding the key, not a key
+
+
+def wants_default_schedule(env: Environment) -> bool:
+    """Production, and not opted out."""
+    opted_out = env.metadata.annotations.get(OPT_OUT_ANNOTATION, "").strip().lower() == "false"
+    return env.spec.tier is Tier.PRODUCTION and not opted_out
+
+
+def default_schedule_name(environment: str) -> str:
+    return f"{environment[:245].rstrip('-.')}-backups"
+
+
+def default_schedule(env: Environment, settings: Settings) -> Manifest:
+    """The default BackupSchedule of ``env``."""
+    owner = Owner.of(env)
+    reference = {**owner.reference(), "controller": False}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "BackupSchedule",
+        "metadata": {
+            "name": default_schedule_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                ENVIRONMENT_LABEL: owner.name,
+                DEFAULT_LABEL: "true",
+            },
+            "ownerReferences": [reference],
+        },
+        "spec": {
+            "environmentRef": {"name": owner.name},
+            "schedule": settings.default_backup_schedule,
+            "template": {
+                "storage": {"filesystem": {"path": str(settings.backup_root.expanduser())}},
+                "encryption": {
+                    "keySecretRef": {
+                        "name": settings.default_backup_key_secret,
+                        "key": KEY_ENTRY,
+                    }
+                },
+            },
+        },
+    }
+
+
+async def ensure_default_schedule(context: RunContext, namespace: str, name: str) -> bool:
+    """Create the environment's default schedule if it should have one; whether it did."""
+    raw: Any = await get(context.kube, ENVIRONMENTS.path(namespace, name))
+    if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    try:
+        env = Environment.model_validate(raw)
+    except ValidationError:
+        return False  # the environment's own handler reports an invalid spec
+    if not wants_default_schedule(env):
+        return False
+    manifest = default_schedule(env, context.settings)
+    try:
+        await context.kube.create(BACKUP_SCHEDULES.path(namespace), manifest)
+    except KubeError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True

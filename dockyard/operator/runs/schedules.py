@@ -1,0 +1,323 @@
+"""The BackupSchedule life cycle: Backups on a cron, concurrency, run-now and retention.
+
+``plan_tick`` is the whole decision, pure: given the schedule, its Backups and the time,
+which Backup to create (if any), which running ones a Replace cancels, what to report,
+and which completed ones retention deletes. ``ScheduleRuns.tick`` reads the objects,
+applies the plan and writes the status; the handler calls it from a timer and on every
+change of the schedule (which is how the ``dockyard.io/run-now`` annotation is seen).
+
+Decisions worth knowing:
+
+- The cron is parsed strictly by ``dockyard.core.cron``; an expression or time zone it
+  refuses makes Ready False with reason InvalidSchedule and the parser's message, and
+  nothing runs. The API server's CEL rules refuse most bad crons before this sees them.
+- A run is due at the latest cron time after the last one (``latest_due``): after an
+  outage one catch-up run, not one per missed time; a new schedule does not backfill.
+- Forbid skips a due run while a Backup of the schedule is Pending or Running (an
+  Event says so, and the skipped time counts as handled); Replace cancels those runs
+  (they end Failed) and starts the new one; Allow runs both.
+- ``suspend`` stops cron runs, not run-now; retention keeps applying.
+- Backups are named ``<schedule>-<yyyymmddhhmm>`` after their cron time (UTC), so two
+  passes can never create the same run twice, and run-now ones get seconds too. They
+  carry the label ``dockyard.io/backup-schedule`` and an owner reference to the
+  schedule, so deleting the schedule deletes its backups with their artifacts (use
+  ``kubectl delete --cascade=orphan`` to keep them).
+- Retention (``dockyard.core.retention``) deletes Backup objects; their finalizer
+  deletes the artifacts. It never deletes the newest backup a drill verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from dockyard.core.conditions import find, set_condition
+from dockyard.core.cron import CronError, latest_due, validate_schedule
+from dockyard.core.kube import KubeError
+from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.backup_schedule import (
+    ACTIVE_MAX,
+    BackupSchedule,
+    BackupScheduleConditionType,
+    BackupScheduleStatus,
+    ConcurrencyPolicy,
+)
+from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
+from dockyard.core.retention import BackupRecord, apply_retention
+from dockyard.operator.apply import ResourceType, delete, get
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Manifest, Owner
+from dockyard.operator.runs.backups import BACKUPS, post
+from dockyard.operator.runs.context import RunContext
+
+logger = logging.getLogger(__name__)
+
+BACKUP_SCHEDULES: Final = ResourceType(API_VERSION, "BackupSchedule", "backupschedules")
+SCHEDULE_LABEL: Final = "dockyard.io/backup-schedule"
+ENVIRONMENT_LABEL: Final = "dockyard.io/environment"
+SCHEDULED_AT_ANNOTATION: Final = "dockyard.io/scheduled-at"
+_NAME_MAX: Final = 253
+_CRON_STAMP: Final = "%Y%m%d%H%M"
+_RUN_NOW_STAMP: Final = "%Y%m%d%H%M%S"
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What one pass over a schedule does."""
+
+    status: BackupScheduleStatus
+    create: str | None = None
+    due: datetime | None = None
+    replace: tuple[str, ...] = ()
+    skipped: str | None = None
+    consume_run_now: bool = False
+    delete: tuple[str, ...] = ()
+    invalid: str | None = None
+
+
+def backup_name(schedule: str, due: datetime, *, run_now: bool) -> str:
+    """The name of the schedule's Backup for the run due at ``due``."""
+    stamp = due.astimezone(UTC).strftime(_RUN_NOW_STAMP if run_now else _CRON_STAMP)
+    return f"{schedule[: _NAME_MAX - len(stamp) - 1].rstrip('-.')}-{stamp}"
+
+
+def _in_flight(backup: Backup) -> bool:
+    return not (backup.status.phase is not None and backup.status.phase.is_done)
+
+
+def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) -> Tick:
+    """Decide one pass over ``schedule``, whose Backups are ``backups``, at ``now``."""
+    spec, previous = schedule.spec, schedule.status
+    generation = schedule.metadata.generation
+    run_now = RUN_NOW_ANNOTATION in schedule.metadata.annotations
+    try:
+        cron, tz = validate_schedule(spec.schedule, spec.time_zone)
+    except CronError as exc:
+        status = previous.model_copy(
+            update={
+                "observed_generation": generation,
+                "next_schedule_time": None,
+                "conditions": set_condition(
+                    previous.conditions,
+                    type=BackupScheduleConditionType.READY,
+                    status=ConditionStatus.FALSE,
+                    reason="InvalidSchedule",
+                    message=str(exc),
+                    generation=generation,
+                    now=now,
+                ),
+            }
+        )
+        return Tick(status=status, invalid=str(exc))
+
+    active = sorted(b.metadata.name or "" for b in backups if _in_flight(b))
+    anchor = previous.last_schedule_time or schedule.metadata.creation_timestamp or now
+    due: datetime | None = now if run_now else None
+    if due is None and not spec.suspend:
+        due = latest_due(cron, anchor, now, tz)
+    create: str | None = None
+    replace: tuple[str, ...] = ()
+    skipped: str | None = None
+    last_schedule = previous.last_schedule_time
+    if due is not None:
+        if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
+            skipped = (
+                f"Skipped the run due at {due.isoformat()}: {', '.join(active)} still "
+                "running (concurrencyPolicy Forbid)"
+            )
+        else:
+            if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
+                replace = tuple(active)
+            create = backup_name(schedule.metadata.name or "backup", due, run_now=run_now)
+        if not run_now:
+            last_schedule = due  # a skipped cron time counts as handled
+        elif create is not None:
+            last_schedule = due
+
+    completed = [b for b in backups if b.status.phase is BackupPhase.COMPLETED]
+    newest = max(completed, key=lambda b: b.status.completed_at or now, default=None)
+    decision = apply_retention(
+        [BackupRecord.of(b) for b in backups if b.metadata.name not in replace],
+        spec.retention,
+        tz,
+    )
+    still_active = [name for name in active if name not in replace]
+    if create is not None:
+        still_active.append(create)
+    next_time = None if spec.suspend else cron.next_after(now, tz)
+    message = (
+        "Suspended: no backups run on the schedule (run-now still works)."
+        if spec.suspend
+        else f"Next backup at {next_time.isoformat() if next_time else 'never'}."
+    )
+    status = previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "last_schedule_time": last_schedule,
+            "next_schedule_time": next_time.astimezone(UTC) if next_time else None,
+            "last_successful_backup": newest.metadata.name if newest else None,
+            "last_successful_time": newest.status.completed_at if newest else None,
+            "active": sorted(still_active)[:ACTIVE_MAX],
+            "conditions": set_condition(
+                previous.conditions,
+                type=BackupScheduleConditionType.READY,
+                status=ConditionStatus.TRUE,
+                reason="Suspended" if spec.suspend else "Scheduled",
+                message=message,
+                generation=generation,
+                now=now,
+            ),
+        }
+    )
+    return Tick(
+        status=status,
+        create=create,
+        due=due,
+        replace=replace,
+        skipped=skipped,
+        consume_run_now=run_now,
+        delete=decision.delete,
+    )
+
+
+def backup_for(schedule: BackupSchedule, name: str, due: datetime) -> Manifest:
+    """The Backup a schedule creates for the run due at ``due``."""
+    owner = Owner.of(schedule)
+    template = schedule.spec.template
+    environment = schedule.spec.environment_ref.name
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Backup",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": {
+                SCHEDULE_LABEL: owner.name,
+                ENVIRONMENT_LABEL: environment,
+                MANAGED_BY_LABEL: MANAGED_BY,
+            },
+            "annotations": {SCHEDULED_AT_ANNOTATION: due.astimezone(UTC).isoformat()},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "environmentRef": {"name": environment},
+            **template.model_dump(mode="json", by_alias=True, exclude_none=True),
+        },
+    }
+
+
+class ScheduleRuns:
+    """Applies ``plan_tick``; one per operator, in the memo."""
+
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+
+    async def tick(self, namespace: str, name: str, now: datetime | None = None) -> None:
+        """One pass; passes over one schedule never interleave."""
+        async with self._locks.setdefault((namespace, name), asyncio.Lock()):
+            await self._tick(namespace, name, now or datetime.now(UTC))
+
+    async def _tick(self, namespace: str, name: str, now: datetime) -> None:
+        kube = self.context.kube
+        raw = await get(kube, BACKUP_SCHEDULES.path(namespace, name))
+        if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+            return
+        try:
+            schedule = BackupSchedule.model_validate(raw)
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            logger.warning("invalid BackupSchedule", extra={"schedule": name, "error": problem})
+            return
+        listing = await kube.get(
+            BACKUPS.path(namespace), params={"labelSelector": f"{SCHEDULE_LABEL}={name}"}
+        )
+        backups = [Backup.model_validate(item) for item in listing.get("items", ())]
+        plan = plan_tick(schedule, backups, now)
+        by_name = {b.metadata.name: b for b in backups}
+        for victim in plan.replace:
+            await self._cancel(raw, by_name[victim], replaced_by=plan.create or "")
+        if plan.create is not None and plan.due is not None:
+            await self._create(raw, backup_for(schedule, plan.create, plan.due))
+        if plan.skipped is not None:
+            post(raw, reason="Skipped", message=plan.skipped)
+        if plan.consume_run_now:
+            # Removed once the run started (or was refused by Forbid), as documented.
+            await kube.merge_patch(
+                BACKUP_SCHEDULES.path(namespace, name),
+                {"metadata": {"annotations": {RUN_NOW_ANNOTATION: None}}},
+            )
+        deleted = []
+        for doomed in plan.delete:
+            backup = by_name.get(doomed)
+            if backup is None:
+                continue
+            if await delete(kube, BACKUPS.path(namespace, doomed), uid=backup.metadata.uid):
+                deleted.append(doomed)
+        if deleted:
+            post(raw, reason="RetentionApplied", message=f"Deleted {', '.join(deleted)}")
+        await self._write_status(raw, schedule, plan)
+
+    async def _create(self, raw: Mapping[str, Any], manifest: Manifest) -> None:
+        meta = manifest["metadata"]
+        try:
+            await self.context.kube.create(BACKUPS.path(meta["namespace"]), manifest)
+        except KubeError as exc:
+            if exc.status == 409:  # an earlier pass created this run already
+                return
+            raise
+        post(raw, reason="BackupCreated", message=f"Created Backup {meta['name']}")
+
+    async def _cancel(self, raw: Mapping[str, Any], backup: Backup, *, replaced_by: str) -> None:
+        uid = backup.metadata.uid or ""
+        if self.context.cancel(uid):
+            return  # the inline run ends Failed with reason Cancelled by itself
+        name = backup.metadata.name or ""
+        message = f"Cancelled: replaced by {replaced_by} (concurrencyPolicy Replace)"
+        await self.context.kube.merge_patch(
+            BACKUPS.path(backup.metadata.namespace or "", name, "status"),
+            {
+                "status": {
+                    "phase": BackupPhase.FAILED.value,
+                    "message": message,
+                    "completedAt": datetime.now(UTC).isoformat(),
+                }
+            },
+        )
+        post(raw, reason="Replaced", message=f"Backup {name} {message[0].lower()}{message[1:]}")
+
+    async def _write_status(
+        self, raw: Mapping[str, Any], schedule: BackupSchedule, plan: Tick
+    ) -> None:
+        previous = schedule.status
+        body = plan.status.model_dump(mode="json", by_alias=True)
+        if body == previous.model_dump(mode="json", by_alias=True):
+            return
+        meta = schedule.metadata
+        try:
+            await self.context.kube.merge_patch(
+                BACKUP_SCHEDULES.path(meta.namespace or "", meta.name or "", "status"),
+                {"status": body},
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            raise
+        before = find(previous.conditions, BackupScheduleConditionType.READY)
+        after = find(plan.status.conditions, BackupScheduleConditionType.READY)
+        if after is not None and (before is None or before.reason != after.reason):
+            post(
+                raw,
+                reason=after.reason,
+                message=after.message,
+                warning=after.status is ConditionStatus.FALSE,
+            )

@@ -1,0 +1,521 @@
+"""The operator runs Backups and BackupSchedules on the real control plane and PostgreSQL:
+inline backups of a seeded environment database, the catalog, schedules (strict cron,
+run-now, retention that keeps the newest verified backup), crash safety, the artifact
+finalizer, and the Job a Job-mode backup creates."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+import pytest
+import yaml
+
+from dockyard.core import migrations
+from dockyard.operator.database import database_identity
+from dockyard.operator.runs.context import with_database
+from dockyard.testbed.cluster import State
+from tests.conftest import SESSION_ID, Kubectl, backup_settings, wait_for
+
+pytestmark = pytest.mark.usefixtures("operator_process")
+
+PINNED = "registry.example.com/shop/api:1.4.2"
+# Four tables, 30k + 120k + 40k + 0 rows.
+SEED_SQL = """
+CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL);
+INSERT INTO customers SELECT g, 'c' || g || '@example.com' FROM generate_series(1, 30000) g;
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers,
+                     total numeric(12, 2));
+INSERT INTO orders SELECT g, 1 + g % 30000, (g % 10000) / 100.0
+FROM generate_series(1, 120000) g;
+CREATE SCHEMA audit;
+CREATE TABLE audit.log (at timestamptz NOT NULL, line text);
+INSERT INTO audit.log SELECT now() - g * interval '1 s', md5(g::text)
+FROM generate_series(1, 40000) g;
+CREATE TABLE empty_one (id int);
+"""
+EXPECTED_ROWS = {
+    "public.customers": 30000,
+    "public.orders": 120000,
+    "audit.log": 40000,
+    "public.empty_one": 0,
+}
+
+
+def _run_sql(dsn: str, sql: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def _fetch(dsn: str, query: str, *args: object) -> list[Any]:
+    async def go() -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def migrated(testbed_state: State) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(testbed_state.database_url)
+        try:
+            await migrations.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def _get(kubectl: Kubectl, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        assert "NotFound" in result.stderr, result.stderr
+        return None
+    return dict(json.loads(result.stdout))
+
+
+def _apply(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def _environment(kubectl: Kubectl, state: State, namespace: str, name: str = "shop") -> str:
+    """A development environment with a seeded database; returns the database's DSN."""
+    _apply(
+        kubectl,
+        namespace,
+        {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": name},
+            "spec": {
+                "tier": "development",
+                "image": PINNED,
+                "database": {"deletionPolicy": "Delete"},
+            },
+        },
+    )
+
+    def ready() -> bool:
+        env = _get(kubectl, namespace, "environment", name) or {}
+        return bool(((env.get("status") or {}).get("database") or {}).get("ready"))
+
+    wait_for(ready, timeout=90)
+    database, _ = database_identity(namespace, name)
+    dsn = with_database(state.managed_postgres_url, database)
+    _run_sql(dsn, SEED_SQL)
+    return dsn
+
+
+def _key_secret(kubectl: Kubectl, namespace: str, name: str = "backup-key") -> None:
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        namespace,
+        f"--from-literal=key={secrets.token_hex(32)}",
+    )
+
+
+def _storage(root: Path, namespace: str) -> dict[str, Any]:
+    return {"filesystem": {"path": str(root / namespace)}}
+
+
+def _backup(
+    namespace: str, name: str, root: Path, environment: str = "shop", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "environmentRef": {"name": environment},
+            "storage": _storage(root, namespace),
+            "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+            **extra,
+        },
+    }
+
+
+def _wait_phase(
+    kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 90
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = ((_get(kubectl, namespace, "backup", name) or {}).get("status")) or {}
+        return status if status.get("phase") == phase else None
+
+    found = wait_for(reached, timeout=timeout)
+    assert isinstance(found, dict)
+    return found
+
+
+def _artifact_path(location: str) -> Path:
+    return Path(unquote(urlsplit(location).path))
+
+
+def _events(kubectl: Kubectl, namespace: str, reason: str) -> list[str]:
+    events = json.loads(
+        kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"reason={reason}", "-o", "json"
+        ).stdout
+    )
+    return [str(e.get("message", "")) for e in events["items"]]
+
+
+def test_a_backup_of_a_seeded_database_completes_with_checksum_manifest_and_catalog_row(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "first", backup_root))
+
+    status = _wait_phase(kubectl, namespace, "first", "Completed")
+
+    artifact = _artifact_path(status["location"])
+    assert artifact.is_relative_to(backup_root / namespace)
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == status["sha256"]
+    assert artifact.stat().st_size == status["size"]
+    rows = {t["name"]: t["rows"] for t in status["manifest"]["tables"]}
+    assert rows == EXPECTED_ROWS
+    assert status["attempts"] == 1
+    assert status["keyId"].startswith("k-")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Completed")
+    assert _events(kubectl, namespace, "Completed")
+    [row] = _fetch(
+        testbed_state.database_url,
+        "SELECT phase, sha256, size, manifest FROM backup_catalog WHERE namespace = $1"
+        " AND name = $2",
+        namespace,
+        "first",
+    )
+    assert (row["phase"], row["sha256"], row["size"]) == (
+        "Completed",
+        status["sha256"],
+        status["size"],
+    )
+    assert json.loads(row["manifest"]) == EXPECTED_ROWS
+
+
+def test_storage_outside_the_backup_root_fails_without_retrying(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _key_secret(kubectl, namespace)
+    manifest = _backup(namespace, "escape", backup_root)
+    manifest["spec"]["storage"] = {"filesystem": {"path": "/etc/dockyard-escape"}}
+    _apply(kubectl, namespace, manifest)
+
+    status = _wait_phase(kubectl, namespace, "escape", "Failed", timeout=30)
+
+    assert "outside the operator's backup root" in status["message"]
+    assert status["attempts"] == 1
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "StorageRefused"
+
+
+def test_deleting_a_backup_deletes_its_artifact(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "doomed", backup_root))
+    artifact = _artifact_path(_wait_phase(kubectl, namespace, "doomed", "Completed")["location"])
+    assert artifact.exists()
+
+    kubectl("delete", "backup", "doomed", "-n", namespace, "--timeout=60s")
+
+    assert not artifact.exists()
+    [row] = _fetch(
+        testbed_state.database_url,
+        "SELECT deleted_at FROM backup_catalog WHERE namespace = $1 AND name = $2",
+        namespace,
+        "doomed",
+    )
+    assert row["deleted_at"] is not None
+
+
+def _schedule(namespace: str, root: Path, schedule: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "BackupSchedule",
+        "metadata": {"name": "nightly", "namespace": namespace},
+        "spec": {
+            "environmentRef": {"name": "shop"},
+            "schedule": schedule,
+            "template": {
+                "storage": _storage(root, namespace),
+                "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+            },
+            **extra,
+        },
+    }
+
+
+def _ready_condition(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    schedule = _get(kubectl, namespace, "backupschedule", "nightly") or {}
+    conditions = (schedule.get("status") or {}).get("conditions") or ()
+    return next((c for c in conditions if c["type"] == "Ready"), None)
+
+
+def test_a_six_field_cron_is_refused_and_an_impossible_one_reported_in_ready(
+    kubectl: Kubectl, namespace: str, backup_root: Path
+) -> None:
+    refused = kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump(_schedule(namespace, backup_root, "0 0 2 * * *")),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "expected 5 fields" in refused.stderr
+
+    _apply(kubectl, namespace, _schedule(namespace, backup_root, "0 0 30 2 *"))
+
+    condition = wait_for(lambda: _ready_condition(kubectl, namespace), timeout=30)
+    assert isinstance(condition, dict)
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSchedule")
+    assert "never happens" in condition["message"]
+    schedule = _get(kubectl, namespace, "backupschedule", "nightly") or {}
+    assert "nextScheduleTime" not in (schedule.get("status") or {})
+
+
+def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    # Yearly, so only run-now runs; keep the newest one.
+    _apply(
+        kubectl,
+        namespace,
+        _schedule(namespace, backup_root, "@yearly", retention={"keepLast": 1}),
+    )
+    condition = wait_for(lambda: _ready_condition(kubectl, namespace), timeout=30)
+    assert isinstance(condition, dict)
+    assert condition["status"] == "True"
+    schedule = _get(kubectl, namespace, "backupschedule", "nightly") or {}
+    assert schedule["status"]["nextScheduleTime"]
+
+    def run_now_and_wait(done: int) -> str:
+        kubectl("annotate", "backupschedule", "nightly", "-n", namespace, "dockyard.io/run-now=1")
+
+        def completed() -> list[str] | None:
+            items = json.loads(
+                kubectl(
+                    "get",
+                    "backups",
+                    "-n",
+                    namespace,
+                    "-l",
+                    "dockyard.io/backup-schedule=nightly",
+                    "-o",
+                    "json",
+                ).stdout
+            )["items"]
+            names = sorted(
+                b["metadata"]["name"]
+                for b in items
+                if (b.get("status") or {}).get("phase") == "Completed"
+            )
+            return names if len(names) >= done else None
+
+        names = wait_for(completed, timeout=180)
+        assert isinstance(names, list)
+        annotations = (_get(kubectl, namespace, "backupschedule", "nightly") or {})["metadata"].get(
+            "annotations", {}
+        )
+        assert "dockyard.io/run-now" not in annotations
+        return str(names[-1])
+
+    first = run_now_and_wait(1)
+    first_artifact = _artifact_path(
+        ((_get(kubectl, namespace, "backup", first) or {})["status"])["location"]
+    )
+    kubectl(
+        "patch",
+        "backup",
+        first,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {"status": {"verified": {"drill": "weekly-drill", "at": "2030-01-01T00:00:00Z"}}}
+        ),
+    )
+    time.sleep(1.1)  # run-now names have one-second resolution
+    second = run_now_and_wait(2)
+    time.sleep(1.1)
+    third = run_now_and_wait(3)
+
+    # keepLast 1 keeps the third; the first stays as the newest verified; the second goes.
+    wait_for(lambda: _get(kubectl, namespace, "backup", second) is None, timeout=60)
+    assert _get(kubectl, namespace, "backup", first) is not None
+    assert _get(kubectl, namespace, "backup", third) is not None
+    assert first_artifact.exists()
+    assert _events(kubectl, namespace, "RetentionApplied")
+
+
+def test_a_job_mode_backup_creates_a_least_privilege_runner_job(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "in-job", backup_root, runner="Job"))
+
+    job = wait_for(lambda: _get(kubectl, namespace, "job", "backup-in-job-1"), timeout=30)
+    assert isinstance(job, dict)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "dockyard-backup-runner"
+    [container] = pod["containers"]
+    assert container["args"][0] == "backup-run"
+    dsn = next(e for e in container["env"] if e["name"] == "DOCKYARD_BACKUP_SOURCE_DSN")
+    assert dsn["valueFrom"]["secretKeyRef"] == {"name": "shop-database", "key": "uri"}
+    assert all("value" not in e or e["name"] == "DOCKYARD_LOG_FORMAT" for e in container["env"])
+    key_volume = next(v for v in pod["volumes"] if v["name"] == "backup-key")
+    assert key_volume["secret"]["secretName"] == "backup-key"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Backup"
+    role = _get(kubectl, namespace, "role", "dockyard-backup-runner")
+    assert role is not None
+    assert role["rules"] == [
+        {"apiGroups": ["dockyard.io"], "resources": ["backups/status"], "verbs": ["patch"]}
+    ]
+    status = _wait_phase(kubectl, namespace, "in-job", "Running", timeout=30)
+    assert status["attempts"] == 1
+
+
+# -- crash safety: an operator of this test's own, killed mid-backup ----------------------
+
+
+@pytest.fixture
+def own_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A namespace the session's operator does not watch (it is not t-*-<session>-*)."""
+    name = f"crash-{SESSION_ID}-{uuid.uuid4().hex[:4]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "environments,backups", "--all", "-n", name, "--timeout=60s", check=False)
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _start_operator(
+    env: dict[str, str], namespace: str, log: Path, root: Path
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", namespace],
+            env={**env, "DOCKYARD_RECONCILE_INTERVAL": "3", **backup_settings(root)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_an_operator_killed_mid_backup_retries_it_and_counts_the_attempt(
+    kubectl: Kubectl,
+    testbed_state: State,
+    testbed_env: dict[str, str],
+    own_namespace: str,
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "operator.log"
+    operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+    try:
+        dsn = _environment(kubectl, testbed_state, own_namespace)
+        _key_secret(kubectl, own_namespace)
+
+        async def hold_lock_and_back_up() -> None:
+            # pg_dump waits for this lock (up to its lock timeout), so the backup is
+            # Running, with pg_dump started, when the operator is killed.
+            conn = await asyncpg.connect(dsn)
+            try:
+                async with conn.transaction():
+                    await conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+                    _apply(kubectl, own_namespace, _backup(own_namespace, "slow", backup_root))
+                    await asyncio.to_thread(
+                        _wait_phase, kubectl, own_namespace, "slow", "Running", 60
+                    )
+                    await asyncio.sleep(1)
+                    os.kill(operator.pid, signal.SIGKILL)
+                    operator.wait(timeout=10)
+            finally:
+                await conn.close()
+
+        asyncio.run(hold_lock_and_back_up())
+        assert _wait_phase(kubectl, own_namespace, "slow", "Running", timeout=5)
+
+        operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+        status = _wait_phase(kubectl, own_namespace, "slow", "Completed", timeout=120)
+
+        assert status["attempts"] == 2
+        assert {t["name"]: t["rows"] for t in status["manifest"]["tables"]} == EXPECTED_ROWS
+        interrupted = _events(kubectl, own_namespace, "AttemptFailed")
+        assert any("interrupted" in message for message in interrupted), interrupted
+    finally:
+        kubectl(
+            "delete",
+            "environments,backups",
+            "--all",
+            "-n",
+            own_namespace,
+            "--timeout=60s",
+            check=False,
+        )
+        operator.terminate()
+        try:
+            operator.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+
+
+def test_production_environments_get_a_default_schedule_unless_they_opt_out(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    def production(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "tier": "production",
+                "image": PINNED,
+                "replicas": 2,
+                "database": {"enabled": False},
+            },
+        }
+
+    _apply(kubectl, namespace, production("opted-out", {"dockyard.io/default-backups": "false"}))
+    _apply(kubectl, namespace, production("shop", {}))
+
+    schedule = wait_for(lambda: _get(kubectl, namespace, "backupschedule", "shop-backups"))
+    assert isinstance(schedule, dict)
+    assert schedule["spec"]["environmentRef"] == {"name": "shop"}
+    assert schedule["metadata"]["ownerReferences"][0]["kind"] == "Environment"
+    assert _get(kubectl, namespace, "backupschedule", "opted-out-backups") is None

@@ -1,0 +1,631 @@
+"""Backups and restores of real environment databases on the test bed's PostgreSQL.
+
+One seeded source (several tables, 230k rows) is backed up once per module; each test
+restores, corrupts or interrupts from there. Sources and targets are environment
+databases made by ``ManagedPostgres``, reached with their own non-superuser roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from dockyard.operator.backups import (
+    ArtifactTruncated,
+    BackupOptions,
+    BackupResult,
+    ChecksumMismatch,
+    DumpFailed,
+    EncryptionKey,
+    FilesystemStorage,
+    Keyring,
+    RestoreFailed,
+    RestoreOptions,
+    TargetNotEmpty,
+    ToolFailed,
+    Tools,
+    WrongKey,
+    run_backup,
+    run_restore,
+    table_counts,
+    verify_artifact,
+)
+from dockyard.operator.backups.envelope import TAG_BYTES, parse_header
+from dockyard.operator.backups.s3 import S3Storage
+from dockyard.operator.backups.storage import (
+    ArtifactReader,
+    ArtifactWriter,
+    Digest,
+    StoredArtifact,
+)
+from dockyard.operator.database import DatabaseCredentials
+from tests.integration import backup_fixtures
+from tests.integration.backup_fixtures import (
+    SEED_SQL,
+    NewDatabase,
+    children_named,
+    execute,
+    fingerprints,
+    relations,
+)
+
+pytestmark = pytest.mark.integration
+
+admin_dsn = backup_fixtures.admin_dsn
+new_database = backup_fixtures.new_database
+moto_endpoint = backup_fixtures.moto_endpoint
+s3_credentials = backup_fixtures.s3_credentials
+
+KEY = EncryptionKey.generate("test-2025")
+
+
+@dataclass(frozen=True)
+class Backed:
+    source: DatabaseCredentials
+    storage: FilesystemStorage
+    result: BackupResult
+
+
+@pytest.fixture(scope="module")
+async def source(new_database: NewDatabase) -> DatabaseCredentials:
+    creds = await new_database()
+    await execute(creds.uri(), SEED_SQL)
+    return creds
+
+
+@pytest.fixture(scope="module")
+async def backed(source: DatabaseCredentials, tmp_path_factory: pytest.TempPathFactory) -> Backed:
+    storage = FilesystemStorage(tmp_path_factory.mktemp("backups"))
+    result = await run_backup(
+        dsn=source.uri(), storage=storage, name="shop/nightly-1.dkbk", key=KEY
+    )
+    return Backed(source, storage, result)
+
+
+@pytest.fixture
+async def target(new_database: NewDatabase) -> DatabaseCredentials:
+    return await new_database()
+
+
+def copy_artifact(backed: Backed, name: str, edit: bytes | None = None) -> Path:
+    """A copy of the module's artifact under ``name``, optionally with other bytes."""
+    original = backed.storage.path(backed.result.name)
+    copy = backed.storage.path(name)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    if edit is None:
+        shutil.copyfile(original, copy)
+    else:
+        copy.write_bytes(edit)
+    return copy
+
+
+def sha256_of(data: bytes) -> str:
+    digest = Digest()
+    digest.update(data)
+    return digest.hexdigest()
+
+
+async def test_a_restore_brings_back_every_row_of_every_table(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    result = await run_restore(
+        dsn=target.uri(),
+        storage=backed.storage,
+        name=backed.result.name,
+        expected_sha256=backed.result.sha256,
+        keys=KEY,
+        options=RestoreOptions(role=target.user),
+    )
+
+    source_tables = await fingerprints(backed.source.uri())
+    restored = await fingerprints(target.uri())
+    assert restored == source_tables
+    assert sum(rows for rows, _ in restored.values()) >= 100_000
+    assert result.database == target.database
+    assert result.sha256 == backed.result.sha256
+
+
+async def test_the_manifest_counts_every_table_as_the_restore_holds_it(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    await run_restore(
+        dsn=target.uri(),
+        storage=backed.storage,
+        name=backed.result.name,
+        expected_sha256=backed.result.sha256,
+        keys=KEY,
+    )
+    manifest = backed.result.manifest
+    assert manifest == await table_counts(target.uri())
+    assert manifest == {
+        '"Sales"."Line Items"': 60_000,
+        "public.customers": 30_000,
+        "public.events_2024": 10_613,
+        "public.events_2025": 9_387,
+        "public.nothing_yet": 0,
+        "public.orders": 120_000,
+    }
+
+
+async def test_a_restore_recreates_views_sequences_and_ownership(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    await run_restore(
+        dsn=target.uri(),
+        storage=backed.storage,
+        name=backed.result.name,
+        expected_sha256=backed.result.sha256,
+        keys=KEY,
+        options=RestoreOptions(role=target.user),
+    )
+    conn = await asyncpg.connect(target.uri())
+    try:
+        assert await conn.fetchval("SELECT last_value FROM invoice_numbers") == 4242
+        assert await conn.fetchval("SELECT count(*) FROM big_orders") > 0
+        owners = await conn.fetch(
+            "SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname IN ('public', 'Sales')"
+        )
+    finally:
+        await conn.close()
+    assert [r["owner"] for r in owners] == [target.user]
+
+
+async def test_the_result_describes_the_stored_artifact(backed: Backed) -> None:
+    result = backed.result
+    stored = backed.storage.path(result.name).read_bytes()
+    assert result.size == len(stored)
+    assert result.sha256 == sha256_of(stored)
+    assert result.key_id == "test-2025"
+    assert result.location == backed.storage.path(result.name).as_uri()
+    assert result.format == "dockyard-backup/1"
+    assert result.pg_dump_version[:2].isdigit()
+    assert result.finished_at >= result.started_at
+    # Encrypted: none of the seeded text is readable in the artifact.
+    assert b"example.com" not in stored
+    assert b"PGDMP" not in stored
+
+
+async def test_verify_artifact_proves_an_artifact_restorable_without_a_database(
+    backed: Backed,
+) -> None:
+    report = await verify_artifact(
+        storage=backed.storage,
+        name=backed.result.name,
+        expected_sha256=backed.result.sha256,
+        keys=Keyring([EncryptionKey.generate("newer"), KEY]),
+    )
+    assert report.archive_checked
+    assert report.key_id == "test-2025"
+    assert report.size == backed.result.size
+
+
+async def test_a_flipped_byte_fails_with_checksum_mismatch_before_the_target_is_touched(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    artifact = bytearray(backed.storage.path(backed.result.name).read_bytes())
+    artifact[len(artifact) // 2] ^= 0x40
+    copy_artifact(backed, "shop/flipped.dkbk", bytes(artifact))
+
+    with pytest.raises(ChecksumMismatch, match=r"^checksum mismatch: expected sha256 "):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name="shop/flipped.dkbk",
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+        )
+    assert await relations(target.uri()) == []
+    with pytest.raises(ChecksumMismatch, match="checksum mismatch"):
+        await verify_artifact(
+            storage=backed.storage,
+            name="shop/flipped.dkbk",
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+        )
+
+
+async def test_a_flipped_byte_under_a_matching_checksum_still_fails_authentication(
+    backed: Backed,
+) -> None:
+    # Someone who rewrote the catalog's sha256 too: the frames' tags still catch it.
+    artifact = bytearray(backed.storage.path(backed.result.name).read_bytes())
+    artifact[len(artifact) // 2] ^= 0x40
+    copy_artifact(backed, "shop/forged.dkbk", bytes(artifact))
+    with pytest.raises(Exception, match="authentication failed at frame"):
+        await verify_artifact(
+            storage=backed.storage,
+            name="shop/forged.dkbk",
+            expected_sha256=sha256_of(bytes(artifact)),
+            keys=KEY,
+        )
+
+
+async def test_a_wrong_key_fails_authentication_before_the_target_is_touched(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    impostor = EncryptionKey("test-2025", os.urandom(32))
+    with pytest.raises(WrongKey, match="authentication failed"):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=impostor,
+        )
+    assert await relations(target.uri()) == []
+
+
+async def test_a_truncated_artifact_is_detected(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    stored = backed.storage.path(backed.result.name).read_bytes()
+    header = parse_header(stored)
+    assert header is not None
+    # Cut exactly after the second frame: every remaining frame is intact.
+    cut = stored[: len(header.raw) + 2 * (header.chunk_size + TAG_BYTES)]
+    copy_artifact(backed, "shop/cut.dkbk", cut)
+
+    with pytest.raises(ChecksumMismatch):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name="shop/cut.dkbk",
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+        )
+    assert await relations(target.uri()) == []
+    with pytest.raises(ArtifactTruncated, match="ends after frame 1, which is not its last"):
+        await verify_artifact(
+            storage=backed.storage,
+            name="shop/cut.dkbk",
+            expected_sha256=sha256_of(cut),
+            keys=KEY,
+        )
+
+
+async def test_a_target_that_already_holds_tables_is_refused(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    await execute(target.uri(), "CREATE TABLE precious (id int); INSERT INTO precious VALUES (7)")
+    with pytest.raises(TargetNotEmpty, match=r"public\.precious"):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+        )
+    assert await relations(target.uri()) == ["public.precious"]
+
+
+async def test_a_failing_restore_rolls_back_everything_it_did(
+    backed: Backed, target: DatabaseCredentials
+) -> None:
+    # A table named like one in the dump, restored last in the order: pg_restore fails
+    # late, after it created and filled most of the other tables.
+    await execute(
+        target.uri(),
+        'CREATE SCHEMA "Sales"; CREATE TABLE "Sales"."Line Items" (kept text);'
+        ' INSERT INTO "Sales"."Line Items" VALUES (\'before\')',
+    )
+    with pytest.raises(RestoreFailed, match="already exists"):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+            options=RestoreOptions(require_empty=False),
+        )
+    assert await relations(target.uri()) == ['"Sales"."Line Items"']
+    assert await fingerprints(target.uri()) == {'"Sales"."Line Items"': (1, _md5_of("(before)"))}
+
+
+def _md5_of(text: str) -> str:
+    import hashlib
+
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+class StalledStorage(FilesystemStorage):
+    """A real directory whose writers stall once 256 KiB are written, until released.
+
+    A slow volume, in effect: the pipeline backs up behind it (pg_dump blocks on a full
+    pipe) with the dump half done, which is where a cancellation or a kill must be
+    tested, and no sleep or race decides whether the test catches it there.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.stalled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @asynccontextmanager
+    async def create(self, name: str) -> AsyncIterator[ArtifactWriter]:
+        async with super().create(name) as writer:
+            yield _Stalling(writer, self)
+
+
+class _Stalling:
+    def __init__(self, inner: ArtifactWriter, storage: StalledStorage) -> None:
+        self._inner, self._storage, self._written = inner, storage, 0
+
+    async def write(self, data: bytes) -> None:
+        if self._written >= 256 * 1024:
+            self._storage.stalled.set()
+            await self._storage.release.wait()
+        self._written += len(data)
+        await self._inner.write(data)
+
+    async def commit(self) -> StoredArtifact:
+        return await self._inner.commit()
+
+    async def abort(self) -> None:
+        await self._inner.abort()
+
+
+@pytest.fixture
+def stalled_storage(tmp_path: Path) -> StalledStorage:
+    return StalledStorage(tmp_path / "store")
+
+
+async def test_a_cancelled_backup_leaves_no_artifact_and_no_process(
+    source: DatabaseCredentials, stalled_storage: StalledStorage
+) -> None:
+    task = asyncio.create_task(
+        run_backup(
+            dsn=source.uri(),
+            storage=stalled_storage,
+            name="shop/x.dkbk",
+            key=KEY,
+            # Small frames and buffers, so the stall holds pg_dump well before its end.
+            options=BackupOptions(chunk_size=64 * 1024),
+        )
+    )
+    await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
+    (partial,) = stalled_storage.root.rglob(".x.dkbk.*.partial")
+    assert children_named("pg_dump")
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert not partial.exists()
+    assert not await stalled_storage.exists("shop/x.dkbk")
+    assert list(stalled_storage.root.rglob("*x.dkbk*")) == []
+    assert children_named("pg_dump") == []
+    assert children_named("zstd") == []
+
+
+async def test_a_killed_pg_dump_fails_the_backup_and_leaves_no_artifact(
+    source: DatabaseCredentials, stalled_storage: StalledStorage
+) -> None:
+    task = asyncio.create_task(
+        run_backup(
+            dsn=source.uri(),
+            storage=stalled_storage,
+            name="shop/x.dkbk",
+            key=KEY,
+            # Small frames and buffers, so the stall holds pg_dump well before its end.
+            options=BackupOptions(chunk_size=64 * 1024),
+        )
+    )
+    await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
+    (pid,) = children_named("pg_dump")
+    os.kill(pid, signal.SIGKILL)
+    stalled_storage.release.set()  # the rest of the pipeline drains what it had
+    with pytest.raises(DumpFailed, match="pg_dump was killed by signal 9"):
+        await task
+
+    assert not await stalled_storage.exists("shop/x.dkbk")
+    assert list(stalled_storage.root.rglob("*x.dkbk*")) == []
+    assert children_named("zstd") == []
+
+
+@pytest.fixture
+def empty_storage(tmp_path: Path) -> FilesystemStorage:
+    return FilesystemStorage(tmp_path / "store")
+
+
+class StalledReads(FilesystemStorage):
+    """A real directory whose second read of an artifact (a restore's data pass) stalls
+    after 1 MiB until released: pg_restore is then mid-way, inside its transaction."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opened = 0
+        self.stalled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @asynccontextmanager
+    async def open(self, name: str, *, expected_sha256: str) -> AsyncIterator[ArtifactReader]:
+        self.opened += 1
+        async with super().open(name, expected_sha256=expected_sha256) as reader:
+            yield self._stalling(reader) if self.opened == 2 else reader
+
+    def _stalling(self, reader: ArtifactReader) -> ArtifactReader:
+        storage = self
+
+        class Stalling:
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                sent = 0
+                async for chunk in reader:
+                    if sent >= 1024 * 1024 and not storage.release.is_set():
+                        storage.stalled.set()
+                        await storage.release.wait()
+                    sent += len(chunk)
+                    yield chunk
+
+        return Stalling()
+
+
+async def _restore_sessions(admin_dsn: str, database: str) -> int:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _until_no_sessions(admin_dsn: str, database: str) -> None:
+    # A backend whose client vanished ends (and rolls back) a moment later.
+    async with asyncio.timeout(30):
+        while True:
+            if not await _restore_sessions(admin_dsn, database):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_a_cancelled_restore_rolls_the_target_back(
+    backed: Backed, target: DatabaseCredentials, admin_dsn: str
+) -> None:
+    storage = StalledReads(backed.storage.root)
+    task = asyncio.create_task(
+        run_restore(
+            dsn=target.uri(),
+            storage=storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+        )
+    )
+    await asyncio.wait_for(storage.stalled.wait(), 60)
+    assert children_named("pg_restore")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert children_named("pg_restore") == []
+    assert children_named("zstd") == []
+    await _until_no_sessions(admin_dsn, target.database)
+    assert await relations(target.uri()) == []
+
+
+async def test_a_killed_pg_restore_fails_the_restore_and_leaves_the_target_empty(
+    backed: Backed, target: DatabaseCredentials, admin_dsn: str
+) -> None:
+    storage = StalledReads(backed.storage.root)
+    task = asyncio.create_task(
+        run_restore(
+            dsn=target.uri(),
+            storage=storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+        )
+    )
+    await asyncio.wait_for(storage.stalled.wait(), 60)
+    (pid,) = children_named("pg_restore")
+    os.kill(pid, signal.SIGKILL)
+    storage.release.set()
+    with pytest.raises(RestoreFailed, match="pg_restore was killed by signal 9"):
+        await task
+
+    await _until_no_sessions(admin_dsn, target.database)
+    assert await relations(target.uri()) == []
+
+
+async def test_a_missing_tool_fails_the_backup_cleanly(
+    source: DatabaseCredentials, empty_storage: FilesystemStorage
+) -> None:
+    with pytest.raises(ToolFailed, match=r"zstd is not installed \('zstd-not-here' not found\)"):
+        await run_backup(
+            dsn=source.uri(),
+            storage=empty_storage,
+            name="x.dkbk",
+            key=KEY,
+            options=BackupOptions(tools=Tools(zstd="zstd-not-here")),
+        )
+    assert not await empty_storage.exists("x.dkbk")
+    assert list(empty_storage.root.rglob("*x.dkbk*")) == []
+    assert children_named("pg_dump") == []
+
+
+async def test_a_backup_under_concurrent_writes_has_a_manifest_matching_its_dump(
+    new_database: NewDatabase, empty_storage: FilesystemStorage
+) -> None:
+    source = await new_database()
+    await execute(
+        source.uri(),
+        "CREATE TABLE ledger (id bigserial PRIMARY KEY, amount int, memo text);"
+        " INSERT INTO ledger (amount, memo) SELECT g, md5(g::text)"
+        " FROM generate_series(1, 300000) g",
+    )
+    stop = asyncio.Event()
+    batches = 0
+
+    async def keep_writing() -> None:
+        nonlocal batches
+        conn = await asyncpg.connect(source.uri())
+        try:
+            while not stop.is_set():
+                await conn.execute(
+                    "INSERT INTO ledger (amount, memo)"
+                    " SELECT g, 'late' FROM generate_series(1, 50) g"
+                )
+                batches += 1
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    writer = asyncio.create_task(keep_writing())
+    await asyncio.sleep(0.1)
+    result = await run_backup(dsn=source.uri(), storage=empty_storage, name="l.dkbk", key=KEY)
+    during = batches
+    await asyncio.sleep(0.05)
+    stop.set()
+    await writer
+
+    target = await new_database()
+    await run_restore(
+        dsn=target.uri(),
+        storage=empty_storage,
+        name="l.dkbk",
+        expected_sha256=result.sha256,
+        keys=KEY,
+    )
+    restored = (await table_counts(target.uri()))["public.ledger"]
+    assert restored == result.manifest["public.ledger"]
+    assert 300_000 < restored < (await table_counts(source.uri()))["public.ledger"]
+    assert during > 0
+
+
+async def test_a_backup_to_s3_verifies_and_restores(
+    backed: Backed,
+    target: DatabaseCredentials,
+    moto_endpoint: str,
+    s3_credentials: None,
+) -> None:
+    """Against moto's S3 server, a stand-in for an object store (see test_backup_storage)."""
+    async with S3Storage(
+        "dockyard-backups", prefix="team-a", endpoint_url=moto_endpoint, region="us-east-1"
+    ) as s3:
+        await s3.client.create_bucket(Bucket="dockyard-backups")
+        result = await run_backup(
+            dsn=backed.source.uri(), storage=s3, name="shop/s3-1.dkbk", key=KEY
+        )
+        assert result.location == "s3://dockyard-backups/team-a/shop/s3-1.dkbk"
+        await verify_artifact(storage=s3, name=result.name, expected_sha256=result.sha256, keys=KEY)
+        await run_restore(
+            dsn=target.uri(),
+            storage=s3,
+            name=result.name,
+            expected_sha256=result.sha256,
+            keys=KEY,
+        )
+    assert await table_counts(target.uri()) == result.manifest == backed.result.manifest

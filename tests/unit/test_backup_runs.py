@@ -1,0 +1,264 @@
+"""The pure parts of running Backups: storage confinement, names, key ids, the runner
+Job and its identity, the default schedule, and each schedule decision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dockyard.core.models.backup import Backup, BackupPhase, BackupVerification
+from dockyard.core.models.backup_schedule import BackupSchedule
+from dockyard.core.models.environment import Environment
+from dockyard.core.settings import Settings
+from dockyard.operator.runs import jobs
+from dockyard.operator.runs.context import (
+    StorageRefused,
+    artifact_name,
+    artifact_prefix,
+    confine,
+    key_id_of,
+    retryable,
+    with_database,
+)
+from dockyard.operator.runs.defaults import default_schedule, wants_default_schedule
+from dockyard.operator.runs.schedules import backup_for, backup_name, plan_tick
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2025, 3, 10, 12, 0, 30, tzinfo=UTC)
+STORAGE = {"filesystem": {"path": "/var/lib/dockyard/backups"}}
+ENCRYPTION = {"keySecretRef": {"name": "backup-key", "key": "key"}}
+
+
+def _schedule(schedule: str = "0 * * * *", **spec: Any) -> BackupSchedule:
+    status = spec.pop("status", {})
+    annotations = spec.pop("annotations", {})
+    return BackupSchedule.model_validate(
+        {
+            "metadata": {
+                "name": "nightly",
+                "namespace": "team",
+                "uid": "0f0e0d0c-0000-4000-8000-000000000001",
+                "generation": 1,
+                "creationTimestamp": (NOW - timedelta(hours=3)).isoformat(),
+                "annotations": annotations,
+            },
+            "spec": {
+                "environmentRef": {"name": "shop"},
+                "schedule": schedule,
+                "template": {"storage": STORAGE, "encryption": ENCRYPTION},
+                **spec,
+            },
+            "status": status,
+        }
+    )
+
+
+def _backup(name: str, phase: BackupPhase | None, completed: datetime | None = None) -> Backup:
+    backup = Backup.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}"},
+            "spec": {
+                "environmentRef": {"name": "shop"},
+                "storage": STORAGE,
+                "encryption": ENCRYPTION,
+            },
+        }
+    )
+    backup.status.phase = phase
+    backup.status.completed_at = completed
+    return backup
+
+
+# -- context ------------------------------------------------------------------------------
+
+
+def test_a_path_under_the_root_is_accepted(tmp_path: Path) -> None:
+    assert confine(str(tmp_path / "team"), tmp_path) == (tmp_path / "team").resolve()
+
+
+def test_a_path_outside_the_root_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StorageRefused, match="outside the operator's backup root"):
+        confine("/etc", tmp_path)
+
+
+def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "escape").symlink_to(tmp_path)
+    with pytest.raises(StorageRefused):
+        confine(str(root / "escape" / "x"), root)
+
+
+def test_refused_storage_is_not_retried_but_a_missing_source_is() -> None:
+    from dockyard.operator.runs.context import SourceUnavailable
+
+    assert not retryable(StorageRefused("no"))
+    assert retryable(SourceUnavailable("later"))
+
+
+def test_each_attempt_has_its_own_artifact_under_the_backups_prefix() -> None:
+    first = artifact_name("team", "nightly-1", "abcdef12-3456", 1)
+    second = artifact_name("team", "nightly-1", "abcdef12-3456", 2)
+    assert first != second
+    assert first.startswith(artifact_prefix("team", "nightly-1", "abcdef12-3456"))
+
+
+def test_the_key_id_is_a_stable_fingerprint_that_does_not_contain_the_key() -> None:
+    key = bytes(range(32))
+    assert key_id_of(key) == key_id_of(key)
+    assert key_id_of(key) != key_id_of(bytes(32))
+    assert key.hex() not in key_id_of(key)
+
+
+def test_the_source_dsn_keeps_the_server_and_user_and_changes_the_database() -> None:
+    dsn = with_database("postgresql://admin:pw@db:5432/postgres?sslmode=require", "team_shop")
+    assert dsn == "postgresql://admin:pw@db:5432/team_shop?sslmode=require"
+
+
+# -- runner Jobs --------------------------------------------------------------------------
+
+
+def test_the_runner_role_matches_the_shipped_manifest_and_only_patches_status() -> None:
+    shipped = {
+        d["kind"]: d
+        for d in yaml.safe_load_all((ROOT / "manifests/backup-runner-rbac.yaml").read_text())
+    }
+    built = {m["kind"]: m for m in jobs.runner_identity("team")}
+    assert built["Role"]["rules"] == shipped["Role"]["rules"]
+    assert built["RoleBinding"]["roleRef"] == shipped["RoleBinding"]["roleRef"]
+    assert shipped["Role"]["rules"] == [
+        {"apiGroups": ["dockyard.io"], "resources": ["backups/status"], "verbs": ["patch"]}
+    ]
+
+
+def test_the_job_carries_no_secret_values() -> None:
+    backup = _backup("bk", None)
+    job = jobs.backup_job(
+        backup,
+        attempt=2,
+        artifact="team/bk/x-2.dkbk",
+        key_id="k-1",
+        database_secret="shop-database",
+        image="img:1",
+    )
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert job["metadata"]["name"] == "backup-bk-2"
+    assert job["spec"]["backoffLimit"] == 0
+    assert pod["serviceAccountName"] == jobs.RUNNER_ACCOUNT
+    assert "--report-backup=team/bk" in container["args"]
+    for variable in container["env"]:
+        assert "valueFrom" in variable or variable["name"] == "DOCKYARD_LOG_FORMAT"
+
+
+def test_job_names_fit_in_a_label() -> None:
+    assert len(jobs.job_name("x" * 250, 12)) <= 63
+
+
+def test_job_state_follows_the_jobs_conditions() -> None:
+    assert jobs.job_state(None) == "Missing"
+    assert jobs.job_state({"status": {}}) == "Running"
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert jobs.job_state(done) == "Succeeded"
+
+
+# -- default schedule ---------------------------------------------------------------------
+
+
+def _environment(tier: str, annotations: dict[str, str] | None = None) -> Environment:
+    return Environment.model_validate(
+        {
+            "metadata": {
+                "name": "shop",
+                "namespace": "team",
+                "uid": "u1",
+                "annotations": annotations or {},
+            },
+            "spec": {"tier": tier, "image": "registry.example.com/shop:1.0", "replicas": 2},
+        }
+    )
+
+
+def test_production_gets_a_default_schedule_unless_it_opts_out() -> None:
+    assert wants_default_schedule(_environment("production"))
+    assert not wants_default_schedule(_environment("staging"))
+    assert not wants_default_schedule(
+        _environment("production", {"dockyard.io/default-backups": "false"})
+    )
+
+
+def test_the_default_schedule_is_a_valid_backup_schedule() -> None:
+    manifest = default_schedule(_environment("production"), Settings(backup_root=Path("/backups")))
+    schedule = BackupSchedule.model_validate(manifest)
+    assert schedule.spec.template.storage.filesystem is not None
+    assert schedule.spec.template.storage.filesystem.path == "/backups"
+
+
+# -- schedule decisions -------------------------------------------------------------------
+
+
+def test_an_impossible_schedule_is_reported_and_plans_nothing() -> None:
+    tick = plan_tick(_schedule("0 0 30 2 *"), [], NOW)
+    [ready] = tick.status.conditions
+    assert (ready.status, ready.reason) == ("False", "InvalidSchedule")
+    assert "never happens" in ready.message
+    assert tick.create is None
+    assert tick.status.next_schedule_time is None
+
+
+def test_a_due_run_creates_a_backup_named_after_its_time() -> None:
+    tick = plan_tick(_schedule(), [], NOW)
+    assert tick.create == "nightly-202503101200"
+    assert tick.status.last_schedule_time == datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+    assert tick.status.next_schedule_time == datetime(2025, 3, 10, 13, 0, tzinfo=UTC)
+    assert tick.status.active == ["nightly-202503101200"]
+
+
+def test_nothing_runs_before_the_next_time() -> None:
+    handled = {"lastScheduleTime": "2025-03-10T12:00:00Z"}
+    assert plan_tick(_schedule(status=handled), [], NOW).create is None
+
+
+def test_forbid_skips_while_a_backup_runs() -> None:
+    tick = plan_tick(_schedule(), [_backup("nightly-1", BackupPhase.RUNNING)], NOW)
+    assert tick.create is None
+    assert tick.skipped is not None
+    assert "nightly-1" in tick.skipped
+
+
+def test_allow_runs_beside_a_running_backup_and_replace_cancels_it() -> None:
+    running = [_backup("nightly-1", BackupPhase.RUNNING)]
+    allow = plan_tick(_schedule(concurrencyPolicy="Allow"), running, NOW)
+    assert (allow.create, allow.replace) == ("nightly-202503101200", ())
+    replace = plan_tick(_schedule(concurrencyPolicy="Replace"), running, NOW)
+    assert replace.replace == ("nightly-1",)
+
+
+def test_suspend_stops_cron_runs_but_not_run_now() -> None:
+    assert plan_tick(_schedule(suspend=True), [], NOW).create is None
+    now_run = plan_tick(_schedule(suspend=True, annotations={"dockyard.io/run-now": ""}), [], NOW)
+    assert now_run.create == backup_name("nightly", NOW, run_now=True)
+    assert now_run.consume_run_now
+
+
+def test_retention_never_deletes_the_newest_verified_backup() -> None:
+    old = _backup("old", BackupPhase.COMPLETED, NOW - timedelta(days=3))
+    old.status.verified = BackupVerification(drill="d", at=NOW - timedelta(days=2))
+    middle = _backup("middle", BackupPhase.COMPLETED, NOW - timedelta(days=2))
+    new = _backup("new", BackupPhase.COMPLETED, NOW - timedelta(days=1))
+    tick = plan_tick(_schedule(retention={"keepLast": 1}), [old, middle, new], NOW)
+    assert tick.delete == ("middle",)
+    assert tick.status.last_successful_backup == "new"
+
+
+def test_scheduled_backups_belong_to_their_schedule() -> None:
+    schedule = _schedule()
+    manifest = backup_for(schedule, "nightly-202503101200", NOW)
+    backup = Backup.model_validate(manifest)
+    assert backup.metadata.labels["dockyard.io/backup-schedule"] == "nightly"
+    assert manifest["metadata"]["ownerReferences"][0]["kind"] == "BackupSchedule"
+    assert backup.spec.environment_ref.name == "shop"
