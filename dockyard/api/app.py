@@ -21,8 +21,22 @@ from dockyard.api.cache import WatchCache
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import OperationRegistry, build_document
+from dockyard.api.ratelimit import lifecycle as rate_limits
+from dockyard.api.ratelimit import middleware as rate_limit_middleware
 from dockyard.api.routes import audit as audit_routes
-from dockyard.api.routes import docs, environments, health, me, meta
+from dockyard.api.routes import (
+    backups,
+    backupschedules,
+    docs,
+    environments,
+    health,
+    me,
+    meta,
+    ratelimitpolicies,
+    restoredrills,
+    restores,
+    scalingpolicies,
+)
 from dockyard.core import db
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.settings import Settings
@@ -31,7 +45,19 @@ from dockyard.core.settings import Settings
 def registry() -> OperationRegistry:
     """Every operation of the API, in a stable order."""
     ops = OperationRegistry()
-    for module in (health, meta, me, environments, audit_routes):
+    for module in (
+        health,
+        meta,
+        me,
+        environments,
+        ratelimitpolicies,
+        scalingpolicies,
+        backups,
+        backupschedules,
+        restores,
+        restoredrills,
+        audit_routes,
+    ):
         module.register(ops)
     return ops
 
@@ -48,12 +74,31 @@ async def _idempotency(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+# The kinds the API reads from a watch cache, by plural, with the key each is held under.
+# (RateLimitPolicies have their own cache, owned by the rate limiter.)
+CACHED_KINDS: dict[str, web.AppKey[WatchCache]] = {
+    "environments": keys.ENVIRONMENT_CACHE,
+    "scalingpolicies": keys.SCALING_POLICY_CACHE,
+    "backups": keys.BACKUP_CACHE,
+    "backupschedules": keys.BACKUP_SCHEDULE_CACHE,
+    "restores": keys.RESTORE_CACHE,
+    "restoredrills": keys.RESTORE_DRILL_CACHE,
+}
+
+
 async def _watch_caches(app: web.Application) -> AsyncIterator[None]:
-    cache = WatchCache(app[keys.KUBE], "dockyard.io", "v1alpha1", "environments")
-    app[keys.ENVIRONMENT_CACHE] = cache
-    await cache.start()
+    caches = {
+        plural: WatchCache(app[keys.KUBE], "dockyard.io", "v1alpha1", plural)
+        for plural in CACHED_KINDS
+    }
+    app[keys.WATCH_CACHES] = caches
+    for plural, key in CACHED_KINDS.items():
+        app[key] = caches[plural]
+    for cache in caches.values():
+        await cache.start()
     yield
-    await cache.stop()
+    for cache in reversed(caches.values()):
+        await cache.stop()
 
 
 async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
@@ -107,6 +152,8 @@ def create_app(
             middlewares.problems,
             transport.transport_security,
             transport.cors,
+            # Before audit and authentication: see dockyard.api.ratelimit.middleware.
+            rate_limit_middleware.limit_requests,
             audit.audit_trail,
             middlewares.authenticate_and_authorize,
         ],
@@ -120,10 +167,12 @@ def create_app(
     docs.install(app)  # plain routes: the docs UI is not part of the API contract
     app.on_response_prepare.append(middlewares.add_request_id_header)
     app.on_response_prepare.extend([transport.add_hsts_header, transport.add_cors_headers])
+    app.on_response_prepare.append(rate_limit_middleware.add_rate_limit_headers)
     # Tracing first: the pool and the clients trace through it, and it flushes last.
     app.cleanup_ctx.extend(
         [telemetry.tracing(span_processors), telemetry.metrics_endpoint(metrics_host), _redis]
     )
     app.cleanup_ctx.extend([_database, _kubernetes, _idempotency, _watch_caches])
     app.cleanup_ctx.append(audit.retention)  # after _database: it uses the pool
+    app.cleanup_ctx.append(rate_limits.rate_limiting)  # after _kubernetes and _redis
     return app

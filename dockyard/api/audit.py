@@ -214,8 +214,10 @@ INSERT INTO audit_events (
 ) VALUES (COALESCE($1::timestamptz, now()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING id
 """
+# Built from constants only: filters come from _SQL_FILTERS with $n placeholders, and
+# the limit is a validated int.
 _SQL_PAGE = (
-    "SELECT "
+    "SELECT "  # nosec B608
     + _COLUMNS
     + " FROM audit_events{where} ORDER BY occurred_at DESC, id DESC LIMIT {limit}"
 )

@@ -63,6 +63,10 @@ class Authenticator:
         # In-memory: no I/O to time out, and aiocache's default timeout costs a task per call.
         self.cache = SimpleMemoryCache(timeout=None)
 
+    async def knows(self, token: str) -> bool:
+        """Whether the answer for ``token`` is cached, so authenticating it is free."""
+        return bool(await self.cache.exists(hashlib.sha256(token.encode()).hexdigest()))
+
     async def authenticate(self, token: str) -> Principal | None:
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = await self.cache.get(key)

@@ -14,6 +14,8 @@ from dockyard.api.cache import WatchCache
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import Operation
+from dockyard.api.ratelimit.decisions import Verdict
+from dockyard.api.ratelimit.service import RateLimiting
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
 from dockyard.core.telemetry import Tracing
@@ -32,9 +34,19 @@ TRACING = web.AppKey("tracing", Tracing)
 TRACER = web.AppKey("tracer", Tracer)
 ENVIRONMENT_CACHE = web.AppKey("environment_cache", WatchCache)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
+RATE_LIMITING = web.AppKey("rate_limiting", RateLimiting)
+RATE_LIMIT_POLICY_CACHE = web.AppKey("rate_limit_policy_cache", WatchCache)
+SCALING_POLICY_CACHE = web.AppKey("scaling_policy_cache", WatchCache)
+BACKUP_CACHE = web.AppKey("backup_cache", WatchCache)
+BACKUP_SCHEDULE_CACHE = web.AppKey("backup_schedule_cache", WatchCache)
+RESTORE_CACHE = web.AppKey("restore_cache", WatchCache)
+RESTORE_DRILL_CACHE = web.AppKey("restore_drill_cache", WatchCache)
+# Every watch cache the app keeps, by plural; the per-kind keys above name the same caches.
+WATCH_CACHES = web.AppKey("watch_caches", dict[str, WatchCache])
 
 # Per-request state, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 OPERATION = web.RequestKey("operation", Operation)
 AUDIT = web.RequestKey("audit", dict[str, Any])
+RATE_LIMIT = web.RequestKey("rate_limit", Verdict)

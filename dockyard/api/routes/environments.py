@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import json
 from typing import Any
 
@@ -25,8 +24,13 @@ from dockyard.api.auth import Permission, Principal
 from dockyard.api.bodies import read_json
 from dockyard.api.idempotency import IdempotencyStore, request_hash, validate_key
 from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.routes.objects import caller as _caller
+from dockyard.api.routes.objects import if_match as _if_match
+from dockyard.api.routes.objects import merge as _merge
+from dockyard.api.routes.objects import public as _public
+from dockyard.api.routes.objects import respond as _respond
 from dockyard.core import selectors
-from dockyard.core.kube import Impersonation, KubeError
+from dockyard.core.kube import KubeError
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment, EnvironmentSpec
 
@@ -106,40 +110,6 @@ class ListQuery(BaseModel):
 def _path(namespace: str, name: str | None = None) -> str:
     base = f"/apis/dockyard.io/v1alpha1/namespaces/{namespace}/{RESOURCE}"
     return f"{base}/{name}" if name else base
-
-
-def _public(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object as clients see it: without the apiserver's field-manager bookkeeping."""
-    shown = dict(obj)
-    shown["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
-    return shown
-
-
-def _etag(obj: dict[str, Any]) -> str:
-    return f'"{obj["metadata"]["resourceVersion"]}"'
-
-
-def _respond(obj: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(_public(obj), status=status, headers={"ETag": _etag(obj)})
-
-
-def _if_match(request: web.Request) -> str | None:
-    """The resourceVersion an If-Match names; None when absent or ``*``."""
-    header = request.headers.get("If-Match")
-    if header is None or header.strip() == "*":
-        return None
-    value = header.split(",")[0].strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"')
-    if not value.isdigit():
-        raise errors.precondition_failed(f"If-Match {header!r} is not an ETag this API issued.")
-    return value
-
-
-def _caller(request: web.Request) -> Impersonation:
-    principal: Principal = request[keys.PRINCIPAL]
-    return Impersonation(principal.user, principal.groups)
 
 
 def _query(request: web.Request) -> ListQuery:
@@ -305,19 +275,6 @@ async def create(request: web.Request) -> web.Response:
 
 PATCHABLE = {"spec", "metadata"}
 PATCHABLE_METADATA = {"labels", "annotations"}
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
 
 
 async def patch(request: web.Request) -> web.Response:

@@ -1,0 +1,210 @@
+"""Where buckets live: in this process's memory, or in Redis shared by every replica.
+
+Both backends answer the same question, ``check(buckets)``, with the same semantics:
+every bucket of one request is evaluated against the same clock, enforced buckets are
+charged all-or-nothing and shadow buckets each on its own (``gcra.commits``).
+
+- ``MemoryLimiter``: one replica. A dict of TATs; no I/O, nothing to fail.
+- ``RedisLimiter``: several replicas sharing one budget. One Lua script (loaded once,
+  then run by EVALSHA) evaluates and charges every bucket of a request atomically,
+  with Redis's clock, so replicas with skewed clocks still agree and the limit does
+  not multiply with replicas. A TAT is stored with a ``PX`` expiry of TAT - now: past
+  it the bucket is full, which is what a missing key means.
+
+When Redis fails, ``RedisLimiter`` raises ``LimiterUnavailable`` and stays down for a
+short cool-down (without trying), so that a dead Redis costs requests nothing more than
+the failure mode's decision, rather than a connection attempt each.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from dockyard.api.ratelimit import gcra
+
+KEY_PREFIX = "dockyard:rl:"
+_MICROS = 1_000_000
+
+
+class LimiterUnavailable(Exception):
+    """The shared counters cannot be reached; the failure mode decides what happens."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One rule's bucket for one request: where it is stored and what it allows."""
+
+    key: str
+    quota: gcra.Quota
+    cost: int
+    enforced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BucketResult:
+    """One bucket's answer; times in seconds."""
+
+    allowed: bool
+    remaining: int
+    reset: float
+    retry_after: float
+
+
+class Limiter(Protocol):
+    """Evaluates, and charges, the buckets of one request at once."""
+
+    name: str
+
+    async def check(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
+        """Each bucket's answer; ``charge=False`` only looks (nothing is stored)."""
+        ...
+
+
+class MemoryLimiter:
+    """GCRA buckets in a dict: exact and cheap, for a single replica."""
+
+    name = "memory"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tats: dict[str, float] = {}
+        self._prune_above = 4096
+
+    async def check(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
+        return self.check_now(buckets, charge=charge)
+
+    def check_now(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
+        """``check`` without the coroutine: no await, so no other request interleaves."""
+        now = self._clock()
+        outcomes = [gcra.evaluate(b.quota, self._tats.get(b.key), now, b.cost) for b in buckets]
+        charged = gcra.commits([o.allowed for o in outcomes], [b.enforced for b in buckets])
+        results: list[BucketResult] = []
+        for bucket, outcome, taken in zip(buckets, outcomes, charged, strict=True):
+            if taken:
+                if charge:
+                    self._tats[bucket.key] = outcome.tat
+                results.append(
+                    BucketResult(True, outcome.remaining, outcome.reset, outcome.retry_after)
+                )
+            else:
+                # Not charged (refused, or another enforced rule refused): report the
+                # bucket as it stays, with this bucket's own answer.
+                stays = max(self._tats.get(bucket.key, now), now)
+                results.append(
+                    BucketResult(
+                        outcome.allowed,
+                        gcra.remaining(bucket.quota, stays, now),
+                        stays - now,
+                        outcome.retry_after,
+                    )
+                )
+        if len(self._tats) > self._prune_above:
+            self._prune(now)
+        return results
+
+    def _prune(self, now: float) -> None:
+        # A TAT in the past is a full bucket, the same as no entry.
+        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+        self._prune_above = max(4096, 2 * len(self._tats))
+
+
+# KEYS: one per bucket. ARGV[1]: "1" to charge, "0" to only look; then four values per
+# bucket: emission interval (µs), tolerance (µs), cost, enforced ("1"/"0").
+# Returns four integers per bucket: allowed (1/0), remaining, reset (µs), retry (µs).
+GCRA_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local slack = 1
+local charge = ARGV[1] == '1'
+local n = #KEYS
+local base, pushed, allowed, enforced = {}, {}, {}, {}
+local every = true
+for i = 1, n do
+  local a = 1 + (i - 1) * 4
+  local interval = tonumber(ARGV[a + 1])
+  local tolerance = tonumber(ARGV[a + 2])
+  local cost = tonumber(ARGV[a + 3])
+  enforced[i] = ARGV[a + 4] == '1'
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat == nil or tat < now then tat = now end
+  base[i] = tat
+  pushed[i] = tat + cost * interval
+  allowed[i] = pushed[i] - tolerance <= now + slack
+  if enforced[i] and not allowed[i] then every = false end
+end
+local out = {}
+for i = 1, n do
+  local a = 1 + (i - 1) * 4
+  local interval = tonumber(ARGV[a + 1])
+  local tolerance = tonumber(ARGV[a + 2])
+  local tat = base[i]
+  if allowed[i] and (every or not enforced[i]) then
+    tat = pushed[i]
+    if charge then
+      local ttl = math.max(1, math.ceil((tat - now) / 1000))
+      redis.call('SET', KEYS[i], string.format('%.17g', tat), 'PX', ttl)
+    end
+  end
+  local ahead = tat - now
+  local capacity = math.floor(tolerance / interval + 0.5)
+  local remaining = math.floor((tolerance - ahead + slack) / interval)
+  remaining = math.max(0, math.min(capacity, remaining))
+  local retry = 0
+  if not allowed[i] then retry = pushed[i] - tolerance - now end
+  out[#out + 1] = allowed[i] and 1 or 0
+  out[#out + 1] = remaining
+  out[#out + 1] = math.ceil(ahead)
+  out[#out + 1] = math.ceil(retry)
+end
+return out
+"""
+
+
+class RedisLimiter:
+    """GCRA buckets in Redis, shared by every replica, one round trip per request."""
+
+    name = "redis"
+
+    def __init__(self, client: Redis, *, cooldown: float = 1.0) -> None:
+        self._script = client.register_script(GCRA_SCRIPT)
+        self._cooldown = cooldown
+        self._down_until = 0.0
+
+    async def check(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
+        if time.monotonic() < self._down_until:
+            raise LimiterUnavailable("redis is cooling down after a failure")
+        args: list[str | int] = ["1" if charge else "0"]
+        for bucket in buckets:
+            args += [
+                repr(bucket.quota.interval * _MICROS),
+                repr(bucket.quota.tolerance * _MICROS),
+                bucket.cost,
+                "1" if bucket.enforced else "0",
+            ]
+        try:
+            raw = await self._script(keys=[KEY_PREFIX + b.key for b in buckets], args=args)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self._cooldown
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from exc
+        values = [int(v) for v in raw]
+        return [
+            BucketResult(
+                allowed=values[i] == 1,
+                remaining=values[i + 1],
+                reset=max(values[i + 2], 0) / _MICROS,
+                retry_after=max(values[i + 3], 0) / _MICROS,
+            )
+            for i in range(0, len(values), 4)
+        ]
+
+
+def ceil_seconds(seconds: float) -> int:
+    """Whole seconds, rounded up, as headers carry them."""
+    return max(0, math.ceil(seconds - 1e-9))

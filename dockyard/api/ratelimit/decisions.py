@@ -1,0 +1,115 @@
+"""One request's verdict from the answers of every rule it matched, and its headers.
+
+Combination, as ``docs/ratelimits.md`` states it:
+
+- every matching rule of every policy in scope is evaluated;
+- the request is rejected when any rule of an **Enforce** policy refuses it, and then
+  no enforced bucket is charged (``gcra.commits``);
+- rules of **Shadow** policies never reject; each is charged and counted on its own;
+- the response reports every enforced rule, most restrictive first: in
+  ``RateLimit-Policy`` (``q`` requests per ``w`` seconds) and ``RateLimit`` (``r``
+  units remaining, ``t`` seconds until the bucket is full again), in the structured
+  field form of draft-ietf-httpapi-ratelimit-headers; a rejection adds
+  ``Retry-After``, the longest wait among the rules that refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dockyard.api.ratelimit.backends import BucketResult, ceil_seconds
+from dockyard.api.ratelimit.rules import CompiledRule
+
+POLICY_HEADER = "RateLimit-Policy"
+STATE_HEADER = "RateLimit"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDecision:
+    """One rule's answer for one request."""
+
+    rule: CompiledRule
+    result: BucketResult
+    bucket: str
+
+    @property
+    def throttled(self) -> bool:
+        return not self.result.allowed
+
+    def restrictiveness(self) -> tuple[bool, int, float]:
+        """Sort key: refusals first, then the fewest units left, then the longest reset."""
+        return (self.result.allowed, self.result.remaining, -self.result.reset)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Every matching rule's answer, and what they mean together."""
+
+    decisions: tuple[RuleDecision, ...]
+
+    @property
+    def enforced(self) -> list[RuleDecision]:
+        """The enforced rules' answers, most restrictive first."""
+        return sorted(
+            (d for d in self.decisions if d.rule.enforced), key=RuleDecision.restrictiveness
+        )
+
+    @property
+    def allowed(self) -> bool:
+        return not any(d.throttled for d in self.decisions if d.rule.enforced)
+
+    @property
+    def refusals(self) -> list[RuleDecision]:
+        return [d for d in self.enforced if d.throttled]
+
+    @property
+    def shadow_refusals(self) -> list[RuleDecision]:
+        return [d for d in self.decisions if not d.rule.enforced and d.throttled]
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds until every refusing rule would let the request through."""
+        return max((ceil_seconds(d.result.retry_after) for d in self.refusals), default=0)
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-Policy`` and ``RateLimit`` for the enforced rules; none without."""
+        enforced = self.enforced
+        if not enforced:
+            return {}
+        return {
+            POLICY_HEADER: ", ".join(policy_item(d.rule) for d in enforced),
+            STATE_HEADER: ", ".join(state_item(d) for d in enforced),
+        }
+
+
+def policy_item(rule: CompiledRule) -> str:
+    """``"name";q=<requests>;w=<period seconds>``."""
+    window = ceil_seconds(rule.quota.period)
+    return f"{sf_string(rule.ident)};q={rule.quota.requests};w={window}"
+
+
+def state_item(decision: RuleDecision) -> str:
+    """``"name";r=<remaining>;t=<seconds until full>``."""
+    result = decision.result
+    return f"{sf_string(decision.rule.ident)};r={result.remaining};t={ceil_seconds(result.reset)}"
+
+
+def sf_string(text: str) -> str:
+    """An RFC 8941 sf-string: quoted, with ``\\`` and ``"`` escaped, printable ASCII only."""
+    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def describe(refusals: Sequence[RuleDecision]) -> str:
+    """The 429's detail: which limit was hit, in words."""
+    first = refusals[0].rule
+    quota = first.quota
+    unit = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}.get(
+        int(quota.period), f"{quota.period:g} s"
+    )
+    more = f" (and {len(refusals) - 1} more rule(s))" if len(refusals) > 1 else ""
+    return (
+        f"Rate limit exceeded: rule {first.name} of RateLimitPolicy {first.policy.label} "
+        f"allows {quota.requests} requests per {unit} with a burst of {quota.burst}{more}."
+    )

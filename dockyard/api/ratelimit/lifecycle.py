@@ -1,0 +1,118 @@
+"""The rate limiter's life in the app: built at start-up, fed by a watch, torn down at stop.
+
+``rate_limiting`` is a ``cleanup_ctx`` (after the Kubernetes client and Redis exist). It
+starts a ``WatchCache`` of RateLimitPolicy objects in every namespace and a task that
+rebuilds the ``PolicyIndex`` whenever the cache reports a change, so an edit made with
+``kubectl apply`` is in force within the watch's latency, without a restart. The
+counters are in Redis when ``DOCKYARD_REDIS_URL`` is set (replicas share one budget)
+and in memory otherwise (one replica). The status reporter runs beside them.
+
+Until the cache's first list has arrived no rule is known and nothing is limited: a
+start-up that waited for the apiserver would turn its outage into the API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from dockyard.api import keys
+from dockyard.api.cache import WatchCache
+from dockyard.api.ratelimit.backends import Limiter, MemoryLimiter, RedisLimiter
+from dockyard.api.ratelimit.metrics import RateLimitMetrics
+from dockyard.api.ratelimit.rules import PolicyIndex
+from dockyard.api.ratelimit.service import FailureMode, RateLimiting
+from dockyard.api.ratelimit.status import (
+    Lease,
+    MemoryTally,
+    RedisLease,
+    RedisTally,
+    SoleReplica,
+    StatusReporter,
+    ThrottleLedger,
+    ThrottleTally,
+)
+from dockyard.core.models.common import GROUP, VERSION
+from dockyard.core.models.ratelimit import RateLimitPolicy
+
+logger = logging.getLogger(__name__)
+
+
+async def follow_policies(
+    cache: WatchCache, index: PolicyIndex, instruments: RateLimitMetrics, subscribed: asyncio.Event
+) -> None:
+    """Rebuild ``index`` from the cache after every change it publishes."""
+    async with cache.subscribe() as queue:
+        subscribed.set()
+        while True:
+            await queue.get()
+            # A re-list publishes a burst of changes: one rebuild covers them all.
+            while not queue.empty():
+                queue.get_nowait()
+            index.rebuild(cache.list())
+            instruments.rules.set(
+                len(index.everywhere) + sum(map(len, index.by_namespace.values()))
+            )
+            logger.info(
+                "rate limit policies changed",
+                extra={"policies": len(index.reports), "index_generation": index.generation},
+            )
+
+
+async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    kube = app[keys.KUBE]
+    redis = app[keys.REDIS]
+    cache = WatchCache(kube, GROUP, VERSION, RateLimitPolicy.crd.plural)
+    index = PolicyIndex(
+        platform_namespace=settings.namespace,
+        routes=frozenset(op.path for op in app[keys.OPERATIONS].values()),
+    )
+    instruments = RateLimitMetrics(app[keys.METRICS].registry)
+    ledger = ThrottleLedger()
+    limiter: Limiter
+    tally: ThrottleTally
+    lease: Lease
+    if redis is None:
+        limiter, tally, lease = MemoryLimiter(), MemoryTally(), SoleReplica()
+    else:
+        limiter, tally = RedisLimiter(redis), RedisTally(redis)
+        lease = RedisLease(
+            redis, ttl_seconds=3 * settings.ratelimit_status_interval, scope=settings.namespace
+        )
+    app[keys.RATE_LIMITING] = RateLimiting(
+        index=index,
+        limiter=limiter,
+        instruments=instruments,
+        ledger=ledger,
+        failure_mode=FailureMode(settings.ratelimit_failure_mode),
+    )
+    app[keys.RATE_LIMIT_POLICY_CACHE] = cache
+    subscribed = asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            follow_policies(cache, index, instruments, subscribed), name="rate-limit-policies"
+        )
+    ]
+    await subscribed.wait()  # no change may slip between the cache's start and the follower
+    await cache.start()
+    reporter = StatusReporter(
+        kube=kube,
+        cache=cache,
+        index=index,
+        ledger=ledger,
+        tally=tally,
+        lease=lease,
+        interval=settings.ratelimit_status_interval,
+    )
+    tasks.append(asyncio.create_task(reporter.run(), name="rate-limit-status"))
+    yield
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await cache.stop()

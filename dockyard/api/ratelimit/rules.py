@@ -1,0 +1,278 @@
+"""RateLimitPolicy objects compiled into rules, and which rules a request is counted by.
+
+This module owns the scope and match semantics, as pure code over plain values:
+
+- **Scope.** A policy in the platform's namespace (``settings.namespace``) applies to
+  every request; a policy in any other namespace only to requests whose route has a
+  ``{namespace}`` equal to it, so a tenant can limit calls about its own objects and
+  never anyone else's.
+- **Match.** Every field of a rule's ``match`` that is set must match: the method is
+  listed, the path is listed (a route template matched exactly, or a prefix ending in
+  ``*`` matched against the concrete path and the template), and the caller is listed
+  (their user in ``subjects`` or one of their groups in ``groups``, RBAC-style).
+- **Keys.** Each rule counts per subject, client address or header value; callers
+  without valid credentials, and requests without the header, count per address.
+
+``PolicyIndex`` is rebuilt from the watch cache's objects on every change, and keeps
+per policy the verdict the status reporter writes as the ``Accepted`` condition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from dockyard.api.ratelimit.gcra import Quota
+from dockyard.core.models.ratelimit import (
+    ANONYMOUS_USER,
+    UNAUTHENTICATED_GROUP,
+    KeyType,
+    RateLimitMode,
+    RateLimitPolicy,
+    RateLimitRule,
+)
+
+logger = logging.getLogger(__name__)
+
+AUTHENTICATED_GROUP = "system:authenticated"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as far as limits are concerned."""
+
+    user: str
+    groups: frozenset[str]
+    authenticated: bool
+
+
+ANONYMOUS = Caller(ANONYMOUS_USER, frozenset({UNAUTHENTICATED_GROUP}), authenticated=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request is: its method, path, route template and ``{namespace}``."""
+
+    method: str
+    path: str
+    route: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRef:
+    """The policy a rule came from."""
+
+    namespace: str
+    name: str
+    uid: str
+    mode: RateLimitMode
+
+    @property
+    def label(self) -> str:
+        """``namespace/name``, as metrics and logs name the policy."""
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """One rule of one policy, ready to be matched against requests."""
+
+    policy: PolicyRef
+    name: str
+    quota: Quota
+    cost: int
+    key: KeyType
+    header: str | None = None
+    methods: frozenset[str] = frozenset()
+    subjects: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    exact_paths: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    ident: str = field(init=False)
+    """``namespace/policy/rule``: the rule's name in headers."""
+    enforced: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Derived once here rather than per request (frozen: bypass __setattr__).
+        object.__setattr__(self, "ident", f"{self.policy.label}/{self.name}")
+        object.__setattr__(self, "enforced", self.policy.mode is RateLimitMode.ENFORCE)
+
+    @property
+    def needs_caller(self) -> bool:
+        """Whether matching or keying needs to know who is calling (a TokenReview)."""
+        return bool(self.subjects or self.groups) or self.key is KeyType.SUBJECT
+
+    def matches_target(self, target: Target) -> bool:
+        if self.methods and target.method not in self.methods:
+            return False
+        if not (self.exact_paths or self.prefixes):
+            return True
+        if target.route is not None and target.route in self.exact_paths:
+            return True
+        return any(
+            target.path.startswith(prefix)
+            or (target.route is not None and target.route.startswith(prefix))
+            for prefix in self.prefixes
+        )
+
+    def matches_caller(self, caller: Caller) -> bool:
+        if not (self.subjects or self.groups):
+            return True
+        return caller.user in self.subjects or not self.groups.isdisjoint(caller.groups)
+
+    def bucket(self, caller: Caller, address: str, headers: Mapping[str, str]) -> str:
+        """The storage key of this rule's bucket for this request.
+
+        The key's value is hashed: header values may be credentials, and a hash keeps
+        every key the same short length whatever the client sends.
+        """
+        if self.key is KeyType.SUBJECT and caller.authenticated:
+            value = "user:" + caller.user
+        elif self.key is KeyType.HEADER and self.header and headers.get(self.header):
+            value = "header:" + headers[self.header]
+        else:
+            value = "ip:" + address
+        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return f"{self.policy.uid}:{self.name}:{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyReport:
+    """What the API made of one policy: the ``Accepted`` condition it should show."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    accepted: bool
+    reason: str
+    message: str
+    rules: int
+
+
+def compile_rule(policy: PolicyRef, rule: RateLimitRule) -> CompiledRule:
+    paths = rule.match.paths
+    return CompiledRule(
+        policy=policy,
+        name=rule.name,
+        quota=Quota(rule.limit.requests, rule.limit.period.seconds, rule.burst),
+        cost=rule.cost,
+        key=rule.key,
+        header=rule.header,
+        methods=frozenset(m.value for m in rule.match.methods),
+        subjects=frozenset(rule.match.subjects),
+        groups=frozenset(rule.match.groups),
+        exact_paths=frozenset(p for p in paths if not p.endswith("*")),
+        prefixes=tuple(p[:-1] for p in paths if p.endswith("*")),
+    )
+
+
+def scope_problems(
+    policy: RateLimitPolicy, *, platform_namespace: str, routes: Collection[str]
+) -> list[str]:
+    """What in an otherwise valid policy can never match, in words for its status."""
+    if not routes:
+        return []
+    tenant = policy.metadata.namespace != platform_namespace
+    problems: list[str] = []
+    for rule in policy.spec.rules:
+        for path in rule.match.paths:
+            if path.endswith("*"):
+                continue
+            if path not in routes:
+                problems.append(f"rule {rule.name}: {path} is not a route of the API")
+            elif tenant and "{namespace}" not in path:
+                problems.append(
+                    f"rule {rule.name}: {path} has no {{namespace}}, so a policy outside "
+                    f"{platform_namespace} never applies to it"
+                )
+    return problems
+
+
+@dataclass
+class PolicyIndex:
+    """The rules in force, by scope, rebuilt from the RateLimitPolicy objects."""
+
+    platform_namespace: str
+    routes: Collection[str] = ()
+    everywhere: tuple[CompiledRule, ...] = ()
+    by_namespace: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    reports: dict[tuple[str, str], PolicyReport] = field(default_factory=dict)
+    generation: int = 0
+
+    def rebuild(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Replace every rule with those of ``objects`` (the watch cache's list)."""
+        everywhere: list[CompiledRule] = []
+        by_namespace: dict[str, list[CompiledRule]] = {}
+        reports: dict[tuple[str, str], PolicyReport] = {}
+        for obj in sorted(objects, key=_identity):
+            namespace, name = _identity(obj)
+            metadata = obj.get("metadata") or {}
+            try:
+                policy = RateLimitPolicy.model_validate(obj)
+            except ValidationError as exc:
+                # The CRD schema and CEL should have refused it; an object stored before
+                # a stricter CRD, or written around it, is ignored and says why.
+                reports[(namespace, name)] = PolicyReport(
+                    namespace=namespace,
+                    name=name,
+                    uid=str(metadata.get("uid", "")),
+                    generation=metadata.get("generation"),
+                    accepted=False,
+                    reason="Invalid",
+                    message=f"ignored: {_first_error(exc)}",
+                    rules=0,
+                )
+                logger.warning("rate limit policy %s/%s ignored: invalid", namespace, name)
+                continue
+            ref = PolicyRef(namespace, name, policy.metadata.uid or name, policy.spec.mode)
+            compiled = [compile_rule(ref, rule) for rule in policy.spec.rules]
+            if namespace == self.platform_namespace:
+                everywhere += compiled
+            else:
+                by_namespace.setdefault(namespace, []).extend(compiled)
+            problems = scope_problems(
+                policy, platform_namespace=self.platform_namespace, routes=self.routes
+            )
+            in_force = f"{len(compiled)} rule(s) in force ({policy.spec.mode.value})"
+            reports[(namespace, name)] = PolicyReport(
+                namespace=namespace,
+                name=name,
+                uid=ref.uid,
+                generation=policy.metadata.generation,
+                accepted=not problems,
+                reason="PathsNeverMatch" if problems else "RulesInForce",
+                message="; ".join(problems) if problems else in_force,
+                rules=len(compiled),
+            )
+        self.everywhere = tuple(everywhere)
+        self.by_namespace = {ns: tuple(rules) for ns, rules in by_namespace.items()}
+        self.reports = reports
+        self.generation += 1
+
+    def candidates(self, target: Target) -> list[CompiledRule]:
+        """Rules in scope for ``target`` whose method and path match, in a stable order
+        (platform policies first, then the namespace's, each by name, rules as written)."""
+        rules = [r for r in self.everywhere if r.matches_target(target)]
+        if target.namespace is not None and target.namespace != self.platform_namespace:
+            rules += [
+                r for r in self.by_namespace.get(target.namespace, ()) if r.matches_target(target)
+            ]
+        return rules
+
+
+def _identity(obj: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}"

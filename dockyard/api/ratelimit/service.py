@@ -1,0 +1,232 @@
+"""Judging one request: who is calling, which buckets it is counted in, and the verdict.
+
+``RateLimiting`` is what the middleware calls. It learns who is calling only when a
+rule in play needs it (a ``subjects``/``groups`` match or a ``Subject`` key): rules
+keyed by address or header cost no TokenReview. The caller is resolved through the
+API's ``Authenticator``, whose cache ``authenticate_and_authorize`` then hits, so a
+request is reviewed once whichever layer asks first.
+
+A bearer token the API has not verified yet is a caller that may not exist: before a
+TokenReview is spent on it, the address's budget as an anonymous caller is looked at
+(not charged), so a flood of made-up tokens from one address is turned away without
+reaching the apiserver once that budget is spent.
+
+It also owns what a decision leaves behind: metrics, the throttle counts that become
+``status.throttled``, and security log events, sampled so that a flood of rejections
+writes a line per rule and key every few seconds rather than one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import aiohttp
+from prometheus_client import Counter
+
+from dockyard.api import errors
+from dockyard.api.auth import Authenticator, bearer_token
+from dockyard.api.ratelimit import metrics
+from dockyard.api.ratelimit.backends import Bucket, Limiter, LimiterUnavailable
+from dockyard.api.ratelimit.decisions import RuleDecision, Verdict
+from dockyard.api.ratelimit.rules import (
+    ANONYMOUS,
+    AUTHENTICATED_GROUP,
+    Caller,
+    CompiledRule,
+    PolicyIndex,
+)
+from dockyard.api.ratelimit.status import ThrottleLedger
+from dockyard.core import logs
+from dockyard.core.kube import KubeError
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY_SECONDS = 10.0
+
+
+class FailureMode(StrEnum):
+    """What happens to requests when the shared counters cannot be reached."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass
+class EventSampler:
+    """Lets one log line per key through every ``every`` seconds."""
+
+    every: float = LOG_EVERY_SECONDS
+    _last: dict[str, float] = field(default_factory=dict)
+
+    def due(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self._last.get(key, float("-inf")) < self.every:
+            return False
+        if len(self._last) > 10_000:  # bounded: forget keys that have gone quiet
+            self._last = {k: t for k, t in self._last.items() if now - t < self.every}
+        self._last[key] = now
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the service needs of an HTTP request."""
+
+    address: str
+    headers: Mapping[str, str]
+    authorization: str | None
+    path: str
+
+
+class RateLimiting:
+    """The rate limiter of one API process."""
+
+    def __init__(
+        self,
+        *,
+        index: PolicyIndex,
+        limiter: Limiter,
+        instruments: metrics.RateLimitMetrics,
+        ledger: ThrottleLedger,
+        failure_mode: FailureMode = FailureMode.OPEN,
+    ) -> None:
+        self.index = index
+        self.limiter = limiter
+        self.instruments = instruments
+        self.ledger = ledger
+        self.failure_mode = failure_mode
+        self._sampler = EventSampler()
+        self._counters: dict[tuple[str, str], Counter] = {}
+        self._check_duration = instruments.check_duration.labels(limiter.name)
+
+    async def judge(
+        self,
+        request: Request,
+        rules: Sequence[CompiledRule],
+        authenticator: Authenticator | None,
+    ) -> Verdict | None:
+        """The verdict for a request that ``rules`` (already in scope and matching its
+        method and path) may count; None when none applies or the counters are down
+        and the failure mode is open. Raises the 503 problem when it is closed."""
+        caller = ANONYMOUS
+        if any(rule.needs_caller for rule in rules):
+            caller, early = await self._identify(request, rules, authenticator)
+            if early is not None:
+                return early
+        applicable = [rule for rule in rules if rule.matches_caller(caller)]
+        if not applicable:
+            return None
+        verdict = await self._check(request, caller, applicable, charge=True)
+        if verdict is not None:
+            self._record(verdict, caller, request)
+        return verdict
+
+    async def _identify(
+        self,
+        request: Request,
+        rules: Sequence[CompiledRule],
+        authenticator: Authenticator | None,
+    ) -> tuple[Caller, Verdict | None]:
+        token = bearer_token(request.authorization)
+        if token is None or authenticator is None:
+            return ANONYMOUS, None
+        if not await authenticator.knows(token):
+            anonymous_rules = [r for r in rules if r.enforced and r.matches_caller(ANONYMOUS)]
+            if anonymous_rules:
+                look = await self._check(request, ANONYMOUS, anonymous_rules, charge=False)
+                if look is not None and not look.allowed:
+                    self._record(look, ANONYMOUS, request)
+                    return ANONYMOUS, look
+        try:
+            principal = await authenticator.authenticate(token)
+        except (KubeError, aiohttp.ClientError, TimeoutError):
+            # authenticate_and_authorize will answer 503 for this request; as far as
+            # limits go, the caller is unproven.
+            return ANONYMOUS, None
+        if principal is None:
+            return ANONYMOUS, None
+        return Caller(
+            principal.user, frozenset({*principal.groups, AUTHENTICATED_GROUP}), True
+        ), None
+
+    async def _check(
+        self, request: Request, caller: Caller, rules: Sequence[CompiledRule], *, charge: bool
+    ) -> Verdict | None:
+        buckets = [
+            Bucket(
+                key=rule.bucket(caller, request.address, request.headers),
+                quota=rule.quota,
+                cost=rule.cost,
+                enforced=rule.enforced,
+            )
+            for rule in rules
+        ]
+        started = time.perf_counter()
+        try:
+            results = await self.limiter.check(buckets, charge=charge)
+        except LimiterUnavailable as exc:
+            self._backend_failed(request, str(exc))
+            return None
+        finally:
+            self._check_duration.observe(time.perf_counter() - started)
+        return Verdict(
+            tuple(
+                RuleDecision(rule, result, bucket.key)
+                for rule, result, bucket in zip(rules, results, buckets, strict=True)
+            )
+        )
+
+    def _backend_failed(self, request: Request, reason: str) -> None:
+        mode = self.failure_mode.value
+        self.instruments.backend_errors.labels(self.limiter.name, mode).inc()
+        if self._sampler.due(f"backend:{self.limiter.name}"):
+            logs.security_event(
+                logger,
+                "ratelimit.backend_unavailable",
+                backend=self.limiter.name,
+                failure_mode=mode,
+                reason=reason,
+                source_ip=request.address,
+                path=request.path,
+            )
+        if self.failure_mode is FailureMode.CLOSED:
+            raise errors.dependency_unavailable(self.limiter.name)
+
+    def _record(self, verdict: Verdict, caller: Caller, request: Request) -> None:
+        now = time.time()
+        for decision in verdict.decisions:
+            rule = decision.rule
+            if not decision.throttled:
+                outcome = metrics.ALLOWED
+            elif rule.enforced:
+                outcome = metrics.THROTTLED
+            else:
+                outcome = metrics.SHADOW
+            self._counter(rule, outcome).inc()
+            if outcome == metrics.ALLOWED:
+                continue
+            self.ledger.record(rule.policy.uid, rule.name, now)
+            if self._sampler.due(f"{outcome}:{decision.bucket}"):
+                logs.security_event(
+                    logger,
+                    "ratelimit.throttled" if rule.enforced else "ratelimit.shadow_throttled",
+                    policy=rule.policy.label,
+                    rule=rule.name,
+                    actor=caller.user,
+                    source_ip=request.address,
+                    path=request.path,
+                    retry_after=round(decision.result.retry_after, 3),
+                )
+
+    def _counter(self, rule: CompiledRule, outcome: str) -> Counter:
+        # Children are cached: .labels() takes a lock and builds a tuple on every call.
+        key = (rule.ident, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self.instruments.decisions.labels(rule.policy.label, rule.name, outcome)
+            self._counters[key] = counter
+        return counter

@@ -1,0 +1,72 @@
+"""What the REST routes of every custom resource share, so that all kinds behave alike.
+
+The object as clients see it (without ``managedFields``), ``ETag`` as the object's
+resourceVersion and ``If-Match`` back into one, the caller as the identity writes
+impersonate, and RFC 7396 JSON merge patch as PATCH applies it before validating.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.api import errors, keys
+from dockyard.api.auth import Principal
+from dockyard.core.kube import Impersonation
+from dockyard.core.models.common import API_VERSION
+
+
+def kube_path(plural: str, namespace: str, name: str | None = None) -> str:
+    """The apiserver path of a Dockyard collection in a namespace, or of one object."""
+    base = f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}"
+    return f"{base}/{name}" if name else base
+
+
+def public(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as clients see it: without the apiserver's field-manager bookkeeping."""
+    shown = dict(obj)
+    shown["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    return shown
+
+
+def etag(obj: dict[str, Any]) -> str:
+    return f'"{obj["metadata"]["resourceVersion"]}"'
+
+
+def respond(obj: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(public(obj), status=status, headers={"ETag": etag(obj)})
+
+
+def if_match(request: web.Request) -> str | None:
+    """The resourceVersion an If-Match names; None when absent or ``*``."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.split(",")[0].strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit():
+        raise errors.precondition_failed(f"If-Match {header!r} is not an ETag this API issued.")
+    return value
+
+
+def caller(request: web.Request) -> Impersonation:
+    """Who writes go to the apiserver as: the authenticated caller."""
+    principal: Principal = request[keys.PRINCIPAL]
+    return Impersonation(principal.user, principal.groups)
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result

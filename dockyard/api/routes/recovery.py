@@ -1,0 +1,343 @@
+"""What the REST routes of the backup and restore kinds share, on top of ``kinds.KindRoutes``.
+
+Backups, BackupSchedules, Restores and RestoreDrills get the five operations every kind
+gets (``kinds``), plus:
+
+- lists paged with a cursor (``limit``, ``cursor``) and filtered by ``environment``,
+  ``phase`` (for kinds with one) and ``labelSelector``, since a namespace accumulates
+  backups and restores by the hundred;
+- annotations that only the server writes (``dockyard.io/requested-by`` and
+  ``dockyard.io/approved-by`` on a Restore): a client sending one, on create or in a
+  patch, gets a 422 naming it, because those annotations are the approval rule's
+  evidence and must come from the authenticated caller, never from a body;
+- annotations the server stamps on create (the requester);
+- ``POST .../{name}/run`` for the scheduled kinds: sets ``dockyard.io/run-now`` with a
+  merge patch made as the caller, so it needs (and is authorized as) ``patch``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dockyard.api import errors, keys
+from dockyard.api.audit import spec_diff
+from dockyard.api.auth import Permission
+from dockyard.api.bodies import read_json
+from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.routes.kinds import COMMON_RESPONSES, MERGE_PATCH_TYPES, KindRoutes
+from dockyard.api.routes.objects import caller, kube_path, public, respond
+from dockyard.core import selectors
+from dockyard.core.models.references import OBJECT_NAME_PATTERN
+from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
+
+Object = dict[str, Any]
+# Annotations a server stamps on create, computed from the request (its caller).
+Stamp = Callable[[web.Request], Mapping[str, str]]
+
+LIMIT_DEFAULT = 50
+LIMIT_MAX = 500
+# A cursor is the base64 of an object name (at most 253 characters).
+CURSOR_MAX_LENGTH = 400
+
+
+class MetadataInput(BaseModel):
+    """The metadata a client may set on a new backup, schedule, restore or drill."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="DNS-1123 subdomain, unique in the namespace",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, max_length=64, description="Kubernetes labels"
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Kubernetes annotations (not those the server sets, such as "
+        "dockyard.io/requested-by)",
+    )
+
+
+class PageQuery(BaseModel):
+    """Query parameters of the paged lists."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    limit: int = Field(default=LIMIT_DEFAULT, ge=1, le=LIMIT_MAX, description="page size")
+    cursor: str | None = Field(
+        default=None, max_length=CURSOR_MAX_LENGTH, description="from nextCursor"
+    )
+    label_selector: str | None = Field(
+        default=None, alias="labelSelector", max_length=1024, description="label selector"
+    )
+    environment: str | None = Field(
+        default=None, max_length=253, description="only objects about this Environment"
+    )
+    phase: str | None = Field(default=None, max_length=32, description="only this phase")
+
+
+def encode_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return raw.decode()
+    except (ValueError, binascii.Error) as exc:
+        raise errors.validation_failed(
+            [errors.FieldError(field="query.cursor", message="not a cursor this API issued")]
+        ) from exc
+
+
+def environment_ref(obj: Object) -> frozenset[str]:
+    """The Environment a Backup, BackupSchedule or RestoreDrill is about."""
+    name = ((obj.get("spec") or {}).get("environmentRef") or {}).get("name")
+    return frozenset({name}) if isinstance(name, str) else frozenset()
+
+
+def _phase(obj: Object) -> str | None:
+    phase = (obj.get("status") or {}).get("phase")
+    return phase if isinstance(phase, str) else None
+
+
+def _query_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoveryKindRoutes(KindRoutes):
+    """``KindRoutes`` with paged, filtered lists, server-owned annotations and run-now.
+
+    ``environments_of`` says which Environments an object is about (the ``environment``
+    filter); ``phases`` is the kind's phase enum, when it has one (the ``phase`` filter);
+    ``server_annotations`` are refused from clients; ``stamp`` adds annotations on
+    create; ``runnable`` adds ``POST .../{name}/run``.
+    """
+
+    environments_of: Callable[[Object], frozenset[str]] = environment_ref
+    phases: type[StrEnum] | None = None
+    server_annotations: frozenset[str] = frozenset()
+    stamp: Stamp | None = None
+    runnable: bool = False
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def list_namespaced(self, request: web.Request) -> web.Response:
+        query = self._page_query(request)
+        predicates = self._predicates(query)
+        after = decode_cursor(query.cursor) if query.cursor else None
+        cache = request.app[self.cache]
+        await cache.wait_synced()
+        matched = cache.list(
+            namespaces={request.match_info["namespace"]},
+            predicate=lambda o: (
+                (after is None or o["metadata"]["name"] > after) and all(p(o) for p in predicates)
+            ),
+        )
+        page = matched[: query.limit]
+        more = len(matched) > query.limit
+        return web.json_response(
+            {
+                "items": [public(o) for o in page],
+                "nextCursor": encode_cursor(page[-1]["metadata"]["name"]) if more else None,
+                "resourceVersion": str(cache.resource_version),
+            }
+        )
+
+    async def patch(self, request: web.Request) -> web.Response:
+        raw = await read_json(request, allowed=MERGE_PATCH_TYPES)
+        if isinstance(raw, dict):
+            self._refuse_server_annotations(raw.get("metadata"))
+        # aiohttp keeps the body read above, so the shared handler reads it again for free.
+        return await super().patch(request)
+
+    async def _create(self, request: web.Request, namespace: str, raw: object) -> dict[str, Any]:
+        if isinstance(raw, dict) and isinstance(raw.get("metadata"), dict):
+            self._refuse_server_annotations(raw["metadata"])
+            if self.stamp is not None:
+                metadata = dict(raw["metadata"])
+                annotations = metadata.get("annotations")
+                if isinstance(annotations, dict) or annotations is None:
+                    metadata["annotations"] = {**(annotations or {}), **self.stamp(request)}
+                raw = {**raw, "metadata": metadata}
+        return await super()._create(request, namespace, raw)
+
+    async def run_now(self, request: web.Request) -> web.Response:
+        """Set the run-now annotation; the operator starts a run and removes it."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        cache = request.app[self.cache]
+        await cache.wait_synced()
+        current = cache.get(namespace, name)
+        if current is None:
+            raise self._not_found(namespace, name)
+        requested = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        updated = await request.app[keys.KUBE].merge_patch(
+            kube_path(self.plural, namespace, name),
+            {"metadata": {"annotations": {RUN_NOW_ANNOTATION: requested}}},
+            as_user=caller(request),
+        )
+        request[keys.AUDIT] = annotation_diff(current, updated)
+        await cache.wait_for_version(updated["metadata"]["resourceVersion"])
+        return respond(updated, status=202)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _page_query(self, request: web.Request) -> PageQuery:
+        try:
+            query = PageQuery.model_validate(dict(request.query))
+        except ValidationError as exc:
+            raise errors.from_validation_error(exc, prefix="query") from None
+        if query.phase is not None:
+            allowed = [p.value for p in self.phases] if self.phases is not None else []
+            if query.phase not in allowed:
+                message = (
+                    f"must be one of {', '.join(allowed)}"
+                    if allowed
+                    else f"{self.kind} has no phase to filter on"
+                )
+                raise errors.validation_failed(
+                    [errors.FieldError(field="query.phase", message=message)]
+                )
+        return query
+
+    def _predicates(self, query: PageQuery) -> list[Callable[[Object], bool]]:
+        predicates: list[Callable[[Object], bool]] = []
+        if query.label_selector:
+            try:
+                requirements = selectors.parse(query.label_selector)
+            except selectors.SelectorError as exc:
+                raise errors.validation_failed(
+                    [errors.FieldError(field="query.labelSelector", message=str(exc))]
+                ) from None
+            predicates.append(
+                lambda o: selectors.matches(requirements, o["metadata"].get("labels") or {})
+            )
+        if query.environment:
+            environment = query.environment
+            predicates.append(lambda o: environment in self.environments_of(o))
+        if query.phase:
+            phase = query.phase
+            predicates.append(lambda o: _phase(o) == phase)
+        return predicates
+
+    def _refuse_server_annotations(self, metadata: object) -> None:
+        if not self.server_annotations or not isinstance(metadata, dict):
+            return
+        annotations = metadata.get("annotations")
+        if not isinstance(annotations, dict):
+            return
+        sent = sorted(self.server_annotations & set(annotations))
+        if sent:
+            raise errors.validation_failed(
+                [
+                    errors.FieldError(
+                        field=f"metadata.annotations.{name}",
+                        message="set by the server from the authenticated caller; do not send it",
+                    )
+                    for name in sent
+                ]
+            )
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def register(self, registry: OperationRegistry) -> None:
+        shared = OperationRegistry()
+        super().register(shared)
+        for operation in shared.operations:
+            if operation.handler == self.list_namespaced:
+                operation = dataclasses.replace(
+                    operation,
+                    description="Paged by name: pass nextCursor back as cursor.",
+                    parameters=self._list_parameters(),
+                )
+            registry.add(operation)
+        if self.runnable:
+            registry.add(
+                Operation(
+                    "POST",
+                    f"/api/v1/namespaces/{{namespace}}/{self.plural}/{{name}}/run",
+                    f"run{self.kind}",
+                    f"Run a {self.noun} now",
+                    self.plural,
+                    self.run_now,
+                    response_model=self.model,
+                    responses={
+                        **COMMON_RESPONSES,
+                        202: "Run requested",
+                        404: f"No such {self.noun}",
+                    },
+                    permission=Permission("patch", self.plural),
+                    description=f"Sets the {RUN_NOW_ANNOTATION} annotation; the operator "
+                    "starts a run outside the schedule (even while suspended) and removes it.",
+                )
+            )
+
+    def _list_parameters(self) -> tuple[dict[str, Any], ...]:
+        parameters = [
+            _query_parameter(
+                "limit",
+                "page size",
+                {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT},
+            ),
+            _query_parameter(
+                "cursor", "nextCursor of the previous page", {"type": "string", "maxLength": 400}
+            ),
+            _query_parameter(
+                "labelSelector",
+                "a Kubernetes label selector",
+                {"type": "string", "maxLength": 1024},
+            ),
+            _query_parameter(
+                "environment",
+                "only objects about this Environment",
+                {"type": "string", "maxLength": 253},
+            ),
+        ]
+        if self.phases is not None:
+            parameters.append(
+                _query_parameter(
+                    "phase",
+                    "only objects in this phase",
+                    {"type": "string", "enum": [p.value for p in self.phases]},
+                )
+            )
+        return tuple(parameters)
+
+
+def annotation_diff(before: Object, after: Object) -> dict[str, dict[str, Any]]:
+    """The audit diff of a change to an object's annotations, as metadata/annotations/..."""
+    return spec_diff(
+        {"metadata": {"annotations": (before.get("metadata") or {}).get("annotations") or {}}},
+        {"metadata": {"annotations": (after.get("metadata") or {}).get("annotations") or {}}},
+    )
+
+
+__all__ = [
+    "MetadataInput",
+    "PageQuery",
+    "RecoveryKindRoutes",
+    "annotation_diff",
+    "decode_cursor",
+    "encode_cursor",
+    "environment_ref",
+]

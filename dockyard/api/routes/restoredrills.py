@@ -1,0 +1,248 @@
+"""RestoreDrills over REST: the objects kubectl sees, their run history, and running one now.
+
+The contract of every kind (``kinds``), the paged lists of the backup kinds
+(``recovery``, filtered by ``?environment=``), ``POST .../{name}/run`` (the
+``dockyard.io/run-now`` annotation), and ``GET .../{name}/runs``: the drill's finished
+runs, newest first, each with its measured recovery time (``restoreSeconds``, the RTO)
+and recovery point (``backupAgeSeconds``, the RPO) beside the objectives they were held
+to. The runs come from the platform database's ``drill_runs`` (every run the operator
+recorded), or from ``status.history`` (bounded by ``spec.historyLimit``) for a drill
+with no rows there (the database not migrated yet, or runs from before). Either way they
+are paged by start time, so a cursor stays valid while new runs arrive; the cursor says
+which source it came from, so a listing never switches sources halfway.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dockyard.api import errors, keys
+from dockyard.api.auth import Permission
+from dockyard.api.drill_runs import DrillRunLog, RunKey
+from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.routes.kinds import COMMON_RESPONSES
+from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
+from dockyard.core.models.common import API_VERSION
+from dockyard.core.models.restore_drill import (
+    DrillObjectives,
+    DrillRun,
+    DrillRunSummary,
+    RestoreDrill,
+    RestoreDrillSpec,
+    RestoreDrillStatus,
+)
+
+RUNS_LIMIT_MAX = 100
+
+
+class RestoreDrillCreate(BaseModel):
+    """The body of ``POST .../restoredrills``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_version: str | None = Field(
+        default=None, alias="apiVersion", description=f"optional; {API_VERSION}"
+    )
+    kind: str | None = Field(default=None, description="optional; RestoreDrill")
+    metadata: MetadataInput = Field(description="name, labels and annotations")
+    spec: RestoreDrillSpec = Field(description="when to drill, on which backup, what to check")
+
+
+class RestoreDrillList(BaseModel):
+    """A page of the restore drills of a namespace, ordered by name."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    items: list[RestoreDrill] = Field(description="the drills on this page")
+    next_cursor: str | None = Field(
+        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
+    )
+    resource_version: str = Field(
+        alias="resourceVersion", description="the cache's resourceVersion for this list"
+    )
+
+
+class DrillRunList(BaseModel):
+    """A page of a drill's finished runs, newest first, with the objectives they met or not."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    drill: str = Field(description="the drill's name")
+    objectives: DrillObjectives = Field(
+        description="the RTO (rtoSeconds) and RPO (rpoSeconds) the runs are held to"
+    )
+    last_run: DrillRun | None = Field(
+        default=None,
+        alias="lastRun",
+        description="the last finished run in full, with one reason per failed check",
+    )
+    items: list[DrillRunSummary] = Field(
+        description="runs on this page: restoreSeconds is the measured RTO, "
+        "backupAgeSeconds the measured RPO"
+    )
+    next_cursor: str | None = Field(
+        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
+    )
+
+
+class RunsQuery(BaseModel):
+    """Query parameters of a drill's run history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=20, ge=1, le=RUNS_LIMIT_MAX, description="page size")
+    cursor: str | None = Field(default=None, max_length=300, description="from nextCursor")
+
+
+ROUTES = RecoveryKindRoutes(
+    model=RestoreDrill,
+    spec_model=RestoreDrillSpec,
+    create_model=RestoreDrillCreate,
+    list_model=RestoreDrillList,
+    cache=keys.RESTORE_DRILL_CACHE,
+    plural_title="RestoreDrills",
+    noun="restore drill",
+    runnable=True,
+)
+
+
+DATABASE = "db"
+STATUS = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class RunsCursor:
+    """Where a page of runs ended, and which source it was read from."""
+
+    source: str
+    started_at: datetime
+    id: int | None = None
+
+    def encode(self) -> str:
+        raw = json.dumps([self.source, self.started_at.isoformat(), self.id])
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str) -> RunsCursor:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            source, started, ident = json.loads(raw)
+            started_at = datetime.fromisoformat(started)
+        except (ValueError, binascii.Error, TypeError):
+            raise _invalid_cursor() from None
+        # bool is an int to Python; a cursor never holds one.
+        valid = (source == DATABASE and type(ident) is int) or (source == STATUS and ident is None)
+        if not valid or started_at.tzinfo is None:
+            raise _invalid_cursor()
+        return cls(source, started_at, ident)
+
+
+def _invalid_cursor() -> errors.Problem:
+    return errors.validation_failed(
+        [errors.FieldError(field="query.cursor", message="not a cursor this API issued")]
+    )
+
+
+async def _from_database(
+    request: web.Request, namespace: str, name: str, cursor: RunsCursor | None, limit: int
+) -> tuple[list[DrillRunSummary], RunsCursor | None] | None:
+    """A page from ``drill_runs``; None when the drill has no rows there to page through."""
+    after = RunKey(cursor.started_at, cursor.id) if cursor and cursor.id is not None else None
+    try:
+        page = await DrillRunLog(request.app[keys.DB_POOL]).page(
+            namespace=namespace, drill=name, after=after, limit=limit
+        )
+    except asyncpg.UndefinedTableError:
+        return None  # a database not migrated to 0002 yet: status is all there is
+    if not page.runs and cursor is None:
+        return None
+    following = RunsCursor(DATABASE, page.next.started_at, page.next.id) if page.next else None
+    return page.runs, following
+
+
+def _from_status(
+    status: RestoreDrillStatus, cursor: RunsCursor | None, limit: int
+) -> tuple[list[DrillRunSummary], RunsCursor | None]:
+    runs = sorted(status.history, key=lambda r: r.started_at, reverse=True)
+    if cursor is not None:
+        runs = [r for r in runs if r.started_at < cursor.started_at]
+    page = runs[:limit]
+    more = len(runs) > limit
+    return page, RunsCursor(STATUS, page[-1].started_at) if more else None
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        query = RunsQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise errors.from_validation_error(exc, prefix="query") from None
+    cursor = RunsCursor.decode(query.cursor) if query.cursor else None
+    cache = request.app[keys.RESTORE_DRILL_CACHE]
+    await cache.wait_synced()
+    obj = cache.get(namespace, name)
+    if obj is None:
+        raise errors.not_found(f"RestoreDrill {namespace}/{name} does not exist.")
+    # The operator wrote it, and the CRD's schema held it to these models.
+    status = RestoreDrillStatus.model_validate(obj.get("status") or {})
+    objectives = DrillObjectives.model_validate((obj.get("spec") or {}).get("objectives") or {})
+    page = None
+    if cursor is None or cursor.source == DATABASE:
+        page = await _from_database(request, namespace, name, cursor, query.limit)
+    if page is None:
+        page = _from_status(status, cursor, query.limit)
+    runs, following = page
+    body = DrillRunList(
+        drill=name,
+        objectives=objectives,
+        last_run=status.last_run,
+        items=runs,
+        next_cursor=following.encode() if following else None,
+    )
+    return web.json_response(body.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def register(registry: OperationRegistry) -> None:
+    ROUTES.register(registry)
+    registry.add(
+        Operation(
+            "GET",
+            "/api/v1/namespaces/{namespace}/restoredrills/{name}/runs",
+            "listRestoreDrillRuns",
+            "A restore drill's run history, with RTO and RPO per run",
+            "restoredrills",
+            list_runs,
+            response_model=DrillRunList,
+            responses={**COMMON_RESPONSES, 404: "No such restore drill"},
+            permission=Permission("get", "restoredrills"),
+            description="Newest first. restoreSeconds is the measured recovery time (RTO), "
+            "backupAgeSeconds the measured recovery point (RPO).",
+            parameters=(
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": RUNS_LIMIT_MAX,
+                        "default": 20,
+                    },
+                },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 300},
+                },
+            ),
+        )
+    )

@@ -1,0 +1,256 @@
+"""Restores over REST: create, read, list, change and delete them, read their plan, and
+approve them.
+
+The contract of every kind (``kinds``), the paged lists of the backup kinds
+(``recovery``, filtered by ``?environment=``, source or target, and ``?phase=``), and:
+
+- on create, ``dockyard.io/requested-by`` is set to the authenticated caller; a body
+  carrying it (or ``dockyard.io/approved-by``) is refused with 422, as is a patch that
+  would change either, because the approval rule reads them as evidence of who asked
+  and who approved (``dockyard.core.restore_plan``);
+- ``GET .../{name}/plan`` answers the operator's ``status.plan``, or 409
+  ``plan-not-ready`` while there is none;
+- ``POST .../{name}/approve`` needs the custom RBAC verb ``approve`` on ``restores``
+  (SubjectAccessReview). The requester is refused (403 ``approval-by-requester``), a
+  restore that is not AwaitingApproval too (409 ``not-awaiting-approval``); otherwise
+  ``dockyard.io/approved-by`` is set to the caller with a merge patch made as the caller
+  (so it also needs ``patch``) and guarded by the resourceVersion the checks were made
+  on. The operator verifies the approval again before it touches the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from dockyard.api import errors, keys
+from dockyard.api.auth import Permission
+from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.routes.kinds import COMMON_RESPONSES
+from dockyard.api.routes.objects import caller, if_match, kube_path, respond
+from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
+from dockyard.core.kube import KubeError
+from dockyard.core.models.common import API_VERSION
+from dockyard.core.models.restore import (
+    APPROVED_BY_ANNOTATION,
+    REQUESTED_BY_ANNOTATION,
+    Restore,
+    RestorePhase,
+    RestorePlan,
+    RestoreSpec,
+)
+from dockyard.core.restore_plan import identify_requester
+
+Object = dict[str, Any]
+
+# The operator may write status between our read and our patch (a new resourceVersion);
+# the checks are then made again on the fresh object, a few times at most.
+APPROVE_ATTEMPTS = 3
+
+
+class RestoreCreate(BaseModel):
+    """The body of ``POST .../restores``; the server records the caller as requester."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_version: str | None = Field(
+        default=None, alias="apiVersion", description=f"optional; {API_VERSION}"
+    )
+    kind: str | None = Field(default=None, description="optional; Restore")
+    metadata: MetadataInput = Field(description="name, labels and annotations")
+    spec: RestoreSpec = Field(description="what to restore, where, and how carefully")
+
+
+class RestoreList(BaseModel):
+    """A page of the restores of a namespace, ordered by name."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    items: list[Restore] = Field(description="the restores on this page")
+    next_cursor: str | None = Field(
+        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
+    )
+    resource_version: str = Field(
+        alias="resourceVersion", description="the cache's resourceVersion for this list"
+    )
+
+
+def _environments(obj: Object) -> frozenset[str]:
+    """The environments a restore is about: its source's and its target's."""
+    spec = obj.get("spec") or {}
+    plan = (obj.get("status") or {}).get("plan") or {}
+    names = {
+        ((spec.get("source") or {}).get("environmentRef") or {}).get("name"),
+        ((spec.get("target") or {}).get("environmentRef") or {}).get("name"),
+        plan.get("sourceEnvironment"),
+        plan.get("target"),
+    }
+    return frozenset(n for n in names if isinstance(n, str))
+
+
+def _requested_by(request: web.Request) -> Mapping[str, str]:
+    return {REQUESTED_BY_ANNOTATION: request[keys.PRINCIPAL].user}
+
+
+ROUTES = RecoveryKindRoutes(
+    model=Restore,
+    spec_model=RestoreSpec,
+    create_model=RestoreCreate,
+    list_model=RestoreList,
+    cache=keys.RESTORE_CACHE,
+    plural_title="Restores",
+    noun="restore",
+    environments_of=_environments,
+    phases=RestorePhase,
+    server_annotations=frozenset({REQUESTED_BY_ANNOTATION, APPROVED_BY_ANNOTATION}),
+    stamp=_requested_by,
+)
+
+
+def _missing(namespace: str, name: str) -> errors.Problem:
+    return errors.not_found(f"Restore {namespace}/{name} does not exist.")
+
+
+async def get_plan(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    cache = request.app[keys.RESTORE_CACHE]
+    await cache.wait_synced()
+    obj = cache.get(namespace, name)
+    if obj is None:
+        raise _missing(namespace, name)
+    status = obj.get("status") or {}
+    plan = status.get("plan")
+    if not plan:
+        why = status.get("message")
+        raise errors.Problem(
+            409,
+            "plan-not-ready",
+            "Plan Not Ready",
+            f"Restore {namespace}/{name} has no plan yet"
+            + (f": {why}" if why else "; the operator writes it once source and target resolve."),
+        )
+    return web.json_response(plan)
+
+
+def approval_refusal(obj: Object, approver: str) -> errors.Problem | None:
+    """Why ``approver`` cannot approve this restore now, or None when they can."""
+    metadata = obj.get("metadata") or {}
+    name = f"{metadata.get('namespace')}/{metadata.get('name')}"
+    requester = identify_requester(
+        metadata.get("annotations") or {}, metadata.get("managedFields") or []
+    )
+    if requester.is_user and requester.name == approver:
+        return errors.Problem(
+            403,
+            "approval-by-requester",
+            "Approval By Requester",
+            f"{approver} requested restore {name} and cannot approve it; another user must.",
+        )
+    phase = (obj.get("status") or {}).get("phase") or RestorePhase.PENDING
+    if phase != RestorePhase.AWAITING_APPROVAL:
+        return errors.Problem(
+            409,
+            "not-awaiting-approval",
+            "Not Awaiting Approval",
+            f"Restore {name} is {phase}, not {RestorePhase.AWAITING_APPROVAL}.",
+        )
+    if not requester.is_user:
+        # The operator would refuse this approval: nothing shows it comes from someone else.
+        return errors.Problem(
+            409,
+            "requester-unknown",
+            "Requester Unknown",
+            f"Restore {name} names no requester ({REQUESTED_BY_ANNOTATION}), so an approval "
+            "cannot be shown to come from another user; recreate it through this API.",
+        )
+    return None
+
+
+async def approve(request: web.Request) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    approver = request[keys.PRINCIPAL].user
+    kube = request.app[keys.KUBE]
+    path = kube_path(Restore.crd.plural, namespace, name)
+    expected = if_match(request)
+    for _ in range(APPROVE_ATTEMPTS):
+        # Fresh from the apiserver, not the cache: the decision is written back guarded
+        # by this resourceVersion, so it must be the latest one.
+        try:
+            current = await kube.get(path)
+        except KubeError as exc:
+            if exc.status == 404:
+                raise _missing(namespace, name) from None
+            raise
+        version = current["metadata"]["resourceVersion"]
+        if expected is not None and expected != version:
+            raise errors.precondition_failed(
+                f"If-Match {expected} no longer matches Restore {namespace}/{name}."
+            )
+        refusal = approval_refusal(current, approver)
+        if refusal is not None:
+            raise refusal
+        patch = {
+            "metadata": {
+                "resourceVersion": version,
+                "annotations": {APPROVED_BY_ANNOTATION: approver},
+            }
+        }
+        try:
+            updated = await kube.merge_patch(path, patch, as_user=caller(request))
+        except KubeError as exc:
+            if exc.status == 409:
+                continue  # changed meanwhile (the operator's status): check again
+            raise
+        request[keys.AUDIT] = annotation_diff(current, updated)
+        await request.app[keys.RESTORE_CACHE].wait_for_version(
+            updated["metadata"]["resourceVersion"]
+        )
+        return respond(updated)
+    raise errors.conflict(
+        f"Restore {namespace}/{name} kept changing while it was being approved; retry."
+    )
+
+
+def register(registry: OperationRegistry) -> None:
+    ROUTES.register(registry)
+    one = "/api/v1/namespaces/{namespace}/restores/{name}"
+    missing = {404: "No such restore"}
+    registry.add(
+        Operation(
+            "GET",
+            one + "/plan",
+            "getRestorePlan",
+            "Read a restore's plan",
+            "restores",
+            get_plan,
+            response_model=RestorePlan,
+            responses={**COMMON_RESPONSES, **missing, 409: "No plan yet"},
+            permission=Permission("get", "restores"),
+            description="The backup, size, tables, target, estimated duration and whether "
+            "approval is needed, as the operator resolved them (dry run or not).",
+        )
+    )
+    registry.add(
+        Operation(
+            "POST",
+            one + "/approve",
+            "approveRestore",
+            "Approve a restore awaiting approval",
+            "restores",
+            approve,
+            response_model=Restore,
+            responses={
+                **COMMON_RESPONSES,
+                **missing,
+                409: "Not awaiting approval",
+                412: "If-Match does not match",
+            },
+            permission=Permission("approve", "restores"),
+            description="Needs the approve verb on restores (operator and admin roles), and "
+            "patch to record it. The requester cannot approve (403 approval-by-requester). "
+            "Sets dockyard.io/approved-by to the caller; the operator verifies it.",
+        )
+    )

@@ -1,0 +1,228 @@
+"""Which rules count a request: scope by namespace, match, keys, and how rules combine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dockyard.api.ratelimit.backends import Bucket, MemoryLimiter
+from dockyard.api.ratelimit.decisions import RuleDecision, Verdict, sf_string
+from dockyard.api.ratelimit.rules import ANONYMOUS, Caller, PolicyIndex, Target
+
+PLATFORM = "dockyard-system"
+ENVIRONMENTS = "/api/v1/namespaces/{namespace}/environments"
+ROUTES = frozenset({ENVIRONMENTS, "/api/v1/me", "/api/v1/environments"})
+ALICE = Caller("alice", frozenset({"dev", "system:authenticated"}), authenticated=True)
+
+
+def policy(
+    namespace: str, name: str, *rules: dict[str, Any], mode: str = "Enforce"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "RateLimitPolicy",
+        "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}", "generation": 1},
+        "spec": {"mode": mode, "rules": list(rules)},
+    }
+
+
+def rule(name: str, requests: int = 10, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "limit": {"requests": requests, "period": "minute"}, **fields}
+
+
+def index(*objects: dict[str, Any]) -> PolicyIndex:
+    built = PolicyIndex(PLATFORM, ROUTES)
+    built.rebuild(objects)
+    return built
+
+
+def names(idx: PolicyIndex, target: Target) -> list[str]:
+    return [r.ident for r in idx.candidates(target)]
+
+
+def envs(namespace: str, method: str = "GET") -> Target:
+    return Target(method, f"/api/v1/namespaces/{namespace}/environments", ENVIRONMENTS, namespace)
+
+
+def test_platform_policies_apply_everywhere_and_tenant_policies_to_their_namespace() -> None:
+    idx = index(policy(PLATFORM, "global", rule("all")), policy("shop", "mine", rule("shop")))
+    assert names(idx, envs("shop")) == [f"{PLATFORM}/global/all", "shop/mine/shop"]
+    assert names(idx, envs("search")) == [f"{PLATFORM}/global/all"]
+    # A route without {namespace} is about no tenant's objects.
+    assert names(idx, Target("GET", "/api/v1/me", "/api/v1/me")) == [f"{PLATFORM}/global/all"]
+
+
+def test_methods_and_paths_narrow_a_rule() -> None:
+    idx = index(
+        policy(
+            PLATFORM,
+            "p",
+            rule("writes", match={"methods": ["POST", "PATCH"]}),
+            rule("template", match={"paths": [ENVIRONMENTS]}),
+            rule("prefix", match={"paths": ["/api/v1/namespaces/shop/*"]}),
+            rule("template-prefix", match={"paths": ["/api/v1/namespaces/{namespace}/*"]}),
+        )
+    )
+    assert names(idx, envs("shop", "POST")) == [
+        f"{PLATFORM}/p/{n}" for n in ("writes", "template", "prefix", "template-prefix")
+    ]
+    assert names(idx, envs("search")) == [
+        f"{PLATFORM}/p/{n}" for n in ("template", "template-prefix")
+    ]
+    assert names(idx, Target("GET", "/api/v1/me", "/api/v1/me")) == []
+
+
+def test_subjects_and_groups_say_who_is_counted() -> None:
+    idx = index(
+        policy(
+            PLATFORM,
+            "p",
+            rule("everyone"),
+            rule("alice", match={"subjects": ["alice"]}),
+            rule("devs", match={"groups": ["dev"]}),
+            rule("anonymous", match={"groups": ["system:unauthenticated"]}),
+        )
+    )
+    rules = idx.candidates(envs("shop"))
+    assert [r.name for r in rules if r.matches_caller(ALICE)] == ["everyone", "alice", "devs"]
+    assert [r.name for r in rules if r.matches_caller(ANONYMOUS)] == ["everyone", "anonymous"]
+
+
+def test_keys_count_per_subject_address_or_header_and_fall_back_to_the_address() -> None:
+    idx = index(
+        policy(
+            PLATFORM,
+            "p",
+            rule("subject"),
+            rule("ip", key="ClientIP"),
+            rule("header", key="Header", header="X-Api-Key"),
+        )
+    )
+    subject, ip, header = idx.candidates(envs("shop"))
+    assert subject.bucket(ALICE, "10.0.0.1", {}) == subject.bucket(ALICE, "10.0.0.2", {})
+    assert subject.bucket(ANONYMOUS, "10.0.0.1", {}) != subject.bucket(ANONYMOUS, "10.0.0.2", {})
+    assert ip.bucket(ALICE, "10.0.0.1", {}) != ip.bucket(ALICE, "10.0.0.2", {})
+    with_key = header.bucket(ANONYMOUS, "10.0.0.1", {"X-Api-Key": "k1"})
+    assert with_key == header.bucket(ANONYMOUS, "10.0.0.2", {"X-Api-Key": "k1"})
+    assert with_key != header.bucket(ANONYMOUS, "10.0.0.1", {"X-Api-Key": "k2"})
+    assert "k1" not in with_key  # header values may be credentials: only a hash is stored
+
+
+def test_only_rules_that_match_or_key_on_the_caller_need_a_token_review() -> None:
+    idx = index(policy(PLATFORM, "p", rule("ip", key="ClientIP"), rule("subject")))
+    ip, subject = idx.candidates(envs("shop"))
+    assert not ip.needs_caller
+    assert subject.needs_caller
+
+
+def test_a_policy_that_can_never_match_is_reported_not_accepted() -> None:
+    idx = index(
+        policy(PLATFORM, "typo", rule("r", match={"paths": ["/api/v1/environment"]})),
+        policy("shop", "global-route", rule("r", match={"paths": ["/api/v1/environments"]})),
+        policy("shop", "fine", rule("r", match={"paths": [ENVIRONMENTS, "/api/*"]})),
+    )
+    reports = idx.reports
+    assert not reports[(PLATFORM, "typo")].accepted
+    assert "/api/v1/environment is not a route" in reports[(PLATFORM, "typo")].message
+    assert not reports[("shop", "global-route")].accepted
+    assert "has no {namespace}" in reports[("shop", "global-route")].message
+    assert reports[("shop", "fine")].accepted
+    assert reports[("shop", "fine")].reason == "RulesInForce"
+
+
+def test_an_invalid_object_is_ignored_and_says_why() -> None:
+    bad = policy(PLATFORM, "bad", rule("r", requests=0))
+    idx = index(bad, policy(PLATFORM, "good", rule("r")))
+    assert names(idx, envs("shop")) == [f"{PLATFORM}/good/r"]
+    report = idx.reports[(PLATFORM, "bad")]
+    assert (report.accepted, report.reason) == (False, "Invalid")
+    assert "requests" in report.message
+
+
+def test_a_rebuild_replaces_every_rule() -> None:
+    idx = index(policy(PLATFORM, "p", rule("a")))
+    idx.rebuild([policy(PLATFORM, "p", rule("b"))])
+    assert names(idx, envs("shop")) == [f"{PLATFORM}/p/b"]
+
+
+# -- combination --------------------------------------------------------------------------
+
+
+def judge(limiter: MemoryLimiter, idx: PolicyIndex, target: Target) -> Verdict:
+    rules = idx.candidates(target)
+    buckets = [Bucket(r.bucket(ALICE, "-", {}), r.quota, r.cost, r.enforced) for r in rules]
+    results = limiter.check_now(buckets)
+    return Verdict(
+        tuple(
+            RuleDecision(r, res, b.key) for r, res, b in zip(rules, results, buckets, strict=True)
+        )
+    )
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_overlapping_rules_must_all_pass_and_a_refusal_charges_none_of_them() -> None:
+    idx = index(
+        policy(PLATFORM, "global", rule("wide", requests=5)),
+        policy("shop", "tenant", rule("narrow", requests=2, match={"methods": ["POST"]})),
+    )
+    limiter = MemoryLimiter(Clock())
+    posts = [judge(limiter, idx, envs("shop", "POST")) for _ in range(3)]
+    assert [v.allowed for v in posts] == [True, True, False]
+    assert [d.rule.name for d in posts[2].refusals] == ["narrow"]
+    # The refused POST took nothing from the wide rule: three GETs still fit in it.
+    gets = [judge(limiter, idx, envs("shop")) for _ in range(4)]
+    assert [v.allowed for v in gets] == [True, True, True, False]
+
+
+def test_headers_report_every_enforced_rule_most_restrictive_first() -> None:
+    idx = index(
+        policy(PLATFORM, "global", rule("wide", requests=100)),
+        policy("shop", "tenant", rule("narrow", requests=3)),
+        policy("shop", "trial", rule("shadowed", requests=1), mode="Shadow"),
+    )
+    limiter = MemoryLimiter(Clock())
+    verdict = judge(limiter, idx, envs("shop"))
+    headers = verdict.headers()
+    assert headers["RateLimit-Policy"] == (
+        '"shop/tenant/narrow";q=3;w=60, "dockyard-system/global/wide";q=100;w=60'
+    )
+    assert headers["RateLimit"] == (
+        '"shop/tenant/narrow";r=2;t=20, "dockyard-system/global/wide";r=99;t=1'
+    )
+
+
+def test_shadow_rules_never_reject_but_say_they_would_have() -> None:
+    idx = index(policy(PLATFORM, "trial", rule("tight", requests=1), mode="Shadow"))
+    limiter = MemoryLimiter(Clock())
+    verdicts = [judge(limiter, idx, envs("shop")) for _ in range(3)]
+    assert all(v.allowed for v in verdicts)
+    assert [len(v.shadow_refusals) for v in verdicts] == [0, 1, 1]
+    assert verdicts[0].headers() == {}
+
+
+def test_retry_after_is_the_longest_wait_among_refusals() -> None:
+    idx = index(
+        policy(
+            PLATFORM, "a", rule("per-second", requests=1, limit={"requests": 1, "period": "second"})
+        ),
+        policy(PLATFORM, "b", rule("per-minute", requests=1)),
+    )
+    limiter = MemoryLimiter(Clock())
+    judge(limiter, idx, envs("shop"))
+    refused = judge(limiter, idx, envs("shop"))
+    assert not refused.allowed
+    assert refused.retry_after == 60
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"), [("a/b", '"a/b"'), ('say "hi"', '"say \\"hi\\""'), ("é", '"?"')]
+)
+def test_names_are_written_as_structured_field_strings(text: str, quoted: str) -> None:
+    assert sf_string(text) == quoted
