@@ -85,7 +85,53 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the current document as --released/openapi-<info.version>.yaml",
     )
+    _backup_parsers(commands)
     return parser
+
+
+def _backup_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """backup-run and restore-run: secrets come from the environment, never from argv."""
+    backup = commands.add_parser(
+        "backup-run",
+        help="back up the database in DOCKYARD_BACKUP_SOURCE_DSN; prints the result as JSON",
+    )
+    restore = commands.add_parser(
+        "restore-run",
+        help="restore an artifact into the empty database in DOCKYARD_RESTORE_TARGET_DSN",
+    )
+    for sub in (backup, restore):
+        sub.add_argument(
+            "--storage", required=True, help="file:///path (a PVC) or s3://bucket/prefix"
+        )
+        sub.add_argument("--name", required=True, help="the artifact's name in the storage")
+        sub.add_argument("--key-id", required=True, help="id of the encryption key")
+        sub.add_argument(
+            "--key-file",
+            type=Path,
+            default=None,
+            help="file holding the key (a mounted Secret); default DOCKYARD_BACKUP_KEY",
+        )
+        sub.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint")
+        sub.add_argument("--s3-region", default=None, help="S3 region")
+    backup.add_argument(
+        "--compression-level", type=int, default=3, help="zstd level, 1 to 19 (default 3)"
+    )
+    backup.add_argument(
+        "--report-backup",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="patch this Backup's status with the artifact (in a runner Job, in-cluster)",
+    )
+    restore.add_argument("--sha256", required=True, help="the artifact's recorded sha256")
+    restore.add_argument("--role", default=None, help="role that owns the restored objects")
+    restore.add_argument(
+        "--allow-nonempty", action="store_true", help="restore even if the target has tables"
+    )
+    restore.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="check checksum, key and the whole dump without any database",
+    )
 
 
 def _port(text: str) -> int:
@@ -108,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": _cmd_migrate,
         "crds": _cmd_crds,
         "openapi": _cmd_openapi,
+        "backup-run": _cmd_backup_run,
+        "restore-run": _cmd_restore_run,
     }[args.command]
     try:
         return handler(args)
@@ -282,6 +330,24 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
     out.write_text(text)
     print(f"wrote {out}")
     return 0
+
+
+def _cmd_backup_run(args: argparse.Namespace) -> int:
+    from dockyard.core import logs
+    from dockyard.operator.backups import commands
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return commands.backup_run(args, settings)
+
+
+def _cmd_restore_run(args: argparse.Namespace) -> int:
+    from dockyard.core import logs
+    from dockyard.operator.backups import commands
+
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return commands.restore_run(args, settings)
 
 
 if __name__ == "__main__":

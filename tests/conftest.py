@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
+# Several sessions may share one test bed; each names its namespaces with its own id and
+# its operator watches only those, so no session reconciles another's objects.
+SESSION_ID = uuid.uuid4().hex[:6]
+SESSION_NAMESPACES = f"t-*-{SESSION_ID}-*"
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -109,15 +114,41 @@ def crds_installed(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture(scope="session")
+def backup_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator's DOCKYARD_BACKUP_ROOT: filesystem backup storage must lie under it."""
+    return tmp_path_factory.mktemp("backups")
+
+
+def backup_settings(root: Path) -> dict[str, str]:
+    """Operator settings that make backup retries and schedule passes test-sized."""
+    return {
+        "DOCKYARD_BACKUP_ROOT": str(root),
+        "DOCKYARD_BACKUP_RETRY_DELAY": "1",
+        "DOCKYARD_BACKUP_SCHEDULE_INTERVAL": "1",
+    }
+
+
+@pytest.fixture(scope="session")
 def operator_process(
-    crds_installed: None, testbed_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    crds_installed: None,
+    testbed_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    backup_root: Path,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``dockyard operator`` running against the test bed for the whole session."""
+    """``dockyard operator`` running against the test bed (this session's namespaces)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
+    # Drift repair every 3 s instead of 30, and scaling passes every 2 s instead of 10
+    # (schedule windows), so tests see them happen.
+    env = {
+        **testbed_env,
+        "DOCKYARD_RECONCILE_INTERVAL": "3",
+        "DOCKYARD_SCALING_INTERVAL": "2",
+        **backup_settings(backup_root),
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator"],
-            env=testbed_env,
+            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", SESSION_NAMESPACES],
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -137,9 +168,12 @@ def operator_process(
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
-    name = f"t-{slug}-{uuid.uuid4().hex[:6]}"
+    name = f"t-{slug}-{SESSION_ID}-{uuid.uuid4().hex[:4]}"
     kubectl("create", "namespace", name)
     yield name
+    # Environments first, while the operator still runs, so that their finalizer sees
+    # them go: Kopf stops watching a namespace (pattern) as soon as it terminates.
+    kubectl("delete", "environments", "--all", "-n", name, "--timeout=60s", check=False)
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, IPvAnyNetwork, PostgresDsn, RedisDsn, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,13 @@ class Settings(BaseSettings):
     auth_cache_ttl: float = Field(default=10.0, ge=0, le=300, description="TokenReview cache")
     authz_cache_ttl: float = Field(default=5.0, ge=0, le=300, description="SAR cache")
     audit_retention_days: int = Field(default=90, ge=1, le=3650)
+    ratelimit_failure_mode: Literal["open", "closed"] = Field(
+        default="open",
+        description="when Redis is unreachable: open lets requests through, closed answers 503",
+    )
+    ratelimit_status_interval: float = Field(
+        default=15.0, ge=0.5, le=3600, description="seconds between RateLimitPolicy status writes"
+    )
     metrics_port: int | None = Field(
         default=9090, ge=1, le=65535, description="separate port for /metrics; unset: none"
     )
@@ -69,10 +77,60 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(
         default=30.0, ge=1, le=3600, description="seconds between drift-repair passes"
     )
+    scaling_interval: float = Field(
+        default=10.0,
+        ge=1,
+        le=300,
+        description="seconds between ScalingPolicy passes (schedule windows, HPA status)",
+    )
     ingress_namespace: str = Field(
         default="ingress-nginx",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="namespace of the ingress controller, whose pods environments admit",
+    )
+    # -- backup and restore runners (dockyard backup-run / restore-run) -------------------
+    backup_source_dsn: SecretStr | None = Field(
+        default=None, description="DSN of the database backup-run dumps"
+    )
+    restore_target_dsn: SecretStr | None = Field(
+        default=None, description="DSN of the (empty) database restore-run restores into"
+    )
+    backup_key: SecretStr | None = Field(
+        default=None,
+        description="artifact encryption key: 32 bytes as hex or base64 (--key-file wins)",
+    )
+    # -- backups run by the operator (Backup, BackupSchedule) -----------------------------
+    backup_root: Path = Field(
+        default_factory=lambda: Path.home() / ".local/share/dockyard/backups",
+        description=(
+            "directory every filesystem storage path must lie under; in a cluster, the "
+            "mount point of the backups PersistentVolumeClaim"
+        ),
+    )
+    backup_concurrency: int = Field(
+        default=2, ge=1, le=64, description="backups and restores the operator runs at once"
+    )
+    backup_max_attempts: int = Field(
+        default=3, ge=1, le=20, description="runs of one backup before it is marked Failed"
+    )
+    backup_retry_delay: float = Field(
+        default=30.0, ge=0, le=3600, description="seconds before the first retry; doubles"
+    )
+    backup_schedule_interval: float = Field(
+        default=10.0, ge=0.5, le=300, description="seconds between BackupSchedule passes"
+    )
+    runner_image: str = Field(
+        default="ghcr.io/dockyard/dockyard:latest",
+        min_length=1,
+        description="image of runner Jobs (dockyard backup-run); the operator's own image",
+    )
+    default_backup_schedule: str = Field(
+        default="0 2 * * *", description="cron of production environments' default schedule"
+    )
+    default_backup_key_secret: str = Field(
+        default="dockyard-backup-key",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Secret (key 'key') the default BackupSchedule encrypts with",
     )
     # -- logging ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

@@ -1,15 +1,24 @@
-"""Run the operator: Kopf with Dockyard's settings in its memo and its handlers loaded."""
+"""Run the operator: Kopf with Dockyard's settings in its memo and its handlers loaded.
+
+This module owns the operator's life cycle: Kopf's own settings, the clients every
+handler shares (created at start-up, closed at cleanup, kept in the memo, never made at
+import time) and which handlers are registered.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
+from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.settings import Settings
+from dockyard.operator.apply import CHILD_TYPES
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +35,105 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # A deletion waits for the object's timers to stop. The drift-repair timer is often
+    # mid-pass (or is the one deleting an expired environment), so let it finish rather
+    # than fall back to Kopf's one-minute polling.
+    settings.background.instant_exit_timeout = 5.0
+    settings.background.cancellation_polling = 5.0
+    # Children are watched to repair drift quickly; only Dockyard's own, filtered by the
+    # API server, so the operator never lists every Secret or Deployment of the cluster.
+    for child in CHILD_TYPES:
+        settings.watching.label_selectors[child.api_version, child.plural] = (
+            f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+        )
+
+
+@kopf.on.startup()
+async def connect(memo: kopf.Memo, **_: Any) -> None:
+    from dockyard.operator.database import ManagedPostgres
+    from dockyard.operator.environments.reconciler import Reconciler
+    from dockyard.operator.handlers.environments import MEMO_KEY
+    from dockyard.operator.handlers.scaling import MEMO_KEY as SCALING_MEMO_KEY
+    from dockyard.operator.scaling.reconciler import ScalingReconciler
+
+    settings: Settings = memo["settings"]
+    kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
+    postgres = None
+    if settings.managed_postgres_url is not None:
+        postgres = ManagedPostgres(
+            settings.managed_postgres_url.get_secret_value(),
+            public_host=settings.managed_postgres_host,
+        )
+    else:
+        logger.warning("no managed PostgreSQL server: environments with a database stay Pending")
+    memo[MEMO_KEY] = Reconciler(kube=kube, postgres=postgres, settings=settings)
+    # Shares the environments' client, which disconnect closes.
+    memo[SCALING_MEMO_KEY] = ScalingReconciler(kube=kube)
+
+
+@kopf.on.cleanup()
+async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    from dockyard.operator.environments.reconciler import Reconciler
+    from dockyard.operator.handlers.environments import MEMO_KEY
+
+    reconciler: Reconciler | None = memo.get(MEMO_KEY)
+    if reconciler is not None:
+        await reconciler.kube.close()
+        if reconciler.postgres is not None:
+            await reconciler.postgres.close()
+
+
+@kopf.on.startup()
+async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
+    """The runs' context: its own API client, and the platform database for the catalog."""
+    import asyncpg
+
+    from dockyard.core.db import create_pool
+    from dockyard.operator.handlers.backup_schedules import MEMO_KEY as SCHEDULES_MEMO_KEY
+    from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
+    from dockyard.operator.runs.backups import BackupRuns
+    from dockyard.operator.runs.catalog import Catalog
+    from dockyard.operator.runs.context import RunContext
+    from dockyard.operator.runs.schedules import ScheduleRuns
+
+    settings: Settings = memo["settings"]
+    kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
+    catalog = None
+    try:
+        catalog = Catalog(await create_pool(settings))
+    except (OSError, asyncpg.PostgresError) as exc:
+        # Backups still run and their status stays authoritative; the resume pass of
+        # the next start-up catalogues them.
+        logger.warning("no platform database: the backup catalog is not written: %s", exc)
+    context = RunContext.create(kube, settings, catalog)
+    memo[BACKUPS_MEMO_KEY] = BackupRuns(context)
+    memo[SCHEDULES_MEMO_KEY] = ScheduleRuns(context)
+
+
+@kopf.on.cleanup()
+async def disconnect_backups(memo: kopf.Memo, **_: Any) -> None:
+    from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
+    from dockyard.operator.runs.backups import BackupRuns
+
+    runs: BackupRuns | None = memo.get(BACKUPS_MEMO_KEY)
+    if runs is not None:
+        await runs.context.kube.close()
+        if runs.context.catalog is not None:
+            await runs.context.catalog.pool.close()
 
 
 def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     # Importing the handler modules registers them with Kopf's default registry.
     from dockyard.operator import login  # noqa: F401
-    from dockyard.operator.handlers import environments  # noqa: F401
+    from dockyard.operator.handlers import (
+        backup_schedules,
+        backups,  # noqa: F401
+        environments,
+        scaling,  # noqa: F401
+    )
 
+    environments.register_drift_repair(settings.reconcile_interval)
+    backup_schedules.register_timer(settings.backup_schedule_interval)
     memo = kopf.Memo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
     asyncio.run(

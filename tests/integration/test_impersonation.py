@@ -11,7 +11,7 @@ import pytest
 
 from dockyard.core.kube import Impersonation, KubeClient, KubeConfig, KubeError
 from dockyard.testbed.cluster import State
-from tests.conftest import ROOT, Kubectl
+from tests.conftest import ROOT, Kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -47,6 +47,23 @@ async def test_a_write_as_a_developer_is_allowed_and_audited_under_their_name(
         namespace,
     )
     path = f"/apis/dockyard.io/v1alpha1/namespaces/{namespace}/environments"
+    # A new RoleBinding reaches the authorizer's cache within moments; wait for it.
+    wait_for(
+        lambda: (
+            kubectl(
+                "auth",
+                "can-i",
+                "create",
+                "environments.dockyard.io",
+                "-n",
+                namespace,
+                f"--as={user}",
+                check=False,
+            ).stdout.strip()
+            == "yes"
+        ),
+        timeout=15,
+    )
     created = await kube.create(path, _environment("shop"), as_user=Impersonation(user, ["qa"]))
     assert created["metadata"]["name"] == "shop"
 
