@@ -168,7 +168,7 @@ async def raw_sql(admin_dsn: str, count: int) -> float:
 async def list_latency(
     kube: KubeClient, state: State, token: str, api_port: int, ns: str, rounds: int
 ) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{api_port}/api/v1/environments?limit=500"
+    url = f"http://127.0.0.1:{api_port}/api/v1/namespaces/{ns}/environments?limit=500"
     headers = {"Authorization": f"Bearer {token}"}
     api: list[float] = []
     direct: list[float] = []
