@@ -251,8 +251,11 @@ def test_a_restore_into_the_environment_pauses_the_policy_until_it_ends(
     _set_restore_phase(kubectl, namespace, "nightly-fix", "Restoring")
 
     def paused() -> dict[str, Any] | None:
+        # A Pending restore pauses too; wait until the status reflects the Restoring phase.
         status = _status(kubectl, namespace)
-        return status if _condition(status, "Paused").get("status") == "True" else None
+        condition = _condition(status, "Paused")
+        restoring = "phase Restoring" in str(condition.get("message", ""))
+        return status if condition.get("status") == "True" and restoring else None
 
     status = wait_for(paused, timeout=30)
     assert isinstance(status, dict)
