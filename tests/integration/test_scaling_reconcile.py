@@ -250,12 +250,13 @@ def test_a_restore_into_the_environment_pauses_the_policy_until_it_ends(
     _restore(kubectl, namespace, "nightly-fix")
     _set_restore_phase(kubectl, namespace, "nightly-fix", "Restoring")
 
-    def paused() -> dict[str, Any] | None:
-        # A Pending restore pauses too; wait until the status reflects the Restoring phase.
+    def paused(restore: str = "nightly-fix", phase: str = "Restoring") -> dict[str, Any] | None:
+        # A Pending restore pauses too; wait until the status names this restore and phase.
         status = _status(kubectl, namespace)
         condition = _condition(status, "Paused")
-        restoring = "phase Restoring" in str(condition.get("message", ""))
-        return status if condition.get("status") == "True" and restoring else None
+        message = str(condition.get("message", ""))
+        named = f"Restore {restore}" in message and f"phase {phase}" in message
+        return status if condition.get("status") == "True" and named else None
 
     status = wait_for(paused, timeout=30)
     assert isinstance(status, dict)
@@ -280,7 +281,7 @@ def test_a_restore_into_the_environment_pauses_the_policy_until_it_ends(
 
     # A second restore pauses again; deleting it resumes.
     _restore(kubectl, namespace, "second-try")
-    wait_for(paused, timeout=30)
+    wait_for(lambda: paused("second-try", "Pending"), timeout=30)
     wait_for(lambda: _hpa_range(kubectl, namespace) == (2, 2), timeout=15)
     kubectl("delete", "restore", "second-try", "-n", namespace)
     wait_for(resumed, timeout=30)
