@@ -50,7 +50,8 @@ IDENTITY_PREFIX = "env_"
 _DIGEST_CHARS = 12
 # Room left for the readable "<namespace>_<name>" part, separator included.
 _READABLE_BYTES = MAX_IDENTIFIER_BYTES - len(IDENTITY_PREFIX) - 1 - _DIGEST_CHARS
-_IDENTITY_PATTERN = re.compile(r"env_[a-z0-9_]{1,59}")
+# Environment databases and roles, and the restore (dkr_) and drill (dkd_) databases.
+_IDENTITY_PATTERN = re.compile(r"env_[a-z0-9_]{1,59}|dk[rd]_[0-9a-f]{16}(_[0-9]{1,6})?(_old)?")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 # secrets.token_urlsafe(32) gives 43 characters of [A-Za-z0-9_-]: 256 bits, and safe
@@ -328,6 +329,111 @@ class ManagedPostgres:
                 await conn.execute(f"DROP OWNED BY {rl}")
                 await conn.execute(f"DROP ROLE IF EXISTS {rl}")
 
+    # -- restore and drill databases -------------------------------------------------------
+    #
+    # A restore never writes into a live database: it restores into a new one (named by
+    # ``staging_database_name``) owned by the environment's role, and switches the names
+    # over in one transaction once that succeeded. A drill restores into a scratch
+    # database the same way and drops it after its keep window.
+
+    async def database_exists(self, name: str) -> bool:
+        """Whether the database ``name`` exists on the server."""
+        async with self._session() as conn:
+            return bool(
+                await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name)
+            )
+
+    async def create_database(self, name: str, *, owner: str) -> None:
+        """A new, empty database ``name`` owned by ``owner``, closed to PUBLIC.
+
+        An existing one is dropped first: a half-restored database left by an
+        interrupted run must not be restored into again.
+        """
+        await self.drop_database(name)
+        db, rl = _ident(name), _ident(owner)
+        async with self._session() as conn:
+            await _lock(conn, name)
+            await conn.execute(f"CREATE DATABASE {db} OWNER {rl}")
+            await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+            await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {rl}")
+            async with self._session(name) as inside:
+                await _restrict_public_schema(inside, owner)
+
+    async def drop_database(self, name: str) -> None:
+        """Drop the database ``name``, ending its sessions; nothing when it is absent."""
+        db = _ident(name)
+        async with self._session() as conn:
+            await _lock(conn, name)
+            force = conn.get_server_version().major >= 13
+            for attempt in range(1, _DROP_ATTEMPTS + 1):
+                await _terminate(conn, name)
+                try:
+                    await conn.execute(
+                        f"DROP DATABASE IF EXISTS {db}{' WITH (FORCE)' if force else ''}"
+                    )
+                    return
+                except asyncpg.ObjectInUseError:
+                    if attempt == _DROP_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(_DROP_RETRY_SECONDS)
+
+    async def switch_over(self, *, live: str, staging: str, retired: str) -> None:
+        """Make ``staging`` the database called ``live``; the old one becomes ``retired``.
+
+        Both renames run in one transaction, so clients find either the old data or the
+        new under ``live``, never neither. Sessions on both databases are ended first
+        (a database in use cannot be renamed) and connections to them are refused
+        during the switch; applications reconnect to the same name and credentials.
+        When ``staging`` is already gone and ``retired`` exists, an earlier call
+        completed: nothing is done.
+        """
+        lv, st, rt = _ident(live), _ident(staging), _ident(retired)
+        async with self._session() as conn:
+            await _lock(conn, live)
+            present = {
+                row["datname"]
+                for row in await conn.fetch(
+                    "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
+                    [live, staging, retired],
+                )
+            }
+            if staging not in present:
+                if retired in present:
+                    return  # switched over before: an interrupted run's second try
+                raise DatabaseOperationFailed(
+                    "StagingMissing", f"the restored database {staging} does not exist"
+                )
+            if retired in present:
+                raise DatabaseOperationFailed(
+                    "RetiredExists", f"database {retired} already exists; drop it first"
+                )
+            had_live = live in present
+            # Refused first and committed, so nobody reconnects between the ending of
+            # sessions and the renames; allowed again whatever happens.
+            for name in (live, staging) if had_live else (staging,):
+                await conn.execute(f"ALTER DATABASE {_ident(name)} ALLOW_CONNECTIONS false")
+            try:
+                for attempt in range(1, _DROP_ATTEMPTS + 1):
+                    await _terminate(conn, live)
+                    await _terminate(conn, staging)
+                    try:
+                        async with conn.transaction():
+                            if had_live:
+                                await conn.execute(f"ALTER DATABASE {lv} RENAME TO {rt}")
+                            await conn.execute(f"ALTER DATABASE {st} RENAME TO {lv}")
+                        return
+                    except asyncpg.ObjectInUseError:
+                        # A terminated backend had not exited yet: try again shortly.
+                        if attempt == _DROP_ATTEMPTS:
+                            raise
+                        await asyncio.sleep(_DROP_RETRY_SECONDS)
+            finally:
+                # Under ``live`` now: the restored data, or the old data if the renames
+                # failed. The retired database is not for connecting to; it is dropped.
+                for name in (live, staging):
+                    if await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
+                        await conn.execute(f"ALTER DATABASE {_ident(name)} ALLOW_CONNECTIONS true")
+
     async def close(self) -> None:
         """Nothing to release (each call closes its own connection); for cleanup hooks."""
 
@@ -375,6 +481,32 @@ async def _lock(conn: asyncpg.Connection, database: str) -> None:
     # Session-level, so it spans CREATE DATABASE (which refuses to run in a transaction);
     # it is released when the short-lived connection closes.
     await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS, database)
+
+
+async def _terminate(conn: asyncpg.Connection, database: str) -> None:
+    """End every other session on ``database``."""
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = $1 AND pid <> pg_backend_pid()",
+        database,
+    )
+
+
+def staging_database_name(kind: str, uid: str, attempt: int = 0) -> str:
+    """The database a restore (``kind`` "r") or drill ("d") run restores into.
+
+    Derived from the object's uid, so an interrupted run finds its own database again
+    and two objects never share one; short enough for any server.
+    """
+    if kind not in ("r", "d") or not re.fullmatch(r"[0-9a-f-]{8,36}", uid):
+        raise ValueError("staging databases are named from a restore or drill uid")
+    suffix = f"_{attempt}" if attempt else ""
+    return f"dk{kind}_{uid.replace('-', '')[:16]}{suffix}"
+
+
+def retired_database_name(uid: str) -> str:
+    """What a restore renames the database it replaced to, until it is dropped."""
+    return f"{staging_database_name('r', uid)}_old"
 
 
 async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> None:

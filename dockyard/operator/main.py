@@ -22,14 +22,19 @@ from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 
 logger = logging.getLogger(__name__)
 
+KOPF_PREFIX = "operator.dockyard.io"
+"""Where Kopf keeps its progress and last-handled configuration, in annotations."""
+
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our CRDs declare their status schema, so Kopf's own bookkeeping goes to annotations
-    # (status.kopf would be pruned by the apiserver).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="dockyard.io")
+    # (status.kopf would be pruned by the apiserver). Under a prefix of its own: Kopf
+    # leaves every annotation under its storage prefix out of the diffs it reacts to,
+    # and users' dockyard.io/* annotations (approved-by, run-now) must be seen.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="dockyard.io", key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = "dockyard.io/operator"
     settings.posting.level = logging.WARNING
@@ -89,11 +94,14 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
     import asyncpg
 
     from dockyard.core.db import create_pool
+    from dockyard.operator.database import ManagedPostgres
     from dockyard.operator.handlers.backup_schedules import MEMO_KEY as SCHEDULES_MEMO_KEY
     from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
+    from dockyard.operator.handlers.restores import MEMO_KEY as RESTORES_MEMO_KEY
     from dockyard.operator.runs.backups import BackupRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
+    from dockyard.operator.runs.restores import RestoreRuns
     from dockyard.operator.runs.schedules import ScheduleRuns
 
     settings: Settings = memo["settings"]
@@ -105,8 +113,15 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
         # Backups still run and their status stays authoritative; the resume pass of
         # the next start-up catalogues them.
         logger.warning("no platform database: the backup catalog is not written: %s", exc)
-    context = RunContext.create(kube, settings, catalog)
+    postgres = None
+    if settings.managed_postgres_url is not None:
+        postgres = ManagedPostgres(
+            settings.managed_postgres_url.get_secret_value(),
+            public_host=settings.managed_postgres_host,
+        )
+    context = RunContext.create(kube, settings, catalog, postgres)
     memo[BACKUPS_MEMO_KEY] = BackupRuns(context)
+    memo[RESTORES_MEMO_KEY] = RestoreRuns(context)
     memo[SCHEDULES_MEMO_KEY] = ScheduleRuns(context)
 
 
@@ -129,6 +144,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
         backup_schedules,
         backups,  # noqa: F401
         environments,
+        restores,  # noqa: F401
         scaling,  # noqa: F401
     )
 

@@ -20,6 +20,8 @@ from dockyard.operator.database import (
     DatabaseUnavailable,
     ManagedPostgres,
     generate_password,
+    retired_database_name,
+    staging_database_name,
 )
 from dockyard.testbed.cluster import State
 
@@ -346,3 +348,101 @@ async def test_a_wrong_admin_password_is_reported_without_secrets(
     said = _everything_said(info.value)
     assert "admin-pw-never-shown" not in said
     assert "env-pw-never-shown" not in said
+
+
+# --- restore databases: a fresh database, the switch-over, the drop ------------------------
+
+
+async def _rows(dsn: str, database: str) -> list[int]:
+    conn = await asyncpg.connect(dsn, database=database)
+    try:
+        return [r["x"] for r in await conn.fetch("SELECT x FROM t ORDER BY x")]
+    finally:
+        await conn.close()
+
+
+async def _exec(dsn: str, database: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn, database=database)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_a_switch_over_swaps_in_the_restored_database_and_ends_old_sessions(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    credentials = await _ensure(server, env, generate_password())
+    live, role = credentials.database, credentials.user
+    await _exec(admin_dsn, live, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+    uid = str(uuid.uuid4())
+    staging, retired = staging_database_name("r", uid, 1), retired_database_name(uid)
+    await server.create_database(staging, owner=role)
+    # As the restore does: objects are made as the environment's role.
+    await _exec(
+        admin_dsn,
+        staging,
+        f'SET ROLE "{role}"; CREATE TABLE t (x int); INSERT INTO t VALUES (2), (3)',
+    )
+    app = await asyncpg.connect(credentials.uri())  # the environment's app, connected
+
+    await server.switch_over(live=live, staging=staging, retired=retired)
+
+    assert await _rows(admin_dsn, live) == [2, 3]
+    # The retired database refuses connections (it is only kept until it is dropped).
+    with pytest.raises(asyncpg.PostgresError, match="not currently accepting connections"):
+        await _rows(admin_dsn, retired)
+    assert not await server.database_exists(staging)
+    assert await server.database_exists(retired)
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+        await app.fetchval("SELECT 1")
+    # The same credentials reach the restored data, owned by the database's role.
+    again = await asyncpg.connect(credentials.uri())
+    try:
+        assert await again.fetchval("SELECT count(*) FROM t") == 2
+    finally:
+        await again.close()
+    assert (
+        await _admin_fetchval(
+            admin_dsn, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", live
+        )
+        == role
+    )
+    # A second call (an interrupted run's retry) finds it done and changes nothing.
+    await server.switch_over(live=live, staging=staging, retired=retired)
+    await server.drop_database(retired)
+    assert not await server.database_exists(retired)
+
+
+async def test_a_fresh_database_replaces_a_half_restored_one_and_is_closed_to_public(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    credentials = await _ensure(server, env, generate_password())
+    staging = staging_database_name("d", str(uuid.uuid4()))
+    await server.create_database(staging, owner=credentials.user)
+    await _exec(admin_dsn, staging, "CREATE TABLE leftover (x int)")
+
+    await server.create_database(staging, owner=credentials.user)
+
+    assert not await _admin_fetchval(
+        admin_dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'leftover'", database=staging
+    )
+    assert not await _admin_fetchval(
+        admin_dsn, "SELECT has_database_privilege('public', $1, 'CONNECT')", staging
+    )
+    await server.drop_database(staging)
+    await server.drop_database(staging)  # absent: nothing to do
+    assert not await server.database_exists(staging)
+
+
+def test_restore_database_names_are_short_and_refuse_anything_but_a_uid() -> None:
+    uid = "0f8e2b6c-1d2a-4c3b-9a8f-7e6d5c4b3a21"
+    assert staging_database_name("r", uid) == "dkr_0f8e2b6c1d2a4c3b"
+    assert staging_database_name("d", uid, 12) == "dkd_0f8e2b6c1d2a4c3b_12"
+    assert retired_database_name(uid) == "dkr_0f8e2b6c1d2a4c3b_old"
+    with pytest.raises(ValueError, match="uid"):
+        staging_database_name("r", "x'; DROP DATABASE postgres; --")
+    with pytest.raises(ValueError, match="uid"):
+        staging_database_name("q", uid)

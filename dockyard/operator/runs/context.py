@@ -38,7 +38,7 @@ from dockyard.operator.backups import (
     FilesystemStorage,
     Storage,
 )
-from dockyard.operator.database import database_identity
+from dockyard.operator.database import ManagedPostgres, database_identity
 
 if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
@@ -191,11 +191,20 @@ class RunContext:
     settings: Settings
     catalog: Catalog | None
     slots: asyncio.Semaphore
+    postgres: ManagedPostgres | None = None
+    """The managed server, for the databases restores and drills restore into."""
     _active: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, kube: KubeClient, settings: Settings, catalog: Catalog | None) -> RunContext:
-        return cls(kube, settings, catalog, asyncio.Semaphore(settings.backup_concurrency))
+    def create(
+        cls,
+        kube: KubeClient,
+        settings: Settings,
+        catalog: Catalog | None,
+        postgres: ManagedPostgres | None = None,
+    ) -> RunContext:
+        slots = asyncio.Semaphore(settings.backup_concurrency)
+        return cls(kube, settings, catalog, slots, postgres)
 
     def running_here(self, uid: str) -> bool:
         """Whether this process executes the run of object ``uid`` right now."""

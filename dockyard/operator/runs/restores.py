@@ -1,0 +1,700 @@
+"""The Restore life cycle: plan, approval, safety backup, restore, verify, switch over.
+
+One entry point, ``RestoreRuns.drive``, serves creation, every change (the approval
+annotation, ``dryRun`` turned off) and the resume at start-up. It reads the Restore
+afresh and acts on its phase, so running it twice is harmless:
+
+1. **Plan** (``dockyard.core.restore_plan.plan_restore``): the source backup, the
+   target, size, tables and an estimate from history go into ``status.plan``
+   (condition Planned). A source that is not restorable yet (a backup still running,
+   an environment without backups) leaves the restore Pending and is looked at again.
+   A dry run stops here and changes nothing; turning ``dryRun`` off carries it out.
+2. **Approval** (``decide_approval``): a production target waits in AwaitingApproval
+   until the ``dockyard.io/approved-by`` annotation names a user other than the
+   requester. The apiserver's ValidatingAdmissionPolicy makes both annotations proof
+   of who wrote them; the REST API's ``approve`` sets it as the caller.
+3. **BackingUp**: with ``safetyBackup`` (the default), a Backup ``<restore>-safety`` of
+   the target is taken first, in the source backup's storage with its key. It is not
+   owned by the Restore, so it outlives it.
+4. **Restoring**: the artifact (checksum verified first) goes into a new database
+   owned by the target's role, never into the live one.
+5. **Verifying**: every table's row count must equal the backup's manifest.
+6. **Switch-over**: the new database takes the live name in one transaction and the
+   old one is dropped. Until this step the target is exactly as it was; a failure at
+   any step before it drops the new database and leaves the target untouched.
+
+Crash safety: the staging database is recorded in status before it is made. A
+Restore found Restoring or Verifying by a process that is not running it was
+interrupted: if the switch-over had already happened it is completed, otherwise the
+staging database is dropped and the attempt counted, retried or given up
+(``dockyard.core.attempts``). Nothing stays Restoring without a runner behind it.
+
+The annotation ``dockyard.io/skip-reconcile: "true"`` makes the operator leave a
+Restore alone (for handling one by hand).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from dockyard.core.attempts import (
+    Recovery,
+    RecoveryAction,
+    RetryPolicy,
+    after_failure,
+    recover_interrupted,
+)
+from dockyard.core.conditions import set_condition
+from dockyard.core.kube import KubeError
+from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.environment import Environment, Tier
+from dockyard.core.models.restore import (
+    APPROVED_BY_ANNOTATION,
+    Restore,
+    RestoreConditionType,
+    RestorePhase,
+    RestorePlan,
+    RestoreStatus,
+)
+from dockyard.core.models.restore_drill import RestoreDrill
+from dockyard.core.restore_plan import (
+    ApprovalDecision,
+    ApprovalState,
+    decide_approval,
+    identify_requester,
+    plan_restore,
+    restore_history,
+)
+from dockyard.operator.apply import ENVIRONMENTS, ResourceType, get
+from dockyard.operator.backups import BackupError
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
+from dockyard.operator.database import (
+    ManagedDatabaseError,
+    database_identity,
+    retired_database_name,
+    staging_database_name,
+)
+from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.runs.backups import BACKUPS, post
+from dockyard.operator.runs.context import RunCancelled, RunContext, SourceUnavailable, retryable
+from dockyard.operator.runs.restoring import (
+    DatabaseFailed,
+    ManifestMismatch,
+    check_row_counts,
+    drop_database,
+    fresh_database,
+    restore_backup,
+)
+from dockyard.operator.runs.schedules import ENVIRONMENT_LABEL
+
+logger = logging.getLogger(__name__)
+
+RESTORES: Final = ResourceType(API_VERSION, "Restore", "restores")
+RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills")
+SKIP_ANNOTATION: Final = "dockyard.io/skip-reconcile"
+RESTORE_LABEL: Final = "dockyard.io/restore"
+# How often a restore that cannot be planned yet, or waits for its safety backup, is
+# looked at again.
+PLAN_RETRY_SECONDS: Final = 10.0
+SAFETY_POLL_SECONDS: Final = 2.0
+_MESSAGE_LIMIT: Final = 4096
+
+
+def safety_backup_name(restore: str) -> str:
+    """The Backup a restore takes of its target first."""
+    return f"{restore[:246].rstrip('-.')}-safety"
+
+
+def safety_backup(restore: Restore, source: Backup, target: str) -> dict[str, Any]:
+    """The safety Backup of ``target``: where and with which key the source is stored."""
+    name = restore.metadata.name or ""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Backup",
+        "metadata": {
+            "name": safety_backup_name(name),
+            "namespace": restore.metadata.namespace,
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                ENVIRONMENT_LABEL: target,
+                RESTORE_LABEL: name,
+            },
+            "annotations": {
+                "dockyard.io/reason": f"taken before Restore {name} replaced the database"
+            },
+        },
+        "spec": {
+            "environmentRef": {"name": target},
+            "storage": source.spec.storage.model_dump(mode="json", by_alias=True),
+            "encryption": source.spec.encryption.model_dump(mode="json", by_alias=True),
+        },
+    }
+
+
+def status_patch(status: RestoreStatus) -> dict[str, Any]:
+    return {"status": status.model_dump(mode="json", by_alias=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    raw: dict[str, Any]
+    restore: Restore
+
+    @property
+    def namespace(self) -> str:
+        return self.restore.metadata.namespace or ""
+
+    @property
+    def name(self) -> str:
+        return self.restore.metadata.name or ""
+
+    @property
+    def uid(self) -> str:
+        return self.restore.metadata.uid or ""
+
+    @property
+    def generation(self) -> int | None:
+        return self.restore.metadata.generation
+
+    @property
+    def status(self) -> RestoreStatus:
+        return self.restore.status
+
+
+class RestoreRuns:
+    """Drives Restores; one per operator, in the memo beside ``BackupRuns``."""
+
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
+        settings = context.settings
+        self.policy = RetryPolicy(
+            max_attempts=settings.backup_max_attempts,
+            base_delay_seconds=settings.backup_retry_delay,
+            max_delay_seconds=max(settings.backup_retry_delay * 16, 1.0),
+        )
+
+    # -- entry point -----------------------------------------------------------------------
+
+    async def drive(self, namespace: str, name: str) -> Outcome:
+        loaded = await self._load(namespace, name)
+        if loaded is None:
+            return Outcome.done()
+        phase = loaded.status.phase
+        if phase is not None and phase.is_done:
+            return Outcome.done()
+        if self.context.running_here(loaded.uid):
+            return Outcome.done()
+        if phase in (RestorePhase.RESTORING, RestorePhase.VERIFYING):
+            return await self._recover(loaded)
+        backups = await self._backups(namespace)
+        planned = await self._plan(loaded, backups)
+        if planned is None:
+            return Outcome.again("the restore cannot be planned yet", delay=PLAN_RETRY_SECONDS)
+        loaded, plan = planned
+        if loaded.restore.spec.dry_run:
+            return Outcome.done()
+        approval = await self._approve(loaded, plan)
+        if approval is None:
+            return Outcome.done()  # the approval annotation's change calls drive again
+        loaded = approval
+        source = next(b for b in backups if b.metadata.name == plan.backup)
+        if loaded.restore.spec.safety_backup:
+            waiting = await self._safety_backup(loaded, source, plan)
+            if waiting is not None:
+                return waiting
+            loaded = await self._reload(loaded)
+        return await self._start(loaded, source, plan)
+
+    # -- planning and approval -------------------------------------------------------------
+
+    async def _plan(
+        self, loaded: _Loaded, backups: list[Backup]
+    ) -> tuple[_Loaded, RestorePlan] | None:
+        restore = loaded.restore
+        environments = await self._environments(loaded.namespace)
+        tiers = {name: env.spec.tier for name, env in environments.items()}
+        history = restore_history(
+            (
+                restore.status.plan.source_environment
+                if restore.status.plan
+                else (
+                    restore.spec.source.environment_ref.name
+                    if restore.spec.source.environment_ref
+                    else ""
+                )
+            ),
+            await self._restores(loaded.namespace),
+            await self._drills(loaded.namespace),
+        )
+        # Once the restore has started, its plan is what it carries out: a retry must
+        # not pick its own safety backup as the "latest" one.
+        status = restore.status
+        started = (
+            status.attempts > 0
+            or status.safety_backup is not None
+            or status.phase not in (None, RestorePhase.PENDING, RestorePhase.AWAITING_APPROVAL)
+        )
+        if started and status.plan is not None:
+            return loaded, status.plan
+        own = safety_backup_name(loaded.name)
+        candidates = [b for b in backups if b.metadata.name != own]
+        decision = plan_restore(restore.spec, backups=candidates, tiers=tiers, history=history)
+        if decision.plan is None:
+            updated = status.model_copy(
+                update={
+                    "phase": RestorePhase.PENDING,
+                    "message": f"Cannot plan yet: {decision.reason}",
+                    "observed_generation": loaded.generation,
+                    "conditions": self._condition(
+                        loaded,
+                        RestoreConditionType.PLANNED,
+                        False,
+                        "SourceUnavailable",
+                        decision.reason,
+                    ),
+                }
+            )
+            if self._changed(status, updated):
+                await self._write(loaded, updated)
+                post(loaded.raw, reason="NotPlanned", message=decision.reason, warning=True)
+            return None
+        plan = decision.plan
+        dry = restore.spec.dry_run
+        message = (
+            f"Dry run: {decision.reason}; nothing was changed. Set spec.dryRun to false to "
+            "carry out this plan."
+            if dry
+            else f"Planned: {decision.reason}"
+        )
+        updated = status.model_copy(
+            update={
+                "phase": status.phase or RestorePhase.PENDING,
+                "plan": plan,
+                "message": message,
+                "observed_generation": loaded.generation,
+                "conditions": self._condition(
+                    loaded,
+                    RestoreConditionType.PLANNED,
+                    True,
+                    "DryRun" if dry else "Planned",
+                    decision.reason,
+                ),
+            }
+        )
+        if self._changed(status, updated):
+            await self._write(loaded, updated)
+            post(loaded.raw, reason="Planned", message=message)
+        return _Loaded(loaded.raw, restore.model_copy(update={"status": updated})), plan
+
+    async def _approve(self, loaded: _Loaded, plan: RestorePlan) -> _Loaded | None:
+        restore = loaded.restore
+        meta = restore.metadata
+        environments = await self._environments(loaded.namespace)
+        target = environments.get(plan.target)
+        tier = target.spec.tier if target is not None else Tier.DEVELOPMENT
+        approved_by = meta.annotations.get(APPROVED_BY_ANNOTATION)
+        previous = restore.status.approval
+        approved_at = (
+            previous.approved_at
+            if previous is not None and previous.approved_by == approved_by
+            else datetime.now(UTC)
+        )
+        decision = decide_approval(
+            target_tier=tier,
+            requester=identify_requester(
+                meta.annotations, loaded.raw.get("metadata", {}).get("managedFields") or ()
+            ),
+            approved_by=approved_by,
+            approved_at=approved_at,
+        )
+        status = restore.status
+        updated = status.model_copy(
+            update={
+                "approval": decision.approval,
+                "conditions": self._approval_condition(loaded, decision),
+            }
+        )
+        if not decision.may_proceed:
+            updated = updated.model_copy(
+                update={"phase": RestorePhase.AWAITING_APPROVAL, "message": decision.reason}
+            )
+            if self._changed(status, updated):
+                await self._write(loaded, updated)
+                refused = decision.state is ApprovalState.REFUSED
+                post(
+                    loaded.raw,
+                    reason="ApprovalRefused" if refused else "AwaitingApproval",
+                    message=decision.reason,
+                    warning=refused,
+                )
+            return None
+        if self._changed(status, updated):
+            await self._write(loaded, updated)
+            if decision.state is ApprovalState.APPROVED:
+                post(loaded.raw, reason="Approved", message=decision.reason)
+        return _Loaded(loaded.raw, restore.model_copy(update={"status": updated}))
+
+    def _approval_condition(self, loaded: _Loaded, decision: ApprovalDecision) -> list[Any]:
+        granted = decision.may_proceed
+        return self._condition(
+            loaded, RestoreConditionType.APPROVED, granted, decision.state.value, decision.reason
+        )
+
+    # -- the safety backup -----------------------------------------------------------------
+
+    async def _safety_backup(
+        self, loaded: _Loaded, source: Backup, plan: RestorePlan
+    ) -> Outcome | None:
+        """None once the target is backed up (or has nothing to back up), else a wait."""
+        kube = self.context.kube
+        name = safety_backup_name(loaded.name)
+        target_env = (await self._environments(loaded.namespace)).get(plan.target)
+        if target_env is None:
+            return await self._fail(loaded, f"target environment {plan.target} does not exist")
+        database = target_env.status.database
+        if database is None or not database.ready:
+            return await self._fail(
+                loaded, f"the database of target environment {plan.target} is not ready"
+            )
+        raw = await get(kube, BACKUPS.path(loaded.namespace, name))
+        if raw is None:
+            await kube.create(
+                BACKUPS.path(loaded.namespace), safety_backup(loaded.restore, source, plan.target)
+            )
+            raw = await get(kube, BACKUPS.path(loaded.namespace, name))
+            post(
+                loaded.raw,
+                reason="SafetyBackup",
+                message=f"Backing up {plan.target} first: Backup {name}",
+            )
+        status = loaded.status
+        if status.phase is not RestorePhase.BACKING_UP or status.safety_backup != name:
+            await self._write(
+                loaded,
+                status.model_copy(
+                    update={
+                        "phase": RestorePhase.BACKING_UP,
+                        "safety_backup": name,
+                        "started_at": status.started_at or datetime.now(UTC),
+                        "message": f"Backing up environment {plan.target} first (Backup {name})",
+                    }
+                ),
+            )
+        backup = Backup.model_validate(raw) if raw is not None else None
+        phase = backup.status.phase if backup is not None else None
+        if phase is BackupPhase.COMPLETED:
+            return None
+        if phase is BackupPhase.FAILED:
+            why = backup.status.message if backup is not None else ""
+            return await self._fail(loaded, f"the safety backup {name} failed: {why}")
+        return Outcome.again(f"waiting for the safety backup {name}", delay=SAFETY_POLL_SECONDS)
+
+    # -- restoring -------------------------------------------------------------------------
+
+    async def _start(self, loaded: _Loaded, source: Backup, plan: RestorePlan) -> Outcome:
+        status = loaded.status
+        attempt = status.attempts + 1
+        staging = staging_database_name("r", loaded.uid, attempt)
+        started = status.model_copy(
+            update={
+                "phase": RestorePhase.RESTORING,
+                "attempts": attempt,
+                "staging_database": staging,
+                "started_at": status.started_at or datetime.now(UTC),
+                "message": (
+                    f"Attempt {attempt}: restoring backup {plan.backup} into a new database "
+                    f"for environment {plan.target}"
+                ),
+                "observed_generation": loaded.generation,
+            }
+        )
+        try:
+            return await self.context.inline(
+                loaded.uid, self._run(loaded, started, source, plan, staging)
+            )
+        except RunCancelled as exc:
+            await self._drop_quietly(staging)
+            return await self._attempt_failed(loaded, started, exc)
+
+    async def _run(
+        self,
+        loaded: _Loaded,
+        status: RestoreStatus,
+        source: Backup,
+        plan: RestorePlan,
+        staging: str,
+    ) -> Outcome:
+        # Recorded before the database exists, so an interruption finds it to drop.
+        await self._write(loaded, status)
+        post(loaded.raw, reason="Restoring", message=status.message or "")
+        live, role = database_identity(loaded.namespace, plan.target)
+        began = time.monotonic()
+        try:
+            await fresh_database(self.context, staging, owner=role)
+            result = await restore_backup(self.context, source, database=staging, role=role)
+            verifying = status.model_copy(
+                update={
+                    "phase": RestorePhase.VERIFYING,
+                    "message": (
+                        f"Restored {result.size} bytes; comparing row counts with the manifest"
+                    ),
+                }
+            )
+            await self._write(loaded, verifying)
+            counts = await check_row_counts(self.context, source, staging)
+            if not counts.passed:
+                raise ManifestMismatch(counts.describe())
+            await self._switch(live, staging, loaded.uid)
+        except BackupError as exc:
+            await self._drop_quietly(staging)
+            return await self._attempt_failed(loaded, status, exc)
+        return await self._completed(
+            loaded, status, plan, time.monotonic() - began, f"{counts.describe()}"
+        )
+
+    async def _switch(self, live: str, staging: str, uid: str) -> None:
+        postgres = self.context.postgres
+        if postgres is None:
+            raise SourceUnavailable("the operator has no managed PostgreSQL server")
+        retired = retired_database_name(uid)
+        try:
+            await postgres.drop_database(retired)  # a leftover of an earlier attempt
+            await postgres.switch_over(live=live, staging=staging, retired=retired)
+            await postgres.drop_database(retired)
+        except ManagedDatabaseError as exc:
+            raise DatabaseFailed(exc.message) from None
+
+    async def _completed(
+        self, loaded: _Loaded, status: RestoreStatus, plan: RestorePlan, seconds: float, detail: str
+    ) -> Outcome:
+        message = (
+            f"Environment {plan.target} now runs on backup {plan.backup} "
+            f"(restored in {seconds:.1f}s; {detail})"
+        )
+        done = status.model_copy(
+            update={
+                "phase": RestorePhase.COMPLETED,
+                "message": message,
+                "staging_database": None,
+                "completed_at": datetime.now(UTC),
+                "duration_seconds": round(seconds, 3),
+                "conditions": self._condition(
+                    loaded,
+                    RestoreConditionType.COMPLETED,
+                    True,
+                    "Completed",
+                    message,
+                    base=status,
+                ),
+            }
+        )
+        await self._write(loaded, done)
+        post(loaded.raw, reason="Completed", message=message)
+        return Outcome.done()
+
+    async def _recover(self, loaded: _Loaded) -> Outcome:
+        """A Restoring or Verifying restore nobody runs: finish, retry or give up."""
+        status = loaded.status
+        plan = status.plan
+        postgres = self.context.postgres
+        staging = status.staging_database
+        if plan is not None and postgres is not None and staging:
+            try:
+                retired = retired_database_name(loaded.uid)
+                switched = not await postgres.database_exists(staging) and (
+                    await postgres.database_exists(retired)
+                )
+                if switched:
+                    await postgres.drop_database(retired)
+                    return await self._completed(
+                        loaded,
+                        status,
+                        plan,
+                        status.duration_seconds or 0.0,
+                        "the switch-over had completed before the operator restarted",
+                    )
+            except ManagedDatabaseError as exc:
+                return Outcome.again(f"cannot inspect the databases: {exc.message}")
+            await self._drop_quietly(staging)
+        recovery = recover_interrupted(
+            attempts=status.attempts, runner_alive=False, policy=self.policy
+        )
+        return await self._apply_recovery(loaded, status, recovery, "Interrupted")
+
+    async def _attempt_failed(
+        self, loaded: _Loaded, status: RestoreStatus, error: BackupError
+    ) -> Outcome:
+        recovery = after_failure(
+            attempts=status.attempts,
+            reason=f"{error.reason}: {error.message}",
+            retryable=retryable(error) and not isinstance(error, ManifestMismatch),
+            policy=self.policy,
+        )
+        return await self._apply_recovery(loaded, status, recovery, error.reason)
+
+    async def _apply_recovery(
+        self, loaded: _Loaded, status: RestoreStatus, recovery: Recovery, reason: str
+    ) -> Outcome:
+        if recovery.action is RecoveryAction.GIVE_UP:
+            return await self._fail(loaded, recovery.message, reason=reason, status=status)
+        retry = status.model_copy(
+            update={
+                "phase": RestorePhase.PENDING,
+                "staging_database": None,
+                "message": recovery.message,
+            }
+        )
+        await self._write(loaded, retry)
+        post(loaded.raw, reason="AttemptFailed", message=recovery.message, warning=True)
+        return Outcome.again(recovery.message, delay=max(recovery.delay_seconds, 1.0))
+
+    async def _fail(
+        self,
+        loaded: _Loaded,
+        message: str,
+        *,
+        reason: str = "Failed",
+        status: RestoreStatus | None = None,
+    ) -> Outcome:
+        base = status or loaded.status
+        text = f"{message}; the target environment was not changed"
+        failed = base.model_copy(
+            update={
+                "phase": RestorePhase.FAILED,
+                "message": text[:_MESSAGE_LIMIT],
+                "staging_database": None,
+                "completed_at": datetime.now(UTC),
+                "conditions": self._condition(
+                    loaded, RestoreConditionType.COMPLETED, False, reason, text, base=base
+                ),
+            }
+        )
+        await self._write(loaded, failed)
+        post(loaded.raw, reason="Failed", message=text, warning=True)
+        return Outcome.done()
+
+    async def _drop_quietly(self, database: str) -> None:
+        try:
+            await drop_database(self.context, database)
+        except BackupError as exc:
+            logger.warning(
+                "staging database not dropped", extra={"database": database, "error": exc.message}
+            )
+
+    # -- reading and writing ---------------------------------------------------------------
+
+    async def _load(self, namespace: str, name: str) -> _Loaded | None:
+        raw = await get(self.context.kube, RESTORES.path(namespace, name))
+        if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        annotations = raw.get("metadata", {}).get("annotations") or {}
+        if str(annotations.get(SKIP_ANNOTATION, "")).lower() == "true":
+            return None
+        try:
+            return _Loaded(raw, Restore.model_validate(raw))
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            await self.context.kube.merge_patch(
+                RESTORES.path(namespace, name, "status"),
+                {
+                    "status": {
+                        "phase": RestorePhase.FAILED.value,
+                        "message": problem[:_MESSAGE_LIMIT],
+                    }
+                },
+            )
+            post(raw, reason="InvalidSpec", message=problem, warning=True)
+            return None
+
+    async def _reload(self, loaded: _Loaded) -> _Loaded:
+        fresh = await self._load(loaded.namespace, loaded.name)
+        return fresh if fresh is not None else loaded
+
+    async def _backups(self, namespace: str) -> list[Backup]:
+        listing = await self.context.kube.get(BACKUPS.path(namespace))
+        backups = []
+        for item in listing.get("items", ()):
+            try:
+                backups.append(Backup.model_validate(item))
+            except ValidationError:
+                continue
+        return backups
+
+    async def _environments(self, namespace: str) -> dict[str, Environment]:
+        listing = await self.context.kube.get(ENVIRONMENTS.path(namespace))
+        found = {}
+        for item in listing.get("items", ()):
+            try:
+                env = Environment.model_validate(item)
+            except ValidationError:
+                continue
+            if not env.metadata.deletion_timestamp:
+                found[env.metadata.name or ""] = env
+        return found
+
+    async def _restores(self, namespace: str) -> list[Restore]:
+        listing = await self.context.kube.get(RESTORES.path(namespace))
+        return [r for r in _valid(Restore, listing)]
+
+    async def _drills(self, namespace: str) -> list[RestoreDrill]:
+        listing = await self.context.kube.get(RESTORE_DRILLS.path(namespace))
+        return [d for d in _valid(RestoreDrill, listing)]
+
+    def _condition(
+        self,
+        loaded: _Loaded,
+        type: RestoreConditionType,
+        ok: bool,
+        reason: str,
+        message: str,
+        *,
+        base: RestoreStatus | None = None,
+    ) -> list[Any]:
+        return set_condition(
+            (base or loaded.status).conditions,
+            type=type,
+            status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+            reason=reason,
+            message=message[:_MESSAGE_LIMIT],
+            generation=loaded.generation,
+        )
+
+    @staticmethod
+    def _changed(before: RestoreStatus, after: RestoreStatus) -> bool:
+        return before.model_dump(mode="json") != after.model_dump(mode="json")
+
+    async def _write(self, loaded: _Loaded, status: RestoreStatus) -> None:
+        try:
+            await self.context.kube.merge_patch(
+                RESTORES.path(loaded.namespace, loaded.name, "status"), status_patch(status)
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+
+def _valid(model: Any, listing: Mapping[str, Any]) -> list[Any]:
+    found = []
+    for item in listing.get("items", ()):
+        try:
+            found.append(model.model_validate(item))
+        except ValidationError:
+            continue
+    return found
+
+
+__all__ = [
+    "RESTORES",
+    "SKIP_ANNOTATION",
+    "RestoreRuns",
+    "safety_backup",
+    "safety_backup_name",
+]

@@ -1,0 +1,169 @@
+"""Restoring a Backup into a fresh database: what Restore and RestoreDrill runs share.
+
+Both kinds restore the same way: a new database owned by the target environment's role
+(``ManagedPostgres.create_database``), the artifact of the Backup's completed attempt
+read from its storage and checked against its recorded checksum before anything is
+written (``run_restore``), then counted table by table (``table_counts``) for the
+manifest comparison. Only what happens around it differs: a Restore switches the
+environment over to the new database, a drill runs its checks and drops it later.
+
+A Backup names its artifact implicitly: the attempt that completed is
+``status.attempts`` and the name is ``artifact_name(namespace, name, uid, attempt)``,
+the one the runner wrote (inline or in a Job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.operator.backups import (
+    BackupError,
+    Keyring,
+    RestoreOptions,
+    RestoreResult,
+    run_restore,
+    table_counts,
+)
+from dockyard.operator.database import ManagedDatabaseError
+from dockyard.operator.runs.context import (
+    RunContext,
+    SourceUnavailable,
+    artifact_name,
+    load_key,
+    open_storage,
+    with_database,
+)
+
+# Row counts may differ from the manifest by nothing: both come from one snapshot.
+MISMATCHES_SHOWN: Final = 5
+
+
+class DatabaseFailed(BackupError):
+    """The managed server refused to create, drop or switch a database."""
+
+    reason = "DatabaseFailed"
+
+
+class ManifestMismatch(BackupError):
+    """The restored tables do not hold the rows the backup's manifest recorded."""
+
+    reason = "ManifestMismatch"
+
+
+def backup_artifact(backup: Backup) -> str:
+    """The artifact of ``backup``'s completed attempt; ``SourceUnavailable`` if none."""
+    status = backup.status
+    if status.phase is not BackupPhase.COMPLETED or not status.sha256 or status.attempts < 1:
+        raise SourceUnavailable(f"backup {backup.metadata.name} has no completed artifact")
+    meta = backup.metadata
+    return artifact_name(meta.namespace or "", meta.name or "", meta.uid or "", status.attempts)
+
+
+def admin_dsn(context: RunContext, database: str) -> str:
+    """The managed server's admin DSN, pointed at ``database``."""
+    url = context.settings.managed_postgres_url
+    if url is None or context.postgres is None:
+        raise SourceUnavailable("the operator has no managed PostgreSQL server")
+    return with_database(url.get_secret_value(), database)
+
+
+async def fresh_database(context: RunContext, name: str, *, owner: str) -> None:
+    """An empty database ``name`` owned by ``owner`` (an earlier one is dropped first)."""
+    if context.postgres is None:
+        raise SourceUnavailable("the operator has no managed PostgreSQL server")
+    try:
+        await context.postgres.create_database(name, owner=owner)
+    except ManagedDatabaseError as exc:
+        raise DatabaseFailed(exc.message) from None
+
+
+async def drop_database(context: RunContext, name: str) -> None:
+    """Drop ``name`` if it exists."""
+    if context.postgres is None:
+        return
+    try:
+        await context.postgres.drop_database(name)
+    except ManagedDatabaseError as exc:
+        raise DatabaseFailed(exc.message) from None
+
+
+async def restore_backup(
+    context: RunContext, backup: Backup, *, database: str, role: str | None
+) -> RestoreResult:
+    """Restore ``backup`` into the (empty) ``database``, objects owned by ``role``.
+
+    The checksum is verified before the database is touched: a flipped byte fails with
+    ``ChecksumMismatch`` ("checksum mismatch: ...") and leaves it empty.
+    """
+    namespace = backup.metadata.namespace or ""
+    artifact = backup_artifact(backup)
+    dsn = admin_dsn(context, database)
+    async with open_storage(backup.spec.storage, root=context.settings.backup_root) as storage:
+        key = await load_key(context.kube, namespace, backup.spec.encryption.key_secret_ref)
+        return await run_restore(
+            dsn=dsn,
+            storage=storage,
+            name=artifact,
+            expected_sha256=backup.status.sha256 or "",
+            keys=Keyring.of(key),
+            options=RestoreOptions(role=role),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RowCountCheck:
+    """The restored tables' row counts against the backup's manifest."""
+
+    expected: Mapping[str, int]
+    found: Mapping[str, int]
+
+    @property
+    def mismatches(self) -> list[str]:
+        """One line per table whose count differs or that is missing or extra."""
+        lines = []
+        for table in sorted(set(self.expected) | set(self.found)):
+            want, got = self.expected.get(table), self.found.get(table)
+            if want is None:
+                lines.append(f"{table}: not in the manifest, {got} rows restored")
+            elif got is None:
+                lines.append(f"{table}: {want} rows in the manifest, table missing")
+            elif want != got:
+                lines.append(f"{table}: {want} rows in the manifest, {got} restored")
+        return lines
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+    def describe(self) -> str:
+        lines = self.mismatches
+        if not lines:
+            return f"all {len(self.expected)} tables hold the rows the manifest recorded"
+        hidden = len(lines) - MISMATCHES_SHOWN
+        more = f" (and {hidden} more)" if hidden > 0 else ""
+        shown = "; ".join(lines[:MISMATCHES_SHOWN])
+        return f"row counts differ from the manifest: {shown}{more}"
+
+
+async def check_row_counts(context: RunContext, backup: Backup, database: str) -> RowCountCheck:
+    """Count the rows of every table in ``database`` and compare with the manifest."""
+    manifest = backup.status.manifest
+    expected = {t.name: t.rows for t in manifest.tables} if manifest else {}
+    found = await table_counts(admin_dsn(context, database))
+    return RowCountCheck(expected, found)
+
+
+__all__ = [
+    "DatabaseFailed",
+    "ManifestMismatch",
+    "RowCountCheck",
+    "admin_dsn",
+    "backup_artifact",
+    "check_row_counts",
+    "drop_database",
+    "fresh_database",
+    "restore_backup",
+]

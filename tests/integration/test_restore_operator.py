@@ -1,0 +1,356 @@
+"""The operator carries out Restores on the real control plane and PostgreSQL: a seeded
+database restored into another environment table for table, an in-place restore after a
+safety backup, a corrupted artifact that fails before the target is touched, a dry-run
+plan, and the production approval flow that refuses the requester as approver."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dockyard.operator.database import database_identity
+from dockyard.operator.runs.context import with_database
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ROOT, Kubectl, wait_for
+from tests.integration.test_backup_operator import (
+    EXPECTED_ROWS,
+    PINNED,
+    _apply,
+    _artifact_path,
+    _backup,
+    _environment,
+    _events,
+    _fetch,
+    _get,
+    _key_secret,
+    _run_sql,
+    _wait_phase,
+    migrated,  # noqa: F401  (the platform schema, for the backup catalog)
+)
+
+pytestmark = pytest.mark.usefixtures("operator_process")
+
+TABLES = ("public.customers", "public.orders", "audit.log", "public.empty_one")
+
+
+def _checksums(dsn: str) -> dict[str, tuple[int, str]]:
+    """Row count and an md5 over every row's text, per table."""
+    found = {}
+    for table in TABLES:
+        [row] = _fetch(
+            dsn,
+            f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), ''))"
+            f" AS digest FROM {table} t",
+        )
+        found[table] = (row["n"], row["digest"])
+    return found
+
+
+def _restore(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _restore_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    return dict(((_get(kubectl, namespace, "restore", name) or {}).get("status")) or {})
+
+
+def _wait_restore(
+    kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 120
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        status = _restore_status(kubectl, namespace, name)
+        return status if status.get("phase") == phase else None
+
+    try:
+        found = wait_for(reached, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(
+            f"restore {name} not {phase}: {_restore_status(kubectl, namespace, name)}"
+        ) from None
+    assert isinstance(found, dict)
+    return found
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", ()) if c["type"] == kind), {})
+
+
+def _staging_databases(state: State, uid: str) -> list[str]:
+    rows = _fetch(
+        state.managed_postgres_url,
+        "SELECT datname FROM pg_database WHERE datname LIKE $1",
+        f"dkr_{uid.replace('-', '')[:16]}%",
+    )
+    return [r["datname"] for r in rows]
+
+
+def _dsn(state: State, namespace: str, environment: str) -> str:
+    database, _ = database_identity(namespace, environment)
+    return with_database(state.managed_postgres_url, database)
+
+
+def _empty_environment(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
+    body = {"tier": "development", "image": PINNED, "database": {"deletionPolicy": "Delete"}}
+    _apply(
+        kubectl,
+        namespace,
+        {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": name},
+            "spec": {**body, **spec},
+        },
+    )
+
+    def ready() -> bool:
+        env = _get(kubectl, namespace, "environment", name) or {}
+        return bool(((env.get("status") or {}).get("database") or {}).get("ready"))
+
+    wait_for(ready, timeout=90)
+
+
+def _backed_up(
+    kubectl: Kubectl, state: State, namespace: str, root: Path, name: str = "nightly"
+) -> tuple[str, dict[str, Any]]:
+    dsn = _environment(kubectl, state, namespace)
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, name, root))
+    return dsn, _wait_phase(kubectl, namespace, name, "Completed")
+
+
+def test_a_seeded_database_restored_into_another_environment_is_equal_table_for_table(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    source_dsn, backup = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    before = _checksums(source_dsn)
+    assert {t: n for t, (n, _) in before.items()} == EXPECTED_ROWS
+    assert sum(EXPECTED_ROWS.values()) >= 100_000
+    _empty_environment(kubectl, namespace, "copy")
+    target_dsn = _dsn(testbed_state, namespace, "copy")
+    _run_sql(target_dsn, "CREATE TABLE stale (id int); INSERT INTO stale VALUES (1)")
+
+    _apply(
+        kubectl,
+        namespace,
+        _restore(
+            "to-copy",
+            source={"backupRef": {"name": "nightly"}},
+            target={"environmentRef": {"name": "copy"}},
+        ),
+    )
+    status = _wait_restore(kubectl, namespace, "to-copy", "Completed", timeout=180)
+
+    assert _checksums(target_dsn) == before
+    # The target's database was replaced, not added to.
+    assert not _fetch(target_dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'stale'")
+    plan = status["plan"]
+    assert (plan["backup"], plan["target"], plan["inPlace"]) == ("nightly", "copy", False)
+    assert plan["size"] == backup["size"]
+    assert {t["name"]: t["rows"] for t in plan["tables"]} == EXPECTED_ROWS
+    assert _condition(status, "Completed")["status"] == "True"
+    assert status["attempts"] == 1
+    assert status["durationSeconds"] > 0
+    # The target was backed up first, and that backup outlives nothing it should not.
+    safety = _wait_phase(kubectl, namespace, "to-copy-safety", "Completed")
+    assert {t["name"]: t["rows"] for t in safety["manifest"]["tables"]} == {"public.stale": 1}
+    assert status["safetyBackup"] == "to-copy-safety"
+    # The environment's own role owns what was restored, so the app can use it.
+    _, role = database_identity(namespace, "copy")
+    owners = _fetch(
+        target_dsn,
+        "SELECT DISTINCT tableowner FROM pg_tables WHERE tablename"
+        " IN ('customers', 'orders', 'log', 'empty_one')",
+    )
+    assert [r["tableowner"] for r in owners] == [role]
+    uid = _get(kubectl, namespace, "restore", "to-copy")["metadata"]["uid"]  # type: ignore[index]
+    assert _staging_databases(testbed_state, uid) == []
+    assert any("copy" in m for m in _events(kubectl, namespace, "Completed"))
+
+
+def test_an_in_place_restore_brings_the_backed_up_data_back(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    dsn, _ = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    before = _checksums(dsn)
+    _run_sql(dsn, "DELETE FROM orders WHERE id > 1000; UPDATE customers SET email = 'x'")
+    assert _checksums(dsn) != before
+
+    _apply(
+        kubectl,
+        namespace,
+        _restore("undo", source={"environmentRef": {"name": "shop"}, "select": "latest"}),
+    )
+    status = _wait_restore(kubectl, namespace, "undo", "Completed", timeout=180)
+
+    assert _checksums(dsn) == before
+    assert status["plan"]["inPlace"] is True
+    assert status["plan"]["backup"] == "nightly"
+    # The safety backup holds the data as it was just before the restore.
+    safety = _wait_phase(kubectl, namespace, "undo-safety", "Completed")
+    rows = {t["name"]: t["rows"] for t in safety["manifest"]["tables"]}
+    assert rows["public.orders"] == 1000
+
+
+def test_a_corrupted_artifact_fails_the_restore_and_leaves_the_environment_intact(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    dsn, backup = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _run_sql(dsn, "INSERT INTO customers VALUES (999999, 'after-the-backup@example.com')")
+    before = _checksums(dsn)
+    artifact = _artifact_path(backup["location"])
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    artifact.write_bytes(bytes(data))
+
+    _apply(kubectl, namespace, _restore("broken", source={"backupRef": {"name": "nightly"}}))
+    status = _wait_restore(kubectl, namespace, "broken", "Failed", timeout=180)
+
+    assert "checksum mismatch" in status["message"]
+    assert "not changed" in status["message"]
+    completed = _condition(status, "Completed")
+    assert (completed["status"], completed["reason"]) == ("False", "ChecksumMismatch")
+    assert status["attempts"] == 1  # a bad artifact is not retried
+    assert _checksums(dsn) == before
+    uid = _get(kubectl, namespace, "restore", "broken")["metadata"]["uid"]  # type: ignore[index]
+    assert _staging_databases(testbed_state, uid) == []
+
+
+def test_a_dry_run_writes_the_plan_and_changes_nothing_until_it_is_turned_off(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    dsn, backup = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _run_sql(dsn, "DELETE FROM orders")
+    emptied = _checksums(dsn)
+    _apply(
+        kubectl,
+        namespace,
+        _restore("preview", source={"backupRef": {"name": "nightly"}}, dryRun=True),
+    )
+
+    def planned() -> dict[str, Any] | None:
+        status = _restore_status(kubectl, namespace, "preview")
+        return status if _condition(status, "Planned").get("status") == "True" else None
+
+    status = wait_for(planned, timeout=60)
+    assert isinstance(status, dict)
+    plan = status["plan"]
+    assert plan["backup"] == "nightly"
+    assert plan["target"] == "shop"
+    assert plan["size"] == backup["size"]
+    assert plan["tableCount"] == len(EXPECTED_ROWS)
+    assert plan["estimatedDurationSeconds"] >= 10
+    assert plan["safetyBackup"] is True
+    assert plan["requiresApproval"] is False
+    assert status["phase"] == "Pending"
+    assert "Dry run" in status["message"]
+    assert _get(kubectl, namespace, "backup", "preview-safety") is None
+    assert _checksums(dsn) == emptied
+
+    kubectl(
+        "patch",
+        "restore",
+        "preview",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"dryRun": False}}),
+    )
+    _wait_restore(kubectl, namespace, "preview", "Completed", timeout=180)
+    assert {t: n for t, (n, _) in _checksums(dsn).items()} == EXPECTED_ROWS
+
+
+@pytest.fixture(scope="module")
+def identity_policy(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+
+
+@pytest.mark.usefixtures("identity_policy")
+def test_a_production_restore_waits_for_a_second_person_and_refuses_the_requester(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _empty_environment(kubectl, namespace, "live", tier="production", replicas=2)
+    alice, bob = f"alice-{uuid.uuid4().hex[:5]}", f"bob-{uuid.uuid4().hex[:5]}"
+    for user in (alice, bob):
+        kubectl(
+            "create",
+            "rolebinding",
+            user,
+            "--clusterrole=dockyard-operator",
+            f"--user={user}",
+            "-n",
+            namespace,
+        )
+    as_alice, as_bob = testbed.user_token(alice, []), testbed.user_token(bob, [])
+    wait_for(
+        lambda: (
+            kubectl(
+                "auth",
+                "can-i",
+                "patch",
+                "restores.dockyard.io",
+                "-n",
+                namespace,
+                token=as_bob,
+                check=False,
+            ).returncode
+            == 0
+        ),
+        timeout=30,
+    )
+    manifest = _restore(
+        "promote",
+        source={"backupRef": {"name": "nightly"}},
+        target={"environmentRef": {"name": "live"}},
+    )
+    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": alice}
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
+
+    status = _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")
+    assert status["plan"]["requiresApproval"] is True
+    assert status["approval"]["requestedBy"] == alice
+    assert _condition(status, "Approved")["status"] == "False"
+
+    def approve(user: str, token: str) -> None:
+        patch = {"metadata": {"annotations": {"dockyard.io/approved-by": user}}}
+        kubectl(
+            "patch",
+            "restore",
+            "promote",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps(patch),
+            token=token,
+        )
+
+    approve(alice, as_alice)
+
+    def refused() -> dict[str, Any] | None:
+        current = _restore_status(kubectl, namespace, "promote")
+        return current if _condition(current, "Approved").get("reason") == "Refused" else None
+
+    status = wait_for(refused, timeout=60)  # type: ignore[assignment]
+    assert status["phase"] == "AwaitingApproval"
+    assert f"{alice} requested this restore and cannot approve it" in status["message"]
+    assert _get(kubectl, namespace, "backup", "promote-safety") is None
+
+    approve(bob, as_bob)
+    status = _wait_restore(kubectl, namespace, "promote", "Completed", timeout=180)
+    assert status["approval"]["approvedBy"] == bob
+    assert _condition(status, "Approved")["status"] == "True"
+    live = _dsn(testbed_state, namespace, "live")
+    assert {t: n for t, (n, _) in _checksums(live).items()} == EXPECTED_ROWS

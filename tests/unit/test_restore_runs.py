@@ -1,0 +1,78 @@
+"""The pure parts of the Restore life cycle: the safety Backup it creates, the artifact a
+Backup names, and the row-count comparison that gates the switch-over."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockyard.core.models.backup import Backup
+from dockyard.core.models.restore import Restore
+from dockyard.operator.runs.context import SourceUnavailable
+from dockyard.operator.runs.restores import safety_backup, safety_backup_name
+from dockyard.operator.runs.restoring import RowCountCheck, backup_artifact
+from tests.unit.test_restore_plan import make_backup
+
+UID = "0f8e2b6c-1d2a-4c3b-9a8f-7e6d5c4b3a21"
+
+
+def _restore(name: str = "undo") -> Restore:
+    return Restore.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "shop-ns", "uid": UID},
+            "spec": {"source": {"backupRef": {"name": "shop-1"}}},
+        }
+    )
+
+
+def test_the_safety_backup_goes_where_the_source_is_with_its_key_and_is_not_owned() -> None:
+    source = make_backup("shop-1")
+    manifest = safety_backup(_restore(), source, "live")
+
+    assert manifest["metadata"]["name"] == "undo-safety"
+    assert manifest["metadata"]["namespace"] == "shop-ns"
+    assert "ownerReferences" not in manifest["metadata"]
+    assert manifest["metadata"]["labels"]["dockyard.io/restore"] == "undo"
+    assert manifest["metadata"]["labels"]["dockyard.io/environment"] == "live"
+    backup = Backup.model_validate(manifest)
+    assert backup.spec.environment_ref.name == "live"
+    assert backup.spec.storage == source.spec.storage
+    assert backup.spec.encryption == source.spec.encryption
+
+
+def test_safety_backup_names_fit_an_object_name() -> None:
+    name = safety_backup_name("r" * 253)
+    assert len(name) <= 253
+    assert name.endswith("-safety")
+
+
+def test_a_completed_backup_names_the_artifact_of_its_last_attempt() -> None:
+    backup = make_backup("shop-1").model_copy(deep=True)
+    backup.metadata.namespace, backup.metadata.uid = "ns", UID
+    backup.status.attempts, backup.status.sha256 = 2, "ab" * 32
+    assert backup_artifact(backup) == "ns/shop-1/0f8e2b6c-2.dkbk"
+
+
+def test_a_backup_without_a_completed_artifact_cannot_be_restored() -> None:
+    with pytest.raises(SourceUnavailable, match="no completed artifact"):
+        backup_artifact(make_backup("shop-5", phase="Running"))
+
+
+def test_row_counts_pass_only_when_every_table_matches() -> None:
+    same = RowCountCheck({"public.a": 3, "public.b": 0}, {"public.a": 3, "public.b": 0})
+    assert same.passed
+    assert same.describe() == "all 2 tables hold the rows the manifest recorded"
+
+    off = RowCountCheck({"public.a": 3, "public.b": 1}, {"public.a": 2, "public.c": 5})
+    assert not off.passed
+    assert off.mismatches == [
+        "public.a: 3 rows in the manifest, 2 restored",
+        "public.b: 1 rows in the manifest, table missing",
+        "public.c: not in the manifest, 5 rows restored",
+    ]
+
+
+def test_a_long_mismatch_list_is_cut_short_and_says_how_many_more() -> None:
+    expected = {f"public.t{i}": 1 for i in range(8)}
+    described = RowCountCheck(expected, {}).describe()
+    assert described.startswith("row counts differ from the manifest: public.t0:")
+    assert described.endswith("(and 3 more)")
