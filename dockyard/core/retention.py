@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -101,6 +101,45 @@ def newest_verified(backups: Iterable[BackupRecord]) -> BackupRecord | None:
     else that deletes backups must leave alone."""
     verified = [r for r in backups if r.is_completed and r.verified_at is not None]
     return _newest_first(verified)[0] if verified else None
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What a Backup's ttl says now: when it expires, and whether to delete it."""
+
+    expires_at: datetime | None
+    delete: bool
+    reason: str
+
+
+def ttl_expiry(
+    backup: Backup, ttl: timedelta | None, siblings: Iterable[Backup], now: datetime
+) -> Expiry:
+    """Whether ``backup`` (one of ``siblings``, its environment's backups) is past its ttl.
+
+    The ttl counts from completion; a backup not completed yet does not expire. The
+    newest backup of the environment that a drill verified stays past its ttl, until a
+    newer one is verified.
+    """
+    completed = backup.status.completed_at
+    if ttl is None or completed is None or backup.status.phase is None:
+        return Expiry(None, False, "no ttl, or not finished")
+    expires = completed + ttl
+    if now < expires:
+        return Expiry(expires, False, f"expires at {expires.isoformat()}")
+    name = backup.metadata.name or ""
+    environment = backup.spec.environment_ref.name
+    kept = newest_verified(
+        BackupRecord.of(b) for b in siblings if b.spec.environment_ref.name == environment
+    )
+    if kept is not None and kept.name == name:
+        return Expiry(
+            expires,
+            False,
+            f"ttl passed at {expires.isoformat()}, but it is the newest backup of "
+            f"{environment} a drill verified: kept until a newer one is verified",
+        )
+    return Expiry(expires, True, f"ttl passed at {expires.isoformat()}")
 
 
 def _day(when: datetime) -> Hashable:
@@ -182,9 +221,11 @@ def _still_relevant(record: BackupRecord, last_success: datetime | None) -> bool
 
 __all__ = [
     "BackupRecord",
+    "Expiry",
     "KeepReason",
     "Kept",
     "RetentionDecision",
     "apply_retention",
     "newest_verified",
+    "ttl_expiry",
 ]

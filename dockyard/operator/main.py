@@ -142,7 +142,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     from dockyard.operator import login  # noqa: F401
     from dockyard.operator.handlers import (
         backup_schedules,
-        backups,  # noqa: F401
+        backups,
         environments,
         restores,  # noqa: F401
         scaling,  # noqa: F401
@@ -150,6 +150,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
 
     environments.register_drift_repair(settings.reconcile_interval)
     backup_schedules.register_timer(settings.backup_schedule_interval)
+    backups.register_ttl_timer(settings.backup_schedule_interval)
     memo = kopf.Memo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
     asyncio.run(

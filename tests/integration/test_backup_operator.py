@@ -258,6 +258,45 @@ def test_deleting_a_backup_deletes_its_artifact(
     assert row["deleted_at"] is not None
 
 
+def test_a_ttl_deletes_the_backup_and_its_artifact_but_keeps_the_newest_verified_one(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "proven", backup_root, ttl="3s"))
+    proven = _wait_phase(kubectl, namespace, "proven", "Completed")
+    # What a passing restore drill writes.
+    verified = {"drill": "nightly", "at": proven["completedAt"]}
+    kubectl(
+        "patch",
+        "backup",
+        "proven",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"verified": verified}}),
+    )
+    _apply(kubectl, namespace, _backup(namespace, "brief", backup_root, ttl="3s"))
+    brief = _wait_phase(kubectl, namespace, "brief", "Completed")
+    artifact = _artifact_path(brief["location"])
+
+    def expires_at() -> str | None:
+        status = (_get(kubectl, namespace, "backup", "brief") or {}).get("status") or {}
+        return status.get("expiresAt")
+
+    wait_for(expires_at, timeout=30)
+    wait_for(lambda: _get(kubectl, namespace, "backup", "brief") is None, timeout=60)
+    assert not artifact.exists()
+    assert any("ttl passed" in m for m in _events(kubectl, namespace, "Expired"))
+    # Past its ttl too, but the one backup a drill proved restorable stays.
+    kept = _get(kubectl, namespace, "backup", "proven")
+    assert kept is not None
+    assert kept["status"]["expiresAt"]
+    assert _artifact_path(proven["location"]).exists()
+
+
 def _schedule(namespace: str, root: Path, schedule: str, **extra: Any) -> dict[str, Any]:
     return {
         "apiVersion": "dockyard.io/v1alpha1",

@@ -15,6 +15,7 @@ from dockyard.core.retention import (
     KeepReason,
     apply_retention,
     newest_verified,
+    ttl_expiry,
 )
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -260,3 +261,65 @@ def test_across_many_random_histories_nothing_protected_is_ever_deleted() -> Non
         )
         assert deleted.isdisjoint(k.name for k in decision.keep)
         assert len(deleted) + len(decision.keep) == len(backups)
+
+
+# --- ttl ---------------------------------------------------------------------------------------
+
+
+def _ttl_backup(
+    name: str, completed: str | None, *, verified: str | None = None, env: str = "shop"
+) -> Backup:
+    status: dict[str, object] = {"phase": "Completed" if completed else "Running"}
+    if completed:
+        status["completedAt"] = completed
+    if verified:
+        status["verified"] = {"drill": "nightly", "at": verified}
+    return Backup.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "environmentRef": {"name": env},
+                "storage": {"filesystem": {"path": "/b"}},
+                "encryption": {"keySecretRef": {"name": "k", "key": "key"}},
+                "ttl": "24h",
+            },
+            "status": status,
+        }
+    )
+
+
+NOW = datetime(2024, 3, 10, 12, tzinfo=UTC)
+DAY = timedelta(hours=24)
+
+
+def test_a_backup_expires_a_ttl_after_completing() -> None:
+    young = _ttl_backup("young", "2024-03-10T00:00:00Z")
+    old = _ttl_backup("old", "2024-03-09T00:00:00Z")
+
+    kept = ttl_expiry(young, DAY, [young, old], NOW)
+    assert kept.expires_at == datetime(2024, 3, 11, tzinfo=UTC)
+    assert not kept.delete
+    gone = ttl_expiry(old, DAY, [young, old], NOW)
+    assert gone.delete
+    assert gone.reason == "ttl passed at 2024-03-10T00:00:00+00:00"
+
+
+def test_a_running_backup_or_one_without_ttl_never_expires() -> None:
+    running = _ttl_backup("running", None)
+    assert ttl_expiry(running, DAY, [running], NOW) == ttl_expiry(running, None, [], NOW)
+    assert not ttl_expiry(running, DAY, [running], NOW).delete
+    assert ttl_expiry(running, DAY, [running], NOW).expires_at is None
+
+
+def test_the_newest_verified_backup_outlives_its_ttl_until_a_newer_one_is_verified() -> None:
+    verified = _ttl_backup("v1", "2024-03-01T00:00:00Z", verified="2024-03-01T04:00:00Z")
+    newer = _ttl_backup("n2", "2024-03-05T00:00:00Z")
+    elsewhere = _ttl_backup("x", "2024-03-06T00:00:00Z", verified="2024-03-06T04:00:00Z", env="b")
+
+    decision = ttl_expiry(verified, DAY, [verified, newer, elsewhere], NOW)
+    assert not decision.delete
+    assert "newest backup of shop a drill verified" in decision.reason
+    assert ttl_expiry(newer, DAY, [verified, newer], NOW).delete
+
+    reverified = _ttl_backup("n2", "2024-03-05T00:00:00Z", verified="2024-03-05T04:00:00Z")
+    assert ttl_expiry(verified, DAY, [verified, reverified], NOW).delete

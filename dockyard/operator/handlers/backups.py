@@ -3,7 +3,9 @@
 - create, and resume at start-up: one step of the life cycle (``BackupRuns.drive``);
   an unfinished step (a retry after a backoff, a Job to follow) is a
   ``TemporaryError`` with its delay, which Kopf keeps across restarts;
-- deletion: the artifacts of every attempt are deleted, behind the operator's finalizer.
+- deletion: the artifacts of every attempt are deleted, behind the operator's finalizer;
+- a timer on Backups with a ``ttl``: records ``status.expiresAt`` and deletes the Backup
+  once it has passed (``BackupRuns.expire``).
 """
 
 from __future__ import annotations
@@ -42,3 +44,16 @@ async def delete_artifacts(
 ) -> None:
     outcome = await _runs(memo).finalize(_namespace(namespace, name), name, dict(body))
     outcome.raise_if_unfinished(retry)
+
+
+async def expire(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    await _runs(memo).expire(_namespace(namespace, name), name)
+
+
+def _has_ttl(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("ttl"))
+
+
+def register_ttl_timer(interval: float) -> None:
+    """Look at every Backup with a ttl every ``interval`` seconds."""
+    kopf.timer(API_VERSION, BACKUPS.plural, interval=interval, id="ttl", when=_has_ttl)(expire)

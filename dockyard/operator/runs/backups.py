@@ -21,6 +21,7 @@ Deletion removes every artifact of the Backup's attempts (the finalizer's job).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from dockyard.core.attempts import (
     recover_interrupted,
 )
 from dockyard.core.conditions import set_condition
+from dockyard.core.durations import parse_duration
 from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import (
     Backup,
@@ -50,7 +52,8 @@ from dockyard.core.models.backup import (
     TableRows,
 )
 from dockyard.core.models.common import API_VERSION, ConditionStatus
-from dockyard.operator.apply import FIELD_MANAGER, ResourceType, get
+from dockyard.core.retention import ttl_expiry
+from dockyard.operator.apply import FIELD_MANAGER, ResourceType, delete, get
 from dockyard.operator.backups import BackupError, BackupResult, run_backup
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.environments.outcomes import Outcome
@@ -210,6 +213,32 @@ class BackupRuns:
                 return Outcome.done()
             return await self._recover(loaded)
         return await self._start(loaded)
+
+    async def expire(self, namespace: str, name: str) -> None:
+        """Apply the Backup's ttl: record when it expires, delete it once it has.
+
+        Deleting the object deletes the artifact through the finalizer. The newest
+        backup of its environment that a drill verified is kept past its ttl.
+        """
+        loaded = await self._load(namespace, name)
+        if loaded is None or loaded.backup.spec.ttl is None:
+            return
+        listing = await self.context.kube.get(BACKUPS.path(namespace))
+        siblings = []
+        for item in listing.get("items", ()):
+            with contextlib.suppress(ValidationError):
+                siblings.append(Backup.model_validate(item))
+        expiry = ttl_expiry(
+            loaded.backup, parse_duration(loaded.backup.spec.ttl), siblings, datetime.now(UTC)
+        )
+        if expiry.expires_at != loaded.backup.status.expires_at:
+            at = expiry.expires_at.isoformat() if expiry.expires_at else None
+            await self.context.kube.merge_patch(
+                BACKUPS.path(namespace, name, "status"), {"status": {"expiresAt": at}}
+            )
+        if expiry.delete:
+            post(loaded.raw, reason="Expired", message=f"{expiry.reason}; deleting the backup")
+            await delete(self.context.kube, BACKUPS.path(namespace, name), uid=loaded.uid)
 
     async def finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> Outcome:
         """Delete every artifact of the Backup's attempts, then let it go."""
