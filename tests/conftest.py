@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,25 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 # its operator watches only those, so no session reconciles another's objects.
 SESSION_ID = uuid.uuid4().hex[:6]
 SESSION_NAMESPACES = f"t-*-{SESSION_ID}-*"
+
+
+# The session operator's log, shown beside any failure of a test that used it: what the
+# operator did (or did not do) is what such a failure is about.
+OPERATOR_LOGS: list[Path] = []
+OPERATOR_LOG_TAIL = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.failed and "operator_process" in getattr(item, "fixturenames", ()):
+        for log in OPERATOR_LOGS:
+            if log.exists():
+                lines = log.read_text(errors="replace").splitlines()[-OPERATOR_LOG_TAIL:]
+                report.sections.append(("operator log (tail)", "\n".join(lines)))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -137,6 +157,7 @@ def operator_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``dockyard operator`` running against the test bed (this session's namespaces)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
+    OPERATOR_LOGS.append(log)
     # Drift repair every 3 s instead of 30, and scaling passes every 2 s instead of 10
     # (schedule windows), so tests see them happen.
     env = {
