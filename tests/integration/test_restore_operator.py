@@ -5,14 +5,20 @@ plan, and the production approval flow that refuses the requester as approver.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from dockyard.api.app import create_app
+from dockyard.core.settings import Settings
 from dockyard.operator.database import database_identity
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed.cluster import State, Testbed
@@ -35,6 +41,7 @@ from tests.integration.test_backup_operator import (
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
+Client = TestClient[web.Request, web.Application]
 TABLES = ("public.customers", "public.orders", "audit.log", "public.empty_one")
 
 
@@ -354,3 +361,108 @@ def test_a_production_restore_waits_for_a_second_person_and_refuses_the_requeste
     assert _condition(status, "Approved")["status"] == "True"
     live = _dsn(testbed_state, namespace, "live")
     assert {t: n for t, (n, _) in _checksums(live).items()} == EXPECTED_ROWS
+
+
+@pytest.fixture
+async def api(testbed_state: State) -> AsyncIterator[Client]:
+    settings = Settings(
+        database_url=testbed_state.database_url,
+        kubeconfig=Path(testbed_state.kubeconfig),
+        metrics_port=None,
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield client
+
+
+async def _poll(check: Callable[[], Awaitable[Any]], within: float = 120) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"condition not met within {within}s; last value: {last!r}")
+
+
+@pytest.mark.usefixtures("identity_policy")
+async def test_through_the_rest_api_the_requester_cannot_approve_and_a_second_user_can(
+    api: Client,
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    backup_root: Path,
+) -> None:
+    await asyncio.to_thread(_backed_up, kubectl, testbed_state, namespace, backup_root)
+    await asyncio.to_thread(
+        _empty_environment, kubectl, namespace, "live", tier="production", replicas=2
+    )
+    alice, bob = f"alice-{uuid.uuid4().hex[:5]}", f"bob-{uuid.uuid4().hex[:5]}"
+    for user in (alice, bob):
+        kubectl(
+            "create",
+            "rolebinding",
+            user,
+            "--clusterrole=dockyard-operator",
+            f"--user={user}",
+            "-n",
+            namespace,
+        )
+    as_alice = {"Authorization": f"Bearer {testbed.user_token(alice, [])}"}
+    as_bob = {"Authorization": f"Bearer {testbed.user_token(bob, [])}"}
+    base = f"/api/v1/namespaces/{namespace}/restores"
+
+    async def created() -> bool:
+        response = await api.post(
+            base,
+            json={
+                "metadata": {"name": "promote"},
+                "spec": {
+                    "source": {"backupRef": {"name": "nightly"}},
+                    "target": {"environmentRef": {"name": "live"}},
+                },
+            },
+            headers=as_alice,
+        )
+        return response.status == 201  # 403 until the new RoleBinding reaches the authorizer
+
+    await _poll(created, within=30)
+
+    async def awaiting() -> dict[str, Any] | None:
+        response = await api.get(f"{base}/promote", headers=as_alice)
+        body = await response.json()
+        status = body.get("status") or {}
+        return body if status.get("phase") == "AwaitingApproval" else None
+
+    restore = await _poll(awaiting)
+    assert restore["metadata"]["annotations"]["dockyard.io/requested-by"] == alice
+    plan = await api.get(f"{base}/promote/plan", headers=as_bob)
+    assert plan.status == 200
+    assert (await plan.json())["requiresApproval"] is True
+
+    refused = await api.post(f"{base}/promote/approve", headers=as_alice)
+    assert refused.status == 403
+    problem = await refused.json()
+    assert problem["type"].endswith("approval-by-requester")
+    assert f"{alice} requested restore" in problem["detail"]
+
+    approved = await api.post(f"{base}/promote/approve", headers=as_bob)
+    assert approved.status == 200
+    assert (await approved.json())["metadata"]["annotations"]["dockyard.io/approved-by"] == bob
+
+    async def completed() -> dict[str, Any] | None:
+        response = await api.get(f"{base}/promote", headers=as_bob)
+        status = (await response.json()).get("status") or {}
+        return status if status.get("phase") == "Completed" else None
+
+    status = await _poll(completed, within=180)
+    assert status["approval"] == {
+        "requiredBy": "production",
+        "requestedBy": alice,
+        "approvedBy": bob,
+        "approvedAt": status["approval"]["approvedAt"],
+    }
+    live = _dsn(testbed_state, namespace, "live")
+    counts = await asyncio.to_thread(_checksums, live)
+    assert {t: n for t, (n, _) in counts.items()} == EXPECTED_ROWS
