@@ -1,5 +1,6 @@
 """The operator reconciles Environments on the real control plane and PostgreSQL: children,
-database, status, drift repair, suspend, ttl, and each deletion policy."""
+database, status, drift repair, suspend, ttl, and the Retain and Delete deletion policies
+(Snapshot: test_environment_final_snapshot)."""
 
 from __future__ import annotations
 
@@ -402,40 +403,6 @@ def test_delete_drops_the_database_and_its_role(
     assert not _database_exists(testbed_state, database)
     assert not _role_exists(testbed_state, database)
     _wait_event(kubectl, namespace, "DatabaseDropped", database)
-
-
-def test_snapshot_refuses_deletion_until_the_policy_changes(
-    kubectl: Kubectl, namespace: str, testbed_state: State
-) -> None:
-    _apply(kubectl, namespace, "shop", database={"deletionPolicy": "Snapshot"})
-    database = _ready_database_name(kubectl, namespace, "shop")
-
-    kubectl("delete", "env", "shop", "-n", namespace, "--wait=false")
-
-    status = _wait_phase(kubectl, namespace, "shop", "Deleting")
-    ready = _condition(status, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "SnapshotUnavailable")
-    assert ready["message"] == (
-        "deletionPolicy Snapshot needs backups, which this version does not have; "
-        "set Retain or Delete"
-    )
-    time.sleep(5)  # several reconcile intervals: still held by the finalizer
-    assert _get(kubectl, namespace, "environment", "shop") is not None
-    assert _database_exists(testbed_state, database)
-
-    kubectl(
-        "patch",
-        "env",
-        "shop",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"database":{"deletionPolicy":"Delete"}}}',
-    )
-
-    _wait_gone(kubectl, namespace, "environment", "shop", timeout=90)
-    assert not _database_exists(testbed_state, database)
 
 
 # -- an unreachable database server ------------------------------------------------------

@@ -271,7 +271,9 @@ def test_the_status_patch_removes_what_the_status_no_longer_has() -> None:
 
 
 def test_deleting_keeps_the_status_and_says_what_it_waits_for() -> None:
-    verdict = report.Verdict(ConditionStatus.FALSE, "SnapshotUnavailable", "set Retain or Delete")
+    verdict = report.Verdict(
+        ConditionStatus.FALSE, "TakingFinalSnapshot", "Taking the final snapshot"
+    )
 
     status = report.deleting(_env(status={"phase": "Ready", "url": "http://x"}), verdict=verdict)
 
@@ -279,7 +281,7 @@ def test_deleting_keeps_the_status_and_says_what_it_waits_for() -> None:
     assert status.url == "http://x"
     ready = find(status.conditions, "Ready")
     assert ready is not None
-    assert ready.reason == "SnapshotUnavailable"
+    assert ready.reason == "TakingFinalSnapshot"
 
 
 # -- durations, retries and conditions ---------------------------------------------------

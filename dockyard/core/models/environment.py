@@ -105,7 +105,9 @@ class DatabaseSpec(CRModel):
         default=DeletionPolicy.RETAIN,
         description=(
             "What happens to the database when the environment is deleted: Retain keeps "
-            "it, Snapshot takes a final backup and then drops it, Delete drops it."
+            "it, Snapshot takes a final Backup (<environment>-final-<uid>, kept after the "
+            "environment is gone) and drops the database once that Backup completed, "
+            "Delete drops it."
         ),
     )
 

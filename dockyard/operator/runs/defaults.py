@@ -60,15 +60,19 @@ def default_schedule(env: Environment, settings: Settings) -> Manifest:
         "spec": {
             "environmentRef": {"name": owner.name},
             "schedule": settings.default_backup_schedule,
-            "template": {
-                "storage": {"filesystem": {"path": str(settings.backup_root.expanduser())}},
-                "encryption": {
-                    "keySecretRef": {
-                        "name": settings.default_backup_key_secret,
-                        "key": KEY_ENTRY,
-                    }
-                },
-            },
+            "template": default_backup_target(settings),
+        },
+    }
+
+
+def default_backup_target(settings: Settings) -> Manifest:
+    """Where and with which key the operator's own Backups go: ``storage`` and
+    ``encryption`` of a Backup spec (the default schedule's, an environment's final
+    snapshot's)."""
+    return {
+        "storage": {"filesystem": {"path": str(settings.backup_root.expanduser())}},
+        "encryption": {
+            "keySecretRef": {"name": settings.default_backup_key_secret, "key": KEY_ENTRY}
         },
     }
 
