@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -35,8 +38,10 @@ from tests.integration.test_backup_operator import (
     _get,
     _key_secret,
     _run_sql,
+    _start_operator,
     _wait_phase,
     migrated,  # noqa: F401  (the platform schema, for the backup catalog)
+    own_namespace,  # noqa: F401  (a namespace the session's operator does not watch)
 )
 
 pytestmark = pytest.mark.usefixtures("operator_process")
@@ -466,3 +471,67 @@ async def test_through_the_rest_api_the_requester_cannot_approve_and_a_second_us
     live = _dsn(testbed_state, namespace, "live")
     counts = await asyncio.to_thread(_checksums, live)
     assert {t: n for t, (n, _) in counts.items()} == EXPECTED_ROWS
+
+
+def test_an_operator_killed_mid_restore_drops_the_half_restored_database_and_retries(
+    kubectl: Kubectl,
+    testbed_state: State,
+    testbed_env: dict[str, str],
+    own_namespace: str,  # noqa: F811  (the fixture imported above)
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "operator.log"
+    operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+    try:
+        source = _environment(kubectl, testbed_state, own_namespace)
+        # Big enough that the restore is still running when the operator is killed.
+        _run_sql(
+            source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g"
+        )
+        _key_secret(kubectl, own_namespace)
+        _apply(kubectl, own_namespace, _backup(own_namespace, "nightly", backup_root))
+        _wait_phase(kubectl, own_namespace, "nightly", "Completed", timeout=180)
+        before = _checksums(source)
+        _empty_environment(kubectl, own_namespace, "copy")
+        _apply(
+            kubectl,
+            own_namespace,
+            _restore(
+                "slow",
+                source={"backupRef": {"name": "nightly"}},
+                target={"environmentRef": {"name": "copy"}},
+                safetyBackup=False,
+            ),
+        )
+        restoring = _wait_restore(kubectl, own_namespace, "slow", "Restoring", timeout=60)
+        os.kill(operator.pid, signal.SIGKILL)
+        operator.wait(timeout=10)
+        uid = _get(kubectl, own_namespace, "restore", "slow")["metadata"]["uid"]  # type: ignore[index]
+        assert restoring["stagingDatabase"] in _staging_databases(testbed_state, uid)
+        assert _restore_status(kubectl, own_namespace, "slow")["phase"] == "Restoring"
+
+        operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+        status = _wait_restore(kubectl, own_namespace, "slow", "Completed", timeout=240)
+
+        assert status["attempts"] == 2
+        assert _checksums(_dsn(testbed_state, own_namespace, "copy")) == before
+        assert _staging_databases(testbed_state, uid) == []
+        interrupted = _events(kubectl, own_namespace, "AttemptFailed")
+        assert any("interrupted" in message for message in interrupted), interrupted
+    finally:
+        kubectl(
+            "delete",
+            "restores,environments,backups",
+            "--all",
+            "-n",
+            own_namespace,
+            "--timeout=60s",
+            check=False,
+        )
+        operator.terminate()
+        try:
+            operator.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
