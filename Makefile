@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help bootstrap dev test lint typecheck security audit contracts drift pytest generate testbed-up testbed-down bench
+.PHONY: help bootstrap dev test lint typecheck security audit contracts drift pytest generate testbed-up testbed-down bench image kind-up
 
 help:
 	@echo "make dev   - start the whole platform locally (test bed, migrations, CRDs, API, operator)"
@@ -50,3 +50,10 @@ testbed-up: bootstrap
 
 testbed-down:
 	$(VENV)/dockyard testbed down
+
+# Where Docker runs (docs/deployment.md).
+image:
+	docker build -t ghcr.io/dockyard/dockyard:dev .
+
+kind-up:
+	@bash scripts/kind-up.sh
