@@ -206,10 +206,9 @@ async def list_latency(
 
 
 async def run(
-    state: State, testbed: Testbed, count: int, rounds: int, api_port: int
+    state: State, testbed: Testbed, count: int, rounds: int, api_port: int, tag: str
 ) -> dict[str, Any]:
     kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(state.kubeconfig)))
-    tag = secrets.token_hex(3)
     ns_bare, ns_plain, ns_db = f"bench-bare-{tag}", f"bench-env-{tag}", f"bench-db-{tag}"
     try:
         for ns in (ns_bare, ns_plain, ns_db):
@@ -266,9 +265,11 @@ def main() -> None:
     env.update(state.env())
     env.update({"DOCKYARD_LOG_LEVEL": "WARNING", "DOCKYARD_METRICS_PORT": str(_free_port())})
     api_port = _free_port()
+    # The operator watches only this run's namespaces: a test session may share the bed.
+    tag = secrets.token_hex(3)
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator"],
+            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", f"bench-*-{tag}"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -281,11 +282,15 @@ def main() -> None:
         ),
     ]
     try:
-        result = asyncio.run(run(state, testbed, args.count, args.rounds, api_port))
+        result = asyncio.run(run(state, testbed, args.count, args.rounds, api_port, tag))
     finally:
         for child in children:
             child.terminate()
-            child.wait(timeout=30)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

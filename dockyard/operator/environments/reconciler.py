@@ -241,11 +241,21 @@ class Reconciler:
             credentials_digest=database.credentials_digest if database else None,
             autoscaled=into.autoscaled,
         )
-        for manifest in desired.present:
-            into.record(await apply(self.kube, manifest))
-        for ref in desired.absent:
-            if await delete_child(self.kube, ref, namespace=owner.namespace, owner_uid=owner.uid):
-                into.changes.append((ref, None))
+        # The children do not depend on one another at apply time (a Deployment may name
+        # a ServiceAccount or Secret that appears a moment later; its controller retries),
+        # so they are applied together: one round trip per pass instead of one per child.
+        applied = await asyncio.gather(*(apply(self.kube, m) for m in desired.present))
+        for result in applied:
+            into.record(result)
+        deleted = await asyncio.gather(
+            *(
+                delete_child(self.kube, ref, namespace=owner.namespace, owner_uid=owner.uid)
+                for ref in desired.absent
+            )
+        )
+        into.changes.extend(
+            (ref, None) for ref, gone in zip(desired.absent, deleted, strict=True) if gone
+        )
 
     async def _database(self, env: Environment, owner: Owner) -> _DatabaseStep | None:
         """Make sure the database, its role and its Secret exist; ``None``: no database."""
