@@ -1,4 +1,5 @@
-"""Prometheus plumbing shared by the API and the operator: registries and the scrape endpoint.
+"""Prometheus plumbing shared by the API and the operator: registries and the scrape endpoint
+(and the operator's restore drill instruments, ``DrillMetrics``).
 
 Each component gets its own ``CollectorRegistry`` rather than the client library's
 global one, so several apps in one process (tests, ``dockyard dev``) never collide
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -21,8 +22,12 @@ from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
+    Counter,
+    Gauge,
 )
 from prometheus_client.exposition import choose_encoder
+
+from dockyard.core.models.restore_drill import DrillResult
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,58 @@ def new_registry() -> CollectorRegistry:
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
     return registry
+
+
+class DrillMetrics:
+    """The operator's restore drill instruments: the last measured RTO and RPO of each
+    drill, and its runs by result. One series set per drill, removed with the drill."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else new_registry()
+        labels = ["namespace", "drill"]
+        self.restore_seconds = Gauge(
+            "dockyard_drill_last_restore_seconds",
+            "How long the last run's restore took (the measured RTO), by drill.",
+            labels,
+            registry=self.registry,
+        )
+        self.backup_age_seconds = Gauge(
+            "dockyard_drill_last_backup_age_seconds",
+            "How old the last run's backup was when it started (the measured RPO), by drill.",
+            labels,
+            registry=self.registry,
+        )
+        self.runs = Counter(
+            "dockyard_drill_runs",
+            "Finished restore drill runs, by drill and result (Passed or Failed).",
+            [*labels, "result"],
+            registry=self.registry,
+        )
+
+    def observe(
+        self,
+        *,
+        namespace: str,
+        drill: str,
+        result: DrillResult,
+        restore_seconds: float | None,
+        backup_age_seconds: float | None,
+    ) -> None:
+        """Record one finished run (an unmeasured value leaves its gauge as it was)."""
+        self.runs.labels(namespace=namespace, drill=drill, result=result.value).inc()
+        if restore_seconds is not None:
+            self.restore_seconds.labels(namespace=namespace, drill=drill).set(restore_seconds)
+        if backup_age_seconds is not None:
+            self.backup_age_seconds.labels(namespace=namespace, drill=drill).set(backup_age_seconds)
+
+    def forget(self, *, namespace: str, drill: str) -> None:
+        """Remove the series of a deleted drill."""
+        for gauge in (self.restore_seconds, self.backup_age_seconds):
+            with suppress(KeyError):
+                gauge.remove(namespace, drill)
+        for result in DrillResult:
+            with suppress(KeyError):
+                self.runs.remove(namespace, drill, result.value)
 
 
 async def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:

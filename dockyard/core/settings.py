@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         le=300,
         description="seconds between ScalingPolicy passes (schedule windows, HPA status)",
     )
+    operator_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="port of the operator's /metrics (restore drills); unset: not served",
+    )
     ingress_namespace: str = Field(
         default="ingress-nginx",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
@@ -126,6 +132,9 @@ class Settings(BaseSettings):
     )
     default_backup_schedule: str = Field(
         default="0 2 * * *", description="cron of production environments' default schedule"
+    )
+    default_drill_schedule: str = Field(
+        default="30 4 * * *", description="cron of production environments' default drill"
     )
     default_backup_key_secret: str = Field(
         default="dockyard-backup-key",

@@ -343,6 +343,15 @@ class ManagedPostgres:
                 await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name)
             )
 
+    async def databases_named_like(self, prefix: str) -> list[str]:
+        """The databases whose names start with ``prefix`` (a drill's scratch databases)."""
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+                prefix,
+            )
+        return [str(row["datname"]) for row in rows]
+
     async def create_database(self, name: str, *, owner: str) -> None:
         """A new, empty database ``name`` owned by ``owner``, closed to PUBLIC.
 

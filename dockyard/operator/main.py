@@ -11,16 +11,21 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import kopf
 
+from dockyard.core import metrics
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import CHILD_TYPES
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 
 logger = logging.getLogger(__name__)
+
+METRICS_SERVER_KEY = "metrics_server"
+"""The operator's ``/metrics`` server (``operator_metrics_port``), closed at cleanup."""
 
 KOPF_PREFIX = "operator.dockyard.io"
 """Where Kopf keeps its progress and last-handled configuration, in annotations."""
@@ -97,10 +102,12 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
     from dockyard.operator.database import ManagedPostgres
     from dockyard.operator.handlers.backup_schedules import MEMO_KEY as SCHEDULES_MEMO_KEY
     from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
+    from dockyard.operator.handlers.drills import MEMO_KEY as DRILLS_MEMO_KEY
     from dockyard.operator.handlers.restores import MEMO_KEY as RESTORES_MEMO_KEY
     from dockyard.operator.runs.backups import BackupRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
+    from dockyard.operator.runs.drills import DrillRuns
     from dockyard.operator.runs.restores import RestoreRuns
     from dockyard.operator.runs.schedules import ScheduleRuns
 
@@ -123,6 +130,18 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
     memo[BACKUPS_MEMO_KEY] = BackupRuns(context)
     memo[RESTORES_MEMO_KEY] = RestoreRuns(context)
     memo[SCHEDULES_MEMO_KEY] = ScheduleRuns(context)
+    drill_metrics = metrics.DrillMetrics()
+    memo[DRILLS_MEMO_KEY] = DrillRuns(context, drill_metrics)
+    if settings.operator_metrics_port is not None:
+        # Scraped through the pod's address, so on every interface; off unless configured.
+        memo[METRICS_SERVER_KEY] = server = AsyncExitStack()
+        await server.enter_async_context(
+            metrics.serving(
+                drill_metrics.registry,
+                host="0.0.0.0",  # noqa: S104
+                port=settings.operator_metrics_port,
+            )
+        )
 
 
 @kopf.on.cleanup()
@@ -130,6 +149,9 @@ async def disconnect_backups(memo: kopf.Memo, **_: Any) -> None:
     from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
     from dockyard.operator.runs.backups import BackupRuns
 
+    server: AsyncExitStack | None = memo.get(METRICS_SERVER_KEY)
+    if server is not None:
+        await server.aclose()
     runs: BackupRuns | None = memo.get(BACKUPS_MEMO_KEY)
     if runs is not None:
         await runs.context.kube.close()
@@ -143,6 +165,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     from dockyard.operator.handlers import (
         backup_schedules,
         backups,
+        drills,
         environments,
         restores,  # noqa: F401
         scaling,  # noqa: F401
@@ -150,6 +173,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
 
     environments.register_drift_repair(settings.reconcile_interval)
     backup_schedules.register_timer(settings.backup_schedule_interval)
+    drills.register_timer(settings.backup_schedule_interval)
     backups.register_ttl_timer(settings.backup_schedule_interval)
     memo = kopf.Memo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})

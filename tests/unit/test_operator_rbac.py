@@ -43,3 +43,14 @@ def test_no_rule_grants_everything() -> None:
     for rule in _rules():
         assert "*" not in rule["verbs"]
         assert "*" not in rule["resources"]
+
+
+def test_drills_can_be_created_run_and_their_backups_marked_verified() -> None:
+    group = ENVIRONMENTS.group
+    # Default drills are created; run-now annotations removed; status written.
+    assert {"create", "get", "list", "watch", "patch"} <= _verbs(group, "restoredrills")
+    assert "patch" in _verbs(group, "restoredrills/status")
+    # A drill lists the environment's backups and writes status.verified on them.
+    assert {"get", "list"} <= _verbs(group, "backups")
+    assert "patch" in _verbs(group, "backups/status")
+    assert {"create", "patch"} <= _verbs("", "events")

@@ -11,5 +11,7 @@ shares:
 - ``catalog``: the platform database's ``backup_catalog`` rows;
 - ``jobs``: the pure builders of runner Jobs and their least-privilege ServiceAccount;
 - ``backups`` and ``schedules``: the Backup and BackupSchedule life cycles, called by
-  the thin Kopf handlers in ``dockyard.operator.handlers``.
+  the thin Kopf handlers in ``dockyard.operator.handlers``;
+- ``drills`` (with the pure ``drill_plan``, and ``drill_checks``, ``drill_log``,
+  ``scratch``, ``verification``): the RestoreDrill life cycle.
 """

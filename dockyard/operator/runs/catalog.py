@@ -29,6 +29,10 @@ ON CONFLICT (uid) DO UPDATE SET
     verified_by = EXCLUDED.verified_by, verified_at = EXCLUDED.verified_at,
     updated_at = now()
 """
+_MARK_VERIFIED: Final = (
+    "UPDATE backup_catalog SET verified_by = $2, verified_at = $3, updated_at = now() "
+    "WHERE uid = $1"
+)
 _MARK_DELETED: Final = (
     "UPDATE backup_catalog SET deleted_at = now(), updated_at = now() "
     "WHERE uid = $1 AND deleted_at IS NULL"
@@ -104,6 +108,11 @@ class Catalog:
                 entry.verified_by,
                 entry.verified_at,
             )
+
+    async def mark_verified(self, uid: str, *, drill: str, at: datetime) -> None:
+        """Record that the restore drill ``drill`` verified the backup ``uid`` at ``at``."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(_MARK_VERIFIED, uid, drill, at)
 
     async def mark_deleted(self, uid: str) -> None:
         """Record that the backup and its artifact are gone (the row stays as history)."""

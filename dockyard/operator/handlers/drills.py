@@ -1,0 +1,75 @@
+"""RestoreDrill handlers, and the default drill of production Environments.
+
+- create, any change (spec, or the ``dockyard.io/run-now`` annotation), resume, and a
+  timer every ``backup_schedule_interval`` seconds: one ``DrillRuns.tick``, which never
+  waits for a restore (runs go on in tasks of their own);
+- deletion, behind the operator's finalizer (which the timer needs anyway): the run in
+  progress is stopped and every scratch database of the drill dropped; a server that
+  does not answer makes it a ``TemporaryError``, retried, so none is left behind;
+- create and resume of an Environment: its default RestoreDrill, when it should have
+  one (``dockyard.operator.runs.defaults``).
+
+The logic lives in ``dockyard.operator.runs.drills``; these functions only translate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import kopf
+
+from dockyard.core.models.common import API_VERSION
+from dockyard.operator.apply import ENVIRONMENTS
+from dockyard.operator.runs.defaults import default_drill_name, ensure_default_drill
+from dockyard.operator.runs.drills import RESTORE_DRILLS, DrillRuns
+
+MEMO_KEY = "restore_drills"
+"""Where the startup handler puts the operator's ``DrillRuns`` in Kopf's memo."""
+
+
+def _runs(memo: Any) -> DrillRuns:
+    return cast(DrillRuns, memo[MEMO_KEY])
+
+
+def _namespace(namespace: str | None, name: str) -> str:
+    if namespace is None:  # RestoreDrills are namespaced; Kopf's types are general
+        raise kopf.PermanentError(f"{name} has no namespace")
+    return namespace
+
+
+@kopf.on.resume(API_VERSION, RESTORE_DRILLS.plural)
+@kopf.on.create(API_VERSION, RESTORE_DRILLS.plural)
+@kopf.on.update(API_VERSION, RESTORE_DRILLS.plural)
+async def reconcile(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    await _runs(memo).tick(_namespace(namespace, name), name)
+
+
+async def tick(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    await _runs(memo).tick(_namespace(namespace, name), name)
+
+
+def register_timer(interval: float) -> None:
+    """Run ``tick`` for every RestoreDrill every ``interval`` seconds."""
+    kopf.timer(API_VERSION, RESTORE_DRILLS.plural, interval=interval, id="drill-tick")(tick)
+
+
+@kopf.on.delete(API_VERSION, RESTORE_DRILLS.plural)
+async def drop_scratch_databases(
+    *, namespace: str | None, name: str, body: kopf.Body, memo: Any, retry: int, **_: Any
+) -> None:
+    outcome = await _runs(memo).finalize(_namespace(namespace, name), name, dict(body))
+    outcome.raise_if_unfinished(retry)
+
+
+@kopf.on.resume(API_VERSION, ENVIRONMENTS.plural, id="default-restore-drill")
+@kopf.on.create(API_VERSION, ENVIRONMENTS.plural, id="default-restore-drill")
+async def default_drill(
+    *, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    context = _runs(memo).context
+    if await ensure_default_drill(context, _namespace(namespace, name), name):
+        kopf.info(
+            body,
+            reason="DefaultRestoreDrill",
+            message=f"Created RestoreDrill {default_drill_name(name)} (production default)",
+        )

@@ -1,0 +1,469 @@
+"""The RestoreDrill life cycle: restore a backup into a scratch database, check it, record it.
+
+``DrillRuns.tick`` is the one entry point of the handlers (create, update, resume, and
+a timer every ``backup_schedule_interval`` seconds). Under a lock per drill it reads the
+drill afresh and, in this order:
+
+1. drops the scratch databases whose keep window (``spec.scratch.keepFor``) is over,
+   and all kept ones once the drill's Environment is gone or being deleted (they are
+   owned by its role, and the environment's deletion cannot drop a role that owns one);
+2. recovers a run recorded in ``status.currentRun`` that no task of this process is
+   executing (the operator died mid-run): its scratch database is dropped, and the run
+   is started again (``attempts`` + 1) or, after ``backup_max_attempts``, recorded as
+   Failed with reason "interrupted". Nothing stays in progress without a runner;
+3. applies ``drill_plan.plan_tick``: when a run is due (cron or the run-now annotation)
+   it chooses the backup, writes ``status.currentRun`` (with the scratch database's
+   name) *before* anything is restored, removes the annotation, and starts the run in
+   a task of its own, so a pass never waits for a restore.
+
+A run (inline, in one of the ``backup_concurrency`` slots it shares with backups and
+restores) creates the scratch database owned by the environment's role, restores the
+backup into it (checksum first: a flipped byte fails before the database is touched),
+and runs the checks (``drill_checks``). Restore seconds (the measured RTO) run from
+creating the database to the end of the restore; the backup's age (the measured RPO)
+is taken when the run starts. The run is then recorded, in this order: the
+``drill_runs`` row (its failure is logged; the status stays authoritative), the verdict
+on the Backup (``verification``: on a pass its ``status.verified`` and catalog row),
+then the drill's status (``lastRun``, bounded ``history``, Passing, ``currentRun``
+cleared), so whoever sees the run in the status finds the row and the verdict written;
+then Events and metrics. An operator dying between the first and the last step runs the
+drill again (one more row). Keeping and dropping scratch databases is ``scratch``'s part.
+
+Deleting a drill (the operator's finalizer) stops its run and drops every scratch
+database whose name carries the drill's uid, recorded or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import asyncpg
+from pydantic import ValidationError
+
+from dockyard.core.attempts import RecoveryAction, RetryPolicy, recover_interrupted
+from dockyard.core.conditions import find, set_condition
+from dockyard.core.kube import KubeError
+from dockyard.core.metrics import DrillMetrics
+from dockyard.core.models.backup import Backup
+from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.restore_drill import (
+    DrillCurrentRun,
+    DrillResult,
+    DrillRun,
+    FailedCheck,
+    RestoreDrill,
+    RestoreDrillConditionType,
+    RestoreDrillStatus,
+)
+from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
+from dockyard.operator.apply import ResourceType, get
+from dockyard.operator.backups import BackupError
+from dockyard.operator.database import ManagedDatabaseError, database_identity
+from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.runs import drill_log
+from dockyard.operator.runs.backups import BACKUPS, post
+from dockyard.operator.runs.context import RunCancelled, RunContext
+from dockyard.operator.runs.drill_checks import run_checks
+from dockyard.operator.runs.drill_plan import (
+    RESTORE_CHECK,
+    backup_age_seconds,
+    choose_backup,
+    described,
+    drillable,
+    failed,
+    judge_run,
+    no_backup_message,
+    passing_condition,
+    plan_tick,
+    recorded_scratch,
+    scratch_database,
+)
+from dockyard.operator.runs.restoring import fresh_database, restore_backup
+from dockyard.operator.runs.scratch import ScratchDatabases
+from dockyard.operator.runs.verification import record_verdict
+
+logger = logging.getLogger(__name__)
+
+RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills")
+# How long deleting a drill waits for its cancelled run to stop.
+CANCEL_WAIT_SECONDS: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    raw: dict[str, Any]
+    drill: RestoreDrill
+
+    @property
+    def namespace(self) -> str:
+        return self.drill.metadata.namespace or ""
+
+    @property
+    def name(self) -> str:
+        return self.drill.metadata.name or ""
+
+    @property
+    def uid(self) -> str:
+        return self.drill.metadata.uid or ""
+
+    @property
+    def generation(self) -> int | None:
+        return self.drill.metadata.generation
+
+
+class DrillRuns:
+    """Drives RestoreDrills; one per operator, kept in the memo beside its ``RunContext``."""
+
+    def __init__(self, context: RunContext, metrics: DrillMetrics | None = None) -> None:
+        self.context = context
+        self.metrics = metrics if metrics is not None else DrillMetrics()
+        self.scratch = ScratchDatabases(context)
+        # An interrupted run is started again at the next pass: the cause (the operator
+        # died) is gone by then, so there is nothing to wait for.
+        self.policy = RetryPolicy(
+            max_attempts=context.settings.backup_max_attempts,
+            base_delay_seconds=0.0,
+            max_delay_seconds=0.0,
+        )
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    # -- entry points ----------------------------------------------------------------------
+
+    def running(self, uid: str) -> bool:
+        """Whether this process executes (or is about to execute) a run of drill ``uid``."""
+        return uid in self._tasks or self.context.running_here(uid)
+
+    async def tick(self, namespace: str, name: str, now: datetime | None = None) -> None:
+        """One pass; passes over one drill never interleave, nor with its run's record."""
+        async with self._lock(namespace, name):
+            await self._tick(namespace, name, now or datetime.now(UTC))
+
+    async def finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> Outcome:
+        """Stop the drill's run and drop all its scratch databases, then let it go."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        async with self._lock(namespace, name):
+            task = self._tasks.get(uid)
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
+            try:
+                status = RestoreDrillStatus.model_validate(body.get("status") or {})
+            except ValidationError:
+                status = RestoreDrillStatus()
+            names = recorded_scratch(status)
+            if uid and self.context.postgres is not None:
+                try:
+                    names |= set(await self.scratch.on_server(uid))
+                except ManagedDatabaseError as exc:
+                    return Outcome.again(f"scratch databases not listed: {exc.message}")
+            undropped = await self.scratch.drop(names, raw=body)
+        if undropped:
+            return Outcome.again(f"scratch databases not dropped yet: {', '.join(undropped)}")
+        if names:
+            post(body, reason="ScratchDropped", message=f"Dropped {', '.join(sorted(names))}")
+        self.forget(namespace, name)
+        return Outcome.done()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+        self.metrics.forget(namespace=namespace, drill=name)
+
+    # -- one pass --------------------------------------------------------------------------
+
+    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    async def _tick(self, namespace: str, name: str, now: datetime) -> None:
+        loaded = await self._load(namespace, name)
+        if loaded is None:
+            return
+        status = await self.scratch.expire(loaded.drill, loaded.raw, now)
+        status = await self.scratch.release(loaded.drill, loaded.raw, status)
+        current = status.current_run
+        if current is not None and not self.running(loaded.uid):
+            await self._recover(loaded, status, current, now)
+            return
+        plan = plan_tick(loaded.drill.model_copy(update={"status": status}), now)
+        status = plan.status
+        start: tuple[Backup, DrillCurrentRun] | None = None
+        if plan.start:
+            status, start = await self._prepare(loaded, status, now)
+        await self._write(loaded, status)
+        if plan.run_now:
+            # Removed once the run started (or found nothing to restore), as documented.
+            await self._patch(loaded, {"metadata": {"annotations": {RUN_NOW_ANNOTATION: None}}})
+        if plan.skipped is not None:
+            post(loaded.raw, reason="Skipped", message=plan.skipped)
+        self._announce_ready(loaded, status)
+        if start is not None:
+            backup, run = start
+            post(
+                loaded.raw,
+                reason="Started",
+                message=f"Restoring Backup {run.backup} into {run.scratch_database}",
+            )
+            self._spawn(loaded, backup, run)
+
+    async def _prepare(
+        self, loaded: _Loaded, status: RestoreDrillStatus, now: datetime
+    ) -> tuple[RestoreDrillStatus, tuple[Backup, DrillCurrentRun] | None]:
+        """The status of a run starting now, and what it restores; or why nothing is."""
+        spec = loaded.drill.spec
+        environment = spec.environment_ref.name
+        backup = choose_backup(
+            await self._backups(loaded.namespace), environment, spec.backup_selection, now
+        )
+        if backup is None:
+            message = no_backup_message(environment, spec.backup_selection)
+            post(loaded.raw, reason="NoBackup", message=message, warning=True)
+            conditions = set_condition(
+                status.conditions,
+                type=RestoreDrillConditionType.PASSING,
+                status=ConditionStatus.FALSE,
+                reason="NoBackup",
+                message=message,
+                generation=loaded.generation,
+                now=now,
+            )
+            return status.model_copy(update={"conditions": conditions}), None
+        recorded = recorded_scratch(status)
+        try:
+            on_server = set(await self.scratch.on_server(loaded.uid))
+        except ManagedDatabaseError as exc:
+            # The run will say what is wrong with the server; name it from the record.
+            logger.warning("scratch databases not listed", extra={"error": exc.message})
+            on_server = set()
+        # Left behind by a record that never got written: nothing refers to them.
+        await self.scratch.drop(on_server - recorded, raw=loaded.raw)
+        current = DrillCurrentRun(
+            backup=backup.metadata.name or "",
+            started_at=now,
+            scratch_database=scratch_database(loaded.uid, recorded | on_server),
+            attempts=1,
+        )
+        return described(status.model_copy(update={"current_run": current})), (backup, current)
+
+    async def _recover(
+        self,
+        loaded: _Loaded,
+        status: RestoreDrillStatus,
+        current: DrillCurrentRun,
+        now: datetime,
+    ) -> None:
+        """The run in ``current`` was interrupted: start it again, or record it Failed."""
+        recovery = recover_interrupted(
+            attempts=current.attempts, runner_alive=False, policy=self.policy
+        )
+        scratch = current.scratch_database
+        undropped = await self.scratch.drop([scratch] if scratch else [], raw=loaded.raw)
+        if recovery.action is RecoveryAction.RETRY:
+            backup = await self._backup(loaded.namespace, current.backup)
+            if backup is not None and drillable(backup, loaded.drill.spec.environment_ref.name):
+                again = current.model_copy(update={"attempts": recovery.next_attempt})
+                await self._write(
+                    loaded, described(status.model_copy(update={"current_run": again}))
+                )
+                post(loaded.raw, reason="AttemptFailed", message=recovery.message, warning=True)
+                self._spawn(loaded, backup, again)
+                return
+            reason = f"Backup {current.backup} is gone or no longer completed"
+        else:
+            reason = recovery.message
+        run = judge_run(
+            backup=current.backup,
+            backup_size=None,
+            started_at=current.started_at,
+            finished_at=now,
+            restore_seconds=None,
+            backup_age_seconds=None,
+            objectives=loaded.drill.spec.objectives,
+            failures=[failed(RESTORE_CHECK, reason)],
+            scratch_database=scratch if undropped else None,
+        )
+        await self._finish(loaded, status, run, backup=None, now=now)
+
+    # -- a run -----------------------------------------------------------------------------
+
+    def _spawn(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> None:
+        uid = loaded.uid
+        task = asyncio.create_task(
+            self._run(loaded, backup, current), name=f"drill {loaded.namespace}/{loaded.name}"
+        )
+        self._tasks[uid] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._tasks.get(uid) is finished:
+                del self._tasks[uid]
+
+        task.add_done_callback(done)
+
+    async def _run(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> None:
+        try:
+            run = await self.context.inline(loaded.uid, self._execute(loaded, backup, current))
+        except RunCancelled:
+            return  # the drill is being deleted; its finalizer drops the database
+        except Exception:
+            # Not a failed check but a fault (the API server refused a read, a bug): the
+            # run stays in status.currentRun and the next pass retries it as interrupted.
+            logger.exception(
+                "drill run stopped by an error; the next pass retries it",
+                extra={"namespace": loaded.namespace, "drill": loaded.name},
+            )
+            return
+        async with self._lock(loaded.namespace, loaded.name):
+            fresh = await self._load(loaded.namespace, loaded.name)
+            if fresh is None or fresh.uid != loaded.uid:
+                return  # deleted meanwhile: the finalizer drops the database
+            await self._finish(fresh, fresh.drill.status, run, backup=backup)
+
+    async def _execute(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> DrillRun:
+        """Restore, check, judge: the run's record (failures are checks, not exceptions)."""
+        spec = loaded.drill.spec
+        _, role = database_identity(loaded.namespace, spec.environment_ref.name)
+        scratch = current.scratch_database or scratch_database(loaded.uid, ())
+        failures: list[FailedCheck] = []
+        restore_seconds = None
+        clock = time.monotonic()
+        try:
+            await fresh_database(self.context, scratch, owner=role)
+            await restore_backup(self.context, backup, database=scratch, role=role)
+            restore_seconds = time.monotonic() - clock
+        except BackupError as exc:
+            failures.append(failed(RESTORE_CHECK, exc.message))
+        else:
+            failures += await run_checks(
+                self.context, backup, spec.checks, database=scratch, role=role
+            )
+        return judge_run(
+            backup=current.backup,
+            backup_size=backup.status.size,
+            started_at=current.started_at,
+            finished_at=datetime.now(UTC),
+            restore_seconds=restore_seconds,
+            backup_age_seconds=backup_age_seconds(backup, current.started_at),
+            objectives=spec.objectives,
+            failures=failures,
+            scratch_database=scratch,
+        )
+
+    async def _finish(
+        self,
+        loaded: _Loaded,
+        status: RestoreDrillStatus,
+        run: DrillRun,
+        *,
+        backup: Backup | None,
+        now: datetime | None = None,
+    ) -> None:
+        """Record ``run``: the run log and the backup's verdict, then the drill's status
+        (so a status showing the run means both are written), events and metrics."""
+        spec = loaded.drill.spec
+        after = status.with_run(run, spec.history_limit)
+        after = described(
+            passing_condition(after, run, loaded.generation, now or datetime.now(UTC))
+        )
+        await self._log_run(loaded, run)
+        if backup is not None:
+            await record_verdict(self.context, drill=loaded.name, chosen=backup, run=run)
+        # Runs that fell off the bounded history take their kept databases with them.
+        await self.scratch.drop(recorded_scratch(status) - recorded_scratch(after), raw=loaded.raw)
+        await self._write(loaded, after)
+        summary = (
+            f"Backup {run.backup}: restored in {run.restore_seconds:.1f} s"
+            if run.restore_seconds is not None
+            else f"Backup {run.backup}: not restored"
+        )
+        if run.result is DrillResult.PASSED:
+            post(loaded.raw, reason="Passed", message=f"{summary}; every check passed")
+        else:
+            reasons = "; ".join(f"{c.check}: {c.reason}" for c in run.failed_checks)
+            post(loaded.raw, reason="Failed", message=f"{summary}; {reasons}", warning=True)
+        self.metrics.observe(
+            namespace=loaded.namespace,
+            drill=loaded.name,
+            result=run.result,
+            restore_seconds=run.restore_seconds,
+            backup_age_seconds=run.backup_age_seconds,
+        )
+
+    # -- reading and writing ---------------------------------------------------------------
+
+    async def _load(self, namespace: str, name: str) -> _Loaded | None:
+        raw = await get(self.context.kube, RESTORE_DRILLS.path(namespace, name))
+        if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        try:
+            return _Loaded(raw, RestoreDrill.model_validate(raw))
+        except ValidationError as exc:
+            # The API server's schema makes this unreachable for stored objects.
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            logger.warning("invalid RestoreDrill", extra={"drill": name, "error": problem})
+            return None
+
+    async def _backups(self, namespace: str) -> list[Backup]:
+        listing = await self.context.kube.get(BACKUPS.path(namespace))
+        backups = []
+        for item in listing.get("items", ()):
+            try:
+                backups.append(Backup.model_validate(item))
+            except ValidationError:
+                continue  # its own handler reports it; it is no candidate
+        return backups
+
+    async def _backup(self, namespace: str, name: str) -> Backup | None:
+        raw = await get(self.context.kube, BACKUPS.path(namespace, name))
+        try:
+            return None if raw is None else Backup.model_validate(raw)
+        except ValidationError:
+            return None
+
+    async def _write(self, loaded: _Loaded, status: RestoreDrillStatus) -> None:
+        body = status.model_dump(mode="json", by_alias=True)
+        if body == loaded.drill.status.model_dump(mode="json", by_alias=True):
+            return
+        await self._patch(loaded, {"status": body}, subresource="status")
+
+    async def _patch(
+        self, loaded: _Loaded, body: dict[str, Any], *, subresource: str | None = None
+    ) -> None:
+        path = RESTORE_DRILLS.path(loaded.namespace, loaded.name, subresource)
+        try:
+            await self.context.kube.merge_patch(path, body)
+        except KubeError as exc:
+            if exc.status != 404:  # deleted meanwhile: the finalizer cleans up
+                raise
+
+    def _announce_ready(self, loaded: _Loaded, status: RestoreDrillStatus) -> None:
+        before = find(loaded.drill.status.conditions, RestoreDrillConditionType.READY)
+        after = find(status.conditions, RestoreDrillConditionType.READY)
+        if after is not None and (before is None or before.reason != after.reason):
+            post(
+                loaded.raw,
+                reason=after.reason,
+                message=after.message,
+                warning=after.status is ConditionStatus.FALSE,
+            )
+
+    async def _log_run(self, loaded: _Loaded, run: DrillRun) -> None:
+        catalog = self.context.catalog
+        if catalog is None:
+            return
+        try:
+            await drill_log.append_run(
+                catalog.pool, namespace=loaded.namespace, drill=loaded.name, run=run
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            logger.warning(
+                "drill run not logged in the platform database; it is in the status",
+                extra={"namespace": loaded.namespace, "drill": loaded.name, "error": str(exc)},
+            )
+
+
+__all__ = ["RESTORE_DRILLS", "DrillRuns"]

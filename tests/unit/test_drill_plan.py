@@ -1,0 +1,442 @@
+"""The pure parts of restore drills: when a run is due, which backup it restores, how its
+checks are judged, how the history is bounded, and which scratch databases go when."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from dockyard.core.metrics import DrillMetrics
+from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.environment import Environment
+from dockyard.core.models.restore_drill import (
+    FAILED_CHECKS_MAX,
+    DrillBackupSelection,
+    DrillObjectives,
+    DrillResult,
+    DrillRun,
+    FailedCheck,
+    RestoreDrill,
+    RestoreDrillStatus,
+    SqlCheck,
+)
+from dockyard.core.settings import Settings
+from dockyard.operator.database import staging_database_name
+from dockyard.operator.runs.defaults import default_drill, wants_default_drill
+from dockyard.operator.runs.drill_checks import check_query
+from dockyard.operator.runs.drill_plan import (
+    choose_backup,
+    expired_scratch,
+    judge_run,
+    judge_sql,
+    passing_condition,
+    plan_tick,
+    recorded_scratch,
+    row_count_failures,
+    scratch_database,
+    without_scratch,
+)
+from dockyard.operator.runs.restoring import RowCountCheck
+from dockyard.operator.runs.verification import verdict
+
+NOW = datetime(2025, 3, 10, 12, 0, 30, tzinfo=UTC)
+UID = "0f0e0d0c-0000-4000-8000-000000000001"
+STORAGE = {"filesystem": {"path": "/var/lib/dockyard/backups"}}
+ENCRYPTION = {"keySecretRef": {"name": "backup-key", "key": "key"}}
+
+
+def _drill(schedule: str = "0 * * * *", **spec: Any) -> RestoreDrill:
+    status = spec.pop("status", {})
+    annotations = spec.pop("annotations", {})
+    generation = spec.pop("generation", 1)
+    return RestoreDrill.model_validate(
+        {
+            "metadata": {
+                "name": "weekly",
+                "namespace": "team",
+                "uid": UID,
+                "generation": generation,
+                "annotations": annotations,
+            },
+            "spec": {"environmentRef": {"name": "shop"}, "schedule": schedule, **spec},
+            "status": status,
+        }
+    )
+
+
+def _backup(
+    name: str,
+    completed: datetime | None,
+    phase: BackupPhase = BackupPhase.COMPLETED,
+    environment: str = "shop",
+) -> Backup:
+    return Backup.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}"},
+            "spec": {
+                "environmentRef": {"name": environment},
+                "storage": STORAGE,
+                "encryption": ENCRYPTION,
+            },
+            "status": {
+                "phase": phase.value,
+                "completedAt": completed.isoformat() if completed else None,
+                "sha256": "ab" * 32,
+                "attempts": 1,
+            },
+        }
+    )
+
+
+def _run(
+    started: datetime, scratch: str | None, result: DrillResult = DrillResult.PASSED
+) -> DrillRun:
+    return DrillRun(
+        backup="nightly-1",
+        started_at=started,
+        finished_at=started + timedelta(minutes=1),
+        restore_seconds=12.5,
+        backup_age_seconds=3600,
+        result=result,
+        scratch_database=scratch,
+    )
+
+
+def _condition(status: RestoreDrillStatus, type: str) -> tuple[str, str]:
+    condition = next(c for c in status.conditions if c.type == type)
+    return condition.status.value, condition.reason
+
+
+# -- when a run is due ----------------------------------------------------------------------
+
+
+def test_a_new_drill_is_planned_from_now_without_running() -> None:
+    plan = plan_tick(_drill(), NOW)
+
+    assert not plan.start
+    assert plan.status.next_run_time == datetime(2025, 3, 10, 13, 0, tzinfo=UTC)
+    assert plan.status.observed_generation == 1
+    assert _condition(plan.status, "Ready") == ("True", "Scheduled")
+
+
+def test_a_run_is_due_once_the_planned_time_passed_and_the_next_is_planned() -> None:
+    planned = {"observedGeneration": 1, "nextRunTime": "2025-03-10T12:00:00Z"}
+
+    plan = plan_tick(_drill(status=planned), NOW)
+
+    assert plan.start
+    assert not plan.run_now
+    assert plan.status.next_run_time == datetime(2025, 3, 10, 13, 0, tzinfo=UTC)
+
+
+def test_a_changed_spec_is_planned_again_rather_than_run() -> None:
+    planned = {"observedGeneration": 1, "nextRunTime": "2025-03-10T12:00:00Z"}
+
+    plan = plan_tick(_drill("30 * * * *", status=planned, generation=2), NOW)
+
+    assert not plan.start
+    assert plan.status.next_run_time == datetime(2025, 3, 10, 12, 30, tzinfo=UTC)
+
+
+def test_an_impossible_schedule_makes_ready_false_and_runs_nothing() -> None:
+    plan = plan_tick(_drill("0 0 30 2 *", annotations={"dockyard.io/run-now": "1"}), NOW)
+
+    assert not plan.start
+    assert not plan.run_now
+    assert plan.invalid is not None
+    assert plan.status.next_run_time is None
+    assert _condition(plan.status, "Ready") == ("False", "InvalidSchedule")
+
+
+def test_suspend_stops_cron_runs_but_not_run_now() -> None:
+    planned = {"observedGeneration": 1, "nextRunTime": "2025-03-10T12:00:00Z"}
+
+    suspended = plan_tick(_drill(suspend=True, status=planned), NOW)
+    asked = plan_tick(
+        _drill(suspend=True, status=planned, annotations={"dockyard.io/run-now": "x"}), NOW
+    )
+
+    assert not suspended.start
+    assert suspended.status.next_run_time is None
+    assert _condition(suspended.status, "Ready") == ("True", "Suspended")
+    assert asked.start
+    assert asked.run_now
+
+
+def test_a_cron_time_during_a_run_is_skipped_and_run_now_waits_for_it() -> None:
+    busy = {
+        "observedGeneration": 1,
+        "nextRunTime": "2025-03-10T12:00:00Z",
+        "currentRun": {"backup": "nightly-1", "startedAt": "2025-03-10T11:59:00Z"},
+    }
+
+    plan = plan_tick(_drill(status=busy, annotations={"dockyard.io/run-now": "1"}), NOW)
+
+    assert not plan.start
+    assert not plan.run_now  # the annotation stays until its own run starts
+    assert plan.skipped is not None
+    assert "still in progress" in plan.skipped
+    assert plan.status.message is not None
+    assert plan.status.message.startswith("Run in progress")
+
+
+# -- which backup ---------------------------------------------------------------------------
+
+
+def test_latest_takes_the_newest_completed_backup_of_the_environment() -> None:
+    backups = [
+        _backup("old", NOW - timedelta(days=2)),
+        _backup("newest", NOW - timedelta(hours=1)),
+        _backup("running", None, BackupPhase.RUNNING),
+        _backup("failed", NOW - timedelta(minutes=5), BackupPhase.FAILED),
+        _backup("other-env", NOW - timedelta(minutes=1), environment="blog"),
+    ]
+
+    chosen = choose_backup(backups, "shop", DrillBackupSelection(), NOW)
+
+    assert chosen is not None
+    assert chosen.metadata.name == "newest"
+
+
+def test_random_within_window_chooses_among_the_backups_inside_it() -> None:
+    backups = [
+        _backup("too-old", NOW - timedelta(days=8)),
+        _backup("last-week", NOW - timedelta(days=6)),
+        _backup("yesterday", NOW - timedelta(days=1)),
+    ]
+    offered: list[str] = []
+
+    def first(candidates: Sequence[Backup]) -> Backup:
+        offered.extend(b.metadata.name or "" for b in candidates)
+        return candidates[0]
+
+    selection = DrillBackupSelection(strategy="RandomWithinWindow", window="168h")
+    chosen = choose_backup(backups, "shop", selection, NOW, choose=first)
+
+    assert offered == ["last-week", "yesterday"]
+    assert chosen is not None
+    assert chosen.metadata.name == "last-week"
+
+
+def test_no_completed_backup_means_nothing_to_drill() -> None:
+    selection = DrillBackupSelection(strategy="RandomWithinWindow", window="1h")
+
+    assert (
+        choose_backup(
+            [_backup("running", None, BackupPhase.RUNNING)], "shop", DrillBackupSelection(), NOW
+        )
+        is None
+    )
+    assert choose_backup([_backup("old", NOW - timedelta(days=1))], "shop", selection, NOW) is None
+
+
+# -- judging --------------------------------------------------------------------------------
+
+
+def test_a_sql_check_compares_the_text_of_the_first_value() -> None:
+    check = SqlCheck(name="no-negative-totals", query="SELECT count(*) FROM orders", expect="0")
+    empty = SqlCheck(name="nothing", query="SELECT NULL", expect="")
+
+    assert judge_sql(check, "0") is None
+    assert judge_sql(empty, None) is None
+    failure = judge_sql(check, "41")
+    assert failure == FailedCheck(check="sql/no-negative-totals", reason="expected 0, got 41")
+
+
+def test_each_table_whose_rows_differ_fails_on_its_own() -> None:
+    counts = RowCountCheck(
+        expected={"public.orders": 120000, "public.customers": 30000, "audit.log": 5},
+        found={"public.orders": 119999, "public.customers": 30000, "public.extra": 1},
+    )
+
+    failures = row_count_failures(counts)
+
+    assert [f.check for f in failures] == [
+        "rowCount/audit.log",
+        "rowCount/public.extra",
+        "rowCount/public.orders",
+    ]
+    assert failures[2].reason == "expected 120000 rows (the manifest), restored 119999"
+
+
+def test_a_run_passes_only_when_no_check_and_no_objective_failed() -> None:
+    common: dict[str, Any] = {
+        "backup": "nightly-1",
+        "backup_size": 1024,
+        "started_at": NOW,
+        "finished_at": NOW + timedelta(seconds=30),
+        "scratch_database": "dkd_0f0e0d0c00004000_1",
+    }
+    objectives = DrillObjectives(rto_seconds=10, rpo_seconds=3600)
+
+    passed = judge_run(
+        restore_seconds=9.5, backup_age_seconds=60, objectives=objectives, failures=[], **common
+    )
+    missed = judge_run(
+        restore_seconds=12.0, backup_age_seconds=7200, objectives=objectives, failures=[], **common
+    )
+
+    assert passed.result is DrillResult.PASSED
+    assert passed.failed_checks == []
+    assert missed.result is DrillResult.FAILED
+    assert [c.check for c in missed.failed_checks] == ["rto", "rpo"]
+    assert missed.failed_checks[0].reason == "restore took 12.0 s, objective 10 s"
+
+
+def test_a_failed_restore_is_judged_without_an_rto_and_reasons_are_bounded() -> None:
+    objectives = DrillObjectives(rto_seconds=1)
+    many = [FailedCheck(check=f"sql/c{i}", reason="x") for i in range(FAILED_CHECKS_MAX + 5)]
+
+    run = judge_run(
+        backup="nightly-1",
+        backup_size=None,
+        started_at=NOW,
+        finished_at=NOW,
+        restore_seconds=None,
+        backup_age_seconds=10,
+        objectives=objectives,
+        failures=[FailedCheck(check="restore", reason="checksum mismatch: ..."), *many],
+        scratch_database=None,
+    )
+
+    assert run.result is DrillResult.FAILED
+    assert run.failed_checks[0].check == "restore"
+    assert "rto" not in {c.check for c in run.failed_checks}
+    assert len(run.failed_checks) == FAILED_CHECKS_MAX
+
+
+def test_passing_says_which_checks_failed() -> None:
+    run = _run(NOW, None, DrillResult.FAILED).model_copy(
+        update={"failed_checks": [FailedCheck(check="sql/totals", reason="expected 0, got 3")]}
+    )
+
+    status = passing_condition(RestoreDrillStatus(), run, 1, NOW)
+
+    [condition] = status.conditions
+    assert (condition.status.value, condition.reason) == ("False", "Failed")
+    assert "sql/totals: expected 0, got 3" in condition.message
+
+
+def test_the_verdict_on_the_backup_ignores_a_run_that_only_missed_an_objective() -> None:
+    rpo = FailedCheck(check="rpo", reason="backup was 7200 s old, objective 3600 s")
+    sql = FailedCheck(check="sql/totals", reason="expected 0, got 3")
+    failed_run = _run(NOW, None, DrillResult.FAILED)
+
+    assert verdict("weekly", _run(NOW, None)) == (
+        ConditionStatus.TRUE,
+        "DrillPassed",
+        "RestoreDrill weekly passed",
+    )
+    assert verdict("weekly", failed_run.model_copy(update={"failed_checks": [rpo]})) is None
+    judged = verdict("weekly", failed_run.model_copy(update={"failed_checks": [rpo, sql]}))
+    assert judged == (
+        ConditionStatus.FALSE,
+        "DrillFailed",
+        "RestoreDrill weekly failed: sql/totals: expected 0, got 3",
+    )
+
+
+# -- history and scratch databases ----------------------------------------------------------
+
+
+def test_the_history_keeps_the_newest_runs_up_to_the_limit() -> None:
+    status = RestoreDrillStatus()
+    for hour in range(4):
+        status = status.with_run(_run(NOW + timedelta(hours=hour), None), history_limit=3)
+
+    assert [run.started_at.hour for run in status.history] == [15, 14, 13]
+    assert status.last_run is not None
+    assert status.last_run.started_at.hour == 15
+    assert status.current_run is None
+
+
+def test_scratch_databases_expire_after_the_keep_window() -> None:
+    old = _run(NOW - timedelta(hours=3), "dkd_0f0e0d0c00004000_1")
+    recent = _run(NOW - timedelta(minutes=10), "dkd_0f0e0d0c00004000_2")
+    status = RestoreDrillStatus().with_run(old, 10).with_run(recent, 10)
+
+    expired = expired_scratch(status, "1h", NOW)
+    after = without_scratch(status, expired)
+
+    assert expired == {"dkd_0f0e0d0c00004000_1"}
+    assert recorded_scratch(after) == {"dkd_0f0e0d0c00004000_2"}
+    assert after.last_run is not None
+    assert after.last_run.scratch_database == "dkd_0f0e0d0c00004000_2"
+
+
+def test_a_new_run_takes_the_first_scratch_name_no_kept_database_uses() -> None:
+    taken = {staging_database_name("d", UID, 1), staging_database_name("d", UID, 3)}
+
+    assert scratch_database(UID, taken) == staging_database_name("d", UID, 2)
+    assert scratch_database(UID, ()) == "dkd_0f0e0d0c00004000_1"
+
+
+def test_a_check_query_is_wrapped_to_give_its_first_value_as_text() -> None:
+    query = check_query("SELECT count(*) FROM orders -- every order\n;; ")
+
+    assert query.startswith("SELECT q.dockyard_check_value::text FROM (\n")
+    assert "-- every order\n)" in query
+    assert query.endswith("LIMIT 1")
+    assert ";" not in query
+
+
+# -- metrics and the default drill ----------------------------------------------------------
+
+
+def test_metrics_keep_the_last_rto_and_rpo_and_count_runs_until_the_drill_goes() -> None:
+    metrics = DrillMetrics()
+    labels = {"namespace": "team", "drill": "weekly"}
+    for seconds, result in ((3.0, DrillResult.PASSED), (4.5, DrillResult.FAILED)):
+        metrics.observe(
+            namespace="team",
+            drill="weekly",
+            result=result,
+            restore_seconds=seconds,
+            backup_age_seconds=60.0,
+        )
+
+    sample = metrics.registry.get_sample_value
+    assert sample("dockyard_drill_last_restore_seconds", labels) == 4.5
+    assert sample("dockyard_drill_last_backup_age_seconds", labels) == 60.0
+    assert sample("dockyard_drill_runs_total", {**labels, "result": "Passed"}) == 1
+    metrics.forget(namespace="team", drill="weekly")
+    assert sample("dockyard_drill_last_restore_seconds", labels) is None
+
+
+@pytest.mark.parametrize(
+    ("tier", "annotations", "wanted"),
+    [
+        ("production", {}, True),
+        ("production", {"dockyard.io/default-drill": "false"}, False),
+        ("development", {}, False),
+    ],
+)
+def test_production_environments_want_a_default_drill_unless_they_opt_out(
+    tier: str, annotations: dict[str, str], wanted: bool
+) -> None:
+    env = Environment.model_validate(
+        {
+            "metadata": {
+                "name": "shop",
+                "namespace": "team",
+                "uid": UID,
+                "annotations": annotations,
+            },
+            "spec": {
+                "tier": tier,
+                "image": "registry.example.com/shop:1.0.0",
+                "replicas": 2,
+            },
+        }
+    )
+
+    assert wants_default_drill(env) is wanted
+    manifest = default_drill(env, Settings(default_drill_schedule="15 3 * * *"))
+    assert manifest["metadata"]["name"] == "shop-drill"
+    assert manifest["spec"] == {"environmentRef": {"name": "shop"}, "schedule": "15 3 * * *"}
+    assert manifest["metadata"]["ownerReferences"][0]["kind"] == "Environment"
+    RestoreDrill.model_validate(manifest)
