@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         le=65535,
         description="port of the operator's /metrics (restore drills); unset: not served",
     )
+    operator_metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description=(
+            "address the operator's /metrics listens on; 0.0.0.0 in a pod, so that "
+            "Prometheus can scrape the pod's address"
+        ),
+    )
     ingress_namespace: str = Field(
         default="ingress-nginx",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",

@@ -133,12 +133,12 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
     drill_metrics = metrics.DrillMetrics()
     memo[DRILLS_MEMO_KEY] = DrillRuns(context, drill_metrics)
     if settings.operator_metrics_port is not None:
-        # Scraped through the pod's address, so on every interface; off unless configured.
+        # Off unless configured; a pod sets the host to 0.0.0.0 to be scraped.
         memo[METRICS_SERVER_KEY] = server = AsyncExitStack()
         await server.enter_async_context(
             metrics.serving(
                 drill_metrics.registry,
-                host="0.0.0.0",  # noqa: S104
+                host=settings.operator_metrics_host,
                 port=settings.operator_metrics_port,
             )
         )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
@@ -60,6 +59,7 @@ from dockyard.operator.environments.outcomes import Outcome
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.catalog import CatalogEntry
 from dockyard.operator.runs.context import (
+    Loaded,
     RunCancelled,
     RunContext,
     artifact_name,
@@ -161,26 +161,12 @@ def recovery_status(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    raw: dict[str, Any]
-    backup: Backup
+class _Loaded(Loaded[Backup]):
+    __slots__ = ()
 
     @property
-    def namespace(self) -> str:
-        return self.backup.metadata.namespace or ""
-
-    @property
-    def name(self) -> str:
-        return self.backup.metadata.name or ""
-
-    @property
-    def uid(self) -> str:
-        return self.backup.metadata.uid or ""
-
-    @property
-    def generation(self) -> int | None:
-        return self.backup.metadata.generation
+    def backup(self) -> Backup:
+        return self.resource
 
 
 class BackupRuns:

@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.backup import BackupStorage
+from dockyard.core.models.common import CustomResource
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import ENVIRONMENTS, get, resource_type
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
 
 _T = TypeVar("_T")
+_Resource = TypeVar("_Resource", bound=CustomResource)
 
 SECRETS: Final = resource_type("v1", "Secret")
 ARTIFACT_SUFFIX: Final = ".dkbk"
@@ -181,6 +183,30 @@ async def environment_dsn(
         raise SourceUnavailable("the operator has no managed PostgreSQL server")
     name, _ = database_identity(namespace, environment)
     return with_database(settings.managed_postgres_url.get_secret_value(), name)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[_Resource]):
+    """One object a run life cycle acts on: as read (for Events) and as validated."""
+
+    raw: dict[str, Any]
+    resource: _Resource
+
+    @property
+    def namespace(self) -> str:
+        return self.resource.metadata.namespace or ""
+
+    @property
+    def name(self) -> str:
+        return self.resource.metadata.name or ""
+
+    @property
+    def uid(self) -> str:
+        return self.resource.metadata.uid or ""
+
+    @property
+    def generation(self) -> int | None:
+        return self.resource.metadata.generation
 
 
 @dataclass(slots=True)

@@ -39,7 +39,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -68,7 +67,7 @@ from dockyard.operator.database import ManagedDatabaseError, database_identity
 from dockyard.operator.environments.outcomes import Outcome
 from dockyard.operator.runs import drill_log
 from dockyard.operator.runs.backups import BACKUPS, post
-from dockyard.operator.runs.context import RunCancelled, RunContext
+from dockyard.operator.runs.context import Loaded, RunCancelled, RunContext
 from dockyard.operator.runs.drill_checks import run_checks
 from dockyard.operator.runs.drill_plan import (
     RESTORE_CHECK,
@@ -95,26 +94,12 @@ RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills
 CANCEL_WAIT_SECONDS: Final = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    raw: dict[str, Any]
-    drill: RestoreDrill
+class _Loaded(Loaded[RestoreDrill]):
+    __slots__ = ()
 
     @property
-    def namespace(self) -> str:
-        return self.drill.metadata.namespace or ""
-
-    @property
-    def name(self) -> str:
-        return self.drill.metadata.name or ""
-
-    @property
-    def uid(self) -> str:
-        return self.drill.metadata.uid or ""
-
-    @property
-    def generation(self) -> int | None:
-        return self.drill.metadata.generation
+    def drill(self) -> RestoreDrill:
+        return self.resource
 
 
 class DrillRuns:

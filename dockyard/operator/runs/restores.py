@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -84,7 +83,13 @@ from dockyard.operator.database import (
 )
 from dockyard.operator.environments.outcomes import Outcome
 from dockyard.operator.runs.backups import BACKUPS, post
-from dockyard.operator.runs.context import RunCancelled, RunContext, SourceUnavailable, retryable
+from dockyard.operator.runs.context import (
+    Loaded,
+    RunCancelled,
+    RunContext,
+    SourceUnavailable,
+    retryable,
+)
 from dockyard.operator.runs.restoring import (
     DatabaseFailed,
     ManifestMismatch,
@@ -143,30 +148,16 @@ def status_patch(status: RestoreStatus) -> dict[str, Any]:
     return {"status": status.model_dump(mode="json", by_alias=True)}
 
 
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    raw: dict[str, Any]
-    restore: Restore
+class _Loaded(Loaded[Restore]):
+    __slots__ = ()
 
     @property
-    def namespace(self) -> str:
-        return self.restore.metadata.namespace or ""
-
-    @property
-    def name(self) -> str:
-        return self.restore.metadata.name or ""
-
-    @property
-    def uid(self) -> str:
-        return self.restore.metadata.uid or ""
-
-    @property
-    def generation(self) -> int | None:
-        return self.restore.metadata.generation
+    def restore(self) -> Restore:
+        return self.resource
 
     @property
     def status(self) -> RestoreStatus:
-        return self.restore.status
+        return self.resource.status
 
 
 class RestoreRuns:
