@@ -9,9 +9,11 @@ thin client keeps those explicit. The operator talks to the apiserver through Ko
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +52,23 @@ class Impersonation:
     groups: Sequence[str] = field(default_factory=tuple)
 
 
+# client-go re-reads a token file once a minute: projected service-account tokens are
+# rotated by the kubelet well before they expire (an hour, or 80% of their lifetime).
+TOKEN_RELOAD_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class KubeConfig:
-    """Where the apiserver is and how to authenticate to it."""
+    """Where the apiserver is and how to authenticate to it.
+
+    With ``token_file`` the token is read from that file and read again every
+    ``TOKEN_RELOAD_SECONDS``, as the kubelet rotates it; ``token`` is then the first read.
+    """
 
     server: str
     ssl_context: ssl.SSLContext
     token: str | None = None
+    token_file: Path | None = None
 
     @classmethod
     def from_kubeconfig(cls, path: Path, context: str | None = None) -> KubeConfig:
@@ -83,9 +95,16 @@ class KubeConfig:
         elif "client-certificate-data" in user:
             _load_cert_data(ssl_context, user["client-certificate-data"], user["client-key-data"])
         token = user.get("token")
+        token_file = None
         if token is None and "tokenFile" in user:
-            token = Path(base / user["tokenFile"]).read_text().strip()
-        return cls(server=cluster["server"].rstrip("/"), ssl_context=ssl_context, token=token)
+            token_file = Path(base / user["tokenFile"])
+            token = token_file.read_text().strip()
+        return cls(
+            server=cluster["server"].rstrip("/"),
+            ssl_context=ssl_context,
+            token=token,
+            token_file=token_file,
+        )
 
     @classmethod
     def in_cluster(cls, host: str, port: str) -> KubeConfig:
@@ -94,6 +113,7 @@ class KubeConfig:
             server=f"https://{host}:{port}",
             ssl_context=ssl_context,
             token=IN_CLUSTER_TOKEN.read_text().strip(),
+            token_file=IN_CLUSTER_TOKEN,
         )
 
 
@@ -114,12 +134,37 @@ def _load_cert_data(context: ssl.SSLContext, cert_b64: str, key_b64: str) -> Non
         context.load_cert_chain(str(cert), str(key))
 
 
+class _Token:
+    """The bearer token: fixed, or a file read again once it is ``reload_seconds`` old."""
+
+    def __init__(self, config: KubeConfig, reload_seconds: float) -> None:
+        self._value = config.token
+        self._file = config.token_file
+        self._reload_seconds = reload_seconds
+        self._read_at = time.monotonic()
+
+    def header(self) -> str | None:
+        if self._file is not None and time.monotonic() - self._read_at >= self._reload_seconds:
+            self._read_at = time.monotonic()
+            # A missing file keeps the last token: the apiserver says when it stops working.
+            with contextlib.suppress(OSError):
+                self._value = self._file.read_text().strip() or self._value
+        return f"Bearer {self._value}" if self._value else None
+
+
 class KubeClient:
     """JSON over HTTPS to one apiserver, with optional impersonation per call."""
 
-    def __init__(self, config: KubeConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        config: KubeConfig,
+        session: aiohttp.ClientSession,
+        *,
+        token_reload_seconds: float = TOKEN_RELOAD_SECONDS,
+    ) -> None:
         self.config = config
         self.session = session
+        self._token = _Token(config, token_reload_seconds)
 
     @classmethod
     def connect(
@@ -137,8 +182,6 @@ class KubeClient:
         tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         connector = aiohttp.TCPConnector(ssl=config.ssl_context, limit=limit)
         headers = {"Accept": "application/json", "User-Agent": "dockyard"}
-        if config.token:
-            headers["Authorization"] = f"Bearer {config.token}"
         session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
@@ -154,6 +197,9 @@ class KubeClient:
         self, as_user: Impersonation | None, content_type: str | None = None
     ) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = []
+        authorization = self._token.header()
+        if authorization is not None:
+            headers.append(("Authorization", authorization))
         if as_user is not None:
             headers.append(("Impersonate-User", as_user.user))
             headers.extend(("Impersonate-Group", g) for g in as_user.groups)
@@ -223,7 +269,9 @@ class KubeClient:
 
     async def healthy(self) -> bool:
         try:
-            async with self.session.get(self.config.server + "/readyz") as response:
+            async with self.session.get(
+                self.config.server + "/readyz", headers=self._headers(None)
+            ) as response:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -242,6 +290,7 @@ class KubeClient:
         async with self.session.get(
             self.config.server + path,
             params=params,
+            headers=self._headers(None),
             timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
         ) as response:
             if response.status >= 400:
