@@ -69,6 +69,10 @@ def run(*, api_port: int = 8080, root: Path | None = None) -> int:
             ],
             env,
         )
+        # The platform namespace first: kubectl applies a directory in file-name order,
+        # and api-rbac.yaml sorts before the namespace its objects live in.
+        namespace = root / "manifests" / "namespace.yaml"
+        _step("creating the platform namespace", [*kubectl, "apply", "-f", str(namespace)], env)
         _step("applying manifests/", [*kubectl, "apply", "-R", "-f", str(root / "manifests")], env)
         children.append(subprocess.Popen([*me, "operator"], env=env))
         children.append(
