@@ -167,9 +167,7 @@ def test_the_spec_pauses_the_policy() -> None:
     assert pause.reason is PauseReason.SPEC
 
 
-@pytest.mark.parametrize(
-    "phase", [None, "Pending", "AwaitingApproval", "BackingUp", "Restoring", "Verifying"]
-)
+@pytest.mark.parametrize("phase", [None, "Pending", "BackingUp", "Restoring", "Verifying"])
 def test_a_restore_in_progress_into_the_environment_pauses_it(phase: str | None) -> None:
     pause = pause_decision(_policy(), [_restore(phase=phase)], {})
     assert pause is not None
@@ -182,6 +180,10 @@ def test_a_restore_in_progress_into_the_environment_pauses_it(phase: str | None)
 @pytest.mark.parametrize("phase", ["Completed", "Failed"])
 def test_a_finished_restore_does_not_pause(phase: str) -> None:
     assert pause_decision(_policy(), [_restore(phase=phase)], {}) is None
+
+
+def test_a_restore_waiting_for_approval_does_not_pause_until_it_is_approved() -> None:
+    assert pause_decision(_policy(), [_restore(phase="AwaitingApproval")], {}) is None
 
 
 def test_a_dry_run_does_not_pause() -> None:

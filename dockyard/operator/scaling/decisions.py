@@ -26,7 +26,7 @@ from typing import Any, Final
 from dockyard.core.conditions import find
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment, Tier
-from dockyard.core.models.restore import Restore
+from dockyard.core.models.restore import Restore, RestorePhase
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyConditionType
 
 # Production environments run at least this many pods (Environment's CEL rule says so
@@ -138,10 +138,16 @@ def acceptance(
 
 
 def restore_in_progress(restore: Restore) -> bool:
-    """Whether ``restore`` may be changing its target now (or is about to)."""
+    """Whether ``restore`` may be changing its target now (or is about to).
+
+    Not a dry run, and not one waiting for approval: that may take days, and nothing
+    touches the target until it is given (the phase then moves on, and the pause starts).
+    """
     if restore.spec.dry_run:
         return False
     phase = restore.status.phase
+    if phase is RestorePhase.AWAITING_APPROVAL:
+        return False
     return phase is None or not phase.is_done
 
 
