@@ -3,14 +3,15 @@
 - create, update of the spec, and resume at start-up: one pass; an unfinished pass
   becomes ``TemporaryError`` (retried with backoff) or ``PermanentError``;
 - every ``scaling_interval`` seconds, a pass for every policy: schedule windows open and
-  close, and the status follows the HPA's. One operator-wide task over a Kopf index
-  does this rather than a Kopf timer, because Kopf puts a finalizer on every object that
-  has a timer, and a policy needs none (its HPA goes with it by owner reference), so
-  deleting a policy never waits for the operator;
+  close, and the status follows the HPA's. One operator-wide task over the policies
+  seen in watch events does this rather than a Kopf timer, because Kopf puts a
+  finalizer on every object that has a timer, and a policy needs none (its HPA goes
+  with it by owner reference), so deleting a policy never waits for the operator;
 - an event on any Restore: a pass for every policy of its namespace, so that a restore
   pauses the policy of its target at once, and its end resumes it;
-- a policy deleted: a pass for the others of its namespace, as a policy it refused may
-  now hold the environment.
+- any event on a policy: it is remembered for the periodic passes; deleted, it is
+  forgotten and the others of its namespace get a pass, as a policy it refused may now
+  hold the environment.
 
 The logic lives in ``dockyard.operator.scaling``; these functions only translate.
 """
@@ -36,6 +37,7 @@ from dockyard.operator.scaling.reconciler import (
 MEMO_KEY = "scaling"
 """Where the startup handler puts the operator's ``ScalingReconciler`` in Kopf's memo."""
 REFRESH_TASK = "scaling-refresh-task"
+KNOWN_POLICIES = "scaling-known-policies"
 
 
 def _reconciler(memo: Any) -> ScalingReconciler:
@@ -56,20 +58,25 @@ async def reconcile(*, namespace: str | None, name: str, memo: Any, retry: int, 
     outcome.raise_if_unfinished(retry)
 
 
-@kopf.index(API_VERSION, SCALING_POLICIES.plural)
-def scaling_policy_index(namespace: str | None, name: str, **_: Any) -> dict[Key, None] | None:
-    """The policies the operator serves, by (namespace, name), for the periodic passes."""
-    return None if namespace is None else {(namespace, name): None}
+def _known(memo: Any) -> set[Key]:
+    """The policies the operator serves, by (namespace, name), for the periodic passes.
+
+    Kept from watch events rather than with ``kopf.index``: Kopf holds back every
+    handler of the operator until each indexed resource has been listed in every
+    watched namespace, and a namespace deleted while it is being listed (the tests make
+    and delete them by the dozen) leaves that gate closed for good.
+    """
+    known: set[Key] = memo.setdefault(KNOWN_POLICIES, set())
+    return known
 
 
 @kopf.on.startup()
-async def start_refreshing(*, memo: Any, **kwargs: Any) -> None:
-    # Kopf passes every index by its function's name (typed loosely in ActivityFn).
-    index: kopf.Index[Key, None] = kwargs["scaling_policy_index"]
+async def start_refreshing(*, memo: Any, **_: Any) -> None:
     settings: Settings = memo["settings"]
+    known = _known(memo)
     memo[REFRESH_TASK] = asyncio.create_task(
         refresh_periodically(
-            lambda: _reconciler(memo), lambda: list(index), settings.scaling_interval
+            lambda: _reconciler(memo), lambda: list(known), settings.scaling_interval
         ),
         name="scaling-policy-refresh",
     )
@@ -92,11 +99,15 @@ async def restore_changed(*, type: str, namespace: str | None, memo: Any, **_: A
     await _reconciler(memo).refresh_namespace(namespace)
 
 
-@kopf.on.event(API_VERSION, SCALING_POLICIES.plural, id="policy-deleted")
+@kopf.on.event(API_VERSION, SCALING_POLICIES.plural, id="policy-seen")
 async def policy_changed(
     *, type: str, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    if type != "DELETED" or namespace is None:
+    if namespace is None:
         return
+    if type != "DELETED":
+        _known(memo).add((namespace, name))  # the initial listing too (type None)
+        return
+    _known(memo).discard((namespace, name))
     _reconciler(memo).forget((namespace, name))
     await _reconciler(memo).refresh_namespace(namespace, skip=name)
