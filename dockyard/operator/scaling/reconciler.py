@@ -37,6 +37,7 @@ from dockyard.operator.apply import (
     get,
     resource_type,
 )
+from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders import scaling as builders
 from dockyard.operator.builders.metadata import ChildRef, Manifest, Owner
 from dockyard.operator.environments.outcomes import Outcome
@@ -162,10 +163,16 @@ class ScalingReconciler:
                 self.kube,
                 HORIZONTAL_POD_AUTOSCALERS.path(owner.namespace, builders.hpa_name(policy)),
             )
+            # With no Deployment yet (a paused policy made with its environment), the
+            # count the environment declares is the one to hold.
+            declared = (
+                environment.spec.replicas
+                or environment_builders.TIER_DEFAULTS[environment.spec.tier].replicas
+            )
             pinned = decisions.pinned_replicas(
                 deployment,
                 current,
-                policy.spec.min_replicas,
+                declared,
                 held=decisions.held_replicas(policy, current),
             )
         window = active_schedule(policy.spec.schedules, self.clock())
