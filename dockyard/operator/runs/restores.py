@@ -35,11 +35,12 @@ Restore alone (for handling one by hand).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
@@ -101,6 +102,8 @@ from dockyard.operator.runs.restoring import (
 from dockyard.operator.runs.schedules import ENVIRONMENT_LABEL
 
 logger = logging.getLogger(__name__)
+
+_R = TypeVar("_R", Backup, Environment, Restore, RestoreDrill)
 
 RESTORES: Final = ResourceType(API_VERSION, "Restore", "restores")
 RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills")
@@ -185,20 +188,26 @@ class RestoreRuns:
             return Outcome.done()
         if phase in (RestorePhase.RESTORING, RestorePhase.VERIFYING):
             return await self._recover(loaded)
-        backups = await self._backups(namespace)
-        planned = await self._plan(loaded, backups)
+        backups = await self._list(BACKUPS, Backup, namespace)
+        environments = {
+            env.metadata.name or "": env
+            for env in await self._list(ENVIRONMENTS, Environment, namespace)
+            if not env.metadata.deletion_timestamp
+        }
+        planned = await self._plan(loaded, backups, environments)
         if planned is None:
             return Outcome.again("the restore cannot be planned yet", delay=PLAN_RETRY_SECONDS)
         loaded, plan = planned
         if loaded.restore.spec.dry_run:
             return Outcome.done()
-        approval = await self._approve(loaded, plan)
+        target = environments.get(plan.target)
+        approval = await self._approve(loaded, plan, target)
         if approval is None:
             return Outcome.done()  # the approval annotation's change calls drive again
         loaded = approval
         source = next(b for b in backups if b.metadata.name == plan.backup)
         if loaded.restore.spec.safety_backup:
-            waiting = await self._safety_backup(loaded, source, plan)
+            waiting = await self._safety_backup(loaded, source, plan, target)
             if waiting is not None:
                 return waiting
             loaded = await self._reload(loaded)
@@ -207,24 +216,9 @@ class RestoreRuns:
     # -- planning and approval -------------------------------------------------------------
 
     async def _plan(
-        self, loaded: _Loaded, backups: list[Backup]
+        self, loaded: _Loaded, backups: list[Backup], environments: Mapping[str, Environment]
     ) -> tuple[_Loaded, RestorePlan] | None:
         restore = loaded.restore
-        environments = await self._environments(loaded.namespace)
-        tiers = {name: env.spec.tier for name, env in environments.items()}
-        history = restore_history(
-            (
-                restore.status.plan.source_environment
-                if restore.status.plan
-                else (
-                    restore.spec.source.environment_ref.name
-                    if restore.spec.source.environment_ref
-                    else ""
-                )
-            ),
-            await self._restores(loaded.namespace),
-            await self._drills(loaded.namespace),
-        )
         # Once the restore has started, its plan is what it carries out: a retry must
         # not pick its own safety backup as the "latest" one.
         status = restore.status
@@ -237,6 +231,14 @@ class RestoreRuns:
             return loaded, status.plan
         own = safety_backup_name(loaded.name)
         candidates = [b for b in backups if b.metadata.name != own]
+        tiers = {name: env.spec.tier for name, env in environments.items()}
+        source = restore.spec.source.environment_ref
+        planned_from = restore.status.plan.source_environment if restore.status.plan else None
+        history = restore_history(
+            planned_from or (source.name if source else ""),
+            await self._list(RESTORES, Restore, loaded.namespace),
+            await self._list(RESTORE_DRILLS, RestoreDrill, loaded.namespace),
+        )
         decision = plan_restore(restore.spec, backups=candidates, tiers=tiers, history=history)
         if decision.plan is None:
             updated = status.model_copy(
@@ -285,11 +287,11 @@ class RestoreRuns:
             post(loaded.raw, reason="Planned", message=message)
         return _Loaded(loaded.raw, restore.model_copy(update={"status": updated})), plan
 
-    async def _approve(self, loaded: _Loaded, plan: RestorePlan) -> _Loaded | None:
+    async def _approve(
+        self, loaded: _Loaded, plan: RestorePlan, target: Environment | None
+    ) -> _Loaded | None:
         restore = loaded.restore
         meta = restore.metadata
-        environments = await self._environments(loaded.namespace)
-        target = environments.get(plan.target)
         tier = target.spec.tier if target is not None else Tier.DEVELOPMENT
         approved_by = meta.annotations.get(APPROVED_BY_ANNOTATION)
         previous = restore.status.approval
@@ -342,12 +344,11 @@ class RestoreRuns:
     # -- the safety backup -----------------------------------------------------------------
 
     async def _safety_backup(
-        self, loaded: _Loaded, source: Backup, plan: RestorePlan
+        self, loaded: _Loaded, source: Backup, plan: RestorePlan, target_env: Environment | None
     ) -> Outcome | None:
         """None once the target is backed up (or has nothing to back up), else a wait."""
         kube = self.context.kube
         name = safety_backup_name(loaded.name)
-        target_env = (await self._environments(loaded.namespace)).get(plan.target)
         if target_env is None:
             return await self._fail(loaded, f"target environment {plan.target} does not exist")
         database = target_env.status.database
@@ -609,35 +610,14 @@ class RestoreRuns:
         fresh = await self._load(loaded.namespace, loaded.name)
         return fresh if fresh is not None else loaded
 
-    async def _backups(self, namespace: str) -> list[Backup]:
-        listing = await self.context.kube.get(BACKUPS.path(namespace))
-        backups = []
+    async def _list(self, rtype: ResourceType, model: type[_R], namespace: str) -> list[_R]:
+        """The namespace's objects of a kind; any that do not validate are left out."""
+        listing = await self.context.kube.get(rtype.path(namespace))
+        found = []
         for item in listing.get("items", ()):
-            try:
-                backups.append(Backup.model_validate(item))
-            except ValidationError:
-                continue
-        return backups
-
-    async def _environments(self, namespace: str) -> dict[str, Environment]:
-        listing = await self.context.kube.get(ENVIRONMENTS.path(namespace))
-        found = {}
-        for item in listing.get("items", ()):
-            try:
-                env = Environment.model_validate(item)
-            except ValidationError:
-                continue
-            if not env.metadata.deletion_timestamp:
-                found[env.metadata.name or ""] = env
+            with contextlib.suppress(ValidationError):
+                found.append(model.model_validate(item))
         return found
-
-    async def _restores(self, namespace: str) -> list[Restore]:
-        listing = await self.context.kube.get(RESTORES.path(namespace))
-        return [r for r in _valid(Restore, listing)]
-
-    async def _drills(self, namespace: str) -> list[RestoreDrill]:
-        listing = await self.context.kube.get(RESTORE_DRILLS.path(namespace))
-        return [d for d in _valid(RestoreDrill, listing)]
 
     def _condition(
         self,
@@ -670,16 +650,6 @@ class RestoreRuns:
         except KubeError as exc:
             if exc.status != 404:
                 raise
-
-
-def _valid(model: Any, listing: Mapping[str, Any]) -> list[Any]:
-    found = []
-    for item in listing.get("items", ()):
-        try:
-            found.append(model.model_validate(item))
-        except ValidationError:
-            continue
-    return found
 
 
 __all__ = [
