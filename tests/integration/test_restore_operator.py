@@ -505,9 +505,15 @@ def test_an_operator_killed_mid_restore_drops_the_half_restored_database_and_ret
             ),
         )
         restoring = _wait_restore(kubectl, own_namespace, "slow", "Restoring", timeout=60)
+        uid = _get(kubectl, own_namespace, "restore", "slow")["metadata"]["uid"]  # type: ignore[index]
+        # The staging name is recorded before the database is made, so the phase
+        # alone does not say the half-restored database exists yet.
+        wait_for(
+            lambda: restoring["stagingDatabase"] in _staging_databases(testbed_state, uid),
+            timeout=60,
+        )
         os.kill(operator.pid, signal.SIGKILL)
         operator.wait(timeout=10)
-        uid = _get(kubectl, own_namespace, "restore", "slow")["metadata"]["uid"]  # type: ignore[index]
         assert restoring["stagingDatabase"] in _staging_databases(testbed_state, uid)
         assert _restore_status(kubectl, own_namespace, "slow")["phase"] == "Restoring"
 
