@@ -16,12 +16,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # What the wheel is built from, and nothing else (see .dockerignore).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY dockyard ./dockyard
 # pip's cache lives in a BuildKit cache mount, not in a layer: a rebuild after a code
-# change does not download every dependency again.
+# change does not download every dependency again. constraints.txt pins every version
+# (scripts/lock.sh), so the image runs what CI tested.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --wheel-dir /wheels .
+    pip wheel --constraint constraints.txt --wheel-dir /wheels .
 
 # -- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

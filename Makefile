@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help bootstrap dev test lint typecheck security audit contracts drift pytest generate testbed-up testbed-down bench image kind-up
+.PHONY: help bootstrap dev test lint typecheck security audit contracts drift pytest generate testbed-up testbed-down bench image kind-up lock
 
 help:
 	@echo "make dev   - start the whole platform locally (test bed, migrations, CRDs, API, operator)"
@@ -40,6 +40,10 @@ drift:
 
 pytest:
 	$(VENV)/pytest -q -p no:cacheprovider --cov=dockyard --cov-report=term --cov-report=xml:coverage.xml tests/unit tests/integration
+
+# Pin every dependency afresh in constraints.txt (commit the result).
+lock:
+	@bash scripts/lock.sh
 
 generate: bootstrap
 	$(VENV)/dockyard crds

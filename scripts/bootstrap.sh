@@ -27,10 +27,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.dockyard-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# The versions are constraints.txt's (scripts/lock.sh): CI, `make dev` and the image agree.
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[bootstrap] pip install -e .[dev]"
+  echo "[bootstrap] pip install -c constraints.txt -e .[dev]"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi

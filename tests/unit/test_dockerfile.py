@@ -138,7 +138,10 @@ def test_dockyard_is_the_entrypoint_and_the_api_the_default_command() -> None:
 def test_both_stages_are_slim_bookworm_python_311_and_the_builder_makes_wheels() -> None:
     builder, runtime = _stages()
     assert builder.base == runtime.base == "python:3.11-slim-bookworm"
-    assert any("pip wheel --wheel-dir /wheels ." in run for run in builder.values("RUN"))
+    assert any(
+        "pip wheel --constraint constraints.txt --wheel-dir /wheels ." in run
+        for run in builder.values("RUN")
+    )
     # The runtime installs those wheels and nothing from an index.
     (install,) = [run for run in runtime.values("RUN") if "pip install" in run]
     assert f"from={builder.name}" in install
@@ -161,4 +164,4 @@ def test_the_build_context_is_only_what_the_builder_copies() -> None:
     included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     builder = _stages()[0]
     copied = {src for copy in builder.values("COPY") for src in copy.split()[:-1]}
-    assert copied == included == {"pyproject.toml", "README.md", "dockyard"}
+    assert copied == included == {"pyproject.toml", "README.md", "constraints.txt", "dockyard"}
