@@ -113,6 +113,12 @@ def _backup_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
         )
         sub.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint")
         sub.add_argument("--s3-region", default=None, help="S3 region")
+        sub.add_argument(
+            "--result-file",
+            type=Path,
+            default=None,
+            help="also write the JSON document here (a Job's /dev/termination-log)",
+        )
     backup.add_argument(
         "--compression-level", type=int, default=3, help="zstd level, 1 to 19 (default 3)"
     )
@@ -124,6 +130,11 @@ def _backup_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     restore.add_argument("--sha256", required=True, help="the artifact's recorded sha256")
     restore.add_argument("--role", default=None, help="role that owns the restored objects")
+    restore.add_argument(
+        "--database",
+        default=None,
+        help="restore into this database on DOCKYARD_RESTORE_TARGET_DSN's server, as its user",
+    )
     restore.add_argument(
         "--allow-nonempty", action="store_true", help="restore even if the target has tables"
     )

@@ -1,5 +1,6 @@
 """Start, inspect and stop the test bed: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler, kwok with fake nodes, an OIDC issuer, PostgreSQL and Redis.
+kube-scheduler, kwok with fake nodes, a stand-in kubelet for runner pods
+(``runner_pods``), an OIDC issuer, PostgreSQL and Redis.
 
 Every process binds 127.0.0.1 on a free port and runs from one temporary directory.
 The state file records each pid with its kernel start time, so ``down`` (or an ``up``
@@ -40,6 +41,7 @@ from dockyard.testbed.pki import CertificateAuthority, write_signing_key
 
 ADMIN_USER = "dockyard-testbed-admin"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+RUNNER_PODS = "runner-pods"
 
 
 class TestbedError(RuntimeError):
@@ -224,6 +226,11 @@ class Testbed:
     def _up(self) -> tuple[State, bool]:
         running = self.running()
         if running is not None:
+            if not any(p.name == RUNNER_PODS for p in running.processes):
+                self.progress(
+                    "this test bed predates its runner-pods process: runner Jobs will not run "
+                    "until 'dockyard testbed down' and 'dockyard testbed up'"
+                )
             return running, True
         if self.state() is not None:
             self.progress("cleaning up what an earlier, crashed test bed left behind")
@@ -364,6 +371,7 @@ class _Launcher:
         self.start_apiserver(ca, ports, issuer, kubeconfigs["admin"])
         self.start_controllers(kubeconfigs, ports["kwok"])
         self.create_nodes(kubeconfigs["admin"])
+        self.start_runner_pods(kubeconfigs["admin"])
         return State(
             directory=str(self.dir),
             bin_dir=str(self.bin.bin_dir),
@@ -716,6 +724,21 @@ class _Launcher:
                 "--cidr=10.244.0.0/16",
                 "--node-ip=10.240.0.1",
                 f"--server-address=127.0.0.1:{kwok_port}",
+            ],
+        )
+
+    def start_runner_pods(self, admin: Path) -> None:
+        """The stand-in kubelet that runs runner pods here (kwok runs no containers)."""
+        self.spawn(
+            RUNNER_PODS,
+            [
+                sys.executable,
+                "-m",
+                "dockyard.testbed.runner_pods",
+                "--kubeconfig",
+                str(admin),
+                "--work-dir",
+                str(self.dir),
             ],
         )
 

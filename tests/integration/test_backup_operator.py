@@ -6,6 +6,7 @@ finalizer, and the Job a Job-mode backup creates."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -101,8 +102,13 @@ def _apply(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
 
 
-def _environment(kubectl: Kubectl, state: State, namespace: str, name: str = "shop") -> str:
-    """A development environment with a seeded database; returns the database's DSN."""
+def _environment(
+    kubectl: Kubectl, state: State, namespace: str, name: str = "shop", *, owner_seeds: bool = False
+) -> str:
+    """A development environment with a seeded database; returns the database's DSN.
+
+    The admin seeds it, unless ``owner_seeds``: then its own role does, through its
+    database Secret, as its workload would (and so owns the tables)."""
     _apply(
         kubectl,
         namespace,
@@ -125,8 +131,13 @@ def _environment(kubectl: Kubectl, state: State, namespace: str, name: str = "sh
     wait_for(ready, timeout=90)
     database, _ = database_identity(namespace, name)
     dsn = with_database(state.managed_postgres_url, database)
-    _run_sql(dsn, SEED_SQL)
+    _run_sql(_owner_dsn(kubectl, namespace, name) if owner_seeds else dsn, SEED_SQL)
     return dsn
+
+
+def _owner_dsn(kubectl: Kubectl, namespace: str, environment: str) -> str:
+    secret = _get(kubectl, namespace, "secret", f"{environment}-database") or {}
+    return base64.b64decode(secret["data"]["uri"]).decode()
 
 
 def _key_secret(kubectl: Kubectl, namespace: str, name: str = "backup-key") -> None:
@@ -448,6 +459,53 @@ def test_a_job_mode_backup_creates_a_least_privilege_runner_job(
     ]
     status = _wait_phase(kubectl, namespace, "in-job", "Running", timeout=30)
     assert status["attempts"] == 1
+
+
+def _job_condition(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    job = _get(kubectl, namespace, "job", name) or {}
+    for condition in (job.get("status") or {}).get("conditions") or ():
+        if condition["type"] in ("Complete", "Failed") and condition["status"] == "True":
+            return str(condition["type"])
+    return None
+
+
+def test_a_job_mode_backup_is_dumped_by_its_runner_job_and_completes(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # The runner connects as the environment's own role, so that role owns the tables.
+    _environment(kubectl, testbed_state, namespace, owner_seeds=True)
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "by-job", backup_root, runner="Job"))
+
+    status = _wait_phase(kubectl, namespace, "by-job", "Completed", timeout=120)
+
+    artifact = _artifact_path(status["location"])
+    assert artifact.is_relative_to(backup_root / namespace)
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == status["sha256"]
+    assert {t["name"]: t["rows"] for t in status["manifest"]["tables"]} == EXPECTED_ROWS
+    assert status["attempts"] == 1
+    assert _job_condition(kubectl, namespace, "backup-by-job-1") == "Complete"
+
+
+def test_a_job_mode_backup_whose_runner_fails_retries_and_fails_with_its_reason(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # Seeded by the admin: the environment's role, which the runner dumps as, may not
+    # read those tables, so every attempt's dump fails.
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "denied", backup_root, runner="Job"))
+
+    status = _wait_phase(kubectl, namespace, "denied", "Failed", timeout=150)
+
+    assert status["attempts"] == 3
+    # The runner's own reason, from its pod's termination message.
+    assert "runner Job backup-denied-3 failed: DumpFailed: pg_dump" in status["message"]
+    assert "gave up after 3 attempts" in status["message"]
+    assert [_job_condition(kubectl, namespace, f"backup-denied-{n}") for n in (1, 2, 3)] == [
+        "Failed"
+    ] * 3
+    assert any("DumpFailed" in m for m in _events(kubectl, namespace, "AttemptFailed"))
 
 
 # -- crash safety: an operator of this test's own, killed mid-backup ----------------------

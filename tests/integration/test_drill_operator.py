@@ -396,3 +396,35 @@ def test_a_drill_interrupted_by_an_operator_crash_is_run_again_not_left_running(
         except subprocess.TimeoutExpired:
             operator.kill()
             operator.wait()
+
+
+# -- runner: Job ----------------------------------------------------------------------------
+
+
+def test_a_drill_in_a_runner_job_passes_and_its_job_had_no_api_token(
+    kubectl: Kubectl, testbed_state: State, seeded: str
+) -> None:
+    # The test bed's stand-in kubelet runs the Job's pod (dockyard/testbed/runner_pods.py).
+    _apply(
+        kubectl,
+        seeded,
+        _drill("in-job", annotations=RUN_NOW, runner="Job", checks={"sql": [ORDERS_CHECK]}),
+    )
+
+    status = _wait_last_run(kubectl, seeded, "in-job", timeout=180)
+
+    run = status["lastRun"]
+    assert (run["result"], run["failedChecks"]) == ("Passed", [])
+    assert _database_exists(testbed_state, run["scratchDatabase"])
+    uid = (_get(kubectl, seeded, "restoredrill", "in-job") or {})["metadata"]["uid"]
+    listing = json.loads(
+        kubectl(
+            "get", "jobs", "-n", seeded, "-l", f"dockyard.io/owner-uid={uid}", "-o", "json"
+        ).stdout
+    )
+    [job] = listing["items"]
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "RestoreDrill"
+    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert f"--database={run['scratchDatabase']}" in container["args"]

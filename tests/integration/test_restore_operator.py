@@ -541,3 +541,91 @@ def test_an_operator_killed_mid_restore_drops_the_half_restored_database_and_ret
         except subprocess.TimeoutExpired:
             operator.kill()
             operator.wait()
+
+
+# -- runner: Job ----------------------------------------------------------------------------
+
+
+def _runner_jobs(kubectl: Kubectl, namespace: str, uid: str) -> list[dict[str, Any]]:
+    listing = json.loads(
+        kubectl(
+            "get", "jobs", "-n", namespace, "-l", f"dockyard.io/owner-uid={uid}", "-o", "json"
+        ).stdout
+    )
+    return list(listing["items"])
+
+
+def test_a_restore_in_a_runner_job_is_equal_table_for_table_and_owned_by_the_target(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # The test bed's stand-in kubelet runs the Job's pod (dockyard/testbed/runner_pods.py):
+    # a real restore-run process, with the Secret's DSN and the key file the pod would get.
+    source_dsn, _ = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    before = _checksums(source_dsn)
+    _empty_environment(kubectl, namespace, "copy")
+
+    _apply(
+        kubectl,
+        namespace,
+        _restore(
+            "in-job",
+            source={"backupRef": {"name": "nightly"}},
+            target={"environmentRef": {"name": "copy"}},
+            safetyBackup=False,
+            runner="Job",
+        ),
+    )
+    status = _wait_restore(kubectl, namespace, "in-job", "Completed", timeout=240)
+
+    target_dsn = _dsn(testbed_state, namespace, "copy")
+    assert _checksums(target_dsn) == before
+    _, role = database_identity(namespace, "copy")
+    owners = _fetch(
+        target_dsn,
+        "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname IN ('public', 'audit')",
+    )
+    assert [r["tableowner"] for r in owners] == [role]
+    uid = _get(kubectl, namespace, "restore", "in-job")["metadata"]["uid"]  # type: ignore[index]
+    [job] = _runner_jobs(kubectl, namespace, uid)
+    assert job["metadata"]["name"] == "restore-in-job-1"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Restore"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    [container] = pod["containers"]
+    dsn = next(e for e in container["env"] if e["name"] == "DOCKYARD_RESTORE_TARGET_DSN")
+    assert dsn["valueFrom"]["secretKeyRef"] == {"name": "copy-database", "key": "uri"}
+    assert status["attempts"] == 1
+    assert _staging_databases(testbed_state, uid) == []
+
+
+def test_a_corrupted_artifact_fails_a_job_restore_with_the_runners_reason(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    dsn, backup = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    before = _checksums(dsn)
+    artifact = _artifact_path(backup["location"])
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    artifact.write_bytes(bytes(data))
+
+    _apply(
+        kubectl,
+        namespace,
+        _restore(
+            "broken-job",
+            source={"backupRef": {"name": "nightly"}},
+            safetyBackup=False,
+            runner="Job",
+        ),
+    )
+    status = _wait_restore(kubectl, namespace, "broken-job", "Failed", timeout=180)
+
+    assert "checksum mismatch" in status["message"]
+    completed = _condition(status, "Completed")
+    assert (completed["status"], completed["reason"]) == ("False", "ChecksumMismatch")
+    assert status["attempts"] == 1
+    assert _checksums(dsn) == before
+    uid = _get(kubectl, namespace, "restore", "broken-job")["metadata"]["uid"]  # type: ignore[index]
+    [job] = _runner_jobs(kubectl, namespace, uid)
+    assert any(c["type"] == "Failed" for c in job["status"]["conditions"])
+    assert _staging_databases(testbed_state, uid) == []

@@ -6,6 +6,7 @@ These stop before any database or storage is touched; the runs themselves are in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,46 @@ def test_s3_credentials_in_the_storage_url_are_refused(
     assert "without credentials" in err
     assert "secret" not in err.replace("without credentials", "")
     assert out == ""
+
+
+def test_restore_into_a_database_that_is_not_a_plain_name_is_refused(
+    key_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKYARD_RESTORE_TARGET_DSN", "postgresql://shop:pw@db/env_shop")
+    argv = [
+        "restore-run",
+        "--storage=/var/lib/dockyard/backups",
+        "--name=a.dkbk",
+        "--key-id=k1",
+        f"--key-file={key_file}",
+        f"--sha256={SHA}",
+        "--database=x; DROP DATABASE y",
+    ]
+    code, out, err = run(argv, capsys)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert "is not a database name" in err
+    assert "pw" not in err
+
+
+def test_a_failed_run_writes_its_error_to_the_result_file_too(
+    key_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    result = tmp_path / "termination-log"
+    argv = [
+        "restore-run",
+        f"--storage={store.as_uri()}",
+        "--name=team/missing.dkbk",
+        "--key-id=k1",
+        f"--key-file={key_file}",
+        f"--sha256={SHA}",
+        "--verify-only",
+        f"--result-file={result}",
+    ]
+    code, out, _ = run(argv, capsys)
+    assert code == 1
+    written = json.loads(result.read_text())
+    assert written == json.loads(out)
+    assert written["error"]["reason"] == "ArtifactNotFound"

@@ -14,12 +14,15 @@ from dockyard.core.models.backup import Backup, BackupPhase, BackupVerification
 from dockyard.core.models.backup_schedule import BackupSchedule
 from dockyard.core.models.environment import Environment
 from dockyard.core.settings import Settings
+from dockyard.operator.database import database_identity
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import (
+    SourceUnavailable,
     StorageRefused,
     artifact_name,
     artifact_prefix,
     confine,
+    environment_dsn,
     key_id_of,
     retryable,
     with_database,
@@ -262,3 +265,49 @@ def test_scheduled_backups_belong_to_their_schedule() -> None:
     assert backup.metadata.labels["dockyard.io/backup-schedule"] == "nightly"
     assert manifest["metadata"]["ownerReferences"][0]["kind"] == "BackupSchedule"
     assert backup.spec.environment_ref.name == "shop"
+
+
+# -- the source of a backup -------------------------------------------------------------
+
+
+class _Kube:
+    def __init__(self, environment: dict[str, Any]) -> None:
+        self.environment = environment
+
+    async def get(self, path: str, **_: Any) -> dict[str, Any]:
+        return self.environment
+
+
+class _Server:
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    async def database_exists(self, name: str) -> bool:
+        return name in self.names
+
+
+def _settings() -> Settings:
+    return Settings(managed_postgres_url="postgresql://admin:pw@db:5432/postgres")
+
+
+async def test_a_database_not_ready_is_no_source_while_the_environment_lives() -> None:
+    kube = _Kube({"metadata": {"name": "shop"}, "status": {"database": {"ready": False}}})
+    database, _ = database_identity("team", "shop")
+    with pytest.raises(SourceUnavailable, match="not ready yet"):
+        await environment_dsn(kube, _settings(), "team", "shop", _Server(database))  # type: ignore[arg-type]
+
+
+async def test_a_deleted_environments_stale_status_is_checked_on_the_server() -> None:
+    # Its status is no longer refreshed: an outage just before deletion must not fail
+    # the final snapshot once the server is back.
+    kube = _Kube(
+        {
+            "metadata": {"name": "shop", "deletionTimestamp": "2026-11-26T10:00:00Z"},
+            "status": {"database": {"ready": False}},
+        }
+    )
+    database, _ = database_identity("team", "shop")
+    dsn = await environment_dsn(kube, _settings(), "team", "shop", _Server(database))  # type: ignore[arg-type]
+    assert dsn == f"postgresql://admin:pw@db:5432/{database}"
+    with pytest.raises(SourceUnavailable, match="not ready yet"):
+        await environment_dsn(kube, _settings(), "team", "shop", _Server())  # type: ignore[arg-type]

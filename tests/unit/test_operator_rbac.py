@@ -54,3 +54,12 @@ def test_drills_can_be_created_run_and_their_backups_marked_verified() -> None:
     assert {"get", "list"} <= _verbs(group, "backups")
     assert "patch" in _verbs(group, "backups/status")
     assert {"create", "patch"} <= _verbs("", "events")
+
+
+def test_runner_jobs_of_restores_and_drills_can_be_owned_and_their_results_read() -> None:
+    group = ENVIRONMENTS.group
+    assert _verbs(group, "restores/finalizers") == {"update"}
+    assert _verbs(group, "restoredrills/finalizers") == {"update"}
+    assert {"get", "list", "create", "delete"} <= _verbs("batch", "jobs")
+    # Pods are only read (termination messages): never created, patched or deleted.
+    assert _verbs("", "pods") == {"get", "list"}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.restore import Restore
+from dockyard.core.models.restore import Restore, RestorePhase
 from dockyard.operator.runs.context import SourceUnavailable
-from dockyard.operator.runs.restores import safety_backup, safety_backup_name
+from dockyard.operator.runs.restores import plan_is_fixed, safety_backup, safety_backup_name
 from dockyard.operator.runs.restoring import RowCountCheck, backup_artifact
 from tests.unit.test_restore_plan import make_backup
 
@@ -76,3 +76,15 @@ def test_a_long_mismatch_list_is_cut_short_and_says_how_many_more() -> None:
     described = RowCountCheck(expected, {}).describe()
     assert described.startswith("row counts differ from the manifest: public.t0:")
     assert described.endswith("(and 3 more)")
+
+
+def test_the_plan_follows_new_backups_only_until_it_waits_for_approval() -> None:
+    status = _restore().status
+    assert not plan_is_fixed(status)
+    assert not plan_is_fixed(status.model_copy(update={"phase": RestorePhase.PENDING}))
+    # What the approver sees is what runs.
+    assert plan_is_fixed(status.model_copy(update={"phase": RestorePhase.AWAITING_APPROVAL}))
+    assert plan_is_fixed(status.model_copy(update={"phase": RestorePhase.BACKING_UP}))
+    # A retry, back in Pending, keeps the plan (never its own safety backup as "latest").
+    assert plan_is_fixed(status.model_copy(update={"attempts": 1}))
+    assert plan_is_fixed(status.model_copy(update={"safety_backup": "undo-safety"}))

@@ -63,7 +63,7 @@ class BackupRunner(StrEnum):
     INLINE = "Inline"
     """In the operator process, with bounded concurrency: local and small clusters."""
     JOB = "Job"
-    """In a batch/v1 Job with a ServiceAccount that may only patch backups/status."""
+    """In a batch/v1 Job of the operator's image, with a least-privilege ServiceAccount."""
 
 
 RUNNER_DESCRIPTION: Final = (

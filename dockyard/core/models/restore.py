@@ -16,7 +16,7 @@ from typing import Final, Self
 
 from pydantic import Field, model_validator
 
-from dockyard.core.models.backup import MANIFEST_MAX_TABLES, TableRows
+from dockyard.core.models.backup import MANIFEST_MAX_TABLES, BackupRunner, TableRows
 from dockyard.core.models.common import (
     Condition,
     CRDInfo,
@@ -182,6 +182,17 @@ class RestoreSpec(CRModel):
             "Back up the target's database before replacing it (status.safetyBackup names "
             "that Backup). The data is restored into a new database and switched over "
             "only when that succeeded, so a failed restore leaves the target as it was."
+        ),
+    )
+    runner: BackupRunner = Field(
+        default=BackupRunner.INLINE,
+        description=(
+            "Where the artifact is restored. Inline (default): inside the operator "
+            "process, sharing DOCKYARD_BACKUP_CONCURRENCY with backups and drills. Job: "
+            "in a batch/v1 Job of the operator's image that connects as the target "
+            "environment's own role (from its database Secret) and can only write the new "
+            "database; the operator still creates that database, checks the row counts "
+            "and switches over. An interrupted attempt is counted and retried either way."
         ),
     )
 

@@ -18,7 +18,11 @@ from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
 from dockyard.core.durations import GO_DURATION_PATTERN
-from dockyard.core.models.backup import positive_duration_check, positive_duration_rule
+from dockyard.core.models.backup import (
+    BackupRunner,
+    positive_duration_check,
+    positive_duration_rule,
+)
 from dockyard.core.models.common import (
     Condition,
     CRDInfo,
@@ -285,6 +289,16 @@ class RestoreDrillSpec(CRModel):
         description=(
             f"Stop scheduled runs (a running one finishes). The {RUN_NOW_ANNOTATION} "
             "annotation still runs one at once; the operator removes it when the run starts."
+        ),
+    )
+    runner: BackupRunner = Field(
+        default=BackupRunner.INLINE,
+        description=(
+            "Where a run restores the backup. Inline (default): inside the operator "
+            "process, sharing DOCKYARD_BACKUP_CONCURRENCY with backups and restores. Job: "
+            "in a batch/v1 Job of the operator's image that connects as the environment's "
+            "own role (from its database Secret) and can only write the scratch database; "
+            "the operator runs the checks. The measured RTO then includes starting the Job."
         ),
     )
 

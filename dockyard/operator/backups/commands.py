@@ -13,6 +13,9 @@ The contract with whoever runs the Job:
 - stdout carries exactly one JSON document: the result model on success, or
   ``{"error": {"reason": ..., "message": ...}}`` on failure, so the Job's log (or its
   termination message) can be copied into the status as it is. Logs go to stderr.
+- ``--result-file`` writes the same document to a file as well: a runner Job points it
+  at the container's termination message (``/dev/termination-log``), which is how the
+  operator reads a Job's result without reading its logs.
 - Exit status: 0 done, 1 the run failed (one line on stderr says why), 2 wrong usage.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard.operator.backups.errors import BackupError
 from dockyard.operator.backups.keys import EncryptionKey, Keyring, check_key_id
+from dockyard.operator.backups.libpq import with_database
 from dockyard.operator.backups.options import BackupOptions, RestoreOptions
 from dockyard.operator.backups.results import BackupResult
 from dockyard.operator.backups.runner import run_backup, run_restore, verify_artifact
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, SecretStr
 
     from dockyard.core.settings import Settings
+
+_DATABASE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -71,7 +78,7 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
             await _report_to_backup(report_to, result, settings)
         return result
 
-    return _report(command, go)
+    return _report(command, go, args.result_file)
 
 
 async def _report_to_backup(target: str, result: BackupResult, settings: Settings) -> None:
@@ -126,6 +133,8 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
             if args.verify_only
             else _secret(settings.restore_target_dsn, "DOCKYARD_RESTORE_TARGET_DSN", "target")
         )
+        if dsn and args.database:
+            dsn = with_database(dsn, _checked(check_database_name, args.database))
     except (UsageError, ValueError) as exc:
         return _usage(command, str(exc))
     options = RestoreOptions(role=args.role, require_empty=not args.allow_nonempty)
@@ -147,21 +156,32 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
                 options=options,
             )
 
-    return _report(command, go)
+    return _report(command, go, args.result_file)
 
 
-def _report(command: str, go: _Run) -> int:
+def _report(command: str, go: _Run, result_file: Path | None = None) -> int:
     try:
         result = asyncio.run(go())
     except BackupError as exc:
-        print(json.dumps({"error": {"reason": exc.reason, "message": exc.message}}))
+        _emit(json.dumps({"error": {"reason": exc.reason, "message": exc.message}}), result_file)
         print(f"{command}: {exc.reason}: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as exc:
         # A storage URL that cannot be used is a usage problem, found on first use.
         return _usage(command, str(exc))
-    print(result.model_dump_json())
+    _emit(result.model_dump_json(), result_file)
     return 0
+
+
+def _emit(document: str, result_file: Path | None) -> None:
+    print(document)
+    if result_file is None:
+        return
+    try:
+        result_file.write_text(document + "\n", encoding="utf-8")
+    except OSError as exc:
+        # The run itself is done; stdout still carries the document.
+        print(f"cannot write --result-file {result_file}: {exc.strerror}", file=sys.stderr)
 
 
 def _key(args: argparse.Namespace, settings: Settings) -> EncryptionKey:
@@ -183,6 +203,16 @@ def _secret(value: SecretStr | None, variable: str, what: str) -> str:
     if value is None or not value.get_secret_value():
         raise UsageError(f"set {variable} to the {what} database's DSN (never on the command line)")
     return value.get_secret_value()
+
+
+def check_database_name(name: str) -> str:
+    """``name`` if it is a plain PostgreSQL database name (what the operator creates)."""
+    if not _DATABASE_NAME.fullmatch(name):
+        raise ValueError(
+            f"--database {name!r} is not a database name: lowercase letters, digits and "
+            "underscores, starting with a letter, at most 63"
+        )
+    return name
 
 
 def _checked(check: _Check, value: str) -> str:

@@ -58,6 +58,12 @@ def tool_connection(dsn: str, *, application_name: str) -> ToolConnection:
     return ToolConnection(uri=uri, env=env, password=password or None, database=database)
 
 
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointed at ``database`` on the same server, as the same user."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
+
+
 def base_env() -> dict[str, str]:
     """A child's environment before anything is added: where programs are, the locale."""
     return {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}

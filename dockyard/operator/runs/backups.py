@@ -69,16 +69,11 @@ from dockyard.operator.runs.context import (
     open_storage,
     retryable,
 )
+from dockyard.operator.runs.runner_jobs import JOBS, PODS, apply_runner_identity
 
 logger = logging.getLogger(__name__)
 
 BACKUPS: Final = ResourceType(API_VERSION, "Backup", "backups")
-JOBS: Final = ResourceType("batch/v1", "Job", "jobs")
-_IDENTITY_TYPES: Final = {
-    "ServiceAccount": ResourceType("v1", "ServiceAccount", "serviceaccounts"),
-    "Role": ResourceType("rbac.authorization.k8s.io/v1", "Role", "roles"),
-    "RoleBinding": ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
-}
 # How often a Job-mode run is looked at while its Job works.
 JOB_POLL_SECONDS: Final = 10.0
 _EVENT_MESSAGE_LIMIT: Final = 1024
@@ -320,6 +315,7 @@ class BackupRuns:
                     self.context.settings,
                     loaded.namespace,
                     backup.spec.environment_ref.name,
+                    self.context.postgres,
                 )
                 result = await run_backup(
                     dsn=dsn,
@@ -390,13 +386,7 @@ class BackupRuns:
         except BackupError as exc:
             await self._write(loaded, started)
             return await self._failed(loaded, started, exc)
-        for manifest in jobs.runner_identity(loaded.namespace):
-            rtype = _IDENTITY_TYPES[manifest["kind"]]
-            await kube.apply(
-                rtype.path(loaded.namespace, manifest["metadata"]["name"]),
-                manifest,
-                field_manager=FIELD_MANAGER,
-            )
+        await apply_runner_identity(kube, loaded.namespace)
         job = jobs.backup_job(
             backup,
             attempt=attempt,
@@ -451,8 +441,18 @@ class BackupRuns:
             "Failed": f"runner Job {name} failed",
             "Succeeded": f"runner Job {name} succeeded without reporting its artifact",
         }[state]
+        if state == "Failed":
+            reason += await self._runner_says(loaded.namespace, name)
         recovery = after_failure(attempts=status.attempts, reason=reason, policy=self.policy)
         return await self._apply_recovery(loaded, status, recovery, "RunnerFailed")
+
+    async def _runner_says(self, namespace: str, job: str) -> str:
+        """``": <reason>: <message>"`` from the runner's termination message, if any."""
+        pods = await self.context.kube.get(
+            PODS.path(namespace), params={"labelSelector": f"job-name={job}"}
+        )
+        error = jobs.runner_error(jobs.termination_message(pods))
+        return f": {error[0]}: {error[1]}" if error else ""
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.backup import BackupStorage
@@ -39,7 +38,8 @@ from dockyard.operator.backups import (
     FilesystemStorage,
     Storage,
 )
-from dockyard.operator.database import ManagedPostgres, database_identity
+from dockyard.operator.backups.libpq import with_database as with_database
+from dockyard.operator.database import ManagedDatabaseError, ManagedPostgres, database_identity
 
 if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
@@ -162,27 +162,40 @@ async def load_key(kube: KubeClient, namespace: str, ref: SecretKeyReference) ->
     return EncryptionKey(key_id_of(probe.key), probe.key)
 
 
-def with_database(dsn: str, database: str) -> str:
-    """``dsn`` pointed at ``database`` on the same server, as the same user."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
-
-
 async def environment_dsn(
-    kube: KubeClient, settings: Settings, namespace: str, environment: str
+    kube: KubeClient,
+    settings: Settings,
+    namespace: str,
+    environment: str,
+    postgres: ManagedPostgres | None = None,
 ) -> str:
     """The DSN a runner dumps an environment's database through: the managed server's
-    admin with the environment's database, once the environment reports it ready."""
+    admin with the environment's database, once the environment reports it ready.
+
+    An environment being deleted no longer has its status refreshed, so one whose last
+    status said "not ready" (the server was down just then) is asked about on the
+    server instead: its final snapshot must not fail on an outage that is over.
+    """
     env = await get(kube, ENVIRONMENTS.path(namespace, environment))
     if env is None:
         raise SourceUnavailable(f"Environment {environment} does not exist")
-    database = ((env.get("status") or {}).get("database")) or {}
-    if not database.get("ready"):
-        raise SourceUnavailable(f"the database of Environment {environment} is not ready yet")
     if settings.managed_postgres_url is None:
         raise SourceUnavailable("the operator has no managed PostgreSQL server")
     name, _ = database_identity(namespace, environment)
+    database = ((env.get("status") or {}).get("database")) or {}
+    deleting = bool((env.get("metadata") or {}).get("deletionTimestamp"))
+    if not database.get("ready") and not (
+        deleting and postgres is not None and await _exists(postgres, name)
+    ):
+        raise SourceUnavailable(f"the database of Environment {environment} is not ready yet")
     return with_database(settings.managed_postgres_url.get_secret_value(), name)
+
+
+async def _exists(postgres: ManagedPostgres, database: str) -> bool:
+    try:
+        return await postgres.database_exists(database)
+    except ManagedDatabaseError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

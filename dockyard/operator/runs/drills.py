@@ -16,10 +16,11 @@ drill afresh and, in this order:
    name) *before* anything is restored, removes the annotation, and starts the run in
    a task of its own, so a pass never waits for a restore.
 
-A run (inline, in one of the ``backup_concurrency`` slots it shares with backups and
-restores) creates the scratch database owned by the environment's role, restores the
-backup into it (checksum first: a flipped byte fails before the database is touched),
-and runs the checks (``drill_checks``). Restore seconds (the measured RTO) run from
+A run (in one of the ``backup_concurrency`` slots it shares with backups and restores)
+creates the scratch database owned by the environment's role, restores the backup into
+it (inline, or with ``runner: Job`` in a runner Job that connects as that role;
+checksum first: a flipped byte fails before the database is touched), and runs the
+checks (``drill_checks``). Restore seconds (the measured RTO) run from
 creating the database to the end of the restore; the backup's age (the measured RPO)
 is taken when the run starts. The run is then recorded, in this order: the
 ``drill_runs`` row (its failure is logged; the status stays authoritative), the verdict
@@ -49,7 +50,7 @@ from dockyard.core.attempts import RecoveryAction, RetryPolicy, recover_interrup
 from dockyard.core.conditions import find, set_condition
 from dockyard.core.kube import KubeError
 from dockyard.core.metrics import DrillMetrics
-from dockyard.core.models.backup import Backup
+from dockyard.core.models.backup import Backup, BackupRunner
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.restore_drill import (
     DrillCurrentRun,
@@ -63,9 +64,10 @@ from dockyard.core.models.restore_drill import (
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 from dockyard.operator.apply import ResourceType, get
 from dockyard.operator.backups import BackupError
+from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import ManagedDatabaseError, database_identity
 from dockyard.operator.environments.outcomes import Outcome
-from dockyard.operator.runs import drill_log
+from dockyard.operator.runs import drill_log, jobs
 from dockyard.operator.runs.backups import BACKUPS, post
 from dockyard.operator.runs.context import Loaded, RunCancelled, RunContext
 from dockyard.operator.runs.drill_checks import run_checks
@@ -84,6 +86,7 @@ from dockyard.operator.runs.drill_plan import (
     scratch_database,
 )
 from dockyard.operator.runs.restoring import fresh_database, restore_backup
+from dockyard.operator.runs.runner_jobs import RestoreJob, stop_runner_jobs
 from dockyard.operator.runs.scratch import ScratchDatabases
 from dockyard.operator.runs.verification import record_verdict
 
@@ -247,6 +250,11 @@ class DrillRuns:
             attempts=current.attempts, runner_alive=False, policy=self.policy
         )
         scratch = current.scratch_database
+        if loaded.drill.spec.runner is BackupRunner.JOB:
+            # Its Job may still be writing into the scratch database: stopped first.
+            await stop_runner_jobs(
+                self.context.kube, loaded.namespace, f"{jobs.OWNER_UID_LABEL}={loaded.uid}"
+            )
         undropped = await self.scratch.drop([scratch] if scratch else [], raw=loaded.raw)
         if recovery.action is RecoveryAction.RETRY:
             backup = await self._backup(loaded.namespace, current.backup)
@@ -318,7 +326,8 @@ class DrillRuns:
         clock = time.monotonic()
         try:
             await fresh_database(self.context, scratch, owner=role)
-            await restore_backup(self.context, backup, database=scratch, role=role)
+            job = self._job(loaded, scratch, current.attempts)
+            await restore_backup(self.context, backup, database=scratch, role=role, job=job)
             restore_seconds = time.monotonic() - clock
         except BackupError as exc:
             failures.append(failed(RESTORE_CHECK, exc.message))
@@ -336,6 +345,19 @@ class DrillRuns:
             objectives=spec.objectives,
             failures=failures,
             scratch_database=scratch,
+        )
+
+    def _job(self, loaded: _Loaded, scratch: str, attempt: int) -> RestoreJob | None:
+        """The runner Job of this attempt, with ``runner: Job``; None restores inline."""
+        spec = loaded.drill.spec
+        if spec.runner is not BackupRunner.JOB:
+            return None
+        run = scratch.rsplit("_", 1)[-1]  # the scratch database's number: one per run
+        return RestoreJob(
+            owner=Owner.of(loaded.drill),
+            name=jobs.job_name(f"{loaded.name}-{run}", attempt, kind="drill"),
+            runner="drill",
+            environment=spec.environment_ref.name,
         )
 
     async def _finish(

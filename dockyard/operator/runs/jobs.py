@@ -1,26 +1,37 @@
-"""Runner Jobs: the batch/v1 Job that runs ``dockyard backup-run``, and its identity.
+"""Runner Jobs: the batch/v1 Jobs that run ``dockyard backup-run`` and ``restore-run``.
 
-Pure builders (spec in, manifests out), applied by ``dockyard.operator.apply``. The Job
+Pure builders (spec in, manifests out), applied by ``dockyard.operator.apply``. A Job
 runs the operator's image (``Settings.runner_image``) as the ServiceAccount
 ``dockyard-backup-runner``, whose Role may do one thing: patch ``backups/status`` (the
 same rules ship as ``manifests/backup-runner-rbac.yaml``; a unit test keeps the two
-equal). Nothing secret is in the Job: the database URI comes from the environment's
-database Secret (``secretKeyRef``), the encryption key is a file mounted from its
-Secret, S3 credentials come from their Secret. The key *id* (a fingerprint) is public.
+equal). Restore Jobs do not even get its token (``automountServiceAccountToken``).
+Nothing secret is in a Job: database URIs come from an environment's database Secret
+(``secretKeyRef``), the encryption key is a file mounted from its Secret, S3
+credentials come from their Secret. The key *id* (a fingerprint) is public.
 
-How results come back: ``backup-run --report-backup NAMESPACE/NAME`` patches the
-Backup's status with the artifact's location, size, sha256, key id and manifest while
-the phase stays Running; the operator, following the Job, sees it succeed, catalogues
-the artifact and only then writes Completed, so the ordering artifact, catalog, status
-holds in both runner modes. ``backoffLimit`` is 0: attempts are the operator's to count.
+How results come back:
+
+- ``backup-run --report-backup NAMESPACE/NAME`` patches the Backup's status with the
+  artifact's location, size, sha256, key id and manifest while the phase stays
+  Running; the operator, following the Job, sees it succeed, catalogues the artifact
+  and only then writes Completed, so the ordering artifact, catalog, status holds in
+  both runner modes.
+- Every runner writes its JSON result, or ``{"error": {"reason", "message"}}``, to
+  the container's termination message (``--result-file /dev/termination-log``), which
+  the kubelet copies into the Pod's status: :func:`termination_message` reads it, so a
+  failed Job says why without anyone reading its logs.
+
+``backoffLimit`` is 0: attempts are the operator's to count.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
-from dockyard.core.models.backup import Backup
+from dockyard.core.models.backup import Backup, BackupStorage
 from dockyard.core.models.common import API_VERSION
+from dockyard.core.models.references import SecretKeyReference
 from dockyard.operator.builders.metadata import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -33,7 +44,14 @@ from dockyard.operator.runs.context import storage_url
 RUNNER_ACCOUNT: Final = "dockyard-backup-runner"
 KEY_MOUNT: Final = "/var/run/secrets/dockyard/backup-key"
 KEY_FILE: Final = "key"
+# Where a runner writes its JSON result; the kubelet copies it into the Pod's status.
+TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 BACKUP_LABEL: Final = "dockyard.io/backup"
+# On every runner Job and its pods: what it runs (backup, restore or drill).
+RUNNER_LABEL: Final = "dockyard.io/runner"
+# On restore and drill Jobs: the uid of the Restore or RestoreDrill (names can outgrow
+# a label value; uids cannot).
+OWNER_UID_LABEL: Final = "dockyard.io/owner-uid"
 # Pod names derive from Job names and label values stop at 63 characters.
 _JOB_NAME_MAX: Final = 63
 # A runner that has not finished in a day is stuck, not slow.
@@ -72,10 +90,10 @@ def runner_identity(namespace: str) -> list[Manifest]:
     ]
 
 
-def job_name(backup: str, attempt: int) -> str:
-    """``backup-<name>-<attempt>``, its name part shortened to fit."""
+def job_name(backup: str, attempt: int, *, kind: str = "backup") -> str:
+    """``<kind>-<name>-<attempt>``, its name part shortened to fit."""
     suffix = f"-{attempt}"
-    stem = f"backup-{backup}"[: _JOB_NAME_MAX - len(suffix)].rstrip("-.")
+    stem = f"{kind}-{backup}"[: _JOB_NAME_MAX - len(suffix)].rstrip("-.")
     return stem + suffix
 
 
@@ -88,18 +106,97 @@ def backup_job(
     database_secret: str,
     image: str,
 ) -> Manifest:
-    """The Job of one attempt of ``backup``."""
+    """The Job of one attempt of ``backup``: it reports to the Backup's status itself."""
     owner = Owner.of(backup)
-    spec = backup.spec
-    labels = _labels(**{BACKUP_LABEL: owner.name})
-    key_ref = spec.encryption.key_secret_ref
     env: list[Manifest] = [
         {
             "name": "DOCKYARD_BACKUP_SOURCE_DSN",
             "valueFrom": {"secretKeyRef": {"name": database_secret, "key": "uri"}},
         },
-        {"name": "DOCKYARD_LOG_FORMAT", "value": "json"},
     ]
+    args = [
+        "backup-run",
+        f"--name={artifact}",
+        f"--key-id={key_id}",
+        f"--report-backup={owner.namespace}/{owner.name}",
+        f"--result-file={TERMINATION_MESSAGE_PATH}",
+    ]
+    return _runner_job(
+        owner,
+        name=job_name(owner.name, attempt),
+        labels={BACKUP_LABEL: owner.name, RUNNER_LABEL: "backup"},
+        args=args,
+        env=env,
+        storage=backup.spec.storage,
+        key_ref=backup.spec.encryption.key_secret_ref,
+        image=image,
+        api_access=True,
+    )
+
+
+def restore_job(
+    owner: Owner,
+    backup: Backup,
+    *,
+    name: str,
+    runner: str,
+    artifact: str,
+    key_id: str,
+    database: str,
+    database_secret: str,
+    image: str,
+) -> Manifest:
+    """The Job that restores ``backup``'s artifact into the new ``database``.
+
+    It connects with the target environment's own credentials (its database Secret's
+    ``uri``), pointed at ``database``, which the operator created owned by that role, so
+    the Job can write that database and nothing of the server's. Its result, or its
+    error, is the container's termination message (``--result-file``), which the
+    operator reads from the Pod: the runner needs no Kubernetes permission at all.
+    """
+    env: list[Manifest] = [
+        {
+            "name": "DOCKYARD_RESTORE_TARGET_DSN",
+            "valueFrom": {"secretKeyRef": {"name": database_secret, "key": "uri"}},
+        },
+    ]
+    args = [
+        "restore-run",
+        f"--name={artifact}",
+        f"--key-id={key_id}",
+        f"--sha256={backup.status.sha256 or ''}",
+        f"--database={database}",
+        f"--result-file={TERMINATION_MESSAGE_PATH}",
+    ]
+    return _runner_job(
+        owner,
+        name=name,
+        labels={RUNNER_LABEL: runner, OWNER_UID_LABEL: owner.uid},
+        args=args,
+        env=env,
+        storage=backup.spec.storage,
+        key_ref=backup.spec.encryption.key_secret_ref,
+        image=image,
+        api_access=False,
+    )
+
+
+def _runner_job(
+    owner: Owner,
+    *,
+    name: str,
+    labels: dict[str, str],
+    args: list[str],
+    env: list[Manifest],
+    storage: BackupStorage,
+    key_ref: SecretKeyReference,
+    image: str,
+    api_access: bool,
+) -> Manifest:
+    """A runner Job: ``dockyard <args>`` with the storage, the key and nothing else
+    (and a ServiceAccount token only with ``api_access``)."""
+    labels = _labels(**labels)
+    env = [*env, {"name": "DOCKYARD_LOG_FORMAT", "value": "json"}]
     volumes: list[Manifest] = [
         {
             "name": "backup-key",
@@ -116,23 +213,21 @@ def backup_job(
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108  # nosec B108  # a private emptyDir
     ]
     args = [
-        "backup-run",
-        f"--storage={storage_url(spec.storage)}",
-        f"--name={artifact}",
-        f"--key-id={key_id}",
+        args[0],
+        f"--storage={storage_url(storage)}",
+        *args[1:],
         f"--key-file={KEY_MOUNT}/{KEY_FILE}",
-        f"--report-backup={owner.namespace}/{owner.name}",
     ]
-    if spec.storage.filesystem is not None and spec.storage.filesystem.claim_name:
+    if storage.filesystem is not None and storage.filesystem.claim_name:
         volumes.append(
             {
                 "name": "backups",
-                "persistentVolumeClaim": {"claimName": spec.storage.filesystem.claim_name},
+                "persistentVolumeClaim": {"claimName": storage.filesystem.claim_name},
             }
         )
-        mounts.append({"name": "backups", "mountPath": spec.storage.filesystem.path})
-    if spec.storage.s3 is not None:
-        s3 = spec.storage.s3
+        mounts.append({"name": "backups", "mountPath": storage.filesystem.path})
+    if storage.s3 is not None:
+        s3 = storage.s3
         if s3.endpoint:
             args.append(f"--s3-endpoint-url={s3.endpoint}")
         if s3.region:
@@ -154,6 +249,8 @@ def backup_job(
         "args": args,
         "env": env,
         "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -168,7 +265,7 @@ def backup_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(owner.name, attempt),
+            "name": name,
             "namespace": owner.namespace,
             "labels": labels,
             "ownerReferences": [owner.reference()],
@@ -181,6 +278,7 @@ def backup_job(
                 "metadata": {"labels": labels},
                 "spec": {
                     "serviceAccountName": RUNNER_ACCOUNT,
+                    "automountServiceAccountToken": api_access,
                     "restartPolicy": "Never",
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -206,3 +304,38 @@ def job_state(job: Manifest | None) -> str:
         if condition.get("type") == "Failed":
             return "Failed"
     return "Running"
+
+
+def termination_message(pods: Manifest) -> str | None:
+    """The runner container's termination message in a Pod list (the newest Pod's)."""
+    newest: tuple[str, str] | None = None
+    for pod in pods.get("items") or ():
+        for container in (pod.get("status") or {}).get("containerStatuses") or ():
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            message = terminated.get("message")
+            if container.get("name") != "runner" or not message:
+                continue
+            created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+            if newest is None or created >= newest[0]:
+                newest = (created, message)
+    return newest[1] if newest else None
+
+
+def runner_document(message: str | None) -> Any:
+    """The runner's JSON document in a termination message: its last JSON line (with
+    ``FallbackToLogsOnError`` the message may be log lines), or None."""
+    for line in reversed((message or "").strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+def runner_error(message: str | None) -> tuple[str, str] | None:
+    """``(reason, message)`` of the error a runner reported, if it reported one."""
+    document = runner_document(message)
+    error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(error, dict) and error.get("reason") and error.get("message"):
+        return str(error["reason"]), str(error["message"])
+    return None

@@ -11,8 +11,10 @@ afresh and acts on its phase, so running it twice is harmless:
    A dry run stops here and changes nothing; turning ``dryRun`` off carries it out.
 2. **Approval** (``decide_approval``): a production target waits in AwaitingApproval
    until the ``dockyard.io/approved-by`` annotation names a user other than the
-   requester. The apiserver's ValidatingAdmissionPolicy makes both annotations proof
-   of who wrote them; the REST API's ``approve`` sets it as the caller.
+   requester. From then on the plan is fixed (``plan_is_fixed``): the approval is
+   given to the plan the approver saw. The apiserver's ValidatingAdmissionPolicy makes
+   both annotations proof of who wrote them; the REST API's ``approve`` sets it as the
+   caller.
 3. **BackingUp**: with ``safetyBackup`` (the default), a Backup ``<restore>-safety`` of
    the target is taken first, in the source backup's storage with its key. It is not
    owned by the Restore, so it outlives it.
@@ -53,7 +55,7 @@ from dockyard.core.attempts import (
 )
 from dockyard.core.conditions import set_condition
 from dockyard.core.kube import KubeError
-from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.backup import Backup, BackupPhase, BackupRunner
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.environment import Environment, Tier
 from dockyard.core.models.restore import (
@@ -75,7 +77,7 @@ from dockyard.core.restore_plan import (
 )
 from dockyard.operator.apply import ENVIRONMENTS, ResourceType, get
 from dockyard.operator.backups import BackupError
-from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.database import (
     ManagedDatabaseError,
     database_identity,
@@ -83,6 +85,7 @@ from dockyard.operator.database import (
     staging_database_name,
 )
 from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.runs import jobs
 from dockyard.operator.runs.backups import BACKUPS, post
 from dockyard.operator.runs.context import (
     Loaded,
@@ -99,6 +102,7 @@ from dockyard.operator.runs.restoring import (
     fresh_database,
     restore_backup,
 )
+from dockyard.operator.runs.runner_jobs import RestoreJob, stop_runner_jobs
 from dockyard.operator.runs.schedules import ENVIRONMENT_LABEL
 
 logger = logging.getLogger(__name__)
@@ -145,6 +149,21 @@ def safety_backup(restore: Restore, source: Backup, target: str) -> dict[str, An
             "encryption": source.spec.encryption.model_dump(mode="json", by_alias=True),
         },
     }
+
+
+def plan_is_fixed(status: RestoreStatus) -> bool:
+    """Whether the plan in ``status`` is final: what an approver sees is what runs.
+
+    A plan is made again on every pass while the restore is Pending (a ``latest``
+    source follows new backups). Once it waits for approval, the approval is given to
+    that plan, so a newer backup no longer replaces it (a new Restore restores that
+    one); once it started, a retry must not pick its own safety backup as ``latest``.
+    """
+    return (
+        status.attempts > 0
+        or status.safety_backup is not None
+        or status.phase not in (None, RestorePhase.PENDING)
+    )
 
 
 def status_patch(status: RestoreStatus) -> dict[str, Any]:
@@ -205,7 +224,9 @@ class RestoreRuns:
         if approval is None:
             return Outcome.done()  # the approval annotation's change calls drive again
         loaded = approval
-        source = next(b for b in backups if b.metadata.name == plan.backup)
+        source = next((b for b in backups if b.metadata.name == plan.backup), None)
+        if source is None:
+            return await self._fail(loaded, f"the planned backup {plan.backup} no longer exists")
         if loaded.restore.spec.safety_backup:
             waiting = await self._safety_backup(loaded, source, plan, target)
             if waiting is not None:
@@ -219,15 +240,8 @@ class RestoreRuns:
         self, loaded: _Loaded, backups: list[Backup], environments: Mapping[str, Environment]
     ) -> tuple[_Loaded, RestorePlan] | None:
         restore = loaded.restore
-        # Once the restore has started, its plan is what it carries out: a retry must
-        # not pick its own safety backup as the "latest" one.
         status = restore.status
-        started = (
-            status.attempts > 0
-            or status.safety_backup is not None
-            or status.phase not in (None, RestorePhase.PENDING, RestorePhase.AWAITING_APPROVAL)
-        )
-        if started and status.plan is not None:
+        if plan_is_fixed(status) and status.plan is not None:
             return loaded, status.plan
         own = safety_backup_name(loaded.name)
         candidates = [b for b in backups if b.metadata.name != own]
@@ -431,7 +445,13 @@ class RestoreRuns:
         began = time.monotonic()
         try:
             await fresh_database(self.context, staging, owner=role)
-            result = await restore_backup(self.context, source, database=staging, role=role)
+            result = await restore_backup(
+                self.context,
+                source,
+                database=staging,
+                role=role,
+                job=self._job(loaded, plan, status.attempts),
+            )
             verifying = status.model_copy(
                 update={
                     "phase": RestorePhase.VERIFYING,
@@ -450,6 +470,17 @@ class RestoreRuns:
             return await self._attempt_failed(loaded, status, exc)
         return await self._completed(
             loaded, status, plan, time.monotonic() - began, f"{counts.describe()}"
+        )
+
+    def _job(self, loaded: _Loaded, plan: RestorePlan, attempt: int) -> RestoreJob | None:
+        """The runner Job of this attempt, with ``runner: Job``; None restores inline."""
+        if loaded.restore.spec.runner is not BackupRunner.JOB:
+            return None
+        return RestoreJob(
+            owner=Owner.of(loaded.restore),
+            name=jobs.job_name(loaded.name, attempt, kind="restore"),
+            runner="restore",
+            environment=plan.target,
         )
 
     async def _switch(self, live: str, staging: str, uid: str) -> None:
@@ -515,11 +546,22 @@ class RestoreRuns:
                     )
             except ManagedDatabaseError as exc:
                 return Outcome.again(f"cannot inspect the databases: {exc.message}")
+            await self._stop_jobs(loaded)
             await self._drop_quietly(staging)
         recovery = recover_interrupted(
             attempts=status.attempts, runner_alive=False, policy=self.policy
         )
         return await self._apply_recovery(loaded, status, recovery, "Interrupted")
+
+    async def _stop_jobs(self, loaded: _Loaded) -> None:
+        """Delete the runner Jobs of an interrupted attempt before its database goes."""
+        if loaded.restore.spec.runner is not BackupRunner.JOB:
+            return
+        stopped = await stop_runner_jobs(
+            self.context.kube, loaded.namespace, f"{jobs.OWNER_UID_LABEL}={loaded.uid}"
+        )
+        if stopped:
+            post(loaded.raw, reason="RunnerStopped", message=f"Deleted Job {', '.join(stopped)}")
 
     async def _attempt_failed(
         self, loaded: _Loaded, status: RestoreStatus, error: BackupError

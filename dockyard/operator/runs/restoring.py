@@ -9,7 +9,8 @@ environment over to the new database, a drill runs its checks and drops it later
 
 A Backup names its artifact implicitly: the attempt that completed is
 ``status.attempts`` and the name is ``artifact_name(namespace, name, uid, attempt)``,
-the one the runner wrote (inline or in a Job).
+the one the runner wrote (inline or in a Job). The restore itself runs inline or, with
+``runner: Job``, in a runner Job (``runner_jobs``); the rest is the operator's either way.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dockyard.operator.runs.context import (
     open_storage,
     with_database,
 )
+from dockyard.operator.runs.runner_jobs import RestoreJob, restore_in_job
 
 # Row counts may differ from the manifest by nothing: both come from one snapshot.
 MISMATCHES_SHOWN: Final = 5
@@ -91,15 +93,23 @@ async def drop_database(context: RunContext, name: str) -> None:
 
 
 async def restore_backup(
-    context: RunContext, backup: Backup, *, database: str, role: str | None
+    context: RunContext,
+    backup: Backup,
+    *,
+    database: str,
+    role: str | None,
+    job: RestoreJob | None = None,
 ) -> RestoreResult:
-    """Restore ``backup`` into the (empty) ``database``, objects owned by ``role``.
+    """Restore ``backup`` into the (empty) ``database``, objects owned by ``role``:
+    inline, or in the runner Job ``job`` describes (which connects as ``role``).
 
     The checksum is verified before the database is touched: a flipped byte fails with
     ``ChecksumMismatch`` ("checksum mismatch: ...") and leaves it empty.
     """
     namespace = backup.metadata.namespace or ""
     artifact = backup_artifact(backup)
+    if job is not None:
+        return await restore_in_job(context, backup, artifact=artifact, database=database, job=job)
     dsn = admin_dsn(context, database)
     async with open_storage(backup.spec.storage, root=context.settings.backup_root) as storage:
         key = await load_key(context.kube, namespace, backup.spec.encryption.key_secret_ref)

@@ -1,0 +1,168 @@
+"""Restore and drill runner Jobs: the manifest, and reading a Job's result back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from dockyard.core.models.backup import Backup
+from dockyard.core.models.restore import Restore
+from dockyard.operator.backups import RestoreResult
+from dockyard.operator.builders.metadata import Owner
+from dockyard.operator.runs import jobs, runner_jobs
+from dockyard.operator.runs.context import retryable
+
+SHA = "cd" * 32
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+def _backup() -> Backup:
+    return Backup.model_validate(
+        {
+            "metadata": {"name": "nightly", "namespace": "team", "uid": "uid-nightly"},
+            "spec": {
+                "environmentRef": {"name": "shop"},
+                "storage": {"filesystem": {"path": "/backups", "claimName": "backups"}},
+                "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+            },
+            "status": {"phase": "Completed", "sha256": SHA, "attempts": 1},
+        }
+    )
+
+
+def _owner() -> Owner:
+    restore = Restore.model_validate(
+        {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Restore",
+            "metadata": {"name": "promote", "namespace": "team", "uid": "uid-promote"},
+            "spec": {"source": {"backupRef": {"name": "nightly"}}, "runner": "Job"},
+        }
+    )
+    return Owner.of(restore)
+
+
+def _job() -> dict[str, Any]:
+    return jobs.restore_job(
+        _owner(),
+        _backup(),
+        name="restore-promote-1",
+        runner="restore",
+        artifact="team/nightly/uid-1.dkbk",
+        key_id="k-1",
+        database="dkr_0123456789abcdef_1",
+        database_secret="copy-database",
+        image="img:1",
+    )
+
+
+def test_a_restore_job_writes_one_database_as_the_targets_role_with_no_api_token() -> None:
+    job = _job()
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Restore"
+    assert job["metadata"]["labels"][jobs.OWNER_UID_LABEL] == "uid-promote"
+    assert pod["automountServiceAccountToken"] is False
+    assert container["args"][:2] == ["restore-run", "--storage=file:///backups"]
+    assert "--database=dkr_0123456789abcdef_1" in container["args"]
+    assert f"--sha256={SHA}" in container["args"]
+    assert "--result-file=/dev/termination-log" in container["args"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    target = next(e for e in container["env"] if e["name"] == "DOCKYARD_RESTORE_TARGET_DSN")
+    assert target["valueFrom"]["secretKeyRef"] == {"name": "copy-database", "key": "uri"}
+    for variable in container["env"]:
+        assert "valueFrom" in variable or variable["name"] == "DOCKYARD_LOG_FORMAT"
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"name": "backups", "persistentVolumeClaim": {"claimName": "backups"}}]
+
+
+def test_backup_jobs_keep_their_token_to_report_to_the_backup() -> None:
+    job = jobs.backup_job(
+        _backup(), attempt=1, artifact="a", key_id="k", database_secret="s", image="i"
+    )
+    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert job["metadata"]["labels"][jobs.RUNNER_LABEL] == "backup"
+
+
+def _pod(created: str, message: str | None, container: str = "runner") -> dict[str, Any]:
+    terminated = {"exitCode": 1} | ({"message": message} if message else {})
+    return {
+        "metadata": {"creationTimestamp": created},
+        "status": {"containerStatuses": [{"name": container, "state": {"terminated": terminated}}]},
+    }
+
+
+def test_the_newest_pods_runner_message_is_the_result() -> None:
+    pods = {
+        "items": [
+            _pod("2026-11-26T10:00:02Z", "new"),
+            _pod("2026-11-26T10:00:01Z", "old"),
+            _pod("2026-11-26T10:00:03Z", "sidecar", container="istio-proxy"),
+        ]
+    }
+    assert jobs.termination_message(pods) == "new"
+    assert jobs.termination_message({"items": [_pod("2026-11-26T10:00:00Z", None)]}) is None
+
+
+def _result_json() -> str:
+    return RestoreResult(
+        name="team/nightly/uid-1.dkbk",
+        sha256=SHA,
+        size=1234,
+        key_id="k-1",
+        database="dkr_0123456789abcdef_1",
+        role=None,
+        started_at=NOW,
+        finished_at=NOW,
+        duration_seconds=1.5,
+        pg_restore_version="15.8",
+    ).model_dump_json()
+
+
+def test_a_succeeded_job_returns_the_result_it_reported() -> None:
+    logs = f"some log line\n{_result_json()}\n"
+    result = runner_jobs._result("restore-promote-1", "Succeeded", None, logs)
+    assert (result.size, result.sha256) == (1234, SHA)
+
+
+def test_a_job_that_succeeded_without_a_result_restored_nothing_to_vouch_for() -> None:
+    with pytest.raises(runner_jobs.RunnerFailed, match="without reporting a restore result"):
+        runner_jobs._result("restore-promote-1", "Succeeded", None, None)
+
+
+def test_a_checksum_mismatch_keeps_its_reason_and_is_not_retried() -> None:
+    message = '{"error": {"reason": "ChecksumMismatch", "message": "checksum mismatch: x"}}'
+    with pytest.raises(runner_jobs.ArtifactRejected) as caught:
+        runner_jobs._result("restore-promote-1", "Failed", None, message)
+    assert caught.value.reason == "ChecksumMismatch"
+    assert caught.value.message == "checksum mismatch: x"
+    assert not retryable(caught.value)
+
+
+def test_a_database_error_keeps_its_reason_and_is_retried() -> None:
+    message = '{"error": {"reason": "DatabaseUnavailable", "message": "refused"}}'
+    with pytest.raises(runner_jobs.RunnerReported) as caught:
+        runner_jobs._result("restore-promote-1", "Failed", None, message)
+    assert caught.value.reason == "DatabaseUnavailable"
+    assert retryable(caught.value)
+
+
+def test_a_job_that_failed_silently_says_what_kubernetes_said() -> None:
+    job = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                }
+            ]
+        }
+    }
+    with pytest.raises(runner_jobs.RunnerFailed, match="DeadlineExceeded: Job was active"):
+        runner_jobs._result("restore-promote-1", "Failed", job, None)
+    with pytest.raises(runner_jobs.RunnerFailed, match="is gone"):
+        runner_jobs._result("restore-promote-1", "Missing", None, None)
