@@ -40,6 +40,7 @@ from dockyard.operator.backups import (
     verify_artifact,
 )
 from dockyard.operator.backups.envelope import TAG_BYTES, parse_header
+from dockyard.operator.backups.libpq import with_database
 from dockyard.operator.backups.s3 import S3Storage
 from dockyard.operator.backups.storage import (
     ArtifactReader,
@@ -553,6 +554,22 @@ async def test_a_missing_tool_fails_the_backup_cleanly(
         )
     assert not await empty_storage.exists("x.dkbk")
     assert list(empty_storage.root.rglob("*x.dkbk*")) == []
+    assert children_named("pg_dump") == []
+
+
+async def test_a_table_the_role_may_not_read_fails_the_backup_saying_so(
+    new_database: NewDatabase, admin_dsn: str, empty_storage: FilesystemStorage
+) -> None:
+    # As a Job-mode runner dumps: as the environment's role, which cannot read a table
+    # the admin made. The row count fails first and ends the snapshot pg_dump imports;
+    # the error must name the real cause, not the lost snapshot.
+    creds = await new_database()
+    await execute(with_database(admin_dsn, creds.database), "CREATE TABLE admins_only (id int)")
+
+    with pytest.raises(DumpFailed, match="permission denied for table admins_only") as caught:
+        await run_backup(dsn=creds.uri(), storage=empty_storage, name="x.dkbk", key=KEY)
+    assert creds.password not in caught.value.message
+    assert not await empty_storage.exists("x.dkbk")
     assert children_named("pg_dump") == []
 
 

@@ -50,6 +50,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
+
 from dockyard.operator.backups.envelope import Header, Opener, Sealer, read_header
 from dockyard.operator.backups.errors import (
     ArtifactCorrupt,
@@ -59,7 +61,7 @@ from dockyard.operator.backups.errors import (
     ToolFailed,
 )
 from dockyard.operator.backups.keys import EncryptionKey, Keyring
-from dockyard.operator.backups.libpq import base_env, tool_connection
+from dockyard.operator.backups.libpq import base_env, redact, tool_connection
 from dockyard.operator.backups.manifest import count_rows, exported_snapshot, user_relations
 from dockyard.operator.backups.options import BackupOptions, RestoreOptions, Tools
 from dockyard.operator.backups.processes import (
@@ -137,10 +139,16 @@ async def run_backup(
                 # while pg_dump streams.
                 counting = asyncio.create_task(count_rows(snapshot.connection))
                 try:
-                    await writer.write(sealer.header)
-                    await _seal(chain, sealer, writer)
-                    _raise_for(await chain.wait(), cause_first="pg_dump", error=DumpFailed)
-                    manifest = await counting
+                    try:
+                        await writer.write(sealer.header)
+                        await _seal(chain, sealer, writer)
+                        _raise_for(await chain.wait(), cause_first="pg_dump", error=DumpFailed)
+                    except DumpFailed:
+                        # A failed count ends the exporting transaction, and with it the
+                        # snapshot pg_dump imports: its error is then the cause to show.
+                        await _raise_if_counting_failed(counting, connection.password)
+                        raise
+                    manifest = await _counted(counting, connection.password)
                 finally:
                     counting.cancel()
                     await asyncio.gather(counting, return_exceptions=True)
@@ -387,6 +395,32 @@ async def _decode(
         # Every tool exited 0, yet one of them left before the end of the artifact.
         failed = Exit(cause, 0, "stopped reading before the end of the artifact")
         raise _error(error, failed)
+
+
+# How long a failed dump waits to learn whether the row count failed first.
+_COUNTING_GRACE_SECONDS = 2.0
+_COUNTING_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def _counted(counting: asyncio.Task[dict[str, int]], password: str | None) -> dict[str, int]:
+    try:
+        return await counting
+    except _COUNTING_ERRORS as exc:
+        raise DumpFailed("manifest", _counting_failure(exc, password)) from None
+
+
+async def _raise_if_counting_failed(
+    counting: asyncio.Task[dict[str, int]], password: str | None
+) -> None:
+    await asyncio.wait({counting}, timeout=_COUNTING_GRACE_SECONDS)
+    if counting.done() and not counting.cancelled():
+        exc = counting.exception()
+        if isinstance(exc, _COUNTING_ERRORS):
+            raise DumpFailed("manifest", _counting_failure(exc, password)) from None
+
+
+def _counting_failure(exc: BaseException, password: str | None) -> str:
+    return f"counting the rows of the dump's snapshot failed: {redact(str(exc), password)}"
 
 
 def _raise_for(
