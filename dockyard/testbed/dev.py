@@ -74,9 +74,15 @@ def run(*, api_port: int = 8080, root: Path | None = None) -> int:
         namespace = root / "manifests" / "namespace.yaml"
         _step("creating the platform namespace", [*kubectl, "apply", "-f", str(namespace)], env)
         _step("applying manifests/", [*kubectl, "apply", "-R", "-f", str(root / "manifests")], env)
-        children.append(subprocess.Popen([*me, "operator"], env=env))
+        # Sessions of their own: Ctrl-C reaches only this process, which stops each
+        # child with exactly one SIGINT (a second one makes Kopf log an error).
+        children.append(subprocess.Popen([*me, "operator"], env=env, start_new_session=True))
         children.append(
-            subprocess.Popen([*me, "api", "--host", "127.0.0.1", "--port", str(api_port)], env=env)
+            subprocess.Popen(
+                [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)],
+                env=env,
+                start_new_session=True,
+            )
         )
         examples = root / "docs" / "examples"
         if examples.is_dir():
