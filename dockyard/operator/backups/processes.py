@@ -111,9 +111,26 @@ class ProcessChain:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None or any(p.returncode is None for p in self._procs):
-            # Shielded: a cancelled caller must still wait for its children to be reaped.
-            await asyncio.shield(self.stop())
+        try:
+            if exc is not None or any(p.returncode is None for p in self._procs):
+                # Shielded: a cancelled caller must still wait for its children to be reaped.
+                await asyncio.shield(self.stop())
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Close every process's transport now, while the loop runs.
+
+        asyncio closes one only when its process has exited *and* all its pipes have
+        been seen to close; one that is left to the garbage collector instead, after
+        ``asyncio.run`` ended (``dockyard restore-run`` failing on a checksum), logs
+        "RuntimeError: Event loop is closed" as the command's last line on stderr.
+        The tools are reaped by now, so this only releases pipes.
+        """
+        for proc in self._procs:
+            transport = getattr(proc, "_transport", None)  # no public close() on Process
+            if transport is not None:
+                transport.close()
 
     async def _start(self) -> None:
         upstream: int | None = None  # read end of the pipe from the previous tool
