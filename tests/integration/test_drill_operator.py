@@ -171,6 +171,21 @@ def test_a_drill_on_a_completed_backup_passes_records_the_run_and_verifies_the_b
     assert catalog["verified_by"] == "daily"
     assert catalog["verified_at"] is not None
 
+    # The environment says it too, at its next reconcile: its backups are healthy and a
+    # drill proved the newest one restorable.
+    def protected() -> dict[str, Any] | None:
+        env = (_get(kubectl, seeded, "environment", "shop") or {}).get("status") or {}
+        drill = _condition(env, "DrillPassing")
+        return env if drill.get("status") == "True" else None
+
+    env = wait_for(protected, timeout=60)
+    assert isinstance(env, dict)
+    assert _condition(env, "BackupsHealthy")["status"] == "True"
+    assert env["lastBackup"]["name"] == "nightly"
+    assert env["lastBackup"]["verifiedBy"] == "daily"
+    assert (env["lastDrill"]["drill"], env["lastDrill"]["result"]) == ("daily", "Passed")
+    assert "daily" in _condition(env, "DrillPassing")["message"]
+
 
 def test_a_flipped_byte_in_the_artifact_fails_the_drill_on_the_checksum(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path

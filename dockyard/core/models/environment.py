@@ -27,6 +27,7 @@ from dockyard.core.models.common import (
     PrinterColumn,
     ValidationRule,
 )
+from dockyard.core.models.restore_drill import DrillResult
 
 
 class Tier(StrEnum):
@@ -414,6 +415,30 @@ class DatabaseStatus(CRModel):
     )
 
 
+class LastBackup(CRModel):
+    """The environment's newest completed Backup."""
+
+    name: str = Field(description="Name of the Backup, in the environment's namespace.")
+    completed_at: datetime | None = Field(default=None, description="When it completed.")
+    size: int | None = Field(default=None, ge=0, description="Size of its artifact in bytes.")
+    verified_by: str | None = Field(
+        default=None,
+        description="The RestoreDrill whose run restored it and passed, when one did.",
+    )
+
+
+class LastDrill(CRModel):
+    """The newest run of the RestoreDrills that target the environment."""
+
+    drill: str = Field(description="Name of the RestoreDrill.")
+    backup: str = Field(description="The Backup the run restored.")
+    result: DrillResult = Field(description="Passed when every check passed, else Failed.")
+    finished_at: datetime | None = Field(default=None, description="When the run finished.")
+    restore_seconds: float | None = Field(
+        default=None, ge=0, description="How long the restore took: the measured RTO."
+    )
+
+
 class EnvironmentStatus(CRModel):
     """The observed state of an environment, written by the operator."""
 
@@ -451,6 +476,16 @@ class EnvironmentStatus(CRModel):
     expires_at: datetime | None = Field(
         default=None,
         description="When a development environment with a ttl is deleted.",
+    )
+    last_backup: LastBackup | None = Field(
+        default=None,
+        description="The newest completed Backup of the environment (condition BackupsHealthy).",
+    )
+    last_drill: LastDrill | None = Field(
+        default=None,
+        description=(
+            "The newest run of a RestoreDrill of the environment (condition DrillPassing)."
+        ),
     )
 
 

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import aiohttp
 import kopf
@@ -30,18 +30,21 @@ from pydantic import ValidationError
 
 from dockyard.core.conditions import find
 from dockyard.core.kube import KubeClient, KubeError
-from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.backup import Backup
+from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.environment import (
     Environment,
     EnvironmentConditionType,
     EnvironmentPhase,
     EnvironmentStatus,
 )
+from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import (
     ENVIRONMENTS,
     Applied,
     Change,
+    ResourceType,
     apply,
     delete,
     delete_child,
@@ -59,6 +62,7 @@ from dockyard.operator.database import (
 )
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.environments.protection import ProtectionReport, protection_report
 from dockyard.operator.scaling import targets as scaling_targets
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,10 @@ _EVENT_MESSAGE_LIMIT: Final = 1024
 _WARNING_PHASES: Final = frozenset({EnvironmentPhase.DEGRADED, EnvironmentPhase.FAILED})
 # A database that is not configured will not appear by retrying; every other failure may.
 SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
+# Read on every pass for BackupsHealthy and DrillPassing (environments/protection.py).
+_BACKUPS: Final = ResourceType(API_VERSION, "Backup", "backups")
+_RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills")
+_M = TypeVar("_M", Backup, RestoreDrill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +215,7 @@ class Reconciler:
             database=database.report if database else None,
             workload=workload,
             failure=failure,
+            protection=await self._protection(owner) if env.spec.database.enabled else None,
         )
         if not await self._write_status(owner, status):
             return Outcome.done()
@@ -297,6 +306,27 @@ class Reconciler:
             secret,
         )
 
+    async def _protection(self, owner: Owner) -> ProtectionReport | None:
+        """What the environment's Backups and RestoreDrills say; ``None`` (the status keeps
+        what it said) when they cannot be listed."""
+        try:
+            backups, drills = await asyncio.gather(
+                self.kube.get(_BACKUPS.path(owner.namespace)),
+                self.kube.get(_RESTORE_DRILLS.path(owner.namespace)),
+            )
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning(
+                "backups and drills not listed; BackupsHealthy and DrillPassing keep their "
+                "last verdicts",
+                extra={"namespace": owner.namespace, "environment": owner.name, "error": str(exc)},
+            )
+            return None
+        return protection_report(
+            owner.name,
+            _valid(Backup, backups.get("items") or ()),
+            _valid(RestoreDrill, drills.get("items") or ()),
+        )
+
     async def _reject_spec(self, raw: Manifest, exc: ValidationError) -> Outcome:
         problem = "; ".join(
             f"spec.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
@@ -344,6 +374,17 @@ class Reconciler:
         )
         await delete(self.kube, ENVIRONMENTS.path(owner.namespace, owner.name), uid=owner.uid)
         return True
+
+
+def _valid(model: type[_M], items: Sequence[Manifest]) -> list[_M]:
+    """The items that validate (one that does not is its own handler's to report)."""
+    found = []
+    for item in items:
+        try:
+            found.append(model.model_validate(item))
+        except ValidationError:
+            continue
+    return found
 
 
 def _desired_replicas(env: Environment, children: _Children) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from dockyard.core.conditions import find, set_condition
 from dockyard.core.durations import parse_duration
@@ -35,6 +35,9 @@ from dockyard.core.models.environment import (
     Tier,
 )
 from dockyard.operator.builders import environment as builders
+
+if TYPE_CHECKING:
+    from dockyard.operator.environments.protection import ProtectionReport
 
 # The phases from which a lapse is a degradation rather than an incomplete start.
 _ONCE_READY: Final = frozenset({EnvironmentPhase.READY, EnvironmentPhase.DEGRADED})
@@ -159,12 +162,15 @@ def summarize(
     database: DatabaseReport | None,
     workload: WorkloadReport,
     failure: Verdict | None = None,
+    protection: ProtectionReport | None = None,
     now: datetime | None = None,
 ) -> EnvironmentStatus:
     """The status after one reconcile pass.
 
     ``database`` is ``None`` when the environment has no database; ``failure`` is the
-    reason the API server rejected a child, when it did.
+    reason the API server rejected a child, when it did; ``protection`` is what its
+    backups and drills say (``None`` keeps what the status said; an environment without
+    a database has neither condition).
     """
     previous = env.status
     generation = env.metadata.generation
@@ -192,6 +198,27 @@ def summarize(
         ),
     ):
         conditions = _set(conditions, kind, verdict, generation, now)
+    last_backup, last_drill = previous.last_backup, previous.last_drill
+    if database is None:
+        # No database, nothing to back up: neither condition applies.
+        unprotected = {
+            EnvironmentConditionType.BACKUPS_HEALTHY,
+            EnvironmentConditionType.DRILL_PASSING,
+        }
+        conditions = [c for c in conditions if c.type not in unprotected]
+        last_backup = last_drill = None
+    elif protection is not None:
+        conditions = _set(
+            conditions,
+            EnvironmentConditionType.BACKUPS_HEALTHY,
+            protection.backups,
+            generation,
+            now,
+        )
+        conditions = _set(
+            conditions, EnvironmentConditionType.DRILL_PASSING, protection.drill, generation, now
+        )
+        last_backup, last_drill = protection.last_backup, protection.last_drill
     return EnvironmentStatus(
         observed_generation=generation,
         phase=phase,
@@ -206,6 +233,8 @@ def summarize(
             )
         ),
         expires_at=expires_at(env),
+        last_backup=last_backup,
+        last_drill=last_drill,
     )
 
 
