@@ -386,6 +386,8 @@ def render_crd(kind_cls: type[CustomResource]) -> Schema:
     }
     if info.printer_columns:
         version["additionalPrinterColumns"] = [c.to_crd() for c in info.printer_columns]
+    if info.selectable_fields:
+        version["selectableFields"] = [{"jsonPath": path} for path in info.selectable_fields]
     version["schema"] = {"openAPIV3Schema": root}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -456,3 +456,13 @@ def test_write_all_removes_stale_generated_files_only(tmp_path: Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         [*generated_files(), "handwritten.dockyard.io.yaml"]
     )
+
+
+def test_backups_and_drills_can_be_listed_by_their_environment() -> None:
+    from dockyard.core.models import Backup, RestoreDrill
+
+    for kind in (Backup, RestoreDrill):
+        [version] = crds.render_crd(kind)["spec"]["versions"]
+        assert version["selectableFields"] == [{"jsonPath": ".spec.environmentRef.name"}]
+    [version] = crds.render_crd(Environment)["spec"]["versions"]
+    assert "selectableFields" not in version

@@ -414,6 +414,9 @@ class Backup(CustomResource):
         kind="Backup",
         plural="backups",
         short_names=("bk",),
+        # kubectl get ... --field-selector spec.environmentRef.name=shop; the operator
+        # reads an environment\'s own this way on every reconcile.
+        selectable_fields=(".spec.environmentRef.name",),
         printer_columns=(
             PrinterColumn(
                 "Environment",

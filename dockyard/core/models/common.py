@@ -114,6 +114,8 @@ class CRDInfo:
     plural: str
     short_names: tuple[str, ...] = ()
     printer_columns: tuple[PrinterColumn, ...] = ()
+    selectable_fields: tuple[str, ...] = ()
+    """JSON paths the API server can filter a LIST by (``--field-selector``)."""
     singular: str = ""
     categories: tuple[str, ...] = ("dockyard",)
     group: str = GROUP

@@ -450,6 +450,9 @@ class RestoreDrill(CustomResource):
         kind="RestoreDrill",
         plural="restoredrills",
         short_names=("drill",),
+        # kubectl get ... --field-selector spec.environmentRef.name=shop; the operator
+        # reads an environment\'s own this way on every reconcile.
+        selectable_fields=(".spec.environmentRef.name",),
         printer_columns=(
             PrinterColumn(
                 "Environment",

@@ -1,9 +1,9 @@
 """How well an environment's data is protected: its conditions BackupsHealthy and DrillPassing.
 
 Pure: the environment's Backups and RestoreDrills in, the two verdicts and the
-``lastBackup`` / ``lastDrill`` summaries out. The reconciler lists both kinds in the
-environment's namespace on every pass (so the status follows within one drift-repair
-interval) and keeps those whose ``environmentRef`` names the environment.
+``lastBackup`` / ``lastDrill`` summaries out. The reconciler lists both kinds on every
+pass (so the status follows within one drift-repair interval), the API server
+filtering them by ``spec.environmentRef.name`` (a selectable field of both CRDs).
 
 - **BackupsHealthy** looks at the newest backup that finished. True when it Completed;
   False with reason ``BackupFailed`` when it failed (its message says why), and with

@@ -309,10 +309,13 @@ class Reconciler:
     async def _protection(self, owner: Owner) -> ProtectionReport | None:
         """What the environment's Backups and RestoreDrills say; ``None`` (the status keeps
         what it said) when they cannot be listed."""
+        # Filtered by the API server (the CRDs' selectableFields): only this
+        # environment's own, however many others share the namespace.
+        own = {"fieldSelector": f"spec.environmentRef.name={owner.name}"}
         try:
             backups, drills = await asyncio.gather(
-                self.kube.get(_BACKUPS.path(owner.namespace)),
-                self.kube.get(_RESTORE_DRILLS.path(owner.namespace)),
+                self.kube.get(_BACKUPS.path(owner.namespace), params=own),
+                self.kube.get(_RESTORE_DRILLS.path(owner.namespace), params=own),
             )
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning(
