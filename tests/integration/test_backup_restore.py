@@ -381,12 +381,29 @@ def stalled_storage(tmp_path: Path) -> StalledStorage:
     return StalledStorage(tmp_path / "store")
 
 
+@pytest.fixture(scope="module")
+async def big_source(new_database: NewDatabase) -> DatabaseCredentials:
+    """A dump of about 60 MB that compresses only about twofold.
+
+    zstd -T1 reads some 15 MB ahead while its output is blocked, so with the seeded
+    source (about 19 MB) a stalled writer could let pg_dump finish before a test
+    looks for it. Here pg_dump is still blocked, tens of MB from its end.
+    """
+    creds = await new_database()
+    await execute(
+        creds.uri(),
+        "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS a"
+        " FROM generate_series(1, 800000) g",
+    )
+    return creds
+
+
 async def test_a_cancelled_backup_leaves_no_artifact_and_no_process(
-    source: DatabaseCredentials, stalled_storage: StalledStorage
+    big_source: DatabaseCredentials, stalled_storage: StalledStorage
 ) -> None:
     task = asyncio.create_task(
         run_backup(
-            dsn=source.uri(),
+            dsn=big_source.uri(),
             storage=stalled_storage,
             name="shop/x.dkbk",
             key=KEY,
@@ -394,9 +411,15 @@ async def test_a_cancelled_backup_leaves_no_artifact_and_no_process(
             options=BackupOptions(chunk_size=64 * 1024),
         )
     )
-    await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
-    (partial,) = stalled_storage.root.rglob(".x.dkbk.*.partial")
-    assert children_named("pg_dump")
+    try:
+        await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
+        (partial,) = stalled_storage.root.rglob(".x.dkbk.*.partial")
+        assert children_named("pg_dump")
+    except BaseException:
+        # Not left blocked: its tools would still be children when the next test looks.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -410,11 +433,11 @@ async def test_a_cancelled_backup_leaves_no_artifact_and_no_process(
 
 
 async def test_a_killed_pg_dump_fails_the_backup_and_leaves_no_artifact(
-    source: DatabaseCredentials, stalled_storage: StalledStorage
+    big_source: DatabaseCredentials, stalled_storage: StalledStorage
 ) -> None:
     task = asyncio.create_task(
         run_backup(
-            dsn=source.uri(),
+            dsn=big_source.uri(),
             storage=stalled_storage,
             name="shop/x.dkbk",
             key=KEY,
