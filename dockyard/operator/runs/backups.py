@@ -69,7 +69,7 @@ from dockyard.operator.runs.context import (
     open_storage,
     retryable,
 )
-from dockyard.operator.runs.runner_jobs import JOBS, PODS, apply_runner_identity
+from dockyard.operator.runs.runner_jobs import JOBS, apply_runner_identity, runner_message
 
 logger = logging.getLogger(__name__)
 
@@ -448,10 +448,7 @@ class BackupRuns:
 
     async def _runner_says(self, namespace: str, job: str) -> str:
         """``": <reason>: <message>"`` from the runner's termination message, if any."""
-        pods = await self.context.kube.get(
-            PODS.path(namespace), params={"labelSelector": f"job-name={job}"}
-        )
-        error = jobs.runner_error(jobs.termination_message(pods))
+        error = jobs.runner_error(await runner_message(self.context.kube, namespace, job))
         return f": {error[0]}: {error[1]}" if error else ""
 
     # -- writing ---------------------------------------------------------------------------

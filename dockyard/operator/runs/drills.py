@@ -252,9 +252,7 @@ class DrillRuns:
         scratch = current.scratch_database
         if loaded.drill.spec.runner is BackupRunner.JOB:
             # Its Job may still be writing into the scratch database: stopped first.
-            await stop_runner_jobs(
-                self.context.kube, loaded.namespace, f"{jobs.OWNER_UID_LABEL}={loaded.uid}"
-            )
+            await stop_runner_jobs(self.context.kube, loaded.namespace, loaded.uid)
         undropped = await self.scratch.drop([scratch] if scratch else [], raw=loaded.raw)
         if recovery.action is RecoveryAction.RETRY:
             backup = await self._backup(loaded.namespace, current.backup)

@@ -557,9 +557,7 @@ class RestoreRuns:
         """Delete the runner Jobs of an interrupted attempt before its database goes."""
         if loaded.restore.spec.runner is not BackupRunner.JOB:
             return
-        stopped = await stop_runner_jobs(
-            self.context.kube, loaded.namespace, f"{jobs.OWNER_UID_LABEL}={loaded.uid}"
-        )
+        stopped = await stop_runner_jobs(self.context.kube, loaded.namespace, loaded.uid)
         if stopped:
             post(loaded.raw, reason="RunnerStopped", message=f"Deleted Job {', '.join(stopped)}")
 

@@ -133,12 +133,19 @@ async def restore_in_job(
     except asyncio.CancelledError:
         await asyncio.shield(_delete_quietly(kube, path))
         raise
-    pods = await kube.get(PODS.path(namespace), params={"labelSelector": f"job-name={job.name}"})
-    return _result(job.name, state, found, jobs.termination_message(pods))
+    return _result(job.name, state, found, await runner_message(kube, namespace, job.name))
 
 
-async def stop_runner_jobs(kube: KubeClient, namespace: str, selector: str) -> list[str]:
-    """Delete the runner Jobs ``selector`` matches (with their Pods); their names."""
+async def runner_message(kube: KubeClient, namespace: str, job: str) -> str | None:
+    """The termination message the runner of Job ``job`` left in its Pod's status."""
+    pods = await kube.get(PODS.path(namespace), params={"labelSelector": f"job-name={job}"})
+    return jobs.termination_message(pods)
+
+
+async def stop_runner_jobs(kube: KubeClient, namespace: str, owner_uid: str) -> list[str]:
+    """Delete the runner Jobs of the Restore or RestoreDrill ``owner_uid`` (with their
+    Pods); their names."""
+    selector = f"{jobs.OWNER_UID_LABEL}={owner_uid}"
     listing = await kube.get(JOBS.path(namespace), params={"labelSelector": selector})
     names = [item["metadata"]["name"] for item in listing.get("items") or ()]
     for name in names:
@@ -190,12 +197,12 @@ def _failed_condition(job: dict[str, Any] | None) -> str:
 
 __all__ = [
     "JOBS",
-    "PODS",
     "ArtifactRejected",
     "RestoreJob",
     "RunnerFailed",
     "RunnerReported",
     "apply_runner_identity",
     "restore_in_job",
+    "runner_message",
     "stop_runner_jobs",
 ]
