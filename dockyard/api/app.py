@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from dockyard.api import audit, keys, middlewares, telemetry, transport
+from dockyard.api import audit, keys, middlewares, paths, telemetry, transport
 from dockyard.api.auth import Authenticator, Authorizer
 from dockyard.api.cache import WatchCache
 from dockyard.api.idempotency import IdempotencyStore
@@ -152,6 +152,8 @@ def create_app(
             middlewares.problems,
             transport.transport_security,
             transport.cors,
+            # Names are checked before anything (the limiter, audit, authorization) reads them.
+            paths.validate_path_parameters,
             # Before audit and authentication: see dockyard.api.ratelimit.middleware.
             rate_limit_middleware.limit_requests,
             audit.audit_trail,

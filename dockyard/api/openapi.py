@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from dockyard.api.auth import Permission
+from dockyard.api.paths import PATH_PARAMETERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -82,7 +83,7 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
                 "verb": op.permission.verb,
             }
         path_params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
             for name in _path_params(op.path)
         ]
         if path_params or op.parameters:
@@ -96,7 +97,8 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
                     "application/json": {"schema": refs[(op.request_model, "serialization")]}
                 },
             }
-        for status, text in sorted({200: "OK", **op.responses}.items()):
+        invalid = {400: "A path parameter is not a Kubernetes name"} if path_params else {}
+        for status, text in sorted({200: "OK", **invalid, **op.responses}.items()):
             response: dict[str, Any] = {"description": text}
             if status < 400 and op.response_model is not None:
                 schema = refs[(op.response_model, "serialization")]
@@ -124,6 +126,11 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    rule = PATH_PARAMETERS.get(name)
+    return rule.schema() if rule is not None else {"type": "string"}
 
 
 def _path_params(path: str) -> list[str]:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from dockyard.api import keys
 from dockyard.api.auth import GROUP, Principal
 from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.paths import DNS_LABEL
 
 RESOURCES = (
     "environments",
@@ -44,6 +45,9 @@ PAIRS = (*((r, v) for r in RESOURCES for v in VERBS), ("restores", "approve"))
 async def _access(
     request: web.Request, principal: Principal, namespace: str
 ) -> list[ResourceAccess]:
+    if not DNS_LABEL.matches(namespace):
+        # No such namespace can exist: nothing is allowed there, and no review is spent on it.
+        return [ResourceAccess(resource=r, verbs=[]) for r in RESOURCES]
     allowed = await request.app[keys.AUTHORIZER].matrix(principal, PAIRS, namespace=namespace)
     return [
         ResourceAccess(resource=r, verbs=[v for rr, v in PAIRS if rr == r and allowed[(rr, v)]])
@@ -81,6 +85,8 @@ def register(registry: OperationRegistry) -> None:
                     "name": "namespace",
                     "in": "query",
                     "required": False,
+                    "description": "a namespace name (DNS-1123 label); any other value "
+                    "has no permissions",
                     "schema": {"type": "string", "maxLength": 63},
                 },
             ),

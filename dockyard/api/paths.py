@@ -1,0 +1,65 @@
+"""What a path parameter may be: Kubernetes names, checked before anything reads them.
+
+aiohttp decodes ``%2F`` inside a path parameter, so ``{name}`` can carry ``x/../../b/r``;
+put into an apiserver path, that is normalized into another namespace's object after
+authorization was decided for this one. Every ``{namespace}`` must therefore be a
+DNS-1123 label and every ``{name}`` a DNS-1123 subdomain, as the apiserver itself would
+require, before authentication, authorization or the rate limiter see them. The same
+patterns are published in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from dockyard.api import errors
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """The form a Kubernetes name of one kind takes."""
+
+    description: str
+    pattern: str
+    max_length: int
+
+    def matches(self, value: str) -> bool:
+        return len(value) <= self.max_length and re.fullmatch(self.pattern, value) is not None
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "pattern": self.pattern, "maxLength": self.max_length}
+
+
+DNS_LABEL = NameRule("a DNS-1123 label", f"^{_LABEL}$", 63)
+DNS_SUBDOMAIN = NameRule("a DNS-1123 subdomain", rf"^{_LABEL}(\.{_LABEL})*$", 253)
+
+# By path parameter name; every route's parameters are among these.
+PATH_PARAMETERS: dict[str, NameRule] = {"namespace": DNS_LABEL, "name": DNS_SUBDOMAIN}
+
+
+def invalid_name(parameter: str, rule: NameRule) -> errors.Problem:
+    return errors.Problem(
+        400,
+        "invalid-name",
+        "Invalid Name",
+        f"The {parameter} must be {rule.description} "
+        f"(lowercase letters, digits, '-', at most {rule.max_length} characters).",
+        errors=[errors.FieldError(field=parameter, message=f"not {rule.description}")],
+    )
+
+
+@web.middleware
+async def validate_path_parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request whose ``{namespace}`` or ``{name}`` is not a Kubernetes name."""
+    for parameter, rule in PATH_PARAMETERS.items():
+        value = request.match_info.get(parameter)
+        if value is not None and not rule.matches(value):
+            raise invalid_name(parameter, rule)
+    return await handler(request)
