@@ -15,6 +15,7 @@ from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import Operation
 from dockyard.api.ratelimit.decisions import Verdict
+from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.service import RateLimiting
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
@@ -35,6 +36,7 @@ TRACER = web.AppKey("tracer", Tracer)
 ENVIRONMENT_CACHE = web.AppKey("environment_cache", WatchCache)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 RATE_LIMITING = web.AppKey("rate_limiting", RateLimiting)
+REVIEW_CAP = web.AppKey("review_cap", ReviewCap)
 RATE_LIMIT_POLICY_CACHE = web.AppKey("rate_limit_policy_cache", WatchCache)
 SCALING_POLICY_CACHE = web.AppKey("scaling_policy_cache", WatchCache)
 BACKUP_CACHE = web.AppKey("backup_cache", WatchCache)

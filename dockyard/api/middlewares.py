@@ -155,8 +155,12 @@ async def authenticate_and_authorize(request: web.Request, handler: Handler) -> 
     if token is None:
         logs.security_event(logger, "authn.missing", path=request.path, source_ip=source)
         raise errors.unauthorized()
+    authenticator = request.app[keys.AUTHENTICATOR]
+    reviews = request.app.get(keys.REVIEW_CAP)
+    if reviews is not None and not await authenticator.knows(token):
+        await reviews.admit(source)  # 429 when this address has had its reviews
     try:
-        principal = await request.app[keys.AUTHENTICATOR].authenticate(token)
+        principal = await authenticator.authenticate(token)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("token review failed", extra={"error": type(exc).__name__})
         raise errors.dependency_unavailable("kubernetes") from None

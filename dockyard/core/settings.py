@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     )
     auth_cache_ttl: float = Field(default=10.0, ge=0, le=300, description="TokenReview cache")
     authz_cache_ttl: float = Field(default=5.0, ge=0, le=300, description="SAR cache")
+    token_reviews_per_minute: int = Field(
+        default=120,
+        ge=1,
+        le=100_000,
+        description="TokenReviews of not yet known tokens each client address may cause",
+    )
     audit_retention_days: int = Field(default=90, ge=1, le=3650)
     ratelimit_failure_mode: Literal["open", "closed"] = Field(
         default="open",

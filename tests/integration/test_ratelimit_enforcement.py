@@ -138,7 +138,8 @@ async def test_the_shipped_defaults_limit_callers_without_credentials_per_addres
         assert refused.headers["RateLimit-Policy"] == (
             f'"{namespace}/per-ip-unauthenticated/per-ip";q=60;w=60'
         )
-        # A new made-up token is refused without a TokenReview being spent on it.
+        # A new made-up token is reviewed (the per-address review cap is separate), then
+        # counted as a caller without credentials: that budget is spent.
         bogus = await client.get(RULES_PATH, headers={"Authorization": "Bearer bogus-late"})
         assert bogus.status == 429
         # Authenticated callers have their own budget; probes are never limited.

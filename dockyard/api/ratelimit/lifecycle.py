@@ -24,6 +24,7 @@ from dockyard.api import keys
 from dockyard.api.cache import WatchCache
 from dockyard.api.ratelimit.backends import Limiter, MemoryLimiter, RedisLimiter
 from dockyard.api.ratelimit.metrics import RateLimitMetrics
+from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.rules import PolicyIndex
 from dockyard.api.ratelimit.service import FailureMode, RateLimiting
 from dockyard.api.ratelimit.status import (
@@ -84,12 +85,17 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
         lease = RedisLease(
             redis, ttl_seconds=3 * settings.ratelimit_status_interval, scope=settings.namespace
         )
+    reviews = ReviewCap(
+        limiter, per_minute=settings.token_reviews_per_minute, scope=settings.namespace
+    )
+    app[keys.REVIEW_CAP] = reviews
     app[keys.RATE_LIMITING] = RateLimiting(
         index=index,
         limiter=limiter,
         instruments=instruments,
         ledger=ledger,
         failure_mode=FailureMode(settings.ratelimit_failure_mode),
+        reviews=reviews,
     )
     app[keys.RATE_LIMIT_POLICY_CACHE] = cache
     subscribed = asyncio.Event()

@@ -7,9 +7,11 @@ API's ``Authenticator``, whose cache ``authenticate_and_authorize`` then hits, s
 request is reviewed once whichever layer asks first.
 
 A bearer token the API has not verified yet is a caller that may not exist: before a
-TokenReview is spent on it, the address's budget as an anonymous caller is looked at
-(not charged), so a flood of made-up tokens from one address is turned away without
-reaching the apiserver once that budget is spent.
+TokenReview is spent on it, the address's review cap (``reviews``) is charged, so a
+flood of made-up tokens from one address is turned away without reaching the
+apiserver. The anonymous budget is never consulted for a token: it counts requests
+that turned out to have no valid credentials, and spending it must not lock out a
+valid token arriving from the same address (every client behind one ingress).
 
 It also owns what a decision leaves behind: metrics, the throttle counts that become
 ``status.throttled``, and security log events, sampled so that a flood of rejections
@@ -32,6 +34,7 @@ from dockyard.api.auth import Authenticator, bearer_token
 from dockyard.api.ratelimit import metrics
 from dockyard.api.ratelimit.backends import Bucket, Limiter, LimiterUnavailable
 from dockyard.api.ratelimit.decisions import RuleDecision, Verdict
+from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.rules import (
     ANONYMOUS,
     AUTHENTICATED_GROUP,
@@ -93,8 +96,10 @@ class RateLimiting:
         instruments: metrics.RateLimitMetrics,
         ledger: ThrottleLedger,
         failure_mode: FailureMode = FailureMode.OPEN,
+        reviews: ReviewCap | None = None,
     ) -> None:
         self.index = index
+        self.reviews = reviews
         self.limiter = limiter
         self.instruments = instruments
         self.ledger = ledger
@@ -114,9 +119,10 @@ class RateLimiting:
         and the failure mode is open. Raises the 503 problem when it is closed."""
         caller = ANONYMOUS
         if any(rule.needs_caller for rule in rules):
-            caller, early = await self._identify(request, rules, authenticator)
-            if early is not None:
-                return early
+            identified = await self._identify(request, authenticator)
+            if identified is None:
+                return None
+            caller = identified
         applicable = [rule for rule in rules if rule.matches_caller(caller)]
         if not applicable:
             return None
@@ -126,32 +132,22 @@ class RateLimiting:
         return verdict
 
     async def _identify(
-        self,
-        request: Request,
-        rules: Sequence[CompiledRule],
-        authenticator: Authenticator | None,
-    ) -> tuple[Caller, Verdict | None]:
+        self, request: Request, authenticator: Authenticator | None
+    ) -> Caller | None:
+        """Who is calling; None when the apiserver could not say (the request is then
+        answered 503 by ``authenticate_and_authorize``, and counted in no budget)."""
         token = bearer_token(request.authorization)
         if token is None or authenticator is None:
-            return ANONYMOUS, None
-        if not await authenticator.knows(token):
-            anonymous_rules = [r for r in rules if r.enforced and r.matches_caller(ANONYMOUS)]
-            if anonymous_rules:
-                look = await self._check(request, ANONYMOUS, anonymous_rules, charge=False)
-                if look is not None and not look.allowed:
-                    self._record(look, ANONYMOUS, request)
-                    return ANONYMOUS, look
+            return ANONYMOUS
+        if self.reviews is not None and not await authenticator.knows(token):
+            await self.reviews.admit(request.address)
         try:
             principal = await authenticator.authenticate(token)
         except (KubeError, aiohttp.ClientError, TimeoutError):
-            # authenticate_and_authorize will answer 503 for this request; as far as
-            # limits go, the caller is unproven.
-            return ANONYMOUS, None
+            return None
         if principal is None:
-            return ANONYMOUS, None
-        return Caller(
-            principal.user, frozenset({*principal.groups, AUTHENTICATED_GROUP}), True
-        ), None
+            return ANONYMOUS
+        return Caller(principal.user, frozenset({*principal.groups, AUTHENTICATED_GROUP}), True)
 
     async def _check(
         self, request: Request, caller: Caller, rules: Sequence[CompiledRule], *, charge: bool
