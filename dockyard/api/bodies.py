@@ -1,27 +1,77 @@
-"""Reading request bodies: JSON only, bounded in size, validated by a pydantic model."""
+"""Reading request bodies: JSON only, bounded in size, depth and read time, validated by a
+pydantic model.
+
+Depth is checked on the raw bytes before parsing: the parser, and everything that walks
+the result afterwards (merge patch, hashing, validation), recurses once per level, so
+a body of ``[[[[...`` must be refused before any of them sees it (a ``RecursionError``
+would otherwise surface as a 500).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import re
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from dockyard.api import errors
+from dockyard.api import errors, keys
 
 Model = TypeVar("Model", bound=BaseModel)
 
 JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
+
+# Far deeper than any object of the API (a few levels past spec) needs.
+MAX_DEPTH = 32
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def exceeds_depth(raw: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep in ``raw`` (brackets inside
+    strings do not count); stops at the first level past the limit."""
+    steps = (1 if m[0] in b"[{" else -1 for m in _BRACKET.finditer(_STRING.sub(b"", raw)))
+    return any(depth > limit for depth in itertools.accumulate(steps))
+
+
+def too_deep(limit: int) -> errors.Problem:
+    return errors.Problem(
+        400,
+        "body-too-deep",
+        "Body Too Deep",
+        f"The request body nests arrays and objects more than {limit} levels deep.",
+    )
+
+
+def body_timeout(seconds: float) -> errors.Problem:
+    return errors.Problem(
+        408,
+        "request-timeout",
+        "Request Timeout",
+        f"The request body did not arrive within {seconds:g} seconds.",
+        headers={"Connection": "close"},
+    )
 
 
 async def read_json(request: web.Request, *, allowed: frozenset[str] = JSON_TYPES) -> object:
     """The body as JSON; 415 for another content type, 413 past the size limit, 422 if bad."""
     if request.content_type not in allowed:
         raise errors.unsupported_media_type(request.content_type)
-    raw = await request.read()  # aiohttp enforces client_max_size here (413)
+    timeout = request.app[keys.SETTINGS].body_read_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # aiohttp enforces client_max_size here (413)
+    except TimeoutError:
+        raise body_timeout(timeout) from None
+    if exceeds_depth(raw, MAX_DEPTH):
+        raise too_deep(MAX_DEPTH)
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise too_deep(MAX_DEPTH) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.validation_failed(
             [errors.FieldError(field="(body)", message=f"not valid JSON: {exc}")]

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     namespace: str = Field(default="dockyard-system", description="the platform's own namespace")
     # -- the API ------------------------------------------------------------------------
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    body_read_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="seconds a request body may take to arrive"
+    )
     tls_cert_file: Path | None = Field(default=None, description="serve HTTPS with this cert")
     tls_key_file: Path | None = Field(default=None, description="the certificate's key")
     trusted_proxies: list[IPvAnyNetwork] = Field(

@@ -4,7 +4,9 @@ the field's path. The route exists only in this test (the API has no POST yet)."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import pytest
@@ -40,7 +42,20 @@ async def create_widget(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
-    settings = Settings.model_validate({"max_body_bytes": LIMIT})
+    async with _client(max_body_bytes=LIMIT) as client:
+        yield client
+
+
+@pytest.fixture
+async def roomy_client() -> AsyncIterator[Client]:
+    """The default body limit (1 MiB): room for 100,000 levels of brackets."""
+    async with _client() as client:
+        yield client
+
+
+@asynccontextmanager
+async def _client(**settings_values: Any) -> AsyncIterator[Client]:
+    settings = Settings.model_validate({"body_read_timeout": 0.5, **settings_values})
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[middlewares.request_context, middlewares.problems],
@@ -120,3 +135,37 @@ async def test_malformed_json_is_422_on_the_body(
     [error] = body["errors"]
     assert error["field"] == "(body)"
     assert error["message"].startswith("not valid JSON")
+
+
+@pytest.mark.parametrize("levels", [100, 100_000])
+async def test_deeply_nested_json_is_400_not_a_500(roomy_client: Client, levels: int) -> None:
+    deep = "[" * levels + "]" * levels  # inside the size limit, far past any model's depth
+    response = await roomy_client.post(
+        "/widgets", data=deep, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    body = await problem(response)
+    assert body["type"] == errors.TYPE_BASE + "body-too-deep"
+
+
+async def test_brackets_inside_strings_do_not_count_as_depth(
+    client: Client,
+) -> None:
+    response = await client.post("/widgets", json={"name": "[[[[" * 10, "spec": {"size": "x"}})
+    assert response.status == 422  # parsed and validated: only the size is wrong
+
+
+async def test_a_body_that_never_arrives_is_408(
+    client: Client,
+) -> None:
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(
+        b"POST /widgets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(4096), timeout=10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert b"application/problem+json" in head
