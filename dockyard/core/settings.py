@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     default_drill_schedule: str = Field(
         default="30 4 * * *", description="cron of production environments' default drill"
     )
+    drill_check_timeout: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=3600,
+        description="statement_timeout, in seconds, of each of a drill's SQL checks",
+    )
     default_backup_key_secret: str = Field(
         default="dockyard-backup-key",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",

@@ -13,6 +13,14 @@ Why it looks the way it does:
 - Every call opens its own short-lived admin connection. The operator touches this
   server a few times per reconcile, so a pool would only hold backends idle; nothing
   connects at import or construction time.
+- Tenants are untrusted (CVE-2018-1058 is the reference). An environment's role owns
+  its database, so it can plant functions, views, operators and aggregates there and
+  point the database's ``search_path`` at them. The admin therefore only ever connects
+  to the maintenance database (the admin DSN's), never into an environment's, with
+  ``search_path`` pinned to ``pg_catalog, pg_temp`` in the startup packet (which beats
+  any ``ALTER DATABASE/ROLE ... SET``) and every catalog name qualified. What has to
+  run inside an environment's database (closing its ``public`` schema) runs logged in
+  as the environment's own role (:class:`TenantLogin`).
 - The plaintext password never travels in SQL. ``ensure`` computes the SCRAM-SHA-256
   verifier here and sends that, so statement logs, ``pg_stat_statements`` and error
   messages on the server can at most show a salted hash.
@@ -34,7 +42,7 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -63,6 +71,9 @@ _SCRAM_ITERATIONS = 4096
 _SCRAM_SALT_BYTES = 16
 
 APPLICATION_NAME = "dockyard-operator"
+# Pinned at connect time, for the admin and for the operator's tenant sessions alike:
+# nothing a tenant creates can shadow a catalog function, operator or relation.
+SAFE_SEARCH_PATH = "pg_catalog, pg_temp"
 DEFAULT_PORT = 5432
 # DDL on the admin database is quick, but DROP DATABASE waits for its lock and for the
 # backends it terminates; a minute means the server is in trouble, not busy.
@@ -167,6 +178,14 @@ class DatabaseCredentials:
             "password": self.password,
             "uri": self.uri(),
         }
+
+
+@dataclass(frozen=True)
+class TenantLogin:
+    """An environment role's login: what the operator connects as inside its databases."""
+
+    user: str
+    password: str = field(repr=False)
 
 
 def database_identity(namespace: str, environment: str) -> tuple[str, str]:
@@ -274,10 +293,10 @@ class ManagedPostgres:
         async with self._session(hide=(password,)) as conn:
             await _lock(conn, database)
             await _ensure_role(conn, role, verifier)
-            await _ensure_database(conn, database, role)
-            # Still under the lock, so a concurrent drop cannot remove the database here.
-            async with self._session(database) as inside:
-                await _restrict_public_schema(inside, role)
+            created = await _ensure_database(conn, database, role)
+            if created:
+                # Still under the lock, so a concurrent drop cannot remove it meanwhile.
+                await self.close_public_schema(database, TenantLogin(role, password))
         return DatabaseCredentials(
             host=self._public_host, port=self._port, database=database, user=role, password=password
         )
@@ -286,7 +305,9 @@ class ManagedPostgres:
         """Whether the environment's database exists (its data is what deletion is about)."""
         database, _ = database_identity(namespace, environment)
         async with self._session() as conn:
-            found = await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", database)
+            found = await conn.fetchval(
+                "SELECT true FROM pg_catalog.pg_database WHERE datname = $1", database
+            )
         return bool(found)
 
     async def active_connections(self, *, namespace: str, environment: str) -> int:
@@ -294,7 +315,7 @@ class ManagedPostgres:
         database, _ = database_identity(namespace, environment)
         async with self._session() as conn:
             count = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                "SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE datname = $1"
                 " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
                 database,
             )
@@ -309,8 +330,8 @@ class ManagedPostgres:
             force = conn.get_server_version().major >= 13
             for attempt in range(1, _DROP_ATTEMPTS + 1):
                 await conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
+                    "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+                    " WHERE (datname = $1 OR usename = $2) AND pid <> pg_catalog.pg_backend_pid()",
                     database,
                     role,
                 )
@@ -323,7 +344,7 @@ class ManagedPostgres:
                     if attempt == _DROP_ATTEMPTS:
                         raise
                     await asyncio.sleep(_DROP_RETRY_SECONDS)
-            if await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role):
+            if await conn.fetchval("SELECT true FROM pg_catalog.pg_roles WHERE rolname = $1", role):
                 # What the role owns or was granted in the admin database would block
                 # DROP ROLE; it belongs to the environment being removed.
                 await conn.execute(f"DROP OWNED BY {rl}")
@@ -340,33 +361,54 @@ class ManagedPostgres:
         """Whether the database ``name`` exists on the server."""
         async with self._session() as conn:
             return bool(
-                await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name)
+                await conn.fetchval(
+                    "SELECT true FROM pg_catalog.pg_database WHERE datname = $1", name
+                )
             )
 
     async def databases_named_like(self, prefix: str) -> list[str]:
         """The databases whose names start with ``prefix`` (a drill's scratch databases)."""
         async with self._session() as conn:
             rows = await conn.fetch(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+                "SELECT datname FROM pg_catalog.pg_database"
+                " WHERE pg_catalog.starts_with(datname, $1) ORDER BY 1",
                 prefix,
             )
         return [str(row["datname"]) for row in rows]
 
-    async def create_database(self, name: str, *, owner: str) -> None:
-        """A new, empty database ``name`` owned by ``owner``, closed to PUBLIC.
+    async def create_database(self, name: str, *, owner: TenantLogin) -> None:
+        """A new, empty database ``name`` owned by the role ``owner`` logs in as, closed
+        to PUBLIC.
 
         An existing one is dropped first: a half-restored database left by an
         interrupted run must not be restored into again.
         """
         await self.drop_database(name)
-        db, rl = _ident(name), _ident(owner)
+        db, rl = _ident(name), _ident(owner.user)
         async with self._session() as conn:
             await _lock(conn, name)
             await conn.execute(f"CREATE DATABASE {db} OWNER {rl}")
             await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
             await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {rl}")
-            async with self._session(name) as inside:
-                await _restrict_public_schema(inside, owner)
+            await self.close_public_schema(name, owner)
+
+    async def close_public_schema(self, database: str, owner: TenantLogin) -> None:
+        """Inside ``database``, logged in as its ``owner``: ``public`` is the owner's and
+        closed to everyone else.
+
+        PostgreSQL 15 already makes the database owner own ``public`` and withholds
+        CREATE from PUBLIC in new databases; on older servers the schema belongs to the
+        bootstrap superuser and the owner cannot change it, which is harmless here:
+        nobody but the owner (and administrators) may connect to the database at all.
+        """
+        async with self._tenant_session(database, owner) as inside:
+            owns = await inside.fetchval(
+                "SELECT pg_catalog.pg_has_role(n.nspowner, 'USAGE')"
+                " FROM pg_catalog.pg_namespace n WHERE n.nspname = 'public'"
+            )
+            if owns:
+                await inside.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+                await inside.execute(f"ALTER SCHEMA public OWNER TO {_ident(owner.user)}")
 
     async def drop_database(self, name: str) -> None:
         """Drop the database ``name``, ending its sessions; nothing when it is absent."""
@@ -402,7 +444,7 @@ class ManagedPostgres:
             present = {
                 row["datname"]
                 for row in await conn.fetch(
-                    "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])",
+                    "SELECT datname FROM pg_catalog.pg_database WHERE datname = ANY($1::text[])",
                     [live, staging, retired],
                 )
             }
@@ -440,25 +482,52 @@ class ManagedPostgres:
                 # Under ``live`` now: the restored data, or the old data if the renames
                 # failed. The retired database is not for connecting to; it is dropped.
                 for name in (live, staging):
-                    if await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
+                    if await conn.fetchval(
+                        "SELECT true FROM pg_catalog.pg_database WHERE datname = $1", name
+                    ):
                         await conn.execute(f"ALTER DATABASE {_ident(name)} ALLOW_CONNECTIONS true")
 
     async def close(self) -> None:
         """Nothing to release (each call closes its own connection); for cleanup hooks."""
 
+    def _session(
+        self, *, hide: Iterable[str] = ()
+    ) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """An admin connection to the maintenance database (the DSN's, never a tenant's)."""
+        return self._connect(hide=hide)
+
+    def _tenant_session(
+        self, database: str, login: TenantLogin
+    ) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection into ``database`` as the environment role ``login`` names."""
+        _ident(database), _ident(login.user)  # only this module's identities
+        return self._connect(
+            database=database, user=login.user, password=login.password, hide=(login.password,)
+        )
+
     @asynccontextmanager
-    async def _session(
-        self, database: str | None = None, *, hide: Iterable[str] = ()
+    async def _connect(
+        self,
+        *,
+        database: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        hide: Iterable[str] = (),
     ) -> AsyncIterator[asyncpg.Connection]:
-        """An admin connection (to ``database``, else the DSN's), errors made safe to show."""
+        """A connection to the server, ``search_path`` pinned, errors made safe to show."""
         try:
             conn: asyncpg.Connection = await asyncpg.connect(
                 self._dsn,
                 database=database,
+                user=user,
+                password=password,
                 timeout=self._connect_timeout,
                 command_timeout=COMMAND_TIMEOUT_SECONDS,
                 statement_cache_size=0,  # a handful of one-off statements per connection
-                server_settings={"application_name": APPLICATION_NAME},
+                server_settings={
+                    "application_name": APPLICATION_NAME,
+                    "search_path": SAFE_SEARCH_PATH,
+                },
             )
             try:
                 yield conn
@@ -489,14 +558,16 @@ async def _lock(conn: asyncpg.Connection, database: str) -> None:
     """Wait for this environment's advisory lock, so ensure and drop never interleave."""
     # Session-level, so it spans CREATE DATABASE (which refuses to run in a transaction);
     # it is released when the short-lived connection closes.
-    await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS, database)
+    await conn.execute(
+        "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))", _LOCK_CLASS, database
+    )
 
 
 async def _terminate(conn: asyncpg.Connection, database: str) -> None:
     """End every other session on ``database``."""
     await conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = $1 AND pid <> pg_backend_pid()",
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+        " WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
         database,
     )
 
@@ -525,34 +596,37 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> No
     with suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
         await conn.execute(f"CREATE ROLE {rl} LOGIN")
     await conn.execute(f"ALTER ROLE {rl} WITH LOGIN PASSWORD {_literal(verifier)}")
-    if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = CURRENT_USER"):
+    if not await conn.fetchval(
+        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER"
+    ):
         # A managed service's admin is rarely a superuser: it must be a member of the
         # role to give it a database, hand it schema public and drop it later.
         await conn.execute(f"GRANT {rl} TO CURRENT_USER")
 
 
-async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -> None:
-    """The database exists, belongs to ``role``, and nobody else may connect to it."""
+async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -> bool:
+    """The database exists, belongs to ``role``, and nobody else may connect to it;
+    whether this call created it."""
     db, rl = _ident(database), _ident(role)
-    if not await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", database):
+    created = False
+    if not await _database_exists(conn, database):
         # A concurrent creator may win; the ALTER below still sets the owner.
         with suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             await conn.execute(f"CREATE DATABASE {db} OWNER {rl}")
+            created = True
     await conn.execute(f"ALTER DATABASE {db} OWNER TO {rl}")
     # PUBLIC may connect to (and make temporary tables in) every new database by default.
     await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
     await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {rl}")
+    return created
 
 
-async def _restrict_public_schema(conn: asyncpg.Connection, role: str) -> None:
-    """Inside the environment's database: ``public`` is the role's, and closed to others.
-
-    PostgreSQL 15 already withholds CREATE from PUBLIC in new databases; older servers
-    (and databases made from a lenient template) do not.
-    """
-    if await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = 'public'"):
-        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        await conn.execute(f"ALTER SCHEMA public OWNER TO {_ident(role)}")
+async def _database_exists(conn: asyncpg.Connection, database: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT true FROM pg_catalog.pg_database WHERE datname = $1",
+        database,
+    )
+    return bool(found)
 
 
 def _address(dsn: str) -> tuple[str, int, str | None]:

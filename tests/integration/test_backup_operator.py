@@ -103,12 +103,12 @@ def _apply(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> None:
 
 
 def _environment(
-    kubectl: Kubectl, state: State, namespace: str, name: str = "shop", *, owner_seeds: bool = False
+    kubectl: Kubectl, state: State, namespace: str, name: str = "shop", *, owner_seeds: bool = True
 ) -> str:
-    """A development environment with a seeded database; returns the database's DSN.
+    """A development environment with a seeded database; returns the database's admin DSN.
 
-    The admin seeds it, unless ``owner_seeds``: then its own role does, through its
-    database Secret, as its workload would (and so owns the tables)."""
+    Its own role seeds it, through its database Secret, as its workload would (and so
+    owns the tables); with ``owner_seeds=False`` the admin does, and owns them."""
     _apply(
         kubectl,
         namespace,
@@ -476,7 +476,7 @@ def test_a_job_mode_backup_is_dumped_by_its_runner_job_and_completes(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
     # The runner connects as the environment's own role, so that role owns the tables.
-    _environment(kubectl, testbed_state, namespace, owner_seeds=True)
+    _environment(kubectl, testbed_state, namespace)
     _key_secret(kubectl, namespace)
     _apply(kubectl, namespace, _backup(namespace, "by-job", backup_root, runner="Job"))
 
@@ -495,7 +495,7 @@ def test_a_job_mode_backup_whose_runner_fails_retries_and_fails_with_its_reason(
 ) -> None:
     # Seeded by the admin: the environment's role, which the runner dumps as, may not
     # read those tables, so every attempt's dump fails.
-    _environment(kubectl, testbed_state, namespace)
+    _environment(kubectl, testbed_state, namespace, owner_seeds=False)
     _key_secret(kubectl, namespace)
     _apply(kubectl, namespace, _backup(namespace, "denied", backup_root, runner="Job"))
 

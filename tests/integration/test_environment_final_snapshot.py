@@ -107,7 +107,9 @@ def _seeded_environment(kubectl: Kubectl, state: State, namespace: str) -> tuple
     env = wait_for(ready, timeout=90)
     assert isinstance(env, dict)
     database, _ = database_identity(namespace, "shop")
-    _run_sql(with_database(state.managed_postgres_url, database), SEED_SQL)
+    # Its own role seeds it, as its workload would: the snapshot dumps as that role.
+    secret = _get(kubectl, namespace, "secret", "shop-database") or {}
+    _run_sql(base64.b64decode(secret["data"]["uri"]).decode(), SEED_SQL)
     return str(env["metadata"]["uid"]), database
 
 

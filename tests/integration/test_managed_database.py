@@ -19,6 +19,7 @@ from dockyard.operator.database import (
     DatabaseCredentials,
     DatabaseUnavailable,
     ManagedPostgres,
+    TenantLogin,
     generate_password,
     retired_database_name,
     staging_database_name,
@@ -220,6 +221,55 @@ async def test_the_role_owns_schema_public_where_others_cannot_create(
         await admin.close()
 
 
+# The tenant's trap for an unqualified catalog query (CVE-2018-1058): its database's
+# search_path puts its own schema first, where a view of the catalog's name calls code
+# that only does harm when run with more privilege than the tenant's.
+CATALOG_VIEW_TRAP = """
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.promote() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  PERFORM pg_catalog.set_config('role', 'none', true);
+  BEGIN
+    EXECUTE pg_catalog.format('ALTER ROLE %I SUPERUSER', '{role}');
+  EXCEPTION WHEN OTHERS THEN NULL;
+  END;
+  RETURN true;
+END
+$f$;
+CREATE VIEW evil.pg_namespace AS SELECT * FROM pg_catalog.pg_namespace WHERE evil.promote();
+CREATE VIEW evil.pg_database AS SELECT * FROM pg_catalog.pg_database WHERE evil.promote();
+CREATE VIEW evil.pg_roles AS SELECT * FROM pg_catalog.pg_roles WHERE evil.promote();
+ALTER DATABASE "{database}" SET search_path = evil, pg_catalog, public;
+ALTER ROLE "{role}" SET search_path = evil, pg_catalog, public;
+"""
+
+
+async def test_no_call_runs_a_tenant_s_planted_catalog_view_as_the_admin(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env, password = new_environment(), generate_password()
+    creds = await _ensure(server, env, password)
+    conn = await asyncpg.connect(creds.uri())
+    try:
+        await conn.execute(CATALOG_VIEW_TRAP.format(role=creds.user, database=creds.database))
+    finally:
+        await conn.close()
+
+    # What the operator's passes, restores and drills ask of the server.
+    await _ensure(server, env, password)
+    assert await server.exists(namespace=env[0], environment=env[1])
+    await server.active_connections(namespace=env[0], environment=env[1])
+    staging = staging_database_name("r", str(uuid.uuid4()))
+    await server.create_database(staging, owner=TenantLogin(creds.user, password))
+    await server.databases_named_like(staging)
+    await server.drop_database(staging)
+
+    superuser = await _admin_fetchval(
+        admin_dsn, "SELECT rolsuper FROM pg_roles WHERE rolname = $1", creds.user
+    )
+    assert superuser is False
+
+
 async def test_active_connections_counts_the_environment_s_clients(
     server: ManagedPostgres, new_environment: Callable[[], Environment]
 ) -> None:
@@ -372,13 +422,13 @@ async def _exec(dsn: str, database: str, sql: str) -> None:
 async def test_a_switch_over_swaps_in_the_restored_database_and_ends_old_sessions(
     server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
 ) -> None:
-    env = new_environment()
-    credentials = await _ensure(server, env, generate_password())
+    env, password = new_environment(), generate_password()
+    credentials = await _ensure(server, env, password)
     live, role = credentials.database, credentials.user
     await _exec(admin_dsn, live, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
     uid = str(uuid.uuid4())
     staging, retired = staging_database_name("r", uid, 1), retired_database_name(uid)
-    await server.create_database(staging, owner=role)
+    await server.create_database(staging, owner=TenantLogin(role, password))
     # As the restore does: objects are made as the environment's role.
     await _exec(
         admin_dsn,
@@ -418,13 +468,14 @@ async def test_a_switch_over_swaps_in_the_restored_database_and_ends_old_session
 async def test_a_fresh_database_replaces_a_half_restored_one_and_is_closed_to_public(
     server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
 ) -> None:
-    env = new_environment()
-    credentials = await _ensure(server, env, generate_password())
+    env, password = new_environment(), generate_password()
+    credentials = await _ensure(server, env, password)
+    owner = TenantLogin(credentials.user, password)
     staging = staging_database_name("d", str(uuid.uuid4()))
-    await server.create_database(staging, owner=credentials.user)
+    await server.create_database(staging, owner=owner)
     await _exec(admin_dsn, staging, "CREATE TABLE leftover (x int)")
 
-    await server.create_database(staging, owner=credentials.user)
+    await server.create_database(staging, owner=owner)
 
     assert not await _admin_fetchval(
         admin_dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'leftover'", database=staging

@@ -37,6 +37,7 @@ from tests.integration.test_backup_operator import (
     _fetch,
     _get,
     _key_secret,
+    _owner_dsn,
     _run_sql,
     _start_operator,
     _wait_phase,
@@ -149,7 +150,11 @@ def test_a_seeded_database_restored_into_another_environment_is_equal_table_for_
     assert sum(EXPECTED_ROWS.values()) >= 100_000
     _empty_environment(kubectl, namespace, "copy")
     target_dsn = _dsn(testbed_state, namespace, "copy")
-    _run_sql(target_dsn, "CREATE TABLE stale (id int); INSERT INTO stale VALUES (1)")
+    # Made by the target's own role, as its workload would: the safety backup dumps as it.
+    _run_sql(
+        _owner_dsn(kubectl, namespace, "copy"),
+        "CREATE TABLE stale (id int); INSERT INTO stale VALUES (1)",
+    )
 
     _apply(
         kubectl,

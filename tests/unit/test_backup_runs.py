@@ -3,6 +3,7 @@ Job and its identity, the default schedule, and each schedule decision."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from dockyard.operator.runs.context import (
     environment_dsn,
     key_id_of,
     retryable,
+    tenant_dsn,
+    tenant_login,
     with_database,
 )
 from dockyard.operator.runs.defaults import default_schedule, wants_default_schedule
@@ -270,11 +273,26 @@ def test_scheduled_backups_belong_to_their_schedule() -> None:
 # -- the source of a backup -------------------------------------------------------------
 
 
-class _Kube:
-    def __init__(self, environment: dict[str, Any]) -> None:
-        self.environment = environment
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
-    async def get(self, path: str, **_: Any) -> dict[str, Any]:
+
+def _database_secret(user: str, password: str = "tenant pw") -> dict[str, Any]:  # noqa: S107
+    return {"data": {"username": _b64(user), "password": _b64(password)}}
+
+
+class _Kube:
+    """The apiserver as a run sees it: the environment, and its database Secret."""
+
+    def __init__(self, environment: dict[str, Any], secret: dict[str, Any] | None = None) -> None:
+        self.environment = environment
+        role = database_identity("team", "shop")[1]
+        self.secret = _database_secret(role) if secret is None else secret
+
+    async def get(self, path: str, **_: Any) -> dict[str, Any] | None:
+        if "/secrets/" in path:
+            assert path.endswith("/secrets/shop-database")
+            return self.secret or None
         return self.environment
 
 
@@ -306,8 +324,38 @@ async def test_a_deleted_environments_stale_status_is_checked_on_the_server() ->
             "status": {"database": {"ready": False}},
         }
     )
-    database, _ = database_identity("team", "shop")
+    database, role = database_identity("team", "shop")
     dsn = await environment_dsn(kube, _settings(), "team", "shop", _Server(database))  # type: ignore[arg-type]
-    assert dsn == f"postgresql://admin:pw@db:5432/{database}"
+    # Logged in as the environment's own role, never as the server's admin.
+    assert dsn == f"postgresql://{role}:tenant%20pw@db:5432/{database}"
     with pytest.raises(SourceUnavailable, match="not ready yet"):
         await environment_dsn(kube, _settings(), "team", "shop", _Server())  # type: ignore[arg-type]
+
+
+async def test_a_run_logs_in_as_the_environment_s_role_from_its_secret() -> None:
+    _, role = database_identity("team", "shop")
+    kube = _Kube({"metadata": {"name": "shop"}, "status": {"database": {"ready": True}}})
+
+    login = await tenant_login(kube, "team", "shop")  # type: ignore[arg-type]
+
+    assert (login.user, login.password) == (role, "tenant pw")
+    assert "tenant pw" not in repr(login)
+    dsn = tenant_dsn(_settings(), login, "dkd_0123456789abcdef")
+    assert dsn == f"postgresql://{role}:tenant%20pw@db:5432/dkd_0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ({}, "does not exist"),
+        (_database_secret("dockyard"), "does not hold its role's login"),
+        ({"data": {"username": "not base64!"}}, "does not hold its role's login"),
+    ],
+)
+async def test_a_database_secret_that_names_another_login_is_refused(
+    secret: dict[str, Any], why: str
+) -> None:
+    # A Secret edited to name the admin (or anyone else) is no way into the admin's rights.
+    kube = _Kube({"metadata": {"name": "shop"}, "status": {"database": {"ready": True}}}, secret)
+    with pytest.raises(SourceUnavailable, match=why):
+        await tenant_login(kube, "team", "shop")  # type: ignore[arg-type]

@@ -145,8 +145,10 @@ class SqlCheck(CRModel):
         min_length=1,
         max_length=4096,
         description=(
-            "SQL run in a read-only transaction on the scratch database, for example "
-            "SELECT count(*) FROM orders WHERE total < 0."
+            "One SQL statement, run in a read-only transaction on the scratch database, "
+            "logged in as the environment's own role, with the operator's statement "
+            "timeout (30 s by default); for example SELECT count(*) FROM orders WHERE "
+            "total < 0."
         ),
     )
     expect: str = Field(

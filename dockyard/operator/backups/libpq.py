@@ -64,6 +64,25 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
 
 
+def with_login(dsn: str, *, user: str, password: str, database: str) -> str:
+    """``dsn``'s server (hosts, port, options) logged in as ``user`` into ``database``."""
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rpartition("@")[2]
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k not in ("user", "password", "dbname")
+    ]
+    return urlunsplit(
+        parts._replace(
+            netloc=f"{login}@{hosts}",
+            path="/" + quote(database, safe=""),
+            query=urlencode(query, quote_via=quote),
+        )
+    )
+
+
 def base_env() -> dict[str, str]:
     """A child's environment before anything is added: where programs are, the locale."""
     return {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}

@@ -31,17 +31,25 @@ from dockyard.operator.backups.libpq import redact, tool_connection
 
 APPLICATION_NAME = "dockyard-backup"
 CONNECT_TIMEOUT_SECONDS = 10.0
+# Pinned in the startup packet, which beats ALTER DATABASE/ROLE ... SET search_path.
+SAFE_SEARCH_PATH = "pg_catalog, pg_temp"
+# One table's exact count may take long on a big table, but not forever: a lock or a
+# planted slow function must fail the run instead of holding it (and pg_dump) open.
+COUNT_TIMEOUT_MS = 15 * 60 * 1000
 
 # User relations of the given kinds: outside the system schemas, owned by no extension.
+# Every name is schema-qualified, and connect() pins search_path to pg_catalog first:
+# the database's owner may have planted a view, function or aggregate of the same name.
 RELATIONS_OF_KINDS = """
-SELECT format('%I.%I', n.nspname, c.relname) AS name
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind::text = ANY($1::text[])
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
   AND NOT EXISTS (
-      SELECT 1 FROM pg_depend d
-      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      SELECT 1 FROM pg_catalog.pg_depend d
+      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1
 """
 TABLE_KINDS = ["r"]
@@ -73,6 +81,7 @@ async def connect(dsn: str) -> AsyncIterator[asyncpg.Connection]:
                 # idle timeout must not end it, nor a statement timeout the counts.
                 "idle_in_transaction_session_timeout": "0",
                 "statement_timeout": "0",
+                "search_path": SAFE_SEARCH_PATH,
             },
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -103,12 +112,18 @@ async def exported_snapshot(dsn: str) -> AsyncIterator[SnapshotSession]:
 
 
 async def count_rows(conn: asyncpg.Connection) -> dict[str, int]:
-    """Exact row count of every user table, in the connection's current snapshot."""
+    """Exact row count of every user table, in the connection's current snapshot (a
+    transaction: the statement timeout set for the counts ends with it)."""
     counts: dict[str, int] = {}
+    # LOCAL: back to no timeout when the transaction ends (the snapshot's stays idle).
+    await conn.execute(
+        "SELECT pg_catalog.set_config('statement_timeout', $1, true)", str(COUNT_TIMEOUT_MS)
+    )
     for row in await conn.fetch(RELATIONS_OF_KINDS, TABLE_KINDS):
         name = row["name"]
         # The name comes from the catalog, quoted by format('%I.%I') on the server.
-        counts[name] = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))  # nosec B608
+        query = f"SELECT pg_catalog.count(*) FROM {name}"  # nosec B608
+        counts[name] = int(await conn.fetchval(query))
     return counts
 
 

@@ -39,7 +39,14 @@ from dockyard.operator.backups import (
     Storage,
 )
 from dockyard.operator.backups.libpq import with_database as with_database
-from dockyard.operator.database import ManagedDatabaseError, ManagedPostgres, database_identity
+from dockyard.operator.backups.libpq import with_login
+from dockyard.operator.builders.environment import database_secret_name
+from dockyard.operator.database import (
+    ManagedDatabaseError,
+    ManagedPostgres,
+    TenantLogin,
+    database_identity,
+)
 
 if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
@@ -162,6 +169,48 @@ async def load_key(kube: KubeClient, namespace: str, ref: SecretKeyReference) ->
     return EncryptionKey(key_id_of(probe.key), probe.key)
 
 
+async def tenant_login(kube: KubeClient, namespace: str, environment: str) -> TenantLogin:
+    """The login of ``environment``'s own role, from its database Secret.
+
+    Everything the operator runs inside an environment's databases (its dumps, restores,
+    row counts and drill checks) runs as this role, never as the server's admin: the
+    role owns those databases and could plant code there that an admin would run.
+    """
+    secret = await get(kube, SECRETS.path(namespace, database_secret_name(environment)))
+    if secret is None:
+        raise SourceUnavailable(f"the database Secret of Environment {environment} does not exist")
+    data = secret.get("data") or {}
+    user, password = _decoded(data.get("username")), _decoded(data.get("password"))
+    expected, _ = database_identity(namespace, environment)
+    if user != expected or not password:
+        raise SourceUnavailable(
+            f"the database Secret of Environment {environment} does not hold its role's login"
+        )
+    return TenantLogin(user, password)
+
+
+def _decoded(value: object) -> str | None:
+    """A Secret's base64 ``data`` value as text; None when absent or not text."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def tenant_dsn(settings: Settings, login: TenantLogin, database: str) -> str:
+    """The managed server, logged in as ``login`` into ``database``."""
+    if settings.managed_postgres_url is None:
+        raise SourceUnavailable("the operator has no managed PostgreSQL server")
+    return with_login(
+        settings.managed_postgres_url.get_secret_value(),
+        user=login.user,
+        password=login.password,
+        database=database,
+    )
+
+
 async def environment_dsn(
     kube: KubeClient,
     settings: Settings,
@@ -169,8 +218,9 @@ async def environment_dsn(
     environment: str,
     postgres: ManagedPostgres | None = None,
 ) -> str:
-    """The DSN a runner dumps an environment's database through: the managed server's
-    admin with the environment's database, once the environment reports it ready.
+    """The DSN a runner dumps an environment's database through: the managed server,
+    logged in as the environment's own role (:func:`tenant_login`), once the
+    environment reports its database ready.
 
     An environment being deleted no longer has its status refreshed, so one whose last
     status said "not ready" (the server was down just then) is asked about on the
@@ -188,7 +238,8 @@ async def environment_dsn(
         deleting and postgres is not None and await _exists(postgres, name)
     ):
         raise SourceUnavailable(f"the database of Environment {environment} is not ready yet")
-    return with_database(settings.managed_postgres_url.get_secret_value(), name)
+    login = await tenant_login(kube, namespace, environment)
+    return tenant_dsn(settings, login, name)
 
 
 async def _exists(postgres: ManagedPostgres, database: str) -> bool:

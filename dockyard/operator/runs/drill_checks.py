@@ -1,13 +1,19 @@
 """A drill's checks against its restored scratch database: row counts and SQL assertions.
 
 The row counts come from ``restoring.check_row_counts`` (every table against the
-backup's manifest); the SQL assertions are run here. Each query runs in a read-only
-transaction as the environment's role (``SET LOCAL ROLE``), not as the server's admin:
-a drill's author gets no more power over the server than the environment's own
-application has, and a read-only transaction cannot change the restored data another
-check looks at. A statement timeout bounds each query. The first column of the first
-row is read in PostgreSQL's text form (``::text``, as psql prints it), so ``expect``
-is written the way a person reads the value.
+backup's manifest); the SQL assertions are run here. A drill's author gets no more
+power over the server than the environment's own application has: each check runs
+logged in as the environment's own role (its database Secret's login), never as the
+server's admin. ``SET ROLE`` would not do: a query can undo it with
+``set_config('role', 'none', true)`` and be the admin again.
+
+Each check is one statement (the extended protocol refuses several) in its own
+``READ ONLY`` transaction, so it cannot change the restored data another check looks
+at, with a ``statement_timeout`` (``DOCKYARD_DRILL_CHECK_TIMEOUT``, 30 s by default).
+The first column of the first row is read in PostgreSQL's text form (``::text``, as
+psql prints it), so ``expect`` is written the way a person reads the value; what a
+failed check records is cut to ``VALUE_CHARS`` characters, since drill status is
+readable by every viewer of the namespace.
 
 A query that fails (a syntax error, a missing table, the timeout) is a failed check
 with the server's message; it never stops the other checks.
@@ -15,7 +21,6 @@ with the server's message; it never stops the other checks.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -25,7 +30,8 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.restore_drill import DrillChecks, FailedCheck, SqlCheck
 from dockyard.operator.backups import BackupError
 from dockyard.operator.backups.manifest import connect
-from dockyard.operator.runs.context import RunContext
+from dockyard.operator.database import TenantLogin
+from dockyard.operator.runs.context import RunContext, tenant_dsn
 from dockyard.operator.runs.drill_plan import (
     ROW_COUNT_CHECK,
     failed,
@@ -33,12 +39,14 @@ from dockyard.operator.runs.drill_plan import (
     row_count_failures,
     sql_error,
 )
-from dockyard.operator.runs.restoring import admin_dsn, check_row_counts
+from dockyard.operator.runs.restoring import check_row_counts
 
-SQL_CHECK_TIMEOUT_MS: Final = 60_000
+# The statement timeout a check gets unless the operator's settings say otherwise.
+SQL_CHECK_TIMEOUT_MS: Final = 30_000
+# The longest value (or server message) a check records in status.
+VALUE_CHARS: Final = 200
 # The alias of the query's first column; unusual, so it meets none of the query's own.
 _VALUE: Final = "dockyard_check_value"
-_ROLE_PATTERN: Final = re.compile(r"[a-z0-9_]{1,63}")
 
 
 def check_query(query: str) -> str:
@@ -50,20 +58,20 @@ def check_query(query: str) -> str:
     body = query.strip()
     while body.endswith(";"):
         body = body[:-1].rstrip()
-    # The drill author's SQL is the point of a SQL check: it runs read-only, as the
-    # environment's own role, on a scratch copy (see run_sql_check).
+    # The drill author's SQL is the point of a SQL check: it runs read-only, logged in
+    # as the environment's own role, on a scratch copy (see run_sql_checks).
     return f"SELECT q.{_VALUE}::text FROM (\n{body}\n) AS q({_VALUE}) LIMIT 1"  # nosec B608
 
 
-def _role_identifier(role: str) -> str:
-    # Roles come from database_identity; anything else is a programming error.
-    if not _ROLE_PATTERN.fullmatch(role):
-        raise ValueError(f"unexpected role name {role!r}")
-    return f'"{role}"'
+def clip(text: str, limit: int = VALUE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, marked when it was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-async def run_sql_checks(dsn: str, role: str, checks: Sequence[SqlCheck]) -> list[FailedCheck]:
-    """Run ``checks`` on the database ``dsn`` names, as ``role``; the ones that failed."""
+async def run_sql_checks(
+    dsn: str, checks: Sequence[SqlCheck], *, timeout_ms: int = SQL_CHECK_TIMEOUT_MS
+) -> list[FailedCheck]:
+    """Run ``checks`` on the database ``dsn`` names (as its login); the ones that failed."""
     if not checks:
         return []
     failures: list[FailedCheck] = []
@@ -72,39 +80,57 @@ async def run_sql_checks(dsn: str, role: str, checks: Sequence[SqlCheck]) -> lis
         async with connect(dsn) as conn:
             for check in checks:
                 try:
-                    value = await _first_value(conn, role, check.query)
+                    value = await _first_value(conn, check.query, timeout_ms)
                 except asyncpg.PostgresError as exc:
-                    failures.append(sql_error(check, str(exc)))
+                    failures.append(sql_error(check, clip(str(exc))))
                 else:
-                    failure = judge_sql(check, value)
+                    failure = judge_sql(check, None if value is None else clip(value))
                     if failure is not None:
                         failures.append(failure)
                 done += 1
     except BackupError as exc:  # the connection failed: the checks not run yet failed too
-        failures += [sql_error(check, exc.message) for check in checks[done:]]
+        failures += [sql_error(check, clip(exc.message)) for check in checks[done:]]
     return failures
 
 
-async def _first_value(conn: asyncpg.Connection, role: str, query: str) -> str | None:
+async def _first_value(conn: asyncpg.Connection, query: str, timeout_ms: int) -> str | None:
     async with conn.transaction(readonly=True):
-        await conn.execute(f"SET LOCAL ROLE {_role_identifier(role)}")
-        await conn.execute(f"SET LOCAL statement_timeout = {SQL_CHECK_TIMEOUT_MS}")
+        # A parameter, not text formatted into SQL; LOCAL: it ends with the transaction.
+        await conn.execute(
+            "SELECT pg_catalog.set_config('statement_timeout', $1, true)", str(timeout_ms)
+        )
         value = await conn.fetchval(check_query(query))
     return None if value is None else str(value)
 
 
 async def run_checks(
-    context: RunContext, backup: Backup, checks: DrillChecks, *, database: str, role: str
+    context: RunContext,
+    backup: Backup,
+    checks: DrillChecks,
+    *,
+    database: str,
+    tenant: TenantLogin,
 ) -> list[FailedCheck]:
-    """Every data check of a drill on its restored ``database``; the failed ones."""
+    """Every data check of a drill on its restored ``database``, run as ``tenant``; the
+    failed ones."""
     failures: list[FailedCheck] = []
     if checks.row_counts:
         try:
-            failures += row_count_failures(await check_row_counts(context, backup, database))
+            counted = await check_row_counts(context, backup, database, tenant)
+            failures += row_count_failures(counted)
         except BackupError as exc:
             failures.append(failed(ROW_COUNT_CHECK, f"counting rows failed: {exc.message}"))
-    failures += await run_sql_checks(admin_dsn(context, database), role, checks.sql)
+    dsn = tenant_dsn(context.settings, tenant, database)
+    timeout_ms = int(context.settings.drill_check_timeout * 1000)
+    failures += await run_sql_checks(dsn, checks.sql, timeout_ms=timeout_ms)
     return failures
 
 
-__all__ = ["SQL_CHECK_TIMEOUT_MS", "check_query", "run_checks", "run_sql_checks"]
+__all__ = [
+    "SQL_CHECK_TIMEOUT_MS",
+    "VALUE_CHARS",
+    "check_query",
+    "clip",
+    "run_checks",
+    "run_sql_checks",
+]

@@ -65,11 +65,11 @@ from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 from dockyard.operator.apply import ResourceType, get
 from dockyard.operator.backups import BackupError
 from dockyard.operator.builders.metadata import Owner
-from dockyard.operator.database import ManagedDatabaseError, database_identity
+from dockyard.operator.database import ManagedDatabaseError
 from dockyard.operator.environments.outcomes import Outcome
 from dockyard.operator.runs import drill_log, jobs
 from dockyard.operator.runs.backups import BACKUPS, post
-from dockyard.operator.runs.context import Loaded, RunCancelled, RunContext
+from dockyard.operator.runs.context import Loaded, RunCancelled, RunContext, tenant_login
 from dockyard.operator.runs.drill_checks import run_checks
 from dockyard.operator.runs.drill_plan import (
     RESTORE_CHECK,
@@ -317,21 +317,23 @@ class DrillRuns:
     async def _execute(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> DrillRun:
         """Restore, check, judge: the run's record (failures are checks, not exceptions)."""
         spec = loaded.drill.spec
-        _, role = database_identity(loaded.namespace, spec.environment_ref.name)
         scratch = current.scratch_database or scratch_database(loaded.uid, ())
         failures: list[FailedCheck] = []
         restore_seconds = None
         clock = time.monotonic()
         try:
-            await fresh_database(self.context, scratch, owner=role)
+            tenant = await tenant_login(
+                self.context.kube, loaded.namespace, spec.environment_ref.name
+            )
+            await fresh_database(self.context, scratch, owner=tenant)
             job = self._job(loaded, scratch, current.attempts)
-            await restore_backup(self.context, backup, database=scratch, role=role, job=job)
+            await restore_backup(self.context, backup, database=scratch, tenant=tenant, job=job)
             restore_seconds = time.monotonic() - clock
         except BackupError as exc:
             failures.append(failed(RESTORE_CHECK, exc.message))
         else:
             failures += await run_checks(
-                self.context, backup, spec.checks, database=scratch, role=role
+                self.context, backup, spec.checks, database=scratch, tenant=tenant
             )
         return judge_run(
             backup=current.backup,

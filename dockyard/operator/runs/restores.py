@@ -93,6 +93,7 @@ from dockyard.operator.runs.context import (
     RunContext,
     SourceUnavailable,
     retryable,
+    tenant_login,
 )
 from dockyard.operator.runs.restoring import (
     DatabaseFailed,
@@ -441,15 +442,16 @@ class RestoreRuns:
         # Recorded before the database exists, so an interruption finds it to drop.
         await self._write(loaded, status)
         post(loaded.raw, reason="Restoring", message=status.message or "")
-        live, role = database_identity(loaded.namespace, plan.target)
+        live, _ = database_identity(loaded.namespace, plan.target)
         began = time.monotonic()
         try:
-            await fresh_database(self.context, staging, owner=role)
+            tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            await fresh_database(self.context, staging, owner=tenant)
             result = await restore_backup(
                 self.context,
                 source,
                 database=staging,
-                role=role,
+                tenant=tenant,
                 job=self._job(loaded, plan, status.attempts),
             )
             verifying = status.model_copy(
@@ -461,7 +463,7 @@ class RestoreRuns:
                 }
             )
             await self._write(loaded, verifying)
-            counts = await check_row_counts(self.context, source, staging)
+            counts = await check_row_counts(self.context, source, staging, tenant)
             if not counts.passed:
                 raise ManifestMismatch(counts.describe())
             await self._switch(live, staging, loaded.uid)

@@ -1,11 +1,13 @@
 """Restoring a Backup into a fresh database: what Restore and RestoreDrill runs share.
 
 Both kinds restore the same way: a new database owned by the target environment's role
-(``ManagedPostgres.create_database``), the artifact of the Backup's completed attempt
-read from its storage and checked against its recorded checksum before anything is
-written (``run_restore``), then counted table by table (``table_counts``) for the
-manifest comparison. Only what happens around it differs: a Restore switches the
-environment over to the new database, a drill runs its checks and drops it later.
+(``ManagedPostgres.create_database``), logged in as that role (never as the server's
+admin: the role owns the database and whatever code it holds), the artifact of the
+Backup's completed attempt read from its storage and checked against its recorded
+checksum before anything is written (``run_restore``), then counted table by table
+(``table_counts``) for the manifest comparison. Only what happens around it differs: a
+Restore switches the environment over to the new database, a drill runs its checks and
+drops it later.
 
 A Backup names its artifact implicitly: the attempt that completed is
 ``status.attempts`` and the name is ``artifact_name(namespace, name, uid, attempt)``,
@@ -28,14 +30,14 @@ from dockyard.operator.backups import (
     run_restore,
     table_counts,
 )
-from dockyard.operator.database import ManagedDatabaseError
+from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.runs.context import (
     RunContext,
     SourceUnavailable,
     artifact_name,
     load_key,
     open_storage,
-    with_database,
+    tenant_dsn,
 )
 from dockyard.operator.runs.runner_jobs import RestoreJob, restore_in_job
 
@@ -64,16 +66,8 @@ def backup_artifact(backup: Backup) -> str:
     return artifact_name(meta.namespace or "", meta.name or "", meta.uid or "", status.attempts)
 
 
-def admin_dsn(context: RunContext, database: str) -> str:
-    """The managed server's admin DSN, pointed at ``database``."""
-    url = context.settings.managed_postgres_url
-    if url is None or context.postgres is None:
-        raise SourceUnavailable("the operator has no managed PostgreSQL server")
-    return with_database(url.get_secret_value(), database)
-
-
-async def fresh_database(context: RunContext, name: str, *, owner: str) -> None:
-    """An empty database ``name`` owned by ``owner`` (an earlier one is dropped first)."""
+async def fresh_database(context: RunContext, name: str, *, owner: TenantLogin) -> None:
+    """An empty database ``name`` owned by ``owner``'s role (an earlier one is dropped)."""
     if context.postgres is None:
         raise SourceUnavailable("the operator has no managed PostgreSQL server")
     try:
@@ -97,11 +91,11 @@ async def restore_backup(
     backup: Backup,
     *,
     database: str,
-    role: str | None,
+    tenant: TenantLogin,
     job: RestoreJob | None = None,
 ) -> RestoreResult:
-    """Restore ``backup`` into the (empty) ``database``, objects owned by ``role``:
-    inline, or in the runner Job ``job`` describes (which connects as ``role``).
+    """Restore ``backup`` into the (empty) ``database``, logged in as the ``tenant`` role
+    that owns it: inline, or in the runner Job ``job`` describes.
 
     The checksum is verified before the database is touched: a flipped byte fails with
     ``ChecksumMismatch`` ("checksum mismatch: ...") and leaves it empty.
@@ -110,7 +104,7 @@ async def restore_backup(
     artifact = backup_artifact(backup)
     if job is not None:
         return await restore_in_job(context, backup, artifact=artifact, database=database, job=job)
-    dsn = admin_dsn(context, database)
+    dsn = tenant_dsn(context.settings, tenant, database)
     async with open_storage(backup.spec.storage, root=context.settings.backup_root) as storage:
         key = await load_key(context.kube, namespace, backup.spec.encryption.key_secret_ref)
         return await run_restore(
@@ -119,7 +113,7 @@ async def restore_backup(
             name=artifact,
             expected_sha256=backup.status.sha256 or "",
             keys=Keyring.of(key),
-            options=RestoreOptions(role=role),
+            options=RestoreOptions(),
         )
 
 
@@ -158,11 +152,13 @@ class RowCountCheck:
         return f"row counts differ from the manifest: {shown}{more}"
 
 
-async def check_row_counts(context: RunContext, backup: Backup, database: str) -> RowCountCheck:
-    """Count the rows of every table in ``database`` and compare with the manifest."""
+async def check_row_counts(
+    context: RunContext, backup: Backup, database: str, tenant: TenantLogin
+) -> RowCountCheck:
+    """Count the rows of every table in ``database`` (as ``tenant``) against the manifest."""
     manifest = backup.status.manifest
     expected = {t.name: t.rows for t in manifest.tables} if manifest else {}
-    found = await table_counts(admin_dsn(context, database))
+    found = await table_counts(tenant_dsn(context.settings, tenant, database))
     return RowCountCheck(expected, found)
 
 
@@ -170,7 +166,6 @@ __all__ = [
     "DatabaseFailed",
     "ManifestMismatch",
     "RowCountCheck",
-    "admin_dsn",
     "backup_artifact",
     "check_row_counts",
     "drop_database",
