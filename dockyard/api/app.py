@@ -162,6 +162,7 @@ def create_app(
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = ApiMetrics()
+    app[keys.READINESS] = health.ReadinessCache()
     ops = registry()
     ops.install(app)
     app[keys.OPERATIONS] = {op.operation_id: op for op in ops.operations}

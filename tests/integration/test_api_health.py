@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from dockyard.api.app import create_app
 from dockyard.core.settings import Settings
@@ -90,3 +94,29 @@ def test_migrate_twice_is_a_no_op_the_second_time(testbed_env: dict[str, str]) -
     )
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "database is up to date"
+
+
+async def test_a_burst_of_readiness_probes_checks_the_dependencies_once(
+    testbed_state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    exporter = InMemorySpanExporter()
+    settings = Settings(
+        database_url=testbed_state.database_url,  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+        redis_url=None,
+        metrics_port=None,
+        database_pool_max=2,
+    )
+    app = create_app(settings, span_processors=[SimpleSpanProcessor(exporter)])
+    async with TestClient(TestServer(app)) as client:
+        # Anyone may call /readyz: 100 at once must not take 100 turns on a 2-connection pool.
+        answers = await asyncio.gather(*(client.get("/readyz") for _ in range(100)))
+        assert {r.status for r in answers} == {200}
+        queries = [
+            span
+            for span in exporter.get_finished_spans()
+            if span.kind is SpanKind.CLIENT and span.attributes.get("db.system") == "postgresql"
+        ]
+        assert len(queries) <= 2, len(queries)

@@ -1,8 +1,15 @@
-"""Liveness and readiness probes; the only routes that need no authentication."""
+"""Liveness and readiness probes; the only routes that need no authentication.
+
+``/readyz`` is public, so it must be cheap: the dependencies' state is checked by one
+task at a time and the answer kept for ``READINESS_TTL`` seconds. However many probes
+(or anonymous callers) ask at once, at most one database connection, one apiserver
+request and one Redis ping are spent per second; the pool cannot be drained through it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Literal
 
 from aiohttp import web
@@ -13,6 +20,7 @@ from dockyard.api import keys
 from dockyard.api.openapi import Operation, OperationRegistry
 
 _CHECK_TIMEOUT = 2.0
+READINESS_TTL = 1.0
 
 
 class Liveness(BaseModel):
@@ -69,15 +77,46 @@ async def _check_redis(client: Redis) -> DependencyCheck:
     return DependencyCheck(name="redis", ready=True)
 
 
-async def readyz(request: web.Request) -> web.Response:
-    probes = [_check_postgres(request.app), _check_kubernetes(request.app)]
-    redis = request.app[keys.REDIS]
+async def _check_all(app: web.Application) -> Readiness:
+    probes = [_check_postgres(app), _check_kubernetes(app)]
+    redis = app[keys.REDIS]
     if redis is not None:  # only checked when configured (several replicas share it)
         probes.append(_check_redis(redis))
     checks = await asyncio.gather(*probes)
     ready = all(c.ready for c in checks)
-    body = Readiness(status="ready" if ready else "not-ready", checks=list(checks))
-    return web.json_response(body.model_dump(exclude_none=True), status=200 if ready else 503)
+    return Readiness(status="ready" if ready else "not-ready", checks=list(checks))
+
+
+class ReadinessCache:
+    """The last readiness answer for ``ttl`` seconds, and the one check in flight."""
+
+    def __init__(self, ttl: float = READINESS_TTL) -> None:
+        self.ttl = ttl
+        self._answer: Readiness | None = None
+        self._checked_at = float("-inf")
+        self._running: asyncio.Task[Readiness] | None = None
+
+    async def get(self, app: web.Application) -> Readiness:
+        if self._answer is not None and time.monotonic() - self._checked_at < self.ttl:
+            return self._answer
+        if self._running is None:
+            self._running = asyncio.create_task(self._refresh(app), name="readiness-check")
+        # shield: a probe that disconnects must not cancel the check others wait on.
+        return await asyncio.shield(self._running)
+
+    async def _refresh(self, app: web.Application) -> Readiness:
+        try:
+            self._answer = await _check_all(app)
+            self._checked_at = time.monotonic()
+            return self._answer
+        finally:
+            self._running = None
+
+
+async def readyz(request: web.Request) -> web.Response:
+    body = await request.app[keys.READINESS].get(request.app)
+    status = 200 if body.status == "ready" else 503
+    return web.json_response(body.model_dump(exclude_none=True), status=status)
 
 
 def register(registry: OperationRegistry) -> None:
