@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from dockyard.api.ratelimit.backends import Bucket, BucketResult, MemoryLimiter, RedisLimiter
 from dockyard.api.ratelimit.gcra import Quota
@@ -48,4 +49,18 @@ async def test_looking_charges_nothing(redis: Redis) -> None:
     for _ in range(3):
         (looked,) = await limiter.check(buckets(prefix)[:1], charge=False)
         assert (looked.allowed, looked.remaining) == (True, 4)
-    assert await redis.exists(f"dockyard:rl:{prefix}:tight") == 0
+    assert await redis.exists(f"dockyard:rl:{{rl}}:{prefix}:tight") == 0
+
+
+async def test_the_keys_of_one_request_share_a_cluster_slot(redis: Redis) -> None:
+    # Redis Cluster refuses a script whose keys span slots (CROSSSLOT): one request's
+    # buckets, whatever rule or caller they belong to, must hash to one slot.
+    prefix = f"test:{uuid.uuid4().hex}"
+    mixed = [
+        *buckets(prefix),
+        Bucket(f"other:{prefix}:{{brace}}", Quota(5, 60.0), cost=1, enforced=True),
+    ]
+    await RedisLimiter(redis).check(mixed)
+    stored = [key async for key in redis.scan_iter(match=f"*{prefix}*")]
+    assert len(stored) == len(mixed)
+    assert len({key_slot(key) for key in stored}) == 1, stored

@@ -29,7 +29,11 @@ from redis.exceptions import RedisError
 
 from dockyard.api.ratelimit import gcra
 
-KEY_PREFIX = "dockyard:rl:"
+# One hash tag for every bucket: a request's buckets (of different rules, keyed by
+# subject, address or header) go to the script together, and Redis Cluster runs a script
+# only on keys of one slot. The first {...} of a key is its tag, so the bucket's own key
+# (which may hold braces) cannot change it.
+KEY_PREFIX = "dockyard:rl:{rl}:"
 _MICROS = 1_000_000
 
 
