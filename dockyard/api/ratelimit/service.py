@@ -29,10 +29,9 @@ from enum import StrEnum
 import aiohttp
 from prometheus_client import Counter
 
-from dockyard.api import errors
 from dockyard.api.auth import Authenticator, bearer_token
 from dockyard.api.ratelimit import metrics
-from dockyard.api.ratelimit.backends import Bucket, Limiter, LimiterUnavailable
+from dockyard.api.ratelimit.backends import Bucket, Limiter, LimiterUnavailable, MemoryLimiter
 from dockyard.api.ratelimit.decisions import RuleDecision, Verdict
 from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.rules import (
@@ -104,6 +103,8 @@ class RateLimiting:
         self.instruments = instruments
         self.ledger = ledger
         self.failure_mode = failure_mode
+        # Closed mode's stand-in while the shared counters are down: this replica's own.
+        self._fallback = MemoryLimiter()
         self._sampler = EventSampler()
         self._counters: dict[tuple[str, str], Counter] = {}
         self._check_duration = instruments.check_duration.labels(limiter.name)
@@ -166,7 +167,9 @@ class RateLimiting:
             results = await self.limiter.check(buckets, charge=charge)
         except LimiterUnavailable as exc:
             self._backend_failed(request, str(exc))
-            return None
+            if self.failure_mode is FailureMode.OPEN:
+                return None
+            results = self._fallback.check_now(buckets, charge=charge)
         finally:
             self._check_duration.observe(time.perf_counter() - started)
         return Verdict(
@@ -189,8 +192,6 @@ class RateLimiting:
                 source_ip=request.address,
                 path=request.path,
             )
-        if self.failure_mode is FailureMode.CLOSED:
-            raise errors.dependency_unavailable(self.limiter.name)
 
     def _record(self, verdict: Verdict, caller: Caller, request: Request) -> None:
         now = time.time()
