@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1, le=3650)
     ratelimit_failure_mode: Literal["open", "closed"] = Field(
         default="open",
-        description="when Redis is unreachable: open lets requests through, closed limits in memory",
+        description="when Redis is unreachable: open lets requests through, closed limits locally",
     )
     ratelimit_status_interval: float = Field(
         default=15.0, ge=0.5, le=3600, description="seconds between RateLimitPolicy status writes"
