@@ -66,23 +66,31 @@ class SnapshotSession:
 
 
 @asynccontextmanager
-async def connect(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """A plain connection for the runner, with errors that name no secret."""
+async def connect(
+    dsn: str, *, search_path: str | None = SAFE_SEARCH_PATH
+) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for the runner, with errors that name no secret.
+
+    ``search_path`` is pinned for the runner's own queries; ``None`` leaves the
+    database's default, for SQL a person wrote against it (a drill's checks).
+    """
     where = _where(dsn)
     password = tool_connection(dsn, application_name=APPLICATION_NAME).password
+    settings = {
+        "application_name": APPLICATION_NAME,
+        # The snapshot transaction sits idle while pg_dump works: a server-wide
+        # idle timeout must not end it, nor a statement timeout the counts.
+        "idle_in_transaction_session_timeout": "0",
+        "statement_timeout": "0",
+    }
+    if search_path is not None:
+        settings["search_path"] = search_path
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             dsn,
             timeout=CONNECT_TIMEOUT_SECONDS,
             statement_cache_size=0,
-            server_settings={
-                "application_name": APPLICATION_NAME,
-                # The snapshot transaction sits idle while pg_dump works: a server-wide
-                # idle timeout must not end it, nor a statement timeout the counts.
-                "idle_in_transaction_session_timeout": "0",
-                "statement_timeout": "0",
-                "search_path": SAFE_SEARCH_PATH,
-            },
+            server_settings=settings,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseError(f"cannot connect to {where}: {_detail(exc, password)}") from None

@@ -77,7 +77,9 @@ async def run_sql_checks(
     failures: list[FailedCheck] = []
     done = 0
     try:
-        async with connect(dsn) as conn:
+        # The author's SQL names tables as the application does: the database's own
+        # search_path. It runs as the tenant, so nothing it finds there is a trap.
+        async with connect(dsn, search_path=None) as conn:
             for check in checks:
                 try:
                     value = await _first_value(conn, check.query, timeout_ms)
