@@ -108,7 +108,9 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
         tracer_provider=app[keys.TRACING].provider,
     )
     app[keys.KUBE] = client
-    app[keys.AUTHENTICATOR] = Authenticator(client, ttl=settings.auth_cache_ttl)
+    app[keys.AUTHENTICATOR] = Authenticator(
+        client, ttl=settings.auth_cache_ttl, audiences=settings.token_audiences
+    )
     app[keys.AUTHORIZER] = Authorizer(client, ttl=settings.authz_cache_ttl)
     yield
     await client.close()

@@ -81,7 +81,7 @@ class Authenticator:
         )
         status = review.get("status") or {}
         principal: Principal | None = None
-        if status.get("authenticated"):
+        if status.get("authenticated") and self._for_us(status):
             user = status.get("user") or {}
             principal = Principal(
                 user=str(user.get("username", "")),
@@ -92,6 +92,16 @@ class Authenticator:
         # Failures are cached too (as False), so a flood of bad tokens costs one review each.
         await self.cache.set(key, principal if principal is not None else False, ttl=self.ttl)
         return principal
+
+    def _for_us(self, status: Mapping[str, Any]) -> bool:
+        """With audiences configured, the token must be valid for one of them.
+
+        The apiserver answers with the audiences it found the token valid for; an
+        authenticator that ignores audiences answers with none, which is not enough.
+        """
+        if not self.audiences:
+            return True
+        return bool(set(status.get("audiences") or ()) & set(self.audiences))
 
 
 class Authorizer:
@@ -121,7 +131,7 @@ class Authorizer:
             attributes["namespace"] = namespace
         if name:
             attributes["name"] = name
-        key = json.dumps([principal.user, sorted(principal.groups), attributes], sort_keys=True)
+        key = json.dumps([*_identity(principal), attributes], sort_keys=True)
         cached = await self.cache.get(key)
         if isinstance(cached, Decision):
             return cached
@@ -152,7 +162,7 @@ class Authorizer:
         namespace: str,
     ) -> dict[tuple[str, str], bool]:
         """Many (resource, verb) decisions at once, cached as one entry per namespace."""
-        key = json.dumps(["matrix", principal.user, sorted(principal.groups), namespace, pairs])
+        key = json.dumps(["matrix", *_identity(principal), namespace, pairs], sort_keys=True)
         cached = await self.cache.get(key)
         if isinstance(cached, dict):
             return cached
@@ -165,6 +175,16 @@ class Authorizer:
         result = {pair: d.allowed for pair, d in zip(pairs, decisions, strict=True)}
         await self.cache.set(key, result, ttl=self.ttl)
         return result
+
+
+def _identity(principal: Principal) -> list[Any]:
+    """Everything a SubjectAccessReview is asked about the caller, as a cache key part.
+
+    The uid and extra are part of it: an authorizer (a webhook, say) may decide on them,
+    so two callers differing only there must not share a cached decision.
+    """
+    extra = {k: sorted(v) for k, v in principal.extra.items()}
+    return [principal.user, sorted(principal.groups), principal.uid, extra]
 
 
 def bearer_token(header: str | None) -> str | None:

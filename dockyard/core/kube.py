@@ -2,7 +2,7 @@
 
 Why not the ``kubernetes`` package: its calls block, and the API must never block the
 event loop. Why not ``kubernetes_asyncio``: we need little of it (JSON in and out on a
-handful of paths, watches, impersonation headers per call, a trace span per call) and a
+handful of paths, watches, the caller's own token per call, a trace span per call) and a
 thin client keeps those explicit. The operator talks to the apiserver through Kopf.
 """
 
@@ -14,7 +14,7 @@ import json
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,14 @@ class KubeError(Exception):
 
 
 @dataclass(frozen=True)
-class Impersonation:
-    """Who a request is made as: the caller's user name and groups."""
+class CallerToken:
+    """A caller's own bearer token, sent instead of ours for a call made on their behalf.
 
-    user: str
-    groups: Sequence[str] = field(default_factory=tuple)
+    The apiserver then authenticates the caller itself (user, uid, groups, extra exactly
+    as it knows them) and authorizes and audits the call as theirs: no impersonation.
+    """
+
+    token: str = field(repr=False)
 
 
 # client-go re-reads a token file once a minute: projected service-account tokens are
@@ -63,12 +66,16 @@ class KubeConfig:
 
     With ``token_file`` the token is read from that file and read again every
     ``TOKEN_RELOAD_SECONDS``, as the kubelet rotates it; ``token`` is then the first read.
+    ``caller_ssl_context`` verifies the server without presenting our client certificate,
+    for calls made with a caller's token (the apiserver would authenticate the certificate
+    first); None when ``ssl_context`` holds no certificate.
     """
 
     server: str
     ssl_context: ssl.SSLContext
     token: str | None = None
     token_file: Path | None = None
+    caller_ssl_context: ssl.SSLContext | None = None
 
     @classmethod
     def from_kubeconfig(cls, path: Path, context: str | None = None) -> KubeConfig:
@@ -78,21 +85,15 @@ class KubeConfig:
         cluster = _named(raw.get("clusters", []), ctx["cluster"], "cluster")["cluster"]
         user = _named(raw.get("users", []), ctx["user"], "user")["user"]
         base = path.parent
-        ssl_context = ssl.create_default_context()
-        if cluster.get("insecure-skip-tls-verify"):
-            ssl_context.check_hostname = False
-            ssl_context.verify_mode = ssl.CERT_NONE
-        elif "certificate-authority-data" in cluster:
-            ssl_context.load_verify_locations(
-                cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-            )
-        elif "certificate-authority" in cluster:
-            ssl_context.load_verify_locations(cafile=str(base / cluster["certificate-authority"]))
+        ssl_context = _server_context(cluster, base)
+        caller_ssl_context = None
         if "client-certificate" in user:
+            caller_ssl_context = _server_context(cluster, base)
             ssl_context.load_cert_chain(
                 str(base / user["client-certificate"]), str(base / user["client-key"])
             )
         elif "client-certificate-data" in user:
+            caller_ssl_context = _server_context(cluster, base)
             _load_cert_data(ssl_context, user["client-certificate-data"], user["client-key-data"])
         token = user.get("token")
         token_file = None
@@ -104,6 +105,7 @@ class KubeConfig:
             ssl_context=ssl_context,
             token=token,
             token_file=token_file,
+            caller_ssl_context=caller_ssl_context,
         )
 
     @classmethod
@@ -122,6 +124,21 @@ def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
         if item.get("name") == name:
             return item
     raise ValueError(f"kubeconfig has no {what} named {name!r}")
+
+
+def _server_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext:
+    """A TLS context that verifies the apiserver as the kubeconfig's cluster says."""
+    context = ssl.create_default_context()
+    if cluster.get("insecure-skip-tls-verify"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif "certificate-authority-data" in cluster:
+        context.load_verify_locations(
+            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+        )
+    elif "certificate-authority" in cluster:
+        context.load_verify_locations(cafile=str(base / cluster["certificate-authority"]))
+    return context
 
 
 def _load_cert_data(context: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
@@ -153,17 +170,26 @@ class _Token:
 
 
 class KubeClient:
-    """JSON over HTTPS to one apiserver, with optional impersonation per call."""
+    """JSON over HTTPS to one apiserver, as ourselves or with a caller's own token.
+
+    Calls made with a caller's token go through ``caller_session``, whose connections
+    present no client certificate of ours: the apiserver tries certificates before bearer
+    tokens, so one would make the call ours again.
+    """
 
     def __init__(
         self,
         config: KubeConfig,
         session: aiohttp.ClientSession,
         *,
+        caller_session: aiohttp.ClientSession | None = None,
         token_reload_seconds: float = TOKEN_RELOAD_SECONDS,
     ) -> None:
+        if caller_session is None and config.caller_ssl_context is not None:
+            raise ValueError("our client certificate would authenticate callers' calls")
         self.config = config
         self.session = session
+        self.caller_session = caller_session or session
         self._token = _Token(config, token_reload_seconds)
 
     @classmethod
@@ -180,29 +206,37 @@ class KubeClient:
         its context sent to the apiserver as ``traceparent``.
         """
         tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-        connector = aiohttp.TCPConnector(ssl=config.ssl_context, limit=limit)
-        headers = {"Accept": "application/json", "User-Agent": "dockyard"}
-        session = aiohttp.ClientSession(
-            connector=connector,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=30, connect=5),
-            trace_configs=[telemetry.http_client_tracing(tracer, _span_name)],
+
+        def session(context: ssl.SSLContext) -> aiohttp.ClientSession:
+            return aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context, limit=limit),
+                headers={"Accept": "application/json", "User-Agent": "dockyard"},
+                timeout=aiohttp.ClientTimeout(total=30, connect=5),
+                trace_configs=[telemetry.http_client_tracing(tracer, _span_name)],
+            )
+
+        callers = config.caller_ssl_context
+        return cls(
+            config,
+            session(config.ssl_context),
+            caller_session=session(callers) if callers is not None else None,
         )
-        return cls(config, session)
 
     async def close(self) -> None:
         await self.session.close()
+        if self.caller_session is not self.session:
+            await self.caller_session.close()
 
     def _headers(
-        self, as_user: Impersonation | None, content_type: str | None = None
+        self, as_caller: CallerToken | None, content_type: str | None = None
     ) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = []
-        authorization = self._token.header()
-        if authorization is not None:
-            headers.append(("Authorization", authorization))
-        if as_user is not None:
-            headers.append(("Impersonate-User", as_user.user))
-            headers.extend(("Impersonate-Group", g) for g in as_user.groups)
+        if as_caller is not None:
+            headers.append(("Authorization", f"Bearer {as_caller.token}"))
+        else:
+            authorization = self._token.header()
+            if authorization is not None:
+                headers.append(("Authorization", authorization))
         if content_type:
             headers.append(("Content-Type", content_type))
         return headers
@@ -214,17 +248,21 @@ class KubeClient:
         *,
         body: Any = None,
         params: Mapping[str, str] | None = None,
-        as_user: Impersonation | None = None,
+        as_caller: CallerToken | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        """One call; a non-2xx answer raises ``KubeError`` with the apiserver's Status."""
+        """One call, as ourselves or (``as_caller``) with the caller's own token.
+
+        A non-2xx answer raises ``KubeError`` with the apiserver's Status.
+        """
         data = None if body is None else json.dumps(body)
-        async with self.session.request(
+        session = self.session if as_caller is None else self.caller_session
+        async with session.request(
             method,
             self.config.server + path,
             data=data,
             params=params,
-            headers=self._headers(as_user, content_type if data is not None else None),
+            headers=self._headers(as_caller, content_type if data is not None else None),
         ) as response:
             text = await response.text()
             try:

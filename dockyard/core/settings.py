@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         default_factory=list, description="origins allowed by CORS, e.g. https://app.example"
     )
     auth_cache_ttl: float = Field(default=10.0, ge=0, le=300, description="TokenReview cache")
+    token_audiences: list[str] = Field(
+        default_factory=list,
+        description="audiences TokenReviews ask for (one must match); unset: the apiserver's",
+    )
     authz_cache_ttl: float = Field(default=5.0, ge=0, le=300, description="SAR cache")
     token_reviews_per_minute: int = Field(
         default=120,

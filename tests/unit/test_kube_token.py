@@ -6,10 +6,11 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from dockyard.core.kube import KubeClient, KubeConfig
+from dockyard.core.kube import CallerToken, KubeClient, KubeConfig
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -57,6 +58,27 @@ async def test_a_fixed_token_and_no_token(tmp_path: Path) -> None:
         finally:
             await with_token.close()
             await without.close()
+
+
+async def test_a_call_for_a_caller_carries_their_token_and_never_ours() -> None:
+    async with TestServer(_app()) as server:
+        url = str(server.make_url("")).rstrip("/")
+        client = KubeClient.connect(KubeConfig(url, ssl.create_default_context(), token="ours"))
+        try:
+            answer = await client.get("/whoami", as_caller=CallerToken("theirs"))
+            assert answer["authorization"] == "Bearer theirs"
+            assert "theirs" not in repr(CallerToken("theirs"))
+        finally:
+            await client.close()
+
+
+def test_a_client_certificate_is_never_presented_on_callers_calls() -> None:
+    # A certificate is authenticated before a bearer token: calls made with a caller's
+    # token need connections without it.
+    context = ssl.create_default_context()
+    config = KubeConfig("https://127.0.0.1:6443", context, caller_ssl_context=context)
+    with pytest.raises(ValueError, match="client certificate"):
+        KubeClient(config, object())  # type: ignore[arg-type]
 
 
 def test_a_kubeconfig_token_file_is_remembered_for_reloading(tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ async def create(request: web.Request) -> web.Response:
             "spec": body.spec.model_dump(mode="json", exclude_none=True, by_alias=True),
         }
         created = await request.app[keys.KUBE].create(
-            _path(namespace), manifest, as_user=_caller(request)
+            _path(namespace), manifest, as_caller=_caller(request)
         )
     except errors.Problem as problem:
         if store is not None and key is not None:
@@ -319,7 +319,7 @@ async def patch(request: web.Request) -> web.Response:
         body["metadata"] = {**metadata, "resourceVersion": expected}
     try:
         updated = await request.app[keys.KUBE].merge_patch(
-            _path(namespace, name), body, as_user=_caller(request)
+            _path(namespace, name), body, as_caller=_caller(request)
         )
     except KubeError as exc:
         if exc.status == 409 and expected is not None:
@@ -345,7 +345,7 @@ async def delete(request: web.Request) -> web.Response:
         options["preconditions"] = {"resourceVersion": expected}
     try:
         result = await request.app[keys.KUBE].request(
-            "DELETE", _path(namespace, name), body=options, as_user=_caller(request)
+            "DELETE", _path(namespace, name), body=options, as_caller=_caller(request)
         )
     except KubeError as exc:
         if exc.status == 409 and expected is not None:

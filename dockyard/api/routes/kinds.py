@@ -6,7 +6,7 @@ create (``Idempotency-Key``), JSON merge patch and delete (both with ``If-Match`
 ``/api/v1/namespaces/{namespace}/<plural>``. Reads come from the cache; writes go to the
 apiserver as the caller, so RBAC, the schema and the CEL rules decide as they do for
 kubectl, and a write waits until the cache has caught up with it (read-your-writes).
-The per-object details (ETag, If-Match, merge patch, impersonation) are ``objects``'.
+The per-object details (ETag, If-Match, merge patch, the caller's token) are ``objects``'.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class KindRoutes:
             "spec": body.spec.model_dump(mode="json", exclude_none=True, by_alias=True),
         }
         created = await request.app[keys.KUBE].create(
-            kube_path(self.plural, namespace), manifest, as_user=caller(request)
+            kube_path(self.plural, namespace), manifest, as_caller=caller(request)
         )
         request[keys.AUDIT] = spec_diff(None, created.get("spec"))
         await request.app[self.cache].wait_for_version(created["metadata"]["resourceVersion"])
@@ -201,7 +201,7 @@ class KindRoutes:
             body["metadata"] = {**(raw.get("metadata") or {}), "resourceVersion": expected}
         try:
             updated = await request.app[keys.KUBE].merge_patch(
-                kube_path(self.plural, namespace, name), body, as_user=caller(request)
+                kube_path(self.plural, namespace, name), body, as_caller=caller(request)
             )
         except KubeError as exc:
             if exc.status == 409 and expected is not None:
@@ -225,7 +225,7 @@ class KindRoutes:
                 "DELETE",
                 kube_path(self.plural, namespace, name),
                 body=options,
-                as_user=caller(request),
+                as_caller=caller(request),
             )
         except KubeError as exc:
             if exc.status == 409 and expected is not None:

@@ -1,8 +1,8 @@
 """What the REST routes of every custom resource share, so that all kinds behave alike.
 
 The object as clients see it (without ``managedFields``), ``ETag`` as the object's
-resourceVersion and ``If-Match`` back into one, the caller as the identity writes
-impersonate, and RFC 7396 JSON merge patch as PATCH applies it before validating.
+resourceVersion and ``If-Match`` back into one, the caller's own token for the calls
+made on their behalf, and RFC 7396 JSON merge patch as PATCH applies it before validating.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api import errors, keys
-from dockyard.api.auth import Principal
-from dockyard.core.kube import Impersonation
+from dockyard.api.auth import bearer_token
+from dockyard.core.kube import CallerToken
 from dockyard.core.models.common import API_VERSION
 
 
@@ -53,10 +53,16 @@ def if_match(request: web.Request) -> str | None:
     return value
 
 
-def caller(request: web.Request) -> Impersonation:
-    """Who writes go to the apiserver as: the authenticated caller."""
-    principal: Principal = request[keys.PRINCIPAL]
-    return Impersonation(principal.user, principal.groups)
+def caller(request: web.Request) -> CallerToken:
+    """The credentials of calls made on the caller's behalf: the token they authenticated with.
+
+    The apiserver authenticates it again, so it sees the caller's exact identity (uid,
+    groups, extra), and its RBAC, admission and audit log judge the caller, not the API.
+    """
+    token = bearer_token(request.headers.get("Authorization"))
+    if keys.PRINCIPAL not in request or token is None:
+        raise errors.unauthorized()  # only authenticated operations call the apiserver
+    return CallerToken(token)
 
 
 def merge(target: Any, patch: Any) -> Any:

@@ -194,7 +194,7 @@ class RecoveryKindRoutes(KindRoutes):
         updated = await request.app[keys.KUBE].merge_patch(
             kube_path(self.plural, namespace, name),
             {"metadata": {"annotations": {RUN_NOW_ANNOTATION: requested}}},
-            as_user=caller(request),
+            as_caller=caller(request),
         )
         request[keys.AUDIT] = annotation_diff(current, updated)
         await cache.wait_for_version(updated["metadata"]["resourceVersion"])

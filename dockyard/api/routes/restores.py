@@ -179,7 +179,7 @@ async def approve(request: web.Request) -> web.Response:
         # Fresh from the apiserver, not the cache: the decision is written back guarded
         # by this resourceVersion, so it must be the latest one.
         try:
-            current = await kube.get(path)
+            current = await kube.get(path, as_caller=caller(request))
         except KubeError as exc:
             if exc.status == 404:
                 raise _missing(namespace, name) from None
@@ -199,7 +199,7 @@ async def approve(request: web.Request) -> web.Response:
             }
         }
         try:
-            updated = await kube.merge_patch(path, patch, as_user=caller(request))
+            updated = await kube.merge_patch(path, patch, as_caller=caller(request))
         except KubeError as exc:
             if exc.status == 409:
                 continue  # changed meanwhile (the operator's status): check again

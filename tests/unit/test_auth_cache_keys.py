@@ -1,0 +1,80 @@
+"""Cached authorization decisions belong to one exact identity: user, groups, uid, extra.
+
+An authorizer (a webhook, say) may decide on a caller's uid or extra, so two callers who
+differ only there must each get their own SubjectAccessReview.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from dockyard.api.auth import Authenticator, Authorizer, Permission, Principal
+from dockyard.core.kube import KubeClient
+
+
+class _Reviews:
+    """A stand-in apiserver: allows only the uid ``good``, and counts the reviews."""
+
+    def __init__(self, status: dict[str, Any] | None = None) -> None:
+        self.specs: list[dict[str, Any]] = []
+        self.status = status
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.specs.append(body["spec"])
+        if self.status is not None:
+            return {"status": self.status}
+        return {"status": {"allowed": body["spec"]["uid"] == "good"}}
+
+
+def _authorizer(reviews: _Reviews) -> Authorizer:
+    return Authorizer(cast(KubeClient, reviews), ttl=60)
+
+
+READ = Permission("get", "environments")
+
+
+async def test_callers_differing_only_in_uid_do_not_share_a_decision() -> None:
+    reviews = _Reviews()
+    authorizer = _authorizer(reviews)
+    good = Principal("alice", ("dev",), uid="good")
+    other = Principal("alice", ("dev",), uid="other")
+    assert (await authorizer.check(good, READ, namespace="shop")).allowed
+    assert not (await authorizer.check(other, READ, namespace="shop")).allowed
+    assert (await authorizer.check(good, READ, namespace="shop")).allowed
+    assert len(reviews.specs) == 2  # the third answer came from the cache
+
+
+async def test_callers_differing_only_in_extra_do_not_share_a_decision() -> None:
+    reviews = _Reviews()
+    authorizer = _authorizer(reviews)
+    scoped = Principal("alice", uid="good", extra={"scopes": ("read",)})
+    wider = Principal("alice", uid="good", extra={"scopes": ("read", "write")})
+    await authorizer.check(scoped, READ, namespace="shop")
+    await authorizer.check(wider, READ, namespace="shop")
+    assert [spec["extra"] for spec in reviews.specs] == [
+        {"scopes": ["read"]},
+        {"scopes": ["read", "write"]},
+    ]
+
+
+async def test_the_matrix_is_cached_per_exact_identity() -> None:
+    reviews = _Reviews()
+    authorizer = _authorizer(reviews)
+    pairs = [("environments", "get")]
+    good = await authorizer.matrix(Principal("alice", uid="good"), pairs, namespace="shop")
+    other = await authorizer.matrix(Principal("alice", uid="other"), pairs, namespace="shop")
+    assert good == {("environments", "get"): True}
+    assert other == {("environments", "get"): False}
+
+
+async def test_a_token_not_valid_for_the_configured_audience_is_not_authenticated() -> None:
+    status = {"authenticated": True, "user": {"username": "alice"}, "audiences": ["elsewhere"]}
+    reviews = _Reviews(status)
+    authenticator = Authenticator(cast(KubeClient, reviews), ttl=60, audiences=["dockyard-api"])
+    assert await authenticator.authenticate("t0ken") is None
+    assert reviews.specs == [{"token": "t0ken", "audiences": ["dockyard-api"]}]
+    status["audiences"] = ["dockyard-api"]
+    fresh = Authenticator(cast(KubeClient, reviews), ttl=60, audiences=["dockyard-api"])
+    principal = await fresh.authenticate("t0ken")
+    assert principal is not None
+    assert principal.user == "alice"
