@@ -1,13 +1,18 @@
 """``Idempotency-Key`` for POST: a retried request gets the first answer, not a duplicate.
 
 The first request with a key claims it (an INSERT that wins or loses atomically), does
-its work, and stores its response. A retry with the same key and the same request
-replays that response; with a different request it is refused; while the first is
-still running, the retry is told to wait. Keys belong to their caller and expire.
+its work, and stores its response if it succeeded. A retry with the same key and the
+same request replays that response; with a different request it is refused; while the
+first is still running, the retry is told to wait. A request that failed, whatever the
+failure (invalid, refused by the apiserver, the apiserver unreachable), releases its key,
+so a retry with the same key runs again. Keys belong to their caller and expire after
+``TTL``; each claim deletes a batch of expired keys, so the table holds about a day of
+keys however many callers come and go.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -34,12 +39,20 @@ FROM idempotency_keys WHERE actor = $1 AND key = $2 AND expires_at > now()
 _PURGE_EXPIRED_ONE = (
     "DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2 AND expires_at <= now()"
 )
+# Expired keys of anyone, a bounded batch per claim (by the expiry index); rows another
+# claim is purging are skipped, not waited for.
+PURGE_BATCH = 500
+_PURGE_EXPIRED_BATCH = """
+DELETE FROM idempotency_keys WHERE (actor, key) IN (
+    SELECT actor, key FROM idempotency_keys WHERE expires_at <= now()
+    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+"""
 _COMPLETE = """
 UPDATE idempotency_keys SET response_status = $3, response_body = $4
 WHERE actor = $1 AND key = $2
 """
 _RELEASE = "DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2"
-PURGE = "DELETE FROM idempotency_keys WHERE expires_at <= now()"
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class IdempotencyStore:
     ) -> Replay | None:
         """Claim ``key``: None when this request should run, a Replay when it already ran."""
         async with self.pool.acquire() as conn:
+            await conn.execute(_PURGE_EXPIRED_BATCH, PURGE_BATCH)
             await conn.execute(_PURGE_EXPIRED_ONE, actor, key)
             if await conn.fetchval(_CLAIM, actor, key, method, path, digest, TTL):
                 return None
@@ -100,5 +114,8 @@ class IdempotencyStore:
         await self.pool.execute(_COMPLETE, actor, key, status, body)
 
     async def release(self, *, actor: str, key: str) -> None:
-        """Forget a claim whose request failed on our side, so a retry can run again."""
-        await self.pool.execute(_RELEASE, actor, key)
+        """Forget the claim of a request that failed, so a retry with the key runs again.
+
+        Shielded: a request cancelled mid-way still releases its key.
+        """
+        await asyncio.shield(self.pool.execute(_RELEASE, actor, key))

@@ -246,30 +246,17 @@ async def create(request: web.Request) -> web.Response:
         created = await request.app[keys.KUBE].create(
             _path(namespace), manifest, as_caller=_caller(request)
         )
-    except errors.Problem as problem:
+        request[keys.AUDIT] = spec_diff(None, created.get("spec"))
+        await request.app[keys.ENVIRONMENT_CACHE].wait_for_version(
+            created["metadata"]["resourceVersion"]
+        )
         if store is not None and key is not None:
-            if problem.status < 500:
-                await store.complete(
-                    actor=actor,
-                    key=key,
-                    status=problem.status,
-                    body=problem.document(
-                        instance=request.path, request_id=request.get(keys.REQUEST_ID)
-                    ).model_dump(mode="json", exclude_none=True),
-                )
-            else:
-                await store.release(actor=actor, key=key)
-        raise
-    except KubeError:
+            await store.complete(actor=actor, key=key, status=201, body=_public(created))
+    except BaseException:
+        # Only a success is replayed: a failure frees the key for the retry.
         if store is not None and key is not None:
             await store.release(actor=actor, key=key)
         raise
-    request[keys.AUDIT] = spec_diff(None, created.get("spec"))
-    await request.app[keys.ENVIRONMENT_CACHE].wait_for_version(
-        created["metadata"]["resourceVersion"]
-    )
-    if store is not None and key is not None:
-        await store.complete(actor=actor, key=key, status=201, body=_public(created))
     return _respond(created, status=201)
 
 

@@ -134,27 +134,13 @@ class KindRoutes:
                 )
         try:
             created = await self._create(request, namespace, raw)
-        except errors.Problem as problem:
             if store is not None and key is not None:
-                if problem.status < 500:
-                    document = problem.document(
-                        instance=request.path, request_id=request.get(keys.REQUEST_ID)
-                    )
-                    await store.complete(
-                        actor=actor,
-                        key=key,
-                        status=problem.status,
-                        body=document.model_dump(mode="json", exclude_none=True),
-                    )
-                else:
-                    await store.release(actor=actor, key=key)
-            raise
-        except KubeError:
+                await store.complete(actor=actor, key=key, status=201, body=public(created))
+        except BaseException:
+            # Only a success is replayed: a failure frees the key for the retry.
             if store is not None and key is not None:
                 await store.release(actor=actor, key=key)
             raise
-        if store is not None and key is not None:
-            await store.complete(actor=actor, key=key, status=201, body=public(created))
         return respond(created, status=201)
 
     async def _create(self, request: web.Request, namespace: str, raw: object) -> dict[str, Any]:

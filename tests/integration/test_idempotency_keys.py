@@ -1,0 +1,135 @@
+"""Idempotency keys in the real platform database: expired ones are purged, and a create
+that failed leaves its key free, so a retry with the same key runs again."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dockyard.api import keys
+from dockyard.api.app import create_app
+from dockyard.core import migrations
+from dockyard.core.settings import Settings
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ROOT, Kubectl
+
+Client = TestClient[Any, Any]
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+@pytest.fixture
+async def client(testbed_state: State) -> AsyncIterator[Client]:
+    settings = Settings(
+        database_url=testbed_state.database_url,  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+        metrics_port=None,
+    )
+    conn = await asyncpg.connect(settings.database_dsn())
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield client
+
+
+@pytest.fixture
+async def db(testbed_state: State) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(testbed_state.database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def developer(testbed: Testbed, kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+    user = f"dev-{uuid.uuid4().hex[:6]}"
+    kubectl(
+        "create", "rolebinding", "dev", "--clusterrole=dockyard-developer",
+        f"--user={user}", "-n", namespace,
+    )  # fmt: skip
+    return {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+
+
+def _environment(name: str, tier: str = "development", **spec: object) -> dict[str, object]:
+    return {"metadata": {"name": name}, "spec": {"tier": tier, "image": "shop:1.0", **spec}}
+
+
+def _policy(name: str, **spec: object) -> dict[str, object]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"targetRef": {"name": "shop"}, "minReplicas": 2, "maxReplicas": 6, **spec},
+    }
+
+
+async def test_expired_keys_are_purged(
+    client: Client, db: asyncpg.Connection, developer: dict[str, str], namespace: str
+) -> None:
+    stale = f"gone-{uuid.uuid4().hex[:8]}"
+    await db.executemany(
+        "INSERT INTO idempotency_keys (actor, key, method, path, request_hash, response_status,"
+        " created_at, expires_at) VALUES ($1, $2, 'POST', '/x', 'h', 201,"
+        " now() - interval '2 days', now() - interval '1 day')",
+        [(stale, f"k{i}") for i in range(20)],
+    )
+    headers = {**developer, "Idempotency-Key": f"key-{uuid.uuid4()}"}
+    created = await client.post(
+        f"/api/v1/namespaces/{namespace}/environments", json=_environment("shop"), headers=headers
+    )
+    assert created.status == 201, await created.text()
+    # Another caller's expired keys went with this write: nothing waits for their reuse.
+    assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE actor = $1", stale) == 0
+
+
+async def test_a_create_refused_as_invalid_can_be_retried_with_the_same_key(
+    client: Client, developer: dict[str, str], namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/scalingpolicies"
+    headers = {**developer, "Idempotency-Key": f"key-{uuid.uuid4()}"}
+    invalid = await client.post(base, json=_policy("shop", maxReplicas="many"), headers=headers)
+    assert invalid.status == 422, await invalid.text()
+    fixed = await client.post(base, json=_policy("shop"), headers=headers)
+    assert fixed.status == 201, await fixed.text()
+    assert "Idempotency-Replayed" not in fixed.headers
+
+
+async def test_a_create_refused_by_the_apiserver_can_be_retried_with_the_same_key(
+    client: Client, developer: dict[str, str], namespace: str
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    headers = {**developer, "Idempotency-Key": f"key-{uuid.uuid4()}"}
+    # Production needs two replicas: a CEL rule only the apiserver checks.
+    refused = await client.post(base, json=_environment("prod", "production", replicas=1),
+                                headers=headers)  # fmt: skip
+    assert refused.status == 422, await refused.text()
+    fixed = await client.post(base, json=_environment("prod", "production", replicas=2),
+                              headers=headers)  # fmt: skip
+    assert fixed.status == 201, await fixed.text()
+
+
+async def test_a_create_that_never_reached_the_apiserver_does_not_hold_its_key(
+    client: Client, developer: dict[str, str], namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    headers = {**developer, "Idempotency-Key": f"key-{uuid.uuid4()}"}
+    kube = client.app[keys.KUBE]
+    real_create = kube.create
+
+    async def unreachable(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if "as_caller" in kwargs:  # the create; not the API's own reviews
+            raise aiohttp.ClientConnectionError("connection reset")
+        return await real_create(*args, **kwargs)
+
+    monkeypatch.setattr(kube, "create", unreachable)
+    failed = await client.post(base, json=_environment("shop"), headers=headers)
+    assert failed.status >= 500, await failed.text()
+    monkeypatch.setattr(kube, "create", real_create)
+    retried = await client.post(base, json=_environment("shop"), headers=headers)
+    assert retried.status == 201, await retried.text()  # not 409 "still in progress"
