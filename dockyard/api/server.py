@@ -7,11 +7,14 @@ plaintext request that did not come through it).
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import ssl
 
 from aiohttp import web
 
 from dockyard.api.app import create_app
+from dockyard.api.protocol import ProblemAppRunner
 from dockyard.core.settings import Mode, Settings
 
 
@@ -52,11 +55,25 @@ def check_transport(settings: Settings, context: ssl.SSLContext | None) -> None:
 def run(settings: Settings, *, host: str, port: int) -> None:
     context = ssl_context(settings)
     check_transport(settings, context)
-    web.run_app(
-        create_app(settings, metrics_host=host),
-        host=host,
-        port=port,
-        ssl_context=context,
-        access_log=None,
-        print=None,
-    )
+    asyncio.run(_serve(create_app(settings, metrics_host=host), settings, host, port, context))
+
+
+async def _serve(
+    app: web.Application,
+    settings: Settings,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully (as ``web.run_app`` does)."""
+    runner = ProblemAppRunner(app, settings)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=context).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     body_read_timeout: float = Field(
         default=30.0, gt=0, le=600, description="seconds a request body may take to arrive"
     )
+    header_read_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a request's headers may take to arrive"
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1024 * 1024, description="longest header (name and value)"
+    )
     tls_cert_file: Path | None = Field(default=None, description="serve HTTPS with this cert")
     tls_key_file: Path | None = Field(default=None, description="the certificate's key")
     trusted_proxies: list[IPvAnyNetwork] = Field(
