@@ -251,6 +251,8 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
     import asyncpg
 
     from dockyard.core import migrations
@@ -259,7 +261,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         # A plain connection, not a pool: a long migration must not hit pool timeouts.
-        conn = await asyncpg.connect(settings.database_dsn())
+        # As the owner: the runtime role of DOCKYARD_DATABASE_URL may not create tables.
+        conn = await asyncpg.connect(settings.migration_database_dsn())
         try:
             if args.status:
                 for row in await migrations.status(conn):
@@ -271,6 +274,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             except migrations.MigrationError as exc:
                 print(f"dockyard migrate: {exc}", file=sys.stderr)
                 return 1
+            runtime = urlsplit(settings.database_dsn()).username
+            if runtime and runtime != await conn.fetchval("SELECT current_user"):
+                await migrations.grant_runtime(conn, runtime)
+                print(f"granted the runtime role {runtime} its rights")
         finally:
             await conn.close()
         for migration in done:

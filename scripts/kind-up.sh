@@ -102,6 +102,7 @@ pg_host="dockyard-dev-postgres.${NAMESPACE}.svc.cluster.local"
 redis_host="dockyard-dev-redis.${NAMESPACE}.svc.cluster.local"
 apply_secret dockyard-platform \
   "database-url=${DOCKYARD_DATABASE_URL:-postgresql://dockyard:${pg_password}@${pg_host}:5432/dockyard}" \
+  "migration-database-url=${DOCKYARD_MIGRATION_DATABASE_URL:-postgresql://dockyard:${pg_password}@${pg_host}:5432/dockyard}" \
   "redis-url=${DOCKYARD_REDIS_URL:-redis://:${redis_password}@${redis_host}:6379/0}" \
   "managed-postgres-url=${DOCKYARD_MANAGED_POSTGRES_URL:-postgresql://dockyard:${pg_password}@${pg_host}:5432/postgres}"
 

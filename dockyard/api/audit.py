@@ -233,10 +233,9 @@ _SQL_AFTER_CURSOR = "(occurred_at, id) < ({}, {})"
 _SQL_TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 _SQL_UNLOCK = "SELECT pg_advisory_unlock($1)"
 _SQL_CUTOFF = "SELECT now() - make_interval(days => $1)"
-_SQL_PURGE_BATCH = """
-DELETE FROM audit_events
-WHERE id IN (SELECT id FROM audit_events WHERE occurred_at < $1 LIMIT $2)
-"""
+# The runtime role may not DELETE audit rows: the owner's function does, and only rows
+# older than the shortest retention (migration 0003).
+_SQL_PURGE_BATCH = "SELECT audit_purge_before($1, $2)"
 
 
 def page_query(
@@ -359,8 +358,7 @@ class AuditLog:
                 cutoff = await conn.fetchval(_SQL_CUTOFF, days)
                 deleted = 0
                 while True:
-                    status = await conn.execute(_SQL_PURGE_BATCH, cutoff, batch_size)
-                    batch = int(status.split()[-1])
+                    batch = int(await conn.fetchval(_SQL_PURGE_BATCH, cutoff, batch_size))
                     deleted += batch
                     if batch < batch_size:
                         return deleted

@@ -202,6 +202,33 @@ async def migrate(target: Target, *, directory: Path | None = None) -> list[Appl
         return done
 
 
+# What the API's runtime role may do: everything it needs on every table, except that
+# the audit trail is insert-and-read only and the migration history read only. Revoked
+# first, so a run also takes back what an earlier grant or a hand gave.
+_RUNTIME_GRANTS = (
+    "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+    f"REVOKE UPDATE, DELETE ON audit_events, {TABLE} FROM {{role}}",
+    f"REVOKE INSERT ON {TABLE} FROM {{role}}",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    "GRANT EXECUTE ON FUNCTION audit_purge_before(timestamptz, integer) TO {role}",
+)
+
+
+async def grant_runtime(target: Target, role: str) -> None:
+    """Give the API's runtime ``role`` its rights on the migrated tables, and no more.
+
+    Run as the owner of the tables (the migration role), after :func:`migrate`. The
+    runtime role may INSERT and SELECT ``audit_events`` but not UPDATE, DELETE or
+    TRUNCATE it; retention deletes through ``audit_purge_before`` (migration 0003).
+    """
+    quoted = '"' + role.replace('"', '""') + '"'
+    async with _connection(target) as conn, conn.transaction():
+        for statement in _RUNTIME_GRANTS:
+            await conn.execute(statement.format(role=quoted))
+
+
 async def status(target: Target, *, directory: Path | None = None) -> list[MigrationStatus]:
     """Every migration known to the repository or the database, by version, with its state.
 

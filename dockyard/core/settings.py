@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         default=SecretStr("postgresql://dockyard@127.0.0.1:5432/dockyard"),
         description="DSN of the platform database (audit, catalog, outbox)",
     )
+    migration_database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "DSN of the platform database's owner, for dockyard migrate; unset: "
+            "DOCKYARD_DATABASE_URL (then one role owns and runs, and may erase the audit trail)"
+        ),
+    )
     database_pool_min: int = Field(default=1, ge=0, le=100)
     database_pool_max: int = Field(default=10, ge=1, le=200)
     redis_url: SecretStr | None = Field(default=None, description="shared rate-limit counters")
@@ -73,7 +80,7 @@ class Settings(BaseSettings):
         le=100_000,
         description="TokenReviews of not yet known tokens each client address may cause",
     )
-    audit_retention_days: int = Field(default=90, ge=1, le=3650)
+    audit_retention_days: int = Field(default=90, ge=30, le=3650)
     ratelimit_failure_mode: Literal["open", "closed"] = Field(
         default="open",
         description="when Redis is unreachable: open lets requests through, closed limits locally",
@@ -181,6 +188,12 @@ class Settings(BaseSettings):
     def database_dsn(self) -> str:
         """The platform database DSN, validated, as the string asyncpg expects."""
         return str(PostgresDsn(self.database_url.get_secret_value()))
+
+    def migration_database_dsn(self) -> str:
+        """The DSN ``dockyard migrate`` connects with: the owner's, else the platform DSN."""
+        if self.migration_database_url is None:
+            return self.database_dsn()
+        return str(PostgresDsn(self.migration_database_url.get_secret_value()))
 
     def redis_dsn(self) -> str | None:
         """The Redis URL, validated, or ``None`` when Redis is not configured."""

@@ -29,6 +29,7 @@ IMAGE = "ghcr.io/dockyard/dockyard"
 PLATFORM_SECRET = "dockyard-platform"
 SECRET_SETTINGS = {
     "DOCKYARD_DATABASE_URL": "database-url",
+    "DOCKYARD_MIGRATION_DATABASE_URL": "migration-database-url",
     "DOCKYARD_REDIS_URL": "redis-url",
     "DOCKYARD_MANAGED_POSTGRES_URL": "managed-postgres-url",
 }

@@ -1,0 +1,127 @@
+"""The audit trail cannot be erased by the API's own database role.
+
+Migrations run as the owner (``DOCKYARD_MIGRATION_DATABASE_URL``); the API runs as a
+runtime role (``DOCKYARD_DATABASE_URL``) that may only INSERT and SELECT audit rows.
+Retention goes through an owner's SECURITY DEFINER function that deletes only rows older
+than the shortest retention allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dockyard.api.app import create_app
+from dockyard.api.audit import AuditLog
+from dockyard.core.settings import Settings
+from dockyard.testbed.cluster import State
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def runtime_dsn(testbed_state: State) -> AsyncIterator[str]:
+    """A fresh login role with no rights of its own, as an API's runtime role would be."""
+    role, password = f"dy_runtime_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin = await asyncpg.connect(testbed_state.database_url)
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    parts = urlsplit(testbed_state.database_url)
+    netloc = f"{role}:{password}@{parts.hostname}:{parts.port}"
+    yield urlunsplit(parts._replace(netloc=netloc))
+    await admin.execute(f"DROP OWNED BY {role}")
+    await admin.execute(f"DROP ROLE {role}")
+    await admin.close()
+
+
+def _migrate(owner_dsn: str, runtime_dsn: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ["HOME"],
+        "DOCKYARD_MIGRATION_DATABASE_URL": owner_dsn,
+        "DOCKYARD_DATABASE_URL": runtime_dsn,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "dockyard.cli", "migrate"],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+async def test_the_runtime_role_cannot_delete_or_truncate_audit_rows(
+    testbed_state: State, runtime_dsn: str
+) -> None:
+    migrated = _migrate(testbed_state.database_url, runtime_dsn)
+    assert migrated.returncode == 0, migrated.stderr
+    conn = await asyncpg.connect(runtime_dsn)
+    try:
+        assert await conn.fetchval("SELECT current_user") == urlsplit(runtime_dsn).username
+        marker = f"actor-{uuid.uuid4().hex[:8]}"
+        await conn.execute(
+            "INSERT INTO audit_events (actor, action, resource, outcome)"
+            " VALUES ($1, 'test', 'environments', 'succeeded')",
+            marker,
+        )
+        assert await conn.fetchval("SELECT count(*) FROM audit_events WHERE actor = $1", marker)
+        for statement in (
+            "DELETE FROM audit_events",
+            "TRUNCATE audit_events",
+            "UPDATE audit_events SET actor = 'nobody'",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+        # The retention function deletes nothing younger than the shortest retention.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval("SELECT audit_purge_before(now(), 1000)")
+        assert await conn.fetchval("SELECT count(*) FROM audit_events WHERE actor = $1", marker)
+        # Idempotency keys stay fully writable: claims, completions, releases.
+        assert await conn.fetchval(
+            "SELECT has_table_privilege('idempotency_keys', 'INSERT, UPDATE, DELETE')"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_the_api_writes_audit_rows_and_runs_retention_as_the_runtime_role(
+    testbed_state: State, runtime_dsn: str
+) -> None:
+    assert _migrate(testbed_state.database_url, runtime_dsn).returncode == 0
+    admin = await asyncpg.connect(testbed_state.database_url)
+    old = f"old-{uuid.uuid4().hex[:8]}"
+    await admin.execute(
+        "INSERT INTO audit_events (occurred_at, actor, action, resource, outcome)"
+        " VALUES (now() - interval '400 days', $1, 'test', 'environments', 'succeeded')",
+        old,
+    )
+    settings = Settings(
+        database_url=runtime_dsn,  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+        metrics_port=None,
+    )
+    request_id = f"req-{uuid.uuid4().hex[:10]}"
+    try:
+        async with TestClient(TestServer(create_app(settings))) as client:
+            response = await client.get(
+                "/api/v1/audit-events", headers={"X-Request-Id": request_id}
+            )
+            assert response.status == 401
+        row = await admin.fetchrow("SELECT actor FROM audit_events WHERE request_id = $1",
+                                   request_id)  # fmt: skip
+        assert row is not None
+        assert row["actor"] == "system:anonymous"
+        runtime = await asyncpg.create_pool(runtime_dsn, min_size=1, max_size=1)
+        try:
+            assert await AuditLog(runtime).purge_older_than(days=365) is not None
+        finally:
+            await runtime.close()
+        assert await admin.fetchval("SELECT count(*) FROM audit_events WHERE actor = $1", old) == 0
+    finally:
+        await admin.close()
