@@ -160,18 +160,22 @@ class Authorizer:
         pairs: Sequence[tuple[str, str]],
         *,
         namespace: str,
+        concurrency: int = 8,
     ) -> dict[tuple[str, str], bool]:
-        """Many (resource, verb) decisions at once, cached as one entry per namespace."""
+        """Many (resource, verb) decisions, ``concurrency`` reviews at a time, cached as one
+        entry per namespace."""
         key = json.dumps(["matrix", *_identity(principal), namespace, pairs], sort_keys=True)
         cached = await self.cache.get(key)
         if isinstance(cached, dict):
             return cached
-        decisions = await asyncio.gather(
-            *(
-                self.check(principal, Permission(verb=verb, resource=resource), namespace=namespace)
-                for resource, verb in pairs
-            )
-        )
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(resource: str, verb: str) -> Decision:
+            async with semaphore:
+                permission = Permission(verb=verb, resource=resource)
+                return await self.check(principal, permission, namespace=namespace)
+
+        decisions = await asyncio.gather(*(one(resource, verb) for resource, verb in pairs))
         result = {pair: d.allowed for pair, d in zip(pairs, decisions, strict=True)}
         await self.cache.set(key, result, ttl=self.ttl)
         return result

@@ -11,7 +11,8 @@ This module owns the decisions a Restore needs before anything changes:
   conservative default when there is no history;
 - the ``status.plan`` that a dry run stops at (``plan_restore``);
 - whether it needs approval and whether the approval it has counts (``decide_approval``):
-  a restore into a production environment needs a user other than the requester.
+  a restore into a production environment needs a user other than the requester, who
+  approves once the plan is shown (AwaitingApproval) and holds the ``approve`` verb.
 
 Who requested a restore (``identify_requester``) comes from the
 ``dockyard.io/requested-by`` annotation, which the REST API sets to the authenticated
@@ -39,6 +40,7 @@ from typing import Any, Final
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.environment import Tier
 from dockyard.core.models.restore import (
+    APPROVED_BY_ANNOTATION,
     REQUESTED_BY_ANNOTATION,
     Restore,
     RestoreApproval,
@@ -320,9 +322,19 @@ def decide_approval(
     requester: Requester,
     approved_by: str | None,
     approved_at: datetime | None,
+    shown: bool,
+    refused_approver: str | None = None,
     dry_run: bool = False,
 ) -> ApprovalDecision:
-    """Whether a restore into an environment of ``target_tier`` may proceed."""
+    """Whether a restore into an environment of ``target_tier`` may proceed.
+
+    ``shown``: the restore was already AwaitingApproval (its plan fixed and shown) when
+    this approval was seen, or the approval was accepted earlier. An approval given
+    before that does not count, and stays refused (``refused_approver``) until the
+    annotation is removed: the approver cannot have seen the plan that would run.
+    Whether the approver holds the ``approve`` verb is checked by the caller
+    (``refuse_without_right``): it takes a SubjectAccessReview.
+    """
     if dry_run:
         return ApprovalDecision(ApprovalState.NOT_REQUIRED, "a dry run changes nothing", None)
     if target_tier not in APPROVAL_TIERS:
@@ -355,8 +367,32 @@ def decide_approval(
             f"{approver} requested this restore and cannot approve it; another user must",
             record,
         )
+    if not shown or approver == refused_approver:
+        return ApprovalDecision(
+            ApprovalState.REFUSED,
+            f"{approver} approved before this restore was AwaitingApproval, so the approval "
+            f"does not cover the plan that will run: remove the {APPROVED_BY_ANNOTATION} "
+            "annotation and approve again",
+            record.model_copy(update={"refused_approver": approver}),
+        )
     approved = record.model_copy(update={"approved_by": approver, "approved_at": approved_at})
     return ApprovalDecision(ApprovalState.APPROVED, f"approved by {approver}", approved)
+
+
+def refuse_without_right(
+    decision: ApprovalDecision, *, approver: str, namespace: str, detail: str = ""
+) -> ApprovalDecision:
+    """``decision`` turned down: ``approver`` is not allowed ``approve`` on the restore."""
+    record = decision.approval
+    if record is not None:
+        record = record.model_copy(update={"approved_by": None, "approved_at": None})
+    why = f" ({detail})" if detail else ""
+    return ApprovalDecision(
+        ApprovalState.REFUSED,
+        f"{approver} may not approve restores in namespace {namespace}: the approve verb "
+        f"on restores is needed (dockyard-operator or dockyard-admin role){why}",
+        record,
+    )
 
 
 __all__ = [
@@ -377,6 +413,7 @@ __all__ = [
     "estimate_duration",
     "identify_requester",
     "plan_restore",
+    "refuse_without_right",
     "resolve_source",
     "restore_history",
     "restore_target",

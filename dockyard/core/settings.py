@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         description="audiences TokenReviews ask for (one must match); unset: the apiserver's",
     )
     authz_cache_ttl: float = Field(default=5.0, ge=0, le=300, description="SAR cache")
+    authz_fanout_namespaces: int = Field(
+        default=50, ge=1, le=1000, description="namespaces one all-namespaces request checks"
+    )
+    authz_fanout_concurrency: int = Field(
+        default=8, ge=1, le=64, description="SubjectAccessReviews one request has in flight"
+    )
     token_reviews_per_minute: int = Field(
         default=120,
         ge=1,

@@ -24,6 +24,7 @@ from dockyard.core.restore_plan import (
     estimate_duration,
     identify_requester,
     plan_restore,
+    refuse_without_right,
     resolve_source,
     restore_history,
     restore_target,
@@ -417,6 +418,7 @@ def test_production_restores_need_a_second_person(
         requester=requester,
         approved_by=approver,
         approved_at=AT,
+        shown=True,
         dry_run=dry_run,
     )
 
@@ -427,7 +429,7 @@ def test_production_restores_need_a_second_person(
 
 def test_an_approval_is_recorded_for_status() -> None:
     decision = decide_approval(
-        target_tier=Tier.PRODUCTION, requester=ALICE, approved_by="bob", approved_at=AT
+        target_tier=Tier.PRODUCTION, requester=ALICE, approved_by="bob", approved_at=AT, shown=True
     )
 
     assert decision.approval is not None
@@ -436,13 +438,76 @@ def test_an_approval_is_recorded_for_status() -> None:
         "requestedBy": "alice",
         "approvedBy": "bob",
         "approvedAt": "2024-01-01T12:00:00Z",
+        "refusedApprover": None,
     }
 
 
 def test_a_refused_approval_is_not_recorded_as_given() -> None:
     decision = decide_approval(
-        target_tier=Tier.PRODUCTION, requester=ALICE, approved_by="alice", approved_at=AT
+        target_tier=Tier.PRODUCTION,
+        requester=ALICE,
+        approved_by="alice",
+        approved_at=AT,
+        shown=True,
     )
 
     assert decision.approval is not None
     assert (decision.approval.approved_by, decision.approval.approved_at) == (None, None)
+
+
+def test_an_approval_given_before_the_plan_was_shown_does_not_count_until_given_again() -> None:
+    early = decide_approval(
+        target_tier=Tier.PRODUCTION, requester=ALICE, approved_by="bob", approved_at=AT, shown=False
+    )
+    assert early.state is ApprovalState.REFUSED
+    assert "approved before this restore was AwaitingApproval" in early.reason
+    assert early.approval is not None
+    assert (early.approval.approved_by, early.approval.refused_approver) == (None, "bob")
+
+    # Still the same annotation on the next pass, now that the restore waits: refused.
+    again = decide_approval(
+        target_tier=Tier.PRODUCTION,
+        requester=ALICE,
+        approved_by="bob",
+        approved_at=AT,
+        shown=True,
+        refused_approver="bob",
+    )
+    assert again.state is ApprovalState.REFUSED
+    # Removed, then given again (or given by someone else): it counts.
+    removed = decide_approval(
+        target_tier=Tier.PRODUCTION,
+        requester=ALICE,
+        approved_by=None,
+        approved_at=AT,
+        shown=True,
+        refused_approver="bob",
+    )
+    assert removed.state is ApprovalState.WAITING
+    assert removed.approval is not None
+    assert removed.approval.refused_approver is None
+    assert (
+        decide_approval(
+            target_tier=Tier.PRODUCTION,
+            requester=ALICE,
+            approved_by="carol",
+            approved_at=AT,
+            shown=True,
+            refused_approver="bob",
+        ).state
+        is ApprovalState.APPROVED
+    )
+
+
+def test_an_approver_without_the_approve_verb_is_refused_and_not_recorded() -> None:
+    given = decide_approval(
+        target_tier=Tier.PRODUCTION, requester=ALICE, approved_by="bob", approved_at=AT, shown=True
+    )
+    refused = refuse_without_right(given, approver="bob", namespace="shop", detail="no binding")
+
+    assert refused.state is ApprovalState.REFUSED
+    assert not refused.may_proceed
+    assert "bob may not approve restores in namespace shop" in refused.reason
+    assert "no binding" in refused.reason
+    assert refused.approval is not None
+    assert (refused.approval.approved_by, refused.approval.approved_at) == (None, None)

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dockyard.api import errors, keys
+from dockyard.api import errors, fanout, keys
 from dockyard.api.audit import spec_diff
 from dockyard.api.auth import Permission, Principal
 from dockyard.api.bodies import read_json
@@ -138,9 +138,12 @@ def _filters(query: ListQuery) -> list[Any]:
     return predicates
 
 
-def _encode_cursor(obj: dict[str, Any]) -> str:
-    key = [obj["metadata"]["namespace"], obj["metadata"]["name"]]
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+def _encode_cursor(namespace: str, name: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([namespace, name]).encode()).decode().rstrip("=")
+
+
+# Sorts after every object name (DNS subdomains use [a-z0-9.-]): "past this namespace".
+_PAST_NAMESPACE = "~"
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
@@ -154,53 +157,56 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
         ) from exc
 
 
-async def _page(request: web.Request, namespaces: set[str] | None) -> web.Response:
+async def _page(request: web.Request, readable: fanout.Readable) -> web.Response:
+    """A page of the environments in ``readable``; when it left namespaces unchecked, the
+    list stops at the last one checked and ``nextCursor`` goes on from there."""
     query = _query(request)
     cache = request.app[keys.ENVIRONMENT_CACHE]
     await cache.wait_synced()
     predicates = _filters(query)
     after = _decode_cursor(query.cursor) if query.cursor else None
+    through = readable.checked_through
     matched = cache.list(
-        namespaces=namespaces,
+        namespaces=set(readable.namespaces) if readable.namespaces is not None else None,
         predicate=lambda o: (
             all(p(o) for p in predicates)
             and (after is None or (o["metadata"]["namespace"], o["metadata"]["name"]) > after)
+            and (through is None or o["metadata"]["namespace"] <= through)
         ),
     )
     page = matched[: query.limit]
+    next_cursor = None
+    if len(matched) > query.limit:
+        last = page[-1]["metadata"]
+        next_cursor = _encode_cursor(last["namespace"], last["name"])
+    elif through is not None:
+        next_cursor = _encode_cursor(through, _PAST_NAMESPACE)
     body = EnvironmentList(
         items=[],
-        next_cursor=_encode_cursor(page[-1]) if len(matched) > query.limit else None,
+        next_cursor=next_cursor,
         resource_version=str(cache.resource_version),
     ).model_dump(mode="json", by_alias=True)
     body["items"] = [_public(o) for o in page]
     return web.json_response(body)
 
 
-async def _readable_namespaces(request: web.Request, verb: str) -> set[str]:
-    """The namespaces (among those holding environments) where the caller may ``verb``."""
-    principal: Principal = request[keys.PRINCIPAL]
-    authorizer = request.app[keys.AUTHORIZER]
-    namespaces = sorted(request.app[keys.ENVIRONMENT_CACHE].namespaces())
-    decisions = await asyncio.gather(
-        *(
-            authorizer.check(principal, Permission(verb, RESOURCE), namespace=ns)
-            for ns in namespaces
-        )
-    )
-    return {ns for ns, d in zip(namespaces, decisions, strict=True) if d.allowed}
-
-
 # -- handlers -------------------------------------------------------------------------------
 
 
 async def list_namespaced(request: web.Request) -> web.Response:
-    return await _page(request, {request.match_info["namespace"]})
+    return await _page(request, fanout.Readable(frozenset({request.match_info["namespace"]})))
 
 
 async def list_all(request: web.Request) -> web.Response:
-    await request.app[keys.ENVIRONMENT_CACHE].wait_synced()
-    return await _page(request, await _readable_namespaces(request, "list"))
+    cache = request.app[keys.ENVIRONMENT_CACHE]
+    await cache.wait_synced()
+    cursor = _query(request).cursor
+    after = _decode_cursor(cursor) if cursor else None
+    # Namespaces a page after the cursor could hold: none before its own, nor its own
+    # once the cursor is past it.
+    candidates = [ns for ns in cache.namespaces() if after is None or (ns, _PAST_NAMESPACE) > after]
+    readable = await fanout.readable_namespaces(request, Permission("list", RESOURCE), candidates)
+    return await _page(request, readable)
 
 
 async def get_one(request: web.Request) -> web.Response:

@@ -48,7 +48,12 @@ async def _access(
     if not DNS_LABEL.matches(namespace):
         # No such namespace can exist: nothing is allowed there, and no review is spent on it.
         return [ResourceAccess(resource=r, verbs=[]) for r in RESOURCES]
-    allowed = await request.app[keys.AUTHORIZER].matrix(principal, PAIRS, namespace=namespace)
+    allowed = await request.app[keys.AUTHORIZER].matrix(
+        principal,
+        PAIRS,
+        namespace=namespace,
+        concurrency=request.app[keys.SETTINGS].authz_fanout_concurrency,
+    )
     return [
         ResourceAccess(resource=r, verbs=[v for rr, v in PAIRS if rr == r and allowed[(rr, v)]])
         for r in RESOURCES

@@ -5,17 +5,18 @@ The contract of every kind (``kinds``), the paged lists of the backup kinds
 (``recovery``, filtered by ``?environment=``, source or target, and ``?phase=``), and:
 
 - on create, ``dockyard.io/requested-by`` is set to the authenticated caller; a body
-  carrying it (or ``dockyard.io/approved-by``) is refused with 422, as is a patch that
-  would change either, because the approval rule reads them as evidence of who asked
-  and who approved (``dockyard.core.restore_plan``);
+  carrying it (or ``dockyard.io/approved-by``, ``dockyard.io/approver-groups``) is
+  refused with 422, as is a patch that would change one, because the approval rule
+  reads them as evidence of who asked and who approved (``dockyard.core.restore_plan``);
 - ``GET .../{name}/plan`` answers the operator's ``status.plan``, or 409
   ``plan-not-ready`` while there is none;
 - ``POST .../{name}/approve`` needs the custom RBAC verb ``approve`` on ``restores``
   (SubjectAccessReview). The requester is refused (403 ``approval-by-requester``), a
   restore that is not AwaitingApproval too (409 ``not-awaiting-approval``); otherwise
-  ``dockyard.io/approved-by`` is set to the caller with a merge patch made as the caller
-  (so it also needs ``patch``) and guarded by the resourceVersion the checks were made
-  on. The operator verifies the approval again before it touches the target.
+  ``dockyard.io/approved-by`` is set to the caller (``dockyard.io/approver-groups`` to
+  the caller's groups) with a merge patch made as the caller (so it also needs
+  ``patch``) and guarded by the resourceVersion the checks were made on. The operator
+  verifies the approval again (SubjectAccessReview) before it touches the target.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dockyard.core.kube import KubeError
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.restore import (
     APPROVED_BY_ANNOTATION,
+    APPROVER_GROUPS_ANNOTATION,
     REQUESTED_BY_ANNOTATION,
     Restore,
     RestorePhase,
@@ -105,7 +107,9 @@ ROUTES = RecoveryKindRoutes(
     noun="restore",
     environments_of=_environments,
     phases=RestorePhase,
-    server_annotations=frozenset({REQUESTED_BY_ANNOTATION, APPROVED_BY_ANNOTATION}),
+    server_annotations=frozenset(
+        {REQUESTED_BY_ANNOTATION, APPROVED_BY_ANNOTATION, APPROVER_GROUPS_ANNOTATION}
+    ),
     stamp=_requested_by,
 )
 
@@ -171,7 +175,14 @@ def approval_refusal(obj: Object, approver: str) -> errors.Problem | None:
 
 async def approve(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    approver = request[keys.PRINCIPAL].user
+    principal = request[keys.PRINCIPAL]
+    approver = principal.user
+    # With the approver's groups, the operator's SubjectAccessReview re-check sees an
+    # approve right held through a group; the admission policy pins them to the caller's.
+    approval = {
+        APPROVED_BY_ANNOTATION: approver,
+        APPROVER_GROUPS_ANNOTATION: ",".join(principal.groups) or None,
+    }
     kube = request.app[keys.KUBE]
     path = kube_path(Restore.crd.plural, namespace, name)
     expected = if_match(request)
@@ -195,7 +206,7 @@ async def approve(request: web.Request) -> web.Response:
         patch = {
             "metadata": {
                 "resourceVersion": version,
-                "annotations": {APPROVED_BY_ANNOTATION: approver},
+                "annotations": approval,
             }
         }
         try:

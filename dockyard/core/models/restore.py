@@ -38,6 +38,9 @@ REQUESTED_BY_ANNOTATION: Final = "dockyard.io/requested-by"
 """Who asked for the restore; the REST API sets it to the authenticated caller."""
 APPROVED_BY_ANNOTATION: Final = "dockyard.io/approved-by"
 """Who approves a restore that needs approval; the operator verifies it before acting."""
+APPROVER_GROUPS_ANNOTATION: Final = "dockyard.io/approver-groups"
+"""Groups of the approver (comma-separated), written with the approval; the operator's
+SubjectAccessReview of the approver includes them (an approve right held via a group)."""
 
 # Users are Kubernetes user names (an e-mail, system:serviceaccount:ns:name, ...).
 USER_MAX_LENGTH: Final = 253
@@ -73,7 +76,8 @@ class RestoreConditionType(StrEnum):
     PLANNED = "Planned"
     """The source backup and the target are resolved; status.plan says what will happen."""
     APPROVED = "Approved"
-    """Approval is not needed, or a user other than the requester gave it."""
+    """Approval is not needed, or a user other than the requester, allowed the approve
+    verb, gave it once the plan was shown."""
     COMPLETED = "Completed"
     """The target runs on the restored data (False with the reason when it failed)."""
 
@@ -281,6 +285,15 @@ class RestoreApproval(CRModel):
         ),
     )
     approved_at: datetime | None = Field(default=None, description="When the approval was given.")
+    refused_approver: str | None = Field(
+        default=None,
+        max_length=USER_MAX_LENGTH,
+        description=(
+            "An approval that does not count because it was given before the restore was "
+            "AwaitingApproval (before its plan was shown). Remove the dockyard.io/approved-by "
+            "annotation and approve again."
+        ),
+    )
 
 
 class RestoreStatus(CRModel):
@@ -385,6 +398,7 @@ class Restore(CustomResource):
 
 __all__ = [
     "APPROVED_BY_ANNOTATION",
+    "APPROVER_GROUPS_ANNOTATION",
     "REQUESTED_BY_ANNOTATION",
     "Restore",
     "RestoreApproval",

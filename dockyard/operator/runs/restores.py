@@ -9,12 +9,13 @@ afresh and acts on its phase, so running it twice is harmless:
    (condition Planned). A source that is not restorable yet (a backup still running,
    an environment without backups) leaves the restore Pending and is looked at again.
    A dry run stops here and changes nothing; turning ``dryRun`` off carries it out.
-2. **Approval** (``decide_approval``): a production target waits in AwaitingApproval
-   until the ``dockyard.io/approved-by`` annotation names a user other than the
-   requester. From then on the plan is fixed (``plan_is_fixed``): the approval is
-   given to the plan the approver saw. The apiserver's ValidatingAdmissionPolicy makes
-   both annotations proof of who wrote them; the REST API's ``approve`` sets it as the
-   caller.
+2. **Approval** (``restore_approval.judge_approval``): a production target waits in
+   AwaitingApproval until the ``dockyard.io/approved-by`` annotation names a user other
+   than the requester, given once the restore was AwaitingApproval, whom a
+   SubjectAccessReview allows ``approve`` on it. From then on the plan is fixed
+   (``plan_is_fixed``): the approval is given to the plan the approver saw. The
+   apiserver's ValidatingAdmissionPolicy makes both annotations proof of who wrote
+   them; the REST API's ``approve`` sets it as the caller.
 3. **BackingUp**: with ``safetyBackup`` (the default), a Backup ``<restore>-safety`` of
    the target is taken first, in the source backup's storage with its key. It is not
    owned by the Restore, so it outlives it.
@@ -59,7 +60,6 @@ from dockyard.core.models.backup import Backup, BackupPhase, BackupRunner
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.environment import Environment, Tier
 from dockyard.core.models.restore import (
-    APPROVED_BY_ANNOTATION,
     Restore,
     RestoreConditionType,
     RestorePhase,
@@ -70,8 +70,6 @@ from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.restore_plan import (
     ApprovalDecision,
     ApprovalState,
-    decide_approval,
-    identify_requester,
     plan_restore,
     restore_history,
 )
@@ -95,6 +93,7 @@ from dockyard.operator.runs.context import (
     retryable,
     tenant_login,
 )
+from dockyard.operator.runs.restore_approval import judge_approval
 from dockyard.operator.runs.restoring import (
     DatabaseFailed,
     ManifestMismatch,
@@ -306,23 +305,8 @@ class RestoreRuns:
         self, loaded: _Loaded, plan: RestorePlan, target: Environment | None
     ) -> _Loaded | None:
         restore = loaded.restore
-        meta = restore.metadata
         tier = target.spec.tier if target is not None else Tier.DEVELOPMENT
-        approved_by = meta.annotations.get(APPROVED_BY_ANNOTATION)
-        previous = restore.status.approval
-        approved_at = (
-            previous.approved_at
-            if previous is not None and previous.approved_by == approved_by
-            else datetime.now(UTC)
-        )
-        decision = decide_approval(
-            target_tier=tier,
-            requester=identify_requester(
-                meta.annotations, loaded.raw.get("metadata", {}).get("managedFields") or ()
-            ),
-            approved_by=approved_by,
-            approved_at=approved_at,
-        )
+        decision = await judge_approval(self.context.kube, loaded.raw, restore, tier)
         status = restore.status
         updated = status.model_copy(
             update={

@@ -1,0 +1,134 @@
+"""Whether a Restore's approval counts: the decision of ``decide_approval``, and the
+operator's own check that the approver holds the ``approve`` verb.
+
+The ValidatingAdmissionPolicy in ``manifests/restore-approval-policy.yaml`` already
+refuses an ``dockyard.io/approved-by`` annotation that is not written by the user it
+names, by a user allowed ``approve`` on the restore, once the restore is
+AwaitingApproval. The operator does not rely on it being installed: before it acts on a
+new approval it asks a SubjectAccessReview whether the named user may ``approve`` this
+restore, and refuses it with the ``Approved`` condition otherwise. The annotation carries
+only a name; ``dockyard.io/approver-groups`` (written with the approval, pinned by the
+same policy to the writer's own groups, set by the REST API's approve) adds the groups
+through which an approver may hold the verb. Without the policy the names are claims,
+so the review proves the named user *may* approve, not that they wrote the annotation:
+install the policy (``docs/rbac.md``).
+
+An approval written before the restore was AwaitingApproval is refused too: nobody had
+seen the plan it would approve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from dockyard.core.kube import KubeClient
+from dockyard.core.models.environment import Tier
+from dockyard.core.models.restore import (
+    APPROVED_BY_ANNOTATION,
+    APPROVER_GROUPS_ANNOTATION,
+    Restore,
+    RestorePhase,
+)
+from dockyard.core.restore_plan import (
+    ApprovalDecision,
+    ApprovalState,
+    decide_approval,
+    identify_requester,
+    refuse_without_right,
+)
+
+REVIEWS: Final = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+# Every user who can write an annotation is authenticated; RBAC bindings to this group
+# count for an approver as they would in the apiserver.
+AUTHENTICATED: Final = "system:authenticated"
+_MAX_GROUPS: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """The apiserver's answer on whether a user may approve a restore."""
+
+    allowed: bool
+    reason: str
+
+
+def approver_groups(annotations: Mapping[str, str]) -> tuple[str, ...]:
+    """The groups ``dockyard.io/approver-groups`` names, plus ``system:authenticated``."""
+    listed = annotations.get(APPROVER_GROUPS_ANNOTATION, "")
+    groups = [g.strip() for g in listed.split(",") if g.strip()][:_MAX_GROUPS]
+    return tuple(dict.fromkeys([*groups, AUTHENTICATED]))
+
+
+async def review_approver(
+    kube: KubeClient, *, namespace: str, name: str, user: str, groups: Sequence[str]
+) -> Review:
+    """Whether ``user`` (in ``groups``) may ``approve`` Restore ``namespace/name``."""
+    review = await kube.create(
+        REVIEWS,
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": list(groups),
+                "resourceAttributes": {
+                    "group": "dockyard.io",
+                    "resource": "restores",
+                    "verb": "approve",
+                    "namespace": namespace,
+                    "name": name,
+                },
+            },
+        },
+    )
+    status = review.get("status") or {}
+    return Review(bool(status.get("allowed")), str(status.get("reason") or ""))
+
+
+def _started(restore: Restore) -> bool:
+    """Whether the restore acted on its approval already (a retry re-enters Pending)."""
+    status = restore.status
+    return status.attempts > 0 or status.safety_backup is not None
+
+
+async def judge_approval(
+    kube: KubeClient, raw: Mapping[str, Any], restore: Restore, tier: Tier
+) -> ApprovalDecision:
+    """Whether ``restore`` (into an environment of ``tier``) may touch its target."""
+    meta = restore.metadata
+    namespace, name = meta.namespace or "", meta.name or ""
+    approved_by = (meta.annotations.get(APPROVED_BY_ANNOTATION) or "").strip() or None
+    previous = restore.status.approval
+    accepted = previous is not None and previous.approved_by == approved_by
+    decision = decide_approval(
+        target_tier=tier,
+        requester=identify_requester(
+            meta.annotations, raw.get("metadata", {}).get("managedFields") or ()
+        ),
+        approved_by=approved_by,
+        approved_at=previous.approved_at
+        if accepted and previous is not None
+        else datetime.now(UTC),
+        shown=accepted or restore.status.phase is RestorePhase.AWAITING_APPROVAL,
+        refused_approver=previous.refused_approver if previous is not None else None,
+    )
+    if decision.state is not ApprovalState.APPROVED or approved_by is None or _started(restore):
+        return decision
+    review = await review_approver(
+        kube,
+        namespace=namespace,
+        name=name,
+        user=approved_by,
+        groups=approver_groups(meta.annotations),
+    )
+    if review.allowed:
+        return decision
+    return refuse_without_right(
+        decision, approver=approved_by, namespace=namespace, detail=review.reason
+    )
+
+
+__all__ = ["Review", "approver_groups", "judge_approval", "review_approver"]

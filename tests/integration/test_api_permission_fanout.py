@@ -1,0 +1,178 @@
+"""One request cannot make the API send an unbounded number of SubjectAccessReviews.
+
+The all-namespaces list asks once cluster-wide, then checks at most
+``DOCKYARD_AUTHZ_FANOUT_NAMESPACES`` namespaces per request (``nextCursor`` continues),
+with at most ``DOCKYARD_AUTHZ_FANOUT_CONCURRENCY`` reviews in flight; ``/api/v1/me`` keeps
+to the same concurrency. The reviews are counted where the API sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dockyard.api import keys
+from dockyard.api.app import create_app
+from dockyard.core import migrations
+from dockyard.core.models.common import API_VERSION
+from dockyard.core.settings import Settings
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ROOT, Kubectl
+
+Client = TestClient[object, object]
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+PER_REQUEST = 4
+CONCURRENCY = 2
+EXTRA_NAMESPACES = 8
+SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+class CountingKube:
+    """The authorizer's Kubernetes client, counting the reviews it sends."""
+
+    def __init__(self, kube: Any) -> None:
+        self._kube = kube
+        self.reviews = 0
+        self.in_flight = 0
+        self.peak = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kube, name)
+
+    async def create(self, path: str, body: Any, **kwargs: Any) -> Any:
+        if path != SAR_PATH:
+            return await self._kube.create(path, body, **kwargs)
+        self.reviews += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)  # let concurrent reviews overlap, if they may
+            return await self._kube.create(path, body, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+    def reset(self) -> None:
+        self.reviews = self.peak = 0
+
+
+@pytest.fixture(scope="module")
+def roles(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+
+
+def _environment(kubectl: Kubectl, namespace: str, name: str) -> None:
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": "Environment",
+        "metadata": {"name": name},
+        "spec": {"tier": "development", "image": "shop:1.0"},
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+@pytest.fixture
+def crowded(kubectl: Kubectl) -> Iterator[list[str]]:
+    """Namespaces that each hold an environment the caller may not see."""
+    names = [f"fan-{uuid.uuid4().hex[:6]}-{i}" for i in range(EXTRA_NAMESPACES)]
+    for name in names:
+        kubectl("create", "namespace", name)
+        _environment(kubectl, name, "theirs")
+    yield names
+    for name in names:
+        kubectl("delete", "environments", "--all", "-n", name, "--timeout=60s", check=False)
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+async def client(testbed_state: State) -> AsyncIterator[tuple[Client, CountingKube]]:
+    settings = Settings(
+        database_url=testbed_state.database_url,  # type: ignore[arg-type]
+        kubeconfig=Path(testbed_state.kubeconfig),
+        metrics_port=None,
+        authz_cache_ttl=0,
+        authz_fanout_namespaces=PER_REQUEST,
+        authz_fanout_concurrency=CONCURRENCY,
+    )
+    conn = await asyncpg.connect(settings.database_dsn())
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+    async with TestClient(TestServer(create_app(settings))) as client:
+        app = client.server.app
+        authorizer = app[keys.AUTHORIZER]
+        counter = CountingKube(authorizer.kube)
+        authorizer.kube = counter
+        yield client, counter
+
+
+@pytest.mark.usefixtures("roles")
+async def test_an_all_namespaces_list_checks_a_bounded_number_of_namespaces(
+    client: tuple[Client, CountingKube],
+    testbed: Testbed,
+    kubectl: Kubectl,
+    namespace: str,
+    crowded: list[str],
+) -> None:
+    http, counter = client
+    _environment(kubectl, namespace, "mine")
+    user = f"lister-{uuid.uuid4().hex[:6]}"
+    kubectl(
+        "create",
+        "rolebinding",
+        "lister",
+        "--clusterrole=dockyard-viewer",
+        f"--user={user}",
+        "-n",
+        namespace,
+    )
+    headers = {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+    cache = http.server.app[keys.ENVIRONMENT_CACHE]
+
+    async def cached() -> None:
+        while not {namespace, *crowded} <= cache.namespaces():
+            await asyncio.sleep(0.2)
+
+    await asyncio.wait_for(cached(), timeout=30)
+    seen: list[tuple[str, str]] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        counter.reset()
+        query = "?limit=50" + (f"&cursor={cursor}" if cursor else "")
+        response = await http.get(f"/api/v1/environments{query}", headers=headers)
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        # one cluster-wide review, then at most PER_REQUEST namespaces
+        assert counter.reviews <= 1 + PER_REQUEST, f"one list request sent {counter.reviews} reviews"
+        assert counter.peak <= CONCURRENCY
+        seen += [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in body["items"]]
+        pages += 1
+        cursor = body.get("nextCursor")
+        if cursor is None:
+            break
+        assert pages < 1000
+    assert seen == [(namespace, "mine")]
+
+
+async def test_me_keeps_its_reviews_in_bounds(
+    client: tuple[Client, CountingKube], testbed: Testbed
+) -> None:
+    http, counter = client
+    headers = {"Authorization": f"Bearer {testbed.user_token(f'me-{uuid.uuid4().hex[:6]}', [])}"}
+    for _ in range(2):
+        counter.reset()
+        name = f"nowhere-{uuid.uuid4().hex[:6]}"
+        response = await http.get(f"/api/v1/me?namespace={name}", headers=headers)
+        assert response.status == 200
+        assert counter.reviews <= 49
+        assert counter.peak <= CONCURRENCY, f"/me had {counter.peak} reviews in flight"

@@ -1,0 +1,146 @@
+"""The operator does not take a restore approval on the annotation's word: it asks the
+apiserver (SubjectAccessReview) whether the approver holds the approve verb there, so a
+cluster without the admission policy, or a binding removed after the approval, does not
+let a production restore through."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dockyard.core.kube import KubeClient, KubeConfig
+from dockyard.operator.runs.restore_approval import review_approver
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ROOT, Kubectl, wait_for
+from tests.integration.test_restore_operator import (
+    _backed_up,
+    _condition,
+    _empty_environment,
+    _get,
+    _restore,
+    _restore_status,
+    _wait_restore,
+)
+
+SKIP = "dockyard.io/skip-reconcile"
+
+
+def _bind(kubectl: Kubectl, namespace: str, role: str, subject: str) -> str:
+    binding = f"{role.removeprefix('dockyard-')}-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "rolebinding", binding, f"--clusterrole={role}", subject, "-n", namespace)
+    return binding
+
+
+def _can_approve(kubectl: Kubectl, namespace: str, token: str) -> bool:
+    result = kubectl(
+        "auth",
+        "can-i",
+        "approve",
+        "restores.dockyard.io",
+        "-n",
+        namespace,
+        token=token,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+@pytest.mark.usefixtures("crds_installed")
+async def test_the_review_allows_only_users_holding_approve_on_that_namespace(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str
+) -> None:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+    other = f"{namespace[:50]}-o"
+    kubectl("create", "namespace", other)
+    dev, ops, elsewhere = (f"{who}-{uuid.uuid4().hex[:5]}" for who in ("dev", "ops", "away"))
+    team = f"oncall-{uuid.uuid4().hex[:5]}"
+    _bind(kubectl, namespace, "dockyard-developer", f"--user={dev}")
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={ops}")
+    _bind(kubectl, other, "dockyard-operator", f"--user={elsewhere}")
+    _bind(kubectl, namespace, "dockyard-operator", f"--group={team}")
+    wait_for(lambda: _can_approve(kubectl, namespace, testbed.user_token(ops, [])), timeout=30)
+    kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(testbed_state.kubeconfig)))
+    try:
+
+        async def may(user: str, *groups: str) -> bool:
+            review = await review_approver(
+                kube, namespace=namespace, name="promote", user=user, groups=groups
+            )
+            return review.allowed
+
+        assert await may(ops, "system:authenticated")
+        assert not await may(dev, "system:authenticated")
+        assert not await may(elsewhere, "system:authenticated")
+        assert await may("carol", team, "system:authenticated")
+        assert not await may("carol", "system:authenticated")
+    finally:
+        await kube.close()
+        kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def identity_policy(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+
+
+def _patch(
+    kubectl: Kubectl, namespace: str, body: dict[str, Any], token: str | None = None
+) -> None:
+    args = ["patch", "restore", "promote", "-n", namespace, "--type=merge"]
+    kubectl(*args, "-p", json.dumps(body), **({"token": token} if token else {}))
+
+
+@pytest.mark.usefixtures("operator_process", "identity_policy")
+def test_an_approver_who_lost_the_approve_verb_leaves_the_restore_unapproved(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _empty_environment(kubectl, namespace, "live", tier="production", replicas=2)
+    requester = f"alice-{uuid.uuid4().hex[:5]}"
+    approver = f"bob-{uuid.uuid4().hex[:5]}"
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
+    binding = _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
+    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
+    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
+    manifest = _restore(
+        "promote",
+        source={"backupRef": {"name": "nightly"}},
+        target={"environmentRef": {"name": "live"}},
+    )
+    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
+    _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")
+
+    # The operator looks away while bob approves and then loses his binding: what it
+    # finds is an approval the apiserver no longer backs (as without the policy, a name
+    # written by someone who does not hold the verb).
+    _patch(kubectl, namespace, {"metadata": {"annotations": {SKIP: "true"}}})
+    _patch(
+        kubectl,
+        namespace,
+        {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}},
+        as_bob,
+    )
+    kubectl("delete", "rolebinding", binding, "-n", namespace)
+    wait_for(lambda: not _can_approve(kubectl, namespace, as_bob), timeout=30)
+    _patch(kubectl, namespace, {"metadata": {"annotations": {SKIP: None}}})
+
+    def refused() -> dict[str, Any] | None:
+        status = _restore_status(kubectl, namespace, "promote")
+        message = _condition(status, "Approved").get("message", "")
+        return status if "may not approve" in message else None
+
+    status = wait_for(refused, timeout=60)
+    assert isinstance(status, dict)
+    approved = _condition(status, "Approved")
+    assert (approved["status"], approved["reason"]) == ("False", "Refused")
+    assert f"{approver} may not approve restores in namespace {namespace}" in approved["message"]
+    assert status["phase"] == "AwaitingApproval"
+    assert status["approval"].get("approvedBy") is None
+    assert _get(kubectl, namespace, "backup", "promote-safety") is None
