@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         description="audiences TokenReviews ask for (one must match); unset: the apiserver's",
     )
     authz_cache_ttl: float = Field(default=5.0, ge=0, le=300, description="SAR cache")
+    stream_reauth_interval: float = Field(
+        default=60.0, gt=0, le=60, description="seconds between an event stream's re-checks"
+    )
     authz_fanout_namespaces: int = Field(
         default=50, ge=1, le=1000, description="namespaces one all-namespaces request checks"
     )

@@ -9,7 +9,6 @@ come out as one problem+json with field paths.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -20,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dockyard.api import errors, fanout, keys
 from dockyard.api.audit import spec_diff
-from dockyard.api.auth import Permission, Principal
+from dockyard.api.auth import Permission
 from dockyard.api.bodies import read_json
 from dockyard.api.idempotency import IdempotencyStore, request_hash, validate_key
 from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.routes.events import stream_events
 from dockyard.api.routes.objects import caller as _caller
 from dockyard.api.routes.objects import if_match as _if_match
 from dockyard.api.routes.objects import merge as _merge
@@ -352,40 +352,6 @@ async def delete(request: web.Request) -> web.Response:
     )
 
 
-async def stream_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events of the environment changes the caller may watch."""
-    principal: Principal = request[keys.PRINCIPAL]
-    authorizer = request.app[keys.AUTHORIZER]
-    cache = request.app[keys.ENVIRONMENT_CACHE]
-    only = request.query.get("namespace")
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    await response.write(b": connected\n\n")
-    async with cache.subscribe() as queue:
-        while True:
-            try:
-                change = await asyncio.wait_for(queue.get(), timeout=15)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if only and change.namespace != only:
-                continue
-            decision = await authorizer.check(
-                principal, Permission("watch", RESOURCE), namespace=change.namespace
-            )
-            if not decision.allowed:
-                continue
-            data = json.dumps({"type": change.type, "object": _public(change.object)})
-            rv = change.object.get("metadata", {}).get("resourceVersion", "")
-            await response.write(f"event: {change.type}\nid: {rv}\ndata: {data}\n\n".encode())
-
-
 def register(registry: OperationRegistry) -> None:
     ns = "/api/v1/namespaces/{namespace}/environments"
     one = ns + "/{name}"
@@ -488,8 +454,13 @@ def register(registry: OperationRegistry) -> None:
             "Server-sent events of environment changes",
             "events",
             stream_events,
-            responses={401: "No valid bearer token"},
+            responses={
+                401: "No valid bearer token",
+                403: "Not allowed to watch environments in ?namespace=",
+            },
             description="text/event-stream; one event per change the caller "
-            "may watch; ?namespace= narrows it.",
+            "may watch; ?namespace= narrows it. The stream re-checks the caller's token "
+            "and permission periodically and, once either is gone, ends with an "
+            "'error' event whose data is a problem document.",
         )
     )
