@@ -185,6 +185,25 @@ class Settings(BaseSettings):
         le=3600,
         description="statement_timeout, in seconds, of each of a drill's SQL checks",
     )
+    run_deadline: int = Field(
+        default=24 * 3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description=(
+            "seconds a backup, restore or drill run may take, inline or in a runner Job "
+            "(its activeDeadlineSeconds); past it the run fails with DeadlineExceeded"
+        ),
+    )
+    s3_allow_http: bool = Field(
+        default=False, description="let inline runs reach S3 endpoints over plain http"
+    )
+    s3_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description=(
+            "private, loopback or link-local networks inline S3 endpoints may resolve to "
+            "(refused otherwise), e.g. [\"10.0.0.0/8\"]"
+        ),
+    )
     default_backup_key_secret: str = Field(
         default="dockyard-backup-key",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",

@@ -13,8 +13,9 @@ Why it looks the way it does:
 - Uploads abandoned by a crashed runner are aborted by :meth:`remove_stale_partials`
   (a bucket lifecycle rule for incomplete multipart uploads does the same).
 - Credentials come from botocore's chain (environment, web identity, instance
-  profile); nothing here reads or logs them, and error messages carry only the S3
-  error code and the object's key.
+  profile) unless explicit ones are given (an operator-side run passes the Backup's
+  Secret's); nothing here logs them, and error messages carry only the S3 error code
+  and the object's key.
 
 Use as an async context manager: the HTTP client is created on entry, not at import
 or construction time.
@@ -26,12 +27,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from aiohttp.abc import AbstractResolver
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dockyard.operator.backups.errors import ArtifactExists, ArtifactNotFound, StorageError
@@ -53,8 +56,21 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 
+@dataclass(frozen=True, slots=True)
+class S3Credentials:
+    """Explicit keys (from a Backup's ``credentialsSecretRef``); ``repr`` hides them."""
+
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
 class S3Storage:
-    """Artifacts as objects under ``prefix`` in ``bucket``."""
+    """Artifacts as objects under ``prefix`` in ``bucket``.
+
+    ``credentials`` replaces botocore's chain (the caller's own identity);
+    ``resolver`` resolves every connection's host (see ``endpoints.GuardedResolver``).
+    """
 
     def __init__(
         self,
@@ -65,6 +81,8 @@ class S3Storage:
         region: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         addressing_style: str = "auto",
+        credentials: S3Credentials | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes")
@@ -74,6 +92,8 @@ class S3Storage:
         self._region = region
         self._part_size = part_size
         self._addressing_style = addressing_style
+        self._credentials = credentials
+        self._resolver = resolver
         self._stack = AsyncExitStack()
         self._client: Any = None
 
@@ -84,10 +104,18 @@ class S3Storage:
         config = AioConfig(
             s3={"addressing_style": self._addressing_style},
             retries={"max_attempts": 5, "mode": "standard"},
+            connector_args={"resolver": self._resolver} if self._resolver else None,
         )
+        keys = self._credentials
         self._client = await self._stack.enter_async_context(
             get_session().create_client(
-                "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
+                "s3",
+                endpoint_url=self._endpoint_url,
+                region_name=self._region,
+                config=config,
+                aws_access_key_id=keys.access_key_id if keys else None,
+                aws_secret_access_key=keys.secret_access_key if keys else None,
+                aws_session_token=keys.session_token if keys else None,
             )
         )
         return self

@@ -66,7 +66,6 @@ from dockyard.operator.runs.context import (
     artifact_prefix,
     environment_dsn,
     load_key,
-    open_storage,
     retryable,
 )
 from dockyard.operator.runs.runner_jobs import JOBS, apply_runner_identity, runner_message
@@ -231,9 +230,7 @@ class BackupRuns:
         self.context.cancel(uid)
         prefix = artifact_prefix(namespace, name, uid)
         try:
-            async with open_storage(
-                backup.spec.storage, root=self.context.settings.backup_root
-            ) as storage:
+            async with self.context.storage(backup.spec.storage, namespace) as storage:
                 names = await storage.list(prefix)
                 for artifact in names:
                     await storage.delete(artifact)
@@ -304,9 +301,7 @@ class BackupRuns:
         backup = loaded.backup
         try:
             # Storage first: a spec that can never work fails before anything else.
-            async with open_storage(
-                backup.spec.storage, root=self.context.settings.backup_root
-            ) as storage:
+            async with self.context.storage(backup.spec.storage, loaded.namespace) as storage:
                 key = await load_key(
                     self.context.kube, loaded.namespace, backup.spec.encryption.key_secret_ref
                 )
@@ -396,6 +391,7 @@ class BackupRuns:
                 backup.spec.environment_ref.name
             ),
             image=self.context.settings.runner_image,
+            deadline_seconds=self.context.settings.run_deadline,
         )
         await kube.apply(
             JOBS.path(loaded.namespace, job["metadata"]["name"]), job, field_manager=FIELD_MANAGER

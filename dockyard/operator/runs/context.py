@@ -38,6 +38,7 @@ from dockyard.operator.backups import (
     FilesystemStorage,
     Storage,
 )
+from dockyard.operator.backups.endpoints import EndpointPolicy, EndpointRefused
 from dockyard.operator.backups.libpq import with_database as with_database
 from dockyard.operator.backups.libpq import with_login
 from dockyard.operator.builders.environment import database_secret_name
@@ -47,6 +48,7 @@ from dockyard.operator.database import (
     TenantLogin,
     database_identity,
 )
+from dockyard.operator.runs.s3_access import endpoint_policy, open_s3, s3_credentials
 
 if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
@@ -82,6 +84,13 @@ class RunCancelled(BackupError):
     reason = "Cancelled"
 
 
+class RunDeadlineExceeded(RunCancelled):
+    """An inline run outlived ``DOCKYARD_RUN_DEADLINE`` (a Job's activeDeadlineSeconds)
+    and was stopped; not retried, as another run would most likely take as long."""
+
+    reason = "DeadlineExceeded"
+
+
 def retryable(error: BackupError) -> bool:
     """Whether another attempt could succeed: not for a bad artifact, storage or cancel."""
     return not isinstance(error, ArtifactError | StorageRefused | RunCancelled)
@@ -106,8 +115,20 @@ def confine(path: str, root: Path) -> Path:
 
 
 @asynccontextmanager
-async def open_storage(spec: BackupStorage, *, root: Path) -> AsyncIterator[Storage]:
-    """The storage ``spec`` names, for an inline run (S3 uses the operator's credentials)."""
+async def open_storage(
+    spec: BackupStorage,
+    *,
+    root: Path,
+    kube: KubeClient | None = None,
+    namespace: str | None = None,
+    endpoints: EndpointPolicy | None = None,
+) -> AsyncIterator[Storage]:
+    """The storage ``spec`` names, for an inline run in ``namespace``.
+
+    S3 goes through :mod:`~dockyard.operator.runs.s3_access`: the endpoint guard
+    (``endpoints``; public https only when not given) and the keys of the storage's
+    ``credentialsSecretRef``, read through ``kube``, never the operator's own identity.
+    """
     if spec.filesystem is not None:
         path = await asyncio.to_thread(confine, spec.filesystem.path, root)
         await asyncio.to_thread(path.mkdir, mode=0o700, parents=True, exist_ok=True)
@@ -115,12 +136,21 @@ async def open_storage(spec: BackupStorage, *, root: Path) -> AsyncIterator[Stor
         return
     if spec.s3 is None:  # the model guarantees one of the two
         raise StorageRefused("the storage names neither a filesystem path nor a bucket")
-    from dockyard.operator.backups.s3 import S3Storage
-
-    s3 = spec.s3
-    async with S3Storage(
-        s3.bucket, prefix=s3.prefix or "", endpoint_url=s3.endpoint, region=s3.region
-    ) as store:
+    policy = endpoints or EndpointPolicy()
+    try:
+        if spec.s3.endpoint:
+            await policy.check(spec.s3.endpoint)
+    except EndpointRefused as exc:
+        raise StorageRefused(exc.message) from None
+    ref, credentials = spec.s3.credentials_secret_ref, None
+    if ref is not None:
+        if kube is None or not namespace:
+            raise StorageRefused(
+                f"S3 credentials Secret {ref.name} cannot be read by this run: refusing "
+                "to use the operator's own identity instead"
+            )
+        credentials = await s3_credentials(kube, namespace, ref)
+    async with open_s3(spec.s3, credentials=credentials, policy=policy) as store:
         yield store
 
 
@@ -302,7 +332,8 @@ class RunContext:
 
     async def inline(self, uid: str, work: Awaitable[_T]) -> _T:
         """Run ``work`` in the event loop once a slot is free; ``RunCancelled`` if
-        ``cancel(uid)`` stopped it. Marked as running here while it waits, too."""
+        ``cancel(uid)`` stopped it, ``RunDeadlineExceeded`` if it ran for longer than
+        ``DOCKYARD_RUN_DEADLINE``. Marked as running here while it waits, too."""
         task: asyncio.Task[_T] = asyncio.ensure_future(self._slotted(work))
         self._active[uid] = task
         try:
@@ -319,7 +350,30 @@ class RunContext:
 
     async def _slotted(self, work: Awaitable[_T]) -> _T:
         async with self.slots:
-            return await work
+            deadline = self.settings.run_deadline
+            timer = asyncio.timeout(deadline)
+            try:
+                async with timer:
+                    return await work
+            except TimeoutError:
+                if not timer.expired():
+                    raise  # a timeout of the work's own
+                raise RunDeadlineExceeded(
+                    f"the run did not finish within {deadline}s (DOCKYARD_RUN_DEADLINE) "
+                    "and was stopped"
+                ) from None
+
+    @asynccontextmanager
+    async def storage(self, spec: BackupStorage, namespace: str) -> AsyncIterator[Storage]:
+        """:func:`open_storage` for a run in ``namespace``, with this operator's settings."""
+        async with open_storage(
+            spec,
+            root=self.settings.backup_root,
+            kube=self.kube,
+            namespace=namespace,
+            endpoints=endpoint_policy(self.settings),
+        ) as storage:
+            yield storage
 
     def cancel(self, uid: str) -> bool:
         """Stop the inline run of object ``uid``; whether there was one."""

@@ -69,7 +69,13 @@ from dockyard.operator.database import ManagedDatabaseError
 from dockyard.operator.environments.outcomes import Outcome
 from dockyard.operator.runs import drill_log, jobs
 from dockyard.operator.runs.backups import BACKUPS, post
-from dockyard.operator.runs.context import Loaded, RunCancelled, RunContext, tenant_login
+from dockyard.operator.runs.context import (
+    Loaded,
+    RunCancelled,
+    RunContext,
+    RunDeadlineExceeded,
+    tenant_login,
+)
 from dockyard.operator.runs.drill_checks import run_checks
 from dockyard.operator.runs.drill_plan import (
     RESTORE_CHECK,
@@ -298,6 +304,18 @@ class DrillRuns:
     async def _run(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> None:
         try:
             run = await self.context.inline(loaded.uid, self._execute(loaded, backup, current))
+        except RunDeadlineExceeded as exc:
+            run = judge_run(
+                backup=current.backup,
+                backup_size=backup.status.size,
+                started_at=current.started_at,
+                finished_at=datetime.now(UTC),
+                restore_seconds=None,
+                backup_age_seconds=backup_age_seconds(backup, current.started_at),
+                objectives=loaded.drill.spec.objectives,
+                failures=[failed(RESTORE_CHECK, exc.message)],
+                scratch_database=current.scratch_database or scratch_database(loaded.uid, ()),
+            )
         except RunCancelled:
             return  # the drill is being deleted; its finalizer drops the database
         except Exception:

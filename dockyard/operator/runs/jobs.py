@@ -54,7 +54,8 @@ RUNNER_LABEL: Final = "dockyard.io/runner"
 OWNER_UID_LABEL: Final = "dockyard.io/owner-uid"
 # Pod names derive from Job names and label values stop at 63 characters.
 _JOB_NAME_MAX: Final = 63
-# A runner that has not finished in a day is stuck, not slow.
+# A runner that has not finished in a day is stuck, not slow: the default of
+# DOCKYARD_RUN_DEADLINE (Settings.run_deadline), which inline runs honour too.
 ACTIVE_DEADLINE_SECONDS: Final = 24 * 3600
 TTL_AFTER_FINISHED_SECONDS: Final = 3600
 
@@ -105,6 +106,7 @@ def backup_job(
     key_id: str,
     database_secret: str,
     image: str,
+    deadline_seconds: int = ACTIVE_DEADLINE_SECONDS,
 ) -> Manifest:
     """The Job of one attempt of ``backup``: it reports to the Backup's status itself."""
     owner = Owner.of(backup)
@@ -131,6 +133,7 @@ def backup_job(
         key_ref=backup.spec.encryption.key_secret_ref,
         image=image,
         api_access=True,
+        deadline_seconds=deadline_seconds,
     )
 
 
@@ -145,6 +148,7 @@ def restore_job(
     database: str,
     database_secret: str,
     image: str,
+    deadline_seconds: int = ACTIVE_DEADLINE_SECONDS,
 ) -> Manifest:
     """The Job that restores ``backup``'s artifact into the new ``database``.
 
@@ -178,6 +182,7 @@ def restore_job(
         key_ref=backup.spec.encryption.key_secret_ref,
         image=image,
         api_access=False,
+        deadline_seconds=deadline_seconds,
     )
 
 
@@ -192,6 +197,7 @@ def _runner_job(
     key_ref: SecretKeyReference,
     image: str,
     api_access: bool,
+    deadline_seconds: int,
 ) -> Manifest:
     """A runner Job: ``dockyard <args>`` with the storage, the key and nothing else
     (and a ServiceAccount token only with ``api_access``)."""
@@ -272,7 +278,7 @@ def _runner_job(
         },
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
+            "activeDeadlineSeconds": deadline_seconds,
             "ttlSecondsAfterFinished": TTL_AFTER_FINISHED_SECONDS,
             "template": {
                 "metadata": {"labels": labels},

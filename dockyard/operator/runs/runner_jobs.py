@@ -125,6 +125,7 @@ async def restore_in_job(
         database=database,
         database_secret=environment_builders.database_secret_name(job.environment),
         image=context.settings.runner_image,
+        deadline_seconds=context.settings.run_deadline,
     )
     path = JOBS.path(namespace, job.name)
     await kube.apply(path, manifest, field_manager=FIELD_MANAGER)

@@ -1,0 +1,133 @@
+"""Which S3 endpoints an operator-side run may reach: a guard against SSRF.
+
+A Backup's ``storage.s3.endpoint`` is written by whoever may create Backups, and an
+inline run connects to it from the operator's pod, which can reach what the tenant's
+pods cannot: the cloud's instance metadata (169.254.169.254), the apiserver, the
+platform's own services. So, unless the operator's settings allow it:
+
+- the scheme is ``https`` (``DOCKYARD_S3_ALLOW_HTTP`` allows ``http``);
+- every address the host resolves to is a public one: private, loopback, link-local,
+  shared (100.64/10), reserved, multicast and unspecified addresses are refused unless
+  they lie in ``DOCKYARD_S3_ALLOWED_NETWORKS``. One bad address refuses the endpoint.
+
+The check runs before the client is made (so a refusal is immediate and says why),
+and again, through :class:`GuardedResolver`, at every connection the client opens:
+a name that resolved to a public address at first cannot rebind to a private one.
+An endpoint given as a literal address is checked once, up front (no resolution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from dockyard.operator.backups.errors import StorageError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+class EndpointRefused(StorageError):
+    """The endpoint's scheme or one of its addresses is not allowed by the settings."""
+
+    reason = "StorageRefused"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPolicy:
+    """What the operator's settings allow (the defaults allow public https only)."""
+
+    allow_http: bool = False
+    allowed_networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def of(cls, allow_http: bool, networks: Iterable[Any]) -> EndpointPolicy:
+        return cls(allow_http, tuple(ipaddress.ip_network(str(n)) for n in networks))
+
+    def check_scheme(self, url: str) -> tuple[str, int]:
+        """``(host, port)`` of ``url``, or ``EndpointRefused`` for a scheme not allowed."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        allowed = {"https", "http"} if self.allow_http else {"https"}
+        if scheme not in allowed:
+            raise EndpointRefused(
+                f"S3 endpoint {url} is refused: only https endpoints are allowed "
+                "(DOCKYARD_S3_ALLOW_HTTP allows http)"
+            )
+        if not parts.hostname:
+            raise EndpointRefused(f"S3 endpoint {url} names no host")
+        return parts.hostname, parts.port or _DEFAULT_PORTS[scheme]
+
+    def check_address(self, host: str, address: str) -> None:
+        """``EndpointRefused`` unless ``address`` is public or in an allowed network."""
+        ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_global and not ip.is_multicast:
+            return
+        if any(ip.version == net.version and ip in net for net in self.allowed_networks):
+            return
+        raise EndpointRefused(
+            f"S3 endpoint host {host} resolves to {ip}, a {_kind(ip)} address the operator "
+            "does not connect to (DOCKYARD_S3_ALLOWED_NETWORKS allows networks)"
+        )
+
+    async def check(self, url: str) -> None:
+        """Check ``url``'s scheme and every address its host resolves to."""
+        host, port = self.check_scheme(url)
+        for address in await _resolve(host, port):
+            self.check_address(host, address)
+
+
+def _kind(ip: Address) -> str:
+    for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return "non-public"
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [host]
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise StorageError(f"S3 endpoint host {host} does not resolve: {exc.strerror}") from None
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, refusing (``OSError``) a host with any address not allowed."""
+
+    def __init__(self, policy: EndpointPolicy) -> None:
+        self._policy = policy
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            try:
+                self._policy.check_address(host, result["host"])
+            except EndpointRefused as exc:
+                raise OSError(exc.message) from None
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -1,0 +1,269 @@
+"""Inline runs keep the boundaries a runner Job has (issue 9, item 8).
+
+Each test runs an operator of its own (a namespace pattern the session's operator does
+not watch) whose process holds no S3 credentials of its own: no AWS_* variables, no
+shared config file, no instance metadata. So an inline S3 backup can only work with
+the credentials its Backup names (``credentialsSecretRef``).
+
+The endpoint guard (SSRF): a "strict" operator runs with the default settings (https
+only, public addresses only); a "lenient" one allows plain HTTP and 127.0.0.0/8, which
+moto, the stand-in S3 on loopback, needs. Private and link-local addresses are only
+ever named by literal IPs: the guard refuses them before any connection is tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from dockyard.operator.backups.s3 import S3Storage
+from dockyard.testbed.cluster import State
+from tests.conftest import OPERATOR_LOGS, SESSION_ID, Kubectl, backup_settings, wait_for
+from tests.integration import backup_fixtures
+from tests.integration.test_backup_operator import (
+    _apply,
+    _environment,
+    _events,
+    _get,
+    _key_secret,
+    _wait_phase,
+    migrated,
+)
+
+pytestmark = pytest.mark.usefixtures("crds_installed", "migrated")
+
+moto_endpoint = backup_fixtures.moto_endpoint
+s3_credentials = backup_fixtures.s3_credentials
+__all__ = ["migrated"]
+
+# What the Backup's Secret holds; moto accepts any pair, the operator has none.
+TENANT_KEY_ID = "AKIATENANTEXAMPLE"
+TENANT_SECRET = "tenant-secret-access-key"
+
+
+def _operator_env(testbed_env: dict[str, str], root: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in testbed_env.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            # No ambient S3 identity at all: no keys, no files, no instance metadata.
+            "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "DOCKYARD_RECONCILE_INTERVAL": "3",
+            **backup_settings(root),
+            **settings,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def own_operator(
+    kubectl: Kubectl,
+    testbed_env: dict[str, str],
+    backup_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., str]]:
+    """Starts an operator with the given settings; returns the namespace it watches."""
+    started: list[tuple[subprocess.Popen[bytes], str]] = []
+
+    def start(**settings: str) -> str:
+        namespace = f"inline-{SESSION_ID}-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "namespace", namespace)
+        log = tmp_path_factory.mktemp("operator") / "operator.log"
+        OPERATOR_LOGS.append(log)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", namespace],
+                env=_operator_env(testbed_env, backup_root, **settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        started.append((proc, namespace))
+        time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()
+        return namespace
+
+    yield start
+    for proc, namespace in started:
+        kubectl(
+            "delete", "environments,backups", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+LENIENT = {
+    "DOCKYARD_S3_ALLOW_HTTP": "true",
+    "DOCKYARD_S3_ALLOWED_NETWORKS": json.dumps(["127.0.0.0/8", "::1/128"]),
+}
+
+
+def _s3_backup(namespace: str, name: str, endpoint: str, bucket: str, **s3: Any) -> dict[str, Any]:
+    storage = {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1", **s3}
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "environmentRef": {"name": "shop"},
+            "storage": {"s3": storage},
+            "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+        },
+    }
+
+
+def _ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status.get("conditions", ()) if c["type"] == "Ready")
+
+
+async def _bucket(endpoint: str, bucket: str, *, create: bool) -> list[str]:
+    async with S3Storage(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
+        if create:
+            await s3.client.create_bucket(Bucket=bucket)
+        return await s3.list()
+
+
+# -- credentials ---------------------------------------------------------------------------
+
+
+def test_an_inline_s3_backup_uses_the_credentials_its_backup_names(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    moto_endpoint: str,
+    s3_credentials: None,
+) -> None:
+    namespace = own_operator(**LENIENT)
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    bucket = f"tenant-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_bucket(moto_endpoint, bucket, create=True))
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        "tenant-s3",
+        "-n",
+        namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={TENANT_KEY_ID}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={TENANT_SECRET}",
+    )
+    manifest = _s3_backup(
+        namespace, "to-s3", moto_endpoint, bucket, credentialsSecretRef={"name": "tenant-s3"}
+    )
+    _apply(kubectl, namespace, manifest)
+
+    def settled() -> dict[str, Any] | None:
+        status = ((_get(kubectl, namespace, "backup", "to-s3") or {}).get("status")) or {}
+        done = status.get("phase") in {"Completed", "Failed"} or status.get("attempts", 0) > 1
+        return status if done else None
+
+    status = wait_for(settled, timeout=120)
+    assert isinstance(status, dict)
+    assert status["phase"] == "Completed", status.get("message")
+    assert status["location"].startswith(f"s3://{bucket}/{namespace}/to-s3/")
+    assert asyncio.run(_bucket(moto_endpoint, bucket, create=False))
+    # The status names the Secret's keys nowhere.
+    assert TENANT_SECRET not in json.dumps(status)
+
+
+# -- the endpoint guard --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "words"),
+    [
+        ("http://s3.example.com", "https"),
+        ("https://127.0.0.1:9", "127.0.0.1"),
+        ("https://localhost:9", "127.0.0.1"),
+        ("https://10.20.30.40", "10.20.30.40"),
+        ("https://192.168.1.20:9000", "192.168.1.20"),
+        ("https://169.254.169.254", "169.254.169.254"),
+        ("https://[::1]:9", "::1"),
+    ],
+    ids=["http", "loopback", "localhost", "private-10", "private-192", "link-local", "ipv6-loop"],
+)
+def test_an_endpoint_the_settings_do_not_allow_is_refused_before_connecting(
+    kubectl: Kubectl, own_operator: Callable[..., str], endpoint: str, words: str
+) -> None:
+    namespace = own_operator()
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _s3_backup(namespace, "ssrf", endpoint, "tenant-bucket"))
+
+    # Refused at once: no connection is tried (a 10.x address would take minutes to fail).
+    status = _wait_phase(kubectl, namespace, "ssrf", "Failed", timeout=30)
+
+    assert status["attempts"] == 1
+    assert _ready(status)["reason"] == "StorageRefused"
+    assert words in status["message"]
+    assert "DOCKYARD_S3_" in status["message"]
+    failed = _events(kubectl, namespace, "Failed")
+    assert any(words in message for message in failed), failed
+
+
+def test_a_loopback_endpoint_is_refused_unless_its_network_is_allowed(
+    kubectl: Kubectl, own_operator: Callable[..., str], moto_endpoint: str, s3_credentials: None
+) -> None:
+    bucket = f"loop-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_bucket(moto_endpoint, bucket, create=True))
+    # Plain HTTP allowed, loopback not: still refused.
+    namespace = own_operator(DOCKYARD_S3_ALLOW_HTTP="true")
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _s3_backup(namespace, "loop", moto_endpoint, bucket))
+
+    status = _wait_phase(kubectl, namespace, "loop", "Failed", timeout=30)
+
+    assert _ready(status)["reason"] == "StorageRefused"
+    assert "127.0.0.1" in status["message"]
+    assert asyncio.run(_bucket(moto_endpoint, bucket, create=False)) == []
+
+
+# -- the run deadline ----------------------------------------------------------------------
+
+
+def test_an_inline_run_past_the_run_deadline_fails_with_that_reason(
+    kubectl: Kubectl, testbed_state: State, own_operator: Callable[..., str], backup_root: Path
+) -> None:
+    namespace = own_operator(DOCKYARD_RUN_DEADLINE="4")
+    dsn = _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    manifest = _s3_backup(namespace, "stuck", "", "unused")
+    manifest["spec"]["storage"] = {"filesystem": {"path": str(backup_root / namespace)}}
+
+    async def hold_a_lock_while_it_runs() -> dict[str, Any]:
+        # pg_dump waits for this lock (two minutes by its own lock timeout): far past
+        # the deadline of four seconds.
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+                _apply(kubectl, namespace, manifest)
+                return await asyncio.to_thread(
+                    _wait_phase, kubectl, namespace, "stuck", "Failed", 60
+                )
+        finally:
+            await conn.close()
+
+    started = time.monotonic()
+    status = asyncio.run(hold_a_lock_while_it_runs())
+
+    assert time.monotonic() - started < 60
+    assert _ready(status)["reason"] == "DeadlineExceeded"
+    assert "DOCKYARD_RUN_DEADLINE" in status["message"]
+    assert not list((backup_root / namespace).glob("**/*.dkbk"))

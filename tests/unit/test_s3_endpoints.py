@@ -1,0 +1,62 @@
+"""The S3 endpoint guard's decisions on literal addresses (no resolution, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dockyard.operator.backups.endpoints import EndpointPolicy, EndpointRefused
+
+STRICT = EndpointPolicy()
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",  # noqa: S104
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "224.0.0.1",
+    ],
+)
+def test_non_public_addresses_are_refused_by_default(address: str) -> None:
+    with pytest.raises(EndpointRefused, match="DOCKYARD_S3_ALLOWED_NETWORKS"):
+        STRICT.check_address("store", address)
+
+
+@pytest.mark.parametrize("address", ["52.216.8.1", "2600:1f18::1"])
+def test_public_addresses_pass(address: str) -> None:
+    STRICT.check_address("store", address)
+
+
+def test_an_allowed_network_admits_its_addresses_only() -> None:
+    policy = EndpointPolicy.of(False, ["10.20.0.0/16"])
+    policy.check_address("minio", "10.20.3.4")
+    with pytest.raises(EndpointRefused):
+        policy.check_address("minio", "10.21.3.4")
+
+
+def test_http_needs_the_setting() -> None:
+    with pytest.raises(EndpointRefused, match="DOCKYARD_S3_ALLOW_HTTP"):
+        STRICT.check_scheme("http://s3.example.com")
+    assert EndpointPolicy(allow_http=True).check_scheme("http://s3.example.com") == (
+        "s3.example.com",
+        80,
+    )
+    with pytest.raises(EndpointRefused):
+        STRICT.check_scheme("ftp://s3.example.com")
+
+
+def test_a_literal_address_endpoint_is_checked_without_resolving() -> None:
+    with pytest.raises(EndpointRefused, match=r"169\.254\.169\.254"):
+        asyncio.run(STRICT.check("https://169.254.169.254/latest"))
