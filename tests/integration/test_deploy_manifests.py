@@ -6,11 +6,13 @@ reference, HTTPS in staging and production, a pinned and highly available produc
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -387,6 +389,22 @@ def test_staging_and_production_serve_https_only(
         assert api[probe]["httpGet"]["scheme"] == "HTTPS"
     for origin in yaml.safe_load(config["DOCKYARD_CORS_ORIGINS"]):
         assert origin.startswith("https://")
+
+
+@pytest.mark.parametrize("overlay", ["staging", "production"])
+def test_staging_and_production_trust_the_ingress_controllers_pod_network(
+    objects: dict[str, list[Manifest]], overlay: str
+) -> None:
+    """Behind the ingress every client has the controller's address; without trusting it,
+    one shared per-address budget would let anyone exhaust it for everyone."""
+    networks = [
+        ip_network(n) for n in json.loads(_api_config(objects[overlay])["DOCKYARD_TRUSTED_PROXIES"])
+    ]
+    assert networks, f"{overlay} sets no DOCKYARD_TRUSTED_PROXIES"
+    for network in networks:
+        # the pod network of a cluster, never "everyone"
+        assert network.is_private, network
+        assert network.prefixlen >= 8, network
 
 
 def test_development_serves_plaintext_with_a_frontend_dev_server_allowed(
