@@ -245,6 +245,7 @@ def plan_restore(
         tables=list(tables),
         target=target.environment,
         in_place=target.in_place,
+        target_tier=tier,
         safety_backup=spec.safety_backup,
         requires_approval=tier in APPROVAL_TIERS,
         estimated_duration_seconds=estimate.seconds,
@@ -254,6 +255,14 @@ def plan_restore(
 
 
 # --- approval ----------------------------------------------------------------------------
+
+
+def approval_tier(planned: Tier | None, current: Tier) -> Tier:
+    """The tier a restore's approval follows: the one it was planned with, or the
+    target's current tier when that is stricter (or the plan predates the record)."""
+    if planned is None or current in APPROVAL_TIERS:
+        return current
+    return planned
 
 
 class RequesterSource(StrEnum):
@@ -408,6 +417,7 @@ __all__ = [
     "RestoreSample",
     "SourceChoice",
     "TargetChoice",
+    "approval_tier",
     "choose_backup",
     "decide_approval",
     "estimate_duration",

@@ -17,9 +17,11 @@ from dockyard.core.kube import KubeClient, KubeConfig
 from dockyard.operator.runs.restore_approval import review_approver
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import ROOT, Kubectl, wait_for
+from tests.integration.test_backup_operator import _apply, _fetch, _owner_dsn, _run_sql
 from tests.integration.test_restore_operator import (
     _backed_up,
     _condition,
+    _dsn,
     _empty_environment,
     _get,
     _restore,
@@ -144,3 +146,65 @@ def test_an_approver_who_lost_the_approve_verb_leaves_the_restore_unapproved(
     assert status["phase"] == "AwaitingApproval"
     assert status["approval"].get("approvedBy") is None
     assert _get(kubectl, namespace, "backup", "promote-safety") is None
+
+
+# -- a restore keeps the tier it was planned with -------------------------------------------
+
+HOLD = "dockyard.io/test-hold"
+
+
+@pytest.mark.usefixtures("operator_process", "identity_policy")
+def test_a_production_target_being_deleted_fails_the_restore_instead_of_skipping_approval(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    # Retain: the database outlives the Environment, so it is still there to restore over.
+    _empty_environment(
+        kubectl,
+        namespace,
+        "live",
+        tier="production",
+        replicas=2,
+        database={"deletionPolicy": "Retain"},
+    )
+    live_dsn = _dsn(testbed_state, namespace, "live")
+    _run_sql(_owner_dsn(kubectl, namespace, "live"), "CREATE TABLE precious (id int)")
+    _apply(
+        kubectl,
+        namespace,
+        _restore(
+            "promote",
+            source={"backupRef": {"name": "nightly"}},
+            target={"environmentRef": {"name": "live"}},
+            safetyBackup=False,
+        ),
+    )
+    status = _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")
+    assert status["plan"]["targetTier"] == "production"
+
+    # Someone who may delete environments (not approve restores) deletes the target; a
+    # finalizer keeps it in its deleting state, its Secret and database still there.
+    kubectl("patch", "environment", "live", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"metadata": {"finalizers": [HOLD]}}))  # fmt: skip
+    try:
+        kubectl("delete", "environment", "live", "-n", namespace, "--wait=false")
+        wait_for(
+            lambda: (
+                (_get(kubectl, namespace, "environment", "live") or {})
+                .get("metadata", {})
+                .get("deletionTimestamp")
+            ),
+            timeout=30,
+        )
+        # Any change drives the restore again.
+        kubectl("annotate", "restore", "promote", "-n", namespace, "touched=1")
+
+        status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
+        completed = _condition(status, "Completed")
+        assert (completed["status"], completed["reason"]) == ("False", "TargetUnavailable")
+        assert "environment live is being deleted" in status["message"]
+        assert _condition(status, "Approved")["status"] == "False"
+        assert _fetch(live_dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
+    finally:
+        kubectl("patch", "environment", "live", "-n", namespace, "--type=merge",
+                "-p", json.dumps({"metadata": {"finalizers": None}}), check=False)  # fmt: skip

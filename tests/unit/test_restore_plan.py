@@ -19,6 +19,7 @@ from dockyard.core.restore_plan import (
     Requester,
     RequesterSource,
     RestoreSample,
+    approval_tier,
     choose_backup,
     decide_approval,
     estimate_duration,
@@ -288,6 +289,7 @@ def test_a_dry_run_plan_says_what_would_be_restored_where_and_for_how_long() -> 
         "tableCount": 2,
         "target": "shop-staging",
         "inPlace": False,
+        "targetTier": "staging",
         "safetyBackup": True,
         "requiresApproval": False,
         "estimatedDurationSeconds": FIXED_OVERHEAD_SECONDS + 10,
@@ -511,3 +513,27 @@ def test_an_approver_without_the_approve_verb_is_refused_and_not_recorded() -> N
     assert "no binding" in refused.reason
     assert refused.approval is not None
     assert (refused.approval.approved_by, refused.approval.approved_at) == (None, None)
+
+
+def test_the_plan_records_the_targets_tier_and_approval_keeps_to_it() -> None:
+    spec = RestoreSpec.model_validate(
+        {
+            "source": {"backupRef": {"name": "shop-1"}},
+            "target": {"environmentRef": {"name": "live"}},
+        }
+    )
+    decision = plan_restore(
+        spec,
+        backups=[make_backup("shop-1")],
+        tiers={"shop": Tier.DEVELOPMENT, "live": Tier.PRODUCTION},
+    )
+    assert decision.plan is not None
+    assert decision.plan.target_tier is Tier.PRODUCTION
+
+    # Recreated (or edited) as development: still a production restore.
+    assert approval_tier(Tier.PRODUCTION, Tier.DEVELOPMENT) is Tier.PRODUCTION
+    # Made stricter since: the stricter tier counts.
+    assert approval_tier(Tier.DEVELOPMENT, Tier.PRODUCTION) is Tier.PRODUCTION
+    assert approval_tier(Tier.STAGING, Tier.DEVELOPMENT) is Tier.STAGING
+    # A plan written before the tier was recorded follows the target as it is.
+    assert approval_tier(None, Tier.STAGING) is Tier.STAGING

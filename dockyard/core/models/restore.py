@@ -238,6 +238,14 @@ class RestorePlan(CRModel):
     in_place: bool = Field(
         description="Whether the target is the environment the backup was taken from."
     )
+    target_tier: Tier | None = Field(
+        default=None,
+        description=(
+            "The target Environment's tier when the plan was made. The restore keeps to "
+            "it: a production target needs approval even if the Environment is deleted "
+            "or changed afterwards (a missing or deleting target fails the restore)."
+        ),
+    )
     safety_backup: bool = Field(default=False, description="Whether the target is backed up first.")
     requires_approval: bool = Field(
         default=False,

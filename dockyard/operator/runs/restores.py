@@ -15,7 +15,9 @@ afresh and acts on its phase, so running it twice is harmless:
    SubjectAccessReview allows ``approve`` on it. From then on the plan is fixed
    (``plan_is_fixed``): the approval is given to the plan the approver saw. The
    apiserver's ValidatingAdmissionPolicy makes both annotations proof of who wrote
-   them; the REST API's ``approve`` sets it as the caller.
+   them; the REST API's ``approve`` sets it as the caller. The approval follows the tier
+   the plan recorded for the target (``approval_tier``); a target that is gone or
+   being deleted fails the restore (reason TargetUnavailable), never a lesser tier.
 3. **BackingUp**: with ``safetyBackup`` (the default), a Backup ``<restore>-safety`` of
    the target is taken first, in the source backup's storage with its key. It is not
    owned by the Restore, so it outlives it.
@@ -58,7 +60,7 @@ from dockyard.core.conditions import set_condition
 from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import Backup, BackupPhase, BackupRunner
 from dockyard.core.models.common import API_VERSION, ConditionStatus
-from dockyard.core.models.environment import Environment, Tier
+from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import (
     Restore,
     RestoreConditionType,
@@ -70,6 +72,7 @@ from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.restore_plan import (
     ApprovalDecision,
     ApprovalState,
+    approval_tier,
     plan_restore,
     restore_history,
 )
@@ -208,10 +211,9 @@ class RestoreRuns:
         if phase in (RestorePhase.RESTORING, RestorePhase.VERIFYING):
             return await self._recover(loaded)
         backups = await self._list(BACKUPS, Backup, namespace)
+        listed = await self._list(ENVIRONMENTS, Environment, namespace)
         environments = {
-            env.metadata.name or "": env
-            for env in await self._list(ENVIRONMENTS, Environment, namespace)
-            if not env.metadata.deletion_timestamp
+            env.metadata.name or "": env for env in listed if not env.metadata.deletion_timestamp
         }
         planned = await self._plan(loaded, backups, environments)
         if planned is None:
@@ -220,6 +222,13 @@ class RestoreRuns:
         if loaded.restore.spec.dry_run:
             return Outcome.done()
         target = environments.get(plan.target)
+        if target is None:
+            # Never treated as a lesser tier: its database may well outlive it (Retain).
+            deleting = any(env.metadata.name == plan.target for env in listed)
+            why = "is being deleted" if deleting else "no longer exists"
+            return await self._fail(
+                loaded, f"target environment {plan.target} {why}", reason="TargetUnavailable"
+            )
         approval = await self._approve(loaded, plan, target)
         if approval is None:
             return Outcome.done()  # the approval annotation's change calls drive again
@@ -302,10 +311,10 @@ class RestoreRuns:
         return _Loaded(loaded.raw, restore.model_copy(update={"status": updated})), plan
 
     async def _approve(
-        self, loaded: _Loaded, plan: RestorePlan, target: Environment | None
+        self, loaded: _Loaded, plan: RestorePlan, target: Environment
     ) -> _Loaded | None:
         restore = loaded.restore
-        tier = target.spec.tier if target is not None else Tier.DEVELOPMENT
+        tier = approval_tier(plan.target_tier, target.spec.tier)
         decision = await judge_approval(self.context.kube, loaded.raw, restore, tier)
         status = restore.status
         updated = status.model_copy(
