@@ -27,6 +27,7 @@ from types import TracebackType
 
 from dockyard.operator.backups.errors import ToolFailed
 from dockyard.operator.backups.libpq import redact
+from dockyard.operator.backups.server_text import without_row_values
 
 STDERR_TAIL_BYTES = 8 * 1024
 TERMINATE_GRACE_SECONDS = 5.0
@@ -195,7 +196,7 @@ class ProcessChain:
         codes = [await proc.wait() for proc in self._procs]
         await asyncio.gather(*self._drains, return_exceptions=True)
         return [
-            Exit(command.name, code, redact(bytes(tail).decode(errors="replace"), *self._hide))
+            Exit(command.name, code, _shown(bytes(tail).decode(errors="replace"), self._hide))
             for command, code, tail in zip(self._commands, codes, self._tails, strict=True)
         ]
 
@@ -230,6 +231,11 @@ class ProcessChain:
             while await self.stdout.read(64 * 1024):
                 pass
         await asyncio.gather(*self._drains, return_exceptions=True)
+
+
+def _shown(stderr: str, hide: Sequence[str | None]) -> str:
+    """What of a tool's stderr may go into an error: no password, no row values."""
+    return without_row_values(redact(stderr, *hide))
 
 
 def first_failure(exits: Sequence[Exit], *, cause_first: str) -> Exit | None:

@@ -1,0 +1,54 @@
+"""What of a tool's stderr may be shown: PostgreSQL's words, without the rows they quote.
+
+``pg_dump`` and ``pg_restore`` pass on the server's error messages, whose fields echo
+data: ``DETAIL:  Failing row contains (42, ...)``, ``DETAIL:  Key (id)=(42) already
+exists``, ``CONTEXT:  COPY t, line 1: "42<TAB>..."``, ``STATEMENT:`` and ``QUERY:``
+(the SQL, values and all), ``LINE 1:`` (a quoted piece of it), a tool's ``detail:
+Command was: ...``, and in the primary message itself ``invalid input syntax for type
+integer: "..."`` or ``value "..." is out of range``. The text goes into Backup, Restore
+and RestoreDrill statuses and Events, which everyone who may view the namespace reads,
+so :func:`without_row_values` keeps the primary message (what failed, on which table
+and constraint) and replaces those fields, with their continuation lines, by a marker.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+WITHHELD: Final = "[withheld: may hold row values]"
+
+# A field that may quote data; it runs until the next line that starts a field.
+_VALUE_FIELD = re.compile(
+    r"^\s*(?:(?:pg_dump|pg_restore):\s+detail:\s+Command was|DETAIL|CONTEXT|STATEMENT|QUERY"
+    r"|LINE \d+):",
+    re.IGNORECASE,
+)
+# The start of anything else: a tool's own line or another server field.
+_FIELD = re.compile(
+    r"^\s*(?:(?:pg_dump|pg_restore|zstd)\b|(?:ERROR|FATAL|PANIC|WARNING|NOTICE|INFO|LOG|HINT):)"
+)
+_QUOTED_VALUES: Final = (
+    (re.compile(r'(invalid input (?:syntax|value) for [^:"]+): "[^"]*"?'), r'\1: "…"'),
+    (re.compile(r'\bvalue "[^"]*" is out of range'), 'value "…" is out of range'),
+    (re.compile(r'(malformed [^:"]+ literal): "[^"]*"?'), r'\1: "…"'),
+)
+
+
+def without_row_values(text: str) -> str:
+    """``text`` with every field that may quote row values withheld (see the module)."""
+    kept: list[str] = []
+    withholding = False
+    for line in text.splitlines():
+        if _VALUE_FIELD.match(line):
+            field = line.split(":", 1)[0] if "Command was" not in line else "Command was"
+            kept.append(f"{field.strip()}: {WITHHELD}")
+            withholding = True
+            continue
+        if withholding and not _FIELD.match(line):
+            continue  # a continuation line of the withheld field
+        withholding = False
+        for pattern, replacement in _QUOTED_VALUES:
+            line = pattern.sub(replacement, line)
+        kept.append(line)
+    return "\n".join(kept)

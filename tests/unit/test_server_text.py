@@ -1,0 +1,39 @@
+"""Tool stderr shown in statuses keeps PostgreSQL's words but not the rows they quote."""
+
+from __future__ import annotations
+
+from dockyard.operator.backups.server_text import WITHHELD, without_row_values
+
+STDERR = """\
+pg_restore: error: COPY failed for table "vault": ERROR:  duplicate key value violates \
+unique constraint "vault_pkey"
+DETAIL:  Key (id)=(SECRET-42) already exists.
+CONTEXT:  COPY vault, line 1: "SECRET-42\tSECRET-TOKEN"
+PL/pgSQL function check_row() line 3 at RAISE
+ERROR:  invalid input syntax for type integer: "SECRET-INPUT"
+LINE 1: SELECT 'SECRET-SQL'::int
+               ^
+STATEMENT:  INSERT INTO vault VALUES ('SECRET-STATEMENT')
+pg_dump: detail: Command was: INSERT INTO vault VALUES ('SECRET-COMMAND');
+ERROR:  value "SECRET-RANGE" is out of range for type integer
+HINT:  Drop the row.
+pg_restore: warning: errors ignored on restore: 1
+"""
+
+
+def test_fields_that_quote_rows_are_withheld_and_the_rest_is_kept() -> None:
+    shown = without_row_values(STDERR)
+
+    assert "SECRET" not in shown
+    assert 'violates unique constraint "vault_pkey"' in shown
+    assert f"DETAIL: {WITHHELD}" in shown
+    assert f"CONTEXT: {WITHHELD}" in shown
+    assert 'invalid input syntax for type integer: "…"' in shown
+    assert 'value "…" is out of range for type integer' in shown
+    assert "HINT:  Drop the row." in shown
+    assert shown.endswith("pg_restore: warning: errors ignored on restore: 1")
+
+
+def test_text_without_server_fields_is_unchanged() -> None:
+    text = "zstd: error 70 : Write error : cannot write block : Broken pipe"
+    assert without_row_values(text) == text
