@@ -69,6 +69,7 @@ from dockyard.operator.runs.context import (
     retryable,
 )
 from dockyard.operator.runs.runner_jobs import JOBS, apply_runner_identity, runner_message
+from dockyard.operator.runs.sweeping import sweep
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +303,12 @@ class BackupRuns:
         try:
             # Storage first: a spec that can never work fails before anything else.
             async with self.context.storage(backup.spec.storage, loaded.namespace) as storage:
+                if swept := await sweep(storage, self.context.settings):
+                    post(
+                        loaded.raw,
+                        reason="StalePartialsRemoved",
+                        message=f"Removed {swept} partial artifacts or uploads of dead runs",
+                    )
                 key = await load_key(
                     self.context.kube, loaded.namespace, backup.spec.encryption.key_secret_ref
                 )
