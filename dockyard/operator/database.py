@@ -49,6 +49,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import asyncpg
 
+from dockyard.operator import crash_points
+
 # PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes, silently: two long
 # names could then meet in one object, so names are built to fit instead.
 MAX_IDENTIFIER_BYTES = 63
@@ -463,6 +465,7 @@ class ManagedPostgres:
             # sessions and the renames; allowed again whatever happens.
             for name in (live, staging) if had_live else (staging,):
                 await conn.execute(f"ALTER DATABASE {_ident(name)} ALLOW_CONNECTIONS false")
+            crash_points.exit_here(crash_points.SWITCH_OVER_REFUSED)
             try:
                 for attempt in range(1, _DROP_ATTEMPTS + 1):
                     await _terminate(conn, live)
@@ -472,6 +475,7 @@ class ManagedPostgres:
                             if had_live:
                                 await conn.execute(f"ALTER DATABASE {lv} RENAME TO {rt}")
                             await conn.execute(f"ALTER DATABASE {st} RENAME TO {lv}")
+                        crash_points.exit_here(crash_points.SWITCH_OVER_RENAMED)
                         return
                     except asyncpg.ObjectInUseError:
                         # A terminated backend had not exited yet: try again shortly.
@@ -486,6 +490,18 @@ class ManagedPostgres:
                         "SELECT true FROM pg_catalog.pg_database WHERE datname = $1", name
                     ):
                         await conn.execute(f"ALTER DATABASE {_ident(name)} ALLOW_CONNECTIONS true")
+
+    async def reopen(self, name: str) -> None:
+        """Let clients connect to ``name`` again, if it exists.
+
+        A switch-over interrupted after it refused connections (the process died before
+        its ``finally``) leaves the live database refusing them; whoever recovers the
+        interrupted restore calls this, under the same lock as the switch-over.
+        """
+        async with self._session() as conn:
+            await _lock(conn, name)
+            if await _database_exists(conn, name):
+                await conn.execute(f"ALTER DATABASE {_ident(name)} ALLOW_CONNECTIONS true")
 
     async def close(self) -> None:
         """Nothing to release (each call closes its own connection); for cleanup hooks."""

@@ -30,9 +30,11 @@ afresh and acts on its phase, so running it twice is harmless:
 
 Crash safety: the staging database is recorded in status before it is made. A
 Restore found Restoring or Verifying by a process that is not running it was
-interrupted: if the switch-over had already happened it is completed, otherwise the
-staging database is dropped and the attempt counted, retried or given up
-(``dockyard.core.attempts``). Nothing stays Restoring without a runner behind it.
+interrupted: the target's database is first opened to connections again (a
+switch-over cut short leaves it refusing them); then if the switch-over had already
+happened it is completed, otherwise the staging database is dropped and the attempt
+counted, retried or given up (``dockyard.core.attempts``). Nothing stays Restoring
+without a runner behind it.
 
 The annotation ``dockyard.io/skip-reconcile: "true"`` makes the operator leave a
 Restore alone (for handling one by hand).
@@ -526,6 +528,8 @@ class RestoreRuns:
         staging = status.staging_database
         if plan is not None and postgres is not None and staging:
             try:
+                # A switch-over cut short refused connections to the live database.
+                await postgres.reopen(database_identity(loaded.namespace, plan.target)[0])
                 retired = retired_database_name(loaded.uid)
                 switched = not await postgres.database_exists(staging) and (
                     await postgres.database_exists(retired)
