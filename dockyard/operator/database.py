@@ -634,6 +634,10 @@ async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -
     # PUBLIC may connect to (and make temporary tables in) every new database by default.
     await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
     await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {rl}")
+    # A switch-over that died between refusing connections and allowing them again, for
+    # a restore since deleted, would leave the environment locked out for good. Under
+    # the lock the switch-over also takes, so never in the middle of one.
+    await conn.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
     return created
 
 

@@ -270,6 +270,29 @@ async def test_no_call_runs_a_tenant_s_planted_catalog_view_as_the_admin(
     assert superuser is False
 
 
+async def test_ensure_lets_clients_in_again_after_an_interrupted_switch_over(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env, password = new_environment(), generate_password()
+    creds = await _ensure(server, env, password)
+    # What a switch-over leaves when the operator dies right after refusing connections.
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{creds.database}" ALLOW_CONNECTIONS false')
+    finally:
+        await admin.close()
+    with pytest.raises(asyncpg.PostgresError, match="not currently accepting connections"):
+        await asyncpg.connect(creds.uri())
+
+    await _ensure(server, env, password)  # the environment's next pass
+
+    conn = await asyncpg.connect(creds.uri())
+    try:
+        assert await conn.fetchval("SELECT current_user") == creds.user
+    finally:
+        await conn.close()
+
+
 async def test_active_connections_counts_the_environment_s_clients(
     server: ManagedPostgres, new_environment: Callable[[], Environment]
 ) -> None:
