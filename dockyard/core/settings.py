@@ -194,6 +194,15 @@ class Settings(BaseSettings):
             "(its activeDeadlineSeconds); past it the run fails with DeadlineExceeded"
         ),
     )
+    backup_delete_timeout: float = Field(
+        default=3600.0,
+        ge=1,
+        le=30 * 24 * 3600,
+        description=(
+            "seconds a Backup's finalizer retries deleting its artifacts before it gives "
+            "up (condition ArtifactDeleted, Event ArtifactNotDeleted) and lets it go"
+        ),
+    )
     s3_allow_http: bool = Field(
         default=False, description="let inline runs reach S3 endpoints over plain http"
     )
@@ -201,7 +210,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description=(
             "private, loopback or link-local networks inline S3 endpoints may resolve to "
-            "(refused otherwise), e.g. [\"10.0.0.0/8\"]"
+            '(refused otherwise), e.g. ["10.0.0.0/8"]'
         ),
     )
     default_backup_key_secret: str = Field(
