@@ -56,14 +56,13 @@ from dockyard.operator.apply import FIELD_MANAGER, ResourceType, delete, get
 from dockyard.operator.backups import BackupError, BackupResult, run_backup
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.environments.outcomes import Outcome
-from dockyard.operator.runs import jobs
+from dockyard.operator.runs import backup_deletion, jobs
 from dockyard.operator.runs.catalog import CatalogEntry
 from dockyard.operator.runs.context import (
     Loaded,
     RunCancelled,
     RunContext,
     artifact_name,
-    artifact_prefix,
     environment_dsn,
     load_key,
     retryable,
@@ -222,32 +221,8 @@ class BackupRuns:
             await delete(self.context.kube, BACKUPS.path(namespace, name), uid=loaded.uid)
 
     async def finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> Outcome:
-        """Delete every artifact of the Backup's attempts, then let it go."""
-        try:
-            backup = Backup.model_validate(body)
-        except ValidationError:
-            return Outcome.done()  # never stored an artifact we could name
-        uid = backup.metadata.uid or ""
-        self.context.cancel(uid)
-        prefix = artifact_prefix(namespace, name, uid)
-        try:
-            async with self.context.storage(backup.spec.storage, namespace) as storage:
-                names = await storage.list(prefix)
-                for artifact in names:
-                    await storage.delete(artifact)
-        except BackupError as exc:
-            if not retryable(exc):
-                post(body, reason="ArtifactNotDeleted", message=exc.message, warning=True)
-                return Outcome.done()
-            return Outcome.again(f"deleting the artifact failed: {exc.reason}: {exc.message}")
-        if names:
-            post(body, reason="ArtifactDeleted", message=f"Deleted {', '.join(names)}")
-        if self.context.catalog is not None and uid:
-            try:
-                await self.context.catalog.mark_deleted(uid)
-            except (OSError, asyncpg.PostgresError) as exc:
-                logger.warning("catalog not updated", extra={"backup": name, "error": str(exc)})
-        return Outcome.done()
+        """Delete every artifact of the Backup's attempts (within a bound), then let it go."""
+        return await backup_deletion.finalize(self.context, namespace, name, body)
 
     # -- the phases ------------------------------------------------------------------------
 

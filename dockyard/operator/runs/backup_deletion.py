@@ -1,0 +1,104 @@
+"""A Backup's finalizer: delete every artifact of its attempts, within a bound.
+
+While the storage refuses (a bucket deleted, credentials revoked, a store that is
+down), the finalizer retries with Kopf's backoff and says why in the condition
+``ArtifactDeleted`` (False, ``DeletionFailed``). Once ``DOCKYARD_BACKUP_DELETE_TIMEOUT``
+seconds have passed since the deletion was requested it gives up: the condition says
+``GaveUp``, a Warning Event ``ArtifactNotDeleted`` names what may be left behind and
+why, and the object goes away. A Backup must not outlive its namespace's deletion,
+nor block it forever, for storage that will never answer again; what remains is
+left to whoever owns the bucket (the catalog row keeps the location as history).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from dockyard.core.conditions import set_condition
+from dockyard.core.kube import KubeError
+from dockyard.core.models.backup import Backup
+from dockyard.core.models.common import ConditionStatus
+from dockyard.operator.backups import BackupError
+from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.runs.context import RunContext, artifact_prefix, retryable, storage_url
+
+logger = logging.getLogger(__name__)
+
+CONDITION = "ArtifactDeleted"
+
+
+async def finalize(
+    context: RunContext, namespace: str, name: str, body: Mapping[str, Any]
+) -> Outcome:
+    """Delete the artifacts of ``body`` (a Backup being deleted), or give up in time."""
+    from dockyard.operator.runs.backups import post  # runs.backups delegates here
+
+    try:
+        backup = Backup.model_validate(body)
+    except ValidationError:
+        return Outcome.done()  # never stored an artifact we could name
+    uid = backup.metadata.uid or ""
+    context.cancel(uid)
+    prefix = artifact_prefix(namespace, name, uid)
+    try:
+        async with context.storage(backup.spec.storage, namespace) as storage:
+            names = await storage.list(prefix)
+            for artifact in names:
+                await storage.delete(artifact)
+    except BackupError as exc:
+        if not retryable(exc):
+            post(body, reason="ArtifactNotDeleted", message=exc.message, warning=True)
+            return Outcome.done()
+        why = f"{exc.reason}: {exc.message}"
+        since = backup.metadata.deletion_timestamp or datetime.now(UTC)
+        waited = (datetime.now(UTC) - since).total_seconds()
+        bound = context.settings.backup_delete_timeout
+        if waited < bound:
+            await _condition(context, backup, "DeletionFailed", f"{why}; retrying")
+            return Outcome.again(f"deleting the artifact failed: {why}")
+        left = backup.status.location or f"{storage_url(backup.spec.storage)}/{prefix}*"
+        message = (
+            f"Gave up deleting the artifacts after {waited:.0f}s "
+            f"(DOCKYARD_BACKUP_DELETE_TIMEOUT {bound:.0f}s): {why}. What may remain: {left}"
+        )
+        await _condition(context, backup, "GaveUp", message)
+        post(body, reason="ArtifactNotDeleted", message=message, warning=True)
+        logger.warning("backup artifact abandoned", extra={"backup": name, "error": why})
+        return Outcome.done()
+    if names:
+        post(body, reason="ArtifactDeleted", message=f"Deleted {', '.join(names)}")
+    if context.catalog is not None and uid:
+        try:
+            await context.catalog.mark_deleted(uid)
+        except (OSError, asyncpg.PostgresError) as exc:
+            logger.warning("catalog not updated", extra={"backup": name, "error": str(exc)})
+    return Outcome.done()
+
+
+async def _condition(context: RunContext, backup: Backup, reason: str, message: str) -> None:
+    """Set ``ArtifactDeleted`` False with ``reason``; a vanished object is no error."""
+    conditions = set_condition(
+        backup.status.conditions,
+        type=CONDITION,
+        status=ConditionStatus.FALSE,
+        reason=reason,
+        message=message[:4096],
+        generation=backup.metadata.generation,
+    )
+    from dockyard.operator.runs.backups import BACKUPS
+
+    body = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
+    try:
+        await context.kube.merge_patch(
+            BACKUPS.path(backup.metadata.namespace or "", backup.metadata.name or "", "status"),
+            {"status": {"conditions": body}},
+        )
+    except KubeError as exc:
+        if exc.status != 404:
+            raise
