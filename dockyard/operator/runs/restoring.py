@@ -36,7 +36,6 @@ from dockyard.operator.runs.context import (
     SourceUnavailable,
     artifact_name,
     load_key,
-    open_storage,
     tenant_dsn,
 )
 from dockyard.operator.runs.runner_jobs import RestoreJob, restore_in_job
@@ -105,7 +104,7 @@ async def restore_backup(
     if job is not None:
         return await restore_in_job(context, backup, artifact=artifact, database=database, job=job)
     dsn = tenant_dsn(context.settings, tenant, database)
-    async with open_storage(backup.spec.storage, root=context.settings.backup_root) as storage:
+    async with context.storage(backup.spec.storage, namespace) as storage:
         key = await load_key(context.kube, namespace, backup.spec.encryption.key_secret_ref)
         return await run_restore(
             dsn=dsn,
