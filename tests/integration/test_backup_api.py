@@ -354,8 +354,10 @@ async def test_a_second_operator_approves_a_restore_awaiting_approval(
         await conn.close()
     assert row is not None
     assert (row["actor"], row["outcome"]) == (approver, "succeeded")
+    # The approver's groups go with the name, so the operator can re-check the verb.
     assert json.loads(row["diff"]) == {
-        "/metadata/annotations/dockyard.io~1approved-by": {"to": approver}
+        "/metadata/annotations/dockyard.io~1approved-by": {"to": approver},
+        "/metadata/annotations/dockyard.io~1approver-groups": {"to": "system:authenticated"},
     }
 
 
