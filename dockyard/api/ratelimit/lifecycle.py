@@ -14,7 +14,6 @@ start-up that waited for the apiserver would turn its outage into the API's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -41,6 +40,9 @@ from dockyard.core.models.common import GROUP, VERSION
 from dockyard.core.models.ratelimit import RateLimitPolicy
 
 logger = logging.getLogger(__name__)
+
+# How long shutdown waits for the background tasks once they are cancelled.
+SHUTDOWN_SECONDS = 5.0
 
 
 async def follow_policies(
@@ -119,6 +121,11 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
     yield
     for task in tasks:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # Bounded: a background task that ignores its cancellation must not hold shutdown.
+    _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
+    for task in stuck:
+        logger.warning("%s did not stop within %gs", task.get_name(), SHUTDOWN_SECONDS)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            logger.warning("%s ended with %r", task.get_name(), task.exception())
     await cache.stop()

@@ -247,18 +247,23 @@ class StatusReporter:
         self.interval = interval
 
     async def run(self) -> None:
+        task = asyncio.current_task()
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.report()
             except (KubeError, aiohttp.ClientError, RedisError, OSError, TimeoutError) as exc:
-                task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     # A client turned our cancellation into its own error (Python 3.11's
                     # asyncio.timeout can); stopping must still stop the loop.
                     raise asyncio.CancelledError from exc
                 # The next round retries; counts that were not flushed were put back.
                 logger.warning("rate limit status round failed: %s", type(exc).__name__)
+            if task is not None and task.cancelling():
+                # A client swallowed our cancellation and returned (seen with a Redis
+                # call cut short): without this the loop sleeps on, and shutdown, which
+                # awaits it, waits forever.
+                raise asyncio.CancelledError
 
     async def report(self, now: datetime | None = None) -> int:
         """One round: flush, and if this replica holds the lease, patch what changed.
