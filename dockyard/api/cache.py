@@ -83,6 +83,11 @@ class WatchCache:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.warning("watch cache interrupted: %s", type(exc).__name__,
                                extra={"path": self.path})  # fmt: skip
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The client turned our cancellation into its own error: stop anyway,
+                # or stop() would wait on this loop forever.
+                raise asyncio.CancelledError
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10)
 
