@@ -516,7 +516,9 @@ class ManagedPostgres:
         self, database: str, login: TenantLogin
     ) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection into ``database`` as the environment role ``login`` names."""
-        _ident(database), _ident(login.user)  # only this module's identities
+        # Only this module's identities: _ident raises ValueError for anything else.
+        _ident(database)
+        _ident(login.user)
         return self._connect(
             database=database, user=login.user, password=login.password, hide=(login.password,)
         )
