@@ -40,8 +40,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from dockyard.operator.backups import table_counts
-from dockyard.operator.backups.libpq import tool_connection
+from dockyard.runner import table_counts
+from dockyard.runner.libpq import tool_connection
 from dockyard.testbed.cluster import Testbed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -310,7 +310,8 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 def _cmd_openapi(args: argparse.Namespace) -> int:
     import yaml
 
-    from dockyard.api import openapi, releases
+    from dockyard.api import openapi
+    from dockyard.contract import releases
 
     out = args.out or Path("specs/openapi.yaml")
     text = openapi.render_yaml()
@@ -352,7 +353,7 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 def _cmd_backup_run(args: argparse.Namespace) -> int:
     from dockyard.core import logs
-    from dockyard.operator.backups import commands
+    from dockyard.runner import commands
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -361,7 +362,7 @@ def _cmd_backup_run(args: argparse.Namespace) -> int:
 
 def _cmd_restore_run(args: argparse.Namespace) -> int:
     from dockyard.core import logs
-    from dockyard.operator.backups import commands
+    from dockyard.runner import commands
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)

@@ -6,8 +6,7 @@ takes back fields someone changed by hand, and fields it stops setting are remov
 Deleting a child that should no longer exist touches only objects the owner controls,
 and an object that is already gone counts as deleted.
 
-This module owns the table from (apiVersion, kind) to API path, so no other module
-spells a Kubernetes URL.
+The paths come from ``dockyard.core.resources``, the one table of resource types.
 """
 
 from __future__ import annotations
@@ -19,69 +18,9 @@ from typing import Any, Final
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.common import API_VERSION
-from dockyard.operator.builders.metadata import ChildRef, Manifest
+from dockyard.core.resources import ChildRef, Manifest, resource_type
 
 FIELD_MANAGER: Final = "dockyard-operator"
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceType:
-    """A namespaced resource type and where the API server serves it."""
-
-    api_version: str
-    kind: str
-    plural: str
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
-
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        """The collection's path in ``namespace``, or one object's (or its subresource's)."""
-        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        path = f"{root}/namespaces/{namespace}/{self.plural}"
-        if name is not None:
-            path += f"/{name}"
-            if subresource is not None:
-                path += f"/{subresource}"
-        return path
-
-
-CHILD_TYPES: Final[tuple[ResourceType, ...]] = (
-    ResourceType("v1", "ServiceAccount", "serviceaccounts"),
-    ResourceType("v1", "Secret", "secrets"),
-    ResourceType("v1", "Service", "services"),
-    ResourceType("apps/v1", "Deployment", "deployments"),
-    ResourceType("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
-    ResourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
-    ResourceType("networking.k8s.io/v1", "Ingress", "ingresses"),
-)
-"""Every kind of child the operator creates; RBAC and the child watches follow this list."""
-
-ENVIRONMENTS: Final = ResourceType(API_VERSION, "Environment", "environments")
-
-# A ScalingPolicy's one child; not in CHILD_TYPES, which are an Environment's children.
-SCALING_POLICIES: Final = ResourceType(API_VERSION, "ScalingPolicy", "scalingpolicies")
-HORIZONTAL_POD_AUTOSCALERS: Final = ResourceType(
-    "autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"
-)
-
-RESOURCE_TYPES: Final[Mapping[tuple[str, str], ResourceType]] = {
-    (rtype.api_version, rtype.kind): rtype
-    for rtype in (*CHILD_TYPES, ENVIRONMENTS, SCALING_POLICIES, HORIZONTAL_POD_AUTOSCALERS)
-}
-
-
-def resource_type(api_version: str, kind: str) -> ResourceType:
-    """The resource type of a manifest's ``apiVersion`` and ``kind``."""
-    try:
-        return RESOURCE_TYPES[(api_version, kind)]
-    except KeyError:
-        raise ValueError(f"the operator does not manage {kind} ({api_version})") from None
 
 
 def object_path(manifest: Mapping[str, Any], subresource: str | None = None) -> str:

@@ -18,8 +18,8 @@ import kopf
 
 from dockyard.core import metrics
 from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import CHILD_TYPES
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 
 logger = logging.getLogger(__name__)
@@ -99,17 +99,17 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
     import asyncpg
 
     from dockyard.core.db import create_pool
+    from dockyard.operator.backups.lifecycle import BackupRuns
+    from dockyard.operator.backups.schedules import ScheduleRuns
     from dockyard.operator.database import ManagedPostgres
+    from dockyard.operator.drills.lifecycle import DrillRuns
     from dockyard.operator.handlers.backup_schedules import MEMO_KEY as SCHEDULES_MEMO_KEY
     from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
     from dockyard.operator.handlers.drills import MEMO_KEY as DRILLS_MEMO_KEY
     from dockyard.operator.handlers.restores import MEMO_KEY as RESTORES_MEMO_KEY
-    from dockyard.operator.runs.backups import BackupRuns
+    from dockyard.operator.restores.lifecycle import RestoreRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
-    from dockyard.operator.runs.drills import DrillRuns
-    from dockyard.operator.runs.restores import RestoreRuns
-    from dockyard.operator.runs.schedules import ScheduleRuns
 
     settings: Settings = memo["settings"]
     kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
@@ -146,8 +146,8 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def disconnect_backups(memo: kopf.Memo, **_: Any) -> None:
+    from dockyard.operator.backups.lifecycle import BackupRuns
     from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
-    from dockyard.operator.runs.backups import BackupRuns
 
     server: AsyncExitStack | None = memo.get(METRICS_SERVER_KEY)
     if server is not None:

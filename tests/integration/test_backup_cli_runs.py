@@ -18,8 +18,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from dockyard.operator.backups import table_counts
 from dockyard.operator.database import DatabaseCredentials
+from dockyard.runner import table_counts
 from tests.integration import backup_fixtures
 from tests.integration.backup_fixtures import NewDatabase, execute, relations
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from dockyard.operator.backups.s3 import S3Storage
+from dockyard.runner.s3 import S3Store
 from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl, wait_for
 from tests.integration import backup_fixtures
@@ -34,7 +34,7 @@ __all__ = ["migrated", "own_operator"]
 
 
 async def _bucket(endpoint: str, bucket: str, *, delete: bool) -> None:
-    async with S3Storage(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
+    async with S3Store(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
         if not delete:
             await s3.client.create_bucket(Bucket=bucket)
             return

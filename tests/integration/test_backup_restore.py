@@ -19,14 +19,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from dockyard.operator.backups import (
+from dockyard.operator.database import DatabaseCredentials
+from dockyard.runner import (
     ArtifactTruncated,
     BackupOptions,
     BackupResult,
     ChecksumMismatch,
     DumpFailed,
     EncryptionKey,
-    FilesystemStorage,
+    FilesystemStore,
     Keyring,
     RestoreFailed,
     RestoreOptions,
@@ -39,16 +40,15 @@ from dockyard.operator.backups import (
     table_counts,
     verify_artifact,
 )
-from dockyard.operator.backups.envelope import TAG_BYTES, parse_header
-from dockyard.operator.backups.libpq import with_database
-from dockyard.operator.backups.s3 import S3Storage
-from dockyard.operator.backups.storage import (
+from dockyard.runner.envelope import TAG_BYTES, parse_header
+from dockyard.runner.libpq import with_database
+from dockyard.runner.s3 import S3Store
+from dockyard.runner.storage import (
     ArtifactReader,
     ArtifactWriter,
     Digest,
     StoredArtifact,
 )
-from dockyard.operator.database import DatabaseCredentials
 from tests.integration import backup_fixtures
 from tests.integration.backup_fixtures import (
     SEED_SQL,
@@ -72,7 +72,7 @@ KEY = EncryptionKey.generate("test-2025")
 @dataclass(frozen=True)
 class Backed:
     source: DatabaseCredentials
-    storage: FilesystemStorage
+    storage: FilesystemStore
     result: BackupResult
 
 
@@ -85,7 +85,7 @@ async def source(new_database: NewDatabase) -> DatabaseCredentials:
 
 @pytest.fixture(scope="module")
 async def backed(source: DatabaseCredentials, tmp_path_factory: pytest.TempPathFactory) -> Backed:
-    storage = FilesystemStorage(tmp_path_factory.mktemp("backups"))
+    storage = FilesystemStore(tmp_path_factory.mktemp("backups"))
     result = await run_backup(
         dsn=source.uri(), storage=storage, name="shop/nightly-1.dkbk", key=KEY
     )
@@ -339,7 +339,7 @@ def _md5_of(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
-class StalledStorage(FilesystemStorage):
+class StalledStorage(FilesystemStore):
     """A real directory whose writers stall once 256 KiB are written, until released.
 
     A slow volume, in effect: the pipeline backs up behind it (pg_dump blocks on a full
@@ -458,11 +458,11 @@ async def test_a_killed_pg_dump_fails_the_backup_and_leaves_no_artifact(
 
 
 @pytest.fixture
-def empty_storage(tmp_path: Path) -> FilesystemStorage:
-    return FilesystemStorage(tmp_path / "store")
+def empty_storage(tmp_path: Path) -> FilesystemStore:
+    return FilesystemStore(tmp_path / "store")
 
 
-class StalledReads(FilesystemStorage):
+class StalledReads(FilesystemStore):
     """A real directory whose second read of an artifact (a restore's data pass) stalls
     after 1 MiB until released: pg_restore is then mid-way, inside its transaction."""
 
@@ -565,7 +565,7 @@ async def test_a_killed_pg_restore_fails_the_restore_and_leaves_the_target_empty
 
 
 async def test_a_missing_tool_fails_the_backup_cleanly(
-    source: DatabaseCredentials, empty_storage: FilesystemStorage
+    source: DatabaseCredentials, empty_storage: FilesystemStore
 ) -> None:
     with pytest.raises(ToolFailed, match=r"zstd is not installed \('zstd-not-here' not found\)"):
         await run_backup(
@@ -581,7 +581,7 @@ async def test_a_missing_tool_fails_the_backup_cleanly(
 
 
 async def test_a_table_the_role_may_not_read_fails_the_backup_saying_so(
-    new_database: NewDatabase, admin_dsn: str, empty_storage: FilesystemStorage
+    new_database: NewDatabase, admin_dsn: str, empty_storage: FilesystemStore
 ) -> None:
     # As a Job-mode runner dumps: as the environment's role, which cannot read a table
     # the admin made. The row count fails first and ends the snapshot pg_dump imports;
@@ -597,7 +597,7 @@ async def test_a_table_the_role_may_not_read_fails_the_backup_saying_so(
 
 
 async def test_a_backup_under_concurrent_writes_has_a_manifest_matching_its_dump(
-    new_database: NewDatabase, empty_storage: FilesystemStorage
+    new_database: NewDatabase, empty_storage: FilesystemStore
 ) -> None:
     source = await new_database()
     await execute(
@@ -652,7 +652,7 @@ async def test_a_backup_to_s3_verifies_and_restores(
     s3_credentials: None,
 ) -> None:
     """Against moto's S3 server, a stand-in for an object store (see test_backup_storage)."""
-    async with S3Storage(
+    async with S3Store(
         "dockyard-backups", prefix="team-a", endpoint_url=moto_endpoint, region="us-east-1"
     ) as s3:
         await s3.client.create_bucket(Bucket="dockyard-backups")

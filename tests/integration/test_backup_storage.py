@@ -1,7 +1,7 @@
 """Both storage backends keep the same promises: atomic commit, immutability, verified reads.
 
-Every test runs against ``FilesystemStorage`` on a real directory and against
-``S3Storage`` talking HTTP to moto's S3 server on 127.0.0.1. moto is a stand-in for a
+Every test runs against ``FilesystemStore`` on a real directory and against
+``S3Store`` talking HTTP to moto's S3 server on 127.0.0.1. moto is a stand-in for a
 real object store (no S3 or MinIO can run here): it speaks the S3 protocol, multipart
 uploads and ``If-None-Match`` included, so the client code is exercised for real, but
 it proves nothing about a particular vendor's consistency or limits.
@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.operator.backups import (
+from dockyard.runner import (
     ArtifactExists,
     ArtifactNotFound,
     ChecksumMismatch,
-    FilesystemStorage,
-    Storage,
+    FilesystemStore,
+    Store,
     verify_checksum,
 )
-from dockyard.operator.backups.s3 import MIN_PART_SIZE, S3Storage
-from dockyard.operator.backups.storage import Digest, connect_storage
+from dockyard.runner.s3 import MIN_PART_SIZE, S3Store
+from dockyard.runner.storage import Digest, connect_storage
 from tests.integration import backup_fixtures
 
 pytestmark = pytest.mark.integration
@@ -38,26 +38,26 @@ s3_credentials = backup_fixtures.s3_credentials
 @pytest.fixture(params=["filesystem", "s3"])
 async def storage(
     request: pytest.FixtureRequest, tmp_path: Path, moto_endpoint: str, s3_credentials: None
-) -> AsyncIterator[Storage]:
+) -> AsyncIterator[Store]:
     if request.param == "filesystem":
-        yield FilesystemStorage(tmp_path / "backups")
+        yield FilesystemStore(tmp_path / "backups")
         return
     bucket = f"bk-{uuid.uuid4().hex[:12]}"
-    async with S3Storage(
+    async with S3Store(
         bucket, prefix="dockyard", endpoint_url=moto_endpoint, region="us-east-1"
     ) as s3:
         await s3.client.create_bucket(Bucket=bucket)
         yield s3
 
 
-async def put(storage: Storage, name: str, data: bytes) -> str:
+async def put(storage: Store, name: str, data: bytes) -> str:
     async with storage.create(name) as writer:
         await writer.write(data)
         stored = await writer.commit()
     return stored.sha256
 
 
-async def read(storage: Storage, name: str, sha256: str) -> bytes:
+async def read(storage: Store, name: str, sha256: str) -> bytes:
     out = bytearray()
     async with storage.open(name, expected_sha256=sha256) as reader:
         async for chunk in reader:
@@ -71,7 +71,7 @@ def sha256_of(data: bytes) -> str:
     return digest.hexdigest()
 
 
-async def test_a_committed_artifact_reads_back_with_its_digest(storage: Storage) -> None:
+async def test_a_committed_artifact_reads_back_with_its_digest(storage: Store) -> None:
     data = os.urandom(3 * 1024 * 1024 + 7)
     async with storage.create("ns/env/a.dkbk") as writer:
         for i in range(0, len(data), 1_000_000):
@@ -83,7 +83,7 @@ async def test_a_committed_artifact_reads_back_with_its_digest(storage: Storage)
     assert await storage.size("ns/env/a.dkbk") == len(data)
 
 
-async def test_nothing_is_visible_under_the_name_before_commit(storage: Storage) -> None:
+async def test_nothing_is_visible_under_the_name_before_commit(storage: Store) -> None:
     async with storage.create("a.dkbk") as writer:
         await writer.write(b"x" * 1000)
         assert not await storage.exists("a.dkbk")
@@ -93,7 +93,7 @@ async def test_nothing_is_visible_under_the_name_before_commit(storage: Storage)
     assert await storage.list() == ["a.dkbk"]
 
 
-async def test_an_error_inside_the_writer_leaves_nothing_behind(storage: Storage) -> None:
+async def test_an_error_inside_the_writer_leaves_nothing_behind(storage: Store) -> None:
     async def fail_mid_way() -> None:
         async with storage.create("a.dkbk") as writer:
             await writer.write(b"half a dump")
@@ -106,14 +106,14 @@ async def test_an_error_inside_the_writer_leaves_nothing_behind(storage: Storage
     assert await storage.remove_stale_partials(timedelta(0)) == 0
 
 
-async def test_leaving_the_block_without_commit_aborts(storage: Storage) -> None:
+async def test_leaving_the_block_without_commit_aborts(storage: Store) -> None:
     async with storage.create("a.dkbk") as writer:
         await writer.write(b"never committed")
     assert not await storage.exists("a.dkbk")
     assert await storage.remove_stale_partials(timedelta(0)) == 0
 
 
-async def test_a_committed_artifact_is_never_replaced(storage: Storage) -> None:
+async def test_a_committed_artifact_is_never_replaced(storage: Store) -> None:
     first = await put(storage, "a.dkbk", b"first")
     with pytest.raises(ArtifactExists, match="already exists"):
         await put(storage, "a.dkbk", b"second")
@@ -122,7 +122,7 @@ async def test_a_committed_artifact_is_never_replaced(storage: Storage) -> None:
 
 
 async def test_a_read_whose_bytes_differ_from_the_checksum_fails_at_the_end(
-    storage: Storage,
+    storage: Store,
 ) -> None:
     await put(storage, "a.dkbk", b"the stored bytes")
     wrong = sha256_of(b"other bytes")
@@ -132,7 +132,7 @@ async def test_a_read_whose_bytes_differ_from_the_checksum_fails_at_the_end(
         await verify_checksum(storage, "a.dkbk", expected_sha256=wrong)
 
 
-async def test_a_missing_artifact_is_not_found(storage: Storage) -> None:
+async def test_a_missing_artifact_is_not_found(storage: Store) -> None:
     with pytest.raises(ArtifactNotFound):
         await read(storage, "missing.dkbk", "0" * 64)
     with pytest.raises(ArtifactNotFound):
@@ -140,14 +140,14 @@ async def test_a_missing_artifact_is_not_found(storage: Storage) -> None:
     assert not await storage.exists("missing.dkbk")
 
 
-async def test_delete_is_idempotent(storage: Storage) -> None:
+async def test_delete_is_idempotent(storage: Store) -> None:
     await put(storage, "a.dkbk", b"bytes")
     assert await storage.delete("a.dkbk") is True
     assert await storage.delete("a.dkbk") is False
     assert not await storage.exists("a.dkbk")
 
 
-async def test_list_filters_by_prefix_and_sorts(storage: Storage) -> None:
+async def test_list_filters_by_prefix_and_sorts(storage: Store) -> None:
     for name in ("t1/shop/b.dkbk", "t1/shop/a.dkbk", "t1/blog/a.dkbk", "t2/shop/a.dkbk"):
         await put(storage, name, name.encode())
     assert await storage.list("t1/shop/") == ["t1/shop/a.dkbk", "t1/shop/b.dkbk"]
@@ -156,13 +156,13 @@ async def test_list_filters_by_prefix_and_sorts(storage: Storage) -> None:
 
 
 @pytest.mark.parametrize("name", ["../up.dkbk", "a/../../b", "/abs", ".partial", "a//b", ""])
-async def test_names_that_could_escape_the_root_are_refused(storage: Storage, name: str) -> None:
+async def test_names_that_could_escape_the_root_are_refused(storage: Store, name: str) -> None:
     with pytest.raises(ValueError, match="invalid artifact name"):
         async with storage.create(name):
             pass
 
 
-async def test_partials_left_by_a_crashed_writer_are_collected(storage: Storage) -> None:
+async def test_partials_left_by_a_crashed_writer_are_collected(storage: Store) -> None:
     # A crash is a writer that is never aborted: its context manager is never exited.
     crashed = storage.create("crashed.dkbk")
     writer = await crashed.__aenter__()
@@ -176,7 +176,7 @@ async def test_partials_left_by_a_crashed_writer_are_collected(storage: Storage)
 
 async def test_young_partials_are_kept_for_a_writer_still_at_work(tmp_path: Path) -> None:
     # Filesystem only: moto reports every multipart upload as initiated in 2010.
-    storage = FilesystemStorage(tmp_path)
+    storage = FilesystemStore(tmp_path)
     async with storage.create("busy.dkbk") as writer:
         await writer.write(b"a" * 100)
         assert await storage.remove_stale_partials(timedelta(hours=1)) == 0
@@ -185,7 +185,7 @@ async def test_young_partials_are_kept_for_a_writer_still_at_work(tmp_path: Path
 
 
 async def test_the_filesystem_writes_only_owner_readable_files(tmp_path: Path) -> None:
-    storage = FilesystemStorage(tmp_path)
+    storage = FilesystemStore(tmp_path)
     await put(storage, "ns/a.dkbk", b"bytes")
     assert (tmp_path / "ns" / "a.dkbk").stat().st_mode & 0o777 == 0o600
     assert [p.name for p in (tmp_path / "ns").iterdir()] == ["a.dkbk"]
@@ -196,7 +196,7 @@ async def test_s3_uploads_large_artifacts_in_parts(
 ) -> None:
     bucket = f"bk-{uuid.uuid4().hex[:12]}"
     data = os.urandom(2 * MIN_PART_SIZE + 123)
-    async with S3Storage(
+    async with S3Store(
         bucket, endpoint_url=moto_endpoint, region="us-east-1", part_size=MIN_PART_SIZE
     ) as s3:
         await s3.client.create_bucket(Bucket=bucket)
@@ -209,7 +209,7 @@ async def test_s3_uploads_large_artifacts_in_parts(
 
 async def test_storage_urls_open_the_right_backend(tmp_path: Path) -> None:
     async with connect_storage(tmp_path.as_uri()) as storage:
-        assert isinstance(storage, FilesystemStorage)
+        assert isinstance(storage, FilesystemStore)
         assert storage.root == tmp_path
     for bad, why in [
         ("relative/path", "must be absolute"),

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dockyard.operator.backups.s3 import S3Storage
+from dockyard.runner.s3 import S3Store
 from dockyard.testbed.cluster import State
 from tests.conftest import OPERATOR_LOGS, SESSION_ID, Kubectl, backup_settings, wait_for
 from tests.integration import backup_fixtures
@@ -133,7 +133,7 @@ def _ready(status: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _bucket(endpoint: str, bucket: str, *, create: bool) -> list[str]:
-    async with S3Storage(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
+    async with S3Store(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
         if create:
             await s3.client.create_bucket(Bucket=bucket)
         return await s3.list()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dockyard.core.kube import KubeClient, KubeConfig
-from dockyard.operator.runs.restore_approval import review_approver
+from dockyard.operator.restores.approval import review_approver
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import ROOT, Kubectl, wait_for
 from tests.integration.test_backup_operator import _apply, _fetch, _owner_dsn, _run_sql

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.operator.backups.s3 import S3Storage
+from dockyard.runner.s3 import S3Store
 from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl
 from tests.integration import backup_fixtures
@@ -64,7 +64,7 @@ def test_a_backup_removes_old_partial_files_and_keeps_fresh_ones(
 
 
 async def _abandon_upload(endpoint: str, bucket: str, key: str) -> None:
-    async with S3Storage(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
+    async with S3Store(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
         await s3.client.create_bucket(Bucket=bucket)
         upload = await s3.client.create_multipart_upload(Bucket=bucket, Key=key)
         await s3.client.upload_part(
@@ -73,7 +73,7 @@ async def _abandon_upload(endpoint: str, bucket: str, key: str) -> None:
 
 
 async def _uploads(endpoint: str, bucket: str) -> list[str]:
-    async with S3Storage(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
+    async with S3Store(bucket, endpoint_url=endpoint, region="us-east-1") as s3:
         listing = await s3.client.list_multipart_uploads(Bucket=bucket)
         return [upload["Key"] for upload in listing.get("Uploads", ())]
 

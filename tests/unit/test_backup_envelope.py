@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from dockyard.operator.backups import (
+from dockyard.runner import (
     ArtifactCorrupt,
     ArtifactTruncated,
     EncryptionKey,
@@ -16,7 +16,7 @@ from dockyard.operator.backups import (
     Sealer,
     WrongKey,
 )
-from dockyard.operator.backups.envelope import MIN_CHUNK_SIZE, TAG_BYTES, parse_header
+from dockyard.runner.envelope import MIN_CHUNK_SIZE, TAG_BYTES, parse_header
 
 CHUNK = MIN_CHUNK_SIZE
 KEY = EncryptionKey("k1", bytes(range(32)))

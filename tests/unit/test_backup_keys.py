@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from dockyard.operator.backups import EncryptionKey, Keyring, WrongKey
-from dockyard.operator.backups.libpq import redact, tool_connection
-from dockyard.operator.backups.processes import Exit, first_failure
+from dockyard.runner import EncryptionKey, Keyring, WrongKey
+from dockyard.runner.libpq import redact, tool_connection
+from dockyard.runner.processes import Exit, first_failure
 
 RAW = bytes(range(100, 132))
 

@@ -15,7 +15,9 @@ from dockyard.core.models.backup import Backup, BackupPhase, BackupVerification
 from dockyard.core.models.backup_schedule import BackupSchedule
 from dockyard.core.models.environment import Environment
 from dockyard.core.settings import Settings
+from dockyard.operator.backups.schedules import backup_for, backup_name, plan_tick
 from dockyard.operator.database import database_identity
+from dockyard.operator.environments.defaults import default_schedule, wants_default_schedule
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import (
     SourceUnavailable,
@@ -30,8 +32,6 @@ from dockyard.operator.runs.context import (
     tenant_login,
     with_database,
 )
-from dockyard.operator.runs.defaults import default_schedule, wants_default_schedule
-from dockyard.operator.runs.schedules import backup_for, backup_name, plan_tick
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 3, 10, 12, 0, 30, tzinfo=UTC)

@@ -26,9 +26,8 @@ from dockyard.core.models.restore_drill import (
 )
 from dockyard.core.settings import Settings
 from dockyard.operator.database import staging_database_name
-from dockyard.operator.runs.defaults import default_drill, wants_default_drill
-from dockyard.operator.runs.drill_checks import check_query
-from dockyard.operator.runs.drill_plan import (
+from dockyard.operator.drills.checks import check_query
+from dockyard.operator.drills.plan import (
     choose_backup,
     expired_scratch,
     judge_run,
@@ -40,8 +39,9 @@ from dockyard.operator.runs.drill_plan import (
     scratch_database,
     without_scratch,
 )
+from dockyard.operator.drills.verification import verdict
+from dockyard.operator.environments.defaults import default_drill, wants_default_drill
 from dockyard.operator.runs.restoring import RowCountCheck
-from dockyard.operator.runs.verification import verdict
 
 NOW = datetime(2025, 3, 10, 12, 0, 30, tzinfo=UTC)
 UID = "0f0e0d0c-0000-4000-8000-000000000001"

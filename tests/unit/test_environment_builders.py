@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from dockyard.core.models.environment import Environment, EnvironmentSpec, Tier
+from dockyard.core.resources import ChildRef
 from dockyard.operator.builders import environment as build
-from dockyard.operator.builders.metadata import ChildRef
 
 INGRESS_NAMESPACE = "ingress-nginx"
 

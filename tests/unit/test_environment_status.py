@@ -12,7 +12,7 @@ from dockyard.core.durations import parse_duration
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment, EnvironmentPhase
 from dockyard.operator.environments import status as report
-from dockyard.operator.environments.outcomes import Outcome, backoff
+from dockyard.operator.outcomes import Outcome, backoff
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from dockyard import cli
-from dockyard.api import compat, openapi, releases
+from dockyard.api import openapi
+from dockyard.contract import compat, releases
 
 ROOT = Path(__file__).resolve().parents[2]
 

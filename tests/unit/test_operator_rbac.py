@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from dockyard.operator.apply import CHILD_TYPES, ENVIRONMENTS
+from dockyard.core.resources import CHILD_TYPES, ENVIRONMENTS
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "operator-rbac.yaml"
 CHILD_VERBS = {"get", "list", "watch", "create", "patch", "delete"}

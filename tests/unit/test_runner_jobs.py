@@ -9,10 +9,10 @@ import pytest
 
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.restore import Restore
-from dockyard.operator.backups import RestoreResult
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs, runner_jobs
 from dockyard.operator.runs.context import retryable
+from dockyard.runner import RestoreResult
 
 SHA = "cd" * 32
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

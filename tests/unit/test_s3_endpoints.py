@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dockyard.operator.backups.endpoints import EndpointPolicy, EndpointRefused
+from dockyard.runner.endpoints import EndpointPolicy, EndpointRefused
 
 STRICT = EndpointPolicy()
 

@@ -8,7 +8,7 @@ from typing import Any
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.scaling import ScalingPolicy
 from dockyard.operator.builders.scaling import build_hpa, replica_range
-from dockyard.operator.scaling.schedules import Window
+from dockyard.operator.builders.scaling_windows import Window
 
 QUIET = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)  # a Monday evening: no window open
 BUSY = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday morning: office hours

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dockyard.core.models.scaling import ScheduledFloor
-from dockyard.operator.scaling.schedules import (
+from dockyard.operator.builders.scaling_windows import (
     Window,
     active_schedule,
     open_window,

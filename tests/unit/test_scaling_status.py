@@ -8,8 +8,8 @@ from typing import Any
 from dockyard.core.conditions import find
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyStatus
 from dockyard.operator.builders.scaling import ReplicaRange
+from dockyard.operator.builders.scaling_windows import Window
 from dockyard.operator.scaling.decisions import Acceptance, AcceptanceReason, Pause, PauseReason
-from dockyard.operator.scaling.schedules import Window
 from dockyard.operator.scaling.status import Announcement, announcements, status_patch, summarize
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockyard.operator.backups.server_text import WITHHELD, without_row_values
+from dockyard.runner.server_text import WITHHELD, without_row_values
 
 STDERR = """\
 pg_restore: error: COPY failed for table "vault": ERROR:  duplicate key value violates \

@@ -27,13 +27,12 @@ from dockyard.core.models.environment import (
     ResourceQuantities,
     Tier,
 )
+from dockyard.core.resources import ChildRef, Manifest
 from dockyard.operator.builders.metadata import (
     INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     NAME_LABEL,
-    ChildRef,
-    Manifest,
     Owner,
     child_metadata,
     recommended_labels,

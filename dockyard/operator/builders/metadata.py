@@ -9,31 +9,16 @@ recommended ``app.kubernetes.io`` labels by which the operator and people find t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from dockyard.core.models.common import CustomResource
-
-Manifest = dict[str, Any]
-"""A Kubernetes object as the API server reads it (JSON-compatible)."""
+from dockyard.core.resources import Manifest
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "dockyard"
 PART_OF_LABEL: Final = "app.kubernetes.io/part-of"
 NAME_LABEL: Final = "app.kubernetes.io/name"
 INSTANCE_LABEL: Final = "app.kubernetes.io/instance"
-
-
-@dataclass(frozen=True, slots=True)
-class ChildRef:
-    """A child named by its type and name: what the apply layer needs to delete it."""
-
-    api_version: str
-    kind: str
-    name: str
-
-    @classmethod
-    def of(cls, manifest: Manifest) -> ChildRef:
-        return cls(manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"])
 
 
 @dataclass(frozen=True, slots=True)

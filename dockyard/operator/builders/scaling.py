@@ -23,9 +23,10 @@ from dockyard.core.models.scaling import (
     ScalingPolicySpec,
     ScalingRules,
 )
+from dockyard.core.resources import Manifest
 from dockyard.operator.builders import environment as environment_builders
-from dockyard.operator.builders.metadata import Manifest, Owner, child_metadata
-from dockyard.operator.scaling.schedules import Window, active_schedule
+from dockyard.operator.builders.metadata import Owner, child_metadata
+from dockyard.operator.builders.scaling_windows import Window, active_schedule
 
 POLICY_LABEL: Final = "dockyard.io/scaling-policy"
 

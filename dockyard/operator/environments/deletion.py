@@ -39,18 +39,18 @@ from dockyard.core.models.environment import (
     EnvironmentPhase,
 )
 from dockyard.core.models.references import SecretKeyReference
-from dockyard.operator.apply import ENVIRONMENTS, delete_child, get, namespace_terminating
-from dockyard.operator.backups import BackupError
-from dockyard.operator.builders.metadata import ChildRef, Manifest, Owner
+from dockyard.core.resources import BACKUPS, ENVIRONMENTS, ChildRef, Manifest
+from dockyard.operator.apply import delete_child, get, namespace_terminating
+from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import ManagedDatabaseError, ManagedPostgres, database_identity
 from dockyard.operator.environments import snapshots
 from dockyard.operator.environments import status as report
-from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.environments.defaults import KEY_ENTRY
 from dockyard.operator.environments.reconciler import Key, Reconciler, post
 from dockyard.operator.environments.snapshots import SnapshotAction
-from dockyard.operator.runs.backups import BACKUPS
+from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import load_key
-from dockyard.operator.runs.defaults import KEY_ENTRY
+from dockyard.runner import BackupError
 
 DRAIN_TIMEOUT: Final = timedelta(minutes=2)
 DRAIN_RECHECK_SECONDS: Final = 5.0

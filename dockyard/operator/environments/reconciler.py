@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from dockyard.core.conditions import find
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import (
     Environment,
     EnvironmentConditionType,
@@ -39,21 +39,26 @@ from dockyard.core.models.environment import (
     EnvironmentStatus,
 )
 from dockyard.core.models.restore_drill import RestoreDrill
+from dockyard.core.resources import (
+    BACKUPS,
+    ENVIRONMENTS,
+    RESTORE_DRILLS,
+    ChildRef,
+    Manifest,
+    resource_type,
+)
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import (
-    ENVIRONMENTS,
     Applied,
     Change,
-    ResourceType,
     apply,
     delete,
     delete_child,
     get,
     namespace_terminating,
-    resource_type,
 )
 from dockyard.operator.builders import environment as builders
-from dockyard.operator.builders.metadata import ChildRef, Manifest, Owner
+from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import (
     ManagedDatabaseError,
     ManagedPostgres,
@@ -61,8 +66,8 @@ from dockyard.operator.database import (
     generate_password,
 )
 from dockyard.operator.environments import status as report
-from dockyard.operator.environments.outcomes import Outcome
 from dockyard.operator.environments.protection import ProtectionReport, protection_report
+from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling import targets as scaling_targets
 
 logger = logging.getLogger(__name__)
@@ -76,8 +81,6 @@ _WARNING_PHASES: Final = frozenset({EnvironmentPhase.DEGRADED, EnvironmentPhase.
 # A database that is not configured will not appear by retrying; every other failure may.
 SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
 # Read on every pass for BackupsHealthy and DrillPassing (environments/protection.py).
-_BACKUPS: Final = ResourceType(API_VERSION, "Backup", "backups")
-_RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills")
 _M = TypeVar("_M", Backup, RestoreDrill)
 
 
@@ -314,8 +317,8 @@ class Reconciler:
         own = {"fieldSelector": f"spec.environmentRef.name={owner.name}"}
         try:
             backups, drills = await asyncio.gather(
-                self.kube.get(_BACKUPS.path(owner.namespace), params=own),
-                self.kube.get(_RESTORE_DRILLS.path(owner.namespace), params=own),
+                self.kube.get(BACKUPS.path(owner.namespace), params=own),
+                self.kube.get(RESTORE_DRILLS.path(owner.namespace), params=own),
             )
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning(

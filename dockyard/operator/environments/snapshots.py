@@ -22,11 +22,12 @@ from typing import Final
 from dockyard.core.models.backup import Backup, BackupPhase, BackupStatus
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.environment import Environment
+from dockyard.core.resources import Manifest
 from dockyard.core.settings import Settings
-from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Manifest, Owner
+from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
+from dockyard.operator.environments.defaults import default_backup_target
 from dockyard.operator.environments.status import Verdict
-from dockyard.operator.runs.defaults import default_backup_target
-from dockyard.operator.runs.schedules import ENVIRONMENT_LABEL
 
 FINAL_SNAPSHOT_LABEL: Final = "dockyard.io/final-snapshot"
 REASON_ANNOTATION: Final = "dockyard.io/reason"

@@ -3,7 +3,7 @@
 - create, any change (spec, or the ``dockyard.io/run-now`` annotation), resume, and a
   timer every ``backup_schedule_interval`` seconds: one ``ScheduleRuns.tick``;
 - create and resume of an Environment: its default BackupSchedule, when it should have
-  one (``dockyard.operator.runs.defaults``), beside the Environment's own handlers.
+  one (``dockyard.operator.environments.defaults``), beside the Environment's own handlers.
 
 The logic lives in ``dockyard.operator.runs``; these functions only translate.
 """
@@ -15,9 +15,9 @@ from typing import Any, cast
 import kopf
 
 from dockyard.core.models.common import API_VERSION
-from dockyard.operator.apply import ENVIRONMENTS
-from dockyard.operator.runs.defaults import default_schedule_name, ensure_default_schedule
-from dockyard.operator.runs.schedules import BACKUP_SCHEDULES, ScheduleRuns
+from dockyard.core.resources import BACKUP_SCHEDULES, ENVIRONMENTS
+from dockyard.operator.backups.schedules import ScheduleRuns
+from dockyard.operator.environments.defaults import default_schedule_name, ensure_default_schedule
 
 MEMO_KEY = "backup_schedules"
 """Where the startup handler puts the operator's ``ScheduleRuns`` in Kopf's memo."""

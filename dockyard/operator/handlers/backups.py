@@ -1,4 +1,4 @@
-"""Backup handlers: route Kopf's causes to ``dockyard.operator.runs.backups``.
+"""Backup handlers: route Kopf's causes to ``dockyard.operator.backups.lifecycle``.
 
 - create, and resume at start-up: one step of the life cycle (``BackupRuns.drive``);
   an unfinished step (a retry after a backoff, a Job to follow) is a
@@ -15,7 +15,8 @@ from typing import Any, cast
 import kopf
 
 from dockyard.core.models.common import API_VERSION
-from dockyard.operator.runs.backups import BACKUPS, BackupRuns
+from dockyard.core.resources import BACKUPS
+from dockyard.operator.backups.lifecycle import BackupRuns
 
 MEMO_KEY = "backups"
 """Where the startup handler puts the operator's ``BackupRuns`` in Kopf's memo."""

@@ -7,9 +7,9 @@
   progress is stopped and every scratch database of the drill dropped; a server that
   does not answer makes it a ``TemporaryError``, retried, so none is left behind;
 - create and resume of an Environment: its default RestoreDrill, when it should have
-  one (``dockyard.operator.runs.defaults``).
+  one (``dockyard.operator.environments.defaults``).
 
-The logic lives in ``dockyard.operator.runs.drills``; these functions only translate.
+The logic lives in ``dockyard.operator.drills.lifecycle``; these functions only translate.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, cast
 import kopf
 
 from dockyard.core.models.common import API_VERSION
-from dockyard.operator.apply import ENVIRONMENTS
-from dockyard.operator.runs.defaults import default_drill_name, ensure_default_drill
-from dockyard.operator.runs.drills import RESTORE_DRILLS, DrillRuns
+from dockyard.core.resources import ENVIRONMENTS, RESTORE_DRILLS
+from dockyard.operator.drills.lifecycle import DrillRuns
+from dockyard.operator.environments.defaults import default_drill_name, ensure_default_drill
 
 MEMO_KEY = "restore_drills"
 """Where the startup handler puts the operator's ``DrillRuns`` in Kopf's memo."""

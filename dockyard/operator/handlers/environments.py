@@ -21,7 +21,8 @@ from typing import Any, cast
 import kopf
 
 from dockyard.core.models.common import API_VERSION
-from dockyard.operator.apply import CHILD_TYPES, ENVIRONMENTS, controller_of
+from dockyard.core.resources import CHILD_TYPES, ENVIRONMENTS
+from dockyard.operator.apply import controller_of
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.environments import deletion
 from dockyard.operator.environments.reconciler import Key, Reconciler

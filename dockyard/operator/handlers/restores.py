@@ -1,4 +1,4 @@
-"""Restore handlers: route Kopf's causes to ``dockyard.operator.runs.restores``.
+"""Restore handlers: route Kopf's causes to ``dockyard.operator.restores.lifecycle``.
 
 - create, resume at start-up, and every change (the ``dockyard.io/approved-by``
   annotation, ``spec.dryRun`` turned off): one step of the life cycle
@@ -14,7 +14,8 @@ from typing import Any, cast
 import kopf
 
 from dockyard.core.models.common import API_VERSION
-from dockyard.operator.runs.restores import RESTORES, RestoreRuns
+from dockyard.core.resources import RESTORES
+from dockyard.operator.restores.lifecycle import RestoreRuns
 
 MEMO_KEY = "restores"
 """Where the startup handler puts the operator's ``RestoreRuns`` in Kopf's memo."""

@@ -25,14 +25,9 @@ from typing import Any, cast
 import kopf
 
 from dockyard.core.models.common import API_VERSION
+from dockyard.core.resources import RESTORES, SCALING_POLICIES
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import SCALING_POLICIES
-from dockyard.operator.scaling.reconciler import (
-    RESTORES,
-    Key,
-    ScalingReconciler,
-    refresh_periodically,
-)
+from dockyard.operator.scaling.reconciler import Key, ScalingReconciler, refresh_periodically
 
 MEMO_KEY = "scaling"
 """Where the startup handler puts the operator's ``ScalingReconciler`` in Kopf's memo."""

@@ -29,18 +29,9 @@ from dockyard.core.kube import KubeClient
 from dockyard.core.models.backup import BackupStorage
 from dockyard.core.models.common import CustomResource
 from dockyard.core.models.references import SecretKeyReference
+from dockyard.core.resources import ENVIRONMENTS, resource_type
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import ENVIRONMENTS, get, resource_type
-from dockyard.operator.backups import (
-    ArtifactError,
-    BackupError,
-    EncryptionKey,
-    FilesystemStorage,
-    Storage,
-)
-from dockyard.operator.backups.endpoints import EndpointPolicy, EndpointRefused
-from dockyard.operator.backups.libpq import with_database as with_database
-from dockyard.operator.backups.libpq import with_login
+from dockyard.operator.apply import get
 from dockyard.operator.builders.environment import database_secret_name
 from dockyard.operator.database import (
     ManagedDatabaseError,
@@ -49,6 +40,16 @@ from dockyard.operator.database import (
     database_identity,
 )
 from dockyard.operator.runs.s3_access import endpoint_policy, open_s3, s3_credentials
+from dockyard.runner import (
+    ArtifactError,
+    BackupError,
+    EncryptionKey,
+    FilesystemStore,
+    Store,
+)
+from dockyard.runner.endpoints import EndpointPolicy, EndpointRefused
+from dockyard.runner.libpq import with_database as with_database
+from dockyard.runner.libpq import with_login
 
 if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
@@ -122,7 +123,7 @@ async def open_storage(
     kube: KubeClient | None = None,
     namespace: str | None = None,
     endpoints: EndpointPolicy | None = None,
-) -> AsyncIterator[Storage]:
+) -> AsyncIterator[Store]:
     """The storage ``spec`` names, for an inline run in ``namespace``.
 
     S3 goes through :mod:`~dockyard.operator.runs.s3_access`: the endpoint guard
@@ -132,7 +133,7 @@ async def open_storage(
     if spec.filesystem is not None:
         path = await asyncio.to_thread(confine, spec.filesystem.path, root)
         await asyncio.to_thread(path.mkdir, mode=0o700, parents=True, exist_ok=True)
-        yield FilesystemStorage(path)
+        yield FilesystemStore(path)
         return
     if spec.s3 is None:  # the model guarantees one of the two
         raise StorageRefused("the storage names neither a filesystem path nor a bucket")
@@ -364,7 +365,7 @@ class RunContext:
                 ) from None
 
     @asynccontextmanager
-    async def storage(self, spec: BackupStorage, namespace: str) -> AsyncIterator[Storage]:
+    async def storage(self, spec: BackupStorage, namespace: str) -> AsyncIterator[Store]:
         """:func:`open_storage` for a run in ``namespace``, with this operator's settings."""
         async with open_storage(
             spec,

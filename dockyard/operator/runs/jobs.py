@@ -32,13 +32,8 @@ from typing import Any, Final
 from dockyard.core.models.backup import Backup, BackupStorage
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.references import SecretKeyReference
-from dockyard.operator.builders.metadata import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    PART_OF_LABEL,
-    Manifest,
-    Owner,
-)
+from dockyard.core.resources import Manifest
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, PART_OF_LABEL, Owner
 from dockyard.operator.runs.context import storage_url
 
 RUNNER_ACCOUNT: Final = "dockyard-backup-runner"

@@ -22,14 +22,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from dockyard.core.models.backup import Backup, BackupPhase
-from dockyard.operator.backups import (
-    BackupError,
-    Keyring,
-    RestoreOptions,
-    RestoreResult,
-    run_restore,
-    table_counts,
-)
 from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.runs.context import (
     RunContext,
@@ -39,6 +31,14 @@ from dockyard.operator.runs.context import (
     tenant_dsn,
 )
 from dockyard.operator.runs.runner_jobs import RestoreJob, restore_in_job
+from dockyard.runner import (
+    BackupError,
+    Keyring,
+    RestoreOptions,
+    RestoreResult,
+    run_restore,
+    table_counts,
+)
 
 # Row counts may differ from the manifest by nothing: both come from one snapshot.
 MISMATCHES_SHOWN: Final = 5

@@ -31,21 +31,20 @@ from pydantic import ValidationError
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
-from dockyard.operator.apply import FIELD_MANAGER, ResourceType, get
-from dockyard.operator.backups import ArtifactError, BackupError, RestoreResult
+from dockyard.core.resources import JOBS, PODS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS
+from dockyard.operator.apply import FIELD_MANAGER, get
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import RunContext, load_key
+from dockyard.runner import ArtifactError, BackupError, RestoreResult
 
 logger = logging.getLogger(__name__)
 
-JOBS: Final = ResourceType("batch/v1", "Job", "jobs")
-PODS: Final = ResourceType("v1", "Pod", "pods")
 IDENTITY_TYPES: Final = {
-    "ServiceAccount": ResourceType("v1", "ServiceAccount", "serviceaccounts"),
-    "Role": ResourceType("rbac.authorization.k8s.io/v1", "Role", "roles"),
-    "RoleBinding": ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+    "ServiceAccount": SERVICE_ACCOUNTS,
+    "Role": ROLES,
+    "RoleBinding": ROLE_BINDINGS,
 }
 # How often a restore Job is looked at while it works: one GET per running Job.
 RUNNER_POLL_SECONDS: Final = 2.0

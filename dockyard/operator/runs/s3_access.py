@@ -5,7 +5,7 @@ an inline run must not do with less, nor with more: it uses those keys, read fro
 Secret at the moment of use, and never the operator's own identity (its workload
 identity or instance profile may reach buckets of every tenant). Only a Backup that
 names no Secret uses the ambient chain, as its Job would. The endpoint is checked by
-:class:`~dockyard.operator.backups.endpoints.EndpointPolicy` first, and every
+:class:`~dockyard.runner.endpoints.EndpointPolicy` first, and every
 connection's address again by its resolver.
 """
 
@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Final
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.backup import S3Storage as S3Spec
 from dockyard.core.models.references import SecretReference
+from dockyard.core.resources import resource_type
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import get, resource_type
-from dockyard.operator.backups import BackupError, Storage
-from dockyard.operator.backups.endpoints import EndpointPolicy, GuardedResolver
+from dockyard.operator.apply import get
+from dockyard.runner import BackupError, Store
+from dockyard.runner.endpoints import EndpointPolicy, GuardedResolver
 
 if TYPE_CHECKING:
-    from dockyard.operator.backups.s3 import S3Credentials
+    from dockyard.runner.s3 import S3Credentials
 
 SECRETS: Final = resource_type("v1", "Secret")
 # The key names in the Secret (the same a runner Job maps into its environment).
@@ -48,7 +49,7 @@ def endpoint_policy(settings: Settings) -> EndpointPolicy:
 
 async def s3_credentials(kube: KubeClient, namespace: str, ref: SecretReference) -> S3Credentials:
     """The keys the Secret ``ref`` holds, as ``S3Credentials``; errors name keys only."""
-    from dockyard.operator.backups.s3 import S3Credentials
+    from dockyard.runner.s3 import S3Credentials
 
     secret = await get(kube, SECRETS.path(namespace, ref.name))
     if secret is None:
@@ -74,13 +75,13 @@ async def s3_credentials(kube: KubeClient, namespace: str, ref: SecretReference)
 @asynccontextmanager
 async def open_s3(
     spec: S3Spec, *, credentials: S3Credentials | None, policy: EndpointPolicy
-) -> AsyncIterator[Storage]:
+) -> AsyncIterator[Store]:
     """The bucket ``spec`` names, with ``credentials`` (None: the ambient chain). The
     caller has checked the endpoint with ``policy`` (a refusal before any client
     exists); the client's resolver checks every connection's address again."""
-    from dockyard.operator.backups.s3 import S3Storage
+    from dockyard.runner.s3 import S3Store
 
-    async with S3Storage(
+    async with S3Store(
         spec.bucket,
         prefix=spec.prefix or "",
         endpoint_url=spec.endpoint,

@@ -27,23 +27,26 @@ from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyStatus
-from dockyard.operator.apply import (
+from dockyard.core.resources import (
+    BACKUPS,
     ENVIRONMENTS,
+    EVENTS,
     HORIZONTAL_POD_AUTOSCALERS,
+    RESTORES,
     SCALING_POLICIES,
+    ChildRef,
+    Manifest,
     ResourceType,
-    apply,
-    delete_child,
-    get,
     resource_type,
 )
+from dockyard.operator.apply import apply, delete_child, get
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders import scaling as builders
-from dockyard.operator.builders.metadata import ChildRef, Manifest, Owner
-from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.builders.metadata import Owner
+from dockyard.operator.builders.scaling_windows import active_schedule, schedule_problems
+from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling import decisions
 from dockyard.operator.scaling import status as report
-from dockyard.operator.scaling.schedules import active_schedule, schedule_problems
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,6 @@ Key = tuple[str, str]
 """A policy's namespace and name."""
 Clock = Callable[[], datetime]
 
-RESTORES: Final = ResourceType(API_VERSION, Restore.crd.kind, Restore.crd.plural)
-BACKUPS: Final = ResourceType(API_VERSION, Backup.crd.kind, Backup.crd.plural)
-EVENTS: Final = ResourceType("v1", "Event", "events")
 REPORTING_COMPONENT: Final = "dockyard-operator"
 _EVENT_MESSAGE_LIMIT: Final = 1024
 # Passes the periodic refresh runs at once, so a thousand policies do not become a

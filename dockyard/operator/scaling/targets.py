@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyConditionType
-from dockyard.operator.apply import FIELD_MANAGER, SCALING_POLICIES, get, resource_type
-from dockyard.operator.builders.metadata import Manifest
+from dockyard.core.resources import SCALING_POLICIES, Manifest, resource_type
+from dockyard.operator.apply import FIELD_MANAGER, get
 
 HANDOVER_MANAGER: Final = "dockyard-replicas-handover"
 """The field manager that holds ``spec.replicas`` between the environment and the HPA."""

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from dockyard.operator.backups.errors import DatabaseError
-from dockyard.operator.backups.libpq import redact, tool_connection
+from dockyard.runner.errors import DatabaseError
+from dockyard.runner.libpq import redact, tool_connection
 
 APPLICATION_NAME = "dockyard-backup"
 CONNECT_TIMEOUT_SECONDS = 10.0

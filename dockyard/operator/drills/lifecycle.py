@@ -51,7 +51,7 @@ from dockyard.core.conditions import find, set_condition
 from dockyard.core.kube import KubeError
 from dockyard.core.metrics import DrillMetrics
 from dockyard.core.models.backup import Backup, BackupRunner
-from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.restore_drill import (
     DrillCurrentRun,
     DrillResult,
@@ -62,22 +62,14 @@ from dockyard.core.models.restore_drill import (
     RestoreDrillStatus,
 )
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
-from dockyard.operator.apply import ResourceType, get
-from dockyard.operator.backups import BackupError
+from dockyard.core.resources import BACKUPS, RESTORE_DRILLS
+from dockyard.operator.apply import get
+from dockyard.operator.backups.lifecycle import post
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import ManagedDatabaseError
-from dockyard.operator.environments.outcomes import Outcome
-from dockyard.operator.runs import drill_log, jobs
-from dockyard.operator.runs.backups import BACKUPS, post
-from dockyard.operator.runs.context import (
-    Loaded,
-    RunCancelled,
-    RunContext,
-    RunDeadlineExceeded,
-    tenant_login,
-)
-from dockyard.operator.runs.drill_checks import run_checks
-from dockyard.operator.runs.drill_plan import (
+from dockyard.operator.drills import log as drill_log
+from dockyard.operator.drills.checks import run_checks
+from dockyard.operator.drills.plan import (
     RESTORE_CHECK,
     backup_age_seconds,
     choose_backup,
@@ -91,14 +83,23 @@ from dockyard.operator.runs.drill_plan import (
     recorded_scratch,
     scratch_database,
 )
+from dockyard.operator.drills.scratch import ScratchDatabases
+from dockyard.operator.drills.verification import record_verdict
+from dockyard.operator.outcomes import Outcome
+from dockyard.operator.runs import jobs
+from dockyard.operator.runs.context import (
+    Loaded,
+    RunCancelled,
+    RunContext,
+    RunDeadlineExceeded,
+    tenant_login,
+)
 from dockyard.operator.runs.restoring import fresh_database, restore_backup
 from dockyard.operator.runs.runner_jobs import RestoreJob, stop_runner_jobs
-from dockyard.operator.runs.scratch import ScratchDatabases
-from dockyard.operator.runs.verification import record_verdict
+from dockyard.runner import BackupError
 
 logger = logging.getLogger(__name__)
 
-RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills")
 # How long deleting a drill waits for its cancelled run to stop.
 CANCEL_WAIT_SECONDS: Final = 30.0
 

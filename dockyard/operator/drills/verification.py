@@ -21,8 +21,9 @@ from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import Backup, BackupConditionType
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.restore_drill import RPO_CHECK, RTO_CHECK, DrillResult, DrillRun
+from dockyard.core.resources import BACKUPS
 from dockyard.operator.apply import get
-from dockyard.operator.runs.backups import BACKUPS, post
+from dockyard.operator.backups.lifecycle import post
 from dockyard.operator.runs.context import RunContext
 
 logger = logging.getLogger(__name__)

@@ -16,13 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from dockyard.core.models.restore_drill import RestoreDrill, RestoreDrillStatus
-from dockyard.operator.apply import ENVIRONMENTS, get
-from dockyard.operator.backups import BackupError
+from dockyard.core.resources import ENVIRONMENTS
+from dockyard.operator.apply import get
+from dockyard.operator.backups.lifecycle import post
 from dockyard.operator.database import staging_database_name
-from dockyard.operator.runs.backups import post
+from dockyard.operator.drills.plan import expired_scratch, kept_scratch, without_scratch
 from dockyard.operator.runs.context import RunContext
-from dockyard.operator.runs.drill_plan import expired_scratch, kept_scratch, without_scratch
 from dockyard.operator.runs.restoring import drop_database
+from dockyard.runner import BackupError
 
 
 class ScratchDatabases:

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from dockyard.operator.backups.errors import ToolFailed
-from dockyard.operator.backups.libpq import redact
-from dockyard.operator.backups.server_text import without_row_values
+from dockyard.runner.errors import ToolFailed
+from dockyard.runner.libpq import redact
+from dockyard.runner.server_text import without_row_values
 
 STDERR_TAIL_BYTES = 8 * 1024
 TERMINATE_GRACE_SECONDS = 5.0

@@ -50,15 +50,15 @@ from dockyard.core.models.backup_schedule import (
 )
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
+from dockyard.core.resources import BACKUP_SCHEDULES, BACKUPS, Manifest
 from dockyard.core.retention import BackupRecord, apply_retention
-from dockyard.operator.apply import ResourceType, delete, get
-from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Manifest, Owner
-from dockyard.operator.runs.backups import BACKUPS, post
+from dockyard.operator.apply import delete, get
+from dockyard.operator.backups.lifecycle import post
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.runs.context import RunContext
 
 logger = logging.getLogger(__name__)
 
-BACKUP_SCHEDULES: Final = ResourceType(API_VERSION, "BackupSchedule", "backupschedules")
 SCHEDULE_LABEL: Final = "dockyard.io/backup-schedule"
 ENVIRONMENT_LABEL: Final = "dockyard.io/environment"
 SCHEDULED_AT_ANNOTATION: Final = "dockyard.io/scheduled-at"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dockyard.operator.backups.envelope import DEFAULT_CHUNK_SIZE
+from dockyard.runner.envelope import DEFAULT_CHUNK_SIZE
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dockyard.api.compat import breaking_changes
+from dockyard.contract.compat import breaking_changes
 
 Version = tuple[int, int, int]
 

@@ -37,8 +37,8 @@ from aiobotocore.session import get_session
 from aiohttp.abc import AbstractResolver
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dockyard.operator.backups.errors import ArtifactExists, ArtifactNotFound, StorageError
-from dockyard.operator.backups.storage import (
+from dockyard.runner.errors import ArtifactExists, ArtifactNotFound, StorageError
+from dockyard.runner.storage import (
     READ_CHUNK_BYTES,
     ArtifactReader,
     ArtifactWriter,
@@ -65,7 +65,7 @@ class S3Credentials:
     session_token: str | None = field(default=None, repr=False)
 
 
-class S3Storage:
+class S3Store:
     """Artifacts as objects under ``prefix`` in ``bucket``.
 
     ``credentials`` replaces botocore's chain (the caller's own identity);
@@ -98,9 +98,9 @@ class S3Storage:
         self._client: Any = None
 
     def __repr__(self) -> str:
-        return f"S3Storage({self.bucket!r}, prefix={self.prefix!r})"
+        return f"S3Store({self.bucket!r}, prefix={self.prefix!r})"
 
-    async def __aenter__(self) -> S3Storage:
+    async def __aenter__(self) -> S3Store:
         config = AioConfig(
             s3={"addressing_style": self._addressing_style},
             retries={"max_attempts": 5, "mode": "standard"},
@@ -133,7 +133,7 @@ class S3Storage:
     def client(self) -> Any:
         """The aiobotocore S3 client (only inside ``async with``)."""
         if self._client is None:
-            raise RuntimeError("use S3Storage inside 'async with'")
+            raise RuntimeError("use S3Store inside 'async with'")
         return self._client
 
     def key(self, name: str) -> str:
@@ -216,7 +216,7 @@ class _MultipartWriter:
     """One multipart upload; at most one part is buffered."""
 
     def __init__(
-        self, storage: S3Storage, name: str, key: str, upload_id: str, part_size: int
+        self, storage: S3Store, name: str, key: str, upload_id: str, part_size: int
     ) -> None:
         self._storage = storage
         self._name = name

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Final
 
 from dockyard.core.settings import Settings
-from dockyard.operator.backups import BackupError, Storage
+from dockyard.runner import BackupError, Store
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def stale_after(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.run_deadline) + MARGIN
 
 
-async def sweep(storage: Storage, settings: Settings) -> int:
+async def sweep(storage: Store, settings: Settings) -> int:
     """Remove ``storage``'s partials older than :func:`stale_after`; how many went."""
     try:
         return await storage.remove_stale_partials(stale_after(settings))

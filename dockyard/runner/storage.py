@@ -17,8 +17,8 @@ A backend stores opaque bytes under names such as ``team-a/shop/nightly-20250101
   consumer that must not act on unverified bytes reads the artifact twice: once to
   verify (see :func:`verify_checksum`), then for real.
 
-Backends: :class:`~dockyard.operator.backups.filesystem.FilesystemStorage` (a directory,
-a PVC in the cluster) and :class:`~dockyard.operator.backups.s3.S3Storage`.
+Backends: :class:`~dockyard.runner.filesystem.FilesystemStore` (a directory,
+a PVC in the cluster) and :class:`~dockyard.runner.s3.S3Store`.
 :func:`connect_storage` opens either from a URL (``file:///...`` or ``s3://...``).
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from dockyard.operator.backups.errors import ChecksumMismatch
+from dockyard.runner.errors import ChecksumMismatch
 
 # Reads are handed out in 256 KiB pieces: large enough that the per-chunk thread hop
 # costs nothing, small enough that the worker threads' malloc arenas, which each keep
@@ -98,7 +98,7 @@ class ArtifactReader(Protocol):
 
 
 @runtime_checkable
-class Storage(Protocol):
+class Store(Protocol):
     """A place for artifacts; every method is safe to call from the event loop."""
 
     def location(self, name: str) -> str:
@@ -180,7 +180,7 @@ class VerifyingReader:
             raise ChecksumMismatch(self._expected, actual)
 
 
-async def verify_checksum(storage: Storage, name: str, *, expected_sha256: str) -> int:
+async def verify_checksum(storage: Store, name: str, *, expected_sha256: str) -> int:
     """Read the whole artifact once, writing nothing; its size, or :class:`ChecksumMismatch`."""
     async with storage.open(name, expected_sha256=expected_sha256) as reader:
         size = 0
@@ -192,7 +192,7 @@ async def verify_checksum(storage: Storage, name: str, *, expected_sha256: str) 
 @asynccontextmanager
 async def connect_storage(
     url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None
-) -> AsyncIterator[Storage]:
+) -> AsyncIterator[Store]:
     """The storage a URL names: ``file:///abs/path`` (or a plain path), ``s3://bucket/prefix``.
 
     S3 credentials come from botocore's usual chain (``AWS_ACCESS_KEY_ID`` and
@@ -201,11 +201,11 @@ async def connect_storage(
     """
     parts = urlsplit(url)
     if parts.scheme == "s3":
-        from dockyard.operator.backups.s3 import S3Storage
+        from dockyard.runner.s3 import S3Store
 
         if not parts.netloc or parts.username or parts.password:
             raise ValueError("an S3 storage URL is s3://bucket[/prefix], without credentials")
-        async with S3Storage(
+        async with S3Store(
             parts.netloc,
             prefix=unquote(parts.path.strip("/")),
             endpoint_url=s3_endpoint_url,
@@ -213,7 +213,7 @@ async def connect_storage(
         ) as s3:
             yield s3
         return
-    from dockyard.operator.backups.filesystem import FilesystemStorage
+    from dockyard.runner.filesystem import FilesystemStore
 
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -225,4 +225,4 @@ async def connect_storage(
         raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}: use file:// or s3://")
     if not path.is_absolute():
         raise ValueError("a filesystem storage path must be absolute")
-    yield FilesystemStorage(path)
+    yield FilesystemStore(path)

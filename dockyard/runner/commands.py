@@ -30,13 +30,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockyard.operator.backups.errors import BackupError
-from dockyard.operator.backups.keys import EncryptionKey, Keyring, check_key_id
-from dockyard.operator.backups.libpq import with_database
-from dockyard.operator.backups.options import BackupOptions, RestoreOptions
-from dockyard.operator.backups.results import BackupResult
-from dockyard.operator.backups.runner import run_backup, run_restore, verify_artifact
-from dockyard.operator.backups.storage import check_name, check_sha256, connect_storage
+from dockyard.runner.errors import BackupError
+from dockyard.runner.keys import EncryptionKey, Keyring, check_key_id
+from dockyard.runner.libpq import with_database
+from dockyard.runner.options import BackupOptions, RestoreOptions
+from dockyard.runner.results import BackupResult
+from dockyard.runner.runner import run_backup, run_restore, verify_artifact
+from dockyard.runner.storage import check_name, check_sha256, connect_storage
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, SecretStr
@@ -85,14 +85,15 @@ async def _report_to_backup(target: str, result: BackupResult, settings: Setting
     """Patch the Backup ``namespace/name``'s status with the committed artifact.
 
     The phase stays Running: the operator, following the Job, catalogues the artifact
-    and then writes Completed (``dockyard.operator.runs.jobs``).
+    and then writes Completed (``dockyard.operator.backups.lifecycle``).
     """
     import os
 
     from dockyard.core.kube import KubeClient, KubeError, load_config
+    from dockyard.core.resources import BACKUPS
 
     namespace, _, backup = target.partition("/")
-    path = f"/apis/dockyard.io/v1alpha1/namespaces/{namespace}/backups/{backup}/status"
+    path = BACKUPS.path(namespace, backup, "status")
     manifest = [{"name": table, "rows": rows} for table, rows in sorted(result.manifest.items())]
     patch = {
         "status": {

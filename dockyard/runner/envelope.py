@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dockyard.operator.backups.errors import ArtifactCorrupt, ArtifactTruncated, WrongKey
-from dockyard.operator.backups.keys import EncryptionKey, Keyring, check_key_id
+from dockyard.runner.errors import ArtifactCorrupt, ArtifactTruncated, WrongKey
+from dockyard.runner.keys import EncryptionKey, Keyring, check_key_id
 
 MAGIC = b"DKYD-BKP"
 FORMAT_VERSION = 1

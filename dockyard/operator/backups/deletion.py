@@ -24,9 +24,9 @@ from dockyard.core.conditions import set_condition
 from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import ConditionStatus
-from dockyard.operator.backups import BackupError
-from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext, artifact_prefix, retryable, storage_url
+from dockyard.runner import BackupError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ async def finalize(
     context: RunContext, namespace: str, name: str, body: Mapping[str, Any]
 ) -> Outcome:
     """Delete the artifacts of ``body`` (a Backup being deleted), or give up in time."""
-    from dockyard.operator.runs.backups import post  # runs.backups delegates here
+    from dockyard.operator.backups.lifecycle import post  # runs.backups delegates here
 
     try:
         backup = Backup.model_validate(body)
@@ -91,7 +91,7 @@ async def _condition(context: RunContext, backup: Backup, reason: str, message: 
         message=message[:4096],
         generation=backup.metadata.generation,
     )
-    from dockyard.operator.runs.backups import BACKUPS
+    from dockyard.core.resources import BACKUPS
 
     body = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
     try:

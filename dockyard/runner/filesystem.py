@@ -26,8 +26,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.operator.backups.errors import ArtifactExists, ArtifactNotFound, StorageError
-from dockyard.operator.backups.storage import (
+from dockyard.runner.errors import ArtifactExists, ArtifactNotFound, StorageError
+from dockyard.runner.storage import (
     READ_CHUNK_BYTES,
     ArtifactReader,
     ArtifactWriter,
@@ -44,7 +44,7 @@ _DIR_MODE = 0o700
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
-class FilesystemStorage:
+class FilesystemStore:
     """Artifacts under ``root``; see the module docstring for the commit protocol."""
 
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
@@ -52,7 +52,7 @@ class FilesystemStorage:
         self._fsync = fsync
 
     def __repr__(self) -> str:
-        return f"FilesystemStorage({str(self.root)!r})"
+        return f"FilesystemStore({str(self.root)!r})"
 
     def path(self, name: str) -> Path:
         """Where the committed artifact ``name`` lives."""

@@ -71,6 +71,7 @@ from dockyard.core.models.restore import (
     RestoreStatus,
 )
 from dockyard.core.models.restore_drill import RestoreDrill
+from dockyard.core.resources import BACKUPS, ENVIRONMENTS, RESTORE_DRILLS, RESTORES, ResourceType
 from dockyard.core.restore_plan import (
     ApprovalDecision,
     ApprovalState,
@@ -78,8 +79,9 @@ from dockyard.core.restore_plan import (
     plan_restore,
     restore_history,
 )
-from dockyard.operator.apply import ENVIRONMENTS, ResourceType, get
-from dockyard.operator.backups import BackupError
+from dockyard.operator.apply import get
+from dockyard.operator.backups.lifecycle import post
+from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.database import (
     ManagedDatabaseError,
@@ -87,9 +89,9 @@ from dockyard.operator.database import (
     retired_database_name,
     staging_database_name,
 )
-from dockyard.operator.environments.outcomes import Outcome
+from dockyard.operator.outcomes import Outcome
+from dockyard.operator.restores.approval import judge_approval
 from dockyard.operator.runs import jobs
-from dockyard.operator.runs.backups import BACKUPS, post
 from dockyard.operator.runs.context import (
     Loaded,
     RunCancelled,
@@ -98,7 +100,6 @@ from dockyard.operator.runs.context import (
     retryable,
     tenant_login,
 )
-from dockyard.operator.runs.restore_approval import judge_approval
 from dockyard.operator.runs.restoring import (
     DatabaseFailed,
     ManifestMismatch,
@@ -108,14 +109,12 @@ from dockyard.operator.runs.restoring import (
     restore_backup,
 )
 from dockyard.operator.runs.runner_jobs import RestoreJob, stop_runner_jobs
-from dockyard.operator.runs.schedules import ENVIRONMENT_LABEL
+from dockyard.runner import BackupError
 
 logger = logging.getLogger(__name__)
 
 _R = TypeVar("_R", Backup, Environment, Restore, RestoreDrill)
 
-RESTORES: Final = ResourceType(API_VERSION, "Restore", "restores")
-RESTORE_DRILLS: Final = ResourceType(API_VERSION, "RestoreDrill", "restoredrills")
 SKIP_ANNOTATION: Final = "dockyard.io/skip-reconcile"
 RESTORE_LABEL: Final = "dockyard.io/restore"
 # How often a restore that cannot be planned yet, or waits for its safety backup, is

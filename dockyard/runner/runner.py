@@ -52,27 +52,27 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from dockyard.operator.backups.envelope import Header, Opener, Sealer, read_header
-from dockyard.operator.backups.errors import (
+from dockyard.runner.envelope import Header, Opener, Sealer, read_header
+from dockyard.runner.errors import (
     ArtifactCorrupt,
     DumpFailed,
     RestoreFailed,
     TargetNotEmpty,
     ToolFailed,
 )
-from dockyard.operator.backups.keys import EncryptionKey, Keyring
-from dockyard.operator.backups.libpq import base_env, redact, tool_connection
-from dockyard.operator.backups.manifest import count_rows, exported_snapshot, user_relations
-from dockyard.operator.backups.options import BackupOptions, RestoreOptions, Tools
-from dockyard.operator.backups.processes import (
+from dockyard.runner.keys import EncryptionKey, Keyring
+from dockyard.runner.libpq import base_env, redact, tool_connection
+from dockyard.runner.manifest import count_rows, exported_snapshot, user_relations
+from dockyard.runner.options import BackupOptions, RestoreOptions, Tools
+from dockyard.runner.processes import (
     Command,
     Exit,
     ProcessChain,
     first_failure,
     tool_version,
 )
-from dockyard.operator.backups.results import ArtifactReport, BackupResult, RestoreResult
-from dockyard.operator.backups.storage import ArtifactWriter, Storage, check_name, check_sha256
+from dockyard.runner.results import ArtifactReport, BackupResult, RestoreResult
+from dockyard.runner.storage import ArtifactWriter, Store, check_name, check_sha256
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -84,7 +84,7 @@ RESTORE_APPLICATION = "dockyard-restore"
 async def run_backup(
     *,
     dsn: str,
-    storage: Storage,
+    storage: Store,
     name: str,
     key: EncryptionKey,
     options: BackupOptions | None = None,
@@ -185,7 +185,7 @@ async def run_backup(
 async def run_restore(
     *,
     dsn: str,
-    storage: Storage,
+    storage: Store,
     name: str,
     expected_sha256: str,
     keys: EncryptionKey | Keyring,
@@ -268,7 +268,7 @@ async def run_restore(
 
 async def verify_artifact(
     *,
-    storage: Storage,
+    storage: Store,
     name: str,
     expected_sha256: str,
     keys: EncryptionKey | Keyring,
@@ -344,7 +344,7 @@ async def _seal(chain: ProcessChain, sealer: Sealer, writer: ArtifactWriter) -> 
 
 
 async def _preflight(
-    storage: Storage, name: str, expected_sha256: str, keyring: Keyring
+    storage: Store, name: str, expected_sha256: str, keyring: Keyring
 ) -> tuple[int, Header]:
     """Checksum of the whole artifact, then its header against the keys; reads only."""
     size = 0
@@ -361,7 +361,7 @@ async def _preflight(
 
 
 async def _decode(
-    storage: Storage,
+    storage: Store,
     name: str,
     expected_sha256: str,
     keyring: Keyring,

@@ -4,7 +4,7 @@
 (its cron time passed, or the ``dockyard.io/run-now`` annotation asks for one), what is
 the next run time, and what do the Ready condition and message say. ``choose_backup``
 picks the Backup a run restores; ``judge_run`` turns the measurements and failed checks
-into the run's record. ``dockyard.operator.runs.drills`` does the I/O around them.
+into the run's record. ``dockyard.operator.drills.lifecycle`` does the I/O around them.
 
 Decisions worth knowing:
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dockyard.operator.backups.envelope import FORMAT_VERSION
+from dockyard.runner.envelope import FORMAT_VERSION
 
 ARTIFACT_FORMAT = f"dockyard-backup/{FORMAT_VERSION}"
 

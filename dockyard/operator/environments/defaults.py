@@ -25,12 +25,12 @@ from pydantic import ValidationError
 from dockyard.core.kube import KubeError
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment, Tier
+from dockyard.core.resources import BACKUP_SCHEDULES, ENVIRONMENTS, RESTORE_DRILLS, Manifest
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import ENVIRONMENTS, get
-from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Manifest, Owner
+from dockyard.operator.apply import get
+from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.runs.context import RunContext
-from dockyard.operator.runs.drills import RESTORE_DRILLS
-from dockyard.operator.runs.schedules import BACKUP_SCHEDULES, ENVIRONMENT_LABEL
 
 OPT_OUT_ANNOTATION: Final = "dockyard.io/default-backups"
 DEFAULT_LABEL: Final = "dockyard.io/default-schedule"

@@ -28,18 +28,18 @@ import asyncpg
 
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.restore_drill import DrillChecks, FailedCheck, SqlCheck
-from dockyard.operator.backups import BackupError
-from dockyard.operator.backups.manifest import connect
 from dockyard.operator.database import TenantLogin
-from dockyard.operator.runs.context import RunContext, tenant_dsn
-from dockyard.operator.runs.drill_plan import (
+from dockyard.operator.drills.plan import (
     ROW_COUNT_CHECK,
     failed,
     judge_sql,
     row_count_failures,
     sql_error,
 )
+from dockyard.operator.runs.context import RunContext, tenant_dsn
 from dockyard.operator.runs.restoring import check_row_counts
+from dockyard.runner import BackupError
+from dockyard.runner.manifest import connect
 
 # The statement timeout a check gets unless the operator's settings say otherwise.
 SQL_CHECK_TIMEOUT_MS: Final = 30_000

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from dockyard.operator.backups.errors import WrongKey
+from dockyard.runner.errors import WrongKey
 
 KEY_BYTES = 32
 # Key ids travel in artifact headers, statuses and file names of Secrets: plain

@@ -50,13 +50,15 @@ from dockyard.core.models.backup import (
     BackupStatus,
     TableRows,
 )
-from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.common import ConditionStatus
+from dockyard.core.resources import BACKUPS, JOBS
 from dockyard.core.retention import ttl_expiry
-from dockyard.operator.apply import FIELD_MANAGER, ResourceType, delete, get
-from dockyard.operator.backups import BackupError, BackupResult, run_backup
+from dockyard.operator.apply import FIELD_MANAGER, delete, get
+from dockyard.operator.backups import deletion as backup_deletion
+from dockyard.operator.backups.sweeping import sweep
 from dockyard.operator.builders import environment as environment_builders
-from dockyard.operator.environments.outcomes import Outcome
-from dockyard.operator.runs import backup_deletion, jobs
+from dockyard.operator.outcomes import Outcome
+from dockyard.operator.runs import jobs
 from dockyard.operator.runs.catalog import CatalogEntry
 from dockyard.operator.runs.context import (
     Loaded,
@@ -67,12 +69,11 @@ from dockyard.operator.runs.context import (
     load_key,
     retryable,
 )
-from dockyard.operator.runs.runner_jobs import JOBS, apply_runner_identity, runner_message
-from dockyard.operator.runs.sweeping import sweep
+from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
+from dockyard.runner import BackupError, BackupResult, run_backup
 
 logger = logging.getLogger(__name__)
 
-BACKUPS: Final = ResourceType(API_VERSION, "Backup", "backups")
 # How often a Job-mode run is looked at while its Job works.
 JOB_POLL_SECONDS: Final = 10.0
 _EVENT_MESSAGE_LIMIT: Final = 1024
