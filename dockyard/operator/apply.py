@@ -1,10 +1,22 @@
-"""The one way the operator changes Kubernetes objects: server-side apply, and delete.
+"""The one way the operator changes Kubernetes objects: apply, patch, create and delete.
 
-Reconcilers compute whole manifests (``dockyard.operator.builders``) and hand them here.
-Applying is idempotent: the operator's field manager owns every field it sets, ``force``
-takes back fields someone changed by hand, and fields it stops setting are removed.
-Deleting a child that should no longer exist touches only objects the owner controls,
-and an object that is already gone counts as deleted.
+Every write of the operator goes through this module, and so does the meaning of the
+answers that are not errors:
+
+- **apply** (server-side): reconcilers compute whole manifests
+  (``dockyard.operator.builders``) and hand them here. Idempotent: the operator's field
+  manager owns every field it sets, ``force`` takes back fields someone changed by hand,
+  and fields it stops setting are removed.
+- **patch** (JSON merge patch, the status subresource included): 404 means the object
+  was deleted meanwhile, which is no error (its finalizer or its garbage collection
+  does the rest); the caller learns it from the ``False`` it gets back. Patches carry no
+  resourceVersion: the pass that writes read the object afresh under its lock, so the
+  last write wins and 409 never comes back.
+- **create**: 409 means an earlier pass created it already (names are deterministic),
+  which is no error either.
+- **delete**: an object already gone (404), or whose name now belongs to another object
+  (409 on the uid precondition), counts as not deleted by this call. A child that
+  should no longer exist is deleted only when the owner controls it.
 
 The paths come from ``dockyard.core.resources``, the one table of resource types.
 """
@@ -18,7 +30,7 @@ from typing import Any, Final
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.common import API_VERSION
-from dockyard.core.resources import ChildRef, Manifest, resource_type
+from dockyard.core.resources import ChildRef, Manifest, ResourceType, resource_type
 
 FIELD_MANAGER: Final = "dockyard-operator"
 
@@ -65,6 +77,48 @@ async def apply(kube: KubeClient, manifest: Manifest) -> Applied:
     return Applied(ChildRef.of(manifest), change, after)
 
 
+async def apply_as(
+    kube: KubeClient, manifest: Manifest, *, field_manager: str = FIELD_MANAGER
+) -> Manifest:
+    """Server-side apply ``manifest`` as ``field_manager``, without reading it first.
+
+    For objects whose change the caller does not report (a runner Job, its identity,
+    a field handed over to another manager); returns the object as stored.
+    """
+    return await kube.apply(object_path(manifest), manifest, field_manager=field_manager)
+
+
+async def create(kube: KubeClient, manifest: Manifest) -> bool:
+    """Create ``manifest``; ``False`` when an object of that name exists already (409)."""
+    meta = manifest["metadata"]
+    rtype = resource_type(manifest["apiVersion"], manifest["kind"])
+    try:
+        await kube.create(rtype.path(meta["namespace"]), manifest)
+    except KubeError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
+async def merge_patch(kube: KubeClient, path: str, body: Mapping[str, Any]) -> bool:
+    """JSON merge patch the object at ``path``; ``False`` when it is gone (404)."""
+    try:
+        await kube.merge_patch(path, body)
+    except KubeError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+async def patch_status(
+    kube: KubeClient, rtype: ResourceType, namespace: str, name: str, status: Mapping[str, Any]
+) -> bool:
+    """Merge ``status`` into the object's status subresource; ``False`` when it is gone."""
+    return await merge_patch(kube, rtype.path(namespace, name, "status"), {"status": status})
+
+
 def _revision(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     """What changes when an object's desired state does, but not when only its status does.
 
@@ -85,6 +139,23 @@ async def get(kube: KubeClient, path: str) -> Manifest | None:
         if exc.status == 404:
             return None
         raise
+
+
+async def items(
+    kube: KubeClient,
+    rtype: ResourceType,
+    namespace: str,
+    *,
+    params: Mapping[str, str] | None = None,
+) -> list[Manifest]:
+    """The objects of ``rtype`` in ``namespace``; none when the kind is not installed (404)."""
+    try:
+        listing = await kube.get(rtype.path(namespace), params=params)
+    except KubeError as exc:
+        if exc.status == 404:
+            return []
+        raise
+    return list(listing.get("items") or ())
 
 
 async def delete(kube: KubeClient, path: str, *, uid: str | None = None) -> bool:

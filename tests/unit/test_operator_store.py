@@ -1,0 +1,68 @@
+"""How the operator's KindStore validates, reports invalid objects and builds Events (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from dockyard.core.models.backup import Backup
+from dockyard.core.resources import BACKUPS
+from dockyard.operator.store import InvalidObject, KindStore, Loaded, event_manifest
+
+
+def _backup(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": "team-a", "uid": f"uid-{name}", "generation": 2},
+        "spec": {
+            "environmentRef": {"name": "shop"},
+            "storage": {"filesystem": {"path": "/backups"}},
+            "encryption": {"keySecretRef": {"name": "key", "key": "key"}},
+            **spec,
+        },
+    }
+
+
+# The client is never used: these tests only parse.
+STORE = KindStore(None, Backup)  # type: ignore[arg-type]
+
+
+def test_the_store_serves_its_kinds_resource_type() -> None:
+    assert STORE.rtype == BACKUPS
+    assert STORE.path("team-a", "b1", "status") == BACKUPS.path("team-a", "b1", "status")
+
+
+def test_an_invalid_object_says_what_is_wrong_in_one_line_by_field_path() -> None:
+    with pytest.raises(InvalidObject) as caught:
+        STORE.parse(_backup("b1", runner="Sideways"))
+    assert caught.value.problem.startswith("spec.runner: ")
+    assert "\n" not in caught.value.problem
+
+
+def test_a_listing_keeps_the_objects_that_validate() -> None:
+    found = STORE.valid([_backup("good"), _backup("bad", runner="Sideways")])
+    assert [b.metadata.name for b in found] == ["good"]
+
+
+def test_a_loaded_object_names_itself_from_its_metadata() -> None:
+    raw = _backup("b1")
+    loaded = Loaded(raw, STORE.parse(raw))
+    assert (loaded.namespace, loaded.name, loaded.uid, loaded.generation) == (
+        "team-a",
+        "b1",
+        "uid-b1",
+        2,
+    )
+
+
+def test_an_event_names_its_object_and_keeps_its_message_short() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = event_manifest(_backup("b1"), reason="Odd", message="x" * 5000, warning=True, now=now)
+    assert event["involvedObject"]["kind"] == "Backup"
+    assert event["involvedObject"]["uid"] == "uid-b1"
+    assert event["metadata"] == {"generateName": "b1.", "namespace": "team-a"}
+    assert (event["type"], event["reason"], len(event["message"])) == ("Warning", "Odd", 1024)
+    assert event["firstTimestamp"] == "2026-01-01T00:00:00Z"
