@@ -23,15 +23,16 @@ type in ``dockyard.core.resources``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar, cast
 
 import kopf
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.common import CustomResource
@@ -41,6 +42,7 @@ from dockyard.operator import apply
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=CustomResource)
+K = TypeVar("K", bound=Hashable)
 
 # Kubernetes truncates longer Event messages; ours say what matters first.
 EVENT_MESSAGE_LIMIT: Final = 1024
@@ -101,9 +103,55 @@ class Loaded(Generic[T]):
         return self.resource.metadata.generation
 
 
+def replacing(status: BaseModel) -> dict[str, Any]:
+    """``status`` as a merge patch's ``status`` that also removes the fields it no longer
+    has (a merge patch leaves a field it does not name alone; ``None`` removes it)."""
+    body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for field in type(status).model_fields.values():
+        body.setdefault(field.alias or "", None)
+    return body
+
+
+class ObjectLocks(Generic[K]):
+    """One lock per object, so that the passes over one object never interleave, and
+    the objects whose pass is already waiting for its lock (``queued``)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[K, asyncio.Lock] = {}
+        self.queued: set[K] = set()
+
+    def lock(self, key: K) -> asyncio.Lock:
+        """The lock that serializes everything the operator does to one object."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: K) -> None:
+        """Drop what is kept in memory about an object that no longer exists."""
+        self._locks.pop(key, None)
+        self.queued.discard(key)
+
+
 def deleting(raw: Mapping[str, Any]) -> bool:
     """Whether the object ``raw`` is being deleted (its finalizers are at work)."""
     return bool((raw.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def valid(model: type[T], items: Iterable[Mapping[str, Any]]) -> list[T]:
+    """The items that validate into ``model``; the others are left out (their own handler
+    reports them), with a warning."""
+    found: list[T] = []
+    for item in items:
+        try:
+            found.append(model.model_validate(item))
+        except ValidationError as exc:
+            logger.warning(
+                "skipping an object that does not parse",
+                extra={
+                    "kind": item.get("kind"),
+                    "object": (item.get("metadata") or {}).get("name"),
+                    "error": problem(exc),
+                },
+            )
+    return found
 
 
 class KindStore(Generic[T]):
@@ -171,22 +219,8 @@ class KindStore(Generic[T]):
         return None if raw is None else next(iter(self.valid([raw])), None)
 
     def valid(self, items: Iterable[Manifest]) -> list[T]:
-        """The items that validate; the others are left out (their own handler reports
-        them), with a warning."""
-        found: list[T] = []
-        for item in items:
-            try:
-                found.append(self.parse(item))
-            except InvalidObject as invalid:
-                logger.warning(
-                    "skipping an object that does not parse",
-                    extra={
-                        "kind": self.rtype.kind,
-                        "object": (item.get("metadata") or {}).get("name"),
-                        "error": invalid.problem,
-                    },
-                )
-        return found
+        """The items that validate; the others are left out, with a warning."""
+        return valid(self.model, items)
 
     async def in_namespace(
         self, namespace: str, *, params: Mapping[str, str] | None = None

@@ -18,14 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from pydantic import ValidationError
 
 from dockyard.core.conditions import set_condition
-from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import ConditionStatus
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext, artifact_prefix, retryable, storage_url
+from dockyard.operator.store import InvalidObject, KindStore, post
 from dockyard.runner import BackupError
 
 logger = logging.getLogger(__name__)
@@ -37,11 +36,10 @@ async def finalize(
     context: RunContext, namespace: str, name: str, body: Mapping[str, Any]
 ) -> Outcome:
     """Delete the artifacts of ``body`` (a Backup being deleted), or give up in time."""
-    from dockyard.operator.backups.lifecycle import post  # runs.backups delegates here
-
+    backups = KindStore(context.kube, Backup)
     try:
-        backup = Backup.model_validate(body)
-    except ValidationError:
+        backup = backups.parse(dict(body))
+    except InvalidObject:
         return Outcome.done()  # never stored an artifact we could name
     uid = backup.metadata.uid or ""
     context.cancel(uid)
@@ -60,14 +58,14 @@ async def finalize(
         waited = (datetime.now(UTC) - since).total_seconds()
         bound = context.settings.backup_delete_timeout
         if waited < bound:
-            await _condition(context, backup, "DeletionFailed", f"{why}; retrying")
+            await _condition(backups, backup, "DeletionFailed", f"{why}; retrying")
             return Outcome.again(f"deleting the artifact failed: {why}")
         left = backup.status.location or f"{storage_url(backup.spec.storage)}/{prefix}*"
         message = (
             f"Gave up deleting the artifacts after {waited:.0f}s "
             f"(DOCKYARD_BACKUP_DELETE_TIMEOUT {bound:.0f}s): {why}. What may remain: {left}"
         )
-        await _condition(context, backup, "GaveUp", message)
+        await _condition(backups, backup, "GaveUp", message)
         post(body, reason="ArtifactNotDeleted", message=message, warning=True)
         logger.warning("backup artifact abandoned", extra={"backup": name, "error": why})
         return Outcome.done()
@@ -81,7 +79,7 @@ async def finalize(
     return Outcome.done()
 
 
-async def _condition(context: RunContext, backup: Backup, reason: str, message: str) -> None:
+async def _condition(backups: KindStore[Backup], backup: Backup, reason: str, message: str) -> None:
     """Set ``ArtifactDeleted`` False with ``reason``; a vanished object is no error."""
     conditions = set_condition(
         backup.status.conditions,
@@ -91,14 +89,6 @@ async def _condition(context: RunContext, backup: Backup, reason: str, message: 
         message=message[:4096],
         generation=backup.metadata.generation,
     )
-    from dockyard.core.resources import BACKUPS
-
     body = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
-    try:
-        await context.kube.merge_patch(
-            BACKUPS.path(backup.metadata.namespace or "", backup.metadata.name or "", "status"),
-            {"status": {"conditions": body}},
-        )
-    except KubeError as exc:
-        if exc.status != 404:
-            raise
+    meta = backup.metadata
+    await backups.write_status(meta.namespace or "", meta.name or "", {"conditions": body})

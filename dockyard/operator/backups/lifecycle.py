@@ -15,21 +15,19 @@ reads the Backup afresh and acts on its phase, so running it twice is harmless.
   platform database was down), then nothing.
 
 A run's success is committed in this order: the artifact (atomically, by the runner),
-the catalog row, then the status. Failures carry the runner's ``BackupError.reason``.
-Deletion removes every artifact of the Backup's attempts (the finalizer's job).
+the catalog row, then the status (computed by ``backups.status``). Failures carry the
+runner's ``BackupError.reason``. Deletion removes every artifact of the Backup's
+attempts (the finalizer's job, in ``backups.deletion``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import asyncpg
-import kopf
-from pydantic import ValidationError
 
 from dockyard.core.attempts import (
     Recovery,
@@ -38,30 +36,19 @@ from dockyard.core.attempts import (
     after_failure,
     recover_interrupted,
 )
-from dockyard.core.conditions import set_condition
 from dockyard.core.durations import parse_duration
-from dockyard.core.kube import KubeError
-from dockyard.core.models.backup import (
-    Backup,
-    BackupConditionType,
-    BackupManifest,
-    BackupPhase,
-    BackupRunner,
-    BackupStatus,
-    TableRows,
-)
-from dockyard.core.models.common import ConditionStatus
-from dockyard.core.resources import BACKUPS, JOBS
+from dockyard.core.models.backup import Backup, BackupPhase, BackupRunner, BackupStatus
+from dockyard.core.resources import JOBS
 from dockyard.core.retention import ttl_expiry
-from dockyard.operator.apply import FIELD_MANAGER, delete, get
+from dockyard.operator.apply import apply_as, get
 from dockyard.operator.backups import deletion as backup_deletion
+from dockyard.operator.backups import status as report
 from dockyard.operator.backups.sweeping import sweep
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.catalog import CatalogEntry
 from dockyard.operator.runs.context import (
-    Loaded,
     RunCancelled,
     RunContext,
     artifact_name,
@@ -70,98 +57,21 @@ from dockyard.operator.runs.context import (
     retryable,
 )
 from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
+from dockyard.operator.store import KindStore, Loaded, OnInvalid
+from dockyard.operator.store import post as post  # restores and drills import it from here
 from dockyard.runner import BackupError, BackupResult, run_backup
 
 logger = logging.getLogger(__name__)
 
 # How often a Job-mode run is looked at while its Job works.
 JOB_POLL_SECONDS: Final = 10.0
-_EVENT_MESSAGE_LIMIT: Final = 1024
-# Status fields someone else writes (a drill verifies a backup): never overwritten here.
-_NOT_OURS: Final = frozenset({"verified"})
+
+_Loaded = Loaded[Backup]
 
 
-def status_patch(status: BackupStatus) -> dict[str, Any]:
-    """A merge patch that makes the status ``status`` (None clears a field)."""
-    body = status.model_dump(mode="json", by_alias=True, exclude=set(_NOT_OURS))
-    return {"status": body}
-
-
-def post(raw: Mapping[str, Any], *, reason: str, message: str, warning: bool = False) -> None:
-    """A Kubernetes Event about the object ``raw`` (sent by Kopf in the background)."""
-    kopf.event(
-        kopf.Body(cast(kopf.RawBody, dict(raw))),
-        type="Warning" if warning else "Normal",
-        reason=reason,
-        message=message[:_EVENT_MESSAGE_LIMIT],
-    )
-
-
-def manifest_of(result: BackupResult) -> BackupManifest:
-    return BackupManifest(
-        tables=[TableRows(name=table, rows=rows) for table, rows in sorted(result.manifest.items())]
-    )
-
-
-def completed_status(
-    status: BackupStatus, result: BackupResult, generation: int | None
-) -> BackupStatus:
-    """``status`` once the run that produced ``result`` is catalogued."""
-    return status.model_copy(
-        update={
-            "phase": BackupPhase.COMPLETED,
-            "message": (
-                f"Stored {result.size} bytes ({len(result.manifest)} tables) in "
-                f"{result.duration_seconds:.1f}s"
-            ),
-            "completed_at": result.finished_at,
-            "size": result.size,
-            "sha256": result.sha256,
-            "location": result.location,
-            "key_id": result.key_id,
-            "manifest": manifest_of(result),
-            "observed_generation": generation,
-            "conditions": set_condition(
-                status.conditions,
-                type=BackupConditionType.READY,
-                status=ConditionStatus.TRUE,
-                reason="Completed",
-                message="The artifact is stored, checksummed and catalogued.",
-                generation=generation,
-            ),
-        }
-    )
-
-
-def recovery_status(
-    status: BackupStatus, recovery: Recovery, reason: str, generation: int | None
-) -> BackupStatus:
-    """``status`` after a failed or interrupted attempt: Pending for a retry, else Failed."""
-    giving_up = recovery.action is RecoveryAction.GIVE_UP
-    return status.model_copy(
-        update={
-            "phase": BackupPhase.FAILED if giving_up else BackupPhase.PENDING,
-            "message": recovery.message,
-            "completed_at": datetime.now(UTC) if giving_up else None,
-            "observed_generation": generation,
-            "conditions": set_condition(
-                status.conditions,
-                type=BackupConditionType.READY,
-                status=ConditionStatus.FALSE,
-                reason=reason,
-                message=recovery.message,
-                generation=generation,
-            ),
-        }
-    )
-
-
-class _Loaded(Loaded[Backup]):
-    __slots__ = ()
-
-    @property
-    def backup(self) -> Backup:
-        return self.resource
+def _with_status(loaded: _Loaded, status: BackupStatus) -> _Loaded:
+    """``loaded`` as it is once ``status`` is written (what the catalog records)."""
+    return Loaded(loaded.raw, loaded.resource.model_copy(update={"status": status}))
 
 
 class BackupRuns:
@@ -169,6 +79,7 @@ class BackupRuns:
 
     def __init__(self, context: RunContext) -> None:
         self.context = context
+        self.backups = KindStore(context.kube, Backup)
         settings = context.settings
         self.policy = RetryPolicy(
             max_attempts=settings.backup_max_attempts,
@@ -180,10 +91,10 @@ class BackupRuns:
 
     async def drive(self, namespace: str, name: str) -> Outcome:
         """One step of the life cycle, for creation, the resume and retries."""
-        loaded = await self._load(namespace, name)
+        loaded = await self.backups.load(namespace, name, on_invalid=OnInvalid.FAIL)
         if loaded is None:
             return Outcome.done()
-        phase = loaded.backup.status.phase
+        phase = loaded.resource.status.phase
         if phase is BackupPhase.COMPLETED:
             await self._catalog(loaded, quiet=True)
             return Outcome.done()
@@ -201,25 +112,19 @@ class BackupRuns:
         Deleting the object deletes the artifact through the finalizer. The newest
         backup of its environment that a drill verified is kept past its ttl.
         """
-        loaded = await self._load(namespace, name)
-        if loaded is None or loaded.backup.spec.ttl is None:
+        loaded = await self.backups.load(namespace, name, on_invalid=OnInvalid.FAIL)
+        ttl = None if loaded is None else loaded.resource.spec.ttl
+        if loaded is None or ttl is None:
             return
-        listing = await self.context.kube.get(BACKUPS.path(namespace))
-        siblings = []
-        for item in listing.get("items", ()):
-            with contextlib.suppress(ValidationError):
-                siblings.append(Backup.model_validate(item))
-        expiry = ttl_expiry(
-            loaded.backup, parse_duration(loaded.backup.spec.ttl), siblings, datetime.now(UTC)
-        )
-        if expiry.expires_at != loaded.backup.status.expires_at:
+        backup = loaded.resource
+        siblings = await self.backups.in_namespace(namespace)
+        expiry = ttl_expiry(backup, parse_duration(ttl), siblings, datetime.now(UTC))
+        if expiry.expires_at != backup.status.expires_at:
             at = expiry.expires_at.isoformat() if expiry.expires_at else None
-            await self.context.kube.merge_patch(
-                BACKUPS.path(namespace, name, "status"), {"status": {"expiresAt": at}}
-            )
+            await self.backups.write_status(namespace, name, {"expiresAt": at})
         if expiry.delete:
             post(loaded.raw, reason="Expired", message=f"{expiry.reason}; deleting the backup")
-            await delete(self.context.kube, BACKUPS.path(namespace, name), uid=loaded.uid)
+            await self.backups.delete(namespace, name, uid=loaded.uid)
 
     async def finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> Outcome:
         """Delete every artifact of the Backup's attempts (within a bound), then let it go."""
@@ -227,44 +132,17 @@ class BackupRuns:
 
     # -- the phases ------------------------------------------------------------------------
 
-    async def _load(self, namespace: str, name: str) -> _Loaded | None:
-        raw = await get(self.context.kube, BACKUPS.path(namespace, name))
-        if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
-            return None
-        try:
-            return _Loaded(raw, Backup.model_validate(raw))
-        except ValidationError as exc:
-            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            await self.context.kube.merge_patch(
-                BACKUPS.path(namespace, name, "status"),
-                {"status": {"phase": BackupPhase.FAILED.value, "message": problem[:4096]}},
-            )
-            post(raw, reason="InvalidSpec", message=problem, warning=True)
-            return None
-
     async def _start(self, loaded: _Loaded) -> Outcome:
-        backup = loaded.backup
+        backup = loaded.resource
         attempt = backup.status.attempts + 1
-        runner = backup.spec.runner
-        started = backup.status.model_copy(
-            update={
-                "phase": BackupPhase.RUNNING,
-                "attempts": attempt,
-                "started_at": datetime.now(UTC),
-                "completed_at": None,
-                "message": f"Attempt {attempt} of {self.policy.max_attempts} running ({runner})",
-                "observed_generation": loaded.generation,
-                "conditions": set_condition(
-                    backup.status.conditions,
-                    type=BackupConditionType.READY,
-                    status=ConditionStatus.FALSE,
-                    reason="Running",
-                    message=f"Attempt {attempt} is running.",
-                    generation=loaded.generation,
-                ),
-            }
+        started = report.started(
+            backup.status,
+            attempt=attempt,
+            max_attempts=self.policy.max_attempts,
+            runner=backup.spec.runner,
+            generation=loaded.generation,
         )
-        if runner is BackupRunner.JOB:
+        if backup.spec.runner is BackupRunner.JOB:
             return await self._start_job(loaded, started, attempt)
         # Marked as ours before Running is visible, so no other pass sees an orphan.
         try:
@@ -275,7 +153,7 @@ class BackupRuns:
     async def _run_inline(self, loaded: _Loaded, started: BackupStatus, attempt: int) -> Outcome:
         await self._write(loaded, started)
         post(loaded.raw, reason="Started", message=f"Attempt {attempt} started (Inline)")
-        backup = loaded.backup
+        backup = loaded.resource
         try:
             # Storage first: a spec that can never work fails before anything else.
             async with self.context.storage(backup.spec.storage, loaded.namespace) as storage:
@@ -308,8 +186,8 @@ class BackupRuns:
     async def _complete(
         self, loaded: _Loaded, status: BackupStatus, result: BackupResult
     ) -> Outcome:
-        done = completed_status(status, result, loaded.generation)
-        await self._catalog(_Loaded(loaded.raw, loaded.backup.model_copy(update={"status": done})))
+        done = report.completed(status, result, loaded.generation)
+        await self._catalog(_with_status(loaded, done))
         await self._write(loaded, done)
         post(
             loaded.raw,
@@ -328,26 +206,22 @@ class BackupRuns:
         return await self._apply_recovery(loaded, status, recovery, error.reason)
 
     async def _recover(self, loaded: _Loaded) -> Outcome:
-        backup = loaded.backup
-        status = backup.status
+        backup = loaded.resource
         if backup.spec.runner is BackupRunner.JOB:
             return await self._follow_job(loaded)
         recovery = recover_interrupted(
-            attempts=status.attempts, runner_alive=False, policy=self.policy
+            attempts=backup.status.attempts, runner_alive=False, policy=self.policy
         )
-        return await self._apply_recovery(loaded, status, recovery, "Interrupted")
+        return await self._apply_recovery(loaded, backup.status, recovery, "Interrupted")
 
     async def _apply_recovery(
         self, loaded: _Loaded, status: BackupStatus, recovery: Recovery, reason: str
     ) -> Outcome:
-        after = recovery_status(status, recovery, reason, loaded.generation)
+        after = report.after_recovery(status, recovery, reason, loaded.generation)
         await self._write(loaded, after)
         if recovery.action is RecoveryAction.GIVE_UP:
             post(loaded.raw, reason="Failed", message=recovery.message, warning=True)
-            await self._catalog(
-                _Loaded(loaded.raw, loaded.backup.model_copy(update={"status": after})),
-                quiet=True,
-            )
+            await self._catalog(_with_status(loaded, after), quiet=True)
             return Outcome.done()
         post(loaded.raw, reason="AttemptFailed", message=recovery.message, warning=True)
         # Kopf calls drive again after the delay (kept across restarts in its annotations),
@@ -357,7 +231,7 @@ class BackupRuns:
     # -- Job mode --------------------------------------------------------------------------
 
     async def _start_job(self, loaded: _Loaded, started: BackupStatus, attempt: int) -> Outcome:
-        backup = loaded.backup
+        backup = loaded.resource
         kube = self.context.kube
         try:
             key = await load_key(kube, loaded.namespace, backup.spec.encryption.key_secret_ref)
@@ -376,9 +250,7 @@ class BackupRuns:
             image=self.context.settings.runner_image,
             deadline_seconds=self.context.settings.run_deadline,
         )
-        await kube.apply(
-            JOBS.path(loaded.namespace, job["metadata"]["name"]), job, field_manager=FIELD_MANAGER
-        )
+        await apply_as(kube, job)
         await self._write(loaded, started)
         post(
             loaded.raw,
@@ -388,30 +260,14 @@ class BackupRuns:
         return Outcome.again("following the runner Job", delay=JOB_POLL_SECONDS)
 
     async def _follow_job(self, loaded: _Loaded) -> Outcome:
-        status = loaded.backup.status
+        status = loaded.resource.status
         name = jobs.job_name(loaded.name, max(status.attempts, 1))
         state = jobs.job_state(await get(self.context.kube, JOBS.path(loaded.namespace, name)))
         if state == "Running":
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)
         if state == "Succeeded" and status.sha256 and status.location:
-            done = status.model_copy(
-                update={
-                    "phase": BackupPhase.COMPLETED,
-                    "completed_at": status.completed_at or datetime.now(UTC),
-                    "message": f"Stored {status.size} bytes by Job {name}",
-                    "conditions": set_condition(
-                        status.conditions,
-                        type=BackupConditionType.READY,
-                        status=ConditionStatus.TRUE,
-                        reason="Completed",
-                        message="The artifact is stored, checksummed and catalogued.",
-                        generation=loaded.generation,
-                    ),
-                }
-            )
-            await self._catalog(
-                _Loaded(loaded.raw, loaded.backup.model_copy(update={"status": done}))
-            )
+            done = report.completed_by_job(status, name, loaded.generation)
+            await self._catalog(_with_status(loaded, done))
             await self._write(loaded, done)
             post(loaded.raw, reason="Completed", message=f"{done.message}; sha256 {done.sha256}")
             return Outcome.done()
@@ -433,13 +289,8 @@ class BackupRuns:
     # -- writing ---------------------------------------------------------------------------
 
     async def _write(self, loaded: _Loaded, status: BackupStatus) -> None:
-        try:
-            await self.context.kube.merge_patch(
-                BACKUPS.path(loaded.namespace, loaded.name, "status"), status_patch(status)
-            )
-        except KubeError as exc:
-            if exc.status != 404:  # deleted meanwhile: the finalizer cleans up
-                raise
+        # A Backup deleted meanwhile is no error: its finalizer cleans up.
+        await self.backups.write_status(loaded.namespace, loaded.name, report.status_body(status))
 
     async def _catalog(self, loaded: _Loaded, *, quiet: bool = False) -> None:
         """Record the backup in the catalog; the status is authoritative if this fails."""
@@ -447,7 +298,7 @@ class BackupRuns:
         if catalog is None:
             return
         try:
-            await catalog.record(CatalogEntry.of(loaded.backup))
+            await catalog.record(CatalogEntry.of(loaded.resource))
         except (OSError, asyncpg.PostgresError) as exc:
             logger.warning(
                 "backup not catalogued; retried at the next start-up",

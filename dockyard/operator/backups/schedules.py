@@ -29,17 +29,13 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pydantic import ValidationError
-
 from dockyard.core.conditions import find, set_condition
 from dockyard.core.cron import CronError, latest_due, validate_schedule
-from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.backup_schedule import (
     ACTIVE_MAX,
@@ -50,14 +46,11 @@ from dockyard.core.models.backup_schedule import (
 )
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
-from dockyard.core.resources import BACKUP_SCHEDULES, BACKUPS, Manifest
+from dockyard.core.resources import Manifest
 from dockyard.core.retention import BackupRecord, apply_retention
-from dockyard.operator.apply import delete, get
-from dockyard.operator.backups.lifecycle import post
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.runs.context import RunContext
-
-logger = logging.getLogger(__name__)
+from dockyard.operator.store import KindStore, OnInvalid, post
 
 SCHEDULE_LABEL: Final = "dockyard.io/backup-schedule"
 ENVIRONMENT_LABEL: Final = "dockyard.io/environment"
@@ -217,6 +210,8 @@ class ScheduleRuns:
 
     def __init__(self, context: RunContext) -> None:
         self.context = context
+        self.schedules = KindStore(context.kube, BackupSchedule)
+        self.backups = KindStore(context.kube, Backup)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def forget(self, namespace: str, name: str) -> None:
@@ -228,54 +223,38 @@ class ScheduleRuns:
             await self._tick(namespace, name, now or datetime.now(UTC))
 
     async def _tick(self, namespace: str, name: str, now: datetime) -> None:
-        kube = self.context.kube
-        raw = await get(kube, BACKUP_SCHEDULES.path(namespace, name))
-        if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+        loaded = await self.schedules.load(namespace, name, on_invalid=OnInvalid.SKIP)
+        if loaded is None:
             return
-        try:
-            schedule = BackupSchedule.model_validate(raw)
-        except ValidationError as exc:
-            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            logger.warning("invalid BackupSchedule", extra={"schedule": name, "error": problem})
-            return
-        listing = await kube.get(
-            BACKUPS.path(namespace), params={"labelSelector": f"{SCHEDULE_LABEL}={name}"}
+        raw, schedule = loaded.raw, loaded.resource
+        backups = await self.backups.in_namespace(
+            namespace, params={"labelSelector": f"{SCHEDULE_LABEL}={name}"}
         )
-        backups = [Backup.model_validate(item) for item in listing.get("items", ())]
         plan = plan_tick(schedule, backups, now)
         by_name = {b.metadata.name: b for b in backups}
         for victim in plan.replace:
             await self._cancel(raw, by_name[victim], replaced_by=plan.create or "")
         if plan.create is not None and plan.due is not None:
-            await self._create(raw, backup_for(schedule, plan.create, plan.due))
+            manifest = backup_for(schedule, plan.create, plan.due)
+            if await self.backups.create(manifest):  # else an earlier pass created this run
+                post(raw, reason="BackupCreated", message=f"Created Backup {plan.create}")
         if plan.skipped is not None:
             post(raw, reason="Skipped", message=plan.skipped)
         if plan.consume_run_now:
             # Removed once the run started (or was refused by Forbid), as documented.
-            await kube.merge_patch(
-                BACKUP_SCHEDULES.path(namespace, name),
-                {"metadata": {"annotations": {RUN_NOW_ANNOTATION: None}}},
+            await self.schedules.patch(
+                namespace, name, {"metadata": {"annotations": {RUN_NOW_ANNOTATION: None}}}
             )
         deleted = []
         for doomed in plan.delete:
             backup = by_name.get(doomed)
             if backup is None:
                 continue
-            if await delete(kube, BACKUPS.path(namespace, doomed), uid=backup.metadata.uid):
+            if await self.backups.delete(namespace, doomed, uid=backup.metadata.uid):
                 deleted.append(doomed)
         if deleted:
             post(raw, reason="RetentionApplied", message=f"Deleted {', '.join(deleted)}")
         await self._write_status(raw, schedule, plan)
-
-    async def _create(self, raw: Mapping[str, Any], manifest: Manifest) -> None:
-        meta = manifest["metadata"]
-        try:
-            await self.context.kube.create(BACKUPS.path(meta["namespace"]), manifest)
-        except KubeError as exc:
-            if exc.status == 409:  # an earlier pass created this run already
-                return
-            raise
-        post(raw, reason="BackupCreated", message=f"Created Backup {meta['name']}")
 
     async def _cancel(self, raw: Mapping[str, Any], backup: Backup, *, replaced_by: str) -> None:
         uid = backup.metadata.uid or ""
@@ -283,14 +262,13 @@ class ScheduleRuns:
             return  # the inline run ends Failed with reason Cancelled by itself
         name = backup.metadata.name or ""
         message = f"Cancelled: replaced by {replaced_by} (concurrencyPolicy Replace)"
-        await self.context.kube.merge_patch(
-            BACKUPS.path(backup.metadata.namespace or "", name, "status"),
+        await self.backups.write_status(
+            backup.metadata.namespace or "",
+            name,
             {
-                "status": {
-                    "phase": BackupPhase.FAILED.value,
-                    "message": message,
-                    "completedAt": datetime.now(UTC).isoformat(),
-                }
+                "phase": BackupPhase.FAILED.value,
+                "message": message,
+                "completedAt": datetime.now(UTC).isoformat(),
             },
         )
         post(raw, reason="Replaced", message=f"Backup {name} {message[0].lower()}{message[1:]}")
@@ -303,15 +281,8 @@ class ScheduleRuns:
         if body == previous.model_dump(mode="json", by_alias=True):
             return
         meta = schedule.metadata
-        try:
-            await self.context.kube.merge_patch(
-                BACKUP_SCHEDULES.path(meta.namespace or "", meta.name or "", "status"),
-                {"status": body},
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return
-            raise
+        if not await self.schedules.write_status(meta.namespace or "", meta.name or "", body):
+            return
         before = find(previous.conditions, BackupScheduleConditionType.READY)
         after = find(plan.status.conditions, BackupScheduleConditionType.READY)
         if after is not None and (before is None or before.reason != after.reason):

@@ -23,11 +23,10 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.backup import BackupStorage
-from dockyard.core.models.common import CustomResource
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.resources import ENVIRONMENTS, resource_type
 from dockyard.core.settings import Settings
@@ -40,6 +39,7 @@ from dockyard.operator.database import (
     database_identity,
 )
 from dockyard.operator.runs.s3_access import endpoint_policy, open_s3, s3_credentials
+from dockyard.operator.store import Loaded as Loaded
 from dockyard.runner import (
     ArtifactError,
     BackupError,
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
 
 _T = TypeVar("_T")
-_Resource = TypeVar("_Resource", bound=CustomResource)
 
 SECRETS: Final = resource_type("v1", "Secret")
 ARTIFACT_SUFFIX: Final = ".dkbk"
@@ -278,30 +277,6 @@ async def _exists(postgres: ManagedPostgres, database: str) -> bool:
         return await postgres.database_exists(database)
     except ManagedDatabaseError:
         return False
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded(Generic[_Resource]):
-    """One object a run life cycle acts on: as read (for Events) and as validated."""
-
-    raw: dict[str, Any]
-    resource: _Resource
-
-    @property
-    def namespace(self) -> str:
-        return self.resource.metadata.namespace or ""
-
-    @property
-    def name(self) -> str:
-        return self.resource.metadata.name or ""
-
-    @property
-    def uid(self) -> str:
-        return self.resource.metadata.uid or ""
-
-    @property
-    def generation(self) -> int | None:
-        return self.resource.metadata.generation
 
 
 @dataclass(slots=True)
