@@ -310,11 +310,11 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 def _cmd_openapi(args: argparse.Namespace) -> int:
     import yaml
 
-    from dockyard.api import openapi
+    from dockyard.api import app, openapi
     from dockyard.contract import releases
 
     out = args.out or Path("specs/openapi.yaml")
-    text = openapi.render_yaml()
+    text = openapi.render_yaml(app.registry().operations)
     if args.check and args.release:
         print("dockyard openapi: use --check or --release, not both", file=sys.stderr)
         return EXIT_USAGE

@@ -23,6 +23,7 @@ from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import OperationRegistry, build_document
 from dockyard.api.ratelimit import lifecycle as rate_limits
 from dockyard.api.ratelimit import middleware as rate_limit_middleware
+from dockyard.api.readiness import ReadinessCache
 from dockyard.api.routes import audit as audit_routes
 from dockyard.api.routes import (
     backups,
@@ -164,7 +165,7 @@ def create_app(
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = ApiMetrics()
-    app[keys.READINESS] = health.ReadinessCache()
+    app[keys.READINESS] = ReadinessCache(lambda: health.check_all(app))
     ops = registry()
     ops.install(app)
     app[keys.OPERATIONS] = {op.operation_id: op for op in ops.operations}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -17,12 +17,10 @@ from dockyard.api.openapi import Operation
 from dockyard.api.ratelimit.decisions import Verdict
 from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.service import RateLimiting
+from dockyard.api.readiness import ReadinessCache
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
 from dockyard.core.telemetry import Tracing
-
-if TYPE_CHECKING:
-    from dockyard.api.routes.health import ReadinessCache
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -39,8 +37,7 @@ TRACER = web.AppKey("tracer", Tracer)
 ENVIRONMENT_CACHE = web.AppKey("environment_cache", WatchCache)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 RATE_LIMITING = web.AppKey("rate_limiting", RateLimiting)
-# A forward reference: the readiness route reads the other keys.
-READINESS: web.AppKey[ReadinessCache] = web.AppKey("readiness")
+READINESS = web.AppKey("readiness", ReadinessCache)
 REVIEW_CAP = web.AppKey("review_cap", ReviewCap)
 RATE_LIMIT_POLICY_CACHE = web.AppKey("rate_limit_policy_cache", WatchCache)
 SCALING_POLICY_CACHE = web.AppKey("scaling_policy_cache", WatchCache)

@@ -1,15 +1,14 @@
 """Liveness and readiness probes; the only routes that need no authentication.
 
-``/readyz`` is public, so it must be cheap: the dependencies' state is checked by one
-task at a time and the answer kept for ``READINESS_TTL`` seconds. However many probes
-(or anonymous callers) ask at once, at most one database connection, one apiserver
-request and one Redis ping are spent per second; the pool cannot be drained through it.
+``/readyz`` is public, so it must be cheap: its answer comes from the app's
+``ReadinessCache`` (``dockyard.api.readiness``), which runs ``check_all`` at most once
+per second, so however many probes ask, at most one database connection, one
+apiserver request and one Redis ping are spent per second.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Literal
 
 from aiohttp import web
@@ -18,30 +17,15 @@ from redis.asyncio import Redis
 
 from dockyard.api import keys
 from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.readiness import DependencyCheck, Readiness
 
 _CHECK_TIMEOUT = 2.0
-READINESS_TTL = 1.0
 
 
 class Liveness(BaseModel):
     """The process is alive and serving."""
 
     status: Literal["ok"] = Field(description="always ok when the process answers")
-
-
-class DependencyCheck(BaseModel):
-    """The state of one dependency."""
-
-    name: str = Field(description="the dependency: postgres, kubernetes or redis")
-    ready: bool = Field(description="whether it answered in time")
-    reason: str | None = Field(default=None, description="why it is not ready")
-
-
-class Readiness(BaseModel):
-    """Whether every dependency the API needs answers."""
-
-    status: Literal["ready", "not-ready"] = Field(description="ready when every check passed")
-    checks: list[DependencyCheck] = Field(description="one entry per dependency")
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -77,7 +61,8 @@ async def _check_redis(client: Redis) -> DependencyCheck:
     return DependencyCheck(name="redis", ready=True)
 
 
-async def _check_all(app: web.Application) -> Readiness:
+async def check_all(app: web.Application) -> Readiness:
+    """Check every dependency at once: Postgres, the apiserver and Redis when configured."""
     probes = [_check_postgres(app), _check_kubernetes(app)]
     redis = app[keys.REDIS]
     if redis is not None:  # only checked when configured (several replicas share it)
@@ -87,34 +72,8 @@ async def _check_all(app: web.Application) -> Readiness:
     return Readiness(status="ready" if ready else "not-ready", checks=list(checks))
 
 
-class ReadinessCache:
-    """The last readiness answer for ``ttl`` seconds, and the one check in flight."""
-
-    def __init__(self, ttl: float = READINESS_TTL) -> None:
-        self.ttl = ttl
-        self._answer: Readiness | None = None
-        self._checked_at = float("-inf")
-        self._running: asyncio.Task[Readiness] | None = None
-
-    async def get(self, app: web.Application) -> Readiness:
-        if self._answer is not None and time.monotonic() - self._checked_at < self.ttl:
-            return self._answer
-        if self._running is None:
-            self._running = asyncio.create_task(self._refresh(app), name="readiness-check")
-        # shield: a probe that disconnects must not cancel the check others wait on.
-        return await asyncio.shield(self._running)
-
-    async def _refresh(self, app: web.Application) -> Readiness:
-        try:
-            self._answer = await _check_all(app)
-            self._checked_at = time.monotonic()
-            return self._answer
-        finally:
-            self._running = None
-
-
 async def readyz(request: web.Request) -> web.Response:
-    body = await request.app[keys.READINESS].get(request.app)
+    body = await request.app[keys.READINESS].get()
     status = 200 if body.status == "ready" else 503
     return web.json_response(body.model_dump(exclude_none=True), status=status)
 

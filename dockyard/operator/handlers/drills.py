@@ -14,7 +14,7 @@ The logic lives in ``dockyard.operator.drills.lifecycle``; these functions only 
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -22,13 +22,11 @@ from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import ENVIRONMENTS, RESTORE_DRILLS
 from dockyard.operator.drills.lifecycle import DrillRuns
 from dockyard.operator.environments.defaults import default_drill_name, ensure_default_drill
-
-MEMO_KEY = "restore_drills"
-"""Where the startup handler puts the operator's ``DrillRuns`` in Kopf's memo."""
+from dockyard.operator.services import OperatorMemo
 
 
-def _runs(memo: Any) -> DrillRuns:
-    return cast(DrillRuns, memo[MEMO_KEY])
+def _runs(memo: OperatorMemo) -> DrillRuns:
+    return memo.services.drills
 
 
 def _namespace(namespace: str | None, name: str) -> str:

@@ -9,20 +9,18 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import RESTORES
 from dockyard.operator.restores.lifecycle import RestoreRuns
-
-MEMO_KEY = "restores"
-"""Where the startup handler puts the operator's ``RestoreRuns`` in Kopf's memo."""
+from dockyard.operator.services import OperatorMemo
 
 
-def _runs(memo: Any) -> RestoreRuns:
-    return cast(RestoreRuns, memo[MEMO_KEY])
+def _runs(memo: OperatorMemo) -> RestoreRuns:
+    return memo.services.restores
 
 
 @kopf.on.resume(API_VERSION, RESTORES.plural)
