@@ -1,17 +1,18 @@
 """Run the operator: Kopf with Dockyard's settings in its memo and its handlers loaded.
 
-This module owns the operator's life cycle: Kopf's own settings, the clients every
-handler shares (created at start-up, closed at cleanup, kept in the memo, never made at
-import time) and which handlers are registered.
+This module owns the operator's life cycle: Kopf's own settings, the ``Services`` every
+handler shares (made at start-up with one API client and one managed PostgreSQL
+server, kept in the memo under one key, closed at cleanup, never made at import time)
+and which handlers are registered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from typing import Any
 
 import kopf
@@ -21,11 +22,9 @@ from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
+from dockyard.operator.services import OperatorMemo, Services
 
 logger = logging.getLogger(__name__)
-
-METRICS_SERVER_KEY = "metrics_server"
-"""The operator's ``/metrics`` server (``operator_metrics_port``), closed at cleanup."""
 
 KOPF_PREFIX = "operator.dockyard.io"
 """Where Kopf keeps its progress and last-handled configuration, in annotations."""
@@ -59,43 +58,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.startup()
-async def connect(memo: kopf.Memo, **_: Any) -> None:
-    from dockyard.operator.database import ManagedPostgres
-    from dockyard.operator.environments.reconciler import Reconciler
-    from dockyard.operator.handlers.environments import MEMO_KEY
-    from dockyard.operator.handlers.scaling import MEMO_KEY as SCALING_MEMO_KEY
-    from dockyard.operator.scaling.reconciler import ScalingReconciler
-
-    settings: Settings = memo["settings"]
-    kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
-    postgres = None
-    if settings.managed_postgres_url is not None:
-        postgres = ManagedPostgres(
-            settings.managed_postgres_url.get_secret_value(),
-            public_host=settings.managed_postgres_host,
-        )
-    else:
-        logger.warning("no managed PostgreSQL server: environments with a database stay Pending")
-    memo[MEMO_KEY] = Reconciler(kube=kube, postgres=postgres, settings=settings)
-    # Shares the environments' client, which disconnect closes.
-    memo[SCALING_MEMO_KEY] = ScalingReconciler(kube=kube)
-
-
-@kopf.on.cleanup()
-async def disconnect(memo: kopf.Memo, **_: Any) -> None:
-    from dockyard.operator.environments.reconciler import Reconciler
-    from dockyard.operator.handlers.environments import MEMO_KEY
-
-    reconciler: Reconciler | None = memo.get(MEMO_KEY)
-    if reconciler is not None:
-        await reconciler.kube.close()
-        if reconciler.postgres is not None:
-            await reconciler.postgres.close()
-
-
-@kopf.on.startup()
-async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
-    """The runs' context: its own API client, and the platform database for the catalog."""
+async def connect(memo: OperatorMemo, **_: Any) -> None:
+    """Make the services: one API client, one managed server, the catalog, the reconcilers."""
     import asyncpg
 
     from dockyard.core.db import create_pool
@@ -103,60 +67,81 @@ async def connect_backups(memo: kopf.Memo, **_: Any) -> None:
     from dockyard.operator.backups.schedules import ScheduleRuns
     from dockyard.operator.database import ManagedPostgres
     from dockyard.operator.drills.lifecycle import DrillRuns
-    from dockyard.operator.handlers.backup_schedules import MEMO_KEY as SCHEDULES_MEMO_KEY
-    from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
-    from dockyard.operator.handlers.drills import MEMO_KEY as DRILLS_MEMO_KEY
-    from dockyard.operator.handlers.restores import MEMO_KEY as RESTORES_MEMO_KEY
+    from dockyard.operator.environments.reconciler import Reconciler
     from dockyard.operator.restores.lifecycle import RestoreRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
+    from dockyard.operator.scaling.reconciler import ScalingReconciler, refresh_periodically
 
-    settings: Settings = memo["settings"]
+    settings = memo.settings
+    closing = contextlib.AsyncExitStack()
     kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
-    catalog = None
-    try:
-        catalog = Catalog(await create_pool(settings))
-    except (OSError, asyncpg.PostgresError) as exc:
-        # Backups still run and their status stays authoritative; the resume pass of
-        # the next start-up catalogues them.
-        logger.warning("no platform database: the backup catalog is not written: %s", exc)
+    closing.push_async_callback(kube.close)
     postgres = None
     if settings.managed_postgres_url is not None:
         postgres = ManagedPostgres(
             settings.managed_postgres_url.get_secret_value(),
             public_host=settings.managed_postgres_host,
         )
+        closing.push_async_callback(postgres.close)
+    else:
+        logger.warning("no managed PostgreSQL server: environments with a database stay Pending")
+    catalog = None
+    try:
+        catalog = Catalog(await create_pool(settings))
+        closing.push_async_callback(catalog.pool.close)
+    except (OSError, asyncpg.PostgresError) as exc:
+        # Backups still run and their status stays authoritative; the resume pass of
+        # the next start-up catalogues them.
+        logger.warning("no platform database: the backup catalog is not written: %s", exc)
     context = RunContext.create(kube, settings, catalog, postgres)
-    memo[BACKUPS_MEMO_KEY] = BackupRuns(context)
-    memo[RESTORES_MEMO_KEY] = RestoreRuns(context)
-    memo[SCHEDULES_MEMO_KEY] = ScheduleRuns(context)
     drill_metrics = metrics.DrillMetrics()
-    memo[DRILLS_MEMO_KEY] = DrillRuns(context, drill_metrics)
+    scaling = ScalingReconciler(kube=kube)
+    memo.services = Services(
+        settings=settings,
+        kube=kube,
+        postgres=postgres,
+        catalog=catalog,
+        runs=context,
+        environments=Reconciler(kube=kube, postgres=postgres, settings=settings),
+        scaling=scaling,
+        backups=BackupRuns(context),
+        schedules=ScheduleRuns(context),
+        restores=RestoreRuns(context),
+        drills=DrillRuns(context, drill_metrics),
+        drill_metrics=drill_metrics,
+        closing=closing,
+    )
     if settings.operator_metrics_port is not None:
         # Off unless configured; a pod sets the host to 0.0.0.0 to be scraped.
-        memo[METRICS_SERVER_KEY] = server = AsyncExitStack()
-        await server.enter_async_context(
+        await closing.enter_async_context(
             metrics.serving(
                 drill_metrics.registry,
                 host=settings.operator_metrics_host,
                 port=settings.operator_metrics_port,
             )
         )
+    # The scaling policies' periodic passes (see handlers.scaling for why not a timer).
+    refresh = asyncio.create_task(
+        refresh_periodically(
+            lambda: scaling, lambda: list(scaling.known), settings.scaling_interval
+        ),
+        name="scaling-policy-refresh",
+    )
+    closing.push_async_callback(_stop, refresh)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @kopf.on.cleanup()
-async def disconnect_backups(memo: kopf.Memo, **_: Any) -> None:
-    from dockyard.operator.backups.lifecycle import BackupRuns
-    from dockyard.operator.handlers.backups import MEMO_KEY as BACKUPS_MEMO_KEY
-
-    server: AsyncExitStack | None = memo.get(METRICS_SERVER_KEY)
-    if server is not None:
-        await server.aclose()
-    runs: BackupRuns | None = memo.get(BACKUPS_MEMO_KEY)
-    if runs is not None:
-        await runs.context.kube.close()
-        if runs.context.catalog is not None:
-            await runs.context.catalog.pool.close()
+async def disconnect(memo: OperatorMemo, **_: Any) -> None:
+    services = memo.started()
+    if services is not None:
+        await services.close()
 
 
 def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
@@ -175,7 +160,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     backup_schedules.register_timer(settings.backup_schedule_interval)
     drills.register_timer(settings.backup_schedule_interval)
     backups.register_ttl_timer(settings.backup_schedule_interval)
-    memo = kopf.Memo(settings=settings)
+    memo = OperatorMemo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
     asyncio.run(
         kopf.operator(

@@ -5,43 +5,31 @@
 - create and resume of an Environment: its default BackupSchedule, when it should have
   one (``dockyard.operator.environments.defaults``), beside the Environment's own handlers.
 
-The logic lives in ``dockyard.operator.runs``; these functions only translate.
+The logic lives in ``dockyard.operator.backups.schedules`` and
+``dockyard.operator.environments.defaults``; these functions only translate.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import BACKUP_SCHEDULES, ENVIRONMENTS
-from dockyard.operator.backups.schedules import ScheduleRuns
 from dockyard.operator.environments.defaults import default_schedule_name, ensure_default_schedule
-
-MEMO_KEY = "backup_schedules"
-"""Where the startup handler puts the operator's ``ScheduleRuns`` in Kopf's memo."""
-
-
-def _runs(memo: Any) -> ScheduleRuns:
-    return cast(ScheduleRuns, memo[MEMO_KEY])
-
-
-def _namespace(namespace: str | None, name: str) -> str:
-    if namespace is None:
-        raise kopf.PermanentError(f"{name} has no namespace")
-    return namespace
+from dockyard.operator.services import OperatorMemo, namespaced
 
 
 @kopf.on.resume(API_VERSION, BACKUP_SCHEDULES.plural)
 @kopf.on.create(API_VERSION, BACKUP_SCHEDULES.plural)
 @kopf.on.update(API_VERSION, BACKUP_SCHEDULES.plural)
-async def reconcile(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _runs(memo).tick(_namespace(namespace, name), name)
+async def reconcile(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
+    await tick(namespace=namespace, name=name, memo=memo)
 
 
-async def tick(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _runs(memo).tick(_namespace(namespace, name), name)
+async def tick(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
+    await memo.services.schedules.tick(namespaced(namespace, name), name)
 
 
 def register_timer(interval: float) -> None:
@@ -50,17 +38,17 @@ def register_timer(interval: float) -> None:
 
 
 @kopf.on.delete(API_VERSION, BACKUP_SCHEDULES.plural, optional=True)
-async def forget(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _runs(memo).forget(namespace or "", name)
+async def forget(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
+    memo.services.schedules.forget(namespace or "", name)
 
 
 @kopf.on.resume(API_VERSION, ENVIRONMENTS.plural, id="default-backup-schedule")
 @kopf.on.create(API_VERSION, ENVIRONMENTS.plural, id="default-backup-schedule")
 async def default_schedule(
-    *, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+    *, namespace: str | None, name: str, body: kopf.Body, memo: OperatorMemo, **_: Any
 ) -> None:
-    context = _runs(memo).context
-    if await ensure_default_schedule(context, _namespace(namespace, name), name):
+    context = memo.services.runs
+    if await ensure_default_schedule(context, namespaced(namespace, name), name):
         kopf.info(
             body,
             reason="DefaultBackupSchedule",

@@ -10,45 +10,35 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import BACKUPS
-from dockyard.operator.backups.lifecycle import BackupRuns
-
-MEMO_KEY = "backups"
-"""Where the startup handler puts the operator's ``BackupRuns`` in Kopf's memo."""
-
-
-def _runs(memo: Any) -> BackupRuns:
-    return cast(BackupRuns, memo[MEMO_KEY])
-
-
-def _namespace(namespace: str | None, name: str) -> str:
-    if namespace is None:  # Backups are namespaced; Kopf's types are general
-        raise kopf.PermanentError(f"backup {name} has no namespace")
-    return namespace
+from dockyard.operator.services import OperatorMemo, namespaced
 
 
 @kopf.on.resume(API_VERSION, BACKUPS.plural)
 @kopf.on.create(API_VERSION, BACKUPS.plural)
-async def run(*, namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
-    outcome = await _runs(memo).drive(_namespace(namespace, name), name)
+async def run(
+    *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
+) -> None:
+    outcome = await memo.services.backups.drive(namespaced(namespace, name), name)
     outcome.raise_if_unfinished(retry)
 
 
 @kopf.on.delete(API_VERSION, BACKUPS.plural, optional=False)
 async def delete_artifacts(
-    *, namespace: str | None, name: str, body: kopf.Body, memo: Any, retry: int, **_: Any
+    *, namespace: str | None, name: str, body: kopf.Body, memo: OperatorMemo, retry: int, **_: Any
 ) -> None:
-    outcome = await _runs(memo).finalize(_namespace(namespace, name), name, dict(body))
+    backups = memo.services.backups
+    outcome = await backups.finalize(namespaced(namespace, name), name, dict(body))
     outcome.raise_if_unfinished(retry)
 
 
-async def expire(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _runs(memo).expire(_namespace(namespace, name), name)
+async def expire(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
+    await memo.services.backups.expire(namespaced(namespace, name), name)
 
 
 def _has_ttl(spec: kopf.Spec, **_: Any) -> bool:

@@ -16,7 +16,7 @@ The logic lives in ``dockyard.operator.environments``; these functions only tran
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -25,40 +25,41 @@ from dockyard.core.resources import CHILD_TYPES, ENVIRONMENTS
 from dockyard.operator.apply import controller_of
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.environments import deletion
-from dockyard.operator.environments.reconciler import Key, Reconciler
-
-MEMO_KEY = "environments"
-"""Where the startup handler puts the operator's ``Reconciler`` in Kopf's memo."""
-
-
-def _reconciler(memo: Any) -> Reconciler:
-    return cast(Reconciler, memo[MEMO_KEY])
+from dockyard.operator.environments.reconciler import Key
+from dockyard.operator.services import OperatorMemo, namespaced
 
 
 def _key(namespace: str | None, name: str) -> Key:
-    if namespace is None:  # Environments are namespaced; Kopf types are general
-        raise kopf.PermanentError(f"environment {name} has no namespace")
-    return namespace, name
+    return namespaced(namespace, name), name
 
 
 @kopf.on.resume(API_VERSION, ENVIRONMENTS.plural)
 @kopf.on.create(API_VERSION, ENVIRONMENTS.plural)
 @kopf.on.update(API_VERSION, ENVIRONMENTS.plural, field="spec")
-async def reconcile(*, namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
-    outcome = await _reconciler(memo).reconcile(_key(namespace, name))
+async def reconcile(
+    *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
+) -> None:
+    outcome = await memo.services.environments.reconcile(_key(namespace, name))
     outcome.raise_if_unfinished(retry)
 
 
 @kopf.on.delete(API_VERSION, ENVIRONMENTS.plural, optional=False)
 async def finalize(
-    *, namespace: str | None, name: str, memo: Any, retry: int, runtime: timedelta, **_: Any
+    *,
+    namespace: str | None,
+    name: str,
+    memo: OperatorMemo,
+    retry: int,
+    runtime: timedelta,
+    **_: Any,
 ) -> None:
-    outcome = await deletion.finalize(_reconciler(memo), _key(namespace, name), runtime=runtime)
+    reconciler = memo.services.environments
+    outcome = await deletion.finalize(reconciler, _key(namespace, name), runtime=runtime)
     outcome.raise_if_unfinished(retry)
 
 
-async def repair(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _reconciler(memo).repair(_key(namespace, name))
+async def repair(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
+    await memo.services.environments.repair(_key(namespace, name))
 
 
 def register_drift_repair(interval: float) -> None:
@@ -67,7 +68,7 @@ def register_drift_repair(interval: float) -> None:
 
 
 async def child_changed(
-    *, type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+    *, type: str, body: kopf.Body, namespace: str | None, memo: OperatorMemo, **_: Any
 ) -> None:
     # The initial listing (type None) and additions are the operator's own doing, or
     # covered by the resume pass; edits and deletions may be drift.
@@ -75,7 +76,7 @@ async def child_changed(
         return
     owner = controller_of(body, ENVIRONMENTS.kind)
     if owner is not None:
-        await _reconciler(memo).reconcile_owner(_key(namespace, owner))
+        await memo.services.environments.reconcile_owner(_key(namespace, owner))
 
 
 for _child in CHILD_TYPES:

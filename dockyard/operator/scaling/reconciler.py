@@ -16,29 +16,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyStatus
-from dockyard.core.resources import (
-    BACKUPS,
-    ENVIRONMENTS,
-    EVENTS,
-    HORIZONTAL_POD_AUTOSCALERS,
-    RESTORES,
-    SCALING_POLICIES,
-    ChildRef,
-    Manifest,
-    ResourceType,
-    resource_type,
-)
+from dockyard.core.resources import DEPLOYMENTS, HORIZONTAL_POD_AUTOSCALERS, ChildRef, Manifest
 from dockyard.operator.apply import apply, delete_child, get
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders import scaling as builders
@@ -47,6 +34,7 @@ from dockyard.operator.builders.scaling_windows import active_schedule, schedule
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling import decisions
 from dockyard.operator.scaling import status as report
+from dockyard.operator.store import InvalidObject, KindStore, ObjectLocks, deleting
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +42,6 @@ Key = tuple[str, str]
 """A policy's namespace and name."""
 Clock = Callable[[], datetime]
 
-REPORTING_COMPONENT: Final = "dockyard-operator"
-_EVENT_MESSAGE_LIMIT: Final = 1024
 # Passes the periodic refresh runs at once, so a thousand policies do not become a
 # thousand simultaneous reads of the apiserver.
 _CONCURRENT_REFRESHES: Final = 16
@@ -75,25 +61,24 @@ class ScalingReconciler:
     def __init__(self, *, kube: KubeClient, clock: Clock = _utc_now) -> None:
         self.kube = kube
         self.clock = clock
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._queued: set[Key] = set()
-
-    def lock(self, key: Key) -> asyncio.Lock:
-        """The lock that serializes everything the operator does to one policy."""
-        return self._locks.setdefault(key, asyncio.Lock())
-
-    def forget(self, key: Key) -> None:
-        """Drop what is kept in memory about a policy that no longer exists."""
-        self._locks.pop(key, None)
-        self._queued.discard(key)
+        self.policies = KindStore(kube, ScalingPolicy)
+        self.environments = KindStore(kube, Environment)
+        self.restores = KindStore(kube, Restore)
+        self.backups = KindStore(kube, Backup)
+        self.locks: ObjectLocks[Key] = ObjectLocks()
+        self.lock = self.locks.lock
+        self.forget = self.locks.forget
+        # The policies the operator serves, for the periodic passes; handlers.scaling
+        # keeps it from watch events.
+        self.known: set[Key] = set()
 
     # -- the entry points ------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> Outcome:
         """One pass, for a spec change or the resume at start-up."""
         async with self.lock(key):
-            raw = await get(self.kube, SCALING_POLICIES.path(*key))
-            if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+            raw = await self.policies.read(*key)
+            if raw is None or deleting(raw):
                 self.forget(key)
                 return Outcome.done()
             return await self._pass(raw)
@@ -104,9 +89,9 @@ class ScalingReconciler:
         Events that arrive while a pass waits for the lock are served by that pass, as
         it reads everything afresh.
         """
-        if key in self._queued:
+        if key in self.locks.queued:
             return
-        self._queued.add(key)
+        self.locks.queued.add(key)
         try:
             await self.reconcile(key)
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
@@ -115,12 +100,12 @@ class ScalingReconciler:
                 extra={"namespace": key[0], "policy": key[1], "error": str(exc)},
             )
         finally:
-            self._queued.discard(key)
+            self.locks.queued.discard(key)
 
     async def refresh_namespace(self, namespace: str, *, skip: str | None = None) -> None:
         """A pass for every policy of ``namespace`` (but ``skip``): a Restore there changed,
         or a policy that may have held an environment went away."""
-        listing = await self._list(SCALING_POLICIES, namespace)
+        listing = await self.policies.items(namespace)
         names = sorted(str(item["metadata"]["name"]) for item in listing)
         await asyncio.gather(*(self.refresh((namespace, name)) for name in names if name != skip))
 
@@ -128,18 +113,16 @@ class ScalingReconciler:
 
     async def _pass(self, raw: Manifest) -> Outcome:
         try:
-            policy = ScalingPolicy.model_validate(raw)
-        except ValidationError as exc:
+            policy = self.policies.parse(raw)
+        except InvalidObject as invalid:
             # The API server validates with the same schema, so only a CRD older than
             # the operator gets here; say so rather than guess.
-            logger.error("unreadable scaling policy", extra={"error": str(exc)})
-            return Outcome.failed(f"the policy does not match the operator's schema: {exc}")
+            logger.error("unreadable scaling policy", extra={"error": invalid.problem})
+            return Outcome.failed(f"the policy does not match the operator's schema: {invalid}")
         owner = Owner.of(policy)
         target = policy.spec.target_ref.name
-        rivals = _parsed(ScalingPolicy, await self._list(SCALING_POLICIES, owner.namespace))
-        environment = _parsed_one(
-            Environment, await get(self.kube, ENVIRONMENTS.path(owner.namespace, target))
-        )
+        rivals = await self.policies.in_namespace(owner.namespace)
+        environment = await self.environments.find(owner.namespace, target)
         verdict = decisions.acceptance(
             policy,
             rival=decisions.prevailing_rival(policy, rivals),
@@ -156,9 +139,7 @@ class ScalingReconciler:
         pause = await self._pause(policy, owner.namespace)
         pinned = None
         if pause is not None:
-            deployment = await get(
-                self.kube, resource_type("apps/v1", "Deployment").path(owner.namespace, target)
-            )
+            deployment = await get(self.kube, DEPLOYMENTS.path(owner.namespace, target))
             current = await get(
                 self.kube,
                 HORIZONTAL_POD_AUTOSCALERS.path(owner.namespace, builders.hpa_name(policy)),
@@ -202,10 +183,10 @@ class ScalingReconciler:
         """Why the policy is paused, reading the namespace's Restores only when they matter."""
         if policy.spec.paused or not policy.spec.pause_during_restore:
             return decisions.pause_decision(policy, (), {})
-        restores = _parsed(Restore, await self._list(RESTORES, namespace))
+        restores = await self.restores.in_namespace(namespace)
         sources: dict[str, str] = {}
         if decisions.needs_backup_sources(restores):
-            backups = _parsed(Backup, await self._list(BACKUPS, namespace))
+            backups = await self.backups.in_namespace(namespace)
             sources = {
                 str(b.metadata.name): b.spec.environment_ref.name
                 for b in backups
@@ -221,51 +202,24 @@ class ScalingReconciler:
         )
         await delete_child(self.kube, ref, namespace=owner.namespace, owner_uid=owner.uid)
 
-    async def _list(self, rtype: ResourceType, namespace: str) -> list[Manifest]:
-        """The objects of ``rtype`` in ``namespace``; none when the kind is not installed."""
-        try:
-            listing = await self.kube.get(rtype.path(namespace))
-        except KubeError as exc:
-            if exc.status == 404:
-                return []
-            raise
-        return list(listing.get("items") or [])
-
     async def _write_status(
         self, raw: Manifest, policy: ScalingPolicy, owner: Owner, status: ScalingPolicyStatus
     ) -> None:
         """Write ``status`` when it differs from what is stored, and announce the change."""
-        patch = report.status_patch(status)
-        if patch == report.status_patch(policy.status):
+        body = report.status_patch(status)["status"]
+        if body == report.status_patch(policy.status)["status"]:
             return
-        try:
-            await self.kube.merge_patch(
-                SCALING_POLICIES.path(owner.namespace, owner.name, "status"), patch
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return  # deleted meanwhile
-            raise
+        if not await self.policies.write_status(owner.namespace, owner.name, body):
+            return  # deleted meanwhile
+        # Through the operator's client: passes also run in the periodic task, outside
+        # Kopf's handlers (where ``kopf.event`` works).
         for announcement in report.announcements(policy.status, status):
-            await self._post_event(raw, announcement)
-
-    async def _post_event(self, raw: Manifest, announcement: report.Announcement) -> None:
-        """Record a Kubernetes Event about the policy ``raw``.
-
-        Posted through the operator's client rather than ``kopf.event``, which works only
-        inside Kopf's handlers, and passes also run in the periodic task. An Event that
-        cannot be recorded (a namespace being deleted) does not fail the pass: the status
-        already says what the Event would.
-        """
-        meta = raw["metadata"]
-        try:
-            await self.kube.create(
-                EVENTS.path(meta["namespace"]), _event(raw, announcement, self.clock())
-            )
-        except KubeError as exc:
-            logger.warning(
-                "could not record an event",
-                extra={"namespace": meta["namespace"], "policy": meta["name"], "error": str(exc)},
+            await self.policies.record(
+                raw,
+                reason=announcement.reason,
+                message=announcement.message,
+                warning=announcement.warning,
+                now=self.clock(),
             )
 
 
@@ -297,53 +251,3 @@ async def refresh_periodically(
                     exc_info=result,
                     extra={"namespace": key[0], "policy": key[1]},
                 )
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _parsed(model: type[M], items: list[Manifest]) -> list[M]:
-    """The items that parse as ``model``; others are skipped (the API server validated
-    them with the same schema, so only objects from an older CRD can fail)."""
-    parsed: list[M] = []
-    for item in items:
-        try:
-            parsed.append(model.model_validate(item))
-        except ValidationError:
-            logger.warning(
-                "skipping an object that does not parse",
-                extra={"kind": item.get("kind"), "name": item.get("metadata", {}).get("name")},
-            )
-    return parsed
-
-
-def _parsed_one(model: type[M], item: Manifest | None) -> M | None:
-    return None if item is None else next(iter(_parsed(model, [item])), None)
-
-
-def _event(raw: Manifest, announcement: report.Announcement, now: datetime) -> Manifest:
-    """A core/v1 Event about ``raw`` saying ``announcement``."""
-    meta = raw["metadata"]
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": raw.get("apiVersion", API_VERSION),
-            "kind": raw.get("kind", ScalingPolicy.crd.kind),
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-        },
-        "type": "Warning" if announcement.warning else "Normal",
-        "reason": announcement.reason,
-        "message": announcement.message[:_EVENT_MESSAGE_LIMIT],
-        "source": {"component": REPORTING_COMPONENT},
-        "reportingComponent": REPORTING_COMPONENT,
-        "reportingInstance": REPORTING_COMPONENT,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }

@@ -26,6 +26,7 @@ from dockyard.core.models.scaling import (
 )
 from dockyard.operator.builders.scaling import ReplicaRange
 from dockyard.operator.scaling.decisions import Acceptance, Pause, PauseReason
+from dockyard.operator.store import replacing
 
 # Kubernetes truncates longer condition messages; ours say what matters first.
 _MESSAGE_LIMIT: Final = 4096
@@ -137,10 +138,7 @@ def summarize(
 
 def status_patch(status: ScalingPolicyStatus) -> dict[str, Any]:
     """``status`` as a JSON merge patch body: fields it no longer has are removed."""
-    body = status.model_dump(mode="json", exclude_none=True)
-    for field in ScalingPolicyStatus.model_fields.values():
-        body.setdefault(field.alias or "", None)
-    return {"status": body}
+    return {"status": replacing(status)}
 
 
 @dataclass(frozen=True, slots=True)

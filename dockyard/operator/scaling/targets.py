@@ -21,13 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from pydantic import ValidationError
-
-from dockyard.core.kube import KubeClient, KubeError
+from dockyard.core.kube import KubeClient
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyConditionType
-from dockyard.core.resources import SCALING_POLICIES, Manifest, resource_type
-from dockyard.operator.apply import FIELD_MANAGER, get
+from dockyard.core.resources import DEPLOYMENTS, SCALING_POLICIES, Manifest
+from dockyard.operator.apply import FIELD_MANAGER, apply_as, get, items
+from dockyard.operator.store import valid
 
 HANDOVER_MANAGER: Final = "dockyard-replicas-handover"
 """The field manager that holds ``spec.replicas`` between the environment and the HPA."""
@@ -37,11 +36,7 @@ def scaling_policy_for(policies: Iterable[Mapping[str, Any]], environment: str) 
     """The name of the policy among ``policies`` (raw objects of one namespace) that scales
     ``environment``, or None. Refused policies (Accepted=False) do not count."""
     names: list[str] = []
-    for raw in policies:
-        try:
-            policy = ScalingPolicy.model_validate(raw)
-        except ValidationError:
-            continue
+    for policy in valid(ScalingPolicy, policies):
         if policy.spec.target_ref.name != environment:
             continue
         accepted = next(
@@ -59,13 +54,8 @@ def scaling_policy_for(policies: Iterable[Mapping[str, Any]], environment: str) 
 
 async def scaling_policy_of(kube: KubeClient, namespace: str, environment: str) -> str | None:
     """The policy that scales ``environment`` now, read from the API server."""
-    try:
-        listing = await kube.get(SCALING_POLICIES.path(namespace))
-    except KubeError as exc:
-        if exc.status == 404:  # the ScalingPolicy CRD is not installed
-            return None
-        raise
-    return scaling_policy_for(listing.get("items") or (), environment)
+    # None when the ScalingPolicy CRD is not installed.
+    return scaling_policy_for(await items(kube, SCALING_POLICIES, namespace), environment)
 
 
 def owns_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
@@ -104,13 +94,12 @@ async def hand_over_replicas(
     Does nothing (and returns False) when the Deployment does not exist yet or the
     operator's manager no longer owns the field (the HPA took it, or it was handed over).
     """
-    path = resource_type("apps/v1", "Deployment").path(namespace, deployment_name)
-    deployment = await get(kube, path)
+    deployment = await get(kube, DEPLOYMENTS.path(namespace, deployment_name))
     if deployment is None or not owns_replicas(deployment, FIELD_MANAGER):
         return False
     # Forced: the only other owner that could disagree is the operator's own manager,
     # whose value this replaces only when it is 0 (see handover).
-    await kube.apply(path, handover(deployment, fallback), field_manager=HANDOVER_MANAGER)
+    await apply_as(kube, handover(deployment, fallback), field_manager=HANDOVER_MANAGER)
     return True
 
 

@@ -1,0 +1,78 @@
+"""What every handler shares, and what Kopf hands a handler, typed.
+
+``main`` builds one ``Services`` at start-up (one API client, one managed PostgreSQL
+server, the platform database's catalog, one reconciler or run life cycle per kind)
+and closes it at cleanup; nothing is made at import time. Handlers receive Kopf's memo
+as an ``OperatorMemo`` and reach what they need as ``memo.services.backups``: one key,
+typed, no casts. Kopf gives each object a shallow copy of the memo, so all of them
+share the one ``Services``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import kopf
+
+from dockyard.core import metrics
+from dockyard.core.kube import KubeClient
+from dockyard.core.settings import Settings
+
+if TYPE_CHECKING:
+    from dockyard.operator.backups.lifecycle import BackupRuns
+    from dockyard.operator.backups.schedules import ScheduleRuns
+    from dockyard.operator.database import ManagedPostgres
+    from dockyard.operator.drills.lifecycle import DrillRuns
+    from dockyard.operator.environments.reconciler import Reconciler
+    from dockyard.operator.restores.lifecycle import RestoreRuns
+    from dockyard.operator.runs.catalog import Catalog
+    from dockyard.operator.runs.context import RunContext
+    from dockyard.operator.scaling.reconciler import ScalingReconciler
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The operator's clients and its reconcilers, one of each, made at start-up."""
+
+    settings: Settings
+    kube: KubeClient
+    postgres: ManagedPostgres | None
+    """The managed server; ``None`` when none is configured."""
+    catalog: Catalog | None
+    """The platform database's backup catalog; ``None`` when it was not reachable."""
+    runs: RunContext
+    """What the Backup, Restore and RestoreDrill life cycles share."""
+    environments: Reconciler
+    scaling: ScalingReconciler
+    backups: BackupRuns
+    schedules: ScheduleRuns
+    restores: RestoreRuns
+    drills: DrillRuns
+    drill_metrics: metrics.DrillMetrics
+    closing: AsyncExitStack = field(default_factory=AsyncExitStack)
+    """What cleanup closes, in the reverse order of opening."""
+
+    async def close(self) -> None:
+        await self.closing.aclose()
+
+
+class OperatorMemo(kopf.Memo):
+    """Kopf's memo: the settings (from ``main.run``), and the services (from start-up)."""
+
+    settings: Settings
+    services: Services
+
+    def started(self) -> Services | None:
+        """The services, if start-up made them (cleanup runs after a failed start-up too)."""
+        found = self.get("services")
+        return found if isinstance(found, Services) else None
+
+
+def namespaced(namespace: str | None, name: str) -> str:
+    """The namespace of the object ``name``: Dockyard's kinds are all namespaced, Kopf's
+    arguments are general; one without would be a bug that no retry can fix."""
+    if namespace is None:
+        raise kopf.PermanentError(f"{name} has no namespace")
+    return namespace
