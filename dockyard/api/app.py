@@ -40,6 +40,15 @@ from dockyard.api.routes import (
 )
 from dockyard.core import db
 from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.resources import (
+    BACKUP_SCHEDULES,
+    BACKUPS,
+    ENVIRONMENTS,
+    RESTORE_DRILLS,
+    RESTORES,
+    SCALING_POLICIES,
+    ResourceType,
+)
 from dockyard.core.settings import Settings
 
 
@@ -75,30 +84,26 @@ async def _idempotency(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-# The kinds the API reads from a watch cache, by plural, with the key each is held under.
+# The kinds the API reads from a watch cache, with the key each is held under.
 # (RateLimitPolicies have their own cache, owned by the rate limiter.)
-CACHED_KINDS: dict[str, web.AppKey[WatchCache]] = {
-    "environments": keys.ENVIRONMENT_CACHE,
-    "scalingpolicies": keys.SCALING_POLICY_CACHE,
-    "backups": keys.BACKUP_CACHE,
-    "backupschedules": keys.BACKUP_SCHEDULE_CACHE,
-    "restores": keys.RESTORE_CACHE,
-    "restoredrills": keys.RESTORE_DRILL_CACHE,
+CACHED_KINDS: dict[ResourceType, web.AppKey[WatchCache]] = {
+    ENVIRONMENTS: keys.ENVIRONMENT_CACHE,
+    SCALING_POLICIES: keys.SCALING_POLICY_CACHE,
+    BACKUPS: keys.BACKUP_CACHE,
+    BACKUP_SCHEDULES: keys.BACKUP_SCHEDULE_CACHE,
+    RESTORES: keys.RESTORE_CACHE,
+    RESTORE_DRILLS: keys.RESTORE_DRILL_CACHE,
 }
 
 
 async def _watch_caches(app: web.Application) -> AsyncIterator[None]:
-    caches = {
-        plural: WatchCache(app[keys.KUBE], "dockyard.io", "v1alpha1", plural)
-        for plural in CACHED_KINDS
-    }
-    app[keys.WATCH_CACHES] = caches
-    for plural, key in CACHED_KINDS.items():
-        app[key] = caches[plural]
-    for cache in caches.values():
+    caches = [WatchCache(app[keys.KUBE], resource) for resource in CACHED_KINDS]
+    for cache, key in zip(caches, CACHED_KINDS.values(), strict=True):
+        app[key] = cache
+    for cache in caches:
         await cache.start()
     yield
-    for cache in reversed(caches.values()):
+    for cache in reversed(caches):
         await cache.stop()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from dockyard.core.kube import KubeClient, KubeError
+from dockyard.core.resources import ResourceType
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,11 @@ def _rv(obj: Object) -> int:
 
 
 class WatchCache:
-    """List-then-watch of ``/apis/{group}/{version}/{plural}`` kept in memory."""
+    """List-then-watch of one resource type in every namespace, kept in memory."""
 
-    def __init__(self, kube: KubeClient, group: str, version: str, plural: str) -> None:
+    def __init__(self, kube: KubeClient, resource: ResourceType) -> None:
         self.kube = kube
-        self.path = f"/apis/{group}/{version}/{plural}"
+        self.path = resource.cluster_path()
         self.objects: dict[tuple[str, str], Object] = {}
         self.resource_version = 0
         self.synced = asyncio.Event()

@@ -45,8 +45,6 @@ BACKUP_CACHE = web.AppKey("backup_cache", WatchCache)
 BACKUP_SCHEDULE_CACHE = web.AppKey("backup_schedule_cache", WatchCache)
 RESTORE_CACHE = web.AppKey("restore_cache", WatchCache)
 RESTORE_DRILL_CACHE = web.AppKey("restore_drill_cache", WatchCache)
-# Every watch cache the app keeps, by plural; the per-kind keys above name the same caches.
-WATCH_CACHES = web.AppKey("watch_caches", dict[str, WatchCache])
 
 # Per-request state, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)

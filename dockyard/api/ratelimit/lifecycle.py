@@ -36,8 +36,7 @@ from dockyard.api.ratelimit.status import (
     ThrottleLedger,
     ThrottleTally,
 )
-from dockyard.core.models.common import GROUP, VERSION
-from dockyard.core.models.ratelimit import RateLimitPolicy
+from dockyard.core.resources import RATE_LIMIT_POLICIES
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     kube = app[keys.KUBE]
     redis = app[keys.REDIS]
-    cache = WatchCache(kube, GROUP, VERSION, RateLimitPolicy.crd.plural)
+    cache = WatchCache(kube, RATE_LIMIT_POLICIES)
     index = PolicyIndex(
         platform_namespace=settings.namespace,
         routes=frozenset(op.path for op in app[keys.OPERATIONS].values()),

@@ -31,13 +31,13 @@ from dockyard.api.cache import WatchCache
 from dockyard.api.ratelimit.rules import PolicyIndex, PolicyReport
 from dockyard.core import conditions
 from dockyard.core.kube import KubeClient, KubeError
-from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.ratelimit import (
     RateLimitConditionType,
-    RateLimitPolicy,
     RateLimitPolicyStatus,
     ThrottleCount,
 )
+from dockyard.core.resources import RATE_LIMIT_POLICIES
 
 logger = logging.getLogger(__name__)
 
@@ -288,14 +288,11 @@ class StatusReporter:
             if patch is None:
                 continue
             try:
-                await self.kube.merge_patch(_status_path(namespace, name), patch)
+                await self.kube.merge_patch(
+                    RATE_LIMIT_POLICIES.path(namespace, name, "status"), patch
+                )
             except KubeError as exc:
                 if exc.status != 404:  # deleted meanwhile: nothing to report on
                     raise
             patched += 1
         return patched
-
-
-def _status_path(namespace: str, name: str) -> str:
-    plural = RateLimitPolicy.crd.plural
-    return f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}/{name}/status"

@@ -24,10 +24,11 @@ from dockyard.api.bodies import read_json
 from dockyard.api.cache import WatchCache
 from dockyard.api.idempotency import IdempotencyStore, request_hash, validate_key
 from dockyard.api.openapi import Operation, OperationRegistry
-from dockyard.api.routes.objects import caller, if_match, kube_path, merge, public, respond
+from dockyard.api.routes.objects import caller, if_match, merge, public, respond
 from dockyard.core import selectors
 from dockyard.core.kube import KubeError
 from dockyard.core.models.common import CustomResource
+from dockyard.core.resources import ResourceType, resource_type
 
 PATCHABLE = frozenset({"spec", "metadata"})
 PATCHABLE_METADATA = frozenset({"labels", "annotations"})
@@ -67,6 +68,10 @@ class KindRoutes:
     @property
     def kind(self) -> str:
         return self.model.crd.kind
+
+    @property
+    def resource(self) -> ResourceType:
+        return resource_type(self.model.crd.api_version, self.kind)
 
     def _not_found(self, namespace: str, name: str) -> errors.Problem:
         return errors.not_found(f"{self.kind} {namespace}/{name} does not exist.")
@@ -155,7 +160,7 @@ class KindRoutes:
             "spec": body.spec.model_dump(mode="json", exclude_none=True, by_alias=True),
         }
         created = await request.app[keys.KUBE].create(
-            kube_path(self.plural, namespace), manifest, as_caller=caller(request)
+            self.resource.path(namespace), manifest, as_caller=caller(request)
         )
         request[keys.AUDIT] = spec_diff(None, created.get("spec"))
         await request.app[self.cache].wait_for_version(created["metadata"]["resourceVersion"])
@@ -187,7 +192,7 @@ class KindRoutes:
             body["metadata"] = {**(raw.get("metadata") or {}), "resourceVersion": expected}
         try:
             updated = await request.app[keys.KUBE].merge_patch(
-                kube_path(self.plural, namespace, name), body, as_caller=caller(request)
+                self.resource.path(namespace, name), body, as_caller=caller(request)
             )
         except KubeError as exc:
             if exc.status == 409 and expected is not None:
@@ -209,7 +214,7 @@ class KindRoutes:
         try:
             await request.app[keys.KUBE].request(
                 "DELETE",
-                kube_path(self.plural, namespace, name),
+                self.resource.path(namespace, name),
                 body=options,
                 as_caller=caller(request),
             )

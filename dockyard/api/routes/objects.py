@@ -15,13 +15,6 @@ from aiohttp import web
 from dockyard.api import errors, keys
 from dockyard.api.auth import bearer_token
 from dockyard.core.kube import CallerToken
-from dockyard.core.models.common import API_VERSION
-
-
-def kube_path(plural: str, namespace: str, name: str | None = None) -> str:
-    """The apiserver path of a Dockyard collection in a namespace, or of one object."""
-    base = f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}"
-    return f"{base}/{name}" if name else base
 
 
 def public(obj: dict[str, Any]) -> dict[str, Any]:

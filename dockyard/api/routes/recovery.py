@@ -34,7 +34,7 @@ from dockyard.api.auth import Permission
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation, OperationRegistry
 from dockyard.api.routes.kinds import COMMON_RESPONSES, MERGE_PATCH_TYPES, KindRoutes
-from dockyard.api.routes.objects import caller, kube_path, public, respond
+from dockyard.api.routes.objects import caller, public, respond
 from dockyard.core import selectors
 from dockyard.core.models.references import OBJECT_NAME_PATTERN
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
@@ -192,7 +192,7 @@ class RecoveryKindRoutes(KindRoutes):
             raise self._not_found(namespace, name)
         requested = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         updated = await request.app[keys.KUBE].merge_patch(
-            kube_path(self.plural, namespace, name),
+            self.resource.path(namespace, name),
             {"metadata": {"annotations": {RUN_NOW_ANNOTATION: requested}}},
             as_caller=caller(request),
         )

@@ -31,7 +31,7 @@ from dockyard.api import errors, keys
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation, OperationRegistry
 from dockyard.api.routes.kinds import COMMON_RESPONSES
-from dockyard.api.routes.objects import caller, if_match, kube_path, respond
+from dockyard.api.routes.objects import caller, if_match, respond
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
 from dockyard.core.kube import KubeError
 from dockyard.core.models.common import API_VERSION
@@ -44,6 +44,7 @@ from dockyard.core.models.restore import (
     RestorePlan,
     RestoreSpec,
 )
+from dockyard.core.resources import RESTORES
 from dockyard.core.restore_plan import identify_requester
 
 Object = dict[str, Any]
@@ -184,7 +185,7 @@ async def approve(request: web.Request) -> web.Response:
         APPROVER_GROUPS_ANNOTATION: ",".join(principal.groups) or None,
     }
     kube = request.app[keys.KUBE]
-    path = kube_path(Restore.crd.plural, namespace, name)
+    path = RESTORES.path(namespace, name)
     expected = if_match(request)
     for _ in range(APPROVE_ATTEMPTS):
         # Fresh from the apiserver, not the cache: the decision is written back guarded
