@@ -18,19 +18,18 @@ the design asks for tested restores, not only backups.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
-from pydantic import ValidationError
-
-from dockyard.core.kube import KubeError
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment, Tier
-from dockyard.core.resources import BACKUP_SCHEDULES, ENVIRONMENTS, RESTORE_DRILLS, Manifest
+from dockyard.core.resources import Manifest
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import get
+from dockyard.operator.apply import create
 from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.runs.context import RunContext
+from dockyard.operator.store import InvalidObject, KindStore
 
 OPT_OUT_ANNOTATION: Final = "dockyard.io/default-backups"
 DEFAULT_LABEL: Final = "dockyard.io/default-schedule"
@@ -88,23 +87,7 @@ def default_backup_target(settings: Settings) -> Manifest:
 
 async def ensure_default_schedule(context: RunContext, namespace: str, name: str) -> bool:
     """Create the environment's default schedule if it should have one; whether it did."""
-    raw: Any = await get(context.kube, ENVIRONMENTS.path(namespace, name))
-    if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
-        return False
-    try:
-        env = Environment.model_validate(raw)
-    except ValidationError:
-        return False  # the environment's own handler reports an invalid spec
-    if not wants_default_schedule(env):
-        return False
-    manifest = default_schedule(env, context.settings)
-    try:
-        await context.kube.create(BACKUP_SCHEDULES.path(namespace), manifest)
-    except KubeError as exc:
-        if exc.status == 409:
-            return False
-        raise
-    return True
+    return await _ensure(context, namespace, name, wants_default_schedule, default_schedule)
 
 
 def wants_default_drill(env: Environment) -> bool:
@@ -142,21 +125,23 @@ def default_drill(env: Environment, settings: Settings) -> Manifest:
 
 async def ensure_default_drill(context: RunContext, namespace: str, name: str) -> bool:
     """Create the environment's default drill if it should have one; whether it did."""
-    raw: Any = await get(context.kube, ENVIRONMENTS.path(namespace, name))
-    if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
-        return False
+    return await _ensure(context, namespace, name, wants_default_drill, default_drill)
+
+
+async def _ensure(
+    context: RunContext,
+    namespace: str,
+    name: str,
+    wanted: Callable[[Environment], bool],
+    build: Callable[[Environment, Settings], Manifest],
+) -> bool:
+    """Create what ``build`` makes for the environment when it is ``wanted``; whether
+    this call created it (not when it exists already)."""
+    environments = KindStore(context.kube, Environment)
     try:
-        env = Environment.model_validate(raw)
-    except ValidationError:
+        loaded = await environments.load(namespace, name)
+    except InvalidObject:
         return False  # the environment's own handler reports an invalid spec
-    if not wants_default_drill(env):
+    if loaded is None or not wanted(loaded.resource):
         return False
-    try:
-        await context.kube.create(
-            RESTORE_DRILLS.path(namespace), default_drill(env, context.settings)
-        )
-    except KubeError as exc:
-        if exc.status == 409:
-            return False
-        raise
-    return True
+    return await create(context.kube, build(loaded.resource, context.settings))

@@ -24,10 +24,9 @@ than leaving a database behind that nobody knows about.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
-
-from pydantic import ValidationError
 
 from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import Backup
@@ -39,17 +38,18 @@ from dockyard.core.models.environment import (
     EnvironmentPhase,
 )
 from dockyard.core.models.references import SecretKeyReference
-from dockyard.core.resources import BACKUPS, ENVIRONMENTS, ChildRef, Manifest
-from dockyard.operator.apply import delete_child, get, namespace_terminating
+from dockyard.core.resources import ChildRef, Manifest
+from dockyard.operator.apply import delete_child, namespace_terminating
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import ManagedDatabaseError, ManagedPostgres, database_identity
 from dockyard.operator.environments import snapshots
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.defaults import KEY_ENTRY
-from dockyard.operator.environments.reconciler import Key, Reconciler, post
+from dockyard.operator.environments.reconciler import Key, Reconciler
 from dockyard.operator.environments.snapshots import SnapshotAction
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import load_key
+from dockyard.operator.store import InvalidObject, KindStore, post
 from dockyard.runner import BackupError
 
 DRAIN_TIMEOUT: Final = timedelta(minutes=2)
@@ -74,8 +74,8 @@ async def finalize(reconciler: Reconciler, key: Key, *, runtime: timedelta) -> O
 
 async def _apply_policy(reconciler: Reconciler, raw: Manifest, runtime: timedelta) -> Outcome:
     try:
-        env = Environment.model_validate(raw)
-    except ValidationError:
+        env = reconciler.environments.parse(raw)
+    except InvalidObject:
         # Which policy was meant cannot be known; keeping the data is the safe reading.
         post(
             raw,
@@ -86,232 +86,196 @@ async def _apply_policy(reconciler: Reconciler, raw: Manifest, runtime: timedelt
         return Outcome.done()
     if not env.spec.database.enabled:
         return Outcome.done()
-    owner = Owner.of(env)
-    database, _ = database_identity(owner.namespace, owner.name)
+    deletion = _Deletion(reconciler, raw, env, runtime)
     policy = env.spec.database.deletion_policy
     if policy is DeletionPolicy.RETAIN:
         post(
             raw,
             reason="DatabaseRetained",
-            message=f"Database {database} is kept (deletionPolicy Retain); drop it by hand "
-            "when it is no longer needed.",
+            message=f"Database {deletion.database} is kept (deletionPolicy Retain); drop it "
+            "by hand when it is no longer needed.",
         )
         return Outcome.done()
     if policy is DeletionPolicy.SNAPSHOT and reconciler.postgres is not None:
-        return await _snapshot(reconciler, reconciler.postgres, raw, env, database, runtime)
-    return await _drop(reconciler, raw, env, database, runtime)
+        return await deletion.snapshot(reconciler.postgres)
+    return await deletion.drop()
 
 
-async def _drop(
-    reconciler: Reconciler,
-    raw: Manifest,
-    env: Environment,
-    database: str,
-    runtime: timedelta,
-    *,
-    snapshot: str | None = None,
-) -> Outcome:
-    """Stop the workload, let sessions drain (bounded), drop the database and role.
+@dataclass(slots=True)
+class _Deletion:
+    """One pass of the finalizer over the environment ``env`` (``raw`` as read)."""
 
-    ``snapshot`` names the final snapshot taken before, if one was.
-    """
-    policy = env.spec.database.deletion_policy
-    if reconciler.postgres is None:
+    reconciler: Reconciler
+    raw: Manifest
+    env: Environment
+    runtime: timedelta
+
+    @property
+    def owner(self) -> Owner:
+        return Owner.of(self.env)
+
+    @property
+    def database(self) -> str:
+        return database_identity(self.owner.namespace, self.owner.name)[0]
+
+    async def drop(self, *, snapshot: str | None = None) -> Outcome:
+        """Stop the workload, let sessions drain (bounded), drop the database and role.
+
+        ``snapshot`` names the final snapshot taken before, if one was.
+        """
+        policy = self.env.spec.database.deletion_policy
+        postgres = self.reconciler.postgres
+        if postgres is None:
+            post(
+                self.raw,
+                warning=True,
+                reason="DatabaseNotDropped",
+                message=f"deletionPolicy {policy}, but the operator has no managed PostgreSQL "
+                f"server; database {self.database} was left where it is.",
+            )
+            return Outcome.done()
+        owner = self.owner
+        try:
+            seconds = int(DRAIN_TIMEOUT.total_seconds())
+            sessions, waiting = await self._stop_and_drain(
+                postgres, f"to end before dropping it; after {seconds}s they are terminated"
+            )
+            if waiting is not None:
+                return waiting
+            await postgres.drop(namespace=owner.namespace, environment=owner.name)
+        except ManagedDatabaseError as exc:
+            return await self._server_trouble(exc)
+        terminated = f"; {sessions} session(s) still open were terminated" if sessions else ""
+        kept = f"; its final snapshot is Backup {snapshot}" if snapshot else ""
         post(
-            raw,
-            warning=True,
-            reason="DatabaseNotDropped",
-            message=f"deletionPolicy {policy}, but the operator has no managed PostgreSQL "
-            f"server; database {database} was left where it is.",
+            self.raw,
+            reason="DatabaseDropped",
+            message=f"Database and role {self.database} dropped (deletionPolicy {policy})"
+            f"{terminated}{kept}.",
         )
         return Outcome.done()
-    owner = Owner.of(env)
-    try:
+
+    async def snapshot(self, postgres: ManagedPostgres) -> Outcome:
+        """deletionPolicy Snapshot: take the final snapshot, wait for it, then drop."""
+        owner, database = self.owner, self.database
+        name = snapshots.final_snapshot_name(owner.name, owner.uid)
+        backup = await KindStore(self.reconciler.kube, Backup).find(owner.namespace, name)
+        step = snapshots.assess(backup, name=name, environment=owner.name, database=database)
+        if step.action is SnapshotAction.DROP:
+            return await self.drop(snapshot=name)
+        if step.action is SnapshotAction.CREATE:
+            try:
+                if not await postgres.exists(namespace=owner.namespace, environment=owner.name):
+                    post(
+                        self.raw,
+                        reason="NothingToSnapshot",
+                        message=f"Database {database} does not exist: there is no final "
+                        "snapshot to take.",
+                    )
+                    return await self.drop()
+                return await self._start_snapshot(postgres)
+            except ManagedDatabaseError as exc:
+                return await self._server_trouble(exc)
+        if step.action is SnapshotAction.WAIT:
+            await self._write_deleting(step.verdict)
+            return Outcome.again(step.verdict.message, delay=SNAPSHOT_POLL_SECONDS)
+        return await self._hold(step.verdict)
+
+    async def _start_snapshot(self, postgres: ManagedPostgres) -> Outcome:
+        """Create the final snapshot, once the key is there and the sessions have drained."""
+        owner, database = self.owner, self.database
+        kube, settings = self.reconciler.kube, self.reconciler.settings
+        secret = settings.default_backup_key_secret
+        try:
+            # Checked here, as the Backup would otherwise spend its attempts failing on it.
+            await load_key(kube, owner.namespace, SecretKeyReference(name=secret, key=KEY_ENTRY))
+        except BackupError as exc:
+            problem = (
+                f"{exc.message} in namespace {owner.namespace}; create it with the entry "
+                f"{KEY_ENTRY} holding 32 random bytes (base64)"
+            )
+            return await self._hold(snapshots.cannot_start(problem, database=database))
         seconds = int(DRAIN_TIMEOUT.total_seconds())
-        sessions, waiting = await _stop_and_drain(
-            reconciler,
-            reconciler.postgres,
-            raw,
-            env,
-            runtime,
-            f"to end before dropping it; after {seconds}s they are terminated",
+        # The workload stops first, so the snapshot holds its last writes.
+        _, waiting = await self._stop_and_drain(
+            postgres,
+            f"to end before taking its final snapshot; after {seconds}s it is taken regardless",
         )
         if waiting is not None:
             return waiting
-        await reconciler.postgres.drop(namespace=owner.namespace, environment=owner.name)
-    except ManagedDatabaseError as exc:
-        return await _server_trouble(reconciler, raw, env, database, exc)
-    terminated = f"; {sessions} session(s) still open were terminated" if sessions else ""
-    kept = f"; its final snapshot is Backup {snapshot}" if snapshot else ""
-    post(
-        raw,
-        reason="DatabaseDropped",
-        message=f"Database and role {database} dropped (deletionPolicy {policy}){terminated}"
-        f"{kept}.",
-    )
-    return Outcome.done()
-
-
-async def _snapshot(
-    reconciler: Reconciler,
-    postgres: ManagedPostgres,
-    raw: Manifest,
-    env: Environment,
-    database: str,
-    runtime: timedelta,
-) -> Outcome:
-    """deletionPolicy Snapshot: take the final snapshot, wait for it, then drop."""
-    owner = Owner.of(env)
-    name = snapshots.final_snapshot_name(owner.name, owner.uid)
-    found = await get(reconciler.kube, BACKUPS.path(owner.namespace, name))
-    backup = None if found is None else Backup.model_validate(found)
-    step = snapshots.assess(backup, name=name, environment=owner.name, database=database)
-    if step.action is SnapshotAction.DROP:
-        return await _drop(reconciler, raw, env, database, runtime, snapshot=name)
-    if step.action is SnapshotAction.CREATE:
+        manifest = snapshots.final_snapshot(self.env, settings)
+        name = manifest["metadata"]["name"]
         try:
-            if not await postgres.exists(namespace=owner.namespace, environment=owner.name):
-                post(
-                    raw,
-                    reason="NothingToSnapshot",
-                    message=f"Database {database} does not exist: there is no final "
-                    "snapshot to take.",
-                )
-                return await _drop(reconciler, raw, env, database, runtime)
-            return await _start_snapshot(reconciler, postgres, raw, env, database, runtime)
-        except ManagedDatabaseError as exc:
-            return await _server_trouble(reconciler, raw, env, database, exc)
-    if step.action is SnapshotAction.WAIT:
-        await _write_deleting(reconciler, raw, env, step.verdict)
-        return Outcome.again(step.verdict.message, delay=SNAPSHOT_POLL_SECONDS)
-    return await _hold(reconciler, raw, env, step.verdict)
-
-
-async def _start_snapshot(
-    reconciler: Reconciler,
-    postgres: ManagedPostgres,
-    raw: Manifest,
-    env: Environment,
-    database: str,
-    runtime: timedelta,
-) -> Outcome:
-    """Create the final snapshot, once the key is there and the sessions have drained."""
-    owner = Owner.of(env)
-    kube, settings = reconciler.kube, reconciler.settings
-    secret = settings.default_backup_key_secret
-    try:
-        # Checked here, as the Backup would otherwise spend its attempts failing on it.
-        await load_key(kube, owner.namespace, SecretKeyReference(name=secret, key=KEY_ENTRY))
-    except BackupError as exc:
-        problem = (
-            f"{exc.message} in namespace {owner.namespace}; create it with the entry "
-            f"{KEY_ENTRY} holding 32 random bytes (base64)"
-        )
-        return await _hold(reconciler, raw, env, snapshots.cannot_start(problem, database=database))
-    seconds = int(DRAIN_TIMEOUT.total_seconds())
-    # The workload stops first, so the snapshot holds its last writes.
-    _, waiting = await _stop_and_drain(
-        reconciler,
-        postgres,
-        raw,
-        env,
-        runtime,
-        f"to end before taking its final snapshot; after {seconds}s it is taken regardless",
-    )
-    if waiting is not None:
-        return waiting
-    manifest = snapshots.final_snapshot(env, settings)
-    name = manifest["metadata"]["name"]
-    try:
-        await kube.create(BACKUPS.path(owner.namespace), manifest)
-    except KubeError as exc:
-        if namespace_terminating(exc):
+            created = await KindStore(kube, Backup).create(manifest)
+        except KubeError as exc:
+            if not namespace_terminating(exc):
+                raise
             # Its Backups go with the namespace, the artifacts with them.
             problem = f"namespace {owner.namespace} is being deleted, and the snapshot with it"
-            verdict = snapshots.cannot_start(problem, database=database)
-            return await _hold(reconciler, raw, env, verdict)
-        if exc.status != 409:  # 409: it exists; the next pass reads it
-            raise
-    else:
-        post(
-            raw,
-            reason="FinalSnapshotStarted",
-            message=f"Taking the final snapshot of database {database}: Backup {name}.",
+            return await self._hold(snapshots.cannot_start(problem, database=database))
+        if created:  # else it exists: the next pass reads it
+            post(
+                self.raw,
+                reason="FinalSnapshotStarted",
+                message=f"Taking the final snapshot of database {database}: Backup {name}.",
+            )
+        verdict = snapshots.taking(name, database=database)
+        await self._write_deleting(verdict)
+        return Outcome.again(verdict.message, delay=SNAPSHOT_POLL_SECONDS)
+
+    async def _stop_and_drain(
+        self, postgres: ManagedPostgres, then: str
+    ) -> tuple[int, Outcome | None]:
+        """Delete the Deployment, so that its connections end, and count the sessions left:
+        with a wait while some remain and ``DRAIN_TIMEOUT`` has not passed yet."""
+        owner = self.owner
+        await delete_child(
+            self.reconciler.kube,
+            ChildRef("apps/v1", "Deployment", owner.name),
+            namespace=owner.namespace,
+            owner_uid=owner.uid,
         )
-    verdict = snapshots.taking(name, database=database)
-    await _write_deleting(reconciler, raw, env, verdict)
-    return Outcome.again(verdict.message, delay=SNAPSHOT_POLL_SECONDS)
-
-
-async def _stop_and_drain(
-    reconciler: Reconciler,
-    postgres: ManagedPostgres,
-    raw: Manifest,
-    env: Environment,
-    runtime: timedelta,
-    then: str,
-) -> tuple[int, Outcome | None]:
-    """Delete the Deployment, so that its connections end, and count the sessions left:
-    with a wait while some remain and ``DRAIN_TIMEOUT`` has not passed yet."""
-    owner = Owner.of(env)
-    await delete_child(
-        reconciler.kube,
-        ChildRef("apps/v1", "Deployment", owner.name),
-        namespace=owner.namespace,
-        owner_uid=owner.uid,
-    )
-    sessions = await postgres.active_connections(namespace=owner.namespace, environment=owner.name)
-    if not sessions or runtime >= DRAIN_TIMEOUT:
-        return sessions, None
-    database, _ = database_identity(owner.namespace, owner.name)
-    message = f"Waiting for {sessions} session(s) on database {database} {then}."
-    verdict = report.Verdict(ConditionStatus.FALSE, "DrainingConnections", message)
-    await _write_deleting(reconciler, raw, env, verdict)
-    return sessions, Outcome.again(message, delay=DRAIN_RECHECK_SECONDS)
-
-
-async def _hold(
-    reconciler: Reconciler, raw: Manifest, env: Environment, verdict: report.Verdict
-) -> Outcome:
-    """Keep the database and the environment: say why, and look again now and then."""
-    if await _write_deleting(reconciler, raw, env, verdict):  # once per reason, not per retry
-        post(raw, warning=True, reason=verdict.reason, message=verdict.message)
-    delay = reconciler.settings.reconcile_interval * SNAPSHOT_RECHECK_INTERVALS
-    return Outcome.again(verdict.message, delay=delay)
-
-
-async def _server_trouble(
-    reconciler: Reconciler,
-    raw: Manifest,
-    env: Environment,
-    database: str,
-    exc: ManagedDatabaseError,
-) -> Outcome:
-    """The database server failed us: hold the deletion, retried with backoff."""
-    verdict = report.Verdict(ConditionStatus.FALSE, exc.reason, exc.message)
-    if await _write_deleting(reconciler, raw, env, verdict):  # once per reason, not per retry
-        post(raw, warning=True, reason="DatabaseNotDropped", message=f"{exc.reason}: {exc.message}")
-    return Outcome.again(f"cannot drop database {database}: {exc.message}")
-
-
-async def _write_deleting(
-    reconciler: Reconciler, raw: Manifest, env: Environment, verdict: report.Verdict
-) -> bool:
-    """Write phase Deleting with ``verdict`` as Ready; whether that changed Ready's reason."""
-    previous = report.condition(env.status, EnvironmentConditionType.READY)
-    status = report.deleting(env, verdict=verdict)
-    owner = Owner.of(env)
-    try:
-        await reconciler.kube.merge_patch(
-            ENVIRONMENTS.path(owner.namespace, owner.name, "status"), report.status_patch(status)
+        sessions = await postgres.active_connections(
+            namespace=owner.namespace, environment=owner.name
         )
-    except KubeError as exc:
-        if exc.status != 404:
-            raise
-    if env.status.phase is not EnvironmentPhase.DELETING:
-        post(
-            raw,
-            reason="PhaseChanged",
-            message=f"{env.status.phase or 'New'} -> Deleting: {verdict.message}",
+        if not sessions or self.runtime >= DRAIN_TIMEOUT:
+            return sessions, None
+        message = f"Waiting for {sessions} session(s) on database {self.database} {then}."
+        verdict = report.Verdict(ConditionStatus.FALSE, "DrainingConnections", message)
+        await self._write_deleting(verdict)
+        return sessions, Outcome.again(message, delay=DRAIN_RECHECK_SECONDS)
+
+    async def _hold(self, verdict: report.Verdict) -> Outcome:
+        """Keep the database and the environment: say why, and look again now and then."""
+        if await self._write_deleting(verdict):  # once per reason, not per retry
+            post(self.raw, warning=True, reason=verdict.reason, message=verdict.message)
+        delay = self.reconciler.settings.reconcile_interval * SNAPSHOT_RECHECK_INTERVALS
+        return Outcome.again(verdict.message, delay=delay)
+
+    async def _server_trouble(self, exc: ManagedDatabaseError) -> Outcome:
+        """The database server failed us: hold the deletion, retried with backoff."""
+        verdict = report.Verdict(ConditionStatus.FALSE, exc.reason, exc.message)
+        if await self._write_deleting(verdict):  # once per reason, not per retry
+            post(
+                self.raw,
+                warning=True,
+                reason="DatabaseNotDropped",
+                message=f"{exc.reason}: {exc.message}",
+            )
+        return Outcome.again(f"cannot drop database {self.database}: {exc.message}")
+
+    async def _write_deleting(self, verdict: report.Verdict) -> bool:
+        """Write phase Deleting with ``verdict`` as Ready; whether that changed Ready's reason."""
+        env = self.env
+        previous = report.condition(env.status, EnvironmentConditionType.READY)
+        status = report.deleting(env, verdict=verdict)
+        await self.reconciler.environments.write_status(
+            self.owner.namespace, self.owner.name, report.status_patch(status)["status"]
         )
-    return previous is None or previous.reason != verdict.reason
+        if env.status.phase is not EnvironmentPhase.DELETING:
+            post(
+                self.raw,
+                reason="PhaseChanged",
+                message=f"{env.status.phase or 'New'} -> Deleting: {verdict.message}",
+            )
+        return previous is None or previous.reason != verdict.reason

@@ -19,40 +19,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final
 
 import aiohttp
-import kopf
-from pydantic import ValidationError
 
-from dockyard.core.conditions import find
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import ConditionStatus
-from dockyard.core.models.environment import (
-    Environment,
-    EnvironmentConditionType,
-    EnvironmentPhase,
-    EnvironmentStatus,
-)
+from dockyard.core.models.environment import Environment, EnvironmentPhase, EnvironmentStatus
 from dockyard.core.models.restore_drill import RestoreDrill
-from dockyard.core.resources import (
-    BACKUPS,
-    ENVIRONMENTS,
-    RESTORE_DRILLS,
-    ChildRef,
-    Manifest,
-    resource_type,
-)
+from dockyard.core.resources import SECRETS, ChildRef, Manifest
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import (
     Applied,
     Change,
     apply,
-    delete,
     delete_child,
     get,
     namespace_terminating,
@@ -66,22 +50,19 @@ from dockyard.operator.database import (
     generate_password,
 )
 from dockyard.operator.environments import status as report
+from dockyard.operator.environments.announcements import announce
 from dockyard.operator.environments.protection import ProtectionReport, protection_report
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling import targets as scaling_targets
+from dockyard.operator.store import InvalidObject, KindStore, ObjectLocks, deleting, post
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 """An environment's namespace and name."""
 
-# Kubernetes truncates longer Event messages; ours say what matters first.
-_EVENT_MESSAGE_LIMIT: Final = 1024
-_WARNING_PHASES: Final = frozenset({EnvironmentPhase.DEGRADED, EnvironmentPhase.FAILED})
 # A database that is not configured will not appear by retrying; every other failure may.
 SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
-# Read on every pass for BackupsHealthy and DrillPassing (environments/protection.py).
-_M = TypeVar("_M", Backup, RestoreDrill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +105,17 @@ class Reconciler:
         self.kube = kube
         self.postgres = postgres
         self.settings = settings
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._queued: set[Key] = set()
-
-    def lock(self, key: Key) -> asyncio.Lock:
-        """The lock that serializes everything the operator does to one environment."""
-        return self._locks.setdefault(key, asyncio.Lock())
-
-    def forget(self, key: Key) -> None:
-        """Drop what is kept in memory about an environment that no longer exists."""
-        self._locks.pop(key, None)
-        self._queued.discard(key)
+        self.environments = KindStore(kube, Environment)
+        # Read on every pass for BackupsHealthy and DrillPassing (environments/protection).
+        self.backups = KindStore(kube, Backup)
+        self.drills = KindStore(kube, RestoreDrill)
+        self.locks: ObjectLocks[Key] = ObjectLocks()
+        self.lock = self.locks.lock
+        self.forget = self.locks.forget
 
     async def fetch(self, key: Key) -> Manifest | None:
         """The environment as stored now, or ``None`` when it is gone."""
-        return await get(self.kube, ENVIRONMENTS.path(*key))
+        return await self.environments.read(*key)
 
     # -- the entry points ------------------------------------------------------------------
 
@@ -146,7 +123,7 @@ class Reconciler:
         """One pass, for a spec change or the resume at start-up."""
         async with self.lock(key):
             raw = await self.fetch(key)
-            if raw is None or _deleting(raw):
+            if raw is None or deleting(raw):
                 return Outcome.done()
             return await self._pass(raw)
 
@@ -154,7 +131,7 @@ class Reconciler:
         """The periodic pass: delete the environment if its ttl has passed, else reconcile."""
         async with self.lock(key):
             raw = await self.fetch(key)
-            if raw is None or _deleting(raw):
+            if raw is None or deleting(raw):
                 return
             if await self._expire_if_due(raw):
                 return
@@ -166,14 +143,14 @@ class Reconciler:
         Changes to several children (or several changes to one) while a pass waits for
         the lock are served by that one pass, as it reads everything afresh.
         """
-        if key in self._queued:
+        if key in self.locks.queued:
             return
-        self._queued.add(key)
+        self.locks.queued.add(key)
         async with self.lock(key):
-            self._queued.discard(key)
+            self.locks.queued.discard(key)
             try:
                 raw = await self.fetch(key)
-                if raw is None or _deleting(raw):
+                if raw is None or deleting(raw):
                     return
                 await self._pass(raw)
             except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
@@ -187,9 +164,9 @@ class Reconciler:
 
     async def _pass(self, raw: Manifest) -> Outcome:
         try:
-            env = Environment.model_validate(raw)
-        except ValidationError as exc:
-            return await self._reject_spec(raw, exc)
+            env = self.environments.parse(raw)
+        except InvalidObject as invalid:
+            return await self._reject_spec(raw, invalid.problem)
         owner = Owner.of(env)
         database: _DatabaseStep | None = None
         children = _Children()
@@ -222,7 +199,7 @@ class Reconciler:
         )
         if not await self._write_status(owner, status):
             return Outcome.done()
-        _announce(raw, env, status, children.changes)
+        announce(raw, env, status, children.changes)
         if failure is not None:
             return Outcome.failed(failure.message)
         if database is not None and database.retryable:
@@ -275,10 +252,9 @@ class Reconciler:
             return None
         secret_name = builders.database_secret_name(owner.name)
         database_name, _ = database_identity(owner.namespace, owner.name)
-        secrets = resource_type("v1", "Secret")
         # The password exists only in the Secret: reuse it, so that running pods keep
         # working; a new one is made only when there is none (first time, or deleted).
-        password = _password_in(await get(self.kube, secrets.path(owner.namespace, secret_name)))
+        password = _password_in(await get(self.kube, SECRETS.path(owner.namespace, secret_name)))
         digest = builders.credentials_digest(password) if password else None
         if self.postgres is None:
             verdict = report.Verdict(
@@ -317,8 +293,8 @@ class Reconciler:
         own = {"fieldSelector": f"spec.environmentRef.name={owner.name}"}
         try:
             backups, drills = await asyncio.gather(
-                self.kube.get(BACKUPS.path(owner.namespace), params=own),
-                self.kube.get(RESTORE_DRILLS.path(owner.namespace), params=own),
+                self.backups.in_namespace(owner.namespace, params=own),
+                self.drills.in_namespace(owner.namespace, params=own),
             )
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning(
@@ -327,47 +303,31 @@ class Reconciler:
                 extra={"namespace": owner.namespace, "environment": owner.name, "error": str(exc)},
             )
             return None
-        return protection_report(
-            owner.name,
-            _valid(Backup, backups.get("items") or ()),
-            _valid(RestoreDrill, drills.get("items") or ()),
-        )
+        return protection_report(owner.name, backups, drills)
 
-    async def _reject_spec(self, raw: Manifest, exc: ValidationError) -> Outcome:
-        problem = "; ".join(
-            f"spec.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
-        try:
-            previous = EnvironmentStatus.model_validate(raw.get("status") or {})
-        except ValidationError:
-            previous = EnvironmentStatus()  # unreadable too: start the status afresh
-        status = report.invalid_spec(previous, raw["metadata"].get("generation"), problem)
+    async def _reject_spec(self, raw: Manifest, problem: str) -> Outcome:
+        previous = report.readable_status(raw)
         meta = raw["metadata"]
-        path = ENVIRONMENTS.path(meta["namespace"], meta["name"], "status")
-        await self.kube.merge_patch(path, report.status_patch(status))
+        status = report.invalid_spec(previous, meta.get("generation"), problem)
+        await self.environments.write_status(
+            meta["namespace"], meta["name"], report.status_patch(status)["status"]
+        )
         if previous.phase is not EnvironmentPhase.FAILED:
             post(raw, warning=True, reason="InvalidSpec", message=problem)
         return Outcome.failed(problem)
 
     async def _write_status(self, owner: Owner, status: EnvironmentStatus) -> bool:
         """Write ``status``; ``False`` when the environment was deleted meanwhile."""
-        path = ENVIRONMENTS.path(owner.namespace, owner.name, "status")
-        try:
-            await self.kube.merge_patch(path, report.status_patch(status))
-        except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        body = report.status_patch(status)["status"]
+        return await self.environments.write_status(owner.namespace, owner.name, body)
 
     # -- ttl -------------------------------------------------------------------------------
 
     async def _expire_if_due(self, raw: Manifest, now: datetime | None = None) -> bool:
         """Delete a development environment whose ttl has passed; whether it did."""
         try:
-            env = Environment.model_validate(raw)
-        except ValidationError:
+            env = self.environments.parse(raw)
+        except InvalidObject:
             return False  # the pass reports the spec as invalid
         due = report.expires_at(env)
         if due is None or due > (now or datetime.now(UTC)):
@@ -378,19 +338,8 @@ class Reconciler:
             reason="Expired",
             message=f"ttl {env.spec.ttl} passed at {due.isoformat()}; deleting the environment.",
         )
-        await delete(self.kube, ENVIRONMENTS.path(owner.namespace, owner.name), uid=owner.uid)
+        await self.environments.delete(owner.namespace, owner.name, uid=owner.uid)
         return True
-
-
-def _valid(model: type[_M], items: Sequence[Manifest]) -> list[_M]:
-    """The items that validate (one that does not is its own handler's to report)."""
-    found = []
-    for item in items:
-        try:
-            found.append(model.model_validate(item))
-        except ValidationError:
-            continue
-    return found
 
 
 def _desired_replicas(env: Environment, children: _Children) -> int:
@@ -400,10 +349,6 @@ def _desired_replicas(env: Environment, children: _Children) -> int:
         if isinstance(replicas, int):
             return replicas
     return builders.desired_replicas(env.spec)
-
-
-def _deleting(raw: Mapping[str, Any]) -> bool:
-    return bool(raw.get("metadata", {}).get("deletionTimestamp"))
 
 
 def _password_in(secret: Mapping[str, Any] | None) -> str | None:
@@ -419,66 +364,3 @@ def _password_in(secret: Mapping[str, Any] | None) -> str | None:
     if not (0 < len(password) <= 1024 and password.isascii() and password.isprintable()):
         return None
     return password
-
-
-def post(raw: Mapping[str, Any], *, reason: str, message: str, warning: bool = False) -> None:
-    """Post a Kubernetes Event about the environment ``raw`` (Kopf sends it in the background)."""
-    body = kopf.Body(cast(kopf.RawBody, dict(raw)))
-    kopf.event(
-        body,
-        type="Warning" if warning else "Normal",
-        reason=reason,
-        message=message[:_EVENT_MESSAGE_LIMIT],
-    )
-
-
-def _announce(
-    raw: Mapping[str, Any],
-    env: Environment,
-    status: EnvironmentStatus,
-    changes: Sequence[tuple[ChildRef, Change | None]],
-) -> None:
-    """The Events for what a pass changed: phase, database readiness, children."""
-    previous = env.status
-    if previous.phase != status.phase and status.phase is not None:
-        ready = find(status.conditions, EnvironmentConditionType.READY)
-        post(
-            raw,
-            warning=status.phase in _WARNING_PHASES,
-            reason="PhaseChanged",
-            message=f"{previous.phase or 'New'} -> {status.phase}"
-            + (f": {ready.message}" if ready and ready.message else ""),
-        )
-    _announce_database(raw, previous, status)
-    changed = [(ref, change) for ref, change in changes if change is not Change.UNCHANGED]
-    if not changed:
-        return
-    # Children that change while the spec did not were changed by someone else.
-    if previous.observed_generation == env.metadata.generation:
-        words = {None: "removed", Change.CREATED: "recreated", Change.UPDATED: "reverted"}
-        restored = ", ".join(f"{ref.kind} {ref.name} {words[change]}" for ref, change in changed)
-        post(raw, warning=True, reason="DriftRepaired", message=f"Drift repaired: {restored}")
-    else:
-        words = {None: "removed", Change.CREATED: "created", Change.UPDATED: "updated"}
-        done = ", ".join(f"{ref.kind} {ref.name} {words[change]}" for ref, change in changed)
-        post(raw, reason="ChildrenApplied", message=done)
-
-
-def _announce_database(
-    raw: Mapping[str, Any], previous: EnvironmentStatus, status: EnvironmentStatus
-) -> None:
-    kind = EnvironmentConditionType.DATABASE_READY
-    before, after = find(previous.conditions, kind), find(status.conditions, kind)
-    if after is None or (
-        before is not None and (before.status, before.reason) == (after.status, after.reason)
-    ):
-        return
-    if after.status is ConditionStatus.TRUE and after.reason == "Provisioned":
-        post(raw, reason="DatabaseProvisioned", message=after.message)
-    elif after.status is ConditionStatus.FALSE:
-        post(
-            raw,
-            warning=True,
-            reason="DatabaseUnavailable",
-            message=f"{after.reason}: {after.message}",
-        )

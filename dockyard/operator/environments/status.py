@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from pydantic import ValidationError
+
 from dockyard.core.conditions import find, set_condition
 from dockyard.core.durations import parse_duration
 from dockyard.core.models.common import Condition, ConditionStatus
@@ -35,6 +37,7 @@ from dockyard.core.models.environment import (
     Tier,
 )
 from dockyard.operator.builders import environment as builders
+from dockyard.operator.store import replacing
 
 if TYPE_CHECKING:
     from dockyard.operator.environments.protection import ProtectionReport
@@ -293,11 +296,16 @@ def condition(status: EnvironmentStatus, kind: EnvironmentConditionType) -> Cond
 
 def status_patch(status: EnvironmentStatus) -> dict[str, Any]:
     """``status`` as a JSON merge patch body: fields it no longer has are removed."""
-    body = status.model_dump(mode="json", exclude_none=True)
-    for field in EnvironmentStatus.model_fields.values():
-        name = field.alias or ""
-        body.setdefault(name, None)
-    return {"status": body}
+    return {"status": replacing(status)}
+
+
+def readable_status(raw: Mapping[str, Any]) -> EnvironmentStatus:
+    """The stored status of an environment whose spec does not validate; one that does
+    not validate either is started afresh."""
+    try:
+        return EnvironmentStatus.model_validate(raw.get("status") or {})
+    except ValidationError:
+        return EnvironmentStatus()
 
 
 def _set(
