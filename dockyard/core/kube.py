@@ -1,9 +1,15 @@
-"""A small asynchronous Kubernetes client over aiohttp, shared by the API and the tests.
+"""A small asynchronous Kubernetes client over aiohttp: the API's, the operator's, the tests'.
 
-Why not the ``kubernetes`` package: its calls block, and the API must never block the
+The API reads and writes through it, often with the caller's own token; the operator
+does all its own reads and writes through it (its writes through
+``dockyard.operator.apply``), while Kopf, on its own connection, watches the kinds and
+keeps its handlers' progress; the Job runner reports a Backup's status with it; the
+tests drive the test bed with it. Paths come from ``dockyard.core.resources``.
+
+Why not the ``kubernetes`` package: its calls block, and nothing here may block the
 event loop. Why not ``kubernetes_asyncio``: we need little of it (JSON in and out on a
 handful of paths, watches, the caller's own token per call, a trace span per call) and a
-thin client keeps those explicit. The operator talks to the apiserver through Kopf.
+thin client keeps those explicit.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""How Kopf reaches the apiserver: the configured kubeconfig, else the service account."""
+"""How Kopf reaches the apiserver: the configured kubeconfig, else the service account.
+
+Kopf keeps its own connection (for its watches and its bookkeeping); the operator's own
+calls go through the ``KubeClient`` of its services, made from the same settings.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import kopf
 import yaml
 
-from dockyard.core.settings import Settings
+from dockyard.operator.services import OperatorMemo
 
 
 def connection_from_kubeconfig(path: Path) -> kopf.ConnectionInfo:
@@ -45,8 +49,8 @@ def _named(items: list[dict[str, Any]], name: str | None, what: str) -> dict[str
 
 
 @kopf.on.login()
-def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    settings: Settings = memo["settings"]
+def login(memo: OperatorMemo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    settings = memo.settings
     if settings.kubeconfig is not None:
         return connection_from_kubeconfig(settings.kubeconfig)
     return kopf.login_with_service_account(**kwargs)
