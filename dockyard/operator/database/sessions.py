@@ -1,0 +1,220 @@
+"""Connections to the managed server: the admin's, and an environment role's inside its
+own databases, each pinned and each short-lived.
+
+Every call opens its own connection and closes it: the operator touches this server a
+few times per reconcile, so a pool would only hold backends idle; nothing connects at
+import or construction time. Tenants are untrusted (CVE-2018-1058 is the reference):
+the admin only ever connects to the maintenance database (the admin DSN's), never into
+an environment's, with ``search_path`` pinned to ``pg_catalog, pg_temp`` in the startup
+packet (which beats any ``ALTER DATABASE/ROLE ... SET``) and every catalog name
+qualified. What has to run inside an environment's database runs logged in as the
+environment's own role (:class:`TenantLogin`).
+
+This module also holds the statements the admin's sessions share: the advisory lock
+that keeps the passes over one database from interleaving, ending its sessions, and
+dropping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+
+from dockyard.operator.database.credentials import TenantLogin
+from dockyard.operator.database.errors import ManagedDatabaseError, translate
+from dockyard.operator.database.names import quoted
+
+APPLICATION_NAME = "dockyard-operator"
+# Pinned at connect time, for the admin and for the operator's tenant sessions alike:
+# nothing a tenant creates can shadow a catalog function, operator or relation.
+SAFE_SEARCH_PATH = "pg_catalog, pg_temp"
+DEFAULT_PORT = 5432
+# DDL on the admin database is quick, but DROP DATABASE waits for its lock and for the
+# backends it terminates; a minute means the server is in trouble, not busy.
+COMMAND_TIMEOUT_SECONDS = 60.0
+# Advisory-lock class id ("dkyd") so ensure and drop of one environment never
+# interleave, whichever operator replica runs them.
+_LOCK_CLASS = 0x646B7964
+# PostgreSQL before 13 has no DROP DATABASE ... WITH (FORCE), and a terminated backend
+# takes a moment to exit: statements that need a database unused are retried briefly.
+RETRY_ATTEMPTS = 10
+RETRY_SECONDS = 0.2
+
+
+class AdminSessions:
+    """The managed PostgreSQL server, seen through its admin DSN."""
+
+    def __init__(
+        self, admin_dsn: str, *, public_host: str | None = None, connect_timeout: float = 5.0
+    ) -> None:
+        host, port, admin_password = _address(admin_dsn)
+        self._dsn = admin_dsn
+        self._location = f"{host}:{port}"
+        self._public_host = public_host or host
+        self._port = port
+        self._connect_timeout = connect_timeout
+        self._admin_secrets = tuple(s for s in (admin_password,) if s)
+
+    def __repr__(self) -> str:  # the DSN carries the admin's password: never show it
+        return f"{type(self).__name__}({self._location!r}, public_host={self._public_host!r})"
+
+    async def close(self) -> None:
+        """Nothing to release (each call closes its own connection); for cleanup hooks."""
+
+    async def close_public_schema(self, database: str, owner: TenantLogin) -> None:
+        """Inside ``database``, logged in as its ``owner``: ``public`` is the owner's and
+        closed to everyone else.
+
+        PostgreSQL 15 already makes the database owner own ``public`` and withholds
+        CREATE from PUBLIC in new databases; on older servers the schema belongs to the
+        bootstrap superuser and the owner cannot change it, which is harmless here:
+        nobody but the owner (and administrators) may connect to the database at all.
+        """
+        async with self._tenant_session(database, owner) as inside:
+            owns = await inside.fetchval(
+                "SELECT pg_catalog.pg_has_role(n.nspowner, 'USAGE')"
+                " FROM pg_catalog.pg_namespace n WHERE n.nspname = 'public'"
+            )
+            if owns:
+                await inside.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+                await inside.execute(f"ALTER SCHEMA public OWNER TO {quoted(owner.user)}")
+
+    def _session(
+        self, *, hide: Iterable[str] = ()
+    ) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """An admin connection to the maintenance database (the DSN's, never a tenant's)."""
+        return self._connect(hide=hide)
+
+    def _tenant_session(
+        self, database: str, login: TenantLogin
+    ) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection into ``database`` as the environment role ``login`` names."""
+        # Only this package's identities: quoted raises ValueError for anything else.
+        quoted(database)
+        quoted(login.user)
+        return self._connect(
+            database=database, user=login.user, password=login.password, hide=(login.password,)
+        )
+
+    @asynccontextmanager
+    async def _connect(
+        self,
+        *,
+        database: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        hide: Iterable[str] = (),
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection to the server, ``search_path`` pinned, errors made safe to show."""
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self._dsn,
+                database=database,
+                user=user,
+                password=password,
+                timeout=self._connect_timeout,
+                command_timeout=COMMAND_TIMEOUT_SECONDS,
+                statement_cache_size=0,  # a handful of one-off statements per connection
+                server_settings={
+                    "application_name": APPLICATION_NAME,
+                    "search_path": SAFE_SEARCH_PATH,
+                },
+            )
+            try:
+                yield conn
+            except BaseException:
+                conn.terminate()  # it may be broken: do not wait on a polite goodbye
+                raise
+            await conn.close(timeout=self._connect_timeout)
+        except ManagedDatabaseError:
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            where = f"the managed PostgreSQL server at {self._location}"
+            raise translate(exc, where, (*self._admin_secrets, *hide)) from None
+
+
+async def lock(conn: asyncpg.Connection, database: str) -> None:
+    """Wait for this database's advisory lock, so ensure, drop and switch-over never
+    interleave."""
+    # Session-level, so it spans CREATE DATABASE (which refuses to run in a transaction);
+    # it is released when the short-lived connection closes.
+    await conn.execute(
+        "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))", _LOCK_CLASS, database
+    )
+
+
+async def terminate(conn: asyncpg.Connection, database: str) -> None:
+    """End every other session on ``database``."""
+    await conn.execute(
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+        " WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+        database,
+    )
+
+
+async def database_exists(conn: asyncpg.Connection, database: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT true FROM pg_catalog.pg_database WHERE datname = $1",
+        database,
+    )
+    return bool(found)
+
+
+async def drop_database(
+    conn: asyncpg.Connection, database: str, *, role: str | None = None
+) -> None:
+    """Drop ``database`` if it exists, ending its sessions (and ``role``'s, when given)."""
+    force = " WITH (FORCE)" if conn.get_server_version().major >= 13 else ""
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        if role is None:
+            await terminate(conn, database)
+        else:
+            await conn.execute(
+                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+                " WHERE (datname = $1 OR usename = $2) AND pid <> pg_catalog.pg_backend_pid()",
+                database,
+                role,
+            )
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {quoted(database)}{force}")
+            return
+        except asyncpg.ObjectInUseError:
+            # A terminated backend had not exited yet: try again shortly.
+            if attempt == RETRY_ATTEMPTS:
+                raise
+            await asyncio.sleep(RETRY_SECONDS)
+
+
+def _address(dsn: str) -> tuple[str, int, str | None]:
+    """(host, port, password) of a ``postgresql://`` DSN's first host, without connecting."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("the managed PostgreSQL DSN must be a postgresql:// URL")
+    query = parse_qs(parts.query)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    first = urlsplit("//" + hosts.split(",")[0])
+    try:
+        port = first.port or int(query.get("port", [DEFAULT_PORT])[0])
+    except ValueError:
+        raise ValueError("the managed PostgreSQL DSN has an invalid port") from None
+    host = first.hostname or query.get("host", ["localhost"])[0]
+    _, colon, password = userinfo.partition(":")
+    return host, port, unquote(password) if colon else query.get("password", [None])[0]
+
+
+async def allow_connections(conn: asyncpg.Connection, database: str, allowed: bool) -> None:
+    """Let clients connect to ``database``, or refuse them (those connected stay)."""
+    value = "true" if allowed else "false"
+    await conn.execute(f"ALTER DATABASE {quoted(database)} ALLOW_CONNECTIONS {value}")
+
+
+async def close_to_public(conn: asyncpg.Connection, database: str, owner: str) -> None:
+    """Only ``owner`` (and administrators) may connect to ``database``, or make
+    temporary tables in it: PUBLIC may, in every new database, by default."""
+    db, rl = quoted(database), quoted(owner)
+    await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+    await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {rl}")

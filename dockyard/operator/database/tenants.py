@@ -1,0 +1,113 @@
+"""Each environment's own database and login role: ensured, asked about, dropped.
+
+The Environment reconciler makes sure an environment's database and role exist with
+the password held in its Secret (``ensure``), asks whether clients are still at work
+(``active_connections``) and removes both (``drop``). Only the environment's role (and
+the server's administrators) may connect to its database, and nobody else may create
+objects in its ``public`` schema.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+import asyncpg
+
+from dockyard.operator.database import sessions
+from dockyard.operator.database.credentials import (
+    DatabaseCredentials,
+    TenantLogin,
+    scram_sha256_verifier,
+    sql_literal,
+)
+from dockyard.operator.database.names import database_identity, quoted
+from dockyard.operator.database.sessions import AdminSessions
+
+
+class EnvironmentDatabases(AdminSessions):
+    """What the managed server does for environments (``ManagedPostgres`` is one)."""
+
+    async def ensure(
+        self, *, namespace: str, environment: str, password: str
+    ) -> DatabaseCredentials:
+        """Create or repair the environment's role and database; its password becomes ``password``.
+
+        Safe to repeat and to race: an existing role gets the new password (so the
+        Secret always holds the one that works), an existing database keeps its data.
+        """
+        verifier = scram_sha256_verifier(password)
+        database, role = database_identity(namespace, environment)
+        async with self._session(hide=(password,)) as conn:
+            await sessions.lock(conn, database)
+            await _ensure_role(conn, role, verifier)
+            created = await _ensure_database(conn, database, role)
+            if created:
+                # Still under the lock, so a concurrent drop cannot remove it meanwhile.
+                await self.close_public_schema(database, TenantLogin(role, password))
+        return DatabaseCredentials(
+            host=self._public_host, port=self._port, database=database, user=role, password=password
+        )
+
+    async def exists(self, *, namespace: str, environment: str) -> bool:
+        """Whether the environment's database exists (its data is what deletion is about)."""
+        database, _ = database_identity(namespace, environment)
+        async with self._session() as conn:
+            return await sessions.database_exists(conn, database)
+
+    async def active_connections(self, *, namespace: str, environment: str) -> int:
+        """Client sessions open on the environment's database right now."""
+        database, _ = database_identity(namespace, environment)
+        async with self._session() as conn:
+            count = await conn.fetchval(
+                "SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE datname = $1"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                database,
+            )
+        return int(count)
+
+    async def drop(self, *, namespace: str, environment: str) -> None:
+        """Remove the environment's database and role, ending their sessions; safe to repeat."""
+        database, role = database_identity(namespace, environment)
+        rl = quoted(role)
+        async with self._session() as conn:
+            await sessions.lock(conn, database)
+            await sessions.drop_database(conn, database, role=role)
+            if await conn.fetchval("SELECT true FROM pg_catalog.pg_roles WHERE rolname = $1", role):
+                # What the role owns or was granted in the admin database would block
+                # DROP ROLE; it belongs to the environment being removed.
+                await conn.execute(f"DROP OWNED BY {rl}")
+                await conn.execute(f"DROP ROLE IF EXISTS {rl}")
+
+
+async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> None:
+    """The role exists, may log in, and answers to the password behind ``verifier``."""
+    rl = quoted(role)
+    # Already there, or made this instant by a caller that does not take the lock.
+    with suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        await conn.execute(f"CREATE ROLE {rl} LOGIN")
+    await conn.execute(f"ALTER ROLE {rl} WITH LOGIN PASSWORD {sql_literal(verifier)}")
+    if not await conn.fetchval(
+        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER"
+    ):
+        # A managed service's admin is rarely a superuser: it must be a member of the
+        # role to give it a database, hand it schema public and drop it later.
+        await conn.execute(f"GRANT {rl} TO CURRENT_USER")
+
+
+async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -> bool:
+    """The database exists, belongs to ``role``, and nobody else may connect to it;
+    whether this call created it."""
+    db, rl = quoted(database), quoted(role)
+    created = False
+    if not await sessions.database_exists(conn, database):
+        # A concurrent creator may win; the ALTER below still sets the owner.
+        with suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            await conn.execute(f"CREATE DATABASE {db} OWNER {rl}")
+            created = True
+    await conn.execute(f"ALTER DATABASE {db} OWNER TO {rl}")
+    await sessions.close_to_public(conn, database, role)
+    # A switch-over that died between refusing connections and allowing them again, for
+    # a restore since deleted, would leave the environment locked out for good. Under
+    # the lock the switch-over also takes, so never in the middle of one.
+    await sessions.allow_connections(conn, database, True)
+    return created
