@@ -48,29 +48,34 @@ def default_schedule_name(environment: str) -> str:
     return f"{environment[:245].rstrip('-.')}-backups"
 
 
-def default_schedule(env: Environment, settings: Settings) -> Manifest:
-    """The default BackupSchedule of ``env``."""
+def for_environment(
+    env: Environment, kind: str, name: str, marker: str, *, owned: bool
+) -> Manifest:
+    """A Dockyard object the operator makes for ``env``: labelled with the environment and
+    with ``marker``, and (when ``owned``) going with it, though not controlled by it."""
     owner = Owner.of(env)
-    reference = {**owner.reference(), "controller": False}
+    metadata: Manifest = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, ENVIRONMENT_LABEL: owner.name, marker: "true"},
+    }
+    if owned:
+        metadata["ownerReferences"] = [{**owner.reference(), "controller": False}]
     return {
         "apiVersion": API_VERSION,
-        "kind": "BackupSchedule",
-        "metadata": {
-            "name": default_schedule_name(owner.name),
-            "namespace": owner.namespace,
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY,
-                ENVIRONMENT_LABEL: owner.name,
-                DEFAULT_LABEL: "true",
-            },
-            "ownerReferences": [reference],
-        },
-        "spec": {
-            "environmentRef": {"name": owner.name},
-            "schedule": settings.default_backup_schedule,
-            "template": default_backup_target(settings),
-        },
+        "kind": kind,
+        "metadata": metadata,
+        "spec": {"environmentRef": {"name": owner.name}},
     }
+
+
+def default_schedule(env: Environment, settings: Settings) -> Manifest:
+    """The default BackupSchedule of ``env``."""
+    name = default_schedule_name(env.metadata.name or "")
+    manifest = for_environment(env, "BackupSchedule", name, DEFAULT_LABEL, owned=True)
+    manifest["spec"]["schedule"] = settings.default_backup_schedule
+    manifest["spec"]["template"] = default_backup_target(settings)
+    return manifest
 
 
 def default_backup_target(settings: Settings) -> Manifest:
@@ -102,25 +107,10 @@ def default_drill_name(environment: str) -> str:
 
 def default_drill(env: Environment, settings: Settings) -> Manifest:
     """The default RestoreDrill of ``env``; every other field keeps the kind's default."""
-    owner = Owner.of(env)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "RestoreDrill",
-        "metadata": {
-            "name": default_drill_name(owner.name),
-            "namespace": owner.namespace,
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY,
-                ENVIRONMENT_LABEL: owner.name,
-                DEFAULT_DRILL_LABEL: "true",
-            },
-            "ownerReferences": [{**owner.reference(), "controller": False}],
-        },
-        "spec": {
-            "environmentRef": {"name": owner.name},
-            "schedule": settings.default_drill_schedule,
-        },
-    }
+    name = default_drill_name(env.metadata.name or "")
+    manifest = for_environment(env, "RestoreDrill", name, DEFAULT_DRILL_LABEL, owned=True)
+    manifest["spec"]["schedule"] = settings.default_drill_schedule
+    return manifest
 
 
 async def ensure_default_drill(context: RunContext, namespace: str, name: str) -> bool:

@@ -20,13 +20,12 @@ from enum import StrEnum
 from typing import Final
 
 from dockyard.core.models.backup import Backup, BackupPhase, BackupStatus
-from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment
 from dockyard.core.resources import Manifest
 from dockyard.core.settings import Settings
-from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
-from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
-from dockyard.operator.environments.defaults import default_backup_target
+from dockyard.operator.builders.metadata import Owner
+from dockyard.operator.environments.defaults import default_backup_target, for_environment
 from dockyard.operator.environments.status import Verdict
 
 FINAL_SNAPSHOT_LABEL: Final = "dockyard.io/final-snapshot"
@@ -66,27 +65,17 @@ def final_snapshot_name(environment: str, uid: str) -> str:
 def final_snapshot(env: Environment, settings: Settings) -> Manifest:
     """The Backup ``env`` takes of its database before deletionPolicy Snapshot drops it."""
     owner = Owner.of(env)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Backup",
-        "metadata": {
-            "name": final_snapshot_name(owner.name, owner.uid),
-            "namespace": owner.namespace,
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY,
-                ENVIRONMENT_LABEL: owner.name,
-                FINAL_SNAPSHOT_LABEL: "true",
-            },
-            "annotations": {
-                REASON_ANNOTATION: (
-                    f"final snapshot of Environment {owner.name} (uid {owner.uid}), taken "
-                    "before deletionPolicy Snapshot dropped its database"
-                )
-            },
-            # No ownerReferences: the snapshot must outlive the environment.
-        },
-        "spec": {"environmentRef": {"name": owner.name}, **default_backup_target(settings)},
+    name = final_snapshot_name(owner.name, owner.uid)
+    # Not owned: the snapshot must outlive the environment.
+    manifest = for_environment(env, "Backup", name, FINAL_SNAPSHOT_LABEL, owned=False)
+    manifest["metadata"]["annotations"] = {
+        REASON_ANNOTATION: (
+            f"final snapshot of Environment {owner.name} (uid {owner.uid}), taken "
+            "before deletionPolicy Snapshot dropped its database"
+        )
     }
+    manifest["spec"].update(default_backup_target(settings))
+    return manifest
 
 
 def assess(backup: Backup | None, *, name: str, environment: str, database: str) -> SnapshotStep:

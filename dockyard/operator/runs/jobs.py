@@ -29,9 +29,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from dockyard.core.models.backup import Backup, BackupStorage
+from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import API_VERSION
-from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.resources import Manifest
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, PART_OF_LABEL, Owner
 from dockyard.operator.runs.context import storage_url
@@ -105,12 +104,6 @@ def backup_job(
 ) -> Manifest:
     """The Job of one attempt of ``backup``: it reports to the Backup's status itself."""
     owner = Owner.of(backup)
-    env: list[Manifest] = [
-        {
-            "name": "DOCKYARD_BACKUP_SOURCE_DSN",
-            "valueFrom": {"secretKeyRef": {"name": database_secret, "key": "uri"}},
-        },
-    ]
     args = [
         "backup-run",
         f"--name={artifact}",
@@ -120,12 +113,11 @@ def backup_job(
     ]
     return _runner_job(
         owner,
+        backup,
         name=job_name(owner.name, attempt),
         labels={BACKUP_LABEL: owner.name, RUNNER_LABEL: "backup"},
         args=args,
-        env=env,
-        storage=backup.spec.storage,
-        key_ref=backup.spec.encryption.key_secret_ref,
+        database=("DOCKYARD_BACKUP_SOURCE_DSN", database_secret),
         image=image,
         api_access=True,
         deadline_seconds=deadline_seconds,
@@ -153,12 +145,6 @@ def restore_job(
     error, is the container's termination message (``--result-file``), which the
     operator reads from the Pod: the runner needs no Kubernetes permission at all.
     """
-    env: list[Manifest] = [
-        {
-            "name": "DOCKYARD_RESTORE_TARGET_DSN",
-            "valueFrom": {"secretKeyRef": {"name": database_secret, "key": "uri"}},
-        },
-    ]
     args = [
         "restore-run",
         f"--name={artifact}",
@@ -169,12 +155,11 @@ def restore_job(
     ]
     return _runner_job(
         owner,
+        backup,
         name=name,
         labels={RUNNER_LABEL: runner, OWNER_UID_LABEL: owner.uid},
         args=args,
-        env=env,
-        storage=backup.spec.storage,
-        key_ref=backup.spec.encryption.key_secret_ref,
+        database=("DOCKYARD_RESTORE_TARGET_DSN", database_secret),
         image=image,
         api_access=False,
         deadline_seconds=deadline_seconds,
@@ -183,21 +168,26 @@ def restore_job(
 
 def _runner_job(
     owner: Owner,
+    backup: Backup,
     *,
     name: str,
     labels: dict[str, str],
     args: list[str],
-    env: list[Manifest],
-    storage: BackupStorage,
-    key_ref: SecretKeyReference,
+    database: tuple[str, str],
     image: str,
     api_access: bool,
     deadline_seconds: int,
 ) -> Manifest:
-    """A runner Job: ``dockyard <args>`` with the storage, the key and nothing else
-    (and a ServiceAccount token only with ``api_access``)."""
+    """A runner Job: ``dockyard <args>`` with ``backup``'s storage and key, the database
+    URI of the Secret ``database[1]`` in the variable ``database[0]``, and nothing else
+    (a ServiceAccount token only with ``api_access``)."""
     labels = _labels(**labels)
-    env = [*env, {"name": "DOCKYARD_LOG_FORMAT", "value": "json"}]
+    storage, key_ref = backup.spec.storage, backup.spec.encryption.key_secret_ref
+    variable, secret = database
+    env: list[Manifest] = [
+        {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}},
+        {"name": "DOCKYARD_LOG_FORMAT", "value": "json"},
+    ]
     volumes: list[Manifest] = [
         {
             "name": "backup-key",

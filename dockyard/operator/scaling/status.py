@@ -73,14 +73,10 @@ def summarize(
     HPA (it is not accepted); ``hpa`` is the HPA as the API server returned it."""
     previous = policy.status
     generation = policy.metadata.generation
-    conditions = set_condition(
-        previous.conditions,
-        type=ScalingPolicyConditionType.ACCEPTED.value,
-        status=ConditionStatus.TRUE if acceptance.accepted else ConditionStatus.FALSE,
-        reason=acceptance.reason.value,
-        message=acceptance.message[:_MESSAGE_LIMIT],
-        generation=generation,
-        now=now,
+    accepted = (
+        ConditionStatus.TRUE if acceptance.accepted else ConditionStatus.FALSE,
+        acceptance.reason.value,
+        acceptance.message,
     )
     if not acceptance.accepted:
         active = (ConditionStatus.FALSE, "NotAccepted", "The policy is not in force.")
@@ -88,15 +84,6 @@ def summarize(
         active = (ConditionStatus.FALSE, "Paused", pause.message)
     else:
         active = _hpa_activity(hpa)
-    conditions = set_condition(
-        conditions,
-        type=ScalingPolicyConditionType.ACTIVE.value,
-        status=active[0],
-        reason=active[1],
-        message=active[2][:_MESSAGE_LIMIT],
-        generation=generation,
-        now=now,
-    )
     if not acceptance.accepted or replicas is None:
         paused = (ConditionStatus.FALSE, "NotAccepted", "The policy is not in force.")
     elif pause is not None:
@@ -107,15 +94,21 @@ def summarize(
         )
     else:
         paused = (ConditionStatus.FALSE, PauseReason.NOT_PAUSED.value, "Replicas follow the HPA.")
-    conditions = set_condition(
-        conditions,
-        type=ScalingPolicyConditionType.PAUSED.value,
-        status=paused[0],
-        reason=paused[1],
-        message=paused[2][:_MESSAGE_LIMIT],
-        generation=generation,
-        now=now,
-    )
+    conditions = previous.conditions
+    for kind, (status, reason, message) in (
+        (ScalingPolicyConditionType.ACCEPTED, accepted),
+        (ScalingPolicyConditionType.ACTIVE, active),
+        (ScalingPolicyConditionType.PAUSED, paused),
+    ):
+        conditions = set_condition(
+            conditions,
+            type=kind.value,
+            status=status,
+            reason=reason,
+            message=message[:_MESSAGE_LIMIT],
+            generation=generation,
+            now=now,
+        )
     window = replicas.window if replicas is not None else None
     try:
         counts = ScalingPolicyStatus.model_validate(_hpa_counts(hpa))
