@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockyard.api.routes.environments import _merge
+from dockyard.api.routes.objects import merge as _merge
 
 
 def test_merge_replaces_scalars_and_lists_and_removes_nulls() -> None:

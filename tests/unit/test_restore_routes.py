@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dockyard.api import errors
-from dockyard.api.routes.recovery import decode_cursor, encode_cursor
+from dockyard.api.cursors import encode_name, read_name
 from dockyard.api.routes.restoredrills import DATABASE, STATUS, RunsCursor
 from dockyard.api.routes.restores import approval_refusal
 
@@ -55,7 +55,7 @@ def test_a_restore_without_a_requester_cannot_be_approved() -> None:
 
 
 def test_list_cursors_round_trip_names() -> None:
-    assert decode_cursor(encode_cursor("shop-2025.01")) == "shop-2025.01"
+    assert read_name(encode_name("shop-2025.01")) == "shop-2025.01"
 
 
 def test_run_cursors_round_trip_with_their_source() -> None:

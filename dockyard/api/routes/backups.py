@@ -10,41 +10,24 @@ deletes its artifact (the operator's finalizer), so the answer is 204 once accep
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from dockyard.api import keys
 from dockyard.api.openapi import OperationRegistry
+from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
 from dockyard.core.models.backup import Backup, BackupPhase, BackupSpec
-from dockyard.core.models.common import API_VERSION
 
-
-class BackupCreate(BaseModel):
-    """The body of ``POST .../backups``: a one-off backup."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    api_version: str | None = Field(
-        default=None, alias="apiVersion", description=f"optional; {API_VERSION}"
-    )
-    kind: str | None = Field(default=None, description="optional; Backup")
-    metadata: MetadataInput = Field(description="name, labels and annotations")
-    spec: BackupSpec = Field(description="what to back up, how and where")
-
-
-class BackupList(BaseModel):
-    """A page of the backups of a namespace, ordered by name."""
-
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
-
-    items: list[Backup] = Field(description="the backups on this page")
-    next_cursor: str | None = Field(
-        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
-    )
-    resource_version: str = Field(
-        alias="resourceVersion", description="the cache's resourceVersion for this list"
-    )
-
+BackupCreate = create_body(
+    Backup,
+    doc="The body of ``POST .../backups``: a one-off backup.",
+    metadata=MetadataInput,
+    spec=BackupSpec,
+    spec_description="what to back up, how and where",
+)
+BackupList = list_body(
+    Backup,
+    doc="A page of the backups of a namespace, ordered by name.",
+    items="the backups on this page",
+)
 
 ROUTES = RecoveryKindRoutes(
     model=Backup,

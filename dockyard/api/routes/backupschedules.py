@@ -10,41 +10,24 @@ naming ``spec.schedule`` with what was expected.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from dockyard.api import keys
 from dockyard.api.openapi import OperationRegistry
+from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
 from dockyard.core.models.backup_schedule import BackupSchedule, BackupScheduleSpec
-from dockyard.core.models.common import API_VERSION
 
-
-class BackupScheduleCreate(BaseModel):
-    """The body of ``POST .../backupschedules``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    api_version: str | None = Field(
-        default=None, alias="apiVersion", description=f"optional; {API_VERSION}"
-    )
-    kind: str | None = Field(default=None, description="optional; BackupSchedule")
-    metadata: MetadataInput = Field(description="name, labels and annotations")
-    spec: BackupScheduleSpec = Field(description="when and how to back up, and what to keep")
-
-
-class BackupScheduleList(BaseModel):
-    """A page of the backup schedules of a namespace, ordered by name."""
-
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
-
-    items: list[BackupSchedule] = Field(description="the schedules on this page")
-    next_cursor: str | None = Field(
-        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
-    )
-    resource_version: str = Field(
-        alias="resourceVersion", description="the cache's resourceVersion for this list"
-    )
-
+BackupScheduleCreate = create_body(
+    BackupSchedule,
+    doc="The body of ``POST .../backupschedules``.",
+    metadata=MetadataInput,
+    spec=BackupScheduleSpec,
+    spec_description="when and how to back up, and what to keep",
+)
+BackupScheduleList = list_body(
+    BackupSchedule,
+    doc="A page of the backup schedules of a namespace, ordered by name.",
+    items="the schedules on this page",
+)
 
 ROUTES = RecoveryKindRoutes(
     model=BackupSchedule,

@@ -7,10 +7,15 @@ create (``Idempotency-Key``), JSON merge patch and delete (both with ``If-Match`
 apiserver as the caller, so RBAC, the schema and the CEL rules decide as they do for
 kubectl, and a write waits until the cache has caught up with it (read-your-writes).
 The per-object details (ETag, If-Match, merge patch, the caller's token) are ``objects``'.
+
+A kind with more to it (paged lists, extra routes, another answer to a delete) is a
+subclass that overrides a handler and adjusts ``operations()``: ``recovery`` for the
+backup and restore kinds, ``environments`` for Environments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -22,13 +27,14 @@ from dockyard.api.audit import spec_diff
 from dockyard.api.auth import Permission
 from dockyard.api.bodies import read_json
 from dockyard.api.cache import WatchCache
-from dockyard.api.idempotency import IdempotencyStore, request_hash, validate_key
-from dockyard.api.openapi import Operation, OperationRegistry
-from dockyard.api.routes.objects import caller, if_match, merge, public, respond
-from dockyard.core import selectors
+from dockyard.api.openapi import Handler, Operation, OperationRegistry
+from dockyard.api.routes.objects import caller, idempotent, if_match, merge, public, respond
+from dockyard.api.routes.pages import label_filter
 from dockyard.core.kube import KubeError
 from dockyard.core.models.common import CustomResource
 from dockyard.core.resources import ResourceType, resource_type
+
+Object = dict[str, Any]
 
 PATCHABLE = frozenset({"spec", "metadata"})
 PATCHABLE_METADATA = frozenset({"labels", "annotations"})
@@ -73,13 +79,22 @@ class KindRoutes:
     def resource(self) -> ResourceType:
         return resource_type(self.model.crd.api_version, self.kind)
 
-    def _not_found(self, namespace: str, name: str) -> errors.Problem:
+    def not_found(self, namespace: str, name: str) -> errors.Problem:
         return errors.not_found(f"{self.kind} {namespace}/{name} does not exist.")
+
+    async def cached(self, request: web.Request) -> Object:
+        """The object the path names, from the cache once it has synced; 404 if none."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        cache = request.app[self.cache]
+        await cache.wait_synced()
+        obj = cache.get(namespace, name)
+        if obj is None:
+            raise self.not_found(namespace, name)
+        return obj
 
     # -- handlers -------------------------------------------------------------------------
 
     async def list_namespaced(self, request: web.Request) -> web.Response:
-        namespace = request.match_info["namespace"]
         unknown = set(request.query) - {"labelSelector"}
         if unknown:
             raise errors.validation_failed(
@@ -88,67 +103,23 @@ class KindRoutes:
                     for k in sorted(unknown)
                 ]
             )
-        requirements = None
         selector = request.query.get("labelSelector")
-        if selector:
-            try:
-                requirements = selectors.parse(selector[:1024])
-            except selectors.SelectorError as exc:
-                raise errors.validation_failed(
-                    [errors.FieldError(field="query.labelSelector", message=str(exc))]
-                ) from None
+        predicate = label_filter(selector[:1024]) if selector else None
         cache = request.app[self.cache]
         await cache.wait_synced()
-        items = cache.list(
-            namespaces={namespace},
-            predicate=None
-            if requirements is None
-            else lambda o: selectors.matches(requirements, o["metadata"].get("labels") or {}),
-        )
+        items = cache.list(namespaces={request.match_info["namespace"]}, predicate=predicate)
         return web.json_response(
             {"items": [public(o) for o in items], "resourceVersion": str(cache.resource_version)}
         )
 
     async def get_one(self, request: web.Request) -> web.Response:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        cache = request.app[self.cache]
-        await cache.wait_synced()
-        obj = cache.get(namespace, name)
-        if obj is None:
-            raise self._not_found(namespace, name)
-        return respond(obj)
+        return respond(await self.cached(request))
 
     async def create(self, request: web.Request) -> web.Response:
-        namespace = request.match_info["namespace"]
         raw = await read_json(request)
-        actor = request[keys.PRINCIPAL].user
-        key = request.headers.get("Idempotency-Key")
-        store: IdempotencyStore | None = None
-        if key is not None:
-            store = request.app[keys.IDEMPOTENCY]
-            replay = await store.claim(
-                actor=actor,
-                key=validate_key(key),
-                method="POST",
-                path=request.path,
-                digest=request_hash("POST", request.path, raw),
-            )
-            if replay is not None:
-                return web.json_response(
-                    replay.body, status=replay.status, headers={"Idempotency-Replayed": "true"}
-                )
-        try:
-            created = await self._create(request, namespace, raw)
-            if store is not None and key is not None:
-                await store.complete(actor=actor, key=key, status=201, body=public(created))
-        except BaseException:
-            # Only a success is replayed: a failure frees the key for the retry.
-            if store is not None and key is not None:
-                await store.release(actor=actor, key=key)
-            raise
-        return respond(created, status=201)
+        return await idempotent(request, raw, lambda: self._create(request, raw))
 
-    async def _create(self, request: web.Request, namespace: str, raw: object) -> dict[str, Any]:
+    async def _create(self, request: web.Request, raw: object) -> Object:
         try:
             body = cast(CreateBody, self.create_model.model_validate(raw))
         except ValidationError as exc:
@@ -160,7 +131,9 @@ class KindRoutes:
             "spec": body.spec.model_dump(mode="json", exclude_none=True, by_alias=True),
         }
         created = await request.app[keys.KUBE].create(
-            self.resource.path(namespace), manifest, as_caller=caller(request)
+            self.resource.path(request.match_info["namespace"]),
+            manifest,
+            as_caller=caller(request),
         )
         request[keys.AUDIT] = spec_diff(None, created.get("spec"))
         await request.app[self.cache].wait_for_version(created["metadata"]["resourceVersion"])
@@ -176,11 +149,7 @@ class KindRoutes:
         problems = _patch_problems(raw)
         if problems:
             raise errors.validation_failed(problems)
-        cache = request.app[self.cache]
-        await cache.wait_synced()
-        current = cache.get(namespace, name)
-        if current is None:
-            raise self._not_found(namespace, name)
+        current = await self.cached(request)
         expected = if_match(request)
         if "spec" in raw:
             try:
@@ -202,21 +171,24 @@ class KindRoutes:
                 ) from None
             raise
         request[keys.AUDIT] = spec_diff(current.get("spec"), updated.get("spec"))
-        await cache.wait_for_version(updated["metadata"]["resourceVersion"])
+        await request.app[self.cache].wait_for_version(updated["metadata"]["resourceVersion"])
         return respond(updated)
 
     async def delete(self, request: web.Request) -> web.Response:
+        await self._delete(request)
+        return web.Response(status=204)
+
+    async def _delete(self, request: web.Request, **options: str) -> Object:
+        """Delete the object as the caller, with ``If-Match`` as a precondition; the
+        apiserver's answer (the object while finalizers run, else a Status)."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         expected = if_match(request)
-        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", **options}
         if expected is not None:
-            options["preconditions"] = {"resourceVersion": expected}
+            body["preconditions"] = {"resourceVersion": expected}
         try:
-            await request.app[keys.KUBE].request(
-                "DELETE",
-                self.resource.path(namespace, name),
-                body=options,
-                as_caller=caller(request),
+            return await request.app[keys.KUBE].request(
+                "DELETE", self.resource.path(namespace, name), body=body, as_caller=caller(request)
             )
         except KubeError as exc:
             if exc.status == 409 and expected is not None:
@@ -224,37 +196,38 @@ class KindRoutes:
                     f"If-Match {expected} no longer matches {self.kind} {namespace}/{name}."
                 ) from None
             raise
-        return web.Response(status=204)
 
     # -- the contract ---------------------------------------------------------------------
 
     def register(self, registry: OperationRegistry) -> None:
+        for operation in self.operations():
+            registry.add(operation)
+
+    def operations(self) -> list[Operation]:
+        """The kind's operations, in the order the OpenAPI document lists them."""
         many = f"/api/v1/namespaces/{{namespace}}/{self.plural}"
         one = many + "/{name}"
-        tag = self.plural
-        missing = {404: f"No such {self.noun}"}
-        registry.add(
-            Operation(
+        a_noun = f"{'an' if self.noun[0] in 'aeiou' else 'a'} {self.noun}"
+        missing = {**COMMON_RESPONSES, 404: f"No such {self.noun}"}
+        changed = {**missing, 412: "If-Match does not match"}
+        return [
+            self.operation(
                 "GET",
                 many,
                 f"listNamespaced{self.plural_title}",
                 f"{self.plural_title} in a namespace",
-                tag,
                 self.list_namespaced,
+                "list",
                 response_model=self.list_model,
-                responses=COMMON_RESPONSES,
-                permission=Permission("list", self.plural),
                 description="Filter: labelSelector.",
-            )
-        )
-        registry.add(
-            Operation(
+            ),
+            self.operation(
                 "POST",
                 many,
                 f"create{self.kind}",
-                f"Create a {self.noun}",
-                tag,
+                f"Create {a_noun}",
                 self.create,
+                "create",
                 request_model=self.create_model,
                 response_model=self.model,
                 responses={
@@ -264,53 +237,68 @@ class KindRoutes:
                     413: "Body too large",
                     415: "Not JSON",
                 },
-                permission=Permission("create", self.plural),
                 description="Send Idempotency-Key to make retries safe.",
-            )
-        )
-        registry.add(
-            Operation(
+            ),
+            self.operation(
                 "GET",
                 one,
                 f"get{self.kind}",
-                f"Read a {self.noun}",
-                tag,
+                f"Read {a_noun}",
                 self.get_one,
+                "get",
                 response_model=self.model,
-                responses={**COMMON_RESPONSES, **missing},
-                permission=Permission("get", self.plural),
-            )
-        )
-        registry.add(
-            Operation(
+                responses=missing,
+            ),
+            self.operation(
                 "PATCH",
                 one,
                 f"patch{self.kind}",
-                f"Change a {self.noun} (JSON merge patch)",
-                tag,
+                f"Change {a_noun} (JSON merge patch)",
                 self.patch,
+                "patch",
                 response_model=self.model,
-                responses={**COMMON_RESPONSES, **missing, 412: "If-Match does not match"},
-                permission=Permission("patch", self.plural),
-            )
-        )
-        registry.add(
-            Operation(
+                responses=changed,
+            ),
+            self.operation(
                 "DELETE",
                 one,
                 f"delete{self.kind}",
-                f"Delete a {self.noun}",
-                tag,
+                f"Delete {a_noun}",
                 self.delete,
-                responses={
-                    **COMMON_RESPONSES,
-                    **missing,
-                    204: "Deleted",
-                    412: "If-Match does not match",
-                },
-                permission=Permission("delete", self.plural),
-            )
+                "delete",
+                responses={**changed, 204: "Deleted"},
+            ),
+        ]
+
+    def operation(
+        self,
+        method: str,
+        path: str,
+        operation_id: str,
+        summary: str,
+        handler: Handler,
+        verb: str,
+        **details: Any,
+    ) -> Operation:
+        """An operation of this kind: tagged with its plural, needing ``verb`` on it."""
+        details.setdefault("responses", COMMON_RESPONSES)
+        return Operation(
+            method,
+            path,
+            operation_id,
+            summary,
+            self.plural,
+            handler,
+            permission=Permission(verb, self.plural),
+            **details,
         )
+
+
+def replace(operations: list[Operation], handler: Handler, **changes: Any) -> list[Operation]:
+    """``operations`` with the one served by ``handler`` changed as ``changes`` say."""
+    return [
+        dataclasses.replace(op, **changes) if op.handler == handler else op for op in operations
+    ]
 
 
 def _patch_problems(raw: dict[str, Any]) -> list[errors.FieldError]:
@@ -332,4 +320,4 @@ def _patch_problems(raw: dict[str, Any]) -> list[errors.FieldError]:
     return problems
 
 
-__all__ = ["CreateBody", "KindRoutes"]
+__all__ = ["COMMON_RESPONSES", "MERGE_PATCH_TYPES", "CreateBody", "KindRoutes", "replace"]

@@ -2,18 +2,21 @@
 
 The object as clients see it (without ``managedFields``), ``ETag`` as the object's
 resourceVersion and ``If-Match`` back into one, the caller's own token for the calls
-made on their behalf, and RFC 7396 JSON merge patch as PATCH applies it before validating.
+made on their behalf, RFC 7396 JSON merge patch as PATCH applies it before validating,
+and ``Idempotency-Key`` around a create (``idempotent``).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from dockyard.api import errors, keys
 from dockyard.api.auth import bearer_token
+from dockyard.api.idempotency import request_hash, validate_key
 from dockyard.core.kube import CallerToken
 
 
@@ -69,3 +72,38 @@ def merge(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge(result.get(key), value)
     return result
+
+
+async def idempotent(
+    request: web.Request, body: object, create: Callable[[], Awaitable[dict[str, Any]]]
+) -> web.Response:
+    """Answer a POST that creates an object (``create``), honouring ``Idempotency-Key``.
+
+    With a key, the first request claims it and stores its 201; a retry of the same
+    request (same caller, path and ``body``) gets that answer again, marked
+    ``Idempotency-Replayed``. Only a success is stored: a failure, whatever it is,
+    releases the key so the retry runs again (``dockyard.api.idempotency``).
+    """
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return respond(await create(), status=201)
+    store = request.app[keys.IDEMPOTENCY]
+    actor = request[keys.PRINCIPAL].user
+    replay = await store.claim(
+        actor=actor,
+        key=validate_key(key),
+        method="POST",
+        path=request.path,
+        digest=request_hash("POST", request.path, body),
+    )
+    if replay is not None:
+        return web.json_response(
+            replay.body, status=replay.status, headers={"Idempotency-Replayed": "true"}
+        )
+    try:
+        created = await create()
+        await store.complete(actor=actor, key=key, status=201, body=public(created))
+    except BaseException:
+        await store.release(actor=actor, key=key)
+        raise
+    return respond(created, status=201)

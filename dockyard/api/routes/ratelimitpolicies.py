@@ -10,57 +10,30 @@ operator and admin roles).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from dockyard.api import keys
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.kinds import KindRoutes
-from dockyard.core.models.common import API_VERSION
+from dockyard.api.routes.models import NewObjectMeta, create_body, list_body
 from dockyard.core.models.ratelimit import RateLimitPolicy, RateLimitPolicySpec
 
-KIND = RateLimitPolicy.crd.kind
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
-
-class PolicyMetaInput(BaseModel):
+class PolicyMetaInput(NewObjectMeta):
     """The metadata a client may set on a new policy."""
 
-    model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(
-        min_length=1, max_length=253, pattern=NAME_PATTERN, description="unique in the namespace"
-    )
-    labels: dict[str, str] = Field(
-        default_factory=dict, max_length=64, description="Kubernetes labels"
-    )
-    annotations: dict[str, str] = Field(
-        default_factory=dict, max_length=64, description="Kubernetes annotations"
-    )
-
-
-class RateLimitPolicyCreate(BaseModel):
-    """The body of ``POST .../ratelimitpolicies``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    api_version: str | None = Field(
-        default=None, alias="apiVersion", description=f"optional; {API_VERSION}"
-    )
-    kind: str | None = Field(default=None, description=f"optional; {KIND}")
-    metadata: PolicyMetaInput = Field(description="name, labels and annotations")
-    spec: RateLimitPolicySpec = Field(description="the limits")
-
-
-class RateLimitPolicyList(BaseModel):
-    """The policies of a namespace, ordered by name."""
-
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
-
-    items: list[RateLimitPolicy] = Field(description="the policies")
-    resource_version: str = Field(
-        alias="resourceVersion", description="the cache's resourceVersion for this list"
-    )
-
+RateLimitPolicyCreate = create_body(
+    RateLimitPolicy,
+    doc="The body of ``POST .../ratelimitpolicies``.",
+    metadata=PolicyMetaInput,
+    spec=RateLimitPolicySpec,
+    spec_description="the limits",
+)
+RateLimitPolicyList = list_body(
+    RateLimitPolicy,
+    doc="The policies of a namespace, ordered by name.",
+    items="the policies",
+    paged=False,
+)
 
 ROUTES = KindRoutes(
     model=RateLimitPolicy,

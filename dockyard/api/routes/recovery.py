@@ -17,26 +17,23 @@ gets (``kinds``), plus:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from dockyard.api import errors, keys
+from dockyard.api import cursors, errors, keys
 from dockyard.api.audit import spec_diff
-from dockyard.api.auth import Permission
 from dockyard.api.bodies import read_json
-from dockyard.api.openapi import Operation, OperationRegistry
-from dockyard.api.routes.kinds import COMMON_RESPONSES, MERGE_PATCH_TYPES, KindRoutes
-from dockyard.api.routes.objects import caller, public, respond
-from dockyard.core import selectors
-from dockyard.core.models.references import OBJECT_NAME_PATTERN
+from dockyard.api.openapi import Operation
+from dockyard.api.routes.kinds import COMMON_RESPONSES, MERGE_PATCH_TYPES, KindRoutes, replace
+from dockyard.api.routes.models import NewObjectMeta, name_field
+from dockyard.api.routes.objects import caller, respond
+from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query, query_parameter
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 
 Object = dict[str, Any]
@@ -49,20 +46,10 @@ LIMIT_MAX = 500
 CURSOR_MAX_LENGTH = 400
 
 
-class MetadataInput(BaseModel):
+class MetadataInput(NewObjectMeta):
     """The metadata a client may set on a new backup, schedule, restore or drill."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="DNS-1123 subdomain, unique in the namespace",
-    )
-    labels: dict[str, str] = Field(
-        default_factory=dict, max_length=64, description="Kubernetes labels"
-    )
+    name: str = name_field("DNS-1123 subdomain, unique in the namespace")
     annotations: dict[str, str] = Field(
         default_factory=dict,
         max_length=64,
@@ -89,20 +76,6 @@ class PageQuery(BaseModel):
     phase: str | None = Field(default=None, max_length=32, description="only this phase")
 
 
-def encode_cursor(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return raw.decode()
-    except (ValueError, binascii.Error) as exc:
-        raise errors.validation_failed(
-            [errors.FieldError(field="query.cursor", message="not a cursor this API issued")]
-        ) from exc
-
-
 def environment_ref(obj: Object) -> frozenset[str]:
     """The Environment a Backup, BackupSchedule or RestoreDrill is about."""
     name = ((obj.get("spec") or {}).get("environmentRef") or {}).get("name")
@@ -114,17 +87,7 @@ def _phase(obj: Object) -> str | None:
     return phase if isinstance(phase, str) else None
 
 
-def _query_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class RecoveryKindRoutes(KindRoutes):
     """``KindRoutes`` with paged, filtered lists, server-owned annotations and run-now.
 
@@ -145,7 +108,7 @@ class RecoveryKindRoutes(KindRoutes):
     async def list_namespaced(self, request: web.Request) -> web.Response:
         query = self._page_query(request)
         predicates = self._predicates(query)
-        after = decode_cursor(query.cursor) if query.cursor else None
+        after = cursors.read_name(query.cursor) if query.cursor else None
         cache = request.app[self.cache]
         await cache.wait_synced()
         matched = cache.list(
@@ -154,15 +117,10 @@ class RecoveryKindRoutes(KindRoutes):
                 (after is None or o["metadata"]["name"] > after) and all(p(o) for p in predicates)
             ),
         )
-        page = matched[: query.limit]
+        shown = matched[: query.limit]
         more = len(matched) > query.limit
-        return web.json_response(
-            {
-                "items": [public(o) for o in page],
-                "nextCursor": encode_cursor(page[-1]["metadata"]["name"]) if more else None,
-                "resourceVersion": str(cache.resource_version),
-            }
-        )
+        last = cursors.encode_name(shown[-1]["metadata"]["name"]) if more else None
+        return page(shown, last, cache.resource_version)
 
     async def patch(self, request: web.Request) -> web.Response:
         raw = await read_json(request, allowed=MERGE_PATCH_TYPES)
@@ -171,7 +129,7 @@ class RecoveryKindRoutes(KindRoutes):
         # aiohttp keeps the body read above, so the shared handler reads it again for free.
         return await super().patch(request)
 
-    async def _create(self, request: web.Request, namespace: str, raw: object) -> dict[str, Any]:
+    async def _create(self, request: web.Request, raw: object) -> Object:
         if isinstance(raw, dict) and isinstance(raw.get("metadata"), dict):
             self._refuse_server_annotations(raw["metadata"])
             if self.stamp is not None:
@@ -180,33 +138,25 @@ class RecoveryKindRoutes(KindRoutes):
                 if isinstance(annotations, dict) or annotations is None:
                     metadata["annotations"] = {**(annotations or {}), **self.stamp(request)}
                 raw = {**raw, "metadata": metadata}
-        return await super()._create(request, namespace, raw)
+        return await super()._create(request, raw)
 
     async def run_now(self, request: web.Request) -> web.Response:
         """Set the run-now annotation; the operator starts a run and removes it."""
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        cache = request.app[self.cache]
-        await cache.wait_synced()
-        current = cache.get(namespace, name)
-        if current is None:
-            raise self._not_found(namespace, name)
+        current = await self.cached(request)
         requested = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         updated = await request.app[keys.KUBE].merge_patch(
-            self.resource.path(namespace, name),
+            self.resource.path(request.match_info["namespace"], request.match_info["name"]),
             {"metadata": {"annotations": {RUN_NOW_ANNOTATION: requested}}},
             as_caller=caller(request),
         )
         request[keys.AUDIT] = annotation_diff(current, updated)
-        await cache.wait_for_version(updated["metadata"]["resourceVersion"])
+        await request.app[self.cache].wait_for_version(updated["metadata"]["resourceVersion"])
         return respond(updated, status=202)
 
     # -- helpers --------------------------------------------------------------------------
 
     def _page_query(self, request: web.Request) -> PageQuery:
-        try:
-            query = PageQuery.model_validate(dict(request.query))
-        except ValidationError as exc:
-            raise errors.from_validation_error(exc, prefix="query") from None
+        query = parse_query(request, PageQuery)
         if query.phase is not None:
             allowed = [p.value for p in self.phases] if self.phases is not None else []
             if query.phase not in allowed:
@@ -220,18 +170,10 @@ class RecoveryKindRoutes(KindRoutes):
                 )
         return query
 
-    def _predicates(self, query: PageQuery) -> list[Callable[[Object], bool]]:
-        predicates: list[Callable[[Object], bool]] = []
+    def _predicates(self, query: PageQuery) -> list[Predicate]:
+        predicates: list[Predicate] = []
         if query.label_selector:
-            try:
-                requirements = selectors.parse(query.label_selector)
-            except selectors.SelectorError as exc:
-                raise errors.validation_failed(
-                    [errors.FieldError(field="query.labelSelector", message=str(exc))]
-                ) from None
-            predicates.append(
-                lambda o: selectors.matches(requirements, o["metadata"].get("labels") or {})
-            )
+            predicates.append(label_filter(query.label_selector))
         if query.environment:
             environment = query.environment
             predicates.append(lambda o: environment in self.environments_of(o))
@@ -260,67 +202,55 @@ class RecoveryKindRoutes(KindRoutes):
 
     # -- the contract ---------------------------------------------------------------------
 
-    def register(self, registry: OperationRegistry) -> None:
-        shared = OperationRegistry()
-        super().register(shared)
-        for operation in shared.operations:
-            if operation.handler == self.list_namespaced:
-                operation = dataclasses.replace(
-                    operation,
-                    description="Paged by name: pass nextCursor back as cursor.",
-                    parameters=self._list_parameters(),
-                )
-            registry.add(operation)
+    def operations(self) -> list[Operation]:
+        operations = replace(
+            super().operations(),
+            self.list_namespaced,
+            description="Paged by name: pass nextCursor back as cursor.",
+            parameters=self._list_parameters(),
+        )
         if self.runnable:
-            registry.add(
-                Operation(
+            operations.append(
+                self.operation(
                     "POST",
                     f"/api/v1/namespaces/{{namespace}}/{self.plural}/{{name}}/run",
                     f"run{self.kind}",
                     f"Run a {self.noun} now",
-                    self.plural,
                     self.run_now,
+                    "patch",
                     response_model=self.model,
                     responses={
                         **COMMON_RESPONSES,
                         202: "Run requested",
                         404: f"No such {self.noun}",
                     },
-                    permission=Permission("patch", self.plural),
                     description=f"Sets the {RUN_NOW_ANNOTATION} annotation; the operator "
                     "starts a run outside the schedule (even while suspended) and removes it.",
                 )
             )
+        return operations
 
     def _list_parameters(self) -> tuple[dict[str, Any], ...]:
+        limit = {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
         parameters = [
-            _query_parameter(
-                "limit",
-                "page size",
-                {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT},
+            query_parameter("limit", limit, "page size"),
+            query_parameter(
+                "cursor", {"type": "string", "maxLength": 400}, "nextCursor of the previous page"
             ),
-            _query_parameter(
-                "cursor", "nextCursor of the previous page", {"type": "string", "maxLength": 400}
-            ),
-            _query_parameter(
+            query_parameter(
                 "labelSelector",
-                "a Kubernetes label selector",
                 {"type": "string", "maxLength": 1024},
+                "a Kubernetes label selector",
             ),
-            _query_parameter(
+            query_parameter(
                 "environment",
-                "only objects about this Environment",
                 {"type": "string", "maxLength": 253},
+                "only objects about this Environment",
             ),
         ]
         if self.phases is not None:
-            parameters.append(
-                _query_parameter(
-                    "phase",
-                    "only objects in this phase",
-                    {"type": "string", "enum": [p.value for p in self.phases]},
-                )
-            )
+            phases = {"type": "string", "enum": [p.value for p in self.phases]}
+            parameters.append(query_parameter("phase", phases, "only objects in this phase"))
         return tuple(parameters)
 
 
@@ -337,7 +267,5 @@ __all__ = [
     "PageQuery",
     "RecoveryKindRoutes",
     "annotation_diff",
-    "decode_cursor",
-    "encode_cursor",
     "environment_ref",
 ]

@@ -14,23 +14,21 @@ which source it came from, so a listing never switches sources halfway.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from dockyard.api import errors, keys
-from dockyard.api.auth import Permission
+from dockyard.api import cursors, keys
 from dockyard.api.drill_runs import DrillRunLog, RunKey
-from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.kinds import COMMON_RESPONSES
+from dockyard.api.routes.models import create_body, list_body
+from dockyard.api.routes.pages import parse_query, query_parameter
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
-from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.restore_drill import (
     DrillObjectives,
     DrillRun,
@@ -43,31 +41,18 @@ from dockyard.core.models.restore_drill import (
 RUNS_LIMIT_MAX = 100
 
 
-class RestoreDrillCreate(BaseModel):
-    """The body of ``POST .../restoredrills``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    api_version: str | None = Field(
-        default=None, alias="apiVersion", description=f"optional; {API_VERSION}"
-    )
-    kind: str | None = Field(default=None, description="optional; RestoreDrill")
-    metadata: MetadataInput = Field(description="name, labels and annotations")
-    spec: RestoreDrillSpec = Field(description="when to drill, on which backup, what to check")
-
-
-class RestoreDrillList(BaseModel):
-    """A page of the restore drills of a namespace, ordered by name."""
-
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
-
-    items: list[RestoreDrill] = Field(description="the drills on this page")
-    next_cursor: str | None = Field(
-        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
-    )
-    resource_version: str = Field(
-        alias="resourceVersion", description="the cache's resourceVersion for this list"
-    )
+RestoreDrillCreate = create_body(
+    RestoreDrill,
+    doc="The body of ``POST .../restoredrills``.",
+    metadata=MetadataInput,
+    spec=RestoreDrillSpec,
+    spec_description="when to drill, on which backup, what to check",
+)
+RestoreDrillList = list_body(
+    RestoreDrill,
+    doc="A page of the restore drills of a namespace, ordered by name.",
+    items="the drills on this page",
+)
 
 
 class DrillRunList(BaseModel):
@@ -127,28 +112,22 @@ class RunsCursor:
     id: int | None = None
 
     def encode(self) -> str:
-        raw = json.dumps([self.source, self.started_at.isoformat(), self.id])
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return cursors.encode([self.source, self.started_at.isoformat(), self.id])
 
     @classmethod
     def decode(cls, cursor: str) -> RunsCursor:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            source, started, ident = json.loads(raw)
-            started_at = datetime.fromisoformat(started)
-        except (ValueError, binascii.Error, TypeError):
-            raise _invalid_cursor() from None
+        """The cursor ``encode`` made; 422 for any other (``cursors.refused``)."""
+        return cursors.read(cursor, cls._from_position)
+
+    @classmethod
+    def _from_position(cls, position: Any) -> RunsCursor:
+        source, started, ident = position
+        started_at = datetime.fromisoformat(started)
         # bool is an int to Python; a cursor never holds one.
         valid = (source == DATABASE and type(ident) is int) or (source == STATUS and ident is None)
         if not valid or started_at.tzinfo is None:
-            raise _invalid_cursor()
+            raise ValueError("not a run cursor")
         return cls(source, started_at, ident)
-
-
-def _invalid_cursor() -> errors.Problem:
-    return errors.validation_failed(
-        [errors.FieldError(field="query.cursor", message="not a cursor this API issued")]
-    )
 
 
 async def _from_database(
@@ -181,16 +160,9 @@ def _from_status(
 
 async def list_runs(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    try:
-        query = RunsQuery.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise errors.from_validation_error(exc, prefix="query") from None
+    query = parse_query(request, RunsQuery)
     cursor = RunsCursor.decode(query.cursor) if query.cursor else None
-    cache = request.app[keys.RESTORE_DRILL_CACHE]
-    await cache.wait_synced()
-    obj = cache.get(namespace, name)
-    if obj is None:
-        raise errors.not_found(f"RestoreDrill {namespace}/{name} does not exist.")
+    obj = await ROUTES.cached(request)
     # The operator wrote it, and the CRD's schema held it to these models.
     status = RestoreDrillStatus.model_validate(obj.get("status") or {})
     objectives = DrillObjectives.model_validate((obj.get("spec") or {}).get("objectives") or {})
@@ -212,37 +184,22 @@ async def list_runs(request: web.Request) -> web.Response:
 
 def register(registry: OperationRegistry) -> None:
     ROUTES.register(registry)
+    limit = {"type": "integer", "minimum": 1, "maximum": RUNS_LIMIT_MAX, "default": 20}
     registry.add(
-        Operation(
+        ROUTES.operation(
             "GET",
             "/api/v1/namespaces/{namespace}/restoredrills/{name}/runs",
             "listRestoreDrillRuns",
             "A restore drill's run history, with RTO and RPO per run",
-            "restoredrills",
             list_runs,
+            "get",
             response_model=DrillRunList,
             responses={**COMMON_RESPONSES, 404: "No such restore drill"},
-            permission=Permission("get", "restoredrills"),
             description="Newest first. restoreSeconds is the measured recovery time (RTO), "
             "backupAgeSeconds the measured recovery point (RPO).",
             parameters=(
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": RUNS_LIMIT_MAX,
-                        "default": 20,
-                    },
-                },
-                {
-                    "name": "cursor",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "maxLength": 300},
-                },
+                query_parameter("limit", limit),
+                query_parameter("cursor", {"type": "string", "maxLength": 300}),
             ),
         )
     )

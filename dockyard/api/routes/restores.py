@@ -25,16 +25,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.api import errors, keys
-from dockyard.api.auth import Permission
-from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.kinds import COMMON_RESPONSES
+from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.objects import caller, if_match, respond
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
 from dockyard.core.kube import KubeError
-from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.restore import (
     APPROVED_BY_ANNOTATION,
     APPROVER_GROUPS_ANNOTATION,
@@ -54,31 +52,18 @@ Object = dict[str, Any]
 APPROVE_ATTEMPTS = 3
 
 
-class RestoreCreate(BaseModel):
-    """The body of ``POST .../restores``; the server records the caller as requester."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    api_version: str | None = Field(
-        default=None, alias="apiVersion", description=f"optional; {API_VERSION}"
-    )
-    kind: str | None = Field(default=None, description="optional; Restore")
-    metadata: MetadataInput = Field(description="name, labels and annotations")
-    spec: RestoreSpec = Field(description="what to restore, where, and how carefully")
-
-
-class RestoreList(BaseModel):
-    """A page of the restores of a namespace, ordered by name."""
-
-    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
-
-    items: list[Restore] = Field(description="the restores on this page")
-    next_cursor: str | None = Field(
-        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
-    )
-    resource_version: str = Field(
-        alias="resourceVersion", description="the cache's resourceVersion for this list"
-    )
+RestoreCreate = create_body(
+    Restore,
+    doc="The body of ``POST .../restores``; the server records the caller as requester.",
+    metadata=MetadataInput,
+    spec=RestoreSpec,
+    spec_description="what to restore, where, and how carefully",
+)
+RestoreList = list_body(
+    Restore,
+    doc="A page of the restores of a namespace, ordered by name.",
+    items="the restores on this page",
+)
 
 
 def _environments(obj: Object) -> frozenset[str]:
@@ -115,18 +100,9 @@ ROUTES = RecoveryKindRoutes(
 )
 
 
-def _missing(namespace: str, name: str) -> errors.Problem:
-    return errors.not_found(f"Restore {namespace}/{name} does not exist.")
-
-
 async def get_plan(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    cache = request.app[keys.RESTORE_CACHE]
-    await cache.wait_synced()
-    obj = cache.get(namespace, name)
-    if obj is None:
-        raise _missing(namespace, name)
-    status = obj.get("status") or {}
+    status = (await ROUTES.cached(request)).get("status") or {}
     plan = status.get("plan")
     if not plan:
         why = status.get("message")
@@ -194,7 +170,7 @@ async def approve(request: web.Request) -> web.Response:
             current = await kube.get(path, as_caller=caller(request))
         except KubeError as exc:
             if exc.status == 404:
-                raise _missing(namespace, name) from None
+                raise ROUTES.not_found(namespace, name) from None
             raise
         version = current["metadata"]["resourceVersion"]
         if expected is not None and expected != version:
@@ -229,38 +205,31 @@ async def approve(request: web.Request) -> web.Response:
 def register(registry: OperationRegistry) -> None:
     ROUTES.register(registry)
     one = "/api/v1/namespaces/{namespace}/restores/{name}"
-    missing = {404: "No such restore"}
+    missing = {**COMMON_RESPONSES, 404: "No such restore"}
     registry.add(
-        Operation(
+        ROUTES.operation(
             "GET",
             one + "/plan",
             "getRestorePlan",
             "Read a restore's plan",
-            "restores",
             get_plan,
+            "get",
             response_model=RestorePlan,
-            responses={**COMMON_RESPONSES, **missing, 409: "No plan yet"},
-            permission=Permission("get", "restores"),
+            responses={**missing, 409: "No plan yet"},
             description="The backup, size, tables, target, estimated duration and whether "
             "approval is needed, as the operator resolved them (dry run or not).",
         )
     )
     registry.add(
-        Operation(
+        ROUTES.operation(
             "POST",
             one + "/approve",
             "approveRestore",
             "Approve a restore awaiting approval",
-            "restores",
             approve,
+            "approve",
             response_model=Restore,
-            responses={
-                **COMMON_RESPONSES,
-                **missing,
-                409: "Not awaiting approval",
-                412: "If-Match does not match",
-            },
-            permission=Permission("approve", "restores"),
+            responses={**missing, 409: "Not awaiting approval", 412: "If-Match does not match"},
             description="Needs the approve verb on restores (operator and admin roles), and "
             "patch to record it. The requester cannot approve (403 approval-by-requester). "
             "Sets dockyard.io/approved-by to the caller; the operator verifies it.",

@@ -1,0 +1,63 @@
+"""What the list routes share: their query string, their label filter and their pages.
+
+Lists read from a watch cache, filter with predicates over the cached objects, and
+answer ``items`` and the cache's ``resourceVersion``; paged lists add ``nextCursor``
+(``dockyard.api.cursors``), null on the last page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from dockyard.api import errors
+from dockyard.api.routes.objects import public
+from dockyard.core import selectors
+
+Object = dict[str, Any]
+Predicate = Callable[[Object], bool]
+Query = TypeVar("Query", bound=BaseModel)
+
+
+def parse_query(request: web.Request, model: type[Query]) -> Query:
+    """The query string validated by ``model``; 422 with ``query.<name>`` field paths."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise errors.from_validation_error(exc, prefix="query") from None
+
+
+def label_filter(selector: str) -> Predicate:
+    """Whether an object's labels match ``selector``; 422 when it is no label selector."""
+    try:
+        requirements = selectors.parse(selector)
+    except selectors.SelectorError as exc:
+        raise errors.validation_failed(
+            [errors.FieldError(field="query.labelSelector", message=str(exc))]
+        ) from None
+    return lambda o: selectors.matches(requirements, o["metadata"].get("labels") or {})
+
+
+def page(items: Sequence[Object], next_cursor: str | None, resource_version: int) -> web.Response:
+    """One page of a paged list, its objects as clients see them."""
+    return web.json_response(
+        {
+            "items": [public(o) for o in items],
+            "nextCursor": next_cursor,
+            "resourceVersion": str(resource_version),
+        }
+    )
+
+
+def query_parameter(
+    name: str, schema: dict[str, Any], description: str | None = None
+) -> dict[str, Any]:
+    """An optional query parameter as the OpenAPI document declares it."""
+    parameter: dict[str, Any] = {"name": name, "in": "query", "required": False}
+    if description is not None:
+        parameter["description"] = description
+    parameter["schema"] = schema
+    return parameter
