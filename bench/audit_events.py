@@ -38,7 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from dockyard.api.audit import AuditEvent, AuditLog, Cursor, page_query
+from dockyard.api.audit.events import AuditEvent, Cursor
+from dockyard.api.audit.repository import AuditLog, page_query
 from dockyard.core import db, migrations
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import Testbed

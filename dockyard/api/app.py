@@ -15,7 +15,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from dockyard.api import audit, keys, middlewares, paths, telemetry, transport
+from dockyard.api import keys, middlewares, paths, telemetry, transport
+from dockyard.api.audit import middleware as audit_middleware
+from dockyard.api.audit import retention as audit_retention
 from dockyard.api.auth import Authenticator, Authorizer
 from dockyard.api.cache import WatchCache
 from dockyard.api.idempotency import IdempotencyStore
@@ -164,7 +166,7 @@ def create_app(
             paths.validate_path_parameters,
             # Before audit and authentication: see dockyard.api.ratelimit.middleware.
             rate_limit_middleware.limit_requests,
-            audit.audit_trail,
+            audit_middleware.audit_trail,
             middlewares.authenticate_and_authorize,
         ],
     )
@@ -184,6 +186,6 @@ def create_app(
         [telemetry.tracing(span_processors), telemetry.metrics_endpoint(metrics_host), _redis]
     )
     app.cleanup_ctx.extend([_database, _kubernetes, _idempotency, _watch_caches])
-    app.cleanup_ctx.append(audit.retention)  # after _database: it uses the pool
+    app.cleanup_ctx.append(audit_retention.retention)  # after _database: it uses the pool
     app.cleanup_ctx.append(rate_limits.rate_limiting)  # after _kubernetes and _redis
     return app

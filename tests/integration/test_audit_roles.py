@@ -21,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from dockyard.api.app import create_app
-from dockyard.api.audit import AuditLog
+from dockyard.api.audit.repository import AuditLog
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State
 from tests.conftest import ROOT

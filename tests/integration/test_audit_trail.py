@@ -25,13 +25,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dockyard.api import errors, keys
 from dockyard.api.app import create_app
-from dockyard.api.audit import (
-    RETENTION_LOCK_KEY,
-    AuditLog,
-    Outcome,
-    run_retention,
-    spec_diff,
-)
+from dockyard.api.audit.diff import spec_diff
+from dockyard.api.audit.events import Outcome
+from dockyard.api.audit.repository import RETENTION_LOCK_KEY, AuditLog
+from dockyard.api.audit.retention import run_retention
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation
 from dockyard.core import db, migrations

@@ -9,17 +9,10 @@ import pytest
 from multidict import MultiDict, MultiDictProxy
 
 from dockyard.api import errors
-from dockyard.api.audit import (
-    REDACTED,
-    Cursor,
-    InvalidCursor,
-    Outcome,
-    action_of,
-    is_audited,
-    outcome_of,
-    page_query,
-    spec_diff,
-)
+from dockyard.api.audit.diff import REDACTED, spec_diff
+from dockyard.api.audit.events import Cursor, InvalidCursor, Outcome
+from dockyard.api.audit.middleware import action_of, is_audited, outcome_of
+from dockyard.api.audit.repository import page_query
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation
 from dockyard.api.routes.audit import AuditQuery, parse_query

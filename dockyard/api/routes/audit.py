@@ -16,15 +16,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo
 from pydantic import ValidationError as PydanticValidationError
 
 from dockyard.api import errors, keys
-from dockyard.api.audit import (
-    CURSOR_MAX_LENGTH,
-    PAGE_SIZE_DEFAULT,
-    PAGE_SIZE_MAX,
-    AuditEventList,
-    AuditLog,
-    Cursor,
-    InvalidCursor,
-)
+from dockyard.api.audit.events import CURSOR_MAX_LENGTH, AuditEventList, Cursor, InvalidCursor
+from dockyard.api.audit.repository import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, AuditLog
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation, OperationRegistry
 

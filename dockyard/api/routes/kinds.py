@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from dockyard.api import errors, keys
-from dockyard.api.audit import spec_diff
+from dockyard.api.audit.diff import spec_diff
 from dockyard.api.auth import Permission
 from dockyard.api.bodies import read_json
 from dockyard.api.cache import WatchCache

@@ -27,7 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.api import cursors, errors, keys
-from dockyard.api.audit import spec_diff
+from dockyard.api.audit.diff import spec_diff
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation
 from dockyard.api.routes.kinds import COMMON_RESPONSES, MERGE_PATCH_TYPES, KindRoutes, replace
