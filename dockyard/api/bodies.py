@@ -1,5 +1,5 @@
-"""Reading request bodies: JSON only, bounded in size, depth and read time, validated by a
-pydantic model.
+"""Reading request bodies: JSON only, bounded in size, depth and read time; the handler
+then validates the result with its operation's request model.
 
 Depth is checked on the raw bytes before parsing: the parser, and everything that walks
 the result afterwards (merge patch, hashing, validation), recurses once per level, so
@@ -13,14 +13,10 @@ import asyncio
 import itertools
 import json
 import re
-from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 
 from dockyard.api import errors, keys
-
-Model = TypeVar("Model", bound=BaseModel)
 
 JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 
@@ -76,12 +72,3 @@ async def read_json(request: web.Request, *, allowed: frozenset[str] = JSON_TYPE
         raise errors.validation_failed(
             [errors.FieldError(field="(body)", message=f"not valid JSON: {exc}")]
         ) from None
-
-
-async def read_model(request: web.Request, model: type[Model]) -> Model:
-    """The body validated by ``model`` (which rejects unknown fields and bounds strings)."""
-    data = await read_json(request)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise errors.from_validation_error(exc) from None

@@ -1,7 +1,13 @@
-"""The request pipeline's outer layers: the request id, and problem+json for every error.
+"""The request id, problem+json for every error, and authentication with authorization.
 
-Order, outermost first (see ``app.create_app``): request context, problems, transport
-security and CORS, telemetry, audit, authentication and authorization, the handler.
+The pipeline, outermost first, as ``app.create_app`` lists it: ``request_context`` (the
+request id), tracing and metrics (``telemetry``), ``problems`` (every error rendered as
+problem+json), transport security and CORS (``transport``), path parameters checked as
+Kubernetes names (``paths``), the rate limiter (``ratelimit.middleware``), the audit
+trail (``audit.middleware``), then ``authenticate_and_authorize`` (TokenReview and
+SubjectAccessReview), and the handler. What authentication and the handler raise passes
+the audit trail on its way out (recorded, then raised again) before ``problems``
+renders it.
 """
 
 from __future__ import annotations
@@ -76,11 +82,11 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         asyncpg.TooManyConnectionsError,
         ConnectionRefusedError,
     ) as exc:
+        # The Kubernetes client's failures are mapped where it is called, and Redis's
+        # just below: a connection failure that reaches here unmapped is the database's.
         logger.warning("dependency unavailable", extra={"error": type(exc).__name__})
         return errors.render(
-            errors.dependency_unavailable(_dependency_of(exc)),
-            request,
-            request.get(keys.REQUEST_ID),
+            errors.dependency_unavailable("postgres"), request, request.get(keys.REQUEST_ID)
         )
     except RedisConnectionError:
         return errors.render(
@@ -89,12 +95,6 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except Exception:
         logger.exception("unhandled error", extra={"path": request.path})
         return errors.render(errors.internal_error(), request, request.get(keys.REQUEST_ID))
-
-
-def _dependency_of(exc: BaseException) -> str:
-    # The Kubernetes client's failures are mapped where it is called; what reaches here
-    # unmapped is the database pool's.
-    return "postgres"
 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> errors.Problem:
