@@ -110,16 +110,8 @@ def parse_query(query: MultiMapping[str]) -> AuditQuery:
 
 async def list_audit_events(request: web.Request) -> web.Response:
     query = parse_query(request.query)
-    page = await AuditLog(request.app[keys.DB_POOL]).list(
-        actor=query.actor,
-        resource=query.resource,
-        namespace=query.namespace,
-        name=query.name,
-        since=query.since,
-        until=query.until,
-        limit=query.limit,
-        cursor=query.cursor,
-    )
+    # The query's fields are the listing's filters, limit and cursor, by the same names.
+    page = await AuditLog(request.app[keys.DB_POOL]).list(**query.model_dump())
     return web.json_response(page.model_dump(mode="json"))
 
 

@@ -14,14 +14,13 @@ from dockyard.api import keys
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
-from dockyard.core.models.backup import Backup, BackupPhase, BackupSpec
+from dockyard.core.models.backup import Backup, BackupPhase
 
 BackupCreate = create_body(
     Backup,
+    MetadataInput,
     doc="The body of ``POST .../backups``: a one-off backup.",
-    metadata=MetadataInput,
-    spec=BackupSpec,
-    spec_description="what to back up, how and where",
+    spec="what to back up, how and where",
 )
 BackupList = list_body(
     Backup,
@@ -29,16 +28,7 @@ BackupList = list_body(
     items="the backups on this page",
 )
 
-ROUTES = RecoveryKindRoutes(
-    model=Backup,
-    spec_model=BackupSpec,
-    create_model=BackupCreate,
-    list_model=BackupList,
-    cache=keys.BACKUP_CACHE,
-    plural_title="Backups",
-    noun="backup",
-    phases=BackupPhase,
-)
+ROUTES = RecoveryKindRoutes(Backup, BackupCreate, BackupList, keys.BACKUP_CACHE, phases=BackupPhase)
 
 
 def register(registry: OperationRegistry) -> None:

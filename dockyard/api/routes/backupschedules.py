@@ -14,14 +14,13 @@ from dockyard.api import keys
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
-from dockyard.core.models.backup_schedule import BackupSchedule, BackupScheduleSpec
+from dockyard.core.models.backup_schedule import BackupSchedule
 
 BackupScheduleCreate = create_body(
     BackupSchedule,
+    MetadataInput,
     doc="The body of ``POST .../backupschedules``.",
-    metadata=MetadataInput,
-    spec=BackupScheduleSpec,
-    spec_description="when and how to back up, and what to keep",
+    spec="when and how to back up, and what to keep",
 )
 BackupScheduleList = list_body(
     BackupSchedule,
@@ -30,13 +29,10 @@ BackupScheduleList = list_body(
 )
 
 ROUTES = RecoveryKindRoutes(
-    model=BackupSchedule,
-    spec_model=BackupScheduleSpec,
-    create_model=BackupScheduleCreate,
-    list_model=BackupScheduleList,
-    cache=keys.BACKUP_SCHEDULE_CACHE,
-    plural_title="BackupSchedules",
-    noun="backup schedule",
+    BackupSchedule,
+    BackupScheduleCreate,
+    BackupScheduleList,
+    keys.BACKUP_SCHEDULE_CACHE,
     runnable=True,
 )
 

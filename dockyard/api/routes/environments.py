@@ -31,7 +31,7 @@ from dockyard.api.routes.kinds import COMMON_RESPONSES, KindRoutes, replace
 from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
 from dockyard.api.routes.objects import public
 from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query
-from dockyard.core.models.environment import Environment, EnvironmentSpec
+from dockyard.core.models.environment import Environment
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Sorts after every object name (DNS subdomains use [a-z0-9.-]): "past this namespace".
@@ -48,10 +48,9 @@ class ObjectMetaInput(NewObjectMeta):
 
 EnvironmentCreate = create_body(
     Environment,
+    ObjectMetaInput,
     doc="The body of ``POST .../environments``.",
-    metadata=ObjectMetaInput,
-    spec=EnvironmentSpec,
-    spec_description="the desired environment",
+    spec="the desired environment",
 )
 EnvironmentList = list_body(
     Environment,
@@ -195,15 +194,7 @@ class EnvironmentRoutes(KindRoutes):
         return [every_namespace, *operations, events]
 
 
-ROUTES = EnvironmentRoutes(
-    model=Environment,
-    spec_model=EnvironmentSpec,
-    create_model=EnvironmentCreate,
-    list_model=EnvironmentList,
-    cache=keys.ENVIRONMENT_CACHE,
-    plural_title="Environments",
-    noun="environment",
-)
+ROUTES = EnvironmentRoutes(Environment, EnvironmentCreate, EnvironmentList, keys.ENVIRONMENT_CACHE)
 
 
 def register(registry: OperationRegistry) -> None:

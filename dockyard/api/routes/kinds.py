@@ -16,6 +16,7 @@ backup and restore kinds, ``environments`` for Environments.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -28,6 +29,7 @@ from dockyard.api.auth import Permission
 from dockyard.api.bodies import read_json
 from dockyard.api.cache import WatchCache
 from dockyard.api.openapi import Handler, Operation, OperationRegistry
+from dockyard.api.routes.models import spec_model
 from dockyard.api.routes.objects import caller, idempotent, if_match, merge, public, respond
 from dockyard.api.routes.pages import label_filter
 from dockyard.core.kube import KubeError
@@ -51,21 +53,17 @@ class CreateBody(Protocol):
 
 @dataclass(frozen=True)
 class KindRoutes:
-    """One kind's REST routes.
+    """One kind's REST routes: ``model`` is its custom resource, ``cache`` its watch cache.
 
-    ``create_model`` validates POST bodies (``metadata`` and ``spec``), ``list_model``
-    describes list answers (``items`` and ``resourceVersion``), and ``spec_model``
-    validates a patched spec before it is sent. ``plural_title`` (``ScalingPolicies``)
-    and ``noun`` (``scaling policy``) name the operations.
+    ``create_model`` validates POST bodies (``metadata`` and ``spec``) and ``list_model``
+    describes list answers (``items`` and ``resourceVersion``); the kind's spec model
+    validates a patched spec before it is sent.
     """
 
     model: type[CustomResource]
-    spec_model: type[BaseModel]
     create_model: type[BaseModel]
     list_model: type[BaseModel]
     cache: web.AppKey[WatchCache]
-    plural_title: str
-    noun: str
 
     @property
     def plural(self) -> str:
@@ -74,6 +72,22 @@ class KindRoutes:
     @property
     def kind(self) -> str:
         return self.model.crd.kind
+
+    @property
+    def spec_model(self) -> type[BaseModel]:
+        return spec_model(self.model)
+
+    @property
+    def plural_title(self) -> str:
+        """The plural spelt with the kind's capitals (``ScalingPolicies``), for operation ids."""
+        # backups from Backup; scalingpolicies from ScalingPolic(y).
+        stem = self.kind if self.plural.startswith(self.kind.lower()) else self.kind[:-1]
+        return stem + self.plural[len(stem) :]
+
+    @property
+    def noun(self) -> str:
+        """The kind in words (``scaling policy``), for summaries and messages."""
+        return re.sub(r"(?<!^)(?=[A-Z])", " ", self.kind).lower()
 
     @property
     def resource(self) -> ResourceType:
@@ -291,6 +305,26 @@ class KindRoutes:
             handler,
             permission=Permission(verb, self.plural),
             **details,
+        )
+
+    def object_operation(
+        self,
+        method: str,
+        action: str,
+        operation_id: str,
+        summary: str,
+        handler: Handler,
+        verb: str,
+        *,
+        responses: dict[int, str] | None = None,
+        **details: Any,
+    ) -> Operation:
+        """An operation at ``.../<plural>/{name}/<action>``; it may answer 404 as well as
+        ``responses`` and the ones every operation may."""
+        path = f"/api/v1/namespaces/{{namespace}}/{self.plural}/{{name}}/{action}"
+        answers = {**COMMON_RESPONSES, 404: f"No such {self.noun}", **(responses or {})}
+        return self.operation(
+            method, path, operation_id, summary, handler, verb, responses=answers, **details
         )
 
 

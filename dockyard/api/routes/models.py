@@ -8,7 +8,7 @@ gets the same fields, in the same order, for every kind.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -37,15 +37,17 @@ class NewObjectMeta(BaseModel):
     )
 
 
+def spec_model(model: type[CustomResource]) -> type[BaseModel]:
+    """The model of a kind's spec, as its custom resource model declares it."""
+    # Every kind's spec is a model of its own (dockyard.core.models).
+    return cast(type[BaseModel], model.model_fields["spec"].annotation)
+
+
 def create_body(
-    model: type[CustomResource],
-    *,
-    doc: str,
-    metadata: type[NewObjectMeta],
-    spec: type[BaseModel],
-    spec_description: str,
+    model: type[CustomResource], metadata: type[NewObjectMeta], *, doc: str, spec: str
 ) -> type[BaseModel]:
-    """``<Kind>Create``, the body of ``POST .../<plural>``: metadata and spec.
+    """``<Kind>Create``, the body of ``POST .../<plural>``: ``metadata`` and the kind's
+    spec (described as ``spec``), documented as ``doc``.
 
     ``apiVersion`` and ``kind`` may be sent (the server knows them from the path).
     """
@@ -64,7 +66,7 @@ def create_body(
         ),
         kind=(str | None, Field(default=None, description=f"optional; {kind}")),
         metadata=(metadata, Field(description="name, labels and annotations")),
-        spec=(spec, Field(description=spec_description)),
+        spec=(spec_model(model), Field(description=spec)),
     )
 
 
@@ -95,4 +97,4 @@ def list_body(
     )
 
 
-__all__ = ["NewObjectMeta", "create_body", "list_body", "name_field"]
+__all__ = ["NewObjectMeta", "create_body", "list_body", "name_field", "spec_model"]

@@ -14,7 +14,7 @@ from dockyard.api import keys
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.kinds import KindRoutes
 from dockyard.api.routes.models import NewObjectMeta, create_body, list_body
-from dockyard.core.models.ratelimit import RateLimitPolicy, RateLimitPolicySpec
+from dockyard.core.models.ratelimit import RateLimitPolicy
 
 
 class PolicyMetaInput(NewObjectMeta):
@@ -23,10 +23,9 @@ class PolicyMetaInput(NewObjectMeta):
 
 RateLimitPolicyCreate = create_body(
     RateLimitPolicy,
+    PolicyMetaInput,
     doc="The body of ``POST .../ratelimitpolicies``.",
-    metadata=PolicyMetaInput,
-    spec=RateLimitPolicySpec,
-    spec_description="the limits",
+    spec="the limits",
 )
 RateLimitPolicyList = list_body(
     RateLimitPolicy,
@@ -36,13 +35,7 @@ RateLimitPolicyList = list_body(
 )
 
 ROUTES = KindRoutes(
-    model=RateLimitPolicy,
-    spec_model=RateLimitPolicySpec,
-    create_model=RateLimitPolicyCreate,
-    list_model=RateLimitPolicyList,
-    cache=keys.RATE_LIMIT_POLICY_CACHE,
-    plural_title="RateLimitPolicies",
-    noun="rate limit policy",
+    RateLimitPolicy, RateLimitPolicyCreate, RateLimitPolicyList, keys.RATE_LIMIT_POLICY_CACHE
 )
 
 

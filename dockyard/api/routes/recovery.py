@@ -30,7 +30,7 @@ from dockyard.api import cursors, errors, keys
 from dockyard.api.audit.diff import spec_diff
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation
-from dockyard.api.routes.kinds import COMMON_RESPONSES, MERGE_PATCH_TYPES, KindRoutes, replace
+from dockyard.api.routes.kinds import MERGE_PATCH_TYPES, KindRoutes, replace
 from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.api.routes.objects import caller, respond
 from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query, query_parameter
@@ -211,19 +211,15 @@ class RecoveryKindRoutes(KindRoutes):
         )
         if self.runnable:
             operations.append(
-                self.operation(
+                self.object_operation(
                     "POST",
-                    f"/api/v1/namespaces/{{namespace}}/{self.plural}/{{name}}/run",
+                    "run",
                     f"run{self.kind}",
                     f"Run a {self.noun} now",
                     self.run_now,
                     "patch",
                     response_model=self.model,
-                    responses={
-                        **COMMON_RESPONSES,
-                        202: "Run requested",
-                        404: f"No such {self.noun}",
-                    },
+                    responses={202: "Run requested"},
                     description=f"Sets the {RUN_NOW_ANNOTATION} annotation; the operator "
                     "starts a run outside the schedule (even while suspended) and removes it.",
                 )

@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from dockyard.api import cursors, keys
 from dockyard.api.drill_runs import DrillRunLog, RunKey
 from dockyard.api.openapi import OperationRegistry
-from dockyard.api.routes.kinds import COMMON_RESPONSES
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.pages import parse_query, query_parameter
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
@@ -34,7 +33,6 @@ from dockyard.core.models.restore_drill import (
     DrillRun,
     DrillRunSummary,
     RestoreDrill,
-    RestoreDrillSpec,
     RestoreDrillStatus,
 )
 
@@ -43,10 +41,9 @@ RUNS_LIMIT_MAX = 100
 
 RestoreDrillCreate = create_body(
     RestoreDrill,
+    MetadataInput,
     doc="The body of ``POST .../restoredrills``.",
-    metadata=MetadataInput,
-    spec=RestoreDrillSpec,
-    spec_description="when to drill, on which backup, what to check",
+    spec="when to drill, on which backup, what to check",
 )
 RestoreDrillList = list_body(
     RestoreDrill,
@@ -88,14 +85,7 @@ class RunsQuery(BaseModel):
 
 
 ROUTES = RecoveryKindRoutes(
-    model=RestoreDrill,
-    spec_model=RestoreDrillSpec,
-    create_model=RestoreDrillCreate,
-    list_model=RestoreDrillList,
-    cache=keys.RESTORE_DRILL_CACHE,
-    plural_title="RestoreDrills",
-    noun="restore drill",
-    runnable=True,
+    RestoreDrill, RestoreDrillCreate, RestoreDrillList, keys.RESTORE_DRILL_CACHE, runnable=True
 )
 
 
@@ -186,15 +176,14 @@ def register(registry: OperationRegistry) -> None:
     ROUTES.register(registry)
     limit = {"type": "integer", "minimum": 1, "maximum": RUNS_LIMIT_MAX, "default": 20}
     registry.add(
-        ROUTES.operation(
+        ROUTES.object_operation(
             "GET",
-            "/api/v1/namespaces/{namespace}/restoredrills/{name}/runs",
+            "runs",
             "listRestoreDrillRuns",
             "A restore drill's run history, with RTO and RPO per run",
             list_runs,
             "get",
             response_model=DrillRunList,
-            responses={**COMMON_RESPONSES, 404: "No such restore drill"},
             description="Newest first. restoreSeconds is the measured recovery time (RTO), "
             "backupAgeSeconds the measured recovery point (RPO).",
             parameters=(

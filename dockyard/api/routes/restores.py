@@ -28,7 +28,6 @@ from aiohttp import web
 
 from dockyard.api import errors, keys
 from dockyard.api.openapi import OperationRegistry
-from dockyard.api.routes.kinds import COMMON_RESPONSES
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.objects import caller, if_match, respond
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
@@ -40,7 +39,6 @@ from dockyard.core.models.restore import (
     Restore,
     RestorePhase,
     RestorePlan,
-    RestoreSpec,
 )
 from dockyard.core.resources import RESTORES
 from dockyard.core.restore_plan import identify_requester
@@ -54,10 +52,9 @@ APPROVE_ATTEMPTS = 3
 
 RestoreCreate = create_body(
     Restore,
+    MetadataInput,
     doc="The body of ``POST .../restores``; the server records the caller as requester.",
-    metadata=MetadataInput,
-    spec=RestoreSpec,
-    spec_description="what to restore, where, and how carefully",
+    spec="what to restore, where, and how carefully",
 )
 RestoreList = list_body(
     Restore,
@@ -84,13 +81,10 @@ def _requested_by(request: web.Request) -> Mapping[str, str]:
 
 
 ROUTES = RecoveryKindRoutes(
-    model=Restore,
-    spec_model=RestoreSpec,
-    create_model=RestoreCreate,
-    list_model=RestoreList,
-    cache=keys.RESTORE_CACHE,
-    plural_title="Restores",
-    noun="restore",
+    Restore,
+    RestoreCreate,
+    RestoreList,
+    keys.RESTORE_CACHE,
     environments_of=_environments,
     phases=RestorePhase,
     server_annotations=frozenset(
@@ -204,32 +198,30 @@ async def approve(request: web.Request) -> web.Response:
 
 def register(registry: OperationRegistry) -> None:
     ROUTES.register(registry)
-    one = "/api/v1/namespaces/{namespace}/restores/{name}"
-    missing = {**COMMON_RESPONSES, 404: "No such restore"}
     registry.add(
-        ROUTES.operation(
+        ROUTES.object_operation(
             "GET",
-            one + "/plan",
+            "plan",
             "getRestorePlan",
             "Read a restore's plan",
             get_plan,
             "get",
             response_model=RestorePlan,
-            responses={**missing, 409: "No plan yet"},
+            responses={409: "No plan yet"},
             description="The backup, size, tables, target, estimated duration and whether "
             "approval is needed, as the operator resolved them (dry run or not).",
         )
     )
     registry.add(
-        ROUTES.operation(
+        ROUTES.object_operation(
             "POST",
-            one + "/approve",
+            "approve",
             "approveRestore",
             "Approve a restore awaiting approval",
             approve,
             "approve",
             response_model=Restore,
-            responses={**missing, 409: "Not awaiting approval", 412: "If-Match does not match"},
+            responses={409: "Not awaiting approval", 412: "If-Match does not match"},
             description="Needs the approve verb on restores (operator and admin roles), and "
             "patch to record it. The requester cannot approve (403 approval-by-requester). "
             "Sets dockyard.io/approved-by to the caller; the operator verifies it.",

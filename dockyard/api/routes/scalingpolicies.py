@@ -14,7 +14,7 @@ from dockyard.api import keys
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.kinds import KindRoutes
 from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
-from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicySpec
+from dockyard.core.models.scaling import ScalingPolicy
 
 
 class ScalingPolicyMetaInput(NewObjectMeta):
@@ -25,10 +25,9 @@ class ScalingPolicyMetaInput(NewObjectMeta):
 
 ScalingPolicyCreate = create_body(
     ScalingPolicy,
+    ScalingPolicyMetaInput,
     doc="The body of ``POST .../scalingpolicies``.",
-    metadata=ScalingPolicyMetaInput,
-    spec=ScalingPolicySpec,
-    spec_description="the desired scaling",
+    spec="the desired scaling",
 )
 ScalingPolicyList = list_body(
     ScalingPolicy,
@@ -38,13 +37,7 @@ ScalingPolicyList = list_body(
 )
 
 ROUTES = KindRoutes(
-    model=ScalingPolicy,
-    spec_model=ScalingPolicySpec,
-    create_model=ScalingPolicyCreate,
-    list_model=ScalingPolicyList,
-    cache=keys.SCALING_POLICY_CACHE,
-    plural_title="ScalingPolicies",
-    noun="scaling policy",
+    ScalingPolicy, ScalingPolicyCreate, ScalingPolicyList, keys.SCALING_POLICY_CACHE
 )
 
 
