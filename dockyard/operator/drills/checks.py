@@ -118,7 +118,9 @@ async def run_checks(
     failures: list[FailedCheck] = []
     if checks.row_counts:
         try:
-            counted = await check_row_counts(context, backup, database, tenant)
+            manifest = backup.status.manifest
+            tables = manifest.tables if manifest is not None else []
+            counted = await check_row_counts(context, tables, database, tenant)
             failures += row_count_failures(counted)
         except BackupError as exc:
             failures.append(failed(ROW_COUNT_CHECK, f"counting rows failed: {exc.message}"))

@@ -7,28 +7,32 @@ drill afresh and, in this order:
 1. drops the scratch databases whose keep window (``spec.scratch.keepFor``) is over,
    and all kept ones once the drill's Environment is gone or being deleted (they are
    owned by its role, and the environment's deletion cannot drop a role that owns one);
-2. recovers a run recorded in ``status.currentRun`` that no task of this process is
-   executing (the operator died mid-run): its scratch database is dropped, and the run
-   is started again (``attempts`` + 1) or, after ``backup_max_attempts``, recorded as
-   Failed with reason "interrupted". Nothing stays in progress without a runner;
+2. follows a run recorded in ``status.currentRun`` that no task of this process is
+   executing: its runner Job, if it has one (also after a restart), else the run was
+   interrupted (the operator died mid-run): its scratch database is dropped, and the
+   run is started again (``attempts`` + 1) or, after ``backup_max_attempts``, recorded
+   as Failed with reason "interrupted". Nothing stays in progress without a runner;
 3. applies ``drill_plan.plan_tick``: when a run is due (cron or the run-now annotation)
    it chooses the backup, writes ``status.currentRun`` (with the scratch database's
    name) *before* anything is restored, removes the annotation, and starts the run in
    a task of its own, so a pass never waits for a restore.
 
-A run (in one of the ``backup_concurrency`` slots it shares with backups and restores)
-creates the scratch database owned by the environment's role, restores the backup into
-it (inline, or with ``runner: Job`` in a runner Job that connects as that role;
-checksum first: a flipped byte fails before the database is touched), and runs the
-checks (``drill_checks``). Restore seconds (the measured RTO) run from
-creating the database to the end of the restore; the backup's age (the measured RPO)
-is taken when the run starts. The run is then recorded, in this order: the
-``drill_runs`` row (its failure is logged; the status stays authoritative), the verdict
-on the Backup (``verification``: on a pass its ``status.verified`` and catalog row),
-then the drill's status (``lastRun``, bounded ``history``, Passing, ``currentRun``
-cleared), so whoever sees the run in the status finds the row and the verdict written;
-then Events and metrics. An operator dying between the first and the last step runs the
-drill again (one more row). Keeping and dropping scratch databases is ``scratch``'s part.
+A run creates the scratch database owned by the environment's role, restores the
+backup into it (checksum first: a flipped byte fails before the database is touched),
+and runs the checks (``drill_checks``). Inline, all of it happens in a task, in one of
+the ``backup_concurrency`` slots it shares with backups and restores. With ``runner:
+Job`` the pass makes the database and the runner Job (which connects as that role),
+and later passes follow the Job: while it works the tick says to look again in
+``RUNNER_POLL_SECONDS``; once it finished the checks run in a task (in a slot).
+Restore seconds (the measured RTO) run from creating the database (the Job) to the end
+of the restore; the backup's age (the measured RPO) is taken when the run starts. The
+run is then recorded, in this order: the ``drill_runs`` row (its failure is logged;
+the status stays authoritative), the verdict on the Backup (``verification``: on a
+pass its ``status.verified`` and catalog row), then the drill's status (``lastRun``,
+bounded ``history``, Passing, ``currentRun`` cleared), so whoever sees the run in the
+status finds the row and the verdict written; then Events and metrics. An operator
+dying between the first and the last step runs the drill again (one more row).
+Keeping and dropping scratch databases is ``scratch``'s part.
 
 Deleting a drill (the operator's finalizer) stops its run and drops every scratch
 database whose name carries the drill's uid, recorded or not.
@@ -39,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -66,7 +70,7 @@ from dockyard.core.resources import BACKUPS, RESTORE_DRILLS
 from dockyard.operator.apply import get
 from dockyard.operator.backups.lifecycle import post
 from dockyard.operator.builders.metadata import Owner
-from dockyard.operator.database import ManagedDatabaseError
+from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.drills import log as drill_log
 from dockyard.operator.drills.checks import run_checks
 from dockyard.operator.drills.plan import (
@@ -95,7 +99,14 @@ from dockyard.operator.runs.context import (
     tenant_login,
 )
 from dockyard.operator.runs.restoring import fresh_database, restore_backup
-from dockyard.operator.runs.runner_jobs import RestoreJob, stop_runner_jobs
+from dockyard.operator.runs.runner_jobs import (
+    RUNNER_POLL_SECONDS,
+    RestoreJob,
+    job_result,
+    read_job,
+    start_restore_job,
+    stop_runner_jobs,
+)
 from dockyard.runner import BackupError
 
 logger = logging.getLogger(__name__)
@@ -128,6 +139,9 @@ class DrillRuns:
         )
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Drills whose run's Job this process started or took up after a restart: such a
+        # Job missing is a runner gone, any other a run never begun.
+        self._following: set[str] = set()
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -135,10 +149,12 @@ class DrillRuns:
         """Whether this process executes (or is about to execute) a run of drill ``uid``."""
         return uid in self._tasks or self.context.running_here(uid)
 
-    async def tick(self, namespace: str, name: str, now: datetime | None = None) -> None:
-        """One pass; passes over one drill never interleave, nor with its run's record."""
+    async def tick(self, namespace: str, name: str, now: datetime | None = None) -> Outcome:
+        """One pass; passes over one drill never interleave, nor with its run's record.
+
+        Again after ``RUNNER_POLL_SECONDS`` while the drill's run waits for its Job."""
         async with self._lock(namespace, name):
-            await self._tick(namespace, name, now or datetime.now(UTC))
+            return await self._tick(namespace, name, now or datetime.now(UTC))
 
     async def finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> Outcome:
         """Stop the drill's run and drop all its scratch databases, then let it go."""
@@ -148,6 +164,10 @@ class DrillRuns:
             if task is not None:
                 task.cancel()
                 await asyncio.wait({task}, timeout=CANCEL_WAIT_SECONDS)
+            self._following.discard(uid)
+            if uid and (body.get("spec") or {}).get("runner") == BackupRunner.JOB.value:
+                # Its Job may still be writing into a scratch database: stopped first.
+                await stop_runner_jobs(self.context.kube, namespace, uid)
             try:
                 status = RestoreDrillStatus.model_validate(body.get("status") or {})
             except ValidationError:
@@ -175,16 +195,20 @@ class DrillRuns:
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
-    async def _tick(self, namespace: str, name: str, now: datetime) -> None:
+    async def _tick(self, namespace: str, name: str, now: datetime) -> Outcome:
         loaded = await self._load(namespace, name)
         if loaded is None:
-            return
+            return Outcome.done()
         status = await self.scratch.expire(loaded.drill, loaded.raw, now)
         status = await self.scratch.release(loaded.drill, loaded.raw, status)
         current = status.current_run
-        if current is not None and not self.running(loaded.uid):
-            await self._recover(loaded, status, current, now)
-            return
+        # A run that no task of this process executes: followed (its Job), or recovered.
+        if (
+            current is not None
+            and not self.running(loaded.uid)
+            and not await self._follow(loaded, status, current, now)
+        ):
+            return self._outcome(loaded)
         plan = plan_tick(loaded.drill.model_copy(update={"status": status}), now)
         status = plan.status
         start: tuple[Backup, DrillCurrentRun] | None = None
@@ -204,7 +228,14 @@ class DrillRuns:
                 reason="Started",
                 message=f"Restoring Backup {run.backup} into {run.scratch_database}",
             )
-            self._spawn(loaded, backup, run)
+            await self._begin(loaded, status, backup, run)
+        return self._outcome(loaded)
+
+    def _outcome(self, loaded: _Loaded) -> Outcome:
+        """Look again soon while the drill's run is in a Job this process follows."""
+        if loaded.uid in self._following:
+            return Outcome.again("the run's Job is restoring", delay=RUNNER_POLL_SECONDS)
+        return Outcome.done()
 
     async def _prepare(
         self, loaded: _Loaded, status: RestoreDrillStatus, now: datetime
@@ -259,17 +290,17 @@ class DrillRuns:
         scratch = current.scratch_database
         if loaded.drill.spec.runner is BackupRunner.JOB:
             # Its Job may still be writing into the scratch database: stopped first.
+            self._following.discard(loaded.uid)
             await stop_runner_jobs(self.context.kube, loaded.namespace, loaded.uid)
         undropped = await self.scratch.drop([scratch] if scratch else [], raw=loaded.raw)
         if recovery.action is RecoveryAction.RETRY:
             backup = await self._backup(loaded.namespace, current.backup)
             if backup is not None and drillable(backup, loaded.drill.spec.environment_ref.name):
                 again = current.model_copy(update={"attempts": recovery.next_attempt})
-                await self._write(
-                    loaded, described(status.model_copy(update={"current_run": again}))
-                )
+                retried = described(status.model_copy(update={"current_run": again}))
+                await self._write(loaded, retried)
                 post(loaded.raw, reason="AttemptFailed", message=recovery.message, warning=True)
-                self._spawn(loaded, backup, again)
+                await self._begin(loaded, retried, backup, again)
                 return
             reason = f"Backup {current.backup} is gone or no longer completed"
         else:
@@ -289,10 +320,26 @@ class DrillRuns:
 
     # -- a run -----------------------------------------------------------------------------
 
-    def _spawn(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> None:
+    async def _begin(
+        self, loaded: _Loaded, status: RestoreDrillStatus, backup: Backup, current: DrillCurrentRun
+    ) -> None:
+        """Start the run ``status`` records: in a task of its own, or its Job."""
+        if loaded.drill.spec.runner is BackupRunner.JOB:
+            await self._start_job(loaded, status, backup, current)
+        else:
+            self._spawn(loaded, backup, current, self._execute(loaded, backup, current))
+
+    def _spawn(
+        self,
+        loaded: _Loaded,
+        backup: Backup,
+        current: DrillCurrentRun,
+        work: Coroutine[Any, Any, DrillRun],
+    ) -> None:
         uid = loaded.uid
         task = asyncio.create_task(
-            self._run(loaded, backup, current), name=f"drill {loaded.namespace}/{loaded.name}"
+            self._run(loaded, backup, current, work),
+            name=f"drill {loaded.namespace}/{loaded.name}",
         )
         self._tasks[uid] = task
 
@@ -302,21 +349,17 @@ class DrillRuns:
 
         task.add_done_callback(done)
 
-    async def _run(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> None:
+    async def _run(
+        self,
+        loaded: _Loaded,
+        backup: Backup,
+        current: DrillCurrentRun,
+        work: Coroutine[Any, Any, DrillRun],
+    ) -> None:
         try:
-            run = await self.context.inline(loaded.uid, self._execute(loaded, backup, current))
+            run = await self.context.inline(loaded.uid, work)
         except RunDeadlineExceeded as exc:
-            run = judge_run(
-                backup=current.backup,
-                backup_size=backup.status.size,
-                started_at=current.started_at,
-                finished_at=datetime.now(UTC),
-                restore_seconds=None,
-                backup_age_seconds=backup_age_seconds(backup, current.started_at),
-                objectives=loaded.drill.spec.objectives,
-                failures=[failed(RESTORE_CHECK, exc.message)],
-                scratch_database=current.scratch_database or scratch_database(loaded.uid, ()),
-            )
+            run = self._judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
         except RunCancelled:
             return  # the drill is being deleted; its finalizer drops the database
         except Exception:
@@ -334,50 +377,135 @@ class DrillRuns:
             await self._finish(fresh, fresh.drill.status, run, backup=backup)
 
     async def _execute(self, loaded: _Loaded, backup: Backup, current: DrillCurrentRun) -> DrillRun:
-        """Restore, check, judge: the run's record (failures are checks, not exceptions)."""
-        spec = loaded.drill.spec
-        scratch = current.scratch_database or scratch_database(loaded.uid, ())
-        failures: list[FailedCheck] = []
-        restore_seconds = None
+        """Restore in this process, check, judge: the run's record (failures are checks,
+        not exceptions)."""
+        scratch = self._scratch(loaded, current)
         clock = time.monotonic()
         try:
             tenant = await tenant_login(
-                self.context.kube, loaded.namespace, spec.environment_ref.name
+                self.context.kube, loaded.namespace, loaded.drill.spec.environment_ref.name
             )
             await fresh_database(self.context, scratch, owner=tenant)
-            job = self._job(loaded, scratch, current.attempts)
-            await restore_backup(self.context, backup, database=scratch, tenant=tenant, job=job)
-            restore_seconds = time.monotonic() - clock
+            await restore_backup(self.context, backup, database=scratch, tenant=tenant)
         except BackupError as exc:
-            failures.append(failed(RESTORE_CHECK, exc.message))
-        else:
-            failures += await run_checks(
-                self.context, backup, spec.checks, database=scratch, tenant=tenant
-            )
+            return self._judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+        return await self._check(loaded, backup, current, time.monotonic() - clock, tenant)
+
+    async def _check(
+        self,
+        loaded: _Loaded,
+        backup: Backup,
+        current: DrillCurrentRun,
+        restore_seconds: float | None,
+        tenant: TenantLogin | None = None,
+    ) -> DrillRun:
+        """The checks on the restored scratch database, and the run's verdict."""
+        spec = loaded.drill.spec
+        try:
+            if tenant is None:
+                tenant = await tenant_login(
+                    self.context.kube, loaded.namespace, spec.environment_ref.name
+                )
+        except BackupError as exc:
+            return self._judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+        scratch = self._scratch(loaded, current)
+        failures = await run_checks(
+            self.context, backup, spec.checks, database=scratch, tenant=tenant
+        )
+        return self._judged(loaded, backup, current, failures, restore_seconds)
+
+    def _judged(
+        self,
+        loaded: _Loaded,
+        backup: Backup | None,
+        current: DrillCurrentRun,
+        failures: list[FailedCheck],
+        restore_seconds: float | None = None,
+    ) -> DrillRun:
+        """The record of the run in ``current``, finished now, its scratch database kept."""
         return judge_run(
             backup=current.backup,
-            backup_size=backup.status.size,
+            backup_size=backup.status.size if backup is not None else None,
             started_at=current.started_at,
             finished_at=datetime.now(UTC),
             restore_seconds=restore_seconds,
-            backup_age_seconds=backup_age_seconds(backup, current.started_at),
-            objectives=spec.objectives,
+            backup_age_seconds=(
+                backup_age_seconds(backup, current.started_at) if backup is not None else None
+            ),
+            objectives=loaded.drill.spec.objectives,
             failures=failures,
-            scratch_database=scratch,
+            scratch_database=self._scratch(loaded, current),
         )
 
-    def _job(self, loaded: _Loaded, scratch: str, attempt: int) -> RestoreJob | None:
-        """The runner Job of this attempt, with ``runner: Job``; None restores inline."""
-        spec = loaded.drill.spec
-        if spec.runner is not BackupRunner.JOB:
-            return None
-        run = scratch.rsplit("_", 1)[-1]  # the scratch database's number: one per run
+    @staticmethod
+    def _scratch(loaded: _Loaded, current: DrillCurrentRun) -> str:
+        return current.scratch_database or scratch_database(loaded.uid, ())
+
+    # -- runner: Job -----------------------------------------------------------------------
+
+    def _job(self, loaded: _Loaded, current: DrillCurrentRun) -> RestoreJob:
+        """The runner Job of the run's attempt: one per attempt, named for both."""
+        run = self._scratch(loaded, current).rsplit("_", 1)[-1]  # the scratch's number
         return RestoreJob(
             owner=Owner.of(loaded.drill),
-            name=jobs.job_name(f"{loaded.name}-{run}", attempt, kind="drill"),
+            name=jobs.job_name(f"{loaded.name}-{run}", current.attempts, kind="drill"),
             runner="drill",
-            environment=spec.environment_ref.name,
+            environment=loaded.drill.spec.environment_ref.name,
         )
+
+    async def _start_job(
+        self, loaded: _Loaded, status: RestoreDrillStatus, backup: Backup, current: DrillCurrentRun
+    ) -> None:
+        """Make the scratch database and the attempt's Job; later passes follow it."""
+        scratch = self._scratch(loaded, current)
+        try:
+            tenant = await tenant_login(
+                self.context.kube, loaded.namespace, loaded.drill.spec.environment_ref.name
+            )
+            await fresh_database(self.context, scratch, owner=tenant)
+            await start_restore_job(
+                self.context, backup, database=scratch, job=self._job(loaded, current)
+            )
+        except BackupError as exc:
+            run = self._judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+            await self._finish(loaded, status, run, backup=backup)
+            return
+        self._following.add(loaded.uid)
+
+    async def _follow(
+        self,
+        loaded: _Loaded,
+        status: RestoreDrillStatus,
+        current: DrillCurrentRun,
+        now: datetime,
+    ) -> bool:
+        """The run in ``current``, which no task of this process executes: follow its Job,
+        or recover it. Whether the pass goes on (nothing was recorded)."""
+        if loaded.drill.spec.runner is not BackupRunner.JOB:
+            await self._recover(loaded, status, current, now)
+            return False
+        job = await read_job(self.context.kube, loaded.namespace, self._job(loaded, current).name)
+        if job.state == "Missing" and loaded.uid not in self._following:
+            # Recorded but never made: the operator that started it died in between.
+            await self._recover(loaded, status, current, now)
+            return False
+        # A Job found after a restart is a runner still there: followed, as a Backup's is.
+        self._following.add(loaded.uid)
+        failure: BackupError | None = None
+        try:
+            if await job_result(self.context, job, now) is None:
+                return True
+        except BackupError as exc:
+            failure = exc
+        self._following.discard(loaded.uid)
+        backup = await self._backup(loaded.namespace, current.backup)
+        if failure is not None or backup is None:
+            reason = failure.message if failure else f"Backup {current.backup} is gone"
+            run = self._judged(loaded, backup, current, [failed(RESTORE_CHECK, reason)])
+            await self._finish(loaded, status, run, backup=backup, now=now)
+            return False
+        self._spawn(loaded, backup, current, self._check(loaded, backup, current, job.seconds(now)))
+        return True
 
     async def _finish(
         self,

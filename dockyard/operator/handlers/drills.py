@@ -2,7 +2,10 @@
 
 - create, any change (spec, or the ``dockyard.io/run-now`` annotation), resume, and a
   timer every ``backup_schedule_interval`` seconds: one ``DrillRuns.tick``, which never
-  waits for a restore (runs go on in tasks of their own);
+  waits for a restore (inline runs go on in tasks of their own). While a run's Job
+  works, the tick says to look again soon: the timer raises it as a ``TemporaryError``
+  with its delay, so Kopf calls it again after that delay instead of the interval (the
+  other causes leave the following to the timer);
 - deletion, behind the operator's finalizer (which the timer needs anyway): the run in
   progress is stopped and every scratch database of the drill dropped; a server that
   does not answer makes it a ``TemporaryError``, retried, so none is left behind;
@@ -20,30 +23,22 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import ENVIRONMENTS, RESTORE_DRILLS
-from dockyard.operator.drills.lifecycle import DrillRuns
 from dockyard.operator.environments.defaults import default_drill_name, ensure_default_drill
-from dockyard.operator.services import OperatorMemo
-
-
-def _runs(memo: OperatorMemo) -> DrillRuns:
-    return memo.services.drills
-
-
-def _namespace(namespace: str | None, name: str) -> str:
-    if namespace is None:  # RestoreDrills are namespaced; Kopf's types are general
-        raise kopf.PermanentError(f"{name} has no namespace")
-    return namespace
+from dockyard.operator.services import OperatorMemo, namespaced
 
 
 @kopf.on.resume(API_VERSION, RESTORE_DRILLS.plural)
 @kopf.on.create(API_VERSION, RESTORE_DRILLS.plural)
 @kopf.on.update(API_VERSION, RESTORE_DRILLS.plural)
-async def reconcile(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _runs(memo).tick(_namespace(namespace, name), name)
+async def reconcile(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
+    await memo.services.drills.tick(namespaced(namespace, name), name)
 
 
-async def tick(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    await _runs(memo).tick(_namespace(namespace, name), name)
+async def tick(
+    *, namespace: str | None, name: str, memo: OperatorMemo, retry: int = 0, **_: Any
+) -> None:
+    outcome = await memo.services.drills.tick(namespaced(namespace, name), name)
+    outcome.raise_if_unfinished(retry)
 
 
 def register_timer(interval: float) -> None:
@@ -53,19 +48,20 @@ def register_timer(interval: float) -> None:
 
 @kopf.on.delete(API_VERSION, RESTORE_DRILLS.plural)
 async def drop_scratch_databases(
-    *, namespace: str | None, name: str, body: kopf.Body, memo: Any, retry: int, **_: Any
+    *, namespace: str | None, name: str, body: kopf.Body, memo: OperatorMemo, retry: int, **_: Any
 ) -> None:
-    outcome = await _runs(memo).finalize(_namespace(namespace, name), name, dict(body))
+    drills = memo.services.drills
+    outcome = await drills.finalize(namespaced(namespace, name), name, dict(body))
     outcome.raise_if_unfinished(retry)
 
 
 @kopf.on.resume(API_VERSION, ENVIRONMENTS.plural, id="default-restore-drill")
 @kopf.on.create(API_VERSION, ENVIRONMENTS.plural, id="default-restore-drill")
 async def default_drill(
-    *, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+    *, namespace: str | None, name: str, body: kopf.Body, memo: OperatorMemo, **_: Any
 ) -> None:
-    context = _runs(memo).context
-    if await ensure_default_drill(context, _namespace(namespace, name), name):
+    context = memo.services.runs
+    if await ensure_default_drill(context, namespaced(namespace, name), name):
         kopf.info(
             body,
             reason="DefaultRestoreDrill",

@@ -2,9 +2,11 @@
 
 - create, resume at start-up, and every change (the ``dockyard.io/approved-by``
   annotation, ``spec.dryRun`` turned off): one step of the life cycle
-  (``RestoreRuns.drive``); waiting for a plan or a safety backup is a
+  (``RestoreRuns.drive``); waiting for a plan, a safety backup or a runner Job is a
   ``TemporaryError`` with its delay, which Kopf keeps across restarts;
-- deletion: an inline run of the Restore is cancelled (its staging database dropped).
+- deletion: an inline run of the Restore is cancelled (its staging database dropped);
+- gone (the watch's DELETED event): the runner Job of an attempt in a Job is stopped
+  and its staging database dropped, since no pass follows it any more.
 """
 
 from __future__ import annotations
@@ -15,25 +17,26 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import RESTORES
-from dockyard.operator.restores.lifecycle import RestoreRuns
-from dockyard.operator.services import OperatorMemo
-
-
-def _runs(memo: OperatorMemo) -> RestoreRuns:
-    return memo.services.restores
+from dockyard.operator.services import OperatorMemo, namespaced
 
 
 @kopf.on.resume(API_VERSION, RESTORES.plural)
 @kopf.on.create(API_VERSION, RESTORES.plural)
 @kopf.on.update(API_VERSION, RESTORES.plural)
-async def drive(*, namespace: str | None, name: str, memo: Any, retry: int, **_: Any) -> None:
-    if namespace is None:  # Restores are namespaced; Kopf's types are general
-        raise kopf.PermanentError(f"restore {name} has no namespace")
-    outcome = await _runs(memo).drive(namespace, name)
+async def drive(
+    *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
+) -> None:
+    outcome = await memo.services.restores.drive(namespaced(namespace, name), name)
     outcome.raise_if_unfinished(retry)
 
 
 @kopf.on.delete(API_VERSION, RESTORES.plural, optional=True)
-async def cancel(*, uid: str | None, memo: Any, **_: Any) -> None:
+async def cancel(*, uid: str | None, memo: OperatorMemo, **_: Any) -> None:
     if uid:
-        _runs(memo).context.cancel(uid)
+        memo.services.runs.cancel(uid)
+
+
+@kopf.on.event(API_VERSION, RESTORES.plural)
+async def forget(*, type: str | None, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
+    if type == "DELETED":
+        await memo.services.restores.forget(dict(body))

@@ -22,14 +22,17 @@ afresh and acts on its phase, so running it twice is harmless:
    the target is taken first, in the source backup's storage with its key. It is not
    owned by the Restore, so it outlives it.
 4. **Restoring**: the artifact (checksum verified first) goes into a new database
-   owned by the target's role, never into the live one.
+   owned by the target's role, never into the live one: inline, or with ``runner:
+   Job`` in a runner Job, which later passes follow (``RUNNER_POLL_SECONDS`` apart)
+   until it finished; none waits for it.
 5. **Verifying**: every table's row count must equal the backup's manifest.
 6. **Switch-over**: the new database takes the live name in one transaction and the
    old one is dropped. Until this step the target is exactly as it was; a failure at
    any step before it drops the new database and leaves the target untouched.
 
 Crash safety: the staging database is recorded in status before it is made. A
-Restore found Restoring or Verifying by a process that is not running it was
+Restoring attempt whose runner Job is there is followed, after a restart too. Any
+other Restore found Restoring or Verifying by a process that is not running it was
 interrupted: the target's database is first opened to connections again (a
 switch-over cut short leaves it refusing them); then if the switch-over had already
 happened it is completed, otherwise the staging database is dropped and the attempt
@@ -44,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -85,6 +87,7 @@ from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.database import (
     ManagedDatabaseError,
+    TenantLogin,
     database_identity,
     retired_database_name,
     staging_database_name,
@@ -108,7 +111,14 @@ from dockyard.operator.runs.restoring import (
     fresh_database,
     restore_backup,
 )
-from dockyard.operator.runs.runner_jobs import RestoreJob, stop_runner_jobs
+from dockyard.operator.runs.runner_jobs import (
+    RUNNER_POLL_SECONDS,
+    RestoreJob,
+    job_result,
+    read_job,
+    start_restore_job,
+    stop_runner_jobs,
+)
 from dockyard.runner import BackupError
 
 logger = logging.getLogger(__name__)
@@ -197,6 +207,9 @@ class RestoreRuns:
             base_delay_seconds=settings.backup_retry_delay,
             max_delay_seconds=max(settings.backup_retry_delay * 16, 1.0),
         )
+        # Restores whose runner Job this process started or took up after a restart:
+        # such a Job missing is a runner gone, any other an attempt never begun.
+        self._following: set[str] = set()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -209,6 +222,8 @@ class RestoreRuns:
             return Outcome.done()
         if self.context.running_here(loaded.uid):
             return Outcome.done()
+        if phase is RestorePhase.RESTORING and loaded.restore.spec.runner is BackupRunner.JOB:
+            return await self._follow(loaded)
         if phase in (RestorePhase.RESTORING, RestorePhase.VERIFYING):
             return await self._recover(loaded)
         backups = await self._list(BACKUPS, Backup, namespace)
@@ -417,13 +432,19 @@ class RestoreRuns:
                 "observed_generation": loaded.generation,
             }
         )
+        if loaded.restore.spec.runner is BackupRunner.JOB:
+            return await self._start_job(loaded, started, source, plan, staging)
         try:
             return await self.context.inline(
                 loaded.uid, self._run(loaded, started, source, plan, staging)
             )
         except RunCancelled as exc:
-            await self._drop_quietly(staging)
-            return await self._attempt_failed(loaded, started, exc)
+            return await self._abandon(loaded, started, staging, exc)
+
+    async def _begin(self, loaded: _Loaded, status: RestoreStatus) -> None:
+        # Recorded before the database exists, so an interruption finds it to drop.
+        await self._write(loaded, status)
+        post(loaded.raw, reason="Restoring", message=status.message or "")
 
     async def _run(
         self,
@@ -433,51 +454,129 @@ class RestoreRuns:
         plan: RestorePlan,
         staging: str,
     ) -> Outcome:
-        # Recorded before the database exists, so an interruption finds it to drop.
-        await self._write(loaded, status)
-        post(loaded.raw, reason="Restoring", message=status.message or "")
-        live, _ = database_identity(loaded.namespace, plan.target)
-        began = time.monotonic()
+        await self._begin(loaded, status)
+        began = datetime.now(UTC)
         try:
             tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
             await fresh_database(self.context, staging, owner=tenant)
-            result = await restore_backup(
-                self.context,
-                source,
-                database=staging,
-                tenant=tenant,
-                job=self._job(loaded, plan, status.attempts),
-            )
-            verifying = status.model_copy(
-                update={
-                    "phase": RestorePhase.VERIFYING,
-                    "message": (
-                        f"Restored {result.size} bytes; comparing row counts with the manifest"
-                    ),
-                }
-            )
-            await self._write(loaded, verifying)
-            counts = await check_row_counts(self.context, source, staging, tenant)
-            if not counts.passed:
-                raise ManifestMismatch(counts.describe())
-            await self._switch(live, staging, loaded.uid)
+            result = await restore_backup(self.context, source, database=staging, tenant=tenant)
         except BackupError as exc:
-            await self._drop_quietly(staging)
-            return await self._attempt_failed(loaded, status, exc)
-        return await self._completed(
-            loaded, status, plan, time.monotonic() - began, f"{counts.describe()}"
-        )
+            return await self._abandon(loaded, status, staging, exc)
+        return await self._verify(loaded, status, plan, staging, result.size, began, tenant)
 
-    def _job(self, loaded: _Loaded, plan: RestorePlan, attempt: int) -> RestoreJob | None:
-        """The runner Job of this attempt, with ``runner: Job``; None restores inline."""
-        if loaded.restore.spec.runner is not BackupRunner.JOB:
-            return None
+    # -- runner: Job -----------------------------------------------------------------------
+
+    async def _start_job(
+        self,
+        loaded: _Loaded,
+        status: RestoreStatus,
+        source: Backup,
+        plan: RestorePlan,
+        staging: str,
+    ) -> Outcome:
+        """Make the staging database and the attempt's Job; later passes follow it."""
+        await self._begin(loaded, status)
+        job = self._job(loaded, plan, status.attempts)
+        try:
+            tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            await fresh_database(self.context, staging, owner=tenant)
+            await start_restore_job(self.context, source, database=staging, job=job)
+        except BackupError as exc:
+            return await self._abandon(loaded, status, staging, exc)
+        self._following.add(loaded.uid)
+        return Outcome.again(f"restoring in Job {job.name}", delay=RUNNER_POLL_SECONDS)
+
+    async def _follow(self, loaded: _Loaded) -> Outcome:
+        """A Restoring attempt in a Job: wait for it, then verify and switch over."""
+        status = loaded.status
+        plan, staging = status.plan, status.staging_database
+        if plan is None or not staging:
+            return await self._recover(loaded)
+        name = self._job(loaded, plan, status.attempts).name
+        job = await read_job(self.context.kube, loaded.namespace, name)
+        if job.state == "Missing" and loaded.uid not in self._following:
+            # Recorded but never made: the operator that started it died in between.
+            return await self._recover(loaded)
+        # A Job found after a restart is a runner still there: followed, as a Backup's is.
+        self._following.add(loaded.uid)
+        try:
+            result = await job_result(self.context, job)
+        except BackupError as exc:
+            self._following.discard(loaded.uid)
+            return await self._abandon(loaded, status, staging, exc)
+        if result is None:
+            return Outcome.again(f"Job {name} is restoring", delay=RUNNER_POLL_SECONDS)
+        self._following.discard(loaded.uid)
+        began = job.created_at or datetime.now(UTC)
+        try:
+            return await self.context.inline(
+                loaded.uid, self._verify(loaded, status, plan, staging, result.size, began)
+            )
+        except RunCancelled as exc:
+            return await self._abandon(loaded, status, staging, exc)
+
+    def _job(self, loaded: _Loaded, plan: RestorePlan, attempt: int) -> RestoreJob:
+        """The runner Job of attempt ``attempt``: one per attempt, named for it."""
         return RestoreJob(
             owner=Owner.of(loaded.restore),
             name=jobs.job_name(loaded.name, attempt, kind="restore"),
             runner="restore",
             environment=plan.target,
         )
+
+    async def forget(self, body: Mapping[str, Any]) -> None:
+        """A deleted Restore, whose passes are over: its Job is stopped and its staging
+        database dropped (an inline run in progress ends on its own)."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        self._following.discard(uid)
+        try:
+            restore = Restore.model_validate(body)
+        except ValidationError:
+            return
+        status = restore.status
+        staging = status.staging_database
+        if (
+            restore.spec.runner is not BackupRunner.JOB
+            or status.phase is not RestorePhase.RESTORING
+            or not staging
+            or self.context.running_here(uid)
+        ):
+            return
+        await stop_runner_jobs(self.context.kube, restore.metadata.namespace or "", uid)
+        await self._drop_quietly(staging)
+
+    # -- verifying and switching over -----------------------------------------------------
+
+    async def _verify(
+        self,
+        loaded: _Loaded,
+        status: RestoreStatus,
+        plan: RestorePlan,
+        staging: str,
+        size: int,
+        began: datetime,
+        tenant: TenantLogin | None = None,
+    ) -> Outcome:
+        """Row counts against the manifest, then the switch-over: the attempt's end."""
+        live, _ = database_identity(loaded.namespace, plan.target)
+        verifying = status.model_copy(
+            update={
+                "phase": RestorePhase.VERIFYING,
+                "message": f"Restored {size} bytes; comparing row counts with the manifest",
+            }
+        )
+        try:
+            if tenant is None:
+                tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            await self._write(loaded, verifying)
+            counts = await check_row_counts(self.context, plan.tables, staging, tenant)
+            if not counts.passed:
+                raise ManifestMismatch(counts.describe())
+            await self._switch(live, staging, loaded.uid)
+        except BackupError as exc:
+            return await self._abandon(loaded, status, staging, exc)
+        seconds = (datetime.now(UTC) - began).total_seconds()
+        return await self._completed(loaded, status, plan, seconds, counts.describe())
 
     async def _switch(self, live: str, staging: str, uid: str) -> None:
         postgres = self.context.postgres
@@ -555,9 +654,17 @@ class RestoreRuns:
         """Delete the runner Jobs of an interrupted attempt before its database goes."""
         if loaded.restore.spec.runner is not BackupRunner.JOB:
             return
+        self._following.discard(loaded.uid)
         stopped = await stop_runner_jobs(self.context.kube, loaded.namespace, loaded.uid)
         if stopped:
             post(loaded.raw, reason="RunnerStopped", message=f"Deleted Job {', '.join(stopped)}")
+
+    async def _abandon(
+        self, loaded: _Loaded, status: RestoreStatus, staging: str, error: BackupError
+    ) -> Outcome:
+        """Drop the attempt's staging database; then retry or give up, as ``error`` says."""
+        await self._drop_quietly(staging)
+        return await self._attempt_failed(loaded, status, error)
 
     async def _attempt_failed(
         self, loaded: _Loaded, status: RestoreStatus, error: BackupError

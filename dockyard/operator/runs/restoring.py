@@ -11,17 +11,18 @@ drops it later.
 
 A Backup names its artifact implicitly: the attempt that completed is
 ``status.attempts`` and the name is ``artifact_name(namespace, name, uid, attempt)``,
-the one the runner wrote (inline or in a Job). The restore itself runs inline or, with
-``runner: Job``, in a runner Job (``runner_jobs``); the rest is the operator's either way.
+the one the runner wrote (inline or in a Job). The restore itself runs inline
+(``restore_backup``) or, with ``runner: Job``, in a runner Job (``runner_jobs``); the
+rest is the operator's either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.backup import Backup, BackupPhase, TableRows
 from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.runs.context import (
     RunContext,
@@ -30,7 +31,6 @@ from dockyard.operator.runs.context import (
     load_key,
     tenant_dsn,
 )
-from dockyard.operator.runs.runner_jobs import RestoreJob, restore_in_job
 from dockyard.runner import (
     BackupError,
     Keyring,
@@ -91,18 +91,15 @@ async def restore_backup(
     *,
     database: str,
     tenant: TenantLogin,
-    job: RestoreJob | None = None,
 ) -> RestoreResult:
-    """Restore ``backup`` into the (empty) ``database``, logged in as the ``tenant`` role
-    that owns it: inline, or in the runner Job ``job`` describes.
+    """Restore ``backup`` into the (empty) ``database`` in this process, logged in as the
+    ``tenant`` role that owns it.
 
     The checksum is verified before the database is touched: a flipped byte fails with
     ``ChecksumMismatch`` ("checksum mismatch: ...") and leaves it empty.
     """
     namespace = backup.metadata.namespace or ""
     artifact = backup_artifact(backup)
-    if job is not None:
-        return await restore_in_job(context, backup, artifact=artifact, database=database, job=job)
     dsn = tenant_dsn(context.settings, tenant, database)
     async with context.storage(backup.spec.storage, namespace) as storage:
         key = await load_key(context.kube, namespace, backup.spec.encryption.key_secret_ref)
@@ -152,11 +149,11 @@ class RowCountCheck:
 
 
 async def check_row_counts(
-    context: RunContext, backup: Backup, database: str, tenant: TenantLogin
+    context: RunContext, manifest: Iterable[TableRows], database: str, tenant: TenantLogin
 ) -> RowCountCheck:
-    """Count the rows of every table in ``database`` (as ``tenant``) against the manifest."""
-    manifest = backup.status.manifest
-    expected = {t.name: t.rows for t in manifest.tables} if manifest else {}
+    """Count the rows of every table in ``database`` (as ``tenant``) against the backup's
+    ``manifest`` (its tables, as a restore's plan records them too)."""
+    expected = {t.name: t.rows for t in manifest}
     found = await table_counts(tenant_dsn(context.settings, tenant, database))
     return RowCountCheck(expected, found)
 

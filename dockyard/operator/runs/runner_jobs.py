@@ -1,30 +1,31 @@
-"""Running ``dockyard restore-run`` in a Job and waiting for it, as a coroutine.
+"""Restoring in a runner Job: starting ``dockyard restore-run`` and reading how it went.
 
-A restore or drill run in Job mode reads like the inline one: ``await``
-:func:`restore_in_job` returns the runner's ``RestoreResult`` or raises the runner's
-error. Underneath it applies the runner's identity (``jobs.runner_identity``) and the
-Job, looks at the Job every ``RUNNER_POLL_SECONDS`` until it finished, and reads the
-result from the runner container's termination message (``jobs.termination_message``).
+A restore or drill with ``runner: Job`` is followed the way a Backup's Job is: one pass
+applies the runner's identity (``jobs.runner_identity``) and the Job
+(:func:`start_restore_job`, idempotent: one Job name per attempt), and says to look
+again in ``RUNNER_POLL_SECONDS``; each later pass reads the Job (:func:`read_job`) and,
+once it finished, its result (:func:`job_result`) from the runner container's
+termination message (``jobs.termination_message``). No pass waits for the Job.
 
 The error a runner reports keeps its reason: a flipped byte is "ChecksumMismatch:
 checksum mismatch: ..." in a Job as it is inline, and not retried. A Job that failed
-without a message (its deadline, an image that does not pull) or vanished is a
-``RunnerFailed``, which is retried. A Job that "succeeded" without a result did not
-restore anything anyone can vouch for and fails too.
+without a message (an image that does not pull) or vanished is a ``RunnerFailed``,
+which is retried. A Job that "succeeded" without a result did not restore anything
+anyone can vouch for and fails too. A Job that outlives ``DOCKYARD_RUN_DEADLINE`` (its
+``activeDeadlineSeconds``) is deleted and fails as an inline run past the deadline does
+(``RunDeadlineExceeded``, not retried).
 
-If the awaiting coroutine is cancelled (the Restore or RestoreDrill is deleted, or the
-operator stops), the Job is deleted with its Pods, so no runner keeps writing into a
-database that is about to be dropped. An operator that dies instead leaves it to the
-recovery of the next one, which deletes the Jobs of the interrupted run
-(:func:`stop_runner_jobs`) before it drops the database.
+A Restore or RestoreDrill that is deleted, or whose run is found interrupted, has its
+Jobs deleted with their Pods (:func:`stop_runner_jobs`) before its database is dropped,
+so no runner keeps writing into a database that is about to go.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -36,7 +37,8 @@ from dockyard.operator.apply import FIELD_MANAGER, get
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
-from dockyard.operator.runs.context import RunContext, load_key
+from dockyard.operator.runs.context import RunContext, RunDeadlineExceeded, load_key
+from dockyard.operator.runs.restoring import backup_artifact
 from dockyard.runner import ArtifactError, BackupError, RestoreResult
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ IDENTITY_TYPES: Final = {
 }
 # How often a restore Job is looked at while it works: one GET per running Job.
 RUNNER_POLL_SECONDS: Final = 2.0
+# The reason of the Failed condition a Job gets past its activeDeadlineSeconds.
+_JOB_DEADLINE: Final = "DeadlineExceeded"
 # Background: the Job goes at once, its Pods after it (a foreground delete would wait).
 _DELETE_OPTIONS: Final = {"propagationPolicy": "Background"}
 
@@ -106,10 +110,12 @@ async def apply_runner_identity(kube: KubeClient, namespace: str) -> None:
         )
 
 
-async def restore_in_job(
-    context: RunContext, backup: Backup, *, artifact: str, database: str, job: RestoreJob
-) -> RestoreResult:
-    """Restore ``artifact`` into ``database`` in a Job; its result, or its error."""
+async def start_restore_job(
+    context: RunContext, backup: Backup, *, database: str, job: RestoreJob
+) -> None:
+    """Apply the Job that restores ``backup`` into the (empty) ``database``, and the
+    runner's identity; applying them again changes nothing."""
+    artifact = backup_artifact(backup)
     kube = context.kube
     namespace = job.owner.namespace
     key = await load_key(kube, namespace, backup.spec.encryption.key_secret_ref)
@@ -126,14 +132,81 @@ async def restore_in_job(
         image=context.settings.runner_image,
         deadline_seconds=context.settings.run_deadline,
     )
-    path = JOBS.path(namespace, job.name)
-    await kube.apply(path, manifest, field_manager=FIELD_MANAGER)
+    await kube.apply(JOBS.path(namespace, job.name), manifest, field_manager=FIELD_MANAGER)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerJob:
+    """One look at a restore Job: its state and when it was made and finished."""
+
+    namespace: str
+    name: str
+    manifest: dict[str, Any] | None
+
+    @property
+    def state(self) -> str:
+        """``Running``, ``Succeeded``, ``Failed`` or ``Missing``."""
+        return jobs.job_state(self.manifest)
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _timestamp((self.manifest or {}).get("metadata", {}).get("creationTimestamp"))
+
+    @property
+    def completed_at(self) -> datetime | None:
+        return _timestamp(((self.manifest or {}).get("status") or {}).get("completionTime"))
+
+    def seconds(self, now: datetime) -> float | None:
+        """From the Job's creation to its completion (or ``now``); None if not known."""
+        created = self.created_at
+        if created is None:
+            return None
+        return max(((self.completed_at or now) - created).total_seconds(), 0.0)
+
+
+async def read_job(kube: KubeClient, namespace: str, name: str) -> RunnerJob:
+    """The Job ``name`` in ``namespace`` as it is now."""
+    return RunnerJob(namespace, name, await get(kube, JOBS.path(namespace, name)))
+
+
+async def job_result(
+    context: RunContext, job: RunnerJob, now: datetime | None = None
+) -> RestoreResult | None:
+    """None while ``job`` runs; once it finished, its result, or its error.
+
+    A Job past ``DOCKYARD_RUN_DEADLINE`` is deleted (with its Pods) and raises
+    ``RunDeadlineExceeded``, as does one its own deadline stopped.
+    """
+    deadline = context.settings.run_deadline
+    state = job.state
+    if state == "Running":
+        seconds = job.seconds(now or datetime.now(UTC))
+        if seconds is None or seconds < deadline:
+            return None
+        await _delete_quietly(context.kube, JOBS.path(job.namespace, job.name))
+        raise _past_deadline(deadline)
+    if state == "Failed" and _failed_condition(job.manifest).startswith(_JOB_DEADLINE):
+        raise _past_deadline(deadline)
+    message = None
+    if state != "Missing":
+        message = await runner_message(context.kube, job.namespace, job.name)
+    return _result(job.name, state, job.manifest, message)
+
+
+def _past_deadline(deadline: int) -> RunDeadlineExceeded:
+    # The words of an inline run stopped by RunContext.inline's deadline.
+    return RunDeadlineExceeded(
+        f"the run did not finish within {deadline}s (DOCKYARD_RUN_DEADLINE) and was stopped"
+    )
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
     try:
-        state, found = await _wait(kube, path)
-    except asyncio.CancelledError:
-        await asyncio.shield(_delete_quietly(kube, path))
-        raise
-    return _result(job.name, state, found, await runner_message(kube, namespace, job.name))
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 async def runner_message(kube: KubeClient, namespace: str, job: str) -> str | None:
@@ -151,15 +224,6 @@ async def stop_runner_jobs(kube: KubeClient, namespace: str, owner_uid: str) -> 
     for name in names:
         await _delete_quietly(kube, JOBS.path(namespace, name))
     return names
-
-
-async def _wait(kube: KubeClient, path: str) -> tuple[str, dict[str, Any] | None]:
-    while True:
-        found = await get(kube, path)
-        state = jobs.job_state(found)
-        if state != "Running":
-            return state, found
-        await asyncio.sleep(RUNNER_POLL_SECONDS)
 
 
 async def _delete_quietly(kube: KubeClient, path: str) -> None:
@@ -197,12 +261,16 @@ def _failed_condition(job: dict[str, Any] | None) -> str:
 
 __all__ = [
     "JOBS",
+    "RUNNER_POLL_SECONDS",
     "ArtifactRejected",
     "RestoreJob",
     "RunnerFailed",
+    "RunnerJob",
     "RunnerReported",
     "apply_runner_identity",
-    "restore_in_job",
+    "job_result",
+    "read_job",
     "runner_message",
+    "start_restore_job",
     "stop_runner_jobs",
 ]
