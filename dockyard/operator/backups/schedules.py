@@ -28,7 +28,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +49,7 @@ from dockyard.core.resources import Manifest
 from dockyard.core.retention import BackupRecord, apply_retention
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.runs.context import RunContext
-from dockyard.operator.store import KindStore, OnInvalid, post
+from dockyard.operator.store import KindStore, ObjectLocks, OnInvalid, post
 
 SCHEDULE_LABEL: Final = "dockyard.io/backup-schedule"
 ENVIRONMENT_LABEL: Final = "dockyard.io/environment"
@@ -212,14 +211,14 @@ class ScheduleRuns:
         self.context = context
         self.schedules = KindStore(context.kube, BackupSchedule)
         self.backups = KindStore(context.kube, Backup)
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.locks: ObjectLocks[tuple[str, str]] = ObjectLocks()
 
     def forget(self, namespace: str, name: str) -> None:
-        self._locks.pop((namespace, name), None)
+        self.locks.forget((namespace, name))
 
     async def tick(self, namespace: str, name: str, now: datetime | None = None) -> None:
         """One pass; passes over one schedule never interleave."""
-        async with self._locks.setdefault((namespace, name), asyncio.Lock()):
+        async with self.locks.lock((namespace, name)):
             await self._tick(namespace, name, now or datetime.now(UTC))
 
     async def _tick(self, namespace: str, name: str, now: datetime) -> None:

@@ -17,17 +17,21 @@ import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from dockyard.core.models.environment import (
-    DATABASE_URL_VARIABLE,
-    Environment,
-    EnvironmentSpec,
-    EnvVar,
-    ResourceQuantities,
-    Tier,
+from dockyard.core.models.environment import DATABASE_URL_VARIABLE, Environment, EnvVar, Tier
+from dockyard.core.resources import (
+    DEPLOYMENTS,
+    INGRESSES,
+    NETWORK_POLICIES,
+    POD_DISRUPTION_BUDGETS,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    ChildRef,
+    Manifest,
+    ResourceType,
 )
-from dockyard.core.resources import ChildRef, Manifest
 from dockyard.operator.builders.metadata import (
     INSTANCE_LABEL,
     MANAGED_BY,
@@ -37,6 +41,8 @@ from dockyard.operator.builders.metadata import (
     child_metadata,
     recommended_labels,
 )
+from dockyard.operator.builders.tiers import TIER_DEFAULTS as TIER_DEFAULTS  # for the tests
+from dockyard.operator.builders.tiers import container_resources, desired_replicas
 
 TIER_LABEL: Final = "dockyard.io/tier"
 CONTAINER_NAME: Final = "app"
@@ -52,75 +58,11 @@ NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 
 
 @dataclass(frozen=True, slots=True)
-class TierDefaults:
-    """What an environment of a tier gets when its spec leaves a value unset."""
-
-    replicas: int
-    requests: Mapping[str, str]
-    limits: Mapping[str, str]
-
-
-# Keep in step with the descriptions of EnvironmentSpec.replicas and .resources, which
-# are what `kubectl explain` teaches (a unit test compares them).
-TIER_DEFAULTS: Final[Mapping[Tier, TierDefaults]] = {
-    Tier.DEVELOPMENT: TierDefaults(
-        replicas=1,
-        requests={"cpu": "50m", "memory": "64Mi"},
-        limits={"cpu": "500m", "memory": "256Mi"},
-    ),
-    Tier.STAGING: TierDefaults(
-        replicas=2,
-        requests={"cpu": "100m", "memory": "128Mi"},
-        limits={"cpu": "1", "memory": "512Mi"},
-    ),
-    Tier.PRODUCTION: TierDefaults(
-        replicas=3,
-        requests={"cpu": "250m", "memory": "256Mi"},
-        limits={"cpu": "2", "memory": "1Gi"},
-    ),
-}
-
-
-@dataclass(frozen=True, slots=True)
 class DesiredChildren:
     """The children an environment should have, in apply order, and those it should not."""
 
     present: tuple[Manifest, ...]
     absent: tuple[ChildRef, ...]
-
-
-# -- the values the tier fills in --------------------------------------------------------
-
-
-def desired_replicas(spec: EnvironmentSpec) -> int:
-    """Pods the environment should run: 0 while suspended, else the spec's or the tier's."""
-    if spec.suspend:
-        return 0
-    if spec.replicas is not None:
-        return spec.replicas
-    return TIER_DEFAULTS[spec.tier].replicas
-
-
-def container_resources(spec: EnvironmentSpec) -> dict[str, dict[str, str]]:
-    """The container's requests and limits: per resource, the spec's, else the tier's.
-
-    A resource (cpu or memory) for which the spec sets a request or a limit is taken as
-    written, so a spec can never end up with a tier request above its own limit.
-    """
-    defaults = TIER_DEFAULTS[spec.tier]
-    given = spec.resources
-    requests = given.requests if given and given.requests else ResourceQuantities()
-    limits = given.limits if given and given.limits else ResourceQuantities()
-    result: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
-    for resource in ("cpu", "memory"):
-        request, limit = getattr(requests, resource), getattr(limits, resource)
-        if request is None and limit is None:
-            request, limit = defaults.requests[resource], defaults.limits[resource]
-        if request is not None:
-            result["requests"][resource] = request
-        if limit is not None:
-            result["limits"][resource] = limit
-    return {key: value for key, value in result.items() if value}
 
 
 # -- names, labels and URLs --------------------------------------------------------------
@@ -165,13 +107,7 @@ def url(env: Environment) -> str:
 
 def service_account(env: Environment) -> Manifest:
     """The pods' identity; it gets no API token, as the service has no business with the API."""
-    owner = _owner(env)
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": child_metadata(owner, owner.name, labels(env)),
-        "automountServiceAccountToken": False,
-    }
+    return child(env, SERVICE_ACCOUNTS, automountServiceAccountToken=False)
 
 
 def container_env(env: Environment) -> list[Manifest]:
@@ -242,11 +178,10 @@ def deployment(
     replicas = (
         {} if autoscaled and not env.spec.suspend else {"replicas": desired_replicas(env.spec)}
     )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": child_metadata(owner, owner.name, labels(env)),
-        "spec": {
+    return child(
+        env,
+        DEPLOYMENTS,
+        spec={
             **replicas,
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": selector(env)},
@@ -266,55 +201,34 @@ def deployment(
                 },
             },
         },
-    }
+    )
 
 
 def service(env: Environment) -> Manifest:
     """A ClusterIP Service on the environment's port, in front of its pods."""
-    owner = _owner(env)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": child_metadata(owner, owner.name, labels(env)),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector(env),
-            "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": env.spec.port,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                }
-            ],
-        },
-    }
+    port = {"name": PORT_NAME, "port": env.spec.port, "targetPort": PORT_NAME, "protocol": "TCP"}
+    return child(
+        env, SERVICES, spec={"type": "ClusterIP", "selector": selector(env), "ports": [port]}
+    )
 
 
 def pod_disruption_budget(env: Environment) -> Manifest | None:
     """Production only: voluntary disruptions (drains, upgrades) take one pod at a time."""
     if env.spec.tier is not Tier.PRODUCTION:
         return None
-    owner = _owner(env)
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": child_metadata(owner, owner.name, labels(env)),
-        # maxUnavailable rather than minAvailable: it keeps allowing drains when the
-        # environment is scaled down or suspended.
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(env)}},
-    }
+    # maxUnavailable rather than minAvailable: it keeps allowing drains when the
+    # environment is scaled down or suspended.
+    spec = {"maxUnavailable": 1, "selector": {"matchLabels": selector(env)}}
+    return child(env, POD_DISRUPTION_BUDGETS, spec=spec)
 
 
 def network_policy(env: Environment, *, ingress_namespace: str) -> Manifest:
     """Deny ingress to the pods but from the environment's own pods and the ingress controller."""
-    owner = _owner(env)
     ingress_namespace_labels = {NAMESPACE_NAME_LABEL: ingress_namespace}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": child_metadata(owner, owner.name, labels(env)),
-        "spec": {
+    return child(
+        env,
+        NETWORK_POLICIES,
+        spec={
             "podSelector": {"matchLabels": selector(env)},
             "policyTypes": ["Ingress"],
             "ingress": [
@@ -325,7 +239,7 @@ def network_policy(env: Environment, *, ingress_namespace: str) -> Manifest:
                 },
             ],
         },
-    }
+    )
 
 
 def ingress(env: Environment) -> Manifest | None:
@@ -354,12 +268,7 @@ def ingress(env: Environment) -> Manifest | None:
     }
     if env.spec.ingress.tls_secret_name:
         spec["tls"] = [{"hosts": [host], "secretName": env.spec.ingress.tls_secret_name}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": child_metadata(owner, owner.name, labels(env)),
-        "spec": spec,
-    }
+    return child(env, INGRESSES, spec=spec)
 
 
 def database_secret(env: Environment, data: Mapping[str, str]) -> Manifest:
@@ -368,14 +277,9 @@ def database_secret(env: Environment, data: Mapping[str, str]) -> Manifest:
     Written as ``data`` (base64) rather than ``stringData``: server-side apply tracks
     ownership of what is stored, and ``stringData`` is never stored.
     """
-    owner = _owner(env)
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": child_metadata(owner, database_secret_name(owner.name), labels(env)),
-        "type": "Opaque",
-        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
-    }
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    name = database_secret_name(_owner(env).name)
+    return child(env, SECRETS, name, type="Opaque", data=encoded)
 
 
 def workload_children(
@@ -415,3 +319,17 @@ def workload_children(
 
 def _owner(env: Environment) -> Owner:
     return Owner.of(env)
+
+
+def child(
+    env: Environment, rtype: ResourceType, name: str | None = None, **fields: Any
+) -> Manifest:
+    """A child of ``env`` of type ``rtype``: named after it (or ``name``), with its labels
+    and its owner reference, and ``fields`` beside ``metadata``."""
+    owner = _owner(env)
+    return {
+        "apiVersion": rtype.api_version,
+        "kind": rtype.kind,
+        "metadata": child_metadata(owner, name or owner.name, labels(env)),
+        **fields,
+    }

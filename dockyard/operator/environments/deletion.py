@@ -64,11 +64,11 @@ async def finalize(reconciler: Reconciler, key: Key, *, runtime: timedelta) -> O
     ``runtime`` is how long the deletion has been going on, which bounds the wait for
     open sessions.
     """
-    async with reconciler.lock(key):
+    async with reconciler.locks.lock(key):
         raw = await reconciler.fetch(key)
         outcome = Outcome.done() if raw is None else await _apply_policy(reconciler, raw, runtime)
     if outcome == Outcome.done():
-        reconciler.forget(key)
+        reconciler.locks.forget(key)
     return outcome
 
 

@@ -42,6 +42,7 @@ from dockyard.operator.apply import (
     namespace_terminating,
 )
 from dockyard.operator.builders import environment as builders
+from dockyard.operator.builders import tiers
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import (
     ManagedDatabaseError,
@@ -110,8 +111,6 @@ class Reconciler:
         self.backups = KindStore(kube, Backup)
         self.drills = KindStore(kube, RestoreDrill)
         self.locks: ObjectLocks[Key] = ObjectLocks()
-        self.lock = self.locks.lock
-        self.forget = self.locks.forget
 
     async def fetch(self, key: Key) -> Manifest | None:
         """The environment as stored now, or ``None`` when it is gone."""
@@ -121,7 +120,7 @@ class Reconciler:
 
     async def reconcile(self, key: Key) -> Outcome:
         """One pass, for a spec change or the resume at start-up."""
-        async with self.lock(key):
+        async with self.locks.lock(key):
             raw = await self.fetch(key)
             if raw is None or deleting(raw):
                 return Outcome.done()
@@ -129,7 +128,7 @@ class Reconciler:
 
     async def repair(self, key: Key) -> None:
         """The periodic pass: delete the environment if its ttl has passed, else reconcile."""
-        async with self.lock(key):
+        async with self.locks.lock(key):
             raw = await self.fetch(key)
             if raw is None or deleting(raw):
                 return
@@ -146,7 +145,7 @@ class Reconciler:
         if key in self.locks.queued:
             return
         self.locks.queued.add(key)
-        async with self.lock(key):
+        async with self.locks.lock(key):
             self.locks.queued.discard(key)
             try:
                 raw = await self.fetch(key)
@@ -222,7 +221,7 @@ class Reconciler:
                 self.kube,
                 owner.namespace,
                 owner.name,
-                fallback=env.spec.replicas or builders.TIER_DEFAULTS[env.spec.tier].replicas,
+                fallback=env.spec.replicas or tiers.TIER_DEFAULTS[env.spec.tier].replicas,
             )
         desired = builders.workload_children(
             env,
@@ -348,7 +347,7 @@ def _desired_replicas(env: Environment, children: _Children) -> int:
         replicas = (children.deployment.get("spec") or {}).get("replicas")
         if isinstance(replicas, int):
             return replicas
-    return builders.desired_replicas(env.spec)
+    return tiers.desired_replicas(env.spec)
 
 
 def _password_in(secret: Mapping[str, Any] | None) -> str | None:

@@ -66,5 +66,5 @@ async def policy_changed(
         reconciler.known.add((namespace, name))  # the initial listing too (type None)
         return
     reconciler.known.discard((namespace, name))
-    reconciler.forget((namespace, name))
+    reconciler.locks.forget((namespace, name))
     await reconciler.refresh_namespace(namespace, skip=name)

@@ -2,8 +2,9 @@
 
 This module owns the translation from custom-resource shapes (``BackupStorage``,
 ``SecretKeyReference``, an environment's name) to the runner library's arguments, and
-the one place where inline runs are bounded (``RunContext.inline``). Backup handlers
-use it now; Restore and RestoreDrill handlers use the same calls.
+the one place where inline runs are bounded (``RunContext.inline``). The Backup,
+Restore and RestoreDrill life cycles all run through it; the object a pass acts on is
+a ``Loaded`` of ``dockyard.operator.store``, re-exported here.
 
 Why the checks are here and not in the schema: a filesystem path is only safe relative
 to what the operator has mounted, so every path must resolve (symlinks included) under

@@ -27,8 +27,8 @@ from dockyard.core.models.restore import Restore
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyStatus
 from dockyard.core.resources import DEPLOYMENTS, HORIZONTAL_POD_AUTOSCALERS, ChildRef, Manifest
 from dockyard.operator.apply import apply, delete_child, get
-from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders import scaling as builders
+from dockyard.operator.builders import tiers
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.builders.scaling_windows import active_schedule, schedule_problems
 from dockyard.operator.outcomes import Outcome
@@ -66,8 +66,6 @@ class ScalingReconciler:
         self.restores = KindStore(kube, Restore)
         self.backups = KindStore(kube, Backup)
         self.locks: ObjectLocks[Key] = ObjectLocks()
-        self.lock = self.locks.lock
-        self.forget = self.locks.forget
         # The policies the operator serves, for the periodic passes; handlers.scaling
         # keeps it from watch events.
         self.known: set[Key] = set()
@@ -76,10 +74,10 @@ class ScalingReconciler:
 
     async def reconcile(self, key: Key) -> Outcome:
         """One pass, for a spec change or the resume at start-up."""
-        async with self.lock(key):
+        async with self.locks.lock(key):
             raw = await self.policies.read(*key)
             if raw is None or deleting(raw):
-                self.forget(key)
+                self.locks.forget(key)
                 return Outcome.done()
             return await self._pass(raw)
 
@@ -147,8 +145,7 @@ class ScalingReconciler:
             # With no Deployment yet (a paused policy made with its environment), the
             # count the environment declares is the one to hold.
             declared = (
-                environment.spec.replicas
-                or environment_builders.TIER_DEFAULTS[environment.spec.tier].replicas
+                environment.spec.replicas or tiers.TIER_DEFAULTS[environment.spec.tier].replicas
             )
             pinned = decisions.pinned_replicas(
                 deployment,
