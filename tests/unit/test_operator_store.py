@@ -9,7 +9,14 @@ import pytest
 
 from dockyard.core.models.backup import Backup
 from dockyard.core.resources import BACKUPS
-from dockyard.operator.store import InvalidObject, KindStore, Loaded, event_manifest
+from dockyard.operator.store import (
+    InvalidObject,
+    KindStore,
+    Loaded,
+    ObjectLocks,
+    event_manifest,
+    replacing,
+)
 
 
 def _backup(name: str, **spec: Any) -> dict[str, Any]:
@@ -66,3 +73,22 @@ def test_an_event_names_its_object_and_keeps_its_message_short() -> None:
     assert event["metadata"] == {"generateName": "b1.", "namespace": "team-a"}
     assert (event["type"], event["reason"], len(event["message"])) == ("Warning", "Odd", 1024)
     assert event["firstTimestamp"] == "2026-01-01T00:00:00Z"
+
+
+def test_a_status_patch_removes_the_fields_the_status_no_longer_has() -> None:
+    from dockyard.core.models.scaling import ScalingPolicyStatus
+
+    body = replacing(ScalingPolicyStatus(current_replicas=2))
+    assert body["currentReplicas"] == 2
+    assert body["desiredReplicas"] is None  # present, so the merge patch removes it
+
+
+def test_one_object_has_one_lock_until_it_is_forgotten() -> None:
+    locks: ObjectLocks[tuple[str, str]] = ObjectLocks()
+    first = locks.lock(("ns", "a"))
+    assert locks.lock(("ns", "a")) is first
+    assert locks.lock(("ns", "b")) is not first
+    locks.queued.add(("ns", "a"))
+    locks.forget(("ns", "a"))
+    assert locks.lock(("ns", "a")) is not first
+    assert ("ns", "a") not in locks.queued
