@@ -3,6 +3,9 @@
 Integration tests ask for ``testbed``; the first one to do so starts it (building the
 control plane on a cold machine) and the session stops it at the end, unless it was
 already up before the run (``make dev`` beside the tests) or DOCKYARD_TESTBED_KEEP=1.
+
+API tests start the app with ``start_api`` (settings from ``api_settings``), served by
+pytest-aiohttp's ``aiohttp_client``, which closes it after the test.
 """
 
 from __future__ import annotations
@@ -16,15 +19,23 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
+from dockyard.api.app import create_app
+from dockyard.core import migrations
+from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
 
 ROOT = Path(__file__).resolve().parent.parent
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+ApiClient = TestClient[web.Request, web.Application]
 
 # Several sessions may share one test bed; each names its namespaces with its own id and
 # its operator watches only those, so no session reconciles another's objects.
@@ -212,3 +223,43 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
 
 def get_json(kubectl: Kubectl, *args: str) -> dict[str, object]:
     return dict(json.loads(kubectl("get", *args, "-o", "json").stdout))
+
+
+# -- the API --------------------------------------------------------------------------------
+
+
+def api_settings(state: State, **overrides: Any) -> Settings:
+    """The API's settings against the test bed: its database and apiserver, no metrics port."""
+    values: dict[str, Any] = {
+        "database_url": state.database_url,
+        "kubeconfig": Path(state.kubeconfig),
+        "metrics_port": None,
+    }
+    return Settings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+async def platform_migrated(testbed_state: State) -> None:
+    """The platform database at the latest migration (idempotent, as ``dockyard migrate``)."""
+    conn = await asyncpg.connect(api_settings(testbed_state).database_dsn())
+    try:
+        await migrations.migrate(conn)
+    finally:
+        await conn.close()
+
+
+class StartApi(Protocol):
+    async def __call__(self, **settings: Any) -> ApiClient: ...
+
+
+@pytest.fixture
+def start_api(
+    aiohttp_client: AiohttpClient, testbed_state: State, platform_migrated: None
+) -> StartApi:
+    """``await start_api(**settings)``: a client of the API app built with ``api_settings``
+    (``settings`` override them), on a migrated platform database."""
+
+    async def start(**settings: Any) -> ApiClient:
+        return await aiohttp_client(create_app(api_settings(testbed_state, **settings)))
+
+    return start

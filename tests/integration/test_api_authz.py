@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from dockyard.api.app import create_app
-from dockyard.core import migrations
-from dockyard.core.settings import Settings
-from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl
+from dockyard.testbed.cluster import Testbed
+from tests.conftest import ROOT, Kubectl, StartApi
 
 Client = TestClient[object, object]
 
@@ -42,20 +36,10 @@ def roles_installed(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture
-async def client(testbed_state: State) -> AsyncIterator[Client]:
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
+async def client(start_api: StartApi) -> Client:
+    return await start_api(
         authz_cache_ttl=0,
-        metrics_port=None,
     )
-    conn = await asyncpg.connect(settings.database_dsn())
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()
-    async with TestClient(TestServer(create_app(settings))) as client:
-        yield client
 
 
 def _bind(kubectl: Kubectl, role: str, user: str, namespace: str) -> None:

@@ -4,32 +4,21 @@ under a content security policy that allows this origin only."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from dockyard.api import errors
-from dockyard.api.app import create_app
 from dockyard.api.routes import docs
-from dockyard.core.settings import Settings
-from dockyard.testbed.cluster import State
+from tests.conftest import StartApi
 
 Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-async def client(testbed_state: State, crds_installed: None) -> AsyncIterator[Client]:
-    settings = Settings(
-        database_url=testbed_state.database_url,
-        kubeconfig=Path(testbed_state.kubeconfig),
-        redis_url=None,
-        metrics_port=None,
-    )
-    async with TestClient(TestServer(create_app(settings))) as client:
-        yield client
+async def client(start_api: StartApi, crds_installed: None) -> Client:
+    return await start_api(redis_url=None)
 
 
 async def test_the_docs_page_needs_no_token_and_points_at_the_document(client: Client) -> None:

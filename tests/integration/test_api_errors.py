@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api import errors
 from dockyard.api.app import create_app
 from dockyard.api.middlewares import from_kube_error
 from dockyard.core.kube import KubeError
-from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State
+from tests.conftest import StartApi, api_settings
 
 Client = TestClient[object, object]
 BASE = "https://dockyard.io/problems/"
 
 
-def _settings(state: State, kubeconfig: Path | None = None) -> Settings:
-    return Settings(
-        database_url=state.database_url,  # type: ignore[arg-type]
-        kubeconfig=kubeconfig or Path(state.kubeconfig),
-        metrics_port=None,
-    )
-
-
 @pytest.fixture
-async def client(testbed_state: State) -> AsyncIterator[Client]:
-    app = create_app(_settings(testbed_state))
+async def client(testbed_state: State, aiohttp_client: AiohttpClient) -> Client:
+    app = create_app(api_settings(testbed_state))
 
     # Test-only routes that raise what real handlers raise in later features.
     async def conflict(_: web.Request) -> web.Response:
@@ -51,8 +43,7 @@ async def client(testbed_state: State) -> AsyncIterator[Client]:
     app.router.add_get("/test/stale", stale)
     app.router.add_get("/test/throttled", throttled)
     app.router.add_get("/test/boom", boom)
-    async with TestClient(TestServer(app)) as client:
-        yield client
+    return await aiohttp_client(app)
 
 
 async def _problem(response: object, status: int, slug: str) -> dict[str, object]:
@@ -133,10 +124,9 @@ def dead_kubeconfig(testbed_state: State, tmp_path: Path) -> Path:
 
 
 async def test_apiserver_down_is_503_naming_kubernetes(
-    testbed_state: State, dead_kubeconfig: Path
+    start_api: StartApi, dead_kubeconfig: Path
 ) -> None:
-    dead = dead_kubeconfig
-    async with TestClient(TestServer(create_app(_settings(testbed_state, dead)))) as client:
-        response = await client.get("/api/v1/me", headers={"Authorization": "Bearer anything"})
-        body = await _problem(response, 503, "dependency-unavailable")
+    client = await start_api(kubeconfig=dead_kubeconfig)
+    response = await client.get("/api/v1/me", headers={"Authorization": "Bearer anything"})
+    body = await _problem(response, 503, "dependency-unavailable")
     assert body["dependency"] == "kubernetes"

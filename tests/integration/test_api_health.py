@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
-from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State
+from tests.conftest import StartApi, api_settings
 
 
 @pytest.fixture
-async def client(testbed_state: State) -> AsyncIterator[TestClient[object, object]]:
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        redis_url=None,  # whatever the shell exports: these tests expect two checks
-        metrics_port=None,
-    )
-    async with TestClient(TestServer(create_app(settings))) as client:
-        yield client
+async def client(start_api: StartApi) -> TestClient[object, object]:
+    # redis_url: whatever the shell exports, these tests expect two checks.
+    return await start_api(redis_url=None)
 
 
 async def test_liveness_needs_no_token(client: TestClient[object, object]) -> None:
@@ -48,17 +41,18 @@ async def test_readiness_checks_postgres_and_kubernetes(
     }
 
 
-async def test_readiness_names_the_dependency_that_is_down(testbed_state: State) -> None:
-    settings = Settings(
-        database_url="postgresql://nobody:wrong@127.0.0.1:1/none",  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
+async def test_readiness_names_the_dependency_that_is_down(
+    testbed_state: State, aiohttp_client: AiohttpClient
+) -> None:
+    settings = api_settings(
+        testbed_state,
+        database_url="postgresql://nobody:wrong@127.0.0.1:1/none",
         database_pool_min=0,
         redis_url=None,
-        metrics_port=None,
     )
-    async with TestClient(TestServer(create_app(settings))) as client:
-        response = await client.get("/readyz")
-        body = await response.json()
+    client = await aiohttp_client(create_app(settings))
+    response = await client.get("/readyz")
+    body = await response.json()
     assert response.status == 503
     checks = {c["name"]: c for c in body["checks"]}
     assert checks["postgres"]["ready"] is False
@@ -97,26 +91,20 @@ def test_migrate_twice_is_a_no_op_the_second_time(testbed_env: dict[str, str]) -
 
 
 async def test_a_burst_of_readiness_probes_checks_the_dependencies_once(
-    testbed_state: State, monkeypatch: pytest.MonkeyPatch
+    testbed_state: State, monkeypatch: pytest.MonkeyPatch, aiohttp_client: AiohttpClient
 ) -> None:
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     exporter = InMemorySpanExporter()
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        redis_url=None,
-        metrics_port=None,
-        database_pool_max=2,
-    )
+    settings = api_settings(testbed_state, redis_url=None, database_pool_max=2)
     app = create_app(settings, span_processors=[SimpleSpanProcessor(exporter)])
-    async with TestClient(TestServer(app)) as client:
-        # Anyone may call /readyz: 100 at once must not take 100 turns on a 2-connection pool.
-        answers = await asyncio.gather(*(client.get("/readyz") for _ in range(100)))
-        assert {r.status for r in answers} == {200}
-        queries = [
-            span
-            for span in exporter.get_finished_spans()
-            if span.kind is SpanKind.CLIENT and span.attributes.get("db.system") == "postgresql"
-        ]
-        assert len(queries) <= 2, len(queries)
+    client = await aiohttp_client(app)
+    # Anyone may call /readyz: 100 at once must not take 100 turns on a 2-connection pool.
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(100)))
+    assert {r.status for r in answers} == {200}
+    queries = [
+        span
+        for span in exporter.get_finished_spans()
+        if span.kind is SpanKind.CLIENT and span.attributes.get("db.system") == "postgresql"
+    ]
+    assert len(queries) <= 2, len(queries)

@@ -6,14 +6,13 @@ checked apart from any kind's own rules."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import pytest
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import BaseModel, ConfigDict, Field
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api import bodies, errors, keys, middlewares
 from dockyard.core.settings import Settings
@@ -42,20 +41,17 @@ async def create_widget(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[Client]:
-    async with _client(max_body_bytes=LIMIT) as client:
-        yield client
+async def client(aiohttp_client: AiohttpClient) -> Client:
+    return await aiohttp_client(_app(max_body_bytes=LIMIT))
 
 
 @pytest.fixture
-async def roomy_client() -> AsyncIterator[Client]:
+async def roomy_client(aiohttp_client: AiohttpClient) -> Client:
     """The default body limit (1 MiB): room for 100,000 levels of brackets."""
-    async with _client() as client:
-        yield client
+    return await aiohttp_client(_app())
 
 
-@asynccontextmanager
-async def _client(**settings_values: Any) -> AsyncIterator[Client]:
+def _app(**settings_values: Any) -> web.Application:
     settings = Settings.model_validate({"body_read_timeout": 0.5, **settings_values})
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -63,8 +59,7 @@ async def _client(**settings_values: Any) -> AsyncIterator[Client]:
     )
     app[keys.SETTINGS] = settings
     app.router.add_post("/widgets", create_widget)
-    async with TestClient(TestServer(app)) as client:
-        yield client
+    return app
 
 
 async def problem(response: ClientResponse) -> dict[str, Any]:

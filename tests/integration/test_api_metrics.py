@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
-from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, free_port
+from tests.conftest import api_settings
 
 Client = TestClient[object, object]
 DURATION_COUNT = "dockyard_api_request_duration_seconds_count"
@@ -46,15 +45,9 @@ def _key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 
 @pytest.fixture
-async def served(testbed_state: State) -> AsyncIterator[Served]:
+async def served(testbed_state: State, aiohttp_client: AiohttpClient) -> Served:
     port = free_port()
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        redis_url=None,
-        metrics_port=port,
-    )
-    app = create_app(settings)
+    app = create_app(api_settings(testbed_state, redis_url=None, metrics_port=port))
     release = asyncio.Event()
 
     # Test-only routes: one with a path parameter, one that waits to be released.
@@ -67,8 +60,7 @@ async def served(testbed_state: State) -> AsyncIterator[Served]:
 
     app.router.add_get("/test/items/{item}", item)
     app.router.add_get("/test/slow", slow)
-    async with TestClient(TestServer(app)) as client:
-        yield Served(client, port, release)
+    return Served(await aiohttp_client(app), port, release)
 
 
 async def test_latency_is_counted_per_route_template(served: Served) -> None:

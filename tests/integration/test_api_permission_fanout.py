@@ -11,21 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from dockyard.api import keys
-from dockyard.api.app import create_app
-from dockyard.core import migrations
 from dockyard.core.models.common import API_VERSION
-from dockyard.core.settings import Settings
-from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl
+from dockyard.testbed.cluster import Testbed
+from tests.conftest import ROOT, Kubectl, StartApi
 
 Client = TestClient[object, object]
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -93,26 +88,16 @@ def crowded(kubectl: Kubectl) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-async def client(testbed_state: State) -> AsyncIterator[tuple[Client, CountingKube]]:
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        metrics_port=None,
+async def client(start_api: StartApi) -> tuple[Client, CountingKube]:
+    client = await start_api(
         authz_cache_ttl=0,
         authz_fanout_namespaces=PER_REQUEST,
         authz_fanout_concurrency=CONCURRENCY,
     )
-    conn = await asyncpg.connect(settings.database_dsn())
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()
-    async with TestClient(TestServer(create_app(settings))) as client:
-        app = client.server.app
-        authorizer = app[keys.AUTHORIZER]
-        counter = CountingKube(authorizer.kube)
-        authorizer.kube = counter
-        yield client, counter
+    authorizer = client.server.app[keys.AUTHORIZER]
+    counter = CountingKube(authorizer.kube)
+    authorizer.kube = counter
+    return client, counter
 
 
 @pytest.mark.usefixtures("roles")

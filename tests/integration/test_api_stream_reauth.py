@@ -11,22 +11,16 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from dockyard.api import errors
-from dockyard.api.app import create_app
-from dockyard.core import migrations
 from dockyard.core.models.common import API_VERSION
-from dockyard.core.settings import Settings
-from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl
+from dockyard.testbed.cluster import Testbed
+from tests.conftest import ROOT, Kubectl, StartApi
 
 Client = TestClient[object, object]
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -43,22 +37,12 @@ def roles(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture
-async def client(testbed_state: State) -> AsyncIterator[Client]:
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        metrics_port=None,
+async def client(start_api: StartApi) -> Client:
+    return await start_api(
         auth_cache_ttl=CACHE_TTL,
         authz_cache_ttl=CACHE_TTL,
         stream_reauth_interval=INTERVAL,
     )
-    conn = await asyncpg.connect(settings.database_dsn())
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()
-    async with TestClient(TestServer(create_app(settings))) as client:
-        yield client
 
 
 def _bind_viewer(kubectl: Kubectl, namespace: str) -> str:

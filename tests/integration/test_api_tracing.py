@@ -6,23 +6,23 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from dockyard.api.app import create_app
 from dockyard.core import logs, telemetry
 from dockyard.core.kube import KubeClient, KubeConfig
-from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import api_settings
 
 Client = TestClient[object, object]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -44,19 +44,15 @@ class Traced:
 
 
 @pytest.fixture
-async def traced(testbed_state: State, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Traced]:
+async def traced(
+    testbed_state: State, monkeypatch: pytest.MonkeyPatch, aiohttp_client: AiohttpClient
+) -> Traced:
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     exporter = InMemorySpanExporter()
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        redis_url=None,
-        metrics_port=None,
-    )
+    settings = api_settings(testbed_state, redis_url=None)
     app = create_app(settings, span_processors=[SimpleSpanProcessor(exporter)])
-    async with TestClient(TestServer(app)) as client:
-        yield Traced(client, exporter)
+    return Traced(await aiohttp_client(app), exporter)
 
 
 def _only(spans: list[ReadableSpan], kind: SpanKind, name: str) -> ReadableSpan:
@@ -154,7 +150,9 @@ async def test_a_request_without_traceparent_starts_a_trace(traced: Traced) -> N
     assert server.parent is None
 
 
-async def test_kubernetes_calls_send_their_span_as_traceparent() -> None:
+async def test_kubernetes_calls_send_their_span_as_traceparent(
+    aiohttp_server: AiohttpServer,
+) -> None:
     # The apiserver does not echo request headers, so a loopback server stands in for
     # this one assertion about what goes over the wire.
     seen: list[str] = []
@@ -171,15 +169,15 @@ async def test_kubernetes_calls_send_their_span_as_traceparent() -> None:
         default_service_name="test",
         span_processors=[SimpleSpanProcessor(exporter)],
     )
-    async with TestServer(upstream) as server:
-        config = KubeConfig(
-            server=str(server.make_url("")).rstrip("/"), ssl_context=ssl.create_default_context()
-        )
-        client = KubeClient.connect(config, tracer_provider=tracing.provider)
-        try:
-            await client.get("/api/v1/namespaces/team-a/pods/web-0")
-        finally:
-            await client.close()
+    server = await aiohttp_server(upstream)
+    config = KubeConfig(
+        server=str(server.make_url("")).rstrip("/"), ssl_context=ssl.create_default_context()
+    )
+    client = KubeClient.connect(config, tracer_provider=tracing.provider)
+    try:
+        await client.get("/api/v1/namespaces/team-a/pods/web-0")
+    finally:
+        await client.close()
     span = _only(
         list(exporter.get_finished_spans()),
         SpanKind.CLIENT,

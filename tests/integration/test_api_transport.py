@@ -10,8 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -19,36 +18,26 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from dockyard.api import errors
-from dockyard.api.app import create_app
-from dockyard.core.settings import Mode, Settings
-from dockyard.testbed.cluster import State, free_port
+from dockyard.core.settings import Mode
+from dockyard.testbed.cluster import free_port
 from dockyard.testbed.pki import CertificateAuthority
+from tests.conftest import StartApi
 
 FRONTEND = "https://app.example"
 HSTS = "Strict-Transport-Security"
 
 Client = TestClient[web.Request, web.Application]
-ClientFactory = Callable[..., Any]
 
 
 @pytest.fixture
-def api_client(testbed_state: State, crds_installed: None) -> ClientFactory:
-    """Start the real app with some settings changed, as an async context manager."""
+def api_client(start_api: StartApi, crds_installed: None) -> StartApi:
+    """Start the real app (without Redis) with some settings changed."""
 
-    @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Client]:
-        settings = Settings(
-            database_url=testbed_state.database_url,
-            kubeconfig=Path(testbed_state.kubeconfig),
-            redis_url=None,
-            metrics_port=None,
-            **overrides,
-        )
-        async with TestClient(TestServer(create_app(settings))) as client:
-            yield client
+    async def start(**overrides: Any) -> Client:
+        return await start_api(redis_url=None, **overrides)
 
     return start
 
@@ -141,45 +130,41 @@ async def test_tls_port_refuses_plaintext(tls_api: tuple[str, ssl.SSLContext]) -
 
 
 async def test_production_refuses_plaintext_that_no_trusted_proxy_vouches_for(
-    api_client: ClientFactory,
+    api_client: StartApi,
 ) -> None:
-    async with api_client(
-        mode=Mode.PRODUCTION, trusted_proxies=[ip_network("198.51.100.0/24")]
-    ) as client:
-        response = await client.get("/api/v1/openapi.json", headers={"X-Forwarded-Proto": "https"})
-        body = await response.json(content_type=errors.PROBLEM_JSON)
-        assert response.status == 403
-        assert body["type"] == errors.TYPE_BASE + "https-required"
-        assert body["requestId"] == response.headers["X-Request-Id"]
-        assert HSTS not in response.headers
+    client = await api_client(mode=Mode.PRODUCTION, trusted_proxies=[ip_network("198.51.100.0/24")])
+    response = await client.get("/api/v1/openapi.json", headers={"X-Forwarded-Proto": "https"})
+    body = await response.json(content_type=errors.PROBLEM_JSON)
+    assert response.status == 403
+    assert body["type"] == errors.TYPE_BASE + "https-required"
+    assert body["requestId"] == response.headers["X-Request-Id"]
+    assert HSTS not in response.headers
 
 
 @pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
 async def test_probes_are_served_over_plaintext_in_production(
-    api_client: ClientFactory, probe: str
+    api_client: StartApi, probe: str
 ) -> None:
-    async with api_client(
-        mode=Mode.PRODUCTION, trusted_proxies=[ip_network("198.51.100.0/24")]
-    ) as client:
-        response = await client.get(probe)
-        assert response.status == 200
-        assert HSTS not in response.headers
+    client = await api_client(mode=Mode.PRODUCTION, trusted_proxies=[ip_network("198.51.100.0/24")])
+    response = await client.get(probe)
+    assert response.status == 200
+    assert HSTS not in response.headers
 
 
 async def test_a_trusted_proxy_that_terminated_tls_is_served_with_hsts(
-    api_client: ClientFactory,
+    api_client: StartApi,
 ) -> None:
-    async with api_client(
+    client = await api_client(
         mode=Mode.PRODUCTION, trusted_proxies=[ip_network("127.0.0.1/32")], hsts_max_age=900
-    ) as client:
-        response = await client.get(
-            "/api/v1/openapi.json",
-            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.4"},
-        )
-        assert response.status == 200
-        assert response.headers[HSTS] == "max-age=900; includeSubDomains"
-        plain = await client.get("/api/v1/openapi.json", headers={"X-Forwarded-Proto": "http"})
-        assert plain.status == 403
+    )
+    response = await client.get(
+        "/api/v1/openapi.json",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.4"},
+    )
+    assert response.status == 200
+    assert response.headers[HSTS] == "max-age=900; includeSubDomains"
+    plain = await client.get("/api/v1/openapi.json", headers={"X-Forwarded-Proto": "http"})
+    assert plain.status == 403
 
 
 # -- CORS ----------------------------------------------------------------------------------
@@ -189,49 +174,49 @@ def _cors_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
 
 
-async def test_an_allowed_origin_can_read_responses_and_errors(api_client: ClientFactory) -> None:
-    async with api_client(cors_origins=[FRONTEND]) as client:
-        for path, status in (("/healthz", 200), ("/api/v1/me", 401)):
-            response = await client.get(path, headers={"Origin": FRONTEND})
-            assert response.status == status
-            assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
-            exposed = response.headers["Access-Control-Expose-Headers"]
-            assert {h.strip() for h in exposed.split(",")} >= {"X-Request-Id", "ETag", "RateLimit"}
-            assert "Origin" in response.headers["Vary"]
+async def test_an_allowed_origin_can_read_responses_and_errors(api_client: StartApi) -> None:
+    client = await api_client(cors_origins=[FRONTEND])
+    for path, status in (("/healthz", 200), ("/api/v1/me", 401)):
+        response = await client.get(path, headers={"Origin": FRONTEND})
+        assert response.status == status
+        assert response.headers["Access-Control-Allow-Origin"] == FRONTEND
+        exposed = response.headers["Access-Control-Expose-Headers"]
+        assert {h.strip() for h in exposed.split(",")} >= {"X-Request-Id", "ETag", "RateLimit"}
+        assert "Origin" in response.headers["Vary"]
 
 
-async def test_a_disallowed_origin_gets_no_cors_headers(api_client: ClientFactory) -> None:
-    async with api_client(cors_origins=[FRONTEND]) as client:
-        response = await client.get("/healthz", headers={"Origin": "https://evil.example"})
-        assert response.status == 200
-        assert _cors_headers(response) == {}
+async def test_a_disallowed_origin_gets_no_cors_headers(api_client: StartApi) -> None:
+    client = await api_client(cors_origins=[FRONTEND])
+    response = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert response.status == 200
+    assert _cors_headers(response) == {}
 
 
-async def test_a_preflight_is_answered_before_authentication(api_client: ClientFactory) -> None:
-    async with api_client(cors_origins=[FRONTEND]) as client:
-        response = await client.options(
-            "/api/v1/me",
-            headers={
-                "Origin": FRONTEND,
-                "Access-Control-Request-Method": "GET",
-                "Access-Control-Request-Headers": "authorization, x-request-id",
-            },
-        )
-        assert response.status == 204
-        headers = _cors_headers(response)
-        assert headers["Access-Control-Allow-Origin"] == FRONTEND
-        allowed = {h.strip() for h in headers["Access-Control-Allow-Headers"].split(",")}
-        assert allowed >= {"Authorization", "Content-Type", "If-Match", "Idempotency-Key"}
-        assert "Access-Control-Max-Age" in headers
+async def test_a_preflight_is_answered_before_authentication(api_client: StartApi) -> None:
+    client = await api_client(cors_origins=[FRONTEND])
+    response = await client.options(
+        "/api/v1/me",
+        headers={
+            "Origin": FRONTEND,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, x-request-id",
+        },
+    )
+    assert response.status == 204
+    headers = _cors_headers(response)
+    assert headers["Access-Control-Allow-Origin"] == FRONTEND
+    allowed = {h.strip() for h in headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed >= {"Authorization", "Content-Type", "If-Match", "Idempotency-Key"}
+    assert "Access-Control-Max-Age" in headers
 
 
-async def test_a_preflight_from_a_disallowed_origin_is_403(api_client: ClientFactory) -> None:
-    async with api_client(cors_origins=[FRONTEND]) as client:
-        response = await client.options(
-            "/api/v1/me",
-            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
-        )
-        body = await response.json(content_type=errors.PROBLEM_JSON)
-        assert response.status == 403
-        assert body["type"] == errors.TYPE_BASE + "cors-origin-not-allowed"
-        assert _cors_headers(response) == {}
+async def test_a_preflight_from_a_disallowed_origin_is_403(api_client: StartApi) -> None:
+    client = await api_client(cors_origins=[FRONTEND])
+    response = await client.options(
+        "/api/v1/me",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    body = await response.json(content_type=errors.PROBLEM_JSON)
+    assert response.status == 403
+    assert body["type"] == errors.TYPE_BASE + "cors-origin-not-allowed"
+    assert _cors_headers(response) == {}

@@ -13,18 +13,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
 from dockyard.api.audit.repository import AuditLog
-from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State
-from tests.conftest import ROOT
+from tests.conftest import ROOT, api_settings
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +89,7 @@ async def test_the_runtime_role_cannot_delete_or_truncate_audit_rows(
 
 
 async def test_the_api_writes_audit_rows_and_runs_retention_as_the_runtime_role(
-    testbed_state: State, runtime_dsn: str
+    testbed_state: State, runtime_dsn: str, aiohttp_client: AiohttpClient
 ) -> None:
     assert _migrate(testbed_state.database_url, runtime_dsn).returncode == 0
     admin = await asyncpg.connect(testbed_state.database_url)
@@ -101,18 +99,13 @@ async def test_the_api_writes_audit_rows_and_runs_retention_as_the_runtime_role(
         " VALUES (now() - interval '400 days', $1, 'test', 'environments', 'succeeded')",
         old,
     )
-    settings = Settings(
-        database_url=runtime_dsn,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        metrics_port=None,
-    )
+    settings = api_settings(testbed_state, database_url=runtime_dsn)
     request_id = f"req-{uuid.uuid4().hex[:10]}"
     try:
-        async with TestClient(TestServer(create_app(settings))) as client:
-            response = await client.get(
-                "/api/v1/audit-events", headers={"X-Request-Id": request_id}
-            )
-            assert response.status == 401
+        # (aiohttp_client closes the app before runtime_dsn drops its role.)
+        client = await aiohttp_client(create_app(settings))
+        response = await client.get("/api/v1/audit-events", headers={"X-Request-Id": request_id})
+        assert response.status == 401
         row = await admin.fetchrow("SELECT actor FROM audit_events WHERE request_id = $1",
                                    request_id)  # fmt: skip
         assert row is not None

@@ -10,8 +10,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api import errors, keys
 from dockyard.api.app import create_app
@@ -39,7 +39,7 @@ from tests.conftest import Kubectl, wait_for
 pytestmark = pytest.mark.integration
 
 Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[..., AbstractAsyncContextManager[Client]]
+MakeClient = Callable[..., Awaitable[Client]]
 
 ADMIN_ROLE = "dockyard-test-audit-admin"
 LIST_ACTION = "GET /api/v1/audit-events op=listAuditEvents verb=list"
@@ -100,16 +100,16 @@ WIDGET_OPERATION = Operation(
 
 
 @pytest.fixture
-def make_client(testbed_state: State, pool: asyncpg.Pool) -> MakeClient:
+def make_client(
+    testbed_state: State, pool: asyncpg.Pool, aiohttp_client: AiohttpClient
+) -> MakeClient:
     """A real app (and its test server) on the test bed, plus a test-only update route."""
 
-    @asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[Client]:
+    async def make(**overrides: Any) -> Client:
         app = create_app(_settings(testbed_state, **overrides))
         app.router.add_route("PATCH", WIDGET_PATH, _patch_widget, name="patchWidget")
         app[keys.OPERATIONS]["patchWidget"] = WIDGET_OPERATION
-        async with TestClient(TestServer(app)) as client:
-            yield client
+        return await aiohttp_client(app)
 
     return make
 
@@ -211,9 +211,9 @@ async def test_a_user_without_the_admin_role_gets_403_problem_json(
     make_client: MakeClient, testbed: Testbed
 ) -> None:
     token = testbed.user_token(_unique("nobody"), [])
-    async with make_client() as client:
-        response = await client.get("/api/v1/audit-events", headers=_bearer(token))
-        body = await response.json(content_type=None)
+    client = await make_client()
+    response = await client.get("/api/v1/audit-events", headers=_bearer(token))
+    body = await response.json(content_type=None)
     assert response.status == 403
     assert response.content_type == "application/problem+json"
     assert body["type"] == "https://dockyard.io/problems/forbidden"
@@ -225,9 +225,9 @@ async def test_a_denied_request_appends_a_denied_row_with_actor_and_request_id(
 ) -> None:
     user, request_id = _unique("nobody"), _unique("req")
     token = testbed.user_token(user, ["qa"])
-    async with make_client() as client:
-        headers = {**_bearer(token, request_id), "X-Forwarded-For": "203.0.113.9"}
-        response = await client.get("/api/v1/audit-events", headers=headers)
+    client = await make_client()
+    headers = {**_bearer(token, request_id), "X-Forwarded-For": "203.0.113.9"}
+    response = await client.get("/api/v1/audit-events", headers=headers)
     assert response.status == 403
     row = await _row(pool, request_id)
     assert row["actor"] == user
@@ -244,8 +244,8 @@ async def test_a_request_without_a_token_appends_a_row_for_system_anonymous(
     make_client: MakeClient, pool: asyncpg.Pool
 ) -> None:
     request_id = _unique("req")
-    async with make_client() as client:
-        response = await client.get("/api/v1/audit-events", headers={"X-Request-Id": request_id})
+    client = await make_client()
+    response = await client.get("/api/v1/audit-events", headers={"X-Request-Id": request_id})
     assert response.status == 401
     row = await _row(pool, request_id)
     assert (row["actor"], row["outcome"], row["status_code"]) == ("system:anonymous", "denied", 401)
@@ -258,10 +258,8 @@ async def test_an_allowed_read_is_not_recorded(
 ) -> None:
     _, token = admin
     request_id = _unique("req")
-    async with make_client() as client:
-        response = await client.get(
-            "/api/v1/audit-events?limit=1", headers=_bearer(token, request_id)
-        )
+    client = await make_client()
+    response = await client.get("/api/v1/audit-events?limit=1", headers=_bearer(token, request_id))
     assert response.status == 200
     assert await pool.fetch("SELECT id FROM audit_events WHERE request_id = $1", request_id) == []
 
@@ -274,12 +272,12 @@ async def test_an_update_appends_a_succeeded_row_with_its_object_and_diff(
 ) -> None:
     user, token = admin
     request_id = _unique("req")
-    async with make_client() as client:
-        response = await client.patch(
-            "/api/v1/namespaces/shop/widgets/cart",
-            json={"replicas": 3, "database": {"password": "new"}},
-            headers=_bearer(token, request_id),
-        )
+    client = await make_client()
+    response = await client.patch(
+        "/api/v1/namespaces/shop/widgets/cart",
+        json={"replicas": 3, "database": {"password": "new"}},
+        headers=_bearer(token, request_id),
+    )
     assert response.status == 200
     row = await _row(pool, request_id)
     assert row["actor"] == user
@@ -298,13 +296,13 @@ async def test_an_update_that_fails_appends_a_failed_row_and_keeps_its_problem(
 ) -> None:
     _, token = admin
     request_id = _unique("req")
-    async with make_client() as client:
-        response = await client.patch(
-            "/api/v1/namespaces/shop/widgets/cart",
-            json={"conflict": True},
-            headers=_bearer(token, request_id),
-        )
-        body = await response.json(content_type=None)
+    client = await make_client()
+    response = await client.patch(
+        "/api/v1/namespaces/shop/widgets/cart",
+        json={"conflict": True},
+        headers=_bearer(token, request_id),
+    )
+    body = await response.json(content_type=None)
     assert response.status == 409
     assert body["type"] == "https://dockyard.io/problems/conflict"
     row = await _row(pool, request_id)
@@ -315,12 +313,12 @@ async def test_an_update_denied_by_rbac_names_the_object_it_was_denied(
     make_client: MakeClient, testbed: Testbed, pool: asyncpg.Pool
 ) -> None:
     user, request_id = _unique("nobody"), _unique("req")
-    async with make_client() as client:
-        response = await client.patch(
-            "/api/v1/namespaces/bank/widgets/vault",
-            json={"replicas": 9},
-            headers=_bearer(testbed.user_token(user, []), request_id),
-        )
+    client = await make_client()
+    response = await client.patch(
+        "/api/v1/namespaces/bank/widgets/vault",
+        json={"replicas": 9},
+        headers=_bearer(testbed.user_token(user, []), request_id),
+    )
     assert response.status == 403
     row = await _row(pool, request_id)
     assert (row["actor"], row["outcome"]) == (user, "denied")
@@ -332,13 +330,14 @@ async def test_an_update_cancelled_mid_way_is_recorded_as_allowed_without_a_stat
 ) -> None:
     user, token = admin
     request_id = _unique("req")
-    async with make_client() as client:
-        with pytest.raises(aiohttp.ClientError):
-            await client.patch(
-                "/api/v1/namespaces/shop/widgets/cart",
-                json={"cancel": True},
-                headers=_bearer(token, request_id),
-            )
+    client = await make_client()
+    with pytest.raises(aiohttp.ClientError):
+        await client.patch(
+            "/api/v1/namespaces/shop/widgets/cart",
+            json={"cancel": True},
+            headers=_bearer(token, request_id),
+        )
+    await client.close()  # as at shutdown: the server waits for the handler's last write
     row = await _row(pool, request_id)
     assert (row["actor"], row["outcome"], row["status_code"]) == (user, "allowed", None)
 
@@ -347,10 +346,8 @@ async def test_a_write_to_no_route_is_recorded_as_failed(
     make_client: MakeClient, pool: asyncpg.Pool
 ) -> None:
     request_id = _unique("req")
-    async with make_client() as client:
-        response = await client.post(
-            "/api/v1/nowhere", json={}, headers={"X-Request-Id": request_id}
-        )
+    client = await make_client()
+    response = await client.post("/api/v1/nowhere", json={}, headers={"X-Request-Id": request_id})
     assert response.status == 404
     row = await _row(pool, request_id)
     assert (row["action"], row["outcome"], row["status_code"]) == (
@@ -364,11 +361,11 @@ async def test_the_client_address_comes_from_forwarded_for_behind_a_trusted_prox
     make_client: MakeClient, pool: asyncpg.Pool
 ) -> None:
     request_id = _unique("req")
-    async with make_client(trusted_proxies=["127.0.0.1/32"]) as client:
-        await client.get(
-            "/api/v1/audit-events",
-            headers={"X-Request-Id": request_id, "X-Forwarded-For": "203.0.113.9"},
-        )
+    client = await make_client(trusted_proxies=["127.0.0.1/32"])
+    await client.get(
+        "/api/v1/audit-events",
+        headers={"X-Request-Id": request_id, "X-Forwarded-For": "203.0.113.9"},
+    )
     assert str((await _row(pool, request_id))["source_ip"]) == "203.0.113.9"
 
 
@@ -383,16 +380,16 @@ async def test_an_admin_pages_through_one_actors_events_with_the_cursor(
     start = datetime.now(UTC) - timedelta(minutes=5)
     ids = await _record_events(audit_log, actor, 7, start=start)
     pages: list[list[dict[str, Any]]] = []
-    async with make_client() as client:
-        url = f"/api/v1/audit-events?actor={actor}&limit=3"
-        while True:
-            response = await client.get(url, headers=_bearer(token))
-            body = await response.json()
-            assert response.status == 200, body
-            pages.append(body["items"])
-            if body["nextCursor"] is None:
-                break
-            url = f"/api/v1/audit-events?actor={actor}&limit=3&cursor={body['nextCursor']}"
+    client = await make_client()
+    url = f"/api/v1/audit-events?actor={actor}&limit=3"
+    while True:
+        response = await client.get(url, headers=_bearer(token))
+        body = await response.json()
+        assert response.status == 200, body
+        pages.append(body["items"])
+        if body["nextCursor"] is None:
+            break
+        url = f"/api/v1/audit-events?actor={actor}&limit=3&cursor={body['nextCursor']}"
     assert [len(page) for page in pages] == [3, 3, 1]
     listed = [item["id"] for page in pages for item in page]
     # Newest first; of two events at the same instant, the later id first.
@@ -429,20 +426,20 @@ async def test_an_admin_filters_by_object_and_inclusive_time_range(
     await _record_events(audit_log, actor, 2, start=start, name="till")
     await _record_events(audit_log, actor, 2, start=start, resource="backups", name="cart")
     since, until = start + timedelta(seconds=1), start + timedelta(seconds=2)
-    async with make_client() as client:
-        response = await client.get(
-            "/api/v1/audit-events",
-            params={
-                "actor": actor,
-                "resource": "environments",
-                "namespace": "shop",
-                "name": "cart",
-                "since": since.isoformat(),
-                "until": until.isoformat(),
-            },
-            headers=_bearer(token),
-        )
-        body = await response.json()
+    client = await make_client()
+    response = await client.get(
+        "/api/v1/audit-events",
+        params={
+            "actor": actor,
+            "resource": "environments",
+            "namespace": "shop",
+            "name": "cart",
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+        },
+        headers=_bearer(token),
+    )
+    body = await response.json()
     assert response.status == 200, body
     instants = [datetime.fromisoformat(item["occurredAt"]) for item in body["items"]]
     assert instants == [until, until, since, since]
@@ -454,13 +451,13 @@ async def test_since_after_until_is_refused_with_the_field_path(
     make_client: MakeClient, admin: tuple[str, str]
 ) -> None:
     _, token = admin
-    async with make_client() as client:
-        response = await client.get(
-            "/api/v1/audit-events",
-            params={"since": "2025-02-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},
-            headers=_bearer(token),
-        )
-        body = await response.json(content_type=None)
+    client = await make_client()
+    response = await client.get(
+        "/api/v1/audit-events",
+        params={"since": "2025-02-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},
+        headers=_bearer(token),
+    )
+    body = await response.json(content_type=None)
     assert response.status == 422
     assert body["type"] == "https://dockyard.io/problems/validation-failed"
     assert [e["field"] for e in body["errors"]] == ["until"]
@@ -470,9 +467,9 @@ async def test_an_unknown_query_parameter_is_refused_with_its_name(
     make_client: MakeClient, admin: tuple[str, str]
 ) -> None:
     _, token = admin
-    async with make_client() as client:
-        response = await client.get("/api/v1/audit-events?colour=red", headers=_bearer(token))
-        body = await response.json(content_type=None)
+    client = await make_client()
+    response = await client.get("/api/v1/audit-events?colour=red", headers=_bearer(token))
+    body = await response.json(content_type=None)
     assert response.status == 422
     assert [e["field"] for e in body["errors"]] == ["colour"]
 
@@ -542,9 +539,10 @@ async def test_the_app_runs_the_retention_task_while_it_serves(make_client: Make
         return [t for t in asyncio.all_tasks() if t.get_name() == "dockyard-audit-retention"]
 
     before = len(running())
-    async with make_client() as client:
-        assert (await client.get("/healthz")).status == 200
-        assert len(running()) == before + 1
+    client = await make_client()
+    assert (await client.get("/healthz")).status == 200
+    assert len(running()) == before + 1
+    await client.close()  # the app stops with its server
     await asyncio.sleep(0)
     assert len(running()) == before
 
@@ -574,10 +572,10 @@ async def test_a_failed_audit_write_is_logged_and_the_answer_is_kept(
 ) -> None:
     request_id = _unique("req")
     with caplog.at_level(logging.ERROR, logger="dockyard.api.audit"):
-        async with make_client(database_url=unmigrated_dsn) as client:
-            response = await client.get(
-                "/api/v1/audit-events", headers={"X-Request-Id": request_id}
-            )
+        client = await make_client(database_url=unmigrated_dsn)
+        response = await client.get("/api/v1/audit-events", headers={"X-Request-Id": request_id})
+        # Closed before its database is dropped (unmigrated_dsn's teardown).
+        await client.close()
     assert response.status == 401
     failures = [r for r in caplog.records if r.getMessage() == "audit.write_failed"]
     assert len(failures) == 1

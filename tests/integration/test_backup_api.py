@@ -13,20 +13,16 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from dockyard.api.app import create_app
-from dockyard.core import migrations
-from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, get_json, wait_for
+from tests.conftest import ROOT, Kubectl, StartApi, get_json, wait_for
 
 Client = TestClient[web.Request, web.Application]
 Headers = dict[str, str]
@@ -54,19 +50,8 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
 
 
 @pytest.fixture
-async def client(testbed_state: State) -> AsyncIterator[Client]:
-    settings = Settings(
-        database_url=testbed_state.database_url,
-        kubeconfig=Path(testbed_state.kubeconfig),
-        metrics_port=None,
-    )
-    conn = await asyncpg.connect(settings.database_dsn())
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()
-    async with TestClient(TestServer(create_app(settings))) as client:
-        yield client
+async def client(start_api: StartApi) -> Client:
+    return await start_api()
 
 
 def _user(testbed: Testbed, kubectl: Kubectl, namespace: str, role: str) -> Headers:

@@ -5,18 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from dockyard.api.app import create_app
-from dockyard.core import migrations
-from dockyard.core.settings import Settings
-from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, get_json
+from dockyard.testbed.cluster import Testbed
+from tests.conftest import ROOT, Kubectl, StartApi, get_json
 
 Client = TestClient[object, object]
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -28,19 +22,8 @@ def roles(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture
-async def client(testbed_state: State) -> AsyncIterator[Client]:
-    settings = Settings(
-        database_url=testbed_state.database_url,  # type: ignore[arg-type]
-        kubeconfig=Path(testbed_state.kubeconfig),
-        metrics_port=None,
-    )
-    conn = await asyncpg.connect(settings.database_dsn())
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()
-    async with TestClient(TestServer(create_app(settings))) as client:
-        yield client
+async def client(start_api: StartApi) -> Client:
+    return await start_api()
 
 
 @pytest.fixture

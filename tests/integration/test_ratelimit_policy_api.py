@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
-from dockyard.core import migrations
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import ROOT, Kubectl, get_json
 from tests.integration.ratelimits import rule, settings
@@ -24,16 +22,11 @@ ONE = "/api/v1/namespaces/{namespace}/ratelimitpolicies/{name}"
 
 
 @pytest.fixture
-async def client(testbed_state: State, namespace: str) -> AsyncIterator[Client]:
-    conn = await asyncpg.connect(testbed_state.database_url)
-    try:
-        await migrations.migrate(conn)
-    finally:
-        await conn.close()
+async def client(
+    testbed_state: State, namespace: str, platform_migrated: None, aiohttp_client: AiohttpClient
+) -> Client:
     # A platform namespace with no policies: the test's namespace is a tenant.
-    app = create_app(settings(testbed_state, f"{namespace}-platform"))
-    async with TestClient(TestServer(app)) as client:
-        yield client
+    return await aiohttp_client(create_app(settings(testbed_state, f"{namespace}-platform")))
 
 
 def _user(testbed: Testbed, kubectl: Kubectl, namespace: str, role: str) -> dict[str, str]:
