@@ -7,7 +7,8 @@ import pytest
 
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.restore import Restore, RestorePhase
-from dockyard.operator.restores.lifecycle import plan_is_fixed, safety_backup, safety_backup_name
+from dockyard.operator.restores.planning import plan_is_fixed
+from dockyard.operator.restores.safety import safety_backup, safety_backup_name
 from dockyard.operator.runs.context import SourceUnavailable
 from dockyard.operator.runs.restoring import RowCountCheck, backup_artifact
 from tests.unit.test_restore_plan import make_backup

@@ -1,6 +1,11 @@
-"""The Restore room: a restore's plan, its approval and its switch-over.
+"""The Restore room: a restore's plan, its approval, its run and its switch-over.
 
-- ``lifecycle``: a Restore from Pending through its plan, AwaitingApproval, the run into
-  a staging database and the switch-over, to Completed or Failed;
-- ``approval``: who may approve, and whether an approval is still valid (pure).
+- ``lifecycle``: ``RestoreRuns.drive``, a Restore from Pending to Completed or Failed,
+  one stage per pass;
+- ``planning``: the plan, and the approval written to status;
+- ``approval``: who may approve, and whether an approval is still valid;
+- ``safety``: the safety Backup of the target, taken first;
+- ``running``: an attempt, inline or in a runner Job, up to its row counts;
+- ``switch_over``: the switch-over, and the recovery of an interrupted attempt;
+- ``records``: reading Restores, writing their status, and the ends of an attempt.
 """

@@ -1,0 +1,225 @@
+"""A restore attempt: the staging database, the restore into it, the row counts, the
+switch-over.
+
+``RestoreAttempts.start`` records the attempt (``attempts`` + 1, the staging database's
+name) before that database exists, so an interruption finds it to drop. Inline, the
+whole attempt then runs in one of the ``backup_concurrency`` slots
+(``RunContext.inline``). With ``runner: Job`` the pass makes the database and the
+attempt's Job (``restore-<name>-<attempt>``) and ends with ``Outcome.again``; each later
+pass (``follow``) reads the Job, and the one that finds it finished verifies and
+switches over, in a slot. No pass waits for a Job.
+
+Verifying compares every table's row count with the backup's manifest (as the plan
+records it); a difference is ``ManifestMismatch`` and is not retried. Any failure
+before the switch-over drops the staging database and counts the attempt
+(``RestoreRecords.abandon``), leaving the target as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from dockyard.core.models.backup import Backup, BackupRunner
+from dockyard.core.models.restore import RestorePhase, RestorePlan, RestoreStatus
+from dockyard.operator.builders.metadata import Owner
+from dockyard.operator.database import TenantLogin, database_identity, staging_database_name
+from dockyard.operator.outcomes import Outcome
+from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
+from dockyard.operator.restores.switch_over import switch
+from dockyard.operator.runs import jobs
+from dockyard.operator.runs.context import RunCancelled, tenant_login
+from dockyard.operator.runs.restoring import (
+    ManifestMismatch,
+    check_row_counts,
+    fresh_database,
+    restore_backup,
+)
+from dockyard.operator.runs.runner_jobs import (
+    RUNNER_POLL_SECONDS,
+    RestoreJob,
+    job_result,
+    read_job,
+    start_restore_job,
+    stop_runner_jobs,
+)
+from dockyard.operator.store import post
+from dockyard.runner import BackupError
+
+
+class RestoreAttempts:
+    """Starts restore attempts and follows those in runner Jobs."""
+
+    def __init__(self, records: RestoreRecords) -> None:
+        self.records = records
+        self.context = records.context
+        # Restores whose runner Job this process started or took up after a restart:
+        # such a Job missing is a runner gone, any other an attempt never begun.
+        self._following: set[str] = set()
+
+    async def start(self, loaded: LoadedRestore, source: Backup, plan: RestorePlan) -> Outcome:
+        """Start the next attempt: inline to its end, or up to its Job."""
+        status = loaded.status
+        attempt = status.attempts + 1
+        staging = staging_database_name("r", loaded.uid, attempt)
+        started = status.model_copy(
+            update={
+                "phase": RestorePhase.RESTORING,
+                "attempts": attempt,
+                "staging_database": staging,
+                "started_at": status.started_at or datetime.now(UTC),
+                "message": (
+                    f"Attempt {attempt}: restoring backup {plan.backup} into a new database "
+                    f"for environment {plan.target}"
+                ),
+                "observed_generation": loaded.generation,
+            }
+        )
+        if loaded.restore.spec.runner is BackupRunner.JOB:
+            return await self._start_job(loaded, started, source, plan, staging)
+        try:
+            return await self.context.inline(
+                loaded.uid, self._run(loaded, started, source, plan, staging)
+            )
+        except RunCancelled as exc:
+            return await self.records.abandon(loaded, started, staging, exc)
+
+    async def follow(self, loaded: LoadedRestore) -> Outcome | None:
+        """A Restoring attempt in a Job: wait for it, then verify and switch over. None
+        when there is no Job to follow: the attempt was interrupted."""
+        status = loaded.status
+        plan, staging = status.plan, status.staging_database
+        if plan is None or not staging:
+            return None
+        name = self._job(loaded, plan, status.attempts).name
+        job = await read_job(self.context.kube, loaded.namespace, name)
+        if job.state == "Missing" and loaded.uid not in self._following:
+            return None  # recorded but never made: the operator died in between
+        # A Job found after a restart is a runner still there: followed, as a Backup's is.
+        self._following.add(loaded.uid)
+        try:
+            result = await job_result(self.context, job)
+        except BackupError as exc:
+            self._following.discard(loaded.uid)
+            return await self.records.abandon(loaded, status, staging, exc)
+        if result is None:
+            return Outcome.again(f"Job {name} is restoring", delay=RUNNER_POLL_SECONDS)
+        self._following.discard(loaded.uid)
+        began = job.created_at or datetime.now(UTC)
+        try:
+            return await self.context.inline(
+                loaded.uid, self._verify(loaded, status, plan, staging, result.size, began)
+            )
+        except RunCancelled as exc:
+            return await self.records.abandon(loaded, status, staging, exc)
+
+    async def forget(self, body: Mapping[str, Any]) -> None:
+        """A deleted Restore, whose passes are over: its Job is stopped and its staging
+        database dropped (an inline run in progress ends on its own)."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        self._following.discard(uid)
+        restore = next(iter(self.records.restores.valid([dict(body)])), None)
+        if restore is None or restore.spec.runner is not BackupRunner.JOB:
+            return
+        status = restore.status
+        staging = status.staging_database
+        if status.phase is not RestorePhase.RESTORING or not staging:
+            return
+        if self.context.running_here(uid):
+            return
+        await stop_runner_jobs(self.context.kube, restore.metadata.namespace or "", uid)
+        await self.records.drop_quietly(staging)
+
+    # -- inline ----------------------------------------------------------------------------
+
+    async def _begin(self, loaded: LoadedRestore, status: RestoreStatus) -> None:
+        # Recorded before the database exists, so an interruption finds it to drop.
+        await self.records.write(loaded, status)
+        post(loaded.raw, reason="Restoring", message=status.message or "")
+
+    async def _run(
+        self,
+        loaded: LoadedRestore,
+        status: RestoreStatus,
+        source: Backup,
+        plan: RestorePlan,
+        staging: str,
+    ) -> Outcome:
+        await self._begin(loaded, status)
+        began = datetime.now(UTC)
+        try:
+            tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            await fresh_database(self.context, staging, owner=tenant)
+            result = await restore_backup(self.context, source, database=staging, tenant=tenant)
+        except BackupError as exc:
+            return await self.records.abandon(loaded, status, staging, exc)
+        return await self._verify(loaded, status, plan, staging, result.size, began, tenant)
+
+    # -- runner: Job -----------------------------------------------------------------------
+
+    async def _start_job(
+        self,
+        loaded: LoadedRestore,
+        status: RestoreStatus,
+        source: Backup,
+        plan: RestorePlan,
+        staging: str,
+    ) -> Outcome:
+        """Make the staging database and the attempt's Job; later passes follow it."""
+        await self._begin(loaded, status)
+        job = self._job(loaded, plan, status.attempts)
+        try:
+            tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            await fresh_database(self.context, staging, owner=tenant)
+            await start_restore_job(self.context, source, database=staging, job=job)
+        except BackupError as exc:
+            return await self.records.abandon(loaded, status, staging, exc)
+        self._following.add(loaded.uid)
+        return Outcome.again(f"restoring in Job {job.name}", delay=RUNNER_POLL_SECONDS)
+
+    @staticmethod
+    def _job(loaded: LoadedRestore, plan: RestorePlan, attempt: int) -> RestoreJob:
+        """The runner Job of attempt ``attempt``: one per attempt, named for it."""
+        return RestoreJob(
+            owner=Owner.of(loaded.restore),
+            name=jobs.job_name(loaded.name, attempt, kind="restore"),
+            runner="restore",
+            environment=plan.target,
+        )
+
+    # -- verifying and switching over ------------------------------------------------------
+
+    async def _verify(
+        self,
+        loaded: LoadedRestore,
+        status: RestoreStatus,
+        plan: RestorePlan,
+        staging: str,
+        size: int,
+        began: datetime,
+        tenant: TenantLogin | None = None,
+    ) -> Outcome:
+        """Row counts against the manifest, then the switch-over: the attempt's end."""
+        live, _ = database_identity(loaded.namespace, plan.target)
+        verifying = status.model_copy(
+            update={
+                "phase": RestorePhase.VERIFYING,
+                "message": f"Restored {size} bytes; comparing row counts with the manifest",
+            }
+        )
+        try:
+            if tenant is None:
+                tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            await self.records.write(loaded, verifying)
+            counts = await check_row_counts(self.context, plan.tables, staging, tenant)
+            if not counts.passed:
+                raise ManifestMismatch(counts.describe())
+            await switch(self.context, live, staging, loaded.uid)
+        except BackupError as exc:
+            return await self.records.abandon(loaded, status, staging, exc)
+        seconds = (datetime.now(UTC) - began).total_seconds()
+        return await self.records.completed(loaded, status, plan, seconds, counts.describe())
+
+
+__all__ = ["RestoreAttempts"]

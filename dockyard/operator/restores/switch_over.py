@@ -1,0 +1,88 @@
+"""The switch-over, and what becomes of an attempt that no process runs any more.
+
+``switch`` makes the staging database the target's live one: both renames in one
+transaction (the old database is retired under a name of its own, then dropped), with
+connections refused while they happen. Until then the target is exactly as it was.
+
+``recover`` takes a Restore found Restoring or Verifying that nothing runs or follows
+(the operator died): the target's database is first opened to connections again (a
+switch-over cut short leaves it refusing them); then if the switch-over had happened
+the restore is completed, otherwise the attempt's runner Jobs are deleted, its staging
+database dropped and the attempt counted, retried or given up
+(``dockyard.core.attempts.recover_interrupted``).
+"""
+
+from __future__ import annotations
+
+from dockyard.core.attempts import recover_interrupted
+from dockyard.core.models.backup import BackupRunner
+from dockyard.operator.database import (
+    ManagedDatabaseError,
+    database_identity,
+    retired_database_name,
+)
+from dockyard.operator.outcomes import Outcome
+from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
+from dockyard.operator.runs.context import RunContext, SourceUnavailable
+from dockyard.operator.runs.restoring import DatabaseFailed
+from dockyard.operator.runs.runner_jobs import stop_runner_jobs
+from dockyard.operator.store import post
+
+
+async def switch(context: RunContext, live: str, staging: str, uid: str) -> None:
+    """Make ``staging`` the database called ``live`` (of the Restore ``uid``)."""
+    postgres = context.postgres
+    if postgres is None:
+        raise SourceUnavailable("the operator has no managed PostgreSQL server")
+    retired = retired_database_name(uid)
+    try:
+        await postgres.drop_database(retired)  # a leftover of an earlier attempt
+        await postgres.switch_over(live=live, staging=staging, retired=retired)
+        await postgres.drop_database(retired)
+    except ManagedDatabaseError as exc:
+        raise DatabaseFailed(exc.message) from None
+
+
+async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
+    """A Restoring or Verifying restore nobody runs: finish, retry or give up."""
+    status = loaded.status
+    plan = status.plan
+    postgres = records.context.postgres
+    staging = status.staging_database
+    if plan is not None and postgres is not None and staging:
+        try:
+            # A switch-over cut short refused connections to the live database.
+            await postgres.reopen(database_identity(loaded.namespace, plan.target)[0])
+            retired = retired_database_name(loaded.uid)
+            switched = not await postgres.database_exists(staging) and (
+                await postgres.database_exists(retired)
+            )
+            if switched:
+                await postgres.drop_database(retired)
+                return await records.completed(
+                    loaded,
+                    status,
+                    plan,
+                    status.duration_seconds or 0.0,
+                    "the switch-over had completed before the operator restarted",
+                )
+        except ManagedDatabaseError as exc:
+            return Outcome.again(f"cannot inspect the databases: {exc.message}")
+        await _stop_jobs(records, loaded)
+        await records.drop_quietly(staging)
+    recovery = recover_interrupted(
+        attempts=status.attempts, runner_alive=False, policy=records.policy
+    )
+    return await records.apply_recovery(loaded, status, recovery, "Interrupted")
+
+
+async def _stop_jobs(records: RestoreRecords, loaded: LoadedRestore) -> None:
+    """Delete the runner Jobs of an interrupted attempt before its database goes."""
+    if loaded.restore.spec.runner is not BackupRunner.JOB:
+        return
+    stopped = await stop_runner_jobs(records.context.kube, loaded.namespace, loaded.uid)
+    if stopped:
+        post(loaded.raw, reason="RunnerStopped", message=f"Deleted Job {', '.join(stopped)}")
+
+
+__all__ = ["recover", "switch"]
