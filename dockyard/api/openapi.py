@@ -6,6 +6,7 @@ handler cannot exist without its contract and the contract cannot drift from the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,13 @@ class OperationRegistry:
     def install(self, app: web.Application) -> None:
         for op in self.operations:
             app.router.add_route(op.method.upper(), op.path, op.handler, name=op.operation_id)
+
+
+def replace(operations: list[Operation], handler: Handler, **changes: Any) -> list[Operation]:
+    """``operations`` with the one served by ``handler`` changed as ``changes`` say."""
+    return [
+        dataclasses.replace(op, **changes) if op.handler == handler else op for op in operations
+    ]
 
 
 def build_document(operations: Sequence[Operation]) -> dict[str, Any]:

@@ -25,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.api import cursors, fanout, keys
 from dockyard.api.auth import Permission
-from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.openapi import Operation, OperationRegistry, replace
+from dockyard.api.routes.contract import COMMON_RESPONSES
 from dockyard.api.routes.events import stream_events
-from dockyard.api.routes.kinds import COMMON_RESPONSES, KindRoutes, replace
+from dockyard.api.routes.kinds import KindRoutes
 from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
 from dockyard.api.routes.objects import public
 from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query

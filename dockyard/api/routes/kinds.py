@@ -10,49 +10,42 @@ The per-object details (ETag, If-Match, merge patch, the caller's token) are ``o
 
 A kind with more to it (paged lists, extra routes, another answer to a delete) is a
 subclass that overrides a handler and adjusts ``operations()``: ``recovery`` for the
-backup and restore kinds, ``environments`` for Environments.
+backup and restore kinds, ``environments`` for Environments. The kind's names and the
+operation builders are ``contract.KindContract``'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from dockyard.api import errors, keys
 from dockyard.api.audit.diff import spec_diff
-from dockyard.api.auth import Permission
 from dockyard.api.bodies import read_json
 from dockyard.api.cache import WatchCache
-from dockyard.api.openapi import Handler, Operation, OperationRegistry
-from dockyard.api.routes.models import spec_model
-from dockyard.api.routes.objects import caller, idempotent, if_match, merge, public, respond
+from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.routes.contract import COMMON_RESPONSES, KindContract
+from dockyard.api.routes.models import CreateBody
+from dockyard.api.routes.objects import (
+    caller,
+    idempotent,
+    if_match,
+    merge,
+    public,
+    read_merge_patch,
+    respond,
+)
 from dockyard.api.routes.pages import label_filter
 from dockyard.core.kube import KubeError
-from dockyard.core.models.common import CustomResource
-from dockyard.core.resources import ResourceType, resource_type
 
 Object = dict[str, Any]
 
-PATCHABLE = frozenset({"spec", "metadata"})
-PATCHABLE_METADATA = frozenset({"labels", "annotations"})
-MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
-COMMON_RESPONSES = {401: "No valid bearer token", 403: "Not allowed", 422: "Invalid request"}
-
-
-class CreateBody(Protocol):
-    """What a kind's create model holds: the new object's metadata and spec."""
-
-    metadata: BaseModel
-    spec: BaseModel
-
 
 @dataclass(frozen=True)
-class KindRoutes:
+class KindRoutes(KindContract):
     """One kind's REST routes: ``model`` is its custom resource, ``cache`` its watch cache.
 
     ``create_model`` validates POST bodies (``metadata`` and ``spec``) and ``list_model``
@@ -60,38 +53,9 @@ class KindRoutes:
     validates a patched spec before it is sent.
     """
 
-    model: type[CustomResource]
     create_model: type[BaseModel]
     list_model: type[BaseModel]
     cache: web.AppKey[WatchCache]
-
-    @property
-    def plural(self) -> str:
-        return self.model.crd.plural
-
-    @property
-    def kind(self) -> str:
-        return self.model.crd.kind
-
-    @property
-    def spec_model(self) -> type[BaseModel]:
-        return spec_model(self.model)
-
-    @property
-    def plural_title(self) -> str:
-        """The plural spelt with the kind's capitals (``ScalingPolicies``), for operation ids."""
-        # backups from Backup; scalingpolicies from ScalingPolic(y).
-        stem = self.kind if self.plural.startswith(self.kind.lower()) else self.kind[:-1]
-        return stem + self.plural[len(stem) :]
-
-    @property
-    def noun(self) -> str:
-        """The kind in words (``scaling policy``), for summaries and messages."""
-        return re.sub(r"(?<!^)(?=[A-Z])", " ", self.kind).lower()
-
-    @property
-    def resource(self) -> ResourceType:
-        return resource_type(self.model.crd.api_version, self.kind)
 
     def not_found(self, namespace: str, name: str) -> errors.Problem:
         return errors.not_found(f"{self.kind} {namespace}/{name} does not exist.")
@@ -155,14 +119,7 @@ class KindRoutes:
 
     async def patch(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        raw = await read_json(request, allowed=MERGE_PATCH_TYPES)
-        if not isinstance(raw, dict):
-            raise errors.validation_failed(
-                [errors.FieldError(field="(body)", message="a JSON merge patch must be an object")]
-            )
-        problems = _patch_problems(raw)
-        if problems:
-            raise errors.validation_failed(problems)
+        raw = await read_merge_patch(request)
         current = await self.cached(request)
         expected = if_match(request)
         if "spec" in raw:
@@ -284,74 +241,5 @@ class KindRoutes:
             ),
         ]
 
-    def operation(
-        self,
-        method: str,
-        path: str,
-        operation_id: str,
-        summary: str,
-        handler: Handler,
-        verb: str,
-        **details: Any,
-    ) -> Operation:
-        """An operation of this kind: tagged with its plural, needing ``verb`` on it."""
-        details.setdefault("responses", COMMON_RESPONSES)
-        return Operation(
-            method,
-            path,
-            operation_id,
-            summary,
-            self.plural,
-            handler,
-            permission=Permission(verb, self.plural),
-            **details,
-        )
 
-    def object_operation(
-        self,
-        method: str,
-        action: str,
-        operation_id: str,
-        summary: str,
-        handler: Handler,
-        verb: str,
-        *,
-        responses: dict[int, str] | None = None,
-        **details: Any,
-    ) -> Operation:
-        """An operation at ``.../<plural>/{name}/<action>``; it may answer 404 as well as
-        ``responses`` and the ones every operation may."""
-        path = f"/api/v1/namespaces/{{namespace}}/{self.plural}/{{name}}/{action}"
-        answers = {**COMMON_RESPONSES, 404: f"No such {self.noun}", **(responses or {})}
-        return self.operation(
-            method, path, operation_id, summary, handler, verb, responses=answers, **details
-        )
-
-
-def replace(operations: list[Operation], handler: Handler, **changes: Any) -> list[Operation]:
-    """``operations`` with the one served by ``handler`` changed as ``changes`` say."""
-    return [
-        dataclasses.replace(op, **changes) if op.handler == handler else op for op in operations
-    ]
-
-
-def _patch_problems(raw: dict[str, Any]) -> list[errors.FieldError]:
-    """The parts of a merge patch this API does not let clients change."""
-    problems = [
-        errors.FieldError(field=k, message="cannot be changed through this API")
-        for k in raw
-        if k not in PATCHABLE
-    ]
-    metadata = raw.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        problems.append(errors.FieldError(field="metadata", message="must be an object"))
-    else:
-        problems += [
-            errors.FieldError(field=f"metadata.{k}", message="cannot be changed")
-            for k in metadata
-            if k not in PATCHABLE_METADATA
-        ]
-    return problems
-
-
-__all__ = ["COMMON_RESPONSES", "MERGE_PATCH_TYPES", "CreateBody", "KindRoutes", "replace"]
+__all__ = ["KindRoutes"]

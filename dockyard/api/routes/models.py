@@ -8,12 +8,19 @@ gets the same fields, in the same order, for every kind.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from dockyard.core.models.common import CustomResource
 from dockyard.core.models.references import OBJECT_NAME_PATTERN
+
+
+class CreateBody(Protocol):
+    """What a kind's create model holds: the new object's metadata and spec."""
+
+    metadata: BaseModel
+    spec: BaseModel
 
 
 def name_field(
@@ -97,4 +104,4 @@ def list_body(
     )
 
 
-__all__ = ["NewObjectMeta", "create_body", "list_body", "name_field", "spec_model"]
+__all__ = ["CreateBody", "NewObjectMeta", "create_body", "list_body", "name_field", "spec_model"]

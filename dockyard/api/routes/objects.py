@@ -16,8 +16,14 @@ from aiohttp import web
 
 from dockyard.api import errors, keys
 from dockyard.api.auth import bearer_token
+from dockyard.api.bodies import read_json
 from dockyard.api.idempotency import request_hash, validate_key
 from dockyard.core.kube import CallerToken
+
+# What a JSON merge patch may change: the spec, and labels and annotations.
+PATCHABLE = frozenset({"spec", "metadata"})
+PATCHABLE_METADATA = frozenset({"labels", "annotations"})
+MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
 
 
 def public(obj: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +78,38 @@ def merge(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge(result.get(key), value)
     return result
+
+
+def patch_problems(raw: dict[str, Any]) -> list[errors.FieldError]:
+    """The parts of a merge patch this API does not let clients change."""
+    problems = [
+        errors.FieldError(field=k, message="cannot be changed through this API")
+        for k in raw
+        if k not in PATCHABLE
+    ]
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        problems.append(errors.FieldError(field="metadata", message="must be an object"))
+    else:
+        problems += [
+            errors.FieldError(field=f"metadata.{k}", message="cannot be changed")
+            for k in metadata
+            if k not in PATCHABLE_METADATA
+        ]
+    return problems
+
+
+async def read_merge_patch(request: web.Request) -> dict[str, Any]:
+    """The body of a PATCH: a JSON merge patch of what clients may change; 422 otherwise."""
+    raw = await read_json(request, allowed=MERGE_PATCH_TYPES)
+    if not isinstance(raw, dict):
+        raise errors.validation_failed(
+            [errors.FieldError(field="(body)", message="a JSON merge patch must be an object")]
+        )
+    problems = patch_problems(raw)
+    if problems:
+        raise errors.validation_failed(problems)
+    return raw
 
 
 async def idempotent(

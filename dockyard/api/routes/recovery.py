@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from dockyard.api import cursors, errors, keys
 from dockyard.api.audit.diff import spec_diff
 from dockyard.api.bodies import read_json
-from dockyard.api.openapi import Operation
-from dockyard.api.routes.kinds import MERGE_PATCH_TYPES, KindRoutes, replace
+from dockyard.api.openapi import Operation, replace
+from dockyard.api.routes.kinds import KindRoutes
 from dockyard.api.routes.models import NewObjectMeta, name_field
-from dockyard.api.routes.objects import caller, respond
+from dockyard.api.routes.objects import MERGE_PATCH_TYPES, caller, respond
 from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query, query_parameter
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 
