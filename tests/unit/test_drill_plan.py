@@ -27,15 +27,16 @@ from dockyard.core.models.restore_drill import (
 from dockyard.core.settings import Settings
 from dockyard.operator.database import staging_database_name
 from dockyard.operator.drills.checks import check_query
-from dockyard.operator.drills.plan import (
-    choose_backup,
-    expired_scratch,
+from dockyard.operator.drills.judging import (
     judge_run,
     judge_sql,
     passing_condition,
-    plan_tick,
-    recorded_scratch,
     row_count_failures,
+)
+from dockyard.operator.drills.plan import choose_backup, plan_tick
+from dockyard.operator.drills.scratch import (
+    expired_scratch,
+    recorded_scratch,
     scratch_database,
     without_scratch,
 )

@@ -29,7 +29,7 @@ import asyncpg
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.restore_drill import DrillChecks, FailedCheck, SqlCheck
 from dockyard.operator.database import TenantLogin
-from dockyard.operator.drills.plan import (
+from dockyard.operator.drills.judging import (
     ROW_COUNT_CHECK,
     failed,
     judge_sql,

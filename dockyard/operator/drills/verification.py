@@ -17,14 +17,13 @@ from typing import Any, Final
 import asyncpg
 
 from dockyard.core.conditions import set_condition
-from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import Backup, BackupConditionType
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.restore_drill import RPO_CHECK, RTO_CHECK, DrillResult, DrillRun
 from dockyard.core.resources import BACKUPS
-from dockyard.operator.apply import get
-from dockyard.operator.backups.lifecycle import post
+from dockyard.operator.apply import get, patch_status
 from dockyard.operator.runs.context import RunContext
+from dockyard.operator.store import post
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +73,8 @@ async def record_verdict(context: RunContext, *, drill: str, chosen: Backup, run
     passed = run.result is DrillResult.PASSED
     if passed:
         body["verified"] = {"drill": drill, "at": at.isoformat()}
-    try:
-        await context.kube.merge_patch(
-            BACKUPS.path(namespace, run.backup, "status"), {"status": body}
-        )
-    except KubeError as exc:
-        if exc.status == 404:
-            return
-        raise
+    if not await patch_status(context.kube, BACKUPS, namespace, run.backup, body):
+        return  # deleted meanwhile
     if not passed:
         return
     post(raw, reason="Verified", message=f"RestoreDrill {drill} restored and checked it")
