@@ -32,8 +32,8 @@ from pydantic import ValidationError
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
-from dockyard.core.resources import JOBS, PODS, ROLE_BINDINGS, ROLES, SERVICE_ACCOUNTS
-from dockyard.operator.apply import FIELD_MANAGER, get
+from dockyard.core.resources import JOBS, PODS
+from dockyard.operator.apply import apply_as, delete, get
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
@@ -43,17 +43,10 @@ from dockyard.runner import ArtifactError, BackupError, RestoreResult
 
 logger = logging.getLogger(__name__)
 
-IDENTITY_TYPES: Final = {
-    "ServiceAccount": SERVICE_ACCOUNTS,
-    "Role": ROLES,
-    "RoleBinding": ROLE_BINDINGS,
-}
 # How often a restore Job is looked at while it works: one GET per running Job.
 RUNNER_POLL_SECONDS: Final = 2.0
 # The reason of the Failed condition a Job gets past its activeDeadlineSeconds.
 _JOB_DEADLINE: Final = "DeadlineExceeded"
-# Background: the Job goes at once, its Pods after it (a foreground delete would wait).
-_DELETE_OPTIONS: Final = {"propagationPolicy": "Background"}
 
 
 class RunnerFailed(BackupError):
@@ -102,12 +95,7 @@ class RestoreJob:
 async def apply_runner_identity(kube: KubeClient, namespace: str) -> None:
     """The runner ServiceAccount, Role and RoleBinding in ``namespace``."""
     for manifest in jobs.runner_identity(namespace):
-        rtype = IDENTITY_TYPES[manifest["kind"]]
-        await kube.apply(
-            rtype.path(namespace, manifest["metadata"]["name"]),
-            manifest,
-            field_manager=FIELD_MANAGER,
-        )
+        await apply_as(kube, manifest)
 
 
 async def start_restore_job(
@@ -132,7 +120,7 @@ async def start_restore_job(
         image=context.settings.runner_image,
         deadline_seconds=context.settings.run_deadline,
     )
-    await kube.apply(JOBS.path(namespace, job.name), manifest, field_manager=FIELD_MANAGER)
+    await apply_as(kube, manifest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +215,9 @@ async def stop_runner_jobs(kube: KubeClient, namespace: str, owner_uid: str) -> 
 
 
 async def _delete_quietly(kube: KubeClient, path: str) -> None:
+    # Gone already is fine (apply.delete); any other refusal leaves it to its TTL.
     with contextlib.suppress(KubeError):
-        await kube.delete(path, body=_DELETE_OPTIONS)
+        await delete(kube, path)
 
 
 def _result(
