@@ -57,8 +57,7 @@ from dockyard.operator.runs.context import (
     retryable,
 )
 from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
-from dockyard.operator.store import KindStore, Loaded, OnInvalid
-from dockyard.operator.store import post as post  # restores and drills import it from here
+from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
 from dockyard.runner import BackupError, BackupResult, run_backup
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,7 @@
 This module owns the translation from custom-resource shapes (``BackupStorage``,
 ``SecretKeyReference``, an environment's name) to the runner library's arguments, and
 the one place where inline runs are bounded (``RunContext.inline``). The Backup,
-Restore and RestoreDrill life cycles all run through it; the object a pass acts on is
-a ``Loaded`` of ``dockyard.operator.store``, re-exported here.
+Restore and RestoreDrill life cycles all run through it.
 
 Why the checks are here and not in the schema: a filesystem path is only safe relative
 to what the operator has mounted, so every path must resolve (symlinks included) under
@@ -40,7 +39,6 @@ from dockyard.operator.database import (
     database_identity,
 )
 from dockyard.operator.runs.s3_access import endpoint_policy, open_s3, s3_credentials
-from dockyard.operator.store import Loaded as Loaded
 from dockyard.runner import (
     ArtifactError,
     BackupError,
