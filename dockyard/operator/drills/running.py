@@ -93,11 +93,22 @@ class DrillRunner:
         backup: Backup,
         current: DrillCurrentRun,
     ) -> None:
-        """Start the run ``status`` records: in a task of its own, or its Job."""
-        if loaded.drill.spec.runner is BackupRunner.JOB:
-            await self._start_job(loaded, status, backup, current)
-        else:
+        """Start the run ``status`` records: in a task of its own, or its Job (the scratch
+        database and the Job are made now; later passes follow it)."""
+        if loaded.drill.spec.runner is not BackupRunner.JOB:
             self._spawn(loaded, backup, current, lambda: self._execute(loaded, backup, current))
+            return
+        try:
+            await self._fresh_scratch(loaded, current)
+            job = self._job(loaded, current)
+            await start_restore_job(
+                self.context, backup, database=_scratch(loaded, current), job=job
+            )
+        except BackupError as exc:
+            run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+            await self.records.finish(loaded, status, run, backup=backup)
+            return
+        self._following.add(loaded.uid)
 
     async def follow(
         self,
@@ -209,11 +220,10 @@ class DrillRunner:
     ) -> DrillRun:
         """Restore in this process, check, judge: the run's record (failures are checks,
         not exceptions)."""
-        scratch = _scratch(loaded, current)
         clock = time.monotonic()
         try:
-            tenant = await self._tenant(loaded)
-            await fresh_database(self.context, scratch, owner=tenant)
+            tenant = await self._fresh_scratch(loaded, current)
+            scratch = _scratch(loaded, current)
             await restore_backup(self.context, backup, database=scratch, tenant=tenant)
         except BackupError as exc:
             return self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
@@ -241,6 +251,12 @@ class DrillRunner:
         environment = loaded.drill.spec.environment_ref.name
         return await tenant_login(self.context.kube, loaded.namespace, environment)
 
+    async def _fresh_scratch(self, loaded: LoadedDrill, current: DrillCurrentRun) -> TenantLogin:
+        """The run's empty scratch database, owned by the environment's role; its login."""
+        tenant = await self._tenant(loaded)
+        await fresh_database(self.context, _scratch(loaded, current), owner=tenant)
+        return tenant
+
     # -- runner: Job -----------------------------------------------------------------------
 
     @staticmethod
@@ -253,26 +269,6 @@ class DrillRunner:
             runner="drill",
             environment=loaded.drill.spec.environment_ref.name,
         )
-
-    async def _start_job(
-        self,
-        loaded: LoadedDrill,
-        status: RestoreDrillStatus,
-        backup: Backup,
-        current: DrillCurrentRun,
-    ) -> None:
-        """Make the scratch database and the attempt's Job; later passes follow it."""
-        scratch = _scratch(loaded, current)
-        try:
-            tenant = await self._tenant(loaded)
-            await fresh_database(self.context, scratch, owner=tenant)
-            job = self._job(loaded, current)
-            await start_restore_job(self.context, backup, database=scratch, job=job)
-        except BackupError as exc:
-            run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
-            await self.records.finish(loaded, status, run, backup=backup)
-            return
-        self._following.add(loaded.uid)
 
 
 def _scratch(loaded: LoadedDrill, current: DrillCurrentRun) -> str:

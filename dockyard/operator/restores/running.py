@@ -77,7 +77,7 @@ class RestoreAttempts:
             }
         )
         if loaded.restore.spec.runner is BackupRunner.JOB:
-            return await self._start_job(loaded, started, source, plan, staging)
+            return await self._run(loaded, started, source, plan, staging)
         try:
             return await self.context.inline(
                 loaded.uid, self._run(loaded, started, source, plan, staging)
@@ -131,12 +131,7 @@ class RestoreAttempts:
         await stop_runner_jobs(self.context.kube, restore.metadata.namespace or "", uid)
         await self.records.drop_quietly(staging)
 
-    # -- inline ----------------------------------------------------------------------------
-
-    async def _begin(self, loaded: LoadedRestore, status: RestoreStatus) -> None:
-        # Recorded before the database exists, so an interruption finds it to drop.
-        await self.records.write(loaded, status)
-        post(loaded.raw, reason="Restoring", message=status.message or "")
+    # -- the attempt -----------------------------------------------------------------------
 
     async def _run(
         self,
@@ -146,37 +141,29 @@ class RestoreAttempts:
         plan: RestorePlan,
         staging: str,
     ) -> Outcome:
-        await self._begin(loaded, status)
+        """The attempt ``status`` records: the staging database, then the restore in this
+        process (verified and switched over here), or its Job (which later passes follow)."""
+        # Recorded before the database exists, so an interruption finds it to drop.
+        await self.records.write(loaded, status)
+        post(loaded.raw, reason="Restoring", message=status.message or "")
         began = datetime.now(UTC)
-        try:
-            tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
-            await fresh_database(self.context, staging, owner=tenant)
-            result = await restore_backup(self.context, source, database=staging, tenant=tenant)
-        except BackupError as exc:
-            return await self.records.abandon(loaded, status, staging, exc)
-        return await self._verify(loaded, status, plan, staging, result.size, began, tenant)
-
-    # -- runner: Job -----------------------------------------------------------------------
-
-    async def _start_job(
-        self,
-        loaded: LoadedRestore,
-        status: RestoreStatus,
-        source: Backup,
-        plan: RestorePlan,
-        staging: str,
-    ) -> Outcome:
-        """Make the staging database and the attempt's Job; later passes follow it."""
-        await self._begin(loaded, status)
         job = self._job(loaded, plan, status.attempts)
+        in_job = loaded.restore.spec.runner is BackupRunner.JOB
         try:
             tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
             await fresh_database(self.context, staging, owner=tenant)
-            await start_restore_job(self.context, source, database=staging, job=job)
+            if in_job:
+                await start_restore_job(self.context, source, database=staging, job=job)
+            else:
+                restored = await restore_backup(
+                    self.context, source, database=staging, tenant=tenant
+                )
         except BackupError as exc:
             return await self.records.abandon(loaded, status, staging, exc)
-        self._following.add(loaded.uid)
-        return Outcome.again(f"restoring in Job {job.name}", delay=RUNNER_POLL_SECONDS)
+        if in_job:
+            self._following.add(loaded.uid)
+            return Outcome.again(f"restoring in Job {job.name}", delay=RUNNER_POLL_SECONDS)
+        return await self._verify(loaded, status, plan, staging, restored.size, began, tenant)
 
     @staticmethod
     def _job(loaded: LoadedRestore, plan: RestorePlan, attempt: int) -> RestoreJob:
