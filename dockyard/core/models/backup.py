@@ -10,15 +10,15 @@ which drill verified it). Status is written by the runner and the operator only.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Final, Self
+from typing import Annotated, ClassVar, Final, Self
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from dockyard.core.durations import GO_DURATION_PATTERN, parse_duration
 from dockyard.core.models.common import (
-    Condition,
     CRDInfo,
     CRModel,
     CustomResource,
@@ -33,6 +33,7 @@ from dockyard.core.models.references import (
     check_exactly_one,
     exactly_one_rule,
 )
+from dockyard.core.models.status import RunStatus
 
 # Tables are named schema.table, each part a PostgreSQL identifier (at most 63 bytes).
 TABLE_NAME_MAX_LENGTH: Final = 130
@@ -323,43 +324,29 @@ class BackupVerification(CRModel):
     at: datetime = Field(description="When the drill's checks passed.")
 
 
-class BackupStatus(CRModel):
+class BackupStatus(RunStatus):
     """The observed state of a backup, written by the runner and the operator."""
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last acted on.",
-    )
+    phases = BackupPhase
+    outcome_condition = BackupConditionType.READY
+    field_descriptions: ClassVar[Mapping[str, str]] = {
+        "observed_generation": "The .metadata.generation the operator last acted on.",
+        "conditions": "Current conditions: Ready (restorable) and Verified (by a drill).",
+        "message": "Human-readable detail of the phase, such as why the backup failed.",
+        "attempts": (
+            "Runs started for this backup. A run interrupted (the operator or its Job was "
+            "killed) is resumed or counted and retried, up to a limit, never left Running."
+        ),
+        "started_at": "When the current or last run started.",
+        "completed_at": "When the backup completed or failed.",
+    }
+
     phase: BackupPhase | None = Field(
         default=None,
         description=(
             "Pending (waiting for a runner), Running, Completed (the artifact is stored "
             "and catalogued) or Failed (see message; a failed backup leaves no artifact)."
         ),
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description="Current conditions: Ready (restorable) and Verified (by a drill).",
-    )
-    message: str | None = Field(
-        default=None,
-        max_length=4096,
-        description="Human-readable detail of the phase, such as why the backup failed.",
-    )
-    attempts: int = Field(
-        default=0,
-        ge=0,
-        description=(
-            "Runs started for this backup. A run interrupted (the operator or its Job was "
-            "killed) is resumed or counted and retried, up to a limit, never left Running."
-        ),
-    )
-    started_at: datetime | None = Field(
-        default=None, description="When the current or last run started."
-    )
-    completed_at: datetime | None = Field(
-        default=None, description="When the backup completed or failed."
     )
     size: int | None = Field(
         default=None,

@@ -8,9 +8,10 @@ reports a refused expression in the Ready condition).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, Self
+from typing import ClassVar, Final, Self
 
 from pydantic import Field, model_validator
 
@@ -22,7 +23,6 @@ from dockyard.core.models.backup import (
     BackupStorage,
 )
 from dockyard.core.models.common import (
-    Condition,
     CRDInfo,
     CRModel,
     CustomResource,
@@ -37,6 +37,7 @@ from dockyard.core.models.scheduling import (
     CronExpression,
     TimeZoneName,
 )
+from dockyard.core.models.status import Status
 
 # Beyond this many of one kind nobody is doing grandfather-father-son any more.
 KEEP_MAX: Final = 1000
@@ -165,21 +166,16 @@ class BackupScheduleSpec(CRModel):
     )
 
 
-class BackupScheduleStatus(CRModel):
+class BackupScheduleStatus(Status):
     """The observed state of a schedule, written by the operator."""
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last reconciled.",
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description=(
+    field_descriptions: ClassVar[Mapping[str, str]] = {
+        "conditions": (
             "Current conditions: Ready, False with reason InvalidSchedule and the parser's "
             "message when the schedule or time zone is refused."
         ),
-    )
+    }
+
     last_schedule_time: datetime | None = Field(
         default=None, description="When the last backup was created by this schedule."
     )

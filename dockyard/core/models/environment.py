@@ -12,15 +12,15 @@ cannot be said without ``oldSelf`` anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, ClassVar, Final
 
 from pydantic import Field
 
 from dockyard.core.durations import GO_DURATION_PATTERN
 from dockyard.core.models.common import (
-    Condition,
     CRDInfo,
     CRModel,
     CustomResource,
@@ -28,6 +28,7 @@ from dockyard.core.models.common import (
     ValidationRule,
 )
 from dockyard.core.models.restore_drill import DrillResult
+from dockyard.core.models.status import Status
 
 
 class Tier(StrEnum):
@@ -439,24 +440,19 @@ class LastDrill(CRModel):
     )
 
 
-class EnvironmentStatus(CRModel):
+class EnvironmentStatus(Status):
     """The observed state of an environment, written by the operator."""
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last reconciled.",
-    )
-    phase: EnvironmentPhase | None = Field(
-        default=None,
-        description="Where the environment is in its life cycle.",
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description=(
+    field_descriptions: ClassVar[Mapping[str, str]] = {
+        "conditions": (
             "Current conditions: Ready, DatabaseReady, WorkloadAvailable, BackupsHealthy "
             "and DrillPassing."
         ),
+    }
+
+    phase: EnvironmentPhase | None = Field(
+        default=None,
+        description="Where the environment is in its life cycle.",
     )
     url: str | None = Field(
         default=None,

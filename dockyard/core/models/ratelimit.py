@@ -13,20 +13,21 @@ and a ``cost`` that a full bucket can pay (a rule whose cost exceeds
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, ClassVar, Final
 
 from pydantic import Field
 
 from dockyard.core.models.common import (
-    Condition,
     CRDInfo,
     CRModel,
     CustomResource,
     PrinterColumn,
     ValidationRule,
 )
+from dockyard.core.models.status import Status
 
 # A rule's name appears in response headers (RateLimit-Policy) and metric labels.
 RULE_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -260,21 +261,17 @@ class ThrottleCount(CRModel):
     )
 
 
-class RateLimitPolicyStatus(CRModel):
+class RateLimitPolicyStatus(Status):
     """What the API made of the policy, written periodically by one API replica."""
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the API last accepted.",
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description=(
+    field_descriptions: ClassVar[Mapping[str, str]] = {
+        "observed_generation": "The .metadata.generation the API last accepted.",
+        "conditions": (
             "Accepted: True when every rule is in force; False with the reason when "
             "the policy is ignored or part of it can never match."
         ),
-    )
+    }
+
     rules: int | None = Field(
         default=None,
         ge=0,

@@ -10,15 +10,15 @@ in ``dockyard.core.restore_plan``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, Self
+from typing import ClassVar, Final, Self
 
 from pydantic import Field, model_validator
 
 from dockyard.core.models.backup import MANIFEST_MAX_TABLES, BackupRunner, TableRows
 from dockyard.core.models.common import (
-    Condition,
     CRDInfo,
     CRModel,
     CustomResource,
@@ -33,6 +33,7 @@ from dockyard.core.models.references import (
     check_exactly_one,
     exactly_one_rule,
 )
+from dockyard.core.models.status import RunStatus
 
 REQUESTED_BY_ANNOTATION: Final = "dockyard.io/requested-by"
 """Who asked for the restore; the REST API sets it to the authenticated caller."""
@@ -304,14 +305,23 @@ class RestoreApproval(CRModel):
     )
 
 
-class RestoreStatus(CRModel):
+class RestoreStatus(RunStatus):
     """The observed state of a restore, written by the operator."""
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last acted on.",
-    )
+    phases = RestorePhase
+    outcome_condition = RestoreConditionType.COMPLETED
+    field_descriptions: ClassVar[Mapping[str, str]] = {
+        "observed_generation": "The .metadata.generation the operator last acted on.",
+        "conditions": "Current conditions: Planned, Approved and Completed.",
+        "message": "Human-readable detail of the phase, such as why the restore failed.",
+        "attempts": (
+            "Runs started for this restore. An interrupted run is resumed or counted and "
+            "retried, up to a limit, never left Restoring."
+        ),
+        "started_at": "When the restore started.",
+        "completed_at": "When the restore completed or failed.",
+    }
+
     phase: RestorePhase | None = Field(
         default=None,
         description=(
@@ -319,15 +329,6 @@ class RestoreStatus(CRModel):
             "(the safety backup), Restoring, Verifying (row counts against the manifest), "
             "then Completed or Failed (see message)."
         ),
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description="Current conditions: Planned, Approved and Completed.",
-    )
-    message: str | None = Field(
-        default=None,
-        max_length=4096,
-        description="Human-readable detail of the phase, such as why the restore failed.",
     )
     plan: RestorePlan | None = Field(
         default=None,
@@ -350,18 +351,6 @@ class RestoreStatus(CRModel):
             "The new database being restored into before the switch-over; recorded so "
             "an interrupted restore is resumed or cleaned up."
         ),
-    )
-    attempts: int = Field(
-        default=0,
-        ge=0,
-        description=(
-            "Runs started for this restore. An interrupted run is resumed or counted and "
-            "retried, up to a limit, never left Restoring."
-        ),
-    )
-    started_at: datetime | None = Field(default=None, description="When the restore started.")
-    completed_at: datetime | None = Field(
-        default=None, description="When the restore completed or failed."
     )
     duration_seconds: float | None = Field(
         default=None, ge=0, description="How long the restore took, in seconds."

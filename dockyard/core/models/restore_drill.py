@@ -10,9 +10,10 @@ the shapes they govern.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final, Self
+from typing import Annotated, ClassVar, Final, Self
 
 from pydantic import Field, model_validator
 from pydantic.config import JsonDict
@@ -24,7 +25,6 @@ from dockyard.core.models.backup import (
     positive_duration_rule,
 )
 from dockyard.core.models.common import (
-    Condition,
     CRDInfo,
     CRModel,
     CustomResource,
@@ -39,6 +39,7 @@ from dockyard.core.models.scheduling import (
     CronExpression,
     TimeZoneName,
 )
+from dockyard.core.models.status import Status
 
 HISTORY_MAX: Final = 100
 SQL_CHECKS_MAX: Final = 50
@@ -405,21 +406,16 @@ class DrillCurrentRun(CRModel):
     )
 
 
-class RestoreDrillStatus(CRModel):
+class RestoreDrillStatus(Status):
     """The observed state of a drill, written by the operator."""
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last reconciled.",
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description=(
+    field_descriptions: ClassVar[Mapping[str, str]] = {
+        "conditions": (
             "Current conditions: Passing (the last run passed) and Ready (False with "
             "reason InvalidSchedule when the schedule or time zone is refused)."
         ),
-    )
+    }
+
     message: str | None = Field(
         default=None, max_length=4096, description="Human-readable detail of the state."
     )

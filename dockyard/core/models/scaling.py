@@ -16,15 +16,15 @@ the Accepted condition, as for BackupSchedule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Final, Self
+from typing import Annotated, ClassVar, Final, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
 from dockyard.core.durations import GO_DURATION_PATTERN, parse_duration
 from dockyard.core.models.common import (
-    Condition,
     CRDInfo,
     CRModel,
     CustomResource,
@@ -33,6 +33,7 @@ from dockyard.core.models.common import (
 )
 from dockyard.core.models.references import EnvironmentReference
 from dockyard.core.models.scheduling import CronExpression, TimeZoneName
+from dockyard.core.models.status import Status
 
 # The replica range a policy may declare; the same ceiling as Environment.spec.replicas.
 MAX_REPLICAS: Final = 100
@@ -335,18 +336,13 @@ class ActiveSchedule(CRModel):
     min_replicas: int = Field(ge=1, description="The floor the window sets.")
 
 
-class ScalingPolicyStatus(CRModel):
+class ScalingPolicyStatus(Status):
     """The observed state of a scaling policy, written by the operator."""
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last reconciled.",
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description="Current conditions: Accepted, Active and Paused.",
-    )
+    field_descriptions: ClassVar[Mapping[str, str]] = {
+        "conditions": "Current conditions: Accepted, Active and Paused.",
+    }
+
     current_replicas: int | None = Field(
         default=None,
         ge=0,

@@ -1,0 +1,251 @@
+"""What every kind's status holds, and the transitions it goes through.
+
+``Status`` is the base of every kind's status: ``observedGeneration`` and ``conditions``
+with the helpers that change them. ``RunStatus`` adds what a kind that runs attempts to
+an end has (Backup, Restore): a phase, a message, the attempts and their times, and the
+transitions ``running``, ``completed``, ``failed`` and ``retrying``.
+
+Statuses are values. Every method returns an updated copy (``model_copy``) and leaves
+the status it is called on as it was, so a caller computes the next status, writes it,
+and still has the one it read. Like ``model_copy``, the copies are not validated again;
+the methods only put in values of the fields' own types.
+
+A kind words the inherited fields for itself with ``field_descriptions`` (the wire
+description of its conditions, its message, ...); the CRD and the OpenAPI document carry
+those words, as they would a field the kind declared itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from copy import copy
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Final, Self
+
+from pydantic import Field
+
+from dockyard.core import conditions as condition_lists
+from dockyard.core.models.common import Condition, ConditionStatus, CRModel
+
+# Longest status message; longer ones are cut (the API server would refuse them).
+MESSAGE_MAX_LENGTH: Final = 4096
+# The members a run's phase enum must have for ``RunStatus``'s transitions.
+RUN_PHASES: Final = ("PENDING", "COMPLETED", "FAILED")
+
+
+class Status(CRModel):
+    """Base of every kind's status: the generation acted on and the current conditions.
+
+    Methods return updated copies. Subclasses set ``field_descriptions`` to describe the
+    inherited fields in the kind's words, by Python field name; at least ``conditions``,
+    which names the kind's condition types.
+    """
+
+    field_descriptions: ClassVar[Mapping[str, str]] = {}
+
+    observed_generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="The .metadata.generation the operator last reconciled.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Current conditions.",
+    )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        own = cls.__dict__.get("field_descriptions")
+        if not own:
+            return
+        for name, text in own.items():
+            # A copy: the parent's FieldInfo (and its description) stays the parent's.
+            field = copy(cls.model_fields[name])
+            field.description = text
+            cls.model_fields[name] = field
+        cls.model_rebuild(force=True)
+
+    # -- conditions ------------------------------------------------------------------------
+
+    def condition(self, type: str) -> Condition | None:
+        """The condition of ``type``, if set."""
+        return condition_lists.find(self.conditions, type)
+
+    def is_true(self, type: str) -> bool:
+        """Whether the condition of ``type`` is set and True."""
+        found = self.condition(type)
+        return found is not None and found.status is ConditionStatus.TRUE
+
+    def with_condition(
+        self,
+        type: str,
+        ok: bool | ConditionStatus,
+        reason: str,
+        message: str,
+        *,
+        generation: int | None,
+        now: datetime | None = None,
+    ) -> Self:
+        """A copy with the condition ``type`` set (``ok`` True/False, or Unknown).
+
+        Its ``lastTransitionTime`` moves only when its status changes
+        (``dockyard.core.conditions.set_condition``); ``generation`` is the condition's
+        ``observedGeneration``.
+        """
+        if isinstance(ok, bool):
+            ok = ConditionStatus.TRUE if ok else ConditionStatus.FALSE
+        conditions = condition_lists.set_condition(
+            self.conditions,
+            type=type,
+            status=ok,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+        return self.model_copy(update={"conditions": conditions})
+
+    def observed(self, generation: int | None) -> Self:
+        """A copy that records ``generation`` as the one acted on."""
+        return self.model_copy(update={"observed_generation": generation})
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def body(
+        self, *, include: set[str] | None = None, exclude: set[str] | None = None
+    ) -> dict[str, Any]:
+        """The status as the ``status`` of a merge patch: wire names, JSON values, and
+        None for a field that is unset (which clears it). ``include`` and ``exclude``
+        take Python field names."""
+        return self.model_dump(mode="json", by_alias=True, include=include, exclude=exclude)
+
+
+class RunStatus(Status):
+    """The status of a kind that runs attempts to an end (Backup, Restore).
+
+    A subclass declares ``phase`` again with its own enum and description, sets
+    ``phases`` to that enum (it must have PENDING, COMPLETED and FAILED) and
+    ``outcome_condition`` to the condition that says how the run ended, which
+    ``completed``, ``failed`` and ``retrying`` set. Messages longer than
+    ``MESSAGE_MAX_LENGTH`` are cut, in the status and in the condition alike.
+    """
+
+    phases: ClassVar[type[StrEnum]]
+    outcome_condition: ClassVar[str]
+
+    phase: StrEnum | None = Field(default=None, description="Where the run is in its life.")
+    message: str | None = Field(
+        default=None,
+        max_length=MESSAGE_MAX_LENGTH,
+        description="Human-readable detail of the phase.",
+    )
+    attempts: int = Field(default=0, ge=0, description="Runs started.")
+    started_at: datetime | None = Field(default=None, description="When the run started.")
+    completed_at: datetime | None = Field(
+        default=None, description="When the run completed or failed."
+    )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        phases = cls.__dict__.get("phases")
+        if phases is None:
+            return
+        missing = [name for name in RUN_PHASES if name not in phases.__members__]
+        if missing:
+            raise TypeError(f"{cls.__name__}.phases lacks {', '.join(missing)}")
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the run has ended (Completed or Failed) and will not change phase."""
+        return self.phase in (self.phases["COMPLETED"], self.phases["FAILED"])
+
+    def running(
+        self,
+        message: str,
+        *,
+        attempt: int,
+        phase: StrEnum | None = None,
+        at: datetime | None = None,
+    ) -> Self:
+        """A copy for attempt number ``attempt`` under way: in ``phase`` (the enum's
+        RUNNING unless given; a kind without one, such as Restore, names it), started
+        ``at`` (now unless given), not completed."""
+        return self.model_copy(
+            update={
+                "phase": phase or self.phases["RUNNING"],
+                "message": _cut(message),
+                "attempts": attempt,
+                "started_at": at or datetime.now(UTC),
+                "completed_at": None,
+            }
+        )
+
+    def completed(
+        self,
+        message: str,
+        *,
+        generation: int | None,
+        reason: str = "Completed",
+        detail: str | None = None,
+        at: datetime | None = None,
+    ) -> Self:
+        """A copy of the run completed at ``at`` (now unless given): phase COMPLETED, the
+        outcome condition True with ``reason`` and ``detail`` (else ``message``)."""
+        return self._ended(self.phases["COMPLETED"], True, reason, message, detail, generation, at)
+
+    def failed(
+        self,
+        reason: str,
+        message: str,
+        *,
+        generation: int | None,
+        at: datetime | None = None,
+    ) -> Self:
+        """A copy of the run failed at ``at`` (now unless given) for ``reason``: phase
+        FAILED, the outcome condition False with ``reason`` and ``message``."""
+        return self._ended(self.phases["FAILED"], False, reason, message, None, generation, at)
+
+    def retrying(
+        self, message: str, *, reason: str | None = None, generation: int | None = None
+    ) -> Self:
+        """A copy waiting for another attempt: phase PENDING, no ``completedAt``; with a
+        ``reason``, the outcome condition False with it and ``message``."""
+        retry = self.model_copy(
+            update={"phase": self.phases["PENDING"], "message": _cut(message), "completed_at": None}
+        )
+        if reason is None:
+            return retry
+        return retry.with_condition(
+            self.outcome_condition, False, reason, _cut(message), generation=generation
+        )
+
+    def _ended(
+        self,
+        phase: StrEnum,
+        ok: bool,
+        reason: str,
+        message: str,
+        detail: str | None,
+        generation: int | None,
+        at: datetime | None,
+    ) -> Self:
+        ended = self.model_copy(
+            update={
+                "phase": phase,
+                "message": _cut(message),
+                "completed_at": at or datetime.now(UTC),
+            }
+        )
+        return ended.with_condition(
+            self.outcome_condition, ok, reason, _cut(detail or message), generation=generation
+        )
+
+
+def _cut(message: str) -> str:
+    return message[:MESSAGE_MAX_LENGTH]
+
+
+__all__ = ["MESSAGE_MAX_LENGTH", "RunStatus", "Status"]
