@@ -634,3 +634,37 @@ def test_a_corrupted_artifact_fails_a_job_restore_with_the_runners_reason(
     [job] = _runner_jobs(kubectl, namespace, uid)
     assert any(c["type"] == "Failed" for c in job["status"]["conditions"])
     assert _staging_databases(testbed_state, uid) == []
+
+
+def test_a_job_restore_deleted_mid_run_leaves_neither_its_job_nor_its_staging_database(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # No pass follows a deleted Restore: the watch's DELETED event stops its Job and
+    # drops the database it was writing into.
+    source = _environment(kubectl, testbed_state, namespace)
+    # Big enough that the Job is still restoring when the Restore is deleted.
+    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root))
+    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
+    _empty_environment(kubectl, namespace, "copy")
+    _apply(
+        kubectl,
+        namespace,
+        _restore(
+            "dropped",
+            source={"backupRef": {"name": "nightly"}},
+            target={"environmentRef": {"name": "copy"}},
+            safetyBackup=False,
+            runner="Job",
+        ),
+    )
+    restoring = _wait_restore(kubectl, namespace, "dropped", "Restoring", timeout=60)
+    uid = _get(kubectl, namespace, "restore", "dropped")["metadata"]["uid"]  # type: ignore[index]
+    wait_for(lambda: _runner_jobs(kubectl, namespace, uid), timeout=60)
+    assert restoring["stagingDatabase"] in _staging_databases(testbed_state, uid)
+
+    kubectl("delete", "restore", "dropped", "-n", namespace, "--timeout=60s")
+
+    wait_for(lambda: not _staging_databases(testbed_state, uid), timeout=60)
+    wait_for(lambda: not _runner_jobs(kubectl, namespace, uid), timeout=60)

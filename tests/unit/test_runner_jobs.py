@@ -166,3 +166,29 @@ def test_a_job_that_failed_silently_says_what_kubernetes_said() -> None:
         runner_jobs._result("restore-promote-1", "Failed", job, None)
     with pytest.raises(runner_jobs.RunnerFailed, match="is gone"):
         runner_jobs._result("restore-promote-1", "Missing", None, None)
+
+
+def test_a_jobs_restore_time_runs_from_its_creation_to_its_completion() -> None:
+    job = runner_jobs.RunnerJob(
+        "team",
+        "restore-promote-1",
+        {
+            "metadata": {"creationTimestamp": "2026-11-26T10:00:00Z"},
+            "status": {
+                "completionTime": "2026-11-26T10:00:42Z",
+                "conditions": [{"type": "Complete", "status": "True"}],
+            },
+        },
+    )
+    assert job.state == "Succeeded"
+    assert job.seconds(NOW) == 42.0
+
+
+def test_a_running_jobs_time_runs_until_now_and_a_missing_one_has_none() -> None:
+    running = runner_jobs.RunnerJob(
+        "team", "restore-promote-1", {"metadata": {"creationTimestamp": "2026-11-26T09:59:30Z"}}
+    )
+    assert running.state == "Running"
+    assert running.seconds(NOW) == 30.0
+    missing = runner_jobs.RunnerJob("team", "restore-promote-1", None)
+    assert (missing.state, missing.seconds(NOW)) == ("Missing", None)
