@@ -84,27 +84,27 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
 async def _report_to_backup(target: str, result: BackupResult, settings: Settings) -> None:
     """Patch the Backup ``namespace/name``'s status with the committed artifact.
 
-    The phase stays Running: the operator, following the Job, catalogues the artifact
-    and then writes Completed (``dockyard.operator.backups.lifecycle``).
+    Only the artifact's fields (``BackupStatus.ARTIFACT_FIELDS``) are patched. The phase
+    stays Running: the operator, following the Job, catalogues the artifact and then
+    writes Completed (``dockyard.operator.backups.lifecycle``).
     """
     import os
 
     from dockyard.core.kube import KubeClient, KubeError, load_config
+    from dockyard.core.models.backup import BackupStatus
     from dockyard.core.resources import BACKUPS
 
     namespace, _, backup = target.partition("/")
     path = BACKUPS.path(namespace, backup, "status")
-    manifest = [{"name": table, "rows": rows} for table, rows in sorted(result.manifest.items())]
-    patch = {
-        "status": {
-            "location": result.location,
-            "size": result.size,
-            "sha256": result.sha256,
-            "keyId": result.key_id,
-            "manifest": {"tables": manifest},
-            "completedAt": result.finished_at.isoformat(),
-        }
-    }
+    stored = BackupStatus().with_artifact(
+        location=result.location,
+        size=result.size,
+        sha256=result.sha256,
+        key_id=result.key_id,
+        tables=result.manifest,
+        completed_at=result.finished_at,
+    )
+    patch = {"status": stored.body(include=BackupStatus.ARTIFACT_FIELDS)}
     kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
     try:
         await kube.merge_patch(path, patch)

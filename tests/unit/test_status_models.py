@@ -154,3 +154,23 @@ def test_the_conditions_module_can_be_imported_first() -> None:
     # models package: either may come first.
     code = "import dockyard.core.conditions, dockyard.core.models.status"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_runner_reports_exactly_its_artifact() -> None:
+    stored = BackupStatus(phase=BackupPhase.RUNNING, attempts=1).with_artifact(
+        location="file:///backups/team/bk.dkbk",
+        size=10,
+        sha256="a" * 64,
+        key_id="k1",
+        tables={"public.b": 3, "public.a": 1},
+        completed_at=T0,
+    )
+    assert stored.phase is BackupPhase.RUNNING
+    assert stored.body(include=BackupStatus.ARTIFACT_FIELDS) == {
+        "location": "file:///backups/team/bk.dkbk",
+        "size": 10,
+        "sha256": "a" * 64,
+        "keyId": "k1",
+        "manifest": {"tables": [{"name": "public.a", "rows": 1}, {"name": "public.b", "rows": 3}]},
+        "completedAt": "2024-05-01T03:00:00Z",
+    }

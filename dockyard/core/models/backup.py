@@ -311,6 +311,13 @@ class BackupManifest(CRModel):
         ),
     )
 
+    @classmethod
+    def of(cls, rows: Mapping[str, int]) -> Self:
+        """The manifest of ``rows`` (table name to row count), tables in name order."""
+        return cls(
+            tables=[TableRows(name=table, rows=count) for table, count in sorted(rows.items())]
+        )
+
 
 class BackupVerification(CRModel):
     """Which restore drill proved a backup restorable, and when."""
@@ -329,6 +336,10 @@ class BackupStatus(RunStatus):
 
     phases = BackupPhase
     outcome_condition = BackupConditionType.READY
+    ARTIFACT_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"location", "size", "sha256", "key_id", "manifest", "completed_at"}
+    )
+    """The fields ``with_artifact`` sets: what a runner Job reports of its artifact."""
     field_descriptions: ClassVar[Mapping[str, str]] = {
         "observed_generation": "The .metadata.generation the operator last acted on.",
         "conditions": "Current conditions: Ready (restorable) and Verified (by a drill).",
@@ -391,6 +402,30 @@ class BackupStatus(RunStatus):
         default=None,
         description="When the backup is deleted because of its ttl.",
     )
+
+    def with_artifact(
+        self,
+        *,
+        location: str,
+        size: int,
+        sha256: str,
+        key_id: str,
+        tables: Mapping[str, int],
+        completed_at: datetime,
+    ) -> Self:
+        """A copy recording a stored artifact (the ``ARTIFACT_FIELDS``): where it is, its
+        size, digest and key, the row count of each of its tables and when it was
+        stored. The phase is left as it is."""
+        return self.model_copy(
+            update={
+                "location": location,
+                "size": size,
+                "sha256": sha256,
+                "key_id": key_id,
+                "manifest": BackupManifest.of(tables),
+                "completed_at": completed_at,
+            }
+        )
 
 
 class Backup(CustomResource):

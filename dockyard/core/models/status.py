@@ -17,7 +17,7 @@ those words, as they would a field the kind declared itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from copy import copy
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -114,12 +114,17 @@ class Status(CRModel):
     # -- writing ---------------------------------------------------------------------------
 
     def body(
-        self, *, include: set[str] | None = None, exclude: set[str] | None = None
+        self, *, include: Collection[str] | None = None, exclude: Collection[str] | None = None
     ) -> dict[str, Any]:
         """The status as the ``status`` of a merge patch: wire names, JSON values, and
         None for a field that is unset (which clears it). ``include`` and ``exclude``
         take Python field names."""
-        return self.model_dump(mode="json", by_alias=True, include=include, exclude=exclude)
+        return self.model_dump(
+            mode="json",
+            by_alias=True,
+            include=None if include is None else set(include),
+            exclude=None if exclude is None else set(exclude),
+        )
 
 
 class RunStatus(Status):
