@@ -5,7 +5,8 @@ configured issuer at any time, the way production clusters authenticate people. 
 issuer serves its discovery document and JWKS over HTTPS; ``mint_token`` signs a
 short-lived ES256 token with the issuer's key for any name and groups.
 
-Run as ``python -m dockyard.testbed.oidc --dir DIR --port PORT``.
+``start`` runs it as one of the test bed's processes:
+``python -m dockyard.testbed.oidc --dir DIR --port PORT``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import ssl
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,6 +26,9 @@ from typing import Any
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
+
+from dockyard.testbed.pki import CertificateAuthority, write_signing_key
+from dockyard.testbed.processes import Launcher, http_ok
 
 AUDIENCE = "dockyard-testbed"
 SIGNING_KEY = "oidc-signing.key"
@@ -103,6 +108,32 @@ async def serve(directory: Path, port: int) -> None:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def start(launcher: Launcher, ca: CertificateAuthority, port: int) -> str:
+    """Issue the issuer's certificate and signing key, start it; its URL."""
+    ca.issue(launcher.pki, "oidc", common_name="dockyard-testbed-oidc", server=True)
+    write_signing_key(launcher.pki, SIGNING_KEY.removesuffix(".key"))
+    launcher.spawn(
+        "oidc",
+        [
+            sys.executable,
+            "-m",
+            "dockyard.testbed.oidc",
+            "--dir",
+            str(launcher.pki),
+            "--port",
+            str(port),
+        ],
+    )
+    issuer = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(ca.pair.cert))
+    launcher.wait_until(
+        "oidc",
+        lambda: http_ok(f"{issuer}/.well-known/openid-configuration", context),
+        "serving discovery",
+    )
+    return issuer
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -11,12 +12,13 @@ import jwt
 from cryptography import x509
 
 from dockyard.testbed import oidc, versions
-from dockyard.testbed.cluster import ProcessRecord, State, _start_time
+from dockyard.testbed.cluster import ProcessRecord, State
 from dockyard.testbed.pki import CertificateAuthority, write_signing_key
+from dockyard.testbed.processes import start_time
 
 
-def test_a_process_is_recognised_by_pid_and_start_time() -> None:
-    started = _start_time(os.getpid())
+def test_a_process_is_recognised_by_pid_andstart_time() -> None:
+    started = start_time(os.getpid())
     assert started is not None
     assert ProcessRecord("me", os.getpid(), started, "-").alive()
     assert not ProcessRecord("impostor", os.getpid(), started + 1, "-").alive()
@@ -24,9 +26,30 @@ def test_a_process_is_recognised_by_pid_and_start_time() -> None:
 
 def test_a_reaped_process_is_not_alive() -> None:
     proc = subprocess.Popen(["true"])
-    started = _start_time(proc.pid)
+    started = start_time(proc.pid)
     proc.wait()
     assert not ProcessRecord("gone", proc.pid, started or 0, "-").alive()
+
+
+def test_the_state_file_format_round_trips(tmp_path: Path) -> None:
+    # A running test bed's state file is read by every later command: its keys stay put.
+    written = {
+        "directory": "/var/testbed",
+        "bin_dir": "/cache/bin",
+        "kubeconfig": "/var/testbed/admin.kubeconfig",
+        "apiserver_url": "https://127.0.0.1:6443",
+        "oidc_issuer": "https://127.0.0.1:8443",
+        "database_url": "postgresql://dockyard:pw@127.0.0.1:5432/dockyard",
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "kubernetes_version": "v1.0.0",
+        "processes": [{"name": "etcd", "pid": 42, "started": 7, "log": "/l/etcd.log"}],
+    }
+    (tmp_path / "old.json").write_text(json.dumps(written))
+    state = State.load(tmp_path / "old.json")
+    assert state is not None
+    assert state.processes == [ProcessRecord("etcd", 42, 7, "/l/etcd.log")]
+    state.save(tmp_path / "new.json")
+    assert json.loads((tmp_path / "new.json").read_text()) == written
 
 
 def test_env_exports_are_shell_safe(tmp_path: Path) -> None:
