@@ -19,9 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from dockyard.core.conditions import set_condition
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.common import ConditionStatus
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext, artifact_prefix, retryable, storage_url
 from dockyard.operator.store import InvalidObject, KindStore, post
@@ -81,14 +79,9 @@ async def finalize(
 
 async def _condition(backups: KindStore[Backup], backup: Backup, reason: str, message: str) -> None:
     """Set ``ArtifactDeleted`` False with ``reason``; a vanished object is no error."""
-    conditions = set_condition(
-        backup.status.conditions,
-        type=CONDITION,
-        status=ConditionStatus.FALSE,
-        reason=reason,
-        message=message[:4096],
-        generation=backup.metadata.generation,
+    status = backup.status.with_condition(
+        CONDITION, False, reason, message[:4096], generation=backup.metadata.generation
     )
-    body = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
+    body = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in status.conditions]
     meta = backup.metadata
     await backups.write_status(meta.namespace or "", meta.name or "", {"conditions": body})

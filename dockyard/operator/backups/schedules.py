@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from dockyard.core.conditions import find, set_condition
+from dockyard.core.conditions import find
 from dockyard.core.cron import CronError, latest_due, validate_schedule
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.backup_schedule import (
@@ -91,20 +91,17 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
     try:
         cron, tz = validate_schedule(spec.schedule, spec.time_zone)
     except CronError as exc:
-        status = previous.model_copy(
-            update={
-                "observed_generation": generation,
-                "next_schedule_time": None,
-                "conditions": set_condition(
-                    previous.conditions,
-                    type=BackupScheduleConditionType.READY,
-                    status=ConditionStatus.FALSE,
-                    reason="InvalidSchedule",
-                    message=str(exc),
-                    generation=generation,
-                    now=now,
-                ),
-            }
+        status = (
+            previous.observed(generation)
+            .model_copy(update={"next_schedule_time": None})
+            .with_condition(
+                BackupScheduleConditionType.READY,
+                False,
+                "InvalidSchedule",
+                str(exc),
+                generation=generation,
+                now=now,
+            )
         )
         return Tick(status=status, invalid=str(exc))
 
@@ -148,24 +145,25 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
         if spec.suspend
         else f"Next backup at {next_time.isoformat() if next_time else 'never'}."
     )
-    status = previous.model_copy(
-        update={
-            "observed_generation": generation,
-            "last_schedule_time": last_schedule,
-            "next_schedule_time": next_time.astimezone(UTC) if next_time else None,
-            "last_successful_backup": newest.metadata.name if newest else None,
-            "last_successful_time": newest.status.completed_at if newest else None,
-            "active": sorted(still_active)[:ACTIVE_MAX],
-            "conditions": set_condition(
-                previous.conditions,
-                type=BackupScheduleConditionType.READY,
-                status=ConditionStatus.TRUE,
-                reason="Suspended" if spec.suspend else "Scheduled",
-                message=message,
-                generation=generation,
-                now=now,
-            ),
-        }
+    status = (
+        previous.observed(generation)
+        .model_copy(
+            update={
+                "last_schedule_time": last_schedule,
+                "next_schedule_time": next_time.astimezone(UTC) if next_time else None,
+                "last_successful_backup": newest.metadata.name if newest else None,
+                "last_successful_time": newest.status.completed_at if newest else None,
+                "active": sorted(still_active)[:ACTIVE_MAX],
+            }
+        )
+        .with_condition(
+            BackupScheduleConditionType.READY,
+            True,
+            "Suspended" if spec.suspend else "Scheduled",
+            message,
+            generation=generation,
+            now=now,
+        )
     )
     return Tick(
         status=status,
@@ -276,8 +274,8 @@ class ScheduleRuns:
         self, raw: Mapping[str, Any], schedule: BackupSchedule, plan: Tick
     ) -> None:
         previous = schedule.status
-        body = plan.status.model_dump(mode="json", by_alias=True)
-        if body == previous.model_dump(mode="json", by_alias=True):
+        body = plan.status.body()
+        if body == previous.body():
             return
         meta = schedule.metadata
         if not await self.schedules.write_status(meta.namespace or "", meta.name or "", body):
