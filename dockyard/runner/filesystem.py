@@ -32,7 +32,7 @@ from dockyard.runner.storage import (
     ArtifactReader,
     ArtifactWriter,
     Digest,
-    StoredArtifact,
+    DigestingWriter,
     VerifyingReader,
     check_name,
 )
@@ -63,13 +63,9 @@ class FilesystemStore:
 
     @asynccontextmanager
     async def create(self, name: str) -> AsyncIterator[ArtifactWriter]:
-        final = self.path(name)
-        writer = await asyncio.to_thread(_FileWriter.open, name, final, self._fsync)
-        try:
+        writer = await asyncio.to_thread(_FileWriter.open, name, self.path(name), self._fsync)
+        async with writer:
             yield writer
-        finally:
-            # Shielded so a cancellation cannot leave the partial file behind half-closed.
-            await asyncio.shield(writer.abort())
 
     @asynccontextmanager
     async def open(self, name: str, *, expected_sha256: str) -> AsyncIterator[ArtifactReader]:
@@ -149,17 +145,15 @@ class FilesystemStore:
                     yield Path(directory) / file
 
 
-class _FileWriter:
+class _FileWriter(DigestingWriter):
     """One partial file on its way to becoming an artifact (blocking parts in threads)."""
 
     def __init__(self, name: str, final: Path, partial: Path, file: BinaryIO, fsync: bool) -> None:
-        self._name = name
+        super().__init__(name)
         self._final = final
         self._partial = partial
         self._file = file
         self._fsync = fsync
-        self._digest = Digest()
-        self._done = False
 
     @classmethod
     def open(cls, name: str, final: Path, fsync: bool) -> _FileWriter:
@@ -171,29 +165,19 @@ class _FileWriter:
             raise StorageError(f"cannot create artifact {name!r}: {exc.strerror}") from None
         return cls(name, final, partial, os.fdopen(fd, "wb"), fsync)
 
-    async def write(self, data: bytes) -> None:
-        if self._done:
-            raise RuntimeError("this writer is already committed or aborted")
-        await asyncio.to_thread(self._write, data)
+    async def _write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_hashed, data)
 
-    def _write(self, data: bytes) -> None:
+    def _write_hashed(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except OSError as exc:
-            raise StorageError(f"cannot write artifact {self._name!r}: {exc.strerror}") from None
-        self._digest.update(data)
+            raise StorageError(f"cannot write artifact {self.name!r}: {exc.strerror}") from None
+        self.digest.update(data)
 
-    async def commit(self) -> StoredArtifact:
-        if self._done:
-            raise RuntimeError("this writer is already committed or aborted")
+    async def _publish(self) -> str:
         await asyncio.to_thread(self._commit)
-        self._done = True
-        return StoredArtifact(
-            name=self._name,
-            location=self._final.as_uri(),
-            size=self._digest.size,
-            sha256=self._digest.hexdigest(),
-        )
+        return self._final.as_uri()
 
     def _commit(self) -> None:
         try:
@@ -205,18 +189,15 @@ class _FileWriter:
             if self._fsync:
                 _fsync_dir(self._final.parent)
         except FileExistsError:
-            raise ArtifactExists(f"an artifact named {self._name!r} already exists") from None
+            raise ArtifactExists(f"an artifact named {self.name!r} already exists") from None
         except OSError as exc:
-            raise StorageError(f"cannot commit artifact {self._name!r}: {exc.strerror}") from None
+            raise StorageError(f"cannot commit artifact {self.name!r}: {exc.strerror}") from None
 
-    async def abort(self) -> None:
-        """Close and remove the partial file; nothing once committed. Safe to repeat."""
-        if self._done:
-            return
-        self._done = True
-        await asyncio.to_thread(self._discard)
+    async def _discard(self) -> None:
+        """Close and remove the partial file."""
+        await asyncio.to_thread(self._remove_partial)
 
-    def _discard(self) -> None:
+    def _remove_partial(self) -> None:
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):

@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -42,8 +41,7 @@ from dockyard.runner.storage import (
     READ_CHUNK_BYTES,
     ArtifactReader,
     ArtifactWriter,
-    Digest,
-    StoredArtifact,
+    DigestingWriter,
     VerifyingReader,
     check_name,
 )
@@ -90,7 +88,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self._endpoint_url = endpoint_url
         self._region = region
-        self._part_size = part_size
+        self.part_size = part_size
         self._addressing_style = addressing_style
         self._credentials = credentials
         self._resolver = resolver
@@ -120,12 +118,7 @@ class S3Store:
         )
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
         self._client = None
 
@@ -149,11 +142,8 @@ class S3Store:
         key = self.key(name)
         with _translated(f"cannot start upload of {key}"):
             upload = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
-        writer = _MultipartWriter(self, name, key, upload["UploadId"], self._part_size)
-        try:
+        async with _MultipartWriter(self, name, upload["UploadId"]) as writer:
             yield writer
-        finally:
-            await asyncio.shield(writer.abort())
 
     @asynccontextmanager
     async def open(self, name: str, *, expected_sha256: str) -> AsyncIterator[ArtifactReader]:
@@ -212,30 +202,23 @@ class S3Store:
         return removed
 
 
-class _MultipartWriter:
+class _MultipartWriter(DigestingWriter):
     """One multipart upload; at most one part is buffered."""
 
-    def __init__(
-        self, storage: S3Store, name: str, key: str, upload_id: str, part_size: int
-    ) -> None:
+    def __init__(self, storage: S3Store, name: str, upload_id: str) -> None:
+        super().__init__(name)
         self._storage = storage
-        self._name = name
-        self._key = key
+        self._key = storage.key(name)
         self._upload_id = upload_id
-        self._base_part_size = part_size
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
-        self._digest = Digest()
-        self._done = False
 
     def _part_size(self) -> int:
         doublings = min(len(self._parts) // _PARTS_PER_STEP, _MAX_DOUBLINGS)
-        return self._base_part_size << doublings
+        return self._storage.part_size << doublings
 
-    async def write(self, data: bytes) -> None:
-        if self._done:
-            raise RuntimeError("this writer is already committed or aborted")
-        await asyncio.to_thread(self._digest.update, data)
+    async def _write(self, data: bytes) -> None:
+        await asyncio.to_thread(self.digest.update, data)
         self._buffer += data
         while len(self._buffer) >= self._part_size():
             await self._upload_part(self._part_size())
@@ -254,14 +237,12 @@ class _MultipartWriter:
             )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
-    async def commit(self) -> StoredArtifact:
-        if self._done:
-            raise RuntimeError("this writer is already committed or aborted")
+    async def _publish(self) -> str:
         if self._buffer or not self._parts:
             await self._upload_part(len(self._buffer))  # the last part may be small
         with _translated(
             f"cannot complete upload of {self._key}",
-            exists=f"an artifact named {self._name!r} already exists",
+            exists=f"an artifact named {self.name!r} already exists",
         ):
             await self._storage.client.complete_multipart_upload(
                 Bucket=self._storage.bucket,
@@ -270,19 +251,10 @@ class _MultipartWriter:
                 MultipartUpload={"Parts": self._parts},
                 IfNoneMatch="*",
             )
-        self._done = True
-        return StoredArtifact(
-            name=self._name,
-            location=self._storage.location(self._name),
-            size=self._digest.size,
-            sha256=self._digest.hexdigest(),
-        )
+        return self._storage.location(self.name)
 
-    async def abort(self) -> None:
-        """Abort the upload (its parts are deleted); nothing once committed. Safe to repeat."""
-        if self._done:
-            return
-        self._done = True
+    async def _discard(self) -> None:
+        """Abort the upload (its parts are deleted)."""
         self._buffer.clear()
         # Best effort: an upload that cannot be aborted now is collected later by
         # remove_stale_partials or the bucket's lifecycle rule.

@@ -1,18 +1,19 @@
-"""Where artifacts live: the :class:`Storage` protocol every backend implements.
+"""Where artifacts live: the :class:`Store` protocol every backend implements.
 
 A backend stores opaque bytes under names such as ``team-a/shop/nightly-20250101.dkbk``
 (see :func:`check_name`) and guarantees three things the runner relies on:
 
-- **Atomic commit.** :meth:`Storage.create` gives a writer whose bytes are invisible
+- **Atomic commit.** :meth:`Store.create` gives a writer whose bytes are invisible
   under the final name until :meth:`ArtifactWriter.commit`. A writer left by an
   exception, a cancellation or a crash never produces a partial artifact there; its
-  leftovers are collected by :meth:`Storage.remove_stale_partials`. Committed artifacts
+  leftovers are collected by :meth:`Store.remove_stale_partials`. Committed artifacts
   are immutable: committing onto an existing name raises :class:`ArtifactExists`, so
   two runners racing on one name cannot leave a status whose sha256 describes the
   other's bytes.
 - **Digest of what was stored.** The writer computes the sha256 and size of the bytes
-  it wrote, so :class:`StoredArtifact` describes exactly what is on the medium.
-- **Verified reads.** :meth:`Storage.open` needs the expected sha256; its reader hashes
+  it wrote, so :class:`StoredArtifact` describes exactly what is on the medium. Both
+  backends' writers build on :class:`DigestingWriter`, which keeps these promises once.
+- **Verified reads.** :meth:`Store.open` needs the expected sha256; its reader hashes
   what it yields and raises :class:`ChecksumMismatch` at the end when they differ. A
   consumer that must not act on unverified bytes reads the artifact twice: once to
   verify (see :func:`verify_checksum`), then for real.
@@ -24,6 +25,7 @@ a PVC in the cluster) and :class:`~dockyard.runner.s3.S3Store`.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import re
@@ -32,7 +34,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from dockyard.runner.errors import ChecksumMismatch
@@ -148,6 +150,62 @@ class Digest:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+class DigestingWriter(abc.ABC):
+    """What every backend's writer shares: the digest, one commit or abort, and cleanup.
+
+    A backend supplies ``_write`` (which feeds :attr:`digest`), ``_publish`` (make the
+    bytes the artifact, return its location) and ``_discard``. ``async with`` the writer
+    aborts it on the way out unless it was committed, shielded so that a cancellation
+    cannot leave its leftovers half-removed.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.digest = Digest()
+        self._done = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.shield(self.abort())
+
+    async def write(self, data: bytes) -> None:
+        self._check_open()
+        await self._write(data)
+
+    async def commit(self) -> StoredArtifact:
+        self._check_open()
+        location = await self._publish()
+        self._done = True
+        return StoredArtifact(
+            name=self.name,
+            location=location,
+            size=self.digest.size,
+            sha256=self.digest.hexdigest(),
+        )
+
+    async def abort(self) -> None:
+        """Remove what was written; nothing once committed. Safe to repeat."""
+        if self._done:
+            return
+        self._done = True
+        await self._discard()
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise RuntimeError("this writer is already committed or aborted")
+
+    @abc.abstractmethod
+    async def _write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def _publish(self) -> str: ...
+
+    @abc.abstractmethod
+    async def _discard(self) -> None: ...
 
 
 class VerifyingReader:
