@@ -24,37 +24,23 @@ def set_condition(
     ask, so clients can tell how long a condition has held.
     """
     now = now or datetime.now(UTC)
-    result: list[Condition] = []
-    found = False
-    for condition in conditions:
-        if condition.type != type:
-            result.append(condition)
-            continue
-        found = True
-        since = condition.last_transition_time if condition.status == status else now
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                last_transition_time=since,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                last_transition_time=now,
-            )
-        )
-    return result
+    previous = find(conditions, type)
+    since = now
+    if previous is not None and previous.status == status:
+        since = previous.last_transition_time
+    updated = Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=since,
+    )
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if condition.type == type else condition for condition in conditions]
 
 
 def find(conditions: Sequence[Condition], type: str) -> Condition | None:
+    """The condition of ``type`` in ``conditions``, if there is one."""
     return next((c for c in conditions if c.type == type), None)

@@ -384,8 +384,7 @@ def render_crd(kind_cls: type[CustomResource]) -> Schema:
         "storage": True,
         "subresources": {"status": {}},
     }
-    if info.printer_columns:
-        version["additionalPrinterColumns"] = [c.to_crd() for c in info.printer_columns]
+    version["additionalPrinterColumns"] = [column.to_crd() for column in info.columns]
     if info.selectable_fields:
         version["selectableFields"] = [{"jsonPath": path} for path in info.selectable_fields]
     version["schema"] = {"openAPIV3Schema": root}

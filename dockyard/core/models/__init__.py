@@ -24,14 +24,11 @@ from dockyard.core.models.common import (
     VERSION,
     Condition,
     ConditionStatus,
-    CRDInfo,
     CRModel,
     CustomResource,
     ObjectMeta,
-    PrinterColumn,
-    RuleReason,
-    ValidationRule,
 )
+from dockyard.core.models.declarations import CRDInfo, PrinterColumn, RuleReason, ValidationRule
 from dockyard.core.models.environment import (
     DatabaseSpec,
     DatabaseStatus,

@@ -18,13 +18,8 @@ from typing import Annotated, ClassVar, Final, Self
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from dockyard.core.durations import GO_DURATION_PATTERN, parse_duration
-from dockyard.core.models.common import (
-    CRDInfo,
-    CRModel,
-    CustomResource,
-    PrinterColumn,
-    ValidationRule,
-)
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import (
     OBJECT_NAME_PATTERN,
     EnvironmentReference,
@@ -440,13 +435,8 @@ class Backup(CustomResource):
         # reads an environment\'s own this way on every reconcile.
         selectable_fields=(".spec.environmentRef.name",),
         printer_columns=(
-            PrinterColumn(
-                "Environment",
-                "string",
-                ".spec.environmentRef.name",
-                "Environment whose database is backed up.",
-            ),
-            PrinterColumn("Phase", "string", ".status.phase", "Life-cycle phase."),
+            PrinterColumn.environment("Environment whose database is backed up."),
+            PHASE_COLUMN,
             PrinterColumn("Size", "integer", ".status.size", "Artifact size in bytes."),
             PrinterColumn(
                 "Verified",
@@ -461,14 +451,12 @@ class Backup(CustomResource):
                 "The restore drill that verified the backup.",
                 priority=1,
             ),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )
 
     spec: BackupSpec = Field(description="What to back up, how and where.")
-    status: BackupStatus = Field(
-        default_factory=BackupStatus,
-        description="The observed state of the backup, written by the operator.",
+    status: BackupStatus = status_field(
+        BackupStatus, "The observed state of the backup, written by the operator."
     )
 
 

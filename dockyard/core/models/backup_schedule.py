@@ -22,13 +22,8 @@ from dockyard.core.models.backup import (
     BackupRunner,
     BackupStorage,
 )
-from dockyard.core.models.common import (
-    CRDInfo,
-    CRModel,
-    CustomResource,
-    PrinterColumn,
-    ValidationRule,
-)
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import OBJECT_NAME_PATTERN, EnvironmentReference
 from dockyard.core.models.scheduling import (
     RUN_NOW_ANNOTATION,
@@ -209,12 +204,7 @@ class BackupSchedule(CustomResource):
         plural="backupschedules",
         short_names=("bks",),
         printer_columns=(
-            PrinterColumn(
-                "Environment",
-                "string",
-                ".spec.environmentRef.name",
-                "Environment whose database is backed up.",
-            ),
+            PrinterColumn.environment("Environment whose database is backed up."),
             PrinterColumn("Schedule", "string", ".spec.schedule", "Cron schedule."),
             PrinterColumn(
                 "Time Zone", "string", ".spec.timeZone", "Time zone of the schedule.", priority=1
@@ -230,14 +220,12 @@ class BackupSchedule(CustomResource):
                 ".status.lastSuccessfulTime",
                 "When the last backup of this schedule completed.",
             ),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )
 
     spec: BackupScheduleSpec = Field(description="When and how to back up, and what to keep.")
-    status: BackupScheduleStatus = Field(
-        default_factory=BackupScheduleStatus,
-        description="The observed state of the schedule, written by the operator.",
+    status: BackupScheduleStatus = status_field(
+        BackupScheduleStatus, "The observed state of the schedule, written by the operator."
     )
 
 

@@ -1,149 +1,37 @@
 """Building blocks shared by every Dockyard custom resource model.
 
 This module owns the conventions all kinds follow: the ``CRModel`` base (snake_case in
-Python, camelCase on the wire, unknown fields rejected), the Kubernetes ``Condition``
-shape, the ``CustomResource`` envelope, and the declarations a kind makes about its
-CustomResourceDefinition (``CRDInfo``, ``PrinterColumn``) and about the CEL rules the
-API server enforces (``ValidationRule``). ``dockyard.core.crds`` turns these
-declarations into CRD YAML; nothing here knows about YAML or files.
+Python, camelCase on the wire, unknown fields rejected, inherited fields described in
+the subclass's words), the Kubernetes ``Condition`` shape and the ``CustomResource``
+envelope. What a kind declares about its CRD besides the schema (``CRDInfo``,
+``PrinterColumn``, ``ValidationRule``) lives in ``declarations``.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from copy import copy
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar, Final, Literal, Self
+from typing import Any, ClassVar, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-GROUP: Final = "dockyard.io"
-VERSION: Final = "v1alpha1"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
+from dockyard.core.models.declarations import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    CRDInfo,
+    ValidationRule,
+)
 
 # Private JSON Schema keyword through which an item model tells the CRD generator that
 # lists of it are maps keyed by some of its fields; the generator consumes it and turns
 # it into x-kubernetes-list-type/x-kubernetes-list-map-keys on the list itself.
 LIST_MAP_KEYS_KEYWORD: Final = "x-dockyard-list-map-keys"
-
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-
-class RuleReason(StrEnum):
-    """The machine-readable reason the API server reports when a CEL rule fails."""
-
-    INVALID = "FieldValueInvalid"
-    FORBIDDEN = "FieldValueForbidden"
-    REQUIRED = "FieldValueRequired"
-    DUPLICATE = "FieldValueDuplicate"
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationRule:
-    """A CEL rule the API server evaluates (``x-kubernetes-validations``).
-
-    Attach rules to a whole model with the ``cel_rules`` class attribute of ``CRModel``,
-    or to a single field with ``Annotated[T, ValidationRule(...)]``. ``self`` is the
-    value of the node the rule sits on; ``oldSelf`` makes it a transition rule, which
-    the API server only evaluates on updates.
-    """
-
-    rule: str
-    message: str
-    message_expression: str | None = None
-    field_path: str | None = None
-    reason: RuleReason | None = None
-
-    def to_schema(self) -> dict[str, str]:
-        """The rule as one entry of ``x-kubernetes-validations``."""
-        entry = {"rule": self.rule, "message": self.message}
-        if self.message_expression is not None:
-            entry["messageExpression"] = self.message_expression
-        if self.field_path is not None:
-            entry["fieldPath"] = self.field_path
-        if self.reason is not None:
-            entry["reason"] = self.reason.value
-        return entry
-
-    def __get_pydantic_json_schema__(
-        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        json_schema = handler(core_schema)
-        rules = json_schema.setdefault("x-kubernetes-validations", [])
-        rules.append(self.to_schema())
-        return json_schema
-
-
-ColumnType = Literal["integer", "number", "string", "boolean", "date"]
-
-
-@dataclass(frozen=True, slots=True)
-class PrinterColumn:
-    """One column of ``kubectl get`` output (``additionalPrinterColumns``)."""
-
-    name: str
-    type: ColumnType
-    json_path: str
-    description: str
-    priority: int = 0
-    format: str | None = None
-
-    def to_crd(self) -> dict[str, str | int]:
-        """The column as the CRD spells it."""
-        column: dict[str, str | int] = {
-            "name": self.name,
-            "type": self.type,
-            "jsonPath": self.json_path,
-            "description": self.description,
-            "priority": self.priority,
-        }
-        if self.format is not None:
-            column["format"] = self.format
-        return column
-
-
-@dataclass(frozen=True, slots=True)
-class CRDInfo:
-    """What a kind declares about its CustomResourceDefinition beyond the schema."""
-
-    kind: str
-    plural: str
-    short_names: tuple[str, ...] = ()
-    printer_columns: tuple[PrinterColumn, ...] = ()
-    selectable_fields: tuple[str, ...] = ()
-    """JSON paths the API server can filter a LIST by (``--field-selector``)."""
-    singular: str = ""
-    categories: tuple[str, ...] = ("dockyard",)
-    group: str = GROUP
-    version: str = VERSION
-    scope: Literal["Namespaced", "Cluster"] = "Namespaced"
-
-    def __post_init__(self) -> None:
-        if not self.singular:
-            # frozen dataclass: the derived default has to bypass __setattr__
-            object.__setattr__(self, "singular", self.kind.lower())
-        for name in (self.plural, self.singular, *self.short_names, *self.categories):
-            if not _DNS_LABEL.match(name):
-                raise ValueError(f"{self.kind}: {name!r} is not a lowercase DNS label")
-
-    @property
-    def name(self) -> str:
-        """The CRD's object name, ``<plural>.<group>``."""
-        return f"{self.plural}.{self.group}"
-
-    @property
-    def api_version(self) -> str:
-        """The ``apiVersion`` of the kind's objects."""
-        return f"{self.group}/{self.version}"
-
-    @property
-    def list_kind(self) -> str:
-        """The kind of the list the API server returns for collections."""
-        return f"{self.kind}List"
 
 
 class CRModel(BaseModel):
@@ -153,8 +41,11 @@ class CRModel(BaseModel):
     expects; either is accepted on input, and dumps use the wire names. Unknown fields
     are errors rather than being dropped, so a typo in a manifest or a request body is
     reported, not ignored.
-    Subclasses may set ``cel_rules`` (rules on the model's own node) and
-    ``list_map_keys`` (lists of this model are maps keyed by these wire names).
+    Subclasses may set ``cel_rules`` (rules on the model's own node),
+    ``list_map_keys`` (lists of this model are maps keyed by these wire names) and
+    ``field_descriptions`` (inherited fields described in this subclass's words, by
+    Python name: the CRD and the OpenAPI document carry them as they would a field the
+    subclass declared itself; the parent's fields keep their own).
     """
 
     model_config = ConfigDict(
@@ -168,6 +59,20 @@ class CRModel(BaseModel):
 
     cel_rules: ClassVar[tuple[ValidationRule, ...]] = ()
     list_map_keys: ClassVar[tuple[str, ...]] = ()
+    field_descriptions: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        own = cls.__dict__.get("field_descriptions")
+        if not own:
+            return
+        for name, text in own.items():
+            # A copy: the parent's FieldInfo, and its description, stays the parent's.
+            field = copy(cls.model_fields[name])
+            field.description = text
+            cls.model_fields[name] = field
+        cls.model_rebuild(force=True)
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -305,19 +210,20 @@ class CustomResource(CRModel):
         return self
 
 
+def status_field(model: type[CRModel], description: str) -> Any:
+    """A kind's ``status`` field: the ``model`` empty until the controller writes it."""
+    return Field(default_factory=model, description=description)
+
+
 __all__ = [
     "API_VERSION",
     "GROUP",
     "LIST_MAP_KEYS_KEYWORD",
     "VERSION",
-    "CRDInfo",
     "CRModel",
-    "ColumnType",
     "Condition",
     "ConditionStatus",
     "CustomResource",
     "ObjectMeta",
-    "PrinterColumn",
-    "RuleReason",
-    "ValidationRule",
+    "status_field",
 ]

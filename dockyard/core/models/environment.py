@@ -20,13 +20,8 @@ from typing import Annotated, ClassVar, Final
 from pydantic import Field
 
 from dockyard.core.durations import GO_DURATION_PATTERN
-from dockyard.core.models.common import (
-    CRDInfo,
-    CRModel,
-    CustomResource,
-    PrinterColumn,
-    ValidationRule,
-)
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.restore_drill import DrillResult
 from dockyard.core.models.status import Status
 
@@ -494,12 +489,9 @@ class Environment(CustomResource):
         short_names=("env",),
         printer_columns=(
             PrinterColumn("Tier", "string", ".spec.tier", "Criticality of the environment."),
-            PrinterColumn("Phase", "string", ".status.phase", "Life-cycle phase."),
-            PrinterColumn(
-                "Ready",
-                "string",
-                f'.status.conditions[?(@.type=="{EnvironmentConditionType.READY}")].status',
-                "Whether the environment serves traffic.",
+            PHASE_COLUMN,
+            PrinterColumn.condition(
+                "Ready", EnvironmentConditionType.READY, "Whether the environment serves traffic."
             ),
             PrinterColumn(
                 "Replicas",
@@ -516,12 +508,10 @@ class Environment(CustomResource):
                 priority=1,
             ),
             PrinterColumn("URL", "string", ".status.url", "Where the service is reachable."),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )
 
     spec: EnvironmentSpec = Field(description="The desired state of the environment.")
-    status: EnvironmentStatus = Field(
-        default_factory=EnvironmentStatus,
-        description="The observed state of the environment, written by the operator.",
+    status: EnvironmentStatus = status_field(
+        EnvironmentStatus, "The observed state of the environment, written by the operator."
     )

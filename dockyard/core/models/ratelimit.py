@@ -20,13 +20,8 @@ from typing import Annotated, ClassVar, Final
 
 from pydantic import Field
 
-from dockyard.core.models.common import (
-    CRDInfo,
-    CRModel,
-    CustomResource,
-    PrinterColumn,
-    ValidationRule,
-)
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.status import Status
 
 # A rule's name appears in response headers (RateLimit-Policy) and metric labels.
@@ -294,13 +289,11 @@ class RateLimitPolicy(CustomResource):
         printer_columns=(
             PrinterColumn("Mode", "string", ".spec.mode", "Enforce or Shadow."),
             PrinterColumn("Rules", "integer", ".status.rules", "Rules the API has in force."),
-            PrinterColumn(
+            PrinterColumn.condition(
                 "Accepted",
-                "string",
-                f'.status.conditions[?(@.type=="{RateLimitConditionType.ACCEPTED}")].status',
+                RateLimitConditionType.ACCEPTED,
                 "Whether the API has every rule in force.",
             ),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )
 
@@ -311,7 +304,6 @@ class RateLimitPolicy(CustomResource):
             "requests about that namespace's objects (paths with that {namespace})."
         )
     )
-    status: RateLimitPolicyStatus = Field(
-        default_factory=RateLimitPolicyStatus,
-        description="What the API made of the policy, and the throttles it observed.",
+    status: RateLimitPolicyStatus = status_field(
+        RateLimitPolicyStatus, "What the API made of the policy, and the throttles it observed."
     )

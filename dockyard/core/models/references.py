@@ -14,7 +14,8 @@ from typing import Final
 
 from pydantic import BaseModel, Field
 
-from dockyard.core.models.common import CRModel, ValidationRule
+from dockyard.core.models.common import CRModel
+from dockyard.core.models.declarations import ValidationRule
 
 # An RFC 1123 subdomain, as Kubernetes object names are.
 OBJECT_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

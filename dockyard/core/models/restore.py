@@ -18,13 +18,8 @@ from typing import ClassVar, Final, Self
 from pydantic import Field, model_validator
 
 from dockyard.core.models.backup import MANIFEST_MAX_TABLES, BackupRunner, TableRows
-from dockyard.core.models.common import (
-    CRDInfo,
-    CRModel,
-    CustomResource,
-    PrinterColumn,
-    ValidationRule,
-)
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.environment import Tier
 from dockyard.core.models.references import (
     OBJECT_NAME_PATTERN,
@@ -371,7 +366,7 @@ class Restore(CustomResource):
             PrinterColumn(
                 "Target", "string", ".status.plan.target", "The Environment restored into."
             ),
-            PrinterColumn("Phase", "string", ".status.phase", "Life-cycle phase."),
+            PHASE_COLUMN,
             PrinterColumn(
                 "Dry Run", "boolean", ".spec.dryRun", "Whether only a plan is made.", priority=1
             ),
@@ -382,14 +377,12 @@ class Restore(CustomResource):
                 "Seconds the restore took.",
                 priority=1,
             ),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )
 
     spec: RestoreSpec = Field(description="What to restore, where, and how carefully.")
-    status: RestoreStatus = Field(
-        default_factory=RestoreStatus,
-        description="The observed state of the restore, written by the operator.",
+    status: RestoreStatus = status_field(
+        RestoreStatus, "The observed state of the restore, written by the operator."
     )
 
 

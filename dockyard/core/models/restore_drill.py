@@ -24,13 +24,8 @@ from dockyard.core.models.backup import (
     positive_duration_check,
     positive_duration_rule,
 )
-from dockyard.core.models.common import (
-    CRDInfo,
-    CRModel,
-    CustomResource,
-    PrinterColumn,
-    ValidationRule,
-)
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import OBJECT_NAME_PATTERN, EnvironmentReference
 from dockyard.core.models.scheduling import (
     RUN_NOW_ANNOTATION,
@@ -452,12 +447,7 @@ class RestoreDrill(CustomResource):
         # reads an environment\'s own this way on every reconcile.
         selectable_fields=(".spec.environmentRef.name",),
         printer_columns=(
-            PrinterColumn(
-                "Environment",
-                "string",
-                ".spec.environmentRef.name",
-                "Environment whose backups are drilled.",
-            ),
+            PrinterColumn.environment("Environment whose backups are drilled."),
             PrinterColumn("Schedule", "string", ".spec.schedule", "Cron schedule."),
             PrinterColumn(
                 "Last Result", "string", ".status.lastRun.result", "Result of the last run."
@@ -476,14 +466,12 @@ class RestoreDrill(CustomResource):
             ),
             # A string, not a date: kubectl prints future dates as <invalid>.
             PrinterColumn("Next", "string", ".status.nextRunTime", "When the next run is due."),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )
 
     spec: RestoreDrillSpec = Field(description="When to drill, on which backup, with which checks.")
-    status: RestoreDrillStatus = Field(
-        default_factory=RestoreDrillStatus,
-        description="The observed state of the drill, written by the operator.",
+    status: RestoreDrillStatus = status_field(
+        RestoreDrillStatus, "The observed state of the drill, written by the operator."
     )
 
 

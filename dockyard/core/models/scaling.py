@@ -24,13 +24,8 @@ from typing import Annotated, ClassVar, Final, Self
 from pydantic import AfterValidator, Field, model_validator
 
 from dockyard.core.durations import GO_DURATION_PATTERN, parse_duration
-from dockyard.core.models.common import (
-    CRDInfo,
-    CRModel,
-    CustomResource,
-    PrinterColumn,
-    ValidationRule,
-)
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import EnvironmentReference
 from dockyard.core.models.scheduling import CronExpression, TimeZoneName
 from dockyard.core.models.status import Status
@@ -390,27 +385,22 @@ class ScalingPolicy(CustomResource):
                 ".status.activeSchedule.name",
                 "The schedule window open now.",
             ),
-            PrinterColumn(
-                "Paused",
-                "string",
-                f'.status.conditions[?(@.type=="{ScalingPolicyConditionType.PAUSED}")].status',
-                "Whether replicas are held.",
+            PrinterColumn.condition(
+                "Paused", ScalingPolicyConditionType.PAUSED, "Whether replicas are held."
             ),
-            PrinterColumn(
+            PrinterColumn.condition(
                 "Accepted",
-                "string",
-                f'.status.conditions[?(@.type=="{ScalingPolicyConditionType.ACCEPTED}")].reason',
+                ScalingPolicyConditionType.ACCEPTED,
                 "Why the policy is or is not in force.",
+                show="reason",
                 priority=1,
             ),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
     )
 
     spec: ScalingPolicySpec = Field(description="The desired scaling of the environment.")
-    status: ScalingPolicyStatus = Field(
-        default_factory=ScalingPolicyStatus,
-        description="The observed state of the policy, written by the operator.",
+    status: ScalingPolicyStatus = status_field(
+        ScalingPolicyStatus, "The observed state of the policy, written by the operator."
     )
 
 

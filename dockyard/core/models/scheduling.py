@@ -26,7 +26,7 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field
 
 from dockyard.core.cron import FIELD_NAMES, MACROS, field_count_message
-from dockyard.core.models.common import ValidationRule
+from dockyard.core.models.declarations import ValidationRule
 
 RUN_NOW_ANNOTATION: Final = "dockyard.io/run-now"
 """Set (to any value) on a BackupSchedule or RestoreDrill to run it at once, outside its

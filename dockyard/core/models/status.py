@@ -10,15 +10,13 @@ the status it is called on as it was, so a caller computes the next status, writ
 and still has the one it read. Like ``model_copy``, the copies are not validated again;
 the methods only put in values of the fields' own types.
 
-A kind words the inherited fields for itself with ``field_descriptions`` (the wire
-description of its conditions, its message, ...); the CRD and the OpenAPI document carry
-those words, as they would a field the kind declared itself.
+A kind words the inherited fields for itself with ``field_descriptions`` (see
+``CRModel``): the description of its conditions, its message, ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from copy import copy
+from collections.abc import Collection
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Final, Self
@@ -38,11 +36,9 @@ class Status(CRModel):
     """Base of every kind's status: the generation acted on and the current conditions.
 
     Methods return updated copies. Subclasses set ``field_descriptions`` to describe the
-    inherited fields in the kind's words, by Python field name; at least ``conditions``,
-    which names the kind's condition types.
+    inherited fields in the kind's words; at least ``conditions``, naming the kind's
+    condition types.
     """
-
-    field_descriptions: ClassVar[Mapping[str, str]] = {}
 
     observed_generation: int | None = Field(
         default=None,
@@ -53,19 +49,6 @@ class Status(CRModel):
         default_factory=list,
         description="Current conditions.",
     )
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        own = cls.__dict__.get("field_descriptions")
-        if not own:
-            return
-        for name, text in own.items():
-            # A copy: the parent's FieldInfo (and its description) stays the parent's.
-            field = copy(cls.model_fields[name])
-            field.description = text
-            cls.model_fields[name] = field
-        cls.model_rebuild(force=True)
 
     # -- conditions ------------------------------------------------------------------------
 
