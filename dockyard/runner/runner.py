@@ -47,6 +47,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -98,7 +99,7 @@ async def run_backup(
     options = options or BackupOptions()
     check_name(name)
     connection = tool_connection(dsn, application_name=BACKUP_APPLICATION)
-    started_at, started = datetime.now(UTC), time.monotonic()
+    clock = _Clock()
     pg_dump_version = await tool_version(options.tools.pg_dump)
     sealer = Sealer(key, chunk_size=options.chunk_size)
     logger.info("backup started", extra={"artifact": name, "database": connection.database})
@@ -153,17 +154,11 @@ async def run_backup(
                     counting.cancel()
                     await asyncio.gather(counting, return_exceptions=True)
             stored = await writer.commit()
-    finished_at = datetime.now(UTC)
     result = BackupResult(
-        name=name,
-        location=stored.location,
-        size=stored.size,
-        sha256=stored.sha256,
+        **asdict(stored),  # name, location, size, sha256: what the store committed
         key_id=key.key_id,
         manifest=manifest,
-        started_at=started_at,
-        finished_at=finished_at,
-        duration_seconds=round(time.monotonic() - started, 3),
+        **clock.times(),
         pg_dump_version=pg_dump_version,
         server_version=snapshot.server_version,
         compression=f"zstd-{options.compression_level}",
@@ -201,7 +196,7 @@ async def run_restore(
     expected_sha256 = check_sha256(expected_sha256)
     keyring = Keyring.of(keys)
     connection = tool_connection(dsn, application_name=RESTORE_APPLICATION)
-    started_at, started = datetime.now(UTC), time.monotonic()
+    clock = _Clock()
     # The version is asked while the checksum pass reads: it costs a process start.
     pg_restore_version, (size, header) = await asyncio.gather(
         tool_version(options.tools.pg_restore),
@@ -250,9 +245,7 @@ async def run_restore(
         key_id=header.key_id,
         database=connection.database,
         role=options.role,
-        started_at=started_at,
-        finished_at=datetime.now(UTC),
-        duration_seconds=round(time.monotonic() - started, 3),
+        **clock.times(),
         pg_restore_version=pg_restore_version,
     )
     logger.info(
@@ -285,7 +278,7 @@ async def verify_artifact(
     tools = tools or Tools()
     expected_sha256 = check_sha256(expected_sha256)
     keyring = Keyring.of(keys)
-    started = time.monotonic()
+    clock = _Clock()
     size, header = await _preflight(storage, name, expected_sha256, keyring)
     sink = (
         Command(
@@ -306,8 +299,27 @@ async def verify_artifact(
         key_id=header.key_id,
         chunk_size=header.chunk_size,
         archive_checked=check_archive,
-        duration_seconds=round(time.monotonic() - started, 3),
+        duration_seconds=clock.seconds(),
     )
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """When an operation started: the wall clock for its result, a monotonic one to time it."""
+
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def times(self) -> dict[str, Any]:
+        """A result's ``started_at``, ``finished_at`` (now) and ``duration_seconds``."""
+        return {
+            "started_at": self.started_at,
+            "finished_at": datetime.now(UTC),
+            "duration_seconds": self.seconds(),
+        }
 
 
 class _Worker:
