@@ -86,12 +86,16 @@ class S3Store:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.part_size = part_size
+        # Only configuration: the client (and its connections) is made on entry.
+        self._config = AioConfig(
+            s3={"addressing_style": addressing_style},
+            retries={"max_attempts": 5, "mode": "standard"},
+            connector_args={"resolver": resolver} if resolver else None,
+        )
         self._endpoint_url = endpoint_url
         self._region = region
-        self.part_size = part_size
-        self._addressing_style = addressing_style
         self._credentials = credentials
-        self._resolver = resolver
         self._stack = AsyncExitStack()
         self._client: Any = None
 
@@ -99,18 +103,13 @@ class S3Store:
         return f"S3Store({self.bucket!r}, prefix={self.prefix!r})"
 
     async def __aenter__(self) -> S3Store:
-        config = AioConfig(
-            s3={"addressing_style": self._addressing_style},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connector_args={"resolver": self._resolver} if self._resolver else None,
-        )
         keys = self._credentials
         self._client = await self._stack.enter_async_context(
             get_session().create_client(
                 "s3",
                 endpoint_url=self._endpoint_url,
                 region_name=self._region,
-                config=config,
+                config=self._config,
                 aws_access_key_id=keys.access_key_id if keys else None,
                 aws_secret_access_key=keys.secret_access_key if keys else None,
                 aws_session_token=keys.session_token if keys else None,
