@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="exit 1 when the committed files differ from the code",
         )
-        gen.add_argument("--out", type=Path, default=None, help=f"where to write (default {what})")
+        gen.add_argument("--out", type=Path, help=f"where to write (default {what})")
     spec = commands.choices["openapi"]
     spec.add_argument(
         "--released",
@@ -108,15 +108,13 @@ def _backup_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
         sub.add_argument(
             "--key-file",
             type=Path,
-            default=None,
             help="file holding the key (a mounted Secret); default DOCKYARD_BACKUP_KEY",
         )
-        sub.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint")
-        sub.add_argument("--s3-region", default=None, help="S3 region")
+        sub.add_argument("--s3-endpoint-url", help="S3-compatible endpoint")
+        sub.add_argument("--s3-region", help="S3 region")
         sub.add_argument(
             "--result-file",
             type=Path,
-            default=None,
             help="also write the JSON document here (a Job's /dev/termination-log)",
         )
     backup.add_argument(
@@ -124,15 +122,13 @@ def _backup_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     backup.add_argument(
         "--report-backup",
-        default=None,
         metavar="NAMESPACE/NAME",
         help="patch this Backup's status with the artifact (in a runner Job, in-cluster)",
     )
     restore.add_argument("--sha256", required=True, help="the artifact's recorded sha256")
-    restore.add_argument("--role", default=None, help="role that owns the restored objects")
+    restore.add_argument("--role", help="role that owns the restored objects")
     restore.add_argument(
         "--database",
-        default=None,
         help="restore into this database on DOCKYARD_RESTORE_TARGET_DSN's server, as its user",
     )
     restore.add_argument(
@@ -188,12 +184,19 @@ def _settings() -> Settings:
         raise SystemExit(EXIT_USAGE) from None
 
 
-def _cmd_api(args: argparse.Namespace) -> int:
-    from dockyard.api import server
+def _logging_settings() -> Settings:
+    """The settings, with logging configured as they say: for the long-running commands."""
     from dockyard.core import logs
 
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from dockyard.api import server
+
+    settings = _logging_settings()
     try:
         server.run(settings, host=args.host, port=args.port)
     except server.ConfigurationError as exc:
@@ -203,12 +206,9 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
-    from dockyard.core import logs
     from dockyard.operator import main as operator_main
 
-    settings = _settings()
-    logs.configure(settings.log_level, settings.log_format)
-    return operator_main.run(settings, namespaces=args.namespace)
+    return operator_main.run(_logging_settings(), namespaces=args.namespace)
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -352,21 +352,15 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def _cmd_backup_run(args: argparse.Namespace) -> int:
-    from dockyard.core import logs
     from dockyard.runner import commands
 
-    settings = _settings()
-    logs.configure(settings.log_level, settings.log_format)
-    return commands.backup_run(args, settings)
+    return commands.backup_run(args, _logging_settings())
 
 
 def _cmd_restore_run(args: argparse.Namespace) -> int:
-    from dockyard.core import logs
     from dockyard.runner import commands
 
-    settings = _settings()
-    logs.configure(settings.log_level, settings.log_format)
-    return commands.restore_run(args, settings)
+    return commands.restore_run(args, _logging_settings())
 
 
 if __name__ == "__main__":
