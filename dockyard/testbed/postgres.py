@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from dockyard.testbed.config import TestbedConfig
-from dockyard.testbed.processes import Launcher, TestbedError, accepts, free_port
+from dockyard.testbed.processes import Launcher, TestbedError, accepts, free_port, run_as
 
 # The server's own user: initdb and postgres refuse to run as root.
 SYSTEM_USER = "postgres"
@@ -120,12 +120,5 @@ def server_binaries(config: TestbedConfig) -> Path:
 def _run(argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL tool as the server's user, capturing its output."""
     return subprocess.run(
-        argv,
-        user=SYSTEM_USER,
-        group=SYSTEM_USER,
-        extra_groups=[],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
+        argv, capture_output=True, text=True, check=False, cwd=cwd, **run_as(SYSTEM_USER)
     )

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dockyard.testbed import build
 from dockyard.testbed.config import TestbedConfig
@@ -112,10 +113,8 @@ class Launcher:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=user,
-                group=user,
-                extra_groups=[] if user else None,
                 cwd=self.dir,
+                **run_as(user),
             )
         started = None
         for _ in range(100):
@@ -153,6 +152,13 @@ class Launcher:
 
     def stop_all(self) -> None:
         stop(self.processes, self.progress)
+
+
+def run_as(user: str | None) -> dict[str, Any]:
+    """``subprocess`` arguments that run a child as ``user`` with its group alone."""
+    if user is None:
+        return {}
+    return {"user": user, "group": user, "extra_groups": []}
 
 
 def free_port() -> int:
