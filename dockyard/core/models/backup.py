@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Final, Self
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from dockyard.core.durations import GO_DURATION_PATTERN, parse_duration
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import (
     OBJECT_NAME_PATTERN,
     EnvironmentReference,
+    ObjectName,
     SecretKeyReference,
     SecretReference,
+)
+from dockyard.core.models.rules import (
+    GO_DURATION,
     check_exactly_one,
     exactly_one_rule,
+    positive_duration_check,
+    positive_duration_rule,
 )
 from dockyard.core.models.status import RunStatus
 
@@ -210,34 +215,8 @@ class BackupEncryption(CRModel):
     )
 
 
-def positive_duration_rule(field: str) -> ValidationRule:
-    """The CEL rule that a Go duration is above zero."""
-    # Guarded by the pattern so a malformed value reports the pattern alone, not also
-    # CEL's failure to parse it.
-    return ValidationRule(
-        rule=f"!self.matches(r'{GO_DURATION_PATTERN}') || duration(self) > duration('0s')",
-        message=f"{field} must be positive",
-    )
-
-
-def positive_duration_check(field: str) -> AfterValidator:
-    """pydantic's side of ``positive_duration_rule``, with its message."""
-
-    def check(value: str) -> str:
-        if parse_duration(value) <= timedelta(0):
-            raise ValueError(positive_duration_rule(field).message)
-        return value
-
-    return AfterValidator(check)
-
-
-# The constraints sit inside Annotated, before the validator: pydantic drops an outer
-# Field's pattern from the JSON Schema once a validator wraps the type.
 BackupTTL = Annotated[
-    str,
-    Field(max_length=32, pattern=GO_DURATION_PATTERN),
-    positive_duration_rule("ttl"),
-    positive_duration_check("ttl"),
+    str, GO_DURATION, positive_duration_rule("ttl"), positive_duration_check("ttl")
 ]
 
 
@@ -317,11 +296,8 @@ class BackupManifest(CRModel):
 class BackupVerification(CRModel):
     """Which restore drill proved a backup restorable, and when."""
 
-    drill: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="Name of the RestoreDrill, in the backup's namespace, that verified it.",
+    drill: ObjectName = Field(
+        description="Name of the RestoreDrill, in the backup's namespace, that verified it."
     )
     at: datetime = Field(description="When the drill's checks passed.")
 
@@ -475,6 +451,4 @@ __all__ = [
     "FilesystemStorage",
     "S3Storage",
     "TableRows",
-    "positive_duration_check",
-    "positive_duration_rule",
 ]

@@ -22,7 +22,9 @@ from pydantic import Field
 from dockyard.core.durations import GO_DURATION_PATTERN
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
+from dockyard.core.models.references import OBJECT_NAME_PATTERN, ObjectName, SecretDataKey
 from dockyard.core.models.restore_drill import DrillResult
+from dockyard.core.models.rules import positive_duration_rule
 from dockyard.core.models.status import Status
 
 
@@ -83,8 +85,6 @@ ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # Names that say "this is a credential"; their values must come from a Secret. RE2, as
 # CEL's matches() uses; case-insensitive because db_password is as secret as DB_PASSWORD.
 CREDENTIAL_NAME_PATTERN: Final = "(?i)(PASSWORD|TOKEN|SECRET|KEY)"
-# An RFC 1123 subdomain, as Kubernetes object names (Secrets) are.
-DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A fully qualified host name: at least two lowercase labels, no wildcard, no IP.
 HOST_PATTERN: Final = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 # Environment variables the operator sets itself.
@@ -156,17 +156,9 @@ class ResourceRequirements(CRModel):
 class SecretKeySelector(CRModel):
     """One key of a Secret in the environment's namespace."""
 
-    name: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=DNS_SUBDOMAIN_PATTERN,
-        description="Name of the Secret, in the environment's namespace.",
-    )
-    key: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
-        description="The key within the Secret whose value the variable takes.",
+    name: ObjectName = Field(description="Name of the Secret, in the environment's namespace.")
+    key: SecretDataKey = Field(
+        description="The key within the Secret whose value the variable takes."
     )
 
 
@@ -234,7 +226,7 @@ class IngressSpec(CRModel):
     tls_secret_name: str | None = Field(
         default=None,
         max_length=253,
-        pattern=DNS_SUBDOMAIN_PATTERN,
+        pattern=OBJECT_NAME_PATTERN,
         description=(
             "Secret of type kubernetes.io/tls, in the environment's namespace, holding the "
             "host's certificate. When set the Ingress terminates TLS and the environment's "
@@ -354,12 +346,7 @@ class EnvironmentSpec(CRModel):
     ttl: (
         Annotated[
             str,
-            # Guarded by the pattern so that a malformed ttl reports the pattern alone,
-            # not also CEL's failure to parse it.
-            ValidationRule(
-                rule=f"!self.matches(r'{GO_DURATION_PATTERN}') || duration(self) > duration('0s')",
-                message="ttl must be positive",
-            ),
+            positive_duration_rule("ttl"),
         ]
         | None
     ) = Field(

@@ -25,9 +25,9 @@ from dockyard.core.models.references import (
     OBJECT_NAME_PATTERN,
     BackupReference,
     EnvironmentReference,
-    check_exactly_one,
-    exactly_one_rule,
+    ObjectName,
 )
+from dockyard.core.models.rules import check_exactly_one, exactly_one_rule
 from dockyard.core.models.status import RunStatus
 
 REQUESTED_BY_ANNOTATION: Final = "dockyard.io/requested-by"
@@ -200,18 +200,8 @@ class RestoreSpec(CRModel):
 class RestorePlan(CRModel):
     """What a restore will do (or did), resolved before anything changes."""
 
-    backup: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="Name of the Backup restored.",
-    )
-    source_environment: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="The Environment the backup was taken from.",
-    )
+    backup: ObjectName = Field(description="Name of the Backup restored.")
+    source_environment: ObjectName = Field(description="The Environment the backup was taken from.")
     backup_completed_at: datetime | None = Field(
         default=None, description="When the backup completed (how old its data is)."
     )
@@ -225,12 +215,7 @@ class RestorePlan(CRModel):
         max_length=MANIFEST_MAX_TABLES,
         description="The tables restored, with the row counts recorded at backup time.",
     )
-    target: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="The Environment restored into.",
-    )
+    target: ObjectName = Field(description="The Environment restored into.")
     in_place: bool = Field(
         description="Whether the target is the environment the backup was taken from."
     )

@@ -18,15 +18,15 @@ from typing import Annotated, ClassVar, Final, Self
 from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
-from dockyard.core.durations import GO_DURATION_PATTERN
-from dockyard.core.models.backup import (
-    BackupRunner,
+from dockyard.core.models.backup import BackupRunner
+from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
+from dockyard.core.models.references import EnvironmentReference, ObjectName
+from dockyard.core.models.rules import (
+    GO_DURATION,
     positive_duration_check,
     positive_duration_rule,
 )
-from dockyard.core.models.common import CRModel, CustomResource, status_field
-from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
-from dockyard.core.models.references import OBJECT_NAME_PATTERN, EnvironmentReference
 from dockyard.core.models.scheduling import (
     RUN_NOW_ANNOTATION,
     SCHEDULE_DESCRIPTION,
@@ -75,18 +75,11 @@ class RestoreDrillConditionType(StrEnum):
 _WINDOW_MESSAGE: Final = "window is required with RandomWithinWindow and allowed only with it"
 
 
-# Constraints inside Annotated, before the validator, so the CRD keeps the pattern.
 SelectionWindow = Annotated[
-    str,
-    Field(max_length=32, pattern=GO_DURATION_PATTERN),
-    positive_duration_rule("window"),
-    positive_duration_check("window"),
+    str, GO_DURATION, positive_duration_rule("window"), positive_duration_check("window")
 ]
 ScratchKeepFor = Annotated[
-    str,
-    Field(max_length=32, pattern=GO_DURATION_PATTERN),
-    positive_duration_rule("keepFor"),
-    positive_duration_check("keepFor"),
+    str, GO_DURATION, positive_duration_rule("keepFor"), positive_duration_check("keepFor")
 ]
 
 
@@ -304,12 +297,7 @@ class RestoreDrillSpec(CRModel):
 class DrillRun(CRModel):
     """One drill run in full: what it restored, how long it took and what failed."""
 
-    backup: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="Name of the Backup restored.",
-    )
+    backup: ObjectName = Field(description="Name of the Backup restored.")
     backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
     started_at: datetime = Field(description="When the run started.")
     finished_at: datetime | None = Field(default=None, description="When the run finished.")
@@ -379,12 +367,7 @@ class DrillRunSummary(CRModel):
 class DrillCurrentRun(CRModel):
     """The run in progress, recorded so an interrupted one is resumed or retried."""
 
-    backup: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="Name of the Backup being restored.",
-    )
+    backup: ObjectName = Field(description="Name of the Backup being restored.")
     started_at: datetime = Field(description="When the run started.")
     scratch_database: str | None = Field(
         default=None,

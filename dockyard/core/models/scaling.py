@@ -27,6 +27,7 @@ from dockyard.core.durations import GO_DURATION_PATTERN, parse_duration
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import EnvironmentReference
+from dockyard.core.models.rules import positive_duration_rule
 from dockyard.core.models.scheduling import CronExpression, TimeZoneName
 from dockyard.core.models.status import Status
 
@@ -183,12 +184,7 @@ def _check_window(text: str) -> str:
 Window = Annotated[
     str,
     Field(min_length=2, max_length=32, pattern=GO_DURATION_PATTERN),
-    # Guarded by the pattern so a malformed duration reports the pattern alone, not also
-    # CEL's failure to parse it.
-    ValidationRule(
-        rule=f"!self.matches(r'{GO_DURATION_PATTERN}') || duration(self) > duration('0s')",
-        message=_WINDOW_POSITIVE,
-    ),
+    positive_duration_rule("duration"),
     ValidationRule(
         rule=(
             f"!self.matches(r'{GO_DURATION_PATTERN}') || duration(self) <= duration('{MAX_WINDOW}')"
