@@ -3,7 +3,8 @@
 Pure translation for the test bed's stand-in kubelet (``runner_pods``): a Pod manifest
 and its Secrets in, a ``Launch`` out, the way a kubelet would set up the container as
 far as a runner needs. What cannot be set up is a ``PodConfigError`` with the exit code
-the pod ends with. ``lay_out`` writes the files (blocking: run it in a thread).
+the pod ends with. ``lay_out`` writes the files and ``read_termination_log`` reads
+what the run left there (both blocking: run them in a thread).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ EXIT_CONFIG_ERROR: Final = 1
 EXIT_NOT_RUNNABLE: Final = 127
 # The message of a failed run that wrote no termination message: its last stderr line.
 STDERR_MESSAGE_LIMIT: Final = 512
+# A kubelet reads at most this much of the termination-message file.
+TERMINATION_MESSAGE_LIMIT: Final = 4096
 DEFAULT_TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 _KEPT_VARIABLES: Final = ("PATH", "HOME", "LANG", "PYTHONPATH")
 _KEPT_PREFIXES: Final = ("COVERAGE_",)
@@ -87,25 +90,28 @@ def referenced_secrets(spec: Mapping[str, Any]) -> set[str]:
         for env in container.get("env") or ()
         if (ref := (env.get("valueFrom") or {}).get("secretKeyRef"))
     }
-    for volume in spec.get("volumes") or ():
-        if "secret" in volume:
-            names.add(volume["secret"]["secretName"])
-        names.update(p["secret"]["name"] for p in _projections(volume) if "secret" in p)
-    return names
+    return names | _referenced(spec, "secret")
 
 
 def referenced_config_maps(spec: Mapping[str, Any]) -> set[str]:
     """The names of the ConfigMaps the pod's volumes read."""
+    return _referenced(spec, "configMap")
+
+
+def _referenced(spec: Mapping[str, Any], source: str) -> set[str]:
+    """The objects that the volumes' and projections' ``source`` entries name."""
     names = set()
     for volume in spec.get("volumes") or ():
-        if "configMap" in volume:
-            names.add(volume["configMap"]["name"])
-        names.update(p["configMap"]["name"] for p in _projections(volume) if "configMap" in p)
+        if source in volume:
+            names.add(_object_name(volume[source]))
+        projections = (volume.get("projected") or {}).get("sources") or ()
+        names.update(_object_name(p[source]) for p in projections if source in p)
     return names
 
 
-def _projections(volume: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list((volume.get("projected") or {}).get("sources") or ())
+def _object_name(source: Mapping[str, Any]) -> str:
+    # A secret volume names its Secret ``secretName``; projections and configMaps ``name``.
+    return str(source.get("secretName") or source["name"])
 
 
 def base_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -152,20 +158,25 @@ def secret_volume_files(
     source: Mapping[str, Any], secrets: Secrets, *, namespace: str
 ) -> list[VolumeFile]:
     """The files a ``secret`` volume holds: every key, or its ``items``, with their modes."""
-    name = source["secretName"]
     mode = int(source.get("defaultMode", 0o644))
-    return _key_files("Secret", name, source, secrets.get(name), namespace=namespace, mode=mode)
+    return _keyed_files("secret", source, {"secret": secrets}, namespace=namespace, mode=mode)
 
 
-def _key_files(
-    kind: str,
-    name: str,
+# Where a volume's or a projection's keys come from: the source's field, and its kind.
+_KEYED_SOURCES: Final = {"secret": "Secret", "configMap": "ConfigMap"}
+
+
+def _keyed_files(
+    source_type: str,
     source: Mapping[str, Any],
-    data: Mapping[str, bytes] | None,
+    objects: Mapping[str, Secrets],
     *,
     namespace: str,
     mode: int,
 ) -> list[VolumeFile]:
+    """The files of a ``secret`` or ``configMap`` source: every key, or its ``items``."""
+    kind, name = _KEYED_SOURCES[source_type], _object_name(source)
+    data = objects[source_type].get(name)
     if data is None:
         if source.get("optional"):
             return []
@@ -186,11 +197,7 @@ def _key_files(
 
 
 def projected_volume_files(
-    source: Mapping[str, Any],
-    secrets: Secrets,
-    config_maps: Secrets,
-    *,
-    pod: Mapping[str, Any],
+    source: Mapping[str, Any], objects: Mapping[str, Secrets], *, pod: Mapping[str, Any]
 ) -> list[VolumeFile]:
     """The files of a ``projected`` volume, such as the ``kube-api-access-*`` one that
     admission adds to every pod that mounts its ServiceAccount's token."""
@@ -198,18 +205,10 @@ def projected_volume_files(
     mode = int(source.get("defaultMode", 0o644))
     files: list[VolumeFile] = []
     for projection in source.get("sources") or ():
-        if "secret" in projection or "configMap" in projection:
-            kind, ref = (
-                ("Secret", projection["secret"])
-                if "secret" in projection
-                else (
-                    "ConfigMap",
-                    projection["configMap"],
-                )
-            )
-            data = (secrets if kind == "Secret" else config_maps).get(ref["name"])
-            files += _key_files(
-                kind, ref["name"], ref, data, namespace=meta["namespace"], mode=mode
+        keyed = [key for key in _KEYED_SOURCES if key in projection]
+        if keyed:
+            files += _keyed_files(
+                keyed[0], projection[keyed[0]], objects, namespace=meta["namespace"], mode=mode
             )
         elif "serviceAccountToken" in projection:
             token = projection["serviceAccountToken"]
@@ -283,6 +282,7 @@ def plan_launch(
         root=root,
         termination_log=root / "termination-log",
     )
+    objects = {"secret": secrets, "configMap": config_maps or {}}
     volume_dirs: dict[str, Path] = {}
     empty_dirs: set[str] = set()
     for volume in spec.get("volumes") or ():
@@ -295,7 +295,7 @@ def plan_launch(
             empty_dirs.add(name)
         directory = volume_dirs[name] = root / "volumes" / name
         launch.directories.append(directory)
-        for item in _volume_files(volume, secrets, config_maps or {}, pod=pod):
+        for item in _volume_files(volume, objects, pod=pod):
             launch.files[directory / item.path] = item
 
     mounts: dict[str, Path] = {
@@ -333,20 +333,18 @@ def plan_launch(
 
 
 def _volume_files(
-    volume: Mapping[str, Any], secrets: Secrets, config_maps: Secrets, *, pod: Mapping[str, Any]
+    volume: Mapping[str, Any], objects: Mapping[str, Secrets], *, pod: Mapping[str, Any]
 ) -> list[VolumeFile]:
-    namespace = pod["metadata"]["namespace"]
     if "emptyDir" in volume:
         return []
-    if "secret" in volume:
-        return secret_volume_files(volume["secret"], secrets, namespace=namespace)
-    if "configMap" in volume:
-        source = volume["configMap"]
-        data = config_maps.get(source["name"])
-        mode = int(source.get("defaultMode", 0o644))
-        return _key_files("ConfigMap", source["name"], source, data, namespace=namespace, mode=mode)
+    for source_type in _KEYED_SOURCES:
+        if source_type in volume:
+            source = volume[source_type]
+            mode = int(source.get("defaultMode", 0o644))
+            namespace = pod["metadata"]["namespace"]
+            return _keyed_files(source_type, source, objects, namespace=namespace, mode=mode)
     if "projected" in volume:
-        return projected_volume_files(volume["projected"], secrets, config_maps, pod=pod)
+        return projected_volume_files(volume["projected"], objects, pod=pod)
     kinds = sorted(set(volume) - {"name"})
     raise PodConfigError(f"volume {volume['name']}: {kinds} volumes are not supported here")
 
@@ -369,6 +367,15 @@ def pod_kubeconfig(server: str, ca_pem: bytes, token: str) -> dict[str, Any]:
         "contexts": [{"name": "pod", "context": {"cluster": "testbed", "user": "pod"}}],
         "current-context": "pod",
     }
+
+
+def read_termination_log(launch: Launch) -> str:
+    """What the run wrote to its termination-message file, as much as a kubelet reads."""
+    try:
+        with launch.termination_log.open("rb") as handle:
+            return handle.read(TERMINATION_MESSAGE_LIMIT).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def termination_message(exit_code: int, written: str, stderr_tail: bytes) -> str:

@@ -71,8 +71,6 @@ EXIT_CODE_ANNOTATION: Final = "testbed.dockyard.io/exit-code"
 MESSAGE_ANNOTATION: Final = "testbed.dockyard.io/message"
 MAX_RUNNING: Final = 2
 TOKEN_SECONDS: Final = 3600
-# A kubelet reads at most this much of the termination-message file.
-TERMINATION_MESSAGE_LIMIT: Final = 4096
 # A runner gets this long after SIGTERM before SIGKILL; ``testbed down`` waits 10 s.
 MAX_GRACE_SECONDS: Final = 5.0
 # A result that cannot be written (the apiserver restarting) is tried this often.
@@ -194,8 +192,7 @@ class RunnerPods:
         if pod["metadata"].get("deletionTimestamp"):
             self._stop(uid, "is being deleted")
         elif uid not in self._tasks and uid not in self._finished and should_start(pod):
-            where = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
-            task = asyncio.create_task(self._run(pod), name=where)
+            task = asyncio.create_task(self._run(pod), name=_where(pod))
             self._tasks[uid] = task
             task.add_done_callback(lambda _: self._done(uid))
 
@@ -210,14 +207,13 @@ class RunnerPods:
             task.cancel()
 
     async def _run(self, pod: Mapping[str, Any]) -> None:
-        meta = pod["metadata"]
-        where = f"{meta['namespace']}/{meta['name']}"
+        where = _where(pod)
         try:
             async with self._slots:
                 root = Path(
                     await asyncio.to_thread(
                         tempfile.mkdtemp,
-                        prefix=f"{meta['namespace']}_{meta['name']}-",
+                        prefix=f"{_file_stem(pod)}-",
                         dir=self.pods,
                     )
                 )
@@ -233,8 +229,7 @@ class RunnerPods:
             logger.exception("pod %s: could not be run", where)
 
     async def _start(self, pod: Mapping[str, Any], root: Path) -> Outcome:
-        meta = pod["metadata"]
-        log_path = self.logs / f"{meta['namespace']}_{meta['name']}.log"
+        log_path = self.logs / f"{_file_stem(pod)}.log"
         log = await asyncio.to_thread(_open_log, log_path)
         try:
             try:
@@ -247,7 +242,7 @@ class RunnerPods:
             await asyncio.to_thread(log.close)
 
     async def _prepare(self, pod: Mapping[str, Any], root: Path) -> pod_launch.Launch:
-        meta, spec = pod["metadata"], pod["spec"]
+        spec = pod["spec"]
         secrets = await self._read_all("secrets", pod_launch.referenced_secrets(spec), pod)
         config_maps = await self._read_all(
             "configmaps", pod_launch.referenced_config_maps(spec), pod
@@ -256,7 +251,7 @@ class RunnerPods:
             pod, secrets, config_maps=config_maps, root=root, environ=self.environ
         )
         for note in launch.notes:
-            logger.info("pod %s/%s: %s", meta["namespace"], meta["name"], note)
+            logger.info("pod %s: %s", _where(pod), note)
         token = kubeconfig = None
         if launch.service_account is not None:
             token = await self._token(pod, launch.service_account)
@@ -269,14 +264,11 @@ class RunnerPods:
         self, resource: str, names: set[str], pod: Mapping[str, Any]
     ) -> dict[str, dict[str, bytes]]:
         """The data of the Secrets or ConfigMaps ``names``; those that do not exist are absent."""
-        namespace = pod["metadata"]["namespace"]
         decode = pod_launch.decode_secret if resource == "secrets" else pod_launch.decode_config_map
         found = {}
         for name in sorted(names):
             try:
-                found[name] = decode(
-                    await self.kube.get(f"/api/v1/namespaces/{namespace}/{resource}/{name}")
-                )
+                found[name] = decode(await self.kube.get(_api_path(pod, resource, name)))
             except KubeError as exc:
                 if exc.status != 404:
                     raise pod_launch.PodConfigError(f"{resource} {name}: {exc}") from None
@@ -284,7 +276,7 @@ class RunnerPods:
 
     async def _token(self, pod: Mapping[str, Any], account: str) -> str:
         meta = pod["metadata"]
-        path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+        path = _api_path(pod, "serviceaccounts", account, "token")
         request = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
@@ -337,7 +329,7 @@ class RunnerPods:
             grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             await _terminate(proc, min(float(grace), MAX_GRACE_SECONDS))
             raise
-        written = await asyncio.to_thread(_read_head, launch.termination_log)
+        written = await asyncio.to_thread(pod_launch.read_termination_log, launch)
         code = pod_launch.exit_code_of(returncode)
         return Outcome(code, pod_launch.termination_message(code, written, tail))
 
@@ -353,7 +345,7 @@ class RunnerPods:
                 },
             }
         }
-        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        path = _api_path(pod, "pods", meta["name"])
         for attempt in range(1, ANNOTATE_ATTEMPTS + 1):
             try:
                 await self.kube.merge_patch(path, patch)
@@ -370,17 +362,24 @@ class RunnerPods:
             await asyncio.sleep(attempt)
 
 
+def _where(pod: Mapping[str, Any]) -> str:
+    """``namespace/name``: the pod in logs and task names."""
+    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+
+
+def _file_stem(pod: Mapping[str, Any]) -> str:
+    """``namespace_name``: the pod's log file and private directory."""
+    return _where(pod).replace("/", "_")
+
+
+def _api_path(pod: Mapping[str, Any], *parts: str) -> str:
+    """A path of the core API in the pod's namespace."""
+    return "/".join(("/api/v1/namespaces", pod["metadata"]["namespace"], *parts))
+
+
 def _open_log(path: Path) -> FileIO:
     # Unbuffered and appending: the runner writes its stdout to the same file.
     return FileIO(path, "ab")
-
-
-def _read_head(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(TERMINATION_MESSAGE_LIMIT).decode(errors="replace")
-    except OSError:
-        return ""
 
 
 async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
