@@ -1,7 +1,8 @@
 """Every way a backup, a restore or a verification can fail, as one exception hierarchy.
 
 Each error has a ``reason`` (CamelCase, stable: it becomes a condition reason or a
-drill's failed check) and a message that is safe to show: no DSN, password or key
+drill's failed check), declared beside its name (``class WrongKey(ArtifactError,
+reason="WrongKey")``), and a message that is safe to show: no DSN, password or key
 material ever goes into one. Callers branch on the class, never on the text, with one
 exception kept on purpose: a corrupted artifact's message starts with
 ``checksum mismatch`` so an operator reading a status or a log recognises it at once.
@@ -9,13 +10,19 @@ exception kept on purpose: a corrupted artifact's message starts with
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class BackupError(Exception):
     """Base class: ``reason`` fits a condition, ``message`` names no secret."""
 
     reason: ClassVar[str] = "BackupFailed"
+
+    def __init_subclass__(cls, *, reason: str | None = None, **kwargs: Any) -> None:
+        # ``class WrongKey(ArtifactError, reason="WrongKey")``: the reason beside the name.
+        super().__init_subclass__(**kwargs)
+        if reason is not None:
+            cls.reason = reason
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -25,16 +32,12 @@ class BackupError(Exception):
 # -- the artifact itself ------------------------------------------------------------------
 
 
-class ArtifactError(BackupError):
+class ArtifactError(BackupError, reason="ArtifactInvalid"):
     """The stored artifact cannot be trusted or read: restoring it must not be tried."""
 
-    reason = "ArtifactInvalid"
 
-
-class ChecksumMismatch(ArtifactError):
+class ChecksumMismatch(ArtifactError, reason="ChecksumMismatch"):
     """The stored bytes' sha256 differs from the one recorded when the backup was taken."""
-
-    reason = "ChecksumMismatch"
 
     def __init__(self, expected: str, actual: str) -> None:
         super().__init__(f"checksum mismatch: expected sha256 {expected}, got {actual}")
@@ -42,77 +45,55 @@ class ChecksumMismatch(ArtifactError):
         self.actual = actual
 
 
-class ArtifactCorrupt(ArtifactError):
+class ArtifactCorrupt(ArtifactError, reason="ArtifactCorrupt"):
     """Not a Dockyard artifact, or a frame failed authentication (modified or reordered)."""
 
-    reason = "ArtifactCorrupt"
 
-
-class ArtifactTruncated(ArtifactCorrupt):
+class ArtifactTruncated(ArtifactCorrupt, reason="ArtifactTruncated"):
     """The artifact ends before its final frame."""
 
-    reason = "ArtifactTruncated"
 
-
-class WrongKey(ArtifactError):
+class WrongKey(ArtifactError, reason="WrongKey"):
     """The key offered is not the one the artifact was encrypted with."""
-
-    reason = "WrongKey"
 
 
 # -- where artifacts live -----------------------------------------------------------------
 
 
-class StorageError(BackupError):
+class StorageError(BackupError, reason="StorageFailed"):
     """The storage backend failed (I/O error, permissions, an object store's refusal)."""
 
-    reason = "StorageFailed"
 
-
-class ArtifactNotFound(StorageError):
+class ArtifactNotFound(StorageError, reason="ArtifactNotFound"):
     """No committed artifact has that name."""
 
-    reason = "ArtifactNotFound"
 
-
-class ArtifactExists(StorageError):
+class ArtifactExists(StorageError, reason="ArtifactExists"):
     """An artifact already has that name; artifacts are immutable once committed."""
-
-    reason = "ArtifactExists"
 
 
 # -- the databases and tools --------------------------------------------------------------
 
 
-class DatabaseError(BackupError):
+class DatabaseError(BackupError, reason="DatabaseUnavailable"):
     """The source or target database could not be used (unreachable, refused, a query failed)."""
 
-    reason = "DatabaseUnavailable"
 
-
-class TargetNotEmpty(BackupError):
+class TargetNotEmpty(BackupError, reason="TargetNotEmpty"):
     """A restore was asked into a database that already holds tables."""
 
-    reason = "TargetNotEmpty"
 
-
-class ToolFailed(BackupError):
+class ToolFailed(BackupError, reason="ToolFailed"):
     """``pg_dump``, ``pg_restore`` or ``zstd`` exited with an error (the message has its words)."""
-
-    reason = "ToolFailed"
 
     def __init__(self, tool: str, message: str) -> None:
         super().__init__(message)
         self.tool = tool
 
 
-class DumpFailed(ToolFailed):
+class DumpFailed(ToolFailed, reason="DumpFailed"):
     """``pg_dump`` (or the compressor behind it) failed; nothing was committed."""
 
-    reason = "DumpFailed"
 
-
-class RestoreFailed(ToolFailed):
+class RestoreFailed(ToolFailed, reason="RestoreFailed"):
     """``pg_restore`` failed; with ``--single-transaction`` the target was rolled back."""
-
-    reason = "RestoreFailed"
