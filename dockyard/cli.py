@@ -1,6 +1,9 @@
 """The ``dockyard`` command: run the API or the operator, manage the test bed, migrate,
 and generate the CRDs and the OpenAPI document.
 
+It also runs the whole platform locally (``dev``) and is a runner Job's command:
+``backup-run`` and ``restore-run`` hand one backup or restore to ``dockyard.runner``.
+
 Wrong usage prints one line that says what to fix and exits with status 2. Heavy
 imports happen inside each command, so ``dockyard --help`` stays fast.
 """

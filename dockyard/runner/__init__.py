@@ -1,10 +1,14 @@
-"""Backups of environment databases: encrypted, checksummed, streamed, verifiable.
+"""The runner: pg_dump and pg_restore pipelines, the artifact format, keys and storage.
 
-This package is the runner behind Backup, Restore and RestoreDrill. The operator calls
-it inline (inside its event loop) and ``dockyard backup-run`` / ``restore-run`` call it
-in a Kubernetes Job: one code path, two hosts. It owns the pipeline, the artifact
-format and the storage backends; it knows nothing of custom resources, so the
-handlers translate specs into these calls and results into statuses.
+This package takes, restores and verifies backups of environment databases:
+encrypted, checksummed, streamed. It imports only ``dockyard.core`` (an import-linter
+contract) and knows nothing of custom resources. Two callers share one code path:
+
+- the operator (``operator/backups``, ``operator/restores``, ``operator/drills`` and
+  what they share in ``operator/runs``), which runs it inline in its event loop and
+  turns specs into these calls and results into statuses;
+- the CLI, ``dockyard backup-run`` / ``restore-run`` (``commands``), which a runner Job
+  executes; ``--report-backup`` patches the Backup's status from there.
 
 The public API, all importable from here::
 
@@ -22,7 +26,7 @@ The public API, all importable from here::
     await verify_artifact(storage=storage, name=..., expected_sha256=..., keys=...)
     await table_counts(dsn)  # {schema.table: rows}, the manifest's yardstick
 
-    # where artifacts live
+    # where artifacts live: the Store protocol and its two backends
     FilesystemStore("/var/lib/dockyard/backups")        # a PVC mount
     async with S3Store("bucket", prefix="dockyard") as s3: ...
     async with connect_storage("s3://bucket/prefix") as storage: ...
@@ -30,10 +34,12 @@ The public API, all importable from here::
 Every failure is a :class:`BackupError` with a stable ``reason`` and a message free of
 secrets; :class:`ChecksumMismatch` reads ``checksum mismatch: expected ..., got ...``.
 
-Modules: ``runner`` (the three operations), ``envelope`` (the artifact format),
-``keys``, ``storage`` (the protocol), ``filesystem``, ``s3``, ``manifest`` (snapshot
-and row counts), ``processes`` (tool chains), ``libpq`` (connecting tools without
-leaking passwords), ``options``, ``results``, ``errors``. See ``docs/backups.md``.
+Modules: ``runner`` (the three operations), ``commands`` (the CLI's two commands),
+``envelope`` (the artifact format), ``keys``, ``storage`` (the protocol and what both
+backends share), ``filesystem``, ``s3``, ``endpoints`` (which S3 endpoints an inline
+run may reach), ``manifest`` (snapshot and row counts), ``processes`` (tool chains),
+``libpq`` (connecting tools without leaking passwords), ``server_text`` (tool output
+without row values), ``options``, ``results``, ``errors``. See ``docs/backups.md``.
 """
 
 from dockyard.runner.envelope import DEFAULT_CHUNK_SIZE, Header, Opener, Sealer
