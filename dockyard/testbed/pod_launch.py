@@ -163,7 +163,7 @@ def secret_volume_files(
 
 
 # Where a volume's or a projection's keys come from: the source's field, and its kind.
-_KEYED_SOURCES: Final = {"secret": "Secret", "configMap": "ConfigMap"}
+_KEYED_SOURCES: Final = {"secret": "Secret", "configMap": "ConfigMap"}  # nosec B105  # kinds
 
 
 def _keyed_files(
