@@ -1,54 +1,39 @@
 """The Backup kind: one logical dump of an environment's database, stored and encrypted.
 
-This module owns the Backup's spec and status, the storage location and encryption
-shapes that BackupSchedule reuses as its template, the CEL rules on them, and the CRD
-metadata. A Backup is a record of one run: what it was asked to do (spec, immutable but
+This module owns the Backup's spec and status (with the table manifest), the CEL rules
+on them, and the CRD metadata; where artifacts are stored and how they are encrypted
+are in ``storage``. A Backup is a record of one run: what it was asked to do (spec, immutable but
 for ``ttl``) and what came of it (status: phase, artifact, checksum, table manifest,
 which drill verified it). Status is written by the runner and the operator only.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Final, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import (
-    OBJECT_NAME_PATTERN,
     EnvironmentReference,
     ObjectName,
-    SecretKeyReference,
-    SecretReference,
 )
 from dockyard.core.models.rules import (
     GO_DURATION,
-    check_exactly_one,
-    exactly_one_rule,
     positive_duration_check,
     positive_duration_rule,
 )
 from dockyard.core.models.status import RunStatus
+from dockyard.core.models.storage import BackupEncryption, BackupStorage
 
 # Tables are named schema.table, each part a PostgreSQL identifier (at most 63 bytes).
 TABLE_NAME_MAX_LENGTH: Final = 130
 # A manifest of this many tables stays far below the API server's object size limit.
 MANIFEST_MAX_TABLES: Final = 5000
-# An S3 bucket name, as AWS and S3-compatible stores accept it.
-BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-# A key prefix: relative (no leading /), no empty or dot-dot segments.
-PREFIX_PATTERN: Final = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/?$"
-# An absolute path without doubled slashes, nor . and .. segments (a separate rule, as
-# RE2 has no lookahead to fold it into the pattern).
-PATH_PATTERN: Final = r"^(/[^/]+)+/?$"
-DOT_SEGMENT_PATTERN: Final = r"(^|/)\.\.?(/|$)"
-DOT_SEGMENT_MESSAGE: Final = "path must not contain . or .. segments"
-ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
 
 
@@ -97,122 +82,6 @@ class BackupConditionType(StrEnum):
     """The artifact is stored, checksummed and catalogued: it can be restored."""
     VERIFIED = "Verified"
     """A restore drill restored the artifact and its checks passed."""
-
-
-class FilesystemStorage(CRModel):
-    """A directory on a filesystem, typically a PersistentVolumeClaim mounted by the runner."""
-
-    cel_rules = (
-        ValidationRule(
-            rule=f"!self.path.matches(r'{DOT_SEGMENT_PATTERN}')",
-            message=DOT_SEGMENT_MESSAGE,
-            field_path=".path",
-        ),
-    )
-
-    path: str = Field(
-        min_length=1,
-        max_length=1024,
-        pattern=PATH_PATTERN,
-        description=(
-            "Absolute directory the artifacts are written under (in "
-            "<namespace>/<backup>/ below it). Artifacts are written under a temporary "
-            "name and renamed once complete, so a partial artifact is never catalogued."
-        ),
-    )
-    claim_name: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description=(
-            "PersistentVolumeClaim, in the backup's namespace, that a runner Job mounts at "
-            "path. Without it the path must exist where the runner runs (the operator's "
-            "own volume for inline runs)."
-        ),
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _no_dot_segments(cls, path: str) -> str:
-        if re.search(DOT_SEGMENT_PATTERN, path):
-            raise ValueError(DOT_SEGMENT_MESSAGE)
-        return path
-
-
-class S3Storage(CRModel):
-    """A bucket of an S3-compatible object store."""
-
-    bucket: str = Field(
-        min_length=3,
-        max_length=63,
-        pattern=BUCKET_PATTERN,
-        description="Name of the bucket the artifacts are written to.",
-    )
-    prefix: str | None = Field(
-        default=None,
-        max_length=512,
-        pattern=PREFIX_PATTERN,
-        description=(
-            "Key prefix the artifacts are written under (then <namespace>/<backup>/), "
-            "without a leading slash, for example dockyard/prod."
-        ),
-    )
-    endpoint: str | None = Field(
-        default=None,
-        max_length=512,
-        pattern=ENDPOINT_PATTERN,
-        description=(
-            "URL of an S3-compatible service (MinIO, Ceph, ...), for example "
-            "https://minio.storage.svc:9000. Omit it for AWS S3."
-        ),
-    )
-    region: str | None = Field(
-        default=None,
-        max_length=64,
-        pattern=r"^[a-z0-9-]+$",
-        description="Region of the bucket, for example eu-central-1.",
-    )
-    credentials_secret_ref: SecretReference | None = Field(
-        default=None,
-        description=(
-            "Secret, in the backup's namespace, with the keys AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN). Without it the "
-            "runner uses its ambient credentials (for example a workload identity)."
-        ),
-    )
-
-
-class BackupStorage(CRModel):
-    """Where artifacts are stored: exactly one of filesystem and s3."""
-
-    cel_rules = (exactly_one_rule("filesystem", "s3"),)
-
-    filesystem: FilesystemStorage | None = Field(
-        default=None,
-        description="A directory, typically on a PersistentVolumeClaim.",
-    )
-    s3: S3Storage | None = Field(
-        default=None,
-        description="A bucket of an S3-compatible object store.",
-    )
-
-    @model_validator(mode="after")
-    def _one_location(self) -> Self:
-        check_exactly_one(self, "filesystem", "s3")
-        return self
-
-
-class BackupEncryption(CRModel):
-    """How artifacts are encrypted at rest (authenticated encryption, always on)."""
-
-    key_secret_ref: SecretKeyReference = Field(
-        description=(
-            "Key of a Secret, in the backup's namespace, holding the encryption key: 32 "
-            "random bytes, raw or base64-encoded. The key never leaves the Secret; "
-            "status.keyId records which key encrypted an artifact, so keys can be rotated "
-            "while older artifacts stay restorable with their own."
-        ),
-    )
 
 
 BackupTTL = Annotated[
@@ -439,16 +308,12 @@ class Backup(CustomResource):
 __all__ = [
     "Backup",
     "BackupConditionType",
-    "BackupEncryption",
     "BackupManifest",
     "BackupMethod",
     "BackupPhase",
     "BackupRunner",
     "BackupSpec",
     "BackupStatus",
-    "BackupStorage",
     "BackupVerification",
-    "FilesystemStorage",
-    "S3Storage",
     "TableRows",
 ]

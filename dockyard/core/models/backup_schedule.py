@@ -15,13 +15,7 @@ from typing import ClassVar, Final, Self
 
 from pydantic import Field, model_validator
 
-from dockyard.core.models.backup import (
-    RUNNER_DESCRIPTION,
-    BackupEncryption,
-    BackupMethod,
-    BackupRunner,
-    BackupStorage,
-)
+from dockyard.core.models.backup import RUNNER_DESCRIPTION, BackupMethod, BackupRunner
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import OBJECT_NAME_PATTERN, EnvironmentReference
@@ -33,6 +27,7 @@ from dockyard.core.models.scheduling import (
     TimeZoneName,
 )
 from dockyard.core.models.status import Status
+from dockyard.core.models.storage import BackupEncryption, BackupStorage
 
 # Beyond this many of one kind nobody is doing grandfather-father-son any more.
 KEEP_MAX: Final = 1000

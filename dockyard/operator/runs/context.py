@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from dockyard.core.kube import KubeClient
-from dockyard.core.models.backup import BackupStorage
 from dockyard.core.models.references import SecretKeyReference
+from dockyard.core.models.storage import BackupStorage
 from dockyard.core.resources import ENVIRONMENTS, resource_type
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import get

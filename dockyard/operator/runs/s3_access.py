@@ -18,8 +18,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
 from dockyard.core.kube import KubeClient
-from dockyard.core.models.backup import S3Storage as S3Spec
 from dockyard.core.models.references import SecretReference
+from dockyard.core.models.storage import S3Storage as S3Spec
 from dockyard.core.resources import resource_type
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import get

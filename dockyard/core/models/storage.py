@@ -1,0 +1,164 @@
+"""Where backup artifacts are stored and how they are encrypted.
+
+This module owns the storage locations (a filesystem directory, typically a
+PersistentVolumeClaim, or an S3 bucket; exactly one), the encryption key reference and
+the CEL rules on them. A Backup's spec and a BackupSchedule's template use them; the
+runner's ``FilesystemStore``/``S3Store`` are what a location becomes at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from dockyard.core.models.common import CRModel
+from dockyard.core.models.declarations import ValidationRule
+from dockyard.core.models.references import (
+    OBJECT_NAME_PATTERN,
+    SecretKeyReference,
+    SecretReference,
+)
+from dockyard.core.models.rules import check_exactly_one, exactly_one_rule
+
+# An S3 bucket name, as AWS and S3-compatible stores accept it.
+BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# A key prefix: relative (no leading /), no empty or dot-dot segments.
+PREFIX_PATTERN: Final = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/?$"
+# An absolute path without doubled slashes, nor . and .. segments (a separate rule, as
+# RE2 has no lookahead to fold it into the pattern).
+PATH_PATTERN: Final = r"^(/[^/]+)+/?$"
+DOT_SEGMENT_PATTERN: Final = r"(^|/)\.\.?(/|$)"
+DOT_SEGMENT_MESSAGE: Final = "path must not contain . or .. segments"
+ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+
+class FilesystemStorage(CRModel):
+    """A directory on a filesystem, typically a PersistentVolumeClaim mounted by the runner."""
+
+    cel_rules = (
+        ValidationRule(
+            rule=f"!self.path.matches(r'{DOT_SEGMENT_PATTERN}')",
+            message=DOT_SEGMENT_MESSAGE,
+            field_path=".path",
+        ),
+    )
+
+    path: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=PATH_PATTERN,
+        description=(
+            "Absolute directory the artifacts are written under (in "
+            "<namespace>/<backup>/ below it). Artifacts are written under a temporary "
+            "name and renamed once complete, so a partial artifact is never catalogued."
+        ),
+    )
+    claim_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description=(
+            "PersistentVolumeClaim, in the backup's namespace, that a runner Job mounts at "
+            "path. Without it the path must exist where the runner runs (the operator's "
+            "own volume for inline runs)."
+        ),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _no_dot_segments(cls, path: str) -> str:
+        if re.search(DOT_SEGMENT_PATTERN, path):
+            raise ValueError(DOT_SEGMENT_MESSAGE)
+        return path
+
+
+class S3Storage(CRModel):
+    """A bucket of an S3-compatible object store."""
+
+    bucket: str = Field(
+        min_length=3,
+        max_length=63,
+        pattern=BUCKET_PATTERN,
+        description="Name of the bucket the artifacts are written to.",
+    )
+    prefix: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=PREFIX_PATTERN,
+        description=(
+            "Key prefix the artifacts are written under (then <namespace>/<backup>/), "
+            "without a leading slash, for example dockyard/prod."
+        ),
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=ENDPOINT_PATTERN,
+        description=(
+            "URL of an S3-compatible service (MinIO, Ceph, ...), for example "
+            "https://minio.storage.svc:9000. Omit it for AWS S3."
+        ),
+    )
+    region: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="Region of the bucket, for example eu-central-1.",
+    )
+    credentials_secret_ref: SecretReference | None = Field(
+        default=None,
+        description=(
+            "Secret, in the backup's namespace, with the keys AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN). Without it the "
+            "runner uses its ambient credentials (for example a workload identity)."
+        ),
+    )
+
+
+class BackupStorage(CRModel):
+    """Where artifacts are stored: exactly one of filesystem and s3."""
+
+    cel_rules = (exactly_one_rule("filesystem", "s3"),)
+
+    filesystem: FilesystemStorage | None = Field(
+        default=None,
+        description="A directory, typically on a PersistentVolumeClaim.",
+    )
+    s3: S3Storage | None = Field(
+        default=None,
+        description="A bucket of an S3-compatible object store.",
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> Self:
+        check_exactly_one(self, "filesystem", "s3")
+        return self
+
+
+class BackupEncryption(CRModel):
+    """How artifacts are encrypted at rest (authenticated encryption, always on)."""
+
+    key_secret_ref: SecretKeyReference = Field(
+        description=(
+            "Key of a Secret, in the backup's namespace, holding the encryption key: 32 "
+            "random bytes, raw or base64-encoded. The key never leaves the Secret; "
+            "status.keyId records which key encrypted an artifact, so keys can be rotated "
+            "while older artifacts stay restorable with their own."
+        ),
+    )
+
+
+__all__ = [
+    "BUCKET_PATTERN",
+    "DOT_SEGMENT_MESSAGE",
+    "DOT_SEGMENT_PATTERN",
+    "ENDPOINT_PATTERN",
+    "PATH_PATTERN",
+    "PREFIX_PATTERN",
+    "BackupEncryption",
+    "BackupStorage",
+    "FilesystemStorage",
+    "S3Storage",
+]
