@@ -14,7 +14,8 @@ from pydantic import Field
 
 from dockyard.core import crds
 from dockyard.core.models import Condition, CRModel, Environment, EnvironmentSpec, ValidationRule
-from dockyard.core.models.environment import CREDENTIAL_NAME_PATTERN, PINNED_TAG_PATTERN
+from dockyard.core.models.environment import PINNED_TAG_PATTERN
+from dockyard.core.models.workload import CREDENTIAL_NAME_PATTERN
 
 Schema = dict[str, Any]
 

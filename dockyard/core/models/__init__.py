@@ -38,13 +38,7 @@ from dockyard.core.models.environment import (
     EnvironmentPhase,
     EnvironmentSpec,
     EnvironmentStatus,
-    EnvVar,
-    EnvVarSource,
-    IngressSpec,
     ReplicaStatus,
-    ResourceQuantities,
-    ResourceRequirements,
-    SecretKeySelector,
     Tier,
 )
 from dockyard.core.models.ratelimit import (
@@ -75,6 +69,14 @@ from dockyard.core.models.scaling import (
     ScalingPolicyConditionType,
     ScalingPolicySpec,
     ScalingPolicyStatus,
+)
+from dockyard.core.models.workload import (
+    EnvVar,
+    EnvVarSource,
+    IngressSpec,
+    ResourceQuantities,
+    ResourceRequirements,
+    SecretKeySelector,
 )
 
 __all__ = [

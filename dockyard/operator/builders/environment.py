@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from dockyard.core.models.environment import DATABASE_URL_VARIABLE, Environment, EnvVar, Tier
+from dockyard.core.models.environment import DATABASE_URL_VARIABLE, Environment, Tier
+from dockyard.core.models.workload import EnvVar
 from dockyard.core.resources import (
     DEPLOYMENTS,
     INGRESSES,

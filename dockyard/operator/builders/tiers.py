@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from dockyard.core.models.environment import EnvironmentSpec, ResourceQuantities, Tier
+from dockyard.core.models.environment import EnvironmentSpec, Tier
+from dockyard.core.models.workload import ResourceQuantities
 
 
 @dataclass(frozen=True, slots=True)
