@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from dockyard.core.conditions import set_condition
-from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.restore_drill import (
     FAILED_CHECKS_MAX,
     DrillObjectives,
@@ -120,29 +118,20 @@ def passing_condition(
     now: datetime,
 ) -> RestoreDrillStatus:
     """``status`` with the Passing condition saying how ``run`` went."""
-    if run.result is DrillResult.PASSED:
-        reason, message, value = (
-            "Passed",
-            f"Backup {run.backup} restored and every check passed.",
-            ConditionStatus.TRUE,
-        )
+    passed = run.result is DrillResult.PASSED
+    if passed:
+        message = f"Backup {run.backup} restored and every check passed."
     else:
         first = "; ".join(f"{c.check}: {c.reason}" for c in run.failed_checks[:3])
         more = len(run.failed_checks) - 3
-        reason, value = "Failed", ConditionStatus.FALSE
         message = f"Backup {run.backup}: {first}" + (f" (and {more} more)" if more > 0 else "")
-    return status.model_copy(
-        update={
-            "conditions": set_condition(
-                status.conditions,
-                type=RestoreDrillConditionType.PASSING,
-                status=value,
-                reason=reason,
-                message=message[:_REASON_MAX],
-                generation=generation,
-                now=now,
-            )
-        }
+    return status.with_condition(
+        RestoreDrillConditionType.PASSING,
+        passed,
+        "Passed" if passed else "Failed",
+        message[:_REASON_MAX],
+        generation=generation,
+        now=now,
     )
 
 

@@ -36,10 +36,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dockyard.core.attempts import RecoveryAction, RetryPolicy, recover_interrupted
-from dockyard.core.conditions import set_condition
 from dockyard.core.metrics import DrillMetrics
 from dockyard.core.models.backup import Backup, BackupRunner
-from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.restore_drill import (
     DrillCurrentRun,
     RestoreDrillConditionType,
@@ -177,16 +175,15 @@ class DrillRuns:
         if backup is None:
             message = no_backup_message(environment, spec.backup_selection)
             post(loaded.raw, reason="NoBackup", message=message, warning=True)
-            conditions = set_condition(
-                status.conditions,
-                type=RestoreDrillConditionType.PASSING,
-                status=ConditionStatus.FALSE,
-                reason="NoBackup",
-                message=message,
+            failing = status.with_condition(
+                RestoreDrillConditionType.PASSING,
+                False,
+                "NoBackup",
+                message,
                 generation=loaded.generation,
                 now=now,
             )
-            return status.model_copy(update={"conditions": conditions}), None
+            return failing, None
         recorded = recorded_scratch(status)
         try:
             on_server = set(await self.scratch.on_server(loaded.uid))

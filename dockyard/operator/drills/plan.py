@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dockyard.core.conditions import find, set_condition
+from dockyard.core.conditions import find
 from dockyard.core.cron import CronError, validate_schedule
 from dockyard.core.durations import parse_duration
 from dockyard.core.models.backup import Backup, BackupPhase
@@ -65,21 +65,14 @@ def plan_tick(drill: RestoreDrill, now: datetime) -> DrillTick:
     try:
         cron, tz = validate_schedule(spec.schedule, spec.time_zone)
     except CronError as exc:
-        status = previous.model_copy(
-            update={
-                "observed_generation": generation,
-                "next_run_time": None,
-                "message": str(exc),
-                "conditions": set_condition(
-                    previous.conditions,
-                    type=RestoreDrillConditionType.READY,
-                    status=ConditionStatus.FALSE,
-                    reason="InvalidSchedule",
-                    message=str(exc),
-                    generation=generation,
-                    now=now,
-                ),
-            }
+        status = previous.model_copy(update={"next_run_time": None, "message": str(exc)})
+        status = status.observed(generation).with_condition(
+            RestoreDrillConditionType.READY,
+            False,
+            "InvalidSchedule",
+            str(exc),
+            generation=generation,
+            now=now,
         )
         return DrillTick(status=status, invalid=str(exc))
 
@@ -105,20 +98,14 @@ def plan_tick(drill: RestoreDrill, now: datetime) -> DrillTick:
         if spec.suspend
         else f"Next run at {next_time.isoformat() if next_time else 'never'}."
     )
-    status = previous.model_copy(
-        update={
-            "observed_generation": generation,
-            "next_run_time": next_time,
-            "conditions": set_condition(
-                previous.conditions,
-                type=RestoreDrillConditionType.READY,
-                status=ConditionStatus.TRUE,
-                reason="Suspended" if spec.suspend else "Scheduled",
-                message=ready_message,
-                generation=generation,
-                now=now,
-            ),
-        }
+    status = previous.model_copy(update={"next_run_time": next_time})
+    status = status.observed(generation).with_condition(
+        RestoreDrillConditionType.READY,
+        True,
+        "Suspended" if spec.suspend else "Scheduled",
+        ready_message,
+        generation=generation,
+        now=now,
     )
     return DrillTick(
         status=described(status), start=start, run_now=run_now and start, skipped=skipped

@@ -84,8 +84,8 @@ class DrillRecords:
 
     async def write(self, loaded: LoadedDrill, status: RestoreDrillStatus) -> None:
         """Write ``status`` unless it is what the drill holds already."""
-        body = status.model_dump(mode="json", by_alias=True)
-        if body == loaded.drill.status.model_dump(mode="json", by_alias=True):
+        body = status.body()
+        if body == loaded.drill.status.body():
             return
         await self.drills.write_status(loaded.namespace, loaded.name, body)
 

@@ -16,7 +16,6 @@ from typing import Any, Final
 
 import asyncpg
 
-from dockyard.core.conditions import set_condition
 from dockyard.core.models.backup import Backup, BackupConditionType
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.restore_drill import RPO_CHECK, RTO_CHECK, DrillResult, DrillRun
@@ -58,17 +57,16 @@ async def record_verdict(context: RunContext, *, drill: str, chosen: Backup, run
     backup = Backup.model_validate(raw)
     at = run.finished_at or datetime.now(UTC)
     status, reason, message = judged
-    conditions = set_condition(
-        backup.status.conditions,
-        type=BackupConditionType.VERIFIED,
-        status=status,
-        reason=reason,
-        message=message[:1024],
+    verified = backup.status.with_condition(
+        BackupConditionType.VERIFIED,
+        status,
+        reason,
+        message[:1024],
         generation=backup.metadata.generation,
         now=at,
     )
     body: dict[str, Any] = {
-        "conditions": [c.model_dump(mode="json", exclude_none=True) for c in conditions]
+        "conditions": [c.model_dump(mode="json", exclude_none=True) for c in verified.conditions]
     }
     passed = run.result is DrillResult.PASSED
     if passed:

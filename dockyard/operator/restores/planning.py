@@ -12,7 +12,6 @@ approval the restore goes on with.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.environment import Environment
@@ -23,14 +22,13 @@ from dockyard.core.models.restore import (
     RestoreStatus,
 )
 from dockyard.core.restore_plan import (
-    ApprovalDecision,
     ApprovalState,
     approval_tier,
     plan_restore,
     restore_history,
 )
 from dockyard.operator.restores.approval import judge_approval
-from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
+from dockyard.operator.restores.records import MESSAGE_LIMIT, LoadedRestore, RestoreRecords
 from dockyard.operator.restores.safety import safety_backup_name
 from dockyard.operator.store import post
 
@@ -74,18 +72,14 @@ async def plan(
     decision = plan_restore(restore.spec, backups=candidates, tiers=tiers, history=history)
     if decision.plan is None:
         updated = status.model_copy(
-            update={
-                "phase": RestorePhase.PENDING,
-                "message": f"Cannot plan yet: {decision.reason}",
-                "observed_generation": loaded.generation,
-                "conditions": records.condition(
-                    loaded,
-                    RestoreConditionType.PLANNED,
-                    False,
-                    "SourceUnavailable",
-                    decision.reason,
-                ),
-            }
+            update={"phase": RestorePhase.PENDING, "message": f"Cannot plan yet: {decision.reason}"}
+        )
+        updated = updated.observed(loaded.generation).with_condition(
+            RestoreConditionType.PLANNED,
+            False,
+            "SourceUnavailable",
+            _cut(decision.reason),
+            generation=loaded.generation,
         )
         if records.changed(status, updated):
             await records.write(loaded, updated)
@@ -103,15 +97,14 @@ async def plan(
             "phase": status.phase or RestorePhase.PENDING,
             "plan": decision.plan,
             "message": message,
-            "observed_generation": loaded.generation,
-            "conditions": records.condition(
-                loaded,
-                RestoreConditionType.PLANNED,
-                True,
-                "DryRun" if dry else "Planned",
-                decision.reason,
-            ),
         }
+    )
+    updated = updated.observed(loaded.generation).with_condition(
+        RestoreConditionType.PLANNED,
+        True,
+        "DryRun" if dry else "Planned",
+        _cut(decision.reason),
+        generation=loaded.generation,
     )
     if records.changed(status, updated):
         await records.write(loaded, updated)
@@ -127,11 +120,12 @@ async def approve(
     tier = approval_tier(plan.target_tier, target.spec.tier)
     decision = await judge_approval(records.context.kube, loaded.raw, restore, tier)
     status = restore.status
-    updated = status.model_copy(
-        update={
-            "approval": decision.approval,
-            "conditions": _approval_condition(loaded, decision),
-        }
+    updated = status.model_copy(update={"approval": decision.approval}).with_condition(
+        RestoreConditionType.APPROVED,
+        decision.may_proceed,
+        decision.state.value,
+        _cut(decision.reason),
+        generation=loaded.generation,
     )
     if not decision.may_proceed:
         updated = updated.model_copy(
@@ -154,11 +148,8 @@ async def approve(
     return _with(loaded, updated)
 
 
-def _approval_condition(loaded: LoadedRestore, decision: ApprovalDecision) -> list[Any]:
-    granted = decision.may_proceed
-    return RestoreRecords.condition(
-        loaded, RestoreConditionType.APPROVED, granted, decision.state.value, decision.reason
-    )
+def _cut(message: str) -> str:
+    return message[:MESSAGE_LIMIT]
 
 
 def _with(loaded: LoadedRestore, status: RestoreStatus) -> LoadedRestore:

@@ -17,21 +17,12 @@ reads and writes through one ``RestoreRecords``:
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from dockyard.core.attempts import Recovery, RecoveryAction, RetryPolicy, after_failure
-from dockyard.core.conditions import set_condition
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment
-from dockyard.core.models.restore import (
-    Restore,
-    RestoreConditionType,
-    RestorePhase,
-    RestorePlan,
-    RestoreStatus,
-)
+from dockyard.core.models.restore import Restore, RestorePlan, RestoreStatus
 from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext, retryable
@@ -94,32 +85,12 @@ class RestoreRecords:
     # -- writing ---------------------------------------------------------------------------
 
     async def write(self, loaded: LoadedRestore, status: RestoreStatus) -> None:
-        body = status.model_dump(mode="json", by_alias=True)
+        body = status.body()
         await self.restores.write_status(loaded.namespace, loaded.name, body)
 
     @staticmethod
     def changed(before: RestoreStatus, after: RestoreStatus) -> bool:
         return before.model_dump(mode="json") != after.model_dump(mode="json")
-
-    @staticmethod
-    def condition(
-        loaded: LoadedRestore,
-        type: RestoreConditionType,
-        ok: bool,
-        reason: str,
-        message: str,
-        *,
-        base: RestoreStatus | None = None,
-    ) -> list[Any]:
-        """The conditions of ``base`` (else the loaded status) with ``type`` set."""
-        return set_condition(
-            (base or loaded.status).conditions,
-            type=type,
-            status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
-            reason=reason,
-            message=message[:MESSAGE_LIMIT],
-            generation=loaded.generation,
-        )
 
     # -- the ends of an attempt ------------------------------------------------------------
 
@@ -135,17 +106,8 @@ class RestoreRecords:
             f"Environment {plan.target} now runs on backup {plan.backup} "
             f"(restored in {seconds:.1f}s; {detail})"
         )
-        done = status.model_copy(
-            update={
-                "phase": RestorePhase.COMPLETED,
-                "message": message,
-                "staging_database": None,
-                "completed_at": datetime.now(UTC),
-                "duration_seconds": round(seconds, 3),
-                "conditions": self.condition(
-                    loaded, RestoreConditionType.COMPLETED, True, "Completed", message, base=status
-                ),
-            }
+        done = status.completed(message, generation=loaded.generation).model_copy(
+            update={"staging_database": None, "duration_seconds": round(seconds, 3)}
         )
         await self.write(loaded, done)
         post(loaded.raw, reason="Completed", message=message)
@@ -174,13 +136,7 @@ class RestoreRecords:
     ) -> Outcome:
         if recovery.action is RecoveryAction.GIVE_UP:
             return await self.fail(loaded, recovery.message, reason=reason, status=status)
-        retry = status.model_copy(
-            update={
-                "phase": RestorePhase.PENDING,
-                "staging_database": None,
-                "message": recovery.message,
-            }
-        )
+        retry = status.retrying(recovery.message).model_copy(update={"staging_database": None})
         await self.write(loaded, retry)
         post(loaded.raw, reason="AttemptFailed", message=recovery.message, warning=True)
         return Outcome.again(recovery.message, delay=max(recovery.delay_seconds, 1.0))
@@ -195,17 +151,8 @@ class RestoreRecords:
     ) -> Outcome:
         base = status or loaded.status
         text = f"{message}; the target environment was not changed"
-        failed = base.model_copy(
-            update={
-                "phase": RestorePhase.FAILED,
-                "message": text[:MESSAGE_LIMIT],
-                "staging_database": None,
-                "completed_at": datetime.now(UTC),
-                "conditions": self.condition(
-                    loaded, RestoreConditionType.COMPLETED, False, reason, text, base=base
-                ),
-            }
-        )
+        failed = base.failed(reason, text, generation=loaded.generation)
+        failed = failed.model_copy(update={"staging_database": None})
         await self.write(loaded, failed)
         post(loaded.raw, reason="Failed", message=text, warning=True)
         return Outcome.done()
