@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import Field
 
-from dockyard.core import crds
+from dockyard.core import crd_schema, crds
 from dockyard.core.models import Condition, CRModel, Environment, EnvironmentSpec, ValidationRule
 from dockyard.core.models.environment import PINNED_TAG_PATTERN
 from dockyard.core.models.workload import CREDENTIAL_NAME_PATTERN
@@ -245,7 +245,9 @@ class Outer(CRModel):
 
 
 def test_a_missing_description_names_the_field_path() -> None:
-    with pytest.raises(crds.MissingDescriptionError, match=r"Outer: inner\.undocumented has no"):
+    with pytest.raises(
+        crd_schema.MissingDescriptionError, match=r"Outer: inner\.undocumented has no"
+    ):
         crds.structural_schema(Outer)
 
 
