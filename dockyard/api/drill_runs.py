@@ -13,7 +13,7 @@ from datetime import datetime
 
 import asyncpg
 
-from dockyard.core.models.restore_drill import DrillResult, DrillRunSummary
+from dockyard.core.models.drill_runs import DrillResult, DrillRunSummary
 
 _SQL_FIRST_PAGE = """
 SELECT id, backup, started_at, finished_at, restore_seconds, backup_age_seconds, result,

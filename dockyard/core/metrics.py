@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from dockyard.core.models.restore_drill import DrillResult
+from dockyard.core.models.drill_runs import DrillResult
 
 logger = logging.getLogger(__name__)
 

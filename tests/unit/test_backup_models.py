@@ -17,12 +17,11 @@ from dockyard.core.models.backup_schedule import (
     ConcurrencyPolicy,
 )
 from dockyard.core.models.common import CustomResource
+from dockyard.core.models.drill_runs import DrillResult, DrillRun
 from dockyard.core.models.restore import Restore, RestorePhase, SourceSelection
 from dockyard.core.models.restore_drill import (
     BackupSelectionStrategy,
     DrillObjectives,
-    DrillResult,
-    DrillRun,
     RestoreDrill,
     RestoreDrillStatus,
 )

@@ -12,14 +12,11 @@ import pytest
 from dockyard.core.metrics import DrillMetrics
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.drill_runs import FAILED_CHECKS_MAX, DrillResult, DrillRun, FailedCheck
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore_drill import (
-    FAILED_CHECKS_MAX,
     DrillBackupSelection,
     DrillObjectives,
-    DrillResult,
-    DrillRun,
-    FailedCheck,
     RestoreDrill,
     RestoreDrillStatus,
     SqlCheck,

@@ -28,13 +28,8 @@ from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.pages import parse_query, query_parameter
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
-from dockyard.core.models.restore_drill import (
-    DrillObjectives,
-    DrillRun,
-    DrillRunSummary,
-    RestoreDrill,
-    RestoreDrillStatus,
-)
+from dockyard.core.models.drill_runs import DrillRun, DrillRunSummary
+from dockyard.core.models.restore_drill import DrillObjectives, RestoreDrill, RestoreDrillStatus
 
 RUNS_LIMIT_MAX = 100
 

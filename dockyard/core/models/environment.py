@@ -23,7 +23,7 @@ from pydantic import Field
 from dockyard.core.durations import GO_DURATION_PATTERN
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
-from dockyard.core.models.restore_drill import DrillResult
+from dockyard.core.models.drill_runs import DrillResult
 from dockyard.core.models.rules import positive_duration_rule
 from dockyard.core.models.status import Status
 from dockyard.core.models.workload import EnvVar, IngressSpec, ResourceRequirements

@@ -21,7 +21,15 @@ from pydantic.config import JsonDict
 from dockyard.core.models.backup import BackupRunner
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
-from dockyard.core.models.references import EnvironmentReference, ObjectName
+from dockyard.core.models.drill_runs import (
+    RPO_CHECK,
+    RTO_CHECK,
+    DrillCurrentRun,
+    DrillRun,
+    DrillRunSummary,
+    FailedCheck,
+)
+from dockyard.core.models.references import EnvironmentReference
 from dockyard.core.models.rules import (
     GO_DURATION,
     positive_duration_check,
@@ -38,15 +46,8 @@ from dockyard.core.models.status import Status
 
 HISTORY_MAX: Final = 100
 SQL_CHECKS_MAX: Final = 50
-# One reason per failed check; a drill with more failures reports the first ones.
-FAILED_CHECKS_MAX: Final = 64
 # A year: beyond it an objective says nothing.
 OBJECTIVE_MAX_SECONDS: Final = 31_536_000
-# PostgreSQL's identifier length.
-DATABASE_NAME_MAX_LENGTH: Final = 63
-
-RTO_CHECK: Final = "rto"
-RPO_CHECK: Final = "rpo"
 
 
 class BackupSelectionStrategy(StrEnum):
@@ -54,13 +55,6 @@ class BackupSelectionStrategy(StrEnum):
 
     LATEST = "Latest"
     RANDOM_WITHIN_WINDOW = "RandomWithinWindow"
-
-
-class DrillResult(StrEnum):
-    """The outcome of one drill run."""
-
-    PASSED = "Passed"
-    FAILED = "Failed"
 
 
 class RestoreDrillConditionType(StrEnum):
@@ -164,22 +158,6 @@ class DrillChecks(CRModel):
         default_factory=list,
         max_length=SQL_CHECKS_MAX,
         description="SQL assertions with their expected results.",
-    )
-
-
-class FailedCheck(CRModel):
-    """One check a drill run failed, with its reason."""
-
-    check: str = Field(
-        min_length=1,
-        max_length=256,
-        description=(
-            "The check: restore (the restore itself, such as a checksum mismatch), "
-            "rowCount/<schema.table>, sql/<name>, rto or rpo."
-        ),
-    )
-    reason: str = Field(
-        max_length=1024, description="Why it failed, for example expected 42, got 41."
     )
 
 
@@ -294,96 +272,6 @@ class RestoreDrillSpec(CRModel):
     )
 
 
-class DrillRun(CRModel):
-    """One drill run in full: what it restored, how long it took and what failed."""
-
-    backup: ObjectName = Field(description="Name of the Backup restored.")
-    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
-    started_at: datetime = Field(description="When the run started.")
-    finished_at: datetime | None = Field(default=None, description="When the run finished.")
-    restore_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        description="How long the restore took, in seconds: the measured recovery time (RTO).",
-    )
-    backup_age_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "How old the backup was when the run started, in seconds: the measured "
-            "recovery point (RPO)."
-        ),
-    )
-    result: DrillResult = Field(description="Passed when every check passed, else Failed.")
-    failed_checks: list[FailedCheck] = Field(
-        default_factory=list,
-        max_length=FAILED_CHECKS_MAX,
-        description="One entry per failed check, with its reason.",
-        json_schema_extra={"x-kubernetes-list-type": "atomic"},
-    )
-    scratch_database: str | None = Field(
-        default=None,
-        max_length=DATABASE_NAME_MAX_LENGTH,
-        description="The run's scratch database while it is kept; cleared once dropped.",
-    )
-
-    def summary(self) -> DrillRunSummary:
-        """The run as status.history keeps it."""
-        return DrillRunSummary(
-            backup=self.backup,
-            backup_size=self.backup_size,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            restore_seconds=self.restore_seconds,
-            backup_age_seconds=self.backup_age_seconds,
-            result=self.result,
-            failed_check_count=len(self.failed_checks),
-            scratch_database=self.scratch_database,
-        )
-
-
-class DrillRunSummary(CRModel):
-    """One past drill run, without the reasons (they stay in the catalog)."""
-
-    backup: str = Field(max_length=253, description="Name of the Backup restored.")
-    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
-    started_at: datetime = Field(description="When the run started.")
-    finished_at: datetime | None = Field(default=None, description="When the run finished.")
-    restore_seconds: float | None = Field(
-        default=None, ge=0, description="Measured recovery time (RTO), in seconds."
-    )
-    backup_age_seconds: float | None = Field(
-        default=None, ge=0, description="Measured recovery point (RPO), in seconds."
-    )
-    result: DrillResult = Field(description="Passed or Failed.")
-    failed_check_count: int = Field(default=0, ge=0, description="How many checks failed.")
-    scratch_database: str | None = Field(
-        default=None,
-        max_length=DATABASE_NAME_MAX_LENGTH,
-        description="The run's scratch database while it is kept; cleared once dropped.",
-    )
-
-
-class DrillCurrentRun(CRModel):
-    """The run in progress, recorded so an interrupted one is resumed or retried."""
-
-    backup: ObjectName = Field(description="Name of the Backup being restored.")
-    started_at: datetime = Field(description="When the run started.")
-    scratch_database: str | None = Field(
-        default=None,
-        max_length=DATABASE_NAME_MAX_LENGTH,
-        description="The scratch database being restored into.",
-    )
-    attempts: int = Field(
-        default=1,
-        ge=1,
-        description=(
-            "Attempts of this run so far; an interrupted attempt is counted and retried, "
-            "up to a limit, after which the run fails."
-        ),
-    )
-
-
 class RestoreDrillStatus(Status):
     """The observed state of a drill, written by the operator."""
 
@@ -459,18 +347,11 @@ class RestoreDrill(CustomResource):
 
 
 __all__ = [
-    "RPO_CHECK",
-    "RTO_CHECK",
     "BackupSelectionStrategy",
     "DrillBackupSelection",
     "DrillChecks",
-    "DrillCurrentRun",
     "DrillObjectives",
-    "DrillResult",
-    "DrillRun",
-    "DrillRunSummary",
     "DrillScratch",
-    "FailedCheck",
     "RestoreDrill",
     "RestoreDrillConditionType",
     "RestoreDrillSpec",

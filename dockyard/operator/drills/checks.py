@@ -27,7 +27,8 @@ from typing import Final
 import asyncpg
 
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.restore_drill import DrillChecks, FailedCheck, SqlCheck
+from dockyard.core.models.drill_runs import FailedCheck
+from dockyard.core.models.restore_drill import DrillChecks, SqlCheck
 from dockyard.operator.database import TenantLogin
 from dockyard.operator.drills.judging import (
     ROW_COUNT_CHECK,

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+from dockyard.core.models.drill_runs import FAILED_CHECKS_MAX, DrillResult, DrillRun, FailedCheck
 from dockyard.core.models.restore_drill import (
-    FAILED_CHECKS_MAX,
     DrillObjectives,
-    DrillResult,
-    DrillRun,
-    FailedCheck,
     RestoreDrillConditionType,
     RestoreDrillStatus,
     SqlCheck,

@@ -38,11 +38,8 @@ from typing import Any
 from dockyard.core.attempts import RecoveryAction, RetryPolicy, recover_interrupted
 from dockyard.core.metrics import DrillMetrics
 from dockyard.core.models.backup import Backup, BackupRunner
-from dockyard.core.models.restore_drill import (
-    DrillCurrentRun,
-    RestoreDrillConditionType,
-    RestoreDrillStatus,
-)
+from dockyard.core.models.drill_runs import DrillCurrentRun
+from dockyard.core.models.restore_drill import RestoreDrillConditionType, RestoreDrillStatus
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 from dockyard.operator.database import ManagedDatabaseError
 from dockyard.operator.drills.judging import RESTORE_CHECK, failed, judge_run

@@ -14,7 +14,7 @@ from typing import Final
 
 import asyncpg
 
-from dockyard.core.models.restore_drill import DrillRun
+from dockyard.core.models.drill_runs import DrillRun
 
 _INSERT: Final = """
 INSERT INTO drill_runs (

@@ -29,10 +29,10 @@ from dockyard.core.cron import CronError, validate_schedule
 from dockyard.core.durations import parse_duration
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.drill_runs import DrillResult
 from dockyard.core.models.restore_drill import (
     BackupSelectionStrategy,
     DrillBackupSelection,
-    DrillResult,
     RestoreDrill,
     RestoreDrillConditionType,
     RestoreDrillStatus,

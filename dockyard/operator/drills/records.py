@@ -24,9 +24,8 @@ from dockyard.core.conditions import find
 from dockyard.core.metrics import DrillMetrics
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.drill_runs import DrillResult, DrillRun
 from dockyard.core.models.restore_drill import (
-    DrillResult,
-    DrillRun,
     RestoreDrill,
     RestoreDrillConditionType,
     RestoreDrillStatus,

@@ -24,12 +24,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from dockyard.core.models.backup import Backup, BackupRunner
-from dockyard.core.models.restore_drill import (
-    DrillCurrentRun,
-    DrillRun,
-    FailedCheck,
-    RestoreDrillStatus,
-)
+from dockyard.core.models.drill_runs import DrillCurrentRun, DrillRun, FailedCheck
+from dockyard.core.models.restore_drill import RestoreDrillStatus
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import TenantLogin
 from dockyard.operator.drills.checks import run_checks

@@ -18,7 +18,7 @@ import asyncpg
 
 from dockyard.core.models.backup import Backup, BackupConditionType
 from dockyard.core.models.common import ConditionStatus
-from dockyard.core.models.restore_drill import RPO_CHECK, RTO_CHECK, DrillResult, DrillRun
+from dockyard.core.models.drill_runs import RPO_CHECK, RTO_CHECK, DrillResult, DrillRun
 from dockyard.core.resources import BACKUPS
 from dockyard.operator.apply import get, patch_status
 from dockyard.operator.runs.context import RunContext

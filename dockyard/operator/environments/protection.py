@@ -23,8 +23,9 @@ from typing import Final
 
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.drill_runs import DrillResult, DrillRun
 from dockyard.core.models.environment import LastBackup, LastDrill
-from dockyard.core.models.restore_drill import DrillResult, DrillRun, RestoreDrill
+from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.operator.environments.status import Verdict
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,151 @@
+"""What a RestoreDrill's runs record: the run in progress, the last run in full, the history.
+
+A run restores one backup, measures its recovery time (RTO) and point (RPO), and fails
+with one reason per failed check. These shapes are the drill's status parts; the
+catalog and the REST API's run history use them too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from pydantic import Field
+
+from dockyard.core.models.common import CRModel
+from dockyard.core.models.references import ObjectName
+
+# One reason per failed check; a drill with more failures reports the first ones.
+FAILED_CHECKS_MAX: Final = 64
+# PostgreSQL's identifier length.
+DATABASE_NAME_MAX_LENGTH: Final = 63
+# The names the objectives fail as.
+RTO_CHECK: Final = "rto"
+RPO_CHECK: Final = "rpo"
+
+
+class DrillResult(StrEnum):
+    """The outcome of one drill run."""
+
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class FailedCheck(CRModel):
+    """One check a drill run failed, with its reason."""
+
+    check: str = Field(
+        min_length=1,
+        max_length=256,
+        description=(
+            "The check: restore (the restore itself, such as a checksum mismatch), "
+            "rowCount/<schema.table>, sql/<name>, rto or rpo."
+        ),
+    )
+    reason: str = Field(
+        max_length=1024, description="Why it failed, for example expected 42, got 41."
+    )
+
+
+class DrillRun(CRModel):
+    """One drill run in full: what it restored, how long it took and what failed."""
+
+    backup: ObjectName = Field(description="Name of the Backup restored.")
+    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
+    started_at: datetime = Field(description="When the run started.")
+    finished_at: datetime | None = Field(default=None, description="When the run finished.")
+    restore_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long the restore took, in seconds: the measured recovery time (RTO).",
+    )
+    backup_age_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "How old the backup was when the run started, in seconds: the measured "
+            "recovery point (RPO)."
+        ),
+    )
+    result: DrillResult = Field(description="Passed when every check passed, else Failed.")
+    failed_checks: list[FailedCheck] = Field(
+        default_factory=list,
+        max_length=FAILED_CHECKS_MAX,
+        description="One entry per failed check, with its reason.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    scratch_database: str | None = Field(
+        default=None,
+        max_length=DATABASE_NAME_MAX_LENGTH,
+        description="The run's scratch database while it is kept; cleared once dropped.",
+    )
+
+    def summary(self) -> DrillRunSummary:
+        """The run as status.history keeps it."""
+        return DrillRunSummary(
+            backup=self.backup,
+            backup_size=self.backup_size,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            restore_seconds=self.restore_seconds,
+            backup_age_seconds=self.backup_age_seconds,
+            result=self.result,
+            failed_check_count=len(self.failed_checks),
+            scratch_database=self.scratch_database,
+        )
+
+
+class DrillRunSummary(CRModel):
+    """One past drill run, without the reasons (they stay in the catalog)."""
+
+    backup: str = Field(max_length=253, description="Name of the Backup restored.")
+    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
+    started_at: datetime = Field(description="When the run started.")
+    finished_at: datetime | None = Field(default=None, description="When the run finished.")
+    restore_seconds: float | None = Field(
+        default=None, ge=0, description="Measured recovery time (RTO), in seconds."
+    )
+    backup_age_seconds: float | None = Field(
+        default=None, ge=0, description="Measured recovery point (RPO), in seconds."
+    )
+    result: DrillResult = Field(description="Passed or Failed.")
+    failed_check_count: int = Field(default=0, ge=0, description="How many checks failed.")
+    scratch_database: str | None = Field(
+        default=None,
+        max_length=DATABASE_NAME_MAX_LENGTH,
+        description="The run's scratch database while it is kept; cleared once dropped.",
+    )
+
+
+class DrillCurrentRun(CRModel):
+    """The run in progress, recorded so an interrupted one is resumed or retried."""
+
+    backup: ObjectName = Field(description="Name of the Backup being restored.")
+    started_at: datetime = Field(description="When the run started.")
+    scratch_database: str | None = Field(
+        default=None,
+        max_length=DATABASE_NAME_MAX_LENGTH,
+        description="The scratch database being restored into.",
+    )
+    attempts: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Attempts of this run so far; an interrupted attempt is counted and retried, "
+            "up to a limit, after which the run fails."
+        ),
+    )
+
+
+__all__ = [
+    "DATABASE_NAME_MAX_LENGTH",
+    "FAILED_CHECKS_MAX",
+    "RPO_CHECK",
+    "RTO_CHECK",
+    "DrillCurrentRun",
+    "DrillResult",
+    "DrillRun",
+    "DrillRunSummary",
+    "FailedCheck",
+]
