@@ -34,12 +34,13 @@ The public API, all importable from here::
 Every failure is a :class:`BackupError` with a stable ``reason`` and a message free of
 secrets; :class:`ChecksumMismatch` reads ``checksum mismatch: expected ..., got ...``.
 
-Modules: ``runner`` (the three operations), ``commands`` (the CLI's two commands),
-``envelope`` (the artifact format), ``keys``, ``storage`` (the protocol and what both
-backends share), ``filesystem``, ``s3``, ``endpoints`` (which S3 endpoints an inline
-run may reach), ``manifest`` (snapshot and row counts), ``processes`` (tool chains),
-``libpq`` (connecting tools without leaking passwords), ``server_text`` (tool output
-without row values), ``options``, ``results``, ``errors``. See ``docs/backups.md``.
+Modules: ``runner`` (the three operations), ``streaming`` (their frames between tools
+and store), ``commands`` (the CLI's two commands), ``envelope`` (the artifact format),
+``keys``, ``storage`` (the protocol and what both backends share), ``filesystem``,
+``s3``, ``endpoints`` (which S3 endpoints an inline run may reach), ``manifest``
+(snapshot and row counts), ``processes`` (tool chains), ``libpq`` (connecting tools
+without leaking passwords), ``server_text`` (tool output without row values),
+``options``, ``results``, ``errors``. See ``docs/backups.md``.
 """
 
 from dockyard.runner.envelope import DEFAULT_CHUNK_SIZE, Header, Opener, Sealer

@@ -22,7 +22,7 @@ Why it looks the way it does:
   Python only ever holds compressed bytes: a frame or two, plus the asyncio stream
   buffer (``2 * chunk size``), so memory does not grow with the database.
 - Sealing and opening run a frame at a time in one worker thread of the operation's
-  own (``_Worker``), so the event loop keeps serving the operator while a dump
+  own (``streaming._Worker``), so the event loop keeps serving the operator while a dump
   streams, an operation never takes more than one thread for its CPU work, and its
   buffers stay in one malloc arena (spread over the default pool's threads, glibc's
   per-thread arenas each kept a few MiB: measured +17 MiB peak against +7 MiB).
@@ -42,41 +42,31 @@ calls): each backup or restore runs two tools and one database session.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
-from dockyard.runner.envelope import Header, Opener, Sealer, read_header
+from dockyard.runner.envelope import Sealer
 from dockyard.runner.errors import (
     ArtifactCorrupt,
     DumpFailed,
     RestoreFailed,
     TargetNotEmpty,
-    ToolFailed,
 )
 from dockyard.runner.keys import EncryptionKey, Keyring
 from dockyard.runner.libpq import base_env, redact, tool_connection
 from dockyard.runner.manifest import count_rows, exported_snapshot, user_relations
 from dockyard.runner.options import BackupOptions, RestoreOptions, Tools
-from dockyard.runner.processes import (
-    Command,
-    Exit,
-    ProcessChain,
-    first_failure,
-    tool_version,
-)
+from dockyard.runner.processes import Command, ProcessChain, tool_version
 from dockyard.runner.results import ArtifactReport, BackupResult, RestoreResult
-from dockyard.runner.storage import ArtifactWriter, Store, check_name, check_sha256
+from dockyard.runner.storage import Store, check_name, check_sha256
+from dockyard.runner.streaming import decode, preflight, raise_for, seal_into
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 BACKUP_APPLICATION = "dockyard-backup"
 RESTORE_APPLICATION = "dockyard-restore"
@@ -142,8 +132,8 @@ async def run_backup(
                 try:
                     try:
                         await writer.write(sealer.header)
-                        await _seal(chain, sealer, writer)
-                        _raise_for(await chain.wait(), cause_first="pg_dump", error=DumpFailed)
+                        await seal_into(chain, sealer, writer)
+                        raise_for(await chain.wait(), cause_first="pg_dump", error=DumpFailed)
                     except DumpFailed:
                         # A failed count ends the exporting transaction, and with it the
                         # snapshot pg_dump imports: its error is then the cause to show.
@@ -200,7 +190,7 @@ async def run_restore(
     # The version is asked while the checksum pass reads: it costs a process start.
     pg_restore_version, (size, header) = await asyncio.gather(
         tool_version(options.tools.pg_restore),
-        _preflight(storage, name, expected_sha256, keyring),
+        preflight(storage, name, expected_sha256, keyring),
     )
     if options.require_empty:
         found = await user_relations(dsn)
@@ -228,7 +218,7 @@ async def run_restore(
     if options.role:
         argv.append(f"--role={options.role}")
     restore = Command("pg_restore", argv, env=connection.env)
-    await _decode(
+    await decode(
         storage,
         name,
         expected_sha256,
@@ -279,7 +269,7 @@ async def verify_artifact(
     expected_sha256 = check_sha256(expected_sha256)
     keyring = Keyring.of(keys)
     clock = _Clock()
-    size, header = await _preflight(storage, name, expected_sha256, keyring)
+    size, header = await preflight(storage, name, expected_sha256, keyring)
     sink = (
         Command(
             "pg_restore",
@@ -289,7 +279,7 @@ async def verify_artifact(
         if check_archive
         else None
     )
-    await _decode(
+    await decode(
         storage, name, expected_sha256, keyring, into=sink, tools=tools, error=ArtifactCorrupt
     )
     return ArtifactReport(
@@ -322,93 +312,6 @@ class _Clock:
         }
 
 
-class _Worker:
-    """One thread for an operation's CPU work (sealing or opening frames), in order."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-backup")
-
-    async def run(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
-
-    def __enter__(self) -> _Worker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # Nothing is queued once the operation returns; the idle thread just ends.
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-async def _seal(chain: ProcessChain, sealer: Sealer, writer: ArtifactWriter) -> None:
-    """Cut the compressed stream into chunks and write one frame per chunk."""
-    size = sealer.chunk_size
-    with _Worker() as worker:
-        chunk = await chain.read_full(size)
-        while True:
-            # A full chunk may still be the last one: look one chunk ahead to know.
-            following = await chain.read_full(size) if len(chunk) == size else b""
-            final = not following
-            await writer.write(await worker.run(sealer.seal, chunk, final=final))
-            if final:
-                return
-            chunk = following
-
-
-async def _preflight(
-    storage: Store, name: str, expected_sha256: str, keyring: Keyring
-) -> tuple[int, Header]:
-    """Checksum of the whole artifact, then its header against the keys; reads only."""
-    size = 0
-    head = bytearray()
-    async with storage.open(name, expected_sha256=expected_sha256) as reader:
-        async for chunk in reader:
-            size += len(chunk)
-            if len(head) < 64 * 1024:
-                head += chunk[: 64 * 1024]
-    header = read_header(bytes(head), keyring)
-    if header is None:
-        raise ArtifactCorrupt(f"artifact {name!r} is too short to hold a header")
-    return size, header
-
-
-async def _decode(
-    storage: Store,
-    name: str,
-    expected_sha256: str,
-    keyring: Keyring,
-    *,
-    into: Command | None,
-    tools: Tools,
-    error: type[ToolFailed] | type[ArtifactCorrupt],
-    hide: str | None = None,
-) -> None:
-    """Stream the artifact through decryption and ``zstd -d`` into ``into`` (or nowhere)."""
-    decompress = Command("zstd", [tools.zstd, "-q", "-d", "-c", "-"], env=base_env())
-    commands = [decompress] if into is None else [decompress, into]
-    cause = commands[-1].name
-    stopped_reading = False
-    async with ProcessChain(commands, feed_stdin=True, hide=[hide]) as chain:
-        opener = Opener(keyring)
-        try:
-            with _Worker() as worker:
-                async with storage.open(name, expected_sha256=expected_sha256) as reader:
-                    async for chunk in reader:
-                        for plain in await worker.run(opener.feed, chunk):
-                            await chain.write(plain)
-                # Only now, with the whole artifact's checksum verified, the final frame.
-                await chain.write(await worker.run(opener.finish))
-            await chain.close_stdin()
-        except (BrokenPipeError, ConnectionResetError):
-            stopped_reading = True  # a tool stopped reading: its exit status says why
-        exits = await chain.wait()
-    _raise_for(exits, cause_first=cause, error=error)
-    if stopped_reading:
-        # Every tool exited 0, yet one of them left before the end of the artifact.
-        failed = Exit(cause, 0, "stopped reading before the end of the artifact")
-        raise _error(error, failed)
-
-
 # How long a failed dump waits to learn whether the row count failed first.
 _COUNTING_GRACE_SECONDS = 2.0
 _COUNTING_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -433,17 +336,3 @@ async def _raise_if_counting_failed(
 
 def _counting_failure(exc: BaseException, password: str | None) -> str:
     return f"counting the rows of the dump's snapshot failed: {redact(str(exc), password)}"
-
-
-def _raise_for(
-    exits: list[Exit], *, cause_first: str, error: type[ToolFailed] | type[ArtifactCorrupt]
-) -> None:
-    failure = first_failure(exits, cause_first=cause_first)
-    if failure is not None:
-        raise _error(error, failure)
-
-
-def _error(error: type[ToolFailed] | type[ArtifactCorrupt], failure: Exit) -> Exception:
-    if issubclass(error, ToolFailed):
-        return error(failure.name, failure.describe())
-    return error(f"the decrypted artifact is not a valid dump: {failure.describe()}")

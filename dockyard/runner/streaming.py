@@ -1,0 +1,127 @@
+"""An artifact's frames on their way between the tools and the store.
+
+Backing up, :func:`seal_into` cuts ``zstd``'s output into chunks and writes one sealed
+frame per chunk. Restoring or verifying, :func:`preflight` reads the whole artifact
+once for its checksum and header, and :func:`decode` streams it again through the
+opener into ``zstd -d`` and whatever reads the dump. Sealing and opening run in one
+worker thread of the operation's own (see the ``runner`` module for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from dockyard.runner.envelope import Header, Opener, Sealer, read_header
+from dockyard.runner.errors import ArtifactCorrupt, ToolFailed
+from dockyard.runner.keys import Keyring
+from dockyard.runner.libpq import base_env
+from dockyard.runner.options import Tools
+from dockyard.runner.processes import Command, Exit, ProcessChain, first_failure
+from dockyard.runner.storage import ArtifactWriter, Store
+
+_T = TypeVar("_T")
+
+
+class _Worker:
+    """One thread for an operation's CPU work (sealing or opening frames), in order."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dockyard-backup")
+
+    async def run(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def __enter__(self) -> _Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Nothing is queued once the operation returns; the idle thread just ends.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def seal_into(chain: ProcessChain, sealer: Sealer, writer: ArtifactWriter) -> None:
+    """Cut the compressed stream into chunks and write one frame per chunk."""
+    size = sealer.chunk_size
+    with _Worker() as worker:
+        chunk = await chain.read_full(size)
+        while True:
+            # A full chunk may still be the last one: look one chunk ahead to know.
+            following = await chain.read_full(size) if len(chunk) == size else b""
+            final = not following
+            await writer.write(await worker.run(sealer.seal, chunk, final=final))
+            if final:
+                return
+            chunk = following
+
+
+async def preflight(
+    storage: Store, name: str, expected_sha256: str, keyring: Keyring
+) -> tuple[int, Header]:
+    """Checksum of the whole artifact, then its header against the keys; reads only."""
+    size = 0
+    head = bytearray()
+    async with storage.open(name, expected_sha256=expected_sha256) as reader:
+        async for chunk in reader:
+            size += len(chunk)
+            if len(head) < 64 * 1024:
+                head += chunk[: 64 * 1024]
+    header = read_header(bytes(head), keyring)
+    if header is None:
+        raise ArtifactCorrupt(f"artifact {name!r} is too short to hold a header")
+    return size, header
+
+
+async def decode(
+    storage: Store,
+    name: str,
+    expected_sha256: str,
+    keyring: Keyring,
+    *,
+    into: Command | None,
+    tools: Tools,
+    error: type[ToolFailed] | type[ArtifactCorrupt],
+    hide: str | None = None,
+) -> None:
+    """Stream the artifact through decryption and ``zstd -d`` into ``into`` (or nowhere)."""
+    decompress = Command("zstd", [tools.zstd, "-q", "-d", "-c", "-"], env=base_env())
+    commands = [decompress] if into is None else [decompress, into]
+    cause = commands[-1].name
+    stopped_reading = False
+    async with ProcessChain(commands, feed_stdin=True, hide=[hide]) as chain:
+        opener = Opener(keyring)
+        try:
+            with _Worker() as worker:
+                async with storage.open(name, expected_sha256=expected_sha256) as reader:
+                    async for chunk in reader:
+                        for plain in await worker.run(opener.feed, chunk):
+                            await chain.write(plain)
+                # Only now, with the whole artifact's checksum verified, the final frame.
+                await chain.write(await worker.run(opener.finish))
+            await chain.close_stdin()
+        except (BrokenPipeError, ConnectionResetError):
+            stopped_reading = True  # a tool stopped reading: its exit status says why
+        exits = await chain.wait()
+    raise_for(exits, cause_first=cause, error=error)
+    if stopped_reading:
+        # Every tool exited 0, yet one of them left before the end of the artifact.
+        failed = Exit(cause, 0, "stopped reading before the end of the artifact")
+        raise _error(error, failed)
+
+
+def raise_for(
+    exits: list[Exit], *, cause_first: str, error: type[ToolFailed] | type[ArtifactCorrupt]
+) -> None:
+    failure = first_failure(exits, cause_first=cause_first)
+    if failure is not None:
+        raise _error(error, failure)
+
+
+def _error(error: type[ToolFailed] | type[ArtifactCorrupt], failure: Exit) -> Exception:
+    if issubclass(error, ToolFailed):
+        return error(failure.name, failure.describe())
+    return error(f"the decrypted artifact is not a valid dump: {failure.describe()}")
