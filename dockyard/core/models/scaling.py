@@ -1,7 +1,8 @@
 """The ScalingPolicy kind: how an Environment scales, reconciled into an HPA.
 
-This module owns the policy's spec (the target, the replica range, the utilization
-targets, the ``autoscaling/v2`` behavior, scheduled floors, pausing) and status models,
+This module owns the policy's spec (the target, the replica range, scheduled floors,
+pausing; the utilization targets and the ``autoscaling/v2`` behavior are in
+``scaling_behavior``) and status models,
 the CEL rules the API server enforces on them, and the CRD metadata (short name ``sp``,
 printer columns). What the policy *does* (the HorizontalPodAutoscaler it becomes, when a
 schedule's window is open, when it is paused) is the operator's business, in
@@ -28,16 +29,13 @@ from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
 from dockyard.core.models.references import EnvironmentReference
 from dockyard.core.models.rules import positive_duration_rule
+from dockyard.core.models.scaling_behavior import ScalingBehavior, ScalingMetrics
 from dockyard.core.models.scheduling import CronExpression, TimeZoneName
 from dockyard.core.models.status import Status
 
 # The replica range a policy may declare; the same ceiling as Environment.spec.replicas.
 MAX_REPLICAS: Final = 100
 MAX_SCHEDULES: Final = 10
-MAX_RULES_PER_DIRECTION: Final = 10
-# HPA's own bounds for behavior (autoscaling/v2 validation).
-MAX_STABILIZATION_SECONDS: Final = 3600
-MAX_PERIOD_SECONDS: Final = 1800
 # A floor raised for longer than a week is a new minReplicas, not a schedule.
 MAX_WINDOW: Final = "168h"
 SCHEDULE_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -45,7 +43,6 @@ DEFAULT_CPU_UTILIZATION: Final = 80
 
 _MIN_ABOVE_MAX: Final = "minReplicas must not exceed maxReplicas"
 _SCHEDULE_ABOVE_MAX: Final = "every schedule's minReplicas must not exceed maxReplicas"
-_NO_METRIC: Final = "set cpuUtilization, memoryUtilization or both"
 _WINDOW_POSITIVE: Final = "duration must be positive"
 _WINDOW_TOO_LONG: Final = f"duration must not exceed {MAX_WINDOW}"
 
@@ -59,117 +56,6 @@ class ScalingPolicyConditionType(StrEnum):
     """The HPA computes replicas from the metrics (False: the HPA's own reason)."""
     PAUSED = "Paused"
     """Replicas are held where they are (the reason says why: Spec or RestoreInProgress)."""
-
-
-class ScalingRuleType(StrEnum):
-    """How a scaling rule's value is counted."""
-
-    PODS = "Pods"
-    PERCENT = "Percent"
-
-
-class SelectPolicy(StrEnum):
-    """Which of several rules a direction applies, or none."""
-
-    MAX = "Max"
-    MIN = "Min"
-    DISABLED = "Disabled"
-
-
-class ScalingMetrics(CRModel):
-    """The average utilization to hold, as a percentage of the pods' resource requests."""
-
-    cel_rules = (
-        ValidationRule(
-            rule="has(self.cpuUtilization) || has(self.memoryUtilization)", message=_NO_METRIC
-        ),
-    )
-
-    cpu_utilization: int | None = Field(
-        default=None,
-        ge=1,
-        le=100,
-        description=(
-            "Target average CPU use across the pods, in percent (1-100) of their CPU "
-            "request. The HPA adds pods above it and removes them below it."
-        ),
-    )
-    memory_utilization: int | None = Field(
-        default=None,
-        ge=1,
-        le=100,
-        description=(
-            "Target average memory use across the pods, in percent (1-100) of their memory "
-            "request. With both targets the HPA follows whichever asks for more pods."
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _some_metric(self) -> Self:
-        if self.cpu_utilization is None and self.memory_utilization is None:
-            raise ValueError(_NO_METRIC)
-        return self
-
-
-class ScalingRule(CRModel):
-    """How much one direction may change the replicas within one period."""
-
-    type: ScalingRuleType = Field(
-        description="Pods: value is a number of pods; Percent: a percentage of the current ones.",
-    )
-    value: int = Field(
-        ge=1,
-        le=1000,
-        description="How many pods, or what percentage of the current ones, may change.",
-    )
-    period_seconds: int = Field(
-        ge=1,
-        le=MAX_PERIOD_SECONDS,
-        description=(
-            f"The window (1-{MAX_PERIOD_SECONDS} seconds) over which the value may be spent."
-        ),
-    )
-
-
-class ScalingRules(CRModel):
-    """The HPA's scaling rules for one direction (autoscaling/v2 HPAScalingRules)."""
-
-    stabilization_window_seconds: int | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_STABILIZATION_SECONDS,
-        description=(
-            f"Seconds (0-{MAX_STABILIZATION_SECONDS}) of past recommendations considered, "
-            "so replicas do not flap: scaling down takes the highest of them, scaling up "
-            "the lowest. When unset the HPA's default applies (0 up, 300 down)."
-        ),
-    )
-    select_policy: SelectPolicy | None = Field(
-        default=None,
-        description=(
-            "Which rule applies when several do: Max allows the largest change, Min the "
-            "smallest, Disabled turns this direction off. When unset the HPA uses Max."
-        ),
-    )
-    policies: list[ScalingRule] = Field(
-        default_factory=list,
-        max_length=MAX_RULES_PER_DIRECTION,
-        description=(
-            "How fast replicas may change. When empty the HPA's defaults apply (up: 100% "
-            "or 4 pods per 15 s; down: 100% per 15 s)."
-        ),
-    )
-
-
-class ScalingBehavior(CRModel):
-    """How fast the HPA scales up and down (autoscaling/v2 HorizontalPodAutoscalerBehavior)."""
-
-    scale_up: ScalingRules | None = Field(
-        default=None, description="Rules for adding pods; unset: the HPA's defaults."
-    )
-    scale_down: ScalingRules | None = Field(
-        default=None, description="Rules for removing pods; unset: the HPA's defaults."
-    )
 
 
 def _check_window(text: str) -> str:
@@ -404,15 +290,9 @@ __all__ = [
     "DEFAULT_CPU_UTILIZATION",
     "MAX_REPLICAS",
     "ActiveSchedule",
-    "ScalingBehavior",
-    "ScalingMetrics",
     "ScalingPolicy",
     "ScalingPolicyConditionType",
     "ScalingPolicySpec",
     "ScalingPolicyStatus",
-    "ScalingRule",
-    "ScalingRuleType",
-    "ScalingRules",
     "ScheduledFloor",
-    "SelectPolicy",
 ]

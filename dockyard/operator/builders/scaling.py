@@ -15,14 +15,8 @@ from datetime import datetime
 from typing import Final
 
 from dockyard.core.models.environment import Environment
-from dockyard.core.models.scaling import (
-    DEFAULT_CPU_UTILIZATION,
-    ScalingBehavior,
-    ScalingMetrics,
-    ScalingPolicy,
-    ScalingPolicySpec,
-    ScalingRules,
-)
+from dockyard.core.models.scaling import DEFAULT_CPU_UTILIZATION, ScalingPolicy, ScalingPolicySpec
+from dockyard.core.models.scaling_behavior import ScalingBehavior, ScalingMetrics, ScalingRules
 from dockyard.core.resources import Manifest
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner, child_metadata
