@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, ClassVar, Final, Self
+from typing import Annotated, Any, ClassVar, Final, Self
 
 from pydantic import Field, model_validator
 from pydantic.config import JsonDict
@@ -216,9 +216,11 @@ class DrillScratch(CRModel):
     )
 
 
-def _schema_default(value: CRModel) -> JsonDict:
-    """``value`` as the CRD's default: unset optional fields are left out, not null."""
-    return {"default": value.model_dump(mode="json", exclude_none=True)}
+def _defaulted(value: CRModel, description: str) -> Any:
+    """A field defaulting to ``value``, whose CRD default leaves unset optional fields
+    out rather than null."""
+    shown: JsonDict = {"default": value.model_dump(mode="json", exclude_none=True)}
+    return Field(default=value, description=description, json_schema_extra=shown)
 
 
 class RestoreDrillSpec(CRModel):
@@ -229,19 +231,15 @@ class RestoreDrillSpec(CRModel):
     )
     schedule: CronExpression = Field(description=SCHEDULE_DESCRIPTION)
     time_zone: TimeZoneName = Field(default="UTC", description=TIME_ZONE_DESCRIPTION)
-    backup_selection: DrillBackupSelection = Field(
-        default=DrillBackupSelection(),
-        description="Which completed backup a run restores.",
-        json_schema_extra=_schema_default(DrillBackupSelection()),
+    backup_selection: DrillBackupSelection = _defaulted(
+        DrillBackupSelection(), "Which completed backup a run restores."
     )
     checks: DrillChecks = Field(
         default=DrillChecks(),
         description="What the restored database must satisfy; by default row counts.",
     )
-    objectives: DrillObjectives = Field(
-        default=DrillObjectives(),
-        description="RTO and RPO the runs are held to; none by default (only measured).",
-        json_schema_extra=_schema_default(DrillObjectives()),
+    objectives: DrillObjectives = _defaulted(
+        DrillObjectives(), "RTO and RPO the runs are held to; none by default (only measured)."
     )
     scratch: DrillScratch = Field(
         default=DrillScratch(),
