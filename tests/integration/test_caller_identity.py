@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
 from dockyard.core import migrations
 from dockyard.core.kube import CallerToken, KubeClient, KubeConfig, KubeError
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, wait_for
+from tests.conftest import ROOT, ApiClient, Kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
-Client = TestClient[object, object]
 MakeClient = Callable[..., Any]
 
 
@@ -76,12 +75,10 @@ def api_kubeconfig(
 
 
 @pytest.fixture
-async def make_client(testbed_state: State) -> AsyncIterator[MakeClient]:
-    clients: list[Client] = []
-
-    async def make(kubeconfig: Path, **overrides: Any) -> Client:
+async def make_client(aiohttp_client: AiohttpClient, testbed_state: State) -> MakeClient:
+    async def make(kubeconfig: Path, **overrides: Any) -> ApiClient:
         settings = Settings(
-            database_url=testbed_state.database_url,  # type: ignore[arg-type]
+            database_url=testbed_state.database_url,
             kubeconfig=kubeconfig,
             authz_cache_ttl=0,
             metrics_port=None,
@@ -92,14 +89,9 @@ async def make_client(testbed_state: State) -> AsyncIterator[MakeClient]:
             await migrations.migrate(conn)
         finally:
             await conn.close()
-        client: Client = TestClient(TestServer(create_app(settings)))
-        await client.start_server()
-        clients.append(client)
-        return client
+        return await aiohttp_client(create_app(settings))
 
-    yield make
-    for client in clients:
-        await client.close()
+    return make
 
 
 def _bind(kubectl: Kubectl, role: str, user: str, namespace: str) -> None:

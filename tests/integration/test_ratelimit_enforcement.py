@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
 from dockyard.core import migrations
@@ -50,14 +51,18 @@ async def migrated(testbed_state: State) -> None:
 
 
 @pytest.fixture
-def api(testbed_state: State, namespace: str, migrated: None) -> ClientFactory:
+def api(
+    aiohttp_client: AiohttpClient, testbed_state: State, namespace: str, migrated: None
+) -> ClientFactory:
     """Start the API with ``namespace`` as its platform namespace."""
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Client]:
-        app = create_app(settings(testbed_state, namespace, **overrides))
-        async with TestClient(TestServer(app)) as client:
+        client = await aiohttp_client(create_app(settings(testbed_state, namespace, **overrides)))
+        try:
             yield client
+        finally:
+            await client.close()  # here, not at the test's end: a test may start another
 
     return start
 

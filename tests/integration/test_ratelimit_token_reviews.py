@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
 from dockyard.core import migrations
@@ -42,12 +43,16 @@ async def migrated(testbed_state: State) -> None:
 
 
 @pytest.fixture
-def api(testbed_state: State, namespace: str, migrated: None) -> ClientFactory:
+def api(
+    aiohttp_client: AiohttpClient, testbed_state: State, namespace: str, migrated: None
+) -> ClientFactory:
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Client]:
-        app = create_app(settings(testbed_state, namespace, **overrides))
-        async with TestClient(TestServer(app)) as client:
+        client = await aiohttp_client(create_app(settings(testbed_state, namespace, **overrides)))
+        try:
             yield client
+        finally:
+            await client.close()  # here, not at the test's end: a test may start another
 
     return start
 

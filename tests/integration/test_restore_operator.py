@@ -11,14 +11,15 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
 from dockyard.core.settings import Settings
@@ -374,14 +375,13 @@ def test_a_production_restore_waits_for_a_second_person_and_refuses_the_requeste
 
 
 @pytest.fixture
-async def api(testbed_state: State) -> AsyncIterator[Client]:
+async def api(aiohttp_client: AiohttpClient, testbed_state: State) -> Client:
     settings = Settings(
         database_url=testbed_state.database_url,
         kubeconfig=Path(testbed_state.kubeconfig),
         metrics_port=None,
     )
-    async with TestClient(TestServer(create_app(settings))) as client:
-        yield client
+    return await aiohttp_client(create_app(settings))
 
 
 async def _poll(check: Callable[[], Awaitable[Any]], within: float = 120) -> Any:
