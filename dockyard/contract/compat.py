@@ -176,18 +176,7 @@ class _Comparison:
             return
         if new.get("required") and not old.get("required"):
             self.breaks.append(f"{where}: request body is now required")
-        new_content = new.get("content") or {}
-        for media_type, old_media in (old.get("content") or {}).items():
-            if media_type not in new_content:
-                self.breaks.append(f"{where}: request body no longer accepts {media_type}")
-                continue
-            self.schema(
-                where,
-                "request body",
-                old_media.get("schema"),
-                new_content[media_type].get("schema"),
-                Direction.REQUEST,
-            )
+        self.content(where, "request body", old, new, Direction.REQUEST)
 
     def responses(self, where: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         for status, old_raw in old.items():
@@ -197,18 +186,27 @@ class _Comparison:
                     self.breaks.append(f"{where}: removed response {status}")
                 continue
             old_response, new_response = self.old.resolve(old_raw), self.new.resolve(new[status])
-            new_content = new_response.get("content") or {}
-            for media_type, old_media in (old_response.get("content") or {}).items():
-                if media_type not in new_content:
-                    self.breaks.append(f"{where}: response {status} no longer returns {media_type}")
-                    continue
-                self.schema(
-                    where,
-                    f"response {status}",
-                    old_media.get("schema"),
-                    new_content[media_type].get("schema"),
-                    Direction.RESPONSE,
-                )
+            self.content(
+                where, f"response {status}", old_response, new_response, Direction.RESPONSE
+            )
+
+    def content(
+        self,
+        where: str,
+        context: str,
+        old: Mapping[str, Any],
+        new: Mapping[str, Any],
+        direction: Direction,
+    ) -> None:
+        """Every media type the old body or response had must remain, its schema compatible."""
+        verb = "accepts" if direction is Direction.REQUEST else "returns"
+        new_content = new.get("content") or {}
+        for media_type, old_media in (old.get("content") or {}).items():
+            if media_type not in new_content:
+                self.breaks.append(f"{where}: {context} no longer {verb} {media_type}")
+                continue
+            old_schema, new_schema = old_media.get("schema"), new_content[media_type].get("schema")
+            self.schema(where, context, old_schema, new_schema, direction)
 
     def schema(self, where: str, context: str, old: Any, new: Any, direction: Direction) -> None:
         _SchemaComparison(self, where, context, direction).compare(old, new, "")

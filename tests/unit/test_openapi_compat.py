@@ -139,6 +139,11 @@ def _rename_path_parameter(doc: Document) -> None:
     doc["paths"]["/api/v1/widgets/{widget}"] = item
 
 
+def _rename_media(body: Document) -> None:
+    """Serve a body as another media type only: application/json is gone."""
+    body["content"] = {"application/yaml": body["content"].pop("application/json")}
+
+
 BREAKING: list[tuple[str, Change, str]] = [
     (
         "removed path",
@@ -217,6 +222,16 @@ BREAKING: list[tuple[str, Change, str]] = [
             d["components"]["schemas"]["Create"]["properties"], "note", {"type": "string"}
         ),
         "POST /api/v1/widgets: request body field note: no longer accepts null",
+    ),
+    (
+        "request media type removed",
+        lambda d: _rename_media(d["paths"]["/api/v1/widgets"]["post"]["requestBody"]),
+        "POST /api/v1/widgets: request body no longer accepts application/json",
+    ),
+    (
+        "response media type removed",
+        lambda d: _rename_media(d["paths"]["/api/v1/widgets"]["get"]["responses"]["200"]),
+        "GET /api/v1/widgets: response 200 no longer returns application/json",
     ),
     (
         "removed parameter",
