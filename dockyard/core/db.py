@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
@@ -61,6 +61,18 @@ def statement_keyword(query: str) -> str:
     return match.group(1).upper() if match else "SQL"
 
 
+def _traced(name: str) -> Callable[..., Awaitable[Any]]:
+    """asyncpg's query method ``name``, run inside a span of the connection's tracer."""
+    query_method = getattr(asyncpg.Connection, name)
+
+    async def traced(self: TracedConnection, query: str, *args: Any, **kwargs: Any) -> Any:
+        with self._span(query):
+            return await query_method(self, query, *args, **kwargs)
+
+    traced.__name__ = traced.__qualname__ = name
+    return traced
+
+
 class TracedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no types
     """A connection whose queries are CLIENT spans, named by the statement's first keyword.
 
@@ -87,29 +99,12 @@ class TracedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has
             },
         )
 
-    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        with self._span(query):
-            return await super().execute(query, *args, **kwargs)
-
-    async def executemany(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        with self._span(query):
-            return await super().executemany(query, *args, **kwargs)
-
-    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        with self._span(query):
-            return await super().fetch(query, *args, **kwargs)
-
-    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        with self._span(query):
-            return await super().fetchval(query, *args, **kwargs)
-
-    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        with self._span(query):
-            return await super().fetchrow(query, *args, **kwargs)
-
-    async def fetchmany(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        with self._span(query):
-            return await super().fetchmany(query, *args, **kwargs)
+    execute = _traced("execute")
+    executemany = _traced("executemany")
+    fetch = _traced("fetch")
+    fetchval = _traced("fetchval")
+    fetchrow = _traced("fetchrow")
+    fetchmany = _traced("fetchmany")
 
     async def reset(self, *args: Any, **kwargs: Any) -> None:
         # The pool resets each connection it takes back (advisory locks, cursors,

@@ -182,26 +182,20 @@ class DrillObjectives(CRModel):
 
     def failed_checks(self, restore_seconds: float, backup_age_seconds: float) -> list[FailedCheck]:
         """The objectives a run with these measurements missed."""
-        failed = []
-        if self.rto_seconds is not None and restore_seconds > self.rto_seconds:
-            failed.append(
-                FailedCheck(
-                    check=RTO_CHECK,
-                    reason=(
-                        f"restore took {restore_seconds:.1f} s, objective {self.rto_seconds} s"
-                    ),
-                )
-            )
-        if self.rpo_seconds is not None and backup_age_seconds > self.rpo_seconds:
-            failed.append(
-                FailedCheck(
-                    check=RPO_CHECK,
-                    reason=(
-                        f"backup was {backup_age_seconds:.0f} s old, objective {self.rpo_seconds} s"
-                    ),
-                )
-            )
-        return failed
+        measured = (
+            (RTO_CHECK, self.rto_seconds, restore_seconds, f"restore took {restore_seconds:.1f} s"),
+            (
+                RPO_CHECK,
+                self.rpo_seconds,
+                backup_age_seconds,
+                f"backup was {backup_age_seconds:.0f} s old",
+            ),
+        )
+        return [
+            FailedCheck(check=check, reason=f"{observed}, objective {objective} s")
+            for check, objective, value, observed in measured
+            if objective is not None and value > objective
+        ]
 
 
 class DrillScratch(CRModel):
