@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
@@ -22,17 +22,17 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from dockyard.core import telemetry
+from dockyard.core.breakers import Breakers, Dependency, is_outage
 from dockyard.core.settings import Settings
 
-# A query that takes longer than this is a bug or an outage, not a slow page: the
-# platform's queries are keyset-paginated and indexed to stay far below it.
-COMMAND_TIMEOUT_SECONDS = 30.0
 # Prepared statements kept per connection; the repositories use a bounded set of
 # named queries, so a few hundred is ample.
 STATEMENT_CACHE_SIZE = 512
 # Idle connections above ``min_size`` are closed after this long, so a burst does not
 # hold server connections (each one a backend process) forever.
 MAX_INACTIVE_CONNECTION_LIFETIME_SECONDS = 300.0
+# asyncpg's default: a connection is replaced after this many queries.
+MAX_QUERIES_PER_CONNECTION = 50_000
 APPLICATION_NAME = "dockyard"
 
 
@@ -67,7 +67,10 @@ def _traced(name: str) -> Callable[..., Awaitable[Any]]:
 
     async def traced(self: TracedConnection, query: str, *args: Any, **kwargs: Any) -> Any:
         with self._span(query):
-            return await query_method(self, query, *args, **kwargs)
+            if self.breakers is None or _housekeeping.get():
+                return await query_method(self, query, *args, **kwargs)
+            async with self.breakers.guard(Dependency.POSTGRES):
+                return await query_method(self, query, *args, **kwargs)
 
     traced.__name__ = traced.__qualname__ = name
     return traced
@@ -83,6 +86,7 @@ class TracedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has
     """
 
     tracer: trace.Tracer = trace.NoOpTracer()
+    breakers: Breakers | None = None
 
     def _span(self, query: str) -> AbstractContextManager[Span | None]:
         if _housekeeping.get():
@@ -116,8 +120,55 @@ class TracedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has
             _housekeeping.reset(token)
 
 
+class GuardedPool(asyncpg.pool.Pool):  # type: ignore[misc]  # asyncpg has no types
+    """A pool whose acquires wait at most ``acquire_timeout`` seconds and, with
+    ``breakers``, count toward PostgreSQL's breaker (and fail at once while it is open).
+
+    ``pool.fetch()`` and the like acquire through :meth:`acquire` too.
+    """
+
+    acquire_timeout: float = 1.0
+    breakers: Breakers | None = None
+
+    def acquire(self, *, timeout: float | None = None) -> _GuardedAcquire:
+        return _GuardedAcquire(self, self.acquire_timeout if timeout is None else timeout)
+
+
+class _GuardedAcquire:
+    """asyncpg's acquire context, inside PostgreSQL's breaker."""
+
+    def __init__(self, pool: GuardedPool, timeout: float) -> None:
+        self._inner = asyncpg.pool.Pool.acquire(pool, timeout=timeout)
+        self._breakers = pool.breakers
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if self._breakers is None:
+            self._connection = await self._inner.__aenter__()
+        else:
+            async with self._breakers.guard(Dependency.POSTGRES):
+                self._connection = await self._inner.__aenter__()
+        return self._connection
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is not None and is_outage(exc):
+            # The server did not answer in time: the connection's state is unknown, and
+            # releasing it would wait (another deadline) for a hung server to confirm the
+            # cancel. Close it; the pool opens a fresh one when it is next needed.
+            self._connection.terminate()
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        # ``conn = await pool.acquire()``: the caller releases it with ``pool.release``.
+        return self.__aenter__().__await__()
+
+
 async def create_pool(
-    settings: Settings, *, tracer_provider: trace.TracerProvider | None = None
+    settings: Settings,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    breakers: Breakers | None = None,
 ) -> asyncpg.Pool:
     """Open the platform database pool described by ``settings``.
 
@@ -126,27 +177,40 @@ async def create_pool(
     request. Queries are spans of ``tracer_provider`` (the global one when unset).
     """
     tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-    traced = type("TracedConnection", (TracedConnection,), {"tracer": tracer})
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn=settings.database_dsn(),
+    traced = type("TracedConnection", (TracedConnection,), {"tracer": tracer, "breakers": breakers})
+    guarded = type(
+        "GuardedPool",
+        (GuardedPool,),
+        {"acquire_timeout": settings.database_acquire_timeout, "breakers": breakers},
+    )
+    pool: asyncpg.Pool = await guarded(
+        settings.database_dsn(),
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
-        command_timeout=COMMAND_TIMEOUT_SECONDS,
-        statement_cache_size=STATEMENT_CACHE_SIZE,
+        max_queries=MAX_QUERIES_PER_CONNECTION,
         max_inactive_connection_lifetime=MAX_INACTIVE_CONNECTION_LIFETIME_SECONDS,
-        server_settings={"application_name": APPLICATION_NAME},
-        init=init_connection,
+        loop=None,
         connection_class=traced,
+        record_class=asyncpg.Record,
+        init=init_connection,
+        # Deadlines (docs/configuration.md): to open a connection, and for one statement.
+        timeout=settings.database_connect_timeout,
+        command_timeout=settings.database_command_timeout,
+        statement_cache_size=STATEMENT_CACHE_SIZE,
+        server_settings={"application_name": APPLICATION_NAME},
     )
     return pool
 
 
 @asynccontextmanager
 async def pool_context(
-    settings: Settings, *, tracer_provider: trace.TracerProvider | None = None
+    settings: Settings,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    breakers: Breakers | None = None,
 ) -> AsyncIterator[asyncpg.Pool]:
     """Yield an open pool and close it on exit, for start-up/cleanup hooks and scripts."""
-    pool = await create_pool(settings, tracer_provider=tracer_provider)
+    pool = await create_pool(settings, tracer_provider=tracer_provider, breakers=breakers)
     try:
         yield pool
     finally:

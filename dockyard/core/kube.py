@@ -31,6 +31,8 @@ from opentelemetry import trace
 from yarl import URL
 
 from dockyard.core import telemetry
+from dockyard.core.breakers import Breakers, Dependency
+from dockyard.core.settings import Settings
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
@@ -175,6 +177,33 @@ class _Token:
         return f"Bearer {self._value}" if self._value else None
 
 
+@dataclass(frozen=True, slots=True)
+class KubeTimeouts:
+    """The deadlines of apiserver calls, in seconds (``DOCKYARD_KUBE_*_TIMEOUT``).
+
+    ``request`` bounds one call from sending to its last byte; ``review`` the
+    TokenReviews and SubjectAccessReviews a request waits on; ``watch_idle`` how long a
+    watch stream may stay silent before it counts as hung.
+    """
+
+    connect: float = 5.0
+    request: float = 30.0
+    review: float = 5.0
+    watch_idle: float = 330.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> KubeTimeouts:
+        return cls(
+            connect=settings.kube_connect_timeout,
+            request=settings.kube_request_timeout,
+            review=settings.kube_review_timeout,
+            watch_idle=settings.kube_watch_idle_timeout,
+        )
+
+    def call(self, total: float | None = None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=total or self.request, connect=self.connect)
+
+
 class KubeClient:
     """JSON over HTTPS to one apiserver, as ourselves or with a caller's own token.
 
@@ -190,6 +219,8 @@ class KubeClient:
         *,
         caller_session: aiohttp.ClientSession | None = None,
         token_reload_seconds: float = TOKEN_RELOAD_SECONDS,
+        timeouts: KubeTimeouts | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         if caller_session is None and config.caller_ssl_context is not None:
             raise ValueError("our client certificate would authenticate callers' calls")
@@ -197,6 +228,8 @@ class KubeClient:
         self.session = session
         self.caller_session = caller_session or session
         self._token = _Token(config, token_reload_seconds)
+        self.timeouts = timeouts or KubeTimeouts()
+        self.breakers = breakers
 
     @classmethod
     def connect(
@@ -205,19 +238,23 @@ class KubeClient:
         *,
         limit: int = 100,
         tracer_provider: trace.TracerProvider | None = None,
+        timeouts: KubeTimeouts | None = None,
+        breakers: Breakers | None = None,
     ) -> KubeClient:
         """A client with its own connection pool.
 
         Every call is a CLIENT span of ``tracer_provider`` (the global one when unset),
-        its context sent to the apiserver as ``traceparent``.
+        its context sent to the apiserver as ``traceparent``, and runs under
+        ``timeouts`` and, when given, the apiserver's breaker of ``breakers``.
         """
+        timeouts = timeouts or KubeTimeouts()
         tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
 
         def session(context: ssl.SSLContext) -> aiohttp.ClientSession:
             return aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=context, limit=limit),
                 headers={"Accept": "application/json", "User-Agent": "dockyard"},
-                timeout=aiohttp.ClientTimeout(total=30, connect=5),
+                timeout=timeouts.call(),
                 trace_configs=[telemetry.http_client_tracing(tracer, _span_name)],
             )
 
@@ -226,6 +263,8 @@ class KubeClient:
             config,
             session(config.ssl_context),
             caller_session=session(callers) if callers is not None else None,
+            timeouts=timeouts,
+            breakers=breakers,
         )
 
     async def close(self) -> None:
@@ -256,11 +295,33 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         as_caller: CallerToken | None = None,
         content_type: str = "application/json",
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """One call, as ourselves or (``as_caller``) with the caller's own token.
 
-        A non-2xx answer raises ``KubeError`` with the apiserver's Status.
+        A non-2xx answer raises ``KubeError`` with the apiserver's Status. The call may
+        take ``deadline`` seconds (``timeouts.request`` when unset); a timeout or a failed
+        connection raises ``DependencyUnavailable`` when the client has breakers.
         """
+        if self.breakers is None:
+            return await self._request(
+                method, path, body, params, as_caller, content_type, deadline
+            )
+        async with self.breakers.guard(Dependency.KUBERNETES):
+            return await self._request(
+                method, path, body, params, as_caller, content_type, deadline
+            )
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, str] | None,
+        as_caller: CallerToken | None,
+        content_type: str,
+        deadline: float | None,
+    ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body)
         session = self.session if as_caller is None else self.caller_session
         async with session.request(
@@ -269,6 +330,7 @@ class KubeClient:
             data=data,
             params=params,
             headers=self._headers(as_caller, content_type if data is not None else None),
+            timeout=self.timeouts.call(deadline),
         ) as response:
             text = await response.text()
             try:
@@ -335,7 +397,9 @@ class KubeClient:
             self.config.server + path,
             params=params,
             headers=self._headers(None),
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self.timeouts.connect, sock_read=self.timeouts.watch_idle
+            ),
         ) as response:
             if response.status >= 400:
                 raise KubeError(response.status, json.loads(await response.text() or "{}"))

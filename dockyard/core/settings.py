@@ -47,6 +47,52 @@ class Settings(BaseSettings):
         default=None, description="kubeconfig path; in-cluster config when unset"
     )
     namespace: str = Field(default="dockyard-system", description="the platform's own namespace")
+    # -- deadlines and breakers of dependency calls (docs/configuration.md) --------------
+    database_connect_timeout: float = Field(
+        default=2.0, gt=0, le=60, description="seconds to open a platform database connection"
+    )
+    database_acquire_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="seconds a call waits for a pooled connection"
+    )
+    database_command_timeout: float = Field(
+        default=2.0, gt=0, le=600, description="seconds one platform database statement may take"
+    )
+    kube_connect_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="seconds to open a connection to the apiserver"
+    )
+    kube_request_timeout: float = Field(
+        default=2.5,
+        gt=0,
+        le=300,
+        description="seconds one apiserver call may take, from sending to the last byte",
+    )
+    kube_review_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="seconds a TokenReview or SubjectAccessReview may take",
+    )
+    kube_watch_idle_timeout: float = Field(
+        default=90.0,
+        gt=0,
+        le=3600,
+        description="seconds a watch stream may stay silent (bookmarks arrive about each minute)",
+    )
+    redis_socket_timeout: float = Field(
+        default=0.05, gt=0, le=10, description="seconds one Redis command may take (the limiter)"
+    )
+    redis_connect_timeout: float = Field(
+        default=0.1, gt=0, le=10, description="seconds to open a connection to Redis"
+    )
+    s3_part_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds one S3 request (one part) may take"
+    )
+    breaker_failure_threshold: int = Field(
+        default=5, ge=1, le=1000, description="failures in a row that open a dependency's breaker"
+    )
+    breaker_open_seconds: float = Field(
+        default=3.0, gt=0, le=300, description="seconds an open breaker refuses calls at once"
+    )
     # -- the API ------------------------------------------------------------------------
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     body_read_timeout: float = Field(

@@ -71,7 +71,10 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> BaseModel:
         async with connect_storage(
-            args.storage, s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region
+            args.storage,
+            s3_endpoint_url=args.s3_endpoint_url,
+            s3_region=args.s3_region,
+            s3_part_timeout=settings.s3_part_timeout,
         ) as storage:
             result = await run_backup(dsn=dsn, storage=storage, name=name, key=key, options=options)
         if report_to:
@@ -142,7 +145,10 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> BaseModel:
         async with connect_storage(
-            args.storage, s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region
+            args.storage,
+            s3_endpoint_url=args.s3_endpoint_url,
+            s3_region=args.s3_region,
+            s3_part_timeout=settings.s3_part_timeout,
         ) as storage:
             if args.verify_only:
                 return await verify_artifact(

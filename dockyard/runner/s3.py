@@ -47,6 +47,9 @@ from dockyard.runner.storage import (
 )
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
+# Seconds one request may take, and to open a connection (DOCKYARD_S3_PART_TIMEOUT).
+DEFAULT_PART_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 10.0
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 _PARTS_PER_STEP = 1000
 _MAX_DOUBLINGS = 9
@@ -81,6 +84,7 @@ class S3Store:
         addressing_style: str = "auto",
         credentials: S3Credentials | None = None,
         resolver: AbstractResolver | None = None,
+        part_timeout: float = DEFAULT_PART_TIMEOUT,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes")
@@ -91,6 +95,10 @@ class S3Store:
         self._config = AioConfig(
             s3={"addressing_style": addressing_style},
             retries={"max_attempts": 5, "mode": "standard"},
+            # Each request (one part of an upload) may go quiet this long; botocore then
+            # retries it, within max_attempts. (DOCKYARD_S3_PART_TIMEOUT)
+            connect_timeout=min(part_timeout, CONNECT_TIMEOUT),
+            read_timeout=part_timeout,
             connector_args={"resolver": resolver} if resolver else None,
         )
         self._endpoint_url = endpoint_url

@@ -249,7 +249,11 @@ async def verify_checksum(storage: Store, name: str, *, expected_sha256: str) ->
 
 @asynccontextmanager
 async def connect_storage(
-    url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None
+    url: str,
+    *,
+    s3_endpoint_url: str | None = None,
+    s3_region: str | None = None,
+    s3_part_timeout: float = 60.0,
 ) -> AsyncIterator[Store]:
     """The storage a URL names: ``file:///abs/path`` (or a plain path), ``s3://bucket/prefix``.
 
@@ -268,6 +272,7 @@ async def connect_storage(
             prefix=unquote(parts.path.strip("/")),
             endpoint_url=s3_endpoint_url,
             region=s3_region,
+            part_timeout=s3_part_timeout,
         ) as s3:
             yield s3
         return

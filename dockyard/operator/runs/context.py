@@ -121,6 +121,7 @@ async def open_storage(
     kube: KubeClient | None = None,
     namespace: str | None = None,
     endpoints: EndpointPolicy | None = None,
+    s3_part_timeout: float = 60.0,
 ) -> AsyncIterator[Store]:
     """The storage ``spec`` names, for an inline run in ``namespace``.
 
@@ -149,7 +150,9 @@ async def open_storage(
                 "to use the operator's own identity instead"
             )
         credentials = await s3_credentials(kube, namespace, ref)
-    async with open_s3(spec.s3, credentials=credentials, policy=policy) as store:
+    async with open_s3(
+        spec.s3, credentials=credentials, policy=policy, part_timeout=s3_part_timeout
+    ) as store:
         yield store
 
 
@@ -347,6 +350,7 @@ class RunContext:
             kube=self.kube,
             namespace=namespace,
             endpoints=endpoint_policy(self.settings),
+            s3_part_timeout=self.settings.s3_part_timeout,
         ) as storage:
             yield storage
 

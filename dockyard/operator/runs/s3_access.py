@@ -74,7 +74,11 @@ async def s3_credentials(kube: KubeClient, namespace: str, ref: SecretReference)
 
 @asynccontextmanager
 async def open_s3(
-    spec: S3Spec, *, credentials: S3Credentials | None, policy: EndpointPolicy
+    spec: S3Spec,
+    *,
+    credentials: S3Credentials | None,
+    policy: EndpointPolicy,
+    part_timeout: float,
 ) -> AsyncIterator[Store]:
     """The bucket ``spec`` names, with ``credentials`` (None: the ambient chain). The
     caller has checked the endpoint with ``policy`` (a refusal before any client
@@ -88,5 +92,6 @@ async def open_s3(
         region=spec.region,
         credentials=credentials,
         resolver=GuardedResolver(policy) if spec.endpoint else None,
+        part_timeout=part_timeout,
     ) as store:
         yield store
