@@ -41,7 +41,8 @@ from dockyard.api.routes import (
     scalingpolicies,
 )
 from dockyard.core import db
-from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.breakers import Breakers
+from dockyard.core.kube import KubeClient, KubeTimeouts, load_config
 from dockyard.core.resources import (
     BACKUP_SCHEDULES,
     BACKUPS,
@@ -76,7 +77,9 @@ def registry() -> OperationRegistry:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     provider = app[keys.TRACING].provider
-    async with db.pool_context(app[keys.SETTINGS], tracer_provider=provider) as pool:
+    async with db.pool_context(
+        app[keys.SETTINGS], tracer_provider=provider, breakers=app[keys.BREAKERS]
+    ) as pool:
         app[keys.DB_POOL] = pool
         yield
 
@@ -102,6 +105,7 @@ async def _watch_caches(app: web.Application) -> AsyncIterator[None]:
     caches = [WatchCache(app[keys.KUBE], resource) for resource in CACHED_KINDS]
     for cache, key in zip(caches, CACHED_KINDS.values(), strict=True):
         app[key] = cache
+    app[keys.WATCH_CACHES] = caches
     for cache in caches:
         await cache.start()
     yield
@@ -114,6 +118,8 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
     client = KubeClient.connect(
         load_config(settings.kubeconfig, os.environ),
         tracer_provider=app[keys.TRACING].provider,
+        timeouts=KubeTimeouts.of(settings),
+        breakers=app[keys.BREAKERS],
     )
     app[keys.KUBE] = client
     app[keys.AUTHENTICATOR] = Authenticator(
@@ -131,10 +137,14 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     # Connects lazily: Redis being down is for /readyz to report, not a start-up failure.
-    # Short timeouts and one immediate retry (a dropped idle connection), because
-    # requests wait on it: the client's default backoff would add seconds to each.
+    # Deadlines in milliseconds (the limiter's budget) and one immediate retry (a dropped
+    # idle connection), because requests wait on it: the default backoff adds seconds.
+    settings = app[keys.SETTINGS]
     client = Redis.from_url(
-        dsn, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
+        dsn,
+        socket_connect_timeout=settings.redis_connect_timeout,
+        socket_timeout=settings.redis_socket_timeout,
+        retry=Retry(NoBackoff(), 1),
     )
     app[keys.REDIS] = client
     yield
@@ -172,6 +182,11 @@ def create_app(
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = ApiMetrics()
+    app[keys.BREAKERS] = Breakers(
+        failure_threshold=settings.breaker_failure_threshold,
+        open_seconds=settings.breaker_open_seconds,
+        registry=app[keys.METRICS].registry,
+    )
     app[keys.READINESS] = ReadinessCache(lambda: health.check_all(app))
     ops = registry()
     ops.install(app)
@@ -179,6 +194,7 @@ def create_app(
     app[keys.OPENAPI_DOCUMENT] = build_document(ops.operations)
     docs.install(app)  # plain routes: the docs UI is not part of the API contract
     app.on_response_prepare.append(middlewares.add_request_id_header)
+    app.on_response_prepare.append(middlewares.add_staleness_headers)
     app.on_response_prepare.extend([transport.add_hsts_header, transport.add_cors_headers])
     app.on_response_prepare.append(rate_limit_middleware.add_rate_limit_headers)
     # Tracing first: the pool and the clients trace through it, and it flushes last.

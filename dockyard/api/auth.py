@@ -78,6 +78,7 @@ class Authenticator:
         review = await self.kube.create(
             "/apis/authentication.k8s.io/v1/tokenreviews",
             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
+            deadline=self.kube.timeouts.review,
         )
         status = review.get("status") or {}
         principal: Principal | None = None
@@ -148,6 +149,7 @@ class Authorizer:
                     "resourceAttributes": attributes,
                 },
             },
+            deadline=self.kube.timeouts.review,
         )
         status = review.get("status") or {}
         decision = Decision(bool(status.get("allowed")), str(status.get("reason") or ""))

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from dockyard.core.breakers import DependencyUnavailable
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.resources import ResourceType
 
@@ -53,6 +55,9 @@ class WatchCache:
         self.objects: dict[tuple[str, str], Object] = {}
         self.resource_version = 0
         self.synced = asyncio.Event()
+        # When the apiserver last confirmed the cache: a list, an event or a bookmark
+        # (which the apiserver sends about once a minute on a quiet watch).
+        self.heard_at = time.monotonic()
         self._progress = asyncio.Condition()
         self._subscribers: set[asyncio.Queue[Change]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -81,7 +86,7 @@ class WatchCache:
             except KubeError as exc:
                 if exc.status != 410:
                     logger.warning("watch cache: %s", exc, extra={"path": self.path})
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (DependencyUnavailable, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.warning("watch cache interrupted: %s", type(exc).__name__,
                                extra={"path": self.path})  # fmt: skip
             task = asyncio.current_task()
@@ -109,11 +114,13 @@ class WatchCache:
                 self.objects[key] = obj
                 await self._publish(Change(kind, obj))
         await self._advance(int(listing.get("metadata", {}).get("resourceVersion", "0")))
+        self.heard_at = time.monotonic()
         self.synced.set()
 
     async def _watch(self) -> None:
         async for event in self.kube.watch(self.path, resource_version=str(self.resource_version)):
             kind, obj = event.get("type"), event.get("object", {})
+            self.heard_at = time.monotonic()
             if kind == "ERROR":
                 raise KubeError(int(obj.get("code", 500)), obj)
             if kind == "BOOKMARK":
@@ -140,6 +147,10 @@ class WatchCache:
             queue.put_nowait(change)
 
     # -- reads ---------------------------------------------------------------------------
+
+    def age(self) -> float:
+        """Seconds since the apiserver last confirmed the cache: at most this stale."""
+        return time.monotonic() - self.heard_at
 
     async def wait_synced(self, within: float = 10.0) -> None:
         async with asyncio.timeout(within):

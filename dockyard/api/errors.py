@@ -8,6 +8,7 @@ problem ever carries a stack trace, SQL or a secret: details are written for cli
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -185,13 +186,13 @@ def too_many_requests(retry_after: int, detail: str = "Rate limit exceeded.") ->
     )
 
 
-def dependency_unavailable(name: str) -> Problem:
+def dependency_unavailable(name: str, retry_after: float = 5.0) -> Problem:
     return Problem(
         503,
         "dependency-unavailable",
         "Service Unavailable",
         f"A dependency is unavailable: {name}. Retry later.",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
         dependency=name,
     )
 

@@ -18,6 +18,7 @@ from dockyard.api.ratelimit.decisions import Verdict
 from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.service import RateLimiting
 from dockyard.api.readiness import ReadinessCache
+from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
 from dockyard.core.telemetry import Tracing
@@ -32,6 +33,8 @@ AUTHORIZER = web.AppKey("authorizer", Authorizer)
 # None when DOCKYARD_REDIS_URL is unset (one replica: counters in memory).
 REDIS = web.AppKey[Redis | None]("redis")
 METRICS = web.AppKey("metrics", ApiMetrics)
+# One circuit breaker per dependency, shared by the pool, the clients and the limiter.
+BREAKERS = web.AppKey("breakers", Breakers)
 TRACING = web.AppKey("tracing", Tracing)
 TRACER = web.AppKey("tracer", Tracer)
 ENVIRONMENT_CACHE = web.AppKey("environment_cache", WatchCache)
@@ -45,6 +48,8 @@ BACKUP_CACHE = web.AppKey("backup_cache", WatchCache)
 BACKUP_SCHEDULE_CACHE = web.AppKey("backup_schedule_cache", WatchCache)
 RESTORE_CACHE = web.AppKey("restore_cache", WatchCache)
 RESTORE_DRILL_CACHE = web.AppKey("restore_drill_cache", WatchCache)
+# Every cache above that reads are served from (readiness asks whether they synced).
+WATCH_CACHES = web.AppKey("watch_caches", list[WatchCache])
 
 # Per-request state, set by the middlewares.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -52,3 +57,5 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 OPERATION = web.RequestKey("operation", Operation)
 AUDIT = web.RequestKey("audit", dict[str, Any])
 RATE_LIMIT = web.RequestKey("rate_limit", Verdict)
+# The watch cache a read was answered from (see middlewares.add_staleness_headers).
+READ_FROM = web.RequestKey("read_from", WatchCache)

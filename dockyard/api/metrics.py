@@ -36,6 +36,12 @@ class ApiMetrics:
             "Requests being handled right now.",
             registry=self.registry,
         )
+        self.dependency_ready = Gauge(
+            "dockyard_api_dependency_ready",
+            "Whether each dependency answered the last readiness check (1) or not (0).",
+            ["dependency"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             "dockyard_api_errors",
             "Problem responses (application/problem+json), by problem type slug.",

@@ -27,6 +27,7 @@ from dockyard.api import errors, keys
 from dockyard.api.auth import bearer_token
 from dockyard.api.transport import client_ip
 from dockyard.core import logs
+from dockyard.core.breakers import Dependency, DependencyUnavailable
 from dockyard.core.kube import KubeError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,35 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
         response.headers[REQUEST_ID_HEADER] = request_id
 
 
+async def add_staleness_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Mark an answer read from a watch cache as stale while the apiserver is unreachable.
+
+    Unreachable: its breaker is open, or the latest readiness check found it down. The
+    answer then carries ``Warning: 110`` (RFC 9111's "Response is Stale") and ``Age``,
+    the seconds since the apiserver last confirmed the cache.
+    """
+    cache = request.get(keys.READ_FROM)
+    if cache is None or response.status >= 400:
+        return
+    if not apiserver_unreachable(request.app):
+        return
+    response.headers["Warning"] = (
+        '110 dockyard "Response is Stale: the Kubernetes API is unreachable; '
+        'served from the watch cache"'
+    )
+    response.headers["Age"] = str(int(cache.age()))
+
+
+def apiserver_unreachable(app: web.Application) -> bool:
+    """Whether the apiserver's breaker is open or the last readiness check found it down."""
+    if app[keys.BREAKERS].is_open(Dependency.KUBERNETES):
+        return True
+    answer = app[keys.READINESS].last()
+    if answer is None:
+        return False
+    return any(check.name == "kubernetes" and not check.ready for check in answer.checks)
+
+
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render whatever went wrong as problem+json; nothing internal reaches the client."""
@@ -74,6 +104,15 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         )
     except KubeError as exc:
         return errors.render(from_kube_error(exc), request, request.get(keys.REQUEST_ID))
+    except DependencyUnavailable as exc:
+        # A call past its deadline, a failed connection, or an open breaker: 503 at once,
+        # with the breaker's own idea of when to come back.
+        logger.warning(
+            "dependency unavailable",
+            extra={"dependency": exc.dependency.value, "reason": exc.reason},
+        )
+        unavailable = errors.dependency_unavailable(exc.dependency.value, exc.retry_after)
+        return errors.render(unavailable, request, request.get(keys.REQUEST_ID))
     except (
         asyncpg.PostgresConnectionError,
         asyncpg.ConnectionDoesNotExistError,

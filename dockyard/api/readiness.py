@@ -23,14 +23,36 @@ class DependencyCheck(BaseModel):
 
     name: str = Field(description="the dependency: postgres, kubernetes or redis")
     ready: bool = Field(description="whether it answered in time")
+    required: bool = Field(
+        default=True,
+        description=(
+            "whether this replica cannot serve without it; a dependency it runs without "
+            "(Redis, or the apiserver while the watch caches are synced) only degrades it"
+        ),
+    )
     reason: str | None = Field(default=None, description="why it is not ready")
 
 
 class Readiness(BaseModel):
-    """Whether every dependency the API needs answers."""
+    """Whether this replica can serve: every dependency it cannot do without answers."""
 
-    status: Literal["ready", "not-ready"] = Field(description="ready when every check passed")
+    status: Literal["ready", "not-ready"] = Field(
+        description="ready when every required dependency answered"
+    )
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="dependencies that are down but which this replica serves without",
+    )
     checks: list[DependencyCheck] = Field(description="one entry per dependency")
+
+    @classmethod
+    def of(cls, checks: list[DependencyCheck]) -> Readiness:
+        ready = all(check.ready or not check.required for check in checks)
+        return cls(
+            status="ready" if ready else "not-ready",
+            degraded=[check.name for check in checks if not check.ready and not check.required],
+            checks=checks,
+        )
 
 
 class ReadinessCache:
@@ -44,6 +66,13 @@ class ReadinessCache:
         self._answer: Readiness | None = None
         self._checked_at = float("-inf")
         self._running: asyncio.Task[Readiness] | None = None
+
+    def last(self, within: float = 10.0) -> Readiness | None:
+        """The latest answer if it is at most ``within`` seconds old (probes come every
+        few seconds), else None."""
+        if time.monotonic() - self._checked_at > within:
+            return None
+        return self._answer
 
     async def get(self) -> Readiness:
         if self._answer is not None and time.monotonic() - self._checked_at < self.ttl:

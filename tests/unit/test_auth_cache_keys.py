@@ -9,17 +9,19 @@ from __future__ import annotations
 from typing import Any, cast
 
 from dockyard.api.auth import Authenticator, Authorizer, Permission, Principal
-from dockyard.core.kube import KubeClient
+from dockyard.core.kube import KubeClient, KubeTimeouts
 
 
 class _Reviews:
     """A stand-in apiserver: allows only the uid ``good``, and counts the reviews."""
 
+    timeouts = KubeTimeouts()
+
     def __init__(self, status: dict[str, Any] | None = None) -> None:
         self.specs: list[dict[str, Any]] = []
         self.status = status
 
-    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, path: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         self.specs.append(body["spec"])
         if self.status is not None:
             return {"status": self.status}

@@ -77,7 +77,13 @@ async def audit_trail(request: web.Request, handler: Handler) -> web.StreamRespo
 
     Errors pass through unchanged (recorded, then re-raised) so the problems middleware
     still renders them.
+
+    A mutating request first makes sure the trail can be written: with PostgreSQL down,
+    hung or its breaker open, it is refused with 503 (``DependencyUnavailable``) before
+    anything changes, rather than changing the cluster unaudited.
     """
+    if request.method.upper() in MUTATING_METHODS:
+        await _trail_is_writable(request)
     try:
         response = await handler(request)
     except asyncio.CancelledError:
@@ -96,6 +102,15 @@ async def audit_trail(request: web.Request, handler: Handler) -> web.StreamRespo
     if is_audited(request.method, response.status):
         await _write(request, status=response.status, outcome=outcome_of(response.status))
     return response
+
+
+async def _trail_is_writable(request: web.Request) -> None:
+    """One round trip through the pool, within the database's deadlines (and breaker).
+
+    PostgreSQL can still fail between this and the row's write; that rare loss is
+    logged as ``audit.write_failed``.
+    """
+    await request.app[keys.DB_POOL].fetchval("SELECT 1")
 
 
 async def _write(request: web.Request, *, status: int | None, outcome: Outcome) -> None:

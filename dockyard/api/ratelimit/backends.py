@@ -11,9 +11,11 @@ charged all-or-nothing and shadow buckets each on its own (``gcra.commits``).
   not multiply with replicas. A TAT is stored with a ``PX`` expiry of TAT - now: past
   it the bucket is full, which is what a missing key means.
 
-When Redis fails, ``RedisLimiter`` raises ``LimiterUnavailable`` and stays down for a
-short cool-down (without trying), so that a dead Redis costs requests nothing more than
-the failure mode's decision, rather than a connection attempt each.
+When Redis fails, ``RedisLimiter`` raises ``LimiterUnavailable``. Each call runs inside
+Redis's circuit breaker (``dockyard.core.breakers``): once a few calls in a row have
+timed out or failed to connect, it refuses without trying for a few seconds, so that a
+dead or hung Redis costs requests nothing more than the failure mode's decision, rather
+than a socket timeout each.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from dockyard.api.ratelimit import gcra
+from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable
 
 # One hash tag for every bucket: a request's buckets (of different rules, keyed by
 # subject, address or header) go to the script together, and Redis Cluster runs a script
@@ -176,14 +179,13 @@ class RedisLimiter:
 
     name = "redis"
 
-    def __init__(self, client: Redis, *, cooldown: float = 1.0) -> None:
+    def __init__(self, client: Redis, *, breakers: Breakers | None = None) -> None:
         self._script = client.register_script(GCRA_SCRIPT)
-        self._cooldown = cooldown
-        self._down_until = 0.0
+        # Redis's breaker: while it is open, each request skips Redis at once (the
+        # failure mode applies) instead of waiting out the socket timeout.
+        self._breakers = breakers if breakers is not None else Breakers()
 
     async def check(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
-        if time.monotonic() < self._down_until:
-            raise LimiterUnavailable("redis is cooling down after a failure")
         args: list[str | int] = ["1" if charge else "0"]
         for bucket in buckets:
             args += [
@@ -193,9 +195,11 @@ class RedisLimiter:
                 "1" if bucket.enforced else "0",
             ]
         try:
-            raw = await self._script(keys=[KEY_PREFIX + b.key for b in buckets], args=args)
-        except (TimeoutError, RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + self._cooldown
+            async with self._breakers.guard(Dependency.REDIS):
+                raw = await self._script(keys=[KEY_PREFIX + b.key for b in buckets], args=args)
+        except DependencyUnavailable as exc:
+            raise LimiterUnavailable(f"redis: {exc.reason}") from exc
+        except RedisError as exc:  # an answer, not an outage (a script error, OOM)
             raise LimiterUnavailable(f"redis: {type(exc).__name__}") from exc
         values = [int(v) for v in raw]
         return [

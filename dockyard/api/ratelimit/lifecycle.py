@@ -82,7 +82,7 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
     if redis is None:
         limiter, tally, lease = MemoryLimiter(), MemoryTally(), SoleReplica()
     else:
-        limiter, tally = RedisLimiter(redis), RedisTally(redis)
+        limiter, tally = RedisLimiter(redis, breakers=app[keys.BREAKERS]), RedisTally(redis)
         lease = RedisLease(
             redis, ttl_seconds=3 * settings.ratelimit_status_interval, scope=settings.namespace
         )

@@ -43,6 +43,7 @@ from dockyard.api.ratelimit.rules import (
 )
 from dockyard.api.ratelimit.status import ThrottleLedger
 from dockyard.core import logs
+from dockyard.core.breakers import DependencyUnavailable
 from dockyard.core.kube import KubeError
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class RateLimiting:
             await self.reviews.admit(request.address)
         try:
             principal = await authenticator.authenticate(token)
-        except (KubeError, aiohttp.ClientError, TimeoutError):
+        except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError):
             return None
         if principal is None:
             return ANONYMOUS

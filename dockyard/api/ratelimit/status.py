@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from dockyard.api.cache import WatchCache
 from dockyard.api.ratelimit.rules import PolicyIndex, PolicyReport
 from dockyard.core import conditions
+from dockyard.core.breakers import DependencyUnavailable
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.ratelimit import (
@@ -252,7 +253,14 @@ class StatusReporter:
             await asyncio.sleep(self.interval)
             try:
                 await self.report()
-            except (KubeError, aiohttp.ClientError, RedisError, OSError, TimeoutError) as exc:
+            except (
+                KubeError,
+                DependencyUnavailable,
+                aiohttp.ClientError,
+                RedisError,
+                OSError,
+                TimeoutError,
+            ) as exc:
                 if task is not None and task.cancelling():
                     # A client turned our cancellation into its own error (Python 3.11's
                     # asyncio.timeout can); stopping must still stop the loop.

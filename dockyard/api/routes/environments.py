@@ -107,8 +107,7 @@ class EnvironmentRoutes(KindRoutes):
         )
 
     async def list_all(self, request: web.Request) -> web.Response:
-        cache = request.app[self.cache]
-        await cache.wait_synced()
+        cache = await self.synced(request)
         after = parse_query(request, ListQuery).after()
         # Namespaces a page after the cursor could hold: none before its own, nor its own
         # once the cursor is past it.
@@ -124,8 +123,7 @@ class EnvironmentRoutes(KindRoutes):
         """A page of the environments in ``readable``; when it left namespaces unchecked,
         the list stops at the last one checked and ``nextCursor`` goes on from there."""
         query = parse_query(request, ListQuery)
-        cache = request.app[self.cache]
-        await cache.wait_synced()
+        cache = await self.synced(request)
         predicates = query.predicates()
         after = query.after()
         through = readable.checked_through

@@ -22,6 +22,7 @@ from dockyard.api import errors, fanout, keys
 from dockyard.api.auth import Permission, Principal, bearer_token
 from dockyard.api.paths import DNS_LABEL
 from dockyard.api.routes.objects import public as _public
+from dockyard.core.breakers import DependencyUnavailable
 from dockyard.core.kube import KubeError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class _Access:
     async def start(self) -> None:
         try:
             await self._start()
-        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("stream access check failed", extra={"error": type(exc).__name__})
             raise errors.dependency_unavailable("kubernetes") from None
 
@@ -93,7 +94,7 @@ class _Access:
             else:
                 if await self._still_showing():
                     return None
-        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("stream re-check failed", extra={"error": type(exc).__name__})
             return errors.dependency_unavailable("kubernetes")
         where = f"namespace {self.only}" if self.only else "any namespace it was showing"

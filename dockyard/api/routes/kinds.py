@@ -60,11 +60,18 @@ class KindRoutes(KindContract):
     def not_found(self, namespace: str, name: str) -> errors.Problem:
         return errors.not_found(f"{self.kind} {namespace}/{name} does not exist.")
 
+    async def synced(self, request: web.Request) -> WatchCache:
+        """The kind's watch cache once it has synced, noted as what the answer is read from
+        (the answer is marked stale while the apiserver is unreachable)."""
+        cache = request.app[self.cache]
+        await cache.wait_synced()
+        request[keys.READ_FROM] = cache
+        return cache
+
     async def cached(self, request: web.Request) -> Object:
         """The object the path names, from the cache once it has synced; 404 if none."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
-        cache = request.app[self.cache]
-        await cache.wait_synced()
+        cache = await self.synced(request)
         obj = cache.get(namespace, name)
         if obj is None:
             raise self.not_found(namespace, name)
@@ -83,8 +90,7 @@ class KindRoutes(KindContract):
             )
         selector = request.query.get("labelSelector")
         predicate = label_filter(selector[:1024]) if selector else None
-        cache = request.app[self.cache]
-        await cache.wait_synced()
+        cache = await self.synced(request)
         items = cache.list(namespaces={request.match_info["namespace"]}, predicate=predicate)
         return web.json_response(
             {"items": [public(o) for o in items], "resourceVersion": str(cache.resource_version)}

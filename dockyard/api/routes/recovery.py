@@ -109,8 +109,7 @@ class RecoveryKindRoutes(KindRoutes):
         query = self._page_query(request)
         predicates = self._predicates(query)
         after = cursors.read_name(query.cursor) if query.cursor else None
-        cache = request.app[self.cache]
-        await cache.wait_synced()
+        cache = await self.synced(request)
         matched = cache.list(
             namespaces={request.match_info["namespace"]},
             predicate=lambda o: (
