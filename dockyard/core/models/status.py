@@ -94,6 +94,22 @@ class Status(CRModel):
         """A copy that records ``generation`` as the one acted on."""
         return self.model_copy(update={"observed_generation": generation})
 
+    def refused(
+        self,
+        type: str,
+        reason: str,
+        message: str,
+        *,
+        generation: int | None,
+        now: datetime | None = None,
+        update: dict[str, Any] | None = None,
+    ) -> Self:
+        """A copy for a spec the operator cannot act on: ``generation`` observed, the
+        condition ``type`` False with ``reason`` and ``message``, and ``update`` applied
+        (say, clearing a planned time that no longer holds)."""
+        refused = self.model_copy(update=update or {}).observed(generation)
+        return refused.with_condition(type, False, reason, message, generation=generation, now=now)
+
     # -- writing ---------------------------------------------------------------------------
 
     def body(

@@ -91,17 +91,13 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
     try:
         cron, tz = validate_schedule(spec.schedule, spec.time_zone)
     except CronError as exc:
-        status = (
-            previous.observed(generation)
-            .model_copy(update={"next_schedule_time": None})
-            .with_condition(
-                BackupScheduleConditionType.READY,
-                False,
-                "InvalidSchedule",
-                str(exc),
-                generation=generation,
-                now=now,
-            )
+        status = previous.refused(
+            BackupScheduleConditionType.READY,
+            "InvalidSchedule",
+            str(exc),
+            generation=generation,
+            now=now,
+            update={"next_schedule_time": None},
         )
         return Tick(status=status, invalid=str(exc))
 

@@ -65,14 +65,13 @@ def plan_tick(drill: RestoreDrill, now: datetime) -> DrillTick:
     try:
         cron, tz = validate_schedule(spec.schedule, spec.time_zone)
     except CronError as exc:
-        status = previous.model_copy(update={"next_run_time": None, "message": str(exc)})
-        status = status.observed(generation).with_condition(
+        status = previous.refused(
             RestoreDrillConditionType.READY,
-            False,
             "InvalidSchedule",
             str(exc),
             generation=generation,
             now=now,
+            update={"next_run_time": None, "message": str(exc)},
         )
         return DrillTick(status=status, invalid=str(exc))
 
