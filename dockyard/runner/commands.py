@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import re
 import sys
@@ -167,15 +168,23 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(command: str, go: _Run, result_file: Path | None = None) -> int:
+    failure: tuple[str, str] | None = None
     try:
         result = asyncio.run(go())
     except BackupError as exc:
-        _emit(json.dumps({"error": {"reason": exc.reason, "message": exc.message}}), result_file)
-        print(f"{command}: {exc.reason}: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
+        failure = (exc.reason, exc.message)
     except ValueError as exc:
         # A storage URL that cannot be used is a usage problem, found on first use.
         return _usage(command, str(exc))
+    if failure is not None:
+        # The error's frames are gone with the except block; collect them now, so that
+        # any object of the finished event loop they held is finalized (and whatever it
+        # says on stderr is said) before the command's one last line.
+        gc.collect()
+        reason, message = failure
+        _emit(json.dumps({"error": {"reason": reason, "message": message}}), result_file)
+        print(f"{command}: {reason}: {message}", file=sys.stderr)
+        return EXIT_FAILED
     _emit(result.model_dump_json(), result_file)
     return 0
 
