@@ -1,20 +1,22 @@
-"""The fault suite: a bounded load on the API while each dependency hangs, and after.
+"""The fault suite: a bounded load on the API while each dependency hangs or dies, and after.
 
 For PostgreSQL (the server and every backend), Redis and the kube-apiserver in turn, a
 steady stream of requests (reads of one environment, and creates of new ones) runs
-before, during and after the dependency is stopped with SIGSTOP for ``--hang`` seconds
-(``dockyard.testbed.faults.hung``). Each phase records its status codes and p95
-latency; after SIGCONT, the time until a write succeeds again. At the end every write
-the API acknowledged (201) must exist in the cluster.
+before, during and after two faults of the dependency (``dockyard.testbed.faults``):
+
+- hung: stopped with SIGSTOP for ``--hang`` seconds, then SIGCONT;
+- crashed: killed with SIGKILL, down for ``--down`` seconds, then started again.
+
+Redis is put through both twice: once under an API replica whose limiter fails open,
+once under one that fails closed (limiting in memory). Each phase records its status
+codes and p95 latency; once the dependency is back, the time until a write succeeds
+again. At the end every write the API acknowledged (201) must exist in the cluster.
 
 Goals (issue "Resilience"): no request waits more than 3 s; the only server errors are
 503 problem+json with ``Retry-After``; recovery within 5 s; zero acknowledged writes
 lost; ``/readyz`` stays ready while only Redis is down.
 
-Crashes (kill, then restart) are not in this suite yet: the test bed cannot restart one
-of its processes on its own.
-
-Run: ``.venv/bin/python -m bench.faults [--hang 15]`` with the test bed up. Writes
+Run: ``.venv/bin/python -m bench.faults [--hang 15] [--down 10]`` with the test bed up. Writes
 ``bench/results/faults.json`` and prints the table of ``docs/operations.md``.
 """
 
@@ -41,12 +43,20 @@ from dockyard.api.app import create_app
 from dockyard.core import migrations
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
-from dockyard.testbed.faults import hung
+from dockyard.testbed.faults import hung, killed, restart
 from dockyard.testbed.processes import free_port
 
 RESULTS = Path(__file__).parent / "results" / "faults.json"
 ROOT = Path(__file__).resolve().parent.parent
-DEPENDENCIES = ("postgres", "redis", "kube-apiserver")
+# Each dependency with the API replica whose limiter mode matters while it is down.
+TARGETS = (
+    ("postgres", "open"),
+    ("redis", "open"),
+    ("redis", "closed"),
+    ("kube-apiserver", "open"),
+)
+FAULTS = ("hung", "crashed")
+DOWN_SECONDS = 10.0
 MAX_WAIT_SECONDS = 3.0
 RECOVERY_SECONDS = 5.0
 RATE_PER_SECOND = 20
@@ -161,6 +171,14 @@ async def _readiness(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         }
 
 
+async def _during(http: aiohttp.ClientSession, url: str, seconds: float) -> dict[str, Any]:
+    """Wait out a fault of ``seconds``; ``/readyz`` as it answers partway through."""
+    await asyncio.sleep(min(2.0, seconds / 2))
+    ready = await _readiness(http, url)
+    await asyncio.sleep(max(0.0, seconds - min(2.0, seconds / 2)))
+    return ready
+
+
 def _kubectl(state: State, *args: str) -> str:
     return subprocess.run(
         [str(Path(state.bin_dir) / "kubectl"), "--kubeconfig", state.kubeconfig, *args],
@@ -170,7 +188,15 @@ def _kubectl(state: State, *args: str) -> str:
     ).stdout
 
 
-async def run(state: State, hang: float) -> dict[str, Any]:
+async def _serve(settings: Settings) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def run(state: State, hang: float, down: float = DOWN_SECONDS) -> dict[str, Any]:
     namespace = f"faults-{uuid.uuid4().hex[:6]}"
     user = f"faults-{uuid.uuid4().hex[:6]}"
     _kubectl(state, "apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
@@ -179,7 +205,8 @@ async def run(state: State, hang: float) -> dict[str, Any]:
         state, "create", "rolebinding", "dev", "--clusterrole=dockyard-developer",
         f"--user={user}", "-n", namespace,
     )  # fmt: skip
-    token = Testbed().user_token(user, [])
+    testbed = Testbed()
+    token = testbed.user_token(user, [])
     settings = Settings(
         database_url=state.database_url,
         kubeconfig=Path(state.kubeconfig),
@@ -194,41 +221,57 @@ async def run(state: State, hang: float) -> dict[str, Any]:
         await migrations.migrate(conn)
     finally:
         await conn.close()
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    url = f"http://127.0.0.1:{port}"
-    base = f"{url}/api/v1/namespaces/{namespace}/environments"
+    # Two replicas of the API, one per limiter failure mode; both serve the namespace.
+    servers = {
+        mode: await _serve(settings.model_copy(update={"ratelimit_failure_mode": mode}))
+        for mode in ("open", "closed")
+    }
     headers = {"Authorization": f"Bearer {token}"}
-    report: dict[str, Any] = {"hang_seconds": hang, "dependencies": {}}
+    report: dict[str, Any] = {"hang_seconds": hang, "down_seconds": down, "runs": []}
     timeout = aiohttp.ClientTimeout(total=10)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
+            bases = {
+                mode: f"{url}/api/v1/namespaces/{namespace}/environments"
+                for mode, (_, url) in servers.items()
+            }
             anchor = {
                 "metadata": {"name": "anchor"},
                 "spec": {"tier": "development", "image": "a:1"},
             }
-            async with http.post(base, json=anchor, headers=headers) as created:
+            async with http.post(bases["open"], json=anchor, headers=headers) as created:
                 assert created.status == 201, await created.text()
-            load = Load(http, base, headers)
+            load = Load(http, bases["open"], headers)
             driver = asyncio.create_task(load.run())
             await asyncio.sleep(2)  # warm-up: the caller's decisions are cached
-            for dependency in DEPENDENCIES:
-                entry: dict[str, Any] = {}
-                load.phase = before = Phase("before")
-                await asyncio.sleep(3)
-                load.phase = during = Phase("during")
-                with hung(state, dependency):
-                    await asyncio.sleep(min(2.0, hang / 2))
-                    entry["readyz_during"] = await _readiness(http, url)
-                    await asyncio.sleep(max(0.0, hang - min(2.0, hang / 2)))
-                returned = time.monotonic()
-                load.phase = after = Phase("after")
-                entry["recovery_seconds"] = await _wait_writable(load, returned)
-                await asyncio.sleep(3)
-                entry["phases"] = {p.name: p.summary() for p in (before, during, after)}
-                report["dependencies"][dependency] = entry
+            for dependency, limiter in TARGETS:
+                load.base = bases[limiter]
+                url = servers[limiter][1]
+                for fault in FAULTS:
+                    entry: dict[str, Any] = {
+                        "dependency": dependency,
+                        "fault": fault,
+                        "limiter": limiter,
+                    }
+                    load.phase = before = Phase("before")
+                    await asyncio.sleep(3)
+                    load.phase = during = Phase("during")
+                    if fault == "hung":
+                        with hung(testbed.require(), dependency):  # pids change on restarts
+                            entry["readyz_during"] = await _during(http, url, hang)
+                    else:
+                        record = await asyncio.to_thread(killed, testbed, dependency)
+                        entry["readyz_during"] = await _during(http, url, down)
+                        # Restarting blocks until it serves: in a thread, the load goes on.
+                        restarting = time.monotonic()
+                        await asyncio.to_thread(restart, testbed, record)
+                        entry["restart_seconds"] = round(time.monotonic() - restarting, 2)
+                    returned = time.monotonic()
+                    load.phase = after = Phase("after")
+                    entry["recovery_seconds"] = await _wait_writable(load, returned)
+                    await asyncio.sleep(3)
+                    entry["phases"] = {p.name: p.summary() for p in (before, during, after)}
+                    report["runs"].append(entry)
             await load.stop()
             driver.cancel()
             listed = json.loads(
@@ -239,7 +282,8 @@ async def run(state: State, hang: float) -> dict[str, Any]:
             report["acknowledged_writes"] = len(load.acknowledged)
             report["lost_writes"] = lost
     finally:
-        await runner.cleanup()
+        for runner, _ in servers.values():
+            await runner.cleanup()
         _kubectl(state, "delete", "namespace", namespace, "--wait=false")
     report["verdict"] = judge(report)
     report["at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -248,18 +292,18 @@ async def run(state: State, hang: float) -> dict[str, Any]:
 
 def judge(report: dict[str, Any]) -> dict[str, bool]:
     """Each goal of the suite, met or not."""
-    entries = report["dependencies"].values()
-    phases = [phase for entry in entries for phase in entry["phases"].values()]
+    runs = report["runs"]
+    phases = [phase for entry in runs for phase in entry["phases"].values()]
     return {
         "no_request_over_3s": all(p["max_ms"] <= MAX_WAIT_SECONDS * 1000 for p in phases),
         "only_503_problems": all(p["other_server_errors"] == 0 for p in phases),
         "recovery_within_5s": all(
             e["recovery_seconds"] is not None and e["recovery_seconds"] <= RECOVERY_SECONDS
-            for e in entries
+            for e in runs
         ),
         "no_acknowledged_write_lost": not report["lost_writes"],
-        "ready_while_only_redis_is_down": (
-            report["dependencies"]["redis"]["readyz_during"]["status"] == 200
+        "ready_while_only_redis_is_down": all(
+            e["readyz_during"]["status"] == 200 for e in runs if e["dependency"] == "redis"
         ),
     }
 
@@ -267,16 +311,19 @@ def judge(report: dict[str, Any]) -> dict[str, bool]:
 def table(report: dict[str, Any]) -> str:
     """The Markdown table of ``docs/operations.md``."""
     lines = [
-        "| dependency hung | phase | requests | statuses | p95 ms | max ms | recovery s |",
-        "|---|---|---|---|---|---|---|",
+        "| dependency | fault | phase | requests | statuses | p95 ms | max ms | recovery s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for dependency, entry in report["dependencies"].items():
+    for entry in report["runs"]:
+        dependency = entry["dependency"]
+        if dependency == "redis":
+            dependency += f" (limiter fails {entry['limiter']})"
         for name, phase in entry["phases"].items():
             statuses = ", ".join(f"{k}: {v}" for k, v in sorted(phase["statuses"].items()))
             recovery = entry["recovery_seconds"] if name == "after" else ""
             lines.append(
-                f"| {dependency} | {name} | {phase['requests']} | {statuses} | "
-                f"{phase['p95_ms']} | {phase['max_ms']} | {recovery} |"
+                f"| {dependency} | {entry['fault']} | {name} | {phase['requests']} | "
+                f"{statuses} | {phase['p95_ms']} | {phase['max_ms']} | {recovery} |"
             )
     return "\n".join(lines)
 
@@ -284,9 +331,12 @@ def table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hang", type=float, default=15.0, help="seconds each dependency hangs")
+    parser.add_argument(
+        "--down", type=float, default=DOWN_SECONDS, help="seconds each crashed one stays down"
+    )
     args = parser.parse_args(argv)
     state = Testbed().require()
-    report = asyncio.run(run(state, args.hang))
+    report = asyncio.run(run(state, args.hang, args.down))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))

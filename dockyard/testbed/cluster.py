@@ -125,6 +125,20 @@ class Testbed:
             raise TestbedError("the test bed is not up; run 'dockyard testbed up'")
         return state
 
+    def require_state(self) -> State:
+        """The state file's test bed, up or with a process down (a fault test's crash)."""
+        state = self.state()
+        if state is None:
+            raise TestbedError("the test bed is not up; run 'dockyard testbed up'")
+        return state
+
+    def replace_process(self, record: ProcessRecord) -> None:
+        """Record ``record`` in place of the process of the same name (restarted)."""
+        with self._locked():
+            state = self.require_state()
+            state.processes = [record if p.name == record.name else p for p in state.processes]
+            state.save(self.state_path)
+
     def status(self) -> list[tuple[str, int, bool]]:
         state = self.state()
         if state is None:

@@ -4,17 +4,36 @@ A hung dependency is the hard case for a client: its sockets stay open and accep
 bytes, and nothing ever comes back. ``hung`` stops a process and every process below it
 (PostgreSQL's backends are children of the postmaster, each in a session of its own, so
 stopping the process group would leave them answering).
+
+A crashed one refuses connections at once: ``crashed`` kills the process and everything
+below it with SIGKILL (no shutdown, as in an OOM kill), and when the block ends starts
+it again with its recorded command line, waits until it serves, and records the new
+process in the state file so ``dockyard testbed down`` stops the right one.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+import ssl
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from dockyard.testbed.cluster import State
+from dockyard.testbed.cluster import State, Testbed
+from dockyard.testbed.processes import (
+    ProcessRecord,
+    TestbedError,
+    accepts,
+    http_ok,
+    spawn,
+    start_time,
+)
+
+# How long a restarted process has to serve again.
+RESTART_TIMEOUT = 60.0
 
 
 def process_tree(pid: int) -> list[int]:
@@ -56,3 +75,74 @@ def hung(state: State, name: str) -> Iterator[list[int]]:
         for pid in stopped:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def crashed(testbed: Testbed, name: str) -> Iterator[ProcessRecord]:
+    """The block runs while ``name`` is dead (killed with SIGKILL, its descendants too);
+    after it, ``name`` is started again and serves. Yields the killed process's record."""
+    record = killed(testbed, name)
+    try:
+        yield record
+    finally:
+        restart(testbed, record)
+
+
+def killed(testbed: Testbed, name: str) -> ProcessRecord:
+    """Kill the test bed's ``name`` and its descendants; the record to ``restart`` it from."""
+    state = testbed.require()
+    record = next((p for p in state.processes if p.name == name), None)
+    if record is None:
+        raise LookupError(f"the test bed runs no process named {name!r}")
+    if not record.argv:
+        raise TestbedError(f"{name} was started by an older test bed that did not record how")
+    kill(record.pid)
+    return record
+
+
+def kill(pid: int) -> None:
+    """SIGKILL ``pid`` and its descendants; return once none of them runs."""
+    doomed = process_tree(pid)
+    for each in doomed:
+        with suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
+    for each in doomed:
+        with suppress(ChildProcessError, OSError):
+            os.waitpid(each, os.WNOHANG)  # our own child when this process started it
+    deadline = time.monotonic() + 10
+    while any(start_time(each) is not None for each in doomed):
+        if time.monotonic() > deadline:
+            raise TestbedError(f"process {pid} or a descendant survived SIGKILL")
+        time.sleep(0.02)
+
+
+def restart(testbed: Testbed, record: ProcessRecord) -> ProcessRecord:
+    """Start ``record``'s command again, wait until it serves, and save it in the state."""
+    state = testbed.require_state()
+    fresh = spawn(
+        record.name, record.argv, user=record.user, cwd=Path(state.directory), log=Path(record.log)
+    )
+    ready = _readiness(state, record.name)
+    deadline = time.monotonic() + RESTART_TIMEOUT
+    while not ready():
+        if not fresh.alive():
+            raise TestbedError(f"{record.name} exited while restarting; see {record.log}")
+        if time.monotonic() > deadline:
+            raise TestbedError(f"{record.name} did not serve {RESTART_TIMEOUT:.0f}s after restart")
+        time.sleep(0.1)
+    testbed.replace_process(fresh)
+    return fresh
+
+
+def _readiness(state: State, name: str) -> Callable[[], bool]:
+    """How to tell that the restarted ``name`` serves again."""
+    if name == "postgres":
+        return lambda: accepts(urlsplit(state.database_url).port or 5432)
+    if name == "redis":
+        return lambda: accepts(urlsplit(state.redis_url).port or 6379)
+    if name == "kube-apiserver":
+        pki = Path(state.directory) / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "client-admin.crt"), str(pki / "client-admin.key"))
+        return lambda: http_ok(f"{state.apiserver_url}/readyz", context)
+    return lambda: True

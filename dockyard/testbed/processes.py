@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,18 @@ class TestbedError(RuntimeError):
 
 @dataclass
 class ProcessRecord:
-    """One process the test bed started: its pid, and its start time to recognise it."""
+    """One process the test bed started: its pid, and its start time to recognise it.
+
+    ``argv`` and ``user`` are how it was started, so a fault test can start it again
+    after killing it (``faults.crashed``).
+    """
 
     name: str
     pid: int
     started: int
     log: str
+    argv: list[str] = field(default_factory=list)
+    user: str | None = None
 
     def alive(self) -> bool:
         return start_time(self.pid) == self.started
@@ -105,26 +111,10 @@ class Launcher:
 
     def spawn(self, name: str, argv: list[str], *, user: str | None = None) -> ProcessRecord:
         """Start ``argv`` in its own session (as ``user``), logging to ``logs/<name>.log``."""
-        log_path = self.logs / f"{name}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=self.dir,
-                **run_as(user),
-            )
-        started = None
-        for _ in range(100):
-            started = start_time(proc.pid)
-            if started is not None:
-                break
-            time.sleep(0.01)
-        if started is None:
-            raise TestbedError(f"{name} exited at once:\n{self.tail(name)}")
-        record = ProcessRecord(name, proc.pid, started, str(log_path))
+        try:
+            record = spawn(name, argv, user=user, cwd=self.dir, log=self.logs / f"{name}.log")
+        except TestbedError as exc:
+            raise TestbedError(f"{exc}:\n{self.tail(name)}") from None
         self.processes.append(record)
         return record
 
@@ -152,6 +142,29 @@ class Launcher:
 
     def stop_all(self) -> None:
         stop(self.processes, self.progress)
+
+
+def spawn(name: str, argv: list[str], *, user: str | None, cwd: Path, log: Path) -> ProcessRecord:
+    """Start ``argv`` in a session of its own, its output appended to ``log``; its record."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+            **run_as(user),
+        )
+    started = None
+    for _ in range(100):
+        started = start_time(proc.pid)
+        if started is not None:
+            break
+        time.sleep(0.01)
+    if started is None:
+        raise TestbedError(f"{name} exited at once")
+    return ProcessRecord(name, proc.pid, started, str(log), list(argv), user)
 
 
 def run_as(user: str | None) -> dict[str, Any]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from dockyard.testbed import versions
 from dockyard.testbed.cluster import Testbed, TestbedConfig
+from dockyard.testbed.faults import crashed
+from dockyard.testbed.processes import accepts
 from tests.conftest import Kubectl, get_json, wait_for
 
 
@@ -149,3 +153,18 @@ def test_up_cleans_up_after_a_crashed_run(second_bed: Testbed) -> None:
         assert all(p.alive() for p in second.processes)
     finally:
         second_bed.down()
+
+
+def test_a_crashed_process_is_restarted_in_place_and_recorded(testbed: Testbed) -> None:
+    before = testbed.require()
+    port = urlsplit(before.redis_url).port or 6379
+    with crashed(testbed, "redis") as killed:
+        assert not accepts(port)
+        assert not killed.alive()
+    after = testbed.require()  # healthy again: every recorded process runs
+    restarted = next(p for p in after.processes if p.name == "redis")
+    assert restarted.pid != killed.pid
+    assert restarted.argv == killed.argv
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(16) == b"+PONG\r\n"
