@@ -42,14 +42,48 @@ def test_the_state_file_format_round_trips(tmp_path: Path) -> None:
         "database_url": "postgresql://dockyard:pw@127.0.0.1:5432/dockyard",
         "redis_url": "redis://127.0.0.1:6379/0",
         "kubernetes_version": "v1.0.0",
-        "processes": [{"name": "etcd", "pid": 42, "started": 7, "log": "/l/etcd.log"}],
+        "processes": [
+            {
+                "name": "etcd",
+                "pid": 42,
+                "started": 7,
+                "log": "/l/etcd.log",
+                "argv": ["/cache/bin/etcd", "--data-dir=/var/testbed/etcd"],
+                "user": None,
+            }
+        ],
+    }
+    (tmp_path / "old.json").write_text(json.dumps(written))
+    state = State.load(tmp_path / "old.json")
+    assert state is not None
+    assert state.processes == [
+        ProcessRecord(
+            "etcd", 42, 7, "/l/etcd.log", ["/cache/bin/etcd", "--data-dir=/var/testbed/etcd"]
+        )
+    ]
+    state.save(tmp_path / "new.json")
+    assert json.loads((tmp_path / "new.json").read_text()) == written
+
+
+def test_a_state_file_from_before_processes_recorded_their_command_still_loads(
+    tmp_path: Path,
+) -> None:
+    record = {"name": "etcd", "pid": 42, "started": 7, "log": "/l/etcd.log"}
+    written = {
+        "directory": "/var/testbed",
+        "bin_dir": "/cache/bin",
+        "kubeconfig": "/var/testbed/admin.kubeconfig",
+        "apiserver_url": "https://127.0.0.1:6443",
+        "oidc_issuer": "https://127.0.0.1:8443",
+        "database_url": "postgresql://dockyard:pw@127.0.0.1:5432/dockyard",
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "processes": [record],
     }
     (tmp_path / "old.json").write_text(json.dumps(written))
     state = State.load(tmp_path / "old.json")
     assert state is not None
     assert state.processes == [ProcessRecord("etcd", 42, 7, "/l/etcd.log")]
-    state.save(tmp_path / "new.json")
-    assert json.loads((tmp_path / "new.json").read_text()) == written
+    assert state.processes[0].argv == []  # faults.crashed refuses to restart it
 
 
 def test_env_exports_are_shell_safe(tmp_path: Path) -> None:
