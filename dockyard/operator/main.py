@@ -60,8 +60,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.startup()
 async def connect(memo: OperatorMemo, **_: Any) -> None:
     """Make the services: one API client, one managed server, the catalog, the reconcilers."""
-    import asyncpg
-
     from dockyard.core.db import create_pool
     from dockyard.operator.backups.lifecycle import BackupRuns
     from dockyard.operator.backups.schedules import ScheduleRuns
@@ -86,14 +84,11 @@ async def connect(memo: OperatorMemo, **_: Any) -> None:
         closing.push_async_callback(postgres.close)
     else:
         logger.warning("no managed PostgreSQL server: environments with a database stay Pending")
-    catalog = None
-    try:
-        catalog = Catalog(await create_pool(settings))
-        closing.push_async_callback(catalog.pool.close)
-    except (OSError, asyncpg.PostgresError) as exc:
-        # Backups still run and their status stays authoritative; the resume pass of
-        # the next start-up catalogues them.
-        logger.warning("no platform database: the backup catalog is not written: %s", exc)
+    # Opened empty: the operator starts whether or not the platform database answers,
+    # and the pool connects on first use (the catalog's writes are retried until then).
+    pool = await create_pool(settings.model_copy(update={"database_pool_min": 0}))
+    closing.push_async_callback(pool.close)
+    catalog = Catalog(pool)
     context = RunContext.create(kube, settings, catalog, postgres)
     drill_metrics = metrics.DrillMetrics()
     scaling = ScalingReconciler(kube=kube)

@@ -28,7 +28,8 @@ import yaml
 from dockyard.core import migrations
 from dockyard.operator.database import database_identity
 from dockyard.operator.runs.context import with_database
-from dockyard.testbed.cluster import State
+from dockyard.testbed import faults
+from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import SESSION_ID, Kubectl, backup_settings, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_process")
@@ -578,6 +579,88 @@ def test_an_operator_killed_mid_backup_retries_it_and_counts_the_attempt(
         assert {t["name"]: t["rows"] for t in status["manifest"]["tables"]} == EXPECTED_ROWS
         interrupted = _events(kubectl, own_namespace, "AttemptFailed")
         assert any("interrupted" in message for message in interrupted), interrupted
+    finally:
+        kubectl(
+            "delete",
+            "environments,backups",
+            "--all",
+            "-n",
+            own_namespace,
+            "--timeout=60s",
+            check=False,
+        )
+        operator.terminate()
+        try:
+            operator.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+
+
+def _database_condition(status: dict[str, Any]) -> dict[str, Any] | None:
+    conditions = status.get("conditions") or []
+    return next((c for c in conditions if c["type"] == "DatabaseUnavailable"), None)
+
+
+def test_a_backup_pauses_while_postgres_is_down_and_completes_on_its_first_attempt_after(
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    testbed_env: dict[str, str],
+    own_namespace: str,
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "operator.log"
+    operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+    try:
+        _environment(kubectl, testbed_state, own_namespace)
+        _key_secret(kubectl, own_namespace)
+        killed = faults.killed(testbed, "postgres")
+        try:
+            _apply(kubectl, own_namespace, _backup(own_namespace, "patient", backup_root))
+
+            def paused() -> dict[str, Any] | None:
+                status = (
+                    (_get(kubectl, own_namespace, "backup", "patient") or {}).get("status")
+                ) or {}
+                condition = _database_condition(status)
+                return status if condition and condition["status"] == "True" else None
+
+            status = wait_for(paused, timeout=60)
+            assert isinstance(status, dict)
+            assert status["phase"] == "Pending"
+            assert status.get("attempts", 0) == 0
+            assert _database_condition(status)["reason"] == "ServerUnreachable"  # type: ignore[index]
+            assert _events(kubectl, own_namespace, "DatabaseUnavailable")
+
+            # An operator (re)started during the outage starts, and stays up.
+            operator.terminate()
+            operator.wait(timeout=15)
+            operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+            time.sleep(12)  # past a poll: the backup is asked about again
+            assert operator.poll() is None, log.read_text()[-3000:]
+            status = paused()  # type: ignore[assignment]
+            assert status is not None
+            assert status.get("attempts", 0) == 0
+        finally:
+            faults.restart(testbed, killed)
+
+        status = _wait_phase(kubectl, own_namespace, "patient", "Completed", timeout=120)
+        assert status["attempts"] == 1  # the outage used up no attempt
+        condition = _database_condition(status)
+        assert condition is not None
+        assert (condition["status"], condition["reason"]) == ("False", "ServerAnswers")
+        rows = wait_for(
+            lambda: _fetch(
+                testbed_state.database_url,
+                "SELECT phase FROM backup_catalog WHERE namespace = $1 AND name = $2",
+                own_namespace,
+                "patient",
+            ),
+            timeout=60,
+        )
+        assert [r["phase"] for r in rows] == ["Completed"]  # type: ignore[union-attr]
     finally:
         kubectl(
             "delete",

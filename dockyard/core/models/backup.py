@@ -82,6 +82,9 @@ class BackupConditionType(StrEnum):
     """The artifact is stored, checksummed and catalogued: it can be restored."""
     VERIFIED = "Verified"
     """A restore drill restored the artifact and its checks passed."""
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    """True while the run is paused because the database server does not answer; the
+    paused run uses up no attempt and starts by itself once the server answers."""
 
 
 BackupTTL = Annotated[

@@ -12,7 +12,13 @@ reads the Backup afresh and acts on its phase, so running it twice is harmless.
   attempt as failed and retry after a backoff (status back to Pending with the reason),
   or give up (Failed). Nothing stays Running without a runner behind it.
 - Completed: make sure the catalog has it (a status can get ahead of its row when the
-  platform database was down), then nothing.
+  platform database was down; the pass is retried until the row is written).
+
+While the managed PostgreSQL server does not answer, a Backup is paused rather than
+failed: before an attempt starts, and after one fails, the server is asked
+(``ManagedPostgres.ping``); if it does not answer, the Backup goes back to Pending with
+a ``DatabaseUnavailable`` condition, the failed attempt is not counted, and the pass is
+retried every ``DATABASE_POLL_SECONDS`` until the server answers.
 
 A run's success is committed in this order: the artifact (atomically, by the runner),
 the catalog row, then the status (computed by ``backups.status``). Failures carry the
@@ -37,14 +43,23 @@ from dockyard.core.attempts import (
     recover_interrupted,
 )
 from dockyard.core.durations import parse_duration
-from dockyard.core.models.backup import Backup, BackupPhase, BackupRunner, BackupStatus
-from dockyard.core.resources import JOBS
+from dockyard.core.models.backup import (
+    Backup,
+    BackupConditionType,
+    BackupPhase,
+    BackupRunner,
+    BackupStatus,
+)
+from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.environment import EnvironmentConditionType
+from dockyard.core.resources import ENVIRONMENTS, JOBS
 from dockyard.core.retention import ttl_expiry
 from dockyard.operator.apply import apply_as, get
 from dockyard.operator.backups import deletion as backup_deletion
 from dockyard.operator.backups import status as report
 from dockyard.operator.backups.sweeping import sweep
 from dockyard.operator.builders import environment as environment_builders
+from dockyard.operator.database import DatabaseUnavailable, UnavailableReason
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.catalog import CatalogEntry
@@ -64,6 +79,19 @@ logger = logging.getLogger(__name__)
 
 # How often a Job-mode run is looked at while its Job works.
 JOB_POLL_SECONDS: Final = 10.0
+# How often a paused Backup asks whether the database server answers again.
+DATABASE_POLL_SECONDS: Final = 10.0
+# The reasons of an environment's DatabaseReady condition that mean a passing outage.
+_OUTAGES: Final = frozenset(
+    {
+        UnavailableReason.SERVER_UNREACHABLE,
+        UnavailableReason.SERVER_NOT_READY,
+        UnavailableReason.TOO_MANY_CONNECTIONS,
+    }
+)
+DATABASE_READY: Final = EnvironmentConditionType.DATABASE_READY.value
+# How often a completed Backup whose catalog row was not written tries again.
+CATALOG_RETRY_SECONDS: Final = 30.0
 
 _Loaded = Loaded[Backup]
 
@@ -95,8 +123,7 @@ class BackupRuns:
             return Outcome.done()
         phase = loaded.resource.status.phase
         if phase is BackupPhase.COMPLETED:
-            await self._catalog(loaded, quiet=True)
-            return Outcome.done()
+            return await self._catalogued(loaded, quiet=True)
         if phase is BackupPhase.FAILED:
             return Outcome.done()
         if phase is BackupPhase.RUNNING:
@@ -133,6 +160,8 @@ class BackupRuns:
 
     async def _start(self, loaded: _Loaded) -> Outcome:
         backup = loaded.resource
+        if (paused := await self._pause_if_unreachable(loaded, backup.status.attempts)) is not None:
+            return paused
         attempt = backup.status.attempts + 1
         started = report.started(
             backup.status,
@@ -186,16 +215,22 @@ class BackupRuns:
         self, loaded: _Loaded, status: BackupStatus, result: BackupResult
     ) -> Outcome:
         done = report.completed(status, result, loaded.generation)
-        await self._catalog(_with_status(loaded, done))
+        catalogued = await self._catalog(_with_status(loaded, done))
         await self._write(loaded, done)
         post(
             loaded.raw,
             reason="Completed",
             message=f"{done.message}; sha256 {result.sha256}, key {result.key_id}",
         )
-        return Outcome.done()
+        return Outcome.done() if catalogued else _catalog_again()
 
     async def _failed(self, loaded: _Loaded, status: BackupStatus, error: BackupError) -> Outcome:
+        if retryable(error):
+            # The attempt may have failed because the server went away: then it is
+            # paused, and the attempt it used is not counted.
+            uncounted = max(status.attempts - 1, 0)
+            if (paused := await self._pause_if_unreachable(loaded, uncounted)) is not None:
+                return paused
         recovery = after_failure(
             attempts=status.attempts,
             reason=f"{error.reason}: {error.message}",
@@ -266,10 +301,10 @@ class BackupRuns:
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)
         if state == "Succeeded" and status.sha256 and status.location:
             done = report.completed_by_job(status, name, loaded.generation)
-            await self._catalog(_with_status(loaded, done))
+            catalogued = await self._catalog(_with_status(loaded, done))
             await self._write(loaded, done)
             post(loaded.raw, reason="Completed", message=f"{done.message}; sha256 {done.sha256}")
-            return Outcome.done()
+            return Outcome.done() if catalogued else _catalog_again()
         reason = {
             "Missing": f"runner Job {name} is gone",
             "Failed": f"runner Job {name} failed",
@@ -277,6 +312,9 @@ class BackupRuns:
         }[state]
         if state == "Failed":
             reason += await self._runner_says(loaded.namespace, name)
+            uncounted = max(status.attempts - 1, 0)
+            if (paused := await self._pause_if_unreachable(loaded, uncounted)) is not None:
+                return paused
         recovery = after_failure(attempts=status.attempts, reason=reason, policy=self.policy)
         return await self._apply_recovery(loaded, status, recovery, "RunnerFailed")
 
@@ -285,22 +323,73 @@ class BackupRuns:
         error = jobs.runner_error(await runner_message(self.context.kube, namespace, job))
         return f": {error[0]}: {error[1]}" if error else ""
 
+    # -- the database server going away -------------------------------------------------
+
+    async def _pause_if_unreachable(self, loaded: _Loaded, attempts: int) -> Outcome | None:
+        """Pause the Backup (Pending, ``attempts`` used) while the database server is out;
+        None when it answers, or when there is no managed server to ask."""
+        outage = await self._outage(loaded)
+        if outage is None:
+            return None
+        reason, message = outage
+        status = loaded.resource.status
+        before = status.condition(BackupConditionType.DATABASE_UNAVAILABLE)
+        paused = report.paused(
+            status, attempts=attempts, reason=reason, message=message, generation=loaded.generation
+        )
+        if paused != status:
+            await self._write(loaded, paused)
+        if before is None or before.status is not ConditionStatus.TRUE:
+            post(loaded.raw, reason="DatabaseUnavailable", message=message, warning=True)
+            logger.info(
+                "backup paused: the database server does not answer",
+                extra={"namespace": loaded.namespace, "backup": loaded.name, "error": message},
+            )
+        return Outcome.again("paused: the database is unavailable", delay=DATABASE_POLL_SECONDS)
+
+    async def _outage(self, loaded: _Loaded) -> tuple[str, str] | None:
+        """Why the source database is out (a condition reason and message), if it is: the
+        server does not answer, or the environment last saw it out and has not yet
+        ensured its database again."""
+        postgres = self.context.postgres
+        if postgres is None:
+            return None
+        try:
+            await postgres.ping()
+        except DatabaseUnavailable as exc:
+            return exc.reason, exc.message
+        environment = loaded.resource.spec.environment_ref.name
+        env = await get(self.context.kube, ENVIRONMENTS.path(loaded.namespace, environment))
+        conditions = ((env or {}).get("status") or {}).get("conditions") or []
+        database: dict[str, Any] = next(
+            (c for c in conditions if c.get("type") == DATABASE_READY), {}
+        )
+        if database.get("status") == "False" and database.get("reason") in _OUTAGES:
+            return database["reason"], f"Environment {environment}: {database.get('message')}"
+        return None
+
     # -- writing ---------------------------------------------------------------------------
 
     async def _write(self, loaded: _Loaded, status: BackupStatus) -> None:
         # A Backup deleted meanwhile is no error: its finalizer cleans up.
         await self.backups.write_status(loaded.namespace, loaded.name, report.status_body(status))
 
-    async def _catalog(self, loaded: _Loaded, *, quiet: bool = False) -> None:
-        """Record the backup in the catalog; the status is authoritative if this fails."""
+    async def _catalogued(self, loaded: _Loaded, *, quiet: bool = False) -> Outcome:
+        """Done once the catalog has the backup's row; else retried later."""
+        return Outcome.done() if await self._catalog(loaded, quiet=quiet) else _catalog_again()
+
+    async def _catalog(self, loaded: _Loaded, *, quiet: bool = False) -> bool:
+        """Record the backup in the catalog, whether it took; the status is authoritative
+        if it did not, and the row is written by a later pass."""
         catalog = self.context.catalog
         if catalog is None:
-            return
+            return True
         try:
             await catalog.record(CatalogEntry.of(loaded.resource))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             logger.warning(
-                "backup not catalogued; retried at the next start-up",
+                "backup not catalogued; retried in %.0fs",
+                CATALOG_RETRY_SECONDS,
                 extra={"namespace": loaded.namespace, "backup": loaded.name, "error": str(exc)},
             )
             if not quiet:
@@ -308,6 +397,12 @@ class BackupRuns:
                     loaded.raw,
                     reason="CatalogUnavailable",
                     message="The platform database did not take the catalog row; it is "
-                    "written again at the operator's next start-up.",
+                    "written once the database answers again.",
                     warning=True,
                 )
+            return False
+        return True
+
+
+def _catalog_again() -> Outcome:
+    return Outcome.again("the catalog row is not written yet", delay=CATALOG_RETRY_SECONDS)

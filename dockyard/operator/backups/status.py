@@ -46,7 +46,7 @@ def started(
 ) -> BackupStatus:
     """``status`` once attempt number ``attempt`` starts."""
     message = f"Attempt {attempt} of {max_attempts} running ({runner})"
-    return (
+    running = (
         status.running(message, attempt=attempt)
         .observed(generation)
         .with_condition(
@@ -56,6 +56,42 @@ def started(
             f"Attempt {attempt} is running.",
             generation=generation,
         )
+    )
+    if status.condition(BackupConditionType.DATABASE_UNAVAILABLE) is None:
+        return running
+    return running.with_condition(
+        BackupConditionType.DATABASE_UNAVAILABLE,
+        False,
+        "ServerAnswers",
+        "The database server answers again; the backup resumed.",
+        generation=generation,
+    )
+
+
+def paused(
+    status: BackupStatus,
+    *,
+    attempts: int,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> BackupStatus:
+    """``status`` while the database server does not answer: Pending, with ``attempts``
+    (the attempts used before the outage: a paused or cut-off run does not count)."""
+    waiting = (
+        f"Paused: {message}. The backup starts once the server answers ({attempts} attempts used)."
+    )
+    return (
+        status.retrying(waiting, reason="DatabaseUnavailable", generation=generation)
+        .model_copy(update={"attempts": attempts})
+        .with_condition(
+            BackupConditionType.DATABASE_UNAVAILABLE,
+            True,
+            reason,
+            message,
+            generation=generation,
+        )
+        .observed(generation)
     )
 
 

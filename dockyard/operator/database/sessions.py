@@ -65,6 +65,15 @@ class AdminSessions:
     async def close(self) -> None:
         """Nothing to release (each call closes its own connection); for cleanup hooks."""
 
+    async def ping(self) -> None:
+        """Return once the server answers the admin; ``DatabaseUnavailable`` otherwise.
+
+        Cheap enough to ask before work that needs the server (one connection, within
+        the connect timeout), so the work waits for the server instead of failing.
+        """
+        async with self._session() as conn:
+            await conn.fetchval("SELECT 1")
+
     async def close_public_schema(self, database: str, owner: TenantLogin) -> None:
         """Inside ``database``, logged in as its ``owner``: ``public`` is the owner's and
         closed to everyone else.
