@@ -64,6 +64,10 @@ class StorageError(BackupError, reason="StorageFailed"):
     """The storage backend failed (I/O error, permissions, an object store's refusal)."""
 
 
+class StorageFull(StorageError, reason="StorageFull"):
+    """The volume (or quota) under the artifacts has no room left; nothing was committed."""
+
+
 class ArtifactNotFound(StorageError, reason="ArtifactNotFound"):
     """No committed artifact has that name."""
 

@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard.runner.errors import ArtifactExists, ArtifactNotFound, StorageError
+from dockyard.runner.errors import ArtifactExists, ArtifactNotFound, StorageError, StorageFull
 from dockyard.runner.storage import (
     READ_CHUNK_BYTES,
     ArtifactReader,
@@ -38,6 +38,8 @@ from dockyard.runner.storage import (
 )
 
 PARTIAL_SUFFIX = ".partial"
+# "No room": the file system is full, or the writer's quota is used up.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 # Hard links are refused by some network and FUSE filesystems; these say so.
@@ -172,7 +174,7 @@ class _FileWriter(DigestingWriter):
         try:
             self._file.write(data)
         except OSError as exc:
-            raise StorageError(f"cannot write artifact {self.name!r}: {exc.strerror}") from None
+            raise _write_error("write", self.name, exc) from None
         self.digest.update(data)
 
     async def _publish(self) -> str:
@@ -191,7 +193,7 @@ class _FileWriter(DigestingWriter):
         except FileExistsError:
             raise ArtifactExists(f"an artifact named {self.name!r} already exists") from None
         except OSError as exc:
-            raise StorageError(f"cannot commit artifact {self.name!r}: {exc.strerror}") from None
+            raise _write_error("commit", self.name, exc) from None
 
     async def _discard(self) -> None:
         """Close and remove the partial file."""
@@ -202,6 +204,17 @@ class _FileWriter(DigestingWriter):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._partial.unlink()
+
+
+def _write_error(verb: str, name: str, exc: OSError) -> StorageError:
+    """``exc``, met while writing artifact ``name``, as the runner reports it."""
+    if exc.errno in _FULL:
+        return StorageFull(
+            f"the backup volume is full: cannot {verb} artifact {name!r} ({exc.strerror}); "
+            "the partial artifact was removed. Free space on the volume, or grow it, and "
+            "the next attempt can succeed"
+        )
+    return StorageError(f"cannot {verb} artifact {name!r}: {exc.strerror}")
 
 
 def _publish(partial: Path, final: Path) -> None:

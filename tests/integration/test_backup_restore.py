@@ -11,7 +11,8 @@ import asyncio
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from dockyard.runner import (
     Keyring,
     RestoreFailed,
     RestoreOptions,
+    StorageFull,
     TargetNotEmpty,
     ToolFailed,
     Tools,
@@ -669,3 +671,44 @@ async def test_a_backup_to_s3_verifies_and_restores(
             keys=KEY,
         )
     assert await table_counts(target.uri()) == result.manifest == backed.result.manifest
+
+
+@pytest.fixture
+def full_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: far smaller than the seeded source's artifact."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)], check=True
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_a_full_backup_volume_fails_with_its_reason_leaves_nothing_and_spares_other_runs(
+    source: DatabaseCredentials, full_volume: Path, tmp_path: Path
+) -> None:
+    roomy = FilesystemStore(tmp_path / "roomy")
+    full, other = await asyncio.gather(
+        run_backup(
+            dsn=source.uri(), storage=FilesystemStore(full_volume), name="shop/a.dkbk", key=KEY
+        ),
+        run_backup(dsn=source.uri(), storage=roomy, name="shop/b.dkbk", key=KEY),
+        return_exceptions=True,
+    )
+    assert isinstance(full, StorageFull), full
+    assert full.reason == "StorageFull"
+    assert "backup volume is full" in full.message
+    assert "No space left on device" in full.message
+    left = await asyncio.to_thread(lambda: [p for p in full_volume.rglob("*") if p.is_file()])
+    assert left == []  # no partial, no artifact
+    assert shutil.disk_usage(full_volume).used < 64 * 1024
+    assert isinstance(other, BackupResult), other
+    report = await verify_artifact(
+        storage=roomy, name="shop/b.dkbk", expected_sha256=other.sha256, keys=KEY
+    )
+    assert report.sha256 == other.sha256
