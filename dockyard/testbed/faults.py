@@ -29,7 +29,6 @@ from dockyard.testbed.processes import (
     accepts,
     http_ok,
     spawn,
-    start_time,
 )
 
 # How long a restarted process has to serve again.
@@ -109,10 +108,15 @@ def kill(pid: int) -> None:
     for each in doomed:
         with suppress(ChildProcessError, OSError):
             os.waitpid(each, os.WNOHANG)  # our own child when this process started it
+    # Gone means reaped, not only dead: a zombie still answers kill(pid, 0), and
+    # PostgreSQL refuses to start while the pid in its lock file does.
     deadline = time.monotonic() + 10
-    while any(start_time(each) is not None for each in doomed):
+    while any(Path(f"/proc/{each}").exists() for each in doomed):
         if time.monotonic() > deadline:
             raise TestbedError(f"process {pid} or a descendant survived SIGKILL")
+        for each in doomed:
+            with suppress(ChildProcessError, OSError):
+                os.waitpid(each, os.WNOHANG)
         time.sleep(0.02)
 
 

@@ -21,7 +21,8 @@ import asyncpg
 import pytest
 
 from dockyard.operator.database import database_identity
-from dockyard.testbed.cluster import State
+from dockyard.testbed import faults
+from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import SESSION_ID, Kubectl, wait_for
 from tests.integration.test_backup_operator import (
     EXPECTED_ROWS,
@@ -236,6 +237,38 @@ def test_the_run_now_annotation_runs_the_drill_and_is_removed(
     )
     assert "dockyard.io/run-now" not in annotations
     assert status["nextRunTime"] == before["nextRunTime"]  # the cron plan is untouched
+
+
+def test_a_due_drill_waits_while_postgres_is_down_and_passes_once_it_is_back(
+    kubectl: Kubectl, testbed: Testbed, seeded: str
+) -> None:
+    killed = faults.killed(testbed, "postgres")
+    try:
+        _apply(kubectl, seeded, _drill("patient", annotations=RUN_NOW))
+
+        def waiting() -> dict[str, Any] | None:
+            status = _status(kubectl, seeded, "patient")
+            paused = _condition(status, "DatabaseUnavailable").get("status") == "True"
+            return status if paused else None
+
+        status = wait_for(waiting, timeout=60)
+        assert isinstance(status, dict)
+        # Not failed over the outage: no run started, none recorded, run-now kept.
+        assert "lastRun" not in status, status
+        assert "currentRun" not in status, status
+        assert _condition(status, "Passing") == {}, status
+        annotations = (_get(kubectl, seeded, "restoredrill", "patient") or {})["metadata"][
+            "annotations"
+        ]
+        assert "dockyard.io/run-now" in annotations
+        assert _events(kubectl, seeded, "DatabaseUnavailable")
+    finally:
+        faults.restart(testbed, killed)
+
+    status = _wait_last_run(kubectl, seeded, "patient")
+    assert status["lastRun"]["result"] == "Passed"
+    condition = _condition(status, "DatabaseUnavailable")
+    assert (condition["status"], condition["reason"]) == ("False", "ServerAnswers")
 
 
 def test_a_failing_sql_assertion_fails_the_run_with_one_reason_naming_the_check(

@@ -25,6 +25,7 @@ from dockyard.api.app import create_app
 from dockyard.core.settings import Settings
 from dockyard.operator.database import database_identity
 from dockyard.operator.runs.context import with_database
+from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import ROOT, Kubectl, wait_for
 from tests.integration.test_backup_operator import (
@@ -217,6 +218,44 @@ def test_an_in_place_restore_brings_the_backed_up_data_back(
     safety = _wait_phase(kubectl, namespace, "undo-safety", "Completed")
     rows = {t["name"]: t["rows"] for t in safety["manifest"]["tables"]}
     assert rows["public.orders"] == 1000
+
+
+def test_a_restore_waits_while_postgres_is_down_and_completes_on_its_first_attempt_after(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    dsn, _ = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    before = _checksums(dsn)
+    _run_sql(dsn, "DELETE FROM orders WHERE id > 1000")
+    killed = faults.killed(testbed, "postgres")
+    try:
+        _apply(
+            kubectl,
+            namespace,
+            _restore(
+                "patient",
+                source={"environmentRef": {"name": "shop"}, "select": "latest"},
+                safetyBackup=False,
+            ),
+        )
+
+        def waiting() -> dict[str, Any] | None:
+            status = _restore_status(kubectl, namespace, "patient")
+            paused = _condition(status, "DatabaseUnavailable").get("status") == "True"
+            return status if paused else None
+
+        status = wait_for(waiting, timeout=60)
+        assert isinstance(status, dict)
+        assert status.get("attempts", 0) == 0, status  # waiting uses up no attempt
+        assert status.get("phase") != "Failed", status
+        assert _events(kubectl, namespace, "DatabaseUnavailable")
+    finally:
+        faults.restart(testbed, killed)
+
+    status = _wait_restore(kubectl, namespace, "patient", "Completed", timeout=180)
+    assert status["attempts"] == 1
+    assert _checksums(dsn) == before
+    condition = _condition(status, "DatabaseUnavailable")
+    assert (condition["status"], condition["reason"]) == ("False", "ServerAnswers")
 
 
 def test_a_corrupted_artifact_fails_the_restore_and_leaves_the_environment_intact(

@@ -185,7 +185,10 @@ class BackupStatus(RunStatus):
     """The fields ``with_artifact`` sets: what a runner Job reports of its artifact."""
     field_descriptions: ClassVar[Mapping[str, str]] = {
         "observed_generation": "The .metadata.generation the operator last acted on.",
-        "conditions": "Current conditions: Ready (restorable) and Verified (by a drill).",
+        "conditions": (
+            "Current conditions: Ready (restorable), Verified (by a drill) and "
+            "DatabaseUnavailable (True while paused for an unreachable database server)."
+        ),
         "message": "Human-readable detail of the phase, such as why the backup failed.",
         "attempts": (
             "Runs started for this backup. A run interrupted (the operator or its Job was "

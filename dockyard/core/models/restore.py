@@ -76,6 +76,9 @@ class RestoreConditionType(StrEnum):
     verb, gave it once the plan was shown."""
     COMPLETED = "Completed"
     """The target runs on the restored data (False with the reason when it failed)."""
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    """True while the restore waits because the database server does not answer; it starts
+    by itself once the server answers (False, reason ServerAnswers)."""
 
 
 _SELECT_NEEDS_ENVIRONMENT: Final = (
@@ -292,7 +295,10 @@ class RestoreStatus(RunStatus):
     outcome_condition = RestoreConditionType.COMPLETED
     field_descriptions: ClassVar[Mapping[str, str]] = {
         "observed_generation": "The .metadata.generation the operator last acted on.",
-        "conditions": "Current conditions: Planned, Approved and Completed.",
+        "conditions": (
+            "Current conditions: Planned, Approved, Completed and DatabaseUnavailable "
+            "(True while the restore waits for an unreachable database server)."
+        ),
         "message": "Human-readable detail of the phase, such as why the restore failed.",
         "attempts": (
             "Runs started for this restore. An interrupted run is resumed or counted and "

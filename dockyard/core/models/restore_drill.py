@@ -64,6 +64,9 @@ class RestoreDrillConditionType(StrEnum):
     """The last run restored its backup and every check passed."""
     READY = "Ready"
     """The schedule and time zone are valid and the next run is planned."""
+    DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+    """True while a due run waits because the database server does not answer; it starts
+    by itself once the server answers (False, reason ServerAnswers)."""
 
 
 _WINDOW_MESSAGE: Final = "window is required with RandomWithinWindow and allowed only with it"
@@ -269,8 +272,10 @@ class RestoreDrillStatus(Status):
 
     field_descriptions: ClassVar[Mapping[str, str]] = {
         "conditions": (
-            "Current conditions: Passing (the last run passed) and Ready (False with "
-            "reason InvalidSchedule when the schedule or time zone is refused)."
+            "Current conditions: Passing (the last run passed), Ready (False with "
+            "reason InvalidSchedule when the schedule or time zone is refused) and "
+            "DatabaseUnavailable (True while a due run waits for an unreachable database "
+            "server)."
         ),
     }
 

@@ -28,6 +28,9 @@ from dockyard.core.models.common import Condition, ConditionStatus, CRModel
 
 # Longest status message; longer ones are cut (the API server would refuse them).
 MESSAGE_MAX_LENGTH: Final = 4096
+# The condition of a kind whose work waits while its database server is out (Backup,
+# Restore, RestoreDrill): True while paused, False once the server answers again.
+DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"
 # The members a run's phase enum must have for ``RunStatus``'s transitions.
 RUN_PHASES: Final = ("PENDING", "COMPLETED", "FAILED")
 
@@ -60,6 +63,25 @@ class Status(CRModel):
         """Whether the condition of ``type`` is set and True."""
         found = self.condition(type)
         return found is not None and found.status is ConditionStatus.TRUE
+
+    def database_out(self, reason: str, message: str, *, generation: int | None) -> Self:
+        """A copy whose work waits for the database server: ``DatabaseUnavailable`` True
+        with ``reason`` (``ServerUnreachable``, ...) and ``message``."""
+        return self.with_condition(
+            DATABASE_UNAVAILABLE, True, reason, message, generation=generation
+        )
+
+    def database_back(self, *, generation: int | None) -> Self:
+        """A copy whose work goes on: ``DatabaseUnavailable`` False, if it was ever set."""
+        if self.condition(DATABASE_UNAVAILABLE) is None:
+            return self
+        return self.with_condition(
+            DATABASE_UNAVAILABLE,
+            False,
+            "ServerAnswers",
+            "The database server answers again; the work resumed.",
+            generation=generation,
+        )
 
     def with_condition(
         self,

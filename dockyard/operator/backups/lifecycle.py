@@ -18,7 +18,7 @@ While the managed PostgreSQL server does not answer, a Backup is paused rather t
 failed: before an attempt starts, and after one fails, the server is asked
 (``ManagedPostgres.ping``); if it does not answer, the Backup goes back to Pending with
 a ``DatabaseUnavailable`` condition, the failed attempt is not counted, and the pass is
-retried every ``DATABASE_POLL_SECONDS`` until the server answers.
+retried every ``outages.DATABASE_POLL_SECONDS`` until the server answers.
 
 A run's success is committed in this order: the artifact (atomically, by the runner),
 the catalog row, then the status (computed by ``backups.status``). Failures carry the
@@ -45,21 +45,17 @@ from dockyard.core.attempts import (
 from dockyard.core.durations import parse_duration
 from dockyard.core.models.backup import (
     Backup,
-    BackupConditionType,
     BackupPhase,
     BackupRunner,
     BackupStatus,
 )
-from dockyard.core.models.common import ConditionStatus
-from dockyard.core.models.environment import EnvironmentConditionType
-from dockyard.core.resources import ENVIRONMENTS, JOBS
+from dockyard.core.resources import JOBS
 from dockyard.core.retention import ttl_expiry
 from dockyard.operator.apply import apply_as, get
 from dockyard.operator.backups import deletion as backup_deletion
 from dockyard.operator.backups import status as report
 from dockyard.operator.backups.sweeping import sweep
 from dockyard.operator.builders import environment as environment_builders
-from dockyard.operator.database import DatabaseUnavailable, UnavailableReason
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.catalog import CatalogEntry
@@ -71,6 +67,7 @@ from dockyard.operator.runs.context import (
     load_key,
     retryable,
 )
+from dockyard.operator.runs.outages import DATABASE_POLL_SECONDS, announce_outage, database_outage
 from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
 from dockyard.runner import BackupError, BackupResult, run_backup
@@ -79,17 +76,6 @@ logger = logging.getLogger(__name__)
 
 # How often a Job-mode run is looked at while its Job works.
 JOB_POLL_SECONDS: Final = 10.0
-# How often a paused Backup asks whether the database server answers again.
-DATABASE_POLL_SECONDS: Final = 10.0
-# The reasons of an environment's DatabaseReady condition that mean a passing outage.
-_OUTAGES: Final = frozenset(
-    {
-        UnavailableReason.SERVER_UNREACHABLE,
-        UnavailableReason.SERVER_NOT_READY,
-        UnavailableReason.TOO_MANY_CONNECTIONS,
-    }
-)
-DATABASE_READY: Final = EnvironmentConditionType.DATABASE_READY.value
 # How often a completed Backup whose catalog row was not written tries again.
 CATALOG_RETRY_SECONDS: Final = 30.0
 
@@ -326,47 +312,21 @@ class BackupRuns:
     # -- the database server going away -------------------------------------------------
 
     async def _pause_if_unreachable(self, loaded: _Loaded, attempts: int) -> Outcome | None:
-        """Pause the Backup (Pending, ``attempts`` used) while the database server is out;
-        None when it answers, or when there is no managed server to ask."""
-        outage = await self._outage(loaded)
+        """Pause the Backup (Pending, ``attempts`` used) while its database server is
+        out (:mod:`~dockyard.operator.runs.outages`); None when it answers."""
+        environment = loaded.resource.spec.environment_ref.name
+        outage = await database_outage(self.context, loaded.namespace, environment)
         if outage is None:
             return None
         reason, message = outage
         status = loaded.resource.status
-        before = status.condition(BackupConditionType.DATABASE_UNAVAILABLE)
         paused = report.paused(
             status, attempts=attempts, reason=reason, message=message, generation=loaded.generation
         )
         if paused != status:
             await self._write(loaded, paused)
-        if before is None or before.status is not ConditionStatus.TRUE:
-            post(loaded.raw, reason="DatabaseUnavailable", message=message, warning=True)
-            logger.info(
-                "backup paused: the database server does not answer",
-                extra={"namespace": loaded.namespace, "backup": loaded.name, "error": message},
-            )
+        announce_outage(loaded.raw, status, message)
         return Outcome.again("paused: the database is unavailable", delay=DATABASE_POLL_SECONDS)
-
-    async def _outage(self, loaded: _Loaded) -> tuple[str, str] | None:
-        """Why the source database is out (a condition reason and message), if it is: the
-        server does not answer, or the environment last saw it out and has not yet
-        ensured its database again."""
-        postgres = self.context.postgres
-        if postgres is None:
-            return None
-        try:
-            await postgres.ping()
-        except DatabaseUnavailable as exc:
-            return exc.reason, exc.message
-        environment = loaded.resource.spec.environment_ref.name
-        env = await get(self.context.kube, ENVIRONMENTS.path(loaded.namespace, environment))
-        conditions = ((env or {}).get("status") or {}).get("conditions") or []
-        database: dict[str, Any] = next(
-            (c for c in conditions if c.get("type") == DATABASE_READY), {}
-        )
-        if database.get("status") == "False" and database.get("reason") in _OUTAGES:
-            return database["reason"], f"Environment {environment}: {database.get('message')}"
-        return None
 
     # -- writing ---------------------------------------------------------------------------
 

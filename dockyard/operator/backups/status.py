@@ -46,7 +46,7 @@ def started(
 ) -> BackupStatus:
     """``status`` once attempt number ``attempt`` starts."""
     message = f"Attempt {attempt} of {max_attempts} running ({runner})"
-    running = (
+    return (
         status.running(message, attempt=attempt)
         .observed(generation)
         .with_condition(
@@ -56,15 +56,7 @@ def started(
             f"Attempt {attempt} is running.",
             generation=generation,
         )
-    )
-    if status.condition(BackupConditionType.DATABASE_UNAVAILABLE) is None:
-        return running
-    return running.with_condition(
-        BackupConditionType.DATABASE_UNAVAILABLE,
-        False,
-        "ServerAnswers",
-        "The database server answers again; the backup resumed.",
-        generation=generation,
+        .database_back(generation=generation)
     )
 
 
@@ -84,13 +76,7 @@ def paused(
     return (
         status.retrying(waiting, reason="DatabaseUnavailable", generation=generation)
         .model_copy(update={"attempts": attempts})
-        .with_condition(
-            BackupConditionType.DATABASE_UNAVAILABLE,
-            True,
-            reason,
-            message,
-            generation=generation,
-        )
+        .database_out(reason, message, generation=generation)
         .observed(generation)
     )
 

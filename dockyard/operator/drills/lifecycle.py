@@ -55,6 +55,7 @@ from dockyard.operator.drills.running import DrillRunner, Followed
 from dockyard.operator.drills.scratch import ScratchDatabases, recorded_scratch, scratch_database
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext
+from dockyard.operator.runs.outages import DATABASE_POLL_SECONDS, announce_outage, database_outage
 from dockyard.operator.runs.runner_jobs import RUNNER_POLL_SECONDS, stop_runner_jobs
 from dockyard.operator.store import post
 
@@ -134,6 +135,8 @@ class DrillRuns:
             if followed is not Followed.RUNNING:
                 return self._outcome(loaded)
         plan = plan_tick(loaded.drill.model_copy(update={"status": status}), now)
+        if plan.start and (waiting := await self._wait_for_database(loaded, status)):
+            return waiting
         status = plan.status
         start: tuple[Backup, DrillCurrentRun] | None = None
         if plan.start:
@@ -154,6 +157,24 @@ class DrillRuns:
             )
             await self.runner.begin(loaded, status, backup, run)
         return self._outcome(loaded)
+
+    async def _wait_for_database(
+        self, loaded: LoadedDrill, status: RestoreDrillStatus
+    ) -> Outcome | None:
+        """A due run waits while its environment's database server is out: a drill
+        failed by an outage would say nothing about the backups. The schedule is not
+        moved on (nor ``run-now`` removed), so the next tick starts the run once the
+        server answers."""
+        environment = loaded.drill.spec.environment_ref.name
+        outage = await database_outage(self.context, loaded.namespace, environment)
+        if outage is None:
+            return None
+        reason, message = outage
+        waiting = status.database_out(reason, message, generation=loaded.generation)
+        if waiting != status:
+            await self.records.write(loaded, waiting)
+        announce_outage(loaded.raw, status, message)
+        return Outcome.again("waiting for the database server", delay=DATABASE_POLL_SECONDS)
 
     def _outcome(self, loaded: LoadedDrill) -> Outcome:
         """Look again soon while the drill's run is in a Job this process follows."""
@@ -196,7 +217,8 @@ class DrillRuns:
             scratch_database=scratch_database(loaded.uid, recorded | on_server),
             attempts=1,
         )
-        return described(status.model_copy(update={"current_run": current})), (backup, current)
+        started = status.model_copy(update={"current_run": current})
+        return described(started.database_back(generation=loaded.generation)), (backup, current)
 
     async def _recover(
         self,
