@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import aiohttp
 import asyncpg
+import botocore.exceptions
 import redis.exceptions
 from prometheus_client import CollectorRegistry, Gauge
 from purgatory import AsyncCircuitBreakerFactory
@@ -66,6 +67,10 @@ _OUTAGES: Final = (
     asyncpg.TooManyConnectionsError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    # S3 through botocore: an endpoint that refuses, drops or does not answer.
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
 )
 
 
@@ -113,32 +118,36 @@ class Breakers:
         if event.state == "opened":
             self._opened_at[name] = time.monotonic()
 
-    def retry_after(self, dependency: Dependency) -> float:
+    def retry_after(self, dependency: Dependency, key: str | None = None) -> float:
         """Seconds until an open breaker lets calls through again (at least 1)."""
-        opened = self._opened_at.get(dependency.value)
+        opened = self._opened_at.get(_name(dependency, key))
         if opened is None:
             return 1.0
         return max(1.0, self.open_seconds - (time.monotonic() - opened))
 
-    def is_open(self, dependency: Dependency) -> bool:
-        """Whether calls to ``dependency`` are refused right now."""
-        return self._states.get(dependency.value) == "opened"
+    def is_open(self, dependency: Dependency, key: str | None = None) -> bool:
+        """Whether calls to ``dependency`` (at ``key``) are refused right now."""
+        return self._states.get(_name(dependency, key)) == "opened"
 
     @asynccontextmanager
-    async def guard(self, dependency: Dependency) -> AsyncIterator[None]:
+    async def guard(self, dependency: Dependency, key: str | None = None) -> AsyncIterator[None]:
         """Run the block as one call to ``dependency``.
+
+        ``key`` gives one instance of a dependency a breaker of its own (an S3 endpoint:
+        one tenant's dead endpoint must not refuse another tenant's calls); its state is
+        the gauge's ``dependency="s3:<key>"``.
 
         Raises :class:`DependencyUnavailable` at once while the breaker is open, and in
         place of a timeout or connection failure inside the block (which the breaker
         counts); other exceptions pass through unchanged and uncounted.
         """
-        breaker = await self._factory.get_breaker(dependency.value)
+        breaker = await self._factory.get_breaker(_name(dependency, key))
         try:
             async with breaker:
                 yield
         except OpenedState:
             raise DependencyUnavailable(
-                dependency, self.retry_after(dependency), "circuit breaker open"
+                dependency, self.retry_after(dependency, key), "circuit breaker open"
             ) from None
         except DependencyUnavailable:
             raise
@@ -146,12 +155,16 @@ class Breakers:
             if not self._is_failure(exc):
                 raise
             raise DependencyUnavailable(
-                dependency, self.retry_after(dependency), _describe(exc)
+                dependency, self.retry_after(dependency, key), _describe(exc)
             ) from exc
 
 
+def _name(dependency: Dependency, key: str | None) -> str:
+    return dependency.value if key is None else f"{dependency.value}:{key}"
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | botocore.exceptions.ReadTimeoutError):
         return "no answer in time"
     return f"connection failed ({type(exc).__name__})"
 

@@ -60,6 +60,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.startup()
 async def connect(memo: OperatorMemo, **_: Any) -> None:
     """Make the services: one API client, one managed server, the catalog, the reconcilers."""
+    from dockyard.core.breakers import Breakers
     from dockyard.core.db import create_pool
     from dockyard.operator.backups.lifecycle import BackupRuns
     from dockyard.operator.backups.schedules import ScheduleRuns
@@ -89,8 +90,14 @@ async def connect(memo: OperatorMemo, **_: Any) -> None:
     pool = await create_pool(settings.model_copy(update={"database_pool_min": 0}))
     closing.push_async_callback(pool.close)
     catalog = Catalog(pool)
-    context = RunContext.create(kube, settings, catalog, postgres)
     drill_metrics = metrics.DrillMetrics()
+    # On the operator's metrics registry: dockyard_dependency_breaker_state{dependency}.
+    breakers = Breakers(
+        failure_threshold=settings.breaker_failure_threshold,
+        open_seconds=settings.breaker_open_seconds,
+        registry=drill_metrics.registry,
+    )
+    context = RunContext.create(kube, settings, catalog, postgres, breakers)
     scaling = ScalingReconciler(kube=kube)
     memo.services = Services(
         settings=settings,

@@ -36,6 +36,7 @@ from aiobotocore.session import get_session
 from aiohttp.abc import AbstractResolver
 from botocore.exceptions import BotoCoreError, ClientError
 
+from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable
 from dockyard.runner.errors import ArtifactExists, ArtifactNotFound, StorageError
 from dockyard.runner.storage import (
     READ_CHUNK_BYTES,
@@ -85,6 +86,8 @@ class S3Store:
         credentials: S3Credentials | None = None,
         resolver: AbstractResolver | None = None,
         part_timeout: float = DEFAULT_PART_TIMEOUT,
+        breakers: Breakers | None = None,
+        attempts: int = 5,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes")
@@ -94,7 +97,9 @@ class S3Store:
         # Only configuration: the client (and its connections) is made on entry.
         self._config = AioConfig(
             s3={"addressing_style": addressing_style},
-            retries={"max_attempts": 5, "mode": "standard"},
+            # botocore retries a request (throttling, 5xx, a dropped connection) this many
+            # times in all; the breaker counts what is left after those retries.
+            retries={"max_attempts": attempts, "mode": "standard"},
             # Each request (one part of an upload) may go quiet this long; botocore then
             # retries it, within max_attempts. (DOCKYARD_S3_PART_TIMEOUT)
             connect_timeout=min(part_timeout, CONNECT_TIMEOUT),
@@ -102,6 +107,10 @@ class S3Store:
             connector_args={"resolver": resolver} if resolver else None,
         )
         self._endpoint_url = endpoint_url
+        # One breaker per endpoint (AWS's by region): an endpoint that does not answer
+        # fails the next calls at once instead of each waiting out its retries.
+        self._breakers = breakers
+        self._breaker_key = endpoint_url or f"aws:{region or 'default'}"
         self._region = region
         self._credentials = credentials
         self._stack = AsyncExitStack()
@@ -136,6 +145,18 @@ class S3Store:
             raise RuntimeError("use S3Store inside 'async with'")
         return self._client
 
+    @asynccontextmanager
+    async def _call(
+        self, what: str, *, missing: str | None = None, exists: str | None = None
+    ) -> AsyncIterator[None]:
+        """One request to the endpoint: inside its breaker, errors as storage errors."""
+        with _translated(what, missing=missing, exists=exists):
+            if self._breakers is None:
+                yield
+                return
+            async with self._breakers.guard(Dependency.S3, self._breaker_key):
+                yield
+
     def key(self, name: str) -> str:
         """The object key of artifact ``name``."""
         check_name(name)
@@ -147,7 +168,7 @@ class S3Store:
     @asynccontextmanager
     async def create(self, name: str) -> AsyncIterator[ArtifactWriter]:
         key = self.key(name)
-        with _translated(f"cannot start upload of {key}"):
+        async with self._call(f"cannot start upload of {key}"):
             upload = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
         async with _MultipartWriter(self, name, upload["UploadId"]) as writer:
             yield writer
@@ -155,7 +176,7 @@ class S3Store:
     @asynccontextmanager
     async def open(self, name: str, *, expected_sha256: str) -> AsyncIterator[ArtifactReader]:
         key = self.key(name)
-        with _translated(f"cannot read {key}", missing=f"no artifact {name!r} in {self}"):
+        async with self._call(f"cannot read {key}", missing=f"no artifact {name!r} in {self}"):
             response = await self.client.get_object(Bucket=self.bucket, Key=key)
         body = response["Body"]
         try:
@@ -167,7 +188,7 @@ class S3Store:
         key = self.key(name)
         if not await self.exists(name):
             return False
-        with _translated(f"cannot delete {key}"):
+        async with self._call(f"cannot delete {key}"):
             await self.client.delete_object(Bucket=self.bucket, Key=key)
         return True
 
@@ -180,14 +201,14 @@ class S3Store:
 
     async def size(self, name: str) -> int:
         key = self.key(name)
-        with _translated(f"cannot inspect {key}", missing=f"no artifact {name!r} in {self}"):
+        async with self._call(f"cannot inspect {key}", missing=f"no artifact {name!r} in {self}"):
             head = await self.client.head_object(Bucket=self.bucket, Key=key)
         return int(head["ContentLength"])
 
     async def list(self, prefix: str = "") -> list[str]:
         root = f"{self.prefix}/" if self.prefix else ""
         names: list[str] = []
-        with _translated(f"cannot list {self}"):
+        async with self._call(f"cannot list {self}"):
             paginator = self.client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
                 names.extend(item["Key"][len(root) :] for item in page.get("Contents", ()))
@@ -197,7 +218,7 @@ class S3Store:
         cutoff = datetime.now(UTC) - older_than
         root = f"{self.prefix}/" if self.prefix else ""
         removed = 0
-        with _translated(f"cannot list uploads in {self}"):
+        async with self._call(f"cannot list uploads in {self}"):
             paginator = self.client.get_paginator("list_multipart_uploads")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=root):
                 for upload in page.get("Uploads", ()):
@@ -234,7 +255,7 @@ class _MultipartWriter(DigestingWriter):
         number = len(self._parts) + 1
         body = bytes(self._buffer[:size])
         del self._buffer[:size]
-        with _translated(f"cannot upload part {number} of {self._key}"):
+        async with self._storage._call(f"cannot upload part {number} of {self._key}"):
             response = await self._storage.client.upload_part(
                 Bucket=self._storage.bucket,
                 Key=self._key,
@@ -247,7 +268,7 @@ class _MultipartWriter(DigestingWriter):
     async def _publish(self) -> str:
         if self._buffer or not self._parts:
             await self._upload_part(len(self._buffer))  # the last part may be small
-        with _translated(
+        async with self._storage._call(
             f"cannot complete upload of {self._key}",
             exists=f"an artifact named {self.name!r} already exists",
         ):
@@ -296,3 +317,8 @@ def _translated(
         raise StorageError(f"{what}: S3 error {code}") from None
     except BotoCoreError as exc:
         raise StorageError(f"{what}: {type(exc).__name__}") from None
+    except DependencyUnavailable as exc:
+        raise StorageError(
+            f"{what}: the S3 endpoint is unavailable ({exc.reason}); "
+            f"calls to it are refused for {exc.retry_after:.0f}s"
+        ) from None

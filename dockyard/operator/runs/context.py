@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import BackupStorage
@@ -122,6 +123,7 @@ async def open_storage(
     namespace: str | None = None,
     endpoints: EndpointPolicy | None = None,
     s3_part_timeout: float = 60.0,
+    breakers: Breakers | None = None,
 ) -> AsyncIterator[Store]:
     """The storage ``spec`` names, for an inline run in ``namespace``.
 
@@ -151,7 +153,11 @@ async def open_storage(
             )
         credentials = await s3_credentials(kube, namespace, ref)
     async with open_s3(
-        spec.s3, credentials=credentials, policy=policy, part_timeout=s3_part_timeout
+        spec.s3,
+        credentials=credentials,
+        policy=policy,
+        part_timeout=s3_part_timeout,
+        breakers=breakers,
     ) as store:
         yield store
 
@@ -291,6 +297,8 @@ class RunContext:
     slots: asyncio.Semaphore
     postgres: ManagedPostgres | None = None
     """The managed server, for the databases restores and drills restore into."""
+    breakers: Breakers | None = None
+    """The operator's breakers: one per S3 endpoint that inline runs write to."""
     _active: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
     @classmethod
@@ -300,9 +308,10 @@ class RunContext:
         settings: Settings,
         catalog: Catalog | None,
         postgres: ManagedPostgres | None = None,
+        breakers: Breakers | None = None,
     ) -> RunContext:
         slots = asyncio.Semaphore(settings.backup_concurrency)
-        return cls(kube, settings, catalog, slots, postgres)
+        return cls(kube, settings, catalog, slots, postgres, breakers)
 
     def running_here(self, uid: str) -> bool:
         """Whether this process executes the run of object ``uid`` right now."""
@@ -351,6 +360,7 @@ class RunContext:
             namespace=namespace,
             endpoints=endpoint_policy(self.settings),
             s3_part_timeout=self.settings.s3_part_timeout,
+            breakers=self.breakers,
         ) as storage:
             yield storage
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
+from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.references import SecretReference
 from dockyard.core.models.storage import S3Storage as S3Spec
@@ -79,6 +80,7 @@ async def open_s3(
     credentials: S3Credentials | None,
     policy: EndpointPolicy,
     part_timeout: float,
+    breakers: Breakers | None = None,
 ) -> AsyncIterator[Store]:
     """The bucket ``spec`` names, with ``credentials`` (None: the ambient chain). The
     caller has checked the endpoint with ``policy`` (a refusal before any client
@@ -93,5 +95,6 @@ async def open_s3(
         credentials=credentials,
         resolver=GuardedResolver(policy) if spec.endpoint else None,
         part_timeout=part_timeout,
+        breakers=breakers,
     ) as store:
         yield store
