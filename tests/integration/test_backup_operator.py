@@ -679,6 +679,72 @@ def test_a_backup_pauses_while_postgres_is_down_and_completes_on_its_first_attem
             operator.wait()
 
 
+@pytest.fixture
+def small_backup_root(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs as the operator's backup root: the seeded database's artifact
+    (about 1 MiB) does not fit, an empty database's does."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    root = tmp_path / "small-root"
+    root.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(root)]
+    subprocess.run(mount, check=True)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_a_full_backup_root_fails_the_backup_as_storage_full_and_a_small_one_still_completes(
+    kubectl: Kubectl,
+    testbed_state: State,
+    testbed_env: dict[str, str],
+    own_namespace: str,
+    small_backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    root = small_backup_root
+    operator = _start_operator(testbed_env, own_namespace, tmp_path / "operator.log", root)
+    try:
+        _environment(kubectl, testbed_state, own_namespace)  # seeded: about 1 MiB dumped
+        _apply(
+            kubectl,
+            own_namespace,
+            {
+                "apiVersion": "dockyard.io/v1alpha1",
+                "kind": "Environment",
+                "metadata": {"name": "tiny"},
+                "spec": {"tier": "development", "image": PINNED, "database": {}},
+            },
+        )
+        _key_secret(kubectl, own_namespace)
+        _apply(kubectl, own_namespace, _backup(own_namespace, "big", root))
+        _apply(kubectl, own_namespace, _backup(own_namespace, "small", root, environment="tiny"))
+
+        small = _wait_phase(kubectl, own_namespace, "small", "Completed", timeout=120)
+        big = _wait_phase(kubectl, own_namespace, "big", "Failed", timeout=120)
+
+        ready = next(c for c in big["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "StorageFull"
+        assert "the backup volume is full" in big["message"], big["message"]
+        assert big["attempts"] == 3  # retried, as space may be freed meanwhile
+        # Nothing of the big one's attempts is left: no partial file, no artifact.
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        assert files == [_artifact_path(small["location"])]
+        assert hashlib.sha256(files[0].read_bytes()).hexdigest() == small["sha256"]
+    finally:
+        kubectl(
+            "delete", "environments,backups", "--all", "-n", own_namespace, "--timeout=60s",
+            check=False,
+        )  # fmt: skip
+        operator.terminate()
+        try:
+            operator.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+
+
 def test_production_environments_get_a_default_schedule_unless_they_opt_out(
     kubectl: Kubectl, namespace: str
 ) -> None:
