@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 import asyncpg
@@ -67,7 +68,7 @@ from dockyard.operator.runs.context import (
     load_key,
     retryable,
 )
-from dockyard.operator.runs.outages import DATABASE_POLL_SECONDS, announce_outage, database_outage
+from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
 from dockyard.runner import BackupError, BackupResult, run_backup
@@ -314,19 +315,22 @@ class BackupRuns:
     async def _pause_if_unreachable(self, loaded: _Loaded, attempts: int) -> Outcome | None:
         """Pause the Backup (Pending, ``attempts`` used) while its database server is
         out (:mod:`~dockyard.operator.runs.outages`); None when it answers."""
-        environment = loaded.resource.spec.environment_ref.name
-        outage = await database_outage(self.context, loaded.namespace, environment)
-        if outage is None:
-            return None
-        reason, message = outage
         status = loaded.resource.status
-        paused = report.paused(
-            status, attempts=attempts, reason=reason, message=message, generation=loaded.generation
+
+        def paused(reason: str, message: str) -> BackupStatus:
+            return report.paused(
+                status, attempts=attempts, reason=reason, message=message,
+                generation=loaded.generation,
+            )  # fmt: skip
+
+        return await pause_while_out(
+            self.context,
+            loaded,
+            loaded.resource.spec.environment_ref.name,
+            status,
+            partial(self._write, loaded),
+            paused,
         )
-        if paused != status:
-            await self._write(loaded, paused)
-        announce_outage(loaded.raw, status, message)
-        return Outcome.again("paused: the database is unavailable", delay=DATABASE_POLL_SECONDS)
 
     # -- writing ---------------------------------------------------------------------------
 

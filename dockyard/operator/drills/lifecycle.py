@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from dockyard.core.attempts import RecoveryAction, RetryPolicy, recover_interrupted
@@ -55,7 +56,7 @@ from dockyard.operator.drills.running import DrillRunner, Followed
 from dockyard.operator.drills.scratch import ScratchDatabases, recorded_scratch, scratch_database
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext
-from dockyard.operator.runs.outages import DATABASE_POLL_SECONDS, announce_outage, database_outage
+from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.runner_jobs import RUNNER_POLL_SECONDS, stop_runner_jobs
 from dockyard.operator.store import post
 
@@ -166,15 +167,8 @@ class DrillRuns:
         moved on (nor ``run-now`` removed), so the next tick starts the run once the
         server answers."""
         environment = loaded.drill.spec.environment_ref.name
-        outage = await database_outage(self.context, loaded.namespace, environment)
-        if outage is None:
-            return None
-        reason, message = outage
-        waiting = status.database_out(reason, message, generation=loaded.generation)
-        if waiting != status:
-            await self.records.write(loaded, waiting)
-        announce_outage(loaded.raw, status, message)
-        return Outcome.again("waiting for the database server", delay=DATABASE_POLL_SECONDS)
+        write = partial(self.records.write, loaded)
+        return await pause_while_out(self.context, loaded, environment, status, write)
 
     def _outcome(self, loaded: LoadedDrill) -> Outcome:
         """Look again soon while the drill's run is in a Job this process follows."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from dockyard.core.models.backup import Backup, BackupRunner
@@ -30,7 +31,7 @@ from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
 from dockyard.operator.restores.switch_over import switch
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import RunCancelled, tenant_login
-from dockyard.operator.runs.outages import DATABASE_POLL_SECONDS, announce_outage, database_outage
+from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.restoring import (
     ManifestMismatch,
     check_row_counts,
@@ -63,14 +64,10 @@ class RestoreAttempts:
         """Start the next attempt: inline to its end, or up to its Job; or wait, while
         the target's database server is out (``DatabaseUnavailable``, no attempt used)."""
         status = loaded.status
-        outage = await database_outage(self.context, loaded.namespace, plan.target)
-        if outage is not None:
-            reason, message = outage
-            waiting = status.database_out(reason, message, generation=loaded.generation)
-            if waiting != status:
-                await self.records.write(loaded, waiting)
-            announce_outage(loaded.raw, status, message)
-            return Outcome.again("waiting for the database server", delay=DATABASE_POLL_SECONDS)
+        write = partial(self.records.write, loaded)
+        waiting = await pause_while_out(self.context, loaded, plan.target, status, write)
+        if waiting is not None:
+            return waiting
         status = status.database_back(generation=loaded.generation)
         attempt = status.attempts + 1
         staging = staging_database_name("r", loaded.uid, attempt)
