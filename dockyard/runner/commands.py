@@ -28,6 +28,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ from dockyard.runner.libpq import with_database
 from dockyard.runner.options import BackupOptions, RestoreOptions
 from dockyard.runner.results import BackupResult
 from dockyard.runner.runner import run_backup, run_restore, verify_artifact
-from dockyard.runner.storage import check_name, check_sha256, connect_storage
+from dockyard.runner.storage import Store, check_name, check_sha256, connect_storage
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, SecretStr
@@ -71,12 +72,7 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
     report_to = getattr(args, "report_backup", None)
 
     async def go() -> BaseModel:
-        async with connect_storage(
-            args.storage,
-            s3_endpoint_url=args.s3_endpoint_url,
-            s3_region=args.s3_region,
-            s3_part_timeout=settings.s3_part_timeout,
-        ) as storage:
+        async with _storage(args, settings) as storage:
             result = await run_backup(dsn=dsn, storage=storage, name=name, key=key, options=options)
         if report_to:
             await _report_to_backup(report_to, result, settings)
@@ -145,12 +141,7 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
     options = RestoreOptions(role=args.role, require_empty=not args.allow_nonempty)
 
     async def go() -> BaseModel:
-        async with connect_storage(
-            args.storage,
-            s3_endpoint_url=args.s3_endpoint_url,
-            s3_region=args.s3_region,
-            s3_part_timeout=settings.s3_part_timeout,
-        ) as storage:
+        async with _storage(args, settings) as storage:
             if args.verify_only:
                 return await verify_artifact(
                     storage=storage, name=name, expected_sha256=sha256, keys=Keyring.of(key)
@@ -236,6 +227,16 @@ def _checked(check: _Check, value: str) -> str:
         return check(value)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _storage(args: argparse.Namespace, settings: Settings) -> AbstractAsyncContextManager[Store]:
+    """The storage ``--storage`` names, with the S3 options and deadline."""
+    return connect_storage(
+        args.storage,
+        s3_endpoint_url=args.s3_endpoint_url,
+        s3_region=args.s3_region,
+        s3_part_timeout=settings.s3_part_timeout,
+    )
 
 
 def _usage(command: str, message: str) -> int:
