@@ -90,11 +90,6 @@ def default_backup_target(settings: Settings) -> Manifest:
     }
 
 
-async def ensure_default_schedule(context: RunContext, namespace: str, name: str) -> bool:
-    """Create the environment's default schedule if it should have one; whether it did."""
-    return await _ensure(context, namespace, name, wants_default_schedule, default_schedule)
-
-
 def wants_default_drill(env: Environment) -> bool:
     """Production, and not opted out of the default drill."""
     annotation = env.metadata.annotations.get(DRILL_OPT_OUT_ANNOTATION, "")
@@ -113,25 +108,30 @@ def default_drill(env: Environment, settings: Settings) -> Manifest:
     return manifest
 
 
-async def ensure_default_drill(context: RunContext, namespace: str, name: str) -> bool:
-    """Create the environment's default drill if it should have one; whether it did."""
-    return await _ensure(context, namespace, name, wants_default_drill, default_drill)
+# What a production Environment gets by default: when it wants one, and how it is made.
+_DEFAULTS: Final[
+    tuple[tuple[Callable[[Environment], bool], Callable[[Environment, Settings], Manifest]], ...]
+] = (
+    (wants_default_schedule, default_schedule),
+    (wants_default_drill, default_drill),
+)
 
 
-async def _ensure(
-    context: RunContext,
-    namespace: str,
-    name: str,
-    wanted: Callable[[Environment], bool],
-    build: Callable[[Environment, Settings], Manifest],
-) -> bool:
-    """Create what ``build`` makes for the environment when it is ``wanted``; whether
-    this call created it (not when it exists already)."""
+async def ensure_defaults(context: RunContext, namespace: str, name: str) -> list[tuple[str, str]]:
+    """Create the environment's default BackupSchedule and RestoreDrill where it should
+    have them; the kind and name of each this call created (not those that existed)."""
     environments = KindStore(context.kube, Environment)
     try:
         loaded = await environments.load(namespace, name)
     except InvalidObject:
-        return False  # the environment's own handler reports an invalid spec
-    if loaded is None or not wanted(loaded.resource):
-        return False
-    return await create(context.kube, build(loaded.resource, context.settings))
+        return []  # the environment's own handler reports an invalid spec
+    if loaded is None:
+        return []
+    created = []
+    for wanted, build in _DEFAULTS:
+        if not wanted(loaded.resource):
+            continue
+        manifest = build(loaded.resource, context.settings)
+        if await create(context.kube, manifest):
+            created.append((str(manifest["kind"]), str(manifest["metadata"]["name"])))
+    return created

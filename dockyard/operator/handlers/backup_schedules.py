@@ -1,12 +1,10 @@
-"""BackupSchedule handlers, and the default schedule of production Environments.
+"""BackupSchedule handlers.
 
 - create, any change (spec, or the ``dockyard.io/run-now`` annotation), resume, and a
-  timer every ``backup_schedule_interval`` seconds: one ``ScheduleRuns.tick``;
-- create and resume of an Environment: its default BackupSchedule, when it should have
-  one (``dockyard.operator.environments.defaults``), beside the Environment's own handlers.
+  timer every ``backup_schedule_interval`` seconds: one ``ScheduleRuns.tick``.
 
-The logic lives in ``dockyard.operator.backups.schedules`` and
-``dockyard.operator.environments.defaults``; these functions only translate.
+A production Environment's default schedule is made by ``handlers.environments``.
+The logic lives in ``dockyard.operator.backups.schedules``; these functions only translate.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ from typing import Any
 import kopf
 
 from dockyard.core.models.common import API_VERSION
-from dockyard.core.resources import BACKUP_SCHEDULES, ENVIRONMENTS
-from dockyard.operator.environments.defaults import default_schedule_name, ensure_default_schedule
+from dockyard.core.resources import BACKUP_SCHEDULES
 from dockyard.operator.services import OperatorMemo, namespaced
 
 
@@ -40,17 +37,3 @@ def register_timer(interval: float) -> None:
 @kopf.on.delete(API_VERSION, BACKUP_SCHEDULES.plural, optional=True)
 async def forget(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
     memo.services.schedules.forget(namespace or "", name)
-
-
-@kopf.on.resume(API_VERSION, ENVIRONMENTS.plural, id="default-backup-schedule")
-@kopf.on.create(API_VERSION, ENVIRONMENTS.plural, id="default-backup-schedule")
-async def default_schedule(
-    *, namespace: str | None, name: str, body: kopf.Body, memo: OperatorMemo, **_: Any
-) -> None:
-    context = memo.services.runs
-    if await ensure_default_schedule(context, namespaced(namespace, name), name):
-        kopf.info(
-            body,
-            reason="DefaultBackupSchedule",
-            message=f"Created BackupSchedule {default_schedule_name(name)} (production default)",
-        )

@@ -1,4 +1,4 @@
-"""RestoreDrill handlers, and the default drill of production Environments.
+"""RestoreDrill handlers.
 
 - create, any change (spec, or the ``dockyard.io/run-now`` annotation), resume, and a
   timer every ``backup_schedule_interval`` seconds: one ``DrillRuns.tick``, which never
@@ -8,9 +8,9 @@
   other causes leave the following to the timer);
 - deletion, behind the operator's finalizer (which the timer needs anyway): the run in
   progress is stopped and every scratch database of the drill dropped; a server that
-  does not answer makes it a ``TemporaryError``, retried, so none is left behind;
-- create and resume of an Environment: its default RestoreDrill, when it should have
-  one (``dockyard.operator.environments.defaults``).
+  does not answer makes it a ``TemporaryError``, retried, so none is left behind.
+
+A production Environment's default drill is made by ``handlers.environments``.
 
 The logic lives in ``dockyard.operator.drills.lifecycle``; these functions only translate.
 """
@@ -22,8 +22,7 @@ from typing import Any
 import kopf
 
 from dockyard.core.models.common import API_VERSION
-from dockyard.core.resources import ENVIRONMENTS, RESTORE_DRILLS
-from dockyard.operator.environments.defaults import default_drill_name, ensure_default_drill
+from dockyard.core.resources import RESTORE_DRILLS
 from dockyard.operator.services import OperatorMemo, namespaced
 
 
@@ -53,17 +52,3 @@ async def drop_scratch_databases(
     drills = memo.services.drills
     outcome = await drills.finalize(namespaced(namespace, name), name, dict(body))
     outcome.raise_if_unfinished(retry)
-
-
-@kopf.on.resume(API_VERSION, ENVIRONMENTS.plural, id="default-restore-drill")
-@kopf.on.create(API_VERSION, ENVIRONMENTS.plural, id="default-restore-drill")
-async def default_drill(
-    *, namespace: str | None, name: str, body: kopf.Body, memo: OperatorMemo, **_: Any
-) -> None:
-    context = memo.services.runs
-    if await ensure_default_drill(context, namespaced(namespace, name), name):
-        kopf.info(
-            body,
-            reason="DefaultRestoreDrill",
-            message=f"Created RestoreDrill {default_drill_name(name)} (production default)",
-        )

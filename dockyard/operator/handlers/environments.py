@@ -8,7 +8,10 @@
 - an event on any child labelled ``app.kubernetes.io/managed-by=dockyard`` (changed or
   deleted): a pass for its controlling Environment, so drift is repaired within
   moments instead of at the next timer tick, and status follows the Deployment;
-- deletion: the database's deletionPolicy, behind the operator's finalizer.
+- deletion: the database's deletionPolicy, behind the operator's finalizer;
+- create and resume: the default BackupSchedule and RestoreDrill of a production
+  Environment, each when it should have one (``environments.defaults``), with an Event
+  ``DefaultBackupSchedule`` or ``DefaultRestoreDrill`` for each created.
 
 The logic lives in ``dockyard.operator.environments``; these functions only translate.
 """
@@ -25,6 +28,7 @@ from dockyard.core.resources import CHILD_TYPES, ENVIRONMENTS
 from dockyard.operator.apply import controller_of
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.environments import deletion
+from dockyard.operator.environments.defaults import ensure_defaults
 from dockyard.operator.environments.reconciler import Key
 from dockyard.operator.services import OperatorMemo, namespaced
 
@@ -86,3 +90,14 @@ for _child in CHILD_TYPES:
         labels={MANAGED_BY_LABEL: MANAGED_BY},
         id=f"{_child.plural}-changed",
     )(child_changed)
+
+
+@kopf.on.resume(API_VERSION, ENVIRONMENTS.plural, id="production-defaults")
+@kopf.on.create(API_VERSION, ENVIRONMENTS.plural, id="production-defaults")
+async def production_defaults(
+    *, namespace: str | None, name: str, body: kopf.Body, memo: OperatorMemo, **_: Any
+) -> None:
+    for kind, created in await ensure_defaults(memo.services.runs, *_key(namespace, name)):
+        kopf.info(
+            body, reason=f"Default{kind}", message=f"Created {kind} {created} (production default)"
+        )
