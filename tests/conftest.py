@@ -200,7 +200,7 @@ def operator_process(
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
-    name = f"t-{slug}-{SESSION_ID}-{uuid.uuid4().hex[:4]}"
+    name = f"t-{slug}-{SESSION_ID}-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", name)
     yield name
     # Environments first, while the operator still runs, so that their finalizer sees

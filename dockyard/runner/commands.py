@@ -159,25 +159,36 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(command: str, go: _Run, result_file: Path | None = None) -> int:
-    failure: tuple[str, str] | None = None
     try:
-        result = asyncio.run(go())
-    except BackupError as exc:
-        failure = (exc.reason, exc.message)
+        outcome = asyncio.run(_settled(go))
     except ValueError as exc:
         # A storage URL that cannot be used is a usage problem, found on first use.
         return _usage(command, str(exc))
-    if failure is not None:
-        # The error's frames are gone with the except block; collect them now, so that
-        # any object of the finished event loop they held is finalized (and whatever it
-        # says on stderr is said) before the command's one last line.
-        gc.collect()
-        reason, message = failure
+    if isinstance(outcome, tuple):
+        reason, message = outcome
         _emit(json.dumps({"error": {"reason": reason, "message": message}}), result_file)
         print(f"{command}: {reason}: {message}", file=sys.stderr)
         return EXIT_FAILED
-    _emit(result.model_dump_json(), result_file)
+    _emit(outcome.model_dump_json(), result_file)
     return 0
+
+
+async def _settled(go: _Run) -> BaseModel | tuple[str, str]:
+    """``go``'s result, or its ``BackupError`` as (reason, message).
+
+    A failed run's frames hold what it had open (pipes, transports). They are collected
+    here, while the event loop still runs, so their finalizers can schedule their last
+    callbacks; collected after the loop closed, one would print "Event loop is closed"
+    on stderr after the command's one last line.
+    """
+    try:
+        return await go()
+    except BackupError as exc:
+        failure = (exc.reason, exc.message)
+    gc.collect()
+    for _ in range(3):
+        await asyncio.sleep(0)  # the finalizers' callbacks run
+    return failure
 
 
 def _emit(document: str, result_file: Path | None) -> None:

@@ -55,10 +55,15 @@ def process_tree(pid: int) -> list[int]:
 
 
 def pid_of(state: State, name: str) -> int:
-    """The pid of the test bed process ``name`` (postgres, redis, kube-apiserver...)."""
-    for record in state.processes:
-        if record.name == name:
-            return record.pid
+    """The pid of the test bed process ``name`` (postgres, redis, kube-apiserver...).
+
+    ``state`` may predate a restart (``crashed``): the state file, which ``restart``
+    keeps current, is asked when ``state``'s record no longer runs.
+    """
+    for source in (state, Testbed().state()):
+        for record in source.processes if source else ():
+            if record.name == name and record.alive():
+                return record.pid
     raise LookupError(f"the test bed runs no process named {name!r}")
 
 
