@@ -278,7 +278,18 @@ async def tool_version(binary: str) -> str:
         )
     except FileNotFoundError:
         raise ToolFailed(binary, f"{binary} is not installed") from None
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await proc.communicate()
+    finally:
+        # Cancelled (the run it serves failed meanwhile): the tool is stopped and reaped
+        # while the loop runs, not left for the loop's end to find still running.
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+        transport = getattr(proc, "_transport", None)  # no public close() on Process
+        if transport is not None:
+            transport.close()
     words = out.decode(errors="replace").split()
     # "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)": the first word with a digit.
     return next((w for w in words if w[:1].isdigit()), " ".join(words) or "unknown")

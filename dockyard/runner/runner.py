@@ -188,10 +188,16 @@ async def run_restore(
     connection = tool_connection(dsn, application_name=RESTORE_APPLICATION)
     clock = _Clock()
     # The version is asked while the checksum pass reads: it costs a process start.
-    pg_restore_version, (size, header) = await asyncio.gather(
-        tool_version(options.tools.pg_restore),
-        preflight(storage, name, expected_sha256, keyring),
-    )
+    asking = asyncio.ensure_future(tool_version(options.tools.pg_restore))
+    try:
+        size, header = await preflight(storage, name, expected_sha256, keyring)
+    except BaseException:
+        # A bad artifact ends the run here: the question is withdrawn, its process
+        # reaped, before the error goes up (gather would leave it running).
+        asking.cancel()
+        await asyncio.gather(asking, return_exceptions=True)
+        raise
+    pg_restore_version = await asking
     if options.require_empty:
         found = await user_relations(dsn)
         if found:
