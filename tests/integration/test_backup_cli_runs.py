@@ -227,7 +227,8 @@ async def test_restore_run_reports_a_checksum_mismatch_as_json_and_exit_1(
         assert isinstance(error, dict)
         assert error["reason"] == "ChecksumMismatch"
         assert str(error["message"]).startswith("checksum mismatch")
-        assert run.err.splitlines()[-1].startswith("dockyard restore-run: ChecksumMismatch"), run.err
+        last = run.err.splitlines()[-1]
+        assert last.startswith("dockyard restore-run: ChecksumMismatch"), run.err
     assert await relations(target.uri()) == []
 
 
