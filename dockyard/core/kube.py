@@ -240,8 +240,9 @@ class KubeClient:
         tracer_provider: trace.TracerProvider | None = None,
         timeouts: KubeTimeouts | None = None,
         breakers: Breakers | None = None,
+        user_agent: str = "dockyard",
     ) -> KubeClient:
-        """A client with its own connection pool.
+        """A client with its own connection pool of ``limit`` connections.
 
         Every call is a CLIENT span of ``tracer_provider`` (the global one when unset),
         its context sent to the apiserver as ``traceparent``, and runs under
@@ -253,7 +254,7 @@ class KubeClient:
         def session(context: ssl.SSLContext) -> aiohttp.ClientSession:
             return aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=context, limit=limit),
-                headers={"Accept": "application/json", "User-Agent": "dockyard"},
+                headers={"Accept": "application/json", "User-Agent": user_agent},
                 timeout=timeouts.call(),
                 trace_configs=[telemetry.http_client_tracing(tracer, _span_name)],
             )

@@ -157,8 +157,27 @@ class Settings(BaseSettings):
         default=None,
         description="host name workloads use to reach that server (default: the DSN's host)",
     )
+    managed_postgres_pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="admin connections the operator keeps to that server, and tenant "
+        "connections it opens at once",
+    )
     reconcile_interval: float = Field(
         default=30.0, ge=1, le=3600, description="seconds between drift-repair passes"
+    )
+    operator_worker_limit: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="objects the operator's handlers work on at once, per kind",
+    )
+    operator_kube_connections: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="connections the operator keeps open to the apiserver",
     )
     scaling_interval: float = Field(
         default=10.0,

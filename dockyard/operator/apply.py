@@ -70,7 +70,7 @@ async def apply(kube: KubeClient, manifest: Manifest) -> Applied:
     after = await kube.apply(path, manifest, field_manager=FIELD_MANAGER)
     if before is None:
         change = Change.CREATED
-    elif _revision(before) != _revision(after):
+    elif revision(before) != revision(after):
         change = Change.UPDATED
     else:
         change = Change.UNCHANGED
@@ -119,7 +119,7 @@ async def patch_status(
     return await merge_patch(kube, rtype.path(namespace, name, "status"), {"status": status})
 
 
-def _revision(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+def revision(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     """What changes when an object's desired state does, but not when only its status does.
 
     Kinds with a ``generation`` bump it on spec changes only; for the others (Secrets,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,12 +27,15 @@ from dockyard.operator.services import OperatorMemo, Services
 
 logger = logging.getLogger(__name__)
 
+USER_AGENT = "dockyard-operator"
+"""How the operator's own apiserver calls introduce themselves (audit logs count them)."""
+
 KOPF_PREFIX = "operator.dockyard.io"
 """Where Kopf keeps its progress and last-handled configuration, in annotations."""
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any) -> None:
     # Our CRDs declare their status schema, so Kopf's own bookkeeping goes to annotations
     # (status.kopf would be pruned by the apiserver). Under a prefix of its own: Kopf
     # leaves every annotation under its storage prefix out of the diffs it reacts to,
@@ -49,6 +53,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # than fall back to Kopf's one-minute polling.
     settings.background.instant_exit_timeout = 5.0
     settings.background.cancellation_polling = 5.0
+    # Bounded, so that a thousand environments created at once queue for their first pass
+    # instead of all racing for the apiserver's and PostgreSQL's connections; Kopf's own
+    # default is unbounded (docs/configuration.md, DOCKYARD_OPERATOR_WORKER_LIMIT).
+    settings.queueing.worker_limit = memo.settings.operator_worker_limit
     # Children are watched to repair drift quickly; only Dockyard's own, filtered by the
     # API server, so the operator never lists every Secret or Deployment of the cluster.
     for child in CHILD_TYPES:
@@ -58,14 +66,23 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.startup()
-async def connect(memo: OperatorMemo, **_: Any) -> None:
-    """Make the services: one API client, one managed server, the catalog, the reconcilers."""
+async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
+    """Make the services: one API client, one managed server, the catalog, the reconcilers.
+
+    The environment reconciler gets Kopf's live indexes of the children (``kwargs``
+    holds every index by its id, empty until Kopf has listed them).
+    """
     from dockyard.core.breakers import Breakers
     from dockyard.core.db import create_pool
     from dockyard.operator.backups.lifecycle import BackupRuns
     from dockyard.operator.backups.schedules import ScheduleRuns
     from dockyard.operator.database import ManagedPostgres
     from dockyard.operator.drills.lifecycle import DrillRuns
+    from dockyard.operator.environments.children import (
+        RELATED_TYPES,
+        index_id,
+        related_index_id,
+    )
     from dockyard.operator.environments.reconciler import Reconciler
     from dockyard.operator.restores.lifecycle import RestoreRuns
     from dockyard.operator.runs.catalog import Catalog
@@ -74,13 +91,18 @@ async def connect(memo: OperatorMemo, **_: Any) -> None:
 
     settings = memo.settings
     closing = contextlib.AsyncExitStack()
-    kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
+    kube = KubeClient.connect(
+        load_config(settings.kubeconfig, os.environ),
+        limit=settings.operator_kube_connections,
+        user_agent=USER_AGENT,
+    )
     closing.push_async_callback(kube.close)
     postgres = None
     if settings.managed_postgres_url is not None:
         postgres = ManagedPostgres(
             settings.managed_postgres_url.get_secret_value(),
             public_host=settings.managed_postgres_host,
+            pool_size=settings.managed_postgres_pool_size,
         )
         closing.push_async_callback(postgres.close)
     else:
@@ -99,13 +121,24 @@ async def connect(memo: OperatorMemo, **_: Any) -> None:
     )
     context = RunContext.create(kube, settings, catalog, postgres, breakers)
     scaling = ScalingReconciler(kube=kube)
+    environments = Reconciler(kube=kube, postgres=postgres, settings=settings)
+    indexes = {
+        child.kind: kwargs[index_id(child)] for child in CHILD_TYPES if index_id(child) in kwargs
+    }
+    related = {
+        rtype.plural: kwargs[related_index_id(rtype)]
+        for rtype in RELATED_TYPES
+        if related_index_id(rtype) in kwargs
+    }
+    if len(indexes) == len(CHILD_TYPES) and len(related) == len(RELATED_TYPES):
+        environments.children.watch(indexes, related)
     memo.services = Services(
         settings=settings,
         kube=kube,
         postgres=postgres,
         catalog=catalog,
         runs=context,
-        environments=Reconciler(kube=kube, postgres=postgres, settings=settings),
+        environments=environments,
         scaling=scaling,
         backups=BackupRuns(context),
         schedules=ScheduleRuns(context),
@@ -146,6 +179,22 @@ async def disconnect(memo: OperatorMemo, **_: Any) -> None:
         await services.close()
 
 
+_ROUTINE = re.compile(r"^(Timer '[^']+'|Handler '[^']+-changed') succeeded\.$")
+
+
+class QuietRoutine(logging.Filter):
+    """Kopf says "Timer 'drift-repair' succeeded." at INFO for every environment on every
+    tick, and the same for every child's status event: an idle operator would log a
+    line per object every few seconds. Those are logged at DEBUG instead; failures,
+    and the outcome of creations, updates and deletions, stay as Kopf logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _ROUTINE.match(record.getMessage()):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     # Importing the handler modules registers them with Kopf's default registry.
     from dockyard.operator import login  # noqa: F401
@@ -162,6 +211,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     backup_schedules.register_timer(settings.backup_schedule_interval)
     drills.register_timer(settings.backup_schedule_interval)
     backups.register_ttl_timer(settings.backup_schedule_interval)
+    logging.getLogger("kopf.objects").addFilter(QuietRoutine())
     memo = OperatorMemo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
     asyncio.run(

@@ -3,7 +3,8 @@ kube-controller-manager and kube-scheduler that work against it.
 
 The apiserver authenticates people with JWTs from the test bed's OIDC issuer (see
 ``oidc``) and components with client certificates from its CA (see ``pki``); it
-enforces RBAC and writes an audit log of every ``dockyard.io`` request.
+enforces RBAC and writes an audit log of every ``dockyard.io`` request and of every
+write (but the control plane's leases).
 """
 
 from __future__ import annotations
@@ -198,13 +199,19 @@ def _authentication(ca: CertificateAuthority, issuer: str) -> dict[str, object]:
     }
 
 
-# Metadata of every dockyard.io request, nothing else: what the audit tests read.
+# Metadata of every dockyard.io request, and of every write to anything else but the
+# control plane's own leases: what the audit and steady-state tests read.
 _AUDIT_POLICY: dict[str, object] = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
         {"level": "Metadata", "resources": [{"group": "dockyard.io"}]},
+        {"level": "None", "resources": [{"group": "coordination.k8s.io"}]},
+        {
+            "level": "Metadata",
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
         {"level": "None"},
     ],
 }

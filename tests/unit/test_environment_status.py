@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -171,6 +172,7 @@ def test_a_ready_environment_reports_every_condition_and_its_url() -> None:
         "secretName": "shop-database",
         "name": "env_db",
         "ready": True,
+        "ensured": None,
     }
 
 
@@ -373,3 +375,18 @@ def test_other_conditions_are_kept() -> None:
         now=now,
     )
     assert [c.type for c in both] == ["DatabaseReady", "Ready"]
+
+
+def test_the_ensured_digest_is_kept_only_while_the_database_is_ready() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=1), desired=1)
+    ensured = dataclasses.replace(READY_DB, ensured="a" * 32)
+    lost = dataclasses.replace(DOWN_DB, ensured="a" * 32)
+
+    ready = report.summarize(_env(generation=4), database=ensured, workload=workload, now=NOW)
+    down = report.summarize(_env(generation=4), database=lost, workload=workload, now=NOW)
+
+    assert ready.database is not None
+    assert ready.database.ensured == "a" * 32
+    # A database that is not ready has to be ensured again once the server answers.
+    assert down.database is not None
+    assert down.database.ensured is None

@@ -258,6 +258,15 @@ class DatabaseStatus(CRModel):
         default=False,
         description="Whether the database and role exist and the Secret holds working credentials.",
     )
+    ensured: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Digest of what the operator last ensured on the server: the database's identity, "
+            "the credentials' digest, spec.database and the version of the ensure steps. A pass "
+            "that computes the same digest only checks that the role and database are intact."
+        ),
+    )
 
 
 class LastBackup(CRModel):

@@ -1,25 +1,31 @@
-"""Connections to the managed server: the admin's, and an environment role's inside its
-own databases, each pinned and each short-lived.
+"""Connections to the managed server: the admin's, pooled, and an environment role's
+inside its own databases, short-lived.
 
-Every call opens its own connection and closes it: the operator touches this server a
-few times per reconcile, so a pool would only hold backends idle; nothing connects at
-import or construction time. Tenants are untrusted (CVE-2018-1058 is the reference):
+The admin's sessions come from a small pool (``pool_size`` connections at most, none
+until first use), so a reconcile pass that finds nothing to change opens no new
+backend: a steady state costs the server nothing but a query. A pooled connection is
+asked ``SELECT 1`` before it is handed out, and one that died with the server (a
+restart, a failover) is replaced by a fresh one at once, so an outage that is over
+never shows as a failed pass. Tenants are untrusted (CVE-2018-1058 is the reference):
 the admin only ever connects to the maintenance database (the admin DSN's), never into
-an environment's, with ``search_path`` pinned to ``pg_catalog, pg_temp`` in the startup
-packet (which beats any ``ALTER DATABASE/ROLE ... SET``) and every catalog name
-qualified. What has to run inside an environment's database runs logged in as the
-environment's own role (:class:`TenantLogin`).
+an environment's, with ``search_path`` pinned to ``pg_catalog, pg_temp`` in the
+startup packet (which beats any ``ALTER DATABASE/ROLE ... SET``, and survives the
+pool's ``RESET ALL``) and every catalog name qualified. What has to run inside an
+environment's database runs logged in as the environment's own role
+(:class:`TenantLogin`), on a connection of its own, at most ``pool_size`` at once.
 
 This module also holds the statements the admin's sessions share: the advisory lock
-that keeps the passes over one database from interleaving, ending its sessions, and
-dropping it.
+that keeps the passes over one database from interleaving (released when the session
+goes back to the pool: asyncpg's reset unlocks every advisory lock), ending its
+sessions, and dropping it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
@@ -43,13 +49,26 @@ _LOCK_CLASS = 0x646B7964
 # takes a moment to exit: statements that need a database unused are retried briefly.
 RETRY_ATTEMPTS = 10
 RETRY_SECONDS = 0.2
+# Admin connections kept at most (and tenant connections open at once): enough for the
+# passes of a few environments at a time, far below any server's max_connections.
+DEFAULT_POOL_SIZE = 4
+# An idle pooled connection is closed after this long: longer than the drift interval,
+# so a steady state keeps its connections, short enough to give them back eventually.
+IDLE_SECONDS = 600.0
+# Errors that mean a pooled connection died with its server, not that the server is out.
+_STALE = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError)
 
 
 class AdminSessions:
     """The managed PostgreSQL server, seen through its admin DSN."""
 
     def __init__(
-        self, admin_dsn: str, *, public_host: str | None = None, connect_timeout: float = 5.0
+        self,
+        admin_dsn: str,
+        *,
+        public_host: str | None = None,
+        connect_timeout: float = 5.0,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         host, port, admin_password = _address(admin_dsn)
         self._dsn = admin_dsn
@@ -58,21 +77,28 @@ class AdminSessions:
         self._port = port
         self._connect_timeout = connect_timeout
         self._admin_secrets = tuple(s for s in (admin_password,) if s)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_made = asyncio.Lock()
+        self._tenant_slots = asyncio.Semaphore(pool_size)
 
     def __repr__(self) -> str:  # the DSN carries the admin's password: never show it
         return f"{type(self).__name__}({self._location!r}, public_host={self._public_host!r})"
 
     async def close(self) -> None:
-        """Nothing to release (each call closes its own connection); for cleanup hooks."""
+        """Close the admin pool (for cleanup hooks); safe to repeat."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
     async def ping(self) -> None:
         """Return once the server answers the admin; ``DatabaseUnavailable`` otherwise.
 
-        Cheap enough to ask before work that needs the server (one connection, within
-        the connect timeout), so the work waits for the server instead of failing.
+        Cheap enough to ask before work that needs the server (a pooled connection,
+        within the connect timeout), so the work waits for the server instead of failing.
         """
-        async with self._session() as conn:
-            await conn.fetchval("SELECT 1")
+        async with self._session():
+            pass  # handing out the session already asked the server SELECT 1
 
     async def close_public_schema(self, database: str, owner: TenantLogin) -> None:
         """Inside ``database``, logged in as its ``owner``: ``public`` is the owner's and
@@ -92,11 +118,72 @@ class AdminSessions:
                 await inside.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
                 await inside.execute(f"ALTER SCHEMA public OWNER TO {quoted(owner.user)}")
 
-    def _session(
-        self, *, hide: Iterable[str] = ()
-    ) -> AbstractAsyncContextManager[asyncpg.Connection]:
-        """An admin connection to the maintenance database (the DSN's, never a tenant's)."""
-        return self._connect(hide=hide)
+    @asynccontextmanager
+    async def _session(self, *, hide: Iterable[str] = ()) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled admin connection to the maintenance database (the DSN's, never a
+        tenant's), checked alive before it is handed out."""
+        with self._translated(hide):
+            pool = await self._admin_pool()
+            conn = await self._live(pool)
+        try:
+            with self._translated(hide):
+                yield conn
+        except BaseException:
+            conn.terminate()  # it may be broken or mid-statement: never reuse it
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _admin_pool(self) -> asyncpg.Pool:
+        async with self._pool_made:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=0,
+                    max_size=self._pool_size,
+                    max_inactive_connection_lifetime=IDLE_SECONDS,
+                    **self._connect_options(),
+                )
+            return self._pool
+
+    async def _live(self, pool: asyncpg.Pool) -> asyncpg.Connection:
+        """A pooled connection that answers; one that died with its server is replaced."""
+        for attempt in (1, 2):
+            conn: asyncpg.Connection = await pool.acquire(timeout=self._connect_timeout)
+            try:
+                await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+            except BaseException as exc:
+                conn.terminate()
+                await pool.release(conn)
+                if attempt == 2 or not isinstance(exc, _STALE):
+                    raise
+                # The others died with it: connect afresh rather than find out one by one.
+                pool.expire_connections()
+                continue
+            return conn
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect_options(self) -> dict[str, Any]:
+        return {
+            "timeout": self._connect_timeout,
+            "command_timeout": COMMAND_TIMEOUT_SECONDS,
+            "statement_cache_size": 0,  # a handful of one-off statements per connection
+            "server_settings": {
+                "application_name": APPLICATION_NAME,
+                "search_path": SAFE_SEARCH_PATH,
+            },
+        }
+
+    @contextmanager
+    def _translated(self, hide: Iterable[str]) -> Iterator[None]:
+        """Failures as :class:`ManagedDatabaseError`, naming no secret."""
+        try:
+            yield
+        except ManagedDatabaseError:
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            where = f"the managed PostgreSQL server at {self._location}"
+            raise translate(exc, where, (*self._admin_secrets, *hide)) from None
 
     def _tenant_session(
         self, database: str, login: TenantLogin
@@ -113,37 +200,29 @@ class AdminSessions:
     async def _connect(
         self,
         *,
-        database: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
+        database: str,
+        user: str,
+        password: str,
         hide: Iterable[str] = (),
     ) -> AsyncIterator[asyncpg.Connection]:
-        """A connection to the server, ``search_path`` pinned, errors made safe to show."""
-        try:
-            conn: asyncpg.Connection = await asyncpg.connect(
-                self._dsn,
-                database=database,
-                user=user,
-                password=password,
-                timeout=self._connect_timeout,
-                command_timeout=COMMAND_TIMEOUT_SECONDS,
-                statement_cache_size=0,  # a handful of one-off statements per connection
-                server_settings={
-                    "application_name": APPLICATION_NAME,
-                    "search_path": SAFE_SEARCH_PATH,
-                },
-            )
+        """A connection of its own to ``database``, ``search_path`` pinned."""
+        async with self._tenant_slots:
+            with self._translated(hide):
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    self._dsn,
+                    database=database,
+                    user=user,
+                    password=password,
+                    **self._connect_options(),
+                )
             try:
-                yield conn
+                with self._translated(hide):
+                    yield conn
             except BaseException:
                 conn.terminate()  # it may be broken: do not wait on a polite goodbye
                 raise
-            await conn.close(timeout=self._connect_timeout)
-        except ManagedDatabaseError:
-            raise
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            where = f"the managed PostgreSQL server at {self._location}"
-            raise translate(exc, where, (*self._admin_secrets, *hide)) from None
+            with self._translated(hide):
+                await conn.close(timeout=self._connect_timeout)
 
 
 async def lock(conn: asyncpg.Connection, database: str) -> None:

@@ -23,6 +23,9 @@ from dockyard.operator.database.credentials import (
 from dockyard.operator.database.names import database_identity, quoted
 from dockyard.operator.database.sessions import AdminSessions
 
+ENSURE_VERSION = 2
+"""Changes whenever what ``ensure`` does changes, so every environment is ensured anew."""
+
 
 class EnvironmentDatabases(AdminSessions):
     """What the managed server does for environments (``ManagedPostgres`` is one)."""
@@ -44,9 +47,37 @@ class EnvironmentDatabases(AdminSessions):
             if created:
                 # Still under the lock, so a concurrent drop cannot remove it meanwhile.
                 await self.close_public_schema(database, TenantLogin(role, password))
+        return self.credentials(namespace=namespace, environment=environment, password=password)
+
+    def credentials(
+        self, *, namespace: str, environment: str, password: str
+    ) -> DatabaseCredentials:
+        """What a workload needs to log in to the environment's database with ``password``."""
+        database, role = database_identity(namespace, environment)
         return DatabaseCredentials(
             host=self._public_host, port=self._port, database=database, user=role, password=password
         )
+
+    async def intact(self, *, namespace: str, environment: str) -> bool:
+        """Whether the role and database are still as ``ensure`` left them.
+
+        The role may log in and owns the database, which accepts connections and grants
+        PUBLIC nothing. One catalog query on a pooled connection: what a pass asks
+        instead of ``ensure`` when nothing that ``ensure`` depends on has changed.
+        """
+        database, role = database_identity(namespace, environment)
+        async with self._session() as conn:
+            found = await conn.fetchval(
+                "SELECT true FROM pg_catalog.pg_database d"
+                " JOIN pg_catalog.pg_roles r ON r.oid = d.datdba"
+                " WHERE d.datname = $1 AND r.rolname = $2 AND r.rolcanlogin AND d.datallowconn"
+                " AND d.datacl IS NOT NULL AND NOT EXISTS ("
+                "  SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a WHERE a.grantee = 0)",
+                database,
+                role,
+                timeout=self._connect_timeout,
+            )
+        return bool(found)
 
     async def exists(self, *, namespace: str, environment: str) -> bool:
         """Whether the environment's database exists (its data is what deletion is about)."""

@@ -69,6 +69,8 @@ async def finalize(reconciler: Reconciler, key: Key, *, runtime: timedelta) -> O
         outcome = Outcome.done() if raw is None else await _apply_policy(reconciler, raw, runtime)
     if outcome == Outcome.done():
         reconciler.locks.forget(key)
+        if raw is not None:
+            reconciler.children.forget(raw["metadata"].get("uid", ""))
     return outcome
 
 

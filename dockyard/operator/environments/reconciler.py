@@ -7,6 +7,14 @@ with the password its Secret holds, apply every child it should have and delete 
 it should not, and write the status with the conditions and phase that follow. So a
 child deleted or edited by hand is restored by the next pass, and the passes of one
 environment never interleave (two would otherwise race to create its password).
+
+A pass that finds nothing to change costs nothing: no apiserver write and no new
+database connection. The full database ``ensure`` runs only when its digest (identity,
+credentials, ``spec.database``, the ensure steps' version; kept in
+``status.database.ensured``) changes, or when one catalog query on a pooled connection
+finds the role or database not as it left them. Children are applied only when their
+desired manifest or the stored object changed (``children``), and the status is
+written only when it differs.
 While a ScalingPolicy scales the environment, the Deployment's replicas are its HPA's
 to set and the pass leaves them alone (``dockyard.operator.scaling.targets``).
 
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,27 +40,30 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment, EnvironmentPhase, EnvironmentStatus
 from dockyard.core.models.restore_drill import RestoreDrill
-from dockyard.core.resources import SECRETS, ChildRef, Manifest
-from dockyard.core.settings import Settings
-from dockyard.operator.apply import (
-    Applied,
-    Change,
-    apply,
-    delete_child,
-    get,
-    namespace_terminating,
+from dockyard.core.resources import (
+    BACKUPS,
+    RESTORE_DRILLS,
+    SCALING_POLICIES,
+    SECRETS,
+    ChildRef,
+    Manifest,
 )
+from dockyard.core.settings import Settings
+from dockyard.operator.apply import Applied, Change, get, namespace_terminating
 from dockyard.operator.builders import environment as builders
 from dockyard.operator.builders import tiers
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import (
+    DatabaseCredentials,
     ManagedDatabaseError,
     ManagedPostgres,
     database_identity,
     generate_password,
 )
+from dockyard.operator.database.tenants import ENSURE_VERSION
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.announcements import announce
+from dockyard.operator.environments.children import ChildMemory
 from dockyard.operator.environments.protection import ProtectionReport, protection_report
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling import targets as scaling_targets
@@ -111,6 +123,7 @@ class Reconciler:
         self.backups = KindStore(kube, Backup)
         self.drills = KindStore(kube, RestoreDrill)
         self.locks: ObjectLocks[Key] = ObjectLocks()
+        self.children = ChildMemory()
 
     async def fetch(self, key: Key) -> Manifest | None:
         """The environment as stored now, or ``None`` when it is gone."""
@@ -196,7 +209,7 @@ class Reconciler:
             failure=failure,
             protection=await self._protection(owner) if env.spec.database.enabled else None,
         )
-        if not await self._write_status(owner, status):
+        if status != env.status and not await self._write_status(owner, status):
             return Outcome.done()
         announce(raw, env, status, children.changes)
         if failure is not None:
@@ -210,8 +223,13 @@ class Reconciler:
         self, env: Environment, owner: Owner, database: _DatabaseStep | None, into: _Children
     ) -> None:
         """Apply every child the spec asks for, delete those it does not (see builders)."""
+        policies = self.children.related(SCALING_POLICIES, owner.namespace, owner.name)
         into.autoscaled = not env.spec.suspend and (
-            await scaling_targets.scaling_policy_of(self.kube, owner.namespace, owner.name)
+            (
+                scaling_targets.scaling_policy_for(policies, owner.name)
+                if policies is not None
+                else await scaling_targets.scaling_policy_of(self.kube, owner.namespace, owner.name)
+            )
             is not None
         )
         if into.autoscaled:
@@ -232,12 +250,13 @@ class Reconciler:
         # The children do not depend on one another at apply time (a Deployment may name
         # a ServiceAccount or Secret that appears a moment later; its controller retries),
         # so they are applied together: one round trip per pass instead of one per child.
-        applied = await asyncio.gather(*(apply(self.kube, m) for m in desired.present))
+        children = self.children
+        applied = await asyncio.gather(*(children.apply(self.kube, m) for m in desired.present))
         for result in applied:
             into.record(result)
         deleted = await asyncio.gather(
             *(
-                delete_child(self.kube, ref, namespace=owner.namespace, owner_uid=owner.uid)
+                children.delete(self.kube, ref, namespace=owner.namespace, owner_uid=owner.uid)
                 for ref in desired.absent
             )
         )
@@ -262,25 +281,54 @@ class Reconciler:
                 "The operator has no managed PostgreSQL server (DOCKYARD_MANAGED_POSTGRES_URL).",
             )
             return _DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name), digest)
+        ensured = _ensured_digest(env, owner, digest)
         try:
-            credentials = await self.postgres.ensure(
-                namespace=owner.namespace,
-                environment=owner.name,
-                password=password or generate_password(),
-            )
+            if await self._intact(env, owner, ensured):
+                credentials = self.postgres.credentials(
+                    namespace=owner.namespace, environment=owner.name, password=str(password)
+                )
+            else:
+                credentials = await self.postgres.ensure(
+                    namespace=owner.namespace,
+                    environment=owner.name,
+                    password=password or generate_password(),
+                )
         except ManagedDatabaseError as exc:
             verdict = report.Verdict(ConditionStatus.FALSE, exc.reason, exc.message)
             return _DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name), digest)
-        secret = await apply(self.kube, builders.database_secret(env, credentials.secret_data()))
+        return await self._database_ready(env, secret_name, credentials)
+
+    async def _intact(self, env: Environment, owner: Owner, ensured: str | None) -> bool:
+        """Whether the last ``ensure`` still holds: same digest, role and database intact."""
+        previous = env.status.database
+        if self.postgres is None or previous is None or ensured is None:
+            return False
+        if previous.ensured != ensured:
+            return False
+        return await self.postgres.intact(namespace=owner.namespace, environment=owner.name)
+
+    async def _database_ready(
+        self, env: Environment, secret_name: str, credentials: DatabaseCredentials
+    ) -> _DatabaseStep:
+        secret = await self.children.apply(
+            self.kube, builders.database_secret(env, credentials.secret_data())
+        )
         verdict = report.Verdict(
             ConditionStatus.TRUE,
             "Provisioned",
             f"Database {credentials.database} is ready; its credentials are in Secret "
             f"{secret_name}.",
         )
+        digest = builders.credentials_digest(credentials.password)
+        owner = Owner.of(env)
         return _DatabaseStep(
-            report.DatabaseReport(verdict, secret_name, credentials.database),
-            builders.credentials_digest(credentials.password),
+            report.DatabaseReport(
+                verdict,
+                secret_name,
+                credentials.database,
+                ensured=_ensured_digest(env, owner, digest),
+            ),
+            digest,
             secret,
         )
 
@@ -289,9 +337,15 @@ class Reconciler:
         what it said) when they cannot be listed."""
         # Filtered by the API server (the CRDs' selectableFields): only this
         # environment's own, however many others share the namespace.
+        backups = self.children.related(BACKUPS, owner.namespace, owner.name)
+        drills = self.children.related(RESTORE_DRILLS, owner.namespace, owner.name)
+        if backups is not None and drills is not None:
+            return protection_report(
+                owner.name, self.backups.valid(backups), self.drills.valid(drills)
+            )
         own = {"fieldSelector": f"spec.environmentRef.name={owner.name}"}
         try:
-            backups, drills = await asyncio.gather(
+            listed = await asyncio.gather(
                 self.backups.in_namespace(owner.namespace, params=own),
                 self.drills.in_namespace(owner.namespace, params=own),
             )
@@ -302,7 +356,7 @@ class Reconciler:
                 extra={"namespace": owner.namespace, "environment": owner.name, "error": str(exc)},
             )
             return None
-        return protection_report(owner.name, backups, drills)
+        return protection_report(owner.name, *listed)
 
     async def _reject_spec(self, raw: Manifest, problem: str) -> Outcome:
         previous = report.readable_status(raw)
@@ -348,6 +402,15 @@ def _desired_replicas(env: Environment, children: _Children) -> int:
         if isinstance(replicas, int):
             return replicas
     return tiers.desired_replicas(env.spec)
+
+
+def _ensured_digest(env: Environment, owner: Owner, credentials: str | None) -> str | None:
+    """What ``ensure`` depends on, as one digest; ``None`` when there are no credentials yet."""
+    if credentials is None:
+        return None
+    database, role = database_identity(owner.namespace, owner.name)
+    parts = (str(ENSURE_VERSION), database, role, credentials, env.spec.database.model_dump_json())
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
 def _password_in(secret: Mapping[str, Any] | None) -> str | None:

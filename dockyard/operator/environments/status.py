@@ -69,6 +69,8 @@ class DatabaseReport:
     verdict: Verdict
     secret_name: str
     name: str
+    ensured: str | None = None
+    """The digest of what ``ensure`` made sure of (see ``DatabaseStatus.ensured``)."""
 
     @property
     def ready(self) -> bool:
@@ -232,7 +234,10 @@ def summarize(
             None
             if database is None
             else DatabaseStatus(
-                secret_name=database.secret_name, name=database.name, ready=database.ready
+                secret_name=database.secret_name,
+                name=database.name,
+                ready=database.ready,
+                ensured=database.ensured if database.ready else None,
             )
         ),
         expires_at=expires_at(env),

@@ -3,8 +3,12 @@
 - create, update of the spec, and resume at start-up: one reconcile pass; an
   unfinished pass becomes ``TemporaryError`` (retried with backoff) or
   ``PermanentError``;
-- a timer every ``reconcile_interval`` seconds: ttl expiry and drift repair
-  (registered by ``register_drift_repair``, as the interval is a setting);
+- a timer every ``reconcile_interval`` seconds, the first one interval after the
+  environment appears: ttl expiry and drift repair (registered by
+  ``register_drift_repair``, as the interval is a setting);
+- an index of the children per kind, and of the ScalingPolicies, Backups and
+  RestoreDrills by environment (``environments.children``), which Kopf fills before
+  any handler runs: passes read them there instead of asking the apiserver;
 - an event on any child labelled ``app.kubernetes.io/managed-by=dockyard`` (changed or
   deleted): a pass for its controlling Environment, so drift is repaired within
   moments instead of at the next timer tick, and status follows the Deployment;
@@ -28,6 +32,13 @@ from dockyard.core.resources import CHILD_TYPES, ENVIRONMENTS
 from dockyard.operator.apply import controller_of
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.environments import deletion
+from dockyard.operator.environments.children import (
+    RELATED_TYPES,
+    index_by_environment,
+    index_child,
+    index_id,
+    related_index_id,
+)
 from dockyard.operator.environments.defaults import ensure_defaults
 from dockyard.operator.environments.reconciler import Key
 from dockyard.operator.services import OperatorMemo, namespaced
@@ -68,7 +79,14 @@ async def repair(*, namespace: str | None, name: str, memo: OperatorMemo, **_: A
 
 def register_drift_repair(interval: float) -> None:
     """Run ``repair`` for every environment every ``interval`` seconds."""
-    kopf.timer(API_VERSION, ENVIRONMENTS.plural, interval=interval, id="drift-repair")(repair)
+    # The create or resume pass has just run: the first repair is due one interval later.
+    kopf.timer(
+        API_VERSION,
+        ENVIRONMENTS.plural,
+        interval=interval,
+        initial_delay=interval,
+        id="drift-repair",
+    )(repair)
 
 
 async def child_changed(
@@ -90,6 +108,15 @@ for _child in CHILD_TYPES:
         labels={MANAGED_BY_LABEL: MANAGED_BY},
         id=f"{_child.plural}-changed",
     )(child_changed)
+    kopf.index(
+        _child.api_version,
+        _child.plural,
+        labels={MANAGED_BY_LABEL: MANAGED_BY},
+        id=index_id(_child),
+    )(index_child)
+
+for _related in RELATED_TYPES:
+    kopf.index(API_VERSION, _related.plural, id=related_index_id(_related))(index_by_environment)
 
 
 @kopf.on.resume(API_VERSION, ENVIRONMENTS.plural, id="production-defaults")
