@@ -138,6 +138,16 @@ def _backup_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--allow-nonempty", action="store_true", help="restore even if the target has tables"
     )
     restore.add_argument(
+        "--jobs",
+        type=int,
+        help="pg_restore --jobs with a spool directory (default DOCKYARD_RESTORE_JOBS, 4)",
+    )
+    restore.add_argument(
+        "--spool-dir",
+        help="scratch directory for a parallel restore (default DOCKYARD_RESTORE_SPOOL_DIR; "
+        "unset: one streamed transaction)",
+    )
+    restore.add_argument(
         "--verify-only",
         action="store_true",
         help="check checksum, key and the whole dump without any database",

@@ -229,6 +229,19 @@ class Settings(BaseSettings):
     backup_max_attempts: int = Field(
         default=3, ge=1, le=20, description="runs of one backup before it is marked Failed"
     )
+    restore_jobs: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="pg_restore --jobs of a parallel restore (with a spool directory)",
+    )
+    restore_spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "scratch directory a restore spools the verified, decrypted dump into, to run "
+            "pg_restore --jobs; unset: one streamed --single-transaction pg_restore"
+        ),
+    )
     backup_retry_delay: float = Field(
         default=30.0, ge=0, le=3600, description="seconds before the first retry; doubles"
     )

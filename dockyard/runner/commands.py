@@ -136,9 +136,15 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
         )
         if dsn and args.database:
             dsn = with_database(dsn, _checked(check_database_name, args.database))
+        spool_dir = args.spool_dir or settings.restore_spool_dir
+        options = RestoreOptions(
+            role=args.role,
+            require_empty=not args.allow_nonempty,
+            jobs=args.jobs or settings.restore_jobs,
+            spool_dir=str(spool_dir) if spool_dir else None,
+        )
     except (UsageError, ValueError) as exc:
         return _usage(command, str(exc))
-    options = RestoreOptions(role=args.role, require_empty=not args.allow_nonempty)
 
     async def go() -> BaseModel:
         async with _storage(args, settings) as storage:

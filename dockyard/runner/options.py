@@ -47,4 +47,18 @@ class RestoreOptions:
     # Refuse a target that already has tables, views or sequences: a restore goes into
     # a fresh database, which the caller switches to only when the restore succeeded.
     require_empty: bool = True
+    # Parallel restore: with a spool directory (scratch space on the runner's volume),
+    # the verified, decrypted dump is spooled there in one read of the artifact and
+    # restored by ``pg_restore --jobs``; without one, it streams into one
+    # ``--single-transaction`` pg_restore.
+    jobs: int = 1
+    spool_dir: str | None = None
     tools: Tools = field(default_factory=Tools)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.jobs <= 64:
+            raise ValueError("restore jobs must be 1 to 64")
+
+    @property
+    def parallel(self) -> bool:
+        return self.jobs > 1 and self.spool_dir is not None

@@ -12,6 +12,13 @@ Restore::
     target: must hold no table (unless told otherwise):   TargetNotEmpty stops here
     pass 2: reader ──▶ [open frames (thread)] ──▶ zstd -d ──pipe──▶ pg_restore --single-transaction
 
+Parallel restore (``RestoreOptions.jobs`` > 1 and a ``spool_dir``)::
+
+    one pass: reader ──▶ sha256 + [open frames (thread)] ──▶ zstd -d -o SPOOL (0600, private dir)
+    checksum, then header: ChecksumMismatch / WrongKey stop here, the target untouched
+    target: must hold no table:                          TargetNotEmpty stops here
+    pg_restore --jobs N SPOOL (no --single-transaction); the spool is removed at the end
+
 Why it looks the way it does:
 
 - Compression runs in the ``zstd`` program, not in Python. Measured on a 2-core
@@ -29,8 +36,13 @@ Why it looks the way it does:
 - Nothing partial is ever committed: the artifact is committed only after every tool
   exited 0, the last frame was sealed and the manifest was counted; an exception or a
   cancellation aborts the writer and stops the tools (see ``processes``).
-- A restore reads the artifact twice on purpose: the first pass proves the stored
-  bytes are the ones recorded before anything reaches the target. ``--single-transaction``
+- A streamed restore reads the artifact twice on purpose: the first pass proves the
+  stored bytes are the ones recorded before anything reaches the target. A parallel
+  restore reads it once into a seekable spool (``pg_restore --jobs`` needs one) and
+  checks the checksum on the way, still before the target is touched. It runs
+  without ``--single-transaction`` (which ``--jobs`` cannot use): atomicity comes from
+  the caller, who restores into a fresh staging database, drops it on failure and
+  switches to it only when this returned. ``--single-transaction``
   (which implies ``--exit-on-error``) makes any failure roll the target back, and a
   stopped ``pg_restore`` cancels its query and rolls back too. Callers restore into a
   fresh database and switch to it only when this returned.
@@ -42,10 +54,13 @@ calls): each backup or restore runs two tools and one database session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -64,7 +79,7 @@ from dockyard.runner.options import BackupOptions, RestoreOptions, Tools
 from dockyard.runner.processes import Command, ProcessChain, tool_version
 from dockyard.runner.results import ArtifactReport, BackupResult, RestoreResult
 from dockyard.runner.storage import Store, check_name, check_sha256
-from dockyard.runner.streaming import decode, preflight, raise_for, seal_into
+from dockyard.runner.streaming import decode, preflight, raise_for, seal_into, spool
 
 logger = logging.getLogger(__name__)
 
@@ -189,51 +204,72 @@ async def run_restore(
     clock = _Clock()
     # The version is asked while the checksum pass reads: it costs a process start.
     asking = asyncio.ensure_future(tool_version(options.tools.pg_restore))
-    try:
-        size, header = await preflight(storage, name, expected_sha256, keyring)
-    except BaseException:
-        # A bad artifact ends the run here: the question is withdrawn, its process
-        # reaped, before the error goes up (gather would leave it running).
-        asking.cancel()
-        await asyncio.gather(asking, return_exceptions=True)
-        raise
-    pg_restore_version = await asking
-    if options.require_empty:
-        found = await user_relations(dsn)
-        if found:
-            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-            raise TargetNotEmpty(
-                f'database "{connection.database}" is not empty ({len(found)} relations: '
-                f"{shown}); restore into a fresh database"
+    with contextlib.ExitStack() as scratch:
+        spooled: Path | None = None
+        try:
+            if options.parallel:
+                directory = scratch.enter_context(
+                    tempfile.TemporaryDirectory(dir=options.spool_dir, prefix="dockyard-restore-")
+                )
+                spooled = Path(directory) / "dump"
+                size, header = await spool(
+                    storage, name, expected_sha256, keyring, into=spooled, tools=options.tools
+                )
+            else:
+                size, header = await preflight(storage, name, expected_sha256, keyring)
+        except BaseException:
+            # A bad artifact ends the run here: the question is withdrawn, its process
+            # reaped, before the error goes up (gather would leave it running).
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+            raise
+        pg_restore_version = await asking
+        if options.require_empty:
+            found = await user_relations(dsn)
+            if found:
+                shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+                raise TargetNotEmpty(
+                    f'database "{connection.database}" is not empty ({len(found)} relations: '
+                    f"{shown}); restore into a fresh database"
+                )
+        logger.info(
+            "restore started",
+            extra={"artifact": name, "database": connection.database, "jobs": options.jobs},
+        )
+        argv = [
+            options.tools.pg_restore,
+            "--format=custom",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-privileges",
+            # Tablespaces of the source may not exist here, and a subscription restored
+            # into another environment would start replicating from the source's publisher.
+            "--no-tablespaces",
+            "--no-subscriptions",
+            "--no-password",
+            f"--dbname={connection.uri}",
+        ]
+        if options.role:
+            argv.append(f"--role={options.role}")
+        if spooled is not None:
+            restore = Command(
+                "pg_restore", [*argv, f"--jobs={options.jobs}", str(spooled)], env=connection.env
             )
-    logger.info("restore started", extra={"artifact": name, "database": connection.database})
-    argv = [
-        options.tools.pg_restore,
-        "--format=custom",
-        "--single-transaction",
-        "--exit-on-error",
-        "--no-owner",
-        "--no-privileges",
-        # Tablespaces of the source may not exist here, and a subscription restored
-        # into another environment would start replicating from the source's publisher.
-        "--no-tablespaces",
-        "--no-subscriptions",
-        "--no-password",
-        f"--dbname={connection.uri}",
-    ]
-    if options.role:
-        argv.append(f"--role={options.role}")
-    restore = Command("pg_restore", argv, env=connection.env)
-    await decode(
-        storage,
-        name,
-        expected_sha256,
-        keyring,
-        into=restore,
-        tools=options.tools,
-        hide=connection.password,
-        error=RestoreFailed,
-    )
+            async with ProcessChain([restore], hide=[connection.password]) as chain:
+                exits = await chain.wait()
+            raise_for(exits, cause_first="pg_restore", error=RestoreFailed)
+        else:
+            argv.insert(2, "--single-transaction")
+            await decode(
+                storage,
+                name,
+                expected_sha256,
+                keyring,
+                into=Command("pg_restore", argv, env=connection.env),
+                tools=options.tools,
+                hide=connection.password,
+                error=RestoreFailed,
+            )
     result = RestoreResult(
         name=name,
         sha256=expected_sha256,

@@ -3,8 +3,10 @@
 Backing up, :func:`seal_into` cuts ``zstd``'s output into chunks and writes one sealed
 frame per chunk. Restoring or verifying, :func:`preflight` reads the whole artifact
 once for its checksum and header, and :func:`decode` streams it again through the
-opener into ``zstd -d`` and whatever reads the dump. Sealing and opening run in one
-worker thread of the operation's own (see the ``runner`` module for why).
+opener into ``zstd -d`` and whatever reads the dump. For a parallel restore,
+:func:`spool` reads it only once, into a spool file, and releases the last frame only
+once the checksum held. Sealing and opening run in one worker thread of the
+operation's own (see the ``runner`` module for why).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from dockyard.runner.envelope import Header, Opener, Sealer, read_header
-from dockyard.runner.errors import ArtifactCorrupt, ToolFailed
+from dockyard.runner.errors import ArtifactCorrupt, ArtifactError, ToolFailed
 from dockyard.runner.keys import Keyring
 from dockyard.runner.libpq import base_env
 from dockyard.runner.options import Tools
@@ -86,9 +89,12 @@ async def decode(
     tools: Tools,
     error: type[ToolFailed] | type[ArtifactCorrupt],
     hide: str | None = None,
+    spool: Path | None = None,
 ) -> None:
-    """Stream the artifact through decryption and ``zstd -d`` into ``into`` (or nowhere)."""
-    decompress = Command("zstd", [tools.zstd, "-q", "-d", "-c", "-"], env=base_env())
+    """Stream the artifact through decryption and ``zstd -d`` into ``into``, or into the
+    file ``spool`` (``into`` is then ``None``), or nowhere."""
+    output = ["-o", str(spool)] if spool is not None else ["-c"]
+    decompress = Command("zstd", [tools.zstd, "-q", "-d", "-f", *output, "-"], env=base_env())
     commands = [decompress] if into is None else [decompress, into]
     cause = commands[-1].name
     stopped_reading = False
@@ -111,6 +117,53 @@ async def decode(
         # Every tool exited 0, yet one of them left before the end of the artifact.
         failed = Exit(cause, 0, "stopped reading before the end of the artifact")
         raise _error(error, failed)
+
+
+async def spool(
+    storage: Store, name: str, expected_sha256: str, keyring: Keyring, *, into: Path, tools: Tools
+) -> tuple[int, Header]:
+    """Read the artifact once: its checksum, and its frames opened and decompressed into
+    the file ``into``; its size and header.
+
+    The checksum decides first, as in :func:`preflight`: a frame that fails to open
+    stops the spooling, but the rest is still read and hashed, so a flipped byte is
+    reported as :class:`ChecksumMismatch`, not as a bad frame. The last frame (without
+    which the spool is no complete dump) is released only once the checksum held.
+    """
+    decompress = Command(
+        "zstd", [tools.zstd, "-q", "-d", "-f", "-o", str(into), "-"], env=base_env()
+    )
+    size = 0
+    head = bytearray()
+    failure: ArtifactError | None = None
+    async with ProcessChain([decompress], feed_stdin=True) as chain:
+        opener = Opener(keyring)
+        try:
+            with _Worker() as worker:
+                async with storage.open(name, expected_sha256=expected_sha256) as reader:
+                    async for chunk in reader:
+                        size += len(chunk)
+                        if len(head) < 64 * 1024:
+                            head += chunk[: 64 * 1024]
+                        if failure is not None:
+                            continue
+                        try:
+                            for plain in await worker.run(opener.feed, chunk):
+                                await chain.write(plain)
+                        except ArtifactError as exc:
+                            failure = exc  # reported once the checksum has had its say
+                if failure is not None:
+                    raise failure
+                await chain.write(await worker.run(opener.finish))
+            await chain.close_stdin()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # zstd stopped reading: its exit status says why
+        exits = await chain.wait()
+    raise_for(exits, cause_first="zstd", error=ArtifactCorrupt)
+    header = read_header(bytes(head), keyring)
+    if header is None:
+        raise ArtifactCorrupt(f"artifact {name!r} is too short to hold a header")
+    return size, header
 
 
 def raise_for(

@@ -712,3 +712,97 @@ async def test_a_full_backup_volume_fails_with_its_reason_leaves_nothing_and_spa
         storage=roomy, name="shop/b.dkbk", expected_sha256=other.sha256, keys=KEY
     )
     assert report.sha256 == other.sha256
+
+
+# -- the parallel restore: one read into a spool, then pg_restore --jobs -------------------
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    return spool
+
+
+async def test_a_parallel_restore_brings_back_every_row_and_leaves_no_spool(
+    backed: Backed, target: DatabaseCredentials, spool_dir: Path
+) -> None:
+    options = RestoreOptions(role=target.user, jobs=3, spool_dir=str(spool_dir))
+    assert options.parallel
+    result = await run_restore(
+        dsn=target.uri(),
+        storage=backed.storage,
+        name=backed.result.name,
+        expected_sha256=backed.result.sha256,
+        keys=KEY,
+        options=options,
+    )
+
+    assert await fingerprints(target.uri()) == await fingerprints(backed.source.uri())
+    assert backed.result.manifest == await table_counts(target.uri())
+    assert result.size == backed.result.size
+    assert result.key_id == "test-2025"
+    # The decrypted dump never outlives the run.
+    assert os.listdir(spool_dir) == []
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+async def test_a_parallel_restore_of_a_damaged_artifact_fails_on_its_checksum_untouched(
+    backed: Backed, target: DatabaseCredentials, spool_dir: Path, damage: str
+) -> None:
+    stored = bytearray(backed.storage.path(backed.result.name).read_bytes())
+    if damage == "flipped":
+        stored[len(stored) // 2] ^= 0x40
+    else:
+        del stored[len(stored) * 2 // 3 :]
+    copy_artifact(backed, f"shop/{damage}-parallel.dkbk", bytes(stored))
+
+    with pytest.raises(ChecksumMismatch, match=r"^checksum mismatch: expected sha256 "):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=f"shop/{damage}-parallel.dkbk",
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+            options=RestoreOptions(jobs=2, spool_dir=str(spool_dir)),
+        )
+    assert await relations(target.uri()) == []
+    assert os.listdir(spool_dir) == []
+
+
+async def test_a_parallel_restore_with_a_wrong_key_fails_before_the_target_is_touched(
+    backed: Backed, target: DatabaseCredentials, spool_dir: Path
+) -> None:
+    impostor = EncryptionKey("test-2025", os.urandom(32))
+    with pytest.raises(WrongKey, match="authentication failed"):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=impostor,
+            options=RestoreOptions(jobs=2, spool_dir=str(spool_dir)),
+        )
+    assert await relations(target.uri()) == []
+    assert os.listdir(spool_dir) == []
+
+
+async def test_a_failing_parallel_restore_says_why_and_removes_its_spool(
+    backed: Backed, target: DatabaseCredentials, spool_dir: Path
+) -> None:
+    # Without --single-transaction the staging database's drop is the rollback (the
+    # operator's); the runner's part is to fail with pg_restore's reason, spool gone.
+    await execute(
+        target.uri(),
+        'CREATE SCHEMA "Sales"; CREATE TABLE "Sales"."Line Items" (kept text);',
+    )
+    with pytest.raises(RestoreFailed, match="already exists"):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+            options=RestoreOptions(jobs=2, spool_dir=str(spool_dir), require_empty=False),
+        )
+    assert os.listdir(spool_dir) == []

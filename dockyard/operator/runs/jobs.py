@@ -136,8 +136,12 @@ def restore_job(
     database_secret: str,
     image: str,
     deadline_seconds: int = ACTIVE_DEADLINE_SECONDS,
+    jobs: int | None = None,
 ) -> Manifest:
     """The Job that restores ``backup``'s artifact into the new ``database``.
+
+    With ``jobs``, a parallel restore: the dump is spooled to the Job's private scratch
+    volume (``/tmp``, an emptyDir) and restored by ``pg_restore --jobs``.
 
     It connects with the target environment's own credentials (its database Secret's
     ``uri``), pointed at ``database``, which the operator created owned by that role, so
@@ -153,6 +157,8 @@ def restore_job(
         f"--database={database}",
         f"--result-file={TERMINATION_MESSAGE_PATH}",
     ]
+    if jobs is not None:
+        args += [f"--jobs={jobs}", "--spool-dir=/tmp"]  # nosec B108  # emptyDir
     return _runner_job(
         owner,
         backup,

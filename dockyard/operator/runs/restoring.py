@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from dockyard.core.models.backup import Backup, BackupPhase, TableRows
+from dockyard.core.settings import Settings
 from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.runs.context import (
     RunContext,
@@ -109,8 +110,14 @@ async def restore_backup(
             name=artifact,
             expected_sha256=backup.status.sha256 or "",
             keys=Keyring.of(key),
-            options=RestoreOptions(),
+            options=restore_options(context.settings),
         )
+
+
+def restore_options(settings: Settings) -> RestoreOptions:
+    """Parallel with a spool directory (``DOCKYARD_RESTORE_SPOOL_DIR``), else streamed."""
+    spool = settings.restore_spool_dir
+    return RestoreOptions(jobs=settings.restore_jobs, spool_dir=str(spool) if spool else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,9 @@ async def start_restore_job(
         database_secret=environment_builders.database_secret_name(job.environment),
         image=context.settings.runner_image,
         deadline_seconds=context.settings.run_deadline,
+        # An operator that spools its own restores has its runners spool too (into
+        # their private scratch volume); otherwise they stream.
+        jobs=context.settings.restore_jobs if context.settings.restore_spool_dir else None,
     )
     await apply_as(kube, manifest)
 
