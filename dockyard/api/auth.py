@@ -8,6 +8,7 @@ memory): the token under its SHA-256, never the token itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -163,12 +164,12 @@ class Authorizer:
         *,
         namespace: str,
         concurrency: int = 8,
-    ) -> dict[tuple[str, str], bool]:
+    ) -> Matrix:
         """Many (resource, verb) decisions, ``concurrency`` reviews at a time, cached as one
-        entry per namespace."""
-        key = json.dumps(["matrix", *_identity(principal), namespace, pairs], sort_keys=True)
+        entry per caller and namespace (see :class:`Matrix`)."""
+        key = json.dumps(["matrix", *_identity(principal), namespace, _pairs_key(tuple(pairs))])
         cached = await self.cache.get(key)
-        if isinstance(cached, dict):
+        if isinstance(cached, Matrix):
             return cached
         semaphore = asyncio.Semaphore(concurrency)
 
@@ -178,9 +179,27 @@ class Authorizer:
                 return await self.check(principal, permission, namespace=namespace)
 
         decisions = await asyncio.gather(*(one(resource, verb) for resource, verb in pairs))
-        result = {pair: d.allowed for pair, d in zip(pairs, decisions, strict=True)}
+        result = Matrix({pair: d.allowed for pair, d in zip(pairs, decisions, strict=True)})
         await self.cache.set(key, result, ttl=self.ttl)
         return result
+
+
+@dataclass(slots=True)
+class Matrix:
+    """A caller's decisions for many (resource, verb) pairs in one namespace.
+
+    Cached as one entry; ``rendered`` keeps what a route made of it (``/me``'s body), so
+    the rendering is done once per entry and expires with the decisions it shows.
+    """
+
+    allowed: dict[tuple[str, str], bool]
+    rendered: dict[str, bytes] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=64)
+def _pairs_key(pairs: tuple[tuple[str, str], ...]) -> str:
+    """A short, stable name for a set of pairs (a route asks the same set every time)."""
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:32]
 
 
 def _identity(principal: Principal) -> list[Any]:

@@ -65,8 +65,13 @@ async def test_the_matrix_is_cached_per_exact_identity() -> None:
     pairs = [("environments", "get")]
     good = await authorizer.matrix(Principal("alice", uid="good"), pairs, namespace="shop")
     other = await authorizer.matrix(Principal("alice", uid="other"), pairs, namespace="shop")
-    assert good == {("environments", "get"): True}
-    assert other == {("environments", "get"): False}
+    assert good.allowed == {("environments", "get"): True}
+    assert other.allowed == {("environments", "get"): False}
+    # Asked again, each caller gets its own cached entry: no review is spent.
+    asked = len(reviews.specs)
+    again = await authorizer.matrix(Principal("alice", uid="other"), pairs, namespace="shop")
+    assert again is other
+    assert len(reviews.specs) == asked
 
 
 async def test_a_token_not_valid_for_the_configured_audience_is_not_authenticated() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 from pydantic import BaseModel, Field
 
@@ -42,18 +44,11 @@ class Me(BaseModel):
 PAIRS = (*((r, v) for r in RESOURCES for v in VERBS), ("restores", "approve"))
 
 
-async def _access(
-    request: web.Request, principal: Principal, namespace: str
-) -> list[ResourceAccess]:
-    if not DNS_LABEL.matches(namespace):
-        # No such namespace can exist: nothing is allowed there, and no review is spent on it.
-        return [ResourceAccess(resource=r, verbs=[]) for r in RESOURCES]
-    allowed = await request.app[keys.AUTHORIZER].matrix(
-        principal,
-        PAIRS,
-        namespace=namespace,
-        concurrency=request.app[keys.SETTINGS].authz_fanout_concurrency,
-    )
+def _nothing_allowed() -> list[ResourceAccess]:
+    return [ResourceAccess(resource=r, verbs=[]) for r in RESOURCES]
+
+
+def _access(allowed: Mapping[tuple[str, str], bool]) -> list[ResourceAccess]:
     return [
         ResourceAccess(resource=r, verbs=[v for rr, v in PAIRS if rr == r and allowed[(rr, v)]])
         for r in RESOURCES
@@ -63,13 +58,31 @@ async def _access(
 async def get_me(request: web.Request) -> web.Response:
     principal: Principal = request[keys.PRINCIPAL]
     namespace = request.query.get("namespace", "default")[:63]
-    me = Me(
-        user=principal.user,
-        groups=list(principal.groups),
+
+    def body(permissions: list[ResourceAccess]) -> bytes:
+        me = Me(
+            user=principal.user,
+            groups=list(principal.groups),
+            namespace=namespace,
+            permissions=permissions,
+        )
+        return me.model_dump_json().encode()
+
+    if not DNS_LABEL.matches(namespace):
+        # No such namespace can exist: nothing is allowed there, and no review is spent on it.
+        return web.Response(body=body(_nothing_allowed()), content_type="application/json")
+    matrix = await request.app[keys.AUTHORIZER].matrix(
+        principal,
+        PAIRS,
         namespace=namespace,
-        permissions=await _access(request, principal, namespace),
+        concurrency=request.app[keys.SETTINGS].authz_fanout_concurrency,
     )
-    return web.json_response(me.model_dump())
+    # Rendered once per cached matrix (one caller, one namespace): a warm /me only looks
+    # up its decisions and sends the bytes it sent before.
+    rendered = matrix.rendered.get("me")
+    if rendered is None:
+        rendered = matrix.rendered["me"] = body(_access(matrix.allowed))
+    return web.Response(body=rendered, content_type="application/json")
 
 
 def register(registry: OperationRegistry) -> None:
