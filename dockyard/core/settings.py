@@ -167,11 +167,12 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(
         default=30.0, ge=1, le=3600, description="seconds between drift-repair passes"
     )
-    operator_worker_limit: int = Field(
-        default=16,
+    operator_worker_limit: int | None = Field(
+        default=None,
         ge=1,
-        le=1000,
-        description="objects the operator's handlers work on at once, per kind",
+        le=10000,
+        description="objects the operator's handlers work on at once, per kind and namespace "
+        "(Kopf's worker_limit); unset: unbounded",
     )
     operator_kube_connections: int = Field(
         default=32,
