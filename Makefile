@@ -55,6 +55,11 @@ testbed-up: bootstrap
 testbed-down:
 	$(VENV)/dockyard testbed down
 
+# Every benchmark, each against a peer in the same run; writes bench/results/SUMMARY.md
+# and fails when a goal is missed. Not part of 'make test' (it takes about half an hour).
+bench: testbed-up
+	$(VENV)/python -m bench
+
 # Where Docker runs (docs/deployment.md).
 image:
 	docker build -t ghcr.io/dockyard/dockyard:dev .

@@ -1,12 +1,22 @@
 """Environments at scale, each figure against a peer measured in the same run:
 
-1. 200 Environments without databases, created at once, until all are Ready, against
-   kube-controller-manager making 200 bare Deployments Available on the same test bed.
-2. The extra time when each has a database, against running the raw SQL (CREATE ROLE,
-   CREATE DATABASE, REVOKE) for 200 on the same server.
-3. ``GET /api/v1/environments`` p95 at 200 objects, against a direct apiserver LIST.
+1. ``--count`` (200) Environments without databases, created at once, until all are
+   Ready, against kube-controller-manager making as many bare Deployments Available on
+   the same test bed; ``--rounds`` (3) rounds, alternating which goes first.
+2. The extra time when each has a database (Ready with a database, minus the same
+   round's time without), against the same role + database + revoke SQL run by as
+   many connections as the operator's admin pool holds.
+3. The steady state: with every environment of the last rounds Ready, two drift
+   intervals (``--interval``, the operator's ``DOCKYARD_RECONCILE_INTERVAL``) with
+   nothing changed must cause no apiserver write by the operator (the test bed's audit
+   log) and no new PostgreSQL session (``pg_stat_database.sessions``).
+4. ``GET /api/v1/environments`` p95 at ``--count`` objects, against a direct apiserver
+   LIST, in alternating blocks.
+5. ``--large`` (1000) Environments without databases against as many bare Deployments,
+   with the operator's and the API's peak memory (VmHWM) after them.
 
-Run: ``.venv/bin/python -m bench.environments [--count 200]``.
+The operator's and API's logs go to ``bench/results/logs`` (``environments-*.log``):
+count passes and retries there. Run: ``.venv/bin/python -m bench.environments``.
 Writes ``bench/results/environments.json``.
 """
 
@@ -18,36 +28,39 @@ import contextlib
 import json
 import os
 import secrets
-import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from bench.common import (
+    ROOT,
+    Figure,
+    Spread,
+    bound_figure,
+    exact_figure,
+    free_port,
+    peak_rss_mb,
+    percentile,
+    ratio_figure,
+    spawn,
+    stop,
+    write_result,
+)
 from dockyard.core.kube import KubeClient, KubeConfig, KubeError
+from dockyard.operator.database import database_identity
 from dockyard.testbed.cluster import State, Testbed
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "environments.json"
 ENVS = "/apis/dockyard.io/v1alpha1/namespaces/{ns}/environments"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ms(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+ADMIN_POOL = 4
+"""The operator's admin pool in this run (DOCKYARD_MANAGED_POSTGRES_POOL_SIZE), and so
+the concurrency of the raw SQL peer."""
 
 
 async def _gather_limited(calls: list[Callable[[], Awaitable[Any]]], limit: int = 16) -> None:
@@ -74,7 +87,37 @@ async def _namespace(kube: KubeClient, name: str) -> None:
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     )
     # Pods need the namespace's default ServiceAccount, which a controller creates.
-    await _until(lambda: _exists(kube, f"/api/v1/namespaces/{name}/serviceaccounts/default"), 30)
+    await _until(lambda: _exists(kube, f"/api/v1/namespaces/{name}/serviceaccounts/default"), 60)
+
+
+async def _gone(kube: KubeClient, names: list[str], limit: float = 600) -> None:
+    """Delete namespaces and wait until they are gone.
+
+    Their environments go first, while the operator still watches the namespace: Kopf
+    stops watching a namespace as soon as it sees it deleted, and unless the namespace
+    controller has already reported remaining content by then, the environments'
+    finalizers would never run.
+    """
+    for name in names:
+        with contextlib.suppress(KubeError):
+            await kube.delete(ENVS.format(ns=name))
+
+    async def no_environments() -> bool:
+        for name in names:
+            with contextlib.suppress(KubeError):
+                if (await kube.get(ENVS.format(ns=name))).get("items"):
+                    return False
+        return True
+
+    await _until(no_environments, limit)
+    for name in names:
+        with contextlib.suppress(KubeError):
+            await kube.delete(f"/api/v1/namespaces/{name}")
+
+    async def all_gone() -> bool:
+        return not any([await _exists(kube, f"/api/v1/namespaces/{n}") for n in names])
+
+    await _until(all_gone, limit)
 
 
 async def _exists(kube: KubeClient, path: str) -> bool:
@@ -86,13 +129,14 @@ async def _exists(kube: KubeClient, path: str) -> bool:
 
 
 async def environments_ready(kube: KubeClient, ns: str, count: int, database: bool) -> float:
+    await _namespace(kube, ns)
     started = time.monotonic()
 
     def create(i: int) -> Callable[[], Awaitable[Any]]:
         body = {
             "apiVersion": "dockyard.io/v1alpha1",
             "kind": "Environment",
-            "metadata": {"name": f"env-{i:03d}"},
+            "metadata": {"name": f"env-{i:04d}"},
             "spec": {
                 "tier": "development",
                 "image": "bench:1.0",
@@ -109,20 +153,21 @@ async def environments_ready(kube: KubeClient, ns: str, count: int, database: bo
         ready = [o for o in items if (o.get("status") or {}).get("phase") == "Ready"]
         return len(ready) == count
 
-    await _until(all_ready, 600)
+    await _until(all_ready, 1200)
     return time.monotonic() - started
 
 
 async def deployments_available(kube: KubeClient, ns: str, count: int) -> float:
+    await _namespace(kube, ns)
     started = time.monotonic()
     path = f"/apis/apps/v1/namespaces/{ns}/deployments"
 
     def create(i: int) -> Callable[[], Awaitable[Any]]:
-        labels = {"app": f"bare-{i:03d}"}
+        labels = {"app": f"bare-{i:04d}"}
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": f"bare-{i:03d}"},
+            "metadata": {"name": f"bare-{i:04d}"},
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
@@ -140,112 +185,293 @@ async def deployments_available(kube: KubeClient, ns: str, count: int) -> float:
         items = (await kube.get(path)).get("items", [])
         return sum(1 for d in items if (d.get("status") or {}).get("availableReplicas")) == count
 
-    await _until(all_available, 600)
+    await _until(all_available, 1200)
     return time.monotonic() - started
 
 
-async def raw_sql(admin_dsn: str, count: int) -> float:
-    conn = await asyncpg.connect(admin_dsn)
+async def raw_sql(admin_dsn: str, count: int, concurrency: int) -> float:
+    """The SQL behind ``count`` environment databases, by ``concurrency`` sessions."""
     tag = secrets.token_hex(3)
-    try:
-        started = time.monotonic()
-        for i in range(count):
-            role = f"rawbench_{tag}_{i}"
-            password = secrets.token_urlsafe(24)
+    pool = await asyncpg.create_pool(admin_dsn, min_size=concurrency, max_size=concurrency)
+    names = [f"rawbench_{tag}_{i}" for i in range(count)]
+
+    async def one(role: str) -> None:
+        password = secrets.token_urlsafe(24)
+        async with pool.acquire() as conn:
             await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
             await conn.execute(f"CREATE DATABASE {role} OWNER {role}")
             await conn.execute(f"REVOKE CONNECT ON DATABASE {role} FROM PUBLIC")
+
+    try:
+        started = time.monotonic()
+        await asyncio.gather(*(one(role) for role in names))
         elapsed = time.monotonic() - started
-        for i in range(count):
-            role = f"rawbench_{tag}_{i}"
-            await conn.execute(f"DROP DATABASE {role}")
-            await conn.execute(f"DROP ROLE {role}")
+        async with pool.acquire() as conn:
+            for role in names:
+                await conn.execute(f"DROP DATABASE {role}")
+                await conn.execute(f"DROP ROLE {role}")
         return elapsed
     finally:
+        await pool.close()
+
+
+class AuditLog:
+    def __init__(self, state: State) -> None:
+        self.path = Path(state.directory) / "logs" / "audit.log"
+        self.mark = 0
+
+    def set_mark(self) -> None:
+        self.mark = self.path.stat().st_size
+
+    def operator_events(self, namespaces: set[str]) -> list[dict[str, Any]]:
+        with self.path.open("rb") as log:
+            log.seek(self.mark)
+            lines = log.read().decode(errors="replace").splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        return [
+            e
+            for e in events
+            if (e.get("objectRef") or {}).get("namespace") in namespaces
+            and e.get("userAgent", "").startswith(("dockyard-operator", "kopf"))
+        ]
+
+
+async def _sessions(dsn: str, databases: list[str]) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetchval(
+            "SELECT COALESCE(sum(sessions), 0)::bigint FROM pg_stat_database"
+            " WHERE datname = ANY($1::text[])",
+            databases,
+        )
+    finally:
         await conn.close()
+    return int(found)
+
+
+async def steady_state(
+    state: State, namespaces: dict[str, bool], count: int, interval: float
+) -> dict[str, Any]:
+    """Two drift intervals with nothing changed: the operator's writes and new sessions."""
+    databases = ["postgres"] + [
+        database_identity(ns, f"env-{i:04d}")[0]
+        for ns, with_db in namespaces.items()
+        if with_db
+        for i in range(count)
+    ]
+    await asyncio.sleep(interval)  # past the first drift-repair tick after creation
+    audit = AuditLog(state)
+    audit.set_mark()
+    # Asked from the platform database: a session of this benchmark's own to "postgres"
+    # would count itself.
+    before = await _sessions(state.database_url, databases)
+    await asyncio.sleep(2 * interval + 1)
+    await asyncio.sleep(1.5)  # each backend flushes its statistics within a second
+    after = await _sessions(state.database_url, databases)
+    events = audit.operator_events(set(namespaces))
+    writes = [e for e in events if e["verb"] in WRITE_VERBS]
+    reads = [e for e in events if e["verb"] == "get"]
+    return {
+        "environments": count * len(namespaces),
+        "window_seconds": 2 * interval + 1,
+        "apiserver_writes": len(writes),
+        "writes_by_resource": _tally(writes),
+        "operator_reads_of_environments": sum(
+            1 for e in reads if e["objectRef"].get("resource") == "environments"
+        ),
+        "new_postgres_sessions": after - before,
+    }
+
+
+def _tally(events: list[dict[str, Any]]) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for event in events:
+        key = f"{event['verb']} {event['objectRef'].get('resource')}"
+        tally[key] = tally.get(key, 0) + 1
+    return tally
 
 
 async def list_latency(
-    kube: KubeClient, state: State, token: str, api_port: int, ns: str, rounds: int
-) -> dict[str, Any]:
+    kube: KubeClient, token: str, api_port: int, ns: str, count: int, rounds: int, requests: int
+) -> tuple[Spread, Spread]:
     url = f"http://127.0.0.1:{api_port}/api/v1/namespaces/{ns}/environments?limit=500"
     headers = {"Authorization": f"Bearer {token}"}
-    api: list[float] = []
-    direct: list[float] = []
+    api_p95: list[float] = []
+    peer_p95: list[float] = []
     async with aiohttp.ClientSession() as http:
-        for _ in range(100):
+        for _ in range(200):
             try:
                 async with http.get(url, headers=headers) as response:
-                    if response.status == 200 and len((await response.json())["items"]) >= 200:
+                    if response.status == 200 and len((await response.json())["items"]) >= count:
                         break
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.2)
         for _ in range(rounds):
-            started = time.perf_counter()
-            async with http.get(url, headers=headers) as response:
-                body = await response.read()
-            api.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            await kube.get(ENVS.format(ns=ns))
-            direct.append(time.perf_counter() - started)
-    return {
-        "objects": len(json.loads(body)["items"]),
-        "api": {
-            "p50_ms": _ms(api, 0.5),
-            "p95_ms": _ms(api, 0.95),
-            "mean_ms": round(statistics.fmean(api) * 1000, 2),
-        },
-        "peer_apiserver_list": {
-            "p50_ms": _ms(direct, 0.5),
-            "p95_ms": _ms(direct, 0.95),
-            "mean_ms": round(statistics.fmean(direct) * 1000, 2),
-        },
-        "p95_ratio_api_over_peer": round(_ms(api, 0.95) / _ms(direct, 0.95), 3),
-    }
+            api: list[float] = []
+            direct: list[float] = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                async with http.get(url, headers=headers) as response:
+                    await response.read()
+                api.append(time.perf_counter() - started)
+            for _ in range(requests):
+                started = time.perf_counter()
+                await kube.get(ENVS.format(ns=ns))
+                direct.append(time.perf_counter() - started)
+            api_p95.append(percentile(api, 0.95) * 1000)
+            peer_p95.append(percentile(direct, 0.95) * 1000)
+    return Spread(tuple(api_p95)), Spread(tuple(peer_p95))
 
 
 async def run(
-    state: State, testbed: Testbed, count: int, rounds: int, api_port: int, tag: str
-) -> dict[str, Any]:
-    kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(state.kubeconfig)))
-    ns_bare, ns_plain, ns_db = f"bench-bare-{tag}", f"bench-env-{tag}", f"bench-db-{tag}"
+    state: State,
+    testbed: Testbed,
+    args: argparse.Namespace,
+    api_port: int,
+    tag: str,
+    processes: dict[str, int],
+) -> tuple[dict[str, Any], list[Figure]]:
+    kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(state.kubeconfig)), limit=32)
+    count, rounds = args.count, args.rounds
+    bare: list[float] = []
+    plain: list[float] = []
+    with_db: list[float] = []
+    sql: list[float] = []
+    result: dict[str, Any] = {"benchmark": "environments at scale", "count": count}
+    figures: list[Figure] = []
     try:
-        for ns in (ns_bare, ns_plain, ns_db):
-            await _namespace(kube, ns)
-        bare = await deployments_available(kube, ns_bare, count)
-        plain = await environments_ready(kube, ns_plain, count, database=False)
-        with_db = await environments_ready(kube, ns_db, count, database=True)
-        sql = await raw_sql(state.managed_postgres_url, count)
+        for r in range(rounds):
+            ns_bare, ns_env, ns_db = (f"bench-{kind}{r}-{tag}" for kind in ("bare", "env", "db"))
+            # Alternate which goes first, so neither always meets a warmer apiserver.
+            if r % 2 == 0:
+                bare.append(await deployments_available(kube, ns_bare, count))
+                plain.append(await environments_ready(kube, ns_env, count, database=False))
+            else:
+                plain.append(await environments_ready(kube, ns_env, count, database=False))
+                bare.append(await deployments_available(kube, ns_bare, count))
+            with_db.append(await environments_ready(kube, ns_db, count, database=True))
+            sql.append(await raw_sql(state.managed_postgres_url, count, ADMIN_POOL))
+            print(
+                f"round {r}: bare {bare[-1]:.1f}s, environments {plain[-1]:.1f}s, "
+                f"with databases {with_db[-1]:.1f}s, raw SQL {sql[-1]:.1f}s",
+                file=sys.stderr,
+            )
+            last = r == rounds - 1
+            if not last:
+                await _gone(kube, [ns_bare, ns_env, ns_db])
+        extra = [d - p for d, p in zip(with_db, plain, strict=True)]
+        figures += [
+            ratio_figure(
+                f"{count} Environments, no database, all Ready",
+                Spread(tuple(plain)),
+                Spread(tuple(bare)),
+                at_most=1.5,
+                unit="s",
+            ),
+            ratio_figure(
+                "extra time with a database each",
+                Spread(tuple(extra)),
+                Spread(tuple(sql)),
+                at_most=1.2,
+                unit="s",
+            ),
+        ]
+        last_round = {f"bench-env{rounds - 1}-{tag}": False, f"bench-db{rounds - 1}-{tag}": True}
+        steady = await steady_state(state, last_round, count, args.interval)
+        figures += [
+            exact_figure(
+                f"steady state, {steady['environments']} Environments, 2 drift intervals: "
+                "apiserver writes",
+                steady["apiserver_writes"],
+                equals=0,
+            ),
+            exact_figure(
+                "steady state: new PostgreSQL sessions", steady["new_postgres_sessions"], equals=0
+            ),
+        ]
         token = testbed.user_token("bench-admin", ["system:masters"])
-        listing = await list_latency(kube, state, token, api_port, ns_plain, rounds)
+        api_p95, peer_p95 = await list_latency(
+            kube, token, api_port, f"bench-env{rounds - 1}-{tag}", count, rounds, args.requests
+        )
+        figures.append(
+            ratio_figure(
+                f"GET .../environments p95 at {count}", api_p95, peer_p95, at_most=0.2, unit="ms"
+            )
+        )
+        result.update(
+            {
+                "rounds": rounds,
+                "bare_deployments_available_s": Spread(tuple(bare)).as_dict(),
+                "environments_ready_s": Spread(tuple(plain)).as_dict(),
+                "environments_with_database_ready_s": Spread(tuple(with_db)).as_dict(),
+                "extra_for_databases_s": Spread(tuple(extra)).as_dict(),
+                "raw_sql_s": Spread(tuple(sql)).as_dict(),
+                "raw_sql_concurrency": ADMIN_POOL,
+                "steady_state": steady,
+                "list_p95_ms": {"api": api_p95.as_dict(), "peer": peer_p95.as_dict()},
+            }
+        )
+        await _gone(kube, [f"bench-{k}{rounds - 1}-{tag}" for k in ("bare", "env", "db")])
+        if args.large:
+            large_bare: list[float] = []
+            large_env: list[float] = []
+            for r in range(rounds):
+                ns_bare, ns_env = f"bench-lbare{r}-{tag}", f"bench-lenv{r}-{tag}"
+                if r % 2 == 0:
+                    large_bare.append(await deployments_available(kube, ns_bare, args.large))
+                    large_env.append(await environments_ready(kube, ns_env, args.large, False))
+                else:
+                    large_env.append(await environments_ready(kube, ns_env, args.large, False))
+                    large_bare.append(await deployments_available(kube, ns_bare, args.large))
+                print(
+                    f"large round {r}: bare {large_bare[-1]:.1f}s, "
+                    f"environments {large_env[-1]:.1f}s",
+                    file=sys.stderr,
+                )
+                if r == rounds - 1:
+                    # Read while the last round's objects are all still there.
+                    rss = {name: peak_rss_mb(pid) for name, pid in processes.items()}
+                await _gone(kube, [ns_bare, ns_env], limit=1800)
+            figures += [
+                ratio_figure(
+                    f"{args.large} Environments, no database, all Ready",
+                    Spread(tuple(large_env)),
+                    Spread(tuple(large_bare)),
+                    at_most=2.0,
+                    unit="s",
+                ),
+                bound_figure(
+                    f"operator peak RSS at {args.large}", rss["operator"], below=300, unit="MB"
+                ),
+                bound_figure(f"API peak RSS at {args.large}", rss["api"], below=200, unit="MB"),
+            ]
+            result["large"] = {
+                "count": args.large,
+                "bare_deployments_available_s": Spread(tuple(large_bare)).as_dict(),
+                "environments_ready_s": Spread(tuple(large_env)).as_dict(),
+                "peak_rss_mb": {k: round(v, 1) for k, v in rss.items()},
+            }
     finally:
-        for ns in (ns_bare, ns_plain, ns_db):
-            with contextlib.suppress(KubeError):
-                await kube.delete(f"/api/v1/namespaces/{ns}")
-        # Give the operator time to run the Delete policy (drop the databases).
-        await asyncio.sleep(20)
+        with contextlib.suppress(Exception):
+            listing = await kube.get("/api/v1/namespaces")
+            leftovers = [
+                n["metadata"]["name"]
+                for n in listing.get("items", [])
+                if n["metadata"]["name"].endswith(f"-{tag}")
+            ]
+            await _gone(kube, leftovers, limit=600)
         await kube.close()
-    return {
-        "benchmark": "environments at scale",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(),
-        "count": count,
-        "ready_without_database_s": round(plain, 2),
-        "peer_bare_deployments_available_s": round(bare, 2),
-        "ratio_environments_over_deployments": round(plain / bare, 2),
-        "ready_with_database_s": round(with_db, 2),
-        "extra_for_databases_s": round(with_db - plain, 2),
-        "peer_raw_sql_s": round(sql, 2),
-        "ratio_extra_over_raw_sql": round((with_db - plain) / sql, 2),
-        "list": listing,
-    }
+    return result, figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--large", type=int, default=1000, help="0: skip the large case")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200, help="LIST requests per block")
+    parser.add_argument("--interval", type=float, default=10.0, help="drift interval, seconds")
     args = parser.parse_args()
     testbed = Testbed()
     state, _ = testbed.up()
@@ -263,37 +489,33 @@ def main() -> None:
     )
     env = dict(os.environ)
     env.update(state.env())
-    env.update({"DOCKYARD_LOG_LEVEL": "WARNING", "DOCKYARD_METRICS_PORT": str(_free_port())})
-    api_port = _free_port()
+    env.update(
+        {
+            "DOCKYARD_LOG_LEVEL": "INFO",
+            "DOCKYARD_RECONCILE_INTERVAL": str(args.interval),
+            "DOCKYARD_MANAGED_POSTGRES_POOL_SIZE": str(ADMIN_POOL),
+        }
+    )
+    api_port = free_port()
     # The operator watches only this run's namespaces: a test session may share the bed.
     tag = secrets.token_hex(3)
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", f"bench-*-{tag}"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "api", "--port", str(api_port)],
-            env={**env, "DOCKYARD_METRICS_PORT": str(_free_port())},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
+    operator = spawn(
+        [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", f"bench-*-{tag}"],
+        {**env, "DOCKYARD_METRICS_PORT": str(free_port())},
+        "environments-operator.log",
+    )
+    api = spawn(
+        [sys.executable, "-m", "dockyard.cli", "api", "--port", str(api_port)],
+        {**env, "DOCKYARD_METRICS_PORT": str(free_port()), "DOCKYARD_LOG_LEVEL": "WARNING"},
+        "environments-api.log",
+    )
     try:
-        result = asyncio.run(run(state, testbed, args.count, args.rounds, api_port, tag))
+        processes = {"operator": operator.pid, "api": api.pid}
+        result, figures = asyncio.run(run(state, testbed, args, api_port, tag, processes))
     finally:
-        for child in children:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+        stop(operator)
+        stop(api)
+    write_result("environments", result, figures)
 
 
 if __name__ == "__main__":
