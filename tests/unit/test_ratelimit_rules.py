@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from dockyard.api.ratelimit.backends import Bucket, MemoryLimiter
-from dockyard.api.ratelimit.decisions import RuleDecision, Verdict, sf_string
-from dockyard.api.ratelimit.rules import ANONYMOUS, Caller, PolicyIndex, Target
+from dockyard.api.ratelimit.decisions import RuleDecision, Verdict
+from dockyard.api.ratelimit.rules import ANONYMOUS, Caller, PolicyIndex, Target, sf_string
 
 PLATFORM = "dockyard-system"
 ENVIRONMENTS = "/api/v1/namespaces/{namespace}/environments"

@@ -84,21 +84,14 @@ class Verdict:
 
 
 def policy_item(rule: CompiledRule) -> str:
-    """``"name";q=<requests>;w=<period seconds>``."""
-    window = ceil_seconds(rule.quota.period)
-    return f"{sf_string(rule.ident)};q={rule.quota.requests};w={window}"
+    """``"name";q=<requests>;w=<period seconds>`` (made once, when the rule is compiled)."""
+    return rule.policy_item
 
 
 def state_item(decision: RuleDecision) -> str:
     """``"name";r=<remaining>;t=<seconds until full>``."""
     result = decision.result
-    return f"{sf_string(decision.rule.ident)};r={result.remaining};t={ceil_seconds(result.reset)}"
-
-
-def sf_string(text: str) -> str:
-    """An RFC 8941 sf-string: quoted, with ``\\`` and ``"`` escaped, printable ASCII only."""
-    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
-    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{decision.rule.quoted_ident};r={result.remaining};t={ceil_seconds(result.reset)}"
 
 
 def describe(refusals: Sequence[RuleDecision]) -> str:

@@ -19,6 +19,7 @@ per policy the verdict the status reporter writes as the ``Accepted`` condition.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Collection, Iterable, Mapping
@@ -27,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dockyard.api.ratelimit.backends import ceil_seconds
 from dockyard.api.ratelimit.gcra import Quota
 from dockyard.core.models.ratelimit import (
     ANONYMOUS_USER,
@@ -97,11 +99,20 @@ class CompiledRule:
     ident: str = field(init=False)
     """``namespace/policy/rule``: the rule's name in headers."""
     enforced: bool = field(init=False)
+    quoted_ident: str = field(init=False)
+    """``ident`` as an RFC 8941 sf-string, as both headers name the rule."""
+    policy_item: str = field(init=False)
+    """This rule's item of the ``RateLimit-Policy`` header (it never changes)."""
 
     def __post_init__(self) -> None:
         # Derived once here rather than per request (frozen: bypass __setattr__).
-        object.__setattr__(self, "ident", f"{self.policy.label}/{self.name}")
+        ident = f"{self.policy.label}/{self.name}"
+        quoted = sf_string(ident)
+        window = ceil_seconds(self.quota.period)
+        object.__setattr__(self, "ident", ident)
         object.__setattr__(self, "enforced", self.policy.mode is RateLimitMode.ENFORCE)
+        object.__setattr__(self, "quoted_ident", quoted)
+        object.__setattr__(self, "policy_item", f"{quoted};q={self.quota.requests};w={window}")
 
     @property
     def needs_caller(self) -> bool:
@@ -132,14 +143,29 @@ class CompiledRule:
         The key's value is hashed: header values may be credentials, and a hash keeps
         every key the same short length whatever the client sends.
         """
-        if self.key is KeyType.SUBJECT and caller.authenticated:
-            value = "user:" + caller.user
-        elif self.key is KeyType.HEADER and self.header and headers.get(self.header):
-            value = "header:" + headers[self.header]
+        if self.key is KeyType.HEADER and self.header and headers.get(self.header):
+            # Not remembered: a header value may be a credential.
+            digest = _digest("header:" + headers[self.header])
+        elif self.key is KeyType.SUBJECT and caller.authenticated:
+            digest = _remembered_digest("user:" + caller.user)
         else:
-            value = "ip:" + address
-        digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+            digest = _remembered_digest("ip:" + address)
         return f"{self.policy.uid}:{self.name}:{digest}"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+# A busy API sees the same addresses and users again and again: their digests are
+# remembered (bounded), so a request's key costs a dictionary lookup, not a hash.
+_remembered_digest = functools.lru_cache(maxsize=16384)(_digest)
+
+
+def sf_string(text: str) -> str:
+    """An RFC 8941 sf-string: quoted, with ``\\`` and ``"`` escaped, printable ASCII only."""
+    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True, slots=True)
