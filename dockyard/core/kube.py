@@ -181,7 +181,9 @@ class _Token:
 class KubeTimeouts:
     """The deadlines of apiserver calls, in seconds (``DOCKYARD_KUBE_*_TIMEOUT``).
 
-    ``request`` bounds one call from sending to its last byte; ``review`` the
+    ``request`` bounds one call from sending to its last byte, waiting for a free
+    connection of the pool included; ``connect`` bounds opening a TCP connection (not
+    that wait: a burst of calls queued for the pool is slow, not broken); ``review`` the
     TokenReviews and SubjectAccessReviews a request waits on; ``watch_idle`` how long a
     watch stream may stay silent before it counts as hung.
     """
@@ -201,7 +203,7 @@ class KubeTimeouts:
         )
 
     def call(self, total: float | None = None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=total or self.request, connect=self.connect)
+        return aiohttp.ClientTimeout(total=total or self.request, sock_connect=self.connect)
 
 
 class KubeClient:
