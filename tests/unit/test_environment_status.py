@@ -390,3 +390,21 @@ def test_the_ensured_digest_is_kept_only_while_the_database_is_ready() -> None:
     # A database that is not ready has to be ensured again once the server answers.
     assert down.database is not None
     assert down.database.ensured is None
+
+
+def test_the_database_report_is_read_back_from_the_status_it_was_written_to() -> None:
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=1), desired=1)
+    ensured = dataclasses.replace(READY_DB, ensured="b" * 32)
+    written = report.summarize(_env(generation=2), database=ensured, workload=workload, now=NOW)
+    env = _env(status=report.status_patch(written)["status"], generation=2)
+
+    assert report.database_report(env) == ensured
+    # Summarized again from what it reads back, nothing changes: no write is due.
+    again = report.summarize(env, database=report.database_report(env), workload=workload, now=NOW)
+    assert again == env.status
+
+
+def test_a_status_without_a_database_verdict_cannot_stand_in_for_the_database_step() -> None:
+    with pytest.raises(LookupError):
+        report.database_report(_env())
+    assert report.database_report(_env(database={"enabled": False})) is None

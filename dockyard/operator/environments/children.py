@@ -146,6 +146,14 @@ class ChildMemory:
         key = (namespace, kind, name)
         return next(iter(self._indexes.get(kind, {}).get(key, ())), None)
 
+    def only_status_changed(self, body: Mapping[str, Any]) -> bool:
+        """Whether ``body`` (a child as a watch event shows it) is the object this memory
+        last applied, changed only where the operator does not write (its status)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", str(body.get("kind")), meta.get("name") or "")
+        remembered = self._applied.get(key)
+        return remembered is not None and _same_object(remembered[1], Seen.of(body))
+
     def forget(self, owner_uid: str) -> None:
         """Drop what was remembered of the children of an owner that is gone."""
         for key in [

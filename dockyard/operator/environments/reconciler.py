@@ -172,6 +172,52 @@ class Reconciler:
                     extra={"namespace": key[0], "environment": key[1], "error": str(exc)},
                 )
 
+    async def refresh_status(self, key: Key) -> None:
+        """The status after the Deployment's status changed and nothing else did.
+
+        Children and the database are as the last pass left them (the caller checked the
+        Deployment against what was applied), so only the status is computed again: from
+        the Deployment in the index, the database's verdict as the status holds it, and
+        the backups and drills in theirs. A pass whose spec is not yet handled, or whose
+        status lacks a verdict, does the full pass instead.
+        """
+        if key in self.locks.queued:
+            return  # a full pass is waiting: it reads everything afresh
+        async with self.locks.lock(key):
+            raw = await self.fetch(key)
+            if raw is None or deleting(raw):
+                return
+            try:
+                env = self.environments.parse(raw)
+            except InvalidObject:
+                return  # the spec's own pass reports it
+            owner = Owner.of(env)
+            seen = self.children.seen(owner.namespace, "Deployment", owner.name)
+            known: report.DatabaseReport | None = None
+            try:
+                known = report.database_report(env)
+            except LookupError:
+                seen = None
+            if seen is None or env.status.observed_generation != env.metadata.generation:
+                await self._pass(raw)
+                return
+            policies = self.children.related(SCALING_POLICIES, owner.namespace, owner.name)
+            children = _Children(
+                deployment=seen.deployment,
+                autoscaled=not env.spec.suspend
+                and scaling_targets.scaling_policy_for(policies or (), owner.name) is not None,
+            )
+            status = report.summarize(
+                env,
+                database=known,
+                workload=report.WorkloadReport.from_deployment(
+                    children.deployment, _desired_replicas(env, children)
+                ),
+                protection=await self._protection(owner) if env.spec.database.enabled else None,
+            )
+            if status != env.status and await self._write_status(owner, status):
+                announce(raw, env, status, ())
+
     # -- one pass --------------------------------------------------------------------------
 
     async def _pass(self, raw: Manifest) -> Outcome:

@@ -295,6 +295,19 @@ def deleting(
     return status
 
 
+def database_report(env: Environment) -> DatabaseReport | None:
+    """The database step's report as the status holds it (``None``: no database);
+    ``LookupError`` when the status does not say enough (the step has to run)."""
+    if not env.spec.database.enabled:
+        return None
+    stored = env.status.database
+    ready = find(env.status.conditions, EnvironmentConditionType.DATABASE_READY)
+    if stored is None or ready is None or stored.secret_name is None or stored.name is None:
+        raise LookupError("the status holds no database verdict")
+    verdict = Verdict(ready.status, ready.reason, ready.message or "")
+    return DatabaseReport(verdict, stored.secret_name, stored.name, stored.ensured)
+
+
 def condition(status: EnvironmentStatus, kind: EnvironmentConditionType) -> Condition | None:
     return find(status.conditions, kind)
 

@@ -11,7 +11,9 @@
   any handler runs: passes read them there instead of asking the apiserver;
 - an event on any child labelled ``app.kubernetes.io/managed-by=dockyard`` (changed or
   deleted): a pass for its controlling Environment, so drift is repaired within
-  moments instead of at the next timer tick, and status follows the Deployment;
+  moments instead of at the next timer tick; when only the child's status changed
+  (the object is the one the operator applied), a Deployment's new status refreshes
+  the Environment's status alone, and any other child's needs nothing;
 - deletion: the database's deletionPolicy, behind the operator's finalizer;
 - create and resume: the default BackupSchedule and RestoreDrill of a production
   Environment, each when it should have one (``environments.defaults``), with an Event
@@ -97,8 +99,16 @@ async def child_changed(
     if type not in ("MODIFIED", "DELETED"):
         return
     owner = controller_of(body, ENVIRONMENTS.kind)
-    if owner is not None:
-        await memo.services.environments.reconcile_owner(_key(namespace, owner))
+    if owner is None:
+        return
+    environments = memo.services.environments
+    if type == "MODIFIED" and environments.children.only_status_changed(body):
+        # The object the operator applied, with a new status: only a Deployment's
+        # status is read (replicas, rollout), and it needs no child applied again.
+        if body.get("kind") == "Deployment":
+            await environments.refresh_status(_key(namespace, owner))
+        return
+    await environments.reconcile_owner(_key(namespace, owner))
 
 
 for _child in CHILD_TYPES:
