@@ -78,7 +78,12 @@ def _cell(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def summary(rows: Sequence[tuple[str, Figure]], failures: Mapping[str, str], when: str) -> str:
+def summary(
+    rows: Sequence[tuple[str, Figure]],
+    failures: Mapping[str, str],
+    when: str,
+    measured: Mapping[str, str],
+) -> str:
     lines = [
         "# Benchmark summary",
         "",
@@ -103,6 +108,9 @@ def summary(rows: Sequence[tuple[str, Figure]], failures: Mapping[str, str], whe
         lines.append(f"| {bench} did not finish: {why} | — | — | — | runs | **no** |")
     missed = [row.figure for _, row in rows if not row.met] + list(failures)
     lines += ["", f"Missed: {', '.join(missed)}." if missed else "Every goal met.", ""]
+    lines += ["Measured at:", ""]
+    lines += [f"- {bench}: {at}" for bench, at in measured.items()]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -125,10 +133,19 @@ def run(names: Sequence[str]) -> int:
             failures[name] = f"exit {done.returncode}, see bench/results/logs/{name}.out"
             print(f"[bench] {name} failed ({took:.0f} s)", file=sys.stderr)
             continue
-        rows += [(name, row) for row in figures_of(name, json.loads(result.read_text()))]
         print(f"[bench] {name} done in {took:.0f} s", file=sys.stderr)
+    # The summary covers every benchmark with a result: those not run this time (--only)
+    # keep their last figures, and the list below the table says when each was measured.
+    measured: dict[str, str] = {}
+    for name in BENCHES:
+        result = RESULTS / f"{name}.json"
+        if name in failures or not result.exists():
+            continue
+        document = json.loads(result.read_text())
+        measured[name] = str(document.get("when") or document.get("at") or "unknown")
+        rows += [(name, row) for row in figures_of(name, document)]
     when = datetime.now(UTC).isoformat(timespec="minutes")
-    text = summary(rows, failures, when)
+    text = summary(rows, failures, when, measured)
     (RESULTS / "SUMMARY.md").write_text(text)
     print(text)
     return 1 if failures or any(not row.met for _, row in rows) else 0

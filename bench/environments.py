@@ -99,19 +99,21 @@ async def _gone(kube: KubeClient, names: list[str], limit: float = 600) -> None:
     finalizers would never run.
     """
     for name in names:
-        with contextlib.suppress(KubeError):
-            await kube.delete(ENVS.format(ns=name))
+        # A thousand finalizers take a while: the collection delete is given minutes, and
+        # the wait below is what counts.
+        with contextlib.suppress(KubeError, TimeoutError):
+            await kube.delete(ENVS.format(ns=name), deadline=300)
 
     async def no_environments() -> bool:
         for name in names:
-            with contextlib.suppress(KubeError):
+            with contextlib.suppress(KubeError, TimeoutError):
                 if (await kube.get(ENVS.format(ns=name))).get("items"):
                     return False
         return True
 
     await _until(no_environments, limit)
     for name in names:
-        with contextlib.suppress(KubeError):
+        with contextlib.suppress(KubeError, TimeoutError):
             await kube.delete(f"/api/v1/namespaces/{name}")
 
     async def all_gone() -> bool:
