@@ -96,11 +96,14 @@ def summary(
         "|---|---|---|---|---|---|",
     ]
     for bench, row in rows:
+        value = _cell(row.dockyard, row.unit)
+        if row.goal == "true":  # a verdict, not a number
+            value = "true" if row.met else "false"
         ratio = _cell(row.ratio)
         if row.ratio is not None and row.spread is not None:
             ratio += f" (spread {row.spread:.0%})"
         lines.append(
-            f"| {row.figure} ({bench}) | {_cell(row.dockyard, row.unit)} | "
+            f"| {row.figure} ({bench}) | {value} | "
             f"{_cell(row.peer, row.unit)} | {ratio} | {row.goal} | "
             f"{'yes' if row.met else '**no**'} |"
         )
@@ -115,6 +118,7 @@ def summary(
 
 
 def run(names: Sequence[str]) -> int:
+    """Run ``names`` (none: only rebuild the summary from the result files)."""
     logs = logs_dir()
     env = {**os.environ, "DOCKYARD_BENCH_LOGS": str(logs)}
     rows: list[tuple[str, Figure]] = []
@@ -154,7 +158,12 @@ def run(names: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated benchmarks (default: all)")
+    parser.add_argument(
+        "--summary", action="store_true", help="only rebuild SUMMARY.md from the result files"
+    )
     args = parser.parse_args(argv)
+    if args.summary:
+        return run(())
     names = [n for n in (args.only or "").split(",") if n] or list(BENCHES)
     unknown = sorted(set(names) - set(BENCHES))
     if unknown:
