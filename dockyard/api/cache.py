@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 
+# Seconds a write waits for the watch to deliver it (``WatchCache.caught_up``).
+WRITE_WAIT = 0.5
+# The longest pause between attempts to list and watch again after a failure.
+MAX_BACKOFF = 4.0
+
 
 @dataclass(frozen=True)
 class Change:
@@ -61,6 +66,8 @@ class WatchCache:
         self._progress = asyncio.Condition()
         self._subscribers: set[asyncio.Queue[Change]] = set()
         self._task: asyncio.Task[None] | None = None
+        # Set by a write that succeeded: the apiserver answers, so stop backing off.
+        self._retry_now = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -94,8 +101,11 @@ class WatchCache:
                 # The client turned our cancellation into its own error: stop anyway,
                 # or stop() would wait on this loop forever.
                 raise asyncio.CancelledError
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10)
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff):
+                    await self._retry_now.wait()
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _list(self) -> None:
         listing = await self.kube.get(self.path)
@@ -103,7 +113,9 @@ class WatchCache:
             (o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
             for o in listing.get("items", [])
         }
-        gone = [key for key in self.objects if key not in fresh]
+        listed = int(listing.get("metadata", {}).get("resourceVersion", "0"))
+        # An object newer than the list is a write remembered meanwhile (``caught_up``).
+        gone = [k for k, o in self.objects.items() if k not in fresh and _rv(o) <= listed]
         for key in gone:
             await self._publish(Change("DELETED", self.objects.pop(key)))
         for key, obj in fresh.items():
@@ -113,7 +125,7 @@ class WatchCache:
             ].get("resourceVersion"):
                 self.objects[key] = obj
                 await self._publish(Change(kind, obj))
-        await self._advance(int(listing.get("metadata", {}).get("resourceVersion", "0")))
+        await self._advance(listed)
         self.heard_at = time.monotonic()
         self.synced.set()
 
@@ -156,15 +168,32 @@ class WatchCache:
         async with asyncio.timeout(within):
             await self.synced.wait()
 
-    async def wait_for_version(self, resource_version: str | int, within: float = 5.0) -> bool:
-        """Wait until the cache has seen ``resource_version``; False if it does not in time."""
-        target = int(resource_version)
+    async def caught_up(self, written: Object, within: float = WRITE_WAIT) -> bool:
+        """Wait until the cache has seen ``written``, an object just written (read-your-writes).
+
+        A write that succeeded proves the apiserver answers, so a watch backing off after
+        an outage retries at once. If the watch has not delivered the write ``within``
+        seconds (it is reconnecting), the written object is kept as the cache's copy
+        until the watch catches up, so a read right after the write still sees it; the
+        wait is short because it adds to the write's own apiserver deadline. False when
+        the watch had not caught up.
+        """
+        target = _rv(written)
+        self._retry_now.set()
         try:
             async with asyncio.timeout(within), self._progress:
                 await self._progress.wait_for(lambda: self.resource_version >= target)
         except TimeoutError:
+            self._remember(written)
             return False
         return True
+
+    def _remember(self, obj: Object) -> None:
+        if _rv(obj) <= self.resource_version:
+            return  # the watch delivered it meanwhile, or something newer (a delete)
+        key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        if _rv(self.objects.get(key, {})) < _rv(obj):
+            self.objects[key] = obj
 
     def get(self, namespace: str, name: str) -> Object | None:
         return self.objects.get((namespace, name))

@@ -120,7 +120,7 @@ class KindRoutes(KindContract):
             as_caller=caller(request),
         )
         request[keys.AUDIT] = spec_diff(None, created.get("spec"))
-        await request.app[self.cache].wait_for_version(created["metadata"]["resourceVersion"])
+        await request.app[self.cache].caught_up(created)
         return created
 
     async def patch(self, request: web.Request) -> web.Response:
@@ -148,7 +148,7 @@ class KindRoutes(KindContract):
                 ) from None
             raise
         request[keys.AUDIT] = spec_diff(current.get("spec"), updated.get("spec"))
-        await request.app[self.cache].wait_for_version(updated["metadata"]["resourceVersion"])
+        await request.app[self.cache].caught_up(updated)
         return respond(updated)
 
     async def delete(self, request: web.Request) -> web.Response:

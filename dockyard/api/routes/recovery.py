@@ -149,7 +149,7 @@ class RecoveryKindRoutes(KindRoutes):
             as_caller=caller(request),
         )
         request[keys.AUDIT] = annotation_diff(current, updated)
-        await request.app[self.cache].wait_for_version(updated["metadata"]["resourceVersion"])
+        await request.app[self.cache].caught_up(updated)
         return respond(updated, status=202)
 
     # -- helpers --------------------------------------------------------------------------

@@ -187,9 +187,7 @@ async def approve(request: web.Request) -> web.Response:
                 continue  # changed meanwhile (the operator's status): check again
             raise
         request[keys.AUDIT] = annotation_diff(current, updated)
-        await request.app[keys.RESTORE_CACHE].wait_for_version(
-            updated["metadata"]["resourceVersion"]
-        )
+        await request.app[keys.RESTORE_CACHE].caught_up(updated)
         return respond(updated)
     raise errors.conflict(
         f"Restore {namespace}/{name} kept changing while it was being approved; retry."
