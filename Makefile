@@ -37,6 +37,7 @@ contracts:
 drift:
 	$(VENV)/dockyard crds --check
 	$(VENV)/dockyard openapi --check
+	$(VENV)/dockyard events --check
 
 pytest:
 	$(VENV)/pytest -q -p no:cacheprovider --cov=dockyard --cov-report=term --cov-report=xml:coverage.xml tests/unit tests/integration

@@ -67,7 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply the platform database migrations")
     migrate.add_argument("--status", action="store_true", help="list migrations, apply none")
 
-    for name, what in (("crds", "crds/"), ("openapi", "specs/openapi.yaml")):
+    for name, what in (
+        ("crds", "crds/"),
+        ("openapi", "specs/openapi.yaml"),
+        ("events", "specs/events/"),
+    ):
         gen = commands.add_parser(name, help=f"generate {what} from the models")
         gen.add_argument(
             "--check",
@@ -174,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": _cmd_migrate,
         "crds": _cmd_crds,
         "openapi": _cmd_openapi,
+        "events": _cmd_events,
         "backup-run": _cmd_backup_run,
         "restore-run": _cmd_restore_run,
     }[args.command]
@@ -316,6 +321,24 @@ def _cmd_crds(args: argparse.Namespace) -> int:
         print(f"{out}/ matches the models")
         return 0
     for path in crds.write_all(out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    from dockyard.core import events
+
+    out = args.out or Path("specs/events")
+    if args.check:
+        drift = events.check_schemas(out)
+        for line in drift:
+            print(f"drift: {line}", file=sys.stderr)
+        if drift:
+            print("run 'dockyard events' and commit the result", file=sys.stderr)
+            return 1
+        print(f"{out}/ matches the event vocabulary")
+        return 0
+    for path in events.write_schemas(out):
         print(f"wrote {path}")
     return 0
 

@@ -170,11 +170,16 @@ def operator_process(
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     OPERATOR_LOGS.append(log)
     # Drift repair every 3 s instead of 30, and scaling passes every 2 s instead of 10
-    # (schedule windows), so tests see them happen.
+    # (schedule windows), so tests see them happen; webhook timings likewise.
     env = {
         **testbed_env,
         "DOCKYARD_RECONCILE_INTERVAL": "3",
         "DOCKYARD_SCALING_INTERVAL": "2",
+        # Webhook retries, breakers and dead letters within a test's patience.
+        "DOCKYARD_WEBHOOK_BACKOFF_BASE": "0.5",
+        "DOCKYARD_WEBHOOK_BACKOFF_MAX": "2",
+        "DOCKYARD_WEBHOOK_BREAKER_OPEN_SECONDS": "3",
+        "DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER": "15",
         **backup_settings(backup_root),
     }
     with log.open("wb") as out:

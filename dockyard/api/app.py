@@ -20,6 +20,7 @@ from dockyard.api.audit import middleware as audit_middleware
 from dockyard.api.audit import retention as audit_retention
 from dockyard.api.auth import Authenticator, Authorizer
 from dockyard.api.cache import WatchCache
+from dockyard.api.event_tail import EventTail
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import OperationRegistry, build_document
@@ -39,6 +40,7 @@ from dockyard.api.routes import (
     restoredrills,
     restores,
     scalingpolicies,
+    webhooks,
 )
 from dockyard.core import db
 from dockyard.core.breakers import Breakers
@@ -50,6 +52,7 @@ from dockyard.core.resources import (
     RESTORE_DRILLS,
     RESTORES,
     SCALING_POLICIES,
+    WEBHOOKS,
     ResourceType,
 )
 from dockyard.core.settings import Settings
@@ -69,6 +72,7 @@ def registry() -> OperationRegistry:
         backupschedules,
         restores,
         restoredrills,
+        webhooks,
         audit_routes,
     ):
         module.register(ops)
@@ -89,6 +93,13 @@ async def _idempotency(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _event_tail(app: web.Application) -> AsyncIterator[None]:
+    tail = app[keys.EVENT_TAIL] = EventTail(app[keys.DB_POOL])
+    await tail.start()
+    yield
+    await tail.stop()
+
+
 # The kinds the API reads from a watch cache, with the key each is held under.
 # (RateLimitPolicies have their own cache, owned by the rate limiter.)
 CACHED_KINDS: dict[ResourceType, web.AppKey[WatchCache]] = {
@@ -98,6 +109,7 @@ CACHED_KINDS: dict[ResourceType, web.AppKey[WatchCache]] = {
     BACKUP_SCHEDULES: keys.BACKUP_SCHEDULE_CACHE,
     RESTORES: keys.RESTORE_CACHE,
     RESTORE_DRILLS: keys.RESTORE_DRILL_CACHE,
+    WEBHOOKS: keys.WEBHOOK_CACHE,
 }
 
 
@@ -201,7 +213,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [telemetry.tracing(span_processors), telemetry.metrics_endpoint(metrics_host), _redis]
     )
-    app.cleanup_ctx.extend([_database, _kubernetes, _idempotency, _watch_caches])
+    app.cleanup_ctx.extend([_database, _kubernetes, _idempotency, _event_tail, _watch_caches])
     app.cleanup_ctx.append(audit_retention.retention)  # after _database: it uses the pool
     app.cleanup_ctx.append(rate_limits.rate_limiting)  # after _kubernetes and _redis
     return app

@@ -65,6 +65,7 @@ class WatchCache:
         self.heard_at = time.monotonic()
         self._progress = asyncio.Condition()
         self._subscribers: set[asyncio.Queue[Change]] = set()
+        self._overflowed: set[asyncio.Queue[Change]] = set()
         self._task: asyncio.Task[None] | None = None
         # Set by a write that succeeded: the apiserver answers, so stop backing off.
         self._retry_now = asyncio.Event()
@@ -153,10 +154,16 @@ class WatchCache:
 
     async def _publish(self, change: Change) -> None:
         for queue in list(self._subscribers):
-            if queue.full():  # a slow consumer loses its oldest change, never blocks the cache
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
+            if queue.full():
+                # Never blocks the cache nor grows: the subscriber is marked as behind
+                # (``overflowed``) and gets nothing more; it decides what that means.
+                self._overflowed.add(queue)
+                continue
             queue.put_nowait(change)
+
+    def overflowed(self, queue: asyncio.Queue[Change]) -> bool:
+        """Whether ``queue``'s subscriber fell so far behind that changes were left out."""
+        return queue in self._overflowed
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -225,3 +232,4 @@ class WatchCache:
             yield queue
         finally:
             self._subscribers.discard(queue)
+            self._overflowed.discard(queue)

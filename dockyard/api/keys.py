@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from dockyard.api.auth import Authenticator, Authorizer, Principal
 from dockyard.api.cache import WatchCache
+from dockyard.api.event_tail import EventTail
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
 from dockyard.api.openapi import Operation
@@ -19,6 +20,7 @@ from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.service import RateLimiting
 from dockyard.api.readiness import ReadinessCache
 from dockyard.core.breakers import Breakers
+from dockyard.core.events import Event
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
 from dockyard.core.telemetry import Tracing
@@ -39,6 +41,7 @@ TRACING = web.AppKey("tracing", Tracing)
 TRACER = web.AppKey("tracer", Tracer)
 ENVIRONMENT_CACHE = web.AppKey("environment_cache", WatchCache)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
+EVENT_TAIL = web.AppKey("event_tail", EventTail)
 RATE_LIMITING = web.AppKey("rate_limiting", RateLimiting)
 READINESS = web.AppKey("readiness", ReadinessCache)
 REVIEW_CAP = web.AppKey("review_cap", ReviewCap)
@@ -48,6 +51,7 @@ BACKUP_CACHE = web.AppKey("backup_cache", WatchCache)
 BACKUP_SCHEDULE_CACHE = web.AppKey("backup_schedule_cache", WatchCache)
 RESTORE_CACHE = web.AppKey("restore_cache", WatchCache)
 RESTORE_DRILL_CACHE = web.AppKey("restore_drill_cache", WatchCache)
+WEBHOOK_CACHE = web.AppKey("webhook_cache", WatchCache)
 # Every cache above that reads are served from (readiness asks whether they synced).
 WATCH_CACHES = web.AppKey("watch_caches", list[WatchCache])
 
@@ -56,6 +60,8 @@ REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 OPERATION = web.RequestKey("operation", Operation)
 AUDIT = web.RequestKey("audit", dict[str, Any])
+# The events a write announces; the audit middleware logs them with its row.
+EVENTS = web.RequestKey("events", list[Event])
 RATE_LIMIT = web.RequestKey("rate_limit", Verdict)
 # The watch cache a read was answered from (see middlewares.add_staleness_headers).
 READ_FROM = web.RequestKey("read_from", WatchCache)

@@ -41,6 +41,7 @@ class Dependency(StrEnum):
     KUBERNETES = "kubernetes"
     REDIS = "redis"
     S3 = "s3"
+    WEBHOOK = "webhook"
 
 
 class DependencyUnavailable(Exception):
@@ -124,6 +125,10 @@ class Breakers:
         if opened is None:
             return 1.0
         return max(1.0, self.open_seconds - (time.monotonic() - opened))
+
+    def state_of(self, dependency: Dependency, key: str | None = None) -> str:
+        """purgatory's name of the breaker's state: closed, half-opened or opened."""
+        return self._states.get(_name(dependency, key), "closed")
 
     def is_open(self, dependency: Dependency, key: str | None = None) -> bool:
         """Whether calls to ``dependency`` (at ``key``) are refused right now."""

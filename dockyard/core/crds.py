@@ -26,6 +26,7 @@ from dockyard.core.models.ratelimit import RateLimitPolicy
 from dockyard.core.models.restore import Restore
 from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.models.scaling import ScalingPolicy
+from dockyard.core.models.webhook import Webhook
 
 ALL_KINDS: Final[tuple[type[CustomResource], ...]] = (
     Environment,
@@ -35,6 +36,7 @@ ALL_KINDS: Final[tuple[type[CustomResource], ...]] = (
     Restore,
     RestoreDrill,
     ScalingPolicy,
+    Webhook,
 )
 """Every kind whose CRD is generated, in the order they are rendered."""
 

@@ -1,6 +1,6 @@
 """The platform database's connection pool: how it is opened, configured and closed.
 
-Both the API and the operator talk to the platform database (audit, catalog, outbox,
+Both the API and the operator talk to the platform database (audit, catalog, event log,
 idempotency) through one ``asyncpg`` pool per process, created at start-up from the
 ``Settings`` and closed at shutdown. Every connection the pool opens is configured the
 same way by :func:`init_connection`, so ``json`` and ``jsonb`` columns read and write

@@ -203,13 +203,14 @@ async def migrate(target: Target, *, directory: Path | None = None) -> list[Appl
 
 
 # What the API's runtime role may do: everything it needs on every table, except that
-# the audit trail is insert-and-read only and the migration history read only. Revoked
+# the audit trail and the event log are insert-and-read only and the migration history
+# read only. Revoked
 # first, so a run also takes back what an earlier grant or a hand gave.
 _RUNTIME_GRANTS = (
     "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
     "GRANT USAGE ON SCHEMA public TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
-    f"REVOKE UPDATE, DELETE ON audit_events, {TABLE} FROM {{role}}",
+    f"REVOKE UPDATE, DELETE ON audit_events, events, {TABLE} FROM {{role}}",
     f"REVOKE INSERT ON {TABLE} FROM {{role}}",
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
     "GRANT EXECUTE ON FUNCTION audit_purge_before(timestamptz, integer) TO {role}",

@@ -19,6 +19,7 @@ from dockyard.core.models.ratelimit import RateLimitPolicy
 from dockyard.core.models.restore import Restore
 from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.models.scaling import ScalingPolicy
+from dockyard.core.models.webhook import Webhook
 
 Manifest = dict[str, Any]
 """A Kubernetes object as the API server reads it (JSON-compatible)."""
@@ -85,6 +86,7 @@ RESTORES: Final = ResourceType.of(Restore)
 RESTORE_DRILLS: Final = ResourceType.of(RestoreDrill)
 SCALING_POLICIES: Final = ResourceType.of(ScalingPolicy)
 RATE_LIMIT_POLICIES: Final = ResourceType.of(RateLimitPolicy)
+WEBHOOKS: Final = ResourceType.of(Webhook)
 
 # Kubernetes' own.
 SERVICE_ACCOUNTS: Final = ResourceType("v1", "ServiceAccount", "serviceaccounts")

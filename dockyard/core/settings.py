@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     mode: Mode = Field(default=Mode.DEVELOPMENT, description="production refuses plaintext")
     database_url: SecretStr = Field(
         default=SecretStr("postgresql://dockyard@127.0.0.1:5432/dockyard"),
-        description="DSN of the platform database (audit, catalog, outbox)",
+        description="DSN of the platform database (audit, catalog, event log)",
     )
     migration_database_url: SecretStr | None = Field(
         default=None,
@@ -293,6 +293,41 @@ class Settings(BaseSettings):
             "private, loopback or link-local networks inline S3 endpoints may resolve to "
             '(refused otherwise), e.g. ["10.0.0.0/8"]'
         ),
+    )
+    # -- webhooks (the operator's dispatcher, docs/events.md) -----------------------------
+    webhook_allow_http: bool = Field(
+        default=False, description="allow http:// webhook URLs (https only otherwise)"
+    )
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description=(
+            "private, loopback or link-local networks webhook URLs may resolve to "
+            '(refused otherwise), e.g. ["10.0.0.0/8"]'
+        ),
+    )
+    webhook_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="seconds one delivery may take"
+    )
+    webhook_backoff_base: float = Field(
+        default=2.0, gt=0, le=600, description="seconds before the first retry (doubling)"
+    )
+    webhook_backoff_max: float = Field(
+        default=600.0, gt=0, le=86_400, description="longest pause between retries"
+    )
+    webhook_dead_letter_after: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=30 * 86_400,
+        description="seconds after which an undelivered event is given up (dead letter)",
+    )
+    webhook_breaker_failures: int = Field(
+        default=5, ge=1, le=1000, description="failures in a row that open an endpoint's breaker"
+    )
+    webhook_breaker_open_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds an endpoint's open breaker holds"
+    )
+    webhook_interval: float = Field(
+        default=0.5, gt=0, le=60, description="seconds between the dispatcher's passes"
     )
     default_backup_key_secret: str = Field(
         default="dockyard-backup-key",

@@ -85,10 +85,12 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         related_index_id,
     )
     from dockyard.operator.environments.reconciler import Reconciler
+    from dockyard.operator.events.emitter import Emitter
     from dockyard.operator.restores.lifecycle import RestoreRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
     from dockyard.operator.scaling.reconciler import ScalingReconciler, refresh_periodically
+    from dockyard.operator.webhooks.dispatcher import Dispatcher
 
     settings = memo.settings
     closing = contextlib.AsyncExitStack()
@@ -113,6 +115,11 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
     pool = await create_pool(settings.model_copy(update={"database_pool_min": 0}))
     closing.push_async_callback(pool.close)
     catalog = Catalog(pool)
+    emitter = Emitter(pool)
+    closing.push_async_callback(emitter.close)
+    dispatcher = Dispatcher(kube, pool, settings)
+    await dispatcher.start()
+    closing.push_async_callback(dispatcher.close)
     drill_metrics = metrics.DrillMetrics()
     # On the operator's metrics registry: dockyard_dependency_breaker_state{dependency}.
     breakers = Breakers(
@@ -146,6 +153,8 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         restores=RestoreRuns(context),
         drills=DrillRuns(context, drill_metrics),
         drill_metrics=drill_metrics,
+        events=emitter,
+        webhooks=dispatcher,
         closing=closing,
     )
     if settings.operator_metrics_port is not None:
@@ -205,8 +214,10 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
         backups,
         drills,
         environments,
+        events,  # noqa: F401
         restores,  # noqa: F401
         scaling,  # noqa: F401
+        webhooks,  # noqa: F401
     )
 
     environments.register_drift_repair(settings.reconcile_interval)

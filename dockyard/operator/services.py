@@ -26,10 +26,12 @@ if TYPE_CHECKING:
     from dockyard.operator.database import ManagedPostgres
     from dockyard.operator.drills.lifecycle import DrillRuns
     from dockyard.operator.environments.reconciler import Reconciler
+    from dockyard.operator.events.emitter import Emitter
     from dockyard.operator.restores.lifecycle import RestoreRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
     from dockyard.operator.scaling.reconciler import ScalingReconciler
+    from dockyard.operator.webhooks.dispatcher import Dispatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,10 @@ class Services:
     restores: RestoreRuns
     drills: DrillRuns
     drill_metrics: metrics.DrillMetrics
+    events: Emitter
+    """The event log's writer."""
+    webhooks: Dispatcher
+    """Delivers the event log to the Webhooks."""
     closing: AsyncExitStack = field(default_factory=AsyncExitStack)
     """What cleanup closes, in the reverse order of opening."""
 

@@ -49,10 +49,23 @@ class EndpointPolicy:
 
     allow_http: bool = False
     allowed_networks: tuple[Network, ...] = ()
+    # What is checked, and the prefix of the settings that allow more, for the messages:
+    # the same guard serves webhook URLs (label "webhook URL", DOCKYARD_WEBHOOK_...).
+    label: str = "S3 endpoint"
+    settings: str = "DOCKYARD_S3"
 
     @classmethod
-    def of(cls, allow_http: bool, networks: Iterable[Any]) -> EndpointPolicy:
-        return cls(allow_http, tuple(ipaddress.ip_network(str(n)) for n in networks))
+    def of(
+        cls,
+        allow_http: bool,
+        networks: Iterable[Any],
+        *,
+        label: str = "S3 endpoint",
+        settings: str = "DOCKYARD_S3",
+    ) -> EndpointPolicy:
+        return cls(
+            allow_http, tuple(ipaddress.ip_network(str(n)) for n in networks), label, settings
+        )
 
     def check_scheme(self, url: str) -> tuple[str, int]:
         """``(host, port)`` of ``url``, or ``EndpointRefused`` for a scheme not allowed."""
@@ -61,11 +74,11 @@ class EndpointPolicy:
         allowed = {"https", "http"} if self.allow_http else {"https"}
         if scheme not in allowed:
             raise EndpointRefused(
-                f"S3 endpoint {url} is refused: only https endpoints are allowed "
-                "(DOCKYARD_S3_ALLOW_HTTP allows http)"
+                f"{self.label} {url} is refused: only https endpoints are allowed "
+                f"({self.settings}_ALLOW_HTTP allows http)"
             )
         if not parts.hostname:
-            raise EndpointRefused(f"S3 endpoint {url} names no host")
+            raise EndpointRefused(f"{self.label} {url} names no host")
         return parts.hostname, parts.port or _DEFAULT_PORTS[scheme]
 
     def check_address(self, host: str, address: str) -> None:
@@ -78,14 +91,14 @@ class EndpointPolicy:
         if any(ip.version == net.version and ip in net for net in self.allowed_networks):
             return
         raise EndpointRefused(
-            f"S3 endpoint host {host} resolves to {ip}, a {_kind(ip)} address the operator "
-            "does not connect to (DOCKYARD_S3_ALLOWED_NETWORKS allows networks)"
+            f"{self.label} host {host} resolves to {ip}, a {_kind(ip)} address the operator "
+            f"does not connect to ({self.settings}_ALLOWED_NETWORKS allows networks)"
         )
 
     async def check(self, url: str) -> None:
         """Check ``url``'s scheme and every address its host resolves to."""
         host, port = self.check_scheme(url)
-        for address in await _resolve(host, port):
+        for address in await _resolve(host, port, self.label):
             self.check_address(host, address)
 
 
@@ -96,7 +109,7 @@ def _kind(ip: Address) -> str:
     return "non-public"
 
 
-async def _resolve(host: str, port: int) -> list[str]:
+async def _resolve(host: str, port: int, label: str) -> list[str]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -107,7 +120,7 @@ async def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise StorageError(f"S3 endpoint host {host} does not resolve: {exc.strerror}") from None
+        raise StorageError(f"{label} host {host} does not resolve: {exc.strerror}") from None
     return sorted({str(info[4][0]) for info in infos})
 
 

@@ -90,6 +90,9 @@ class State:
             "DOCKYARD_DATABASE_URL": self.database_url,
             "DOCKYARD_REDIS_URL": self.redis_url,
             "DOCKYARD_MANAGED_POSTGRES_URL": self.managed_postgres_url,
+            # Webhook receivers of tests and `make dev` listen on this machine, over http.
+            "DOCKYARD_WEBHOOK_ALLOW_HTTP": "true",
+            "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]',
         }
 
     def env_exports(self) -> str:

@@ -30,7 +30,7 @@ from dockyard.operator.database import database_identity
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import SESSION_ID, Kubectl, backup_settings, wait_for
+from tests.conftest import SESSION_ID, Kubectl, backup_settings, get_json, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
@@ -231,6 +231,26 @@ def test_a_backup_of_a_seeded_database_completes_with_checksum_manifest_and_cata
         status["size"],
     )
     assert json.loads(row["manifest"]) == EXPECTED_ROWS
+    # Its event, once the Completed status was stored: the same uid and size.
+    [event] = wait_for(lambda: _logged(testbed_state, namespace, "backups", "first"), timeout=30)  # type: ignore[misc]
+    backup: Any = get_json(kubectl, "backup", "first", "-n", namespace)
+    uid = backup["metadata"]["uid"]
+    assert event["type"] == "backup.completed"
+    assert event["data"]["object"]["uid"] == uid
+    assert event["data"]["sizeBytes"] == status["size"]
+
+
+def _logged(state: State, namespace: str, resource: str, name: str) -> list[dict[str, Any]]:
+    """The bodies of the logged events about one object, in log order."""
+    rows = _fetch(
+        state.database_url,
+        "SELECT body::text FROM events WHERE resource = $1 AND namespace = $2 AND name = $3"
+        " ORDER BY seq",
+        resource,
+        namespace,
+        name,
+    )
+    return [json.loads(row["body"]) for row in rows]
 
 
 def test_storage_outside_the_backup_root_fails_without_retrying(

@@ -31,7 +31,7 @@ from dockyard.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-PLATFORM_TABLES = {"audit_events", "idempotency_keys", "outbox_events"}
+PLATFORM_TABLES = {"audit_events", "idempotency_keys", "events"}
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -251,8 +251,9 @@ async def test_pool_reads_and_writes_jsonb_as_python_values(database_dsn: str) -
     async with db.pool_context(settings) as pool:
         await migrate(pool)
         stored = await pool.fetchval(
-            "INSERT INTO outbox_events (topic, payload) VALUES ($1, $2) RETURNING payload",
-            "environments",
+            "INSERT INTO events (id, type, resource, namespace, name, body)"
+            " VALUES ($1, 'backup.completed', 'backups', 'shop', 'b1', $2) RETURNING body",
+            "evt_" + "0" * 32,
             payload,
         )
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from aiohttp import web
@@ -499,6 +500,9 @@ async def test_through_the_rest_api_the_requester_cannot_approve_and_a_second_us
     approved = await api.post(f"{base}/promote/approve", headers=as_bob)
     assert approved.status == 200
     assert (await approved.json())["metadata"]["annotations"]["dockyard.io/approved-by"] == bob
+    # The approval's event was logged with its audit row, before the answer.
+    logged = await _logged(testbed_state, namespace, "promote")
+    assert ("restore.approved", bob) in logged
 
     async def completed() -> dict[str, Any] | None:
         response = await api.get(f"{base}/promote", headers=as_bob)
@@ -515,6 +519,37 @@ async def test_through_the_rest_api_the_requester_cannot_approve_and_a_second_us
     live = _dsn(testbed_state, namespace, "live")
     counts = await asyncio.to_thread(_checksums, live)
     assert {t: n for t, (n, _) in counts.items()} == EXPECTED_ROWS
+    # The operator saw the same approval: one restore.approved, announced by the API.
+    assert await _poll(
+        lambda: _logged_is(
+            testbed_state,
+            namespace,
+            [
+                ("restore.awaiting_approval", None),
+                ("restore.approved", bob),
+                ("restore.completed", None),
+            ],
+        ),
+        within=30,
+    )
+
+
+async def _logged(state: State, namespace: str, name: str) -> list[tuple[str, str | None]]:
+    """The (type, actor) of each logged event about ``name``, in log order."""
+    conn = await asyncpg.connect(state.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT type, body::text FROM events WHERE namespace = $1 AND name = $2 ORDER BY seq",
+            namespace,
+            name,
+        )
+    finally:
+        await conn.close()
+    return [(r["type"], json.loads(r["body"])["data"].get("actor")) for r in rows]
+
+
+async def _logged_is(state: State, namespace: str, expected: list[tuple[str, str | None]]) -> bool:
+    return await _logged(state, namespace, "promote") == expected
 
 
 def test_an_operator_killed_mid_restore_drops_the_half_restored_database_and_retries(

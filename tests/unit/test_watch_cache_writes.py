@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from dockyard.api.cache import WatchCache
+from dockyard.api.cache import Change, WatchCache
 from dockyard.core.breakers import Dependency, DependencyUnavailable
 from dockyard.core.kube import KubeClient
 from dockyard.core.resources import ENVIRONMENTS
@@ -104,5 +104,20 @@ async def test_a_successful_write_cuts_the_watch_backoff_short() -> None:
         await cache.caught_up(_env("x", 2), within=0.05)
         await asyncio.wait_for(apiserver.listed.wait(), timeout=1.0)  # not after 2 s
         assert apiserver.lists == lists + 1
+    finally:
+        await cache.stop()
+
+
+async def test_a_subscriber_that_falls_behind_is_marked_not_buffered_without_bound() -> None:
+    apiserver = _Apiserver([], rv=1)
+    cache = await _started(apiserver)
+    try:
+        async with cache.subscribe(maxsize=2) as slow, cache.subscribe(maxsize=10) as fast:
+            for rv in range(2, 6):
+                await cache._publish(Change("ADDED", _env(f"e{rv}", rv)))
+            assert (slow.qsize(), fast.qsize()) == (2, 4)
+            assert cache.overflowed(slow)
+            assert not cache.overflowed(fast)
+        assert not cache.overflowed(slow)  # forgotten once unsubscribed
     finally:
         await cache.stop()

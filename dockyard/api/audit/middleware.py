@@ -141,6 +141,8 @@ async def _write(request: web.Request, *, status: int | None, outcome: Outcome) 
                 trace_id=logs.trace_id_var.get(),
                 source_ip=_source_ip(request, settings.trusted_proxies),
                 diff=request.get(keys.AUDIT),
+                # Announced only by a request that succeeded, with its row.
+                events=request.get(keys.EVENTS, ()) if outcome is Outcome.SUCCEEDED else (),
             )
     except Exception as exc:
         # The client's request is already done and must keep its answer; a lost audit

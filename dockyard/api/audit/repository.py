@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 
 from dockyard.api.audit.events import AuditEvent, AuditEventList, Cursor, Outcome
+from dockyard.core import event_log
+from dockyard.core.events import Event
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 200
@@ -103,14 +105,16 @@ class AuditLog:
         source_ip: str | None = None,
         diff: Mapping[str, Any] | None = None,
         occurred_at: datetime | None = None,
+        events: Sequence[Event] = (),
     ) -> int:
-        """Append one event (one INSERT, one round trip); returns its id.
+        """Append one audit row (one INSERT, one round trip); returns its id.
 
-        ``occurred_at`` defaults to the database's clock; it is given only when
-        importing events or in tests and benchmarks.
+        ``events`` (what the request announces, such as ``restore.approved``) are logged
+        in the same transaction: both or neither. ``occurred_at`` defaults to the
+        database's clock; it is given only when importing rows or in tests and
+        benchmarks.
         """
-        ident: int = await self.pool.fetchval(
-            _SQL_INSERT,
+        args = (
             occurred_at,
             actor,
             list(groups),
@@ -125,6 +129,11 @@ class AuditLog:
             source_ip,
             dict(diff) if diff is not None else None,
         )
+        if not events:
+            return int(await self.pool.fetchval(_SQL_INSERT, *args))
+        async with self.pool.acquire() as conn, conn.transaction():
+            ident = int(await conn.fetchval(_SQL_INSERT, *args))
+            await event_log.append(conn, events)
         return ident
 
     async def list(

@@ -178,17 +178,47 @@ class EnvironmentRoutes(KindRoutes):
             "GET",
             "/api/v1/events",
             "streamEvents",
-            "Server-sent events of environment changes",
+            "Server-sent events: Dockyard events of every kind, and environment changes",
             "events",
             stream_events,
             responses={
                 401: "No valid bearer token",
                 403: "Not allowed to watch environments in ?namespace=",
+                422: "Last-Event-ID (or ?lastEventId=) is not an id from this stream",
             },
-            description="text/event-stream; one event per change the caller "
-            "may watch; ?namespace= narrows it. The stream re-checks the caller's token "
-            "and permission periodically and, once either is gone, ends with an "
-            "'error' event whose data is a problem document.",
+            description="text/event-stream. Dockyard events (event: backup.completed, "
+            "restore.approved, ...; data: the body of specs/events/<type>.json) come from "
+            "the durable event log with id: <seq>; reconnect with Last-Event-ID to get every "
+            "event after it. Live environment changes (event: ADDED, MODIFIED, DELETED; data: "
+            "{type, object}) carry no id and are not replayed. Each event is shown only if "
+            "the caller may watch its kind in its namespace; ?namespace= narrows it. The "
+            "stream re-checks the caller's token and permission periodically and, once "
+            "either is gone, or the client falls too far behind, ends with an 'error' event "
+            "whose data is a problem document.",
+            parameters=(
+                {
+                    "name": "namespace",
+                    "in": "query",
+                    "required": False,
+                    "description": "only this namespace's events",
+                    "schema": {"type": "string", "maxLength": 63},
+                },
+                {
+                    "name": "lastEventId",
+                    "in": "query",
+                    "required": False,
+                    "description": "resume after this event id (for clients that cannot "
+                    "set the Last-Event-ID header)",
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "resume after this event id",
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                },
+            ),
         )
         return [every_namespace, *operations, events]
 

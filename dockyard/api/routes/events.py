@@ -1,5 +1,19 @@
-"""``GET /api/v1/events``: server-sent events of the environment changes the caller may
-watch, for as long as they still may.
+"""``GET /api/v1/events``: server-sent events of every kind the caller may watch, for as
+long as they still may.
+
+Two feeds share the stream:
+
+- **Dockyard events** (``backup.completed``, ``restore.approved``..., the vocabulary of
+  ``dockyard.core.events``) from the durable event log. Each carries ``id: <seq>``; a
+  client that reconnects with ``Last-Event-ID`` gets every event after it, across API
+  restarts and replicas. A new stream starts after the newest event.
+- **Live environment changes** (``ADDED``, ``MODIFIED``, ``DELETED`` with the object),
+  as in version 1.0 of the API, from the watch cache, without ids: they are not
+  replayed. A client that falls more than ``LIVE_BUFFER`` changes behind gets a final
+  ``error`` event (``stream-too-slow``) and is disconnected rather than buffered
+  without bound; one that stops reading for ``WRITE_DEADLINE`` seconds is dropped.
+
+A comment line is sent every ``KEEPALIVE`` seconds when nothing else was.
 
 Each event is checked (``watch`` in its namespace, through the SAR cache). Every
 ``DOCKYARD_STREAM_REAUTH_INTERVAL`` the stream also re-checks its caller: the token again
@@ -16,12 +30,15 @@ import json
 import logging
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from dockyard.api import errors, fanout, keys
 from dockyard.api.auth import Permission, Principal, bearer_token
+from dockyard.api.cache import Change, WatchCache
 from dockyard.api.paths import DNS_LABEL
 from dockyard.api.routes.objects import public as _public
+from dockyard.core import event_log
 from dockyard.core.breakers import DependencyUnavailable
 from dockyard.core.kube import KubeError
 
@@ -30,6 +47,13 @@ logger = logging.getLogger(__name__)
 RESOURCE = "environments"
 WATCH = Permission("watch", RESOURCE)
 KEEPALIVE = 15.0
+# How often a stream looks at the event tail and its live changes, in seconds.
+POLL_SECONDS = 0.5
+# Logged events read per query; live changes a stream may fall behind before it ends.
+LOG_BATCH = 100
+LIVE_BUFFER = 1000
+# A write the client does not take within this many seconds drops the stream.
+WRITE_DEADLINE = 10.0
 
 
 class _Access:
@@ -116,17 +140,28 @@ class _Access:
         # A stream that never had anything to show has nothing to lose.
         return bool(self.showing) or not had
 
+    async def may_watch(self, resource: str, namespace: str) -> bool:
+        """Whether a logged event about ``resource`` in ``namespace`` may be shown."""
+        if self.only is not None and namespace != self.only:
+            return False
+        if resource == RESOURCE:
+            return await self.allows(namespace)
+        authorizer = self.request.app[keys.AUTHORIZER]
+        permission = Permission("watch", resource)
+        return (await authorizer.check(self.principal, permission, namespace=namespace)).allowed
+
     async def _check(self, namespace: str) -> bool:
         authorizer = self.request.app[keys.AUTHORIZER]
         return (await authorizer.check(self.principal, WATCH, namespace=namespace)).allowed
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events of the environment changes the caller may watch."""
-    settings = request.app[keys.SETTINGS]
+    """Dockyard events of every kind from the event log, and live environment changes."""
     cache = request.app[keys.ENVIRONMENT_CACHE]
     access = _Access(request, request.query.get("namespace"))
+    resume = _resume_point(request)
     await access.start()
+    cursor = resume if resume is not None else await _newest(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -135,34 +170,124 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    await response.write(b": connected\n\n")
-    loop = asyncio.get_running_loop()
-    interval = settings.stream_reauth_interval
-    next_check = loop.time() + interval
-    last_write = loop.time()
-    async with cache.subscribe() as queue:
+    stream = _Stream(request, response, access, cursor)
+    try:
+        await stream.send(b": connected\n\n")
+        async with cache.subscribe(maxsize=LIVE_BUFFER) as queue:
+            await stream.run(cache, queue)
+    except TimeoutError:
+        # The client has not read for WRITE_DEADLINE seconds: nothing more can reach it.
+        logger.warning("event stream dropped: the client stopped reading")
+    except ConnectionResetError:
+        pass  # the client went away
+    return response
+
+
+class _Stream:
+    """One client's stream: its cursor in the event log, its deadlines, its writes."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        access: _Access,
+        cursor: int,
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.access = access
+        self.cursor = cursor
+        self.loop = asyncio.get_running_loop()
+        self.last_write = self.loop.time()
+
+    async def send(self, data: bytes) -> None:
+        async with asyncio.timeout(WRITE_DEADLINE):
+            await self.response.write(data)
+        self.last_write = self.loop.time()
+
+    async def run(self, cache: WatchCache, queue: asyncio.Queue[Change]) -> None:
+        interval = self.request.app[keys.SETTINGS].stream_reauth_interval
+        tail = self.request.app[keys.EVENT_TAIL]
+        next_check = self.loop.time() + interval
         while True:
-            if loop.time() >= next_check:
-                problem = await access.recheck()
+            if self.loop.time() >= next_check:
+                problem = await self.access.recheck()
                 if problem is not None:
-                    await _end(request, response, problem)
-                    return response
-                next_check = loop.time() + interval
+                    await self.end(problem)
+                    return
+                next_check = self.loop.time() + interval
+            if cache.overflowed(queue):
+                await self.end(_too_slow())
+                return
+            if tail.last > self.cursor:
+                await self._logged()
             try:
-                change = await asyncio.wait_for(
-                    queue.get(), timeout=max(0.0, min(KEEPALIVE, next_check - loop.time()))
-                )
+                change = await asyncio.wait_for(queue.get(), timeout=POLL_SECONDS)
             except TimeoutError:
-                if loop.time() - last_write >= KEEPALIVE:
-                    await response.write(b": keep-alive\n\n")
-                    last_write = loop.time()
+                if self.loop.time() - self.last_write >= KEEPALIVE:
+                    await self.send(b": keep-alive\n\n")
                 continue
-            if not await access.allows(change.namespace):
-                continue
-            data = json.dumps({"type": change.type, "object": _public(change.object)})
-            rv = change.object.get("metadata", {}).get("resourceVersion", "")
-            await response.write(f"event: {change.type}\nid: {rv}\ndata: {data}\n\n".encode())
-            last_write = loop.time()
+            if await self.access.allows(change.namespace):
+                data = json.dumps({"type": change.type, "object": _public(change.object)})
+                # No id: live changes are not replayed; Last-Event-ID keeps the log's.
+                await self.send(f"event: {change.type}\ndata: {data}\n\n".encode())
+
+    async def _logged(self) -> None:
+        """Send the logged events after the cursor that the caller may watch."""
+        pool = self.request.app[keys.DB_POOL]
+        while True:
+            try:
+                rows = await event_log.after(
+                    pool, self.cursor, limit=LOG_BATCH, namespace=self.access.only
+                )
+            except (DependencyUnavailable, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                # The stream stays; the tail wakes it again once the database answers.
+                logger.warning("event log unreadable", extra={"error": type(exc).__name__})
+                return
+            for row in rows:
+                if await self.access.may_watch(row.resource, row.namespace):
+                    data = json.dumps(row.body, separators=(",", ":"))
+                    await self.send(f"event: {row.type}\nid: {row.seq}\ndata: {data}\n\n".encode())
+                self.cursor = row.seq
+            if len(rows) < LOG_BATCH:
+                return
+
+    async def end(self, problem: errors.Problem) -> None:
+        await _end(self.request, self.response, problem)
+
+
+def _resume_point(request: web.Request) -> int | None:
+    """The log position to resume after: ``Last-Event-ID`` (or ``?lastEventId=``)."""
+    for source, value in (
+        ("header.Last-Event-ID", request.headers.get("Last-Event-ID")),
+        ("query.lastEventId", request.query.get("lastEventId")),
+    ):
+        if value is None:
+            continue
+        if not value.isdigit() or len(value) > 18:
+            raise errors.validation_failed(
+                [errors.FieldError(field=source, message="not an event id from this stream")]
+            )
+        return int(value)
+    return None
+
+
+async def _newest(request: web.Request) -> int:
+    """Where a new stream starts: after the newest logged event."""
+    try:
+        return await event_log.last_seq(request.app[keys.DB_POOL])
+    except (DependencyUnavailable, OSError, asyncpg.PostgresError, TimeoutError):
+        return request.app[keys.EVENT_TAIL].last
+
+
+def _too_slow() -> errors.Problem:
+    return errors.Problem(
+        503,
+        "stream-too-slow",
+        "Stream Too Slow",
+        f"The client fell more than {LIVE_BUFFER} changes behind; reconnect with "
+        "Last-Event-ID to resume the event log.",
+    )
 
 
 async def _end(request: web.Request, response: web.StreamResponse, problem: errors.Problem) -> None:

@@ -31,6 +31,7 @@ from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.objects import caller, if_match, respond
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
+from dockyard.core import transitions
 from dockyard.core.kube import KubeError
 from dockyard.core.models.restore import (
     APPROVED_BY_ANNOTATION,
@@ -187,6 +188,7 @@ async def approve(request: web.Request) -> web.Response:
                 continue  # changed meanwhile (the operator's status): check again
             raise
         request[keys.AUDIT] = annotation_diff(current, updated)
+        request[keys.EVENTS] = [transitions.approved(updated, approver)]
         await request.app[keys.RESTORE_CACHE].caught_up(updated)
         return respond(updated)
     raise errors.conflict(

@@ -1,0 +1,102 @@
+"""Webhooks over REST: the objects kubectl sees, with the contract of every kind, and
+``POST .../webhooks/{name}/redeliver``.
+
+Redelivery makes the Webhook's dead letters (deliveries given up after
+``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER``) pending again, all of them or one event's
+(``{"eventId": "evt_..."}``); the operator's dispatcher then delivers them with a fresh
+dead-letter clock. It needs ``patch`` on the Webhook, and its audit row and the
+revival are one transaction.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dockyard.api import errors, keys
+from dockyard.api.bodies import read_json
+from dockyard.api.openapi import OperationRegistry
+from dockyard.api.routes.kinds import KindRoutes
+from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
+from dockyard.core import webhook_deliveries
+from dockyard.core.models.webhook import Webhook
+
+
+class WebhookMetaInput(NewObjectMeta):
+    """The metadata a client may set on a new webhook."""
+
+    name: str = name_field("unique in the namespace")
+
+
+WebhookCreate = create_body(
+    Webhook,
+    WebhookMetaInput,
+    doc="The body of ``POST .../webhooks``.",
+    spec="where to deliver which events, and how to sign them",
+)
+WebhookList = list_body(
+    Webhook,
+    doc="The webhooks of a namespace, ordered by name.",
+    items="the webhooks",
+    paged=False,
+)
+
+ROUTES = KindRoutes(Webhook, WebhookCreate, WebhookList, keys.WEBHOOK_CACHE)
+
+
+class RedeliverRequest(BaseModel):
+    """Which dead letters to deliver again."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    event_id: str | None = Field(
+        default=None,
+        alias="eventId",
+        pattern=r"^evt_[0-9a-f]{32}$",
+        description="only this event's; every dead letter of the webhook when absent",
+    )
+
+
+class Redelivery(BaseModel):
+    """The dead letters made pending again."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    event_ids: list[str] = Field(alias="eventIds", description="their event ids")
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    webhook = await ROUTES.cached(request)
+    raw = await read_json(request) if request.can_read_body else {}
+    try:
+        asked = RedeliverRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise errors.from_validation_error(exc, prefix="body") from None
+    pool = request.app[keys.DB_POOL]
+    async with pool.acquire() as conn, conn.transaction():
+        revived = await webhook_deliveries.redeliver(
+            conn, webhook["metadata"]["uid"], asked.event_id
+        )
+    request[keys.AUDIT] = {"redelivered": revived}
+    body = Redelivery(event_ids=revived).model_dump(mode="json", by_alias=True)
+    return web.json_response(body, status=202)
+
+
+def register(registry: OperationRegistry) -> None:
+    ROUTES.register(registry)
+    registry.add(
+        ROUTES.object_operation(
+            "POST",
+            "redeliver",
+            "redeliverWebhook",
+            "Deliver a webhook's dead letters again",
+            redeliver,
+            "patch",
+            request_model=RedeliverRequest,
+            response_model=Redelivery,
+            responses={202: "The dead letters are pending again (their event ids)"},
+            description="Needs patch on the webhook. Dead letters are deliveries given up "
+            "after DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER; they are delivered again, with a fresh "
+            "dead-letter clock. An empty list: there were none (or none of eventId).",
+        )
+    )

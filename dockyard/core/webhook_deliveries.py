@@ -1,0 +1,167 @@
+"""The ``webhook_deliveries`` table (migration 0005): fan-out, claims, results.
+
+- ``start`` places a new Webhook's cursor after the last event logged before the
+  Webhook was created: it receives what happened from then on, even if the operator
+  was down when it was created.
+- ``fan_out`` reads the log after a Webhook's cursor and adds a pending delivery per
+  wanted event, then moves the cursor, in one transaction.
+- ``claim`` takes up to ``limit`` due deliveries with ``FOR UPDATE SKIP LOCKED`` and
+  moves their ``next_at`` past a lease in the same statement: another replica neither
+  waits for them nor takes them, and one that crashed mid-attempt leaves them due again
+  once the lease ends.
+- ``delivered``, ``retry`` and ``give_up`` record an attempt's result; ``redeliver``
+  revives dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+
+from dockyard.core import event_log
+
+FAN_OUT_BATCH: Final = 500
+
+_SQL_CURSOR = "SELECT seq FROM webhook_cursors WHERE webhook_uid = $1"
+_SQL_START = """
+INSERT INTO webhook_cursors (webhook_uid, seq)
+SELECT $1, coalesce(max(seq), 0) FROM events WHERE occurred_at < $2
+ON CONFLICT (webhook_uid) DO NOTHING
+"""
+_SQL_MOVE = "UPDATE webhook_cursors SET seq = greatest(seq, $2) WHERE webhook_uid = $1"
+_SQL_ADD = """
+INSERT INTO webhook_deliveries (webhook_uid, namespace, webhook, event_seq, event_id)
+SELECT $1, $2, $3, s, i FROM unnest($4::bigint[], $5::text[]) AS d(s, i)
+ON CONFLICT (webhook_uid, event_id) DO NOTHING
+"""
+_SQL_CLAIM = """
+UPDATE webhook_deliveries d SET next_at = now() + make_interval(secs => $2), attempts = attempts + 1
+FROM events e
+WHERE e.seq = d.event_seq AND d.id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE state = 'pending' AND next_at <= now()
+    ORDER BY next_at, id LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING d.id, d.webhook_uid, d.event_id, d.attempts, d.due_since, e.type,
+    e.body::text AS body
+"""
+_SQL_DELIVERED = """
+UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), last_status = $2,
+    last_error = NULL
+WHERE id = $1
+"""
+_SQL_RETRY = """
+UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2), last_status = $3,
+    last_error = $4
+WHERE id = $1
+"""
+_SQL_DEAD = """
+UPDATE webhook_deliveries SET state = 'dead', last_status = $2, last_error = $3 WHERE id = $1
+"""
+_SQL_COUNTS = """
+SELECT webhook_uid, state, count(*) AS n FROM webhook_deliveries
+WHERE webhook_uid = any($1::text[]) AND state <> 'delivered'
+GROUP BY webhook_uid, state
+"""
+_SQL_REDELIVER = """
+UPDATE webhook_deliveries SET state = 'pending', next_at = now(), due_since = now(),
+    attempts = 0
+WHERE webhook_uid = $1 AND state = 'dead' AND ($2::text IS NULL OR event_id = $2)
+RETURNING event_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One delivery attempt this replica now holds."""
+
+    id: int
+    webhook_uid: str
+    event_id: str
+    attempt: int
+    due_since: datetime
+    type: str
+    body: dict[str, Any]
+
+
+async def fan_out(
+    pool: asyncpg.Pool,
+    webhook_uid: str,
+    namespace: str,
+    name: str,
+    wants: Callable[[event_log.Logged], bool],
+) -> int:
+    """Add the deliveries of the events logged since the cursor; how many were added."""
+    async with pool.acquire() as conn, conn.transaction():
+        cursor = await conn.fetchval(_SQL_CURSOR, webhook_uid)
+        if cursor is None:
+            return 0  # not started (``start``)
+        rows = await event_log.after(conn, int(cursor), limit=FAN_OUT_BATCH)
+        if not rows:
+            return 0
+        wanted = [row for row in rows if wants(row)]
+        if wanted:
+            await conn.execute(
+                _SQL_ADD,
+                webhook_uid,
+                namespace,
+                name,
+                [row.seq for row in wanted],
+                [row.id for row in wanted],
+            )
+        await conn.execute(_SQL_MOVE, webhook_uid, rows[-1].seq)
+        return len(wanted)
+
+
+async def start(pool: asyncpg.Pool, webhook_uid: str, created: datetime) -> None:
+    """Start a Webhook's cursor (once) at the last event before ``created``."""
+    await pool.execute(_SQL_START, webhook_uid, created)
+
+
+async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
+    rows = await pool.fetch(_SQL_CLAIM, limit, lease)
+    return [
+        Claimed(
+            id=r["id"],
+            webhook_uid=r["webhook_uid"],
+            event_id=r["event_id"],
+            attempt=r["attempts"],
+            due_since=r["due_since"],
+            type=r["type"],
+            body=json.loads(r["body"]),
+        )
+        for r in rows
+    ]
+
+
+async def delivered(pool: asyncpg.Pool, delivery: int, status: int) -> None:
+    await pool.execute(_SQL_DELIVERED, delivery, status)
+
+
+async def retry(
+    pool: asyncpg.Pool, delivery: int, after: float, status: int | None, error: str
+) -> None:
+    await pool.execute(_SQL_RETRY, delivery, after, status, error[:512])
+
+
+async def give_up(pool: asyncpg.Pool, delivery: int, status: int | None, error: str) -> None:
+    await pool.execute(_SQL_DEAD, delivery, status, error[:512])
+
+
+async def counts(pool: asyncpg.Pool, uids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per Webhook uid: how many deliveries are pending and dead."""
+    found: dict[str, dict[str, int]] = {uid: {"pending": 0, "dead": 0} for uid in uids}
+    for row in await pool.fetch(_SQL_COUNTS, list(uids)):
+        found[row["webhook_uid"]][row["state"]] = int(row["n"])
+    return found
+
+
+async def redeliver(conn: Any, webhook_uid: str, event_id: str | None) -> list[str]:
+    """Make the dead letters of one Webhook (or one event's) pending again; their ids."""
+    return [r["event_id"] for r in await conn.fetch(_SQL_REDELIVER, webhook_uid, event_id)]

@@ -1,0 +1,114 @@
+"""``Emitter``: logs the events the operator's watch events announce, once each.
+
+Kopf calls ``observe`` for every watch event of every Dockyard kind. Most announce
+nothing new: the ids the log already holds are remembered (a bounded LRU), so a status
+update that changes nothing else costs no query. When the platform database does not
+answer, the events wait in memory and a background flush retries them every
+``RETRY_SECONDS``: an event is late then, never lost while the operator runs (and a
+restart re-lists every object and announces its state again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Final
+
+import asyncpg
+
+from dockyard.core import event_log
+from dockyard.core.events import Event, EventType
+from dockyard.core.transitions import announced
+
+logger = logging.getLogger(__name__)
+
+REMEMBERED: Final = 50_000
+RETRY_SECONDS: Final = 5.0
+_SQL_PAUSED = """
+SELECT EXISTS (
+    SELECT 1 FROM events WHERE type = 'scaling.paused' AND namespace = $1 AND name = $2
+    AND body -> 'data' -> 'object' ->> 'uid' = $3
+)
+"""
+
+
+class Emitter:
+    """The operator's one writer of the event log."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._known: OrderedDict[str, None] = OrderedDict()
+        self._pending: dict[str, Event] = {}
+        self._lock = asyncio.Lock()
+        self._retry: asyncio.Task[None] | None = None
+
+    async def observe(self, watch: str | None, body: Mapping[str, Any]) -> None:
+        """Log what ``body`` announces that is not logged yet."""
+        fresh = [e for e in announced(watch, body) if e.id not in self._known]
+        if fresh:
+            await self.emit(fresh)
+
+    async def emit(self, candidates: list[Event]) -> None:
+        async with self._lock:
+            for event in candidates:
+                self._pending.setdefault(event.id, event)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        try:
+            waiting = list(self._pending.values())
+            already = await event_log.known(self.pool, [e.id for e in waiting])
+            due = [e for e in waiting if e.id not in already and await self._follows(e)]
+            logged = await event_log.append_now(self.pool, due)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            logger.warning(
+                "events wait for the platform database",
+                extra={"pending": len(self._pending), "error": type(exc).__name__},
+            )
+            self._schedule_retry()
+            return
+        for event in waiting:
+            self._pending.pop(event.id, None)
+            self._remember(event.id)
+        for event in due:
+            if event.id in logged:
+                logger.info(
+                    "event %s",
+                    event.type.value,
+                    extra={"event_id": event.id, "namespace": event.namespace,
+                           "object": event.data.object.name},
+                )  # fmt: skip
+
+    async def _follows(self, event: Event) -> bool:
+        """A resumed scaling policy was paused before (its first state is not a resume)."""
+        if event.type is not EventType.SCALING_RESUMED:
+            return True
+        ref = event.data.object
+        return bool(await self.pool.fetchval(_SQL_PAUSED, ref.namespace, ref.name, ref.uid))
+
+    def _remember(self, event_id: str) -> None:
+        self._known[event_id] = None
+        self._known.move_to_end(event_id)
+        while len(self._known) > REMEMBERED:
+            self._known.popitem(last=False)
+
+    def _schedule_retry(self) -> None:
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_later(), name="event-retry")
+
+    async def _retry_later(self) -> None:
+        while self._pending:
+            await asyncio.sleep(RETRY_SECONDS)
+            async with self._lock:
+                await self._flush()  # on failure the loop, still running, tries again
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry

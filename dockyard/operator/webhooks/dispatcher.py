@@ -1,0 +1,328 @@
+"""``Dispatcher``: delivers the event log to the Webhooks, one pass every interval.
+
+A pass:
+
+1. fans out the events logged since each ready Webhook's cursor into deliveries;
+2. claims due deliveries (``webhook_deliveries.claim``: one replica per attempt);
+3. delivers each, at most ``CONCURRENCY`` at once, signed as Standard Webhooks says
+   (``webhook-id`` is the event's id, so a receiver deduplicates on it);
+4. records the result: delivered on a 2xx; otherwise retried after an exponential
+   backoff with jitter, or given up (a dead letter) once the delivery has been
+   due for ``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER``;
+5. writes each Webhook's status when what it shows changed.
+
+Each endpoint has a circuit breaker of its own (purgatory, through ``Breakers``): after
+``DOCKYARD_WEBHOOK_BREAKER_FAILURES`` failures in a row, its deliveries wait out
+``DOCKYARD_WEBHOOK_BREAKER_OPEN_SECONDS`` without an attempt, then one is let through.
+Every connection goes through the SSRF guard's resolver: a name that resolves to a
+private, loopback or link-local address is refused unless the settings allow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiohttp
+import asyncpg
+
+from dockyard.core import webhook_deliveries as store
+from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable, is_outage
+from dockyard.core.kube import KubeClient
+from dockyard.core.models.webhook import (
+    BreakerState,
+    LastDelivery,
+    Webhook,
+    WebhookConditionType,
+)
+from dockyard.core.settings import Settings
+from dockyard.operator.store import KindStore
+from dockyard.operator.webhooks.targets import (
+    Target,
+    TargetRefused,
+    check_events,
+    check_url,
+    read_signer,
+)
+from dockyard.runner.endpoints import EndpointPolicy, GuardedResolver
+
+logger = logging.getLogger(__name__)
+
+CONCURRENCY: Final = 8
+CLAIM_BATCH: Final = 50
+USER_AGENT: Final = "dockyard-webhooks"
+_BREAKER_STATES: Final = {
+    "opened": BreakerState.OPEN,
+    "half-opened": BreakerState.HALF_OPEN,
+}
+
+
+class DeliveryFailed(Exception):
+    """The receiver answered, but not with a 2xx (counts against its breaker)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the receiver answered {status}")
+        self.status = status
+
+
+def _counts(exc: BaseException) -> bool:
+    return isinstance(exc, DeliveryFailed | aiohttp.ClientError) or is_outage(exc)
+
+
+class Dispatcher:
+    def __init__(self, kube: KubeClient, pool: asyncpg.Pool, settings: Settings) -> None:
+        self.kube = kube
+        self.pool = pool
+        self.settings = settings
+        self.targets: dict[str, Target] = {}
+        self.policy = EndpointPolicy.of(
+            settings.webhook_allow_http,
+            settings.webhook_allowed_networks,
+            label="webhook URL",
+            settings="DOCKYARD_WEBHOOK",
+        )
+        self.breakers = Breakers(
+            failure_threshold=settings.webhook_breaker_failures,
+            open_seconds=settings.webhook_breaker_open_seconds,
+            is_failure=_counts,
+        )
+        self.webhooks = KindStore(kube, Webhook)
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        # What each Webhook's status last showed (uid -> status), to write only changes.
+        self._shown: dict[str, dict[str, Any]] = {}
+        self._last: dict[str, LastDelivery] = {}
+        self._failures: dict[str, int] = {}
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=CONCURRENCY)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout),
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    async def check(self, body: dict[str, Any]) -> None:
+        """Check a created, changed or resumed Webhook; deliver to it only if it passes.
+
+        ``Ready`` says which: True, or False with the reason (``URLRefused``,
+        ``UnknownEventType``, ``SecretNotFound``, ``InvalidSecret``) and what to fix.
+        """
+        webhook = self.webhooks.parse(body)
+        meta = webhook.metadata
+        namespace, name, uid = meta.namespace or "", meta.name or "", meta.uid or ""
+        generation = meta.generation or 0
+        try:
+            check_events(webhook.spec)
+            check_url(self.policy, webhook.spec.url)
+            signer = await read_signer(self.kube, namespace, webhook.spec)
+        except TargetRefused as refused:
+            self.remove(uid)
+            ready = (False, refused.reason, refused.message)
+        else:
+            await store.start(self.pool, uid, meta.creation_timestamp or datetime.now(UTC))
+            self.targets[uid] = Target(
+                uid, namespace, name, generation, webhook.spec, signer,
+                everywhere=namespace == self.settings.namespace,
+            )  # fmt: skip
+            scope = "every namespace" if namespace == self.settings.namespace else namespace
+            ready = (True, "Accepted", f"Delivering {', '.join(webhook.spec.events)} of {scope}.")
+        status = webhook.status.with_condition(
+            WebhookConditionType.READY, *ready, generation=generation
+        ).model_copy(update={"observed_generation": generation})
+        await self.webhooks.write_status(
+            namespace,
+            name,
+            status.model_dump(
+                mode="json", by_alias=True, include={"conditions", "observed_generation"}
+            ),
+        )
+
+    def remove(self, uid: str) -> None:
+        self.targets.pop(uid, None)
+        self._shown.pop(uid, None)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                logger.warning("webhook pass failed", extra={"error": type(exc).__name__})
+            except Exception:
+                logger.exception("webhook pass failed")
+            await asyncio.sleep(self.settings.webhook_interval)
+
+    async def run_once(self) -> None:
+        """One pass: fan out, claim, deliver, show."""
+        ready = [t for t in self.targets.values() if not t.spec.suspend]
+        for target in ready:
+            await store.fan_out(
+                self.pool,
+                target.uid,
+                target.namespace,
+                target.name,
+                lambda row, t=target: t.wants(row.type, row.namespace),  # type: ignore[misc]
+            )
+        claimed = await store.claim(self.pool, CLAIM_BATCH, lease=self._lease())
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(delivery: store.Claimed) -> None:
+            async with semaphore:
+                try:
+                    await self._deliver(delivery)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                    raise  # the database: the pass fails, the lease brings it back
+                except Exception as exc:
+                    logger.exception("webhook delivery failed unexpectedly")
+                    await store.retry(self.pool, delivery.id, self._lease(), None, repr(exc))
+
+        await asyncio.gather(*(one(d) for d in claimed))
+        await self._show()
+
+    def _lease(self) -> float:
+        # Longer than an attempt can take, so no other replica retries one in flight.
+        return self.settings.webhook_timeout * 2 + 5
+
+    # -- one delivery -------------------------------------------------------------------
+
+    async def _deliver(self, delivery: store.Claimed) -> None:
+        target = self.targets.get(delivery.webhook_uid)
+        if target is None or target.spec.suspend:
+            # Deleted, suspended or not checked yet: try again later, uncounted.
+            await store.retry(self.pool, delivery.id, self._lease(), None, "webhook not ready")
+            return
+        status: int | None = None
+        try:
+            async with self.breakers.guard(Dependency.WEBHOOK, target.uid):
+                status = await self._post(target, delivery)
+        except DependencyUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, DeliveryFailed):
+                status = cause.status
+            error = exc.reason if cause is None else _describe(cause)
+            await self._failed(target, delivery, status, error, exc.retry_after)
+            return
+        await store.delivered(self.pool, delivery.id, status)
+        self._failures[target.uid] = 0
+        self._last[target.uid] = LastDelivery(
+            event_id=delivery.event_id,
+            type=delivery.type,
+            at=datetime.now(UTC),
+            succeeded=True,
+            status_code=status,
+        )
+
+    async def _post(self, target: Target, delivery: store.Claimed) -> int:
+        if self._session is None:
+            raise RuntimeError("the dispatcher was not started")
+        payload = json.dumps(delivery.body, separators=(",", ":"), sort_keys=True)
+        now = datetime.now(UTC)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": delivery.event_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": target.signer.sign(delivery.event_id, now, payload),
+        }
+        async with self._session.post(
+            target.spec.url, data=payload.encode(), headers=headers, allow_redirects=False
+        ) as response:
+            await response.read()
+            if not 200 <= response.status < 300:
+                raise DeliveryFailed(response.status)
+            return response.status
+
+    async def _failed(
+        self,
+        target: Target,
+        delivery: store.Claimed,
+        status: int | None,
+        error: str,
+        breaker_wait: float,
+    ) -> None:
+        self._failures[target.uid] = self._failures.get(target.uid, 0) + 1
+        self._last[target.uid] = LastDelivery(
+            event_id=delivery.event_id,
+            type=delivery.type,
+            at=datetime.now(UTC),
+            succeeded=False,
+            status_code=status,
+            error=error[:512],
+        )
+        due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()
+        if due_for >= self.settings.webhook_dead_letter_after:
+            await store.give_up(self.pool, delivery.id, status, error)
+            logger.warning(
+                "webhook delivery given up",
+                extra={"webhook": f"{target.namespace}/{target.name}",
+                       "event_id": delivery.event_id, "attempts": delivery.attempt},
+            )  # fmt: skip
+            return
+        delay = backoff(
+            delivery.attempt, self.settings.webhook_backoff_base, self.settings.webhook_backoff_max
+        )
+        if self.breakers.is_open(Dependency.WEBHOOK, target.uid):
+            delay = max(delay, breaker_wait)
+        await store.retry(self.pool, delivery.id, delay, status, error)
+
+    # -- status -------------------------------------------------------------------------
+
+    def breaker_state(self, uid: str) -> BreakerState:
+        state = self.breakers.state_of(Dependency.WEBHOOK, uid)
+        return _BREAKER_STATES.get(state, BreakerState.CLOSED)
+
+    async def _show(self) -> None:
+        if not self.targets:
+            return
+        counts = await store.counts(self.pool, list(self.targets))
+        for uid, target in list(self.targets.items()):
+            last = self._last.get(uid)
+            shown = {
+                "lastDelivery": last.model_dump(mode="json", by_alias=True, exclude_none=True)
+                if last is not None
+                else None,
+                "consecutiveFailures": self._failures.get(uid, 0),
+                "breaker": self.breaker_state(uid).value,
+                "pending": counts[uid]["pending"],
+                "deadLetters": counts[uid]["dead"],
+            }
+            if self._shown.get(uid) == shown:
+                continue
+            if await self.webhooks.write_status(
+                target.namespace, target.name, {k: v for k, v in shown.items() if v is not None}
+            ):
+                self._shown[uid] = shown
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds before retry ``attempt`` + 1: exponential and capped, jittered between
+    half and all of it so that receivers coming back are not hit by every retry at once."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret  # nosec B311
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DeliveryFailed):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}"[:512]

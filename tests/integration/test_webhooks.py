@@ -1,0 +1,266 @@
+"""Webhooks on the test bed: the operator delivers the event log to a real HTTP
+receiver, signed as Standard Webhooks says, through failures, its breaker, dead letters
+and redelivery over REST; and a URL aimed at a private address is refused.
+
+The receiver runs in the test (http on loopback, which ``dockyard testbed env`` allows
+the operator to reach). Events are appended as the operator's emitter appends them,
+so that twenty of them need not wait for twenty backups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import uuid
+from collections import Counter
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook as Verifier
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from dockyard.core import event_log, events
+from dockyard.core.events import EventType, ObjectRef, RunEventData
+from dockyard.testbed.cluster import State, Testbed
+from dockyard.testbed.processes import free_port
+from tests.conftest import Kubectl, StartApi, api_settings
+
+pytestmark = pytest.mark.usefixtures("operator_process", "platform_migrated")
+
+
+class Receiver:
+    """An HTTP endpoint that verifies every signature and fails when told to."""
+
+    def __init__(self, secret: str) -> None:
+        self.verifier = Verifier(secret)
+        self.handled: Counter[str] = Counter()
+        self.requests = 0
+        self.bad_signatures = 0
+        self.failing = False
+        self.fail_every: tuple[int, ...] = ()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.hook)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def hook(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        body = await request.read()
+        try:
+            self.verifier.verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.bad_signatures += 1
+            return web.Response(status=400)
+        if self.failing or self.requests % 10 in self.fail_every:
+            return web.Response(status=503)
+        payload = json.loads(body)
+        assert payload["id"] == request.headers["webhook-id"]
+        self.handled[payload["id"]] += 1
+        return web.Response(status=204)
+
+
+def _signing_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+async def _webhook(
+    kubectl: Kubectl, namespace: str, name: str, url: str, secret: str | None = None
+) -> None:
+    if secret is not None:
+        await asyncio.to_thread(
+            kubectl, "create", "secret", "generic", f"{name}-signing",
+            f"--from-literal=secret={secret}", "-n", namespace,
+        )  # fmt: skip
+    manifest = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "url": url,
+            "events": ["*"],
+            "secretRef": {"name": f"{name}-signing", "key": "secret"},
+        },
+    }
+    await asyncio.to_thread(kubectl, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+async def _status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    result = await asyncio.to_thread(kubectl, "get", "webhook", name, "-n", namespace, "-o", "json")
+    return dict(json.loads(result.stdout).get("status") or {})
+
+
+def _ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+
+
+async def _until(check: Any, within: float = 60, what: str = "condition") -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{what} not met within {within}s; last value: {last!r}")
+
+
+async def _append(state: State, namespace: str, count: int) -> list[str]:
+    made = []
+    for i in range(count):
+        ref = ObjectRef(kind="Backup", namespace=namespace, name=f"b{i}",
+                        uid=str(uuid.uuid4()), generation=1)  # fmt: skip
+        made.append(events.make(EventType.BACKUP_COMPLETED, RunEventData(object=ref)))
+    pool = await asyncpg.create_pool(api_settings(state).database_dsn(), min_size=1, max_size=1)
+    try:
+        await event_log.append_now(pool, made)
+    finally:
+        await pool.close()
+    return [e.id for e in made]
+
+
+async def _ready_status(kubectl: Kubectl, namespace: str) -> bool:
+    return _ready(await _status(kubectl, namespace, "hook")).get("status") == "True"
+
+
+async def test_a_receiver_failing_30_percent_gets_every_event_once_and_signed(
+    kubectl: Kubectl, testbed_state: State, namespace: str
+) -> None:
+    secret = _signing_secret()
+    receiver = Receiver(secret)
+    await receiver.start()
+    try:
+        receiver.fail_every = (1, 4, 7)  # 3 requests in every 10 answer 503
+        await _webhook(kubectl, namespace, "hook", receiver.url, secret)
+        await _until(lambda: _ready_status(kubectl, namespace), what="Webhook Ready")
+        sent = await _append(testbed_state, namespace, 20)
+
+        async def all_handled() -> bool:
+            return set(receiver.handled) >= set(sent)
+
+        await _until(all_handled, within=90, what="every event handled")
+        await asyncio.sleep(2)  # no late duplicate either
+    finally:
+        await receiver.stop()
+    assert {i: receiver.handled[i] for i in sent} == dict.fromkeys(sent, 1)
+    assert receiver.bad_signatures == 0
+    assert receiver.requests > 20  # some were refused and delivered again
+    status = await _until(
+        lambda: _delivered_status(kubectl, namespace), what="status shows the deliveries"
+    )
+    assert status["deadLetters"] == 0
+    assert status["lastDelivery"]["succeeded"] is True
+
+
+async def _delivered_status(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    status = await _status(kubectl, namespace, "hook")
+    return status if status.get("pending") == 0 and status.get("lastDelivery") else None
+
+
+async def test_the_breaker_opens_on_a_dead_receiver_and_closes_when_it_is_back_and_dead_letters_can_be_redelivered(  # noqa: E501
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    start_api: StartApi,
+) -> None:
+    secret = _signing_secret()
+    receiver = Receiver(secret)
+    await receiver.start()
+    try:
+        await _webhook(kubectl, namespace, "hook", receiver.url, secret)
+        await _until(lambda: _ready_status(kubectl, namespace), what="Webhook Ready")
+        receiver.failing = True
+        [first] = await _append(testbed_state, namespace, 1)
+
+        async def breaker(state: str) -> dict[str, Any] | None:
+            status = await _status(kubectl, namespace, "hook")
+            return status if status.get("breaker") == state else None
+
+        opened = await _until(lambda: breaker("Open"), what="breaker Open")
+        assert opened["consecutiveFailures"] >= 5
+        assert opened["lastDelivery"]["statusCode"] == 503
+        # Given up after DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER (15 s here): a dead letter.
+        dead = await _until(lambda: _dead(kubectl, namespace), within=60, what="a dead letter")
+        assert dead["pending"] == 0
+        assert first not in receiver.handled
+
+        receiver.failing = False
+        user = f"ops-{uuid.uuid4().hex[:6]}"
+        await asyncio.to_thread(kubectl, "apply", "-f", "manifests/rbac-roles.yaml")
+        await asyncio.to_thread(
+            kubectl, "create", "rolebinding", user, "--clusterrole=dockyard-operator",
+            f"--user={user}", "-n", namespace,
+        )  # fmt: skip
+        api = await start_api()
+        headers = {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+        path = f"/api/v1/namespaces/{namespace}/webhooks/hook"
+
+        refusals: list[str] = []
+
+        async def redelivered() -> dict[str, Any] | None:
+            response = await api.post(f"{path}/redeliver", json={}, headers=headers)
+            if response.status == 202:
+                return dict(await response.json())
+            # 403 until the new RoleBinding reaches the authorizer.
+            refusals.append(f"{response.status} {await response.text()}")
+            assert response.status == 403, refusals[-1]
+            return None
+
+        revived = await _until(redelivered, within=30, what="redelivery accepted")
+        assert revived == {"eventIds": [first]}
+        await _until(lambda: _handled(receiver, first), what="the dead letter delivered")
+        closed = await _until(lambda: breaker("Closed"), what="breaker Closed")
+        assert closed["consecutiveFailures"] == 0
+        assert closed["deadLetters"] == 0
+        listed = await api.get(f"/api/v1/namespaces/{namespace}/webhooks", headers=headers)
+        assert [w["metadata"]["name"] for w in (await listed.json())["items"]] == ["hook"]
+    finally:
+        await receiver.stop()
+    assert receiver.handled[first] == 1
+
+
+async def _dead(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    status = await _status(kubectl, namespace, "hook")
+    return status if status.get("deadLetters") == 1 else None
+
+
+async def _handled(receiver: Receiver, event_id: str) -> bool:
+    return receiver.handled[event_id] >= 1
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254, a link-local address"),
+        ("https://10.1.2.3/hook", "10.1.2.3, a private address"),
+    ],
+)
+async def test_a_url_aimed_at_a_private_address_is_refused(
+    kubectl: Kubectl, namespace: str, url: str, refused: str
+) -> None:
+    await _webhook(kubectl, namespace, "hook", url, _signing_secret())
+
+    async def refusal() -> dict[str, Any] | None:
+        ready = _ready(await _status(kubectl, namespace, "hook"))
+        return ready if ready.get("status") == "False" else None
+
+    ready = await _until(refusal, what="Ready=False")
+    assert ready["reason"] == "URLRefused"
+    assert refused in ready["message"]
+    assert "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS" in ready["message"]
