@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help bootstrap dev test lint typecheck security audit contracts drift pytest generate testbed-up testbed-down bench image kind-up lock
+.PHONY: help bootstrap dev test lint typecheck security audit contracts drift monitoring pytest generate testbed-up testbed-down bench image kind-up lock
 
 help:
 	@echo "make dev   - start the whole platform locally (test bed, migrations, CRDs, API, operator)"
@@ -16,7 +16,7 @@ bootstrap:
 dev: bootstrap
 	$(VENV)/dockyard dev
 
-test: bootstrap lint typecheck security audit contracts drift pytest
+test: bootstrap lint typecheck security audit contracts drift monitoring pytest
 
 lint:
 	$(VENV)/ruff check .
@@ -38,6 +38,10 @@ drift:
 	$(VENV)/dockyard crds --check
 	$(VENV)/dockyard openapi --check
 	$(VENV)/dockyard events --check
+
+# The alert rules, with promtool built from the Go module proxy (cached).
+monitoring:
+	@bash scripts/monitoring.sh
 
 pytest:
 	$(VENV)/pytest -q -p no:cacheprovider --cov=dockyard --cov-report=term --cov-report=xml:coverage.xml tests/unit tests/integration

@@ -31,6 +31,7 @@ from dockyard.api.app import create_app
 from dockyard.core import migrations
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
+from dockyard.testbed.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,7 +161,14 @@ def backup_settings(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def operator_metrics_port() -> int:
+    """Where the session's operator serves ``/metrics`` (on 127.0.0.1)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 def operator_process(
+    operator_metrics_port: int,
     crds_installed: None,
     testbed_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
@@ -180,6 +188,7 @@ def operator_process(
         "DOCKYARD_WEBHOOK_BACKOFF_MAX": "2",
         "DOCKYARD_WEBHOOK_BREAKER_OPEN_SECONDS": "3",
         "DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER": "15",
+        "DOCKYARD_OPERATOR_METRICS_PORT": str(operator_metrics_port),
         **backup_settings(backup_root),
     }
     with log.open("wb") as out:

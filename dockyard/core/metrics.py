@@ -24,6 +24,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
 )
 from prometheus_client.exposition import choose_encoder
 
@@ -45,55 +46,84 @@ def new_registry() -> CollectorRegistry:
 
 
 class DrillMetrics:
-    """The operator's restore drill instruments: the last measured RTO and RPO of each
-    drill, and its runs by result. One series set per drill, removed with the drill."""
+    """The operator's registry, and its count of the restore drill runs it finished, by
+    drill and result. (The last RTO and RPO come from the drills' status, so that they
+    survive a restart: ``dockyard.operator.events.observed``.)"""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else new_registry()
-        labels = ["namespace", "drill"]
-        self.restore_seconds = Gauge(
-            "dockyard_drill_last_restore_seconds",
-            "How long the last run's restore took (the measured RTO), by drill.",
-            labels,
-            registry=self.registry,
-        )
-        self.backup_age_seconds = Gauge(
-            "dockyard_drill_last_backup_age_seconds",
-            "How old the last run's backup was when it started (the measured RPO), by drill.",
-            labels,
-            registry=self.registry,
-        )
         self.runs = Counter(
             "dockyard_drill_runs",
-            "Finished restore drill runs, by drill and result (Passed or Failed).",
-            [*labels, "result"],
+            "Restore drill runs this operator finished, by drill and result (Passed or Failed).",
+            ["namespace", "drill", "result"],
             registry=self.registry,
         )
 
-    def observe(
-        self,
-        *,
-        namespace: str,
-        drill: str,
-        result: DrillResult,
-        restore_seconds: float | None,
-        backup_age_seconds: float | None,
-    ) -> None:
-        """Record one finished run (an unmeasured value leaves its gauge as it was)."""
+    def observe(self, *, namespace: str, drill: str, result: DrillResult) -> None:
+        """Count one finished run."""
         self.runs.labels(namespace=namespace, drill=drill, result=result.value).inc()
-        if restore_seconds is not None:
-            self.restore_seconds.labels(namespace=namespace, drill=drill).set(restore_seconds)
-        if backup_age_seconds is not None:
-            self.backup_age_seconds.labels(namespace=namespace, drill=drill).set(backup_age_seconds)
 
     def forget(self, *, namespace: str, drill: str) -> None:
         """Remove the series of a deleted drill."""
-        for gauge in (self.restore_seconds, self.backup_age_seconds):
-            with suppress(KeyError):
-                gauge.remove(namespace, drill)
         for result in DrillResult:
             with suppress(KeyError):
                 self.runs.remove(namespace, drill, result.value)
+
+
+class OperatorMetrics:
+    """The operator's own work: reconcile passes per kind, and webhook deliveries.
+
+    Reconcile outcomes: ``succeeded``, ``retried`` (the handler asked Kopf to come back:
+    waiting on a Job, a plan, the database) and ``failed``.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.reconcile_seconds = Histogram(
+            "dockyard_reconcile_duration_seconds",
+            "How long one reconcile pass took, by kind.",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.reconciles = Counter(
+            "dockyard_reconciles",
+            "Reconcile passes by kind and outcome (succeeded, retried, failed).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        webhook = ["namespace", "webhook"]
+        self.deliveries = Counter(
+            "dockyard_webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, failed, dead_lettered).",
+            [*webhook, "result"],
+            registry=registry,
+        )
+        self.breaker = Gauge(
+            "dockyard_webhook_breaker_state",
+            "Each webhook endpoint's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            webhook,
+            registry=registry,
+        )
+        self.dead_letters = Gauge(
+            "dockyard_webhook_dead_letters",
+            "Deliveries given up and not redelivered, by webhook.",
+            webhook,
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "dockyard_webhook_pending",
+            "Deliveries waiting or being retried, by webhook.",
+            webhook,
+            registry=registry,
+        )
+
+    def forget_webhook(self, namespace: str, webhook: str) -> None:
+        for gauge in (self.breaker, self.dead_letters, self.pending):
+            with suppress(KeyError):
+                gauge.remove(namespace, webhook)
+        for result in ("delivered", "failed", "dead_lettered"):
+            with suppress(KeyError):
+                self.deliveries.remove(namespace, webhook, result)
 
 
 async def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:

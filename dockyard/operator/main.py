@@ -86,6 +86,7 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
     )
     from dockyard.operator.environments.reconciler import Reconciler
     from dockyard.operator.events.emitter import Emitter
+    from dockyard.operator.events.observed import Observed
     from dockyard.operator.restores.lifecycle import RestoreRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
@@ -115,12 +116,15 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
     pool = await create_pool(settings.model_copy(update={"database_pool_min": 0}))
     closing.push_async_callback(pool.close)
     catalog = Catalog(pool)
+    drill_metrics = metrics.DrillMetrics()
     emitter = Emitter(pool)
     closing.push_async_callback(emitter.close)
-    dispatcher = Dispatcher(kube, pool, settings)
+    operator_metrics = metrics.OperatorMetrics(drill_metrics.registry)
+    observed = Observed()
+    drill_metrics.registry.register(observed)
+    dispatcher = Dispatcher(kube, pool, settings, operator_metrics)
     await dispatcher.start()
     closing.push_async_callback(dispatcher.close)
-    drill_metrics = metrics.DrillMetrics()
     # On the operator's metrics registry: dockyard_dependency_breaker_state{dependency}.
     breakers = Breakers(
         failure_threshold=settings.breaker_failure_threshold,
@@ -155,6 +159,8 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         drill_metrics=drill_metrics,
         events=emitter,
         webhooks=dispatcher,
+        metrics=operator_metrics,
+        observed=observed,
         closing=closing,
     )
     if settings.operator_metrics_port is not None:

@@ -10,9 +10,12 @@ share the one ``Services``.
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import kopf
 
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from dockyard.operator.drills.lifecycle import DrillRuns
     from dockyard.operator.environments.reconciler import Reconciler
     from dockyard.operator.events.emitter import Emitter
+    from dockyard.operator.events.observed import Observed
     from dockyard.operator.restores.lifecycle import RestoreRuns
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
@@ -53,6 +57,10 @@ class Services:
     restores: RestoreRuns
     drills: DrillRuns
     drill_metrics: metrics.DrillMetrics
+    metrics: metrics.OperatorMetrics
+    """Reconcile passes and webhook deliveries (on the drill metrics' registry)."""
+    observed: Observed
+    """The metrics computed from the objects' status."""
     events: Emitter
     """The event log's writer."""
     webhooks: Dispatcher
@@ -82,3 +90,38 @@ def namespaced(namespace: str | None, name: str) -> str:
     if namespace is None:
         raise kopf.PermanentError(f"{name} has no namespace")
     return namespace
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def measured(kind: str) -> Callable[[Handler], Handler]:
+    """Time a reconcile handler of ``kind`` and count its outcome (``OperatorMetrics``).
+
+    Kopf names a handler by its function, and ``functools.wraps`` keeps the name: the
+    progress Kopf stored under it stays valid.
+    """
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def timed(**kwargs: Any) -> Any:
+            memo: OperatorMemo = kwargs["memo"]
+            services = memo.started()
+            started, outcome = time.perf_counter(), "failed"
+            try:
+                result = await handler(**kwargs)
+                outcome = "succeeded"
+                return result
+            except kopf.TemporaryError:
+                outcome = "retried"
+                raise
+            finally:
+                if services is not None:
+                    services.metrics.reconcile_seconds.labels(kind).observe(
+                        time.perf_counter() - started
+                    )
+                    services.metrics.reconciles.labels(kind, outcome).inc()
+
+        return timed  # type: ignore[return-value]
+
+    return wrap

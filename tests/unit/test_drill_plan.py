@@ -385,24 +385,17 @@ def test_a_check_query_is_wrapped_to_give_its_first_value_as_text() -> None:
 # -- metrics and the default drill ----------------------------------------------------------
 
 
-def test_metrics_keep_the_last_rto_and_rpo_and_count_runs_until_the_drill_goes() -> None:
+def test_metrics_count_runs_until_the_drill_goes() -> None:
     metrics = DrillMetrics()
     labels = {"namespace": "team", "drill": "weekly"}
-    for seconds, result in ((3.0, DrillResult.PASSED), (4.5, DrillResult.FAILED)):
-        metrics.observe(
-            namespace="team",
-            drill="weekly",
-            result=result,
-            restore_seconds=seconds,
-            backup_age_seconds=60.0,
-        )
+    for result in (DrillResult.PASSED, DrillResult.FAILED, DrillResult.PASSED):
+        metrics.observe(namespace="team", drill="weekly", result=result)
 
     sample = metrics.registry.get_sample_value
-    assert sample("dockyard_drill_last_restore_seconds", labels) == 4.5
-    assert sample("dockyard_drill_last_backup_age_seconds", labels) == 60.0
-    assert sample("dockyard_drill_runs_total", {**labels, "result": "Passed"}) == 1
+    assert sample("dockyard_drill_runs_total", {**labels, "result": "Passed"}) == 2
+    assert sample("dockyard_drill_runs_total", {**labels, "result": "Failed"}) == 1
     metrics.forget(namespace="team", drill="weekly")
-    assert sample("dockyard_drill_last_restore_seconds", labels) is None
+    assert sample("dockyard_drill_runs_total", {**labels, "result": "Passed"}) is None
 
 
 @pytest.mark.parametrize(

@@ -137,13 +137,7 @@ class DrillRecords:
         else:
             reasons = "; ".join(f"{c.check}: {c.reason}" for c in run.failed_checks)
             post(loaded.raw, reason="Failed", message=f"{summary}; {reasons}", warning=True)
-        self.metrics.observe(
-            namespace=loaded.namespace,
-            drill=loaded.name,
-            result=run.result,
-            restore_seconds=run.restore_seconds,
-            backup_age_seconds=run.backup_age_seconds,
-        )
+        self.metrics.observe(namespace=loaded.namespace, drill=loaded.name, result=run.result)
 
     async def _log_run(self, loaded: LoadedDrill, run: DrillRun) -> None:
         catalog = self.context.catalog

@@ -43,7 +43,7 @@ from dockyard.operator.environments.children import (
 )
 from dockyard.operator.environments.defaults import ensure_defaults
 from dockyard.operator.environments.reconciler import Key
-from dockyard.operator.services import OperatorMemo, namespaced
+from dockyard.operator.services import OperatorMemo, measured, namespaced
 
 
 def _key(namespace: str | None, name: str) -> Key:
@@ -53,6 +53,7 @@ def _key(namespace: str | None, name: str) -> Key:
 @kopf.on.resume(API_VERSION, ENVIRONMENTS.plural)
 @kopf.on.create(API_VERSION, ENVIRONMENTS.plural)
 @kopf.on.update(API_VERSION, ENVIRONMENTS.plural, field="spec")
+@measured("Environment")
 async def reconcile(
     *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
 ) -> None:

@@ -34,6 +34,7 @@ import asyncpg
 from dockyard.core import webhook_deliveries as store
 from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable, is_outage
 from dockyard.core.kube import KubeClient
+from dockyard.core.metrics import OperatorMetrics
 from dockyard.core.models.webhook import (
     BreakerState,
     LastDelivery,
@@ -56,6 +57,7 @@ logger = logging.getLogger(__name__)
 CONCURRENCY: Final = 8
 CLAIM_BATCH: Final = 50
 USER_AGENT: Final = "dockyard-webhooks"
+_BREAKER_VALUES: Final = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 _BREAKER_STATES: Final = {
     "opened": BreakerState.OPEN,
     "half-opened": BreakerState.HALF_OPEN,
@@ -75,8 +77,15 @@ def _counts(exc: BaseException) -> bool:
 
 
 class Dispatcher:
-    def __init__(self, kube: KubeClient, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.kube = kube
+        self.metrics = metrics
         self.pool = pool
         self.settings = settings
         self.targets: dict[str, Target] = {}
@@ -155,8 +164,14 @@ class Dispatcher:
         )
 
     def remove(self, uid: str) -> None:
-        self.targets.pop(uid, None)
+        target = self.targets.pop(uid, None)
         self._shown.pop(uid, None)
+        if target is not None and self.metrics is not None:
+            self.metrics.forget_webhook(target.namespace, target.name)
+
+    def _count(self, target: Target, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(target.namespace, target.name, result).inc()
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -223,6 +238,7 @@ class Dispatcher:
             await self._failed(target, delivery, status, error, exc.retry_after)
             return
         await store.delivered(self.pool, delivery.id, status)
+        self._count(target, "delivered")
         self._failures[target.uid] = 0
         self._last[target.uid] = LastDelivery(
             event_id=delivery.event_id,
@@ -260,6 +276,7 @@ class Dispatcher:
         breaker_wait: float,
     ) -> None:
         self._failures[target.uid] = self._failures.get(target.uid, 0) + 1
+        self._count(target, "failed")
         self._last[target.uid] = LastDelivery(
             event_id=delivery.event_id,
             type=delivery.type,
@@ -271,6 +288,7 @@ class Dispatcher:
         due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()
         if due_for >= self.settings.webhook_dead_letter_after:
             await store.give_up(self.pool, delivery.id, status, error)
+            self._count(target, "dead_lettered")
             logger.warning(
                 "webhook delivery given up",
                 extra={"webhook": f"{target.namespace}/{target.name}",
@@ -295,6 +313,12 @@ class Dispatcher:
             return
         counts = await store.counts(self.pool, list(self.targets))
         for uid, target in list(self.targets.items()):
+            if self.metrics is not None:
+                labels = (target.namespace, target.name)
+                state = self.breaker_state(uid)
+                self.metrics.breaker.labels(*labels).set(_BREAKER_VALUES[state])
+                self.metrics.dead_letters.labels(*labels).set(counts[uid]["dead"])
+                self.metrics.pending.labels(*labels).set(counts[uid]["pending"])
             last = self._last.get(uid)
             shown = {
                 "lastDelivery": last.model_dump(mode="json", by_alias=True, exclude_none=True)
