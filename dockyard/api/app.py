@@ -34,6 +34,7 @@ from dockyard.api.routes import (
     docs,
     environments,
     health,
+    kubernetes_audit,
     me,
     meta,
     ratelimitpolicies,
@@ -57,6 +58,8 @@ from dockyard.core.resources import (
 )
 from dockyard.core.settings import Settings
 
+API_USER_AGENT = "dockyard-api"
+
 
 def registry() -> OperationRegistry:
     """Every operation of the API, in a stable order."""
@@ -74,6 +77,7 @@ def registry() -> OperationRegistry:
         restoredrills,
         webhooks,
         audit_routes,
+        kubernetes_audit,
     ):
         module.register(ops)
     return ops
@@ -132,6 +136,8 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
         tracer_provider=app[keys.TRACING].provider,
         timeouts=KubeTimeouts.of(settings),
         breakers=app[keys.BREAKERS],
+        # The apiserver's audit webhook tells this API's own calls apart by it.
+        user_agent=API_USER_AGENT,
     )
     app[keys.KUBE] = client
     app[keys.AUTHENTICATOR] = Authenticator(

@@ -39,6 +39,8 @@ class Operation:
     request_model: type[BaseModel] | None = None
     responses: dict[int, str] = field(default_factory=dict)
     authenticated: bool = True
+    audited: bool = True
+    """Whether the audit trail records the request itself (refusals always are)."""
     permission: Permission | None = None
     description: str = ""
     parameters: tuple[dict[str, Any], ...] = ()

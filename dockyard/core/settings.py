@@ -294,6 +294,13 @@ class Settings(BaseSettings):
             '(refused otherwise), e.g. ["10.0.0.0/8"]'
         ),
     )
+    audit_sink_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "bearer token the kube-apiserver's audit webhook presents to "
+            "POST /api/v1/audit/kubernetes; unset: that endpoint is off"
+        ),
+    )
     # -- webhooks (the operator's dispatcher, docs/events.md) -----------------------------
     webhook_allow_http: bool = Field(
         default=False, description="allow http:// webhook URLs (https only otherwise)"

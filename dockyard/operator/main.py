@@ -88,6 +88,7 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
     from dockyard.operator.events.emitter import Emitter
     from dockyard.operator.events.observed import Observed
     from dockyard.operator.restores.lifecycle import RestoreRuns
+    from dockyard.operator.runs.audit import OperatorAudit, identity
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
     from dockyard.operator.scaling.reconciler import ScalingReconciler, refresh_periodically
@@ -131,7 +132,8 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         open_seconds=settings.breaker_open_seconds,
         registry=drill_metrics.registry,
     )
-    context = RunContext.create(kube, settings, catalog, postgres, breakers)
+    audit = OperatorAudit(pool, await identity(kube))
+    context = RunContext.create(kube, settings, catalog, postgres, breakers, audit)
     scaling = ScalingReconciler(kube=kube)
     environments = Reconciler(kube=kube, postgres=postgres, settings=settings)
     indexes = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -57,6 +58,9 @@ class State:
     database_url: str
     redis_url: str
     kubernetes_version: str = versions.KUBERNETES
+    # The apiserver's audit webhook: it posts to an API on this port, with this token.
+    audit_sink_port: int = 0
+    audit_sink_token: str = ""
     processes: list[ProcessRecord] = field(default_factory=list)
 
     @classmethod
@@ -93,6 +97,7 @@ class State:
             # Webhook receivers of tests and `make dev` listen on this machine, over http.
             "DOCKYARD_WEBHOOK_ALLOW_HTTP": "true",
             "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]',
+            "DOCKYARD_AUDIT_SINK_TOKEN": self.audit_sink_token,
         }
 
     def env_exports(self) -> str:
@@ -218,7 +223,11 @@ class Testbed:
 def _start_all(launcher: Launcher) -> State:
     """Start every component, each once what it needs is ready; what ``up`` records."""
     ca = CertificateAuthority(launcher.pki)
-    ports = {name: free_port() for name in ("etcd", "etcd_peer", "apiserver", "oidc", "kwok")}
+    ports = {
+        name: free_port() for name in ("etcd", "etcd_peer", "apiserver", "oidc", "kwok", "audit")
+    }
+    # Where the apiserver's audit webhook posts (an API started on that port receives it).
+    audit_token = secrets.token_urlsafe(32)
     database_url = postgres.start(launcher)
     redis_url = redis.start(launcher)
     controlplane.start_etcd(launcher, ports["etcd"], ports["etcd_peer"])
@@ -226,7 +235,12 @@ def _start_all(launcher: Launcher) -> State:
     apiserver_url = f"https://127.0.0.1:{ports['apiserver']}"
     kubeconfigs = controlplane.write_kubeconfigs(launcher, ca, apiserver_url)
     controlplane.start_apiserver(
-        launcher, ca, etcd_port=ports["etcd"], port=ports["apiserver"], issuer=issuer
+        launcher,
+        ca,
+        etcd_port=ports["etcd"],
+        port=ports["apiserver"],
+        issuer=issuer,
+        audit_sink=(ports["audit"], audit_token),
     )
     controlplane.start_controllers(launcher, kubeconfigs)
     nodes.start_kwok(launcher, kubeconfigs["kwok"], ports["kwok"])
@@ -241,4 +255,6 @@ def _start_all(launcher: Launcher) -> State:
         database_url=database_url,
         redis_url=redis_url,
         processes=launcher.processes,
+        audit_sink_port=ports["audit"],
+        audit_sink_token=audit_token,
     )

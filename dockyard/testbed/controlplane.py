@@ -98,13 +98,30 @@ def write_kubeconfigs(launcher: Launcher, ca: CertificateAuthority, server: str)
 
 
 def start_apiserver(
-    launcher: Launcher, ca: CertificateAuthority, *, etcd_port: int, port: int, issuer: str
+    launcher: Launcher,
+    ca: CertificateAuthority,
+    *,
+    etcd_port: int,
+    port: int,
+    issuer: str,
+    audit_sink: tuple[int, str],
 ) -> None:
-    """Start kube-apiserver on ``port`` against etcd, trusting ``issuer``; wait for /readyz."""
+    """Start kube-apiserver on ``port`` against etcd, trusting ``issuer``; wait for /readyz.
+
+    Its audit events go to a log file and, through the webhook backend, to a Dockyard
+    API on ``audit_sink`` (port, token): ``POST /api/v1/audit/kubernetes`` over HTTPS
+    (the apiserver sends a bearer token over TLS only), with the serving certificate
+    ``pki/audit-sink.crt`` that an API started there presents.
+    """
     serving = ca.issue(launcher.pki, "apiserver", common_name="kube-apiserver", server=True)
     sa_key, sa_pub = write_signing_key(launcher.pki, "service-account")
     authn = _write_yaml(launcher.dir / "authentication.yaml", _authentication(ca, issuer))
     audit_policy = _write_yaml(launcher.dir / "audit-policy.yaml", _AUDIT_POLICY)
+    ca.issue(launcher.pki, "audit-sink", common_name="dockyard-audit-sink", server=True)
+    audit_webhook = _write_yaml(
+        launcher.dir / "audit-webhook.kubeconfig", _audit_sink(*audit_sink, ca.pair.cert)
+    )
+    audit_webhook.chmod(0o600)
     launcher.spawn(
         "kube-apiserver",
         [
@@ -130,6 +147,11 @@ def start_apiserver(
             f"--audit-policy-file={audit_policy}",
             f"--audit-log-path={launcher.logs / 'audit.log'}",
             "--audit-log-maxsize=50",
+            f"--audit-webhook-config-file={audit_webhook}",
+            # Small batches, sent within a second: tests wait for them.
+            "--audit-webhook-batch-max-wait=1s",
+            "--audit-webhook-batch-max-size=100",
+            "--audit-webhook-initial-backoff=1s",
             "--event-ttl=1h",
             "--max-requests-inflight=800",
             "--max-mutating-requests-inflight=400",
@@ -215,6 +237,29 @@ _AUDIT_POLICY: dict[str, object] = {
         {"level": "None"},
     ],
 }
+
+
+def _audit_sink(port: int, token: str, ca: Path) -> dict[str, object]:
+    """The audit webhook's kubeconfig: the API's ingestion endpoint, the CA its serving
+    certificate is signed by, and the token (as manifests/audit/ ships it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "dockyard",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{port}/api/v1/audit/kubernetes",
+                    "certificate-authority": str(ca),
+                },
+            }
+        ],
+        "users": [{"name": "kube-apiserver", "user": {"token": token}}],
+        "contexts": [
+            {"name": "audit", "context": {"cluster": "dockyard", "user": "kube-apiserver"}}
+        ],
+        "current-context": "audit",
+    }
 
 
 def _write_yaml(path: Path, document: dict[str, object]) -> Path:

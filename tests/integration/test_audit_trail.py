@@ -413,7 +413,9 @@ async def test_an_admin_pages_through_one_actors_events_with_the_cursor(
         "traceId",
         "sourceIp",
         "diff",
+        "source",
     }
+    assert first["source"] == "rest"
 
 
 async def test_an_admin_filters_by_object_and_inclusive_time_range(

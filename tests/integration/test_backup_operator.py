@@ -322,6 +322,17 @@ def test_a_ttl_deletes_the_backup_and_its_artifact_but_keeps_the_newest_verified
     wait_for(lambda: _get(kubectl, namespace, "backup", "brief") is None, timeout=60)
     assert not artifact.exists()
     assert any("ttl passed" in m for m in _events(kubectl, namespace, "Expired"))
+    # The operator's decision is in the audit trail, with its reason.
+    [audited] = _fetch(
+        testbed_state.database_url,
+        "SELECT actor, action, diff::text FROM audit_events WHERE source = 'operator'"
+        " AND namespace = $1 AND name = $2",
+        namespace,
+        "brief",
+    )
+    assert audited["action"] == "DELETE backups (ttl)"
+    assert "ttl passed" in json.loads(audited["diff"])["reason"]
+    assert audited["actor"]  # the operator's identity, from its SelfSubjectReview
     # Past its ttl too, but the one backup a drill proved restorable stays.
     kept = _get(kubectl, namespace, "backup", "proven")
     assert kept is not None

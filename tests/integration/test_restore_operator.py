@@ -532,6 +532,19 @@ async def test_through_the_rest_api_the_requester_cannot_approve_and_a_second_us
         ),
         within=30,
     )
+    # The switch-over is the operator's own action: in the audit trail with its reason.
+    conn = await asyncpg.connect(testbed_state.database_url)
+    try:
+        switched = await conn.fetchrow(
+            "SELECT action, diff::text FROM audit_events WHERE source = 'operator'"
+            " AND namespace = $1 AND name = 'promote'",
+            namespace,
+        )
+    finally:
+        await conn.close()
+    assert switched is not None
+    assert switched["action"] == "SWITCH database (restore)"
+    assert json.loads(switched["diff"])["environment"] == "live"
 
 
 async def _logged(state: State, namespace: str, name: str) -> list[tuple[str, str | None]]:

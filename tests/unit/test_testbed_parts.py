@@ -42,6 +42,8 @@ def test_the_state_file_format_round_trips(tmp_path: Path) -> None:
         "database_url": "postgresql://dockyard:pw@127.0.0.1:5432/dockyard",
         "redis_url": "redis://127.0.0.1:6379/0",
         "kubernetes_version": "v1.0.0",
+        "audit_sink_port": 41234,
+        "audit_sink_token": "t0ken",
         "processes": [
             {
                 "name": "etcd",

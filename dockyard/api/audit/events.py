@@ -54,6 +54,11 @@ class AuditEvent(BaseModel):
     request_id: str | None = Field(description="the request's X-Request-Id")
     trace_id: str | None = Field(description="the request's trace id, when traced")
     source_ip: str | None = Field(description="the client's address")
+    source: str = Field(
+        default="rest",
+        description="the door: rest (this API), kubectl (any other client, reported by "
+        "the apiserver's audit webhook) or operator (the operator's own action)",
+    )
     diff: dict[str, Any] | None = Field(
         description="for updates: JSON Pointer path to {from, to}; a key is absent when "
         "the field was absent on that side; secrets redacted"
@@ -77,6 +82,7 @@ class AuditEvent(BaseModel):
             trace_id=row["trace_id"],
             source_ip=str(source_ip) if source_ip is not None else None,
             diff=row["diff"],
+            source=row["source"],
         )
 
 

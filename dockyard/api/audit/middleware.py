@@ -118,6 +118,8 @@ async def _write(request: web.Request, *, status: int | None, outcome: Outcome) 
     operation: Operation | None = request.get(keys.OPERATION) or request.app[keys.OPERATIONS].get(
         request.match_info.route.name or ""
     )
+    if operation is not None and not operation.audited and outcome is not Outcome.DENIED:
+        return  # it writes audit rows of its own (the apiserver's reports)
     route = request.match_info.route.resource
     # No route matched: the raw path is all there is, bounded since the client chose it.
     template = route.canonical if route is not None else request.path[:256]

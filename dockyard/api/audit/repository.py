@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 
 from dockyard.api.audit.events import AuditEvent, AuditEventList, Cursor, Outcome
-from dockyard.core import event_log
+from dockyard.core import audit_rows, event_log
+from dockyard.core.audit_rows import AuditRow
 from dockyard.core.events import Event
 
 PAGE_SIZE_DEFAULT = 50
@@ -32,15 +33,8 @@ RETENTION_LOCK_KEY = int.from_bytes(b"dy-audit", "big")
 # keeps each one prepared) rather than one catch-all with "$n IS NULL OR ...".
 _COLUMNS = (
     "id, occurred_at, actor, groups, action, resource, namespace, name, outcome, "
-    "status_code, request_id, trace_id, source_ip, diff"
+    "status_code, request_id, trace_id, source_ip, diff, source"
 )
-_SQL_INSERT = """
-INSERT INTO audit_events (
-    occurred_at, actor, groups, action, resource, namespace, name, outcome,
-    status_code, request_id, trace_id, source_ip, diff
-) VALUES (COALESCE($1::timestamptz, now()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-RETURNING id
-"""
 # Built from constants only: filters come from _SQL_FILTERS with $n placeholders, and
 # the limit is a validated int.
 _SQL_PAGE = (
@@ -53,6 +47,7 @@ _SQL_FILTERS = {
     "resource": "resource = {}",
     "namespace": "namespace = {}",
     "name": "name = {}",
+    "source": "source = {}",
     "since": "occurred_at >= {}",
     "until": "occurred_at <= {}",
 }
@@ -114,25 +109,25 @@ class AuditLog:
         database's clock; it is given only when importing rows or in tests and
         benchmarks.
         """
-        args = (
-            occurred_at,
-            actor,
-            list(groups),
-            action,
-            resource,
-            namespace,
-            name,
-            outcome.value,
-            status_code,
-            request_id,
-            trace_id,
-            source_ip,
-            dict(diff) if diff is not None else None,
+        row = AuditRow(
+            actor=actor,
+            action=action,
+            resource=resource,
+            outcome=outcome.value,
+            groups=groups,
+            namespace=namespace,
+            name=name,
+            status_code=status_code,
+            request_id=request_id,
+            trace_id=trace_id,
+            source_ip=source_ip,
+            diff=diff,
+            occurred_at=occurred_at,
         )
         if not events:
-            return int(await self.pool.fetchval(_SQL_INSERT, *args))
+            return await audit_rows.insert(self.pool, row)
         async with self.pool.acquire() as conn, conn.transaction():
-            ident = int(await conn.fetchval(_SQL_INSERT, *args))
+            ident = await audit_rows.insert(conn, row)
             await event_log.append(conn, events)
         return ident
 
@@ -143,6 +138,7 @@ class AuditLog:
         resource: str | None = None,
         namespace: str | None = None,
         name: str | None = None,
+        source: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = PAGE_SIZE_DEFAULT,
@@ -161,6 +157,7 @@ class AuditLog:
             "resource": resource,
             "namespace": namespace,
             "name": name,
+            "source": source,
             "since": since,
             "until": until,
         }

@@ -20,6 +20,7 @@ from dockyard.api.audit.events import CURSOR_MAX_LENGTH, AuditEventList, Cursor,
 from dockyard.api.audit.repository import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, AuditLog
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.core.audit_rows import Source
 
 # A query string turns an unencoded "+" into a space: "...T10:00:00 02:00" is what a
 # caller typed as "+02:00", so the offset's sign is put back before parsing.
@@ -46,6 +47,10 @@ class AuditQuery(BaseModel):
     )
     name: str | None = Field(
         default=None, min_length=1, max_length=253, description="only events on this object"
+    )
+    source: Source | None = Field(
+        default=None,
+        description="only events that came through this door: rest, kubectl or operator",
     )
     since: AwareDatetime | None = Field(
         default=None,

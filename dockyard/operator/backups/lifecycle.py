@@ -137,7 +137,10 @@ class BackupRuns:
             await self.backups.write_status(namespace, name, {"expiresAt": at})
         if expiry.delete:
             post(loaded.raw, reason="Expired", message=f"{expiry.reason}; deleting the backup")
-            await self.backups.delete(namespace, name, uid=loaded.uid)
+            if await self.backups.delete(namespace, name, uid=loaded.uid):
+                await self.context.audited(
+                    "DELETE backups (ttl)", "backups", namespace, name, str(expiry.reason), ttl=ttl
+                )
 
     async def finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> Outcome:
         """Delete every artifact of the Backup's attempts (within a bound), then let it go."""

@@ -245,6 +245,14 @@ class ScheduleRuns:
                 continue
             if await self.backups.delete(namespace, doomed, uid=backup.metadata.uid):
                 deleted.append(doomed)
+                await self.context.audited(
+                    "DELETE backups (retention)",
+                    "backups",
+                    namespace,
+                    doomed,
+                    f"retention of BackupSchedule {name} no longer keeps it",
+                    schedule=name,
+                )
         if deleted:
             post(raw, reason="RetentionApplied", message=f"Deleted {', '.join(deleted)}")
         await self._write_status(raw, schedule, plan)

@@ -213,6 +213,16 @@ class RestoreAttempts:
             await switch(self.context, live, staging, loaded.uid)
         except BackupError as exc:
             return await self.records.abandon(loaded, status, staging, exc)
+        await self.context.audited(
+            "SWITCH database (restore)",
+            "restores",
+            loaded.namespace,
+            loaded.name,
+            f"Restore {loaded.name} replaced the database of Environment {plan.target} "
+            f"with the restored copy of Backup {plan.backup}",
+            environment=plan.target,
+            backup=plan.backup,
+        )
         seconds = (datetime.now(UTC) - began).total_seconds()
         return await self.records.completed(loaded, status, plan, seconds, counts.describe())
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient
@@ -39,6 +39,7 @@ from dockyard.operator.database import (
     TenantLogin,
     database_identity,
 )
+from dockyard.operator.runs.audit import OperatorAudit
 from dockyard.operator.runs.s3_access import endpoint_policy, open_s3, s3_credentials
 from dockyard.runner import (
     ArtifactError,
@@ -299,6 +300,8 @@ class RunContext:
     """The managed server, for the databases restores and drills restore into."""
     breakers: Breakers | None = None
     """The operator's breakers: one per S3 endpoint that inline runs write to."""
+    audit: OperatorAudit | None = None
+    """Where the operator records its own actions (None: not recorded, in unit tests)."""
     _active: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
     @classmethod
@@ -309,9 +312,17 @@ class RunContext:
         catalog: Catalog | None,
         postgres: ManagedPostgres | None = None,
         breakers: Breakers | None = None,
+        audit: OperatorAudit | None = None,
     ) -> RunContext:
         slots = asyncio.Semaphore(settings.backup_concurrency)
-        return cls(kube, settings, catalog, slots, postgres, breakers)
+        return cls(kube, settings, catalog, slots, postgres, breakers, audit)
+
+    async def audited(
+        self, action: str, resource: str, namespace: str, name: str, reason: str, **details: Any
+    ) -> None:
+        """Record one of the operator's own actions in the audit trail."""
+        if self.audit is not None:
+            await self.audit.record(action, resource, namespace, name, reason, **details)
 
     def running_here(self, uid: str) -> bool:
         """Whether this process executes the run of object ``uid`` right now."""

@@ -1,0 +1,86 @@
+"""Writing one audit row: what the API, the apiserver's audit webhook (through the API)
+and the operator share. Reading and retention stay with the API (``dockyard.api.audit``).
+
+``source`` says which door a change came through (migration 0006): ``rest`` (the REST
+API), ``kubectl`` (any other client, as the kube-apiserver's audit webhook reports it)
+or ``operator`` (the operator's own actions, with the reason in ``diff``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+
+_SQL_INSERT = """
+INSERT INTO audit_events (
+    occurred_at, actor, groups, action, resource, namespace, name, outcome,
+    status_code, request_id, trace_id, source_ip, diff, source
+) VALUES (
+    COALESCE($1::timestamptz, now()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+)
+"""
+# The apiserver may send a batch again after a timeout: its auditID makes the row once.
+_ON_CONFLICT = " ON CONFLICT (request_id) WHERE source = 'kubectl' DO NOTHING"
+
+
+class Source(StrEnum):
+    REST = "rest"
+    KUBECTL = "kubectl"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    actor: str
+    action: str
+    resource: str
+    outcome: str
+    source: Source = Source.REST
+    groups: Sequence[str] = ()
+    namespace: str | None = None
+    name: str | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    source_ip: str | None = None
+    diff: Mapping[str, Any] | None = None
+    occurred_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def arguments(self) -> tuple[Any, ...]:
+        return (
+            self.occurred_at,
+            self.actor,
+            list(self.groups),
+            self.action,
+            self.resource,
+            self.namespace,
+            self.name,
+            self.outcome,
+            self.status_code,
+            self.request_id,
+            self.trace_id,
+            self.source_ip,
+            dict(self.diff) if self.diff is not None else None,
+            self.source.value,
+        )
+
+
+async def insert(target: asyncpg.Pool | asyncpg.Connection, row: AuditRow) -> int:
+    """Append ``row``; its id."""
+    return int(await target.fetchval(_SQL_INSERT + " RETURNING id", *row.arguments()))
+
+
+async def insert_reported(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> int:
+    """Append rows the apiserver reported (once per auditID); how many were new."""
+    new = 0
+    for row in rows:
+        new += int(
+            await conn.fetchval(_SQL_INSERT + _ON_CONFLICT + " RETURNING 1", *row.arguments()) or 0
+        )
+    return new

@@ -1,0 +1,126 @@
+"""Every door is audited: a kubectl approval reaches the audit trail through the
+kube-apiserver's audit webhook (source ``kubectl``), a REST write is not recorded
+twice, and the endpoint refuses a batch without the apiserver's token.
+
+The test bed's apiserver posts its audit events to an API on ``audit_sink_port``; this
+test starts one there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import ClientSession, TCPConnector, web
+
+from dockyard.api.app import create_app
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import Kubectl, api_settings
+
+pytestmark = pytest.mark.usefixtures("crds_installed", "platform_migrated")
+
+
+@pytest.fixture
+async def sink(testbed_state: State) -> Any:
+    """The API, serving HTTPS on the port the apiserver's audit webhook posts to, with
+    the certificate the test bed issued for it."""
+    settings = api_settings(testbed_state, audit_sink_token=testbed_state.audit_sink_token)
+    pki = Path(testbed_state.directory) / "pki"
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(pki / "audit-sink.crt", pki / "audit-sink.key")
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    port = testbed_state.audit_sink_port
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=serving).start()
+    yield f"https://127.0.0.1:{port}", ssl.create_default_context(cafile=pki / "ca.crt")
+    await runner.cleanup()
+
+
+def _user(kubectl: Kubectl, testbed: Testbed, namespace: str, role: str) -> tuple[str, str]:
+    user = f"{role.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "rolebinding", user, f"--clusterrole={role}", f"--user={user}",
+            "-n", namespace)  # fmt: skip
+    return user, testbed.user_token(user, [])
+
+
+async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(
+    sink: tuple[str, ssl.SSLContext], kubectl: Kubectl, testbed: Testbed, namespace: str
+) -> None:
+    url, trust = sink
+    kubectl("apply", "-f", "manifests/rbac-roles.yaml")
+    admin = f"admin-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "clusterrolebinding", admin, "--clusterrole=dockyard-admin",
+            f"--user={admin}")  # fmt: skip
+    as_admin = {"Authorization": f"Bearer {testbed.user_token(admin, [])}"}
+    bob, bob_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    restore = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": "promote", "namespace": namespace},
+        "spec": {"source": {"backupRef": {"name": "nightly"}}, "dryRun": True},
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(restore))
+    await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
+    kubectl("annotate", "restore", "promote", "-n", namespace,
+            f"dockyard.io/approved-by={bob}", token=bob_token)  # fmt: skip
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        # Through REST: recorded by the API itself (source rest), not again as kubectl.
+        created = await http.post(
+            f"{url}/api/v1/namespaces/{namespace}/environments",
+            json={"metadata": {"name": "web"}, "spec": {"tier": "development", "image": "a:1"}},
+            headers=as_admin,
+        )
+        assert created.status == 201, await created.text()
+
+        async def kubectl_rows() -> list[dict[str, Any]]:
+            listed = await http.get(
+                f"{url}/api/v1/audit-events",
+                params={"source": "kubectl", "namespace": namespace},
+                headers=as_admin,
+            )
+            assert listed.status == 200, await listed.text()
+            return list((await listed.json())["items"])
+
+        rows: list[dict[str, Any]] = []
+        for _ in range(60):
+            rows = await kubectl_rows()
+            if any(r["actor"] == bob for r in rows):
+                break
+            await asyncio.sleep(0.5)
+        rest = await http.get(
+            f"{url}/api/v1/audit-events",
+            params={"source": "rest", "namespace": namespace},
+            headers=as_admin,
+        )
+        rest_rows = (await rest.json())["items"]
+    approval = next(r for r in rows if r["actor"] == bob)
+    assert approval["source"] == "kubectl"
+    assert approval["action"].startswith("PATCH restores")
+    assert (approval["resource"], approval["name"]) == ("restores", "promote")
+    assert approval["statusCode"] == 200
+    assert approval["outcome"] == "succeeded"
+    assert any(r["action"].startswith("CREATE restores") for r in rows)  # kubectl apply
+    assert not any(r["resource"] == "environments" for r in rows)  # REST's own write
+    assert any(r["resource"] == "environments" for r in rest_rows)
+
+
+async def test_a_batch_without_the_apiservers_token_is_refused(
+    sink: tuple[str, ssl.SSLContext], namespace: str
+) -> None:
+    url, trust = sink
+    batch = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": []}
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        refused = await http.post(
+            f"{url}/api/v1/audit/kubernetes",
+            data=json.dumps(batch),
+            headers={"Authorization": "Bearer forged", "Content-Type": "application/json"},
+        )
+        problem = await refused.json()
+    assert refused.status == 401
+    assert problem["type"].endswith("/unauthorized")
