@@ -189,6 +189,8 @@ class Dispatcher:
 
     async def run_once(self) -> None:
         """One pass: fan out, claim, deliver, show."""
+        if not self.targets:
+            return  # no Webhook: an idle operator asks the database nothing
         ready = [t for t in self.targets.values() if not t.spec.suspend]
         for target in ready:
             await store.fan_out(
