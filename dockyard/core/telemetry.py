@@ -125,6 +125,29 @@ def build_tracing(
     return Tracing(provider=provider, exporter=exporter)
 
 
+TRACEPARENT_ANNOTATION = "dockyard.io/traceparent"
+"""The W3C traceparent of the REST request that last created or changed a custom
+resource: the operator continues that trace for the reconcile it causes."""
+TRACEPARENT_VARIABLE = "TRACEPARENT"
+"""The traceparent a runner Job continues (an environment variable)."""
+
+
+def traceparent() -> str | None:
+    """The current span's W3C ``traceparent``, or None outside a valid span."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def continued(value: str | None) -> Context | None:
+    """The context a ``traceparent`` value continues (None for none, or a malformed one:
+    the span then starts a trace of its own)."""
+    if not value:
+        return None
+    context = propagate.extract({"traceparent": value})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
 def trace_id_of(span: Span) -> str | None:
     """The span's trace id as 32 hex digits (the W3C form logs carry), or ``None``."""
     context = span.get_span_context()

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
+from opentelemetry import trace
 
-from dockyard.core import metrics
+from dockyard.core import metrics, telemetry
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
@@ -96,10 +97,18 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
 
     settings = memo.settings
     closing = contextlib.AsyncExitStack()
+    # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set. Installed globally: the operator is
+    # the process's one component, and the runner library traces through the global one.
+    tracing = telemetry.build_tracing(
+        telemetry.TelemetrySettings(), default_service_name="dockyard-operator"
+    )
+    trace.set_tracer_provider(tracing.provider)
+    closing.push_async_callback(tracing.shutdown)
     kube = KubeClient.connect(
         load_config(settings.kubeconfig, os.environ),
         limit=settings.operator_kube_connections,
         user_agent=USER_AGENT,
+        tracer_provider=tracing.provider,
     )
     closing.push_async_callback(kube.close)
     postgres = None
@@ -114,7 +123,9 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         logger.warning("no managed PostgreSQL server: environments with a database stay Pending")
     # Opened empty: the operator starts whether or not the platform database answers,
     # and the pool connects on first use (the catalog's writes are retried until then).
-    pool = await create_pool(settings.model_copy(update={"database_pool_min": 0}))
+    pool = await create_pool(
+        settings.model_copy(update={"database_pool_min": 0}), tracer_provider=tracing.provider
+    )
     closing.push_async_callback(pool.close)
     catalog = Catalog(pool)
     drill_metrics = metrics.DrillMetrics()
@@ -161,6 +172,7 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         drill_metrics=drill_metrics,
         events=emitter,
         webhooks=dispatcher,
+        tracer=tracing.tracer("dockyard.operator"),
         metrics=operator_metrics,
         observed=observed,
         closing=closing,

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import kopf
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from dockyard.core import metrics
+from dockyard.core import metrics, telemetry
 from dockyard.core.kube import KubeClient
 from dockyard.core.settings import Settings
 
@@ -61,6 +63,8 @@ class Services:
     """Reconcile passes and webhook deliveries (on the drill metrics' registry)."""
     observed: Observed
     """The metrics computed from the objects' status."""
+    tracer: trace.Tracer
+    """Reconcile spans, continuing the trace of the REST request that caused them."""
     events: Emitter
     """The event log's writer."""
     webhooks: Dispatcher
@@ -96,7 +100,11 @@ Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
 def measured(kind: str) -> Callable[[Handler], Handler]:
-    """Time a reconcile handler of ``kind`` and count its outcome (``OperatorMetrics``).
+    """Time a reconcile handler of ``kind``, count its outcome (``OperatorMetrics``) and
+    trace it: a span ``reconcile <kind>`` continuing the trace in the object's
+    ``dockyard.io/traceparent`` (the REST request that created or changed it), current
+    while the handler runs, so its apiserver and SQL calls and the runner Jobs it
+    creates belong to that trace.
 
     Kopf names a handler by its function, and ``functools.wraps`` keeps the name: the
     progress Kopf stored under it stays valid.
@@ -108,8 +116,21 @@ def measured(kind: str) -> Callable[[Handler], Handler]:
             memo: OperatorMemo = kwargs["memo"]
             services = memo.started()
             started, outcome = time.perf_counter(), "failed"
+            annotations = kwargs.get("annotations") or {}
+            tracer = services.tracer if services is not None else trace.get_tracer(__name__)
             try:
-                result = await handler(**kwargs)
+                with telemetry.current_span(
+                    tracer,
+                    f"reconcile {kind}",
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "k8s.namespace.name": kwargs.get("namespace") or "",
+                        "dockyard.object": kwargs.get("name") or "",
+                        "dockyard.kind": kind,
+                    },
+                    context=telemetry.continued(annotations.get(telemetry.TRACEPARENT_ANNOTATION)),
+                ):
+                    result = await handler(**kwargs)
                 outcome = "succeeded"
                 return result
             except kopf.TemporaryError:

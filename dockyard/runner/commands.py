@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -32,6 +34,10 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from dockyard.core import telemetry
 from dockyard.runner.errors import BackupError
 from dockyard.runner.keys import EncryptionKey, Keyring, check_key_id
 from dockyard.runner.libpq import with_database
@@ -166,7 +172,14 @@ def restore_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _report(command: str, go: _Run, result_file: Path | None = None) -> int:
     try:
-        outcome = asyncio.run(_settled(go))
+        # A runner Job continues the trace of the reconcile that created it (TRACEPARENT).
+        with telemetry.current_span(
+            _tracer(),
+            command.removeprefix("dockyard "),
+            kind=SpanKind.CONSUMER,
+            context=telemetry.continued(os.environ.get(telemetry.TRACEPARENT_VARIABLE)),
+        ):
+            outcome = asyncio.run(_settled(go))
     except ValueError as exc:
         # A storage URL that cannot be used is a usage problem, found on first use.
         return _usage(command, str(exc))
@@ -177,6 +190,18 @@ def _report(command: str, go: _Run, result_file: Path | None = None) -> int:
         return EXIT_FAILED
     _emit(outcome.model_dump_json(), result_file)
     return 0
+
+
+def _tracer() -> trace.Tracer:
+    """Spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, through the global
+    provider (the runner library's spans too), installed here unless a component did."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        tracing = telemetry.build_tracing(
+            telemetry.TelemetrySettings(), default_service_name="dockyard-runner"
+        )
+        trace.set_tracer_provider(tracing.provider)
+        atexit.register(tracing.provider.shutdown)  # flushes before the process ends
+    return trace.get_tracer(__name__)
 
 
 async def _settled(go: _Run) -> BaseModel | tuple[str, str]:

@@ -64,6 +64,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from dockyard.runner.envelope import Sealer
 from dockyard.runner.errors import (
@@ -82,6 +84,8 @@ from dockyard.runner.storage import Store, check_name, check_sha256
 from dockyard.runner.streaming import decode, preflight, raise_for, seal_into, spool
 
 logger = logging.getLogger(__name__)
+# The global provider: the runner's process (or the operator, running a backup inline).
+_tracer = trace.get_tracer(__name__)
 
 BACKUP_APPLICATION = "dockyard-backup"
 RESTORE_APPLICATION = "dockyard-restore"
@@ -134,31 +138,38 @@ async def run_backup(
             ],
             env=base_env(),
         )
-        async with storage.create(name) as writer:
-            async with ProcessChain(
-                [dump, compress],
-                read_stdout=True,
-                stream_limit=2 * options.chunk_size,
-                hide=[connection.password],
-            ) as chain:
-                # Counted on the exporting transaction, so from the dump's own snapshot,
-                # while pg_dump streams.
-                counting = asyncio.create_task(count_rows(snapshot.connection))
-                try:
+        # The artifact's write, from its first byte to its commit: the storage's span.
+        with _tracer.start_as_current_span(
+            "storage.write",
+            kind=SpanKind.CLIENT,
+            attributes={"dockyard.artifact": name, "dockyard.store": type(storage).__name__},
+        ) as write_span:
+            async with storage.create(name) as writer:
+                async with ProcessChain(
+                    [dump, compress],
+                    read_stdout=True,
+                    stream_limit=2 * options.chunk_size,
+                    hide=[connection.password],
+                ) as chain:
+                    # Counted on the exporting transaction, so from the dump's own snapshot,
+                    # while pg_dump streams.
+                    counting = asyncio.create_task(count_rows(snapshot.connection))
                     try:
-                        await writer.write(sealer.header)
-                        await seal_into(chain, sealer, writer)
-                        raise_for(await chain.wait(), cause_first="pg_dump", error=DumpFailed)
-                    except DumpFailed:
-                        # A failed count ends the exporting transaction, and with it the
-                        # snapshot pg_dump imports: its error is then the cause to show.
-                        await _raise_if_counting_failed(counting, connection.password)
-                        raise
-                    manifest = await _counted(counting, connection.password)
-                finally:
-                    counting.cancel()
-                    await asyncio.gather(counting, return_exceptions=True)
-            stored = await writer.commit()
+                        try:
+                            await writer.write(sealer.header)
+                            await seal_into(chain, sealer, writer)
+                            raise_for(await chain.wait(), cause_first="pg_dump", error=DumpFailed)
+                        except DumpFailed:
+                            # A failed count ends the exporting transaction, and with it the
+                            # snapshot pg_dump imports: its error is then the cause to show.
+                            await _raise_if_counting_failed(counting, connection.password)
+                            raise
+                        manifest = await _counted(counting, connection.password)
+                    finally:
+                        counting.cancel()
+                        await asyncio.gather(counting, return_exceptions=True)
+                stored = await writer.commit()
+            write_span.set_attribute("dockyard.artifact.size", stored.size)
     result = BackupResult(
         **asdict(stored),  # name, location, size, sha256: what the store committed
         key_id=key.key_id,

@@ -73,7 +73,8 @@ def test_a_restore_job_writes_one_database_as_the_targets_role_with_no_api_token
     target = next(e for e in container["env"] if e["name"] == "DOCKYARD_RESTORE_TARGET_DSN")
     assert target["valueFrom"]["secretKeyRef"] == {"name": "copy-database", "key": "uri"}
     for variable in container["env"]:
-        assert "valueFrom" in variable or variable["name"] == "DOCKYARD_LOG_FORMAT"
+        # Secrets by reference only; in plain text, the log format and the tracing.
+        assert "valueFrom" in variable or variable["name"] in jobs.PLAIN_VARIABLES
     claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [{"name": "backups", "persistentVolumeClaim": {"claimName": "backups"}}]
 

@@ -39,9 +39,21 @@ from dockyard.api.routes.objects import (
     respond,
 )
 from dockyard.api.routes.pages import label_filter
+from dockyard.core import telemetry
 from dockyard.core.kube import KubeError
 
 Object = dict[str, Any]
+
+
+def with_traceparent(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with the request's trace in ``dockyard.io/traceparent``, so that the
+    operator continues it for the reconcile this write causes (docs/observability.md)."""
+    current = telemetry.traceparent()
+    if current is None:
+        return metadata
+    annotations = dict(metadata.get("annotations") or {})
+    annotations[telemetry.TRACEPARENT_ANNOTATION] = current
+    return {**metadata, "annotations": annotations}
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,7 @@ class KindRoutes(KindContract):
         manifest = {
             "apiVersion": self.model.crd.api_version,
             "kind": self.kind,
-            "metadata": body.metadata.model_dump(exclude_defaults=True),
+            "metadata": with_traceparent(body.metadata.model_dump(exclude_defaults=True)),
             "spec": body.spec.model_dump(mode="json", exclude_none=True, by_alias=True),
         }
         created = await request.app[keys.KUBE].create(
@@ -134,8 +146,9 @@ class KindRoutes(KindContract):
             except ValidationError as exc:
                 raise errors.from_validation_error(exc, prefix="spec") from None
         body = dict(raw)
+        body["metadata"] = with_traceparent(dict(raw.get("metadata") or {}))
         if expected is not None:
-            body["metadata"] = {**(raw.get("metadata") or {}), "resourceVersion": expected}
+            body["metadata"]["resourceVersion"] = expected
         try:
             updated = await request.app[keys.KUBE].merge_patch(
                 self.resource.path(namespace, name), body, as_caller=caller(request)

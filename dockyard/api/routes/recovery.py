@@ -30,7 +30,7 @@ from dockyard.api import cursors, errors, keys
 from dockyard.api.audit.diff import spec_diff
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation, replace
-from dockyard.api.routes.kinds import KindRoutes
+from dockyard.api.routes.kinds import KindRoutes, with_traceparent
 from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.api.routes.objects import MERGE_PATCH_TYPES, caller, respond
 from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query, query_parameter
@@ -145,7 +145,7 @@ class RecoveryKindRoutes(KindRoutes):
         requested = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         updated = await request.app[keys.KUBE].merge_patch(
             self.resource.path(request.match_info["namespace"], request.match_info["name"]),
-            {"metadata": {"annotations": {RUN_NOW_ANNOTATION: requested}}},
+            {"metadata": with_traceparent({"annotations": {RUN_NOW_ANNOTATION: requested}})},
             as_caller=caller(request),
         )
         request[keys.AUDIT] = annotation_diff(current, updated)

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from dockyard.api import errors, keys
 from dockyard.api.openapi import OperationRegistry
+from dockyard.api.routes.kinds import with_traceparent
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.objects import caller, if_match, respond
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
@@ -176,10 +177,7 @@ async def approve(request: web.Request) -> web.Response:
         if refusal is not None:
             raise refusal
         patch = {
-            "metadata": {
-                "resourceVersion": version,
-                "annotations": approval,
-            }
+            "metadata": with_traceparent({"resourceVersion": version, "annotations": approval})
         }
         try:
             updated = await kube.merge_patch(path, patch, as_caller=caller(request))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from dockyard.core import telemetry
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import Manifest
@@ -56,6 +57,35 @@ TTL_AFTER_FINISHED_SECONDS: Final = 3600
 RUNNER_RULES: Final[tuple[dict[str, Any], ...]] = (
     {"apiGroups": [API_VERSION.split("/")[0]], "resources": ["backups/status"], "verbs": ["patch"]},
 )
+
+
+# The only variables a runner Job gets in plain text: none of them is a secret.
+PLAIN_VARIABLES = frozenset(
+    {
+        "DOCKYARD_LOG_FORMAT",
+        "OTEL_SERVICE_NAME",
+        telemetry.TRACEPARENT_VARIABLE,
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    }
+)
+
+
+def _tracing_env() -> list[Manifest]:
+    """The runner continues the reconcile's trace (``TRACEPARENT``) and exports its spans
+    where the operator does."""
+    env: list[Manifest] = [{"name": "OTEL_SERVICE_NAME", "value": "dockyard-runner"}]
+    current = telemetry.traceparent()
+    if current is not None:
+        env.append({"name": telemetry.TRACEPARENT_VARIABLE, "value": current})
+    settings = telemetry.TelemetrySettings()
+    if settings.otel_exporter_otlp_traces_endpoint is not None:
+        value = str(settings.otel_exporter_otlp_traces_endpoint)
+        env.append({"name": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "value": value})
+    elif settings.otel_exporter_otlp_endpoint is not None:
+        value = str(settings.otel_exporter_otlp_endpoint)
+        env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": value})
+    return env
 
 
 def _labels(**extra: str) -> dict[str, str]:
@@ -193,6 +223,7 @@ def _runner_job(
     env: list[Manifest] = [
         {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}},
         {"name": "DOCKYARD_LOG_FORMAT", "value": "json"},
+        *_tracing_env(),
     ]
     volumes: list[Manifest] = [
         {
