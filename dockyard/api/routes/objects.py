@@ -26,10 +26,22 @@ PATCHABLE_METADATA = frozenset({"labels", "annotations"})
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
 
 
+# Where the operator (Kopf) keeps its bookkeeping: dockyard.operator.main.KOPF_PREFIX.
+OPERATOR_BOOKKEEPING = "operator.dockyard.io/"
+
+
 def public(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object as clients see it: without the apiserver's field-manager bookkeeping."""
+    """The object as clients see it: without the apiserver's field-manager bookkeeping
+    (``managedFields``) nor the operator's (Kopf's progress and last-handled records,
+    annotations under ``operator.dockyard.io/``)."""
     shown = dict(obj)
-    shown["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    metadata = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    annotations = metadata.get("annotations")
+    if annotations:
+        metadata["annotations"] = {
+            k: v for k, v in annotations.items() if not k.startswith(OPERATOR_BOOKKEEPING)
+        }
+    shown["metadata"] = metadata
     return shown
 
 
@@ -50,7 +62,8 @@ def if_match(request: web.Request) -> str | None:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not value.isdigit():
+    # Every resourceVersion the apiserver issues is a positive integer: "0" never matches.
+    if not value.isdigit() or int(value) == 0:
         raise errors.precondition_failed(f"If-Match {header!r} is not an ETag this API issued.")
     return value
 

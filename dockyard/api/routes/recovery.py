@@ -34,6 +34,7 @@ from dockyard.api.routes.kinds import KindRoutes, with_traceparent
 from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.api.routes.objects import MERGE_PATCH_TYPES, caller, respond
 from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query, query_parameter
+from dockyard.core import telemetry
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 
 Object = dict[str, Any]
@@ -250,11 +251,18 @@ class RecoveryKindRoutes(KindRoutes):
 
 
 def annotation_diff(before: Object, after: Object) -> dict[str, dict[str, Any]]:
-    """The audit diff of a change to an object's annotations, as metadata/annotations/..."""
-    return spec_diff(
-        {"metadata": {"annotations": (before.get("metadata") or {}).get("annotations") or {}}},
-        {"metadata": {"annotations": (after.get("metadata") or {}).get("annotations") or {}}},
-    )
+    """The audit diff of a change to an object's annotations, as metadata/annotations/...
+
+    The request's own ``dockyard.io/traceparent`` is left out: it is where the trace
+    goes, not a change anyone asked for (the row has the trace id already).
+    """
+
+    def annotations(obj: Object) -> dict[str, Any]:
+        found = dict((obj.get("metadata") or {}).get("annotations") or {})
+        found.pop(telemetry.TRACEPARENT_ANNOTATION, None)
+        return {"metadata": {"annotations": found}}
+
+    return spec_diff(annotations(before), annotations(after))
 
 
 __all__ = [
