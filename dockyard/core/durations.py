@@ -23,9 +23,13 @@ _UNIT_SECONDS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0}
 def parse_duration(text: str) -> timedelta:
     """``text`` (``"72h"``, ``"1h30m"``, ``"1.5h"``, ``"45s"``) as a ``timedelta``.
 
-    Raises ``ValueError`` for anything ``GO_DURATION_PATTERN`` does not accept.
+    Raises ``ValueError`` for anything ``GO_DURATION_PATTERN`` does not accept, and for
+    a duration beyond ``timedelta``'s range (about 2.7 million years).
     """
     if not re.fullmatch(GO_DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration like 72h, 1h30m or 45s")
     seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any duration can be") from None

@@ -129,6 +129,7 @@ RESOURCE_TYPES: Final[Mapping[tuple[str, str], ResourceType]] = {
         RESTORE_DRILLS,
         SCALING_POLICIES,
         RATE_LIMIT_POLICIES,
+        WEBHOOKS,
         HORIZONTAL_POD_AUTOSCALERS,
         JOBS,
         PODS,

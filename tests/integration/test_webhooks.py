@@ -264,3 +264,63 @@ async def test_a_url_aimed_at_a_private_address_is_refused(
     assert ready["reason"] == "URLRefused"
     assert refused in ready["message"]
     assert "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS" in ready["message"]
+
+
+async def test_webhooks_have_the_rest_contract_of_every_kind(
+    kubectl: Kubectl, testbed: Testbed, namespace: str, start_api: StartApi
+) -> None:
+    await asyncio.to_thread(kubectl, "apply", "-f", "manifests/rbac-roles.yaml")
+    user = f"ops-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(
+        kubectl, "create", "rolebinding", user, "--clusterrole=dockyard-operator",
+        f"--user={user}", "-n", namespace,
+    )  # fmt: skip
+    api = await start_api()
+    headers = {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+    base = f"/api/v1/namespaces/{namespace}/webhooks"
+    body = {
+        "metadata": {"name": "chat"},
+        "spec": {
+            "url": "https://hooks.example.com/x",
+            "events": ["backup.failed"],
+            "secretRef": {"name": "chat-signing", "key": "secret"},
+        },
+    }
+
+    async def created() -> Any:
+        response = await api.post(base, json=body, headers=headers)
+        if response.status == 403:
+            return None  # until the RoleBinding reaches the authorizer
+        return response
+
+    response = await _until(created, within=30, what="created")
+    assert response.status == 201, await response.text()
+
+    async def checked() -> Any:
+        # The operator checks it at once (Ready=False: its Secret does not exist).
+        got = await api.get(f"{base}/chat", headers=headers)
+        conditions = ((await got.json()).get("status") or {}).get("conditions") or []
+        return got if any(c["reason"] == "SecretNotFound" for c in conditions) else None
+
+    await _until(checked, within=30, what="checked")
+    refused = await api.post(
+        base, json={**body, "metadata": {"name": "bad"}, "spec": {**body["spec"], "events": []}},
+        headers=headers,
+    )  # fmt: skip
+    assert refused.status == 422
+    assert (await refused.json())["errors"][0]["field"].startswith("spec.events")
+    # The operator's bookkeeping follows its check: a 412 is right while it writes.
+    for _ in range(10):
+        etag = (await api.get(f"{base}/chat", headers=headers)).headers["ETag"]
+        patched = await api.patch(
+            f"{base}/chat",
+            json={"spec": {"events": ["backup.failed", "drill.failed"]}},
+            headers={**headers, "Content-Type": "application/merge-patch+json", "If-Match": etag},
+        )
+        if patched.status != 412:
+            break
+        await asyncio.sleep(0.5)
+    assert patched.status == 200, await patched.text()
+    assert (await patched.json())["spec"]["events"] == ["backup.failed", "drill.failed"]
+    deleted = await api.delete(f"{base}/chat", headers=headers)
+    assert deleted.status == 204

@@ -303,6 +303,12 @@ def test_what_the_schema_refuses_does_not_parse(text: str) -> None:
         parse_duration(text)
 
 
+def test_a_duration_beyond_any_range_is_refused_not_crashed_on() -> None:
+    # Found by schemathesis: a RestoreDrill window of 704706852637651448.85m was a 500.
+    with pytest.raises(ValueError, match="longer than any duration"):
+        parse_duration("704706852637651448.854704484526m")
+
+
 def test_retries_back_off_and_level_off() -> None:
     assert [backoff(attempt) for attempt in range(8)] == [5, 10, 20, 40, 80, 160, 300, 300]
 
