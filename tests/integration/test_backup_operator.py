@@ -27,6 +27,7 @@ import yaml
 
 from dockyard.core import migrations
 from dockyard.operator.database import database_identity
+from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
@@ -483,7 +484,8 @@ def test_a_job_mode_backup_creates_a_least_privilege_runner_job(
     assert container["args"][0] == "backup-run"
     dsn = next(e for e in container["env"] if e["name"] == "DOCKYARD_BACKUP_SOURCE_DSN")
     assert dsn["valueFrom"]["secretKeyRef"] == {"name": "shop-database", "key": "uri"}
-    assert all("value" not in e or e["name"] == "DOCKYARD_LOG_FORMAT" for e in container["env"])
+    # Secrets by reference only; in plain text, the log format and the tracing.
+    assert all("value" not in e or e["name"] in jobs.PLAIN_VARIABLES for e in container["env"])
     key_volume = next(v for v in pod["volumes"] if v["name"] == "backup-key")
     assert key_volume["secret"]["secretName"] == "backup-key"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Backup"
