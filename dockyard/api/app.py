@@ -44,6 +44,7 @@ from dockyard.api.routes import (
     webhooks,
 )
 from dockyard.core import db
+from dockyard.core.audit_rows import OwnWriters
 from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient, KubeTimeouts, load_config
 from dockyard.core.resources import (
@@ -136,10 +137,11 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
         tracer_provider=app[keys.TRACING].provider,
         timeouts=KubeTimeouts.of(settings),
         breakers=app[keys.BREAKERS],
-        # The apiserver's audit webhook tells this API's own calls apart by it.
+        # With its identity, the apiserver's audit sink tells this API's own calls apart.
         user_agent=API_USER_AGENT,
     )
     app[keys.KUBE] = client
+    app[keys.OWN_WRITERS] = OwnWriters(settings.audit_own_users, client)
     app[keys.AUTHENTICATOR] = Authenticator(
         client, ttl=settings.auth_cache_ttl, audiences=settings.token_audiences
     )

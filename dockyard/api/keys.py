@@ -19,6 +19,7 @@ from dockyard.api.ratelimit.decisions import Verdict
 from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.service import RateLimiting
 from dockyard.api.readiness import ReadinessCache
+from dockyard.core.audit_rows import OwnWriters
 from dockyard.core.breakers import Breakers
 from dockyard.core.events import Event
 from dockyard.core.kube import KubeClient
@@ -28,6 +29,7 @@ from dockyard.core.telemetry import Tracing
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 KUBE = web.AppKey("kube", KubeClient)
+OWN_WRITERS = web.AppKey("own_writers", OwnWriters)
 OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
 OPERATIONS = web.AppKey("operations", dict[str, Operation])
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from dockyard.core.kube import KubeClient
+
 _SQL_INSERT = """
 INSERT INTO audit_events (
     occurred_at, actor, groups, action, resource, namespace, name, outcome,
@@ -84,3 +86,27 @@ async def insert_reported(conn: asyncpg.Connection, rows: Sequence[AuditRow]) ->
             await conn.fetchval(_SQL_INSERT + _ON_CONFLICT + " RETURNING 1", *row.arguments()) or 0
         )
     return new
+
+
+class OwnWriters:
+    """Who Dockyard itself is, to the apiserver: the configured user names of its
+    components (``Settings.audit_own_users``) and the identity of the client at hand,
+    learnt from the apiserver once (a SelfSubjectReview) and asked again until it answers.
+
+    The audit sink leaves a write to the component that made it only when its
+    authenticated user is one of these. A user agent alone says nothing: any client can
+    send ``dockyard-api`` as its own.
+    """
+
+    def __init__(self, configured: Sequence[str], kube: KubeClient) -> None:
+        self._known = frozenset(configured)
+        self._kube = kube
+        self._learnt = False
+
+    async def usernames(self) -> frozenset[str]:
+        if not self._learnt:
+            own = await self._kube.own_username()
+            if own is not None:
+                self._known |= {own}
+                self._learnt = True
+        return self._known

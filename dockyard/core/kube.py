@@ -30,7 +30,7 @@ import yaml
 from opentelemetry import trace
 from yarl import URL
 
-from dockyard.core import telemetry
+from dockyard.core import audit_ids, telemetry
 from dockyard.core.breakers import Breakers, Dependency
 from dockyard.core.settings import Settings
 
@@ -58,9 +58,20 @@ class CallerToken:
 
     The apiserver then authenticates the caller itself (user, uid, groups, extra exactly
     as it knows them) and authorizes and audits the call as theirs: no impersonation.
+
+    With ``audit_secret`` (the audit sink's token) each call carries an ``Audit-ID``
+    marking it as the API's for ``username`` (``dockyard.core.audit_ids``), so that the
+    audit sink does not record it a second time, as the caller's kubectl.
     """
 
     token: str = field(repr=False)
+    username: str = ""
+    audit_secret: str | None = field(default=None, repr=False)
+
+    def audit_id(self) -> str | None:
+        if self.audit_secret is None:
+            return None
+        return audit_ids.mint(self.audit_secret, self.username)
 
 
 # client-go re-reads a token file once a minute: projected service-account tokens are
@@ -281,6 +292,8 @@ class KubeClient:
         headers: list[tuple[str, str]] = []
         if as_caller is not None:
             headers.append(("Authorization", f"Bearer {as_caller.token}"))
+            if (audit_id := as_caller.audit_id()) is not None:
+                headers.append(("Audit-ID", audit_id))
         else:
             authorization = self._token.header()
             if authorization is not None:
@@ -349,6 +362,19 @@ class KubeClient:
 
     async def create(self, path: str, body: Any, **kwargs: Any) -> dict[str, Any]:
         return await self.request("POST", path, body=body, **kwargs)
+
+    async def own_username(self) -> str | None:
+        """This client's user name as the apiserver authenticates it (a SelfSubjectReview),
+        or None when it cannot be asked."""
+        try:
+            review = await self.create(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            )
+        except (KubeError, OSError, TimeoutError):
+            return None
+        username = ((review.get("status") or {}).get("userInfo") or {}).get("username")
+        return str(username) if username else None
 
     async def merge_patch(self, path: str, body: Any, **kwargs: Any) -> dict[str, Any]:
         return await self.request(

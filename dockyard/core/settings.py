@@ -301,6 +301,16 @@ class Settings(BaseSettings):
             "POST /api/v1/audit/kubernetes; unset: that endpoint is off"
         ),
     )
+    audit_own_users: list[str] = Field(
+        default_factory=lambda: [
+            "system:serviceaccount:dockyard-system:dockyard-api",
+            "system:serviceaccount:dockyard-system:dockyard-operator",
+        ],
+        description=(
+            "user names of Dockyard's own components, whose writes the audit sink leaves "
+            "to them (only with a Dockyard user agent too); the API adds its own identity"
+        ),
+    )
     # -- webhooks (the operator's dispatcher, docs/events.md) -----------------------------
     webhook_allow_http: bool = Field(
         default=False, description="allow http:// webhook URLs (https only otherwise)"

@@ -15,11 +15,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from aiohttp import ClientSession, TCPConnector, web
 
 from dockyard.api.app import create_app
+from dockyard.core.kube import CallerToken, KubeClient, load_config
+from dockyard.core.resources import RESTORES
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, api_settings
 
@@ -124,3 +127,115 @@ async def test_a_batch_without_the_apiservers_token_is_refused(
         problem = await refused.json()
     assert refused.status == 401
     assert problem["type"].endswith("/unauthorized")
+
+
+async def _rows_of(
+    http: ClientSession, url: str, headers: dict[str, str], namespace: str, actor: str
+) -> list[dict[str, Any]]:
+    """The kubectl rows of ``actor`` in ``namespace``, waited for (the apiserver batches)."""
+    rows: list[dict[str, Any]] = []
+    for _ in range(60):
+        listed = await http.get(
+            f"{url}/api/v1/audit-events",
+            params={"source": "kubectl", "namespace": namespace},
+            headers=headers,
+        )
+        assert listed.status == 200, await listed.text()
+        rows = [r for r in (await listed.json())["items"] if r["actor"] == actor]
+        if rows:
+            return rows
+        await asyncio.sleep(0.5)
+    return rows
+
+
+async def test_a_write_with_dockyards_user_agent_is_still_audited_as_its_user(
+    sink: tuple[str, ssl.SSLContext],
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+) -> None:
+    """The attack: a tenant's operator edits an approval and claims to be the Dockyard
+    API by its User-Agent, hoping the sink leaves the write out of the trail."""
+    url, trust = sink
+    kubectl("apply", "-f", "manifests/rbac-roles.yaml")
+    admin = f"admin-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "clusterrolebinding", admin, "--clusterrole=dockyard-admin",
+            f"--user={admin}")  # fmt: skip
+    as_admin = {"Authorization": f"Bearer {testbed.user_token(admin, [])}"}
+    mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    restore = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": "sneaky", "namespace": namespace},
+        "spec": {"source": {"backupRef": {"name": "nightly"}}, "dryRun": True},
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(restore))
+    await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
+    disguised = KubeClient.connect(
+        load_config(Path(testbed_state.kubeconfig), {}), user_agent="dockyard-api/1.0"
+    )
+    try:
+        await disguised.merge_patch(
+            RESTORES.path(namespace, "sneaky"),
+            {"metadata": {"annotations": {"dockyard.io/approved-by": mallory}}},
+            as_caller=CallerToken(mallory_token),
+        )
+    finally:
+        await disguised.close()
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        rows = await _rows_of(http, url, as_admin, namespace, mallory)
+    assert [(r["action"].split(" agent=")[0], r["name"]) for r in rows] == [
+        ("PATCH restores", "sneaky")
+    ]
+    assert rows[0]["action"].endswith("agent=dockyard-api/1.0")
+
+
+async def test_a_bad_event_costs_only_itself_and_overlong_fields_are_cut(
+    sink: tuple[str, ssl.SSLContext], testbed_state: State, namespace: str
+) -> None:
+    url, trust = sink
+
+    def event(audit_id: str | None, username: str, groups: list[str]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "stage": "ResponseComplete",
+            "verb": "patch",
+            "user": {"username": username, "groups": groups},
+            "userAgent": "kubectl/v1.37.1",
+            "objectRef": {
+                "apiGroup": "dockyard.io",
+                "resource": "restores",
+                "namespace": namespace,
+                "name": "promote",
+            },
+            "responseStatus": {"code": 200},
+        }
+        if audit_id is not None:
+            body["auditID"] = audit_id
+        return body
+
+    crowd = [f"group-{i}" for i in range(200)]
+    batch = {
+        "kind": "EventList",
+        "apiVersion": "audit.k8s.io/v1",
+        "items": [
+            event(str(uuid.uuid4()), "x" * 1000, crowd),  # too much: cut to fit
+            event(None, "nobody", []),  # not an audit event at all: skipped
+            event(str(uuid.uuid4()), "carol", ["ops"]),  # fine
+        ],
+    }
+    sink_auth = {"Authorization": f"Bearer {testbed_state.audit_sink_token}"}
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        answer = await http.post(f"{url}/api/v1/audit/kubernetes", json=batch, headers=sink_auth)
+        assert answer.status == 200, await answer.text()
+        assert await answer.json() == {"recorded": 2, "skipped": 1}
+    conn = await asyncpg.connect(api_settings(testbed_state).database_url.get_secret_value())
+    try:
+        rows = await conn.fetch(
+            "SELECT actor, groups FROM audit_events WHERE source = 'kubectl' "
+            "AND namespace = $1 ORDER BY actor",
+            namespace,
+        )
+    finally:
+        await conn.close()
+    assert [(r["actor"], len(r["groups"])) for r in rows] == [("carol", 1), ("x" * 256, 64)]

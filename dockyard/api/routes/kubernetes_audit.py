@@ -2,9 +2,16 @@
 
 The apiserver (``--audit-webhook-config-file``, see ``manifests/audit/``) posts batches
 of ``audit.k8s.io/v1`` events here. Each write to a ``dockyard.io`` object that did not
-come through Dockyard itself (this API, the operator, Kopf, the runners, which audit
-their own) becomes an audit row with source ``kubectl``: the user, the verb, the object
-and the response code. A batch sent again is recorded once (by ``auditID``).
+come through Dockyard itself (this API and the operator with Kopf, which audit their
+own) becomes an audit row with source ``kubectl``: the user, the verb, the object and
+the response code. A batch sent again is recorded once (by ``auditID``).
+
+Dockyard's own writes are told apart by proof, never by the user agent, which any
+client chooses: the API's calls made with a caller's token carry an ``auditID`` only
+an API replica can mint (``dockyard.core.audit_ids``); its and the operator's calls as
+themselves are made by the user names of ``OwnWriters`` (with a Dockyard user agent).
+An event the trail cannot hold (too many groups, an over-long name) is cut to fit or
+skipped, never the whole batch.
 
 The apiserver authenticates with the bearer token ``DOCKYARD_AUDIT_SINK_TOKEN`` (its
 webhook kubeconfig holds the same); without the setting the endpoint is off (404). It is
@@ -17,16 +24,16 @@ from __future__ import annotations
 import hmac
 import logging
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from dockyard.api import errors, keys
 from dockyard.api.auth import bearer_token
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation, OperationRegistry
-from dockyard.core import audit_rows
+from dockyard.core import audit_ids, audit_rows
 from dockyard.core.audit_rows import AuditRow, Source
 
 logger = logging.getLogger(__name__)
@@ -38,21 +45,32 @@ OWN_AGENTS: Final = ("dockyard", "kopf/")
 MAX_BATCH: Final = 1000
 
 
+def _fit(limit: int) -> BeforeValidator:
+    """Cut a string or a list to ``limit``: the trail keeps what fits, not nothing."""
+
+    def cut(value: Any) -> Any:
+        return value[:limit] if isinstance(value, str | list) else value
+
+    return BeforeValidator(cut)
+
+
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class ReportedUser(_Loose):
-    username: str = Field(default="unknown", max_length=256)
-    groups: list[str] = Field(default_factory=list, max_length=64)
+    username: Annotated[str, _fit(256)] = Field(default="unknown", max_length=256)
+    groups: Annotated[list[Annotated[str, _fit(256)]], _fit(64)] = Field(
+        default_factory=list, max_length=64
+    )
 
 
 class ReportedObject(_Loose):
-    api_group: str = Field(default="", alias="apiGroup", max_length=253)
-    resource: str = Field(default="", max_length=63)
-    subresource: str | None = Field(default=None, max_length=63)
-    namespace: str | None = Field(default=None, max_length=63)
-    name: str | None = Field(default=None, max_length=253)
+    api_group: Annotated[str, _fit(253)] = Field(default="", alias="apiGroup", max_length=253)
+    resource: Annotated[str, _fit(63)] = Field(default="", max_length=63)
+    subresource: Annotated[str | None, _fit(63)] = Field(default=None, max_length=63)
+    namespace: Annotated[str | None, _fit(63)] = Field(default=None, max_length=63)
+    name: Annotated[str | None, _fit(253)] = Field(default=None, max_length=253)
 
 
 class ReportedStatus(_Loose):
@@ -66,21 +84,31 @@ class ReportedEvent(_Loose):
     stage: str = Field(max_length=32)
     verb: str = Field(max_length=32)
     user: ReportedUser = Field(default_factory=ReportedUser)
-    user_agent: str = Field(default="", alias="userAgent", max_length=1024)
-    source_ips: list[str] = Field(default_factory=list, alias="sourceIPs", max_length=16)
+    user_agent: Annotated[str, _fit(1024)] = Field(default="", alias="userAgent", max_length=1024)
+    source_ips: Annotated[list[str], _fit(16)] = Field(
+        default_factory=list, alias="sourceIPs", max_length=16
+    )
     object_ref: ReportedObject | None = Field(default=None, alias="objectRef")
     response_status: ReportedStatus | None = Field(default=None, alias="responseStatus")
     stage_timestamp: datetime | None = Field(default=None, alias="stageTimestamp")
 
-    def row(self) -> AuditRow | None:
-        """The audit row of a client's write to a Dockyard object, else None."""
+    def is_dockyards(self, own_writers: frozenset[str], secret: str) -> bool:
+        """Whether Dockyard made this call: the API for a caller (its audit ID proves
+        it), or the API or the operator as itself (its user, and its user agent)."""
+        if audit_ids.is_own(secret, self.audit_id, self.user.username):
+            return True
+        return self.user.username in own_writers and self.user_agent.startswith(OWN_AGENTS)
+
+    def row(self, own_writers: frozenset[str], secret: str) -> AuditRow | None:
+        """The audit row of a client's write to a Dockyard object, else None (also for
+        a write Dockyard made itself, which it audits where it makes it)."""
         ref = self.object_ref
         if (
             self.stage != "ResponseComplete"
             or ref is None
             or ref.api_group != GROUP
             or self.verb not in WRITES
-            or self.user_agent.startswith(OWN_AGENTS)
+            or self.is_dockyards(own_writers, secret)
         ):
             return None
         resource = ref.resource + (f"/{ref.subresource}" if ref.subresource else "")
@@ -109,8 +137,33 @@ class ReportedBatch(_Loose):
     items: list[ReportedEvent] = Field(default_factory=list, max_length=MAX_BATCH)
 
 
+class _RawBatch(_Loose):
+    """What is parsed: each item on its own, so that one bad event costs only itself."""
+
+    items: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_BATCH)
+
+
 class Recorded(BaseModel):
     recorded: int = Field(description="rows added (a batch sent again adds none)")
+    skipped: int = Field(
+        default=0, description="events that are not audit events at all (no auditID, stage or verb)"
+    )
+
+
+def _events(items: list[dict[str, Any]]) -> tuple[list[ReportedEvent], int]:
+    events: list[ReportedEvent] = []
+    skipped = 0
+    for item in items:
+        try:
+            events.append(ReportedEvent.model_validate(item))
+        except ValidationError as exc:
+            skipped += 1
+            logger.warning(
+                "audit sink: an event was skipped",
+                extra={"event": "audit.sink_event_skipped",
+                       "fields": sorted({".".join(map(str, e["loc"])) for e in exc.errors()})},
+            )  # fmt: skip
+    return events, skipped
 
 
 async def ingest(request: web.Request) -> web.Response:
@@ -122,15 +175,18 @@ async def ingest(request: web.Request) -> web.Response:
         logger.warning("audit sink: a batch with a wrong token was refused")
         raise errors.unauthorized("This endpoint takes the apiserver's audit sink token.")
     try:
-        batch = ReportedBatch.model_validate(await read_json(request))
+        batch = _RawBatch.model_validate(await read_json(request))
     except ValidationError as exc:
         raise errors.from_validation_error(exc, prefix="body") from None
-    rows = [row for event in batch.items if (row := event.row()) is not None]
+    events, skipped = _events(batch.items)
+    own = await request.app[keys.OWN_WRITERS].usernames()
+    secret = expected.get_secret_value()
+    rows = [row for event in events if (row := event.row(own, secret)) is not None]
     recorded = 0
     if rows:
         async with request.app[keys.DB_POOL].acquire() as conn, conn.transaction():
             recorded = await audit_rows.insert_reported(conn, rows)
-    body: dict[str, Any] = Recorded(recorded=recorded).model_dump()
+    body: dict[str, Any] = Recorded(recorded=recorded, skipped=skipped).model_dump()
     return web.json_response(body)
 
 
@@ -150,7 +206,7 @@ def register(registry: OperationRegistry) -> None:
             responses={
                 401: "Not the apiserver's audit sink token",
                 404: "The audit sink is not enabled (DOCKYARD_AUDIT_SINK_TOKEN unset)",
-                422: "Not an audit.k8s.io/v1 EventList",
+                422: "Not an audit.k8s.io/v1 EventList (a bad event alone is skipped)",
             },
             description="For the kube-apiserver only (--audit-webhook-config-file; see "
             "docs/audit.md). Writes to dockyard.io objects made by clients other than "

@@ -77,7 +77,12 @@ def caller(request: web.Request) -> CallerToken:
     token = bearer_token(request.headers.get("Authorization"))
     if keys.PRINCIPAL not in request or token is None:
         raise errors.unauthorized()  # only authenticated operations call the apiserver
-    return CallerToken(token)
+    sink = request.app[keys.SETTINGS].audit_sink_token
+    return CallerToken(
+        token,
+        username=request[keys.PRINCIPAL].user,
+        audit_secret=sink.get_secret_value() if sink is not None else None,
+    )
 
 
 def merge(target: Any, patch: Any) -> Any:

@@ -17,26 +17,19 @@ import asyncpg
 
 from dockyard.core import audit_rows
 from dockyard.core.audit_rows import AuditRow, Source
-from dockyard.core.kube import KubeClient, KubeError
+from dockyard.core.kube import KubeClient
 
 logger = logging.getLogger(__name__)
 
 FALLBACK_IDENTITY: Final = "dockyard-operator"
-_REVIEWS: Final = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 async def identity(kube: KubeClient) -> str:
     """The operator's user name, as the apiserver authenticates it."""
-    try:
-        review = await kube.create(
-            _REVIEWS,
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-        )
-    except (KubeError, OSError, TimeoutError) as exc:
-        logger.warning("own identity unknown", extra={"error": type(exc).__name__})
-        return FALLBACK_IDENTITY
-    username = ((review.get("status") or {}).get("userInfo") or {}).get("username")
-    return str(username) if username else FALLBACK_IDENTITY
+    username = await kube.own_username()
+    if username is None:
+        logger.warning("own identity unknown: the SelfSubjectReview failed")
+    return username or FALLBACK_IDENTITY
 
 
 class OperatorAudit:
