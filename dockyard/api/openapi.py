@@ -18,6 +18,8 @@ from pydantic.json_schema import models_json_schema
 
 from dockyard.api.auth import Permission
 from dockyard.api.paths import PATH_PARAMETERS
+from dockyard.api.protocol import MAX_REQUEST_LINE
+from dockyard.api.transport import PROBE_PATHS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,6 +46,11 @@ class Operation:
     permission: Permission | None = None
     description: str = ""
     parameters: tuple[dict[str, Any], ...] = ()
+    request_optional: bool = False
+    """Whether the body may be left out (``request_model``'s defaults apply then)."""
+    request_schema: dict[str, Any] | None = None
+    """A body's JSON Schema when no model describes it: a JSON merge patch, sent as
+    ``application/merge-patch+json`` or ``application/json``."""
 
 
 class OperationRegistry:
@@ -102,17 +109,34 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
             entry["security"] = []
         if op.request_model is not None:
             entry["requestBody"] = {
-                "required": True,
+                "required": not op.request_optional,
                 "content": {
                     "application/json": {"schema": refs[(op.request_model, "serialization")]}
                 },
             }
-        invalid = {400: "A path parameter is not a Kubernetes name"} if path_params else {}
-        for status, text in sorted({200: "OK", **invalid, **op.responses}.items()):
+        elif op.request_schema is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    media: {"schema": op.request_schema}
+                    for media in ("application/merge-patch+json", "application/json")
+                },
+            }
+        implied = {200: "OK"}
+        if path_params:
+            implied[400] = "A path parameter is not a Kubernetes name"
+        if op.path not in PROBE_PATHS:
+            implied[429] = "Rate limited (a RateLimitPolicy); see Retry-After"
+        if any(parameter["in"] == "query" for parameter in op.parameters):
+            implied[414] = f"The request line is over {MAX_REQUEST_LINE} bytes"
+        links = _links(op, operations)
+        for status, text in sorted({**implied, **op.responses}.items()):
             response: dict[str, Any] = {"description": text}
             if status < 400 and op.response_model is not None:
                 schema = refs[(op.response_model, "serialization")]
                 response["content"] = {"application/json": {"schema": schema}}
+            if status == 201 and links:
+                response["links"] = links
             entry["responses"][str(status)] = response
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {
@@ -135,6 +159,25 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
             },
         },
         "security": [{"bearer": []}],
+    }
+
+
+def _links(op: Operation, operations: Sequence[Operation]) -> dict[str, Any]:
+    """What a client can do next with the object a create answers: every operation on
+    ``<collection>/{name}``, its parameters taken from the request and the answer."""
+    if op.method != "POST" or 201 not in op.responses or op.path.endswith("}"):
+        return {}
+    one = op.path + "/{name}"
+    return {
+        follower.operation_id: {
+            "operationId": follower.operation_id,
+            "parameters": {
+                **{name: f"$request.path.{name}" for name in _path_params(op.path)},
+                "name": "$response.body#/metadata/name",
+            },
+        }
+        for follower in operations
+        if follower.path == one or follower.path.startswith(one + "/")
     }
 
 

@@ -20,6 +20,7 @@ from dockyard.api.audit.events import CURSOR_MAX_LENGTH, AuditEventList, Cursor,
 from dockyard.api.audit.repository import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, AuditLog
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation, OperationRegistry
+from dockyard.api.routes.pages import CURSOR_PATTERN, query_parameters
 from dockyard.core.audit_rows import Source
 
 # A query string turns an unencoded "+" into a space: "...T10:00:00 02:00" is what a
@@ -64,6 +65,7 @@ class AuditQuery(BaseModel):
     cursor: str | None = Field(
         default=None,
         max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
         description="the nextCursor of the previous page; omit for the first",
     )
 
@@ -118,28 +120,6 @@ async def list_audit_events(request: web.Request) -> web.Response:
     # The query's fields are the listing's filters, limit and cursor, by the same names.
     page = await AuditLog(request.app[keys.DB_POOL]).list(**query.model_dump())
     return web.json_response(page.model_dump(mode="json"))
-
-
-def query_parameters(model: type[BaseModel]) -> tuple[dict[str, Any], ...]:
-    """OpenAPI query parameters from a query model's fields (all optional)."""
-    schema = model.model_json_schema()
-    parameters = []
-    for name, prop in schema["properties"].items():
-        # "X | None" is anyOf [X, null]; a query parameter is either present or absent.
-        branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
-        param_schema = {k: v for k, v in branches[0].items() if k not in ("title", "description")}
-        if "default" in prop and prop["default"] is not None:
-            param_schema["default"] = prop["default"]
-        parameters.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "description": prop.get("description", ""),
-                "schema": param_schema,
-            }
-        )
-    return tuple(parameters)
 
 
 def register(registry: OperationRegistry) -> None:

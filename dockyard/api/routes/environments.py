@@ -26,12 +26,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from dockyard.api import cursors, fanout, keys
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation, OperationRegistry, replace
+from dockyard.api.paths import DNS_LABEL
 from dockyard.api.routes.contract import COMMON_RESPONSES
 from dockyard.api.routes.events import stream_events
 from dockyard.api.routes.kinds import KindRoutes
 from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
 from dockyard.api.routes.objects import public
-from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query
+from dockyard.api.routes.pages import (
+    CURSOR_PATTERN,
+    LABEL_SELECTOR_PATTERN,
+    Predicate,
+    label_filter,
+    page,
+    parse_query,
+    query_parameters,
+)
 from dockyard.core.models.environment import Environment
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -66,11 +75,14 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     limit: int = Field(default=50, ge=1, le=500, description="page size")
-    cursor: str | None = Field(default=None, max_length=512, description="from nextCursor")
+    cursor: str | None = Field(
+        default=None, max_length=512, pattern=CURSOR_PATTERN, description="from nextCursor"
+    )
     label_selector: str | None = Field(
         default=None,
         alias="labelSelector",
         max_length=1024,
+        pattern=LABEL_SELECTOR_PATTERN,
         description="a Kubernetes label selector",
     )
     tier: str | None = Field(
@@ -162,8 +174,14 @@ class EnvironmentRoutes(KindRoutes):
             response_model=self.list_model,
             responses=COMMON_RESPONSES,
             description="Filters: labelSelector, tier, phase; cursor pagination.",
+            parameters=query_parameters(ListQuery),
         )
-        operations = replace(super().operations(), self.list_namespaced, description="")
+        operations = replace(
+            super().operations(),
+            self.list_namespaced,
+            description="",
+            parameters=query_parameters(ListQuery),
+        )
         operations = replace(
             operations,
             self.delete,
@@ -201,7 +219,7 @@ class EnvironmentRoutes(KindRoutes):
                     "in": "query",
                     "required": False,
                     "description": "only this namespace's events",
-                    "schema": {"type": "string", "maxLength": 63},
+                    "schema": DNS_LABEL.schema(),
                 },
                 {
                     "name": "lastEventId",

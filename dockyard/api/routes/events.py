@@ -257,19 +257,24 @@ class _Stream:
 
 
 def _resume_point(request: web.Request) -> int | None:
-    """The log position to resume after: ``Last-Event-ID`` (or ``?lastEventId=``)."""
-    for source, value in (
-        ("header.Last-Event-ID", request.headers.get("Last-Event-ID")),
-        ("query.lastEventId", request.query.get("lastEventId")),
-    ):
-        if value is None:
-            continue
-        if not value.isdigit() or len(value) > 18:
-            raise errors.validation_failed(
-                [errors.FieldError(field=source, message="not an event id from this stream")]
-            )
-        return int(value)
-    return None
+    """The log position to resume after: ``Last-Event-ID``, else ``?lastEventId=``. Each
+    one given must be an id from this stream."""
+    given = [
+        (source, value)
+        for source, value in (
+            ("header.Last-Event-ID", request.headers.get("Last-Event-ID")),
+            ("query.lastEventId", request.query.get("lastEventId")),
+        )
+        if value is not None
+    ]
+    problems = [
+        errors.FieldError(field=source, message="not an event id from this stream")
+        for source, value in given
+        if not value.isdigit() or len(value) > 18
+    ]
+    if problems:
+        raise errors.validation_failed(problems)
+    return int(given[0][1]) if given else None
 
 
 async def _newest(request: web.Request) -> int:

@@ -56,6 +56,25 @@ def with_traceparent(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "annotations": annotations}
 
 
+# What a PATCH may hold: the fields ``objects.PATCHABLE`` names. ``null`` removes a field.
+_STRING_MAP: dict[str, Any] = {
+    "type": ["object", "null"],
+    "additionalProperties": {"type": ["string", "null"]},
+}
+MERGE_PATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "metadata": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {"labels": _STRING_MAP, "annotations": _STRING_MAP},
+        },
+        "spec": {"type": "object", "description": "the fields of spec to change"},
+    },
+}
+
+
 @dataclass(frozen=True)
 class KindRoutes(KindContract):
     """One kind's REST routes: ``model`` is its custom resource, ``cache`` its watch cache.
@@ -223,6 +242,7 @@ class KindRoutes(KindContract):
                 responses={
                     **COMMON_RESPONSES,
                     201: "Created",
+                    404: "The namespace does not exist",
                     409: "Already exists",
                     413: "Body too large",
                     415: "Not JSON",
@@ -247,7 +267,10 @@ class KindRoutes(KindContract):
                 self.patch,
                 "patch",
                 response_model=self.model,
-                responses=changed,
+                request_schema=MERGE_PATCH_SCHEMA,
+                responses={**changed, 413: "Body too large", 415: "Not JSON"},
+                description="A JSON merge patch (RFC 7396) of spec, metadata.labels and "
+                "metadata.annotations; the patched spec must be valid as a whole.",
             ),
             self.operation(
                 "DELETE",

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from dockyard.api import keys
+from dockyard.api import errors, keys
 from dockyard.api.auth import GROUP, Principal
 from dockyard.api.openapi import Operation, OperationRegistry
 from dockyard.api.paths import DNS_LABEL
@@ -57,7 +57,11 @@ def _access(allowed: Mapping[tuple[str, str], bool]) -> list[ResourceAccess]:
 
 async def get_me(request: web.Request) -> web.Response:
     principal: Principal = request[keys.PRINCIPAL]
-    namespace = request.query.get("namespace", "default")[:63]
+    namespace = request.query.get("namespace", "default")
+    if len(namespace) > DNS_LABEL.max_length:
+        raise errors.validation_failed(
+            [errors.FieldError(field="query.namespace", message="at most 63 characters")]
+        )
 
     def body(permissions: list[ResourceAccess]) -> bytes:
         me = Me(
@@ -95,7 +99,7 @@ def register(registry: OperationRegistry) -> None:
             "identity",
             get_me,
             response_model=Me,
-            responses={401: "No valid bearer token"},
+            responses={401: "No valid bearer token", 422: "?namespace= is over 63 characters"},
             description=f"Permissions are checked with SubjectAccessReviews in the {GROUP} "
             "group for the namespace given by ?namespace= (default: default).",
             parameters=(

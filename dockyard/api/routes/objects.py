@@ -105,15 +105,26 @@ def patch_problems(raw: dict[str, Any]) -> list[errors.FieldError]:
         for k in raw
         if k not in PATCHABLE
     ]
-    metadata = raw.get("metadata") or {}
+    if "spec" in raw and not isinstance(raw["spec"], dict):
+        problems.append(errors.FieldError(field="spec", message="must be an object"))
+    metadata = raw.get("metadata")
+    if metadata is None:
+        return problems
     if not isinstance(metadata, dict):
         problems.append(errors.FieldError(field="metadata", message="must be an object"))
-    else:
-        problems += [
-            errors.FieldError(field=f"metadata.{k}", message="cannot be changed")
-            for k in metadata
-            if k not in PATCHABLE_METADATA
-        ]
+        return problems
+    for key, value in metadata.items():
+        if key not in PATCHABLE_METADATA:
+            problems.append(errors.FieldError(field=f"metadata.{key}", message="cannot be changed"))
+        elif value is not None and not (
+            isinstance(value, dict) and all(isinstance(v, str | None) for v in value.values())
+        ):
+            problems.append(
+                errors.FieldError(
+                    field=f"metadata.{key}",
+                    message="must be an object of strings (null removes one)",
+                )
+            )
     return problems
 
 

@@ -21,6 +21,12 @@ Object = dict[str, Any]
 Predicate = Callable[[Object], bool]
 Query = TypeVar("Query", bound=BaseModel)
 
+# What the query models let through, said in the OpenAPI document too (query_parameters):
+# a cursor is unpadded URL-safe base64 (dockyard.api.cursors), a label selector printable
+# ASCII. Both keep the longest valid query under the request line's limit.
+CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
+LABEL_SELECTOR_PATTERN = "^[ -~]*$"
+
 
 def parse_query(request: web.Request, model: type[Query]) -> Query:
     """The query string validated by ``model``; 422 with ``query.<name>`` field paths."""
@@ -28,6 +34,32 @@ def parse_query(request: web.Request, model: type[Query]) -> Query:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
         raise errors.from_validation_error(exc, prefix="query") from None
+
+
+def query_parameters(model: type[BaseModel]) -> tuple[dict[str, Any], ...]:
+    """The OpenAPI query parameters of a query model's fields (all optional), by alias."""
+    schema = model.model_json_schema(by_alias=True)
+    definitions = schema.get("$defs", {})
+    parameters = []
+    for name, prop in schema["properties"].items():
+        # "X | None" is anyOf [X, null]; a query parameter is either present or absent.
+        branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+        branch = branches[0]
+        if "$ref" in branch:  # an enum: inlined, the parameter has no components of its own
+            branch = definitions[branch["$ref"].rsplit("/", 1)[-1]]
+        param_schema = {k: v for k, v in branch.items() if k not in ("title", "description")}
+        if "default" in prop and prop["default"] is not None:
+            param_schema["default"] = prop["default"]
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": prop.get("description", ""),
+                "schema": param_schema,
+            }
+        )
+    return tuple(parameters)
 
 
 def label_filter(selector: str) -> Predicate:

@@ -30,10 +30,20 @@ from dockyard.api import cursors, errors, keys
 from dockyard.api.audit.diff import spec_diff
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation, replace
+from dockyard.api.paths import DNS_SUBDOMAIN
 from dockyard.api.routes.kinds import KindRoutes, with_traceparent
 from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.api.routes.objects import MERGE_PATCH_TYPES, caller, respond
-from dockyard.api.routes.pages import Predicate, label_filter, page, parse_query, query_parameter
+from dockyard.api.routes.pages import (
+    CURSOR_PATTERN,
+    LABEL_SELECTOR_PATTERN,
+    Predicate,
+    label_filter,
+    page,
+    parse_query,
+    query_parameter,
+    query_parameters,
+)
 from dockyard.core import telemetry
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 
@@ -66,15 +76,25 @@ class PageQuery(BaseModel):
 
     limit: int = Field(default=LIMIT_DEFAULT, ge=1, le=LIMIT_MAX, description="page size")
     cursor: str | None = Field(
-        default=None, max_length=CURSOR_MAX_LENGTH, description="from nextCursor"
+        default=None,
+        max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description="nextCursor of the previous page",
     )
     label_selector: str | None = Field(
-        default=None, alias="labelSelector", max_length=1024, description="label selector"
+        default=None,
+        alias="labelSelector",
+        max_length=1024,
+        pattern=LABEL_SELECTOR_PATTERN,
+        description="a Kubernetes label selector",
     )
     environment: str | None = Field(
-        default=None, max_length=253, description="only objects about this Environment"
+        default=None,
+        max_length=DNS_SUBDOMAIN.max_length,
+        pattern=DNS_SUBDOMAIN.pattern,
+        description="only objects about this Environment",
     )
-    phase: str | None = Field(default=None, max_length=32, description="only this phase")
+    phase: str | None = Field(default=None, max_length=32, description="only objects in this phase")
 
 
 def environment_ref(obj: Object) -> frozenset[str]:
@@ -227,23 +247,7 @@ class RecoveryKindRoutes(KindRoutes):
         return operations
 
     def _list_parameters(self) -> tuple[dict[str, Any], ...]:
-        limit = {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": LIMIT_DEFAULT}
-        parameters = [
-            query_parameter("limit", limit, "page size"),
-            query_parameter(
-                "cursor", {"type": "string", "maxLength": 400}, "nextCursor of the previous page"
-            ),
-            query_parameter(
-                "labelSelector",
-                {"type": "string", "maxLength": 1024},
-                "a Kubernetes label selector",
-            ),
-            query_parameter(
-                "environment",
-                {"type": "string", "maxLength": 253},
-                "only objects about this Environment",
-            ),
-        ]
+        parameters = [p for p in query_parameters(PageQuery) if p["name"] != "phase"]
         if self.phases is not None:
             phases = {"type": "string", "enum": [p.value for p in self.phases]}
             parameters.append(query_parameter("phase", phases, "only objects in this phase"))

@@ -93,6 +93,7 @@ def register(registry: OperationRegistry) -> None:
             redeliver,
             "patch",
             request_model=RedeliverRequest,
+            request_optional=True,
             response_model=Redelivery,
             responses={202: "The dead letters are pending again (their event ids)"},
             description="Needs patch on the webhook. Dead letters are deliveries given up "
