@@ -214,6 +214,7 @@ _RUNTIME_GRANTS = (
     f"REVOKE INSERT ON {TABLE} FROM {{role}}",
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
     "GRANT EXECUTE ON FUNCTION audit_purge_before(timestamptz, integer) TO {role}",
+    "GRANT EXECUTE ON FUNCTION events_purge_before(timestamptz, integer) TO {role}",
 )
 
 
@@ -222,7 +223,8 @@ async def grant_runtime(target: Target, role: str) -> None:
 
     Run as the owner of the tables (the migration role), after :func:`migrate`. The
     runtime role may INSERT and SELECT ``audit_events`` but not UPDATE, DELETE or
-    TRUNCATE it; retention deletes through ``audit_purge_before`` (migration 0003).
+    TRUNCATE it; retention deletes through ``audit_purge_before`` (migration 0003), and
+    likewise from the event log through ``events_purge_before`` (migration 0007).
     """
     quoted = '"' + role.replace('"', '""') + '"'
     async with _connection(target) as conn, conn.transaction():

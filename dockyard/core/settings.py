@@ -343,6 +343,15 @@ class Settings(BaseSettings):
     webhook_breaker_open_seconds: float = Field(
         default=30.0, gt=0, le=3600, description="seconds an endpoint's open breaker holds"
     )
+    event_retention_days: int = Field(
+        default=30,
+        ge=7,
+        le=3650,
+        description=(
+            "days the event log (SSE resume, webhook fan-out) and finished webhook "
+            "deliveries are kept; an event with a delivery still pending is kept"
+        ),
+    )
     webhook_interval: float = Field(
         default=0.5, gt=0, le=60, description="seconds between the dispatcher's passes"
     )

@@ -11,6 +11,8 @@
   once the lease ends.
 - ``delivered``, ``retry`` and ``give_up`` record an attempt's result; ``redeliver``
   revives dead letters.
+- ``forget`` drops a deleted Webhook's deliveries and cursor; ``purge`` is retention:
+  finished deliveries and events past ``DOCKYARD_EVENT_RETENTION_DAYS``.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ UPDATE webhook_deliveries SET state = 'pending', next_at = now(), due_since = no
 WHERE webhook_uid = $1 AND state = 'dead' AND ($2::text IS NULL OR event_id = $2)
 RETURNING event_id
 """
+
+
+_SQL_FORGET_DELIVERIES = "DELETE FROM webhook_deliveries WHERE webhook_uid = $1"
+_SQL_FORGET_CURSOR = "DELETE FROM webhook_cursors WHERE webhook_uid = $1"
+_SQL_PURGE_FINISHED = """
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE (state = 'delivered' AND delivered_at < $1) OR (state = 'dead' AND due_since < $1)
+    LIMIT $2
+)
+"""
+_SQL_PURGE_EVENTS = "SELECT events_purge_before($1, $2)"
+PURGE_BATCH: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +180,28 @@ async def counts(pool: asyncpg.Pool, uids: Sequence[str]) -> dict[str, dict[str,
 async def redeliver(conn: Any, webhook_uid: str, event_id: str | None) -> list[str]:
     """Make the dead letters of one Webhook (or one event's) pending again; their ids."""
     return [r["event_id"] for r in await conn.fetch(_SQL_REDELIVER, webhook_uid, event_id)]
+
+
+async def forget(pool: asyncpg.Pool, webhook_uid: str) -> None:
+    """Drop a deleted Webhook's deliveries (pending ones too) and its cursor."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_SQL_FORGET_DELIVERIES, webhook_uid)
+        await conn.execute(_SQL_FORGET_CURSOR, webhook_uid)
+
+
+async def purge(pool: asyncpg.Pool, before: datetime) -> tuple[int, int]:
+    """Retention: delete finished deliveries, then events, from before ``before``, in
+    batches; (deliveries, events) deleted. Events with a pending delivery stay."""
+    deliveries = events = 0
+    while True:
+        status = await pool.execute(_SQL_PURGE_FINISHED, before, PURGE_BATCH)
+        done = int(status.split()[-1])
+        deliveries += done
+        if done < PURGE_BATCH:
+            break
+    while True:
+        done = int(await pool.fetchval(_SQL_PURGE_EVENTS, before, PURGE_BATCH) or 0)
+        events += done
+        if done < PURGE_BATCH:
+            break
+    return deliveries, events

@@ -80,6 +80,16 @@ async def test_the_runtime_role_cannot_delete_or_truncate_audit_rows(
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetchval("SELECT audit_purge_before(now(), 1000)")
         assert await conn.fetchval("SELECT count(*) FROM audit_events WHERE actor = $1", marker)
+        # The event log likewise: its rows go only through retention's function, which
+        # refuses anything younger than a week.
+        for statement in ("DELETE FROM events", "TRUNCATE events", "UPDATE events SET name = ''"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="7 days"):
+            await conn.fetchval("SELECT events_purge_before(now(), 1000)")
+        assert (
+            await conn.fetchval("SELECT events_purge_before(now() - interval '3650 days', 1)") == 0
+        )
         # Idempotency keys stay fully writable: claims, completions, releases.
         assert await conn.fetchval(
             "SELECT has_table_privilege('idempotency_keys', 'INSERT, UPDATE, DELETE')"

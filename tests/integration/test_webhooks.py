@@ -230,9 +230,29 @@ async def test_the_breaker_opens_on_a_dead_receiver_and_closes_when_it_is_back_a
         assert closed["deadLetters"] == 0
         listed = await api.get(f"/api/v1/namespaces/{namespace}/webhooks", headers=headers)
         assert [w["metadata"]["name"] for w in (await listed.json())["items"]] == ["hook"]
+        uid = (await _status_object(kubectl, namespace))["metadata"]["uid"]
+        # Deleted, the Webhook's deliveries go with it (none is retried for nobody).
+        await asyncio.to_thread(kubectl, "delete", "webhook", "hook", "-n", namespace)
+        await _until(lambda: _no_deliveries(testbed_state, uid), what="its deliveries gone")
     finally:
         await receiver.stop()
     assert receiver.handled[first] == 1
+
+
+async def _status_object(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    got = await asyncio.to_thread(kubectl, "get", "webhook", "hook", "-n", namespace, "-o", "json")
+    return dict(json.loads(got.stdout))
+
+
+async def _no_deliveries(state: State, uid: str) -> bool:
+    conn = await asyncpg.connect(api_settings(state).database_dsn())
+    try:
+        left = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_uid = $1", uid
+        )
+    finally:
+        await conn.close()
+    return bool(left == 0)
 
 
 async def _dead(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:

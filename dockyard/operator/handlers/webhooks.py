@@ -27,4 +27,4 @@ async def check(*, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
 @kopf.on.event(API_VERSION, WEBHOOKS.plural, id="webhook-gone")
 async def gone(*, type: str | None, uid: str | None, memo: OperatorMemo, **_: Any) -> None:
     if type == "DELETED" and uid:
-        memo.services.webhooks.remove(uid)
+        await memo.services.webhooks.remove(uid)

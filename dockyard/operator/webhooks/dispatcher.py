@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import aiohttp
@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 CONCURRENCY: Final = 8
 CLAIM_BATCH: Final = 50
+RETENTION_FIRST_DELAY: Final = 60.0
+RETENTION_INTERVAL: Final = 3600.0
 USER_AGENT: Final = "dockyard-webhooks"
 _BREAKER_VALUES: Final = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 _BREAKER_STATES: Final = {
@@ -103,6 +105,7 @@ class Dispatcher:
         self.webhooks = KindStore(kube, Webhook)
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         # What each Webhook's status last showed (uid -> status), to write only changes.
         self._shown: dict[str, dict[str, Any]] = {}
         self._last: dict[str, LastDelivery] = {}
@@ -118,12 +121,14 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
         )
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+        self._retention = asyncio.create_task(self._purge_periodically(), name="event-retention")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._session is not None:
             await self._session.close()
 
@@ -142,7 +147,7 @@ class Dispatcher:
             check_url(self.policy, webhook.spec.url)
             signer = await read_signer(self.kube, namespace, webhook.spec)
         except TargetRefused as refused:
-            self.remove(uid)
+            self._drop(uid)  # not delivered to until fixed; its deliveries wait
             ready = (False, refused.reason, refused.message)
         else:
             await store.start(self.pool, uid, meta.creation_timestamp or datetime.now(UTC))
@@ -163,11 +168,39 @@ class Dispatcher:
             ),
         )
 
-    def remove(self, uid: str) -> None:
+    def _drop(self, uid: str) -> None:
         target = self.targets.pop(uid, None)
-        self._shown.pop(uid, None)
+        for memory in (self._shown, self._last, self._failures):
+            memory.pop(uid, None)
         if target is not None and self.metrics is not None:
             self.metrics.forget_webhook(target.namespace, target.name)
+
+    async def remove(self, uid: str) -> None:
+        """A Webhook was deleted: forget it, here and its deliveries in the database."""
+        self._drop(uid)
+        try:
+            await store.forget(self.pool, uid)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            # Its rows stay pending, retried uncounted, until retention or the next removal.
+            logger.warning("deleted webhook's deliveries kept", extra={"error": type(exc).__name__})
+
+    async def _purge_periodically(self) -> None:
+        """Retention of the event log and of finished deliveries: a minute after start-up,
+        then hourly (``DOCKYARD_EVENT_RETENTION_DAYS``). Purging twice is harmless, so
+        every replica does it."""
+        await asyncio.sleep(RETENTION_FIRST_DELAY)
+        while True:
+            before = datetime.now(UTC) - timedelta(days=self.settings.event_retention_days)
+            try:
+                deliveries, events = await store.purge(self.pool, before)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                logger.error("event retention failed", extra={"error": type(exc).__name__})
+            else:
+                logger.info(
+                    "event retention purged old rows",
+                    extra={"event": "events.purged", "deliveries": deliveries, "events": events},
+                )
+            await asyncio.sleep(RETENTION_INTERVAL)
 
     def _count(self, target: Target, result: str) -> None:
         if self.metrics is not None:

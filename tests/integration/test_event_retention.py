@@ -1,0 +1,111 @@
+"""Retention of the event log and of webhook deliveries: what is past
+DOCKYARD_EVENT_RETENTION_DAYS and finished goes; what a delivery still waits for stays;
+a deleted Webhook's deliveries go at once. (That the runtime role deletes from the log
+only through events_purge_before, migration 0007, is test_audit_roles.py's.)"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from dockyard.core import webhook_deliveries as store
+from dockyard.testbed.cluster import State
+from tests.conftest import api_settings
+
+pytestmark = pytest.mark.usefixtures("platform_migrated")
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def pool(testbed_state: State) -> AsyncIterator[asyncpg.Pool]:
+    dsn = api_settings(testbed_state).database_dsn()
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+        yield pool
+
+
+async def _event(conn: asyncpg.Connection, namespace: str, age: timedelta) -> int:
+    seq: int = await conn.fetchval(
+        "INSERT INTO events (id, type, resource, namespace, name, occurred_at, body) "
+        "VALUES ($1, 'backup.completed', 'backups', $2, 'b', $3, $4::jsonb) RETURNING seq",
+        f"evt_{uuid.uuid4().hex}",
+        namespace,
+        NOW - age,
+        json.dumps({"type": "backup.completed"}),
+    )
+    return seq
+
+
+async def _delivery(
+    conn: asyncpg.Connection, webhook: str, namespace: str, seq: int, state: str, age: timedelta
+) -> None:
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (webhook_uid, namespace, webhook, event_seq, event_id, "
+        "state, due_since, delivered_at) SELECT $1, $2, 'hook', $3, id, $4::text, "
+        "$5::timestamptz, CASE WHEN $4::text = 'delivered' THEN $5::timestamptz END "
+        "FROM events WHERE seq = $3",
+        webhook, namespace, seq, state, NOW - age,
+    )  # fmt: skip
+
+
+async def test_old_finished_rows_go_and_what_a_delivery_waits_for_stays(
+    pool: asyncpg.Pool,
+) -> None:
+    namespace, webhook = f"retention-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    old, recent = timedelta(days=40), timedelta(days=1)
+    async with pool.acquire() as conn:
+        delivered = await _event(conn, namespace, old)
+        dead = await _event(conn, namespace, old)
+        waiting = await _event(conn, namespace, old)
+        await _event(conn, namespace, old)  # no Webhook wanted it
+        fresh = await _event(conn, namespace, recent)
+        await _delivery(conn, webhook, namespace, delivered, "delivered", old)
+        await _delivery(conn, webhook, namespace, dead, "dead", old)
+        await _delivery(conn, webhook, namespace, waiting, "pending", old)
+        await _delivery(conn, webhook, namespace, fresh, "delivered", recent)
+
+    await store.purge(pool, NOW - timedelta(days=30))
+
+    async with pool.acquire() as conn:
+        events = await conn.fetch("SELECT seq FROM events WHERE namespace = $1", namespace)
+        deliveries = await conn.fetch(
+            "SELECT event_seq, state FROM webhook_deliveries WHERE webhook_uid = $1", webhook
+        )
+    assert sorted(r["seq"] for r in events) == [waiting, fresh]  # the others were old and done
+    assert sorted((r["event_seq"], r["state"]) for r in deliveries) == [
+        (waiting, "pending"),
+        (fresh, "delivered"),
+    ]
+
+
+async def test_events_younger_than_a_week_cannot_be_purged(pool: asyncpg.Pool) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="7 days"):
+        await store.purge(pool, NOW - timedelta(days=3))
+
+
+async def test_a_deleted_webhooks_deliveries_and_cursor_are_forgotten(pool: asyncpg.Pool) -> None:
+    namespace, webhook, other = (
+        f"forget-{uuid.uuid4().hex[:8]}",
+        str(uuid.uuid4()),
+        str(uuid.uuid4()),
+    )
+    async with pool.acquire() as conn:
+        seq = await _event(conn, namespace, timedelta(0))
+        for uid in (webhook, other):
+            await _delivery(conn, uid, namespace, seq, "pending", timedelta(0))
+        await store.start(pool, webhook, NOW)
+    await store.forget(pool, webhook)
+    async with pool.acquire() as conn:
+        left = await conn.fetch(
+            "SELECT webhook_uid FROM webhook_deliveries WHERE event_seq = $1", seq
+        )
+        cursor = await conn.fetchval(
+            "SELECT count(*) FROM webhook_cursors WHERE webhook_uid = $1", webhook
+        )
+    assert [r["webhook_uid"] for r in left] == [other]
+    assert cursor == 0
