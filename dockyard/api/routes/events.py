@@ -67,6 +67,8 @@ class _Access:
         # Namespaces this stream may show; None once it may watch everywhere.
         self.showing: set[str] = set()
         self.everywhere = False
+        # Kinds other than environments the caller may watch cluster-wide (or not).
+        self.kinds_everywhere: dict[str, bool] = {}
 
     async def start(self) -> None:
         try:
@@ -112,6 +114,7 @@ class _Access:
             if principal is None:
                 return errors.unauthorized("The bearer token is no longer valid.")
             self.principal = principal
+            self.kinds_everywhere.clear()  # asked again, as the bindings may have changed
             if self.only is not None:
                 if await self._check(self.only):
                     return None
@@ -141,13 +144,23 @@ class _Access:
         return bool(self.showing) or not had
 
     async def may_watch(self, resource: str, namespace: str) -> bool:
-        """Whether a logged event about ``resource`` in ``namespace`` may be shown."""
+        """Whether a logged event about ``resource`` in ``namespace`` may be shown.
+
+        A caller who may watch the kind cluster-wide is asked once per kind (until the
+        next re-check); others once per namespace, each answer cached by the authorizer.
+        """
         if self.only is not None and namespace != self.only:
             return False
         if resource == RESOURCE:
             return await self.allows(namespace)
         authorizer = self.request.app[keys.AUTHORIZER]
         permission = Permission("watch", resource)
+        everywhere = self.kinds_everywhere.get(resource)
+        if everywhere is None:
+            everywhere = (await authorizer.check(self.principal, permission)).allowed
+            self.kinds_everywhere[resource] = everywhere
+        if everywhere:
+            return True
         return (await authorizer.check(self.principal, permission, namespace=namespace)).allowed
 
     async def _check(self, namespace: str) -> bool:

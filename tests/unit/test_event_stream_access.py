@@ -1,0 +1,58 @@
+"""Which SubjectAccessReviews an event stream spends: a caller who may watch a kind
+cluster-wide is asked once for it, not once per namespace the log holds events of.
+
+The authorizer here is a stand-in that answers from a table and counts the questions
+(the real one asks the apiserver; tests/integration/test_event_stream.py covers it)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from dockyard.api import keys
+from dockyard.api.auth import Decision, Permission, Principal
+from dockyard.api.routes.events import _Access
+
+
+class TableAuthorizer:
+    def __init__(self, cluster_wide: set[str], namespaced: set[tuple[str, str]]) -> None:
+        self.cluster_wide = cluster_wide
+        self.namespaced = namespaced
+        self.asked: Counter[tuple[str, str | None]] = Counter()
+
+    async def check(
+        self, principal: Principal, permission: Permission, *, namespace: str | None = None
+    ) -> Decision:
+        self.asked[(permission.resource, namespace)] += 1
+        allowed = permission.resource in self.cluster_wide or (
+            namespace is not None and (permission.resource, namespace) in self.namespaced
+        )
+        return Decision(allowed, "")
+
+
+def _access(authorizer: TableAuthorizer) -> _Access:
+    app = web.Application()
+    app[keys.AUTHORIZER] = authorizer  # type: ignore[misc]
+    request = make_mocked_request("GET", "/api/v1/events", app=app)
+    request[keys.PRINCIPAL] = Principal("ops")
+    return _Access(request, only=None)
+
+
+async def test_a_cluster_wide_watcher_is_asked_once_per_kind() -> None:
+    authorizer = TableAuthorizer(cluster_wide={"backups"}, namespaced=set())
+    access = _access(authorizer)
+    shown = [await access.may_watch("backups", f"team-{i}") for i in range(50)]
+    assert all(shown)
+    assert authorizer.asked == Counter({("backups", None): 1})
+
+
+async def test_a_namespaced_watcher_is_asked_per_namespace_and_sees_only_its_own() -> None:
+    authorizer = TableAuthorizer(cluster_wide=set(), namespaced={("restores", "team-1")})
+    access = _access(authorizer)
+    shown = {ns: await access.may_watch("restores", ns) for ns in ("team-1", "team-2")}
+    assert shown == {"team-1": True, "team-2": False}
+    assert authorizer.asked == Counter(
+        {("restores", None): 1, ("restores", "team-1"): 1, ("restores", "team-2"): 1}
+    )
