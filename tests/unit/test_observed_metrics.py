@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from dockyard.operator.events.observed import Observed, longest_gap
+from dockyard.operator.events.observed import Observed, longest_gap, schedule_gap
 
 
 def _obj(kind: str, name: str, spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -129,3 +129,15 @@ def test_the_longest_gap_of_a_schedule() -> None:
     assert longest_gap("0 3 * * *", "UTC") == 86400
     assert longest_gap("0 */6 * * *", "Europe/Berlin") == 6 * 3600
     assert longest_gap("0 3 * * 1,4", "UTC") == 4 * 86400
+
+
+def test_a_schedules_gap_is_walked_once_however_often_it_changes() -> None:
+    observed = Observed()
+    every_minute = _obj("BackupSchedule", "busy", {**ENV, "schedule": "* * * * *"}, {})
+    before = schedule_gap.cache_info()
+    for _ in range(20):  # each status change of the schedule comes by
+        observed.observe("MODIFIED", every_minute)
+    after = schedule_gap.cache_info()
+    assert after.misses - before.misses <= 1
+    assert after.hits - before.hits >= 19
+    assert schedule_gap("* * * * *", "UTC") == 60
