@@ -1,8 +1,9 @@
 """``EventTail``: one poll of the event log per API replica, shared by every stream.
 
-Every ``POLL_SECONDS`` it asks for the newest ``seq`` (one indexed query). Streams wait
-on it instead of each polling the database: a new event wakes every stream, which then
-reads the rows after its own cursor. With PostgreSQL down the tail keeps trying, and
+Every ``POLL_SECONDS`` it asks for the newest ``seq`` (one indexed query), while at least
+one stream waits on it; with no stream open it asks nothing. Streams wait on it instead
+of each polling the database: a new event wakes every stream, which then reads the rows
+after its own cursor. With PostgreSQL down the tail keeps trying, and
 the streams keep their connections (heartbeats go on) and resume where they were.
 """
 
@@ -29,6 +30,9 @@ class EventTail:
         self.last = 0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._waiting = 0
+        self._wanted = asyncio.Event()
+        self.polls = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-tail")
@@ -41,6 +45,8 @@ class EventTail:
 
     async def _run(self) -> None:
         while True:
+            await self._wanted.wait()
+            self.polls += 1
             try:
                 newest = await event_log.last_seq(self.pool)
             except (
@@ -60,9 +66,15 @@ class EventTail:
 
     async def wait_beyond(self, seq: int, within: float) -> bool:
         """Wait until the log holds an event after ``seq``; False after ``within`` s."""
+        self._waiting += 1
+        self._wanted.set()
         try:
             async with asyncio.timeout(within), self._changed:
                 await self._changed.wait_for(lambda: self.last > seq)
         except TimeoutError:
             return False
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._wanted.clear()
         return True
