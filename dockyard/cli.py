@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -307,40 +307,43 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _generated(
+    args: argparse.Namespace,
+    command: str,
+    out: Path,
+    matches: str,
+    check: Callable[[Path], list[str]],
+    write: Callable[[Path], Iterable[Path]],
+) -> int:
+    """Write the generated files under ``out``, or with --check name each drift."""
+    if args.check:
+        drift = check(out)
+        for line in drift:
+            print(f"drift: {line}", file=sys.stderr)
+        if drift:
+            print(f"run 'dockyard {command}' and commit the result", file=sys.stderr)
+            return 1
+        print(f"{out}/ matches {matches}")
+        return 0
+    for path in write(out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_crds(args: argparse.Namespace) -> int:
     from dockyard.core import crds
 
     out = args.out or Path("crds")
-    if args.check:
-        drift = crds.check_all(out)
-        for line in drift:
-            print(f"drift: {line}", file=sys.stderr)
-        if drift:
-            print("run 'dockyard crds' and commit the result", file=sys.stderr)
-            return 1
-        print(f"{out}/ matches the models")
-        return 0
-    for path in crds.write_all(out):
-        print(f"wrote {path}")
-    return 0
+    return _generated(args, "crds", out, "the models", crds.check_all, crds.write_all)
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
     from dockyard.core import events
 
     out = args.out or Path("specs/events")
-    if args.check:
-        drift = events.check_schemas(out)
-        for line in drift:
-            print(f"drift: {line}", file=sys.stderr)
-        if drift:
-            print("run 'dockyard events' and commit the result", file=sys.stderr)
-            return 1
-        print(f"{out}/ matches the event vocabulary")
-        return 0
-    for path in events.write_schemas(out):
-        print(f"wrote {path}")
-    return 0
+    return _generated(
+        args, "events", out, "the event vocabulary", events.check_schemas, events.write_schemas
+    )
 
 
 def _cmd_openapi(args: argparse.Namespace) -> int:
