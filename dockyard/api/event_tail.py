@@ -1,10 +1,11 @@
 """``EventTail``: one poll of the event log per API replica, shared by every stream.
 
-Every ``POLL_SECONDS`` it asks for the newest ``seq`` (one indexed query), while at least
-one stream waits on it; with no stream open it asks nothing. Streams wait on it instead
-of each polling the database: a new event wakes every stream, which then reads the rows
-after its own cursor. With PostgreSQL down the tail keeps trying, and
-the streams keep their connections (heartbeats go on) and resume where they were.
+Every ``POLL_SECONDS`` it asks for the newest ``seq`` (one indexed query) while at least
+one stream is open (``listening``), and every ``IDLE_POLL_SECONDS`` while none is.
+Streams wait on it instead of each polling the database: a new event wakes every
+stream, which then reads the rows after its own cursor. With PostgreSQL down the tail
+keeps trying, and the streams keep their connections (heartbeats go on) and resume
+where they were.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Final
 
 import asyncpg
@@ -22,6 +24,7 @@ from dockyard.core.breakers import DependencyUnavailable
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS: Final = 0.5
+IDLE_POLL_SECONDS: Final = 30.0
 
 
 class EventTail:
@@ -30,9 +33,8 @@ class EventTail:
         self.last = 0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self._waiting = 0
+        self._listeners = 0
         self._wanted = asyncio.Event()
-        self.polls = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-tail")
@@ -45,8 +47,6 @@ class EventTail:
 
     async def _run(self) -> None:
         while True:
-            await self._wanted.wait()
-            self.polls += 1
             try:
                 newest = await event_log.last_seq(self.pool)
             except (
@@ -63,18 +63,29 @@ class EventTail:
                     async with self._changed:
                         self._changed.notify_all()
             await asyncio.sleep(POLL_SECONDS)
+            # Idle, it still looks now and then: a stream opened while PostgreSQL is down
+            # starts from ``last``, which must not be far behind.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), timeout=IDLE_POLL_SECONDS)
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """Held by each open stream (and each wait): the tail polls while one is held."""
+        self._listeners += 1
+        self._wanted.set()
+        try:
+            yield
+        finally:
+            self._listeners -= 1
+            if not self._listeners:
+                self._wanted.clear()
 
     async def wait_beyond(self, seq: int, within: float) -> bool:
         """Wait until the log holds an event after ``seq``; False after ``within`` s."""
-        self._waiting += 1
-        self._wanted.set()
-        try:
-            async with asyncio.timeout(within), self._changed:
-                await self._changed.wait_for(lambda: self.last > seq)
-        except TimeoutError:
-            return False
-        finally:
-            self._waiting -= 1
-            if not self._waiting:
-                self._wanted.clear()
-        return True
+        with self.listening():
+            try:
+                async with asyncio.timeout(within), self._changed:
+                    await self._changed.wait_for(lambda: self.last > seq)
+            except TimeoutError:
+                return False
+            return True

@@ -186,8 +186,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     stream = _Stream(request, response, access, cursor)
     try:
         await stream.send(b": connected\n\n")
+        tail = request.app[keys.EVENT_TAIL]
         async with cache.subscribe(maxsize=LIVE_BUFFER) as queue:
-            await stream.run(cache, queue)
+            with tail.listening():
+                await stream.run(cache, queue)
     except TimeoutError:
         # The client has not read for WRITE_DEADLINE seconds: nothing more can reach it.
         logger.warning("event stream dropped: the client stopped reading")
