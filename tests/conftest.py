@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -191,17 +191,30 @@ def operator_process(
         "DOCKYARD_OPERATOR_METRICS_PORT": str(operator_metrics_port),
         **backup_settings(backup_root),
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", SESSION_NAMESPACES],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_operator(SESSION_NAMESPACES, env, log)
     time.sleep(0.5)
     if proc.poll() is not None:
         raise AssertionError(f"operator exited at once:\n{log.read_text()}")
     yield proc
+    stop_operator(proc)
+
+
+def start_operator(
+    namespaces: str, env: Mapping[str, str], log: Path, *, append: bool = False
+) -> subprocess.Popen[bytes]:
+    """``dockyard operator --namespace <namespaces>`` (a name or a glob) with ``env``,
+    its output in ``log`` (appended to with ``append``, for a restarted one)."""
+    with log.open("ab" if append else "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", namespaces],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_operator(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as Kubernetes would send; SIGKILL if it does not stop within 15 s."""
     proc.terminate()
     try:
         proc.wait(timeout=15)

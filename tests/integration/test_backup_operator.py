@@ -13,7 +13,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import SESSION_ID, Kubectl, backup_settings, get_json, wait_for
+from tests.conftest import SESSION_ID, Kubectl, backup_settings, get_json, start_operator, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
@@ -562,13 +561,8 @@ def own_namespace(kubectl: Kubectl) -> Iterator[str]:
 def _start_operator(
     env: dict[str, str], namespace: str, log: Path, root: Path
 ) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", namespace],
-            env={**env, "DOCKYARD_RECONCILE_INTERVAL": "3", **backup_settings(root)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    settings = {**env, "DOCKYARD_RECONCILE_INTERVAL": "3", **backup_settings(root)}
+    return start_operator(namespace, settings, log, append=True)
 
 
 def test_an_operator_killed_mid_backup_retries_it_and_counts_the_attempt(

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import Kubectl, start_operator, stop_operator, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
@@ -427,23 +426,11 @@ def unreachable_operator(
         "DOCKYARD_MANAGED_POSTGRES_URL": "postgresql://postgres@127.0.0.1:1/postgres",
         "DOCKYARD_RECONCILE_INTERVAL": "3",
     }
-    log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", solo_namespace],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_operator(solo_namespace, env, tmp_path / "operator.log")
     yield proc
     # Its environments go while it runs, or their finalizer would hold the namespace.
     kubectl("delete", "environments", "--all", "-n", solo_namespace, "--timeout=60s", check=False)
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_operator(proc)
 
 
 def test_an_unreachable_database_server_is_reported_and_the_operator_keeps_running(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,15 @@ import pytest
 
 from dockyard.runner.s3 import S3Store
 from dockyard.testbed.cluster import State
-from tests.conftest import OPERATOR_LOGS, SESSION_ID, Kubectl, backup_settings, wait_for
+from tests.conftest import (
+    OPERATOR_LOGS,
+    SESSION_ID,
+    Kubectl,
+    backup_settings,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
 from tests.integration import backup_fixtures
 from tests.integration.test_backup_operator import (
     _apply,
@@ -82,13 +89,7 @@ def own_operator(
         kubectl("create", "namespace", namespace)
         log = tmp_path_factory.mktemp("operator") / "operator.log"
         OPERATOR_LOGS.append(log)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", namespace],
-                env=_operator_env(testbed_env, backup_root, **settings),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = start_operator(namespace, _operator_env(testbed_env, backup_root, **settings), log)
         started.append((proc, namespace))
         time.sleep(0.5)
         assert proc.poll() is None, log.read_text()
@@ -99,12 +100,7 @@ def own_operator(
         kubectl(
             "delete", "environments,backups", "--all", "-n", namespace, "--timeout=60s", check=False
         )
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_operator(proc)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 

@@ -52,23 +52,32 @@ def _user(kubectl: Kubectl, testbed: Testbed, namespace: str, role: str) -> tupl
     return user, testbed.user_token(user, [])
 
 
-async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(
-    sink: tuple[str, ssl.SSLContext], kubectl: Kubectl, testbed: Testbed, namespace: str
-) -> None:
-    url, trust = sink
+def _admin_headers(kubectl: Kubectl, testbed: Testbed) -> dict[str, str]:
+    """The headers of a new user bound to dockyard-admin (who may read the trail)."""
     kubectl("apply", "-f", "manifests/rbac-roles.yaml")
     admin = f"admin-{uuid.uuid4().hex[:6]}"
     kubectl("create", "clusterrolebinding", admin, "--clusterrole=dockyard-admin",
             f"--user={admin}")  # fmt: skip
-    as_admin = {"Authorization": f"Bearer {testbed.user_token(admin, [])}"}
-    bob, bob_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    return {"Authorization": f"Bearer {testbed.user_token(admin, [])}"}
+
+
+def _dry_run_restore(kubectl: Kubectl, namespace: str, name: str) -> None:
     restore = {
         "apiVersion": "dockyard.io/v1alpha1",
         "kind": "Restore",
-        "metadata": {"name": "promote", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"source": {"backupRef": {"name": "nightly"}}, "dryRun": True},
     }
     kubectl("apply", "-f", "-", input=yaml.safe_dump(restore))
+
+
+async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(
+    sink: tuple[str, ssl.SSLContext], kubectl: Kubectl, testbed: Testbed, namespace: str
+) -> None:
+    url, trust = sink
+    as_admin = _admin_headers(kubectl, testbed)
+    bob, bob_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    _dry_run_restore(kubectl, namespace, "promote")
     await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
     kubectl("annotate", "restore", "promote", "-n", namespace,
             f"dockyard.io/approved-by={bob}", token=bob_token)  # fmt: skip
@@ -158,19 +167,9 @@ async def test_a_write_with_dockyards_user_agent_is_still_audited_as_its_user(
     """The attack: a tenant's operator edits an approval and claims to be the Dockyard
     API by its User-Agent, hoping the sink leaves the write out of the trail."""
     url, trust = sink
-    kubectl("apply", "-f", "manifests/rbac-roles.yaml")
-    admin = f"admin-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "clusterrolebinding", admin, "--clusterrole=dockyard-admin",
-            f"--user={admin}")  # fmt: skip
-    as_admin = {"Authorization": f"Bearer {testbed.user_token(admin, [])}"}
+    as_admin = _admin_headers(kubectl, testbed)
     mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
-    restore = {
-        "apiVersion": "dockyard.io/v1alpha1",
-        "kind": "Restore",
-        "metadata": {"name": "sneaky", "namespace": namespace},
-        "spec": {"source": {"backupRef": {"name": "nightly"}}, "dryRun": True},
-    }
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(restore))
+    _dry_run_restore(kubectl, namespace, "sneaky")
     await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
     disguised = KubeClient.connect(
         load_config(Path(testbed_state.kubeconfig), {}), user_agent="dockyard-api/1.0"

@@ -13,8 +13,6 @@ kubelet runs it as a local process).
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from pytest_aiohttp import AiohttpClient
 from dockyard.api.app import create_app
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.processes import free_port
-from tests.conftest import Kubectl, api_settings, backup_settings
+from tests.conftest import Kubectl, api_settings, backup_settings, start_operator, stop_operator
 from tests.integration.test_backup_operator import _backup, _environment, _key_secret
 
 pytestmark = pytest.mark.usefixtures("crds_installed", "platform_migrated")
@@ -112,20 +110,9 @@ def traced_operator(
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    with (tmp_path / "operator.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", traced_namespace],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_operator(traced_namespace, env, tmp_path / "operator.log")
     yield
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_operator(proc)
 
 
 async def test_one_trace_spans_the_api_the_operator_the_runner_and_the_storage_write(

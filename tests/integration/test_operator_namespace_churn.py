@@ -12,8 +12,6 @@ time.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Kubectl, get_json, wait_for
+from tests.conftest import Kubectl, get_json, start_operator, stop_operator, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -60,13 +58,9 @@ def test_an_operator_started_among_terminating_namespaces_serves_new_ones(
         kubectl("create", "namespace", name)
         kubectl("apply", "-f", "-", input=_objects(name))
     log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", f"{pattern}-*"],
-            env={**testbed_env, "DOCKYARD_SCALING_INTERVAL": "2"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    operator = start_operator(
+        f"{pattern}-*", {**testbed_env, "DOCKYARD_SCALING_INTERVAL": "2"}, log
+    )
     fresh = f"{pattern}-new"
     try:
         # Deleted one by one while the operator starts, discovers and lists them, so
@@ -93,9 +87,4 @@ def test_an_operator_started_among_terminating_namespaces_serves_new_ones(
     finally:
         kubectl("delete", "environments,scalingpolicies", "--all", "-n", fresh, check=False)
         kubectl("delete", "namespace", fresh, "--wait=false", check=False)
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        stop_operator(operator)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ import yaml
 
 from dockyard.operator.database import database_identity
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import Kubectl, start_operator, stop_operator, wait_for
 
 # The platform database is migrated: the operator logs its events there.
 pytestmark = pytest.mark.usefixtures("crds_installed", "platform_migrated")
@@ -96,22 +94,11 @@ def own_operator(
         "DOCKYARD_LOG_FORMAT": "json",
         "DOCKYARD_LOG_LEVEL": "INFO",
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", steady_namespace],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_operator(steady_namespace, env, log)
     yield log
     # Its environments (and their databases) go while it runs.
     kubectl("delete", "environments", "--all", "-n", steady_namespace, "--timeout=90s", check=False)
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_operator(proc)
 
 
 def _apply(kubectl: Kubectl, namespace: str, name: str, *, database: bool) -> None:
