@@ -17,6 +17,8 @@ from pathlib import Path
 from dockyard.testbed.build import BuildError
 from dockyard.testbed.cluster import State, Testbed, TestbedError
 
+SELF_CONTAINED_EXAMPLES = ("environment-", "scalingpolicy-")
+
 
 def _env(state: State) -> dict[str, str]:
     env = dict(os.environ)
@@ -84,9 +86,15 @@ def run(*, api_port: int = 8080, root: Path | None = None) -> int:
                 start_new_session=True,
             )
         )
-        examples = root / "docs" / "examples"
-        if examples.is_dir():
-            _step("applying docs/examples/", [*kubectl, "apply", "-R", "-f", str(examples)], env)
+        # The examples that need nothing else: the backup, restore, drill and webhook
+        # ones name Secrets, buckets and backups a user brings.
+        examples = sorted((root / "docs" / "examples").glob("*.yaml"))
+        ready = [str(p) for p in examples if p.name.startswith(SELF_CONTAINED_EXAMPLES)]
+        if ready:
+            files = [arg for path in ready for arg in ("-f", path)]
+            _step(
+                "applying docs/examples/ (environments, scaling)", [*kubectl, "apply", *files], env
+            )
         print(
             "\n".join(
                 [
