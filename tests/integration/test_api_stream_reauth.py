@@ -137,7 +137,20 @@ async def test_a_deleted_rolebinding_ends_an_all_namespaces_stream(
         ),
     )
     user = _bind_viewer(kubectl, namespace)
-    stream = await _open(client, "/api/v1/events", testbed.user_token(user, []))
+    token = testbed.user_token(user, [])
+    # The stream shows the namespaces whose environments the API's cache holds when it
+    # opens (one that never showed anything has nothing to lose): wait until "watched"
+    # is there, and readable.
+    for _ in range(60):
+        seen = await client.get(
+            f"/api/v1/namespaces/{namespace}/environments/watched",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if seen.status == 200:
+            break
+        await asyncio.sleep(0.5)
+    assert seen.status == 200, await seen.text()
+    stream = await _open(client, "/api/v1/events", token)
     await asyncio.sleep(INTERVAL * 2)
     assert not stream.content.at_eof()
     kubectl("delete", "rolebinding", "watcher", "-n", namespace)

@@ -40,7 +40,10 @@ async def test_an_endpoint_that_refuses_connections_is_refused_at_once_after_the
 ):
     registry = CollectorRegistry()
     breakers = Breakers(failure_threshold=2, open_seconds=60, registry=registry)
-    dead, other = f"http://127.0.0.1:{_closed_port()}", f"http://127.0.0.1:{_closed_port()}"
+    ports = {_closed_port()}
+    while len(ports) < 2:  # the system may hand out the port it just freed
+        ports.add(_closed_port())
+    dead, other = (f"http://127.0.0.1:{port}" for port in sorted(ports))
     async with _store(dead, breakers) as store:
         for _ in range(2):
             with pytest.raises(StorageError, match="S3 endpoint is unavailable"):
