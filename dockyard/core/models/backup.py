@@ -104,33 +104,21 @@ class BackupSpec(CRModel):
         for name in ("environmentRef", "method", "storage", "encryption")
     )
 
-    environment_ref: EnvironmentReference = Field(
-        description="The Environment whose database is backed up.",
-    )
-    method: BackupMethod = Field(
-        default=BackupMethod.LOGICAL,
-        description=(
-            "How the backup is taken. Logical: pg_dump in custom format from one "
-            "consistent snapshot, compressed (zstd), encrypted and checksummed (sha256)."
-        ),
-    )
-    storage: BackupStorage = Field(
-        description="Where the artifact is stored: exactly one of filesystem and s3.",
-    )
-    encryption: BackupEncryption = Field(
-        description="The key the artifact is encrypted with.",
-    )
+    environment_ref: EnvironmentReference
+    """The Environment whose database is backed up."""
+    method: BackupMethod = BackupMethod.LOGICAL
+    """How the backup is taken. Logical: pg_dump in custom format from one consistent snapshot,
+    compressed (zstd), encrypted and checksummed (sha256)."""
+    storage: BackupStorage
+    """Where the artifact is stored: exactly one of filesystem and s3."""
+    encryption: BackupEncryption
+    """The key the artifact is encrypted with."""
     runner: BackupRunner = Field(default=BackupRunner.INLINE, description=RUNNER_DESCRIPTION)
-    ttl: BackupTTL | None = Field(
-        default=None,
-        description=(
-            "How long after completing the Backup is deleted, with its artifact, as hours, "
-            "minutes and seconds (720h, 36h30m). The newest backup of an environment that "
-            "a drill verified is kept past its ttl until a newer one is verified. Without "
-            "it the Backup stays until deleted (or until its schedule's retention removes "
-            "it)."
-        ),
-    )
+    ttl: BackupTTL | None = None
+    """How long after completing the Backup is deleted, with its artifact, as hours, minutes and
+    seconds (720h, 36h30m). The newest backup of an environment that a drill verified is kept
+    past its ttl until a newer one is verified. Without it the Backup stays until deleted (or
+    until its schedule's retention removes it)."""
 
 
 class TableRows(CRModel):
@@ -138,24 +126,17 @@ class TableRows(CRModel):
 
     list_map_keys = ("name",)
 
-    name: str = Field(
-        min_length=1,
-        max_length=TABLE_NAME_MAX_LENGTH,
-        description="Qualified name of the table, schema.table (for example public.orders).",
-    )
-    rows: int = Field(ge=0, description="Rows in the table, counted in the dump's snapshot.")
+    name: str = Field(min_length=1, max_length=TABLE_NAME_MAX_LENGTH)
+    """Qualified name of the table, schema.table (for example public.orders)."""
+    rows: int = Field(ge=0)
+    """Rows in the table, counted in the dump's snapshot."""
 
 
 class BackupManifest(CRModel):
     """What a backup holds, recorded from the same snapshot as the dump."""
 
-    tables: list[TableRows] = Field(
-        default_factory=list,
-        max_length=MANIFEST_MAX_TABLES,
-        description=(
-            "Every table with its row count; restore drills check restored row counts against it."
-        ),
-    )
+    tables: list[TableRows] = Field(default_factory=list, max_length=MANIFEST_MAX_TABLES)
+    """Every table with its row count; restore drills check restored row counts against it."""
 
     @classmethod
     def of(cls, rows: Mapping[str, int]) -> Self:
@@ -168,10 +149,10 @@ class BackupManifest(CRModel):
 class BackupVerification(CRModel):
     """Which restore drill proved a backup restorable, and when."""
 
-    drill: ObjectName = Field(
-        description="Name of the RestoreDrill, in the backup's namespace, that verified it."
-    )
-    at: datetime = Field(description="When the drill's checks passed.")
+    drill: ObjectName
+    """Name of the RestoreDrill, in the backup's namespace, that verified it."""
+    at: datetime
+    """When the drill's checks passed."""
 
 
 class BackupStatus(RunStatus):
@@ -198,56 +179,26 @@ class BackupStatus(RunStatus):
         "completed_at": "When the backup completed or failed.",
     }
 
-    phase: BackupPhase | None = Field(
-        default=None,
-        description=(
-            "Pending (waiting for a runner), Running, Completed (the artifact is stored "
-            "and catalogued) or Failed (see message; a failed backup leaves no artifact)."
-        ),
-    )
-    size: int | None = Field(
-        default=None,
-        ge=0,
-        description="Size of the stored artifact in bytes (compressed and encrypted).",
-    )
-    sha256: str | None = Field(
-        default=None,
-        pattern=SHA256_PATTERN,
-        description=(
-            "SHA-256 of the stored artifact, in hex. Every read is checked against it; a "
-            "mismatch fails a restore or drill before its target is touched."
-        ),
-    )
-    location: str | None = Field(
-        default=None,
-        max_length=2048,
-        description=(
-            "Where the artifact is, as a URL: file:///path/to/artifact or s3://bucket/key."
-        ),
-    )
-    key_id: str | None = Field(
-        default=None,
-        max_length=128,
-        description=(
-            "Identifier of the key that encrypted the artifact: a fingerprint derived from "
-            "the key, never the key itself."
-        ),
-    )
-    manifest: BackupManifest | None = Field(
-        default=None,
-        description="The tables in the backup with their row counts.",
-    )
-    verified: BackupVerification | None = Field(
-        default=None,
-        description=(
-            "The last restore drill that restored this backup and passed its checks. "
-            "Retention never deletes an environment's newest verified backup."
-        ),
-    )
-    expires_at: datetime | None = Field(
-        default=None,
-        description="When the backup is deleted because of its ttl.",
-    )
+    phase: BackupPhase | None = None
+    """Pending (waiting for a runner), Running, Completed (the artifact is stored and catalogued) or
+    Failed (see message; a failed backup leaves no artifact)."""
+    size: int | None = Field(default=None, ge=0)
+    """Size of the stored artifact in bytes (compressed and encrypted)."""
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    """SHA-256 of the stored artifact, in hex. Every read is checked against it; a mismatch fails a
+    restore or drill before its target is touched."""
+    location: str | None = Field(default=None, max_length=2048)
+    """Where the artifact is, as a URL: file:///path/to/artifact or s3://bucket/key."""
+    key_id: str | None = Field(default=None, max_length=128)
+    """Identifier of the key that encrypted the artifact: a fingerprint derived from the key, never
+    the key itself."""
+    manifest: BackupManifest | None = None
+    """The tables in the backup with their row counts."""
+    verified: BackupVerification | None = None
+    """The last restore drill that restored this backup and passed its checks. Retention never
+    deletes an environment's newest verified backup."""
+    expires_at: datetime | None = None
+    """When the backup is deleted because of its ttl."""
 
     def with_artifact(
         self,
@@ -305,7 +256,8 @@ class Backup(CustomResource):
         ),
     )
 
-    spec: BackupSpec = Field(description="What to back up, how and where.")
+    spec: BackupSpec
+    """What to back up, how and where."""
     status: BackupStatus = status_field(
         BackupStatus, "The observed state of the backup, written by the operator."
     )

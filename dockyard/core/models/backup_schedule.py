@@ -72,27 +72,14 @@ class BackupRetention(CRModel):
         ),
     )
 
-    keep_last: int = Field(
-        default=0, ge=0, le=KEEP_MAX, description="Keep the newest N completed backups."
-    )
-    keep_daily: int = Field(
-        default=0,
-        ge=0,
-        le=KEEP_MAX,
-        description="Keep the newest backup of each of the last N days that have one.",
-    )
-    keep_weekly: int = Field(
-        default=0,
-        ge=0,
-        le=KEEP_MAX,
-        description="Keep the newest backup of each of the last N weeks that have one.",
-    )
-    keep_monthly: int = Field(
-        default=0,
-        ge=0,
-        le=KEEP_MAX,
-        description="Keep the newest backup of each of the last N months that have one.",
-    )
+    keep_last: int = Field(default=0, ge=0, le=KEEP_MAX)
+    """Keep the newest N completed backups."""
+    keep_daily: int = Field(default=0, ge=0, le=KEEP_MAX)
+    """Keep the newest backup of each of the last N days that have one."""
+    keep_weekly: int = Field(default=0, ge=0, le=KEEP_MAX)
+    """Keep the newest backup of each of the last N weeks that have one."""
+    keep_monthly: int = Field(default=0, ge=0, le=KEEP_MAX)
+    """Keep the newest backup of each of the last N months that have one."""
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Self:
@@ -107,25 +94,20 @@ DEFAULT_RETENTION: Final = BackupRetention(keep_last=7, keep_daily=7, keep_weekl
 class BackupTemplate(CRModel):
     """What every Backup the schedule creates is made of."""
 
-    method: BackupMethod = Field(
-        default=BackupMethod.LOGICAL,
-        description="How the backups are taken; see Backup.spec.method.",
-    )
-    storage: BackupStorage = Field(
-        description="Where the artifacts are stored: exactly one of filesystem and s3.",
-    )
-    encryption: BackupEncryption = Field(
-        description="The key the artifacts are encrypted with.",
-    )
+    method: BackupMethod = BackupMethod.LOGICAL
+    """How the backups are taken; see Backup.spec.method."""
+    storage: BackupStorage
+    """Where the artifacts are stored: exactly one of filesystem and s3."""
+    encryption: BackupEncryption
+    """The key the artifacts are encrypted with."""
     runner: BackupRunner = Field(default=BackupRunner.INLINE, description=RUNNER_DESCRIPTION)
 
 
 class BackupScheduleSpec(CRModel):
     """When to back up an environment, how, and how many backups to keep."""
 
-    environment_ref: EnvironmentReference = Field(
-        description="The Environment whose database is backed up.",
-    )
+    environment_ref: EnvironmentReference
+    """The Environment whose database is backed up."""
     schedule: CronExpression = Field(description=SCHEDULE_DESCRIPTION)
     time_zone: TimeZoneName = Field(default="UTC", description=TIME_ZONE_DESCRIPTION)
     suspend: bool = Field(
@@ -135,25 +117,15 @@ class BackupScheduleSpec(CRModel):
             f"retention stay. The {RUN_NOW_ANNOTATION} annotation still runs one at once."
         ),
     )
-    concurrency_policy: ConcurrencyPolicy = Field(
-        default=ConcurrencyPolicy.FORBID,
-        description=(
-            "What happens when a backup is due while the previous one still runs: Forbid "
-            "skips the new one, Allow runs both, Replace cancels the running one (it is "
-            "marked Failed) and starts the new one."
-        ),
-    )
-    retention: BackupRetention = Field(
-        default=DEFAULT_RETENTION,
-        description=(
-            "How many completed backups to keep; older ones are deleted with their "
-            "artifacts. Default: the last 7, plus one a day for 7 days, one a week for 4 "
-            "weeks and one a month for 6 months."
-        ),
-    )
-    template: BackupTemplate = Field(
-        description="Method, storage and encryption of the Backups the schedule creates.",
-    )
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    """What happens when a backup is due while the previous one still runs: Forbid skips the new
+    one, Allow runs both, Replace cancels the running one (it is marked Failed) and starts the
+    new one."""
+    retention: BackupRetention = DEFAULT_RETENTION
+    """How many completed backups to keep; older ones are deleted with their artifacts. Default: the
+    last 7, plus one a day for 7 days, one a week for 4 weeks and one a month for 6 months."""
+    template: BackupTemplate
+    """Method, storage and encryption of the Backups the schedule creates."""
 
 
 class BackupScheduleStatus(Status):
@@ -166,28 +138,22 @@ class BackupScheduleStatus(Status):
         ),
     }
 
-    last_schedule_time: datetime | None = Field(
-        default=None, description="When the last backup was created by this schedule."
-    )
-    next_schedule_time: datetime | None = Field(
-        default=None,
-        description="When the next backup is due; absent while suspended or invalid.",
-    )
+    last_schedule_time: datetime | None = None
+    """When the last backup was created by this schedule."""
+    next_schedule_time: datetime | None = None
+    """When the next backup is due; absent while suspended or invalid."""
     last_successful_backup: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="Name of the newest Backup of this schedule that completed.",
+        default=None, max_length=253, pattern=OBJECT_NAME_PATTERN
     )
-    last_successful_time: datetime | None = Field(
-        default=None, description="When that backup completed."
-    )
+    """Name of the newest Backup of this schedule that completed."""
+    last_successful_time: datetime | None = None
+    """When that backup completed."""
     active: list[str] = Field(
         default_factory=list,
         max_length=ACTIVE_MAX,
-        description="Names of this schedule's Backups that are Pending or Running.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
+    """Names of this schedule's Backups that are Pending or Running."""
 
 
 class BackupSchedule(CustomResource):
@@ -218,7 +184,8 @@ class BackupSchedule(CustomResource):
         ),
     )
 
-    spec: BackupScheduleSpec = Field(description="When and how to back up, and what to keep.")
+    spec: BackupScheduleSpec
+    """When and how to back up, and what to keep."""
     status: BackupScheduleStatus = status_field(
         BackupScheduleStatus, "The observed state of the schedule, written by the operator."
     )

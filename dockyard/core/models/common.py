@@ -46,6 +46,9 @@ class CRModel(BaseModel):
     ``field_descriptions`` (inherited fields described in this subclass's words, by
     Python name: the CRD and the OpenAPI document carry them as they would a field the
     subclass declared itself; the parent's fields keep their own).
+
+    A field is described by the docstring under it, as ``kubectl explain`` shows it; a
+    docstring wrapped over several lines is one paragraph.
     """
 
     model_config = ConfigDict(
@@ -55,6 +58,7 @@ class CRModel(BaseModel):
         validate_by_alias=True,
         alias_generator=to_camel,
         serialize_by_alias=True,
+        use_attribute_docstrings=True,
     )
 
     cel_rules: ClassVar[tuple[ValidationRule, ...]] = ()
@@ -64,7 +68,10 @@ class CRModel(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        own = cls.__dict__.get("field_descriptions")
+        own = dict(cls.__dict__.get("field_descriptions", {}))
+        for name, field in cls.model_fields.items():
+            if name not in own and field.description and "\n" in field.description:
+                own[name] = " ".join(field.description.split())
         if not own:
             return
         for name, text in own.items():
@@ -111,30 +118,21 @@ class Condition(CRModel):
             r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
             r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
         ),
-        description="Type of the condition in CamelCase, for example Ready.",
     )
-    status: ConditionStatus = Field(description="Status of the condition: True, False or Unknown.")
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "The .metadata.generation the condition was set from; when it is older than "
-            "the object's generation the condition is out of date."
-        ),
-    )
-    last_transition_time: datetime = Field(
-        description="When the condition last changed from one status to another."
-    )
+    """Type of the condition in CamelCase, for example Ready."""
+    status: ConditionStatus
+    """Status of the condition: True, False or Unknown."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The .metadata.generation the condition was set from; when it is older than the object's
+    generation the condition is out of date."""
+    last_transition_time: datetime
+    """When the condition last changed from one status to another."""
     reason: str = Field(
-        min_length=1,
-        max_length=1024,
-        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
-        description="Programmatic identifier of the last transition's cause, in CamelCase.",
+        min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
     )
-    message: str = Field(
-        max_length=32768,
-        description="Human-readable details about the last transition; may be empty.",
-    )
+    """Programmatic identifier of the last transition's cause, in CamelCase."""
+    message: str = Field(max_length=32768)
+    """Human-readable details about the last transition; may be empty."""
 
 
 class ObjectMeta(CRModel):
@@ -146,28 +144,26 @@ class ObjectMeta(CRModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = Field(default=None, description="Name of the object in its namespace.")
-    namespace: str | None = Field(default=None, description="Namespace of the object.")
-    uid: str | None = Field(default=None, description="Unique id the API server assigned.")
-    generation: int | None = Field(
-        default=None, description="Sequence number of the desired state (spec) changes."
-    )
-    resource_version: str | None = Field(
-        default=None, description="Opaque version for optimistic concurrency and watches."
-    )
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the object.")
-    annotations: dict[str, str] = Field(
-        default_factory=dict, description="Annotations of the object."
-    )
-    finalizers: list[str] = Field(
-        default_factory=list, description="Finalizers that hold the object's deletion."
-    )
-    creation_timestamp: datetime | None = Field(
-        default=None, description="When the API server created the object."
-    )
-    deletion_timestamp: datetime | None = Field(
-        default=None, description="When deletion was requested, if it was."
-    )
+    name: str | None = None
+    """Name of the object in its namespace."""
+    namespace: str | None = None
+    """Namespace of the object."""
+    uid: str | None = None
+    """Unique id the API server assigned."""
+    generation: int | None = None
+    """Sequence number of the desired state (spec) changes."""
+    resource_version: str | None = None
+    """Opaque version for optimistic concurrency and watches."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels of the object."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations of the object."""
+    finalizers: list[str] = Field(default_factory=list)
+    """Finalizers that hold the object's deletion."""
+    creation_timestamp: datetime | None = None
+    """When the API server created the object."""
+    deletion_timestamp: datetime | None = None
+    """When deletion was requested, if it was."""
 
 
 class CustomResource(CRModel):
@@ -179,19 +175,12 @@ class CustomResource(CRModel):
 
     crd: ClassVar[CRDInfo]
 
-    api_version: str = Field(
-        default="",
-        description=(
-            "APIVersion defines the versioned schema of this representation of an object."
-        ),
-    )
-    kind: str = Field(
-        default="",
-        description="Kind is the REST resource this object represents, in CamelCase.",
-    )
-    metadata: ObjectMeta = Field(
-        default_factory=ObjectMeta, description="Standard Kubernetes object metadata."
-    )
+    api_version: str = ""
+    """APIVersion defines the versioned schema of this representation of an object."""
+    kind: str = ""
+    """Kind is the REST resource this object represents, in CamelCase."""
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    """Standard Kubernetes object metadata."""
 
     @model_validator(mode="after")
     def _identify_kind(self) -> Self:

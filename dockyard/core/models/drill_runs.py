@@ -35,51 +35,39 @@ class DrillResult(StrEnum):
 class FailedCheck(CRModel):
     """One check a drill run failed, with its reason."""
 
-    check: str = Field(
-        min_length=1,
-        max_length=256,
-        description=(
-            "The check: restore (the restore itself, such as a checksum mismatch), "
-            "rowCount/<schema.table>, sql/<name>, rto or rpo."
-        ),
-    )
-    reason: str = Field(
-        max_length=1024, description="Why it failed, for example expected 42, got 41."
-    )
+    check: str = Field(min_length=1, max_length=256)
+    """The check: restore (the restore itself, such as a checksum mismatch),
+    rowCount/<schema.table>, sql/<name>, rto or rpo."""
+    reason: str = Field(max_length=1024)
+    """Why it failed, for example expected 42, got 41."""
 
 
 class DrillRun(CRModel):
     """One drill run in full: what it restored, how long it took and what failed."""
 
-    backup: ObjectName = Field(description="Name of the Backup restored.")
-    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
-    started_at: datetime = Field(description="When the run started.")
-    finished_at: datetime | None = Field(default=None, description="When the run finished.")
-    restore_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        description="How long the restore took, in seconds: the measured recovery time (RTO).",
-    )
-    backup_age_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "How old the backup was when the run started, in seconds: the measured "
-            "recovery point (RPO)."
-        ),
-    )
-    result: DrillResult = Field(description="Passed when every check passed, else Failed.")
+    backup: ObjectName
+    """Name of the Backup restored."""
+    backup_size: int | None = Field(default=None, ge=0)
+    """Its size in bytes."""
+    started_at: datetime
+    """When the run started."""
+    finished_at: datetime | None = None
+    """When the run finished."""
+    restore_seconds: float | None = Field(default=None, ge=0)
+    """How long the restore took, in seconds: the measured recovery time (RTO)."""
+    backup_age_seconds: float | None = Field(default=None, ge=0)
+    """How old the backup was when the run started, in seconds: the measured recovery point (RPO).
+    """
+    result: DrillResult
+    """Passed when every check passed, else Failed."""
     failed_checks: list[FailedCheck] = Field(
         default_factory=list,
         max_length=FAILED_CHECKS_MAX,
-        description="One entry per failed check, with its reason.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
-    scratch_database: str | None = Field(
-        default=None,
-        max_length=DATABASE_NAME_MAX_LENGTH,
-        description="The run's scratch database while it is kept; cleared once dropped.",
-    )
+    """One entry per failed check, with its reason."""
+    scratch_database: str | None = Field(default=None, max_length=DATABASE_NAME_MAX_LENGTH)
+    """The run's scratch database while it is kept; cleared once dropped."""
 
     def summary(self) -> DrillRunSummary:
         """The run as status.history keeps it."""
@@ -99,43 +87,38 @@ class DrillRun(CRModel):
 class DrillRunSummary(CRModel):
     """One past drill run, without the reasons (they stay in the catalog)."""
 
-    backup: str = Field(max_length=253, description="Name of the Backup restored.")
-    backup_size: int | None = Field(default=None, ge=0, description="Its size in bytes.")
-    started_at: datetime = Field(description="When the run started.")
-    finished_at: datetime | None = Field(default=None, description="When the run finished.")
-    restore_seconds: float | None = Field(
-        default=None, ge=0, description="Measured recovery time (RTO), in seconds."
-    )
-    backup_age_seconds: float | None = Field(
-        default=None, ge=0, description="Measured recovery point (RPO), in seconds."
-    )
-    result: DrillResult = Field(description="Passed or Failed.")
-    failed_check_count: int = Field(default=0, ge=0, description="How many checks failed.")
-    scratch_database: str | None = Field(
-        default=None,
-        max_length=DATABASE_NAME_MAX_LENGTH,
-        description="The run's scratch database while it is kept; cleared once dropped.",
-    )
+    backup: str = Field(max_length=253)
+    """Name of the Backup restored."""
+    backup_size: int | None = Field(default=None, ge=0)
+    """Its size in bytes."""
+    started_at: datetime
+    """When the run started."""
+    finished_at: datetime | None = None
+    """When the run finished."""
+    restore_seconds: float | None = Field(default=None, ge=0)
+    """Measured recovery time (RTO), in seconds."""
+    backup_age_seconds: float | None = Field(default=None, ge=0)
+    """Measured recovery point (RPO), in seconds."""
+    result: DrillResult
+    """Passed or Failed."""
+    failed_check_count: int = Field(default=0, ge=0)
+    """How many checks failed."""
+    scratch_database: str | None = Field(default=None, max_length=DATABASE_NAME_MAX_LENGTH)
+    """The run's scratch database while it is kept; cleared once dropped."""
 
 
 class DrillCurrentRun(CRModel):
     """The run in progress, recorded so an interrupted one is resumed or retried."""
 
-    backup: ObjectName = Field(description="Name of the Backup being restored.")
-    started_at: datetime = Field(description="When the run started.")
-    scratch_database: str | None = Field(
-        default=None,
-        max_length=DATABASE_NAME_MAX_LENGTH,
-        description="The scratch database being restored into.",
-    )
-    attempts: int = Field(
-        default=1,
-        ge=1,
-        description=(
-            "Attempts of this run so far; an interrupted attempt is counted and retried, "
-            "up to a limit, after which the run fails."
-        ),
-    )
+    backup: ObjectName
+    """Name of the Backup being restored."""
+    started_at: datetime
+    """When the run started."""
+    scratch_database: str | None = Field(default=None, max_length=DATABASE_NAME_MAX_LENGTH)
+    """The scratch database being restored into."""
+    attempts: int = Field(default=1, ge=1)
+    """Attempts of this run so far; an interrupted attempt is counted and retried, up to a limit,
+    after which the run fails."""
 
 
 __all__ = [

@@ -82,19 +82,12 @@ DATABASE_URL_VARIABLE: Final = "DATABASE_URL"
 class DatabaseSpec(CRModel):
     """The PostgreSQL database Dockyard provisions for the environment."""
 
-    enabled: bool = Field(
-        default=True,
-        description="Whether the environment gets its own database and role.",
-    )
-    deletion_policy: DeletionPolicy = Field(
-        default=DeletionPolicy.RETAIN,
-        description=(
-            "What happens to the database when the environment is deleted: Retain keeps "
-            "it, Snapshot takes a final Backup (<environment>-final-<uid>, kept after the "
-            "environment is gone) and drops the database once that Backup completed, "
-            "Delete drops it."
-        ),
-    )
+    enabled: bool = True
+    """Whether the environment gets its own database and role."""
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    """What happens to the database when the environment is deleted: Retain keeps it, Snapshot takes
+    a final Backup (<environment>-final-<uid>, kept after the environment is gone) and drops the
+    database once that Backup completed, Delete drops it."""
 
 
 class EnvironmentSpec(CRModel):
@@ -138,159 +131,100 @@ class EnvironmentSpec(CRModel):
         ),
     )
 
-    tier: Tier = Field(
-        description=(
-            "How critical the environment is: development, staging or production. "
-            "Cannot be changed after creation."
-        ),
-    )
-    image: str = Field(
-        min_length=1,
-        max_length=IMAGE_MAX_LENGTH,
-        pattern=r"^\S+$",
-        description=(
-            "Container image reference of the service, for example "
-            "registry.example.com/shop/api:1.4.2. Production requires a digest or a tag "
-            "other than latest."
-        ),
-    )
-    replicas: int | None = Field(
-        default=None,
-        ge=0,
-        le=100,
-        description=(
-            "Number of pods to run. When unset the tier decides: 1 for development, 2 for "
-            "staging, 3 for production. Production needs at least 2. While suspended the "
-            "environment runs no pods whatever this says."
-        ),
-    )
-    resources: ResourceRequirements | None = Field(
-        default=None,
-        description=(
-            "CPU and memory requests and limits of the service's container. For cpu and "
-            "for memory, when neither a request nor a limit is set the tier's defaults "
-            "apply: development requests 50m CPU and 64Mi and is limited to 500m and "
-            "256Mi; staging requests 100m and 128Mi, limited to 1 and 512Mi; production "
-            "requests 250m and 256Mi, limited to 2 and 1Gi. What you set is used as is "
-            "(Kubernetes makes a missing request equal to the limit)."
-        ),
-    )
-    env: list[EnvVar] = Field(
-        default_factory=list,
-        max_length=128,
-        description=(
-            "Environment variables of the service's container. Secret values come only "
-            "through valueFrom.secretKeyRef. When the database is enabled the operator "
-            "adds DATABASE_URL from the database Secret."
-        ),
-    )
-    port: int = Field(
-        default=8080,
-        ge=1,
-        le=65535,
-        description="TCP port the service listens on inside its container.",
-    )
-    database: DatabaseSpec = Field(
-        default=DatabaseSpec(),
-        description="The environment's PostgreSQL database.",
-    )
-    ingress: IngressSpec | None = Field(
-        default=None,
-        description=(
-            "Expose the service outside the cluster through an Ingress for this host. "
-            "Without it the service is reachable inside the cluster only."
-        ),
-    )
-    suspend: bool = Field(
-        default=False,
-        description="Scale the workload to zero while keeping the database and its backups.",
-    )
+    tier: Tier
+    """How critical the environment is: development, staging or production. Cannot be changed after
+    creation."""
+    image: str = Field(min_length=1, max_length=IMAGE_MAX_LENGTH, pattern=r"^\S+$")
+    """Container image reference of the service, for example registry.example.com/shop/api:1.4.2.
+    Production requires a digest or a tag other than latest."""
+    replicas: int | None = Field(default=None, ge=0, le=100)
+    """Number of pods to run. When unset the tier decides: 1 for development, 2 for staging, 3 for
+    production. Production needs at least 2. While suspended the environment runs no pods
+    whatever this says."""
+    resources: ResourceRequirements | None = None
+    """CPU and memory requests and limits of the service's container. For cpu and for memory, when
+    neither a request nor a limit is set the tier's defaults apply: development requests 50m CPU
+    and 64Mi and is limited to 500m and 256Mi; staging requests 100m and 128Mi, limited to 1 and
+    512Mi; production requests 250m and 256Mi, limited to 2 and 1Gi. What you set is used as is
+    (Kubernetes makes a missing request equal to the limit)."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    """Environment variables of the service's container. Secret values come only through
+    valueFrom.secretKeyRef. When the database is enabled the operator adds DATABASE_URL from the
+    database Secret."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """TCP port the service listens on inside its container."""
+    database: DatabaseSpec = DatabaseSpec()
+    """The environment's PostgreSQL database."""
+    ingress: IngressSpec | None = None
+    """Expose the service outside the cluster through an Ingress for this host. Without it the
+    service is reachable inside the cluster only."""
+    suspend: bool = False
+    """Scale the workload to zero while keeping the database and its backups."""
     ttl: (
         Annotated[
             str,
             positive_duration_rule("ttl"),
         ]
         | None
-    ) = Field(
-        default=None,
-        max_length=32,
-        pattern=GO_DURATION_PATTERN,
-        description=(
-            "Development only: how long after its creation the environment is deleted, as "
-            "hours, minutes and seconds (72h, 1h30m, 45s). The deletion applies the "
-            "database's deletionPolicy as any other; status.expiresAt says when it happens."
-        ),
-    )
+    ) = Field(default=None, max_length=32, pattern=GO_DURATION_PATTERN)
+    """Development only: how long after its creation the environment is deleted, as hours, minutes
+    and seconds (72h, 1h30m, 45s). The deletion applies the database's deletionPolicy as any
+    other; status.expiresAt says when it happens."""
 
 
 class ReplicaStatus(CRModel):
     """How many pods the environment runs, from its Deployment."""
 
-    desired: int = Field(
-        default=0,
-        ge=0,
-        description="Pods the environment should run: spec.replicas or the tier default, 0 "
-        "while suspended.",
-    )
-    ready: int = Field(default=0, ge=0, description="Pods passing their readiness probe.")
-    available: int = Field(
-        default=0,
-        ge=0,
-        description="Pods that have been ready for at least the Deployment's minReadySeconds.",
-    )
+    desired: int = Field(default=0, ge=0)
+    """Pods the environment should run: spec.replicas or the tier default, 0 while suspended."""
+    ready: int = Field(default=0, ge=0)
+    """Pods passing their readiness probe."""
+    available: int = Field(default=0, ge=0)
+    """Pods that have been ready for at least the Deployment's minReadySeconds."""
 
 
 class DatabaseStatus(CRModel):
     """The environment's database as the operator last provisioned it."""
 
-    secret_name: str | None = Field(
-        default=None,
-        description=(
-            "Secret in the environment's namespace with the keys host, port, database, "
-            "username, password and uri."
-        ),
-    )
-    name: str | None = Field(
-        default=None,
-        description="Name of the database, and of its login role, on the managed server.",
-    )
-    ready: bool = Field(
-        default=False,
-        description="Whether the database and role exist and the Secret holds working credentials.",
-    )
-    ensured: str | None = Field(
-        default=None,
-        max_length=64,
-        description=(
-            "Digest of what the operator last ensured on the server: the database's identity, "
-            "the credentials' digest, spec.database and the version of the ensure steps. A pass "
-            "that computes the same digest only checks that the role and database are intact."
-        ),
-    )
+    secret_name: str | None = None
+    """Secret in the environment's namespace with the keys host, port, database, username, password
+    and uri."""
+    name: str | None = None
+    """Name of the database, and of its login role, on the managed server."""
+    ready: bool = False
+    """Whether the database and role exist and the Secret holds working credentials."""
+    ensured: str | None = Field(default=None, max_length=64)
+    """Digest of what the operator last ensured on the server: the database's identity, the
+    credentials' digest, spec.database and the version of the ensure steps. A pass that computes
+    the same digest only checks that the role and database are intact."""
 
 
 class LastBackup(CRModel):
     """The environment's newest completed Backup."""
 
-    name: str = Field(description="Name of the Backup, in the environment's namespace.")
-    completed_at: datetime | None = Field(default=None, description="When it completed.")
-    size: int | None = Field(default=None, ge=0, description="Size of its artifact in bytes.")
-    verified_by: str | None = Field(
-        default=None,
-        description="The RestoreDrill whose run restored it and passed, when one did.",
-    )
+    name: str
+    """Name of the Backup, in the environment's namespace."""
+    completed_at: datetime | None = None
+    """When it completed."""
+    size: int | None = Field(default=None, ge=0)
+    """Size of its artifact in bytes."""
+    verified_by: str | None = None
+    """The RestoreDrill whose run restored it and passed, when one did."""
 
 
 class LastDrill(CRModel):
     """The newest run of the RestoreDrills that target the environment."""
 
-    drill: str = Field(description="Name of the RestoreDrill.")
-    backup: str = Field(description="The Backup the run restored.")
-    result: DrillResult = Field(description="Passed when every check passed, else Failed.")
-    finished_at: datetime | None = Field(default=None, description="When the run finished.")
-    restore_seconds: float | None = Field(
-        default=None, ge=0, description="How long the restore took: the measured RTO."
-    )
+    drill: str
+    """Name of the RestoreDrill."""
+    backup: str
+    """The Backup the run restored."""
+    result: DrillResult
+    """Passed when every check passed, else Failed."""
+    finished_at: datetime | None = None
+    """When the run finished."""
+    restore_seconds: float | None = Field(default=None, ge=0)
+    """How long the restore took: the measured RTO."""
 
 
 class EnvironmentStatus(Status):
@@ -303,39 +237,21 @@ class EnvironmentStatus(Status):
         ),
     }
 
-    phase: EnvironmentPhase | None = Field(
-        default=None,
-        description="Where the environment is in its life cycle.",
-    )
-    url: str | None = Field(
-        default=None,
-        description=(
-            "URL at which the service is reachable: http(s)://<host> with an ingress, "
-            "otherwise the in-cluster http://<name>.<namespace>.svc:<port>."
-        ),
-    )
-    replicas: ReplicaStatus | None = Field(
-        default=None,
-        description="Pods the environment should run and how many of them serve.",
-    )
-    database: DatabaseStatus | None = Field(
-        default=None,
-        description="The environment's database, when it has one.",
-    )
-    expires_at: datetime | None = Field(
-        default=None,
-        description="When a development environment with a ttl is deleted.",
-    )
-    last_backup: LastBackup | None = Field(
-        default=None,
-        description="The newest completed Backup of the environment (condition BackupsHealthy).",
-    )
-    last_drill: LastDrill | None = Field(
-        default=None,
-        description=(
-            "The newest run of a RestoreDrill of the environment (condition DrillPassing)."
-        ),
-    )
+    phase: EnvironmentPhase | None = None
+    """Where the environment is in its life cycle."""
+    url: str | None = None
+    """URL at which the service is reachable: http(s)://<host> with an ingress, otherwise the
+    in-cluster http://<name>.<namespace>.svc:<port>."""
+    replicas: ReplicaStatus | None = None
+    """Pods the environment should run and how many of them serve."""
+    database: DatabaseStatus | None = None
+    """The environment's database, when it has one."""
+    expires_at: datetime | None = None
+    """When a development environment with a ttl is deleted."""
+    last_backup: LastBackup | None = None
+    """The newest completed Backup of the environment (condition BackupsHealthy)."""
+    last_drill: LastDrill | None = None
+    """The newest run of a RestoreDrill of the environment (condition DrillPassing)."""
 
 
 class Environment(CustomResource):
@@ -369,7 +285,8 @@ class Environment(CustomResource):
         ),
     )
 
-    spec: EnvironmentSpec = Field(description="The desired state of the environment.")
+    spec: EnvironmentSpec
+    """The desired state of the environment."""
     status: EnvironmentStatus = status_field(
         EnvironmentStatus, "The observed state of the environment, written by the operator."
     )

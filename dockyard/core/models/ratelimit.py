@@ -95,53 +95,35 @@ class RuleMatch(CRModel):
     counts every request in the policy's scope."""
 
     subjects: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        default_factory=list,
-        max_length=64,
-        description=(
-            "User names the rule applies to, as the Kubernetes API authenticates them "
-            "(for example alice or system:serviceaccount:ci:deployer). Callers without "
-            "valid credentials are system:anonymous. Together with groups this says who "
-            "is counted: the caller matches when their user is listed here or one of "
-            "their groups is listed in groups. Both empty: everyone."
-        ),
+        default_factory=list, max_length=64
     )
+    """User names the rule applies to, as the Kubernetes API authenticates them (for example alice
+    or system:serviceaccount:ci:deployer). Callers without valid credentials are
+    system:anonymous. Together with groups this says who is counted: the caller matches when
+    their user is listed here or one of their groups is listed in groups. Both empty: everyone."""
     groups: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        default_factory=list,
-        max_length=64,
-        description=(
-            "Groups the rule applies to, for example system:authenticated (every caller "
-            "with valid credentials) or system:unauthenticated (every caller without)."
-        ),
+        default_factory=list, max_length=64
     )
-    methods: list[HttpMethod] = Field(
-        default_factory=list,
-        max_length=7,
-        description="HTTP methods the rule applies to; empty: every method.",
-    )
+    """Groups the rule applies to, for example system:authenticated (every caller with valid
+    credentials) or system:unauthenticated (every caller without)."""
+    methods: list[HttpMethod] = Field(default_factory=list, max_length=7)
+    """HTTP methods the rule applies to; empty: every method."""
     paths: list[Annotated[str, Field(min_length=1, max_length=256, pattern=PATH_PATTERN)]] = Field(
-        default_factory=list,
-        max_length=64,
-        description=(
-            "Request paths the rule applies to; empty: every path. An entry is a route "
-            "template of the REST API, matched exactly (for example "
-            "/api/v1/namespaces/{namespace}/environments), or a prefix ending in * "
-            "matched against the request's path and its route template (for example "
-            "/api/v1/namespaces/*)."
-        ),
+        default_factory=list, max_length=64
     )
+    """Request paths the rule applies to; empty: every path. An entry is a route template of the
+    REST API, matched exactly (for example /api/v1/namespaces/{namespace}/environments), or a
+    prefix ending in * matched against the request's path and its route template (for example
+    /api/v1/namespaces/*)."""
 
 
 class RateLimit(CRModel):
     """How many requests a bucket lets through per period, in the long run."""
 
-    requests: int = Field(
-        gt=0,
-        le=1_000_000_000,
-        description="Requests allowed per period (in units of cost). Must be positive.",
-    )
-    period: Period = Field(
-        description="The period the requests are counted over: second, minute, hour or day.",
-    )
+    requests: int = Field(gt=0, le=1_000_000_000)
+    """Requests allowed per period (in units of cost). Must be positive."""
+    period: Period
+    """The period the requests are counted over: second, minute, hour or day."""
 
 
 class RateLimitRule(CRModel):
@@ -161,77 +143,38 @@ class RateLimitRule(CRModel):
         ),
     )
 
-    name: str = Field(
-        min_length=1,
-        max_length=63,
-        pattern=RULE_NAME_PATTERN,
-        description=(
-            "Name of the rule, unique within the policy: lowercase letters, digits and "
-            "dashes. It names the rule in RateLimit-Policy headers, metrics and status."
-        ),
-    )
-    match: RuleMatch = Field(
-        default_factory=RuleMatch,
-        description="Which requests the rule counts; empty: every request in scope.",
-    )
-    limit: RateLimit = Field(
-        description="The sustained rate: requests per period.",
-    )
-    burst: int = Field(
-        default=0,
-        ge=0,
-        le=1_000_000_000,
-        description=(
-            "Requests allowed on top of limit.requests when a client has been idle: a "
-            "key at rest may send requests + burst at once, then limit.requests per "
-            "period."
-        ),
-    )
-    key: KeyType = Field(
-        default=KeyType.SUBJECT,
-        description=(
-            "What each bucket counts for. Subject: each authenticated user (callers "
-            "without valid credentials are counted by client address). ClientIP: each "
-            "client address, read through the API's trusted proxies. Header: each value "
-            "of the header named in header (requests without it are counted by client "
-            "address)."
-        ),
-    )
+    name: str = Field(min_length=1, max_length=63, pattern=RULE_NAME_PATTERN)
+    """Name of the rule, unique within the policy: lowercase letters, digits and dashes. It names
+    the rule in RateLimit-Policy headers, metrics and status."""
+    match: RuleMatch = Field(default_factory=RuleMatch)
+    """Which requests the rule counts; empty: every request in scope."""
+    limit: RateLimit
+    """The sustained rate: requests per period."""
+    burst: int = Field(default=0, ge=0, le=1_000_000_000)
+    """Requests allowed on top of limit.requests when a client has been idle: a key at rest may send
+    requests + burst at once, then limit.requests per period."""
+    key: KeyType = KeyType.SUBJECT
+    """What each bucket counts for. Subject: each authenticated user (callers without valid
+    credentials are counted by client address). ClientIP: each client address, read through the
+    API's trusted proxies. Header: each value of the header named in header (requests without it
+    are counted by client address)."""
     header: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=256,
-        pattern=HEADER_NAME_PATTERN,
-        description="The request header whose value is the key; required when key is Header.",
+        default=None, min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN
     )
-    cost: int = Field(
-        default=1,
-        ge=1,
-        le=1_000_000_000,
-        description=(
-            "Units one matching request takes from the bucket; at most limit.requests + burst."
-        ),
-    )
+    """The request header whose value is the key; required when key is Header."""
+    cost: int = Field(default=1, ge=1, le=1_000_000_000)
+    """Units one matching request takes from the bucket; at most limit.requests + burst."""
 
 
 class RateLimitPolicySpec(CRModel):
     """The desired limits."""
 
-    mode: RateLimitMode = Field(
-        default=RateLimitMode.ENFORCE,
-        description=(
-            "Enforce rejects requests over a limit with 429 Too Many Requests. Shadow "
-            "only counts and logs what would have been rejected, to try a policy safely."
-        ),
-    )
-    rules: list[RateLimitRule] = Field(
-        min_length=1,
-        max_length=32,
-        description=(
-            "The limits. A request is counted by every rule that matches it, and must "
-            "pass every matching rule of every Enforce policy in scope."
-        ),
-    )
+    mode: RateLimitMode = RateLimitMode.ENFORCE
+    """Enforce rejects requests over a limit with 429 Too Many Requests. Shadow only counts and logs
+    what would have been rejected, to try a policy safely."""
+    rules: list[RateLimitRule] = Field(min_length=1, max_length=32)
+    """The limits. A request is counted by every rule that matches it, and must pass every matching
+    rule of every Enforce policy in scope."""
 
 
 class ThrottleCount(CRModel):
@@ -239,21 +182,15 @@ class ThrottleCount(CRModel):
 
     list_map_keys = ("rule",)
 
-    rule: str = Field(description="Name of the rule.")
-    count: int = Field(
-        ge=0,
-        description=(
-            "Requests the rule rejected (in Shadow mode: would have rejected) since "
-            "windowStart, across every API replica."
-        ),
-    )
-    window_start: datetime = Field(
-        description="Start of the counting window; windows are one hour long, in UTC.",
-    )
-    last_throttle_time: datetime | None = Field(
-        default=None,
-        description="When the rule last throttled a request.",
-    )
+    rule: str
+    """Name of the rule."""
+    count: int = Field(ge=0)
+    """Requests the rule rejected (in Shadow mode: would have rejected) since windowStart, across
+    every API replica."""
+    window_start: datetime
+    """Start of the counting window; windows are one hour long, in UTC."""
+    last_throttle_time: datetime | None = None
+    """When the rule last throttled a request."""
 
 
 class RateLimitPolicyStatus(Status):
@@ -267,16 +204,10 @@ class RateLimitPolicyStatus(Status):
         ),
     }
 
-    rules: int | None = Field(
-        default=None,
-        ge=0,
-        description="Number of the policy's rules the API has in force.",
-    )
-    throttled: list[ThrottleCount] = Field(
-        default_factory=list,
-        max_length=32,
-        description="Requests throttled in the current hour, per rule that throttled any.",
-    )
+    rules: int | None = Field(default=None, ge=0)
+    """Number of the policy's rules the API has in force."""
+    throttled: list[ThrottleCount] = Field(default_factory=list, max_length=32)
+    """Requests throttled in the current hour, per rule that throttled any."""
 
 
 class RateLimitPolicy(CustomResource):
@@ -297,13 +228,10 @@ class RateLimitPolicy(CustomResource):
         ),
     )
 
-    spec: RateLimitPolicySpec = Field(
-        description=(
-            "The desired limits. A policy in the platform's namespace (dockyard-system) "
-            "applies to every request; a policy in another namespace applies only to "
-            "requests about that namespace's objects (paths with that {namespace})."
-        )
-    )
+    spec: RateLimitPolicySpec
+    """The desired limits. A policy in the platform's namespace (dockyard-system) applies to every
+    request; a policy in another namespace applies only to requests about that namespace's
+    objects (paths with that {namespace})."""
     status: RateLimitPolicyStatus = status_field(
         RateLimitPolicyStatus, "What the API made of the policy, and the throttles it observed."
     )

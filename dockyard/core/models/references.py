@@ -29,26 +29,31 @@ SecretDataKey = Annotated[str, Field(min_length=1, max_length=253, pattern=DATA_
 class EnvironmentReference(CRModel):
     """An Environment in the same namespace."""
 
-    name: ObjectName = Field(description="Name of the Environment, in this object's namespace.")
+    name: ObjectName
+    """Name of the Environment, in this object's namespace."""
 
 
 class BackupReference(CRModel):
     """A Backup in the same namespace."""
 
-    name: ObjectName = Field(description="Name of the Backup, in this object's namespace.")
+    name: ObjectName
+    """Name of the Backup, in this object's namespace."""
 
 
 class SecretKeyReference(CRModel):
     """One key of a Secret in the same namespace."""
 
-    name: ObjectName = Field(description="Name of the Secret, in this object's namespace.")
-    key: SecretDataKey = Field(description="The key within the Secret's data that holds the value.")
+    name: ObjectName
+    """Name of the Secret, in this object's namespace."""
+    key: SecretDataKey
+    """The key within the Secret's data that holds the value."""
 
 
 class SecretReference(CRModel):
     """A whole Secret in the same namespace."""
 
-    name: ObjectName = Field(description="Name of the Secret, in this object's namespace.")
+    name: ObjectName
+    """Name of the Secret, in this object's namespace."""
 
 
 __all__ = [

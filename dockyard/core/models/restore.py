@@ -98,21 +98,13 @@ class RestoreSource(CRModel):
         ),
     )
 
-    backup_ref: BackupReference | None = Field(
-        default=None,
-        description="Restore this Backup (it must be Completed).",
-    )
-    environment_ref: EnvironmentReference | None = Field(
-        default=None,
-        description="Restore one of this Environment's Completed backups, chosen by select.",
-    )
-    select: SourceSelection | None = Field(
-        default=None,
-        description=(
-            "With environmentRef: latest takes the newest completed backup; "
-            "latestVerified the newest one a restore drill verified."
-        ),
-    )
+    backup_ref: BackupReference | None = None
+    """Restore this Backup (it must be Completed)."""
+    environment_ref: EnvironmentReference | None = None
+    """Restore one of this Environment's Completed backups, chosen by select."""
+    select: SourceSelection | None = None
+    """With environmentRef: latest takes the newest completed backup; latestVerified the newest one
+    a restore drill verified."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -125,9 +117,8 @@ class RestoreSource(CRModel):
 class RestoreTarget(CRModel):
     """The environment whose database is replaced."""
 
-    environment_ref: EnvironmentReference = Field(
-        description="The Environment to restore into.",
-    )
+    environment_ref: EnvironmentReference
+    """The Environment to restore into."""
 
 
 class RestoreSpec(CRModel):
@@ -159,133 +150,80 @@ class RestoreSpec(CRModel):
         ),
     )
 
-    source: RestoreSource = Field(
-        description=(
-            "The backup to restore: backupRef, or environmentRef with select (latest or "
-            "latestVerified)."
-        ),
-    )
-    target: RestoreTarget | None = Field(
-        default=None,
-        description=(
-            "The Environment to restore into. When omitted the restore is in place: into "
-            "the environment the backup was taken from."
-        ),
-    )
-    dry_run: bool = Field(
-        default=False,
-        description=(
-            "Only write the plan into status (backup, size, tables, target, estimated "
-            "duration) and change nothing. Turn it off afterwards to carry the plan out."
-        ),
-    )
-    safety_backup: bool = Field(
-        default=True,
-        description=(
-            "Back up the target's database before replacing it (status.safetyBackup names "
-            "that Backup). The data is restored into a new database and switched over "
-            "only when that succeeded, so a failed restore leaves the target as it was."
-        ),
-    )
-    runner: BackupRunner = Field(
-        default=BackupRunner.INLINE,
-        description=(
-            "Where the artifact is restored. Inline (default): inside the operator "
-            "process, sharing DOCKYARD_BACKUP_CONCURRENCY with backups and drills. Job: "
-            "in a batch/v1 Job of the operator's image that connects as the target "
-            "environment's own role (from its database Secret) and can only write the new "
-            "database; the operator still creates that database, checks the row counts "
-            "and switches over. An interrupted attempt is counted and retried either way."
-        ),
-    )
+    source: RestoreSource
+    """The backup to restore: backupRef, or environmentRef with select (latest or latestVerified).
+    """
+    target: RestoreTarget | None = None
+    """The Environment to restore into. When omitted the restore is in place: into the environment
+    the backup was taken from."""
+    dry_run: bool = False
+    """Only write the plan into status (backup, size, tables, target, estimated duration) and change
+    nothing. Turn it off afterwards to carry the plan out."""
+    safety_backup: bool = True
+    """Back up the target's database before replacing it (status.safetyBackup names that Backup).
+    The data is restored into a new database and switched over only when that succeeded, so a
+    failed restore leaves the target as it was."""
+    runner: BackupRunner = BackupRunner.INLINE
+    """Where the artifact is restored. Inline (default): inside the operator process, sharing
+    DOCKYARD_BACKUP_CONCURRENCY with backups and drills. Job: in a batch/v1 Job of the operator's
+    image that connects as the target environment's own role (from its database Secret) and can
+    only write the new database; the operator still creates that database, checks the row counts
+    and switches over. An interrupted attempt is counted and retried either way."""
 
 
 class RestorePlan(CRModel):
     """What a restore will do (or did), resolved before anything changes."""
 
-    backup: ObjectName = Field(description="Name of the Backup restored.")
-    source_environment: ObjectName = Field(description="The Environment the backup was taken from.")
-    backup_completed_at: datetime | None = Field(
-        default=None, description="When the backup completed (how old its data is)."
-    )
-    verified: bool = Field(
-        default=False, description="Whether a restore drill verified the backup."
-    )
-    size: int | None = Field(default=None, ge=0, description="Size of the artifact in bytes.")
-    table_count: int = Field(default=0, ge=0, description="Number of tables in the backup.")
-    tables: list[TableRows] = Field(
-        default_factory=list,
-        max_length=MANIFEST_MAX_TABLES,
-        description="The tables restored, with the row counts recorded at backup time.",
-    )
-    target: ObjectName = Field(description="The Environment restored into.")
-    in_place: bool = Field(
-        description="Whether the target is the environment the backup was taken from."
-    )
-    target_tier: Tier | None = Field(
-        default=None,
-        description=(
-            "The target Environment's tier when the plan was made. The restore keeps to "
-            "it: a production target needs approval even if the Environment is deleted "
-            "or changed afterwards (a missing or deleting target fails the restore)."
-        ),
-    )
-    safety_backup: bool = Field(default=False, description="Whether the target is backed up first.")
-    requires_approval: bool = Field(
-        default=False,
-        description="Whether a second person must approve before the target is touched.",
-    )
-    estimated_duration_seconds: int = Field(
-        ge=0,
-        description=(
-            "Expected restore time, from the throughput of past restores and drills of "
-            "this environment, or a default when there are none."
-        ),
-    )
-    estimate_samples: int = Field(
-        default=0,
-        ge=0,
-        description="Past restores the estimate is based on; 0 means the default throughput.",
-    )
+    backup: ObjectName
+    """Name of the Backup restored."""
+    source_environment: ObjectName
+    """The Environment the backup was taken from."""
+    backup_completed_at: datetime | None = None
+    """When the backup completed (how old its data is)."""
+    verified: bool = False
+    """Whether a restore drill verified the backup."""
+    size: int | None = Field(default=None, ge=0)
+    """Size of the artifact in bytes."""
+    table_count: int = Field(default=0, ge=0)
+    """Number of tables in the backup."""
+    tables: list[TableRows] = Field(default_factory=list, max_length=MANIFEST_MAX_TABLES)
+    """The tables restored, with the row counts recorded at backup time."""
+    target: ObjectName
+    """The Environment restored into."""
+    in_place: bool
+    """Whether the target is the environment the backup was taken from."""
+    target_tier: Tier | None = None
+    """The target Environment's tier when the plan was made. The restore keeps to it: a production
+    target needs approval even if the Environment is deleted or changed afterwards (a missing or
+    deleting target fails the restore)."""
+    safety_backup: bool = False
+    """Whether the target is backed up first."""
+    requires_approval: bool = False
+    """Whether a second person must approve before the target is touched."""
+    estimated_duration_seconds: int = Field(ge=0)
+    """Expected restore time, from the throughput of past restores and drills of this environment,
+    or a default when there are none."""
+    estimate_samples: int = Field(default=0, ge=0)
+    """Past restores the estimate is based on; 0 means the default throughput."""
 
 
 class RestoreApproval(CRModel):
     """Who asked for a restore that needs approval, and who gave it."""
 
-    required_by: Tier | None = Field(
-        default=None,
-        description=(
-            "Why approval is needed: the target environment's tier (production restores "
-            "need a second person)."
-        ),
-    )
-    requested_by: str | None = Field(
-        default=None,
-        max_length=USER_MAX_LENGTH,
-        description=(
-            "User who asked for the restore: the dockyard.io/requested-by annotation the "
-            "REST API sets to the caller, or the creating field manager when created "
-            "otherwise."
-        ),
-    )
-    approved_by: str | None = Field(
-        default=None,
-        max_length=USER_MAX_LENGTH,
-        description=(
-            "User who approved, through the REST API or the dockyard.io/approved-by "
-            "annotation; never the requester."
-        ),
-    )
-    approved_at: datetime | None = Field(default=None, description="When the approval was given.")
-    refused_approver: str | None = Field(
-        default=None,
-        max_length=USER_MAX_LENGTH,
-        description=(
-            "An approval that does not count because it was given before the restore was "
-            "AwaitingApproval (before its plan was shown). Remove the dockyard.io/approved-by "
-            "annotation and approve again."
-        ),
-    )
+    required_by: Tier | None = None
+    """Why approval is needed: the target environment's tier (production restores need a second
+    person)."""
+    requested_by: str | None = Field(default=None, max_length=USER_MAX_LENGTH)
+    """User who asked for the restore: the dockyard.io/requested-by annotation the REST API sets to
+    the caller, or the creating field manager when created otherwise."""
+    approved_by: str | None = Field(default=None, max_length=USER_MAX_LENGTH)
+    """User who approved, through the REST API or the dockyard.io/approved-by annotation; never the
+    requester."""
+    approved_at: datetime | None = None
+    """When the approval was given."""
+    refused_approver: str | None = Field(default=None, max_length=USER_MAX_LENGTH)
+    """An approval that does not count because it was given before the restore was AwaitingApproval
+    (before its plan was shown). Remove the dockyard.io/approved-by annotation and approve again."""
 
 
 class RestoreStatus(RunStatus):
@@ -308,39 +246,21 @@ class RestoreStatus(RunStatus):
         "completed_at": "When the restore completed or failed.",
     }
 
-    phase: RestorePhase | None = Field(
-        default=None,
-        description=(
-            "Pending, AwaitingApproval (production target, no approval yet), BackingUp "
-            "(the safety backup), Restoring, Verifying (row counts against the manifest), "
-            "then Completed or Failed (see message)."
-        ),
-    )
-    plan: RestorePlan | None = Field(
-        default=None,
-        description="What the restore does; a dry run stops once this is written.",
-    )
-    approval: RestoreApproval | None = Field(
-        default=None,
-        description="The approval record, when the target's tier requires one.",
-    )
-    safety_backup: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description="Name of the Backup of the target taken before it was replaced.",
-    )
-    staging_database: str | None = Field(
-        default=None,
-        max_length=63,
-        description=(
-            "The new database being restored into before the switch-over; recorded so "
-            "an interrupted restore is resumed or cleaned up."
-        ),
-    )
-    duration_seconds: float | None = Field(
-        default=None, ge=0, description="How long the restore took, in seconds."
-    )
+    phase: RestorePhase | None = None
+    """Pending, AwaitingApproval (production target, no approval yet), BackingUp (the safety
+    backup), Restoring, Verifying (row counts against the manifest), then Completed or Failed
+    (see message)."""
+    plan: RestorePlan | None = None
+    """What the restore does; a dry run stops once this is written."""
+    approval: RestoreApproval | None = None
+    """The approval record, when the target's tier requires one."""
+    safety_backup: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_PATTERN)
+    """Name of the Backup of the target taken before it was replaced."""
+    staging_database: str | None = Field(default=None, max_length=63)
+    """The new database being restored into before the switch-over; recorded so an interrupted
+    restore is resumed or cleaned up."""
+    duration_seconds: float | None = Field(default=None, ge=0)
+    """How long the restore took, in seconds."""
 
 
 class Restore(CustomResource):
@@ -371,7 +291,8 @@ class Restore(CustomResource):
         ),
     )
 
-    spec: RestoreSpec = Field(description="What to restore, where, and how carefully.")
+    spec: RestoreSpec
+    """What to restore, where, and how carefully."""
     status: RestoreStatus = status_field(
         RestoreStatus, "The observed state of the restore, written by the operator."
     )

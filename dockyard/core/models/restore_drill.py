@@ -92,18 +92,11 @@ class DrillBackupSelection(CRModel):
         ),
     )
 
-    strategy: BackupSelectionStrategy = Field(
-        default=BackupSelectionStrategy.LATEST,
-        description=(
-            "Latest restores the newest completed backup; RandomWithinWindow a random "
-            "completed backup no older than window, so over time older backups are proved "
-            "too."
-        ),
-    )
-    window: SelectionWindow | None = Field(
-        default=None,
-        description="With RandomWithinWindow: how far back to choose from, for example 168h.",
-    )
+    strategy: BackupSelectionStrategy = BackupSelectionStrategy.LATEST
+    """Latest restores the newest completed backup; RandomWithinWindow a random completed backup no
+    older than window, so over time older backups are proved too."""
+    window: SelectionWindow | None = None
+    """With RandomWithinWindow: how far back to choose from, for example 168h."""
 
     @model_validator(mode="after")
     def _window_with_random(self) -> Self:
@@ -119,69 +112,35 @@ class SqlCheck(CRModel):
 
     list_map_keys = ("name",)
 
-    name: str = Field(
-        min_length=1,
-        max_length=63,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        description=(
-            "Name of the check, unique within checks.sql; a failure is reported as sql/<name>."
-        ),
-    )
-    query: str = Field(
-        min_length=1,
-        max_length=4096,
-        description=(
-            "One SQL statement, run in a read-only transaction on the scratch database, "
-            "logged in as the environment's own role, with the operator's statement "
-            "timeout (30 s by default); for example SELECT count(*) FROM orders WHERE "
-            "total < 0."
-        ),
-    )
-    expect: str = Field(
-        max_length=1024,
-        description=(
-            "The expected value of the first column of the first row, in PostgreSQL's text "
-            "form (as psql prints it: booleans are t and f). No row, or NULL, compares "
-            "equal to the empty string."
-        ),
-    )
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Name of the check, unique within checks.sql; a failure is reported as sql/<name>."""
+    query: str = Field(min_length=1, max_length=4096)
+    """One SQL statement, run in a read-only transaction on the scratch database, logged in as the
+    environment's own role, with the operator's statement timeout (30 s by default); for example
+    SELECT count(*) FROM orders WHERE total < 0."""
+    expect: str = Field(max_length=1024)
+    """The expected value of the first column of the first row, in PostgreSQL's text form (as psql
+    prints it: booleans are t and f). No row, or NULL, compares equal to the empty string."""
 
 
 class DrillChecks(CRModel):
     """What a restored backup must satisfy for the drill to pass."""
 
-    row_counts: bool = Field(
-        default=True,
-        description=(
-            "Compare every table's row count with the backup's manifest; each difference "
-            "fails as rowCount/<schema.table>."
-        ),
-    )
-    sql: list[SqlCheck] = Field(
-        default_factory=list,
-        max_length=SQL_CHECKS_MAX,
-        description="SQL assertions with their expected results.",
-    )
+    row_counts: bool = True
+    """Compare every table's row count with the backup's manifest; each difference fails as
+    rowCount/<schema.table>."""
+    sql: list[SqlCheck] = Field(default_factory=list, max_length=SQL_CHECKS_MAX)
+    """SQL assertions with their expected results."""
 
 
 class DrillObjectives(CRModel):
     """The recovery time and recovery point a drill holds the environment to."""
 
-    rto_seconds: int | None = Field(
-        default=None,
-        ge=1,
-        le=OBJECTIVE_MAX_SECONDS,
-        description="Recovery time objective: a run fails when the restore takes longer.",
-    )
-    rpo_seconds: int | None = Field(
-        default=None,
-        ge=1,
-        le=OBJECTIVE_MAX_SECONDS,
-        description=(
-            "Recovery point objective: a run fails when the backup it restores is older "
-            "than this when the run starts (the data a disaster then would lose)."
-        ),
-    )
+    rto_seconds: int | None = Field(default=None, ge=1, le=OBJECTIVE_MAX_SECONDS)
+    """Recovery time objective: a run fails when the restore takes longer."""
+    rpo_seconds: int | None = Field(default=None, ge=1, le=OBJECTIVE_MAX_SECONDS)
+    """Recovery point objective: a run fails when the backup it restores is older than this when the
+    run starts (the data a disaster then would lose)."""
 
     def failed_checks(self, restore_seconds: float, backup_age_seconds: float) -> list[FailedCheck]:
         """The objectives a run with these measurements missed."""
@@ -204,13 +163,9 @@ class DrillObjectives(CRModel):
 class DrillScratch(CRModel):
     """The scratch databases runs restore into."""
 
-    keep_for: ScratchKeepFor = Field(
-        default="1h",
-        description=(
-            "How long a run's scratch database is kept after the run finishes, for "
-            "inspection, before it is dropped (30m, 24h)."
-        ),
-    )
+    keep_for: ScratchKeepFor = "1h"
+    """How long a run's scratch database is kept after the run finishes, for inspection, before it
+    is dropped (30m, 24h)."""
 
 
 def _defaulted(value: CRModel, description: str) -> Any:
@@ -223,31 +178,22 @@ def _defaulted(value: CRModel, description: str) -> Any:
 class RestoreDrillSpec(CRModel):
     """When to drill, on which backup, and what the restored data must satisfy."""
 
-    environment_ref: EnvironmentReference = Field(
-        description="The Environment whose backups are drilled.",
-    )
+    environment_ref: EnvironmentReference
+    """The Environment whose backups are drilled."""
     schedule: CronExpression = Field(description=SCHEDULE_DESCRIPTION)
     time_zone: TimeZoneName = Field(default="UTC", description=TIME_ZONE_DESCRIPTION)
     backup_selection: DrillBackupSelection = _defaulted(
         DrillBackupSelection(), "Which completed backup a run restores."
     )
-    checks: DrillChecks = Field(
-        default=DrillChecks(),
-        description="What the restored database must satisfy; by default row counts.",
-    )
+    checks: DrillChecks = DrillChecks()
+    """What the restored database must satisfy; by default row counts."""
     objectives: DrillObjectives = _defaulted(
         DrillObjectives(), "RTO and RPO the runs are held to; none by default (only measured)."
     )
-    scratch: DrillScratch = Field(
-        default=DrillScratch(),
-        description="How long scratch databases are kept after a run.",
-    )
-    history_limit: int = Field(
-        default=10,
-        ge=1,
-        le=HISTORY_MAX,
-        description="How many runs status.history keeps (every run is also kept in the catalog).",
-    )
+    scratch: DrillScratch = DrillScratch()
+    """How long scratch databases are kept after a run."""
+    history_limit: int = Field(default=10, ge=1, le=HISTORY_MAX)
+    """How many runs status.history keeps (every run is also kept in the catalog)."""
     suspend: bool = Field(
         default=False,
         description=(
@@ -255,16 +201,12 @@ class RestoreDrillSpec(CRModel):
             "annotation still runs one at once; the operator removes it when the run starts."
         ),
     )
-    runner: BackupRunner = Field(
-        default=BackupRunner.INLINE,
-        description=(
-            "Where a run restores the backup. Inline (default): inside the operator "
-            "process, sharing DOCKYARD_BACKUP_CONCURRENCY with backups and restores. Job: "
-            "in a batch/v1 Job of the operator's image that connects as the environment's "
-            "own role (from its database Secret) and can only write the scratch database; "
-            "the operator runs the checks. The measured RTO then includes starting the Job."
-        ),
-    )
+    runner: BackupRunner = BackupRunner.INLINE
+    """Where a run restores the backup. Inline (default): inside the operator process, sharing
+    DOCKYARD_BACKUP_CONCURRENCY with backups and restores. Job: in a batch/v1 Job of the
+    operator's image that connects as the environment's own role (from its database Secret) and
+    can only write the scratch database; the operator runs the checks. The measured RTO then
+    includes starting the Job."""
 
 
 class RestoreDrillStatus(Status):
@@ -279,22 +221,20 @@ class RestoreDrillStatus(Status):
         ),
     }
 
-    message: str | None = Field(
-        default=None, max_length=4096, description="Human-readable detail of the state."
-    )
-    next_run_time: datetime | None = Field(
-        default=None, description="When the next run is due; absent while suspended or invalid."
-    )
-    current_run: DrillCurrentRun | None = Field(
-        default=None, description="The run in progress, if any."
-    )
-    last_run: DrillRun | None = Field(default=None, description="The last finished run, in full.")
+    message: str | None = Field(default=None, max_length=4096)
+    """Human-readable detail of the state."""
+    next_run_time: datetime | None = None
+    """When the next run is due; absent while suspended or invalid."""
+    current_run: DrillCurrentRun | None = None
+    """The run in progress, if any."""
+    last_run: DrillRun | None = None
+    """The last finished run, in full."""
     history: list[DrillRunSummary] = Field(
         default_factory=list,
         max_length=HISTORY_MAX,
-        description="Finished runs, newest first, at most spec.historyLimit of them.",
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
+    """Finished runs, newest first, at most spec.historyLimit of them."""
 
     def with_run(self, run: DrillRun, history_limit: int) -> RestoreDrillStatus:
         """This status with ``run`` as the last run, at the head of a history of at most
@@ -337,7 +277,8 @@ class RestoreDrill(CustomResource):
         ),
     )
 
-    spec: RestoreDrillSpec = Field(description="When to drill, on which backup, with which checks.")
+    spec: RestoreDrillSpec
+    """When to drill, on which backup, with which checks."""
     status: RestoreDrillStatus = status_field(
         RestoreDrillStatus, "The observed state of the drill, written by the operator."
     )

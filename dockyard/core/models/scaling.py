@@ -86,41 +86,24 @@ class ScheduledFloor(CRModel):
 
     list_map_keys = ("name",)
 
-    name: str = Field(
-        min_length=1,
-        max_length=63,
-        pattern=SCHEDULE_NAME_PATTERN,
-        description="Name of the schedule, unique within schedules; shown in status.",
-    )
-    schedule: CronExpression = Field(
-        description=(
-            "When the window opens, as a five-field cron expression (minute hour "
-            "day-of-month month day-of-week) or a macro such as @daily; read strictly, as "
-            "BackupSchedule's schedule is. An expression the strict parser refuses sets "
-            "Accepted=False with reason InvalidSchedule."
-        ),
-    )
-    time_zone: TimeZoneName = Field(
-        default="UTC",
-        description=(
-            "IANA time zone the schedule is read in, for example Europe/Berlin; daylight "
-            "saving time is honoured. An unknown name sets Accepted=False."
-        ),
-    )
+    name: str = Field(min_length=1, max_length=63, pattern=SCHEDULE_NAME_PATTERN)
+    """Name of the schedule, unique within schedules; shown in status."""
+    schedule: CronExpression
+    """When the window opens, as a five-field cron expression (minute hour day-of-month month
+    day-of-week) or a macro such as @daily; read strictly, as BackupSchedule's schedule is. An
+    expression the strict parser refuses sets Accepted=False with reason InvalidSchedule."""
+    time_zone: TimeZoneName = "UTC"
+    """IANA time zone the schedule is read in, for example Europe/Berlin; daylight saving time is
+    honoured. An unknown name sets Accepted=False."""
     duration: Window = Field(
         description=(
             f"How long the window stays open after each time the schedule fires, as hours, "
             f"minutes and seconds (8h, 1h30m, 90s); at most {MAX_WINDOW}."
         ),
     )
-    min_replicas: int = Field(
-        ge=1,
-        le=MAX_REPLICAS,
-        description=(
-            "The floor while the window is open: the HPA's minReplicas becomes the larger "
-            "of this and spec.minReplicas. At most spec.maxReplicas."
-        ),
-    )
+    min_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    """The floor while the window is open: the HPA's minReplicas becomes the larger of this and
+    spec.minReplicas. At most spec.maxReplicas."""
 
 
 class ScalingPolicySpec(CRModel):
@@ -139,12 +122,9 @@ class ScalingPolicySpec(CRModel):
         ),
     )
 
-    target_ref: EnvironmentReference = Field(
-        description=(
-            "The Environment to scale (its Deployment, which is named after it). One policy "
-            "per environment: a second one is refused with Accepted=False, reason Conflict."
-        ),
-    )
+    target_ref: EnvironmentReference
+    """The Environment to scale (its Deployment, which is named after it). One policy per
+    environment: a second one is refused with Accepted=False, reason Conflict."""
     min_replicas: int = Field(
         ge=1,
         le=MAX_REPLICAS,
@@ -165,36 +145,18 @@ class ScalingPolicySpec(CRModel):
             f"{DEFAULT_CPU_UTILIZATION}% of the request."
         ),
     )
-    behavior: ScalingBehavior | None = Field(
-        default=None,
-        description=(
-            "How fast the HPA may scale in each direction, passed to the HPA as its "
-            "behavior; unset parts take the HPA's defaults."
-        ),
-    )
-    schedules: list[ScheduledFloor] = Field(
-        default_factory=list,
-        max_length=MAX_SCHEDULES,
-        description=(
-            "Recurring windows that raise the floor, such as business hours. While several "
-            "are open the highest floor wins; status.activeSchedule names it."
-        ),
-    )
-    paused: bool = Field(
-        default=False,
-        description=(
-            "Hold the environment at its current replicas: the HPA is pinned "
-            "(minReplicas = maxReplicas = the current count) until this is false again."
-        ),
-    )
-    pause_during_restore: bool = Field(
-        default=True,
-        description=(
-            "Pause automatically while a Restore into the environment is in progress "
-            "(any phase but Completed and Failed, dry runs excluded), so the restore "
-            "does not race the autoscaler."
-        ),
-    )
+    behavior: ScalingBehavior | None = None
+    """How fast the HPA may scale in each direction, passed to the HPA as its behavior; unset parts
+    take the HPA's defaults."""
+    schedules: list[ScheduledFloor] = Field(default_factory=list, max_length=MAX_SCHEDULES)
+    """Recurring windows that raise the floor, such as business hours. While several are open the
+    highest floor wins; status.activeSchedule names it."""
+    paused: bool = False
+    """Hold the environment at its current replicas: the HPA is pinned (minReplicas = maxReplicas =
+    the current count) until this is false again."""
+    pause_during_restore: bool = True
+    """Pause automatically while a Restore into the environment is in progress (any phase but
+    Completed and Failed, dry runs excluded), so the restore does not race the autoscaler."""
 
     @model_validator(mode="after")
     def _within_range(self) -> Self:
@@ -208,9 +170,12 @@ class ScalingPolicySpec(CRModel):
 class ActiveSchedule(CRModel):
     """The scheduled window whose floor is in force."""
 
-    name: str = Field(description="Name of the schedule (spec.schedules[].name).")
-    until: datetime = Field(description="When the window closes.")
-    min_replicas: int = Field(ge=1, description="The floor the window sets.")
+    name: str
+    """Name of the schedule (spec.schedules[].name)."""
+    until: datetime
+    """When the window closes."""
+    min_replicas: int = Field(ge=1)
+    """The floor the window sets."""
 
 
 class ScalingPolicyStatus(Status):
@@ -220,32 +185,17 @@ class ScalingPolicyStatus(Status):
         "conditions": "Current conditions: Accepted, Active and Paused.",
     }
 
-    current_replicas: int | None = Field(
-        default=None,
-        ge=0,
-        description="Pods the environment runs, as its HPA last observed them.",
-    )
-    desired_replicas: int | None = Field(
-        default=None,
-        ge=0,
-        description="Pods the HPA last asked for.",
-    )
-    effective_min_replicas: int | None = Field(
-        default=None,
-        ge=0,
-        description=(
-            "The HPA's minReplicas now: spec.minReplicas, raised by an open schedule "
-            "window, or the pinned count while paused."
-        ),
-    )
-    active_schedule: ActiveSchedule | None = Field(
-        default=None,
-        description="The schedule window open now, if any.",
-    )
-    last_scale_time: datetime | None = Field(
-        default=None,
-        description="When the HPA last changed the number of pods.",
-    )
+    current_replicas: int | None = Field(default=None, ge=0)
+    """Pods the environment runs, as its HPA last observed them."""
+    desired_replicas: int | None = Field(default=None, ge=0)
+    """Pods the HPA last asked for."""
+    effective_min_replicas: int | None = Field(default=None, ge=0)
+    """The HPA's minReplicas now: spec.minReplicas, raised by an open schedule window, or the pinned
+    count while paused."""
+    active_schedule: ActiveSchedule | None = None
+    """The schedule window open now, if any."""
+    last_scale_time: datetime | None = None
+    """When the HPA last changed the number of pods."""
 
 
 class ScalingPolicy(CustomResource):
@@ -280,7 +230,8 @@ class ScalingPolicy(CustomResource):
         ),
     )
 
-    spec: ScalingPolicySpec = Field(description="The desired scaling of the environment.")
+    spec: ScalingPolicySpec
+    """The desired scaling of the environment."""
     status: ScalingPolicyStatus = status_field(
         ScalingPolicyStatus, "The observed state of the policy, written by the operator."
     )

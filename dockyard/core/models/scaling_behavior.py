@@ -46,24 +46,12 @@ class ScalingMetrics(CRModel):
         ),
     )
 
-    cpu_utilization: int | None = Field(
-        default=None,
-        ge=1,
-        le=100,
-        description=(
-            "Target average CPU use across the pods, in percent (1-100) of their CPU "
-            "request. The HPA adds pods above it and removes them below it."
-        ),
-    )
-    memory_utilization: int | None = Field(
-        default=None,
-        ge=1,
-        le=100,
-        description=(
-            "Target average memory use across the pods, in percent (1-100) of their memory "
-            "request. With both targets the HPA follows whichever asks for more pods."
-        ),
-    )
+    cpu_utilization: int | None = Field(default=None, ge=1, le=100)
+    """Target average CPU use across the pods, in percent (1-100) of their CPU request. The HPA adds
+    pods above it and removes them below it."""
+    memory_utilization: int | None = Field(default=None, ge=1, le=100)
+    """Target average memory use across the pods, in percent (1-100) of their memory request. With
+    both targets the HPA follows whichever asks for more pods."""
 
     @model_validator(mode="after")
     def _some_metric(self) -> Self:
@@ -75,14 +63,10 @@ class ScalingMetrics(CRModel):
 class ScalingRule(CRModel):
     """How much one direction may change the replicas within one period."""
 
-    type: ScalingRuleType = Field(
-        description="Pods: value is a number of pods; Percent: a percentage of the current ones.",
-    )
-    value: int = Field(
-        ge=1,
-        le=1000,
-        description="How many pods, or what percentage of the current ones, may change.",
-    )
+    type: ScalingRuleType
+    """Pods: value is a number of pods; Percent: a percentage of the current ones."""
+    value: int = Field(ge=1, le=1000)
+    """How many pods, or what percentage of the current ones, may change."""
     period_seconds: int = Field(
         ge=1,
         le=MAX_PERIOD_SECONDS,
@@ -105,32 +89,21 @@ class ScalingRules(CRModel):
             "the lowest. When unset the HPA's default applies (0 up, 300 down)."
         ),
     )
-    select_policy: SelectPolicy | None = Field(
-        default=None,
-        description=(
-            "Which rule applies when several do: Max allows the largest change, Min the "
-            "smallest, Disabled turns this direction off. When unset the HPA uses Max."
-        ),
-    )
-    policies: list[ScalingRule] = Field(
-        default_factory=list,
-        max_length=MAX_RULES_PER_DIRECTION,
-        description=(
-            "How fast replicas may change. When empty the HPA's defaults apply (up: 100% "
-            "or 4 pods per 15 s; down: 100% per 15 s)."
-        ),
-    )
+    select_policy: SelectPolicy | None = None
+    """Which rule applies when several do: Max allows the largest change, Min the smallest, Disabled
+    turns this direction off. When unset the HPA uses Max."""
+    policies: list[ScalingRule] = Field(default_factory=list, max_length=MAX_RULES_PER_DIRECTION)
+    """How fast replicas may change. When empty the HPA's defaults apply (up: 100% or 4 pods per 15
+    s; down: 100% per 15 s)."""
 
 
 class ScalingBehavior(CRModel):
     """How fast the HPA scales up and down (autoscaling/v2 HorizontalPodAutoscalerBehavior)."""
 
-    scale_up: ScalingRules | None = Field(
-        default=None, description="Rules for adding pods; unset: the HPA's defaults."
-    )
-    scale_down: ScalingRules | None = Field(
-        default=None, description="Rules for removing pods; unset: the HPA's defaults."
-    )
+    scale_up: ScalingRules | None = None
+    """Rules for adding pods; unset: the HPA's defaults."""
+    scale_down: ScalingRules | None = None
+    """Rules for removing pods; unset: the HPA's defaults."""
 
 
 __all__ = [

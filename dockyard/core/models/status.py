@@ -43,15 +43,10 @@ class Status(CRModel):
     condition types.
     """
 
-    observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last reconciled.",
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description="Current conditions.",
-    )
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The .metadata.generation the operator last reconciled."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Current conditions."""
 
     # -- conditions ------------------------------------------------------------------------
 
@@ -161,17 +156,16 @@ class RunStatus(Status):
     phases: ClassVar[type[StrEnum]]
     outcome_condition: ClassVar[str]
 
-    phase: StrEnum | None = Field(default=None, description="Where the run is in its life.")
-    message: str | None = Field(
-        default=None,
-        max_length=MESSAGE_MAX_LENGTH,
-        description="Human-readable detail of the phase.",
-    )
-    attempts: int = Field(default=0, ge=0, description="Runs started.")
-    started_at: datetime | None = Field(default=None, description="When the run started.")
-    completed_at: datetime | None = Field(
-        default=None, description="When the run completed or failed."
-    )
+    phase: StrEnum | None = None
+    """Where the run is in its life."""
+    message: str | None = Field(default=None, max_length=MESSAGE_MAX_LENGTH)
+    """Human-readable detail of the phase."""
+    attempts: int = Field(default=0, ge=0)
+    """Runs started."""
+    started_at: datetime | None = None
+    """When the run started."""
+    completed_at: datetime | None = None
+    """When the run completed or failed."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

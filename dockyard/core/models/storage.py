@@ -45,26 +45,13 @@ class FilesystemStorage(CRModel):
         ),
     )
 
-    path: str = Field(
-        min_length=1,
-        max_length=1024,
-        pattern=PATH_PATTERN,
-        description=(
-            "Absolute directory the artifacts are written under (in "
-            "<namespace>/<backup>/ below it). Artifacts are written under a temporary "
-            "name and renamed once complete, so a partial artifact is never catalogued."
-        ),
-    )
-    claim_name: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description=(
-            "PersistentVolumeClaim, in the backup's namespace, that a runner Job mounts at "
-            "path. Without it the path must exist where the runner runs (the operator's "
-            "own volume for inline runs)."
-        ),
-    )
+    path: str = Field(min_length=1, max_length=1024, pattern=PATH_PATTERN)
+    """Absolute directory the artifacts are written under (in <namespace>/<backup>/ below it).
+    Artifacts are written under a temporary name and renamed once complete, so a partial artifact
+    is never catalogued."""
+    claim_name: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_PATTERN)
+    """PersistentVolumeClaim, in the backup's namespace, that a runner Job mounts at path. Without
+    it the path must exist where the runner runs (the operator's own volume for inline runs)."""
 
     @field_validator("path")
     @classmethod
@@ -77,44 +64,20 @@ class FilesystemStorage(CRModel):
 class S3Storage(CRModel):
     """A bucket of an S3-compatible object store."""
 
-    bucket: str = Field(
-        min_length=3,
-        max_length=63,
-        pattern=BUCKET_PATTERN,
-        description="Name of the bucket the artifacts are written to.",
-    )
-    prefix: str | None = Field(
-        default=None,
-        max_length=512,
-        pattern=PREFIX_PATTERN,
-        description=(
-            "Key prefix the artifacts are written under (then <namespace>/<backup>/), "
-            "without a leading slash, for example dockyard/prod."
-        ),
-    )
-    endpoint: str | None = Field(
-        default=None,
-        max_length=512,
-        pattern=ENDPOINT_PATTERN,
-        description=(
-            "URL of an S3-compatible service (MinIO, Ceph, ...), for example "
-            "https://minio.storage.svc:9000. Omit it for AWS S3."
-        ),
-    )
-    region: str | None = Field(
-        default=None,
-        max_length=64,
-        pattern=r"^[a-z0-9-]+$",
-        description="Region of the bucket, for example eu-central-1.",
-    )
-    credentials_secret_ref: SecretReference | None = Field(
-        default=None,
-        description=(
-            "Secret, in the backup's namespace, with the keys AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN). Without it the "
-            "runner uses its ambient credentials (for example a workload identity)."
-        ),
-    )
+    bucket: str = Field(min_length=3, max_length=63, pattern=BUCKET_PATTERN)
+    """Name of the bucket the artifacts are written to."""
+    prefix: str | None = Field(default=None, max_length=512, pattern=PREFIX_PATTERN)
+    """Key prefix the artifacts are written under (then <namespace>/<backup>/), without a leading
+    slash, for example dockyard/prod."""
+    endpoint: str | None = Field(default=None, max_length=512, pattern=ENDPOINT_PATTERN)
+    """URL of an S3-compatible service (MinIO, Ceph, ...), for example
+    https://minio.storage.svc:9000. Omit it for AWS S3."""
+    region: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9-]+$")
+    """Region of the bucket, for example eu-central-1."""
+    credentials_secret_ref: SecretReference | None = None
+    """Secret, in the backup's namespace, with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    (and optionally AWS_SESSION_TOKEN). Without it the runner uses its ambient credentials (for
+    example a workload identity)."""
 
 
 class BackupStorage(CRModel):
@@ -122,14 +85,10 @@ class BackupStorage(CRModel):
 
     cel_rules = (exactly_one_rule("filesystem", "s3"),)
 
-    filesystem: FilesystemStorage | None = Field(
-        default=None,
-        description="A directory, typically on a PersistentVolumeClaim.",
-    )
-    s3: S3Storage | None = Field(
-        default=None,
-        description="A bucket of an S3-compatible object store.",
-    )
+    filesystem: FilesystemStorage | None = None
+    """A directory, typically on a PersistentVolumeClaim."""
+    s3: S3Storage | None = None
+    """A bucket of an S3-compatible object store."""
 
     @model_validator(mode="after")
     def _one_location(self) -> Self:
@@ -140,14 +99,10 @@ class BackupStorage(CRModel):
 class BackupEncryption(CRModel):
     """How artifacts are encrypted at rest (authenticated encryption, always on)."""
 
-    key_secret_ref: SecretKeyReference = Field(
-        description=(
-            "Key of a Secret, in the backup's namespace, holding the encryption key: 32 "
-            "random bytes, raw or base64-encoded. The key never leaves the Secret; "
-            "status.keyId records which key encrypted an artifact, so keys can be rotated "
-            "while older artifacts stay restorable with their own."
-        ),
-    )
+    key_secret_ref: SecretKeyReference
+    """Key of a Secret, in the backup's namespace, holding the encryption key: 32 random bytes, raw
+    or base64-encoded. The key never leaves the Secret; status.keyId records which key encrypted
+    an artifact, so keys can be rotated while older artifacts stay restorable with their own."""
 
 
 __all__ = [

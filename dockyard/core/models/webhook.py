@@ -46,34 +46,22 @@ class WebhookConditionType(StrEnum):
 class WebhookSpec(CRModel):
     """Where to deliver which events, and how to sign them."""
 
-    url: str = Field(
-        max_length=URL_MAX_LENGTH,
-        pattern=r"^https?://[^\s/?#]+([/?#]\S*)?$",
-        description=(
-            "The receiver's URL. https only, and no private, loopback or link-local "
-            "address, unless the operator's settings allow them (DOCKYARD_WEBHOOK_ALLOW_HTTP, "
-            "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS)."
-        ),
-    )
+    url: str = Field(max_length=URL_MAX_LENGTH, pattern=r"^https?://[^\s/?#]+([/?#]\S*)?$")
+    """The receiver's URL. https only, and no private, loopback or link-local address, unless the
+    operator's settings allow them (DOCKYARD_WEBHOOK_ALLOW_HTTP,
+    DOCKYARD_WEBHOOK_ALLOWED_NETWORKS)."""
     events: list[Annotated[str, Field(max_length=64, pattern=EVENT_PATTERN)]] = Field(
         min_length=1,
         max_length=len(EventType) + 1,
-        description=(
-            "Event types to deliver (specs/events/), or '*' for every type. "
-            "Unknown types are refused in the Ready condition."
-        ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    secret_ref: SecretKeyReference = Field(
-        description=(
-            "The Secret key holding the signing secret, in the Standard Webhooks form "
-            "whsec_<base64>, in the Webhook's namespace."
-        ),
-    )
-    suspend: bool = Field(
-        default=False,
-        description="Stop delivering; events logged meanwhile are delivered on resume.",
-    )
+    """Event types to deliver (specs/events/), or '*' for every type. Unknown types are refused in
+    the Ready condition."""
+    secret_ref: SecretKeyReference
+    """The Secret key holding the signing secret, in the Standard Webhooks form whsec_<base64>, in
+    the Webhook's namespace."""
+    suspend: bool = False
+    """Stop delivering; events logged meanwhile are delivered on resume."""
 
     def wants(self, event_type: str) -> bool:
         return EVERY_EVENT in self.events or event_type in self.events
@@ -82,16 +70,18 @@ class WebhookSpec(CRModel):
 class LastDelivery(CRModel):
     """The dispatcher's last attempt at this endpoint."""
 
-    event_id: str = Field(max_length=64, description="The event's id (webhook-id).")
-    type: str = Field(max_length=64, description="The event's type.")
-    at: datetime = Field(description="When the attempt ended.")
-    succeeded: bool = Field(description="Whether the receiver answered 2xx.")
-    status_code: int | None = Field(
-        default=None, ge=100, le=599, description="The receiver's HTTP status, if any."
-    )
-    error: str | None = Field(
-        default=None, max_length=512, description="Why it failed, when it failed."
-    )
+    event_id: str = Field(max_length=64)
+    """The event's id (webhook-id)."""
+    type: str = Field(max_length=64)
+    """The event's type."""
+    at: datetime
+    """When the attempt ended."""
+    succeeded: bool
+    """Whether the receiver answered 2xx."""
+    status_code: int | None = Field(default=None, ge=100, le=599)
+    """The receiver's HTTP status, if any."""
+    error: str | None = Field(default=None, max_length=512)
+    """Why it failed, when it failed."""
 
 
 class WebhookStatus(Status):
@@ -101,25 +91,17 @@ class WebhookStatus(Status):
         "conditions": "Current conditions: Ready (the URL and secret are usable).",
     }
 
-    last_delivery: LastDelivery | None = Field(
-        default=None, description="The last delivery attempt."
-    )
-    consecutive_failures: int = Field(
-        default=0, ge=0, description="Failed attempts since the last success."
-    )
-    breaker: BreakerState = Field(
-        default=BreakerState.CLOSED,
-        description="The endpoint's circuit breaker: Open while deliveries are held back.",
-    )
-    pending: int = Field(default=0, ge=0, description="Deliveries waiting or being retried.")
-    dead_letters: int = Field(
-        default=0,
-        ge=0,
-        description=(
-            "Deliveries given up after DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER; redeliver "
-            "them with POST .../webhooks/{name}/redeliver."
-        ),
-    )
+    last_delivery: LastDelivery | None = None
+    """The last delivery attempt."""
+    consecutive_failures: int = Field(default=0, ge=0)
+    """Failed attempts since the last success."""
+    breaker: BreakerState = BreakerState.CLOSED
+    """The endpoint's circuit breaker: Open while deliveries are held back."""
+    pending: int = Field(default=0, ge=0)
+    """Deliveries waiting or being retried."""
+    dead_letters: int = Field(default=0, ge=0)
+    """Deliveries given up after DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER; redeliver them with POST
+    .../webhooks/{name}/redeliver."""
 
 
 class Webhook(CustomResource):
@@ -140,7 +122,8 @@ class Webhook(CustomResource):
         ),
     )
 
-    spec: WebhookSpec = Field(description="Where to deliver which events, and how to sign.")
+    spec: WebhookSpec
+    """Where to deliver which events, and how to sign."""
     status: WebhookStatus = status_field(
         WebhookStatus, "The observed state of the webhook, written by the operator."
     )

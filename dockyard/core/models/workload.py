@@ -45,18 +45,10 @@ def _request_within_limit(resource: str) -> ValidationRule:
 class ResourceQuantities(CRModel):
     """Amounts of CPU and memory, as Kubernetes quantities."""
 
-    cpu: str | None = Field(
-        default=None,
-        max_length=32,
-        pattern=QUANTITY_PATTERN,
-        description="CPU in cores or millicores, for example 250m, 1 or 1.5.",
-    )
-    memory: str | None = Field(
-        default=None,
-        max_length=32,
-        pattern=QUANTITY_PATTERN,
-        description="Memory in bytes with an optional suffix, for example 256Mi or 1Gi.",
-    )
+    cpu: str | None = Field(default=None, max_length=32, pattern=QUANTITY_PATTERN)
+    """CPU in cores or millicores, for example 250m, 1 or 1.5."""
+    memory: str | None = Field(default=None, max_length=32, pattern=QUANTITY_PATTERN)
+    """Memory in bytes with an optional suffix, for example 256Mi or 1Gi."""
 
 
 class ResourceRequirements(CRModel):
@@ -64,31 +56,26 @@ class ResourceRequirements(CRModel):
 
     cel_rules = (_request_within_limit("cpu"), _request_within_limit("memory"))
 
-    requests: ResourceQuantities | None = Field(
-        default=None,
-        description="What the scheduler reserves for each pod.",
-    )
-    limits: ResourceQuantities | None = Field(
-        default=None,
-        description="The most each pod may use; a pod above its memory limit is killed.",
-    )
+    requests: ResourceQuantities | None = None
+    """What the scheduler reserves for each pod."""
+    limits: ResourceQuantities | None = None
+    """The most each pod may use; a pod above its memory limit is killed."""
 
 
 class SecretKeySelector(CRModel):
     """One key of a Secret in the environment's namespace."""
 
-    name: ObjectName = Field(description="Name of the Secret, in the environment's namespace.")
-    key: SecretDataKey = Field(
-        description="The key within the Secret whose value the variable takes."
-    )
+    name: ObjectName
+    """Name of the Secret, in the environment's namespace."""
+    key: SecretDataKey
+    """The key within the Secret whose value the variable takes."""
 
 
 class EnvVarSource(CRModel):
     """Where a variable's value comes from when the spec does not spell it out."""
 
-    secret_key_ref: SecretKeySelector = Field(
-        description="A key of a Secret in the environment's namespace.",
-    )
+    secret_key_ref: SecretKeySelector
+    """A key of a Secret in the environment's namespace."""
 
 
 class EnvVar(CRModel):
@@ -110,50 +97,26 @@ class EnvVar(CRModel):
         ),
     )
 
-    name: str = Field(
-        min_length=1,
-        max_length=256,
-        pattern=ENV_NAME_PATTERN,
-        description=(
-            "Name of the variable: letters, digits and underscores, not starting with a "
-            "digit. Unique within env."
-        ),
-    )
-    value: str | None = Field(
-        default=None,
-        description=(
-            "The value, written out. Not allowed for names containing PASSWORD, TOKEN, "
-            "SECRET or KEY: those must use valueFrom."
-        ),
-    )
-    value_from: EnvVarSource | None = Field(
-        default=None,
-        description="Take the value from a Secret instead of writing it in the spec.",
-    )
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME_PATTERN)
+    """Name of the variable: letters, digits and underscores, not starting with a digit. Unique
+    within env."""
+    value: str | None = None
+    """The value, written out. Not allowed for names containing PASSWORD, TOKEN, SECRET or KEY:
+    those must use valueFrom."""
+    value_from: EnvVarSource | None = None
+    """Take the value from a Secret instead of writing it in the spec."""
 
 
 class IngressSpec(CRModel):
     """How the environment is reached from outside the cluster."""
 
-    host: str = Field(
-        min_length=3,
-        max_length=253,
-        pattern=HOST_PATTERN,
-        description=(
-            "Fully qualified, lowercase DNS name the Ingress routes to the service, for "
-            "example shop-dev.example.com."
-        ),
-    )
-    tls_secret_name: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=OBJECT_NAME_PATTERN,
-        description=(
-            "Secret of type kubernetes.io/tls, in the environment's namespace, holding the "
-            "host's certificate. When set the Ingress terminates TLS and the environment's "
-            "URL is https://; otherwise it is http://."
-        ),
-    )
+    host: str = Field(min_length=3, max_length=253, pattern=HOST_PATTERN)
+    """Fully qualified, lowercase DNS name the Ingress routes to the service, for example
+    shop-dev.example.com."""
+    tls_secret_name: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_PATTERN)
+    """Secret of type kubernetes.io/tls, in the environment's namespace, holding the host's
+    certificate. When set the Ingress terminates TLS and the environment's URL is https://;
+    otherwise it is http://."""
 
 
 __all__ = [
