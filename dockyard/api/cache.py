@@ -21,6 +21,7 @@ import aiohttp
 from dockyard.core.breakers import DependencyUnavailable
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.resources import ResourceType
+from dockyard.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +77,7 @@ class WatchCache:
         self._task = asyncio.create_task(self._run(), name=f"watch-cache {self.path}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         backoff = 0.5

@@ -20,6 +20,7 @@ import asyncpg
 
 from dockyard.core import event_log
 from dockyard.core.breakers import DependencyUnavailable
+from dockyard.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,7 @@ class EventTail:
         self._task = asyncio.create_task(self._run(), name="event-tail")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -23,6 +23,7 @@ from dockyard.core import metrics, telemetry
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
+from dockyard.core.tasks import cancel_and_wait
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.services import OperatorMemo, Services
 
@@ -197,9 +198,7 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 @kopf.on.cleanup()

@@ -8,7 +8,6 @@ advisory lock so one replica purges at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from dockyard.api import keys
 from dockyard.api.audit.repository import AuditLog
+from dockyard.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,4 @@ async def retention(app: web.Application) -> AsyncIterator[None]:
         name="dockyard-audit-retention",
     )
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)

@@ -11,7 +11,6 @@ restart re-lists every object and announces its state again).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ import asyncpg
 
 from dockyard.core import event_log
 from dockyard.core.events import Event, EventType
+from dockyard.core.tasks import cancel_and_wait
 from dockyard.core.transitions import announced
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,4 @@ class Emitter:
                 await self._flush()  # on failure the loop, still running, tries again
 
     async def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
+        await cancel_and_wait(self._retry)

@@ -21,7 +21,6 @@ private, loopback or link-local address is refused unless the settings allow it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -42,6 +41,7 @@ from dockyard.core.models.webhook import (
     WebhookConditionType,
 )
 from dockyard.core.settings import Settings
+from dockyard.core.tasks import cancel_and_wait
 from dockyard.operator.store import KindStore
 from dockyard.operator.webhooks.targets import (
     Target,
@@ -125,10 +125,7 @@ class Dispatcher:
 
     async def close(self) -> None:
         for task in (self._task, self._retention):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         if self._session is not None:
             await self._session.close()
 
