@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import kopf
 from opentelemetry import trace
@@ -23,6 +23,8 @@ from opentelemetry.trace import SpanKind
 
 from dockyard.core import metrics, telemetry
 from dockyard.core.kube import KubeClient
+from dockyard.core.models.common import API_VERSION
+from dockyard.core.resources import ResourceType
 from dockyard.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -146,3 +148,22 @@ def measured(kind: str) -> Callable[[Handler], Handler]:
         return timed  # type: ignore[return-value]
 
     return wrap
+
+
+def reconciles(
+    resource: ResourceType, *, on_update: Literal["any", "spec", "none"] = "any"
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the reconcile handler of ``resource``'s kind: for Kopf's
+    resume and create causes and, as ``on_update`` says, for any change, for spec changes
+    only or for none; timed and traced by :func:`measured`."""
+
+    def register(handler: Handler) -> Handler:
+        handler = measured(resource.kind)(handler)
+        if on_update != "none":
+            field = "spec" if on_update == "spec" else None
+            kopf.on.update(API_VERSION, resource.plural, field=field)(handler)
+        kopf.on.create(API_VERSION, resource.plural)(handler)
+        kopf.on.resume(API_VERSION, resource.plural)(handler)
+        return handler
+
+    return register

@@ -15,13 +15,10 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import BACKUP_SCHEDULES
-from dockyard.operator.services import OperatorMemo, measured, namespaced
+from dockyard.operator.services import OperatorMemo, namespaced, reconciles
 
 
-@kopf.on.resume(API_VERSION, BACKUP_SCHEDULES.plural)
-@kopf.on.create(API_VERSION, BACKUP_SCHEDULES.plural)
-@kopf.on.update(API_VERSION, BACKUP_SCHEDULES.plural)
-@measured("BackupSchedule")
+@reconciles(BACKUP_SCHEDULES)
 async def reconcile(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
     await tick(namespace=namespace, name=name, memo=memo)
 

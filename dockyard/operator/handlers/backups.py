@@ -16,12 +16,10 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import BACKUPS
-from dockyard.operator.services import OperatorMemo, measured, namespaced
+from dockyard.operator.services import OperatorMemo, namespaced, reconciles
 
 
-@kopf.on.resume(API_VERSION, BACKUPS.plural)
-@kopf.on.create(API_VERSION, BACKUPS.plural)
-@measured("Backup")
+@reconciles(BACKUPS, on_update="none")
 async def run(
     *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
 ) -> None:

@@ -23,13 +23,10 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import RESTORE_DRILLS
-from dockyard.operator.services import OperatorMemo, measured, namespaced
+from dockyard.operator.services import OperatorMemo, namespaced, reconciles
 
 
-@kopf.on.resume(API_VERSION, RESTORE_DRILLS.plural)
-@kopf.on.create(API_VERSION, RESTORE_DRILLS.plural)
-@kopf.on.update(API_VERSION, RESTORE_DRILLS.plural)
-@measured("RestoreDrill")
+@reconciles(RESTORE_DRILLS)
 async def reconcile(*, namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
     await memo.services.drills.tick(namespaced(namespace, name), name)
 

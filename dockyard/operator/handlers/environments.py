@@ -43,17 +43,14 @@ from dockyard.operator.environments.children import (
 )
 from dockyard.operator.environments.defaults import ensure_defaults
 from dockyard.operator.environments.reconciler import Key
-from dockyard.operator.services import OperatorMemo, measured, namespaced
+from dockyard.operator.services import OperatorMemo, namespaced, reconciles
 
 
 def _key(namespace: str | None, name: str) -> Key:
     return namespaced(namespace, name), name
 
 
-@kopf.on.resume(API_VERSION, ENVIRONMENTS.plural)
-@kopf.on.create(API_VERSION, ENVIRONMENTS.plural)
-@kopf.on.update(API_VERSION, ENVIRONMENTS.plural, field="spec")
-@measured("Environment")
+@reconciles(ENVIRONMENTS, on_update="spec")
 async def reconcile(
     *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
 ) -> None:

@@ -17,13 +17,10 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import RESTORES
-from dockyard.operator.services import OperatorMemo, measured, namespaced
+from dockyard.operator.services import OperatorMemo, namespaced, reconciles
 
 
-@kopf.on.resume(API_VERSION, RESTORES.plural)
-@kopf.on.create(API_VERSION, RESTORES.plural)
-@kopf.on.update(API_VERSION, RESTORES.plural)
-@measured("Restore")
+@reconciles(RESTORES)
 async def drive(
     *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
 ) -> None:

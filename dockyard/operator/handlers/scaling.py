@@ -25,13 +25,10 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import RESTORES, SCALING_POLICIES
-from dockyard.operator.services import OperatorMemo, measured, namespaced
+from dockyard.operator.services import OperatorMemo, namespaced, reconciles
 
 
-@kopf.on.resume(API_VERSION, SCALING_POLICIES.plural)
-@kopf.on.create(API_VERSION, SCALING_POLICIES.plural)
-@kopf.on.update(API_VERSION, SCALING_POLICIES.plural, field="spec")
-@measured("ScalingPolicy")
+@reconciles(SCALING_POLICIES, on_update="spec")
 async def reconcile(
     *, namespace: str | None, name: str, memo: OperatorMemo, retry: int, **_: Any
 ) -> None:

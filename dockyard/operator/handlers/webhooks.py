@@ -13,13 +13,10 @@ import kopf
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import WEBHOOKS
-from dockyard.operator.services import OperatorMemo, measured
+from dockyard.operator.services import OperatorMemo, reconciles
 
 
-@kopf.on.resume(API_VERSION, WEBHOOKS.plural)
-@kopf.on.create(API_VERSION, WEBHOOKS.plural)
-@kopf.on.update(API_VERSION, WEBHOOKS.plural)
-@measured("Webhook")
+@reconciles(WEBHOOKS)
 async def check(*, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
     await memo.services.webhooks.check(dict(body))
 
