@@ -196,7 +196,7 @@ class _Converter:
             if not isinstance(description, str) or not description.strip():
                 raise MissingDescriptionError(
                     f"{self._model_name}: {child_path} has no description; give it "
-                    "Field(description=...) so that `kubectl explain` can teach it"
+                    "a docstring under it so that `kubectl explain` can teach it"
                 )
             converted[name] = schema
         return converted

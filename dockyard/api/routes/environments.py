@@ -34,7 +34,7 @@ from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, na
 from dockyard.api.routes.objects import public
 from dockyard.api.routes.pages import (
     CURSOR_PATTERN,
-    LABEL_SELECTOR_PATTERN,
+    LabelSelector,
     Predicate,
     label_filter,
     page,
@@ -78,13 +78,7 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(
         default=None, max_length=512, pattern=CURSOR_PATTERN, description="from nextCursor"
     )
-    label_selector: str | None = Field(
-        default=None,
-        alias="labelSelector",
-        max_length=1024,
-        pattern=LABEL_SELECTOR_PATTERN,
-        description="a Kubernetes label selector",
-    )
+    label_selector: LabelSelector = None
     tier: str | None = Field(
         default=None, pattern="^(development|staging|production)$", description="only this tier"
     )

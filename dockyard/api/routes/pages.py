@@ -8,10 +8,10 @@ answer ``items`` and the cache's ``resourceVersion``; paged lists add ``nextCurs
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from dockyard.api import errors
 from dockyard.api.routes.objects import public
@@ -26,6 +26,17 @@ Query = TypeVar("Query", bound=BaseModel)
 # ASCII. Both keep the longest valid query under the request line's limit.
 CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 LABEL_SELECTOR_PATTERN = "^[ -~]*$"
+
+# ?labelSelector= of every list of custom resources.
+LabelSelector = Annotated[
+    str | None,
+    Field(
+        alias="labelSelector",
+        max_length=1024,
+        pattern=LABEL_SELECTOR_PATTERN,
+        description="a Kubernetes label selector",
+    ),
+]
 
 
 def parse_query(request: web.Request, model: type[Query]) -> Query:

@@ -36,7 +36,7 @@ from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.api.routes.objects import MERGE_PATCH_TYPES, caller, respond
 from dockyard.api.routes.pages import (
     CURSOR_PATTERN,
-    LABEL_SELECTOR_PATTERN,
+    LabelSelector,
     Predicate,
     label_filter,
     page,
@@ -81,13 +81,7 @@ class PageQuery(BaseModel):
         pattern=CURSOR_PATTERN,
         description="nextCursor of the previous page",
     )
-    label_selector: str | None = Field(
-        default=None,
-        alias="labelSelector",
-        max_length=1024,
-        pattern=LABEL_SELECTOR_PATTERN,
-        description="a Kubernetes label selector",
-    )
+    label_selector: LabelSelector = None
     environment: str | None = Field(
         default=None,
         max_length=DNS_SUBDOMAIN.max_length,
