@@ -1,0 +1,120 @@
+"""Where the apiserver is and how to authenticate to it: a kubeconfig file, or the
+in-cluster ServiceAccount. ``dockyard.core.kube.KubeClient`` connects with what this
+module reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """Where the apiserver is and how to authenticate to it.
+
+    With ``token_file`` the token is read from that file and read again every
+    ``TOKEN_RELOAD_SECONDS``, as the kubelet rotates it; ``token`` is then the first read.
+    ``caller_ssl_context`` verifies the server without presenting our client certificate,
+    for calls made with a caller's token (the apiserver would authenticate the certificate
+    first); None when ``ssl_context`` holds no certificate.
+    """
+
+    server: str
+    ssl_context: ssl.SSLContext
+    token: str | None = None
+    token_file: Path | None = None
+    caller_ssl_context: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_kubeconfig(cls, path: Path, context: str | None = None) -> KubeConfig:
+        raw = yaml.safe_load(path.read_text())
+        ctx_name = context or raw.get("current-context")
+        ctx = _named(raw.get("contexts", []), ctx_name, "context")["context"]
+        cluster = _named(raw.get("clusters", []), ctx["cluster"], "cluster")["cluster"]
+        user = _named(raw.get("users", []), ctx["user"], "user")["user"]
+        base = path.parent
+        ssl_context = _server_context(cluster, base)
+        caller_ssl_context = None
+        if "client-certificate" in user:
+            caller_ssl_context = _server_context(cluster, base)
+            ssl_context.load_cert_chain(
+                str(base / user["client-certificate"]), str(base / user["client-key"])
+            )
+        elif "client-certificate-data" in user:
+            caller_ssl_context = _server_context(cluster, base)
+            _load_cert_data(ssl_context, user["client-certificate-data"], user["client-key-data"])
+        token = user.get("token")
+        token_file = None
+        if token is None and "tokenFile" in user:
+            token_file = Path(base / user["tokenFile"])
+            token = token_file.read_text().strip()
+        return cls(
+            server=cluster["server"].rstrip("/"),
+            ssl_context=ssl_context,
+            token=token,
+            token_file=token_file,
+            caller_ssl_context=caller_ssl_context,
+        )
+
+    @classmethod
+    def in_cluster(cls, host: str, port: str) -> KubeConfig:
+        ssl_context = ssl.create_default_context(cafile=str(IN_CLUSTER_CA))
+        return cls(
+            server=f"https://{host}:{port}",
+            ssl_context=ssl_context,
+            token=IN_CLUSTER_TOKEN.read_text().strip(),
+            token_file=IN_CLUSTER_TOKEN,
+        )
+
+
+def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
+    for item in items:
+        if item.get("name") == name:
+            return item
+    raise ValueError(f"kubeconfig has no {what} named {name!r}")
+
+
+def _server_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext:
+    """A TLS context that verifies the apiserver as the kubeconfig's cluster says."""
+    context = ssl.create_default_context()
+    if cluster.get("insecure-skip-tls-verify"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif "certificate-authority-data" in cluster:
+        context.load_verify_locations(
+            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+        )
+    elif "certificate-authority" in cluster:
+        context.load_verify_locations(cafile=str(base / cluster["certificate-authority"]))
+    return context
+
+
+def _load_cert_data(context: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
+    # ssl wants files; the data lives only as long as it takes to load it.
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+        key.touch(mode=0o600)
+        cert.write_bytes(base64.b64decode(cert_b64))
+        key.write_bytes(base64.b64decode(key_b64))
+        context.load_cert_chain(str(cert), str(key))
+
+
+def load_config(kubeconfig: Path | None, environ: Mapping[str, str]) -> KubeConfig:
+    """The kubeconfig when given, else the in-cluster service account."""
+    if kubeconfig is not None:
+        return KubeConfig.from_kubeconfig(kubeconfig)
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port:
+        return KubeConfig.in_cluster(host, port)
+    raise ValueError("no kubeconfig set (DOCKYARD_KUBECONFIG) and not running in a cluster")
