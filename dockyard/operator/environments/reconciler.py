@@ -25,13 +25,9 @@ unavailable, children restored after drift, a ttl expiring.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
 
 import aiohttp
 
@@ -44,27 +40,22 @@ from dockyard.core.resources import (
     BACKUPS,
     RESTORE_DRILLS,
     SCALING_POLICIES,
-    SECRETS,
     ChildRef,
     Manifest,
 )
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import Applied, Change, get, namespace_terminating
+from dockyard.operator.apply import Applied, Change, namespace_terminating
 from dockyard.operator.builders import environment as builders
 from dockyard.operator.builders import tiers
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import (
-    DatabaseCredentials,
-    ManagedDatabaseError,
     ManagedPostgres,
-    database_identity,
-    generate_password,
 )
-from dockyard.operator.database.tenants import ENSURE_VERSION
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.announcements import announce
 from dockyard.operator.environments.children import ChildMemory
 from dockyard.operator.environments.protection import ProtectionReport, protection_report
+from dockyard.operator.environments.provisioning import DatabaseProvisioner, DatabaseStep
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling import targets as scaling_targets
 from dockyard.operator.store import InvalidObject, KindStore, ObjectLocks, deleting, post
@@ -73,22 +64,6 @@ logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 """An environment's namespace and name."""
-
-# A database that is not configured will not appear by retrying; every other failure may.
-SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
-
-
-@dataclass(frozen=True, slots=True)
-class _DatabaseStep:
-    """What the database step did: the report for the status, and the Secret it applied."""
-
-    report: report.DatabaseReport
-    credentials_digest: str | None = None
-    secret: Applied | None = None
-
-    @property
-    def retryable(self) -> bool:
-        return not self.report.ready and self.report.verdict.reason != SERVER_NOT_CONFIGURED
 
 
 @dataclass(slots=True)
@@ -124,6 +99,7 @@ class Reconciler:
         self.drills = KindStore(kube, RestoreDrill)
         self.locks: ObjectLocks[Key] = ObjectLocks()
         self.children = ChildMemory()
+        self.database = DatabaseProvisioner(kube=kube, postgres=postgres, children=self.children)
 
     async def fetch(self, key: Key) -> Manifest | None:
         """The environment as stored now, or ``None`` when it is gone."""
@@ -226,11 +202,11 @@ class Reconciler:
         except InvalidObject as invalid:
             return await self._reject_spec(raw, invalid.problem)
         owner = Owner.of(env)
-        database: _DatabaseStep | None = None
+        database: DatabaseStep | None = None
         children = _Children()
         failure: report.Verdict | None = None
         try:
-            database = await self._database(env, owner)
+            database = await self.database.step(env, owner)
             if database is not None and database.secret is not None:
                 children.record(database.secret)
             await self._apply_children(env, owner, database, children)
@@ -266,7 +242,7 @@ class Reconciler:
         return Outcome.done()
 
     async def _apply_children(
-        self, env: Environment, owner: Owner, database: _DatabaseStep | None, into: _Children
+        self, env: Environment, owner: Owner, database: DatabaseStep | None, into: _Children
     ) -> None:
         """Apply every child the spec asks for, delete those it does not (see builders)."""
         policies = self.children.related(SCALING_POLICIES, owner.namespace, owner.name)
@@ -308,74 +284,6 @@ class Reconciler:
         )
         into.changes.extend(
             (ref, None) for ref, gone in zip(desired.absent, deleted, strict=True) if gone
-        )
-
-    async def _database(self, env: Environment, owner: Owner) -> _DatabaseStep | None:
-        """Make sure the database, its role and its Secret exist; ``None``: no database."""
-        if not env.spec.database.enabled:
-            return None
-        secret_name = builders.database_secret_name(owner.name)
-        database_name, _ = database_identity(owner.namespace, owner.name)
-        # The password exists only in the Secret: reuse it, so that running pods keep
-        # working; a new one is made only when there is none (first time, or deleted).
-        password = _password_in(await get(self.kube, SECRETS.path(owner.namespace, secret_name)))
-        digest = builders.credentials_digest(password) if password else None
-        if self.postgres is None:
-            verdict = report.Verdict(
-                ConditionStatus.FALSE,
-                SERVER_NOT_CONFIGURED,
-                "The operator has no managed PostgreSQL server (DOCKYARD_MANAGED_POSTGRES_URL).",
-            )
-            return _DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name), digest)
-        ensured = _ensured_digest(env, owner, digest)
-        try:
-            if await self._intact(env, owner, ensured):
-                credentials = self.postgres.credentials(
-                    namespace=owner.namespace, environment=owner.name, password=str(password)
-                )
-            else:
-                credentials = await self.postgres.ensure(
-                    namespace=owner.namespace,
-                    environment=owner.name,
-                    password=password or generate_password(),
-                )
-        except ManagedDatabaseError as exc:
-            verdict = report.Verdict(ConditionStatus.FALSE, exc.reason, exc.message)
-            return _DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name), digest)
-        return await self._database_ready(env, secret_name, credentials)
-
-    async def _intact(self, env: Environment, owner: Owner, ensured: str | None) -> bool:
-        """Whether the last ``ensure`` still holds: same digest, role and database intact."""
-        previous = env.status.database
-        if self.postgres is None or previous is None or ensured is None:
-            return False
-        if previous.ensured != ensured:
-            return False
-        return await self.postgres.intact(namespace=owner.namespace, environment=owner.name)
-
-    async def _database_ready(
-        self, env: Environment, secret_name: str, credentials: DatabaseCredentials
-    ) -> _DatabaseStep:
-        secret = await self.children.apply(
-            self.kube, builders.database_secret(env, credentials.secret_data())
-        )
-        verdict = report.Verdict(
-            ConditionStatus.TRUE,
-            "Provisioned",
-            f"Database {credentials.database} is ready; its credentials are in Secret "
-            f"{secret_name}.",
-        )
-        digest = builders.credentials_digest(credentials.password)
-        owner = Owner.of(env)
-        return _DatabaseStep(
-            report.DatabaseReport(
-                verdict,
-                secret_name,
-                credentials.database,
-                ensured=_ensured_digest(env, owner, digest),
-            ),
-            digest,
-            secret,
         )
 
     async def _protection(self, owner: Owner) -> ProtectionReport | None:
@@ -448,27 +356,3 @@ def _desired_replicas(env: Environment, children: _Children) -> int:
         if isinstance(replicas, int):
             return replicas
     return tiers.desired_replicas(env.spec)
-
-
-def _ensured_digest(env: Environment, owner: Owner, credentials: str | None) -> str | None:
-    """What ``ensure`` depends on, as one digest; ``None`` when there are no credentials yet."""
-    if credentials is None:
-        return None
-    database, role = database_identity(owner.namespace, owner.name)
-    parts = (str(ENSURE_VERSION), database, role, credentials, env.spec.database.model_dump_json())
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
-
-
-def _password_in(secret: Mapping[str, Any] | None) -> str | None:
-    """The password a database Secret holds, if it holds a usable one."""
-    encoded = ((secret or {}).get("data") or {}).get("password")
-    if not encoded:
-        return None
-    try:
-        password = base64.b64decode(encoded, validate=True).decode()
-    except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
-        return None
-    # What PostgreSQL's SCRAM accepts unchanged; anything else is replaced, not used.
-    if not (0 < len(password) <= 1024 and password.isascii() and password.isprintable()):
-        return None
-    return password
