@@ -1,11 +1,31 @@
-"""Kubernetes-style conditions: set one, keeping its transition time when nothing changed."""
+"""Kubernetes-style conditions: a verdict on one, and setting one while keeping its
+transition time when nothing changed."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dockyard.core.models.common import Condition, ConditionStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one condition should say: its status, reason and message."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+    @classmethod
+    def of(cls, holds: bool, reason: str, message: str) -> Verdict:
+        """True when ``holds``, else False."""
+        return cls(ConditionStatus.TRUE if holds else ConditionStatus.FALSE, reason, message)
+
+    @property
+    def holds(self) -> bool:
+        return self.status is ConditionStatus.TRUE
 
 
 def set_condition(

@@ -119,7 +119,7 @@ def test_a_conflict_is_refused_naming_the_other_policy() -> None:
     verdict = acceptance(
         _policy("new"), rival=old, environment=_env(), schedule_problems=["ignored"]
     )
-    assert not verdict.accepted
+    assert not verdict.holds
     assert verdict.reason is AcceptanceReason.CONFLICT
     assert "ScalingPolicy old" in verdict.message
     assert "2026-03-02T10:00:00+00:00" in verdict.message
@@ -130,7 +130,7 @@ def test_a_conflict_is_refused_naming_the_other_policy() -> None:
 
 def test_a_policy_without_its_environment_is_refused() -> None:
     verdict = acceptance(_policy(), rival=None, environment=None, schedule_problems=[])
-    assert (verdict.accepted, verdict.reason) == (False, AcceptanceReason.TARGET_NOT_FOUND)
+    assert (verdict.holds, verdict.reason) == (False, AcceptanceReason.TARGET_NOT_FOUND)
     assert "Environment shop" in verdict.message
 
 
@@ -138,7 +138,7 @@ def test_a_schedule_the_parser_refuses_refuses_the_policy() -> None:
     verdict = acceptance(
         _policy(), rival=None, environment=_env(), schedule_problems=["schedule a: bad"]
     )
-    assert (verdict.accepted, verdict.reason) == (False, AcceptanceReason.INVALID_SCHEDULE)
+    assert (verdict.holds, verdict.reason) == (False, AcceptanceReason.INVALID_SCHEDULE)
     assert verdict.message == "schedule a: bad"
 
 
@@ -147,15 +147,15 @@ def test_production_needs_a_floor_of_two() -> None:
     verdict = acceptance(
         policy, rival=None, environment=_env(tier="production"), schedule_problems=[]
     )
-    assert (verdict.accepted, verdict.reason) == (False, AcceptanceReason.BELOW_TIER_MINIMUM)
+    assert (verdict.holds, verdict.reason) == (False, AcceptanceReason.BELOW_TIER_MINIMUM)
     assert acceptance(
         policy, rival=None, environment=_env(tier="staging"), schedule_problems=[]
-    ).accepted
+    ).holds
 
 
 def test_a_sound_policy_is_accepted() -> None:
     verdict = acceptance(_policy(), rival=None, environment=_env(), schedule_problems=[])
-    assert (verdict.accepted, verdict.reason) == (True, AcceptanceReason.ACCEPTED)
+    assert (verdict.holds, verdict.reason) == (True, AcceptanceReason.ACCEPTED)
 
 
 # -- pausing -----------------------------------------------------------------------------

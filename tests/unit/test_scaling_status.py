@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard.core.conditions import find
+from dockyard.core.conditions import Verdict, find
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyStatus
 from dockyard.operator.builders.scaling import ReplicaRange
 from dockyard.operator.builders.scaling_windows import Window
-from dockyard.operator.scaling.decisions import Acceptance, AcceptanceReason, Pause, PauseReason
+from dockyard.operator.scaling.decisions import AcceptanceReason, Pause, PauseReason
 from dockyard.operator.scaling.status import Announcement, announcements, status_patch, summarize
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-ACCEPTED = Acceptance(True, AcceptanceReason.ACCEPTED, "HorizontalPodAutoscaler shop scales.")
-CONFLICT = Acceptance(False, AcceptanceReason.CONFLICT, "ScalingPolicy old already scales shop.")
+ACCEPTED = Verdict.of(True, AcceptanceReason.ACCEPTED, "HorizontalPodAutoscaler shop scales.")
+CONFLICT = Verdict.of(False, AcceptanceReason.CONFLICT, "ScalingPolicy old already scales shop.")
 
 
 def _policy(status: dict[str, Any] | None = None) -> ScalingPolicy:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
+from dockyard.core.conditions import Verdict as Verdict
 from dockyard.core.conditions import find, set_condition
 from dockyard.core.durations import parse_duration
 from dockyard.core.models.common import Condition, ConditionStatus
@@ -47,19 +48,6 @@ _ONCE_READY: Final = frozenset({EnvironmentPhase.READY, EnvironmentPhase.DEGRADE
 ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
 # Condition messages stay well below the API's 32 KiB limit, and readable in kubectl.
 _MESSAGE_LIMIT: Final = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One condition's status, reason and message."""
-
-    status: ConditionStatus
-    reason: str
-    message: str
-
-    @property
-    def holds(self) -> bool:
-        return self.status is ConditionStatus.TRUE
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from dockyard.core.conditions import find
+from dockyard.core.conditions import Verdict, find
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment, Tier
 from dockyard.core.models.restore import Restore, RestorePhase
@@ -52,15 +52,6 @@ class PauseReason(StrEnum):
     SPEC = "PausedBySpec"
     RESTORE_IN_PROGRESS = "RestoreInProgress"
     NOT_PAUSED = "NotPaused"
-
-
-@dataclass(frozen=True, slots=True)
-class Acceptance:
-    """The Accepted verdict: in force or not, why, and in words."""
-
-    accepted: bool
-    reason: AcceptanceReason
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,34 +94,35 @@ def acceptance(
     rival: ScalingPolicy | None,
     environment: Environment | None,
     schedule_problems: Sequence[str],
-) -> Acceptance:
-    """Whether ``policy`` is in force; the first reason against it, in this order."""
+) -> Verdict:
+    """The Accepted condition: whether ``policy`` is in force, with the first reason
+    against it, in this order."""
     target = policy.spec.target_ref.name
     if rival is not None:
         created = rival.metadata.creation_timestamp
         since = f" (created {created.isoformat()})" if created else ""
-        return Acceptance(
+        return Verdict.of(
             False,
             AcceptanceReason.CONFLICT,
             f"ScalingPolicy {rival.metadata.name}{since} already scales environment "
             f"{target}; an environment has one policy, the oldest. Delete or retarget one.",
         )
     if environment is None:
-        return Acceptance(
+        return Verdict.of(
             False,
             AcceptanceReason.TARGET_NOT_FOUND,
             f"Environment {target} does not exist in this namespace.",
         )
     if schedule_problems:
-        return Acceptance(False, AcceptanceReason.INVALID_SCHEDULE, "; ".join(schedule_problems))
+        return Verdict.of(False, AcceptanceReason.INVALID_SCHEDULE, "; ".join(schedule_problems))
     if environment.spec.tier is Tier.PRODUCTION and policy.spec.min_replicas < PRODUCTION_MINIMUM:
-        return Acceptance(
+        return Verdict.of(
             False,
             AcceptanceReason.BELOW_TIER_MINIMUM,
             f"Environment {target} is production, which runs at least {PRODUCTION_MINIMUM} "
             f"pods; minReplicas is {policy.spec.min_replicas}.",
         )
-    return Acceptance(
+    return Verdict.of(
         True,
         AcceptanceReason.ACCEPTED,
         f"HorizontalPodAutoscaler {policy.metadata.name} scales Deployment {target}.",
@@ -248,7 +240,6 @@ def pinned_replicas(
 
 __all__ = [
     "PRODUCTION_MINIMUM",
-    "Acceptance",
     "AcceptanceReason",
     "Pause",
     "PauseReason",

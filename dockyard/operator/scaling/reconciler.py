@@ -20,6 +20,7 @@ from typing import Final
 
 import aiohttp
 
+from dockyard.core.conditions import Verdict
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.environment import Environment
@@ -127,7 +128,7 @@ class ScalingReconciler:
             environment=environment,
             schedule_problems=schedule_problems(policy.spec.schedules),
         )
-        if not verdict.accepted or environment is None:
+        if not verdict.holds or environment is None:
             await self._remove_hpa(policy, owner)
             status = report.summarize(
                 policy, acceptance=verdict, pause=None, replicas=None, hpa=None
@@ -160,7 +161,7 @@ class ScalingReconciler:
         except KubeError as exc:
             if exc.status not in (400, 422):
                 raise
-            refused = decisions.Acceptance(
+            refused = Verdict.of(
                 False,
                 decisions.AcceptanceReason.HPA_REJECTED,
                 f"The API server rejected the HorizontalPodAutoscaler: {exc.message}",

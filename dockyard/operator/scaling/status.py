@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from dockyard.core.conditions import find, set_condition
+from dockyard.core.conditions import Verdict, find, set_condition
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.scaling import (
     ActiveSchedule,
@@ -25,7 +25,7 @@ from dockyard.core.models.scaling import (
     ScalingPolicyStatus,
 )
 from dockyard.operator.builders.scaling import ReplicaRange
-from dockyard.operator.scaling.decisions import Acceptance, Pause, PauseReason
+from dockyard.operator.scaling.decisions import Pause, PauseReason
 from dockyard.operator.store import replacing
 
 # Kubernetes truncates longer condition messages; ours say what matters first.
@@ -63,7 +63,7 @@ def _hpa_counts(hpa: Mapping[str, Any] | None) -> dict[str, Any]:
 def summarize(
     policy: ScalingPolicy,
     *,
-    acceptance: Acceptance,
+    acceptance: Verdict,
     pause: Pause | None,
     replicas: ReplicaRange | None,
     hpa: Mapping[str, Any] | None,
@@ -73,18 +73,14 @@ def summarize(
     HPA (it is not accepted); ``hpa`` is the HPA as the API server returned it."""
     previous = policy.status
     generation = policy.metadata.generation
-    accepted = (
-        ConditionStatus.TRUE if acceptance.accepted else ConditionStatus.FALSE,
-        acceptance.reason.value,
-        acceptance.message,
-    )
-    if not acceptance.accepted:
+    accepted = (acceptance.status, acceptance.reason, acceptance.message)
+    if not acceptance.holds:
         active = (ConditionStatus.FALSE, "NotAccepted", "The policy is not in force.")
     elif pause is not None:
         active = (ConditionStatus.FALSE, "Paused", pause.message)
     else:
         active = _hpa_activity(hpa)
-    if not acceptance.accepted or replicas is None:
+    if not acceptance.holds or replicas is None:
         paused = (ConditionStatus.FALSE, "NotAccepted", "The policy is not in force.")
     elif pause is not None:
         paused = (
