@@ -225,27 +225,17 @@ def status_patch(
     return {"status": after}
 
 
+@dataclass(frozen=True, kw_only=True)
 class StatusReporter:
     """The periodic flush of throttle counts and, on the lease holder, status writes."""
 
-    def __init__(
-        self,
-        *,
-        kube: KubeClient,
-        cache: WatchCache,
-        index: PolicyIndex,
-        ledger: ThrottleLedger,
-        tally: ThrottleTally,
-        lease: Lease,
-        interval: float,
-    ) -> None:
-        self.kube = kube
-        self.cache = cache
-        self.index = index
-        self.ledger = ledger
-        self.tally = tally
-        self.lease = lease
-        self.interval = interval
+    kube: KubeClient
+    cache: WatchCache
+    index: PolicyIndex
+    ledger: ThrottleLedger
+    tally: ThrottleTally
+    lease: Lease
+    interval: float
 
     async def run(self) -> None:
         task = asyncio.current_task()

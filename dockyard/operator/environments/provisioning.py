@@ -50,19 +50,14 @@ class DatabaseStep:
         return not self.report.ready and self.report.verdict.reason != SERVER_NOT_CONFIGURED
 
 
+@dataclass(frozen=True, kw_only=True)
 class DatabaseProvisioner:
-    """Makes sure each Environment's database, role and Secret exist.
+    """Makes sure each Environment's database, role and Secret exist; without a managed
+    server (``postgres`` None) the step reports ServerNotConfigured."""
 
-    ``postgres`` is ``None`` when the operator has no managed PostgreSQL server, in which
-    case environments that want a database wait for one (DatabaseReady=False).
-    """
-
-    def __init__(
-        self, *, kube: KubeClient, postgres: ManagedPostgres | None, children: ChildMemory
-    ) -> None:
-        self.kube = kube
-        self.postgres = postgres
-        self.children = children
+    kube: KubeClient
+    postgres: ManagedPostgres | None
+    children: ChildMemory
 
     async def step(self, env: Environment, owner: Owner) -> DatabaseStep | None:
         """Make sure the database, its role and its Secret exist; ``None``: no database."""
