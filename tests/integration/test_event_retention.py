@@ -1,6 +1,7 @@
 """Retention of the event log and of webhook deliveries: what is past
 DOCKYARD_EVENT_RETENTION_DAYS and finished goes; what a delivery still waits for stays;
-a deleted Webhook's deliveries go at once. (That the runtime role deletes from the log
+a deleted Webhook's deliveries go at once, or with the next retention pass when the
+database was out. (That the runtime role deletes from the log
 only through events_purge_before, migration 0007, is test_audit_roles.py's.)"""
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from dockyard.core import webhook_deliveries as store
+from dockyard.core.kube import KubeClient, KubeConfig
+from dockyard.operator.webhooks.dispatcher import Dispatcher
 from dockyard.testbed.cluster import State
 from tests.conftest import api_settings
 
@@ -109,3 +113,35 @@ async def test_a_deleted_webhooks_deliveries_and_cursor_are_forgotten(pool: asyn
         )
     assert [r["webhook_uid"] for r in left] == [other]
     assert cursor == 0
+
+
+async def test_a_deleted_webhook_the_database_missed_is_forgotten_by_the_next_pass(
+    pool: asyncpg.Pool, testbed_state: State
+) -> None:
+    namespace, webhook = f"forget-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    async with pool.acquire() as conn:
+        seq = await _event(conn, namespace, timedelta(0))
+        await _delivery(conn, webhook, namespace, seq, "pending", timedelta(0))
+    settings = api_settings(testbed_state)
+    kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(testbed_state.kubeconfig)))
+    # The database is out when the Webhook is deleted: a closed pool refuses every call.
+    out = await asyncpg.create_pool(settings.database_dsn(), min_size=0, max_size=1)
+    await out.close()
+    try:
+        dispatcher = Dispatcher(kube, out, settings)
+        await dispatcher.remove(webhook)
+        async with pool.acquire() as conn:
+            kept = await conn.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE webhook_uid = $1", webhook
+            )
+        assert kept == 1
+
+        dispatcher.pool = pool  # the database is back: the next retention pass forgets it
+        await dispatcher._forget_deleted()
+    finally:
+        await kube.close()
+    async with pool.acquire() as conn:
+        left = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_uid = $1", webhook
+        )
+    assert left == 0

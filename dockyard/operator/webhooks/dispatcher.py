@@ -110,6 +110,9 @@ class Dispatcher:
         self._shown: dict[str, dict[str, Any]] = {}
         self._last: dict[str, LastDelivery] = {}
         self._failures: dict[str, int] = {}
+        # Deleted Webhooks whose deliveries could not be forgotten yet (the database was
+        # out); each retention pass tries again.
+        self._unforgotten: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -175,11 +178,22 @@ class Dispatcher:
     async def remove(self, uid: str) -> None:
         """A Webhook was deleted: forget it, here and its deliveries in the database."""
         self._drop(uid)
-        try:
-            await store.forget(self.pool, uid)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            # Its rows stay pending, retried uncounted, until retention or the next removal.
-            logger.warning("deleted webhook's deliveries kept", extra={"error": type(exc).__name__})
+        self._unforgotten.add(uid)
+        await self._forget_deleted()
+
+    async def _forget_deleted(self) -> None:
+        """Forget the deliveries of every deleted Webhook not forgotten yet; one whose
+        forget fails is tried again by the next retention pass."""
+        for uid in sorted(self._unforgotten):
+            try:
+                await store.forget(self.pool, uid)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                logger.warning(
+                    "deleted webhook's deliveries kept until the next retention pass",
+                    extra={"webhook_uid": uid, "error": type(exc).__name__},
+                )
+                return
+            self._unforgotten.discard(uid)
 
     async def _purge_periodically(self) -> None:
         """Retention of the event log and of finished deliveries: a minute after start-up,
@@ -187,6 +201,7 @@ class Dispatcher:
         every replica does it."""
         await asyncio.sleep(RETENTION_FIRST_DELAY)
         while True:
+            await self._forget_deleted()
             before = datetime.now(UTC) - timedelta(days=self.settings.event_retention_days)
             try:
                 deliveries, events = await store.purge(self.pool, before)
