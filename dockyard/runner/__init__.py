@@ -65,6 +65,7 @@ from dockyard.runner.filesystem import FilesystemStore
 from dockyard.runner.keys import EncryptionKey, Keyring
 from dockyard.runner.manifest import table_counts
 from dockyard.runner.options import BackupOptions, RestoreOptions, Tools
+from dockyard.runner.progress import MeteredStore, Progress
 from dockyard.runner.results import ArtifactReport, BackupResult, RestoreResult
 from dockyard.runner.runner import run_backup, run_restore, verify_artifact
 from dockyard.runner.storage import (
@@ -97,7 +98,9 @@ __all__ = [
     "FilesystemStore",
     "Header",
     "Keyring",
+    "MeteredStore",
     "Opener",
+    "Progress",
     "RestoreFailed",
     "RestoreOptions",
     "RestoreResult",

@@ -79,6 +79,7 @@ from dockyard.runner.libpq import base_env, redact, tool_connection
 from dockyard.runner.manifest import count_rows, exported_snapshot, user_relations
 from dockyard.runner.options import BackupOptions, RestoreOptions, Tools
 from dockyard.runner.processes import Command, ProcessChain, tool_version
+from dockyard.runner.progress import CHECKSUM, RESTORE, MeteredStore, Progress
 from dockyard.runner.results import ArtifactReport, BackupResult, RestoreResult
 from dockyard.runner.storage import Store, check_name, check_sha256
 from dockyard.runner.streaming import decode, preflight, raise_for, seal_into, spool
@@ -201,8 +202,10 @@ async def run_restore(
     expected_sha256: str,
     keys: EncryptionKey | Keyring,
     options: RestoreOptions | None = None,
+    progress: Progress | None = None,
 ) -> RestoreResult:
-    """Restore artifact ``name`` into the (empty) database ``dsn`` names.
+    """Restore artifact ``name`` into the (empty) database ``dsn`` names; the bytes read
+    of it are counted into ``progress`` when one is given.
 
     Before the target is touched: :class:`ChecksumMismatch` when the stored bytes are
     not the recorded ones, :class:`WrongKey`, :class:`TargetNotEmpty`. After:
@@ -214,6 +217,9 @@ async def run_restore(
     connection = tool_connection(dsn, application_name=RESTORE_APPLICATION)
     clock = _Clock()
     # The version is asked while the checksum pass reads: it costs a process start.
+    if progress is not None:
+        storage = MeteredStore(storage, progress)
+        progress.begin(CHECKSUM, await storage.size(name))
     asking = asyncio.ensure_future(tool_version(options.tools.pg_restore))
     with contextlib.ExitStack() as scratch:
         spooled: Path | None = None
@@ -271,6 +277,8 @@ async def run_restore(
             raise_for(exits, cause_first="pg_restore", error=RestoreFailed)
         else:
             argv.insert(2, "--single-transaction")
+            if progress is not None:
+                progress.begin(RESTORE, size)
             await decode(
                 storage,
                 name,

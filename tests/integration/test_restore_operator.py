@@ -180,6 +180,10 @@ def test_a_seeded_database_restored_into_another_environment_is_equal_table_for_
     assert _condition(status, "Completed")["status"] == "True"
     assert status["attempts"] == 1
     assert status["durationSeconds"] > 0
+    # The last pass read the whole artifact, as status.progress shows it.
+    progress = status["progress"]
+    assert progress["step"] == "Restore"
+    assert progress["bytesDone"] == progress["bytesTotal"] == backup["size"]
     # The target was backed up first, and that backup outlives nothing it should not.
     safety = _wait_phase(kubectl, namespace, "to-copy-safety", "Completed")
     assert {t["name"]: t["rows"] for t in safety["manifest"]["tables"]} == {"public.stale": 1}

@@ -207,6 +207,29 @@ class RestorePlan(CRModel):
     """Past restores the estimate is based on; 0 means the default throughput."""
 
 
+class RestoreStep(StrEnum):
+    """Which pass over the artifact a restore is in."""
+
+    CHECKSUM = "Checksum"
+    """Reading the artifact once to check its sha256 and key before the target is touched."""
+    RESTORE = "Restore"
+    """Streaming it, decrypted, into pg_restore (or spooling it for a parallel restore)."""
+
+
+class RestoreProgress(CRModel):
+    """How far an inline restore has read its artifact; a restore in a Job reports only its
+    phase."""
+
+    step: RestoreStep
+    """The pass in progress: Checksum, then Restore."""
+    bytes_done: int = Field(ge=0)
+    """Bytes of the artifact read so far in this pass."""
+    bytes_total: int | None = Field(default=None, ge=0)
+    """Stored size of the artifact."""
+    updated_at: datetime
+    """When the operator last wrote this progress (about every two seconds while it reads)."""
+
+
 class RestoreApproval(CRModel):
     """Who asked for a restore that needs approval, and who gave it."""
 
@@ -261,6 +284,8 @@ class RestoreStatus(RunStatus):
     restore is resumed or cleaned up."""
     duration_seconds: float | None = Field(default=None, ge=0)
     """How long the restore took, in seconds."""
+    progress: RestoreProgress | None = None
+    """Bytes read of the artifact by the attempt in progress, or by the last one."""
 
 
 class Restore(CustomResource):
@@ -307,9 +332,11 @@ __all__ = [
     "RestoreConditionType",
     "RestorePhase",
     "RestorePlan",
+    "RestoreProgress",
     "RestoreSource",
     "RestoreSpec",
     "RestoreStatus",
+    "RestoreStep",
     "RestoreTarget",
     "SourceSelection",
 ]

@@ -27,6 +27,7 @@ from dockyard.core.models.restore import RestorePhase, RestorePlan, RestoreStatu
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import TenantLogin, database_identity, staging_database_name
 from dockyard.operator.outcomes import Outcome
+from dockyard.operator.restores.progress import progress_status, reported
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
 from dockyard.operator.restores.switch_over import switch
 from dockyard.operator.runs import jobs
@@ -151,7 +152,9 @@ class RestoreAttempts:
     ) -> Outcome:
         """The attempt ``status`` records: the staging database, then the restore in this
         process (verified and switched over here), or its Job (which later passes follow)."""
-        # Recorded before the database exists, so an interruption finds it to drop.
+        # Recorded before the database exists, so an interruption finds it to drop; the
+        # progress of an earlier attempt is cleared.
+        status = status.model_copy(update={"progress": None})
         await self.records.write(loaded, status)
         post(loaded.raw, reason="Restoring", message=status.message or "")
         began = datetime.now(UTC)
@@ -163,9 +166,15 @@ class RestoreAttempts:
             if in_job:
                 await start_restore_job(self.context, source, database=staging, job=job)
             else:
-                restored = await restore_backup(
-                    self.context, source, database=staging, tenant=tenant
-                )
+                restores, namespace = self.records.restores, loaded.namespace
+                async with reported(restores, namespace, loaded.name) as progress:
+                    try:
+                        restored = await restore_backup(
+                            self.context, source, database=staging, tenant=tenant, progress=progress
+                        )
+                    finally:
+                        # Later status writes carry the last figures rather than clear them.
+                        status = status.model_copy(update={"progress": progress_status(progress)})
         except BackupError as exc:
             return await self.records.abandon(loaded, status, staging, exc)
         if in_job:

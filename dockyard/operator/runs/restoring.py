@@ -35,6 +35,7 @@ from dockyard.operator.runs.context import (
 from dockyard.runner import (
     BackupError,
     Keyring,
+    Progress,
     RestoreOptions,
     RestoreResult,
     run_restore,
@@ -92,9 +93,10 @@ async def restore_backup(
     *,
     database: str,
     tenant: TenantLogin,
+    progress: Progress | None = None,
 ) -> RestoreResult:
     """Restore ``backup`` into the (empty) ``database`` in this process, logged in as the
-    ``tenant`` role that owns it.
+    ``tenant`` role that owns it, counting the bytes it reads into ``progress``.
 
     The checksum is verified before the database is touched: a flipped byte fails with
     ``ChecksumMismatch`` ("checksum mismatch: ...") and leaves it empty.
@@ -111,6 +113,7 @@ async def restore_backup(
             expected_sha256=backup.status.sha256 or "",
             keys=Keyring.of(key),
             options=restore_options(context.settings),
+            progress=progress,
         )
 
 
