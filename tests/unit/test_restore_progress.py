@@ -55,10 +55,14 @@ async def test_a_new_pass_starts_again_from_nothing(tmp_path: Path) -> None:
 
 async def test_the_metered_store_keeps_the_checksum_check(tmp_path: Path) -> None:
     store = MeteredStore(await _stored(tmp_path, b"abc"), Progress())
-    with pytest.raises(ChecksumMismatch):
+
+    async def read_all() -> None:
         async with store.open("a.dkbk", expected_sha256="0" * 64) as reader:
             async for _ in reader:
                 pass
+
+    with pytest.raises(ChecksumMismatch):
+        await read_all()
 
 
 def test_the_status_shows_the_pass_and_the_bytes_once_a_pass_began() -> None:

@@ -1,0 +1,178 @@
+"""``kubectl-dockyard``: the command line. kubectl finds the executable on PATH and runs it
+for ``kubectl dockyard ...``; it can also be run on its own.
+
+Exit status: 0 done; 1 the operation failed or the cluster refused it; 2 the command line
+is wrong. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import aiohttp
+from rich.console import Console
+from rich.prompt import Confirm
+
+from dockyard import __version__
+from dockyard.core.kube import KubeClient, KubeError
+from dockyard.plugin import commands
+from dockyard.plugin.commands import PluginError, RestoreSource, Session
+from dockyard.plugin.config import ConfigError, resolve
+
+PROG = "kubectl dockyard"
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, as every other error: what is wrong and where to look.
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Dockyard's flows from kubectl's own kubeconfig.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    p.add_argument("-n", "--namespace", help="namespace (default: the context's, else default)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("status", help="an environment, its database, backups, drills and RPO")
+    s.add_argument("environment")
+
+    b = sub.add_parser("backup", help="back an environment up now")
+    b.add_argument("environment")
+    b.add_argument("--name", help="the Backup's name (default: <env>-manual-<time>)")
+    b.add_argument("--schedule", help="BackupSchedule whose storage and key to use")
+    b.add_argument("--wait", action="store_true", help="wait until it completed or failed")
+    b.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds to wait")
+
+    r = sub.add_parser("restore", help="plan, create, approve and follow restores")
+    rs = r.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    plan = rs.add_parser("plan", help="make a dry-run Restore and show its plan")
+    create = rs.add_parser("create", help="carry out a planned Restore, or create one")
+    for q in (plan, create):
+        q.add_argument("name")
+        q.add_argument("--backup", help="restore this Backup")
+        q.add_argument("--env", dest="source_env", help="restore this environment's newest")
+        q.add_argument(
+            "--latest-verified", action="store_true", help="with --env: the newest drilled"
+        )
+        q.add_argument("--into", help="target environment (default: in place)")
+        q.add_argument("--no-safety-backup", action="store_true", help="skip the safety backup")
+        q.add_argument("--job", action="store_true", help="restore in a runner Job")
+    plan.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait")
+    approve = rs.add_parser("approve", help="show a Restore's plan, then approve it")
+    approve.add_argument("name")
+    approve.add_argument("--yes", action="store_true", help="approve without asking")
+    wait = rs.add_parser("wait", help="follow a Restore to its end, with progress")
+    wait.add_argument("name")
+    wait.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds to wait")
+
+    d = sub.add_parser("drill", help="restore drills")
+    ds = d.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    run = ds.add_parser("run", help="run a RestoreDrill now")
+    run.add_argument("name")
+    run.add_argument("--watch", action="store_true", help="follow the run to its result")
+    run.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds to wait")
+    return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError("give between 0 and 604800 seconds")
+    return value
+
+
+def _source(args: argparse.Namespace) -> RestoreSource:
+    return RestoreSource(
+        backup=args.backup,
+        environment=args.source_env,
+        latest_verified=args.latest_verified,
+        into=args.into,
+        safety_backup=not args.no_safety_backup,
+        job=args.job,
+    )
+
+
+def _confirm(console: Console) -> Callable[[str], bool]:
+    def ask(question: str) -> bool:
+        if not sys.stdin.isatty():
+            raise PluginError("not a terminal to ask in: pass --yes to approve")
+        return Confirm.ask(question, console=console, default=False)
+
+    return ask
+
+
+async def _run(args: argparse.Namespace, console: Console) -> int:
+    target = resolve(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=args.namespace,
+        environ=os.environ,
+    )
+    kube = KubeClient.connect(target.config, limit=4, user_agent="kubectl-dockyard")
+    session = Session(kube, target.namespace, console)
+    try:
+        match args.command, getattr(args, "action", None):
+            case "status", _:
+                return await commands.status(session, args.environment)
+            case "backup", _:
+                return await commands.backup(
+                    session,
+                    args.environment,
+                    name=args.name,
+                    schedule=args.schedule,
+                    wait=args.wait,
+                    within=args.timeout,
+                )
+            case "restore", "plan":
+                return await commands.restore_plan(session, args.name, _source(args), args.timeout)
+            case "restore", "create":
+                return await commands.restore_create(session, args.name, _source(args))
+            case "restore", "approve":
+                return await commands.restore_approve(
+                    session, args.name, yes=args.yes, confirm=_confirm(console)
+                )
+            case "restore", "wait":
+                return await commands.restore_wait(session, args.name, args.timeout)
+            case "drill", "run":
+                return await commands.drill_run(
+                    session, args.name, watch=args.watch, within=args.timeout
+                )
+        raise AssertionError(args)  # argparse allows nothing else
+    finally:
+        await kube.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console(highlight=False)
+    try:
+        return asyncio.run(_run(args, console))
+    except (PluginError, ConfigError) as exc:
+        return _fail(str(exc))
+    except KubeError as exc:
+        return _fail(f"the apiserver refused: {exc.message or exc}")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return _fail(f"cannot reach the apiserver: {exc or type(exc).__name__}")
+    except KeyboardInterrupt:
+        return _fail("interrupted; what was started goes on in the cluster")
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""``kubectl dockyard`` against the test bed, run as kubectl runs a plugin: the installed
+``kubectl-dockyard`` executable, a kubeconfig of the user's own, and the answers read
+from its output, its exit status and the objects it made."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ROOT, Kubectl, wait_for
+from tests.integration.test_backup_operator import (
+    _apply,
+    _get,
+    _storage,
+)
+from tests.integration.test_drill_operator import _drill
+from tests.integration.test_restore_operator import (
+    _backed_up,
+    _empty_environment,
+    migrated,  # noqa: F401  (the platform schema, for the backup catalog)
+)
+
+pytestmark = pytest.mark.usefixtures("operator_process")
+
+PLUGIN = shutil.which("kubectl-dockyard", path=str(Path(sys.executable).parent))
+
+
+def _kubeconfig(state: State, directory: Path, name: str, token: str | None = None) -> Path:
+    """A kubeconfig of ``name``'s own: the admin's cluster, with a token when one is given."""
+    admin = yaml.safe_load(Path(state.kubeconfig).read_text())
+    if token is not None:
+        admin["users"] = [{"name": name, "user": {"token": token}}]
+        context = admin["contexts"][0]
+        context["context"]["user"] = name
+        admin["contexts"] = [context]
+        admin["current-context"] = context["name"]
+    path = directory / f"{name}.kubeconfig"
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+def _plugin(kubeconfig: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    assert PLUGIN, "kubectl-dockyard is installed with the package"
+    return subprocess.run(
+        [PLUGIN, *args],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_kubectl_finds_the_plugin_and_a_wrong_command_line_is_one_line_and_exit_2(
+    testbed_state: State, tmp_path: Path
+) -> None:
+    config = _kubeconfig(testbed_state, tmp_path, "admin")
+    assert PLUGIN is not None
+    listed = subprocess.run(
+        ["kubectl", "plugin", "list"],
+        env={**os.environ, "PATH": f"{Path(PLUGIN).parent}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "kubectl-dockyard" in listed.stdout
+
+    wrong = _plugin(config, "restore", "frobnicate", "x")
+    assert wrong.returncode == 2
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    assert "invalid choice: 'frobnicate'" in wrong.stderr
+    assert _plugin(config, "drill", "run", "d", "--timeout", "soon").returncode == 2
+
+
+def test_a_missing_object_or_kubeconfig_is_one_line_and_exit_1(
+    testbed_state: State, namespace: str, tmp_path: Path
+) -> None:
+    config = _kubeconfig(testbed_state, tmp_path, "admin")
+    missing = _plugin(config, "-n", namespace, "status", "nowhere")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"kubectl dockyard: error: Environment {namespace}/nowhere not found"
+    )
+    no_config = _plugin(tmp_path / "absent.kubeconfig", "status", "x")
+    assert no_config.returncode == 1
+    assert "no kubeconfig at" in no_config.stderr
+    assert len(no_config.stderr.strip().splitlines()) == 1
+
+
+def test_status_backup_and_drill_of_an_environment(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path, tmp_path: Path
+) -> None:
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    config = _kubeconfig(testbed_state, tmp_path, "admin")
+
+    shown = _plugin(config, "-n", namespace, "status", "shop")
+    assert shown.returncode == 0, shown.stderr
+    assert f"{namespace}/shop" in shown.stdout
+    assert "Ready" in shown.stdout
+    assert "Last backup" in shown.stdout
+    assert "nightly" in shown.stdout
+    assert "RPO" in shown.stdout
+    assert "ago" in shown.stdout
+
+    # A backup now, with the storage and key of the environment's schedule.
+    _apply(
+        kubectl,
+        namespace,
+        {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupSchedule",
+            "metadata": {"name": "shop-nightly"},
+            "spec": {
+                "environmentRef": {"name": "shop"},
+                "schedule": "@yearly",
+                "suspend": True,
+                "template": {
+                    "storage": _storage(backup_root, namespace),
+                    "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+                },
+            },
+        },
+    )
+    taken = _plugin(config, "-n", namespace, "backup", "shop", "--name", "now", "--wait")
+    assert taken.returncode == 0, taken.stderr
+    assert "backup now Completed" in taken.stdout
+    backup = _get(kubectl, namespace, "backup", "now") or {}
+    assert backup["spec"]["environmentRef"] == {"name": "shop"}
+    assert backup["spec"]["storage"] == _storage(backup_root, namespace)
+    assert backup["status"]["phase"] == "Completed"
+
+    # A drill now, followed to its result.
+    _apply(kubectl, namespace, _drill("weekly"))
+    drilled = _plugin(config, "-n", namespace, "drill", "run", "weekly", "--watch")
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    assert "Passed" in drilled.stdout
+    last_run = (_get(kubectl, namespace, "restoredrill", "weekly") or {})["status"]["lastRun"]
+    assert last_run["result"] == "Passed"
+
+
+@pytest.fixture(scope="module")
+def identity_policy(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
+    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+
+
+@pytest.mark.usefixtures("identity_policy")
+def test_plan_create_approve_by_another_user_and_wait_for_a_production_restore(
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _empty_environment(kubectl, namespace, "live", tier="production", replicas=2)
+    alice, bob = f"alice-{uuid.uuid4().hex[:5]}", f"bob-{uuid.uuid4().hex[:5]}"
+    for user in (alice, bob):
+        kubectl(
+            "create", "rolebinding", user, "--clusterrole=dockyard-operator", f"--user={user}",
+            "-n", namespace,
+        )  # fmt: skip
+    as_alice = _kubeconfig(testbed_state, tmp_path, alice, testbed.user_token(alice, []))
+    as_bob = _kubeconfig(testbed_state, tmp_path, bob, testbed.user_token(bob, []))
+    wait_for(lambda: _plugin(as_bob, "-n", namespace, "status", "live").returncode == 0, 30)
+
+    planned = _plugin(
+        as_alice, "-n", namespace, "restore", "plan", "promote", "--backup", "nightly",
+        "--into", "live",
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    assert "nightly of shop" in planned.stdout
+    assert "required (another user)" in planned.stdout
+    restore: dict[str, Any] = _get(kubectl, namespace, "restore", "promote") or {}
+    assert restore["spec"]["dryRun"] is True
+    assert restore["metadata"]["annotations"]["dockyard.io/requested-by"] == alice
+
+    carried = _plugin(as_alice, "-n", namespace, "restore", "create", "promote")
+    assert carried.returncode == 0, carried.stderr
+    wait_for(
+        lambda: (
+            ((_get(kubectl, namespace, "restore", "promote") or {}).get("status") or {}).get(
+                "phase"
+            )
+            == "AwaitingApproval"
+        ),
+        120,
+    )
+
+    own = _plugin(as_alice, "-n", namespace, "restore", "approve", "promote", "--yes")
+    assert own.returncode == 1
+    assert f"you ({alice}) requested restore promote" in own.stderr
+    unasked = _plugin(as_bob, "-n", namespace, "restore", "approve", "promote")
+    assert unasked.returncode == 1  # no terminal to ask in, and no --yes
+    assert "pass --yes" in unasked.stderr
+
+    approved = _plugin(as_bob, "-n", namespace, "restore", "approve", "promote", "--yes")
+    assert approved.returncode == 0, approved.stderr
+    assert "Safety backup" in approved.stdout  # the plan is shown before approving
+    assert f"restore promote approved by {bob}" in approved.stdout
+
+    waited = _plugin(as_alice, "-n", namespace, "restore", "wait", "promote", "--timeout", "240")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "restore promote Completed" in waited.stdout
+    status = (_get(kubectl, namespace, "restore", "promote") or {})["status"]
+    assert status["approval"]["approvedBy"] == bob
+    assert status["progress"]["bytesDone"] == status["progress"]["bytesTotal"]

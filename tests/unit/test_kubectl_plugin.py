@@ -1,0 +1,97 @@
+"""The plugin's pure parts: which kubeconfig and namespace, the command line, the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dockyard.plugin import views
+from dockyard.plugin.commands import PluginError, RestoreSource
+from dockyard.plugin.config import ConfigError, kubeconfig_path, resolve
+from dockyard.plugin.main import parser
+
+KUBECONFIG = {
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443/"}}],
+    "users": [{"name": "u", "user": {"token": "t0k3n"}}],
+    "contexts": [
+        {"name": "dev", "context": {"cluster": "c", "user": "u", "namespace": "shop"}},
+        {"name": "bare", "context": {"cluster": "c", "user": "u"}},
+    ],
+    "current-context": "dev",
+}
+
+
+def _write(tmp_path: Path) -> Path:
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(KUBECONFIG))
+    return path
+
+
+def test_the_kubeconfig_is_found_as_kubectl_finds_it(tmp_path: Path) -> None:
+    real = _write(tmp_path)
+    missing = tmp_path / "missing"
+    assert kubeconfig_path("~/x", {}) == Path("~/x").expanduser()
+    assert kubeconfig_path(None, {"KUBECONFIG": f"{missing}:{real}"}) == real
+    assert kubeconfig_path(None, {"HOME": str(tmp_path)}) == tmp_path / ".kube" / "config"
+
+
+def test_the_namespace_is_the_flag_the_contexts_or_default(tmp_path: Path) -> None:
+    path = str(_write(tmp_path))
+    target = resolve(kubeconfig=path, context=None, namespace=None, environ={})
+    assert (target.namespace, target.config.server, target.config.token) == (
+        "shop",
+        "https://127.0.0.1:6443",
+        "t0k3n",
+    )
+    assert resolve(kubeconfig=path, context="bare", namespace=None, environ={}).namespace == (
+        "default"
+    )
+    assert resolve(kubeconfig=path, context=None, namespace="ops", environ={}).namespace == "ops"
+
+
+def test_an_unusable_kubeconfig_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no kubeconfig at .*; set KUBECONFIG"):
+        resolve(kubeconfig=str(tmp_path / "nope"), context=None, namespace=None, environ={})
+    path = _write(tmp_path)
+    with pytest.raises(ConfigError, match="no context named 'other'"):
+        resolve(kubeconfig=str(path), context="other", namespace=None, environ={})
+
+
+def test_a_wrong_command_line_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(["backup", "shop", "--timeout", "-3"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "give between 0 and 604800 seconds" in err
+
+
+def test_a_restore_source_is_exactly_one_of_a_backup_and_an_environment() -> None:
+    assert RestoreSource(backup="b", into="live").spec(dry_run=True) == {
+        "source": {"backupRef": {"name": "b"}},
+        "dryRun": True,
+        "safetyBackup": True,
+        "target": {"environmentRef": {"name": "live"}},
+    }
+    spec = RestoreSource(environment="shop", latest_verified=True, job=True).spec(dry_run=False)
+    assert spec["source"] == {"environmentRef": {"name": "shop"}, "select": "latestVerified"}
+    assert spec["runner"] == "Job"
+    for wrong in (RestoreSource(), RestoreSource(backup="b", environment="e")):
+        with pytest.raises(PluginError, match="exactly one of --backup and --env"):
+            wrong.spec(dry_run=True)
+
+
+def test_figures_read_as_people_read_them() -> None:
+    assert views.size(1536) == "1.5 KiB"
+    assert views.size(545_648_013) == "520.4 MiB"
+    assert views.size(None) == "-"
+    assert views.duration(4.25) == "4.2s"
+    assert views.duration(250) == "4m 10s"
+    assert views.duration(7500) == "2h 5m"
+    assert views.duration(3 * 86400 + 4 * 3600) == "3d 4h"
+    assert views.parse_time("2026-12-04T10:00:00Z") is not None
+    assert views.parse_time("soon") is None
