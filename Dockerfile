@@ -4,52 +4,64 @@
 # (`dockyard backup-run`, DOCKYARD_RUNNER_IMAGE). See docs/deployment.md.
 #
 #   docker build -t ghcr.io/dockyard/dockyard:dev .
+#   make image        # the same file with podman, FROM a base built here (scripts/base-image.sh)
 #
 # It runs as the numeric user 10001 (so `runAsNonRoot` can be verified) on a read-only
 # root filesystem: nothing writes outside /tmp, which the manifests mount as an emptyDir.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Debian bookworm slim, pinned by digest; Python is Debian's own 3.11 in both stages (the
+# builder's virtualenv is copied into the runtime, so both must be the same base).
+ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 
-# -- builder: wheels of the project and of every dependency -------------------------------
-FROM ${PYTHON_IMAGE} AS builder
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+# -- builder: a virtualenv with the project and every dependency ---------------------------
+FROM ${BASE_IMAGE} AS builder
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates \
+        python3 \
+        python3-venv \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# What the wheel is built from, and nothing else (see .dockerignore).
+# What the package is built from, and nothing else (see .dockerignore).
 COPY pyproject.toml README.md constraints.txt ./
 COPY dockyard ./dockyard
-# pip's cache lives in a BuildKit cache mount, not in a layer: a rebuild after a code
-# change does not download every dependency again. constraints.txt pins every version
-# (scripts/lock.sh), so the image runs what CI tested.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --constraint constraints.txt --wheel-dir /wheels .
+# constraints.txt pins every version (scripts/lock.sh), so the image runs what CI tested;
+# every dependency has a binary wheel, so no compiler is needed. An optional build
+# secret "ca" adds a CA bundle for pip (a TLS-intercepting proxy, as on the build
+# machine of `make image`). pip and its cache stay in this stage.
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && python3 -m venv /opt/dockyard \
+    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/dockyard/bin/pip install --no-cache-dir \
+        --constraint constraints.txt . \
+    && /opt/dockyard/bin/pip uninstall --yes pip setuptools
 
 # -- runtime ------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
-ARG PYTHON_IMAGE
+FROM ${BASE_IMAGE} AS runtime
+ARG BASE_IMAGE
 
-# pg_dump and pg_restore must be of the PostgreSQL server's major version (15, as the
-# test bed's Debian packages and the development overlay's server); zstd compresses
-# backup artifacts. Both from Debian bookworm itself; no compilers.
+# Debian's Python for the virtualenv; pg_dump and pg_restore of the PostgreSQL server's
+# major version (15, as the test bed's Debian packages and the development overlay's
+# server); zstd compresses backup artifacts. All from Debian bookworm; no compilers.
 ARG PG_MAJOR=15
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates \
+        python3 \
         "postgresql-client-${PG_MAJOR}" \
         zstd \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 
-# Installed from the builder's wheels only (no index), then the wheels are gone: they
-# are bind-mounted, never copied into a layer.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    PIP_ROOT_USER_ACTION=ignore pip install --no-cache-dir --no-index --find-links=/wheels dockyard
+COPY --from=builder /opt/dockyard /opt/dockyard
 
 RUN groupadd --system --gid 10001 dockyard \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin dockyard
 
 # The client tools of that major first on PATH, whatever else Debian's wrapper might
-# pick; no .pyc written at run time (the root filesystem is read-only); HOME in /tmp.
-ENV PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}" \
+# pick, then the virtualenv; no .pyc written at run time (the root filesystem is
+# read-only, and pip compiled them at install); HOME in /tmp.
+ENV PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:/opt/dockyard/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
@@ -64,7 +76,7 @@ LABEL org.opencontainers.image.title="dockyard" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 USER 10001:10001
 WORKDIR /tmp

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from dockyard import __version__
+
 if TYPE_CHECKING:
     from dockyard.core.settings import Settings
 
@@ -32,6 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dockyard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"dockyard {__version__}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
