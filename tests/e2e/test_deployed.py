@@ -1,0 +1,288 @@
+"""The API and the operator as a cluster runs them: the built image, in containers (host
+network) against the test bed, each with the token of its own ServiceAccount from the
+TokenRequest API and the RBAC of ``manifests/``, never the admin kubeconfig. The
+development overlay is applied with server-side apply first.
+
+The journeys, through REST and kubectl: an environment becomes Ready, a backup
+completes, a drill passes, a production restore is planned, approved by a second
+person and switched over, and unauthenticated callers get 429.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dockyard.testbed.cluster import State, Testbed
+from dockyard.testbed.processes import free_port
+from tests.conftest import ROOT, Kubectl, wait_for
+from tests.e2e.conftest import IMAGE, RUNTIME, Podman
+from tests.integration.test_backup_operator import (
+    PINNED,
+    SEED_SQL,
+    _key_secret,
+    _owner_dsn,
+    _run_sql,
+    _storage,
+)
+
+SYSTEM = "dockyard-system"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    api: str
+    namespace: str
+    backup_root: Path
+
+
+def _token(kubectl: Kubectl, account: str) -> str:
+    return kubectl("create", "token", account, "-n", SYSTEM, "--duration=2h").stdout.strip()
+
+
+def _kubeconfig(state: State, directory: Path, name: str, token: str) -> Path:
+    """A kubeconfig holding only ``token``: what a pod's mounted ServiceAccount gives."""
+    ca = Path(state.directory) / "pki" / "ca.crt"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "bed",
+                "cluster": {"server": state.apiserver_url, "certificate-authority": str(ca)},
+            }
+        ],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "bed", "user": name}}],
+        "current-context": name,
+    }
+    path = directory / f"{name}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o644)
+    return path
+
+
+def _container(
+    podman: Podman, name: str, env: dict[str, str], mounts: list[Path], *args: str
+) -> None:
+    podman("rm", "--force", name, check=False)
+    volumes = [f"--volume={p}:{p}" for p in mounts]
+    environment = [f"--env={k}={v}" for k, v in env.items()]
+    podman(
+        "run", "--detach", "--name", name, "--network", "host", *RUNTIME, "--read-only",
+        "--tmpfs", "/tmp", *volumes, *environment, IMAGE, *args,  # noqa: S108
+    )  # fmt: skip
+
+
+def _http(method: str, url: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, None  # not listening (yet)
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    podman: Podman,
+    kubectl: Kubectl,
+    testbed_state: State,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployed]:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    kubectl(
+        "apply", "--server-side", "--force-conflicts", "-k",
+        str(ROOT / "deploy" / "overlays" / "development"),
+    )  # fmt: skip
+    secrets = tmp_path_factory.mktemp("serviceaccounts")
+    secrets.chmod(0o755)
+    api_config = _kubeconfig(testbed_state, secrets, "api", _token(kubectl, "dockyard-api"))
+    operator_config = _kubeconfig(
+        testbed_state, secrets, "operator", _token(kubectl, "dockyard-operator")
+    )
+    backups = tmp_path_factory.mktemp("backups")
+    backups.chmod(0o777)  # the containers write as uid 10001
+    ca = Path(testbed_state.directory) / "pki"
+    common = {
+        "DOCKYARD_DATABASE_URL": testbed_state.database_url,
+        "DOCKYARD_REDIS_URL": testbed_state.redis_url,
+        "DOCKYARD_NAMESPACE": SYSTEM,
+        "DOCKYARD_LOG_LEVEL": "INFO",
+    }
+    podman(
+        "run", "--rm", "--network", "host", *RUNTIME, "--read-only", "--tmpfs", "/tmp",  # noqa: S108
+        *[f"--env={k}={v}" for k, v in common.items()], IMAGE, "migrate",
+    )  # fmt: skip
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    _container(
+        podman,
+        "dockyard-e2e-operator",
+        {
+            **common,
+            "DOCKYARD_KUBECONFIG": str(operator_config),
+            "DOCKYARD_MANAGED_POSTGRES_URL": testbed_state.managed_postgres_url,
+            "DOCKYARD_BACKUP_ROOT": str(backups),
+            "DOCKYARD_RUNNER_IMAGE": IMAGE,
+            "DOCKYARD_RECONCILE_INTERVAL": "3",
+            "DOCKYARD_BACKUP_RETRY_DELAY": "1",
+            "DOCKYARD_BACKUP_SCHEDULE_INTERVAL": "1",
+        },
+        [secrets, ca, backups],
+        "operator", "--namespace", "e2e-*",
+    )  # fmt: skip
+    port = free_port()
+    _container(
+        podman,
+        "dockyard-e2e-api",
+        {**common, "DOCKYARD_KUBECONFIG": str(api_config), "DOCKYARD_METRICS_PORT": "null"},
+        [secrets, ca],
+        "api", "--host", "127.0.0.1", "--port", str(port),
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _http("GET", f"{api}/readyz")[0] == 200, timeout=60)
+        kubectl("create", "namespace", namespace)
+        yield Deployed(api, namespace, backups)
+    except BaseException:
+        for name in ("dockyard-e2e-operator", "dockyard-e2e-api"):
+            logs = podman("logs", "--tail", "80", name, check=False)
+            print(f"--- {name}\n{logs.stdout}{logs.stderr}")
+        raise
+    finally:
+        for name in ("dockyard-e2e-operator", "dockyard-e2e-api"):
+            podman("rm", "--force", "--time", "10", name, check=False)
+        # The overlay's default limits would throttle later suites on this test bed.
+        kubectl("delete", "ratelimitpolicies", "--all", "-n", SYSTEM, check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_both_run_as_their_own_serviceaccounts(podman: Podman, deployed: Deployed) -> None:
+    for name, account in (("api", "dockyard-api"), ("operator", "dockyard-operator")):
+        config = podman(
+            "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}",
+            f"dockyard-e2e-{name}",
+        ).stdout  # fmt: skip
+        path = next(
+            line.split("=", 1)[1]
+            for line in config.splitlines()
+            if line.startswith("DOCKYARD_KUBECONFIG=")
+        )
+        user = yaml.safe_load(Path(path).read_text())["users"][0]["user"]
+        assert set(user) == {"token"}  # no client certificate: not the admin
+        claims = json.loads(_b64(user["token"].split(".")[1]))
+        assert claims["sub"] == f"system:serviceaccount:{SYSTEM}:{account}"
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_the_main_journeys(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, deployed: Deployed
+) -> None:
+    ns, api = deployed.namespace, deployed.api
+    alice, bob = f"alice-{uuid.uuid4().hex[:5]}", f"bob-{uuid.uuid4().hex[:5]}"
+    for user in (alice, bob):
+        kubectl(
+            "create", "rolebinding", user, "--clusterrole=dockyard-operator", f"--user={user}",
+            "-n", ns,
+        )  # fmt: skip
+    as_alice, as_bob = testbed.user_token(alice, []), testbed.user_token(bob, [])
+
+    # 1. An environment becomes Ready, created through REST.
+    created = _http(
+        "POST", f"{api}/api/v1/namespaces/{ns}/environments", token=as_alice,
+        body={"metadata": {"name": "shop"}, "spec": {"tier": "development", "image": PINNED,
+              "database": {"deletionPolicy": "Delete"}}},
+    )  # fmt: skip
+    assert created[0] == 201, created
+
+    def phase(kind: str, name: str) -> str | None:
+        code, body = _http("GET", f"{api}/api/v1/namespaces/{ns}/{kind}/{name}", token=as_alice)
+        return ((body or {}).get("status") or {}).get("phase") if code == 200 else None
+
+    wait_for(lambda: phase("environments", "shop") == "Ready", timeout=120)
+    _run_sql(_owner_dsn(kubectl, ns, "shop"), SEED_SQL)
+
+    # 2. A backup completes, applied with kubectl.
+    _key_secret(kubectl, ns)
+    backup = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": "nightly", "namespace": ns},
+        "spec": {
+            "environmentRef": {"name": "shop"},
+            "storage": _storage(deployed.backup_root, ns),
+            "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(backup))
+    wait_for(lambda: phase("backups", "nightly") in ("Completed", "Failed"), timeout=120)
+    assert phase("backups", "nightly") == "Completed"
+
+    # 3. A drill passes.
+    drill = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "RestoreDrill",
+        "metadata": {"name": "weekly", "namespace": ns,
+                     "annotations": {"dockyard.io/run-now": "e2e"}},
+        "spec": {"environmentRef": {"name": "shop"}, "schedule": "@yearly"},
+    }  # fmt: skip
+    kubectl("apply", "-f", "-", input=json.dumps(drill))
+
+    def drilled() -> str | None:
+        _code, body = _http(
+            "GET", f"{api}/api/v1/namespaces/{ns}/restoredrills/weekly", token=as_alice
+        )
+        return (((body or {}).get("status") or {}).get("lastRun") or {}).get("result")
+
+    wait_for(drilled, timeout=180)
+    assert drilled() == "Passed"
+
+    # 4. A production restore: planned, approved by a second person, switched over.
+    live = _http(
+        "POST", f"{api}/api/v1/namespaces/{ns}/environments", token=as_alice,
+        body={"metadata": {"name": "live"}, "spec": {"tier": "production", "image": PINNED,
+              "replicas": 2, "database": {"deletionPolicy": "Delete"}}},
+    )  # fmt: skip
+    assert live[0] == 201, live
+    wait_for(lambda: phase("environments", "live") == "Ready", timeout=120)
+    restore = _http(
+        "POST", f"{api}/api/v1/namespaces/{ns}/restores", token=as_alice,
+        body={"metadata": {"name": "promote"}, "spec": {
+            "source": {"backupRef": {"name": "nightly"}},
+            "target": {"environmentRef": {"name": "live"}}}},
+    )  # fmt: skip
+    assert restore[0] == 201, restore
+    wait_for(lambda: phase("restores", "promote") == "AwaitingApproval", timeout=120)
+    own = _http("POST", f"{api}/api/v1/namespaces/{ns}/restores/promote/approve", token=as_alice)
+    assert own[0] == 403, own
+    approved = _http("POST", f"{api}/api/v1/namespaces/{ns}/restores/promote/approve", token=as_bob)
+    assert approved[0] == 200, approved
+    wait_for(lambda: phase("restores", "promote") in ("Completed", "Failed"), timeout=240)
+    _, body = _http("GET", f"{api}/api/v1/namespaces/{ns}/restores/promote", token=as_alice)
+    assert body["status"]["phase"] == "Completed", body["status"]
+    assert body["status"]["approval"]["approvedBy"] == bob
+
+    # 5. Unauthenticated callers are limited per address (the overlay's default policy).
+    codes = [_http("GET", f"{api}/api/v1/namespaces/{ns}/environments")[0] for _ in range(80)]
+    assert 401 in codes
+    assert codes[-1] == 429
