@@ -70,6 +70,16 @@ class DrillMetrics:
                 self.runs.remove(namespace, drill, result.value)
 
 
+def leading_gauge(registry: CollectorRegistry) -> Gauge:
+    """``dockyard_operator_leading``: 1 on the operator replica that reconciles (it holds
+    the Lease, ``dockyard.operator.leadership``), 0 on a standby."""
+    return Gauge(
+        "dockyard_operator_leading",
+        "1 on the operator replica that reconciles (holds the Lease), 0 on a standby.",
+        registry=registry,
+    )
+
+
 class OperatorMetrics:
     """The operator's own work: reconcile passes per kind, and webhook deliveries.
 
@@ -78,6 +88,8 @@ class OperatorMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.leading = leading_gauge(registry)
+        self.leading.set(1)  # handlers run only on the replica that leads
         self.reconcile_seconds = Histogram(
             "dockyard_reconcile_duration_seconds",
             "How long one reconcile pass took, by kind.",

@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     operator_worker_limit: int | None = Field(default=None, ge=1, le=10000)
     """objects the operator's handlers work on at once, per kind and namespace (Kopf's
     worker_limit); unset: unbounded"""
+    operator_leader_election: bool = True
+    """one replica reconciles and the others stand by, by a coordination.k8s.io Lease in
+    DOCKYARD_NAMESPACE; off only for a single replica run by hand or in a test"""
+    operator_lease_duration: float = Field(default=15.0, ge=2, le=300)
+    """seconds a standby waits after the leader's last renewal before it takes over"""
+    operator_lease_renew_deadline: float = Field(default=10.0, ge=1, le=300)
+    """seconds the leader keeps trying to renew before it stops reconciling and exits"""
+    operator_lease_retry: float = Field(default=2.0, gt=0, le=60)
+    """seconds between a leader's renewals, and between a standby's looks"""
     operator_kube_connections: int = Field(default=32, ge=1, le=1000)
     """connections the operator keeps open to the apiserver"""
     scaling_interval: float = Field(default=10.0, ge=1, le=300)

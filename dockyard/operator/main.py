@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any
 
 import kopf
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry
 
 from dockyard.core import metrics, telemetry
 from dockyard.core.kube import KubeClient, load_config
@@ -25,6 +27,7 @@ from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
+from dockyard.operator.leadership import Leadership
 from dockyard.operator.services import OperatorMemo, Services
 
 logger = logging.getLogger(__name__)
@@ -246,12 +249,46 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     logging.getLogger("kopf.objects").addFilter(QuietRoutine())
     memo = OperatorMemo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=list(namespaces),
-            memo=memo,
-            standalone=True,
-        )
+    return asyncio.run(_operate(settings, list(namespaces), memo))
+
+
+async def _operate(settings: Settings, namespaces: list[str], memo: OperatorMemo) -> int:
+    """Kopf, once this replica leads (``dockyard.operator.leadership``); 1 when the lead
+    was lost, so the process exits and comes back as a standby."""
+    operate = functools.partial(
+        kopf.operator, clusterwide=not namespaces, namespaces=namespaces, memo=memo,
+        standalone=True,
+    )  # fmt: skip
+    if not settings.operator_leader_election:
+        await operate()
+        return 0
+    kube = KubeClient.connect(
+        load_config(settings.kubeconfig, os.environ), limit=2, user_agent=USER_AGENT
     )
-    return 0
+    leadership = Leadership.of(kube, settings, namespaces)
+    lost = asyncio.Event()
+    try:
+        await _stand_by(leadership, settings)
+        holding = asyncio.create_task(leadership.hold(lost), name="leadership")
+        try:
+            await operate(stop_flag=lost)
+        finally:
+            await cancel_and_wait(holding)
+            await leadership.release()
+    finally:
+        await kube.close()
+    return 1 if lost.is_set() else 0
+
+
+async def _stand_by(leadership: Leadership, settings: Settings) -> None:
+    """Wait for the lead, serving ``/metrics`` (``dockyard_operator_leading`` 0) meanwhile
+    so that the pod's probes see a live standby; the port is free again for Kopf's."""
+    if settings.operator_metrics_port is None:
+        await leadership.acquire()
+        return
+    registry = CollectorRegistry()
+    metrics.leading_gauge(registry).set(0)
+    async with metrics.serving(
+        registry, host=settings.operator_metrics_host, port=settings.operator_metrics_port
+    ):
+        await leadership.acquire()

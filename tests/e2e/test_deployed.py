@@ -169,9 +169,18 @@ def deployed(
     finally:
         for name in ("dockyard-e2e-operator", "dockyard-e2e-api"):
             podman("rm", "--force", "--time", "10", name, check=False)
-        # The overlay's default limits would throttle later suites on this test bed.
-        kubectl("delete", "ratelimitpolicies", "--all", "-n", SYSTEM, check=False)
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        # What the overlay made, but the CRDs (other suites' objects live in them): its
+        # limits would throttle, and its volume claim pin, later suites on this test bed.
+        rendered = kubectl("kustomize", str(ROOT / "deploy" / "overlays" / "development"))
+        kept = [
+            o for o in yaml.safe_load_all(rendered.stdout)
+            if o and o["kind"] not in ("CustomResourceDefinition", "Namespace")
+        ]  # fmt: skip
+        kubectl(
+            "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+            input=yaml.safe_dump_all(kept), check=False,
+        )  # fmt: skip
 
 
 def test_both_run_as_their_own_serviceaccounts(podman: Podman, deployed: Deployed) -> None:

@@ -172,6 +172,8 @@ def test_secrets_reach_the_pods_only_by_reference(
                 if "value" in var:
                     assert not credential.search(var["value"]), (workload, var["name"])
                     assert var["name"] not in SECRET_SETTINGS, (workload, var["name"])
+                elif "fieldRef" in var["valueFrom"]:  # the pod's own name, for the Lease
+                    assert var["valueFrom"]["fieldRef"] == {"fieldPath": "metadata.name"}
                 else:
                     assert set(var["valueFrom"]) == {"secretKeyRef"}, (workload, var["name"])
             for var in container.get("env", []):
@@ -245,14 +247,24 @@ def test_the_api_and_the_operator_have_their_probes(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_api_migrates_first_and_the_operator_is_alone_with_its_backups_volume(
+def test_the_api_migrates_first_and_two_operators_share_a_lease_and_the_backups_volume(
     objects: dict[str, list[Manifest]], overlay: str
 ) -> None:
     migrate = _container(objects[overlay], "dockyard-api", "migrate")
     assert migrate["args"] == ["migrate"]
     operator = _one(objects[overlay], "Deployment", "dockyard-operator")
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    # One leads, one stands by; a rolling update starts the new one before the old goes.
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    budget = _one(objects[overlay], "PodDisruptionBudget", "dockyard-operator")
+    assert budget["spec"]["maxUnavailable"] == 1
+    env = {
+        e["name"]: e for e in _container(objects[overlay], "dockyard-operator", "operator")["env"]
+    }
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     pod = operator["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "dockyard-operator"
     root = _configmap(objects[overlay], "dockyard-operator-config")["DOCKYARD_BACKUP_ROOT"]
@@ -497,7 +509,7 @@ def test_the_secrets_to_create_are_documented(objects: dict[str, list[Manifest]]
             }
             for container in _containers(pod):
                 for var in container.get("env", []):
-                    if "valueFrom" in var:
+                    if "secretKeyRef" in var.get("valueFrom", {}):
                         ref = var["valueFrom"]["secretKeyRef"]
                         referenced.add(ref["name"])
                         assert f"`{ref['key']}`" in guide, ref

@@ -1,0 +1,128 @@
+"""Two operator replicas and a Lease: one reconciles, the other stands by, and when the
+leader is killed (SIGKILL, mid-backup) the standby takes over within 20 s. The backup is
+retried exactly once, nothing is left Running and one artifact is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from dockyard.operator.leadership import lease_name
+from dockyard.testbed.cluster import State
+from tests.conftest import (
+    Kubectl,
+    backup_settings,
+    get_json,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
+from tests.integration.test_backup_operator import (
+    EXPECTED_ROWS,
+    _apply,
+    _backup,
+    _environment,
+    _events,
+    _key_secret,
+    _wait_phase,
+    migrated,  # noqa: F401  (the platform schema, for the backup catalog)
+    own_namespace,  # noqa: F401  (a namespace the session's operator does not watch)
+)
+
+FAILOVER_GOAL = 20.0
+
+
+def _replica(
+    env: dict[str, str], namespace: str, name: str, log: Path, root: Path
+) -> subprocess.Popen[bytes]:
+    settings = {
+        **env,
+        **backup_settings(root),
+        "DOCKYARD_RECONCILE_INTERVAL": "3",
+        # The Lease lives in the test's namespace (the platform one may not exist here).
+        "DOCKYARD_NAMESPACE": namespace,
+        "DOCKYARD_OPERATOR_LEADER_ELECTION": "true",
+        "POD_NAME": name,
+    }
+    return start_operator(namespace, settings, log, append=True)
+
+
+def _holder(kubectl: Kubectl, namespace: str) -> str | None:
+    found = kubectl(
+        "get", "lease", lease_name([namespace]), "-n", namespace, "-o", "json", check=False
+    )
+    if found.returncode != 0:
+        return None
+    lease: dict[str, Any] = json.loads(found.stdout)
+    holder = (lease.get("spec") or {}).get("holderIdentity")
+    return str(holder) if holder else None
+
+
+def test_the_standby_takes_over_a_killed_leaders_backup_within_20_seconds(
+    kubectl: Kubectl,
+    testbed_state: State,
+    testbed_env: dict[str, str],
+    own_namespace: str,  # noqa: F811  (the fixture imported above)
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    ns = own_namespace
+    first = _replica(testbed_env, ns, "replica-a", tmp_path / "a.log", backup_root)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(lambda: _holder(kubectl, ns) == "replica-a", timeout=30)
+        second = _replica(testbed_env, ns, "replica-b", tmp_path / "b.log", backup_root)
+        wait_for(lambda: "standing by" in (tmp_path / "b.log").read_text(), timeout=30)
+        dsn = _environment(kubectl, testbed_state, ns)  # reconciled by the leader alone
+        _key_secret(kubectl, ns)
+        killed_at = 0.0
+
+        async def kill_the_leader_mid_backup() -> float:
+            # pg_dump waits for this lock, so the backup is Running when the leader dies.
+            conn = await asyncpg.connect(dsn)
+            try:
+                async with conn.transaction():
+                    await conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+                    _apply(kubectl, ns, _backup(ns, "slow", backup_root))
+                    await asyncio.to_thread(_wait_phase, kubectl, ns, "slow", "Running", 60)
+                    await asyncio.sleep(1)
+                    os.kill(first.pid, signal.SIGKILL)
+                    at = time.monotonic()
+                    first.wait(timeout=10)
+                    return at
+            finally:
+                await conn.close()
+
+        killed_at = asyncio.run(kill_the_leader_mid_backup())
+        wait_for(
+            lambda: _holder(kubectl, ns) == "replica-b", timeout=FAILOVER_GOAL + 5, interval=0.2
+        )
+        took_over = time.monotonic() - killed_at
+        assert took_over <= FAILOVER_GOAL, f"the standby took over after {took_over:.1f}s"
+        print(f"failover: the standby held the Lease {took_over:.1f}s after the SIGKILL")
+
+        status = _wait_phase(kubectl, ns, "slow", "Completed", timeout=120)
+        assert status["attempts"] == 2  # the killed attempt, and exactly one retry
+        assert {t["name"]: t["rows"] for t in status["manifest"]["tables"]} == EXPECTED_ROWS
+        interrupted = _events(kubectl, ns, "AttemptFailed")
+        assert any("interrupted" in m for m in interrupted), interrupted
+        backups = get_json(kubectl, "backups", "-n", ns)["items"]
+        assert [b["status"]["phase"] for b in backups] == ["Completed"]  # none left Running
+        artifacts = sorted(p.name for p in backup_root.rglob("*") if p.is_file() and ns in str(p))
+        committed = [a for a in artifacts if a.endswith(".dkbk")]
+        assert len(committed) == 1, artifacts
+        assert "standing by" in (tmp_path / "b.log").read_text()
+        assert "leading" in (tmp_path / "b.log").read_text()
+    finally:
+        kubectl("delete", "environments,backups", "--all", "-n", ns, "--timeout=60s", check=False)
+        for replica in (first, second):
+            if replica is not None and replica.poll() is None:
+                stop_operator(replica)
