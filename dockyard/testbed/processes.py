@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -174,10 +175,42 @@ def run_as(user: str | None) -> dict[str, Any]:
     return {"user": user, "group": user, "extra_groups": []}
 
 
+# Ports handed out by this process, never handed out twice.
+_HANDED_OUT: set[int] = set()
+_LOWEST = 20_000
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A loopback port nothing listens on, for a server started next.
+
+    Below the kernel's ephemeral range: a port of that range (what binding port 0 gives)
+    can be taken by any outgoing connection before the server binds it, and a busy test
+    run makes thousands of them (seen as "address already in use" at a test bed start).
+    """
+    highest = _ephemeral_low() - 1
+    for _ in range(500):
+        port = random.randint(_LOWEST, highest)  # noqa: S311  # nosec B311: not a secret
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # pragma: no cover
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+    return low if low > _LOWEST + 1000 else 32_768
 
 
 def accepts(port: int) -> bool:
