@@ -31,6 +31,7 @@ BENCHES: tuple[str, ...] = (
     "me_latency",
     "ratelimit",
     "backup",
+    "s3_upload",
     "audit_events",
     "faults",
 )

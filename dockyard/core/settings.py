@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     """seconds to open a connection to Redis"""
     s3_part_timeout: float = Field(default=60.0, gt=0, le=3600)
     """seconds one S3 request (one part) may take"""
+    s3_upload_concurrency: int = Field(default=4, ge=1, le=32)
+    """parts of one S3 upload sent at once (memory: this many parts plus one)"""
     breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
     """failures in a row that open a dependency's breaker"""
     breaker_open_seconds: float = Field(default=3.0, gt=0, le=300)
@@ -182,6 +184,9 @@ class Settings(BaseSettings):
     run_deadline: int = Field(default=24 * 3600, ge=1, le=7 * 24 * 3600)
     """seconds a backup, restore or drill run may take, inline or in a runner Job (its
     activeDeadlineSeconds); past it the run fails with DeadlineExceeded"""
+    stale_partial_margin: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
+    """seconds, past DOCKYARD_RUN_DEADLINE, after which a partial file or an incomplete
+    multipart upload is taken for a dead run's and removed"""
     backup_delete_timeout: float = Field(default=3600.0, ge=1, le=30 * 24 * 3600)
     """seconds a Backup's finalizer retries deleting its artifacts before it gives up (condition
     ArtifactDeleted, Event ArtifactNotDeleted) and lets it go"""

@@ -278,6 +278,7 @@ def _storage(args: argparse.Namespace, settings: Settings) -> AbstractAsyncConte
         s3_endpoint_url=args.s3_endpoint_url,
         s3_region=args.s3_region,
         s3_part_timeout=settings.s3_part_timeout,
+        s3_concurrency=settings.s3_upload_concurrency,
     )
 
 

@@ -8,8 +8,12 @@ Why it looks the way it does:
   replaced (S3 and current S3-compatible stores honour it; a store that ignores the
   header silently replaces, which is documented in ``docs/backups.md``).
 - Parts are ``part_size`` bytes (8 MiB by default), doubling every 1,000 parts, so an
-  upload of unknown length never hits S3's 10,000-part limit while memory stays one
-  part: 8 MiB up to 8 GB, 64 MiB past about 120 GB.
+  upload of unknown length never hits S3's 10,000-part limit: 8 MiB up to 8 GB, 64 MiB
+  past about 120 GB.
+- Up to ``concurrency`` parts (4 by default) are uploaded at once while the dump goes
+  on, so one part's round trip no longer stalls the pipeline; memory stays bounded at
+  ``concurrency + 1`` parts. ``bench/bench_s3_upload.py`` measures it against one part
+  at a time.
 - Uploads abandoned by a crashed runner are aborted by :meth:`remove_stale_partials`
   (a bucket lifecycle rule for incomplete multipart uploads does the same).
 - Credentials come from botocore's chain (environment, web identity, instance
@@ -48,6 +52,8 @@ from dockyard.runner.storage import (
 )
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
+# Parts of one upload in flight at once (DOCKYARD_S3_UPLOAD_CONCURRENCY).
+DEFAULT_CONCURRENCY = 4
 # Seconds one request may take, and to open a connection (DOCKYARD_S3_PART_TIMEOUT).
 DEFAULT_PART_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0
@@ -71,7 +77,10 @@ class S3Store:
     """Artifacts as objects under ``prefix`` in ``bucket``.
 
     ``credentials`` replaces botocore's chain (the caller's own identity);
-    ``resolver`` resolves every connection's host (see ``endpoints.GuardedResolver``).
+    ``resolver`` resolves every connection's host (see ``endpoints.GuardedResolver``);
+    ``ca_bundle`` is a PEM file of the authorities the endpoint's certificate is checked
+    against (botocore's own bundle, or ``AWS_CA_BUNDLE``, when not given);
+    ``concurrency`` is how many parts of one upload are sent at once.
     """
 
     def __init__(
@@ -88,12 +97,18 @@ class S3Store:
         part_timeout: float = DEFAULT_PART_TIMEOUT,
         breakers: Breakers | None = None,
         attempts: int = 5,
+        ca_bundle: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes")
+        if concurrency < 1:
+            raise ValueError("at least one part must be in flight")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.part_size = part_size
+        self.concurrency = concurrency
+        self._verify = ca_bundle
         # Only configuration: the client (and its connections) is made on entry.
         self._config = AioConfig(
             s3={"addressing_style": addressing_style},
@@ -127,6 +142,7 @@ class S3Store:
                 endpoint_url=self._endpoint_url,
                 region_name=self._region,
                 config=self._config,
+                verify=self._verify,
                 aws_access_key_id=keys.access_key_id if keys else None,
                 aws_secret_access_key=keys.secret_access_key if keys else None,
                 aws_session_token=keys.session_token if keys else None,
@@ -231,7 +247,8 @@ class S3Store:
 
 
 class _MultipartWriter(DigestingWriter):
-    """One multipart upload; at most one part is buffered."""
+    """One multipart upload: parts are cut as the bytes come and sent, up to the store's
+    ``concurrency`` at once, while the next part fills."""
 
     def __init__(self, storage: S3Store, name: str, upload_id: str) -> None:
         super().__init__(name)
@@ -239,22 +256,37 @@ class _MultipartWriter(DigestingWriter):
         self._key = storage.key(name)
         self._upload_id = upload_id
         self._buffer = bytearray()
-        self._parts: list[dict[str, Any]] = []
+        self._cut = 0  # parts cut from the stream so far (each has its number)
+        self._sending: set[asyncio.Task[None]] = set()
+        self._etags: dict[int, str] = {}
 
     def _part_size(self) -> int:
-        doublings = min(len(self._parts) // _PARTS_PER_STEP, _MAX_DOUBLINGS)
+        doublings = min(self._cut // _PARTS_PER_STEP, _MAX_DOUBLINGS)
         return self._storage.part_size << doublings
 
     async def _write(self, data: bytes) -> None:
         await asyncio.to_thread(self.digest.update, data)
         self._buffer += data
         while len(self._buffer) >= self._part_size():
-            await self._upload_part(self._part_size())
+            await self._cut_part(self._part_size())
 
-    async def _upload_part(self, size: int) -> None:
-        number = len(self._parts) + 1
+    async def _cut_part(self, size: int) -> None:
+        """Send the next ``size`` bytes as a part, once fewer than ``concurrency`` are out."""
+        while len(self._sending) >= self._storage.concurrency:
+            await self._settle(asyncio.FIRST_COMPLETED)
+        self._cut += 1
         body = bytes(self._buffer[:size])
         del self._buffer[:size]
+        self._sending.add(asyncio.create_task(self._send(self._cut, body)))
+
+    async def _settle(self, when: str) -> None:
+        """Wait for parts in flight (one, or all); the first failure is raised."""
+        done, _ = await asyncio.wait(self._sending, return_when=when)
+        self._sending -= done
+        for task in done:
+            task.result()
+
+    async def _send(self, number: int, body: bytes) -> None:
         async with self._storage._call(f"cannot upload part {number} of {self._key}"):
             response = await self._storage.client.upload_part(
                 Bucket=self._storage.bucket,
@@ -263,11 +295,14 @@ class _MultipartWriter(DigestingWriter):
                 PartNumber=number,
                 Body=body,
             )
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        self._etags[number] = response["ETag"]
 
     async def _publish(self) -> str:
-        if self._buffer or not self._parts:
-            await self._upload_part(len(self._buffer))  # the last part may be small
+        if self._buffer or not self._cut:
+            await self._cut_part(len(self._buffer))  # the last part may be small
+        if self._sending:
+            await self._settle(asyncio.ALL_COMPLETED)
+        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
         async with self._storage._call(
             f"cannot complete upload of {self._key}",
             exists=f"an artifact named {self.name!r} already exists",
@@ -276,14 +311,19 @@ class _MultipartWriter(DigestingWriter):
                 Bucket=self._storage.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
+                MultipartUpload={"Parts": parts},
                 IfNoneMatch="*",
             )
         return self._storage.location(self.name)
 
     async def _discard(self) -> None:
-        """Abort the upload (its parts are deleted)."""
+        """Stop the parts in flight and abort the upload (its parts are deleted)."""
         self._buffer.clear()
+        for task in self._sending:
+            task.cancel()
+        # Failures are collected, not raised: the first one already was.
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        self._sending.clear()
         # Best effort: an upload that cannot be aborted now is collected later by
         # remove_stale_partials or the bucket's lifecycle rule.
         with contextlib.suppress(ClientError, BotoCoreError):

@@ -254,12 +254,13 @@ async def connect_storage(
     s3_endpoint_url: str | None = None,
     s3_region: str | None = None,
     s3_part_timeout: float = 60.0,
+    s3_concurrency: int = 4,
 ) -> AsyncIterator[Store]:
     """The storage a URL names: ``file:///abs/path`` (or a plain path), ``s3://bucket/prefix``.
 
     S3 credentials come from botocore's usual chain (``AWS_ACCESS_KEY_ID`` and
     ``AWS_SECRET_ACCESS_KEY``, a web identity token, an instance profile), never
-    from the URL.
+    from the URL; a private authority's bundle from ``AWS_CA_BUNDLE``.
     """
     parts = urlsplit(url)
     if parts.scheme == "s3":
@@ -273,6 +274,7 @@ async def connect_storage(
             endpoint_url=s3_endpoint_url,
             region=s3_region,
             part_timeout=s3_part_timeout,
+            concurrency=s3_concurrency,
         ) as s3:
             yield s3
         return

@@ -98,6 +98,45 @@ def ensure_binaries(cache_root: Path, progress: Progress = default_progress) -> 
     return Binaries(bin_dir)
 
 
+def ensure_seaweedfs(cache_root: Path, progress: Progress = default_progress) -> Path:
+    """The cached ``weed`` binary (SeaweedFS: the test bed's S3), built first when missing.
+
+    It has its own cache directory, so pinning another SeaweedFS never rebuilds the
+    control plane. Its go.mod has replace directives, so, as for Kubernetes, a throwaway
+    module requires it and repeats them.
+    """
+    root = cache_root / "seaweedfs" / versions.SEAWEEDFS
+    weed = root / "bin" / "weed"
+    if os.access(weed, os.X_OK):
+        return weed
+    started = time.monotonic()
+    progress(f"cold build of SeaweedFS {versions.SEAWEEDFS} into {weed} (minutes on 2 cores)")
+    work = root / "src"
+    module = "github.com/seaweedfs/seaweedfs"
+    package = f"{module}/weed"
+    _write_module(work, "dockyard.local/seaweedfs", f"{module} {versions.SEAWEEDFS}", [package])
+    out = _run(
+        "seaweedfs: resolve",
+        ["go", "mod", "download", "-json", f"{module}@{versions.SEAWEEDFS}"],
+        cwd=work,
+    )
+    gomod = Path(json.loads(out)["GoMod"]).read_text()
+    with (work / "go.mod").open("a") as own:
+        for line in re.findall(r"^replace\s+\S+\s+=>\s+\S+\s+v\S+\s*$", gomod, re.M):
+            own.write(line.strip() + "\n")
+    progress("seaweedfs: resolving modules")
+    _run("seaweedfs: go mod tidy", ["go", "mod", "tidy"], cwd=work)
+    progress("seaweedfs: compiling weed")
+    weed.parent.mkdir(parents=True, exist_ok=True)
+    _run(
+        "seaweedfs: go build",
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(weed), package],
+        cwd=work,
+    )
+    progress(f"SeaweedFS built in {time.monotonic() - started:.0f}s")
+    return weed
+
+
 def _have(bin_dir: Path, name: str) -> bool:
     return os.access(bin_dir / name, os.X_OK)
 

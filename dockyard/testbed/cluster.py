@@ -1,8 +1,9 @@
 """Start, inspect and stop the test bed, and the state file that remembers it.
 
 ``up`` starts the components in dependency order, each from its own module:
-``postgres``, ``redis``, the control plane (``controlplane``: etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler) with its ``oidc`` issuer, and the ``nodes``
+``postgres``, ``redis``, ``seaweedfs`` (S3), the control plane (``controlplane``: etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler) with its ``oidc`` issuer, and
+the ``nodes``
 (kwok's fake nodes and the ``runner-pods`` stand-in kubelet). Every process binds
 127.0.0.1 on a free port and runs from one temporary directory; the state file records
 each one (see ``processes.ProcessRecord``) so ``down``, or an ``up`` cleaning after a
@@ -23,7 +24,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dockyard.testbed import build, controlplane, nodes, oidc, postgres, redis, versions
+from dockyard.testbed import (
+    build,
+    controlplane,
+    nodes,
+    oidc,
+    postgres,
+    redis,
+    seaweedfs,
+    versions,
+)
 from dockyard.testbed.config import TestbedConfig
 from dockyard.testbed.nodes import RUNNER_PODS
 from dockyard.testbed.pki import CertificateAuthority
@@ -61,6 +71,11 @@ class State:
     # The apiserver's audit webhook: it posts to an API on this port, with this token.
     audit_sink_port: int = 0
     audit_sink_token: str = ""
+    # SeaweedFS's S3 gateway: https on loopback, one access key, our CA's bundle.
+    s3_endpoint: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_ca_bundle: str = ""
     processes: list[ProcessRecord] = field(default_factory=list)
 
     @classmethod
@@ -98,6 +113,13 @@ class State:
             "DOCKYARD_WEBHOOK_ALLOW_HTTP": "true",
             "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8", "::1/128"]',
             "DOCKYARD_AUDIT_SINK_TOKEN": self.audit_sink_token,
+            # The test bed's S3 (SeaweedFS) for tests and `make dev`: where, with which
+            # key, and the CA its certificate is signed by. The operator itself reads
+            # none of these; a Backup names its endpoint, Secret and CA bundle.
+            "DOCKYARD_TESTBED_S3_ENDPOINT": self.s3_endpoint,
+            "DOCKYARD_TESTBED_S3_ACCESS_KEY_ID": self.s3_access_key_id,
+            "DOCKYARD_TESTBED_S3_SECRET_ACCESS_KEY": self.s3_secret_access_key,
+            "DOCKYARD_TESTBED_S3_CA_BUNDLE": self.s3_ca_bundle,
         }
 
     def env_exports(self) -> str:
@@ -191,12 +213,13 @@ class Testbed:
             self.progress("cleaning up what an earlier, crashed test bed left behind")
             self._down()
         binaries = build.ensure_binaries(self.config.cache_dir, self.progress)
+        weed = build.ensure_seaweedfs(self.config.cache_dir, self.progress)
         directory = Path(tempfile.mkdtemp(prefix="dockyard-testbed-"))
         directory.chmod(0o755)  # PostgreSQL runs as its own user and must reach its files
         started = time.monotonic()
         launcher = Launcher(self.config, binaries, directory, self.progress)
         try:
-            state = _start_all(launcher)
+            state = _start_all(launcher, weed)
         except BaseException:
             launcher.stop_all()
             shutil.rmtree(directory, ignore_errors=True)
@@ -220,7 +243,7 @@ class Testbed:
         return True
 
 
-def _start_all(launcher: Launcher) -> State:
+def _start_all(launcher: Launcher, weed: Path) -> State:
     """Start every component, each once what it needs is ready; what ``up`` records."""
     ca = CertificateAuthority(launcher.pki)
     ports = {
@@ -230,6 +253,7 @@ def _start_all(launcher: Launcher) -> State:
     audit_token = secrets.token_urlsafe(32)
     database_url = postgres.start(launcher)
     redis_url = redis.start(launcher)
+    s3 = seaweedfs.start(launcher, ca, weed)
     controlplane.start_etcd(launcher, ports["etcd"], ports["etcd_peer"])
     issuer = oidc.start(launcher, ca, ports["oidc"])
     apiserver_url = f"https://127.0.0.1:{ports['apiserver']}"
@@ -257,4 +281,8 @@ def _start_all(launcher: Launcher) -> State:
         processes=launcher.processes,
         audit_sink_port=ports["audit"],
         audit_sink_token=audit_token,
+        s3_endpoint=s3.url,
+        s3_access_key_id=s3.access_key_id,
+        s3_secret_access_key=s3.secret_access_key,
+        s3_ca_bundle=s3.ca_bundle,
     )

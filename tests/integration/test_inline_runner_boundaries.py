@@ -6,8 +6,8 @@ shared config file, no instance metadata. So an inline S3 backup can only work w
 the credentials its Backup names (``credentialsSecretRef``).
 
 The endpoint guard (SSRF): a "strict" operator runs with the default settings (https
-only, public addresses only); a "lenient" one allows plain HTTP and 127.0.0.0/8, which
-moto, the stand-in S3 on loopback, needs. Private and link-local addresses are only
+only, public addresses only); a "lenient" one allows 127.0.0.0/8, where the test bed's
+S3 (SeaweedFS, https) listens. Private and link-local addresses are only
 ever named by literal IPs: the guard refuses them before any connection is tried.
 """
 
@@ -49,13 +49,10 @@ from tests.integration.test_backup_operator import (
 
 pytestmark = pytest.mark.usefixtures("crds_installed", "migrated")
 
-moto_endpoint = backup_fixtures.moto_endpoint
+testbed_s3 = backup_fixtures.testbed_s3
+s3_endpoint = backup_fixtures.s3_endpoint
 s3_credentials = backup_fixtures.s3_credentials
 __all__ = ["migrated"]
-
-# What the Backup's Secret holds; moto accepts any pair, the operator has none.
-TENANT_KEY_ID = "AKIATENANTEXAMPLE"
-TENANT_SECRET = "tenant-secret-access-key"
 
 
 def _operator_env(testbed_env: dict[str, str], root: Path, **settings: str) -> dict[str, str]:
@@ -105,7 +102,6 @@ def own_operator(
 
 
 LENIENT = {
-    "DOCKYARD_S3_ALLOW_HTTP": "true",
     "DOCKYARD_S3_ALLOWED_NETWORKS": json.dumps(["127.0.0.0/8", "::1/128"]),
 }
 
@@ -142,27 +138,16 @@ def test_an_inline_s3_backup_uses_the_credentials_its_backup_names(
     kubectl: Kubectl,
     testbed_state: State,
     own_operator: Callable[..., str],
-    moto_endpoint: str,
+    testbed_s3: backup_fixtures.TestbedS3,
     s3_credentials: None,
 ) -> None:
     namespace = own_operator(**LENIENT)
     _environment(kubectl, testbed_state, namespace)
     _key_secret(kubectl, namespace)
     bucket = f"tenant-{uuid.uuid4().hex[:10]}"
-    asyncio.run(_bucket(moto_endpoint, bucket, create=True))
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        "tenant-s3",
-        "-n",
-        namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={TENANT_KEY_ID}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={TENANT_SECRET}",
-    )
-    manifest = _s3_backup(
-        namespace, "to-s3", moto_endpoint, bucket, credentialsSecretRef={"name": "tenant-s3"}
-    )
+    asyncio.run(_bucket(testbed_s3.url, bucket, create=True))
+    refs = testbed_s3.secrets(kubectl, namespace)
+    manifest = _s3_backup(namespace, "to-s3", testbed_s3.url, bucket, **refs)
     _apply(kubectl, namespace, manifest)
 
     def settled() -> dict[str, Any] | None:
@@ -174,9 +159,9 @@ def test_an_inline_s3_backup_uses_the_credentials_its_backup_names(
     assert isinstance(status, dict)
     assert status["phase"] == "Completed", status.get("message")
     assert status["location"].startswith(f"s3://{bucket}/{namespace}/to-s3/")
-    assert asyncio.run(_bucket(moto_endpoint, bucket, create=False))
+    assert asyncio.run(_bucket(testbed_s3.url, bucket, create=False))
     # The status names the Secret's keys nowhere.
-    assert TENANT_SECRET not in json.dumps(status)
+    assert testbed_s3.secret_access_key not in json.dumps(status)
 
 
 # -- the endpoint guard --------------------------------------------------------------------
@@ -214,20 +199,20 @@ def test_an_endpoint_the_settings_do_not_allow_is_refused_before_connecting(
 
 
 def test_a_loopback_endpoint_is_refused_unless_its_network_is_allowed(
-    kubectl: Kubectl, own_operator: Callable[..., str], moto_endpoint: str, s3_credentials: None
+    kubectl: Kubectl, own_operator: Callable[..., str], s3_endpoint: str, s3_credentials: None
 ) -> None:
     bucket = f"loop-{uuid.uuid4().hex[:10]}"
-    asyncio.run(_bucket(moto_endpoint, bucket, create=True))
-    # Plain HTTP allowed, loopback not: still refused.
-    namespace = own_operator(DOCKYARD_S3_ALLOW_HTTP="true")
+    asyncio.run(_bucket(s3_endpoint, bucket, create=True))
+    # https, as the default settings want, but on loopback: refused.
+    namespace = own_operator()
     _key_secret(kubectl, namespace)
-    _apply(kubectl, namespace, _s3_backup(namespace, "loop", moto_endpoint, bucket))
+    _apply(kubectl, namespace, _s3_backup(namespace, "loop", s3_endpoint, bucket))
 
     status = _wait_phase(kubectl, namespace, "loop", "Failed", timeout=30)
 
     assert _ready(status)["reason"] == "StorageRefused"
     assert "127.0.0.1" in status["message"]
-    assert asyncio.run(_bucket(moto_endpoint, bucket, create=False)) == []
+    assert asyncio.run(_bucket(s3_endpoint, bucket, create=False)) == []
 
 
 # -- the run deadline ----------------------------------------------------------------------

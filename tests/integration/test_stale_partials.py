@@ -1,11 +1,13 @@
 """Leftovers of interrupted runs are collected, as docs/backups.md promises (issue 9,
 item 10): a filesystem partial file a killed run left, and an S3 multipart upload it
 never completed or aborted, are removed by the next inline backup into that storage
-once they are older than any live run can be (DOCKYARD_RUN_DEADLINE plus an hour).
+once they are older than any live run can be (DOCKYARD_RUN_DEADLINE plus
+DOCKYARD_STALE_PARTIAL_MARGIN).
 
-moto reports every upload as initiated in 2010, so on S3 an abandoned upload is always
-old enough; on the filesystem the test dates a partial file back itself, and checks
-that a fresh one (a run in progress) is left alone."""
+On the filesystem the test dates a partial file back itself, and checks that a fresh
+one (a run in progress) is left alone. On S3 (the test bed's SeaweedFS) the upload's
+initiation time is the store's own, so the operator runs with a 20 s deadline and no
+margin, and the backup comes once the upload is older than that."""
 
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from tests.integration.test_backup_operator import (
 )
 from tests.integration.test_inline_runner_boundaries import LENIENT, _s3_backup, own_operator
 
-moto_endpoint = backup_fixtures.moto_endpoint
+testbed_s3 = backup_fixtures.testbed_s3
+s3_endpoint = backup_fixtures.s3_endpoint
 s3_credentials = backup_fixtures.s3_credentials
 __all__ = ["migrated", "own_operator"]
 
@@ -82,31 +85,26 @@ def test_a_backup_aborts_abandoned_multipart_uploads(
     kubectl: Kubectl,
     testbed_state: State,
     own_operator: Callable[..., str],
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3_credentials: None,
+    testbed_s3: backup_fixtures.TestbedS3,
 ) -> None:
-    namespace = own_operator(**LENIENT)
+    deadline = 20
+    namespace = own_operator(
+        **LENIENT, DOCKYARD_RUN_DEADLINE=str(deadline), DOCKYARD_STALE_PARTIAL_MARGIN="0"
+    )
     _environment(kubectl, testbed_state, namespace)
     _key_secret(kubectl, namespace)
     bucket = f"stale-{uuid.uuid4().hex[:10]}"
-    asyncio.run(_abandon_upload(moto_endpoint, bucket, f"{namespace}/killed/abcd1234-1.dkbk"))
-    assert asyncio.run(_uploads(moto_endpoint, bucket))
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        "tenant-s3",
-        "-n",
-        namespace,
-        "--from-literal=AWS_ACCESS_KEY_ID=AKIATENANTEXAMPLE",
-        "--from-literal=AWS_SECRET_ACCESS_KEY=tenant-secret",
-    )
-    manifest = _s3_backup(
-        namespace, "next", moto_endpoint, bucket, credentialsSecretRef={"name": "tenant-s3"}
-    )
+    asyncio.run(_abandon_upload(s3_endpoint, bucket, f"{namespace}/killed/abcd1234-1.dkbk"))
+    abandoned = time.monotonic()
+    assert asyncio.run(_uploads(s3_endpoint, bucket))
+    refs = testbed_s3.secrets(kubectl, namespace)
+    time.sleep(max(0.0, deadline + 2 - (time.monotonic() - abandoned)))
+    manifest = _s3_backup(namespace, "next", s3_endpoint, bucket, **refs)
     _apply(kubectl, namespace, manifest)
     _wait_phase(kubectl, namespace, "next", "Completed", timeout=120)
 
-    assert asyncio.run(_uploads(moto_endpoint, bucket)) == []
+    assert asyncio.run(_uploads(s3_endpoint, bucket)) == []
     removed = _events(kubectl, namespace, "StalePartialsRemoved")
     assert any("1 " in message for message in removed), removed

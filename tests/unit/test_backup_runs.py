@@ -14,6 +14,7 @@ import yaml
 from dockyard.core.models.backup import Backup, BackupPhase, BackupVerification
 from dockyard.core.models.backup_schedule import BackupSchedule
 from dockyard.core.models.environment import Environment
+from dockyard.core.models.storage import BackupStorage
 from dockyard.core.settings import Settings
 from dockyard.operator.backups.schedules import backup_for, backup_name, plan_tick
 from dockyard.operator.database import database_identity
@@ -159,6 +160,40 @@ def test_the_job_carries_no_secret_values() -> None:
     assert "--report-backup=team/bk" in container["args"]
     for variable in container["env"]:
         # Secrets by reference only; in plain text, the log format and the tracing.
+        assert "valueFrom" in variable or variable["name"] in jobs.PLAIN_VARIABLES
+
+
+def test_an_s3_job_gets_its_keys_and_ca_bundle_from_their_secrets() -> None:
+    backup = _backup("bk", None)
+    s3 = {
+        "bucket": "tenant-backups",
+        "endpoint": "https://minio.storage.svc:9000",
+        "credentialsSecretRef": {"name": "tenant-s3"},
+        "caBundleSecretRef": {"name": "minio-ca", "key": "ca.crt"},
+    }
+    backup.spec.storage = BackupStorage.model_validate({"s3": s3})
+    job = jobs.backup_job(
+        backup,
+        attempt=1,
+        artifact="team/bk/x-1.dkbk",
+        key_id="k-1",
+        database_secret="shop-database",
+        image="img:1",
+    )
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "tenant-s3"
+    assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == "s3-ca"]
+    assert volume["secret"]["secretName"] == "minio-ca"
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": jobs.CA_FILE}]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "s3-ca"]
+    assert env["AWS_CA_BUNDLE"]["value"] == f"{mount['mountPath']}/{jobs.CA_FILE}"
+    assert mount["readOnly"] is True
+    assert "--storage=s3://tenant-backups" in container["args"]
+    assert "--s3-endpoint-url=https://minio.storage.svc:9000" in container["args"]
+    for variable in container["env"]:
         assert "valueFrom" in variable or variable["name"] in jobs.PLAIN_VARIABLES
 
 

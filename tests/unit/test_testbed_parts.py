@@ -44,6 +44,10 @@ def test_the_state_file_format_round_trips(tmp_path: Path) -> None:
         "kubernetes_version": "v1.0.0",
         "audit_sink_port": 41234,
         "audit_sink_token": "t0ken",
+        "s3_endpoint": "https://127.0.0.1:8333",
+        "s3_access_key_id": "DOCKYARDTESTBED0A1B2C3D",
+        "s3_secret_access_key": "s3cret",
+        "s3_ca_bundle": "/var/testbed/pki/ca.crt",
         "processes": [
             {
                 "name": "etcd",

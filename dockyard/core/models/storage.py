@@ -78,6 +78,10 @@ class S3Storage(CRModel):
     """Secret, in the backup's namespace, with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
     (and optionally AWS_SESSION_TOKEN). Without it the runner uses its ambient credentials (for
     example a workload identity)."""
+    ca_bundle_secret_ref: SecretKeyReference | None = None
+    """Key of a Secret, in the backup's namespace, holding the PEM certificates of the authority
+    that signed the endpoint's TLS certificate (a private CA, as in-cluster object stores often
+    have). Without it the runner trusts the public authorities it ships with."""
 
 
 class BackupStorage(CRModel):

@@ -5,7 +5,8 @@ leaves a hidden ``.partial`` file on a filesystem store or an incomplete multipa
 upload in a bucket; neither is ever an artifact (commits are atomic), but both take
 space. Each inline backup sweeps its storage before it writes: whatever is older than
 any run still alive could be (``DOCKYARD_RUN_DEADLINE``, a Job's
-``activeDeadlineSeconds`` too, plus an hour of margin) belongs to a dead run and is
+``activeDeadlineSeconds`` too, plus ``DOCKYARD_STALE_PARTIAL_MARGIN``, an hour by
+default) belongs to a dead run and is
 removed. The sweep is best effort: a store that refuses the listing (a bucket policy
 without ``s3:ListBucketMultipartUploads``) does not fail the backup.
 """
@@ -14,19 +15,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Final
 
 from dockyard.core.settings import Settings
 from dockyard.runner import BackupError, Store
 
 logger = logging.getLogger(__name__)
 
-MARGIN: Final = timedelta(hours=1)
-
 
 def stale_after(settings: Settings) -> timedelta:
     """How old a partial must be before no live run can own it."""
-    return timedelta(seconds=settings.run_deadline) + MARGIN
+    return timedelta(seconds=settings.run_deadline + settings.stale_partial_margin)
 
 
 async def sweep(storage: Store, settings: Settings) -> int:

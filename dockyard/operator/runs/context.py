@@ -20,7 +20,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -40,7 +40,12 @@ from dockyard.operator.database import (
     database_identity,
 )
 from dockyard.operator.runs.audit import OperatorAudit
-from dockyard.operator.runs.s3_access import endpoint_policy, open_s3, s3_credentials
+from dockyard.operator.runs.s3_access import (
+    ca_bundle_file,
+    endpoint_policy,
+    open_s3,
+    s3_credentials,
+)
 from dockyard.runner import (
     ArtifactError,
     BackupError,
@@ -124,6 +129,7 @@ async def open_storage(
     namespace: str | None = None,
     endpoints: EndpointPolicy | None = None,
     s3_part_timeout: float = 60.0,
+    s3_concurrency: int = 4,
     breakers: Breakers | None = None,
 ) -> AsyncIterator[Store]:
     """The storage ``spec`` names, for an inline run in ``namespace``.
@@ -153,13 +159,21 @@ async def open_storage(
                 "to use the operator's own identity instead"
             )
         credentials = await s3_credentials(kube, namespace, ref)
-    async with open_s3(
-        spec.s3,
-        credentials=credentials,
-        policy=policy,
-        part_timeout=s3_part_timeout,
-        breakers=breakers,
-    ) as store:
+    ca_ref = spec.s3.ca_bundle_secret_ref
+    if ca_ref is not None and (kube is None or not namespace):
+        raise StorageRefused(f"the S3 CA bundle Secret {ca_ref.name} cannot be read by this run")
+    async with (
+        ca_bundle_file(kube, namespace or "", ca_ref) if kube else nullcontext() as ca_bundle,
+        open_s3(
+            spec.s3,
+            credentials=credentials,
+            policy=policy,
+            part_timeout=s3_part_timeout,
+            breakers=breakers,
+            concurrency=s3_concurrency,
+            ca_bundle=ca_bundle,
+        ) as store,
+    ):
         yield store
 
 
@@ -371,6 +385,7 @@ class RunContext:
             namespace=namespace,
             endpoints=endpoint_policy(self.settings),
             s3_part_timeout=self.settings.s3_part_timeout,
+            s3_concurrency=self.settings.s3_upload_concurrency,
             breakers=self.breakers,
         ) as storage:
             yield storage

@@ -39,6 +39,8 @@ from dockyard.operator.runs.context import storage_url
 RUNNER_ACCOUNT: Final = "dockyard-backup-runner"
 KEY_MOUNT: Final = "/var/run/secrets/dockyard/backup-key"
 KEY_FILE: Final = "key"
+CA_MOUNT: Final = "/var/run/secrets/dockyard/s3-ca"
+CA_FILE: Final = "ca.crt"
 # Where a runner writes its JSON result; the kubelet copies it into the Pod's status.
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 BACKUP_LABEL: Final = "dockyard.io/backup"
@@ -67,6 +69,7 @@ PLAIN_VARIABLES = frozenset(
         telemetry.TRACEPARENT_VARIABLE,
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "AWS_CA_BUNDLE",  # the path of the mounted CA bundle, not the bundle
     }
 )
 
@@ -270,6 +273,21 @@ def _runner_job(
                 if optional:
                     ref["optional"] = True  # type: ignore[assignment]
                 env.append({"name": variable, "valueFrom": {"secretKeyRef": ref}})
+        if s3.ca_bundle_secret_ref is not None:
+            # botocore checks the endpoint's certificate against the file AWS_CA_BUNDLE names.
+            ca = s3.ca_bundle_secret_ref
+            volumes.append(
+                {
+                    "name": "s3-ca",
+                    "secret": {
+                        "secretName": ca.name,
+                        "items": [{"key": ca.key, "path": CA_FILE}],
+                        "defaultMode": 0o444,
+                    },
+                }
+            )
+            mounts.append({"name": "s3-ca", "mountPath": CA_MOUNT, "readOnly": True})
+            env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_MOUNT}/{CA_FILE}"})
     container: Manifest = {
         "name": "runner",
         "image": image,

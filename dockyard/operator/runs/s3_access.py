@@ -11,15 +11,18 @@ connection's address again by its resolver.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient
-from dockyard.core.models.references import SecretReference
+from dockyard.core.models.references import SecretKeyReference, SecretReference
 from dockyard.core.models.storage import S3Storage as S3Spec
 from dockyard.core.resources import resource_type
 from dockyard.core.settings import Settings
@@ -81,10 +84,13 @@ async def open_s3(
     policy: EndpointPolicy,
     part_timeout: float,
     breakers: Breakers | None = None,
+    concurrency: int = 4,
+    ca_bundle: str | None = None,
 ) -> AsyncIterator[Store]:
     """The bucket ``spec`` names, with ``credentials`` (None: the ambient chain). The
     caller has checked the endpoint with ``policy`` (a refusal before any client
-    exists); the client's resolver checks every connection's address again."""
+    exists); the client's resolver checks every connection's address again.
+    ``ca_bundle`` is the path of the PEM file :func:`ca_bundle_file` wrote."""
     from dockyard.runner.s3 import S3Store
 
     async with S3Store(
@@ -96,5 +102,37 @@ async def open_s3(
         resolver=GuardedResolver(policy) if spec.endpoint else None,
         part_timeout=part_timeout,
         breakers=breakers,
+        concurrency=concurrency,
+        ca_bundle=ca_bundle,
     ) as store:
         yield store
+
+
+@asynccontextmanager
+async def ca_bundle_file(
+    kube: KubeClient, namespace: str, ref: SecretKeyReference | None
+) -> AsyncIterator[str | None]:
+    """The PEM certificates of the Secret key ``ref`` in a private file for the run's
+    lifetime (botocore reads a bundle from a path); None without a reference."""
+    if ref is None:
+        yield None
+        return
+    secret = await get(kube, SECRETS.path(namespace, ref.name))
+    encoded = ((secret or {}).get("data") or {}).get(ref.key)
+    where = f"key {ref.key} of Secret {ref.name}"
+    if secret is None or not encoded:
+        raise CredentialsUnavailable(f"the S3 endpoint's CA bundle ({where}) does not exist")
+    try:
+        pem = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise CredentialsUnavailable(
+            f"the S3 endpoint's CA bundle ({where}) is not base64"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise CredentialsUnavailable(
+            f"the S3 endpoint's CA bundle ({where}) holds no PEM certificate"
+        )
+    with tempfile.TemporaryDirectory(prefix="dockyard-s3-ca-") as directory:
+        path = Path(directory) / "ca.crt"
+        await asyncio.to_thread(path.write_bytes, pem)
+        yield str(path)
