@@ -205,7 +205,12 @@ def start_operator(
     """``dockyard operator --namespace <namespaces>`` (a name or a glob) with ``env``,
     its output in ``log`` (appended to with ``append``, for a restarted one)."""
     # One replica per test: no Lease to stand by for (test_operator_failover.py runs two).
-    env = {"DOCKYARD_OPERATOR_LEADER_ELECTION": "false", **env}
+    # No default BackupStore made behind a test's back (test_backup_stores.py asks for it).
+    env = {
+        "DOCKYARD_OPERATOR_LEADER_ELECTION": "false",
+        "DOCKYARD_DEFAULT_BACKUP_STORE": "false",
+        **env,
+    }
     with log.open("ab" if append else "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "dockyard.cli", "operator", "--namespace", namespaces],

@@ -20,6 +20,7 @@ from dockyard.core.crd_schema import (
 )
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.backup_schedule import BackupSchedule
+from dockyard.core.models.backup_store import BackupStore
 from dockyard.core.models.common import CustomResource
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.ratelimit import RateLimitPolicy
@@ -33,6 +34,7 @@ ALL_KINDS: Final[tuple[type[CustomResource], ...]] = (
     RateLimitPolicy,
     Backup,
     BackupSchedule,
+    BackupStore,
     Restore,
     RestoreDrill,
     ScalingPolicy,

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.backup_schedule import BackupSchedule
+from dockyard.core.models.backup_store import BackupStore
 from dockyard.core.models.common import CustomResource
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.ratelimit import RateLimitPolicy
@@ -106,6 +107,9 @@ HORIZONTAL_POD_AUTOSCALERS: Final = ResourceType(
 JOBS: Final = ResourceType("batch/v1", "Job", "jobs")
 ROLES: Final = ResourceType("rbac.authorization.k8s.io/v1", "Role", "roles")
 ROLE_BINDINGS: Final = ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
+NAMESPACES: Final = ResourceType("v1", "Namespace", "namespaces")
+BACKUP_STORES: Final = ResourceType.of(BackupStore)
+"""Cluster-scoped: its objects are at ``cluster_path()/<name>``."""
 
 CHILD_TYPES: Final[tuple[ResourceType, ...]] = (
     SERVICE_ACCOUNTS,
@@ -136,6 +140,8 @@ RESOURCE_TYPES: Final[Mapping[tuple[str, str], ResourceType]] = {
         EVENTS,
         ROLES,
         ROLE_BINDINGS,
+        NAMESPACES,
+        BACKUP_STORES,
     )
 }
 

@@ -231,6 +231,10 @@ class Settings(BaseSettings):
     event with a delivery still pending is kept"""
     webhook_interval: float = Field(default=0.5, gt=0, le=60)
     """seconds between the dispatcher's passes"""
+    default_backup_store: bool | None = None
+    """create the BackupStore 'default' (filesystem under DOCKYARD_BACKUP_ROOT) and its generated
+    key Secret in DOCKYARD_NAMESPACE at start when no store is marked default; unset: in
+    development mode only"""
     default_backup_key_secret: str = Field(
         default="dockyard-backup-key", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )
@@ -238,6 +242,13 @@ class Settings(BaseSettings):
     # -- logging ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="json", pattern=r"^(json|console)$")
+
+    @property
+    def creates_default_backup_store(self) -> bool:
+        """Whether the operator makes a default BackupStore when there is none."""
+        if self.default_backup_store is not None:
+            return self.default_backup_store
+        return self.mode is Mode.DEVELOPMENT
 
     def database_dsn(self) -> str:
         """The platform database DSN, validated, as the string asyncpg expects."""

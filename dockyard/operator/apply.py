@@ -89,11 +89,13 @@ async def apply_as(
 
 
 async def create(kube: KubeClient, manifest: Manifest) -> bool:
-    """Create ``manifest``; ``False`` when an object of that name exists already (409)."""
+    """Create ``manifest`` (cluster-scoped when it has no namespace); ``False`` when an
+    object of that name exists already (409)."""
     meta = manifest["metadata"]
     rtype = resource_type(manifest["apiVersion"], manifest["kind"])
+    namespace = meta.get("namespace")
     try:
-        await kube.create(rtype.path(meta["namespace"]), manifest)
+        await kube.create(rtype.path(namespace) if namespace else rtype.cluster_path(), manifest)
     except KubeError as exc:
         if exc.status == 409:
             return False
@@ -144,13 +146,15 @@ async def get(kube: KubeClient, path: str) -> Manifest | None:
 async def items(
     kube: KubeClient,
     rtype: ResourceType,
-    namespace: str,
+    namespace: str | None,
     *,
     params: Mapping[str, str] | None = None,
 ) -> list[Manifest]:
-    """The objects of ``rtype`` in ``namespace``; none when the kind is not installed (404)."""
+    """The objects of ``rtype`` in ``namespace`` (of a cluster-scoped kind with None); none
+    when the kind is not installed (404)."""
+    path = rtype.path(namespace) if namespace is not None else rtype.cluster_path()
     try:
-        listing = await kube.get(rtype.path(namespace), params=params)
+        listing = await kube.get(path, params=params)
     except KubeError as exc:
         if exc.status == 404:
             return []

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from dockyard.core import metrics, telemetry
-from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.kube import KubeClient, KubeError, load_config
 from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
@@ -190,6 +190,8 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
                 port=settings.operator_metrics_port,
             )
         )
+    if settings.creates_default_backup_store:
+        await _default_store(kube, settings)
     # The scaling policies' periodic passes (see handlers.scaling for why not a timer).
     refresh = asyncio.create_task(
         refresh_periodically(
@@ -198,6 +200,22 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         name="scaling-policy-refresh",
     )
     closing.push_async_callback(_stop, refresh)
+
+
+async def _default_store(kube: KubeClient, settings: Settings) -> None:
+    """Development: a default BackupStore, so a Backup naming only its environment runs."""
+    from dockyard.operator.runs.stores import ensure_default_store
+
+    try:
+        created = await ensure_default_store(kube, settings)
+    except KubeError as exc:
+        logger.warning("default BackupStore not created", extra={"error": str(exc)})
+        return
+    if created:
+        logger.info(
+            "created the default BackupStore",
+            extra={"store": created, "path": str(settings.backup_root)},
+        )
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -163,7 +163,8 @@ async def backup(
 
 
 async def _template(session: Session, environment: str, schedule: str | None) -> Object:
-    """Storage, encryption, method and runner of the environment's BackupSchedule."""
+    """Storage, encryption, method and runner of the environment's BackupSchedule; with
+    none, nothing: the Backup names only its environment, and a BackupStore fills it."""
     if schedule is not None:
         found = await session.need(BACKUP_SCHEDULES, schedule)
         ref = (found.get("spec") or {}).get("environmentRef", {}).get("name")
@@ -180,10 +181,7 @@ async def _template(session: Session, environment: str, schedule: str | None) ->
         key=lambda o: o["metadata"]["name"],
     )
     if not items:
-        raise PluginError(
-            f"environment {environment} has no BackupSchedule to take storage and key from; "
-            "create one or pass --schedule"
-        )
+        return {}
     if len(items) > 1:
         names = ", ".join(o["metadata"]["name"] for o in items)
         raise PluginError(f"environment {environment} has several BackupSchedules ({names}); "

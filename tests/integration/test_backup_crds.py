@@ -4,6 +4,7 @@ RestoreDrills are refused with their messages, valid ones are stored with defaul
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -288,7 +289,8 @@ def test_a_backups_storage_is_immutable_but_its_ttl_is_not(
     moved = _patch(kubectl, namespace, "Backup", {"storage": {"filesystem": {"path": "/other"}}})
     extended = _patch(kubectl, namespace, "Backup", {"ttl": "2160h"})
 
-    assert "storage is immutable: create a new Backup instead" in moved.stderr
+    assert "spec.storage: Invalid value" in moved.stderr
+    assert "storage is immutable once set: create a new Backup instead" in moved.stderr
     assert extended.returncode == 0
 
 
@@ -345,3 +347,64 @@ def test_kubectl_explain_teaches_the_restore_source(kubectl: Kubectl) -> None:
 
     assert "latestVerified" in str(explained)
     assert "backupRef" in str(explained)
+
+
+def test_a_backup_naming_only_its_environment_may_have_its_storage_set_once(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    bare = {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup", "metadata": {"name": "x"}}
+    bare["spec"] = {"environmentRef": {"name": "shop"}}
+    apply(kubectl, namespace, yaml.safe_dump(bare))
+
+    first = _patch(kubectl, namespace, "Backup", {"storage": {"filesystem": {"path": "/a"}}})
+    second = _patch(kubectl, namespace, "Backup", {"storage": {"filesystem": {"path": "/b"}}})
+    # An emptied field is a change too.
+    removed = kubectl(
+        "patch", "backup", "x", "-n", namespace, "--type=json", "-p",
+        json.dumps([{"op": "remove", "path": "/spec/storage"}]), check=False,
+    )  # fmt: skip
+
+    assert first.returncode == 0, first.stderr
+    assert "storage is immutable once set" in second.stderr
+    assert "storage is immutable once set" in removed.stderr
+
+
+def test_a_backup_stores_storage_is_immutable_and_its_keys_are_not(kubectl: Kubectl) -> None:
+    name = f"crd-store-{uuid.uuid4().hex[:6]}"
+    store = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "BackupStore",
+        "metadata": {"name": name},
+        "spec": {
+            "storage": {"filesystem": {"path": "/var/lib/dockyard/backups"}},
+            "encryption": {"keySecretRef": {"name": "k1", "key": "key"}},
+        },
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(store))
+    try:
+
+        def patch(spec: dict[str, Any]) -> Any:
+            body = json.dumps({"spec": spec})
+            return kubectl("patch", "backupstore", name, "--type=merge", "-p", body, check=False)
+
+        moved = patch({"storage": {"filesystem": {"path": "/elsewhere"}}})
+        rotated = patch(
+            {
+                "encryption": {
+                    "keySecretRef": {"name": "k2", "key": "key"},
+                    "previousKeySecretRefs": [{"name": "k1", "key": "key"}],
+                }
+            }
+        )
+        bad_namespace = patch({"secretNamespace": "Not_A_Namespace"})
+        stored = get_json(kubectl, "backupstore", name)
+
+        assert "storage is immutable: create a new BackupStore instead" in moved.stderr
+        assert rotated.returncode == 0, rotated.stderr
+        assert "spec.secretNamespace" in bad_namespace.stderr
+        # Cluster-scoped, with the platform namespace as the default home of its keys.
+        assert "namespace" not in stored["metadata"]
+        assert stored["spec"]["secretNamespace"] == "dockyard-system"
+        assert stored["spec"]["default"] is False
+    finally:
+        kubectl("delete", "backupstore", name, "--ignore-not-found")

@@ -17,9 +17,10 @@ from tests.conftest import Kubectl, get_json
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yaml"))
 KINDS = {
-    "Environment", "ScalingPolicy", "Backup", "BackupSchedule", "Restore", "RestoreDrill",
-    "RateLimitPolicy", "Webhook",
+    "Environment", "ScalingPolicy", "Backup", "BackupSchedule", "BackupStore", "Restore",
+    "RestoreDrill", "RateLimitPolicy", "Webhook",
 }  # fmt: skip
+CLUSTER_SCOPED = {"BackupStore"}
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -40,13 +41,22 @@ def test_every_kind_has_an_example() -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
 def test_an_example_applies_as_written(kubectl: Kubectl, unwatched: str, example: Path) -> None:
-    namespace = unwatched
     manifest: dict[str, Any] = yaml.safe_load(example.read_text())
-    manifest["metadata"]["namespace"] = namespace
-    applied = kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
-    assert applied.returncode == 0, applied.stderr
     kind, name = manifest["kind"].lower(), manifest["metadata"]["name"]
-    stored = get_json(kubectl, kind, name, "-n", namespace)
+    where: tuple[str, ...] = ("-n", unwatched)
+    if manifest["kind"] in CLUSTER_SCOPED:
+        # Cluster-wide: a name of its own, removed after (a default store is felt by all).
+        name = manifest["metadata"]["name"] = f"{name}-{unwatched}"
+        where = ()
+    else:
+        manifest["metadata"]["namespace"] = unwatched
+    applied = kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+    try:
+        assert applied.returncode == 0, applied.stderr
+        stored = get_json(kubectl, kind, name, *where)
+    finally:
+        if not where:
+            kubectl("delete", kind, name, "--ignore-not-found")
     spec = stored["spec"]
     assert isinstance(spec, dict)
     # What the example says is what is stored (defaults may add fields beside it).

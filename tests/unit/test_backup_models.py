@@ -136,11 +136,11 @@ def test_dot_segments_in_a_path_are_refused(path: str) -> None:
     assert "path must not contain . or .. segments" in refusal(error)
 
 
-def test_encryption_is_required() -> None:
-    with pytest.raises(ValidationError) as error:
-        Backup.model_validate({"spec": {"environmentRef": {"name": "shop"}, "storage": FILESYSTEM}})
+def test_a_backup_naming_only_its_environment_is_complete() -> None:
+    # Storage and encryption come from a BackupStore (docs/backups.md).
+    bare = Backup.model_validate({"spec": {"environmentRef": {"name": "shop"}}})
 
-    assert [e["loc"] for e in error.value.errors()] == [("spec", "encryption")]
+    assert (bare.spec.storage, bare.spec.encryption, bare.spec.store_ref) == (None, None, None)
 
 
 @pytest.mark.parametrize("ttl", ["720h", "1h30m", "45s"])
@@ -313,11 +313,13 @@ def test_an_explicit_retention_keeps_only_what_it_says() -> None:
     assert (retention.keep_last, retention.keep_daily, retention.keep_monthly) == (0, 30, 0)
 
 
-def test_a_schedule_template_needs_storage_and_encryption() -> None:
-    with pytest.raises(ValidationError) as error:
-        schedule(template={"storage": FILESYSTEM})
+def test_a_schedule_without_a_template_takes_everything_from_a_store() -> None:
+    bare = BackupSchedule.model_validate(
+        {"spec": {"environmentRef": {"name": "shop"}, "schedule": "0 2 * * *"}}
+    )
 
-    assert [e["loc"] for e in error.value.errors()] == [("spec", "template", "encryption")]
+    assert bare.spec.template.storage is None
+    assert bare.spec.template.encryption is None
 
 
 # --- Restore -----------------------------------------------------------------------------------

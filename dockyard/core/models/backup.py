@@ -21,6 +21,7 @@ from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColu
 from dockyard.core.models.references import (
     EnvironmentReference,
     ObjectName,
+    StoreReference,
 )
 from dockyard.core.models.rules import (
     GO_DURATION,
@@ -93,15 +94,26 @@ BackupTTL = Annotated[
 
 
 class BackupSpec(CRModel):
-    """What to back up, how and where; immutable once created, except ttl."""
+    """What to back up, how and where; immutable once created, except ttl (storage,
+    encryption and storeRef may be set once, when the operator fills them from a store)."""
 
-    cel_rules = tuple(
-        ValidationRule(
-            rule=f"self.{name} == oldSelf.{name}",
-            message=f"{name} is immutable: create a new Backup instead",
-            field_path=f".{name}",
-        )
-        for name in ("environmentRef", "method", "storage", "encryption")
+    cel_rules = (
+        *(
+            ValidationRule(
+                rule=f"self.{name} == oldSelf.{name}",
+                message=f"{name} is immutable: create a new Backup instead",
+                field_path=f".{name}",
+            )
+            for name in ("environmentRef", "method")
+        ),
+        *(
+            ValidationRule(
+                rule=f"!has(oldSelf.{name}) || (has(self.{name}) && self.{name} == oldSelf.{name})",
+                message=f"{name} is immutable once set: create a new Backup instead",
+                field_path=f".{name}",
+            )
+            for name in ("storage", "encryption", "storeRef")
+        ),
     )
 
     environment_ref: EnvironmentReference
@@ -109,10 +121,15 @@ class BackupSpec(CRModel):
     method: BackupMethod = BackupMethod.LOGICAL
     """How the backup is taken. Logical: pg_dump in custom format from one consistent snapshot,
     compressed (zstd), encrypted and checksummed (sha256)."""
-    storage: BackupStorage
-    """Where the artifact is stored: exactly one of filesystem and s3."""
-    encryption: BackupEncryption
-    """The key the artifact is encrypted with."""
+    store_ref: StoreReference | None = None
+    """The BackupStore that storage and encryption come from when they are not given; without it,
+    the store marked default. The operator sets it when it fills them from a store."""
+    storage: BackupStorage | None = None
+    """Where the artifact is stored: exactly one of filesystem and s3. Without it, the store's
+    (the operator writes it here before the first attempt)."""
+    encryption: BackupEncryption | None = None
+    """The key the artifact is encrypted with. Without it, the store's current key, derived for
+    this namespace into a Secret the operator writes here before the first attempt."""
     runner: BackupRunner = Field(default=BackupRunner.INLINE, description=RUNNER_DESCRIPTION)
     ttl: BackupTTL | None = None
     """How long after completing the Backup is deleted, with its artifact, as hours, minutes and

@@ -18,7 +18,11 @@ from pydantic import Field, model_validator
 from dockyard.core.models.backup import RUNNER_DESCRIPTION, BackupMethod, BackupRunner
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
-from dockyard.core.models.references import OBJECT_NAME_PATTERN, EnvironmentReference
+from dockyard.core.models.references import (
+    OBJECT_NAME_PATTERN,
+    EnvironmentReference,
+    StoreReference,
+)
 from dockyard.core.models.scheduling import (
     RUN_NOW_ANNOTATION,
     SCHEDULE_DESCRIPTION,
@@ -96,10 +100,13 @@ class BackupTemplate(CRModel):
 
     method: BackupMethod = BackupMethod.LOGICAL
     """How the backups are taken; see Backup.spec.method."""
-    storage: BackupStorage
-    """Where the artifacts are stored: exactly one of filesystem and s3."""
-    encryption: BackupEncryption
-    """The key the artifacts are encrypted with."""
+    store_ref: StoreReference | None = None
+    """The BackupStore the backups take storage and encryption from when they are not given;
+    without it, the store marked default."""
+    storage: BackupStorage | None = None
+    """Where the artifacts are stored: exactly one of filesystem and s3; without it, the store's."""
+    encryption: BackupEncryption | None = None
+    """The key the artifacts are encrypted with; without it, the store's current key."""
     runner: BackupRunner = Field(default=BackupRunner.INLINE, description=RUNNER_DESCRIPTION)
 
 
@@ -124,8 +131,9 @@ class BackupScheduleSpec(CRModel):
     retention: BackupRetention = DEFAULT_RETENTION
     """How many completed backups to keep; older ones are deleted with their artifacts. Default: the
     last 7, plus one a day for 7 days, one a week for 4 weeks and one a month for 6 months."""
-    template: BackupTemplate
-    """Method, storage and encryption of the Backups the schedule creates."""
+    template: BackupTemplate = Field(default_factory=BackupTemplate)
+    """Method, storage and encryption of the Backups the schedule creates; without storage and
+    encryption, a BackupStore's."""
 
 
 class BackupScheduleStatus(Status):

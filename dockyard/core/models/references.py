@@ -40,6 +40,13 @@ class BackupReference(CRModel):
     """Name of the Backup, in this object's namespace."""
 
 
+class StoreReference(CRModel):
+    """A BackupStore (cluster-scoped)."""
+
+    name: ObjectName
+    """Name of the BackupStore."""
+
+
 class SecretKeyReference(CRModel):
     """One key of a Secret in the same namespace."""
 
@@ -65,4 +72,5 @@ __all__ = [
     "SecretDataKey",
     "SecretKeyReference",
     "SecretReference",
+    "StoreReference",
 ]

@@ -42,8 +42,11 @@ async def finalize(
     uid = backup.metadata.uid or ""
     context.cancel(uid)
     prefix = artifact_prefix(namespace, name, uid)
+    storage_spec = backup.spec.storage
+    if storage_spec is None:
+        return Outcome.done()  # never filled from a store, so never run: nothing stored
     try:
-        async with context.storage(backup.spec.storage, namespace) as storage:
+        async with context.storage(storage_spec, namespace) as storage:
             names = await storage.list(prefix)
             for artifact in names:
                 await storage.delete(artifact)
@@ -58,7 +61,7 @@ async def finalize(
         if waited < bound:
             await _condition(backups, backup, "DeletionFailed", f"{why}; retrying")
             return Outcome.again(f"deleting the artifact failed: {why}")
-        left = backup.status.location or f"{storage_url(backup.spec.storage)}/{prefix}*"
+        left = backup.status.location or f"{storage_url(storage_spec)}/{prefix}*"
         message = (
             f"Gave up deleting the artifacts after {waited:.0f}s "
             f"(DOCKYARD_BACKUP_DELETE_TIMEOUT {bound:.0f}s): {why}. What may remain: {left}"

@@ -70,6 +70,7 @@ from dockyard.operator.runs.context import (
 )
 from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
+from dockyard.operator.runs.stores import fill_from_store, filled
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
 from dockyard.runner import BackupError, BackupResult, run_backup
 
@@ -79,6 +80,8 @@ logger = logging.getLogger(__name__)
 JOB_POLL_SECONDS: Final = 10.0
 # How often a completed Backup whose catalog row was not written tries again.
 CATALOG_RETRY_SECONDS: Final = 30.0
+# How often a Backup that names no storage looks for a BackupStore again.
+STORE_RETRY_SECONDS: Final = 15.0
 
 _Loaded = Loaded[Backup]
 
@@ -150,6 +153,8 @@ class BackupRuns:
 
     async def _start(self, loaded: _Loaded) -> Outcome:
         backup = loaded.resource
+        if backup.spec.storage is None or backup.spec.encryption is None:
+            return await self._fill(loaded)
         if (paused := await self._pause_if_unreachable(loaded, backup.status.attempts)) is not None:
             return paused
         attempt = backup.status.attempts + 1
@@ -168,22 +173,40 @@ class BackupRuns:
         except RunCancelled as exc:
             return await self._failed(loaded, started, exc)
 
+    async def _fill(self, loaded: _Loaded) -> Outcome:
+        """Take what the Backup does not name from its BackupStore; wait while there is none."""
+        try:
+            store = await fill_from_store(self.context.kube, loaded.resource)
+        except BackupError as exc:
+            status = loaded.resource.status
+            message = f"Waiting for a BackupStore: {exc.message}"
+            if status.message != message:
+                post(loaded.raw, reason=exc.reason, message=exc.message, warning=True)
+            waiting = status.retrying(message, reason=exc.reason, generation=loaded.generation)
+            await self._write(loaded, waiting.observed(loaded.generation))
+            return Outcome.again(message, delay=STORE_RETRY_SECONDS)
+        post(
+            loaded.raw,
+            reason="StoreAssigned",
+            message=f"Storage and encryption key from BackupStore {store}",
+        )
+        return Outcome.again(f"filled from BackupStore {store}", delay=0.5)
+
     async def _run_inline(self, loaded: _Loaded, started: BackupStatus, attempt: int) -> Outcome:
         await self._write(loaded, started)
         post(loaded.raw, reason="Started", message=f"Attempt {attempt} started (Inline)")
         backup = loaded.resource
         try:
+            storage_spec, encryption = filled(backup)
             # Storage first: a spec that can never work fails before anything else.
-            async with self.context.storage(backup.spec.storage, loaded.namespace) as storage:
+            async with self.context.storage(storage_spec, loaded.namespace) as storage:
                 if swept := await sweep(storage, self.context.settings):
                     post(
                         loaded.raw,
                         reason="StalePartialsRemoved",
                         message=f"Removed {swept} partial artifacts or uploads of dead runs",
                     )
-                key = await load_key(
-                    self.context.kube, loaded.namespace, backup.spec.encryption.key_secret_ref
-                )
+                key = await load_key(self.context.kube, loaded.namespace, encryption.key_secret_ref)
                 dsn = await environment_dsn(
                     self.context.kube,
                     self.context.settings,
@@ -258,7 +281,7 @@ class BackupRuns:
         backup = loaded.resource
         kube = self.context.kube
         try:
-            key = await load_key(kube, loaded.namespace, backup.spec.encryption.key_secret_ref)
+            key = await load_key(kube, loaded.namespace, filled(backup)[1].key_secret_ref)
         except BackupError as exc:
             await self._write(loaded, started)
             return await self._failed(loaded, started, exc)

@@ -21,6 +21,7 @@ from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
+from dockyard.operator.runs.stores import filled
 from dockyard.operator.store import post
 
 RESTORE_LABEL: Final = "dockyard.io/restore"
@@ -36,6 +37,7 @@ def safety_backup_name(restore: str) -> str:
 def safety_backup(restore: Restore, source: Backup, target: str) -> dict[str, Any]:
     """The safety Backup of ``target``: where and with which key the source is stored."""
     name = restore.metadata.name or ""
+    storage, encryption = filled(source)
     return {
         "apiVersion": API_VERSION,
         "kind": "Backup",
@@ -53,8 +55,9 @@ def safety_backup(restore: Restore, source: Backup, target: str) -> dict[str, An
         },
         "spec": {
             "environmentRef": {"name": target},
-            "storage": source.spec.storage.model_dump(mode="json", by_alias=True),
-            "encryption": source.spec.encryption.model_dump(mode="json", by_alias=True),
+            "storage": storage.model_dump(mode="json", by_alias=True),
+            "encryption": encryption.model_dump(mode="json", by_alias=True),
+            **({"storeRef": {"name": source.spec.store_ref.name}} if source.spec.store_ref else {}),
         },
     }
 

@@ -35,6 +35,7 @@ from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import Manifest
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, PART_OF_LABEL, Owner
 from dockyard.operator.runs.context import storage_url
+from dockyard.operator.runs.stores import filled
 
 RUNNER_ACCOUNT: Final = "dockyard-backup-runner"
 KEY_MOUNT: Final = "/var/run/secrets/dockyard/backup-key"
@@ -221,7 +222,8 @@ def _runner_job(
     URI of the Secret ``database[1]`` in the variable ``database[0]``, and nothing else
     (a ServiceAccount token only with ``api_access``)."""
     labels = _labels(**labels)
-    storage, key_ref = backup.spec.storage, backup.spec.encryption.key_secret_ref
+    storage, encryption = filled(backup)
+    key_ref = encryption.key_secret_ref
     variable, secret = database
     env: list[Manifest] = [
         {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}},

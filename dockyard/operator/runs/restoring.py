@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from dockyard.core.models.backup import Backup, BackupPhase, TableRows
+from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.settings import Settings
 from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.runs.context import (
@@ -32,6 +33,7 @@ from dockyard.operator.runs.context import (
     load_key,
     tenant_dsn,
 )
+from dockyard.operator.runs.stores import filled, store_keyring
 from dockyard.runner import (
     BackupError,
     Keyring,
@@ -104,17 +106,33 @@ async def restore_backup(
     namespace = backup.metadata.namespace or ""
     artifact = backup_artifact(backup)
     dsn = tenant_dsn(context.settings, tenant, database)
-    async with context.storage(backup.spec.storage, namespace) as storage:
-        key = await load_key(context.kube, namespace, backup.spec.encryption.key_secret_ref)
+    storage_spec, encryption = filled(backup)
+    async with context.storage(storage_spec, namespace) as storage:
+        keys = await backup_keyring(context, backup, encryption.key_secret_ref)
         return await run_restore(
             dsn=dsn,
             storage=storage,
             name=artifact,
             expected_sha256=backup.status.sha256 or "",
-            keys=Keyring.of(key),
+            keys=keys,
             options=restore_options(context.settings),
             progress=progress,
         )
+
+
+async def backup_keyring(context: RunContext, backup: Backup, own: SecretKeyReference) -> Keyring:
+    """The keys that may open ``backup``'s artifact: its own key and, for a Backup from a
+    BackupStore, every key of the store derived for its namespace (current and rotated
+    out); the artifact's key id picks one. Its own key missing is only an error when the
+    store offers none."""
+    namespace = backup.metadata.namespace or ""
+    offered = await store_keyring(context.kube, backup)
+    try:
+        offered.insert(0, await load_key(context.kube, namespace, own))
+    except BackupError:
+        if not offered:
+            raise
+    return Keyring({key.key_id: key for key in offered}.values())
 
 
 def restore_options(settings: Settings) -> RestoreOptions:

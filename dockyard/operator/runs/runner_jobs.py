@@ -39,6 +39,7 @@ from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import RunContext, RunDeadlineExceeded, load_key
 from dockyard.operator.runs.restoring import backup_artifact
+from dockyard.operator.runs.stores import filled
 from dockyard.runner import ArtifactError, BackupError, RestoreResult
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ async def start_restore_job(
     artifact = backup_artifact(backup)
     kube = context.kube
     namespace = job.owner.namespace
-    key = await load_key(kube, namespace, backup.spec.encryption.key_secret_ref)
+    key = await load_key(kube, namespace, filled(backup)[1].key_secret_ref)
     await apply_runner_identity(kube, namespace)
     manifest = jobs.restore_job(
         job.owner,

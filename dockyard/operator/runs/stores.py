@@ -1,0 +1,264 @@
+"""BackupStores: a Backup that names no storage or key gets its store's, and its keys.
+
+A Backup (or a schedule's Backup) without ``storage`` or ``encryption`` is filled in
+before its first attempt (:func:`fill_from_store`): the store its ``storeRef`` names,
+else the one marked default, gives its storage, and its current key, *derived for the
+Backup's namespace*, gives the key. The derived key is written into a Secret of that
+namespace, ``<store>-<key id>``, which the Backup's ``encryption`` then names, so
+every later step (an inline run, a runner Job, a restore, a drill) reads the key as it
+reads any Backup's, and the spec says where the artifact went.
+
+Derivation (HKDF-SHA256 of the store's key, with the namespace as context) keeps the
+store's keys in its ``secretNamespace``: a tenant who reads its own Secrets holds the
+keys of its own artifacts only. A rotation (a new current key, the old one moved to
+``previousKeySecretRefs``) gives new Backups a new derived Secret; older Backups keep
+naming theirs. A restore also offers every key of the store, derived again
+(:func:`store_keyring`), and the artifact's key id picks one: an older artifact stays
+restorable from the store's list even if its derived Secret was deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import secrets
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import ValidationError
+
+from dockyard.core.kube import KubeClient, KubeError
+from dockyard.core.models.backup import Backup
+from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
+from dockyard.core.models.references import SecretKeyReference
+from dockyard.core.models.storage import BackupEncryption, BackupStorage
+from dockyard.core.resources import BACKUP_STORES, BACKUPS
+from dockyard.core.settings import Settings
+from dockyard.operator.apply import create, get, items, merge_patch
+from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
+from dockyard.operator.runs.context import KeyUnavailable, key_id_of, load_key
+from dockyard.runner import BackupError, EncryptionKey
+
+logger = logging.getLogger(__name__)
+
+STORE_LABEL: Final = "dockyard.io/backup-store"
+KEY_ID_LABEL: Final = "dockyard.io/key-id"
+KEY_ENTRY: Final = "key"  # the Secret data entry holding a key, not a key
+DEFAULT_STORE: Final = "default"
+_SALT: Final = b"dockyard.io/backupstore/v1"
+
+
+class NoBackupStore(BackupError, reason="NoBackupStore"):
+    """No store to fill a Backup from: none named or default, or two defaults."""
+
+
+def store_path(name: str) -> str:
+    return f"{BACKUP_STORES.cluster_path()}/{name}"
+
+
+def derived_key(root: EncryptionKey, namespace: str) -> EncryptionKey:
+    """The key of ``namespace``'s artifacts under the store key ``root``."""
+    material = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=_SALT, info=namespace.encode()
+    ).derive(root.key)
+    return EncryptionKey(key_id_of(material), material)
+
+
+def derived_secret_name(store: str, key_id: str) -> str:
+    """The Secret, in a Backup's namespace, holding the derived key ``key_id``."""
+    return f"{store[: 253 - len(key_id) - 1]}-{key_id}"
+
+
+def filled(backup: Backup) -> tuple[BackupStorage, BackupEncryption]:
+    """The Backup's storage and encryption, or ``NoBackupStore`` while they are not filled."""
+    storage, encryption = backup.spec.storage, backup.spec.encryption
+    if storage is None or encryption is None:
+        raise NoBackupStore(
+            "the Backup names no storage or encryption and has not been filled from a "
+            "BackupStore yet"
+        )
+    return storage, encryption
+
+
+async def find_store(kube: KubeClient, name: str | None) -> BackupStore:
+    """The store ``name``, or the one marked default; ``NoBackupStore`` saying why not."""
+    if name is not None:
+        raw = await get(kube, store_path(name))
+        if raw is None:
+            raise NoBackupStore(f"BackupStore {name} does not exist")
+        return _parse(raw, name)
+    stores = [_parse(raw, None) for raw in await items(kube, BACKUP_STORES, None)]
+    defaults = sorted((s for s in stores if s.spec.default), key=lambda s: s.metadata.name or "")
+    if not defaults:
+        raise NoBackupStore(
+            "no BackupStore is marked default: create one (docs/backups.md), name one in "
+            "storeRef, or give the Backup storage and encryption"
+        )
+    if len(defaults) > 1:
+        names = ", ".join(s.metadata.name or "" for s in defaults)
+        raise NoBackupStore(f"more than one BackupStore is marked default ({names}): mark one")
+    return defaults[0]
+
+
+def _parse(raw: dict[str, Any], name: str | None) -> BackupStore:
+    try:
+        return BackupStore.model_validate(raw)
+    except ValidationError as exc:
+        which = name or raw.get("metadata", {}).get("name", "?")
+        raise NoBackupStore(f"BackupStore {which} is invalid: {exc.errors()[0]['msg']}") from None
+
+
+async def store_keys(kube: KubeClient, store: BackupStore) -> list[EncryptionKey]:
+    """Every key of ``store``, the current one first; ``KeyUnavailable`` for a missing one."""
+    encryption = store.spec.encryption
+    refs = [encryption.key_secret_ref, *encryption.previous_key_secret_refs]
+    return [await load_key(kube, store.spec.secret_namespace, ref) for ref in refs]
+
+
+async def fill_from_store(kube: KubeClient, backup: Backup) -> str:
+    """Write the store's storage and the namespace's derived key into ``backup``'s spec
+    (only what it lacks); the store's name. Raises ``NoBackupStore``/``KeyUnavailable``."""
+    namespace, name = backup.metadata.namespace or "", backup.metadata.name or ""
+    wanted = backup.spec.store_ref.name if backup.spec.store_ref else None
+    store = await find_store(kube, wanted)
+    store_name = store.metadata.name or ""
+    spec: dict[str, Any] = {"storeRef": {"name": store_name}}
+    if backup.spec.storage is None:
+        spec["storage"] = store.spec.storage.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    if backup.spec.encryption is None:
+        root = await _report_keys(kube, store)
+        secret = await _derived_secret(kube, store_name, namespace, derived_key(root, namespace))
+        spec["encryption"] = {"keySecretRef": {"name": secret, "key": KEY_ENTRY}}
+    await merge_patch(kube, BACKUPS.path(namespace, name), {"spec": spec})
+    return store_name
+
+
+async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
+    """The store's current key; its status says which keys it has and whether each could
+    be read (a rotated-out key that is gone strands the artifacts it encrypted)."""
+    encryption, where = store.spec.encryption, store.spec.secret_namespace
+    current = await load_key(kube, where, encryption.key_secret_ref)
+    ids, missing = [current.key_id], []
+    for ref in encryption.previous_key_secret_refs:
+        try:
+            ids.append((await load_key(kube, where, ref)).key_id)
+        except KeyUnavailable as exc:
+            missing.append(exc.message)
+    status = store.status.model_copy(update={"current_key_id": current.key_id, "key_ids": ids})
+    generation = store.metadata.generation
+    if missing:
+        status = status.with_condition(
+            BackupStoreConditionType.READY,
+            False,
+            KeyUnavailable.reason,
+            "; ".join(missing),
+            generation=generation,
+        )
+    else:
+        status = status.with_condition(
+            BackupStoreConditionType.READY,
+            True,
+            "KeysReadable",
+            f"{len(ids)} keys readable, current {current.key_id}",
+            generation=generation,
+        )
+    try:
+        await merge_patch(
+            kube,
+            f"{store_path(store.metadata.name or '')}/status",
+            {"status": status.observed(generation).body()},
+        )
+    except KubeError as exc:  # a report only: the Backup goes on
+        logger.warning("BackupStore status not written", extra={"error": str(exc)})
+    return current
+
+
+async def _derived_secret(kube: KubeClient, store: str, namespace: str, key: EncryptionKey) -> str:
+    """Make sure the Secret holding ``key`` exists in ``namespace``; its name."""
+    name = derived_secret_name(store, key.key_id)
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: store, KEY_ID_LABEL: key.key_id},
+            "annotations": {"dockyard.io/purpose": f"backup key derived from BackupStore {store}"},
+        },
+        "data": {KEY_ENTRY: base64.b64encode(key.key).decode()},
+    }
+    if not await create(kube, manifest):
+        # It was there: it must hold this very key (its id is the key's fingerprint).
+        found = await load_key(kube, namespace, SecretKeyReference(name=name, key=KEY_ENTRY))
+        if found.key_id != key.key_id:
+            raise KeyUnavailable(
+                f"Secret {name} exists and holds another key than BackupStore {store}'s"
+            )
+    return name
+
+
+async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]:
+    """The keys of the Backup's store, derived for its namespace (none without a store,
+    or when the store or a key cannot be read: the Backup's own key may still do)."""
+    if backup.spec.store_ref is None:
+        return []
+    namespace = backup.metadata.namespace or ""
+    try:
+        store = await find_store(kube, backup.spec.store_ref.name)
+        roots = await store_keys(kube, store)
+    except BackupError as exc:
+        logger.warning("store keys not offered", extra={"error": exc.message})
+        return []
+    return [derived_key(root, namespace) for root in roots]
+
+
+async def ensure_default_store(kube: KubeClient, settings: Settings) -> str | None:
+    """Development: when no BackupStore is marked default, create ``default`` (a
+    filesystem store under ``DOCKYARD_BACKUP_ROOT``) and its key Secret, 32 random bytes,
+    in ``DOCKYARD_NAMESPACE``. Its name when it was created, else None."""
+    try:
+        await find_store(kube, None)
+        return None
+    except NoBackupStore as exc:
+        if "more than one" in exc.message:
+            return None
+    secret = f"{DEFAULT_STORE}-backup-store-key"
+    with contextlib.suppress(KubeError):  # it may exist, or the operator may not create it
+        await create(
+            kube,
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": settings.namespace}},
+        )
+    await create(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": secret,
+                "namespace": settings.namespace,
+                "labels": {MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: DEFAULT_STORE},
+            },
+            "data": {KEY_ENTRY: base64.b64encode(secrets.token_bytes(32)).decode()},
+        },
+    )
+    created = await create(
+        kube,
+        {
+            "apiVersion": BACKUP_STORES.api_version,
+            "kind": BACKUP_STORES.kind,
+            "metadata": {"name": DEFAULT_STORE, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "spec": {
+                "default": True,
+                "storage": {"filesystem": {"path": str(settings.backup_root.expanduser())}},
+                "encryption": {"keySecretRef": {"name": secret, "key": KEY_ENTRY}},
+                "secretNamespace": settings.namespace,
+            },
+        },
+    )
+    return DEFAULT_STORE if created else None

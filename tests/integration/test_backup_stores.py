@@ -1,0 +1,292 @@
+"""BackupStores: a first backup in one line, and key rotation (issue 14, part 5).
+
+Each test runs an operator of its own (``own_operator``: a namespace pattern no other
+operator watches). BackupStores are cluster-scoped, so this module removes the
+``default`` store it makes, and names its other stores uniquely.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.operator.runs.context import key_id_of
+from dockyard.testbed.cluster import State
+from tests.conftest import Kubectl, wait_for
+from tests.integration.test_backup_operator import (
+    EXPECTED_ROWS,
+    _apply,
+    _artifact_path,
+    _environment,
+    _events,
+    _get,
+    _wait_phase,
+    migrated,
+)
+from tests.integration.test_inline_runner_boundaries import own_operator
+
+pytestmark = pytest.mark.usefixtures("crds_installed", "migrated")
+__all__ = ["migrated", "own_operator"]
+
+ORDERS = EXPECTED_ROWS["public.orders"]
+
+
+def _store(kubectl: Kubectl, name: str) -> dict[str, Any] | None:
+    found = kubectl("get", "backupstore", name, "-o", "json", check=False)
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+@pytest.fixture
+def no_default_store(kubectl: Kubectl) -> Iterator[None]:
+    """No BackupStore is marked default during the test, nor is ``default`` left after."""
+    listing = json.loads(kubectl("get", "backupstores", "-o", "json").stdout)
+    for store in listing["items"]:
+        if store["spec"].get("default"):
+            kubectl("delete", "backupstore", store["metadata"]["name"])
+    yield
+    kubectl("delete", "backupstore", "default", "--ignore-not-found")
+
+
+def _one_line_backup(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"environmentRef": {"name": "shop"}},
+    }
+
+
+def _secret_data(kubectl: Kubectl, namespace: str, name: str) -> bytes | None:
+    secret = _get(kubectl, namespace, "secret", name)
+    return None if secret is None else base64.b64decode(secret["data"]["key"])
+
+
+def test_a_one_line_backup_completes_with_the_store_a_development_operator_makes(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    backup_root: Path,
+    no_default_store: None,
+) -> None:
+    platform = f"dy-platform-{uuid.uuid4().hex[:6]}"
+    namespace = own_operator(DOCKYARD_DEFAULT_BACKUP_STORE="true", DOCKYARD_NAMESPACE=platform)
+    try:
+        store = wait_for(lambda: _store(kubectl, "default"), timeout=30)
+        assert isinstance(store, dict)
+        assert store["spec"]["default"] is True
+        assert store["spec"]["storage"] == {"filesystem": {"path": str(backup_root)}}
+        assert store["spec"]["secretNamespace"] == platform
+        root_key = _secret_data(kubectl, platform, "default-backup-store-key")
+        assert root_key is not None
+        assert len(root_key) == 32
+        _environment(kubectl, testbed_state, namespace)
+
+        _apply(kubectl, namespace, _one_line_backup(namespace, "first"))
+        status = _wait_phase(kubectl, namespace, "first", "Completed", timeout=120)
+
+        # The spec now says where it went and with which key.
+        spec = (_get(kubectl, namespace, "backup", "first") or {})["spec"]
+        assert spec["storeRef"] == {"name": "default"}
+        assert spec["storage"] == {"filesystem": {"path": str(backup_root)}}
+        key_secret = spec["encryption"]["keySecretRef"]["name"]
+        assert key_secret == f"default-{status['keyId']}"
+        # The tenant holds a key derived for its namespace, never the store's own.
+        derived = _secret_data(kubectl, namespace, key_secret)
+        assert derived is not None
+        assert derived != root_key
+        assert _get(kubectl, namespace, "secret", "default-backup-store-key") is None
+        artifact = _artifact_path(status["location"])
+        assert artifact.is_relative_to(backup_root)
+        assert hashlib.sha256(artifact.read_bytes()).hexdigest() == status["sha256"]
+        assert any("BackupStore default" in m for m in _events(kubectl, namespace, "StoreAssigned"))
+        reported = wait_for(
+            lambda: ((_store(kubectl, "default") or {}).get("status") or {}).get("currentKeyId"),
+            timeout=10,
+        )
+        assert reported == key_id_of(root_key)
+
+        # A schedule's template may say nothing either.
+        _apply(
+            kubectl,
+            namespace,
+            {
+                "apiVersion": "dockyard.io/v1alpha1",
+                "kind": "BackupSchedule",
+                "metadata": {"name": "nightly", "annotations": {"dockyard.io/run-now": "1"}},
+                "spec": {"environmentRef": {"name": "shop"}, "schedule": "0 2 * * *"},
+            },
+        )
+
+        def scheduled() -> str | None:
+            listing = json.loads(kubectl("get", "backups", "-n", namespace, "-o", "json").stdout)
+            names = [b["metadata"]["name"] for b in listing["items"]]
+            return next((n for n in names if n.startswith("nightly-")), None)
+
+        made = wait_for(scheduled, timeout=60)
+        assert isinstance(made, str)
+        second = _wait_phase(kubectl, namespace, made, "Completed", timeout=120)
+        assert second["keyId"] == status["keyId"]
+    finally:
+        kubectl("delete", "namespace", platform, "--wait=false", check=False)
+
+
+def test_a_backup_waits_with_a_condition_while_there_is_no_store(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    no_default_store: None,
+) -> None:
+    namespace = own_operator()
+    _environment(kubectl, testbed_state, namespace)
+
+    _apply(kubectl, namespace, _one_line_backup(namespace, "homeless"))
+
+    def waiting() -> dict[str, Any] | None:
+        status = (_get(kubectl, namespace, "backup", "homeless") or {}).get("status") or {}
+        ready = [c for c in status.get("conditions", ()) if c["type"] == "Ready"]
+        return status if ready and ready[0]["reason"] == "NoBackupStore" else None
+
+    status = wait_for(waiting, timeout=30)
+    assert isinstance(status, dict)
+    assert status["phase"] == "Pending"
+    assert "no BackupStore is marked default" in status["message"]
+    assert status.get("attempts", 0) == 0
+
+
+def _key_secret(kubectl: Kubectl, namespace: str, name: str) -> None:
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        namespace,
+        f"--from-literal=key={secrets.token_hex(32)}",
+    )
+
+
+def _drill(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "RestoreDrill",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"dockyard.io/run-now": "1"},
+        },
+        "spec": {
+            "environmentRef": {"name": "shop"},
+            "schedule": "@yearly",
+            "checks": {
+                "sql": [
+                    {
+                        "name": "orders",
+                        "query": "SELECT count(*) FROM orders",
+                        "expect": str(ORDERS),
+                    }
+                ]
+            },
+        },
+    }
+
+
+def _drilled(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    _apply(kubectl, namespace, _drill(namespace, name))
+
+    def ran() -> dict[str, Any] | None:
+        drill = _get(kubectl, namespace, "restoredrill", name) or {}
+        return ((drill.get("status") or {}).get("lastRun")) or None
+
+    run = wait_for(ran, timeout=120)
+    assert isinstance(run, dict)
+    return run
+
+
+def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    backup_root: Path,
+) -> None:
+    namespace = own_operator()
+    store = f"rotating-{uuid.uuid4().hex[:6]}"
+    keys = f"dy-keys-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", keys)
+    try:
+        _key_secret(kubectl, keys, "key-a")
+        _key_secret(kubectl, keys, "key-b")
+        manifest = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupStore",
+            "metadata": {"name": store},
+            "spec": {
+                "storage": {"filesystem": {"path": str(backup_root / store)}},
+                "encryption": {"keySecretRef": {"name": "key-a", "key": "key"}},
+                "secretNamespace": keys,
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        _environment(kubectl, testbed_state, namespace)
+
+        def backup(name: str) -> dict[str, Any]:
+            spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
+            body = {**_one_line_backup(namespace, name), "spec": spec}
+            _apply(kubectl, namespace, body)
+            return _wait_phase(kubectl, namespace, name, "Completed", timeout=120)
+
+        old = backup("before")
+        # Rotate: key-b is current, key-a only opens what it encrypted.
+        rotated = {
+            "keySecretRef": {"name": "key-b", "key": "key"},
+            "previousKeySecretRefs": [{"name": "key-a", "key": "key"}],
+        }
+        kubectl(
+            "patch",
+            "backupstore",
+            store,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"encryption": rotated}}),
+        )
+        new = backup("after")
+        assert new["keyId"] != old["keyId"]
+        assert _get(kubectl, namespace, "secret", f"{store}-{new['keyId']}") is not None
+
+        def key_ids() -> list[str] | None:
+            ids = ((_store(kubectl, store) or {}).get("status") or {}).get("keyIds") or []
+            return ids if len(ids) == 2 else None
+
+        # The store's status lists both keys (the ids of its own keys, not the derived ones).
+        assert isinstance(wait_for(key_ids, timeout=10), list)
+
+        # The newest backup is restored with the new key.
+        assert _drilled(kubectl, namespace, "drill-new")["result"] == "Passed"
+        # The old one, once its own derived Secret is gone, with the store's rotated-out key.
+        kubectl("delete", "backup", "after", "-n", namespace)
+        kubectl("delete", "secret", f"{store}-{old['keyId']}", "-n", namespace)
+        run = _drilled(kubectl, namespace, "drill-old")
+        assert (run["backup"], run["result"]) == ("before", "Passed")
+
+        # Dropping the old key from the store strands that artifact: refused by key id.
+        kubectl(
+            "patch",
+            "backupstore",
+            store,
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "remove", "path": "/spec/encryption/previousKeySecretRefs"}]),
+        )
+        stranded = _drilled(kubectl, namespace, "drill-stranded")
+        assert stranded["result"] != "Passed"
+        assert old["keyId"] in json.dumps(stranded)
+    finally:
+        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        kubectl("delete", "namespace", keys, "--wait=false", check=False)
