@@ -197,10 +197,14 @@ class Leadership:
             # The resourceVersion read: of two replicas taking it, one gets 409.
             await self.kube.request("PUT", self.path, body={**lease, "spec": spec})
         except KubeError as exc:
-            if exc.status == 409:
+            if exc.status != 409:
+                raise
+            # Written since our read. A take lost the race; a renewal is tried again, as
+            # client-go does, until the renew deadline: the next read shows whether
+            # another replica took the Lease (then this one stops at once).
+            if taking:
                 self.leading = False
-                return False
-            raise
+            return False
         if taking:
             logger.info(
                 "lease taken",

@@ -1,10 +1,15 @@
-"""The Lease's name and the election's timing rules."""
+"""The Lease's name, the election's timing rules, and how a replica acts on conflicts
+(against a stand-in Lease store that checks resourceVersions as the apiserver does)."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+from typing import Any, cast
+
 import pytest
 
-from dockyard.core.kube import KubeClient
+from dockyard.core.kube import KubeClient, KubeError
 from dockyard.operator.leadership import LEASE_NAME, Leadership, lease_name
 
 
@@ -27,3 +32,88 @@ def test_the_leader_must_stop_renewing_before_a_standby_may_take_over(
             kube, namespace="n", name="l", identity="me",
             duration=duration, renew_deadline=deadline, retry=retry,
         )  # fmt: skip
+
+
+class _Leases:
+    """One Lease as the apiserver keeps it: a resourceVersion checked on every PUT."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.version = 0
+        self.conflicts = 0  # PUTs to refuse with 409 next, as if written since the read
+
+    async def get(self, path: str) -> dict[str, Any]:
+        if self.lease is None:
+            raise KubeError(404, {"reason": "NotFound"})
+        return copy.deepcopy(self.lease)
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.lease is not None:
+            raise KubeError(409, {"reason": "AlreadyExists"})
+        return self._store(body)
+
+    async def request(self, method: str, path: str, *, body: dict[str, Any]) -> dict[str, Any]:
+        stale = body["metadata"]["resourceVersion"] != str(self.version)
+        if self.conflicts or stale:
+            self.conflicts = max(self.conflicts - 1, 0)
+            raise KubeError(409, {"reason": "Conflict"})
+        return self._store(body)
+
+    def _store(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        self.lease = {**copy.deepcopy(body), "metadata": {"resourceVersion": str(self.version)}}
+        return copy.deepcopy(self.lease)
+
+    def holder(self) -> str | None:
+        return None if self.lease is None else self.lease["spec"]["holderIdentity"]
+
+
+def _replica(leases: _Leases, identity: str) -> Leadership:
+    return Leadership(
+        cast(KubeClient, leases), namespace="n", name="l", identity=identity,
+        duration=0.6, renew_deadline=0.4, retry=0.05,
+    )  # fmt: skip
+
+
+async def test_one_conflicting_renewal_does_not_move_the_lead() -> None:
+    leases = _Leases()
+    leader = _replica(leases, "a")
+    assert await leader.try_lead()
+    lost = asyncio.Event()
+    holding = asyncio.create_task(leader.hold(lost))
+    leases.conflicts = 2  # two renewals refused (0.1 s), well within the 0.4 s deadline
+    await asyncio.sleep(0.3)
+
+    assert not lost.is_set()
+    assert leader.leading
+    assert leases.holder() == "a"
+    holding.cancel()
+
+
+async def test_a_leader_whose_lease_another_replica_took_stops_at_once() -> None:
+    leases = _Leases()
+    leader = _replica(leases, "a")
+    assert await leader.try_lead()
+    lost = asyncio.Event()
+    holding = asyncio.create_task(leader.hold(lost))
+    assert leases.lease is not None
+    leases._store({**leases.lease, "spec": {**leases.lease["spec"], "holderIdentity": "b"}})
+
+    await asyncio.wait_for(lost.wait(), timeout=0.2)  # at its next look, not the deadline
+
+    assert not leader.leading
+    await holding
+
+
+async def test_a_take_that_loses_the_race_stands_by_and_takes_it_later() -> None:
+    leases = _Leases()
+    assert await _replica(leases, "a").try_lead()  # then "a" dies: no more renewals
+    standby = _replica(leases, "b")
+    assert await standby.try_lead() is False  # a live leader, as far as "b" has seen
+    await asyncio.sleep(0.65)  # longer than the lease duration since "b" saw it change
+
+    leases.conflicts = 1  # a third replica wrote it between the read and the PUT
+    assert await standby.try_lead() is False
+    assert not standby.leading
+    assert await standby.try_lead() is True
+    assert leases.holder() == "b"
