@@ -10,11 +10,13 @@ what the run left there (both blocking: run them in a thread).
 from __future__ import annotations
 
 import base64
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -66,6 +68,13 @@ class Launch:
     service_account: str | None = None
     writes_kubeconfig: bool = False
     notes: list[str] = field(default_factory=list)
+    # Storage directories a container mounts: made (for its user) when missing.
+    storage: list[Path] = field(default_factory=list)
+    # When the pod runs in its image: the container's name (to remove it if stopped).
+    container: str | None = None
+    image: str | None = None
+    # Who the container runs as (the image's user); its private files are made theirs.
+    owner: tuple[int, int] | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -264,8 +273,12 @@ def plan_launch(
     root: Path,
     environ: Mapping[str, str],
     python: str = sys.executable,
+    image: str | None = None,
+    image_user: tuple[int, int] = (0, 0),
 ) -> Launch:
-    """How to run ``pod``'s container in the private directory ``root``."""
+    """How to run ``pod``'s container in the private directory ``root``: this checkout's
+    code in a process, or, with ``image`` (the container's image, found on this
+    machine), that image under podman as ``image_user`` (its USER: uid, gid)."""
     spec = pod["spec"]
     namespace = pod["metadata"]["namespace"]
     containers = spec.get("containers") or []
@@ -328,8 +341,63 @@ def plan_launch(
     ).items():
         launch.env[name] = rewrite_path(value, mounts)
     args = [*command[1:], *(container.get("args") or ())]
-    launch.argv = [python, "-m", "dockyard.cli", *(rewrite_arg(a, mounts) for a in args)]
+    rewritten = [rewrite_arg(a, mounts) for a in args]
+    launch.argv = [python, "-m", "dockyard.cli", *rewritten]
+    if image is not None:
+        _in_image(launch, pod, image, rewritten, base_environment(environ), image_user)
     return launch
+
+
+# How the image runs here (podman as root): runc, as crun refuses this kernel's hybrid
+# cgroups, and ulimits below the machine's hard ones.
+PODMAN_RUNTIME: Final = (
+    "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+)  # fmt: skip
+
+
+def _in_image(
+    launch: Launch,
+    pod: Mapping[str, Any],
+    image: str,
+    args: list[str],
+    inherited: Mapping[str, str],
+    user: tuple[int, int],
+) -> None:
+    """Run the container in ``image`` with podman instead of this checkout's code.
+
+    The private directory is mounted at its own path, so every path already rewritten
+    into it (volumes, token, kubeconfig, termination log, TMPDIR) holds inside; so is a
+    filesystem storage path (PersistentVolumeClaims are not mounted here). The container
+    gets the pod's environment only, from a file (no secret in an argv); host network,
+    read-only root, no capabilities. It runs as the image's user, who is given the
+    private files (as a kubelet's fsGroup would let it read them) and a storage
+    directory this launch creates.
+    """
+    name = f"dockyard-pod-{str(pod['metadata']['uid'])[:18]}"
+    own = {k: v for k, v in launch.env.items() if k not in inherited or inherited[k] != v}
+    env_file = launch.root / "container.env"
+    lines = "".join(f"{key}={value}\n" for key, value in own.items())
+    launch.files[env_file] = VolumeFile(PurePosixPath(env_file.name), lines.encode(), 0o600)
+    binds = [launch.root, *_storage_paths(args)]
+    launch.argv = [
+        "podman", "run", "--rm", "--name", name, *PODMAN_RUNTIME, "--network", "host",
+        "--read-only", "--tmpfs", "/tmp", "--user", f"{user[0]}:{user[1]}", "--cap-drop", "ALL",  # noqa: S108  # nosec B108  # the container's own tmpfs
+        "--security-opt", "no-new-privileges", "--env-file", str(env_file),
+        *(f"--volume={path}:{path}" for path in binds), image, *args,
+    ]  # fmt: skip
+    launch.env = {k: v for k, v in inherited.items() if k in ("PATH", "HOME", "LANG")}
+    launch.container, launch.image, launch.owner = name, image, user
+    launch.storage.extend(binds[1:])
+
+
+def _storage_paths(args: list[str]) -> list[Path]:
+    """The host directories that ``--storage=file://...`` arguments name."""
+    found = []
+    for arg in args:
+        flag, _, value = arg.partition("=")
+        if flag == "--storage" and value.startswith("file://"):
+            found.append(Path(unquote(urlsplit(value).path)))
+    return found
 
 
 def _volume_files(
@@ -408,3 +476,12 @@ def lay_out(
     if kubeconfig is not None:
         launch.kubeconfig.touch(mode=0o600)
         launch.kubeconfig.write_text(yaml.safe_dump(kubeconfig))
+    if launch.owner is None:
+        return
+    uid, gid = launch.owner
+    for directory in launch.storage:
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+            os.chown(directory, uid, gid)
+    for path in (launch.root, *launch.root.rglob("*")):
+        os.chown(path, uid, gid, follow_symlinks=False)

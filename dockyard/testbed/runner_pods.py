@@ -7,7 +7,13 @@ without having dumped anything. This process watches the pods labelled
 way a kubelet would, as far as a runner needs:
 
 - ``command: ["dockyard"]`` becomes ``python -m dockyard.cli`` (this interpreter); any
-  other command fails the pod with exit code 127.
+  other command fails the pod with exit code 127. When the container's image is on this
+  machine (``make image`` built it, as the e2e suite's operator names it), the pod runs
+  in that image instead, under podman (``pod_launch._in_image``): host network,
+  read-only root, no capabilities, its environment from a private file, its private
+  directory and its filesystem storage mounted at their own paths. The pod's
+  ``testbed.dockyard.io/runtime`` annotation says which: ``process`` or
+  ``podman <image>``.
 - Environment: ``value`` and ``valueFrom.secretKeyRef`` (read from the Secret, with
   ``optional``) over a minimal base (``PATH``, ``HOME``, ``LANG``, ``PYTHONPATH``,
   ``COVERAGE_*``), never this process's own environment.
@@ -29,9 +35,10 @@ message: the file's content, else the last line on stderr of a failed run), from
 kwok's stages (``stages.yaml``) make it Succeeded or Failed, so the Job controller marks
 the Job Complete or Failed. A pod deleted while it runs has its process stopped.
 
-What it is not: no image (the runner is the code of the checkout that started the test
-bed), no isolation (it runs as the test bed's user, sees its files and network), no
-resource limits, no ``$(VAR)`` expansion, no probes.
+What it is not: without the image, no image (the runner is the code of the checkout
+that started the test bed) and no isolation (it runs as the test bed's user, sees its
+files and network); in either case no resource limits, no ``$(VAR)`` expansion, no
+probes, and no fsGroup (a container runs as root, which owns the private files).
 
 Run as ``python -m dockyard.testbed.runner_pods --kubeconfig PATH --work-dir DIR``.
 """
@@ -69,6 +76,8 @@ logger = logging.getLogger(__name__)
 RUNNER_LABEL: Final = "dockyard.io/runner"
 EXIT_CODE_ANNOTATION: Final = "testbed.dockyard.io/exit-code"
 MESSAGE_ANNOTATION: Final = "testbed.dockyard.io/message"
+# How the pod ran: "process" (this checkout) or "podman <image>" (the image, when built here).
+RUNTIME_ANNOTATION: Final = "testbed.dockyard.io/runtime"
 MAX_RUNNING: Final = 2
 TOKEN_SECONDS: Final = 3600
 # A runner gets this long after SIGTERM before SIGKILL; ``testbed down`` waits 10 s.
@@ -85,6 +94,7 @@ class Outcome:
 
     exit_code: int
     message: str
+    runtime: str = "process"
 
 
 def should_start(pod: Mapping[str, Any]) -> bool:
@@ -247,8 +257,17 @@ class RunnerPods:
         config_maps = await self._read_all(
             "configmaps", pod_launch.referenced_config_maps(spec), pod
         )
+        [container] = spec["containers"]
+        image = container.get("image") or ""
+        user = await asyncio.to_thread(_image_user, image) if image else None
         launch = pod_launch.plan_launch(
-            pod, secrets, config_maps=config_maps, root=root, environ=self.environ
+            pod,
+            secrets,
+            config_maps=config_maps,
+            root=root,
+            environ=self.environ,
+            image=image if user is not None else None,
+            image_user=user or (0, 0),
         )
         for note in launch.notes:
             logger.info("pod %s: %s", _where(pod), note)
@@ -328,10 +347,14 @@ class RunnerPods:
         except asyncio.CancelledError:
             grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             await _terminate(proc, min(float(grace), MAX_GRACE_SECONDS))
+            if launch.container is not None:  # podman killed: its container may live on
+                await asyncio.to_thread(_remove_container, launch.container)
             raise
         written = await asyncio.to_thread(pod_launch.read_termination_log, launch)
         code = pod_launch.exit_code_of(returncode)
-        return Outcome(code, pod_launch.termination_message(code, written, tail))
+        runtime = f"podman {launch.image}" if launch.container else "process"
+        message = pod_launch.termination_message(code, written, tail)
+        return Outcome(code, message, runtime)
 
     async def _annotate(self, pod: Mapping[str, Any], outcome: Outcome) -> None:
         meta = pod["metadata"]
@@ -342,6 +365,7 @@ class RunnerPods:
                 "annotations": {
                     EXIT_CODE_ANNOTATION: str(outcome.exit_code),
                     MESSAGE_ANNOTATION: outcome.message,
+                    RUNTIME_ANNOTATION: outcome.runtime,
                 },
             }
         }
@@ -375,6 +399,42 @@ def _file_stem(pod: Mapping[str, Any]) -> str:
 def _api_path(pod: Mapping[str, Any], *parts: str) -> str:
     """A path of the core API in the pod's namespace."""
     return "/".join(("/api/v1/namespaces", pod["metadata"]["namespace"], *parts))
+
+
+def _image_user(image: str) -> tuple[int, int] | None:
+    """The uid and gid ``image`` runs as, when podman has it on this machine (built by
+    ``make image``) and this process is root; else None (the pod runs as a process)."""
+    podman = shutil.which("podman")
+    if podman is None or os.geteuid() != 0:
+        return None
+    try:
+        found = subprocess.run(  # nosec B603  # a fixed argv, no shell
+            [podman, "image", "inspect", "--format", "{{.Config.User}}", image],
+            capture_output=True,
+            check=False,
+            timeout=30,
+            text=True,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if found.returncode != 0:
+        return None
+    uid, _, gid = found.stdout.strip().partition(":")
+    if not uid:
+        return (0, 0)
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        return None  # a user name: no way to know its uid here without running it
+    return (int(uid), int(gid or uid))
+
+
+def _remove_container(name: str) -> None:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(  # nosec B603 B607  # a fixed argv, no shell
+            ["podman", "rm", "--force", "--time", "2", name],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
 
 
 def _open_log(path: Path) -> FileIO:

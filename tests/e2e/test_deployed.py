@@ -247,6 +247,19 @@ def test_the_main_journeys(
     wait_for(lambda: phase("backups", "nightly") in ("Completed", "Failed"), timeout=120)
     assert phase("backups", "nightly") == "Completed"
 
+    # 2b. The same in a runner Job: the test bed's stand-in kubelet runs its pod in the
+    # image (podman), as the runner's own ServiceAccount.
+    in_job = {**backup, "metadata": {"name": "in-job", "namespace": ns}}
+    in_job["spec"] = {**backup["spec"], "runner": "Job"}
+    kubectl("apply", "-f", "-", input=json.dumps(in_job))
+    wait_for(lambda: phase("backups", "in-job") in ("Completed", "Failed"), timeout=180)
+    assert phase("backups", "in-job") == "Completed"
+    pods = json.loads(
+        kubectl("get", "pods", "-n", ns, "-l", "job-name=backup-in-job-1", "-o", "json").stdout
+    )
+    [pod] = pods["items"]
+    assert pod["metadata"]["annotations"]["testbed.dockyard.io/runtime"] == f"podman {IMAGE}"
+
     # 3. A drill passes.
     drill = {
         "apiVersion": "dockyard.io/v1alpha1",

@@ -8,6 +8,7 @@ DSN from a ``secretKeyRef``, the result in the termination-message file.
 from __future__ import annotations
 
 import copy
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -387,3 +388,50 @@ def test_the_pods_kubeconfig_authenticates_with_its_token_alone(tmp_path: Path) 
     loaded = load_config(launch.kubeconfig, {})
     assert loaded.server == "https://127.0.0.1:6443"
     assert loaded.token == "sa-token"
+
+
+def test_a_pod_whose_image_is_here_runs_in_it_with_its_env_from_a_file(tmp_path: Path) -> None:
+    image = "localhost/dockyard:dev"
+    launch = pod_launch.plan_launch(
+        runner_pod(),
+        SECRETS,
+        root=tmp_path,
+        environ=PARENT_ENV,
+        image=image,
+        image_user=(10001, 10001),
+    )
+
+    argv = launch.argv
+    assert argv[:3] == ["podman", "run", "--rm"]
+    assert {"--read-only", "--network", "host", "--cap-drop", "ALL"} <= set(argv)
+    # The image's entrypoint is dockyard: the arguments follow the image, rewritten into
+    # the private directory, which is mounted at its own path, as is the storage.
+    at = argv.index(image)
+    assert argv[at + 1] == "backup-run"
+    assert f"--key-file={tmp_path}/volumes/backup-key/key" in argv[at:]
+    assert f"--volume={tmp_path}:{tmp_path}" in argv[:at]
+    assert "--volume=/tmp/pytest-of-root/backups/ns:/tmp/pytest-of-root/backups/ns" in argv
+    # Secrets reach the container through a private file, never the argv.
+    assert not any("postgresql://" in arg for arg in argv)
+    env_file = tmp_path / "container.env"
+    assert argv[argv.index("--env-file") + 1] == str(env_file)
+    written = launch.files[env_file]
+    assert written.mode == 0o600
+    lines = written.data.decode().splitlines()
+    assert "DOCKYARD_BACKUP_SOURCE_DSN=postgresql://shop:pw@127.0.0.1:5432/shop" in lines
+    assert f"DOCKYARD_KUBECONFIG={tmp_path}/kubeconfig" in lines
+    # Nothing of this process's own: no tools path, no parent secrets.
+    assert not any(
+        line.startswith(("PATH=", "PYTHONPATH=", "AWS_", "KUBECONFIG=/home")) for line in lines
+    )
+    assert set(launch.env) <= {"PATH", "HOME", "LANG"}
+    assert launch.container == "dockyard-pod-u-1"
+    # As the image's user, who gets the private files (a kubelet's fsGroup would do).
+    assert argv[argv.index("--user") + 1] == "10001:10001"
+    if os.geteuid() == 0:
+        launch.storage = [tmp_path / "storage"]  # a missing storage path is made theirs
+        pod_launch.lay_out(launch, token="t")
+        assert (tmp_path / "storage").stat().st_uid == 10001
+        key = tmp_path / "volumes" / "backup-key" / "key"
+        assert (key.stat().st_uid, stat.S_IMODE(key.stat().st_mode)) == (10001, 0o400)
+        assert env_file.stat().st_uid == 10001
