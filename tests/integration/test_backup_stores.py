@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.integration.test_backup_operator import (
     _environment,
     _events,
     _get,
+    _key_secret,
     _wait_phase,
     migrated,
 )
@@ -113,7 +113,8 @@ def test_a_one_line_backup_completes_with_the_store_a_development_operator_makes
         )
         assert reported == key_id_of(root_key)
 
-        # A schedule's template may say nothing either.
+        # A schedule's template may leave storage and key out too; its Backups run in a
+        # runner Job here, which mounts the derived key's Secret like any other.
         _apply(
             kubectl,
             namespace,
@@ -121,7 +122,11 @@ def test_a_one_line_backup_completes_with_the_store_a_development_operator_makes
                 "apiVersion": "dockyard.io/v1alpha1",
                 "kind": "BackupSchedule",
                 "metadata": {"name": "nightly", "annotations": {"dockyard.io/run-now": "1"}},
-                "spec": {"environmentRef": {"name": "shop"}, "schedule": "0 2 * * *"},
+                "spec": {
+                    "environmentRef": {"name": "shop"},
+                    "schedule": "0 2 * * *",
+                    "template": {"runner": "Job"},
+                },
             },
         )
 
@@ -132,8 +137,9 @@ def test_a_one_line_backup_completes_with_the_store_a_development_operator_makes
 
         made = wait_for(scheduled, timeout=60)
         assert isinstance(made, str)
-        second = _wait_phase(kubectl, namespace, made, "Completed", timeout=120)
+        second = _wait_phase(kubectl, namespace, made, "Completed", timeout=180)
         assert second["keyId"] == status["keyId"]
+        assert _get(kubectl, namespace, "job", f"backup-{made}-1") is not None
     finally:
         kubectl("delete", "namespace", platform, "--wait=false", check=False)
 
@@ -161,18 +167,6 @@ def test_a_backup_waits_with_a_condition_while_there_is_no_store(
     assert status.get("attempts", 0) == 0
 
 
-def _key_secret(kubectl: Kubectl, namespace: str, name: str) -> None:
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        name,
-        "-n",
-        namespace,
-        f"--from-literal=key={secrets.token_hex(32)}",
-    )
-
-
 def _drill(namespace: str, name: str) -> dict[str, Any]:
     return {
         "apiVersion": "dockyard.io/v1alpha1",
@@ -198,14 +192,15 @@ def _drill(namespace: str, name: str) -> dict[str, Any]:
     }
 
 
-def _drilled(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+def drilled(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    """Run a drill of ``shop`` (its latest completed backup, orders counted) now; its run."""
     _apply(kubectl, namespace, _drill(namespace, name))
 
     def ran() -> dict[str, Any] | None:
         drill = _get(kubectl, namespace, "restoredrill", name) or {}
         return ((drill.get("status") or {}).get("lastRun")) or None
 
-    run = wait_for(ran, timeout=120)
+    run = wait_for(ran, timeout=timeout)
     assert isinstance(run, dict)
     return run
 
@@ -268,11 +263,11 @@ def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
         assert isinstance(wait_for(key_ids, timeout=10), list)
 
         # The newest backup is restored with the new key.
-        assert _drilled(kubectl, namespace, "drill-new")["result"] == "Passed"
+        assert drilled(kubectl, namespace, "drill-new")["result"] == "Passed"
         # The old one, once its own derived Secret is gone, with the store's rotated-out key.
         kubectl("delete", "backup", "after", "-n", namespace)
         kubectl("delete", "secret", f"{store}-{old['keyId']}", "-n", namespace)
-        run = _drilled(kubectl, namespace, "drill-old")
+        run = drilled(kubectl, namespace, "drill-old")
         assert (run["backup"], run["result"]) == ("before", "Passed")
 
         # Dropping the old key from the store strands that artifact: refused by key id.
@@ -284,7 +279,7 @@ def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
             "-p",
             json.dumps([{"op": "remove", "path": "/spec/encryption/previousKeySecretRefs"}]),
         )
-        stranded = _drilled(kubectl, namespace, "drill-stranded")
+        stranded = drilled(kubectl, namespace, "drill-stranded")
         assert stranded["result"] != "Passed"
         assert old["keyId"] in json.dumps(stranded)
     finally:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, wait_for
+from tests.conftest import Kubectl, wait_for
 from tests.integration.test_backup_operator import (
     _apply,
     _get,
@@ -26,6 +26,7 @@ from tests.integration.test_drill_operator import _drill
 from tests.integration.test_restore_operator import (
     _backed_up,
     _empty_environment,
+    identity_policy,  # noqa: F401  (the approval policy and the roles, applied once)
     migrated,  # noqa: F401  (the platform schema, for the backup catalog)
 )
 
@@ -145,12 +146,6 @@ def test_status_backup_and_drill_of_an_environment(
     assert "Passed" in drilled.stdout
     last_run = (_get(kubectl, namespace, "restoredrill", "weekly") or {})["status"]["lastRun"]
     assert last_run["result"] == "Passed"
-
-
-@pytest.fixture(scope="module")
-def identity_policy(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 @pytest.mark.usefixtures("identity_policy")

@@ -22,7 +22,7 @@ import pytest
 
 from dockyard.runner.errors import StorageError
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import Kubectl
 from tests.integration import backup_fixtures
 from tests.integration.backup_fixtures import TestbedS3
 from tests.integration.test_backup_operator import (
@@ -36,14 +36,13 @@ from tests.integration.test_backup_operator import (
     _wait_phase,
     migrated,
 )
+from tests.integration.test_backup_stores import drilled
 from tests.integration.test_inline_runner_boundaries import LENIENT, _s3_backup, own_operator
 
 pytestmark = pytest.mark.usefixtures("crds_installed", "migrated")
 
 testbed_s3 = backup_fixtures.testbed_s3
 __all__ = ["migrated", "own_operator"]
-
-ORDERS = EXPECTED_ROWS["public.orders"]
 
 
 async def _make_bucket(s3: TestbedS3, bucket: str) -> None:
@@ -102,35 +101,7 @@ def test_a_job_backup_to_s3_completes_and_a_drill_restores_it_from_s3(
     assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
 
     # A drill restores that artifact from the bucket into a scratch database and checks it.
-    _apply(
-        kubectl,
-        namespace,
-        {
-            "apiVersion": "dockyard.io/v1alpha1",
-            "kind": "RestoreDrill",
-            "metadata": {"name": "from-s3", "annotations": {"dockyard.io/run-now": "1"}},
-            "spec": {
-                "environmentRef": {"name": "shop"},
-                "schedule": "@yearly",
-                "checks": {
-                    "sql": [
-                        {
-                            "name": "orders",
-                            "query": "SELECT count(*) FROM orders",
-                            "expect": str(ORDERS),
-                        }
-                    ]
-                },
-            },
-        },
-    )
-
-    def ran() -> dict[str, Any] | None:
-        drill = _get(kubectl, namespace, "restoredrill", "from-s3") or {}
-        return ((drill.get("status") or {}).get("lastRun")) or None
-
-    run = wait_for(ran, timeout=180)
-    assert isinstance(run, dict)
+    run = drilled(kubectl, namespace, "from-s3", timeout=180)
     assert (run["result"], run["failedChecks"], run["backup"]) == ("Passed", [], "by-job")
     verified = _get(kubectl, namespace, "backup", "by-job") or {}
     conditions = {c["type"]: c for c in verified["status"]["conditions"]}

@@ -135,10 +135,6 @@ class ChildMemory:
             return None
         return list(index.get((namespace, environment), ()))
 
-    @property
-    def watching(self) -> bool:
-        return self._indexes is not None
-
     def seen(self, namespace: str, kind: str, name: str) -> Seen | None:
         """The child as the watch last saw it; ``None``: there is none (or no index)."""
         if self._indexes is None:
