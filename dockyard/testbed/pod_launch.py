@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 import yaml
+
+from dockyard.testbed import pod_image
 
 EXIT_CONFIG_ERROR: Final = 1
 EXIT_NOT_RUNNABLE: Final = 127
@@ -344,60 +345,8 @@ def plan_launch(
     rewritten = [rewrite_arg(a, mounts) for a in args]
     launch.argv = [python, "-m", "dockyard.cli", *rewritten]
     if image is not None:
-        _in_image(launch, pod, image, rewritten, base_environment(environ), image_user)
+        pod_image.run_in_image(launch, pod, image, rewritten, base_environment(environ), image_user)
     return launch
-
-
-# How the image runs here (podman as root): runc, as crun refuses this kernel's hybrid
-# cgroups, and ulimits below the machine's hard ones.
-PODMAN_RUNTIME: Final = (
-    "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
-)  # fmt: skip
-
-
-def _in_image(
-    launch: Launch,
-    pod: Mapping[str, Any],
-    image: str,
-    args: list[str],
-    inherited: Mapping[str, str],
-    user: tuple[int, int],
-) -> None:
-    """Run the container in ``image`` with podman instead of this checkout's code.
-
-    The private directory is mounted at its own path, so every path already rewritten
-    into it (volumes, token, kubeconfig, termination log, TMPDIR) holds inside; so is a
-    filesystem storage path (PersistentVolumeClaims are not mounted here). The container
-    gets the pod's environment only, from a file (no secret in an argv); host network,
-    read-only root, no capabilities. It runs as the image's user, who is given the
-    private files (as a kubelet's fsGroup would let it read them) and a storage
-    directory this launch creates.
-    """
-    name = f"dockyard-pod-{str(pod['metadata']['uid'])[:18]}"
-    own = {k: v for k, v in launch.env.items() if k not in inherited or inherited[k] != v}
-    env_file = launch.root / "container.env"
-    lines = "".join(f"{key}={value}\n" for key, value in own.items())
-    launch.files[env_file] = VolumeFile(PurePosixPath(env_file.name), lines.encode(), 0o600)
-    binds = [launch.root, *_storage_paths(args)]
-    launch.argv = [
-        "podman", "run", "--rm", "--name", name, *PODMAN_RUNTIME, "--network", "host",
-        "--read-only", "--tmpfs", "/tmp", "--user", f"{user[0]}:{user[1]}", "--cap-drop", "ALL",  # noqa: S108  # nosec B108  # the container's own tmpfs
-        "--security-opt", "no-new-privileges", "--env-file", str(env_file),
-        *(f"--volume={path}:{path}" for path in binds), image, *args,
-    ]  # fmt: skip
-    launch.env = {k: v for k, v in inherited.items() if k in ("PATH", "HOME", "LANG")}
-    launch.container, launch.image, launch.owner = name, image, user
-    launch.storage.extend(binds[1:])
-
-
-def _storage_paths(args: list[str]) -> list[Path]:
-    """The host directories that ``--storage=file://...`` arguments name."""
-    found = []
-    for arg in args:
-        flag, _, value = arg.partition("=")
-        if flag == "--storage" and value.startswith("file://"):
-            found.append(Path(unquote(urlsplit(value).path)))
-    return found
 
 
 def _volume_files(

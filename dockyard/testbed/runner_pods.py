@@ -7,13 +7,9 @@ without having dumped anything. This process watches the pods labelled
 way a kubelet would, as far as a runner needs:
 
 - ``command: ["dockyard"]`` becomes ``python -m dockyard.cli`` (this interpreter); any
-  other command fails the pod with exit code 127. When the container's image is on this
-  machine (``make image`` built it, as the e2e suite's operator names it), the pod runs
-  in that image instead, under podman (``pod_launch._in_image``): host network,
-  read-only root, no capabilities, its environment from a private file, its private
-  directory and its filesystem storage mounted at their own paths. The pod's
-  ``testbed.dockyard.io/runtime`` annotation says which: ``process`` or
-  ``podman <image>``.
+  other command fails the pod with exit code 127. When the image is on this machine
+  (``make image``), the pod runs in it under podman instead (``pod_image``); the
+  annotation ``testbed.dockyard.io/runtime`` says ``process`` or ``podman <image>``.
 - Environment: ``value`` and ``valueFrom.secretKeyRef`` (read from the Secret, with
   ``optional``) over a minimal base (``PATH``, ``HOME``, ``LANG``, ``PYTHONPATH``,
   ``COVERAGE_*``), never this process's own environment.
@@ -67,7 +63,7 @@ import yaml
 
 from dockyard.core import logs
 from dockyard.core.kube import KubeClient, KubeConfig, KubeError
-from dockyard.testbed import pod_launch
+from dockyard.testbed import pod_image, pod_launch
 
 logger = logging.getLogger(__name__)
 
@@ -257,18 +253,12 @@ class RunnerPods:
         config_maps = await self._read_all(
             "configmaps", pod_launch.referenced_config_maps(spec), pod
         )
-        [container] = spec["containers"]
-        image = container.get("image") or ""
-        user = await asyncio.to_thread(_image_user, image) if image else None
+        image = (spec.get("containers") or [{}])[0].get("image") or ""
+        user = await asyncio.to_thread(pod_image.image_user, image) if image else None
         launch = pod_launch.plan_launch(
-            pod,
-            secrets,
-            config_maps=config_maps,
-            root=root,
-            environ=self.environ,
-            image=image if user is not None else None,
-            image_user=user or (0, 0),
-        )
+            pod, secrets, config_maps=config_maps, root=root, environ=self.environ,
+            image=image if user else None, image_user=user or (0, 0),
+        )  # fmt: skip
         for note in launch.notes:
             logger.info("pod %s: %s", _where(pod), note)
         token = kubeconfig = None
@@ -348,7 +338,7 @@ class RunnerPods:
             grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
             await _terminate(proc, min(float(grace), MAX_GRACE_SECONDS))
             if launch.container is not None:  # podman killed: its container may live on
-                await asyncio.to_thread(_remove_container, launch.container)
+                await asyncio.to_thread(pod_image.remove_container, launch.container)
             raise
         written = await asyncio.to_thread(pod_launch.read_termination_log, launch)
         code = pod_launch.exit_code_of(returncode)
@@ -399,42 +389,6 @@ def _file_stem(pod: Mapping[str, Any]) -> str:
 def _api_path(pod: Mapping[str, Any], *parts: str) -> str:
     """A path of the core API in the pod's namespace."""
     return "/".join(("/api/v1/namespaces", pod["metadata"]["namespace"], *parts))
-
-
-def _image_user(image: str) -> tuple[int, int] | None:
-    """The uid and gid ``image`` runs as, when podman has it on this machine (built by
-    ``make image``) and this process is root; else None (the pod runs as a process)."""
-    podman = shutil.which("podman")
-    if podman is None or os.geteuid() != 0:
-        return None
-    try:
-        found = subprocess.run(  # nosec B603  # a fixed argv, no shell
-            [podman, "image", "inspect", "--format", "{{.Config.User}}", image],
-            capture_output=True,
-            check=False,
-            timeout=30,
-            text=True,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if found.returncode != 0:
-        return None
-    uid, _, gid = found.stdout.strip().partition(":")
-    if not uid:
-        return (0, 0)
-    if not uid.isdigit() or (gid and not gid.isdigit()):
-        return None  # a user name: no way to know its uid here without running it
-    return (int(uid), int(gid or uid))
-
-
-def _remove_container(name: str) -> None:
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(  # nosec B603 B607  # a fixed argv, no shell
-            ["podman", "rm", "--force", "--time", "2", name],
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
 
 
 def _open_log(path: Path) -> FileIO:
