@@ -1,6 +1,7 @@
 """Two operator replicas and a Lease: one reconciles, the other stands by, and when the
 leader is killed (SIGKILL, mid-backup) the standby takes over within 20 s. The backup is
-retried exactly once, nothing is left Running and one artifact is committed."""
+retried exactly once, nothing is left Running and one artifact is committed. A leader
+stopped cleanly (SIGTERM) releases the Lease, and the standby leads within seconds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from dockyard.operator.leadership import lease_name
 from dockyard.testbed.cluster import State
@@ -36,6 +38,8 @@ from tests.integration.test_backup_operator import (
     migrated,  # noqa: F401  (the platform schema, for the backup catalog)
     own_namespace,  # noqa: F401  (a namespace the session's operator does not watch)
 )
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
 
 FAILOVER_GOAL = 20.0
 
@@ -123,6 +127,46 @@ def test_the_standby_takes_over_a_killed_leaders_backup_within_20_seconds(
         assert "leading" in (tmp_path / "b.log").read_text()
     finally:
         kubectl("delete", "environments,backups", "--all", "-n", ns, "--timeout=60s", check=False)
+        for replica in (first, second):
+            if replica is not None and replica.poll() is None:
+                stop_operator(replica)
+
+
+# Kopf's own stop (up to 5 s, instant_exit_timeout: the Lease is released only once
+# nothing reconciles any more), then the standby's next look (every 2 s); not the 15 s
+# a crashed leader's Lease takes to expire.
+CLEAN_HANDOVER_GOAL = 8.0
+
+
+def test_a_leader_stopped_cleanly_hands_the_lease_over_at_once(
+    kubectl: Kubectl,
+    testbed_env: dict[str, str],
+    own_namespace: str,  # noqa: F811  (the fixture imported above)
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    ns = own_namespace
+    first = _replica(testbed_env, ns, "replica-a", tmp_path / "a.log", backup_root)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(lambda: _holder(kubectl, ns) == "replica-a", timeout=30)
+        second = _replica(testbed_env, ns, "replica-b", tmp_path / "b.log", backup_root)
+        wait_for(lambda: "standing by" in (tmp_path / "b.log").read_text(), timeout=30)
+
+        first.send_signal(signal.SIGTERM)  # a rolling update's stop
+        stopped_at = time.monotonic()
+        wait_for(
+            lambda: _holder(kubectl, ns) == "replica-b",
+            timeout=CLEAN_HANDOVER_GOAL + 5,
+            interval=0.2,
+        )
+        took_over = time.monotonic() - stopped_at
+
+        assert took_over <= CLEAN_HANDOVER_GOAL, f"the standby took over after {took_over:.1f}s"
+        print(f"clean handover: the standby held the Lease {took_over:.1f}s after SIGTERM")
+        assert first.wait(timeout=30) is not None
+        assert "lease released" in (tmp_path / "a.log").read_text()
+    finally:
         for replica in (first, second):
             if replica is not None and replica.poll() is None:
                 stop_operator(replica)
