@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import re
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
+from dockyard.core.models.references import SecretKeyReference
+from dockyard.core.resources import BACKUP_STORES
+from dockyard.core.settings import Settings
+from dockyard.operator.runs.context import KeyUnavailable
+from dockyard.operator.runs.s3_access import CredentialsUnavailable, ca_bundle_file
 from dockyard.operator.runs.stores import (
+    DEFAULT_STORE,
     NoBackupStore,
+    _derived_secret,
     derived_key,
     derived_secret_name,
+    ensure_default_store,
     filled,
     find_store,
 )
@@ -52,30 +62,53 @@ def test_an_unfilled_backup_has_no_storage_to_use_yet() -> None:
 
 
 class _Stores:
-    """The apiserver's BackupStores, as a list and by name."""
+    """The apiserver, as far as stores go: BackupStores (listed and by name), Secrets and
+    Namespaces by path; a create of an existing name is a 409."""
 
     def __init__(self, *stores: tuple[str, bool]) -> None:
-        self.stores = {
-            name: {
-                "apiVersion": "dockyard.io/v1alpha1",
-                "kind": "BackupStore",
-                "metadata": {"name": name},
-                "spec": {
-                    "default": default,
-                    "storage": {"filesystem": {"path": f"/backups/{name}"}},
-                    "encryption": {"keySecretRef": {"name": f"{name}-key", "key": "key"}},
-                },
-            }
-            for name, default in stores
-        }
+        self.objects: dict[str, dict[str, Any]] = {}
+        for name, default in stores:
+            self.objects[f"{STORES}/{name}"] = _store(name, default)
 
     async def get(self, path: str, params: Any = None) -> dict[str, Any]:
-        name = path.rsplit("/", 1)[1]
-        if name == "backupstores":
-            return {"items": list(self.stores.values())}
-        if name not in self.stores:
+        if path == STORES:
+            return {"items": [o for p, o in self.objects.items() if p.startswith(f"{STORES}/")]}
+        if path not in self.objects:
             raise KubeError(404, {"reason": "NotFound"})
-        return self.stores[name]
+        return self.objects[path]
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        where = f"{path}/{body['metadata']['name']}"
+        if where in self.objects:
+            raise KubeError(409, {"reason": "AlreadyExists"})
+        self.objects[where] = body
+        return body
+
+    def secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.objects[f"/api/v1/namespaces/{namespace}/secrets/{name}"] = {
+            "metadata": {"name": name, "namespace": namespace},
+            "data": data,
+        }
+
+
+STORES = BACKUP_STORES.cluster_path()
+
+
+def _store(name: str, default: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "BackupStore",
+        "metadata": {"name": name},
+        "spec": {
+            "default": default,
+            "storage": {"filesystem": {"path": f"/backups/{name}"}},
+            "encryption": {"keySecretRef": {"name": f"{name}-key", "key": "key"}},
+        },
+    }
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
 async def _find(stores: _Stores, name: str | None) -> str:
@@ -97,3 +130,97 @@ async def test_no_default_and_two_defaults_are_each_said_plainly() -> None:
         await _find(_Stores(("fast", False)), None)
     with pytest.raises(NoBackupStore, match=r"more than one .* \(a, b\): mark one"):
         await _find(_Stores(("b", True), ("a", True)), None)
+
+
+async def test_a_planted_secret_holding_another_key_is_refused_not_used() -> None:
+    """A tenant who creates the derived key's Secret first, with a key of its own, must
+    not have the operator encrypt with it (nor learn the derived key from an error)."""
+    kube = _Stores()
+    key = derived_key(ROOT, "shop")
+    name = derived_secret_name("platform", key.key_id)
+    kube.secret("shop", name, {"key": _b64(bytes(range(2, 34)))})
+
+    with pytest.raises(KeyUnavailable, match="holds another key") as refused:
+        await _derived_secret(cast(KubeClient, kube), "platform", "shop", key)
+    assert _b64(key.key) not in str(refused.value)
+
+    # The very key already there (a second Backup of the namespace) is fine.
+    kube.secret("shop", name, {"key": _b64(key.key)})
+    assert await _derived_secret(cast(KubeClient, kube), "platform", "shop", key) == name
+
+
+async def test_the_derived_secret_is_created_labelled_with_its_key_id() -> None:
+    kube = _Stores()
+    key = derived_key(ROOT, "shop")
+
+    name = await _derived_secret(cast(KubeClient, kube), "platform", "shop", key)
+
+    secret = kube.objects[f"/api/v1/namespaces/shop/secrets/{name}"]
+    assert base64.b64decode(secret["data"]["key"]) == key.key
+    assert secret["metadata"]["labels"]["dockyard.io/key-id"] == key.key_id
+
+
+async def test_development_makes_a_default_store_only_when_none_is_marked_default() -> None:
+    settings = Settings(namespace="dockyard-system", backup_root=Path("/backups"))
+    empty = _Stores(("fast", False))
+
+    assert await ensure_default_store(cast(KubeClient, empty), settings) == DEFAULT_STORE
+    made = empty.objects[f"{STORES}/{DEFAULT_STORE}"]
+    assert made["spec"]["default"] is True
+    assert made["spec"]["storage"] == {"filesystem": {"path": "/backups"}}
+    secret = empty.objects["/api/v1/namespaces/dockyard-system/secrets/default-backup-store-key"]
+    assert len(base64.b64decode(secret["data"]["key"])) == 32
+    assert await ensure_default_store(cast(KubeClient, empty), settings) is None  # once
+
+    # Two defaults, or one that is invalid, still mean "a default exists": a third store
+    # marked default would only add to the confusion.
+    two = _Stores(("a", True), ("b", True))
+    broken = _Stores(("c", True))
+    del broken.objects[f"{STORES}/c"]["spec"]["storage"]
+    for kube in (two, broken):
+        before = dict(kube.objects)
+        assert await ensure_default_store(cast(KubeClient, kube), settings) is None
+        assert kube.objects == before
+
+
+@pytest.mark.parametrize(
+    ("data", "refusal"),
+    [
+        (None, "does not exist"),
+        ({}, "does not exist"),
+        ({"ca.crt": "not base64!"}, "is not base64"),
+        ({"ca.crt": _b64(b"just text")}, "holds no PEM certificate"),
+    ],
+)
+async def test_an_unusable_ca_bundle_is_refused_naming_the_secret_key(
+    data: dict[str, str] | None, refusal: str
+) -> None:
+    kube = _Stores()
+    if data is not None:
+        kube.secret("shop", "s3-ca", data)
+    ref = SecretKeyReference(name="s3-ca", key="ca.crt")
+
+    with pytest.raises(CredentialsUnavailable, match=refusal) as refused:
+        async with ca_bundle_file(cast(KubeClient, kube), "shop", ref):
+            pass
+    assert "key ca.crt of Secret s3-ca" in str(refused.value)
+
+
+async def test_a_ca_bundle_lives_in_a_private_file_for_the_run_only() -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    kube = _Stores()
+    kube.secret("shop", "s3-ca", {"ca.crt": _b64(pem)})
+    ref = SecretKeyReference(name="s3-ca", key="ca.crt")
+
+    async with ca_bundle_file(cast(KubeClient, kube), "shop", ref) as path:
+        assert path is not None
+        assert _file_facts(path) == (pem, 0)  # its directory open to the owner only
+    assert _file_facts(path) is None
+
+
+def _file_facts(path: str) -> tuple[bytes, int] | None:
+    """The file's bytes and its directory's group/other mode bits; None when it is gone."""
+    file = Path(path)
+    if not file.exists():
+        return None
+    return file.read_bytes(), file.parent.stat().st_mode & 0o077

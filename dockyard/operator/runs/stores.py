@@ -221,12 +221,10 @@ async def ensure_default_store(kube: KubeClient, settings: Settings) -> str | No
     """Development: when no BackupStore is marked default, create ``default`` (a
     filesystem store under ``DOCKYARD_BACKUP_ROOT``) and its key Secret, 32 random bytes,
     in ``DOCKYARD_NAMESPACE``. Its name when it was created, else None."""
-    try:
-        await find_store(kube, None)
+    # Any store marked default counts, even an invalid one: a second default would only
+    # make every Backup wait on the choice.
+    if any(raw.get("spec", {}).get("default") for raw in await items(kube, BACKUP_STORES, None)):
         return None
-    except NoBackupStore as exc:
-        if "more than one" in exc.message:
-            return None
     secret = f"{DEFAULT_STORE}-backup-store-key"
     with contextlib.suppress(KubeError):  # it may exist, or the operator may not create it
         await create(
