@@ -42,10 +42,10 @@ class FailedCheck(CRModel):
     """Why it failed, for example expected 42, got 41."""
 
 
-class DrillRun(CRModel):
-    """One drill run in full: what it restored, how long it took and what failed."""
+class _RunFacts(CRModel):
+    """What a finished or finishing drill run measured, in full or in the history."""
 
-    backup: ObjectName
+    backup: str = Field(max_length=253)
     """Name of the Backup restored."""
     backup_size: int | None = Field(default=None, ge=0)
     """Its size in bytes."""
@@ -60,51 +60,33 @@ class DrillRun(CRModel):
     """
     result: DrillResult
     """Passed when every check passed, else Failed."""
+    scratch_database: str | None = Field(default=None, max_length=DATABASE_NAME_MAX_LENGTH)
+    """The run's scratch database while it is kept; cleared once dropped."""
+
+
+class DrillRun(_RunFacts):
+    """One drill run in full: what it restored, how long it took and what failed."""
+
+    backup: ObjectName
+    """Name of the Backup restored."""
     failed_checks: list[FailedCheck] = Field(
         default_factory=list,
         max_length=FAILED_CHECKS_MAX,
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     """One entry per failed check, with its reason."""
-    scratch_database: str | None = Field(default=None, max_length=DATABASE_NAME_MAX_LENGTH)
-    """The run's scratch database while it is kept; cleared once dropped."""
 
     def summary(self) -> DrillRunSummary:
         """The run as status.history keeps it."""
-        return DrillRunSummary(
-            backup=self.backup,
-            backup_size=self.backup_size,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            restore_seconds=self.restore_seconds,
-            backup_age_seconds=self.backup_age_seconds,
-            result=self.result,
-            failed_check_count=len(self.failed_checks),
-            scratch_database=self.scratch_database,
-        )
+        facts = self.model_dump(exclude={"failed_checks"})
+        return DrillRunSummary(**facts, failed_check_count=len(self.failed_checks))
 
 
-class DrillRunSummary(CRModel):
+class DrillRunSummary(_RunFacts):
     """One past drill run, without the reasons (they stay in the catalog)."""
 
-    backup: str = Field(max_length=253)
-    """Name of the Backup restored."""
-    backup_size: int | None = Field(default=None, ge=0)
-    """Its size in bytes."""
-    started_at: datetime
-    """When the run started."""
-    finished_at: datetime | None = None
-    """When the run finished."""
-    restore_seconds: float | None = Field(default=None, ge=0)
-    """Measured recovery time (RTO), in seconds."""
-    backup_age_seconds: float | None = Field(default=None, ge=0)
-    """Measured recovery point (RPO), in seconds."""
-    result: DrillResult
-    """Passed or Failed."""
     failed_check_count: int = Field(default=0, ge=0)
     """How many checks failed."""
-    scratch_database: str | None = Field(default=None, max_length=DATABASE_NAME_MAX_LENGTH)
-    """The run's scratch database while it is kept; cleared once dropped."""
 
 
 class DrillCurrentRun(CRModel):
