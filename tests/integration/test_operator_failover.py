@@ -6,11 +6,13 @@ stopped cleanly (SIGTERM) releases the Lease, and the standby leads within secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,33 @@ def _replica(
     return start_operator(namespace, settings, log, append=True)
 
 
+@contextlib.contextmanager
+def _two_replicas(
+    kubectl: Kubectl, env: dict[str, str], namespace: str, root: Path, logs: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]]:
+    """replica-a leading and replica-b standing by (logs in ``logs``/a.log and b.log);
+    the test's objects deleted and both stopped afterwards."""
+    replicas = [_replica(env, namespace, "replica-a", logs / "a.log", root)]
+    try:
+        wait_for(lambda: _holder(kubectl, namespace) == "replica-a", timeout=30)
+        replicas.append(_replica(env, namespace, "replica-b", logs / "b.log", root))
+        wait_for(lambda: "standing by" in (logs / "b.log").read_text(), timeout=30)
+        yield replicas[0], replicas[1]
+    finally:
+        kubectl(
+            "delete",
+            "environments,backups",
+            "--all",
+            "-n",
+            namespace,
+            "--timeout=60s",
+            check=False,
+        )
+        for replica in replicas:
+            if replica.poll() is None:
+                stop_operator(replica)
+
+
 def _holder(kubectl: Kubectl, namespace: str) -> str | None:
     found = kubectl(
         "get", "lease", lease_name([namespace]), "-n", namespace, "-o", "json", check=False
@@ -79,15 +108,9 @@ def test_the_standby_takes_over_a_killed_leaders_backup_within_20_seconds(
     tmp_path: Path,
 ) -> None:
     ns = own_namespace
-    first = _replica(testbed_env, ns, "replica-a", tmp_path / "a.log", backup_root)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        wait_for(lambda: _holder(kubectl, ns) == "replica-a", timeout=30)
-        second = _replica(testbed_env, ns, "replica-b", tmp_path / "b.log", backup_root)
-        wait_for(lambda: "standing by" in (tmp_path / "b.log").read_text(), timeout=30)
+    with _two_replicas(kubectl, testbed_env, ns, backup_root, tmp_path) as (first, _):
         dsn = _environment(kubectl, testbed_state, ns)  # reconciled by the leader alone
         _key_secret(kubectl, ns)
-        killed_at = 0.0
 
         async def kill_the_leader_mid_backup() -> float:
             # pg_dump waits for this lock, so the backup is Running when the leader dies.
@@ -125,11 +148,6 @@ def test_the_standby_takes_over_a_killed_leaders_backup_within_20_seconds(
         assert len(committed) == 1, artifacts
         assert "standing by" in (tmp_path / "b.log").read_text()
         assert "leading" in (tmp_path / "b.log").read_text()
-    finally:
-        kubectl("delete", "environments,backups", "--all", "-n", ns, "--timeout=60s", check=False)
-        for replica in (first, second):
-            if replica is not None and replica.poll() is None:
-                stop_operator(replica)
 
 
 # Kopf's own stop (up to 5 s, instant_exit_timeout: the Lease is released only once
@@ -146,13 +164,7 @@ def test_a_leader_stopped_cleanly_hands_the_lease_over_at_once(
     tmp_path: Path,
 ) -> None:
     ns = own_namespace
-    first = _replica(testbed_env, ns, "replica-a", tmp_path / "a.log", backup_root)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        wait_for(lambda: _holder(kubectl, ns) == "replica-a", timeout=30)
-        second = _replica(testbed_env, ns, "replica-b", tmp_path / "b.log", backup_root)
-        wait_for(lambda: "standing by" in (tmp_path / "b.log").read_text(), timeout=30)
-
+    with _two_replicas(kubectl, testbed_env, ns, backup_root, tmp_path) as (first, _):
         first.send_signal(signal.SIGTERM)  # a rolling update's stop
         stopped_at = time.monotonic()
         wait_for(
@@ -166,7 +178,3 @@ def test_a_leader_stopped_cleanly_hands_the_lease_over_at_once(
         print(f"clean handover: the standby held the Lease {took_over:.1f}s after SIGTERM")
         assert first.wait(timeout=30) is not None
         assert "lease released" in (tmp_path / "a.log").read_text()
-    finally:
-        for replica in (first, second):
-            if replica is not None and replica.poll() is None:
-                stop_operator(replica)
