@@ -239,6 +239,7 @@ def test_the_run_now_annotation_runs_the_drill_and_is_removed(
     assert status["nextRunTime"] == before["nextRunTime"]  # the cron plan is untouched
 
 
+@pytest.mark.alone  # it kills the shared test bed's PostgreSQL
 def test_a_due_drill_waits_while_postgres_is_down_and_passes_once_it_is_back(
     kubectl: Kubectl, testbed: Testbed, seeded: str
 ) -> None:
@@ -435,9 +436,9 @@ def test_a_drill_interrupted_by_an_operator_crash_is_run_again_not_left_running(
         retried = _events(kubectl, own_namespace, "AttemptFailed")
         assert any("interrupted" in m and "attempt 2" in m for m in retried), retried
     finally:
-        kubectl(
-            "delete", "restoredrills", "--all", "-n", own_namespace, "--timeout=60s", check=False
-        )
+        # Everything with a finalizer, while the operator still runs to release it.
+        kubectl("delete", "restoredrills,environments,backups", "--all", "-n", own_namespace,
+                "--timeout=60s", check=False)  # fmt: skip
         operator.terminate()
         try:
             operator.wait(timeout=15)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import ssl
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,20 @@ def _dry_run_restore(kubectl: Kubectl, namespace: str, name: str) -> None:
         "spec": {"source": {"backupRef": {"name": "nightly"}}, "dryRun": True},
     }
     kubectl("apply", "-f", "-", input=yaml.safe_dump(restore))
+    # Planned and waiting, as the operator would leave it: only such a restore may be
+    # approved once the approval policy (manifests/restore-approval-policy.yaml) is in.
+    waiting = json.dumps({"status": {"phase": "AwaitingApproval"}})
+    kubectl("patch", "restore", name, "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", waiting)  # fmt: skip
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A namespace no operator watches: its restores stay as the test writes them."""
+    name = f"audit-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(

@@ -97,6 +97,7 @@ def traced_namespace(kubectl: Kubectl) -> Iterator[str]:
 
 @pytest.fixture
 def traced_operator(
+    kubectl: Kubectl,
     receiver: Receiver,
     traced_namespace: str,
     testbed_env: dict[str, str],
@@ -112,6 +113,9 @@ def traced_operator(
     }
     proc = start_operator(traced_namespace, env, tmp_path / "operator.log")
     yield
+    # While the operator runs, so that its finalizer lets the environment go.
+    kubectl("delete", "environments", "--all", "-n", traced_namespace, "--timeout=60s",
+            check=False)  # fmt: skip
     stop_operator(proc)
 
 

@@ -14,7 +14,7 @@ from pytest_aiohttp import AiohttpClient
 from dockyard.api.app import create_app
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import ROOT, Kubectl, get_json
-from tests.integration.ratelimits import rule, settings
+from tests.integration.ratelimits import eventually, rule, settings
 
 Client = TestClient[Any, Any]
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -60,6 +60,10 @@ async def test_operators_manage_policies_and_developers_only_read_them(
     listed = await (await client.get(f"{base}?labelSelector=team%3Dshop", headers=developer)).json()
     assert [p["metadata"]["name"] for p in listed["items"]] == ["reads"]
 
+    # Every API without Redis writes the policies' status (one replica is what such a
+    # setup means); on the shared test bed another worker's API may too. Once the status
+    # reports this generation it is settled, and the ETag read next stays current.
+    await eventually(lambda: _status_settled(kubectl, namespace, "reads"))
     got = await client.get(f"{base}/reads", headers=developer)
     assert got.status == 200
     etag = got.headers["ETag"]
@@ -120,3 +124,9 @@ async def test_invalid_policies_come_back_as_problems_with_field_paths(
         e["field"] == "spec.rules[0].header" and "required when key is Header" in e["message"]
         for e in problem["errors"]
     )
+
+
+def _status_settled(kubectl: Kubectl, namespace: str, name: str) -> bool:
+    policy: dict[str, Any] = get_json(kubectl, "rlp", name, "-n", namespace)
+    status = policy.get("status") or {}
+    return bool(status.get("observedGeneration") == policy["metadata"]["generation"])

@@ -25,11 +25,14 @@ def _wait_until_policy_is_active(kubectl: Kubectl) -> None:
     """A changed policy reaches admission after a delay: probe with a restore created
     approved, which the current policy refuses (older ones let it through)."""
     probes = iter(range(1000))
+    # Approved by the creator itself (the test bed's admin), so that the one rule broken
+    # is the newest: a restore is approved only once it is AwaitingApproval.
+    admin = kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
 
     def refused() -> bool:
         manifest = yaml.safe_load(_restore(f"policy-probe-{next(probes)}", "unused"))
         del manifest["metadata"]["annotations"]["dockyard.io/requested-by"]
-        manifest["metadata"]["annotations"]["dockyard.io/approved-by"] = "nobody"
+        manifest["metadata"]["annotations"]["dockyard.io/approved-by"] = admin
         result = kubectl(
             "create", "-n", "default", "-f", "-", input=yaml.safe_dump(manifest), check=False
         )
