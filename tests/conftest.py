@@ -1,8 +1,10 @@
 """Session fixtures: the real test bed (control plane, PostgreSQL, Redis), started once.
 
 Integration tests ask for ``testbed``; the first one to do so starts it (building the
-control plane on a cold machine) and the session stops it at the end, unless it was
-already up before the run (``make dev`` beside the tests) or DOCKYARD_TESTBED_KEEP=1.
+control plane on a cold machine) and the run stops it at the end, once every
+pytest-xdist worker is done, unless it was already up before the run (``make dev``
+beside the tests) or DOCKYARD_TESTBED_KEEP=1. The workers take turns on it: see
+``pytest_runtest_protocol`` and the ``alone`` marker.
 
 API tests start the app with ``start_api`` (settings from ``api_settings``), served by
 pytest-aiohttp's ``aiohttp_client``, which closes it after the test.
@@ -10,11 +12,15 @@ pytest-aiohttp's ``aiohttp_client``, which closes it after the test.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -30,6 +36,7 @@ from pytest_aiohttp import AiohttpClient
 from dockyard.api.app import create_app
 from dockyard.core import migrations
 from dockyard.core.settings import Settings
+from dockyard.testbed import processes
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.processes import free_port
 
@@ -42,6 +49,11 @@ ApiClient = TestClient[web.Request, web.Application]
 # its operator watches only those, so no session reconciles another's objects.
 SESSION_ID = uuid.uuid4().hex[:6]
 SESSION_NAMESPACES = f"t-*-{SESSION_ID}-*"
+
+# What the workers of one run share: the turnstile's lock files, and whether the run
+# started the test bed (then the controller stops it at the end, after every worker).
+RUN_DIRECTORY = "DOCKYARD_TEST_RUN"
+STARTED_MARK = "testbed-started"
 
 
 # The session operator's log, shown beside any failure of a test that used it: what the
@@ -73,12 +85,67 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Iterator[Testbed]:
+def testbed() -> Testbed:
     bed = Testbed()
-    _, already = bed.up()
-    yield bed
-    if not already and os.environ.get("DOCKYARD_TESTBED_KEEP") != "1":
-        bed.down()
+    _, already = bed.up()  # under the test bed's own lock: one worker starts it
+    if not already:
+        (_run_directory() / STARTED_MARK).touch()
+    return bed
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "alone: needs the test bed to itself (it stops a shared process, or its timing is "
+        "the point); no other test runs meanwhile",
+    )
+    # A test bed process a test restarted is this process's child; when a test of the
+    # other worker kills it, only this process can reap it, even while it waits its turn.
+    threading.Thread(target=_reaper, name="testbed-reaper", daemon=True).start()
+    if not hasattr(config, "workerinput"):  # the controller (or a run without workers)
+        # Shared with the workers, which inherit the environment when they start.
+        os.environ.setdefault(RUN_DIRECTORY, tempfile.mkdtemp(prefix="dockyard-tests-"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the test bed once every worker is done, when this run started it."""
+    if hasattr(session.config, "workerinput") or RUN_DIRECTORY not in os.environ:
+        return
+    run = _run_directory()
+    if (run / STARTED_MARK).exists() and os.environ.get("DOCKYARD_TESTBED_KEEP") != "1":
+        Testbed().down()
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def _reaper() -> None:
+    while True:
+        processes.reap()
+        time.sleep(0.1)
+
+
+def _run_directory() -> Path:
+    return Path(os.environ[RUN_DIRECTORY])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Integration tests share the test bed, two at a time under pytest-xdist (``make
+    test`` runs two workers). One marked ``alone`` waits until the other worker's test is
+    done and keeps the next one from starting: a turnstile, whose gate stops newcomers
+    while the room empties. The turn spans setup and teardown too, so no fixture (the
+    test bed's own start among them) meets a PostgreSQL another test has stopped."""
+    if "integration" not in Path(str(item.fspath)).parts:
+        yield
+        return
+    run = _run_directory()
+    with (run / "gate.lock").open("a") as gate, (run / "room.lock").open("a") as room:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        if item.get_closest_marker("alone") is None:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            fcntl.flock(room, fcntl.LOCK_SH)
+        else:
+            fcntl.flock(room, fcntl.LOCK_EX)
+        yield  # the locks go with the files
 
 
 @pytest.fixture(scope="session")

@@ -145,6 +145,21 @@ class Launcher:
         stop(self.processes, self.progress)
 
 
+# The processes this one started and has not reaped. A test bed process outlives its
+# starter (``testbed up`` exits; a test restarts PostgreSQL for all), and once it is
+# killed, by whichever process, it stays a zombie until its parent reaps it: PostgreSQL
+# takes a zombie in its lock file for a live postmaster. See ``reap``.
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+def reap() -> None:
+    """Reap every process ``spawn`` started here that has exited. A process that may
+    start test bed processes and outlive them (a test worker) calls this now and then."""
+    for proc in list(_SPAWNED):
+        if proc.poll() is not None:  # Popen's own wait: never another child's pid
+            _SPAWNED.remove(proc)
+
+
 def spawn(name: str, argv: list[str], *, user: str | None, cwd: Path, log: Path) -> ProcessRecord:
     """Start ``argv`` in a session of its own, its output appended to ``log``; its record."""
     with log.open("ab") as out:
@@ -157,6 +172,7 @@ def spawn(name: str, argv: list[str], *, user: str | None, cwd: Path, log: Path)
             cwd=cwd,
             **run_as(user),
         )
+    _SPAWNED.append(proc)
     started = None
     for _ in range(100):
         started = start_time(proc.pid)

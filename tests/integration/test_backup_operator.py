@@ -629,6 +629,7 @@ def _database_condition(status: dict[str, Any]) -> dict[str, Any] | None:
     return next((c for c in conditions if c["type"] == "DatabaseUnavailable"), None)
 
 
+@pytest.mark.alone  # it kills the shared test bed's PostgreSQL
 def test_a_backup_pauses_while_postgres_is_down_and_completes_on_its_first_attempt_after(
     kubectl: Kubectl,
     testbed: Testbed,

@@ -33,7 +33,8 @@ from tests.integration.test_backup_operator import (
 )
 from tests.integration.test_inline_runner_boundaries import own_operator
 
-pytestmark = pytest.mark.usefixtures("crds_installed", "migrated")
+# BackupStores are cluster-wide, and a default one is felt by every namespace.
+pytestmark = [pytest.mark.usefixtures("crds_installed", "migrated"), pytest.mark.alone]
 __all__ = ["migrated", "own_operator"]
 
 ORDERS = EXPECTED_ROWS["public.orders"]

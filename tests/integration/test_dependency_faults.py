@@ -23,7 +23,8 @@ from dockyard.testbed.faults import hung
 from tests.conftest import ROOT, Kubectl, StartApi
 
 Client = TestClient[object, object]
-pytestmark = pytest.mark.usefixtures("crds_installed")
+# It hangs the test bed's PostgreSQL, Redis and apiserver: no other test meanwhile.
+pytestmark = [pytest.mark.usefixtures("crds_installed"), pytest.mark.alone]
 
 UNAVAILABLE = "https://dockyard.io/problems/dependency-unavailable"
 

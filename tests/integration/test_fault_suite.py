@@ -14,7 +14,8 @@ import pytest
 from bench import faults
 from dockyard.testbed.cluster import State
 
-pytestmark = pytest.mark.usefixtures("crds_installed", "platform_migrated")
+# It hangs and kills the test bed's PostgreSQL, Redis and apiserver: no other test meanwhile.
+pytestmark = [pytest.mark.usefixtures("crds_installed", "platform_migrated"), pytest.mark.alone]
 
 
 async def test_every_goal_holds_while_each_dependency_hangs_or_dies(

@@ -41,7 +41,8 @@ from tests.integration.test_backup_operator import (
     own_namespace,  # noqa: F401  (a namespace the session's operator does not watch)
 )
 
-pytestmark = pytest.mark.usefixtures("crds_installed")
+# Its bounds are seconds of take-over time: measured with the test bed to itself.
+pytestmark = [pytest.mark.usefixtures("crds_installed"), pytest.mark.alone]
 
 FAILOVER_GOAL = 20.0
 

@@ -225,6 +225,7 @@ def test_an_in_place_restore_brings_the_backed_up_data_back(
     assert rows["public.orders"] == 1000
 
 
+@pytest.mark.alone  # it kills the shared test bed's PostgreSQL
 def test_a_restore_waits_while_postgres_is_down_and_completes_on_its_first_attempt_after(
     kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:

@@ -155,6 +155,7 @@ def test_up_cleans_up_after_a_crashed_run(second_bed: Testbed) -> None:
         second_bed.down()
 
 
+@pytest.mark.alone  # it kills the shared test bed's Redis
 def test_a_crashed_process_is_restarted_in_place_and_recorded(testbed: Testbed) -> None:
     before = testbed.require()
     port = urlsplit(before.redis_url).port or 6379
