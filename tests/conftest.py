@@ -134,7 +134,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     done and keeps the next one from starting: a turnstile, whose gate stops newcomers
     while the room empties. The turn spans setup and teardown too, so no fixture (the
     test bed's own start among them) meets a PostgreSQL another test has stopped."""
-    if "integration" not in Path(str(item.fspath)).parts:
+    if item.get_closest_marker("integration") is None:  # pytest_collection_modifyitems
         yield
         return
     run = _run_directory()
@@ -295,6 +295,16 @@ def stop_operator(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def unwatched_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace no operator of the session watches (not ``t-*-<session>-*``):
+    what a test writes there is only stored, its status left as the test writes it."""
+    name = f"unwatched-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ read back with the spec it was written with."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,6 @@ KINDS = {
 CLUSTER_SCOPED = {"BackupStore"}
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
-
-
-@pytest.fixture
-def unwatched(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace no operator of the session watches: the examples are only stored."""
-    name = f"examples-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_every_kind_has_an_example() -> None:
@@ -52,16 +41,18 @@ def _kind(path: Path) -> str:
     ],
     ids=[path.name for path in EXAMPLES],
 )
-def test_an_example_applies_as_written(kubectl: Kubectl, unwatched: str, example: Path) -> None:
+def test_an_example_applies_as_written(
+    kubectl: Kubectl, unwatched_namespace: str, example: Path
+) -> None:
     manifest: dict[str, Any] = yaml.safe_load(example.read_text())
     kind, name = manifest["kind"].lower(), manifest["metadata"]["name"]
-    where: tuple[str, ...] = ("-n", unwatched)
+    where: tuple[str, ...] = ("-n", unwatched_namespace)
     if manifest["kind"] in CLUSTER_SCOPED:
         # Cluster-wide: a name of its own, removed after (a default store is felt by all).
-        name = manifest["metadata"]["name"] = f"{name}-{unwatched}"
+        name = manifest["metadata"]["name"] = f"{name}-{unwatched_namespace}"
         where = ()
     else:
-        manifest["metadata"]["namespace"] = unwatched
+        manifest["metadata"]["namespace"] = unwatched_namespace
     applied = kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=False)
     try:
         assert applied.returncode == 0, applied.stderr

@@ -12,7 +12,6 @@ import asyncio
 import json
 import ssl
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +77,9 @@ def _dry_run_restore(kubectl: Kubectl, namespace: str, name: str) -> None:
 
 
 @pytest.fixture
-def namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace no operator watches: its restores stay as the test writes them."""
-    name = f"audit-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
+def namespace(unwatched_namespace: str) -> str:
+    """No operator watches it: its restores stay as the test writes them."""
+    return unwatched_namespace
 
 
 async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(

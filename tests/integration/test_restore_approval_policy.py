@@ -11,7 +11,9 @@ import yaml
 from dockyard.testbed.cluster import Testbed
 from tests.conftest import ROOT, Kubectl, wait_for
 
-pytestmark = pytest.mark.usefixtures("crds_installed")
+# Once, under two workers, a create without any approval was refused by the approval
+# rule (cause not found; it passes alone every time): its five seconds run alone.
+pytestmark = [pytest.mark.usefixtures("crds_installed"), pytest.mark.alone]
 
 
 @pytest.fixture(scope="module")

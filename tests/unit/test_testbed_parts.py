@@ -6,12 +6,13 @@ import json
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import jwt
 from cryptography import x509
 
-from dockyard.testbed import oidc, versions
+from dockyard.testbed import oidc, processes, versions
 from dockyard.testbed.cluster import ProcessRecord, State
 from dockyard.testbed.pki import CertificateAuthority, write_signing_key
 from dockyard.testbed.processes import start_time
@@ -139,3 +140,24 @@ def test_the_cache_key_changes_with_every_pinned_version() -> None:
     print_ = versions.fingerprint()
     for value in (versions.KUBERNETES, versions.ETCD, versions.KWOK, versions.KUBECTL_WHEEL):
         assert value in print_
+
+
+def test_a_spawned_process_that_exits_is_reaped_not_left_a_zombie(tmp_path: Path) -> None:
+    """A killed test bed process stays a zombie until its parent reaps it, and PostgreSQL
+    takes a zombie in its lock file for a live postmaster (test workers call reap from a
+    thread)."""
+    record = processes.spawn("brief", ["true"], user=None, cwd=tmp_path, log=tmp_path / "log")
+    deadline = time.monotonic() + 10
+    while _state(record.pid) is not None and time.monotonic() < deadline:
+        processes.reap()
+        time.sleep(0.02)
+
+    assert _state(record.pid) is None  # gone, not a zombie ("Z")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
