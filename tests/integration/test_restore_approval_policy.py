@@ -11,9 +11,16 @@ import yaml
 from dockyard.testbed.cluster import Testbed
 from tests.conftest import ROOT, Kubectl, wait_for
 
-# Once, under two workers, a create without any approval was refused by the approval
-# rule (cause not found; it passes alone every time): its five seconds run alone.
-pytestmark = [pytest.mark.usefixtures("crds_installed"), pytest.mark.alone]
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+@pytest.fixture
+def namespace(unwatched_namespace: str) -> str:
+    """These tests set each Restore's phase themselves, as the operator would. The
+    session's operator (started by an earlier module of the same worker) would retry
+    planning a restore of a missing backup, and set a patched AwaitingApproval back to
+    Pending: so no operator may watch their namespace."""
+    return unwatched_namespace
 
 
 @pytest.fixture(scope="module")
