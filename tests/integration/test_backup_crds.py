@@ -14,6 +14,14 @@ from tests.conftest import Kubectl, get_json, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
+
+@pytest.fixture
+def namespace(unwatched_namespace: str) -> str:
+    """The schema alone is tested here, and some tests write a status themselves: the
+    worker's session operator, once started by an earlier module, must not reconcile it."""
+    return unwatched_namespace
+
+
 STORAGE = {"filesystem": {"path": "/var/lib/dockyard/backups"}}
 ENCRYPTION = {"keySecretRef": {"name": "backup-key", "key": "key"}}
 SPECS: dict[str, dict[str, Any]] = {
