@@ -37,10 +37,9 @@ from dockyard.api.routes import (
     kubernetes_audit,
     me,
     meta,
-    ratelimitpolicies,
+    policies,
     restoredrills,
     restores,
-    scalingpolicies,
     webhooks,
 )
 from dockyard.core import db
@@ -70,8 +69,7 @@ def registry() -> OperationRegistry:
         meta,
         me,
         environments,
-        ratelimitpolicies,
-        scalingpolicies,
+        policies,
         backups,
         backupschedules,
         restores,
