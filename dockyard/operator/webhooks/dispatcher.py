@@ -287,12 +287,20 @@ class Dispatcher:
         await store.delivered(self.pool, delivery.id, status)
         self._count(target, "delivered")
         self._failures[target.uid] = 0
+        self._remember(target, delivery, status)
+
+    def _remember(
+        self, target: Target, delivery: store.Claimed, status: int | None, error: str | None = None
+    ) -> None:
+        """Keep the last attempt for the Webhook's status: delivered, or failed with
+        ``error`` (cut to what the status holds)."""
         self._last[target.uid] = LastDelivery(
             event_id=delivery.event_id,
             type=delivery.type,
             at=datetime.now(UTC),
-            succeeded=True,
+            succeeded=error is None,
             status_code=status,
+            error=None if error is None else error[:512],
         )
 
     async def _post(self, target: Target, delivery: store.Claimed) -> int:
@@ -324,14 +332,7 @@ class Dispatcher:
     ) -> None:
         self._failures[target.uid] = self._failures.get(target.uid, 0) + 1
         self._count(target, "failed")
-        self._last[target.uid] = LastDelivery(
-            event_id=delivery.event_id,
-            type=delivery.type,
-            at=datetime.now(UTC),
-            succeeded=False,
-            status_code=status,
-            error=error[:512],
-        )
+        self._remember(target, delivery, status, error)
         due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()
         if due_for >= self.settings.webhook_dead_letter_after:
             await store.give_up(self.pool, delivery.id, status, error)
