@@ -558,6 +558,10 @@ async def test_a_drills_runs_come_from_the_platform_database_when_recorded_there
         forged = await client.get(f"{base}/weekly/runs?cursor=bm9wZQ", headers=operator)
         assert forged.status == 422
         assert (await forged.json())["errors"][0]["field"] == "query.cursor"
+        # Outside the cursors' alphabet: refused by the query model, as on every list.
+        alien = await client.get(f"{base}/weekly/runs?cursor=a.b", headers=operator)
+        assert alien.status == 422
+        assert (await alien.json())["errors"][0]["field"] == "query.cursor"
     finally:
         await conn.execute("DELETE FROM drill_runs WHERE namespace = $1", namespace)
         await conn.close()

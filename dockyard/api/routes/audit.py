@@ -20,7 +20,7 @@ from dockyard.api.audit.events import CURSOR_MAX_LENGTH, AuditEventList, Cursor,
 from dockyard.api.audit.repository import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, AuditLog
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation, OperationRegistry
-from dockyard.api.routes.pages import CURSOR_PATTERN, query_parameters
+from dockyard.api.routes.pages import page_cursor, page_size, query_parameters
 from dockyard.core.audit_rows import Source
 
 # A query string turns an unencoded "+" into a space: "...T10:00:00 02:00" is what a
@@ -61,13 +61,8 @@ class AuditQuery(BaseModel):
     until: AwareDatetime | None = Field(
         default=None, description="only events at or before this instant (ISO 8601 with offset)"
     )
-    limit: int = Field(default=PAGE_SIZE_DEFAULT, ge=1, le=PAGE_SIZE_MAX, description="page size")
-    cursor: str | None = Field(
-        default=None,
-        max_length=CURSOR_MAX_LENGTH,
-        pattern=CURSOR_PATTERN,
-        description="the nextCursor of the previous page; omit for the first",
-    )
+    limit: int = page_size(PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+    cursor: str | None = page_cursor(CURSOR_MAX_LENGTH)
 
     @field_validator("since", "until", mode="before")
     @classmethod

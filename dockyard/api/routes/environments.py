@@ -33,11 +33,12 @@ from dockyard.api.routes.kinds import KindRoutes
 from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
 from dockyard.api.routes.objects import public
 from dockyard.api.routes.pages import (
-    CURSOR_PATTERN,
     LabelSelector,
     Predicate,
     label_filter,
     page,
+    page_cursor,
+    page_size,
     parse_query,
     query_parameters,
 )
@@ -74,10 +75,8 @@ class ListQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    limit: int = Field(default=50, ge=1, le=500, description="page size")
-    cursor: str | None = Field(
-        default=None, max_length=512, pattern=CURSOR_PATTERN, description="from nextCursor"
-    )
+    limit: int = page_size(50, 500)
+    cursor: str | None = page_cursor(512)
     label_selector: LabelSelector = None
     tier: str | None = Field(
         default=None, pattern="^(development|staging|production)$", description="only this tier"

@@ -27,6 +27,23 @@ Query = TypeVar("Query", bound=BaseModel)
 CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 LABEL_SELECTOR_PATTERN = "^[ -~]*$"
 
+
+def page_size(default: int, maximum: int) -> Any:
+    """A list's ``?limit=``: how many items a page holds, ``default`` when absent."""
+    return Field(default=default, ge=1, le=maximum, description="page size")
+
+
+def page_cursor(max_length: int) -> Any:
+    """A paged list's ``?cursor=``: the previous page's ``nextCursor``, absent for the
+    first page. Any token ``dockyard.api.cursors`` did not hand out is refused."""
+    return Field(
+        default=None,
+        max_length=max_length,
+        pattern=CURSOR_PATTERN,
+        description="the nextCursor of the previous page; omit for the first",
+    )
+
+
 # ?labelSelector= of every list of custom resources.
 LabelSelector = Annotated[
     str | None,

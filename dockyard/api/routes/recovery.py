@@ -35,11 +35,12 @@ from dockyard.api.routes.kinds import KindRoutes, with_traceparent
 from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.api.routes.objects import MERGE_PATCH_TYPES, caller, respond
 from dockyard.api.routes.pages import (
-    CURSOR_PATTERN,
     LabelSelector,
     Predicate,
     label_filter,
     page,
+    page_cursor,
+    page_size,
     parse_query,
     query_parameter,
     query_parameters,
@@ -74,13 +75,8 @@ class PageQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    limit: int = Field(default=LIMIT_DEFAULT, ge=1, le=LIMIT_MAX, description="page size")
-    cursor: str | None = Field(
-        default=None,
-        max_length=CURSOR_MAX_LENGTH,
-        pattern=CURSOR_PATTERN,
-        description="nextCursor of the previous page",
-    )
+    limit: int = page_size(LIMIT_DEFAULT, LIMIT_MAX)
+    cursor: str | None = page_cursor(CURSOR_MAX_LENGTH)
     label_selector: LabelSelector = None
     environment: str | None = Field(
         default=None,

@@ -26,7 +26,7 @@ from dockyard.api import cursors, keys
 from dockyard.api.drill_runs import DrillRunLog, RunKey
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.models import create_body, list_body
-from dockyard.api.routes.pages import parse_query, query_parameter
+from dockyard.api.routes.pages import page_cursor, page_size, parse_query, query_parameter
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
 from dockyard.core.models.drill_runs import DrillRun, DrillRunSummary
 from dockyard.core.models.restore_drill import DrillObjectives, RestoreDrill, RestoreDrillStatus
@@ -75,8 +75,8 @@ class RunsQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=20, ge=1, le=RUNS_LIMIT_MAX, description="page size")
-    cursor: str | None = Field(default=None, max_length=300, description="from nextCursor")
+    limit: int = page_size(20, RUNS_LIMIT_MAX)
+    cursor: str | None = page_cursor(300)
 
 
 ROUTES = RecoveryKindRoutes(
