@@ -146,7 +146,9 @@ def test_a_spawned_process_that_exits_is_reaped_not_left_a_zombie(tmp_path: Path
     """A killed test bed process stays a zombie until its parent reaps it, and PostgreSQL
     takes a zombie in its lock file for a live postmaster (test workers call reap from a
     thread)."""
-    record = processes.spawn("brief", ["true"], user=None, cwd=tmp_path, log=tmp_path / "log")
+    # It lives long enough for spawn to see it start (spawn refuses one that exited at once).
+    argv = ["sleep", "0.3"]
+    record = processes.spawn("brief", argv, user=None, cwd=tmp_path, log=tmp_path / "log")
     deadline = time.monotonic() + 10
     while _state(record.pid) is not None and time.monotonic() < deadline:
         processes.reap()
