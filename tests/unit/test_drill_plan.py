@@ -148,6 +148,7 @@ def test_an_impossible_schedule_makes_ready_false_and_runs_nothing() -> None:
     assert plan.invalid is not None
     assert plan.status.next_run_time is None
     assert _condition(plan.status, "Ready") == ("False", "InvalidSchedule")
+    assert plan.status.message == plan.invalid
 
 
 def test_suspend_stops_cron_runs_but_not_run_now() -> None:

@@ -30,7 +30,7 @@ from dockyard.core.models.scheduling import (
     CronExpression,
     TimeZoneName,
 )
-from dockyard.core.models.status import Status
+from dockyard.core.models.status import ScheduledStatus
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
 
 # Beyond this many of one kind nobody is doing grandfather-father-son any more.
@@ -136,7 +136,7 @@ class BackupScheduleSpec(CRModel):
     encryption, a BackupStore's."""
 
 
-class BackupScheduleStatus(Status):
+class BackupScheduleStatus(ScheduledStatus):
     """The observed state of a schedule, written by the operator."""
 
     field_descriptions: ClassVar[Mapping[str, str]] = {
@@ -150,6 +150,7 @@ class BackupScheduleStatus(Status):
     """When the last backup was created by this schedule."""
     next_schedule_time: datetime | None = None
     """When the next backup is due; absent while suspended or invalid."""
+    next_time_field: ClassVar[str] = "next_schedule_time"
     last_successful_backup: str | None = Field(
         default=None, max_length=253, pattern=OBJECT_NAME_PATTERN
     )

@@ -42,7 +42,7 @@ from dockyard.core.models.scheduling import (
     CronExpression,
     TimeZoneName,
 )
-from dockyard.core.models.status import Status
+from dockyard.core.models.status import ScheduledStatus
 
 HISTORY_MAX: Final = 100
 SQL_CHECKS_MAX: Final = 50
@@ -209,7 +209,7 @@ class RestoreDrillSpec(CRModel):
     includes starting the Job."""
 
 
-class RestoreDrillStatus(Status):
+class RestoreDrillStatus(ScheduledStatus):
     """The observed state of a drill, written by the operator."""
 
     field_descriptions: ClassVar[Mapping[str, str]] = {
@@ -225,6 +225,7 @@ class RestoreDrillStatus(Status):
     """Human-readable detail of the state."""
     next_run_time: datetime | None = None
     """When the next run is due; absent while suspended or invalid."""
+    next_time_field: ClassVar[str] = "next_run_time"
     current_run: DrillCurrentRun | None = None
     """The run in progress, if any."""
     last_run: DrillRun | None = None
@@ -235,6 +236,13 @@ class RestoreDrillStatus(Status):
         json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     """Finished runs, newest first, at most spec.historyLimit of them."""
+
+    def schedule_refused(
+        self, error: str, *, generation: int | None, now: datetime | None = None
+    ) -> Self:
+        """As for every scheduled kind, and the message says it too."""
+        refused = super().schedule_refused(error, generation=generation, now=now)
+        return refused.model_copy(update={"message": error})
 
     def with_run(self, run: DrillRun, history_limit: int) -> RestoreDrillStatus:
         """This status with ``run`` as the last run, at the head of a history of at most

@@ -31,6 +31,10 @@ MESSAGE_MAX_LENGTH: Final = 4096
 # The condition of a kind whose work waits while its database server is out (Backup,
 # Restore, RestoreDrill): True while paused, False once the server answers again.
 DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"
+# The Ready condition of a kind that runs on a schedule, and its reason while the strict
+# cron parser refuses the schedule or time zone (``ScheduledStatus``).
+READY: Final = "Ready"
+INVALID_SCHEDULE: Final = "InvalidSchedule"
 # The members a run's phase enum must have for ``RunStatus``'s transitions.
 RUN_PHASES: Final = ("PENDING", "COMPLETED", "FAILED")
 
@@ -140,6 +144,39 @@ class Status(CRModel):
             by_alias=True,
             include=None if include is None else set(include),
             exclude=None if exclude is None else set(exclude),
+        )
+
+
+class ScheduledStatus(Status):
+    """The status of a kind that runs on a cron schedule (BackupSchedule, RestoreDrill).
+
+    Its Ready condition says whether the schedule and time zone parse, and a subclass
+    names in ``next_time_field`` the field that holds the next planned run.
+    """
+
+    next_time_field: ClassVar[str]
+
+    def scheduled(
+        self, message: str, *, suspended: bool, generation: int | None, now: datetime | None = None
+    ) -> Self:
+        """A copy whose schedule parses: Ready True, with reason Suspended or Scheduled and
+        ``message`` saying when it runs next."""
+        reason = "Suspended" if suspended else "Scheduled"
+        return self.with_condition(READY, True, reason, message, generation=generation, now=now)
+
+    def schedule_refused(
+        self, error: str, *, generation: int | None, now: datetime | None = None
+    ) -> Self:
+        """A copy for a schedule or time zone the strict parser refused: ``generation``
+        observed, Ready False with reason InvalidSchedule and the parser's ``error``, and
+        no next run planned."""
+        return self.refused(
+            READY,
+            INVALID_SCHEDULE,
+            error,
+            generation=generation,
+            now=now,
+            update={self.next_time_field: None},
         )
 
 
@@ -268,4 +305,11 @@ def _cut(message: str) -> str:
     return message[:MESSAGE_MAX_LENGTH]
 
 
-__all__ = ["MESSAGE_MAX_LENGTH", "RunStatus", "Status"]
+__all__ = [
+    "INVALID_SCHEDULE",
+    "MESSAGE_MAX_LENGTH",
+    "READY",
+    "RunStatus",
+    "ScheduledStatus",
+    "Status",
+]

@@ -91,14 +91,7 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
     try:
         cron, tz = validate_schedule(spec.schedule, spec.time_zone)
     except CronError as exc:
-        status = previous.refused(
-            BackupScheduleConditionType.READY,
-            "InvalidSchedule",
-            str(exc),
-            generation=generation,
-            now=now,
-            update={"next_schedule_time": None},
-        )
+        status = previous.schedule_refused(str(exc), generation=generation, now=now)
         return Tick(status=status, invalid=str(exc))
 
     active = sorted(b.metadata.name or "" for b in backups if _in_flight(b))
@@ -152,14 +145,7 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
                 "active": sorted(still_active)[:ACTIVE_MAX],
             }
         )
-        .with_condition(
-            BackupScheduleConditionType.READY,
-            True,
-            "Suspended" if spec.suspend else "Scheduled",
-            message,
-            generation=generation,
-            now=now,
-        )
+        .scheduled(message, suspended=spec.suspend, generation=generation, now=now)
     )
     return Tick(
         status=status,

@@ -65,14 +65,7 @@ def plan_tick(drill: RestoreDrill, now: datetime) -> DrillTick:
     try:
         cron, tz = validate_schedule(spec.schedule, spec.time_zone)
     except CronError as exc:
-        status = previous.refused(
-            RestoreDrillConditionType.READY,
-            "InvalidSchedule",
-            str(exc),
-            generation=generation,
-            now=now,
-            update={"next_run_time": None, "message": str(exc)},
-        )
+        status = previous.schedule_refused(str(exc), generation=generation, now=now)
         return DrillTick(status=status, invalid=str(exc))
 
     # A plan made for an older spec is void: the new one is planned from now.
@@ -98,13 +91,8 @@ def plan_tick(drill: RestoreDrill, now: datetime) -> DrillTick:
         else f"Next run at {next_time.isoformat() if next_time else 'never'}."
     )
     status = previous.model_copy(update={"next_run_time": next_time})
-    status = status.observed(generation).with_condition(
-        RestoreDrillConditionType.READY,
-        True,
-        "Suspended" if spec.suspend else "Scheduled",
-        ready_message,
-        generation=generation,
-        now=now,
+    status = status.observed(generation).scheduled(
+        ready_message, suspended=spec.suspend, generation=generation, now=now
     )
     return DrillTick(
         status=described(status), start=start, run_now=run_now and start, skipped=skipped
