@@ -107,14 +107,23 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(RUN_DIRECTORY, tempfile.mkdtemp(prefix="dockyard-tests-"))
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop the test bed once every worker is done, when this run started it."""
-    if hasattr(session.config, "workerinput") or RUN_DIRECTORY not in os.environ:
-        return
-    run = _run_directory()
-    if (run / STARTED_MARK).exists() and os.environ.get("DOCKYARD_TESTBED_KEEP") != "1":
-        Testbed().down()
-    shutil.rmtree(run, ignore_errors=True)
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtestloop(session: pytest.Session) -> Iterator[object]:
+    """Stop the test bed once every worker is done, when this run started it.
+
+    Inside pytest-cov's own wrapper of the loop (``trylast``): the test bed's processes
+    that run this checkout's code (the OIDC issuer, the runner pods) write their
+    coverage data as they stop, and pytest-cov combines it right after this returns.
+    Stopped later, in ``pytest_sessionfinish``, their data was left behind in stray
+    ``.coverage.*`` files."""
+    try:
+        return (yield)
+    finally:
+        if not hasattr(session.config, "workerinput") and RUN_DIRECTORY in os.environ:
+            run = _run_directory()
+            if (run / STARTED_MARK).exists() and os.environ.get("DOCKYARD_TESTBED_KEEP") != "1":
+                Testbed().down()
+            shutil.rmtree(run, ignore_errors=True)
 
 
 def _reaper() -> None:
