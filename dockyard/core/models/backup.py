@@ -28,7 +28,7 @@ from dockyard.core.models.rules import (
     positive_duration_check,
     positive_duration_rule,
 )
-from dockyard.core.models.status import RunStatus
+from dockyard.core.models.status import RunPhase, RunStatus
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
 
 # Tables are named schema.table, each part a PostgreSQL identifier (at most 63 bytes).
@@ -62,18 +62,13 @@ RUNNER_DESCRIPTION: Final = (
 )
 
 
-class BackupPhase(StrEnum):
+class BackupPhase(RunPhase, StrEnum):
     """Where a backup is in its life; Completed and Failed are final."""
 
     PENDING = "Pending"
     RUNNING = "Running"
     COMPLETED = "Completed"
     FAILED = "Failed"
-
-    @property
-    def is_done(self) -> bool:
-        """Whether the backup will not change phase any more."""
-        return self in (BackupPhase.COMPLETED, BackupPhase.FAILED)
 
 
 class BackupConditionType(StrEnum):

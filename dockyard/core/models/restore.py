@@ -28,7 +28,7 @@ from dockyard.core.models.references import (
     ObjectName,
 )
 from dockyard.core.models.rules import check_exactly_one, exactly_one_rule
-from dockyard.core.models.status import RunStatus
+from dockyard.core.models.status import RunPhase, RunStatus
 
 REQUESTED_BY_ANNOTATION: Final = "dockyard.io/requested-by"
 """Who asked for the restore; the REST API sets it to the authenticated caller."""
@@ -49,7 +49,7 @@ class SourceSelection(StrEnum):
     LATEST_VERIFIED = "latestVerified"
 
 
-class RestorePhase(StrEnum):
+class RestorePhase(RunPhase, StrEnum):
     """Where a restore is; Completed and Failed are final."""
 
     PENDING = "Pending"
@@ -59,11 +59,6 @@ class RestorePhase(StrEnum):
     VERIFYING = "Verifying"
     COMPLETED = "Completed"
     FAILED = "Failed"
-
-    @property
-    def is_done(self) -> bool:
-        """Whether the restore will not change phase any more."""
-        return self in (RestorePhase.COMPLETED, RestorePhase.FAILED)
 
 
 class RestoreConditionType(StrEnum):

@@ -35,8 +35,23 @@ DATABASE_UNAVAILABLE: Final = "DatabaseUnavailable"
 # cron parser refuses the schedule or time zone (``ScheduledStatus``).
 READY: Final = "Ready"
 INVALID_SCHEDULE: Final = "InvalidSchedule"
-# The members a run's phase enum must have for ``RunStatus``'s transitions.
+# The members a run's phase enum must have for ``RunStatus``'s transitions, and those
+# that end a run.
 RUN_PHASES: Final = ("PENDING", "COMPLETED", "FAILED")
+FINAL_RUN_PHASES: Final = ("COMPLETED", "FAILED")
+
+
+class RunPhase:
+    """Mixed into the phase enum of a kind that runs to an end, before ``StrEnum``
+    (``class BackupPhase(RunPhase, StrEnum)``): its COMPLETED and FAILED are final."""
+
+    __slots__ = ()
+    name: str
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the run will not change phase any more (Completed or Failed)."""
+        return self.name in FINAL_RUN_PHASES
 
 
 class Status(CRModel):
@@ -217,7 +232,7 @@ class RunStatus(Status):
     @property
     def is_done(self) -> bool:
         """Whether the run has ended (Completed or Failed) and will not change phase."""
-        return self.phase in (self.phases["COMPLETED"], self.phases["FAILED"])
+        return self.phase is not None and self.phase.name in FINAL_RUN_PHASES
 
     def running(
         self,
