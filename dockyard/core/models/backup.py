@@ -17,7 +17,13 @@ from typing import Annotated, ClassVar, Final, Self
 from pydantic import Field
 
 from dockyard.core.models.common import CRModel, CustomResource, status_field
-from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
+from dockyard.core.models.declarations import (
+    ENVIRONMENT_FIELD,
+    PHASE_COLUMN,
+    CRDInfo,
+    PrinterColumn,
+    ValidationRule,
+)
 from dockyard.core.models.references import (
     EnvironmentReference,
     ObjectName,
@@ -245,9 +251,7 @@ class Backup(CustomResource):
         kind="Backup",
         plural="backups",
         short_names=("bk",),
-        # kubectl get ... --field-selector spec.environmentRef.name=shop; the operator
-        # reads an environment\'s own this way on every reconcile.
-        selectable_fields=(".spec.environmentRef.name",),
+        selectable_fields=(ENVIRONMENT_FIELD,),
         printer_columns=(
             PrinterColumn.environment("Environment whose database is backed up."),
             PHASE_COLUMN,

@@ -114,7 +114,13 @@ class PrinterColumn:
     @classmethod
     def environment(cls, description: str) -> PrinterColumn:
         """The column of the Environment a kind's ``spec.environmentRef`` names."""
-        return cls("Environment", "string", ".spec.environmentRef.name", description)
+        return cls("Environment", "string", ENVIRONMENT_FIELD, description)
+
+
+# The Environment a Backup or RestoreDrill belongs to, as a selectable field:
+# ``kubectl get ... --field-selector spec.environmentRef.name=shop``. The operator reads
+# an environment's own objects this way on every reconcile.
+ENVIRONMENT_FIELD: Final = ".spec.environmentRef.name"
 
 
 # The columns several kinds show alike.

@@ -20,7 +20,12 @@ from pydantic.config import JsonDict
 
 from dockyard.core.models.backup import BackupRunner
 from dockyard.core.models.common import CRModel, CustomResource, status_field
-from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
+from dockyard.core.models.declarations import (
+    ENVIRONMENT_FIELD,
+    CRDInfo,
+    PrinterColumn,
+    ValidationRule,
+)
 from dockyard.core.models.drill_runs import (
     RPO_CHECK,
     RTO_CHECK,
@@ -259,9 +264,7 @@ class RestoreDrill(CustomResource):
         kind="RestoreDrill",
         plural="restoredrills",
         short_names=("drill",),
-        # kubectl get ... --field-selector spec.environmentRef.name=shop; the operator
-        # reads an environment\'s own this way on every reconcile.
-        selectable_fields=(".spec.environmentRef.name",),
+        selectable_fields=(ENVIRONMENT_FIELD,),
         printer_columns=(
             PrinterColumn.environment("Environment whose backups are drilled."),
             PrinterColumn("Schedule", "string", ".spec.schedule", "Cron schedule."),

@@ -34,6 +34,7 @@ import aiohttp
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import ConditionStatus
+from dockyard.core.models.declarations import ENVIRONMENT_FIELD
 from dockyard.core.models.environment import Environment, EnvironmentPhase, EnvironmentStatus
 from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.resources import (
@@ -297,7 +298,7 @@ class Reconciler:
             return protection_report(
                 owner.name, self.backups.valid(backups), self.drills.valid(drills)
             )
-        own = {"fieldSelector": f"spec.environmentRef.name={owner.name}"}
+        own = {"fieldSelector": f"{ENVIRONMENT_FIELD.removeprefix('.')}={owner.name}"}
         try:
             listed = await asyncio.gather(
                 self.backups.in_namespace(owner.namespace, params=own),
