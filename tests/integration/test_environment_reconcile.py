@@ -9,7 +9,6 @@ import base64
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -408,17 +407,8 @@ def test_delete_drops_the_database_and_its_role(
 
 
 @pytest.fixture
-def solo_namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace outside this session's operator's reach, for an operator of its own."""
-    name = f"solo-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
 def unreachable_operator(
-    kubectl: Kubectl, solo_namespace: str, testbed_env: dict[str, str], tmp_path: Path
+    kubectl: Kubectl, unwatched_namespace: str, testbed_env: dict[str, str], tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """An operator whose managed PostgreSQL server is a closed port, watching one namespace."""
     env = {
@@ -426,20 +416,22 @@ def unreachable_operator(
         "DOCKYARD_MANAGED_POSTGRES_URL": "postgresql://postgres@127.0.0.1:1/postgres",
         "DOCKYARD_RECONCILE_INTERVAL": "3",
     }
-    proc = start_operator(solo_namespace, env, tmp_path / "operator.log")
+    proc = start_operator(unwatched_namespace, env, tmp_path / "operator.log")
     yield proc
     # Its environments go while it runs, or their finalizer would hold the namespace.
-    kubectl("delete", "environments", "--all", "-n", solo_namespace, "--timeout=60s", check=False)
+    kubectl(
+        "delete", "environments", "--all", "-n", unwatched_namespace, "--timeout=60s", check=False
+    )
     stop_operator(proc)
 
 
 def test_an_unreachable_database_server_is_reported_and_the_operator_keeps_running(
-    kubectl: Kubectl, solo_namespace: str, unreachable_operator: subprocess.Popen[bytes]
+    kubectl: Kubectl, unwatched_namespace: str, unreachable_operator: subprocess.Popen[bytes]
 ) -> None:
-    _apply(kubectl, solo_namespace, "shop")
+    _apply(kubectl, unwatched_namespace, "shop")
 
     def unreachable() -> dict[str, Any] | None:
-        status = _status(kubectl, solo_namespace, "shop")
+        status = _status(kubectl, unwatched_namespace, "shop")
         return status if _condition(status, "DatabaseReady").get("status") == "False" else None
 
     status = wait_for(unreachable, timeout=60)
@@ -450,13 +442,13 @@ def test_an_unreachable_database_server_is_reported_and_the_operator_keeps_runni
     assert status["phase"] == "Pending"
     assert _condition(status, "Ready")["reason"] == "DatabaseNotReady"
     # The workload is deployed regardless; it waits for its Secret.
-    assert _get(kubectl, solo_namespace, "deployment", "shop") is not None
+    assert _get(kubectl, unwatched_namespace, "deployment", "shop") is not None
 
     time.sleep(6)  # a few retries later
     assert unreachable_operator.poll() is None
-    assert _condition(_status(kubectl, solo_namespace, "shop"), "DatabaseReady")["reason"] == (
+    assert _condition(_status(kubectl, unwatched_namespace, "shop"), "DatabaseReady")["reason"] == (
         "ServerUnreachable"
     )
 
     # deletionPolicy Retain (the default) lets the environment go while the server is away.
-    kubectl("delete", "env", "shop", "-n", solo_namespace, "--timeout=60s")
+    kubectl("delete", "env", "shop", "-n", unwatched_namespace, "--timeout=60s")

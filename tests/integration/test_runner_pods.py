@@ -13,8 +13,6 @@ import asyncio
 import hashlib
 import json
 import secrets
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,7 +22,7 @@ import yaml
 
 from dockyard.testbed.cluster import RUNNER_PODS, State
 from dockyard.testbed.runner_pods import EXIT_CODE_ANNOTATION
-from tests.conftest import SESSION_ID, Kubectl, get_json, wait_for
+from tests.conftest import Kubectl, get_json, wait_for
 from tests.integration import backup_fixtures
 from tests.integration.backup_fixtures import NewDatabase
 
@@ -34,15 +32,6 @@ new_database = backup_fixtures.new_database
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 KEY_MOUNT = "/var/run/secrets/test/key"
-
-
-@pytest.fixture
-def own_namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace the session's operator does not watch (it is not t-*-<session>-*)."""
-    name = f"rp-{SESSION_ID}-{uuid.uuid4().hex[:4]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _get(kubectl: Kubectl, *args: str) -> dict[str, Any]:
@@ -190,9 +179,9 @@ DSN_ENV = [
 
 
 async def test_a_runner_dumps_and_reports_with_exactly_its_service_accounts_rights(
-    kubectl: Kubectl, own_namespace: str, new_database: NewDatabase, tmp_path: Path
+    kubectl: Kubectl, unwatched_namespace: str, new_database: NewDatabase, tmp_path: Path
 ) -> None:
-    ns = own_namespace
+    ns = unwatched_namespace
     database = await new_database()
     _secrets(kubectl, ns, database.uri())
     _apply(kubectl, ns, *_identity(ns, allowed="allowed"), _backup("allowed"), _backup("denied"))
@@ -222,9 +211,9 @@ async def test_a_runner_dumps_and_reports_with_exactly_its_service_accounts_righ
 
 
 def test_the_result_file_is_the_containers_termination_message(
-    kubectl: Kubectl, own_namespace: str, tmp_path: Path
+    kubectl: Kubectl, unwatched_namespace: str, tmp_path: Path
 ) -> None:
-    ns = own_namespace
+    ns = unwatched_namespace
     _secrets(kubectl, ns, "postgresql://nobody@127.0.0.1:1/none")
     # --verify-only of an artifact that is not there: a runner failure, reported as JSON.
     args = [
@@ -246,12 +235,12 @@ def test_the_result_file_is_the_containers_termination_message(
 
 
 def test_wrong_usage_fails_the_job_with_exit_code_2_and_the_reason(
-    kubectl: Kubectl, own_namespace: str
+    kubectl: Kubectl, unwatched_namespace: str
 ) -> None:
-    _apply(kubectl, own_namespace, _job("usage", ["backup-run", "--bogus"]))
-    state, pod = _finished(kubectl, own_namespace, "usage")
+    _apply(kubectl, unwatched_namespace, _job("usage", ["backup-run", "--bogus"]))
+    state, pod = _finished(kubectl, unwatched_namespace, "usage")
     assert state == "Failed"
-    job = _get(kubectl, "job", "usage", "-n", own_namespace)
+    job = _get(kubectl, "job", "usage", "-n", unwatched_namespace)
     failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
     terminated = _terminated(pod)
@@ -260,9 +249,9 @@ def test_wrong_usage_fails_the_job_with_exit_code_2_and_the_reason(
 
 
 def test_a_missing_secret_key_fails_the_pod_saying_which(
-    kubectl: Kubectl, own_namespace: str
+    kubectl: Kubectl, unwatched_namespace: str
 ) -> None:
-    ns = own_namespace
+    ns = unwatched_namespace
     _secrets(kubectl, ns, "postgresql://nobody@127.0.0.1:1/none")
     env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "nope"}}}]
     _apply(kubectl, ns, _job("no-key", ["backup-run", "--help"], env=env))
@@ -272,19 +261,19 @@ def test_a_missing_secret_key_fails_the_pod_saying_which(
     assert _terminated(pod)["message"] == f"env DSN: couldn't find key nope in Secret {ns}/db"
 
 
-def test_only_dockyard_runs_here(kubectl: Kubectl, own_namespace: str) -> None:
-    _apply(kubectl, own_namespace, _job("shell", ["-c", "id"], command=["sh"]))
-    state, pod = _finished(kubectl, own_namespace, "shell")
+def test_only_dockyard_runs_here(kubectl: Kubectl, unwatched_namespace: str) -> None:
+    _apply(kubectl, unwatched_namespace, _job("shell", ["-c", "id"], command=["sh"]))
+    state, pod = _finished(kubectl, unwatched_namespace, "shell")
     assert state == "Failed"
     assert _terminated(pod)["exitCode"] == 127
     assert _terminated(pod)["message"] == "only dockyard runner pods run here"
 
 
 def test_jobs_without_the_runner_label_still_complete_without_running(
-    kubectl: Kubectl, own_namespace: str
+    kubectl: Kubectl, unwatched_namespace: str
 ) -> None:
-    _apply(kubectl, own_namespace, _job("plain", ["anything"], command=["sh"], runner=False))
-    state, pod = _finished(kubectl, own_namespace, "plain")
+    _apply(kubectl, unwatched_namespace, _job("plain", ["anything"], command=["sh"], runner=False))
+    state, pod = _finished(kubectl, unwatched_namespace, "plain")
     assert state == "Complete"
     assert EXIT_CODE_ANNOTATION not in (pod["metadata"].get("annotations") or {})
 

@@ -69,23 +69,14 @@ def own_admin(testbed_state: State) -> Iterator[str]:
 
 
 @pytest.fixture
-def steady_namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace outside this session's operator's reach."""
-    name = f"steady-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
 def own_operator(
     kubectl: Kubectl,
-    steady_namespace: str,
+    unwatched_namespace: str,
     own_admin: str,
     testbed_env: dict[str, str],
     tmp_path: Path,
 ) -> Iterator[Path]:
-    """An operator of its own for ``steady_namespace``; the path of its log."""
+    """An operator of its own for ``unwatched_namespace``; the path of its log."""
     log = tmp_path / "operator.log"
     env = {
         **testbed_env,
@@ -94,10 +85,12 @@ def own_operator(
         "DOCKYARD_LOG_FORMAT": "json",
         "DOCKYARD_LOG_LEVEL": "INFO",
     }
-    proc = start_operator(steady_namespace, env, log)
+    proc = start_operator(unwatched_namespace, env, log)
     yield log
     # Its environments (and their databases) go while it runs.
-    kubectl("delete", "environments", "--all", "-n", steady_namespace, "--timeout=90s", check=False)
+    kubectl(
+        "delete", "environments", "--all", "-n", unwatched_namespace, "--timeout=90s", check=False
+    )
     stop_operator(proc)
 
 
@@ -175,16 +168,16 @@ def _log_lines(log: Path, start: int) -> list[dict[str, Any]]:
 
 def test_environments_with_nothing_to_change_cost_no_write_no_session_and_no_log_line(
     kubectl: Kubectl,
-    steady_namespace: str,
+    unwatched_namespace: str,
     own_operator: Path,
     own_admin: str,
     testbed_state: State,
 ) -> None:
     for name in WITHOUT_DATABASE:
-        _apply(kubectl, steady_namespace, name, database=False)
+        _apply(kubectl, unwatched_namespace, name, database=False)
     for name in WITH_DATABASE:
-        _apply(kubectl, steady_namespace, name, database=True)
-    wait_for(lambda: _all_ready(kubectl, steady_namespace), timeout=120)
+        _apply(kubectl, unwatched_namespace, name, database=True)
+    wait_for(lambda: _all_ready(kubectl, unwatched_namespace), timeout=120)
     # Past the passes that follow becoming Ready (the Deployments' status events, the
     # first drift-repair tick one interval after creation) and Kopf's bookkeeping.
     time.sleep(2 * INTERVAL)
@@ -192,7 +185,7 @@ def test_environments_with_nothing_to_change_cost_no_write_no_session_and_no_log
     maintenance = urlsplit(own_admin).path.lstrip("/")
     databases = [
         maintenance,
-        *(database_identity(steady_namespace, name)[0] for name in WITH_DATABASE),
+        *(database_identity(unwatched_namespace, name)[0] for name in WITH_DATABASE),
     ]
     audit = AuditLog(testbed_state)
     audit.set_mark()
@@ -204,7 +197,7 @@ def test_environments_with_nothing_to_change_cost_no_write_no_session_and_no_log
     # pg_stat_database is flushed by each backend within a second of its activity.
     time.sleep(1.5)
     sessions_after = _sessions(testbed_state.managed_postgres_url, databases)
-    events = audit.since_mark(steady_namespace)
+    events = audit.since_mark(unwatched_namespace)
     writes = [e for e in events if e["verb"] in WRITE_VERBS]
     assert writes == [], [
         (e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("name"), e["userAgent"])
