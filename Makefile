@@ -4,11 +4,11 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help bootstrap dev test lint typecheck security audit contracts drift monitoring pytest e2e generate testbed-up testbed-down bench image kind-up lock
+.PHONY: help bootstrap dev test lint typecheck security audit contracts drift monitoring pytest e2e quickstart generate testbed-up testbed-down bench image kind-up lock
 
 help:
 	@echo "make dev   - start the whole platform locally (test bed, migrations, CRDs, API, operator)"
-	@echo "make test  - lint, type check, security scans, drift checks, unit + integration tests, e2e"
+	@echo "make test  - lint, type check, security scans, drift checks, unit + integration tests, e2e, make dev itself"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -16,7 +16,7 @@ bootstrap:
 dev: bootstrap
 	$(VENV)/dockyard dev
 
-test: bootstrap lint typecheck security audit contracts drift monitoring pytest e2e
+test: bootstrap lint typecheck security audit contracts drift monitoring pytest e2e quickstart
 
 lint:
 	$(VENV)/ruff check .
@@ -79,6 +79,11 @@ image:
 # cannot run containers.
 e2e: bootstrap
 	@bash scripts/e2e.sh
+
+# `make dev` itself, on a test bed of its own (after the suites have stopped theirs): the
+# platform starts, answers, and one Ctrl-C stops it (tests/quickstart).
+quickstart: bootstrap
+	$(VENV)/pytest -q -p no:cacheprovider tests/quickstart
 
 kind-up:
 	@bash scripts/kind-up.sh
