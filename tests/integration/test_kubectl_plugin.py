@@ -103,6 +103,13 @@ def test_status_backup_and_drill_of_an_environment(
     _backed_up(kubectl, testbed_state, namespace, backup_root)
     config = _kubeconfig(testbed_state, tmp_path, "admin")
 
+    # The plugin shows the Environment's status, whose lastBackup the reconciler's next
+    # pass writes once the Backup has completed.
+    def last_backup() -> object:
+        environment = _get(kubectl, namespace, "environment", "shop") or {}
+        return (environment.get("status", {}).get("lastBackup") or {}).get("name")
+
+    assert wait_for(last_backup, timeout=30) == "nightly"
     shown = _plugin(config, "-n", namespace, "status", "shop")
     assert shown.returncode == 0, shown.stderr
     assert f"{namespace}/shop" in shown.stdout
