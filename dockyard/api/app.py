@@ -31,6 +31,7 @@ from dockyard.api.routes import audit as audit_routes
 from dockyard.api.routes import (
     backups,
     backupschedules,
+    backupstores,
     docs,
     environments,
     health,
@@ -48,6 +49,7 @@ from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient, KubeTimeouts, load_config
 from dockyard.core.resources import (
     BACKUP_SCHEDULES,
+    BACKUP_STORES,
     BACKUPS,
     ENVIRONMENTS,
     RESTORE_DRILLS,
@@ -72,6 +74,7 @@ def registry() -> OperationRegistry:
         policies,
         backups,
         backupschedules,
+        backupstores,
         restores,
         restoredrills,
         webhooks,
@@ -113,6 +116,7 @@ CACHED_KINDS: dict[ResourceType, web.AppKey[WatchCache]] = {
     RESTORES: keys.RESTORE_CACHE,
     RESTORE_DRILLS: keys.RESTORE_DRILL_CACHE,
     WEBHOOKS: keys.WEBHOOK_CACHE,
+    BACKUP_STORES: keys.BACKUP_STORE_CACHE,
 }
 
 

@@ -54,6 +54,7 @@ BACKUP_SCHEDULE_CACHE = web.AppKey("backup_schedule_cache", WatchCache)
 RESTORE_CACHE = web.AppKey("restore_cache", WatchCache)
 RESTORE_DRILL_CACHE = web.AppKey("restore_drill_cache", WatchCache)
 WEBHOOK_CACHE = web.AppKey("webhook_cache", WatchCache)
+BACKUP_STORE_CACHE = web.AppKey("backup_store_cache", WatchCache)
 # Every cache above that reads are served from (readiness asks whether they synced).
 WATCH_CACHES = web.AppKey("watch_caches", list[WatchCache])
 

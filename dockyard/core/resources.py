@@ -28,7 +28,7 @@ Manifest = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class ResourceType:
-    """A namespaced resource type and where the API server serves it."""
+    """A resource type and where the API server serves it."""
 
     api_version: str
     kind: str
@@ -52,9 +52,16 @@ class ResourceType:
         """``/api/v1`` for the core group, ``/apis/<group>/<version>`` otherwise."""
         return "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
 
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        """The collection's path in ``namespace``, or one object's (or its subresource's)."""
-        path = f"{self.root}/namespaces/{namespace}/{self.plural}"
+    def path(
+        self, namespace: str | None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The collection's path in ``namespace``, or one object's (or its subresource's);
+        ``namespace`` is None for a cluster-scoped kind."""
+        path = (
+            self.cluster_path()
+            if namespace is None
+            else f"{self.root}/namespaces/{namespace}/{self.plural}"
+        )
         if name is not None:
             path += f"/{name}"
             if subresource is not None:
@@ -62,7 +69,8 @@ class ResourceType:
         return path
 
     def cluster_path(self) -> str:
-        """The collection across every namespace (for LIST and WATCH)."""
+        """The collection across every namespace (for LIST and WATCH), or of a
+        cluster-scoped kind."""
         return f"{self.root}/{self.plural}"
 
 
@@ -109,7 +117,7 @@ ROLES: Final = ResourceType("rbac.authorization.k8s.io/v1", "Role", "roles")
 ROLE_BINDINGS: Final = ResourceType("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
 NAMESPACES: Final = ResourceType("v1", "Namespace", "namespaces")
 BACKUP_STORES: Final = ResourceType.of(BackupStore)
-"""Cluster-scoped: its objects are at ``cluster_path()/<name>``."""
+"""Cluster-scoped: its objects are at ``path(None, <name>)``."""
 
 CHILD_TYPES: Final[tuple[ResourceType, ...]] = (
     SERVICE_ACCOUNTS,

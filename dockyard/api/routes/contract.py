@@ -54,6 +54,19 @@ class KindContract:
         return re.sub(r"(?<!^)(?=[A-Z])", " ", self.kind).lower()
 
     @property
+    def cluster_scoped(self) -> bool:
+        """Whether the kind's objects belong to the cluster rather than to a namespace."""
+        return self.model.crd.scope == "Cluster"
+
+    @property
+    def collection_path(self) -> str:
+        """The REST path of the kind's objects: ``/api/v1/<plural>`` for a cluster-scoped
+        kind, ``/api/v1/namespaces/{namespace}/<plural>`` for the others."""
+        if self.cluster_scoped:
+            return f"/api/v1/{self.plural}"
+        return f"/api/v1/namespaces/{{namespace}}/{self.plural}"
+
+    @property
     def resource(self) -> ResourceType:
         return resource_type(self.model.crd.api_version, self.kind)
 
@@ -94,7 +107,7 @@ class KindContract:
     ) -> Operation:
         """An operation at ``.../<plural>/{name}/<action>``; it may answer 404 as well as
         ``responses`` and the ones every operation may."""
-        path = f"/api/v1/namespaces/{{namespace}}/{self.plural}/{{name}}/{action}"
+        path = f"{self.collection_path}/{{name}}/{action}"
         answers = {**COMMON_RESPONSES, 404: f"No such {self.noun}", **(responses or {})}
         return self.operation(
             method, path, operation_id, summary, handler, verb, responses=answers, **details

@@ -3,7 +3,8 @@
 A kind describes itself with ``KindRoutes`` (its models and its cache) and gets the
 same five operations as every other kind that does: list (with ``labelSelector``), get,
 create (``Idempotency-Key``), JSON merge patch and delete (both with ``If-Match``), under
-``/api/v1/namespaces/{namespace}/<plural>``. Reads come from the cache; writes go to the
+``/api/v1/namespaces/{namespace}/<plural>`` (``/api/v1/<plural>`` for a cluster-scoped
+kind, such as BackupStores). Reads come from the cache; writes go to the
 apiserver as the caller, so RBAC, the schema and the CEL rules decide as they do for
 kubectl, and a write waits until the cache has caught up with it (read-your-writes).
 The per-object details (ETag, If-Match, merge patch, the caller's token) are ``objects``'.
@@ -28,7 +29,7 @@ from dockyard.api.bodies import read_json
 from dockyard.api.cache import WatchCache
 from dockyard.api.openapi import Operation, OperationRegistry
 from dockyard.api.routes.contract import COMMON_RESPONSES, KindContract
-from dockyard.api.routes.models import CreateBody
+from dockyard.api.routes.models import CreateBody, NewObjectMeta, create_body, list_body
 from dockyard.api.routes.objects import (
     caller,
     idempotent,
@@ -41,6 +42,7 @@ from dockyard.api.routes.objects import (
 from dockyard.api.routes.pages import label_filter
 from dockyard.core import telemetry
 from dockyard.core.kube import KubeError
+from dockyard.core.models.common import CustomResource
 
 Object = dict[str, Any]
 
@@ -88,8 +90,17 @@ class KindRoutes(KindContract):
     list_model: type[BaseModel]
     cache: web.AppKey[WatchCache]
 
-    def not_found(self, namespace: str, name: str) -> errors.Problem:
-        return errors.not_found(f"{self.kind} {namespace}/{name} does not exist.")
+    @staticmethod
+    def where(request: web.Request) -> tuple[str | None, str]:
+        """The namespace (None for a cluster-scoped kind) and name the path names."""
+        return request.match_info.get("namespace"), request.match_info["name"]
+
+    def described(self, namespace: str | None, name: str) -> str:
+        """The object in words: ``Backup shop/nightly``, ``BackupStore default``."""
+        return f"{self.kind} {name if namespace is None else f'{namespace}/{name}'}"
+
+    def not_found(self, namespace: str | None, name: str) -> errors.Problem:
+        return errors.not_found(f"{self.described(namespace, name)} does not exist.")
 
     async def synced(self, request: web.Request) -> WatchCache:
         """The kind's watch cache once it has synced, noted as what the answer is read from
@@ -101,9 +112,9 @@ class KindRoutes(KindContract):
 
     async def cached(self, request: web.Request) -> Object:
         """The object the path names, from the cache once it has synced; 404 if none."""
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        namespace, name = self.where(request)
         cache = await self.synced(request)
-        obj = cache.get(namespace, name)
+        obj = cache.get(namespace or "", name)
         if obj is None:
             raise self.not_found(namespace, name)
         return obj
@@ -122,7 +133,9 @@ class KindRoutes(KindContract):
         selector = request.query.get("labelSelector")
         predicate = label_filter(selector[:1024]) if selector else None
         cache = await self.synced(request)
-        items = cache.list(namespaces={request.match_info["namespace"]}, predicate=predicate)
+        namespace = request.match_info.get("namespace")
+        scope = None if namespace is None else {namespace}
+        items = cache.list(namespaces=scope, predicate=predicate)
         return web.json_response(
             {"items": [public(o) for o in items], "resourceVersion": str(cache.resource_version)}
         )
@@ -146,7 +159,7 @@ class KindRoutes(KindContract):
             "spec": body.spec.model_dump(mode="json", exclude_none=True, by_alias=True),
         }
         created = await request.app[keys.KUBE].create(
-            self.resource.path(request.match_info["namespace"]),
+            self.resource.path(request.match_info.get("namespace")),
             manifest,
             as_caller=caller(request),
         )
@@ -155,7 +168,7 @@ class KindRoutes(KindContract):
         return created
 
     async def patch(self, request: web.Request) -> web.Response:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        namespace, name = self.where(request)
         raw = await read_merge_patch(request)
         current = await self.cached(request)
         expected = if_match(request)
@@ -175,7 +188,7 @@ class KindRoutes(KindContract):
         except KubeError as exc:
             if exc.status == 409 and expected is not None:
                 raise errors.precondition_failed(
-                    f"If-Match {expected} no longer matches {self.kind} {namespace}/{name}; "
+                    f"If-Match {expected} no longer matches {self.described(namespace, name)}; "
                     "re-read it and retry."
                 ) from None
             raise
@@ -190,7 +203,7 @@ class KindRoutes(KindContract):
     async def _delete(self, request: web.Request, **options: str) -> Object:
         """Delete the object as the caller, with ``If-Match`` as a precondition; the
         apiserver's answer (the object while finalizers run, else a Status)."""
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        namespace, name = self.where(request)
         expected = if_match(request)
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", **options}
         if expected is not None:
@@ -202,7 +215,7 @@ class KindRoutes(KindContract):
         except KubeError as exc:
             if exc.status == 409 and expected is not None:
                 raise errors.precondition_failed(
-                    f"If-Match {expected} no longer matches {self.kind} {namespace}/{name}."
+                    f"If-Match {expected} no longer matches {self.described(namespace, name)}."
                 ) from None
             raise
 
@@ -214,8 +227,10 @@ class KindRoutes(KindContract):
 
     def operations(self) -> list[Operation]:
         """The kind's operations, in the order the OpenAPI document lists them."""
-        many = f"/api/v1/namespaces/{{namespace}}/{self.plural}"
+        many = self.collection_path
         one = many + "/{name}"
+        listed = "" if self.cluster_scoped else "Namespaced"
+        where = "" if self.cluster_scoped else " in a namespace"
         a_noun = f"{'an' if self.noun[0] in 'aeiou' else 'a'} {self.noun}"
         missing = {**COMMON_RESPONSES, 404: f"No such {self.noun}"}
         changed = {**missing, 412: "If-Match does not match"}
@@ -223,8 +238,8 @@ class KindRoutes(KindContract):
             self.operation(
                 "GET",
                 many,
-                f"listNamespaced{self.plural_title}",
-                f"{self.plural_title} in a namespace",
+                f"list{listed}{self.plural_title}",
+                f"{self.plural_title}{where}",
                 self.list_namespaced,
                 "list",
                 response_model=self.list_model,
@@ -242,7 +257,7 @@ class KindRoutes(KindContract):
                 responses={
                     **COMMON_RESPONSES,
                     201: "Created",
-                    404: "The namespace does not exist",
+                    **({} if self.cluster_scoped else {404: "The namespace does not exist"}),
                     409: "Already exists",
                     413: "Body too large",
                     415: "Not JSON",
@@ -284,4 +299,32 @@ class KindRoutes(KindContract):
         ]
 
 
-__all__ = ["KindRoutes"]
+def plain_kind(
+    model: type[CustomResource],
+    metadata: type[NewObjectMeta],
+    cache: web.AppKey[WatchCache],
+    *,
+    spec: str,
+    objects: str,
+) -> KindRoutes:
+    """The routes of a kind with the contract and nothing more, its bodies in the words
+    every such kind uses: ``spec`` says what its spec is, ``objects`` what its objects
+    are called; its list is one page, ordered by name."""
+    plural = model.crd.plural
+    cluster = model.crd.scope == "Cluster"
+    create = create_body(
+        model,
+        metadata,
+        doc=f"The body of ``POST {'/api/v1' if cluster else '...'}/{plural}``.",
+        spec=spec,
+    )
+    listed = list_body(
+        model,
+        doc=f"The {objects} of {'the cluster' if cluster else 'a namespace'}, ordered by name.",
+        items=f"the {objects}",
+        paged=False,
+    )
+    return KindRoutes(model, create, listed, cache)
+
+
+__all__ = ["KindRoutes", "plain_kind"]

@@ -1,7 +1,7 @@
 """ScalingPolicies and RateLimitPolicies over REST: the objects kubectl sees, read from
 the API's watch caches and written to the apiserver as the caller.
 
-Both kinds have the contract of every kind (``kinds.KindRoutes``) and nothing more, so
+Both kinds have the contract of every kind (``kinds.plain_kind``) and nothing more, so
 one table declares them: ``ETag`` is the resourceVersion and ``If-Match`` a
 precondition the apiserver enforces (412), POST honours ``Idempotency-Key``, and the
 apiserver's schema and CEL messages (min above max, a six-field cron, a utilization of
@@ -12,14 +12,10 @@ roles.
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from dockyard.api import keys
-from dockyard.api.cache import WatchCache
 from dockyard.api.openapi import OperationRegistry
-from dockyard.api.routes.kinds import KindRoutes
-from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
-from dockyard.core.models.common import CustomResource
+from dockyard.api.routes.kinds import plain_kind
+from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.core.models.ratelimit import RateLimitPolicy
 from dockyard.core.models.scaling import ScalingPolicy
 
@@ -34,42 +30,20 @@ class ScalingPolicyMetaInput(NewObjectMeta):
     name: str = name_field("unique in the namespace; the HPA gets the same name")
 
 
-def _routes(
-    model: type[CustomResource],
-    metadata: type[NewObjectMeta],
-    cache: web.AppKey[WatchCache],
-    *,
-    spec: str,
-    policies: str,
-) -> KindRoutes:
-    """A policy kind's routes, its bodies in the words every kind uses: ``spec`` says
-    what its spec is, ``policies`` what its objects are called."""
-    create = create_body(
-        model, metadata, doc=f"The body of ``POST .../{model.crd.plural}``.", spec=spec
-    )
-    listed = list_body(
-        model,
-        doc=f"The {policies} of a namespace, ordered by name.",
-        items="the policies",
-        paged=False,
-    )
-    return KindRoutes(model, create, listed, cache)
-
-
 ROUTES = (
-    _routes(
+    plain_kind(
         RateLimitPolicy,
         PolicyMetaInput,
         keys.RATE_LIMIT_POLICY_CACHE,
         spec="the limits",
-        policies="policies",
+        objects="policies",
     ),
-    _routes(
+    plain_kind(
         ScalingPolicy,
         ScalingPolicyMetaInput,
         keys.SCALING_POLICY_CACHE,
         spec="the desired scaling",
-        policies="scaling policies",
+        objects="scaling policies",
     ),
 )
 

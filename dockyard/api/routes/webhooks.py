@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dockyard.api import errors, keys
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import OperationRegistry
-from dockyard.api.routes.kinds import KindRoutes
-from dockyard.api.routes.models import NewObjectMeta, create_body, list_body, name_field
+from dockyard.api.routes.kinds import plain_kind
+from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.core import webhook_deliveries
 from dockyard.core.models.webhook import Webhook
 
@@ -28,20 +28,13 @@ class WebhookMetaInput(NewObjectMeta):
     name: str = name_field("unique in the namespace")
 
 
-WebhookCreate = create_body(
+ROUTES = plain_kind(
     Webhook,
     WebhookMetaInput,
-    doc="The body of ``POST .../webhooks``.",
+    keys.WEBHOOK_CACHE,
     spec="where to deliver which events, and how to sign them",
+    objects="webhooks",
 )
-WebhookList = list_body(
-    Webhook,
-    doc="The webhooks of a namespace, ordered by name.",
-    items="the webhooks",
-    paged=False,
-)
-
-ROUTES = KindRoutes(Webhook, WebhookCreate, WebhookList, keys.WEBHOOK_CACHE)
 
 
 class RedeliverRequest(BaseModel):

@@ -55,7 +55,7 @@ class NoBackupStore(BackupError, reason="NoBackupStore"):
 
 
 def store_path(name: str) -> str:
-    return f"{BACKUP_STORES.cluster_path()}/{name}"
+    return BACKUP_STORES.path(None, name)
 
 
 def derived_key(root: EncryptionKey, namespace: str) -> EncryptionKey:
