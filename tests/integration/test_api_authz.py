@@ -16,16 +16,23 @@ Client = TestClient[object, object]
 READ = ["get", "list", "watch"]
 WRITE = ["create", "patch", "delete"]
 EXPECTED = {
-    "viewer": {"environments": READ, "restores": READ, "ratelimitpolicies": READ},
+    "viewer": {
+        "environments": READ,
+        "restores": READ,
+        "ratelimitpolicies": READ,
+        "webhooks": READ,
+    },
     "developer": {
         "environments": READ + WRITE,
         "restores": READ + WRITE,
         "ratelimitpolicies": READ,
+        "webhooks": READ,
     },
     "operator": {
         "environments": READ + WRITE,
         "restores": [*READ, *WRITE, "approve"],
         "ratelimitpolicies": READ + WRITE,
+        "webhooks": READ + WRITE,
     },
 }
 
@@ -63,8 +70,8 @@ def _bind(kubectl: Kubectl, role: str, user: str, namespace: str) -> None:
         )
 
 
-def _verbs(body: dict[str, object], resource: str) -> list[str]:
-    permissions = body["permissions"]
+def _verbs(body: dict[str, object], resource: str, scope: str = "permissions") -> list[str]:
+    permissions = body[scope]
     assert isinstance(permissions, list)
     return next(p["verbs"] for p in permissions if p["resource"] == resource)
 
@@ -87,6 +94,8 @@ async def test_me_reports_exactly_what_the_role_allows(
     for resource, verbs in EXPECTED[role].items():
         assert _verbs(body, resource) == verbs, resource
     assert _verbs(body, "auditevents") == []
+    # A RoleBinding grants nothing on a cluster-scoped kind, whatever the role.
+    assert _verbs(body, "backupstores", "cluster") == []
 
     elsewhere = await client.get(
         "/api/v1/me?namespace=kube-system", headers={"Authorization": f"Bearer {token}"}
@@ -118,6 +127,29 @@ async def test_only_admins_may_read_the_audit_trail(
         assert problem["type"] == "https://dockyard.io/problems/forbidden"
         assert user in problem["detail"]
         assert problem["requestId"] == response.headers["X-Request-Id"]
+
+
+@pytest.mark.usefixtures("roles_installed")
+async def test_me_reports_the_cluster_scoped_kinds_only_for_a_cluster_wide_grant(
+    client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    local, platform = f"local-admin-{suffix}", f"platform-admin-{suffix}"
+    kubectl("create", "rolebinding", local, "--clusterrole=dockyard-admin", f"--user={local}",
+            "-n", namespace)  # fmt: skip
+    _bind(kubectl, "admin", platform, namespace)
+    try:
+        for user, cluster in ((local, []), (platform, READ + WRITE)):
+            token = testbed.user_token(user, [])
+            response = await client.get(
+                f"/api/v1/me?namespace={namespace}", headers={"Authorization": f"Bearer {token}"}
+            )
+            body = await response.json()
+            assert response.status == 200, body
+            assert _verbs(body, "webhooks") == READ + WRITE, user
+            assert _verbs(body, "backupstores", "cluster") == cluster, user
+    finally:
+        kubectl("delete", "clusterrolebinding", f"{platform}-admin")
 
 
 async def test_anonymous_requests_get_401_with_a_challenge(client: Client) -> None:
