@@ -50,12 +50,14 @@ def admin(testbed: Testbed, kubectl: Kubectl, roles: None) -> Iterator[dict[str,
 
 
 @pytest.fixture
-def tenant(testbed: Testbed, kubectl: Kubectl, namespace: str, roles: None) -> dict[str, str]:
-    """A tenant with every Dockyard right, in its own namespace only."""
+def tenant(
+    testbed: Testbed, kubectl: Kubectl, namespace: str, roles: None
+) -> tuple[str, dict[str, str]]:
+    """A tenant with every Dockyard right, in its own namespace only: its name and headers."""
     user = f"tenant-{uuid.uuid4().hex[:6]}"
     kubectl("create", "rolebinding", user, "--clusterrole=dockyard-admin", f"--user={user}",
             "-n", namespace)  # fmt: skip
-    return {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+    return user, {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
 
 
 @pytest.fixture
@@ -179,24 +181,25 @@ async def test_invalid_stores_are_problems_with_field_paths_and_nothing_is_writt
 async def test_a_tenant_with_every_right_in_its_namespace_cannot_touch_the_stores(
     client: Client,
     admin: dict[str, str],
-    tenant: dict[str, str],
+    tenant: tuple[str, dict[str, str]],
     kubectl: Kubectl,
     store: str,
     tmp_path: Path,
 ) -> None:
+    attacker, headers = tenant
     created = await client.post(BASE, json=_body(store, tmp_path), headers=admin)
     assert created.status == 201, await created.text()
     mine = f"{store}-mine"
 
-    assert (await client.get(BASE, headers=tenant)).status == 403
-    assert (await client.get(f"{BASE}/{store}", headers=tenant)).status == 403
-    assert (await client.post(BASE, json=_body(mine, tmp_path), headers=tenant)).status == 403
+    assert (await client.get(BASE, headers=headers)).status == 403
+    assert (await client.get(f"{BASE}/{store}", headers=headers)).status == 403
+    assert (await client.post(BASE, json=_body(mine, tmp_path), headers=headers)).status == 403
     default = json.dumps({"spec": {"default": True}})
     hijack = await client.patch(
-        f"{BASE}/{store}", data=default, headers={**tenant, "Content-Type": MERGE_PATCH}
+        f"{BASE}/{store}", data=default, headers={**headers, "Content-Type": MERGE_PATCH}
     )
     assert hijack.status == 403
-    assert (await client.delete(f"{BASE}/{store}", headers=tenant)).status == 403
+    assert (await client.delete(f"{BASE}/{store}", headers=headers)).status == 403
     assert (await client.get(BASE)).status == 401
 
     # Nothing changed: the admin's store is as made, and the tenant's was never created.
@@ -206,3 +209,17 @@ async def test_a_tenant_with_every_right_in_its_namespace_cannot_touch_the_store
         kept["metadata"]["resourceVersion"] == (await created.json())["metadata"]["resourceVersion"]
     )
     assert kubectl("get", "backupstore", mine, check=False).returncode != 0
+
+    # Every attempt is in the audit trail, denied, with the verb it was refused.
+    trail = f"/api/v1/audit-events?actor={attacker}&resource=backupstores"
+    verbs: list[str] = []
+    for _ in range(50):
+        listed = await client.get(trail, headers=admin)
+        assert listed.status == 200, await listed.text()
+        items = (await listed.json())["items"]
+        assert all((e["outcome"], e["statusCode"]) == ("denied", 403) for e in items), items
+        verbs = sorted(e["action"].rpartition("verb=")[2] for e in items)
+        if len(verbs) == 5:
+            break
+        await asyncio.sleep(0.1)
+    assert verbs == ["create", "delete", "get", "list", "patch"]
