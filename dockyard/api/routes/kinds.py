@@ -310,17 +310,17 @@ def plain_kind(
     """The routes of a kind with the contract and nothing more, its bodies in the words
     every such kind uses: ``spec`` says what its spec is, ``objects`` what its objects
     are called; its list is one page, ordered by name."""
-    plural = model.crd.plural
-    cluster = model.crd.scope == "Cluster"
+    contract = KindContract(model)
     create = create_body(
         model,
         metadata,
-        doc=f"The body of ``POST {'/api/v1' if cluster else '...'}/{plural}``.",
+        doc=f"The body of ``POST {contract.collection_path}``.",
         spec=spec,
     )
+    where = "the cluster" if contract.cluster_scoped else "a namespace"
     listed = list_body(
         model,
-        doc=f"The {objects} of {'the cluster' if cluster else 'a namespace'}, ordered by name.",
+        doc=f"The {objects} of {where}, ordered by name.",
         items=f"the {objects}",
         paged=False,
     )
