@@ -209,6 +209,20 @@ def kubectl(testbed_state: State, testbed_env: dict[str, str]) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
+def roles(kubectl: Kubectl) -> None:
+    """Dockyard's shipped ClusterRoles (``manifests/rbac-roles.yaml``), for tests that bind
+    users to them. Applied server-side: the test workers may apply them at the same
+    moment, and a client-side apply's create loses that race with AlreadyExists."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "manifests" / "rbac-roles.yaml"),
+    )
+
+
+@pytest.fixture(scope="session")
 def crds_installed(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     kubectl(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import ROOT, Kubectl, StartApi
+from tests.conftest import Kubectl, StartApi
 
+Bind = Callable[[str, str], None]
 Client = TestClient[object, object]
 
 # What /api/v1/me must report per role in a namespace where the role is bound.
@@ -37,11 +39,6 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def roles_installed(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
-
-
 @pytest.fixture
 async def client(start_api: StartApi) -> Client:
     return await start_api(
@@ -49,25 +46,24 @@ async def client(start_api: StartApi) -> Client:
     )
 
 
-def _bind(kubectl: Kubectl, role: str, user: str, namespace: str) -> None:
-    if role == "admin":
-        kubectl(
-            "create",
-            "clusterrolebinding",
-            f"{user}-admin",
-            "--clusterrole=dockyard-admin",
-            f"--user={user}",
-        )
-    else:
-        kubectl(
-            "create",
-            "rolebinding",
-            f"{user}-{role}",
-            f"--clusterrole=dockyard-{role}",
-            f"--user={user}",
-            "-n",
-            namespace,
-        )
+@pytest.fixture
+def bind(kubectl: Kubectl, namespace: str, roles: None) -> Iterator[Bind]:
+    """``bind(role, user)``: a RoleBinding to ``dockyard-<role>`` in the namespace, or for
+    ``admin`` a ClusterRoleBinding, which is deleted after the test."""
+    cluster_bindings: list[str] = []
+
+    def bind(role: str, user: str) -> None:
+        if role == "admin":
+            cluster_bindings.append(f"{user}-admin")
+            kubectl("create", "clusterrolebinding", f"{user}-admin",
+                    "--clusterrole=dockyard-admin", f"--user={user}")  # fmt: skip
+        else:
+            kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole=dockyard-{role}",
+                    f"--user={user}", "-n", namespace)  # fmt: skip
+
+    yield bind
+    for name in cluster_bindings:
+        kubectl("delete", "clusterrolebinding", name, "--wait=false", check=False)
 
 
 def _verbs(body: dict[str, object], resource: str, scope: str = "permissions") -> list[str]:
@@ -76,13 +72,12 @@ def _verbs(body: dict[str, object], resource: str, scope: str = "permissions") -
     return next(p["verbs"] for p in permissions if p["resource"] == resource)
 
 
-@pytest.mark.usefixtures("roles_installed")
 @pytest.mark.parametrize("role", ["viewer", "developer", "operator"])
 async def test_me_reports_exactly_what_the_role_allows(
-    role: str, client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
+    role: str, client: Client, testbed: Testbed, bind: Bind, namespace: str
 ) -> None:
     user = f"{role}-{uuid.uuid4().hex[:6]}"
-    _bind(kubectl, role, user, namespace)
+    bind(role, user)
     token = testbed.user_token(user, ["qa"])
     response = await client.get(
         f"/api/v1/me?namespace={namespace}", headers={"Authorization": f"Bearer {token}"}
@@ -103,16 +98,15 @@ async def test_me_reports_exactly_what_the_role_allows(
     assert _verbs(await elsewhere.json(), "environments") == []
 
 
-@pytest.mark.usefixtures("roles_installed")
 @pytest.mark.parametrize(
     ("role", "allowed"),
     [("viewer", False), ("developer", False), ("operator", False), ("admin", True)],
 )
 async def test_only_admins_may_read_the_audit_trail(
-    role: str, allowed: bool, client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
+    role: str, allowed: bool, client: Client, testbed: Testbed, bind: Bind
 ) -> None:
     user = f"{role}-{uuid.uuid4().hex[:6]}"
-    _bind(kubectl, role, user, namespace)
+    bind(role, user)
     token = testbed.user_token(user, [])
     response = await client.get(
         "/api/v1/audit-events?limit=5", headers={"Authorization": f"Bearer {token}"}
@@ -129,27 +123,23 @@ async def test_only_admins_may_read_the_audit_trail(
         assert problem["requestId"] == response.headers["X-Request-Id"]
 
 
-@pytest.mark.usefixtures("roles_installed")
 async def test_me_reports_the_cluster_scoped_kinds_only_for_a_cluster_wide_grant(
-    client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
+    client: Client, testbed: Testbed, kubectl: Kubectl, bind: Bind, namespace: str
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
     local, platform = f"local-admin-{suffix}", f"platform-admin-{suffix}"
     kubectl("create", "rolebinding", local, "--clusterrole=dockyard-admin", f"--user={local}",
             "-n", namespace)  # fmt: skip
-    _bind(kubectl, "admin", platform, namespace)
-    try:
-        for user, cluster in ((local, []), (platform, READ + WRITE)):
-            token = testbed.user_token(user, [])
-            response = await client.get(
-                f"/api/v1/me?namespace={namespace}", headers={"Authorization": f"Bearer {token}"}
-            )
-            body = await response.json()
-            assert response.status == 200, body
-            assert _verbs(body, "webhooks") == READ + WRITE, user
-            assert _verbs(body, "backupstores", "cluster") == cluster, user
-    finally:
-        kubectl("delete", "clusterrolebinding", f"{platform}-admin")
+    bind("admin", platform)
+    for user, cluster in ((local, []), (platform, READ + WRITE)):
+        token = testbed.user_token(user, [])
+        response = await client.get(
+            f"/api/v1/me?namespace={namespace}", headers={"Authorization": f"Bearer {token}"}
+        )
+        body = await response.json()
+        assert response.status == 200, body
+        assert _verbs(body, "webhooks") == READ + WRITE, user
+        assert _verbs(body, "backupstores", "cluster") == cluster, user
 
 
 async def test_anonymous_requests_get_401_with_a_challenge(client: Client) -> None:

@@ -17,18 +17,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import ROOT, Kubectl, StartApi, get_json, wait_for
+from tests.conftest import Kubectl, StartApi, get_json, wait_for
 
 Client = TestClient[web.Request, web.Application]
 Headers = dict[str, str]
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 PROBLEMS = "https://dockyard.io/problems/"
-
-
-@pytest.fixture(scope="module")
-def roles(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 def _namespace(kubectl: Kubectl) -> str:

@@ -21,7 +21,7 @@ from dockyard.api import keys
 from dockyard.api.routes import me
 from dockyard.core.models.common import API_VERSION
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import ROOT, Kubectl, StartApi
+from tests.conftest import Kubectl, StartApi
 
 Client = TestClient[object, object]
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -58,11 +58,6 @@ class CountingKube:
 
     def reset(self) -> None:
         self.reviews = self.peak = 0
-
-
-@pytest.fixture(scope="module")
-def roles(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 def _environment(kubectl: Kubectl, namespace: str, name: str) -> None:

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from dockyard.api import errors
 from dockyard.core.models.common import API_VERSION
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import ROOT, Kubectl, StartApi
+from tests.conftest import Kubectl, StartApi
 
 Client = TestClient[object, object]
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -29,11 +29,6 @@ INTERVAL = 1.0
 CACHE_TTL = 1.0
 # interval + both cache TTLs + room for a slow shared test bed
 ENDS_WITHIN = INTERVAL + 2 * CACHE_TTL + 10
-
-
-@pytest.fixture(scope="module")
-def roles(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, StartApi, get_json, wait_for
+from tests.conftest import Kubectl, StartApi, get_json, wait_for
 
 Client = TestClient[web.Request, web.Application]
 Headers = dict[str, str]
@@ -32,11 +32,6 @@ PROBLEMS = "https://dockyard.io/problems/"
 MERGE_PATCH = "application/merge-patch+json"
 STORAGE = {"filesystem": {"path": "/var/lib/dockyard/backups"}}
 ENCRYPTION = {"keySecretRef": {"name": "backup-key", "key": "key"}}
-
-
-@pytest.fixture(scope="module")
-def roles(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 @pytest.fixture

@@ -38,11 +38,10 @@ def _shipped_api_role() -> str:
 
 @pytest.fixture
 def api_kubeconfig(
-    kubectl: Kubectl, namespace: str, testbed_state: State, tmp_path: Path
+    kubectl: Kubectl, namespace: str, testbed_state: State, tmp_path: Path, roles: None
 ) -> Iterator[Path]:
     """A kubeconfig of a ServiceAccount holding exactly the shipped API role."""
     kubectl("apply", "-f", "-", input=_shipped_api_role())
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
     kubectl("create", "serviceaccount", "dockyard-api", "-n", namespace)
     kubectl(
         "create",

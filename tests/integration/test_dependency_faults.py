@@ -20,18 +20,13 @@ from aiohttp.test_utils import TestClient
 from dockyard.api import keys
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.faults import hung
-from tests.conftest import ROOT, Kubectl, StartApi
+from tests.conftest import Kubectl, StartApi
 
 Client = TestClient[object, object]
 # It hangs the test bed's PostgreSQL, Redis and apiserver: no other test meanwhile.
 pytestmark = [pytest.mark.usefixtures("crds_installed"), pytest.mark.alone]
 
 UNAVAILABLE = "https://dockyard.io/problems/dependency-unavailable"
-
-
-@pytest.fixture(scope="module")
-def roles(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 @pytest.fixture

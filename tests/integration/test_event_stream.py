@@ -105,12 +105,12 @@ async def _open(
 
 def _viewer(kubectl: Kubectl, testbed: Testbed, namespace: str) -> str:
     user = f"vic-{uuid.uuid4().hex[:6]}"
-    kubectl("apply", "-f", "manifests/rbac-roles.yaml")
     kubectl("create", "rolebinding", user, "--clusterrole=dockyard-viewer", f"--user={user}",
             "-n", namespace)  # fmt: skip
     return testbed.user_token(user, [])
 
 
+@pytest.mark.usefixtures("roles")
 async def test_a_client_that_reconnects_after_an_api_restart_misses_nothing(
     testbed: Testbed, testbed_state: State, kubectl: Kubectl, namespace: str
 ) -> None:
@@ -155,6 +155,7 @@ def environment_watcher(kubectl: Kubectl, testbed: Testbed, namespace: str) -> s
     return testbed.user_token(user, [])
 
 
+@pytest.mark.usefixtures("roles")
 async def test_each_event_is_shown_only_to_callers_who_may_watch_its_kind(
     testbed: Testbed,
     testbed_state: State,

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from dockyard.api import keys
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, StartApi
+from tests.conftest import Kubectl, StartApi
 
 Client = TestClient[Any, Any]
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -33,8 +33,7 @@ async def db(testbed_state: State) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def developer(testbed: Testbed, kubectl: Kubectl, namespace: str) -> dict[str, str]:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
+def developer(testbed: Testbed, kubectl: Kubectl, namespace: str, roles: None) -> dict[str, str]:
     user = f"dev-{uuid.uuid4().hex[:6]}"
     kubectl(
         "create", "rolebinding", "dev", "--clusterrole=dockyard-developer",

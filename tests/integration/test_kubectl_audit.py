@@ -12,6 +12,7 @@ import asyncio
 import json
 import ssl
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,14 @@ def _user(kubectl: Kubectl, testbed: Testbed, namespace: str, role: str) -> tupl
     return user, testbed.user_token(user, [])
 
 
-def _admin_headers(kubectl: Kubectl, testbed: Testbed) -> dict[str, str]:
+@pytest.fixture
+def as_admin(kubectl: Kubectl, testbed: Testbed, roles: None) -> Iterator[dict[str, str]]:
     """The headers of a new user bound to dockyard-admin (who may read the trail)."""
-    kubectl("apply", "-f", "manifests/rbac-roles.yaml")
     admin = f"admin-{uuid.uuid4().hex[:6]}"
     kubectl("create", "clusterrolebinding", admin, "--clusterrole=dockyard-admin",
             f"--user={admin}")  # fmt: skip
-    return {"Authorization": f"Bearer {testbed.user_token(admin, [])}"}
+    yield {"Authorization": f"Bearer {testbed.user_token(admin, [])}"}
+    kubectl("delete", "clusterrolebinding", admin, "--wait=false", check=False)
 
 
 def _dry_run_restore(kubectl: Kubectl, namespace: str, name: str) -> None:
@@ -83,10 +85,13 @@ def namespace(unwatched_namespace: str) -> str:
 
 
 async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(
-    sink: tuple[str, ssl.SSLContext], kubectl: Kubectl, testbed: Testbed, namespace: str
+    sink: tuple[str, ssl.SSLContext],
+    kubectl: Kubectl,
+    testbed: Testbed,
+    namespace: str,
+    as_admin: dict[str, str],
 ) -> None:
     url, trust = sink
-    as_admin = _admin_headers(kubectl, testbed)
     bob, bob_token = _user(kubectl, testbed, namespace, "dockyard-operator")
     _dry_run_restore(kubectl, namespace, "promote")
     await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
@@ -174,11 +179,11 @@ async def test_a_write_with_dockyards_user_agent_is_still_audited_as_its_user(
     testbed: Testbed,
     testbed_state: State,
     namespace: str,
+    as_admin: dict[str, str],
 ) -> None:
     """The attack: a tenant's operator edits an approval and claims to be the Dockyard
     API by its User-Agent, hoping the sink leaves the write out of the trail."""
     url, trust = sink
-    as_admin = _admin_headers(kubectl, testbed)
     mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
     _dry_run_restore(kubectl, namespace, "sneaky")
     await asyncio.sleep(1)  # the RoleBinding reaches the authorizer

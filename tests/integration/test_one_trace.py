@@ -119,6 +119,7 @@ def traced_operator(
     stop_operator(proc)
 
 
+@pytest.mark.usefixtures("roles")
 async def test_one_trace_spans_the_api_the_operator_the_runner_and_the_storage_write(
     receiver: Receiver,
     traced_operator: None,
@@ -134,7 +135,6 @@ async def test_one_trace_spans_the_api_the_operator_the_runner_and_the_storage_w
     await asyncio.to_thread(_environment, kubectl, testbed_state, namespace)
     await asyncio.to_thread(_key_secret, kubectl, namespace)
     user = f"dev-{uuid.uuid4().hex[:6]}"
-    kubectl("apply", "-f", "manifests/rbac-roles.yaml")
     kubectl("create", "rolebinding", user, "--clusterrole=dockyard-developer",
             f"--user={user}", "-n", namespace)  # fmt: skip
     headers = {"Authorization": f"Bearer {testbed.user_token(user, [])}"}

@@ -32,12 +32,12 @@ MAX_EXAMPLES = "5"
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
+@pytest.mark.usefixtures("roles")
 async def test_schemathesis_finds_no_failure_in_the_live_api(
     kubectl: Kubectl, testbed: Testbed, testbed_state: State, tmp_path: Path
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
     namespace, limits = f"st-{suffix}", f"st-{suffix}-limits"
-    kubectl("apply", "-f", "manifests/rbac-roles.yaml")
     admin = f"schemathesis-{suffix}"
     kubectl("create", "clusterrolebinding", admin, "--clusterrole=dockyard-admin",
             f"--user={admin}")  # fmt: skip

@@ -37,11 +37,6 @@ pytestmark = pytest.mark.usefixtures("crds_installed")
 
 
 @pytest.fixture(scope="module")
-def roles(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
-
-
-@pytest.fixture(scope="module")
 async def migrated(testbed_state: State) -> None:
     conn = await asyncpg.connect(testbed_state.database_url)
     try:

@@ -13,7 +13,7 @@ from pytest_aiohttp import AiohttpClient
 
 from dockyard.api.app import create_app
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, get_json
+from tests.conftest import Kubectl, get_json
 from tests.integration.ratelimits import eventually, rule, settings
 
 Client = TestClient[Any, Any]
@@ -30,13 +30,13 @@ async def client(
 
 
 def _user(testbed: Testbed, kubectl: Kubectl, namespace: str, role: str) -> dict[str, str]:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
     user = f"{role}-{uuid.uuid4().hex[:6]}"
     kubectl("create", "rolebinding", user, f"--clusterrole=dockyard-{role}", f"--user={user}",
             "-n", namespace)  # fmt: skip
     return {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
 
 
+@pytest.mark.usefixtures("roles")
 async def test_operators_manage_policies_and_developers_only_read_them(
     client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
 ) -> None:
@@ -100,6 +100,7 @@ async def test_operators_manage_policies_and_developers_only_read_them(
     assert kubectl("get", "rlp", "-n", namespace, "-o", "name").stdout == ""
 
 
+@pytest.mark.usefixtures("roles")
 async def test_invalid_policies_come_back_as_problems_with_field_paths(
     client: Client, testbed: Testbed, kubectl: Kubectl, namespace: str
 ) -> None:

@@ -54,9 +54,8 @@ def _can_approve(kubectl: Kubectl, namespace: str, token: str) -> bool:
 
 @pytest.mark.usefixtures("crds_installed")
 async def test_the_review_allows_only_users_holding_approve_on_that_namespace(
-    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, roles: None
 ) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
     other = f"{namespace[:50]}-o"
     kubectl("create", "namespace", other)
     dev, ops, elsewhere = (f"{who}-{uuid.uuid4().hex[:5]}" for who in ("dev", "ops", "away"))
@@ -86,9 +85,8 @@ async def test_the_review_allows_only_users_holding_approve_on_that_namespace(
 
 
 @pytest.fixture(scope="module")
-def identity_policy(kubectl: Kubectl) -> None:
+def identity_policy(kubectl: Kubectl, roles: None) -> None:
     kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 def _patch(

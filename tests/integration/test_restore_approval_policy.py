@@ -24,9 +24,8 @@ def namespace(unwatched_namespace: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def policy(kubectl: Kubectl) -> None:
+def policy(kubectl: Kubectl, roles: None) -> None:
     kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
     _wait_until_policy_is_active(kubectl)
 
 

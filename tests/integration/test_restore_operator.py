@@ -334,9 +334,8 @@ def test_a_dry_run_writes_the_plan_and_changes_nothing_until_it_is_turned_off(
 
 
 @pytest.fixture(scope="module")
-def identity_policy(kubectl: Kubectl) -> None:
+def identity_policy(kubectl: Kubectl, roles: None) -> None:
     kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 @pytest.mark.usefixtures("identity_policy")

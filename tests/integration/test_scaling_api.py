@@ -12,17 +12,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import ROOT, Kubectl, StartApi, get_json
+from tests.conftest import Kubectl, StartApi, get_json
 
 Client = TestClient[object, object]
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 MERGE_PATCH = "application/merge-patch+json"
-
-
-@pytest.fixture(scope="module")
-def roles(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "rbac-roles.yaml"))
 
 
 @pytest.fixture

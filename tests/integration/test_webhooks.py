@@ -172,6 +172,7 @@ async def _delivered_status(kubectl: Kubectl, namespace: str) -> dict[str, Any] 
     return status if status.get("pending") == 0 and status.get("lastDelivery") else None
 
 
+@pytest.mark.usefixtures("roles")
 async def test_the_breaker_opens_on_a_dead_receiver_and_closes_when_it_is_back_and_dead_letters_can_be_redelivered(  # noqa: E501
     kubectl: Kubectl,
     testbed: Testbed,
@@ -202,7 +203,6 @@ async def test_the_breaker_opens_on_a_dead_receiver_and_closes_when_it_is_back_a
 
         receiver.failing = False
         user = f"ops-{uuid.uuid4().hex[:6]}"
-        await asyncio.to_thread(kubectl, "apply", "-f", "manifests/rbac-roles.yaml")
         await asyncio.to_thread(
             kubectl, "create", "rolebinding", user, "--clusterrole=dockyard-operator",
             f"--user={user}", "-n", namespace,
@@ -286,10 +286,10 @@ async def test_a_url_aimed_at_a_private_address_is_refused(
     assert "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS" in ready["message"]
 
 
+@pytest.mark.usefixtures("roles")
 async def test_webhooks_have_the_rest_contract_of_every_kind(
     kubectl: Kubectl, testbed: Testbed, namespace: str, start_api: StartApi
 ) -> None:
-    await asyncio.to_thread(kubectl, "apply", "-f", "manifests/rbac-roles.yaml")
     user = f"ops-{uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(
         kubectl, "create", "rolebinding", user, "--clusterrole=dockyard-operator",
