@@ -223,6 +223,14 @@ def roles(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture(scope="session")
+def approval_policy(kubectl: Kubectl, roles: None) -> None:
+    """The restore approval ValidatingAdmissionPolicy and its binding
+    (``manifests/restore-approval-policy.yaml``), applied server-side like ``roles``."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f",
+            str(ROOT / "manifests" / "restore-approval-policy.yaml"))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def crds_installed(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     kubectl(

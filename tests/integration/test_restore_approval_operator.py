@@ -16,7 +16,7 @@ import yaml
 from dockyard.core.kube import KubeClient, KubeConfig
 from dockyard.operator.restores.approval import review_approver
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, wait_for
+from tests.conftest import Kubectl, wait_for
 from tests.integration.test_backup_operator import _apply, _fetch, _owner_dsn, _run_sql
 from tests.integration.test_restore_operator import (
     _backed_up,
@@ -84,11 +84,6 @@ async def test_the_review_allows_only_users_holding_approve_on_that_namespace(
         kubectl("delete", "namespace", other, "--wait=false", check=False)
 
 
-@pytest.fixture(scope="module")
-def identity_policy(kubectl: Kubectl, roles: None) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
-
-
 def _patch(
     kubectl: Kubectl, namespace: str, body: dict[str, Any], token: str | None = None
 ) -> None:
@@ -96,7 +91,7 @@ def _patch(
     kubectl(*args, "-p", json.dumps(body), **({"token": token} if token else {}))
 
 
-@pytest.mark.usefixtures("operator_process", "identity_policy")
+@pytest.mark.usefixtures("operator_process", "approval_policy")
 def test_an_approver_who_lost_the_approve_verb_leaves_the_restore_unapproved(
     kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
@@ -151,7 +146,7 @@ def test_an_approver_who_lost_the_approve_verb_leaves_the_restore_unapproved(
 HOLD = "dockyard.io/test-hold"
 
 
-@pytest.mark.usefixtures("operator_process", "identity_policy")
+@pytest.mark.usefixtures("operator_process", "approval_policy")
 def test_a_production_target_being_deleted_fails_the_restore_instead_of_skipping_approval(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import ROOT, Kubectl, wait_for
+from tests.conftest import Kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -24,8 +24,7 @@ def namespace(unwatched_namespace: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def policy(kubectl: Kubectl, roles: None) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
+def policy(kubectl: Kubectl, approval_policy: None) -> None:
     _wait_until_policy_is_active(kubectl)
 
 

@@ -28,7 +28,7 @@ from dockyard.operator.database import database_identity
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, Kubectl, wait_for
+from tests.conftest import Kubectl, wait_for
 from tests.integration.test_backup_operator import (
     EXPECTED_ROWS,
     PINNED,
@@ -333,12 +333,7 @@ def test_a_dry_run_writes_the_plan_and_changes_nothing_until_it_is_turned_off(
     assert {t: n for t, (n, _) in _checksums(dsn).items()} == EXPECTED_ROWS
 
 
-@pytest.fixture(scope="module")
-def identity_policy(kubectl: Kubectl, roles: None) -> None:
-    kubectl("apply", "-f", str(ROOT / "manifests" / "restore-approval-policy.yaml"))
-
-
-@pytest.mark.usefixtures("identity_policy")
+@pytest.mark.usefixtures("approval_policy")
 def test_a_production_restore_waits_for_a_second_person_and_refuses_the_requester(
     kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
@@ -439,7 +434,7 @@ async def _poll(check: Callable[[], Awaitable[Any]], within: float = 120) -> Any
     raise AssertionError(f"condition not met within {within}s; last value: {last!r}")
 
 
-@pytest.mark.usefixtures("identity_policy")
+@pytest.mark.usefixtures("approval_policy")
 async def test_through_the_rest_api_the_requester_cannot_approve_and_a_second_user_can(
     api: Client,
     kubectl: Kubectl,
