@@ -34,19 +34,13 @@ def exceeds_depth(raw: bytes, limit: int) -> bool:
 
 
 def too_deep(limit: int) -> errors.Problem:
-    return errors.Problem(
-        400,
-        "body-too-deep",
-        "Body Too Deep",
+    return errors.BODY_TOO_DEEP(
         f"The request body nests arrays and objects more than {limit} levels deep.",
     )
 
 
 def body_timeout(seconds: float) -> errors.Problem:
-    return errors.Problem(
-        408,
-        "request-timeout",
-        "Request Timeout",
+    return errors.REQUEST_TIMEOUT(
         f"The request body did not arrive within {seconds:g} seconds.",
         headers={"Connection": "close"},
     )

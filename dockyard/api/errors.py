@@ -10,13 +10,87 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final, TypedDict, Unpack
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://dockyard.io/problems/"
+
+
+class ProblemOptions(TypedDict, total=False):
+    """What a problem may carry besides its detail (``Problem``'s keyword arguments)."""
+
+    status: int
+    title: str
+    errors: Iterable[FieldError]
+    headers: Mapping[str, str]
+    dependency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    """A kind of problem: its status, the slug of its stable ``type`` URI and its title.
+
+    Calling it makes a :class:`Problem` of this type with this time's detail. Every type is
+    declared below, once: docs/api.md lists them all (a unit test holds it to this list),
+    and the OpenAPI document's ``ProblemDetail.type`` names them.
+    """
+
+    status: int
+    slug: str
+    title: str
+    passthrough: bool = False
+    """The status is the upstream's (the apiserver's, aiohttp's), not ``status``."""
+
+    @property
+    def uri(self) -> str:
+        return TYPE_BASE + self.slug
+
+    def __call__(self, detail: str, **options: Unpack[ProblemOptions]) -> Problem:
+        return Problem(self, detail, **options)
+
+
+# -- every kind of problem the API answers with ----------------------------------------------
+
+BAD_REQUEST = ProblemType(400, "bad-request", "Bad Request")
+INVALID_NAME = ProblemType(400, "invalid-name", "Invalid Name")
+BODY_TOO_DEEP = ProblemType(400, "body-too-deep", "Body Too Deep")
+UNAUTHORIZED = ProblemType(401, "unauthorized", "Unauthorized")
+FORBIDDEN = ProblemType(403, "forbidden", "Forbidden")
+HTTPS_REQUIRED = ProblemType(403, "https-required", "HTTPS Required")
+CORS_ORIGIN_NOT_ALLOWED = ProblemType(403, "cors-origin-not-allowed", "Origin Not Allowed")
+APPROVAL_BY_REQUESTER = ProblemType(403, "approval-by-requester", "Approval By Requester")
+NOT_FOUND = ProblemType(404, "not-found", "Not Found")
+METHOD_NOT_ALLOWED = ProblemType(405, "method-not-allowed", "Method Not Allowed")
+REQUEST_TIMEOUT = ProblemType(408, "request-timeout", "Request Timeout")
+CONFLICT = ProblemType(409, "conflict", "Conflict")
+PLAN_NOT_READY = ProblemType(409, "plan-not-ready", "Plan Not Ready")
+NOT_AWAITING_APPROVAL = ProblemType(409, "not-awaiting-approval", "Not Awaiting Approval")
+REQUESTER_UNKNOWN = ProblemType(409, "requester-unknown", "Requester Unknown")
+PRECONDITION_FAILED = ProblemType(412, "precondition-failed", "Precondition Failed")
+PAYLOAD_TOO_LARGE = ProblemType(413, "payload-too-large", "Payload Too Large")
+URI_TOO_LONG = ProblemType(414, "uri-too-long", "URI Too Long")
+UNSUPPORTED_MEDIA_TYPE = ProblemType(415, "unsupported-media-type", "Unsupported Media Type")
+VALIDATION_FAILED = ProblemType(422, "validation-failed", "Validation Failed")
+IDEMPOTENCY_KEY_REUSED = ProblemType(422, "idempotency-key-reused", "Idempotency Key Reused")
+TOO_MANY_REQUESTS = ProblemType(429, "too-many-requests", "Too Many Requests")
+HEADER_FIELDS_TOO_LARGE = ProblemType(
+    431, "header-fields-too-large", "Request Header Fields Too Large"
+)
+INTERNAL_ERROR = ProblemType(500, "internal-error", "Internal Server Error")
+DEPENDENCY_UNAVAILABLE = ProblemType(503, "dependency-unavailable", "Service Unavailable")
+STREAM_TOO_SLOW = ProblemType(503, "stream-too-slow", "Stream Too Slow")
+KUBERNETES_ERROR = ProblemType(400, "kubernetes-error", "Bad Request", passthrough=True)
+"""The apiserver refused the request for a reason with no type of its own here."""
+HTTP_ERROR = ProblemType(400, "http-error", "Bad Request", passthrough=True)
+"""aiohttp refused the request with a status that has no type of its own here."""
+
+PROBLEM_TYPES: Final[Mapping[str, ProblemType]] = {
+    kind.slug: kind for kind in globals().values() if isinstance(kind, ProblemType)
+}
 
 
 class FieldError(BaseModel):
@@ -29,7 +103,12 @@ class FieldError(BaseModel):
 class ProblemDetail(BaseModel):
     """An RFC 9457 problem document, as every error response carries."""
 
-    type: str = Field(description="a stable URI naming the kind of problem")
+    type: str = Field(
+        description=(
+            f"a stable URI naming the kind of problem: {TYPE_BASE}<slug>, with one of the "
+            f"slugs {', '.join(sorted(PROBLEM_TYPES))} (docs/api.md says when each is sent)"
+        )
+    )
     title: str = Field(description="a short summary of the kind of problem")
     status: int = Field(description="the HTTP status code")
     detail: str = Field(description="what went wrong this time, for a person")
@@ -50,19 +129,22 @@ class Problem(Exception):
 
     def __init__(
         self,
-        status: int,
-        slug: str,
-        title: str,
+        kind: ProblemType,
         detail: str,
         *,
+        status: int | None = None,
+        title: str | None = None,
         errors: Iterable[FieldError] | None = None,
         headers: Mapping[str, str] | None = None,
         dependency: str | None = None,
     ) -> None:
+        if (status is not None or title is not None) and not kind.passthrough:
+            raise ValueError(f"problem type {kind.slug} has a fixed status and title")
         super().__init__(detail)
-        self.status = status
-        self.slug = slug
-        self.title = title
+        self.kind = kind
+        self.status = kind.status if status is None else status
+        self.slug = kind.slug
+        self.title = kind.title if title is None else title
         self.detail = detail
         self.errors = list(errors) if errors is not None else None
         self.headers = dict(headers or {})
@@ -70,7 +152,7 @@ class Problem(Exception):
 
     @property
     def type(self) -> str:
-        return TYPE_BASE + self.slug
+        return self.kind.uri
 
     def document(self, *, instance: str | None, request_id: str | None) -> ProblemDetail:
         return ProblemDetail(
@@ -99,41 +181,27 @@ def render(problem: Problem, request: web.Request, request_id: str | None) -> we
 
 
 def not_found(detail: str = "No such resource.") -> Problem:
-    return Problem(404, "not-found", "Not Found", detail)
+    return NOT_FOUND(detail)
 
 
 def method_not_allowed(method: str, allowed: Iterable[str]) -> Problem:
     allow = ", ".join(sorted(allowed))
-    return Problem(
-        405,
-        "method-not-allowed",
-        "Method Not Allowed",
-        f"{method} is not allowed here; use {allow}.",
-        headers={"Allow": allow},
+    return METHOD_NOT_ALLOWED(
+        f"{method} is not allowed here; use {allow}.", headers={"Allow": allow}
     )
 
 
 def payload_too_large(limit: int) -> Problem:
-    return Problem(
-        413,
-        "payload-too-large",
-        "Payload Too Large",
-        f"The request body exceeds the limit of {limit} bytes.",
-    )
+    return PAYLOAD_TOO_LARGE(f"The request body exceeds the limit of {limit} bytes.")
 
 
 def unsupported_media_type(got: str) -> Problem:
-    return Problem(
-        415,
-        "unsupported-media-type",
-        "Unsupported Media Type",
-        f"Send application/json (got {got or 'no Content-Type'}).",
-    )
+    return UNSUPPORTED_MEDIA_TYPE(f"Send application/json (got {got or 'no Content-Type'}).")
 
 
 def validation_failed(errors: list[FieldError], detail: str | None = None) -> Problem:
     summary = detail or "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-    return Problem(422, "validation-failed", "Validation Failed", summary, errors=errors)
+    return VALIDATION_FAILED(summary, errors=errors)
 
 
 def from_validation_error(exc: ValidationError, prefix: str = "") -> Problem:
@@ -155,42 +223,27 @@ def field_path(loc: Iterable[Any], prefix: str = "") -> str:
 
 
 def unauthorized(detail: str = "A valid bearer token is required.") -> Problem:
-    return Problem(
-        401,
-        "unauthorized",
-        "Unauthorized",
-        detail,
-        headers={"WWW-Authenticate": 'Bearer realm="dockyard"'},
-    )
+    return UNAUTHORIZED(detail, headers={"WWW-Authenticate": 'Bearer realm="dockyard"'})
 
 
 def forbidden(detail: str) -> Problem:
-    return Problem(403, "forbidden", "Forbidden", detail)
+    return FORBIDDEN(detail)
 
 
 def conflict(detail: str) -> Problem:
-    return Problem(409, "conflict", "Conflict", detail)
+    return CONFLICT(detail)
 
 
 def precondition_failed(detail: str) -> Problem:
-    return Problem(412, "precondition-failed", "Precondition Failed", detail)
+    return PRECONDITION_FAILED(detail)
 
 
 def too_many_requests(retry_after: int, detail: str = "Rate limit exceeded.") -> Problem:
-    return Problem(
-        429,
-        "too-many-requests",
-        "Too Many Requests",
-        detail,
-        headers={"Retry-After": str(max(1, retry_after))},
-    )
+    return TOO_MANY_REQUESTS(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
 def dependency_unavailable(name: str, retry_after: float = 5.0) -> Problem:
-    return Problem(
-        503,
-        "dependency-unavailable",
-        "Service Unavailable",
+    return DEPENDENCY_UNAVAILABLE(
         f"A dependency is unavailable: {name}. Retry later.",
         headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
         dependency=name,
@@ -198,9 +251,4 @@ def dependency_unavailable(name: str, retry_after: float = 5.0) -> Problem:
 
 
 def internal_error() -> Problem:
-    return Problem(
-        500,
-        "internal-error",
-        "Internal Server Error",
-        "The server failed to handle the request; quote the request id.",
-    )
+    return INTERNAL_ERROR("The server failed to handle the request; quote the request id.")

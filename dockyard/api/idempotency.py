@@ -100,10 +100,7 @@ class IdempotencyStore:
         if row is None:  # expired between the two statements: treat as fresh next time
             raise errors.conflict("The Idempotency-Key expired while retrying; retry again.")
         if row["request_hash"] != digest:
-            raise errors.Problem(
-                422,
-                "idempotency-key-reused",
-                "Idempotency Key Reused",
+            raise errors.IDEMPOTENCY_KEY_REUSED(
                 "This Idempotency-Key was used for a different request; use a new key.",
             )
         if row["response_status"] is None:

@@ -146,7 +146,7 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> errors
         return errors.payload_too_large(limit)
     if exc.status == 415:
         return errors.unsupported_media_type(request.content_type)
-    return errors.Problem(exc.status, f"http-{exc.status}", exc.reason, exc.reason)
+    return errors.HTTP_ERROR(exc.reason, status=exc.status, title=exc.reason)
 
 
 def from_kube_error(exc: KubeError) -> errors.Problem:
@@ -174,11 +174,10 @@ def from_kube_error(exc: KubeError) -> errors.Problem:
         return errors.too_many_requests(1, "The Kubernetes API is throttling; retry shortly.")
     if exc.status >= 500:
         return errors.dependency_unavailable("kubernetes")
-    return errors.Problem(
-        exc.status,
-        "kubernetes-error",
-        exc.reason or "Bad Request",
+    return errors.KUBERNETES_ERROR(
         exc.message or "The Kubernetes API refused the request.",
+        status=exc.status,
+        title=exc.reason or "Bad Request",
     )
 
 

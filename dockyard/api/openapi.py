@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from dockyard.api.auth import Permission
+from dockyard.api.errors import PROBLEM_JSON, ProblemDetail
 from dockyard.api.paths import PATH_PARAMETERS
 from dockyard.api.protocol import MAX_REQUEST_LINE
 from dockyard.api.transport import PROBE_PATHS
@@ -51,6 +52,9 @@ class Operation:
     request_schema: dict[str, Any] | None = None
     """A body's JSON Schema when no model describes it: a JSON merge patch, sent as
     ``application/merge-patch+json`` or ``application/json``."""
+    model_statuses: frozenset[int] = frozenset()
+    """Error statuses answered with ``response_model`` rather than a problem document
+    (readiness's 503)."""
 
 
 class OperationRegistry:
@@ -75,7 +79,7 @@ def replace(operations: list[Operation], handler: Handler, **changes: Any) -> li
 
 
 def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
-    models: list[type[BaseModel]] = []
+    models: list[type[BaseModel]] = [ProblemDetail]
     for op in operations:
         for model in (op.request_model, op.response_model):
             if model is not None and model not in models:
@@ -83,6 +87,7 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
     refs, schemas = models_json_schema(
         [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
     )
+    problem = refs[(ProblemDetail, "serialization")]
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         entry: dict[str, Any] = {
@@ -129,12 +134,16 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
             implied[429] = "Rate limited (a RateLimitPolicy); see Retry-After"
         if any(parameter["in"] == "query" for parameter in op.parameters):
             implied[414] = f"The request line is over {MAX_REQUEST_LINE} bytes"
+        if op.authenticated:
+            implied[503] = "A dependency (the problem's dependency) is unavailable; see Retry-After"
         links = _links(op, operations)
         for status, text in sorted({**implied, **op.responses}.items()):
             response: dict[str, Any] = {"description": text}
-            if status < 400 and op.response_model is not None:
+            if op.response_model is not None and (status < 400 or status in op.model_statuses):
                 schema = refs[(op.response_model, "serialization")]
                 response["content"] = {"application/json": {"schema": schema}}
+            elif status >= 400:
+                response["content"] = {PROBLEM_JSON: {"schema": problem}}
             if status == 201 and links:
                 response["links"] = links
             entry["responses"][str(status)] = response

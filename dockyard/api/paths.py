@@ -45,10 +45,7 @@ PATH_PARAMETERS: dict[str, NameRule] = {"namespace": DNS_LABEL, "name": DNS_SUBD
 
 
 def invalid_name(parameter: str, rule: NameRule) -> errors.Problem:
-    return errors.Problem(
-        400,
-        "invalid-name",
-        "Invalid Name",
+    return errors.INVALID_NAME(
         f"The {parameter} must be {rule.description} "
         f"(lowercase letters, digits, '-', at most {rule.max_length} characters).",
         errors=[errors.FieldError(field=parameter, message=f"not {rule.description}")],

@@ -135,23 +135,15 @@ class ProblemRequestHandler(web_protocol.RequestHandler):
         too_many = isinstance(exc, BadHttpMessage) and "too many headers" in exc.message.lower()
         header = isinstance(exc, LineTooLong) and exc.args[1] == self.max_field_size
         if too_many or header:
-            return errors.Problem(
-                431,
-                "header-fields-too-large",
-                "Request Header Fields Too Large",
+            return errors.HEADER_FIELDS_TOO_LARGE(
                 f"Each header may hold at most {self.max_field_size} bytes, "
                 f"and a request at most {self.max_headers} headers.",
             )
         if isinstance(exc, LineTooLong):
-            return errors.Problem(
-                414,
-                "uri-too-long",
-                "URI Too Long",
+            return errors.URI_TOO_LONG(
                 f"The request line may hold at most {self.max_line_size} bytes.",
             )
-        return errors.Problem(
-            400, "bad-request", "Bad Request", "The request is not valid HTTP/1.1."
-        )
+        return errors.BAD_REQUEST("The request is not valid HTTP/1.1.")
 
 
 class _ProblemServer(web.Server):

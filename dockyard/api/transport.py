@@ -111,10 +111,7 @@ def is_https(request: web.Request, trusted_proxies: Networks) -> bool:
 
 
 def https_required() -> errors.Problem:
-    return errors.Problem(
-        403,
-        "https-required",
-        "HTTPS Required",
+    return errors.HTTPS_REQUIRED(
         "This API is served over HTTPS only; repeat the request with https://.",
     )
 
@@ -163,10 +160,7 @@ def allowed_origin(request: web.Request, origins: Sequence[str]) -> str | None:
 
 
 def cors_origin_refused(origin: str) -> errors.Problem:
-    return errors.Problem(
-        403,
-        "cors-origin-not-allowed",
-        "Origin Not Allowed",
+    return errors.CORS_ORIGIN_NOT_ALLOWED(
         f"Cross-origin requests from {origin} are not allowed.",
     )
 

@@ -301,10 +301,7 @@ async def _newest(request: web.Request) -> int:
 
 
 def _too_slow() -> errors.Problem:
-    return errors.Problem(
-        503,
-        "stream-too-slow",
-        "Stream Too Slow",
+    return errors.STREAM_TOO_SLOW(
         f"The client fell more than {LIVE_BUFFER} changes behind; reconnect with "
         "Last-Event-ID to resume the event log.",
     )

@@ -119,5 +119,6 @@ def register(registry: OperationRegistry) -> None:
             response_model=Readiness,
             authenticated=False,
             responses={503: "A dependency is not ready"},
+            model_statuses=frozenset({503}),
         )
     )

@@ -102,10 +102,7 @@ async def get_plan(request: web.Request) -> web.Response:
     plan = status.get("plan")
     if not plan:
         why = status.get("message")
-        raise errors.Problem(
-            409,
-            "plan-not-ready",
-            "Plan Not Ready",
+        raise errors.PLAN_NOT_READY(
             f"Restore {namespace}/{name} has no plan yet"
             + (f": {why}" if why else "; the operator writes it once source and target resolve."),
         )
@@ -120,26 +117,17 @@ def approval_refusal(obj: Object, approver: str) -> errors.Problem | None:
         metadata.get("annotations") or {}, metadata.get("managedFields") or []
     )
     if requester.is_user and requester.name == approver:
-        return errors.Problem(
-            403,
-            "approval-by-requester",
-            "Approval By Requester",
+        return errors.APPROVAL_BY_REQUESTER(
             f"{approver} requested restore {name} and cannot approve it; another user must.",
         )
     phase = (obj.get("status") or {}).get("phase") or RestorePhase.PENDING
     if phase != RestorePhase.AWAITING_APPROVAL:
-        return errors.Problem(
-            409,
-            "not-awaiting-approval",
-            "Not Awaiting Approval",
+        return errors.NOT_AWAITING_APPROVAL(
             f"Restore {name} is {phase}, not {RestorePhase.AWAITING_APPROVAL}.",
         )
     if not requester.is_user:
         # The operator would refuse this approval: nothing shows it comes from someone else.
-        return errors.Problem(
-            409,
-            "requester-unknown",
-            "Requester Unknown",
+        return errors.REQUESTER_UNKNOWN(
             f"Restore {name} names no requester ({REQUESTED_BY_ANNOTATION}), so an approval "
             "cannot be shown to come from another user; recreate it through this API.",
         )
