@@ -26,7 +26,6 @@ from tests.integration.test_drill_operator import _drill
 from tests.integration.test_restore_operator import (
     _backed_up,
     _empty_environment,
-    identity_policy,  # noqa: F401  (the approval policy and the roles, applied once)
     migrated,  # noqa: F401  (the platform schema, for the backup catalog)
 )
 
@@ -155,7 +154,7 @@ def test_status_backup_and_drill_of_an_environment(
     assert last_run["result"] == "Passed"
 
 
-@pytest.mark.usefixtures("identity_policy")
+@pytest.mark.usefixtures("approval_policy")
 def test_plan_create_approve_by_another_user_and_wait_for_a_production_restore(
     kubectl: Kubectl,
     testbed: Testbed,
