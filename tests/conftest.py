@@ -226,8 +226,13 @@ def roles(kubectl: Kubectl) -> None:
 def approval_policy(kubectl: Kubectl, roles: None) -> None:
     """The restore approval ValidatingAdmissionPolicy and its binding
     (``manifests/restore-approval-policy.yaml``), applied server-side like ``roles``."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f",
-            str(ROOT / "manifests" / "restore-approval-policy.yaml"))  # fmt: skip
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "manifests" / "restore-approval-policy.yaml"),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -143,12 +143,15 @@ class Problem(Exception):
         super().__init__(detail)
         self.kind = kind
         self.status = kind.status if status is None else status
-        self.slug = kind.slug
         self.title = kind.title if title is None else title
         self.detail = detail
         self.errors = list(errors) if errors is not None else None
         self.headers = dict(headers or {})
         self.dependency = dependency
+
+    @property
+    def slug(self) -> str:
+        return self.kind.slug
 
     @property
     def type(self) -> str:
