@@ -38,6 +38,7 @@ drift:
 	$(VENV)/dockyard crds --check
 	$(VENV)/dockyard openapi --check
 	$(VENV)/dockyard events --check
+	$(VENV)/dockyard reference --check
 
 # The alert rules, with promtool built from the Go module proxy (cached).
 monitoring:

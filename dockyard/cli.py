@@ -74,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         ("crds", "crds/"),
         ("openapi", "specs/openapi.yaml"),
         ("events", "specs/events/"),
+        ("reference", "docs/api-operations.md"),
     ):
-        gen = commands.add_parser(name, help=f"generate {what} from the models")
+        gen = commands.add_parser(name, help=f"generate {what} from the code")
         gen.add_argument(
             "--check",
             action="store_true",
@@ -182,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "crds": _cmd_crds,
         "openapi": _cmd_openapi,
         "events": _cmd_events,
+        "reference": _cmd_reference,
         "backup-run": _cmd_backup_run,
         "restore-run": _cmd_restore_run,
     }[args.command]
@@ -326,7 +328,7 @@ def _generated(
         if drift:
             print(f"run 'dockyard {command}' and commit the result", file=sys.stderr)
             return 1
-        print(f"{out}/ matches {matches}")
+        print(f"{out} matches {matches}")
         return 0
     for path in write(out):
         print(f"wrote {path}")
@@ -346,6 +348,22 @@ def _cmd_events(args: argparse.Namespace) -> int:
     out = args.out or Path("specs/events")
     return _generated(
         args, "events", out, "the event vocabulary", events.check_schemas, events.write_schemas
+    )
+
+
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from dockyard.api import app
+    from dockyard.contract import reference
+
+    out = args.out or reference.PATH
+    operations = app.registry().operations
+    return _generated(
+        args,
+        "reference",
+        out,
+        "the API's operations",
+        lambda path: reference.check(path, operations),
+        lambda path: reference.write(path, operations),
     )
 
 

@@ -25,7 +25,7 @@ from dockyard.api.transport import PROBE_PATHS
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_TITLE = "Dockyard API"
-API_VERSION = "1.2.0"
+API_VERSION = "1.2.1"
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class Operation:
     audited: bool = True
     """Whether the audit trail records the request itself (refusals always are)."""
     permission: Permission | None = None
+    access: str = ""
+    """Who may call it, in words, where no one permission says so (a filtered list, the
+    apiserver's audit sink). Shown as ``x-dockyard-access`` and in docs/api-operations.md."""
     description: str = ""
     parameters: tuple[dict[str, Any], ...] = ()
     request_optional: bool = False
@@ -104,6 +107,8 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
                 "resource": op.permission.resource,
                 "verb": op.permission.verb,
             }
+        if op.access:
+            entry["x-dockyard-access"] = op.access
         path_params = [
             {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
             for name in _path_params(op.path)
@@ -135,7 +140,9 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
         if any(parameter["in"] == "query" for parameter in op.parameters):
             implied[414] = f"The request line is over {MAX_REQUEST_LINE} bytes"
         if op.authenticated:
-            implied[503] = "A dependency (the problem's dependency) is unavailable; see Retry-After"
+            implied[503] = (
+                "A dependency is unavailable (the problem's dependency names it); see Retry-After"
+            )
         links = _links(op, operations)
         for status, text in sorted({**implied, **op.responses}.items()):
             response: dict[str, Any] = {"description": text}

@@ -166,6 +166,8 @@ class EnvironmentRoutes(KindRoutes):
             self.list_all,
             response_model=self.list_model,
             responses=COMMON_RESPONSES,
+            access="any authenticated user; it lists the namespaces where they may list "
+            "environments",
             description="Filters: labelSelector, tier, phase; cursor pagination.",
             parameters=query_parameters(ListQuery),
         )
@@ -192,6 +194,8 @@ class EnvironmentRoutes(KindRoutes):
             "Server-sent events: Dockyard events of every kind, and environment changes",
             "events",
             stream_events,
+            access="any authenticated user; it shows each event only if they may watch its "
+            "kind in its namespace",
             responses={
                 401: "No valid bearer token",
                 403: "Not allowed to watch environments in ?namespace=",

@@ -203,6 +203,8 @@ def register(registry: OperationRegistry) -> None:
             response_model=Recorded,
             authenticated=False,
             audited=False,
+            access="the kube-apiserver's audit webhook, with DOCKYARD_AUDIT_SINK_TOKEN as its "
+            "bearer token",
             responses={
                 401: "Not the apiserver's audit sink token",
                 404: "The audit sink is not enabled (DOCKYARD_AUDIT_SINK_TOKEN unset)",

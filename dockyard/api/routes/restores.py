@@ -208,6 +208,7 @@ def register(registry: OperationRegistry) -> None:
             "approve",
             response_model=Restore,
             responses={409: "Not awaiting approval", 412: "If-Match does not match"},
+            access="also patch on restores: the approval is written with the caller's own token",
             description="Needs the approve verb on restores (operator and admin roles), and "
             "patch to record it. The requester cannot approve (403 approval-by-requester). "
             "Sets dockyard.io/approved-by to the caller; the operator verifies it.",
