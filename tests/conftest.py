@@ -410,3 +410,10 @@ def start_api(
         return await aiohttp_client(create_app(api_settings(testbed_state, **settings)))
 
     return start
+
+
+@pytest.fixture
+async def client(start_api: StartApi) -> ApiClient:
+    """A client of the API with the test bed's settings; a module that needs others
+    overrides this fixture with its own ``start_api(...)``."""
+    return await start_api()

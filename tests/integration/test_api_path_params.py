@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import Kubectl, StartApi, get_json, wait_for
+from tests.conftest import Kubectl, get_json, wait_for
 
 Client = TestClient[web.Request, web.Application]
 Headers = dict[str, str]
@@ -39,11 +39,6 @@ def two_namespaces(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
     yield pair
     for name in pair:
         kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-async def client(start_api: StartApi) -> Client:
-    return await start_api()
 
 
 def _bind(kubectl: Kubectl, user: str, role: str, namespace: str) -> None:

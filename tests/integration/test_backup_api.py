@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import Kubectl, StartApi, get_json, wait_for
+from tests.conftest import Kubectl, get_json, wait_for
 
 Client = TestClient[web.Request, web.Application]
 Headers = dict[str, str]
@@ -42,11 +42,6 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-async def client(start_api: StartApi) -> Client:
-    return await start_api()
 
 
 def _user(testbed: Testbed, kubectl: Kubectl, namespace: str, role: str) -> Headers:

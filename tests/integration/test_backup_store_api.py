@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import Kubectl, StartApi, get_json
+from tests.conftest import Kubectl, get_json
 
 Client = TestClient[object, object]
 # A store is felt cluster-wide (the operator fills Backups from it), so nothing else runs
@@ -28,11 +28,6 @@ pytestmark = [pytest.mark.usefixtures("crds_installed"), pytest.mark.alone]
 
 BASE = "/api/v1/backupstores"
 MERGE_PATCH = "application/merge-patch+json"
-
-
-@pytest.fixture
-async def client(start_api: StartApi) -> Client:
-    return await start_api()
 
 
 @pytest.fixture

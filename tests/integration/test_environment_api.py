@@ -10,15 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import Kubectl, StartApi, get_json
+from tests.conftest import Kubectl, get_json
 
 Client = TestClient[object, object]
 pytestmark = pytest.mark.usefixtures("crds_installed")
-
-
-@pytest.fixture
-async def client(start_api: StartApi) -> Client:
-    return await start_api()
 
 
 @pytest.fixture

@@ -14,15 +14,10 @@ from aiohttp.test_utils import TestClient
 
 from dockyard.api import keys
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import Kubectl, StartApi
+from tests.conftest import Kubectl
 
 Client = TestClient[Any, Any]
 pytestmark = pytest.mark.usefixtures("crds_installed")
-
-
-@pytest.fixture
-async def client(start_api: StartApi) -> Client:
-    return await start_api()
 
 
 @pytest.fixture
