@@ -26,6 +26,7 @@ from dockyard.core.kube import KubeClient, KubeError, load_config
 from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
+from dockyard.operator import index_gate
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.leadership import Leadership
 from dockyard.operator.services import OperatorMemo, Services
@@ -265,6 +266,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     drills.register_timer(settings.backup_schedule_interval)
     backups.register_ttl_timer(settings.backup_schedule_interval)
     logging.getLogger("kopf.objects").addFilter(QuietRoutine())
+    index_gate.install()  # a namespace deleted while listed must not stop every handler
     memo = OperatorMemo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
     return asyncio.run(_operate(settings, list(namespaces), memo))
