@@ -21,13 +21,15 @@ from dockyard.core.kube import KubeClient
 _SQL_INSERT = """
 INSERT INTO audit_events (
     occurred_at, actor, groups, action, resource, namespace, name, outcome,
-    status_code, request_id, trace_id, source_ip, diff, source
+    status_code, request_id, trace_id, source_ip, diff, source, event_key
 ) VALUES (
-    COALESCE($1::timestamptz, now()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+    COALESCE($1::timestamptz, now()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+    $15
 )
 """
-# The apiserver may send a batch again after a timeout: its auditID makes the row once.
-_ON_CONFLICT = " ON CONFLICT (request_id) WHERE source = 'kubectl' DO NOTHING"
+# The apiserver may send a batch again after a timeout: the event's digest makes the row
+# once. Not its auditID, which the client chose (migration 0008).
+_ON_CONFLICT = " ON CONFLICT (event_key) WHERE source = 'kubectl' DO NOTHING"
 
 
 class Source(StrEnum):
@@ -52,6 +54,8 @@ class AuditRow:
     source_ip: str | None = None
     diff: Mapping[str, Any] | None = None
     occurred_at: datetime | None = None
+    event_key: str | None = None
+    """A reported event's digest (source kubectl): the row is made once per event."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def arguments(self) -> tuple[Any, ...]:
@@ -70,6 +74,7 @@ class AuditRow:
             self.source_ip,
             dict(self.diff) if self.diff is not None else None,
             self.source.value,
+            self.event_key,
         )
 
 
@@ -79,7 +84,7 @@ async def insert(target: asyncpg.Pool | asyncpg.Connection, row: AuditRow) -> in
 
 
 async def insert_reported(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> int:
-    """Append rows the apiserver reported (once per auditID); how many were new."""
+    """Append rows the apiserver reported (once per event); how many were new."""
     new = 0
     for row in rows:
         new += int(

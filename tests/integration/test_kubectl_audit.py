@@ -13,6 +13,7 @@ import json
 import ssl
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +156,15 @@ async def test_a_batch_without_the_apiservers_token_is_refused(
 
 
 async def _rows_of(
-    http: ClientSession, url: str, headers: dict[str, str], namespace: str, actor: str
+    http: ClientSession,
+    url: str,
+    headers: dict[str, str],
+    namespace: str,
+    actor: str,
+    at_least: int = 1,
 ) -> list[dict[str, Any]]:
-    """The kubectl rows of ``actor`` in ``namespace``, waited for (the apiserver batches)."""
+    """The kubectl rows of ``actor`` in ``namespace``, waited for until there are
+    ``at_least`` (the apiserver batches), newest first."""
     rows: list[dict[str, Any]] = []
     for _ in range(60):
         listed = await http.get(
@@ -167,7 +174,7 @@ async def _rows_of(
         )
         assert listed.status == 200, await listed.text()
         rows = [r for r in (await listed.json())["items"] if r["actor"] == actor]
-        if rows:
+        if len(rows) >= at_least:
             return rows
         await asyncio.sleep(0.5)
     return rows
@@ -254,3 +261,87 @@ async def test_a_bad_event_costs_only_itself_and_overlong_fields_are_cut(
     finally:
         await conn.close()
     assert [(r["actor"], len(r["groups"])) for r in rows] == [("carol", 1), ("x" * 256, 64)]
+
+
+@dataclass(frozen=True)
+class ChosenAuditId(CallerToken):
+    """A caller's token, sent with an ``Audit-ID`` header of the caller's choosing."""
+
+    chosen: str = ""
+
+    def audit_id(self) -> str | None:
+        return self.chosen
+
+
+async def test_writes_sharing_a_chosen_audit_id_are_each_in_the_trail(
+    sink: tuple[str, ssl.SSLContext],
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    as_admin: dict[str, str],
+) -> None:
+    """The attack: the apiserver takes a request's ``Audit-ID`` header as the event's
+    auditID. A tenant's operator makes a harmless write, then the approval with the same
+    ID, hoping the sink takes the approval for the first event sent again; and one more
+    write with an ID too long for the trail, hoping the sink skips it."""
+    url, trust = sink
+    mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    _dry_run_restore(kubectl, namespace, "twin")
+    await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
+    chosen = f"chosen-{uuid.uuid4().hex[:8]}"
+    writes = [
+        (chosen, {"metadata": {"labels": {"harmless": "yes"}}}),
+        (chosen, {"metadata": {"annotations": {"dockyard.io/approved-by": mallory}}}),
+        ("z" * 100, {"metadata": {"labels": {"harmless": "still"}}}),
+    ]
+    kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    try:
+        for audit_id, patch in writes:
+            caller = ChosenAuditId(mallory_token, chosen=audit_id)
+            await kube.merge_patch(RESTORES.path(namespace, "twin"), patch, as_caller=caller)
+    finally:
+        await kube.close()
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        rows = await _rows_of(http, url, as_admin, namespace, mallory, at_least=3)
+    assert [(r["action"].split(" agent=")[0], r["name"]) for r in rows] == [
+        ("PATCH restores", "twin")
+    ] * 3
+    assert sorted(r["requestId"] for r in rows) == sorted([chosen, chosen, "z" * 64])
+
+
+async def test_a_batch_sent_again_is_recorded_once(
+    sink: tuple[str, ssl.SSLContext], testbed_state: State, namespace: str
+) -> None:
+    """The apiserver sends a batch again when its post timed out: no row twice."""
+    url, trust = sink
+    items = [
+        {
+            "auditID": str(uuid.uuid4()),
+            "stage": "ResponseComplete",
+            "verb": "delete",
+            "requestReceivedTimestamp": f"2026-12-05T12:00:0{i}.000001Z",
+            "stageTimestamp": f"2026-12-05T12:00:0{i}.000002Z",
+            "user": {"username": "erin", "groups": []},
+            "userAgent": "kubectl/v1.37.1",
+            "objectRef": {
+                "apiGroup": "dockyard.io",
+                "resource": "backups",
+                "namespace": namespace,
+                "name": f"old-{i}",
+            },
+            "responseStatus": {"code": 200},
+        }
+        for i in range(2)
+    ]
+    batch = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}
+    sink_auth = {"Authorization": f"Bearer {testbed_state.audit_sink_token}"}
+    answers = []
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        for _ in range(2):
+            answer = await http.post(
+                f"{url}/api/v1/audit/kubernetes", json=batch, headers=sink_auth
+            )
+            assert answer.status == 200, await answer.text()
+            answers.append(await answer.json())
+    assert answers == [{"recorded": 2, "skipped": 0}, {"recorded": 0, "skipped": 0}]

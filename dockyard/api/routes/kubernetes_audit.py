@@ -4,14 +4,17 @@ The apiserver (``--audit-webhook-config-file``, see ``manifests/audit/``) posts 
 of ``audit.k8s.io/v1`` events here. Each write to a ``dockyard.io`` object that did not
 come through Dockyard itself (this API and the operator with Kopf, which audit their
 own) becomes an audit row with source ``kubectl``: the user, the verb, the object and
-the response code. A batch sent again is recorded once (by ``auditID``).
+the response code. A batch sent again is recorded once: each row carries a digest of its
+event as sent, which a resent batch repeats. Not the ``auditID`` alone: the apiserver
+takes it from the request's ``Audit-ID`` header, so a client chooses it, and two of its
+writes sharing one must still make two rows.
 
 Dockyard's own writes are told apart by proof, never by the user agent, which any
 client chooses: the API's calls made with a caller's token carry an ``auditID`` only
 an API replica can mint (``dockyard.core.audit_ids``); its and the operator's calls as
 themselves are made by the user names of ``OwnWriters`` (with a Dockyard user agent).
-An event the trail cannot hold (too many groups, an over-long name) is cut to fit or
-skipped, never the whole batch.
+An event the trail cannot hold (too many groups, an over-long name or audit ID) is cut
+to fit, and one that is no audit event is skipped, never the whole batch.
 
 The apiserver authenticates with the bearer token ``DOCKYARD_AUDIT_SINK_TOKEN`` (its
 webhook kubeconfig holds the same); without the setting the endpoint is off (404). It is
@@ -21,13 +24,15 @@ OpenAPI contract's clients (tag ``internal``).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Final
 
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
 from dockyard.api import errors, keys
 from dockyard.api.auth import bearer_token
@@ -80,7 +85,7 @@ class ReportedStatus(_Loose):
 class ReportedEvent(_Loose):
     """One ``audit.k8s.io/v1`` Event, as much of it as the trail keeps."""
 
-    audit_id: str = Field(alias="auditID", max_length=64)
+    audit_id: Annotated[str, _fit(64)] = Field(alias="auditID", max_length=64)
     stage: str = Field(max_length=32)
     verb: str = Field(max_length=32)
     user: ReportedUser = Field(default_factory=ReportedUser)
@@ -91,6 +96,16 @@ class ReportedEvent(_Loose):
     object_ref: ReportedObject | None = Field(default=None, alias="objectRef")
     response_status: ReportedStatus | None = Field(default=None, alias="responseStatus")
     stage_timestamp: datetime | None = Field(default=None, alias="stageTimestamp")
+    _key: str = PrivateAttr(default="")
+
+    @classmethod
+    def parse(cls, item: dict[str, Any]) -> ReportedEvent:
+        """The event of ``item``, keyed by a digest of all of ``item``: a batch sent again
+        repeats it to the byte, two requests never do (their timestamps, at the least)."""
+        event = cls.model_validate(item)
+        canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
+        event._key = hashlib.sha256(canonical.encode()).hexdigest()
+        return event
 
     def is_dockyards(self, own_writers: frozenset[str], secret: str) -> bool:
         """Whether Dockyard made this call: the API for a caller (its audit ID proves
@@ -130,6 +145,7 @@ class ReportedEvent(_Loose):
             source_ip=self.source_ips[0] if self.source_ips else None,
             occurred_at=self.stage_timestamp,
             source=Source.KUBECTL,
+            event_key=self._key,
         )
 
 
@@ -155,7 +171,7 @@ def _events(items: list[dict[str, Any]]) -> tuple[list[ReportedEvent], int]:
     skipped = 0
     for item in items:
         try:
-            events.append(ReportedEvent.model_validate(item))
+            events.append(ReportedEvent.parse(item))
         except ValidationError as exc:
             skipped += 1
             logger.warning(
