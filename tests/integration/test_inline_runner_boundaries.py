@@ -164,6 +164,88 @@ def test_an_inline_s3_backup_uses_the_credentials_its_backup_names(
     assert testbed_s3.secret_access_key not in json.dumps(status)
 
 
+def _with_an_identity(testbed_s3: backup_fixtures.TestbedS3) -> dict[str, str]:
+    """Settings that give an operator a cloud identity of its own, as a workload identity
+    or an instance profile would: the test bed's S3 keys, which reach every bucket."""
+    return {
+        **LENIENT,
+        "AWS_ACCESS_KEY_ID": testbed_s3.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": testbed_s3.secret_access_key,
+        "AWS_CA_BUNDLE": testbed_s3.ca_bundle,
+    }
+
+
+def test_an_inline_backup_to_its_own_bucket_without_a_secret_is_refused(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    testbed_s3: backup_fixtures.TestbedS3,
+    s3_credentials: None,
+) -> None:
+    """The attack: a tenant names another tenant's bucket and no Secret, hoping the
+    operator writes there (and lists and aborts its uploads) with its own identity."""
+    namespace = own_operator(**_with_an_identity(testbed_s3))
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    bucket = f"victim-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_bucket(testbed_s3.url, bucket, create=True))
+    _apply(kubectl, namespace, _s3_backup(namespace, "as-operator", testbed_s3.url, bucket))
+
+    status = _wait_phase(kubectl, namespace, "as-operator", "Failed", timeout=60)
+
+    assert status["attempts"] == 1
+    assert _ready(status)["reason"] == "StorageRefused"
+    assert "credentialsSecretRef" in status["message"]
+    assert asyncio.run(_bucket(testbed_s3.url, bucket, create=False)) == []
+
+
+def test_an_inline_backup_to_its_stores_bucket_uses_the_operators_identity(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    testbed_s3: backup_fixtures.TestbedS3,
+    s3_credentials: None,
+) -> None:
+    """A bucket an administrator chose (a BackupStore's storage, with no Secret) is the
+    one place an inline run reaches with the operator's own identity."""
+    namespace = own_operator(**_with_an_identity(testbed_s3))
+    _environment(kubectl, testbed_state, namespace)
+    store, keys = f"ambient-{uuid.uuid4().hex[:6]}", f"dy-keys-{uuid.uuid4().hex[:6]}"
+    bucket = f"platform-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_bucket(testbed_s3.url, bucket, create=True))
+    kubectl("create", "namespace", keys)
+    try:
+        _key_secret(kubectl, keys, "store-key")
+        storage = {"bucket": bucket, "endpoint": testbed_s3.url, "region": "us-east-1"}
+        manifest = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupStore",
+            "metadata": {"name": store},
+            "spec": {
+                "storage": {"s3": storage},
+                "encryption": {"keySecretRef": {"name": "store-key", "key": "key"}},
+                "secretNamespace": keys,
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        backup = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Backup",
+            "metadata": {"name": "to-store", "namespace": namespace},
+            "spec": {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}},
+        }
+        _apply(kubectl, namespace, backup)
+
+        status = _wait_phase(kubectl, namespace, "to-store", "Completed", timeout=120)
+
+        assert status["location"].startswith(f"s3://{bucket}/{namespace}/to-store/")
+        assert asyncio.run(_bucket(testbed_s3.url, bucket, create=False))
+    finally:
+        kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
+        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        kubectl("delete", "namespace", keys, "--wait=false", check=False)
+
+
 # -- the endpoint guard --------------------------------------------------------------------
 
 

@@ -76,8 +76,9 @@ class S3Storage(CRModel):
     """Region of the bucket, for example eu-central-1."""
     credentials_secret_ref: SecretReference | None = None
     """Secret, in the backup's namespace, with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
-    (and optionally AWS_SESSION_TOKEN). Without it the runner uses its ambient credentials (for
-    example a workload identity)."""
+    (and optionally AWS_SESSION_TOKEN). Without it a runner Job uses its Pod's ambient
+    credentials (for example a workload identity); an inline run uses the operator's only for
+    a BackupStore's storage, and refuses a bucket the Backup chose itself."""
     ca_bundle_secret_ref: SecretKeyReference | None = None
     """Key of a Secret, in the backup's namespace, holding the PEM certificates of the authority
     that signed the endpoint's TLS certificate (a private CA, as in-cluster object stores often

@@ -22,6 +22,7 @@ import asyncpg
 from dockyard.core.models.backup import Backup
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext, artifact_prefix, retryable, storage_url
+from dockyard.operator.runs.stores import chosen_by_a_store
 from dockyard.operator.store import InvalidObject, KindStore, post
 from dockyard.runner import BackupError
 
@@ -46,7 +47,8 @@ async def finalize(
     if storage_spec is None:
         return Outcome.done()  # never filled from a store, so never run: nothing stored
     try:
-        async with context.storage(storage_spec, namespace) as storage:
+        ambient = await chosen_by_a_store(context.kube, backup)
+        async with context.storage(storage_spec, namespace, ambient=ambient) as storage:
             names = await storage.list(prefix)
             for artifact in names:
                 await storage.delete(artifact)

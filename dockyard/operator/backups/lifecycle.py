@@ -70,7 +70,7 @@ from dockyard.operator.runs.context import (
 )
 from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
-from dockyard.operator.runs.stores import fill_from_store, filled
+from dockyard.operator.runs.stores import chosen_by_a_store, fill_from_store, filled
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
 from dockyard.runner import BackupError, BackupResult, run_backup
 
@@ -199,7 +199,10 @@ class BackupRuns:
         try:
             storage_spec, encryption = filled(backup)
             # Storage first: a spec that can never work fails before anything else.
-            async with self.context.storage(storage_spec, loaded.namespace) as storage:
+            ambient = await chosen_by_a_store(self.context.kube, backup)
+            async with self.context.storage(
+                storage_spec, loaded.namespace, ambient=ambient
+            ) as storage:
                 if swept := await sweep(storage, self.context.settings):
                     post(
                         loaded.raw,

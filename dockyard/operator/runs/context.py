@@ -131,12 +131,15 @@ async def open_storage(
     s3_part_timeout: float = 60.0,
     s3_concurrency: int = 4,
     breakers: Breakers | None = None,
+    ambient: bool = False,
 ) -> AsyncIterator[Store]:
     """The storage ``spec`` names, for an inline run in ``namespace``.
 
     S3 goes through :mod:`~dockyard.operator.runs.s3_access`: the endpoint guard
     (``endpoints``; public https only when not given) and the keys of the storage's
-    ``credentialsSecretRef``, read through ``kube``, never the operator's own identity.
+    ``credentialsSecretRef``, read through ``kube``. Without a Secret, the operator's
+    own identity (the ambient chain) is used only when ``ambient`` says an administrator
+    chose the bucket (a BackupStore's storage); a tenant's own choice is refused.
     """
     if spec.filesystem is not None:
         path = await asyncio.to_thread(confine, spec.filesystem.path, root)
@@ -159,6 +162,13 @@ async def open_storage(
                 "to use the operator's own identity instead"
             )
         credentials = await s3_credentials(kube, namespace, ref)
+    elif not ambient:
+        raise StorageRefused(
+            f"S3 bucket {spec.s3.bucket} is named without credentialsSecretRef: an inline "
+            "run does not use the operator's own identity for a bucket a Backup chose. Name a "
+            "Secret with the keys, take the storage from a BackupStore, or run it in a Job "
+            "(spec.runner), whose Pod has an identity of its own"
+        )
     ca_ref = spec.s3.ca_bundle_secret_ref
     if ca_ref is not None and (kube is None or not namespace):
         raise StorageRefused(f"the S3 CA bundle Secret {ca_ref.name} cannot be read by this run")
@@ -376,7 +386,9 @@ class RunContext:
                 ) from None
 
     @asynccontextmanager
-    async def storage(self, spec: BackupStorage, namespace: str) -> AsyncIterator[Store]:
+    async def storage(
+        self, spec: BackupStorage, namespace: str, *, ambient: bool = False
+    ) -> AsyncIterator[Store]:
         """:func:`open_storage` for a run in ``namespace``, with this operator's settings."""
         async with open_storage(
             spec,
@@ -387,6 +399,7 @@ class RunContext:
             s3_part_timeout=self.settings.s3_part_timeout,
             s3_concurrency=self.settings.s3_upload_concurrency,
             breakers=self.breakers,
+            ambient=ambient,
         ) as storage:
             yield storage
 

@@ -33,7 +33,7 @@ from dockyard.operator.runs.context import (
     load_key,
     tenant_dsn,
 )
-from dockyard.operator.runs.stores import filled, store_keyring
+from dockyard.operator.runs.stores import chosen_by_a_store, filled, store_keyring
 from dockyard.runner import (
     BackupError,
     Keyring,
@@ -107,7 +107,8 @@ async def restore_backup(
     artifact = backup_artifact(backup)
     dsn = tenant_dsn(context.settings, tenant, database)
     storage_spec, encryption = filled(backup)
-    async with context.storage(storage_spec, namespace) as storage:
+    ambient = await chosen_by_a_store(context.kube, backup)
+    async with context.storage(storage_spec, namespace, ambient=ambient) as storage:
         keys = await backup_keyring(context, backup, encryption.key_secret_ref)
         return await run_restore(
             dsn=dsn,

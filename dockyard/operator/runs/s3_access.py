@@ -3,8 +3,10 @@
 A Job runner gets the keys of ``storage.s3.credentialsSecretRef`` as its environment;
 an inline run must not do with less, nor with more: it uses those keys, read from the
 Secret at the moment of use, and never the operator's own identity (its workload
-identity or instance profile may reach buckets of every tenant). Only a Backup that
-names no Secret uses the ambient chain, as its Job would. The endpoint is checked by
+identity or instance profile may reach buckets of every tenant). A Backup that names
+no Secret uses the ambient chain only for its BackupStore's storage, which an
+administrator chose (``stores.chosen_by_a_store``); any other bucket is refused. The
+endpoint is checked by
 :class:`~dockyard.runner.endpoints.EndpointPolicy` first, and every
 connection's address again by its resolver.
 """

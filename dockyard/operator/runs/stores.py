@@ -82,6 +82,22 @@ def filled(backup: Backup) -> tuple[BackupStorage, BackupEncryption]:
     return storage, encryption
 
 
+async def chosen_by_a_store(kube: KubeClient, backup: Backup) -> bool:
+    """Whether ``backup``'s S3 storage, which names no credentials Secret, is its
+    BackupStore's (immutable) storage: a bucket an administrator chose, which an inline
+    run may reach with the operator's own identity. A Backup's own choice never is."""
+    storage = backup.spec.storage
+    if backup.spec.store_ref is None or storage is None or storage.s3 is None:
+        return False
+    if storage.s3.credentials_secret_ref is not None:
+        return False  # the run uses the Secret's keys: nothing to decide
+    try:
+        store = await find_store(kube, backup.spec.store_ref.name)
+    except NoBackupStore:
+        return False
+    return bool(store.spec.storage == storage)
+
+
 async def find_store(kube: KubeClient, name: str | None) -> BackupStore:
     """The store ``name``, or the one marked default; ``NoBackupStore`` saying why not."""
     if name is not None:
