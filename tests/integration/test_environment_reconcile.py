@@ -452,3 +452,49 @@ def test_an_unreachable_database_server_is_reported_and_the_operator_keeps_runni
 
     # deletionPolicy Retain (the default) lets the environment go while the server is away.
     kubectl("delete", "env", "shop", "-n", unwatched_namespace, "--timeout=60s")
+
+
+# -- Secrets an environment may read ------------------------------------------------------
+
+
+def test_an_environment_cannot_read_another_environments_database_secret(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """The attack: a developer, who may not read Secrets, writes a development
+    environment whose variable takes production's database password, to read it from
+    the pod the operator makes."""
+    _apply(kubectl, namespace, "prod", database={"deletionPolicy": "Delete"})
+    _ready_database_name(kubectl, namespace, "prod")
+    kubectl("create", "secret", "generic", "api-token", "-n", namespace,
+            "--from-literal=token=t0ken")  # fmt: skip
+    own = {"secretKeyRef": {"name": "spy-database", "key": "password"}}
+    tenants = {"secretKeyRef": {"name": "api-token", "key": "token"}}
+    stolen = {"secretKeyRef": {"name": "prod-database", "key": "password"}}
+    env = [
+        {"name": "OWN", "valueFrom": own},
+        {"name": "TOKEN", "valueFrom": tenants},
+        {"name": "STOLEN", "valueFrom": stolen},
+    ]
+    _apply(kubectl, namespace, "spy", database={"deletionPolicy": "Delete"}, env=env)
+
+    status = _wait_phase(kubectl, namespace, "spy", "Failed")
+
+    ready = _condition(status, "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert ready["message"].startswith(
+        "spec.env[2].valueFrom.secretKeyRef.name: Secret prod-database"
+    )
+    assert _get(kubectl, namespace, "deployment", "spy") is None
+
+    # Without the stolen variable, its own database Secret and the tenant's are fine.
+    _apply(kubectl, namespace, "spy", database={"deletionPolicy": "Delete"}, env=env[:2])
+    _wait_phase(kubectl, namespace, "spy", "Ready")
+    names = [
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in _require(kubectl, namespace, "deployment", "spy")["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+        if "valueFrom" in e
+    ]
+    assert "prod-database" not in names
+    assert {"spy-database", "api-token"} <= set(names)

@@ -57,6 +57,7 @@ from dockyard.operator.environments.announcements import announce
 from dockyard.operator.environments.children import ChildMemory
 from dockyard.operator.environments.protection import ProtectionReport, protection_report
 from dockyard.operator.environments.provisioning import DatabaseProvisioner, DatabaseStep
+from dockyard.operator.environments.secret_refs import refused_secret
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling import targets as scaling_targets
 from dockyard.operator.store import InvalidObject, KindStore, ObjectLocks, deleting, post
@@ -202,6 +203,8 @@ class Reconciler:
             env = self.environments.parse(raw)
         except InvalidObject as invalid:
             return await self._reject_spec(raw, invalid.problem)
+        if (refused := await refused_secret(self.kube, env)) is not None:
+            return await self._reject_spec(raw, refused)
         owner = Owner.of(env)
         database: DatabaseStep | None = None
         children = _Children()
