@@ -498,3 +498,26 @@ def test_an_environment_cannot_read_another_environments_database_secret(
     ]
     assert "prod-database" not in names
     assert {"spy-database", "api-token"} <= set(names)
+
+
+def test_an_environment_cannot_name_a_database_secret_before_dockyard_makes_it(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """The same attack, earlier: name ``later-database`` before the environment ``later``
+    exists, so that the pod reads it once Dockyard makes it. A missing Secret of any other
+    name is left to Kubernetes (the pod waits for it)."""
+    waits = {"secretKeyRef": {"name": "not-yet-made", "key": "token"}}
+    early = {"secretKeyRef": {"name": "later-database", "key": "password"}}
+    env = [{"name": "WAITS", "valueFrom": waits}, {"name": "EARLY", "valueFrom": early}]
+    _apply(kubectl, namespace, "early", database=NO_DATABASE, env=env)
+
+    status = _wait_phase(kubectl, namespace, "early", "Failed")
+
+    message = _condition(status, "Ready")["message"]
+    assert message.startswith("spec.env[1].valueFrom.secretKeyRef.name: Secret later-database")
+    assert "does not exist" in message
+    assert _get(kubectl, namespace, "deployment", "early") is None
+
+    _apply(kubectl, namespace, "early", database=NO_DATABASE, env=env[:1])
+    deployment = wait_for(lambda: _get(kubectl, namespace, "deployment", "early"), timeout=60)
+    assert isinstance(deployment, dict)

@@ -7,23 +7,35 @@ the Secrets Dockyard itself keeps in a tenant's namespace stay out of reach: ano
 environment's database credentials, a BackupStore's derived keys. Those carry
 ``app.kubernetes.io/managed-by: dockyard``; an environment may name one only when it is
 its own (its controller is the environment). The tenant's own Secrets are theirs to use.
+
+A Secret that does not exist yet is fine (the pod waits for it, as Kubernetes has it),
+unless its name is one Dockyard gives its own Secrets (``<environment>-database``,
+``<store>-k-<16 hex digits>``): otherwise an environment could name production's before
+production exists, and read it once Dockyard makes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.environment import Environment
 from dockyard.core.resources import SECRETS
 from dockyard.operator.apply import get
+from dockyard.operator.builders.environment import database_secret_name
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
+
+# The names Dockyard gives the Secrets it keeps in a tenant's namespace: an environment's
+# database credentials, and a store's derived keys (``stores.derived_secret_name``).
+_DOCKYARDS_NAME = re.compile(rf".+{re.escape(database_secret_name(''))}|.+-k-[0-9a-f]{{16}}")
 
 
 async def refused_secret(kube: KubeClient, env: Environment) -> str | None:
     """What is wrong with the first Secret ``env``'s variables may not name, as an
     invalid-spec message with its field path; ``None`` when every one may be named."""
     namespace, uid = env.metadata.namespace or "", env.metadata.uid or ""
+    own = database_secret_name(env.metadata.name or "")
     refs = [
         (index, var.value_from.secret_key_ref.name)
         for index, var in enumerate(env.spec.env)
@@ -35,7 +47,14 @@ async def refused_secret(kube: KubeClient, env: Environment) -> str | None:
     for index, name in refs:
         secret = secrets[name]
         if secret is None:
-            continue  # not there yet: the pod waits for it, as Kubernetes has it
+            if name == own or not _DOCKYARDS_NAME.fullmatch(name):
+                continue  # not there yet: the pod waits for it, as Kubernetes has it
+            return (
+                f"spec.env[{index}].valueFrom.secretKeyRef.name: Secret {name} does not exist, "
+                "and its name is one Dockyard gives the Secrets it keeps (an environment's "
+                "database credentials, a backup store's keys): name it once it exists and is "
+                "not Dockyard's"
+            )
         meta = secret.get("metadata") or {}
         if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
             continue
