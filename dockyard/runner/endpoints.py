@@ -9,6 +9,9 @@ platform's own services. So, unless the operator's settings allow it:
 - every address the host resolves to is a public one: private, loopback, link-local,
   shared (100.64/10), reserved, multicast and unspecified addresses are refused unless
   they lie in ``DOCKYARD_S3_ALLOWED_NETWORKS``. One bad address refuses the endpoint.
+  An IPv6 address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, NAT64's
+  64:ff9b::/96, 6to4's 2002::/16) is judged by the IPv4 address it reaches, and
+  local-use NAT64 (64:ff9b:1::/48, RFC 8215) is never public.
 
 The check runs before the client is made (so a refusal is immediate and says why),
 and again, through :class:`GuardedResolver`, at every connection the client opens:
@@ -83,10 +86,8 @@ class EndpointPolicy:
 
     def check_address(self, host: str, address: str) -> None:
         """``EndpointRefused`` unless ``address`` is public or in an allowed network."""
-        ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_global and not ip.is_multicast:
+        ip = reached(ipaddress.ip_address(address.split("%", 1)[0]))
+        if ip.is_global and not ip.is_multicast and ip not in _LOCAL_NAT64:
             return
         if any(ip.version == net.version and ip in net for net in self.allowed_networks):
             return
@@ -100,6 +101,30 @@ class EndpointPolicy:
         host, port = self.check_scheme(url)
         for address in await _resolve(host, port, self.label):
             self.check_address(host, address)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def reached(ip: Address) -> Address:
+    """The address a connection to ``ip`` ends at: the IPv4 address an IPv6 one carries
+    (IPv4-mapped, IPv4-compatible, NAT64 or 6to4), else ``ip`` itself.
+
+    Python 3.11 calls NAT64 and 6to4 addresses global whatever they carry, so
+    ``64:ff9b::a9fe:a9fe`` would pass as public while a NAT64 gateway takes it to
+    169.254.169.254.
+    """
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 def _kind(ip: Address) -> str:

@@ -27,6 +27,14 @@ STRICT = EndpointPolicy()
         "::ffff:127.0.0.1",
         "::ffff:169.254.169.254",
         "224.0.0.1",
+        # IPv6 addresses that carry a private IPv4 one: NAT64, 6to4, IPv4-compatible
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::10.0.0.1",
+        "2002:a9fe:a9fe::1",
+        "2002:7f00:1::",
+        "::10.0.0.1",
+        # local-use NAT64 (RFC 8215) reaches whatever the site routes it to
+        "64:ff9b:1::3408:801",
     ],
 )
 def test_non_public_addresses_are_refused_by_default(address: str) -> None:
@@ -34,9 +42,16 @@ def test_non_public_addresses_are_refused_by_default(address: str) -> None:
         STRICT.check_address("store", address)
 
 
-@pytest.mark.parametrize("address", ["52.216.8.1", "2600:1f18::1"])
+@pytest.mark.parametrize(
+    "address", ["52.216.8.1", "2600:1f18::1", "64:ff9b::3408:801", "2002:3408:801::1"]
+)
 def test_public_addresses_pass(address: str) -> None:
     STRICT.check_address("store", address)
+
+
+def test_a_refusal_names_the_ipv4_address_a_nat64_address_reaches() -> None:
+    with pytest.raises(EndpointRefused, match=r"resolves to 169\.254\.169\.254, a link-local"):
+        STRICT.check_address("store", "64:ff9b::a9fe:a9fe")
 
 
 def test_an_allowed_network_admits_its_addresses_only() -> None:
