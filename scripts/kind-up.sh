@@ -94,6 +94,9 @@ pg_password=$(secret_value dockyard-dev-postgres password)
 pg_password=${pg_password:-$(random_secret)}
 redis_password=$(secret_value dockyard-dev-redis password)
 redis_password=${redis_password:-$(random_secret)}
+# Kept across runs too, so that a list cursor handed out before a rerun still works.
+cursor_key=$(secret_value dockyard-platform cursor-key)
+cursor_key=${cursor_key:-$(random_secret)}
 say "creating the Secrets in $NAMESPACE"
 apply_secret dockyard-dev-postgres "password=$pg_password"
 apply_secret dockyard-dev-redis "password=$redis_password"
@@ -104,7 +107,8 @@ apply_secret dockyard-platform \
   "database-url=${DOCKYARD_DATABASE_URL:-postgresql://dockyard:${pg_password}@${pg_host}:5432/dockyard}" \
   "migration-database-url=${DOCKYARD_MIGRATION_DATABASE_URL:-postgresql://dockyard:${pg_password}@${pg_host}:5432/dockyard}" \
   "redis-url=${DOCKYARD_REDIS_URL:-redis://:${redis_password}@${redis_host}:6379/0}" \
-  "managed-postgres-url=${DOCKYARD_MANAGED_POSTGRES_URL:-postgresql://dockyard:${pg_password}@${pg_host}:5432/postgres}"
+  "managed-postgres-url=${DOCKYARD_MANAGED_POSTGRES_URL:-postgresql://dockyard:${pg_password}@${pg_host}:5432/postgres}" \
+  "cursor-key=${cursor_key}"
 
 # The tag stays the same across builds, so the pod templates carry the image's id: a
 # new build rolls the pods, an unchanged one leaves them alone. Added by a throwaway

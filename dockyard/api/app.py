@@ -20,6 +20,7 @@ from dockyard.api.audit import middleware as audit_middleware
 from dockyard.api.audit import retention as audit_retention
 from dockyard.api.auth import Authenticator, Authorizer
 from dockyard.api.cache import WatchCache
+from dockyard.api.cursors import Sealer
 from dockyard.api.event_tail import EventTail
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
@@ -203,6 +204,8 @@ def create_app(
         ],
     )
     app[keys.SETTINGS] = settings
+    key = settings.cursor_key
+    app[keys.CURSORS] = Sealer(key.get_secret_value() if key is not None else None)
     app[keys.METRICS] = ApiMetrics()
     app[keys.BREAKERS] = Breakers(
         failure_threshold=settings.breaker_failure_threshold,

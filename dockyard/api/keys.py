@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from dockyard.api.auth import Authenticator, Authorizer, Principal
 from dockyard.api.cache import WatchCache
+from dockyard.api.cursors import Sealer
 from dockyard.api.event_tail import EventTail
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
@@ -34,6 +35,8 @@ OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
 OPERATIONS = web.AppKey("operations", dict[str, Operation])
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
+# Seals the cursors of lists that may pass what their caller cannot read.
+CURSORS = web.AppKey("cursors", Sealer)
 # None when DOCKYARD_REDIS_URL is unset (one replica: counters in memory).
 REDIS = web.AppKey[Redis | None]("redis")
 METRICS = web.AppKey("metrics", ApiMetrics)

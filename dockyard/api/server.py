@@ -52,9 +52,20 @@ def check_transport(settings: Settings, context: ssl.SSLContext | None) -> None:
         )
 
 
+def check_cursor_key(settings: Settings) -> None:
+    """Production runs several replicas, and a list's next page may reach any of them: each
+    must open the cursors the others sealed (``dockyard.api.cursors.Sealer``)."""
+    if settings.mode is Mode.PRODUCTION and settings.cursor_key is None:
+        raise ConfigurationError(
+            "production needs DOCKYARD_CURSOR_KEY: the same secret of at least 32 "
+            "characters on every API replica, which seals the list cursors"
+        )
+
+
 def run(settings: Settings, *, host: str, port: int) -> None:
     context = ssl_context(settings)
     check_transport(settings, context)
+    check_cursor_key(settings)
     asyncio.run(_serve(create_app(settings, metrics_host=host), settings, host, port, context))
 
 

@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     audit_sink_token: SecretStr | None = None
     """bearer token the kube-apiserver's audit webhook presents to POST /api/v1/audit/kubernetes;
     unset: that endpoint is off"""
+    cursor_key: SecretStr | None = Field(default=None, min_length=32)
+    """secret (at least 32 characters) the all-namespaces Environment list seals its page cursors
+    with, the same on every API replica; unset: a key drawn per process, so a cursor works only
+    on the replica that gave it"""
     audit_own_users: list[str] = Field(
         default_factory=(
             lambda: [

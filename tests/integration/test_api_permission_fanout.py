@@ -9,6 +9,7 @@ to the same concurrency. The reviews are counted where the API sends them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -96,15 +97,10 @@ async def client(start_api: StartApi) -> tuple[Client, CountingKube]:
     return client, counter
 
 
-@pytest.mark.usefixtures("roles")
-async def test_an_all_namespaces_list_checks_a_bounded_number_of_namespaces(
-    client: tuple[Client, CountingKube],
-    testbed: Testbed,
-    kubectl: Kubectl,
-    namespace: str,
-    crowded: list[str],
-) -> None:
-    http, counter = client
+async def _lister(
+    http: Client, testbed: Testbed, kubectl: Kubectl, namespace: str, crowded: list[str]
+) -> dict[str, str]:
+    """Headers of a viewer of ``namespace`` alone, once the API's cache holds them all."""
     _environment(kubectl, namespace, "mine")
     user = f"lister-{uuid.uuid4().hex[:6]}"
     kubectl(
@@ -116,16 +112,22 @@ async def test_an_all_namespaces_list_checks_a_bounded_number_of_namespaces(
         "-n",
         namespace,
     )
-    headers = {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
     cache = http.server.app[keys.ENVIRONMENT_CACHE]
-
     for _ in range(150):  # the watch cache sees the new environments within 30 s
         if {namespace, *crowded} <= cache.namespaces():
             break
         await asyncio.sleep(0.2)
+    return {"Authorization": f"Bearer {testbed.user_token(user, [])}"}
+
+
+async def _every_page(
+    http: Client, counter: CountingKube, headers: dict[str, str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Every environment the all-namespaces list shows, page by page, and its cursors;
+    each page within the bounds on reviews."""
     seen: list[tuple[str, str]] = []
+    cursors: list[str] = []
     cursor: str | None = None
-    pages = 0
     while True:
         counter.reset()
         query = "?limit=50" + (f"&cursor={cursor}" if cursor else "")
@@ -138,12 +140,49 @@ async def test_an_all_namespaces_list_checks_a_bounded_number_of_namespaces(
         )
         assert counter.peak <= CONCURRENCY
         seen += [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in body["items"]]
-        pages += 1
         cursor = body.get("nextCursor")
         if cursor is None:
-            break
-        assert pages < 1000
+            return seen, cursors
+        cursors.append(cursor)
+        assert len(cursors) < 1000
+
+
+@pytest.mark.usefixtures("roles")
+async def test_an_all_namespaces_list_checks_a_bounded_number_of_namespaces(
+    client: tuple[Client, CountingKube],
+    testbed: Testbed,
+    kubectl: Kubectl,
+    namespace: str,
+    crowded: list[str],
+) -> None:
+    http, counter = client
+    headers = await _lister(http, testbed, kubectl, namespace, crowded)
+    seen, _ = await _every_page(http, counter, headers)
     assert seen == [(namespace, "mine")]
+
+
+@pytest.mark.usefixtures("roles")
+async def test_cursors_do_not_name_namespaces_the_caller_cannot_read(
+    client: tuple[Client, CountingKube],
+    testbed: Testbed,
+    kubectl: Kubectl,
+    namespace: str,
+    crowded: list[str],
+) -> None:
+    """The list goes on after the last namespace it checked, readable or not: its cursor
+    must not let the caller read that namespace's name."""
+    http, counter = client
+    headers = await _lister(http, testbed, kubectl, namespace, crowded)
+    _, tokens = await _every_page(http, counter, headers)
+    assert tokens, "the list should have needed more than one page"
+    for token in tokens:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        assert not [ns for ns in crowded if ns.encode() in raw], raw
+    # An altered cursor is refused, not followed.
+    altered = tokens[0][:-2] + ("AA" if not tokens[0].endswith("AA") else "BB")
+    response = await http.get(f"/api/v1/environments?cursor={altered}", headers=headers)
+    assert response.status == 422
+    assert [e["field"] for e in (await response.json())["errors"]] == ["query.cursor"]
 
 
 async def test_me_keeps_its_reviews_in_bounds(

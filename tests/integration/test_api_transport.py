@@ -6,6 +6,7 @@ test bed's PKI, on a free port.
 
 from __future__ import annotations
 
+import secrets
 import ssl
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def tls_api(
         "DOCKYARD_TLS_KEY_FILE": str(pair.key),
         "DOCKYARD_HSTS_MAX_AGE": "600",
         "DOCKYARD_METRICS_PORT": str(free_port()),
+        "DOCKYARD_CURSOR_KEY": secrets.token_hex(32),
     }
     env.pop("DOCKYARD_TRUSTED_PROXIES", None)
     log = tmp_path / "api.log"

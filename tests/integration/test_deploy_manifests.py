@@ -34,6 +34,7 @@ SECRET_SETTINGS = {
     "DOCKYARD_MIGRATION_DATABASE_URL": "migration-database-url",
     "DOCKYARD_REDIS_URL": "redis-url",
     "DOCKYARD_MANAGED_POSTGRES_URL": "managed-postgres-url",
+    "DOCKYARD_CURSOR_KEY": "cursor-key",
 }
 WORKLOADS = ("Deployment", "StatefulSet")
 # Left out of manifests/Kustomization on purpose: the operator stamps it out per namespace.
@@ -199,6 +200,7 @@ def test_every_setting_given_to_dockyard_is_one_it_knows_with_a_valid_value(
         "DOCKYARD_DATABASE_URL": "postgresql://dockyard@db:5432/dockyard",
         "DOCKYARD_REDIS_URL": "redis://redis:6379/0",
         "DOCKYARD_MANAGED_POSTGRES_URL": "postgresql://admin@db:5432/postgres",
+        "DOCKYARD_CURSOR_KEY": "a stand-in of at least 32 characters",
     }
     for deployment in ("dockyard-api", "dockyard-operator"):
         pod = _one(objects[overlay], "Deployment", deployment)["spec"]["template"]["spec"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from dockyard import cli
 from dockyard.api import server
@@ -65,6 +66,18 @@ def test_production_may_run_plaintext_behind_a_trusted_proxy() -> None:
 
 def test_development_may_run_plaintext() -> None:
     server.check_transport(settings(), None)
+
+
+def test_production_without_a_cursor_key_is_refused() -> None:
+    with pytest.raises(server.ConfigurationError, match="needs DOCKYARD_CURSOR_KEY"):
+        server.check_cursor_key(settings(mode=Mode.PRODUCTION))
+    server.check_cursor_key(settings(mode=Mode.PRODUCTION, cursor_key="c" * 32))
+    server.check_cursor_key(settings())
+
+
+def test_a_cursor_key_shorter_than_32_characters_is_refused() -> None:
+    with pytest.raises(ValidationError, match="cursor_key"):
+        settings(cursor_key="short")
 
 
 def test_dockyard_api_refuses_to_start_in_production_without_tls(

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from dockyard.api import cursors, fanout, keys
+from dockyard.api import fanout, keys
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation, OperationRegistry, replace
 from dockyard.api.paths import DNS_LABEL
@@ -93,9 +93,15 @@ class ListQuery(BaseModel):
             predicates.append(lambda o: (o.get("status") or {}).get("phase") == self.phase)
         return predicates
 
-    def after(self) -> tuple[str, str] | None:
-        """The (namespace, name) the cursor says the previous page ended at."""
-        return cursors.read(self.cursor, _position) if self.cursor else None
+    def after(self, request: web.Request) -> tuple[str, str] | None:
+        """The (namespace, name) the cursor says the previous page ended at.
+
+        Cursors are sealed (``cursors.Sealer``): the all-namespaces list's may name a
+        namespace its caller cannot read, the last one it checked.
+        """
+        if not self.cursor:
+            return None
+        return request.app[keys.CURSORS].open(self.cursor, _position)
 
 
 def _position(value: Any) -> tuple[str, str]:
@@ -113,7 +119,7 @@ class EnvironmentRoutes(KindRoutes):
 
     async def list_all(self, request: web.Request) -> web.Response:
         cache = await self.synced(request)
-        after = parse_query(request, ListQuery).after()
+        after = parse_query(request, ListQuery).after(request)
         # Namespaces a page after the cursor could hold: none before its own, nor its own
         # once the cursor is past it.
         candidates = [
@@ -130,7 +136,7 @@ class EnvironmentRoutes(KindRoutes):
         query = parse_query(request, ListQuery)
         cache = await self.synced(request)
         predicates = query.predicates()
-        after = query.after()
+        after = query.after(request)
         through = readable.checked_through
         matched = cache.list(
             namespaces=set(readable.namespaces) if readable.namespaces is not None else None,
@@ -141,12 +147,13 @@ class EnvironmentRoutes(KindRoutes):
             ),
         )
         shown = matched[: query.limit]
+        sealer = request.app[keys.CURSORS]
         next_cursor = None
         if len(matched) > query.limit:
             last = shown[-1]["metadata"]
-            next_cursor = cursors.encode([last["namespace"], last["name"]])
+            next_cursor = sealer.seal([last["namespace"], last["name"]])
         elif through is not None:
-            next_cursor = cursors.encode([through, _PAST_NAMESPACE])
+            next_cursor = sealer.seal([through, _PAST_NAMESPACE])
         return page(shown, next_cursor, cache.resource_version)
 
     async def delete(self, request: web.Request) -> web.Response:
