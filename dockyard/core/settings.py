@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, IPvAnyNetwork, PostgresDsn, RedisDsn, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# An ingress domain: "*", a host, or "*." and a domain (every host under it).
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+INGRESS_DOMAIN_PATTERN: Final = rf"^(\*|(\*\.)?({_LABEL}\.)*{_LABEL})$"
 
 
 class Mode(StrEnum):
@@ -149,6 +153,12 @@ class Settings(BaseSettings):
         default="ingress-nginx", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )
     """namespace of the ingress controller, whose pods environments admit"""
+    ingress_domains: list[Annotated[str, Field(pattern=INGRESS_DOMAIN_PATTERN)]] = Field(
+        default_factory=lambda: ["*"]
+    )
+    """hosts an environment may publish through its Ingress when its Namespace has no
+    dockyard.io/ingress-domains annotation: "*" any, "*.example.com" any under example.com,
+    else that host alone; [] none"""
     # -- backup and restore runners (dockyard backup-run / restore-run) -------------------
     backup_source_dsn: SecretStr | None = None
     """DSN of the database backup-run dumps"""

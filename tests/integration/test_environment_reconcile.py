@@ -174,7 +174,7 @@ def test_every_child_is_labelled_and_owned_by_its_environment(
         namespace,
         "shop",
         tier="production",
-        ingress={"host": "shop.example.com"},
+        ingress={"host": f"shop.{namespace}.example.com"},
         database={"deletionPolicy": "Delete"},
     )
     _wait_phase(kubectl, namespace, "shop", "Ready")
@@ -323,18 +323,21 @@ def test_an_ingress_exists_only_while_a_host_is_set(kubectl: Kubectl, namespace:
     assert _get(kubectl, namespace, "ingress", "shop") is None
     assert status["url"] == f"http://shop.{namespace}.svc:8080"
 
+    # A host of the test's own: a host is one environment's in the whole cluster.
+    host = f"shop.{namespace}.example.com"
     _apply(
         kubectl,
         namespace,
         "shop",
         database=NO_DATABASE,
-        ingress={"host": "shop.example.com", "tlsSecretName": "shop-tls"},
+        ingress={"host": host, "tlsSecretName": "shop-tls"},
     )
     ingress = wait_for(lambda: _get(kubectl, namespace, "ingress", "shop"), timeout=30)
     assert isinstance(ingress, dict)
-    assert ingress["spec"]["rules"][0]["host"] == "shop.example.com"
-    assert ingress["spec"]["tls"] == [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]
-    wait_for(lambda: _status(kubectl, namespace, "shop").get("url") == "https://shop.example.com")
+    assert ingress["spec"]["rules"][0]["host"] == host
+    assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": "shop-tls"}]
+    wait_for(lambda: _status(kubectl, namespace, "shop").get("url") == f"https://{host}")
+    assert _condition(_status(kubectl, namespace, "shop"), "HostAdmitted")["reason"] == "Admitted"
 
     _apply(kubectl, namespace, "shop", database=NO_DATABASE)
 

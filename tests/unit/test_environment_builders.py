@@ -60,7 +60,12 @@ def test_every_child_is_controlled_by_the_environment(tier: str) -> None:
 
 def test_every_child_carries_the_recommended_labels_and_the_tier() -> None:
     for manifest in _children(_env("staging", ingress={"host": "shop.example.com"})):
-        assert manifest["metadata"]["labels"] == {
+        labels = dict(manifest["metadata"]["labels"])
+        if manifest["kind"] == "Ingress":  # and its claim on the host
+            assert labels.pop(build.INGRESS_HOST_LABEL) == build.ingress_host_label(
+                "shop.example.com"
+            )
+        assert labels == {
             "app.kubernetes.io/name": "shop",
             "app.kubernetes.io/instance": "shop",
             "app.kubernetes.io/managed-by": "dockyard",
@@ -277,6 +282,25 @@ def test_a_host_gets_an_ingress_to_the_service() -> None:
         "service": {"name": "shop", "port": {"name": "http"}}
     }
     assert "tls" not in ingress["spec"]
+
+
+def test_the_ingress_carries_its_claim_on_the_host() -> None:
+    ingress = build.ingress(_env(ingress={"host": "shop.example.com"}))
+
+    assert ingress is not None
+    label = ingress["metadata"]["labels"][build.INGRESS_HOST_LABEL]
+    assert label == build.ingress_host_label("Shop.Example.com")
+    assert len(label) == 32
+    assert label != build.ingress_host_label("shop.example.org")
+
+
+def test_a_host_the_environment_may_not_publish_gets_no_ingress() -> None:
+    desired = build.workload_children(
+        _env(ingress={"host": "shop.example.com"}), ingress_namespace="x", host_admitted=False
+    )
+
+    assert ChildRef("networking.k8s.io/v1", "Ingress", "shop") in desired.absent
+    assert "Ingress" not in [m["kind"] for m in desired.present]
 
 
 def test_a_tls_secret_terminates_tls_for_the_host() -> None:

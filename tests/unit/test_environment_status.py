@@ -244,6 +244,40 @@ def test_the_url_of_an_ingress_is_its_host_with_https_when_tls_is_set() -> None:
     )
 
 
+def test_a_host_not_admitted_is_a_condition_and_the_url_stays_in_the_cluster() -> None:
+    env = _env(ingress={"host": "shop.example.com"})
+    workload = report.WorkloadReport.from_deployment(None, desired=1)
+    taken = report.Verdict(ConditionStatus.FALSE, "HostTaken", "Host shop.example.com is published")
+
+    status = report.summarize(env, database=None, workload=workload, host=taken, now=NOW)
+
+    admitted = find(status.conditions, "HostAdmitted")
+    assert admitted is not None
+    assert (admitted.status, admitted.reason) == (ConditionStatus.FALSE, "HostTaken")
+    assert status.url == "http://shop.team-a.svc:8080"
+    # The status keeps the verdict for the passes that only refresh it.
+    stored = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    kept = _env(status=stored, ingress={"host": "shop.example.com"})
+    assert report.host_verdict(kept) == taken
+
+
+def test_an_environment_without_a_host_has_no_host_condition() -> None:
+    workload = report.WorkloadReport.from_deployment(None, desired=1)
+    admitted = report.Verdict(ConditionStatus.TRUE, "Admitted", "Host shop.example.com is ours.")
+    before = report.summarize(
+        _env(ingress={"host": "shop.example.com"}), database=None, workload=workload, host=admitted
+    )
+    after = report.summarize(
+        _env(status=before.model_dump(by_alias=True, mode="json", exclude_none=True)),
+        database=None,
+        workload=workload,
+    )
+
+    assert find(before.conditions, "HostAdmitted") is not None
+    assert find(after.conditions, "HostAdmitted") is None
+    assert report.host_verdict(_env()) is None
+
+
 def test_a_development_ttl_sets_expires_at_from_the_creation_time() -> None:
     assert report.expires_at(_env(ttl="72h")) == CREATED + timedelta(hours=72)
     assert report.expires_at(_env()) is None

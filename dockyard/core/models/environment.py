@@ -65,6 +65,7 @@ class EnvironmentConditionType(StrEnum):
     WORKLOAD_AVAILABLE = "WorkloadAvailable"
     BACKUPS_HEALTHY = "BackupsHealthy"
     DRILL_PASSING = "DrillPassing"
+    HOST_ADMITTED = "HostAdmitted"
 
 
 # A tag is whatever follows the last ':' that has no '/' after it (a ':' followed by a

@@ -46,6 +46,7 @@ from dockyard.operator.builders.tiers import TIER_DEFAULTS as TIER_DEFAULTS  # f
 from dockyard.operator.builders.tiers import container_resources, desired_replicas
 
 TIER_LABEL: Final = "dockyard.io/tier"
+INGRESS_HOST_LABEL: Final = "dockyard.io/ingress-host"
 CONTAINER_NAME: Final = "app"
 PORT_NAME: Final = "http"
 DATABASE_URI_KEY: Final = "uri"
@@ -94,9 +95,10 @@ def credentials_digest(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()[:16]
 
 
-def url(env: Environment) -> str:
-    """Where the service is reachable: its ingress host, else its in-cluster Service."""
-    if env.spec.ingress is not None:
+def url(env: Environment, *, host_admitted: bool = True) -> str:
+    """Where the service is reachable: its ingress host (when the environment may publish
+    it), else its in-cluster Service."""
+    if env.spec.ingress is not None and host_admitted:
         scheme = "https" if env.spec.ingress.tls_secret_name else "http"
         return f"{scheme}://{env.spec.ingress.host}"
     owner = _owner(env)
@@ -269,7 +271,16 @@ def ingress(env: Environment) -> Manifest | None:
     }
     if env.spec.ingress.tls_secret_name:
         spec["tls"] = [{"hosts": [host], "secretName": env.spec.ingress.tls_secret_name}]
-    return child(env, INGRESSES, spec=spec)
+    manifest = child(env, INGRESSES, spec=spec)
+    # The claim on the host that other environments' passes find (environments.hosts).
+    manifest["metadata"]["labels"][INGRESS_HOST_LABEL] = ingress_host_label(host)
+    return manifest
+
+
+def ingress_host_label(host: str) -> str:
+    """The ``dockyard.io/ingress-host`` label value of ``host``: a digest, as a label holds
+    at most 63 characters and a host up to 253."""
+    return hashlib.sha256(host.lower().encode()).hexdigest()[:32]
 
 
 def database_secret(env: Environment, data: Mapping[str, str]) -> Manifest:
@@ -289,17 +300,20 @@ def workload_children(
     ingress_namespace: str,
     credentials_digest: str | None = None,
     autoscaled: bool = False,
+    host_admitted: bool = True,
 ) -> DesiredChildren:
     """Every child but the database Secret (which the database step applies), in apply order.
 
     The NetworkPolicy comes before the Deployment so that no pod ever runs unfenced.
+    The Ingress is absent when the environment may not publish its host
+    (``host_admitted``, from ``dockyard.operator.environments.hosts``).
     A disabled database lists its Secret as absent; while the database is enabled the
     Secret is the database step's business, so it is in neither list.
     """
     owner = _owner(env)
     optional = {
         ("policy/v1", "PodDisruptionBudget"): pod_disruption_budget(env),
-        ("networking.k8s.io/v1", "Ingress"): ingress(env),
+        ("networking.k8s.io/v1", "Ingress"): ingress(env) if host_admitted else None,
     }
     present = [
         service_account(env),

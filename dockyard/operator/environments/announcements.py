@@ -1,7 +1,8 @@
 """The Kubernetes Events of an Environment: what a reconcile pass changed, in words.
 
 A phase change (a Warning into Degraded or Failed), the database provisioned or
-unavailable, and the children a pass touched: created or updated when the spec
+unavailable, a host the environment may not publish (``HostNotAllowed``, ``HostTaken``),
+and the children a pass touched: created or updated when the spec
 changed, or restored after drift (someone else changed them while the spec did not).
 """
 
@@ -43,6 +44,7 @@ def announce(
             + (f": {ready.message}" if ready and ready.message else ""),
         )
     _database(raw, previous, status)
+    _host(raw, previous, status)
     changed = [(ref, change) for ref, change in changes if change is not Change.UNCHANGED]
     if not changed:
         return
@@ -75,3 +77,12 @@ def _database(
             reason="DatabaseUnavailable",
             message=f"{after.reason}: {after.message}",
         )
+
+
+def _host(raw: Mapping[str, Any], previous: EnvironmentStatus, status: EnvironmentStatus) -> None:
+    kind = EnvironmentConditionType.HOST_ADMITTED
+    before, after = find(previous.conditions, kind), find(status.conditions, kind)
+    if after is None or after.status is not ConditionStatus.FALSE:
+        return
+    if before is None or (before.status, before.reason) != (after.status, after.reason):
+        post(raw, warning=True, reason=after.reason, message=after.message)

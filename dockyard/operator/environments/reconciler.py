@@ -4,7 +4,8 @@ Whatever triggers a pass (a spec change, the resume at start-up, the drift-repai
 timer, a change to one of the children), it does the same idempotent work: take the
 environment's lock, read the environment afresh, make sure its database and role exist
 with the password its Secret holds, apply every child it should have and delete those
-it should not, and write the status with the conditions and phase that follow. So a
+it should not (the Ingress only for a host the environment may publish:
+``hosts``), and write the status with the conditions and phase that follow. So a
 child deleted or edited by hand is restored by the next pass, and the passes of one
 environment never interleave (two would otherwise race to create its password).
 
@@ -52,6 +53,7 @@ from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import (
     ManagedPostgres,
 )
+from dockyard.operator.environments import hosts
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.announcements import announce
 from dockyard.operator.environments.children import ChildMemory
@@ -172,8 +174,10 @@ class Reconciler:
             owner = Owner.of(env)
             seen = self.children.seen(owner.namespace, "Deployment", owner.name)
             known: report.DatabaseReport | None = None
+            host: report.Verdict | None = None
             try:
                 known = report.database_report(env)
+                host = report.host_verdict(env)
             except LookupError:
                 seen = None
             if seen is None or env.status.observed_generation != env.metadata.generation:
@@ -192,6 +196,7 @@ class Reconciler:
                     children.deployment, _desired_replicas(env, children)
                 ),
                 protection=await self._protection(owner) if env.spec.database.enabled else None,
+                host=host,
             )
             if status != env.status and await self._write_status(owner, status):
                 announce(raw, env, status, ())
@@ -205,6 +210,7 @@ class Reconciler:
             return await self._reject_spec(raw, invalid.problem)
         if (refused := await refused_secret(self.kube, env)) is not None:
             return await self._reject_spec(raw, refused)
+        host = await hosts.admission(self.kube, env, self.settings.ingress_domains)
         owner = Owner.of(env)
         database: DatabaseStep | None = None
         children = _Children()
@@ -213,7 +219,9 @@ class Reconciler:
             database = await self.database.step(env, owner)
             if database is not None and database.secret is not None:
                 children.record(database.secret)
-            await self._apply_children(env, owner, database, children)
+            await self._apply_children(
+                env, owner, database, children, host_admitted=host is None or host.holds
+            )
         except KubeError as exc:
             if namespace_terminating(exc):
                 return Outcome.done()
@@ -234,6 +242,7 @@ class Reconciler:
             workload=workload,
             failure=failure,
             protection=await self._protection(owner) if env.spec.database.enabled else None,
+            host=host,
         )
         if status != env.status and not await self._write_status(owner, status):
             return Outcome.done()
@@ -246,7 +255,13 @@ class Reconciler:
         return Outcome.done()
 
     async def _apply_children(
-        self, env: Environment, owner: Owner, database: DatabaseStep | None, into: _Children
+        self,
+        env: Environment,
+        owner: Owner,
+        database: DatabaseStep | None,
+        into: _Children,
+        *,
+        host_admitted: bool,
     ) -> None:
         """Apply every child the spec asks for, delete those it does not (see builders)."""
         policies = self.children.related(SCALING_POLICIES, owner.namespace, owner.name)
@@ -272,6 +287,7 @@ class Reconciler:
             ingress_namespace=self.settings.ingress_namespace,
             credentials_digest=database.credentials_digest if database else None,
             autoscaled=into.autoscaled,
+            host_admitted=host_admitted,
         )
         # The children do not depend on one another at apply time (a Deployment may name
         # a ServiceAccount or Secret that appears a moment later; its controller retries),

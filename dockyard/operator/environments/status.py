@@ -156,6 +156,7 @@ def summarize(
     workload: WorkloadReport,
     failure: Verdict | None = None,
     protection: ProtectionReport | None = None,
+    host: Verdict | None = None,
     now: datetime | None = None,
 ) -> EnvironmentStatus:
     """The status after one reconcile pass.
@@ -163,7 +164,8 @@ def summarize(
     ``database`` is ``None`` when the environment has no database; ``failure`` is the
     reason the API server rejected a child, when it did; ``protection`` is what its
     backups and drills say (``None`` keeps what the status said; an environment without
-    a database has neither condition).
+    a database has neither condition); ``host`` whether it may publish its ingress host
+    (``None``: it names none, and has no ``HostAdmitted`` condition).
     """
     previous = env.status
     generation = env.metadata.generation
@@ -181,16 +183,21 @@ def summarize(
         database_ready=database_ok.holds,
         workload=workload_ok,
     )
+    url = builders.url(env, host_admitted=host is None or host.holds)
     conditions = previous.conditions
     for kind, verdict in (
         (EnvironmentConditionType.DATABASE_READY, database_ok),
         (EnvironmentConditionType.WORKLOAD_AVAILABLE, workload_ok),
         (
             EnvironmentConditionType.READY,
-            _ready_verdict(env, phase, failure, database_ok, workload_ok),
+            _ready_verdict(url, phase, failure, database_ok, workload_ok),
         ),
     ):
         conditions = _set(conditions, kind, verdict, generation, now)
+    if host is not None:
+        conditions = _set(conditions, EnvironmentConditionType.HOST_ADMITTED, host, generation, now)
+    else:
+        conditions = [c for c in conditions if c.type != EnvironmentConditionType.HOST_ADMITTED]
     last_backup, last_drill = previous.last_backup, previous.last_drill
     if database is None:
         # No database, nothing to back up: neither condition applies.
@@ -216,7 +223,7 @@ def summarize(
         observed_generation=generation,
         phase=phase,
         conditions=conditions,
-        url=builders.url(env),
+        url=url,
         replicas=workload.replicas(),
         database=(
             None
@@ -235,7 +242,7 @@ def summarize(
 
 
 def _ready_verdict(
-    env: Environment,
+    url: str,
     phase: EnvironmentPhase,
     failure: Verdict | None,
     database: Verdict,
@@ -250,9 +257,7 @@ def _ready_verdict(
             "The environment is suspended: it runs no pods and keeps its database.",
         )
     if phase is EnvironmentPhase.READY:
-        return Verdict(
-            ConditionStatus.TRUE, "Available", f"The service is available at {builders.url(env)}."
-        )
+        return Verdict(ConditionStatus.TRUE, "Available", f"The service is available at {url}.")
     if not database.holds:
         return Verdict(ConditionStatus.FALSE, "DatabaseNotReady", database.message)
     return Verdict(ConditionStatus.FALSE, workload.reason, workload.message)
@@ -294,6 +299,17 @@ def database_report(env: Environment) -> DatabaseReport | None:
         raise LookupError("the status holds no database verdict")
     verdict = Verdict(ready.status, ready.reason, ready.message or "")
     return DatabaseReport(verdict, stored.secret_name, stored.name, stored.ensured)
+
+
+def host_verdict(env: Environment) -> Verdict | None:
+    """Whether the environment may publish its host, as the status holds it (``None``: it
+    names none); ``LookupError`` when the status does not say (the full pass decides)."""
+    if env.spec.ingress is None:
+        return None
+    admitted = find(env.status.conditions, EnvironmentConditionType.HOST_ADMITTED)
+    if admitted is None:
+        raise LookupError("the status holds no host verdict")
+    return Verdict(admitted.status, admitted.reason, admitted.message or "")
 
 
 def condition(status: EnvironmentStatus, kind: EnvironmentConditionType) -> Condition | None:
