@@ -91,7 +91,7 @@ def rival(kubectl: Kubectl) -> Iterator[str]:
 def test_a_host_another_environment_publishes_cannot_be_taken(
     kubectl: Kubectl, namespace: str, rival: str
 ) -> None:
-    host = f"shop.{namespace}.example.com"
+    host = f"shop-{uuid.uuid4().hex[:8]}.example.com"  # its own: hosts are cluster-wide
     _apply(kubectl, namespace, "shop", host)
     _wait_host(kubectl, namespace, "shop", "Admitted")
     assert _get(kubectl, namespace, "ingress", "shop") is not None
@@ -100,7 +100,8 @@ def test_a_host_another_environment_publishes_cannot_be_taken(
 
     taken = _wait_host(kubectl, rival, "thief", "HostTaken")
     assert taken["status"] == "False"
-    assert f"published by {namespace}/shop" in taken["message"]
+    assert "published by an environment in another namespace" in taken["message"]
+    assert namespace not in taken["message"]  # another tenant's names stay theirs
     assert _get(kubectl, rival, "ingress", "thief") is None
     assert _url(kubectl, rival, "thief") == f"http://thief.{rival}.svc:8080"
     wait_for(lambda: any(host in m for m in _warnings(kubectl, rival, "HostTaken")), timeout=30)
@@ -109,6 +110,14 @@ def test_a_host_another_environment_publishes_cannot_be_taken(
     ingress = _get(kubectl, namespace, "ingress", "shop")
     assert ingress is not None
     assert ingress["spec"]["rules"][0]["host"] == host
+
+    # In the same namespace, the holder is named.
+    _apply(kubectl, namespace, "twin", host)
+    assert (
+        "published by environment shop,"
+        in _wait_host(kubectl, namespace, "twin", "HostTaken")["message"]
+    )
+    kubectl("delete", "environment", "twin", "-n", namespace, "--timeout=60s")
 
     # Once the first environment lets the host go, the next one that asked has it.
     kubectl("delete", "environment", "shop", "-n", namespace, "--timeout=60s")

@@ -73,12 +73,16 @@ async def admission(
     claims = await items(kube, INGRESSES, None, params={"labelSelector": claim})
     holder = first_claim(claims, env.metadata.uid or "")
     if holder is not None:
-        meta = holder["metadata"]
+        # Another namespace's environment stays unnamed: its tenant's business.
+        by = (
+            f"environment {_controller(holder)}"
+            if holder["metadata"].get("namespace") == namespace
+            else "an environment in another namespace"
+        )
         return Verdict(
             ConditionStatus.FALSE,
             "HostTaken",
-            f"Host {host} is published by {meta['namespace']}/{_controller(holder)}, "
-            "which claimed it first; choose another host.",
+            f"Host {host} is published by {by}, which claimed it first; choose another host.",
         )
     return Verdict(ConditionStatus.TRUE, "Admitted", f"Host {host} is this environment's.")
 
