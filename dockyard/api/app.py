@@ -44,6 +44,7 @@ from dockyard.api.routes import (
     restores,
     webhooks,
 )
+from dockyard.api.stream_slots import OpenStreams
 from dockyard.core import db
 from dockyard.core.audit_rows import OwnWriters
 from dockyard.core.breakers import Breakers
@@ -206,6 +207,7 @@ def create_app(
     app[keys.SETTINGS] = settings
     key = settings.cursor_key
     app[keys.CURSORS] = Sealer(key.get_secret_value() if key is not None else None)
+    app[keys.STREAMS] = OpenStreams(settings.streams_per_user)
     app[keys.METRICS] = ApiMetrics()
     app[keys.BREAKERS] = Breakers(
         failure_threshold=settings.breaker_failure_threshold,

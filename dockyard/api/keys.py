@@ -20,6 +20,7 @@ from dockyard.api.ratelimit.decisions import Verdict
 from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.service import RateLimiting
 from dockyard.api.readiness import ReadinessCache
+from dockyard.api.stream_slots import OpenStreams
 from dockyard.core.audit_rows import OwnWriters
 from dockyard.core.breakers import Breakers
 from dockyard.core.events import Event
@@ -37,6 +38,8 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
 # Seals the cursors of lists that may pass what their caller cannot read.
 CURSORS = web.AppKey("cursors", Sealer)
+# The event streams each user holds open on this replica.
+STREAMS = web.AppKey("streams", OpenStreams)
 # None when DOCKYARD_REDIS_URL is unset (one replica: counters in memory).
 REDIS = web.AppKey[Redis | None]("redis")
 METRICS = web.AppKey("metrics", ApiMetrics)

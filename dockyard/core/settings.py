@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     """SAR cache"""
     stream_reauth_interval: float = Field(default=60.0, gt=0, le=60)
     """seconds between an event stream's re-checks"""
+    stream_reviews: int = Field(default=100, ge=1, le=10_000)
+    """new access decisions (kind, namespace) one event stream's replay makes per re-check
+    interval before it waits for the next"""
+    streams_per_user: int = Field(default=5, ge=1, le=1000)
+    """event streams one user may hold open on one API replica"""
     authz_fanout_namespaces: int = Field(default=50, ge=1, le=1000)
     """namespaces one all-namespaces request checks"""
     authz_fanout_concurrency: int = Field(default=8, ge=1, le=64)

@@ -207,6 +207,8 @@ class EnvironmentRoutes(KindRoutes):
                 401: "No valid bearer token",
                 403: "Not allowed to watch environments in ?namespace=",
                 422: "Last-Event-ID (or ?lastEventId=) is not an id from this stream",
+                429: "Rate limited (a RateLimitPolicy), or the caller already holds "
+                "DOCKYARD_STREAMS_PER_USER open streams on this replica; see Retry-After",
             },
             description="text/event-stream. Dockyard events (event: backup.completed, "
             "restore.approved, ...; data: the body of specs/events/<type>.json) come from "
@@ -216,7 +218,9 @@ class EnvironmentRoutes(KindRoutes):
             "the caller may watch its kind in its namespace; ?namespace= narrows it. The "
             "stream re-checks the caller's token and permission periodically and, once "
             "either is gone, or the client falls too far behind, ends with an 'error' event "
-            "whose data is a problem document.",
+            "whose data is a problem document. A replay of the log asks about at most "
+            "DOCKYARD_STREAM_REVIEWS new (kind, namespace) pairs per re-check interval, "
+            "then waits for the next: later events come later, none is lost.",
             parameters=(
                 {
                     "name": "namespace",

@@ -15,12 +15,22 @@ Two feeds share the stream:
 
 A comment line is sent every ``KEEPALIVE`` seconds when nothing else was.
 
-Each event is checked (``watch`` in its namespace, through the SAR cache). Every
+Each event is checked (``watch`` on its kind in its namespace). Every
 ``DOCKYARD_STREAM_REAUTH_INTERVAL`` the stream also re-checks its caller: the token again
 (TokenReview, through its cache), and ``watch`` in the namespace asked for, or else in
 the namespaces the stream has been showing. When the token is no longer valid, or no
 such permission is left, the stream sends a last ``event: error`` with a problem
-document and ends.
+document and ends. The re-check comes between batches of the event log too, so a long
+replay cannot put it off.
+
+What one stream may cost is bounded, whatever the caller may watch:
+
+- a decision (kind, namespace) is made once per re-check interval, and at most
+  ``DOCKYARD_STREAM_REVIEWS`` new ones per interval are made for the event log's replay:
+  past that, the replay waits for the next interval (it loses nothing; live changes go
+  on);
+- a user holds at most ``DOCKYARD_STREAMS_PER_USER`` open streams on one API replica;
+  another is 429.
 """
 
 from __future__ import annotations
@@ -69,6 +79,10 @@ class _Access:
         self.everywhere = False
         # Kinds other than environments the caller may watch cluster-wide (or not).
         self.kinds_everywhere: dict[str, bool] = {}
+        # This interval's decisions on (kind, namespace), and how many more the replay
+        # of the event log may make before it waits for the next interval.
+        self.decided: dict[tuple[str, str], bool] = {}
+        self.budget = request.app[keys.SETTINGS].stream_reviews
 
     async def start(self) -> None:
         try:
@@ -100,7 +114,9 @@ class _Access:
         """Whether an event in ``namespace`` may be shown (and remember the answer)."""
         if self.only is not None and namespace != self.only:
             return False
-        allowed = await self._check(namespace)
+        if self.everywhere:
+            return True
+        allowed = await self._decide(RESOURCE, namespace)
         if allowed:
             self.showing.add(namespace)
         else:
@@ -114,7 +130,10 @@ class _Access:
             if principal is None:
                 return errors.unauthorized("The bearer token is no longer valid.")
             self.principal = principal
-            self.kinds_everywhere.clear()  # asked again, as the bindings may have changed
+            # Asked again, as the bindings may have changed.
+            self.kinds_everywhere.clear()
+            self.decided.clear()
+            self.budget = self.request.app[keys.SETTINGS].stream_reviews
             if self.only is not None:
                 if await self._check(self.only):
                     return None
@@ -143,25 +162,46 @@ class _Access:
         # A stream that never had anything to show has nothing to lose.
         return bool(self.showing) or not had
 
+    def may_decide(self, resource: str, namespace: str) -> bool:
+        """Whether the replay may ask about ``resource`` in ``namespace`` now: the answer
+        is known, or this interval's budget of new decisions is not spent."""
+        if self.only is not None and namespace != self.only:
+            return True  # shown to nobody: nothing to ask
+        if self.everywhere if resource == RESOURCE else self.kinds_everywhere.get(resource):
+            return True
+        return (resource, namespace) in self.decided or self.budget > 0
+
     async def may_watch(self, resource: str, namespace: str) -> bool:
         """Whether a logged event about ``resource`` in ``namespace`` may be shown.
 
-        A caller who may watch the kind cluster-wide is asked once per kind (until the
-        next re-check); others once per namespace, each answer cached by the authorizer.
+        A caller who may watch the kind cluster-wide is asked once per kind, others once
+        per namespace and kind, each until the next re-check.
         """
         if self.only is not None and namespace != self.only:
             return False
         if resource == RESOURCE:
             return await self.allows(namespace)
-        authorizer = self.request.app[keys.AUTHORIZER]
-        permission = Permission("watch", resource)
         everywhere = self.kinds_everywhere.get(resource)
         if everywhere is None:
+            authorizer = self.request.app[keys.AUTHORIZER]
+            permission = Permission("watch", resource)
             everywhere = (await authorizer.check(self.principal, permission)).allowed
             self.kinds_everywhere[resource] = everywhere
         if everywhere:
             return True
-        return (await authorizer.check(self.principal, permission, namespace=namespace)).allowed
+        return await self._decide(resource, namespace)
+
+    async def _decide(self, resource: str, namespace: str) -> bool:
+        """``watch`` on ``resource`` in ``namespace``, asked once per interval."""
+        known = self.decided.get((resource, namespace))
+        if known is not None:
+            return known
+        self.budget -= 1
+        authorizer = self.request.app[keys.AUTHORIZER]
+        permission = Permission("watch", resource)
+        allowed = (await authorizer.check(self.principal, permission, namespace=namespace)).allowed
+        self.decided[(resource, namespace)] = allowed
+        return allowed
 
     async def _check(self, namespace: str) -> bool:
         authorizer = self.request.app[keys.AUTHORIZER]
@@ -173,7 +213,14 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     cache = request.app[keys.ENVIRONMENT_CACHE]
     access = _Access(request, request.query.get("namespace"))
     resume = _resume_point(request)
-    await access.start()
+    with request.app[keys.STREAMS].holding(access.principal.user):
+        await access.start()
+        return await _stream(request, cache, access, resume)
+
+
+async def _stream(
+    request: web.Request, cache: WatchCache, access: _Access, resume: int | None
+) -> web.StreamResponse:
     cursor = resume if resume is not None else await _newest(request)
     response = web.StreamResponse(
         headers={
@@ -214,6 +261,9 @@ class _Stream:
         self.cursor = cursor
         self.loop = asyncio.get_running_loop()
         self.last_write = self.loop.time()
+        self.next_check = self.loop.time() + request.app[keys.SETTINGS].stream_reauth_interval
+        # Set when the replay spent this interval's decisions: it waits for the next one.
+        self.replay_waits = False
 
     async def send(self, data: bytes) -> None:
         async with asyncio.timeout(WRITE_DEADLINE):
@@ -223,18 +273,18 @@ class _Stream:
     async def run(self, cache: WatchCache, queue: asyncio.Queue[Change]) -> None:
         interval = self.request.app[keys.SETTINGS].stream_reauth_interval
         tail = self.request.app[keys.EVENT_TAIL]
-        next_check = self.loop.time() + interval
         while True:
-            if self.loop.time() >= next_check:
+            if self.loop.time() >= self.next_check:
                 problem = await self.access.recheck()
                 if problem is not None:
                     await self.end(problem)
                     return
-                next_check = self.loop.time() + interval
+                self.next_check = self.loop.time() + interval
+                self.replay_waits = False
             if cache.overflowed(queue):
                 await self.end(_too_slow())
                 return
-            if tail.last > self.cursor:
+            if tail.last > self.cursor and not self.replay_waits:
                 await self._logged()
             try:
                 change = await asyncio.wait_for(queue.get(), timeout=POLL_SECONDS)
@@ -248,7 +298,8 @@ class _Stream:
                 await self.send(f"event: {change.type}\ndata: {data}\n\n".encode())
 
     async def _logged(self) -> None:
-        """Send the logged events after the cursor that the caller may watch."""
+        """Send the logged events after the cursor that the caller may watch, until the
+        log is read, the re-check is due, or this interval's decisions are spent."""
         pool = self.request.app[keys.DB_POOL]
         while True:
             try:
@@ -260,11 +311,14 @@ class _Stream:
                 logger.warning("event log unreadable", extra={"error": type(exc).__name__})
                 return
             for row in rows:
+                if not self.access.may_decide(row.resource, row.namespace):
+                    self.replay_waits = True
+                    return
                 if await self.access.may_watch(row.resource, row.namespace):
                     data = json.dumps(row.body, separators=(",", ":"))
                     await self.send(f"event: {row.type}\nid: {row.seq}\ndata: {data}\n\n".encode())
                 self.cursor = row.seq
-            if len(rows) < LOG_BATCH:
+            if len(rows) < LOG_BATCH or self.loop.time() >= self.next_check:
                 return
 
     async def end(self, problem: errors.Problem) -> None:
