@@ -237,6 +237,7 @@ def plan_restore(
     estimate = estimate_duration(status.size, history)
     plan = RestorePlan(
         backup=backup.metadata.name or "",
+        backup_uid=backup.metadata.uid,
         source_environment=backup.spec.environment_ref.name,
         backup_completed_at=status.completed_at,
         verified=status.verified is not None,

@@ -17,7 +17,15 @@ from dockyard.core.kube import KubeClient, KubeConfig
 from dockyard.operator.restores.approval import review_approver
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, wait_for
-from tests.integration.test_backup_operator import _apply, _fetch, _owner_dsn, _run_sql
+from tests.integration.test_backup_operator import (
+    _apply,
+    _backup,
+    _environment,
+    _fetch,
+    _owner_dsn,
+    _run_sql,
+    _wait_phase,
+)
 from tests.integration.test_restore_operator import (
     _backed_up,
     _condition,
@@ -201,3 +209,61 @@ def test_a_production_target_being_deleted_fails_the_restore_instead_of_skipping
     finally:
         kubectl("patch", "environment", "live", "-n", namespace, "--type=merge",
                 "-p", json.dumps({"metadata": {"finalizers": None}}), check=False)  # fmt: skip
+
+
+# -- the approval covers the backup the plan showed ------------------------------------------
+
+
+@pytest.mark.usefixtures("operator_process", "approval_policy")
+def test_a_backup_replaced_after_the_plan_fails_the_approved_restore(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    """The attack: the requester of a production restore waits for its plan, then puts a
+    backup of their own development environment in place of the planned one, under the
+    same name, so that the approver's approval restores it into production."""
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _empty_environment(kubectl, namespace, "live", tier="production", replicas=2)
+    _run_sql(_owner_dsn(kubectl, namespace, "live"), "CREATE TABLE precious (id int)")
+    # The requester's own environment: the planned tables and row counts (readable in
+    # the plan), and data of their choosing.
+    _environment(kubectl, testbed_state, namespace, "sandbox")
+    _run_sql(
+        _owner_dsn(kubectl, namespace, "sandbox"),
+        "UPDATE customers SET email = 'planted@attacker.example'",
+    )
+    requester = f"alice-{uuid.uuid4().hex[:5]}"
+    approver = f"bob-{uuid.uuid4().hex[:5]}"
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
+    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
+    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
+    manifest = _restore(
+        "promote",
+        source={"backupRef": {"name": "nightly"}},
+        target={"environmentRef": {"name": "live"}},
+        safetyBackup=False,
+    )
+    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
+    planned = _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")["plan"]
+    original = _get(kubectl, namespace, "backup", "nightly")
+    assert original is not None
+    assert planned["backupUid"] == original["metadata"]["uid"]
+    assert planned["sourceEnvironment"] == "shop"
+
+    kubectl("delete", "backup", "nightly", "-n", namespace, "--timeout=120s")
+    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root, environment="sandbox"))
+    _wait_phase(kubectl, namespace, "nightly", "Completed")
+    _patch(
+        kubectl,
+        namespace,
+        {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}},
+        as_bob,
+    )
+
+    status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
+    completed = _condition(status, "Completed")
+    assert (completed["status"], completed["reason"]) == ("False", "BackupReplaced")
+    assert "replaced by another Backup of the same name" in status["message"]
+    live = _dsn(testbed_state, namespace, "live")
+    assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")

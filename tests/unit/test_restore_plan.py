@@ -53,7 +53,7 @@ def make_backup(
     }
     return Backup.model_validate(
         {
-            "metadata": {"name": name},
+            "metadata": {"name": name, "uid": f"uid-{name}"},
             "spec": {
                 "environmentRef": {"name": environment},
                 "storage": {"filesystem": {"path": "/backups"}},
@@ -282,6 +282,7 @@ def test_a_dry_run_plan_says_what_would_be_restored_where_and_for_how_long() -> 
     assert plan is not None
     assert plan.model_dump(mode="json", exclude={"tables"}) == {
         "backup": "shop-2",
+        "backupUid": "uid-shop-2",
         "sourceEnvironment": "shop",
         "backupCompletedAt": "2024-01-02T03:00:00Z",
         "verified": True,

@@ -171,6 +171,9 @@ class RestorePlan(CRModel):
 
     backup: ObjectName
     """Name of the Backup restored."""
+    backup_uid: str | None = Field(default=None, max_length=64)
+    """UID of the Backup restored: a Backup made under the same name after the plan is another
+    backup, and fails the restore. Unset only in plans made before Dockyard recorded it."""
     source_environment: ObjectName
     """The Environment the backup was taken from."""
     backup_completed_at: datetime | None = None

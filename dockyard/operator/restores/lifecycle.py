@@ -124,6 +124,14 @@ class RestoreRuns:
         source = next((b for b in backups if b.metadata.name == plan.backup), None)
         if source is None:
             return await records.fail(loaded, f"the planned backup {plan.backup} no longer exists")
+        if plan.backup_uid is not None and source.metadata.uid != plan.backup_uid:
+            # The approval covers the backup the plan showed, not whatever has its name now.
+            return await records.fail(
+                loaded,
+                f"the planned backup {plan.backup} was replaced by another Backup of the same "
+                "name after the plan was made",
+                reason="BackupReplaced",
+            )
         if loaded.restore.spec.safety_backup:
             waiting = await back_up_target(records, loaded, source, plan, target)
             if waiting is not None:
