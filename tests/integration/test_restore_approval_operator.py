@@ -267,3 +267,47 @@ def test_a_backup_replaced_after_the_plan_fails_the_approved_restore(
     assert "replaced by another Backup of the same name" in status["message"]
     live = _dsn(testbed_state, namespace, "live")
     assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
+
+
+@pytest.mark.usefixtures("operator_process", "approval_policy")
+def test_a_backup_made_to_pass_for_the_safety_backup_fails_the_restore(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    """The attack: the requester makes a completed Backup of a tiny environment under the
+    name the restore's safety backup will have, so that production is replaced with no
+    backup of it taken first."""
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _empty_environment(kubectl, namespace, "live", tier="production", replicas=2)
+    _empty_environment(kubectl, namespace, "tiny")
+    _run_sql(_owner_dsn(kubectl, namespace, "live"), "CREATE TABLE precious (id int)")
+    forged = _backup(namespace, "promote-safety", backup_root, environment="tiny")
+    forged["metadata"]["labels"] = {"dockyard.io/restore": "promote"}
+    _apply(kubectl, namespace, forged)
+    _wait_phase(kubectl, namespace, "promote-safety", "Completed")
+    requester = f"alice-{uuid.uuid4().hex[:5]}"
+    approver = f"bob-{uuid.uuid4().hex[:5]}"
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
+    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
+    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
+    manifest = _restore(
+        "promote",
+        source={"backupRef": {"name": "nightly"}},
+        target={"environmentRef": {"name": "live"}},
+    )
+    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
+    _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")
+    _patch(
+        kubectl,
+        namespace,
+        {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}},
+        as_bob,
+    )
+
+    status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
+    completed = _condition(status, "Completed")
+    assert (completed["status"], completed["reason"]) == ("False", "SafetyBackupTaken")
+    assert "it backs up environment tiny, not live" in status["message"]
+    live = _dsn(testbed_state, namespace, "live")
+    assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
