@@ -12,7 +12,13 @@ import pytest
 from dockyard.core.metrics import DrillMetrics
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.common import ConditionStatus
-from dockyard.core.models.drill_runs import FAILED_CHECKS_MAX, DrillResult, DrillRun, FailedCheck
+from dockyard.core.models.drill_runs import (
+    FAILED_CHECKS_MAX,
+    DrillCurrentRun,
+    DrillResult,
+    DrillRun,
+    FailedCheck,
+)
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore_drill import (
     DrillBackupSelection,
@@ -31,6 +37,7 @@ from dockyard.operator.drills.judging import (
     row_count_failures,
 )
 from dockyard.operator.drills.plan import choose_backup, plan_tick
+from dockyard.operator.drills.running import same_backup
 from dockyard.operator.drills.scratch import (
     expired_scratch,
     recorded_scratch,
@@ -40,6 +47,7 @@ from dockyard.operator.drills.scratch import (
 from dockyard.operator.drills.verification import verdict
 from dockyard.operator.environments.defaults import default_drill, wants_default_drill
 from dockyard.operator.runs.restoring import RowCountCheck
+from tests.unit.test_restore_plan import make_backup
 
 NOW = datetime(2025, 3, 10, 12, 0, 30, tzinfo=UTC)
 UID = "0f0e0d0c-0000-4000-8000-000000000001"
@@ -432,3 +440,20 @@ def test_production_environments_want_a_default_drill_unless_they_opt_out(
     assert manifest["spec"] == {"environmentRef": {"name": "shop"}, "schedule": "15 3 * * *"}
     assert manifest["metadata"]["ownerReferences"][0]["kind"] == "Environment"
     RestoreDrill.model_validate(manifest)
+
+
+def test_a_run_follows_only_the_backup_it_started_with() -> None:
+    """A Backup made under the run's backup's name meanwhile was never restored: the run
+    does not judge (nor mark verified) it."""
+    started = make_backup("nightly")
+    current = DrillCurrentRun(
+        backup="nightly", backup_uid=started.metadata.uid, started_at=datetime.now(UTC)
+    )
+    assert same_backup(started, current) is started
+    replaced = started.model_copy(deep=True)
+    replaced.metadata.uid = "another-uid"
+    assert same_backup(replaced, current) is None
+    assert same_backup(None, current) is None
+    # A run recorded before the uid was: the name is all there is to go by.
+    legacy = current.model_copy(update={"backup_uid": None})
+    assert same_backup(replaced, legacy) is replaced

@@ -94,6 +94,9 @@ class DrillCurrentRun(CRModel):
 
     backup: ObjectName
     """Name of the Backup being restored."""
+    backup_uid: str | None = Field(default=None, max_length=64)
+    """UID of that Backup: one made under its name meanwhile is another, and is not the one
+    the run verifies. Unset only in runs started before Dockyard recorded it."""
     started_at: datetime
     """When the run started."""
     scratch_database: str | None = Field(default=None, max_length=DATABASE_NAME_MAX_LENGTH)

@@ -52,7 +52,7 @@ from dockyard.operator.drills.plan import (
     plan_tick,
 )
 from dockyard.operator.drills.records import DrillRecords, LoadedDrill
-from dockyard.operator.drills.running import DrillRunner, Followed
+from dockyard.operator.drills.running import DrillRunner, Followed, same_backup
 from dockyard.operator.drills.scratch import ScratchDatabases, recorded_scratch, scratch_database
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext
@@ -207,6 +207,7 @@ class DrillRuns:
         await self.scratch.drop(on_server - recorded, raw=loaded.raw)
         current = DrillCurrentRun(
             backup=backup.metadata.name or "",
+            backup_uid=backup.metadata.uid,
             started_at=now,
             scratch_database=scratch_database(loaded.uid, recorded | on_server),
             attempts=1,
@@ -231,7 +232,9 @@ class DrillRuns:
             await stop_runner_jobs(self.context.kube, loaded.namespace, loaded.uid)
         undropped = await self.scratch.drop([scratch] if scratch else [], raw=loaded.raw)
         if recovery.action is RecoveryAction.RETRY:
-            backup = await self.records.backups.find(loaded.namespace, current.backup)
+            backup = same_backup(
+                await self.records.backups.find(loaded.namespace, current.backup), current
+            )
             if backup is not None and drillable(backup, loaded.drill.spec.environment_ref.name):
                 again = current.model_copy(update={"attempts": recovery.next_attempt})
                 retried = described(status.model_copy(update={"current_run": again}))

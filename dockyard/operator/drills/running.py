@@ -129,9 +129,11 @@ class DrillRunner:
         except BackupError as exc:
             failure = exc
         self._following.discard(loaded.uid)
-        backup = await self.records.backups.find(loaded.namespace, current.backup)
+        found = await self.records.backups.find(loaded.namespace, current.backup)
+        backup = same_backup(found, current)
         if failure is not None or backup is None:
-            reason = failure.message if failure else f"Backup {current.backup} is gone"
+            gone = "was replaced by another of the same name" if found else "is gone"
+            reason = failure.message if failure else f"Backup {current.backup} {gone}"
             run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, reason)])
             await self.records.finish(loaded, status, run, backup=backup, now=now)
             return Followed.RECORDED
@@ -272,4 +274,13 @@ def _scratch(loaded: LoadedDrill, current: DrillCurrentRun) -> str:
     return current.scratch_database or scratch_database(loaded.uid, ())
 
 
-__all__ = ["CANCEL_WAIT_SECONDS", "DrillRunner", "Followed"]
+def same_backup(backup: Backup | None, current: DrillCurrentRun) -> Backup | None:
+    """``backup`` if it is the one the run in ``current`` restores; ``None`` when it is
+    gone or another Backup now has its name (that one was never restored: its
+    verification would be a lie)."""
+    if backup is None or current.backup_uid in (None, backup.metadata.uid):
+        return backup
+    return None
+
+
+__all__ = ["CANCEL_WAIT_SECONDS", "DrillRunner", "Followed", "same_backup"]
