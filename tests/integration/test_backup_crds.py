@@ -143,6 +143,11 @@ INVALID = [
         {"storage": {"s3": {"bucket": "Shop_Backups"}}},
         "spec.storage.s3.bucket: Invalid value",
     ),
+    (
+        "Backup",
+        {"storage": {"s3": {"bucket": "shop-backups", "prefix": "team-a/../team-b"}}},
+        "spec.storage.s3.prefix: Invalid value",
+    ),
     ("Backup", {"ttl": "0s"}, 'spec.ttl: Invalid value: "0s": ttl must be positive'),
     ("Backup", {"ttl": "7d"}, "spec.ttl: Invalid value"),
     ("Backup", {"method": "Physical"}, 'spec.method: Unsupported value: "Physical"'),

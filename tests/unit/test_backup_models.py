@@ -118,6 +118,8 @@ def test_storage_is_exactly_one_location(storage: dict[str, Any]) -> None:
         ({"s3": {"bucket": "Shop_Backups"}}, "bucket"),
         ({"s3": {"bucket": "b" * 64}}, "bucket"),
         ({"s3": {"bucket": "shop", "prefix": "/absolute"}}, "prefix"),
+        ({"s3": {"bucket": "shop", "prefix": "team-a/../team-b"}}, "prefix"),
+        ({"s3": {"bucket": "shop", "prefix": "./x"}}, "prefix"),
         ({"s3": {"bucket": "shop", "endpoint": "minio:9000"}}, "endpoint"),
     ],
 )

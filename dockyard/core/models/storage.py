@@ -64,11 +64,27 @@ class FilesystemStorage(CRModel):
 class S3Storage(CRModel):
     """A bucket of an S3-compatible object store."""
 
+    cel_rules = (
+        ValidationRule(
+            rule=f"!has(self.prefix) || !self.prefix.matches(r'{DOT_SEGMENT_PATTERN}')",
+            message="prefix must not contain . or .. segments",
+            field_path=".prefix",
+        ),
+    )
+
     bucket: str = Field(min_length=3, max_length=63, pattern=BUCKET_PATTERN)
     """Name of the bucket the artifacts are written to."""
     prefix: str | None = Field(default=None, max_length=512, pattern=PREFIX_PATTERN)
     """Key prefix the artifacts are written under (then <namespace>/<backup>/), without a leading
     slash, for example dockyard/prod."""
+
+    @field_validator("prefix")
+    @classmethod
+    def _no_dot_segments(cls, prefix: str | None) -> str | None:
+        if prefix is not None and re.search(DOT_SEGMENT_PATTERN, prefix):
+            raise ValueError("prefix must not contain . or .. segments")
+        return prefix
+
     endpoint: str | None = Field(default=None, max_length=512, pattern=ENDPOINT_PATTERN)
     """URL of an S3-compatible service (MinIO, Ceph, ...), for example
     https://minio.storage.svc:9000. Omit it for AWS S3."""
