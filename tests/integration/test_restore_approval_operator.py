@@ -308,6 +308,7 @@ def test_a_backup_made_to_pass_for_the_safety_backup_fails_the_restore(
     status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
     completed = _condition(status, "Completed")
     assert (completed["status"], completed["reason"]) == ("False", "SafetyBackupTaken")
-    assert "it backs up environment tiny, not live" in status["message"]
+    assert "exists but was not made by this restore" in status["message"]
+    assert status.get("safetyBackupUid") is None
     live = _dsn(testbed_state, namespace, "live")
     assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")

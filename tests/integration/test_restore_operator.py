@@ -188,6 +188,8 @@ def test_a_seeded_database_restored_into_another_environment_is_equal_table_for_
     safety = _wait_phase(kubectl, namespace, "to-copy-safety", "Completed")
     assert {t["name"]: t["rows"] for t in safety["manifest"]["tables"]} == {"public.stale": 1}
     assert status["safetyBackup"] == "to-copy-safety"
+    made = _get(kubectl, namespace, "backup", "to-copy-safety") or {}
+    assert status["safetyBackupUid"] == made["metadata"]["uid"]
     # The environment's own role owns what was restored, so the app can use it.
     _, role = database_identity(namespace, "copy")
     owners = _fetch(

@@ -3,15 +3,12 @@ Backup names, and the row-count comparison that gates the switch-over."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import pytest
 
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.restore import Restore, RestoreApproval, RestorePhase, RestorePlan
+from dockyard.core.models.restore import Restore, RestorePhase
 from dockyard.operator.restores.planning import plan_is_fixed
-from dockyard.operator.restores.safety import not_ours, safety_backup, safety_backup_name
+from dockyard.operator.restores.safety import safety_backup, safety_backup_name
 from dockyard.operator.runs.context import SourceUnavailable
 from dockyard.operator.runs.restoring import RowCountCheck, backup_artifact
 from tests.unit.test_restore_plan import make_backup
@@ -41,44 +38,6 @@ def test_the_safety_backup_goes_where_the_source_is_with_its_key_and_is_not_owne
     assert backup.spec.environment_ref.name == "live"
     assert backup.spec.storage == source.spec.storage
     assert backup.spec.encryption == source.spec.encryption
-
-
-def _made(manifest: dict[str, Any], at: str) -> Backup:
-    manifest["metadata"]["creationTimestamp"] = at
-    return Backup.model_validate(manifest)
-
-
-def test_a_safety_backup_is_the_restores_own_only_if_made_for_it_after_its_approval() -> None:
-    restore = _restore().model_copy(deep=True)
-    restore.metadata.creation_timestamp = datetime(2026, 1, 1, 10, tzinfo=UTC)
-    restore.status.approval = RestoreApproval(
-        requested_by="alice",
-        approved_by="bob",
-        approved_at=datetime(2026, 1, 1, 11, 0, 0, 700000, tzinfo=UTC),
-    )
-    plan = RestorePlan(
-        backup="shop-1",
-        source_environment="shop",
-        target="live",
-        in_place=False,
-        estimated_duration_seconds=1,
-    )
-    own = safety_backup(restore, make_backup("shop-1"), "live")
-
-    # Made by the operator in the approval's second: its own.
-    assert not_ours(_made(own, "2026-01-01T11:00:00Z"), restore, plan) is None
-    assert not_ours(_made(own, "2026-01-01T10:59:59Z"), restore, plan) == (
-        "it was made before the restore was approved"
-    )
-    other = safety_backup(restore, make_backup("shop-1"), "tiny")
-    assert not_ours(_made(other, "2026-01-01T12:00:00Z"), restore, plan) == (
-        "it backs up environment tiny, not live"
-    )
-    unlabelled = safety_backup(restore, make_backup("shop-1"), "live")
-    del unlabelled["metadata"]["labels"]["dockyard.io/restore"]
-    assert "lacks the label dockyard.io/restore=undo" in str(
-        not_ours(_made(unlabelled, "2026-01-01T12:00:00Z"), restore, plan)
-    )
 
 
 def test_safety_backup_names_fit_an_object_name() -> None:

@@ -277,6 +277,9 @@ class RestoreStatus(RunStatus):
     """The approval record, when the target's tier requires one."""
     safety_backup: str | None = Field(default=None, max_length=253, pattern=OBJECT_NAME_PATTERN)
     """Name of the Backup of the target taken before it was replaced."""
+    safety_backup_uid: str | None = Field(default=None, max_length=64)
+    """UID of that Backup as the operator made it: another Backup under its name is someone
+    else's, and fails the restore."""
     staging_database: str | None = Field(default=None, max_length=63)
     """The new database being restored into before the switch-over; recorded so an interrupted
     restore is resumed or cleaned up."""

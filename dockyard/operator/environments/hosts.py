@@ -9,9 +9,9 @@ host, or the platform's own, and take its traffic. Two rules keep hosts apart:
   ``dockyard.io/ingress-domains`` (comma-separated: ``shop.example.com``,
   ``*.team-a.example.com``, or ``*`` for any host) says which; only a cluster
   administrator can write it, as Dockyard's roles cannot change Namespaces. A namespace
-  without it has ``DOCKYARD_INGRESS_DOMAINS`` (``["*"]`` by default; the staging and
-  production overlays set ``[]``, so there only a namespace an administrator annotated
-  publishes any host).
+  without it has ``DOCKYARD_INGRESS_DOMAINS`` (``["*"]`` by default and in the
+  development overlay; the deploy base, and so staging and production, set ``[]``:
+  there only a namespace an administrator annotated publishes any host).
 - **A host is one environment's**, the first to claim it: the claims are Dockyard's own
   Ingresses, labelled ``dockyard.io/ingress-host`` with a digest of their host, and the
   oldest of them (by creation time, then namespace and name) keeps the host. They are

@@ -6,11 +6,11 @@ key, labelled with the restore's name and not owned by it, so it outlives the Re
 A target whose database is not ready, or a safety backup that failed, fails the
 restore before the target is touched.
 
-The name is known in advance, so a Backup already under it is the restore's own only if
-it backs up the target, carries the restore's label, and was made no earlier than the
-restore (or, for one that needed approval, the approval): otherwise someone made it to
-pass for the safety backup (a completed backup of some tiny environment, taken before
-the approval), and the restore fails rather than replace the target unprotected.
+The name is known in advance, so a Backup under it is the restore's own only if the
+operator made it: its uid is recorded in ``status.safetyBackupUid`` when it is created.
+Any other (say a completed backup of some tiny environment, made to pass for it) fails
+the restore rather than let it replace the target unprotected; so does one the
+operator made but could not record, as when it stopped between the two.
 """
 
 from __future__ import annotations
@@ -85,35 +85,45 @@ async def back_up_target(
             loaded, f"the database of target environment {plan.target} is not ready"
         )
     raw = await records.backups.read(loaded.namespace, name)
-    if raw is None:
-        await create(records.context.kube, safety_backup(loaded.restore, source, plan.target))
-        raw = await records.backups.read(loaded.namespace, name)
-        post(
-            loaded.raw,
-            reason="SafetyBackup",
-            message=f"Backing up {plan.target} first: Backup {name}",
-        )
     status = loaded.status
-    if status.phase is not RestorePhase.BACKING_UP or status.safety_backup != name:
+    uid = status.safety_backup_uid
+    if raw is None:
+        made = await create(
+            records.context.kube, safety_backup(loaded.restore, source, plan.target)
+        )
+        raw = await records.backups.read(loaded.namespace, name)
+        if made and raw is not None:
+            uid = raw["metadata"]["uid"]
+            post(
+                loaded.raw,
+                reason="SafetyBackup",
+                message=f"Backing up {plan.target} first: Backup {name}",
+            )
+    if raw is not None and raw["metadata"].get("uid") != uid:
+        return await records.fail(
+            loaded,
+            f"Backup {name} exists but was not made by this restore as its safety backup; "
+            "delete it, or restore under another name",
+            reason="SafetyBackupTaken",
+        )
+    if (
+        status.phase is not RestorePhase.BACKING_UP
+        or status.safety_backup != name
+        or status.safety_backup_uid != uid
+    ):
         await records.write(
             loaded,
             status.model_copy(
                 update={
                     "phase": RestorePhase.BACKING_UP,
                     "safety_backup": name,
+                    "safety_backup_uid": uid,
                     "started_at": status.started_at or datetime.now(UTC),
                     "message": f"Backing up environment {plan.target} first (Backup {name})",
                 }
             ),
         )
     backup = records.backups.parse(raw) if raw is not None else None
-    if backup is not None and (foreign := not_ours(backup, loaded.restore, plan)) is not None:
-        return await records.fail(
-            loaded,
-            f"Backup {name} exists but is not this restore's safety backup: {foreign}; delete "
-            "it, or restore under another name",
-            reason="SafetyBackupTaken",
-        )
     phase = backup.status.phase if backup is not None else None
     if phase is BackupPhase.COMPLETED:
         return None
@@ -123,31 +133,10 @@ async def back_up_target(
     return Outcome.again(f"waiting for the safety backup {name}", delay=SAFETY_POLL_SECONDS)
 
 
-def not_ours(backup: Backup, restore: Restore, plan: RestorePlan) -> str | None:
-    """Why ``backup``, under the safety backup's name, was not made by ``restore``'s
-    operator; ``None`` when it may have been."""
-    source = backup.spec.environment_ref.name
-    if source != plan.target:
-        return f"it backs up environment {source}, not {plan.target}"
-    if (backup.metadata.labels or {}).get(RESTORE_LABEL) != restore.metadata.name:
-        return f"it lacks the label {RESTORE_LABEL}={restore.metadata.name}"
-    approval = restore.status.approval
-    since = (approval.approved_at if approval is not None else None) or (
-        restore.metadata.creation_timestamp
-    )
-    made = backup.metadata.creation_timestamp
-    # Creation times are whole seconds: the operator's own may carry the approval's second.
-    if since is not None and made is not None and made < since.replace(microsecond=0):
-        what = "approved" if approval is not None and approval.approved_at else "created"
-        return f"it was made before the restore was {what}"
-    return None
-
-
 __all__ = [
     "RESTORE_LABEL",
     "SAFETY_POLL_SECONDS",
     "back_up_target",
-    "not_ours",
     "safety_backup",
     "safety_backup_name",
 ]
