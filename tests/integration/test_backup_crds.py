@@ -410,11 +410,20 @@ def test_a_backup_stores_storage_is_immutable_and_its_keys_are_not(kubectl: Kube
             }
         )
         bad_namespace = patch({"secretNamespace": "Not_A_Namespace"})
+        bad_key = patch({"namespaceSelector": {"matchLabels": {"bad key!": "x"}}})
+        no_values = patch(
+            {"namespaceSelector": {"matchExpressions": [{"key": "t", "operator": "NotIn"}]}}
+        )
+        selected = patch({"namespaceSelector": {"matchLabels": {"dockyard.io/tier": "gold"}}})
         stored = get_json(kubectl, "backupstore", name)
 
         assert "storage is immutable: create a new BackupStore instead" in moved.stderr
         assert rotated.returncode == 0, rotated.stderr
         assert "spec.secretNamespace" in bad_namespace.stderr
+        assert "matchLabels keys must be label keys" in bad_key.stderr
+        assert "In and NotIn need values" in no_values.stderr
+        assert selected.returncode == 0, selected.stderr
+        assert stored["spec"]["namespaceSelector"] == {"matchLabels": {"dockyard.io/tier": "gold"}}
         # Cluster-scoped, with the platform namespace as the default home of its keys.
         assert "namespace" not in stored["metadata"]
         assert stored["spec"]["secretNamespace"] == "dockyard-system"

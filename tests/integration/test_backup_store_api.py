@@ -150,6 +150,15 @@ async def test_invalid_stores_are_problems_with_field_paths_and_nothing_is_writt
     assert schema.content_type == "application/problem+json"
     assert "spec.secretNamespace" in _fields(await schema.json())
     assert kubectl("get", "backupstore", store, check=False).returncode != 0
+    no_values = {"matchExpressions": [{"key": "tier", "operator": "In"}]}
+    selector = await client.post(
+        BASE, json=_body(store, tmp_path, namespaceSelector=no_values), headers=admin
+    )
+    assert selector.status == 422
+    problem = await selector.json()
+    assert any(f.startswith("spec.namespaceSelector.matchExpressions") for f in _fields(problem))
+    assert "In and NotIn need values" in json.dumps(problem)
+    assert kubectl("get", "backupstore", store, check=False).returncode != 0
 
     created = await client.post(BASE, json=_body(store, tmp_path), headers=admin)
     assert created.status == 201, await created.text()

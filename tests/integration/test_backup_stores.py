@@ -286,3 +286,68 @@ def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
     finally:
         kubectl("delete", "backupstore", store, "--ignore-not-found")
         kubectl("delete", "namespace", keys, "--wait=false", check=False)
+
+
+def test_a_store_serves_only_the_namespaces_its_selector_picks(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    backup_root: Path,
+) -> None:
+    namespace = own_operator()
+    store = f"gold-{uuid.uuid4().hex[:6]}"
+    keys = f"dy-keys-{uuid.uuid4().hex[:6]}"
+    label = "test.dockyard.io/tier"
+    kubectl("create", "namespace", keys)
+    try:
+        _key_secret(kubectl, keys, "store-key")
+        manifest = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupStore",
+            "metadata": {"name": store},
+            "spec": {
+                "storage": {"filesystem": {"path": str(backup_root / store)}},
+                "encryption": {"keySecretRef": {"name": "store-key", "key": "key"}},
+                "secretNamespace": keys,
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": label, "operator": "In", "values": [store]}]
+                },
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        _environment(kubectl, testbed_state, namespace)
+        spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
+        _apply(kubectl, namespace, {**_one_line_backup(namespace, "gold"), "spec": spec})
+
+        def refused() -> dict[str, Any] | None:
+            status = (_get(kubectl, namespace, "backup", "gold") or {}).get("status") or {}
+            ready = [c for c in status.get("conditions", ()) if c["type"] == "Ready"]
+            return status if ready and ready[0]["reason"] == "StoreNotAllowed" else None
+
+        status = wait_for(refused, timeout=30)
+        assert isinstance(status, dict)
+        assert status["phase"] == "Pending"
+        assert status.get("attempts", 0) == 0
+        assert f"BackupStore {store} does not serve namespace {namespace}" in status["message"]
+        assert f"{label} in ({store})" in status["message"]
+        # Nothing was filled, and no key was derived for the namespace.
+        kept = (_get(kubectl, namespace, "backup", "gold") or {})["spec"]
+        assert "storage" not in kept
+        assert "encryption" not in kept
+        derived = kubectl(
+            "get", "secrets", "-n", namespace, "-l", f"dockyard.io/backup-store={store}", "-o",
+            "name",
+        )  # fmt: skip
+        assert derived.stdout.strip() == ""
+        assert any(store in m for m in _events(kubectl, namespace, "StoreNotAllowed"))
+
+        # An administrator labels the namespace: the waiting Backup goes on by itself.
+        kubectl("label", "namespace", namespace, f"{label}={store}")
+        done = _wait_phase(kubectl, namespace, "gold", "Completed", timeout=120)
+        assert _artifact_path(done["location"]).is_relative_to(backup_root / store)
+        filled = (_get(kubectl, namespace, "backup", "gold") or {})["spec"]
+        assert filled["encryption"]["keySecretRef"]["name"] == f"{store}-{done['keyId']}"
+    finally:
+        kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
+        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        kubectl("delete", "namespace", keys, "--wait=false", check=False)

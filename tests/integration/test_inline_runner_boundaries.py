@@ -246,6 +246,58 @@ def test_an_inline_backup_to_its_stores_bucket_uses_the_operators_identity(
         kubectl("delete", "namespace", keys, "--wait=false", check=False)
 
 
+def test_a_namespace_the_store_does_not_serve_cannot_borrow_its_bucket(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    testbed_s3: backup_fixtures.TestbedS3,
+    s3_credentials: None,
+) -> None:
+    """The attack: a tenant whose namespace a store does not select copies the store's
+    storage into its Backup and names the store, with a key of its own (so nothing is
+    filled), hoping for the operator's identity on the store's bucket."""
+    namespace = own_operator(DOCKYARD_BACKUP_MAX_ATTEMPTS="1", **_with_an_identity(testbed_s3))
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    store, keys = f"gold-{uuid.uuid4().hex[:6]}", f"dy-keys-{uuid.uuid4().hex[:6]}"
+    bucket = f"gold-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_bucket(testbed_s3.url, bucket, create=True))
+    kubectl("create", "namespace", keys)
+    try:
+        _key_secret(kubectl, keys, "store-key")
+        storage = {"bucket": bucket, "endpoint": testbed_s3.url, "region": "us-east-1"}
+        manifest = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupStore",
+            "metadata": {"name": store},
+            "spec": {
+                "storage": {"s3": storage},
+                "encryption": {"keySecretRef": {"name": "store-key", "key": "key"}},
+                "secretNamespace": keys,
+                "namespaceSelector": {"matchLabels": {"test.dockyard.io/tier": store}},
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        backup = _s3_backup(namespace, "borrowed", testbed_s3.url, bucket)
+        backup["spec"]["storeRef"] = {"name": store}
+        _apply(kubectl, namespace, backup)
+
+        status = _wait_phase(kubectl, namespace, "borrowed", "Failed", timeout=60)
+
+        assert status["attempts"] == 1
+        assert _ready(status)["reason"] == "StoreNotAllowed"
+        assert f"does not serve namespace {namespace}" in status["message"]
+        assert f"test.dockyard.io/tier={store}" in status["message"]
+        assert asyncio.run(_bucket(testbed_s3.url, bucket, create=False)) == []
+        # Deleting it is not refused: its finalizer (which may always clean the store of
+        # what the Backup put there) lets it go at once.
+        kubectl("delete", "backup", "borrowed", "-n", namespace, "--timeout=30s")
+    finally:
+        kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
+        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        kubectl("delete", "namespace", keys, "--wait=false", check=False)
+
+
 # -- the endpoint guard --------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
 A cluster-scoped platform default, like Velero's BackupStorageLocation: a storage
 location and a list of encryption keys (the current one and those rotated out), one
-store marked ``default``. A Backup (or a BackupSchedule's template) that names no
+store marked ``default``, and optionally a ``namespaceSelector`` bounding the namespaces it
+serves (like KubeStash's usage policy). A Backup (or a BackupSchedule's template) that names no
 ``storage`` or no ``encryption`` takes them from the store its ``storeRef`` names, or
 from the default store; an explicit field still wins.
 
@@ -23,6 +24,7 @@ from pydantic import Field
 
 from dockyard.core.models.common import CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import CRDInfo, PrinterColumn, ValidationRule
+from dockyard.core.models.label_selector import LabelSelector
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.status import Status
 from dockyard.core.models.storage import BackupStorage
@@ -71,6 +73,16 @@ class BackupStoreSpec(CRModel):
         default="dockyard-system", max_length=63, pattern=NAMESPACE_PATTERN
     )
     """Namespace of the key Secrets; only the operator reads them there."""
+    namespace_selector: LabelSelector | None = None
+    """The namespaces whose Backups the store serves, by their labels; unset, every namespace.
+    A Backup in a namespace it does not select is not filled from it (it waits with the reason
+    StoreNotAllowed), gets none of its keys, and cannot reach its S3 bucket with the operator's
+    identity. Deleting artifacts already stored there goes on."""
+
+    def serves(self, namespace_labels: Mapping[str, str]) -> bool:
+        """Whether a namespace with these labels may use the store."""
+        selector = self.namespace_selector
+        return selector is None or selector.matches(namespace_labels)
 
 
 class BackupStoreConditionType(StrEnum):

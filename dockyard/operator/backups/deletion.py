@@ -47,7 +47,7 @@ async def finalize(
     if storage_spec is None:
         return Outcome.done()  # never filled from a store, so never run: nothing stored
     try:
-        ambient = await chosen_by_a_store(context.kube, backup)
+        ambient = await chosen_by_a_store(context.kube, backup, deleting=True)
         async with context.storage(storage_spec, namespace, ambient=ambient) as storage:
             names = await storage.list(prefix)
             for artifact in names:

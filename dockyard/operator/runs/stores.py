@@ -15,6 +15,10 @@ keys of its own artifacts only. A rotation (a new current key, the old one moved
 naming theirs. A restore also offers every key of the store, derived again
 (:func:`store_keyring`), and the artifact's key id picks one: an older artifact stays
 restorable from the store's list even if its derived Secret was deleted.
+
+A store with a ``namespaceSelector`` serves only the namespaces it selects
+(:func:`check_serves`): it fills no other namespace's Backup, derives no key for it,
+and lends it no ambient identity. Only the deletion of stored artifacts ignores it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
-from dockyard.core.resources import BACKUP_STORES, BACKUPS
+from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import create, get, items, merge_patch
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
@@ -52,6 +56,26 @@ _SALT: Final = b"dockyard.io/backupstore/v1"
 
 class NoBackupStore(BackupError, reason="NoBackupStore"):
     """No store to fill a Backup from: none named or default, or two defaults."""
+
+
+class StoreNotAllowed(BackupError, reason="StoreNotAllowed"):
+    """The store's ``namespaceSelector`` does not select the Backup's namespace."""
+
+
+async def check_serves(kube: KubeClient, store: BackupStore, namespace: str) -> None:
+    """``StoreNotAllowed`` unless ``store`` serves ``namespace`` (by the Namespace's labels,
+    read now, so labelling a namespace takes effect on the next pass)."""
+    if store.spec.namespace_selector is None:
+        return
+    found = await get(kube, NAMESPACES.path(None, namespace))
+    labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+    if found is not None and store.spec.serves(labels):
+        return
+    raise StoreNotAllowed(
+        f"BackupStore {store.metadata.name} does not serve namespace {namespace}: its "
+        f"namespaceSelector ({store.spec.namespace_selector.describe()}) does not match the "
+        "namespace's labels; an administrator may label the namespace or change the store"
+    )
 
 
 def store_path(name: str) -> str:
@@ -82,10 +106,13 @@ def filled(backup: Backup) -> tuple[BackupStorage, BackupEncryption]:
     return storage, encryption
 
 
-async def chosen_by_a_store(kube: KubeClient, backup: Backup) -> bool:
+async def chosen_by_a_store(kube: KubeClient, backup: Backup, *, deleting: bool = False) -> bool:
     """Whether ``backup``'s S3 storage, which names no credentials Secret, is its
     BackupStore's (immutable) storage: a bucket an administrator chose, which an inline
-    run may reach with the operator's own identity. A Backup's own choice never is."""
+    run may reach with the operator's own identity. A Backup's own choice never is.
+
+    The store must serve the Backup's namespace (``StoreNotAllowed`` otherwise), except
+    when ``deleting``: the artifacts a Backup stored there may always go."""
     storage = backup.spec.storage
     if backup.spec.store_ref is None or storage is None or storage.s3 is None:
         return False
@@ -95,7 +122,11 @@ async def chosen_by_a_store(kube: KubeClient, backup: Backup) -> bool:
         store = await find_store(kube, backup.spec.store_ref.name)
     except NoBackupStore:
         return False
-    return bool(store.spec.storage == storage)
+    if store.spec.storage != storage:
+        return False
+    if not deleting:
+        await check_serves(kube, store, backup.metadata.namespace or "")
+    return True
 
 
 async def find_store(kube: KubeClient, name: str | None) -> BackupStore:
@@ -139,6 +170,7 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str:
     namespace, name = backup.metadata.namespace or "", backup.metadata.name or ""
     wanted = backup.spec.store_ref.name if backup.spec.store_ref else None
     store = await find_store(kube, wanted)
+    await check_serves(kube, store, namespace)
     store_name = store.metadata.name or ""
     spec: dict[str, Any] = {"storeRef": {"name": store_name}}
     if backup.spec.storage is None:
@@ -226,6 +258,7 @@ async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]
     namespace = backup.metadata.namespace or ""
     try:
         store = await find_store(kube, backup.spec.store_ref.name)
+        await check_serves(kube, store, namespace)
         roots = await store_keys(kube, store)
     except BackupError as exc:
         logger.warning("store keys not offered", extra={"error": exc.message})
