@@ -478,7 +478,9 @@ def test_a_job_mode_backup_creates_a_least_privilege_runner_job(
     job = wait_for(lambda: _get(kubectl, namespace, "job", "backup-in-job-1"), timeout=30)
     assert isinstance(job, dict)
     pod = job["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "dockyard-backup-runner"
+    uid = (_get(kubectl, namespace, "backup", "in-job") or {})["metadata"]["uid"]
+    account = f"backup-runner-{uid}"
+    assert pod["serviceAccountName"] == account
     [container] = pod["containers"]
     assert container["args"][0] == "backup-run"
     dsn = next(e for e in container["env"] if e["name"] == "DOCKYARD_BACKUP_SOURCE_DSN")
@@ -488,13 +490,73 @@ def test_a_job_mode_backup_creates_a_least_privilege_runner_job(
     key_volume = next(v for v in pod["volumes"] if v["name"] == "backup-key")
     assert key_volume["secret"]["secretName"] == "backup-key"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Backup"
-    role = _get(kubectl, namespace, "role", "dockyard-backup-runner")
+    role = _get(kubectl, namespace, "role", account)
     assert role is not None
     assert role["rules"] == [
-        {"apiGroups": ["dockyard.io"], "resources": ["backups/status"], "verbs": ["patch"]}
+        {
+            "apiGroups": ["dockyard.io"],
+            "resources": ["backups/status"],
+            "resourceNames": ["in-job"],
+            "verbs": ["patch"],
+        }
     ]
+    assert role["metadata"]["ownerReferences"][0]["uid"] == uid
     status = _wait_phase(kubectl, namespace, "in-job", "Running", timeout=30)
     assert status["attempts"] == 1
+
+
+def _runner_may(kubectl: Kubectl, namespace: str, account: str, backup: str) -> bool:
+    """Whether ``account`` may patch the status of Backup ``backup`` (asked as it)."""
+    answer = kubectl(
+        "auth", "can-i", "patch", f"backups.dockyard.io/{backup}", "--subresource=status",
+        "-n", namespace, f"--as=system:serviceaccount:{namespace}:{account}", check=False,
+    )  # fmt: skip
+    return answer.stdout.strip() == "yes"
+
+
+def test_a_backup_runner_may_report_to_its_own_backup_and_to_no_other(
+    kubectl: Kubectl, namespace: str, backup_root: Path
+) -> None:
+    """The attack: a compromised runner of one Backup writes another Backup's status
+    (say, a forged sha256 and table manifest). Also the grant earlier operators made
+    to the shared runner account, on every Backup, is withdrawn."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    shared = "dockyard-backup-runner"
+    meta = {"name": shared, "namespace": namespace}
+    old_grant = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": rbac,
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {"apiGroups": ["dockyard.io"], "resources": ["backups/status"], "verbs": ["patch"]}
+            ],
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": shared},
+            "subjects": [{"kind": "ServiceAccount", "name": shared, "namespace": namespace}],
+        },
+    ]
+    for manifest in old_grant:
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    assert _runner_may(kubectl, namespace, shared, "other")
+    _key_secret(kubectl, namespace)
+
+    # Its Job is started (the identity is applied first); it reporting through that
+    # identity is test_a_job_mode_backup_is_dumped_by_its_runner_job_and_completes.
+    _apply(kubectl, namespace, _backup(namespace, "by-job", backup_root, runner="Job"))
+    _wait_phase(kubectl, namespace, "by-job", "Running", timeout=30)
+
+    uid = (_get(kubectl, namespace, "backup", "by-job") or {})["metadata"]["uid"]
+    account = f"backup-runner-{uid}"
+    assert _runner_may(kubectl, namespace, account, "by-job")
+    assert not _runner_may(kubectl, namespace, account, "other")
+    assert not _runner_may(kubectl, namespace, shared, "other")
+    assert (_get(kubectl, namespace, "role", shared) or {}).get("rules") in (None, [])
 
 
 def _job_condition(kubectl: Kubectl, namespace: str, name: str) -> str | None:

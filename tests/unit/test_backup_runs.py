@@ -13,10 +13,12 @@ import yaml
 
 from dockyard.core.models.backup import Backup, BackupPhase, BackupVerification
 from dockyard.core.models.backup_schedule import BackupSchedule
+from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.storage import BackupStorage
 from dockyard.core.settings import Settings
 from dockyard.operator.backups.schedules import backup_for, backup_name, plan_tick
+from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import database_identity
 from dockyard.operator.environments.defaults import default_schedule, wants_default_schedule
 from dockyard.operator.runs import jobs
@@ -129,17 +131,38 @@ def test_the_source_dsn_keeps_the_server_and_user_and_changes_the_database() -> 
 # -- runner Jobs --------------------------------------------------------------------------
 
 
-def test_the_runner_role_matches_the_shipped_manifest_and_only_patches_status() -> None:
-    shipped = {
-        d["kind"]: d
-        for d in yaml.safe_load_all((ROOT / "manifests/backup-runner-rbac.yaml").read_text())
-    }
-    built = {m["kind"]: m for m in jobs.runner_identity("team")}
-    assert built["Role"]["rules"] == shipped["Role"]["rules"]
-    assert built["RoleBinding"]["roleRef"] == shipped["RoleBinding"]["roleRef"]
-    assert shipped["Role"]["rules"] == [
-        {"apiGroups": ["dockyard.io"], "resources": ["backups/status"], "verbs": ["patch"]}
+def test_the_runner_identities_match_the_shipped_template() -> None:
+    shipped = list(yaml.safe_load_all((ROOT / "manifests/backup-runner-rbac.yaml").read_text()))
+    owner = Owner(API_VERSION, "Backup", "BACKUP_NAME", "team", "BACKUP_UID")
+    built = jobs.runner_identity("team") + jobs.backup_runner_identity(owner)
+
+    def shape(manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        kept = {k: v for k, v in manifest.items() if k not in ("metadata", "subjects")}
+        subjects = [{"kind": s["kind"], "name": s["name"]} for s in manifest.get("subjects", ())]
+        return {**kept, "name": meta["name"], "labels": meta["labels"], "subjects": subjects}
+
+    assert [shape(m) for m in built] == [shape(m) for m in shipped]
+
+
+def test_a_backup_runner_may_patch_its_own_backups_status_and_nothing_else() -> None:
+    owner = Owner(API_VERSION, "Backup", "nightly-1", "team", "0f0e-uid")
+    built = {m["kind"]: m for m in jobs.backup_runner_identity(owner)}
+    assert built["Role"]["rules"] == [
+        {
+            "apiGroups": ["dockyard.io"],
+            "resources": ["backups/status"],
+            "resourceNames": ["nightly-1"],
+            "verbs": ["patch"],
+        }
     ]
+    assert built["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "backup-runner-0f0e-uid", "namespace": "team"}
+    ]
+    for manifest in built.values():
+        assert manifest["metadata"]["ownerReferences"][0]["uid"] == "0f0e-uid"
+    # The account restore and drill Jobs share has no Role at all.
+    assert [m["kind"] for m in jobs.runner_identity("team")] == ["ServiceAccount"]
 
 
 def test_the_job_carries_no_secret_values() -> None:
@@ -156,7 +179,7 @@ def test_the_job_carries_no_secret_values() -> None:
     [container] = pod["containers"]
     assert job["metadata"]["name"] == "backup-bk-2"
     assert job["spec"]["backoffLimit"] == 0
-    assert pod["serviceAccountName"] == jobs.RUNNER_ACCOUNT
+    assert pod["serviceAccountName"] == f"backup-runner-{backup.metadata.uid}"
     assert "--report-backup=team/bk" in container["args"]
     for variable in container["env"]:
         # Secrets by reference only; in plain text, the log format and the tracing.

@@ -69,7 +69,7 @@ from dockyard.operator.runs.context import (
     retryable,
 )
 from dockyard.operator.runs.outages import pause_while_out
-from dockyard.operator.runs.runner_jobs import apply_runner_identity, runner_message
+from dockyard.operator.runs.runner_jobs import apply_backup_runner_identity, runner_message
 from dockyard.operator.runs.stores import chosen_by_a_store, fill_from_store, filled
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
 from dockyard.runner import BackupError, BackupResult, run_backup
@@ -288,7 +288,7 @@ class BackupRuns:
         except BackupError as exc:
             await self._write(loaded, started)
             return await self._failed(loaded, started, exc)
-        await apply_runner_identity(kube, loaded.namespace)
+        await apply_backup_runner_identity(kube, backup)
         job = jobs.backup_job(
             backup,
             attempt=attempt,

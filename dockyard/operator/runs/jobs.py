@@ -1,10 +1,13 @@
 """Runner Jobs: the batch/v1 Jobs that run ``dockyard backup-run`` and ``restore-run``.
 
 Pure builders (spec in, manifests out), applied by ``dockyard.operator.apply``. A Job
-runs the operator's image (``Settings.runner_image``) as the ServiceAccount
-``dockyard-backup-runner``, whose Role may do one thing: patch ``backups/status`` (the
-same rules ship as ``manifests/backup-runner-rbac.yaml``; a unit test keeps the two
-equal). Restore Jobs do not even get its token (``automountServiceAccountToken``).
+runs the operator's image (``Settings.runner_image``). A Backup's Jobs run as that
+Backup's own ServiceAccount, ``backup-runner-<backup uid>``, whose Role may do one thing:
+patch *that Backup's* status (``resourceNames``); the three objects are owned by the
+Backup and go with it (:func:`backup_runner_identity`; the template ships as
+``manifests/backup-runner-rbac.yaml``, and a unit test keeps the two equal). Restore and
+drill Jobs run as ``dockyard-backup-runner``, which holds no rights, and do not even get
+its token (``automountServiceAccountToken``).
 Nothing secret is in a Job: database URIs come from an environment's database Secret
 (``secretKeyRef``), the encryption key is a file mounted from its Secret, S3
 credentials come from their Secret. The key *id* (a fingerprint) is public.
@@ -57,9 +60,21 @@ _JOB_NAME_MAX: Final = 63
 ACTIVE_DEADLINE_SECONDS: Final = 24 * 3600
 TTL_AFTER_FINISHED_SECONDS: Final = 3600
 
-RUNNER_RULES: Final[tuple[dict[str, Any], ...]] = (
-    {"apiGroups": [API_VERSION.split("/")[0]], "resources": ["backups/status"], "verbs": ["patch"]},
-)
+# A Backup runner's identity is named for the Backup's uid (names outgrow 63 characters
+# and come back under a new uid; uids do neither).
+BACKUP_RUNNER_PREFIX: Final = "backup-runner-"
+
+
+def runner_rules(backup: str) -> list[dict[str, Any]]:
+    """What a Backup's runner may do: patch the status of the Backup ``backup``, no other."""
+    return [
+        {
+            "apiGroups": [API_VERSION.split("/")[0]],
+            "resources": ["backups/status"],
+            "resourceNames": [backup],
+            "verbs": ["patch"],
+        }
+    ]
 
 
 # The only variables a runner Job gets in plain text: none of them is a secret.
@@ -97,24 +112,37 @@ def _labels(**extra: str) -> dict[str, str]:
 
 
 def runner_identity(namespace: str) -> list[Manifest]:
-    """The ServiceAccount, Role and RoleBinding runner Jobs use in ``namespace``."""
+    """The ServiceAccount restore and drill Jobs run as in ``namespace``: it holds no
+    rights, and those Jobs do not mount its token."""
     meta = {"name": RUNNER_ACCOUNT, "namespace": namespace, "labels": _labels()}
+    return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}]
+
+
+def backup_runner_account(owner: Owner) -> str:
+    """The ServiceAccount of the Backup ``owner``'s runner Jobs."""
+    return f"{BACKUP_RUNNER_PREFIX}{owner.uid}"
+
+
+def backup_runner_identity(owner: Owner) -> list[Manifest]:
+    """The ServiceAccount, Role and RoleBinding of one Backup's runner Jobs, owned by
+    the Backup: the Role may patch that Backup's status and nothing else."""
+    name = backup_runner_account(owner)
+    meta = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": _labels(**{OWNER_UID_LABEL: owner.uid, RUNNER_LABEL: "backup"}),
+        "ownerReferences": [owner.reference()],
+    }
     rbac = "rbac.authorization.k8s.io/v1"
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": list(RUNNER_RULES)},
+        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": runner_rules(owner.name)},
         {
             "apiVersion": rbac,
             "kind": "RoleBinding",
             "metadata": meta,
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": RUNNER_ACCOUNT,
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": RUNNER_ACCOUNT, "namespace": namespace}
-            ],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
         },
     ]
 
@@ -154,6 +182,7 @@ def backup_job(
         database=("DOCKYARD_BACKUP_SOURCE_DSN", database_secret),
         image=image,
         api_access=True,
+        account=backup_runner_account(owner),
         deadline_seconds=deadline_seconds,
     )
 
@@ -217,6 +246,7 @@ def _runner_job(
     image: str,
     api_access: bool,
     deadline_seconds: int,
+    account: str = RUNNER_ACCOUNT,
 ) -> Manifest:
     """A runner Job: ``dockyard <args>`` with ``backup``'s storage and key, the database
     URI of the Secret ``database[1]`` in the variable ``database[0]``, and nothing else
@@ -325,7 +355,7 @@ def _runner_job(
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "serviceAccountName": RUNNER_ACCOUNT,
+                    "serviceAccountName": account,
                     "automountServiceAccountToken": api_access,
                     "restartPolicy": "Never",
                     "securityContext": {

@@ -32,8 +32,8 @@ from pydantic import ValidationError
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
-from dockyard.core.resources import JOBS, PODS
-from dockyard.operator.apply import apply_as, delete, get
+from dockyard.core.resources import JOBS, PODS, ROLES
+from dockyard.operator.apply import apply_as, delete, get, merge_patch
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
@@ -94,9 +94,28 @@ class RestoreJob:
 
 
 async def apply_runner_identity(kube: KubeClient, namespace: str) -> None:
-    """The runner ServiceAccount, Role and RoleBinding in ``namespace``."""
+    """The ServiceAccount restore and drill Jobs run as in ``namespace`` (no rights)."""
     for manifest in jobs.runner_identity(namespace):
         await apply_as(kube, manifest)
+    await _retire_shared_grant(kube, namespace)
+
+
+async def apply_backup_runner_identity(kube: KubeClient, backup: Backup) -> None:
+    """The ServiceAccount, Role and RoleBinding of ``backup``'s runner Jobs."""
+    for manifest in jobs.backup_runner_identity(Owner.of(backup)):
+        await apply_as(kube, manifest)
+    await _retire_shared_grant(kube, backup.metadata.namespace or "")
+
+
+async def _retire_shared_grant(kube: KubeClient, namespace: str) -> None:
+    """Empty the Role ``dockyard-backup-runner`` that earlier operators bound to the
+    shared runner account, which let any Backup's runner patch every Backup's status in
+    the namespace. (Emptied, not deleted: the operator may not delete Roles.)"""
+    path = ROLES.path(namespace, jobs.RUNNER_ACCOUNT)
+    role = await get(kube, path)
+    if role is not None and role.get("rules"):
+        await merge_patch(kube, path, {"rules": []})
+        logger.info("shared runner Role emptied", extra={"namespace": namespace})
 
 
 async def start_restore_job(
@@ -260,6 +279,7 @@ __all__ = [
     "RunnerFailed",
     "RunnerJob",
     "RunnerReported",
+    "apply_backup_runner_identity",
     "apply_runner_identity",
     "job_result",
     "read_job",
