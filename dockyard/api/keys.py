@@ -72,5 +72,8 @@ AUDIT = web.RequestKey("audit", dict[str, Any])
 # The events a write announces; the audit middleware logs them with its row.
 EVENTS = web.RequestKey("events", list[Event])
 RATE_LIMIT = web.RequestKey("rate_limit", Verdict)
+# Set once authenticate_and_authorize let the request through (the rate limit's headers
+# name a tenant's rules only then).
+AUTHORIZED = web.RequestKey("authorized", bool)
 # The watch cache a read was answered from (see middlewares.add_staleness_headers).
 READ_FROM = web.RequestKey("read_from", WatchCache)

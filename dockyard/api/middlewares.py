@@ -233,4 +233,5 @@ async def authenticate_and_authorize(request: web.Request, handler: Handler) -> 
                 f"User {principal.user!r} may not {permission.verb} "
                 f"{permission.group}/{permission.resource}{where}."
             )
+    request[keys.AUTHORIZED] = True
     return await handler(request)

@@ -228,10 +228,27 @@ async def test_overlapping_policies_must_all_pass_and_tenants_only_limit_their_n
             assert first.headers["RateLimit"] == (
                 f'"{tenant}/tenant/narrow";r=1;t=30, "{namespace}/platform/wide";r=4;t=12'
             )
+            # The attack: learn a namespace's policies without a token, or without rights
+            # there. Such callers are told how much, not what (and have buckets of their own).
+            stranger = bearer(testbed, f"eve-{uuid.uuid4().hex[:6]}")
+            for answer in [
+                await client.get(about_tenant),
+                await client.get(about_tenant, headers=stranger),
+            ]:
+                assert answer.status in (401, 403)
+                assert answer.headers["RateLimit-Policy"] == (
+                    f'"{tenant}/limit-1";q=2;w=60, "{namespace}/platform/wide";q=5;w=60'
+                )
+                assert "narrow" not in answer.headers["RateLimit"]
             assert (await client.get(about_tenant, headers=headers)).status == 200
             refused = await client.get(about_tenant, headers=headers)
             assert refused.status == 429
-            assert f"narrow of RateLimitPolicy {tenant}/tenant" in (await refused.json())["detail"]
+            # Written before authentication: the alias, and where the name is.
+            detail = (await refused.json())["detail"]
+            assert f"limit {tenant}/limit-1 " in detail
+            assert f"kubectl get ratelimitpolicies -n {tenant}" in detail
+            assert "narrow" not in detail
+            assert f'"{tenant}/limit-1";r=0' in refused.headers["RateLimit"]
 
             # The tenant's policy does not reach requests about another namespace, and the
             # refused request took nothing from the platform rule: 3 of its 5 remain.

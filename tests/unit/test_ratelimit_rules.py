@@ -196,6 +196,25 @@ def test_headers_report_every_enforced_rule_most_restrictive_first() -> None:
     assert headers["RateLimit"] == (
         '"shop/tenant/narrow";r=2;t=20, "dockyard-system/global/wide";r=99;t=1'
     )
+    # To a caller not authorized in "shop", its rules are numbered; the platform's are not.
+    hidden = verdict.headers(named=False)
+    assert hidden["RateLimit-Policy"] == (
+        '"shop/limit-1";q=3;w=60, "dockyard-system/global/wide";q=100;w=60'
+    )
+    assert hidden["RateLimit"] == '"shop/limit-1";r=2;t=20, "dockyard-system/global/wide";r=99;t=1'
+
+
+def test_a_tenants_rules_are_numbered_across_its_policies() -> None:
+    idx = index(
+        policy("shop", "a", rule("one", requests=3), rule("two", requests=4)),
+        policy("shop", "b", rule("three", requests=5)),
+        policy("cafe", "c", rule("four", requests=6)),
+    )
+    aliases = {ns: [r.alias for r in rules] for ns, rules in idx.by_namespace.items()}
+    assert aliases == {
+        "shop": ["shop/limit-1", "shop/limit-2", "shop/limit-3"],
+        "cafe": ["cafe/limit-1"],
+    }
 
 
 def test_shadow_rules_never_reject_but_say_they_would_have() -> None:

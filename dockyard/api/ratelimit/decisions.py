@@ -72,37 +72,51 @@ class Verdict:
         """Whole seconds until every refusing rule would let the request through."""
         return max((ceil_seconds(d.result.retry_after) for d in self.refusals), default=0)
 
-    def headers(self) -> dict[str, str]:
-        """``RateLimit-Policy`` and ``RateLimit`` for the enforced rules; none without."""
+    def headers(self, *, named: bool = True) -> dict[str, str]:
+        """``RateLimit-Policy`` and ``RateLimit`` for the enforced rules; none without.
+
+        Unless ``named`` (the caller was authorized in the request's namespace), a
+        tenant's rules go by their aliases."""
         enforced = self.enforced
         if not enforced:
             return {}
         return {
-            POLICY_HEADER: ", ".join(policy_item(d.rule) for d in enforced),
-            STATE_HEADER: ", ".join(state_item(d) for d in enforced),
+            POLICY_HEADER: ", ".join(policy_item(d.rule, named=named) for d in enforced),
+            STATE_HEADER: ", ".join(state_item(d, named=named) for d in enforced),
         }
 
 
-def policy_item(rule: CompiledRule) -> str:
+def policy_item(rule: CompiledRule, *, named: bool = True) -> str:
     """``"name";q=<requests>;w=<period seconds>`` (made once, when the rule is compiled)."""
-    return rule.policy_item
+    return rule.policy_item if named else rule.alias_item
 
 
-def state_item(decision: RuleDecision) -> str:
+def state_item(decision: RuleDecision, *, named: bool = True) -> str:
     """``"name";r=<remaining>;t=<seconds until full>``."""
     result = decision.result
-    return f"{decision.rule.quoted_ident};r={result.remaining};t={ceil_seconds(result.reset)}"
+    name = decision.rule.shown(named=named)
+    return f"{name};r={result.remaining};t={ceil_seconds(result.reset)}"
 
 
 def describe(refusals: Sequence[RuleDecision]) -> str:
-    """The 429's detail: which limit was hit, in words."""
+    """The 429's detail: which limit was hit, in words.
+
+    It is written before authentication, so a tenant's rule goes by its alias, with
+    where to look it up; the platform's rules are named."""
     first = refusals[0].rule
     quota = first.quota
     unit = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}.get(
         int(quota.period), f"{quota.period:g} s"
     )
     more = f" (and {len(refusals) - 1} more rule(s))" if len(refusals) > 1 else ""
+    if first.alias is None:
+        which = f"rule {first.name} of RateLimitPolicy {first.policy.label}"
+    else:
+        which = (
+            f"limit {first.alias} (the namespace's RateLimitPolicies name it: kubectl get "
+            f"ratelimitpolicies -n {first.policy.namespace})"
+        )
     return (
-        f"Rate limit exceeded: rule {first.name} of RateLimitPolicy {first.policy.label} "
-        f"allows {quota.requests} requests per {unit} with a burst of {quota.burst}{more}."
+        f"Rate limit exceeded: {which} allows {quota.requests} requests per {unit} with a "
+        f"burst of {quota.burst}{more}."
     )

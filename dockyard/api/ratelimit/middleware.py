@@ -10,7 +10,10 @@ second TokenReview. The kubelet's probes are never limited.
 
 The ``RateLimit-Policy``/``RateLimit`` headers are added in ``on_response_prepare``
 from the verdict stored on the request, so they reach every response: the handler's,
-a 429, and errors rendered further out by ``middlewares.problems``.
+a 429, and errors rendered further out by ``middlewares.problems``. A tenant's rules
+are named there only when ``authenticate_and_authorize`` let the caller in
+(``keys.AUTHORIZED``); on a 401, a 403 or a 429 they go by their aliases
+(``namespace/limit-<n>``), which say how much, not what.
 """
 
 from __future__ import annotations
@@ -63,4 +66,5 @@ async def add_rate_limit_headers(request: web.Request, response: web.StreamRespo
     """``on_response_prepare``: the limits that applied to this request, and their state."""
     verdict = request.get(keys.RATE_LIMIT)
     if verdict is not None:
-        response.headers.update(verdict.headers())
+        # A tenant's rules are named only to callers authorized in its namespace.
+        response.headers.update(verdict.headers(named=request.get(keys.AUTHORIZED, False)))

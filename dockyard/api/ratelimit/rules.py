@@ -96,6 +96,9 @@ class CompiledRule:
     groups: frozenset[str] = frozenset()
     exact_paths: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
+    alias: str | None = None
+    """What the rule is called to a caller not known to be allowed in its namespace
+    (``namespace/limit-<n>`` for a tenant's rule); ``None``: its ident, always."""
     ident: str = field(init=False)
     """``namespace/policy/rule``: the rule's name in headers."""
     enforced: bool = field(init=False)
@@ -103,16 +106,26 @@ class CompiledRule:
     """``ident`` as an RFC 8941 sf-string, as both headers name the rule."""
     policy_item: str = field(init=False)
     """This rule's item of the ``RateLimit-Policy`` header (it never changes)."""
+    quoted_alias: str = field(init=False)
+    alias_item: str = field(init=False)
+    """``quoted_ident`` and ``policy_item`` with the alias for the name."""
 
     def __post_init__(self) -> None:
         # Derived once here rather than per request (frozen: bypass __setattr__).
         ident = f"{self.policy.label}/{self.name}"
         quoted = sf_string(ident)
-        window = ceil_seconds(self.quota.period)
+        quoted_alias = quoted if self.alias is None else sf_string(self.alias)
+        limit = f"q={self.quota.requests};w={ceil_seconds(self.quota.period)}"
         object.__setattr__(self, "ident", ident)
         object.__setattr__(self, "enforced", self.policy.mode is RateLimitMode.ENFORCE)
         object.__setattr__(self, "quoted_ident", quoted)
-        object.__setattr__(self, "policy_item", f"{quoted};q={self.quota.requests};w={window}")
+        object.__setattr__(self, "policy_item", f"{quoted};{limit}")
+        object.__setattr__(self, "quoted_alias", quoted_alias)
+        object.__setattr__(self, "alias_item", f"{quoted_alias};{limit}")
+
+    def shown(self, *, named: bool) -> str:
+        """The rule's quoted name in headers: its ident, or its alias unless ``named``."""
+        return self.quoted_ident if named else self.quoted_alias
 
     @property
     def needs_caller(self) -> bool:
@@ -182,9 +195,10 @@ class PolicyReport:
     rules: int
 
 
-def compile_rule(policy: PolicyRef, rule: RateLimitRule) -> CompiledRule:
+def compile_rule(policy: PolicyRef, rule: RateLimitRule, alias: str | None = None) -> CompiledRule:
     paths = rule.match.paths
     return CompiledRule(
+        alias=alias,
         policy=policy,
         name=rule.name,
         quota=Quota(rule.limit.requests, rule.limit.period.seconds, rule.burst),
@@ -258,11 +272,18 @@ class PolicyIndex:
                 logger.warning("rate limit policy %s/%s ignored: invalid", namespace, name)
                 continue
             ref = PolicyRef(namespace, name, policy.metadata.uid or name, policy.spec.mode)
-            compiled = [compile_rule(ref, rule) for rule in policy.spec.rules]
             if namespace == self.platform_namespace:
+                compiled = [compile_rule(ref, rule) for rule in policy.spec.rules]
                 everywhere += compiled
             else:
-                by_namespace.setdefault(namespace, []).extend(compiled)
+                # A tenant's rules are numbered, not named, to callers who may not be
+                # allowed in the namespace (the limiter runs before authentication).
+                known = by_namespace.setdefault(namespace, [])
+                compiled = [
+                    compile_rule(ref, rule, alias=f"{namespace}/limit-{len(known) + n}")
+                    for n, rule in enumerate(policy.spec.rules, 1)
+                ]
+                known.extend(compiled)
             problems = scope_problems(
                 policy, platform_namespace=self.platform_namespace, routes=self.routes
             )
