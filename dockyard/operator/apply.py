@@ -6,7 +6,10 @@ answers that are not errors:
 - **apply** (server-side): reconcilers compute whole manifests
   (``dockyard.operator.builders``) and hand them here. Idempotent: the operator's field
   manager owns every field it sets, ``force`` takes back fields someone changed by hand,
-  and fields it stops setting are removed.
+  and fields it stops setting are removed. A child is applied only over nothing or
+  over an object its owner controls: an object of that name made by hand or by another
+  controller raises ``ChildConflict`` (:func:`check_claim`) and is left as it is, since a
+  forced apply would take it over and the owner's deletion would then delete it.
 - **patch** (JSON merge patch, the status subresource included): 404 means the object
   was deleted meanwhile, which is no error (its finalizer or its garbage collection
   does the rest); the caller learns it from the ``False`` it gets back. Patches carry no
@@ -59,14 +62,61 @@ class Applied:
     object: Manifest
 
 
+class ChildConflict(Exception):
+    """An object has the name of a child, and the child's owner does not control it."""
+
+    reason: Final = "ChildConflict"
+
+    def __init__(self, manifest: Mapping[str, Any], existing: Mapping[str, Any]) -> None:
+        meta = manifest["metadata"]
+        owner = next(r for r in meta["ownerReferences"] if r.get("controller"))
+        holder = next(
+            (
+                f"{r.get('kind')} {r.get('name')}"
+                for r in existing.get("metadata", {}).get("ownerReferences", ())
+                if r.get("controller")
+            ),
+            None,
+        )
+        # Another owner is named only when it lives in this namespace: a name the tenant
+        # could list anyway.
+        whose = f"it belongs to {holder}" if holder else "it was not made by Dockyard"
+        self.ref = ChildRef.of(dict(manifest))
+        self.message = (
+            f"{manifest['kind']} {meta['name']} exists and is not this {owner['kind']}'s "
+            f"({whose}); it is left as it is. Rename the {owner['kind']}, or have that "
+            "object removed."
+        )
+        super().__init__(self.message)
+
+
+def manifest_controller(manifest: Mapping[str, Any]) -> str | None:
+    """The uid of the owner a manifest names as its controller, if it names one."""
+    for ref in manifest.get("metadata", {}).get("ownerReferences", ()):
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def check_claim(existing: Mapping[str, Any] | None, manifest: Mapping[str, Any]) -> None:
+    """``ChildConflict`` unless ``manifest`` may be applied over ``existing``: there is
+    nothing there, or what is there is controlled by the manifest's own controller."""
+    owner = manifest_controller(manifest)
+    if existing is None or owner is None or controlled_by(existing, owner):
+        return
+    raise ChildConflict(manifest, existing)
+
+
 async def apply(kube: KubeClient, manifest: Manifest) -> Applied:
     """Server-side apply ``manifest`` and report whether that created or changed the object.
 
-    The object is read first only to tell the caller what the apply did (a child that
+    The object is read first to refuse taking over one the manifest's owner does not
+    control (``ChildConflict``), and to tell the caller what the apply did (a child that
     was missing, or that differed, is drift when the spec did not change).
     """
     path = object_path(manifest)
     before = await get(kube, path)
+    check_claim(before, manifest)
     after = await kube.apply(path, manifest, field_manager=FIELD_MANAGER)
     if before is None:
         change = Change.CREATED

@@ -157,8 +157,24 @@ class ChildMemory:
         ]:
             del self._applied[key]
 
+    async def claim(self, kube: KubeClient, manifest: Manifest) -> None:
+        """``ChildConflict`` when an object of the child's name exists that its owner
+        does not control. Free for a child the index holds under its owner; otherwise
+        (a new child, or one made by hand, which the index never sees) one GET."""
+        owner = writes.manifest_controller(manifest)
+        if self._indexes is None or owner is None:
+            return  # writes.apply reads the object and checks it itself
+        meta = manifest["metadata"]
+        current = self.seen(meta["namespace"], manifest["kind"], meta["name"])
+        if current is not None and current.controller_uid == owner:
+            return
+        writes.check_claim(await writes.get(kube, writes.object_path(manifest)), manifest)
+
     async def apply(self, kube: KubeClient, manifest: Manifest) -> Applied:
-        """Apply ``manifest`` unless the child is still as this memory last applied it."""
+        """Apply ``manifest`` unless the child is still as this memory last applied it.
+
+        The caller has claimed it (:meth:`claim`) first, with its siblings, so that a
+        conflict stops the pass before any of them is applied."""
         if self._indexes is None:
             return await writes.apply(kube, manifest)
         meta = manifest["metadata"]

@@ -19,7 +19,7 @@ from dockyard.core.kube import KubeClient
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment
 from dockyard.core.resources import SECRETS
-from dockyard.operator.apply import Applied, get
+from dockyard.operator.apply import Applied, check_claim, get
 from dockyard.operator.builders import environment as builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import (
@@ -67,7 +67,11 @@ class DatabaseProvisioner:
         database_name, _ = database_identity(owner.namespace, owner.name)
         # The password exists only in the Secret: reuse it, so that running pods keep
         # working; a new one is made only when there is none (first time, or deleted).
-        password = password_in(await get(self.kube, SECRETS.path(owner.namespace, secret_name)))
+        # A Secret of that name the environment does not control is someone else's: its
+        # password is not read, nor is the Secret taken over (ChildConflict).
+        existing = await get(self.kube, SECRETS.path(owner.namespace, secret_name))
+        check_claim(existing, builders.database_secret(env, {}))
+        password = password_in(existing)
         digest = builders.credentials_digest(password) if password else None
         if self.postgres is None:
             verdict = report.Verdict(

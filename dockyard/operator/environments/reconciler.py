@@ -46,7 +46,7 @@ from dockyard.core.resources import (
     Manifest,
 )
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import Applied, Change, namespace_terminating
+from dockyard.operator.apply import Applied, Change, ChildConflict, namespace_terminating
 from dockyard.operator.builders import environment as builders
 from dockyard.operator.builders import tiers
 from dockyard.operator.builders.metadata import Owner
@@ -65,6 +65,9 @@ from dockyard.operator.scaling import targets as scaling_targets
 from dockyard.operator.store import InvalidObject, KindStore, ObjectLocks, deleting, post
 
 logger = logging.getLogger(__name__)
+
+# How often an environment whose child's name is taken by someone else's object looks again.
+CONFLICT_RETRY_SECONDS = 60.0
 
 Key = tuple[str, str]
 """An environment's namespace and name."""
@@ -215,6 +218,7 @@ class Reconciler:
         database: DatabaseStep | None = None
         children = _Children()
         failure: report.Verdict | None = None
+        conflicted: ChildConflict | None = None
         try:
             database = await self.database.step(env, owner)
             if database is not None and database.secret is not None:
@@ -233,6 +237,11 @@ class Reconciler:
                 "ChildRejected",
                 f"The API server rejected a child of the environment: {exc.message}",
             )
+        except ChildConflict as conflict:
+            # Someone else's object has a child's name: it is not taken over. Looked at
+            # again later, since the watch does not see objects Dockyard did not make.
+            conflicted = conflict
+            failure = report.Verdict(ConditionStatus.FALSE, conflict.reason, conflict.message)
         workload = report.WorkloadReport.from_deployment(
             children.deployment, _desired_replicas(env, children)
         )
@@ -247,6 +256,8 @@ class Reconciler:
         if status != env.status and not await self._write_status(owner, status):
             return Outcome.done()
         announce(raw, env, status, children.changes)
+        if conflicted is not None:
+            return Outcome.again(conflicted.message, delay=CONFLICT_RETRY_SECONDS)
         if failure is not None:
             return Outcome.failed(failure.message)
         if database is not None and database.retryable:
@@ -292,7 +303,10 @@ class Reconciler:
         # The children do not depend on one another at apply time (a Deployment may name
         # a ServiceAccount or Secret that appears a moment later; its controller retries),
         # so they are applied together: one round trip per pass instead of one per child.
+        # All are claimed first: one object of a child's name that is not the
+        # environment's (ChildConflict) stops the pass before any of them is applied.
         children = self.children
+        await asyncio.gather(*(children.claim(self.kube, m) for m in desired.present))
         applied = await asyncio.gather(*(children.apply(self.kube, m) for m in desired.present))
         for result in applied:
             into.record(result)

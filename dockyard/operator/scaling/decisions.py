@@ -44,6 +44,8 @@ class AcceptanceReason(StrEnum):
     INVALID_SCHEDULE = "InvalidSchedule"
     BELOW_TIER_MINIMUM = "BelowTierMinimum"
     HPA_REJECTED = "HorizontalPodAutoscalerRejected"
+    TARGET_NOT_MANAGED = "TargetNotManaged"
+    HPA_CONFLICT = "HorizontalPodAutoscalerConflict"
 
 
 class PauseReason(StrEnum):
@@ -94,6 +96,7 @@ def acceptance(
     rival: ScalingPolicy | None,
     environment: Environment | None,
     schedule_problems: Sequence[str],
+    foreign_target: bool = False,
 ) -> Verdict:
     """The Accepted condition: whether ``policy`` is in force, with the first reason
     against it, in this order."""
@@ -112,6 +115,13 @@ def acceptance(
             False,
             AcceptanceReason.TARGET_NOT_FOUND,
             f"Environment {target} does not exist in this namespace.",
+        )
+    if foreign_target:
+        return Verdict.of(
+            False,
+            AcceptanceReason.TARGET_NOT_MANAGED,
+            f"Deployment {target} is not Environment {target}'s (made by hand, or by another "
+            "controller): a ScalingPolicy scales only the Deployment its environment runs.",
         )
     if schedule_problems:
         return Verdict.of(False, AcceptanceReason.INVALID_SCHEDULE, "; ".join(schedule_problems))

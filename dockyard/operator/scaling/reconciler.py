@@ -27,7 +27,7 @@ from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyStatus
 from dockyard.core.resources import DEPLOYMENTS, HORIZONTAL_POD_AUTOSCALERS, ChildRef, Manifest
-from dockyard.operator.apply import apply, delete_child, get
+from dockyard.operator.apply import ChildConflict, apply, controlled_by, delete_child, get
 from dockyard.operator.builders import scaling as builders
 from dockyard.operator.builders import tiers
 from dockyard.operator.builders.metadata import Owner
@@ -122,11 +122,21 @@ class ScalingReconciler:
         target = policy.spec.target_ref.name
         rivals = await self.policies.in_namespace(owner.namespace)
         environment = await self.environments.find(owner.namespace, target)
+        # The Deployment of the target's name must be the environment's own (or not be
+        # there yet): an HPA would scale whatever Deployment has that name.
+        deployment = (
+            None
+            if environment is None
+            else await get(self.kube, DEPLOYMENTS.path(owner.namespace, target))
+        )
         verdict = decisions.acceptance(
             policy,
             rival=decisions.prevailing_rival(policy, rivals),
             environment=environment,
             schedule_problems=schedule_problems(policy.spec.schedules),
+            foreign_target=deployment is not None
+            and environment is not None
+            and not controlled_by(deployment, environment.metadata.uid or ""),
         )
         if not verdict.holds or environment is None:
             await self._remove_hpa(policy, owner)
@@ -138,7 +148,6 @@ class ScalingReconciler:
         pause = await self._pause(policy, owner.namespace)
         pinned = None
         if pause is not None:
-            deployment = await get(self.kube, DEPLOYMENTS.path(owner.namespace, target))
             current = await get(
                 self.kube,
                 HORIZONTAL_POD_AUTOSCALERS.path(owner.namespace, builders.hpa_name(policy)),
@@ -158,14 +167,17 @@ class ScalingReconciler:
         replicas = builders.replica_range(policy.spec, window, pinned=pinned)
         try:
             applied = await apply(self.kube, builders.hpa(policy, environment, replicas))
-        except KubeError as exc:
-            if exc.status not in (400, 422):
+        except (KubeError, ChildConflict) as exc:
+            if isinstance(exc, ChildConflict):
+                refused = Verdict.of(False, decisions.AcceptanceReason.HPA_CONFLICT, exc.message)
+            elif exc.status not in (400, 422):
                 raise
-            refused = Verdict.of(
-                False,
-                decisions.AcceptanceReason.HPA_REJECTED,
-                f"The API server rejected the HorizontalPodAutoscaler: {exc.message}",
-            )
+            else:
+                refused = Verdict.of(
+                    False,
+                    decisions.AcceptanceReason.HPA_REJECTED,
+                    f"The API server rejected the HorizontalPodAutoscaler: {exc.message}",
+                )
             status = report.summarize(
                 policy, acceptance=refused, pause=None, replicas=None, hpa=None
             )
