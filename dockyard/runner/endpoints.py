@@ -16,7 +16,13 @@ platform's own services. So, unless the operator's settings allow it:
 The check runs before the client is made (so a refusal is immediate and says why),
 and again, through :class:`GuardedResolver`, at every connection the client opens:
 a name that resolved to a public address at first cannot rebind to a private one.
-An endpoint given as a literal address is checked once, up front (no resolution).
+An endpoint given as a literal address is checked up front (no resolution), and
+aiohttp never asks the resolver about one.
+
+The host is read with yarl, aiohttp's own parser, so it is judged as aiohttp will
+connect to it: yarl folds full-width digits and ideographic dots (169 written in
+U+FF11 U+FF16 U+FF19, say) into an address literal that ``urlsplit`` leaves as a
+"name". A host that is not plain ASCII is refused outright (IDNA-encode it).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from dockyard.runner.errors import StorageError
 
@@ -71,7 +78,8 @@ class EndpointPolicy:
         )
 
     def check_scheme(self, url: str) -> tuple[str, int]:
-        """``(host, port)`` of ``url``, or ``EndpointRefused`` for a scheme not allowed."""
+        """``(host, port)`` of ``url`` as aiohttp connects to them, or ``EndpointRefused``
+        for a scheme not allowed or a host that is not plain ASCII."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         allowed = {"https", "http"} if self.allow_http else {"https"}
@@ -82,7 +90,18 @@ class EndpointPolicy:
             )
         if not parts.hostname:
             raise EndpointRefused(f"{self.label} {url} names no host")
-        return parts.hostname, parts.port or _DEFAULT_PORTS[scheme]
+        if not parts.hostname.isascii():
+            raise EndpointRefused(
+                f"{self.label} {url} is refused: its host is not plain ASCII (write an "
+                "internationalized name in its xn-- form)"
+            )
+        try:
+            parsed = URL(url)
+        except ValueError as exc:
+            raise EndpointRefused(f"{self.label} {url} is not a valid URL: {exc}") from None
+        if not parsed.raw_host:
+            raise EndpointRefused(f"{self.label} {url} names no host")
+        return parsed.raw_host, parsed.port or _DEFAULT_PORTS[scheme]
 
     def check_address(self, host: str, address: str) -> None:
         """``EndpointRefused`` unless ``address`` is public or in an allowed network."""

@@ -43,6 +43,9 @@ class Receiver:
         self.bad_signatures = 0
         self.failing = False
         self.fail_every: tuple[int, ...] = ()
+        self.flood_bytes = 0
+        """Answer 200 with this many bytes of body (streamed), counting what was sent."""
+        self.flooded = 0
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -59,7 +62,7 @@ class Receiver:
         if self.runner is not None:
             await self.runner.cleanup()
 
-    async def hook(self, request: web.Request) -> web.Response:
+    async def hook(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         body = await request.read()
         try:
@@ -72,7 +75,22 @@ class Receiver:
         payload = json.loads(body)
         assert payload["id"] == request.headers["webhook-id"]
         self.handled[payload["id"]] += 1
+        if self.flood_bytes:
+            return await self._flood(request)
         return web.Response(status=204)
+
+    async def _flood(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_length = self.flood_bytes
+        await response.prepare(request)
+        chunk = b"\0" * (1 << 16)
+        try:
+            while self.flooded < self.flood_bytes:
+                await response.write(chunk)
+                self.flooded += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up
+        return response
 
 
 def _signing_secret() -> str:
@@ -264,11 +282,40 @@ async def _handled(receiver: Receiver, event_id: str) -> bool:
     return receiver.handled[event_id] >= 1
 
 
+async def test_a_receiver_answering_with_an_endless_body_is_not_read_to_its_end(
+    kubectl: Kubectl, testbed_state: State, namespace: str
+) -> None:
+    """The attack: a receiver answers every delivery with hundreds of megabytes (or a
+    gzip bomb), so that the operator, reading it whole, runs out of memory."""
+    secret = _signing_secret()
+    receiver = Receiver(secret)
+    receiver.flood_bytes = 512 << 20
+    await receiver.start()
+    try:
+        await _webhook(kubectl, namespace, "hook", receiver.url, secret)
+        await _until(lambda: _ready_status(kubectl, namespace), what="Webhook Ready")
+        [sent] = await _append(testbed_state, namespace, 1)
+        status = await _until(
+            lambda: _delivered_status(kubectl, namespace), what="the delivery recorded"
+        )
+    finally:
+        await receiver.stop()
+    assert receiver.handled[sent] == 1
+    assert status["lastDelivery"]["succeeded"] is True
+    assert status["lastDelivery"]["statusCode"] == 200
+    # The operator read a bounded part and hung up; the rest was never sent.
+    assert receiver.flooded < 64 << 20
+
+
 @pytest.mark.parametrize(
     ("url", "refused"),
     [
         ("http://169.254.169.254/latest/meta-data", "169.254.169.254, a link-local address"),
         ("https://10.1.2.3/hook", "10.1.2.3, a private address"),
+        # Full-width digits and ideographic dots, which aiohttp's URL parser folds into
+        # the address 169.254.169.254 and then connects to without asking the resolver.
+        ("https://\uff11\uff16\uff19.254.169.254/latest", "not plain ASCII"),
+        ("https://169\u3002254\u3002169\u3002254/latest", "not plain ASCII"),
     ],
 )
 async def test_a_url_aimed_at_a_private_address_is_refused(
@@ -283,7 +330,8 @@ async def test_a_url_aimed_at_a_private_address_is_refused(
     ready = await _until(refusal, what="Ready=False")
     assert ready["reason"] == "URLRefused"
     assert refused in ready["message"]
-    assert "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS" in ready["message"]
+    if "ASCII" not in refused:
+        assert "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS" in ready["message"]
 
 
 @pytest.mark.usefixtures("roles")

@@ -75,3 +75,24 @@ def test_http_needs_the_setting() -> None:
 def test_a_literal_address_endpoint_is_checked_without_resolving() -> None:
     with pytest.raises(EndpointRefused, match=r"169\.254\.169\.254"):
         asyncio.run(STRICT.check("https://169.254.169.254/latest"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # aiohttp's parser (yarl) folds these into 169.254.169.254 and then connects to
+        # the literal without asking the resolver; urlsplit sees a "name".
+        "https://\uff11\uff16\uff19.254.169.254/",
+        "https://169\u3002254\u3002169\u3002254/",
+        "https://b\u00fccher.example/",
+    ],
+)
+def test_a_host_that_is_not_plain_ascii_is_refused(url: str) -> None:
+    with pytest.raises(EndpointRefused, match="not plain ASCII"):
+        STRICT.check_scheme(url)
+
+
+def test_the_host_is_judged_as_aiohttp_connects_to_it() -> None:
+    assert STRICT.check_scheme("https://S3.Example.COM:8443/b") == ("s3.example.com", 8443)
+    assert STRICT.check_scheme("https://[::1]/") == ("::1", 443)
+    assert STRICT.check_scheme("https://xn--bcher-kva.example/") == ("xn--bcher-kva.example", 443)

@@ -60,6 +60,8 @@ def test_unknown_event_types_are_refused_by_name() -> None:
         ("https://127.0.0.1:8443/x", STRICT, "a loopback address"),
         ("https://[::1]/x", STRICT, "a loopback address"),
         ("http://10.0.0.8/x", LOOPBACK, "a private address"),
+        ("https://\uff11\uff16\uff19.254.169.254/", STRICT, "not plain ASCII"),
+        ("https://127\u30020\u30020\u30021/", LOOPBACK, "not plain ASCII"),
     ],
 )
 def test_urls_aimed_inside_are_refused(url: str, policy: EndpointPolicy, says: str) -> None:

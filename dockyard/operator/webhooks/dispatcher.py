@@ -59,6 +59,8 @@ CLAIM_BATCH: Final = 50
 RETENTION_FIRST_DELAY: Final = 60.0
 RETENTION_INTERVAL: Final = 3600.0
 USER_AGENT: Final = "dockyard-webhooks"
+# Of a receiver's answer, at most this much of the body is read (it is not kept).
+RESPONSE_READ_LIMIT: Final = 64 * 1024
 _BREAKER_VALUES: Final = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 _BREAKER_STATES: Final = {
     "opened": BreakerState.OPEN,
@@ -121,7 +123,8 @@ class Dispatcher:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout),
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            auto_decompress=False,
         )
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
         self._retention = asyncio.create_task(self._purge_periodically(), name="event-retention")
@@ -317,7 +320,10 @@ class Dispatcher:
         async with self._session.post(
             target.spec.url, data=payload.encode(), headers=headers, allow_redirects=False
         ) as response:
-            await response.read()
+            # The receiver's answer is its status; of its body, at most a bounded part
+            # is read (never decompressed), so that no receiver can fill the operator's
+            # memory. The connection is dropped rather than drained past it.
+            await response.content.read(RESPONSE_READ_LIMIT)
             if not 200 <= response.status < 300:
                 raise DeliveryFailed(response.status)
             return response.status
