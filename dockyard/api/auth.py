@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiocache import SimpleMemoryCache
+from pydantic import SecretStr
 
 from dockyard.core.kube import KubeClient
 
@@ -220,3 +222,16 @@ def bearer_token(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+# The kube-apiserver's audit webhook posts here (dockyard.api.routes.kubernetes_audit).
+AUDIT_SINK_PATH = "/api/v1/audit/kubernetes"
+
+
+def holds_sink_token(authorization: str | None, expected: SecretStr | None) -> bool:
+    """Whether an ``Authorization`` header carries the audit sink's token (compared in
+    constant time); never with the sink off."""
+    if expected is None:
+        return False
+    token = bearer_token(authorization) or ""
+    return hmac.compare_digest(token.encode(), expected.get_secret_value().encode())

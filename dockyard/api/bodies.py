@@ -46,14 +46,22 @@ def body_timeout(seconds: float) -> errors.Problem:
     )
 
 
-async def read_json(request: web.Request, *, allowed: frozenset[str] = JSON_TYPES) -> object:
-    """The body as JSON; 415 for another content type, 413 past the size limit, 422 if bad."""
+async def read_json(
+    request: web.Request, *, allowed: frozenset[str] = JSON_TYPES, max_bytes: int | None = None
+) -> object:
+    """The body as JSON; 415 for another content type, 413 past the size limit, 422 if bad.
+
+    The limit is the API's (``DOCKYARD_MAX_BODY_BYTES``) unless the route has its own
+    (``max_bytes``, for a caller already authenticated: the audit sink)."""
     if request.content_type not in allowed:
         raise errors.unsupported_media_type(request.content_type)
     timeout = request.app[keys.SETTINGS].body_read_timeout
     try:
         async with asyncio.timeout(timeout):
-            raw = await request.read()  # aiohttp enforces client_max_size here (413)
+            if max_bytes is None:
+                raw = await request.read()  # aiohttp enforces client_max_size here (413)
+            else:
+                raw = await _read_at_most(request, max_bytes)
     except TimeoutError:
         raise body_timeout(timeout) from None
     if exceeds_depth(raw, MAX_DEPTH):
@@ -66,3 +74,17 @@ async def read_json(request: web.Request, *, allowed: frozenset[str] = JSON_TYPE
         raise errors.validation_failed(
             [errors.FieldError(field="(body)", message=f"not valid JSON: {exc}")]
         ) from None
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it is known to pass ``limit`` bytes (read from the
+    stream: aiohttp's ``client_max_size`` applies to ``request.read()`` only)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.payload_too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise errors.payload_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

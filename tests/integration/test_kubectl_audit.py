@@ -263,6 +263,58 @@ async def test_a_bad_event_costs_only_itself_and_overlong_fields_are_cut(
     assert [(r["actor"], len(r["groups"])) for r in rows] == [("carol", 1), ("x" * 256, 64)]
 
 
+async def test_a_batch_swollen_by_long_request_uris_is_taken_whole(
+    sink: tuple[str, ssl.SSLContext], testbed_state: State, namespace: str
+) -> None:
+    """The attack: any authenticated user makes a few audited writes with half a megabyte
+    of query string each, so that the apiserver's batch outgrows the API's 1 MiB body
+    limit; refused (and not sent again), it takes everyone's writes of that window out
+    of the trail."""
+    url, trust = sink
+
+    def event(username: str, uri: str) -> dict[str, Any]:
+        return {
+            "auditID": str(uuid.uuid4()),
+            "stage": "ResponseComplete",
+            "verb": "patch",
+            "requestURI": uri,
+            "user": {"username": username, "groups": []},
+            "userAgent": "kubectl/v1.37.1",
+            "objectRef": {
+                "apiGroup": "dockyard.io",
+                "resource": "restores",
+                "namespace": namespace,
+                "name": "promote",
+            },
+            "responseStatus": {"code": 403},
+        }
+
+    pad = f"/apis/dockyard.io/v1alpha1/namespaces/{namespace}/restores/x?pad=" + "a" * 500_000
+    batch = {
+        "kind": "EventList",
+        "apiVersion": "audit.k8s.io/v1",
+        "items": [event("mallory", pad) for _ in range(3)] + [event("bob", "/apis/x")],
+    }
+    assert len(json.dumps(batch)) > 1024 * 1024
+    sink_auth = {"Authorization": f"Bearer {testbed_state.audit_sink_token}"}
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        answer = await http.post(f"{url}/api/v1/audit/kubernetes", json=batch, headers=sink_auth)
+        assert answer.status == 200, await answer.text()
+        assert await answer.json() == {"recorded": 4, "skipped": 0}
+        # Without the token, the API's own limit holds before anything is read.
+        anyone = await http.post(f"{url}/api/v1/audit/kubernetes", json=batch)
+        assert anyone.status in (401, 413)
+    conn = await asyncpg.connect(api_settings(testbed_state).database_url.get_secret_value())
+    try:
+        actors = await conn.fetch(
+            "SELECT actor FROM audit_events WHERE source = 'kubectl' AND namespace = $1",
+            namespace,
+        )
+    finally:
+        await conn.close()
+    assert sorted(r["actor"] for r in actors) == ["bob", "mallory", "mallory", "mallory"]
+
+
 @dataclass(frozen=True)
 class ChosenAuditId(CallerToken):
     """A caller's token, sent with an ``Audit-ID`` header of the caller's choosing."""

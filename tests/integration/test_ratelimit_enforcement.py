@@ -108,6 +108,31 @@ async def test_a_client_over_its_limit_gets_429_with_headers_while_another_is_un
                       {**labels, "decision": "allowed"}) == 4  # fmt: skip
 
 
+async def test_the_apiservers_audit_batches_are_never_refused_for_their_rate(
+    api: ClientFactory, kubectl: Kubectl, namespace: str
+) -> None:
+    """The apiserver drops a batch it is refused, so a flood of audited writes must not
+    push its batches into the budget of callers without credentials (its token is no
+    Kubernetes token)."""
+    apply(kubectl, manifest(namespace, "anonymous", rule("per-ip", 5, key="ClientIP")))
+    token = "sink-" + uuid.uuid4().hex
+    empty = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": []}
+    async with api(audit_sink_token=token) as client:
+        await in_force(client.app, namespace, "anonymous")
+        sink = "/api/v1/audit/kubernetes"
+        answers = [
+            await client.post(sink, json=empty, headers={"Authorization": f"Bearer {token}"})
+            for _ in range(12)
+        ]
+        assert [a.status for a in answers] == [200] * 12
+        # Anyone else posting there is limited like every caller without credentials.
+        wrong = [
+            await client.post(sink, json=empty, headers={"Authorization": "Bearer guess"})
+            for _ in range(6)
+        ]
+        assert [a.status for a in wrong] == [401] * 5 + [429]
+
+
 async def test_the_shipped_defaults_limit_callers_without_credentials_per_address(
     api: ClientFactory, kubectl: Kubectl, namespace: str, testbed: Testbed
 ) -> None:

@@ -17,7 +17,12 @@ An event the trail cannot hold (too many groups, an over-long name or audit ID) 
 to fit, and one that is no audit event is skipped, never the whole batch.
 
 The apiserver authenticates with the bearer token ``DOCKYARD_AUDIT_SINK_TOKEN`` (its
-webhook kubeconfig holds the same); without the setting the endpoint is off (404). It is
+webhook kubeconfig holds the same); without the setting the endpoint is off (404).
+The apiserver does not send a refused batch again, so the sink must not refuse one for
+its size or its rate: once the token is checked, a batch may be up to
+``DOCKYARD_AUDIT_SINK_MAX_BYTES`` (32 MiB, not the API's 1 MiB, which any caller could
+fill with a long query string in a few audited requests), and the rate limiter lets
+the sink's token through (``ratelimit.middleware``). It is
 not a user-facing operation: no SubjectAccessReview, and it is kept out of the public
 OpenAPI contract's clients (tag ``internal``).
 """
@@ -25,7 +30,6 @@ OpenAPI contract's clients (tag ``internal``).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 from datetime import datetime
@@ -35,7 +39,7 @@ from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
 from dockyard.api import errors, keys
-from dockyard.api.auth import bearer_token
+from dockyard.api.auth import AUDIT_SINK_PATH, holds_sink_token
 from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation, OperationRegistry
 from dockyard.core import audit_ids, audit_rows
@@ -186,12 +190,12 @@ async def ingest(request: web.Request) -> web.Response:
     expected = request.app[keys.SETTINGS].audit_sink_token
     if expected is None:
         raise errors.not_found("The apiserver audit sink is not enabled.")
-    token = bearer_token(request.headers.get("Authorization")) or ""
-    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+    if not holds_sink_token(request.headers.get("Authorization"), expected):
         logger.warning("audit sink: a batch with a wrong token was refused")
         raise errors.unauthorized("This endpoint takes the apiserver's audit sink token.")
     try:
-        batch = _RawBatch.model_validate(await read_json(request))
+        limit = request.app[keys.SETTINGS].audit_sink_max_bytes
+        batch = _RawBatch.model_validate(await read_json(request, max_bytes=limit))
     except ValidationError as exc:
         raise errors.from_validation_error(exc, prefix="body") from None
     events, skipped = _events(batch.items)
@@ -210,7 +214,7 @@ def register(registry: OperationRegistry) -> None:
     registry.add(
         Operation(
             "POST",
-            "/api/v1/audit/kubernetes",
+            AUDIT_SINK_PATH,
             "ingestKubernetesAudit",
             "Receive the kube-apiserver's audit events (its webhook backend)",
             "internal",
