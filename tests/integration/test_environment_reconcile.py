@@ -503,6 +503,37 @@ def test_an_environment_cannot_read_another_environments_database_secret(
     assert {"spy-database", "api-token"} <= set(names)
 
 
+def test_an_environment_cannot_take_a_service_account_token(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """The attack: a developer names a ServiceAccount token Secret of their namespace (a
+    CI account's, which may do more than they may) in a variable, to act as that account
+    from the pod the operator makes."""
+    kubectl("create", "serviceaccount", "ci", "-n", namespace)
+    token_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {
+            "name": "ci-token",
+            "namespace": namespace,
+            "annotations": {"kubernetes.io/service-account.name": "ci"},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(token_secret))
+    env = [{"name": "CI", "valueFrom": {"secretKeyRef": {"name": "ci-token", "key": "token"}}}]
+    _apply(kubectl, namespace, "borrower", database=NO_DATABASE, env=env)
+
+    status = _wait_phase(kubectl, namespace, "borrower", "Failed")
+
+    ready = _condition(status, "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert ready["message"].startswith(
+        "spec.env[0].valueFrom.secretKeyRef.name: Secret ci-token is a ServiceAccount token"
+    )
+    assert _get(kubectl, namespace, "deployment", "borrower") is None
+
+
 def test_an_environment_cannot_name_a_database_secret_before_dockyard_makes_it(
     kubectl: Kubectl, namespace: str
 ) -> None:

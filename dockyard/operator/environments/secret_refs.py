@@ -6,7 +6,10 @@ cannot read Secrets, but it can write Environments, and the operator makes the p
 the Secrets Dockyard itself keeps in a tenant's namespace stay out of reach: another
 environment's database credentials, a BackupStore's derived keys. Those carry
 ``app.kubernetes.io/managed-by: dockyard``; an environment may name one only when it is
-its own (its controller is the environment). The tenant's own Secrets are theirs to use.
+its own (its controller is the environment). The tenant's own Secrets are theirs to use,
+except ServiceAccount tokens (``kubernetes.io/service-account-token``): those are
+credentials of another identity, with whatever RBAC it holds, and a pod that reads one
+acts as that account (a CI account that may create pods or read Secrets, say).
 
 A Secret that does not exist yet is fine (the pod waits for it, as Kubernetes has it),
 unless its name is one Dockyard gives its own Secrets (``<environment>-database``,
@@ -28,6 +31,7 @@ from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 
 # The names Dockyard gives the Secrets it keeps in a tenant's namespace: an environment's
 # database credentials, and a store's derived keys (``stores.derived_secret_name``).
+SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"  # noqa: S105  # nosec B105  # a type
 _DOCKYARDS_NAME = re.compile(rf".+{re.escape(database_secret_name(''))}|.+-k-[0-9a-f]{{16}}")
 
 
@@ -56,6 +60,12 @@ async def refused_secret(kube: KubeClient, env: Environment) -> str | None:
                 "not Dockyard's"
             )
         meta = secret.get("metadata") or {}
+        if secret.get("type") == SERVICE_ACCOUNT_TOKEN:
+            return (
+                f"spec.env[{index}].valueFrom.secretKeyRef.name: Secret {name} is a "
+                "ServiceAccount token: an environment may not act as another account; give "
+                "the workload what it needs another way"
+            )
         if (meta.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
             continue
         controllers = [
