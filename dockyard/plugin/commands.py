@@ -297,23 +297,58 @@ async def restore_approve(
         raise PluginError(f"you ({me}) requested restore {name}; another user must approve it")
     if not yes and not confirm(f"Approve restore {name} as {me}?"):
         raise PluginError("not approved")
-    try:
-        await session.kube.merge_patch(
-            RESTORES.path(session.namespace, name),
-            {"metadata": {"annotations": {APPROVED_BY_ANNOTATION: me}}},
-        )
-    except KubeError as exc:
-        if exc.status in (403, 422):
-            raise PluginError(f"approval refused: {exc.message}") from None
-        raise
+    await _approve_as_shown(session, restore, me)
     session.console.print(f"restore {name} approved by {me}")
     return 0
+
+
+def _as_shown(restore: Object) -> tuple[Any, ...]:
+    """What an approval vouches for: the object (by uid), its spec and its plan."""
+    return (
+        restore["metadata"].get("uid"),
+        restore.get("spec"),
+        (restore.get("status") or {}).get("plan"),
+    )
+
+
+async def _approve_as_shown(session: Session, shown: Object, me: str) -> None:
+    """Approve the Restore that was shown, and only while it still is what was shown.
+
+    The patch carries the resourceVersion that was read: a Restore deleted and made
+    again under the name (another plan, no safety backup) while the question was open
+    is refused with 409, not approved. A write that changed neither its spec nor its
+    plan (the operator's status) is read past."""
+    name = shown["metadata"]["name"]
+    current = shown
+    for _ in range(5):
+        version = current["metadata"].get("resourceVersion")
+        patch = {
+            "metadata": {
+                "resourceVersion": version,
+                "annotations": {APPROVED_BY_ANNOTATION: me},
+            }
+        }
+        try:
+            await session.kube.merge_patch(RESTORES.path(session.namespace, name), patch)
+            return
+        except KubeError as exc:
+            if exc.status in (403, 422):
+                raise PluginError(f"approval refused: {exc.message}") from None
+            if exc.status != 409:
+                raise
+        current = await session.need(RESTORES, name)
+        if _as_shown(current) != _as_shown(shown):
+            raise PluginError(
+                f"restore {name} changed while you were asked (another object, spec or "
+                "plan): not approved; run the command again to see what it is now"
+            )
+    raise PluginError(f"restore {name} keeps changing; not approved, try again")
 
 
 async def restore_wait(session: Session, name: str, within: float) -> int:
     columns = (
         SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),

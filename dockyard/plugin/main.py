@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiohttp
 from rich.console import Console
@@ -154,9 +154,17 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         await kube.close()
 
 
+def terminal(**options: Any) -> Console:
+    """The plugin's console. Markup is off: what it prints comes from the cluster (names,
+    messages, the reasons of drill checks, which a tenant's database can shape), and text
+    such as ``[/x]`` must print as it is, neither restyle the output nor crash it. Styles
+    are given as ``Text`` and ``style=`` instead."""
+    return Console(highlight=False, markup=False, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    console = Console(highlight=False)
+    console = terminal()
     try:
         return asyncio.run(_run(args, console))
     except (PluginError, ConfigError) as exc:

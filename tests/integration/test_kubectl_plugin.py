@@ -4,6 +4,8 @@ from its output, its exit status and the objects it made."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
+from dockyard.core.kube import KubeClient, KubeConfig
+from dockyard.plugin.commands import PluginError, Session, restore_approve
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, wait_for
 from tests.integration.test_backup_operator import (
@@ -216,3 +221,56 @@ def test_plan_create_approve_by_another_user_and_wait_for_a_production_restore(
     status = (_get(kubectl, namespace, "restore", "promote") or {})["status"]
     assert status["approval"]["approvedBy"] == bob
     assert status["progress"]["bytesDone"] == status["progress"]["bytesTotal"]
+
+
+def _awaiting_restore(kubectl: Kubectl, namespace: str, backup: str) -> None:
+    """A planned Restore waiting for approval, as the operator would leave it (made by
+    the admin, who then approves it: no requested-by, which the admission policy would
+    hold to the admin)."""
+    restore = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": "promote", "namespace": namespace},
+        "spec": {"source": {"backupRef": {"name": backup}}},
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(restore))
+    waiting = json.dumps({"status": {"phase": "AwaitingApproval"}})
+    kubectl("patch", "restore", "promote", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", waiting)  # fmt: skip
+
+
+async def test_an_approval_lands_only_on_the_restore_that_was_shown(
+    kubectl: Kubectl, testbed_state: State, unwatched_namespace: str
+) -> None:
+    """The attack: while an approver reads the plan at the prompt, the requester deletes
+    the Restore and makes another under its name (another backup); the approval must not
+    land on the one nobody saw."""
+    namespace = unwatched_namespace
+    _awaiting_restore(kubectl, namespace, "nightly")
+    kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(testbed_state.kubeconfig)))
+    session = Session(kube, namespace, Console(file=io.StringIO(), width=160))
+
+    def swapped(question: str) -> bool:
+        kubectl("delete", "restore", "promote", "-n", namespace)
+        _awaiting_restore(kubectl, namespace, "ancient")
+        return True
+
+    def touched(question: str) -> bool:
+        # The operator writing its status meanwhile changes no spec and no plan.
+        note = json.dumps({"status": {"message": "waiting for approval"}})
+        kubectl("patch", "restore", "promote", "-n", namespace, "--subresource=status",
+                "--type=merge", "-p", note)  # fmt: skip
+        return True
+
+    try:
+        with pytest.raises(PluginError, match="changed while you were asked"):
+            await restore_approve(session, "promote", yes=False, confirm=swapped)
+        unseen = _get(kubectl, namespace, "restore", "promote") or {}
+        assert unseen["spec"]["source"]["backupRef"]["name"] == "ancient"
+        assert "dockyard.io/approved-by" not in (unseen["metadata"].get("annotations") or {})
+
+        assert await restore_approve(session, "promote", yes=False, confirm=touched) == 0
+        seen = _get(kubectl, namespace, "restore", "promote") or {}
+        assert seen["metadata"]["annotations"]["dockyard.io/approved-by"]
+    finally:
+        await kube.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 from dockyard.plugin import views
 from dockyard.plugin.commands import PluginError, RestoreSource
 from dockyard.plugin.config import ConfigError, kubeconfig_path, resolve
-from dockyard.plugin.main import parser
+from dockyard.plugin.main import parser, terminal
 
 KUBECONFIG = {
     "apiVersion": "v1",
@@ -95,3 +96,27 @@ def test_figures_read_as_people_read_them() -> None:
     assert views.duration(3 * 86400 + 4 * 3600) == "3d 4h"
     assert views.parse_time("2026-12-04T10:00:00Z") is not None
     assert views.parse_time("soon") is None
+
+
+def test_text_from_the_cluster_prints_as_it_is_never_as_markup() -> None:
+    """A drill check's reason comes from the tenant's database: ``[/x]`` crashed rich's
+    markup parser, and ``[green]`` restyled (could fake) the output."""
+    drill = {
+        "metadata": {"namespace": "shop", "name": "nightly"},
+        "status": {
+            "lastRun": {
+                "result": "Failed",
+                "backup": "b1",
+                "failedChecks": [
+                    {"check": "orders", "reason": "[/oops] expected 3 rows"},
+                    {"check": "[bold]users", "reason": "[green]Passed[/green]"},
+                ],
+            }
+        },
+    }
+    out = io.StringIO()
+    terminal(file=out, width=160).print(views.drill_result(drill))
+    printed = out.getvalue()
+    assert "[/oops] expected 3 rows" in printed
+    assert "[green]Passed[/green]" in printed
+    assert "[bold]users" in printed
