@@ -133,7 +133,7 @@ def test_the_source_dsn_keeps_the_server_and_user_and_changes_the_database() -> 
 
 def test_the_runner_identities_match_the_shipped_template() -> None:
     shipped = list(yaml.safe_load_all((ROOT / "manifests/backup-runner-rbac.yaml").read_text()))
-    owner = Owner(API_VERSION, "Backup", "BACKUP_NAME", "team", "BACKUP_UID")
+    owner = Owner(API_VERSION, "Backup", "backup-name", "team", "backup-uid")
     built = jobs.runner_identity("team") + jobs.backup_runner_identity(owner)
 
     def shape(manifest: dict[str, Any]) -> dict[str, Any]:
