@@ -10,7 +10,7 @@
   waits for them nor takes them, and one that crashed mid-attempt leaves them due again
   once the lease ends.
 - ``delivered``, ``retry`` and ``give_up`` record an attempt's result; ``redeliver``
-  revives dead letters.
+  revives dead letters; ``wake`` makes due again what a suspension parked.
 - ``forget`` drops a deleted Webhook's deliveries and cursor; ``purge`` is retention:
   finished deliveries and events past ``DOCKYARD_EVENT_RETENTION_DAYS``.
 """
@@ -63,6 +63,10 @@ UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2), last_
     last_error = $4
 WHERE id = $1
 """
+_SQL_WAKE = """
+UPDATE webhook_deliveries SET next_at = now()
+WHERE webhook_uid = $1 AND state = 'pending' AND last_error = $2 AND next_at > now()
+"""
 _SQL_DEAD = """
 UPDATE webhook_deliveries SET state = 'dead', last_status = $2, last_error = $3 WHERE id = $1
 """
@@ -90,6 +94,8 @@ DELETE FROM webhook_deliveries WHERE id IN (
 """
 _SQL_PURGE_EVENTS = "SELECT events_purge_before($1, $2)"
 PURGE_BATCH: Final = 10_000
+# The last error of a delivery parked because its Webhook is suspended.
+SUSPENDED: Final = "webhook suspended"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,11 @@ async def retry(
     pool: asyncpg.Pool, delivery: int, after: float, status: int | None, error: str
 ) -> None:
     await pool.execute(_SQL_RETRY, delivery, after, status, error[:512])
+
+
+async def wake(pool: asyncpg.Pool, webhook_uid: str) -> None:
+    """Make the deliveries a suspension parked (``SUSPENDED``) due now."""
+    await pool.execute(_SQL_WAKE, webhook_uid, SUSPENDED)
 
 
 async def give_up(pool: asyncpg.Pool, delivery: int, status: int | None, error: str) -> None:

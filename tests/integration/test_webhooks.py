@@ -307,6 +307,58 @@ async def test_a_receiver_answering_with_an_endless_body_is_not_read_to_its_end(
     assert receiver.flooded < 64 << 20
 
 
+async def test_a_suspended_webhooks_backlog_is_parked_and_woken_on_resume(
+    kubectl: Kubectl, testbed_state: State, namespace: str
+) -> None:
+    """The attack: suspend Webhooks with deliveries pending, so that their backlog is
+    claimed again every few seconds and fills the batches every namespace shares."""
+    secret = _signing_secret()
+    receiver = Receiver(secret)
+    receiver.failing = True
+    await receiver.start()
+    pool = await asyncpg.create_pool(
+        api_settings(testbed_state).database_dsn(), min_size=1, max_size=1
+    )
+    try:
+        await _webhook(kubectl, namespace, "hook", receiver.url, secret)
+        await _until(lambda: _ready_status(kubectl, namespace), what="Webhook Ready")
+        [sent] = await _append(testbed_state, namespace, 1)
+
+        async def refused_once() -> bool:
+            return receiver.requests >= 1
+
+        await _until(refused_once, what="a refused attempt")
+        await asyncio.to_thread(
+            kubectl, "patch", "webhook", "hook", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"suspend": True}}),
+        )  # fmt: skip
+
+        async def parked() -> Any:
+            return await pool.fetchrow(
+                "SELECT next_at - now() AS wait FROM webhook_deliveries "
+                "WHERE event_id = $1 AND last_error = 'webhook suspended'",
+                sent,
+            )
+
+        row = await _until(parked, within=60, what="the delivery parked")
+        assert row["wait"].total_seconds() > 200  # not claimed again every few seconds
+        assert receiver.handled[sent] == 0
+
+        receiver.failing = False
+        await asyncio.to_thread(
+            kubectl, "patch", "webhook", "hook", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"suspend": False}}),
+        )  # fmt: skip
+
+        async def delivered() -> bool:
+            return receiver.handled[sent] == 1
+
+        await _until(delivered, within=30, what="delivered once resumed")
+    finally:
+        await pool.close()
+        await receiver.stop()
+
+
 @pytest.mark.parametrize(
     ("url", "refused"),
     [

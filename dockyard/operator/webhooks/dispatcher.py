@@ -59,6 +59,8 @@ CLAIM_BATCH: Final = 50
 RETENTION_FIRST_DELAY: Final = 60.0
 RETENTION_INTERVAL: Final = 3600.0
 USER_AGENT: Final = "dockyard-webhooks"
+# How long a suspended Webhook's delivery is parked before it is looked at again.
+SUSPENDED_RECHECK: Final = 300.0
 # Of a receiver's answer, at most this much of the body is read (it is not kept).
 RESPONSE_READ_LIMIT: Final = 64 * 1024
 _BREAKER_VALUES: Final = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
@@ -154,6 +156,8 @@ class Dispatcher:
             ready = (False, refused.reason, refused.message)
         else:
             await store.start(self.pool, uid, meta.creation_timestamp or datetime.now(UTC))
+            if not webhook.spec.suspend:
+                await store.wake(self.pool, uid)  # what a suspension parked is due again
             self.targets[uid] = Target(
                 uid, namespace, name, generation, webhook.spec, signer,
                 everywhere=namespace == self.settings.namespace,
@@ -272,9 +276,14 @@ class Dispatcher:
 
     async def _deliver(self, delivery: store.Claimed) -> None:
         target = self.targets.get(delivery.webhook_uid)
-        if target is None or target.spec.suspend:
-            # Deleted, suspended or not checked yet: try again later, uncounted.
+        if target is None:
+            # Deleted or not checked yet: try again later, uncounted.
             await store.retry(self.pool, delivery.id, self._lease(), None, "webhook not ready")
+            return
+        if target.spec.suspend:
+            # Kept, not given up; parked for long, so that a suspended Webhook's backlog
+            # takes no other delivery's place in a batch. Resuming wakes it (``check``).
+            await store.retry(self.pool, delivery.id, SUSPENDED_RECHECK, None, store.SUSPENDED)
             return
         status: int | None = None
         try:
