@@ -81,7 +81,6 @@ class ChildConflict(Exception):
         # Another owner is named only when it lives in this namespace: a name the tenant
         # could list anyway.
         whose = f"it belongs to {holder}" if holder else "it was not made by Dockyard"
-        self.ref = ChildRef.of(dict(manifest))
         self.message = (
             f"{manifest['kind']} {meta['name']} exists and is not this {owner['kind']}'s "
             f"({whose}); it is left as it is. Rename the {owner['kind']}, or have that "

@@ -12,6 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,35 @@ def drilled(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120) -
     return run
 
 
+@contextmanager
+def _filesystem_store(
+    kubectl: Kubectl, backup_root: Path, *keys: str, **spec: Any
+) -> Iterator[str]:
+    """A BackupStore under ``backup_root`` whose current key is the first of ``keys``
+    (Secrets made in a namespace of its own); yields its name, and removes it after."""
+    store, where = f"store-{uuid.uuid4().hex[:6]}", f"dy-keys-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", where)
+    try:
+        for key in keys:
+            _key_secret(kubectl, where, key)
+        manifest = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupStore",
+            "metadata": {"name": store},
+            "spec": {
+                "storage": {"filesystem": {"path": str(backup_root / store)}},
+                "encryption": {"keySecretRef": {"name": keys[0], "key": "key"}},
+                "secretNamespace": where,
+                **spec,
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        yield store
+    finally:
+        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        kubectl("delete", "namespace", where, "--wait=false", check=False)
+
+
 def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
     kubectl: Kubectl,
     testbed_state: State,
@@ -213,23 +243,7 @@ def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
     backup_root: Path,
 ) -> None:
     namespace = own_operator()
-    store = f"rotating-{uuid.uuid4().hex[:6]}"
-    keys = f"dy-keys-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", keys)
-    try:
-        _key_secret(kubectl, keys, "key-a")
-        _key_secret(kubectl, keys, "key-b")
-        manifest = {
-            "apiVersion": "dockyard.io/v1alpha1",
-            "kind": "BackupStore",
-            "metadata": {"name": store},
-            "spec": {
-                "storage": {"filesystem": {"path": str(backup_root / store)}},
-                "encryption": {"keySecretRef": {"name": "key-a", "key": "key"}},
-                "secretNamespace": keys,
-            },
-        }
-        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    with _filesystem_store(kubectl, backup_root, "key-a", "key-b") as store:
         _environment(kubectl, testbed_state, namespace)
 
         def backup(name: str) -> dict[str, Any]:
@@ -283,9 +297,6 @@ def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
         stranded = drilled(kubectl, namespace, "drill-stranded")
         assert stranded["result"] != "Passed"
         assert old["keyId"] in json.dumps(stranded)
-    finally:
-        kubectl("delete", "backupstore", store, "--ignore-not-found")
-        kubectl("delete", "namespace", keys, "--wait=false", check=False)
 
 
 def test_a_store_serves_only_the_namespaces_its_selector_picks(
@@ -295,26 +306,9 @@ def test_a_store_serves_only_the_namespaces_its_selector_picks(
     backup_root: Path,
 ) -> None:
     namespace = own_operator()
-    store = f"gold-{uuid.uuid4().hex[:6]}"
-    keys = f"dy-keys-{uuid.uuid4().hex[:6]}"
-    label = "test.dockyard.io/tier"
-    kubectl("create", "namespace", keys)
-    try:
-        _key_secret(kubectl, keys, "store-key")
-        manifest = {
-            "apiVersion": "dockyard.io/v1alpha1",
-            "kind": "BackupStore",
-            "metadata": {"name": store},
-            "spec": {
-                "storage": {"filesystem": {"path": str(backup_root / store)}},
-                "encryption": {"keySecretRef": {"name": "store-key", "key": "key"}},
-                "secretNamespace": keys,
-                "namespaceSelector": {
-                    "matchExpressions": [{"key": label, "operator": "In", "values": [store]}]
-                },
-            },
-        }
-        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    label, tier = "test.dockyard.io/tier", f"gold-{uuid.uuid4().hex[:6]}"
+    selector = {"matchExpressions": [{"key": label, "operator": "In", "values": [tier]}]}
+    with _filesystem_store(kubectl, backup_root, "store-key", namespaceSelector=selector) as store:
         _environment(kubectl, testbed_state, namespace)
         spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
         _apply(kubectl, namespace, {**_one_line_backup(namespace, "gold"), "spec": spec})
@@ -329,7 +323,7 @@ def test_a_store_serves_only_the_namespaces_its_selector_picks(
         assert status["phase"] == "Pending"
         assert status.get("attempts", 0) == 0
         assert f"BackupStore {store} does not serve namespace {namespace}" in status["message"]
-        assert f"{label} in ({store})" in status["message"]
+        assert f"{label} in ({tier})" in status["message"]
         # Nothing was filled, and no key was derived for the namespace.
         kept = (_get(kubectl, namespace, "backup", "gold") or {})["spec"]
         assert "storage" not in kept
@@ -342,12 +336,8 @@ def test_a_store_serves_only_the_namespaces_its_selector_picks(
         assert any(store in m for m in _events(kubectl, namespace, "StoreNotAllowed"))
 
         # An administrator labels the namespace: the waiting Backup goes on by itself.
-        kubectl("label", "namespace", namespace, f"{label}={store}")
+        kubectl("label", "namespace", namespace, f"{label}={tier}")
         done = _wait_phase(kubectl, namespace, "gold", "Completed", timeout=120)
         assert _artifact_path(done["location"]).is_relative_to(backup_root / store)
         filled = (_get(kubectl, namespace, "backup", "gold") or {})["spec"]
         assert filled["encryption"]["keySecretRef"]["name"] == f"{store}-{done['keyId']}"
-    finally:
-        kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
-        kubectl("delete", "backupstore", store, "--ignore-not-found")
-        kubectl("delete", "namespace", keys, "--wait=false", check=False)

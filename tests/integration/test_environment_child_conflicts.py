@@ -12,21 +12,16 @@ delete it. A ScalingPolicy would scale a hand-made Deployment of the target's na
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import Kubectl, wait_for
+from tests.integration.test_backup_operator import _apply, _get
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
 IMAGE = "registry.example.com/shop/api:1.4.2"
-
-
-def _apply(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
 
 
 def _environment(name: str, *, database: bool = False) -> dict[str, Any]:
@@ -36,14 +31,6 @@ def _environment(name: str, *, database: bool = False) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"tier": "development", "image": IMAGE, "database": {"enabled": database}},
     }
-
-
-def _get(kubectl: Kubectl, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        assert "NotFound" in result.stderr, result.stderr
-        return None
-    return dict(json.loads(result.stdout))
 
 
 def _condition(kubectl: Kubectl, namespace: str, kind: str, name: str, kind_of: str) -> Any:

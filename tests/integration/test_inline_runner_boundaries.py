@@ -19,6 +19,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ LENIENT = {
 
 
 def _s3_backup(namespace: str, name: str, endpoint: str, bucket: str, **s3: Any) -> dict[str, Any]:
-    storage = {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1", **s3}
+    storage = {**_store_storage(endpoint, bucket), **s3}
     return {
         "apiVersion": "dockyard.io/v1alpha1",
         "kind": "Backup",
@@ -199,6 +200,42 @@ def test_an_inline_backup_to_its_own_bucket_without_a_secret_is_refused(
     assert asyncio.run(_bucket(testbed_s3.url, bucket, create=False)) == []
 
 
+@contextmanager
+def _store_on_a_bucket(
+    kubectl: Kubectl, testbed_s3: backup_fixtures.TestbedS3, namespace: str, **spec: Any
+) -> Iterator[tuple[str, str]]:
+    """A BackupStore on a new bucket of the test bed's S3 (no credentials Secret: the
+    operator's identity reaches it), its key in a namespace of its own; yields the
+    store's and the bucket's names. Removed afterwards, with ``namespace``'s Backups."""
+    store, keys = f"store-{uuid.uuid4().hex[:6]}", f"dy-keys-{uuid.uuid4().hex[:6]}"
+    bucket = f"platform-{uuid.uuid4().hex[:10]}"
+    asyncio.run(_bucket(testbed_s3.url, bucket, create=True))
+    kubectl("create", "namespace", keys)
+    try:
+        _key_secret(kubectl, keys, "store-key")
+        manifest = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupStore",
+            "metadata": {"name": store},
+            "spec": {
+                "storage": {"s3": _store_storage(testbed_s3.url, bucket)},
+                "encryption": {"keySecretRef": {"name": "store-key", "key": "key"}},
+                "secretNamespace": keys,
+                **spec,
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        yield store, bucket
+    finally:
+        kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
+        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        kubectl("delete", "namespace", keys, "--wait=false", check=False)
+
+
+def _store_storage(endpoint: str, bucket: str) -> dict[str, Any]:
+    return {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1"}
+
+
 def test_an_inline_backup_to_its_stores_bucket_uses_the_operators_identity(
     kubectl: Kubectl,
     testbed_state: State,
@@ -210,24 +247,7 @@ def test_an_inline_backup_to_its_stores_bucket_uses_the_operators_identity(
     one place an inline run reaches with the operator's own identity."""
     namespace = own_operator(**_with_an_identity(testbed_s3))
     _environment(kubectl, testbed_state, namespace)
-    store, keys = f"ambient-{uuid.uuid4().hex[:6]}", f"dy-keys-{uuid.uuid4().hex[:6]}"
-    bucket = f"platform-{uuid.uuid4().hex[:10]}"
-    asyncio.run(_bucket(testbed_s3.url, bucket, create=True))
-    kubectl("create", "namespace", keys)
-    try:
-        _key_secret(kubectl, keys, "store-key")
-        storage = {"bucket": bucket, "endpoint": testbed_s3.url, "region": "us-east-1"}
-        manifest = {
-            "apiVersion": "dockyard.io/v1alpha1",
-            "kind": "BackupStore",
-            "metadata": {"name": store},
-            "spec": {
-                "storage": {"s3": storage},
-                "encryption": {"keySecretRef": {"name": "store-key", "key": "key"}},
-                "secretNamespace": keys,
-            },
-        }
-        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    with _store_on_a_bucket(kubectl, testbed_s3, namespace) as (store, bucket):
         backup = {
             "apiVersion": "dockyard.io/v1alpha1",
             "kind": "Backup",
@@ -240,10 +260,6 @@ def test_an_inline_backup_to_its_stores_bucket_uses_the_operators_identity(
 
         assert status["location"].startswith(f"s3://{bucket}/{namespace}/to-store/")
         assert asyncio.run(_bucket(testbed_s3.url, bucket, create=False))
-    finally:
-        kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
-        kubectl("delete", "backupstore", store, "--ignore-not-found")
-        kubectl("delete", "namespace", keys, "--wait=false", check=False)
 
 
 def test_a_namespace_the_store_does_not_serve_cannot_borrow_its_bucket(
@@ -259,25 +275,11 @@ def test_a_namespace_the_store_does_not_serve_cannot_borrow_its_bucket(
     namespace = own_operator(DOCKYARD_BACKUP_MAX_ATTEMPTS="1", **_with_an_identity(testbed_s3))
     _environment(kubectl, testbed_state, namespace)
     _key_secret(kubectl, namespace)
-    store, keys = f"gold-{uuid.uuid4().hex[:6]}", f"dy-keys-{uuid.uuid4().hex[:6]}"
-    bucket = f"gold-{uuid.uuid4().hex[:10]}"
-    asyncio.run(_bucket(testbed_s3.url, bucket, create=True))
-    kubectl("create", "namespace", keys)
-    try:
-        _key_secret(kubectl, keys, "store-key")
-        storage = {"bucket": bucket, "endpoint": testbed_s3.url, "region": "us-east-1"}
-        manifest = {
-            "apiVersion": "dockyard.io/v1alpha1",
-            "kind": "BackupStore",
-            "metadata": {"name": store},
-            "spec": {
-                "storage": {"s3": storage},
-                "encryption": {"keySecretRef": {"name": "store-key", "key": "key"}},
-                "secretNamespace": keys,
-                "namespaceSelector": {"matchLabels": {"test.dockyard.io/tier": store}},
-            },
-        }
-        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    selector = {"matchLabels": {"test.dockyard.io/tier": "gold"}}
+    with _store_on_a_bucket(kubectl, testbed_s3, namespace, namespaceSelector=selector) as (
+        store,
+        bucket,
+    ):
         backup = _s3_backup(namespace, "borrowed", testbed_s3.url, bucket)
         backup["spec"]["storeRef"] = {"name": store}
         _apply(kubectl, namespace, backup)
@@ -286,16 +288,12 @@ def test_a_namespace_the_store_does_not_serve_cannot_borrow_its_bucket(
 
         assert status["attempts"] == 1
         assert _ready(status)["reason"] == "StoreNotAllowed"
-        assert f"does not serve namespace {namespace}" in status["message"]
-        assert f"test.dockyard.io/tier={store}" in status["message"]
+        assert f"BackupStore {store} does not serve namespace {namespace}" in status["message"]
+        assert "test.dockyard.io/tier=gold" in status["message"]
         assert asyncio.run(_bucket(testbed_s3.url, bucket, create=False)) == []
         # Deleting it is not refused: its finalizer (which may always clean the store of
         # what the Backup put there) lets it go at once.
         kubectl("delete", "backup", "borrowed", "-n", namespace, "--timeout=30s")
-    finally:
-        kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
-        kubectl("delete", "backupstore", store, "--ignore-not-found")
-        kubectl("delete", "namespace", keys, "--wait=false", check=False)
 
 
 # -- the endpoint guard --------------------------------------------------------------------

@@ -29,9 +29,10 @@ from dockyard.operator.apply import get
 from dockyard.operator.builders.environment import database_secret_name
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 
+# The type of a Secret holding a ServiceAccount's token: never a variable's source.
+SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"  # noqa: S105  # nosec B105  # a type
 # The names Dockyard gives the Secrets it keeps in a tenant's namespace: an environment's
 # database credentials, and a store's derived keys (``stores.derived_secret_name``).
-SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"  # noqa: S105  # nosec B105  # a type
 _DOCKYARDS_NAME = re.compile(rf".+{re.escape(database_secret_name(''))}|.+-k-[0-9a-f]{{16}}")
 
 
