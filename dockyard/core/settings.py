@@ -217,8 +217,8 @@ class Settings(BaseSettings):
         default=32 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024
     )
     """largest audit batch the sink takes (read only once its token is checked); the apiserver
-    drops a batch that is refused, so give it --audit-webhook-truncate-max-batch-size below
-    this"""
+    drops a batch that is refused, so keep this above its --audit-webhook-truncate-max-batch-size
+    (16 MiB in docs/audit.md)"""
     cursor_key: SecretStr | None = Field(default=None, min_length=32)
     """secret (at least 32 characters) the all-namespaces Environment list seals its page cursors
     with, the same on every API replica; unset: a key drawn per process, so a cursor works only

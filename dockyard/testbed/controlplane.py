@@ -154,6 +154,7 @@ def start_apiserver(
             "--audit-webhook-batch-max-wait=1s",
             "--audit-webhook-batch-max-size=100",
             "--audit-webhook-initial-backoff=1s",
+            *_AUDIT_TRUNCATION,
             "--event-ttl=1h",
             "--max-requests-inflight=800",
             "--max-mutating-requests-inflight=400",
@@ -225,6 +226,14 @@ def _authentication(ca: CertificateAuthority, issuer: str) -> dict[str, object]:
 
 # Metadata of every dockyard.io request, and of every write to anything else but the
 # control plane's own leases: what the audit and steady-state tests read.
+# As manifests/audit/webhook-kubeconfig.yaml recommends: events as large as a request
+# line may make them, in batches the sink takes whole (DOCKYARD_AUDIT_SINK_MAX_BYTES).
+_AUDIT_TRUNCATION = (
+    "--audit-webhook-truncate-enabled",
+    "--audit-webhook-truncate-max-batch-size=16777216",
+    "--audit-webhook-truncate-max-event-size=8388608",
+)
+
 _AUDIT_POLICY: dict[str, object] = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",

@@ -213,6 +213,46 @@ async def test_a_write_with_dockyards_user_agent_is_still_audited_as_its_user(
     assert rows[0]["action"].endswith("agent=dockyard-api/1.0")
 
 
+async def test_a_write_padded_with_a_long_query_string_is_still_in_the_trail(
+    sink: tuple[str, ssl.SSLContext],
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    as_admin: dict[str, str],
+) -> None:
+    """The attack: a tenant's operator approves with a query string of a million ``&``,
+    which the apiserver ignores but writes into the event's request URI, where JSON
+    makes each one six bytes (``\\u0026``). A Metadata event has no bodies to strip, so
+    an apiserver truncating events at the usual 100 KiB drops it, and the approval
+    would leave no trail. The test bed's apiserver truncates as the shipped manifest
+    says."""
+    url, trust = sink
+    mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    _dry_run_restore(kubectl, namespace, "padded")
+    await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
+    client = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    try:
+        await client.request(
+            "PATCH",
+            # As long as the apiserver takes a request line (its headers are 1 MiB).
+            RESTORES.path(namespace, "padded") + "?" + "&" * 1_000_000,
+            body={"metadata": {"annotations": {"dockyard.io/approved-by": mallory}}},
+            as_caller=CallerToken(mallory_token),
+            content_type="application/merge-patch+json",
+        )
+    finally:
+        await client.close()
+    approved = kubectl("get", "restore", "padded", "-n", namespace, "-o",
+                       "jsonpath={.metadata.annotations.dockyard\\.io/approved-by}")  # fmt: skip
+    assert approved.stdout.strip() == mallory
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        rows = await _rows_of(http, url, as_admin, namespace, mallory)
+    assert [(r["action"].split(" agent=")[0], r["name"]) for r in rows] == [
+        ("PATCH restores", "padded")
+    ]
+
+
 async def test_a_bad_event_costs_only_itself_and_overlong_fields_are_cut(
     sink: tuple[str, ssl.SSLContext], testbed_state: State, namespace: str
 ) -> None:
