@@ -33,6 +33,7 @@ BENCHES: tuple[str, ...] = (
     "backup",
     "s3_upload",
     "audit_events",
+    "webhook_claims",
     "faults",
 )
 AUDIT_BOUND_MS = 100.0

@@ -34,10 +34,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.common import with_database
 from dockyard.api.audit.events import AuditEvent, Cursor
 from dockyard.api.audit.repository import AuditLog, page_query
 from dockyard.core import db, migrations
@@ -114,10 +114,6 @@ CROSS JOIN LATERAL (
                   'ratelimitpolicies'])[1 + floor(r.pick * 10)::int] AS kind
 ) AS res
 """
-
-
-def _with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -327,7 +323,7 @@ async def _run(rows: int, iterations: int, depth: int) -> dict[str, Any]:
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         settings = Settings(
-            database_url=_with_database(state.database_url, name),
+            database_url=with_database(state.database_url, name),
             database_pool_min=1,
             database_pool_max=2,
         )

@@ -36,11 +36,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bench.common import Figure, Spread, bound_figure, ratio_figure, write_result
+from bench.common import (
+    Figure,
+    Spread,
+    bound_figure,
+    ratio_figure,
+    with_database,
+    write_result,
+)
 from dockyard.runner import table_counts
 from dockyard.runner.libpq import tool_connection
 from dockyard.testbed.cluster import Testbed
@@ -89,16 +95,12 @@ class Timed:
     out: str = ""
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
-
-
 async def ensure_database(admin_dsn: str, size_mb: int) -> tuple[int, bool]:
     """(size in bytes, reused) of the bench database, building it when needed."""
     admin = await asyncpg.connect(admin_dsn)
     try:
         if await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", DATABASE):
-            conn = await asyncpg.connect(_with_database(admin_dsn, DATABASE))
+            conn = await asyncpg.connect(with_database(admin_dsn, DATABASE))
             try:
                 done = await conn.fetchval(
                     "SELECT to_regclass('bench_meta') IS NOT NULL"
@@ -113,7 +115,7 @@ async def ensure_database(admin_dsn: str, size_mb: int) -> tuple[int, bool]:
         await admin.execute(f'CREATE DATABASE "{DATABASE}"')
     finally:
         await admin.close()
-    conn = await asyncpg.connect(_with_database(admin_dsn, DATABASE), command_timeout=None)
+    conn = await asyncpg.connect(with_database(admin_dsn, DATABASE), command_timeout=None)
     try:
         print(f"building {DATABASE} (>= {size_mb} MB) ...", file=sys.stderr)
         await conn.execute(SCHEMA)
@@ -139,7 +141,7 @@ async def fresh_target(admin_dsn: str, name: str) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return _with_database(admin_dsn, name)
+    return with_database(admin_dsn, name)
 
 
 async def drop(admin_dsn: str, *names: str) -> None:
@@ -216,7 +218,7 @@ async def run(
 ) -> tuple[dict[str, Any], list[Figure]]:
     size, reused = await ensure_database(admin_dsn, size_mb)
     load_before = os.getloadavg()
-    source = _with_database(admin_dsn, DATABASE)
+    source = with_database(admin_dsn, DATABASE)
     source_uri, source_env = _tool_env(source)
     key_file = work / "key"
     key_file.write_text(KEY_HEX)
@@ -295,9 +297,9 @@ async def run(
             )
         )
     restored_ok = (
-        await table_counts(_with_database(admin_dsn, TARGETS[1]))
+        await table_counts(with_database(admin_dsn, TARGETS[1]))
         == result["manifest"]
-        == await table_counts(_with_database(admin_dsn, TARGETS[0]))
+        == await table_counts(with_database(admin_dsn, TARGETS[0]))
     )
     verify = timed(
         [

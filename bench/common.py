@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -35,6 +36,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` with its database replaced by ``database``."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

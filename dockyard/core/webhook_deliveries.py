@@ -8,7 +8,8 @@
 - ``claim`` takes up to ``limit`` due deliveries with ``FOR UPDATE SKIP LOCKED`` and
   moves their ``next_at`` past a lease in the same statement: another replica neither
   waits for them nor takes them, and one that crashed mid-attempt leaves them due again
-  once the lease ends.
+  once the lease ends. The batch is shared among namespaces (migration 0009), so that
+  one namespace's backlog does not hold up the others' deliveries.
 - ``delivered``, ``retry`` and ``give_up`` record an attempt's result; ``redeliver``
   revives dead letters; ``wake`` makes due again what a suspension parked.
 - ``forget`` drops a deleted Webhook's deliveries and cursor; ``purge`` is retention:
@@ -18,7 +19,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -28,6 +30,8 @@ import asyncpg
 from dockyard.core import event_log
 
 FAN_OUT_BATCH: Final = 500
+CLAIM_ROUNDS: Final = 4
+"""Claims per pass at most: the first share, and what namespaces left of it."""
 
 _SQL_CURSOR = "SELECT seq FROM webhook_cursors WHERE webhook_uid = $1"
 _SQL_START = """
@@ -41,16 +45,29 @@ INSERT INTO webhook_deliveries (webhook_uid, namespace, webhook, event_seq, even
 SELECT $1, $2, $3, s, i FROM unnest($4::bigint[], $5::text[]) AS d(s, i)
 ON CONFLICT (webhook_uid, event_id) DO NOTHING
 """
+_SQL_DUE_NAMESPACES = """
+SELECT n.namespace FROM unnest($1::text[]) AS n(namespace)
+CROSS JOIN LATERAL (
+    SELECT next_at FROM webhook_deliveries
+    WHERE namespace = n.namespace AND state = 'pending' AND next_at <= now()
+    ORDER BY next_at LIMIT 1
+) AS oldest
+ORDER BY oldest.next_at, n.namespace
+"""
 _SQL_CLAIM = """
-UPDATE webhook_deliveries d SET next_at = now() + make_interval(secs => $2), attempts = attempts + 1
-FROM events e
-WHERE e.seq = d.event_seq AND d.id IN (
-    SELECT id FROM webhook_deliveries
-    WHERE state = 'pending' AND next_at <= now()
-    ORDER BY next_at, id LIMIT $1
-    FOR UPDATE SKIP LOCKED
+WITH picked AS (
+    SELECT p.id FROM unnest($1::text[]) AS n(namespace)
+    CROSS JOIN LATERAL (
+        SELECT id FROM webhook_deliveries
+        WHERE namespace = n.namespace AND state = 'pending' AND next_at <= now()
+        ORDER BY next_at, id LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) AS p
 )
-RETURNING d.id, d.webhook_uid, d.event_id, d.attempts, d.due_since, e.type,
+UPDATE webhook_deliveries d SET next_at = now() + make_interval(secs => $3), attempts = attempts + 1
+FROM events e
+WHERE e.seq = d.event_seq AND d.id IN (SELECT id FROM picked)
+RETURNING d.id, d.webhook_uid, d.namespace, d.event_id, d.attempts, d.due_since, e.type,
     e.body::text AS body
 """
 _SQL_DELIVERED = """
@@ -145,8 +162,29 @@ async def start(pool: asyncpg.Pool, webhook_uid: str, created: datetime) -> None
     await pool.execute(_SQL_START, webhook_uid, created)
 
 
-async def claim(pool: asyncpg.Pool, limit: int, lease: float) -> list[Claimed]:
-    rows = await pool.fetch(_SQL_CLAIM, limit, lease)
+async def claim(
+    pool: asyncpg.Pool, namespaces: Collection[str], limit: int, lease: float
+) -> list[Claimed]:
+    """Up to ``limit`` due deliveries of Webhooks in ``namespaces``, shared among them.
+
+    The namespaces whose oldest due delivery has waited longest come first, at most
+    ``limit`` of them, and each takes an equal share of the batch; a share one leaves
+    unused goes, in a few more rounds, first to namespaces not served yet, then to those
+    that filled theirs. One namespace's backlog, however old, thus takes no more than its
+    share while others have deliveries due.
+    """
+    due = [r["namespace"] for r in await pool.fetch(_SQL_DUE_NAMESPACES, sorted(namespaces))]
+    rows: list[asyncpg.Record] = []
+    for _ in range(CLAIM_ROUNDS):
+        room = limit - len(rows)
+        if not due or room <= 0:
+            break
+        served, waiting = due[:room], due[room:]
+        share = room // len(served)
+        taken = await pool.fetch(_SQL_CLAIM, served, share, lease)
+        rows += taken
+        counted = Counter(r["namespace"] for r in taken)
+        due = waiting + [n for n in served if counted[n] == share]
     return [
         Claimed(
             id=r["id"],

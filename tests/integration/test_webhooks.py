@@ -28,7 +28,7 @@ from dockyard.core import event_log, events
 from dockyard.core.events import EventType, ObjectRef, RunEventData
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.processes import free_port
-from tests.conftest import Kubectl, StartApi, api_settings
+from tests.conftest import SESSION_ID, Kubectl, StartApi, api_settings
 
 pytestmark = pytest.mark.usefixtures("operator_process", "platform_migrated")
 
@@ -46,6 +46,8 @@ class Receiver:
         self.flood_bytes = 0
         """Answer 200 with this many bytes of body (streamed), counting what was sent."""
         self.flooded = 0
+        self.delay = 0.0
+        """Seconds to think before answering."""
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -74,6 +76,7 @@ class Receiver:
             return web.Response(status=503)
         payload = json.loads(body)
         assert payload["id"] == request.headers["webhook-id"]
+        await asyncio.sleep(self.delay)
         self.handled[payload["id"]] += 1
         if self.flood_bytes:
             return await self._flood(request)
@@ -357,6 +360,48 @@ async def test_a_suspended_webhooks_backlog_is_parked_and_woken_on_resume(
     finally:
         await pool.close()
         await receiver.stop()
+
+
+async def test_one_namespaces_backlog_of_slow_deliveries_does_not_hold_up_another(
+    kubectl: Kubectl, testbed_state: State, namespace: str
+) -> None:
+    """The attack: a tenant's Webhook answers every delivery just inside the timeout and
+    has a backlog of hundreds, older than anyone else's deliveries. Claimed oldest
+    first, it would fill every batch, and another namespace's delivery would wait until
+    the whole backlog had been sent."""
+    other = f"t-fair-{SESSION_ID}-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(kubectl, "create", "namespace", other)
+    slow_secret, fast_secret = _signing_secret(), _signing_secret()
+    slow, fast = Receiver(slow_secret), Receiver(fast_secret)
+    slow.delay = 1.0  # the operator's timeout here is 5 s
+    await slow.start()
+    await fast.start()
+    try:
+        await _webhook(kubectl, namespace, "hook", slow.url, slow_secret)
+        await _webhook(kubectl, other, "hook", fast.url, fast_secret)
+        await _until(lambda: _ready_status(kubectl, namespace), what="the slow Webhook Ready")
+        await _until(lambda: _ready_status(kubectl, other), what="the fast Webhook Ready")
+        backlog = await _append(testbed_state, namespace, 200)
+
+        async def slow_started() -> bool:
+            return slow.requests >= 1
+
+        await _until(slow_started, what="the backlog's first delivery")
+        [sent] = await _append(testbed_state, other, 1)
+
+        async def delivered() -> bool:
+            return fast.handled[sent] == 1
+
+        await _until(delivered, within=120, what="the other namespace's delivery")
+        sent_of_backlog = sum(slow.handled[i] for i in backlog)
+    finally:
+        await slow.stop()
+        await fast.stop()
+        await asyncio.to_thread(kubectl, "delete", "namespace", other, "--wait=false", check=False)
+    # Oldest first, the whole backlog (200) would have gone before it; shared, the
+    # other namespace's delivery goes in the first pass after it is due, while the
+    # batches of 50 give the backlog at most half of each.
+    assert sent_of_backlog < 100, sent_of_backlog
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 A pass:
 
 1. fans out the events logged since each ready Webhook's cursor into deliveries;
-2. claims due deliveries (``webhook_deliveries.claim``: one replica per attempt);
+2. claims due deliveries (``webhook_deliveries.claim``: one replica per attempt), the
+   batch shared among the namespaces that have deliveries due;
 3. delivers each, at most ``CONCURRENCY`` at once, signed as Standard Webhooks says
    (``webhook-id`` is the event's id, so a receiver deduplicates on it);
 4. records the result: delivered on a 2xx; otherwise retried after an exponential
@@ -252,7 +253,8 @@ class Dispatcher:
                 target.name,
                 lambda row, t=target: t.wants(row.type, row.namespace),  # type: ignore[misc]
             )
-        claimed = await store.claim(self.pool, CLAIM_BATCH, lease=self._lease())
+        namespaces = {t.namespace for t in self.targets.values()}
+        claimed = await store.claim(self.pool, namespaces, CLAIM_BATCH, lease=self._lease())
         semaphore = asyncio.Semaphore(CONCURRENCY)
 
         async def one(delivery: store.Claimed) -> None:
