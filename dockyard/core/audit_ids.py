@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Final
 
 PREFIX: Final = "dy1"
 _CONTEXT: Final = b"dockyard.io/audit-id/v1"
+_SHAPE: Final = re.compile(rf"{PREFIX}-([0-9a-f]{{16}})-([0-9a-f]{{32}})", re.ASCII)
+"""What ``mint`` makes; a client chooses its own Audit-ID, so anything else is theirs."""
 
 
 def _key(secret: str) -> bytes:
@@ -37,8 +40,13 @@ def mint(secret: str, username: str) -> str:
 
 
 def is_own(secret: str, audit_id: str, username: str) -> bool:
-    """Whether ``audit_id`` was minted by an API holding ``secret`` for ``username``."""
-    parts = audit_id.split("-")
-    if len(parts) != 3 or parts[0] != PREFIX:
+    """Whether ``audit_id`` was minted by an API holding ``secret`` for ``username``.
+
+    Only an ID of the shape ``mint`` makes is checked, and as bytes: the apiserver keeps
+    whatever a client sent, and comparing text that is not ASCII would raise.
+    """
+    shape = _SHAPE.fullmatch(audit_id)
+    if shape is None:
         return False
-    return hmac.compare_digest(parts[2], _mac(secret, parts[1], username))
+    nonce, mac = shape.groups()
+    return hmac.compare_digest(mac.encode(), _mac(secret, nonce, username).encode())

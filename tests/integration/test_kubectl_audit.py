@@ -23,7 +23,7 @@ import yaml
 from aiohttp import ClientSession, TCPConnector, web
 
 from dockyard.api.app import create_app
-from dockyard.core.kube import CallerToken, KubeClient, load_config
+from dockyard.core.kube import CallerToken, KubeClient, KubeError, load_config
 from dockyard.core.resources import RESTORES
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, api_settings
@@ -251,6 +251,67 @@ async def test_a_write_padded_with_a_long_query_string_is_still_in_the_trail(
     assert [(r["action"].split(" agent=")[0], r["name"]) for r in rows] == [
         ("PATCH restores", "padded")
     ]
+
+
+@dataclass(frozen=True)
+class _ChosenAuditId(CallerToken):
+    """A caller who sends an ``Audit-ID`` of their choosing, as any client may."""
+
+    chosen: str = ""
+
+    def audit_id(self) -> str | None:
+        return self.chosen
+
+
+async def test_an_audit_id_that_is_not_ascii_costs_no_write_its_trail(
+    sink: tuple[str, ssl.SSLContext],
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    as_admin: dict[str, str],
+) -> None:
+    """The attack: anyone with a token sends a write (refused, yet audited) whose
+    ``Audit-ID`` has a character that is not ASCII, which the apiserver keeps as the
+    event's ``auditID``. Had checking it raised, the sink would refuse the whole batch,
+    every time the apiserver sent it, and everyone's writes of that window would leave no
+    trail; a writer could also hide their own write that way."""
+    url, trust = sink
+    alice, alice_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    stranger = f"stranger-{uuid.uuid4().hex[:6]}"
+    _dry_run_restore(kubectl, namespace, "promote")
+    await asyncio.sleep(1)  # the RoleBindings reach the authorizer
+    bad = "dy1-0-\u00e9"
+    approve = {"metadata": {"annotations": {"dockyard.io/approved-by": mallory}}}
+    client = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    try:
+        with pytest.raises(KubeError) as refused:
+            await client.merge_patch(
+                RESTORES.path(namespace, "promote"),
+                {"metadata": {"labels": {"seen": "yes"}}},
+                as_caller=_ChosenAuditId(testbed.user_token(stranger, []), chosen=bad),
+            )
+        assert refused.value.status == 403
+        await client.merge_patch(
+            RESTORES.path(namespace, "promote"),
+            approve,
+            as_caller=_ChosenAuditId(mallory_token, chosen=bad),
+        )
+    finally:
+        await client.close()
+    kubectl("label", "restore", "promote", "-n", namespace, "reviewed=yes", token=alice_token)
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        written = {
+            actor: [(r["action"].split(" agent=")[0], r["outcome"]) for r in rows]
+            for actor in (stranger, mallory, alice)
+            if (rows := await _rows_of(http, url, as_admin, namespace, actor))
+        }
+    assert written == {
+        stranger: [("PATCH restores", "denied")],
+        mallory: [("PATCH restores", "succeeded")],
+        alice: [("PATCH restores", "succeeded")],
+    }
 
 
 async def test_a_bad_event_costs_only_itself_and_overlong_fields_are_cut(

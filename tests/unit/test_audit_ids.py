@@ -27,3 +27,12 @@ def test_ids_are_fresh_and_forgeries_are_not_own() -> None:
         "",
     ):
         assert not audit_ids.is_own("s", forged, "alice"), forged
+
+
+def test_an_id_that_is_not_ascii_is_not_own_and_raises_nothing() -> None:
+    """The apiserver keeps whatever Audit-ID a client sent; comparing text that is not
+    ASCII would raise, and the sink would refuse the whole batch it came in."""
+    minted = audit_ids.mint("s", "alice")
+    nonce, mac = minted.split("-")[1:]
+    for chosen in ("dy1-0-\u00e9", f"dy1-{nonce}-{mac[:-1]}\u00e9", f"dy1-{nonce}-{mac}\n"):
+        assert not audit_ids.is_own("s", chosen, "alice"), chosen
