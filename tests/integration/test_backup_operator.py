@@ -393,6 +393,12 @@ def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
 ) -> None:
     _environment(kubectl, testbed_state, namespace)
     _key_secret(kubectl, namespace)
+    # A Backup made by hand that carries the schedule's label (as anyone who may edit
+    # Backups can make one): the schedule did not make it, so its retention keeps it.
+    by_hand = _backup(namespace, "by-hand", backup_root)
+    by_hand["metadata"]["labels"] = {"dockyard.io/backup-schedule": "nightly"}
+    _apply(kubectl, namespace, by_hand)
+    _wait_phase(kubectl, namespace, "by-hand", "Completed")
     # Yearly, so only run-now runs; keep the newest one.
     _apply(
         kubectl,
@@ -439,7 +445,7 @@ def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
         assert "dockyard.io/run-now" not in annotations
         return str(names[-1])
 
-    first = run_now_and_wait()
+    first = run_now_and_wait("by-hand")
     first_artifact = _artifact_path(
         ((_get(kubectl, namespace, "backup", first) or {})["status"])["location"]
     )
@@ -457,14 +463,15 @@ def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
         ),
     )
     time.sleep(1.1)  # run-now names have one-second resolution
-    second = run_now_and_wait(first)
+    second = run_now_and_wait("by-hand", first)
     time.sleep(1.1)
-    third = run_now_and_wait(first, second)
+    third = run_now_and_wait("by-hand", first, second)
 
     # keepLast 1 keeps the third; the first stays as the newest verified; the second goes.
     wait_for(lambda: _get(kubectl, namespace, "backup", second) is None, timeout=60)
     assert _get(kubectl, namespace, "backup", first) is not None
     assert _get(kubectl, namespace, "backup", third) is not None
+    assert _get(kubectl, namespace, "backup", "by-hand") is not None
     assert first_artifact.exists()
     assert _events(kubectl, namespace, "RetentionApplied")
 

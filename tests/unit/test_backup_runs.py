@@ -42,6 +42,9 @@ STORAGE = {"filesystem": {"path": "/var/lib/dockyard/backups"}}
 ENCRYPTION = {"keySecretRef": {"name": "backup-key", "key": "key"}}
 
 
+SCHEDULE_UID = "0f0e0d0c-0000-4000-8000-000000000001"
+
+
 def _schedule(schedule: str = "0 * * * *", **spec: Any) -> BackupSchedule:
     status = spec.pop("status", {})
     annotations = spec.pop("annotations", {})
@@ -50,7 +53,7 @@ def _schedule(schedule: str = "0 * * * *", **spec: Any) -> BackupSchedule:
             "metadata": {
                 "name": "nightly",
                 "namespace": "team",
-                "uid": "0f0e0d0c-0000-4000-8000-000000000001",
+                "uid": SCHEDULE_UID,
                 "generation": 1,
                 "creationTimestamp": (NOW - timedelta(hours=3)).isoformat(),
                 "annotations": annotations,
@@ -66,12 +69,28 @@ def _schedule(schedule: str = "0 * * * *", **spec: Any) -> BackupSchedule:
     )
 
 
-def _backup(name: str, phase: BackupPhase | None, completed: datetime | None = None) -> Backup:
+def _backup(
+    name: str,
+    phase: BackupPhase | None,
+    completed: datetime | None = None,
+    *,
+    owner: str = SCHEDULE_UID,
+    environment: str = "shop",
+) -> Backup:
+    """A Backup with the schedule's label, made by the schedule of uid ``owner``."""
+    reference = {"apiVersion": API_VERSION, "kind": "BackupSchedule", "name": "nightly",
+                 "uid": owner, "controller": True}  # fmt: skip
     backup = Backup.model_validate(
         {
-            "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}"},
+            "metadata": {
+                "name": name,
+                "namespace": "team",
+                "uid": f"uid-{name}",
+                "labels": {"dockyard.io/backup-schedule": "nightly"},
+                "ownerReferences": [reference],
+            },
             "spec": {
-                "environmentRef": {"name": "shop"},
+                "environmentRef": {"name": environment},
                 "storage": STORAGE,
                 "encryption": ENCRYPTION,
             },
@@ -318,6 +337,28 @@ def test_retention_never_deletes_the_newest_verified_backup() -> None:
     tick = plan_tick(_schedule(retention={"keepLast": 1}), [old, middle, new], NOW)
     assert tick.delete == ("middle",)
     assert tick.status.last_successful_backup == "new"
+
+
+def test_retention_counts_only_the_backups_the_schedule_made_for_its_environment() -> None:
+    """The attack: label another Backup with the schedule's name, or re-create the
+    schedule (deleted with --cascade=orphan) for another environment, so that its
+    retention deletes backups it never made, the only verified one included."""
+    kept = _backup("kept", BackupPhase.COMPLETED, NOW - timedelta(days=5), owner="uid-earlier")
+    kept.status.verified = BackupVerification(drill="d", at=NOW - timedelta(days=4))
+    others = [
+        kept,  # an orphan of an earlier schedule of the same name
+        _backup("manual", BackupPhase.COMPLETED, NOW - timedelta(days=4), owner="uid-someone"),
+        _backup("moved", BackupPhase.COMPLETED, NOW - timedelta(days=3), environment="cart"),
+        _backup("running", BackupPhase.RUNNING, owner="uid-earlier"),
+    ]
+    own = [
+        _backup("own-1", BackupPhase.COMPLETED, NOW - timedelta(days=2)),
+        _backup("own-2", BackupPhase.COMPLETED, NOW - timedelta(days=1)),
+    ]
+    tick = plan_tick(_schedule(retention={"keepLast": 1}), others + own, NOW)
+    assert tick.delete == ("own-1",)
+    assert tick.create == "nightly-202503101200"  # "running" is not its run (Forbid)
+    assert tick.status.last_successful_backup == "own-2"
 
 
 def test_scheduled_backups_belong_to_their_schedule() -> None:

@@ -165,6 +165,14 @@ class ObjectMeta(CRModel):
     deletion_timestamp: datetime | None = None
     """When deletion was requested, if it was."""
 
+    def controller_uid(self) -> str | None:
+        """The uid of the object's controller owner, if it has one (``ownerReferences``
+        is kept as it comes, not modelled)."""
+        for ref in (self.model_extra or {}).get("ownerReferences") or ():
+            if isinstance(ref, dict) and ref.get("controller") and ref.get("uid"):
+                return str(ref["uid"])
+        return None
+
 
 class CustomResource(CRModel):
     """The envelope of a Dockyard object: apiVersion, kind, metadata, spec and status.

@@ -83,8 +83,24 @@ def _in_flight(backup: Backup) -> bool:
     return not (backup.status.phase is not None and backup.status.phase.is_done)
 
 
+def made_for(schedule: BackupSchedule, backup: Backup) -> bool:
+    """Whether ``backup`` is one ``schedule`` made for the environment it names now.
+
+    Only such Backups count for its concurrency and its retention. Not a Backup that
+    merely carries its label (anyone who may edit Backups can set one), nor one an
+    earlier schedule of the same name left behind (deleted with ``--cascade=orphan``),
+    nor one of the environment it named before: retention never deletes those.
+    """
+    return (
+        backup.metadata.controller_uid() == schedule.metadata.uid
+        and backup.spec.environment_ref.name == schedule.spec.environment_ref.name
+    )
+
+
 def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) -> Tick:
-    """Decide one pass over ``schedule``, whose Backups are ``backups``, at ``now``."""
+    """Decide one pass over ``schedule`` at ``now``; ``backups`` are those carrying its
+    label, of which only those it made for its environment count (``made_for``)."""
+    backups = [b for b in backups if made_for(schedule, b)]
     spec, previous = schedule.spec, schedule.status
     generation = schedule.metadata.generation
     run_now = RUN_NOW_ANNOTATION in schedule.metadata.annotations
