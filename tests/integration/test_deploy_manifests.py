@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from dockyard.api.auth import AUDIT_SINK_PATH
 from dockyard.core import crds
 from dockyard.core.settings import Mode, Settings
 from tests.conftest import ROOT, Kubectl
@@ -36,6 +38,8 @@ SECRET_SETTINGS = {
     "DOCKYARD_MANAGED_POSTGRES_URL": "managed-postgres-url",
     "DOCKYARD_CURSOR_KEY": "cursor-key",
 }
+OPTIONAL_SECRET_SETTINGS = {"DOCKYARD_AUDIT_SINK_TOKEN": "audit-sink-token"}
+"""Read when the Secret has the key: the audit sink is off without it."""
 WORKLOADS = ("Deployment", "StatefulSet")
 # Left out of manifests/Kustomization on purpose: the operator stamps it out per namespace.
 TEMPLATE_MANIFESTS = {"backup-runner-rbac.yaml"}
@@ -182,6 +186,12 @@ def test_secrets_reach_the_pods_only_by_reference(
                     assert var["valueFrom"]["secretKeyRef"] == {
                         "name": PLATFORM_SECRET,
                         "key": SECRET_SETTINGS[var["name"]],
+                    }
+                if var["name"] in OPTIONAL_SECRET_SETTINGS:
+                    assert var["valueFrom"]["secretKeyRef"] == {
+                        "name": PLATFORM_SECRET,
+                        "key": OPTIONAL_SECRET_SETTINGS[var["name"]],
+                        "optional": True,
                     }
     for o in objects[overlay]:
         if o["kind"] == "ConfigMap":
@@ -354,6 +364,34 @@ def test_the_api_takes_traffic_only_from_the_ingress_controller_and_the_scraper(
         "http": {"kubernetes.io/metadata.name": ingress_namespace},
         "metrics": {"kubernetes.io/metadata.name": "monitoring"},
     }
+
+
+@pytest.mark.parametrize("overlay", ["staging", "production"])
+def test_the_audit_sink_is_reachable_as_shipped(
+    objects: dict[str, list[Manifest]], overlay: str
+) -> None:
+    """The apiserver's audit webhook (manifests/audit/) reaches the API as deployed: the
+    Service's port and the sink's route over HTTPS, checked against the Service's
+    name, with the token the API reads, through a NetworkPolicy that admits the
+    control plane on that port. Without all of them kubectl writes reach no trail."""
+    audit = ROOT / "manifests" / "audit"
+    [cluster] = yaml.safe_load((audit / "webhook-kubeconfig.yaml").read_text())["clusters"]
+    url = urlsplit(cluster["cluster"]["server"])
+    service = _one(objects[overlay], "Service", "dockyard-api")
+    [port] = [p for p in service["spec"]["ports"] if p["name"] == "http"]
+    assert (url.scheme, url.port, url.path) == ("https", port["port"], AUDIT_SINK_PATH)
+    assert url.hostname == "replace_with_dockyard_api_cluster_ip"  # an IP: no resolver
+    assert cluster["cluster"]["tls-server-name"] == f"dockyard-api.{NAMESPACE}.svc"
+    api = _container(objects[overlay], "dockyard-api", "api")
+    [token] = [v for v in api["env"] if v["name"] == "DOCKYARD_AUDIT_SINK_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["key"] == "audit-sink-token"
+    policy = yaml.safe_load((audit / "networkpolicy.yaml").read_text())
+    labels = _one(objects[overlay], "Deployment", "dockyard-api")["spec"]["template"]["metadata"]
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels["labels"].items()
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert list(rule["from"][0]) == ["ipBlock"]
 
 
 # -- how the overlays differ ---------------------------------------------------------------
