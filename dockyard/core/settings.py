@@ -10,12 +10,31 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import Field, IPvAnyNetwork, PostgresDsn, RedisDsn, SecretStr
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    PostgresDsn,
+    RedisDsn,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # An ingress domain: "*", a host, or "*." and a domain (every host under it).
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 INGRESS_DOMAIN_PATTERN: Final = rf"^(\*|(\*\.)?({_LABEL}\.)*{_LABEL})$"
+
+
+def _check_url(kind: type, value: SecretStr, what: str) -> None:
+    """Refuse ``value`` unless it is a ``kind`` URL, saying why but never quoting it:
+    pydantic's error quotes its input, and a DSN's input holds a password."""
+    try:
+        TypeAdapter(kind).validate_python(value.get_secret_value())
+    except ValidationError as exc:
+        reason = exc.errors(include_input=False, include_url=False)[0]["msg"]
+        raise ValueError(f"not {what} ({reason})") from None
 
 
 class Mode(StrEnum):
@@ -34,6 +53,8 @@ class Settings(BaseSettings):
         frozen=True,
         env_parse_none_str="null",
         use_attribute_docstrings=True,
+        # A refused DSN or token must not be quoted back into a log.
+        hide_input_in_errors=True,
     )
 
     mode: Mode = Mode.DEVELOPMENT
@@ -267,6 +288,20 @@ class Settings(BaseSettings):
     # -- logging ------------------------------------------------------------------------
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="json", pattern=r"^(json|console)$")
+
+    @field_validator("database_url", "migration_database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_url(PostgresDsn, value, "a PostgreSQL URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_url(RedisDsn, value, "a Redis URL")
+        return value
 
     @property
     def creates_default_backup_store(self) -> bool:

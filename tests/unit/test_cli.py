@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from dockyard import cli
 from dockyard.core import crds
+from dockyard.core.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,32 @@ def test_invalid_setting_names_the_variable(
     err = capsys.readouterr().err
     assert err.startswith("dockyard: invalid setting DOCKYARD_LOG_LEVEL")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DOCKYARD_DATABASE_URL", "postgresql://dockyard:s3cr#et@db.internal/dockyard"),
+        ("DOCKYARD_MIGRATION_DATABASE_URL", "postgres://owner:s3cr#et@[db/dockyard"),
+        ("DOCKYARD_REDIS_URL", "redis://:s3cr#et@redis:notaport/0"),
+    ],
+)
+def test_a_malformed_dsn_is_refused_at_start_without_quoting_its_password(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password with an unescaped '#' is an ordinary mistake; the error that says so
+    must not print it into the pod's log."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["migrate"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dockyard: invalid setting {variable}: ")
+    assert "s3cr" not in err
+    assert err.count("\n") == 1
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "s3cr" not in str(refused.value)
 
 
 def test_crds_check_passes_on_fresh_output_and_fails_on_drift(
