@@ -236,6 +236,20 @@ def approval_policy(kubectl: Kubectl, roles: None) -> None:
 
 
 @pytest.fixture(scope="session")
+def runner_report_policy(kubectl: Kubectl, crds_installed: None) -> None:
+    """The policy that limits a Backup runner's status report to its artifact
+    (``manifests/backup-runner-report-policy.yaml``): the session's operator runs under
+    it, as a deployed one does."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "manifests" / "backup-runner-report-policy.yaml"),
+    )
+
+
+@pytest.fixture(scope="session")
 def crds_installed(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     kubectl(
@@ -273,6 +287,7 @@ def operator_metrics_port() -> int:
 def operator_process(
     operator_metrics_port: int,
     crds_installed: None,
+    runner_report_policy: None,
     testbed_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
     backup_root: Path,

@@ -208,6 +208,8 @@ def test_every_setting_given_to_dockyard_is_one_it_knows_with_a_valid_value(
     }
     stand_ins = {
         "DOCKYARD_DATABASE_URL": "postgresql://dockyard@db:5432/dockyard",
+        "DOCKYARD_MIGRATION_DATABASE_URL": "postgresql://owner@db:5432/dockyard",
+        "DOCKYARD_AUDIT_SINK_TOKEN": "a stand-in token",
         "DOCKYARD_REDIS_URL": "redis://redis:6379/0",
         "DOCKYARD_MANAGED_POSTGRES_URL": "postgresql://admin@db:5432/postgres",
         "DOCKYARD_CURSOR_KEY": "a stand-in of at least 32 characters",

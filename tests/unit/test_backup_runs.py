@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from dockyard.core.models.backup import Backup, BackupPhase, BackupVerification
+from dockyard.core.models.backup import Backup, BackupPhase, BackupStatus, BackupVerification
 from dockyard.core.models.backup_schedule import BackupSchedule
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.storage import BackupStorage
 from dockyard.core.settings import Settings
+from dockyard.operator.backups import status as report
 from dockyard.operator.backups.schedules import backup_for, backup_name, plan_tick
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import database_identity
@@ -241,6 +242,19 @@ def test_an_s3_job_gets_its_keys_and_ca_bundle_from_their_secrets() -> None:
 
 def test_job_names_fit_in_a_label() -> None:
     assert len(jobs.job_name("x" * 250, 12)) <= 63
+
+
+def test_a_job_backup_completes_when_its_job_did_not_when_its_runner_says() -> None:
+    """The runner reports the artifact's ``completedAt`` too; the Backup's completion
+    time, which retention and latestVerified order by, is the Job's."""
+    reported = BackupStatus().with_artifact(
+        location="file:///b/x", size=1, sha256="a" * 64, key_id="k", tables={},
+        completed_at=datetime(2099, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    job = {"status": {"completionTime": "2025-03-10T12:00:07Z"}}
+    done = report.completed_by_job(reported, "backup-x-1", 1, at=jobs.completion_time(job))
+    assert done.completed_at == datetime(2025, 3, 10, 12, 0, 7, tzinfo=UTC)
+    assert jobs.completion_time({"status": {}}) is None
 
 
 def test_job_state_follows_the_jobs_conditions() -> None:

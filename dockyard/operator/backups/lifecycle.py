@@ -300,8 +300,10 @@ class BackupRuns:
             image=self.context.settings.runner_image,
             deadline_seconds=self.context.settings.run_deadline,
         )
-        await apply_as(kube, job)
+        # Running first: the runner may report its artifact only while the Backup is
+        # Running (manifests/backup-runner-report-policy.yaml).
         await self._write(loaded, started)
+        await apply_as(kube, job)
         post(
             loaded.raw,
             reason="Started",
@@ -312,11 +314,14 @@ class BackupRuns:
     async def _follow_job(self, loaded: _Loaded) -> Outcome:
         status = loaded.resource.status
         name = jobs.job_name(loaded.name, max(status.attempts, 1))
-        state = jobs.job_state(await get(self.context.kube, JOBS.path(loaded.namespace, name)))
+        job = await get(self.context.kube, JOBS.path(loaded.namespace, name))
+        state = jobs.job_state(job)
         if state == "Running":
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)
         if state == "Succeeded" and status.sha256 and status.location:
-            done = report.completed_by_job(status, name, loaded.generation)
+            done = report.completed_by_job(
+                status, name, loaded.generation, at=jobs.completion_time(job)
+            )
             catalogued = await self._catalog(_with_status(loaded, done))
             await self._write(loaded, done)
             post(loaded.raw, reason="Completed", message=f"{done.message}; sha256 {done.sha256}")

@@ -8,6 +8,7 @@ or interrupted attempt. The Ready condition follows each of them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 from dockyard.core.attempts import Recovery, RecoveryAction
@@ -100,10 +101,14 @@ def completed(status: BackupStatus, result: BackupResult, generation: int | None
     return done.observed(generation)
 
 
-def completed_by_job(status: BackupStatus, job: str, generation: int | None) -> BackupStatus:
-    """``status`` once the Job ``job``, which reported its artifact into it, succeeded."""
+def completed_by_job(
+    status: BackupStatus, job: str, generation: int | None, *, at: datetime | None
+) -> BackupStatus:
+    """``status`` once the Job ``job``, which reported its artifact into it, succeeded
+    ``at`` (the Job's completion time: the runner reports the artifact, not when the
+    backup was made, which retention and ``latestVerified`` order by)."""
     message = f"Stored {status.size} bytes by Job {job}"
-    return status.completed(message, generation=generation, detail=STORED, at=status.completed_at)
+    return status.completed(message, generation=generation, detail=STORED, at=at)
 
 
 def after_recovery(

@@ -1,0 +1,116 @@
+"""What a Backup's runner Job may write (manifests/backup-runner-report-policy.yaml), on
+the test bed's apiserver: the artifact's fields of its own Backup while it is Running,
+and nothing else. RBAC lets the runner's account patch that Backup's status; the
+admission policy says which fields.
+
+The Backup lives in a namespace no operator watches, so its status is what the test
+writes; the runner is the account the operator makes for it, acted as with ``--as``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.models.backup import Backup
+from dockyard.core.resources import BACKUPS
+from dockyard.operator.builders.metadata import Owner
+from dockyard.operator.runs import jobs
+from tests.conftest import Kubectl
+
+pytestmark = pytest.mark.usefixtures("crds_installed", "runner_report_policy")
+
+ARTIFACT = {
+    "location": "file:///backups/team/nightly/1-abc.dump",
+    "size": 1024,
+    "sha256": "a" * 64,
+    "keyId": "k1",
+    "manifest": {"tables": [{"name": "public.orders", "rows": 3}]},
+    "completedAt": "2030-01-01T00:00:00Z",
+}
+
+
+def _backup(kubectl: Kubectl, namespace: str) -> tuple[Backup, str]:
+    manifest = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": "nightly", "namespace": namespace},
+        "spec": {
+            "environmentRef": {"name": "shop"},
+            "storage": {"filesystem": {"path": "/backups"}},
+            "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    created = json.loads(kubectl("get", "backup", "nightly", "-n", namespace, "-o", "json").stdout)
+    backup = Backup.model_validate(created)
+    for part in jobs.backup_runner_identity(Owner.of(backup)):
+        kubectl("apply", "-f", "-", input=json.dumps(part))
+    runner = f"system:serviceaccount:{namespace}:{jobs.backup_runner_account(Owner.of(backup))}"
+    return backup, runner
+
+
+async def _status(
+    namespace: str, status: dict[str, Any], as_user: str | None = None
+) -> tuple[int, str]:
+    """Merge ``status`` into the Backup's status as the test bed's admin, or as
+    ``as_user`` (impersonated: the runner's Role has no ``get``, so kubectl's own
+    read-then-patch is not how a runner writes)."""
+    config = load_config(Path(os.environ["KUBECONFIG"]), {})
+    client = KubeClient.connect(config)
+    headers = {"Content-Type": "application/merge-patch+json"}
+    if as_user is not None:
+        headers["Impersonate-User"] = as_user
+    try:
+        async with client.session.patch(
+            config.server + BACKUPS.path(namespace, "nightly", "status"),
+            data=json.dumps({"status": status}),
+            headers=headers,
+        ) as answer:
+            return answer.status, await answer.text()
+    finally:
+        await client.close()
+
+
+def _stored(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    got = kubectl("get", "backup", "nightly", "-n", namespace, "-o", "json").stdout
+    return dict(json.loads(got).get("status") or {})
+
+
+async def test_a_runner_reports_its_artifact_while_running_and_nothing_else(
+    kubectl: Kubectl, unwatched_namespace: str
+) -> None:
+    """The attack: a compromised runner (its image, or pg_dump reached through the
+    tenant's own database) marks its Backup verified and Completed, so that retention
+    keeps it as the newest verified backup and ``latestVerified`` restores it."""
+    namespace = unwatched_namespace
+    _, runner = _backup(kubectl, namespace)
+    assert (await _status(namespace, {"phase": "Running", "attempts": 1}))[0] == 200
+
+    reported = await _status(namespace, ARTIFACT, runner)
+    assert reported[0] == 200, reported
+    for forged in (
+        {"verified": {"drill": "weekly", "at": "2030-01-01T00:00:00Z"}},
+        {"phase": "Completed"},
+        {"conditions": [{"type": "Verified", "status": "True", "reason": "Passed",
+                         "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}]},
+        {"expiresAt": None, "attempts": 9},
+    ):  # fmt: skip
+        code, text = await _status(namespace, forged, runner)
+        assert code == 403, (forged, code, text)
+        assert "may set only the artifact's fields" in text, text
+
+    # Once the operator has completed it, the runner writes nothing more.
+    assert (await _status(namespace, {"phase": "Completed"}))[0] == 200
+    code, text = await _status(namespace, {"sha256": "b" * 64}, runner)
+    assert code == 403
+    assert "only while the Backup is Running" in text
+    stored = _stored(kubectl, namespace)
+    assert stored["sha256"] == "a" * 64
+    assert "verified" not in stored
+    assert stored["attempts"] == 1
