@@ -197,7 +197,10 @@ class Settings(BaseSettings):
     """directory every filesystem storage path must lie under; in a cluster, the mount point of the
     backups PersistentVolumeClaim"""
     backup_concurrency: int = Field(default=2, ge=1, le=64)
-    """backups and restores the operator runs at once"""
+    """backups, restores and drills the operator runs inline at once"""
+    backup_concurrency_per_namespace: int | None = Field(default=None, ge=1, le=64)
+    """of those, how many one namespace may hold at once, so that others always find a slot;
+    unset: half of DOCKYARD_BACKUP_CONCURRENCY (at least 1)"""
     backup_max_attempts: int = Field(default=3, ge=1, le=20)
     """runs of one backup before it is marked Failed"""
     restore_jobs: int = Field(default=4, ge=1, le=64)
@@ -302,6 +305,12 @@ class Settings(BaseSettings):
         if value is not None:
             _check_url(RedisDsn, value, "a Redis URL")
         return value
+
+    def runs_per_namespace(self) -> int:
+        """The inline run slots one namespace may hold at once."""
+        if self.backup_concurrency_per_namespace is not None:
+            return min(self.backup_concurrency_per_namespace, self.backup_concurrency)
+        return max(1, self.backup_concurrency // 2)
 
     @property
     def creates_default_backup_store(self) -> bool:

@@ -169,7 +169,9 @@ class BackupRuns:
             return await self._start_job(loaded, started, attempt)
         # Marked as ours before Running is visible, so no other pass sees an orphan.
         try:
-            return await self.context.inline(loaded.uid, self._run_inline(loaded, started, attempt))
+            return await self.context.inline(
+                loaded.uid, self._run_inline(loaded, started, attempt), namespace=loaded.namespace
+            )
         except RunCancelled as exc:
             return await self._failed(loaded, started, exc)
 

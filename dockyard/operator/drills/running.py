@@ -194,7 +194,7 @@ class DrillRunner:
         self, loaded: LoadedDrill, backup: Backup, current: DrillCurrentRun, work: Work
     ) -> None:
         try:
-            run = await self.context.inline(loaded.uid, work())
+            run = await self.context.inline(loaded.uid, work(), namespace=loaded.namespace)
         except RunDeadlineExceeded as exc:
             run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
         except RunCancelled:

@@ -89,7 +89,10 @@ class RestoreAttempts:
             return await self._run(loaded, started, source, plan, staging)
         try:
             return await self.context.inline(
-                loaded.uid, self._run(loaded, started, source, plan, staging)
+                loaded.uid,
+                self._run(loaded, started, source, plan, staging),
+                namespace=loaded.namespace,
+                urgent=True,
             )
         except RunCancelled as exc:
             return await self.records.abandon(loaded, started, staging, exc)
@@ -118,7 +121,10 @@ class RestoreAttempts:
         began = job.created_at or datetime.now(UTC)
         try:
             return await self.context.inline(
-                loaded.uid, self._verify(loaded, status, plan, staging, result.size, began)
+                loaded.uid,
+                self._verify(loaded, status, plan, staging, result.size, began),
+                namespace=loaded.namespace,
+                urgent=True,
             )
         except RunCancelled as exc:
             return await self.records.abandon(loaded, status, staging, exc)

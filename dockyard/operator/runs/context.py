@@ -20,7 +20,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -46,6 +46,7 @@ from dockyard.operator.runs.s3_access import (
     open_s3,
     s3_credentials,
 )
+from dockyard.operator.runs.slots import FairSlots
 from dockyard.runner import (
     ArtifactError,
     BackupError,
@@ -319,7 +320,7 @@ class RunContext:
     kube: KubeClient
     settings: Settings
     catalog: Catalog | None
-    slots: asyncio.Semaphore
+    slots: FairSlots
     postgres: ManagedPostgres | None = None
     """The managed server, for the databases restores and drills restore into."""
     breakers: Breakers | None = None
@@ -338,7 +339,7 @@ class RunContext:
         breakers: Breakers | None = None,
         audit: OperatorAudit | None = None,
     ) -> RunContext:
-        slots = asyncio.Semaphore(settings.backup_concurrency)
+        slots = FairSlots(settings.backup_concurrency, settings.runs_per_namespace())
         return cls(kube, settings, catalog, slots, postgres, breakers, audit)
 
     async def audited(
@@ -352,11 +353,15 @@ class RunContext:
         """Whether this process executes the run of object ``uid`` right now."""
         return uid in self._active
 
-    async def inline(self, uid: str, work: Awaitable[_T]) -> _T:
-        """Run ``work`` in the event loop once a slot is free; ``RunCancelled`` if
-        ``cancel(uid)`` stopped it, ``RunDeadlineExceeded`` if it ran for longer than
-        ``DOCKYARD_RUN_DEADLINE``. Marked as running here while it waits, too."""
-        task: asyncio.Task[_T] = asyncio.ensure_future(self._slotted(work))
+    async def inline(
+        self, uid: str, work: Awaitable[_T], *, namespace: str, urgent: bool = False
+    ) -> _T:
+        """Run ``work`` in the event loop once ``namespace`` may have a slot (``FairSlots``;
+        ``urgent`` runs go first); ``RunCancelled`` if ``cancel(uid)`` stopped it,
+        ``RunDeadlineExceeded`` if it ran for longer than ``DOCKYARD_RUN_DEADLINE``.
+        Marked as running here while it waits, too."""
+        slot = self.slots.hold(namespace, urgent=urgent)
+        task: asyncio.Task[_T] = asyncio.ensure_future(self._slotted(work, slot))
         self._active[uid] = task
         try:
             return await asyncio.shield(task)
@@ -370,8 +375,8 @@ class RunContext:
         finally:
             self._active.pop(uid, None)
 
-    async def _slotted(self, work: Awaitable[_T]) -> _T:
-        async with self.slots:
+    async def _slotted(self, work: Awaitable[_T], slot: AbstractAsyncContextManager[None]) -> _T:
+        async with slot:
             deadline = self.settings.run_deadline
             timer = asyncio.timeout(deadline)
             try:
