@@ -19,7 +19,7 @@ _SQL_FIRST_PAGE = """
 SELECT id, backup, started_at, finished_at, restore_seconds, backup_age_seconds, result,
        jsonb_array_length(failed_checks) AS failed_check_count
 FROM drill_runs
-WHERE namespace = $1 AND drill = $2 AND result IS NOT NULL
+WHERE namespace = $1 AND drill = $2 AND result IS NOT NULL AND started_at >= $4
 ORDER BY started_at DESC, id DESC LIMIT $3
 """
 _SQL_NEXT_PAGE = """
@@ -27,6 +27,7 @@ SELECT id, backup, started_at, finished_at, restore_seconds, backup_age_seconds,
        jsonb_array_length(failed_checks) AS failed_check_count
 FROM drill_runs
 WHERE namespace = $1 AND drill = $2 AND result IS NOT NULL AND (started_at, id) < ($3, $4)
+    AND started_at >= $6
 ORDER BY started_at DESC, id DESC LIMIT $5
 """
 
@@ -54,14 +55,17 @@ class DrillRunLog:
         self.pool = pool
 
     async def page(
-        self, *, namespace: str, drill: str, after: RunKey | None, limit: int
+        self, *, namespace: str, drill: str, since: datetime, after: RunKey | None, limit: int
     ) -> RunPage:
-        """Runs of ``drill`` newest first, after ``after``; ``limit`` at most."""
+        """Runs of ``drill`` newest first, after ``after``; ``limit`` at most. Only runs
+        started ``since`` (the drill's creation) are its own: the table is keyed by name,
+        and a drill, or a namespace, made again under an old name must not show its
+        predecessor's runs as its own, nor to another team."""
         if after is None:
-            rows = await self.pool.fetch(_SQL_FIRST_PAGE, namespace, drill, limit + 1)
+            rows = await self.pool.fetch(_SQL_FIRST_PAGE, namespace, drill, limit + 1, since)
         else:
             rows = await self.pool.fetch(
-                _SQL_NEXT_PAGE, namespace, drill, after.started_at, after.id, limit + 1
+                _SQL_NEXT_PAGE, namespace, drill, after.started_at, after.id, limit + 1, since
             )
         shown = rows[:limit]
         runs = [

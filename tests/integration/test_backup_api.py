@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -504,11 +505,19 @@ async def test_a_drills_runs_come_from_the_platform_database_when_recorded_there
     client: Client, operator: Headers, namespace: str, testbed_state: State
 ) -> None:
     base = f"/api/v1/namespaces/{namespace}/restoredrills"
-    assert (await client.post(base, json=_drill("weekly"), headers=operator)).status == 201
+    created = await client.post(base, json=_drill("weekly"), headers=operator)
+    assert created.status == 201
+    made = datetime.fromisoformat((await created.json())["metadata"]["creationTimestamp"])
+
+    def day(n: int) -> str:
+        return (made + timedelta(days=n)).isoformat()
+
     conn = await asyncpg.connect(testbed_state.database_url)
     try:
         # As the operator records them: three finished runs (two started at the same
-        # instant, ordered by id) and one still running, which is not listed.
+        # instant, ordered by id) and one still running, which is not listed; and a run
+        # of an earlier drill of the same name, deleted before this one was made (the
+        # table is keyed by name): not this drill's, so not listed either.
         await conn.executemany(
             "INSERT INTO drill_runs (namespace, drill, backup, started_at, finished_at, "
             "restore_seconds, backup_age_seconds, result, failed_checks) "
@@ -516,18 +525,19 @@ async def test_a_drills_runs_come_from_the_platform_database_when_recorded_there
             "$3::text::timestamptz + interval '1 minute', "
             "$4, $5, $6, $7::jsonb)",
             [
-                (namespace, "shop-1", "2025-02-01T04:30:00Z", 40.0, 100.0, "Passed", "[]"),
-                (namespace, "shop-2", "2025-02-02T04:30:00Z", 41.0, 200.0, "Passed", "[]"),
+                (namespace, "earlier", day(-30), 10.0, 10.0, "Passed", "[]"),
+                (namespace, "shop-1", day(1), 40.0, 100.0, "Passed", "[]"),
+                (namespace, "shop-2", day(2), 41.0, 200.0, "Passed", "[]"),
                 (
                     namespace,
                     "shop-3",
-                    "2025-02-02T04:30:00Z",
+                    day(2),
                     900.0,
                     300.0,
                     "Failed",
                     '[{"check": "rto", "reason": "restore took 900.0 s, objective 600 s"}]',
                 ),
-                (namespace, "shop-4", "2025-02-03T04:30:00Z", None, None, None, "[]"),
+                (namespace, "shop-4", day(3), None, None, None, "[]"),
             ],
         )
         first = await (await client.get(f"{base}/weekly/runs?limit=2", headers=operator)).json()

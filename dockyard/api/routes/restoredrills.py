@@ -15,7 +15,7 @@ which source it came from, so a listing never switches sources halfway.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,7 @@ from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.pages import page_cursor, page_size, parse_query, query_parameter
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
+from dockyard.core.models.common import ObjectMeta
 from dockyard.core.models.drill_runs import DrillRun, DrillRunSummary
 from dockyard.core.models.restore_drill import DrillObjectives, RestoreDrill, RestoreDrillStatus
 
@@ -116,13 +117,19 @@ class RunsCursor:
 
 
 async def _from_database(
-    request: web.Request, namespace: str, name: str, cursor: RunsCursor | None, limit: int
+    request: web.Request,
+    namespace: str,
+    name: str,
+    since: datetime,
+    cursor: RunsCursor | None,
+    limit: int,
 ) -> tuple[list[DrillRunSummary], RunsCursor | None] | None:
-    """A page from ``drill_runs``; None when the drill has no rows there to page through."""
+    """A page from ``drill_runs`` (runs started ``since``); None when the drill has no
+    rows there to page through."""
     after = RunKey(cursor.started_at, cursor.id) if cursor and cursor.id is not None else None
     try:
         page = await DrillRunLog(request.app[keys.DB_POOL]).page(
-            namespace=namespace, drill=name, after=after, limit=limit
+            namespace=namespace, drill=name, since=since, after=after, limit=limit
         )
     except asyncpg.UndefinedTableError:
         return None  # a database not migrated to 0002 yet: status is all there is
@@ -151,9 +158,11 @@ async def list_runs(request: web.Request) -> web.Response:
     # The operator wrote it, and the CRD's schema held it to these models.
     status = RestoreDrillStatus.model_validate(obj.get("status") or {})
     objectives = DrillObjectives.model_validate((obj.get("spec") or {}).get("objectives") or {})
+    created = ObjectMeta.model_validate(obj.get("metadata") or {}).creation_timestamp
     page = None
     if cursor is None or cursor.source == DATABASE:
-        page = await _from_database(request, namespace, name, cursor, query.limit)
+        since = created or datetime.now(UTC)
+        page = await _from_database(request, namespace, name, since, cursor, query.limit)
     if page is None:
         page = _from_status(status, cursor, query.limit)
     runs, following = page
