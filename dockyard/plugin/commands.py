@@ -31,8 +31,10 @@ from dockyard.core.models.restore import APPROVED_BY_ANNOTATION, REQUESTED_BY_AN
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 from dockyard.core.resources import (
     BACKUP_SCHEDULES,
+    BACKUP_STORES,
     BACKUPS,
     ENVIRONMENTS,
+    NAMESPACES,
     RESTORE_DRILLS,
     RESTORES,
     ResourceType,
@@ -117,6 +119,25 @@ def _stamp(now: datetime | None = None) -> str:
 async def status(session: Session, environment: str) -> int:
     env = await session.need(ENVIRONMENTS, environment)
     session.console.print(views.environment_status(env))
+    return 0
+
+
+# -- stores ----------------------------------------------------------------------------------
+
+
+async def stores(session: Session) -> int:
+    """The BackupStores and which of them serve the session's namespace."""
+    found = (await session.kube.get(BACKUP_STORES.path(None))).get("items") or []
+    if not found:
+        raise PluginError("no BackupStore in the cluster; see docs/backups.md")
+    labels: dict[str, str] | None = None  # unknown to a caller who may not read them
+    try:
+        namespace = await session.kube.get(NAMESPACES.path(None, session.namespace))
+        labels = dict((namespace.get("metadata") or {}).get("labels") or {})
+    except KubeError as exc:
+        if exc.status not in (403, 404):
+            raise
+    session.console.print(views.backup_stores(found, session.namespace, labels))
     return 0
 
 

@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--wait", action="store_true", help="wait until it completed or failed")
     b.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds to wait")
 
+    sub.add_parser("stores", help="the BackupStores, and which of them serve the namespace")
+
     r = sub.add_parser("restore", help="plan, create, approve and follow restores")
     rs = r.add_subparsers(dest="action", required=True, parser_class=_Parser)
     plan = rs.add_parser("plan", help="make a dry-run Restore and show its plan")
@@ -135,6 +137,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                     wait=args.wait,
                     within=args.timeout,
                 )
+            case "stores", _:
+                return await commands.stores(session)
             case "restore", "plan":
                 return await commands.restore_plan(session, args.name, _source(args), args.timeout)
             case "restore", "create":

@@ -12,6 +12,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from dockyard.core.models.label_selector import LabelSelector
+
 Object = Mapping[str, Any]
 NONE = "-"
 _STYLES = {"True": "green", "False": "red", "Unknown": "yellow"}
@@ -194,3 +196,72 @@ def drill_result(drill: Object) -> Group:
             checks.add_row(str(check.get("check", "")), str(check.get("reason", "")))
         parts.append(checks)
     return Group(*parts)
+
+
+def _storage(spec: Object) -> str:
+    storage = spec.get("storage") or {}
+    if fs := storage.get("filesystem"):
+        claim = fs.get("claimName")
+        return f"filesystem {fs.get('path', NONE)}" + (f" (claim {claim})" if claim else "")
+    if s3 := storage.get("s3"):
+        where = f"s3://{s3.get('bucket', NONE)}/{s3.get('prefix') or ''}".rstrip("/")
+        return where + (f" at {s3['endpoint']}" if s3.get("endpoint") else "")
+    return NONE
+
+
+def serves(store: Object, labels: Mapping[str, str] | None) -> str | None:
+    """``every namespace``, ``yes`` or ``no`` for a namespace with ``labels``; None when
+    the store has a selector and the labels are not known."""
+    raw = (store.get("spec") or {}).get("namespaceSelector")
+    if raw is None:
+        return "every namespace"
+    if labels is None:
+        return None
+    return "yes" if LabelSelector.model_validate(raw).matches(labels) else "no"
+
+
+def backup_stores(stores: list[Object], namespace: str, labels: Mapping[str, str] | None) -> Group:
+    """The BackupStores, whether each serves ``namespace`` (whose labels are ``labels``,
+    or None when the caller may not read them), and which one a Backup there without
+    ``storeRef`` is filled from."""
+    table = Table(title="BackupStores", title_justify="left", expand=False)
+    for column in ("Name", "Default", "Storage", f"Serves {namespace}", "Selector", "Ready"):
+        table.add_column(column, overflow="fold")
+    for store in sorted(stores, key=lambda s: str(s["metadata"]["name"])):
+        spec = store.get("spec") or {}
+        raw = spec.get("namespaceSelector")
+        answer = serves(store, labels)
+        conditions = (store.get("status") or {}).get("conditions") or []
+        ready: Object = next((c for c in conditions if c.get("type") == "Ready"), {})
+        state = str(ready.get("status", "Unknown"))
+        table.add_row(
+            str(store["metadata"]["name"]),
+            "yes" if spec.get("default") else "",
+            _storage(spec),
+            Text(answer or "unknown", style={"no": "red"}.get(answer or "", "")),
+            NONE if raw is None else LabelSelector.model_validate(raw).describe(),
+            Text(f"{state} {ready.get('reason', '')}".strip(), style=_STYLES.get(state, "")),
+        )
+    return Group(table, Text(_default_for(stores, namespace, labels)))
+
+
+def _default_for(stores: list[Object], namespace: str, labels: Mapping[str, str] | None) -> str:
+    defaults = [s for s in stores if (s.get("spec") or {}).get("default")]
+    if not defaults:
+        return f"No store is the default: Backups in {namespace} name a storeRef or a storage."
+    serving = [s for s in defaults if serves(s, labels) in ("yes", "every namespace")]
+    names = ", ".join(sorted(str(s["metadata"]["name"]) for s in defaults))
+    if len(serving) == 1:
+        name = serving[0]["metadata"]["name"]
+        return f"Backups in {namespace} without a storeRef are filled from {name}."
+    if labels is None and not serving:
+        return (
+            f"The default store ({names}) serves some namespaces only, and the labels of "
+            f"{namespace} cannot be read with your rights."
+        )
+    if not serving:
+        return (
+            f"The default store ({names}) does not serve {namespace}: Backups here wait "
+            "with StoreNotAllowed unless they name a store that serves it or a storage."
+        )
+    return f"Several default stores serve {namespace} ({names}): Backups here name a storeRef."

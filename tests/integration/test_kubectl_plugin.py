@@ -101,6 +101,51 @@ def test_a_missing_object_or_kubeconfig_is_one_line_and_exit_1(
     assert len(no_config.stderr.strip().splitlines()) == 1
 
 
+def test_stores_say_which_serve_the_namespace_and_need_cluster_rights(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, tmp_path: Path
+) -> None:
+    """Why a Backup waits with StoreNotAllowed, at a glance: the stores that serve the
+    namespace by its labels, and those that do not."""
+    kubectl("label", "namespace", namespace, "team=blue")
+    names = {team: f"store-{team}-{uuid.uuid4().hex[:6]}" for team in ("blue", "red")}
+    for team, name in names.items():
+        store = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "BackupStore",
+            "metadata": {"name": name},
+            "spec": {
+                "storage": {"filesystem": {"path": f"/backups/{name}"}},
+                "encryption": {"keySecretRef": {"name": "absent", "key": "key"}},
+                "namespaceSelector": {"matchLabels": {"team": team}},
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(store))
+    try:
+        shown = _plugin(_kubeconfig(testbed_state, tmp_path, "admin"), "-n", namespace, "stores")
+        assert shown.returncode == 0, shown.stderr
+        rows = {
+            line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
+            for line in shown.stdout.splitlines()
+            if line.count("│") > 2 and "store-" in line
+        }
+        assert rows[names["blue"]][3:5] == ["yes", "team=blue"]
+        assert rows[names["red"]][3:5] == ["no", "team=red"]
+        # A developer's roles are namespaced: no BackupStore is theirs to read.
+        developer = f"dev-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "rolebinding", developer, "--clusterrole=dockyard-developer",
+                f"--user={developer}", "-n", namespace)  # fmt: skip
+        as_developer = _kubeconfig(
+            testbed_state, tmp_path, developer, testbed.user_token(developer, [])
+        )
+        refused = _plugin(as_developer, "-n", namespace, "stores")
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("kubectl dockyard: error: the apiserver refused:")
+        assert len(refused.stderr.strip().splitlines()) == 1
+    finally:
+        for name in names.values():
+            kubectl("delete", "backupstore", name, "--wait=false", check=False)
+
+
 def test_status_backup_and_drill_of_an_environment(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -120,3 +121,39 @@ def test_text_from_the_cluster_prints_as_it_is_never_as_markup() -> None:
     assert "[/oops] expected 3 rows" in printed
     assert "[green]Passed[/green]" in printed
     assert "[bold]users" in printed
+
+
+def _store(name: str, *, default: bool = False, team: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "default": default,
+        "storage": {"s3": {"bucket": "bk", "prefix": name, "endpoint": "https://s3.example"}},
+    }
+    if team is not None:
+        spec["namespaceSelector"] = {"matchLabels": {"team": team}}
+    return {"metadata": {"name": name}, "spec": spec, "status": {}}
+
+
+def _printed(renderable: Any) -> str:
+    out = io.StringIO()
+    terminal(file=out, width=200).print(renderable)
+    return out.getvalue()
+
+
+def test_the_stores_say_which_one_fills_a_backup_in_the_namespace() -> None:
+    blue, red = _store("blue", team="blue"), _store("red", default=True, team="red")
+    everyone = _store("everyone")
+    assert views.serves(blue, {"team": "blue"}) == "yes"
+    assert views.serves(red, {"team": "blue"}) == "no"
+    assert views.serves(everyone, None) == "every namespace"
+    assert views.serves(blue, None) is None  # labels not readable: unknown
+    shown = _printed(views.backup_stores([red, blue, everyone], "shop", {"team": "blue"}))
+    assert "s3://bk/blue at https://s3.example" in shown
+    assert "The default store (red) does not serve shop" in shown
+    assert "StoreNotAllowed" in shown
+    served = _printed(views.backup_stores([_store("main", default=True)], "shop", {}))
+    assert "Backups in shop without a storeRef are filled from main." in served
+    unknown = _printed(views.backup_stores([red], "shop", None))
+    assert "cannot be read with your rights" in unknown
+    assert "unknown" in unknown
+    none = _printed(views.backup_stores([blue], "shop", {"team": "blue"}))
+    assert "No store is the default" in none
