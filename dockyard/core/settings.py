@@ -199,8 +199,9 @@ class Settings(BaseSettings):
     backup_concurrency: int = Field(default=2, ge=1, le=64)
     """backups, restores and drills the operator runs inline at once"""
     backup_concurrency_per_namespace: int | None = Field(default=None, ge=1, le=64)
-    """of those, how many one namespace may hold at once, so that others always find a slot;
-    unset: half of DOCKYARD_BACKUP_CONCURRENCY (at least 1)"""
+    """of those, how many one namespace may hold at once (a restore may take one more while a
+    slot would stay idle), so that others find a slot when this is below
+    DOCKYARD_BACKUP_CONCURRENCY; unset: half of it (at least 1)"""
     backup_max_attempts: int = Field(default=3, ge=1, le=20)
     """runs of one backup before it is marked Failed"""
     restore_jobs: int = Field(default=4, ge=1, le=64)

@@ -60,6 +60,32 @@ async def test_one_namespace_queuing_many_runs_leaves_slots_for_the_others() -> 
     assert runs.slots.held("greedy") == 1
 
 
+async def test_a_restore_does_not_wait_behind_its_own_namespaces_backup_while_a_slot_is_idle() -> (
+    None
+):
+    runs = Runs(FairSlots(total=3, per_namespace=1))
+    runs.queue("backup", "prod")
+    runs.queue("restore", "prod", urgent=True)  # over its share: the one extra slot
+    runs.queue("second-restore", "prod", urgent=True)  # no second extra slot
+    await runs.settle()
+    assert runs.started == ["backup", "restore"]
+    runs.queue("other", "shop")  # the third slot is the other namespace's
+    await runs.settle()
+    assert runs.started == ["backup", "restore", "other"]
+    await runs.done("restore")  # the extra slot is free again, but shop is not waiting
+    assert runs.started[-1] == "second-restore"
+    runs.queue("third-restore", "prod", urgent=True)  # prod has its extra slot already
+    runs.queue("later", "shop")  # shop holds its share
+    await runs.settle()
+    await runs.done("other")  # shop may have it again, before any extra slot
+    assert runs.started[-1] == "later"
+    await runs.done("second-restore")
+    assert runs.started[-1] == "third-restore"
+    for name in ("backup", "later", "third-restore"):
+        await runs.done(name)
+    assert (runs.slots.running, runs.slots.waiting) == (0, 0)
+
+
 async def test_a_freed_slot_goes_to_a_restore_then_to_the_namespace_holding_fewest() -> None:
     runs = Runs(FairSlots(total=3, per_namespace=2))
     for name, namespace in [("a0", "a"), ("a1", "a"), ("b0", "b")]:
