@@ -566,6 +566,36 @@ def test_a_backup_runner_may_report_to_its_own_backup_and_to_no_other(
     assert (_get(kubectl, namespace, "role", shared) or {}).get("rules") in (None, [])
 
 
+def test_a_runner_job_the_cluster_refuses_costs_no_attempt(
+    kubectl: Kubectl, namespace: str, backup_root: Path
+) -> None:
+    """The Backup is Running before its Job is made (its runner may report only then).
+    When the Job is refused (here a quota of no Jobs), it is not left Running without a
+    Job, where the next pass would count a failed attempt ("runner Job is gone") and
+    three such passes would fail it."""
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-jobs", "namespace": namespace},
+        "spec": {"hard": {"count/jobs.batch": "0"}},
+    }
+    _apply(kubectl, namespace, quota)
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "refused", backup_root, runner="Job"))
+
+    def refused() -> bool:
+        # Kopf keeps the handler's last error (the quota's refusal) in its progress.
+        backup = _get(kubectl, namespace, "backup", "refused") or {}
+        progress = (backup["metadata"].get("annotations") or {}).get("operator.dockyard.io/run")
+        return "exceeded quota: no-jobs" in (progress or "")
+
+    assert wait_for(refused, timeout=60)
+    status = (_get(kubectl, namespace, "backup", "refused") or {}).get("status") or {}
+    assert status.get("phase") != "Running"
+    assert not status.get("attempts")
+    assert _get(kubectl, namespace, "job", "backup-refused-1") is None
+
+
 def _job_condition(kubectl: Kubectl, namespace: str, name: str) -> str | None:
     job = _get(kubectl, namespace, "job", name) or {}
     for condition in (job.get("status") or {}).get("conditions") or ():

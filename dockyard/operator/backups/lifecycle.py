@@ -305,7 +305,13 @@ class BackupRuns:
         # Running first: the runner may report its artifact only while the Backup is
         # Running (manifests/backup-runner-report-policy.yaml).
         await self._write(loaded, started)
-        await apply_as(kube, job)
+        try:
+            await apply_as(kube, job)
+        except Exception:
+            # Not started after all (a quota refused the Job, say): the status as it was,
+            # so that the retry starts this attempt again instead of counting it failed.
+            await self._write(loaded, loaded.resource.status)
+            raise
         post(
             loaded.raw,
             reason="Started",
