@@ -163,18 +163,32 @@ async def start(pool: asyncpg.Pool, webhook_uid: str, created: datetime) -> None
 
 
 async def claim(
-    pool: asyncpg.Pool, namespaces: Collection[str], limit: int, lease: float
+    pool: asyncpg.Pool,
+    namespaces: Collection[str],
+    limit: int,
+    lease: float,
+    *,
+    everywhere: str | None = None,
 ) -> list[Claimed]:
     """Up to ``limit`` due deliveries of Webhooks in ``namespaces``, shared among them.
 
-    The namespaces whose oldest due delivery has waited longest come first, at most
-    ``limit`` of them, and each takes an equal share of the batch; a share one leaves
-    unused goes, in a few more rounds, first to namespaces not served yet, then to those
-    that filled theirs. One namespace's backlog, however old, thus takes no more than its
+    The Webhooks of ``everywhere`` (the platform namespace) receive every namespace's
+    events, so their deliveries take up to half the batch first, and what the others
+    leave at the end. The rest is shared:
+    the namespaces whose oldest due delivery has waited longest come first, at most as
+    many as there is room for, and each takes an equal share; a share one leaves unused
+    goes, in a few more rounds, first to namespaces not served yet, then to those that
+    filled theirs. One namespace's backlog, however old, thus takes no more than its
     share while others have deliveries due.
     """
     due = [r["namespace"] for r in await pool.fetch(_SQL_DUE_NAMESPACES, sorted(namespaces))]
     rows: list[asyncpg.Record] = []
+    wide_has_more = False
+    if everywhere is not None and everywhere in due:
+        half = max(1, limit // 2)
+        rows += await pool.fetch(_SQL_CLAIM, [everywhere], half, lease)
+        due.remove(everywhere)
+        wide_has_more = len(rows) == half
     for _ in range(CLAIM_ROUNDS):
         room = limit - len(rows)
         if not due or room <= 0:
@@ -185,6 +199,8 @@ async def claim(
         rows += taken
         counted = Counter(r["namespace"] for r in taken)
         due = waiting + [n for n in served if counted[n] == share]
+    if wide_has_more and len(rows) < limit:  # what the others left
+        rows += await pool.fetch(_SQL_CLAIM, [everywhere], limit - len(rows), lease)
     return [
         Claimed(
             id=r["id"],

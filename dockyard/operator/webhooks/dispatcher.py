@@ -254,7 +254,13 @@ class Dispatcher:
                 lambda row, t=target: t.wants(row.type, row.namespace),  # type: ignore[misc]
             )
         namespaces = {t.namespace for t in self.targets.values()}
-        claimed = await store.claim(self.pool, namespaces, CLAIM_BATCH, lease=self._lease())
+        claimed = await store.claim(
+            self.pool,
+            namespaces,
+            CLAIM_BATCH,
+            lease=self._lease(),
+            everywhere=self.settings.namespace,
+        )
         semaphore = asyncio.Semaphore(CONCURRENCY)
 
         async def one(delivery: store.Claimed) -> None:
