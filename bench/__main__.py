@@ -89,7 +89,8 @@ def summary(
     lines = [
         "# Benchmark summary",
         "",
-        f"Run {when} on {os.cpu_count()} CPUs by `make bench` (`python -m bench`). Each ratio "
+        f"Written {when} on {os.cpu_count()} CPUs by `make bench` (`python -m bench`), from "
+        "each benchmark's last run (listed below the table). Each ratio "
         "is the median over rounds that alternate Dockyard and its peer in the same run; "
         "the spread is (max - min) / median of those rounds. Raw figures: "
         "`bench/results/<name>.json`; logs: `bench/results/logs/`.",
@@ -148,7 +149,9 @@ def run(names: Sequence[str]) -> int:
         if name in failures or not result.exists():
             continue
         document = json.loads(result.read_text())
-        measured[name] = str(document.get("when") or document.get("at") or "unknown")
+        measured[name] = str(
+            document.get("when") or document.get("at") or document.get("generated") or "unknown"
+        )
         rows += [(name, row) for row in figures_of(name, document)]
     when = datetime.now(UTC).isoformat(timespec="minutes")
     text = summary(rows, failures, when, measured)
