@@ -10,7 +10,6 @@ writes; the runner is the account the operator makes for it, acted as with ``--a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.resources import BACKUPS
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
+from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl
 
 pytestmark = pytest.mark.usefixtures("crds_installed", "runner_report_policy")
@@ -56,12 +56,12 @@ def _backup(kubectl: Kubectl, namespace: str) -> tuple[Backup, str]:
 
 
 async def _status(
-    namespace: str, status: dict[str, Any], as_user: str | None = None
+    state: State, namespace: str, status: dict[str, Any], as_user: str | None = None
 ) -> tuple[int, str]:
     """Merge ``status`` into the Backup's status as the test bed's admin, or as
     ``as_user`` (impersonated: the runner's Role has no ``get``, so kubectl's own
     read-then-patch is not how a runner writes)."""
-    config = load_config(Path(os.environ["KUBECONFIG"]), {})
+    config = load_config(Path(state.kubeconfig), {})
     client = KubeClient.connect(config)
     headers = {"Content-Type": "application/merge-patch+json"}
     if as_user is not None:
@@ -83,16 +83,16 @@ def _stored(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
 
 
 async def test_a_runner_reports_its_artifact_while_running_and_nothing_else(
-    kubectl: Kubectl, unwatched_namespace: str
+    kubectl: Kubectl, testbed_state: State, unwatched_namespace: str
 ) -> None:
     """The attack: a compromised runner (its image, or pg_dump reached through the
     tenant's own database) marks its Backup verified and Completed, so that retention
     keeps it as the newest verified backup and ``latestVerified`` restores it."""
     namespace = unwatched_namespace
     _, runner = _backup(kubectl, namespace)
-    assert (await _status(namespace, {"phase": "Running", "attempts": 1}))[0] == 200
+    assert (await _status(testbed_state, namespace, {"phase": "Running", "attempts": 1}))[0] == 200
 
-    reported = await _status(namespace, ARTIFACT, runner)
+    reported = await _status(testbed_state, namespace, ARTIFACT, runner)
     assert reported[0] == 200, reported
     for forged in (
         {"verified": {"drill": "weekly", "at": "2030-01-01T00:00:00Z"}},
@@ -101,13 +101,13 @@ async def test_a_runner_reports_its_artifact_while_running_and_nothing_else(
                          "message": "", "lastTransitionTime": "2030-01-01T00:00:00Z"}]},
         {"expiresAt": None, "attempts": 9},
     ):  # fmt: skip
-        code, text = await _status(namespace, forged, runner)
+        code, text = await _status(testbed_state, namespace, forged, runner)
         assert code == 403, (forged, code, text)
         assert "may set only the artifact's fields" in text, text
 
     # Once the operator has completed it, the runner writes nothing more.
-    assert (await _status(namespace, {"phase": "Completed"}))[0] == 200
-    code, text = await _status(namespace, {"sha256": "b" * 64}, runner)
+    assert (await _status(testbed_state, namespace, {"phase": "Completed"}))[0] == 200
+    code, text = await _status(testbed_state, namespace, {"sha256": "b" * 64}, runner)
     assert code == 403
     assert "only while the Backup is Running" in text
     stored = _stored(kubectl, namespace)
