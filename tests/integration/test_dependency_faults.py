@@ -167,12 +167,24 @@ async def test_while_the_apiserver_hangs_cached_callers_read_and_others_get_503(
     client = await start_api(redis_url=None, auth_cache_ttl=120, authz_cache_ttl=120)
     base = f"/api/v1/namespaces/{namespace}/environments"
     body = {"metadata": {"name": "kept"}, "spec": {"tier": "development", "image": "a:1"}}
-    created = await client.post(base, json=body, headers=developer)
+    deadline = time.monotonic() + 30
+    while True:
+        # On a test bed just started, the CRDs' storage may still be initializing (the
+        # apiserver answers 429, the API 503 with Retry-After): a client retries.
+        created = await client.post(base, json=body, headers=developer)
+        if created.status != 503 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     assert created.status == 201, await created.text()
     read = await client.get(f"{base}/kept", headers=developer)  # caches the get decision
     assert read.status == 200
     assert "Warning" not in read.headers
     stranger = {"Authorization": f"Bearer {testbed.user_token('stranger-' + namespace, [])}"}
+    # Every kind's cache has its first list (one may have been told to retry: the
+    # apiserver answers 429 while a CRD's storage is initializing), as a replica that
+    # has been serving a while has: only then do reads not need the apiserver.
+    for cache in client.server.app[keys.WATCH_CACHES]:
+        await cache.wait_synced(within=30)
 
     with hung(testbed_state, "kube-apiserver"):
         seconds, ready = await _timed(client.get("/readyz"))
