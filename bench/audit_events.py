@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,12 +36,9 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import with_database
+from bench.common import scratch_database
 from dockyard.api.audit.events import AuditEvent, Cursor
 from dockyard.api.audit.repository import AuditLog, page_query
-from dockyard.core import db, migrations
-from dockyard.core.settings import Settings
-from dockyard.testbed.cluster import Testbed
 
 RESULTS = Path(__file__).parent / "results" / "audit_events.json"
 PAGE = 50
@@ -52,7 +48,7 @@ BOUND_P95_MS = 100.0
 
 _COLUMNS = (
     "id, occurred_at, actor, groups, action, resource, namespace, name, outcome, "
-    "status_code, request_id, trace_id, source_ip, diff"
+    "status_code, request_id, trace_id, source_ip, diff, source"
 )
 _OFFSET_PAGE = (
     f"SELECT {_COLUMNS} FROM audit_events ORDER BY occurred_at DESC, id DESC LIMIT $1 OFFSET $2"
@@ -317,27 +313,13 @@ async def _measure(pool: asyncpg.Pool, iterations: int, depth: int) -> dict[str,
 
 
 async def _run(rows: int, iterations: int, depth: int) -> dict[str, Any]:
-    state = Testbed().require()
-    name = f"dockyard_bench_audit_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(state.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        settings = Settings(
-            database_url=with_database(state.database_url, name),
-            database_pool_min=1,
-            database_pool_max=2,
-        )
-        async with db.pool_context(settings) as pool:
-            await migrations.migrate(pool)
-            print(f"loading {rows:,} rows into {name}", flush=True)
-            load_seconds = await _load(pool, rows)
-            size = await pool.fetchval("SELECT pg_total_relation_size('audit_events')")
-            version = await pool.fetchval("SHOW server_version")
-            print(f"measuring, {iterations} calls per side", flush=True)
-            cases = await _measure(pool, iterations, min(depth, rows - PAGE))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database("audit") as (pool, name):
+        print(f"loading {rows:,} rows into {name}", flush=True)
+        load_seconds = await _load(pool, rows)
+        size = await pool.fetchval("SELECT pg_total_relation_size('audit_events')")
+        version = await pool.fetchval("SHOW server_version")
+        print(f"measuring, {iterations} calls per side", flush=True)
+        cases = await _measure(pool, iterations, min(depth, rows - PAGE))
     return {
         "benchmark": "list 50 audit events through AuditLog.list vs OFFSET / un-indexed peers",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -14,12 +14,20 @@ import os
 import socket
 import statistics
 import subprocess
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from dockyard.core import db, migrations
+from dockyard.core.settings import Settings
+from dockyard.testbed.cluster import Testbed
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -41,6 +49,28 @@ def free_port() -> int:
 def with_database(dsn: str, database: str) -> str:
     """``dsn`` with its database replaced by ``database``."""
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+@asynccontextmanager
+async def scratch_database(prefix: str) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
+    """A database of the benchmark's own on the test bed's PostgreSQL, at the latest
+    migration: a small pool on it and its name. Dropped at the end, whatever happened."""
+    state = Testbed().require()
+    name = f"dockyard_bench_{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(state.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        settings = Settings(
+            database_url=with_database(state.database_url, name),
+            database_pool_min=1,
+            database_pool_max=2,
+        )
+        async with db.pool_context(settings) as pool:
+            await migrations.migrate(pool)
+            yield pool, name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

@@ -22,18 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-from bench.common import Figure, Spread, percentile, with_database, write_result
-from dockyard.core import db, migrations
+from bench.common import Figure, Spread, percentile, scratch_database, write_result
 from dockyard.core import webhook_deliveries as store
-from dockyard.core.settings import Settings
-from dockyard.testbed.cluster import Testbed
 
 BATCH = 50
 NAMESPACES = 200
@@ -131,28 +127,14 @@ async def _run(backlog: int, per_namespace: int, iterations: int) -> dict[str, A
     needed = (5 + ROUNDS * iterations) * BATCH
     if per_namespace * (NAMESPACES - 1) < needed:
         raise SystemExit(f"--per-namespace too small: the others need {needed} due deliveries")
-    state = Testbed().require()
-    name = f"dockyard_bench_claims_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(state.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        settings = Settings(
-            database_url=with_database(state.database_url, name),
-            database_pool_min=1,
-            database_pool_max=2,
-        )
-        async with db.pool_context(settings) as pool:
-            await migrations.migrate(pool)
-            await pool.execute(PEER_INDEX)
-            started = time.perf_counter()
-            await pool.execute(_LOAD_EVENTS, backlog, per_namespace, NAMESPACES, timeout=600)
-            await pool.execute(_LOAD_DELIVERIES, timeout=600)
-            await pool.execute("VACUUM ANALYZE events, webhook_deliveries", timeout=600)
-            print(f"loaded in {time.perf_counter() - started:.1f} s", flush=True)
-            rounds = await _measure(pool, iterations)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database("claims") as (pool, _):
+        await pool.execute(PEER_INDEX)
+        started = time.perf_counter()
+        await pool.execute(_LOAD_EVENTS, backlog, per_namespace, NAMESPACES, timeout=600)
+        await pool.execute(_LOAD_DELIVERIES, timeout=600)
+        await pool.execute("VACUUM ANALYZE events, webhook_deliveries", timeout=600)
+        print(f"loaded in {time.perf_counter() - started:.1f} s", flush=True)
+        rounds = await _measure(pool, iterations)
     ours = Spread(tuple(r["dockyard_p95_ms"] for r in rounds))
     theirs = Spread(tuple(r["peer_p95_ms"] for r in rounds))
     noisy = max(r["dockyard_noisy_share"] for r in rounds)

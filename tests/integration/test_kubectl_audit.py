@@ -254,8 +254,8 @@ async def test_a_write_padded_with_a_long_query_string_is_still_in_the_trail(
 
 
 @dataclass(frozen=True)
-class _ChosenAuditId(CallerToken):
-    """A caller who sends an ``Audit-ID`` of their choosing, as any client may."""
+class ChosenAuditId(CallerToken):
+    """A caller's token, sent with an ``Audit-ID`` header of the caller's choosing."""
 
     chosen: str = ""
 
@@ -290,13 +290,13 @@ async def test_an_audit_id_that_is_not_ascii_costs_no_write_its_trail(
             await client.merge_patch(
                 RESTORES.path(namespace, "promote"),
                 {"metadata": {"labels": {"seen": "yes"}}},
-                as_caller=_ChosenAuditId(testbed.user_token(stranger, []), chosen=bad),
+                as_caller=ChosenAuditId(testbed.user_token(stranger, []), chosen=bad),
             )
         assert refused.value.status == 403
         await client.merge_patch(
             RESTORES.path(namespace, "promote"),
             approve,
-            as_caller=_ChosenAuditId(mallory_token, chosen=bad),
+            as_caller=ChosenAuditId(mallory_token, chosen=bad),
         )
     finally:
         await client.close()
@@ -414,16 +414,6 @@ async def test_a_batch_swollen_by_long_request_uris_is_taken_whole(
     finally:
         await conn.close()
     assert sorted(r["actor"] for r in actors) == ["bob", "mallory", "mallory", "mallory"]
-
-
-@dataclass(frozen=True)
-class ChosenAuditId(CallerToken):
-    """A caller's token, sent with an ``Audit-ID`` header of the caller's choosing."""
-
-    chosen: str = ""
-
-    def audit_id(self) -> str | None:
-        return self.chosen
 
 
 async def test_writes_sharing_a_chosen_audit_id_are_each_in_the_trail(

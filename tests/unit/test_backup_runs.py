@@ -36,6 +36,7 @@ from dockyard.operator.runs.context import (
     tenant_login,
     with_database,
 )
+from dockyard.operator.runs.runner_jobs import RunnerJob
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 3, 10, 12, 0, 30, tzinfo=UTC)
@@ -251,10 +252,9 @@ def test_a_job_backup_completes_when_its_job_did_not_when_its_runner_says() -> N
         location="file:///b/x", size=1, sha256="a" * 64, key_id="k", tables={},
         completed_at=datetime(2099, 1, 1, tzinfo=UTC),
     )  # fmt: skip
-    job = {"status": {"completionTime": "2025-03-10T12:00:07Z"}}
-    done = report.completed_by_job(reported, "backup-x-1", 1, at=jobs.completion_time(job))
+    job = RunnerJob("team", "backup-x-1", {"status": {"completionTime": "2025-03-10T12:00:07Z"}})
+    done = report.completed_by_job(reported, job.name, 1, at=job.completed_at)
     assert done.completed_at == datetime(2025, 3, 10, 12, 0, 7, tzinfo=UTC)
-    assert jobs.completion_time({"status": {}}) is None
 
 
 def test_job_state_follows_the_jobs_conditions() -> None:

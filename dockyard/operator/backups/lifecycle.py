@@ -50,9 +50,8 @@ from dockyard.core.models.backup import (
     BackupRunner,
     BackupStatus,
 )
-from dockyard.core.resources import JOBS
 from dockyard.core.retention import ttl_expiry
-from dockyard.operator.apply import apply_as, get
+from dockyard.operator.apply import apply_as
 from dockyard.operator.backups import deletion as backup_deletion
 from dockyard.operator.backups import status as report
 from dockyard.operator.backups.sweeping import sweep
@@ -69,7 +68,11 @@ from dockyard.operator.runs.context import (
     retryable,
 )
 from dockyard.operator.runs.outages import pause_while_out
-from dockyard.operator.runs.runner_jobs import apply_backup_runner_identity, runner_message
+from dockyard.operator.runs.runner_jobs import (
+    apply_backup_runner_identity,
+    read_job,
+    runner_message,
+)
 from dockyard.operator.runs.stores import chosen_by_a_store, fill_from_store, filled
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
 from dockyard.runner import BackupError, BackupResult, run_backup
@@ -322,14 +325,12 @@ class BackupRuns:
     async def _follow_job(self, loaded: _Loaded) -> Outcome:
         status = loaded.resource.status
         name = jobs.job_name(loaded.name, max(status.attempts, 1))
-        job = await get(self.context.kube, JOBS.path(loaded.namespace, name))
-        state = jobs.job_state(job)
+        job = await read_job(self.context.kube, loaded.namespace, name)
+        state = job.state
         if state == "Running":
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)
         if state == "Succeeded" and status.sha256 and status.location:
-            done = report.completed_by_job(
-                status, name, loaded.generation, at=jobs.completion_time(job)
-            )
+            done = report.completed_by_job(status, name, loaded.generation, at=job.completed_at)
             catalogued = await self._catalog(_with_status(loaded, done))
             await self._write(loaded, done)
             post(loaded.raw, reason="Completed", message=f"{done.message}; sha256 {done.sha256}")

@@ -30,7 +30,6 @@ How results come back:
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, Final
 
 from dockyard.core import telemetry
@@ -383,12 +382,6 @@ def job_state(job: Manifest | None) -> str:
         if condition.get("type") == "Failed":
             return "Failed"
     return "Running"
-
-
-def completion_time(job: Manifest | None) -> datetime | None:
-    """When the Job completed (``status.completionTime``), if it did."""
-    stamp = ((job or {}).get("status") or {}).get("completionTime")
-    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
 
 
 def termination_message(pods: Manifest) -> str | None:

@@ -148,7 +148,7 @@ async def start_restore_job(
 
 @dataclass(frozen=True, slots=True)
 class RunnerJob:
-    """One look at a restore Job: its state and when it was made and finished."""
+    """One look at a runner Job: its state and when it was made and finished."""
 
     namespace: str
     name: str
