@@ -24,6 +24,7 @@ from dockyard.api.cursors import Sealer
 from dockyard.api.event_tail import EventTail
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
+from dockyard.api.namespace_births import NamespaceBirths
 from dockyard.api.openapi import OperationRegistry, build_document
 from dockyard.api.ratelimit import lifecycle as rate_limits
 from dockyard.api.ratelimit import middleware as rate_limit_middleware
@@ -150,6 +151,7 @@ async def _kubernetes(app: web.Application) -> AsyncIterator[None]:
         client, ttl=settings.auth_cache_ttl, audiences=settings.token_audiences
     )
     app[keys.AUTHORIZER] = Authorizer(client, ttl=settings.authz_cache_ttl)
+    app[keys.NAMESPACE_BIRTHS] = NamespaceBirths(client)
     yield
     await client.close()
 

@@ -15,6 +15,7 @@ from dockyard.api.cursors import Sealer
 from dockyard.api.event_tail import EventTail
 from dockyard.api.idempotency import IdempotencyStore
 from dockyard.api.metrics import ApiMetrics
+from dockyard.api.namespace_births import NamespaceBirths
 from dockyard.api.openapi import Operation
 from dockyard.api.ratelimit.decisions import Verdict
 from dockyard.api.ratelimit.reviews import ReviewCap
@@ -36,6 +37,7 @@ OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
 OPERATIONS = web.AppKey("operations", dict[str, Operation])
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 AUTHORIZER = web.AppKey("authorizer", Authorizer)
+NAMESPACE_BIRTHS = web.AppKey("namespace_births", NamespaceBirths)
 # Seals the cursors of lists that may pass what their caller cannot read.
 CURSORS = web.AppKey("cursors", Sealer)
 # The event streams each user holds open on this replica.

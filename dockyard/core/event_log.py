@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
@@ -33,11 +34,11 @@ ON CONFLICT (id) DO NOTHING
 RETURNING seq, id
 """
 _SQL_AFTER = """
-SELECT seq, id, type, resource, namespace, body::text AS body FROM events
+SELECT seq, id, type, resource, namespace, occurred_at, body::text AS body FROM events
 WHERE seq > $1 ORDER BY seq LIMIT $2
 """
 _SQL_AFTER_IN = """
-SELECT seq, id, type, resource, namespace, body::text AS body FROM events
+SELECT seq, id, type, resource, namespace, occurred_at, body::text AS body FROM events
 WHERE namespace = $3 AND seq > $1 ORDER BY seq LIMIT $2
 """
 _SQL_LAST = "SELECT coalesce(max(seq), 0) FROM events"
@@ -53,6 +54,7 @@ class Logged:
     type: str
     resource: str
     namespace: str
+    occurred_at: datetime
     body: dict[str, Any]
 
 
@@ -101,7 +103,15 @@ async def after(
     else:
         rows = await pool.fetch(_SQL_AFTER_IN, seq, limit, namespace)
     return [
-        Logged(r["seq"], r["id"], r["type"], r["resource"], r["namespace"], json.loads(r["body"]))
+        Logged(
+            r["seq"],
+            r["id"],
+            r["type"],
+            r["resource"],
+            r["namespace"],
+            r["occurred_at"],
+            json.loads(r["body"]),
+        )
         for r in rows
     ]
 

@@ -5,13 +5,15 @@ development overlay is applied with server-side apply first.
 
 The journeys, through REST and kubectl: an environment becomes Ready, a backup
 completes, a drill passes, a production restore is planned, approved by a second
-person and switched over, and unauthenticated callers get 429.
+person and switched over, the namespace's event log is replayed, and unauthenticated
+callers get 429.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -200,6 +202,20 @@ def test_both_run_as_their_own_serviceaccounts(podman: Podman, deployed: Deploye
         assert claims["sub"] == f"system:serviceaccount:{SYSTEM}:{account}"
 
 
+def _event_types(url: str, token: str, *, until: str) -> list[str]:
+    """The types of the events a stream sends, up to the first of type ``until``."""
+    request = urllib.request.Request(url)  # noqa: S310
+    request.add_header("Authorization", f"Bearer {token}")
+    types: list[str] = []
+    deadline = time.monotonic() + 60
+    with urllib.request.urlopen(request, timeout=30) as stream:  # noqa: S310
+        while until not in types and time.monotonic() < deadline:
+            line = stream.readline().decode()
+            if line.startswith("event: "):
+                types.append(line.removeprefix("event: ").strip())
+    return types
+
+
 def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
@@ -304,7 +320,13 @@ def test_the_main_journeys(
     assert body["status"]["phase"] == "Completed", body["status"]
     assert body["status"]["approval"]["approvedBy"] == bob
 
-    # 5. Unauthenticated callers are limited per address (the overlay's default policy).
+    # 5. The namespace's event log, replayed from the start: the API reads the
+    # namespace's creation time as its own account to show alice this namespace's events.
+    replayed = _event_types(f"{api}/api/v1/events?namespace={ns}&lastEventId=0", as_alice,
+                            until="restore.completed")  # fmt: skip
+    assert {"backup.completed", "drill.passed", "restore.approved"} <= set(replayed), replayed
+
+    # 6. Unauthenticated callers are limited per address (the overlay's default policy).
     codes = [_http("GET", f"{api}/api/v1/namespaces/{ns}/environments")[0] for _ in range(80)]
     assert 401 in codes
     assert codes[-1] == 429

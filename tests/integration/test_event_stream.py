@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -189,3 +189,58 @@ async def test_each_event_is_shown_only_to_callers_who_may_watch_its_kind(
     assert seen["env-only"] == [ready.id]
     assert status == 422
     assert problem["errors"][0]["field"] == "header.Last-Event-ID"
+
+
+@pytest.mark.usefixtures("roles")
+async def test_a_namespace_made_again_under_its_name_does_not_replay_the_earlier_ones_events(
+    testbed: Testbed,
+    testbed_state: State,
+    kubectl: Kubectl,
+    viewer_everywhere: str,
+) -> None:
+    # An earlier team's namespace logs a backup, then is deleted; its name is used again.
+    reused = f"t-reused-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", reused)
+    try:
+        before = await _last_seq(testbed_state)
+        earlier = _backup_completed(reused, "their-backup")
+        await _append(testbed_state, earlier)
+        kubectl("delete", "namespace", reused, "--timeout=120s")
+        kubectl("create", "namespace", reused)
+        newcomer = _viewer(kubectl, testbed, reused)
+        own = _backup_completed(reused, "our-backup")
+        async with aiohttp.ClientSession() as http:
+            runner, url = await _serve(testbed_state)
+            try:
+                async with _open(http, url, newcomer, last=str(before), namespace=reused) as stream:
+                    await _append(testbed_state, own)
+                    replayed = await stream.logged(1)
+                async with _open(
+                    http, url, viewer_everywhere, last=str(before), namespace=reused
+                ) as stream:
+                    history = await stream.logged(2)
+            finally:
+                await runner.cleanup()
+    finally:
+        kubectl("delete", "namespace", reused, "--wait=false", check=False)
+    # The newcomer replays from before the earlier namespace's event, and gets only their own.
+    assert [e["data"]["id"] for e in replayed] == [own.id]
+    # Who may watch backups in every namespace still reads the name's whole history.
+    assert [e["data"]["id"] for e in history] == [earlier.id, own.id]
+
+
+async def _last_seq(state: State) -> int:
+    pool = await asyncpg.create_pool(api_settings(state).database_dsn(), min_size=1, max_size=1)
+    try:
+        return await event_log.last_seq(pool)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def viewer_everywhere(kubectl: Kubectl, testbed: Testbed) -> Iterator[str]:
+    """A user who may read (and watch) Dockyard's kinds in every namespace."""
+    user = f"ada-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "clusterrolebinding", user, "--clusterrole=dockyard-viewer", f"--user={user}")
+    yield testbed.user_token(user, [])
+    kubectl("delete", "clusterrolebinding", user, "--wait=false", check=False)

@@ -15,7 +15,9 @@ Two feeds share the stream:
 
 A comment line is sent every ``KEEPALIVE`` seconds when nothing else was.
 
-Each event is checked (``watch`` on its kind in its namespace). Every
+Each event is checked (``watch`` on its kind in its namespace); one logged before the
+namespace now under its name was created belongs to an earlier namespace of that name,
+and only callers who may watch its kind cluster-wide see it. Every
 ``DOCKYARD_STREAM_REAUTH_INTERVAL`` the stream also re-checks its caller: the token again
 (TokenReview, through its cache), and ``watch`` in the namespace asked for, or else in
 the namespaces the stream has been showing. When the token is no longer valid, or no
@@ -167,9 +169,23 @@ class _Access:
         is known, or this interval's budget of new decisions is not spent."""
         if self.only is not None and namespace != self.only:
             return True  # shown to nobody: nothing to ask
-        if self.everywhere if resource == RESOURCE else self.kinds_everywhere.get(resource):
+        if self._everywhere(resource):
             return True
         return (resource, namespace) in self.decided or self.budget > 0
+
+    def _everywhere(self, resource: str) -> bool:
+        """Whether the caller is known to may watch ``resource`` cluster-wide."""
+        return (
+            self.everywhere if resource == RESOURCE else bool(self.kinds_everywhere.get(resource))
+        )
+
+    async def of_this_namespace(self, row: event_log.Logged) -> bool:
+        """Whether ``row`` happened in the namespace now under its name, not in an earlier
+        one that was deleted. A caller who may watch its kind cluster-wide sees both."""
+        if self._everywhere(row.resource):
+            return True
+        born = await self.request.app[keys.NAMESPACE_BIRTHS].born(row.namespace)
+        return born is not None and row.occurred_at >= born
 
     async def may_watch(self, resource: str, namespace: str) -> bool:
         """Whether a logged event about ``resource`` in ``namespace`` may be shown.
@@ -314,7 +330,16 @@ class _Stream:
                 if not self.access.may_decide(row.resource, row.namespace):
                     self.replay_waits = True
                     return
-                if await self.access.may_watch(row.resource, row.namespace):
+                try:
+                    shown = await self.access.may_watch(
+                        row.resource, row.namespace
+                    ) and await self.access.of_this_namespace(row)
+                except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError) as exc:
+                    # Not shown, not skipped: the replay goes on from here next interval.
+                    logger.warning("event access unknown", extra={"error": type(exc).__name__})
+                    self.replay_waits = True
+                    return
+                if shown:
                     data = json.dumps(row.body, separators=(",", ":"))
                     await self.send(f"event: {row.type}\nid: {row.seq}\ndata: {data}\n\n".encode())
                 self.cursor = row.seq
