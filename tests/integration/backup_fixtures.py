@@ -26,6 +26,9 @@ NewDatabase = Callable[[], Awaitable[DatabaseCredentials]]
 
 # Several tables, odd names, a partitioned table, NULLs, quotes, newlines, non-ASCII,
 # bytea and jsonb: 30k + 120k + 60k + 20k = 230k rows.
+# The uid of the namespace these databases are made for (no such namespace is needed).
+NAMESPACE_UID = "00000000-0000-4000-8000-00000000b0c0"
+
 SEED_SQL = """
 CREATE SCHEMA "Sales";
 CREATE TABLE customers (
@@ -79,7 +82,9 @@ async def new_database(admin_dsn: str) -> AsyncIterator[NewDatabase]:
         env = (f"t-bk-{uuid.uuid4().hex[:8]}", f"env-{uuid.uuid4().hex[:8]}")
         made.append(env)
         password = generate_password()
-        return await server.ensure(namespace=env[0], environment=env[1], password=password)
+        return await server.ensure(
+            namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1], password=password
+        )
 
     yield make
     for namespace, name in made:

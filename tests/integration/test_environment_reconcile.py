@@ -9,6 +9,7 @@ import base64
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl, start_operator, stop_operator, wait_for
+from tests.conftest import SESSION_ID, Kubectl, start_operator, stop_operator, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
@@ -404,6 +405,46 @@ def test_delete_drops_the_database_and_its_role(
     assert not _database_exists(testbed_state, database)
     assert not _role_exists(testbed_state, database)
     _wait_event(kubectl, namespace, "DatabaseDropped", database)
+
+
+def test_a_namespace_made_again_under_its_name_is_not_given_the_retained_database(
+    kubectl: Kubectl, testbed_state: State
+) -> None:
+    """The attack: a team's environment keeps its database (Retain, the default) when its
+    namespace is deleted; the name goes to another team, whose Environment of the same
+    name would be handed the data, or could drop it with deletionPolicy Delete."""
+    reused = f"t-reused-{SESSION_ID}-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", reused)
+    database = ""
+    try:
+        _apply(kubectl, reused, "shop", database={"deletionPolicy": "Retain"})
+        database = _ready_database_name(kubectl, reused, "shop")
+        kubectl("delete", "env", "shop", "-n", reused, "--timeout=60s")
+        kubectl("delete", "namespace", reused, "--timeout=120s")
+        kubectl("create", "namespace", reused)
+
+        _apply(kubectl, reused, "shop", database={"deletionPolicy": "Delete"})
+
+        def refused() -> dict[str, Any] | None:
+            status = _get(kubectl, reused, "environment", "shop") or {}
+            condition = _condition(status.get("status") or {}, "DatabaseReady")
+            return condition if condition.get("reason") == "DatabaseTaken" else None
+
+        condition = wait_for(refused, timeout=60)
+        assert isinstance(condition, dict)
+        assert condition["status"] == "False"
+        assert "earlier namespace" in condition["message"]
+        assert _get(kubectl, reused, "secret", "shop-database") is None
+        kubectl("delete", "env", "shop", "-n", reused, "--wait=false")
+        _wait_gone(kubectl, reused, "environment", "shop")
+        _wait_event(kubectl, reused, "DatabaseRetained", "earlier namespace")
+        assert _database_exists(testbed_state, database)
+        assert _role_exists(testbed_state, database)
+    finally:
+        kubectl("delete", "environments", "--all", "-n", reused, "--timeout=60s", check=False)
+        kubectl("delete", "namespace", reused, "--wait=false", check=False)
+        if database:
+            _drop(testbed_state, database)
 
 
 # -- an unreachable database server ------------------------------------------------------

@@ -7,6 +7,7 @@ neither see nor disturb one another's databases and roles.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ import pytest
 from dockyard.operator.database import (
     DatabaseCredentials,
     DatabaseUnavailable,
+    ManagedDatabaseError,
     ManagedPostgres,
     TenantLogin,
     generate_password,
@@ -29,6 +31,8 @@ from dockyard.testbed.cluster import State
 pytestmark = pytest.mark.integration
 
 Environment = tuple[str, str]  # (namespace, name)
+# The namespace the databases are made for: only its uid is recorded, no such object.
+NAMESPACE_UID = str(uuid.uuid4())
 
 
 def _with(
@@ -88,8 +92,12 @@ async def new_environment(server: ManagedPostgres) -> AsyncIterator[Callable[[],
         await server.drop(namespace=namespace, environment=name)
 
 
-async def _ensure(server: ManagedPostgres, env: Environment, password: str) -> DatabaseCredentials:
-    return await server.ensure(namespace=env[0], environment=env[1], password=password)
+async def _ensure(
+    server: ManagedPostgres, env: Environment, password: str, namespace_uid: str = NAMESPACE_UID
+) -> DatabaseCredentials:
+    return await server.ensure(
+        namespace=env[0], namespace_uid=namespace_uid, environment=env[1], password=password
+    )
 
 
 async def test_ensure_gives_credentials_that_connect_and_can_create_a_table(
@@ -142,6 +150,65 @@ async def test_ensure_again_keeps_the_data_and_only_the_new_password_works(
         await conn.close()
     with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(old.uri())
+
+
+async def test_a_database_made_for_an_earlier_namespace_of_the_name_is_not_given_to_the_next(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    # A team's environment keeps its database (Retain); its namespace is deleted, and a
+    # namespace of the same name (another uid) is made for another team.
+    env = new_environment()
+    earlier = await _ensure(server, env, generate_password())
+    conn = await asyncpg.connect(earlier.uri())
+    await conn.execute("CREATE TABLE salaries AS SELECT 'alice' AS who, 90000 AS pay")
+    await conn.close()
+    later_uid, later_password = str(uuid.uuid4()), generate_password()
+
+    with pytest.raises(ManagedDatabaseError) as refused:
+        await _ensure(server, env, later_password, namespace_uid=later_uid)
+
+    assert refused.value.reason == "DatabaseTaken"
+    assert "earlier namespace" in refused.value.message
+    # The role kept its password: the newcomer's does not log in, the earlier one does.
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(dataclasses.replace(earlier, password=later_password).uri())
+    conn = await asyncpg.connect(earlier.uri())
+    try:
+        assert await conn.fetchval("SELECT pay FROM salaries") == 90000
+    finally:
+        await conn.close()
+    # Nor may the newcomer's environment snapshot or drop it; the earlier namespace may.
+    namespace, name = env
+    assert await server.made_elsewhere(
+        namespace=namespace, namespace_uid=later_uid, environment=name
+    )
+    assert not await server.made_elsewhere(
+        namespace=namespace, namespace_uid=NAMESPACE_UID, environment=name
+    )
+
+
+async def test_a_database_made_before_the_mark_is_taken_by_the_first_namespace_to_ensure_it(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'COMMENT ON DATABASE "{creds.database}" IS NULL')
+    finally:
+        await admin.close()
+    upgraded_uid = str(uuid.uuid4())
+
+    await _ensure(server, env, generate_password(), namespace_uid=upgraded_uid)
+
+    with pytest.raises(ManagedDatabaseError, match="earlier namespace"):
+        await _ensure(server, env, generate_password())
+    comment = await _admin_fetchval(
+        admin_dsn,
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        creds.database,
+    )
+    assert comment == f"dockyard.io/namespace-uid={upgraded_uid}"
 
 
 async def test_public_cannot_connect_to_an_environment_database(
@@ -388,7 +455,9 @@ async def test_an_admin_that_is_not_a_superuser_can_ensure_and_drop(
 
 Operation = Callable[[ManagedPostgres], Awaitable[object]]
 OPERATIONS: dict[str, Operation] = {
-    "ensure": lambda s: s.ensure(namespace="ns", environment="e", password="env-pw-never-shown"),
+    "ensure": lambda s: s.ensure(
+        namespace="ns", namespace_uid=NAMESPACE_UID, environment="e", password="env-pw-never-shown"
+    ),
     "exists": lambda s: s.exists(namespace="ns", environment="e"),
     "drop": lambda s: s.drop(namespace="ns", environment="e"),
     "active_connections": lambda s: s.active_connections(namespace="ns", environment="e"),

@@ -5,11 +5,19 @@ the password held in its Secret (``ensure``), asks whether clients are still at 
 (``active_connections``) and removes both (``drop``). Only the environment's role (and
 the server's administrators) may connect to its database, and nobody else may create
 objects in its ``public`` schema.
+
+A database is named for its namespace and environment, and may outlive both
+(``deletionPolicy: Retain``). Its comment records the uid of the namespace it was made
+for (``dockyard.io/namespace-uid=<uid>``): a namespace made again under the same name,
+for another team, is not given the earlier namespace's data (``DatabaseTaken``), nor
+may it drop it. A database with no such mark (made before the mark was kept) is taken
+by the first namespace that ensures it.
 """
 
 from __future__ import annotations
 
 from contextlib import suppress
+from typing import Final
 
 import asyncpg
 
@@ -20,34 +28,53 @@ from dockyard.operator.database.credentials import (
     scram_sha256_verifier,
     sql_literal,
 )
+from dockyard.operator.database.errors import ManagedDatabaseError
 from dockyard.operator.database.names import database_identity, quoted
 from dockyard.operator.database.sessions import AdminSessions
 
-ENSURE_VERSION = 2
+ENSURE_VERSION = 3
 """Changes whenever what ``ensure`` does changes, so every environment is ensured anew."""
+
+NAMESPACE_MARK: Final = "dockyard.io/namespace-uid="
+"""How a database's comment begins when it names the namespace it was made for."""
+DATABASE_TAKEN: Final = "DatabaseTaken"
 
 
 class EnvironmentDatabases(AdminSessions):
     """What the managed server does for environments (``ManagedPostgres`` is one)."""
 
     async def ensure(
-        self, *, namespace: str, environment: str, password: str
+        self, *, namespace: str, namespace_uid: str, environment: str, password: str
     ) -> DatabaseCredentials:
         """Create or repair the environment's role and database; its password becomes ``password``.
 
         Safe to repeat and to race: an existing role gets the new password (so the
         Secret always holds the one that works), an existing database keeps its data.
+        A database made for an earlier namespace of this name is refused
+        (``DatabaseTaken``), its role left as it was.
         """
         verifier = scram_sha256_verifier(password)
         database, role = database_identity(namespace, environment)
         async with self._session(hide=(password,)) as conn:
             await sessions.lock(conn, database)
+            made_for = await _made_for(conn, database)
+            if made_for not in (None, namespace_uid):
+                raise ManagedDatabaseError(DATABASE_TAKEN, _taken(database, namespace))
             await _ensure_role(conn, role, verifier)
             created = await _ensure_database(conn, database, role)
+            mark = sql_literal(NAMESPACE_MARK + namespace_uid)
+            await conn.execute(f"COMMENT ON DATABASE {quoted(database)} IS {mark}")
             if created:
                 # Still under the lock, so a concurrent drop cannot remove it meanwhile.
                 await self.close_public_schema(database, TenantLogin(role, password))
         return self.credentials(namespace=namespace, environment=environment, password=password)
+
+    async def made_elsewhere(self, *, namespace: str, namespace_uid: str, environment: str) -> bool:
+        """Whether the environment's database was made for another namespace of this name:
+        it is not this environment's to snapshot or drop."""
+        database, _ = database_identity(namespace, environment)
+        async with self._session() as conn:
+            return await _made_for(conn, database) not in (None, namespace_uid)
 
     def credentials(
         self, *, namespace: str, environment: str, password: str
@@ -108,6 +135,27 @@ class EnvironmentDatabases(AdminSessions):
                 # DROP ROLE; it belongs to the environment being removed.
                 await conn.execute(f"DROP OWNED BY {rl}")
                 await conn.execute(f"DROP ROLE IF EXISTS {rl}")
+
+
+async def _made_for(conn: asyncpg.Connection, database: str) -> str | None:
+    """The uid of the namespace ``database`` was made for; None if unmarked or absent."""
+    comment = await conn.fetchval(
+        "SELECT pg_catalog.shobj_description(oid, 'pg_database')"
+        " FROM pg_catalog.pg_database WHERE datname = $1",
+        database,
+    )
+    if not isinstance(comment, str) or not comment.startswith(NAMESPACE_MARK):
+        return None
+    return comment.removeprefix(NAMESPACE_MARK)
+
+
+def _taken(database: str, namespace: str) -> str:
+    return (
+        f"Database {database} was made for an earlier namespace named {namespace}, and kept "
+        "(deletionPolicy Retain): it is not given to this one. An administrator may drop "
+        "it, or hand it over by setting its comment to "
+        f"'{NAMESPACE_MARK}<this namespace's uid>'."
+    )
 
 
 async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> None:

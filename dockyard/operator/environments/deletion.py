@@ -45,6 +45,7 @@ from dockyard.operator.database import ManagedDatabaseError, ManagedPostgres, da
 from dockyard.operator.environments import snapshots
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.defaults import KEY_ENTRY
+from dockyard.operator.environments.provisioning import namespace_uid
 from dockyard.operator.environments.reconciler import Key, Reconciler
 from dockyard.operator.environments.snapshots import SnapshotAction
 from dockyard.operator.outcomes import Outcome
@@ -98,6 +99,9 @@ async def _apply_policy(reconciler: Reconciler, raw: Manifest, runtime: timedelt
             "by hand when it is no longer needed.",
         )
         return Outcome.done()
+    kept = await deletion.kept_if_not_its_own()
+    if kept is not None:
+        return kept
     if policy is DeletionPolicy.SNAPSHOT and reconciler.postgres is not None:
         return await deletion.snapshot(reconciler.postgres)
     return await deletion.drop()
@@ -119,6 +123,31 @@ class _Deletion:
     @property
     def database(self) -> str:
         return database_identity(self.owner.namespace, self.owner.name)[0]
+
+    async def kept_if_not_its_own(self) -> Outcome | None:
+        """Done, with the database kept, when it was made for an earlier namespace of this
+        name (``tenants.NAMESPACE_MARK``): this environment may neither snapshot nor drop
+        another team's data. None when the policy applies."""
+        postgres, owner = self.reconciler.postgres, self.owner
+        if postgres is None:
+            return None
+        try:
+            uid = await namespace_uid(self.reconciler.kube, owner.namespace)
+            elsewhere = await postgres.made_elsewhere(
+                namespace=owner.namespace, namespace_uid=uid, environment=owner.name
+            )
+        except ManagedDatabaseError as exc:
+            return await self._server_trouble(exc)
+        if not elsewhere:
+            return None
+        post(
+            self.raw,
+            warning=True,
+            reason="DatabaseRetained",
+            message=f"Database {self.database} was made for an earlier namespace named "
+            f"{owner.namespace}: it is kept, neither snapshotted nor dropped.",
+        )
+        return Outcome.done()
 
     async def drop(self, *, snapshot: str | None = None) -> Outcome:
         """Stop the workload, let sessions drain (bounded), drop the database and role.

@@ -18,7 +18,7 @@ from typing import Any, Final
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment
-from dockyard.core.resources import SECRETS
+from dockyard.core.resources import NAMESPACES, SECRETS
 from dockyard.operator.apply import Applied, check_claim, get
 from dockyard.operator.builders import environment as builders
 from dockyard.operator.builders.metadata import Owner
@@ -35,6 +35,13 @@ from dockyard.operator.environments.children import ChildMemory
 
 # A database that is not configured will not appear by retrying; every other failure may.
 SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
+
+
+async def namespace_uid(kube: KubeClient, namespace: str) -> str:
+    """The uid of the namespace now named ``namespace`` ("" if there is none): what a
+    database made for it records, as a namespace's name may be used again."""
+    found = await get(kube, NAMESPACES.path(None, namespace))
+    return str(((found or {}).get("metadata") or {}).get("uid") or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,7 @@ class DatabaseProvisioner:
             else:
                 credentials = await self.postgres.ensure(
                     namespace=owner.namespace,
+                    namespace_uid=await namespace_uid(self.kube, owner.namespace),
                     environment=owner.name,
                     password=password or generate_password(),
                 )
