@@ -114,3 +114,25 @@ async def test_a_runner_reports_its_artifact_while_running_and_nothing_else(
     assert stored["sha256"] == "a" * 64
     assert "verified" not in stored
     assert stored["attempts"] == 1
+
+
+async def test_the_runner_of_an_earlier_backup_of_the_name_reports_nothing_to_the_next(
+    kubectl: Kubectl, testbed_state: State, unwatched_namespace: str
+) -> None:
+    """The attack: a runner whose identity outlived its Backup (deleted with
+    ``--cascade=orphan``, or while garbage collection lags) reports its artifact as that
+    of a later Backup of the same name, which its Role names."""
+    namespace = unwatched_namespace
+    _, earlier = _backup(kubectl, namespace)
+    kubectl("delete", "backup", "nightly", "-n", namespace, "--cascade=orphan")
+    later, runner = _backup(kubectl, namespace)
+    assert runner != earlier
+    assert (await _status(testbed_state, namespace, {"phase": "Running", "attempts": 1}))[0] == 200
+
+    code, text = await _status(testbed_state, namespace, ARTIFACT, earlier)
+
+    assert code == 403, text
+    assert "only to the Backup it was made for" in text
+    assert "sha256" not in _stored(kubectl, namespace)
+    assert (await _status(testbed_state, namespace, ARTIFACT, runner))[0] == 200
+    assert later.metadata.uid in runner
