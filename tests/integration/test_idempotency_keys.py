@@ -112,3 +112,43 @@ async def test_a_create_that_never_reached_the_apiserver_does_not_hold_its_key(
     monkeypatch.setattr(kube, "create", real_create)
     retried = await client.post(base, json=_environment("shop"), headers=headers)
     assert retried.status == 201, await retried.text()  # not 409 "still in progress"
+
+
+@pytest.mark.usefixtures("roles")
+async def test_an_account_made_again_under_its_name_is_not_answered_with_the_earlier_ones_create(
+    client: Client, kubectl: Kubectl
+) -> None:
+    """A ServiceAccount's user name is its namespace and name: when a namespace is made
+    again under its name (for another team, say), an account of the same name there is
+    another caller, whose create with the same key and body is made, not answered with
+    the earlier account's stored 201."""
+    reused = f"t-idem-{uuid.uuid4().hex[:8]}"
+
+    def deployer_token() -> str:
+        kubectl("create", "serviceaccount", "deployer", "-n", reused)
+        kubectl("create", "rolebinding", "deployer", "--clusterrole=dockyard-developer",
+                f"--serviceaccount={reused}:deployer", "-n", reused)  # fmt: skip
+        return kubectl("create", "token", "deployer", "-n", reused).stdout.strip()
+
+    key = f"key-{uuid.uuid4()}"
+    path = f"/api/v1/namespaces/{reused}/environments"
+    kubectl("create", "namespace", reused)
+    try:
+        headers = {"Authorization": f"Bearer {deployer_token()}", "Idempotency-Key": key}
+        earlier = await client.post(path, json=_environment("shop"), headers=headers)
+        assert earlier.status == 201, await earlier.text()
+        kubectl("delete", "namespace", reused, "--timeout=120s")
+        kubectl("create", "namespace", reused)
+        headers = {"Authorization": f"Bearer {deployer_token()}", "Idempotency-Key": key}
+
+        later = await client.post(path, json=_environment("shop"), headers=headers)
+
+        assert later.status == 201, await later.text()
+        assert "Idempotency-Replayed" not in later.headers
+        made = (await later.json())["metadata"]["uid"]
+        assert made != (await earlier.json())["metadata"]["uid"]
+        stored = kubectl("get", "environment", "shop", "-n", reused,
+                         "-o", "jsonpath={.metadata.uid}").stdout  # fmt: skip
+        assert stored == made
+    finally:
+        kubectl("delete", "namespace", reused, "--wait=false", check=False)

@@ -9,13 +9,14 @@ and ``Idempotency-Key`` around a create (``idempotent``).
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from dockyard.api import errors, keys
-from dockyard.api.auth import bearer_token
+from dockyard.api.auth import Principal, bearer_token
 from dockyard.api.bodies import read_json
 from dockyard.api.idempotency import request_hash, validate_key
 from dockyard.core.kube import CallerToken
@@ -141,6 +142,13 @@ async def read_merge_patch(request: web.Request) -> dict[str, Any]:
     return raw
 
 
+def idempotency_actor(principal: Principal) -> str:
+    """Whose keys a request's are: the user name and, where the apiserver gives one, the
+    uid. A ServiceAccount's user name is its namespace and name, which another account
+    has once both are made again (a namespace's name given to another team, say)."""
+    return principal.user if not principal.uid else json.dumps([principal.user, principal.uid])
+
+
 async def idempotent(
     request: web.Request, body: object, create: Callable[[], Awaitable[dict[str, Any]]]
 ) -> web.Response:
@@ -155,7 +163,7 @@ async def idempotent(
     if key is None:
         return respond(await create(), status=201)
     store = request.app[keys.IDEMPOTENCY]
-    actor = request[keys.PRINCIPAL].user
+    actor = idempotency_actor(request[keys.PRINCIPAL])
     replay = await store.claim(
         actor=actor,
         key=validate_key(key),
