@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     """audiences TokenReviews ask for (one must match); unset: the apiserver's"""
     authz_cache_ttl: float = Field(default=5.0, ge=0, le=300)
     """SAR cache"""
+    approval_requires_if_match: bool = False
+    """refuse (428) a restore approval without If-Match, which binds it to the Restore
+    the approver read; off for API 1.x clients, on in the staging and production overlays"""
     stream_reauth_interval: float = Field(default=60.0, gt=0, le=60)
     """seconds between an event stream's re-checks"""
     stream_reviews: int = Field(default=100, ge=1, le=10_000)

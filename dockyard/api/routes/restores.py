@@ -30,7 +30,7 @@ from dockyard.api import errors, keys
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.kinds import with_traceparent
 from dockyard.api.routes.models import create_body, list_body
-from dockyard.api.routes.objects import caller, if_match, respond
+from dockyard.api.routes.objects import caller, etag, if_match, respond
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
 from dockyard.core import transitions
 from dockyard.core.kube import KubeError
@@ -50,6 +50,11 @@ Object = dict[str, Any]
 # The operator may write status between our read and our patch (a new resourceVersion);
 # the checks are then made again on the fresh object, a few times at most.
 APPROVE_ATTEMPTS = 3
+# RFC 9111 warn-code 299 (miscellaneous persistent warning), as the apiserver sends them.
+UNBOUND_APPROVAL_WARNING = (
+    '299 - "approved without If-Match: whichever Restore has this name now; send the '
+    'ETag of the Restore you read"'
+)
 
 
 RestoreCreate = create_body(
@@ -98,7 +103,8 @@ ROUTES = RecoveryKindRoutes(
 
 async def get_plan(request: web.Request) -> web.Response:
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    status = (await ROUTES.cached(request)).get("status") or {}
+    restore = await ROUTES.cached(request)
+    status = restore.get("status") or {}
     plan = status.get("plan")
     if not plan:
         why = status.get("message")
@@ -106,7 +112,8 @@ async def get_plan(request: web.Request) -> web.Response:
             f"Restore {namespace}/{name} has no plan yet"
             + (f": {why}" if why else "; the operator writes it once source and target resolve."),
         )
-    return web.json_response(plan)
+    # The Restore's ETag, so that an approval can name the Restore whose plan was read.
+    return web.json_response(plan, headers={"ETag": etag(restore)})
 
 
 def approval_refusal(obj: Object, approver: str) -> errors.Problem | None:
@@ -147,6 +154,12 @@ async def approve(request: web.Request) -> web.Response:
     kube = request.app[keys.KUBE]
     path = RESTORES.path(namespace, name)
     expected = if_match(request)
+    if expected is None and request.app[keys.SETTINGS].approval_requires_if_match:
+        raise errors.PRECONDITION_REQUIRED(
+            f"Approving Restore {namespace}/{name} needs If-Match with the ETag of the "
+            "Restore you read (GET the restore or its plan): without it, a Restore deleted "
+            "and made again under the name since would be the one approved."
+        )
     for _ in range(APPROVE_ATTEMPTS):
         # Fresh from the apiserver, not the cache: the decision is written back guarded
         # by this resourceVersion, so it must be the latest one.
@@ -176,7 +189,10 @@ async def approve(request: web.Request) -> web.Response:
         request[keys.AUDIT] = annotation_diff(current, updated)
         request[keys.EVENTS] = [transitions.approved(updated, approver)]
         await request.app[keys.RESTORE_CACHE].caught_up(updated)
-        return respond(updated)
+        response = respond(updated)
+        if expected is None:
+            response.headers["Warning"] = UNBOUND_APPROVAL_WARNING
+        return response
     raise errors.conflict(
         f"Restore {namespace}/{name} kept changing while it was being approved; retry."
     )
@@ -207,10 +223,18 @@ def register(registry: OperationRegistry) -> None:
             approve,
             "approve",
             response_model=Restore,
-            responses={409: "Not awaiting approval", 412: "If-Match does not match"},
+            responses={
+                409: "Not awaiting approval",
+                412: "If-Match does not match",
+                428: "No If-Match, where the server requires one",
+            },
             access="also patch on restores: the approval is written with the caller's own token",
             description="Needs the approve verb on restores (operator and admin roles), and "
             "patch to record it. The requester cannot approve (403 approval-by-requester). "
-            "Sets dockyard.io/approved-by to the caller; the operator verifies it.",
+            "Sets dockyard.io/approved-by to the caller; the operator verifies it. Send "
+            "If-Match with the ETag of the Restore (or of its plan) that was read: the "
+            "approval is then of that Restore, not of one made again under its name since "
+            "(412). Without it, the answer carries a Warning, or is 428 where the server "
+            "requires If-Match (DOCKYARD_APPROVAL_REQUIRES_IF_MATCH).",
         )
     )
