@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.common import API_VERSION
-from dockyard.core.resources import ChildRef, Manifest, ResourceType, resource_type
+from dockyard.core.resources import NAMESPACES, ChildRef, Manifest, ResourceType, resource_type
 
 FIELD_MANAGER: Final = "dockyard-operator"
 
@@ -244,6 +244,13 @@ async def delete_child(kube: KubeClient, ref: ChildRef, *, namespace: str, owner
     if current is None or not controlled_by(current, owner_uid):
         return False
     return await delete(kube, path, uid=current["metadata"].get("uid"))
+
+
+async def namespace_uid(kube: KubeClient, namespace: str) -> str:
+    """The uid of the namespace now named ``namespace`` ("" if there is none): what tells
+    it from an earlier namespace of that name, as a namespace's name may be used again."""
+    found = await get(kube, NAMESPACES.path(None, namespace))
+    return str(((found or {}).get("metadata") or {}).get("uid") or "")
 
 
 def namespace_terminating(exc: KubeError) -> bool:

@@ -25,6 +25,7 @@ from dockyard.operator.runs.stores import (
     ensure_default_store,
     filled,
     find_store,
+    namespace_keyring,
 )
 from dockyard.runner import EncryptionKey
 
@@ -32,19 +33,43 @@ ROOT = EncryptionKey("root", bytes(range(32)))
 OTHER_ROOT = EncryptionKey("other", bytes(range(1, 33)))
 
 
-def test_a_derived_key_belongs_to_one_namespace_and_one_store_key() -> None:
-    shop = derived_key(ROOT, "shop")
+UID = "6f1c0b9e-8d1d-4f51-9a52-1b8f3a0d2c11"
+LATER_UID = "0b0f4e5a-1c2d-4e3f-8a9b-7c6d5e4f3a2b"
 
-    assert shop == derived_key(ROOT, "shop")  # the same every time: restores re-derive it
+
+def test_a_derived_key_belongs_to_one_namespace_and_one_store_key() -> None:
+    shop = derived_key(ROOT, "shop", UID)
+
+    assert shop == derived_key(ROOT, "shop", UID)  # the same every time: restores re-derive it
     assert len(shop.key) == 32
     assert shop.key != ROOT.key
-    assert shop.key != derived_key(ROOT, "shop-2").key
-    assert shop.key != derived_key(OTHER_ROOT, "shop").key
+    assert shop.key != derived_key(ROOT, "shop-2", UID).key
+    assert shop.key != derived_key(OTHER_ROOT, "shop", UID).key
     assert re.fullmatch(r"k-[0-9a-f]{16}", shop.key_id)
 
 
+def test_a_namespace_made_again_under_its_name_gets_other_keys() -> None:
+    earlier, later = derived_key(ROOT, "shop", UID), derived_key(ROOT, "shop", LATER_UID)
+
+    assert earlier.key != later.key
+    assert earlier.key_id != later.key_id
+    assert earlier.key != derived_key(ROOT, "shop", None).key
+
+
+def test_a_restore_is_offered_the_namespaces_keys_and_those_derived_from_its_name_alone() -> None:
+    offered = namespace_keyring([ROOT, OTHER_ROOT], "shop", UID)
+
+    assert offered == [
+        derived_key(ROOT, "shop", UID),
+        derived_key(OTHER_ROOT, "shop", UID),
+        derived_key(ROOT, "shop", None),  # artifacts made before the uid counted
+        derived_key(OTHER_ROOT, "shop", None),
+    ]
+    assert derived_key(ROOT, "shop", LATER_UID) not in offered
+
+
 def test_the_derived_keys_secret_name_is_a_valid_object_name_naming_the_key() -> None:
-    key_id = derived_key(ROOT, "shop").key_id
+    key_id = derived_key(ROOT, "shop", UID).key_id
 
     assert derived_secret_name("default", key_id) == f"default-{key_id}"
     long = derived_secret_name("s" * 253, key_id)
@@ -136,7 +161,7 @@ async def test_a_planted_secret_holding_another_key_is_refused_not_used() -> Non
     """A tenant who creates the derived key's Secret first, with a key of its own, must
     not have the operator encrypt with it (nor learn the derived key from an error)."""
     kube = _Stores()
-    key = derived_key(ROOT, "shop")
+    key = derived_key(ROOT, "shop", UID)
     name = derived_secret_name("platform", key.key_id)
     kube.secret("shop", name, {"key": _b64(bytes(range(2, 34)))})
 
@@ -151,7 +176,7 @@ async def test_a_planted_secret_holding_another_key_is_refused_not_used() -> Non
 
 async def test_the_derived_secret_is_created_labelled_with_its_key_id() -> None:
     kube = _Stores()
-    key = derived_key(ROOT, "shop")
+    key = derived_key(ROOT, "shop", UID)
 
     name = await _derived_secret(cast(KubeClient, kube), "platform", "shop", key)
 

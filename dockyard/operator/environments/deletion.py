@@ -39,13 +39,12 @@ from dockyard.core.models.environment import (
 )
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.resources import ChildRef, Manifest
-from dockyard.operator.apply import delete_child, namespace_terminating
+from dockyard.operator.apply import delete_child, namespace_terminating, namespace_uid
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import ManagedDatabaseError, ManagedPostgres, database_identity
 from dockyard.operator.environments import snapshots
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.defaults import KEY_ENTRY
-from dockyard.operator.environments.provisioning import namespace_uid
 from dockyard.operator.environments.reconciler import Key, Reconciler
 from dockyard.operator.environments.snapshots import SnapshotAction
 from dockyard.operator.outcomes import Outcome

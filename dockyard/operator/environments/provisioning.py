@@ -18,8 +18,8 @@ from typing import Any, Final
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment
-from dockyard.core.resources import NAMESPACES, SECRETS
-from dockyard.operator.apply import Applied, check_claim, get
+from dockyard.core.resources import SECRETS
+from dockyard.operator.apply import Applied, check_claim, get, namespace_uid
 from dockyard.operator.builders import environment as builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import (
@@ -35,13 +35,6 @@ from dockyard.operator.environments.children import ChildMemory
 
 # A database that is not configured will not appear by retrying; every other failure may.
 SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
-
-
-async def namespace_uid(kube: KubeClient, namespace: str) -> str:
-    """The uid of the namespace now named ``namespace`` ("" if there is none): what a
-    database made for it records, as a namespace's name may be used again."""
-    found = await get(kube, NAMESPACES.path(None, namespace))
-    return str(((found or {}).get("metadata") or {}).get("uid") or "")
 
 
 @dataclass(frozen=True, slots=True)

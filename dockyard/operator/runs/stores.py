@@ -8,13 +8,17 @@ namespace, ``<store>-<key id>``, which the Backup's ``encryption`` then names, s
 every later step (an inline run, a runner Job, a restore, a drill) reads the key as it
 reads any Backup's, and the spec says where the artifact went.
 
-Derivation (HKDF-SHA256 of the store's key, with the namespace as context) keeps the
-store's keys in its ``secretNamespace``: a tenant who reads its own Secrets holds the
-keys of its own artifacts only. A rotation (a new current key, the old one moved to
-``previousKeySecretRefs``) gives new Backups a new derived Secret; older Backups keep
-naming theirs. A restore also offers every key of the store, derived again
-(:func:`store_keyring`), and the artifact's key id picks one: an older artifact stays
-restorable from the store's list even if its derived Secret was deleted.
+Derivation (HKDF-SHA256 of the store's key, with the namespace's name and uid as
+context) keeps the store's keys in its ``secretNamespace``: a tenant who reads its own
+Secrets holds the keys of its own artifacts only, not those of an earlier namespace of
+the same name (whose leftovers its storage prefix may still hold). Keys derived before
+the uid was part of the context (from the name alone) are still offered to restores.
+
+A rotation (a new current key, the old one moved to ``previousKeySecretRefs``) gives new
+Backups a new derived Secret; older Backups keep naming theirs. A restore also offers
+every key of the store, derived again (:func:`store_keyring`), and the artifact's key
+id picks one: an older artifact stays restorable from the store's list even if its
+derived Secret was deleted.
 
 A store with a ``namespaceSelector`` serves only the namespaces it selects
 (:func:`check_serves`): it fills no other namespace's Backup, derives no key for it,
@@ -40,7 +44,7 @@ from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
 from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import create, get, items, merge_patch
+from dockyard.operator.apply import create, get, items, merge_patch, namespace_uid
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.runs.context import KeyUnavailable, key_id_of, load_key
 from dockyard.runner import BackupError, EncryptionKey
@@ -82,12 +86,25 @@ def store_path(name: str) -> str:
     return BACKUP_STORES.path(None, name)
 
 
-def derived_key(root: EncryptionKey, namespace: str) -> EncryptionKey:
-    """The key of ``namespace``'s artifacts under the store key ``root``."""
-    material = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=_SALT, info=namespace.encode()
-    ).derive(root.key)
+def derived_key(root: EncryptionKey, namespace: str, namespace_uid: str | None) -> EncryptionKey:
+    """The key of the artifacts of ``namespace`` (the one whose uid is ``namespace_uid``)
+    under the store key ``root``; with None, the key derived from the name alone, as
+    before the uid was part of it (to read older artifacts)."""
+    context = namespace if namespace_uid is None else f"{namespace}/{namespace_uid}"
+    material = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=context.encode()).derive(
+        root.key
+    )
     return EncryptionKey(key_id_of(material), material)
+
+
+def namespace_keyring(
+    roots: list[EncryptionKey], namespace: str, namespace_uid: str
+) -> list[EncryptionKey]:
+    """What a restore in ``namespace`` is offered: each store key derived for it, then
+    each derived from its name alone, for artifacts made before the uid counted."""
+    return [derived_key(root, namespace, namespace_uid) for root in roots] + [
+        derived_key(root, namespace, None) for root in roots
+    ]
 
 
 def derived_secret_name(store: str, key_id: str) -> str:
@@ -179,7 +196,8 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str:
         )
     if backup.spec.encryption is None:
         root = await _report_keys(kube, store)
-        secret = await _derived_secret(kube, store_name, namespace, derived_key(root, namespace))
+        key = derived_key(root, namespace, await namespace_uid(kube, namespace))
+        secret = await _derived_secret(kube, store_name, namespace, key)
         spec["encryption"] = {"keySecretRef": {"name": secret, "key": KEY_ENTRY}}
     await merge_patch(kube, BACKUPS.path(namespace, name), {"spec": spec})
     return store_name
@@ -260,10 +278,11 @@ async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]
         store = await find_store(kube, backup.spec.store_ref.name)
         await check_serves(kube, store, namespace)
         roots = await store_keys(kube, store)
+        uid = await namespace_uid(kube, namespace)
     except BackupError as exc:
         logger.warning("store keys not offered", extra={"error": exc.message})
         return []
-    return [derived_key(root, namespace) for root in roots]
+    return namespace_keyring(roots, namespace, uid)
 
 
 async def ensure_default_store(kube: KubeClient, settings: Settings) -> str | None:

@@ -1,0 +1,64 @@
+"""A BackupStore's key derived for a namespace belongs to that namespace, not to its name:
+a namespace made again under the name (for another team, say) is given other keys, so
+the earlier team's leftover artifacts under its storage prefix stay sealed.
+
+``fill_from_store`` runs here as the operator runs it, against the test bed's apiserver
+(no operator watches the namespace): it reads the namespace, writes the derived key's
+Secret and fills the Backup.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.models.backup import Backup
+from dockyard.operator.runs.stores import fill_from_store
+from dockyard.testbed.cluster import State
+from tests.conftest import Kubectl
+from tests.integration.test_backup_stores import _filesystem_store
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+async def _filled_key(kubectl: Kubectl, state: State, namespace: str, store: str) -> bytes:
+    """The key a one-line Backup in ``namespace`` is given by ``store``."""
+    spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
+    manifest = {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup",
+                "metadata": {"name": "nightly", "namespace": namespace}, "spec": spec}  # fmt: skip
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    read = kubectl("get", "backup", "nightly", "-n", namespace, "-o", "json").stdout
+    kube = KubeClient.connect(load_config(Path(state.kubeconfig), {}))
+    try:
+        await fill_from_store(kube, Backup.model_validate(json.loads(read)))
+    finally:
+        await kube.close()
+    secret = kubectl("get", "backup", "nightly", "-n", namespace,
+                     "-o", "jsonpath={.spec.encryption.keySecretRef.name}").stdout  # fmt: skip
+    data = kubectl("get", "secret", secret, "-n", namespace, "-o", "jsonpath={.data.key}").stdout
+    return base64.b64decode(data)
+
+
+async def test_a_namespace_made_again_under_its_name_is_given_other_keys(
+    kubectl: Kubectl, testbed_state: State, backup_root: Path
+) -> None:
+    reused = f"t-keys-{uuid.uuid4().hex[:8]}"
+    with _filesystem_store(kubectl, backup_root, "store-key") as store:
+        kubectl("create", "namespace", reused)
+        try:
+            earlier = await _filled_key(kubectl, testbed_state, reused, store)
+            again = await _filled_key(kubectl, testbed_state, reused, store)
+            kubectl("delete", "namespace", reused, "--timeout=120s")
+            kubectl("create", "namespace", reused)
+
+            later = await _filled_key(kubectl, testbed_state, reused, store)
+        finally:
+            kubectl("delete", "namespace", reused, "--wait=false", check=False)
+    assert again == earlier  # one namespace keeps its key: its artifacts stay readable
+    assert len(later) == 32
+    assert later != earlier
