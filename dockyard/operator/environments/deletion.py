@@ -139,13 +139,15 @@ class _Deletion:
             return await self._server_trouble(exc)
         if not elsewhere:
             return None
-        post(
-            self.raw,
-            warning=True,
-            reason="DatabaseRetained",
-            message=f"Database {self.database} was made for an earlier namespace named "
+        return self._left(
+            "DatabaseRetained",
+            f"Database {self.database} was made for an earlier namespace named "
             f"{owner.namespace}: it is kept, neither snapshotted nor dropped.",
         )
+
+    def _left(self, reason: str, message: str) -> Outcome:
+        """Done, with the database left where it is, saying why in a Warning Event."""
+        post(self.raw, warning=True, reason=reason, message=message)
         return Outcome.done()
 
     async def drop(self, *, snapshot: str | None = None) -> Outcome:
@@ -156,14 +158,11 @@ class _Deletion:
         policy = self.env.spec.database.deletion_policy
         postgres = self.reconciler.postgres
         if postgres is None:
-            post(
-                self.raw,
-                warning=True,
-                reason="DatabaseNotDropped",
-                message=f"deletionPolicy {policy}, but the operator has no managed PostgreSQL "
+            return self._left(
+                "DatabaseNotDropped",
+                f"deletionPolicy {policy}, but the operator has no managed PostgreSQL "
                 f"server; database {self.database} was left where it is.",
             )
-            return Outcome.done()
         owner = self.owner
         try:
             seconds = int(DRAIN_TIMEOUT.total_seconds())
