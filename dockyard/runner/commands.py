@@ -80,15 +80,22 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> BaseModel:
         async with _storage(args, settings) as storage:
             result = await run_backup(dsn=dsn, storage=storage, name=name, key=key, options=options)
-        if report_to:
-            await _report_to_backup(report_to, result, settings)
+            if report_to and not await _report_to_backup(report_to, result, settings):
+                # Its finalizer may have looked for artifacts before this one was stored:
+                # nobody else would ever delete it.
+                await storage.delete(name)
+                raise BackupDeleted(
+                    f"Backup {report_to} was deleted while this run stored its artifact; "
+                    f"{name} was removed"
+                )
         return result
 
     return _report(command, go, args.result_file)
 
 
-async def _report_to_backup(target: str, result: BackupResult, settings: Settings) -> None:
-    """Patch the Backup ``namespace/name``'s status with the committed artifact.
+async def _report_to_backup(target: str, result: BackupResult, settings: Settings) -> bool:
+    """Patch the Backup ``namespace/name``'s status with the committed artifact; whether
+    the Backup keeps it (False: the Backup is gone, or being deleted).
 
     Only the artifact's fields (``BackupStatus.ARTIFACT_FIELDS``) are patched. The phase
     stays Running: the operator, following the Job, catalogues the artifact and then
@@ -113,19 +120,28 @@ async def _report_to_backup(target: str, result: BackupResult, settings: Setting
     patch = {"status": stored.body(include=BackupStatus.ARTIFACT_FIELDS)}
     kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
     try:
-        await kube.merge_patch(path, patch)
+        updated = await kube.merge_patch(path, patch)
     except KubeError as exc:
+        if exc.status == 404:
+            return False
         raise ReportFailed(
             f"could not report to Backup {target}: {exc.status} {exc.reason}"
         ) from None
     finally:
         await kube.close()
+    return not (updated.get("metadata") or {}).get("deletionTimestamp")
 
 
 class ReportFailed(BackupError):
     """The artifact is stored but the Backup's status could not be patched."""
 
     reason = "ReportFailed"
+
+
+class BackupDeleted(BackupError):
+    """The Backup went while its artifact was being stored: the artifact is removed."""
+
+    reason = "BackupDeleted"
 
 
 def restore_run(args: argparse.Namespace, settings: Settings) -> int:

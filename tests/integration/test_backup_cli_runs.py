@@ -20,6 +20,8 @@ import pytest
 
 from dockyard.operator.database import DatabaseCredentials
 from dockyard.runner import table_counts
+from dockyard.testbed.cluster import State
+from tests.conftest import Kubectl
 from tests.integration import backup_fixtures
 from tests.integration.backup_fixtures import NewDatabase, execute, relations
 
@@ -275,3 +277,51 @@ async def test_an_unreachable_source_fails_in_one_line_without_its_password(
     assert run.json()["error"]["reason"] == "DatabaseUnavailable"  # type: ignore[index]
     assert "hunter2" not in run.out + run.err
     assert not list((tmp_path / "store").rglob("*")) if (tmp_path / "store").exists() else True
+
+
+@pytest.mark.usefixtures("crds_installed")
+async def test_an_artifact_stored_for_a_backup_deleted_meanwhile_is_removed(
+    tiny_source: DatabaseCredentials,
+    key_file: Path,
+    tmp_path: Path,
+    kubectl: Kubectl,
+    testbed_state: State,
+    unwatched_namespace: str,
+) -> None:
+    """A runner Job outlives its Backup for a while: the Backup's finalizer may list its
+    artifacts before the runner stores one, which nobody would then ever delete."""
+    namespace, storage = unwatched_namespace, tmp_path / "store"
+    doomed = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        # Held by a finalizer of the test's, as the operator's would while it deletes.
+        "metadata": {"name": "doomed", "namespace": namespace,
+                     "finalizers": ["test.dockyard.io/hold"]},
+        "spec": {"environmentRef": {"name": "shop"},
+                 "storage": {"filesystem": {"path": str(storage)}},
+                 "encryption": {"keySecretRef": {"name": "backup-key", "key": "key"}}},
+    }  # fmt: skip
+    kubectl("apply", "-f", "-", input=json.dumps(doomed))
+    kubectl("patch", "backup", "doomed", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", '{"status": {"phase": "Running", "attempts": 1}}')  # fmt: skip
+    kubectl("delete", "backup", "doomed", "-n", namespace, "--wait=false")
+    env = {
+        "DOCKYARD_BACKUP_SOURCE_DSN": tiny_source.uri(),
+        "DOCKYARD_KUBECONFIG": testbed_state.kubeconfig,
+    }
+    try:
+        runs = {}
+        for name in ("doomed", "never-was"):
+            report = ["--report-backup", f"{namespace}/{name}"]
+            runs[name] = dockyard(
+                [*backup_args(storage, f"{name}.dkbk", key_file), *report], env, tmp_path
+            )
+    finally:
+        kubectl("patch", "backup", "doomed", "-n", namespace, "--type=merge",
+                "-p", '{"metadata": {"finalizers": null}}')  # fmt: skip
+    for name, run in runs.items():
+        assert run.code == 1, (name, run.out, run.err)
+        error = run.json()["error"]
+        assert error["reason"] == "BackupDeleted"
+        assert f"{name}.dkbk was removed" in error["message"]
+    assert sorted(p.name for p in storage.rglob("*") if p.is_file()) == []
