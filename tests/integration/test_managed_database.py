@@ -161,6 +161,10 @@ async def test_a_database_made_for_an_earlier_namespace_of_the_name_is_not_given
     earlier = await _ensure(server, env, generate_password())
     conn = await asyncpg.connect(earlier.uri())
     await conn.execute("CREATE TABLE salaries AS SELECT 'alice' AS who, 90000 AS pay")
+    # The earlier team owns its database, not the mark: wiping its comments changes nothing.
+    await conn.execute(f'COMMENT ON DATABASE "{earlier.database}" IS NULL')
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await conn.execute(f'COMMENT ON ROLE "{earlier.user}" IS NULL')
     await conn.close()
     later_uid, later_password = str(uuid.uuid4()), generate_password()
 
@@ -194,7 +198,7 @@ async def test_a_database_made_before_the_mark_is_taken_by_the_first_namespace_t
     creds = await _ensure(server, env, generate_password())
     admin = await asyncpg.connect(admin_dsn)
     try:
-        await admin.execute(f'COMMENT ON DATABASE "{creds.database}" IS NULL')
+        await admin.execute(f'COMMENT ON ROLE "{creds.user}" IS NULL')
     finally:
         await admin.close()
     upgraded_uid = str(uuid.uuid4())
@@ -205,8 +209,8 @@ async def test_a_database_made_before_the_mark_is_taken_by_the_first_namespace_t
         await _ensure(server, env, generate_password())
     comment = await _admin_fetchval(
         admin_dsn,
-        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
-        creds.database,
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        creds.user,
     )
     assert comment == f"dockyard.io/namespace-uid={upgraded_uid}"
 
@@ -550,6 +554,12 @@ async def test_a_switch_over_swaps_in_the_restored_database_and_ends_old_session
             admin_dsn, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", live
         )
         == role
+    )
+    # The restored database is still the namespace's own: no later namespace of the name
+    # may take it.
+    namespace, name = env
+    assert await server.made_elsewhere(
+        namespace=namespace, namespace_uid=str(uuid.uuid4()), environment=name
     )
     # A second call (an interrupted run's retry) finds it done and changes nothing.
     await server.switch_over(live=live, staging=staging, retired=retired)

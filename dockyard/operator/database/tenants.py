@@ -6,12 +6,14 @@ the password held in its Secret (``ensure``), asks whether clients are still at 
 the server's administrators) may connect to its database, and nobody else may create
 objects in its ``public`` schema.
 
-A database is named for its namespace and environment, and may outlive both
-(``deletionPolicy: Retain``). Its comment records the uid of the namespace it was made
-for (``dockyard.io/namespace-uid=<uid>``): a namespace made again under the same name,
-for another team, is not given the earlier namespace's data (``DatabaseTaken``), nor
-may it drop it. A database with no such mark (made before the mark was kept) is taken
-by the first namespace that ensures it.
+A database and its role are named for their namespace and environment, and may outlive
+both (``deletionPolicy: Retain``). The role's comment records the uid of the namespace
+they were made for (``dockyard.io/namespace-uid=<uid>``): a namespace made again under
+the same name, for another team, is not given the earlier namespace's data
+(``DatabaseTaken``), nor may it drop it. The role's, not the database's: the tenant owns
+its database (and could rewrite its comment), a restore replaces the database, and only
+a role with CREATEROLE may comment on a role. A role with no such mark (made before the
+mark was kept) is taken by the first namespace that ensures it.
 """
 
 from __future__ import annotations
@@ -57,13 +59,13 @@ class EnvironmentDatabases(AdminSessions):
         database, role = database_identity(namespace, environment)
         async with self._session(hide=(password,)) as conn:
             await sessions.lock(conn, database)
-            made_for = await _made_for(conn, database)
-            if made_for not in (None, namespace_uid):
+            made_for = await _made_for(conn, role)
+            if not namespace_uid or made_for not in (None, namespace_uid):
                 raise ManagedDatabaseError(DATABASE_TAKEN, _taken(database, namespace))
             await _ensure_role(conn, role, verifier)
-            created = await _ensure_database(conn, database, role)
             mark = sql_literal(NAMESPACE_MARK + namespace_uid)
-            await conn.execute(f"COMMENT ON DATABASE {quoted(database)} IS {mark}")
+            await conn.execute(f"COMMENT ON ROLE {quoted(role)} IS {mark}")
+            created = await _ensure_database(conn, database, role)
             if created:
                 # Still under the lock, so a concurrent drop cannot remove it meanwhile.
                 await self.close_public_schema(database, TenantLogin(role, password))
@@ -72,9 +74,9 @@ class EnvironmentDatabases(AdminSessions):
     async def made_elsewhere(self, *, namespace: str, namespace_uid: str, environment: str) -> bool:
         """Whether the environment's database was made for another namespace of this name:
         it is not this environment's to snapshot or drop."""
-        database, _ = database_identity(namespace, environment)
+        _, role = database_identity(namespace, environment)
         async with self._session() as conn:
-            return await _made_for(conn, database) not in (None, namespace_uid)
+            return await _made_for(conn, role) not in (None, namespace_uid)
 
     def credentials(
         self, *, namespace: str, environment: str, password: str
@@ -137,12 +139,13 @@ class EnvironmentDatabases(AdminSessions):
                 await conn.execute(f"DROP ROLE IF EXISTS {rl}")
 
 
-async def _made_for(conn: asyncpg.Connection, database: str) -> str | None:
-    """The uid of the namespace ``database`` was made for; None if unmarked or absent."""
+async def _made_for(conn: asyncpg.Connection, role: str) -> str | None:
+    """The uid of the namespace ``role`` (and its database) was made for; None if
+    unmarked or absent."""
     comment = await conn.fetchval(
-        "SELECT pg_catalog.shobj_description(oid, 'pg_database')"
-        " FROM pg_catalog.pg_database WHERE datname = $1",
-        database,
+        "SELECT pg_catalog.shobj_description(oid, 'pg_authid')"
+        " FROM pg_catalog.pg_roles WHERE rolname = $1",
+        role,
     )
     if not isinstance(comment, str) or not comment.startswith(NAMESPACE_MARK):
         return None
@@ -153,7 +156,7 @@ def _taken(database: str, namespace: str) -> str:
     return (
         f"Database {database} was made for an earlier namespace named {namespace}, and kept "
         "(deletionPolicy Retain): it is not given to this one. An administrator may drop "
-        "it, or hand it over by setting its comment to "
+        "it and its role, or hand them over by setting the role's comment to "
         f"'{NAMESPACE_MARK}<this namespace's uid>'."
     )
 
