@@ -85,7 +85,8 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
                 # nobody else would ever delete it.
                 await storage.delete(name)
                 raise BackupDeleted(
-                    f"Backup {report_to} was deleted while this run stored its artifact; "
+                    f"Backup {report_to} was deleted, or refused this run's report, while "
+                    "it stored its artifact; "
                     f"{name} was removed"
                 )
         return result
@@ -95,7 +96,8 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _report_to_backup(target: str, result: BackupResult, settings: Settings) -> bool:
     """Patch the Backup ``namespace/name``'s status with the committed artifact; whether
-    the Backup keeps it (False: the Backup is gone, or being deleted).
+    the Backup keeps it (False: the Backup is gone or being deleted, or the report was
+    refused, which leaves the artifact to nobody).
 
     Only the artifact's fields (``BackupStatus.ARTIFACT_FIELDS``) are patched. The phase
     stays Running: the operator, following the Job, catalogues the artifact and then
@@ -122,7 +124,10 @@ async def _report_to_backup(target: str, result: BackupResult, settings: Setting
     try:
         updated = await kube.merge_patch(path, patch)
     except KubeError as exc:
-        if exc.status == 404:
+        # Gone (404), or no longer this runner's to write to: its identity went with its
+        # Backup (401, 403), or the name belongs to a later Backup (403, the admission
+        # policy). In each case the Backup's finalizer may have looked already.
+        if exc.status in (401, 403, 404):
             return False
         raise ReportFailed(
             f"could not report to Backup {target}: {exc.status} {exc.reason}"
@@ -139,7 +144,8 @@ class ReportFailed(BackupError):
 
 
 class BackupDeleted(BackupError):
-    """The Backup went while its artifact was being stored: the artifact is removed."""
+    """The Backup went (or refused the report) while its artifact was being stored: the
+    artifact is removed."""
 
     reason = "BackupDeleted"
 

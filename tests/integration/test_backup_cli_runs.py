@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import yaml
 
 from dockyard.operator.database import DatabaseCredentials
 from dockyard.runner import table_counts
@@ -280,7 +281,7 @@ async def test_an_unreachable_source_fails_in_one_line_without_its_password(
 
 
 @pytest.mark.usefixtures("crds_installed")
-async def test_an_artifact_stored_for_a_backup_deleted_meanwhile_is_removed(
+def test_an_artifact_stored_for_a_backup_deleted_meanwhile_is_removed(
     tiny_source: DatabaseCredentials,
     key_file: Path,
     tmp_path: Path,
@@ -309,12 +310,20 @@ async def test_an_artifact_stored_for_a_backup_deleted_meanwhile_is_removed(
         "DOCKYARD_BACKUP_SOURCE_DSN": tiny_source.uri(),
         "DOCKYARD_KUBECONFIG": testbed_state.kubeconfig,
     }
+    # A runner whose identity went with its Backup: its token is refused (401).
+    config = yaml.safe_load(Path(testbed_state.kubeconfig).read_text())
+    for user in config["users"]:
+        user["user"] = {"token": "the-token-of-a-deleted-account"}
+    orphan = tmp_path / "orphan.kubeconfig"
+    orphan.write_text(yaml.safe_dump(config))
     try:
         runs = {}
-        for name in ("doomed", "never-was"):
+        for name, kubeconfig in (("doomed", None), ("never-was", None), ("orphaned", orphan)):
             report = ["--report-backup", f"{namespace}/{name}"]
             runs[name] = dockyard(
-                [*backup_args(storage, f"{name}.dkbk", key_file), *report], env, tmp_path
+                [*backup_args(storage, f"{name}.dkbk", key_file), *report],
+                {**env, "DOCKYARD_KUBECONFIG": str(kubeconfig)} if kubeconfig else env,
+                tmp_path,
             )
     finally:
         kubectl("patch", "backup", "doomed", "-n", namespace, "--type=merge",
