@@ -9,7 +9,8 @@ creation.)
 
 The answer is asked as the API itself (``get`` on namespaces) and kept for a few
 seconds, and not at all while the namespace is being deleted: a name deleted and made
-again is seen as the new namespace at once.
+again within ``BIRTH_TTL`` of a read from before its deletion began is seen as the new
+namespace only once that read expires.
 """
 
 from __future__ import annotations

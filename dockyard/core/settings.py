@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     """SAR cache"""
     approval_requires_if_match: bool = False
     """refuse (428) a restore approval without If-Match, which binds it to the Restore
-    the approver read; off for API 1.x clients, on in the staging and production overlays"""
+    the approver read; off by default, as API 1.x clients need not send it"""
     stream_reauth_interval: float = Field(default=60.0, gt=0, le=60)
     """seconds between an event stream's re-checks"""
     stream_reviews: int = Field(default=100, ge=1, le=10_000)

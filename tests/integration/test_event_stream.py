@@ -203,8 +203,8 @@ async def test_a_namespace_made_again_under_its_name_does_not_replay_the_earlier
     kubectl("create", "namespace", reused)
     try:
         before = await _last_seq(testbed_state)
-        earlier = _backup_completed(reused, "their-backup")
-        await _append(testbed_state, earlier)
+        earlier = [_backup_completed(reused, "their-backup"), _environment_ready(reused, "theirs")]
+        await _append(testbed_state, *earlier)
         kubectl("delete", "namespace", reused, "--timeout=120s")
         kubectl("create", "namespace", reused)
         newcomer = _viewer(kubectl, testbed, reused)
@@ -218,7 +218,7 @@ async def test_a_namespace_made_again_under_its_name_does_not_replay_the_earlier
                 async with _open(
                     http, url, viewer_everywhere, last=str(before), namespace=reused
                 ) as stream:
-                    history = await stream.logged(2)
+                    history = await stream.logged(3)
             finally:
                 await runner.cleanup()
     finally:
@@ -226,7 +226,7 @@ async def test_a_namespace_made_again_under_its_name_does_not_replay_the_earlier
     # The newcomer replays from before the earlier namespace's event, and gets only their own.
     assert [e["data"]["id"] for e in replayed] == [own.id]
     # Who may watch backups in every namespace still reads the name's whole history.
-    assert [e["data"]["id"] for e in history] == [earlier.id, own.id]
+    assert [e["data"]["id"] for e in history] == [*(e.id for e in earlier), own.id]
 
 
 async def _last_seq(state: State) -> int:

@@ -182,7 +182,7 @@ class _Access:
     async def of_this_namespace(self, row: event_log.Logged) -> bool:
         """Whether ``row`` happened in the namespace now under its name, not in an earlier
         one that was deleted. A caller who may watch its kind cluster-wide sees both."""
-        if self._everywhere(row.resource):
+        if await self._watches_everywhere(row.resource):
             return True
         born = await self.request.app[keys.NAMESPACE_BIRTHS].born(row.namespace)
         return born is not None and row.occurred_at >= born
@@ -197,15 +197,22 @@ class _Access:
             return False
         if resource == RESOURCE:
             return await self.allows(namespace)
+        if await self._watches_everywhere(resource):
+            return True
+        return await self._decide(resource, namespace)
+
+    async def _watches_everywhere(self, resource: str) -> bool:
+        """Whether the caller may watch ``resource`` cluster-wide, asked once per kind
+        until the next re-check (a stream of one namespace asks about environments too)."""
+        if resource == RESOURCE and self.only is None:
+            return self.everywhere
         everywhere = self.kinds_everywhere.get(resource)
         if everywhere is None:
             authorizer = self.request.app[keys.AUTHORIZER]
             permission = Permission("watch", resource)
             everywhere = (await authorizer.check(self.principal, permission)).allowed
             self.kinds_everywhere[resource] = everywhere
-        if everywhere:
-            return True
-        return await self._decide(resource, namespace)
+        return everywhere
 
     async def _decide(self, resource: str, namespace: str) -> bool:
         """``watch`` on ``resource`` in ``namespace``, asked once per interval."""
