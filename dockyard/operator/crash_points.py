@@ -19,6 +19,9 @@ SWITCH_OVER_REFUSED: Final = "switch-over:connections-refused"
 SWITCH_OVER_RENAMED: Final = "switch-over:renamed"
 """After a switch-over's renames committed, before connections are allowed again."""
 
+SWITCH_OVER_DONE: Final = "switch-over:done"
+"""After a restore's switch-over completed, before its Completed status is written."""
+
 
 def exit_here(point: str) -> None:
     """Exit the process at once if the test bed asked to crash at ``point``."""
@@ -26,4 +29,11 @@ def exit_here(point: str) -> None:
         os._exit(EXIT_CODE)
 
 
-__all__ = ["ENV", "EXIT_CODE", "SWITCH_OVER_REFUSED", "SWITCH_OVER_RENAMED", "exit_here"]
+__all__ = [
+    "ENV",
+    "EXIT_CODE",
+    "SWITCH_OVER_DONE",
+    "SWITCH_OVER_REFUSED",
+    "SWITCH_OVER_RENAMED",
+    "exit_here",
+]

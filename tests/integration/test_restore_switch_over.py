@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from dockyard.operator import crash_points
-from dockyard.operator.database import database_identity
+from dockyard.operator.database import database_identity, retired_database_name
 from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl, wait_for
 from tests.integration.test_backup_operator import (
@@ -58,7 +58,12 @@ def _tenant_connects(dsn: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    "point", [crash_points.SWITCH_OVER_RENAMED, crash_points.SWITCH_OVER_REFUSED]
+    "point",
+    [
+        crash_points.SWITCH_OVER_RENAMED,
+        crash_points.SWITCH_OVER_REFUSED,
+        crash_points.SWITCH_OVER_DONE,
+    ],
 )
 def test_an_operator_killed_during_the_switch_over_leaves_the_target_accepting_connections(
     point: str,
@@ -93,7 +98,12 @@ def test_an_operator_killed_during_the_switch_over_leaves_the_target_accepting_c
         )
         # The hook ends the process right there, as a crash would.
         assert operator.wait(timeout=240) == crash_points.EXIT_CODE
-        assert not _allows_connections(testbed_state, own_namespace, "copy")
+        if point == crash_points.SWITCH_OVER_DONE:
+            # The restored database is live and in use before the restore is recorded
+            # Completed: what is written now must survive the recovery.
+            _run_sql(target, "CREATE TABLE after_the_switch (id int)")
+        else:
+            assert not _allows_connections(testbed_state, own_namespace, "copy")
         if point == crash_points.SWITCH_OVER_REFUSED:
             # The retry after the interruption fails before any switch-over (a bad
             # artifact is not retried): only recovery can open the database again.
@@ -103,15 +113,26 @@ def test_an_operator_killed_during_the_switch_over_leaves_the_target_accepting_c
             artifact.write_bytes(bytes(data))
 
         operator = _start_operator(testbed_env, own_namespace, log, backup_root)
-        final = "Completed" if point == crash_points.SWITCH_OVER_RENAMED else "Failed"
+        final = "Failed" if point == crash_points.SWITCH_OVER_REFUSED else "Completed"
         status = _wait_restore(kubectl, own_namespace, "swap", final, timeout=240)
 
         wait_for(lambda: _allows_connections(testbed_state, own_namespace, "copy"), timeout=30)
         assert _tenant_connects(target)
         restored = _fetch(target, "SELECT 1 FROM pg_tables WHERE tablename = 'before_the_restore'")
-        if point == crash_points.SWITCH_OVER_RENAMED:
+        if point != crash_points.SWITCH_OVER_REFUSED:
             assert not restored  # the restored data is live
             assert "switch-over had completed" in status["message"]
+            assert status["attempts"] == 1  # completed, not restored a second time
+            uid = kubectl("get", "restore", "swap", "-n", own_namespace,
+                          "-o", "jsonpath={.metadata.uid}").stdout  # fmt: skip
+            assert not _fetch(
+                testbed_state.managed_postgres_url,
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                retired_database_name(uid),
+            )
+            if point == crash_points.SWITCH_OVER_DONE:
+                written = "SELECT 1 FROM pg_tables WHERE tablename = 'after_the_switch'"
+                assert _fetch(target, written)
         else:
             assert restored  # the target as it was
             assert "checksum mismatch" in status["message"]

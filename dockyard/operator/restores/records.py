@@ -24,6 +24,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore, RestorePlan, RestoreStatus
 from dockyard.core.models.restore_drill import RestoreDrill
+from dockyard.operator.database import retired_database_name
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext, retryable
 from dockyard.operator.runs.restoring import ManifestMismatch, drop_database
@@ -110,6 +111,9 @@ class RestoreRecords:
             update={"staging_database": None, "duration_seconds": round(seconds, 3)}
         )
         await self.write(loaded, done)
+        # The target's database as it was before: kept until now, as the mark of a
+        # switch-over that happened (``switch_over.recover``).
+        await self.drop_quietly(retired_database_name(loaded.uid))
         post(loaded.raw, reason="Completed", message=message)
         return Outcome.done()
 

@@ -1,8 +1,12 @@
 """The switch-over, and what becomes of an attempt that no process runs any more.
 
 ``switch`` makes the staging database the target's live one: both renames in one
-transaction (the old database is retired under a name of its own, then dropped), with
-connections refused while they happen. Until then the target is exactly as it was.
+transaction (the old database is retired under a name of its own), with connections
+refused while they happen. Until then the target is exactly as it was. The retired
+database is dropped only once the Restore is recorded Completed
+(``RestoreRecords.completed``): until then it is what tells recovery that the
+switch-over happened, so that a restore whose Completed status was never written is
+completed, not run again over what was written to the restored database since.
 
 ``recover`` takes a Restore found Restoring or Verifying that nothing runs or follows
 (the operator died): the target's database is first opened to connections again (a
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from dockyard.core.attempts import recover_interrupted
 from dockyard.core.models.backup import BackupRunner
+from dockyard.operator import crash_points
 from dockyard.operator.database import (
     ManagedDatabaseError,
     database_identity,
@@ -38,9 +43,9 @@ async def switch(context: RunContext, live: str, staging: str, uid: str) -> None
     try:
         await postgres.drop_database(retired)  # a leftover of an earlier attempt
         await postgres.switch_over(live=live, staging=staging, retired=retired)
-        await postgres.drop_database(retired)
     except ManagedDatabaseError as exc:
         raise DatabaseFailed(exc.message) from None
+    crash_points.exit_here(crash_points.SWITCH_OVER_DONE)
 
 
 async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
@@ -58,7 +63,6 @@ async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
                 await postgres.database_exists(retired)
             )
             if switched:
-                await postgres.drop_database(retired)
                 return await records.completed(
                     loaded,
                     status,
