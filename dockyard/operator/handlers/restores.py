@@ -4,7 +4,9 @@
   annotation, ``spec.dryRun`` turned off): one step of the life cycle
   (``RestoreRuns.drive``); waiting for a plan, a safety backup or a runner Job is a
   ``TemporaryError`` with its delay, which Kopf keeps across restarts;
-- deletion: an inline run of the Restore is cancelled (its staging database dropped);
+- deletion: an inline run of the Restore is cancelled, but only while Kopf holds a
+  finalizer on it, which this optional handler does not add: a Restore deleted while
+  its inline run goes on is not stopped (``docs/security.md``, "Left as they are");
 - gone (the watch's DELETED event): the runner Job of an attempt in a Job is stopped
   and its staging database dropped, since no pass follows it any more.
 """
