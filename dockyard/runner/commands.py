@@ -80,15 +80,20 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> BaseModel:
         async with _storage(args, settings) as storage:
             result = await run_backup(dsn=dsn, storage=storage, name=name, key=key, options=options)
-            if report_to and not await _report_to_backup(report_to, result, settings):
-                # Its finalizer may have looked for artifacts before this one was stored:
-                # nobody else would ever delete it.
-                await storage.delete(name)
-                raise BackupDeleted(
-                    f"Backup {report_to} was deleted, or refused this run's report, while "
-                    "it stored its artifact; "
-                    f"{name} was removed"
-                )
+            if report_to:
+                # A Backup that went, or refused the report, leaves the artifact to nobody:
+                # its finalizer may have looked for artifacts before this one was stored.
+                try:
+                    kept = await _report_to_backup(report_to, result, settings)
+                except _ReportRefused as exc:
+                    await storage.delete(name)
+                    raise ReportFailed(f"{exc}; {name} was removed") from None
+                if not kept:
+                    await storage.delete(name)
+                    raise BackupDeleted(
+                        f"Backup {report_to} was deleted while this run stored its "
+                        f"artifact; {name} was removed"
+                    )
         return result
 
     return _report(command, go, args.result_file)
@@ -96,8 +101,8 @@ def backup_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _report_to_backup(target: str, result: BackupResult, settings: Settings) -> bool:
     """Patch the Backup ``namespace/name``'s status with the committed artifact; whether
-    the Backup keeps it (False: the Backup is gone or being deleted, or the report was
-    refused, which leaves the artifact to nobody).
+    the Backup keeps it (False: the Backup is gone or being deleted). ``_ReportRefused``
+    when the apiserver refuses the report (401, 403).
 
     Only the artifact's fields (``BackupStatus.ARTIFACT_FIELDS``) are patched. The phase
     stays Running: the operator, following the Job, catalogues the artifact and then
@@ -124,11 +129,14 @@ async def _report_to_backup(target: str, result: BackupResult, settings: Setting
     try:
         updated = await kube.merge_patch(path, patch)
     except KubeError as exc:
-        # Gone (404), or no longer this runner's to write to: its identity went with its
-        # Backup (401, 403), or the name belongs to a later Backup (403, the admission
-        # policy). In each case the Backup's finalizer may have looked already.
-        if exc.status in (401, 403, 404):
+        if exc.status == 404:
             return False
+        if exc.status in (401, 403):
+            # Not this runner's to write to (any more): its identity went with its
+            # Backup, or the name belongs to a later Backup (the admission policy).
+            raise _ReportRefused(
+                f"could not report to Backup {target}: {exc.status} {exc.reason}"
+            ) from None
         raise ReportFailed(
             f"could not report to Backup {target}: {exc.status} {exc.reason}"
         ) from None
@@ -143,9 +151,12 @@ class ReportFailed(BackupError):
     reason = "ReportFailed"
 
 
+class _ReportRefused(Exception):
+    """The apiserver refused the report (401, 403): the artifact is nobody's."""
+
+
 class BackupDeleted(BackupError):
-    """The Backup went (or refused the report) while its artifact was being stored: the
-    artifact is removed."""
+    """The Backup went while its artifact was being stored: the artifact is removed."""
 
     reason = "BackupDeleted"
 
