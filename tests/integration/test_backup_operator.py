@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -288,6 +289,59 @@ def test_deleting_a_backup_deletes_its_artifact(
         "doomed",
     )
     assert row["deleted_at"] is not None
+
+
+def _tool_pids(tool: str, database: str) -> list[int]:
+    """The pids of the ``tool`` processes (pg_dump, pg_restore) connected to ``database``
+    (on this machine: the session's operator runs inline runs as its own children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue  # gone meanwhile
+        if argv and argv[0].endswith(tool.encode()) and any(database.encode() in a for a in argv):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def held(tool: str, database: str) -> Iterator[list[int]]:
+    """The ``tool`` processes of ``database`` stopped (SIGSTOP) once one has started, so
+    that the run is surely still going; let go (SIGCONT) at the end of the block."""
+    stopped: list[int] = []
+    try:
+        wait_for(lambda: _tool_pids(tool, database), timeout=60, interval=0.02)
+        for _ in range(2):  # the workers a parallel pg_restore forked meanwhile, too
+            for pid in _tool_pids(tool, database):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        yield stopped
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_a_backup_deleted_mid_run_is_stopped_and_leaves_no_artifact(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # Kopf hands the deletion to the Backup's finalizer only once the run holding its
+    # handler has ended; the run itself sees the Backup being deleted and stops.
+    source = _environment(kubectl, testbed_state, namespace)
+    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
+    _key_secret(kubectl, namespace)
+    database, _ = database_identity(namespace, "shop")
+    _apply(kubectl, namespace, _backup(namespace, "doomed", backup_root))
+
+    with held("pg_dump", database) as dumps:
+        kubectl("delete", "backup", "doomed", "-n", namespace, "--wait=false")
+        # Gone while its pg_dump is still held: the run did not wait for it.
+        wait_for(lambda: _get(kubectl, namespace, "backup", "doomed") is None, timeout=45)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in dumps), "pg_dump left running"
+
+    left = [p for p in (backup_root / namespace).rglob("*") if p.is_file()]
+    assert left == []
 
 
 def test_a_ttl_deletes_the_backup_and_its_artifact_but_keeps_the_newest_verified_one(

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ from tests.integration.test_backup_operator import (
     _run_sql,
     _start_operator,
     _wait_phase,
+    held,
     migrated,  # noqa: F401  (the platform schema, for the backup catalog)
     own_namespace,  # noqa: F401  (a namespace the session's operator does not watch)
 )
@@ -756,3 +758,41 @@ def test_a_job_restore_deleted_mid_run_leaves_neither_its_job_nor_its_staging_da
 
     wait_for(lambda: not _staging_databases(testbed_state, uid), timeout=60)
     wait_for(lambda: not _runner_jobs(kubectl, namespace, uid), timeout=60)
+
+
+def test_an_inline_restore_deleted_mid_run_is_stopped_and_leaves_the_target_as_it_was(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # Kopf hands the deletion to the Restore's handlers only once the run holding them
+    # has ended; the run itself sees its Restore go and stops short of the switch-over.
+    source = _environment(kubectl, testbed_state, namespace)
+    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root))
+    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
+    _empty_environment(kubectl, namespace, "copy")
+    spec = {
+        "source": {"backupRef": {"name": "nightly"}},
+        "target": {"environmentRef": {"name": "copy"}},
+        "safetyBackup": False,
+    }
+    _apply(kubectl, namespace, _restore("aborted", **spec))
+    restoring = _wait_restore(kubectl, namespace, "aborted", "Restoring", timeout=60)
+    uid = _get(kubectl, namespace, "restore", "aborted")["metadata"]["uid"]  # type: ignore[index]
+    with held("pg_restore", restoring["stagingDatabase"]):
+        kubectl("delete", "restore", "aborted", "-n", namespace, "--timeout=60s")
+        # Made again under the name at once (a dry run now): the stopped run must write
+        # nothing to the name, which is this one's.
+        _apply(kubectl, namespace, _restore("aborted", **{**spec, "dryRun": True}))
+        time.sleep(5)  # the run reads its Restore every 2 s; let go, it would switch over
+
+    # Switched over, the staging database would be gone too, under the target's name.
+    wait_for(lambda: not _staging_databases(testbed_state, uid), timeout=60)
+    tables = _fetch(
+        _dsn(testbed_state, namespace, "copy"),
+        "SELECT count(*) AS n FROM pg_catalog.pg_tables WHERE schemaname IN ('public', 'audit')",
+    )
+    assert tables[0]["n"] == 0, "the deleted restore switched the target over"
+    again = _restore_status(kubectl, namespace, "aborted")
+    assert again["phase"] == "Pending", again
+    assert "Dry run" in again["message"]

@@ -149,4 +149,4 @@ def test_a_namespace_may_hold_half_the_slots_unless_told_otherwise() -> None:
 def test_the_operators_runs_share_their_slots_as_the_settings_say() -> None:
     kube = cast(KubeClient, object())  # never called: only the slots are looked at
     context = RunContext.create(kube, Settings(backup_concurrency=4), catalog=None)
-    assert (context.slots.total, context.slots.per_namespace) == (4, 2)
+    assert (context.inline_runs.slots.total, context.inline_runs.slots.per_namespace) == (4, 2)

@@ -41,7 +41,7 @@ async def finalize(
     except InvalidObject:
         return Outcome.done()  # never stored an artifact we could name
     uid = backup.metadata.uid or ""
-    context.cancel(uid)
+    context.inline_runs.cancel(uid, f"Backup {name} is being deleted")
     prefix = artifact_prefix(namespace, name, uid)
     storage_spec = backup.spec.storage
     if storage_spec is None:

@@ -60,13 +60,13 @@ from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.catalog import CatalogEntry
 from dockyard.operator.runs.context import (
-    RunCancelled,
     RunContext,
     artifact_name,
     environment_dsn,
     load_key,
     retryable,
 )
+from dockyard.operator.runs.inline import RunCancelled, RunOrphaned
 from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.runner_jobs import (
     apply_backup_runner_identity,
@@ -120,7 +120,7 @@ class BackupRuns:
         if phase is BackupPhase.FAILED:
             return Outcome.done()
         if phase is BackupPhase.RUNNING:
-            if self.context.running_here(loaded.uid):
+            if self.context.inline_runs.running_here(loaded.uid):
                 return Outcome.done()
             return await self._recover(loaded)
         return await self._start(loaded)
@@ -172,9 +172,14 @@ class BackupRuns:
             return await self._start_job(loaded, started, attempt)
         # Marked as ours before Running is visible, so no other pass sees an orphan.
         try:
-            return await self.context.inline(
-                loaded.uid, self._run_inline(loaded, started, attempt), namespace=loaded.namespace
+            return await self.context.inline_runs.run(
+                loaded.uid,
+                self._run_inline(loaded, started, attempt),
+                path=self.backups.path(loaded.namespace, loaded.name),
+                namespace=loaded.namespace,
             )
+        except RunOrphaned:
+            return Outcome.done()  # being deleted: its finalizer deletes what it stored
         except RunCancelled as exc:
             return await self._failed(loaded, started, exc)
 

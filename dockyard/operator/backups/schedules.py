@@ -261,7 +261,7 @@ class ScheduleRuns:
 
     async def _cancel(self, raw: Mapping[str, Any], backup: Backup, *, replaced_by: str) -> None:
         uid = backup.metadata.uid or ""
-        if self.context.cancel(uid):
+        if self.context.inline_runs.cancel(uid):
             return  # the inline run ends Failed with reason Cancelled by itself
         name = backup.metadata.name or ""
         message = f"Cancelled: replaced by {replaced_by} (concurrencyPolicy Replace)"

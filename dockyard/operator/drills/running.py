@@ -34,7 +34,8 @@ from dockyard.operator.drills.plan import backup_age_seconds
 from dockyard.operator.drills.records import DrillRecords, LoadedDrill
 from dockyard.operator.drills.scratch import scratch_database
 from dockyard.operator.runs import jobs
-from dockyard.operator.runs.context import RunCancelled, RunDeadlineExceeded, tenant_login
+from dockyard.operator.runs.context import tenant_login
+from dockyard.operator.runs.inline import RunCancelled, RunDeadlineExceeded
 from dockyard.operator.runs.restoring import fresh_database, restore_backup
 from dockyard.operator.runs.runner_jobs import (
     RestoreJob,
@@ -76,7 +77,7 @@ class DrillRunner:
 
     def running(self, uid: str) -> bool:
         """Whether this process executes (or is about to execute) a run of drill ``uid``."""
-        return uid in self._tasks or self.context.running_here(uid)
+        return uid in self._tasks or self.context.inline_runs.running_here(uid)
 
     def following(self, uid: str) -> bool:
         """Whether the run of drill ``uid`` is in a Job this process follows."""
@@ -194,7 +195,12 @@ class DrillRunner:
         self, loaded: LoadedDrill, backup: Backup, current: DrillCurrentRun, work: Work
     ) -> None:
         try:
-            run = await self.context.inline(loaded.uid, work(), namespace=loaded.namespace)
+            run = await self.context.inline_runs.run(
+                loaded.uid,
+                work(),
+                path=self.records.drills.path(loaded.namespace, loaded.name),
+                namespace=loaded.namespace,
+            )
         except RunDeadlineExceeded as exc:
             run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
         except RunCancelled:

@@ -4,9 +4,10 @@
   annotation, ``spec.dryRun`` turned off): one step of the life cycle
   (``RestoreRuns.drive``); waiting for a plan, a safety backup or a runner Job is a
   ``TemporaryError`` with its delay, which Kopf keeps across restarts;
-- deletion: an inline run of the Restore is cancelled, but only while Kopf holds a
-  finalizer on it, which this optional handler does not add: a Restore deleted while
-  its inline run goes on is not stopped (``docs/security.md``, "Left as they are");
+- deletion needs no finalizer and no handler of its own: an inline run of the Restore
+  reads its Restore every few seconds and is cancelled once it is gone or being deleted,
+  up to the switch-over (``dockyard.operator.runs.inline``). Kopf would deliver a
+  deletion to this Restore's handlers only after the run holding them ended;
 - gone (the watch's DELETED event): the runner Job of an attempt in a Job is stopped
   and its staging database dropped, since no pass follows it any more.
 """
@@ -28,12 +29,6 @@ async def drive(
 ) -> None:
     outcome = await memo.services.restores.drive(namespaced(namespace, name), name)
     outcome.raise_if_unfinished(retry)
-
-
-@kopf.on.delete(API_VERSION, RESTORES.plural, optional=True)
-async def cancel(*, uid: str | None, memo: OperatorMemo, **_: Any) -> None:
-    if uid:
-        memo.services.runs.cancel(uid)
 
 
 @kopf.on.event(API_VERSION, RESTORES.plural)

@@ -88,7 +88,7 @@ class RestoreRuns:
         phase = loaded.status.phase
         if phase is not None and phase.is_done:
             return Outcome.done()
-        if self.context.running_here(loaded.uid):
+        if self.context.inline_runs.running_here(loaded.uid):
             return Outcome.done()
         if phase is RestorePhase.RESTORING and loaded.restore.spec.runner is BackupRunner.JOB:
             followed = await self.attempts.follow(loaded)

@@ -4,7 +4,7 @@ switch-over.
 ``RestoreAttempts.start`` records the attempt (``attempts`` + 1, the staging database's
 name) before that database exists, so an interruption finds it to drop. Inline, the
 whole attempt then runs in one of the ``backup_concurrency`` slots
-(``RunContext.inline``). With ``runner: Job`` the pass makes the database and the
+(``InlineRuns.run``). With ``runner: Job`` the pass makes the database and the
 attempt's Job (``restore-<name>-<attempt>``) and ends with ``Outcome.again``; each later
 pass (``follow``) reads the Job, and the one that finds it finished verifies and
 switches over, in a slot. No pass waits for a Job.
@@ -17,7 +17,7 @@ before the switch-over drops the staging database and counts the attempt
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -31,7 +31,8 @@ from dockyard.operator.restores.progress import progress_status, reported
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
 from dockyard.operator.restores.switch_over import switch
 from dockyard.operator.runs import jobs
-from dockyard.operator.runs.context import RunCancelled, tenant_login
+from dockyard.operator.runs.context import tenant_login
+from dockyard.operator.runs.inline import RunCancelled, RunOrphaned
 from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.restoring import (
     ManifestMismatch,
@@ -88,12 +89,9 @@ class RestoreAttempts:
         if loaded.restore.spec.runner is BackupRunner.JOB:
             return await self._run(loaded, started, source, plan, staging)
         try:
-            return await self.context.inline(
-                loaded.uid,
-                self._run(loaded, started, source, plan, staging),
-                namespace=loaded.namespace,
-                urgent=True,
-            )
+            return await self._inline(loaded, self._run(loaded, started, source, plan, staging))
+        except RunOrphaned:
+            return await self._orphaned(staging)
         except RunCancelled as exc:
             return await self.records.abandon(loaded, started, staging, exc)
 
@@ -120,18 +118,18 @@ class RestoreAttempts:
         self._following.discard(loaded.uid)
         began = job.created_at or datetime.now(UTC)
         try:
-            return await self.context.inline(
-                loaded.uid,
-                self._verify(loaded, status, plan, staging, result.size, began),
-                namespace=loaded.namespace,
-                urgent=True,
+            return await self._inline(
+                loaded, self._verify(loaded, status, plan, staging, result.size, began)
             )
+        except RunOrphaned:
+            return await self._orphaned(staging)
         except RunCancelled as exc:
             return await self.records.abandon(loaded, status, staging, exc)
 
     async def forget(self, body: Mapping[str, Any]) -> None:
         """A deleted Restore, whose passes are over: its Job is stopped and its staging
-        database dropped (an inline run in progress ends on its own)."""
+        database dropped (an inline run in progress sees its Restore gone and is
+        cancelled, ``InlineRuns``; it drops its staging database itself)."""
         uid = str((body.get("metadata") or {}).get("uid") or "")
         self._following.discard(uid)
         restore = next(iter(self.records.restores.valid([dict(body)])), None)
@@ -141,10 +139,27 @@ class RestoreAttempts:
         staging = status.staging_database
         if status.phase is not RestorePhase.RESTORING or not staging:
             return
-        if self.context.running_here(uid):
+        if self.context.inline_runs.running_here(uid):
             return
         await stop_runner_jobs(self.context.kube, restore.metadata.namespace or "", uid)
         await self.records.drop_quietly(staging)
+
+    async def _inline(self, loaded: LoadedRestore, work: Awaitable[Outcome]) -> Outcome:
+        """``work`` run in this process, in a slot before other runs, until it ends or
+        the Restore is deleted (``RunCancelled``)."""
+        return await self.context.inline_runs.run(
+            loaded.uid,
+            work,
+            path=self.records.restores.path(loaded.namespace, loaded.name),
+            namespace=loaded.namespace,
+            urgent=True,
+        )
+
+    async def _orphaned(self, staging: str) -> Outcome:
+        """The Restore went mid-run: its staging database dropped, and nothing written to
+        its name, which may be another Restore's by now."""
+        await self.records.drop_quietly(staging)
+        return Outcome.done()
 
     # -- the attempt -----------------------------------------------------------------------
 
@@ -225,6 +240,10 @@ class RestoreAttempts:
             counts = await check_row_counts(self.context, plan.tables, staging, tenant)
             if not counts.passed:
                 raise ManifestMismatch(counts.describe())
+            # Cut short, the switch-over would leave the target refusing connections, and
+            # a deleted Restore leaves nothing to recover it: a deletion stops the run up
+            # to here, never after.
+            await self.context.inline_runs.uninterruptible(loaded.uid)
             await switch(self.context, live, staging, loaded.uid)
         except BackupError as exc:
             return await self.records.abandon(loaded, status, staging, exc)

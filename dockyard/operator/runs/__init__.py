@@ -4,7 +4,9 @@
 
 - ``context``: a spec's storage, encryption key and source database resolved into the
   runner's arguments (storage confined under ``backup_root``, keys read from Secrets and
-  never logged), and the bounded-concurrency slots of inline runs;
+  never logged);
+- ``inline`` (with ``slots``): the runs the operator carries out itself, bounded in
+  number and time, and cancelled when their object goes;
 - ``s3_access``: S3 credentials and the endpoint guard;
 - ``catalog``: the platform database's ``backup_catalog`` rows;
 - ``jobs`` (pure) and ``runner_jobs``: runner Jobs and their least-privilege

@@ -1,9 +1,9 @@
 """What a run needs, resolved from a spec: where the artifact goes, the key, the source.
 
 This module owns the translation from custom-resource shapes (``BackupStorage``,
-``SecretKeyReference``, an environment's name) to the runner library's arguments, and
-the one place where inline runs are bounded (``RunContext.inline``). The Backup,
-Restore and RestoreDrill life cycles all run through it.
+``SecretKeyReference``, an environment's name) to the runner library's arguments; it
+holds the ``InlineRuns`` that bound the runs the operator carries out itself. The
+Backup, Restore and RestoreDrill life cycles all run through it.
 
 Why the checks are here and not in the schema: a filesystem path is only safe relative
 to what the operator has mounted, so every path must resolve (symlinks included) under
@@ -19,11 +19,11 @@ import asyncio
 import base64
 import binascii
 import hashlib
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from dockyard.core.breakers import Breakers
 from dockyard.core.kube import KubeClient
@@ -40,6 +40,7 @@ from dockyard.operator.database import (
     database_identity,
 )
 from dockyard.operator.runs.audit import OperatorAudit
+from dockyard.operator.runs.inline import InlineRuns, RunCancelled
 from dockyard.operator.runs.s3_access import (
     ca_bundle_file,
     endpoint_policy,
@@ -61,8 +62,6 @@ from dockyard.runner.libpq import with_login
 if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
 
-_T = TypeVar("_T")
-
 SECRETS: Final = resource_type("v1", "Secret")
 ARTIFACT_SUFFIX: Final = ".dkbk"
 
@@ -83,19 +82,6 @@ class SourceUnavailable(BackupError):
     """The environment, or its database, is not there (yet)."""
 
     reason = "SourceUnavailable"
-
-
-class RunCancelled(BackupError):
-    """The run was cancelled on purpose (a schedule's Replace policy)."""
-
-    reason = "Cancelled"
-
-
-class RunDeadlineExceeded(RunCancelled):
-    """An inline run outlived ``DOCKYARD_RUN_DEADLINE`` (a Job's activeDeadlineSeconds)
-    and was stopped; not retried, as another run would most likely take as long."""
-
-    reason = "DeadlineExceeded"
 
 
 def retryable(error: BackupError) -> bool:
@@ -320,14 +306,14 @@ class RunContext:
     kube: KubeClient
     settings: Settings
     catalog: Catalog | None
-    slots: FairSlots
+    inline_runs: InlineRuns
+    """The runs this process carries out itself, in its event loop."""
     postgres: ManagedPostgres | None = None
     """The managed server, for the databases restores and drills restore into."""
     breakers: Breakers | None = None
     """The operator's breakers: one per S3 endpoint that inline runs write to."""
     audit: OperatorAudit | None = None
     """Where the operator records its own actions (None: not recorded, in unit tests)."""
-    _active: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -340,7 +326,8 @@ class RunContext:
         audit: OperatorAudit | None = None,
     ) -> RunContext:
         slots = FairSlots(settings.backup_concurrency, settings.runs_per_namespace())
-        return cls(kube, settings, catalog, slots, postgres, breakers, audit)
+        runs = InlineRuns(kube, slots, settings.run_deadline)
+        return cls(kube, settings, catalog, runs, postgres, breakers, audit)
 
     async def audited(
         self, action: str, resource: str, namespace: str, name: str, reason: str, **details: Any
@@ -348,47 +335,6 @@ class RunContext:
         """Record one of the operator's own actions in the audit trail."""
         if self.audit is not None:
             await self.audit.record(action, resource, namespace, name, reason, **details)
-
-    def running_here(self, uid: str) -> bool:
-        """Whether this process executes the run of object ``uid`` right now."""
-        return uid in self._active
-
-    async def inline(
-        self, uid: str, work: Awaitable[_T], *, namespace: str, urgent: bool = False
-    ) -> _T:
-        """Run ``work`` in the event loop once ``namespace`` may have a slot (``FairSlots``;
-        ``urgent`` runs go first); ``RunCancelled`` if ``cancel(uid)`` stopped it,
-        ``RunDeadlineExceeded`` if it ran for longer than ``DOCKYARD_RUN_DEADLINE``.
-        Marked as running here while it waits, too."""
-        slot = self.slots.hold(namespace, urgent=urgent)
-        task: asyncio.Task[_T] = asyncio.ensure_future(self._slotted(work, slot))
-        self._active[uid] = task
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and not (current is not None and current.cancelling()):
-                raise RunCancelled("the run was cancelled: a newer run replaced it") from None
-            # The operator is stopping: the run dies with it (the resume counts it).
-            task.cancel()
-            raise
-        finally:
-            self._active.pop(uid, None)
-
-    async def _slotted(self, work: Awaitable[_T], slot: AbstractAsyncContextManager[None]) -> _T:
-        async with slot:
-            deadline = self.settings.run_deadline
-            timer = asyncio.timeout(deadline)
-            try:
-                async with timer:
-                    return await work
-            except TimeoutError:
-                if not timer.expired():
-                    raise  # a timeout of the work's own
-                raise RunDeadlineExceeded(
-                    f"the run did not finish within {deadline}s (DOCKYARD_RUN_DEADLINE) "
-                    "and was stopped"
-                ) from None
 
     @asynccontextmanager
     async def storage(
@@ -407,11 +353,3 @@ class RunContext:
             ambient=ambient,
         ) as storage:
             yield storage
-
-    def cancel(self, uid: str) -> bool:
-        """Stop the inline run of object ``uid``; whether there was one."""
-        task = self._active.get(uid)
-        if task is None:
-            return False
-        task.cancel()
-        return True

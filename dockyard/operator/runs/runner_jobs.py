@@ -37,7 +37,8 @@ from dockyard.operator.apply import apply_as, delete, get, merge_patch
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
-from dockyard.operator.runs.context import RunContext, RunDeadlineExceeded, load_key
+from dockyard.operator.runs.context import RunContext, load_key
+from dockyard.operator.runs.inline import RunDeadlineExceeded
 from dockyard.operator.runs.restoring import backup_artifact
 from dockyard.operator.runs.stores import filled
 from dockyard.runner import ArtifactError, BackupError, RestoreResult
@@ -205,7 +206,7 @@ async def job_result(
 
 
 def _past_deadline(deadline: int) -> RunDeadlineExceeded:
-    # The words of an inline run stopped by RunContext.inline's deadline.
+    # The words of an inline run stopped by its deadline (InlineRuns).
     return RunDeadlineExceeded(
         f"the run did not finish within {deadline}s (DOCKYARD_RUN_DEADLINE) and was stopped"
     )
