@@ -18,7 +18,14 @@ import pytest
 
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.models.backup import Backup
-from dockyard.operator.runs.stores import fill_from_store
+from dockyard.operator.runs.stores import (
+    derived_key,
+    ensure_derived_secret,
+    fill_from_store,
+    find_store,
+    store_keyring,
+    store_keys,
+)
 from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl
 from tests.integration.test_backup_stores import _filesystem_store
@@ -62,3 +69,40 @@ async def test_a_namespace_made_again_under_its_name_is_given_other_keys(
     assert again == earlier  # one namespace keeps its key: its artifacts stay readable
     assert len(later) == 32
     assert later != earlier
+
+
+async def _offered(state: State, namespace: str, store: str, *, older: bool = False) -> set[str]:
+    """The key ids a restore of a Backup from ``store`` in ``namespace`` is offered; with
+    ``older``, the namespace first gets the Secret of the key derived from its name alone,
+    as operators wrote it for Backups before the uid counted."""
+    spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
+    manifest = {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup",
+                "metadata": {"name": "nightly", "namespace": namespace}, "spec": spec}  # fmt: skip
+    kube = KubeClient.connect(load_config(Path(state.kubeconfig), {}))
+    try:
+        if older:
+            [root] = await store_keys(kube, await find_store(kube, store))
+            await ensure_derived_secret(kube, store, namespace, derived_key(root, namespace, None))
+        offered = await store_keyring(kube, Backup.model_validate(manifest))
+    finally:
+        await kube.close()
+    return {key.key_id for key in offered}
+
+
+async def test_a_key_derived_from_the_name_alone_is_offered_only_where_its_secret_was_written(
+    kubectl: Kubectl, testbed_state: State, backup_root: Path
+) -> None:
+    reused = f"t-keys-{uuid.uuid4().hex[:8]}"
+    with _filesystem_store(kubectl, backup_root, "store-key") as store:
+        kubectl("create", "namespace", reused)
+        try:
+            earlier = await _offered(testbed_state, reused, store, older=True)
+            kubectl("delete", "namespace", reused, "--timeout=120s")
+            kubectl("create", "namespace", reused)
+
+            later = await _offered(testbed_state, reused, store)
+        finally:
+            kubectl("delete", "namespace", reused, "--wait=false", check=False)
+    assert len(earlier) == 2  # its own key, and the older one its Secret names
+    assert len(later) == 1  # its own key only
+    assert not later & earlier

@@ -19,10 +19,10 @@ from dockyard.operator.runs.s3_access import CredentialsUnavailable, ca_bundle_f
 from dockyard.operator.runs.stores import (
     DEFAULT_STORE,
     NoBackupStore,
-    _derived_secret,
     derived_key,
     derived_secret_name,
     ensure_default_store,
+    ensure_derived_secret,
     filled,
     find_store,
     namespace_keyring,
@@ -57,7 +57,8 @@ def test_a_namespace_made_again_under_its_name_gets_other_keys() -> None:
 
 
 def test_a_restore_is_offered_the_namespaces_keys_and_those_derived_from_its_name_alone() -> None:
-    offered = namespace_keyring([ROOT, OTHER_ROOT], "shop", UID)
+    held = {derived_key(ROOT, "shop", None).key_id, derived_key(OTHER_ROOT, "shop", None).key_id}
+    offered = namespace_keyring([ROOT, OTHER_ROOT], "shop", UID, held)
 
     assert offered == [
         derived_key(ROOT, "shop", UID),
@@ -66,6 +67,21 @@ def test_a_restore_is_offered_the_namespaces_keys_and_those_derived_from_its_nam
         derived_key(OTHER_ROOT, "shop", None),
     ]
     assert derived_key(ROOT, "shop", LATER_UID) not in offered
+
+
+def test_a_key_derived_from_the_name_alone_is_offered_only_where_its_secret_is_held() -> None:
+    older = derived_key(ROOT, "shop", None)
+
+    offered = namespace_keyring([ROOT, OTHER_ROOT], "shop", LATER_UID, {older.key_id})
+    assert offered == [
+        derived_key(ROOT, "shop", LATER_UID),
+        derived_key(OTHER_ROOT, "shop", LATER_UID),
+        older,
+    ]
+    # A namespace made again under the name holds none of the earlier one's Secrets.
+    assert namespace_keyring([ROOT], "shop", LATER_UID, set()) == [
+        derived_key(ROOT, "shop", LATER_UID)
+    ]
 
 
 def test_the_derived_keys_secret_name_is_a_valid_object_name_naming_the_key() -> None:
@@ -166,19 +182,19 @@ async def test_a_planted_secret_holding_another_key_is_refused_not_used() -> Non
     kube.secret("shop", name, {"key": _b64(bytes(range(2, 34)))})
 
     with pytest.raises(KeyUnavailable, match="holds another key") as refused:
-        await _derived_secret(cast(KubeClient, kube), "platform", "shop", key)
+        await ensure_derived_secret(cast(KubeClient, kube), "platform", "shop", key)
     assert _b64(key.key) not in str(refused.value)
 
     # The very key already there (a second Backup of the namespace) is fine.
     kube.secret("shop", name, {"key": _b64(key.key)})
-    assert await _derived_secret(cast(KubeClient, kube), "platform", "shop", key) == name
+    assert await ensure_derived_secret(cast(KubeClient, kube), "platform", "shop", key) == name
 
 
 async def test_the_derived_secret_is_created_labelled_with_its_key_id() -> None:
     kube = _Stores()
     key = derived_key(ROOT, "shop", UID)
 
-    name = await _derived_secret(cast(KubeClient, kube), "platform", "shop", key)
+    name = await ensure_derived_secret(cast(KubeClient, kube), "platform", "shop", key)
 
     secret = kube.objects[f"/api/v1/namespaces/shop/secrets/{name}"]
     assert base64.b64decode(secret["data"]["key"]) == key.key

@@ -11,8 +11,11 @@ reads any Backup's, and the spec says where the artifact went.
 Derivation (HKDF-SHA256 of the store's key, with the namespace's name and uid as
 context) keeps the store's keys in its ``secretNamespace``: a tenant who reads its own
 Secrets holds the keys of its own artifacts only, not those of an earlier namespace of
-the same name (whose leftovers its storage prefix may still hold). Keys derived before
-the uid was part of the context (from the name alone) are still offered to restores.
+the same name (whose leftovers its storage prefix may still hold). A key derived before
+the uid was part of the context (from the name alone) is still offered to a restore,
+but only in a namespace that holds that key's Secret: one the operator wrote there for
+a Backup made then. A namespace made again under the name holds none, so the earlier
+namespace's keys stay closed to it.
 
 A rotation (a new current key, the old one moved to ``previousKeySecretRefs``) gives new
 Backups a new derived Secret; older Backups keep naming theirs. A restore also offers
@@ -31,6 +34,7 @@ import base64
 import contextlib
 import logging
 import secrets
+from collections.abc import Collection
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes
@@ -42,7 +46,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
-from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES
+from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES, SECRETS
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import create, get, items, merge_patch, namespace_uid
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
@@ -98,12 +102,14 @@ def derived_key(root: EncryptionKey, namespace: str, namespace_uid: str | None) 
 
 
 def namespace_keyring(
-    roots: list[EncryptionKey], namespace: str, namespace_uid: str
+    roots: list[EncryptionKey], namespace: str, namespace_uid: str, held: Collection[str]
 ) -> list[EncryptionKey]:
     """What a restore in ``namespace`` is offered: each store key derived for it, then
-    each derived from its name alone, for artifacts made before the uid counted."""
+    each derived from its name alone (for artifacts made before the uid counted) whose
+    key id is among ``held``, the ids of the derived-key Secrets the namespace holds."""
+    older = (derived_key(root, namespace, None) for root in roots)
     return [derived_key(root, namespace, namespace_uid) for root in roots] + [
-        derived_key(root, namespace, None) for root in roots
+        key for key in older if key.key_id in held
     ]
 
 
@@ -197,7 +203,7 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str:
     if backup.spec.encryption is None:
         root = await _report_keys(kube, store)
         key = derived_key(root, namespace, await namespace_uid(kube, namespace))
-        secret = await _derived_secret(kube, store_name, namespace, key)
+        secret = await ensure_derived_secret(kube, store_name, namespace, key)
         spec["encryption"] = {"keySecretRef": {"name": secret, "key": KEY_ENTRY}}
     await merge_patch(kube, BACKUPS.path(namespace, name), {"spec": spec})
     return store_name
@@ -243,7 +249,9 @@ async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
     return current
 
 
-async def _derived_secret(kube: KubeClient, store: str, namespace: str, key: EncryptionKey) -> str:
+async def ensure_derived_secret(
+    kube: KubeClient, store: str, namespace: str, key: EncryptionKey
+) -> str:
     """Make sure the Secret holding ``key`` exists in ``namespace``; its name."""
     name = derived_secret_name(store, key.key_id)
     manifest = {
@@ -270,7 +278,8 @@ async def _derived_secret(kube: KubeClient, store: str, namespace: str, key: Enc
 
 async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]:
     """The keys of the Backup's store, derived for its namespace (none without a store,
-    or when the store or a key cannot be read: the Backup's own key may still do)."""
+    or when the store, a key or the namespace cannot be read: the Backup's own key may
+    still do)."""
     if backup.spec.store_ref is None:
         return []
     namespace = backup.metadata.namespace or ""
@@ -279,10 +288,25 @@ async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]
         await check_serves(kube, store, namespace)
         roots = await store_keys(kube, store)
         uid = await namespace_uid(kube, namespace)
+        held = await _held_key_ids(kube, store.metadata.name or "", namespace)
     except BackupError as exc:
         logger.warning("store keys not offered", extra={"error": exc.message})
         return []
-    return namespace_keyring(roots, namespace, uid)
+    except KubeError as exc:
+        logger.warning("store keys not offered", extra={"error": str(exc)})
+        return []
+    return namespace_keyring(roots, namespace, uid, held)
+
+
+async def _held_key_ids(kube: KubeClient, store: str, namespace: str) -> set[str]:
+    """The key ids of the Secrets the operator derived from ``store`` into ``namespace``."""
+    params = {"labelSelector": f"{STORE_LABEL}={store}"}
+    found = await items(kube, SECRETS, namespace, params=params)
+    return {
+        str(labels[KEY_ID_LABEL])
+        for secret in found
+        if KEY_ID_LABEL in (labels := (secret.get("metadata") or {}).get("labels") or {})
+    }
 
 
 async def ensure_default_store(kube: KubeClient, settings: Settings) -> str | None:
