@@ -6,7 +6,8 @@ The rules are client-go's leader election:
 - The leader renews the Lease every ``retry`` seconds. When it has not managed to for
   ``renew_deadline`` seconds it gives the lead up: its Kopf stops and the process exits,
   so that it never reconciles beside a new leader (``renew_deadline`` is shorter than
-  ``duration``, so it stops before anyone may take over).
+  ``duration``, so it stops before anyone may take over). A renewal whose calls hang
+  (an apiserver that accepts and never answers) is cut off at that deadline too.
 - A standby takes the Lease when the holder's renewals have stopped for ``duration``
   seconds, measured on its own clock from when it last saw the Lease change (the
   replicas' clocks need not agree), or at once when the Lease is released.
@@ -134,10 +135,14 @@ class Leadership:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.retry)
+            left = renewed + self.renew_deadline - time.monotonic()
             try:
-                if await self.try_lead():
-                    renewed = time.monotonic()
-                    continue
+                # A call that hangs ends at the deadline: past it, a standby may take over
+                # soon, and this replica must have stopped by then.
+                async with asyncio.timeout(max(left, 0.0)):
+                    if await self.try_lead():
+                        renewed = time.monotonic()
+                        continue
             except _FAILURES as exc:
                 logger.warning("lease not renewed", extra={"lease": self.name, "error": str(exc)})
             if not self.leading or time.monotonic() - renewed >= self.renew_deadline:

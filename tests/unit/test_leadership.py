@@ -117,3 +117,48 @@ async def test_a_take_that_loses_the_race_stands_by_and_takes_it_later() -> None
     assert not standby.leading
     assert await standby.try_lead() is True
     assert leases.holder() == "b"
+
+
+class _Hung:
+    """The leader's view of the Lease store, through an apiserver that may hang: once
+    ``hung``, its calls are accepted and never answered (the standby's still are)."""
+
+    def __init__(self, leases: _Leases) -> None:
+        self.leases = leases
+        self.hung = False
+
+    async def _answer(self) -> None:
+        if self.hung:
+            await asyncio.Event().wait()
+
+    async def get(self, path: str) -> dict[str, Any]:
+        await self._answer()
+        return await self.leases.get(path)
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self._answer()
+        return await self.leases.create(path, body)
+
+    async def request(self, method: str, path: str, *, body: dict[str, Any]) -> dict[str, Any]:
+        await self._answer()
+        return await self.leases.request(method, path, body=body)
+
+
+async def test_a_leader_whose_lease_calls_hang_stops_before_a_standby_takes_over() -> None:
+    leases = _Leases()
+    view = _Hung(leases)
+    leader = Leadership(
+        cast(KubeClient, view), namespace="n", name="l", identity="a",
+        duration=0.6, renew_deadline=0.4, retry=0.05,
+    )  # fmt: skip
+    assert await leader.try_lead()
+    lost = asyncio.Event()
+    holding = asyncio.create_task(leader.hold(lost))
+    view.hung = True  # the leader's next renewal hangs
+    standby = _replica(leases, "b")
+
+    await asyncio.wait_for(standby.acquire(), timeout=5)
+
+    assert lost.is_set(), "the standby took over while the old leader still led"
+    assert not leader.leading
+    await asyncio.wait_for(holding, timeout=1)
