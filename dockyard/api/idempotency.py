@@ -8,6 +8,13 @@ failure (invalid, refused by the apiserver, the apiserver unreachable), releases
 so a retry with the same key runs again. Keys belong to their caller and expire after
 ``TTL``; each claim deletes a batch of expired keys, so the table holds about a day of
 keys however many callers come and go.
+
+A claim holds its key for ``IN_FLIGHT`` only until its response is stored: a request
+lasts seconds (its body read and its apiserver call are bounded), so a claim still
+unanswered after that belongs to a replica that died mid-request, and the key is free
+again, rather than answering 409 "in progress" for a day. A retry then runs the request
+again: if the dead replica's create did land, the apiserver answers that the object
+exists (409 ``AlreadyExists``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import asyncpg
 from dockyard.api import errors
 
 TTL = timedelta(hours=24)
+IN_FLIGHT = timedelta(minutes=5)
 MAX_KEY_LENGTH = 255
 
 _CLAIM = """
@@ -49,7 +57,8 @@ DELETE FROM idempotency_keys WHERE (actor, key) IN (
 )
 """
 _COMPLETE = """
-UPDATE idempotency_keys SET response_status = $3, response_body = $4
+UPDATE idempotency_keys SET response_status = $3, response_body = $4,
+    expires_at = now() + $5::interval
 WHERE actor = $1 AND key = $2
 """
 _RELEASE = "DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2"
@@ -94,7 +103,7 @@ class IdempotencyStore:
         async with self.pool.acquire() as conn:
             await conn.execute(_PURGE_EXPIRED_BATCH, PURGE_BATCH)
             await conn.execute(_PURGE_EXPIRED_ONE, actor, key)
-            if await conn.fetchval(_CLAIM, actor, key, method, path, digest, TTL):
+            if await conn.fetchval(_CLAIM, actor, key, method, path, digest, IN_FLIGHT):
                 return None
             row = await conn.fetchrow(_FETCH, actor, key)
         if row is None:  # expired between the two statements: treat as fresh next time
@@ -108,7 +117,7 @@ class IdempotencyStore:
         return Replay(status=int(row["response_status"]), body=row["response_body"])
 
     async def complete(self, *, actor: str, key: str, status: int, body: Any) -> None:
-        await self.pool.execute(_COMPLETE, actor, key, status, body)
+        await self.pool.execute(_COMPLETE, actor, key, status, body, TTL)
 
     async def release(self, *, actor: str, key: str) -> None:
         """Forget the claim of a request that failed, so a retry with the key runs again.

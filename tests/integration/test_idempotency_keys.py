@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dockyard.api import keys
+from dockyard.api.errors import Problem
+from dockyard.api.idempotency import IN_FLIGHT, TTL, IdempotencyStore
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl
 
@@ -152,3 +155,46 @@ async def test_an_account_made_again_under_its_name_is_not_answered_with_the_ear
         assert stored == made
     finally:
         kubectl("delete", "namespace", reused, "--wait=false", check=False)
+
+
+async def _left(db: asyncpg.Connection, actor: str, key: str) -> timedelta:
+    left = await db.fetchval(
+        "SELECT expires_at - now() FROM idempotency_keys WHERE actor = $1 AND key = $2",
+        actor,
+        key,
+    )
+    assert isinstance(left, timedelta)
+    return left
+
+
+async def test_a_key_whose_replica_died_mid_request_is_free_again_after_minutes(
+    db: asyncpg.Connection, testbed_state: State
+) -> None:
+    store = IdempotencyStore(
+        await asyncpg.create_pool(testbed_state.database_url, min_size=1, max_size=2)
+    )
+    claim = {"actor": f"dev-{uuid.uuid4().hex[:6]}", "key": "k", "method": "POST",
+             "path": "/api/v1/namespaces/shop/environments", "digest": "d"}  # fmt: skip
+    actor, key = claim["actor"], claim["key"]
+    try:
+        assert await store.claim(**claim) is None  # a replica claims it, then dies
+        with pytest.raises(Problem, match="still in progress"):
+            await store.claim(**claim)
+        # Not a day: the claim lasts as long as a request may.
+        assert timedelta(minutes=4) < await _left(db, actor, key) <= IN_FLIGHT
+        await db.execute(  # those minutes passed
+            "UPDATE idempotency_keys SET created_at = created_at - interval '6 minutes',"
+            " expires_at = expires_at - interval '6 minutes' WHERE actor = $1 AND key = $2",
+            actor,
+            key,
+        )
+
+        assert await store.claim(**claim) is None  # the retry runs
+        await store.complete(actor=actor, key=key, status=201, body='{"ok": true}')
+        assert await _left(db, actor, key) > TTL - timedelta(minutes=1)  # kept a day
+        replay = await store.claim(**claim)
+        assert replay is not None
+        assert replay.status == 201
+    finally:
+        await db.execute("DELETE FROM idempotency_keys WHERE actor = $1", actor)
+        await store.pool.close()
