@@ -26,6 +26,7 @@ from pytest_aiohttp import AiohttpClient
 from dockyard.api.app import create_app
 from dockyard.core.settings import Settings
 from dockyard.operator.database import database_identity
+from dockyard.operator.database.tenants import NAMESPACE_MARK
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
@@ -796,3 +797,40 @@ def test_an_inline_restore_deleted_mid_run_is_stopped_and_leaves_the_target_as_i
     again = _restore_status(kubectl, namespace, "aborted")
     assert again["phase"] == "Pending", again
     assert "Dry run" in again["message"]
+
+
+def test_a_restore_never_switches_over_a_database_made_for_another_namespace_of_the_name(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # Another namespace of the name cannot log in as the role, so its restore fails
+    # earlier; here the role's mark changes mid-run, as the check's own proof.
+    source = _environment(kubectl, testbed_state, namespace)
+    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
+    _key_secret(kubectl, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root))
+    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
+    _empty_environment(kubectl, namespace, "copy")
+    _, role = database_identity(namespace, "copy")
+    spec = {"source": {"backupRef": {"name": "nightly"}},
+            "target": {"environmentRef": {"name": "copy"}}, "safetyBackup": False}  # fmt: skip
+    _apply(kubectl, namespace, _restore("taken", **spec))
+    restoring = _wait_restore(kubectl, namespace, "taken", "Restoring", timeout=60)
+    own = kubectl("get", "namespace", namespace, "-o", "jsonpath={.metadata.uid}").stdout
+    admin = testbed_state.managed_postgres_url
+    try:
+        with held("pg_restore", restoring["stagingDatabase"]):
+            _run_sql(admin, f"COMMENT ON ROLE \"{role}\" IS '{NAMESPACE_MARK}{uuid.uuid4()}'")
+
+        status = _wait_restore(kubectl, namespace, "taken", "Failed", timeout=120)
+    finally:
+        _run_sql(
+            testbed_state.managed_postgres_url,
+            f"COMMENT ON ROLE \"{role}\" IS '{NAMESPACE_MARK}{own}'",
+        )
+    assert _condition(status, "Completed")["reason"] == "DatabaseTaken", status
+    assert status["attempts"] == 1  # not retried
+    tables = _fetch(
+        _dsn(testbed_state, namespace, "copy"),
+        "SELECT count(*) AS n FROM pg_catalog.pg_tables WHERE schemaname IN ('public', 'audit')",
+    )
+    assert tables[0]["n"] == 0

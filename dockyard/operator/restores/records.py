@@ -27,7 +27,7 @@ from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.operator.database import retired_database_name
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.context import RunContext, retryable
-from dockyard.operator.runs.restoring import ManifestMismatch, drop_database
+from dockyard.operator.runs.restoring import DatabaseTaken, ManifestMismatch, drop_database
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, deleting, post
 from dockyard.runner import BackupError
 
@@ -130,7 +130,7 @@ class RestoreRecords:
         recovery = after_failure(
             attempts=status.attempts,
             reason=f"{error.reason}: {error.message}",
-            retryable=retryable(error) and not isinstance(error, ManifestMismatch),
+            retryable=retryable(error) and not isinstance(error, ManifestMismatch | DatabaseTaken),
             policy=self.policy,
         )
         return await self.apply_recovery(loaded, status, recovery, error.reason)

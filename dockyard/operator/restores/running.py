@@ -25,7 +25,7 @@ from typing import Any
 from dockyard.core.models.backup import Backup, BackupRunner
 from dockyard.core.models.restore import RestorePhase, RestorePlan, RestoreStatus
 from dockyard.operator.builders.metadata import Owner
-from dockyard.operator.database import TenantLogin, database_identity, staging_database_name
+from dockyard.operator.database import TenantLogin, staging_database_name
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.progress import progress_status, reported
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
@@ -226,7 +226,6 @@ class RestoreAttempts:
         tenant: TenantLogin | None = None,
     ) -> Outcome:
         """Row counts against the manifest, then the switch-over: the attempt's end."""
-        live, _ = database_identity(loaded.namespace, plan.target)
         verifying = status.model_copy(
             update={
                 "phase": RestorePhase.VERIFYING,
@@ -244,7 +243,13 @@ class RestoreAttempts:
             # a deleted Restore leaves nothing to recover it: a deletion stops the run up
             # to here, never after.
             await self.context.inline_runs.uninterruptible(loaded.uid)
-            await switch(self.context, live, staging, loaded.uid)
+            await switch(
+                self.context,
+                staging,
+                loaded.uid,
+                namespace=loaded.namespace,
+                environment=plan.target,
+            )
         except BackupError as exc:
             return await self.records.abandon(loaded, status, staging, exc)
         await self.context.audited(

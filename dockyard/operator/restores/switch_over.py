@@ -2,8 +2,9 @@
 
 ``switch`` makes the staging database the target's live one: both renames in one
 transaction (the old database is retired under a name of its own), with connections
-refused while they happen. Until then the target is exactly as it was. The retired
-database is dropped only once the Restore is recorded Completed
+refused while they happen; never a database whose role was made for another namespace
+of the name (``DatabaseTaken``, not retried). Until then the target is exactly as it
+was. The retired database is dropped only once the Restore is recorded Completed
 (``RestoreRecords.completed``): until then it is what tells recovery that the
 switch-over happened, so that a restore whose Completed status was never written is
 completed, not run again over what was written to the restored database since.
@@ -19,8 +20,10 @@ database dropped and the attempt counted, retried or given up
 from __future__ import annotations
 
 from dockyard.core.attempts import recover_interrupted
+from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import BackupRunner
 from dockyard.operator import crash_points
+from dockyard.operator.apply import namespace_uid
 from dockyard.operator.database import (
     ManagedDatabaseError,
     database_identity,
@@ -29,18 +32,35 @@ from dockyard.operator.database import (
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
 from dockyard.operator.runs.context import RunContext, SourceUnavailable
-from dockyard.operator.runs.restoring import DatabaseFailed
+from dockyard.operator.runs.restoring import DatabaseFailed, DatabaseTaken
 from dockyard.operator.runs.runner_jobs import stop_runner_jobs
 from dockyard.operator.store import post
 
 
-async def switch(context: RunContext, live: str, staging: str, uid: str) -> None:
-    """Make ``staging`` the database called ``live`` (of the Restore ``uid``)."""
+async def switch(
+    context: RunContext, staging: str, uid: str, *, namespace: str, environment: str
+) -> None:
+    """Make ``staging`` the live database of ``environment`` (for the Restore ``uid``),
+    unless that database was made for another namespace of this name (``DatabaseTaken``)."""
     postgres = context.postgres
     if postgres is None:
         raise SourceUnavailable("the operator has no managed PostgreSQL server")
+    live, _ = database_identity(namespace, environment)
     retired = retired_database_name(uid)
     try:
+        owner = await namespace_uid(context.kube, namespace)
+    except KubeError as exc:
+        raise SourceUnavailable(f"namespace {namespace} could not be read: {exc}") from None
+    try:
+        # Another namespace of the name cannot log in as the role, so its restore fails
+        # before here; this check does not depend on that.
+        if await postgres.made_elsewhere(
+            namespace=namespace, namespace_uid=owner, environment=environment
+        ):
+            raise DatabaseTaken(
+                f"the database of environment {environment} was made for an earlier "
+                f"namespace named {namespace}; it is not replaced"
+            )
         await postgres.drop_database(retired)  # a leftover of an earlier attempt
         await postgres.switch_over(live=live, staging=staging, retired=retired)
     except ManagedDatabaseError as exc:

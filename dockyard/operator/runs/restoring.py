@@ -54,6 +54,12 @@ class DatabaseFailed(BackupError):
     reason = "DatabaseFailed"
 
 
+class DatabaseTaken(BackupError):
+    """The target's database was made for an earlier namespace of the same name."""
+
+    reason = "DatabaseTaken"
+
+
 class ManifestMismatch(BackupError):
     """The restored tables do not hold the rows the backup's manifest recorded."""
 
