@@ -236,8 +236,16 @@ class KindStore(Generic[T]):
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def write_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
-        """Merge ``status`` into the object's status; ``False`` when it is gone."""
+    async def write_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, uid: str | None = None
+    ) -> bool:
+        """Merge ``status`` into the object's status; ``False`` when it is gone. With
+        ``uid``, only into that object: not when the name now belongs to another (read
+        first; the status subresource takes no uid precondition in a merge patch)."""
+        if uid is not None:
+            found = await self.read(namespace, name)
+            if found is None or (found.get("metadata") or {}).get("uid") != uid:
+                return False
         return await apply.patch_status(self.kube, self.rtype, namespace, name, status)
 
     async def patch(self, namespace: str, name: str, body: Mapping[str, Any]) -> bool:

@@ -314,8 +314,9 @@ def held(tool: str, database: str) -> Iterator[list[int]]:
         wait_for(lambda: _tool_pids(tool, database), timeout=60, interval=0.02)
         for _ in range(2):  # the workers a parallel pg_restore forked meanwhile, too
             for pid in _tool_pids(tool, database):
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
+                with contextlib.suppress(ProcessLookupError):  # a worker that just exited
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
         yield stopped
     finally:
         for pid in stopped:

@@ -12,15 +12,22 @@ reads the object at its path and needs nothing of its kind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.operator.runs import inline
-from dockyard.operator.runs.inline import InlineRuns, RunCancelled, RunDeadlineExceeded
+from dockyard.operator.runs.inline import (
+    InlineRuns,
+    RunCancelled,
+    RunDeadlineExceeded,
+    RunOrphaned,
+)
 from dockyard.operator.runs.slots import FairSlots
 from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl
@@ -80,7 +87,7 @@ async def test_a_run_whose_object_is_deleted_is_cancelled(
     await _started(runs, uid, started)
     kubectl("delete", "configmap", "run", "-n", namespace)
 
-    with pytest.raises(RunCancelled, match="the run was cancelled: its object was deleted"):
+    with pytest.raises(RunOrphaned, match="the run was cancelled: its object was deleted"):
         await asyncio.wait_for(run, 10)
     assert not runs.running_here(uid)
 
@@ -108,9 +115,10 @@ async def test_a_run_whose_object_is_made_again_or_being_deleted_is_cancelled(
         _object(kubectl, namespace, "again")
         kubectl("delete", "configmap", "held", "-n", namespace, "--wait=false")
 
-        with pytest.raises(RunCancelled, match="made again under its name"):
+        # Made again, or deleted if a read was already on its way: either way orphaned.
+        with pytest.raises(RunOrphaned, match="its object was deleted"):
             await asyncio.wait_for(tasks[first], 10)
-        with pytest.raises(RunCancelled, match="its object is being deleted"):
+        with pytest.raises(RunOrphaned, match="its object is being deleted"):
             await asyncio.wait_for(tasks[held], 10)
     finally:
         kubectl("patch", "configmap", "held", "-n", namespace, "--type=merge",
@@ -168,3 +176,51 @@ async def test_a_run_short_of_its_point_of_no_return_is_stopped_by_its_deadline(
 
     with pytest.raises(RunDeadlineExceeded, match=r"did not finish within 0\.5s"):
         await runs.run(uid, asyncio.sleep(5), path=_path(namespace, "slow"), namespace=namespace)
+
+
+async def test_a_cancel_some_cleanup_swallowed_still_ends_the_run_at_the_point_of_no_return(
+    kubectl: Kubectl, namespace: str, kube: KubeClient
+) -> None:
+    uid = _object(kubectl, namespace, "swallowed")
+    runs, reached = _runs(kube), []
+
+    async def work() -> None:
+        assert runs.cancel(uid, "told to")
+        with contextlib.suppress(asyncio.CancelledError):  # as a cleanup on the way might
+            await asyncio.sleep(5)
+        await runs.uninterruptible(uid)
+        reached.append("the switch-over")
+
+    with pytest.raises(RunCancelled, match="told to"):
+        await runs.run(uid, work(), path=_path(namespace, "swallowed"), namespace=namespace)
+    assert reached == []
+
+
+def _unreachable(state: State, tmp_path: Path) -> Path:
+    """The test bed's kubeconfig, at a port where nothing listens: every read fails with
+    a connection error, not a KubeError."""
+    config = yaml.safe_load(Path(state.kubeconfig).read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = "https://127.0.0.1:9"
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(yaml.safe_dump(config))
+    return unreachable
+
+
+async def test_an_apiserver_the_watch_cannot_reach_neither_stops_nor_breaks_the_run(
+    kubectl: Kubectl, namespace: str, testbed_state: State, tmp_path: Path
+) -> None:
+    kube = KubeClient.connect(load_config(_unreachable(testbed_state, tmp_path), {}))
+    runs = _runs(kube)
+    try:
+        uid = _object(kubectl, namespace, "cut-off")
+
+        async def work() -> str:
+            await asyncio.sleep(1.0)  # five failed reads
+            return "finished"
+
+        path = _path(namespace, "cut-off")
+        assert await runs.run(uid, work(), path=path, namespace=namespace) == "finished"
+        assert not runs.running_here(uid)
+    finally:
+        await kube.close()

@@ -797,6 +797,7 @@ def test_an_inline_restore_deleted_mid_run_is_stopped_and_leaves_the_target_as_i
     again = _restore_status(kubectl, namespace, "aborted")
     assert again["phase"] == "Pending", again
     assert "Dry run" in again["message"]
+    assert "progress" not in again  # nor the stopped run's figures
 
 
 def test_a_restore_never_switches_over_a_database_made_for_another_namespace_of_the_name(

@@ -80,6 +80,9 @@ def backup_name(schedule: str, due: datetime, *, run_now: bool) -> str:
 
 
 def _in_flight(backup: Backup) -> bool:
+    """Running or yet to run; not one being deleted (its run is stopped, ``InlineRuns``)."""
+    if backup.metadata.deletion_timestamp is not None:
+        return False
     return not (backup.status.phase is not None and backup.status.phase.is_done)
 
 

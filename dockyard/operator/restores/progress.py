@@ -42,41 +42,44 @@ def progress_status(progress: Progress) -> RestoreProgress | None:
 
 @asynccontextmanager
 async def reported(
-    restores: KindStore[Restore], namespace: str, name: str
+    restores: KindStore[Restore], namespace: str, name: str, uid: str
 ) -> AsyncIterator[Progress]:
-    """A ``Progress`` for the run inside the block, written into the Restore's status."""
+    """A ``Progress`` for the run inside the block, written into the status of the
+    Restore ``uid`` (never into another made again under its name)."""
     progress = Progress()
+    where = (namespace, name, uid)
     task = asyncio.create_task(
-        _periodically(restores, namespace, name, progress), name=f"restore-progress {name}"
+        _periodically(restores, where, progress), name=f"restore-progress {name}"
     )
     try:
         yield progress
     finally:
         await cancel_and_wait(task)
-        await _write(restores, namespace, name, progress)
+        await _write(restores, where, progress)
 
 
 async def _periodically(
-    restores: KindStore[Restore], namespace: str, name: str, progress: Progress
+    restores: KindStore[Restore], where: tuple[str, str, str], progress: Progress
 ) -> None:
     shown: tuple[str, int] | None = None
     while True:
         await asyncio.sleep(PROGRESS_SECONDS)
         now = (progress.step, progress.done)
         if now != shown:
-            await _write(restores, namespace, name, progress)
+            await _write(restores, where, progress)
             shown = now
 
 
 async def _write(
-    restores: KindStore[Restore], namespace: str, name: str, progress: Progress
+    restores: KindStore[Restore], where: tuple[str, str, str], progress: Progress
 ) -> None:
     status = progress_status(progress)
     if status is None:
         return
+    namespace, name, uid = where
     body = {"progress": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
     try:
-        await restores.write_status(namespace, name, body)
+        await restores.write_status(namespace, name, body, uid=uid)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         logger.warning(
             "restore progress not written",

@@ -87,7 +87,7 @@ class RestoreRecords:
 
     async def write(self, loaded: LoadedRestore, status: RestoreStatus) -> None:
         body = status.body()
-        await self.restores.write_status(loaded.namespace, loaded.name, body)
+        await self.restores.write_status(loaded.namespace, loaded.name, body, uid=loaded.uid)
 
     @staticmethod
     def changed(before: RestoreStatus, after: RestoreStatus) -> bool:

@@ -188,7 +188,7 @@ class RestoreAttempts:
                 await start_restore_job(self.context, source, database=staging, job=job)
             else:
                 restores, namespace = self.records.restores, loaded.namespace
-                async with reported(restores, namespace, loaded.name) as progress:
+                async with reported(restores, namespace, loaded.name, loaded.uid) as progress:
                     try:
                         restored = await restore_backup(
                             self.context, source, database=staging, tenant=tenant, progress=progress

@@ -33,7 +33,7 @@ from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from typing import Final, TypeVar
 
-from dockyard.core.kube import KubeClient, KubeError
+from dockyard.core.kube import KubeClient
 from dockyard.core.tasks import cancel_and_wait
 from dockyard.operator.apply import get
 from dockyard.operator.runs.slots import FairSlots
@@ -106,11 +106,11 @@ class InlineRuns:
             task.cancel()
             raise
         finally:
-            await cancel_and_wait(watch)
             self._active.pop(uid, None)
             self._why.pop(uid, None)
             self._timers.pop(uid, None)
             self._committed.discard(uid)
+            await cancel_and_wait(watch)
 
     def cancel(self, uid: str, why: str = REPLACED) -> bool:
         """Stop the inline run of object ``uid``; whether there was one to stop (a run past
@@ -119,11 +119,10 @@ class InlineRuns:
 
     def _cancel(self, uid: str, error: RunCancelled) -> bool:
         task = self._active.get(uid)
-        if task is None or uid in self._committed:
+        if task is None or uid in self._committed or task.done():
             return False
         self._why.setdefault(uid, error)
-        task.cancel()
-        return True
+        return task.cancel()
 
     async def uninterruptible(self, uid: str) -> None:
         """Called by the run of ``uid``: from here on it goes to its end. A cancel asked
@@ -131,8 +130,13 @@ class InlineRuns:
         await asyncio.sleep(0)  # a cancel already asked for is raised now
         if uid not in self._active:
             return  # not an inline run
-        self._committed.add(uid)
         timer = self._timers.get(uid)
+        current = asyncio.current_task()
+        # A cancel that some cleanup on the way swallowed still ends the run here.
+        stopping = current is not None and current.cancelling() > 0
+        if uid in self._why or stopping or (timer is not None and timer.expired()):
+            raise asyncio.CancelledError
+        self._committed.add(uid)
         if timer is not None:
             timer.reschedule(None)
 
@@ -158,9 +162,9 @@ class InlineRuns:
             await asyncio.sleep(GONE_POLL_SECONDS)
             try:
                 found = await get(self.kube, path)
-            except KubeError as exc:
-                # The apiserver is out: the run goes on; its own calls will say so.
-                logger.debug("run's object not read", extra={"path": path, "error": str(exc)})
+            except Exception as exc:
+                # The apiserver is out or slow: the run goes on; its own calls will say so.
+                logger.debug("run's object not read", extra={"path": path, "error": repr(exc)})
                 continue
             meta = (found or {}).get("metadata") or {}
             if found is None:
