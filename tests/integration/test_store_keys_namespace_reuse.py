@@ -20,7 +20,6 @@ from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.models.backup import Backup
 from dockyard.operator.runs.stores import (
     derived_key,
-    ensure_derived_secret,
     fill_from_store,
     find_store,
     store_keyring,
@@ -71,38 +70,41 @@ async def test_a_namespace_made_again_under_its_name_is_given_other_keys(
     assert later != earlier
 
 
-async def _offered(state: State, namespace: str, store: str, *, older: bool = False) -> set[str]:
-    """The key ids a restore of a Backup from ``store`` in ``namespace`` is offered; with
-    ``older``, the namespace first gets the Secret of the key derived from its name alone,
-    as operators wrote it for Backups before the uid counted."""
-    spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
-    manifest = {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup",
-                "metadata": {"name": "nightly", "namespace": namespace}, "spec": spec}  # fmt: skip
+async def _offered(
+    state: State, namespace: str, store: str, *, older: bool
+) -> tuple[set[str], str]:
+    """The key ids a restore of a Backup from ``store`` in ``namespace`` is offered, and
+    the id of the key derived from the namespace's name alone; with ``older``, the Backup
+    records that key (``status.keyId``), as one completed before the uid counted does."""
     kube = KubeClient.connect(load_config(Path(state.kubeconfig), {}))
     try:
-        if older:
-            [root] = await store_keys(kube, await find_store(kube, store))
-            await ensure_derived_secret(kube, store, namespace, derived_key(root, namespace, None))
+        [root] = await store_keys(kube, await find_store(kube, store))
+        legacy = derived_key(root, namespace, None).key_id
+        spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
+        manifest = {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup",
+                    "metadata": {"name": "nightly", "namespace": namespace}, "spec": spec,
+                    "status": {"keyId": legacy} if older else {}}  # fmt: skip
         offered = await store_keyring(kube, Backup.model_validate(manifest))
     finally:
         await kube.close()
-    return {key.key_id for key in offered}
+    return {key.key_id for key in offered}, legacy
 
 
-async def test_a_key_derived_from_the_name_alone_is_offered_only_where_its_secret_was_written(
+async def test_a_key_derived_from_the_name_alone_is_offered_only_to_a_backup_that_used_it(
     kubectl: Kubectl, testbed_state: State, backup_root: Path
 ) -> None:
     reused = f"t-keys-{uuid.uuid4().hex[:8]}"
     with _filesystem_store(kubectl, backup_root, "store-key") as store:
         kubectl("create", "namespace", reused)
         try:
-            earlier = await _offered(testbed_state, reused, store, older=True)
+            earlier, legacy = await _offered(testbed_state, reused, store, older=True)
             kubectl("delete", "namespace", reused, "--timeout=120s")
             kubectl("create", "namespace", reused)
 
-            later = await _offered(testbed_state, reused, store)
+            later, _ = await _offered(testbed_state, reused, store, older=False)
         finally:
             kubectl("delete", "namespace", reused, "--wait=false", check=False)
-    assert len(earlier) == 2  # its own key, and the older one its Secret names
-    assert len(later) == 1  # its own key only
-    assert not later & earlier
+    assert legacy in earlier  # a Backup made before the uid counted stays restorable
+    assert len(earlier) == 2
+    assert later.isdisjoint(earlier)  # only the new namespace's own key
+    assert len(later) == 1

@@ -57,31 +57,26 @@ def test_a_namespace_made_again_under_its_name_gets_other_keys() -> None:
 
 
 def test_a_restore_is_offered_the_namespaces_keys_and_those_derived_from_its_name_alone() -> None:
-    held = {derived_key(ROOT, "shop", None).key_id, derived_key(OTHER_ROOT, "shop", None).key_id}
-    offered = namespace_keyring([ROOT, OTHER_ROOT], "shop", UID, held)
+    recorded = derived_key(OTHER_ROOT, "shop", None).key_id
+    offered = namespace_keyring([ROOT, OTHER_ROOT], "shop", UID, recorded)
 
     assert offered == [
         derived_key(ROOT, "shop", UID),
         derived_key(OTHER_ROOT, "shop", UID),
-        derived_key(ROOT, "shop", None),  # artifacts made before the uid counted
-        derived_key(OTHER_ROOT, "shop", None),
+        derived_key(OTHER_ROOT, "shop", None),  # the Backup made before the uid counted
     ]
     assert derived_key(ROOT, "shop", LATER_UID) not in offered
 
 
-def test_a_key_derived_from_the_name_alone_is_offered_only_where_its_secret_is_held() -> None:
-    older = derived_key(ROOT, "shop", None)
+def test_a_key_derived_from_the_name_alone_is_offered_only_to_the_backup_it_made() -> None:
+    # A namespace made again under the name: its Backups record keys of its own uid.
+    own = derived_key(ROOT, "shop", LATER_UID)
 
-    offered = namespace_keyring([ROOT, OTHER_ROOT], "shop", LATER_UID, {older.key_id})
-    assert offered == [
-        derived_key(ROOT, "shop", LATER_UID),
+    assert namespace_keyring([ROOT, OTHER_ROOT], "shop", LATER_UID, own.key_id) == [
+        own,
         derived_key(OTHER_ROOT, "shop", LATER_UID),
-        older,
     ]
-    # A namespace made again under the name holds none of the earlier one's Secrets.
-    assert namespace_keyring([ROOT], "shop", LATER_UID, set()) == [
-        derived_key(ROOT, "shop", LATER_UID)
-    ]
+    assert namespace_keyring([ROOT], "shop", LATER_UID, None) == [own]
 
 
 def test_the_derived_keys_secret_name_is_a_valid_object_name_naming_the_key() -> None:

@@ -13,9 +13,10 @@ context) keeps the store's keys in its ``secretNamespace``: a tenant who reads i
 Secrets holds the keys of its own artifacts only, not those of an earlier namespace of
 the same name (whose leftovers its storage prefix may still hold). A key derived before
 the uid was part of the context (from the name alone) is still offered to a restore,
-but only in a namespace that holds that key's Secret: one the operator wrote there for
-a Backup made then. A namespace made again under the name holds none, so the earlier
-namespace's keys stay closed to it.
+but only the one whose id the restored Backup's status records (``keyId``, written by
+the operator when that Backup completed, not by tenants): so a Backup made then stays
+restorable, and a namespace made again under the name, whose Backups all record keys
+derived for its own uid, is offered none of the earlier namespace's keys.
 
 A rotation (a new current key, the old one moved to ``previousKeySecretRefs``) gives new
 Backups a new derived Secret; older Backups keep naming theirs. A restore also offers
@@ -34,7 +35,6 @@ import base64
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes
@@ -46,7 +46,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
-from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES, SECRETS
+from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import create, get, items, merge_patch, namespace_uid
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
@@ -102,14 +102,14 @@ def derived_key(root: EncryptionKey, namespace: str, namespace_uid: str | None) 
 
 
 def namespace_keyring(
-    roots: list[EncryptionKey], namespace: str, namespace_uid: str, held: Collection[str]
+    roots: list[EncryptionKey], namespace: str, namespace_uid: str, recorded: str | None
 ) -> list[EncryptionKey]:
     """What a restore in ``namespace`` is offered: each store key derived for it, then
-    each derived from its name alone (for artifacts made before the uid counted) whose
-    key id is among ``held``, the ids of the derived-key Secrets the namespace holds."""
+    the one derived from its name alone (for artifacts made before the uid counted)
+    whose id is ``recorded``, the key id the restored Backup's status records."""
     older = (derived_key(root, namespace, None) for root in roots)
     return [derived_key(root, namespace, namespace_uid) for root in roots] + [
-        key for key in older if key.key_id in held
+        key for key in older if key.key_id == recorded
     ]
 
 
@@ -288,25 +288,13 @@ async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]
         await check_serves(kube, store, namespace)
         roots = await store_keys(kube, store)
         uid = await namespace_uid(kube, namespace)
-        held = await _held_key_ids(kube, store.metadata.name or "", namespace)
     except BackupError as exc:
         logger.warning("store keys not offered", extra={"error": exc.message})
         return []
     except KubeError as exc:
         logger.warning("store keys not offered", extra={"error": str(exc)})
         return []
-    return namespace_keyring(roots, namespace, uid, held)
-
-
-async def _held_key_ids(kube: KubeClient, store: str, namespace: str) -> set[str]:
-    """The key ids of the Secrets the operator derived from ``store`` into ``namespace``."""
-    params = {"labelSelector": f"{STORE_LABEL}={store}"}
-    found = await items(kube, SECRETS, namespace, params=params)
-    return {
-        str(labels[KEY_ID_LABEL])
-        for secret in found
-        if KEY_ID_LABEL in (labels := (secret.get("metadata") or {}).get("labels") or {})
-    }
+    return namespace_keyring(roots, namespace, uid, backup.status.key_id)
 
 
 async def ensure_default_store(kube: KubeClient, settings: Settings) -> str | None:
