@@ -14,7 +14,9 @@ lasts seconds (its body read and its apiserver call are bounded), so a claim sti
 unanswered after that belongs to a replica that died mid-request, and the key is free
 again, rather than answering 409 "in progress" for a day. A retry then runs the request
 again: if the dead replica's create did land, the apiserver answers that the object
-exists (409 ``AlreadyExists``).
+exists (409 ``AlreadyExists``). Each claim completes or releases only itself (``Claim``,
+by the time it was made): a request that outlived its window cannot overwrite or free
+the claim of the retry that followed it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -38,7 +40,7 @@ _CLAIM = """
 INSERT INTO idempotency_keys (actor, key, method, path, request_hash, expires_at)
 VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
 ON CONFLICT (actor, key) DO NOTHING
-RETURNING key
+RETURNING created_at
 """
 _FETCH = """
 SELECT method, path, request_hash, response_status, response_body
@@ -57,11 +59,21 @@ DELETE FROM idempotency_keys WHERE (actor, key) IN (
 )
 """
 _COMPLETE = """
-UPDATE idempotency_keys SET response_status = $3, response_body = $4,
-    expires_at = now() + $5::interval
-WHERE actor = $1 AND key = $2
+UPDATE idempotency_keys SET response_status = $4, response_body = $5,
+    expires_at = now() + $6::interval
+WHERE actor = $1 AND key = $2 AND created_at = $3
 """
-_RELEASE = "DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2"
+_RELEASE = "DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2 AND created_at = $3"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key held by the request that claimed it, told from a later claim of the same
+    key by when it was made."""
+
+    actor: str
+    key: str
+    made_at: datetime
 
 
 @dataclass(frozen=True)
@@ -98,13 +110,15 @@ class IdempotencyStore:
 
     async def claim(
         self, *, actor: str, key: str, method: str, path: str, digest: str
-    ) -> Replay | None:
-        """Claim ``key``: None when this request should run, a Replay when it already ran."""
+    ) -> Claim | Replay:
+        """Claim ``key``: a Claim when this request should run, a Replay when it already
+        ran."""
         async with self.pool.acquire() as conn:
             await conn.execute(_PURGE_EXPIRED_BATCH, PURGE_BATCH)
             await conn.execute(_PURGE_EXPIRED_ONE, actor, key)
-            if await conn.fetchval(_CLAIM, actor, key, method, path, digest, IN_FLIGHT):
-                return None
+            made_at = await conn.fetchval(_CLAIM, actor, key, method, path, digest, IN_FLIGHT)
+            if made_at is not None:
+                return Claim(actor, key, made_at)
             row = await conn.fetchrow(_FETCH, actor, key)
         if row is None:  # expired between the two statements: treat as fresh next time
             raise errors.conflict("The Idempotency-Key expired while retrying; retry again.")
@@ -116,12 +130,15 @@ class IdempotencyStore:
             raise errors.conflict("A request with this Idempotency-Key is still in progress.")
         return Replay(status=int(row["response_status"]), body=row["response_body"])
 
-    async def complete(self, *, actor: str, key: str, status: int, body: Any) -> None:
-        await self.pool.execute(_COMPLETE, actor, key, status, body, TTL)
+    async def complete(self, claim: Claim, *, status: int, body: Any) -> None:
+        """Store the answer of the request holding ``claim``, kept for ``TTL``."""
+        held = (claim.actor, claim.key, claim.made_at)
+        await self.pool.execute(_COMPLETE, *held, status, body, TTL)
 
-    async def release(self, *, actor: str, key: str) -> None:
+    async def release(self, claim: Claim) -> None:
         """Forget the claim of a request that failed, so a retry with the key runs again.
 
         Shielded: a request cancelled mid-way still releases its key.
         """
-        await asyncio.shield(self.pool.execute(_RELEASE, actor, key))
+        held = (claim.actor, claim.key, claim.made_at)
+        await asyncio.shield(self.pool.execute(_RELEASE, *held))

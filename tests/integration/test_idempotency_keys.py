@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from dockyard.api import keys
 from dockyard.api.errors import Problem
-from dockyard.api.idempotency import IN_FLIGHT, TTL, IdempotencyStore
+from dockyard.api.idempotency import IN_FLIGHT, TTL, Claim, IdempotencyStore, Replay
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl
 
@@ -170,16 +170,16 @@ async def _left(db: asyncpg.Connection, actor: str, key: str) -> timedelta:
 async def test_a_key_whose_replica_died_mid_request_is_free_again_after_minutes(
     db: asyncpg.Connection, testbed_state: State
 ) -> None:
-    store = IdempotencyStore(
-        await asyncpg.create_pool(testbed_state.database_url, min_size=1, max_size=2)
-    )
-    claim = {"actor": f"dev-{uuid.uuid4().hex[:6]}", "key": "k", "method": "POST",
-             "path": "/api/v1/namespaces/shop/environments", "digest": "d"}  # fmt: skip
-    actor, key = claim["actor"], claim["key"]
+    pool = await asyncpg.create_pool(testbed_state.database_url, min_size=1, max_size=2)
+    store = IdempotencyStore(pool)
+    request = {"actor": f"dev-{uuid.uuid4().hex[:6]}", "key": "k", "method": "POST",
+               "path": "/api/v1/namespaces/shop/environments", "digest": "d"}  # fmt: skip
+    actor, key = request["actor"], request["key"]
     try:
-        assert await store.claim(**claim) is None  # a replica claims it, then dies
+        first = await store.claim(**request)  # a replica claims it, then dies (or stalls)
+        assert isinstance(first, Claim)
         with pytest.raises(Problem, match="still in progress"):
-            await store.claim(**claim)
+            await store.claim(**request)
         # Not a day: the claim lasts as long as a request may.
         assert timedelta(minutes=4) < await _left(db, actor, key) <= IN_FLIGHT
         await db.execute(  # those minutes passed
@@ -189,12 +189,19 @@ async def test_a_key_whose_replica_died_mid_request_is_free_again_after_minutes(
             key,
         )
 
-        assert await store.claim(**claim) is None  # the retry runs
-        await store.complete(actor=actor, key=key, status=201, body='{"ok": true}')
+        retry = await store.claim(**request)  # the retry runs
+        assert isinstance(retry, Claim)
+        # The first request, stalled rather than dead, ends late: it touches only its own
+        # claim, neither freeing the retry's nor storing its own answer in its place.
+        await store.release(first)
+        await store.complete(first, status=500, body='{"late": true}')
+        with pytest.raises(Problem, match="still in progress"):
+            await store.claim(**request)
+        await store.complete(retry, status=201, body='{"ok": true}')
         assert await _left(db, actor, key) > TTL - timedelta(minutes=1)  # kept a day
-        replay = await store.claim(**claim)
-        assert replay is not None
+        replay = await store.claim(**request)
+        assert isinstance(replay, Replay)
         assert replay.status == 201
     finally:
         await db.execute("DELETE FROM idempotency_keys WHERE actor = $1", actor)
-        await store.pool.close()
+        await pool.close()

@@ -18,7 +18,7 @@ from aiohttp import web
 from dockyard.api import errors, keys
 from dockyard.api.auth import Principal, bearer_token
 from dockyard.api.bodies import read_json
-from dockyard.api.idempotency import request_hash, validate_key
+from dockyard.api.idempotency import Replay, request_hash, validate_key
 from dockyard.core.kube import CallerToken
 
 # What a JSON merge patch may change: the spec, and labels and annotations.
@@ -164,21 +164,21 @@ async def idempotent(
         return respond(await create(), status=201)
     store = request.app[keys.IDEMPOTENCY]
     actor = idempotency_actor(request[keys.PRINCIPAL])
-    replay = await store.claim(
+    claimed = await store.claim(
         actor=actor,
         key=validate_key(key),
         method="POST",
         path=request.path,
         digest=request_hash("POST", request.path, body),
     )
-    if replay is not None:
+    if isinstance(claimed, Replay):
         return web.json_response(
-            replay.body, status=replay.status, headers={"Idempotency-Replayed": "true"}
+            claimed.body, status=claimed.status, headers={"Idempotency-Replayed": "true"}
         )
     try:
         created = await create()
-        await store.complete(actor=actor, key=key, status=201, body=public(created))
+        await store.complete(claimed, status=201, body=public(created))
     except BaseException:
-        await store.release(actor=actor, key=key)
+        await store.release(claimed)
         raise
     return respond(created, status=201)
