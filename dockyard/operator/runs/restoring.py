@@ -54,10 +54,8 @@ class DatabaseFailed(BackupError):
     reason = "DatabaseFailed"
 
 
-class DatabaseTaken(BackupError):
+class DatabaseTaken(BackupError, reason="DatabaseTaken"):
     """The target's database was made for an earlier namespace of the same name."""
-
-    reason = "DatabaseTaken"
 
 
 class ManifestMismatch(BackupError):
