@@ -14,10 +14,13 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """
     if task is None:
         return
+    current = asyncio.current_task()
+    before = current.cancelling() if current is not None else 0
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling() > 0:
-            raise  # the caller's own cancellation, which must not be lost
+        # A cancel of the caller that arrived while it waited must not be lost; one it
+        # was already handling (a cleanup running because it was cancelled) is not new.
+        if current is not None and current.cancelling() > before:
+            raise

@@ -242,7 +242,7 @@ class KindStore(Generic[T]):
         """Merge ``status`` into the object's status; ``False`` when it is gone. With
         ``uid``, only into that object: not when the name now belongs to another (read
         first; the status subresource takes no uid precondition in a merge patch)."""
-        if uid is not None:
+        if uid:
             found = await self.read(namespace, name)
             if found is None or (found.get("metadata") or {}).get("uid") != uid:
                 return False

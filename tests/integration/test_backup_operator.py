@@ -677,6 +677,28 @@ def test_a_job_mode_backup_is_dumped_by_its_runner_job_and_completes(
     assert _job_condition(kubectl, namespace, "backup-by-job-1") == "Complete"
 
 
+def test_a_runner_reporting_another_key_than_it_was_given_fails_the_backup(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    # The runner reports its artifact itself, key id included; the operator completes
+    # the Backup only if that is the key the Backup names. Here the key Secret changes
+    # while the runner dumps, so the runner reports the key it was given before.
+    source = _environment(kubectl, testbed_state, namespace)
+    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
+    _key_secret(kubectl, namespace)
+    database, _ = database_identity(namespace, "shop")
+    _apply(kubectl, namespace, _backup(namespace, "rekeyed", backup_root, runner="Job"))
+
+    with held("pg_dump", database):
+        kubectl("delete", "secret", "backup-key", "-n", namespace)
+        _key_secret(kubectl, namespace)
+
+    status = _wait_phase(kubectl, namespace, "rekeyed", "Failed", timeout=120)
+    assert "reported key" in status["message"], status
+    assert "not trusted" in status["message"]
+    assert status["attempts"] == 1  # not retried
+
+
 def test_a_job_mode_backup_whose_runner_fails_retries_and_fails_with_its_reason(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:

@@ -75,7 +75,7 @@ from dockyard.operator.runs.runner_jobs import (
 )
 from dockyard.operator.runs.stores import chosen_by_a_store, fill_from_store, filled
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
-from dockyard.runner import BackupError, BackupResult, run_backup
+from dockyard.runner import ArtifactError, BackupError, BackupResult, run_backup
 
 logger = logging.getLogger(__name__)
 
@@ -335,6 +335,15 @@ class BackupRuns:
         if state == "Running":
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)
         if state == "Succeeded" and status.sha256 and status.location:
+            secret = filled(loaded.resource)[1].key_secret_ref
+            given = await load_key(self.context.kube, loaded.namespace, secret)
+            if status.key_id != given.key_id:
+                # The runner reports its artifact itself; the key is the operator's word.
+                refused = ArtifactError(
+                    f"runner Job {name} reported key {status.key_id}, not the key "
+                    f"{given.key_id} it was given: its artifact is not trusted"
+                )
+                return await self._failed(loaded, status, refused)
             done = report.completed_by_job(status, name, loaded.generation, at=job.completed_at)
             catalogued = await self._catalog(_with_status(loaded, done))
             await self._write(loaded, done)

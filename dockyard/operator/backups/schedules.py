@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from dockyard.core.conditions import find
 from dockyard.core.cron import CronError, latest_due, validate_schedule
-from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.backup import Backup, BackupPhase, BackupRunner
 from dockyard.core.models.backup_schedule import (
     ACTIVE_MAX,
     BackupSchedule,
@@ -80,8 +80,10 @@ def backup_name(schedule: str, due: datetime, *, run_now: bool) -> str:
 
 
 def _in_flight(backup: Backup) -> bool:
-    """Running or yet to run; not one being deleted (its run is stopped, ``InlineRuns``)."""
-    if backup.metadata.deletion_timestamp is not None:
+    """Running or yet to run; not an inline one being deleted, whose run is stopped
+    (``InlineRuns``). A runner Job goes only with its Backup, so that one still counts."""
+    inline = backup.spec.runner is not BackupRunner.JOB
+    if backup.metadata.deletion_timestamp is not None and inline:
         return False
     return not (backup.status.phase is not None and backup.status.phase.is_done)
 

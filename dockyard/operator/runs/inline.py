@@ -128,13 +128,15 @@ class InlineRuns:
         """Called by the run of ``uid``: from here on it goes to its end. A cancel asked
         for before this ends the run here, before anything that must not be cut short."""
         await asyncio.sleep(0)  # a cancel already asked for is raised now
+        current = asyncio.current_task()
+        # A cancel that some cleanup on the way swallowed still ends the run here, and
+        # so does the operator's stop, which may have let the run go already.
+        if current is not None and current.cancelling() > 0:
+            raise asyncio.CancelledError
         if uid not in self._active:
             return  # not an inline run
         timer = self._timers.get(uid)
-        current = asyncio.current_task()
-        # A cancel that some cleanup on the way swallowed still ends the run here.
-        stopping = current is not None and current.cancelling() > 0
-        if uid in self._why or stopping or (timer is not None and timer.expired()):
+        if uid in self._why or (timer is not None and timer.expired()):
             raise asyncio.CancelledError
         self._committed.add(uid)
         if timer is not None:
