@@ -699,6 +699,22 @@ def test_a_runner_reporting_another_key_than_it_was_given_fails_the_backup(
     assert status["attempts"] == 1  # not retried
 
 
+def test_a_runner_whose_key_secret_went_meanwhile_fails_the_backup_rather_than_hang(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    source = _environment(kubectl, testbed_state, namespace)
+    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
+    _key_secret(kubectl, namespace)
+    database, _ = database_identity(namespace, "shop")
+    _apply(kubectl, namespace, _backup(namespace, "keyless", backup_root, runner="Job"))
+
+    with held("pg_dump", database):
+        kubectl("delete", "secret", "backup-key", "-n", namespace)
+
+    status = _wait_phase(kubectl, namespace, "keyless", "Failed", timeout=180)
+    assert "backup-key" in status["message"], status
+
+
 def test_a_job_mode_backup_whose_runner_fails_retries_and_fails_with_its_reason(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:

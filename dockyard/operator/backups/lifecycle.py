@@ -336,7 +336,10 @@ class BackupRuns:
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)
         if state == "Succeeded" and status.sha256 and status.location:
             secret = filled(loaded.resource)[1].key_secret_ref
-            given = await load_key(self.context.kube, loaded.namespace, secret)
+            try:
+                given = await load_key(self.context.kube, loaded.namespace, secret)
+            except BackupError as exc:  # its key Secret went while the Job ran
+                return await self._failed(loaded, status, exc)
             if status.key_id != given.key_id:
                 # The runner reports its artifact itself; the key is the operator's word.
                 refused = ArtifactError(
