@@ -12,9 +12,11 @@ answers that are not errors:
   forced apply would take it over and the owner's deletion would then delete it.
 - **patch** (JSON merge patch, the status subresource included): 404 means the object
   was deleted meanwhile, which is no error (its finalizer or its garbage collection
-  does the rest); the caller learns it from the ``False`` it gets back. Patches carry no
-  resourceVersion: the pass that writes read the object afresh under its lock, so the
-  last write wins and 409 never comes back.
+  does the rest); the caller learns it from the ``False`` it gets back. The pass that
+  writes read the object afresh under its lock, so the last write wins. A status patch
+  for one object (``uid``) is sent with the resourceVersion it was just read at, so
+  that an object made again under the name never takes another's status; it reads
+  again on 409 (:func:`patch_status`).
 - **create**: 409 means an earlier pass created it already (names are deterministic),
   which is no error either.
 - **delete**: an object already gone (404), or whose name now belongs to another object
@@ -36,6 +38,8 @@ from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import NAMESPACES, ChildRef, Manifest, ResourceType, resource_type
 
 FIELD_MANAGER: Final = "dockyard-operator"
+# Reads and writes a uid-bound status patch tries before a 409 is the caller's.
+STATUS_ATTEMPTS: Final = 5
 
 
 def object_path(manifest: Mapping[str, Any], subresource: str | None = None) -> str:
@@ -152,22 +156,70 @@ async def create(kube: KubeClient, manifest: Manifest) -> bool:
     return True
 
 
-async def merge_patch(kube: KubeClient, path: str, body: Mapping[str, Any]) -> bool:
-    """JSON merge patch the object at ``path``; ``False`` when it is gone (404)."""
+async def merge_patch(
+    kube: KubeClient, path: str, body: Mapping[str, Any], *, uid: str | None = None
+) -> bool:
+    """JSON merge patch the object at ``path``; ``False`` when it is gone (404).
+
+    With ``uid``, only that object: ``False`` too when the name now belongs to another.
+    The patch carries the uid, which the apiserver refuses to change (422 on
+    ``metadata.uid``). Not for the status subresource, which drops it: :func:`patch_status`.
+    """
+    if uid:
+        body = {**body, "metadata": {**(body.get("metadata") or {}), "uid": uid}}
     try:
         await kube.merge_patch(path, body)
     except KubeError as exc:
-        if exc.status == 404:
+        if exc.status == 404 or (uid and _refused_field(exc, "metadata.uid")):
             return False
         raise
     return True
 
 
+def _refused_field(exc: KubeError, field: str) -> bool:
+    """Whether the apiserver refused the request as invalid for ``field``."""
+    causes = (exc.body.get("details") or {}).get("causes") or []
+    return exc.status == 422 and any(cause.get("field") == field for cause in causes)
+
+
 async def patch_status(
-    kube: KubeClient, rtype: ResourceType, namespace: str, name: str, status: Mapping[str, Any]
+    kube: KubeClient,
+    rtype: ResourceType,
+    namespace: str | None,
+    name: str,
+    status: Mapping[str, Any],
+    *,
+    uid: str | None,
 ) -> bool:
-    """Merge ``status`` into the object's status subresource; ``False`` when it is gone."""
-    return await merge_patch(kube, rtype.path(namespace, name, "status"), {"status": status})
+    """Merge ``status`` into the object's status subresource; ``False`` when it is gone.
+
+    With ``uid``, only into that object: ``False`` too when the name now belongs to
+    another one. The status subresource drops ``metadata.uid`` from a merge patch, but
+    keeps ``metadata.resourceVersion`` as a precondition: the object is read, its uid
+    checked, and the patch sent with the version read, so an object made again under
+    the name in between answers 409 instead of taking the status. A 409 from any other
+    write in between reads again (the last write still wins).
+    """
+    path = rtype.path(namespace, name, "status")
+    if not uid:
+        return await merge_patch(kube, path, {"status": status})
+    attempts = 0
+    while True:
+        found = await get(kube, rtype.path(namespace, name))
+        meta = (found or {}).get("metadata") or {}
+        if meta.get("uid") != uid:
+            return False
+        version = {"resourceVersion": meta.get("resourceVersion")}
+        attempts += 1
+        try:
+            await kube.merge_patch(path, {"metadata": version, "status": status})
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            if exc.status != 409 or attempts == STATUS_ATTEMPTS:
+                raise
+            continue
+        return True
 
 
 def revision(obj: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -10,9 +10,11 @@ writes its own kind the same way, through a ``KindStore`` of its model:
   ``field.path: problem; ...``, in the way the caller asks (``OnInvalid``).
 - **in_namespace** returns the valid objects of a namespace; an invalid one is left out (its
   own handler reports it), and a kind that is not installed has none.
-- **write_status** merges a status into the status subresource. 404 (deleted meanwhile)
-  is no error, and there is one conflict policy: no resourceVersion is sent, as the
-  pass that writes holds the object's lock and read it afresh, so the last write wins.
+- **write_status** merges a status into the status subresource of one object, named
+  by its uid: 404 (deleted meanwhile) is no error, nor is a name that now belongs to
+  another object. There is one conflict policy: the pass that writes holds the
+  object's lock and read it afresh, so the last write wins; the resourceVersion a
+  write carries only binds it to the object it was read from.
 - **post** and **record** publish Kubernetes Events about an object: ``post`` through
   Kopf (inside a handler), ``record`` through the operator's own client (from
   background tasks, where Kopf's poster does not run).
@@ -200,7 +202,9 @@ class KindStore(Generic[T]):
             meta = raw.get("metadata") or {}
             if on_invalid is OnInvalid.FAIL:
                 failed = {"phase": "Failed", "message": invalid.problem[:INVALID_MESSAGE_LIMIT]}
-                await self.write_status(meta.get("namespace", ""), meta.get("name", ""), failed)
+                await self.write_status(
+                    meta.get("namespace", ""), meta.get("name", ""), failed, uid=meta.get("uid")
+                )
                 post(raw, reason="InvalidSpec", message=invalid.problem, warning=True)
             else:
                 logger.warning(
@@ -237,20 +241,19 @@ class KindStore(Generic[T]):
     # -- writing ---------------------------------------------------------------------------
 
     async def write_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], *, uid: str | None = None
+        self, namespace: str, name: str, status: Mapping[str, Any], *, uid: str | None
     ) -> bool:
-        """Merge ``status`` into the object's status; ``False`` when it is gone. With
-        ``uid``, only into that object: not when the name now belongs to another (read
-        first; the status subresource takes no uid precondition in a merge patch)."""
-        if uid:
-            found = await self.read(namespace, name)
-            if found is None or (found.get("metadata") or {}).get("uid") != uid:
-                return False
-        return await apply.patch_status(self.kube, self.rtype, namespace, name, status)
+        """Merge ``status`` into the status of the object ``uid``; ``False`` when it is
+        gone or the name now belongs to another (:func:`apply.patch_status`). No uid
+        writes to whichever object has the name."""
+        return await apply.patch_status(self.kube, self.rtype, namespace, name, status, uid=uid)
 
-    async def patch(self, namespace: str, name: str, body: Mapping[str, Any]) -> bool:
-        """Merge ``body`` into the object (metadata, spec); ``False`` when it is gone."""
-        return await apply.merge_patch(self.kube, self.path(namespace, name), body)
+    async def patch(
+        self, namespace: str, name: str, body: Mapping[str, Any], *, uid: str | None
+    ) -> bool:
+        """Merge ``body`` into the object ``uid`` (metadata, spec); ``False`` when it is
+        gone or the name now belongs to another."""
+        return await apply.merge_patch(self.kube, self.path(namespace, name), body, uid=uid)
 
     async def create(self, manifest: Manifest) -> bool:
         """Create ``manifest``; ``False`` when one of its name exists already."""

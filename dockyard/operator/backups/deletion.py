@@ -89,4 +89,6 @@ async def _condition(backups: KindStore[Backup], backup: Backup, reason: str, me
     )
     body = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in status.conditions]
     meta = backup.metadata
-    await backups.write_status(meta.namespace or "", meta.name or "", {"conditions": body})
+    await backups.write_status(
+        meta.namespace or "", meta.name or "", {"conditions": body}, uid=meta.uid
+    )

@@ -140,7 +140,7 @@ class BackupRuns:
         expiry = ttl_expiry(backup, parse_duration(ttl), siblings, datetime.now(UTC))
         if expiry.expires_at != backup.status.expires_at:
             at = expiry.expires_at.isoformat() if expiry.expires_at else None
-            await self.backups.write_status(namespace, name, {"expiresAt": at})
+            await self.backups.write_status(namespace, name, {"expiresAt": at}, uid=loaded.uid)
         if expiry.delete:
             post(loaded.raw, reason="Expired", message=f"{expiry.reason}; deleting the backup")
             if await self.backups.delete(namespace, name, uid=loaded.uid):
@@ -396,7 +396,9 @@ class BackupRuns:
 
     async def _write(self, loaded: _Loaded, status: BackupStatus) -> None:
         # A Backup deleted meanwhile is no error: its finalizer cleans up.
-        await self.backups.write_status(loaded.namespace, loaded.name, report.status_body(status))
+        await self.backups.write_status(
+            loaded.namespace, loaded.name, report.status_body(status), uid=loaded.uid
+        )
 
     async def _catalogued(self, loaded: _Loaded, *, quiet: bool = False) -> Outcome:
         """Done once the catalog has the backup's row; else retried later."""

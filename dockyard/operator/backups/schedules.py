@@ -243,7 +243,10 @@ class ScheduleRuns:
         if plan.consume_run_now:
             # Removed once the run started (or was refused by Forbid), as documented.
             await self.schedules.patch(
-                namespace, name, {"metadata": {"annotations": {RUN_NOW_ANNOTATION: None}}}
+                namespace,
+                name,
+                {"metadata": {"annotations": {RUN_NOW_ANNOTATION: None}}},
+                uid=loaded.uid,
             )
         deleted = []
         for doomed in plan.delete:
@@ -278,6 +281,7 @@ class ScheduleRuns:
                 "message": message,
                 "completedAt": datetime.now(UTC).isoformat(),
             },
+            uid=uid,
         )
         post(raw, reason="Replaced", message=f"Backup {name} {message[0].lower()}{message[1:]}")
 
@@ -289,7 +293,9 @@ class ScheduleRuns:
         if body == previous.body():
             return
         meta = schedule.metadata
-        if not await self.schedules.write_status(meta.namespace or "", meta.name or "", body):
+        if not await self.schedules.write_status(
+            meta.namespace or "", meta.name or "", body, uid=meta.uid
+        ):
             return
         before = find(previous.conditions, BackupScheduleConditionType.READY)
         after = find(plan.status.conditions, BackupScheduleConditionType.READY)

@@ -86,10 +86,10 @@ class DrillRecords:
         body = status.body()
         if body == loaded.drill.status.body():
             return
-        await self.drills.write_status(loaded.namespace, loaded.name, body)
+        await self.drills.write_status(loaded.namespace, loaded.name, body, uid=loaded.uid)
 
     async def patch(self, loaded: LoadedDrill, body: dict[str, Any]) -> None:
-        await self.drills.patch(loaded.namespace, loaded.name, body)
+        await self.drills.patch(loaded.namespace, loaded.name, body, uid=loaded.uid)
 
     def announce_ready(self, loaded: LoadedDrill, status: RestoreDrillStatus) -> None:
         """An Event when the Ready condition's reason changed."""

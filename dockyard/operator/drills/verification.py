@@ -71,7 +71,9 @@ async def record_verdict(context: RunContext, *, drill: str, chosen: Backup, run
     passed = run.result is DrillResult.PASSED
     if passed:
         body["verified"] = {"drill": drill, "at": at.isoformat()}
-    if not await patch_status(context.kube, BACKUPS, namespace, run.backup, body):
+    if not await patch_status(
+        context.kube, BACKUPS, namespace, run.backup, body, uid=chosen.metadata.uid
+    ):
         return  # deleted meanwhile
     if not passed:
         return

@@ -299,7 +299,10 @@ class _Deletion:
         previous = report.condition(env.status, EnvironmentConditionType.READY)
         status = report.deleting(env, verdict=verdict)
         await self.reconciler.environments.write_status(
-            self.owner.namespace, self.owner.name, report.status_patch(status)["status"]
+            self.owner.namespace,
+            self.owner.name,
+            report.status_patch(status)["status"],
+            uid=self.owner.uid,
         )
         if env.status.phase is not EnvironmentPhase.DELETING:
             post(

@@ -351,7 +351,7 @@ class Reconciler:
         meta = raw["metadata"]
         status = report.invalid_spec(previous, meta.get("generation"), problem)
         await self.environments.write_status(
-            meta["namespace"], meta["name"], report.status_patch(status)["status"]
+            meta["namespace"], meta["name"], report.status_patch(status)["status"], uid=meta["uid"]
         )
         if previous.phase is not EnvironmentPhase.FAILED:
             post(raw, warning=True, reason="InvalidSpec", message=problem)
@@ -360,7 +360,9 @@ class Reconciler:
     async def _write_status(self, owner: Owner, status: EnvironmentStatus) -> bool:
         """Write ``status``; ``False`` when the environment was deleted meanwhile."""
         body = report.status_patch(status)["status"]
-        return await self.environments.write_status(owner.namespace, owner.name, body)
+        return await self.environments.write_status(
+            owner.namespace, owner.name, body, uid=owner.uid
+        )
 
     # -- ttl -------------------------------------------------------------------------------
 

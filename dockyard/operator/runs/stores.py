@@ -48,7 +48,7 @@ from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
 from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES
 from dockyard.core.settings import Settings
-from dockyard.operator.apply import create, get, items, merge_patch, namespace_uid
+from dockyard.operator.apply import create, get, items, merge_patch, namespace_uid, patch_status
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.runs.context import KeyUnavailable, key_id_of, load_key
 from dockyard.runner import BackupError, EncryptionKey
@@ -205,7 +205,7 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str:
         key = derived_key(root, namespace, await namespace_uid(kube, namespace))
         secret = await ensure_derived_secret(kube, store_name, namespace, key)
         spec["encryption"] = {"keySecretRef": {"name": secret, "key": KEY_ENTRY}}
-    await merge_patch(kube, BACKUPS.path(namespace, name), {"spec": spec})
+    await merge_patch(kube, BACKUPS.path(namespace, name), {"spec": spec}, uid=backup.metadata.uid)
     return store_name
 
 
@@ -239,10 +239,13 @@ async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
             generation=generation,
         )
     try:
-        await merge_patch(
+        await patch_status(
             kube,
-            f"{store_path(store.metadata.name or '')}/status",
-            {"status": status.observed(generation).body()},
+            BACKUP_STORES,
+            None,
+            store.metadata.name or "",
+            status.observed(generation).body(),
+            uid=store.metadata.uid,
         )
     except KubeError as exc:  # a report only: the Backup goes on
         logger.warning("BackupStore status not written", extra={"error": str(exc)})

@@ -219,7 +219,7 @@ class ScalingReconciler:
         body = report.status_patch(status)["status"]
         if body == report.status_patch(policy.status)["status"]:
             return
-        if not await self.policies.write_status(owner.namespace, owner.name, body):
+        if not await self.policies.write_status(owner.namespace, owner.name, body, uid=owner.uid):
             return  # deleted meanwhile
         # Through the operator's client: passes also run in the periodic task, outside
         # Kopf's handlers (where ``kopf.event`` works).

@@ -174,6 +174,7 @@ class Dispatcher:
             status.model_dump(
                 mode="json", by_alias=True, include={"conditions", "observed_generation"}
             ),
+            uid=uid,
         )
 
     def _drop(self, uid: str) -> None:
@@ -403,7 +404,10 @@ class Dispatcher:
             if self._shown.get(uid) == shown:
                 continue
             if await self.webhooks.write_status(
-                target.namespace, target.name, {k: v for k, v in shown.items() if v is not None}
+                target.namespace,
+                target.name,
+                {k: v for k, v in shown.items() if v is not None},
+                uid=uid,
             ):
                 self._shown[uid] = shown
 
