@@ -291,6 +291,16 @@ def test_deleting_a_backup_deletes_its_artifact(
     assert row["deleted_at"] is not None
 
 
+def _large_environment(kubectl: Kubectl, state: State, namespace: str) -> str:
+    """The environment "shop" with 1.5 million orders, so that a run of it (a dump, a
+    restore) lasts long enough to be held, deleted or killed mid-way, and the namespace's
+    backup key; the environment's DSN."""
+    source = _environment(kubectl, state, namespace)
+    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
+    _key_secret(kubectl, namespace)
+    return source
+
+
 def _tool_pids(tool: str, database: str) -> list[int]:
     """The pids of the ``tool`` processes (pg_dump, pg_restore) connected to ``database``
     (on this machine: the session's operator runs inline runs as its own children)."""
@@ -329,9 +339,7 @@ def test_a_backup_deleted_mid_run_is_stopped_and_leaves_no_artifact(
 ) -> None:
     # Kopf hands the deletion to the Backup's finalizer only once the run holding its
     # handler has ended; the run itself sees the Backup being deleted and stops.
-    source = _environment(kubectl, testbed_state, namespace)
-    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
-    _key_secret(kubectl, namespace)
+    _large_environment(kubectl, testbed_state, namespace)
     database, _ = database_identity(namespace, "shop")
     _apply(kubectl, namespace, _backup(namespace, "doomed", backup_root))
 
@@ -683,9 +691,7 @@ def test_a_runner_reporting_another_key_than_it_was_given_fails_the_backup(
     # The runner reports its artifact itself, key id included; the operator completes
     # the Backup only if that is the key the Backup names. Here the key Secret changes
     # while the runner dumps, so the runner reports the key it was given before.
-    source = _environment(kubectl, testbed_state, namespace)
-    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
-    _key_secret(kubectl, namespace)
+    _large_environment(kubectl, testbed_state, namespace)
     database, _ = database_identity(namespace, "shop")
     _apply(kubectl, namespace, _backup(namespace, "rekeyed", backup_root, runner="Job"))
 
@@ -702,9 +708,7 @@ def test_a_runner_reporting_another_key_than_it_was_given_fails_the_backup(
 def test_a_runner_whose_key_secret_went_meanwhile_fails_the_backup_rather_than_hang(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
-    source = _environment(kubectl, testbed_state, namespace)
-    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
-    _key_secret(kubectl, namespace)
+    _large_environment(kubectl, testbed_state, namespace)
     database, _ = database_identity(namespace, "shop")
     _apply(kubectl, namespace, _backup(namespace, "keyless", backup_root, runner="Job"))
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import pytest
@@ -42,6 +42,7 @@ from tests.integration.test_backup_operator import (
     _fetch,
     _get,
     _key_secret,
+    _large_environment,
     _owner_dsn,
     _run_sql,
     _start_operator,
@@ -68,6 +69,15 @@ def _checksums(dsn: str) -> dict[str, tuple[int, str]]:
         )
         found[table] = (row["n"], row["digest"])
     return found
+
+
+# What most restores here do: the Backup "nightly" into the environment "copy", with no
+# safety backup of it first (it holds nothing).
+INTO_COPY: Final[dict[str, Any]] = {
+    "source": {"backupRef": {"name": "nightly"}},
+    "target": {"environmentRef": {"name": "copy"}},
+    "safetyBackup": False,
+}
 
 
 def _restore(name: str, **spec: Any) -> dict[str, Any]:
@@ -116,6 +126,16 @@ def _staging_databases(state: State, uid: str) -> list[str]:
 def _dsn(state: State, namespace: str, environment: str) -> str:
     database, _ = database_identity(namespace, environment)
     return with_database(state.managed_postgres_url, database)
+
+
+def _large_backup(kubectl: Kubectl, state: State, namespace: str, root: Path) -> str:
+    """A Completed Backup "nightly" of a large environment "shop" (``_large_environment``)
+    and an empty environment "copy" to restore it into; the source's DSN."""
+    source = _large_environment(kubectl, state, namespace)
+    _apply(kubectl, namespace, _backup(namespace, "nightly", root))
+    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
+    _empty_environment(kubectl, namespace, "copy")
+    return source
 
 
 def _empty_environment(kubectl: Kubectl, namespace: str, name: str, **spec: Any) -> None:
@@ -580,25 +600,13 @@ def test_an_operator_killed_mid_restore_drops_the_half_restored_database_and_ret
     log = tmp_path / "operator.log"
     operator = _start_operator(testbed_env, own_namespace, log, backup_root)
     try:
-        source = _environment(kubectl, testbed_state, own_namespace)
         # Big enough that the restore is still running when the operator is killed.
-        _run_sql(
-            source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g"
-        )
-        _key_secret(kubectl, own_namespace)
-        _apply(kubectl, own_namespace, _backup(own_namespace, "nightly", backup_root))
-        _wait_phase(kubectl, own_namespace, "nightly", "Completed", timeout=180)
+        source = _large_backup(kubectl, testbed_state, own_namespace, backup_root)
         before = _checksums(source)
-        _empty_environment(kubectl, own_namespace, "copy")
         _apply(
             kubectl,
             own_namespace,
-            _restore(
-                "slow",
-                source={"backupRef": {"name": "nightly"}},
-                target={"environmentRef": {"name": "copy"}},
-                safetyBackup=False,
-            ),
+            _restore("slow", **INTO_COPY),
         )
         restoring = _wait_restore(kubectl, own_namespace, "slow", "Restoring", timeout=60)
         uid = _get(kubectl, own_namespace, "restore", "slow")["metadata"]["uid"]  # type: ignore[index]
@@ -663,13 +671,7 @@ def test_a_restore_in_a_runner_job_is_equal_table_for_table_and_owned_by_the_tar
     _apply(
         kubectl,
         namespace,
-        _restore(
-            "in-job",
-            source={"backupRef": {"name": "nightly"}},
-            target={"environmentRef": {"name": "copy"}},
-            safetyBackup=False,
-            runner="Job",
-        ),
+        _restore("in-job", **INTO_COPY, runner="Job"),
     )
     status = _wait_restore(kubectl, namespace, "in-job", "Completed", timeout=240)
 
@@ -732,23 +734,12 @@ def test_a_job_restore_deleted_mid_run_leaves_neither_its_job_nor_its_staging_da
 ) -> None:
     # No pass follows a deleted Restore: the watch's DELETED event stops its Job and
     # drops the database it was writing into.
-    source = _environment(kubectl, testbed_state, namespace)
     # Big enough that the Job is still restoring when the Restore is deleted.
-    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
-    _key_secret(kubectl, namespace)
-    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root))
-    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
-    _empty_environment(kubectl, namespace, "copy")
+    _large_backup(kubectl, testbed_state, namespace, backup_root)
     _apply(
         kubectl,
         namespace,
-        _restore(
-            "dropped",
-            source={"backupRef": {"name": "nightly"}},
-            target={"environmentRef": {"name": "copy"}},
-            safetyBackup=False,
-            runner="Job",
-        ),
+        _restore("dropped", **INTO_COPY, runner="Job"),
     )
     restoring = _wait_restore(kubectl, namespace, "dropped", "Restoring", timeout=60)
     uid = _get(kubectl, namespace, "restore", "dropped")["metadata"]["uid"]  # type: ignore[index]
@@ -766,25 +757,15 @@ def test_an_inline_restore_deleted_mid_run_is_stopped_and_leaves_the_target_as_i
 ) -> None:
     # Kopf hands the deletion to the Restore's handlers only once the run holding them
     # has ended; the run itself sees its Restore go and stops short of the switch-over.
-    source = _environment(kubectl, testbed_state, namespace)
-    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
-    _key_secret(kubectl, namespace)
-    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root))
-    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
-    _empty_environment(kubectl, namespace, "copy")
-    spec = {
-        "source": {"backupRef": {"name": "nightly"}},
-        "target": {"environmentRef": {"name": "copy"}},
-        "safetyBackup": False,
-    }
-    _apply(kubectl, namespace, _restore("aborted", **spec))
+    _large_backup(kubectl, testbed_state, namespace, backup_root)
+    _apply(kubectl, namespace, _restore("aborted", **INTO_COPY))
     restoring = _wait_restore(kubectl, namespace, "aborted", "Restoring", timeout=60)
     uid = _get(kubectl, namespace, "restore", "aborted")["metadata"]["uid"]  # type: ignore[index]
     with held("pg_restore", restoring["stagingDatabase"]):
         kubectl("delete", "restore", "aborted", "-n", namespace, "--timeout=60s")
         # Made again under the name at once (a dry run now): the stopped run must write
         # nothing to the name, which is this one's.
-        _apply(kubectl, namespace, _restore("aborted", **{**spec, "dryRun": True}))
+        _apply(kubectl, namespace, _restore("aborted", **INTO_COPY, dryRun=True))
         time.sleep(5)  # the run reads its Restore every 2 s; let go, it would switch over
 
     # Switched over, the staging database would be gone too, under the target's name.
@@ -805,16 +786,9 @@ def test_a_restore_never_switches_over_a_database_made_for_another_namespace_of_
 ) -> None:
     # Another namespace of the name cannot log in as the role, so its restore fails
     # earlier; here the role's mark changes mid-run, as the check's own proof.
-    source = _environment(kubectl, testbed_state, namespace)
-    _run_sql(source, "INSERT INTO orders SELECT g, 1, 1 FROM generate_series(120001, 1500000) g")
-    _key_secret(kubectl, namespace)
-    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root))
-    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
-    _empty_environment(kubectl, namespace, "copy")
+    _large_backup(kubectl, testbed_state, namespace, backup_root)
     _, role = database_identity(namespace, "copy")
-    spec = {"source": {"backupRef": {"name": "nightly"}},
-            "target": {"environmentRef": {"name": "copy"}}, "safetyBackup": False}  # fmt: skip
-    _apply(kubectl, namespace, _restore("taken", **spec))
+    _apply(kubectl, namespace, _restore("taken", **INTO_COPY))
     restoring = _wait_restore(kubectl, namespace, "taken", "Restoring", timeout=60)
     own = kubectl("get", "namespace", namespace, "-o", "jsonpath={.metadata.uid}").stdout
     admin = testbed_state.managed_postgres_url

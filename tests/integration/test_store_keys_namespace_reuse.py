@@ -13,6 +13,7 @@ import base64
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,12 +33,17 @@ from tests.integration.test_backup_stores import _filesystem_store
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 
+def _nightly(namespace: str, store: str, **status: str) -> dict[str, Any]:
+    """A one-line Backup "nightly" in ``namespace``, to ``store``, with ``status``."""
+    spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
+    return {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup",
+            "metadata": {"name": "nightly", "namespace": namespace}, "spec": spec,
+            "status": status}  # fmt: skip
+
+
 async def _filled_key(kubectl: Kubectl, state: State, namespace: str, store: str) -> bytes:
     """The key a one-line Backup in ``namespace`` is given by ``store``."""
-    spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
-    manifest = {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup",
-                "metadata": {"name": "nightly", "namespace": namespace}, "spec": spec}  # fmt: skip
-    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    kubectl("apply", "-f", "-", input=json.dumps(_nightly(namespace, store)))
     read = kubectl("get", "backup", "nightly", "-n", namespace, "-o", "json").stdout
     kube = KubeClient.connect(load_config(Path(state.kubeconfig), {}))
     try:
@@ -80,11 +86,10 @@ async def _offered(
     try:
         [root] = await store_keys(kube, await find_store(kube, store))
         legacy = derived_key(root, namespace, None).key_id
-        spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
-        manifest = {"apiVersion": "dockyard.io/v1alpha1", "kind": "Backup",
-                    "metadata": {"name": "nightly", "namespace": namespace}, "spec": spec,
-                    "status": {"keyId": legacy} if older else {}}  # fmt: skip
-        offered = await store_keyring(kube, Backup.model_validate(manifest))
+        recorded = {"keyId": legacy} if older else {}
+        offered = await store_keyring(
+            kube, Backup.model_validate(_nightly(namespace, store, **recorded))
+        )
     finally:
         await kube.close()
     return {key.key_id for key in offered}, legacy
