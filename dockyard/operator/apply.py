@@ -12,11 +12,11 @@ answers that are not errors:
   forced apply would take it over and the owner's deletion would then delete it.
 - **patch** (JSON merge patch, the status subresource included): 404 means the object
   was deleted meanwhile, which is no error (its finalizer or its garbage collection
-  does the rest); the caller learns it from the ``False`` it gets back. The pass that
-  writes read the object afresh under its lock, so the last write wins. A status patch
-  for one object (``uid``) is sent with the resourceVersion it was just read at, so
-  that an object made again under the name never takes another's status; it reads
-  again on 409 (:func:`patch_status`).
+  does the rest); the caller learns it from the ``False`` it gets back. Writes are last
+  write wins: a status write carries no more than the resourceVersion it was just read
+  at, which binds it to its object (``uid``), so that an object made again under the
+  name never takes another's status; it reads again on 409 (:func:`patch_status`). A
+  patch of a custom resource names its object's uid too (:func:`merge_patch`).
 - **create**: 409 means an earlier pass created it already (names are deterministic),
   which is no error either.
 - **delete**: an object already gone (404), or whose name now belongs to another object
@@ -28,6 +28,8 @@ The paths come from ``dockyard.core.resources``, the one table of resource types
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,8 +40,10 @@ from dockyard.core.models.common import API_VERSION
 from dockyard.core.resources import NAMESPACES, ChildRef, Manifest, ResourceType, resource_type
 
 FIELD_MANAGER: Final = "dockyard-operator"
-# Reads and writes a uid-bound status patch tries before a 409 is the caller's.
+# Reads and writes a uid-bound status patch tries before a 409 is the caller's, and
+# the longest pause (seconds) before each retry, times the attempts made.
 STATUS_ATTEMPTS: Final = 5
+STATUS_RETRY_PAUSE: Final = 0.05
 
 
 def object_path(manifest: Mapping[str, Any], subresource: str | None = None) -> str:
@@ -191,18 +195,20 @@ async def patch_status(
     *,
     uid: str | None,
 ) -> bool:
-    """Merge ``status`` into the object's status subresource; ``False`` when it is gone.
+    """Merge ``status`` into the status subresource of the object ``uid``; ``False`` when
+    it is gone or the name now belongs to another object.
 
-    With ``uid``, only into that object: ``False`` too when the name now belongs to
-    another one. The status subresource drops ``metadata.uid`` from a merge patch, but
-    keeps ``metadata.resourceVersion`` as a precondition: the object is read, its uid
-    checked, and the patch sent with the version read, so an object made again under
-    the name in between answers 409 instead of taking the status. A 409 from any other
-    write in between reads again (the last write still wins).
+    The status subresource drops ``metadata.uid`` from a merge patch, but keeps
+    ``metadata.resourceVersion`` as a precondition: the object is read, its uid checked,
+    and the patch sent with the version read, so an object made again under the name in
+    between answers 409 instead of taking the status. A 409 from any other write in
+    between reads again, after a short jittered pause (the last write still wins);
+    after ``STATUS_ATTEMPTS`` the 409 is raised. A uid is required: a status written
+    for whatever object has the name is what this guards against.
     """
-    path = rtype.path(namespace, name, "status")
     if not uid:
-        return await merge_patch(kube, path, {"status": status})
+        raise ValueError(f"a status write names its object's uid ({rtype.kind} {name})")
+    path = rtype.path(namespace, name, "status")
     attempts = 0
     while True:
         found = await get(kube, rtype.path(namespace, name))
@@ -218,6 +224,8 @@ async def patch_status(
                 return False
             if exc.status != 409 or attempts == STATUS_ATTEMPTS:
                 raise
+            pause = random.uniform(0, STATUS_RETRY_PAUSE * attempts)  # noqa: S311  # nosec B311
+            await asyncio.sleep(pause)  # jitter, not a secret
             continue
         return True
 

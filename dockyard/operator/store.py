@@ -12,9 +12,8 @@ writes its own kind the same way, through a ``KindStore`` of its model:
   own handler reports it), and a kind that is not installed has none.
 - **write_status** merges a status into the status subresource of one object, named
   by its uid: 404 (deleted meanwhile) is no error, nor is a name that now belongs to
-  another object. There is one conflict policy: the pass that writes holds the
-  object's lock and read it afresh, so the last write wins; the resourceVersion a
-  write carries only binds it to the object it was read from.
+  another object. There is one conflict policy, the last write wins: the
+  resourceVersion a write carries only binds it to the object it was read from.
 - **post** and **record** publish Kubernetes Events about an object: ``post`` through
   Kopf (inside a handler), ``record`` through the operator's own client (from
   background tasks, where Kopf's poster does not run).
@@ -202,6 +201,9 @@ class KindStore(Generic[T]):
             meta = raw.get("metadata") or {}
             if on_invalid is OnInvalid.FAIL:
                 failed = {"phase": "Failed", "message": invalid.problem[:INVALID_MESSAGE_LIMIT]}
+                stored = raw.get("status") or {}
+                if all(stored.get(key) == value for key, value in failed.items()):
+                    return None  # said already: no write, no second Event
                 await self.write_status(
                     meta.get("namespace", ""), meta.get("name", ""), failed, uid=meta.get("uid")
                 )
@@ -244,8 +246,7 @@ class KindStore(Generic[T]):
         self, namespace: str, name: str, status: Mapping[str, Any], *, uid: str | None
     ) -> bool:
         """Merge ``status`` into the status of the object ``uid``; ``False`` when it is
-        gone or the name now belongs to another (:func:`apply.patch_status`). No uid
-        writes to whichever object has the name."""
+        gone or the name now belongs to another (:func:`apply.patch_status`)."""
         return await apply.patch_status(self.kube, self.rtype, namespace, name, status, uid=uid)
 
     async def patch(
@@ -253,6 +254,8 @@ class KindStore(Generic[T]):
     ) -> bool:
         """Merge ``body`` into the object ``uid`` (metadata, spec); ``False`` when it is
         gone or the name now belongs to another."""
+        if not uid:
+            raise ValueError(f"a patch names its object's uid ({self.rtype.kind} {name})")
         return await apply.merge_patch(self.kube, self.path(namespace, name), body, uid=uid)
 
     async def create(self, manifest: Manifest) -> bool:

@@ -10,6 +10,9 @@ object and sends the resourceVersion it read as a precondition:
 
 A merge patch of the object itself (``KindStore.patch``) carries the uid, which the
 apiserver refuses to change: the object made again under the name is left as it is.
+
+The API's rate-limit status reporter writes from its watch cache; a cache still holding
+the object of before is bound to it by the resourceVersion it holds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.api.ratelimit.rules import PolicyIndex
+from dockyard.api.ratelimit.status import (
+    MemoryTally,
+    SoleReplica,
+    StatusReporter,
+    ThrottleLedger,
+)
 from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.models.backup import Backup
 from dockyard.core.resources import Manifest
@@ -27,6 +37,7 @@ from dockyard.operator import apply
 from dockyard.operator.store import KindStore
 from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl
+from tests.integration.ratelimits import manifest, rule
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -160,3 +171,42 @@ async def test_a_patch_reaches_the_object_it_is_for_and_no_other_of_the_name(
 
     assert not await backups.patch(namespace, "nightly", marked, uid=first)
     assert kubectl(*mark).stdout == ""
+
+
+class _StaleCache:
+    """A watch cache that has not yet seen the policy deleted and made again: the
+    one object it holds, as it was read."""
+
+    def __init__(self, obj: Manifest) -> None:
+        self.obj = obj
+
+    def get(self, namespace: str, name: str) -> Manifest | None:
+        meta = self.obj["metadata"]
+        return self.obj if (meta["namespace"], meta["name"]) == (namespace, name) else None
+
+
+async def test_a_rate_limit_status_from_a_stale_cache_never_reaches_the_policy_made_again(
+    kubectl: Kubectl, namespace: str, backups: KindStore[Backup]
+) -> None:
+    two = manifest(namespace, "limits", rule("a", 5), rule("b", 5))
+    kubectl("create", "-f", "-", input=json.dumps(two))
+    earlier = json.loads(kubectl("get", "rlp", "limits", "-n", namespace, "-o", "json").stdout)
+    kubectl("delete", "rlp", "limits", "-n", namespace)
+    kubectl("create", "-f", "-", input=json.dumps(manifest(namespace, "limits", rule("c", 5))))
+    index = PolicyIndex(platform_namespace="dockyard-system")
+    index.rebuild([earlier])
+    reporter = StatusReporter(
+        kube=backups.kube,
+        cache=_StaleCache(earlier),  # type: ignore[arg-type]
+        index=index,
+        ledger=ThrottleLedger(),
+        tally=MemoryTally(),
+        lease=SoleReplica(),
+        interval=60,
+    )
+
+    assert await reporter.report() == 0
+
+    # Another API of the session may report on the new policy: its one rule, never two.
+    status = json.loads(kubectl("get", "rlp", "limits", "-n", namespace, "-o", "json").stdout)
+    assert (status.get("status") or {}).get("rules") != 2

@@ -14,6 +14,7 @@ from dockyard.operator.store import (
     KindStore,
     Loaded,
     ObjectLocks,
+    OnInvalid,
     event_manifest,
     replacing,
 )
@@ -92,3 +93,21 @@ def test_one_object_has_one_lock_until_it_is_forgotten() -> None:
     locks.forget(("ns", "a"))
     assert locks.lock(("ns", "a")) is not first
     assert ("ns", "a") not in locks.queued
+
+
+async def test_a_status_write_or_patch_that_names_no_object_is_refused() -> None:
+    # By name alone it could land on another object made again under the name.
+    with pytest.raises(ValueError, match="uid"):
+        await STORE.write_status("team-a", "nightly", {"phase": "Failed"}, uid="")
+    with pytest.raises(ValueError, match="uid"):
+        await STORE.patch("team-a", "nightly", {"metadata": {"labels": {}}}, uid=None)
+
+
+async def test_an_invalid_object_whose_status_says_so_already_is_not_written_again() -> None:
+    raw = _backup("nightly", storage=5)
+    with pytest.raises(InvalidObject) as invalid:
+        STORE.parse(raw)
+    raw["status"] = {"phase": "Failed", "message": invalid.value.problem, "attempts": 0}
+
+    # No write and no second Event: either would need the client, which is None here.
+    assert await STORE.loaded(raw, on_invalid=OnInvalid.FAIL) is None

@@ -285,12 +285,19 @@ class StatusReporter:
             patch = status_patch(obj, report, tally, window=window, now=now)
             if patch is None:
                 continue
+            # Bound to the object the cache holds (the status subresource drops a uid):
+            # one made again under the name, or a cache behind, answers 409, and the
+            # next round reports from a fresher cache.
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if version:
+                patch = {**patch, "metadata": {"resourceVersion": version}}
             try:
                 await self.kube.merge_patch(
                     RATE_LIMIT_POLICIES.path(namespace, name, "status"), patch
                 )
             except KubeError as exc:
-                if exc.status != 404:  # deleted meanwhile: nothing to report on
+                if exc.status not in (404, 409):  # 404: deleted meanwhile
                     raise
+                continue
             patched += 1
         return patched

@@ -195,6 +195,8 @@ class BackupRuns:
             waiting = status.retrying(message, reason=exc.reason, generation=loaded.generation)
             await self._write(loaded, waiting.observed(loaded.generation))
             return Outcome.again(message, delay=STORE_RETRY_SECONDS)
+        if store is None:
+            return Outcome.done()  # deleted meanwhile: nothing to run
         post(
             loaded.raw,
             reason="StoreAssigned",

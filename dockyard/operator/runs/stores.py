@@ -187,9 +187,10 @@ async def store_keys(kube: KubeClient, store: BackupStore) -> list[EncryptionKey
     return [await load_key(kube, store.spec.secret_namespace, ref) for ref in refs]
 
 
-async def fill_from_store(kube: KubeClient, backup: Backup) -> str:
+async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
     """Write the store's storage and the namespace's derived key into ``backup``'s spec
-    (only what it lacks); the store's name. Raises ``NoBackupStore``/``KeyUnavailable``."""
+    (only what it lacks); the store's name, or ``None`` when the Backup is gone (or its
+    name now another's). Raises ``NoBackupStore``/``KeyUnavailable``."""
     namespace, name = backup.metadata.namespace or "", backup.metadata.name or ""
     wanted = backup.spec.store_ref.name if backup.spec.store_ref else None
     store = await find_store(kube, wanted)
@@ -205,8 +206,9 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str:
         key = derived_key(root, namespace, await namespace_uid(kube, namespace))
         secret = await ensure_derived_secret(kube, store_name, namespace, key)
         spec["encryption"] = {"keySecretRef": {"name": secret, "key": KEY_ENTRY}}
-    await merge_patch(kube, BACKUPS.path(namespace, name), {"spec": spec}, uid=backup.metadata.uid)
-    return store_name
+    path = BACKUPS.path(namespace, name)
+    filled = await merge_patch(kube, path, {"spec": spec}, uid=backup.metadata.uid)
+    return store_name if filled else None
 
 
 async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
