@@ -26,7 +26,7 @@ from dockyard.core.kube import KubeClient, KubeError, load_config
 from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
-from dockyard.operator import index_gate
+from dockyard.operator import bookkeeping, index_gate
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.leadership import Leadership
 from dockyard.operator.services import OperatorMemo, Services
@@ -36,20 +36,12 @@ logger = logging.getLogger(__name__)
 USER_AGENT = "dockyard-operator"
 """How the operator's own apiserver calls introduce themselves (audit logs count them)."""
 
-KOPF_PREFIX = "operator.dockyard.io"
-"""Where Kopf keeps its progress and last-handled configuration, in annotations."""
-
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any) -> None:
-    # Our CRDs declare their status schema, so Kopf's own bookkeeping goes to annotations
-    # (status.kopf would be pruned by the apiserver). Under a prefix of its own: Kopf
-    # leaves every annotation under its storage prefix out of the diffs it reacts to,
-    # and users' dockyard.io/* annotations (approved-by, run-now) must be seen.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    # In annotations, each read only by the object it was written for (bookkeeping.py).
+    settings.persistence.progress_storage = bookkeeping.ProgressStorage()
+    settings.persistence.diffbase_storage = bookkeeping.DiffBaseStorage()
     settings.persistence.finalizer = "dockyard.io/operator"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300

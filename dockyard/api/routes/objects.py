@@ -27,7 +27,7 @@ PATCHABLE_METADATA = frozenset({"labels", "annotations"})
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
 
 
-# Where the operator (Kopf) keeps its bookkeeping: dockyard.operator.main.KOPF_PREFIX.
+# Where the operator (Kopf) keeps its bookkeeping: dockyard.operator.bookkeeping.PREFIX.
 OPERATOR_BOOKKEEPING = "operator.dockyard.io/"
 
 
