@@ -10,43 +10,51 @@ Kopf writes that bookkeeping by name, after a pass. A pass still at work when it
 is deleted (one with no finalizer: a Restore, a Webhook, a schedule, a policy) and made
 again under the name writes the first object's into the second: a last-handled
 configuration equal to the new spec makes the new object look handled already (no
-handler runs for it), and a purged progress record drops a retry it had scheduled.
-So every write of the bookkeeping names the uid it is for (``WRITTEN_FOR``), and
-bookkeeping written for another uid reads as none: Kopf then sees the object as new
-and its handlers run (they are idempotent). Objects written by an operator before this
-one carry no uid and read as before.
+handler runs for it), and a progress record of the first object's handler passes for
+the new one's (its retries, its delay).
+
+So every record (each handler's progress, the last-handled configuration) carries the
+uid it was written for (``UID_FIELD``), and a record of another uid reads as none: Kopf
+then sees the object as new and its handlers run (they are idempotent). The uid is in
+each record, not in one annotation beside them, since Kopf's patches of the two objects
+can land in either order and mix their records. Records written by an operator before
+this one carry no uid and read as before.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final, cast
 
 import kopf
 
 PREFIX: Final = "operator.dockyard.io"
-WRITTEN_FOR: Final = f"{PREFIX}/written-for"
-"""The annotation naming the uid of the object Kopf's bookkeeping was written for."""
+UID_FIELD: Final = "writtenFor"
+"""The field of each stored record naming the uid of the object it was written for."""
 
 
-def of_another(body: kopf.Body) -> bool:
-    """Whether the bookkeeping ``body`` carries was written for another object."""
-    written_for = body.metadata.annotations.get(WRITTEN_FOR)
-    return written_for is not None and written_for != body.metadata.uid
+def _own(record: dict[str, Any] | None, body: kopf.Body) -> dict[str, Any] | None:
+    """``record`` without its uid, or ``None`` when it was written for another object."""
+    if record is None:
+        return None
+    record = dict(record)
+    written_for = record.pop(UID_FIELD, None)
+    return None if written_for not in (None, body.metadata.uid) else record
 
 
-def _mark(body: kopf.Body, patch: kopf.Patch) -> None:
-    if body.metadata.uid:
-        patch.metadata.annotations[WRITTEN_FOR] = body.metadata.uid
+def _stamped(record: Mapping[str, Any], body: kopf.Body) -> dict[str, Any]:
+    return {**record, UID_FIELD: body.metadata.uid} if body.metadata.uid else dict(record)
 
 
 class ProgressStorage(kopf.AnnotationsProgressStorage):
-    """Kopf's handler progress, for the object it was written for."""
+    """Kopf's handler progress, each record for the object it was written for."""
 
     def __init__(self) -> None:
         super().__init__(prefix=PREFIX)
 
     def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
-        return None if of_another(body) else super().fetch(key=key, body=body)
+        found = super().fetch(key=key, body=body)
+        return cast(kopf.ProgressRecord | None, _own(cast(dict[str, Any] | None, found), body))
 
     def store(
         self,
@@ -56,8 +64,8 @@ class ProgressStorage(kopf.AnnotationsProgressStorage):
         body: kopf.Body,
         patch: kopf.Patch,
     ) -> None:
-        super().store(key=key, record=record, body=body, patch=patch)
-        _mark(body, patch)
+        stamped = cast(kopf.ProgressRecord, _stamped(record, body))
+        super().store(key=key, record=stamped, body=body, patch=patch)
 
 
 class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -67,8 +75,9 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         super().__init__(prefix=PREFIX, key="last-handled-configuration")
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None if of_another(body) else super().fetch(body=body)
+        found = super().fetch(body=body)
+        return cast(kopf.BodyEssence | None, _own(cast(dict[str, Any] | None, found), body))
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        super().store(body=body, patch=patch, essence=essence)
-        _mark(body, patch)
+        stamped = cast(kopf.BodyEssence, _stamped(essence, body))
+        super().store(body=body, patch=patch, essence=stamped)

@@ -1,5 +1,5 @@
-"""Kopf's bookkeeping (progress, last-handled configuration) names the object it was
-written for, and reads as none on another object of the name (no I/O)."""
+"""Kopf's bookkeeping (progress, last-handled configuration) names the object each record
+was written for, and a record of another object of the name reads as none (no I/O)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 import kopf
 
-from dockyard.operator.bookkeeping import WRITTEN_FOR, DiffBaseStorage, ProgressStorage
+from dockyard.operator.bookkeeping import PREFIX, DiffBaseStorage, ProgressStorage
 
+HANDLER = kopf.HandlerId("reconcile")
 RECORD: kopf.ProgressRecord = {"started": "2026-12-06T07:00:00", "retries": 1}
 ESSENCE: kopf.BodyEssence = {"spec": {"url": "https://hooks.example.com"}}  # type: ignore[typeddict-unknown-key]
 
@@ -18,35 +19,56 @@ def _body(uid: str, annotations: dict[str, str] | None = None) -> kopf.Body:
     return kopf.Body({"metadata": {**meta, "annotations": annotations or {}}})  # type: ignore[typeddict-item]
 
 
-def _written(uid: str) -> dict[str, str]:
-    """The annotations one pass for the object ``uid`` writes."""
-    body, patch = _body(uid), kopf.Patch()
-    ProgressStorage().store(key=kopf.HandlerId("reconcile"), record=RECORD, body=body, patch=patch)
-    DiffBaseStorage().store(body=body, patch=patch, essence=ESSENCE)
+def _progress(uid: str) -> dict[str, str]:
+    """The annotations a pass for the object ``uid`` writes of its handler's progress."""
+    patch = kopf.Patch()
+    ProgressStorage().store(key=HANDLER, record=RECORD, body=_body(uid), patch=patch)
     return dict(patch["metadata"]["annotations"])
 
 
-def test_bookkeeping_names_the_object_it_was_written_for() -> None:
-    assert _written("uid-1")[WRITTEN_FOR] == "uid-1"
+def _handled(uid: str) -> dict[str, str]:
+    """The annotations a pass for the object ``uid`` writes once it has handled it."""
+    patch = kopf.Patch()
+    DiffBaseStorage().store(body=_body(uid), patch=patch, essence=ESSENCE)
+    return dict(patch["metadata"]["annotations"])
 
 
-def test_the_object_it_was_written_for_reads_it() -> None:
-    body = _body("uid-1", _written("uid-1"))
+def test_the_object_each_record_was_written_for_reads_it_as_written() -> None:
+    body = _body("uid-1", {**_progress("uid-1"), **_handled("uid-1")})
 
-    assert ProgressStorage().fetch(key=kopf.HandlerId("reconcile"), body=body) == RECORD
+    assert ProgressStorage().fetch(key=HANDLER, body=body) == RECORD
     assert DiffBaseStorage().fetch(body=body) == ESSENCE
 
 
 def test_another_object_of_the_name_reads_none() -> None:
-    body = _body("uid-2", _written("uid-1"))
+    body = _body("uid-2", {**_progress("uid-1"), **_handled("uid-1")})
 
-    assert ProgressStorage().fetch(key=kopf.HandlerId("reconcile"), body=body) is None
+    assert ProgressStorage().fetch(key=HANDLER, body=body) is None
     assert DiffBaseStorage().fetch(body=body) is None
 
 
-def test_bookkeeping_written_before_it_named_its_object_is_read_as_before() -> None:
-    older = {k: v for k, v in _written("uid-1").items() if k != WRITTEN_FOR}
+def test_records_of_two_objects_mixed_are_each_read_for_their_own() -> None:
+    # The earlier object's patch landed between two of the new one's: its handled
+    # configuration beside the new one's own progress.
+    body = _body("uid-2", {**_handled("uid-1"), **_progress("uid-2")})
+
+    assert ProgressStorage().fetch(key=HANDLER, body=body) == RECORD
+    assert DiffBaseStorage().fetch(body=body) is None
+
+
+def test_records_written_before_they_named_their_object_are_read_as_before() -> None:
+    older = {**_progress("uid-1"), **_handled("uid-1")}
+    older = {key: value.replace(',"writtenFor":"uid-1"', "") for key, value in older.items()}
+    assert "uid-1" not in "".join(older.values())
     body = _body("uid-1", older)
 
-    assert ProgressStorage().fetch(key=kopf.HandlerId("reconcile"), body=body) == RECORD
+    assert ProgressStorage().fetch(key=HANDLER, body=body) == RECORD
     assert DiffBaseStorage().fetch(body=body) == ESSENCE
+
+
+def test_the_uid_stays_out_of_the_configuration_compared_for_changes() -> None:
+    body = _body("uid-1", _handled("uid-1"))
+    storage = DiffBaseStorage()
+
+    assert storage.fetch(body=body) == storage.build(body=kopf.Body({"spec": ESSENCE["spec"]}))  # type: ignore[typeddict-item]
+    assert all(key.startswith(f"{PREFIX}/") for key in _handled("uid-1"))
