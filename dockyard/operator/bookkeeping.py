@@ -19,6 +19,11 @@ then sees the object as new and its handlers run (they are idempotent). The uid 
 each record, not in one annotation beside them, since Kopf's patches of the two objects
 can land in either order and mix their records. Records written by an operator before
 this one carry no uid and read as before.
+
+What a storage cannot prevent: the old object's pass purging, by name, the new one's
+progress record of the same handler. The new object's handler then starts afresh (its
+retries and delay reset), which its idempotence allows. An older operator rolled back
+to sees the uid as a change once: one update pass per object.
 """
 
 from __future__ import annotations
