@@ -334,16 +334,25 @@ def held(tool: str, database: str) -> Iterator[list[int]]:
                 os.kill(pid, signal.SIGCONT)
 
 
+@contextlib.contextmanager
+def _held_backup(
+    kubectl: Kubectl, state: State, namespace: str, root: Path, name: str, **extra: Any
+) -> Iterator[list[int]]:
+    """A Backup ``name`` of the large environment (``_large_environment``), made with
+    ``extra`` and held mid-dump (``held``) for the block."""
+    _large_environment(kubectl, state, namespace)
+    database, _ = database_identity(namespace, "shop")
+    _apply(kubectl, namespace, _backup(namespace, name, root, **extra))
+    with held("pg_dump", database) as dumps:
+        yield dumps
+
+
 def test_a_backup_deleted_mid_run_is_stopped_and_leaves_no_artifact(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
     # Kopf hands the deletion to the Backup's finalizer only once the run holding its
     # handler has ended; the run itself sees the Backup being deleted and stops.
-    _large_environment(kubectl, testbed_state, namespace)
-    database, _ = database_identity(namespace, "shop")
-    _apply(kubectl, namespace, _backup(namespace, "doomed", backup_root))
-
-    with held("pg_dump", database) as dumps:
+    with _held_backup(kubectl, testbed_state, namespace, backup_root, "doomed") as dumps:
         kubectl("delete", "backup", "doomed", "-n", namespace, "--wait=false")
         # Gone while its pg_dump is still held: the run did not wait for it.
         wait_for(lambda: _get(kubectl, namespace, "backup", "doomed") is None, timeout=45)
@@ -691,11 +700,7 @@ def test_a_runner_reporting_another_key_than_it_was_given_fails_the_backup(
     # The runner reports its artifact itself, key id included; the operator completes
     # the Backup only if that is the key the Backup names. Here the key Secret changes
     # while the runner dumps, so the runner reports the key it was given before.
-    _large_environment(kubectl, testbed_state, namespace)
-    database, _ = database_identity(namespace, "shop")
-    _apply(kubectl, namespace, _backup(namespace, "rekeyed", backup_root, runner="Job"))
-
-    with held("pg_dump", database):
+    with _held_backup(kubectl, testbed_state, namespace, backup_root, "rekeyed", runner="Job"):
         kubectl("delete", "secret", "backup-key", "-n", namespace)
         _key_secret(kubectl, namespace)
 
@@ -708,11 +713,7 @@ def test_a_runner_reporting_another_key_than_it_was_given_fails_the_backup(
 def test_a_runner_whose_key_secret_went_meanwhile_fails_the_backup_rather_than_hang(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
-    _large_environment(kubectl, testbed_state, namespace)
-    database, _ = database_identity(namespace, "shop")
-    _apply(kubectl, namespace, _backup(namespace, "keyless", backup_root, runner="Job"))
-
-    with held("pg_dump", database):
+    with _held_backup(kubectl, testbed_state, namespace, backup_root, "keyless", runner="Job"):
         kubectl("delete", "secret", "backup-key", "-n", namespace)
 
     status = _wait_phase(kubectl, namespace, "keyless", "Failed", timeout=180)

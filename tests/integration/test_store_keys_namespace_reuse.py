@@ -113,3 +113,24 @@ async def test_a_key_derived_from_the_name_alone_is_offered_only_to_a_backup_tha
     assert len(earlier) == 2
     assert later.isdisjoint(earlier)  # only the new namespace's own key
     assert len(later) == 1
+
+
+async def test_a_backup_made_again_under_its_name_is_not_filled_for_the_earlier_one(
+    kubectl: Kubectl, testbed_state: State, backup_root: Path, unwatched_namespace: str
+) -> None:
+    namespace = unwatched_namespace
+    with _filesystem_store(kubectl, backup_root, "store-key") as store:
+        kubectl("create", "-f", "-", input=json.dumps(_nightly(namespace, store)))
+        read = kubectl("get", "backup", "nightly", "-n", namespace, "-o", "json").stdout
+        earlier = Backup.model_validate(json.loads(read))
+        kubectl("delete", "backup", "nightly", "-n", namespace)
+        kubectl("create", "-f", "-", input=json.dumps(_nightly(namespace, store)))
+
+        kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+        try:
+            assert await fill_from_store(kube, earlier) is None
+        finally:
+            await kube.close()
+        storage = kubectl("get", "backup", "nightly", "-n", namespace,
+                          "-o", "jsonpath={.spec.storage}").stdout  # fmt: skip
+    assert storage == ""  # the Backup made again is filled by its own pass, if any
