@@ -33,7 +33,9 @@ from typing import Any, Final, cast
 
 import kopf
 
-PREFIX: Final = "operator.dockyard.io"
+from dockyard.core.models.common import OPERATOR_ANNOTATIONS
+
+PREFIX: Final = OPERATOR_ANNOTATIONS
 UID_FIELD: Final = "writtenFor"
 """The field of each stored record naming the uid of the object it was written for."""
 

@@ -274,6 +274,62 @@ async def test_a_client_supplied_requester_or_approver_is_refused(
     )
 
 
+async def test_the_operators_bookkeeping_annotations_are_neither_set_nor_removed_by_clients(
+    client: Client, developer: Headers, namespace: str, kubectl: Kubectl
+) -> None:
+    # Kopf's records say which handlers ran for the object: a client who could write them
+    # could have the operator take its object for handled (or for new).
+    base = f"/api/v1/namespaces/{namespace}/backups"
+    record = "operator.dockyard.io/create_fn"
+    forged = _backup("forged")
+    forged["metadata"]["annotations"] = {record: '{"success": true}'}
+    refused = await client.post(base, json=forged, headers=developer)
+    problem = await refused.json()
+    assert refused.status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == [f"metadata.annotations.{record}"]
+    assert kubectl("get", "backup", "forged", "-n", namespace, check=False).returncode != 0
+
+    mine = _backup("shop-1")
+    mine["metadata"]["annotations"] = {"team.example/owner": "ana"}
+    assert (await client.post(base, json=mine, headers=developer)).status == 201
+    kept = '{"success": true, "writtenFor": "x"}'
+    kubectl("annotate", "backup", "shop-1", "-n", namespace, f"{record}={kept}")
+    headers = {**developer, "Content-Type": MERGE_PATCH}
+    for value in ("{}", None):
+        patched = await client.patch(
+            f"{base}/shop-1",
+            data=json.dumps({"metadata": {"annotations": {record: value}}}),
+            headers=headers,
+        )
+        assert patched.status == 422, await patched.text()
+        assert (await patched.json())["errors"][0]["field"] == f"metadata.annotations.{record}"
+
+    # Removing every annotation removes the client's own, and keeps the operator's.
+    cleared = await client.patch(
+        f"{base}/shop-1", data=json.dumps({"metadata": {"annotations": None}}), headers=headers
+    )
+    assert cleared.status == 200, await cleared.text()
+    annotations = get_json(kubectl, "backup", "shop-1", "-n", namespace)["metadata"]["annotations"]  # type: ignore[index]
+    assert "team.example/owner" not in annotations
+    assert annotations[record] == kept
+
+
+async def test_removing_a_restores_annotations_keeps_its_requester(
+    client: Client, developer: Headers, namespace: str, kubectl: Kubectl
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/restores"
+    assert (await client.post(base, json=_restore("r1"), headers=developer)).status == 201
+    requester = await _who(client, developer)
+    cleared = await client.patch(
+        f"{base}/r1",
+        data=json.dumps({"metadata": {"annotations": None}}),
+        headers={**developer, "Content-Type": MERGE_PATCH},
+    )
+    assert cleared.status == 200, await cleared.text()
+    annotations = get_json(kubectl, "restore", "r1", "-n", namespace)["metadata"]["annotations"]  # type: ignore[index]
+    assert annotations["dockyard.io/requested-by"] == requester
+
+
 async def test_the_requester_cannot_approve_their_own_restore(
     client: Client, operator: Headers, namespace: str, kubectl: Kubectl
 ) -> None:

@@ -31,6 +31,7 @@ from dockyard.api.openapi import Operation, OperationRegistry
 from dockyard.api.routes.contract import COMMON_RESPONSES, KindContract
 from dockyard.api.routes.models import CreateBody, NewObjectMeta, create_body, list_body
 from dockyard.api.routes.objects import (
+    OPERATOR_BOOKKEEPING,
     caller,
     idempotent,
     if_match,
@@ -145,6 +146,8 @@ class KindRoutes(KindContract):
 
     async def create(self, request: web.Request) -> web.Response:
         raw = await read_json(request)
+        if isinstance(raw, dict):
+            self.refuse_annotations(raw.get("metadata"))
         return await idempotent(request, raw, lambda: self._create(request, raw))
 
     async def _create(self, request: web.Request, raw: object) -> Object:
@@ -170,8 +173,15 @@ class KindRoutes(KindContract):
     async def patch(self, request: web.Request) -> web.Response:
         namespace, name = self.where(request)
         raw = await read_merge_patch(request)
+        self.refuse_annotations(raw.get("metadata"))
         current = await self.cached(request)
         expected = if_match(request)
+        metadata = raw.get("metadata") or {}
+        if "annotations" in metadata and metadata["annotations"] is None:
+            # "Remove every annotation" means the client's own: each of those by name.
+            shown = current["metadata"].get("annotations") or {}
+            cleared = {k: None for k in shown if self.refused_annotation(k) is None}
+            raw = {**raw, "metadata": {**metadata, "annotations": cleared}}
         if "spec" in raw:
             try:
                 self.spec_model.model_validate(merge(current.get("spec"), raw["spec"]))
@@ -195,6 +205,26 @@ class KindRoutes(KindContract):
         request[keys.AUDIT] = spec_diff(current.get("spec"), updated.get("spec"))
         await request.app[self.cache].caught_up(updated)
         return respond(updated)
+
+    def refused_annotation(self, key: str) -> str | None:
+        """Why clients may neither set nor remove the annotation ``key``; None if they may."""
+        if key.startswith(OPERATOR_BOOKKEEPING):
+            return "the operator's bookkeeping; not set or removed through this API"
+        return None
+
+    def refuse_annotations(self, metadata: object) -> None:
+        """422 naming each annotation of a create's or a patch's ``metadata`` that clients
+        may not write (``refused_annotation``), whatever value it is given, null included."""
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if not isinstance(annotations, dict):
+            return
+        problems = [
+            errors.FieldError(field=f"metadata.annotations.{key}", message=reason)
+            for key in sorted(annotations)
+            if (reason := self.refused_annotation(key)) is not None
+        ]
+        if problems:
+            raise errors.validation_failed(problems)
 
     async def delete(self, request: web.Request) -> web.Response:
         await self._delete(request)
@@ -285,7 +315,9 @@ class KindRoutes(KindContract):
                 request_schema=MERGE_PATCH_SCHEMA,
                 responses={**changed, 413: "Body too large", 415: "Not JSON"},
                 description="A JSON merge patch (RFC 7396) of spec, metadata.labels and "
-                "metadata.annotations; the patched spec must be valid as a whole.",
+                "metadata.annotations; the patched spec must be valid as a whole. The "
+                "operator's annotations (operator.dockyard.io/*) are refused, and "
+                "`annotations: null` removes every other one.",
             ),
             self.operation(
                 "DELETE",

@@ -20,15 +20,13 @@ from dockyard.api.auth import Principal, bearer_token
 from dockyard.api.bodies import read_json
 from dockyard.api.idempotency import Replay, request_hash, validate_key
 from dockyard.core.kube import CallerToken
+from dockyard.core.models.common import OPERATOR_ANNOTATIONS
 
 # What a JSON merge patch may change: the spec, and labels and annotations.
 PATCHABLE = frozenset({"spec", "metadata"})
 PATCHABLE_METADATA = frozenset({"labels", "annotations"})
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
-
-
-# Where the operator (Kopf) keeps its bookkeeping: dockyard.operator.bookkeeping.PREFIX.
-OPERATOR_BOOKKEEPING = "operator.dockyard.io/"
+OPERATOR_BOOKKEEPING = f"{OPERATOR_ANNOTATIONS}/"
 
 
 def public(obj: dict[str, Any]) -> dict[str, Any]:

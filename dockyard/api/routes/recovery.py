@@ -28,12 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.api import cursors, errors, keys
 from dockyard.api.audit.diff import spec_diff
-from dockyard.api.bodies import read_json
 from dockyard.api.openapi import Operation, replace
 from dockyard.api.paths import DNS_SUBDOMAIN
 from dockyard.api.routes.kinds import KindRoutes, with_traceparent
 from dockyard.api.routes.models import NewObjectMeta, name_field
-from dockyard.api.routes.objects import MERGE_PATCH_TYPES, caller, respond
+from dockyard.api.routes.objects import caller, respond
 from dockyard.api.routes.pages import (
     LabelSelector,
     Predicate,
@@ -104,7 +103,8 @@ class RecoveryKindRoutes(KindRoutes):
 
     ``environments_of`` says which Environments an object is about (the ``environment``
     filter); ``phases`` is the kind's phase enum, when it has one (the ``phase`` filter);
-    ``server_annotations`` are refused from clients; ``stamp`` adds annotations on
+    ``server_annotations`` are refused from clients (and kept when a patch removes every
+    annotation); ``stamp`` adds annotations on
     create; ``runnable`` adds ``POST .../{name}/run``.
     """
 
@@ -132,22 +132,14 @@ class RecoveryKindRoutes(KindRoutes):
         last = cursors.encode_name(shown[-1]["metadata"]["name"]) if more else None
         return page(shown, last, cache.resource_version)
 
-    async def patch(self, request: web.Request) -> web.Response:
-        raw = await read_json(request, allowed=MERGE_PATCH_TYPES)
-        if isinstance(raw, dict):
-            self._refuse_server_annotations(raw.get("metadata"))
-        # aiohttp keeps the body read above, so the shared handler reads it again for free.
-        return await super().patch(request)
-
     async def _create(self, request: web.Request, raw: object) -> Object:
-        if isinstance(raw, dict) and isinstance(raw.get("metadata"), dict):
-            self._refuse_server_annotations(raw["metadata"])
-            if self.stamp is not None:
-                metadata = dict(raw["metadata"])
-                annotations = metadata.get("annotations")
-                if isinstance(annotations, dict) or annotations is None:
-                    metadata["annotations"] = {**(annotations or {}), **self.stamp(request)}
-                raw = {**raw, "metadata": metadata}
+        sent = raw.get("metadata") if isinstance(raw, dict) else None
+        if self.stamp is not None and isinstance(raw, dict) and isinstance(sent, dict):
+            metadata = dict(sent)
+            annotations = metadata.get("annotations")
+            if isinstance(annotations, dict) or annotations is None:
+                metadata["annotations"] = {**(annotations or {}), **self.stamp(request)}
+            raw = {**raw, "metadata": metadata}
         return await super()._create(request, raw)
 
     async def run_now(self, request: web.Request) -> web.Response:
@@ -192,23 +184,10 @@ class RecoveryKindRoutes(KindRoutes):
             predicates.append(lambda o: _phase(o) == phase)
         return predicates
 
-    def _refuse_server_annotations(self, metadata: object) -> None:
-        if not self.server_annotations or not isinstance(metadata, dict):
-            return
-        annotations = metadata.get("annotations")
-        if not isinstance(annotations, dict):
-            return
-        sent = sorted(self.server_annotations & set(annotations))
-        if sent:
-            raise errors.validation_failed(
-                [
-                    errors.FieldError(
-                        field=f"metadata.annotations.{name}",
-                        message="set by the server from the authenticated caller; do not send it",
-                    )
-                    for name in sent
-                ]
-            )
+    def refused_annotation(self, key: str) -> str | None:
+        if key in self.server_annotations:
+            return "set by the server from the authenticated caller; do not send it"
+        return super().refused_annotation(key)
 
     # -- the contract ---------------------------------------------------------------------
 

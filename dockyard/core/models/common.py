@@ -32,6 +32,10 @@ from dockyard.core.models.declarations import (
 # lists of it are maps keyed by some of its fields; the generator consumes it and turns
 # it into x-kubernetes-list-type/x-kubernetes-list-map-keys on the list itself.
 LIST_MAP_KEYS_KEYWORD: Final = "x-dockyard-list-map-keys"
+OPERATOR_ANNOTATIONS: Final = "operator.dockyard.io"
+"""The prefix of the annotations in which the operator (Kopf) keeps its bookkeeping: which
+handlers ran for an object, and the configuration last handled. Only the operator writes
+them; the API neither shows them nor lets clients set or remove them."""
 
 
 class CRModel(BaseModel):
