@@ -62,10 +62,11 @@ class CallerToken:
     username: str = ""
     audit_secret: str | None = field(default=None, repr=False)
 
-    def audit_id(self) -> str | None:
+    def audit_id(self, method: str, path: str) -> str | None:
+        """The mark of one call, ``method`` on ``path``; None without the sink's token."""
         if self.audit_secret is None:
             return None
-        return audit_ids.mint(self.audit_secret, self.username)
+        return audit_ids.mint(self.audit_secret, self.username, method, path)
 
 
 # client-go re-reads a token file once a minute: projected service-account tokens are
@@ -190,12 +191,17 @@ class KubeClient:
             await self.caller_session.close()
 
     def _headers(
-        self, as_caller: CallerToken | None, content_type: str | None = None
+        self,
+        as_caller: CallerToken | None,
+        content_type: str | None = None,
+        call: tuple[str, str] = ("GET", "/"),
     ) -> list[tuple[str, str]]:
+        """The headers of a call: ``call`` is its method and path, which a caller's
+        ``Audit-ID`` marks."""
         headers: list[tuple[str, str]] = []
         if as_caller is not None:
             headers.append(("Authorization", f"Bearer {as_caller.token}"))
-            if (audit_id := as_caller.audit_id()) is not None:
+            if (audit_id := as_caller.audit_id(*call)) is not None:
                 headers.append(("Audit-ID", audit_id))
         else:
             authorization = self._token.header()
@@ -243,12 +249,15 @@ class KubeClient:
     ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body)
         session = self.session if as_caller is None else self.caller_session
+        url = URL(self.config.server + path)
         async with session.request(
             method,
-            self.config.server + path,
+            url,
             data=data,
             params=params,
-            headers=self._headers(as_caller, content_type if data is not None else None),
+            headers=self._headers(
+                as_caller, content_type if data is not None else None, (method, url.raw_path)
+            ),
             timeout=self.timeouts.call(deadline),
         ) as response:
             text = await response.text()

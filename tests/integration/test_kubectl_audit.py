@@ -23,6 +23,7 @@ import yaml
 from aiohttp import ClientSession, TCPConnector, web
 
 from dockyard.api.app import create_app
+from dockyard.core import audit_ids
 from dockyard.core.kube import CallerToken, KubeClient, KubeError, load_config
 from dockyard.core.resources import RESTORES
 from dockyard.testbed.cluster import State, Testbed
@@ -259,8 +260,47 @@ class ChosenAuditId(CallerToken):
 
     chosen: str = ""
 
-    def audit_id(self) -> str | None:
+    def audit_id(self, method: str, path: str) -> str | None:
         return self.chosen
+
+
+async def test_a_mark_read_from_an_audit_log_covers_no_other_write(
+    sink: tuple[str, ssl.SSLContext],
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    as_admin: dict[str, str],
+) -> None:
+    """The attack: a tenant's operator who may read the apiserver's audit log takes the
+    mark the API put on one of their REST writes, and sends it with writes of their own
+    (an approval of another Restore, a delete of the one it marked), hoping the sink
+    takes them for the API's and leaves them out of the trail."""
+    url, trust = sink
+    mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
+    for name in ("harmless", "promote"):
+        _dry_run_restore(kubectl, namespace, name)
+    await asyncio.sleep(1)  # the RoleBinding reaches the authorizer
+    marked = RESTORES.path(namespace, "harmless")
+    leaked = ChosenAuditId(
+        mallory_token,
+        chosen=audit_ids.mint(testbed_state.audit_sink_token, mallory, "PATCH", marked),
+    )
+    approve = {"metadata": {"annotations": {"dockyard.io/approved-by": mallory}}}
+    kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    try:
+        # The write the mark was made for is the API's: left to the REST trail.
+        await kube.merge_patch(marked, {"metadata": {"labels": {"a": "b"}}}, as_caller=leaked)
+        await kube.merge_patch(RESTORES.path(namespace, "promote"), approve, as_caller=leaked)
+        await kube.request("DELETE", marked, as_caller=leaked)
+    finally:
+        await kube.close()
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        rows = await _rows_of(http, url, as_admin, namespace, mallory, at_least=2)
+    assert sorted((r["action"].split(" agent=")[0], r["name"]) for r in rows) == [
+        ("DELETE restores", "harmless"),
+        ("PATCH restores", "promote"),
+    ]
 
 
 async def test_an_audit_id_that_is_not_ascii_costs_no_write_its_trail(
@@ -282,7 +322,7 @@ async def test_an_audit_id_that_is_not_ascii_costs_no_write_its_trail(
     stranger = f"stranger-{uuid.uuid4().hex[:6]}"
     _dry_run_restore(kubectl, namespace, "promote")
     await asyncio.sleep(1)  # the RoleBindings reach the authorizer
-    bad = "dy1-0-\u00e9"
+    bad = "dy2-0-\u00e9"
     approve = {"metadata": {"annotations": {"dockyard.io/approved-by": mallory}}}
     client = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
     try:

@@ -93,12 +93,17 @@ class ReportedEvent(_Loose):
     stage: str = Field(max_length=32)
     verb: str = Field(max_length=32)
     user: ReportedUser = Field(default_factory=ReportedUser)
+    request_uri: Annotated[str, _fit(4096)] = Field(default="", alias="requestURI", max_length=4096)
+    """As much of the URI as holds its path (only the path is read: the query may be long)."""
     user_agent: Annotated[str, _fit(1024)] = Field(default="", alias="userAgent", max_length=1024)
     source_ips: Annotated[list[str], _fit(16)] = Field(
         default_factory=list, alias="sourceIPs", max_length=16
     )
     object_ref: ReportedObject | None = Field(default=None, alias="objectRef")
     response_status: ReportedStatus | None = Field(default=None, alias="responseStatus")
+    request_received_timestamp: datetime | None = Field(
+        default=None, alias="requestReceivedTimestamp"
+    )
     stage_timestamp: datetime | None = Field(default=None, alias="stageTimestamp")
     _key: str = PrivateAttr(default="")
 
@@ -114,7 +119,8 @@ class ReportedEvent(_Loose):
     def is_dockyards(self, own_writers: frozenset[str], secret: str) -> bool:
         """Whether Dockyard made this call: the API for a caller (its audit ID proves
         it), or the API or the operator as itself (its user, and its user agent)."""
-        if audit_ids.is_own(secret, self.audit_id, self.user.username):
+        call = (self.user.username, self.verb, self.request_uri, self.request_received_timestamp)
+        if audit_ids.is_own(secret, self.audit_id, *call):
             return True
         return self.user.username in own_writers and self.user_agent.startswith(OWN_AGENTS)
 
