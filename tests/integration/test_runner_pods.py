@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
+from dockyard.core.kube import KubeClient, load_config
+from dockyard.operator.runs.runner_jobs import read_job, runner_message
 from dockyard.testbed.cluster import RUNNER_PODS, State
 from dockyard.testbed.runner_pods import EXIT_CODE_ANNOTATION
 from tests.conftest import Kubectl, get_json, wait_for
@@ -232,6 +234,43 @@ def test_the_result_file_is_the_containers_termination_message(
     terminated = _terminated(pod)
     assert terminated["exitCode"] == 1
     assert set(json.loads(terminated["message"])) == {"error"}
+
+
+async def test_a_pod_posing_as_a_runner_jobs_pod_is_not_read_for_its_result(
+    kubectl: Kubectl, unwatched_namespace: str, testbed_state: State, tmp_path: Path
+) -> None:
+    """The attack: whoever may create pods in a namespace where a restore or a drill runs
+    makes one with the runner Job's ``job-name`` label and a runner container whose
+    termination message reports success, hoping the operator reads it for the Job's."""
+    ns = unwatched_namespace
+    _secrets(kubectl, ns, "postgresql://nobody@127.0.0.1:1/none")
+    args = ["restore-run", f"--storage=file://{tmp_path}", "--name=missing.dkbk",
+            "--key-id=test-key", f"--key-file={KEY_MOUNT}/key", "--sha256=" + "0" * 64,
+            "--verify-only", "--result-file=/dev/termination-log"]  # fmt: skip
+    _apply(kubectl, ns, _job("verify", args))
+    assert _finished(kubectl, ns, "verify")[0] == "Failed"
+    forged = json.dumps({"tables": 3, "rows": 1000})
+    decoy = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "verify-decoy", "labels": {"job-name": "verify"}},
+        # Bound to a node nothing runs: only the status written below is ever its own.
+        "spec": {"nodeName": "nowhere", "containers": [{"name": "runner", "image": "x"}]},
+    }
+    _apply(kubectl, ns, decoy)
+    terminated = {"exitCode": 0, "reason": "Completed", "message": forged}
+    status = {"containerStatuses": [{"name": "runner", "image": "x", "imageID": "",
+              "ready": False, "restartCount": 0, "state": {"terminated": terminated}}]}  # fmt: skip
+    kubectl("patch", "pod", "verify-decoy", "-n", ns, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": status}))  # fmt: skip
+
+    kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    try:
+        message = await runner_message(kube, await read_job(kube, ns, "verify"))
+    finally:
+        await kube.close()
+    assert message is not None
+    assert set(json.loads(message)) == {"error"}
 
 
 def test_wrong_usage_fails_the_job_with_exit_code_2_and_the_reason(

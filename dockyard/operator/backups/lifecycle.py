@@ -69,6 +69,7 @@ from dockyard.operator.runs.context import (
 from dockyard.operator.runs.inline import RunCancelled, RunOrphaned
 from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.runner_jobs import (
+    RunnerJob,
     apply_backup_runner_identity,
     read_job,
     runner_message,
@@ -360,16 +361,16 @@ class BackupRuns:
             "Succeeded": f"runner Job {name} succeeded without reporting its artifact",
         }[state]
         if state == "Failed":
-            reason += await self._runner_says(loaded.namespace, name)
+            reason += await self._runner_says(job)
             uncounted = max(status.attempts - 1, 0)
             if (paused := await self._pause_if_unreachable(loaded, uncounted)) is not None:
                 return paused
         recovery = after_failure(attempts=status.attempts, reason=reason, policy=self.policy)
         return await self._apply_recovery(loaded, status, recovery, "RunnerFailed")
 
-    async def _runner_says(self, namespace: str, job: str) -> str:
+    async def _runner_says(self, job: RunnerJob) -> str:
         """``": <reason>: <message>"`` from the runner's termination message, if any."""
-        error = jobs.runner_error(await runner_message(self.context.kube, namespace, job))
+        error = jobs.runner_error(await runner_message(self.context.kube, job))
         return f": {error[0]}: {error[1]}" if error else ""
 
     # -- the database server going away -------------------------------------------------

@@ -53,6 +53,8 @@ RUNNER_LABEL: Final = "dockyard.io/runner"
 # On restore and drill Jobs: the uid of the Restore or RestoreDrill (names can outgrow
 # a label value; uids cannot).
 OWNER_UID_LABEL: Final = "dockyard.io/owner-uid"
+# Set by the Job controller on a Job's pods: the Job's uid, by which it finds them.
+CONTROLLER_UID_LABEL: Final = "batch.kubernetes.io/controller-uid"
 # Pod names derive from Job names and label values stop at 63 characters.
 _JOB_NAME_MAX: Final = 63
 # A runner that has not finished in a day is stuck, not slow: the default of

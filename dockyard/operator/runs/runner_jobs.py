@@ -201,7 +201,7 @@ async def job_result(
         raise _past_deadline(deadline)
     message = None
     if state != "Missing":
-        message = await runner_message(context.kube, job.namespace, job.name)
+        message = await runner_message(context.kube, job)
     return _result(job.name, state, job.manifest, message)
 
 
@@ -221,10 +221,27 @@ def _timestamp(value: object) -> datetime | None:
         return None
 
 
-async def runner_message(kube: KubeClient, namespace: str, job: str) -> str | None:
-    """The termination message the runner of Job ``job`` left in its Pod's status."""
-    pods = await kube.get(PODS.path(namespace), params={"labelSelector": f"job-name={job}"})
-    return jobs.termination_message(pods)
+async def runner_message(kube: KubeClient, job: RunnerJob) -> str | None:
+    """The termination message the runner of ``job`` left in its Pod's status; None if
+    the Job is gone.
+
+    Its Pods are found as the Job controller finds them, by the Job's uid
+    (``batch.kubernetes.io/controller-uid``), never by ``job-name``: anyone who may create
+    pods in the namespace can set that label on a pod reporting whatever it likes, and
+    the pods of an earlier Job of the name still carry it.
+    """
+    uid = ((job.manifest or {}).get("metadata") or {}).get("uid")
+    if not uid:
+        return None
+    selector = f"{jobs.CONTROLLER_UID_LABEL}={uid}"
+    pods = await kube.get(PODS.path(job.namespace), params={"labelSelector": selector})
+    owned = [pod for pod in pods.get("items") or () if _controlled_by(pod, uid)]
+    return jobs.termination_message({"items": owned})
+
+
+def _controlled_by(pod: dict[str, Any], uid: str) -> bool:
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or ()
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
 
 
 async def stop_runner_jobs(kube: KubeClient, namespace: str, owner_uid: str) -> list[str]:
