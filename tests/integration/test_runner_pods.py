@@ -52,12 +52,20 @@ def _job(
     env: list[dict[str, Any]] | None = None,
     account: str = "default",
     runner: bool = True,
+    owner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     labels = {"dockyard.io/runner": "test"} if runner else {}
+    metadata: dict[str, Any] = {"name": name}
+    if owner is not None:
+        meta = owner["metadata"]
+        metadata["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": meta["name"], "uid": meta["uid"],
+             "controller": True}
+        ]  # fmt: skip
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name},
+        "metadata": metadata,
         "spec": {
             "backoffLimit": 0,
             "template": {
@@ -94,6 +102,12 @@ def _job(
             },
         },
     }
+
+
+def _owner(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    """A ConfigMap to own a Job, standing in for the Restore or drill that would."""
+    kubectl("create", "configmap", name, "-n", namespace)
+    return _get(kubectl, "configmap", name, "-n", namespace)
 
 
 def _finished(kubectl: Kubectl, namespace: str, name: str) -> tuple[str, dict[str, Any]]:
@@ -247,7 +261,8 @@ async def test_a_pod_posing_as_a_runner_jobs_pod_is_not_read_for_its_result(
     args = ["restore-run", f"--storage=file://{tmp_path}", "--name=missing.dkbk",
             "--key-id=test-key", f"--key-file={KEY_MOUNT}/key", "--sha256=" + "0" * 64,
             "--verify-only", "--result-file=/dev/termination-log"]  # fmt: skip
-    _apply(kubectl, ns, _job("verify", args))
+    owner = _owner(kubectl, ns, "verify-owner")
+    _apply(kubectl, ns, _job("verify", args, owner=owner))
     assert _finished(kubectl, ns, "verify")[0] == "Failed"
     forged = json.dumps({"tables": 3, "rows": 1000})
     decoy = {
@@ -266,11 +281,30 @@ async def test_a_pod_posing_as_a_runner_jobs_pod_is_not_read_for_its_result(
 
     kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
     try:
-        message = await runner_message(kube, await read_job(kube, ns, "verify"))
+        job = await read_job(kube, ns, "verify", owner_uid=owner["metadata"]["uid"])
+        message = await runner_message(kube, job)
     finally:
         await kube.close()
     assert message is not None
     assert set(json.loads(message)) == {"error"}
+
+
+async def test_a_job_of_another_owner_under_the_name_is_not_followed(
+    kubectl: Kubectl, unwatched_namespace: str, testbed_state: State
+) -> None:
+    """Runner Jobs are named after their owner: the Job of an earlier object of the name,
+    not yet collected, must not be followed (its result taken) by the one made again."""
+    ns = unwatched_namespace
+    earlier, again = _owner(kubectl, ns, "earlier"), _owner(kubectl, ns, "again")
+    _apply(kubectl, ns, _job("restore-x-1", ["x"], runner=False, owner=earlier))
+    assert _finished(kubectl, ns, "restore-x-1")[0] == "Complete"
+    kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    try:
+        own = await read_job(kube, ns, "restore-x-1", owner_uid=earlier["metadata"]["uid"])
+        other = await read_job(kube, ns, "restore-x-1", owner_uid=again["metadata"]["uid"])
+    finally:
+        await kube.close()
+    assert (own.state, other.state) == ("Succeeded", "Missing")
 
 
 def test_wrong_usage_fails_the_job_with_exit_code_2_and_the_reason(

@@ -333,7 +333,7 @@ class BackupRuns:
     async def _follow_job(self, loaded: _Loaded) -> Outcome:
         status = loaded.resource.status
         name = jobs.job_name(loaded.name, max(status.attempts, 1))
-        job = await read_job(self.context.kube, loaded.namespace, name)
+        job = await read_job(self.context.kube, loaded.namespace, name, owner_uid=loaded.uid)
         state = job.state
         if state == "Running":
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)

@@ -118,7 +118,8 @@ class DrillRunner:
         progress, or ``INTERRUPTED`` when it has none."""
         if loaded.drill.spec.runner is not BackupRunner.JOB:
             return Followed.INTERRUPTED
-        job = await read_job(self.context.kube, loaded.namespace, self._job(loaded, current).name)
+        name = self._job(loaded, current).name
+        job = await read_job(self.context.kube, loaded.namespace, name, owner_uid=loaded.uid)
         if job.state == "Missing" and loaded.uid not in self._following:
             return Followed.INTERRUPTED  # recorded but never made: the operator died first
         # A Job found after a restart is a runner still there: followed, as a Backup's is.

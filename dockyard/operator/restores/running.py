@@ -103,7 +103,7 @@ class RestoreAttempts:
         if plan is None or not staging:
             return None
         name = self._job(loaded, plan, status.attempts).name
-        job = await read_job(self.context.kube, loaded.namespace, name)
+        job = await read_job(self.context.kube, loaded.namespace, name, owner_uid=loaded.uid)
         if job.state == "Missing" and loaded.uid not in self._following:
             return None  # recorded but never made: the operator died in between
         # A Job found after a restart is a runner still there: followed, as a Backup's is.

@@ -176,9 +176,16 @@ class RunnerJob:
         return max(((self.completed_at or now) - created).total_seconds(), 0.0)
 
 
-async def read_job(kube: KubeClient, namespace: str, name: str) -> RunnerJob:
-    """The Job ``name`` in ``namespace`` as it is now."""
-    return RunnerJob(namespace, name, await get(kube, JOBS.path(namespace, name)))
+async def read_job(kube: KubeClient, namespace: str, name: str, *, owner_uid: str) -> RunnerJob:
+    """The Job ``name`` in ``namespace`` as it is now, if the object ``owner_uid`` controls
+    it; else ``Missing``. Job names come from their owner's name, so the Job of an
+    earlier object of the name (deleted, its Jobs not yet collected) is not this one's."""
+    if not owner_uid:
+        raise ValueError(f"no owner uid to read Job {namespace}/{name} for")
+    manifest = await get(kube, JOBS.path(namespace, name))
+    if manifest is not None and not _controlled_by(manifest, owner_uid):
+        manifest = None
+    return RunnerJob(namespace, name, manifest)
 
 
 async def job_result(
@@ -239,8 +246,8 @@ async def runner_message(kube: KubeClient, job: RunnerJob) -> str | None:
     return jobs.termination_message({"items": owned})
 
 
-def _controlled_by(pod: dict[str, Any], uid: str) -> bool:
-    refs = (pod.get("metadata") or {}).get("ownerReferences") or ()
+def _controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
     return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
 
 
