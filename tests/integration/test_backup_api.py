@@ -293,7 +293,8 @@ async def test_the_operators_bookkeeping_annotations_are_neither_set_nor_removed
     mine["metadata"]["annotations"] = {"team.example/owner": "ana"}
     assert (await client.post(base, json=mine, headers=developer)).status == 201
     kept = '{"success": true, "writtenFor": "x"}'
-    kubectl("annotate", "backup", "shop-1", "-n", namespace, f"{record}={kept}")
+    # Written just before the patch: the API's cache may not have it yet, the apiserver does.
+    kubectl("annotate", "backup", "shop-1", "-n", namespace, f"{record}={kept}", "late.example/x=y")
     headers = {**developer, "Content-Type": MERGE_PATCH}
     for value in ("{}", None):
         patched = await client.patch(
@@ -311,14 +312,22 @@ async def test_the_operators_bookkeeping_annotations_are_neither_set_nor_removed
     assert cleared.status == 200, await cleared.text()
     annotations = get_json(kubectl, "backup", "shop-1", "-n", namespace)["metadata"]["annotations"]  # type: ignore[index]
     assert "team.example/owner" not in annotations
+    assert "late.example/x" not in annotations
     assert annotations[record] == kept
+    stale = await client.patch(
+        f"{base}/shop-1",
+        data=json.dumps({"metadata": {"annotations": None}}),
+        headers={**headers, "If-Match": '"1"'},
+    )
+    assert stale.status == 412, await stale.text()
 
 
 async def test_removing_a_restores_annotations_keeps_its_requester(
     client: Client, developer: Headers, namespace: str, kubectl: Kubectl
 ) -> None:
     base = f"/api/v1/namespaces/{namespace}/restores"
-    assert (await client.post(base, json=_restore("r1"), headers=developer)).status == 201
+    mine = _restore("r1", annotations={"team.example/ticket": "OPS-1"})
+    assert (await client.post(base, json=mine, headers=developer)).status == 201
     requester = await _who(client, developer)
     cleared = await client.patch(
         f"{base}/r1",
@@ -328,6 +337,7 @@ async def test_removing_a_restores_annotations_keeps_its_requester(
     assert cleared.status == 200, await cleared.text()
     annotations = get_json(kubectl, "restore", "r1", "-n", namespace)["metadata"]["annotations"]  # type: ignore[index]
     assert annotations["dockyard.io/requested-by"] == requester
+    assert "team.example/ticket" not in annotations
 
 
 async def test_the_requester_cannot_approve_their_own_restore(

@@ -176,12 +176,7 @@ class KindRoutes(KindContract):
         self.refuse_annotations(raw.get("metadata"))
         current = await self.cached(request)
         expected = if_match(request)
-        metadata = raw.get("metadata") or {}
-        if "annotations" in metadata and metadata["annotations"] is None:
-            # "Remove every annotation" means the client's own: each of those by name.
-            shown = current["metadata"].get("annotations") or {}
-            cleared = {k: None for k in shown if self.refused_annotation(k) is None}
-            raw = {**raw, "metadata": {**metadata, "annotations": cleared}}
+        raw, version = await self._clearing_annotations(request, raw, expected)
         if "spec" in raw:
             try:
                 self.spec_model.model_validate(merge(current.get("spec"), raw["spec"]))
@@ -189,22 +184,55 @@ class KindRoutes(KindContract):
                 raise errors.from_validation_error(exc, prefix="spec") from None
         body = dict(raw)
         body["metadata"] = with_traceparent(dict(raw.get("metadata") or {}))
-        if expected is not None:
-            body["metadata"]["resourceVersion"] = expected
+        if expected is not None or version is not None:
+            body["metadata"]["resourceVersion"] = expected or version
         try:
             updated = await request.app[keys.KUBE].merge_patch(
                 self.resource.path(namespace, name), body, as_caller=caller(request)
             )
         except KubeError as exc:
             if exc.status == 409 and expected is not None:
-                raise errors.precondition_failed(
-                    f"If-Match {expected} no longer matches {self.described(namespace, name)}; "
-                    "re-read it and retry."
+                raise self._no_longer_matches(expected, namespace, name) from None
+            if exc.status == 409 and version is not None:
+                raise errors.conflict(
+                    f"{self.described(namespace, name)} changed while its annotations were "
+                    "being removed; retry."
                 ) from None
             raise
         request[keys.AUDIT] = spec_diff(current.get("spec"), updated.get("spec"))
         await request.app[self.cache].caught_up(updated)
         return respond(updated)
+
+    async def _clearing_annotations(
+        self, request: web.Request, raw: dict[str, Any], expected: str | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """``raw`` with ``metadata.annotations: null`` ("remove every annotation") made
+        into the removal, by name, of each annotation clients may remove, and the
+        resourceVersion they were read at (None when the patch removes no such thing).
+
+        They are read from the apiserver, as the caller, not from the cache, which may
+        be behind: the patch is then sent with that version, so an annotation added since
+        is never left behind unseen (the patch fails with 409 instead).
+        """
+        metadata = raw.get("metadata") or {}
+        if "annotations" not in metadata or metadata["annotations"] is not None:
+            return raw, None
+        namespace, name = self.where(request)
+        fresh = await request.app[keys.KUBE].get(
+            self.resource.path(namespace, name), as_caller=caller(request)
+        )
+        version = str(fresh["metadata"]["resourceVersion"])
+        if expected is not None and expected != version:
+            raise self._no_longer_matches(expected, namespace, name)
+        shown = fresh["metadata"].get("annotations") or {}
+        cleared = {k: None for k in shown if self.refused_annotation(k) is None}
+        return {**raw, "metadata": {**metadata, "annotations": cleared}}, version
+
+    def _no_longer_matches(self, expected: str, namespace: str | None, name: str) -> errors.Problem:
+        return errors.precondition_failed(
+            f"If-Match {expected} no longer matches {self.described(namespace, name)}; "
+            "re-read it and retry."
+        )
 
     def refused_annotation(self, key: str) -> str | None:
         """Why clients may neither set nor remove the annotation ``key``; None if they may."""
