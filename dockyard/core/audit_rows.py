@@ -83,6 +83,30 @@ async def insert(target: asyncpg.Pool | asyncpg.Connection, row: AuditRow) -> in
     return int(await target.fetchval(_SQL_INSERT + " RETURNING id", *row.arguments()))
 
 
+_SQL_SPEND_MARKS = """
+INSERT INTO audit_marks (mark, event_key)
+SELECT m.mark, m.event_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
+    AS m(mark, event_key, n)
+ORDER BY m.n
+ON CONFLICT (mark) DO NOTHING
+"""
+_SQL_SPENT_BY = "SELECT mark, event_key FROM audit_marks WHERE mark = any($1::text[])"
+_SQL_PURGE_MARKS = "DELETE FROM audit_marks WHERE seen_at < now() - interval '1 day'"
+
+
+async def spend_marks(conn: asyncpg.Connection, marks: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Spend each mark on its first event: ``marks`` are (mark, event key) pairs in the
+    order they were reported; the answer maps each mark to the key of the event that
+    spent it, now or before (migration 0010). Run it in the transaction that records
+    the rows: a concurrent batch with the same mark waits for it, then sees it spent."""
+    if not marks:
+        return {}
+    await conn.execute(_SQL_PURGE_MARKS)
+    await conn.execute(_SQL_SPEND_MARKS, [m for m, _ in marks], [k for _, k in marks])
+    spent = await conn.fetch(_SQL_SPENT_BY, [m for m, _ in marks])
+    return {str(r["mark"]): str(r["event_key"]) for r in spent}
+
+
 async def insert_reported(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> int:
     """Append rows the apiserver reported (once per event); how many were new."""
     new = 0

@@ -190,6 +190,13 @@ class KubeClient:
         if self.caller_session is not self.session:
             await self.caller_session.close()
 
+    def _served(self, url: URL) -> str:
+        """The path of ``url`` as the apiserver sees it: without the path of a server URL
+        that names a proxy in front of it (``https://rancher/k8s/clusters/c-1``)."""
+        prefix = URL(self.config.server).raw_path.rstrip("/")
+        path = url.raw_path
+        return path[len(prefix) :] if prefix and path.startswith(prefix + "/") else path
+
     def _headers(
         self,
         as_caller: CallerToken | None,
@@ -256,7 +263,7 @@ class KubeClient:
             data=data,
             params=params,
             headers=self._headers(
-                as_caller, content_type if data is not None else None, (method, url.raw_path)
+                as_caller, content_type if data is not None else None, (method, self._served(url))
             ),
             timeout=self.timeouts.call(deadline),
         ) as response:

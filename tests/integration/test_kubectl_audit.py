@@ -14,6 +14,7 @@ import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(
             headers=as_admin,
         )
         assert created.status == 201, await created.text()
+        # Made after the REST create: once its row is in, the create's event has been seen
+        # (the apiserver sends its events in order).
+        kubectl("label", "restore", "promote", "-n", namespace, "sentinel=yes", token=bob_token)
 
         async def kubectl_rows() -> list[dict[str, Any]]:
             listed = await http.get(
@@ -120,7 +124,7 @@ async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(
         rows: list[dict[str, Any]] = []
         for _ in range(60):
             rows = await kubectl_rows()
-            if any(r["actor"] == bob for r in rows):
+            if sum(r["actor"] == bob for r in rows) >= 2:
                 break
             await asyncio.sleep(0.5)
         rest = await http.get(
@@ -129,7 +133,7 @@ async def test_a_kubectl_approval_is_in_the_audit_trail_with_source_kubectl(
             headers=as_admin,
         )
         rest_rows = (await rest.json())["items"]
-    approval = next(r for r in rows if r["actor"] == bob)
+    approval = next(r for r in reversed(rows) if r["actor"] == bob)  # newest first
     assert approval["source"] == "kubectl"
     assert approval["action"].startswith("PATCH restores")
     assert (approval["resource"], approval["name"]) == ("restores", "promote")
@@ -275,7 +279,8 @@ async def test_a_mark_read_from_an_audit_log_covers_no_other_write(
     """The attack: a tenant's operator who may read the apiserver's audit log takes the
     mark the API put on one of their REST writes, and sends it with writes of their own
     (an approval of another Restore, a delete of the one it marked), hoping the sink
-    takes them for the API's and leaves them out of the trail."""
+    takes them for the API's and leaves them out of the trail; or with the very call it
+    was made for, made again."""
     url, trust = sink
     mallory, mallory_token = _user(kubectl, testbed, namespace, "dockyard-operator")
     for name in ("harmless", "promote"):
@@ -289,16 +294,19 @@ async def test_a_mark_read_from_an_audit_log_covers_no_other_write(
     approve = {"metadata": {"annotations": {"dockyard.io/approved-by": mallory}}}
     kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
     try:
-        # The write the mark was made for is the API's: left to the REST trail.
+        # The write the mark was made for is the API's: left to the REST trail. The same
+        # call made again with it is not.
         await kube.merge_patch(marked, {"metadata": {"labels": {"a": "b"}}}, as_caller=leaked)
+        await kube.merge_patch(marked, {"metadata": {"labels": {"a": "c"}}}, as_caller=leaked)
         await kube.merge_patch(RESTORES.path(namespace, "promote"), approve, as_caller=leaked)
         await kube.request("DELETE", marked, as_caller=leaked)
     finally:
         await kube.close()
     async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
-        rows = await _rows_of(http, url, as_admin, namespace, mallory, at_least=2)
+        rows = await _rows_of(http, url, as_admin, namespace, mallory, at_least=3)
     assert sorted((r["action"].split(" agent=")[0], r["name"]) for r in rows) == [
         ("DELETE restores", "harmless"),
+        ("PATCH restores", "harmless"),
         ("PATCH restores", "promote"),
     ]
 
@@ -528,3 +536,38 @@ async def test_a_batch_sent_again_is_recorded_once(
             assert answer.status == 200, await answer.text()
             answers.append(await answer.json())
     assert answers == [{"recorded": 2, "skipped": 0}, {"recorded": 0, "skipped": 0}]
+
+
+async def test_a_batch_sent_again_leaves_the_apis_marked_write_out_both_times(
+    sink: tuple[str, ssl.SSLContext], testbed_state: State, namespace: str
+) -> None:
+    """A mark is spent by the first event that carries it; the same event sent again (the
+    same digest) is still that event, not a replay."""
+    url, trust = sink
+    path = f"/apis/dockyard.io/v1alpha1/namespaces/{namespace}/backups/old"
+    now = datetime.now(UTC)
+    mark = audit_ids.mint(testbed_state.audit_sink_token, "erin", "DELETE", path)
+    item = {
+        "auditID": mark,
+        "stage": "ResponseComplete",
+        "verb": "delete",
+        "requestURI": path,
+        "requestReceivedTimestamp": now.isoformat().replace("+00:00", "Z"),
+        "stageTimestamp": now.isoformat().replace("+00:00", "Z"),
+        "user": {"username": "erin", "groups": []},
+        "userAgent": "dockyard-api/1.0",
+        "objectRef": {"apiGroup": "dockyard.io", "resource": "backups", "name": "old"},
+        "responseStatus": {"code": 200},
+    }
+    item["objectRef"]["namespace"] = namespace  # type: ignore[index]
+    batch = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [item]}
+    sink_auth = {"Authorization": f"Bearer {testbed_state.audit_sink_token}"}
+    answers = []
+    async with ClientSession(connector=TCPConnector(ssl=trust)) as http:
+        for _ in range(2):
+            answer = await http.post(
+                f"{url}/api/v1/audit/kubernetes", json=batch, headers=sink_auth
+            )
+            assert answer.status == 200, await answer.text()
+            answers.append(await answer.json())
+    assert answers == [{"recorded": 0, "skipped": 0}] * 2

@@ -31,7 +31,7 @@ def event(audit_id: str, received: str) -> dict[str, Any]:
 def keys(items: list[dict[str, Any]]) -> list[str | None]:
     events, skipped = _events(items)
     assert skipped == 0
-    rows = [e.row(frozenset(), "sink-secret") for e in events]
+    rows = [e.row(frozenset(), "sink-secret", {}) for e in events]
     assert all(row is not None and row.source is Source.KUBECTL for row in rows)
     return [row.event_key for row in rows if row is not None]
 
@@ -56,7 +56,7 @@ def test_a_batch_sent_again_keys_each_event_as_before() -> None:
 def test_an_overlong_audit_id_is_cut_not_skipped() -> None:
     events, skipped = _events([event("a" * 100, "2026-12-05T12:00:00Z")])
     assert skipped == 0
-    row = events[0].row(frozenset(), "sink-secret")
+    row = events[0].row(frozenset(), "sink-secret", {})
     assert row is not None
     assert row.request_id == "a" * 64
 

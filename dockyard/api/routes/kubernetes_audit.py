@@ -11,7 +11,8 @@ writes sharing one must still make two rows.
 
 Dockyard's own writes are told apart by proof, never by the user agent, which any
 client chooses: the API's calls made with a caller's token carry an ``auditID`` only
-an API replica can mint (``dockyard.core.audit_ids``); its and the operator's calls as
+an API replica can mint (``dockyard.core.audit_ids``), each good for the first event
+that carries it (``audit_rows.spend_marks``); its and the operator's calls as
 themselves are made by the user names of ``OwnWriters`` (with a Dockyard user agent).
 An event the trail cannot hold (too many groups, an over-long name or audit ID) is cut
 to fit, and one that is no audit event is skipped, never the whole batch.
@@ -29,9 +30,11 @@ OpenAPI contract's clients (tag ``internal``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -52,6 +55,8 @@ WRITES: Final = frozenset({"create", "update", "patch", "delete", "deletecollect
 # Dockyard's own clients: their writes are audited where they are made.
 OWN_AGENTS: Final = ("dockyard", "kopf/")
 MAX_BATCH: Final = 1000
+Spent = Mapping[str, str]
+"""Each mark the sink has seen, and the key of the first event that carried it."""
 
 
 def _fit(limit: int) -> BeforeValidator:
@@ -116,25 +121,41 @@ class ReportedEvent(_Loose):
         event._key = hashlib.sha256(canonical.encode()).hexdigest()
         return event
 
-    def is_dockyards(self, own_writers: frozenset[str], secret: str) -> bool:
-        """Whether Dockyard made this call: the API for a caller (its audit ID proves
-        it), or the API or the operator as itself (its user, and its user agent)."""
+    @property
+    def key(self) -> str:
+        """The digest of the event as reported: the same for a batch sent again."""
+        return self._key
+
+    def is_write(self) -> bool:
+        """Whether this is a completed write to a Dockyard object, which the trail keeps."""
+        ref = self.object_ref
+        return (
+            self.stage == "ResponseComplete"
+            and ref is not None
+            and ref.api_group == GROUP
+            and self.verb in WRITES
+        )
+
+    def mark(self, secret: str) -> str | None:
+        """The API's mark on this call (its audit ID), if it carries a valid one: minted
+        for this user, verb and path, at most ``audit_ids.WINDOW`` before it was received."""
         call = (self.user.username, self.verb, self.request_uri, self.request_received_timestamp)
-        if audit_ids.is_own(secret, self.audit_id, *call):
+        return self.audit_id if audit_ids.is_own(secret, self.audit_id, *call) else None
+
+    def is_dockyards(self, own_writers: frozenset[str], secret: str, spent: Spent) -> bool:
+        """Whether Dockyard made this call: the API for a caller (its mark proves it, on
+        the first event that carries it: ``spent`` maps each mark to that event's key),
+        or the API or the operator as itself (its user, and its user agent)."""
+        mark = self.mark(secret)
+        if mark is not None and spent.get(mark) == self._key:
             return True
         return self.user.username in own_writers and self.user_agent.startswith(OWN_AGENTS)
 
-    def row(self, own_writers: frozenset[str], secret: str) -> AuditRow | None:
+    def row(self, own_writers: frozenset[str], secret: str, spent: Spent) -> AuditRow | None:
         """The audit row of a client's write to a Dockyard object, else None (also for
         a write Dockyard made itself, which it audits where it makes it)."""
         ref = self.object_ref
-        if (
-            self.stage != "ResponseComplete"
-            or ref is None
-            or ref.api_group != GROUP
-            or self.verb not in WRITES
-            or self.is_dockyards(own_writers, secret)
-        ):
+        if ref is None or not self.is_write() or self.is_dockyards(own_writers, secret, spent):
             return None
         resource = ref.resource + (f"/{ref.subresource}" if ref.subresource else "")
         code = self.response_status.code if self.response_status is not None else None
@@ -192,6 +213,24 @@ def _events(items: list[dict[str, Any]]) -> tuple[list[ReportedEvent], int]:
     return events, skipped
 
 
+def _rows(
+    events: list[ReportedEvent], own: frozenset[str], secret: str, spent: Spent
+) -> tuple[list[AuditRow], int]:
+    """The rows of ``events``, and how many could not be made (each costs only itself)."""
+    rows: list[AuditRow] = []
+    failed = 0
+    for event in events:
+        try:
+            row = event.row(own, secret, spent)
+        except Exception:  # a bug, not the batch's fault
+            logger.exception("audit sink: an event could not be recorded")
+            failed += 1
+            continue
+        if row is not None:
+            rows.append(row)
+    return rows, failed
+
+
 async def ingest(request: web.Request) -> web.Response:
     expected = request.app[keys.SETTINGS].audit_sink_token
     if expected is None:
@@ -207,20 +246,22 @@ async def ingest(request: web.Request) -> web.Response:
     events, skipped = _events(batch.items)
     own = await request.app[keys.OWN_WRITERS].usernames()
     secret = expected.get_secret_value()
-    rows: list[AuditRow] = []
+    marks: list[tuple[str, str]] = []
     for event in events:
-        try:
-            row = event.row(own, secret)
-        except Exception:  # a bug, not the batch's fault: it costs only this event
-            logger.exception("audit sink: an event could not be recorded")
-            skipped += 1
-            continue
-        if row is not None:
-            rows.append(row)
-    recorded = 0
-    if rows:
-        async with request.app[keys.DB_POOL].acquire() as conn, conn.transaction():
+        with contextlib.suppress(Exception):  # then row() below fails and says so
+            if event.is_write() and (mark := event.mark(secret)) is not None:
+                marks.append((mark, event.key))
+    recorded, pool = 0, request.app[keys.DB_POOL]
+    if not marks:  # nothing to spend: the database only if there is something to record
+        rows, failed = _rows(events, own, secret, {})
+        if rows:
+            async with pool.acquire() as conn, conn.transaction():
+                recorded = await audit_rows.insert_reported(conn, rows)
+    else:
+        async with pool.acquire() as conn, conn.transaction():
+            rows, failed = _rows(events, own, secret, await audit_rows.spend_marks(conn, marks))
             recorded = await audit_rows.insert_reported(conn, rows)
+    skipped += failed
     body: dict[str, Any] = Recorded(recorded=recorded, skipped=skipped).model_dump()
     return web.json_response(body)
 
