@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from pydantic import (
+    ByteSize,
     Field,
     IPvAnyNetwork,
     PostgresDsn,
@@ -205,6 +206,10 @@ class Settings(BaseSettings):
     """of those, how many one namespace may hold at once (a restore may take one more while a
     slot would stay idle), so that others find a slot when this is below
     DOCKYARD_BACKUP_CONCURRENCY; unset: half of it (at least 1)"""
+    backup_namespace_quota: ByteSize | None = Field(default=None, gt=0)
+    """bytes of artifacts one namespace's inline backups may keep under DOCKYARD_BACKUP_ROOT
+    (such as 50GiB); a backup that would outgrow it fails with StorageQuotaExceeded; unset:
+    no limit but the volume's"""
     backup_max_attempts: int = Field(default=3, ge=1, le=20)
     """runs of one backup before it is marked Failed"""
     restore_jobs: int = Field(default=4, ge=1, le=64)

@@ -68,6 +68,11 @@ class StorageFull(StorageError, reason="StorageFull"):
     """The volume (or quota) under the artifacts has no room left; nothing was committed."""
 
 
+class StorageQuotaExceeded(StorageFull, reason="StorageQuotaExceeded"):
+    """A namespace's artifacts on a shared volume would outgrow its quota; nothing was
+    committed."""
+
+
 class ArtifactNotFound(StorageError, reason="ArtifactNotFound"):
     """No committed artifact has that name."""
 

@@ -10,6 +10,10 @@ are then not refused).
 
 Every blocking call runs in a worker thread: artifacts are large and the event loop
 also serves the operator's handlers.
+
+A store may be given a ``Quota``: each chunk is charged to it before it is written, and a
+charge over the quota (``StorageQuotaExceeded``) fails the write, which removes the
+partial file, like a full volume.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from dockyard.runner.errors import ArtifactExists, ArtifactNotFound, StorageError, StorageFull
 from dockyard.runner.storage import (
@@ -46,12 +50,20 @@ _DIR_MODE = 0o700
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
+class Quota(Protocol):
+    """What the artifacts written through a store may take, counted as they are written."""
+
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` more; raises ``StorageQuotaExceeded`` once they do not fit."""
+
+
 class FilesystemStore:
     """Artifacts under ``root``; see the module docstring for the commit protocol."""
 
-    def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path | str, *, fsync: bool = True, quota: Quota | None = None) -> None:
         self.root = Path(root).absolute()
         self._fsync = fsync
+        self._quota = quota
 
     def __repr__(self) -> str:
         return f"FilesystemStore({str(self.root)!r})"
@@ -66,6 +78,7 @@ class FilesystemStore:
     @asynccontextmanager
     async def create(self, name: str) -> AsyncIterator[ArtifactWriter]:
         writer = await asyncio.to_thread(_FileWriter.open, name, self.path(name), self._fsync)
+        writer.quota = self._quota
         async with writer:
             yield writer
 
@@ -156,6 +169,7 @@ class _FileWriter(DigestingWriter):
         self._partial = partial
         self._file = file
         self._fsync = fsync
+        self.quota: Quota | None = None
 
     @classmethod
     def open(cls, name: str, final: Path, fsync: bool) -> _FileWriter:
@@ -168,6 +182,8 @@ class _FileWriter(DigestingWriter):
         return cls(name, final, partial, os.fdopen(fd, "wb"), fsync)
 
     async def _write(self, data: bytes) -> None:
+        if self.quota is not None:
+            self.quota.charge(len(data))
         await asyncio.to_thread(self._write_hashed, data)
 
     def _write_hashed(self, data: bytes) -> None:

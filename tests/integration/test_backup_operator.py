@@ -970,6 +970,65 @@ def test_a_full_backup_root_fails_the_backup_as_storage_full_and_a_small_one_sti
             operator.wait()
 
 
+def _stop(operator: subprocess.Popen[bytes]) -> None:
+    operator.terminate()
+    try:
+        operator.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        operator.kill()
+        operator.wait()
+
+
+def test_a_namespaces_backups_are_held_to_its_quota_on_the_shared_volume(
+    kubectl: Kubectl,
+    testbed_state: State,
+    testbed_env: dict[str, str],
+    own_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """With DOCKYARD_BACKUP_NAMESPACE_QUOTA, what a namespace already keeps on the volume
+    (its catalogued artifacts) and what a run writes count together."""
+    log, backup_root = tmp_path / "operator.log", tmp_path / "root"
+    backup_root.mkdir()
+    tiny = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Environment",
+        "metadata": {"name": "tiny"},
+        "spec": {"tier": "development", "image": PINNED, "database": {}},
+    }
+    operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+    try:
+        _environment(kubectl, testbed_state, own_namespace)  # seeded: about 1 MiB dumped
+        _apply(kubectl, own_namespace, tiny)
+        _key_secret(kubectl, own_namespace)
+        _apply(kubectl, own_namespace, _backup(own_namespace, "small-1", backup_root, "tiny"))
+        first = _wait_phase(kubectl, own_namespace, "small-1", "Completed", timeout=120)
+    finally:
+        _stop(operator)
+    # Room for the first small artifact and half of another.
+    quota = {"DOCKYARD_BACKUP_NAMESPACE_QUOTA": str(first["size"] * 3 // 2)}
+    operator = _start_operator({**testbed_env, **quota}, own_namespace, log, backup_root)
+    try:
+        _apply(kubectl, own_namespace, _backup(own_namespace, "small-2", backup_root, "tiny"))
+        _apply(kubectl, own_namespace, _backup(own_namespace, "big", backup_root))
+        for name in ("small-2", "big"):
+            failed = _wait_phase(kubectl, own_namespace, name, "Failed", timeout=180)
+            ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
+            assert ready["reason"] == "StorageQuotaExceeded", failed
+            assert "over its quota" in failed["message"], failed["message"]
+            assert "DOCKYARD_BACKUP_NAMESPACE_QUOTA" in failed["message"]
+        # Nothing of their attempts is left: no partial file, no artifact.
+        files = sorted(p for p in backup_root.rglob("*") if p.is_file())
+        assert files == [_artifact_path(first["location"])]
+        assert hashlib.sha256(files[0].read_bytes()).hexdigest() == first["sha256"]
+    finally:
+        kubectl(
+            "delete", "environments,backups", "--all", "-n", own_namespace, "--timeout=60s",
+            check=False,
+        )  # fmt: skip
+        _stop(operator)
+
+
 def test_production_environments_get_a_default_schedule_unless_they_opt_out(
     kubectl: Kubectl, namespace: str
 ) -> None:

@@ -214,7 +214,7 @@ class BackupRuns:
             # Storage first: a spec that can never work fails before anything else.
             ambient = await chosen_by_a_store(self.context.kube, backup)
             async with self.context.storage(
-                storage_spec, loaded.namespace, ambient=ambient
+                storage_spec, loaded.namespace, ambient=ambient, writing=True
             ) as storage:
                 if swept := await sweep(storage, self.context.settings):
                     post(

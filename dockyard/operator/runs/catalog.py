@@ -38,6 +38,13 @@ _MARK_DELETED: Final = (
     "WHERE uid = $1 AND deleted_at IS NULL"
 )
 
+# What a namespace's completed, undeleted artifacts take under one location prefix.
+_STORED_BYTES: Final = """
+SELECT coalesce(sum(size), 0) FROM backup_catalog
+WHERE namespace = $1 AND phase = 'Completed' AND deleted_at IS NULL
+  AND starts_with(location, $2)
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
@@ -113,6 +120,12 @@ class Catalog:
         """Record that the restore drill ``drill`` verified the backup ``uid`` at ``at``."""
         async with self.pool.acquire() as conn:
             await conn.execute(_MARK_VERIFIED, uid, drill, at)
+
+    async def stored_bytes(self, namespace: str, under: str) -> int:
+        """The bytes of the artifacts of ``namespace``'s Completed Backups not yet deleted
+        whose location begins with ``under`` (a directory's ``file://`` URI)."""
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval(_STORED_BYTES, namespace, under))
 
     async def mark_deleted(self, uid: str) -> None:
         """Record that the backup and its artifact are gone (the row stays as history)."""

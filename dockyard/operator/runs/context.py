@@ -41,6 +41,7 @@ from dockyard.operator.database import (
 )
 from dockyard.operator.runs.audit import OperatorAudit
 from dockyard.operator.runs.inline import InlineRuns, RunCancelled
+from dockyard.operator.runs.quota import NamespaceQuotas
 from dockyard.operator.runs.s3_access import (
     ca_bundle_file,
     endpoint_policy,
@@ -56,6 +57,7 @@ from dockyard.runner import (
     Store,
 )
 from dockyard.runner.endpoints import EndpointPolicy, EndpointRefused
+from dockyard.runner.filesystem import Quota
 from dockyard.runner.libpq import with_database as with_database
 from dockyard.runner.libpq import with_login
 
@@ -119,6 +121,7 @@ async def open_storage(
     s3_concurrency: int = 4,
     breakers: Breakers | None = None,
     ambient: bool = False,
+    quota: Quota | None = None,
 ) -> AsyncIterator[Store]:
     """The storage ``spec`` names, for an inline run in ``namespace``.
 
@@ -131,7 +134,7 @@ async def open_storage(
     if spec.filesystem is not None:
         path = await asyncio.to_thread(confine, spec.filesystem.path, root)
         await asyncio.to_thread(path.mkdir, mode=0o700, parents=True, exist_ok=True)
-        yield FilesystemStore(path)
+        yield FilesystemStore(path, quota=quota)
         return
     if spec.s3 is None:  # the model guarantees one of the two
         raise StorageRefused("the storage names neither a filesystem path nor a bucket")
@@ -314,6 +317,8 @@ class RunContext:
     """The operator's breakers: one per S3 endpoint that inline runs write to."""
     audit: OperatorAudit | None = None
     """Where the operator records its own actions (None: not recorded, in unit tests)."""
+    quotas: NamespaceQuotas | None = None
+    """Each namespace's quota on the backups volume (``DOCKYARD_BACKUP_NAMESPACE_QUOTA``)."""
 
     @classmethod
     def create(
@@ -327,7 +332,15 @@ class RunContext:
     ) -> RunContext:
         slots = FairSlots(settings.backup_concurrency, settings.runs_per_namespace())
         runs = InlineRuns(kube, slots, settings.run_deadline)
-        return cls(kube, settings, catalog, runs, postgres, breakers, audit)
+        quotas = None
+        if settings.backup_namespace_quota is not None:
+            if catalog is None:
+                raise ValueError(
+                    "DOCKYARD_BACKUP_NAMESPACE_QUOTA counts the catalogued backups: it needs "
+                    "the platform database (DOCKYARD_DATABASE_URL)"
+                )
+            quotas = NamespaceQuotas(settings.backup_namespace_quota, catalog, settings.backup_root)
+        return cls(kube, settings, catalog, runs, postgres, breakers, audit, quotas)
 
     async def audited(
         self, action: str, resource: str, namespace: str, name: str, reason: str, **details: Any
@@ -338,18 +351,25 @@ class RunContext:
 
     @asynccontextmanager
     async def storage(
-        self, spec: BackupStorage, namespace: str, *, ambient: bool = False
+        self, spec: BackupStorage, namespace: str, *, ambient: bool = False, writing: bool = False
     ) -> AsyncIterator[Store]:
-        """:func:`open_storage` for a run in ``namespace``, with this operator's settings."""
-        async with open_storage(
-            spec,
-            root=self.settings.backup_root,
-            kube=self.kube,
-            namespace=namespace,
-            endpoints=endpoint_policy(self.settings),
-            s3_part_timeout=self.settings.s3_part_timeout,
-            s3_concurrency=self.settings.s3_upload_concurrency,
-            breakers=self.breakers,
-            ambient=ambient,
-        ) as storage:
+        """:func:`open_storage` for a run in ``namespace``, with this operator's settings;
+        one ``writing`` an artifact to the backups volume is held to the namespace's quota."""
+        quotas = self.quotas if writing and spec.filesystem is not None else None
+        counted = quotas.writing(namespace) if quotas is not None else nullcontext(None)
+        async with (
+            counted as quota,
+            open_storage(
+                spec,
+                root=self.settings.backup_root,
+                kube=self.kube,
+                namespace=namespace,
+                endpoints=endpoint_policy(self.settings),
+                s3_part_timeout=self.settings.s3_part_timeout,
+                s3_concurrency=self.settings.s3_upload_concurrency,
+                breakers=self.breakers,
+                ambient=ambient,
+                quota=quota,
+            ) as storage,
+        ):
             yield storage
