@@ -283,10 +283,24 @@ async def test_a_pod_posing_as_a_runner_jobs_pod_is_not_read_for_its_result(
     try:
         job = await read_job(kube, ns, "verify", owner_uid=owner["metadata"]["uid"])
         message = await runner_message(kube, job)
+        assert message is not None
+        assert set(json.loads(message)) == {"error"}
+        # Labelled as the Job controller labels its pods, the decoy would be adopted (an
+        # orphan matching the Job's selector): then two pods claim the run, and neither
+        # is taken at its word.
+        adopted = {"metadata": {
+            "labels": {"batch.kubernetes.io/controller-uid": job.manifest["metadata"]["uid"]},  # type: ignore[index]
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "verify",
+                                 "uid": job.manifest["metadata"]["uid"], "controller": True}],  # type: ignore[index]
+        }}  # fmt: skip
+        kubectl("patch", "pod", "verify-decoy", "-n", ns, "--type=merge",
+                "-p", json.dumps(adopted))  # fmt: skip
+        assert await runner_message(kube, job) is None
+        # Alone, it still does not run what the Job's template says.
+        kubectl("delete", "pod", "-n", ns, "-l", "batch.kubernetes.io/job-name=verify")
+        assert await runner_message(kube, job) is None
     finally:
         await kube.close()
-    assert message is not None
-    assert set(json.loads(message)) == {"error"}
 
 
 async def test_a_job_of_another_owner_under_the_name_is_not_followed(

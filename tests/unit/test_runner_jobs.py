@@ -193,3 +193,54 @@ def test_a_running_jobs_time_runs_until_now_and_a_missing_one_has_none() -> None
     assert running.seconds(NOW) == 30.0
     missing = runner_jobs.RunnerJob("team", "restore-promote-1", None)
     assert (missing.state, missing.seconds(NOW)) == ("Missing", None)
+
+
+TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _templated() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A runner Job's template and a Pod made from it (with the token the ServiceAccount
+    admission plugin mounts)."""
+    runner = {
+        "name": "runner",
+        "image": "ghcr.io/dockyard/dockyard:1.2.3",
+        "args": ["restore-run", "--name=a.dkbk"],
+        "env": [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "uri"}}}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+    }
+    template = {
+        "serviceAccountName": "dockyard-backup-runner",
+        "containers": [runner],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    token = {
+        "name": "kube-api-access-x",
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+    }
+    pod = {
+        **template,
+        "containers": [{**runner, "volumeMounts": [*runner["volumeMounts"], token]}],  # type: ignore[list-item]
+        "volumes": [*template["volumes"], {"name": "kube-api-access-x", "projected": {}}],  # type: ignore[list-item]
+    }
+    return {"spec": {"template": {"spec": template}}}, {"spec": pod}
+
+
+def test_a_pod_runs_as_templated_only_with_its_jobs_runner_account_and_mounts() -> None:
+    job, pod = _templated()
+    assert runner_jobs.runs_as_templated(pod, job)
+    runner = pod["spec"]["containers"][0]
+    for changed in (
+        {"args": ["restore-run", "--name=b.dkbk"]},
+        {"image": "attacker/fake:1"},
+        {"command": ["sh", "-c", "echo '{}' > /dev/termination-log"]},
+        {"env": []},
+        {"volumeMounts": [*runner["volumeMounts"], {"name": "x", "mountPath": "/usr/lib"}]},
+        {"volumeMounts": []},
+    ):
+        forged = {"spec": {**pod["spec"], "containers": [{**runner, **changed}]}}
+        assert not runner_jobs.runs_as_templated(forged, job), changed
+    assert not runner_jobs.runs_as_templated(
+        {"spec": {**pod["spec"], "serviceAccountName": "default"}}, job
+    )
+    assert not runner_jobs.runs_as_templated({"spec": {**pod["spec"], "volumes": []}}, job)
+    assert not runner_jobs.runs_as_templated({"spec": {**pod["spec"], "containers": []}}, job)

@@ -53,6 +53,9 @@ RUNNER_LABEL: Final = "dockyard.io/runner"
 # On restore and drill Jobs: the uid of the Restore or RestoreDrill (names can outgrow
 # a label value; uids cannot).
 OWNER_UID_LABEL: Final = "dockyard.io/owner-uid"
+# The container of a runner Job's Pod that runs dockyard (its termination message is the
+# result).
+RUNNER_CONTAINER: Final = "runner"
 # Set by the Job controller on a Job's pods: the Job's uid, by which it finds them.
 CONTROLLER_UID_LABEL: Final = "batch.kubernetes.io/controller-uid"
 # Pod names derive from Job names and label values stop at 63 characters.
@@ -323,7 +326,7 @@ def _runner_job(
             mounts.append({"name": "s3-ca", "mountPath": CA_MOUNT, "readOnly": True})
             env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_MOUNT}/{CA_FILE}"})
     container: Manifest = {
-        "name": "runner",
+        "name": RUNNER_CONTAINER,
         "image": image,
         "command": ["dockyard"],
         "args": args,
@@ -393,7 +396,7 @@ def termination_message(pods: Manifest) -> str | None:
         for container in (pod.get("status") or {}).get("containerStatuses") or ():
             terminated = (container.get("state") or {}).get("terminated") or {}
             message = terminated.get("message")
-            if container.get("name") != "runner" or not message:
+            if container.get("name") != RUNNER_CONTAINER or not message:
                 continue
             created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
             if newest is None or created >= newest[0]:

@@ -202,7 +202,8 @@ async def job_result(
         seconds = job.seconds(now or datetime.now(UTC))
         if seconds is None or seconds < deadline:
             return None
-        await _delete_quietly(context.kube, JOBS.path(job.namespace, job.name))
+        uid = ((job.manifest or {}).get("metadata") or {}).get("uid")
+        await _delete_quietly(context.kube, JOBS.path(job.namespace, job.name), uid)
         raise _past_deadline(deadline)
     if state == "Failed" and _failed_condition(job.manifest).startswith(_JOB_DEADLINE):
         raise _past_deadline(deadline)
@@ -230,20 +231,59 @@ def _timestamp(value: object) -> datetime | None:
 
 async def runner_message(kube: KubeClient, job: RunnerJob) -> str | None:
     """The termination message the runner of ``job`` left in its Pod's status; None if
-    the Job is gone.
+    the Job is gone, or if no one Pod can be taken for its runner.
 
     Its Pods are found as the Job controller finds them, by the Job's uid
-    (``batch.kubernetes.io/controller-uid``), never by ``job-name``: anyone who may create
-    pods in the namespace can set that label on a pod reporting whatever it likes, and
-    the pods of an earlier Job of the name still carry it.
+    (``batch.kubernetes.io/controller-uid``) and its controller reference, never by
+    ``job-name``, which the pods of an earlier Job of the name carry too. Whoever may
+    create pods in the namespace can still make one the Job controller adopts (it takes
+    in an orphan with that label); so only a Pod that runs what the Job's template says
+    is read (``runs_as_templated``), and none when there are more than one: a runner Job
+    makes one Pod (``backoffLimit: 0``). A Job that succeeded without a message it can
+    read fails its run.
     """
-    uid = ((job.manifest or {}).get("metadata") or {}).get("uid")
+    manifest = job.manifest or {}
+    uid = (manifest.get("metadata") or {}).get("uid")
     if not uid:
         return None
     selector = f"{jobs.CONTROLLER_UID_LABEL}={uid}"
     pods = await kube.get(PODS.path(job.namespace), params={"labelSelector": selector})
     owned = [pod for pod in pods.get("items") or () if _controlled_by(pod, uid)]
+    if len(owned) != 1 or not runs_as_templated(owned[0], manifest):
+        return None
     return jobs.termination_message({"items": owned})
+
+
+_SERVICE_ACCOUNT_MOUNT: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+"""Where the ServiceAccount admission plugin mounts a token into a Pod (not a template)."""
+_RUN_AS: Final = ("image", "command", "args", "env", "envFrom", "workingDir")
+
+
+def runs_as_templated(pod: dict[str, Any], job: dict[str, Any]) -> bool:
+    """Whether ``pod`` runs what ``job``'s template says: the same runner container
+    (image, command, arguments, environment) and account, and the template's volumes and
+    mounts, with no mount in the runner beyond them but the ServiceAccount token's. (A
+    mutating webhook that mounts more into the runner container makes its result
+    unreadable: exclude pods labelled ``dockyard.io/runner`` from it.)"""
+    template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    spec = pod.get("spec") or {}
+    want, got = _runner(template), _runner(spec)
+    if want is None or got is None or any(want.get(k) != got.get(k) for k in _RUN_AS):
+        return False
+    if spec.get("serviceAccountName") != template.get("serviceAccountName"):
+        return False
+    mounts, wanted = got.get("volumeMounts") or [], want.get("volumeMounts") or []
+    if any(m not in mounts for m in wanted):
+        return False
+    if any(m not in wanted and m.get("mountPath") != _SERVICE_ACCOUNT_MOUNT for m in mounts):
+        return False
+    volumes = spec.get("volumes") or []
+    return all(v in volumes for v in template.get("volumes") or [])
+
+
+def _runner(spec: dict[str, Any]) -> dict[str, Any] | None:
+    found = [c for c in spec.get("containers") or () if c.get("name") == jobs.RUNNER_CONTAINER]
+    return found[0] if len(found) == 1 else None
 
 
 def _controlled_by(obj: dict[str, Any], uid: str) -> bool:
@@ -256,16 +296,18 @@ async def stop_runner_jobs(kube: KubeClient, namespace: str, owner_uid: str) -> 
     Pods); their names."""
     selector = f"{jobs.OWNER_UID_LABEL}={owner_uid}"
     listing = await kube.get(JOBS.path(namespace), params={"labelSelector": selector})
-    names = [item["metadata"]["name"] for item in listing.get("items") or ()]
-    for name in names:
-        await _delete_quietly(kube, JOBS.path(namespace, name))
-    return names
+    owned = [i for i in listing.get("items") or () if _controlled_by(i, owner_uid)]
+    for item in owned:
+        meta = item["metadata"]
+        await _delete_quietly(kube, JOBS.path(namespace, meta["name"]), meta.get("uid"))
+    return [item["metadata"]["name"] for item in owned]
 
 
-async def _delete_quietly(kube: KubeClient, path: str) -> None:
-    # Gone already is fine (apply.delete); any other refusal leaves it to its TTL.
+async def _delete_quietly(kube: KubeClient, path: str, uid: str | None) -> None:
+    # Gone already, or made again under the name, is fine (apply.delete); any other
+    # refusal leaves it to its TTL.
     with contextlib.suppress(KubeError):
-        await delete(kube, path)
+        await delete(kube, path, uid=uid)
 
 
 def _result(
