@@ -83,15 +83,18 @@ async def insert(target: asyncpg.Pool | asyncpg.Connection, row: AuditRow) -> in
     return int(await target.fetchval(_SQL_INSERT + " RETURNING id", *row.arguments()))
 
 
+# Ordered by mark, then by the order reported: the first event of each mark spends it,
+# and concurrent batches take the marks' locks in one order (no deadlock).
 _SQL_SPEND_MARKS = """
 INSERT INTO audit_marks (mark, event_key)
 SELECT m.mark, m.event_key FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
     AS m(mark, event_key, n)
-ORDER BY m.n
+ORDER BY m.mark, m.n
 ON CONFLICT (mark) DO NOTHING
 """
 _SQL_SPENT_BY = "SELECT mark, event_key FROM audit_marks WHERE mark = any($1::text[])"
-_SQL_PURGE_MARKS = "DELETE FROM audit_marks WHERE seen_at < now() - interval '1 day'"
+_SQL_PURGE_MARKS = "SELECT audit_marks_purge($1)"
+MARKS_PURGE_BATCH = 10_000
 
 
 async def spend_marks(conn: asyncpg.Connection, marks: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -101,10 +104,20 @@ async def spend_marks(conn: asyncpg.Connection, marks: Sequence[tuple[str, str]]
     the rows: a concurrent batch with the same mark waits for it, then sees it spent."""
     if not marks:
         return {}
-    await conn.execute(_SQL_PURGE_MARKS)
     await conn.execute(_SQL_SPEND_MARKS, [m for m, _ in marks], [k for _, k in marks])
     spent = await conn.fetch(_SQL_SPENT_BY, [m for m, _ in marks])
     return {str(r["mark"]): str(r["event_key"]) for r in spent}
+
+
+async def purge_marks(conn: asyncpg.Connection) -> int:
+    """Delete the marks spent more than a day ago (audit retention, migration 0010); how
+    many. Long past their 60 s, they can vouch for nothing any more."""
+    deleted = 0
+    while True:
+        batch = int(await conn.fetchval(_SQL_PURGE_MARKS, MARKS_PURGE_BATCH))
+        deleted += batch
+        if batch < MARKS_PURGE_BATCH:
+            return deleted
 
 
 async def insert_reported(conn: asyncpg.Connection, rows: Sequence[AuditRow]) -> int:

@@ -203,18 +203,19 @@ async def migrate(target: Target, *, directory: Path | None = None) -> list[Appl
 
 
 # What the API's runtime role may do: everything it needs on every table, except that
-# the audit trail and the event log are insert-and-read only and the migration history
-# read only. Revoked
+# the audit trail (its marks too) and the event log are insert-and-read only and the
+# migration history read only. Revoked
 # first, so a run also takes back what an earlier grant or a hand gave.
 _RUNTIME_GRANTS = (
     "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
     "GRANT USAGE ON SCHEMA public TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
-    f"REVOKE UPDATE, DELETE ON audit_events, events, {TABLE} FROM {{role}}",
+    f"REVOKE UPDATE, DELETE ON audit_events, audit_marks, events, {TABLE} FROM {{role}}",
     f"REVOKE INSERT ON {TABLE} FROM {{role}}",
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
     "GRANT EXECUTE ON FUNCTION audit_purge_before(timestamptz, integer) TO {role}",
     "GRANT EXECUTE ON FUNCTION events_purge_before(timestamptz, integer) TO {role}",
+    "GRANT EXECUTE ON FUNCTION audit_marks_purge(integer) TO {role}",
 )
 
 
@@ -224,7 +225,8 @@ async def grant_runtime(target: Target, role: str) -> None:
     Run as the owner of the tables (the migration role), after :func:`migrate`. The
     runtime role may INSERT and SELECT ``audit_events`` but not UPDATE, DELETE or
     TRUNCATE it; retention deletes through ``audit_purge_before`` (migration 0003), and
-    likewise from the event log through ``events_purge_before`` (migration 0007).
+    likewise from the event log through ``events_purge_before`` (migration 0007) and
+    from the spent audit marks through ``audit_marks_purge`` (migration 0010).
     """
     quoted = '"' + role.replace('"', '""') + '"'
     async with _connection(target) as conn, conn.transaction():

@@ -90,6 +90,16 @@ async def test_the_runtime_role_cannot_delete_or_truncate_audit_rows(
         assert (
             await conn.fetchval("SELECT events_purge_before(now() - interval '3650 days', 1)") == 0
         )
+        # A spent audit mark stays spent: marks are inserted and read, never updated or
+        # deleted but by retention's function, which takes only day-old ones.
+        mark = f"dy2-{uuid.uuid4().hex[:24]}-{'0' * 32}"
+        await conn.execute("INSERT INTO audit_marks (mark, event_key) VALUES ($1, 'k')", mark)
+        for statement in ("DELETE FROM audit_marks", "TRUNCATE audit_marks",
+                          "UPDATE audit_marks SET event_key = 'other'"):  # fmt: skip
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+        await conn.fetchval("SELECT audit_marks_purge(1000)")
+        assert await conn.fetchval("SELECT event_key FROM audit_marks WHERE mark = $1", mark) == "k"
         # Idempotency keys stay fully writable: claims, completions, releases.
         assert await conn.fetchval(
             "SELECT has_table_privilege('idempotency_keys', 'INSERT, UPDATE, DELETE')"
@@ -109,6 +119,13 @@ async def test_the_api_writes_audit_rows_and_runs_retention_as_the_runtime_role(
         " VALUES (now() - interval '400 days', $1, 'test', 'environments', 'succeeded')",
         old,
     )
+    spent, fresh = (f"dy2-{uuid.uuid4().hex[:24]}-{'0' * 32}" for _ in range(2))
+    await admin.execute(
+        "INSERT INTO audit_marks (mark, event_key, seen_at) VALUES"
+        " ($1, 'k', now() - interval '2 days'), ($2, 'k', now())",
+        spent,
+        fresh,
+    )
     settings = api_settings(testbed_state, database_url=runtime_dsn)
     request_id = f"req-{uuid.uuid4().hex[:10]}"
     try:
@@ -126,5 +143,10 @@ async def test_the_api_writes_audit_rows_and_runs_retention_as_the_runtime_role(
         finally:
             await runtime.close()
         assert await admin.fetchval("SELECT count(*) FROM audit_events WHERE actor = $1", old) == 0
+        # Retention purges the marks spent more than a day ago, and only those.
+        kept = await admin.fetch(
+            "SELECT mark FROM audit_marks WHERE mark = any($1::text[])", [spent, fresh]
+        )
+        assert [r["mark"] for r in kept] == [fresh]
     finally:
         await admin.close()

@@ -192,7 +192,9 @@ class AuditLog:
                     batch = int(await conn.fetchval(_SQL_PURGE_BATCH, cutoff, batch_size))
                     deleted += batch
                     if batch < batch_size:
-                        return deleted
+                        break
+                await audit_rows.purge_marks(conn)
+                return deleted
             finally:
                 # Should this fail, the pool's reset on release unlocks all the same.
                 await conn.execute(_SQL_UNLOCK, RETENTION_LOCK_KEY)

@@ -341,11 +341,17 @@ class KindRoutes(KindContract):
                 "patch",
                 response_model=self.model,
                 request_schema=MERGE_PATCH_SCHEMA,
-                responses={**changed, 413: "Body too large", 415: "Not JSON"},
+                responses={
+                    **changed,
+                    409: "Changed while its annotations were being removed",
+                    413: "Body too large",
+                    415: "Not JSON",
+                },
                 description="A JSON merge patch (RFC 7396) of spec, metadata.labels and "
                 "metadata.annotations; the patched spec must be valid as a whole. The "
                 "operator's annotations (operator.dockyard.io/*) are refused, and "
-                "`annotations: null` removes every other one.",
+                "`annotations: null` removes every other one (read from the apiserver as "
+                "the caller, which needs `get` as well as `patch`).",
             ),
             self.operation(
                 "DELETE",

@@ -3,7 +3,9 @@
 -- read it (from an apiserver audit log) and sent it with a write of their own, and is
 -- recorded as theirs; the same event sent again (a batch the apiserver retries) has the
 -- same event_key and is still the API's. A mark is only good for 60 s after it was
--- minted, so its row is kept for a day (dockyard.core.audit_rows.spend_marks purges).
+-- minted, so its row is kept for a day, then purged by audit retention through
+-- audit_marks_purge. The runtime role may insert and read marks, never update or
+-- delete one: a stolen runtime DSN cannot make a spent mark good again.
 CREATE TABLE audit_marks (
     mark text PRIMARY KEY,
     event_key text NOT NULL,
@@ -11,3 +13,25 @@ CREATE TABLE audit_marks (
 );
 
 CREATE INDEX audit_marks_seen_at_idx ON audit_marks (seen_at);
+
+CREATE FUNCTION audit_marks_purge(batch integer) RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deleted integer;
+BEGIN
+    DELETE FROM public.audit_marks
+    WHERE mark IN (
+        SELECT mark FROM public.audit_marks
+        WHERE seen_at < now() - interval '1 day'
+        LIMIT least(greatest(batch, 1), 100000)
+        FOR UPDATE SKIP LOCKED
+    );
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    RETURN deleted;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION audit_marks_purge(integer) FROM PUBLIC;
