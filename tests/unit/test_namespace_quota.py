@@ -5,23 +5,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from dockyard.operator.runs.catalog import Catalog
 from dockyard.operator.runs.quota import NamespaceQuotas
-from dockyard.runner.errors import StorageQuotaExceeded
+from dockyard.runner.errors import StorageError, StorageQuotaExceeded
 from dockyard.runner.filesystem import FilesystemStore
 
 
 class _Stored(Catalog):
-    """The catalog's answer, fixed: this namespace keeps ``kept`` bytes under the root."""
+    """The catalog's answer, as the test sets it: what each namespace keeps under the root."""
 
     def __init__(self, kept: dict[str, int]) -> None:
         self.kept = kept
+        self.down = False
         self.asked: list[tuple[str, str]] = []
 
     async def stored_bytes(self, namespace: str, under: str) -> int:
         self.asked.append((namespace, under))
+        if self.down:
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
         return self.kept.get(namespace, 0)
 
 
@@ -45,16 +49,34 @@ async def test_a_write_past_the_quota_fails_and_leaves_no_partial(tmp_path: Path
 
 
 async def test_runs_of_one_namespace_share_its_quota_and_others_do_not(tmp_path: Path) -> None:
-    quotas = NamespaceQuotas(1000, _Stored({}), tmp_path)
-    async with (
-        quotas.writing("team-a") as first,
-        quotas.writing("team-a") as second,
-        quotas.writing("team-b") as elsewhere,
-    ):
-        first.charge(700)
-        elsewhere.charge(1000)  # another namespace's runs are not counted
+    catalog = _Stored({})
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    async with quotas.writing("team-a") as first, quotas.writing("team-b") as elsewhere:
+        async with quotas.writing("team-a") as second:
+            first.charge(300)
+            elsewhere.charge(1000)  # another namespace's runs are not counted
+            second.charge(400)
+            catalog.kept["team-a"] = 400  # the second's artifact, now catalogued
+        # The ended run is counted as the catalog has it, not twice.
         with pytest.raises(StorageQuotaExceeded):
-            second.charge(301)
-        second.charge(300)
-    async with quotas.writing("team-a") as later:  # the runs ended: nothing in flight
-        later.charge(1000)
+            first.charge(301)
+        first.charge(300)
+    async with quotas.writing("team-a") as later:  # nothing in flight: the catalog's word
+        later.charge(600)
+
+
+async def test_a_quota_that_cannot_be_checked_fails_the_run_retryably(tmp_path: Path) -> None:
+    catalog = _Stored({"team-a": 100})
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    catalog.down = True
+    with pytest.raises(StorageError, match="cannot be checked") as refused:
+        async with quotas.writing("team-a"):
+            pass
+    assert not isinstance(refused.value, StorageQuotaExceeded)
+    catalog.down = False
+    async with quotas.writing("team-a") as first:
+        async with quotas.writing("team-a") as second:
+            second.charge(500)
+            catalog.down = True  # the second's row is not written: it stays counted
+        with pytest.raises(StorageQuotaExceeded):
+            first.charge(401)

@@ -227,20 +227,41 @@ def _templated() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_a_pod_runs_as_templated_only_with_its_jobs_runner_account_and_mounts() -> None:
     job, pod = _templated()
-    assert runner_jobs.runs_as_templated(pod, job)
+    assert runner_jobs.template_mismatch(pod, job) is None
     runner = pod["spec"]["containers"][0]
-    for changed in (
-        {"args": ["restore-run", "--name=b.dkbk"]},
-        {"image": "attacker/fake:1"},
-        {"command": ["sh", "-c", "echo '{}' > /dev/termination-log"]},
-        {"env": []},
-        {"volumeMounts": [*runner["volumeMounts"], {"name": "x", "mountPath": "/usr/lib"}]},
-        {"volumeMounts": []},
-    ):
+    for changed, field in (
+        ({"args": ["restore-run", "--name=b.dkbk"]}, "args"),
+        ({"image": "attacker/fake:1"}, "image"),
+        ({"command": ["sh", "-c", "echo '{}' > /dev/termination-log"]}, "command"),
+        ({"lifecycle": {"postStart": {"exec": {"command": ["sh"]}}}}, "lifecycle"),
+        ({"livenessProbe": {"exec": {"command": ["sh"]}}}, "livenessProbe"),
+        ({"env": []}, "env"),
+        ({"env": [*runner["env"], {"name": "PGHOST", "value": "evil"}]}, "env"),
+        ({"volumeMounts": [*runner["volumeMounts"], {"name": "x", "mountPath": "/usr/lib"}]},
+         "volumeMounts"),
+        ({"volumeMounts": []}, "volumeMounts"),
+    ):  # fmt: skip
         forged = {"spec": {**pod["spec"], "containers": [{**runner, **changed}]}}
-        assert not runner_jobs.runs_as_templated(forged, job), changed
-    assert not runner_jobs.runs_as_templated(
-        {"spec": {**pod["spec"], "serviceAccountName": "default"}}, job
-    )
-    assert not runner_jobs.runs_as_templated({"spec": {**pod["spec"], "volumes": []}}, job)
-    assert not runner_jobs.runs_as_templated({"spec": {**pod["spec"], "containers": []}}, job)
+        assert runner_jobs.template_mismatch(forged, job) == field, changed
+    for spec, field in (
+        ({"serviceAccountName": "default"}, "serviceAccountName"),
+        ({"shareProcessNamespace": True}, "shareProcessNamespace"),
+        ({"volumes": []}, "volumes"),
+        ({"containers": []}, "containers"),
+    ):
+        assert runner_jobs.template_mismatch({"spec": {**pod["spec"], **spec}}, job) == field
+
+
+def test_what_admission_adds_for_workload_identity_or_a_digest_is_tolerated() -> None:
+    job, pod = _templated()
+    runner = pod["spec"]["containers"][0]
+    identity = {
+        "image": runner["image"] + "@sha256:" + "a" * 64,
+        "env": [*runner["env"], {"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::1:role/r"},
+                {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/tokens/t"}],
+        "volumeMounts": [*runner["volumeMounts"],
+                         {"name": "aws-iam-token",
+                          "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount"}],
+    }  # fmt: skip
+    admitted = {"spec": {**pod["spec"], "containers": [{**runner, **identity}]}}
+    assert runner_jobs.template_mismatch(admitted, job) is None

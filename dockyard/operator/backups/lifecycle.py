@@ -54,7 +54,7 @@ from dockyard.core.retention import ttl_expiry
 from dockyard.operator.apply import apply_as
 from dockyard.operator.backups import deletion as backup_deletion
 from dockyard.operator.backups import status as report
-from dockyard.operator.backups.sweeping import sweep
+from dockyard.operator.backups.inline import attempt_inline
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs import jobs
@@ -62,7 +62,6 @@ from dockyard.operator.runs.catalog import CatalogEntry
 from dockyard.operator.runs.context import (
     RunContext,
     artifact_name,
-    environment_dsn,
     load_key,
     retryable,
 )
@@ -76,7 +75,7 @@ from dockyard.operator.runs.runner_jobs import (
 )
 from dockyard.operator.runs.stores import chosen_by_a_store, fill_from_store, filled
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
-from dockyard.runner import ArtifactError, BackupError, BackupResult, run_backup
+from dockyard.runner import ArtifactError, BackupError, BackupResult
 
 logger = logging.getLogger(__name__)
 
@@ -213,32 +212,14 @@ class BackupRuns:
             storage_spec, encryption = filled(backup)
             # Storage first: a spec that can never work fails before anything else.
             ambient = await chosen_by_a_store(self.context.kube, backup)
-            async with self.context.storage(
-                storage_spec, loaded.namespace, ambient=ambient, writing=True
-            ) as storage:
-                if swept := await sweep(storage, self.context.settings):
-                    post(
-                        loaded.raw,
-                        reason="StalePartialsRemoved",
-                        message=f"Removed {swept} partial artifacts or uploads of dead runs",
-                    )
-                key = await load_key(self.context.kube, loaded.namespace, encryption.key_secret_ref)
-                dsn = await environment_dsn(
-                    self.context.kube,
-                    self.context.settings,
-                    loaded.namespace,
-                    backup.spec.environment_ref.name,
-                    self.context.postgres,
+            async with self.context.quota(storage_spec, loaded.namespace) as quota:
+                result = await attempt_inline(
+                    self.context, loaded, attempt, storage_spec, encryption, ambient, quota
                 )
-                result = await run_backup(
-                    dsn=dsn,
-                    storage=storage,
-                    name=artifact_name(loaded.namespace, loaded.name, loaded.uid, attempt),
-                    key=key,
-                )
+                # Still counted against the quota until the catalog has it.
+                return await self._complete(loaded, started, result)
         except BackupError as exc:
             return await self._failed(loaded, started, exc)
-        return await self._complete(loaded, started, result)
 
     async def _complete(
         self, loaded: _Loaded, status: BackupStatus, result: BackupResult

@@ -350,26 +350,37 @@ class RunContext:
             await self.audit.record(action, resource, namespace, name, reason, **details)
 
     @asynccontextmanager
+    async def quota(self, spec: BackupStorage, namespace: str) -> AsyncIterator[Quota | None]:
+        """The namespace's quota for a backup writing to ``spec``, while it runs: None
+        unless it writes to the backups volume and a quota is set (``runs.quota``). Hold
+        it until the backup is catalogued, so that it is counted throughout."""
+        if spec.filesystem is None or self.quotas is None:
+            yield None
+            return
+        async with self.quotas.writing(namespace) as charges:
+            yield charges
+
+    @asynccontextmanager
     async def storage(
-        self, spec: BackupStorage, namespace: str, *, ambient: bool = False, writing: bool = False
+        self,
+        spec: BackupStorage,
+        namespace: str,
+        *,
+        ambient: bool = False,
+        quota: Quota | None = None,
     ) -> AsyncIterator[Store]:
         """:func:`open_storage` for a run in ``namespace``, with this operator's settings;
-        one ``writing`` an artifact to the backups volume is held to the namespace's quota."""
-        quotas = self.quotas if writing and spec.filesystem is not None else None
-        counted = quotas.writing(namespace) if quotas is not None else nullcontext(None)
-        async with (
-            counted as quota,
-            open_storage(
-                spec,
-                root=self.settings.backup_root,
-                kube=self.kube,
-                namespace=namespace,
-                endpoints=endpoint_policy(self.settings),
-                s3_part_timeout=self.settings.s3_part_timeout,
-                s3_concurrency=self.settings.s3_upload_concurrency,
-                breakers=self.breakers,
-                ambient=ambient,
-                quota=quota,
-            ) as storage,
-        ):
+        writes to the backups volume are charged to ``quota`` (see :meth:`quota`)."""
+        async with open_storage(
+            spec,
+            root=self.settings.backup_root,
+            kube=self.kube,
+            namespace=namespace,
+            endpoints=endpoint_policy(self.settings),
+            s3_part_timeout=self.settings.s3_part_timeout,
+            s3_concurrency=self.settings.s3_upload_concurrency,
+            breakers=self.breakers,
+            ambient=ambient,
+            quota=quota,
+        ) as storage:
             yield storage

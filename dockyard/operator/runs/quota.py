@@ -2,24 +2,32 @@
 
 Inline runs to filesystem storage write under ``DOCKYARD_BACKUP_ROOT``, one volume for
 every namespace. With ``DOCKYARD_BACKUP_NAMESPACE_QUOTA`` set, a namespace's artifacts
-there are counted: those of its Completed Backups not yet deleted (the backup catalog),
-plus what its runs in this process are writing now. Each chunk a run writes is charged
-before it is written; one that would take the namespace past its quota fails the run
-with ``StorageQuotaExceeded`` and its partial file is removed, as on a full volume. A
-backup so failed is retried like one that met a full volume: retention or a ``ttl`` may
-free room meanwhile.
+there are counted: those of its Completed Backups not yet deleted (the backup catalog's
+sizes), plus what its backups in this process are writing now. Each chunk a run writes
+is charged before it is written; one that would take the namespace past its quota fails
+the run with ``StorageQuotaExceeded`` and its partial file is removed, as on a full
+volume.
 
-Runner Jobs write from their own pods and are not counted here.
+The catalog is read when a run starts, and again when one ends while others of the
+namespace still write: a run stays counted until its artifact is catalogued (the
+Backup life cycle holds its quota across the catalog write). An artifact whose catalog
+row could not be written yet (the database was down) is counted as written until a later
+read finds it. Runner Jobs' artifacts count once catalogued, but their writes are not
+checked as they happen. If the catalog cannot be read, the run fails with a retryable
+``StorageFailed``: a quota that cannot be checked is not a quota.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockyard.runner.errors import StorageQuotaExceeded
+import asyncpg
+
+from dockyard.runner.errors import StorageError, StorageQuotaExceeded
 
 if TYPE_CHECKING:
     from dockyard.operator.runs.catalog import Catalog
@@ -32,45 +40,64 @@ class NamespaceQuotas:
         self.limit = limit
         self.catalog = catalog
         self.root = root
+        self._stored: dict[str, int] = {}
         self._writing: dict[str, set[_Charges]] = {}
 
     @asynccontextmanager
     async def writing(self, namespace: str) -> AsyncIterator[_Charges]:
         """A quota for one run's writes in ``namespace``, counted with the others'."""
-        under = self.root.expanduser().resolve().as_uri() + "/"
-        stored = await self.catalog.stored_bytes(namespace, under)
-        charges = _Charges(self, namespace, stored)
+        self._stored[namespace] = await self._read(namespace)
+        charges = _Charges(self, namespace)
         runs = self._writing.setdefault(namespace, set())
         runs.add(charges)
         try:
             yield charges
         finally:
             runs.discard(charges)
-            if not runs:
+            if runs:
+                # Its artifact is catalogued by now (or was never committed): read again,
+                # or, if the catalog does not answer, keep what it wrote counted.
+                try:
+                    self._stored[namespace] = await self._read(namespace)
+                except StorageError:
+                    self._stored[namespace] += charges.written
+            else:
                 del self._writing[namespace]
+                with contextlib.suppress(KeyError):
+                    del self._stored[namespace]
 
-    def others(self, charges: _Charges) -> int:
-        """What the namespace's other runs in this process have written so far."""
-        return sum(c.written for c in self._writing.get(charges.namespace, ()) if c is not charges)
+    def counted(self, charges: _Charges) -> int:
+        """What the namespace keeps and its runs in this process have written so far."""
+        runs = self._writing.get(charges.namespace, ())
+        return self._stored.get(charges.namespace, 0) + sum(c.written for c in runs)
+
+    async def _read(self, namespace: str) -> int:
+        under = self.root.expanduser().resolve().as_uri() + "/"
+        try:
+            return await self.catalog.stored_bytes(namespace, under)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            raise StorageError(
+                f"the quota of namespace {namespace} on the backups volume cannot be "
+                "checked: the platform database did not answer"
+            ) from None
 
 
 class _Charges:
     """One run's writes (``runner.filesystem.Quota``)."""
 
-    def __init__(self, quotas: NamespaceQuotas, namespace: str, stored: int) -> None:
+    def __init__(self, quotas: NamespaceQuotas, namespace: str) -> None:
         self.quotas = quotas
         self.namespace = namespace
-        self.stored = stored
         self.written = 0
 
     def charge(self, nbytes: int) -> None:
-        total = self.stored + self.quotas.others(self) + self.written + nbytes
+        total = self.quotas.counted(self) + nbytes
         if total > self.quotas.limit:
             raise StorageQuotaExceeded(
                 f"namespace {self.namespace} would keep {total} bytes of backups on the "
                 f"shared volume, over its quota of {self.quotas.limit} "
                 "(DOCKYARD_BACKUP_NAMESPACE_QUOTA); the partial artifact was removed. "
-                "Delete older Backups (or shorten their ttl or retention), or back up to a "
-                "BackupStore on S3"
+                "Delete older Backups (or shorten their ttl), or back up to a BackupStore "
+                "on S3"
             )
         self.written += nbytes

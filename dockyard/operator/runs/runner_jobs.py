@@ -238,7 +238,7 @@ async def runner_message(kube: KubeClient, job: RunnerJob) -> str | None:
     ``job-name``, which the pods of an earlier Job of the name carry too. Whoever may
     create pods in the namespace can still make one the Job controller adopts (it takes
     in an orphan with that label); so only a Pod that runs what the Job's template says
-    is read (``runs_as_templated``), and none when there are more than one: a runner Job
+    is read (``template_mismatch``), and none when there are more than one: a runner Job
     makes one Pod (``backoffLimit: 0``). A Job that succeeded without a message it can
     read fails its run.
     """
@@ -249,36 +249,78 @@ async def runner_message(kube: KubeClient, job: RunnerJob) -> str | None:
     selector = f"{jobs.CONTROLLER_UID_LABEL}={uid}"
     pods = await kube.get(PODS.path(job.namespace), params={"labelSelector": selector})
     owned = [pod for pod in pods.get("items") or () if _controlled_by(pod, uid)]
-    if len(owned) != 1 or not runs_as_templated(owned[0], manifest):
+    if len(owned) != 1:
+        logger.warning(
+            "runner Job has %d pods: no result read", len(owned),
+            extra={"namespace": job.namespace, "job": job.name},
+        )  # fmt: skip
+        return None
+    if (differs := template_mismatch(owned[0], manifest)) is not None:
+        logger.warning(
+            "runner pod does not run its Job's template (%s): no result read", differs,
+            extra={"namespace": job.namespace, "job": job.name,
+                   "pod": owned[0]["metadata"].get("name")},
+        )  # fmt: skip
         return None
     return jobs.termination_message({"items": owned})
 
 
-_SERVICE_ACCOUNT_MOUNT: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
-"""Where the ServiceAccount admission plugin mounts a token into a Pod (not a template)."""
-_RUN_AS: Final = ("image", "command", "args", "env", "envFrom", "workingDir")
+# What admission may add to a runner Pod that its template does not say: the token
+# mounts of the ServiceAccount plugin and of workload identity (EKS, Azure), and the
+# variables that point the cloud SDKs at those tokens. Nothing else.
+_TOKEN_MOUNTS: Final = (
+    "/var/run/secrets/kubernetes.io/serviceaccount",
+    "/var/run/secrets/eks.amazonaws.com/",
+    "/var/run/secrets/azure/tokens",
+)
+_IDENTITY_VARIABLES: Final = ("AWS_", "AZURE_")
+# Fields of the runner container that must be as the template says.
+_RUN_AS: Final = (
+    "command", "args", "workingDir", "envFrom", "lifecycle", "livenessProbe",
+    "readinessProbe", "startupProbe", "terminationMessagePath", "terminationMessagePolicy",
+)  # fmt: skip
 
 
-def runs_as_templated(pod: dict[str, Any], job: dict[str, Any]) -> bool:
-    """Whether ``pod`` runs what ``job``'s template says: the same runner container
-    (image, command, arguments, environment) and account, and the template's volumes and
-    mounts, with no mount in the runner beyond them but the ServiceAccount token's. (A
-    mutating webhook that mounts more into the runner container makes its result
-    unreadable: exclude pods labelled ``dockyard.io/runner`` from it.)"""
+def template_mismatch(pod: dict[str, Any], job: dict[str, Any]) -> str | None:
+    """What of ``pod`` differs from what ``job``'s template says it runs, or None.
+
+    The runner container must run the template's image (or the same image pinned to a
+    digest), command, arguments, environment, hooks and probes, as the template's
+    account and with its volumes and mounts. Admission may add only token mounts and the
+    variables naming them (``_TOKEN_MOUNTS``, ``_IDENTITY_VARIABLES``); a webhook that
+    adds more to the runner container makes its result unreadable: exclude pods labelled
+    ``dockyard.io/runner`` from it.
+    """
     template = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
     spec = pod.get("spec") or {}
     want, got = _runner(template), _runner(spec)
-    if want is None or got is None or any(want.get(k) != got.get(k) for k in _RUN_AS):
-        return False
-    if spec.get("serviceAccountName") != template.get("serviceAccountName"):
-        return False
-    mounts, wanted = got.get("volumeMounts") or [], want.get("volumeMounts") or []
-    if any(m not in mounts for m in wanted):
-        return False
-    if any(m not in wanted and m.get("mountPath") != _SERVICE_ACCOUNT_MOUNT for m in mounts):
-        return False
+    if want is None or got is None:
+        return "containers"
+    image, wanted_image = str(got.get("image") or ""), str(want.get("image") or "")
+    if image != wanted_image and not image.startswith(wanted_image + "@sha256:"):
+        return "image"
+    for key in _RUN_AS:
+        if got.get(key) != want.get(key):
+            return key
+    for key in ("serviceAccountName", "shareProcessNamespace"):
+        if spec.get(key) != template.get(key):
+            return key
+    env, wanted_env = got.get("env") or [], want.get("env") or []
+    if any(e not in env for e in wanted_env) or any(
+        e not in wanted_env and not str(e.get("name", "")).startswith(_IDENTITY_VARIABLES)
+        for e in env
+    ):
+        return "env"
+    mounts, wanted_mounts = got.get("volumeMounts") or [], want.get("volumeMounts") or []
+    if any(m not in mounts for m in wanted_mounts) or any(
+        m not in wanted_mounts and not str(m.get("mountPath", "")).startswith(_TOKEN_MOUNTS)
+        for m in mounts
+    ):
+        return "volumeMounts"
     volumes = spec.get("volumes") or []
-    return all(v in volumes for v in template.get("volumes") or [])
+    if any(v not in volumes for v in template.get("volumes") or []):
+        return "volumes"
+    return None
 
 
 def _runner(spec: dict[str, Any]) -> dict[str, Any] | None:
