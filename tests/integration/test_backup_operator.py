@@ -31,11 +31,26 @@ from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import SESSION_ID, Kubectl, backup_settings, get_json, start_operator, wait_for
+from tests.conftest import (
+    SESSION_ID,
+    Kubectl,
+    backup_settings,
+    get_json,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
 PINNED = "registry.example.com/shop/api:1.4.2"
+# An environment whose database is empty: its artifact is a few KiB.
+TINY = {
+    "apiVersion": "dockyard.io/v1alpha1",
+    "kind": "Environment",
+    "metadata": {"name": "tiny"},
+    "spec": {"tier": "development", "image": PINNED, "database": {}},
+}
 # Four tables, 30k + 120k + 40k + 0 rows.
 SEED_SQL = """
 CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL);
@@ -932,16 +947,7 @@ def test_a_full_backup_root_fails_the_backup_as_storage_full_and_a_small_one_sti
     operator = _start_operator(testbed_env, own_namespace, tmp_path / "operator.log", root)
     try:
         _environment(kubectl, testbed_state, own_namespace)  # seeded: about 1 MiB dumped
-        _apply(
-            kubectl,
-            own_namespace,
-            {
-                "apiVersion": "dockyard.io/v1alpha1",
-                "kind": "Environment",
-                "metadata": {"name": "tiny"},
-                "spec": {"tier": "development", "image": PINNED, "database": {}},
-            },
-        )
+        _apply(kubectl, own_namespace, TINY)
         _key_secret(kubectl, own_namespace)
         _apply(kubectl, own_namespace, _backup(own_namespace, "big", root))
         _apply(kubectl, own_namespace, _backup(own_namespace, "small", root, environment="tiny"))
@@ -954,29 +960,23 @@ def test_a_full_backup_root_fails_the_backup_as_storage_full_and_a_small_one_sti
         assert "the backup volume is full" in big["message"], big["message"]
         assert big["attempts"] == 3  # retried, as space may be freed meanwhile
         # Nothing of the big one's attempts is left: no partial file, no artifact.
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        assert files == [_artifact_path(small["location"])]
-        assert hashlib.sha256(files[0].read_bytes()).hexdigest() == small["sha256"]
+        _assert_only_artifact(root, small)
     finally:
-        kubectl(
-            "delete", "environments,backups", "--all", "-n", own_namespace, "--timeout=60s",
-            check=False,
-        )  # fmt: skip
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        _clean_up(kubectl, own_namespace, operator)
 
 
-def _stop(operator: subprocess.Popen[bytes]) -> None:
-    operator.terminate()
-    try:
-        operator.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        operator.kill()
-        operator.wait()
+def _assert_only_artifact(root: Path, status: dict[str, Any]) -> None:
+    """The one file under ``root`` is the artifact ``status`` records, as recorded."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    assert files == [_artifact_path(status["location"])]
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == status["sha256"]
+
+
+def _clean_up(kubectl: Kubectl, namespace: str, operator: subprocess.Popen[bytes]) -> None:
+    """What the operator made goes (it takes the databases, and the finalizers), then it."""
+    kubectl("delete", "environments,backups", "--all", "-n", namespace, "--timeout=60s",
+            check=False)  # fmt: skip
+    stop_operator(operator)
 
 
 def test_a_namespaces_backups_are_held_to_its_quota_on_the_shared_volume(
@@ -990,21 +990,15 @@ def test_a_namespaces_backups_are_held_to_its_quota_on_the_shared_volume(
     (its catalogued artifacts) and what a run writes count together."""
     log, backup_root = tmp_path / "operator.log", tmp_path / "root"
     backup_root.mkdir()
-    tiny = {
-        "apiVersion": "dockyard.io/v1alpha1",
-        "kind": "Environment",
-        "metadata": {"name": "tiny"},
-        "spec": {"tier": "development", "image": PINNED, "database": {}},
-    }
     operator = _start_operator(testbed_env, own_namespace, log, backup_root)
     try:
         _environment(kubectl, testbed_state, own_namespace)  # seeded: about 1 MiB dumped
-        _apply(kubectl, own_namespace, tiny)
+        _apply(kubectl, own_namespace, TINY)
         _key_secret(kubectl, own_namespace)
         _apply(kubectl, own_namespace, _backup(own_namespace, "small-1", backup_root, "tiny"))
         first = _wait_phase(kubectl, own_namespace, "small-1", "Completed", timeout=120)
     finally:
-        _stop(operator)
+        stop_operator(operator)
     # Room for the first small artifact and half of another.
     quota = {"DOCKYARD_BACKUP_NAMESPACE_QUOTA": str(first["size"] * 3 // 2)}
     operator = _start_operator({**testbed_env, **quota}, own_namespace, log, backup_root)
@@ -1018,15 +1012,9 @@ def test_a_namespaces_backups_are_held_to_its_quota_on_the_shared_volume(
             assert "over its quota" in failed["message"], failed["message"]
             assert "DOCKYARD_BACKUP_NAMESPACE_QUOTA" in failed["message"]
         # Nothing of their attempts is left: no partial file, no artifact.
-        files = sorted(p for p in backup_root.rglob("*") if p.is_file())
-        assert files == [_artifact_path(first["location"])]
-        assert hashlib.sha256(files[0].read_bytes()).hexdigest() == first["sha256"]
+        _assert_only_artifact(backup_root, first)
     finally:
-        kubectl(
-            "delete", "environments,backups", "--all", "-n", own_namespace, "--timeout=60s",
-            check=False,
-        )  # fmt: skip
-        _stop(operator)
+        _clean_up(kubectl, own_namespace, operator)
 
 
 def test_production_environments_get_a_default_schedule_unless_they_opt_out(

@@ -14,24 +14,24 @@ CREATE TABLE audit_marks (
 
 CREATE INDEX audit_marks_seen_at_idx ON audit_marks (seen_at);
 
+-- One statement, so plain SQL: the day-old marks that no other purge has locked, at most
+-- batch of them; how many went.
 CREATE FUNCTION audit_marks_purge(batch integer) RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    deleted integer;
-BEGIN
-    DELETE FROM public.audit_marks
-    WHERE mark IN (
-        SELECT mark FROM public.audit_marks
-        WHERE seen_at < now() - interval '1 day'
-        LIMIT least(greatest(batch, 1), 100000)
-        FOR UPDATE SKIP LOCKED
-    );
-    GET DIAGNOSTICS deleted = ROW_COUNT;
-    RETURN deleted;
-END;
+    WITH gone AS (
+        DELETE FROM public.audit_marks
+        WHERE mark IN (
+            SELECT mark FROM public.audit_marks
+            WHERE seen_at < now() - interval '1 day'
+            LIMIT least(greatest(batch, 1), 100000)
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone;
 $$;
 
 REVOKE ALL ON FUNCTION audit_marks_purge(integer) FROM PUBLIC;
