@@ -74,6 +74,8 @@ def render_crd(kind_cls: type[CustomResource]) -> Schema:
         },
         "required": ["spec"],
     }
+    if (name_rule := info.name_rule()) is not None:
+        root["x-kubernetes-validations"] = [name_rule.to_schema()]
     names: Schema = {
         "kind": info.kind,
         "listKind": info.list_kind,

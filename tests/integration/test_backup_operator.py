@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from dockyard.core import migrations
+from dockyard.core.names import label_value
 from dockyard.operator.database import database_identity
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import with_database
@@ -561,6 +562,49 @@ def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
     assert _get(kubectl, namespace, "backup", "by-hand") is not None
     assert first_artifact.exists()
     assert _events(kubectl, namespace, "RetentionApplied")
+
+
+def test_a_job_mode_backup_and_a_schedule_named_past_63_characters_complete(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    """Names go into label values, which hold 63 characters: a Backup's runner Job carries
+    its Backup's name, a schedule's Backups their schedule's, which the schedule finds
+    them by. A longer name made those writes, and that list, invalid."""
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    name = "a-name-longer-than-any-label-value-may-be-" + "x" * 40
+    _apply(kubectl, namespace, _backup(namespace, name, backup_root, runner="Job"))
+    schedule = _schedule(namespace, backup_root, "@yearly")
+    schedule["metadata"]["name"] = name  # another kind: the same name is free
+
+    _apply(kubectl, namespace, schedule)
+
+    status = _wait_phase(kubectl, namespace, name, "Completed", timeout=120)
+    assert status["attempts"] == 1
+    selector = f"dockyard.io/backup={label_value(name)}"
+    [job] = json.loads(
+        kubectl("get", "jobs", "-n", namespace, "-l", selector, "-o", "json").stdout
+    )["items"]
+    assert job["metadata"]["name"] == jobs.job_name(name, 1)
+    assert len(job["metadata"]["name"]) <= 63
+
+    def ready() -> bool:
+        found = _get(kubectl, namespace, "backupschedule", name) or {}
+        conditions = (found.get("status") or {}).get("conditions") or ()
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    wait_for(ready, timeout=30)
+    kubectl("annotate", "backupschedule", name, "-n", namespace, "dockyard.io/run-now=1")
+    selector = f"dockyard.io/backup-schedule={label_value(name)}"
+
+    def completed() -> list[str] | None:
+        listing = kubectl("get", "backups", "-n", namespace, "-l", selector, "-o", "json")
+        items = json.loads(listing.stdout)["items"]
+        done = [b for b in items if (b.get("status") or {}).get("phase") == "Completed"]
+        return [b["metadata"]["name"] for b in done] or None
+
+    [made] = wait_for(completed, timeout=120)  # type: ignore[misc]
+    assert made.startswith(f"{name}-")
 
 
 def test_a_job_mode_backup_creates_a_least_privilege_runner_job(

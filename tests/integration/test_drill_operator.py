@@ -477,3 +477,42 @@ def test_a_drill_in_a_runner_job_passes_and_its_job_had_no_api_token(
     assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
     [container] = job["spec"]["template"]["spec"]["containers"]
     assert f"--database={run['scratchDatabase']}" in container["args"]
+
+
+def test_each_run_of_a_drill_with_a_long_name_has_its_own_runner_job(
+    kubectl: Kubectl, testbed_state: State, seeded: str
+) -> None:
+    """A name long enough that ``drill-<name>-<run>`` is cut to fit a Job's 63 characters:
+    the run number used to be cut off with it, so the second run found the first run's
+    finished Job (kept an hour) and took its result for its own restore."""
+    name = "a-drill-whose-name-leaves-no-room-for-its-run-number-x"
+    _apply(kubectl, seeded, _drill(name, runner="Job", checks={"sql": [ORDERS_CHECK]}))
+    runs = []
+    for _ in range(2):
+        before = _status(kubectl, seeded, name).get("lastRun")
+        kubectl("annotate", "restoredrill", name, "-n", seeded, "dockyard.io/run-now=1")
+
+        def finished(before: object = before) -> dict[str, Any] | None:
+            run = _status(kubectl, seeded, name).get("lastRun")
+            return run if run and run != before else None
+
+        run = wait_for(finished, timeout=180)
+        assert isinstance(run, dict)
+        runs.append(run)
+
+    assert [(r["result"], r["failedChecks"]) for r in runs] == [("Passed", [])] * 2
+    assert runs[0]["scratchDatabase"] != runs[1]["scratchDatabase"]
+    uid = (_get(kubectl, seeded, "restoredrill", name) or {})["metadata"]["uid"]
+    listing = json.loads(
+        kubectl(
+            "get", "jobs", "-n", seeded, "-l", f"dockyard.io/owner-uid={uid}", "-o", "json"
+        ).stdout
+    )
+    restored = {
+        arg.removeprefix("--database=")
+        for job in listing["items"]
+        for arg in job["spec"]["template"]["spec"]["containers"][0]["args"]
+        if arg.startswith("--database=")
+    }
+    assert restored == {r["scratchDatabase"] for r in runs}
+    assert all(len(job["metadata"]["name"]) <= 63 for job in listing["items"])

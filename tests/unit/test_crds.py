@@ -99,7 +99,29 @@ def test_environment_spec_carries_its_cel_rules(root: Schema) -> None:
 def test_cel_rules_sit_on_the_nodes_they_judge(root: Schema) -> None:
     with_rules = [path for path, node in walk(root) if "x-kubernetes-validations" in node]
 
-    assert with_rules == [".spec", ".spec.resources", ".spec.env[]", ".spec.ttl"]
+    assert with_rules == ["", ".spec", ".spec.resources", ".spec.env[]", ".spec.ttl"]
+
+
+def test_a_new_environments_name_is_held_to_the_apis_rule(root: Schema) -> None:
+    [rule] = root["x-kubernetes-validations"]
+
+    assert rule["rule"] == (
+        "oldSelf.hasValue() || (size(self.metadata.name) <= 53 "
+        "&& self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
+    )
+    assert rule["optionalOldSelf"] is True  # checked on create; names never change
+    assert rule["message"].startswith("metadata.name must be a DNS-1123 label")
+
+
+def test_only_environments_narrow_their_names() -> None:
+    narrowed = [
+        kind.crd.kind
+        for kind in crds.ALL_KINDS
+        if "x-kubernetes-validations"
+        in crds.render_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    ]
+
+    assert narrowed == ["Environment"]
 
 
 def test_secret_looking_variables_must_come_from_a_secret(root: Schema) -> None:

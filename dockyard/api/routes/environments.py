@@ -42,9 +42,8 @@ from dockyard.api.routes.pages import (
     parse_query,
     query_parameters,
 )
-from dockyard.core.models.environment import Environment
+from dockyard.core.models.environment import ENVIRONMENT_NAME, Environment
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Sorts after every object name (DNS subdomains use [a-z0-9.-]): "past this namespace".
 _PAST_NAMESPACE = "~"
 
@@ -53,7 +52,9 @@ class ObjectMetaInput(NewObjectMeta):
     """The metadata a client may set on a new environment."""
 
     name: str = name_field(
-        "DNS-1123 label, unique in the namespace", max_length=53, pattern=NAME_PATTERN
+        "DNS-1123 label, unique in the namespace",
+        max_length=ENVIRONMENT_NAME.max_length,
+        pattern=ENVIRONMENT_NAME.pattern,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
@@ -49,16 +49,20 @@ class ValidationRule:
     message_expression: str | None = None
     field_path: str | None = None
     reason: RuleReason | None = None
+    optional_old_self: bool = False
+    """``oldSelf`` is an optional, empty on create: the rule runs on creates too."""
 
-    def to_schema(self) -> dict[str, str]:
+    def to_schema(self) -> dict[str, Any]:
         """The rule as one entry of ``x-kubernetes-validations``."""
-        entry = {"rule": self.rule, "message": self.message}
+        entry: dict[str, Any] = {"rule": self.rule, "message": self.message}
         if self.message_expression is not None:
             entry["messageExpression"] = self.message_expression
         if self.field_path is not None:
             entry["fieldPath"] = self.field_path
         if self.reason is not None:
             entry["reason"] = self.reason.value
+        if self.optional_old_self:
+            entry["optionalOldSelf"] = True
         return entry
 
     def __get_pydantic_json_schema__(
@@ -131,6 +135,16 @@ PHASE_COLUMN: Final = PrinterColumn("Phase", "string", ".status.phase", "Life-cy
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectNameLimit:
+    """How a kind narrows its objects' names, and why."""
+
+    max_length: int
+    pattern: str
+    description: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class CRDInfo:
     """What a kind declares about its CustomResourceDefinition beyond the schema."""
 
@@ -147,6 +161,9 @@ class CRDInfo:
     group: str = GROUP
     version: str = VERSION
     scope: Literal["Namespaced", "Cluster"] = "Namespaced"
+    name_limit: ObjectNameLimit | None = None
+    """A narrower form for the kind's object names than Kubernetes asks for, checked by
+    the API server when an object is made (``name_rule``)."""
 
     def __post_init__(self) -> None:
         if not self.singular:
@@ -176,6 +193,26 @@ class CRDInfo:
         """The kind of the list the API server returns for collections."""
         return f"{self.kind}List"
 
+    def name_rule(self) -> ValidationRule | None:
+        """The CEL rule, on the object's root, that holds a new object's name to
+        ``name_limit``; names never change, so updates are not checked again (an object
+        made before the rule keeps working)."""
+        limit = self.name_limit
+        if limit is None:
+            return None
+        name = "self.metadata.name"
+        return ValidationRule(
+            rule=(
+                f"oldSelf.hasValue() || (size({name}) <= {limit.max_length} "
+                f"&& {name}.matches('{limit.pattern}'))"
+            ),
+            message=(
+                f"metadata.name must be {limit.description} of at most {limit.max_length} "
+                f"characters: {limit.why}"
+            ),
+            optional_old_self=True,
+        )
+
 
 __all__ = [
     "AGE_COLUMN",
@@ -185,6 +222,7 @@ __all__ = [
     "VERSION",
     "CRDInfo",
     "ColumnType",
+    "ObjectNameLimit",
     "PrinterColumn",
     "RuleReason",
     "ValidationRule",

@@ -22,7 +22,13 @@ from pydantic import Field
 
 from dockyard.core.durations import GO_DURATION_PATTERN
 from dockyard.core.models.common import CRModel, CustomResource, status_field
-from dockyard.core.models.declarations import PHASE_COLUMN, CRDInfo, PrinterColumn, ValidationRule
+from dockyard.core.models.declarations import (
+    PHASE_COLUMN,
+    CRDInfo,
+    ObjectNameLimit,
+    PrinterColumn,
+    ValidationRule,
+)
 from dockyard.core.models.drill_runs import DrillResult
 from dockyard.core.models.rules import positive_duration_rule
 from dockyard.core.models.status import Status
@@ -255,6 +261,17 @@ class EnvironmentStatus(Status):
     """The newest run of a RestoreDrill of the environment (condition DrillPassing)."""
 
 
+ENVIRONMENT_NAME: Final = ObjectNameLimit(
+    max_length=53,
+    pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    description="a DNS-1123 label (lowercase letters, digits and '-', beginning and ending "
+    "with a letter or digit)",
+    why="an Environment's Service is named after it, and so are its database Secret and "
+    "its default BackupSchedule and RestoreDrill",
+)
+"""The names an Environment may have: the API's create body and the CRD hold to it."""
+
+
 class Environment(CustomResource):
     """An Environment runs one deployment of a service with its own PostgreSQL database."""
 
@@ -262,6 +279,7 @@ class Environment(CustomResource):
         kind="Environment",
         plural="environments",
         short_names=("env",),
+        name_limit=ENVIRONMENT_NAME,
         printer_columns=(
             PrinterColumn("Tier", "string", ".spec.tier", "Criticality of the environment."),
             PHASE_COLUMN,

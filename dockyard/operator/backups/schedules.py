@@ -45,6 +45,7 @@ from dockyard.core.models.backup_schedule import (
 )
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
+from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
 from dockyard.core.retention import BackupRecord, apply_retention
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
@@ -54,7 +55,6 @@ from dockyard.operator.store import KindStore, ObjectLocks, OnInvalid, post
 SCHEDULE_LABEL: Final = "dockyard.io/backup-schedule"
 ENVIRONMENT_LABEL: Final = "dockyard.io/environment"
 SCHEDULED_AT_ANNOTATION: Final = "dockyard.io/scheduled-at"
-_NAME_MAX: Final = 253
 _CRON_STAMP: Final = "%Y%m%d%H%M"
 _RUN_NOW_STAMP: Final = "%Y%m%d%H%M%S"
 
@@ -76,7 +76,7 @@ class Tick:
 def backup_name(schedule: str, due: datetime, *, run_now: bool) -> str:
     """The name of the schedule's Backup for the run due at ``due``."""
     stamp = due.astimezone(UTC).strftime(_RUN_NOW_STAMP if run_now else _CRON_STAMP)
-    return f"{schedule[: _NAME_MAX - len(stamp) - 1].rstrip('-.')}-{stamp}"
+    return fitted(schedule, OBJECT_NAME_MAX, suffix=f"-{stamp}")
 
 
 def _in_flight(backup: Backup) -> bool:
@@ -191,8 +191,8 @@ def backup_for(schedule: BackupSchedule, name: str, due: datetime) -> Manifest:
             "name": name,
             "namespace": owner.namespace,
             "labels": {
-                SCHEDULE_LABEL: owner.name,
-                ENVIRONMENT_LABEL: environment,
+                SCHEDULE_LABEL: label_value(owner.name),
+                ENVIRONMENT_LABEL: label_value(environment),
                 MANAGED_BY_LABEL: MANAGED_BY,
             },
             "annotations": {SCHEDULED_AT_ANNOTATION: due.astimezone(UTC).isoformat()},
@@ -228,7 +228,7 @@ class ScheduleRuns:
             return
         raw, schedule = loaded.raw, loaded.resource
         backups = await self.backups.in_namespace(
-            namespace, params={"labelSelector": f"{SCHEDULE_LABEL}={name}"}
+            namespace, params={"labelSelector": f"{SCHEDULE_LABEL}={label_value(name)}"}
         )
         plan = plan_tick(schedule, backups, now)
         by_name = {b.metadata.name: b for b in backups}

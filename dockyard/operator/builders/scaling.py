@@ -17,6 +17,7 @@ from typing import Final
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.scaling import DEFAULT_CPU_UTILIZATION, ScalingPolicy, ScalingPolicySpec
 from dockyard.core.models.scaling_behavior import ScalingBehavior, ScalingMetrics, ScalingRules
+from dockyard.core.names import label_value
 from dockyard.core.resources import Manifest
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner, child_metadata
@@ -118,7 +119,10 @@ def build_hpa(
 def hpa(policy: ScalingPolicy, environment: Environment, replicas: ReplicaRange) -> Manifest:
     """The HPA of ``policy`` for ``environment`` with the replica range already decided."""
     target = Owner.of(environment).name
-    labels = {**environment_builders.labels(environment), POLICY_LABEL: hpa_name(policy)}
+    labels = {
+        **environment_builders.labels(environment),
+        POLICY_LABEL: label_value(hpa_name(policy)),
+    }
     spec: Manifest = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
         "minReplicas": replicas.minimum,

@@ -23,6 +23,7 @@ from typing import Final
 
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment, Tier
+from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import create
@@ -45,7 +46,7 @@ def wants_default_schedule(env: Environment) -> bool:
 
 
 def default_schedule_name(environment: str) -> str:
-    return f"{environment[:245].rstrip('-.')}-backups"
+    return fitted(environment, OBJECT_NAME_MAX, suffix="-backups")
 
 
 def for_environment(
@@ -57,7 +58,11 @@ def for_environment(
     metadata: Manifest = {
         "name": name,
         "namespace": owner.namespace,
-        "labels": {MANAGED_BY_LABEL: MANAGED_BY, ENVIRONMENT_LABEL: owner.name, marker: "true"},
+        "labels": {
+            MANAGED_BY_LABEL: MANAGED_BY,
+            ENVIRONMENT_LABEL: label_value(owner.name),
+            marker: "true",
+        },
     }
     if owned:
         metadata["ownerReferences"] = [{**owner.reference(), "controller": False}]
@@ -97,7 +102,7 @@ def wants_default_drill(env: Environment) -> bool:
 
 
 def default_drill_name(environment: str) -> str:
-    return f"{environment[:247].rstrip('-.')}-drill"
+    return fitted(environment, OBJECT_NAME_MAX, suffix="-drill")
 
 
 def default_drill(env: Environment, settings: Settings) -> Manifest:

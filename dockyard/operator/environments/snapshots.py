@@ -22,6 +22,7 @@ from typing import Final
 from dockyard.core.models.backup import Backup, BackupPhase, BackupStatus
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment
+from dockyard.core.names import OBJECT_NAME_MAX, fitted
 from dockyard.core.resources import Manifest
 from dockyard.core.settings import Settings
 from dockyard.operator.builders.metadata import Owner
@@ -32,7 +33,6 @@ FINAL_SNAPSHOT_LABEL: Final = "dockyard.io/final-snapshot"
 REASON_ANNOTATION: Final = "dockyard.io/reason"
 TAKING: Final = "TakingFinalSnapshot"
 FAILED: Final = "SnapshotFailed"
-_NAME_MAX: Final = 253
 
 
 class SnapshotAction(StrEnum):
@@ -58,8 +58,7 @@ class SnapshotStep:
 
 def final_snapshot_name(environment: str, uid: str) -> str:
     """The name of the final snapshot of the environment ``environment`` with uid ``uid``."""
-    suffix = f"-final-{uid[:8]}"
-    return f"{environment[: _NAME_MAX - len(suffix)].rstrip('-.')}{suffix}"
+    return fitted(environment, OBJECT_NAME_MAX, suffix=f"-final-{uid[:8]}")
 
 
 def final_snapshot(env: Environment, settings: Settings) -> Manifest:

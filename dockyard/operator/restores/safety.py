@@ -22,6 +22,7 @@ from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.common import API_VERSION
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore, RestorePhase, RestorePlan
+from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.operator.apply import create
 from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
@@ -37,7 +38,7 @@ SAFETY_POLL_SECONDS: Final = 2.0
 
 def safety_backup_name(restore: str) -> str:
     """The Backup a restore takes of its target first."""
-    return f"{restore[:246].rstrip('-.')}-safety"
+    return fitted(restore, OBJECT_NAME_MAX, suffix="-safety")
 
 
 def safety_backup(restore: Restore, source: Backup, target: str) -> dict[str, Any]:
@@ -52,8 +53,8 @@ def safety_backup(restore: Restore, source: Backup, target: str) -> dict[str, An
             "namespace": restore.metadata.namespace,
             "labels": {
                 MANAGED_BY_LABEL: MANAGED_BY,
-                ENVIRONMENT_LABEL: target,
-                RESTORE_LABEL: name,
+                ENVIRONMENT_LABEL: label_value(target),
+                RESTORE_LABEL: label_value(name),
             },
             "annotations": {
                 "dockyard.io/reason": f"taken before Restore {name} replaced the database"

@@ -35,6 +35,7 @@ from typing import Any, Final
 from dockyard.core import telemetry
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import API_VERSION
+from dockyard.core.names import LABEL_VALUE_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, PART_OF_LABEL, Owner
 from dockyard.operator.runs.context import storage_url
@@ -58,8 +59,6 @@ OWNER_UID_LABEL: Final = "dockyard.io/owner-uid"
 RUNNER_CONTAINER: Final = "runner"
 # Set by the Job controller on a Job's pods: the Job's uid, by which it finds them.
 CONTROLLER_UID_LABEL: Final = "batch.kubernetes.io/controller-uid"
-# Pod names derive from Job names and label values stop at 63 characters.
-_JOB_NAME_MAX: Final = 63
 # A runner that has not finished in a day is stuck, not slow: the default of
 # DOCKYARD_RUN_DEADLINE (Settings.run_deadline), which inline runs honour too.
 ACTIVE_DEADLINE_SECONDS: Final = 24 * 3600
@@ -153,10 +152,9 @@ def backup_runner_identity(owner: Owner) -> list[Manifest]:
 
 
 def job_name(backup: str, attempt: int, *, kind: str = "backup") -> str:
-    """``<kind>-<name>-<attempt>``, its name part shortened to fit."""
-    suffix = f"-{attempt}"
-    stem = f"{kind}-{backup}"[: _JOB_NAME_MAX - len(suffix)].rstrip("-.")
-    return stem + suffix
+    """``<kind>-<name>-<attempt>``; a name part too long to fit is cut and ends with a
+    digest of the whole (``fitted``), so no two objects, or runs, share a Job name."""
+    return fitted(f"{kind}-{backup}", LABEL_VALUE_MAX, suffix=f"-{attempt}")
 
 
 def backup_job(
@@ -182,7 +180,7 @@ def backup_job(
         owner,
         backup,
         name=job_name(owner.name, attempt),
-        labels={BACKUP_LABEL: owner.name, RUNNER_LABEL: "backup"},
+        labels={BACKUP_LABEL: label_value(owner.name), RUNNER_LABEL: "backup"},
         args=args,
         database=("DOCKYARD_BACKUP_SOURCE_DSN", database_secret),
         image=image,

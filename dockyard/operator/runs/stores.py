@@ -46,6 +46,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
+from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import create, get, items, merge_patch, namespace_uid, patch_status
@@ -115,7 +116,7 @@ def namespace_keyring(
 
 def derived_secret_name(store: str, key_id: str) -> str:
     """The Secret, in a Backup's namespace, holding the derived key ``key_id``."""
-    return f"{store[: 253 - len(key_id) - 1]}-{key_id}"
+    return fitted(store, OBJECT_NAME_MAX, suffix=f"-{key_id}")
 
 
 def filled(backup: Backup) -> tuple[BackupStorage, BackupEncryption]:
@@ -266,7 +267,11 @@ async def ensure_derived_secret(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, STORE_LABEL: store, KEY_ID_LABEL: key.key_id},
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                STORE_LABEL: label_value(store),
+                KEY_ID_LABEL: key.key_id,
+            },
             "annotations": {"dockyard.io/purpose": f"backup key derived from BackupStore {store}"},
         },
         "data": {KEY_ENTRY: base64.b64encode(key.key).decode()},
