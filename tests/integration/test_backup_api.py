@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from dockyard.api import keys
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, get_json, wait_for
 
@@ -320,6 +321,45 @@ async def test_the_operators_bookkeeping_annotations_are_neither_set_nor_removed
         headers={**headers, "If-Match": '"1"'},
     )
     assert stale.status == 412, await stale.text()
+
+
+async def test_an_annotation_added_while_annotations_are_being_removed_is_not_lost_unseen(
+    client: Client,
+    developer: Headers,
+    namespace: str,
+    kubectl: Kubectl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``annotations: null`` is sent as the removal, by name, of the annotations the API
+    read, pinned to the version it read them at. One added in between makes it a 409,
+    and nothing is removed: not the new one, which the client never saw."""
+    base = f"/api/v1/namespaces/{namespace}/backups"
+    mine = _backup("shop-1")
+    mine["metadata"]["annotations"] = {"team.example/owner": "ana"}
+    assert (await client.post(base, json=mine, headers=developer)).status == 201
+    kube = client.app[keys.KUBE]
+    real_patch = kube.merge_patch
+
+    async def after_a_late_write(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        await asyncio.to_thread(
+            kubectl, "annotate", "backup", "shop-1", "-n", namespace, "late.example/x=y"
+        )
+        return await real_patch(*args, **kwargs)
+
+    monkeypatch.setattr(kube, "merge_patch", after_a_late_write)
+    cleared = await client.patch(
+        f"{base}/shop-1",
+        data=json.dumps({"metadata": {"annotations": None}}),
+        headers={**developer, "Content-Type": MERGE_PATCH},
+    )
+
+    problem = await cleared.json()
+    assert cleared.status == 409, problem
+    assert problem["type"] == PROBLEMS + "conflict"
+    assert "changed while its annotations were being removed" in problem["detail"]
+    annotations = get_json(kubectl, "backup", "shop-1", "-n", namespace)["metadata"]["annotations"]  # type: ignore[index]
+    assert annotations["team.example/owner"] == "ana"
+    assert annotations["late.example/x"] == "y"
 
 
 async def test_removing_a_restores_annotations_keeps_its_requester(

@@ -39,7 +39,8 @@ class NamespaceQuotas:
     def __init__(self, limit: int, catalog: Catalog, root: Path) -> None:
         self.limit = limit
         self.catalog = catalog
-        self.root = root
+        # Artifacts' locations are file URIs of resolved paths under the root.
+        self._under = root.expanduser().resolve().as_uri() + "/"
         self._stored: dict[str, int] = {}
         self._writing: dict[str, set[_Charges]] = {}
 
@@ -72,9 +73,8 @@ class NamespaceQuotas:
         return self._stored.get(charges.namespace, 0) + sum(c.written for c in runs)
 
     async def _read(self, namespace: str) -> int:
-        under = self.root.expanduser().resolve().as_uri() + "/"
         try:
-            return await self.catalog.stored_bytes(namespace, under)
+            return await self.catalog.stored_bytes(namespace, self._under)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             raise StorageError(
                 f"the quota of namespace {namespace} on the backups volume cannot be "
