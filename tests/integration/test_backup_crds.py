@@ -140,6 +140,17 @@ INVALID = [
     ),
     (
         "Backup",
+        {"storage": {"filesystem": {"path": "/usr/lib", "claimName": "backups"}}},
+        "spec.storage.filesystem.path: Invalid value: a runner Job mounts "
+        "claimName at path, which must not be or lie under the runner image's own directories",
+    ),
+    (
+        "Backup",
+        {"storage": {"filesystem": {"path": "/var/run/secrets", "claimName": "backups"}}},
+        "use a directory of its own, such as /backups",
+    ),
+    (
+        "Backup",
         {"storage": {"s3": {"bucket": "Shop_Backups"}}},
         "spec.storage.s3.bucket: Invalid value",
     ),

@@ -130,6 +130,29 @@ def test_bad_storage_locations_are_refused(storage: dict[str, Any], field: str) 
     assert any(field in map(str, e["loc"]) for e in error.value.errors())
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/usr", "/usr/local/bin", "/opt/dockyard/", "/tmp", "/etc", "/var", "/var/run/x"],  # noqa: S108
+)
+def test_a_claim_is_not_mounted_over_the_runners_own_files(path: str) -> None:
+    # A tenant's volume there would replace the runner's interpreter, key or scratch space.
+    with pytest.raises(ValidationError) as error:
+        backup(storage={"filesystem": {"path": path, "claimName": "backups"}})
+
+    assert "must not be or lie under the runner image's own directories" in refusal(error)
+
+
+@pytest.mark.parametrize("path", ["/backups", "/var/lib/backups", "/mnt/usr", "/srv/tmp", "/optx"])
+def test_a_claim_may_be_mounted_on_a_directory_of_its_own(path: str) -> None:
+    location = backup(storage={"filesystem": {"path": path, "claimName": "backups"}})
+
+    assert location.spec.storage is not None
+    assert location.spec.storage.filesystem is not None
+    assert location.spec.storage.filesystem.path == path
+    # Without a claim nothing is mounted: the path is checked against the backup root.
+    assert backup(storage={"filesystem": {"path": "/usr/x"}}).spec.storage is not None
+
+
 @pytest.mark.parametrize("path", ["/backups/../etc", "/backups/./x", "/.."])
 def test_dot_segments_in_a_path_are_refused(path: str) -> None:
     with pytest.raises(ValidationError) as error:

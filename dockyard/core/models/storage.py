@@ -32,6 +32,17 @@ PATH_PATTERN: Final = r"^(/[^/]+)+/?$"
 DOT_SEGMENT_PATTERN: Final = r"(^|/)\.\.?(/|$)"
 DOT_SEGMENT_MESSAGE: Final = "path must not contain . or .. segments"
 ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+# Where a runner Job's own files are: its image's system directories, its key, its /tmp.
+# A claim mounted at or over one of them would replace what the runner runs or reads.
+RUNNER_OWN_PATH_PATTERN: Final = (
+    r"^/(bin|boot|dev|etc|lib|lib32|lib64|libx32|opt|proc|root|run|sbin|sys|tmp|usr)(/.*)?$"
+    r"|^/var(/run(/.*)?)?/?$"
+)
+RUNNER_OWN_PATH_MESSAGE: Final = (
+    "a runner Job mounts claimName at path, which must not be or lie under the runner "
+    "image's own directories (/bin, /dev, /etc, /lib, /opt, /proc, /run, /sbin, /sys, /tmp, "
+    "/usr, /var/run, and the like): use a directory of its own, such as /backups"
+)
 
 
 class FilesystemStorage(CRModel):
@@ -41,6 +52,11 @@ class FilesystemStorage(CRModel):
         ValidationRule(
             rule=f"!self.path.matches(r'{DOT_SEGMENT_PATTERN}')",
             message=DOT_SEGMENT_MESSAGE,
+            field_path=".path",
+        ),
+        ValidationRule(
+            rule=f"!has(self.claimName) || !self.path.matches(r'{RUNNER_OWN_PATH_PATTERN}')",
+            message=RUNNER_OWN_PATH_MESSAGE,
             field_path=".path",
         ),
     )
@@ -59,6 +75,12 @@ class FilesystemStorage(CRModel):
         if re.search(DOT_SEGMENT_PATTERN, path):
             raise ValueError(DOT_SEGMENT_MESSAGE)
         return path
+
+    @model_validator(mode="after")
+    def _not_over_the_runner(self) -> Self:
+        if self.claim_name is not None and re.search(RUNNER_OWN_PATH_PATTERN, self.path):
+            raise ValueError(RUNNER_OWN_PATH_MESSAGE)
+        return self
 
 
 class S3Storage(CRModel):
