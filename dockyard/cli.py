@@ -218,6 +218,7 @@ def _logging_settings() -> Settings:
 
 def _cmd_api(args: argparse.Namespace) -> int:
     from dockyard.api import server
+    from dockyard.core.db import DatabaseUnreachable
 
     settings = _logging_settings()
     try:
@@ -225,13 +226,31 @@ def _cmd_api(args: argparse.Namespace) -> int:
     except server.ConfigurationError as exc:
         print(f"dockyard api: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DatabaseUnreachable as exc:
+        print(f"dockyard api: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
     from dockyard.operator import main as operator_main
 
-    return operator_main.run(_logging_settings(), namespaces=args.namespace)
+    settings = _logging_settings()
+    _require_kubeconfig("operator", settings)
+    return operator_main.run(settings, namespaces=args.namespace)
+
+
+def _require_kubeconfig(command: str, settings: Settings) -> None:
+    """Stop with one line when there is no usable way to the apiserver."""
+    import os
+
+    from dockyard.core.kubeconfig import KubeconfigError, load_config
+
+    try:
+        load_config(settings.kubeconfig, os.environ)
+    except KubeconfigError as exc:
+        print(f"dockyard {command}: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -279,13 +298,20 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     import asyncpg
 
     from dockyard.core import migrations
+    from dockyard.core.db import DatabaseUnreachable
 
     settings = _settings()
 
     async def go() -> int:
         # A plain connection, not a pool: a long migration must not hit pool timeouts.
         # As the owner: the runtime role of DOCKYARD_DATABASE_URL may not create tables.
-        conn = await asyncpg.connect(settings.migration_database_dsn())
+        dsn = settings.migration_database_dsn()
+        try:
+            conn = await asyncpg.connect(dsn)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            setting = "DOCKYARD_MIGRATION_DATABASE_URL, else DOCKYARD_DATABASE_URL"
+            print(f"dockyard migrate: {DatabaseUnreachable(dsn, setting, exc)}", file=sys.stderr)
+            return 1
         try:
             if args.status:
                 for row in await migrations.status(conn):

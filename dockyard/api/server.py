@@ -8,6 +8,7 @@ plaintext request that did not come through it).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
 
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from dockyard.api.app import create_app
 from dockyard.api.protocol import ProblemAppRunner
+from dockyard.core.kubeconfig import KubeconfigError, load_config
 from dockyard.core.settings import Mode, Settings
 
 
@@ -62,10 +64,19 @@ def check_cursor_key(settings: Settings) -> None:
         )
 
 
+def check_kubeconfig(settings: Settings) -> None:
+    """The API reads and writes through the apiserver: it needs a way there."""
+    try:
+        load_config(settings.kubeconfig, os.environ)
+    except KubeconfigError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def run(settings: Settings, *, host: str, port: int) -> None:
     context = ssl_context(settings)
     check_transport(settings, context)
     check_cursor_key(settings)
+    check_kubeconfig(settings)
     asyncio.run(_serve(create_app(settings, metrics_host=host), settings, host, port, context))
 
 
@@ -78,8 +89,10 @@ async def _serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully (as ``web.run_app`` does)."""
     runner = ProblemAppRunner(app, settings)
-    await runner.setup()
     try:
+        # Inside: start-up that fails part way (the database does not answer) still
+        # closes what it had opened (the metrics port, Redis, the tracer).
+        await runner.setup()
         await web.TCPSite(runner, host, port, ssl_context=context).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

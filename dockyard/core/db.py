@@ -16,6 +16,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from opentelemetry import trace
@@ -183,23 +184,39 @@ async def create_pool(
         (GuardedPool,),
         {"acquire_timeout": settings.database_acquire_timeout, "breakers": breakers},
     )
-    pool: asyncpg.Pool = await guarded(
-        settings.database_dsn(),
-        min_size=settings.database_pool_min,
-        max_size=settings.database_pool_max,
-        max_queries=MAX_QUERIES_PER_CONNECTION,
-        max_inactive_connection_lifetime=MAX_INACTIVE_CONNECTION_LIFETIME_SECONDS,
-        loop=None,
-        connection_class=traced,
-        record_class=asyncpg.Record,
-        init=init_connection,
-        # Deadlines (docs/configuration.md): to open a connection, and for one statement.
-        timeout=settings.database_connect_timeout,
-        command_timeout=settings.database_command_timeout,
-        statement_cache_size=STATEMENT_CACHE_SIZE,
-        server_settings={"application_name": APPLICATION_NAME},
-    )
+    dsn = settings.database_dsn()
+    try:
+        pool: asyncpg.Pool = await guarded(
+            dsn,
+            min_size=settings.database_pool_min,
+            max_size=settings.database_pool_max,
+            max_queries=MAX_QUERIES_PER_CONNECTION,
+            max_inactive_connection_lifetime=MAX_INACTIVE_CONNECTION_LIFETIME_SECONDS,
+            loop=None,
+            connection_class=traced,
+            record_class=asyncpg.Record,
+            init=init_connection,
+            # Deadlines (docs/configuration.md): to open a connection, and for one statement.
+            timeout=settings.database_connect_timeout,
+            command_timeout=settings.database_command_timeout,
+            statement_cache_size=STATEMENT_CACHE_SIZE,
+            server_settings={"application_name": APPLICATION_NAME},
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnreachable(dsn, "DOCKYARD_DATABASE_URL", exc) from exc
     return pool
+
+
+class DatabaseUnreachable(Exception):
+    """A database did not take a connection; the message says which (never its password),
+    from which setting, and the reason."""
+
+    def __init__(self, dsn: str, setting: str, cause: BaseException) -> None:
+        parts = urlsplit(dsn)
+        hosts = parts.netloc.rpartition("@")[2]  # the user's password stays out
+        where = f"{parts.username or ''}@{hosts}{parts.path}"
+        reason = str(cause) or type(cause).__name__
+        super().__init__(f"the database {where} ({setting}) took no connection: {reason}")
 
 
 @asynccontextmanager

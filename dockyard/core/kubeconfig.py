@@ -19,6 +19,10 @@ IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 
 
+class KubeconfigError(ValueError):
+    """No usable way to the apiserver: the message says what to set or fix."""
+
+
 @dataclass(frozen=True)
 class KubeConfig:
     """Where the apiserver is and how to authenticate to it.
@@ -82,7 +86,7 @@ def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
     for item in items:
         if item.get("name") == name:
             return item
-    raise ValueError(f"kubeconfig has no {what} named {name!r}")
+    raise KubeconfigError(f"kubeconfig has no {what} named {name!r}")
 
 
 def _server_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext:
@@ -111,10 +115,34 @@ def _load_cert_data(context: ssl.SSLContext, cert_b64: str, key_b64: str) -> Non
 
 
 def load_config(kubeconfig: Path | None, environ: Mapping[str, str]) -> KubeConfig:
-    """The kubeconfig when given, else the in-cluster service account."""
-    if kubeconfig is not None:
-        return KubeConfig.from_kubeconfig(kubeconfig)
+    """The kubeconfig when given, else the in-cluster service account.
+
+    Raises ``KubeconfigError`` when neither can be read, saying which and why.
+    """
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
-    if host and port:
-        return KubeConfig.in_cluster(host, port)
-    raise ValueError("no kubeconfig set (DOCKYARD_KUBECONFIG) and not running in a cluster")
+    if kubeconfig is None and not (host and port):
+        raise KubeconfigError(
+            "no kubeconfig set (DOCKYARD_KUBECONFIG) and not running in a cluster"
+        )
+    try:
+        if kubeconfig is not None:
+            return KubeConfig.from_kubeconfig(kubeconfig)
+        return KubeConfig.in_cluster(str(host), str(port))
+    except KubeconfigError as exc:
+        raise KubeconfigError(f"kubeconfig {kubeconfig}: {exc}") from None
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        what = f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster ServiceAccount"
+        raise KubeconfigError(f"{what} cannot be used: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """Why a kubeconfig could not be read, in words that quote none of it (it holds
+    tokens and keys)."""
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        return "not YAML" + (f" (line {mark.line + 1})" if mark is not None else "")
+    if isinstance(exc, KeyError):
+        return f"it names no {exc}"
+    if isinstance(exc, OSError):
+        return str(exc)  # the file and the system's reason
+    return f"it is not a kubeconfig ({type(exc).__name__})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,92 @@ def test_a_malformed_dsn_is_refused_at_start_without_quoting_its_password(
     with pytest.raises(ValidationError) as refused:
         Settings()
     assert "s3cr" not in str(refused.value)
+
+
+# Nothing listens on port 1 here: a connection is refused at once.
+UNREACHABLE_DSN = "postgresql://dockyard:hunter2@127.0.0.1:1/dockyard"
+
+
+def _exit_status(argv: list[str]) -> int | str | None:
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("DOCKYARD_KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_migrate_says_in_one_line_which_database_took_no_connection(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DOCKYARD_MIGRATION_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DOCKYARD_DATABASE_URL", UNREACHABLE_DSN)
+
+    assert cli.main(["migrate"]) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith("dockyard migrate: the database dockyard@127.0.0.1:1/dockyard (")
+    assert "DOCKYARD_DATABASE_URL" in err
+    assert "hunter2" not in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["api", "operator"])
+def test_a_service_without_a_way_to_the_apiserver_says_so_in_one_line(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_cluster(monkeypatch)
+
+    assert _exit_status([command]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"dockyard {command}: no kubeconfig set (DOCKYARD_KUBECONFIG) and not running in a "
+        "cluster\n"
+    )
+
+
+def test_a_broken_kubeconfig_is_named_without_quoting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("users:\n- name: me\n  user: {token: sha256~TOPSECRET\n")
+    _no_cluster(monkeypatch)
+    monkeypatch.setenv("DOCKYARD_KUBECONFIG", str(kubeconfig))
+
+    assert _exit_status(["operator"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"dockyard operator: kubeconfig {kubeconfig} cannot be used: not YAML (line 4)\n"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: gone\n")
+    assert _exit_status(["api"]) == 2
+    assert "kubeconfig has no context named 'gone'" in capsys.readouterr().err
+
+
+def test_the_api_stops_in_one_line_when_its_database_takes_no_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+    )
+    _no_cluster(monkeypatch)
+    monkeypatch.setenv("DOCKYARD_KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("DOCKYARD_DATABASE_URL", UNREACHABLE_DSN)
+    monkeypatch.delenv("DOCKYARD_REDIS_URL", raising=False)
+    with socket.socket() as probe:  # a free port for /metrics, opened before the pool
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("DOCKYARD_METRICS_PORT", str(probe.getsockname()[1]))
+
+    assert cli.main(["api", "--port", "1"]) == 1
+
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("dockyard api: the database dockyard@127.0.0.1:1/dockyard (")
+    assert not [line for line in err if "Traceback" in line or "hunter2" in line]
 
 
 def test_crds_check_passes_on_fresh_output_and_fails_on_drift(
