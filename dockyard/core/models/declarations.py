@@ -204,7 +204,7 @@ class CRDInfo:
         return ValidationRule(
             rule=(
                 f"oldSelf.hasValue() || (size({name}) <= {limit.max_length} "
-                f"&& {name}.matches('{limit.pattern}'))"
+                f"&& {name}.matches(r'{limit.pattern}'))"
             ),
             message=(
                 f"metadata.name must be {limit.description} of at most {limit.max_length} "
