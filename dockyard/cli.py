@@ -310,7 +310,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             conn = await asyncpg.connect(dsn)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             setting = "DOCKYARD_MIGRATION_DATABASE_URL, else DOCKYARD_DATABASE_URL"
-            print(f"dockyard migrate: {DatabaseUnreachable(dsn, setting, exc)}", file=sys.stderr)
+            refused = DatabaseUnreachable(setting, exc, dsn=dsn)
+            print(f"dockyard migrate: {refused}", file=sys.stderr)
             return 1
         try:
             if args.status:

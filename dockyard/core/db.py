@@ -16,7 +16,6 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from opentelemetry import trace
@@ -203,20 +202,30 @@ async def create_pool(
             server_settings={"application_name": APPLICATION_NAME},
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseUnreachable(dsn, "DOCKYARD_DATABASE_URL", exc) from exc
+        raise DatabaseUnreachable("DOCKYARD_DATABASE_URL", exc, dsn=dsn) from exc
     return pool
 
 
 class DatabaseUnreachable(Exception):
-    """A database did not take a connection; the message says which (never its password),
-    from which setting, and the reason."""
+    """A database did not take a connection: the message names the setting and gives the
+    driver's reason (the address it tried, or what the server said), never the DSN: a
+    password that is not percent-encoded can land in any part of it."""
 
-    def __init__(self, dsn: str, setting: str, cause: BaseException) -> None:
-        parts = urlsplit(dsn)
-        hosts = parts.netloc.rpartition("@")[2]  # the user's password stays out
-        where = f"{parts.username or ''}@{hosts}{parts.path}"
+    def __init__(self, setting: str, cause: BaseException, *, dsn: str = "") -> None:
         reason = str(cause) or type(cause).__name__
-        super().__init__(f"the database {where} ({setting}) took no connection: {reason}")
+        for secret in _typed_secrets(dsn):  # a driver may echo a misparsed database name
+            reason = reason.replace(secret, "***")
+        super().__init__(f"the database of {setting} took no connection: {reason}")
+
+
+def _typed_secrets(dsn: str) -> list[str]:
+    """The password as typed in ``dsn`` (everything between the user's ``:`` and the last
+    ``@``), and its ``/``-separated pieces, which a misparse may have split it into."""
+    rest = dsn.partition("://")[2]
+    userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
+    password = userinfo.partition(":")[2]
+    pieces = [piece for piece in password.split("/") if len(piece) >= 4]
+    return sorted({password, *pieces} - {""}, key=len, reverse=True)
 
 
 @asynccontextmanager

@@ -275,6 +275,23 @@ async def test_a_client_supplied_requester_or_approver_is_refused(
     )
 
 
+async def test_a_claim_over_the_runners_own_files_is_refused_with_its_field(
+    client: Client, developer: Headers, namespace: str, kubectl: Kubectl
+) -> None:
+    body = _backup("over-usr")
+    body["spec"]["storage"] = {"filesystem": {"path": "/usr/lib", "claimName": "backups"}}
+
+    refused = await client.post(f"/api/v1/namespaces/{namespace}/backups", json=body,
+                                headers=developer)  # fmt: skip
+
+    problem = await refused.json()
+    assert refused.status == 422, problem
+    [error] = problem["errors"]
+    assert error["field"] == "spec.storage.filesystem.path"
+    assert "must not be or lie under the runner image's own directories" in error["message"]
+    assert kubectl("get", "backup", "over-usr", "-n", namespace, check=False).returncode != 0
+
+
 async def test_the_operators_bookkeeping_annotations_are_neither_set_nor_removed_by_clients(
     client: Client, developer: Headers, namespace: str, kubectl: Kubectl
 ) -> None:

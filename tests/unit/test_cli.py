@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from dockyard import cli
 from dockyard.core import crds
+from dockyard.core.db import DatabaseUnreachable
 from dockyard.core.settings import Settings
 
 
@@ -100,10 +101,33 @@ def test_migrate_says_in_one_line_which_database_took_no_connection(
     assert cli.main(["migrate"]) == 1
 
     err = capsys.readouterr().err
-    assert err.startswith("dockyard migrate: the database dockyard@127.0.0.1:1/dockyard (")
-    assert "DOCKYARD_DATABASE_URL" in err
+    assert err.startswith(
+        "dockyard migrate: the database of DOCKYARD_MIGRATION_DATABASE_URL, else "
+        "DOCKYARD_DATABASE_URL took no connection: "
+    )
+    assert "127.0.0.1', 1)" in err  # the address it tried
     assert "hunter2" not in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://dockyard:/Se+cret@db:5432/dockyard",  # the password starts with /
+        "postgresql://dockyard:2024/Se+cret@db/dockyard",  # digits, then /
+        "postgresql://dockyard:Se+cret@db/dockyard",
+    ],
+)
+def test_a_password_is_not_echoed_by_the_drivers_reason(dsn: str) -> None:
+    """A password that is not percent-encoded makes the DSN parse wrong: the driver may
+    then name a database that holds it. The one line keeps it out."""
+    reason = OSError('database "Se+cret@db:5432/dockyard" does not exist')
+
+    message = str(DatabaseUnreachable("DOCKYARD_DATABASE_URL", reason, dsn=dsn))
+
+    assert "Se+cret" not in message
+    assert message.startswith("the database of DOCKYARD_DATABASE_URL took no connection: ")
+    assert "@db:5432/dockyard" in message
 
 
 @pytest.mark.parametrize("command", ["api", "operator"])
@@ -157,7 +181,7 @@ def test_the_api_stops_in_one_line_when_its_database_takes_no_connection(
     assert cli.main(["api", "--port", "1"]) == 1
 
     err = capsys.readouterr().err.splitlines()
-    assert err[-1].startswith("dockyard api: the database dockyard@127.0.0.1:1/dockyard (")
+    assert err[-1].startswith("dockyard api: the database of DOCKYARD_DATABASE_URL took no ")
     assert not [line for line in err if "Traceback" in line or "hunter2" in line]
 
 

@@ -11,7 +11,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.restore import Restore
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs, runner_jobs
-from dockyard.operator.runs.context import retryable
+from dockyard.operator.runs.context import StorageRefused, retryable
 from dockyard.runner import RestoreResult
 
 SHA = "cd" * 32
@@ -45,9 +45,13 @@ def _owner() -> Owner:
 
 
 def _job() -> dict[str, Any]:
+    return _restore_job(_backup())
+
+
+def _restore_job(backup: Backup) -> dict[str, Any]:
     return jobs.restore_job(
         _owner(),
-        _backup(),
+        backup,
         name="restore-promote-1",
         runner="restore",
         artifact="team/nightly/uid-1.dkbk",
@@ -265,3 +269,20 @@ def test_what_admission_adds_for_workload_identity_or_a_digest_is_tolerated() ->
     }  # fmt: skip
     admitted = {"spec": {**pod["spec"], "containers": [{**runner, **identity}]}}
     assert runner_jobs.template_mismatch(admitted, job) is None
+
+
+def test_a_claim_stored_over_the_runners_own_files_is_never_mounted() -> None:
+    """The API server refuses such a path now; a Backup stored before the rule still
+    reads, and its restore (or backup) Job is refused rather than built."""
+    stored = _backup().model_dump(mode="json", by_alias=True)
+    stored["spec"]["storage"]["filesystem"]["path"] = "/opt/dockyard"
+    backup = Backup.model_validate(stored)
+
+    with pytest.raises(StorageRefused) as refused:
+        _restore_job(backup)
+    with pytest.raises(StorageRefused):
+        jobs.backup_job(backup, attempt=1, artifact="a", key_id="k-1", database_secret="s",
+                        image="img:1")  # fmt: skip
+
+    assert "filesystem path /opt/dockyard: a runner Job mounts claimName" in refused.value.message
+    assert not retryable(refused.value)

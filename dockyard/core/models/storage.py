@@ -35,8 +35,8 @@ ENDPOINT_PATTERN: Final = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 # Where a runner Job's own files are: its image's system directories, its key, its /tmp.
 # A claim mounted at or over one of them would replace what the runner runs or reads.
 RUNNER_OWN_PATH_PATTERN: Final = (
-    r"^/(bin|boot|dev|etc|lib|lib32|lib64|libx32|opt|proc|root|run|sbin|sys|tmp|usr)(/.*)?$"
-    r"|^/var(/run(/.*)?)?/?$"
+    r"^/(bin|boot|dev|etc|lib|lib32|lib64|libx32|opt|proc|root|run|sbin|sys|tmp|usr)(/|$)"
+    r"|^/var/?$|^/var/run(/|$)"
 )
 RUNNER_OWN_PATH_MESSAGE: Final = (
     "a runner Job mounts claimName at path, which must not be or lie under the runner "
@@ -76,11 +76,13 @@ class FilesystemStorage(CRModel):
             raise ValueError(DOT_SEGMENT_MESSAGE)
         return path
 
-    @model_validator(mode="after")
-    def _not_over_the_runner(self) -> Self:
-        if self.claim_name is not None and re.search(RUNNER_OWN_PATH_PATTERN, self.path):
-            raise ValueError(RUNNER_OWN_PATH_MESSAGE)
-        return self
+    def covers_the_runner(self) -> bool:
+        """Whether a runner Job would mount the claim over its own files.
+
+        The API server refuses such a path (CEL, on create and on a change of it); this
+        is for objects stored before that rule, which the models still read.
+        """
+        return self.claim_name is not None and bool(re.search(RUNNER_OWN_PATH_PATTERN, self.path))
 
 
 class S3Storage(CRModel):

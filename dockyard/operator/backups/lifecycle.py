@@ -279,21 +279,21 @@ class BackupRuns:
         kube = self.context.kube
         try:
             key = await load_key(kube, loaded.namespace, filled(backup)[1].key_secret_ref)
+            job = jobs.backup_job(
+                backup,
+                attempt=attempt,
+                artifact=artifact_name(loaded.namespace, loaded.name, loaded.uid, attempt),
+                key_id=key.key_id,
+                database_secret=environment_builders.database_secret_name(
+                    backup.spec.environment_ref.name
+                ),
+                image=self.context.settings.runner_image,
+                deadline_seconds=self.context.settings.run_deadline,
+            )
         except BackupError as exc:
             await self._write(loaded, started)
             return await self._failed(loaded, started, exc)
         await apply_backup_runner_identity(kube, backup)
-        job = jobs.backup_job(
-            backup,
-            attempt=attempt,
-            artifact=artifact_name(loaded.namespace, loaded.name, loaded.uid, attempt),
-            key_id=key.key_id,
-            database_secret=environment_builders.database_secret_name(
-                backup.spec.environment_ref.name
-            ),
-            image=self.context.settings.runner_image,
-            deadline_seconds=self.context.settings.run_deadline,
-        )
         # Running first: the runner may report its artifact only while the Backup is
         # Running (manifests/backup-runner-report-policy.yaml).
         await self._write(loaded, started)

@@ -35,10 +35,11 @@ from typing import Any, Final
 from dockyard.core import telemetry
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import API_VERSION
+from dockyard.core.models.storage import RUNNER_OWN_PATH_MESSAGE
 from dockyard.core.names import LABEL_VALUE_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, PART_OF_LABEL, Owner
-from dockyard.operator.runs.context import storage_url
+from dockyard.operator.runs.context import StorageRefused, storage_url
 from dockyard.operator.runs.stores import filled
 
 RUNNER_ACCOUNT: Final = "dockyard-backup-runner"
@@ -284,6 +285,10 @@ def _runner_job(
         *args[1:],
         f"--key-file={KEY_MOUNT}/{KEY_FILE}",
     ]
+    if storage.filesystem is not None and storage.filesystem.covers_the_runner():
+        raise StorageRefused(
+            f"filesystem path {storage.filesystem.path}: {RUNNER_OWN_PATH_MESSAGE}"
+        )
     if storage.filesystem is not None and storage.filesystem.claim_name:
         volumes.append(
             {
