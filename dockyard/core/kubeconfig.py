@@ -132,12 +132,14 @@ def load_config(kubeconfig: Path | None, environ: Mapping[str, str]) -> KubeConf
         raise KubeconfigError(f"kubeconfig {kubeconfig}: {exc}") from None
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
         what = f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster ServiceAccount"
-        raise KubeconfigError(f"{what} cannot be used: {_reason(exc)}") from None
+        raise KubeconfigError(f"{what} cannot be used: {unreadable(exc)}") from None
 
 
-def _reason(exc: Exception) -> str:
+def unreadable(exc: Exception) -> str:
     """Why a kubeconfig could not be read, in words that quote none of it (it holds
-    tokens and keys)."""
+    tokens and keys): a YAML error's snippet of the file is left out, for one."""
+    if isinstance(exc, KubeconfigError):
+        return str(exc)
     if isinstance(exc, yaml.YAMLError):
         mark = getattr(exc, "problem_mark", None)
         return "not YAML" + (f" (line {mark.line + 1})" if mark is not None else "")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from dockyard.core.kubeconfig import KubeConfig
+from dockyard.core.kubeconfig import KubeConfig, unreadable
 
 
 class ConfigError(Exception):
@@ -55,7 +55,7 @@ def resolve(
         config = KubeConfig.from_kubeconfig(path, context)
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"kubeconfig {path} cannot be used: {exc}") from None
+        raise ConfigError(f"kubeconfig {path} cannot be used: {unreadable(exc)}") from None
     return Target(config, namespace or _context_namespace(raw, context) or "default")
 
 

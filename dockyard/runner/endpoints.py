@@ -33,7 +33,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -45,6 +45,16 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages, statuses and metrics show it: scheme, host, port and path,
+    without the user info, query or fragment, which may hold credentials."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a URL that does not parse)"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 class EndpointRefused(StorageError):
@@ -85,22 +95,22 @@ class EndpointPolicy:
         allowed = {"https", "http"} if self.allow_http else {"https"}
         if scheme not in allowed:
             raise EndpointRefused(
-                f"{self.label} {url} is refused: only https endpoints are allowed "
+                f"{self.label} {shown_url(url)} is refused: only https endpoints are allowed "
                 f"({self.settings}_ALLOW_HTTP allows http)"
             )
         if not parts.hostname:
-            raise EndpointRefused(f"{self.label} {url} names no host")
+            raise EndpointRefused(f"{self.label} {shown_url(url)} names no host")
         if not parts.hostname.isascii():
             raise EndpointRefused(
-                f"{self.label} {url} is refused: its host is not plain ASCII (write an "
+                f"{self.label} {shown_url(url)} is refused: its host is not plain ASCII (write an "
                 "internationalized name in its xn-- form)"
             )
         try:
             parsed = URL(url)
         except ValueError as exc:
-            raise EndpointRefused(f"{self.label} {url} is not a valid URL: {exc}") from None
+            raise EndpointRefused(f"{self.label} {shown_url(url)} is not a valid URL") from exc
         if not parsed.raw_host:
-            raise EndpointRefused(f"{self.label} {url} names no host")
+            raise EndpointRefused(f"{self.label} {shown_url(url)} names no host")
         return parsed.raw_host, parsed.port or _DEFAULT_PORTS[scheme]
 
     def check_address(self, host: str, address: str) -> None:

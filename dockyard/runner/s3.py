@@ -41,6 +41,7 @@ from aiohttp.abc import AbstractResolver
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable
+from dockyard.runner.endpoints import shown_url
 from dockyard.runner.errors import ArtifactExists, ArtifactNotFound, StorageError
 from dockyard.runner.storage import (
     READ_CHUNK_BYTES,
@@ -125,7 +126,9 @@ class S3Store:
         # One breaker per endpoint (AWS's by region): an endpoint that does not answer
         # fails the next calls at once instead of each waiting out its retries.
         self._breakers = breakers
-        self._breaker_key = endpoint_url or f"aws:{region or 'default'}"
+        self._breaker_key = (
+            shown_url(endpoint_url) if endpoint_url else f"aws:{region or 'default'}"
+        )
         self._region = region
         self._credentials = credentials
         self._stack = AsyncExitStack()

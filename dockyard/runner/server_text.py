@@ -4,11 +4,13 @@
 data: ``DETAIL:  Failing row contains (42, ...)``, ``DETAIL:  Key (id)=(42) already
 exists``, ``CONTEXT:  COPY t, line 1: "42<TAB>..."``, ``STATEMENT:`` and ``QUERY:``
 (the SQL, values and all), ``LINE 1:`` (a quoted piece of it), a tool's ``detail:
-Command was: ...``, and in the primary message itself ``invalid input syntax for type
-integer: "..."`` or ``value "..." is out of range``. The text goes into Backup, Restore
-and RestoreDrill statuses and Events, which everyone who may view the namespace reads,
-so :func:`without_row_values` keeps the primary message (what failed, on which table
-and constraint) and replaces those fields, with their continuation lines, by a marker.
+Command was: ...`` (or a bare ``Command was:`` line, as pg_restore prints the failed
+statement after a server error that ends its line), and in the primary message itself
+``invalid input syntax for type integer: "..."`` or ``value "..." is out of range``.
+The text goes into Backup, Restore and RestoreDrill statuses and Events, which everyone
+who may view the namespace reads, so :func:`without_row_values` keeps the primary
+message (what failed, on which table and constraint) and replaces those fields, with
+their continuation lines, by a marker.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ WITHHELD: Final = "[withheld: may hold row values]"
 
 # A field that may quote data; it runs until the next line that starts a field.
 _VALUE_FIELD = re.compile(
-    r"^\s*(?:(?:pg_dump|pg_restore):\s+detail:\s+Command was|DETAIL|CONTEXT|STATEMENT|QUERY"
+    r"^\s*(?:(?:(?:pg_dump|pg_restore):\s+(?:detail:\s+)?)?Command was|DETAIL|CONTEXT|STATEMENT"
+    r"|QUERY"
     r"|LINE \d+):",
     re.IGNORECASE,
 )

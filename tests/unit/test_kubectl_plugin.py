@@ -61,6 +61,11 @@ def test_an_unusable_kubeconfig_is_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path)
     with pytest.raises(ConfigError, match="no context named 'other'"):
         resolve(kubeconfig=str(path), context="other", namespace=None, environ={})
+    # A YAML error quotes the line it failed on: here, a token.
+    path.write_text("users:\n- name: me\n  user: {token: sha256~TOPSECRET\n")
+    with pytest.raises(ConfigError) as broken:
+        resolve(kubeconfig=str(path), context=None, namespace=None, environ={})
+    assert str(broken.value) == f"kubeconfig {path} cannot be used: not YAML (line 4)"
 
 
 def test_a_wrong_command_line_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:

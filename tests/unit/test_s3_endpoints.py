@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dockyard.runner.endpoints import EndpointPolicy, EndpointRefused
+from dockyard.runner.endpoints import EndpointPolicy, EndpointRefused, shown_url
 
 STRICT = EndpointPolicy()
 
@@ -96,3 +96,20 @@ def test_the_host_is_judged_as_aiohttp_connects_to_it() -> None:
     assert STRICT.check_scheme("https://S3.Example.COM:8443/b") == ("s3.example.com", 8443)
     assert STRICT.check_scheme("https://[::1]/") == ("::1", 443)
     assert STRICT.check_scheme("https://xn--bcher-kva.example/") == ("xn--bcher-kva.example", 443)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://AKIAEXAMPLE:SECRETKEY@minio.example:9000/bucket",
+        "http://minio.example:9000/?X-Amz-Signature=SECRETKEY#SECRETKEY",
+    ],
+)
+def test_a_refusal_shows_the_endpoint_without_its_credentials(url: str) -> None:
+    with pytest.raises(EndpointRefused) as refused:
+        STRICT.check_scheme(url)
+
+    assert "SECRETKEY" not in refused.value.message
+    assert "AKIAEXAMPLE" not in refused.value.message
+    assert "http://minio.example:9000/" in refused.value.message
+    assert shown_url(url).startswith("http://minio.example:9000/")

@@ -37,3 +37,22 @@ def test_fields_that_quote_rows_are_withheld_and_the_rest_is_kept() -> None:
 def test_text_without_server_fields_is_unchanged() -> None:
     text = "zstd: error 70 : Write error : cannot write block : Broken pipe"
     assert without_row_values(text) == text
+
+
+def test_the_statement_pg_restore_prints_after_a_server_error_is_withheld() -> None:
+    # pg_restore 15's ExecuteSqlCommand: "%s: %sCommand was: %s", the server's message
+    # ending its line, so the failed statement starts one of its own, unprefixed.
+    stderr = (
+        "pg_restore: error: could not execute query: ERROR:  function leak() already exists\n"
+        "Command was: CREATE FUNCTION public.leak() RETURNS text\n"
+        "    LANGUAGE sql\n"
+        "    AS $$ SELECT 'SECRET-API-KEY' $$;\n"
+        "pg_restore: warning: errors ignored on restore: 1"
+    )
+
+    shown = without_row_values(stderr)
+
+    assert "SECRET" not in shown
+    assert f"Command was: {WITHHELD}" in shown
+    assert "function leak() already exists" in shown
+    assert shown.endswith("pg_restore: warning: errors ignored on restore: 1")

@@ -420,8 +420,16 @@ def backoff(attempt: int, base: float, cap: float) -> float:
 
 
 def _describe(exc: BaseException) -> str:
+    """Why a delivery failed, for the Webhook's status: never the URL (its query may hold
+    a token) nor the receiver's own bytes, which aiohttp quotes when they are not HTTP."""
     if isinstance(exc, DeliveryFailed):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "no answer in time"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: the receiver's answer could not be read as HTTP"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return type(exc).__name__
     return f"{type(exc).__name__}: {exc}"[:512]
