@@ -56,6 +56,13 @@ class Decision:
     reason: str = ""
 
 
+
+async def _remember(cache: SimpleMemoryCache, key: str, value: object, ttl: float) -> None:
+    """Cache ``value`` for ``ttl`` seconds; with a ttl of 0, not at all (aiocache would
+    keep it for ever: a revoked token would stay accepted)."""
+    if ttl > 0:
+        await cache.set(key, value, ttl=ttl)
+
 class Authenticator:
     """TokenReview with a short cache keyed by the token's hash."""
 
@@ -94,7 +101,7 @@ class Authenticator:
                 extra={k: tuple(v) for k, v in (user.get("extra") or {}).items()},
             )
         # Failures are cached too (as False), so a flood of bad tokens costs one review each.
-        await self.cache.set(key, principal if principal is not None else False, ttl=self.ttl)
+        await _remember(self.cache, key, principal if principal is not None else False, self.ttl)
         return principal
 
     def _for_us(self, status: Mapping[str, Any]) -> bool:
@@ -156,7 +163,7 @@ class Authorizer:
         )
         status = review.get("status") or {}
         decision = Decision(bool(status.get("allowed")), str(status.get("reason") or ""))
-        await self.cache.set(key, decision, ttl=self.ttl)
+        await _remember(self.cache, key, decision, self.ttl)
         return decision
 
     async def matrix(
@@ -182,7 +189,7 @@ class Authorizer:
 
         decisions = await asyncio.gather(*(one(resource, verb) for resource, verb in pairs))
         result = Matrix({pair: d.allowed for pair, d in zip(pairs, decisions, strict=True)})
-        await self.cache.set(key, result, ttl=self.ttl)
+        await _remember(self.cache, key, result, self.ttl)
         return result
 
 

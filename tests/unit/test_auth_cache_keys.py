@@ -85,3 +85,23 @@ async def test_a_token_not_valid_for_the_configured_audience_is_not_authenticate
     principal = await fresh.authenticate("t0ken")
     assert principal is not None
     assert principal.user == "alice"
+
+
+async def test_a_ttl_of_zero_caches_nothing_rather_than_for_ever() -> None:
+    """aiocache keeps an entry set with ttl 0 for good: a token revoked after its first
+    review would stay accepted, and every made-up token would stay in memory."""
+    authenticated = {"authenticated": True, "user": {"username": "alice"}}
+    tokens = _Reviews(authenticated)
+    authenticator = Authenticator(cast(KubeClient, tokens), ttl=0)
+    assert await authenticator.authenticate("t0ken") is not None
+    tokens.status = {"authenticated": False}  # revoked
+
+    assert await authenticator.authenticate("t0ken") is None
+    assert not await authenticator.knows("t0ken")
+    reviews = _Reviews()
+    authorizer = Authorizer(cast(KubeClient, reviews), ttl=0)
+    good = Principal("alice", uid="good")
+    await authorizer.check(good, READ, namespace="shop")
+    await authorizer.matrix(good, [("environments", "get")], namespace="shop")
+    assert len(reviews.specs) == 2  # asked each time
+    assert list(await authorizer.cache.raw("keys")) == []  # type: ignore[attr-defined]
