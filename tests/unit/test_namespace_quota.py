@@ -3,6 +3,7 @@ and what its runs are writing count together, and a write past it leaves nothing
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -80,3 +81,47 @@ async def test_a_quota_that_cannot_be_checked_fails_the_run_retryably(tmp_path: 
             catalog.down = True  # the second's row is not written: it stays counted
         with pytest.raises(StorageQuotaExceeded):
             first.charge(401)
+
+
+class _Slow(_Stored):
+    """A catalog whose reads wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.gate = asyncio.Event()
+        self.reading = asyncio.Event()
+
+    async def stored_bytes(self, namespace: str, under: str) -> int:
+        if self.gate.is_set():
+            return await super().stored_bytes(namespace, under)
+        self.reading.set()
+        await self.gate.wait()
+        if self.down:
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+        return 0
+
+
+@pytest.mark.parametrize("down", [False, True])
+async def test_the_last_run_ending_while_another_reads_leaves_nothing_behind(
+    tmp_path: Path, down: bool
+) -> None:
+    """Run A ends while B still writes, and reads the catalog again; B ends during that
+    read. A's read must neither bring the namespace's count back (kept for ever) nor,
+    when the catalog fails, add to a count that is gone (a KeyError)."""
+    catalog = _Slow()
+    catalog.gate.set()
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, second = quotas.writing("team-a"), quotas.writing("team-a")
+    await first.__aenter__()
+    await second.__aenter__()
+    catalog.gate.clear()
+    catalog.down = down
+    ending = asyncio.create_task(first.__aexit__(None, None, None))
+    await catalog.reading.wait()
+    await second.__aexit__(None, None, None)  # the last run: the namespace is forgotten
+
+    catalog.gate.set()
+    await ending
+
+    assert quotas._stored == {}
+    assert quotas._writing == {}

@@ -59,9 +59,13 @@ class NamespaceQuotas:
                 # Its artifact is catalogued by now (or was never committed): read again,
                 # or, if the catalog does not answer, keep what it wrote counted.
                 try:
-                    self._stored[namespace] = await self._read(namespace)
+                    stored = await self._read(namespace)
                 except StorageError:
-                    self._stored[namespace] += charges.written
+                    stored = self._stored.get(namespace, 0) + charges.written
+                # Only while the namespace still has runs: the last of them may have
+                # ended during the read, and taken its count with it.
+                if self._writing.get(namespace):
+                    self._stored[namespace] = stored
             else:
                 del self._writing[namespace]
                 with contextlib.suppress(KeyError):
