@@ -17,6 +17,7 @@ judges its own connections). Each breaker's state is the gauge
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -125,6 +126,18 @@ class Breakers:
         if opened is None:
             return 1.0
         return max(1.0, self.open_seconds - (time.monotonic() - opened))
+
+    def forget(self, dependency: Dependency, key: str) -> None:
+        """Drop the breaker of one instance that is gone (a deleted Webhook): its state,
+        its gauge series and purgatory's record of it, which purgatory never drops."""
+        name = _name(dependency, key)
+        self._states.pop(name, None)
+        self._opened_at.pop(name, None)
+        with contextlib.suppress(KeyError):
+            self.state.remove(name)
+        records = getattr(getattr(self._factory.uow, "contexts", None), "breakers", None)
+        if isinstance(records, dict):
+            records.pop(name, None)
 
     def state_of(self, dependency: Dependency, key: str | None = None) -> str:
         """purgatory's name of the breaker's state: closed, half-opened or opened."""

@@ -78,3 +78,27 @@ async def test_after_open_seconds_one_success_closes_it_and_one_failure_reopens_
         pass
     assert not breakers.is_open(Dependency.S3)
     assert gauge(registry, Dependency.S3) == 0
+
+
+async def test_a_forgotten_instance_leaves_no_state_series_or_record() -> None:
+    """One breaker per Webhook: a deleted Webhook's must go with it, or every Webhook
+    ever delivered to stays in memory (and in the gauge)."""
+    registry = CollectorRegistry()
+    breakers = Breakers(failure_threshold=1, open_seconds=30, registry=registry)
+    for uid in ("gone", "kept"):
+        with pytest.raises(DependencyUnavailable):
+            async with breakers.guard(Dependency.WEBHOOK, uid):
+                raise TimeoutError
+    labels = {"dependency": "webhook:gone"}
+    assert registry.get_sample_value("dockyard_dependency_breaker_state", labels) == 2
+
+    breakers.forget(Dependency.WEBHOOK, "gone")
+
+    assert registry.get_sample_value("dockyard_dependency_breaker_state", labels) is None
+    assert not breakers.is_open(Dependency.WEBHOOK, "gone")
+    assert breakers.is_open(Dependency.WEBHOOK, "kept")
+    records = breakers._factory.uow.contexts.breakers  # type: ignore[attr-defined]
+    assert "webhook:gone" not in records
+    assert "webhook:kept" in records
+    async with breakers.guard(Dependency.WEBHOOK, "gone"):  # a new one, closed
+        pass

@@ -181,8 +181,17 @@ class Dispatcher:
         target = self.targets.pop(uid, None)
         for memory in (self._shown, self._last, self._failures):
             memory.pop(uid, None)
+        self.breakers.forget(Dependency.WEBHOOK, uid)
         if target is not None and self.metrics is not None:
             self.metrics.forget_webhook(target.namespace, target.name)
+
+    def _known(self, target: Target) -> bool:
+        """Whether ``target``'s Webhook is still here; a delivery that was in flight when
+        it was removed must not bring back what ``_drop`` forgot."""
+        if target.uid in self.targets:
+            return True
+        self._drop(target.uid)
+        return False
 
     async def remove(self, uid: str) -> None:
         """A Webhook was deleted: forget it, here and its deliveries in the database."""
@@ -306,9 +315,10 @@ class Dispatcher:
             await self._failed(target, delivery, status, error, exc.retry_after)
             return
         await store.delivered(self.pool, delivery.id, status)
-        self._count(target, "delivered")
-        self._failures[target.uid] = 0
-        self._remember(target, delivery, status)
+        if self._known(target):
+            self._count(target, "delivered")
+            self._failures[target.uid] = 0
+            self._remember(target, delivery, status)
 
     def _remember(
         self, target: Target, delivery: store.Claimed, status: int | None, error: str | None = None
@@ -354,13 +364,16 @@ class Dispatcher:
         error: str,
         breaker_wait: float,
     ) -> None:
-        self._failures[target.uid] = self._failures.get(target.uid, 0) + 1
-        self._count(target, "failed")
-        self._remember(target, delivery, status, error)
+        known = self._known(target)
+        if known:
+            self._failures[target.uid] = self._failures.get(target.uid, 0) + 1
+            self._count(target, "failed")
+            self._remember(target, delivery, status, error)
         due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()
         if due_for >= self.settings.webhook_dead_letter_after:
             await store.give_up(self.pool, delivery.id, status, error)
-            self._count(target, "dead_lettered")
+            if known:
+                self._count(target, "dead_lettered")
             logger.warning(
                 "webhook delivery given up",
                 extra={"webhook": f"{target.namespace}/{target.name}",
@@ -385,6 +398,8 @@ class Dispatcher:
             return
         counts = await store.counts(self.pool, list(self.targets))
         for uid, target in list(self.targets.items()):
+            if uid not in self.targets:
+                continue  # removed while an earlier one's status was written
             if self.metrics is not None:
                 labels = (target.namespace, target.name)
                 state = self.breaker_state(uid)
@@ -403,11 +418,14 @@ class Dispatcher:
             }
             if self._shown.get(uid) == shown:
                 continue
-            if await self.webhooks.write_status(
-                target.namespace,
-                target.name,
-                {k: v for k, v in shown.items() if v is not None},
-                uid=uid,
+            if (
+                await self.webhooks.write_status(
+                    target.namespace,
+                    target.name,
+                    {k: v for k, v in shown.items() if v is not None},
+                    uid=uid,
+                )
+                and uid in self.targets
             ):
                 self._shown[uid] = shown
 

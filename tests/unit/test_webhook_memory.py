@@ -1,0 +1,82 @@
+"""A Webhook deleted while a delivery to it is in flight leaves nothing behind in the
+dispatcher's memory: not its last delivery, its failure count, its breaker nor its
+metric series (a slow receiver is the one people delete)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+from standardwebhooks.webhooks import Webhook as Signer
+
+from dockyard.core import webhook_deliveries as store
+from dockyard.core.breakers import Dependency
+from dockyard.core.kube import KubeClient
+from dockyard.core.metrics import OperatorMetrics
+from dockyard.core.models.webhook import WebhookSpec
+from dockyard.core.settings import Settings
+from dockyard.operator.webhooks.dispatcher import DeliveryFailed, Dispatcher
+from dockyard.operator.webhooks.targets import Target
+
+
+class _Deliveries:
+    """Stands in for the platform database: the delivery rows' writes, recorded."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[Any, ...]] = []
+
+    async def execute(self, *args: Any) -> None:
+        self.writes.append(args)
+
+
+def _dispatcher() -> tuple[Dispatcher, Target, CollectorRegistry]:
+    registry = CollectorRegistry()
+    dispatcher = Dispatcher(
+        cast(KubeClient, None),
+        cast(asyncpg.Pool, _Deliveries()),
+        Settings(),
+        OperatorMetrics(registry),
+    )
+    spec = WebhookSpec.model_validate(
+        {"url": "https://hooks.example/in", "events": ["*"],
+         "secretRef": {"name": "hook", "key": "secret"}}
+    )  # fmt: skip
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    target = Target("uid-1", "team", "hook", 1, spec, Signer(secret), everywhere=False)
+    dispatcher.targets[target.uid] = target
+    return dispatcher, target, registry
+
+
+def _claimed() -> store.Claimed:
+    return store.Claimed(1, "uid-1", "evt_1", 1, datetime.now(UTC), "backup.completed", {})
+
+
+@pytest.mark.parametrize("answer", [204, 503])
+async def test_a_delivery_finishing_after_its_webhook_was_removed_brings_nothing_back(
+    answer: int,
+) -> None:
+    dispatcher, target, registry = _dispatcher()
+
+    async def post(_target: Target, _delivery: store.Claimed) -> int:
+        dispatcher._drop(target.uid)  # the Webhook is deleted while the receiver answers
+        if answer >= 300:
+            raise DeliveryFailed(answer)
+        return answer
+
+    dispatcher._post = post  # type: ignore[method-assign]
+    await dispatcher._deliver(_claimed())
+
+    assert (dispatcher._last, dispatcher._failures, dispatcher._shown) == ({}, {}, {})
+    assert not dispatcher.breakers._states
+    assert "webhook:uid-1" not in dispatcher.breakers._factory.uow.contexts.breakers  # type: ignore[attr-defined]
+    delivered = registry.get_sample_value(
+        "dockyard_webhook_deliveries_total", {"namespace": "team", "webhook": "hook",
+                                              "result": "delivered"}
+    )  # fmt: skip
+    assert delivered is None
+    assert len(cast(_Deliveries, dispatcher.pool).writes) == 1  # the row is still settled
+    assert dispatcher.breakers.state_of(Dependency.WEBHOOK, target.uid) == "closed"
