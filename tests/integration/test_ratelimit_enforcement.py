@@ -16,6 +16,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from dockyard.api import keys
 from dockyard.api.app import create_app
 from dockyard.core import migrations
 from dockyard.testbed.cluster import State, Testbed
@@ -214,6 +215,10 @@ async def test_a_policy_edit_takes_effect_without_a_restart(
             raise AssertionError(f"the edit never took effect; last header {header!r}")
         statuses = [(await client.get(RULES_PATH, headers=alice)).status for _ in range(3)]
         assert 429 in statuses
+        labels = {"policy": f"{namespace}/limits", "rule": "per-user", "decision": "throttled"}
+        series = "dockyard_api_ratelimit_decisions_total"
+        registry = client.app[keys.METRICS].registry
+        assert registry.get_sample_value(series, labels) is not None
 
         kubectl("delete", "rlp", "limits", "-n", namespace)
         for _ in range(100):
@@ -223,6 +228,8 @@ async def test_a_policy_edit_takes_effect_without_a_restart(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the deleted policy is still enforced")
+        # Its rule's series go with it: tenants' policies come and go.
+        assert registry.get_sample_value(series, labels) is None
 
 
 async def test_overlapping_policies_must_all_pass_and_tenants_only_limit_their_namespace(

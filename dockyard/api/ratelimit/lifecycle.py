@@ -45,7 +45,11 @@ SHUTDOWN_SECONDS = 5.0
 
 
 async def follow_policies(
-    cache: WatchCache, index: PolicyIndex, instruments: RateLimitMetrics, subscribed: asyncio.Event
+    cache: WatchCache,
+    index: PolicyIndex,
+    instruments: RateLimitMetrics,
+    subscribed: asyncio.Event,
+    limiting: RateLimiting,
 ) -> None:
     """Rebuild ``index`` from the cache after every change it publishes."""
     async with cache.subscribe() as queue:
@@ -56,6 +60,7 @@ async def follow_policies(
             while not queue.empty():
                 queue.get_nowait()
             index.rebuild(cache.list())
+            limiting.forget_removed_rules()
             instruments.rules.set(
                 len(index.everywhere) + sum(map(len, index.by_namespace.values()))
             )
@@ -90,7 +95,7 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
         limiter, per_minute=settings.token_reviews_per_minute, scope=settings.namespace
     )
     app[keys.REVIEW_CAP] = reviews
-    app[keys.RATE_LIMITING] = RateLimiting(
+    limiting = app[keys.RATE_LIMITING] = RateLimiting(
         index=index,
         limiter=limiter,
         instruments=instruments,
@@ -102,7 +107,8 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
     subscribed = asyncio.Event()
     tasks = [
         asyncio.create_task(
-            follow_policies(cache, index, instruments, subscribed), name="rate-limit-policies"
+            follow_policies(cache, index, instruments, subscribed, limiting),
+            name="rate-limit-policies",
         )
     ]
     await subscribed.wait()  # no change may slip between the cache's start and the follower

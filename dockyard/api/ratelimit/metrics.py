@@ -1,8 +1,9 @@
 """The rate limiter's Prometheus instruments, in the API's registry.
 
 Label values are bounded: policies and rules are objects an administrator (or a tenant,
-in its own namespace) creates, decisions and backends are fixed sets. Keys (users,
-addresses, header values) are never labels.
+in its own namespace) creates, and a rule's series go when it is no longer in force
+(``RateLimiting.forget_removed_rules``); decisions and backends are fixed sets. Keys
+(users, addresses, header values) are never labels.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ writes a line per rule and key every few seconds rather than one per request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -107,7 +108,8 @@ class RateLimiting:
         # Closed mode's stand-in while the shared counters are down: this replica's own.
         self._fallback = MemoryLimiter()
         self._sampler = EventSampler()
-        self._counters: dict[tuple[str, str], Counter] = {}
+        # By (rule ident, outcome): the child, and its label values to remove it by.
+        self._counters: dict[tuple[str, str], tuple[Counter, tuple[str, str, str]]] = {}
         self._check_duration = instruments.check_duration.labels(limiter.name)
 
     async def judge(
@@ -223,8 +225,21 @@ class RateLimiting:
     def _counter(self, rule: CompiledRule, outcome: str) -> Counter:
         # Children are cached: .labels() takes a lock and builds a tuple on every call.
         key = (rule.ident, outcome)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self.instruments.decisions.labels(rule.policy.label, rule.name, outcome)
-            self._counters[key] = counter
-        return counter
+        cached = self._counters.get(key)
+        if cached is None:
+            labels = (rule.policy.label, rule.name, outcome)
+            cached = (self.instruments.decisions.labels(*labels), labels)
+            self._counters[key] = cached
+        return cached[0]
+
+    def forget_removed_rules(self) -> None:
+        """Drop the decision series of rules no longer in force (after each rebuild of
+        the index): tenants make, rename and delete policies, and each rule's series
+        would otherwise stay for good."""
+        index = self.index
+        live = {rule.ident for rule in index.everywhere}
+        live.update(rule.ident for rules in index.by_namespace.values() for rule in rules)
+        for key in [key for key in self._counters if key[0] not in live]:
+            _, labels = self._counters.pop(key)
+            with contextlib.suppress(KeyError):
+                self.instruments.decisions.remove(*labels)
