@@ -56,12 +56,12 @@ class Decision:
     reason: str = ""
 
 
-
 async def _remember(cache: SimpleMemoryCache, key: str, value: object, ttl: float) -> None:
     """Cache ``value`` for ``ttl`` seconds; with a ttl of 0, not at all (aiocache would
     keep it for ever: a revoked token would stay accepted)."""
     if ttl > 0:
         await cache.set(key, value, ttl=ttl)
+
 
 class Authenticator:
     """TokenReview with a short cache keyed by the token's hash."""
