@@ -141,7 +141,6 @@ class Reconciler:
         if key in self.locks.queued:
             return
         self.locks.queued.add(key)
-        raw: Manifest | None = {}
         async with self.locks.lock(key):
             self.locks.queued.discard(key)
             try:
@@ -155,15 +154,6 @@ class Reconciler:
                     "reconcile after a child changed failed; the next periodic pass retries",
                     extra={"namespace": key[0], "environment": key[1], "error": str(exc)},
                 )
-            finally:
-                self._forget_if_gone(key, raw)
-
-    def _forget_if_gone(self, key: Key, raw: Manifest | None) -> None:
-        """Children change and go after their environment's finalizer forgot its lock
-        (the garbage collector deletes them then): a pass they start for an environment
-        that is gone, or going, must not leave the lock it took behind for ever."""
-        if (raw is None or deleting(raw)) and key not in self.locks.queued:
-            self.locks.forget(key)
 
     async def refresh_status(self, key: Key) -> None:
         """The status after the Deployment's status changed and nothing else did.
@@ -179,7 +169,6 @@ class Reconciler:
         async with self.locks.lock(key):
             raw = await self.fetch(key)
             if raw is None or deleting(raw):
-                self._forget_if_gone(key, raw)
                 return
             try:
                 env = self.environments.parse(raw)
