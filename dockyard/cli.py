@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -339,103 +339,28 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-def _generated(
-    args: argparse.Namespace,
-    command: str,
-    out: Path,
-    matches: str,
-    check: Callable[[Path], list[str]],
-    write: Callable[[Path], Iterable[Path]],
-) -> int:
-    """Write the generated files under ``out``, or with --check name each drift."""
-    if args.check:
-        drift = check(out)
-        for line in drift:
-            print(f"drift: {line}", file=sys.stderr)
-        if drift:
-            print(f"run 'dockyard {command}' and commit the result", file=sys.stderr)
-            return 1
-        print(f"{out} matches {matches}")
-        return 0
-    for path in write(out):
-        print(f"wrote {path}")
-    return 0
-
-
 def _cmd_crds(args: argparse.Namespace) -> int:
-    from dockyard.core import crds
+    from dockyard.contract import generate
 
-    out = args.out or Path("crds")
-    return _generated(args, "crds", out, "the models", crds.check_all, crds.write_all)
+    return generate.crds(args)
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    from dockyard.core import events
+    from dockyard.contract import generate
 
-    out = args.out or Path("specs/events")
-    return _generated(
-        args, "events", out, "the event vocabulary", events.check_schemas, events.write_schemas
-    )
+    return generate.events(args)
 
 
 def _cmd_reference(args: argparse.Namespace) -> int:
-    from dockyard.api import app
-    from dockyard.contract import reference
+    from dockyard.contract import generate
 
-    out = args.out or reference.PATH
-    operations = app.registry().operations
-    return _generated(
-        args,
-        "reference",
-        out,
-        "the API's operations",
-        lambda path: reference.check(path, operations),
-        lambda path: reference.write(path, operations),
-    )
+    return generate.reference(args)
 
 
 def _cmd_openapi(args: argparse.Namespace) -> int:
-    import yaml
+    from dockyard.contract import generate
 
-    from dockyard.api import app, openapi
-    from dockyard.contract import releases
-
-    out = args.out or Path("specs/openapi.yaml")
-    text = openapi.render_yaml(app.registry().operations)
-    if args.check and args.release:
-        print("dockyard openapi: use --check or --release, not both", file=sys.stderr)
-        return EXIT_USAGE
-    if args.check or args.release:
-        current = out.read_text() if out.exists() else ""
-        drifted = current != text
-        if drifted:
-            print(
-                f"drift: {out} differs from the code; run 'dockyard openapi' and commit it",
-                file=sys.stderr,
-            )
-        try:
-            if args.release:
-                # Only what is committed and matches the code can be released.
-                if drifted:
-                    return 1
-                print(f"released {releases.release(text, args.released)}")
-                return 0
-            verdict = releases.judge(yaml.safe_load(text), args.released)
-        except releases.ReleaseError as exc:
-            print(f"dockyard openapi: {exc}", file=sys.stderr)
-            return 1
-        for line in releases.iter_lines(verdict):
-            print(line, file=sys.stderr)
-        if drifted or not verdict.passed:
-            return 1
-        print(f"{out} matches the code")
-        if verdict.release is not None and not verdict.breaks:
-            print(f"no breaking change against {verdict.release.path}")
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
-    return 0
+    return generate.openapi(args)
 
 
 def _cmd_backup_run(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -113,21 +114,45 @@ def replacing(status: BaseModel) -> dict[str, Any]:
     return body
 
 
+@dataclass
+class _Held:
+    lock: asyncio.Lock
+    users: int = 0
+    """Passes that hold the lock or wait for it."""
+
+
 class ObjectLocks(Generic[K]):
     """One lock per object, so that the passes over one object never interleave, and
-    the objects whose pass is already waiting for its lock (``queued``)."""
+    the objects whose pass is already waiting for its lock (``queued``).
+
+    A lock is kept only while a pass holds it or waits for it: events keep coming for an
+    object after it is gone (its children's, as the garbage collector deletes them), and
+    a lock left for each would be kept for good. Dropping a lock by hand while others
+    wait for it would let a later pass take a new one and run beside them.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[K, asyncio.Lock] = {}
+        self._locks: dict[K, _Held] = {}
         self.queued: set[K] = set()
 
-    def lock(self, key: K) -> asyncio.Lock:
-        """The lock that serializes everything the operator does to one object."""
-        return self._locks.setdefault(key, asyncio.Lock())
+    @asynccontextmanager
+    async def lock(self, key: K) -> AsyncIterator[None]:
+        """Hold the lock that serializes everything the operator does to one object."""
+        held = self._locks.get(key)
+        if held is None:
+            held = self._locks[key] = _Held(asyncio.Lock())
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users and self._locks.get(key) is held:
+                del self._locks[key]
 
     def forget(self, key: K) -> None:
-        """Drop what is kept in memory about an object that no longer exists."""
-        self._locks.pop(key, None)
+        """Drop what is kept in memory about an object that no longer exists (its lock
+        goes by itself once no pass holds it)."""
         self.queued.discard(key)
 
 

@@ -473,3 +473,20 @@ async def test_a_database_secret_that_names_another_login_is_refused(
     kube = _Kube({"metadata": {"name": "shop"}, "status": {"database": {"ready": True}}}, secret)
     with pytest.raises(SourceUnavailable, match=why):
         await tenant_login(kube, "team", "shop")  # type: ignore[arg-type]
+
+
+def test_a_template_stored_with_a_claim_over_the_runner_makes_no_backup() -> None:
+    """The API server refuses such a path now, so every Backup the schedule made would be
+    refused; a schedule stored before says why instead of failing each pass."""
+    storage = {"filesystem": {"path": "/opt/dockyard", "claimName": "backups"}}
+    schedule = _schedule(template={"storage": storage, "encryption": ENCRYPTION})
+
+    tick = plan_tick(schedule, [], NOW)
+
+    assert tick.create is None
+    ready = next(c for c in tick.status.conditions if c.type == "Ready")
+    assert (ready.status.value, ready.reason) == ("False", "InvalidTemplate")
+    assert ready.message.startswith(
+        "template.storage.filesystem.path /opt/dockyard: a runner Job mounts claimName"
+    )
+    assert tick.status.next_schedule_time is None

@@ -125,3 +125,27 @@ async def test_the_last_run_ending_while_another_reads_leaves_nothing_behind(
 
     assert quotas._stored == {}
     assert quotas._writing == {}
+
+
+async def test_a_read_overtaken_by_a_newer_run_does_not_undercount_it(tmp_path: Path) -> None:
+    """Run A ends while B writes and reads the catalog again; B catalogues its artifact
+    and ends; run C starts and reads the catalog with B's artifact. A's read, older,
+    answers last: it must not replace C's count, or C could write past the quota by the
+    size of B's artifact."""
+    catalog = _Slow()
+    catalog.gate.set()
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, second = quotas.writing("team-a"), quotas.writing("team-a")
+    await first.__aenter__()
+    await second.__aenter__()
+    catalog.gate.clear()
+    ending = asyncio.create_task(first.__aexit__(None, None, None))  # reads, held back
+    await catalog.reading.wait()
+    await second.__aexit__(None, None, None)
+    catalog.kept["team-a"] = 700  # B's artifact, catalogued
+    catalog.gate.set()  # C's read answers at once; A's is released with it
+    async with quotas.writing("team-a") as third:
+        await ending
+        with pytest.raises(StorageQuotaExceeded):
+            third.charge(301)
+        third.charge(300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,14 +85,25 @@ def test_a_status_patch_removes_the_fields_the_status_no_longer_has() -> None:
     assert body["desiredReplicas"] is None  # present, so the merge patch removes it
 
 
-def test_one_object_has_one_lock_until_it_is_forgotten() -> None:
+async def test_one_object_has_one_lock_while_passes_hold_it() -> None:
     locks: ObjectLocks[tuple[str, str]] = ObjectLocks()
-    first = locks.lock(("ns", "a"))
-    assert locks.lock(("ns", "a")) is first
-    assert locks.lock(("ns", "b")) is not first
+    steps: list[tuple[str, int]] = []
+
+    async def one_pass(key: tuple[str, str], tag: int) -> None:
+        async with locks.lock(key):
+            steps.append(("in", tag))
+            await asyncio.sleep(0)
+            steps.append(("out", tag))
+
+    await asyncio.gather(one_pass(("ns", "a"), 1), one_pass(("ns", "a"), 2),
+                         one_pass(("ns", "b"), 3))  # fmt: skip
+
+    a_steps = [step for step in steps if step[1] != 3]
+    assert a_steps == [("in", 1), ("out", 1), ("in", 2), ("out", 2)]  # never interleaved
+    assert steps.index(("in", 3)) < steps.index(("out", 1))  # another object's runs beside
+    assert locks._locks == {}  # kept only while held
     locks.queued.add(("ns", "a"))
     locks.forget(("ns", "a"))
-    assert locks.lock(("ns", "a")) is not first
     assert ("ns", "a") not in locks.queued
 
 

@@ -19,7 +19,8 @@ from dockyard.core.kube import KubeClient
 from dockyard.core.metrics import OperatorMetrics
 from dockyard.core.models.webhook import WebhookSpec
 from dockyard.core.settings import Settings
-from dockyard.operator.webhooks.dispatcher import DeliveryFailed, Dispatcher
+from dockyard.operator.webhooks.dispatcher import Dispatcher
+from dockyard.operator.webhooks.failures import DeliveryFailed
 from dockyard.operator.webhooks.targets import Target
 
 

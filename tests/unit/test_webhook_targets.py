@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook as Signer
 
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.webhook import Webhook, WebhookSpec
-from dockyard.operator.webhooks.dispatcher import backoff
+from dockyard.operator.webhooks.failures import backoff
 from dockyard.operator.webhooks.targets import Target, TargetRefused, check_events, check_url
 from dockyard.runner.endpoints import EndpointPolicy
 

@@ -45,6 +45,7 @@ from dockyard.core.models.backup_schedule import (
 )
 from dockyard.core.models.common import API_VERSION, ConditionStatus
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
+from dockyard.core.models.storage import RUNNER_OWN_PATH_MESSAGE
 from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
 from dockyard.core.retention import BackupRecord, apply_retention
@@ -102,6 +103,14 @@ def made_for(schedule: BackupSchedule, backup: Backup) -> bool:
     )
 
 
+def _template_refused(schedule: BackupSchedule) -> str | None:
+    storage = schedule.spec.template.storage
+    filesystem = storage.filesystem if storage is not None else None
+    if filesystem is None or not filesystem.covers_the_runner():
+        return None
+    return f"template.storage.filesystem.path {filesystem.path}: {RUNNER_OWN_PATH_MESSAGE}"
+
+
 def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) -> Tick:
     """Decide one pass over ``schedule`` at ``now``; ``backups`` are those carrying its
     label, of which only those it made for its environment count (``made_for``)."""
@@ -114,6 +123,14 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
     except CronError as exc:
         status = previous.schedule_refused(str(exc), generation=generation, now=now)
         return Tick(status=status, invalid=str(exc))
+    if (refused := _template_refused(schedule)) is not None:
+        # Stored before the API server refused such a path: it would refuse each Backup.
+        status = previous.refused(
+            BackupScheduleConditionType.READY, "InvalidTemplate", refused,
+            generation=generation, now=now,
+            update={previous.next_time_field: None},
+        )  # fmt: skip
+        return Tick(status=status, invalid=refused)
 
     active = sorted(b.metadata.name or "" for b in backups if _in_flight(b))
     anchor = previous.last_schedule_time or schedule.metadata.creation_timestamp or now

@@ -13,8 +13,8 @@ and metrics.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,7 @@ from dockyard.operator.drills.plan import described
 from dockyard.operator.drills.scratch import ScratchDatabases, recorded_scratch
 from dockyard.operator.drills.verification import record_verdict
 from dockyard.operator.runs.context import RunContext
-from dockyard.operator.store import KindStore, Loaded, OnInvalid, post
+from dockyard.operator.store import KindStore, Loaded, ObjectLocks, OnInvalid, post
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +62,13 @@ class DrillRecords:
         self.scratch = scratch
         self.drills = KindStore(context.kube, RestoreDrill)
         self.backups = KindStore(context.kube, Backup)
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: ObjectLocks[tuple[str, str]] = ObjectLocks()
 
-    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+    def lock(self, namespace: str, name: str) -> AbstractAsyncContextManager[None]:
         """The lock of one drill: its passes and its run's record never interleave."""
-        return self._locks.setdefault((namespace, name), asyncio.Lock())
+        return self._locks.lock((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
-        self._locks.pop((namespace, name), None)
         self.metrics.forget(namespace=namespace, drill=name)
 
     # -- reading ---------------------------------------------------------------------------

@@ -19,7 +19,6 @@ checked as they happen. If the catalog cannot be read, the run fails with a retr
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,33 +42,53 @@ class NamespaceQuotas:
         self._under = root.expanduser().resolve().as_uri() + "/"
         self._stored: dict[str, int] = {}
         self._writing: dict[str, set[_Charges]] = {}
+        # Reads are numbered; a read overtaken by a later one that was already counted
+        # (two runs ending at once, or a new run's first read) is dropped.
+        self._reads = 0
+        self._counted: dict[str, int] = {}
 
     @asynccontextmanager
     async def writing(self, namespace: str) -> AsyncIterator[_Charges]:
         """A quota for one run's writes in ``namespace``, counted with the others'."""
-        self._stored[namespace] = await self._read(namespace)
-        charges = _Charges(self, namespace)
+        number, stored = await self._numbered_read(namespace)
         runs = self._writing.setdefault(namespace, set())
+        self._count(namespace, number, stored)
+        charges = _Charges(self, namespace)
         runs.add(charges)
         try:
             yield charges
         finally:
             runs.discard(charges)
             if runs:
-                # Its artifact is catalogued by now (or was never committed): read again,
-                # or, if the catalog does not answer, keep what it wrote counted.
-                try:
-                    stored = await self._read(namespace)
-                except StorageError:
-                    stored = self._stored.get(namespace, 0) + charges.written
-                # Only while the namespace still has runs: the last of them may have
-                # ended during the read, and taken its count with it.
-                if self._writing.get(namespace):
-                    self._stored[namespace] = stored
+                await self._recount(namespace, runs, charges)
             else:
                 del self._writing[namespace]
-                with contextlib.suppress(KeyError):
-                    del self._stored[namespace]
+                for memory in (self._stored, self._counted):
+                    memory.pop(namespace, None)
+
+    async def _recount(self, namespace: str, runs: set[_Charges], ended: _Charges) -> None:
+        """After ``ended``, while ``runs`` still write: its artifact is catalogued by now
+        (or was never committed), so read again; if the catalog does not answer, keep
+        what it wrote counted. Only while these runs are the namespace's: the last of
+        them may end during the read, and take its count with it."""
+        try:
+            number, stored = await self._numbered_read(namespace)
+        except StorageError:
+            if self._writing.get(namespace) is runs:
+                self._stored[namespace] = self._stored.get(namespace, 0) + ended.written
+            return
+        if self._writing.get(namespace) is runs:
+            self._count(namespace, number, stored)
+
+    async def _numbered_read(self, namespace: str) -> tuple[int, int]:
+        self._reads += 1
+        number = self._reads
+        return number, await self._read(namespace)
+
+    def _count(self, namespace: str, number: int, stored: int) -> None:
+        if number > self._counted.get(namespace, 0):
+            self._counted[namespace] = number
+            self._stored[namespace] = stored
 
     def counted(self, charges: _Charges) -> int:
         """What the namespace keeps and its runs in this process have written so far."""

@@ -45,13 +45,17 @@ from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
 from dockyard.core.models.references import SecretKeyReference
-from dockyard.core.models.storage import BackupEncryption, BackupStorage
+from dockyard.core.models.storage import (
+    RUNNER_OWN_PATH_MESSAGE,
+    BackupEncryption,
+    BackupStorage,
+)
 from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.core.resources import BACKUP_STORES, BACKUPS, NAMESPACES
 from dockyard.core.settings import Settings
 from dockyard.operator.apply import create, get, items, merge_patch, namespace_uid, patch_status
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
-from dockyard.operator.runs.context import KeyUnavailable, key_id_of, load_key
+from dockyard.operator.runs.context import KeyUnavailable, StorageRefused, key_id_of, load_key
 from dockyard.runner import BackupError, EncryptionKey
 
 logger = logging.getLogger(__name__)
@@ -198,6 +202,13 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
     await check_serves(kube, store, namespace)
     store_name = store.metadata.name or ""
     spec: dict[str, Any] = {"storeRef": {"name": store_name}}
+    filesystem = store.spec.storage.filesystem
+    if backup.spec.storage is None and filesystem is not None and filesystem.covers_the_runner():
+        # A store made before the API server refused such a path: it would refuse the fill.
+        raise StorageRefused(
+            f"BackupStore {store_name}'s filesystem path {filesystem.path}: "
+            f"{RUNNER_OWN_PATH_MESSAGE}"
+        )
     if backup.spec.storage is None:
         spec["storage"] = store.spec.storage.model_dump(
             mode="json", by_alias=True, exclude_none=True

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -32,7 +31,7 @@ import aiohttp
 import asyncpg
 
 from dockyard.core import webhook_deliveries as store
-from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable, is_outage
+from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable
 from dockyard.core.kube import KubeClient
 from dockyard.core.metrics import OperatorMetrics
 from dockyard.core.models.webhook import (
@@ -44,6 +43,12 @@ from dockyard.core.models.webhook import (
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
 from dockyard.operator.store import KindStore
+from dockyard.operator.webhooks.failures import (
+    DeliveryFailed,
+    backoff,
+    describe,
+    trips_breaker,
+)
 from dockyard.operator.webhooks.targets import (
     Target,
     TargetRefused,
@@ -71,18 +76,6 @@ _BREAKER_STATES: Final = {
 }
 
 
-class DeliveryFailed(Exception):
-    """The receiver answered, but not with a 2xx (counts against its breaker)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"the receiver answered {status}")
-        self.status = status
-
-
-def _counts(exc: BaseException) -> bool:
-    return isinstance(exc, DeliveryFailed | aiohttp.ClientError) or is_outage(exc)
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -105,7 +98,7 @@ class Dispatcher:
         self.breakers = Breakers(
             failure_threshold=settings.webhook_breaker_failures,
             open_seconds=settings.webhook_breaker_open_seconds,
-            is_failure=_counts,
+            is_failure=trips_breaker,
         )
         self.webhooks = KindStore(kube, Webhook)
         self._session: aiohttp.ClientSession | None = None
@@ -311,11 +304,12 @@ class Dispatcher:
             cause = exc.__cause__
             if isinstance(cause, DeliveryFailed):
                 status = cause.status
-            error = exc.reason if cause is None else _describe(cause)
+            error = exc.reason if cause is None else describe(cause)
             await self._failed(target, delivery, status, error, exc.retry_after)
             return
+        known = self._known(target)  # before the write, which may fail
         await store.delivered(self.pool, delivery.id, status)
-        if self._known(target):
+        if known:
             self._count(target, "delivered")
             self._failures[target.uid] = 0
             self._remember(target, delivery, status)
@@ -428,26 +422,3 @@ class Dispatcher:
                 and uid in self.targets
             ):
                 self._shown[uid] = shown
-
-
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """Seconds before retry ``attempt`` + 1: exponential and capped, jittered between
-    half and all of it so that receivers coming back are not hit by every retry at once."""
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret  # nosec B311
-
-
-def _describe(exc: BaseException) -> str:
-    """Why a delivery failed, for the Webhook's status: never the URL (its query may hold
-    a token) nor the receiver's own bytes, which aiohttp quotes when they are not HTTP."""
-    if isinstance(exc, DeliveryFailed):
-        return str(exc)
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"{type(exc).__name__}: the receiver's answer could not be read as HTTP"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {exc}"[:512]
