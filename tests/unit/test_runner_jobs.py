@@ -91,6 +91,31 @@ def test_backup_jobs_keep_their_token_to_report_to_the_backup() -> None:
     assert job["metadata"]["labels"][jobs.RUNNER_LABEL] == "backup"
 
 
+def test_runner_pods_run_with_the_restricted_security_profile_each_its_own() -> None:
+    made = [
+        _job(),
+        jobs.backup_job(_backup(), attempt=1, artifact="a", key_id="k", database_secret="s",
+                        image="i"),
+    ]  # fmt: skip
+    for job in made:
+        pod = job["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    # No two manifests share a context: one changed in place leaves the others be.
+    made[0]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 1000
+    assert "runAsUser" not in made[1]["spec"]["template"]["spec"]["securityContext"]
+
+
 def _pod(created: str, message: str | None, container: str = "runner") -> dict[str, Any]:
     terminated = {"exitCode": 1} | ({"message": message} if message else {})
     return {

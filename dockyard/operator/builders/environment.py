@@ -42,6 +42,7 @@ from dockyard.operator.builders.metadata import (
     child_metadata,
     recommended_labels,
 )
+from dockyard.operator.builders.pods import restricted_container, restricted_pod
 from dockyard.operator.builders.tiers import TIER_DEFAULTS as TIER_DEFAULTS  # for the tests
 from dockyard.operator.builders.tiers import container_resources, desired_replicas
 
@@ -139,16 +140,6 @@ def _env_var(var: EnvVar) -> Manifest:
     return {"name": var.name, "value": var.value or ""}
 
 
-RESTRICTED_CONTAINER_SECURITY: Final[Manifest] = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-"""The Pod Security Standards' "restricted" profile, for the service's container."""
-
-
 def deployment(
     env: Environment, *, credentials_digest: str | None = None, autoscaled: bool = False
 ) -> Manifest:
@@ -174,7 +165,7 @@ def deployment(
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
-        "securityContext": RESTRICTED_CONTAINER_SECURITY,
+        "securityContext": restricted_container(),
         # The root file system is read-only; most runtimes still need a scratch /tmp.
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108  # nosec B108
     }
@@ -195,10 +186,7 @@ def deployment(
                     "automountServiceAccountToken": False,
                     # Service links put every Service of the namespace in the environment.
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": restricted_pod(),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },

@@ -39,6 +39,7 @@ from dockyard.core.models.storage import RUNNER_OWN_PATH_MESSAGE
 from dockyard.core.names import LABEL_VALUE_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, PART_OF_LABEL, Owner
+from dockyard.operator.builders.pods import restricted_container, restricted_pod
 from dockyard.operator.runs.context import StorageRefused, storage_url
 from dockyard.operator.runs.stores import filled
 
@@ -337,11 +338,7 @@ def _runner_job(
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_container(),
         "resources": {
             "requests": {"cpu": "250m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
@@ -366,10 +363,7 @@ def _runner_job(
                     "serviceAccountName": account,
                     "automountServiceAccountToken": api_access,
                     "restartPolicy": "Never",
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": restricted_pod(),
                     "containers": [container],
                     "volumes": volumes,
                 },
