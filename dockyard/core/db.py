@@ -23,6 +23,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from dockyard.core import telemetry
 from dockyard.core.breakers import Breakers, Dependency, is_outage
+from dockyard.core.redaction import redact, typed_passwords
 from dockyard.core.settings import Settings
 
 # Prepared statements kept per connection; the repositories use a bounded set of
@@ -213,19 +214,9 @@ class DatabaseUnreachable(Exception):
 
     def __init__(self, setting: str, cause: BaseException, *, dsn: str = "") -> None:
         reason = str(cause) or type(cause).__name__
-        for secret in _typed_secrets(dsn):  # a driver may echo a misparsed database name
-            reason = reason.replace(secret, "***")
+        # A driver may echo a misparsed database name, and with it part of the password.
+        reason = redact(reason, *typed_passwords(dsn))
         super().__init__(f"the database of {setting} took no connection: {reason}")
-
-
-def _typed_secrets(dsn: str) -> list[str]:
-    """The password as typed in ``dsn`` (everything between the user's ``:`` and the last
-    ``@``), and its ``/``-separated pieces, which a misparse may have split it into."""
-    rest = dsn.partition("://")[2]
-    userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
-    password = userinfo.partition(":")[2]
-    pieces = [piece for piece in password.split("/") if len(piece) >= 4]
-    return sorted({password, *pieces} - {""}, key=len, reverse=True)
 
 
 @asynccontextmanager

@@ -86,11 +86,3 @@ def with_login(dsn: str, *, user: str, password: str, database: str) -> str:
 def base_env() -> dict[str, str]:
     """A child's environment before anything is added: where programs are, the locale."""
     return {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with every secret (plain or URL-quoted) replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return text

@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from dockyard.core.redaction import redact
 from dockyard.runner.errors import DatabaseError
-from dockyard.runner.libpq import redact, tool_connection
+from dockyard.runner.libpq import tool_connection
 
 APPLICATION_NAME = "dockyard-backup"
 CONNECT_TIMEOUT_SECONDS = 10.0

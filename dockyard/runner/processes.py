@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from dockyard.core.redaction import redact
 from dockyard.runner.errors import ToolFailed
-from dockyard.runner.libpq import redact
 from dockyard.runner.server_text import without_row_values
 
 STDERR_TAIL_BYTES = 8 * 1024

@@ -67,6 +67,7 @@ import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from dockyard.core.redaction import redact
 from dockyard.runner.envelope import Sealer
 from dockyard.runner.errors import (
     ArtifactCorrupt,
@@ -75,7 +76,7 @@ from dockyard.runner.errors import (
     TargetNotEmpty,
 )
 from dockyard.runner.keys import EncryptionKey, Keyring
-from dockyard.runner.libpq import base_env, redact, tool_connection
+from dockyard.runner.libpq import base_env, tool_connection
 from dockyard.runner.manifest import count_rows, exported_snapshot, user_relations
 from dockyard.runner.options import BackupOptions, RestoreOptions, Tools
 from dockyard.runner.processes import Command, ProcessChain, tool_version

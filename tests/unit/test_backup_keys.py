@@ -6,8 +6,9 @@ import base64
 
 import pytest
 
+from dockyard.core.redaction import redact
 from dockyard.runner import EncryptionKey, Keyring, WrongKey
-from dockyard.runner.libpq import redact, tool_connection
+from dockyard.runner.libpq import tool_connection
 from dockyard.runner.processes import Exit, first_failure
 
 RAW = bytes(range(100, 132))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from urllib.parse import quote
 
 import asyncpg
+
+from dockyard.core.redaction import redact
 
 
 class UnavailableReason(StrEnum):
@@ -84,7 +85,9 @@ def translate(exc: BaseException, where: str, hidden: Iterable[str]) -> ManagedD
     """``exc``, raised while using ``where``, as the error the operator reports."""
     # A timeout's text is empty or asyncpg's internals; its class name says enough.
     detail = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc)
-    detail = _redact(detail or type(exc).__name__, hidden)
+    # Belt and braces: neither asyncpg nor PostgreSQL echo passwords, but a message
+    # that ever did must not carry one into a status condition or a log.
+    detail = redact(detail or type(exc).__name__, *hidden)
     for kinds, reason, what in _UNAVAILABLE:
         if isinstance(exc, kinds):
             return DatabaseUnavailable(reason.value, f"{what.format(where=where)}: {detail}")
@@ -92,12 +95,3 @@ def translate(exc: BaseException, where: str, hidden: Iterable[str]) -> ManagedD
     return DatabaseOperationFailed(
         "OperationFailed", f"a statement failed on {where} (SQLSTATE {sqlstate}): {detail}"
     )
-
-
-def _redact(text: str, hidden: Iterable[str]) -> str:
-    # Belt and braces: neither asyncpg nor PostgreSQL echo passwords, but a message
-    # that ever did must not carry one into a status condition or a log.
-    for secret in hidden:
-        if secret:
-            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return text
