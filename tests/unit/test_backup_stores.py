@@ -14,7 +14,7 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.resources import BACKUP_STORES
 from dockyard.core.settings import Settings
-from dockyard.operator.runs.context import KeyUnavailable
+from dockyard.operator.runs.context import KeyUnavailable, StorageRefused
 from dockyard.operator.runs.s3_access import CredentialsUnavailable, ca_bundle_file
 from dockyard.operator.runs.stores import (
     DEFAULT_STORE,
@@ -23,6 +23,7 @@ from dockyard.operator.runs.stores import (
     derived_secret_name,
     ensure_default_store,
     ensure_derived_secret,
+    fill_from_store,
     filled,
     find_store,
     namespace_keyring,
@@ -183,6 +184,27 @@ async def test_a_planted_secret_holding_another_key_is_refused_not_used() -> Non
     # The very key already there (a second Backup of the namespace) is fine.
     kube.secret("shop", name, {"key": _b64(key.key)})
     assert await ensure_derived_secret(cast(KubeClient, kube), "platform", "shop", key) == name
+
+
+async def test_a_store_stored_over_the_runners_own_files_fills_no_backup() -> None:
+    """A BackupStore saved before the API server refused such a claim path is still read;
+    it must not fill a Backup (the runner Job would mount the claim over its own files).
+    The Backup waits for the store, saying why, until an administrator moves it."""
+    kube = _Stores(("platform", True))
+    store = kube.objects[f"{STORES}/platform"]
+    store["spec"]["storage"] = {"filesystem": {"path": "/opt/dockyard", "claimName": "pvc"}}
+    before = dict(kube.objects)
+    backup = Backup.model_validate(
+        {"metadata": {"name": "b", "namespace": "shop", "uid": UID},
+         "spec": {"environmentRef": {"name": "s"}}}
+    )  # fmt: skip
+
+    with pytest.raises(StorageRefused, match=r"BackupStore platform's filesystem path "
+                       r"/opt/dockyard: a runner Job mounts claimName") as refused:  # fmt: skip
+        await fill_from_store(cast(KubeClient, kube), backup)
+
+    assert refused.value.reason == "StorageRefused"
+    assert kube.objects == before  # no derived key Secret, nothing written
 
 
 async def test_the_derived_secret_is_created_labelled_with_its_key_id() -> None:
