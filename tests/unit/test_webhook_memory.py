@@ -5,7 +5,8 @@ metric series (a slow receiver is the one people delete)."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
@@ -29,8 +30,10 @@ class _Deliveries:
 
     def __init__(self) -> None:
         self.writes: list[tuple[Any, ...]] = []
+        self.while_writing: Callable[[], None] = lambda: None
 
     async def execute(self, *args: Any) -> None:
+        self.while_writing()
         self.writes.append(args)
 
 
@@ -52,8 +55,21 @@ def _dispatcher() -> tuple[Dispatcher, Target, CollectorRegistry]:
     return dispatcher, target, registry
 
 
-def _claimed() -> store.Claimed:
-    return store.Claimed(1, "uid-1", "evt_1", 1, datetime.now(UTC), "backup.completed", {})
+def _claimed(due_since: datetime | None = None) -> store.Claimed:
+    since = due_since or datetime.now(UTC)
+    return store.Claimed(1, "uid-1", "evt_1", 1, since, "backup.completed", {})
+
+
+def _forgotten(dispatcher: Dispatcher, registry: CollectorRegistry) -> bool:
+    series = [
+        registry.get_sample_value(
+            "dockyard_webhook_deliveries_total",
+            {"namespace": "team", "webhook": "hook", "result": result},
+        )
+        for result in ("delivered", "failed", "dead_lettered")
+    ]
+    memory = (dispatcher._last, dispatcher._failures, dispatcher._shown)
+    return memory == ({}, {}, {}) and series == [None, None, None]
 
 
 @pytest.mark.parametrize("answer", [204, 503])
@@ -81,3 +97,56 @@ async def test_a_delivery_finishing_after_its_webhook_was_removed_brings_nothing
     assert delivered is None
     assert len(cast(_Deliveries, dispatcher.pool).writes) == 1  # the row is still settled
     assert dispatcher.breakers.state_of(Dependency.WEBHOOK, target.uid) == "closed"
+
+
+@pytest.mark.parametrize("answer", [204, 503])
+async def test_a_webhook_removed_while_its_delivery_row_is_written_is_not_brought_back(
+    answer: int,
+) -> None:
+    """Removed after the receiver answered, while the database settles the row: as
+    delivered, or (the delivery due for long) as given up."""
+    dispatcher, target, registry = _dispatcher()
+    deliveries = cast(_Deliveries, dispatcher.pool)
+    deliveries.while_writing = lambda: dispatcher._drop(target.uid)
+
+    async def post(_target: Target, _delivery: store.Claimed) -> int:
+        if answer >= 300:
+            raise DeliveryFailed(answer)
+        return answer
+
+    dispatcher._post = post  # type: ignore[method-assign]
+    long_due = datetime.now(UTC) - timedelta(seconds=Settings().webhook_dead_letter_after + 1)
+    await dispatcher._deliver(_claimed(long_due))
+
+    assert len(deliveries.writes) == 1
+    assert _forgotten(dispatcher, registry)
+    assert not dispatcher.breakers._states
+
+
+async def test_an_unexpected_error_is_stored_by_its_type_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dispatcher, _, _ = _dispatcher()
+
+    async def post(_target: Target, _delivery: store.Claimed) -> int:
+        raise ValueError("receiver said: HTTP/1.1 200 token=s3cret")
+
+    async def fan_out(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    async def claim(*_args: Any, **_kwargs: Any) -> list[store.Claimed]:
+        return [_claimed()]
+
+    async def show() -> None:
+        return None
+
+    dispatcher._post = post  # type: ignore[method-assign]
+    dispatcher._show = show  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "fan_out", fan_out)
+    monkeypatch.setattr(store, "claim", claim)
+    await dispatcher.run_once()
+
+    written = cast(_Deliveries, dispatcher.pool).writes
+    assert written
+    assert all("s3cret" not in str(args) for args in written)
+    assert any("ValueError" in str(args) for args in written)

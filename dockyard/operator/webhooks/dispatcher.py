@@ -274,7 +274,7 @@ class Dispatcher:
                     raise  # the database: the pass fails, the lease brings it back
                 except Exception as exc:
                     logger.exception("webhook delivery failed unexpectedly")
-                    await store.retry(self.pool, delivery.id, self._lease(), None, repr(exc))
+                    await store.retry(self.pool, delivery.id, self._lease(), None, describe(exc))
 
         await asyncio.gather(*(one(d) for d in claimed))
         await self._show()
@@ -307,9 +307,9 @@ class Dispatcher:
             error = exc.reason if cause is None else describe(cause)
             await self._failed(target, delivery, status, error, exc.retry_after)
             return
-        known = self._known(target)  # before the write, which may fail
+        self._known(target)  # the POST may have brought a removed Webhook's breaker back
         await store.delivered(self.pool, delivery.id, status)
-        if known:
+        if self._known(target):  # and it may have been removed while the row was written
             self._count(target, "delivered")
             self._failures[target.uid] = 0
             self._remember(target, delivery, status)
@@ -366,7 +366,7 @@ class Dispatcher:
         due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()
         if due_for >= self.settings.webhook_dead_letter_after:
             await store.give_up(self.pool, delivery.id, status, error)
-            if known:
+            if self._known(target):
                 self._count(target, "dead_lettered")
             logger.warning(
                 "webhook delivery given up",
