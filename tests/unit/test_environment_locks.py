@@ -78,3 +78,25 @@ async def test_passes_waiting_for_a_lock_share_it_and_it_goes_after_the_last() -
 
     assert most == 1
     assert locks._locks == {}
+
+
+async def test_a_pass_cancelled_while_it_waits_leaves_no_mark_that_skips_later_ones() -> None:
+    reconciler = _reconciler({"metadata": {"name": "shop"}})
+    passes: list[str] = []
+
+    async def full_pass(raw: dict[str, Any]) -> None:
+        passes.append(raw["metadata"]["name"])
+
+    reconciler._pass = full_pass  # type: ignore[method-assign]
+    async with reconciler.locks.lock(KEY):  # another pass holds the lock
+        waiting = asyncio.create_task(reconciler.reconcile_owner(KEY))
+        await asyncio.sleep(0)
+        assert KEY in reconciler.locks.queued
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    assert reconciler.locks.queued == set()
+    await reconciler.reconcile_owner(KEY)  # the next change is served, not skipped
+    assert passes == ["shop"]
+    assert reconciler.locks._locks == {}

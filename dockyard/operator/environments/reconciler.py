@@ -141,19 +141,28 @@ class Reconciler:
         if key in self.locks.queued:
             return
         self.locks.queued.add(key)
-        async with self.locks.lock(key):
-            self.locks.queued.discard(key)
-            try:
-                raw = await self.fetch(key)
-                if raw is None or deleting(raw):
-                    return
-                await self._pass(raw)
-            except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
-                # Not retried here: the drift-repair timer runs the same pass shortly.
-                logger.warning(
-                    "reconcile after a child changed failed; the next periodic pass retries",
-                    extra={"namespace": key[0], "environment": key[1], "error": str(exc)},
-                )
+        entered = False
+        try:
+            async with self.locks.lock(key):
+                entered = True
+                self.locks.queued.discard(key)
+                await self._pass_after_child(key)
+        finally:
+            if not entered:  # cancelled while waiting: later changes must not be skipped
+                self.locks.queued.discard(key)
+
+    async def _pass_after_child(self, key: Key) -> None:
+        try:
+            raw = await self.fetch(key)
+            if raw is None or deleting(raw):
+                return
+            await self._pass(raw)
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            # Not retried here: the drift-repair timer runs the same pass shortly.
+            logger.warning(
+                "reconcile after a child changed failed; the next periodic pass retries",
+                extra={"namespace": key[0], "environment": key[1], "error": str(exc)},
+            )
 
     async def refresh_status(self, key: Key) -> None:
         """The status after the Deployment's status changed and nothing else did.
