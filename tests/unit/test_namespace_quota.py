@@ -4,7 +4,9 @@ and what its runs are writing count together, and a write past it leaves nothing
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -37,7 +39,9 @@ async def _write(store: FilesystemStore, sizes: list[int]) -> None:
         await writer.commit()
 
 
-async def test_a_write_past_the_quota_fails_and_leaves_no_partial(tmp_path: Path) -> None:
+async def test_a_write_past_the_quota_fails_and_leaves_no_partial(
+    tmp_path: Path, catalog: _Held
+) -> None:
     catalog = _Stored({"team-a": 600})
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
     async with quotas.writing("team-a") as quota:
@@ -49,7 +53,9 @@ async def test_a_write_past_the_quota_fails_and_leaves_no_partial(tmp_path: Path
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # noqa: ASYNC240
 
 
-async def test_runs_of_one_namespace_share_its_quota_and_others_do_not(tmp_path: Path) -> None:
+async def test_runs_of_one_namespace_share_its_quota_and_others_do_not(
+    tmp_path: Path, catalog: _Held
+) -> None:
     catalog = _Stored({})
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
     async with quotas.writing("team-a") as first, quotas.writing("team-b") as elsewhere:
@@ -66,7 +72,9 @@ async def test_runs_of_one_namespace_share_its_quota_and_others_do_not(tmp_path:
         later.charge(600)
 
 
-async def test_a_quota_that_cannot_be_checked_fails_the_run_retryably(tmp_path: Path) -> None:
+async def test_a_quota_that_cannot_be_checked_fails_the_run_retryably(
+    tmp_path: Path, catalog: _Held
+) -> None:
     catalog = _Stored({"team-a": 100})
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
     catalog.down = True
@@ -83,69 +91,181 @@ async def test_a_quota_that_cannot_be_checked_fails_the_run_retryably(tmp_path: 
             first.charge(401)
 
 
-class _Slow(_Stored):
-    """A catalog whose reads wait until the test lets them go."""
+class _Held(_Stored):
+    """A catalog whose reads answer only when the test lets each go: with what the
+    catalog held when the read started, as a query sees what was committed before it."""
 
-    def __init__(self) -> None:
-        super().__init__({})
-        self.gate = asyncio.Event()
-        self.reading = asyncio.Event()
+    def __init__(self, kept: dict[str, int] | None = None) -> None:
+        super().__init__(kept or {})
+        self.holding = False
+        self.reads: list[asyncio.Future[int]] = []
+        self.handed = 0
+        self.started = asyncio.Event()
 
     async def stored_bytes(self, namespace: str, under: str) -> int:
-        if self.gate.is_set():
+        if not self.holding:
             return await super().stored_bytes(namespace, under)
-        self.reading.set()
-        await self.gate.wait()
-        if self.down:
+        seen, down = self.kept.get(namespace, 0), self.down
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.reads.append(answer)
+        self.started.set()
+        await answer
+        if down:
             raise asyncpg.CannotConnectNowError("the database system is starting up")
-        return 0
+        return seen
+
+    async def next_read(self) -> asyncio.Future[int]:
+        """The reads in the order they started, each once it has (a read that never
+        starts fails the test in 5 s rather than hanging it)."""
+        async with asyncio.timeout(5):
+            while len(self.reads) == self.handed:
+                self.started.clear()
+                await self.started.wait()
+        self.handed += 1
+        return self.reads[self.handed - 1]
+
+
+@pytest.fixture
+async def catalog() -> AsyncIterator[_Held]:
+    """A held catalog that lets every read go when the test ends, passed or failed, so
+    that no run is left waiting when the loop closes."""
+    held = _Held()
+    yield held
+    held.holding = False
+    for read in held.reads:
+        if not read.done():
+            read.set_result(0)
+
+
+async def _enter(quotas: NamespaceQuotas, namespace: str) -> tuple[Any, Any]:
+    run = quotas.writing(namespace)
+    return run, await run.__aenter__()
 
 
 @pytest.mark.parametrize("down", [False, True])
 async def test_the_last_run_ending_while_another_reads_leaves_nothing_behind(
-    tmp_path: Path, down: bool
+    tmp_path: Path, catalog: _Held, down: bool
 ) -> None:
     """Run A ends while B still writes, and reads the catalog again; B ends during that
     read. A's read must neither bring the namespace's count back (kept for ever) nor,
     when the catalog fails, add to a count that is gone (a KeyError)."""
-    catalog = _Slow()
-    catalog.gate.set()
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
-    first, second = quotas.writing("team-a"), quotas.writing("team-a")
-    await first.__aenter__()
-    await second.__aenter__()
-    catalog.gate.clear()
-    catalog.down = down
+    first, _ = await _enter(quotas, "team-a")
+    second, _ = await _enter(quotas, "team-a")
+    catalog.holding, catalog.down = True, down
     ending = asyncio.create_task(first.__aexit__(None, None, None))
-    await catalog.reading.wait()
-    await second.__aexit__(None, None, None)  # the last run: the namespace is forgotten
+    read = await catalog.next_read()
+    await second.__aexit__(None, None, None)  # A is ending too: no run needs a count
 
-    catalog.gate.set()
+    read.set_result(0)
     await ending
 
     assert quotas._stored == {}
     assert quotas._writing == {}
 
 
-async def test_a_read_overtaken_by_a_newer_run_does_not_undercount_it(tmp_path: Path) -> None:
+async def test_a_read_overtaken_by_a_newer_one_does_not_undercount(
+    tmp_path: Path, catalog: _Held
+) -> None:
     """Run A ends while B writes and reads the catalog again; B catalogues its artifact
-    and ends; run C starts and reads the catalog with B's artifact. A's read, older,
-    answers last: it must not replace C's count, or C could write past the quota by the
-    size of B's artifact."""
-    catalog = _Slow()
-    catalog.gate.set()
+    and ends, reading after it; run C starts. A's read, older, answers last: it must not
+    replace the newer count, or C could write past the quota by B's artifact."""
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
-    first, second = quotas.writing("team-a"), quotas.writing("team-a")
-    await first.__aenter__()
-    await second.__aenter__()
-    catalog.gate.clear()
-    ending = asyncio.create_task(first.__aexit__(None, None, None))  # reads, held back
-    await catalog.reading.wait()
-    await second.__aexit__(None, None, None)
+    first, _ = await _enter(quotas, "team-a")
+    second, written = await _enter(quotas, "team-a")
+    written.charge(700)
+    catalog.holding = True
+    ending_first = asyncio.create_task(first.__aexit__(None, None, None))
+    older = await catalog.next_read()
     catalog.kept["team-a"] = 700  # B's artifact, catalogued
-    catalog.gate.set()  # C's read answers at once; A's is released with it
-    async with quotas.writing("team-a") as third:
-        await ending
-        with pytest.raises(StorageQuotaExceeded):
-            third.charge(301)
-        third.charge(300)
+    third = asyncio.create_task(_enter(quotas, "team-a"))
+    newer = await catalog.next_read()
+    newer.set_result(0)
+    run, charges = await third
+    ending_second = asyncio.create_task(second.__aexit__(None, None, None))
+    older.set_result(0)
+    await ending_first
+    (await catalog.next_read()).set_result(0)  # B's own read, after its artifact: 700
+    await ending_second
+
+    with pytest.raises(StorageQuotaExceeded):
+        charges.charge(301)
+    charges.charge(300)
+    catalog.holding = False
+    await run.__aexit__(None, None, None)
+    assert quotas._writing == {}
+
+
+async def test_a_run_ending_during_a_new_runs_first_read_is_read_again(
+    tmp_path: Path, catalog: _Held
+) -> None:
+    """A is the namespace's only run. B's first read starts before A's artifact is
+    catalogued; A then ends. B must count A's artifact all the same."""
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, written = await _enter(quotas, "team-a")
+    written.charge(400)
+    catalog.holding = True
+    second = asyncio.create_task(_enter(quotas, "team-a"))
+    stale = await catalog.next_read()  # before A's row: 0
+    catalog.kept["team-a"] = 400
+    ending = asyncio.create_task(first.__aexit__(None, None, None))
+    (await catalog.next_read()).set_result(0)  # A's read again, after its row: 400
+    await ending
+    stale.set_result(0)
+    run, charges = await second
+
+    with pytest.raises(StorageQuotaExceeded, match="would keep 1001 bytes"):
+        charges.charge(601)
+    catalog.holding = False
+    await run.__aexit__(None, None, None)
+
+
+async def test_an_ending_runs_bytes_count_while_its_read_is_out(
+    tmp_path: Path, catalog: _Held
+) -> None:
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, written = await _enter(quotas, "team-a")
+    run, other = await _enter(quotas, "team-a")
+    written.charge(300)
+    catalog.holding = True
+    ending = asyncio.create_task(first.__aexit__(None, None, None))
+    read = await catalog.next_read()
+
+    with pytest.raises(StorageQuotaExceeded, match="would keep 1001 bytes"):
+        other.charge(701)  # A's 300 bytes are neither catalogued nor forgotten yet
+    catalog.kept["team-a"] = 300
+    read.set_result(0)
+    await ending
+    other.charge(700)
+    catalog.holding = False
+    await run.__aexit__(None, None, None)
+
+
+async def test_a_failed_read_again_is_not_undone_by_an_older_read(
+    tmp_path: Path, catalog: _Held
+) -> None:
+    """A ends while C's first read (started before A's row) is out; A's own read fails,
+    so A's bytes stay counted. C's older read, answering after, must not drop them."""
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, written = await _enter(quotas, "team-a")
+    second, other = await _enter(quotas, "team-a")
+    written.charge(500)
+    catalog.holding = True
+    third = asyncio.create_task(_enter(quotas, "team-a"))
+    older = await catalog.next_read()
+    catalog.down = True  # A's row is not written, and its read fails
+    ending = asyncio.create_task(first.__aexit__(None, None, None))
+    (await catalog.next_read()).set_result(0)
+    await ending
+    catalog.down = False
+    older.set_result(0)
+    run, charges = await third
+
+    with pytest.raises(StorageQuotaExceeded):
+        charges.charge(501)
+    other.charge(250)
+    charges.charge(250)
+    catalog.holding = False
+    for ending_run in (second, run):
+        await ending_run.__aexit__(None, None, None)
+    assert quotas._writing == {}

@@ -42,48 +42,56 @@ class NamespaceQuotas:
         self._under = root.expanduser().resolve().as_uri() + "/"
         self._stored: dict[str, int] = {}
         self._writing: dict[str, set[_Charges]] = {}
-        # Reads are numbered; a read overtaken by a later one that was already counted
-        # (two runs ending at once, or a new run's first read) is dropped.
+        # Reads are numbered; one that answers after a later one was counted is dropped.
         self._reads = 0
         self._counted: dict[str, int] = {}
 
     @asynccontextmanager
     async def writing(self, namespace: str) -> AsyncIterator[_Charges]:
-        """A quota for one run's writes in ``namespace``, counted with the others'."""
-        number, stored = await self._numbered_read(namespace)
+        """A quota for one run's writes in ``namespace``, counted with the others'.
+
+        The run is one of the namespace's from before its first read until after its
+        last: a run ending meanwhile sees it and reads again, and its own bytes count
+        until a read that started after its artifact was catalogued replaces them.
+        """
         runs = self._writing.setdefault(namespace, set())
-        self._count(namespace, number, stored)
         charges = _Charges(self, namespace)
         runs.add(charges)
         try:
+            number = self._number()
+            self._count(namespace, number, await self._read(namespace))
             yield charges
         finally:
-            runs.discard(charges)
-            if runs:
-                await self._recount(namespace, runs, charges)
-            else:
-                del self._writing[namespace]
-                for memory in (self._stored, self._counted):
-                    memory.pop(namespace, None)
+            await self._ended(namespace, runs, charges)
 
-    async def _recount(self, namespace: str, runs: set[_Charges], ended: _Charges) -> None:
-        """After ``ended``, while ``runs`` still write: its artifact is catalogued by now
-        (or was never committed), so read again; if the catalog does not answer, keep
-        what it wrote counted. Only while these runs are the namespace's: the last of
-        them may end during the read, and take its count with it."""
-        try:
-            number, stored = await self._numbered_read(namespace)
-        except StorageError:
-            if self._writing.get(namespace) is runs:
+    async def _ended(self, namespace: str, runs: set[_Charges], ended: _Charges) -> None:
+        """After ``ended``: its artifact is catalogued by now (or was never committed).
+        While other runs write, read again; if the catalog does not answer, keep what it
+        wrote counted. Its charges stay among the runs' until the new count stands.
+        Runs that are ending too need no new count: the next run to start reads anew."""
+        ended.ending = True
+        if any(not run.ending for run in runs):
+            number = self._number()
+            try:
+                stored: int | None = await self._read(namespace)
+            except StorageError:
+                stored = None
+            if stored is not None:
+                self._count(namespace, number, stored)
+            elif number > self._counted.get(namespace, 0):  # no newer read counted it
+                self._counted[namespace] = number
                 self._stored[namespace] = self._stored.get(namespace, 0) + ended.written
-            return
-        if self._writing.get(namespace) is runs:
-            self._count(namespace, number, stored)
+        runs.discard(ended)
+        if not runs:
+            del self._writing[namespace]
+            for memory in (self._stored, self._counted):
+                memory.pop(namespace, None)
 
-    async def _numbered_read(self, namespace: str) -> tuple[int, int]:
+    def _number(self) -> int:
+        """Reads are numbered in the order they start: one started later sees all that
+        was committed before an earlier one did."""
         self._reads += 1
-        number = self._reads
-        return number, await self._read(namespace)
+        return self._reads
 
     def _count(self, namespace: str, number: int, stored: int) -> None:
         if number > self._counted.get(namespace, 0):
@@ -112,6 +120,7 @@ class _Charges:
         self.quotas = quotas
         self.namespace = namespace
         self.written = 0
+        self.ending = False
 
     def charge(self, nbytes: int) -> None:
         total = self.quotas.counted(self) + nbytes
