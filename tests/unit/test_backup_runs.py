@@ -479,11 +479,18 @@ def test_a_template_stored_with_a_claim_over_the_runner_makes_no_backup() -> Non
     """The API server refuses such a path now, so every Backup the schedule made would be
     refused; a schedule stored before says why instead of failing each pass."""
     storage = {"filesystem": {"path": "/opt/dockyard", "claimName": "backups"}}
-    schedule = _schedule(template={"storage": storage, "encryption": ENCRYPTION})
+    schedule = _schedule(
+        template={"storage": storage, "encryption": ENCRYPTION}, retention={"keepLast": 1}
+    )
+    earlier = [
+        _backup("nightly-1", BackupPhase.COMPLETED, NOW - timedelta(days=2)),
+        _backup("nightly-2", BackupPhase.COMPLETED, NOW - timedelta(days=1)),
+    ]
 
-    tick = plan_tick(schedule, [], NOW)
+    tick = plan_tick(schedule, earlier, NOW)
 
     assert tick.create is None
+    assert tick.delete == ("nightly-1",)  # retention still applies to its earlier Backups
     ready = next(c for c in tick.status.conditions if c.type == "Ready")
     assert (ready.status.value, ready.reason) == ("False", "InvalidTemplate")
     assert ready.message.startswith(

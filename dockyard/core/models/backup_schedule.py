@@ -142,7 +142,9 @@ class BackupScheduleStatus(ScheduledStatus):
     field_descriptions: ClassVar[Mapping[str, str]] = {
         "conditions": (
             "Current conditions: Ready, False with reason InvalidSchedule and the parser's "
-            "message when the schedule or time zone is refused."
+            "message when the schedule or time zone is refused, or InvalidTemplate when the "
+            "template's claim path would cover the runner's own files (stored before the "
+            "API server refused such a path)."
         ),
     }
 

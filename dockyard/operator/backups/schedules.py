@@ -125,12 +125,14 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
         return Tick(status=status, invalid=str(exc))
     if (refused := _template_refused(schedule)) is not None:
         # Stored before the API server refused such a path: it would refuse each Backup.
+        # Its earlier Backups are still its own, so retention keeps applying to them.
         status = previous.refused(
             BackupScheduleConditionType.READY, "InvalidTemplate", refused,
             generation=generation, now=now,
             update={previous.next_time_field: None},
         )  # fmt: skip
-        return Tick(status=status, invalid=refused)
+        kept = apply_retention([BackupRecord.of(b) for b in backups], spec.retention, tz)
+        return Tick(status=status, invalid=refused, delete=kept.delete)
 
     active = sorted(b.metadata.name or "" for b in backups if _in_flight(b))
     anchor = previous.last_schedule_time or schedule.metadata.creation_timestamp or now
