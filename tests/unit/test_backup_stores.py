@@ -104,6 +104,7 @@ class _Stores:
 
     def __init__(self, *stores: tuple[str, bool]) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
+        self.patched: list[tuple[str, dict[str, Any]]] = []
         for name, default in stores:
             self.objects[f"{STORES}/{name}"] = _store(name, default)
 
@@ -119,6 +120,10 @@ class _Stores:
         if where in self.objects:
             raise KubeError(409, {"reason": "AlreadyExists"})
         self.objects[where] = body
+        return body
+
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.patched.append((path, body))
         return body
 
     def secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
@@ -193,6 +198,7 @@ async def test_a_store_stored_over_the_runners_own_files_fills_no_backup() -> No
     kube = _Stores(("platform", True))
     store = kube.objects[f"{STORES}/platform"]
     store["spec"]["storage"] = {"filesystem": {"path": "/opt/dockyard", "claimName": "pvc"}}
+    store["metadata"]["uid"] = "store-uid"
     before = dict(kube.objects)
     backup = Backup.model_validate(
         {"metadata": {"name": "b", "namespace": "shop", "uid": UID},
@@ -204,7 +210,13 @@ async def test_a_store_stored_over_the_runners_own_files_fills_no_backup() -> No
         await fill_from_store(cast(KubeClient, kube), backup)
 
     assert refused.value.reason == "StorageRefused"
-    assert kube.objects == before  # no derived key Secret, nothing written
+    assert kube.objects == before  # no derived key Secret
+    # The store itself says why it serves no Backup; nothing else is written.
+    [(path, body)] = kube.patched
+    assert path == f"{STORES}/platform/status"
+    [ready] = body["status"]["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "StorageRefused")
+    assert ready["message"].startswith("filesystem path /opt/dockyard: a runner Job mounts")
 
 
 async def test_the_derived_secret_is_created_labelled_with_its_key_id() -> None:

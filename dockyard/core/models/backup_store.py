@@ -89,7 +89,7 @@ class BackupStoreConditionType(StrEnum):
     """The condition types the operator sets on a BackupStore."""
 
     READY = "Ready"
-    """Every key of the store could be read."""
+    """Every key of the store could be read, and its storage may be used."""
 
 
 class BackupStoreStatus(Status):
@@ -98,7 +98,9 @@ class BackupStoreStatus(Status):
     field_descriptions: ClassVar[Mapping[str, str]] = {
         "conditions": (
             "Current conditions: Ready, False with the reason KeyUnavailable and which "
-            "Secret is missing when a key cannot be read."
+            "Secret is missing when a key cannot be read, or StorageRefused when its claim "
+            "path would cover the runner's own files (stored before the API server refused "
+            "such a path)."
         ),
     }
 

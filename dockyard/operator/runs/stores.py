@@ -43,7 +43,11 @@ from pydantic import ValidationError
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
+from dockyard.core.models.backup_store import (
+    BackupStore,
+    BackupStoreConditionType,
+    BackupStoreStatus,
+)
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import (
     RUNNER_OWN_PATH_MESSAGE,
@@ -205,10 +209,13 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
     filesystem = store.spec.storage.filesystem
     if backup.spec.storage is None and filesystem is not None and filesystem.covers_the_runner():
         # A store made before the API server refused such a path: it would refuse the fill.
-        raise StorageRefused(
-            f"BackupStore {store_name}'s filesystem path {filesystem.path}: "
-            f"{RUNNER_OWN_PATH_MESSAGE}"
-        )
+        why = f"filesystem path {filesystem.path}: {RUNNER_OWN_PATH_MESSAGE}"
+        refused = store.status.with_condition(
+            BackupStoreConditionType.READY, False, StorageRefused.reason, why,
+            generation=store.metadata.generation,
+        )  # fmt: skip
+        await _write_status(kube, store, refused)
+        raise StorageRefused(f"BackupStore {store_name}'s {why}")
     if backup.spec.storage is None:
         spec["storage"] = store.spec.storage.model_dump(
             mode="json", by_alias=True, exclude_none=True
@@ -252,18 +259,22 @@ async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
             f"{len(ids)} keys readable, current {current.key_id}",
             generation=generation,
         )
+    await _write_status(kube, store, status)
+    return current
+
+
+async def _write_status(kube: KubeClient, store: BackupStore, status: BackupStoreStatus) -> None:
     try:
         await patch_status(
             kube,
             BACKUP_STORES,
             None,
             store.metadata.name or "",
-            status.observed(generation).body(),
+            status.observed(store.metadata.generation).body(),
             uid=store.metadata.uid,
         )
     except KubeError as exc:  # a report only: the Backup goes on
         logger.warning("BackupStore status not written", extra={"error": str(exc)})
-    return current
 
 
 async def ensure_derived_secret(
