@@ -101,6 +101,10 @@ RETURNING event_id
 
 
 _SQL_FORGET_DELIVERIES = "DELETE FROM webhook_deliveries WHERE webhook_uid = $1"
+_SQL_WEBHOOK_UIDS = """
+SELECT webhook_uid FROM webhook_cursors
+UNION SELECT DISTINCT webhook_uid FROM webhook_deliveries
+"""
 _SQL_FORGET_CURSOR = "DELETE FROM webhook_cursors WHERE webhook_uid = $1"
 _SQL_PURGE_FINISHED = """
 DELETE FROM webhook_deliveries WHERE id IN (
@@ -252,6 +256,11 @@ async def forget(pool: asyncpg.Pool, webhook_uid: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(_SQL_FORGET_DELIVERIES, webhook_uid)
         await conn.execute(_SQL_FORGET_CURSOR, webhook_uid)
+
+
+async def webhook_uids(pool: asyncpg.Pool) -> set[str]:
+    """The Webhooks that have a cursor or deliveries."""
+    return {r["webhook_uid"] for r in await pool.fetch(_SQL_WEBHOOK_UIDS)}
 
 
 async def purge(pool: asyncpg.Pool, before: datetime) -> tuple[int, int]:

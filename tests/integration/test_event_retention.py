@@ -1,8 +1,9 @@
 """Retention of the event log and of webhook deliveries: what is past
 DOCKYARD_EVENT_RETENTION_DAYS and finished goes; what a delivery still waits for stays;
 a deleted Webhook's deliveries go at once, or with the next retention pass when the
-database was out. (That the runtime role deletes from the log
-only through events_purge_before, migration 0007, is test_audit_roles.py's.)"""
+database was out or the Webhook was deleted while no operator watched. (That the runtime
+role deletes from the log only through events_purge_before, migration 0007, is
+test_audit_roles.py's.)"""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import yaml
 
 from dockyard.core import webhook_deliveries as store
 from dockyard.core.kube import KubeClient, KubeConfig
 from dockyard.operator.webhooks.dispatcher import Dispatcher
 from dockyard.testbed.cluster import State
-from tests.conftest import api_settings
+from tests.conftest import Kubectl, api_settings
 
 pytestmark = pytest.mark.usefixtures("platform_migrated")
 
@@ -136,8 +138,8 @@ async def test_a_deleted_webhook_the_database_missed_is_forgotten_by_the_next_pa
             )
         assert kept == 1
 
-        dispatcher.pool = pool  # the database is back: the next retention pass forgets it
-        await dispatcher._forget_deleted()
+        dispatcher.retention.pool = pool  # the database is back: the next pass forgets it
+        await dispatcher.retention.forget_deleted()
     finally:
         await kube.close()
     async with pool.acquire() as conn:
@@ -145,3 +147,49 @@ async def test_a_deleted_webhook_the_database_missed_is_forgotten_by_the_next_pa
             "SELECT count(*) FROM webhook_deliveries WHERE webhook_uid = $1", webhook
         )
     assert left == 0
+
+
+@pytest.mark.usefixtures("crds_installed")
+async def test_a_webhook_deleted_while_no_operator_watched_is_forgotten_by_a_pass(
+    pool: asyncpg.Pool, testbed_state: State, kubectl: Kubectl, namespace: str
+) -> None:
+    """Its DELETED event never came; the pass finds it gone from the apiserver and
+    forgets its deliveries and cursor, which would otherwise be claimed and put back
+    for ever, taking the places of the namespace's live Webhooks' deliveries."""
+    manifest = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": "live", "namespace": namespace},
+        "spec": {"url": "https://hooks.example/in", "events": ["*"],
+                 "secretRef": {"name": "live-signing", "key": "secret"}},
+    }  # fmt: skip
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    live = kubectl("get", "webhook", "live", "-n", namespace, "-o", "jsonpath={.metadata.uid}")
+    live_uid, gone_uid = live.stdout.strip(), str(uuid.uuid4())
+    async with pool.acquire() as conn:
+        seq = await _event(conn, namespace, timedelta(0))
+        for uid in (live_uid, gone_uid):
+            await _delivery(conn, uid, namespace, seq, "pending", timedelta(0))
+            await store.start(pool, uid, NOW)
+    settings = api_settings(testbed_state)
+    kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(testbed_state.kubeconfig)))
+    try:
+        retention = Dispatcher(kube, pool, settings).retention
+        await retention.find_orphans()
+        assert gone_uid in retention.unforgotten
+        assert live_uid not in retention.unforgotten
+        # Only this test's: other suites' rows of made-up uids are theirs to keep.
+        retention.unforgotten &= {gone_uid, live_uid}
+        await retention.forget_deleted()
+    finally:
+        await kube.close()
+    async with pool.acquire() as conn:
+        deliveries = await conn.fetch(
+            "SELECT webhook_uid FROM webhook_deliveries WHERE event_seq = $1", seq
+        )
+        cursors = await conn.fetch(
+            "SELECT webhook_uid FROM webhook_cursors WHERE webhook_uid = any($1::text[])",
+            [live_uid, gone_uid],
+        )
+    assert [r["webhook_uid"] for r in deliveries] == [live_uid]
+    assert [r["webhook_uid"] for r in cursors] == [live_uid]

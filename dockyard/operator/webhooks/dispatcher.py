@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
@@ -49,6 +49,7 @@ from dockyard.operator.webhooks.failures import (
     describe,
     trips_breaker,
 )
+from dockyard.operator.webhooks.retention import DeliveryRetention
 from dockyard.operator.webhooks.targets import (
     Target,
     TargetRefused,
@@ -62,8 +63,6 @@ logger = logging.getLogger(__name__)
 
 CONCURRENCY: Final = 8
 CLAIM_BATCH: Final = 50
-RETENTION_FIRST_DELAY: Final = 60.0
-RETENTION_INTERVAL: Final = 3600.0
 USER_AGENT: Final = "dockyard-webhooks"
 # How long a suspended Webhook's delivery is parked before it is looked at again.
 SUSPENDED_RECHECK: Final = 300.0
@@ -108,9 +107,7 @@ class Dispatcher:
         self._shown: dict[str, dict[str, Any]] = {}
         self._last: dict[str, LastDelivery] = {}
         self._failures: dict[str, int] = {}
-        # Deleted Webhooks whose deliveries could not be forgotten yet (the database was
-        # out); each retention pass tries again.
-        self._unforgotten: set[str] = set()
+        self.retention = DeliveryRetention(kube, pool, settings)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -123,7 +120,9 @@ class Dispatcher:
             auto_decompress=False,
         )
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
-        self._retention = asyncio.create_task(self._purge_periodically(), name="event-retention")
+        self._retention = asyncio.create_task(
+            self.retention.run_periodically(), name="event-retention"
+        )
 
     async def close(self) -> None:
         for task in (self._task, self._retention):
@@ -189,41 +188,7 @@ class Dispatcher:
     async def remove(self, uid: str) -> None:
         """A Webhook was deleted: forget it, here and its deliveries in the database."""
         self._drop(uid)
-        self._unforgotten.add(uid)
-        await self._forget_deleted()
-
-    async def _forget_deleted(self) -> None:
-        """Forget the deliveries of every deleted Webhook not forgotten yet; one whose
-        forget fails is tried again by the next retention pass."""
-        for uid in sorted(self._unforgotten):
-            try:
-                await store.forget(self.pool, uid)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                logger.warning(
-                    "deleted webhook's deliveries kept until the next retention pass",
-                    extra={"webhook_uid": uid, "error": type(exc).__name__},
-                )
-                return
-            self._unforgotten.discard(uid)
-
-    async def _purge_periodically(self) -> None:
-        """Retention of the event log and of finished deliveries: a minute after start-up,
-        then hourly (``DOCKYARD_EVENT_RETENTION_DAYS``). Purging twice is harmless, so
-        every replica does it."""
-        await asyncio.sleep(RETENTION_FIRST_DELAY)
-        while True:
-            await self._forget_deleted()
-            before = datetime.now(UTC) - timedelta(days=self.settings.event_retention_days)
-            try:
-                deliveries, events = await store.purge(self.pool, before)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                logger.error("event retention failed", extra={"error": type(exc).__name__})
-            else:
-                logger.info(
-                    "event retention purged old rows",
-                    extra={"event": "events.purged", "deliveries": deliveries, "events": events},
-                )
-            await asyncio.sleep(RETENTION_INTERVAL)
+        await self.retention.forget(uid)
 
     def _count(self, target: Target, result: str) -> None:
         if self.metrics is not None:
