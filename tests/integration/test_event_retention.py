@@ -175,6 +175,8 @@ async def test_a_webhook_deleted_while_no_operator_watched_is_forgotten_by_a_pas
     kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(testbed_state.kubeconfig)))
     try:
         retention = Dispatcher(kube, pool, settings).retention
+        await retention.find_orphans()  # a suspect, then (an hour later) forgotten
+        assert gone_uid in retention.suspects
         await retention.find_orphans()
         assert gone_uid in retention.unforgotten
         assert live_uid not in retention.unforgotten

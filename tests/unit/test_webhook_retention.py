@@ -51,19 +51,36 @@ async def test_rows_of_webhooks_the_apiserver_no_longer_has_are_forgotten() -> N
     retention, calls = _retention(["live", "gone"], listed)
 
     await retention.find_orphans()
+    assert retention.unforgotten == set()  # a suspect on a first pass
+    await retention.find_orphans()
 
     assert retention.unforgotten == {"gone"}
+    assert retention.suspects == set()
     # The database first: a Webhook made between the two reads has no rows yet.
-    assert calls == ["database", "apiserver /apis/dockyard.io/v1alpha1/webhooks"]
+    listing = "apiserver /apis/dockyard.io/v1alpha1/webhooks"
+    assert calls == ["database", listing, "database", listing]
+
+
+async def test_a_webhook_listed_again_is_no_longer_a_suspect() -> None:
+    retention, _ = _retention(["back"], {"items": []})
+    await retention.find_orphans()
+    assert retention.suspects == {"back"}
+    cast(_Apiserver, retention.kube).answer = {"items": [{"metadata": {"uid": "back"}}]}
+
+    await retention.find_orphans()
+    await retention.find_orphans()
+
+    assert retention.unforgotten == set()
 
 
 @pytest.mark.parametrize("status", [404, 403, 500])
 async def test_nothing_is_forgotten_when_the_apiserver_cannot_say(status: int) -> None:
     retention, _ = _retention(["live", "gone"], KubeError(status, {"reason": "x"}))
 
-    await retention.find_orphans()
+    for _ in range(2):
+        await retention.find_orphans()
 
-    assert retention.unforgotten == set()
+    assert retention.unforgotten == retention.suspects == set()
 
 
 async def test_no_rows_ask_the_apiserver_nothing() -> None:

@@ -6,7 +6,8 @@ A minute after start-up, then hourly, one pass:
    apiserver no longer has: deleted while no operator watched, so their DELETED event
    never came. The database is read first, then the apiserver: a Webhook made in
    between has no rows yet, and one that had rows and is not listed is gone for good
-   (uids are never reused);
+   (uids are never reused). One is forgotten when two passes in a row found it so: an
+   hour's grace for rows written by hand or restored with the database;
 2. forgets those, and the deleted Webhooks whose forgetting failed before (the database
    was out when their DELETED event came);
 3. purges finished deliveries and events older than ``DOCKYARD_EVENT_RETENTION_DAYS``.
@@ -46,6 +47,8 @@ class DeliveryRetention:
         # Deleted Webhooks whose deliveries could not be forgotten yet (the database was
         # out); each pass tries again.
         self.unforgotten: set[str] = set()
+        # Webhooks the last pass found gone: the next forgets those it finds gone again.
+        self.suspects: set[str] = set()
 
     async def forget(self, uid: str) -> None:
         """A Webhook was deleted: forget its deliveries and cursor, now or on a later pass."""
@@ -67,7 +70,8 @@ class DeliveryRetention:
             self.unforgotten.discard(uid)
 
     async def find_orphans(self) -> None:
-        """Note the Webhooks the database holds rows for and the apiserver no longer has."""
+        """Note the Webhooks the database holds rows for and the apiserver no longer has,
+        as suspects on a first pass, to be forgotten on the second."""
         try:
             held = await store.webhook_uids(self.pool)
             if not held:
@@ -81,12 +85,14 @@ class DeliveryRetention:
             )
             return
         live = {item["metadata"]["uid"] for item in listing.get("items") or ()}
-        if orphans := held - live:
+        orphans = held - live
+        if confirmed := orphans & self.suspects:
             logger.info(
                 "forgetting the deliveries of webhooks deleted while no operator watched",
-                extra={"webhooks": len(orphans)},
+                extra={"webhooks": len(confirmed)},
             )
-            self.unforgotten |= orphans
+            self.unforgotten |= confirmed
+        self.suspects = orphans - confirmed
 
     async def run_once(self) -> None:
         await self.find_orphans()
