@@ -39,9 +39,7 @@ async def _write(store: FilesystemStore, sizes: list[int]) -> None:
         await writer.commit()
 
 
-async def test_a_write_past_the_quota_fails_and_leaves_no_partial(
-    tmp_path: Path, catalog: _Held
-) -> None:
+async def test_a_write_past_the_quota_fails_and_leaves_no_partial(tmp_path: Path) -> None:
     catalog = _Stored({"team-a": 600})
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
     async with quotas.writing("team-a") as quota:
@@ -53,9 +51,7 @@ async def test_a_write_past_the_quota_fails_and_leaves_no_partial(
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # noqa: ASYNC240
 
 
-async def test_runs_of_one_namespace_share_its_quota_and_others_do_not(
-    tmp_path: Path, catalog: _Held
-) -> None:
+async def test_runs_of_one_namespace_share_its_quota_and_others_do_not(tmp_path: Path) -> None:
     catalog = _Stored({})
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
     async with quotas.writing("team-a") as first, quotas.writing("team-b") as elsewhere:
@@ -72,9 +68,7 @@ async def test_runs_of_one_namespace_share_its_quota_and_others_do_not(
         later.charge(600)
 
 
-async def test_a_quota_that_cannot_be_checked_fails_the_run_retryably(
-    tmp_path: Path, catalog: _Held
-) -> None:
+async def test_a_quota_that_cannot_be_checked_fails_the_run_retryably(tmp_path: Path) -> None:
     catalog = _Stored({"team-a": 100})
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
     catalog.down = True
@@ -150,8 +144,9 @@ async def test_the_last_run_ending_while_another_reads_leaves_nothing_behind(
     read. A's read must neither bring the namespace's count back (kept for ever) nor,
     when the catalog fails, add to a count that is gone (a KeyError)."""
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
-    first, _ = await _enter(quotas, "team-a")
+    first, written = await _enter(quotas, "team-a")
     second, _ = await _enter(quotas, "team-a")
+    written.charge(100)
     catalog.holding, catalog.down = True, down
     ending = asyncio.create_task(first.__aexit__(None, None, None))
     read = await catalog.next_read()
@@ -171,8 +166,9 @@ async def test_a_read_overtaken_by_a_newer_one_does_not_undercount(
     and ends, reading after it; run C starts. A's read, older, answers last: it must not
     replace the newer count, or C could write past the quota by B's artifact."""
     quotas = NamespaceQuotas(1000, catalog, tmp_path)
-    first, _ = await _enter(quotas, "team-a")
+    first, earlier = await _enter(quotas, "team-a")
     second, written = await _enter(quotas, "team-a")
+    earlier.charge(100)  # a failed run: its partial file is gone
     written.charge(700)
     catalog.holding = True
     ending_first = asyncio.create_task(first.__aexit__(None, None, None))
@@ -269,3 +265,74 @@ async def test_a_failed_read_again_is_not_undone_by_an_older_read(
     for ending_run in (second, run):
         await ending_run.__aexit__(None, None, None)
     assert quotas._writing == {}
+
+
+async def test_failed_reads_answering_in_reverse_order_keep_both_runs_counted(
+    tmp_path: Path, catalog: _Held
+) -> None:
+    """A and B end while C writes, the database down: both reads fail, B's first. Each
+    run's bytes stay counted; neither failure may pass for a read that has the other's."""
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, a = await _enter(quotas, "team-a")
+    second, b = await _enter(quotas, "team-a")
+    third, c = await _enter(quotas, "team-a")
+    a.charge(300)
+    b.charge(300)
+    catalog.holding, catalog.down = True, True
+    ending_a = asyncio.create_task(first.__aexit__(None, None, None))
+    read_a = await catalog.next_read()
+    ending_b = asyncio.create_task(second.__aexit__(None, None, None))
+    read_b = await catalog.next_read()
+    read_b.set_result(0)
+    await ending_b
+    read_a.set_result(0)
+    await ending_a
+
+    with pytest.raises(StorageQuotaExceeded, match="would keep 1001 bytes"):
+        c.charge(401)
+    c.charge(400)
+    catalog.holding, catalog.down = False, False
+    await third.__aexit__(None, None, None)
+    assert (quotas._writing, quotas._carried) == ({}, {})
+
+
+async def test_a_pass_cancelled_during_its_read_again_keeps_the_run_counted(
+    tmp_path: Path, catalog: _Held
+) -> None:
+    """The run's deadline (or a Replace) cancels the pass again while it reads: the run
+    must still leave the runs, and what it wrote stay counted for the others."""
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, written = await _enter(quotas, "team-a")
+    second, other = await _enter(quotas, "team-a")
+    written.charge(600)
+    catalog.holding = True
+    ending = asyncio.create_task(first.__aexit__(None, None, None))
+    await catalog.next_read()
+    ending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ending
+
+    assert written not in quotas._writing["team-a"]
+    with pytest.raises(StorageQuotaExceeded, match="would keep 1001 bytes"):
+        other.charge(401)
+    catalog.holding = False
+    await second.__aexit__(None, None, None)
+    assert (quotas._writing, quotas._carried) == ({}, {})
+
+
+async def test_a_new_runs_failed_first_read_does_not_drop_what_an_ended_run_carries(
+    tmp_path: Path, catalog: _Held
+) -> None:
+    quotas = NamespaceQuotas(1000, catalog, tmp_path)
+    first, written = await _enter(quotas, "team-a")
+    second, other = await _enter(quotas, "team-a")
+    written.charge(500)
+    catalog.down = True
+    await first.__aexit__(None, None, None)  # its read again fails: 500 carried
+    with pytest.raises(StorageError, match="cannot be checked"):
+        await _enter(quotas, "team-a")  # a later read, failed too
+
+    with pytest.raises(StorageQuotaExceeded, match="would keep 1001 bytes"):
+        other.charge(501)
+    catalog.down = False
+    await second.__aexit__(None, None, None)

@@ -10,11 +10,13 @@ volume.
 
 The catalog is read when a run starts, and again when one ends while others of the
 namespace still write: a run stays counted until its artifact is catalogued (the
-Backup life cycle holds its quota across the catalog write). An artifact whose catalog
-row could not be written yet (the database was down) is counted as written until a later
-read finds it. Runner Jobs' artifacts count once catalogued, but their writes are not
-checked as they happen. If the catalog cannot be read, the run fails with a retryable
-``StorageFailed``: a quota that cannot be checked is not a quota.
+Backup life cycle holds its quota across the catalog write). When that read fails (the
+database is down), or the pass is cancelled during it, what the run wrote stays counted
+until a read started after it answers. If the artifact's catalog row could not be
+written either, that read does not have it: it counts again once the Backup's catalog
+retry has written it, and not in between. Runner Jobs' artifacts count once catalogued,
+but their writes are not checked as they happen. If the catalog cannot be read, the run
+fails with a retryable ``StorageFailed``: a quota that cannot be checked is not a quota.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class NamespaceQuotas:
         # Reads are numbered; one that answers after a later one was counted is dropped.
         self._reads = 0
         self._counted: dict[str, int] = {}
+        # What ended runs wrote whose read again failed, by that read's number: counted
+        # until a read started later is counted (it sees their catalogued artifacts).
+        self._carried: dict[str, list[tuple[int, int]]] = {}
 
     @asynccontextmanager
     async def writing(self, namespace: str) -> AsyncIterator[_Charges]:
@@ -66,26 +71,29 @@ class NamespaceQuotas:
 
     async def _ended(self, namespace: str, runs: set[_Charges], ended: _Charges) -> None:
         """After ``ended``: its artifact is catalogued by now (or was never committed).
-        While other runs write, read again; if the catalog does not answer, keep what it
-        wrote counted. Its charges stay among the runs' until the new count stands.
-        Runs that are ending too need no new count: the next run to start reads anew."""
+        While other runs write, read again; if the catalog does not answer (or the pass
+        is cancelled meanwhile), keep what it wrote counted. Its charges stay among the
+        runs' until the new count stands. A run that wrote nothing, or whose fellows are
+        all ending too, needs no new count: the next run to start reads anew."""
         ended.ending = True
-        if any(not run.ending for run in runs):
-            number = self._number()
-            try:
-                stored: int | None = await self._read(namespace)
-            except StorageError:
-                stored = None
-            if stored is not None:
-                self._count(namespace, number, stored)
-            elif number > self._counted.get(namespace, 0):  # no newer read counted it
-                self._counted[namespace] = number
-                self._stored[namespace] = self._stored.get(namespace, 0) + ended.written
-        runs.discard(ended)
-        if not runs:
-            del self._writing[namespace]
-            for memory in (self._stored, self._counted):
-                memory.pop(namespace, None)
+        try:
+            if ended.written and any(not run.ending for run in runs):
+                number = self._number()
+                try:
+                    stored = await self._read(namespace)
+                except BaseException as exc:
+                    if number > self._counted.get(namespace, 0):
+                        self._carried.setdefault(namespace, []).append((number, ended.written))
+                    if not isinstance(exc, StorageError):
+                        raise
+                else:
+                    self._count(namespace, number, stored)
+        finally:
+            runs.discard(ended)
+            if not runs:
+                del self._writing[namespace]
+                for memory in (self._stored, self._counted, self._carried):
+                    memory.pop(namespace, None)
 
     def _number(self) -> int:
         """Reads are numbered in the order they start: one started later sees all that
@@ -97,11 +105,15 @@ class NamespaceQuotas:
         if number > self._counted.get(namespace, 0):
             self._counted[namespace] = number
             self._stored[namespace] = stored
+            if carried := self._carried.get(namespace):
+                self._carried[namespace] = [(n, size) for n, size in carried if n > number]
 
     def counted(self, charges: _Charges) -> int:
         """What the namespace keeps and its runs in this process have written so far."""
-        runs = self._writing.get(charges.namespace, ())
-        return self._stored.get(charges.namespace, 0) + sum(c.written for c in runs)
+        namespace = charges.namespace
+        runs = self._writing.get(namespace, ())
+        carried = sum(size for _, size in self._carried.get(namespace, ()))
+        return self._stored.get(namespace, 0) + carried + sum(c.written for c in runs)
 
     async def _read(self, namespace: str) -> int:
         try:
