@@ -47,7 +47,7 @@ def _retention(
 
 
 async def test_rows_of_webhooks_the_apiserver_no_longer_has_are_forgotten() -> None:
-    listed = {"items": [{"metadata": {"uid": "live"}}]}
+    listed = {"kind": "WebhookList", "items": [{"metadata": {"uid": "live"}}]}
     retention, calls = _retention(["live", "gone"], listed)
 
     await retention.find_orphans()
@@ -62,10 +62,13 @@ async def test_rows_of_webhooks_the_apiserver_no_longer_has_are_forgotten() -> N
 
 
 async def test_a_webhook_listed_again_is_no_longer_a_suspect() -> None:
-    retention, _ = _retention(["back"], {"items": []})
+    retention, _ = _retention(["back"], {"kind": "WebhookList", "items": []})
     await retention.find_orphans()
     assert retention.suspects == {"back"}
-    cast(_Apiserver, retention.kube).answer = {"items": [{"metadata": {"uid": "back"}}]}
+    cast(_Apiserver, retention.kube).answer = {
+        "kind": "WebhookList",
+        "items": [{"metadata": {"uid": "back"}}],
+    }
 
     await retention.find_orphans()
     await retention.find_orphans()
@@ -89,3 +92,25 @@ async def test_no_rows_ask_the_apiserver_nothing() -> None:
     await retention.find_orphans()
 
     assert calls == ["database"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"message": "<html>Sign in to the proxy</html>"},  # a non-JSON 200, as read
+        {"kind": "WebhookList", "items": [], "metadata": {"continue": "next-page"}},
+        {"kind": "WebhookList", "items": [{"metadata": {}}]},
+        {"kind": "WebhookList", "items": ["not an object"]},
+        {"kind": "BackupList", "items": []},
+    ],
+    ids=["not-a-list", "one-page-of-several", "no-uid", "not-an-object", "another-kind"],
+)
+async def test_an_answer_that_is_no_full_list_of_webhooks_forgets_nothing(
+    answer: dict[str, Any],
+) -> None:
+    retention, _ = _retention(["live"], answer)
+
+    for _ in range(2):
+        await retention.find_orphans()
+
+    assert retention.unforgotten == retention.suspects == set()

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import asyncpg
@@ -84,7 +85,9 @@ class DeliveryRetention:
                 extra={"error": type(exc).__name__},
             )
             return
-        live = {item["metadata"]["uid"] for item in listing.get("items") or ()}
+        if (live := _listed_uids(listing)) is None:
+            logger.warning("deleted webhooks not looked for: the answer is no full WebhookList")
+            return
         orphans = held - live
         if confirmed := orphans & self.suspects:
             logger.info(
@@ -111,5 +114,25 @@ class DeliveryRetention:
     async def run_periodically(self) -> None:
         await asyncio.sleep(RETENTION_FIRST_DELAY)
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:  # one bad pass must not end retention for good
+                logger.exception("event retention pass failed; the next one tries again")
             await asyncio.sleep(RETENTION_INTERVAL)
+
+
+def _listed_uids(listing: Mapping[str, Any]) -> set[str] | None:
+    """The uids of a complete list of Webhooks; ``None`` for anything else, such as a
+    proxy's page the client read as a message, or a list cut into pages."""
+    items = listing.get("items")
+    more = (listing.get("metadata") or {}).get("continue")
+    if listing.get("kind") != "WebhookList" or not isinstance(items, list) or more:
+        return None
+    uids: set[str] = set()
+    for item in items:
+        meta = item.get("metadata") if isinstance(item, dict) else None
+        uid = meta.get("uid") if isinstance(meta, dict) else None
+        if not isinstance(uid, str) or not uid:
+            return None
+        uids.add(uid)
+    return uids
