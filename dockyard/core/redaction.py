@@ -7,7 +7,7 @@ URL-quoted form, the two ways a DSN carries it.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 HIDDEN = "***"
 
@@ -22,10 +22,10 @@ def redact(text: str, *secrets: str | None) -> str:
 
 def typed_passwords(dsn: str) -> list[str]:
     """The password as typed in ``dsn`` (everything between the user's ``:`` and the last
-    ``@``), and its ``/``-separated pieces, which a misparse may have split it into;
-    longest first, so that a piece never hides only part of the whole."""
+    ``@``), as the driver decodes it, and the ``/``-separated pieces a misparse may have
+    split it into; longest first, so that a piece never hides only part of the whole."""
     rest = dsn.partition("://")[2]
     userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
     password = userinfo.partition(":")[2]
     pieces = [piece for piece in password.split("/") if len(piece) >= 4]
-    return sorted({password, *pieces} - {""}, key=len, reverse=True)
+    return sorted({password, unquote(password), *pieces} - {""}, key=len, reverse=True)

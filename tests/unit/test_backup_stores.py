@@ -219,6 +219,30 @@ async def test_a_store_stored_over_the_runners_own_files_fills_no_backup() -> No
     assert ready["message"].startswith("filesystem path /opt/dockyard: a runner Job mounts")
 
 
+async def test_a_refused_stores_keys_still_serve_but_its_ready_stays_false() -> None:
+    """A Backup with storage of its own takes only the key from such a store: that is
+    fine, but the store's Ready must not turn True for it and flip back with the next."""
+    kube = _Stores(("platform", True))
+    store = kube.objects[f"{STORES}/platform"]
+    store["spec"]["storage"] = {"filesystem": {"path": "/usr/local", "claimName": "pvc"}}
+    store["metadata"]["uid"] = "store-uid"
+    kube.secret("dockyard-system", "platform-key", {"key": _b64(ROOT.key)})
+    own = Backup.model_validate(
+        {"metadata": {"name": "b", "namespace": "shop", "uid": UID},
+         "spec": {"environmentRef": {"name": "s"},
+                  "storage": {"filesystem": {"path": "/backups/shop"}}}}
+    )  # fmt: skip
+
+    assert await fill_from_store(cast(KubeClient, kube), own) == "platform"
+
+    [(_, status_patch), (_, spec_patch)] = kube.patched
+    [ready] = status_patch["status"]["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "StorageRefused")
+    assert status_patch["status"]["keyIds"] == [status_patch["status"]["currentKeyId"]]
+    assert "storage" not in spec_patch["spec"]  # its own storage is kept
+    assert spec_patch["spec"]["encryption"]["keySecretRef"]["key"] == "key"
+
+
 async def test_the_derived_secret_is_created_labelled_with_its_key_id() -> None:
     kube = _Stores()
     key = derived_key(ROOT, "shop", UID)

@@ -18,6 +18,7 @@ def test_a_typed_password_and_its_pieces_come_longest_first() -> None:
         "pa/ss/word-long",
         "word-long",
     ]
+    assert typed_passwords("postgresql://app:p%40ss-word@db/x") == ["p%40ss-word", "p@ss-word"]
     assert typed_passwords("postgresql://app@db/x") == []
     assert typed_passwords("not a dsn") == []
 
@@ -32,4 +33,13 @@ def test_the_platform_database_error_names_no_piece_of_the_password() -> None:
 
 def test_the_managed_servers_errors_hide_the_quoted_password_too() -> None:
     error = translate(OSError("connect to postgresql://admin:p%40ss@h failed"), "h", ["p@ss"])
-    assert "p%40ss" not in str(error) and "***" in str(error)
+    assert "p%40ss" not in str(error)
+    assert "***" in str(error)
+
+
+def test_a_percent_encoded_password_is_hidden_as_the_driver_decoded_it_too() -> None:
+    dsn = "postgresql://app:s3cr%40t-pw@db/x"
+    cause = OSError("password authentication failed: s3cr@t-pw was refused")
+    message = str(DatabaseUnreachable("DOCKYARD_DATABASE_URL", cause, dsn=dsn))
+    assert "s3cr@t-pw" not in message
+    assert "***" in message

@@ -37,6 +37,7 @@ import logging
 import secrets
 from typing import Any, Final
 
+import aiohttp
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import ValidationError
@@ -206,10 +207,8 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
     await check_serves(kube, store, namespace)
     store_name = store.metadata.name or ""
     spec: dict[str, Any] = {"storeRef": {"name": store_name}}
-    filesystem = store.spec.storage.filesystem
-    if backup.spec.storage is None and filesystem is not None and filesystem.covers_the_runner():
+    if backup.spec.storage is None and (why := _storage_refused(store)) is not None:
         # A store made before the API server refused such a path: it would refuse the fill.
-        why = f"filesystem path {filesystem.path}: {RUNNER_OWN_PATH_MESSAGE}"
         refused = store.status.with_condition(
             BackupStoreConditionType.READY, False, StorageRefused.reason, why,
             generation=store.metadata.generation,
@@ -230,6 +229,14 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
     return store_name if filled else None
 
 
+def _storage_refused(store: BackupStore) -> str | None:
+    """Why no Backup may take the store's storage, if its claim would cover the runner."""
+    filesystem = store.spec.storage.filesystem
+    if filesystem is None or not filesystem.covers_the_runner():
+        return None
+    return f"filesystem path {filesystem.path}: {RUNNER_OWN_PATH_MESSAGE}"
+
+
 async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
     """The store's current key; its status says which keys it has and whether each could
     be read (a rotated-out key that is gone strands the artifacts it encrypted)."""
@@ -243,7 +250,12 @@ async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
             missing.append(exc.message)
     status = store.status.model_copy(update={"current_key_id": current.key_id, "key_ids": ids})
     generation = store.metadata.generation
-    if missing:
+    if (why := _storage_refused(store)) is not None:  # its keys serve, its storage does not
+        status = status.with_condition(
+            BackupStoreConditionType.READY, False, StorageRefused.reason, why,
+            generation=generation,
+        )  # fmt: skip
+    elif missing:
         status = status.with_condition(
             BackupStoreConditionType.READY,
             False,
@@ -273,7 +285,7 @@ async def _write_status(kube: KubeClient, store: BackupStore, status: BackupStor
             status.observed(store.metadata.generation).body(),
             uid=store.metadata.uid,
         )
-    except KubeError as exc:  # a report only: the Backup goes on
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:  # a report only
         logger.warning("BackupStore status not written", extra={"error": str(exc)})
 
 
