@@ -27,5 +27,8 @@ def typed_passwords(dsn: str) -> list[str]:
     rest = dsn.partition("://")[2]
     userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
     password = userinfo.partition(":")[2]
-    pieces = [piece for piece in password.split("/") if len(piece) >= 4]
-    return sorted({password, unquote(password), *pieces} - {""}, key=len, reverse=True)
+    pieces = password.split("/")
+    # Decoded forms and pieces only when long enough not to hide what is not secret
+    # (a password typed %2F decodes to "/", which every path holds).
+    shown = [form for p in (password, *pieces) for form in (p, unquote(p)) if len(form) >= 4]
+    return sorted({password, *shown} - {""}, key=len, reverse=True)

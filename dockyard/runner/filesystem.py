@@ -56,6 +56,9 @@ class Quota(Protocol):
     def charge(self, nbytes: int) -> None:
         """Count ``nbytes`` more; raises ``StorageQuotaExceeded`` once they do not fit."""
 
+    def release(self, nbytes: int) -> None:
+        """Count ``nbytes`` less: what a removed partial file had been charged."""
+
 
 class FilesystemStore:
     """Artifacts under ``root``; see the module docstring for the commit protocol."""
@@ -170,6 +173,7 @@ class _FileWriter(DigestingWriter):
         self._file = file
         self._fsync = fsync
         self.quota: Quota | None = None
+        self._charged = 0
 
     @classmethod
     def open(cls, name: str, final: Path, fsync: bool) -> _FileWriter:
@@ -184,6 +188,7 @@ class _FileWriter(DigestingWriter):
     async def _write(self, data: bytes) -> None:
         if self.quota is not None:
             self.quota.charge(len(data))
+            self._charged += len(data)
         await asyncio.to_thread(self._write_hashed, data)
 
     def _write_hashed(self, data: bytes) -> None:
@@ -212,8 +217,11 @@ class _FileWriter(DigestingWriter):
             raise _write_error("commit", self.name, exc) from None
 
     async def _discard(self) -> None:
-        """Close and remove the partial file."""
+        """Close and remove the partial file, and give back what it was charged."""
         await asyncio.to_thread(self._remove_partial)
+        if self.quota is not None and self._charged:
+            self.quota.release(self._charged)
+            self._charged = 0
 
     def _remove_partial(self) -> None:
         with contextlib.suppress(OSError):

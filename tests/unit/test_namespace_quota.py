@@ -47,6 +47,7 @@ async def test_a_write_past_the_quota_fails_and_leaves_no_partial(tmp_path: Path
         # 600 kept and 300 + 100 written fit exactly; one more byte does not.
         with pytest.raises(StorageQuotaExceeded, match="namespace team-a would keep 1001 bytes"):
             await _write(store, [300, 100, 1])
+        assert quota.written == 0  # the removed partial no longer counts
     assert catalog.asked == [("team-a", tmp_path.resolve().as_uri() + "/")]  # noqa: ASYNC240
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # noqa: ASYNC240
 

@@ -19,7 +19,25 @@ def test_a_typed_password_and_its_pieces_come_longest_first() -> None:
         "word-long",
     ]
     assert typed_passwords("postgresql://app:p%40ss-word@db/x") == ["p%40ss-word", "p@ss-word"]
+    assert typed_passwords("postgresql://app:ab/cd%40ef@db/x") == [
+        "ab/cd%40ef",
+        "ab/cd@ef",
+        "cd%40ef",
+        "cd@ef",
+    ]
     assert typed_passwords("postgresql://app@db/x") == []
+
+
+def test_a_short_decoded_form_hides_nothing_that_is_not_secret() -> None:
+    assert typed_passwords("postgresql://app:%2F%2F@db/x") == ["%2F%2F"]
+    message = str(
+        DatabaseUnreachable(
+            "DOCKYARD_DATABASE_URL",
+            OSError("connect to /var/run/postgresql failed"),
+            dsn="postgresql://app:%2F%2F@db/x",
+        )
+    )
+    assert "/var/run/postgresql" in message
     assert typed_passwords("not a dsn") == []
 
 

@@ -145,3 +145,6 @@ class _Charges:
                 "on S3"
             )
         self.written += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.written = max(self.written - nbytes, 0)
