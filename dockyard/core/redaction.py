@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import quote, unquote
 
 HIDDEN = "***"
+_STRUCTURE = "/@:?#&=+;, \t\n"
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -27,8 +28,9 @@ def typed_passwords(dsn: str) -> list[str]:
     rest = dsn.partition("://")[2]
     userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
     password = userinfo.partition(":")[2]
-    pieces = password.split("/")
-    # Decoded forms and pieces only when long enough not to hide what is not secret
-    # (a password typed %2F decodes to "/", which every path holds).
-    shown = [form for p in (password, *pieces) for form in (p, unquote(p)) if len(form) >= 4]
-    return sorted({password, *shown} - {""}, key=len, reverse=True)
+    decoded = unquote(password)
+    # Not a decoded form that is only a URL's structure or blanks (a password typed %2F
+    # decodes to "/", which every path holds); and pieces, a guess, from four characters.
+    whole = [decoded] if decoded.strip(_STRUCTURE) else []
+    pieces = [form for p in password.split("/") for form in (p, unquote(p)) if len(form) >= 4]
+    return sorted({password, *whole, *pieces} - {""}, key=len, reverse=True)

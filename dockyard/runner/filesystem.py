@@ -174,6 +174,7 @@ class _FileWriter(DigestingWriter):
         self._fsync = fsync
         self.quota: Quota | None = None
         self._charged = 0
+        self._published = False
 
     @classmethod
     def open(cls, name: str, final: Path, fsync: bool) -> _FileWriter:
@@ -209,6 +210,7 @@ class _FileWriter(DigestingWriter):
                 os.fsync(self._file.fileno())
             self._file.close()
             _publish(self._partial, self._final)
+            self._published = True
             if self._fsync:
                 _fsync_dir(self._final.parent)
         except FileExistsError:
@@ -217,11 +219,13 @@ class _FileWriter(DigestingWriter):
             raise _write_error("commit", self.name, exc) from None
 
     async def _discard(self) -> None:
-        """Close and remove the partial file, and give back what it was charged."""
-        await asyncio.to_thread(self._remove_partial)
-        if self.quota is not None and self._charged:
+        """Close and remove the partial file, and give back what it was charged (at once:
+        the run may be cancelled again while the file goes). A file already published
+        under its final name keeps its charge."""
+        if self.quota is not None and self._charged and not self._published:
             self.quota.release(self._charged)
             self._charged = 0
+        await asyncio.to_thread(self._remove_partial)
 
     def _remove_partial(self) -> None:
         with contextlib.suppress(OSError):

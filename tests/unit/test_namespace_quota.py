@@ -4,6 +4,7 @@ and what its runs are writing count together, and a write past it leaves nothing
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from dockyard.operator.runs.catalog import Catalog
 from dockyard.operator.runs.quota import NamespaceQuotas
+from dockyard.runner import filesystem
 from dockyard.runner.errors import StorageError, StorageQuotaExceeded
 from dockyard.runner.filesystem import FilesystemStore
 
@@ -337,3 +339,22 @@ async def test_a_new_runs_failed_first_read_does_not_drop_what_an_ended_run_carr
         other.charge(501)
     catalog.down = False
     await second.__aexit__(None, None, None)
+
+
+async def test_an_artifact_published_before_its_commit_failed_keeps_its_charge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link to the final name took, then syncing the directory failed: the file is
+    on the volume under its name, so what it was charged still counts."""
+
+    def failing_sync(_directory: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(filesystem, "_fsync_dir", failing_sync)
+    quotas = NamespaceQuotas(1000, _Stored({}), tmp_path)
+    async with quotas.writing("team-a") as quota:
+        store = FilesystemStore(tmp_path / "a", quota=quota)
+        with pytest.raises(StorageError, match="cannot commit"):
+            await _write(store, [300])
+        assert quota.written == 300
+        assert (tmp_path / "a" / "team-a" / "big.dkbk").exists()

@@ -30,6 +30,7 @@ def test_a_typed_password_and_its_pieces_come_longest_first() -> None:
 
 def test_a_short_decoded_form_hides_nothing_that_is_not_secret() -> None:
     assert typed_passwords("postgresql://app:%2F%2F@db/x") == ["%2F%2F"]
+    assert typed_passwords("postgresql://app:p%40s@db/x") == ["p%40s", "p@s"]
     message = str(
         DatabaseUnreachable(
             "DOCKYARD_DATABASE_URL",
