@@ -4,8 +4,10 @@ Kopf calls ``observe`` for every watch event of every Dockyard kind. Most announ
 nothing new: the ids the log already holds are remembered (a bounded LRU), so a status
 update that changes nothing else costs no query. When the platform database does not
 answer, the events wait in memory and a background flush retries them every
-``RETRY_SECONDS``: an event is late then, never lost while the operator runs (and a
-restart re-lists every object and announces its state again).
+``RETRY_SECONDS``: an event is late then, not lost while the operator runs (and a
+restart re-lists every object and announces its state again). At most ``PENDING_MAX``
+wait: past that the oldest are dropped, and said so in the log, so that a long outage
+costs bounded memory, not the operator (a restart would lose them all the same).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 REMEMBERED: Final = 50_000
 RETRY_SECONDS: Final = 5.0
+PENDING_MAX: Final = 10_000
 _SQL_PAUSED = """
 SELECT EXISTS (
     SELECT 1 FROM events WHERE type = 'scaling.paused' AND namespace = $1 AND name = $2
@@ -55,7 +58,19 @@ class Emitter:
         async with self._lock:
             for event in candidates:
                 self._pending.setdefault(event.id, event)
+            self._drop_oldest()
             await self._flush()
+
+    def _drop_oldest(self) -> None:
+        over = len(self._pending) - PENDING_MAX
+        if over <= 0:
+            return
+        for event_id in list(self._pending)[:over]:
+            del self._pending[event_id]
+        logger.warning(
+            "events dropped: too many wait for the platform database",
+            extra={"dropped": over, "pending": len(self._pending)},
+        )
 
     async def _flush(self) -> None:
         if not self._pending:
