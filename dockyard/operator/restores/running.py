@@ -29,7 +29,7 @@ from dockyard.operator.database import TenantLogin, staging_database_name
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.progress import progress_status, reported
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
-from dockyard.operator.restores.switch_over import switch
+from dockyard.operator.restores.switch_over import SwitchOverUnsure, switch
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import tenant_login
 from dockyard.operator.runs.inline import RunCancelled, RunOrphaned
@@ -252,6 +252,11 @@ class RestoreAttempts:
             )
         except BackupError as exc:
             return await self.records.abandon(loaded, status, staging, exc)
+        except SwitchOverUnsure as exc:
+            # Left Verifying: the next pass recovers it as after a crash, completing it if
+            # the renames had committed, never restoring again over the live data.
+            post(loaded.raw, reason="SwitchOverUnsure", message=str(exc), warning=True)
+            return Outcome.again(str(exc), delay=RUNNER_POLL_SECONDS)
         await self.context.audited(
             "SWITCH database (restore)",
             "restores",

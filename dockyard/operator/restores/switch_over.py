@@ -26,6 +26,7 @@ from dockyard.operator import crash_points
 from dockyard.operator.apply import namespace_uid
 from dockyard.operator.database import (
     ManagedDatabaseError,
+    ManagedPostgres,
     database_identity,
     retired_database_name,
 )
@@ -62,10 +63,47 @@ async def switch(
                 f"namespace named {namespace}; it is not replaced"
             )
         await postgres.drop_database(retired)  # a leftover of an earlier attempt
-        await postgres.switch_over(live=live, staging=staging, retired=retired)
     except ManagedDatabaseError as exc:
         raise DatabaseFailed(exc.message) from None
+    await replace(postgres, live=live, staging=staging, retired=retired)
     crash_points.exit_here(crash_points.SWITCH_OVER_DONE)
+
+
+class SwitchOverUnsure(Exception):
+    """A switch-over failed and the server cannot say whether its renames committed.
+
+    Not a ``BackupError``: the attempt must not be abandoned (and restored again over
+    what the application wrote since), but recovered once the server answers
+    (``recover``), as after a crash.
+    """
+
+
+async def replace(postgres: ManagedPostgres, *, live: str, staging: str, retired: str) -> None:
+    """``StagingDatabases.switch_over``, and when it fails, what it had done.
+
+    The renames may have committed before the failure (the connection lost at COMMIT,
+    or re-allowing connections failed after it): then the restored database is live and
+    the switch-over counts as done. If they had not, ``DatabaseFailed``: the target is as
+    it was. Either way ``live`` takes connections again. ``SwitchOverUnsure`` when the
+    server cannot be asked.
+    """
+    try:
+        await postgres.switch_over(live=live, staging=staging, retired=retired)
+        return
+    except ManagedDatabaseError as exc:
+        failure = exc.message
+    try:
+        await postgres.reopen(live)
+        switched = not await postgres.database_exists(staging) and (
+            await postgres.database_exists(retired)
+        )
+    except ManagedDatabaseError as exc:
+        raise SwitchOverUnsure(
+            f"the switch-over failed ({failure}) and the server cannot say whether it "
+            f"happened: {exc.message}"
+        ) from None
+    if not switched:
+        raise DatabaseFailed(failure)
 
 
 async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
@@ -109,4 +147,4 @@ async def _stop_jobs(records: RestoreRecords, loaded: LoadedRestore) -> None:
         post(loaded.raw, reason="RunnerStopped", message=f"Deleted Job {', '.join(stopped)}")
 
 
-__all__ = ["recover", "switch"]
+__all__ = ["SwitchOverUnsure", "recover", "replace", "switch"]

@@ -1,0 +1,168 @@
+"""A switch-over that fails partway, on the test bed's real PostgreSQL server.
+
+The renames of a switch-over commit in one transaction, but what follows them (allowing
+connections again) can fail, and a connection lost at COMMIT leaves the client unsure.
+A failure counted as "the target was not changed" would make the restore run again over
+what the application wrote to the restored database since: ``replace`` asks the server
+what happened. Each server below is the real one; only the failure is injected, after
+(or instead of) the real statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+
+from dockyard.operator.database import (
+    DatabaseUnavailable,
+    ManagedPostgres,
+    TenantLogin,
+    generate_password,
+    retired_database_name,
+    staging_database_name,
+)
+from dockyard.operator.database.errors import DatabaseOperationFailed
+from dockyard.operator.restores.switch_over import SwitchOverUnsure, replace
+from dockyard.operator.runs.restoring import DatabaseFailed
+from dockyard.runner import BackupError
+from dockyard.testbed.cluster import State
+from tests.integration.test_managed_database import Environment, _ensure, _exec, _rows
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def admin_dsn(testbed_state: State) -> str:
+    return testbed_state.managed_postgres_url
+
+
+@pytest.fixture
+def server(admin_dsn: str) -> ManagedPostgres:
+    return ManagedPostgres(admin_dsn)
+
+
+@pytest.fixture
+async def new_environment(server: ManagedPostgres) -> AsyncIterator[Callable[[], Environment]]:
+    """Unique (namespace, name) pairs, their databases and roles dropped afterwards."""
+    made: list[Environment] = []
+
+    def make() -> Environment:
+        made.append((f"t-sw-{uuid.uuid4().hex[:8]}", f"env-{uuid.uuid4().hex[:8]}"))
+        return made[-1]
+
+    yield make
+    for namespace, name in made:
+        await server.drop(namespace=namespace, environment=name)
+
+
+_LOST = DatabaseOperationFailed("ConnectionLost", "the connection was closed in the middle")
+
+
+class _Injecting(ManagedPostgres):
+    def __init__(self, admin_dsn: str) -> None:
+        super().__init__(admin_dsn)
+        self.admin_dsn = admin_dsn
+
+
+class _FailsAfterTheRenames(_Injecting):
+    """The renames commit; then re-allowing connections fails, as a dropped connection
+    would make it: the live database is left refusing them."""
+
+    async def switch_over(self, *, live: str, staging: str, retired: str) -> None:
+        await super().switch_over(live=live, staging=staging, retired=retired)
+        await _exec(self.admin_dsn, "postgres", f'ALTER DATABASE "{live}" ALLOW_CONNECTIONS false')
+        raise _LOST
+
+
+class _FailsBeforeTheRenames(_Injecting):
+    """Connections are refused, then the renames fail (their transaction rolls back)."""
+
+    async def switch_over(self, *, live: str, staging: str, retired: str) -> None:
+        await _exec(self.admin_dsn, "postgres", f'ALTER DATABASE "{live}" ALLOW_CONNECTIONS false')
+        raise _LOST
+
+
+class _GoneAfterTheRenames(_FailsAfterTheRenames):
+    """The renames commit, and then the server stops answering altogether."""
+
+    async def reopen(self, name: str) -> None:
+        raise DatabaseUnavailable("ServerUnavailable", "the server does not answer")
+
+
+async def _restored(
+    server: ManagedPostgres, admin_dsn: str, env: Environment
+) -> tuple[str, str, str]:
+    """A live database holding 1, and a staging one (as a restore leaves it) holding 2, 3."""
+    password = generate_password()
+    credentials = await _ensure(server, env, password)
+    live, role = credentials.database, credentials.user
+    await _exec(admin_dsn, live, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+    uid = str(uuid.uuid4())
+    staging, retired = staging_database_name("r", uid, 1), retired_database_name(uid)
+    await server.create_database(staging, owner=TenantLogin(role, password))
+    await _exec(
+        admin_dsn,
+        staging,
+        f'SET ROLE "{role}"; CREATE TABLE t (x int); INSERT INTO t VALUES (2), (3)',
+    )
+    return live, staging, retired
+
+
+async def _allows_connections(admin_dsn: str, database: str) -> bool:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return bool(
+            await conn.fetchval("SELECT datallowconn FROM pg_database WHERE datname = $1", database)
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_failure_after_the_renames_committed_counts_as_switched_over(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    live, staging, retired = await _restored(server, admin_dsn, new_environment())
+    failing = _FailsAfterTheRenames(admin_dsn)
+
+    await replace(failing, live=live, staging=staging, retired=retired)  # no DatabaseFailed
+
+    assert await _rows(admin_dsn, live) == [2, 3]
+    assert await _allows_connections(admin_dsn, live)
+    assert await server.database_exists(retired)  # what recovery would look for, kept
+    await server.drop_database(retired)
+
+
+async def test_a_failure_before_the_renames_leaves_the_target_as_it_was_and_open(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    live, staging, retired = await _restored(server, admin_dsn, new_environment())
+    failing = _FailsBeforeTheRenames(admin_dsn)
+
+    with pytest.raises(DatabaseFailed, match="closed in the middle"):
+        await replace(failing, live=live, staging=staging, retired=retired)
+
+    assert await _rows(admin_dsn, live) == [1]
+    assert await _allows_connections(admin_dsn, live)
+    assert await server.database_exists(staging)  # the attempt's to drop, as it abandons
+    assert not await server.database_exists(retired)
+    await server.drop_database(staging)
+
+
+async def test_a_failure_the_server_cannot_explain_is_not_a_failed_attempt(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    live, staging, retired = await _restored(server, admin_dsn, new_environment())
+    failing = _GoneAfterTheRenames(admin_dsn)
+
+    with pytest.raises(SwitchOverUnsure, match="cannot say whether it happened") as caught:
+        await replace(failing, live=live, staging=staging, retired=retired)
+
+    # Not an attempt's error: nothing abandons it (dropping what is now live data's
+    # staging name, then restoring again); the next pass recovers it instead.
+    assert not isinstance(caught.value, BackupError)
+    assert await server.database_exists(retired)
+    await server.reopen(live)
+    await server.drop_database(retired)
