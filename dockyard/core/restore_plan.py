@@ -81,7 +81,12 @@ def _completed_at(backup: Backup) -> datetime:
 
 
 def _is_restorable(backup: Backup) -> bool:
-    return backup.status.phase == BackupPhase.COMPLETED and backup.status.completed_at is not None
+    """Completed, and not being deleted (its finalizer is deleting the artifact)."""
+    return (
+        backup.status.phase == BackupPhase.COMPLETED
+        and backup.status.completed_at is not None
+        and backup.metadata.deletion_timestamp is None
+    )
 
 
 def choose_backup(
@@ -92,7 +97,7 @@ def choose_backup(
         b for b in backups if b.spec.environment_ref.name == environment and _is_restorable(b)
     ]
     if select == SourceSelection.LATEST_VERIFIED:
-        candidates = [b for b in candidates if b.status.verified is not None]
+        candidates = [b for b in candidates if b.status.standing_verification() is not None]
     if not candidates:
         which = "completed" if select == SourceSelection.LATEST else "drill-verified completed"
         return SourceChoice(None, f"environment {environment} has no {which} backup")
@@ -111,6 +116,8 @@ def resolve_source(spec: RestoreSpec, backups: Iterable[Backup]) -> SourceChoice
     backup = next((b for b in backups if b.metadata.name == name), None)
     if backup is None:
         return SourceChoice(None, f"backup {name} does not exist")
+    if backup.metadata.deletion_timestamp is not None:
+        return SourceChoice(None, f"backup {name} is being deleted")
     if not _is_restorable(backup):
         phase = backup.status.phase or BackupPhase.PENDING
         return SourceChoice(None, f"backup {name} is {phase}, not {BackupPhase.COMPLETED}")
@@ -240,7 +247,7 @@ def plan_restore(
         backup_uid=backup.metadata.uid,
         source_environment=backup.spec.environment_ref.name,
         backup_completed_at=status.completed_at,
-        verified=status.verified is not None,
+        verified=status.standing_verification() is not None,
         size=status.size,
         table_count=len(tables),
         tables=list(tables),

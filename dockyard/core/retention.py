@@ -14,16 +14,22 @@ stays, with every reason that applies):
   ``keepDaily`` days / ``keepWeekly`` ISO weeks / ``keepMonthly`` months that have a
   backup, with calendar periods read in the schedule's time zone (a backup at 23:30 in
   Berlin belongs to that Berlin day, whatever UTC says);
-- ``newest-verified``: the newest completed backup a restore drill verified is never
-  deleted, whatever the counts say: it is the one backup known to restore;
+- ``newest-verified``: the newest completed backup a restore drill verified (and no later
+  drill failed on) is never deleted, whatever the counts say: it is the one backup known
+  to restore;
+- ``in-use``: a backup a Restore that has not finished takes (planned, or named by its
+  ``backupRef``), or a drill's current run restores, is never deleted under it;
 - ``not-completed``: Pending and Running backups are work in flight and are never
   deleted; a Failed one is kept while it is newer than the newest completed backup, so
   the failure stays visible until a backup succeeds, and deleted after that.
+
+A backup already being deleted counts for no rule (it cannot be what keeps an
+environment restorable) and is in neither list of the decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -31,6 +37,8 @@ from zoneinfo import ZoneInfo
 
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.backup_schedule import BackupRetention
+from dockyard.core.models.restore import Restore
+from dockyard.core.models.restore_drill import RestoreDrill
 
 
 class KeepReason(StrEnum):
@@ -42,6 +50,7 @@ class KeepReason(StrEnum):
     MONTHLY = "monthly"
     NEWEST_VERIFIED = "newest-verified"
     NOT_COMPLETED = "not-completed"
+    IN_USE = "in-use"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,22 +62,30 @@ class BackupRecord:
     completed_at: datetime | None = None
     """When it completed (or failed); aware."""
     verified_at: datetime | None = None
-    """When a drill verified it, if one did."""
+    """When a drill verified it, if one did and no later drill failed on it."""
+    deleting: bool = False
+    """Whether it is being deleted already."""
 
     @classmethod
     def of(cls, backup: Backup) -> BackupRecord:
         """The record of a Backup object."""
         status = backup.status
+        verification = status.standing_verification()
         return cls(
             name=backup.metadata.name or "",
             phase=status.phase,
             completed_at=status.completed_at,
-            verified_at=status.verified.at if status.verified else None,
+            verified_at=verification.at if verification else None,
+            deleting=backup.metadata.deletion_timestamp is not None,
         )
 
     @property
     def is_completed(self) -> bool:
-        return self.phase == BackupPhase.COMPLETED and self.completed_at is not None
+        return (
+            self.phase == BackupPhase.COMPLETED
+            and self.completed_at is not None
+            and not self.deleting
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +98,8 @@ class Kept:
 
 @dataclass(frozen=True, slots=True)
 class RetentionDecision:
-    """Which backups to keep and which to delete, each in the order they were given."""
+    """Which backups to keep and which to delete, each in the order they were given
+    (a backup being deleted already is in neither)."""
 
     keep: tuple[Kept, ...]
     delete: tuple[str, ...]
@@ -176,10 +194,14 @@ def _newest_per_period(
 
 
 def apply_retention(
-    backups: Iterable[BackupRecord], policy: BackupRetention, tz: ZoneInfo
+    backups: Iterable[BackupRecord],
+    policy: BackupRetention,
+    tz: ZoneInfo,
+    in_use: Collection[str] = (),
 ) -> RetentionDecision:
-    """Decide which of ``backups`` (one schedule's, or one environment's) to keep."""
-    records = list(backups)
+    """Decide which of ``backups`` (one schedule's, or one environment's) to keep;
+    ``in_use`` names those Restores and drills are taking."""
+    records = [r for r in backups if not r.deleting]
     completed = _newest_first(r for r in records if r.is_completed)
     reasons: dict[str, list[KeepReason]] = {r.name: [] for r in records}
 
@@ -202,10 +224,30 @@ def apply_retention(
     for record in records:
         if not record.is_completed and _still_relevant(record, last_success):
             reasons[record.name].append(KeepReason.NOT_COMPLETED)
+        if record.name in in_use:
+            reasons[record.name].append(KeepReason.IN_USE)
 
     keep = tuple(Kept(r.name, tuple(reasons[r.name])) for r in records if reasons[r.name])
     delete = tuple(r.name for r in records if not reasons[r.name])
     return RetentionDecision(keep=keep, delete=delete)
+
+
+def backups_in_use(restores: Iterable[Restore], drills: Iterable[RestoreDrill]) -> frozenset[str]:
+    """The backups (of one namespace) that its Restores not finished take, planned or
+    named by ``backupRef``, and that its drills' current runs restore: retention keeps
+    them. A Restore left unfinished (a dry run never carried out) holds its backup until
+    it is deleted."""
+    names: set[str] = set()
+    for restore in restores:
+        status = restore.status
+        if status.phase is not None and status.phase.is_done:
+            continue
+        if status.plan is not None:
+            names.add(status.plan.backup)
+        elif (ref := restore.spec.source.backup_ref) is not None:
+            names.add(ref.name)
+    names.update(d.status.current_run.backup for d in drills if d.status.current_run)
+    return frozenset(names)
 
 
 def _still_relevant(record: BackupRecord, last_success: datetime | None) -> bool:
@@ -226,6 +268,7 @@ __all__ = [
     "Kept",
     "RetentionDecision",
     "apply_retention",
+    "backups_in_use",
     "newest_verified",
     "ttl_expiry",
 ]

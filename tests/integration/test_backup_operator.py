@@ -398,6 +398,19 @@ def test_a_ttl_deletes_the_backup_and_its_artifact_but_keeps_the_newest_verified
         "-p",
         json.dumps({"status": {"verified": verified}}),
     )
+    # Past its ttl before "brief", but a reviewed restore plan (a dry run) takes it.
+    _apply(kubectl, namespace, _backup(namespace, "planned", backup_root, ttl="3s"))
+    _wait_phase(kubectl, namespace, "planned", "Completed")
+    _apply(
+        kubectl,
+        namespace,
+        {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Restore",
+            "metadata": {"name": "reviewed"},
+            "spec": {"source": {"backupRef": {"name": "planned"}}, "dryRun": True},
+        },
+    )
     _apply(kubectl, namespace, _backup(namespace, "brief", backup_root, ttl="3s"))
     brief = _wait_phase(kubectl, namespace, "brief", "Completed")
     artifact = _artifact_path(brief["location"])
@@ -426,6 +439,10 @@ def test_a_ttl_deletes_the_backup_and_its_artifact_but_keeps_the_newest_verified
     assert kept is not None
     assert kept["status"]["expiresAt"]
     assert _artifact_path(proven["location"]).exists()
+    # The planned one stays while its Restore is there, and goes once it is not.
+    assert _get(kubectl, namespace, "backup", "planned") is not None
+    kubectl("delete", "restore", "reviewed", "-n", namespace)
+    wait_for(lambda: _get(kubectl, namespace, "backup", "planned") is None, timeout=60)
 
 
 def _schedule(namespace: str, root: Path, schedule: str, **extra: Any) -> dict[str, Any]:
@@ -476,6 +493,41 @@ def test_a_six_field_cron_is_refused_and_an_impossible_one_reported_in_ready(
     assert "nextScheduleTime" not in (schedule.get("status") or {})
 
 
+def _run_now(kubectl: Kubectl, namespace: str, *earlier: str) -> str:
+    """Run the schedule now and wait for the new Completed backup (not a count: retention
+    may delete an earlier one as soon as this one completes)."""
+    kubectl("annotate", "backupschedule", "nightly", "-n", namespace, "dockyard.io/run-now=1")
+
+    def completed() -> list[str] | None:
+        items = json.loads(
+            kubectl(
+                "get",
+                "backups",
+                "-n",
+                namespace,
+                "-l",
+                "dockyard.io/backup-schedule=nightly",
+                "-o",
+                "json",
+            ).stdout
+        )["items"]
+        names = sorted(
+            b["metadata"]["name"]
+            for b in items
+            if (b.get("status") or {}).get("phase") == "Completed"
+            and b["metadata"]["name"] not in earlier
+        )
+        return names or None
+
+    names = wait_for(completed, timeout=180)
+    assert isinstance(names, list)
+    annotations = (_get(kubectl, namespace, "backupschedule", "nightly") or {})["metadata"].get(
+        "annotations", {}
+    )
+    assert "dockyard.io/run-now" not in annotations
+    return str(names[-1])
+
+
 def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
@@ -499,41 +551,7 @@ def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
     schedule = _get(kubectl, namespace, "backupschedule", "nightly") or {}
     assert schedule["status"]["nextScheduleTime"]
 
-    def run_now_and_wait(*earlier: str) -> str:
-        # A new Completed backup, not a count: retention may delete an earlier one as
-        # soon as this one completes.
-        kubectl("annotate", "backupschedule", "nightly", "-n", namespace, "dockyard.io/run-now=1")
-
-        def completed() -> list[str] | None:
-            items = json.loads(
-                kubectl(
-                    "get",
-                    "backups",
-                    "-n",
-                    namespace,
-                    "-l",
-                    "dockyard.io/backup-schedule=nightly",
-                    "-o",
-                    "json",
-                ).stdout
-            )["items"]
-            names = sorted(
-                b["metadata"]["name"]
-                for b in items
-                if (b.get("status") or {}).get("phase") == "Completed"
-                and b["metadata"]["name"] not in earlier
-            )
-            return names or None
-
-        names = wait_for(completed, timeout=180)
-        assert isinstance(names, list)
-        annotations = (_get(kubectl, namespace, "backupschedule", "nightly") or {})["metadata"].get(
-            "annotations", {}
-        )
-        assert "dockyard.io/run-now" not in annotations
-        return str(names[-1])
-
-    first = run_now_and_wait("by-hand")
+    first = _run_now(kubectl, namespace, "by-hand")
     first_artifact = _artifact_path(
         ((_get(kubectl, namespace, "backup", first) or {})["status"])["location"]
     )
@@ -551,9 +569,9 @@ def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
         ),
     )
     time.sleep(1.1)  # run-now names have one-second resolution
-    second = run_now_and_wait("by-hand", first)
+    second = _run_now(kubectl, namespace, "by-hand", first)
     time.sleep(1.1)
-    third = run_now_and_wait("by-hand", first, second)
+    third = _run_now(kubectl, namespace, "by-hand", first, second)
 
     # keepLast 1 keeps the third; the first stays as the newest verified; the second goes.
     wait_for(lambda: _get(kubectl, namespace, "backup", second) is None, timeout=60)
@@ -562,6 +580,49 @@ def test_run_now_creates_a_backup_and_retention_keeps_the_newest_verified(
     assert _get(kubectl, namespace, "backup", "by-hand") is not None
     assert first_artifact.exists()
     assert _events(kubectl, namespace, "RetentionApplied")
+
+
+def test_retention_keeps_the_backup_a_restore_not_finished_takes(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    _environment(kubectl, testbed_state, namespace)
+    _key_secret(kubectl, namespace)
+    _apply(
+        kubectl,
+        namespace,
+        _schedule(namespace, backup_root, "@yearly", retention={"keepLast": 1}),
+    )
+    first = _run_now(kubectl, namespace)
+    # A reviewed plan not carried out yet: a dry run of the first backup.
+    _apply(
+        kubectl,
+        namespace,
+        {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Restore",
+            "metadata": {"name": "reviewed"},
+            "spec": {"source": {"backupRef": {"name": first}}, "dryRun": True},
+        },
+    )
+
+    def planned() -> bool:
+        restore = _get(kubectl, namespace, "restore", "reviewed") or {}
+        return bool(((restore.get("status") or {}).get("plan") or {}).get("backup") == first)
+
+    wait_for(planned, timeout=60)
+    time.sleep(1.1)  # run-now names have one-second resolution
+    second = _run_now(kubectl, namespace, first)
+    time.sleep(1.1)
+    third = _run_now(kubectl, namespace, first, second)
+
+    # keepLast 1 keeps the third, and retention deletes the second; the first stays, as
+    # the plan's backup, until the Restore is gone.
+    wait_for(lambda: _get(kubectl, namespace, "backup", second) is None, timeout=60)
+    assert _get(kubectl, namespace, "backup", first) is not None
+    assert _get(kubectl, namespace, "backup", third) is not None
+    kubectl("delete", "restore", "reviewed", "-n", namespace)
+    kubectl("annotate", "backupschedule", "nightly", "-n", namespace, "dockyard.io/touch=1")
+    wait_for(lambda: _get(kubectl, namespace, "backup", first) is None, timeout=60)
 
 
 def test_a_job_mode_backup_and_a_schedule_named_past_63_characters_complete(

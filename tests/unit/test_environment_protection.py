@@ -81,6 +81,26 @@ def test_the_newest_completed_backup_makes_backups_healthy() -> None:
     assert found.last_backup.verified_by is None
 
 
+def test_a_backup_a_later_drill_failed_on_is_not_said_to_be_restored_by_a_drill() -> None:
+    verified: dict[str, Any] = {"drill": "weekly", "at": T0.isoformat()}
+    failed = {
+        "type": "Verified",
+        "status": "False",
+        "reason": "DrillFailed",
+        "message": "RestoreDrill weekly failed: checksum: mismatch",
+        "lastTransitionTime": (T0 + timedelta(hours=8)).isoformat(),
+    }
+    proven = _backup("new", "Completed", 5, verified=verified)
+    undone = _backup("new", "Completed", 5, verified=verified, conditions=[failed])
+
+    assert "drill weekly restored it" in protection_report("shop", [proven], []).backups.message
+    found = protection_report("shop", [undone], [])
+
+    assert found.last_backup is not None
+    assert found.last_backup.verified_by is None
+    assert "drill" not in found.backups.message
+
+
 def test_a_newest_backup_that_failed_is_unhealthy_and_says_why() -> None:
     found = protection_report(
         "shop",

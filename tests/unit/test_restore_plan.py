@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dockyard.core.models.backup import Backup
+from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Tier
 from dockyard.core.models.restore import Restore, RestoreSpec, SourceSelection
 from dockyard.core.models.restore_drill import RestoreDrill
@@ -78,6 +79,23 @@ def spec(**body: Any) -> RestoreSpec:
     return RestoreSpec.model_validate(body)
 
 
+def drill_failed_on(backup: Backup) -> Backup:
+    """``backup`` after a later drill failed on it: ``verified`` kept, Verified False."""
+    status = backup.status.with_condition(
+        "Verified",
+        ConditionStatus.FALSE,
+        "DrillFailed",
+        "RestoreDrill nightly failed: checksum",
+        generation=None,
+    )
+    return backup.model_copy(update={"status": status})
+
+
+def being_deleted(backup: Backup) -> Backup:
+    meta = backup.metadata.model_copy(update={"deletion_timestamp": datetime.now(UTC)})
+    return backup.model_copy(update={"metadata": meta})
+
+
 # --- the source --------------------------------------------------------------------------------
 
 
@@ -92,6 +110,27 @@ def test_the_environment_form_takes_the_newest_completed_backup(
 
     assert choice.backup is not None
     assert choice.backup.metadata.name == expected
+
+
+def test_latest_verified_skips_a_backup_a_later_drill_failed_on() -> None:
+    backups = [*BACKUPS[:1], drill_failed_on(BACKUPS[1]), *BACKUPS[2:]]
+
+    choice = choose_backup(backups, environment="shop", select=SourceSelection.LATEST_VERIFIED)
+
+    assert choice.backup is not None
+    assert choice.backup.metadata.name == "shop-1"
+
+
+@pytest.mark.parametrize("select", list(SourceSelection))
+def test_a_backup_being_deleted_is_never_chosen(select: SourceSelection) -> None:
+    backups = [BACKUPS[0], being_deleted(BACKUPS[1]), being_deleted(BACKUPS[2])]
+
+    choice = choose_backup(backups, environment="shop", select=select)
+
+    assert choice.backup is not None
+    assert choice.backup.metadata.name == "shop-1"
+    named = resolve_source(spec(source={"backupRef": {"name": "shop-3"}}), backups)
+    assert (named.backup, named.reason) == (None, "backup shop-3 is being deleted")
 
 
 @pytest.mark.parametrize(

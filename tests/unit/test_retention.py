@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from dockyard.core.models.backup import Backup, BackupPhase
 from dockyard.core.models.backup_schedule import BackupRetention
+from dockyard.core.models.restore import Restore
+from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.retention import (
     BackupRecord,
     KeepReason,
     apply_retention,
+    backups_in_use,
     newest_verified,
     ttl_expiry,
 )
@@ -233,6 +237,125 @@ def test_a_record_is_read_from_a_backup_object() -> None:
         COMPLETED,
         datetime(2024, 1, 1, 3, tzinfo=UTC),
         datetime(2024, 1, 1, 4, tzinfo=UTC),
+    )
+
+
+def test_a_record_does_not_count_a_verification_a_later_drill_failure_undid() -> None:
+    backup = Backup.model_validate(
+        {
+            "metadata": {"name": "nightly-2", "deletionTimestamp": "2024-01-03T00:00:00Z"},
+            "spec": {
+                "environmentRef": {"name": "shop"},
+                "storage": {"filesystem": {"path": "/backups"}},
+                "encryption": {"keySecretRef": {"name": "k", "key": "key"}},
+            },
+            "status": {
+                "phase": "Completed",
+                "completedAt": "2024-01-02T03:00:00Z",
+                "verified": {"drill": "nightly", "at": "2024-01-02T04:00:00Z"},
+                "conditions": [
+                    {
+                        "type": "Verified",
+                        "status": "False",
+                        "reason": "DrillFailed",
+                        "message": "RestoreDrill nightly failed: checksum",
+                        "lastTransitionTime": "2024-01-02T10:00:00Z",
+                    }
+                ],
+            },
+        }
+    )
+
+    record = BackupRecord.of(backup)
+
+    assert (record.verified_at, record.deleting, record.is_completed) == (None, True, False)
+
+
+def test_a_verified_backup_a_later_drill_failed_on_does_not_displace_the_one_that_passed() -> None:
+    backups = [
+        done("b1", "2024-01-01T03:00:00+00:00", verified="2024-01-01T04:00:00+00:00"),
+        done("b2", "2024-01-02T03:00:00+00:00"),  # verified once; the next drill failed
+        done("b3", "2024-01-03T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepLast=1), UTC_ZONE)
+
+    assert decision.reasons("b1") == (KeepReason.NEWEST_VERIFIED,)
+    assert decision.delete == ("b2",)
+
+
+def test_a_backup_being_deleted_counts_for_no_rule() -> None:
+    deleting = BackupRecord(
+        "b3",
+        COMPLETED,
+        datetime.fromisoformat("2024-01-03T03:00:00+00:00"),
+        datetime.fromisoformat("2024-01-03T04:00:00+00:00"),
+        deleting=True,
+    )
+    backups = [
+        done("b1", "2024-01-01T03:00:00+00:00", verified="2024-01-01T04:00:00+00:00"),
+        done("b2", "2024-01-02T03:00:00+00:00"),
+        deleting,
+    ]
+
+    decision = apply_retention(backups, policy(keepLast=1), UTC_ZONE)
+
+    # b3 is going: b2 is the newest that stays, b1 the newest verified one that does.
+    assert decision.reasons("b2") == (KeepReason.LAST,)
+    assert decision.reasons("b1") == (KeepReason.NEWEST_VERIFIED,)
+    assert ("b3" in decision.delete, decision.reasons("b3")) == (False, ())
+
+
+def test_backups_restores_and_drills_take_are_kept_whatever_the_counts() -> None:
+    backups = [done(f"b{day}", f"2024-01-0{day}T03:00:00+00:00") for day in range(1, 5)]
+    restores = [
+        _restore("planned", plan_backup="b1"),
+        _restore("named", backup_ref="b2"),
+        _restore("finished", plan_backup="b3", phase="Completed"),
+    ]
+    drills = [_drill("nightly", current="b3"), _drill("idle")]
+
+    in_use = backups_in_use(restores, drills)
+    decision = apply_retention(backups, policy(keepLast=1), UTC_ZONE, in_use)
+
+    assert in_use == {"b1", "b2", "b3"}
+    assert decision.delete == ()
+    assert decision.reasons("b1") == (KeepReason.IN_USE,)
+    assert decision.reasons("b4") == (KeepReason.LAST,)
+    assert backups_in_use(restores[2:], drills[1:]) == frozenset()
+
+
+def _restore(
+    name: str, *, plan_backup: str | None = None, backup_ref: str | None = None, phase: str = ""
+) -> Restore:
+    status: dict[str, Any] = {"phase": phase} if phase else {}
+    if plan_backup is not None:
+        status["plan"] = {
+            "backup": plan_backup,
+            "sourceEnvironment": "shop",
+            "target": "shop",
+            "inPlace": True,
+            "targetTier": "development",
+            "tableCount": 0,
+            "estimatedDurationSeconds": 1,
+            "requiresApproval": False,
+        }
+    source = {"backupRef": {"name": backup_ref or plan_backup or "b1"}}
+    return Restore.model_validate(
+        {"metadata": {"name": name}, "spec": {"source": source}, "status": status}
+    )
+
+
+def _drill(name: str, *, current: str | None = None) -> RestoreDrill:
+    status: dict[str, Any] = {}
+    if current is not None:
+        status["currentRun"] = {"backup": current, "startedAt": "2024-01-04T05:00:00Z"}
+    return RestoreDrill.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {"environmentRef": {"name": "shop"}, "schedule": "0 5 * * *"},
+            "status": status,
+        }
     )
 
 

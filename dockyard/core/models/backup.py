@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, Final, Self
 
 from pydantic import Field
 
-from dockyard.core.models.common import CRModel, CustomResource, status_field
+from dockyard.core.models.common import ConditionStatus, CRModel, CustomResource, status_field
 from dockyard.core.models.declarations import (
     ENVIRONMENT_FIELD,
     PHASE_COLUMN,
@@ -213,10 +213,19 @@ class BackupStatus(RunStatus):
     manifest: BackupManifest | None = None
     """The tables in the backup with their row counts."""
     verified: BackupVerification | None = None
-    """The last restore drill that restored this backup and passed its checks. Retention never
-    deletes an environment's newest verified backup."""
+    """The last restore drill that restored this backup and passed its checks. Kept as history when
+    a later drill fails on it (Verified False); retention never deletes an environment's newest
+    backup whose last drill verdict passed."""
     expires_at: datetime | None = None
     """When the backup is deleted because of its ttl."""
+
+    def standing_verification(self) -> BackupVerification | None:
+        """``verified``, unless a later drill failed on the backup (Verified False): the
+        pass that retention, ``latestVerified`` and the environment's summary rely on."""
+        condition = self.condition(BackupConditionType.VERIFIED)
+        if condition is not None and condition.status is ConditionStatus.FALSE:
+            return None
+        return self.verified
 
     def with_artifact(
         self,

@@ -50,7 +50,9 @@ from dockyard.core.models.backup import (
     BackupRunner,
     BackupStatus,
 )
-from dockyard.core.retention import ttl_expiry
+from dockyard.core.models.restore import Restore
+from dockyard.core.models.restore_drill import RestoreDrill
+from dockyard.core.retention import backups_in_use, ttl_expiry
 from dockyard.operator.apply import apply_as
 from dockyard.operator.backups import deletion as backup_deletion
 from dockyard.operator.backups import status as report
@@ -100,6 +102,8 @@ class BackupRuns:
     def __init__(self, context: RunContext) -> None:
         self.context = context
         self.backups = KindStore(context.kube, Backup)
+        self.restores = KindStore(context.kube, Restore)
+        self.drills = KindStore(context.kube, RestoreDrill)
         settings = context.settings
         self.policy = RetryPolicy(
             max_attempts=settings.backup_max_attempts,
@@ -129,7 +133,8 @@ class BackupRuns:
         """Apply the Backup's ttl: record when it expires, delete it once it has.
 
         Deleting the object deletes the artifact through the finalizer. The newest
-        backup of its environment that a drill verified is kept past its ttl.
+        backup of its environment that a drill verified is kept past its ttl, and so is
+        one a Restore not finished or a drill's current run takes (``backups_in_use``).
         """
         loaded = await self.backups.load(namespace, name, on_invalid=OnInvalid.FAIL)
         ttl = None if loaded is None else loaded.resource.spec.ttl
@@ -141,6 +146,10 @@ class BackupRuns:
         if expiry.expires_at != backup.status.expires_at:
             at = expiry.expires_at.isoformat() if expiry.expires_at else None
             await self.backups.write_status(namespace, name, {"expiresAt": at}, uid=loaded.uid)
+        if expiry.delete and name in backups_in_use(
+            await self.restores.in_namespace(namespace), await self.drills.in_namespace(namespace)
+        ):
+            return  # looked at again on the next timer, once that run is over
         if expiry.delete:
             post(loaded.raw, reason="Expired", message=f"{expiry.reason}; deleting the backup")
             if await self.backups.delete(namespace, name, uid=loaded.uid):

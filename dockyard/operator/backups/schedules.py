@@ -23,12 +23,13 @@ Decisions worth knowing:
   schedule, so deleting the schedule deletes its backups with their artifacts (use
   ``kubectl delete --cascade=orphan`` to keep them).
 - Retention (``dockyard.core.retention``) deletes Backup objects; their finalizer
-  deletes the artifacts. It never deletes the newest backup a drill verified.
+  deletes the artifacts. It never deletes the newest backup a drill verified, nor one
+  a Restore not finished or a drill's current run takes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -44,11 +45,13 @@ from dockyard.core.models.backup_schedule import (
     ConcurrencyPolicy,
 )
 from dockyard.core.models.common import API_VERSION, ConditionStatus
+from dockyard.core.models.restore import Restore
+from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 from dockyard.core.models.storage import RUNNER_OWN_PATH_MESSAGE
 from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
-from dockyard.core.retention import BackupRecord, apply_retention
+from dockyard.core.retention import BackupRecord, apply_retention, backups_in_use
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
 from dockyard.operator.runs.context import RunContext
 from dockyard.operator.store import KindStore, ObjectLocks, OnInvalid, post
@@ -111,9 +114,15 @@ def _template_refused(schedule: BackupSchedule) -> str | None:
     return f"template.storage.filesystem.path {filesystem.path}: {RUNNER_OWN_PATH_MESSAGE}"
 
 
-def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) -> Tick:
+def plan_tick(
+    schedule: BackupSchedule,
+    backups: list[Backup],
+    now: datetime,
+    in_use: Collection[str] = (),
+) -> Tick:
     """Decide one pass over ``schedule`` at ``now``; ``backups`` are those carrying its
-    label, of which only those it made for its environment count (``made_for``)."""
+    label, of which only those it made for its environment count (``made_for``);
+    retention keeps those ``in_use`` names (``backups_in_use``)."""
     backups = [b for b in backups if made_for(schedule, b)]
     spec, previous = schedule.spec, schedule.status
     generation = schedule.metadata.generation
@@ -131,7 +140,7 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
             generation=generation, now=now,
             update={previous.next_time_field: None},
         )  # fmt: skip
-        kept = apply_retention([BackupRecord.of(b) for b in backups], spec.retention, tz)
+        kept = apply_retention([BackupRecord.of(b) for b in backups], spec.retention, tz, in_use)
         return Tick(status=status, invalid=refused, delete=kept.delete)
 
     active = sorted(b.metadata.name or "" for b in backups if _in_flight(b))
@@ -164,6 +173,7 @@ def plan_tick(schedule: BackupSchedule, backups: list[Backup], now: datetime) ->
         [BackupRecord.of(b) for b in backups if b.metadata.name not in replace],
         spec.retention,
         tz,
+        in_use,
     )
     still_active = [name for name in active if name not in replace]
     if create is not None:
@@ -231,6 +241,8 @@ class ScheduleRuns:
         self.context = context
         self.schedules = KindStore(context.kube, BackupSchedule)
         self.backups = KindStore(context.kube, Backup)
+        self.restores = KindStore(context.kube, Restore)
+        self.drills = KindStore(context.kube, RestoreDrill)
         self.locks: ObjectLocks[tuple[str, str]] = ObjectLocks()
 
     def forget(self, namespace: str, name: str) -> None:
@@ -249,7 +261,10 @@ class ScheduleRuns:
         backups = await self.backups.in_namespace(
             namespace, params={"labelSelector": f"{SCHEDULE_LABEL}={label_value(name)}"}
         )
-        plan = plan_tick(schedule, backups, now)
+        in_use = backups_in_use(
+            await self.restores.in_namespace(namespace), await self.drills.in_namespace(namespace)
+        )
+        plan = plan_tick(schedule, backups, now, in_use)
         by_name = {b.metadata.name: b for b in backups}
         for victim in plan.replace:
             await self._cancel(raw, by_name[victim], replaced_by=plan.create or "")

@@ -67,7 +67,7 @@ def _last_backup(backups: list[Backup]) -> LastBackup | None:
     if not completed:
         return None
     newest = max(completed, key=_finished_at)
-    verified = newest.status.verified
+    verified = newest.status.standing_verification()
     return LastBackup(
         name=newest.metadata.name or "",
         completed_at=newest.status.completed_at,

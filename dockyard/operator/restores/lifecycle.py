@@ -124,6 +124,9 @@ class RestoreRuns:
         source = next((b for b in backups if b.metadata.name == plan.backup), None)
         if source is None:
             return await records.fail(loaded, f"the planned backup {plan.backup} no longer exists")
+        if source.metadata.deletion_timestamp is not None:
+            # Its finalizer is deleting the artifact the restore would read.
+            return await records.fail(loaded, f"the planned backup {plan.backup} is being deleted")
         if plan.backup_uid is not None and source.metadata.uid != plan.backup_uid:
             # The approval covers the backup the plan showed, not whatever has its name now.
             return await records.fail(
