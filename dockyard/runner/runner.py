@@ -114,39 +114,41 @@ async def run_backup(
     pg_dump_version = await tool_version(options.tools.pg_dump)
     sealer = Sealer(key, chunk_size=options.chunk_size)
     logger.info("backup started", extra={"artifact": name, "database": connection.database})
-    async with exported_snapshot(dsn) as snapshot:
-        dump = Command(
-            "pg_dump",
-            [
-                options.tools.pg_dump,
-                "--format=custom",
-                "--compress=0",
-                f"--snapshot={snapshot.snapshot_id}",
-                f"--lock-wait-timeout={int(options.lock_wait_timeout_seconds * 1000)}",
-                "--no-password",
-                f"--dbname={connection.uri}",
-            ],
-            env=connection.env,
-        )
-        compress = Command(
-            "zstd",
-            [
-                options.tools.zstd,
-                "-q",
-                f"-{options.compression_level}",
-                f"-T{options.compression_threads}",
-                "-c",
-                "-",
-            ],
-            env=base_env(),
-        )
-        # The artifact's write, from its first byte to its commit: the storage's span.
-        with _tracer.start_as_current_span(
-            "storage.write",
-            kind=SpanKind.CLIENT,
-            attributes={"dockyard.artifact": name, "dockyard.store": type(storage).__name__},
-        ) as write_span:
-            async with storage.create(name) as writer:
+    # The artifact's write, from its first byte to its commit: the storage's span. The
+    # snapshot's session ends before the commit: a failure to end it (the session killed
+    # while pg_dump streamed) aborts the write, and nothing is left under ``name``.
+    with _tracer.start_as_current_span(
+        "storage.write",
+        kind=SpanKind.CLIENT,
+        attributes={"dockyard.artifact": name, "dockyard.store": type(storage).__name__},
+    ) as write_span:
+        async with storage.create(name) as writer:
+            async with exported_snapshot(dsn) as snapshot:
+                dump = Command(
+                    "pg_dump",
+                    [
+                        options.tools.pg_dump,
+                        "--format=custom",
+                        "--compress=0",
+                        f"--snapshot={snapshot.snapshot_id}",
+                        f"--lock-wait-timeout={int(options.lock_wait_timeout_seconds * 1000)}",
+                        "--no-password",
+                        f"--dbname={connection.uri}",
+                    ],
+                    env=connection.env,
+                )
+                compress = Command(
+                    "zstd",
+                    [
+                        options.tools.zstd,
+                        "-q",
+                        f"-{options.compression_level}",
+                        f"-T{options.compression_threads}",
+                        "-c",
+                        "-",
+                    ],
+                    env=base_env(),
+                )
                 async with ProcessChain(
                     [dump, compress],
                     read_stdout=True,
@@ -170,8 +172,8 @@ async def run_backup(
                     finally:
                         counting.cancel()
                         await asyncio.gather(counting, return_exceptions=True)
-                stored = await writer.commit()
-            write_span.set_attribute("dockyard.artifact.size", stored.size)
+            stored = await writer.commit()
+        write_span.set_attribute("dockyard.artifact.size", stored.size)
     result = BackupResult(
         **asdict(stored),  # name, location, size, sha256: what the store committed
         key_id=key.key_id,

@@ -23,6 +23,7 @@ import pytest
 from dockyard.operator.database import DatabaseCredentials
 from dockyard.runner import (
     ArtifactTruncated,
+    BackupError,
     BackupOptions,
     BackupResult,
     ChecksumMismatch,
@@ -458,6 +459,55 @@ async def test_a_killed_pg_dump_fails_the_backup_and_leaves_no_artifact(
     assert not await stalled_storage.exists("shop/x.dkbk")
     assert list(stalled_storage.root.rglob("*x.dkbk*")) == []
     assert children_named("zstd") == []
+
+
+async def _terminate_snapshot_session(admin_dsn: str, database: str) -> None:
+    """End the session that exported the dump's snapshot, once its row counts are done
+    (idle in its transaction); pg_dump imported the snapshot long before."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        for _ in range(600):
+            ended = await conn.fetchval(
+                "SELECT count(pg_catalog.pg_terminate_backend(pid))"
+                " FROM pg_catalog.pg_stat_activity"
+                " WHERE datname = $1 AND state = 'idle in transaction'"
+                " AND query LIKE 'SELECT pg_catalog.count(*)%'",
+                database,
+            )
+            if ended:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the snapshot's session never finished its row counts")
+    finally:
+        await conn.close()
+
+
+async def test_a_snapshot_session_lost_after_the_dump_leaves_no_artifact(
+    big_source: DatabaseCredentials, stalled_storage: StalledStorage, admin_dsn: str
+) -> None:
+    # The session sits idle in its transaction while pg_dump streams: a proxy's idle
+    # timeout, or the tenant's own pg_terminate_backend, can end it then.
+    task = asyncio.create_task(
+        run_backup(
+            dsn=big_source.uri(),
+            storage=stalled_storage,
+            name="shop/x.dkbk",
+            key=KEY,
+            options=BackupOptions(chunk_size=64 * 1024),
+        )
+    )
+    try:
+        await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
+        await _terminate_snapshot_session(admin_dsn, big_source.database)
+    finally:
+        stalled_storage.release.set()
+
+    with pytest.raises(BackupError):
+        await task
+
+    # Retried, the run would otherwise leave one complete, uncounted artifact a try.
+    assert not await stalled_storage.exists("shop/x.dkbk")
+    assert list(stalled_storage.root.rglob("*x.dkbk*")) == []
 
 
 @pytest.fixture
