@@ -73,6 +73,11 @@ class StorageQuotaExceeded(StorageFull, reason="StorageQuotaExceeded"):
     committed."""
 
 
+class SpoolFailed(StorageError, reason="SpoolFailed"):
+    """A parallel restore could not write its local copy of the dump (the spool volume
+    full, a file size limit); the artifact itself held its checksum and key."""
+
+
 class ArtifactNotFound(StorageError, reason="ArtifactNotFound"):
     """No committed artifact has that name."""
 

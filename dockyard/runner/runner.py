@@ -73,6 +73,7 @@ from dockyard.runner.errors import (
     ArtifactCorrupt,
     DumpFailed,
     RestoreFailed,
+    SpoolFailed,
     TargetNotEmpty,
 )
 from dockyard.runner.keys import EncryptionKey, Keyring
@@ -228,9 +229,13 @@ async def run_restore(
         spooled: Path | None = None
         try:
             if options.parallel:
-                directory = scratch.enter_context(
-                    tempfile.TemporaryDirectory(dir=options.spool_dir, prefix="dockyard-restore-")
-                )
+                try:
+                    made = tempfile.TemporaryDirectory(
+                        dir=options.spool_dir, prefix="dockyard-restore-"
+                    )
+                    directory = scratch.enter_context(made)
+                except OSError as exc:
+                    raise SpoolFailed(f"the restore's spool could not be made: {exc}") from None
                 spooled = Path(directory) / "dump"
                 size, header = await spool(
                     storage, name, expected_sha256, keyring, into=spooled, tools=options.tools

@@ -12,6 +12,7 @@ operation's own (see the ``runner`` module for why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dockyard.runner.envelope import Header, Opener, Sealer, read_header
-from dockyard.runner.errors import ArtifactCorrupt, ArtifactError, ToolFailed
+from dockyard.runner.errors import ArtifactCorrupt, ArtifactError, SpoolFailed, ToolFailed
 from dockyard.runner.keys import Keyring
 from dockyard.runner.libpq import base_env
 from dockyard.runner.options import Tools
@@ -128,7 +129,9 @@ async def spool(
     The checksum decides first, as in :func:`preflight`: a frame that fails to open
     stops the spooling, but the rest is still read and hashed, so a flipped byte is
     reported as :class:`ChecksumMismatch`, not as a bad frame. The last frame (without
-    which the spool is no complete dump) is released only once the checksum held.
+    which the spool is no complete dump) is released only once the checksum held. When
+    zstd fails on an artifact whose checksum held and whose every frame opened, the
+    spool is at fault, not the artifact: :class:`SpoolFailed`, which a retry may mend.
     """
     decompress = Command(
         "zstd", [tools.zstd, "-q", "-d", "-f", "-o", str(into), "-"], env=base_env()
@@ -136,30 +139,43 @@ async def spool(
     size = 0
     head = bytearray()
     failure: ArtifactError | None = None
+    # zstd stopped reading (its exit status says why): the rest is still read and opened.
+    stopped = False
+
+    async def put(plain: bytes) -> None:
+        nonlocal stopped
+        if stopped:
+            return
+        try:
+            await chain.write(plain)
+        except (BrokenPipeError, ConnectionResetError):
+            stopped = True
+
     async with ProcessChain([decompress], feed_stdin=True) as chain:
         opener = Opener(keyring)
-        try:
-            with _Worker() as worker:
-                async with storage.open(name, expected_sha256=expected_sha256) as reader:
-                    async for chunk in reader:
-                        size += len(chunk)
-                        if len(head) < 64 * 1024:
-                            head += chunk[: 64 * 1024]
-                        if failure is not None:
-                            continue
-                        try:
-                            for plain in await worker.run(opener.feed, chunk):
-                                await chain.write(plain)
-                        except ArtifactError as exc:
-                            failure = exc  # reported once the checksum has had its say
-                if failure is not None:
-                    raise failure
-                await chain.write(await worker.run(opener.finish))
-            await chain.close_stdin()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # zstd stopped reading: its exit status says why
+        with _Worker() as worker:
+            async with storage.open(name, expected_sha256=expected_sha256) as reader:
+                async for chunk in reader:
+                    size += len(chunk)
+                    if len(head) < 64 * 1024:
+                        head += chunk[: 64 * 1024]
+                    if failure is not None:
+                        continue
+                    try:
+                        for plain in await worker.run(opener.feed, chunk):
+                            await put(plain)
+                    except ArtifactError as exc:
+                        failure = exc  # reported once the checksum has had its say
+            if failure is not None:
+                raise failure
+            await put(await worker.run(opener.finish))
+        if not stopped:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await chain.close_stdin()
         exits = await chain.wait()
-    raise_for(exits, cause_first="zstd", error=ArtifactCorrupt)
+    failed = first_failure(exits, cause_first="zstd")
+    if failed is not None:
+        raise SpoolFailed(f"the restore's spool could not be written: {failed.describe()}")
     header = read_header(bytes(head), keyring)
     if header is None:
         raise ArtifactCorrupt(f"artifact {name!r} is too short to hold a header")

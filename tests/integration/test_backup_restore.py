@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import pytest
 
 from dockyard.operator.database import DatabaseCredentials
 from dockyard.runner import (
+    ArtifactError,
     ArtifactTruncated,
     BackupError,
     BackupOptions,
@@ -33,6 +35,7 @@ from dockyard.runner import (
     Keyring,
     RestoreFailed,
     RestoreOptions,
+    SpoolFailed,
     StorageFull,
     TargetNotEmpty,
     ToolFailed,
@@ -45,6 +48,7 @@ from dockyard.runner import (
 )
 from dockyard.runner.envelope import TAG_BYTES, parse_header
 from dockyard.runner.libpq import with_database
+from dockyard.runner.manifest import user_relations
 from dockyard.runner.s3 import S3Store
 from dockyard.runner.storage import (
     ArtifactReader,
@@ -705,14 +709,13 @@ async def test_a_backup_to_s3_verifies_and_restores(
     s3_credentials: None,
 ) -> None:
     """Against the test bed's S3 (SeaweedFS over TLS, see test_backup_storage)."""
-    async with S3Store(
-        "dockyard-backups", prefix="team-a", endpoint_url=s3_endpoint, region="us-east-1"
-    ) as s3:
-        await s3.client.create_bucket(Bucket="dockyard-backups")
+    bucket = f"dockyard-backups-{uuid.uuid4().hex[:8]}"  # the test bed outlives one run
+    async with S3Store(bucket, prefix="team-a", endpoint_url=s3_endpoint, region="us-east-1") as s3:
+        await s3.client.create_bucket(Bucket=bucket)
         result = await run_backup(
             dsn=backed.source.uri(), storage=s3, name="shop/s3-1.dkbk", key=KEY
         )
-        assert result.location == "s3://dockyard-backups/team-a/shop/s3-1.dkbk"
+        assert result.location == f"s3://{bucket}/team-a/shop/s3-1.dkbk"
         await verify_artifact(storage=s3, name=result.name, expected_sha256=result.sha256, keys=KEY)
         await run_restore(
             dsn=target.uri(),
@@ -857,3 +860,40 @@ async def test_a_failing_parallel_restore_says_why_and_removes_its_spool(
             options=RestoreOptions(jobs=2, spool_dir=str(spool_dir), require_empty=False),
         )
     assert os.listdir(spool_dir) == []
+
+
+async def test_a_spool_that_cannot_be_written_is_a_storage_failure_not_a_corrupt_artifact(
+    backed: Backed, target: DatabaseCredentials, spool_dir: Path, tmp_path: Path
+) -> None:
+    # The real zstd, under a file size limit of a few KiB: the spool volume "full".
+    limited = tmp_path / "zstd-limited"
+    limited.write_text(f'#!/bin/sh\nulimit -f 8\nexec {shutil.which("zstd")} "$@"\n')
+    limited.chmod(0o755)
+    options = RestoreOptions(
+        jobs=2, spool_dir=str(spool_dir), tools=Tools(zstd=str(limited)), require_empty=False
+    )
+
+    with pytest.raises(SpoolFailed, match="spool could not be written") as caught:
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+            options=options,
+        )
+
+    # Retried by the operator (a storage failure), never reported as a bad backup.
+    assert not isinstance(caught.value, ArtifactError)
+    assert os.listdir(spool_dir) == []
+    assert await user_relations(target.uri()) == []
+    missing = RestoreOptions(jobs=2, spool_dir=str(spool_dir / "gone"))
+    with pytest.raises(SpoolFailed, match="spool could not be made"):
+        await run_restore(
+            dsn=target.uri(),
+            storage=backed.storage,
+            name=backed.result.name,
+            expected_sha256=backed.result.sha256,
+            keys=KEY,
+            options=missing,
+        )
