@@ -6,8 +6,11 @@ from typing import Any
 
 import pytest
 
+from dockyard.api.errors import Problem
+from dockyard.api.ratelimit.addresses import address_group
 from dockyard.api.ratelimit.backends import Bucket, MemoryLimiter
 from dockyard.api.ratelimit.decisions import RuleDecision, Verdict
+from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.rules import ANONYMOUS, Caller, PolicyIndex, Target, sf_string
 
 PLATFORM = "dockyard-system"
@@ -107,6 +110,28 @@ def test_keys_count_per_subject_address_or_header_and_fall_back_to_the_address()
     assert with_key == header.bucket(ANONYMOUS, "10.0.0.2", {"X-Api-Key": "k1"})
     assert with_key != header.bucket(ANONYMOUS, "10.0.0.1", {"X-Api-Key": "k2"})
     assert "k1" not in with_key  # header values may be credentials: only a hash is stored
+
+
+def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_as_itself() -> None:
+    [ip] = index(policy(PLATFORM, "p", rule("ip", key="ClientIP"))).candidates(envs("shop"))
+
+    one_network = {ip.bucket(ANONYMOUS, f"2001:db8:1:2::{n:x}", {}) for n in range(1, 500)}
+    assert len(one_network) == 1
+    assert ip.bucket(ANONYMOUS, "2001:db8:1:3::1", {}) not in one_network
+    assert ip.bucket(ANONYMOUS, "::ffff:10.0.0.1", {}) == ip.bucket(ANONYMOUS, "10.0.0.1", {})
+    assert address_group("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64"
+    assert address_group("not an address") == "not an address"
+
+
+async def test_the_token_review_cap_counts_an_ipv6_network_as_one_address() -> None:
+    cap = ReviewCap(MemoryLimiter(), per_minute=3, scope="test")
+    for n in range(1, 4):
+        await cap.admit(f"2001:db8::{n}")
+
+    with pytest.raises(Problem) as refused:
+        await cap.admit("2001:db8::ffff:4")  # another address, the same /64
+    assert refused.value.status == 429
+    await cap.admit("2001:db8:0:1::1")  # the next /64 has its own budget
 
 
 def test_only_rules_that_match_or_key_on_the_caller_need_a_token_review() -> None:

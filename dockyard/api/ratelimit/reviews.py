@@ -21,6 +21,7 @@ import logging
 
 from dockyard.api import errors
 from dockyard.api.ratelimit import gcra
+from dockyard.api.ratelimit.addresses import address_group
 from dockyard.api.ratelimit.backends import (
     Bucket,
     Limiter,
@@ -45,7 +46,8 @@ class ReviewCap:
 
     async def admit(self, address: str) -> None:
         """Charge one review to ``address``; the 429 problem when its cap is spent."""
-        bucket = Bucket(key=self.prefix + address, quota=self.quota, cost=1, enforced=True)
+        key = self.prefix + address_group(address)  # an IPv6 client by its /64
+        bucket = Bucket(key=key, quota=self.quota, cost=1, enforced=True)
         try:
             [result] = await self.limiter.check([bucket])
         except LimiterUnavailable:

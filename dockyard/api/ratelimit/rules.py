@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dockyard.api.ratelimit.addresses import address_group
 from dockyard.api.ratelimit.backends import ceil_seconds
 from dockyard.api.ratelimit.gcra import Quota
 from dockyard.core.models.ratelimit import (
@@ -162,7 +163,7 @@ class CompiledRule:
         elif self.key is KeyType.SUBJECT and caller.authenticated:
             digest = _remembered_digest("user:" + caller.user)
         else:
-            digest = _remembered_digest("ip:" + address)
+            digest = _remembered_digest("ip:" + address_group(address))
         return f"{self.policy.uid}:{self.name}:{digest}"
 
 
