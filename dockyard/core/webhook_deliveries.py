@@ -11,7 +11,11 @@
   once the lease ends. The batch is shared among namespaces (migration 0009), so that
   one namespace's backlog does not hold up the others' deliveries.
 - ``delivered``, ``retry`` and ``give_up`` record an attempt's result; ``redeliver``
-  revives dead letters; ``wake`` makes due again what a suspension parked.
+  revives dead letters.
+- A delivery whose Webhook is suspended or not Ready is parked: its ``last_error`` says
+  why (``SUSPENDED``, ``NOT_READY``) until an attempt. ``wake`` makes what was parked
+  due again, and due only since then: ``due_since`` starts the dead-letter window, and
+  time parked is no time the delivery could have been made.
 - ``forget`` drops a deleted Webhook's deliveries and cursor; ``purge`` is retention:
   finished deliveries and events past ``DOCKYARD_EVENT_RETENTION_DAYS``.
 """
@@ -80,9 +84,15 @@ UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2), last_
     last_error = $4
 WHERE id = $1
 """
+_SQL_POSTPONE = """
+UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2) WHERE id = $1
+"""
+_SQL_PARK = """
+UPDATE webhook_deliveries SET last_error = $2 WHERE webhook_uid = $1 AND state = 'pending'
+"""
 _SQL_WAKE = """
-UPDATE webhook_deliveries SET next_at = now()
-WHERE webhook_uid = $1 AND state = 'pending' AND last_error = $2 AND next_at > now()
+UPDATE webhook_deliveries SET next_at = least(next_at, now()), due_since = now()
+WHERE webhook_uid = $1 AND state = 'pending' AND last_error = any($2::text[])
 """
 _SQL_DEAD = """
 UPDATE webhook_deliveries SET state = 'dead', last_status = $2, last_error = $3 WHERE id = $1
@@ -115,8 +125,9 @@ DELETE FROM webhook_deliveries WHERE id IN (
 """
 _SQL_PURGE_EVENTS = "SELECT events_purge_before($1, $2)"
 PURGE_BATCH: Final = 10_000
-# The last error of a delivery parked because its Webhook is suspended.
+# The last error of a delivery parked because its Webhook is suspended, or not Ready.
 SUSPENDED: Final = "webhook suspended"
+NOT_READY: Final = "webhook not ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +240,20 @@ async def retry(
     await pool.execute(_SQL_RETRY, delivery, after, status, error[:512])
 
 
+async def postpone(pool: asyncpg.Pool, delivery: int, after: float) -> None:
+    """Try again after ``after`` seconds; unlike ``retry``, no attempt was made."""
+    await pool.execute(_SQL_POSTPONE, delivery, after)
+
+
+async def park(pool: asyncpg.Pool, webhook_uid: str, reason: str) -> None:
+    """Mark a Webhook's pending deliveries parked for ``reason``, until ``wake``."""
+    await pool.execute(_SQL_PARK, webhook_uid, reason)
+
+
 async def wake(pool: asyncpg.Pool, webhook_uid: str) -> None:
-    """Make the deliveries a suspension parked (``SUSPENDED``) due now."""
-    await pool.execute(_SQL_WAKE, webhook_uid, SUSPENDED)
+    """Make the deliveries parked (``SUSPENDED``, ``NOT_READY``) due now, and due only
+    from now: the time they were parked does not count toward giving them up."""
+    await pool.execute(_SQL_WAKE, webhook_uid, [SUSPENDED, NOT_READY])
 
 
 async def give_up(pool: asyncpg.Pool, delivery: int, status: int | None, error: str) -> None:

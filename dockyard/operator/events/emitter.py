@@ -78,7 +78,10 @@ class Emitter:
         try:
             waiting = list(self._pending.values())
             already = await event_log.known(self.pool, [e.id for e in waiting])
-            due = [e for e in waiting if e.id not in already and await self._follows(e)]
+            due: list[Event] = []
+            for event in waiting:
+                if event.id not in already and await self._follows(event, due):
+                    due.append(event)
             logged = await event_log.append_now(self.pool, due)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             logger.warning(
@@ -99,12 +102,16 @@ class Emitter:
                            "object": event.data.object.name},
                 )  # fmt: skip
 
-    async def _follows(self, event: Event) -> bool:
-        """A resumed scaling policy was paused before (its first state is not a resume)."""
+    async def _follows(self, event: Event, earlier: list[Event]) -> bool:
+        """A resumed scaling policy was paused before (its first state is not a resume):
+        in the log, or ``earlier`` in the batch being logged (an outage held both)."""
         if event.type is not EventType.SCALING_RESUMED:
             return True
         ref = event.data.object
-        return bool(await self.pool.fetchval(_SQL_PAUSED, ref.namespace, ref.name, ref.uid))
+        key = (ref.namespace, ref.name, ref.uid)  # as _SQL_PAUSED: any generation
+        if any(e.type is EventType.SCALING_PAUSED and _key(e) == key for e in earlier):
+            return True
+        return bool(await self.pool.fetchval(_SQL_PAUSED, *key))
 
     def _remember(self, event_id: str) -> None:
         self._known[event_id] = None
@@ -124,3 +131,8 @@ class Emitter:
 
     async def close(self) -> None:
         await cancel_and_wait(self._retry)
+
+
+def _key(event: Event) -> tuple[str, str, str]:
+    ref = event.data.object
+    return ref.namespace, ref.name, ref.uid

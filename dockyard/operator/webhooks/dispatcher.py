@@ -9,7 +9,8 @@ A pass:
    (``webhook-id`` is the event's id, so a receiver deduplicates on it);
 4. records the result: delivered on a 2xx; otherwise retried after an exponential
    backoff with jitter, or given up (a dead letter) once the delivery has been
-   due for ``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER``;
+   due for ``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER`` (time parked, its Webhook suspended
+   or not Ready, is not counted: ``webhook_deliveries.wake``);
 5. writes each Webhook's status when what it shows changed.
 
 Each endpoint has a circuit breaker of its own (purgatory, through ``Breakers``): after
@@ -145,12 +146,13 @@ class Dispatcher:
             check_url(self.policy, webhook.spec.url)
             signer = await read_signer(self.kube, namespace, webhook.spec)
         except TargetRefused as refused:
-            self._drop(uid)  # not delivered to until fixed; its deliveries wait
+            self._drop(uid)  # not delivered to until fixed; its deliveries wait, parked
+            await store.park(self.pool, uid, store.NOT_READY)
             ready = (False, refused.reason, refused.message)
         else:
             await store.start(self.pool, uid, meta.creation_timestamp or datetime.now(UTC))
             if not webhook.spec.suspend:
-                await store.wake(self.pool, uid)  # what a suspension parked is due again
+                await store.wake(self.pool, uid)  # what was parked is due again, from now
             self.targets[uid] = Target(
                 uid, namespace, name, generation, webhook.spec, signer,
                 everywhere=namespace == self.settings.namespace,
@@ -253,8 +255,9 @@ class Dispatcher:
     async def _deliver(self, delivery: store.Claimed) -> None:
         target = self.targets.get(delivery.webhook_uid)
         if target is None:
-            # Deleted or not checked yet: try again later, uncounted.
-            await store.retry(self.pool, delivery.id, self._lease(), None, "webhook not ready")
+            # Deleted, not Ready (``check`` parked it) or not checked yet: try again
+            # later, uncounted, leaving its last error (and so whether it is parked).
+            await store.postpone(self.pool, delivery.id, self._lease())
             return
         if target.spec.suspend:
             # Kept, not given up; parked for long, so that a suspended Webhook's backlog
