@@ -40,7 +40,11 @@ CLAIM_ROUNDS: Final = 4
 _SQL_CURSOR = "SELECT seq FROM webhook_cursors WHERE webhook_uid = $1"
 _SQL_START = """
 INSERT INTO webhook_cursors (webhook_uid, seq)
-SELECT $1, coalesce(max(seq), 0) FROM events WHERE occurred_at < $2
+SELECT $1, coalesce(
+    (SELECT min(seq) - 1 FROM events WHERE occurred_at >= $2),
+    (SELECT max(seq) FROM events),
+    0
+)
 ON CONFLICT (webhook_uid) DO NOTHING
 """
 _SQL_MOVE = "UPDATE webhook_cursors SET seq = greatest(seq, $2) WHERE webhook_uid = $1"
@@ -173,7 +177,10 @@ async def fan_out(
 
 
 async def start(pool: asyncpg.Pool, webhook_uid: str, created: datetime) -> None:
-    """Start a Webhook's cursor (once) at the last event before ``created``."""
+    """Start a Webhook's cursor (once) just before the first event logged that occurred
+    at or after ``created``. Not after the last one that occurred before it: an event
+    logged late (held through an outage, or stamped by a slower clock) can have a
+    higher ``seq`` than one that happened after the Webhook was made."""
     await pool.execute(_SQL_START, webhook_uid, created)
 
 
