@@ -1,10 +1,15 @@
 """Reading request bodies: JSON only, bounded in size, depth and read time; the handler
 then validates the result with its operation's request model.
 
-Depth is checked on the raw bytes before parsing: the parser, and everything that walks
-the result afterwards (merge patch, hashing, validation), recurses once per level, so
-a body of ``[[[[...`` must be refused before any of them sees it (a ``RecursionError``
-would otherwise surface as a 500).
+Depth is checked before parsing: the parser, and everything that walks the result
+afterwards (merge patch, hashing, validation), recurses once per level, so a body of
+``[[[[...`` must be refused before any of them sees it (a ``RecursionError`` would
+otherwise surface as a 500).
+
+The body is decoded as UTF-8 first (RFC 8259 8.1), and the depth check and the parser
+both read that text. ``json.loads`` given bytes would also take UTF-16 and UTF-32, whose
+bytes the depth check cannot read: an ASCII quote byte inside a wider character pairs
+with another and hides the brackets between them.
 """
 
 from __future__ import annotations
@@ -22,15 +27,50 @@ JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 
 # Far deeper than any object of the API (a few levels past spec) needs.
 MAX_DEPTH = 32
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_BRACKET = re.compile(rb"[\[\]{}]")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
-def exceeds_depth(raw: bytes, limit: int) -> bool:
-    """Whether arrays and objects nest more than ``limit`` deep in ``raw`` (brackets inside
+def exceeds_depth(text: str, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep in ``text`` (brackets inside
     strings do not count); stops at the first level past the limit."""
-    steps = (1 if m[0] in b"[{" else -1 for m in _BRACKET.finditer(_STRING.sub(b"", raw)))
+    steps = (1 if m[0] in "[{" else -1 for m in _BRACKET.finditer(_STRING.sub("", text)))
     return any(depth > limit for depth in itertools.accumulate(steps))
+
+
+def not_json(reason: str) -> errors.Problem:
+    return errors.validation_failed(
+        [errors.FieldError(field="(body)", message=f"not valid JSON: {reason}")]
+    )
+
+
+def decode(raw: bytes) -> str:
+    """``raw`` as UTF-8 text; 422 for any other encoding, a byte order mark included.
+
+    A JSON text never holds a NUL (control characters in strings are escaped), so one
+    marks UTF-16 or UTF-32 where their bytes also happen to be valid UTF-8."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_json(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if text.startswith("\ufeff"):
+        raise not_json("starts with a byte order mark; send UTF-8 without one")
+    if "\x00" in text:
+        raise not_json("holds a NUL byte; send UTF-8, not UTF-16 or UTF-32")
+    return text
+
+
+def parse(raw: bytes) -> object:
+    """``raw`` as JSON: UTF-8 text no deeper than ``MAX_DEPTH``; 400 or 422 otherwise."""
+    text = decode(raw)
+    if exceeds_depth(text, MAX_DEPTH):
+        raise too_deep(MAX_DEPTH)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise too_deep(MAX_DEPTH) from None
+    except ValueError as exc:
+        raise not_json(str(exc)) from None
 
 
 def too_deep(limit: int) -> errors.Problem:
@@ -64,16 +104,7 @@ async def read_json(
                 raw = await _read_at_most(request, max_bytes)
     except TimeoutError:
         raise body_timeout(timeout) from None
-    if exceeds_depth(raw, MAX_DEPTH):
-        raise too_deep(MAX_DEPTH)
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise too_deep(MAX_DEPTH) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.validation_failed(
-            [errors.FieldError(field="(body)", message=f"not valid JSON: {exc}")]
-        ) from None
+    return parse(raw)
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes:

@@ -7,11 +7,12 @@ problem ever carries a stack trace, SQL or a secret: details are written for cli
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypedDict, Unpack
+from typing import Any, Final, NamedTuple, TypedDict, Unpack
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
@@ -99,6 +100,24 @@ class FieldError(BaseModel):
 
     field: str = Field(description="JSON path of the field, e.g. spec.database.deletionPolicy")
     message: str = Field(description="what is wrong with it")
+
+
+class InvalidField(NamedTuple):
+    """An invalid field before a problem lists it. A tuple costs a fraction of a
+    ``FieldError`` (a pydantic model), so a caller finding thousands of them (a body of
+    unknown keys) makes these, and only the ones listed become ``FieldError``s."""
+
+    field: str
+    message: str
+
+
+MAX_FIELD_ERRORS: Final = 50
+"""The most invalid fields one problem lists. A 1 MiB body can hold 100,000 unknown keys;
+listing each cost a replica most of a second of its event loop and sent megabytes back."""
+
+MORE_FIELDS: Final = "(more)"
+"""The ``field`` of the last entry of a problem that lists ``MAX_FIELD_ERRORS`` and left
+some out: its message says how many."""
 
 
 class ProblemDetail(BaseModel):
@@ -203,17 +222,37 @@ def unsupported_media_type(got: str) -> Problem:
     return UNSUPPORTED_MEDIA_TYPE(f"Send application/json (got {got or 'no Content-Type'}).")
 
 
-def validation_failed(errors: list[FieldError], detail: str | None = None) -> Problem:
-    summary = detail or "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-    return VALIDATION_FAILED(summary, errors=errors)
+def validation_failed(
+    errors: Iterable[FieldError | InvalidField],
+    detail: str | None = None,
+    *,
+    total: int | None = None,
+) -> Problem:
+    """422 listing the invalid fields ``errors``: the first ``MAX_FIELD_ERRORS``, then, if
+    there were more, an entry ``(more)`` saying how many. Only the listed are taken from
+    ``errors`` when the caller gives their ``total``; otherwise the rest are counted here."""
+    remaining = iter(errors)
+    listed = [
+        FieldError(field=error.field, message=error.message)
+        for error in itertools.islice(remaining, MAX_FIELD_ERRORS)
+    ]
+    if total is None:
+        total = len(listed) + sum(1 for _ in remaining)
+    summary = detail or "; ".join(f"{e.field}: {e.message}" for e in listed[:5])
+    if total > len(listed):
+        left_out = total - len(listed)
+        listed.append(
+            FieldError(field=MORE_FIELDS, message=f"{left_out} more invalid fields not listed")
+        )
+    return VALIDATION_FAILED(summary, errors=listed)
 
 
 def from_validation_error(exc: ValidationError, prefix: str = "") -> Problem:
-    errors = [
-        FieldError(field=field_path(err["loc"], prefix), message=err["msg"])
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
-    return validation_failed(errors)
+    found = exc.errors(include_url=False, include_input=False)
+    return validation_failed(
+        (InvalidField(field_path(err["loc"], prefix), err["msg"]) for err in found),
+        total=len(found),
+    )
 
 
 def field_path(loc: Iterable[Any], prefix: str = "") -> str:

@@ -247,7 +247,7 @@ class KindRoutes(KindContract):
         if not isinstance(annotations, dict):
             return
         problems = [
-            errors.FieldError(field=f"metadata.annotations.{key}", message=reason)
+            errors.InvalidField(f"metadata.annotations.{key}", reason)
             for key in sorted(annotations)
             if (reason := self.refused_annotation(key)) is not None
         ]

@@ -97,31 +97,31 @@ def merge(target: Any, patch: Any) -> Any:
     return result
 
 
-def patch_problems(raw: dict[str, Any]) -> list[errors.FieldError]:
-    """The parts of a merge patch this API does not let clients change."""
+def patch_problems(raw: dict[str, Any]) -> list[errors.InvalidField]:
+    """The parts of a merge patch this API does not let clients change (as tuples: a patch
+    can hold 100,000 unknown keys, of which a problem lists only the first few)."""
     problems = [
-        errors.FieldError(field=k, message="cannot be changed through this API")
+        errors.InvalidField(k, "cannot be changed through this API")
         for k in raw
         if k not in PATCHABLE
     ]
     if "spec" in raw and not isinstance(raw["spec"], dict):
-        problems.append(errors.FieldError(field="spec", message="must be an object"))
+        problems.append(errors.InvalidField("spec", "must be an object"))
     metadata = raw.get("metadata")
     if metadata is None:
         return problems
     if not isinstance(metadata, dict):
-        problems.append(errors.FieldError(field="metadata", message="must be an object"))
+        problems.append(errors.InvalidField("metadata", "must be an object"))
         return problems
     for key, value in metadata.items():
         if key not in PATCHABLE_METADATA:
-            problems.append(errors.FieldError(field=f"metadata.{key}", message="cannot be changed"))
+            problems.append(errors.InvalidField(f"metadata.{key}", "cannot be changed"))
         elif value is not None and not (
             isinstance(value, dict) and all(isinstance(v, str | None) for v in value.values())
         ):
             problems.append(
-                errors.FieldError(
-                    field=f"metadata.{key}",
-                    message="must be an object of strings (null removes one)",
+                errors.InvalidField(
+                    f"metadata.{key}", "must be an object of strings (null removes one)"
                 )
             )
     return problems

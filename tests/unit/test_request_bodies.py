@@ -1,0 +1,72 @@
+"""What ``bodies.read_json`` makes of a body's bytes: UTF-8 JSON only (RFC 8259 8.1).
+
+``json.loads`` would also take UTF-16 and UTF-32, whose bytes the depth check misreads:
+a quote byte inside a wider character hides the brackets after it, so a deep body got
+past the check and later made a 500 (hashing it for an Idempotency-Key recursed)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from unittest import mock
+
+import pytest
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.test_utils import make_mocked_request
+
+from dockyard.api import errors, keys
+from dockyard.api.bodies import read_json
+from dockyard.core.settings import Settings
+
+LEVELS = 600  # far past MAX_DEPTH, inside what json.loads itself parses
+
+
+def hidden_depth(levels: int) -> str:
+    """Nested lists between two strings of ``Ģ`` (U+0122): in UTF-16 and UTF-32 its first
+    byte is a quote, which a depth check reading bytes takes for the end of a string."""
+    return '["\u0122", ' + "[" * levels + "]" * levels + ', "\u0122"]'
+
+
+def post(raw: bytes) -> web.Request:
+    app = web.Application()
+    app[keys.SETTINGS] = Settings.model_validate({})
+    payload = StreamReader(mock.Mock(), limit=1 << 24, loop=asyncio.get_running_loop())
+    payload.feed_data(raw)
+    payload.feed_eof()
+    return make_mocked_request(
+        "POST", "/", headers={"Content-Type": "application/json"}, app=app, payload=payload
+    )
+
+
+async def refusal(raw: bytes) -> dict[str, Any]:
+    with pytest.raises(errors.Problem) as refused:
+        await read_json(post(raw))
+    return refused.value.document(instance="/", request_id=None).model_dump(exclude_none=True)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+async def test_a_deep_body_in_utf16_or_utf32_is_refused_as_not_utf8(encoding: str) -> None:
+    problem = await refusal(hidden_depth(LEVELS).encode(encoding))
+    assert problem["status"] == 422
+    [error] = problem["errors"]
+    assert error["field"] == "(body)"
+    assert "UTF-8" in error["message"]
+
+
+async def test_a_utf8_body_with_a_byte_order_mark_is_refused() -> None:
+    problem = await refusal('{"name": "w"}'.encode("utf-8-sig"))
+    [error] = problem["errors"]
+    assert (error["field"], problem["status"]) == ("(body)", 422)
+    assert "byte order mark" in error["message"]
+
+
+async def test_a_utf8_body_parses_with_brackets_and_quotes_inside_its_strings() -> None:
+    body = {"name": '\u0122 [[[ "{{ ]', "spec": {"env": [{"name": "A", "value": "\u00e9"}]}}
+    raw = '{"name": "\u0122 [[[ \\"{{ ]", "spec": {"env": [{"name": "A", "value": "\u00e9"}]}}'
+    assert await read_json(post(raw.encode())) == body
+
+
+async def test_a_deep_utf8_body_is_still_too_deep() -> None:
+    problem = await refusal(hidden_depth(LEVELS).encode())
+    assert (problem["status"], problem["type"]) == (400, errors.BODY_TOO_DEEP.uri)
