@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from dockyard.api import errors, keys
+from dockyard.api.ratelimit.addresses import address_group
 from dockyard.core import logs
 from dockyard.core.settings import Mode
 
@@ -107,6 +108,11 @@ def is_https(request: web.Request, trusted_proxies: Networks) -> bool:
     return forwarded.rsplit(",", 1)[-1].strip().lower() == "https"
 
 
+# Refusals happen before authentication and the rate limiter, at whatever rate a client
+# sends them: one line per client (an IPv6 one by its /64) per ten seconds says enough.
+_refusals = logs.EventSampler()
+
+
 # -- HTTPS and HSTS ------------------------------------------------------------------------
 
 
@@ -125,12 +131,14 @@ async def transport_security(request: web.Request, handler: Handler) -> web.Stre
         and request.path not in PROBE_PATHS
         and not is_https(request, settings.trusted_proxies)
     ):
-        logs.security_event(
-            logger,
-            "transport.plaintext_refused",
-            path=request.path,
-            source_ip=client_ip(request, settings.trusted_proxies),
-        )
+        source = client_ip(request, settings.trusted_proxies) or "-"
+        if _refusals.due(f"plaintext:{address_group(source)}"):
+            logs.security_event(
+                logger,
+                "transport.plaintext_refused",
+                path=logs.clipped(request.path),
+                source_ip=source,
+            )
         raise https_required()
     return await handler(request)
 
@@ -174,14 +182,17 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     origins = request.app[keys.SETTINGS].cors_origins
     origin = allowed_origin(request, origins)
     if origin is None:
-        logs.security_event(
-            logger,
-            "cors.origin_refused",
-            origin=request.headers.get("Origin", "-"),
-            path=request.path,
-            source_ip=client_ip(request, request.app[keys.SETTINGS].trusted_proxies),
-        )
-        raise cors_origin_refused(request.headers.get("Origin", "(none)"))
+        sent = logs.clipped(request.headers.get("Origin", "(none)"))
+        source = client_ip(request, request.app[keys.SETTINGS].trusted_proxies) or "-"
+        if _refusals.due(f"cors:{address_group(source)}"):
+            logs.security_event(
+                logger,
+                "cors.origin_refused",
+                origin=sent,
+                path=logs.clipped(request.path),
+                source_ip=source,
+            )
+        raise cors_origin_refused(sent)
     return web.Response(
         status=204,
         headers={

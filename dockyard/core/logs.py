@@ -10,8 +10,10 @@ import contextvars
 import json
 import logging
 import sys
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dockyard_request_id", default=None
@@ -63,6 +65,35 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+LOG_EVERY_SECONDS: Final = 10.0
+# What a logged header value keeps of what a client sent (an Origin of 8 KB, say).
+LOGGED_VALUE_MAX: Final = 256
+
+
+@dataclass
+class EventSampler:
+    """Lets one log line per key through every ``every`` seconds: for lines a client can
+    cause at will (a refused preflight, a throttled request), so that logging them costs
+    less than sending them."""
+
+    every: float = LOG_EVERY_SECONDS
+    _last: dict[str, float] = field(default_factory=dict)
+
+    def due(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self._last.get(key, float("-inf")) < self.every:
+            return False
+        if len(self._last) > 10_000:  # bounded: forget keys that have gone quiet
+            self._last = {k: t for k, t in self._last.items() if now - t < self.every}
+        self._last[key] = now
+        return True
+
+
+def clipped(value: str, limit: int = LOGGED_VALUE_MAX) -> str:
+    """``value`` as a log line or a message may show it: at most ``limit`` characters."""
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
 
 
 def security_event(logger: logging.Logger, event: str, **fields: Any) -> None:

@@ -225,3 +225,32 @@ async def test_another_origin_gets_no_cors_headers() -> None:
     await transport.add_cors_headers(evil, response)
     assert not [h for h in response.headers if h.lower().startswith("access-control-")]
     assert response.headers["Vary"] == "Origin"
+
+
+async def test_refused_preflights_log_one_short_line_per_client_not_one_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    huge = "https://" + "a" * 8192 + ".example"
+
+    def sent_from(remote: str) -> web.Request:
+        return preflight(huge).clone(remote=remote)
+
+    with caplog.at_level("WARNING", logger="dockyard.api.transport"):
+        for n in range(300):
+            with pytest.raises(errors.Problem) as refused:
+                # One client rotating through its IPv6 /64, then one other client.
+                await transport.cors(sent_from(f"2001:db8:77::{n:x}"), ok)
+        with pytest.raises(errors.Problem):
+            await transport.cors(sent_from("198.51.100.77"), ok)
+
+    lines = [r for r in caplog.records if r.getMessage() == "cors.origin_refused"]
+    assert [r.__dict__["source_ip"] for r in lines] == ["2001:db8:77::0", "198.51.100.77"]
+    assert all(len(r.__dict__["origin"]) < 300 for r in lines)
+    assert len(refused.value.detail) < 400  # the answer does not echo 8 KB back either
+
+
+async def test_plaintext_refusals_log_one_line_per_client() -> None:
+    production = app_with(mode="production")
+    with pytest.raises(errors.Problem):
+        await transport.transport_security(request(app=production, remote="192.0.2.55"), ok)
+    assert not transport._refusals.due("plaintext:192.0.2.55")  # just logged: quiet now

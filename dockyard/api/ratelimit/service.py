@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import aiohttp
@@ -49,31 +49,12 @@ from dockyard.core.kube import KubeError
 
 logger = logging.getLogger(__name__)
 
-LOG_EVERY_SECONDS = 10.0
-
 
 class FailureMode(StrEnum):
     """What happens to requests when the shared counters cannot be reached."""
 
     OPEN = "open"
     CLOSED = "closed"
-
-
-@dataclass
-class EventSampler:
-    """Lets one log line per key through every ``every`` seconds."""
-
-    every: float = LOG_EVERY_SECONDS
-    _last: dict[str, float] = field(default_factory=dict)
-
-    def due(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        if now - self._last.get(key, float("-inf")) < self.every:
-            return False
-        if len(self._last) > 10_000:  # bounded: forget keys that have gone quiet
-            self._last = {k: t for k, t in self._last.items() if now - t < self.every}
-        self._last[key] = now
-        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +88,7 @@ class RateLimiting:
         self.failure_mode = failure_mode
         # Closed mode's stand-in while the shared counters are down: this replica's own.
         self._fallback = MemoryLimiter()
-        self._sampler = EventSampler()
+        self._sampler = logs.EventSampler()
         # By (rule ident, outcome): the child, and its label values to remove it by.
         self._counters: dict[tuple[str, str], tuple[Counter, tuple[str, str, str]]] = {}
         self._check_duration = instruments.check_duration.labels(limiter.name)
