@@ -271,19 +271,24 @@ async def items(
     return list(listing.get("items") or ())
 
 
-async def delete(kube: KubeClient, path: str, *, uid: str | None = None) -> bool:
-    """Delete the object at ``path`` (only if its uid is ``uid``, when given).
+async def delete(
+    kube: KubeClient, path: str, *, uid: str | None = None, resource_version: str | None = None
+) -> bool:
+    """Delete the object at ``path`` (only if its uid is ``uid``, and only if it is still
+    at ``resource_version``, when given: a decision made on what was read).
 
     Returns whether this call deleted it: ``False`` when it was already gone (404), or
-    when the uid precondition failed because the name now belongs to another object.
+    when a precondition failed: the name now belongs to another object, or the object
+    changed since it was read.
     """
     options: Manifest = {
         "apiVersion": "v1",
         "kind": "DeleteOptions",
         "propagationPolicy": "Background",
     }
-    if uid is not None:
-        options["preconditions"] = {"uid": uid}
+    preconditions = {"uid": uid, "resourceVersion": resource_version}
+    if any(preconditions.values()):
+        options["preconditions"] = {k: v for k, v in preconditions.items() if v}
     try:
         await kube.delete(path, body=options)
     except KubeError as exc:

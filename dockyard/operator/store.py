@@ -287,9 +287,18 @@ class KindStore(Generic[T]):
         """Create ``manifest``; ``False`` when one of its name exists already."""
         return await apply.create(self.kube, manifest)
 
-    async def delete(self, namespace: str, name: str, *, uid: str | None = None) -> bool:
-        """Delete the object (only if its uid is ``uid``, when given); whether this did."""
-        return await apply.delete(self.kube, self.path(namespace, name), uid=uid)
+    async def delete(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> bool:
+        """Delete the object (only if its uid is ``uid``, and it is still at
+        ``resource_version``, when given); whether this did."""
+        path = self.path(namespace, name)
+        return await apply.delete(self.kube, path, uid=uid, resource_version=resource_version)
 
     # -- Events ----------------------------------------------------------------------------
 

@@ -210,3 +210,21 @@ async def test_a_rate_limit_status_from_a_stale_cache_never_reaches_the_policy_m
     # Another API of the session may report on the new policy: its one rule, never two.
     status = json.loads(kubectl("get", "rlp", "limits", "-n", namespace, "-o", "json").stdout)
     assert (status.get("status") or {}).get("rules") != 2
+
+
+async def test_a_delete_decided_on_an_old_read_leaves_an_object_changed_since(
+    kubectl: Kubectl, namespace: str, backups: KindStore[Backup]
+) -> None:
+    uid = _made(kubectl, namespace)
+    [read] = await backups.in_namespace(namespace)
+    # Changed after the read (a drill's verdict, say).
+    assert await backups.write_status(namespace, "nightly", STATUS, uid=uid)
+    old = read.metadata.resource_version
+
+    assert not await backups.delete(namespace, "nightly", uid=uid, resource_version=old)
+    assert _written(kubectl, namespace)  # still there
+
+    [fresh] = await backups.in_namespace(namespace)
+    assert await backups.delete(
+        namespace, "nightly", uid=uid, resource_version=fresh.metadata.resource_version
+    )

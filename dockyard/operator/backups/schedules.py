@@ -287,7 +287,12 @@ class ScheduleRuns:
             backup = by_name.get(doomed)
             if backup is None:
                 continue
-            if await self.backups.delete(namespace, doomed, uid=backup.metadata.uid):
+            # Decided on what was listed: a backup changed since (a drill verified it)
+            # is left for the next pass to decide again.
+            meta = backup.metadata
+            if await self.backups.delete(
+                namespace, doomed, uid=meta.uid, resource_version=meta.resource_version
+            ):
                 deleted.append(doomed)
                 await self.context.audited(
                     "DELETE backups (retention)",
