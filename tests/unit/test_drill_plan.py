@@ -3,6 +3,7 @@ checks are judged, how the history is bounded, and which scratch databases go wh
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,11 +30,12 @@ from dockyard.core.models.restore_drill import (
 )
 from dockyard.core.settings import Settings
 from dockyard.operator.database import staging_database_name
-from dockyard.operator.drills.checks import check_query
+from dockyard.operator.drills.checks import check_query, run_sql_checks
 from dockyard.operator.drills.judging import (
     judge_run,
     judge_sql,
     passing_condition,
+    restore_failure,
     row_count_failures,
 )
 from dockyard.operator.drills.plan import choose_backup, plan_tick
@@ -46,7 +48,18 @@ from dockyard.operator.drills.scratch import (
 )
 from dockyard.operator.drills.verification import verdict
 from dockyard.operator.environments.defaults import default_drill, wants_default_drill
-from dockyard.operator.runs.restoring import RowCountCheck
+from dockyard.operator.runs.inline import RunDeadlineExceeded
+from dockyard.operator.runs.restoring import ManifestMismatch, RowCountCheck
+from dockyard.operator.runs.runner_jobs import ArtifactRejected, RunnerReported
+from dockyard.runner import (
+    BackupError,
+    ChecksumMismatch,
+    DatabaseError,
+    RestoreFailed,
+    SpoolFailed,
+    StorageError,
+    WrongKey,
+)
 from tests.unit.test_restore_plan import make_backup
 
 NOW = datetime(2025, 3, 10, 12, 0, 30, tzinfo=UTC)
@@ -347,6 +360,36 @@ def test_the_verdict_on_the_backup_ignores_a_run_that_only_missed_an_objective()
     )
 
 
+@pytest.mark.parametrize(
+    ("error", "check"),
+    [
+        (ChecksumMismatch("ab", "cd"), "restore"),
+        (WrongKey("authentication failed"), "restore"),
+        (ArtifactRejected("ArtifactCorrupt", "a frame failed"), "restore"),
+        (RunnerReported("ArtifactNotFound", "no artifact shop/b1.dkbk"), "restore"),
+        (RestoreFailed("pg_restore", "role alice does not exist"), "restore"),
+        (ManifestMismatch("public.orders: expected 42 rows, got 41"), "restore"),
+        (DatabaseError("database server unreachable"), "run"),
+        (SpoolFailed("the restore's spool could not be written"), "run"),
+        (StorageError("S3 answered 503"), "run"),
+        (RunnerReported("DatabaseUnavailable", "scratch server down"), "run"),
+        (RunDeadlineExceeded("the run outlived its deadline"), "run"),
+    ],
+)
+def test_a_restore_that_could_not_be_carried_out_says_nothing_about_the_backup(
+    error: BackupError, check: str
+) -> None:
+    failure = restore_failure(error)
+    run = _run(NOW, None, DrillResult.FAILED).model_copy(update={"failed_checks": [failure]})
+
+    assert failure.check == check
+    judged = verdict("weekly", run)
+    # The run fails either way; only the backup's own fault takes its verification away.
+    assert (judged is None) == (check == "run")
+    if judged is not None:
+        assert judged[:2] == (ConditionStatus.FALSE, "DrillFailed")
+
+
 # -- history and scratch databases ----------------------------------------------------------
 
 
@@ -457,3 +500,23 @@ def test_a_run_follows_only_the_backup_it_started_with() -> None:
     # A run recorded before the uid was: the name is all there is to go by.
     legacy = current.model_copy(update={"backup_uid": None})
     assert same_backup(replaced, legacy) is replaced
+
+
+async def test_sql_checks_that_could_not_connect_are_one_run_failure_not_the_backups() -> None:
+    # A port nothing listens on: the connection is refused, as with the server down.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    checks = [
+        SqlCheck.model_validate({"name": name, "query": "SELECT 1", "expect": "1"})
+        for name in ("orders", "totals")
+    ]
+
+    failures = await run_sql_checks(f"postgresql://app:pw@127.0.0.1:{port}/shop", checks)
+
+    [failure] = failures
+    assert failure.check == "run"
+    assert failure.reason.startswith("SQL checks orders, totals not run:")
+    assert "pw" not in failure.reason
+    run = _run(NOW, None, DrillResult.FAILED).model_copy(update={"failed_checks": failures})
+    assert verdict("weekly", run) is None

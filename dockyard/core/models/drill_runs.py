@@ -36,8 +36,9 @@ class FailedCheck(CRModel):
     """One check a drill run failed, with its reason."""
 
     check: str = Field(min_length=1, max_length=256)
-    """The check: restore (the restore itself, such as a checksum mismatch),
-    rowCount/<schema.table>, sql/<name>, rto or rpo."""
+    """The check: restore (the backup could not be restored, such as a checksum mismatch), run
+    (the drill could not be carried out, such as its database server or storage unavailable:
+    nothing about the backup), rowCount/<schema.table>, sql/<name>, rto or rpo."""
     reason: str = Field(max_length=1024)
     """Why it failed, for example expected 42, got 41."""
 

@@ -31,7 +31,7 @@ from dockyard.core.models.drill_runs import FailedCheck
 from dockyard.core.models.restore_drill import DrillChecks, SqlCheck
 from dockyard.operator.database import TenantLogin
 from dockyard.operator.drills.judging import (
-    ROW_COUNT_CHECK,
+    RUN_CHECK,
     failed,
     judge_sql,
     row_count_failures,
@@ -91,8 +91,10 @@ async def run_sql_checks(
                     if failure is not None:
                         failures.append(failure)
                 done += 1
-    except BackupError as exc:  # the connection failed: the checks not run yet failed too
-        failures += [sql_error(check, clip(exc.message)) for check in checks[done:]]
+    except BackupError as exc:
+        # The connection failed: the checks not run yet say nothing about the backup.
+        names = ", ".join(check.name for check in checks[done:])
+        failures.append(failed(RUN_CHECK, f"SQL checks {names} not run: {exc.message}"))
     return failures
 
 
@@ -123,8 +125,8 @@ async def run_checks(
             tables = manifest.tables if manifest is not None else []
             counted = await check_row_counts(context, tables, database, tenant)
             failures += row_count_failures(counted)
-        except BackupError as exc:
-            failures.append(failed(ROW_COUNT_CHECK, f"counting rows failed: {exc.message}"))
+        except BackupError as exc:  # the database could not be read: not the backup's fault
+            failures.append(failed(RUN_CHECK, f"counting rows failed: {exc.message}"))
     dsn = tenant_dsn(context.settings, tenant, database)
     timeout_ms = int(context.settings.drill_check_timeout * 1000)
     failures += await run_sql_checks(dsn, checks.sql, timeout_ms=timeout_ms)

@@ -4,6 +4,11 @@ condition. All pure; ``running`` measures and checks, ``records`` writes the res
 A check's failure names the check (``restore``, ``rowCount/<schema.table>``,
 ``sql/<name>``, and the objectives ``rto`` and ``rpo``) with one reason, cut to what
 a status holds. A run passes only when nothing failed, the objectives included.
+
+A restore that failed is ``restore`` when the failure is the backup's (its artifact bad
+or missing, pg_restore refusing the dump, rows missing), and ``run`` when the drill could
+not be carried out (the scratch server or the storage unavailable, a full spool, the
+deadline, a runner lost): that run fails, but says nothing about the backup.
 """
 
 from __future__ import annotations
@@ -19,9 +24,16 @@ from dockyard.core.models.restore_drill import (
     RestoreDrillStatus,
     SqlCheck,
 )
-from dockyard.operator.runs.restoring import RowCountCheck
+from dockyard.operator.runs.restoring import ManifestMismatch, RowCountCheck
+from dockyard.runner import ArtifactError, BackupError, RestoreFailed
 
 RESTORE_CHECK: Final = "restore"
+RUN_CHECK: Final = "run"
+# The reasons of restore failures that are the backup's, whatever raised them (a runner
+# Job reports its runner's reason).
+_BACKUPS_FAULT: Final = frozenset(
+    {"ArtifactNotFound", RestoreFailed.reason, ManifestMismatch.reason}
+)
 ROW_COUNT_CHECK: Final = "rowCount"
 SQL_CHECK: Final = "sql"
 _CHECK_MAX: Final = 256
@@ -34,6 +46,13 @@ def failed(check: str, reason: str) -> FailedCheck:
     if len(reason) > _REASON_MAX:
         reason = reason[: _REASON_MAX - 3] + "..."
     return FailedCheck(check=check[:_CHECK_MAX], reason=reason)
+
+
+def restore_failure(error: BackupError) -> FailedCheck:
+    """The failed check a restore's ``error`` makes: ``restore`` if it is the backup's
+    fault, ``run`` if the drill could not be carried out."""
+    theirs = isinstance(error, ArtifactError) or error.reason in _BACKUPS_FAULT
+    return failed(RESTORE_CHECK if theirs else RUN_CHECK, error.message)
 
 
 def row_count_failures(counts: RowCountCheck) -> list[FailedCheck]:
@@ -135,11 +154,13 @@ def passing_condition(
 __all__ = [
     "RESTORE_CHECK",
     "ROW_COUNT_CHECK",
+    "RUN_CHECK",
     "SQL_CHECK",
     "failed",
     "judge_run",
     "judge_sql",
     "passing_condition",
+    "restore_failure",
     "row_count_failures",
     "sql_error",
 ]

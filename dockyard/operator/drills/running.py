@@ -29,7 +29,7 @@ from dockyard.core.models.restore_drill import RestoreDrillStatus
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import TenantLogin
 from dockyard.operator.drills.checks import run_checks
-from dockyard.operator.drills.judging import RESTORE_CHECK, failed, judge_run
+from dockyard.operator.drills.judging import RESTORE_CHECK, failed, judge_run, restore_failure
 from dockyard.operator.drills.plan import backup_age_seconds
 from dockyard.operator.drills.records import DrillRecords, LoadedDrill
 from dockyard.operator.drills.scratch import scratch_database
@@ -102,7 +102,7 @@ class DrillRunner:
                 self.context, backup, database=_scratch(loaded, current), job=job
             )
         except BackupError as exc:
-            run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+            run = self.judged(loaded, backup, current, [restore_failure(exc)])
             await self.records.finish(loaded, status, run, backup=backup)
             return
         self._following.add(loaded.uid)
@@ -135,8 +135,12 @@ class DrillRunner:
         backup = same_backup(found, current)
         if failure is not None or backup is None:
             gone = "was replaced by another of the same name" if found else "is gone"
-            reason = failure.message if failure else f"Backup {current.backup} {gone}"
-            run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, reason)])
+            why = (
+                restore_failure(failure)
+                if failure is not None
+                else failed(RESTORE_CHECK, f"Backup {current.backup} {gone}")
+            )
+            run = self.judged(loaded, backup, current, [why])
             await self.records.finish(loaded, status, run, backup=backup, now=now)
             return Followed.RECORDED
         seconds = job.seconds(now)
@@ -203,7 +207,7 @@ class DrillRunner:
                 namespace=loaded.namespace,
             )
         except RunDeadlineExceeded as exc:
-            run = self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+            run = self.judged(loaded, backup, current, [restore_failure(exc)])
         except RunCancelled:
             return  # the drill is being deleted; its finalizer drops the database
         except Exception:
@@ -231,7 +235,7 @@ class DrillRunner:
             scratch = _scratch(loaded, current)
             await restore_backup(self.context, backup, database=scratch, tenant=tenant)
         except BackupError as exc:
-            return self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+            return self.judged(loaded, backup, current, [restore_failure(exc)])
         return await self._check(loaded, backup, current, time.monotonic() - clock, tenant)
 
     async def _check(
@@ -246,7 +250,7 @@ class DrillRunner:
         try:
             tenant = tenant or await self._tenant(loaded)
         except BackupError as exc:
-            return self.judged(loaded, backup, current, [failed(RESTORE_CHECK, exc.message)])
+            return self.judged(loaded, backup, current, [restore_failure(exc)])
         checks = loaded.drill.spec.checks
         scratch = _scratch(loaded, current)
         failures = await run_checks(self.context, backup, checks, database=scratch, tenant=tenant)

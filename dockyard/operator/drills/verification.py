@@ -5,7 +5,8 @@ sets its Verified condition True and records the same in ``backup_catalog``; ret
 never deletes an environment's newest verified backup, and a Restore with ``latestVerified``
 picks it. A run whose restore or data checks failed sets Verified False with the first
 reason, and leaves ``status.verified`` (an earlier pass) alone. A run that only missed
-an objective (RTO, RPO) says nothing about the backup: it restored and held its data.
+an objective (RTO, RPO) says nothing about the backup: it restored and held its data;
+nor does one that could not be carried out (``run``: a server or the storage out).
 """
 
 from __future__ import annotations
@@ -21,22 +22,24 @@ from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.drill_runs import RPO_CHECK, RTO_CHECK, DrillResult, DrillRun
 from dockyard.core.resources import BACKUPS
 from dockyard.operator.apply import get, patch_status
+from dockyard.operator.drills.judging import RUN_CHECK
 from dockyard.operator.runs.context import RunContext
 from dockyard.operator.store import post
 
 logger = logging.getLogger(__name__)
 
-# Checks whose failure says nothing about the backup itself.
-_OBJECTIVES: Final = frozenset({RTO_CHECK, RPO_CHECK})
+# Checks whose failure says nothing about the backup itself: the objectives, and a run
+# that could not be carried out (``judging.restore_failure``).
+_NOT_THE_BACKUPS: Final = frozenset({RTO_CHECK, RPO_CHECK, RUN_CHECK})
 
 
 def verdict(drill: str, run: DrillRun) -> tuple[ConditionStatus, str, str] | None:
     """The Verified condition ``run`` sets on its backup (status, reason, message), if any."""
     if run.result is DrillResult.PASSED:
         return ConditionStatus.TRUE, "DrillPassed", f"RestoreDrill {drill} passed"
-    data_failures = [c for c in run.failed_checks if c.check not in _OBJECTIVES]
+    data_failures = [c for c in run.failed_checks if c.check not in _NOT_THE_BACKUPS]
     if not data_failures:
-        return None  # only an objective was missed: the backup itself is fine
+        return None  # an objective missed, or no restore at all: nothing about the backup
     first = data_failures[0]
     return (
         ConditionStatus.FALSE,
