@@ -35,6 +35,7 @@ from tests.integration.test_backup_operator import (
     _fetch,
     _get,
     _key_secret,
+    _run_sql,
     _start_operator,
     _wait_phase,
     migrated,  # noqa: F401  (the platform schema: drill_runs and the backup catalog)
@@ -477,6 +478,60 @@ def test_a_drill_in_a_runner_job_passes_and_its_job_had_no_api_token(
     assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
     [container] = job["spec"]["template"]["spec"]["containers"]
     assert f"--database={run['scratchDatabase']}" in container["args"]
+
+
+def test_a_run_that_takes_a_dropped_runs_scratch_number_has_its_own_runner_job(
+    kubectl: Kubectl, testbed_state: State, seeded: str
+) -> None:
+    """With ``historyLimit: 1`` the second run drops the first run's database, and the
+    third takes its number again, while the first run's finished Job stays an hour: the
+    third run must not take that Job's result for its own restore."""
+    name = "reused-number"
+    _apply(
+        kubectl,
+        seeded,
+        _drill(name, runner="Job", historyLimit=1, checks={"sql": [ORDERS_CHECK]}),
+    )
+    runs = []
+    for _ in range(3):
+        before = _status(kubectl, seeded, name).get("lastRun")
+        kubectl("annotate", "restoredrill", name, "-n", seeded, "dockyard.io/run-now=1")
+
+        def finished(before: object = before) -> dict[str, Any] | None:
+            run = _status(kubectl, seeded, name).get("lastRun")
+            return run if run and run != before else None
+
+        run = wait_for(finished, timeout=180)
+        assert isinstance(run, dict)
+        runs.append(run)
+
+    assert [(r["result"], r["failedChecks"]) for r in runs] == [("Passed", [])] * 3
+    assert runs[2]["scratchDatabase"] == runs[0]["scratchDatabase"]  # the number reused
+    uid = (_get(kubectl, seeded, "restoredrill", name) or {})["metadata"]["uid"]
+    listing = json.loads(
+        kubectl(
+            "get", "jobs", "-n", seeded, "-l", f"dockyard.io/owner-uid={uid}", "-o", "json"
+        ).stdout
+    )
+    assert len({job["metadata"]["name"] for job in listing["items"]}) == 3
+
+
+def test_a_scratch_database_no_record_names_is_dropped_by_the_next_pass(
+    kubectl: Kubectl, testbed_state: State, seeded: str
+) -> None:
+    """Left by a drop that failed as its run fell off the history (the server was out):
+    the drill's next pass drops it, not only its next run."""
+    name = "sweeps-leftovers"
+    _apply(kubectl, seeded, _drill(name, suspend=True))
+    drill = wait_for(lambda: _get(kubectl, seeded, "restoredrill", name))
+    assert isinstance(drill, dict)
+    prefix = f"dkd_{drill['metadata']['uid'].replace('-', '')[:16]}"
+    leftover = f"{prefix}_77"
+    _run_sql(testbed_state.managed_postgres_url, f'CREATE DATABASE "{leftover}"')
+
+    kubectl("annotate", "restoredrill", name, "-n", seeded, "touched=1")  # a pass
+
+    wait_for(lambda: not _database_exists(testbed_state, leftover), timeout=60)
 
 
 def test_each_run_of_a_drill_with_a_long_name_has_its_own_runner_job(

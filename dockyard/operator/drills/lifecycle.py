@@ -128,6 +128,7 @@ class DrillRuns:
             return Outcome.done()
         status = await self.scratch.expire(loaded.drill, loaded.raw, now)
         status = await self.scratch.release(loaded.drill, loaded.raw, status)
+        await self._sweep(loaded, status)
         current = status.current_run
         if current is not None and not self.running(loaded.uid):
             followed = await self.runner.follow(loaded, status, current, now)
@@ -158,6 +159,17 @@ class DrillRuns:
             )
             await self.runner.begin(loaded, status, backup, run)
         return self._outcome(loaded)
+
+    async def _sweep(self, loaded: LoadedDrill, status: RestoreDrillStatus) -> None:
+        """Drop the drill's scratch databases no record names: left by a drop that failed
+        as their run fell off the history, or by a record never written. A run's record
+        is written before its database is made, so none in use is unnamed."""
+        try:
+            on_server = set(await self.scratch.on_server(loaded.uid))
+        except ManagedDatabaseError as exc:
+            logger.warning("scratch databases not listed", extra={"error": exc.message})
+            return
+        await self.scratch.drop(on_server - recorded_scratch(status), raw=loaded.raw)
 
     async def _wait_for_database(
         self, loaded: LoadedDrill, status: RestoreDrillStatus

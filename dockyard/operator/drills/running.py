@@ -270,8 +270,11 @@ class DrillRunner:
 
     @staticmethod
     def _job(loaded: LoadedDrill, current: DrillCurrentRun) -> RestoreJob:
-        """The runner Job of the run's attempt: one per attempt, named for both."""
-        run = _scratch(loaded, current).rsplit("_", 1)[-1]  # the scratch database's number
+        """The runner Job of the run's attempt: one per attempt, named for both. The
+        scratch database's number alone does not name a run: it is used again once its
+        database is dropped, while a finished Job stays an hour; the start time does."""
+        number = _scratch(loaded, current).rsplit("_", 1)[-1]
+        run = f"{number}-{current.started_at.astimezone(UTC):%Y%m%d%H%M%S}"
         return RestoreJob(
             owner=Owner.of(loaded.drill),
             name=jobs.job_name(f"{loaded.name}-{run}", current.attempts, kind="drill"),
