@@ -132,7 +132,7 @@ async def transport_security(request: web.Request, handler: Handler) -> web.Stre
         and not is_https(request, settings.trusted_proxies)
     ):
         source = client_ip(request, settings.trusted_proxies) or "-"
-        if _refusals.due(f"plaintext:{address_group(source)}"):
+        if _refusals.due(f"plaintext:{address_group(source, settings.client_networks)}"):
             logs.security_event(
                 logger,
                 "transport.plaintext_refused",
@@ -183,8 +183,9 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     origin = allowed_origin(request, origins)
     if origin is None:
         sent = logs.clipped(request.headers.get("Origin", "(none)"))
-        source = client_ip(request, request.app[keys.SETTINGS].trusted_proxies) or "-"
-        if _refusals.due(f"cors:{address_group(source)}"):
+        settings = request.app[keys.SETTINGS]
+        source = client_ip(request, settings.trusted_proxies) or "-"
+        if _refusals.due(f"cors:{address_group(source, settings.client_networks)}"):
             logs.security_event(
                 logger,
                 "cors.origin_refused",

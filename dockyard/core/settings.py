@@ -6,6 +6,7 @@ takes a ``Settings`` (or the part of it that it needs) as an argument.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -116,6 +117,13 @@ class Settings(BaseSettings):
     """the certificate's key"""
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     """proxies whose X-Forwarded-For / X-Forwarded-Proto are believed"""
+    client_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network(n) for n in ("fc00::/7", "fe80::/10", "::1/128")
+        ]
+    )
+    """IPv6 networks whose every address is a client of its own for per-address limits
+    (the cluster's pods); any other IPv6 address counts by its /64"""
     hsts_max_age: int = Field(default=31_536_000, ge=0)
     cors_origins: list[str] = Field(default_factory=list)
     """origins allowed by CORS, e.g. https://app.example"""

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from dockyard.api.errors import Problem
 from dockyard.api.ratelimit.addresses import address_group
 from dockyard.api.ratelimit.backends import Bucket, MemoryLimiter
 from dockyard.api.ratelimit.decisions import RuleDecision, Verdict
+from dockyard.api.ratelimit.metrics import RateLimitMetrics
 from dockyard.api.ratelimit.reviews import ReviewCap
 from dockyard.api.ratelimit.rules import ANONYMOUS, Caller, PolicyIndex, Target, sf_string
+from dockyard.api.ratelimit.service import RateLimiting, Request
+from dockyard.api.ratelimit.status import ThrottleLedger
+from dockyard.core.settings import Settings
 
 PLATFORM = "dockyard-system"
 ENVIRONMENTS = "/api/v1/namespaces/{namespace}/environments"
@@ -112,19 +118,46 @@ def test_keys_count_per_subject_address_or_header_and_fall_back_to_the_address()
     assert "k1" not in with_key  # header values may be credentials: only a hash is stored
 
 
-def test_an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_as_itself() -> None:
-    [ip] = index(policy(PLATFORM, "p", rule("ip", key="ClientIP"))).candidates(envs("shop"))
+def test_an_internet_ipv6_client_counts_by_its_64_and_a_pod_by_its_address() -> None:
+    cluster = Settings().client_networks
 
-    one_network = {ip.bucket(ANONYMOUS, f"2001:db8:1:2::{n:x}", {}) for n in range(1, 500)}
-    assert len(one_network) == 1
-    assert ip.bucket(ANONYMOUS, "2001:db8:1:3::1", {}) not in one_network
-    assert ip.bucket(ANONYMOUS, "::ffff:10.0.0.1", {}) == ip.bucket(ANONYMOUS, "10.0.0.1", {})
-    assert address_group("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64"
-    assert address_group("not an address") == "not an address"
+    assert address_group("2001:db8:1:2:aaaa:bbbb:cccc:dddd", cluster) == "2001:db8:1:2::/64"
+    assert address_group("2001:db8:1:2::1", cluster) == address_group("2001:db8:1:2::9", cluster)
+    assert address_group("2001:db8:1:3::1", cluster) != address_group("2001:db8:1:2::1", cluster)
+    # Pods of one node share its /64 of the (private) pod range: each is its own client.
+    assert address_group("fd00:10:244:1::5", cluster) == "fd00:10:244:1::5"
+    assert address_group("::ffff:10.0.0.1", cluster) == "10.0.0.1"
+    assert address_group("not an address", cluster) == "not an address"
+    # A cluster whose pods have global addresses names its range.
+    assert address_group("2001:db8:1:2::1", [ip_network("2001:db8:1::/48")]) == "2001:db8:1:2::1"
 
 
-async def test_the_token_review_cap_counts_an_ipv6_network_as_one_address() -> None:
-    cap = ReviewCap(MemoryLimiter(), per_minute=3, scope="test")
+async def test_a_client_rotating_through_its_64_shares_one_client_ip_bucket() -> None:
+    idx = index(policy(PLATFORM, "p", rule("ip", requests=3, key="ClientIP")))
+    limiting = RateLimiting(
+        index=idx,
+        limiter=MemoryLimiter(),
+        instruments=RateLimitMetrics(CollectorRegistry()),
+        ledger=ThrottleLedger(),
+        client_networks=Settings().client_networks,
+    )
+    rules = idx.candidates(envs("shop"))
+
+    async def allowed(address: str) -> bool:
+        request = Request(address=address, headers={}, authorization=None, path="/x")
+        verdict = await limiting.judge(request, rules, None)
+        assert verdict is not None
+        return verdict.allowed
+
+    assert [await allowed(f"2001:db8:5:6::{n:x}") for n in range(1, 5)] == [True] * 3 + [False]
+    assert await allowed("2001:db8:5:7::1")  # the next /64
+    assert [await allowed(f"fd00:10:244:1::{n:x}") for n in range(1, 5)] == [True] * 4  # pods
+
+
+async def test_the_token_review_cap_counts_an_internet_ipv6_network_as_one_address() -> None:
+    cap = ReviewCap(
+        MemoryLimiter(), per_minute=3, scope="test", client_networks=Settings().client_networks
+    )
     for n in range(1, 4):
         await cap.admit(f"2001:db8::{n}")
 
@@ -132,6 +165,8 @@ async def test_the_token_review_cap_counts_an_ipv6_network_as_one_address() -> N
         await cap.admit("2001:db8::ffff:4")  # another address, the same /64
     assert refused.value.status == 429
     await cap.admit("2001:db8:0:1::1")  # the next /64 has its own budget
+    for n in range(1, 5):
+        await cap.admit(f"fd00:10:244:1::{n}")  # pods of one node: one budget each
 
 
 def test_only_rules_that_match_or_key_on_the_caller_need_a_token_review() -> None:

@@ -92,7 +92,10 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
             redis, ttl_seconds=3 * settings.ratelimit_status_interval, scope=settings.namespace
         )
     reviews = ReviewCap(
-        limiter, per_minute=settings.token_reviews_per_minute, scope=settings.namespace
+        limiter,
+        per_minute=settings.token_reviews_per_minute,
+        scope=settings.namespace,
+        client_networks=settings.client_networks,
     )
     app[keys.REVIEW_CAP] = reviews
     limiting = app[keys.RATE_LIMITING] = RateLimiting(
@@ -102,6 +105,7 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
         ledger=ledger,
         failure_mode=FailureMode(settings.ratelimit_failure_mode),
         reviews=reviews,
+        client_networks=settings.client_networks,
     )
     app[keys.RATE_LIMIT_POLICY_CACHE] = cache
     subscribed = asyncio.Event()

@@ -18,10 +18,11 @@ apiserver, so it never lapses.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from dockyard.api import errors
 from dockyard.api.ratelimit import gcra
-from dockyard.api.ratelimit.addresses import address_group
+from dockyard.api.ratelimit.addresses import Network, address_group
 from dockyard.api.ratelimit.backends import (
     Bucket,
     Limiter,
@@ -38,15 +39,23 @@ KEY = "token-reviews:"
 class ReviewCap:
     """Per-address TokenReview budget: ``admit`` before reviewing a token not yet known."""
 
-    def __init__(self, limiter: Limiter, *, per_minute: int, scope: str) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        per_minute: int,
+        scope: str,
+        client_networks: Sequence[Network] = (),
+    ) -> None:
         self.limiter = limiter
+        self.client_networks = tuple(client_networks)
         self.prefix = f"{KEY}{scope}:"
         self.quota = gcra.Quota(requests=per_minute, period=60.0)
         self._local = limiter if isinstance(limiter, MemoryLimiter) else MemoryLimiter()
 
     async def admit(self, address: str) -> None:
         """Charge one review to ``address``; the 429 problem when its cap is spent."""
-        key = self.prefix + address_group(address)  # an IPv6 client by its /64
+        key = self.prefix + address_group(address, self.client_networks)
         bucket = Bucket(key=key, quota=self.quota, cost=1, enforced=True)
         try:
             [result] = await self.limiter.check([bucket])

@@ -28,7 +28,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dockyard.api.ratelimit.addresses import address_group
 from dockyard.api.ratelimit.backends import ceil_seconds
 from dockyard.api.ratelimit.gcra import Quota
 from dockyard.core.models.ratelimit import (
@@ -152,7 +151,8 @@ class CompiledRule:
         return caller.user in self.subjects or not self.groups.isdisjoint(caller.groups)
 
     def bucket(self, caller: Caller, address: str, headers: Mapping[str, str]) -> str:
-        """The storage key of this rule's bucket for this request.
+        """The storage key of this rule's bucket for this request (``address`` as
+        per-address limits count it: ``addresses.address_group``).
 
         The key's value is hashed: header values may be credentials, and a hash keeps
         every key the same short length whatever the client sends.
@@ -163,7 +163,7 @@ class CompiledRule:
         elif self.key is KeyType.SUBJECT and caller.authenticated:
             digest = _remembered_digest("user:" + caller.user)
         else:
-            digest = _remembered_digest("ip:" + address_group(address))
+            digest = _remembered_digest("ip:" + address)
         return f"{self.policy.uid}:{self.name}:{digest}"
 
 

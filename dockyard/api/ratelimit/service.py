@@ -32,6 +32,7 @@ from prometheus_client import Counter
 
 from dockyard.api.auth import Authenticator, bearer_token
 from dockyard.api.ratelimit import metrics
+from dockyard.api.ratelimit.addresses import Network, address_group
 from dockyard.api.ratelimit.backends import Bucket, Limiter, LimiterUnavailable, MemoryLimiter
 from dockyard.api.ratelimit.decisions import RuleDecision, Verdict
 from dockyard.api.ratelimit.reviews import ReviewCap
@@ -79,8 +80,10 @@ class RateLimiting:
         ledger: ThrottleLedger,
         failure_mode: FailureMode = FailureMode.OPEN,
         reviews: ReviewCap | None = None,
+        client_networks: Sequence[Network] = (),
     ) -> None:
         self.index = index
+        self.client_networks = tuple(client_networks)
         self.reviews = reviews
         self.limiter = limiter
         self.instruments = instruments
@@ -137,9 +140,12 @@ class RateLimiting:
     async def _check(
         self, request: Request, caller: Caller, rules: Sequence[CompiledRule], *, charge: bool
     ) -> Verdict | None:
+        # A client as per-address limits count it: an IPv6 one by its /64, outside the
+        # cluster's own networks.
+        address = address_group(request.address, self.client_networks)
         buckets = [
             Bucket(
-                key=rule.bucket(caller, request.address, request.headers),
+                key=rule.bucket(caller, address, request.headers),
                 quota=rule.quota,
                 cost=rule.cost,
                 enforced=rule.enforced,
