@@ -166,3 +166,19 @@ async def test_a_failure_the_server_cannot_explain_is_not_a_failed_attempt(
     assert await server.database_exists(retired)
     await server.reopen(live)
     await server.drop_database(retired)
+
+
+async def test_a_failure_after_the_renames_into_a_target_without_a_database_is_switched_over(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    # The target's database was gone: the switch-over only renames the restored one,
+    # and nothing is retired to tell that it happened.
+    live, staging, retired = await _restored(server, admin_dsn, new_environment())
+    await server.drop_database(live)
+    failing = _FailsAfterTheRenames(admin_dsn)
+
+    await replace(failing, live=live, staging=staging, retired=retired)  # no DatabaseFailed
+
+    assert await _rows(admin_dsn, live) == [2, 3]
+    assert await _allows_connections(admin_dsn, live)
+    assert not await server.database_exists(retired)

@@ -28,6 +28,14 @@ class StagingDatabases(AdminSessions):
         async with self._session() as conn:
             return await sessions.database_exists(conn, name)
 
+    async def database_oid(self, name: str) -> int | None:
+        """The oid of the database ``name`` (it survives a rename); None when absent."""
+        async with self._session() as conn:
+            oid = await conn.fetchval(
+                "SELECT oid FROM pg_catalog.pg_database WHERE datname = $1", name
+            )
+        return None if oid is None else int(oid)
+
     async def databases_named_like(self, prefix: str) -> list[str]:
         """The databases whose names start with ``prefix`` (a drill's scratch databases)."""
         async with self._session() as conn:

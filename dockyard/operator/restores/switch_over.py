@@ -83,10 +83,16 @@ async def replace(postgres: ManagedPostgres, *, live: str, staging: str, retired
 
     The renames may have committed before the failure (the connection lost at COMMIT,
     or re-allowing connections failed after it): then the restored database is live and
-    the switch-over counts as done. If they had not, ``DatabaseFailed``: the target is as
-    it was. Either way ``live`` takes connections again. ``SwitchOverUnsure`` when the
-    server cannot be asked.
+    the switch-over counts as done. That is asked of the server by the restored
+    database's oid, which a rename keeps: the database called ``live`` is it, or is not
+    (whether the target had a database before or not). If it is not, ``DatabaseFailed``:
+    the target is as it was. Either way ``live`` takes connections again.
+    ``SwitchOverUnsure`` when the server cannot be asked.
     """
+    try:
+        restored = await postgres.database_oid(staging)
+    except ManagedDatabaseError as exc:
+        raise DatabaseFailed(exc.message) from None
     try:
         await postgres.switch_over(live=live, staging=staging, retired=retired)
         return
@@ -94,9 +100,7 @@ async def replace(postgres: ManagedPostgres, *, live: str, staging: str, retired
         failure = exc.message
     try:
         await postgres.reopen(live)
-        switched = not await postgres.database_exists(staging) and (
-            await postgres.database_exists(retired)
-        )
+        switched = restored is not None and await postgres.database_oid(live) == restored
     except ManagedDatabaseError as exc:
         raise SwitchOverUnsure(
             f"the switch-over failed ({failure}) and the server cannot say whether it "
