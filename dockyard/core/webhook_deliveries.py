@@ -88,11 +88,21 @@ UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2), last_
     last_error = $4
 WHERE id = $1
 """
+# Postponed and parked claims were no attempts: the claim's count is taken back.
 _SQL_POSTPONE = """
-UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2) WHERE id = $1
+UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2),
+    attempts = greatest(attempts - 1, 0)
+WHERE id = $1
+"""
+_SQL_PARK_ONE = """
+UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2), last_error = $3,
+    attempts = greatest(attempts - 1, 0)
+WHERE id = $1
 """
 _SQL_PARK = """
-UPDATE webhook_deliveries SET last_error = $2 WHERE webhook_uid = $1 AND state = 'pending'
+UPDATE webhook_deliveries SET last_error = $2,
+    next_at = greatest(next_at, now() + make_interval(secs => $3))
+WHERE webhook_uid = $1 AND state = 'pending'
 """
 _SQL_WAKE = """
 UPDATE webhook_deliveries SET next_at = least(next_at, now()), due_since = now()
@@ -252,9 +262,16 @@ async def postpone(pool: asyncpg.Pool, delivery: int, after: float) -> None:
     await pool.execute(_SQL_POSTPONE, delivery, after)
 
 
-async def park(pool: asyncpg.Pool, webhook_uid: str, reason: str) -> None:
-    """Mark a Webhook's pending deliveries parked for ``reason``, until ``wake``."""
-    await pool.execute(_SQL_PARK, webhook_uid, reason)
+async def park_one(pool: asyncpg.Pool, delivery: int, after: float, reason: str) -> None:
+    """Park a claimed delivery for ``after`` seconds (its Webhook suspended or not
+    Ready, ``reason``): no attempt was made, and ``wake`` makes it due again."""
+    await pool.execute(_SQL_PARK_ONE, delivery, after, reason)
+
+
+async def park(pool: asyncpg.Pool, webhook_uid: str, reason: str, after: float) -> None:
+    """Park a Webhook's pending deliveries for ``reason``, none claimed for ``after``
+    seconds at least, until ``wake``: a backlog takes no other delivery's place."""
+    await pool.execute(_SQL_PARK, webhook_uid, reason, after)
 
 
 async def wake(pool: asyncpg.Pool, webhook_uid: str) -> None:

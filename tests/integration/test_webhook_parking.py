@@ -115,7 +115,7 @@ async def test_a_delivery_parked_while_its_webhook_was_not_ready_is_retried_once
     pool: asyncpg.Pool, namespace: str
 ) -> None:
     uid = f"uid-{namespace}"
-    await store.park(pool, uid, store.NOT_READY)  # refused (``Dispatcher.check``)
+    await store.park(pool, uid, store.NOT_READY, 300.0)  # refused (``Dispatcher.check``)
     await store.wake(pool, uid)  # fixed
     await _pass(_dispatcher(pool, namespace, suspend=False), namespace)
 
@@ -130,3 +130,28 @@ async def test_a_delivery_failing_all_along_is_still_given_up(
 
     state, _ = await _state(pool, namespace)
     assert state == "dead"
+
+
+async def test_a_not_ready_webhooks_deliveries_wait_parked_and_their_claims_count_no_attempt(
+    pool: asyncpg.Pool, namespace: str
+) -> None:
+    uid = f"uid-{namespace}"
+    await store.park(pool, uid, store.NOT_READY, 300.0)  # refused (``Dispatcher.check``)
+
+    # Parked: no pass claims it, so it takes no live Webhook's place in a batch.
+    assert await store.claim(pool, [namespace], 10, 60.0) == []
+    await pool.execute(
+        "UPDATE webhook_deliveries SET next_at = now() WHERE namespace = $1", namespace
+    )  # five minutes on, still not Ready
+    dispatcher = _dispatcher(pool, namespace, suspend=False)
+    dispatcher.targets.clear()
+    dispatcher._refused.add(uid)
+    await _pass(dispatcher, namespace)
+
+    row = await pool.fetchrow(
+        "SELECT attempts, last_error, next_at > now() + interval '4 minutes' AS parked"
+        " FROM webhook_deliveries WHERE namespace = $1",
+        namespace,
+    )
+    assert row is not None
+    assert (row["attempts"], row["last_error"], row["parked"]) == (1, store.NOT_READY, True)

@@ -89,6 +89,8 @@ class Dispatcher:
         self.pool = pool
         self.settings = settings
         self.targets: dict[str, Target] = {}
+        # Webhooks ``check`` refused (not Ready): their deliveries stay parked.
+        self._refused: set[str] = set()
         self.policy = EndpointPolicy.of(
             settings.webhook_allow_http,
             settings.webhook_allowed_networks,
@@ -147,9 +149,11 @@ class Dispatcher:
             signer = await read_signer(self.kube, namespace, webhook.spec)
         except TargetRefused as refused:
             self._drop(uid)  # not delivered to until fixed; its deliveries wait, parked
-            await store.park(self.pool, uid, store.NOT_READY)
+            self._refused.add(uid)
+            await store.park(self.pool, uid, store.NOT_READY, SUSPENDED_RECHECK)
             ready = (False, refused.reason, refused.message)
         else:
+            self._refused.discard(uid)
             await store.start(self.pool, uid, meta.creation_timestamp or datetime.now(UTC))
             if not webhook.spec.suspend:
                 await store.wake(self.pool, uid)  # what was parked is due again, from now
@@ -190,6 +194,7 @@ class Dispatcher:
     async def remove(self, uid: str) -> None:
         """A Webhook was deleted: forget it, here and its deliveries in the database."""
         self._drop(uid)
+        self._refused.discard(uid)
         await self.retention.forget(uid)
 
     def _count(self, target: Target, result: str) -> None:
@@ -255,14 +260,16 @@ class Dispatcher:
     async def _deliver(self, delivery: store.Claimed) -> None:
         target = self.targets.get(delivery.webhook_uid)
         if target is None:
-            # Deleted, not Ready (``check`` parked it) or not checked yet: try again
-            # later, uncounted, leaving its last error (and so whether it is parked).
-            await store.postpone(self.pool, delivery.id, self._lease())
+            if delivery.webhook_uid in self._refused:
+                # Not Ready: parked as a suspended Webhook's are, until fixed (``check``).
+                await store.park_one(self.pool, delivery.id, SUSPENDED_RECHECK, store.NOT_READY)
+            else:  # deleted, or not checked yet: try again soon, uncounted
+                await store.postpone(self.pool, delivery.id, self._lease())
             return
         if target.spec.suspend:
             # Kept, not given up; parked for long, so that a suspended Webhook's backlog
             # takes no other delivery's place in a batch. Resuming wakes it (``check``).
-            await store.retry(self.pool, delivery.id, SUSPENDED_RECHECK, None, store.SUSPENDED)
+            await store.park_one(self.pool, delivery.id, SUSPENDED_RECHECK, store.SUSPENDED)
             return
         status: int | None = None
         try:
