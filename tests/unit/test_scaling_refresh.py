@@ -8,6 +8,8 @@ from typing import cast
 
 import pytest
 
+from dockyard.core.kube import KubeClient
+from dockyard.operator.outcomes import Outcome
 from dockyard.operator.scaling.reconciler import Key, ScalingReconciler, refresh_periodically
 
 
@@ -51,3 +53,37 @@ async def test_a_failing_pass_does_not_stop_the_others(caplog: pytest.LogCapture
     await asyncio.wait_for(_run(recorder, keys), timeout=5)
     assert recorder.seen.count(("team-a", "shop")) >= 2
     assert "scaling policy pass failed unexpectedly" in caplog.text
+
+
+class _Passes(ScalingReconciler):
+    """The real refresh and locks; each pass is recorded and held until released."""
+
+    def __init__(self) -> None:
+        super().__init__(kube=cast(KubeClient, None))
+        self.passes = 0
+        self.release = asyncio.Event()
+        self.running = asyncio.Event()
+
+    async def _reconcile(self, key: Key) -> Outcome:
+        self.passes += 1
+        self.running.set()
+        await self.release.wait()
+        return Outcome.done()
+
+
+async def test_an_event_during_a_pass_queues_one_more_pass_and_events_while_queued_join_it() -> (
+    None
+):
+    reconciler = _Passes()
+    key = ("team-a", "shop")
+    first = asyncio.create_task(reconciler.refresh(key))
+    await reconciler.running.wait()
+
+    # A Restore changed while the pass runs: it may have read the Restore before.
+    during = [asyncio.create_task(reconciler.refresh(key)) for _ in range(3)]
+    await asyncio.sleep(0)
+    reconciler.release.set()
+    await asyncio.wait_for(asyncio.gather(first, *during), timeout=5)
+
+    assert reconciler.passes == 2  # the first, and one more for the three events
+    assert reconciler.locks.queued == set()

@@ -76,30 +76,39 @@ class ScalingReconciler:
     async def reconcile(self, key: Key) -> Outcome:
         """One pass, for a spec change or the resume at start-up."""
         async with self.locks.lock(key):
-            raw = await self.policies.read(*key)
-            if raw is None or deleting(raw):
-                self.locks.forget(key)
-                return Outcome.done()
-            return await self._pass(raw)
+            return await self._reconcile(key)
+
+    async def _reconcile(self, key: Key) -> Outcome:
+        raw = await self.policies.read(*key)
+        if raw is None or deleting(raw):
+            self.locks.forget(key)
+            return Outcome.done()
+        return await self._pass(raw)
 
     async def refresh(self, key: Key) -> None:
         """A pass for the timer or a watch event; failures wait for the next one.
 
         Events that arrive while a pass waits for the lock are served by that pass, as
-        it reads everything afresh.
+        it reads everything afresh. One arriving while a pass runs queues the next: the
+        pass may have read the Restore that paused or resumed the policy before it changed.
         """
         if key in self.locks.queued:
             return
         self.locks.queued.add(key)
+        entered = False
         try:
-            await self.reconcile(key)
+            async with self.locks.lock(key):
+                entered = True
+                self.locks.queued.discard(key)  # from here on, an event queues another pass
+                await self._reconcile(key)
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning(
                 "scaling policy pass failed; the next periodic pass retries",
                 extra={"namespace": key[0], "policy": key[1], "error": str(exc)},
             )
         finally:
-            self.locks.queued.discard(key)
+            if not entered:  # cancelled while it waited: no pass will serve the mark
+                self.locks.queued.discard(key)
 
     async def refresh_namespace(self, namespace: str, *, skip: str | None = None) -> None:
         """A pass for every policy of ``namespace`` (but ``skip``): a Restore there changed,
