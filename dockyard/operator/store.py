@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,6 +149,24 @@ class ObjectLocks(Generic[K]):
             held.users -= 1
             if not held.users and self._locks.get(key) is held:
                 del self._locks[key]
+
+    async def coalesced(self, key: K, work: Callable[[], Awaitable[object]]) -> None:
+        """``work`` under the object's lock, for an event; nothing if a pass for an
+        earlier event is still waiting for the lock: that one reads everything afresh
+        and serves this event too. An event arriving while ``work`` runs queues the next
+        pass: ``work`` may have read what the event changed before it changed."""
+        if key in self.queued:
+            return
+        self.queued.add(key)
+        entered = False
+        try:
+            async with self.lock(key):
+                entered = True
+                self.queued.discard(key)
+                await work()
+        finally:
+            if not entered:  # cancelled while it waited: no pass will serve the mark
+                self.queued.discard(key)
 
     def forget(self, key: K) -> None:
         """Drop what is kept in memory about an object that no longer exists (its lock

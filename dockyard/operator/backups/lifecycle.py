@@ -50,13 +50,12 @@ from dockyard.core.models.backup import (
     BackupRunner,
     BackupStatus,
 )
-from dockyard.core.models.restore import Restore
-from dockyard.core.models.restore_drill import RestoreDrill
-from dockyard.core.retention import backups_in_use, ttl_expiry
+from dockyard.core.retention import ttl_expiry
 from dockyard.operator.apply import apply_as
 from dockyard.operator.backups import deletion as backup_deletion
 from dockyard.operator.backups import status as report
 from dockyard.operator.backups.inline import attempt_inline
+from dockyard.operator.backups.schedules import held_backups
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs import jobs
@@ -102,8 +101,6 @@ class BackupRuns:
     def __init__(self, context: RunContext) -> None:
         self.context = context
         self.backups = KindStore(context.kube, Backup)
-        self.restores = KindStore(context.kube, Restore)
-        self.drills = KindStore(context.kube, RestoreDrill)
         settings = context.settings
         self.policy = RetryPolicy(
             max_attempts=settings.backup_max_attempts,
@@ -134,7 +131,7 @@ class BackupRuns:
 
         Deleting the object deletes the artifact through the finalizer. The newest
         backup of its environment that a drill verified is kept past its ttl, and so is
-        one a Restore not finished or a drill's current run takes (``backups_in_use``).
+        one a Restore not finished or a drill's current run takes (``held_backups``).
         """
         loaded = await self.backups.load(namespace, name, on_invalid=OnInvalid.FAIL)
         ttl = None if loaded is None else loaded.resource.spec.ttl
@@ -146,9 +143,7 @@ class BackupRuns:
         if expiry.expires_at != backup.status.expires_at:
             at = expiry.expires_at.isoformat() if expiry.expires_at else None
             await self.backups.write_status(namespace, name, {"expiresAt": at}, uid=loaded.uid)
-        if expiry.delete and name in backups_in_use(
-            await self.restores.in_namespace(namespace), await self.drills.in_namespace(namespace)
-        ):
+        if expiry.delete and name in await held_backups(self.context.kube, namespace):
             return  # looked at again on the next timer, once that run is over
         if expiry.delete:
             post(loaded.raw, reason="Expired", message=f"{expiry.reason}; deleting the backup")

@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from dockyard.core.conditions import find
 from dockyard.core.cron import CronError, latest_due, validate_schedule
+from dockyard.core.kube import KubeClient
 from dockyard.core.models.backup import Backup, BackupPhase, BackupRunner
 from dockyard.core.models.backup_schedule import (
     ACTIVE_MAX,
@@ -234,6 +235,14 @@ def backup_for(schedule: BackupSchedule, name: str, due: datetime) -> Manifest:
     }
 
 
+async def held_backups(kube: KubeClient, namespace: str) -> frozenset[str]:
+    """The backups of ``namespace`` its Restores not finished and its drills' current
+    runs take: neither retention nor a ttl deletes them (``backups_in_use``)."""
+    restores = await KindStore(kube, Restore).in_namespace(namespace)
+    drills = await KindStore(kube, RestoreDrill).in_namespace(namespace)
+    return backups_in_use(restores, drills)
+
+
 class ScheduleRuns:
     """Applies ``plan_tick``; one per operator, in the memo."""
 
@@ -241,8 +250,6 @@ class ScheduleRuns:
         self.context = context
         self.schedules = KindStore(context.kube, BackupSchedule)
         self.backups = KindStore(context.kube, Backup)
-        self.restores = KindStore(context.kube, Restore)
-        self.drills = KindStore(context.kube, RestoreDrill)
         self.locks: ObjectLocks[tuple[str, str]] = ObjectLocks()
 
     def forget(self, namespace: str, name: str) -> None:
@@ -261,10 +268,7 @@ class ScheduleRuns:
         backups = await self.backups.in_namespace(
             namespace, params={"labelSelector": f"{SCHEDULE_LABEL}={label_value(name)}"}
         )
-        in_use = backups_in_use(
-            await self.restores.in_namespace(namespace), await self.drills.in_namespace(namespace)
-        )
-        plan = plan_tick(schedule, backups, now, in_use)
+        plan = plan_tick(schedule, backups, now, await held_backups(self.context.kube, namespace))
         by_name = {b.metadata.name: b for b in backups}
         for victim in plan.replace:
             await self._cancel(raw, by_name[victim], replaced_by=plan.create or "")

@@ -138,18 +138,7 @@ class Reconciler:
         Changes to several children (or several changes to one) while a pass waits for
         the lock are served by that one pass, as it reads everything afresh.
         """
-        if key in self.locks.queued:
-            return
-        self.locks.queued.add(key)
-        entered = False
-        try:
-            async with self.locks.lock(key):
-                entered = True
-                self.locks.queued.discard(key)
-                await self._pass_after_child(key)
-        finally:
-            if not entered:  # cancelled while waiting: later changes must not be skipped
-                self.locks.queued.discard(key)
+        await self.locks.coalesced(key, lambda: self._pass_after_child(key))
 
     async def _pass_after_child(self, key: Key) -> None:
         try:

@@ -92,23 +92,16 @@ class ScalingReconciler:
         it reads everything afresh. One arriving while a pass runs queues the next: the
         pass may have read the Restore that paused or resumed the policy before it changed.
         """
-        if key in self.locks.queued:
-            return
-        self.locks.queued.add(key)
-        entered = False
+        await self.locks.coalesced(key, lambda: self._refresh(key))
+
+    async def _refresh(self, key: Key) -> None:
         try:
-            async with self.locks.lock(key):
-                entered = True
-                self.locks.queued.discard(key)  # from here on, an event queues another pass
-                await self._reconcile(key)
+            await self._reconcile(key)
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
             logger.warning(
                 "scaling policy pass failed; the next periodic pass retries",
                 extra={"namespace": key[0], "policy": key[1], "error": str(exc)},
             )
-        finally:
-            if not entered:  # cancelled while it waited: no pass will serve the mark
-                self.locks.queued.discard(key)
 
     async def refresh_namespace(self, namespace: str, *, skip: str | None = None) -> None:
         """A pass for every policy of ``namespace`` (but ``skip``): a Restore there changed,
