@@ -48,6 +48,7 @@ from dockyard.operator.drills.scratch import (
 )
 from dockyard.operator.drills.verification import verdict
 from dockyard.operator.environments.defaults import default_drill, wants_default_drill
+from dockyard.operator.runs.context import KeyUnavailable
 from dockyard.operator.runs.inline import RunDeadlineExceeded
 from dockyard.operator.runs.restoring import ManifestMismatch, RowCountCheck
 from dockyard.operator.runs.runner_jobs import ArtifactRejected, RunnerReported
@@ -374,6 +375,23 @@ def test_the_verdict_on_the_backup_ignores_a_run_that_only_missed_an_objective()
         (StorageError("S3 answered 503"), "run"),
         (RunnerReported("DatabaseUnavailable", "scratch server down"), "run"),
         (RunDeadlineExceeded("the run outlived its deadline"), "run"),
+        (KeyUnavailable("Secret backup-key has no key 'key'"), "restore"),
+        (RestoreFailed("pg_restore", "pg_restore was killed by signal 9"), "run"),
+        (
+            RestoreFailed(
+                "pg_restore",
+                "pg_restore exited with status 1: pg_restore: error: could not execute "
+                "query: server closed the connection unexpectedly",
+            ),
+            "run",
+        ),
+        (
+            RestoreFailed(
+                "pg_restore",
+                "pg_restore exited with status 1: could not extend file: No space left on device",
+            ),
+            "run",
+        ),
     ],
 )
 def test_a_restore_that_could_not_be_carried_out_says_nothing_about_the_backup(

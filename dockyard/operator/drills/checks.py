@@ -69,6 +69,16 @@ def clip(text: str, limit: int = VALUE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# Errors of the server, not of a check's query: connection (08), resources (53),
+# operator intervention such as a shutdown (57), system (58).
+_SERVERS_FAULT: Final = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.PostgresSystemError,
+)
+
+
 async def run_sql_checks(
     dsn: str, checks: Sequence[SqlCheck], *, timeout_ms: int = SQL_CHECK_TIMEOUT_MS
 ) -> list[FailedCheck]:
@@ -84,6 +94,8 @@ async def run_sql_checks(
             for check in checks:
                 try:
                     value = await _first_value(conn, check.query, timeout_ms)
+                except _SERVERS_FAULT as exc:  # the server failed it, not the data
+                    failures.append(failed(RUN_CHECK, f"SQL check {check.name}: {clip(str(exc))}"))
                 except asyncpg.PostgresError as exc:
                     failures.append(sql_error(check, clip(str(exc))))
                 else:

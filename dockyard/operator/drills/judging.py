@@ -24,15 +24,31 @@ from dockyard.core.models.restore_drill import (
     RestoreDrillStatus,
     SqlCheck,
 )
+from dockyard.operator.runs.context import KeyUnavailable
 from dockyard.operator.runs.restoring import ManifestMismatch, RowCountCheck
 from dockyard.runner import ArtifactError, BackupError, RestoreFailed
 
 RESTORE_CHECK: Final = "restore"
 RUN_CHECK: Final = "run"
 # The reasons of restore failures that are the backup's, whatever raised them (a runner
-# Job reports its runner's reason).
+# Job reports its runner's reason): its artifact missing or its key gone (it cannot be
+# decrypted), pg_restore refusing its dump, rows missing.
 _BACKUPS_FAULT: Final = frozenset(
-    {"ArtifactNotFound", RestoreFailed.reason, ManifestMismatch.reason}
+    {"ArtifactNotFound", KeyUnavailable.reason, RestoreFailed.reason, ManifestMismatch.reason}
+)
+# What pg_restore says when the scratch server or the machine failed it, not the dump:
+# killed (out of memory), the connection lost, the server restarting, out of room.
+_NOT_THE_DUMP: Final = (
+    "was killed by signal",
+    "server closed the connection",
+    "connection to server",
+    "could not connect",
+    "terminating connection",
+    "the database system is",
+    "too many clients",
+    "no space left on device",
+    "out of shared memory",
+    "out of memory",
 )
 ROW_COUNT_CHECK: Final = "rowCount"
 SQL_CHECK: Final = "sql"
@@ -52,6 +68,9 @@ def restore_failure(error: BackupError) -> FailedCheck:
     """The failed check a restore's ``error`` makes: ``restore`` if it is the backup's
     fault, ``run`` if the drill could not be carried out."""
     theirs = isinstance(error, ArtifactError) or error.reason in _BACKUPS_FAULT
+    said = error.message.lower()
+    if error.reason == RestoreFailed.reason and any(sign in said for sign in _NOT_THE_DUMP):
+        theirs = False
     return failed(RESTORE_CHECK if theirs else RUN_CHECK, error.message)
 
 

@@ -43,7 +43,7 @@ from dockyard.core.models.drill_runs import DrillCurrentRun
 from dockyard.core.models.restore_drill import RestoreDrillConditionType, RestoreDrillStatus
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 from dockyard.operator.database import ManagedDatabaseError
-from dockyard.operator.drills.judging import RESTORE_CHECK, failed, judge_run
+from dockyard.operator.drills.judging import RESTORE_CHECK, RUN_CHECK, failed, judge_run
 from dockyard.operator.drills.plan import (
     choose_backup,
     described,
@@ -254,9 +254,9 @@ class DrillRuns:
                 post(loaded.raw, reason="AttemptFailed", message=recovery.message, warning=True)
                 await self.runner.begin(loaded, retried, backup, again)
                 return
-            reason = f"Backup {current.backup} is gone or no longer completed"
+            why = failed(RESTORE_CHECK, f"Backup {current.backup} is gone or no longer completed")
         else:
-            reason = recovery.message
+            why = failed(RUN_CHECK, recovery.message)  # interrupted: nothing about the backup
         run = judge_run(
             backup=current.backup,
             backup_size=None,
@@ -265,7 +265,7 @@ class DrillRuns:
             restore_seconds=None,
             backup_age_seconds=None,
             objectives=loaded.drill.spec.objectives,
-            failures=[failed(RESTORE_CHECK, reason)],
+            failures=[why],
             scratch_database=scratch if undropped else None,
         )
         await self.records.finish(loaded, status, run, backup=None, now=now)
