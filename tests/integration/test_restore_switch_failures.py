@@ -25,7 +25,7 @@ from dockyard.operator.database import (
     staging_database_name,
 )
 from dockyard.operator.database.errors import DatabaseOperationFailed
-from dockyard.operator.restores.switch_over import SwitchOverUnsure, replace
+from dockyard.operator.restores.switch_over import SwitchOverUnsure, replace, switched_over
 from dockyard.operator.runs.restoring import DatabaseFailed
 from dockyard.runner import BackupError
 from dockyard.testbed.cluster import State
@@ -182,3 +182,18 @@ async def test_a_failure_after_the_renames_into_a_target_without_a_database_is_s
     assert await _rows(admin_dsn, live) == [2, 3]
     assert await _allows_connections(admin_dsn, live)
     assert not await server.database_exists(retired)
+
+
+async def test_recovery_finds_a_switch_over_into_a_target_without_a_database_done(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    live, staging, retired = await _restored(server, admin_dsn, new_environment())
+    await server.drop_database(live)
+    oid = await server.database_oid(staging)  # recorded while Verifying
+    assert not await switched_over(server, live, staging, retired, oid)
+
+    await server.switch_over(live=live, staging=staging, retired=retired)  # then a crash
+
+    assert await switched_over(server, live, staging, retired, oid)
+    # By the rule of before the oid was recorded, it looked as if nothing had happened.
+    assert not await switched_over(server, live, staging, retired, None)

@@ -283,6 +283,9 @@ class RestoreStatus(RunStatus):
     staging_database: str | None = Field(default=None, max_length=63)
     """The new database being restored into before the switch-over; recorded so an interrupted
     restore is resumed or cleaned up."""
+    staging_database_oid: int | None = Field(default=None, ge=0)
+    """The oid of that database, recorded before the switch-over, which a rename keeps: after an
+    interruption, the switch-over happened exactly when the target's database has it."""
     duration_seconds: float | None = Field(default=None, ge=0)
     """How long the restore took, in seconds."""
     progress: RestoreProgress | None = None

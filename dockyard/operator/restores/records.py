@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 SKIP_ANNOTATION: Final = "dockyard.io/skip-reconcile"
 MESSAGE_LIMIT: Final = 4096
+# An attempt that ended has no staging database left.
+_NO_STAGING: Final = {"staging_database": None, "staging_database_oid": None}
 
 
 class LoadedRestore(Loaded[Restore]):
@@ -108,7 +110,7 @@ class RestoreRecords:
             f"(restored in {seconds:.1f}s; {detail})"
         )
         done = status.completed(message, generation=loaded.generation).model_copy(
-            update={"staging_database": None, "duration_seconds": round(seconds, 3)}
+            update={**_NO_STAGING, "duration_seconds": round(seconds, 3)}
         )
         await self.write(loaded, done)
         # The target's database as it was before: kept until now, as the mark of a
@@ -140,7 +142,7 @@ class RestoreRecords:
     ) -> Outcome:
         if recovery.action is RecoveryAction.GIVE_UP:
             return await self.fail(loaded, recovery.message, reason=reason, status=status)
-        retry = status.retrying(recovery.message).model_copy(update={"staging_database": None})
+        retry = status.retrying(recovery.message).model_copy(update=_NO_STAGING)
         await self.write(loaded, retry)
         post(loaded.raw, reason="AttemptFailed", message=recovery.message, warning=True)
         return Outcome.again(recovery.message, delay=max(recovery.delay_seconds, 1.0))
@@ -156,7 +158,7 @@ class RestoreRecords:
         base = status or loaded.status
         text = f"{message}; the target environment was not changed"
         failed = base.failed(reason, text, generation=loaded.generation)
-        failed = failed.model_copy(update={"staging_database": None})
+        failed = failed.model_copy(update=_NO_STAGING)
         await self.write(loaded, failed)
         post(loaded.raw, reason="Failed", message=text, warning=True)
         return Outcome.done()

@@ -29,7 +29,7 @@ from dockyard.operator.database import TenantLogin, staging_database_name
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.progress import progress_status, reported
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
-from dockyard.operator.restores.switch_over import SwitchOverUnsure, switch
+from dockyard.operator.restores.switch_over import SwitchOverUnsure, staging_oid, switch
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import tenant_login
 from dockyard.operator.runs.inline import RunCancelled, RunOrphaned
@@ -235,6 +235,9 @@ class RestoreAttempts:
         try:
             if tenant is None:
                 tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            # Recorded before the switch-over: what tells recovery whether it happened.
+            oid = await staging_oid(self.context, staging)
+            verifying = verifying.model_copy(update={"staging_database_oid": oid})
             await self.records.write(loaded, verifying)
             counts = await check_row_counts(self.context, plan.tables, staging, tenant)
             if not counts.passed:

@@ -69,6 +69,16 @@ async def switch(
     crash_points.exit_here(crash_points.SWITCH_OVER_DONE)
 
 
+async def staging_oid(context: RunContext, staging: str) -> int | None:
+    """The oid of the restored database ``staging`` (None without a managed server)."""
+    if context.postgres is None:
+        return None
+    try:
+        return await context.postgres.database_oid(staging)
+    except ManagedDatabaseError as exc:
+        raise DatabaseFailed(exc.message) from None
+
+
 class SwitchOverUnsure(Exception):
     """A switch-over failed and the server cannot say whether its renames committed.
 
@@ -110,6 +120,18 @@ async def replace(postgres: ManagedPostgres, *, live: str, staging: str, retired
         raise DatabaseFailed(failure)
 
 
+async def switched_over(
+    postgres: ManagedPostgres, live: str, staging: str, retired: str, oid: int | None
+) -> bool:
+    """Whether an interrupted switch-over had renamed ``staging`` to ``live``: the
+    target's name has the restored database's ``oid`` (a target without a database
+    retires nothing). For a status recorded before the oid was: ``staging`` is gone and
+    ``retired`` is there."""
+    if oid is not None:
+        return await postgres.database_oid(live) == oid
+    return not await postgres.database_exists(staging) and await postgres.database_exists(retired)
+
+
 async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
     """A Restoring or Verifying restore nobody runs: finish, retry or give up."""
     status = loaded.status
@@ -119,12 +141,11 @@ async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
     if plan is not None and postgres is not None and staging:
         try:
             # A switch-over cut short refused connections to the live database.
-            await postgres.reopen(database_identity(loaded.namespace, plan.target)[0])
+            live = database_identity(loaded.namespace, plan.target)[0]
+            await postgres.reopen(live)
             retired = retired_database_name(loaded.uid)
-            switched = not await postgres.database_exists(staging) and (
-                await postgres.database_exists(retired)
-            )
-            if switched:
+            oid = status.staging_database_oid
+            if await switched_over(postgres, live, staging, retired, oid):
                 return await records.completed(
                     loaded,
                     status,
@@ -151,4 +172,4 @@ async def _stop_jobs(records: RestoreRecords, loaded: LoadedRestore) -> None:
         post(loaded.raw, reason="RunnerStopped", message=f"Deleted Job {', '.join(stopped)}")
 
 
-__all__ = ["SwitchOverUnsure", "recover", "replace", "switch"]
+__all__ = ["SwitchOverUnsure", "recover", "replace", "staging_oid", "switch", "switched_over"]
