@@ -97,7 +97,7 @@ WHERE id = $1
 _SQL_PARK_ONE = """
 UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2), last_error = $3,
     attempts = greatest(attempts - 1, 0)
-WHERE id = $1
+WHERE id = $1 AND due_since = $4
 """
 _SQL_PARK = """
 UPDATE webhook_deliveries SET last_error = $2,
@@ -262,10 +262,12 @@ async def postpone(pool: asyncpg.Pool, delivery: int, after: float) -> None:
     await pool.execute(_SQL_POSTPONE, delivery, after)
 
 
-async def park_one(pool: asyncpg.Pool, delivery: int, after: float, reason: str) -> None:
+async def park_one(pool: asyncpg.Pool, claimed: Claimed, after: float, reason: str) -> bool:
     """Park a claimed delivery for ``after`` seconds (its Webhook suspended or not
-    Ready, ``reason``): no attempt was made, and ``wake`` makes it due again."""
-    await pool.execute(_SQL_PARK_ONE, delivery, after, reason)
+    Ready, ``reason``): no attempt was made, and ``wake`` makes it due again. Not if a
+    ``wake`` came since the claim (it moved ``due_since``): False, and it stays due."""
+    done = await pool.execute(_SQL_PARK_ONE, claimed.id, after, reason, claimed.due_since)
+    return bool(done.endswith(" 1"))
 
 
 async def park(pool: asyncpg.Pool, webhook_uid: str, reason: str, after: float) -> None:

@@ -155,3 +155,21 @@ async def test_a_not_ready_webhooks_deliveries_wait_parked_and_their_claims_coun
     )
     assert row is not None
     assert (row["attempts"], row["last_error"], row["parked"]) == (1, store.NOT_READY, True)
+
+
+async def test_a_webhook_fixed_between_a_claim_and_its_parking_is_not_parked_again(
+    pool: asyncpg.Pool, namespace: str
+) -> None:
+    uid = f"uid-{namespace}"
+    await store.park(pool, uid, store.NOT_READY, 0.0)  # refused, due for a look now
+    [claimed] = await store.claim(pool, [namespace], 10, 60.0)
+    await store.wake(pool, uid)  # ``check`` found it fixed meanwhile
+
+    assert await store.park_one(pool, claimed, 300.0, store.NOT_READY) is False
+    row = await pool.fetchrow(
+        "SELECT next_at < now() + interval '2 minutes' AS soon FROM webhook_deliveries"
+        " WHERE namespace = $1",
+        namespace,
+    )
+    assert row is not None
+    assert row["soon"]  # due again after the claim's lease, not parked five minutes

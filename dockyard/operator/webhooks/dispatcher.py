@@ -259,17 +259,14 @@ class Dispatcher:
 
     async def _deliver(self, delivery: store.Claimed) -> None:
         target = self.targets.get(delivery.webhook_uid)
-        if target is None:
-            if delivery.webhook_uid in self._refused:
-                # Not Ready: parked as a suspended Webhook's are, until fixed (``check``).
-                await store.park_one(self.pool, delivery.id, SUSPENDED_RECHECK, store.NOT_READY)
-            else:  # deleted, or not checked yet: try again soon, uncounted
+        if target is None or target.spec.suspend:
+            # Suspended or not Ready: kept, not given up; parked for long, so that its
+            # backlog takes no other delivery's place in a batch, until ``check`` wakes it.
+            # Deleted, not checked yet, or woken since the claim: again soon, uncounted.
+            parked = store.SUSPENDED if target is not None else store.NOT_READY
+            held = target is not None or delivery.webhook_uid in self._refused
+            if not (held and await store.park_one(self.pool, delivery, SUSPENDED_RECHECK, parked)):
                 await store.postpone(self.pool, delivery.id, self._lease())
-            return
-        if target.spec.suspend:
-            # Kept, not given up; parked for long, so that a suspended Webhook's backlog
-            # takes no other delivery's place in a batch. Resuming wakes it (``check``).
-            await store.park_one(self.pool, delivery.id, SUSPENDED_RECHECK, store.SUSPENDED)
             return
         status: int | None = None
         try:
