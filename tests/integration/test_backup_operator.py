@@ -378,6 +378,16 @@ def test_a_backup_deleted_mid_run_is_stopped_and_leaves_no_artifact(
     assert left == []
 
 
+def _reviewed_plan(backup: str) -> dict[str, Any]:
+    """A Restore of ``backup`` left as a dry run: a reviewed plan not carried out yet."""
+    return {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": "reviewed"},
+        "spec": {"source": {"backupRef": {"name": backup}}, "dryRun": True},
+    }
+
+
 def test_a_ttl_deletes_the_backup_and_its_artifact_but_keeps_the_newest_verified_one(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:
@@ -404,12 +414,7 @@ def test_a_ttl_deletes_the_backup_and_its_artifact_but_keeps_the_newest_verified
     _apply(
         kubectl,
         namespace,
-        {
-            "apiVersion": "dockyard.io/v1alpha1",
-            "kind": "Restore",
-            "metadata": {"name": "reviewed"},
-            "spec": {"source": {"backupRef": {"name": "planned"}}, "dryRun": True},
-        },
+        _reviewed_plan("planned"),
     )
     _apply(kubectl, namespace, _backup(namespace, "brief", backup_root, ttl="3s"))
     brief = _wait_phase(kubectl, namespace, "brief", "Completed")
@@ -597,12 +602,7 @@ def test_retention_keeps_the_backup_a_restore_not_finished_takes(
     _apply(
         kubectl,
         namespace,
-        {
-            "apiVersion": "dockyard.io/v1alpha1",
-            "kind": "Restore",
-            "metadata": {"name": "reviewed"},
-            "spec": {"source": {"backupRef": {"name": first}}, "dryRun": True},
-        },
+        _reviewed_plan(first),
     )
 
     def planned() -> bool:

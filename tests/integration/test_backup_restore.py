@@ -406,19 +406,26 @@ async def big_source(new_database: NewDatabase) -> DatabaseCredentials:
     return creds
 
 
-async def test_a_cancelled_backup_leaves_no_artifact_and_no_process(
-    big_source: DatabaseCredentials, stalled_storage: StalledStorage
-) -> None:
-    task = asyncio.create_task(
+def _stalling_backup(
+    source: DatabaseCredentials, storage: StalledStorage
+) -> asyncio.Task[BackupResult]:
+    """A backup of ``source`` into ``shop/x.dkbk``, under way until its writer stalls."""
+    return asyncio.create_task(
         run_backup(
-            dsn=big_source.uri(),
-            storage=stalled_storage,
+            dsn=source.uri(),
+            storage=storage,
             name="shop/x.dkbk",
             key=KEY,
             # Small frames and buffers, so the stall holds pg_dump well before its end.
             options=BackupOptions(chunk_size=64 * 1024),
         )
     )
+
+
+async def test_a_cancelled_backup_leaves_no_artifact_and_no_process(
+    big_source: DatabaseCredentials, stalled_storage: StalledStorage
+) -> None:
+    task = _stalling_backup(big_source, stalled_storage)
     try:
         await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
         (partial,) = stalled_storage.root.rglob(".x.dkbk.*.partial")
@@ -443,16 +450,7 @@ async def test_a_cancelled_backup_leaves_no_artifact_and_no_process(
 async def test_a_killed_pg_dump_fails_the_backup_and_leaves_no_artifact(
     big_source: DatabaseCredentials, stalled_storage: StalledStorage
 ) -> None:
-    task = asyncio.create_task(
-        run_backup(
-            dsn=big_source.uri(),
-            storage=stalled_storage,
-            name="shop/x.dkbk",
-            key=KEY,
-            # Small frames and buffers, so the stall holds pg_dump well before its end.
-            options=BackupOptions(chunk_size=64 * 1024),
-        )
-    )
+    task = _stalling_backup(big_source, stalled_storage)
     await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
     (pid,) = children_named("pg_dump")
     os.kill(pid, signal.SIGKILL)
@@ -491,15 +489,7 @@ async def test_a_snapshot_session_lost_after_the_dump_leaves_no_artifact(
 ) -> None:
     # The session sits idle in its transaction while pg_dump streams: a proxy's idle
     # timeout, or the tenant's own pg_terminate_backend, can end it then.
-    task = asyncio.create_task(
-        run_backup(
-            dsn=big_source.uri(),
-            storage=stalled_storage,
-            name="shop/x.dkbk",
-            key=KEY,
-            options=BackupOptions(chunk_size=64 * 1024),
-        )
-    )
+    task = _stalling_backup(big_source, stalled_storage)
     try:
         await asyncio.wait_for(stalled_storage.stalled.wait(), 60)
         await _terminate_snapshot_session(admin_dsn, big_source.database)

@@ -126,6 +126,20 @@ def _scratch_databases(state: State, uid: str) -> list[str]:
     return [r["datname"] for r in rows]
 
 
+def _run_now(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    """Run the drill now; its new ``lastRun`` once finished."""
+    before = _status(kubectl, namespace, name).get("lastRun")
+    kubectl("annotate", "restoredrill", name, "-n", namespace, "dockyard.io/run-now=1")
+
+    def finished() -> dict[str, Any] | None:
+        run = _status(kubectl, namespace, name).get("lastRun")
+        return run if run and run != before else None
+
+    run = wait_for(finished, timeout=180)
+    assert isinstance(run, dict)
+    return run
+
+
 RUN_NOW = {"dockyard.io/run-now": "1"}
 ORDERS_CHECK = {"name": "orders", "query": "SELECT count(*) FROM orders", "expect": str(ORDERS)}
 
@@ -492,18 +506,7 @@ def test_a_run_that_takes_a_dropped_runs_scratch_number_has_its_own_runner_job(
         seeded,
         _drill(name, runner="Job", historyLimit=1, checks={"sql": [ORDERS_CHECK]}),
     )
-    runs = []
-    for _ in range(3):
-        before = _status(kubectl, seeded, name).get("lastRun")
-        kubectl("annotate", "restoredrill", name, "-n", seeded, "dockyard.io/run-now=1")
-
-        def finished(before: object = before) -> dict[str, Any] | None:
-            run = _status(kubectl, seeded, name).get("lastRun")
-            return run if run and run != before else None
-
-        run = wait_for(finished, timeout=180)
-        assert isinstance(run, dict)
-        runs.append(run)
+    runs = [_run_now(kubectl, seeded, name) for _ in range(3)]
 
     assert [(r["result"], r["failedChecks"]) for r in runs] == [("Passed", [])] * 3
     assert runs[2]["scratchDatabase"] == runs[0]["scratchDatabase"]  # the number reused
@@ -542,18 +545,7 @@ def test_each_run_of_a_drill_with_a_long_name_has_its_own_runner_job(
     finished Job (kept an hour) and took its result for its own restore."""
     name = "a-drill-whose-name-leaves-no-room-for-its-run-number-x"
     _apply(kubectl, seeded, _drill(name, runner="Job", checks={"sql": [ORDERS_CHECK]}))
-    runs = []
-    for _ in range(2):
-        before = _status(kubectl, seeded, name).get("lastRun")
-        kubectl("annotate", "restoredrill", name, "-n", seeded, "dockyard.io/run-now=1")
-
-        def finished(before: object = before) -> dict[str, Any] | None:
-            run = _status(kubectl, seeded, name).get("lastRun")
-            return run if run and run != before else None
-
-        run = wait_for(finished, timeout=180)
-        assert isinstance(run, dict)
-        runs.append(run)
+    runs = [_run_now(kubectl, seeded, name) for _ in range(2)]
 
     assert [(r["result"], r["failedChecks"]) for r in runs] == [("Passed", [])] * 2
     assert runs[0]["scratchDatabase"] != runs[1]["scratchDatabase"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,10 +28,8 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-async def pool(testbed_state: State) -> AsyncIterator[asyncpg.Pool]:
-    dsn = api_settings(testbed_state).database_dsn()
-    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
-        yield pool
+def pool(platform_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return platform_pool
 
 
 async def _event(conn: asyncpg.Connection, namespace: str, age: timedelta) -> int:

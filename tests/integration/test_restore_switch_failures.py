@@ -11,7 +11,7 @@ what happened. Each server below is the real one; only the failure is injected, 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -28,34 +28,16 @@ from dockyard.operator.database.errors import DatabaseOperationFailed
 from dockyard.operator.restores.switch_over import SwitchOverUnsure, replace, switched_over
 from dockyard.operator.runs.restoring import DatabaseFailed
 from dockyard.runner import BackupError
-from dockyard.testbed.cluster import State
+from tests.integration import test_managed_database
 from tests.integration.test_managed_database import Environment, _ensure, _exec, _rows
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def admin_dsn(testbed_state: State) -> str:
-    return testbed_state.managed_postgres_url
-
-
-@pytest.fixture
-def server(admin_dsn: str) -> ManagedPostgres:
-    return ManagedPostgres(admin_dsn)
-
-
-@pytest.fixture
-async def new_environment(server: ManagedPostgres) -> AsyncIterator[Callable[[], Environment]]:
-    """Unique (namespace, name) pairs, their databases and roles dropped afterwards."""
-    made: list[Environment] = []
-
-    def make() -> Environment:
-        made.append((f"t-sw-{uuid.uuid4().hex[:8]}", f"env-{uuid.uuid4().hex[:8]}"))
-        return made[-1]
-
-    yield make
-    for namespace, name in made:
-        await server.drop(namespace=namespace, environment=name)
+# The managed server and environments made (and dropped) per test, as there.
+admin_dsn = test_managed_database.admin_dsn
+server = test_managed_database.server
+new_environment = test_managed_database.new_environment
 
 
 _LOST = DatabaseOperationFailed("ConnectionLost", "the connection was closed in the middle")

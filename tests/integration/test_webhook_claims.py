@@ -17,8 +17,6 @@ import asyncpg
 import pytest
 
 from dockyard.core import webhook_deliveries as store
-from dockyard.testbed.cluster import State
-from tests.conftest import api_settings
 
 pytestmark = pytest.mark.usefixtures("platform_migrated")
 
@@ -38,13 +36,8 @@ FROM made
 
 
 @pytest.fixture
-async def pool(testbed_state: State) -> AsyncIterator[asyncpg.Pool]:
-    made = await asyncpg.create_pool(
-        api_settings(testbed_state).database_dsn(), min_size=1, max_size=2
-    )
-    assert made is not None
-    yield made
-    await made.close()
+def pool(platform_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return platform_pool
 
 
 @pytest.fixture

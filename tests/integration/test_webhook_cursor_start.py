@@ -5,15 +5,12 @@ logged after an event that happened before it (held through an outage)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from dockyard.core import webhook_deliveries as store
-from dockyard.testbed.cluster import State
-from tests.conftest import api_settings
 
 pytestmark = pytest.mark.usefixtures("platform_migrated")
 
@@ -24,13 +21,8 @@ VALUES ($1, 'backup.completed', 'backups', $2, $3, '{}', $4) RETURNING seq
 
 
 @pytest.fixture
-async def pool(testbed_state: State) -> AsyncIterator[asyncpg.Pool]:
-    made = await asyncpg.create_pool(
-        api_settings(testbed_state).database_dsn(), min_size=1, max_size=2
-    )
-    assert made is not None
-    yield made
-    await made.close()
+def pool(platform_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return platform_pool
 
 
 async def test_an_event_logged_late_does_not_move_a_new_webhooks_start_past_a_later_one(
