@@ -50,7 +50,7 @@ from dockyard.operator.drills.verification import verdict
 from dockyard.operator.environments.defaults import default_drill, wants_default_drill
 from dockyard.operator.runs.context import KeyUnavailable
 from dockyard.operator.runs.inline import RunDeadlineExceeded
-from dockyard.operator.runs.restoring import ManifestMismatch, RowCountCheck
+from dockyard.operator.runs.restoring import KeysGone, ManifestMismatch, RowCountCheck
 from dockyard.operator.runs.runner_jobs import ArtifactRejected, RunnerReported
 from dockyard.runner import (
     BackupError,
@@ -375,7 +375,9 @@ def test_the_verdict_on_the_backup_ignores_a_run_that_only_missed_an_objective()
         (StorageError("S3 answered 503"), "run"),
         (RunnerReported("DatabaseUnavailable", "scratch server down"), "run"),
         (RunDeadlineExceeded("the run outlived its deadline"), "run"),
-        (KeyUnavailable("Secret backup-key has no key 'key'"), "restore"),
+        (KeysGone("Secret backup-key has no key 'key', and its store offers none"), "restore"),
+        (KeyUnavailable("Secret backup-key has no key 'key'"), "run"),  # a Job's own key
+        (RestoreFailed("pg_restore", "pg_restore was killed by signal 11"), "restore"),
         (RestoreFailed("pg_restore", "pg_restore was killed by signal 9"), "run"),
         (
             RestoreFailed(

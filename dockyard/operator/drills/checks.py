@@ -69,12 +69,15 @@ def clip(text: str, limit: int = VALUE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# Errors of the server, not of a check's query: connection (08), resources (53),
-# operator intervention such as a shutdown (57), system (58).
+# Errors of the server, not of a check's query: the connection (08), a shutdown or
+# restart (57P01-57P03), too many connections (53300), the system (58). Not a statement
+# timeout (57014) nor a query's own memory or disk use: those are the check's failure.
 _SERVERS_FAULT: Final = (
     asyncpg.PostgresConnectionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
     asyncpg.PostgresSystemError,
 )
 

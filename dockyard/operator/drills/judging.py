@@ -24,22 +24,21 @@ from dockyard.core.models.restore_drill import (
     RestoreDrillStatus,
     SqlCheck,
 )
-from dockyard.operator.runs.context import KeyUnavailable
-from dockyard.operator.runs.restoring import ManifestMismatch, RowCountCheck
+from dockyard.operator.runs.restoring import KeysGone, ManifestMismatch, RowCountCheck
 from dockyard.runner import ArtifactError, BackupError, RestoreFailed
 
 RESTORE_CHECK: Final = "restore"
 RUN_CHECK: Final = "run"
 # The reasons of restore failures that are the backup's, whatever raised them (a runner
-# Job reports its runner's reason): its artifact missing or its key gone (it cannot be
-# decrypted), pg_restore refusing its dump, rows missing.
+# Job reports its runner's reason): its artifact missing, pg_restore refusing its dump,
+# rows missing. (Every key that could open it gone is ``KeysGone``.)
 _BACKUPS_FAULT: Final = frozenset(
-    {"ArtifactNotFound", KeyUnavailable.reason, RestoreFailed.reason, ManifestMismatch.reason}
+    {"ArtifactNotFound", RestoreFailed.reason, ManifestMismatch.reason}
 )
 # What pg_restore says when the scratch server or the machine failed it, not the dump:
 # killed (out of memory), the connection lost, the server restarting, out of room.
 _NOT_THE_DUMP: Final = (
-    "was killed by signal",
+    "was killed by signal 9",
     "server closed the connection",
     "connection to server",
     "could not connect",
@@ -67,7 +66,7 @@ def failed(check: str, reason: str) -> FailedCheck:
 def restore_failure(error: BackupError) -> FailedCheck:
     """The failed check a restore's ``error`` makes: ``restore`` if it is the backup's
     fault, ``run`` if the drill could not be carried out."""
-    theirs = isinstance(error, ArtifactError) or error.reason in _BACKUPS_FAULT
+    theirs = isinstance(error, ArtifactError | KeysGone) or error.reason in _BACKUPS_FAULT
     said = error.message.lower()
     if error.reason == RestoreFailed.reason and any(sign in said for sign in _NOT_THE_DUMP):
         theirs = False

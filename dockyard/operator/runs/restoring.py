@@ -27,6 +27,7 @@ from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.settings import Settings
 from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.runs.context import (
+    KeyUnavailable,
     RunContext,
     SourceUnavailable,
     artifact_name,
@@ -56,6 +57,11 @@ class DatabaseFailed(BackupError):
 
 class DatabaseTaken(BackupError, reason="DatabaseTaken"):
     """The target's database was made for an earlier namespace of the same name."""
+
+
+class KeysGone(KeyUnavailable):
+    """Neither the backup's own key nor any key of its store can be had: as things stand,
+    its artifact cannot be decrypted (a drill holds that against the backup)."""
 
 
 class ManifestMismatch(BackupError):
@@ -134,6 +140,9 @@ async def backup_keyring(context: RunContext, backup: Backup, own: SecretKeyRefe
     offered = await store_keyring(context.kube, backup)
     try:
         offered.insert(0, await load_key(context.kube, namespace, own))
+    except KeyUnavailable as exc:
+        if not offered:
+            raise KeysGone(exc.message) from None
     except BackupError:
         if not offered:
             raise

@@ -155,7 +155,11 @@ class Dispatcher:
         else:
             self._refused.discard(uid)
             await store.start(self.pool, uid, meta.creation_timestamp or datetime.now(UTC))
-            if not webhook.spec.suspend:
+            if webhook.spec.suspend:
+                # Every pending row marked parked now, claimed ones too: a resume's wake
+                # then finds each, and a claim parked after it does not stick.
+                await store.park(self.pool, uid, store.SUSPENDED, SUSPENDED_RECHECK)
+            else:
                 await store.wake(self.pool, uid)  # what was parked is due again, from now
             self.targets[uid] = Target(
                 uid, namespace, name, generation, webhook.spec, signer,
