@@ -215,8 +215,8 @@ class DrillRuns:
             # The run will say what is wrong with the server; name it from the record.
             logger.warning("scratch databases not listed", extra={"error": exc.message})
             on_server = set()
-        # Left behind by a record that never got written: nothing refers to them.
-        await self.scratch.drop(on_server - recorded, raw=loaded.raw)
+        # Unrecorded ones were dropped at the start of this pass (``_sweep``); one that
+        # could not be is still there, and its name is not taken again.
         current = DrillCurrentRun(
             backup=backup.metadata.name or "",
             backup_uid=backup.metadata.uid,
