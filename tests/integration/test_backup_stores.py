@@ -169,7 +169,7 @@ def test_a_backup_waits_with_a_condition_while_there_is_no_store(
     assert status.get("attempts", 0) == 0
 
 
-def _drill(namespace: str, name: str) -> dict[str, Any]:
+def _drill(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "dockyard.io/v1alpha1",
         "kind": "RestoreDrill",
@@ -190,13 +190,16 @@ def _drill(namespace: str, name: str) -> dict[str, Any]:
                     }
                 ]
             },
+            **spec,
         },
     }
 
 
-def drilled(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+def drilled(
+    kubectl: Kubectl, namespace: str, name: str, timeout: float = 120, **spec: Any
+) -> dict[str, Any]:
     """Run a drill of ``shop`` (its latest completed backup, orders counted) now; its run."""
-    _apply(kubectl, namespace, _drill(namespace, name))
+    _apply(kubectl, namespace, _drill(namespace, name, **spec))
 
     def ran() -> dict[str, Any] | None:
         drill = _get(kubectl, namespace, "restoredrill", name) or {}
@@ -284,6 +287,16 @@ def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
         kubectl("delete", "secret", f"{store}-{old['keyId']}", "-n", namespace)
         run = drilled(kubectl, namespace, "drill-old")
         assert (run["backup"], run["result"]) == ("before", "Passed")
+        # A runner Job may read no store key: the operator derives that key into the
+        # namespace again, and the Job mounts it.
+        run = drilled(kubectl, namespace, "drill-old-job", timeout=180, runner="Job")
+        assert (run["backup"], run["result"]) == ("before", "Passed")
+        again = _secret_data(kubectl, namespace, f"{store}-{old['keyId']}")
+        assert again is not None
+        assert key_id_of(again) == old["keyId"]
+
+        # With that Secret gone again, only the store's rotated-out key opens the artifact.
+        kubectl("delete", "secret", f"{store}-{old['keyId']}", "-n", namespace)
 
         # Dropping the old key from the store strands that artifact: refused by key id.
         kubectl(

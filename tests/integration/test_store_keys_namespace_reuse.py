@@ -10,6 +10,7 @@ Secret and fills the Backup.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.kube import KubeClient, KubeError, load_config
 from dockyard.core.models.backup import Backup
 from dockyard.operator.runs.stores import (
     derived_key,
@@ -134,3 +135,38 @@ async def test_a_backup_made_again_under_its_name_is_not_filled_for_the_earlier_
         storage = kubectl("get", "backup", "nightly", "-n", namespace,
                           "-o", "jsonpath={.spec.storage}").stdout  # fmt: skip
     assert storage == ""  # the Backup made again is filled by its own pass, if any
+
+
+async def test_a_store_read_the_apiserver_refuses_is_an_error_not_a_store_without_keys(
+    kubectl: Kubectl, testbed_state: State, backup_root: Path, tmp_path: Path
+) -> None:
+    # "No keys" would make a restore whose own key Secret is gone fail as KeysGone, which
+    # a drill holds against the backup; an apiserver that refused a read says nothing of it.
+    namespace = f"t-keys-{uuid.uuid4().hex[:8]}"
+    with _filesystem_store(kubectl, backup_root, "store-key") as store:
+        kubectl("create", "namespace", namespace)
+        try:
+            kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+            token = kubectl("create", "token", "nobody", "-n", namespace).stdout.strip()
+            config = load_config(Path(testbed_state.kubeconfig), {})
+            backup = Backup.model_validate(_nightly(namespace, store))
+            # Without the admin's client certificate, which the apiserver would take first.
+            assert config.caller_ssl_context is not None
+            bare = dataclasses.replace(config, token=token, ssl_context=config.caller_ssl_context)
+            refused = KubeClient.connect(bare)
+            try:
+                with pytest.raises(KubeError) as raised:
+                    await store_keyring(refused, backup)
+            finally:
+                await refused.close()
+            assert raised.value.status == 403
+
+            # A store that is gone is an answer: it offers no keys.
+            kubectl("delete", "backupstore", store)
+            kube = KubeClient.connect(config)
+            try:
+                assert await store_keyring(kube, backup) == []
+            finally:
+                await kube.close()
+        finally:
+            kubectl("delete", "namespace", namespace, "--wait=false", check=False)

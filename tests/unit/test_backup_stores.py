@@ -27,6 +27,7 @@ from dockyard.operator.runs.stores import (
     filled,
     find_store,
     namespace_keyring,
+    store_keyring,
 )
 from dockyard.runner import EncryptionKey
 
@@ -318,3 +319,22 @@ def _file_facts(path: str) -> tuple[bytes, int] | None:
     if not file.exists():
         return None
     return file.read_bytes(), file.parent.stat().st_mode & 0o077
+
+
+async def test_a_rotated_out_key_that_is_gone_withdraws_only_itself() -> None:
+    kube = _Stores(("platform", True))
+    rotated = [{"name": "gone", "key": "key"}, {"name": "old-key", "key": "key"}]
+    kube.objects[f"{STORES}/platform"]["spec"]["encryption"]["previousKeySecretRefs"] = rotated
+    kube.secret("dockyard-system", "platform-key", {"key": _b64(ROOT.key)})
+    kube.secret("dockyard-system", "old-key", {"key": _b64(OTHER_ROOT.key)})
+    kube.objects["/api/v1/namespaces/shop"] = {"metadata": {"name": "shop", "uid": UID}}
+    backup = Backup.model_validate(
+        {"metadata": {"name": "b", "namespace": "shop", "uid": UID},
+         "spec": {"environmentRef": {"name": "s"}, "storeRef": {"name": "platform"}}}
+    )  # fmt: skip
+
+    offered = await store_keyring(cast(KubeClient, kube), backup)
+
+    # The current key and the readable rotated-out one: "gone" strands only its own.
+    expected = [derived_key(ROOT, "shop", UID), derived_key(OTHER_ROOT, "shop", UID)]
+    assert [key.key_id for key in offered] == [key.key_id for key in expected]

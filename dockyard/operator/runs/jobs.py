@@ -35,6 +35,7 @@ from typing import Any, Final
 from dockyard.core import telemetry
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.common import API_VERSION
+from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.models.storage import RUNNER_OWN_PATH_MESSAGE
 from dockyard.core.names import LABEL_VALUE_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
@@ -203,10 +204,12 @@ def restore_job(
     database: str,
     database_secret: str,
     image: str,
+    key_ref: SecretKeyReference | None = None,
     deadline_seconds: int = ACTIVE_DEADLINE_SECONDS,
     jobs: int | None = None,
 ) -> Manifest:
-    """The Job that restores ``backup``'s artifact into the new ``database``.
+    """The Job that restores ``backup``'s artifact into the new ``database``, with the
+    key ``key_id`` from ``key_ref`` (the Backup's own key Secret by default).
 
     With ``jobs``, a parallel restore: the dump is spooled to the Job's private scratch
     volume (``/tmp``, an emptyDir) and restored by ``pg_restore --jobs``.
@@ -237,6 +240,7 @@ def restore_job(
         image=image,
         api_access=False,
         deadline_seconds=deadline_seconds,
+        key_ref=key_ref,
     )
 
 
@@ -252,13 +256,15 @@ def _runner_job(
     api_access: bool,
     deadline_seconds: int,
     account: str = RUNNER_ACCOUNT,
+    key_ref: SecretKeyReference | None = None,
 ) -> Manifest:
     """A runner Job: ``dockyard <args>`` with ``backup``'s storage and key, the database
     URI of the Secret ``database[1]`` in the variable ``database[0]``, and nothing else
-    (a ServiceAccount token only with ``api_access``)."""
+    (a ServiceAccount token only with ``api_access``). The key is ``key_ref``'s, by
+    default the Backup's own."""
     labels = _labels(**labels)
     storage, encryption = filled(backup)
-    key_ref = encryption.key_secret_ref
+    key_ref = key_ref or encryption.key_secret_ref
     variable, secret = database
     env: list[Manifest] = [
         {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}},

@@ -34,9 +34,16 @@ from dockyard.operator.runs.context import (
     load_key,
     tenant_dsn,
 )
-from dockyard.operator.runs.stores import chosen_by_a_store, filled, store_keyring
+from dockyard.operator.runs.stores import (
+    KEY_ENTRY,
+    chosen_by_a_store,
+    ensure_derived_secret,
+    filled,
+    store_keyring,
+)
 from dockyard.runner import (
     BackupError,
+    EncryptionKey,
     Keyring,
     Progress,
     RestoreOptions,
@@ -136,17 +143,54 @@ async def backup_keyring(context: RunContext, backup: Backup, own: SecretKeyRefe
     BackupStore, every key of the store derived for its namespace (current and rotated
     out); the artifact's key id picks one. Its own key missing is only an error when the
     store offers none."""
+    mine, offered = await _offered_keys(context, backup, own)
+    return Keyring({key.key_id: key for key in (*mine, *offered)}.values())
+
+
+async def job_key(context: RunContext, backup: Backup) -> tuple[SecretKeyReference, str]:
+    """The Secret a restore Job mounts to open ``backup``'s artifact, and the key's id.
+
+    The Backup's own key when it is the one the artifact names; else the store's key of
+    that id, written to the Backup's namespace as a derived Secret (a runner may read no
+    store key, and an inline restore is offered the same keys, see
+    :func:`backup_keyring`). A Backup that records no key id gets its own key, or the
+    store's current one."""
+    own = filled(backup)[1].key_secret_ref
+    mine, offered = await _offered_keys(context, backup, own)
+    wanted = backup.status.key_id
+    if mine and wanted in (None, mine[0].key_id):
+        return own, mine[0].key_id
+    chosen = next((key for key in offered if wanted in (None, key.key_id)), None)
+    store = backup.spec.store_ref
+    if chosen is not None and store is not None:
+        namespace = backup.metadata.namespace or ""
+        name = await ensure_derived_secret(context.kube, store.name, namespace, chosen)
+        return SecretKeyReference(name=name, key=KEY_ENTRY), chosen.key_id
+    if mine:  # not the artifact's key: the runner says which one it wanted, as inline
+        return own, mine[0].key_id
+    raise KeysGone(f"no key offered for Backup {backup.metadata.name} is its artifact's, {wanted}")
+
+
+async def _offered_keys(
+    context: RunContext, backup: Backup, own: SecretKeyReference
+) -> tuple[list[EncryptionKey], list[EncryptionKey]]:
+    """``backup``'s own key (none if it cannot be had) and its store's keys, which are
+    read only when the own key is not the one the artifact names. ``KeysGone`` when there
+    is neither; an apiserver that fails a read (``KubeError``) is not an answer, and
+    propagates."""
     namespace = backup.metadata.namespace or ""
-    offered = await store_keyring(context.kube, backup)
+    mine: list[EncryptionKey] = []
+    missing: KeyUnavailable | None = None
     try:
-        offered.insert(0, await load_key(context.kube, namespace, own))
+        mine.append(await load_key(context.kube, namespace, own))
     except KeyUnavailable as exc:
-        if not offered:
-            raise KeysGone(exc.message) from None
-    except BackupError:
-        if not offered:
-            raise
-    return Keyring({key.key_id: key for key in offered}.values())
+        missing = exc
+    if mine and mine[0].key_id == backup.status.key_id:
+        return mine, []
+    offered = await store_keyring(context.kube, backup)
+    if missing is not None and not offered:
+        raise KeysGone(missing.message)
+    return mine, offered
 
 
 def restore_options(settings: Settings) -> RestoreOptions:

@@ -37,10 +37,9 @@ from dockyard.operator.apply import apply_as, delete, get, merge_patch
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
-from dockyard.operator.runs.context import RunContext, load_key
+from dockyard.operator.runs.context import RunContext
 from dockyard.operator.runs.inline import RunDeadlineExceeded
-from dockyard.operator.runs.restoring import backup_artifact
-from dockyard.operator.runs.stores import filled
+from dockyard.operator.runs.restoring import backup_artifact, job_key
 from dockyard.runner import ArtifactError, BackupError, RestoreResult
 
 logger = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ async def start_restore_job(
     artifact = backup_artifact(backup)
     kube = context.kube
     namespace = job.owner.namespace
-    key = await load_key(kube, namespace, filled(backup)[1].key_secret_ref)
+    key_ref, key_id = await job_key(context, backup)
     await apply_runner_identity(kube, namespace)
     manifest = jobs.restore_job(
         job.owner,
@@ -135,7 +134,8 @@ async def start_restore_job(
         name=job.name,
         runner=job.runner,
         artifact=artifact,
-        key_id=key.key_id,
+        key_id=key_id,
+        key_ref=key_ref,
         database=database,
         database_secret=environment_builders.database_secret_name(job.environment),
         image=context.settings.runner_image,

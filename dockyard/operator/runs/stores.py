@@ -191,10 +191,20 @@ def _parse(raw: dict[str, Any], name: str | None) -> BackupStore:
 
 
 async def store_keys(kube: KubeClient, store: BackupStore) -> list[EncryptionKey]:
-    """Every key of ``store``, the current one first; ``KeyUnavailable`` for a missing one."""
+    """Every key of ``store`` that can be read, the current one first. A key that cannot
+    be (its Secret gone, say) is left out and logged: it strands only what it encrypted,
+    and the store's status says which (``_report_keys``)."""
     encryption = store.spec.encryption
-    refs = [encryption.key_secret_ref, *encryption.previous_key_secret_refs]
-    return [await load_key(kube, store.spec.secret_namespace, ref) for ref in refs]
+    keys = []
+    for ref in [encryption.key_secret_ref, *encryption.previous_key_secret_refs]:
+        try:
+            keys.append(await load_key(kube, store.spec.secret_namespace, ref))
+        except KeyUnavailable as exc:
+            logger.warning(
+                "store key not offered",
+                extra={"store": store.metadata.name, "error": exc.message},
+            )
+    return keys
 
 
 async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
@@ -321,9 +331,10 @@ async def ensure_derived_secret(
 
 
 async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]:
-    """The keys of the Backup's store, derived for its namespace (none without a store,
-    or when the store, a key or the namespace cannot be read: the Backup's own key may
-    still do)."""
+    """The keys of the Backup's store, derived for its namespace: none without a store,
+    or when the store, a key or the namespace is gone or refuses (the Backup's own key
+    may still do). An apiserver that fails a read raises ``KubeError``: that says nothing
+    about the keys."""
     if backup.spec.store_ref is None:
         return []
     namespace = backup.metadata.namespace or ""
@@ -334,9 +345,6 @@ async def store_keyring(kube: KubeClient, backup: Backup) -> list[EncryptionKey]
         uid = await namespace_uid(kube, namespace)
     except BackupError as exc:
         logger.warning("store keys not offered", extra={"error": exc.message})
-        return []
-    except KubeError as exc:
-        logger.warning("store keys not offered", extra={"error": str(exc)})
         return []
     return namespace_keyring(roots, namespace, uid, backup.status.key_id)
 
