@@ -311,10 +311,13 @@ def test_a_backups_storage_is_immutable_but_its_ttl_is_not(
     apply(kubectl, namespace, manifest("Backup", ttl="720h"))
 
     moved = _patch(kubectl, namespace, "Backup", {"storage": {"filesystem": {"path": "/other"}}})
+    # A run half in a Job and half inline would be two dumps at once.
+    rerun = _patch(kubectl, namespace, "Backup", {"runner": "Job"})
     extended = _patch(kubectl, namespace, "Backup", {"ttl": "2160h"})
 
     assert "spec.storage: Invalid value" in moved.stderr
     assert "storage is immutable once set: create a new Backup instead" in moved.stderr
+    assert "runner is immutable: create a new Backup instead" in rerun.stderr
     assert extended.returncode == 0
 
 

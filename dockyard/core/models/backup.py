@@ -105,7 +105,7 @@ class BackupSpec(CRModel):
                 message=f"{name} is immutable: create a new Backup instead",
                 field_path=f".{name}",
             )
-            for name in ("environmentRef", "method")
+            for name in ("environmentRef", "method", "runner")
         ),
         *(
             ValidationRule(
