@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -194,9 +194,11 @@ async def patch_status(
     status: Mapping[str, Any],
     *,
     uid: str | None,
+    only_if: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> bool:
     """Merge ``status`` into the status subresource of the object ``uid``; ``False`` when
-    it is gone or the name now belongs to another object.
+    it is gone or the name now belongs to another object, or when ``only_if`` (asked of
+    the object as read before each attempt) says the write no longer applies.
 
     The status subresource drops ``metadata.uid`` from a merge patch, but keeps
     ``metadata.resourceVersion`` as a precondition: the object is read, its uid checked,
@@ -213,7 +215,7 @@ async def patch_status(
     while True:
         found = await get(kube, rtype.path(namespace, name))
         meta = (found or {}).get("metadata") or {}
-        if meta.get("uid") != uid:
+        if meta.get("uid") != uid or (only_if is not None and not only_if(found or {})):
             return False
         version = {"resourceVersion": meta.get("resourceVersion")}
         attempts += 1

@@ -286,11 +286,20 @@ class KindStore(Generic[T]):
     # -- writing ---------------------------------------------------------------------------
 
     async def write_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], *, uid: str | None
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        uid: str | None,
+        only_if: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> bool:
         """Merge ``status`` into the status of the object ``uid``; ``False`` when it is
-        gone or the name now belongs to another (:func:`apply.patch_status`)."""
-        return await apply.patch_status(self.kube, self.rtype, namespace, name, status, uid=uid)
+        gone, the name now belongs to another, or ``only_if`` refuses the object as read
+        (:func:`apply.patch_status`)."""
+        return await apply.patch_status(
+            self.kube, self.rtype, namespace, name, status, uid=uid, only_if=only_if
+        )
 
     async def patch(
         self, namespace: str, name: str, body: Mapping[str, Any], *, uid: str | None

@@ -336,6 +336,26 @@ def test_allow_runs_beside_a_running_backup_and_replace_cancels_it() -> None:
     assert replace.replace == ("nightly-1",)
 
 
+@pytest.mark.parametrize("policy", ["Forbid", "Replace"])
+def test_a_pass_retried_after_it_created_its_run_neither_skips_nor_cancels_it(
+    policy: str,
+) -> None:
+    # The earlier pass created nightly-202503101200, then failed before it wrote
+    # lastScheduleTime: the run it made is running, and is this very run.
+    made = [_backup("nightly-202503101200", BackupPhase.PENDING)]
+    tick = plan_tick(_schedule(concurrencyPolicy=policy), made, NOW)
+    assert (tick.create, tick.replace, tick.skipped) == ("nightly-202503101200", (), None)
+    assert tick.status.active == ["nightly-202503101200"]
+    # Another run still going is forbidden or replaced as before.
+    older = [*made, _backup("nightly-202503101100", BackupPhase.RUNNING)]
+    again = plan_tick(_schedule(concurrencyPolicy=policy), older, NOW)
+    if policy == "Forbid":
+        assert again.create is None
+        assert "nightly-202503101100" in (again.skipped or "")
+    else:
+        assert again.replace == ("nightly-202503101100",)
+
+
 def test_suspend_stops_cron_runs_but_not_run_now() -> None:
     assert plan_tick(_schedule(suspend=True), [], NOW).create is None
     now_run = plan_tick(_schedule(suspend=True, annotations={"dockyard.io/run-now": ""}), [], NOW)

@@ -54,7 +54,9 @@ from dockyard.core.names import OBJECT_NAME_MAX, fitted, label_value
 from dockyard.core.resources import Manifest
 from dockyard.core.retention import BackupRecord, apply_retention, backups_in_use
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL, Owner
+from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import RunContext
+from dockyard.operator.runs.runner_jobs import stop_runner_jobs
 from dockyard.operator.store import KindStore, ObjectLocks, OnInvalid, post
 
 SCHEDULE_LABEL: Final = "dockyard.io/backup-schedule"
@@ -91,6 +93,12 @@ def _in_flight(backup: Backup) -> bool:
     if backup.metadata.deletion_timestamp is not None and inline:
         return False
     return not (backup.status.phase is not None and backup.status.phase.is_done)
+
+
+def _in_flight_object(raw: Mapping[str, Any]) -> bool:
+    """Whether the Backup ``raw`` (as read from the apiserver) has not finished."""
+    phase = (raw.get("status") or {}).get("phase")
+    return phase not in {done.value for done in BackupPhase if done.is_done}
 
 
 def made_for(schedule: BackupSchedule, backup: Backup) -> bool:
@@ -154,15 +162,19 @@ def plan_tick(
     skipped: str | None = None
     last_schedule = previous.last_schedule_time
     if due is not None:
-        if active and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
+        name = backup_name(schedule.metadata.name or "backup", due, run_now=run_now)
+        # A pass retried after it created this run (its status write failed, say) finds
+        # the run among the active ones: it is this run, not one to forbid or replace.
+        others = [backup for backup in active if backup != name]
+        if others and spec.concurrency_policy is ConcurrencyPolicy.FORBID:
             skipped = (
-                f"Skipped the run due at {due.isoformat()}: {', '.join(active)} still "
+                f"Skipped the run due at {due.isoformat()}: {', '.join(others)} still "
                 "running (concurrencyPolicy Forbid)"
             )
         else:
             if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
-                replace = tuple(active)
-            create = backup_name(schedule.metadata.name or "backup", due, run_now=run_now)
+                replace = tuple(others)
+            create = name
         if not run_now:
             last_schedule = due  # a skipped cron time counts as handled
         elif create is not None:
@@ -177,7 +189,7 @@ def plan_tick(
         in_use,
     )
     still_active = [name for name in active if name not in replace]
-    if create is not None:
+    if create is not None and create not in still_active:
         still_active.append(create)
     next_time = None if spec.suspend else cron.next_after(now, tz)
     message = (
@@ -311,13 +323,17 @@ class ScheduleRuns:
         await self._write_status(raw, schedule, plan)
 
     async def _cancel(self, raw: Mapping[str, Any], backup: Backup, *, replaced_by: str) -> None:
+        """Stop ``backup``'s run: its inline task, or else its status (only while it is
+        still Pending or Running as read now: one that completed since the listing keeps
+        its artifact) and its runner Job, whose pg_dump would otherwise go on beside the
+        replacement."""
         uid = backup.metadata.uid or ""
         if self.context.inline_runs.cancel(uid):
             return  # the inline run ends Failed with reason Cancelled by itself
-        name = backup.metadata.name or ""
+        namespace, name = backup.metadata.namespace or "", backup.metadata.name or ""
         message = f"Cancelled: replaced by {replaced_by} (concurrencyPolicy Replace)"
-        await self.backups.write_status(
-            backup.metadata.namespace or "",
+        cancelled = await self.backups.write_status(
+            namespace,
             name,
             {
                 "phase": BackupPhase.FAILED.value,
@@ -325,7 +341,13 @@ class ScheduleRuns:
                 "completedAt": datetime.now(UTC).isoformat(),
             },
             uid=uid,
+            only_if=_in_flight_object,
         )
+        if not cancelled:
+            return
+        if backup.spec.runner is BackupRunner.JOB:
+            selector = f"{jobs.BACKUP_LABEL}={label_value(name)}"
+            await stop_runner_jobs(self.context.kube, namespace, uid, selector=selector)
         post(raw, reason="Replaced", message=f"Backup {name} {message[0].lower()}{message[1:]}")
 
     async def _write_status(

@@ -333,10 +333,12 @@ def _controlled_by(obj: dict[str, Any], uid: str) -> bool:
     return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
 
 
-async def stop_runner_jobs(kube: KubeClient, namespace: str, owner_uid: str) -> list[str]:
+async def stop_runner_jobs(
+    kube: KubeClient, namespace: str, owner_uid: str, *, selector: str | None = None
+) -> list[str]:
     """Delete the runner Jobs of the Restore or RestoreDrill ``owner_uid`` (with their
-    Pods); their names."""
-    selector = f"{jobs.OWNER_UID_LABEL}={owner_uid}"
+    Pods), or those ``selector`` picks that it controls (a Backup's); their names."""
+    selector = selector or f"{jobs.OWNER_UID_LABEL}={owner_uid}"
     listing = await kube.get(JOBS.path(namespace), params={"labelSelector": selector})
     owned = [i for i in listing.get("items") or () if _controlled_by(i, owner_uid)]
     for item in owned:
