@@ -71,6 +71,8 @@ REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 OPERATION = web.RequestKey("operation", Operation)
 AUDIT = web.RequestKey("audit", dict[str, Any])
+# The name of the object a create made (or was refused): its path names only the collection.
+AUDIT_NAME = web.RequestKey("audit_name", str)
 # The events a write announces; the audit middleware logs them with its row.
 EVENTS = web.RequestKey("events", list[Event])
 RATE_LIMIT = web.RequestKey("rate_limit", Verdict)

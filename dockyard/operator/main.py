@@ -143,7 +143,7 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
     audit = OperatorAudit(pool, await identity(kube))
     context = RunContext.create(kube, settings, catalog, postgres, breakers, audit)
     scaling = ScalingReconciler(kube=kube)
-    environments = Reconciler(kube=kube, postgres=postgres, settings=settings)
+    environments = Reconciler(kube=kube, postgres=postgres, settings=settings, audit=audit)
     indexes = {
         child.kind: kwargs[index_id(child)] for child in CHILD_TYPES if index_id(child) in kwargs
     }

@@ -140,6 +140,21 @@ async def test_an_admin_creates_reads_changes_and_deletes_a_store(
     assert await _gone(client, admin, f"{BASE}/{store}") == 404
 
 
+async def test_a_created_store_is_audited_by_its_name_and_without_a_namespace(
+    client: Client, admin: dict[str, str], store: str, tmp_path: Path
+) -> None:
+    created = await client.post(BASE, json=_body(store, tmp_path), headers=admin)
+    assert created.status == 201, await created.text()
+
+    trail = await client.get(
+        f"/api/v1/audit-events?resource=backupstores&name={store}", headers=admin
+    )
+    assert trail.status == 200, await trail.text()
+    [event] = (await trail.json())["items"]
+    assert "op=createBackupStore" in event["action"]
+    assert (event["namespace"], event["name"], event["statusCode"]) == (None, store, 201)
+
+
 async def test_invalid_stores_are_problems_with_field_paths_and_nothing_is_written(
     client: Client, admin: dict[str, str], kubectl: Kubectl, store: str, tmp_path: Path
 ) -> None:

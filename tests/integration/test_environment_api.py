@@ -6,10 +6,11 @@ import asyncio
 import json
 import uuid
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dockyard.testbed.cluster import Testbed
+from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, get_json
 
 Client = TestClient[object, object]
@@ -147,6 +148,57 @@ async def test_idempotent_post_replays_the_first_answer(
     # Without the key, the same POST is a conflict: the object exists.
     again = await client.post(base, json=_body("once"), headers=developer)
     assert again.status == 409
+
+
+async def _trail(state: State, namespace: str, name: str) -> list[asyncpg.Record]:
+    """The REST API's audit rows about the environment ``name``, oldest first."""
+    conn = await asyncpg.connect(state.database_url)
+    try:
+        return list(
+            await conn.fetch(
+                "SELECT action, status_code, diff::text AS diff FROM audit_events "
+                "WHERE source = 'rest' AND namespace = $1 AND name = $2 ORDER BY id",
+                namespace,
+                name,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_creates_and_changes_to_labels_or_annotations_are_audited_on_the_object(
+    client: Client, developer: dict[str, str], namespace: str, testbed_state: State
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    keyed = {**developer, "Idempotency-Key": f"key-{uuid.uuid4()}"}
+    assert (await client.post(base, json=_body("shop"), headers=keyed)).status == 201
+    assert (await client.post(base, json=_body("shop"), headers=keyed)).status == 201  # replayed
+    assert (await client.post(base, json=_body("shop"), headers=developer)).status == 409
+    # Annotations steer the operator (here: no default backups); no spec changes.
+    metadata = {
+        "labels": {"team": "cart"},
+        "annotations": {"dockyard.io/default-backups": "false", "team.example/api-token": "s3"},
+    }
+    patched = await client.patch(
+        f"{base}/shop",
+        data=json.dumps({"metadata": metadata}),
+        headers={**developer, "Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status == 200, await patched.text()
+
+    # Each row names the object, the creates too (their path names only the collection).
+    created, replayed, conflict, changed = await _trail(testbed_state, namespace, "shop")
+    assert [r["status_code"] for r in (created, replayed, conflict)] == [201, 201, 409]
+    assert all("op=createEnvironment" in r["action"] for r in (created, replayed, conflict))
+    made = json.loads(created["diff"])
+    assert made["/tier"] == {"to": "development"}
+    assert made["/metadata/labels/team"] == {"to": "shop"}
+    assert "op=patchEnvironment" in changed["action"]
+    assert json.loads(changed["diff"]) == {
+        "/metadata/annotations/dockyard.io~1default-backups": {"to": "false"},
+        "/metadata/annotations/team.example~1api-token": {"to": "[redacted]"},
+        "/metadata/labels/team": {"from": "shop", "to": "cart"},
+    }
 
 
 async def test_lists_filter_and_paginate(

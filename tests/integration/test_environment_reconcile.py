@@ -361,6 +361,29 @@ def test_an_expired_ttl_deletes_the_environment(kubectl: Kubectl, namespace: str
     _wait_event(kubectl, namespace, "Expired", "ttl 5s passed")
 
 
+def test_a_ttl_deletion_is_in_the_audit_trail_with_the_database_deletion_policy(
+    kubectl: Kubectl, namespace: str, testbed_state: State
+) -> None:
+    _apply(kubectl, namespace, "preview", ttl="5s", database={"deletionPolicy": "Delete"})
+
+    _wait_gone(kubectl, namespace, "environment", "preview", timeout=60)
+
+    # The operator's decision, with its reason: the ttl, and what became of the data.
+    [audited] = _fetch(
+        testbed_state.database_url,
+        "SELECT actor, action, diff::text FROM audit_events WHERE source = 'operator'"
+        " AND namespace = $1 AND name = $2",
+        namespace,
+        "preview",
+    )
+    assert audited["action"] == "DELETE environments (ttl)"
+    assert audited["actor"]  # the operator's identity, from its SelfSubjectReview
+    diff = json.loads(audited["diff"])
+    assert (diff["ttl"], diff["deletionPolicy"]) == ("5s", "Delete")
+    assert "ttl 5s passed" in diff["reason"]
+    assert "deletionPolicy is Delete" in diff["reason"]
+
+
 def test_expires_at_is_the_creation_time_plus_the_ttl(kubectl: Kubectl, namespace: str) -> None:
     _apply(kubectl, namespace, "preview", ttl="72h", database=NO_DATABASE)
 

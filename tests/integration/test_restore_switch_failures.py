@@ -6,16 +6,27 @@ A failure counted as "the target was not changed" would make the restore run aga
 what the application wrote to the restored database since: ``replace`` asks the server
 what happened. Each server below is the real one; only the failure is injected, after
 (or instead of) the real statements.
+
+The last test runs a Restore's recovery as the operator runs it, against the real
+apiserver (in a namespace no operator watches) and the platform database's audit trail.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
+import kopf
 import pytest
+from kopf._core.engines import posting
 
+from dockyard.core import db, migrations
+from dockyard.core.kube import KubeClient, load_config
+from dockyard.core.settings import Settings
 from dockyard.operator.database import (
     DatabaseUnavailable,
     ManagedPostgres,
@@ -25,9 +36,20 @@ from dockyard.operator.database import (
     staging_database_name,
 )
 from dockyard.operator.database.errors import DatabaseOperationFailed
-from dockyard.operator.restores.switch_over import SwitchOverUnsure, replace, switched_over
+from dockyard.operator.restores.lifecycle import RestoreRuns
+from dockyard.operator.restores.switch_over import (
+    SWITCHED,
+    SwitchOverUnsure,
+    audit_switch_over,
+    replace,
+    switched_over,
+)
+from dockyard.operator.runs.audit import OperatorAudit
+from dockyard.operator.runs.context import RunContext
 from dockyard.operator.runs.restoring import DatabaseFailed
 from dockyard.runner import BackupError
+from dockyard.testbed.cluster import State
+from tests.conftest import Kubectl, get_json
 from tests.integration import test_managed_database
 from tests.integration.test_managed_database import Environment, _ensure, _exec, _rows
 
@@ -75,14 +97,15 @@ class _GoneAfterTheRenames(_FailsAfterTheRenames):
 
 
 async def _restored(
-    server: ManagedPostgres, admin_dsn: str, env: Environment
+    server: ManagedPostgres, admin_dsn: str, env: Environment, uid: str | None = None
 ) -> tuple[str, str, str]:
-    """A live database holding 1, and a staging one (as a restore leaves it) holding 2, 3."""
+    """A live database holding 1, and a staging one (as the restore ``uid`` leaves it)
+    holding 2, 3."""
     password = generate_password()
     credentials = await _ensure(server, env, password)
     live, role = credentials.database, credentials.user
     await _exec(admin_dsn, live, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
-    uid = str(uuid.uuid4())
+    uid = uid or str(uuid.uuid4())
     staging, retired = staging_database_name("r", uid, 1), retired_database_name(uid)
     await server.create_database(staging, owner=TenantLogin(role, password))
     await _exec(
@@ -179,3 +202,128 @@ async def test_recovery_finds_a_switch_over_into_a_target_without_a_database_don
     assert await switched_over(server, live, staging, retired, oid)
     # By the rule of before the oid was recorded, it looked as if nothing had happened.
     assert not await switched_over(server, live, staging, retired, None)
+
+
+# -- recovery, as the operator runs it ---------------------------------------------------------
+
+
+@pytest.fixture
+async def platform(testbed_state: State) -> AsyncIterator[asyncpg.Pool]:
+    """The platform database (its audit trail), migrated, as the operator's pool sees it."""
+    async with db.pool_context(Settings(database_url=testbed_state.database_url)) as pool:
+        await migrations.migrate(pool)
+        yield pool
+
+
+@pytest.fixture
+async def restores(
+    testbed_state: State, server: ManagedPostgres, platform: asyncpg.Pool
+) -> AsyncIterator[RestoreRuns]:
+    """The operator's Restore life cycle, on the real server, recording to the trail."""
+    kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    audit = OperatorAudit(platform, "test-operator")
+    try:
+        yield RestoreRuns(RunContext.create(kube, Settings(), None, postgres=server, audit=audit))
+    finally:
+        await kube.close()
+
+
+@contextmanager
+def _no_events() -> Iterator[None]:
+    """Outside an operator, Kopf has no settings to post Events with: none are posted."""
+    quiet = kopf.OperatorSettings()
+    quiet.posting.enabled = False
+    token = posting.settings_var.set(quiet)
+    try:
+        yield
+    finally:
+        posting.settings_var.reset(token)
+
+
+def _verifying_restore(kubectl: Kubectl, namespace: str, environment: str) -> str:
+    """A Restore into ``environment``, and its uid: its staging database is named for it,
+    so the status (``_verifying``) is written once that database is made."""
+    restore = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": "swap", "namespace": namespace},
+        "spec": {
+            "source": {"backupRef": {"name": "nightly"}},
+            "target": {"environmentRef": {"name": environment}},
+            "safetyBackup": False,
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(restore))
+    return str(get_json(kubectl, "restore", "swap", "-n", namespace)["metadata"]["uid"])  # type: ignore[index]
+
+
+def _verifying(
+    kubectl: Kubectl, namespace: str, environment: str, staging: str, oid: int | None
+) -> None:
+    """The status a pass leaves just before the switch-over: Verifying, with the staging
+    database and its oid recorded."""
+    plan = {"backup": "nightly", "sourceEnvironment": environment, "target": environment,
+            "inPlace": True, "estimatedDurationSeconds": 1}  # fmt: skip
+    status = {"phase": "Verifying", "attempts": 1, "plan": plan,
+              "stagingDatabase": staging, "stagingDatabaseOid": oid}  # fmt: skip
+    kubectl("patch", "restore", "swap", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("failing", "recorded_before_the_crash"),
+    [
+        # The renames committed and the server went away: the pass could not say, so
+        # recovery completes it, and records it.
+        (_GoneAfterTheRenames, False),
+        # The pass saw the switch-over through and recorded it, then died before the
+        # Restore was Completed: recovery completes it, and records nothing more.
+        (_FailsAfterTheRenames, True),
+    ],
+    ids=["unsure", "recorded-then-cut-short"],
+)
+@pytest.mark.usefixtures("crds_installed")
+async def test_a_switch_over_completed_by_recovery_is_in_the_audit_trail_once(
+    failing: type[_Injecting],
+    recorded_before_the_crash: bool,
+    kubectl: Kubectl,
+    unwatched_namespace: str,
+    server: ManagedPostgres,
+    admin_dsn: str,
+    restores: RestoreRuns,
+    platform: asyncpg.Pool,
+) -> None:
+    namespace = unwatched_namespace
+    uid = _verifying_restore(kubectl, namespace, "copy")
+    live, staging, retired = await _restored(server, admin_dsn, (namespace, "copy"), uid)
+    try:
+        _verifying(kubectl, namespace, "copy", staging, await server.database_oid(staging))
+        loaded = await restores.records.load(namespace, "swap")
+        assert loaded is not None
+        assert loaded.status.plan is not None
+
+        if recorded_before_the_crash:
+            await replace(failing(admin_dsn), live=live, staging=staging, retired=retired)
+            await audit_switch_over(restores.context, loaded, loaded.status.plan)
+        else:
+            with pytest.raises(SwitchOverUnsure):
+                await replace(failing(admin_dsn), live=live, staging=staging, retired=retired)
+        with _no_events():
+            await restores.drive(namespace, "swap")  # the next pass: recovery
+            await restores.drive(namespace, "swap")  # and one more, which finds it done
+
+        status = get_json(kubectl, "restore", "swap", "-n", namespace)["status"]
+        assert status["phase"] == "Completed", status  # type: ignore[index]
+        assert await _rows(admin_dsn, live) == [2, 3]
+        rows = await platform.fetch(
+            "SELECT actor, diff FROM audit_events"
+            " WHERE source = 'operator' AND action = $1 AND namespace = $2 AND name = 'swap'",
+            SWITCHED,
+            namespace,
+        )
+        assert [(r["actor"], r["diff"]["uid"], r["diff"]["environment"]) for r in rows] == [
+            ("test-operator", uid, "copy")
+        ]
+    finally:
+        await server.drop(namespace=namespace, environment="copy")
+        await server.drop_database(retired)

@@ -13,6 +13,7 @@ import pytest
 
 from dockyard.operator import crash_points
 from dockyard.operator.database import database_identity, retired_database_name
+from dockyard.operator.restores.switch_over import SWITCHED
 from dockyard.testbed.cluster import State
 from tests.conftest import Kubectl, wait_for
 from tests.integration.test_backup_operator import (
@@ -130,6 +131,15 @@ def test_an_operator_killed_during_the_switch_over_leaves_the_target_accepting_c
                 "SELECT 1 FROM pg_database WHERE datname = $1",
                 retired_database_name(uid),
             )
+            # The crash came before the switch-over was recorded: recovery records it, once.
+            audited = _fetch(
+                testbed_state.database_url,
+                "SELECT 1 FROM audit_events WHERE source = 'operator' AND action = $1"
+                " AND diff ->> 'uid' = $2",
+                SWITCHED,
+                uid,
+            )
+            assert len(audited) == 1
             if point == crash_points.SWITCH_OVER_DONE:
                 written = "SELECT 1 FROM pg_tables WHERE tablename = 'after_the_switch'"
                 assert _fetch(target, written)

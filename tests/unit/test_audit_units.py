@@ -1,10 +1,15 @@
-"""The audit trail's pure parts: cursors, spec diffs, outcomes, addresses and queries."""
+"""The audit trail's pure parts: cursors, spec and metadata diffs, outcomes, addresses and
+queries; and the retention loop's survival of a failed pass."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from datetime import UTC, datetime, timedelta, timezone
+from typing import cast
 
+import asyncpg
 import pytest
 from multidict import MultiDict, MultiDictProxy
 
@@ -12,10 +17,13 @@ from dockyard.api import errors
 from dockyard.api.audit.diff import REDACTED, spec_diff
 from dockyard.api.audit.events import Cursor, InvalidCursor, Outcome
 from dockyard.api.audit.middleware import action_of, is_audited, outcome_of
-from dockyard.api.audit.repository import page_query
+from dockyard.api.audit.repository import AuditLog, page_query
+from dockyard.api.audit.retention import run_retention
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation
 from dockyard.api.routes.audit import AuditQuery, parse_query
+from dockyard.api.routes.kinds import metadata_diff
+from dockyard.core.breakers import Dependency, DependencyUnavailable
 
 
 def _query(*pairs: tuple[str, str]) -> MultiDictProxy[str]:
@@ -129,6 +137,37 @@ def test_secrets_inside_an_added_object_are_redacted() -> None:
 def test_a_secret_reference_is_not_a_secret() -> None:
     ref = {"secretKeyRef": {"name": "db", "key": "password"}}
     assert spec_diff({}, {"valueFrom": ref}) == {"/valueFrom": {"to": ref}}
+
+
+def _object(labels: dict[str, str], annotations: dict[str, str]) -> dict[str, object]:
+    return {
+        "metadata": {"name": "shop", "labels": labels, "annotations": annotations},
+        "spec": {"tier": "development"},
+    }
+
+
+def test_a_change_to_labels_or_annotations_alone_is_a_change() -> None:
+    before = _object({"team": "shop"}, {})
+    after = _object({"team": "cart"}, {"dockyard.io/default-backups": "false"})
+    assert metadata_diff(before, after) == {
+        "/metadata/annotations/dockyard.io~1default-backups": {"to": "false"},
+        "/metadata/labels/team": {"from": "shop", "to": "cart"},
+    }
+
+
+def test_the_metadata_diff_redacts_secret_annotations_and_leaves_out_bookkeeping() -> None:
+    before = _object({}, {"operator.dockyard.io/last-handled-configuration": "{}"})
+    after = _object(
+        {},
+        {
+            "team.example/api-token": "s3cret",
+            "dockyard.io/traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "operator.dockyard.io/last-handled-configuration": '{"spec": {}}',
+        },
+    )
+    assert metadata_diff(before, after) == {
+        "/metadata/annotations/team.example~1api-token": {"to": REDACTED}
+    }
 
 
 # -- what is recorded, and how it ended ------------------------------------------------------
@@ -275,3 +314,40 @@ def test_a_forged_cursor_is_refused_on_cursor() -> None:
     with pytest.raises(errors.Problem) as caught:
         parse_query(_query(("cursor", "Zm9yZ2Vk")))
     assert list(_field_errors(caught.value)) == ["cursor"]
+
+
+# -- retention ----------------------------------------------------------------------------
+
+
+class _OutageOnce(AuditLog):
+    """A log whose first purge finds PostgreSQL's breaker open, as the API's pool answers
+    while the database is down; later purges succeed."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(asyncpg.Pool, None))
+        self.purges = 0
+        self.purged_again = asyncio.Event()
+
+    async def purge_older_than(self, *, days: int, batch_size: int = 1) -> int | None:
+        self.purges += 1
+        if self.purges == 1:
+            raise DependencyUnavailable(Dependency.POSTGRES, 3.0, "circuit breaker open")
+        self.purged_again.set()
+        return 0
+
+
+async def test_the_retention_task_outlives_a_pass_whose_database_is_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = _OutageOnce()
+    with caplog.at_level(logging.ERROR, logger="dockyard.api.audit.retention"):
+        task = asyncio.create_task(run_retention(log, days=30, first_delay=0, interval=0.01))
+        try:
+            await asyncio.wait_for(log.purged_again.wait(), timeout=5)
+            assert not task.done()  # still running for the passes after
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    [failed] = [r for r in caplog.records if r.getMessage() == "audit.retention_failed"]
+    assert failed.__dict__["error"] == "DependencyUnavailable"

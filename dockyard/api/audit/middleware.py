@@ -136,7 +136,7 @@ async def _write(request: web.Request, *, status: int | None, outcome: Outcome) 
                 action=action,
                 resource=permission.resource if permission is not None else "",
                 namespace=request.match_info.get("namespace"),
-                name=request.match_info.get("name"),
+                name=request.match_info.get("name") or request.get(keys.AUDIT_NAME),
                 outcome=outcome,
                 status_code=status,
                 request_id=request_id,

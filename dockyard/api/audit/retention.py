@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-import asyncpg
 from aiohttp import web
 
 from dockyard.api import keys
@@ -28,13 +27,15 @@ async def run_retention(log: AuditLog, *, days: int, first_delay: float, interva
     """Purge events older than ``days`` after ``first_delay`` seconds, then every ``interval``.
 
     Runs until cancelled. A failed purge is logged as an error and retried at the next
-    interval: retention is periodic by nature, and one bad hour must not end it.
+    interval, whatever failed (the pool's breaker answers ``DependencyUnavailable`` while
+    PostgreSQL is down): retention is periodic by nature, and one bad hour must not end
+    it. Cancellation is no ``Exception``, so it still stops the task.
     """
     await asyncio.sleep(first_delay)
     while True:
         try:
             deleted = await log.purge_older_than(days=days)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except Exception as exc:
             logger.error(
                 "audit.retention_failed",
                 exc_info=True,

@@ -59,6 +59,31 @@ def with_traceparent(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "annotations": annotations}
 
 
+def metadata_diff(before: Object, after: Object) -> dict[str, dict[str, Any]]:
+    """The audit diff of a change to an object's labels and annotations, under
+    ``/metadata/labels/...`` and ``/metadata/annotations/...``, with ``spec_diff``'s
+    redaction of secret-looking keys.
+
+    Annotations steer the operator (``dockyard.io/skip-reconcile``, the default backups
+    and drill), so a change to them alone is a change. Left out: the request's own
+    ``dockyard.io/traceparent``, which is where the trace goes, not a change anyone asked
+    for (the row has the trace id already), and the operator's bookkeeping, which clients
+    neither see nor write.
+    """
+
+    def shown(obj: Object) -> dict[str, Any]:
+        metadata = obj.get("metadata") or {}
+        annotations = {
+            key: value
+            for key, value in (metadata.get("annotations") or {}).items()
+            if key != telemetry.TRACEPARENT_ANNOTATION and not key.startswith(OPERATOR_BOOKKEEPING)
+        }
+        labels = dict(metadata.get("labels") or {})
+        return {"metadata": {"labels": labels, "annotations": annotations}}
+
+    return spec_diff(shown(before), shown(after))
+
+
 # What a PATCH may hold: the fields ``objects.PATCHABLE`` names. ``null`` removes a field.
 _STRING_MAP: dict[str, Any] = {
     "type": ["object", "null"],
@@ -155,6 +180,8 @@ class KindRoutes(KindContract):
             body = cast(CreateBody, self.create_model.model_validate(raw))
         except ValidationError as exc:
             raise errors.from_validation_error(exc) from None
+        # The path names only the collection: the row names the object by its body.
+        request[keys.AUDIT_NAME] = body.metadata.name
         manifest = {
             "apiVersion": self.model.crd.api_version,
             "kind": self.kind,
@@ -166,7 +193,7 @@ class KindRoutes(KindContract):
             manifest,
             as_caller=caller(request),
         )
-        request[keys.AUDIT] = spec_diff(None, created.get("spec"))
+        request[keys.AUDIT] = {**spec_diff(None, created.get("spec")), **metadata_diff({}, created)}
         await request.app[self.cache].caught_up(created)
         return created
 
@@ -199,7 +226,10 @@ class KindRoutes(KindContract):
                     "being removed; retry."
                 ) from None
             raise
-        request[keys.AUDIT] = spec_diff(current.get("spec"), updated.get("spec"))
+        request[keys.AUDIT] = {
+            **spec_diff(current.get("spec"), updated.get("spec")),
+            **metadata_diff(current, updated),
+        }
         await request.app[self.cache].caught_up(updated)
         return respond(updated)
 
@@ -393,4 +423,4 @@ def plain_kind(
     return KindRoutes(model, create, listed, cache)
 
 
-__all__ = ["KindRoutes", "plain_kind"]
+__all__ = ["KindRoutes", "metadata_diff", "plain_kind", "with_traceparent"]

@@ -19,7 +19,7 @@ from dockyard.core.models.references import OBJECT_NAME_PATTERN
 class CreateBody(Protocol):
     """What a kind's create model holds: the new object's metadata and spec."""
 
-    metadata: BaseModel
+    metadata: NewObjectMeta
     spec: BaseModel
 
 

@@ -170,6 +170,8 @@ async def idempotent(
         digest=request_hash("POST", request.path, body),
     )
     if isinstance(claimed, Replay):
+        # The object the first request created: the replay's audit row names it too.
+        request[keys.AUDIT_NAME] = claimed.body["metadata"]["name"]
         return web.json_response(
             claimed.body, status=claimed.status, headers={"Idempotency-Replayed": "true"}
         )

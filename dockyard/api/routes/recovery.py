@@ -27,10 +27,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.api import cursors, errors, keys
-from dockyard.api.audit.diff import spec_diff
 from dockyard.api.openapi import Operation, replace
 from dockyard.api.paths import DNS_SUBDOMAIN
-from dockyard.api.routes.kinds import KindRoutes, with_traceparent
+from dockyard.api.routes.kinds import KindRoutes, metadata_diff, with_traceparent
 from dockyard.api.routes.models import NewObjectMeta, name_field
 from dockyard.api.routes.objects import caller, respond
 from dockyard.api.routes.pages import (
@@ -44,7 +43,6 @@ from dockyard.api.routes.pages import (
     query_parameter,
     query_parameters,
 )
-from dockyard.core import telemetry
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 
 Object = dict[str, Any]
@@ -151,7 +149,7 @@ class RecoveryKindRoutes(KindRoutes):
             {"metadata": with_traceparent({"annotations": {RUN_NOW_ANNOTATION: requested}})},
             as_caller=caller(request),
         )
-        request[keys.AUDIT] = annotation_diff(current, updated)
+        request[keys.AUDIT] = metadata_diff(current, updated)
         await request.app[self.cache].caught_up(updated)
         return respond(updated, status=202)
 
@@ -223,25 +221,9 @@ class RecoveryKindRoutes(KindRoutes):
         return tuple(parameters)
 
 
-def annotation_diff(before: Object, after: Object) -> dict[str, dict[str, Any]]:
-    """The audit diff of a change to an object's annotations, as metadata/annotations/...
-
-    The request's own ``dockyard.io/traceparent`` is left out: it is where the trace
-    goes, not a change anyone asked for (the row has the trace id already).
-    """
-
-    def annotations(obj: Object) -> dict[str, Any]:
-        found = dict((obj.get("metadata") or {}).get("annotations") or {})
-        found.pop(telemetry.TRACEPARENT_ANNOTATION, None)
-        return {"metadata": {"annotations": found}}
-
-    return spec_diff(annotations(before), annotations(after))
-
-
 __all__ = [
     "MetadataInput",
     "PageQuery",
     "RecoveryKindRoutes",
-    "annotation_diff",
     "environment_ref",
 ]

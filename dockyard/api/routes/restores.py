@@ -28,10 +28,10 @@ from aiohttp import web
 
 from dockyard.api import errors, keys
 from dockyard.api.openapi import OperationRegistry
-from dockyard.api.routes.kinds import with_traceparent
+from dockyard.api.routes.kinds import metadata_diff, with_traceparent
 from dockyard.api.routes.models import create_body, list_body
 from dockyard.api.routes.objects import caller, etag, if_match, respond
-from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes, annotation_diff
+from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
 from dockyard.core import transitions
 from dockyard.core.kube import KubeError
 from dockyard.core.models.restore import (
@@ -186,7 +186,7 @@ async def approve(request: web.Request) -> web.Response:
             if exc.status == 409:
                 continue  # changed meanwhile (the operator's status): check again
             raise
-        request[keys.AUDIT] = annotation_diff(current, updated)
+        request[keys.AUDIT] = metadata_diff(current, updated)
         request[keys.EVENTS] = [transitions.approved(updated, approver)]
         await request.app[keys.RESTORE_CACHE].caught_up(updated)
         response = respond(updated)

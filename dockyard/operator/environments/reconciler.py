@@ -20,7 +20,8 @@ While a ScalingPolicy scales the environment, the Deployment's replicas are its 
 to set and the pass leaves them alone (``dockyard.operator.scaling.targets``).
 
 Kubernetes Events record each transition: phase changes, the database provisioned or
-unavailable, children restored after drift, a ttl expiring.
+unavailable, children restored after drift, a ttl expiring. A ttl deleting an
+environment is the operator's own decision, so it is in the audit trail as well.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from dockyard.operator.environments.protection import ProtectionReport, protecti
 from dockyard.operator.environments.provisioning import DatabaseProvisioner, DatabaseStep
 from dockyard.operator.environments.secret_refs import refused_secret
 from dockyard.operator.outcomes import Outcome
+from dockyard.operator.runs.audit import OperatorAudit
 from dockyard.operator.scaling import targets as scaling_targets
 from dockyard.operator.store import InvalidObject, KindStore, ObjectLocks, deleting, post
 
@@ -91,15 +93,22 @@ class Reconciler:
     """Reconciles Environments; one per operator, kept in Kopf's memo.
 
     ``postgres`` is ``None`` when the operator has no managed PostgreSQL server, in which
-    case environments that want a database wait for one (DatabaseReady=False).
+    case environments that want a database wait for one (DatabaseReady=False). ``audit``
+    records the deletions a ttl decides (None: not recorded, in unit tests).
     """
 
     def __init__(
-        self, *, kube: KubeClient, postgres: ManagedPostgres | None, settings: Settings
+        self,
+        *,
+        kube: KubeClient,
+        postgres: ManagedPostgres | None,
+        settings: Settings,
+        audit: OperatorAudit | None = None,
     ) -> None:
         self.kube = kube
         self.postgres = postgres
         self.settings = settings
+        self.audit = audit
         self.environments = KindStore(kube, Environment)
         # Read on every pass for BackupsHealthy and DrillPassing (environments/protection).
         self.backups = KindStore(kube, Backup)
@@ -374,12 +383,23 @@ class Reconciler:
         if due is None or due > (now or datetime.now(UTC)):
             return False
         owner = Owner.of(env)
-        post(
-            raw,
-            reason="Expired",
-            message=f"ttl {env.spec.ttl} passed at {due.isoformat()}; deleting the environment.",
-        )
-        await self.environments.delete(owner.namespace, owner.name, uid=owner.uid)
+        passed = f"ttl {env.spec.ttl} passed at {due.isoformat()}"
+        post(raw, reason="Expired", message=f"{passed}; deleting the environment.")
+        deleted = await self.environments.delete(owner.namespace, owner.name, uid=owner.uid)
+        if deleted and self.audit is not None:
+            # What becomes of the data is the deletion policy's: part of the decision.
+            database = env.spec.database
+            policy = database.deletion_policy.value if database.enabled else None
+            fate = f"its database's deletionPolicy is {policy}" if policy else "it has no database"
+            await self.audit.record(
+                "DELETE environments (ttl)",
+                "environments",
+                owner.namespace,
+                owner.name,
+                f"{passed}; {fate}",
+                ttl=env.spec.ttl,
+                deletionPolicy=policy,
+            )
         return True
 
 

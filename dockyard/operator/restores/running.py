@@ -29,7 +29,12 @@ from dockyard.operator.database import TenantLogin, staging_database_name
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.progress import progress_status, reported
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
-from dockyard.operator.restores.switch_over import SwitchOverUnsure, staging_oid, switch
+from dockyard.operator.restores.switch_over import (
+    SwitchOverUnsure,
+    audit_switch_over,
+    staging_oid,
+    switch,
+)
 from dockyard.operator.runs import jobs
 from dockyard.operator.runs.context import tenant_login
 from dockyard.operator.runs.inline import RunCancelled, RunOrphaned
@@ -260,16 +265,7 @@ class RestoreAttempts:
             # the renames had committed, never restoring again over the live data.
             post(loaded.raw, reason="SwitchOverUnsure", message=str(exc), warning=True)
             return Outcome.again(str(exc), delay=RUNNER_POLL_SECONDS)
-        await self.context.audited(
-            "SWITCH database (restore)",
-            "restores",
-            loaded.namespace,
-            loaded.name,
-            f"Restore {loaded.name} replaced the database of Environment {plan.target} "
-            f"with the restored copy of Backup {plan.backup}",
-            environment=plan.target,
-            backup=plan.backup,
-        )
+        await audit_switch_over(self.context, loaded, plan)
         seconds = (datetime.now(UTC) - began).total_seconds()
         return await self.records.completed(loaded, status, plan, seconds, counts.describe())
 

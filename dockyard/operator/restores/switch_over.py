@@ -15,13 +15,20 @@ switch-over cut short leaves it refusing them); then if the switch-over had happ
 the restore is completed, otherwise the attempt's runner Jobs are deleted, its staging
 database dropped and the attempt counted, retried or given up
 (``dockyard.core.attempts.recover_interrupted``).
+
+Either way a switch-over that happened is in the audit trail once
+(``audit_switch_over``): recovery cannot tell whether the pass that switched over
+recorded it before it was cut short, so the row is keyed by the Restore's uid.
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 from dockyard.core.attempts import recover_interrupted
 from dockyard.core.kube import KubeError
 from dockyard.core.models.backup import BackupRunner
+from dockyard.core.models.restore import RestorePlan
 from dockyard.operator import crash_points
 from dockyard.operator.apply import namespace_uid
 from dockyard.operator.database import (
@@ -36,6 +43,8 @@ from dockyard.operator.runs.context import RunContext, SourceUnavailable
 from dockyard.operator.runs.restoring import DatabaseFailed, DatabaseTaken
 from dockyard.operator.runs.runner_jobs import stop_runner_jobs
 from dockyard.operator.store import post
+
+SWITCHED: Final = "SWITCH database (restore)"
 
 
 async def switch(
@@ -77,6 +86,23 @@ async def staging_oid(context: RunContext, staging: str) -> int | None:
         return await context.postgres.database_oid(staging)
     except ManagedDatabaseError as exc:
         raise DatabaseFailed(exc.message) from None
+
+
+async def audit_switch_over(context: RunContext, loaded: LoadedRestore, plan: RestorePlan) -> None:
+    """Record the switch-over in the audit trail, unless it is there already: the pass
+    that switched over records it before the Restore is Completed, and a recovery after
+    that pass was cut short (or the switch-over left unsure) cannot tell whether it did."""
+    await context.audited_once(
+        SWITCHED,
+        "restores",
+        loaded.namespace,
+        loaded.name,
+        f"Restore {loaded.name} replaced the database of Environment {plan.target} "
+        f"with the restored copy of Backup {plan.backup}",
+        uid=loaded.uid,
+        environment=plan.target,
+        backup=plan.backup,
+    )
 
 
 class SwitchOverUnsure(Exception):
@@ -146,6 +172,7 @@ async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
             retired = retired_database_name(loaded.uid)
             oid = status.staging_database_oid
             if await switched_over(postgres, live, staging, retired, oid):
+                await audit_switch_over(records.context, loaded, plan)
                 return await records.completed(
                     loaded,
                     status,
@@ -172,4 +199,13 @@ async def _stop_jobs(records: RestoreRecords, loaded: LoadedRestore) -> None:
         post(loaded.raw, reason="RunnerStopped", message=f"Deleted Job {', '.join(stopped)}")
 
 
-__all__ = ["SwitchOverUnsure", "recover", "replace", "staging_oid", "switch", "switched_over"]
+__all__ = [
+    "SWITCHED",
+    "SwitchOverUnsure",
+    "audit_switch_over",
+    "recover",
+    "replace",
+    "staging_oid",
+    "switch",
+    "switched_over",
+]

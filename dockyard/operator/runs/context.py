@@ -349,6 +349,24 @@ class RunContext:
         if self.audit is not None:
             await self.audit.record(action, resource, namespace, name, reason, **details)
 
+    async def audited_once(
+        self,
+        action: str,
+        resource: str,
+        namespace: str,
+        name: str,
+        reason: str,
+        *,
+        uid: str,
+        **details: Any,
+    ) -> None:
+        """``audited``, unless the trail already holds ``action`` on the object ``uid``
+        (``OperatorAudit.record_once``)."""
+        if self.audit is not None:
+            await self.audit.record_once(
+                action, resource, namespace, name, reason, uid=uid, **details
+            )
+
     @asynccontextmanager
     async def quota(self, spec: BackupStorage, namespace: str) -> AsyncIterator[Quota | None]:
         """The namespace's quota for a backup writing to ``spec``, while it runs: None
