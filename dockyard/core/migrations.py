@@ -223,13 +223,16 @@ async def grant_runtime(target: Target, role: str) -> None:
     """Give the API's runtime ``role`` its rights on the migrated tables, and no more.
 
     Run as the owner of the tables (the migration role), after :func:`migrate`. The
-    runtime role may INSERT and SELECT ``audit_events`` but not UPDATE, DELETE or
-    TRUNCATE it; retention deletes through ``audit_purge_before`` (migration 0003), and
-    likewise from the event log through ``events_purge_before`` (migration 0007) and
-    from the spent audit marks through ``audit_marks_purge`` (migration 0010).
+    runtime role may connect (PUBLIC may not: migration 0011) and INSERT and SELECT
+    ``audit_events`` but not UPDATE, DELETE or TRUNCATE it; retention deletes through
+    ``audit_purge_before`` (migration 0003), and likewise from the event log through
+    ``events_purge_before`` (migration 0007) and from the spent audit marks through
+    ``audit_marks_purge`` (migration 0010).
     """
-    quoted = '"' + role.replace('"', '""') + '"'
+    quoted = _quoted(role)
     async with _connection(target) as conn, conn.transaction():
+        database = _quoted(await conn.fetchval("SELECT current_database()"))
+        await conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {quoted}")
         for statement in _RUNTIME_GRANTS:
             await conn.execute(statement.format(role=quoted))
 
@@ -335,3 +338,7 @@ async def _advisory_lock(conn: asyncpg.Connection) -> AsyncIterator[None]:
         # hide the error that closed it.
         if not conn.is_closed():
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

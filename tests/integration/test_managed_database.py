@@ -24,6 +24,7 @@ from dockyard.operator.database import (
     TenantLogin,
     generate_password,
     retired_database_name,
+    sessions,
     staging_database_name,
 )
 from dockyard.testbed.cluster import State
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.integration
 Environment = tuple[str, str]  # (namespace, name)
 # The namespace the databases are made for: only its uid is recorded, no such object.
 NAMESPACE_UID = str(uuid.uuid4())
+# The advisory-lock class id the operator's passes take a database's lock under ("dkyd").
+LOCK_CLASS = 0x646B7964
 
 
 def _with(
@@ -248,6 +251,55 @@ async def test_another_environment_s_role_cannot_connect(
         await asyncpg.connect(trespass.uri())
 
 
+async def test_an_environment_s_role_cannot_connect_to_the_maintenance_database_or_template1(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    # There it could hold another environment's advisory lock (every pass takes it in the
+    # maintenance database) or plant objects every new database copies (template1).
+    mine = await _ensure(server, new_environment(), generate_password())
+    await _ensure(server, new_environment(), generate_password())
+    maintenance = urlsplit(admin_dsn).path.lstrip("/")
+    for database in (maintenance, "template1"):
+        with pytest.raises(
+            asyncpg.InsufficientPrivilegeError, match="permission denied for database"
+        ):
+            await asyncpg.connect(dataclasses.replace(mine, database=database).uri())
+
+
+@pytest.mark.usefixtures("platform_migrated")
+async def test_an_environment_s_role_cannot_connect_to_the_platform_database(
+    server: ManagedPostgres, testbed_state: State, new_environment: Callable[[], Environment]
+) -> None:
+    # The test bed's platform database shares the server (so does the development overlay's).
+    creds = await _ensure(server, new_environment(), generate_password())
+    platform = urlsplit(testbed_state.database_url).path.lstrip("/")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for database"):
+        await asyncpg.connect(dataclasses.replace(creds, database=platform).uri())
+
+
+async def test_a_pass_waits_for_a_held_database_lock_only_so_long(
+    server: ManagedPostgres,
+    admin_dsn: str,
+    new_environment: Callable[[], Environment],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env, password = new_environment(), generate_password()
+    creds = await _ensure(server, env, password)
+    monkeypatch.setattr(sessions, "LOCK_WAIT_SECONDS", 0.5)
+    holder = await asyncpg.connect(admin_dsn)
+    try:
+        await holder.execute(
+            "SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS, creds.database
+        )
+        with pytest.raises(ManagedDatabaseError) as busy:
+            await _ensure(server, env, password)
+    finally:
+        await holder.close()
+
+    assert busy.value.reason == "DatabaseBusy"
+    await _ensure(server, env, password)  # the lock is free again: the next pass goes through
+
+
 async def test_public_holds_no_privilege_on_the_database(
     server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
 ) -> None:
@@ -397,6 +449,96 @@ async def test_drop_removes_database_and_role_despite_an_open_connection(
     client.terminate()
 
 
+async def test_a_grant_in_another_tenant_s_database_does_not_stop_the_drop(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env, theirs_env = new_environment(), new_environment()
+    mine = await _ensure(server, env, generate_password())
+    theirs = await _ensure(server, theirs_env, generate_password())
+    # The other tenant lets this environment's role in and grants it a table: DROP ROLE
+    # now fails, and only that tenant may revoke (the admin never runs SQL in there).
+    conn = await asyncpg.connect(theirs.uri())
+    try:
+        await conn.execute(
+            f'CREATE TABLE t (id int); GRANT SELECT ON t TO "{mine.user}";'
+            f' GRANT CONNECT ON DATABASE "{theirs.database}" TO "{mine.user}"'
+        )
+    finally:
+        await conn.close()
+    into_theirs = dataclasses.replace(mine, database=theirs.database)
+    await (await asyncpg.connect(into_theirs.uri())).close()
+    oid = await _admin_fetchval(admin_dsn, "SELECT oid FROM pg_roles WHERE rolname = $1", mine.user)
+
+    await server.drop(namespace=env[0], environment=env[1])
+
+    assert not await server.exists(namespace=env[0], environment=env[1])
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        await asyncpg.connect(into_theirs.uri())
+    retired = await _admin_fetchval(
+        admin_dsn,
+        "SELECT rolname FROM pg_authid WHERE oid = $1 AND NOT rolcanlogin AND rolpassword IS NULL",
+        oid,
+    )
+    assert isinstance(retired, str)
+    assert retired.startswith("retired_")
+    assert not await _admin_fetchval(
+        admin_dsn, "SELECT count(*) FROM pg_roles WHERE rolname = $1", mine.user
+    )
+    # A later environment of the name gets a fresh role, and drops as usual.
+    later = await _ensure(server, env, generate_password())
+    conn = await asyncpg.connect(later.uri())
+    try:
+        assert await conn.fetchval("SELECT current_user") == mine.user
+    finally:
+        await conn.close()
+    await server.drop(namespace=env[0], environment=env[1])
+    assert not await _admin_fetchval(
+        admin_dsn, "SELECT count(*) FROM pg_roles WHERE rolname = $1", mine.user
+    )
+    # Once the other tenant's database is gone, an administrator may drop the tombstone.
+    await server.drop(namespace=theirs_env[0], environment=theirs_env[1])
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP ROLE "{retired}"')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize("drift", ["CONNECTION LIMIT 0", "IS_TEMPLATE true"])
+async def test_what_the_owner_alters_on_its_database_is_found_and_set_back(
+    server: ManagedPostgres, new_environment: Callable[[], Environment], drift: str
+) -> None:
+    env, password = new_environment(), generate_password()
+    creds = await _ensure(server, env, password)
+    assert await server.intact(namespace=env[0], environment=env[1])
+    conn = await asyncpg.connect(creds.uri())
+    try:
+        await conn.execute(f'ALTER DATABASE "{creds.database}" {drift}')
+    finally:
+        await conn.close()
+
+    assert not await server.intact(namespace=env[0], environment=env[1])
+    await _ensure(server, env, password)  # what the environment's pass does then
+
+    assert await server.intact(namespace=env[0], environment=env[1])
+    conn = await asyncpg.connect(creds.uri())
+    await conn.close()
+
+
+async def test_drop_removes_a_database_its_owner_marked_a_template(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+    conn = await asyncpg.connect(creds.uri())
+    await conn.execute(f'ALTER DATABASE "{creds.database}" IS_TEMPLATE true')
+
+    await server.drop(namespace=env[0], environment=env[1])
+
+    assert not await server.exists(namespace=env[0], environment=env[1])
+    conn.terminate()
+
+
 async def test_drop_twice_and_drop_of_an_unknown_environment_are_fine(
     server: ManagedPostgres, new_environment: Callable[[], Environment]
 ) -> None:
@@ -439,10 +581,13 @@ async def test_an_admin_that_is_not_a_superuser_can_ensure_and_drop(
     admin_dsn: str, new_environment: Callable[[], Environment]
 ) -> None:
     admin_name, admin_password = f"cloudadmin_{uuid.uuid4().hex[:8]}", generate_password()
+    maintenance = urlsplit(admin_dsn).path.lstrip("/")
     superuser = await asyncpg.connect(admin_dsn)
     await superuser.execute(
         f"CREATE ROLE {admin_name} LOGIN CREATEDB CREATEROLE PASSWORD '{admin_password}'"
     )
+    # PUBLIC may not connect to the maintenance database: a service grants its admin that.
+    await superuser.execute(f'GRANT CONNECT ON DATABASE "{maintenance}" TO {admin_name}')
     try:
         server = ManagedPostgres(_with(admin_dsn, user=admin_name, password=admin_password))
         env = new_environment()
@@ -453,6 +598,7 @@ async def test_an_admin_that_is_not_a_superuser_can_ensure_and_drop(
         assert not await server.exists(namespace=env[0], environment=env[1])
         conn.terminate()
     finally:
+        await superuser.execute(f'REVOKE ALL ON DATABASE "{maintenance}" FROM {admin_name}')
         await superuser.execute(f"DROP ROLE IF EXISTS {admin_name}")
         await superuser.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -19,6 +19,7 @@ from dockyard.operator.database import (
     generate_password,
     scram_sha256_verifier,
 )
+from dockyard.operator.database.names import quoted, retired_role_name
 
 UNQUOTED_SAFE = re.compile(r"env_[a-z0-9_]+")
 URL_SAFE = set(string.ascii_letters + string.digits + "-_")
@@ -117,6 +118,43 @@ def test_the_uri_quotes_the_password() -> None:
 def test_the_uri_brackets_an_ipv6_host() -> None:
     creds = DatabaseCredentials(host="::1", port=5432, database="d", user="u", password="p")
     assert urlsplit(creds.uri()).hostname == "::1"
+
+
+@pytest.mark.parametrize(
+    ("managed", "carried"),
+    [("require", "require"), ("verify-full", "require"), ("verify-ca", "require"),
+     ("prefer", "prefer"), ("disable", "disable")],
+)  # fmt: skip
+def test_the_uri_carries_the_managed_server_s_sslmode_and_none_of_its_files(
+    managed: str, carried: str
+) -> None:
+    # The paths are the operator pod's, and the client certificate is the admin's; a pod
+    # without the CA would not connect at all with verify-*, and require refuses plaintext.
+    server = ManagedPostgres(
+        f"postgresql://admin:pw@db.internal:5432/postgres?sslmode={managed}"
+        "&sslrootcert=/etc/dockyard/ca.crt&sslcert=/etc/dockyard/admin.crt"
+        "&sslkey=/etc/dockyard/admin.key&application_name=ops",
+        public_host="db.example",
+    )
+    creds = server.credentials(namespace="shop", environment="staging", password="pw")
+    assert parse_qs(urlsplit(creds.uri()).query) == {"sslmode": [carried]}
+
+
+def test_without_an_sslmode_the_uri_has_no_query() -> None:
+    server = ManagedPostgres("postgresql://admin:pw@db.internal:5432/postgres?connect_timeout=3")
+    creds = server.credentials(namespace="shop", environment="staging", password="pw")
+    assert urlsplit(creds.uri()).query == ""
+
+
+def test_a_retired_role_s_name_is_quotable_distinct_per_role_and_fits() -> None:
+    _, role = database_identity(LONG, LONG)
+    retired = retired_role_name(role, 4_294_967_295)
+    assert retired.startswith("retired_4294967295_env_")
+    assert len(retired.encode()) <= 63
+    assert quoted(retired) == f'"{retired}"'
+    assert retired_role_name(role, 16_384) != retired_role_name(role, 16_385)
+    with pytest.raises(ValueError, match="environment"):
+        retired_role_name("dkr_0f8e2b6c1d2a4c3b", 16_384)
 
 
 def test_secret_data_has_every_key_as_a_string() -> None:

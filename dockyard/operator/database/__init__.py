@@ -31,6 +31,10 @@ Why it looks the way it does:
   any ``ALTER DATABASE/ROLE ... SET``) and every catalog name qualified. What has to
   run inside an environment's database (closing its ``public`` schema) runs logged in
   as the environment's own role (:class:`TenantLogin`).
+- An environment's role may connect to its own database only: PUBLIC loses CONNECT on
+  each environment database, and on the maintenance database and ``template1`` before
+  the first admin statement, where it could otherwise hold another environment's
+  advisory lock or plant objects that new databases copy.
 - The plaintext password never travels in SQL. ``ensure`` computes the SCRAM-SHA-256
   verifier (``credentials``) and sends that, so statement logs, ``pg_stat_statements`` and error
   messages on the server can at most show a salted hash.

@@ -27,19 +27,33 @@ _SCRAM_SALT_BYTES = 16
 
 @dataclass(frozen=True)
 class DatabaseCredentials:
-    """What an environment's workload needs to reach its database: the Secret's content."""
+    """What an environment's workload needs to reach its database: the Secret's content.
+
+    ``sslmode`` is the managed server URL's (``DOCKYARD_MANAGED_POSTGRES_URL``), so a
+    workload and a runner Job never fall back to plaintext where the operator would not;
+    ``verify-ca`` and ``verify-full`` become ``require`` (``tenant_sslmode``). Its other
+    TLS settings are not carried over: ``sslrootcert``, ``sslcert``, ``sslkey`` and
+    ``sslcrl`` name files in the operator's pod (the client certificate is the admin's),
+    and the rest are not understood by every client library. A workload that verifies
+    the server brings the CA itself (libpq's default ``~/.postgresql/root.crt``, with
+    which ``require`` verifies as ``verify-ca`` does, or ``PGSSLROOTCERT``).
+    """
 
     host: str
     port: int
     database: str
     user: str
     password: str = field(repr=False)
+    sslmode: str | None = None
 
     def uri(self) -> str:
-        """``postgresql://user:password@host:port/database``, each part URL-quoted."""
+        """``postgresql://user:password@host:port/database[?sslmode=...]``, each part
+        URL-quoted."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         user, password = quote(self.user, safe=""), quote(self.password, safe="")
-        return f"postgresql://{user}:{password}@{host}:{self.port}/{quote(self.database, safe='')}"
+        query = f"?sslmode={quote(self.sslmode, safe='')}" if self.sslmode else ""
+        database = quote(self.database, safe="")
+        return f"postgresql://{user}:{password}@{host}:{self.port}/{database}{query}"
 
     def secret_data(self) -> dict[str, str]:
         """The Secret's ``stringData``, with the key names most client libraries expect."""

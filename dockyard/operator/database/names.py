@@ -2,7 +2,8 @@
 
 An environment's database and role share one identifier (:func:`database_identity`);
 restores and drills restore into databases named from their object's uid
-(:func:`staging_database_name`). Nothing else is ever formatted into SQL as a name:
+(:func:`staging_database_name`); a role that cannot be dropped is renamed out of the way
+(:func:`retired_role_name`). Nothing else is ever formatted into SQL as a name:
 :func:`quoted` checks a name against the strict pattern of these identities first.
 """
 
@@ -16,13 +17,18 @@ import re
 # names could then meet in one object, so names are built to fit instead.
 MAX_IDENTIFIER_BYTES = 63
 IDENTITY_PREFIX = "env_"
+RETIRED_ROLE_PREFIX = "retired_"
 # 12 hex digits = 48 bits of SHA-256: a collision needs millions of environments, and
 # the digest covers the exact (namespace, name) pair, not its lossy readable form.
 _DIGEST_CHARS = 12
 # Room left for the readable "<namespace>_<name>" part, separator included.
 _READABLE_BYTES = MAX_IDENTIFIER_BYTES - len(IDENTITY_PREFIX) - 1 - _DIGEST_CHARS
-# Environment databases and roles, and the restore (dkr_) and drill (dkd_) databases.
-_IDENTITY_PATTERN = re.compile(r"env_[a-z0-9_]{1,59}|dk[rd]_[0-9a-f]{16}(_[0-9]{1,6})?(_old)?")
+# Environment databases and roles, the restore (dkr_) and drill (dkd_) databases, and
+# retired environment roles (retired_<oid>_env_...).
+_IDENTITY_PATTERN = re.compile(
+    r"env_[a-z0-9_]{1,59}|dk[rd]_[0-9a-f]{16}(_[0-9]{1,6})?(_old)?"
+    r"|retired_[0-9]{1,10}_env_[a-z0-9_]{0,49}"
+)
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -75,6 +81,19 @@ def staging_database_name(kind: str, uid: str, attempt: int = 0) -> str:
 def retired_database_name(uid: str) -> str:
     """What a restore renames the database it replaced to, until it is dropped."""
     return f"{staging_database_name('r', uid)}_old"
+
+
+def retired_role_name(role: str, oid: int) -> str:
+    """What an environment's role is renamed to when it cannot be dropped:
+    ``retired_<oid>_<role>``, cut to 63 bytes.
+
+    Its own name is then free for the role of a later environment of that name; the oid
+    keeps the tombstones of one name apart, and what is left of the name says whose it was.
+    """
+    quoted(role)
+    if not role.startswith(IDENTITY_PREFIX) or not 0 < oid < 2**32:
+        raise ValueError("only an environment's role is retired")
+    return f"{RETIRED_ROLE_PREFIX}{oid}_{role}"[:MAX_IDENTIFIER_BYTES]
 
 
 def quoted(name: str) -> str:

@@ -14,25 +14,38 @@ pool's ``RESET ALL``) and every catalog name qualified. What has to run inside a
 environment's database runs logged in as the environment's own role
 (:class:`TenantLogin`), on a connection of its own, at most ``pool_size`` at once.
 
+The maintenance database and ``template1`` are closed to PUBLIC by the first admin
+session (:func:`close_shared_databases`): an environment's role can connect to its own
+database only. Otherwise it could connect to the maintenance database and hold another
+environment's advisory lock there, or (before PostgreSQL 15) plant objects in
+``template1.public`` that every new database copies.
+
 This module also holds the statements the admin's sessions share: the advisory lock
-that keeps the passes over one database from interleaving (released when the session
-goes back to the pool: asyncpg's reset unlocks every advisory lock), ending its
-sessions, and dropping it.
+that keeps the passes over one database from interleaving (waited for at most
+``LOCK_WAIT_SECONDS``; released when the session goes back to the pool: asyncpg's reset
+unlocks every advisory lock), ending its sessions, and dropping it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
 from dockyard.operator.database.credentials import TenantLogin
-from dockyard.operator.database.errors import ManagedDatabaseError, translate
+from dockyard.operator.database.errors import (
+    DatabaseOperationFailed,
+    ManagedDatabaseError,
+    translate,
+)
 from dockyard.operator.database.names import quoted
+
+logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "dockyard-operator"
 # Pinned at connect time, for the admin and for the operator's tenant sessions alike:
@@ -45,6 +58,10 @@ COMMAND_TIMEOUT_SECONDS = 60.0
 # Advisory-lock class id ("dkyd") so ensure and drop of one environment never
 # interleave, whichever operator replica runs them.
 _LOCK_CLASS = 0x646B7964
+# How long a pass waits for another's lock on a database (a DROP DATABASE may hold it a
+# while) before it fails and is retried: never as long as a command may run.
+LOCK_WAIT_SECONDS = 30.0
+DATABASE_BUSY: Final = "DatabaseBusy"
 # PostgreSQL before 13 has no DROP DATABASE ... WITH (FORCE), and a terminated backend
 # takes a moment to exit: statements that need a database unused are retried briefly.
 RETRY_ATTEMPTS = 10
@@ -75,12 +92,15 @@ class AdminSessions:
         self._location = f"{host}:{port}"
         self._public_host = public_host or host
         self._port = port
+        self._sslmode = tenant_sslmode(admin_dsn)
         self._connect_timeout = connect_timeout
         self._admin_secrets = tuple(s for s in (admin_password,) if s)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._pool_made = asyncio.Lock()
         self._tenant_slots = asyncio.Semaphore(pool_size)
+        self._shared_closed = False
+        self._closing_shared = asyncio.Lock()
 
     def __repr__(self) -> str:  # the DSN carries the admin's password: never show it
         return f"{type(self).__name__}({self._location!r}, public_host={self._public_host!r})"
@@ -127,12 +147,34 @@ class AdminSessions:
             conn = await self._live(pool)
         try:
             with self._translated(hide):
+                await self._close_shared(conn)
                 yield conn
         except BaseException:
             conn.terminate()  # it may be broken or mid-statement: never reuse it
             raise
         finally:
             await pool.release(conn)
+
+    async def _close_shared(self, conn: asyncpg.Connection) -> None:
+        """Before this server's first admin statement (the operator makes one server
+        object): the maintenance database and ``template1`` are closed to PUBLIC
+        (:func:`close_shared_databases`)."""
+        if self._shared_closed:
+            return
+        async with self._closing_shared:  # concurrent REVOKEs on one row would collide
+            if self._shared_closed:
+                return
+            still_open = await close_shared_databases(conn)
+            if still_open:
+                # The admin is neither their owner nor a superuser: say so once, go on.
+                logger.warning(
+                    "PUBLIC may still connect to database(s) %s on %s, so environment "
+                    "roles can too: their owner should REVOKE CONNECT, TEMPORARY ON "
+                    "DATABASE ... FROM PUBLIC",
+                    ", ".join(still_open),
+                    self._location,
+                )
+            self._shared_closed = True
 
     async def _admin_pool(self) -> asyncpg.Pool:
         async with self._pool_made:
@@ -227,12 +269,27 @@ class AdminSessions:
 
 async def lock(conn: asyncpg.Connection, database: str) -> None:
     """Wait for this database's advisory lock, so ensure, drop and switch-over never
-    interleave."""
+    interleave; ``DatabaseBusy`` after ``LOCK_WAIT_SECONDS``."""
     # Session-level, so it spans CREATE DATABASE (which refuses to run in a transaction);
-    # it is released when the short-lived connection closes.
+    # it is released when the session goes back to the pool. lock_timeout bounds the
+    # wait for advisory locks too; only this statement's, so DDL waits as before.
     await conn.execute(
-        "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))", _LOCK_CLASS, database
+        "SELECT pg_catalog.set_config('lock_timeout', $1, false)",
+        f"{int(LOCK_WAIT_SECONDS * 1000)}ms",
     )
+    try:
+        await conn.execute(
+            "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))",
+            _LOCK_CLASS,
+            database,
+        )
+    except asyncpg.LockNotAvailableError:
+        raise DatabaseOperationFailed(
+            DATABASE_BUSY,
+            f"another operation on database {database} held it for over "
+            f"{LOCK_WAIT_SECONDS:g}s; it is tried again later",
+        ) from None
+    await conn.execute("RESET lock_timeout")
 
 
 async def terminate(conn: asyncpg.Connection, database: str) -> None:
@@ -258,6 +315,11 @@ async def drop_database(
     """Drop ``database`` if it exists, ending its sessions (and ``role``'s, when given)."""
     force = " WITH (FORCE)" if conn.get_server_version().major >= 13 else ""
     for attempt in range(1, RETRY_ATTEMPTS + 1):
+        if await conn.fetchval(
+            "SELECT datistemplate FROM pg_catalog.pg_database WHERE datname = $1", database
+        ):
+            # Its owner (a tenant) may mark it a template, which DROP DATABASE refuses.
+            await conn.execute(f"ALTER DATABASE {quoted(database)} IS_TEMPLATE false")
         if role is None:
             await terminate(conn, database)
         else:
@@ -275,6 +337,20 @@ async def drop_database(
             if attempt == RETRY_ATTEMPTS:
                 raise
             await asyncio.sleep(RETRY_SECONDS)
+
+
+def tenant_sslmode(dsn: str) -> str | None:
+    """The ``sslmode`` the environments' credentials carry: the ``postgresql://`` DSN's
+    (see :class:`DatabaseCredentials` for why nothing else is), None if unset, with
+    ``verify-ca`` and ``verify-full`` as ``require``. A pod has none of the operator's CA
+    files, and would fail to connect at all; ``require`` still refuses plaintext, and
+    libpq verifies the server with it as ``verify-ca`` does once the pod mounts a CA at
+    ``~/.postgresql/root.crt``."""
+    values = parse_qs(urlsplit(dsn).query).get("sslmode")
+    if not values:
+        return None
+    mode = values[-1]  # the last one counts, as in libpq
+    return "require" if mode in ("verify-ca", "verify-full") else mode
 
 
 def _address(dsn: str) -> tuple[str, int, str | None]:
@@ -306,3 +382,26 @@ async def close_to_public(conn: asyncpg.Connection, database: str, owner: str) -
     db, rl = quoted(database), quoted(owner)
     await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
     await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {rl}")
+
+
+async def close_shared_databases(conn: asyncpg.Connection) -> list[str]:
+    """PUBLIC may neither connect to nor make temporary tables in the maintenance
+    database (this session's) and ``template1``; those still open afterwards.
+
+    PUBLIC may, by default, in every database. Idempotent, and nothing is written when
+    both are closed already. The admin keeps its access as a superuser or their owner;
+    one that is neither revokes nothing (the server warns) and the names come back.
+    """
+    query = (
+        "SELECT d.datname, pg_catalog.format("
+        "'REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', d.datname) AS revoke"
+        " FROM pg_catalog.pg_database d"
+        " WHERE d.datname IN (pg_catalog.current_database(), 'template1')"
+        " AND (pg_catalog.has_database_privilege('public', d.oid, 'CONNECT')"
+        " OR pg_catalog.has_database_privilege('public', d.oid, 'TEMPORARY'))"
+    )
+    # The names are the server's own (the admin DSN's database), not this package's
+    # identities: format()'s %I quotes them.
+    for row in await conn.fetch(query):
+        await conn.execute(row["revoke"])
+    return [str(row["datname"]) for row in await conn.fetch(query)]

@@ -14,10 +14,17 @@ the same name, for another team, is not given the earlier namespace's data
 its database (and could rewrite its comment), a restore replaces the database, and only
 a role with CREATEROLE may comment on a role. A role with no such mark (made before the
 mark was kept) is taken by the first namespace that ensures it.
+
+A role that another tenant was granted something to, in its own database, cannot be
+dropped, and the admin never runs SQL in that database to revoke it. ``drop`` retires
+such a role instead: it may no longer log in, has no password, and is renamed
+``retired_<oid>_<name>`` (:func:`retired_role_name`), so its name is free for a later
+environment's fresh role. An administrator may drop it once the grants are gone.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import suppress
 from typing import Final
 
@@ -31,10 +38,12 @@ from dockyard.operator.database.credentials import (
     sql_literal,
 )
 from dockyard.operator.database.errors import ManagedDatabaseError
-from dockyard.operator.database.names import database_identity, quoted
+from dockyard.operator.database.names import database_identity, quoted, retired_role_name
 from dockyard.operator.database.sessions import AdminSessions
 
-ENSURE_VERSION = 3
+logger = logging.getLogger(__name__)
+
+ENSURE_VERSION = 4
 """Changes whenever what ``ensure`` does changes, so every environment is ensured anew."""
 
 NAMESPACE_MARK: Final = "dockyard.io/namespace-uid="
@@ -84,15 +93,21 @@ class EnvironmentDatabases(AdminSessions):
         """What a workload needs to log in to the environment's database with ``password``."""
         database, role = database_identity(namespace, environment)
         return DatabaseCredentials(
-            host=self._public_host, port=self._port, database=database, user=role, password=password
+            host=self._public_host,
+            port=self._port,
+            database=database,
+            user=role,
+            password=password,
+            sslmode=self._sslmode,
         )
 
     async def intact(self, *, namespace: str, environment: str) -> bool:
         """Whether the role and database are still as ``ensure`` left them.
 
-        The role may log in and owns the database, which accepts connections and grants
-        PUBLIC nothing. One catalog query on a pooled connection: what a pass asks
-        instead of ``ensure`` when nothing that ``ensure`` depends on has changed.
+        The role may log in and owns the database, which accepts connections (with no
+        limit), is no template and grants PUBLIC nothing. One catalog query on a pooled
+        connection: what a pass asks instead of ``ensure`` when nothing that ``ensure``
+        depends on has changed.
         """
         database, role = database_identity(namespace, environment)
         async with self._session() as conn:
@@ -100,6 +115,7 @@ class EnvironmentDatabases(AdminSessions):
                 "SELECT true FROM pg_catalog.pg_database d"
                 " JOIN pg_catalog.pg_roles r ON r.oid = d.datdba"
                 " WHERE d.datname = $1 AND r.rolname = $2 AND r.rolcanlogin AND d.datallowconn"
+                " AND d.datconnlimit = -1 AND NOT d.datistemplate"
                 " AND d.datacl IS NOT NULL AND NOT EXISTS ("
                 "  SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a WHERE a.grantee = 0)",
                 database,
@@ -126,7 +142,10 @@ class EnvironmentDatabases(AdminSessions):
         return int(count)
 
     async def drop(self, *, namespace: str, environment: str) -> None:
-        """Remove the environment's database and role, ending their sessions; safe to repeat."""
+        """Remove the environment's database and role, ending their sessions; safe to repeat.
+
+        A role that still holds privileges in other databases is retired, not dropped.
+        """
         database, role = database_identity(namespace, environment)
         rl = quoted(role)
         async with self._session() as conn:
@@ -136,7 +155,18 @@ class EnvironmentDatabases(AdminSessions):
                 # What the role owns or was granted in the admin database would block
                 # DROP ROLE; it belongs to the environment being removed.
                 await conn.execute(f"DROP OWNED BY {rl}")
-                await conn.execute(f"DROP ROLE IF EXISTS {rl}")
+                try:
+                    await conn.execute(f"DROP ROLE IF EXISTS {rl}")
+                except asyncpg.DependentObjectsStillExistError:
+                    # Granted something in another tenant's database (or owning a
+                    # restore's database): that is theirs to revoke, never the admin's.
+                    retired = await _retire_role(conn, role)
+                    logger.warning(
+                        "role %s still has privileges or objects in other databases: "
+                        "retired as %s (no login, no password) instead of dropped",
+                        role,
+                        retired,
+                    )
 
 
 async def _made_for(conn: asyncpg.Connection, role: str) -> str | None:
@@ -176,6 +206,25 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> No
         await conn.execute(f"GRANT {rl} TO CURRENT_USER")
 
 
+async def _retire_role(conn: asyncpg.Connection, role: str) -> str:
+    """``role`` may no longer log in, has no password and no session, and is renamed out
+    of the way (:func:`retired_role_name`); its new name."""
+    oid = await conn.fetchval("SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", role)
+    retired = retired_role_name(role, int(oid))
+    rl = quoted(role)
+    async with conn.transaction():
+        await conn.execute(f"ALTER ROLE {rl} WITH NOLOGIN PASSWORD NULL")
+        await conn.execute(f"ALTER ROLE {rl} RENAME TO {quoted(retired)}")
+    # Sessions it opened since its database was dropped (in a database whose owner
+    # granted it CONNECT) outlive NOLOGIN: end them.
+    await conn.execute(
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+        " WHERE usesysid = $1 AND pid <> pg_catalog.pg_backend_pid()",
+        oid,
+    )
+    return retired
+
+
 async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -> bool:
     """The database exists, belongs to ``role``, and nobody else may connect to it;
     whether this call created it."""
@@ -190,6 +239,10 @@ async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -
     await sessions.close_to_public(conn, database, role)
     # A switch-over that died between refusing connections and allowing them again, for
     # a restore since deleted, would leave the environment locked out for good. Under
-    # the lock the switch-over also takes, so never in the middle of one.
-    await sessions.allow_connections(conn, database, True)
+    # the lock the switch-over also takes, so never in the middle of one. Its owner may
+    # lock its clients out too (CONNECTION LIMIT 0), or mark it a template, which
+    # DROP DATABASE refuses: both are set back.
+    await conn.execute(
+        f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true CONNECTION LIMIT -1 IS_TEMPLATE false"
+    )
     return created
