@@ -132,6 +132,20 @@ async def test_invalid_bodies_come_back_with_field_paths(
     )
 
 
+async def test_a_name_beginning_with_a_digit_is_refused_saying_why(
+    client: Client, developer: dict[str, str], namespace: str
+) -> None:
+    """Its Service would be refused after its database was made: refused up front."""
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    refused = await client.post(base, json=_body("1shop"), headers=developer)
+    problem = await refused.json()
+    assert refused.status == 422, problem
+    [error] = problem["errors"]
+    assert error["field"] == "metadata.name"
+    assert "DNS-1035 label" in error["message"]
+    assert (await client.get(f"{base}/1shop", headers=developer)).status == 404
+
+
 async def test_idempotent_post_replays_the_first_answer(
     client: Client, developer: dict[str, str], namespace: str
 ) -> None:

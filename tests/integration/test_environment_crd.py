@@ -120,20 +120,21 @@ def test_invalid_environment_is_rejected_with_its_field_path(
     assert kubectl("get", "environments", "-n", namespace, "-o", "name").stdout == ""
 
 
-@pytest.mark.parametrize("name", ["a" * 54, "has.a-dot"])
+@pytest.mark.parametrize("name", ["a" * 54, "has.a-dot", "1shop"])
 def test_a_name_the_api_would_refuse_is_refused_by_the_apiserver_too(
     kubectl: Kubectl, namespace: str, name: str
 ) -> None:
     """Kubernetes takes names of 253 characters, with dots; an Environment's Service,
     Secret and default schedule are named after it, so the CRD holds it to the API's
-    rule. A name of 53 characters is taken."""
+    rule; a Service's name must begin with a letter, so the environment's must too. A
+    name of 53 characters is taken."""
     spec = {"tier": "staging", "image": "shop:1.0"}
     result = kubectl(
         "apply", "-n", namespace, "-f", "-", input=_environment(name, **spec), check=False
     )
 
     assert result.returncode != 0
-    assert "metadata.name must be a DNS-1123 label (lowercase letters" in result.stderr
+    assert "metadata.name must be a DNS-1035 label (lowercase letters" in result.stderr
     assert "of at most 53 characters" in result.stderr
     assert kubectl("get", "environments", "-n", namespace, "-o", "name").stdout == ""
     kubectl("apply", "-n", namespace, "-f", "-", input=_environment("b" * 53, **spec))

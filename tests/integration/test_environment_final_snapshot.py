@@ -230,3 +230,63 @@ def test_the_snapshot_waits_for_open_sessions_to_end_so_it_holds_their_work(
     rows = {table["name"]: table["rows"] for table in backup["status"]["manifest"]["tables"]}
     assert rows == {**SEEDED_ROWS, "public.customers": 2001}
     assert not _database_exists(testbed_state, database)
+
+
+def test_a_backup_made_before_the_deletion_under_the_snapshots_name_never_lets_it_drop(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    """The name is known once the environment exists: a developer's completed Backup under
+    it, made beforehand to storage of their choosing, holds the deletion with the database
+    kept; once it is deleted, the operator takes its own snapshot and drops the database."""
+    _key_secret(kubectl, namespace)
+    uid, database = _seeded_environment(kubectl, testbed_state, namespace)
+    snapshot = f"shop-final-{uid[:8]}"
+    squatter = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": snapshot},
+        "spec": {
+            "environmentRef": {"name": "shop"},
+            "storage": {"filesystem": {"path": str(backup_root / namespace / "mine")}},
+            "encryption": {"keySecretRef": {"name": KEY_SECRET, "key": "key"}},
+        },
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(squatter))
+
+    def completed() -> dict[str, Any] | None:
+        backup = _get(kubectl, namespace, "backup", snapshot) or {}
+        return backup if (backup.get("status") or {}).get("phase") == "Completed" else None
+
+    squatted = wait_for(completed, timeout=90)
+    assert isinstance(squatted, dict)
+    # Written after the squat: the snapshot must hold it.
+    _run_sql(
+        with_database(testbed_state.managed_postgres_url, database),
+        "INSERT INTO customers VALUES (2001, 'late@example.com')",
+    )
+
+    kubectl("delete", "env", "shop", "-n", namespace, "--wait=false")
+
+    def held() -> dict[str, Any] | None:
+        ready = _ready_condition(kubectl, namespace)
+        return ready if ready.get("reason") == "SnapshotFailed" else None
+
+    ready = wait_for(held, timeout=60)
+    assert isinstance(ready, dict)
+    assert f"Backup {snapshot} exists but was not made by this deletion" in ready["message"]
+    assert _database_exists(testbed_state, database)
+    env = _get(kubectl, namespace, "environment", "shop")
+    assert env is not None
+    assert "finalSnapshot" not in env["status"]
+    _wait_event(kubectl, namespace, "SnapshotFailed", "was not made by this deletion")
+
+    kubectl("delete", "backup", snapshot, "-n", namespace)
+
+    wait_for(lambda: _get(kubectl, namespace, "environment", "shop") is None, timeout=180)
+    assert not _database_exists(testbed_state, database)
+    backup = _get(kubectl, namespace, "backup", snapshot)
+    assert backup is not None
+    assert backup["metadata"]["uid"] != squatted["metadata"]["uid"]
+    assert backup["spec"]["storage"] != squatter["spec"]["storage"]
+    rows = {table["name"]: table["rows"] for table in backup["status"]["manifest"]["tables"]}
+    assert rows == {**SEEDED_ROWS, "public.customers": 2001}

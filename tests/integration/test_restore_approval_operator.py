@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from dockyard.core.kube import KubeClient, KubeConfig
-from dockyard.operator.restores.approval import review_approver
+from dockyard.core.models.restore import APPROVER_GROUPS_ANNOTATION
+from dockyard.operator.restores.approval import approver_groups, review_approver
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, wait_for
 from tests.integration.test_backup_operator import (
@@ -90,6 +91,26 @@ async def test_the_review_allows_only_users_holding_approve_on_that_namespace(
     finally:
         await kube.close()
         kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+@pytest.mark.usefixtures("crds_installed")
+async def test_a_system_group_named_for_the_approver_never_reaches_the_review(
+    kubectl: Kubectl, testbed_state: State, namespace: str, roles: None
+) -> None:
+    """Without the policy a developer can write ``approver-groups: system:masters``; the
+    apiserver allows that group everything, so the operator never sends it."""
+    dev = f"dev-{uuid.uuid4().hex[:5]}"
+    _bind(kubectl, namespace, "dockyard-developer", f"--user={dev}")
+    claimed = approver_groups({APPROVER_GROUPS_ANNOTATION: "system:masters"})
+    kube = KubeClient.connect(KubeConfig.from_kubeconfig(Path(testbed_state.kubeconfig)))
+    try:
+        review = await review_approver(
+            kube, namespace=namespace, name="promote", user=dev, groups=claimed
+        )
+    finally:
+        await kube.close()
+
+    assert not review.allowed
 
 
 def _patch(

@@ -107,10 +107,10 @@ def test_a_new_environments_name_is_held_to_the_apis_rule(root: Schema) -> None:
 
     assert rule["rule"] == (
         "oldSelf.hasValue() || (size(self.metadata.name) <= 53 "
-        "&& self.metadata.name.matches(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
+        "&& self.metadata.name.matches(r'^[a-z]([-a-z0-9]*[a-z0-9])?$'))"
     )
     assert rule["optionalOldSelf"] is True  # checked on create; names never change
-    assert rule["message"].startswith("metadata.name must be a DNS-1123 label")
+    assert rule["message"].startswith("metadata.name must be a DNS-1035 label")
 
 
 def test_only_environments_narrow_their_names() -> None:

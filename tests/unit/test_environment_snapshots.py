@@ -64,8 +64,10 @@ def _backup(
     )
 
 
-def _assess(backup: Backup | None) -> Any:
-    return assess(backup, name=NAME, environment="shop", database=DATABASE)
+def _assess(backup: Backup | None, *, made: str | None = "b-1") -> Any:
+    """The step for ``backup``, when the operator recorded ``made`` as its final snapshot's
+    uid (``b-1``, the uid of ``_backup``'s, unless said otherwise)."""
+    return assess(backup, name=NAME, made=made, environment="shop", database=DATABASE)
 
 
 # -- the Backup --------------------------------------------------------------------------
@@ -166,6 +168,35 @@ def test_a_backup_of_another_environment_under_the_name_is_never_taken_for_ours(
     assert step.action is SnapshotAction.HOLD
     assert step.verdict.reason == "SnapshotFailed"
     assert "backs up environment other" in step.verdict.message
+
+
+@pytest.mark.parametrize("made", [None, "b-0"], ids=["none-recorded", "another-recorded"])
+def test_a_completed_backup_the_deletion_did_not_make_never_lets_the_database_go(
+    made: str | None,
+) -> None:
+    """A developer can make ``<env>-final-<uid8>`` weeks before, to storage of their choosing:
+    its completion says nothing about the data now."""
+    step = _assess(_backup(BackupPhase.COMPLETED), made=made)
+
+    assert step.action is SnapshotAction.HOLD
+    assert step.verdict.reason == "SnapshotFailed"
+    message = step.verdict.message
+    assert f"Backup {NAME} exists but was not made by this deletion" in message
+    assert f"database {DATABASE} is kept" in message
+    assert "Delete that Backup" in message
+    assert "Retain or Delete" in message
+
+
+def test_a_backup_the_deletion_did_not_make_is_waited_for_while_it_is_deleted() -> None:
+    step = _assess(_backup(BackupPhase.COMPLETED, deleting=True), made=None)
+
+    assert step.action is SnapshotAction.WAIT
+    assert "taken again once it is gone" in step.verdict.message
+
+
+def test_without_a_snapshot_one_is_taken_even_after_one_was_recorded() -> None:
+    """The one it made was deleted: it takes another, and records that one."""
+    assert _assess(None, made="b-0").action is SnapshotAction.CREATE
 
 
 def test_a_snapshot_that_cannot_start_keeps_the_database_and_says_why() -> None:

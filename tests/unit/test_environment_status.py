@@ -11,7 +11,7 @@ import pytest
 from dockyard.core.conditions import find, set_condition
 from dockyard.core.durations import parse_duration
 from dockyard.core.models.common import ConditionStatus
-from dockyard.core.models.environment import Environment, EnvironmentPhase
+from dockyard.core.models.environment import Environment, EnvironmentPhase, FinalSnapshot
 from dockyard.operator.environments import status as report
 from dockyard.operator.outcomes import Outcome, backoff
 
@@ -318,6 +318,22 @@ def test_deleting_keeps_the_status_and_says_what_it_waits_for() -> None:
     ready = find(status.conditions, "Ready")
     assert ready is not None
     assert ready.reason == "TakingFinalSnapshot"
+
+
+def test_the_final_snapshot_made_is_recorded_and_kept_by_later_passes() -> None:
+    verdict = report.Verdict(ConditionStatus.FALSE, "TakingFinalSnapshot", "Taking it")
+    made = FinalSnapshot(name="shop-final-4f1c2a9e", uid="b-1")
+
+    recorded = report.deleting(
+        _env(status={"phase": "Ready"}), verdict=verdict, final_snapshot=made
+    )
+    later = report.deleting(_env(status=report.status_patch(recorded)["status"]), verdict=verdict)
+
+    assert report.status_patch(recorded)["status"]["finalSnapshot"] == {
+        "name": "shop-final-4f1c2a9e",
+        "uid": "b-1",
+    }
+    assert later.final_snapshot == made
 
 
 # -- durations, retries and conditions ---------------------------------------------------

@@ -18,10 +18,11 @@ included) come out as one problem+json with field paths. On top of it:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dockyard.api import fanout, keys
 from dockyard.api.auth import Permission
@@ -51,11 +52,20 @@ _PAST_NAMESPACE = "~"
 class ObjectMetaInput(NewObjectMeta):
     """The metadata a client may set on a new environment."""
 
+    # The published pattern is still API 1.x's DNS-1123 label (narrowing it breaks the
+    # contract); the first letter is refused below, as the CRD refuses it, with the reason.
     name: str = name_field(
-        "DNS-1123 label, unique in the namespace",
+        "DNS-1035 label (a DNS-1123 label beginning with a letter), unique in the namespace",
         max_length=ENVIRONMENT_NAME.max_length,
-        pattern=ENVIRONMENT_NAME.pattern,
+        pattern=DNS_LABEL.pattern,
     )
+
+    @field_validator("name")
+    @classmethod
+    def _a_service_name(cls, name: str) -> str:
+        if re.fullmatch(ENVIRONMENT_NAME.pattern, name) is None:
+            raise ValueError(ENVIRONMENT_NAME.requirement)
+        return name
 
 
 EnvironmentCreate = create_body(

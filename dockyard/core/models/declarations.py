@@ -143,6 +143,14 @@ class ObjectNameLimit:
     description: str
     why: str
 
+    @property
+    def requirement(self) -> str:
+        """What a name must be, and why: the message of every refusal of one."""
+        return (
+            f"metadata.name must be {self.description} of at most {self.max_length} "
+            f"characters: {self.why}"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CRDInfo:
@@ -206,10 +214,7 @@ class CRDInfo:
                 f"oldSelf.hasValue() || (size({name}) <= {limit.max_length} "
                 f"&& {name}.matches(r'{limit.pattern}'))"
             ),
-            message=(
-                f"metadata.name must be {limit.description} of at most {limit.max_length} "
-                f"characters: {limit.why}"
-            ),
+            message=limit.requirement,
             optional_old_self=True,
         )
 

@@ -30,6 +30,7 @@ from dockyard.core.models.declarations import (
     ValidationRule,
 )
 from dockyard.core.models.drill_runs import DrillResult
+from dockyard.core.models.references import OBJECT_NAME_PATTERN
 from dockyard.core.models.rules import positive_duration_rule
 from dockyard.core.models.status import Status
 from dockyard.core.models.workload import EnvVar, IngressSpec, ResourceRequirements
@@ -234,6 +235,16 @@ class LastDrill(CRModel):
     """How long the restore took: the measured RTO."""
 
 
+class FinalSnapshot(CRModel):
+    """The Backup the operator made as an environment's final snapshot."""
+
+    name: str = Field(max_length=253, pattern=OBJECT_NAME_PATTERN)
+    """Name of the Backup, in the environment's namespace."""
+    uid: str = Field(max_length=64)
+    """UID of that Backup as the operator made it: another Backup under its name (made
+    before the deletion, say) is not the final snapshot, and does not let the database go."""
+
+
 class EnvironmentStatus(Status):
     """The observed state of an environment, written by the operator."""
 
@@ -259,15 +270,19 @@ class EnvironmentStatus(Status):
     """The newest completed Backup of the environment (condition BackupsHealthy)."""
     last_drill: LastDrill | None = None
     """The newest run of a RestoreDrill of the environment (condition DrillPassing)."""
+    final_snapshot: FinalSnapshot | None = None
+    """While a deletionPolicy Snapshot deletes the environment: the Backup the operator made as
+    its final snapshot. Only that Backup, once completed, lets the database be dropped."""
 
 
 ENVIRONMENT_NAME: Final = ObjectNameLimit(
     max_length=53,
-    pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-    description="a DNS-1123 label (lowercase letters, digits and '-', beginning and ending "
-    "with a letter or digit)",
-    why="an Environment's Service is named after it, and so are its database Secret and "
-    "its default BackupSchedule and RestoreDrill",
+    pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+    description="a DNS-1035 label (lowercase letters, digits and '-', beginning with a "
+    "letter and ending with a letter or digit)",
+    why="an Environment's Service is named after it, and a Service's name must begin with "
+    "a letter (its database Secret, default BackupSchedule and RestoreDrill take its name "
+    "too)",
 )
 """The names an Environment may have: the API's create body and the CRD hold to it."""
 

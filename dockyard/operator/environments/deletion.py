@@ -11,7 +11,9 @@ has been applied (its children go afterwards, through their owner references):
 - **Snapshot** stops the workload and lets sessions drain the same way, then takes a
   final Backup of the database (``snapshots``: no owner reference, so it outlives the
   environment), looks again every ``SNAPSHOT_POLL_SECONDS`` until it completes, and
-  then drops the database and role as Delete does. A snapshot that cannot be taken (its
+  then drops the database and role as Delete does. Only the Backup this deletion made
+  counts (its uid is recorded in ``status.finalSnapshot``): one made earlier under the
+  name holds the deletion like a failed one. A snapshot that cannot be taken (its
   Backup failed, the key Secret is missing) never lets the database go: the
   environment stays with Ready=False, reason SnapshotFailed, and is looked at again
   every ``SNAPSHOT_RECHECK_INTERVALS`` reconcile intervals, so deleting the failed
@@ -36,6 +38,7 @@ from dockyard.core.models.environment import (
     Environment,
     EnvironmentConditionType,
     EnvironmentPhase,
+    FinalSnapshot,
 )
 from dockyard.core.models.references import SecretKeyReference
 from dockyard.core.resources import ChildRef, Manifest
@@ -189,7 +192,14 @@ class _Deletion:
         owner, database = self.owner, self.database
         name = snapshots.final_snapshot_name(owner.name, owner.uid)
         backup = await KindStore(self.reconciler.kube, Backup).find(owner.namespace, name)
-        step = snapshots.assess(backup, name=name, environment=owner.name, database=database)
+        recorded = self.env.status.final_snapshot
+        step = snapshots.assess(
+            backup,
+            name=name,
+            made=recorded.uid if recorded is not None and recorded.name == name else None,
+            environment=owner.name,
+            database=database,
+        )
         if step.action is SnapshotAction.DROP:
             return await self.drop(snapshot=name)
         if step.action is SnapshotAction.CREATE:
@@ -234,22 +244,27 @@ class _Deletion:
             return waiting
         manifest = snapshots.final_snapshot(self.env, settings)
         name = manifest["metadata"]["name"]
+        backups = KindStore(kube, Backup)
         try:
-            created = await KindStore(kube, Backup).create(manifest)
+            created = await backups.create(manifest)
         except KubeError as exc:
             if not namespace_terminating(exc):
                 raise
             # Its Backups go with the namespace, the artifacts with them.
             problem = f"namespace {owner.namespace} is being deleted, and the snapshot with it"
             return await self._hold(snapshots.cannot_start(problem, database=database))
-        if created:  # else it exists: the next pass reads it
+        made = None
+        if created:  # else it exists: the next pass reads it, and holds unless it is ours
+            raw = await backups.read(owner.namespace, name)
+            if raw is not None:
+                made = FinalSnapshot(name=name, uid=raw["metadata"]["uid"])
             post(
                 self.raw,
                 reason="FinalSnapshotStarted",
                 message=f"Taking the final snapshot of database {database}: Backup {name}.",
             )
         verdict = snapshots.taking(name, database=database)
-        await self._write_deleting(verdict)
+        await self._write_deleting(verdict, final_snapshot=made)
         return Outcome.again(verdict.message, delay=SNAPSHOT_POLL_SECONDS)
 
     async def _stop_and_drain(
@@ -293,11 +308,14 @@ class _Deletion:
             )
         return Outcome.again(f"cannot drop database {self.database}: {exc.message}")
 
-    async def _write_deleting(self, verdict: report.Verdict) -> bool:
-        """Write phase Deleting with ``verdict`` as Ready; whether that changed Ready's reason."""
+    async def _write_deleting(
+        self, verdict: report.Verdict, *, final_snapshot: FinalSnapshot | None = None
+    ) -> bool:
+        """Write phase Deleting with ``verdict`` as Ready (and ``final_snapshot``, when the
+        pass made it); whether that changed Ready's reason."""
         env = self.env
         previous = report.condition(env.status, EnvironmentConditionType.READY)
-        status = report.deleting(env, verdict=verdict)
+        status = report.deleting(env, verdict=verdict, final_snapshot=final_snapshot)
         await self.reconciler.environments.write_status(
             self.owner.namespace,
             self.owner.name,

@@ -11,6 +11,12 @@ storage and key (``Settings.backup_root``, key ``key`` of the Secret
 ``Settings.default_backup_key_secret``), like the default BackupSchedule. It has no owner
 reference on purpose: the garbage collector would delete it with the environment, and
 its finalizer would delete the artifact with it. It stays until someone deletes it.
+
+That name can be known, and taken, before the deletion: a Backup under it counts only if
+its uid is the one the operator recorded in ``status.finalSnapshot`` when it made it. Any
+other holds the deletion with the database kept (a completed backup made weeks before,
+to storage of its maker's choosing, must not let the database go); deleting it lets the
+snapshot be taken.
 """
 
 from __future__ import annotations
@@ -77,8 +83,12 @@ def final_snapshot(env: Environment, settings: Settings) -> Manifest:
     return manifest
 
 
-def assess(backup: Backup | None, *, name: str, environment: str, database: str) -> SnapshotStep:
-    """The next step, given the final snapshot ``name`` as it is now (``None``: absent)."""
+def assess(
+    backup: Backup | None, *, name: str, made: str | None, environment: str, database: str
+) -> SnapshotStep:
+    """The next step, given the final snapshot ``name`` as it is now (``None``: absent) and
+    the uid of the Backup the operator made under that name for this deletion (``made``,
+    from ``status.finalSnapshot``; ``None`` while it made none)."""
     if backup is None:
         return SnapshotStep(SnapshotAction.CREATE, taking(name, database=database))
     source = backup.spec.environment_ref.name
@@ -102,6 +112,19 @@ def assess(backup: Backup | None, *, name: str, environment: str, database: str)
                 TAKING,
                 f"Backup {name} is being deleted; the final snapshot of database {database} "
                 "is taken again once it is gone.",
+            ),
+        )
+    if backup.metadata.uid != made:
+        # Made by someone else before the deletion (or by a pass that crashed before it
+        # recorded it): a backup of their choosing, from whenever, not of the data now.
+        return SnapshotStep(
+            SnapshotAction.HOLD,
+            Verdict(
+                ConditionStatus.FALSE,
+                FAILED,
+                f"Backup {name} exists but was not made by this deletion as its final "
+                f"snapshot; database {database} is kept. Delete that Backup so that the "
+                "final snapshot can be taken, or set deletionPolicy Retain or Delete.",
             ),
         )
     status = backup.status

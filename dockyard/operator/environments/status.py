@@ -34,6 +34,7 @@ from dockyard.core.models.environment import (
     EnvironmentConditionType,
     EnvironmentPhase,
     EnvironmentStatus,
+    FinalSnapshot,
     ReplicaStatus,
     Tier,
 )
@@ -277,11 +278,18 @@ def invalid_spec(
 
 
 def deleting(
-    env: Environment, *, verdict: Verdict, now: datetime | None = None
+    env: Environment,
+    *,
+    verdict: Verdict,
+    final_snapshot: FinalSnapshot | None = None,
+    now: datetime | None = None,
 ) -> EnvironmentStatus:
-    """The status while the finalizer works: phase Deleting, and what it waits for in Ready."""
+    """The status while the finalizer works: phase Deleting, and what it waits for in Ready;
+    with ``final_snapshot``, the Backup the finalizer just made as the final snapshot."""
     status = env.status.model_copy()
     status.phase = EnvironmentPhase.DELETING
+    if final_snapshot is not None:
+        status.final_snapshot = final_snapshot
     status.conditions = _set(
         status.conditions, EnvironmentConditionType.READY, verdict, env.metadata.generation, now
     )

@@ -11,7 +11,10 @@ only a name; ``dockyard.io/approver-groups`` (written with the approval, pinned 
 same policy to the writer's own groups, set by the REST API's approve) adds the groups
 through which an approver may hold the verb. Without the policy the names are claims,
 so the review proves the named user *may* approve, not that they wrote the annotation:
-install the policy (``docs/rbac.md``).
+install the policy (``docs/rbac.md``). A ``system:`` group other than
+``system:authenticated`` is never forwarded, policy or not: those are the
+authenticators' (``system:masters`` passes every review), so naming one in the
+annotation would let a claim pass for the most powerful identity of any cluster.
 
 An approval written before the restore was AwaitingApproval is refused too: nobody had
 seen the plan it would approve.
@@ -44,6 +47,11 @@ REVIEWS: Final = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 # Every user who can write an annotation is authenticated; RBAC bindings to this group
 # count for an approver as they would in the apiserver.
 AUTHENTICATED: Final = "system:authenticated"
+# Groups the authenticators give (system:masters, system:nodes, system:serviceaccounts...),
+# never Dockyard's own. One named in the annotation is a claim a tenant can write when the
+# policy is not installed, and system:masters passes any review unchecked: only
+# AUTHENTICATED of them is ever forwarded.
+SYSTEM_GROUP_PREFIX: Final = "system:"
 _MAX_GROUPS: Final = 64
 
 
@@ -55,11 +63,41 @@ class Review:
     reason: str
 
 
+def forwardable(group: str) -> bool:
+    """Whether an approver's review may include ``group``: not a ``system:`` group, other
+    than ``system:authenticated``."""
+    return group == AUTHENTICATED or not group.startswith(SYSTEM_GROUP_PREFIX)
+
+
 def approver_groups(annotations: Mapping[str, str]) -> tuple[str, ...]:
-    """The groups ``dockyard.io/approver-groups`` names, plus ``system:authenticated``."""
+    """The groups ``dockyard.io/approver-groups`` names that may be forwarded, plus
+    ``system:authenticated``."""
     listed = annotations.get(APPROVER_GROUPS_ANNOTATION, "")
-    groups = [g.strip() for g in listed.split(",") if g.strip()][:_MAX_GROUPS]
+    named = (g.strip() for g in listed.split(","))
+    groups = [g for g in named if g and forwardable(g)][:_MAX_GROUPS]
     return tuple(dict.fromkeys([*groups, AUTHENTICATED]))
+
+
+def approval_review(
+    *, namespace: str, name: str, user: str, groups: Sequence[str]
+) -> dict[str, Any]:
+    """The SubjectAccessReview asking whether ``user`` may ``approve`` Restore
+    ``namespace/name`` through ``groups``, of which only the forwardable are sent."""
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": list(dict.fromkeys(g for g in groups if forwardable(g))),
+            "resourceAttributes": {
+                "group": "dockyard.io",
+                "resource": "restores",
+                "verb": "approve",
+                "namespace": namespace,
+                "name": name,
+            },
+        },
+    }
 
 
 async def review_approver(
@@ -67,22 +105,7 @@ async def review_approver(
 ) -> Review:
     """Whether ``user`` (in ``groups``) may ``approve`` Restore ``namespace/name``."""
     review = await kube.create(
-        REVIEWS,
-        {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": {
-                "user": user,
-                "groups": list(groups),
-                "resourceAttributes": {
-                    "group": "dockyard.io",
-                    "resource": "restores",
-                    "verb": "approve",
-                    "namespace": namespace,
-                    "name": name,
-                },
-            },
-        },
+        REVIEWS, approval_review(namespace=namespace, name=name, user=user, groups=groups)
     )
     status = review.get("status") or {}
     return Review(bool(status.get("allowed")), str(status.get("reason") or ""))
@@ -131,4 +154,11 @@ async def judge_approval(
     )
 
 
-__all__ = ["Review", "approver_groups", "judge_approval", "review_approver"]
+__all__ = [
+    "Review",
+    "approval_review",
+    "approver_groups",
+    "forwardable",
+    "judge_approval",
+    "review_approver",
+]
