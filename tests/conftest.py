@@ -236,6 +236,19 @@ def approval_policy(kubectl: Kubectl, roles: None) -> None:
 
 
 @pytest.fixture(scope="session")
+def production_guard(kubectl: Kubectl, roles: None) -> None:
+    """The policy that takes the destroy verb to destroy production data
+    (``manifests/production-guard-policy.yaml``), applied server-side like ``roles``."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "manifests" / "production-guard-policy.yaml"),
+    )
+
+
+@pytest.fixture(scope="session")
 def runner_report_policy(kubectl: Kubectl, crds_installed: None) -> None:
     """The policy that limits a Backup runner's status report to its artifact
     (``manifests/backup-runner-report-policy.yaml``): the session's operator runs under

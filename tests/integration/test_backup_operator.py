@@ -232,6 +232,8 @@ def test_a_backup_of_a_seeded_database_completes_with_checksum_manifest_and_cata
     assert rows == EXPECTED_ROWS
     assert status["attempts"] == 1
     assert status["keyId"].startswith("k-")
+    # Recorded by the operator: the production guard reads it (production-guard-policy).
+    assert status["environmentTier"] == "development"
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Completed")
     assert _events(kubectl, namespace, "Completed")

@@ -53,7 +53,7 @@ def test_drills_can_be_created_run_and_their_backups_marked_verified() -> None:
     # A drill lists the environment's backups and writes status.verified on them.
     assert {"get", "list"} <= _verbs(group, "backups")
     assert "patch" in _verbs(group, "backups/status")
-    assert {"create", "patch"} <= _verbs("", "events")
+    assert _verbs("", "events") == {"create"}
 
 
 def test_runner_jobs_of_restores_and_drills_can_be_owned_and_their_results_read() -> None:
@@ -61,5 +61,74 @@ def test_runner_jobs_of_restores_and_drills_can_be_owned_and_their_results_read(
     assert _verbs(group, "restores/finalizers") == {"update"}
     assert _verbs(group, "restoredrills/finalizers") == {"update"}
     assert {"get", "list", "create", "delete"} <= _verbs("batch", "jobs")
-    # Pods are only read (termination messages): never created, patched or deleted.
-    assert _verbs("", "pods") == {"get", "list"}
+    # Pods are only listed by label (termination messages): never read one by one,
+    # created, patched or deleted.
+    assert _verbs("", "pods") == {"list"}
+
+
+# Verbs the operator was once granted and never used, by (group, resource): each came
+# back only with code that needs it (and a row of docs/rbac.md saying why).
+NEVER_USED = {
+    # Status is merge-patched (apply.patch_status; Kopf patches too, and never PUTs).
+    **{
+        (ENVIRONMENTS.group, f"{plural}/status"): {"update"}
+        for plural in (
+            "environments",
+            "scalingpolicies",
+            "restores",
+            "restoredrills",
+            "webhooks",
+            "backups",
+            "backupschedules",
+            "backupstores",
+        )
+    },
+    # Kopf (kopf.event) and KindStore.record only POST core/v1 Events.
+    ("", "events"): {"patch", "update", "delete"},
+    # Runner Jobs are read, listed by label, applied and deleted; no watch on them.
+    ("batch", "jobs"): {"watch"},
+    # Runner pods are found by a label selector: a list, never a get.
+    ("", "pods"): {"get", "watch", "create", "patch", "update", "delete"},
+    # No code path deletes a BackupSchedule (a default one goes with its Environment).
+    (ENVIRONMENTS.group, "backupschedules"): {"delete"},
+    # BackupStores have no Kopf handler and are read on demand.
+    (ENVIRONMENTS.group, "backupstores"): {"watch", "update", "patch", "delete"},
+    # The runner's RoleBinding is server-side applied, never read.
+    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "list", "watch", "delete"},
+}
+
+
+def test_verbs_the_code_never_uses_are_not_granted() -> None:
+    for (group, resource), verbs in NEVER_USED.items():
+        granted = _verbs(group, resource) & verbs
+        assert granted == set(), f"{group or 'core'}/{resource}: {sorted(granted)}"
+
+
+def test_no_rule_uses_the_events_k8s_io_api() -> None:
+    assert all("events.k8s.io" not in rule["apiGroups"] for rule in _rules())
+
+
+def test_what_the_code_does_is_still_granted() -> None:
+    group = ENVIRONMENTS.group
+    # Server-side apply is a PATCH, authorized as create too when it makes the object.
+    for resource in ("roles", "rolebindings"):
+        assert {"create", "patch"} <= _verbs("rbac.authorization.k8s.io", resource)
+    assert "get" in _verbs("rbac.authorization.k8s.io", "roles")  # the retired shared Role
+    assert {"create", "patch"} <= _verbs("batch", "jobs")
+    # The default BackupSchedule of a production Environment; the default BackupStore of
+    # a development operator (the one ClusterRole every overlay ships).
+    assert "create" in _verbs(group, "backupschedules")
+    assert {"get", "list", "create"} <= _verbs(group, "backupstores")
+    assert "patch" in _verbs(group, "backupstores/status")
+
+
+def test_the_operator_puts_nothing_but_its_lease() -> None:
+    """Why no rule grants ``update`` on a status: the only PUT the operator sends is the
+    leader-election Lease's (held through its own Role, not this ClusterRole)."""
+    operator = Path(__file__).resolve().parents[2] / "dockyard" / "operator"
+    putting = sorted(
+        path.relative_to(operator).as_posix()
+        for path in operator.rglob("*.py")
+        if '"PUT"' in path.read_text() or "'PUT'" in path.read_text()
+    )
+    assert putting == ["leadership.py"]

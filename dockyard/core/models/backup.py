@@ -24,6 +24,7 @@ from dockyard.core.models.declarations import (
     PrinterColumn,
     ValidationRule,
 )
+from dockyard.core.models.environment import Tier
 from dockyard.core.models.references import (
     EnvironmentReference,
     ObjectName,
@@ -218,6 +219,10 @@ class BackupStatus(RunStatus):
     backup whose last drill verdict passed."""
     expires_at: datetime | None = None
     """When the backup is deleted because of its ttl."""
+    environment_tier: Tier | None = None
+    """The tier of the environment when the backup first ran, written by the operator. A
+    production backup is guarded: deleting it, or changing its ttl, takes the destroy verb
+    on backups (manifests/production-guard-policy.yaml)."""
 
     def standing_verification(self) -> BackupVerification | None:
         """``verified``, unless a later drill failed on the backup (Verified False): the

@@ -50,6 +50,7 @@ from dockyard.core.models.backup import (
     BackupRunner,
     BackupStatus,
 )
+from dockyard.core.models.environment import Environment, Tier
 from dockyard.core.retention import ttl_expiry
 from dockyard.operator.apply import apply_as
 from dockyard.operator.backups import deletion as backup_deletion
@@ -101,6 +102,7 @@ class BackupRuns:
     def __init__(self, context: RunContext) -> None:
         self.context = context
         self.backups = KindStore(context.kube, Backup)
+        self.environments = KindStore(context.kube, Environment)
         settings = context.settings
         self.policy = RetryPolicy(
             max_attempts=settings.backup_max_attempts,
@@ -172,6 +174,11 @@ class BackupRuns:
             runner=backup.spec.runner,
             generation=loaded.generation,
         )
+        if started.environment_tier is None:
+            # Recorded once, where only the operator writes: it guards a production
+            # backup against deletion by whoever may merely delete Backups.
+            tier = await self._environment_tier(loaded)
+            started = started.model_copy(update={"environment_tier": tier})
         if backup.spec.runner is BackupRunner.JOB:
             return await self._start_job(loaded, started, attempt)
         # Marked as ours before Running is visible, so no other pass sees an orphan.
@@ -186,6 +193,17 @@ class BackupRuns:
             return Outcome.done()  # being deleted: its finalizer deletes what it stored
         except RunCancelled as exc:
             return await self._failed(loaded, started, exc)
+
+    async def _environment_tier(self, loaded: _Loaded) -> Tier | None:
+        """The tier of the Backup's environment (one being deleted too: its final
+        snapshot is the last of its data); None while there is none."""
+        raw = await self.environments.read(
+            loaded.namespace, loaded.resource.spec.environment_ref.name
+        )
+        found = (
+            None if raw is None else await self.environments.loaded(raw, on_invalid=OnInvalid.SKIP)
+        )
+        return found.resource.spec.tier if found is not None else None
 
     async def _fill(self, loaded: _Loaded) -> Outcome:
         """Take what the Backup does not name from its BackupStore; wait while there is none."""
