@@ -44,6 +44,10 @@ class Operation:
     authenticated: bool = True
     audited: bool = True
     """Whether the audit trail records the request itself (refusals always are)."""
+    sensitive: bool = False
+    """A read of something sensitive in itself (the audit trail, a webhook's URL, a store's
+    storage and key references, a restore's plan of tables): the trail records it unless
+    ``DOCKYARD_AUDIT_READS`` is ``none`` (docs/audit.md)."""
     permission: Permission | None = None
     access: str = ""
     """Who may call it, in words, where no one permission says so (a filtered list, the

@@ -10,6 +10,7 @@ patterns are published in the OpenAPI document.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from dockyard.api import errors
+from dockyard.api import errors, keys, transport
+from dockyard.api.ratelimit.addresses import address_group
+from dockyard.core import logs
+
+logger = logging.getLogger(__name__)
+_refusals = logs.EventSampler()
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 
@@ -54,9 +60,26 @@ def invalid_name(parameter: str, rule: NameRule) -> errors.Problem:
 
 @web.middleware
 async def validate_path_parameters(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse a request whose ``{namespace}`` or ``{name}`` is not a Kubernetes name."""
+    """Refuse a request whose ``{namespace}`` or ``{name}`` is not a Kubernetes name.
+
+    Such a request reaches neither the limiter nor the audit trail (it names nothing that
+    could be recorded), so it is logged as a security event, ``paths.name_refused``: an
+    encoded ``/`` in a name is how one would try to reach another namespace's object.
+    One line per client address every 10 s, as a client can send them at will.
+    """
     for parameter, rule in PATH_PARAMETERS.items():
         value = request.match_info.get(parameter)
         if value is not None and not rule.matches(value):
+            settings = request.app[keys.SETTINGS]
+            source = transport.client_ip(request, settings.trusted_proxies) or "-"
+            if _refusals.due(address_group(source, settings.client_networks)):
+                logs.security_event(
+                    logger,
+                    "paths.name_refused",
+                    method=request.method,
+                    path=logs.clipped(request.path),
+                    parameter=parameter,
+                    source_ip=source,
+                )
             raise invalid_name(parameter, rule)
     return await handler(request)

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     token_reviews_per_minute: int = Field(default=120, ge=1, le=100_000)
     """TokenReviews of not yet known tokens each client address may cause"""
     audit_retention_days: int = Field(default=90, ge=30, le=3650)
+    audit_reads: Literal["none", "sensitive", "all"] = "sensitive"
+    """which allowed reads the audit trail records: sensitive ones (the trail itself, webhooks,
+    backup stores, restore plans), every authenticated one, or none (writes and refusals always)"""
     ratelimit_failure_mode: Literal["open", "closed"] = "open"
     """when Redis is unreachable: open lets requests through, closed limits locally"""
     ratelimit_status_interval: float = Field(default=15.0, ge=0.5, le=3600)

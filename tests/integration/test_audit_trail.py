@@ -253,15 +253,36 @@ async def test_a_request_without_a_token_appends_a_row_for_system_anonymous(
     assert row["action"] == LIST_ACTION
 
 
-async def test_an_allowed_read_is_not_recorded(
+async def test_an_allowed_read_is_recorded_as_the_audit_reads_setting_says(
     make_client: MakeClient, admin: tuple[str, str], pool: asyncpg.Pool
 ) -> None:
-    _, token = admin
-    request_id = _unique("req")
-    client = await make_client()
-    response = await client.get("/api/v1/audit-events?limit=1", headers=_bearer(token, request_id))
-    assert response.status == 200
-    assert await pool.fetch("SELECT id FROM audit_events WHERE request_id = $1", request_id) == []
+    user, token = admin
+
+    async def read(client: Client, path: str) -> list[asyncpg.Record]:
+        request_id = _unique("req")
+        response = await client.get(path, headers=_bearer(token, request_id))
+        assert response.status == 200
+        return await pool.fetch(
+            "SELECT actor, action, outcome, resource, diff FROM audit_events WHERE request_id = $1",
+            request_id,
+        )
+
+    # By default (sensitive): reading the trail is itself recorded, an ordinary read not.
+    # Three apps at once: none of them serves /metrics (one port).
+    client = await make_client(metrics_port=None)
+    [row] = await read(client, "/api/v1/audit-events?limit=1")
+    assert (row["actor"], row["outcome"], row["resource"]) == (user, "succeeded", "auditevents")
+    assert row["action"] == "GET /api/v1/audit-events op=listAuditEvents verb=list"
+    assert row["diff"] is None
+    assert await read(client, "/api/v1/me") == []
+
+    everything = await make_client(audit_reads="all", metrics_port=None)
+    [row] = await read(everything, "/api/v1/me")
+    assert row["action"].startswith("GET /api/v1/me op=getMe")
+    assert await read(everything, "/healthz") == []
+
+    nothing = await make_client(audit_reads="none", metrics_port=None)
+    assert await read(nothing, "/api/v1/audit-events?limit=1") == []
 
 
 # -- mutating requests -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dockyard.api import keys
+from dockyard.api.routes.kinds import KindRoutes
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, get_json, wait_for
 
@@ -557,6 +558,41 @@ async def test_run_now_sets_the_annotation_on_a_schedule_and_a_drill(
     assert denied.status == 403
     missing = await client.post(f"{base}/restoredrills/nope/run", headers=operator)
     assert missing.status == 404
+
+
+async def test_run_now_records_its_annotation_and_no_one_elses_change(
+    client: Client,
+    operator: Headers,
+    namespace: str,
+    kubectl: Kubectl,
+    testbed_state: State,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/backupschedules"
+    created = await client.post(base, json=_schedule("nightly"), headers=operator)
+    assert created.status == 201, await created.text()
+    stale = await (await client.get(f"{base}/nightly", headers=operator)).json()
+    # Someone labels it with kubectl; this replica's cache has not seen that yet.
+    kubectl("label", "backupschedule", "nightly", "-n", namespace, "team=billing")
+
+    async def behind(self: KindRoutes, request: object) -> dict[str, object]:
+        copied: dict[str, object] = json.loads(json.dumps(stale))
+        return copied
+
+    monkeypatch.setattr(KindRoutes, "cached", behind)
+    run = await client.post(f"{base}/nightly/run", headers=operator)
+    assert run.status == 202, await run.text()
+
+    conn = await asyncpg.connect(testbed_state.database_url)
+    try:
+        diff = await conn.fetchval(
+            "SELECT diff::text FROM audit_events WHERE source = 'rest' AND namespace = $1"
+            " AND name = 'nightly' AND action LIKE 'POST %/run %' ORDER BY id DESC LIMIT 1",
+            namespace,
+        )
+    finally:
+        await conn.close()
+    assert list(json.loads(diff)) == ["/metadata/annotations/dockyard.io~1run-now"]
 
 
 async def test_a_drills_runs_are_listed_newest_first_with_rto_and_rpo(

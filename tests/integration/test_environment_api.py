@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from dockyard.api.routes.kinds import KindRoutes
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, get_json
 
@@ -213,6 +214,40 @@ async def test_creates_and_changes_to_labels_or_annotations_are_audited_on_the_o
         "/metadata/annotations/team.example~1api-token": {"to": "[redacted]"},
         "/metadata/labels/team": {"from": "shop", "to": "cart"},
     }
+
+
+async def test_a_patch_is_recorded_against_the_version_it_was_applied_to(
+    client: Client,
+    developer: dict[str, str],
+    namespace: str,
+    testbed_state: State,
+    kubectl: Kubectl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    assert (await client.post(base, json=_body("shop"), headers=developer)).status == 201
+    stale = await (await client.get(f"{base}/shop", headers=developer)).json()
+    # Someone else scales it with kubectl; this replica's cache has not seen that yet.
+    kubectl("patch", "environment", "shop", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"replicas": 3}}))  # fmt: skip
+
+    async def behind(self: KindRoutes, request: object) -> dict[str, object]:
+        copied: dict[str, object] = json.loads(json.dumps(stale))
+        return copied
+
+    monkeypatch.setattr(KindRoutes, "cached", behind)
+    patched = await client.patch(
+        f"{base}/shop",
+        data=json.dumps({"spec": {"image": "shop:2.0"}}),
+        headers={**developer, "Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status == 200, await patched.text()
+    assert (await patched.json())["spec"]["replicas"] == 3
+
+    # The developer changed the image; the replicas are the other writer's, not theirs.
+    *_, changed = await _trail(testbed_state, namespace, "shop")
+    assert "op=patchEnvironment" in changed["action"]
+    assert json.loads(changed["diff"]) == {"/image": {"from": "shop:1.0", "to": "shop:2.0"}}
 
 
 async def test_lists_filter_and_paginate(

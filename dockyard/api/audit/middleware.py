@@ -1,6 +1,7 @@
-"""``audit_trail``: the middleware that records every mutating request and every request
-denied with 401 or 403, with its outcome (``Outcome``, explained in the package's
-docstring), in the audit trail.
+"""``audit_trail``: the middleware that records every mutating request, every request
+denied with 401 or 403, and the allowed reads ``DOCKYARD_AUDIT_READS`` asks for (by
+default the sensitive ones, ``Operation.sensitive``), with its outcome (``Outcome``,
+explained in the package's docstring), in the audit trail.
 
 It sits just outside authentication, so it sees the principal when there is one and
 the refusal when there is none; the row is written after the handler answered, within
@@ -28,6 +29,7 @@ from dockyard.core.kube import KubeError
 logger = logging.getLogger(__name__)
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READ_METHODS = frozenset({"GET"})  # routes are GET only: aiohttp answers HEAD 405
 DENIED_STATUSES = frozenset({401, 403})
 ANONYMOUS = "system:anonymous"
 
@@ -45,9 +47,19 @@ def outcome_of(status: int | None) -> Outcome:
     return Outcome.SUCCEEDED if status < 400 else Outcome.FAILED
 
 
-def is_audited(method: str, status: int | None) -> bool:
-    """Mutating requests are always recorded; other methods only when denied."""
-    return method.upper() in MUTATING_METHODS or status in DENIED_STATUSES
+def is_audited(
+    method: str, status: int | None, operation: Operation | None = None, reads: str = "none"
+) -> bool:
+    """Mutating requests are always recorded, and any request denied. A read (``GET``)
+    of ``operation`` is recorded as ``reads`` says: ``sensitive`` ones, ``all``
+    that need a token (not probes, nor the OpenAPI document), or ``none``."""
+    if method.upper() in MUTATING_METHODS or status in DENIED_STATUSES:
+        return True
+    if method.upper() not in READ_METHODS or operation is None or not operation.audited:
+        return False
+    if reads == "all":
+        return operation.authenticated
+    return reads == "sensitive" and operation.sensitive
 
 
 def action_of(method: str, template: str, operation: Operation | None) -> str:
@@ -84,10 +96,15 @@ async def audit_trail(request: web.Request, handler: Handler) -> web.StreamRespo
     """
     if request.method.upper() in MUTATING_METHODS:
         await _trail_is_writable(request)
+    reads = request.app[keys.SETTINGS].audit_reads
+
+    def audited(status: int | None) -> bool:
+        return is_audited(request.method, status, _operation(request), reads)
+
     try:
         response = await handler(request)
     except asyncio.CancelledError:
-        if is_audited(request.method, None):
+        if audited(None):
             principal = request.get(keys.PRINCIPAL)
             outcome = Outcome.ALLOWED if principal is not None else Outcome.FAILED
             # The task is being cancelled: shield the write so the trail still gets it.
@@ -96,10 +113,10 @@ async def audit_trail(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     except Exception as exc:
         status = _status_of(exc)
-        if is_audited(request.method, status):
+        if audited(status):
             await _write(request, status=status, outcome=outcome_of(status))
         raise
-    if is_audited(request.method, response.status):
+    if audited(response.status):
         await _write(request, status=response.status, outcome=outcome_of(response.status))
     return response
 
@@ -113,11 +130,17 @@ async def _trail_is_writable(request: web.Request) -> None:
     await request.app[keys.DB_POOL].fetchval("SELECT 1")
 
 
-async def _write(request: web.Request, *, status: int | None, outcome: Outcome) -> None:
-    principal: Principal | None = request.get(keys.PRINCIPAL)
-    operation: Operation | None = request.get(keys.OPERATION) or request.app[keys.OPERATIONS].get(
+def _operation(request: web.Request) -> Operation | None:
+    """The operation the request was routed to, if any."""
+    found: Operation | None = request.get(keys.OPERATION) or request.app[keys.OPERATIONS].get(
         request.match_info.route.name or ""
     )
+    return found
+
+
+async def _write(request: web.Request, *, status: int | None, outcome: Outcome) -> None:
+    principal: Principal | None = request.get(keys.PRINCIPAL)
+    operation = _operation(request)
     if operation is not None and not operation.audited and outcome is not Outcome.DENIED:
         return  # it writes audit rows of its own (the apiserver's reports)
     route = request.match_info.route.resource

@@ -128,14 +128,16 @@ def register(registry: OperationRegistry) -> None:
             list_audit_events,
             response_model=AuditEventList,
             permission=Permission(verb="list", resource="auditevents"),
+            sensitive=True,  # who watched the watchers
             responses={
                 401: "No valid bearer token",
                 403: "The caller may not list auditevents (admins only)",
                 422: "An unknown, repeated or invalid query parameter",
             },
-            description="Every mutating request and every request denied with 401 or 403 "
-            "is recorded (see docs/audit.md). Pages are keyset-paginated: pass a page's "
-            "nextCursor as ?cursor= with the same filters for the next one.",
+            description="Every mutating request, every request denied with 401 or 403 and "
+            "the sensitive reads (this one included) are recorded (see docs/audit.md). "
+            "Pages are keyset-paginated: pass a page's nextCursor as ?cursor= with the same "
+            "filters for the next one.",
             parameters=query_parameters(AuditQuery),
         )
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 
@@ -21,6 +21,11 @@ from dockyard.core.models.common import CustomResource
 from dockyard.core.resources import ResourceType, resource_type
 
 COMMON_RESPONSES = {401: "No valid bearer token", 403: "Not allowed", 422: "Invalid request"}
+
+
+# Kinds whose reads the audit trail records (Operation.sensitive): a Webhook's URL may
+# carry a token, a BackupStore names the cluster's storage and key Secrets.
+SENSITIVE_KINDS: Final = frozenset({"webhooks", "backupstores"})
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,10 @@ class KindContract:
         verb: str,
         **details: Any,
     ) -> Operation:
-        """An operation of this kind: tagged with its plural, needing ``verb`` on it."""
+        """An operation of this kind: tagged with its plural, needing ``verb`` on it; a
+        read of a ``SENSITIVE_KINDS`` kind is ``sensitive``."""
         details.setdefault("responses", COMMON_RESPONSES)
+        details.setdefault("sensitive", method.upper() == "GET" and self.plural in SENSITIVE_KINDS)
         return Operation(
             method,
             path,

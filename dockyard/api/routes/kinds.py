@@ -36,6 +36,7 @@ from dockyard.api.routes.objects import (
     idempotent,
     if_match,
     merge,
+    metadata_diff,
     public,
     read_merge_patch,
     respond,
@@ -59,29 +60,10 @@ def with_traceparent(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "annotations": annotations}
 
 
-def metadata_diff(before: Object, after: Object) -> dict[str, dict[str, Any]]:
-    """The audit diff of a change to an object's labels and annotations, under
-    ``/metadata/labels/...`` and ``/metadata/annotations/...``, with ``spec_diff``'s
-    redaction of secret-looking keys.
-
-    Annotations steer the operator (``dockyard.io/skip-reconcile``, the default backups
-    and drill), so a change to them alone is a change. Left out: the request's own
-    ``dockyard.io/traceparent``, which is where the trace goes, not a change anyone asked
-    for (the row has the trace id already), and the operator's bookkeeping, which clients
-    neither see nor write.
-    """
-
-    def shown(obj: Object) -> dict[str, Any]:
-        metadata = obj.get("metadata") or {}
-        annotations = {
-            key: value
-            for key, value in (metadata.get("annotations") or {}).items()
-            if key != telemetry.TRACEPARENT_ANNOTATION and not key.startswith(OPERATOR_BOOKKEEPING)
-        }
-        labels = dict(metadata.get("labels") or {})
-        return {"metadata": {"labels": labels, "annotations": annotations}}
-
-    return spec_diff(shown(before), shown(after))
+def _version_of(obj: Object) -> str | None:
+    """The object's ``metadata.resourceVersion``."""
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    return str(version) if version is not None else None
 
 
 # What a PATCH may hold: the fields ``objects.PATCHABLE`` names. ``null`` removes a field.
@@ -198,34 +180,47 @@ class KindRoutes(KindContract):
         return created
 
     async def patch(self, request: web.Request) -> web.Response:
+        """The audit diff is taken against the version the patch applies to. With
+        ``If-Match`` (or the read that cleared annotations) the patch is pinned to it.
+        Without, it is first pinned to the cached object's version; a cache that was
+        behind (409: someone else wrote just before) is read past, from the apiserver,
+        and the patch sent again unpinned, so the client never gets a 409 it did not ask
+        for (last write wins, as ever) and a change made before is not recorded as this
+        caller's."""
         namespace, name = self.where(request)
         raw = await read_merge_patch(request)
         self.refuse_annotations(raw.get("metadata"))
         current = await self.cached(request)
         expected = if_match(request)
         raw, version = await self._clearing_annotations(request, raw, expected)
-        if "spec" in raw:
+        pinned = expected or version
+        for attempt in range(2):
+            if pinned is not None and _version_of(current) != pinned:
+                current = await self._fresh(request)
+                if _version_of(current) != pinned:
+                    raise self._changed(expected, namespace, name, clearing=version is not None)
+            if "spec" in raw:
+                try:
+                    self.spec_model.model_validate(merge(current.get("spec"), raw["spec"]))
+                except ValidationError as exc:
+                    raise errors.from_validation_error(exc, prefix="spec") from None
+            body = dict(raw)
+            body["metadata"] = with_traceparent(dict(raw.get("metadata") or {}))
+            if pinned is not None or attempt == 0:
+                body["metadata"]["resourceVersion"] = pinned or _version_of(current)
             try:
-                self.spec_model.model_validate(merge(current.get("spec"), raw["spec"]))
-            except ValidationError as exc:
-                raise errors.from_validation_error(exc, prefix="spec") from None
-        body = dict(raw)
-        body["metadata"] = with_traceparent(dict(raw.get("metadata") or {}))
-        if expected is not None or version is not None:
-            body["metadata"]["resourceVersion"] = expected or version
-        try:
-            updated = await request.app[keys.KUBE].merge_patch(
-                self.resource.path(namespace, name), body, as_caller=caller(request)
-            )
-        except KubeError as exc:
-            if exc.status == 409 and expected is not None:
-                raise self._no_longer_matches(expected, namespace, name) from None
-            if exc.status == 409 and version is not None:
-                raise errors.conflict(
-                    f"{self.described(namespace, name)} changed while its annotations were "
-                    "being removed; retry."
-                ) from None
-            raise
+                updated = await request.app[keys.KUBE].merge_patch(
+                    self.resource.path(namespace, name), body, as_caller=caller(request)
+                )
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                clearing = version is not None
+                if pinned is not None or attempt == 1:  # (an unpinned patch is not refused)
+                    raise self._changed(expected, namespace, name, clearing=clearing) from None
+                current = await self._fresh(request)  # the cache was behind
+                continue
+            break
         request[keys.AUDIT] = {
             **spec_diff(current.get("spec"), updated.get("spec")),
             **metadata_diff(current, updated),
@@ -257,6 +252,24 @@ class KindRoutes(KindContract):
         shown = fresh["metadata"].get("annotations") or {}
         cleared = {k: None for k in shown if self.refused_annotation(k) is None}
         return {**raw, "metadata": {**metadata, "annotations": cleared}}, version
+
+    async def _fresh(self, request: web.Request) -> Object:
+        """The object the path names, read from the apiserver as the caller."""
+        namespace, name = self.where(request)
+        found: Object = await request.app[keys.KUBE].get(
+            self.resource.path(namespace, name), as_caller=caller(request)
+        )
+        return found
+
+    def _changed(
+        self, expected: str | None, namespace: str | None, name: str, *, clearing: bool
+    ) -> errors.Problem:
+        """The answer to a patch whose object changed under it (412 against the client's
+        own ``If-Match``, else 409)."""
+        if expected is not None:
+            return self._no_longer_matches(expected, namespace, name)
+        while_ = "its annotations were being removed" if clearing else "it was being patched"
+        return errors.conflict(f"{self.described(namespace, name)} changed while {while_}; retry.")
 
     def _no_longer_matches(self, expected: str, namespace: str | None, name: str) -> errors.Problem:
         return errors.precondition_failed(
@@ -423,4 +436,4 @@ def plain_kind(
     return KindRoutes(model, create, listed, cache)
 
 
-__all__ = ["KindRoutes", "metadata_diff", "plain_kind", "with_traceparent"]
+__all__ = ["KindRoutes", "plain_kind", "with_traceparent"]

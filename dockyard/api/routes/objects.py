@@ -16,9 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api import errors, keys
+from dockyard.api.audit.diff import spec_diff
 from dockyard.api.auth import Principal, bearer_token
 from dockyard.api.bodies import read_json
 from dockyard.api.idempotency import Replay, request_hash, validate_key
+from dockyard.core import telemetry
 from dockyard.core.kube import CallerToken
 from dockyard.core.models.common import OPERATOR_ANNOTATIONS
 
@@ -182,3 +184,28 @@ async def idempotent(
         await store.release(claimed)
         raise
     return respond(created, status=201)
+
+
+def metadata_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The audit diff of a change to an object's labels and annotations, under
+    ``/metadata/labels/...`` and ``/metadata/annotations/...``, with ``spec_diff``'s
+    redaction of secret-looking keys.
+
+    Annotations steer the operator (``dockyard.io/skip-reconcile``, the default backups
+    and drill), so a change to them alone is a change. Left out: the request's own
+    ``dockyard.io/traceparent``, which is where the trace goes, not a change anyone asked
+    for (the row has the trace id already), and the operator's bookkeeping, which clients
+    neither see nor write.
+    """
+
+    def shown(obj: dict[str, Any]) -> dict[str, Any]:
+        metadata = obj.get("metadata") or {}
+        annotations = {
+            key: value
+            for key, value in (metadata.get("annotations") or {}).items()
+            if key != telemetry.TRACEPARENT_ANNOTATION and not key.startswith(OPERATOR_BOOKKEEPING)
+        }
+        labels = dict(metadata.get("labels") or {})
+        return {"metadata": {"labels": labels, "annotations": annotations}}
+
+    return spec_diff(shown(before), shown(after))

@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from dockyard.api import cursors, errors, keys
 from dockyard.api.openapi import Operation, replace
 from dockyard.api.paths import DNS_SUBDOMAIN
-from dockyard.api.routes.kinds import KindRoutes, metadata_diff, with_traceparent
+from dockyard.api.routes.kinds import KindRoutes, with_traceparent
 from dockyard.api.routes.models import NewObjectMeta, name_field
-from dockyard.api.routes.objects import caller, respond
+from dockyard.api.routes.objects import caller, metadata_diff, respond
 from dockyard.api.routes.pages import (
     LabelSelector,
     Predicate,
@@ -149,7 +149,14 @@ class RecoveryKindRoutes(KindRoutes):
             {"metadata": with_traceparent({"annotations": {RUN_NOW_ANNOTATION: requested}})},
             as_caller=caller(request),
         )
-        request[keys.AUDIT] = metadata_diff(current, updated)
+        # The caller set this one annotation and nothing else: labels or annotations that
+        # differ between the cache and the answer are someone else's, written just before.
+        before = (current.get("metadata") or {}).get("annotations") or {}
+        earlier = {k: v for k, v in before.items() if k == RUN_NOW_ANNOTATION}
+        request[keys.AUDIT] = metadata_diff(
+            {"metadata": {"annotations": earlier}},
+            {"metadata": {"annotations": {RUN_NOW_ANNOTATION: requested}}},
+        )
         await request.app[self.cache].caught_up(updated)
         return respond(updated, status=202)
 

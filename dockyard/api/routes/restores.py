@@ -28,9 +28,9 @@ from aiohttp import web
 
 from dockyard.api import errors, keys
 from dockyard.api.openapi import OperationRegistry
-from dockyard.api.routes.kinds import metadata_diff, with_traceparent
+from dockyard.api.routes.kinds import with_traceparent
 from dockyard.api.routes.models import create_body, list_body
-from dockyard.api.routes.objects import caller, etag, if_match, respond
+from dockyard.api.routes.objects import caller, etag, if_match, metadata_diff, respond
 from dockyard.api.routes.recovery import MetadataInput, RecoveryKindRoutes
 from dockyard.core import transitions
 from dockyard.core.kube import KubeError
@@ -210,6 +210,7 @@ def register(registry: OperationRegistry) -> None:
             "get",
             response_model=RestorePlan,
             responses={409: "No plan yet"},
+            sensitive=True,  # the target's tables and their sizes
             description="The backup, size, tables, target, estimated duration and whether "
             "approval is needed, as the operator resolved them (dry run or not).",
         )
