@@ -504,6 +504,115 @@ async def test_a_grant_in_another_tenant_s_database_does_not_stop_the_drop(
         await admin.close()
 
 
+async def _role_named(admin_dsn: str, oid: object) -> object:
+    """The name of the role ``oid``, a ``retired_<oid>_...`` one's included; None once
+    it is gone."""
+    return await _admin_fetchval(
+        admin_dsn,
+        "SELECT rolname FROM pg_roles WHERE oid = $1"
+        " OR rolname LIKE 'retired\\_' || $1::oid::text || '\\_%'",
+        oid,
+    )
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        lambda uid: staging_database_name("d", uid),  # a drill's kept scratch database
+        retired_database_name,  # the database a restore replaced, until it is dropped
+    ],
+    ids=["drill-scratch", "restore-retired"],
+)
+async def test_a_database_the_role_still_owns_holds_the_drop_until_it_is_dropped(
+    server: ManagedPostgres,
+    admin_dsn: str,
+    new_environment: Callable[[], Environment],
+    kept: Callable[[str], str],
+) -> None:
+    env, password = new_environment(), generate_password()
+    creds = await _ensure(server, env, password)
+    # Owned by the environment's role, as drills and restores make them; their own
+    # clean-up drops them, not the environment's deletion (DROP OWNED spares databases).
+    owned = kept(str(uuid.uuid4()))
+    await server.create_database(owned, owner=TenantLogin(creds.user, password))
+    oid = await _admin_fetchval(
+        admin_dsn, "SELECT oid FROM pg_roles WHERE rolname = $1", creds.user
+    )
+    try:
+        with pytest.raises(ManagedDatabaseError) as raised:
+            await server.drop(namespace=env[0], environment=env[1])
+        assert "2BP01" in raised.value.message  # dependent objects still exist
+
+        # Not retired: the role keeps its name and login, and is dropped on a later try.
+        assert not await server.exists(namespace=env[0], environment=env[1])
+        assert await _role_named(admin_dsn, oid) == creds.user
+        assert await _admin_fetchval(
+            admin_dsn, "SELECT rolcanlogin FROM pg_roles WHERE oid = $1", oid
+        )
+    finally:
+        await server.drop_database(owned)
+
+    await server.drop(namespace=env[0], environment=env[1])
+
+    assert await _role_named(admin_dsn, oid) is None
+
+
+async def test_a_role_granted_elsewhere_is_retired_only_once_it_owns_nothing(
+    server: ManagedPostgres,
+    admin_dsn: str,
+    new_environment: Callable[[], Environment],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env, theirs_env = new_environment(), new_environment()
+    password = generate_password()
+    mine = await _ensure(server, env, password)
+    theirs = await _ensure(server, theirs_env, generate_password())
+    # The other tenant names this environment's role in its own database, in ways only
+    # it may undo: a default privilege and a row security policy.
+    conn = await asyncpg.connect(theirs.uri())
+    try:
+        await conn.execute(
+            "CREATE TABLE t (id int); ALTER TABLE t ENABLE ROW LEVEL SECURITY;"
+            f' CREATE POLICY p ON t TO "{mine.user}" USING (true);'
+            f' ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "{mine.user}"'
+        )
+    finally:
+        await conn.close()
+    # And the role still owns a drill's scratch database.
+    scratch = staging_database_name("d", str(uuid.uuid4()))
+    await server.create_database(scratch, owner=TenantLogin(mine.user, password))
+    oid = await _admin_fetchval(admin_dsn, "SELECT oid FROM pg_roles WHERE rolname = $1", mine.user)
+    try:
+        with pytest.raises(ManagedDatabaseError):
+            await server.drop(namespace=env[0], environment=env[1])
+        assert await _role_named(admin_dsn, oid) == mine.user
+    finally:
+        await server.drop_database(scratch)
+
+    with caplog.at_level("WARNING", logger="dockyard.operator.database.tenants"):
+        await server.drop(namespace=env[0], environment=env[1])
+
+    retired = await _role_named(admin_dsn, oid)
+    assert isinstance(retired, str)
+    assert retired.startswith("retired_")
+    assert not await _admin_fetchval(
+        admin_dsn,
+        "SELECT rolcanlogin OR rolpassword IS NOT NULL FROM pg_authid WHERE oid = $1",
+        oid,
+    )
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert theirs.database in warning
+    assert retired in warning
+    assert scratch not in warning
+    # Once the other tenant's database is gone, an administrator may drop the tombstone.
+    await server.drop(namespace=theirs_env[0], environment=theirs_env[1])
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP ROLE "{retired}"')
+    finally:
+        await admin.close()
+
+
 @pytest.mark.parametrize("drift", ["CONNECTION LIMIT 0", "IS_TEMPLATE true"])
 async def test_what_the_owner_alters_on_its_database_is_found_and_set_back(
     server: ManagedPostgres, new_environment: Callable[[], Environment], drift: str

@@ -15,11 +15,15 @@ its database (and could rewrite its comment), a restore replaces the database, a
 a role with CREATEROLE may comment on a role. A role with no such mark (made before the
 mark was kept) is taken by the first namespace that ensures it.
 
-A role that another tenant was granted something to, in its own database, cannot be
-dropped, and the admin never runs SQL in that database to revoke it. ``drop`` retires
-such a role instead: it may no longer log in, has no password, and is renamed
-``retired_<oid>_<name>`` (:func:`retired_role_name`), so its name is free for a later
-environment's fresh role. An administrator may drop it once the grants are gone.
+A role that another tenant granted something to in its own database (a privilege, a
+default privilege, a row security policy naming it) cannot be dropped, and the admin
+never runs SQL in that database to revoke it. ``drop`` retires such a role instead: it
+may no longer log in, has no password, and is renamed ``retired_<oid>_<name>``
+(:func:`retired_role_name`), so its name is free for a later environment's fresh role.
+An administrator may drop it once the grants are gone. A role that still owns something
+(a drill's kept scratch database, a restore's staging or replaced database: ``DROP
+OWNED`` spares databases) is not retired: ``drop`` fails, and a later try drops the role
+once their own clean-up has dropped them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ ENSURE_VERSION = 4
 NAMESPACE_MARK: Final = "dockyard.io/namespace-uid="
 """How a database's comment begins when it names the namespace it was made for."""
 DATABASE_TAKEN: Final = "DatabaseTaken"
+# The ``pg_shdepend.deptype``s of a role that is only named in another tenant's database,
+# in what that tenant alone may undo there: a privilege or default privilege granted to
+# it ("a"), a row security policy that applies to it ("r"), an extension's initial
+# privilege ("i", PostgreSQL 17+). Anything else ("o": it owns something) is not.
+_NAMED_IN: Final = frozenset({"a", "r", "i"})
 
 
 class EnvironmentDatabases(AdminSessions):
@@ -144,7 +153,10 @@ class EnvironmentDatabases(AdminSessions):
     async def drop(self, *, namespace: str, environment: str) -> None:
         """Remove the environment's database and role, ending their sessions; safe to repeat.
 
-        A role that still holds privileges in other databases is retired, not dropped.
+        A role that is still only granted privileges (or named in policies) in other
+        tenants' databases is retired, not dropped; one that still owns something (a
+        drill's scratch database, a restore's database) is neither: the drop fails with
+        ``DatabaseOperationFailed`` (SQLSTATE 2BP01), to be tried again later.
         """
         database, role = database_identity(namespace, environment)
         rl = quoted(role)
@@ -158,13 +170,27 @@ class EnvironmentDatabases(AdminSessions):
                 try:
                     await conn.execute(f"DROP ROLE IF EXISTS {rl}")
                 except asyncpg.DependentObjectsStillExistError:
-                    # Granted something in another tenant's database (or owning a
-                    # restore's database): that is theirs to revoke, never the admin's.
+                    owned, named_in = await _dependents(conn, role)
+                    if owned or not named_in:
+                        # A drill's kept scratch database, a restore's staging or
+                        # replaced database: their own clean-up drops them, and a later
+                        # try the role (as one does when nothing is left at all).
+                        if owned:
+                            logger.info(
+                                "role %s still owns %s: dropped on a later try, once they are gone",
+                                role,
+                                ", ".join(owned),
+                            )
+                        raise
+                    # Only named in other tenants' databases, by them: theirs to revoke,
+                    # never the admin's, who runs no SQL in there.
                     retired = await _retire_role(conn, role)
                     logger.warning(
-                        "role %s still has privileges or objects in other databases: "
+                        "role %s is still granted privileges, or named in row security "
+                        "policies, in database(s) %s, which only their owners may revoke: "
                         "retired as %s (no login, no password) instead of dropped",
                         role,
+                        ", ".join(named_in),
                         retired,
                     )
 
@@ -204,6 +230,38 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> No
         # A managed service's admin is rarely a superuser: it must be a member of the
         # role to give it a database, hand it schema public and drop it later.
         await conn.execute(f"GRANT {rl} TO CURRENT_USER")
+
+
+async def _dependents(conn: asyncpg.Connection, role: str) -> tuple[list[str], list[str]]:
+    """What still keeps ``role`` from being dropped, from the shared catalog
+    ``pg_shdepend`` (so asked from the maintenance database): what it owns ("database
+    dkd_...", "objects in database ..."), and the databases where it is only named in
+    privileges or policies (:data:`_NAMED_IN`)."""
+    rows = await conn.fetch(
+        "SELECT s.deptype::text AS deptype, d.datname AS database, o.datname AS owned"
+        " FROM pg_catalog.pg_shdepend s"
+        " JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid"
+        " LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid"
+        " LEFT JOIN pg_catalog.pg_database o"
+        "  ON s.classid = 'pg_catalog.pg_database'::pg_catalog.regclass AND o.oid = s.objid"
+        " WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass"
+        " AND r.rolname = $1",
+        role,
+    )
+    databases: set[str] = set()
+    objects_in: set[str] = set()
+    named_in: set[str] = set()
+    for row in rows:
+        if row["deptype"] in _NAMED_IN:
+            named_in.add(row["database"] or "(shared objects)")
+        elif row["owned"] is not None:
+            databases.add(row["owned"])
+        else:
+            objects_in.add(row["database"] or "(shared objects)")
+    # What it owns inside a database it owns goes with that database: not named again.
+    owned = [f"database {name}" for name in sorted(databases)]
+    owned += [f"objects in database {name}" for name in sorted(objects_in - databases)]
+    return owned, sorted(named_in)
 
 
 async def _retire_role(conn: asyncpg.Connection, role: str) -> str:
