@@ -18,7 +18,8 @@ answers that are not errors:
   name never takes another's status; it reads again on 409 (:func:`patch_status`). A
   patch of a custom resource names its object's uid too (:func:`merge_patch`).
 - **create**: 409 means an earlier pass created it already (names are deterministic),
-  which is no error either.
+  which is no error either. :func:`create_object` gives the object as the create
+  answered it, for a caller that must know the uid it made.
 - **delete**: an object already gone (404), or whose name now belongs to another object
   (409 on the uid precondition), counts as not deleted by this call. A child that
   should no longer exist is deleted only when the owner controls it.
@@ -148,16 +149,24 @@ async def apply_as(
 async def create(kube: KubeClient, manifest: Manifest) -> bool:
     """Create ``manifest`` (cluster-scoped when it has no namespace); ``False`` when an
     object of that name exists already (409)."""
+    return await create_object(kube, manifest) is not None
+
+
+async def create_object(kube: KubeClient, manifest: Manifest) -> Manifest | None:
+    """Create ``manifest`` as :func:`create` does: the object as the API server answered
+    the create (its ``metadata.uid`` is the one this call made, which a read afterwards
+    cannot promise: the name may have been deleted and taken again in between), or
+    ``None`` when an object of that name exists already (409)."""
     meta = manifest["metadata"]
     rtype = resource_type(manifest["apiVersion"], manifest["kind"])
     namespace = meta.get("namespace")
+    path = rtype.path(namespace) if namespace else rtype.cluster_path()
     try:
-        await kube.create(rtype.path(namespace) if namespace else rtype.cluster_path(), manifest)
+        return await kube.create(path, manifest)
     except KubeError as exc:
         if exc.status == 409:
-            return False
+            return None
         raise
-    return True
 
 
 async def merge_patch(

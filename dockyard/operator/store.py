@@ -314,6 +314,11 @@ class KindStore(Generic[T]):
         """Create ``manifest``; ``False`` when one of its name exists already."""
         return await apply.create(self.kube, manifest)
 
+    async def create_object(self, manifest: Manifest) -> Manifest | None:
+        """Create ``manifest``: the object as the create answered it (with the uid this call
+        made), or ``None`` when one of its name exists already (:func:`apply.create_object`)."""
+        return await apply.create_object(self.kube, manifest)
+
     async def delete(
         self,
         namespace: str,

@@ -1,7 +1,8 @@
 """deletionPolicy Snapshot on the real control plane and PostgreSQL: deleting the
 environment takes a final Backup once open sessions ended, drops the database only once
 it completed, and keeps the Backup; without the encryption key nothing is dropped and
-the environment stays."""
+the environment stays; a pass that could not record its Backup's uid is followed by one
+that recognises it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import base64
 import hashlib
 import json
 import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -290,3 +294,98 @@ def test_a_backup_made_before_the_deletion_under_the_snapshots_name_never_lets_i
     assert backup["spec"]["storage"] != squatter["spec"]["storage"]
     rows = {table["name"]: table["rows"] for table in backup["status"]["manifest"]["tables"]}
     assert rows == {**SEEDED_ROWS, "public.customers": 2001}
+
+
+@contextmanager
+def _uid_not_recorded(kubectl: Kubectl, namespace: str) -> Iterator[None]:
+    """While inside: the apiserver refuses, in ``namespace``, every Environment status
+    write that records a final snapshot's uid (what a failed write, or an operator stopped
+    right after its create, leaves behind)."""
+    name = f"test-final-snapshot-unrecorded-{uuid.uuid4().hex[:8]}"
+    selector = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": selector,
+                "resourceRules": [
+                    {
+                        "apiGroups": ["dockyard.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        "resources": ["environments/status"],
+                    }
+                ],
+            },
+            "validations": [
+                {
+                    "expression": "object.?status.?finalSnapshot.?uid.orValue('') == ''",
+                    "message": "test: the final snapshot's uid is not recorded",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([policy, binding]))
+    try:
+        probe = json.dumps({"status": {"finalSnapshot": {"name": "probe", "uid": "probe"}}})
+
+        def refused() -> bool:
+            result = kubectl(
+                "patch", "environment", "shop", "-n", namespace, "--subresource=status",
+                "--type=merge", "-p", probe, "--dry-run=server", check=False,
+            )  # fmt: skip
+            return result.returncode != 0 and "not recorded" in result.stderr
+
+        wait_for(refused, timeout=30)
+        yield
+    finally:
+        kubectl("delete", "validatingadmissionpolicybinding", name, check=False)
+        kubectl("delete", "validatingadmissionpolicy", name, check=False)
+
+
+def test_a_snapshot_whose_uid_was_not_recorded_is_recognised_and_the_deletion_finishes(
+    kubectl: Kubectl, testbed_state: State, namespace: str
+) -> None:
+    """The operator creates its final snapshot, and the status write recording its uid
+    fails (as when the operator stops right there): the Backup stays, Completed, under
+    the name. The next pass takes it as the deletion's own (it was recorded as being
+    created, it was created after the deletion began and is exactly what the operator
+    creates) and drops the database, rather than holding for good on a Backup that only
+    someone holding ``destroy`` may delete on production."""
+    _key_secret(kubectl, namespace)
+    uid, database = _seeded_environment(kubectl, testbed_state, namespace)
+    snapshot = f"shop-final-{uid[:8]}"
+
+    with _uid_not_recorded(kubectl, namespace):
+        kubectl("delete", "env", "shop", "-n", namespace, "--wait=false")
+
+        def completed() -> dict[str, Any] | None:
+            backup = _get(kubectl, namespace, "backup", snapshot) or {}
+            return backup if (backup.get("status") or {}).get("phase") == "Completed" else None
+
+        made = wait_for(completed, timeout=90)
+        assert isinstance(made, dict)
+        env = _get(kubectl, namespace, "environment", "shop")
+        assert env is not None, "the deletion went on without recording its snapshot"
+        assert env["status"]["finalSnapshot"] == {"name": snapshot, "uid": ""}
+        assert _database_exists(testbed_state, database)
+
+    wait_for(lambda: _get(kubectl, namespace, "environment", "shop") is None, timeout=180)
+    assert not _database_exists(testbed_state, database)
+    backup = _get(kubectl, namespace, "backup", snapshot)
+    assert backup is not None
+    assert backup["metadata"]["uid"] == made["metadata"]["uid"]  # recognised, not taken again
+    _wait_event(kubectl, namespace, "FinalSnapshotRecorded", made["metadata"]["uid"])
+    _wait_event(kubectl, namespace, "DatabaseDropped", f"its final snapshot is Backup {snapshot}")
+    assert not any(
+        "not made by this deletion" in m for m in _events(kubectl, namespace, "SnapshotFailed")
+    )

@@ -3,7 +3,8 @@ finalizer does next for each state of that Backup (no I/O)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import copy
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment
 from dockyard.core.settings import Settings
 from dockyard.operator.environments.snapshots import (
+    CREATING,
     SnapshotAction,
     assess,
     cannot_start,
@@ -25,6 +27,9 @@ UID = "4f1c2a9e-0000-4000-8000-000000000001"
 NAME = "shop-final-4f1c2a9e"
 DATABASE = "env_team_shop"
 SETTINGS = Settings(backup_root=Path("/backups"), default_backup_key_secret="team-backup-key")
+# When the environment's deletion began (its deletionTimestamp: the API server's clock,
+# in whole seconds, as every Kubernetes timestamp).
+DELETED = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
 
 def _environment(name: str = "shop") -> Environment:
@@ -66,8 +71,35 @@ def _backup(
 
 def _assess(backup: Backup | None, *, made: str | None = "b-1") -> Any:
     """The step for ``backup``, when the operator recorded ``made`` as its final snapshot's
-    uid (``b-1``, the uid of ``_backup``'s, unless said otherwise)."""
-    return assess(backup, name=NAME, made=made, environment="shop", database=DATABASE)
+    uid (``b-1``, the uid of ``_backup``'s, unless said otherwise), for the deletion of
+    ``shop`` that began at ``DELETED``."""
+    return assess(
+        backup,
+        name=NAME,
+        made=made,
+        environment="shop",
+        database=DATABASE,
+        expected=Backup.model_validate(final_snapshot(_environment(), SETTINGS)),
+        since=DELETED,
+    )
+
+
+def _operators(
+    phase: BackupPhase | None = BackupPhase.COMPLETED,
+    *,
+    created: datetime = DELETED + timedelta(seconds=2),
+    deleting: bool = False,
+) -> dict[str, Any]:
+    """The final snapshot as the operator creates it, as the API server then stores it:
+    uid ``b-9``, created at ``created``."""
+    manifest = final_snapshot(_environment(), SETTINGS)
+    manifest["metadata"].update(
+        uid="b-9", creationTimestamp=created.isoformat().replace("+00:00", "Z")
+    )
+    if deleting:
+        manifest["metadata"]["deletionTimestamp"] = (created + timedelta(minutes=1)).isoformat()
+    manifest["status"] = {"phase": phase} if phase else {}
+    return manifest
 
 
 # -- the Backup --------------------------------------------------------------------------
@@ -197,6 +229,160 @@ def test_a_backup_the_deletion_did_not_make_is_waited_for_while_it_is_deleted() 
 def test_without_a_snapshot_one_is_taken_even_after_one_was_recorded() -> None:
     """The one it made was deleted: it takes another, and records that one."""
     assert _assess(None, made="b-0").action is SnapshotAction.CREATE
+
+
+# -- a pass that stopped between its create and recording the uid -------------------------
+#
+# The operator records the name with an empty uid (CREATING) before it creates the Backup.
+# A pass that then finds that record, and a Backup under the name, knows it may be its own:
+# it takes it if it is provably the one the operator created for this deletion.
+
+
+@pytest.mark.parametrize(
+    ("phase", "action"),
+    [
+        (BackupPhase.COMPLETED, SnapshotAction.DROP),
+        (BackupPhase.RUNNING, SnapshotAction.WAIT),
+        (None, SnapshotAction.WAIT),
+        (BackupPhase.FAILED, SnapshotAction.HOLD),
+    ],
+)
+def test_after_a_crash_the_backup_the_deletion_created_is_adopted_and_goes_on(
+    phase: BackupPhase | None, action: SnapshotAction
+) -> None:
+    """The operator stopped (or its status write failed, or the create's answer was lost)
+    after the create was stored: the next pass records that Backup's uid and carries on,
+    rather than holding for good on a Backup nobody may delete without ``destroy``."""
+    step = _assess(Backup.model_validate(_operators(phase)), made=CREATING)
+
+    assert step.adopt == "b-9"
+    assert step.action is action
+    assert "not made by this deletion" not in step.verdict.message
+
+
+def test_one_created_in_the_second_the_deletion_began_is_adopted() -> None:
+    """The operator's create usually lands in that second (no sessions to wait for); the
+    record written before it says it came after the pass that found the name free."""
+    step = _assess(Backup.model_validate(_operators(created=DELETED)), made=CREATING)
+
+    assert (step.action, step.adopt) == (SnapshotAction.DROP, "b-9")
+
+
+@pytest.mark.parametrize(
+    "created",
+    [DELETED - timedelta(seconds=1), DELETED - timedelta(days=21)],
+    ids=["a-second-before", "weeks-before"],
+)
+def test_a_backup_made_before_the_deletion_is_never_adopted(created: datetime) -> None:
+    """The squat: a copy of the operator's Backup, made under the name before the deletion
+    (even one the operator's record says it was creating) holds the deletion."""
+    step = _assess(Backup.model_validate(_operators(created=created)), made=CREATING)
+
+    assert step.adopt is None
+    assert step.action is SnapshotAction.HOLD
+    assert step.verdict.reason == "SnapshotFailed"
+    assert f"Backup {NAME} exists but was not made by this deletion" in step.verdict.message
+
+
+def test_a_backup_of_another_environment_is_never_adopted() -> None:
+    manifest = _operators()
+    manifest["spec"]["environmentRef"] = {"name": "other"}
+
+    step = _assess(Backup.model_validate(manifest), made=CREATING)
+
+    assert step.adopt is None
+    assert step.action is SnapshotAction.HOLD
+    assert "backs up environment other" in step.verdict.message
+
+
+def _changed(manifest: dict[str, Any], change: str) -> dict[str, Any]:
+    manifest = copy.deepcopy(manifest)
+    metadata, spec = manifest["metadata"], manifest["spec"]
+    if change == "storage":
+        spec["storage"] = {"filesystem": {"path": "/backups/mine"}}
+    elif change == "key":
+        spec["encryption"] = {"keySecretRef": {"name": "my-key", "key": "key"}}
+    elif change == "ttl":
+        spec["ttl"] = "1s"
+    elif change == "no-label":
+        del metadata["labels"]["dockyard.io/final-snapshot"]
+    elif change == "label-of-another":
+        metadata["labels"]["dockyard.io/environment"] = "other"
+    elif change == "no-annotation":
+        del metadata["annotations"]
+    elif change == "annotation-of-another-uid":
+        reason = metadata["annotations"]["dockyard.io/reason"]
+        metadata["annotations"]["dockyard.io/reason"] = reason.replace(UID, "0" * 36)
+    elif change == "owned":
+        metadata["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "c-1"}
+        ]
+    return manifest
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "storage",
+        "key",
+        "ttl",
+        "no-label",
+        "label-of-another",
+        "no-annotation",
+        "annotation-of-another-uid",
+        "owned",
+    ],
+)
+def test_a_backup_unlike_the_operators_is_never_adopted(change: str) -> None:
+    """Made after the deletion began, under the name, while the operator was creating its
+    own: whatever differs from what the operator creates (storage or a key of the
+    maker's choosing, a ttl, an owner that takes it away) is not the operator's."""
+    step = _assess(Backup.model_validate(_changed(_operators(), change)), made=CREATING)
+
+    assert step.adopt is None
+    assert step.action is SnapshotAction.HOLD
+    assert "not made by this deletion" in step.verdict.message
+
+
+@pytest.mark.parametrize("made", [None, "b-0"], ids=["none-recorded", "another-recorded"])
+def test_without_the_creating_record_even_a_perfect_copy_is_not_adopted(
+    made: str | None,
+) -> None:
+    """A copy of the operator's Backup made after the deletion began, while the operator
+    waited for sessions to drain (no record yet) or after the one it recorded went: the
+    operator did not create it, and it may hold less than the operator's would."""
+    step = _assess(Backup.model_validate(_operators()), made=made)
+
+    assert step.adopt is None
+    assert step.action is SnapshotAction.HOLD
+    assert "not made by this deletion" in step.verdict.message
+
+
+def test_nothing_is_adopted_without_the_deletions_time() -> None:
+    step = assess(
+        Backup.model_validate(_operators()),
+        name=NAME,
+        made=CREATING,
+        environment="shop",
+        database=DATABASE,
+        expected=Backup.model_validate(final_snapshot(_environment(), SETTINGS)),
+        since=None,
+    )
+
+    assert (step.action, step.adopt) == (SnapshotAction.HOLD, None)
+
+
+def test_an_unrecorded_backup_being_deleted_is_waited_for_not_adopted() -> None:
+    step = _assess(Backup.model_validate(_operators(deleting=True)), made=CREATING)
+
+    assert (step.action, step.adopt) == (SnapshotAction.WAIT, None)
+    assert "taken again once it is gone" in step.verdict.message
+
+
+def test_the_recorded_backup_needs_no_adoption() -> None:
+    step = _assess(Backup.model_validate(_operators()), made="b-9")
+
+    assert (step.action, step.adopt) == (SnapshotAction.DROP, None)
 
 
 def test_a_snapshot_that_cannot_start_keeps_the_database_and_says_why() -> None:

@@ -242,7 +242,8 @@ class FinalSnapshot(CRModel):
     """Name of the Backup, in the environment's namespace."""
     uid: str = Field(max_length=64)
     """UID of that Backup as the operator made it: another Backup under its name (made
-    before the deletion, say) is not the final snapshot, and does not let the database go."""
+    before the deletion, say) is not the final snapshot, and does not let the database go.
+    Empty while the operator is creating it (recorded just before the create)."""
 
 
 class EnvironmentStatus(Status):

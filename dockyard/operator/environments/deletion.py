@@ -12,8 +12,11 @@ has been applied (its children go afterwards, through their owner references):
   final Backup of the database (``snapshots``: no owner reference, so it outlives the
   environment), looks again every ``SNAPSHOT_POLL_SECONDS`` until it completes, and
   then drops the database and role as Delete does. Only the Backup this deletion made
-  counts (its uid is recorded in ``status.finalSnapshot``): one made earlier under the
-  name holds the deletion like a failed one. A snapshot that cannot be taken (its
+  counts (its uid, from the create's answer, is recorded in ``status.finalSnapshot``):
+  one made earlier under the name holds the deletion like a failed one. The name is
+  recorded before the create, so a pass that stops between the create and recording
+  its uid is followed by one that recognises the Backup (``snapshots.made_here``)
+  instead of holding for good. A snapshot that cannot be taken (its
   Backup failed, the key Secret is missing) never lets the database go: the
   environment stays with Ready=False, reason SnapshotFailed, and is looked at again
   every ``SNAPSHOT_RECHECK_INTERVALS`` reconcile intervals, so deleting the failed
@@ -38,6 +41,7 @@ from dockyard.core.models.environment import (
     Environment,
     EnvironmentConditionType,
     EnvironmentPhase,
+    EnvironmentStatus,
     FinalSnapshot,
 )
 from dockyard.core.models.references import SecretKeyReference
@@ -193,13 +197,26 @@ class _Deletion:
         name = snapshots.final_snapshot_name(owner.name, owner.uid)
         backup = await KindStore(self.reconciler.kube, Backup).find(owner.namespace, name)
         recorded = self.env.status.final_snapshot
+        expected = snapshots.final_snapshot(self.env, self.reconciler.settings)
         step = snapshots.assess(
             backup,
             name=name,
             made=recorded.uid if recorded is not None and recorded.name == name else None,
             environment=owner.name,
             database=database,
+            expected=Backup.model_validate(expected),
+            since=self.env.metadata.deletion_timestamp,
         )
+        if step.adopt is not None:
+            # Written with this pass's status (a drop that succeeds writes none: no need).
+            self._note(FinalSnapshot(name=name, uid=step.adopt))
+            post(
+                self.raw,
+                reason="FinalSnapshotRecorded",
+                message=f"Backup {name} (uid {step.adopt}) is the final snapshot of database "
+                f"{database}: this deletion created it, and an earlier pass stopped before "
+                "recording it.",
+            )
         if step.action is SnapshotAction.DROP:
             return await self.drop(snapshot=name)
         if step.action is SnapshotAction.CREATE:
@@ -244,27 +261,39 @@ class _Deletion:
             return waiting
         manifest = snapshots.final_snapshot(self.env, settings)
         name = manifest["metadata"]["name"]
-        backups = KindStore(kube, Backup)
+        before = self.env.status.final_snapshot
+        verdict = snapshots.taking(name, database=database)
+        # Recorded before the create: should this pass stop after it (or lose its answer),
+        # the next one knows that the Backup it finds may be its own (snapshots.made_here).
+        self._note(FinalSnapshot(name=name, uid=snapshots.CREATING))
+        await self._write_record()
         try:
-            created = await backups.create(manifest)
+            created = await KindStore(kube, Backup).create_object(manifest)
         except KubeError as exc:
+            if exc.status >= 500:
+                raise  # it may have been stored: the record stays for the next pass
+            self._note(before)  # refused: nothing was created
             if not namespace_terminating(exc):
+                await self._write_record()
                 raise
             # Its Backups go with the namespace, the artifacts with them.
             problem = f"namespace {owner.namespace} is being deleted, and the snapshot with it"
             return await self._hold(snapshots.cannot_start(problem, database=database))
-        made = None
-        if created:  # else it exists: the next pass reads it, and holds unless it is ours
-            raw = await backups.read(owner.namespace, name)
-            if raw is not None:
-                made = FinalSnapshot(name=name, uid=raw["metadata"]["uid"])
+        if created is None:
+            # Another Backup took the name since this pass looked: the next pass holds.
+            self._note(before)
+        else:
+            # The uid of the object this create made: a read afterwards could find
+            # another, made under the name once this one was deleted.
+            uid = (created.get("metadata") or {}).get("uid")
+            if uid:  # else the record stays CREATING, and the next pass recognises it
+                self._note(FinalSnapshot(name=name, uid=str(uid)))
             post(
                 self.raw,
                 reason="FinalSnapshotStarted",
                 message=f"Taking the final snapshot of database {database}: Backup {name}.",
             )
-        verdict = snapshots.taking(name, database=database)
-        await self._write_deleting(verdict, final_snapshot=made)
+        await self._write_deleting(verdict)
         return Outcome.again(verdict.message, delay=SNAPSHOT_POLL_SECONDS)
 
     async def _stop_and_drain(
@@ -308,20 +337,23 @@ class _Deletion:
             )
         return Outcome.again(f"cannot drop database {self.database}: {exc.message}")
 
-    async def _write_deleting(
-        self, verdict: report.Verdict, *, final_snapshot: FinalSnapshot | None = None
-    ) -> bool:
-        """Write phase Deleting with ``verdict`` as Ready (and ``final_snapshot``, when the
-        pass made it); whether that changed Ready's reason."""
+    def _note(self, record: FinalSnapshot | None) -> None:
+        """Have this pass's status writes record ``record`` as ``status.finalSnapshot``
+        (``None``: none)."""
+        status = self.env.status.model_copy(update={"final_snapshot": record})
+        self.env = self.env.model_copy(update={"status": status})
+
+    async def _write_record(self) -> None:
+        """Write ``status.finalSnapshot`` as this pass noted it, the rest of the status as
+        it is (Ready keeps saying what it said)."""
+        await self._write(self.env.status)
+
+    async def _write_deleting(self, verdict: report.Verdict) -> bool:
+        """Write phase Deleting with ``verdict`` as Ready (and ``status.finalSnapshot`` as
+        this pass noted it); whether that changed Ready's reason."""
         env = self.env
         previous = report.condition(env.status, EnvironmentConditionType.READY)
-        status = report.deleting(env, verdict=verdict, final_snapshot=final_snapshot)
-        await self.reconciler.environments.write_status(
-            self.owner.namespace,
-            self.owner.name,
-            report.status_patch(status)["status"],
-            uid=self.owner.uid,
-        )
+        await self._write(report.deleting(env, verdict=verdict))
         if env.status.phase is not EnvironmentPhase.DELETING:
             post(
                 self.raw,
@@ -329,3 +361,13 @@ class _Deletion:
                 message=f"{env.status.phase or 'New'} -> Deleting: {verdict.message}",
             )
         return previous is None or previous.reason != verdict.reason
+
+    async def _write(self, status: EnvironmentStatus) -> None:
+        """Write ``status``; the pass's later writes build on it."""
+        await self.reconciler.environments.write_status(
+            self.owner.namespace,
+            self.owner.name,
+            report.status_patch(status)["status"],
+            uid=self.owner.uid,
+        )
+        self.env = self.env.model_copy(update={"status": status})

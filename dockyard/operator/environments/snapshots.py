@@ -17,11 +17,21 @@ its uid is the one the operator recorded in ``status.finalSnapshot`` when it mad
 other holds the deletion with the database kept (a completed backup made weeks before,
 to storage of its maker's choosing, must not let the database go); deleting it lets the
 snapshot be taken.
+
+The uid is known only once the create has answered, and a pass can fail after its
+create was stored (the operator stops, the status write fails, the answer is lost). So
+before it creates, the operator records the name with an empty uid (``CREATING``); a
+pass that finds that record, and a Backup under the name, takes the Backup as the one
+it made (``SnapshotStep.adopt``) only if it is provably that one (``made_here``):
+created no earlier than the second the deletion began (both times are the API server's),
+for this environment, with the operator's labels, reason annotation and spec, and no
+owner. Without the record, or with a uid recorded, nothing is taken over.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
@@ -39,6 +49,9 @@ FINAL_SNAPSHOT_LABEL: Final = "dockyard.io/final-snapshot"
 REASON_ANNOTATION: Final = "dockyard.io/reason"
 TAKING: Final = "TakingFinalSnapshot"
 FAILED: Final = "SnapshotFailed"
+CREATING: Final = ""
+"""The uid ``status.finalSnapshot`` records while the operator creates that Backup: it
+wrote the name before its create, and has not learned the uid the create made."""
 
 
 class SnapshotAction(StrEnum):
@@ -60,6 +73,9 @@ class SnapshotStep:
 
     action: SnapshotAction
     verdict: Verdict
+    adopt: str | None = None
+    """The uid to record in ``status.finalSnapshot`` before acting: the Backup is the one
+    this deletion created, whose uid an earlier pass did not get to record."""
 
 
 def final_snapshot_name(environment: str, uid: str) -> str:
@@ -84,11 +100,23 @@ def final_snapshot(env: Environment, settings: Settings) -> Manifest:
 
 
 def assess(
-    backup: Backup | None, *, name: str, made: str | None, environment: str, database: str
+    backup: Backup | None,
+    *,
+    name: str,
+    made: str | None,
+    environment: str,
+    database: str,
+    expected: Backup,
+    since: datetime | None,
 ) -> SnapshotStep:
     """The next step, given the final snapshot ``name`` as it is now (``None``: absent) and
     the uid of the Backup the operator made under that name for this deletion (``made``,
-    from ``status.finalSnapshot``; ``None`` while it made none)."""
+    from ``status.finalSnapshot``; ``None`` while it made none, ``CREATING`` while it
+    created one and has not recorded its uid).
+
+    ``expected`` is the Backup as the operator builds it (``final_snapshot``), ``since``
+    the environment's ``deletionTimestamp``: with ``made`` at ``CREATING``, a Backup that
+    ``made_here`` says is that one is taken as the deletion's own (``adopt``)."""
     if backup is None:
         return SnapshotStep(SnapshotAction.CREATE, taking(name, database=database))
     source = backup.spec.environment_ref.name
@@ -114,19 +142,63 @@ def assess(
                 "is taken again once it is gone.",
             ),
         )
-    if backup.metadata.uid != made:
-        # Made by someone else before the deletion (or by a pass that crashed before it
-        # recorded it): a backup of their choosing, from whenever, not of the data now.
-        return SnapshotStep(
-            SnapshotAction.HOLD,
-            Verdict(
-                ConditionStatus.FALSE,
-                FAILED,
-                f"Backup {name} exists but was not made by this deletion as its final "
-                f"snapshot; database {database} is kept. Delete that Backup so that the "
-                "final snapshot can be taken, or set deletionPolicy Retain or Delete.",
-            ),
-        )
+    adopt = None
+    if made == CREATING or backup.metadata.uid != made:
+        if made == CREATING and made_here(backup, expected=expected, since=since):
+            # The pass that created it stopped before it recorded the uid.
+            adopt = backup.metadata.uid
+        else:
+            # Made by someone else before the deletion (or outside the operator's create):
+            # a backup of their choosing, from whenever, not of the data now.
+            return SnapshotStep(
+                SnapshotAction.HOLD,
+                Verdict(
+                    ConditionStatus.FALSE,
+                    FAILED,
+                    f"Backup {name} exists but was not made by this deletion as its final "
+                    f"snapshot; database {database} is kept. Delete that Backup so that the "
+                    "final snapshot can be taken, or set deletionPolicy Retain or Delete.",
+                ),
+            )
+    return replace(_progress(backup, name=name, database=database), adopt=adopt)
+
+
+def made_here(backup: Backup, *, expected: Backup, since: datetime | None) -> bool:
+    """Whether ``backup`` is provably the final snapshot the operator creates as
+    ``expected`` for the deletion that began at ``since`` (its ``deletionTimestamp``).
+
+    Only asked while ``status.finalSnapshot`` says the operator was creating it: the pass
+    that wrote that had found the name free, after the deletion began. Both times are the
+    API server's, in whole seconds, so one created in the second the deletion began
+    counts (the operator's own create usually lands in it); one from any earlier second
+    was there before the deletion and never does. The rest is what the operator sets:
+    the environment it backs up, storage and key, no ttl (the whole spec), its labels and
+    reason annotation (which names the environment's uid), and no owner (the garbage
+    collector would delete it, and its artifact, with the owner).
+    """
+    created, meta = backup.metadata.creation_timestamp, backup.metadata
+    if since is None or created is None or not meta.uid:
+        return False
+    if _second(created) < _second(since):
+        return False
+    wanted = expected.metadata
+    return (
+        backup.spec == expected.spec
+        and all(meta.labels.get(key) == value for key, value in wanted.labels.items())
+        and all(meta.annotations.get(key) == value for key, value in wanted.annotations.items())
+        and not (meta.model_extra or {}).get("ownerReferences")
+    )
+
+
+def _second(moment: datetime) -> int:
+    """``moment`` in whole seconds since the epoch (a time without a zone is UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _progress(backup: Backup, *, name: str, database: str) -> SnapshotStep:
+    """The step for the deletion's own final snapshot ``backup``, by its phase."""
     status = backup.status
     if status.phase is BackupPhase.COMPLETED:
         return SnapshotStep(
