@@ -293,16 +293,20 @@ def test_a_reviewed_dry_run_can_be_carried_out_but_not_the_reverse(
     assert "dryRun can only be turned off" in back.stderr
 
 
-def test_a_restores_source_and_target_cannot_change(kubectl: Kubectl, namespace: str) -> None:
+def test_a_restores_source_target_and_runner_cannot_change(
+    kubectl: Kubectl, namespace: str
+) -> None:
     apply(kubectl, namespace, manifest("Restore"))
 
     source = _patch(kubectl, namespace, "Restore", {"source": {"backupRef": {"name": "shop-2"}}})
     target = _patch(
         kubectl, namespace, "Restore", {"target": {"environmentRef": {"name": "shop-staging"}}}
     )
+    runner = _patch(kubectl, namespace, "Restore", {"runner": "Job"})
 
     assert "source is immutable" in source.stderr
     assert "target is immutable" in target.stderr
+    assert "runner is immutable: create a new Restore instead" in runner.stderr
 
 
 def test_a_backups_storage_is_immutable_but_its_ttl_is_not(

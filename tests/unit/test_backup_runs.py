@@ -356,6 +356,22 @@ def test_a_pass_retried_after_it_created_its_run_neither_skips_nor_cancels_it(
         assert again.replace == ("nightly-202503101100",)
 
 
+def test_a_run_now_retried_later_names_the_run_it_already_created() -> None:
+    # The REST API stamps the request; a pass that created the run but failed to remove
+    # the annotation is retried a minute later, and finds its own run, not another's.
+    asked = {"dockyard.io/run-now": "2025-03-10T12:00:30Z"}
+    made = backup_name("nightly", NOW, run_now=True)
+    first = plan_tick(_schedule(concurrencyPolicy="Replace", annotations=asked), [], NOW)
+    assert first.create == made
+    later = NOW + timedelta(minutes=1)
+    running = [_backup(made, BackupPhase.RUNNING)]
+    again = plan_tick(_schedule(concurrencyPolicy="Replace", annotations=asked), running, later)
+    assert (again.create, again.replace) == (made, ())
+    # A value that is no time (kubectl annotate ... run-now=1) names the run by the pass.
+    plain = plan_tick(_schedule(annotations={"dockyard.io/run-now": "1"}), [], later)
+    assert plain.create == backup_name("nightly", later, run_now=True)
+
+
 def test_suspend_stops_cron_runs_but_not_run_now() -> None:
     assert plan_tick(_schedule(suspend=True), [], NOW).create is None
     now_run = plan_tick(_schedule(suspend=True, annotations={"dockyard.io/run-now": ""}), [], NOW)

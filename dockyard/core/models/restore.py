@@ -138,6 +138,13 @@ class RestoreSpec(CRModel):
             message="safetyBackup is immutable",
             field_path=".safetyBackup",
         ),
+        # A Job's attempt followed as an inline one would drop its staging database
+        # under the Job still restoring into it.
+        ValidationRule(
+            rule="self.runner == oldSelf.runner",
+            message="runner is immutable: create a new Restore instead",
+            field_path=".runner",
+        ),
         ValidationRule(
             rule="oldSelf.dryRun || !self.dryRun",
             message=("dryRun can only be turned off (to carry out a reviewed plan), not turned on"),

@@ -86,6 +86,20 @@ def backup_name(schedule: str, due: datetime, *, run_now: bool) -> str:
     return fitted(schedule, OBJECT_NAME_MAX, suffix=f"-{stamp}")
 
 
+def _requested_at(value: str, now: datetime) -> datetime:
+    """When a run-now was asked for: the annotation's time, as the REST API writes it
+    (``2026-12-06T22:00:00Z``), so that a pass retried after it created the run names
+    the same run; ``now`` for any other value (``kubectl annotate ... run-now=1``) or a
+    time not yet come."""
+    try:
+        requested = datetime.fromisoformat(value)
+    except ValueError:
+        return now
+    if requested.tzinfo is None or requested > now:
+        return now
+    return requested
+
+
 def _in_flight(backup: Backup) -> bool:
     """Running or yet to run; not an inline one being deleted, whose run is stopped
     (``InlineRuns``). A runner Job goes only with its Backup, so that one still counts."""
@@ -162,7 +176,10 @@ def plan_tick(
     skipped: str | None = None
     last_schedule = previous.last_schedule_time
     if due is not None:
-        name = backup_name(schedule.metadata.name or "backup", due, run_now=run_now)
+        requested = due
+        if run_now:
+            requested = _requested_at(schedule.metadata.annotations[RUN_NOW_ANNOTATION], now)
+        name = backup_name(schedule.metadata.name or "backup", requested, run_now=run_now)
         # A pass retried after it created this run (its status write failed, say) finds
         # the run among the active ones: it is this run, not one to forbid or replace.
         others = [backup for backup in active if backup != name]

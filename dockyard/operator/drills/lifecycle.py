@@ -38,7 +38,7 @@ from typing import Any
 
 from dockyard.core.attempts import RecoveryAction, RetryPolicy, recover_interrupted
 from dockyard.core.metrics import DrillMetrics
-from dockyard.core.models.backup import Backup, BackupRunner
+from dockyard.core.models.backup import Backup
 from dockyard.core.models.drill_runs import DrillCurrentRun
 from dockyard.core.models.restore_drill import RestoreDrillConditionType, RestoreDrillStatus
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
@@ -99,8 +99,9 @@ class DrillRuns:
         async with self.records.lock(namespace, name):
             await self.runner.stop(uid)
             drill = next(iter(self.records.drills.valid([dict(body)])), None)
-            if uid and drill is not None and drill.spec.runner is BackupRunner.JOB:
-                # Its Job may still be writing into a scratch database: stopped first.
+            if uid:
+                # A Job may still be writing into a scratch database: stopped first, whatever
+                # spec.runner says now (it may have changed since the run started).
                 await stop_runner_jobs(self.context.kube, namespace, uid)
             names = recorded_scratch(drill.status if drill is not None else RestoreDrillStatus())
             if uid and self.context.postgres is not None:
@@ -239,9 +240,10 @@ class DrillRuns:
             attempts=current.attempts, runner_alive=False, policy=self.policy
         )
         scratch = current.scratch_database
-        if loaded.drill.spec.runner is BackupRunner.JOB:
-            # Its Job may still be writing into the scratch database: stopped first.
-            await stop_runner_jobs(self.context.kube, loaded.namespace, loaded.uid)
+        # A Job may still be writing into the scratch database: stopped first, whatever
+        # spec.runner says now (a run started in a Job whose drill was since switched to
+        # Inline is found interrupted, and retried inline once its Job is gone).
+        await stop_runner_jobs(self.context.kube, loaded.namespace, loaded.uid)
         undropped = await self.scratch.drop([scratch] if scratch else [], raw=loaded.raw)
         if recovery.action is RecoveryAction.RETRY:
             backup = same_backup(
