@@ -1,7 +1,8 @@
 """The apiserver itself keeps production data from whoever may merely change and delete
 Environments and Backups (manifests/production-guard-policy.yaml): a developer cannot
-set a production database to be dropped, delete one set so, delete a production backup
-or shorten its life; an ops user holding ``destroy`` can."""
+delete a production Environment or set its database to be dropped, delete a production
+backup, shorten its life or hand it to the garbage collector; an ops user holding
+``destroy`` can."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def _environment(name: str, tier: str, policy: str = "Retain") -> str:
     )  # fmt: skip
 
 
-def _backup(kubectl: Kubectl, namespace: str, name: str, tier: str) -> None:
+def _backup(kubectl: Kubectl, namespace: str, name: str, tier: str | None) -> None:
+    """A Completed Backup whose tier the operator recorded as ``tier`` (None: not yet)."""
     manifest = {
         "apiVersion": "dockyard.io/v1alpha1",
         "kind": "Backup",
@@ -47,9 +49,9 @@ def _backup(kubectl: Kubectl, namespace: str, name: str, tier: str) -> None:
         "spec": {"environmentRef": {"name": "shop"}, "ttl": "720h"},
     }
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-    recorded = json.dumps({"status": {"phase": "Completed", "environmentTier": tier}})
+    recorded = {"phase": "Completed", **({"environmentTier": tier} if tier else {})}
     kubectl("patch", "backup", name, "-n", namespace, "--subresource=status",
-            "--type=merge", "-p", recorded)  # fmt: skip
+            "--type=merge", "-p", json.dumps({"status": recorded}))  # fmt: skip
 
 
 def _users(kubectl: Kubectl, testbed: Testbed, namespace: str) -> tuple[Act, Act]:
@@ -98,14 +100,20 @@ def test_a_developer_cannot_set_a_production_database_to_be_dropped_nor_drop_it(
         f"the destroy verb on environments in namespace {namespace}"
     ) in err
     assert _delete_policy(developer, "lab") == (0, "")  # staging is the developer's
-    assert developer("delete", "environment", "kept")[0] == 0  # Retain keeps its database
+    assert developer("delete", "environment", "lab")[0] == 0
 
+    # Even with Retain: its default schedule's backups go with it, and an Environment
+    # made again under the name (as development, say) would take over its database.
+    code, err = developer("delete", "environment", "kept")
+    assert code != 0
+    assert "to delete environments/kept takes the destroy verb" in err
     assert _delete_policy(ops, "shop")[0] == 0
     code, err = developer("delete", "environment", "shop")
     assert code != 0
     assert "to delete environments/shop takes the destroy verb" in err
     assert kubectl("get", "environment", "shop", "-n", namespace, check=False).returncode == 0
     assert ops("delete", "environment", "shop")[0] == 0
+    assert ops("delete", "environment", "kept")[0] == 0
 
 
 def test_a_developer_cannot_delete_a_production_backup_nor_shorten_its_ttl(
@@ -130,8 +138,21 @@ def test_a_developer_cannot_delete_a_production_backup_nor_shorten_its_ttl(
     code, err = developer("delete", "backup", "nightly")
     assert code != 0
     assert "to delete backups/nightly takes the destroy verb" in err
+    # A dangling owner would have the garbage collector delete it.
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "x",
+             "uid": "00000000-0000-4000-8000-000000000000"}  # fmt: skip
+    adopted = json.dumps({"metadata": {"ownerReferences": [owner]}})
+    code, err = developer("patch", "backup", "nightly", "--type=merge", "-p", adopted)
+    assert code != 0
+    assert "to change the ownerReferences of backups/nightly takes the destroy verb" in err
     # Its labels are the developer's to change; so is a development backup.
     assert developer("label", "backup", "nightly", "team=shop")[0] == 0
+    assert developer("patch", "backup", "scratch", "--type=merge", "-p", shorter)[0] == 0
     assert developer("delete", "backup", "scratch")[0] == 0
+    # One whose tier the operator has not recorded yet may be production's.
+    _backup(kubectl, namespace, "fresh", None)
+    code, err = developer("patch", "backup", "fresh", "--type=merge", "-p", shorter)
+    assert code != 0
+    assert "(its tier not recorded yet)" in err
 
     assert ops("delete", "backup", "nightly")[0] == 0

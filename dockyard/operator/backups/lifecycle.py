@@ -50,10 +50,11 @@ from dockyard.core.models.backup import (
     BackupRunner,
     BackupStatus,
 )
-from dockyard.core.models.environment import Environment, Tier
+from dockyard.core.models.environment import Environment
 from dockyard.core.retention import ttl_expiry
 from dockyard.operator.apply import apply_as
 from dockyard.operator.backups import deletion as backup_deletion
+from dockyard.operator.backups import starting
 from dockyard.operator.backups import status as report
 from dockyard.operator.backups.inline import attempt_inline
 from dockyard.operator.backups.schedules import held_backups
@@ -117,6 +118,11 @@ class BackupRuns:
         loaded = await self.backups.load(namespace, name, on_invalid=OnInvalid.FAIL)
         if loaded is None:
             return Outcome.done()
+        if loaded.resource.status.environment_tier is None:
+            tier = await starting.record_tier(self.backups, self.environments, loaded)
+            loaded = _with_status(
+                loaded, loaded.resource.status.model_copy(update={"environment_tier": tier})
+            )
         phase = loaded.resource.status.phase
         if phase is BackupPhase.COMPLETED:
             return await self._catalogued(loaded, quiet=True)
@@ -174,11 +180,6 @@ class BackupRuns:
             runner=backup.spec.runner,
             generation=loaded.generation,
         )
-        if started.environment_tier is None:
-            # Recorded once, where only the operator writes: it guards a production
-            # backup against deletion by whoever may merely delete Backups.
-            tier = await self._environment_tier(loaded)
-            started = started.model_copy(update={"environment_tier": tier})
         if backup.spec.runner is BackupRunner.JOB:
             return await self._start_job(loaded, started, attempt)
         # Marked as ours before Running is visible, so no other pass sees an orphan.
@@ -193,17 +194,6 @@ class BackupRuns:
             return Outcome.done()  # being deleted: its finalizer deletes what it stored
         except RunCancelled as exc:
             return await self._failed(loaded, started, exc)
-
-    async def _environment_tier(self, loaded: _Loaded) -> Tier | None:
-        """The tier of the Backup's environment (one being deleted too: its final
-        snapshot is the last of its data); None while there is none."""
-        raw = await self.environments.read(
-            loaded.namespace, loaded.resource.spec.environment_ref.name
-        )
-        found = (
-            None if raw is None else await self.environments.loaded(raw, on_invalid=OnInvalid.SKIP)
-        )
-        return found.resource.spec.tier if found is not None else None
 
     async def _fill(self, loaded: _Loaded) -> Outcome:
         """Take what the Backup does not name from its BackupStore; wait while there is none."""
@@ -227,7 +217,8 @@ class BackupRuns:
         return Outcome.again(f"filled from BackupStore {store}", delay=0.5)
 
     async def _run_inline(self, loaded: _Loaded, started: BackupStatus, attempt: int) -> Outcome:
-        await self._write(loaded, started)
+        if not await starting.begin(self.backups, loaded, started):
+            return Outcome.done()
         post(loaded.raw, reason="Started", message=f"Attempt {attempt} started (Inline)")
         backup = loaded.resource
         try:
@@ -318,7 +309,8 @@ class BackupRuns:
         await apply_backup_runner_identity(kube, backup)
         # Running first: the runner may report its artifact only while the Backup is
         # Running (manifests/backup-runner-report-policy.yaml).
-        await self._write(loaded, started)
+        if not await starting.begin(self.backups, loaded, started):
+            return Outcome.done()
         try:
             await apply_as(kube, job)
         except Exception:
@@ -326,6 +318,8 @@ class BackupRuns:
             # so that the retry starts this attempt again instead of counting it failed.
             await self._write(loaded, loaded.resource.status)
             raise
+        if await starting.ended_meanwhile(self.context.kube, self.backups, loaded):
+            return Outcome.done()
         post(
             loaded.raw,
             reason="Started",
