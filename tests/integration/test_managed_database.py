@@ -22,6 +22,7 @@ from dockyard.operator.database import (
     ManagedDatabaseError,
     ManagedPostgres,
     TenantLogin,
+    database_identity,
     generate_password,
     retired_database_name,
     sessions,
@@ -519,11 +520,11 @@ async def _role_named(admin_dsn: str, oid: object) -> object:
     "kept",
     [
         lambda uid: staging_database_name("d", uid),  # a drill's kept scratch database
-        retired_database_name,  # the database a restore replaced, until it is dropped
+        retired_database_name,  # the database a restore replaced, left by a run cut short
     ],
     ids=["drill-scratch", "restore-retired"],
 )
-async def test_a_database_the_role_still_owns_holds_the_drop_until_it_is_dropped(
+async def test_the_run_databases_the_role_still_owns_go_with_it(
     server: ManagedPostgres,
     admin_dsn: str,
     new_environment: Callable[[], Environment],
@@ -531,10 +532,33 @@ async def test_a_database_the_role_still_owns_holds_the_drop_until_it_is_dropped
 ) -> None:
     env, password = new_environment(), generate_password()
     creds = await _ensure(server, env, password)
-    # Owned by the environment's role, as drills and restores make them; their own
-    # clean-up drops them, not the environment's deletion (DROP OWNED spares databases).
+    # Owned by the environment's role, as drills and restores make them (DROP OWNED
+    # spares databases); a run cut short may leave one that no clean-up will drop.
     owned = kept(str(uuid.uuid4()))
     await server.create_database(owned, owner=TenantLogin(creds.user, password))
+    oid = await _admin_fetchval(
+        admin_dsn, "SELECT oid FROM pg_roles WHERE rolname = $1", creds.user
+    )
+
+    await server.drop(namespace=env[0], environment=env[1])
+
+    assert not await _admin_fetchval(
+        admin_dsn, "SELECT true FROM pg_database WHERE datname = $1", owned
+    )
+    assert await _role_named(admin_dsn, oid) is None  # dropped, not retired
+
+
+async def test_a_database_the_role_owns_that_no_run_made_holds_the_drop(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    env, other = new_environment(), new_environment()
+    creds = await _ensure(server, env, generate_password())
+    stray, _ = database_identity(*other)  # a database of another environment's name
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{stray}" OWNER "{creds.user}"')
+    finally:
+        await admin.close()
     oid = await _admin_fetchval(
         admin_dsn, "SELECT oid FROM pg_roles WHERE rolname = $1", creds.user
     )
@@ -542,22 +566,17 @@ async def test_a_database_the_role_still_owns_holds_the_drop_until_it_is_dropped
         with pytest.raises(ManagedDatabaseError) as raised:
             await server.drop(namespace=env[0], environment=env[1])
         assert "2BP01" in raised.value.message  # dependent objects still exist
-
-        # Not retired: the role keeps its name and login, and is dropped on a later try.
-        assert not await server.exists(namespace=env[0], environment=env[1])
+        # Neither dropped nor retired: the role keeps its name and login.
         assert await _role_named(admin_dsn, oid) == creds.user
-        assert await _admin_fetchval(
-            admin_dsn, "SELECT rolcanlogin FROM pg_roles WHERE oid = $1", oid
-        )
     finally:
-        await server.drop_database(owned)
+        await server.drop_database(stray)
 
     await server.drop(namespace=env[0], environment=env[1])
 
     assert await _role_named(admin_dsn, oid) is None
 
 
-async def test_a_role_granted_elsewhere_is_retired_only_once_it_owns_nothing(
+async def test_a_role_granted_elsewhere_is_retired_once_its_run_databases_are_gone(
     server: ManagedPostgres,
     admin_dsn: str,
     new_environment: Callable[[], Environment],
@@ -582,15 +601,14 @@ async def test_a_role_granted_elsewhere_is_retired_only_once_it_owns_nothing(
     scratch = staging_database_name("d", str(uuid.uuid4()))
     await server.create_database(scratch, owner=TenantLogin(mine.user, password))
     oid = await _admin_fetchval(admin_dsn, "SELECT oid FROM pg_roles WHERE rolname = $1", mine.user)
-    try:
-        with pytest.raises(ManagedDatabaseError):
-            await server.drop(namespace=env[0], environment=env[1])
-        assert await _role_named(admin_dsn, oid) == mine.user
-    finally:
-        await server.drop_database(scratch)
 
+    # The scratch database goes with the environment; the other tenant's naming stays.
     with caplog.at_level("WARNING", logger="dockyard.operator.database.tenants"):
         await server.drop(namespace=env[0], environment=env[1])
+
+    assert not await _admin_fetchval(
+        admin_dsn, "SELECT true FROM pg_database WHERE datname = $1", scratch
+    )
 
     retired = await _role_named(admin_dsn, oid)
     assert isinstance(retired, str)

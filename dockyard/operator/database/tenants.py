@@ -20,15 +20,17 @@ default privilege, a row security policy naming it) cannot be dropped, and the a
 never runs SQL in that database to revoke it. ``drop`` retires such a role instead: it
 may no longer log in, has no password, and is renamed ``retired_<oid>_<name>``
 (:func:`retired_role_name`), so its name is free for a later environment's fresh role.
-An administrator may drop it once the grants are gone. A role that still owns something
-(a drill's kept scratch database, a restore's staging or replaced database: ``DROP
-OWNED`` spares databases) is not retired: ``drop`` fails, and a later try drops the role
-once their own clean-up has dropped them.
+An administrator may drop it once the grants are gone. The restore and drill databases
+a role still owns (``DROP OWNED`` spares databases) go with it: a run cut short between
+its switch-over and its clean-up may leave one no clean-up will come for. A role that
+still owns anything else is not retired: ``drop`` fails, and a later try drops the role
+once that is gone.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import suppress
 from typing import Final
 
@@ -58,6 +60,8 @@ DATABASE_TAKEN: Final = "DatabaseTaken"
 # it ("a"), a row security policy that applies to it ("r"), an extension's initial
 # privilege ("i", PostgreSQL 17+). Anything else ("o": it owns something) is not.
 _NAMED_IN: Final = frozenset({"a", "r", "i"})
+# A restore's staging or replaced database, a drill's scratch one (names.staging_database_name).
+_RUN_DATABASE: Final = re.compile(r"dk[rd]_[0-9a-f]{16}(_[0-9]{1,6})?(_old)?")
 
 
 class EnvironmentDatabases(AdminSessions):
@@ -153,10 +157,11 @@ class EnvironmentDatabases(AdminSessions):
     async def drop(self, *, namespace: str, environment: str) -> None:
         """Remove the environment's database and role, ending their sessions; safe to repeat.
 
-        A role that is still only granted privileges (or named in policies) in other
-        tenants' databases is retired, not dropped; one that still owns something (a
-        drill's scratch database, a restore's database) is neither: the drop fails with
-        ``DatabaseOperationFailed`` (SQLSTATE 2BP01), to be tried again later.
+        The restore and drill databases the role still owns are dropped with it. A role
+        that is then still only granted privileges (or named in policies) in other
+        tenants' databases is retired, not dropped; one that still owns something else is
+        neither: the drop fails with ``DatabaseOperationFailed`` (SQLSTATE 2BP01), to be
+        tried again later.
         """
         database, role = database_identity(namespace, environment)
         rl = quoted(role)
@@ -171,10 +176,16 @@ class EnvironmentDatabases(AdminSessions):
                     await conn.execute(f"DROP ROLE IF EXISTS {rl}")
                 except asyncpg.DependentObjectsStillExistError:
                     owned, named_in = await _dependents(conn, role)
+                    if owned and await _drop_leftovers(conn, role, owned):
+                        # Only its own restore and drill databases held it: gone now.
+                        try:
+                            await conn.execute(f"DROP ROLE IF EXISTS {rl}")
+                            return
+                        except asyncpg.DependentObjectsStillExistError:
+                            owned, named_in = await _dependents(conn, role)
                     if owned or not named_in:
-                        # A drill's kept scratch database, a restore's staging or
-                        # replaced database: their own clean-up drops them, and a later
-                        # try the role (as one does when nothing is left at all).
+                        # Something no run of ours made: whoever made it drops it, and a
+                        # later try the role (as one does when nothing is left at all).
                         if owned:
                             logger.info(
                                 "role %s still owns %s: dropped on a later try, once they are gone",
@@ -230,6 +241,23 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> No
         # A managed service's admin is rarely a superuser: it must be a member of the
         # role to give it a database, hand it schema public and drop it later.
         await conn.execute(f"GRANT {rl} TO CURRENT_USER")
+
+
+async def _drop_leftovers(conn: asyncpg.Connection, role: str, owned: list[str]) -> bool:
+    """Drop what ``role`` still owns when it is nothing but restore and drill databases
+    (``dkr_...``, ``dkd_...``, owned by the environment they restore into): left by a
+    run cut short between its switch-over and its clean-up, no clean-up will come for
+    them, and the environment they served is going. Dropping a database is no SQL run
+    inside it. Whether they were all such databases (and are gone)."""
+    names = [entry.removeprefix("database ") for entry in owned]
+    if not all(entry.startswith("database ") for entry in owned) or not all(
+        _RUN_DATABASE.fullmatch(name) for name in names
+    ):
+        return False
+    for name in names:
+        await sessions.drop_database(conn, name, role=role)
+    logger.info("role %s owned only run databases, dropped with it: %s", role, ", ".join(names))
+    return True
 
 
 async def _dependents(conn: asyncpg.Connection, role: str) -> tuple[list[str], list[str]]:
