@@ -153,6 +153,9 @@ def test_a_developer_cannot_delete_a_production_backup_nor_shorten_its_ttl(
     _backup(kubectl, namespace, "fresh", None)
     code, err = developer("patch", "backup", "fresh", "--type=merge", "-p", shorter)
     assert code != 0
-    assert "(its tier not recorded yet)" in err
+    assert "change the ttl of backups/fresh (its tier not recorded yet)" in err
+    code, err = developer("delete", "backup", "fresh")
+    assert code != 0
+    assert "delete backups/fresh (its tier not recorded yet)" in err
 
     assert ops("delete", "backup", "nightly")[0] == 0

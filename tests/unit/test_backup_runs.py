@@ -367,6 +367,10 @@ def test_a_run_now_retried_later_names_the_run_it_already_created() -> None:
     running = [_backup(made, BackupPhase.RUNNING)]
     again = plan_tick(_schedule(concurrencyPolicy="Replace", annotations=asked), running, later)
     assert (again.create, again.replace) == (made, ())
+    # The same stamp set again once that run is done is another request.
+    done = [_backup(made, BackupPhase.COMPLETED, NOW)]
+    repeat = plan_tick(_schedule(concurrencyPolicy="Replace", annotations=asked), done, later)
+    assert repeat.create == backup_name("nightly", later, run_now=True)
     # A value that is no time (kubectl annotate ... run-now=1) names the run by the pass.
     plain = plan_tick(_schedule(annotations={"dockyard.io/run-now": "1"}), [], later)
     assert plain.create == backup_name("nightly", later, run_now=True)

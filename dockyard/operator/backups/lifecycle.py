@@ -304,7 +304,8 @@ class BackupRuns:
                 deadline_seconds=self.context.settings.run_deadline,
             )
         except BackupError as exc:
-            await self._write(loaded, started)
+            if not await starting.begin(self.backups, loaded, started):
+                return Outcome.done()
             return await self._failed(loaded, started, exc)
         await apply_backup_runner_identity(kube, backup)
         # Running first: the runner may report its artifact only while the Backup is
@@ -315,8 +316,9 @@ class BackupRuns:
             await apply_as(kube, job)
         except Exception:
             # Not started after all (a quota refused the Job, say): the status as it was,
-            # so that the retry starts this attempt again instead of counting it failed.
-            await self._write(loaded, loaded.resource.status)
+            # so that the retry starts this attempt again instead of counting it failed
+            # (unless Replace cancelled it meanwhile: Failed stays).
+            await starting.undo_begin(self.backups, loaded)
             raise
         if await starting.ended_meanwhile(self.context.kube, self.backups, loaded):
             return Outcome.done()

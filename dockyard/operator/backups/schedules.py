@@ -180,6 +180,10 @@ def plan_tick(
         if run_now:
             requested = _requested_at(schedule.metadata.annotations[RUN_NOW_ANNOTATION], now)
         name = backup_name(schedule.metadata.name or "backup", requested, run_now=run_now)
+        if run_now and name not in active and any(b.metadata.name == name for b in backups):
+            # That request's run is done already: this is another one (the same
+            # annotation set again), named for the pass.
+            name = backup_name(schedule.metadata.name or "backup", now, run_now=True)
         # A pass retried after it created this run (its status write failed, say) finds
         # the run among the active ones: it is this run, not one to forbid or replace.
         others = [backup for backup in active if backup != name]

@@ -25,11 +25,19 @@ async def record_tier(
     backups: KindStore[Backup], environments: KindStore[Environment], loaded: Loaded[Backup]
 ) -> Tier | None:
     """Record the tier of ``loaded``'s Environment in its status; the tier, None while
-    there is no Environment to read it from (a later pass tries again)."""
+    there is none to read it from (a later pass tries again). An Environment made after
+    the Backup is another than the one it backed up (deleted and made again under the
+    name, as development say): its tier is not the Backup's, and none is recorded, which
+    the guard treats as production."""
     name = loaded.resource.spec.environment_ref.name
     raw = await environments.read(loaded.namespace, name)
     found = None if raw is None else await environments.loaded(raw, on_invalid=OnInvalid.SKIP)
-    if found is None:
+    made = loaded.resource.metadata.creation_timestamp
+    if found is None or (
+        made is not None
+        and found.resource.metadata.creation_timestamp is not None
+        and found.resource.metadata.creation_timestamp > made
+    ):
         return None
     tier = found.resource.spec.tier
     await backups.write_status(
@@ -50,6 +58,18 @@ async def begin(backups: KindStore[Backup], loaded: Loaded[Backup], started: Bac
         report.status_body(started),
         uid=loaded.uid,
         only_if=lambda raw: (raw.get("status") or {}).get("phase") == phase,
+    )
+
+
+async def undo_begin(backups: KindStore[Backup], loaded: Loaded[Backup]) -> None:
+    """Put back the status this pass read, over the Running it wrote: only while the
+    Backup is still Running (a Failed written by Replace meanwhile stays)."""
+    await backups.write_status(
+        loaded.namespace,
+        loaded.name,
+        report.status_body(loaded.resource.status),
+        uid=loaded.uid,
+        only_if=lambda raw: (raw.get("status") or {}).get("phase") == BackupPhase.RUNNING,
     )
 
 
