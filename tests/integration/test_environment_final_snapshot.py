@@ -165,12 +165,8 @@ def test_deleting_takes_a_final_backup_then_drops_the_database_and_keeps_the_bac
     _wait_event(kubectl, namespace, "DatabaseDropped", f"its final snapshot is Backup {snapshot}")
 
 
-def test_without_the_key_the_database_is_kept_and_the_environment_waits(
-    kubectl: Kubectl, testbed_state: State, namespace: str
-) -> None:
-    uid, database = _seeded_environment(kubectl, testbed_state, namespace)
-
-    kubectl("delete", "env", "shop", "-n", namespace, "--wait=false")
+def _held(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    """The Ready condition once the deletion holds (SnapshotFailed)."""
 
     def held() -> dict[str, Any] | None:
         ready = _ready_condition(kubectl, namespace)
@@ -178,6 +174,17 @@ def test_without_the_key_the_database_is_kept_and_the_environment_waits(
 
     ready = wait_for(held, timeout=60)
     assert isinstance(ready, dict)
+    return ready
+
+
+def test_without_the_key_the_database_is_kept_and_the_environment_waits(
+    kubectl: Kubectl, testbed_state: State, namespace: str
+) -> None:
+    uid, database = _seeded_environment(kubectl, testbed_state, namespace)
+
+    kubectl("delete", "env", "shop", "-n", namespace, "--wait=false")
+
+    ready = _held(kubectl, namespace)
     assert ready["status"] == "False"
     assert f"encryption key Secret {KEY_SECRET} does not exist" in ready["message"]
     assert "Retain or Delete" in ready["message"]
@@ -271,12 +278,7 @@ def test_a_backup_made_before_the_deletion_under_the_snapshots_name_never_lets_i
 
     kubectl("delete", "env", "shop", "-n", namespace, "--wait=false")
 
-    def held() -> dict[str, Any] | None:
-        ready = _ready_condition(kubectl, namespace)
-        return ready if ready.get("reason") == "SnapshotFailed" else None
-
-    ready = wait_for(held, timeout=60)
-    assert isinstance(ready, dict)
+    ready = _held(kubectl, namespace)
     assert f"Backup {snapshot} exists but was not made by this deletion" in ready["message"]
     assert _database_exists(testbed_state, database)
     env = _get(kubectl, namespace, "environment", "shop")

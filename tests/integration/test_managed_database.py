@@ -658,7 +658,10 @@ async def test_drop_removes_a_database_its_owner_marked_a_template(
     env = new_environment()
     creds = await _ensure(server, env, generate_password())
     conn = await asyncpg.connect(creds.uri())
-    await conn.execute(f'ALTER DATABASE "{creds.database}" IS_TEMPLATE true')
+    try:
+        await conn.execute(f'ALTER DATABASE "{creds.database}" IS_TEMPLATE true')
+    finally:
+        await conn.close()
 
     await server.drop(namespace=env[0], environment=env[1])
 

@@ -92,14 +92,14 @@ async def audit_switch_over(context: RunContext, loaded: LoadedRestore, plan: Re
     """Record the switch-over in the audit trail, unless it is there already: the pass
     that switched over records it before the Restore is Completed, and a recovery after
     that pass was cut short (or the switch-over left unsure) cannot tell whether it did."""
-    await context.audited_once(
+    await context.audited(
         SWITCHED,
         "restores",
         loaded.namespace,
         loaded.name,
         f"Restore {loaded.name} replaced the database of Environment {plan.target} "
         f"with the restored copy of Backup {plan.backup}",
-        uid=loaded.uid,
+        once_for=loaded.uid,
         environment=plan.target,
         backup=plan.backup,
     )

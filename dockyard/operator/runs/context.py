@@ -343,13 +343,6 @@ class RunContext:
         return cls(kube, settings, catalog, runs, postgres, breakers, audit, quotas)
 
     async def audited(
-        self, action: str, resource: str, namespace: str, name: str, reason: str, **details: Any
-    ) -> None:
-        """Record one of the operator's own actions in the audit trail."""
-        if self.audit is not None:
-            await self.audit.record(action, resource, namespace, name, reason, **details)
-
-    async def audited_once(
         self,
         action: str,
         resource: str,
@@ -357,14 +350,19 @@ class RunContext:
         name: str,
         reason: str,
         *,
-        uid: str,
+        once_for: str | None = None,
         **details: Any,
     ) -> None:
-        """``audited``, unless the trail already holds ``action`` on the object ``uid``
+        """Record one of the operator's own actions in the audit trail; with
+        ``once_for`` (an object's uid), unless the trail holds it on that object already
         (``OperatorAudit.record_once``)."""
-        if self.audit is not None:
+        if self.audit is None:
+            return
+        if once_for is None:
+            await self.audit.record(action, resource, namespace, name, reason, **details)
+        else:
             await self.audit.record_once(
-                action, resource, namespace, name, reason, uid=uid, **details
+                action, resource, namespace, name, reason, uid=once_for, **details
             )
 
     @asynccontextmanager
