@@ -74,10 +74,13 @@ def test_an_idle_bucket_refills_completely_and_no_further() -> None:
 
 def test_enforced_buckets_are_charged_all_or_nothing_and_shadow_ones_alone() -> None:
     assert commits([True, True, True], [True, True, False]) == [True, True, True]
-    # One enforced refusal: no enforced bucket is charged; the shadow one still is.
-    assert commits([True, False, True], [True, True, False]) == [False, False, True]
-    # A shadow refusal changes nothing for the enforced ones.
-    assert commits([True, False], [True, False]) == [True, False]
+    # A shadow refusal changes nothing for the enforced ones, nor for other shadow ones.
+    assert commits([True, False, True], [True, False, False]) == [True, False, True]
+
+
+def test_a_request_an_enforced_bucket_refuses_charges_no_bucket_at_all() -> None:
+    # Neither the enforced buckets nor the shadow one that would have let it through.
+    assert commits([True, False, True], [True, True, False]) == [False, False, False]
 
 
 def test_a_quota_must_be_positive() -> None:

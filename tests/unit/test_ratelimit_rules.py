@@ -191,6 +191,40 @@ def test_a_policy_that_can_never_match_is_reported_not_accepted() -> None:
     assert reports[("shop", "fine")].reason == "RulesInForce"
 
 
+def made(namespace: str, name: str, rules: int, day: int) -> dict[str, Any]:
+    made = policy(namespace, name, *(rule(f"r{n}") for n in range(rules)))
+    made["metadata"]["creationTimestamp"] = f"2025-05-{day:02}T00:00:00Z"
+    return made
+
+
+def test_a_namespace_has_at_most_64_rules_in_force_its_oldest_policies_first() -> None:
+    idx = index(
+        made("shop", "c-newer", 32, day=3),
+        made("shop", "b-oldest", 32, day=1),
+        made("shop", "a-older", 20, day=2),
+        made("shop", "d-newest", 12, day=4),
+        made("cafe", "own-budget", 32, day=5),
+    )
+    # Whole policies, oldest first, each while it fits: 32 + 20, not 32 more, then 12.
+    in_force = {r.policy.name for r in idx.by_namespace["shop"]}
+    assert in_force == {"b-oldest", "a-older", "d-newest"}
+    assert len(idx.candidates(envs("shop"))) == 64
+    assert len(idx.candidates(envs("cafe"))) == 32
+    report = idx.reports[("shop", "c-newer")]
+    assert (report.accepted, report.reason, report.rules) == (False, "TooManyRules", 0)
+    assert report.message == (
+        "not in force: namespace shop may have 64 rules in force, its older policies have "
+        "52, and this policy's 32 would exceed that; remove rules or merge policies"
+    )
+    assert idx.reports[("shop", "d-newest")].reason == "RulesInForce"
+
+
+def test_the_platforms_rules_are_not_capped() -> None:
+    idx = index(*(made(PLATFORM, f"p{n}", 32, day=n) for n in range(1, 4)))
+    assert len(idx.candidates(envs("shop"))) == 96
+    assert all(report.accepted for report in idx.reports.values())
+
+
 def test_an_invalid_object_is_ignored_and_says_why() -> None:
     bad = policy(PLATFORM, "bad", rule("r", requests=0))
     idx = index(bad, policy(PLATFORM, "good", rule("r")))
@@ -284,6 +318,36 @@ def test_shadow_rules_never_reject_but_say_they_would_have() -> None:
     assert all(v.allowed for v in verdicts)
     assert [len(v.shadow_refusals) for v in verdicts] == [0, 1, 1]
     assert verdicts[0].headers() == {}
+
+
+async def test_refused_requests_with_fresh_header_values_leave_no_shadow_buckets() -> None:
+    """A request an Enforce rule refuses charges no Shadow bucket: a flood of refused
+    requests, each with a new value of a shadow rule's header, stores nothing."""
+    idx = index(
+        policy(PLATFORM, "per-ip", rule("ip", requests=1, key="ClientIP")),
+        policy("shop", "trial", rule("per-key", key="Header", header="X-Key"), mode="Shadow"),
+    )
+    limiter = MemoryLimiter(Clock())
+    limiting = RateLimiting(
+        index=idx,
+        limiter=limiter,
+        instruments=RateLimitMetrics(CollectorRegistry()),
+        ledger=ThrottleLedger(),
+    )
+    rules = idx.candidates(envs("shop"))
+
+    async def allowed(value: str) -> bool:
+        request = Request(
+            address="192.0.2.7", headers={"X-Key": value}, authorization=None, path="/x"
+        )
+        verdict = await limiting.judge(request, rules, None)
+        assert verdict is not None
+        return verdict.allowed
+
+    assert await allowed("first")
+    refused = [await allowed(f"key-{n}") for n in range(10_000)]
+    assert not any(refused)
+    assert len(limiter) == 2  # the address's bucket and the first request's shadow one
 
 
 def test_retry_after_is_the_longest_wait_among_refusals() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard.api.ratelimit.rules import PolicyReport
+from dockyard.api.ratelimit.rules import PolicyIndex, PolicyReport
 from dockyard.api.ratelimit.status import MemoryTally, ThrottleLedger, status_patch, window_of
 
 NOW = datetime(2025, 5, 1, 10, 30, tzinfo=UTC)
@@ -72,3 +72,32 @@ async def test_replicas_counts_add_up_per_policy_rule_and_hour() -> None:
     await tally.add(two.drain())
     assert await tally.read(WINDOW, "u1") == {"a": (3, at + 2)}
     assert one.drain() == {}
+
+
+def test_a_policy_beyond_its_namespaces_rule_cap_says_it_is_not_in_force() -> None:
+    objects = [
+        {
+            "metadata": {
+                "namespace": "shop",
+                "name": name,
+                "uid": f"uid-{name}",
+                "generation": 1,
+                "creationTimestamp": f"2025-05-0{day}T00:00:00Z",
+            },
+            "spec": {
+                "rules": [
+                    {"name": f"r{n}", "limit": {"requests": 10, "period": "minute"}}
+                    for n in range(32)
+                ]
+            },
+        }
+        for day, name in enumerate(("first", "second", "third"), 1)
+    ]
+    index = PolicyIndex("dockyard-system")
+    index.rebuild(objects)
+    patch = status_patch(objects[2], index.reports[("shop", "third")], {}, window=WINDOW, now=NOW)
+    assert patch is not None
+    assert patch["status"]["rules"] == 0
+    (condition,) = patch["status"]["conditions"]
+    assert (condition["status"], condition["reason"]) == ("False", "TooManyRules")
+    assert condition["message"].startswith("not in force: namespace shop may have 64 rules")

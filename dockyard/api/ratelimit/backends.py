@@ -2,7 +2,8 @@
 
 Both backends answer the same question, ``check(buckets)``, with the same semantics:
 every bucket of one request is evaluated against the same clock, enforced buckets are
-charged all-or-nothing and shadow buckets each on its own (``gcra.commits``).
+charged all-or-nothing, and shadow buckets each on its own, but only for a request the
+enforced ones let through (``gcra.commits``): a refused request stores nothing.
 
 - ``MemoryLimiter``: one replica. A dict of TATs; no I/O, nothing to fail.
 - ``RedisLimiter``: several replicas sharing one budget. One Lua script (loaded once,
@@ -84,6 +85,11 @@ class MemoryLimiter:
         self._tats: dict[str, float] = {}
         self._prune_above = 4096
 
+    def __len__(self) -> int:
+        """Buckets held (some may be full again, until the next prune): what this
+        limiter's memory grows with."""
+        return len(self._tats)
+
     async def check(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
         return self.check_now(buckets, charge=charge)
 
@@ -101,7 +107,7 @@ class MemoryLimiter:
                     BucketResult(True, outcome.remaining, outcome.reset, outcome.retry_after)
                 )
             else:
-                # Not charged (refused, or another enforced rule refused): report the
+                # Not charged (refused, or an enforced rule refused): report the
                 # bucket as it stays, with this bucket's own answer.
                 stays = max(self._tats.get(bucket.key, now), now)
                 results.append(
@@ -152,7 +158,7 @@ for i = 1, n do
   local interval = tonumber(ARGV[a + 1])
   local tolerance = tonumber(ARGV[a + 2])
   local tat = base[i]
-  if allowed[i] and (every or not enforced[i]) then
+  if allowed[i] and every then
     tat = pushed[i]
     if charge then
       local ttl = math.max(1, math.ceil((tat - now) / 1000))

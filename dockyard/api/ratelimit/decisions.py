@@ -4,8 +4,9 @@ Combination, as ``docs/ratelimits.md`` states it:
 
 - every matching rule of every policy in scope is evaluated;
 - the request is rejected when any rule of an **Enforce** policy refuses it, and then
-  no enforced bucket is charged (``gcra.commits``);
-- rules of **Shadow** policies never reject; each is charged and counted on its own;
+  no bucket is charged, enforced or shadow (``gcra.commits``);
+- rules of **Shadow** policies never reject; each is counted on its own, and charged on
+  its own for a request the enforced rules let through;
 - the response reports every enforced rule, most restrictive first: in
   ``RateLimit-Policy`` (``q`` requests per ``w`` seconds) and ``RateLimit`` (``r``
   units remaining, ``t`` seconds until the bucket is full again), in the structured

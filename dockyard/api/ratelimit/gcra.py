@@ -89,11 +89,13 @@ def commits(allowed: Sequence[bool], enforced: Sequence[bool]) -> list[bool]:
 
     Enforced buckets are all-or-nothing: when any of them refuses, the request is
     rejected and none of them is charged, so a request refused by one rule does not
-    also eat into another rule's quota. Shadow buckets stand alone: each is charged
-    when it alone would have let the request through, so it measures what it would
-    do if it were enforced on its own.
+    also eat into another rule's quota. A rejected request charges no shadow bucket
+    either: it reached nothing, and what a client can make the limiter store must
+    grow with the requests it is let through, not with those it sends (a flood of
+    refused requests, each with a new value of a shadow rule's header, would leave a
+    bucket per value). A shadow bucket is charged when the request passes the enforced
+    rules and it alone would let it through, so it measures what it would do if it
+    were enforced on top of them.
     """
     every_enforced_allows = all(a for a, e in zip(allowed, enforced, strict=True) if e)
-    return [
-        (every_enforced_allows if e else a) and a for a, e in zip(allowed, enforced, strict=True)
-    ]
+    return [every_enforced_allows and a for a in allowed]

@@ -29,7 +29,7 @@ class RateLimitMetrics:
         self.backend_errors = Counter(
             "dockyard_api_ratelimit_backend_errors",
             "Requests whose counters could not be reached, by backend and by what the "
-            "failure mode did (open: allowed unchecked, closed: answered 503).",
+            "failure mode did (open: allowed unchecked, closed: counted in the replica's memory).",
             ["backend", "failure_mode"],
             registry=registry,
         )

@@ -12,6 +12,11 @@ This module owns the scope and match semantics, as pure code over plain values:
   (their user in ``subjects`` or one of their groups in ``groups``, RBAC-style).
 - **Keys.** Each rule counts per subject, client address or header value; callers
   without valid credentials, and requests without the header, count per address.
+- **Cap.** A namespace other than the platform's has at most
+  ``TENANT_RULES_PER_NAMESPACE`` rules in force: every request about it evaluates each
+  of them, in one Redis script. Its policies are taken oldest first (by creation time,
+  then name), each whole if its rules fit under the cap with those taken before it; a
+  policy that does not fit is not in force, and its report says so.
 
 ``PolicyIndex`` is rebuilt from the watch cache's objects on every change, and keeps
 per policy the verdict the status reporter writes as the ``Accepted`` condition.
@@ -42,6 +47,8 @@ from dockyard.core.models.ratelimit import (
 logger = logging.getLogger(__name__)
 
 AUTHENTICATED_GROUP = "system:authenticated"
+# Rules of one tenant namespace in force at once: two full policies (32 rules each).
+TENANT_RULES_PER_NAMESPACE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,27 +259,20 @@ class PolicyIndex:
         everywhere: list[CompiledRule] = []
         by_namespace: dict[str, list[CompiledRule]] = {}
         reports: dict[tuple[str, str], PolicyReport] = {}
+        policies: dict[tuple[str, str], RateLimitPolicy] = {}
         for obj in sorted(objects, key=_identity):
-            namespace, name = _identity(obj)
-            metadata = obj.get("metadata") or {}
-            try:
-                policy = RateLimitPolicy.model_validate(obj)
-            except ValidationError as exc:
-                # The CRD schema and CEL should have refused it; an object stored before
-                # a stricter CRD, or written around it, is ignored and says why.
-                reports[(namespace, name)] = PolicyReport(
-                    namespace=namespace,
-                    name=name,
-                    uid=str(metadata.get("uid", "")),
-                    generation=metadata.get("generation"),
-                    accepted=False,
-                    reason="Invalid",
-                    message=f"ignored: {_first_error(exc)}",
-                    rules=0,
-                )
-                logger.warning("rate limit policy %s/%s ignored: invalid", namespace, name)
-                continue
+            parsed = _parse(obj)
+            if isinstance(parsed, PolicyReport):
+                reports[(parsed.namespace, parsed.name)] = parsed
+            else:
+                policies[_identity(obj)] = parsed
+        beyond = _beyond_cap(policies, self.platform_namespace)
+        for (namespace, name), policy in policies.items():
             ref = PolicyRef(namespace, name, policy.metadata.uid or name, policy.spec.mode)
+            if (namespace, name) in beyond:
+                message = beyond[(namespace, name)]
+                reports[(namespace, name)] = _report(policy, ref, False, "TooManyRules", message, 0)
+                continue
             if namespace == self.platform_namespace:
                 compiled = [compile_rule(ref, rule) for rule in policy.spec.rules]
                 everywhere += compiled
@@ -289,15 +289,10 @@ class PolicyIndex:
                 policy, platform_namespace=self.platform_namespace, routes=self.routes
             )
             in_force = f"{len(compiled)} rule(s) in force ({policy.spec.mode.value})"
-            reports[(namespace, name)] = PolicyReport(
-                namespace=namespace,
-                name=name,
-                uid=ref.uid,
-                generation=policy.metadata.generation,
-                accepted=not problems,
-                reason="PathsNeverMatch" if problems else "RulesInForce",
-                message="; ".join(problems) if problems else in_force,
-                rules=len(compiled),
+            reports[(namespace, name)] = (
+                _report(policy, ref, False, "PathsNeverMatch", "; ".join(problems), len(compiled))
+                if problems
+                else _report(policy, ref, True, "RulesInForce", in_force, len(compiled))
             )
         self.everywhere = tuple(everywhere)
         self.by_namespace = {ns: tuple(rules) for ns, rules in by_namespace.items()}
@@ -313,6 +308,80 @@ class PolicyIndex:
                 r for r in self.by_namespace.get(target.namespace, ()) if r.matches_target(target)
             ]
         return rules
+
+
+def _parse(obj: Mapping[str, Any]) -> RateLimitPolicy | PolicyReport:
+    """The policy ``obj`` holds, or the report of why it is ignored."""
+    try:
+        return RateLimitPolicy.model_validate(obj)
+    except ValidationError as exc:
+        # The CRD schema and CEL should have refused it; an object stored before a
+        # stricter CRD, or written around it, is ignored and says why.
+        namespace, name = _identity(obj)
+        metadata = obj.get("metadata") or {}
+        logger.warning("rate limit policy %s/%s ignored: invalid", namespace, name)
+        return PolicyReport(
+            namespace=namespace,
+            name=name,
+            uid=str(metadata.get("uid", "")),
+            generation=metadata.get("generation"),
+            accepted=False,
+            reason="Invalid",
+            message=f"ignored: {_first_error(exc)}",
+            rules=0,
+        )
+
+
+def _beyond_cap(
+    policies: Mapping[tuple[str, str], RateLimitPolicy], platform_namespace: str
+) -> dict[tuple[str, str], str]:
+    """The tenant policies the cap on a namespace's rules leaves out of force, each with
+    the message its report gives.
+
+    Oldest first, so that a policy made later never takes an older one out of force;
+    each whole or not at all, as half a policy is a limit nobody wrote.
+    """
+    taken: dict[str, int] = {}
+    beyond: dict[tuple[str, str], str] = {}
+    for namespace, name in sorted(policies, key=lambda key: _age(key, policies[key])):
+        if namespace == platform_namespace:
+            continue
+        held, wanted = taken.get(namespace, 0), len(policies[(namespace, name)].spec.rules)
+        if held + wanted <= TENANT_RULES_PER_NAMESPACE:
+            taken[namespace] = held + wanted
+            continue
+        beyond[(namespace, name)] = (
+            f"not in force: namespace {namespace} may have {TENANT_RULES_PER_NAMESPACE} "
+            f"rules in force, its older policies have {held}, and this policy's {wanted} "
+            "would exceed that; remove rules or merge policies"
+        )
+    return beyond
+
+
+def _age(key: tuple[str, str], policy: RateLimitPolicy) -> tuple[float, str]:
+    """When the policy was made (then its name, for those made in the same second)."""
+    created = policy.metadata.creation_timestamp
+    return (created.timestamp() if created is not None else 0.0, key[1])
+
+
+def _report(
+    policy: RateLimitPolicy,
+    ref: PolicyRef,
+    accepted: bool,
+    reason: str,
+    message: str,
+    rules: int,
+) -> PolicyReport:
+    return PolicyReport(
+        namespace=ref.namespace,
+        name=ref.name,
+        uid=ref.uid,
+        generation=policy.metadata.generation,
+        accepted=accepted,
+        reason=reason,
+        message=message,
+        rules=rules,
+    )
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[str, str]:

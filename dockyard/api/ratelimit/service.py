@@ -103,8 +103,10 @@ class RateLimiting:
         authenticator: Authenticator | None,
     ) -> Verdict | None:
         """The verdict for a request that ``rules`` (already in scope and matching its
-        method and path) may count; None when none applies or the counters are down
-        and the failure mode is open. Raises the 503 problem when it is closed."""
+        method and path) may count; None when none applies, or when the shared counters
+        are down and the failure mode is open. When it is closed, this replica's own
+        memory counts instead until they are back (``_check``): never a 503 for Redis's
+        sake."""
         caller = ANONYMOUS
         if any(rule.needs_caller for rule in rules):
             identified = await self._identify(request, authenticator)

@@ -23,7 +23,9 @@ and only callers who may watch its kind cluster-wide see it. Every
 the namespaces the stream has been showing. When the token is no longer valid, or no
 such permission is left, the stream sends a last ``event: error`` with a problem
 document and ends. The re-check comes between batches of the event log too, so a long
-replay cannot put it off.
+replay cannot put it off. When the apiserver cannot say whether a live change may be
+shown, the stream ends the same way (``dependency-unavailable``): a live change is not
+replayed, so the client must learn that it may have missed one.
 
 What one stream may cost is bounded, whatever the caller may watch:
 
@@ -66,6 +68,15 @@ LOG_BATCH = 100
 LIVE_BUFFER = 1000
 # A write the client does not take within this many seconds drops the stream.
 WRITE_DEADLINE = 10.0
+# How a review (TokenReview, SubjectAccessReview, a namespace's read) fails while the
+# apiserver is away or hung.
+REVIEW_FAILURES = (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError)
+
+
+class _StoppedReading(Exception):
+    """The client took nothing for ``WRITE_DEADLINE`` seconds: nothing more can reach it.
+
+    Its own type, so that a review's TimeoutError is never taken for it."""
 
 
 class _Access:
@@ -89,7 +100,7 @@ class _Access:
     async def start(self) -> None:
         try:
             await self._start()
-        except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError) as exc:
+        except REVIEW_FAILURES as exc:
             logger.warning("stream access check failed", extra={"error": type(exc).__name__})
             raise errors.dependency_unavailable("kubernetes") from None
 
@@ -142,7 +153,7 @@ class _Access:
             else:
                 if await self._still_showing():
                     return None
-        except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError) as exc:
+        except REVIEW_FAILURES as exc:
             logger.warning("stream re-check failed", extra={"error": type(exc).__name__})
             return errors.dependency_unavailable("kubernetes")
         where = f"namespace {self.only}" if self.only else "any namespace it was showing"
@@ -260,8 +271,7 @@ async def _stream(
         async with cache.subscribe(maxsize=LIVE_BUFFER) as queue:
             with tail.listening():
                 await stream.run(cache, queue)
-    except TimeoutError:
-        # The client has not read for WRITE_DEADLINE seconds: nothing more can reach it.
+    except _StoppedReading:
         logger.warning("event stream dropped: the client stopped reading")
     except ConnectionResetError:
         pass  # the client went away
@@ -289,8 +299,11 @@ class _Stream:
         self.replay_waits = False
 
     async def send(self, data: bytes) -> None:
-        async with asyncio.timeout(WRITE_DEADLINE):
-            await self.response.write(data)
+        try:
+            async with asyncio.timeout(WRITE_DEADLINE):
+                await self.response.write(data)
+        except TimeoutError:
+            raise _StoppedReading from None
         self.last_write = self.loop.time()
 
     async def run(self, cache: WatchCache, queue: asyncio.Queue[Change]) -> None:
@@ -315,10 +328,24 @@ class _Stream:
                 if self.loop.time() - self.last_write >= KEEPALIVE:
                     await self.send(b": keep-alive\n\n")
                 continue
-            if await self.access.allows(change.namespace):
-                data = json.dumps({"type": change.type, "object": _public(change.object)})
-                # No id: live changes are not replayed; Last-Event-ID keeps the log's.
-                await self.send(f"event: {change.type}\ndata: {data}\n\n".encode())
+            if not await self._live(change):
+                return
+
+    async def _live(self, change: Change) -> bool:
+        """Send ``change`` if the caller may watch its namespace; False once the stream
+        has ended because the apiserver could not say. A live change is not replayed, so
+        the client is told (``dependency-unavailable``) rather than left to miss it."""
+        try:
+            shown = await self.access.allows(change.namespace)
+        except REVIEW_FAILURES as exc:
+            logger.warning("live change access unknown", extra={"error": type(exc).__name__})
+            await self.end(errors.dependency_unavailable("kubernetes"))
+            return False
+        if shown:
+            data = json.dumps({"type": change.type, "object": _public(change.object)})
+            # No id: live changes are not replayed; Last-Event-ID keeps the log's.
+            await self.send(f"event: {change.type}\ndata: {data}\n\n".encode())
+        return True
 
     async def _logged(self) -> None:
         """Send the logged events after the cursor that the caller may watch, until the
@@ -341,7 +368,7 @@ class _Stream:
                     shown = await self.access.may_watch(
                         row.resource, row.namespace
                     ) and await self.access.of_this_namespace(row)
-                except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError) as exc:
+                except REVIEW_FAILURES as exc:
                     # Not shown, not skipped: the replay goes on from here next interval.
                     logger.warning("event access unknown", extra={"error": type(exc).__name__})
                     self.replay_waits = True
@@ -371,11 +398,17 @@ def _resume_point(request: web.Request) -> int | None:
     problems = [
         errors.FieldError(field=source, message="not an event id from this stream")
         for source, value in given
-        if not value.isdigit() or len(value) > 18
+        if not _event_id(value)
     ]
     if problems:
         raise errors.validation_failed(problems)
     return int(given[0][1]) if given else None
+
+
+def _event_id(value: str) -> bool:
+    """Whether ``value`` can be a log seq (a bigint): ASCII digits only, as
+    ``str.isdigit`` also takes "²", which ``int`` refuses, and "١٢", which it reads as 12."""
+    return value.isascii() and value.isdigit() and len(value) <= 18
 
 
 async def _newest(request: web.Request) -> int:

@@ -29,6 +29,8 @@ PATCHABLE = frozenset({"spec", "metadata"})
 PATCHABLE_METADATA = frozenset({"labels", "annotations"})
 MERGE_PATCH_TYPES = frozenset({"application/merge-patch+json", "application/json"})
 OPERATOR_BOOKKEEPING = f"{OPERATOR_ANNOTATIONS}/"
+# A resourceVersion is a decimal uint64: 18446744073709551615 has 20 digits.
+RESOURCE_VERSION_DIGITS = 20
 
 
 def public(obj: dict[str, Any]) -> dict[str, Any]:
@@ -63,10 +65,22 @@ def if_match(request: web.Request) -> str | None:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    # Every resourceVersion the apiserver issues is a positive integer: "0" never matches.
-    if not value.isdigit() or int(value) == 0:
+    if not _resource_version(value):
         raise errors.precondition_failed(f"If-Match {header!r} is not an ETag this API issued.")
     return value
+
+
+def _resource_version(value: str) -> bool:
+    """Whether ``value`` can be a resourceVersion the apiserver issued: a positive decimal
+    uint64 ("0" never matches). ASCII digits only, and their count checked before ``int``
+    reads them: ``str.isdigit`` also takes "²", which ``int`` refuses, and ``int`` refuses
+    more than 4,300 digits."""
+    return (
+        value.isascii()
+        and value.isdigit()
+        and len(value) <= RESOURCE_VERSION_DIGITS
+        and 0 < int(value) < 2**64
+    )
 
 
 def caller(request: web.Request) -> CallerToken:
