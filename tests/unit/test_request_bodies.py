@@ -7,6 +7,9 @@ past the check and later made a 500 (hashing it for an Idempotency-Key recursed)
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from typing import Any
 from unittest import mock
 
@@ -70,3 +73,52 @@ async def test_a_utf8_body_parses_with_brackets_and_quotes_inside_its_strings() 
 async def test_a_deep_utf8_body_is_still_too_deep() -> None:
     problem = await refusal(hidden_depth(LEVELS).encode())
     assert (problem["status"], problem["type"]) == (400, errors.BODY_TOO_DEEP.uri)
+
+
+_PARSE_A_MEGABYTE = """
+import json
+from dockyard.api import errors
+from dockyard.api.bodies import parse
+try:
+    parse(('"' + '\\\\"' * ((1 << 20) // 2 - 1)).encode())
+except errors.Problem as problem:
+    print(json.dumps(problem.document(instance="/", request_id=None).model_dump(exclude_none=True)))
+"""
+
+
+def test_a_megabyte_of_escaped_quotes_is_refused_as_not_json_without_a_stall() -> None:
+    """One quote, then ``\\"`` up to 1 MiB: an unterminated string. The depth check once
+    stripped strings with a regular expression that started again at each escaped quote,
+    quadratic here: minutes of one core with the event loop (and the GIL) held. In a
+    process of its own, so that a parse that does not end fails the test, not hangs it."""
+    try:
+        done = subprocess.run(  # this interpreter, a fixed script
+            [sys.executable, "-c", _PARSE_A_MEGABYTE],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the body was still being parsed after 60 s")
+    problem = json.loads(done.stdout)
+    [error] = problem["errors"]
+    assert (problem["status"], error["field"]) == (422, "(body)")
+    assert "not valid JSON" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "deep"),
+    [
+        ("[" * 32 + "]" * 32, False),
+        ("[" * 33 + "]" * 33, True),
+        ('{"a": ' * 32 + "1" + "}" * 32, False),
+        ('{"a": ' * 33 + "1" + "}" * 33, True),
+        ('["[[[[", {"b": "]]]]"}]', False),
+    ],
+)
+async def test_depth_counts_arrays_and_objects_not_brackets_inside_strings(
+    body: str, deep: bool
+) -> None:
+    if deep:
+        problem = await refusal(body.encode())
+        assert (problem["status"], problem["type"]) == (400, errors.BODY_TOO_DEEP.uri)
+    else:
+        assert await read_json(post(body.encode())) is not None
