@@ -150,6 +150,8 @@ class Claimed:
 
     id: int
     webhook_uid: str
+    namespace: str
+    """The Webhook's namespace (whose share of the dispatcher's slots it takes)."""
     event_id: str
     attempt: int
     due_since: datetime
@@ -237,6 +239,7 @@ async def claim(
         Claimed(
             id=r["id"],
             webhook_uid=r["webhook_uid"],
+            namespace=r["namespace"],
             event_id=r["event_id"],
             attempt=r["attempts"],
             due_since=r["due_since"],

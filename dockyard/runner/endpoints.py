@@ -178,12 +178,25 @@ async def _resolve(host: str, port: int, label: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, refusing (``OSError``) a host with any address not allowed."""
+class AddressRefused(OSError):
+    """A connection's host resolved to an address the policy refuses; ``str()`` is the
+    whole message, ``host`` and ``kind`` say it without the address (the webhook
+    dispatcher shows a tenant that, not the platform's internal addresses)."""
 
-    def __init__(self, policy: EndpointPolicy) -> None:
+    def __init__(self, message: str, host: str, address: str, kind: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.address = address
+        self.kind = kind
+
+
+class GuardedResolver(AbstractResolver):
+    """A resolver (aiohttp's default, or ``inner``) refusing (``AddressRefused``, an
+    ``OSError``) a host with any address not allowed."""
+
+    def __init__(self, policy: EndpointPolicy, inner: AbstractResolver | None = None) -> None:
         self._policy = policy
-        self._inner = DefaultResolver()
+        self._inner = inner if inner is not None else DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -193,7 +206,8 @@ class GuardedResolver(AbstractResolver):
             try:
                 self._policy.check_address(host, result["host"])
             except EndpointRefused as exc:
-                raise OSError(exc.message) from None
+                ip = reached(ipaddress.ip_address(result["host"].split("%", 1)[0]))
+                raise AddressRefused(exc.message, host, str(ip), _kind(ip)) from None
         return results
 
     async def close(self) -> None:

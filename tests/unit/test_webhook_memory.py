@@ -57,7 +57,7 @@ def _dispatcher() -> tuple[Dispatcher, Target, CollectorRegistry]:
 
 def _claimed(due_since: datetime | None = None) -> store.Claimed:
     since = due_since or datetime.now(UTC)
-    return store.Claimed(1, "uid-1", "evt_1", 1, since, "backup.completed", {})
+    return store.Claimed(1, "uid-1", "team", "evt_1", 1, since, "backup.completed", {})
 
 
 def _forgotten(dispatcher: Dispatcher, registry: CollectorRegistry) -> bool:
@@ -68,7 +68,8 @@ def _forgotten(dispatcher: Dispatcher, registry: CollectorRegistry) -> bool:
         )
         for result in ("delivered", "failed", "dead_lettered")
     ]
-    memory = (dispatcher._last, dispatcher._failures, dispatcher._shown)
+    statuses = dispatcher.statuses
+    memory = (statuses.last, statuses.failures, statuses.shown)
     return memory == ({}, {}, {}) and series == [None, None, None]
 
 
@@ -87,7 +88,8 @@ async def test_a_delivery_finishing_after_its_webhook_was_removed_brings_nothing
     dispatcher._post = post  # type: ignore[method-assign]
     await dispatcher._deliver(_claimed())
 
-    assert (dispatcher._last, dispatcher._failures, dispatcher._shown) == ({}, {}, {})
+    statuses = dispatcher.statuses
+    assert (statuses.last, statuses.failures, statuses.shown) == ({}, {}, {})
     assert not dispatcher.breakers._states
     assert "webhook:uid-1" not in dispatcher.breakers._factory.uow.contexts.breakers  # type: ignore[attr-defined]
     delivered = registry.get_sample_value(
@@ -145,6 +147,7 @@ async def test_an_unexpected_error_is_stored_by_its_type_alone(
     monkeypatch.setattr(store, "fan_out", fan_out)
     monkeypatch.setattr(store, "claim", claim)
     await dispatcher.run_once()
+    await dispatcher.flights.join()
 
     written = cast(_Deliveries, dispatcher.pool).writes
     assert written

@@ -1,7 +1,10 @@
 """``spec_diff``: what an update changed, as the audit trail records it.
 
 Handlers of updates put it in ``request[keys.AUDIT]``; the middleware stores it in the
-row's ``diff``. Values under secret-looking keys never enter it in clear.
+row's ``diff``. Values under secret-looking keys never enter it in clear, nor do the
+credentials a URL may carry: under a key naming a URL (``url``, ``webhookUrl``), the
+user info and the fragment are redacted, and each query parameter's value, as receivers
+take tokens there (``https://host/hook?token=[redacted]``).
 """
 
 from __future__ import annotations
@@ -9,9 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 # Keys whose values never enter a diff in clear (compared with "-" and "_" removed).
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|apikey|privatekey|credentials?)$", re.I)
+_URL_KEY = re.compile(r"url$", re.I)
 REDACTED = "[redacted]"
 
 
@@ -24,7 +29,8 @@ def spec_diff(
     merge patch (the API's update format) replaces lists whole. A field only in
     ``after`` has no ``from``, one only in ``before`` no ``to``, so a removal is not
     mistaken for a change to null. Paths are RFC 6901 pointers (``~`` and ``/`` in keys
-    escaped). Values under secret-looking keys (password, token, ...) are redacted.
+    escaped). Values under secret-looking keys (password, token, ...) are redacted, and
+    the credentials of URLs under URL keys (``redact_url``).
     """
     changes: dict[str, dict[str, Any]] = {}
     _compare("", before or {}, after or {}, changes, secret=False)
@@ -32,22 +38,29 @@ def spec_diff(
 
 
 def _compare(
-    path: str, before: Any, after: Any, out: dict[str, dict[str, Any]], *, secret: bool
+    path: str,
+    before: Any,
+    after: Any,
+    out: dict[str, dict[str, Any]],
+    *,
+    secret: bool,
+    url: bool = False,
 ) -> None:
     if isinstance(before, Mapping) and isinstance(after, Mapping):
         for key in sorted(set(before) | set(after), key=str):
             child = f"{path}/{_pointer_token(str(key))}"
             hidden = secret or _is_secret_key(str(key))
+            named_url = _is_url_key(str(key))
             if key not in after:
-                out[child] = {"from": _redact(before[key], hidden)}
+                out[child] = {"from": _redact(before[key], hidden, named_url)}
             elif key not in before:
-                out[child] = {"to": _redact(after[key], hidden)}
+                out[child] = {"to": _redact(after[key], hidden, named_url)}
             else:
-                _compare(child, before[key], after[key], out, secret=hidden)
+                _compare(child, before[key], after[key], out, secret=hidden, url=named_url)
         return
     # True == 1 to Python, not to JSON.
     if isinstance(before, bool) != isinstance(after, bool) or before != after:
-        out[path or "/"] = {"from": _redact(before, secret), "to": _redact(after, secret)}
+        out[path or "/"] = {"from": _redact(before, secret, url), "to": _redact(after, secret, url)}
 
 
 def _pointer_token(key: str) -> str:
@@ -58,11 +71,47 @@ def _is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key.replace("-", "").replace("_", "")))
 
 
-def _redact(value: Any, secret: bool) -> Any:
+def _is_url_key(key: str) -> bool:
+    return bool(_URL_KEY.search(key))
+
+
+def _redact(value: Any, secret: bool, url: bool = False) -> Any:
     if secret:
         return REDACTED
+    if url and isinstance(value, str):
+        return redact_url(value)
     if isinstance(value, Mapping):
-        return {k: _redact(v, _is_secret_key(str(k))) for k, v in value.items()}
+        return {
+            k: _redact(v, _is_secret_key(str(k)), _is_url_key(str(k))) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_redact(v, False) for v in value]
     return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user info, its fragment and each query parameter's value
+    redacted; scheme, host, port, path and the parameters' names stay, so that a change
+    of receiver still shows. A value that does not parse as a URL, or may hide user info
+    where no host was read, is redacted whole."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    if not parts.netloc and "@" in parts.path:
+        return REDACTED  # no scheme: "user:password@host/..." read as a path
+    _, at, host = parts.netloc.rpartition("@")
+    netloc = f"{REDACTED}@{host}" if at else host
+    query = "&".join(
+        f"{name}={REDACTED}" if sep else REDACTED
+        for name, sep, _ in (p.partition("=") for p in parts.query.split("&"))
+    )
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            query if parts.query else "",
+            REDACTED if parts.fragment else "",
+        )
+    )

@@ -4,8 +4,13 @@
 Redelivery makes the Webhook's dead letters (deliveries given up after
 ``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER``) pending again, all of them or one event's
 (``{"eventId": "evt_..."}``); the operator's dispatcher then delivers them with a fresh
-dead-letter clock. It needs ``patch`` on the Webhook, and its audit row and the
-revival are one transaction.
+dead-letter clock. It needs ``patch`` on the Webhook.
+
+The revival is one transaction of its own; its audit row (with the revived event ids)
+is not in it. The audit middleware first makes sure the trail can be written (503
+otherwise, before anything is revived) and writes the row after the revival committed,
+as for every request; should PostgreSQL fail in between, the revival stands and the
+lost row is logged as ``audit.write_failed``.
 """
 
 from __future__ import annotations

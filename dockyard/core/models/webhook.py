@@ -59,9 +59,12 @@ class WebhookSpec(CRModel):
     the Ready condition."""
     secret_ref: SecretKeyReference
     """The Secret key holding the signing secret, in the Standard Webhooks form whsec_<base64>, in
-    the Webhook's namespace."""
+    the Webhook's namespace. The key (the decoded base64) is at least 24 bytes long; a shorter one
+    is refused (Ready=False, InvalidSecret)."""
     suspend: bool = False
-    """Stop delivering; events logged meanwhile are delivered on resume."""
+    """Stop delivering. Events logged meanwhile are delivered on resume if it comes within
+    DOCKYARD_EVENT_RETENTION_DAYS (default 30) of when each was logged: older ones are purged from
+    the event log undelivered. The same holds while the Webhook is not Ready."""
 
     def wants(self, event_type: str) -> bool:
         return EVERY_EVENT in self.events or event_type in self.events
@@ -79,7 +82,7 @@ class LastDelivery(CRModel):
     succeeded: bool
     """Whether the receiver answered 2xx."""
     status_code: int | None = Field(default=None, ge=100, le=599)
-    """The receiver's HTTP status, if any."""
+    """The receiver's HTTP status, if any; one outside 100-599 is given in error only."""
     error: str | None = Field(default=None, max_length=512)
     """Why it failed, when it failed."""
 
@@ -94,7 +97,8 @@ class WebhookStatus(Status):
     last_delivery: LastDelivery | None = None
     """The last delivery attempt."""
     consecutive_failures: int = Field(default=0, ge=0)
-    """Failed attempts since the last success."""
+    """Failed attempts since the last success (deliveries the open breaker held back were not
+    attempted and are not counted)."""
     breaker: BreakerState = BreakerState.CLOSED
     """The endpoint's circuit breaker: Open while deliveries are held back."""
     pending: int = Field(default=0, ge=0)

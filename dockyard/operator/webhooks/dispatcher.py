@@ -3,21 +3,24 @@
 A pass:
 
 1. fans out the events logged since each ready Webhook's cursor into deliveries;
-2. claims due deliveries (``webhook_deliveries.claim``: one replica per attempt), the
-   batch shared among the namespaces that have deliveries due;
-3. delivers each, at most ``CONCURRENCY`` at once, signed as Standard Webhooks says
-   (``webhook-id`` is the event's id, so a receiver deduplicates on it);
-4. records the result: delivered on a 2xx; otherwise retried after an exponential
-   backoff with jitter, or given up (a dead letter) once the delivery has been
-   due for ``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER`` (time parked, its Webhook suspended
-   or not Ready, is not counted: ``webhook_deliveries.wake``);
-5. writes each Webhook's status when what it shows changed.
+2. claims due deliveries (``webhook_deliveries.claim``: one replica per attempt) into
+   the free slots of ``Flights`` (``flights.CONCURRENCY`` in all), shared among the
+   namespaces that have deliveries due, and starts each without waiting for it;
+3. writes each Webhook's status when what it shows changed.
+
+Each delivery is signed as Standard Webhooks says (``webhook-id`` is the event's id, so
+a receiver deduplicates on it), and its result recorded: delivered on a 2xx; otherwise
+retried after an exponential backoff with jitter, or given up (a dead letter) once the
+delivery has been due for ``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER`` (time parked, its
+Webhook suspended or not Ready, is not counted: ``webhook_deliveries.wake``).
 
 Each endpoint has a circuit breaker of its own (purgatory, through ``Breakers``): after
 ``DOCKYARD_WEBHOOK_BREAKER_FAILURES`` failures in a row, its deliveries wait out
-``DOCKYARD_WEBHOOK_BREAKER_OPEN_SECONDS`` without an attempt, then one is let through.
-Every connection goes through the SSRF guard's resolver: a name that resolves to a
-private, loopback or link-local address is refused unless the settings allow it.
+``DOCKYARD_WEBHOOK_BREAKER_OPEN_SECONDS`` without an attempt (none is counted as one),
+then one is let through. Every connection goes through the SSRF guard's resolver: a
+name that resolves to a private, loopback or link-local address is refused unless the
+settings allow it. Names are looked up in threads of the dispatcher's own
+(``NameLookups``), never in the event loop's shared pool.
 """
 
 from __future__ import annotations
@@ -35,12 +38,7 @@ from dockyard.core import webhook_deliveries as store
 from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable
 from dockyard.core.kube import KubeClient
 from dockyard.core.metrics import OperatorMetrics
-from dockyard.core.models.webhook import (
-    BreakerState,
-    LastDelivery,
-    Webhook,
-    WebhookConditionType,
-)
+from dockyard.core.models.webhook import Webhook, WebhookConditionType
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
 from dockyard.operator.store import KindStore
@@ -48,9 +46,13 @@ from dockyard.operator.webhooks.failures import (
     DeliveryFailed,
     backoff,
     describe,
+    refused_address,
     trips_breaker,
 )
+from dockyard.operator.webhooks.flights import CONCURRENCY, Flights
+from dockyard.operator.webhooks.lookups import NameLookups
 from dockyard.operator.webhooks.retention import DeliveryRetention
+from dockyard.operator.webhooks.statuses import Statuses
 from dockyard.operator.webhooks.targets import (
     Target,
     TargetRefused,
@@ -62,18 +64,12 @@ from dockyard.runner.endpoints import EndpointPolicy, GuardedResolver
 
 logger = logging.getLogger(__name__)
 
-CONCURRENCY: Final = 8
-CLAIM_BATCH: Final = 50
 USER_AGENT: Final = "dockyard-webhooks"
 # How long a suspended Webhook's delivery is parked before it is looked at again.
 SUSPENDED_RECHECK: Final = 300.0
 # Of a receiver's answer, at most this much of the body is read (it is not kept).
 RESPONSE_READ_LIMIT: Final = 64 * 1024
-_BREAKER_VALUES: Final = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-_BREAKER_STATES: Final = {
-    "opened": BreakerState.OPEN,
-    "half-opened": BreakerState.HALF_OPEN,
-}
+_DATABASE_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class Dispatcher:
@@ -104,18 +100,20 @@ class Dispatcher:
         )
         self.webhooks = KindStore(kube, Webhook)
         self._session: aiohttp.ClientSession | None = None
+        self._lookups: NameLookups | None = None
+        self.flights = Flights()
         self._task: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
-        # What each Webhook's status last showed (uid -> status), to write only changes.
-        self._shown: dict[str, dict[str, Any]] = {}
-        self._last: dict[str, LastDelivery] = {}
-        self._failures: dict[str, int] = {}
+        self.statuses = Statuses(self.webhooks, self.breakers, metrics)
         self.retention = DeliveryRetention(kube, pool, settings)
 
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=CONCURRENCY)
+        self._lookups = NameLookups(timeout=self.settings.webhook_timeout)
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self.policy, self._lookups), limit=CONCURRENCY
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout),
@@ -130,16 +128,33 @@ class Dispatcher:
     async def close(self) -> None:
         for task in (self._task, self._retention):
             await cancel_and_wait(task)
+        await self.flights.cancel()
         if self._session is not None:
             await self._session.close()
+        if self._lookups is not None:
+            await self._lookups.close()
 
     async def check(self, body: dict[str, Any]) -> None:
         """Check a created, changed or resumed Webhook; deliver to it only if it passes.
 
         ``Ready`` says which: True, or False with the reason (``URLRefused``,
         ``UnknownEventType``, ``SecretNotFound``, ``InvalidSecret``) and what to fix.
+        A check that fails otherwise (the apiserver or the database out) stops
+        deliveries to the Webhook until one succeeds (Kopf retries it): the spec it last
+        passed with, perhaps an old URL or not yet ``suspend``, is not delivered to.
         """
         webhook = self.webhooks.parse(body)
+        uid = webhook.metadata.uid or ""
+        try:
+            await self._check(webhook)
+        except BaseException:
+            current = self.targets.get(uid)
+            if current is None or current.spec != webhook.spec:
+                self._drop(uid)
+                self._refused.add(uid)  # its deliveries are parked as they come up
+            raise
+
+    async def _check(self, webhook: Webhook) -> None:
         meta = webhook.metadata
         namespace, name, uid = meta.namespace or "", meta.name or "", meta.uid or ""
         generation = meta.generation or 0
@@ -181,8 +196,7 @@ class Dispatcher:
 
     def _drop(self, uid: str) -> None:
         target = self.targets.pop(uid, None)
-        for memory in (self._shown, self._last, self._failures):
-            memory.pop(uid, None)
+        self.statuses.forget(uid)
         self.breakers.forget(Dependency.WEBHOOK, uid)
         if target is not None and self.metrics is not None:
             self.metrics.forget_webhook(target.namespace, target.name)
@@ -213,14 +227,14 @@ class Dispatcher:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except _DATABASE_ERRORS as exc:
                 logger.warning("webhook pass failed", extra={"error": type(exc).__name__})
             except Exception:
                 logger.exception("webhook pass failed")
             await asyncio.sleep(self.settings.webhook_interval)
 
     async def run_once(self) -> None:
-        """One pass: fan out, claim, deliver, show."""
+        """One pass: fan out, claim into the free slots and start, show."""
         if not self.targets:
             return  # no Webhook: an idle operator asks the database nothing
         ready = [t for t in self.targets.values() if not t.spec.suspend]
@@ -232,28 +246,38 @@ class Dispatcher:
                 target.name,
                 lambda row, t=target: t.wants(row.type, row.namespace),  # type: ignore[misc]
             )
-        namespaces = {t.namespace for t in self.targets.values()}
-        claimed = await store.claim(
-            self.pool,
-            namespaces,
-            CLAIM_BATCH,
-            lease=self._lease(),
-            everywhere=self.settings.namespace,
-        )
-        semaphore = asyncio.Semaphore(CONCURRENCY)
-
-        async def one(delivery: store.Claimed) -> None:
-            async with semaphore:
-                try:
-                    await self._deliver(delivery)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                    raise  # the database: the pass fails, the lease brings it back
-                except Exception as exc:
-                    logger.exception("webhook delivery failed unexpectedly")
-                    await store.retry(self.pool, delivery.id, self._lease(), None, describe(exc))
-
-        await asyncio.gather(*(one(d) for d in claimed))
+        await self._claim({t.namespace for t in self.targets.values()})
         await self._show()
+
+    async def _claim(self, namespaces: set[str]) -> None:
+        """Claim due deliveries into the free slots, the namespaces with fewest in flight
+        first (``Flights.offers``), and start each."""
+        for offered, most in self.flights.offers(namespaces):
+            room = min(self.flights.free(), most)
+            if room <= 0:
+                return
+            claimed = await store.claim(
+                self.pool, offered, room, lease=self._lease(), everywhere=self.settings.namespace
+            )
+            for delivery in claimed:
+                self.flights.launch(delivery.namespace, self._attempt(delivery))
+
+    async def _attempt(self, delivery: store.Claimed) -> None:
+        """Deliver, and record any outcome: an unexpected error as a failed attempt; a
+        database out leaves the delivery to its lease."""
+        try:
+            try:
+                await self._deliver(delivery)
+            except _DATABASE_ERRORS:
+                raise
+            except Exception as exc:
+                logger.exception("webhook delivery failed unexpectedly")
+                await store.retry(self.pool, delivery.id, self._lease(), None, describe(exc))
+        except _DATABASE_ERRORS as exc:
+            logger.warning(
+                "webhook delivery not recorded; its lease brings it back",
+                extra={"event_id": delivery.event_id, "error": type(exc).__name__},
+            )
 
     def _lease(self) -> float:
         # Longer than an attempt can take, so no other replica retries one in flight.
@@ -278,31 +302,27 @@ class Dispatcher:
                 status = await self._post(target, delivery)
         except DependencyUnavailable as exc:
             cause = exc.__cause__
+            if cause is None:
+                await self._held_back(target, delivery, exc.reason, exc.retry_after)
+                return
             if isinstance(cause, DeliveryFailed):
-                status = cause.status
-            error = exc.reason if cause is None else describe(cause)
-            await self._failed(target, delivery, status, error, exc.retry_after)
+                status = cause.recorded
+            elif (refused := refused_address(cause)) is not None:
+                logger.debug(
+                    "webhook host refused",
+                    extra={"host": refused.host, "address": refused.address},
+                )
+            await self._failed(target, delivery, status, describe(cause), exc.retry_after)
             return
-        self._known(target)  # the POST may have brought a removed Webhook's breaker back
+        # The POST may have brought a removed Webhook's breaker back. Before any await:
+        # the guard has just closed the breaker, and a status shown meanwhile (by the next
+        # pass, deliveries being in flight across passes) must not say Closed beside the
+        # failures of before.
+        if self._known(target):
+            self.statuses.delivered(target, delivery, status)
         await store.delivered(self.pool, delivery.id, status)
-        if self._known(target):  # and it may have been removed while the row was written
+        if self._known(target):  # it may have been removed while the row was written
             self._count(target, "delivered")
-            self._failures[target.uid] = 0
-            self._remember(target, delivery, status)
-
-    def _remember(
-        self, target: Target, delivery: store.Claimed, status: int | None, error: str | None = None
-    ) -> None:
-        """Keep the last attempt for the Webhook's status: delivered, or failed with
-        ``error`` (cut to what the status holds)."""
-        self._last[target.uid] = LastDelivery(
-            event_id=delivery.event_id,
-            type=delivery.type,
-            at=datetime.now(UTC),
-            succeeded=error is None,
-            status_code=status,
-            error=None if error is None else error[:512],
-        )
 
     async def _post(self, target: Target, delivery: store.Claimed) -> int:
         if self._session is None:
@@ -334,21 +354,11 @@ class Dispatcher:
         error: str,
         breaker_wait: float,
     ) -> None:
-        known = self._known(target)
-        if known:
-            self._failures[target.uid] = self._failures.get(target.uid, 0) + 1
+        if self._known(target):
             self._count(target, "failed")
-            self._remember(target, delivery, status, error)
-        due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()
-        if due_for >= self.settings.webhook_dead_letter_after:
-            await store.give_up(self.pool, delivery.id, status, error)
-            if self._known(target):
-                self._count(target, "dead_lettered")
-            logger.warning(
-                "webhook delivery given up",
-                extra={"webhook": f"{target.namespace}/{target.name}",
-                       "event_id": delivery.event_id, "attempts": delivery.attempt},
-            )  # fmt: skip
+            self.statuses.failed(target, delivery, status, error)
+        if self._overdue(delivery):
+            await self._give_up(target, delivery, status, error)
             return
         delay = backoff(
             delivery.attempt, self.settings.webhook_backoff_base, self.settings.webhook_backoff_max
@@ -357,44 +367,38 @@ class Dispatcher:
             delay = max(delay, breaker_wait)
         await store.retry(self.pool, delivery.id, delay, status, error)
 
+    async def _held_back(
+        self, target: Target, delivery: store.Claimed, reason: str, breaker_wait: float
+    ) -> None:
+        """The open breaker refused the delivery: no attempt was made, so none is
+        counted (the claim's is taken back) and the status keeps the last real one. It
+        waits for the breaker, or is given up once due past the dead-letter window."""
+        self._known(target)  # the guard may have brought a removed Webhook's breaker back
+        if self._overdue(delivery):
+            await self._give_up(target, delivery, None, reason)
+        else:
+            await store.postpone(self.pool, delivery.id, breaker_wait)
+
+    def _overdue(self, delivery: store.Claimed) -> bool:
+        due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()
+        return due_for >= self.settings.webhook_dead_letter_after
+
+    async def _give_up(
+        self, target: Target, delivery: store.Claimed, status: int | None, error: str
+    ) -> None:
+        await store.give_up(self.pool, delivery.id, status, error)
+        if self._known(target):
+            self._count(target, "dead_lettered")
+        logger.warning(
+            "webhook delivery given up",
+            extra={"webhook": f"{target.namespace}/{target.name}",
+                   "event_id": delivery.event_id, "attempts": delivery.attempt},
+        )  # fmt: skip
+
     # -- status -------------------------------------------------------------------------
 
-    def breaker_state(self, uid: str) -> BreakerState:
-        state = self.breakers.state_of(Dependency.WEBHOOK, uid)
-        return _BREAKER_STATES.get(state, BreakerState.CLOSED)
-
     async def _show(self) -> None:
-        if not self.targets:
-            return
-        counts = await store.counts(self.pool, list(self.targets))
-        for uid, target in list(self.targets.items()):
-            if uid not in self.targets:
-                continue  # removed while an earlier one's status was written
-            if self.metrics is not None:
-                labels = (target.namespace, target.name)
-                state = self.breaker_state(uid)
-                self.metrics.breaker.labels(*labels).set(_BREAKER_VALUES[state])
-                self.metrics.dead_letters.labels(*labels).set(counts[uid]["dead"])
-                self.metrics.pending.labels(*labels).set(counts[uid]["pending"])
-            last = self._last.get(uid)
-            shown = {
-                "lastDelivery": last.model_dump(mode="json", by_alias=True, exclude_none=True)
-                if last is not None
-                else None,
-                "consecutiveFailures": self._failures.get(uid, 0),
-                "breaker": self.breaker_state(uid).value,
-                "pending": counts[uid]["pending"],
-                "deadLetters": counts[uid]["dead"],
-            }
-            if self._shown.get(uid) == shown:
-                continue
-            if (
-                await self.webhooks.write_status(
-                    target.namespace,
-                    target.name,
-                    {k: v for k, v in shown.items() if v is not None},
-                    uid=uid,
-                )
-                and uid in self.targets
-            ):
-                self._shown[uid] = shown
+        if self.targets:
+            await self.statuses.show(
+                self.targets, await store.counts(self.pool, list(self.targets))
+            )

@@ -5,6 +5,10 @@ scheme and literal address (the SSRF guard; names are checked again at every
 connection), its event types, and its signing secret, read from the Secret it names.
 A Webhook that fails a check gets ``Ready=False`` with the reason, and nothing is
 delivered to it until it is fixed.
+
+A signing secret is ``whsec_`` and the base64 of its key, of ``MIN_SECRET_BYTES`` bytes
+at least (Standard Webhooks recommends 24 to 64 random bytes): a shorter key, an empty
+one included, is ``InvalidSecret``, as is anything that does not decode.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import binascii
 import contextlib
 from dataclasses import dataclass
+from typing import Final
 
 from standardwebhooks.webhooks import Webhook as Signer
 
@@ -24,6 +29,7 @@ from dockyard.runner.endpoints import EndpointPolicy, EndpointRefused
 
 # The Standard Webhooks form of a signing secret (a prefix, not a secret).
 SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105
+MIN_SECRET_BYTES: Final = 24
 
 
 class TargetRefused(Exception):
@@ -78,17 +84,31 @@ async def read_signer(kube: KubeClient, namespace: str, spec: WebhookSpec) -> Si
     if not encoded:
         raise TargetRefused("SecretNotFound", f"Secret {ref.name} has no key {ref.key}")
     try:
-        value = base64.b64decode(encoded).decode()
-        if not value.startswith(SECRET_PREFIX):
-            raise ValueError
-        signer = Signer(value)
+        return signer_of(base64.b64decode(encoded).decode())
     except (ValueError, binascii.Error, UnicodeDecodeError):
         # Never the value itself: it is a secret.
         raise TargetRefused(
             "InvalidSecret",
-            f"Secret {ref.name} key {ref.key} is not a signing secret of the form whsec_<base64>",
+            f"Secret {ref.name} key {ref.key} is not a signing secret of the form "
+            f"whsec_<base64 of at least {MIN_SECRET_BYTES} random bytes>",
         ) from None
-    return signer
+
+
+def signer_of(value: str) -> Signer:
+    """The signer of a ``whsec_<base64>`` secret; ``ValueError`` for anything else, or a
+    key shorter than ``MIN_SECRET_BYTES``.
+
+    The key is decoded as the Standard Webhooks libraries decode it (padding optional),
+    so that receivers verifying with them agree on it, and handed to the signer as
+    bytes: the library's own errors, such as its ``EmptyWebhookSecretError`` for a bare
+    ``whsec_``, are not ``ValueError``s.
+    """
+    if not value.startswith(SECRET_PREFIX):
+        raise ValueError("not a whsec_ secret")
+    key = base64.b64decode(value.removeprefix(SECRET_PREFIX) + "==")
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError("the key is too short")
+    return Signer(key)
 
 
 def check_url(policy: EndpointPolicy, url: str) -> None:
