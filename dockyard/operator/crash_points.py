@@ -21,6 +21,8 @@ SWITCH_OVER_RENAMED: Final = "switch-over:renamed"
 
 SWITCH_OVER_DONE: Final = "switch-over:done"
 """After a restore's switch-over completed, before its Completed status is written."""
+RESTORE_COMPLETED: Final = "restore:completed"
+"""After a restore's Completed status is written, before its retired database is dropped."""
 
 
 def exit_here(point: str) -> None:
@@ -32,6 +34,7 @@ def exit_here(point: str) -> None:
 __all__ = [
     "ENV",
     "EXIT_CODE",
+    "RESTORE_COMPLETED",
     "SWITCH_OVER_DONE",
     "SWITCH_OVER_REFUSED",
     "SWITCH_OVER_RENAMED",

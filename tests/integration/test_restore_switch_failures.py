@@ -7,8 +7,10 @@ what the application wrote to the restored database since: ``replace`` asks the 
 what happened. Each server below is the real one; only the failure is injected, after
 (or instead of) the real statements.
 
-The last test runs a Restore's recovery as the operator runs it, against the real
-apiserver (in a namespace no operator watches) and the platform database's audit trail.
+The last tests run a Restore's passes as the operator runs them, against the real
+apiserver (in a namespace no operator watches): its recovery, recorded once in the
+platform database's audit trail, and what becomes of the databases a restore made once
+a drop of one failed or the Restore is gone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -36,6 +38,7 @@ from dockyard.operator.database import (
     staging_database_name,
 )
 from dockyard.operator.database.errors import DatabaseOperationFailed
+from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.lifecycle import RestoreRuns
 from dockyard.operator.restores.switch_over import (
     SWITCHED,
@@ -89,6 +92,21 @@ class _FailsBeforeTheRenames(_Injecting):
         raise _LOST
 
 
+class _DropFailsOnce(_Injecting):
+    """The server restarts as the first of a restore's databases is dropped: that drop
+    fails, the later ones do not."""
+
+    def __init__(self, admin_dsn: str) -> None:
+        super().__init__(admin_dsn)
+        self.failed: list[str] = []
+
+    async def drop_database(self, name: str) -> None:
+        if name.startswith("dkr_") and not self.failed:
+            self.failed.append(name)
+            raise DatabaseUnavailable("ServerUnavailable", "the database system is shutting down")
+        await super().drop_database(name)
+
+
 class _GoneAfterTheRenames(_FailsAfterTheRenames):
     """The renames commit, and then the server stops answering altogether."""
 
@@ -114,6 +132,19 @@ async def _restored(
         f'SET ROLE "{role}"; CREATE TABLE t (x int); INSERT INTO t VALUES (2), (3)',
     )
     return live, staging, retired
+
+
+async def _restore_databases(admin_dsn: str, uid: str) -> list[str]:
+    """Every database on the server named for the restore ``uid``."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+            staging_database_name("r", uid) + "%",
+        )
+    finally:
+        await conn.close()
+    return [row["datname"] for row in rows]
 
 
 async def _allows_connections(admin_dsn: str, database: str) -> bool:
@@ -314,6 +345,9 @@ async def test_a_switch_over_completed_by_recovery_is_in_the_audit_trail_once(
 
         status = get_json(kubectl, "restore", "swap", "-n", namespace)["status"]
         assert status["phase"] == "Completed", status  # type: ignore[index]
+        # Nobody measured how long it took: no duration rather than a made-up 0.0 s.
+        assert "durationSeconds" not in status, status  # type: ignore[operator]
+        assert "not measured" in status["message"]  # type: ignore[index]
         assert await _rows(admin_dsn, live) == [2, 3]
         rows = await platform.fetch(
             "SELECT actor, diff FROM audit_events"
@@ -327,3 +361,117 @@ async def test_a_switch_over_completed_by_recovery_is_in_the_audit_trail_once(
     finally:
         await server.drop(namespace=namespace, environment="copy")
         await server.drop_database(retired)
+
+
+# -- the databases a restore leaves ------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _passes(state: State, postgres: ManagedPostgres) -> AsyncIterator[RestoreRuns]:
+    """The operator's Restore life cycle on ``postgres``, posting no Events."""
+    kube = KubeClient.connect(load_config(Path(state.kubeconfig), {}))
+    try:
+        with _no_events():
+            yield RestoreRuns(RunContext.create(kube, Settings(), None, postgres=postgres))
+    finally:
+        await kube.close()
+
+
+def _record(kubectl: Kubectl, namespace: str, status: dict[str, object]) -> None:
+    """The Restore "swap"'s status, as the operator would have written it."""
+    kubectl("patch", "restore", "swap", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip
+
+
+@pytest.mark.usefixtures("crds_installed")
+async def test_a_retired_database_whose_drop_failed_is_dropped_by_the_restores_next_pass(
+    kubectl: Kubectl,
+    unwatched_namespace: str,
+    testbed_state: State,
+    server: ManagedPostgres,
+    admin_dsn: str,
+) -> None:
+    namespace = unwatched_namespace
+    uid = _verifying_restore(kubectl, namespace, "copy")
+    live, staging, retired = await _restored(server, admin_dsn, (namespace, "copy"), uid)
+    failing = _DropFailsOnce(admin_dsn)
+    try:
+        _verifying(kubectl, namespace, "copy", staging, await server.database_oid(staging))
+        await server.switch_over(live=live, staging=staging, retired=retired)  # then a crash
+        async with _passes(testbed_state, failing) as restores:
+            # Recovery completes it; dropping the target's old database fails.
+            first = await restores.drive(namespace, "swap")
+            status = get_json(kubectl, "restore", "swap", "-n", namespace)["status"]
+            assert status["phase"] == "Completed", status  # type: ignore[index]
+            assert "stagingDatabase" not in status  # type: ignore[operator]
+            assert failing.failed == [retired]
+            assert first.retry is not None  # looked at again, though Completed
+            assert await _restore_databases(admin_dsn, uid) == [retired]
+
+            again = await restores.drive(namespace, "swap")
+
+        assert again == Outcome.done()
+        assert await _restore_databases(admin_dsn, uid) == []
+        assert await _rows(admin_dsn, live) == [2, 3]  # the restored data, live
+    finally:
+        await server.drop(namespace=namespace, environment="copy")
+        await server.drop_database(retired)
+
+
+@pytest.mark.parametrize("phase", ["Completed", "Failed"])
+@pytest.mark.usefixtures("crds_installed")
+async def test_a_finished_restores_databases_left_behind_go_on_its_next_pass(
+    phase: str,
+    kubectl: Kubectl,
+    unwatched_namespace: str,
+    testbed_state: State,
+    server: ManagedPostgres,
+    admin_dsn: str,
+) -> None:
+    # As a failed drop (or a crash before it) leaves them: no longer named in status.
+    namespace = unwatched_namespace
+    uid = _verifying_restore(kubectl, namespace, "copy")
+    live, staging, retired = await _restored(server, admin_dsn, (namespace, "copy"), uid)
+    try:
+        if phase == "Completed":
+            await server.switch_over(live=live, staging=staging, retired=retired)
+        _record(kubectl, namespace, {"phase": phase, "attempts": 1, "message": "ended"})
+        assert await _restore_databases(admin_dsn, uid)
+
+        async with _passes(testbed_state, server) as restores:
+            outcome = await restores.drive(namespace, "swap")  # a resume, after a restart
+
+        assert outcome == Outcome.done()
+        assert await _restore_databases(admin_dsn, uid) == []
+        assert await _rows(admin_dsn, live) == ([2, 3] if phase == "Completed" else [1])
+    finally:
+        await server.drop(namespace=namespace, environment="copy")
+        for name in (staging, retired):
+            await server.drop_database(name)
+
+
+@pytest.mark.usefixtures("crds_installed")
+async def test_a_restore_deleted_while_nothing_runs_it_leaves_none_of_its_databases(
+    kubectl: Kubectl,
+    unwatched_namespace: str,
+    testbed_state: State,
+    server: ManagedPostgres,
+    admin_dsn: str,
+) -> None:
+    # Pending again after an attempt whose staging database could not be dropped.
+    namespace = unwatched_namespace
+    uid = _verifying_restore(kubectl, namespace, "copy")
+    live, staging, _ = await _restored(server, admin_dsn, (namespace, "copy"), uid)
+    try:
+        _record(kubectl, namespace, {"phase": "Pending", "attempts": 1, "message": "retrying"})
+        body = get_json(kubectl, "restore", "swap", "-n", namespace)
+        kubectl("delete", "restore", "swap", "-n", namespace)
+
+        async with _passes(testbed_state, server) as restores:
+            await restores.forget(body)  # what the watch's DELETED event calls
+
+        assert await _restore_databases(admin_dsn, uid) == []
+        assert await _rows(admin_dsn, live) == [1]  # the target as it was
+    finally:
+        await server.drop(namespace=namespace, environment="copy")
+        await server.drop_database(staging)

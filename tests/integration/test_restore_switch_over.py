@@ -1,6 +1,8 @@
 """An operator that dies in the middle of a switch-over, after it refused connections to
 the target's database, does not leave that database refusing them: recovery allows
-connections again, whether the renames had happened or not."""
+connections again, whether the renames had happened or not. One that dies once the
+restore is Completed, before it dropped the target's old database, drops it when it
+is back."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from tests.integration.test_backup_operator import (
 from tests.integration.test_restore_operator import (
     _empty_environment,
     _restore,
+    _restore_status,
+    _staging_databases,
     _wait_restore,
 )
 
@@ -146,6 +150,65 @@ def test_an_operator_killed_during_the_switch_over_leaves_the_target_accepting_c
         else:
             assert restored  # the target as it was
             assert "checksum mismatch" in status["message"]
+    finally:
+        kubectl(
+            "delete",
+            "restores,environments,backups",
+            "--all",
+            "-n",
+            own_namespace,
+            "--timeout=60s",
+            check=False,
+        )
+        operator.terminate()
+        try:
+            operator.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+
+
+def test_an_operator_killed_after_recording_completed_drops_the_old_database_when_back(
+    kubectl: Kubectl,
+    testbed_state: State,
+    testbed_env: dict[str, str],
+    own_namespace: str,  # noqa: F811  (the fixture imported above)
+    backup_root: Path,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "operator.log"
+    point = crash_points.RESTORE_COMPLETED
+    operator = _start_operator(
+        {**testbed_env, crash_points.ENV: point}, own_namespace, log, backup_root
+    )
+    try:
+        _environment(kubectl, testbed_state, own_namespace)
+        _key_secret(kubectl, own_namespace)
+        _apply(kubectl, own_namespace, _backup(own_namespace, "nightly", backup_root))
+        _wait_phase(kubectl, own_namespace, "nightly", "Completed", timeout=180)
+        _empty_environment(kubectl, own_namespace, "copy")
+        _apply(
+            kubectl,
+            own_namespace,
+            _restore(
+                "swap",
+                source={"backupRef": {"name": "nightly"}},
+                target={"environmentRef": {"name": "copy"}},
+                safetyBackup=False,
+            ),
+        )
+        assert operator.wait(timeout=240) == crash_points.EXIT_CODE
+        assert _restore_status(kubectl, own_namespace, "swap")["phase"] == "Completed"
+        uid = kubectl("get", "restore", "swap", "-n", own_namespace,
+                      "-o", "jsonpath={.metadata.uid}").stdout  # fmt: skip
+        # A full copy of the target's data as it was, which its Completed status no
+        # longer names.
+        assert _staging_databases(testbed_state, uid) == [retired_database_name(uid)]
+
+        operator = _start_operator(testbed_env, own_namespace, log, backup_root)
+
+        wait_for(lambda: not _staging_databases(testbed_state, uid), timeout=60)
+        assert _restore_status(kubectl, own_namespace, "swap")["phase"] == "Completed"
     finally:
         kubectl(
             "delete",

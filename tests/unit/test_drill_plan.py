@@ -4,7 +4,8 @@ checks are judged, how the history is bounded, and which scratch databases go wh
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from dockyard.core.models.restore_drill import (
 )
 from dockyard.core.settings import Settings
 from dockyard.operator.database import staging_database_name
+from dockyard.operator.drills import checks as drill_checks
 from dockyard.operator.drills.checks import check_query, run_sql_checks
 from dockyard.operator.drills.judging import (
     judge_run,
@@ -540,3 +542,35 @@ async def test_sql_checks_that_could_not_connect_are_one_run_failure_not_the_bac
     assert "pw" not in failure.reason
     run = _run(NOW, None, DrillResult.FAILED).model_copy(update={"failed_checks": failures})
     assert verdict("weekly", run) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expect", "passes"),
+    [
+        ("x" * 300, "x" * 300, True),  # longer than status shows, and equal
+        ("x" * 300, "x" * 199 + "…", False),  # only its shown form
+        ("x" * 300, "x" * 299, False),
+    ],
+    ids=["long-and-equal", "clipped-form", "one-short"],
+)
+async def test_a_sql_check_compares_the_whole_value_and_records_it_cut(
+    monkeypatch: pytest.MonkeyPatch, value: str, expect: str, passes: bool
+) -> None:
+    # The value as the query gave it: what is compared is the whole of it, whatever
+    # part of it a failure records.
+    @asynccontextmanager
+    async def connect(dsn: str, **_: Any) -> AsyncIterator[object]:
+        yield object()
+
+    async def first_value(conn: object, query: str, timeout_ms: int) -> str:
+        return value
+
+    monkeypatch.setattr(drill_checks, "connect", connect)
+    monkeypatch.setattr(drill_checks, "_first_value", first_value)
+    check = SqlCheck(name="long", query="SELECT repeat('x', 300)", expect=expect)
+
+    failures = await run_sql_checks("postgresql://app@db/shop", [check])
+
+    assert [f.check for f in failures] == ([] if passes else ["sql/long"])
+    # What status keeps of a failure is cut: expected and got, 200 characters each.
+    assert all(len(f.reason) < 450 for f in failures)

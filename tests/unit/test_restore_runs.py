@@ -1,13 +1,21 @@
 """The pure parts of the Restore life cycle: the safety Backup it creates, the artifact a
-Backup names, and the row-count comparison that gates the switch-over."""
+Backup names, the row-count comparison that gates the switch-over, which of its databases
+a restore leaves to be dropped, and what its completion records."""
 
 from __future__ import annotations
 
 import pytest
 
 from dockyard.core.models.backup import Backup
-from dockyard.core.models.restore import Restore, RestorePhase
+from dockyard.core.models.restore import Restore, RestorePhase, RestorePlan, RestoreStatus
+from dockyard.operator.database import (
+    database_identity,
+    retired_database_name,
+    staging_database_name,
+)
+from dockyard.operator.restores.leftovers import leftovers
 from dockyard.operator.restores.planning import plan_is_fixed
+from dockyard.operator.restores.records import completion
 from dockyard.operator.restores.safety import safety_backup, safety_backup_name
 from dockyard.operator.runs.context import SourceUnavailable
 from dockyard.operator.runs.restoring import RowCountCheck, backup_artifact
@@ -89,3 +97,88 @@ def test_the_plan_follows_new_backups_only_until_it_waits_for_approval() -> None
     # A retry, back in Pending, keeps the plan (never its own safety backup as "latest").
     assert plan_is_fixed(status.model_copy(update={"attempts": 1}))
     assert plan_is_fixed(status.model_copy(update={"safety_backup": "undo-safety"}))
+
+
+# -- the databases a restore leaves ------------------------------------------------------------
+
+OTHER_UID = "0f8e2b6c-1d2a-4c3b-9a8f-000000000002"
+STAGING = [staging_database_name("r", UID, n) for n in (1, 2)]
+RETIRED = retired_database_name(UID)
+# On the server beside them: the target's live database (once a staging database of this
+# restore, renamed by its switch-over), another restore's, a drill's of the same uid.
+OTHERS = [
+    database_identity("shop-ns", "live")[0],
+    staging_database_name("r", OTHER_UID, 1),
+    retired_database_name(OTHER_UID),
+    staging_database_name("d", UID, 1),
+    staging_database_name("r", UID),
+]
+
+
+def _status(phase: RestorePhase | None, staging: str | None = None) -> RestoreStatus:
+    return RestoreStatus(phase=phase, attempts=2, staging_database=staging)
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [RestorePhase.PENDING, RestorePhase.BACKING_UP, RestorePhase.COMPLETED, RestorePhase.FAILED],
+)
+def test_outside_an_attempt_every_database_of_the_restore_is_left_over(
+    phase: RestorePhase,
+) -> None:
+    on_server = [*STAGING, RETIRED, *OTHERS]
+
+    assert leftovers(UID, _status(phase), on_server) == {*STAGING, RETIRED}
+
+
+@pytest.mark.parametrize("phase", [RestorePhase.RESTORING, RestorePhase.VERIFYING])
+def test_an_attempt_keeps_its_staging_database_and_the_mark_of_its_switch_over(
+    phase: RestorePhase,
+) -> None:
+    # The retired database tells recovery that the switch-over happened, until Completed.
+    on_server = [*STAGING, RETIRED, *OTHERS]
+
+    assert leftovers(UID, _status(phase, STAGING[1]), on_server) == {STAGING[0]}
+
+
+def test_a_deleted_restore_leaves_every_database_of_its_own_and_none_else() -> None:
+    assert leftovers(UID, None, [*STAGING, RETIRED, *OTHERS]) == {*STAGING, RETIRED}
+
+
+# -- what a completion records -----------------------------------------------------------------
+
+PLAN = RestorePlan(
+    backup="shop-1",
+    source_environment="shop",
+    target="live",
+    in_place=False,
+    estimated_duration_seconds=60,
+)
+
+
+def test_a_completion_records_how_long_the_attempt_took() -> None:
+    done, message = completion(
+        _status(RestorePhase.VERIFYING, STAGING[1]), PLAN, 12.3456, "rows match", generation=1
+    )
+
+    assert done.phase is RestorePhase.COMPLETED
+    assert done.duration_seconds == 12.346
+    assert done.staging_database is None
+    assert message == "Environment live now runs on backup shop-1 (restored in 12.3s; rows match)"
+
+
+def test_a_restore_completed_by_recovery_records_no_made_up_duration() -> None:
+    # The pass that switched over died with its clock: no 0.0 s, which would say it was
+    # instant, nor a figure that would reach later restores' estimates.
+    done, message = completion(
+        _status(RestorePhase.VERIFYING, STAGING[1]),
+        PLAN,
+        None,
+        "the switch-over had completed before the operator restarted",
+        generation=1,
+    )
+
+    assert done.phase is RestorePhase.COMPLETED
+    assert done.duration_seconds is None
+    assert "restored in" not in message
+    assert message.endswith("restarted; how long it took was not measured)")

@@ -139,7 +139,8 @@ class BackupRuns:
 
         Deleting the object deletes the artifact through the finalizer. The newest
         backup of its environment that a drill verified is kept past its ttl, and so is
-        one a Restore not finished or a drill's current run takes (``held_backups``).
+        one a Restore not finished or a drill's current run takes (``held_backups``). It
+        is deleted only as read (its resourceVersion), as schedule retention deletes.
         """
         loaded = await self.backups.load(namespace, name, on_invalid=OnInvalid.FAIL)
         ttl = None if loaded is None else loaded.resource.spec.ttl
@@ -151,14 +152,16 @@ class BackupRuns:
         if expiry.expires_at != backup.status.expires_at:
             at = expiry.expires_at.isoformat() if expiry.expires_at else None
             await self.backups.write_status(namespace, name, {"expiresAt": at}, uid=loaded.uid)
-        if expiry.delete and name in await held_backups(self.context.kube, namespace):
-            return  # looked at again on the next timer, once that run is over
-        if expiry.delete:
+            return  # that write moved its resourceVersion on: the next pass decides
+        if not expiry.delete or name in await held_backups(self.context.kube, namespace):
+            return  # looked at again on the next timer, once the run that takes it is over
+        # Changed since it was read (a drill verified it), it is left to the next pass.
+        version = backup.metadata.resource_version
+        if await self.backups.delete(namespace, name, uid=loaded.uid, resource_version=version):
             post(loaded.raw, reason="Expired", message=f"{expiry.reason}; deleting the backup")
-            if await self.backups.delete(namespace, name, uid=loaded.uid):
-                await self.context.audited(
-                    "DELETE backups (ttl)", "backups", namespace, name, str(expiry.reason), ttl=ttl
-                )
+            await self.context.audited(
+                "DELETE backups (ttl)", "backups", namespace, name, str(expiry.reason), ttl=ttl
+            )
 
     async def finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> Outcome:
         """Delete every artifact of the Backup's attempts (within a bound), then let it go."""

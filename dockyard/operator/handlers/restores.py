@@ -9,7 +9,7 @@
   up to the switch-over (``dockyard.operator.runs.inline``). Kopf would deliver a
   deletion to this Restore's handlers only after the run holding them ended;
 - gone (the watch's DELETED event): the runner Job of an attempt in a Job is stopped
-  and its staging database dropped, since no pass follows it any more.
+  and every database of the restore dropped, since no pass follows it any more.
 """
 
 from __future__ import annotations

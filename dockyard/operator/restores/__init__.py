@@ -7,5 +7,6 @@
 - ``safety``: the safety Backup of the target, taken first;
 - ``running``: an attempt, inline or in a runner Job, up to its row counts;
 - ``switch_over``: the switch-over, and the recovery of an interrupted attempt;
-- ``records``: reading Restores, writing their status, and the ends of an attempt.
+- ``records``: reading Restores, writing their status, and the ends of an attempt;
+- ``leftovers``: the restore's databases that nothing uses any more, dropped.
 """

@@ -111,12 +111,6 @@ async def review_approver(
     return Review(bool(status.get("allowed")), str(status.get("reason") or ""))
 
 
-def _started(restore: Restore) -> bool:
-    """Whether the restore acted on its approval already (a retry re-enters Pending)."""
-    status = restore.status
-    return status.attempts > 0 or status.safety_backup is not None
-
-
 async def judge_approval(
     kube: KubeClient, raw: Mapping[str, Any], restore: Restore, tier: Tier
 ) -> ApprovalDecision:
@@ -138,7 +132,10 @@ async def judge_approval(
         shown=accepted or restore.status.phase is RestorePhase.AWAITING_APPROVAL,
         refused_approver=previous.refused_approver if previous is not None else None,
     )
-    if decision.state is not ApprovalState.APPROVED or approved_by is None or _started(restore):
+    # Reviewed once, when it was first accepted: only an approval status records was
+    # reviewed. A restore that started without one (its target was not production then)
+    # may need one now (``approval_tier``), and that one is reviewed like any other.
+    if decision.state is not ApprovalState.APPROVED or approved_by is None or accepted:
         return decision
     review = await review_approver(
         kube,

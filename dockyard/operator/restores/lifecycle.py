@@ -41,6 +41,12 @@ switch-over had already happened it is completed, otherwise the staging database
 dropped and the attempt counted, retried or given up (``dockyard.core.attempts``).
 Nothing stays Restoring without a runner behind it.
 
+No database is left behind (``leftovers``): every pass of a restore that is not in an
+attempt, a Completed or Failed one's included, drops the databases named for its uid
+(a staging database whose drop failed, the retired one of a pass cut short after
+Completed was written); a finished one is passed again until none is left. A deleted
+Restore's are dropped when its deletion is seen (``RestoreAttempts.forget``).
+
 The annotation ``dockyard.io/skip-reconcile: "true"`` makes the operator leave a
 Restore alone (for handling one by hand).
 """
@@ -55,6 +61,7 @@ from dockyard.core.models.backup import BackupRunner
 from dockyard.core.models.restore import RestorePhase
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores import planning
+from dockyard.operator.restores.leftovers import sweep
 from dockyard.operator.restores.records import RestoreRecords
 from dockyard.operator.restores.running import RestoreAttempts
 from dockyard.operator.restores.safety import back_up_target
@@ -86,10 +93,16 @@ class RestoreRuns:
         if loaded is None:
             return Outcome.done()
         phase = loaded.status.phase
-        if phase is not None and phase.is_done:
-            return Outcome.done()
         if self.context.inline_runs.running_here(loaded.uid):
             return Outcome.done()
+        if phase is not None and phase.is_done:
+            # What its end could not drop (or a crash before it did) is dropped now.
+            left = await sweep(self.context, loaded.uid, loaded.status)
+            return Outcome.done() if left is None else Outcome.again(left)
+        if phase not in (RestorePhase.RESTORING, RestorePhase.VERIFYING):
+            # Between attempts none of its databases is in use: an earlier attempt's
+            # that could not be dropped goes before the next one starts.
+            await sweep(self.context, loaded.uid, loaded.status)
         if phase is RestorePhase.RESTORING and loaded.restore.spec.runner is BackupRunner.JOB:
             followed = await self.attempts.follow(loaded)
             if followed is not None:

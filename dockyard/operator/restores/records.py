@@ -12,6 +12,9 @@ reads and writes through one ``RestoreRecords``:
   which holds at every step before the switch-over), ``attempt_failed`` and
   ``apply_recovery`` (Pending again for the retry the policy allows, else Failed),
   ``abandon`` (the staging database dropped first) and ``completed``.
+
+A Completed or Failed restore uses none of its databases: ``fail`` and ``completed``
+sweep them all (``leftovers``), and say to look again while one could not be dropped.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from dockyard.core.models.backup import Backup
 from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore, RestorePlan, RestoreStatus
 from dockyard.core.models.restore_drill import RestoreDrill
-from dockyard.operator.database import retired_database_name
+from dockyard.operator import crash_points
 from dockyard.operator.outcomes import Outcome
+from dockyard.operator.restores.leftovers import sweep
 from dockyard.operator.runs.context import RunContext, retryable
 from dockyard.operator.runs.restoring import DatabaseTaken, ManifestMismatch, drop_database
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, deleting, post
@@ -102,22 +106,17 @@ class RestoreRecords:
         loaded: LoadedRestore,
         status: RestoreStatus,
         plan: RestorePlan,
-        seconds: float,
+        seconds: float | None,
         detail: str,
     ) -> Outcome:
-        message = (
-            f"Environment {plan.target} now runs on backup {plan.backup} "
-            f"(restored in {seconds:.1f}s; {detail})"
-        )
-        done = status.completed(message, generation=loaded.generation).model_copy(
-            update={**_NO_STAGING, "duration_seconds": round(seconds, 3)}
-        )
+        """Record the restore Completed, then drop its databases: the target's as it was
+        before among them, kept until now as the mark of a switch-over that happened
+        (``switch_over.recover``)."""
+        done, message = completion(status, plan, seconds, detail, generation=loaded.generation)
         await self.write(loaded, done)
-        # The target's database as it was before: kept until now, as the mark of a
-        # switch-over that happened (``switch_over.recover``).
-        await self.drop_quietly(retired_database_name(loaded.uid))
+        crash_points.exit_here(crash_points.RESTORE_COMPLETED)
         post(loaded.raw, reason="Completed", message=message)
-        return Outcome.done()
+        return await self._swept(loaded, done)
 
     async def abandon(
         self, loaded: LoadedRestore, status: RestoreStatus, staging: str, error: BackupError
@@ -161,7 +160,13 @@ class RestoreRecords:
         failed = failed.model_copy(update=_NO_STAGING)
         await self.write(loaded, failed)
         post(loaded.raw, reason="Failed", message=text, warning=True)
-        return Outcome.done()
+        return await self._swept(loaded, failed)
+
+    async def _swept(self, loaded: LoadedRestore, status: RestoreStatus) -> Outcome:
+        """Done once no database of the finished restore is left; else its next pass
+        (``RestoreRuns.drive``) sweeps again."""
+        left = await sweep(self.context, loaded.uid, status)
+        return Outcome.done() if left is None else Outcome.again(left)
 
     async def drop_quietly(self, database: str) -> None:
         try:
@@ -172,4 +177,28 @@ class RestoreRecords:
             )
 
 
-__all__ = ["MESSAGE_LIMIT", "SKIP_ANNOTATION", "LoadedRestore", "RestoreRecords"]
+def completion(
+    status: RestoreStatus,
+    plan: RestorePlan,
+    seconds: float | None,
+    detail: str,
+    *,
+    generation: int | None,
+) -> tuple[RestoreStatus, str]:
+    """``status`` Completed after restoring ``plan``, and what it says; ``seconds`` is how
+    long the attempt took, None when nobody measured it (a restore completed by recovery:
+    the pass that switched over died with its clock). Not measured, no duration is
+    recorded, so no made-up one reaches the estimates of later restores."""
+    if seconds is None:
+        told = f"{detail}; how long it took was not measured"
+    else:
+        told = f"restored in {seconds:.1f}s; {detail}"
+    message = f"Environment {plan.target} now runs on backup {plan.backup} ({told})"
+    duration = None if seconds is None else round(seconds, 3)
+    done = status.completed(message, generation=generation).model_copy(
+        update={**_NO_STAGING, "duration_seconds": duration}
+    )
+    return done, message
+
+
+__all__ = ["MESSAGE_LIMIT", "SKIP_ANNOTATION", "LoadedRestore", "RestoreRecords", "completion"]

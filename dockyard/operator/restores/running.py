@@ -27,6 +27,7 @@ from dockyard.core.models.restore import RestorePhase, RestorePlan, RestoreStatu
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.database import TenantLogin, staging_database_name
 from dockyard.operator.outcomes import Outcome
+from dockyard.operator.restores.leftovers import sweep
 from dockyard.operator.restores.progress import progress_status, reported
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
 from dockyard.operator.restores.switch_over import (
@@ -96,7 +97,7 @@ class RestoreAttempts:
         try:
             return await self._inline(loaded, self._run(loaded, started, source, plan, staging))
         except RunOrphaned:
-            return await self._orphaned(staging)
+            return await self._orphaned(loaded.uid)
         except RunCancelled as exc:
             return await self.records.abandon(loaded, started, staging, exc)
 
@@ -127,27 +128,26 @@ class RestoreAttempts:
                 loaded, self._verify(loaded, status, plan, staging, result.size, began)
             )
         except RunOrphaned:
-            return await self._orphaned(staging)
+            return await self._orphaned(loaded.uid)
         except RunCancelled as exc:
             return await self.records.abandon(loaded, status, staging, exc)
 
     async def forget(self, body: Mapping[str, Any]) -> None:
-        """A deleted Restore, whose passes are over: its Job is stopped and its staging
-        database dropped (an inline run in progress sees its Restore gone and is
-        cancelled, ``InlineRuns``; it drops its staging database itself)."""
-        uid = str((body.get("metadata") or {}).get("uid") or "")
+        """A deleted Restore, whose passes are over: its Job is stopped and every database
+        of it dropped, whatever its phase (an inline run in progress sees its Restore gone
+        and is cancelled, ``InlineRuns``; it drops them itself, ``_orphaned``)."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
         self._following.discard(uid)
+        if not uid or self.context.inline_runs.running_here(uid):
+            return
         restore = next(iter(self.records.restores.valid([dict(body)])), None)
-        if restore is None or restore.spec.runner is not BackupRunner.JOB:
-            return
-        status = restore.status
-        staging = status.staging_database
-        if status.phase is not RestorePhase.RESTORING or not staging:
-            return
-        if self.context.inline_runs.running_here(uid):
-            return
-        await stop_runner_jobs(self.context.kube, restore.metadata.namespace or "", uid)
-        await self.records.drop_quietly(staging)
+        if restore is not None and restore.status.attempts == 0:
+            return  # no attempt made a database, nor a Job
+        if restore is None or restore.spec.runner is BackupRunner.JOB:
+            # A Job may still be writing into its staging database.
+            await stop_runner_jobs(self.context.kube, str(meta.get("namespace") or ""), uid)
+        await sweep(self.context, uid)
 
     async def _inline(self, loaded: LoadedRestore, work: Awaitable[Outcome]) -> Outcome:
         """``work`` run in this process, in a slot before other runs, until it ends or
@@ -160,10 +160,10 @@ class RestoreAttempts:
             urgent=True,
         )
 
-    async def _orphaned(self, staging: str) -> Outcome:
-        """The Restore went mid-run: its staging database dropped, and nothing written to
-        its name, which may be another Restore's by now."""
-        await self.records.drop_quietly(staging)
+    async def _orphaned(self, uid: str) -> Outcome:
+        """The Restore went mid-run (before its switch-over): its databases dropped, and
+        nothing written to its name, which may be another Restore's by now."""
+        await sweep(self.context, uid)
         return Outcome.done()
 
     # -- the attempt -----------------------------------------------------------------------

@@ -173,11 +173,12 @@ async def recover(records: RestoreRecords, loaded: LoadedRestore) -> Outcome:
             oid = status.staging_database_oid
             if await switched_over(postgres, live, staging, retired, oid):
                 await audit_switch_over(records.context, loaded, plan)
+                # The pass that switched over took its clock with it: no duration.
                 return await records.completed(
                     loaded,
                     status,
                     plan,
-                    status.duration_seconds or 0.0,
+                    None,
                     "the switch-over had completed before the operator restarted",
                 )
         except ManagedDatabaseError as exc:
