@@ -258,7 +258,7 @@ def test_a_restore_into_the_environment_pauses_the_policy_until_it_ends(
     _set_restore_phase(kubectl, namespace, "nightly-fix", "Restoring")
 
     def paused(restore: str = "nightly-fix", phase: str = "Restoring") -> dict[str, Any] | None:
-        # A Pending restore pauses too; wait until the status names this restore and phase.
+        # A planned Pending restore pauses too; wait until the status names this one.
         status = _status(kubectl, namespace)
         condition = _condition(status, "Paused")
         message = str(condition.get("message", ""))
@@ -286,9 +286,11 @@ def test_a_restore_into_the_environment_pauses_the_policy_until_it_ends(
     wait_for(resumed, timeout=30)
     wait_for(lambda: _hpa_range(kubectl, namespace) == (1, 5), timeout=15)
 
-    # A second restore pauses again; deleting it resumes.
+    # A second restore pauses again once it is under way (not before its plan: a
+    # Restore that cannot be planned must not pin the count); deleting it resumes.
     _restore(kubectl, namespace, "second-try")
-    wait_for(lambda: paused("second-try", "Pending"), timeout=30)
+    _set_restore_phase(kubectl, namespace, "second-try", "BackingUp")
+    wait_for(lambda: paused("second-try", "BackingUp"), timeout=30)
     wait_for(lambda: _hpa_range(kubectl, namespace) == (2, 2), timeout=15)
     kubectl("delete", "restore", "second-try", "-n", namespace)
     wait_for(resumed, timeout=30)
@@ -377,3 +379,81 @@ def test_the_environment_leaves_replicas_to_the_hpa(kubectl: Kubectl, namespace:
     # Without a policy the environment's own count comes back.
     kubectl("delete", "scalingpolicy", "shop", "-n", namespace)
     _wait_deployment(kubectl, namespace, 3, timeout=60)
+
+
+def test_an_hpa_the_api_server_rejects_is_removed_not_left_to_fight(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """A cluster's own admission policy refuses the policy's next HPA: the policy is not
+    accepted, the environment applies its own count again, and the HPA of the earlier
+    pass must go rather than go on scaling the same Deployment."""
+    _environment(kubectl, namespace, replicas=2)
+    _policy(kubectl, namespace, minReplicas=1, maxReplicas=3)
+    _wait_accepted(kubectl, namespace)
+    wait_for(lambda: _hpa_range(kubectl, namespace) == (1, 3), timeout=30)
+    name = f"hpa-ceiling-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["autoscaling"],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["horizontalpodautoscalers"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "object.spec.maxReplicas <= 3",
+                    "message": "this cluster runs at most 3 replicas",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    for manifest in (policy, binding):
+        kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    try:
+        # The policy's type checking and binding take a moment to be in force.
+        def refused() -> bool:
+            raise_it = ["--type=merge", "-p", '{"spec":{"maxReplicas":4}}']
+            probe = kubectl(
+                "patch", "hpa", "shop", "-n", namespace, "--dry-run=server", *raise_it, check=False
+            )
+            return probe.returncode != 0 and "at most 3 replicas" in probe.stderr
+
+        wait_for(refused, timeout=30)
+        _policy(kubectl, namespace, minReplicas=1, maxReplicas=5)
+
+        def rejected() -> dict[str, Any] | None:
+            condition = _condition(_status(kubectl, namespace), "Accepted")
+            ok = condition.get("reason") == "HorizontalPodAutoscalerRejected"
+            return condition if ok else None
+
+        condition = wait_for(rejected, timeout=60)
+        assert isinstance(condition, dict)
+        assert condition["status"] == "False"
+        assert "at most 3 replicas" in condition["message"]
+        wait_for(lambda: _hpa_range(kubectl, namespace) is None, timeout=30)
+        # The environment's own count is the Deployment's again.
+        _wait_deployment(kubectl, namespace, 2)
+    finally:
+        kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name,
+                "--ignore-not-found")  # fmt: skip

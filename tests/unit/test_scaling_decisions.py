@@ -167,14 +167,20 @@ def test_the_spec_pauses_the_policy() -> None:
     assert pause.reason is PauseReason.SPEC
 
 
-@pytest.mark.parametrize("phase", [None, "Pending", "BackingUp", "Restoring", "Verifying"])
-def test_a_restore_in_progress_into_the_environment_pauses_it(phase: str | None) -> None:
-    pause = pause_decision(_policy(), [_restore(phase=phase)], {})
+@pytest.mark.parametrize("phase", ["Pending", "BackingUp", "Restoring", "Verifying"])
+def test_a_restore_in_progress_into_the_environment_pauses_it(phase: str) -> None:
+    pause = pause_decision(_policy(), [_restore(phase=phase, plan_target="shop")], {})
     assert pause is not None
     assert pause.reason is PauseReason.RESTORE_IN_PROGRESS
     assert pause.restore == "r1"
     assert "Restore r1" in pause.message
-    assert f"phase {phase or 'Pending'}" in pause.message
+    assert f"phase {phase}" in pause.message
+
+
+@pytest.mark.parametrize("phase", [None, "Pending"])
+def test_a_restore_not_planned_yet_does_not_pause(phase: str | None) -> None:
+    # Its backup missing, say: it waits without a bound, and touches nothing meanwhile.
+    assert pause_decision(_policy(), [_restore(phase=phase)], {}) is None
 
 
 @pytest.mark.parametrize("phase", ["Completed", "Failed"])
@@ -195,11 +201,13 @@ def test_a_restore_into_another_environment_does_not_pause() -> None:
 
 
 def test_pause_during_restore_can_be_turned_off() -> None:
-    assert pause_decision(_policy(pauseDuringRestore=False), [_restore()], {}) is None
+    restoring = _restore(phase="Restoring")
+    assert pause_decision(_policy(pauseDuringRestore=False), [restoring], {}) is None
 
 
 def test_several_restores_name_the_first_and_count_the_rest() -> None:
-    pause = pause_decision(_policy(), [_restore("r2"), _restore("r1"), _restore("r3")], {})
+    restores = [_restore(name, phase="Restoring") for name in ("r2", "r1", "r3")]
+    pause = pause_decision(_policy(), restores, {})
     assert pause is not None
     assert pause.restore == "r1"
     assert "(and 2 more)" in pause.message
@@ -220,7 +228,7 @@ def test_an_in_place_restore_by_environment_targets_that_environment() -> None:
 
 
 def test_an_in_place_restore_of_a_named_backup_targets_the_backup_environment() -> None:
-    restore = _restore(source={"backupRef": {"name": "b1"}})
+    restore = _restore(source={"backupRef": {"name": "b1"}}, phase="Restoring")
     assert restore_target(restore, {"b1": "shop"}) == "shop"
     assert restore_target(restore, {}) is None
     assert pause_decision(_policy(), [restore], {"b1": "shop"}) is not None

@@ -144,13 +144,18 @@ def restore_in_progress(restore: Restore) -> bool:
 
     Not a dry run, and not one waiting for approval: that may take days, and nothing
     touches the target until it is given (the phase then moves on, and the pause starts).
+    Nor one not planned yet: nothing touches the target before the plan, and a Restore
+    that cannot be planned (its backup missing, none verified) waits without a bound,
+    which would pin the target's replicas for as long.
     """
     if restore.spec.dry_run:
         return False
     phase = restore.status.phase
-    if phase is RestorePhase.AWAITING_APPROVAL:
+    if phase is None or phase is RestorePhase.AWAITING_APPROVAL:
         return False
-    return phase is None or not phase.is_done
+    if phase is RestorePhase.PENDING:
+        return restore.status.plan is not None  # planned: an attempt may start, or retry
+    return not phase.is_done
 
 
 def restore_target(restore: Restore, backup_sources: Mapping[str, str]) -> str | None:

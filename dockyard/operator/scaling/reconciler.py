@@ -180,6 +180,9 @@ class ScalingReconciler:
                     decisions.AcceptanceReason.HPA_REJECTED,
                     f"The API server rejected the HorizontalPodAutoscaler: {exc.message}",
                 )
+                # Not accepted, the environment applies its own count again: the HPA
+                # of an earlier pass, left running, would fight it.
+                await self._remove_hpa(policy, owner)
             status = report.summarize(
                 policy, acceptance=refused, pause=None, replicas=None, hpa=None
             )
