@@ -251,15 +251,13 @@ def production_guard(kubectl: Kubectl, roles: None) -> None:
 @pytest.fixture(scope="session")
 def runner_report_policy(kubectl: Kubectl, crds_installed: None) -> None:
     """The policy that limits a Backup runner's status report to its artifact
-    (``manifests/backup-runner-report-policy.yaml``): the session's operator runs under
-    it, as a deployed one does."""
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(ROOT / "manifests" / "backup-runner-report-policy.yaml"),
-    )
+    (``manifests/backup-runner-report-policy.yaml``), and the one that keeps the runner's
+    account to its Job (``backup-runner-account-policy.yaml``): the session's operator
+    runs under them, as a deployed one does."""
+    for policy in ("backup-runner-report-policy.yaml", "backup-runner-account-policy.yaml"):
+        kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "manifests" / policy)
+        )
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,9 @@ def run_in_image(
     filesystem storage path (PersistentVolumeClaims are not mounted here). The container
     gets the pod's environment only, from a file (no secret in an argv); host network,
     read-only root, no capabilities. It runs as the image's user, who is given the
-    private files (as a kubelet's fsGroup would let it read them) and a storage
-    directory this launch creates.
+    private files and a storage directory this launch creates, except the files of its
+    Secret and ConfigMap volumes (``as_a_kubelet_leaves``), and with the pod's
+    ``fsGroup`` as a supplementary group, as a container runtime adds it.
     """
     from dockyard.testbed.pod_launch import VolumeFile  # the module that calls this one
 
@@ -54,15 +55,34 @@ def run_in_image(
     lines = "".join(f"{key}={value}\n" for key, value in own.items())
     launch.files[env_file] = VolumeFile(PurePosixPath(env_file.name), lines.encode(), 0o600)
     binds = [launch.root, *_storage_paths(args)]
+    fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+    groups = [] if fs_group is None else ["--group-add", str(int(fs_group))]
     launch.argv = [
         "podman", "run", "--rm", "--name", name, *PODMAN_RUNTIME, "--network", "host",
-        "--read-only", "--tmpfs", "/tmp", "--user", f"{user[0]}:{user[1]}", "--cap-drop", "ALL",  # noqa: S108  # nosec B108  # the container's own tmpfs
+        "--read-only", "--tmpfs", "/tmp", "--user", f"{user[0]}:{user[1]}", *groups,  # noqa: S108  # nosec B108  # the container's own tmpfs
+        "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges", "--env-file", str(env_file),
         *(f"--volume={path}:{path}" for path in binds), image, *args,
     ]  # fmt: skip
     launch.env = {k: v for k, v in inherited.items() if k in ("PATH", "HOME", "LANG")}
     launch.container, launch.image, launch.owner = name, image, user
+    launch.fs_group = None if fs_group is None else int(fs_group)
     launch.storage.extend(binds[1:])
+
+
+def as_a_kubelet_leaves(launch: pod_launch.Launch) -> None:
+    """Give the files of the pod's Secret and ConfigMap volumes back to root, with the
+    modes the pod asked for, as a kubelet writes them: with the pod's ``fsGroup`` they
+    are that group's, and group-readable (the kubelet adds ``0440`` to a read-only
+    volume's files); without one, a ``defaultMode: 0400`` file is root's alone, and an
+    image that runs as another user cannot read it, as on a real node."""
+    volumes = launch.root / "volumes"
+    for path, item in launch.files.items():
+        if item.token or not path.is_relative_to(volumes):
+            continue
+        group = 0 if launch.fs_group is None else launch.fs_group
+        os.chown(path, 0, group, follow_symlinks=False)
+        path.chmod(item.mode if launch.fs_group is None else item.mode | 0o440)
 
 
 def _storage_paths(args: list[str]) -> list[Path]:

@@ -74,8 +74,11 @@ class Launch:
     # When the pod runs in its image: the container's name (to remove it if stopped).
     container: str | None = None
     image: str | None = None
-    # Who the container runs as (the image's user); its private files are made theirs.
+    # Who the container runs as (the image's user); its private files are made theirs,
+    # but for the Secret and ConfigMap volumes' files, which stay root's as a kubelet
+    # leaves them: readable by the group ``fs_group`` (the pod's fsGroup), if any.
     owner: tuple[int, int] | None = None
+    fs_group: int | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -434,3 +437,4 @@ def lay_out(
             os.chown(directory, uid, gid)
     for path in (launch.root, *launch.root.rglob("*")):
         os.chown(path, uid, gid, follow_symlinks=False)
+    pod_image.as_a_kubelet_leaves(launch)

@@ -34,7 +34,7 @@ the Job Complete or Failed. A pod deleted while it runs has its process stopped.
 What it is not: without the image, no image (the runner is the code of the checkout
 that started the test bed) and no isolation (it runs as the test bed's user, sees its
 files and network); in either case no resource limits, no ``$(VAR)`` expansion, no
-probes, and no fsGroup (a container runs as root, which owns the private files).
+probes; a pod's fsGroup counts only in its image (``pod_image.as_a_kubelet_leaves``).
 
 Run as ``python -m dockyard.testbed.runner_pods --kubeconfig PATH --work-dir DIR``.
 """

@@ -21,7 +21,7 @@ from dockyard.core.resources import BACKUPS
 from dockyard.operator.builders.metadata import Owner
 from dockyard.operator.runs import jobs
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl
+from tests.conftest import Kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed", "runner_report_policy")
 
@@ -136,3 +136,70 @@ async def test_the_runner_of_an_earlier_backup_of_the_name_reports_nothing_to_th
     assert "sha256" not in _stored(kubectl, namespace)
     assert (await _status(testbed_state, namespace, ARTIFACT, runner))[0] == 200
     assert later.metadata.uid in runner
+
+
+def _pod_spec(account: str, *, deprecated: bool = False) -> dict[str, Any]:
+    return {
+        ("serviceAccount" if deprecated else "serviceAccountName"): account,
+        "restartPolicy": "Never",
+        "containers": [{"name": "r", "image": "localhost/dockyard:absent",
+                        "command": ["dockyard"], "args": ["--help"]}],
+    }  # fmt: skip
+
+
+def _pod(account: str, **kwargs: bool) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "posing"},
+            "spec": _pod_spec(account, **kwargs)}  # fmt: skip
+
+
+def _job(account: str) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "posing"},
+            "spec": {"backoffLimit": 0, "template": {"spec": _pod_spec(account)}}}  # fmt: skip
+
+
+def test_only_the_operators_jobs_run_as_a_backup_runner_account(
+    kubectl: Kubectl, unwatched_namespace: str
+) -> None:
+    """The attack: a tenant who may create Pods and Jobs in its namespace (the built-in
+    ``edit`` role) runs one as ``backup-runner-<uid>`` (the uid is on the Backup) and
+    reports an artifact of its choosing while the real runner dumps."""
+    namespace = unwatched_namespace
+    _, runner = _backup(kubectl, namespace)
+    account = runner.rsplit(":", 1)[1]
+    tenant = f"tenant-{namespace}"
+    kubectl("create", "rolebinding", "edit", "--clusterrole=edit", f"--user={tenant}",
+            "-n", namespace)  # fmt: skip
+
+    def create(manifest: dict[str, Any], user: str | None) -> tuple[int, str]:
+        as_user = [f"--as={user}"] if user else []
+        done = kubectl("create", "--dry-run=server", "-n", namespace, *as_user, "-f", "-",
+                       input=json.dumps(manifest), check=False)  # fmt: skip
+        return done.returncode, done.stderr
+
+    for manifest, says in (
+        (_pod(account), "only the Job controller makes Pods"),
+        (_pod(account, deprecated=True), "only the Job controller makes Pods"),
+        (_job(account), "only the Dockyard operator makes Jobs"),
+    ):
+        code, text = create(manifest, tenant)
+        assert code != 0, manifest
+        assert says in text, text
+        assert account in text
+    # Not even the cluster's admin makes such a Pod by hand: only the Job controller.
+    code, text = create(_pod(account), None)
+    assert code != 0
+    assert "only the Job controller" in text, text
+    # The tenant's own Pods and Jobs, under its own accounts, are its business.
+    assert create(_pod("default"), tenant) == (0, "")
+    assert create(_job("default"), tenant)[0] == 0
+
+    # The operator's Job (here the admin's, who holds backups/runner), and the Pod the
+    # Job controller makes for it.
+    kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(_job(account)))
+
+    def made() -> list[dict[str, Any]]:
+        found = kubectl("get", "pods", "-n", namespace, "-l", "job-name=posing", "-o", "json")
+        return list(json.loads(found.stdout)["items"])
+
+    pods = wait_for(made, timeout=60)
+    assert [p["spec"]["serviceAccountName"] for p in pods] == [account]

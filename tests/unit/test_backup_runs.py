@@ -537,3 +537,48 @@ def test_a_template_stored_with_a_claim_over_the_runner_makes_no_backup() -> Non
         "template.storage.filesystem.path /opt/dockyard: a runner Job mounts claimName"
     )
     assert tick.status.next_schedule_time is None
+
+
+@pytest.mark.parametrize(
+    ("storage", "expected"),
+    [
+        ({"filesystem": {"path": "/backups"}}, "file:///backups/team/nightly/0123abcd-2.dkbk"),
+        (
+            {"s3": {"bucket": "dumps", "prefix": "dockyard/"}},
+            "s3://dumps/dockyard/team/nightly/0123abcd-2.dkbk",
+        ),
+        ({"s3": {"bucket": "dumps"}}, "s3://dumps/team/nightly/0123abcd-2.dkbk"),
+    ],
+)
+def test_the_runner_store_reports_the_location_the_operator_expects(
+    tmp_path: Path, storage: dict[str, Any], expected: str
+) -> None:
+    from dockyard.operator.runs.context import artifact_location
+    from dockyard.runner.filesystem import FilesystemStore
+    from dockyard.runner.s3 import S3Store
+
+    spec = BackupStorage.model_validate(storage)
+    artifact = artifact_name("team", "nightly", "0123abcd-uid", 2)
+    assert artifact_location(spec, artifact) == expected
+    # The runner's own stores, given the same storage, report the same place.
+    if spec.filesystem is not None:
+        store: Any = FilesystemStore(spec.filesystem.path)
+    else:
+        assert spec.s3 is not None
+        store = S3Store(spec.s3.bucket, prefix=spec.s3.prefix or "")
+    assert store.location(artifact) == expected
+
+
+def test_a_job_report_naming_another_artifact_or_key_is_not_trusted() -> None:
+    reported = BackupStatus.model_validate(
+        {"phase": "Running", "attempts": 1, "location": "s3://b/team/x/1.dkbk", "keyId": "k-1"}
+    )
+    mine = "s3://b/team/nightly/0123abcd-1.dkbk"
+    why = report.untrusted_report(reported, "backup-nightly-1", location=mine, key_id="k-1")
+    assert why is not None
+    assert "reported the artifact s3://b/team/x/1.dkbk, not " + mine in why
+    honest = reported.model_copy(update={"location": mine})
+    assert report.untrusted_report(honest, "j", location=mine, key_id="k-1") is None
+    rekeyed = report.untrusted_report(honest, "j", location=mine, key_id="k-2")
+    assert rekeyed is not None
+    assert "reported key k-1, not the key k-2" in rekeyed

@@ -132,3 +132,10 @@ def test_the_operator_puts_nothing_but_its_lease() -> None:
         if '"PUT"' in path.read_text() or "'PUT'" in path.read_text()
     )
     assert putting == ["leadership.py"]
+
+
+def test_only_the_operator_may_make_jobs_that_run_as_a_backup_runner_account() -> None:
+    # The runner account policy asks for create on backups/runner; no tenant role has it.
+    assert _verbs(ENVIRONMENTS.group, "backups/runner") == {"create"}
+    roles = Path(MANIFEST.parent / "rbac-roles.yaml").read_text()
+    assert "backups/runner" not in roles

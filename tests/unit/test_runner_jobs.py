@@ -107,10 +107,15 @@ def test_runner_pods_run_with_the_restricted_security_profile_each_its_own() -> 
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         }
+        # The key Secret's volume is root's: the group lets the image's user read it.
         assert pod["securityContext"] == {
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
+            "fsGroup": 10001,
+            "fsGroupChangePolicy": "OnRootMismatch",
         }
+        [key] = [v for v in pod["volumes"] if v["name"] == "backup-key"]
+        assert key["secret"]["defaultMode"] == 0o400
     # No two manifests share a context: one changed in place leaves the others be.
     made[0]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 1000
     assert "runAsUser" not in made[1]["spec"]["template"]["spec"]["securityContext"]

@@ -426,12 +426,30 @@ def test_a_pod_whose_image_is_here_runs_in_it_with_its_env_from_a_file(tmp_path:
     )
     assert set(launch.env) <= {"PATH", "HOME", "LANG"}
     assert launch.container == "dockyard-pod-u-1"
-    # As the image's user, who gets the private files (a kubelet's fsGroup would do).
+    # As the image's user, who gets the private files but the Secret volumes' ones.
     assert argv[argv.index("--user") + 1] == "10001:10001"
+    assert "--group-add" not in argv  # this pod asks for no fsGroup
     if os.geteuid() == 0:
         launch.storage = [tmp_path / "storage"]  # a missing storage path is made theirs
         pod_launch.lay_out(launch, token="t")
         assert (tmp_path / "storage").stat().st_uid == 10001
         key = tmp_path / "volumes" / "backup-key" / "key"
-        assert (key.stat().st_uid, stat.S_IMODE(key.stat().st_mode)) == (10001, 0o400)
+        # As a kubelet leaves it: root's alone, which the image's user cannot read.
+        owned = (key.stat().st_uid, key.stat().st_gid, stat.S_IMODE(key.stat().st_mode))
+        assert owned == (0, 0, 0o400)
         assert env_file.stat().st_uid == 10001
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files change owner only as root")
+def test_a_pods_fs_group_may_read_its_secret_files_in_the_image(tmp_path: Path) -> None:
+    pod = runner_pod()
+    pod["spec"]["securityContext"] = {"runAsNonRoot": True, "fsGroup": 10001}
+    launch = pod_launch.plan_launch(
+        pod, SECRETS, root=tmp_path, environ=PARENT_ENV, image="localhost/dockyard:dev",
+        image_user=(10001, 10001),
+    )  # fmt: skip
+    assert launch.argv[launch.argv.index("--group-add") + 1] == "10001"
+    pod_launch.lay_out(launch, token="t")
+    key = tmp_path / "volumes" / "backup-key" / "key"
+    owned = (key.stat().st_uid, key.stat().st_gid, stat.S_IMODE(key.stat().st_mode))
+    assert owned == (0, 10001, 0o440)

@@ -64,6 +64,7 @@ from dockyard.operator.runs import jobs
 from dockyard.operator.runs.catalog import CatalogEntry
 from dockyard.operator.runs.context import (
     RunContext,
+    artifact_location,
     artifact_name,
     load_key,
     retryable,
@@ -345,13 +346,13 @@ class BackupRuns:
                 given = await load_key(self.context.kube, loaded.namespace, secret)
             except BackupError as exc:  # its key Secret went while the Job ran
                 return await self._failed(loaded, status, exc)
-            if status.key_id != given.key_id:
-                # The runner reports its artifact itself; the key is the operator's word.
-                refused = ArtifactError(
-                    f"runner Job {name} reported key {status.key_id}, not the key "
-                    f"{given.key_id} it was given: its artifact is not trusted"
-                )
-                return await self._failed(loaded, status, refused)
+            # The runner reports its artifact itself; where it goes and the key are the
+            # operator's word.
+            attempt = max(status.attempts, 1)
+            artifact = artifact_name(loaded.namespace, loaded.name, loaded.uid, attempt)
+            where = artifact_location(filled(loaded.resource)[0], artifact)
+            if why := report.untrusted_report(status, name, location=where, key_id=given.key_id):
+                return await self._failed(loaded, status, ArtifactError(why))
             done = report.completed_by_job(status, name, loaded.generation, at=job.completed_at)
             catalogued = await self._catalog(_with_status(loaded, done))
             await self._write(loaded, done)

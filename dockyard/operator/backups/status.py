@@ -111,6 +111,24 @@ def completed_by_job(
     return status.completed(message, generation=generation, detail=STORED, at=at)
 
 
+def untrusted_report(status: BackupStatus, job: str, *, location: str, key_id: str) -> str | None:
+    """Why the artifact the Job ``job`` reported into ``status`` is not trusted, if it
+    is not: it must be where the Job was told to write (``location``), with the key it
+    was given (``key_id``). The report is the runner's word; a pod posing as the runner,
+    or a runner made to lie, must not have another artifact recorded as this backup's."""
+    if status.location != location:
+        return (
+            f"runner Job {job} reported the artifact {status.location}, not {location} "
+            "that it was told to write: its artifact is not trusted"
+        )
+    if status.key_id != key_id:
+        return (
+            f"runner Job {job} reported key {status.key_id}, not the key {key_id} it was "
+            "given: its artifact is not trusted"
+        )
+    return None
+
+
 def after_recovery(
     status: BackupStatus, recovery: Recovery, reason: str, generation: int | None
 ) -> BackupStatus:

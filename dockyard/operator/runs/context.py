@@ -187,6 +187,14 @@ def storage_url(spec: BackupStorage) -> str:
     return f"s3://{spec.s3.bucket}/{prefix}" if prefix else f"s3://{spec.s3.bucket}"
 
 
+def artifact_location(spec: BackupStorage, artifact: str) -> str:
+    """Where a runner given ``spec`` stores ``artifact``, as it reports it (a file URI,
+    or ``s3://bucket/prefix/name``)."""
+    if spec.filesystem is not None:
+        return Path(spec.filesystem.path).joinpath(*artifact.split("/")).as_uri()
+    return f"{storage_url(spec)}/{artifact}"
+
+
 def artifact_prefix(namespace: str, name: str, uid: str) -> str:
     """What every artifact of one Backup object's attempts starts with."""
     # The uid keeps a Backup recreated under the same name off its predecessor's files.

@@ -51,6 +51,9 @@ CA_MOUNT: Final = "/var/run/secrets/dockyard/s3-ca"
 CA_FILE: Final = "ca.crt"
 # Where a runner writes its JSON result; the kubelet copies it into the Pod's status.
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+# The group of the runner image's user (Dockerfile: USER 10001:10001); any image works,
+# as a kubelet adds the pod's fsGroup to every container's groups.
+RUNNER_FS_GROUP: Final = 10001
 BACKUP_LABEL: Final = "dockyard.io/backup"
 # On every runner Job and its pods: what it runs (backup, restore or drill).
 RUNNER_LABEL: Final = "dockyard.io/runner"
@@ -369,7 +372,13 @@ def _runner_job(
                     "serviceAccountName": account,
                     "automountServiceAccountToken": api_access,
                     "restartPolicy": "Never",
-                    "securityContext": restricted_pod(),
+                    "securityContext": {
+                        **restricted_pod(),
+                        # Secret volumes are root's: the group makes the key (0400 asked,
+                        # 0440 given) and a fresh claim readable by the runner's user.
+                        "fsGroup": RUNNER_FS_GROUP,
+                        "fsGroupChangePolicy": "OnRootMismatch",
+                    },
                     "containers": [container],
                     "volumes": volumes,
                 },
