@@ -359,6 +359,15 @@ def stop_operator(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def release_and_stop(
+    kubectl: Kubectl, namespace: str, kinds: str, proc: subprocess.Popen[bytes]
+) -> None:
+    """Delete every object of ``kinds`` in ``namespace`` while the operator ``proc``
+    still runs to release their finalizers, then stop it."""
+    kubectl("delete", kinds, "--all", "-n", namespace, "--timeout=60s", check=False)
+    stop_operator(proc)
+
+
 @pytest.fixture
 def unwatched_namespace(kubectl: Kubectl) -> Iterator[str]:
     """A fresh namespace no operator of the session watches (not ``t-*-<session>-*``):

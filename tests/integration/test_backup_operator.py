@@ -37,6 +37,7 @@ from tests.conftest import (
     Kubectl,
     backup_settings,
     get_json,
+    release_and_stop,
     start_operator,
     stop_operator,
     wait_for,
@@ -926,21 +927,7 @@ def test_an_operator_killed_mid_backup_retries_it_and_counts_the_attempt(
         interrupted = _events(kubectl, own_namespace, "AttemptFailed")
         assert any("interrupted" in message for message in interrupted), interrupted
     finally:
-        kubectl(
-            "delete",
-            "environments,backups",
-            "--all",
-            "-n",
-            own_namespace,
-            "--timeout=60s",
-            check=False,
-        )
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        release_and_stop(kubectl, own_namespace, "environments,backups", operator)
 
 
 def _database_condition(status: dict[str, Any]) -> dict[str, Any] | None:
@@ -1009,21 +996,7 @@ def test_a_backup_pauses_while_postgres_is_down_and_completes_on_its_first_attem
         )
         assert [r["phase"] for r in rows] == ["Completed"]  # type: ignore[union-attr]
     finally:
-        kubectl(
-            "delete",
-            "environments,backups",
-            "--all",
-            "-n",
-            own_namespace,
-            "--timeout=60s",
-            check=False,
-        )
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        release_and_stop(kubectl, own_namespace, "environments,backups", operator)
 
 
 @pytest.fixture
@@ -1069,7 +1042,7 @@ def test_a_full_backup_root_fails_the_backup_as_storage_full_and_a_small_one_sti
         # Nothing of the big one's attempts is left: no partial file, no artifact.
         _assert_only_artifact(root, small)
     finally:
-        _clean_up(kubectl, own_namespace, operator)
+        release_and_stop(kubectl, own_namespace, "environments,backups", operator)
 
 
 def _assert_only_artifact(root: Path, status: dict[str, Any]) -> None:
@@ -1077,13 +1050,6 @@ def _assert_only_artifact(root: Path, status: dict[str, Any]) -> None:
     files = sorted(p for p in root.rglob("*") if p.is_file())
     assert files == [_artifact_path(status["location"])]
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == status["sha256"]
-
-
-def _clean_up(kubectl: Kubectl, namespace: str, operator: subprocess.Popen[bytes]) -> None:
-    """What the operator made goes (it takes the databases, and the finalizers), then it."""
-    kubectl("delete", "environments,backups", "--all", "-n", namespace, "--timeout=60s",
-            check=False)  # fmt: skip
-    stop_operator(operator)
 
 
 def test_a_namespaces_backups_are_held_to_its_quota_on_the_shared_volume(
@@ -1121,7 +1087,7 @@ def test_a_namespaces_backups_are_held_to_its_quota_on_the_shared_volume(
         # Nothing of their attempts is left: no partial file, no artifact.
         _assert_only_artifact(backup_root, first)
     finally:
-        _clean_up(kubectl, own_namespace, operator)
+        release_and_stop(kubectl, own_namespace, "environments,backups", operator)
 
 
 def test_production_environments_get_a_default_schedule_unless_they_opt_out(

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from dockyard.operator.database import database_identity
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import SESSION_ID, Kubectl, wait_for
+from tests.conftest import SESSION_ID, Kubectl, release_and_stop, wait_for
 from tests.integration.test_backup_operator import (
     EXPECTED_ROWS,
     PINNED,
@@ -452,14 +451,7 @@ def test_a_drill_interrupted_by_an_operator_crash_is_run_again_not_left_running(
         assert any("interrupted" in m and "attempt 2" in m for m in retried), retried
     finally:
         # Everything with a finalizer, while the operator still runs to release it.
-        kubectl("delete", "restoredrills,environments,backups", "--all", "-n", own_namespace,
-                "--timeout=60s", check=False)  # fmt: skip
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        release_and_stop(kubectl, own_namespace, "restoredrills,environments,backups", operator)
 
 
 # -- runner: Job ----------------------------------------------------------------------------

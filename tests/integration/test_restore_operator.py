@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,7 +29,7 @@ from dockyard.operator.database.tenants import NAMESPACE_MARK
 from dockyard.operator.runs.context import with_database
 from dockyard.testbed import faults
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import Kubectl, release_and_stop, wait_for
 from tests.integration.test_backup_operator import (
     EXPECTED_ROWS,
     PINNED,
@@ -628,21 +627,7 @@ def test_an_operator_killed_mid_restore_drops_the_half_restored_database_and_ret
         interrupted = _events(kubectl, own_namespace, "AttemptFailed")
         assert any("interrupted" in message for message in interrupted), interrupted
     finally:
-        kubectl(
-            "delete",
-            "restores,environments,backups",
-            "--all",
-            "-n",
-            own_namespace,
-            "--timeout=60s",
-            check=False,
-        )
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        release_and_stop(kubectl, own_namespace, "restores,environments,backups", operator)
 
 
 # -- runner: Job ----------------------------------------------------------------------------

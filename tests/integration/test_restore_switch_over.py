@@ -7,7 +7,6 @@ is back."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +16,7 @@ from dockyard.operator import crash_points
 from dockyard.operator.database import database_identity, retired_database_name
 from dockyard.operator.restores.switch_over import SWITCHED
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import Kubectl, release_and_stop, wait_for
 from tests.integration.test_backup_operator import (
     _apply,
     _artifact_path,
@@ -151,21 +150,7 @@ def test_an_operator_killed_during_the_switch_over_leaves_the_target_accepting_c
             assert restored  # the target as it was
             assert "checksum mismatch" in status["message"]
     finally:
-        kubectl(
-            "delete",
-            "restores,environments,backups",
-            "--all",
-            "-n",
-            own_namespace,
-            "--timeout=60s",
-            check=False,
-        )
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        release_and_stop(kubectl, own_namespace, "restores,environments,backups", operator)
 
 
 def test_an_operator_killed_after_recording_completed_drops_the_old_database_when_back(
@@ -210,18 +195,4 @@ def test_an_operator_killed_after_recording_completed_drops_the_old_database_whe
         wait_for(lambda: not _staging_databases(testbed_state, uid), timeout=60)
         assert _restore_status(kubectl, own_namespace, "swap")["phase"] == "Completed"
     finally:
-        kubectl(
-            "delete",
-            "restores,environments,backups",
-            "--all",
-            "-n",
-            own_namespace,
-            "--timeout=60s",
-            check=False,
-        )
-        operator.terminate()
-        try:
-            operator.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
+        release_and_stop(kubectl, own_namespace, "restores,environments,backups", operator)
