@@ -51,6 +51,10 @@ def test_urls_inside_an_added_object_and_under_url_named_keys_are_redacted() -> 
         ("http://[::1]:8080/in?a=s3cret", f"http://[::1]:8080/in?a={REDACTED}"),
         ("user:s3cret@h.example/in", REDACTED),
         ("https://[not-closed/in?t=s3cret", REDACTED),
+        # A password holding / ? or #: urlsplit reads part of it as the host.
+        ("https://user:pa/ss@h.example/in", REDACTED),
+        ("https://user:pa?ss@h.example/in", REDACTED),
+        ("https://user:pa#ss@h.example/in", REDACTED),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

@@ -111,18 +111,24 @@ async def _open_breaker(dispatcher: Dispatcher) -> None:
     _writes(dispatcher).clear()
 
 
-async def test_a_delivery_the_open_breaker_holds_back_is_no_attempt() -> None:
+async def test_a_delivery_the_open_breaker_holds_back_is_no_attempt_but_backs_off() -> None:
     dispatcher = _dispatcher(webhook_breaker_failures=2)
     await _open_breaker(dispatcher)
     last = dispatcher.statuses.last["uid-1"]
 
-    await dispatcher._deliver(_claimed(attempt=3))
+    await dispatcher._deliver(_claimed(attempt=6))
 
+    # The status shows real attempts only: the receiver was not asked.
     assert dispatcher.statuses.failures["uid-1"] == 2
     assert dispatcher.statuses.last["uid-1"] == last  # the last real attempt, its 503
-    [(sql, _, wait)] = _writes(dispatcher)
-    assert sql == store._SQL_POSTPONE  # the claim's attempt is taken back
-    assert 1.0 <= wait <= dispatcher.settings.webhook_breaker_open_seconds
+    # The row backs off as after a failure, so a dead endpoint's backlog does not all
+    # fall due each time the breaker half-opens.
+    [(sql, _, wait, status, error)] = _writes(dispatcher)
+    assert (sql, status, error) == (store._SQL_RETRY, None, "circuit breaker open")
+    settings = dispatcher.settings
+    ceiling = min(settings.webhook_backoff_max, settings.webhook_backoff_base * 2**5)
+    assert wait >= ceiling / 2  # the sixth attempt's backoff, jittered down by half at most
+    assert wait >= 1.0  # and never before the breaker would let it through
 
 
 async def test_a_delivery_held_back_past_the_dead_letter_window_is_given_up() -> None:

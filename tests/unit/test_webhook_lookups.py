@@ -25,7 +25,12 @@ from dockyard.core.kube import KubeClient
 from dockyard.core.models.webhook import WebhookSpec
 from dockyard.core.settings import Settings
 from dockyard.operator.webhooks.dispatcher import Dispatcher
-from dockyard.operator.webhooks.lookups import LOOKUP_THREADS, NameLookups
+from dockyard.operator.webhooks.lookups import (
+    LOOKUP_THREADS,
+    NAMESPACE_THREADS,
+    NameLookups,
+    asking_for,
+)
 from dockyard.operator.webhooks.targets import Target
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -156,3 +161,39 @@ async def test_a_name_resolved_in_the_own_threads_is_still_judged_by_the_guard(
     assert "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS" in last.error
     assert "10.1.2.3" not in last.error
     assert dns.asked["inside.test"] == 1
+
+
+async def test_one_namespaces_stuck_names_leave_the_other_namespaces_threads(dns: _Dns) -> None:
+    """A tenant's Webhooks on names whose DNS never answers hold its own share of the
+    lookup threads: another namespace's name still resolves."""
+    lookups = NameLookups(timeout=0.3)
+    try:
+        with asking_for("tenant-a"):
+            stuck = await asyncio.gather(
+                *(lookups.resolve(f"h{i}.slow.test", 443) for i in range(LOOKUP_THREADS * 2)),
+                return_exceptions=True,
+            )
+        assert all(isinstance(a, socket.gaierror) for a in stuck)
+        assert dns.most_waiting <= NAMESPACE_THREADS
+        with asking_for("tenant-b"):
+            [found] = await lookups.resolve("outside.test", 443)
+        assert found["host"] == "93.184.216.34"
+    finally:
+        await lookups.close()
+
+
+async def test_a_lookup_whose_callers_all_gave_up_before_a_thread_was_free_is_dropped(
+    dns: _Dns,
+) -> None:
+    lookups = NameLookups(timeout=0.2, threads=1, share=1)
+    try:
+        with pytest.raises(socket.gaierror):
+            await lookups.resolve("first.slow.test", 443)  # holds the one thread
+        with pytest.raises(socket.gaierror):
+            await lookups.resolve("queued.slow.test", 443)  # never got the thread
+        await asyncio.sleep(0)
+        dns.released.set()  # the first lookup returns, its thread is free
+        await asyncio.sleep(0.2)
+        assert dns.asked["queued.slow.test"] == 0  # not run for nobody
+    finally:
+        await lookups.close()

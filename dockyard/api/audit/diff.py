@@ -98,8 +98,11 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    if not parts.netloc and "@" in parts.path:
-        return REDACTED  # no scheme: "user:password@host/..." read as a path
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # User info may hide there: no scheme ("user:password@host/..." read as a
+        # path), or a password holding a / ? or # ("https://u:pa/ss@host/" read as
+        # host "u:pa" and path "/ss@host/").
+        return REDACTED
     _, at, host = parts.netloc.rpartition("@")
     netloc = f"{REDACTED}@{host}" if at else host
     query = "&".join(

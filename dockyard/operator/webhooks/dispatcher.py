@@ -50,7 +50,7 @@ from dockyard.operator.webhooks.failures import (
     trips_breaker,
 )
 from dockyard.operator.webhooks.flights import CONCURRENCY, Flights
-from dockyard.operator.webhooks.lookups import NameLookups
+from dockyard.operator.webhooks.lookups import NameLookups, asking_for
 from dockyard.operator.webhooks.retention import DeliveryRetention
 from dockyard.operator.webhooks.statuses import Statuses
 from dockyard.operator.webhooks.targets import (
@@ -335,16 +335,18 @@ class Dispatcher:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": target.signer.sign(delivery.event_id, now, payload),
         }
-        async with self._session.post(
-            target.spec.url, data=payload.encode(), headers=headers, allow_redirects=False
-        ) as response:
-            # The receiver's answer is its status; of its body, at most a bounded part
-            # is read (never decompressed), so that no receiver can fill the operator's
-            # memory. The connection is dropped rather than drained past it.
-            await response.content.read(RESPONSE_READ_LIMIT)
-            if not 200 <= response.status < 300:
-                raise DeliveryFailed(response.status)
-            return response.status
+        # Its name lookup counts against its namespace's share of the lookup threads.
+        with asking_for(target.namespace):
+            async with self._session.post(
+                target.spec.url, data=payload.encode(), headers=headers, allow_redirects=False
+            ) as response:
+                # The receiver's answer is its status; of its body, at most a bounded
+                # part is read (never decompressed), so that no receiver can fill the
+                # operator's memory. The connection is dropped rather than drained past.
+                await response.content.read(RESPONSE_READ_LIMIT)
+                if not 200 <= response.status < 300:
+                    raise DeliveryFailed(response.status)
+                return response.status
 
     async def _failed(
         self,
@@ -370,14 +372,19 @@ class Dispatcher:
     async def _held_back(
         self, target: Target, delivery: store.Claimed, reason: str, breaker_wait: float
     ) -> None:
-        """The open breaker refused the delivery: no attempt was made, so none is
-        counted (the claim's is taken back) and the status keeps the last real one. It
-        waits for the breaker, or is given up once due past the dead-letter window."""
+        """The open breaker refused the delivery: no attempt reached the receiver, so the
+        status keeps the last real one. The row still counts the claim, so its backoff
+        grows as a failed attempt's would: a dead endpoint's backlog spreads out rather
+        than fall due all at once each time the breaker half-opens, ahead of every newer
+        delivery of its namespace. Given up once due past the dead-letter window."""
         self._known(target)  # the guard may have brought a removed Webhook's breaker back
         if self._overdue(delivery):
             await self._give_up(target, delivery, None, reason)
-        else:
-            await store.postpone(self.pool, delivery.id, breaker_wait)
+            return
+        delay = backoff(
+            delivery.attempt, self.settings.webhook_backoff_base, self.settings.webhook_backoff_max
+        )
+        await store.retry(self.pool, delivery.id, max(delay, breaker_wait), None, reason)
 
     def _overdue(self, delivery: store.Claimed) -> bool:
         due_for = (datetime.now(UTC) - delivery.due_since).total_seconds()

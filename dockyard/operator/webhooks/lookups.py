@@ -13,7 +13,11 @@ operator. Here:
 - concurrent lookups of one name are one lookup, until its thread returns: a stuck name
   holds one thread however many deliveries ask for it;
 - a caller waits ``timeout`` seconds at most, then fails as an unresolved name does
-  (a failed attempt, retried with backoff).
+  (a failed attempt, retried with backoff); a lookup all of whose callers gave up
+  before it got a thread is dropped, not run for nobody;
+- one namespace's lookups (the namespace of the delivery that asked first, from
+  ``asking_for``) hold at most ``NAMESPACE_THREADS`` of the threads: a tenant whose
+  Webhooks name hosts that never answer stalls its own lookups, not everyone's.
 
 The addresses found are judged by the SSRF guard (``GuardedResolver``) that wraps this.
 """
@@ -23,13 +27,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from functools import partial
 from typing import Final
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 LOOKUP_THREADS: Final = 4
+NAMESPACE_THREADS: Final = 2
+# The namespace of the delivery whose connection asks for a name (set by the dispatcher
+# around its POST; a task's context follows it into aiohttp's connector).
+_NAMESPACE: ContextVar[str] = ContextVar("webhook_lookup_namespace", default="")
 _Key = tuple[str, int, int]
 # As aiohttp's own resolver: addresses its connector uses without resolving them again.
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
@@ -39,11 +49,17 @@ _NUMERIC_NAME = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 class NameLookups(AbstractResolver):
     """An aiohttp resolver with its own ``threads`` and a ``timeout`` per lookup."""
 
-    def __init__(self, timeout: float, threads: int = LOOKUP_THREADS) -> None:
+    def __init__(
+        self, timeout: float, threads: int = LOOKUP_THREADS, share: int = NAMESPACE_THREADS
+    ) -> None:
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="webhook-dns")
         self._free = asyncio.Semaphore(threads)
+        self._share = share
+        self._shares: dict[str, asyncio.Semaphore] = {}
         self._running: dict[_Key, asyncio.Task[list[ResolveResult]]] = {}
+        self._waiting: dict[_Key, int] = {}
+        self._started: set[_Key] = set()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -51,30 +67,50 @@ class NameLookups(AbstractResolver):
         key = (host, port, int(family))
         lookup = self._running.get(key)
         if lookup is None:
-            lookup = asyncio.create_task(self._look_up(key), name=f"webhook-dns {host}")
+            lookup = asyncio.create_task(
+                self._look_up(key, _NAMESPACE.get()), name=f"webhook-dns {host}"
+            )
             self._running[key] = lookup
             lookup.add_done_callback(partial(self._ended, key))
+        self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
             return await asyncio.wait_for(asyncio.shield(lookup), self._timeout)
         except TimeoutError:
             raise socket.gaierror(
                 socket.EAI_AGAIN, f"the name lookup took longer than {self._timeout:g} s"
             ) from None
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+                if key not in self._started:
+                    lookup.cancel()  # still queued for a thread, and nobody waits for it
 
-    async def _look_up(self, key: _Key) -> list[ResolveResult]:
-        await self._free.acquire()
+    async def _look_up(self, key: _Key, namespace: str) -> list[ResolveResult]:
+        share = self._shares.setdefault(namespace, asyncio.Semaphore(self._share))
+        loop = asyncio.get_running_loop()
+        await share.acquire()
+        try:
+            await self._free.acquire()
+        except BaseException:
+            share.release()
+            raise
         try:
             job = self._pool.submit(_getaddrinfo, *key)
         except BaseException:
             self._free.release()
+            share.release()
             raise
-        # The thread is free when the lookup returns, not when its waiters give up.
-        job.add_done_callback(partial(_release, asyncio.get_running_loop(), self._free))
+        self._started.add(key)
+        # The threads are free when the lookup returns, not when its waiters give up.
+        job.add_done_callback(partial(_release, loop, self._free))
+        job.add_done_callback(partial(_release, loop, share))
         return await asyncio.wrap_future(job)
 
     def _ended(self, key: _Key, lookup: asyncio.Task[list[ResolveResult]]) -> None:
         if self._running.get(key) is lookup:
             del self._running[key]
+            self._started.discard(key)
         if not lookup.cancelled():
             lookup.exception()  # retrieved: its waiters, if any are left, got it
 
@@ -84,6 +120,16 @@ class NameLookups(AbstractResolver):
         # A thread stuck in getaddrinfo cannot be stopped; it ends when the C library
         # gives up. Nothing waits for it here.
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def asking_for(namespace: str) -> Iterator[None]:
+    """Name lookups made within count against ``namespace``'s share of the threads."""
+    token = _NAMESPACE.set(namespace)
+    try:
+        yield
+    finally:
+        _NAMESPACE.reset(token)
 
 
 def _release(
