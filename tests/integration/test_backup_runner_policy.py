@@ -160,9 +160,11 @@ def _job(account: str) -> dict[str, Any]:
 def test_only_the_operators_jobs_run_as_a_backup_runner_account(
     kubectl: Kubectl, unwatched_namespace: str
 ) -> None:
-    """The attack: a tenant who may create Pods and Jobs in its namespace (the built-in
-    ``edit`` role) runs one as ``backup-runner-<uid>`` (the uid is on the Backup) and
-    reports an artifact of its choosing while the real runner dumps."""
+    """The attack: a tenant who may create Pods and Jobs in its namespace runs one as
+    ``backup-runner-<uid>`` (the uid is on the Backup) and reports an artifact of its
+    choosing while the real runner dumps. (The built-in ``edit`` role used here may also
+    act as the account through its token or impersonation, which no admission policy
+    stops: docs/rbac.md.)"""
     namespace = unwatched_namespace
     _, runner = _backup(kubectl, namespace)
     account = runner.rsplit(":", 1)[1]

@@ -412,6 +412,7 @@ def test_an_hpa_the_api_server_rejects_is_removed_not_left_to_fight(
                 {
                     "expression": "object.spec.maxReplicas <= 3",
                     "message": "this cluster runs at most 3 replicas",
+                    "reason": "Forbidden",  # 403, as such policies often answer
                 }
             ],
         },

@@ -280,3 +280,13 @@ def test_a_new_pause_holds_nothing_yet() -> None:
     )
     assert held_replicas(_paused_policy("True"), free_hpa) is None
     assert held_replicas(_policy(), None) is None
+
+
+def test_a_plan_that_no_longer_holds_does_not_pause() -> None:
+    # Planned by a dry run; its backup gone since, the plan stays beside Planned False.
+    restore = _restore(phase="Pending", plan_target="shop")
+    stale = restore.status.with_condition(
+        "Planned", False, "SourceUnavailable", "gone", generation=None
+    )
+    restore = restore.model_copy(update={"status": stale})
+    assert pause_decision(_policy(), [restore], {}) is None

@@ -26,7 +26,7 @@ from typing import Any, Final
 from dockyard.core.conditions import Verdict, find
 from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.environment import Environment, Tier
-from dockyard.core.models.restore import Restore, RestorePhase
+from dockyard.core.models.restore import Restore, RestoreConditionType, RestorePhase
 from dockyard.core.models.scaling import ScalingPolicy, ScalingPolicyConditionType
 
 # Production environments run at least this many pods (Environment's CEL rule says so
@@ -154,7 +154,11 @@ def restore_in_progress(restore: Restore) -> bool:
     if phase is None or phase is RestorePhase.AWAITING_APPROVAL:
         return False
     if phase is RestorePhase.PENDING:
-        return restore.status.plan is not None  # planned: an attempt may start, or retry
+        # Planned, an attempt may start (or retry). A plan that no longer holds (its
+        # backup gone since a dry run) stays in status beside Planned False: no pause.
+        planned = restore.status.condition(RestoreConditionType.PLANNED)
+        holds = planned is None or planned.status is not ConditionStatus.FALSE
+        return restore.status.plan is not None and holds
     return not phase.is_done
 
 

@@ -172,7 +172,8 @@ class ScalingReconciler:
         except (KubeError, ChildConflict) as exc:
             if isinstance(exc, ChildConflict):
                 refused = Verdict.of(False, decisions.AcceptanceReason.HPA_CONFLICT, exc.message)
-            elif exc.status not in (400, 422):
+            elif exc.status not in (400, 403, 422):
+                # 403 too: an admission policy or webhook that denies answers Forbidden.
                 raise
             else:
                 refused = Verdict.of(
