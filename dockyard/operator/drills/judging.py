@@ -93,7 +93,9 @@ def row_count_failures(counts: RowCountCheck) -> list[FailedCheck]:
 def _shown(value: str | None) -> str:
     if not value:
         return "nothing (no row, or NULL)"
-    return value if len(value) <= _SHOWN_VALUE_MAX else value[:_SHOWN_VALUE_MAX] + "..."
+    # Cut as ``checks.clip`` cuts: the status never holds _SHOWN_VALUE_MAX characters of a
+    # tenant's value (a drill's status is readable by every viewer of the namespace).
+    return value if len(value) < _SHOWN_VALUE_MAX else value[: _SHOWN_VALUE_MAX - 1] + "…"
 
 
 def judge_sql(check: SqlCheck, value: str | None) -> FailedCheck | None:
