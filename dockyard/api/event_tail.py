@@ -62,9 +62,13 @@ class EventTail:
                         self._changed.notify_all()
             await asyncio.sleep(POLL_SECONDS)
             # Idle, it still looks now and then: a stream opened while PostgreSQL is down
-            # starts from ``last``, which must not be far behind.
+            # starts from ``last``, which must not be far behind. ``asyncio.timeout``, not
+            # ``wait_for``: on Python 3.11, a stop's cancel that lands as the event is set
+            # is swallowed by ``wait_for``, and the loop then ran on with ``stop`` waiting
+            # for it for good (a CI run hung in test_event_tail).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted.wait(), timeout=IDLE_POLL_SECONDS)
+                async with asyncio.timeout(IDLE_POLL_SECONDS):
+                    await self._wanted.wait()
 
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:
