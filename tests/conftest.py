@@ -410,12 +410,30 @@ def get_json(kubectl: Kubectl, *args: str) -> dict[str, object]:
 # -- the API --------------------------------------------------------------------------------
 
 
+# The apiserver deadlines of the API under test. The test bed shares two cores between
+# the apiserver, etcd, PostgreSQL, the operators and two test workers, and a test's
+# synchronous fixtures (kubectl) hold its event loop meanwhile, so a fresh TLS
+# connection or a review there can take longer than production's 1-2 s: CI saw the odd
+# 503 "no answer in time" on a healthy apiserver. A test of the deadlines themselves
+# passes ``PRODUCTION_KUBE_DEADLINES``.
+TESTBED_KUBE_DEADLINES: dict[str, float] = {
+    "kube_connect_timeout": 5.0,
+    "kube_review_timeout": 5.0,
+    "kube_request_timeout": 10.0,
+}
+PRODUCTION_KUBE_DEADLINES: dict[str, Any] = {
+    name: Settings.model_fields[name].default for name in TESTBED_KUBE_DEADLINES
+}
+
+
 def api_settings(state: State, **overrides: Any) -> Settings:
-    """The API's settings against the test bed: its database and apiserver, no metrics port."""
+    """The API's settings against the test bed: its database and apiserver, no metrics
+    port, and the test bed's apiserver deadlines (``TESTBED_KUBE_DEADLINES``)."""
     values: dict[str, Any] = {
         "database_url": state.database_url,
         "kubeconfig": Path(state.kubeconfig),
         "metrics_port": None,
+        **TESTBED_KUBE_DEADLINES,
     }
     return Settings(**{**values, **overrides})
 

@@ -34,7 +34,7 @@ from dockyard.api.openapi import Operation
 from dockyard.core import db, migrations
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import TESTBED_KUBE_DEADLINES, Kubectl, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def _settings(state: State, **overrides: Any) -> Settings:
     return Settings(
         database_url=overrides.pop("database_url", state.database_url),
         kubeconfig=Path(state.kubeconfig),
-        **overrides,
+        **{**TESTBED_KUBE_DEADLINES, **overrides},
     )
 
 

@@ -23,7 +23,7 @@ from dockyard.core import migrations
 from dockyard.core.kube import CallerToken, KubeClient, KubeConfig, KubeError
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import ROOT, ApiClient, Kubectl, wait_for
+from tests.conftest import ROOT, TESTBED_KUBE_DEADLINES, ApiClient, Kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -81,7 +81,7 @@ async def make_client(aiohttp_client: AiohttpClient, testbed_state: State) -> Ma
             kubeconfig=kubeconfig,
             authz_cache_ttl=0,
             metrics_port=None,
-            **overrides,
+            **{**TESTBED_KUBE_DEADLINES, **overrides},
         )
         conn = await asyncpg.connect(settings.database_dsn())
         try:

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from dockyard.api import keys
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.faults import hung
-from tests.conftest import Kubectl, StartApi
+from tests.conftest import PRODUCTION_KUBE_DEADLINES, Kubectl, StartApi
 
 Client = TestClient[object, object]
 # It hangs the test bed's PostgreSQL, Redis and apiserver: no other test meanwhile.
@@ -164,7 +164,9 @@ async def test_while_the_apiserver_hangs_cached_callers_read_and_others_get_503(
     developer: dict[str, str],
     namespace: str,
 ) -> None:
-    client = await start_api(redis_url=None, auth_cache_ttl=120, authz_cache_ttl=120)
+    client = await start_api(
+        redis_url=None, auth_cache_ttl=120, authz_cache_ttl=120, **PRODUCTION_KUBE_DEADLINES
+    )
     base = f"/api/v1/namespaces/{namespace}/environments"
     body = {"metadata": {"name": "kept"}, "spec": {"tier": "development", "image": "a:1"}}
     deadline = time.monotonic() + 30
