@@ -207,9 +207,8 @@ class ProcessChain:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(p.wait() for p in running)), TERMINATE_GRACE_SECONDS
-            )
+            async with asyncio.timeout(TERMINATE_GRACE_SECONDS):
+                await asyncio.gather(*(p.wait() for p in running))
         except TimeoutError:
             for proc in running:
                 if proc.returncode is None:
@@ -221,7 +220,8 @@ class ProcessChain:
         # Read what is left in the pipes to their end: only then does asyncio release
         # the transports. The tools are gone, so the ends come at once.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._discard_output(), TERMINATE_GRACE_SECONDS)
+            async with asyncio.timeout(TERMINATE_GRACE_SECONDS):
+                await self._discard_output()
         for task in self._drains:
             task.cancel()
         await asyncio.gather(*self._drains, return_exceptions=True)

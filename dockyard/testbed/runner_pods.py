@@ -404,7 +404,8 @@ async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), grace)
+            async with asyncio.timeout(grace):
+                await proc.wait()
 
 
 async def serve(kubeconfig: Path, work_dir: Path, *, max_running: int = MAX_RUNNING) -> None:

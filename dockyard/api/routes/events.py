@@ -323,7 +323,8 @@ class _Stream:
             if tail.last > self.cursor and not self.replay_waits:
                 await self._logged()
             try:
-                change = await asyncio.wait_for(queue.get(), timeout=POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    change = await queue.get()
             except TimeoutError:
                 if self.loop.time() - self.last_write >= KEEPALIVE:
                     await self.send(b": keep-alive\n\n")

@@ -74,7 +74,8 @@ class NameLookups(AbstractResolver):
             lookup.add_done_callback(partial(self._ended, key))
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
-            return await asyncio.wait_for(asyncio.shield(lookup), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.shield(lookup)
         except TimeoutError:
             raise socket.gaierror(
                 socket.EAI_AGAIN, f"the name lookup took longer than {self._timeout:g} s"
