@@ -197,3 +197,26 @@ async def test_a_lookup_whose_callers_all_gave_up_before_a_thread_was_free_is_dr
         assert dns.asked["queued.slow.test"] == 0  # not run for nobody
     finally:
         await lookups.close()
+
+
+async def test_a_namespaces_share_of_the_threads_is_forgotten_once_no_lookup_uses_it(
+    dns: _Dns,
+) -> None:
+    """Every namespace that ever asked for a name would otherwise be remembered for good."""
+    lookups = NameLookups(timeout=0.2, threads=1, share=1)
+    try:
+        for namespace in ("tenant-a", "tenant-b", "tenant-c"):
+            with asking_for(namespace):
+                [found] = await lookups.resolve("outside.test", 443)
+            assert found["host"] == "93.184.216.34"
+        with asking_for("tenant-d"), pytest.raises(socket.gaierror):
+            await lookups.resolve("first.slow.test", 443)  # holds the one thread
+        with asking_for("tenant-e"), pytest.raises(socket.gaierror):
+            await lookups.resolve("queued.slow.test", 443)  # dropped, never got it
+        await asyncio.sleep(0.05)
+        assert set(lookups._shares) == {"tenant-d"}  # its thread has not returned yet
+        dns.released.set()
+        await asyncio.sleep(0.2)
+        assert lookups._shares == {}
+    finally:
+        await lookups.close()

@@ -17,7 +17,8 @@ operator. Here:
   before it got a thread is dropped, not run for nobody;
 - one namespace's lookups (the namespace of the delivery that asked first, from
   ``asking_for``) hold at most ``NAMESPACE_THREADS`` of the threads: a tenant whose
-  Webhooks name hosts that never answer stalls its own lookups, not everyone's.
+  Webhooks name hosts that never answer stalls its own lookups, not everyone's; a
+  namespace's share is forgotten once no lookup holds or waits for it.
 
 The addresses found are judged by the SSRF guard (``GuardedResolver``) that wraps this.
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from functools import partial
@@ -56,7 +57,9 @@ class NameLookups(AbstractResolver):
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="webhook-dns")
         self._free = asyncio.Semaphore(threads)
         self._share = share
-        self._shares: dict[str, asyncio.Semaphore] = {}
+        # Each namespace's share of the threads, with how many lookups hold or wait for
+        # it; dropped when none does, so namespaces long gone leave nothing behind.
+        self._shares: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._running: dict[_Key, asyncio.Task[list[ResolveResult]]] = {}
         self._waiting: dict[_Key, int] = {}
         self._started: set[_Key] = set()
@@ -88,25 +91,43 @@ class NameLookups(AbstractResolver):
                     lookup.cancel()  # still queued for a thread, and nobody waits for it
 
     async def _look_up(self, key: _Key, namespace: str) -> list[ResolveResult]:
-        share = self._shares.setdefault(namespace, asyncio.Semaphore(self._share))
+        share = self._join(namespace)
         loop = asyncio.get_running_loop()
-        await share.acquire()
+        try:
+            await share.acquire()
+        except BaseException:
+            self._leave(namespace, held=False)
+            raise
         try:
             await self._free.acquire()
         except BaseException:
-            share.release()
+            self._leave(namespace)
             raise
         try:
             job = self._pool.submit(_getaddrinfo, *key)
         except BaseException:
             self._free.release()
-            share.release()
+            self._leave(namespace)
             raise
         self._started.add(key)
         # The threads are free when the lookup returns, not when its waiters give up.
-        job.add_done_callback(partial(_release, loop, self._free))
-        job.add_done_callback(partial(_release, loop, share))
+        job.add_done_callback(partial(_release, loop, self._free.release))
+        job.add_done_callback(partial(_release, loop, partial(self._leave, namespace)))
         return await asyncio.wrap_future(job)
+
+    def _join(self, namespace: str) -> asyncio.Semaphore:
+        """``namespace``'s share, counted as used by one more lookup until ``_leave``."""
+        share, users = self._shares.setdefault(namespace, (asyncio.Semaphore(self._share), [0]))
+        users[0] += 1
+        return share
+
+    def _leave(self, namespace: str, held: bool = True) -> None:
+        share, users = self._shares[namespace]
+        if held:
+            share.release()
+        users[0] -= 1
+        if not users[0]:
+            del self._shares[namespace]
 
     def _ended(self, key: _Key, lookup: asyncio.Task[list[ResolveResult]]) -> None:
         if self._running.get(key) is lookup:
@@ -134,10 +155,10 @@ def asking_for(namespace: str) -> Iterator[None]:
 
 
 def _release(
-    loop: asyncio.AbstractEventLoop, free: asyncio.Semaphore, _job: Future[object]
+    loop: asyncio.AbstractEventLoop, release: Callable[[], None], _job: Future[object]
 ) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-        loop.call_soon_threadsafe(free.release)
+        loop.call_soon_threadsafe(release)
 
 
 def _getaddrinfo(host: str, port: int, family: int) -> list[ResolveResult]:
