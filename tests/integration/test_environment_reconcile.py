@@ -240,6 +240,34 @@ def test_the_secret_holds_credentials_that_reach_the_environments_database(
     }
 
 
+def test_disabling_the_database_locks_its_role_out_and_keeps_its_data(
+    kubectl: Kubectl, namespace: str, testbed_state: State
+) -> None:
+    """The Secret goes, and the password it held works nowhere any more; enabling the
+    database again gives a new password to the same data."""
+    _apply(kubectl, namespace, "shop", database={"deletionPolicy": "Delete"})
+    database = _ready_database_name(kubectl, namespace, "shop")
+    secret = _require(kubectl, namespace, "secret", "shop-database")
+    uri = base64.b64decode(secret["data"]["uri"]).decode()
+    _fetch(uri, "CREATE TABLE kept (id int)")
+
+    _apply(kubectl, namespace, "shop", database={"enabled": False, "deletionPolicy": "Delete"})
+    _wait_gone(kubectl, namespace, "secret", "shop-database")
+    wait_for(lambda: "database" not in _status(kubectl, namespace, "shop"))
+
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        _fetch(uri, "SELECT 1")
+    assert _database_exists(testbed_state, database)
+
+    _apply(kubectl, namespace, "shop", database={"deletionPolicy": "Delete"})
+    wait_for(lambda: (_status(kubectl, namespace, "shop").get("database") or {}).get("ready"))
+    assert _ready_database_name(kubectl, namespace, "shop") == database
+    secret = _require(kubectl, namespace, "secret", "shop-database")
+    again = base64.b64decode(secret["data"]["uri"]).decode()
+    assert again != uri
+    assert _fetch(again, "SELECT to_regclass('kept') IS NOT NULL AS kept")[0]["kept"]
+
+
 # -- drift -------------------------------------------------------------------------------
 
 

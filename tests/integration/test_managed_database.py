@@ -156,6 +156,53 @@ async def test_ensure_again_keeps_the_data_and_only_the_new_password_works(
         await asyncpg.connect(old.uri())
 
 
+async def test_a_locked_out_role_cannot_log_in_loses_its_sessions_and_keeps_its_data(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    """A disabled database: its password works nowhere, its data stays, and ensure (the
+    database enabled again, with a new password) lets the role in again."""
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+    client = await asyncpg.connect(creds.uri())
+    await client.execute("CREATE TABLE kept (id int)")
+
+    found = await server.lock_out(namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1])
+
+    assert found
+    for _ in range(50):  # pg_terminate_backend signals; the backend ends a moment later
+        if not await server.active_connections(namespace=env[0], environment=env[1]):
+            break
+        await asyncio.sleep(0.1)
+    assert await server.active_connections(namespace=env[0], environment=env[1]) == 0
+    client.terminate()
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        await asyncpg.connect(creds.uri())
+    assert await server.lock_out(
+        namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1]
+    )  # again: nothing more to do
+    again = await _ensure(server, env, generate_password())
+    conn = await asyncpg.connect(again.uri())
+    try:
+        assert await conn.fetchval("SELECT to_regclass('kept') IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+async def test_lock_out_leaves_a_role_made_for_another_namespace_of_the_name(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+
+    found = await server.lock_out(
+        namespace=env[0], namespace_uid=str(uuid.uuid4()), environment=env[1]
+    )
+
+    assert not found
+    conn = await asyncpg.connect(creds.uri())
+    await conn.close()
+
+
 async def test_a_database_made_for_an_earlier_namespace_of_the_name_is_not_given_to_the_next(
     server: ManagedPostgres, new_environment: Callable[[], Environment]
 ) -> None:

@@ -464,3 +464,16 @@ def test_a_status_without_a_database_verdict_cannot_stand_in_for_the_database_st
     with pytest.raises(LookupError):
         report.database_report(_env())
     assert report.database_report(_env(database={"enabled": False})) is None
+
+
+def test_a_database_just_disabled_needs_the_step_to_lock_its_role_out() -> None:
+    """The status still names the database: the quick pass may not drop it from the
+    status, or no pass would lock the role out (provisioning.DatabaseProvisioner)."""
+    workload = report.WorkloadReport.from_deployment(_deployment(ready=1), desired=1)
+    written = report.summarize(_env(generation=2), database=READY_DB, workload=workload, now=NOW)
+    disabled = _env(
+        status=report.status_patch(written)["status"], generation=3, database={"enabled": False}
+    )
+
+    with pytest.raises(LookupError):
+        report.database_report(disabled)

@@ -93,6 +93,23 @@ class EnvironmentDatabases(AdminSessions):
                 await self.close_public_schema(database, TenantLogin(role, password))
         return self.credentials(namespace=namespace, environment=environment, password=password)
 
+    async def lock_out(self, *, namespace: str, namespace_uid: str, environment: str) -> bool:
+        """The environment's role may no longer log in, has no password and no session:
+        its database was disabled, and the data is kept. Safe to repeat; ``ensure`` lets
+        it in again. A role made for another namespace of this name is left as it is.
+        Whether this environment's role was found."""
+        database, role = database_identity(namespace, environment)
+        async with self._session() as conn:
+            await sessions.lock(conn, database)
+            if not namespace_uid or await _made_for(conn, role) != namespace_uid:
+                return False
+            oid = await conn.fetchval(
+                "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", role
+            )
+            await conn.execute(f"ALTER ROLE {quoted(role)} WITH NOLOGIN PASSWORD NULL")
+            await _end_sessions(conn, int(oid))
+        return True
+
     async def made_elsewhere(self, *, namespace: str, namespace_uid: str, environment: str) -> bool:
         """Whether the environment's database was made for another namespace of this name:
         it is not this environment's to snapshot or drop."""
@@ -303,12 +320,17 @@ async def _retire_role(conn: asyncpg.Connection, role: str) -> str:
         await conn.execute(f"ALTER ROLE {rl} RENAME TO {quoted(retired)}")
     # Sessions it opened since its database was dropped (in a database whose owner
     # granted it CONNECT) outlive NOLOGIN: end them.
+    await _end_sessions(conn, int(oid))
+    return retired
+
+
+async def _end_sessions(conn: asyncpg.Connection, oid: int) -> None:
+    """End the sessions of the role ``oid``: NOLOGIN stops only new ones."""
     await conn.execute(
         "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
         " WHERE usesysid = $1 AND pid <> pg_catalog.pg_backend_pid()",
         oid,
     )
-    return retired
 
 
 async def _ensure_database(conn: asyncpg.Connection, database: str, role: str) -> bool:

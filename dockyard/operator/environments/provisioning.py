@@ -60,9 +60,14 @@ class DatabaseProvisioner:
     children: ChildMemory
 
     async def step(self, env: Environment, owner: Owner) -> DatabaseStep | None:
-        """Make sure the database, its role and its Secret exist; ``None``: no database."""
+        """Make sure the database, its role and its Secret exist; ``None``: no database.
+
+        On the first pass after the database was disabled (the status still names it),
+        its role is locked out, as its Secret goes: the password then works nowhere. Until
+        that succeeds the step reports the database not ready, and is retried.
+        """
         if not env.spec.database.enabled:
-            return None
+            return await self._lock_out(env, owner)
         secret_name = builders.database_secret_name(owner.name)
         database_name, _ = database_identity(owner.namespace, owner.name)
         # The password exists only in the Secret: reuse it, so that running pods keep
@@ -97,6 +102,26 @@ class DatabaseProvisioner:
             verdict = report.Verdict(ConditionStatus.FALSE, exc.reason, exc.message)
             return DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name), digest)
         return await self._ready(env, secret_name, credentials)
+
+    async def _lock_out(self, env: Environment, owner: Owner) -> DatabaseStep | None:
+        if self.postgres is None or env.status.database is None:
+            return None
+        try:
+            await self.postgres.lock_out(
+                namespace=owner.namespace,
+                namespace_uid=await namespace_uid(self.kube, owner.namespace),
+                environment=owner.name,
+            )
+        except ManagedDatabaseError as exc:
+            verdict = report.Verdict(
+                ConditionStatus.FALSE,
+                exc.reason,
+                f"The database is disabled, but its role is not locked out yet: {exc.message}",
+            )
+            database_name, _ = database_identity(owner.namespace, owner.name)
+            secret_name = builders.database_secret_name(owner.name)
+            return DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name))
+        return None
 
     async def _intact(self, env: Environment, owner: Owner, ensured: str | None) -> bool:
         """Whether the last ``ensure`` still holds: same digest, role and database intact."""

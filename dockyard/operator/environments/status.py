@@ -300,6 +300,8 @@ def database_report(env: Environment) -> DatabaseReport | None:
     """The database step's report as the status holds it (``None``: no database);
     ``LookupError`` when the status does not say enough (the step has to run)."""
     if not env.spec.database.enabled:
+        if env.status.database is not None:
+            raise LookupError("the database was disabled: its role is to be locked out")
         return None
     stored = env.status.database
     ready = find(env.status.conditions, EnvironmentConditionType.DATABASE_READY)
