@@ -164,17 +164,21 @@ async def test_a_locked_out_role_cannot_log_in_loses_its_sessions_and_keeps_its_
     env = new_environment()
     creds = await _ensure(server, env, generate_password())
     client = await asyncpg.connect(creds.uri())
-    await client.execute("CREATE TABLE kept (id int)")
+    try:
+        await client.execute("CREATE TABLE kept (id int)")
 
-    found = await server.lock_out(namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1])
+        found = await server.lock_out(
+            namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1]
+        )
 
-    assert found
-    for _ in range(50):  # pg_terminate_backend signals; the backend ends a moment later
-        if not await server.active_connections(namespace=env[0], environment=env[1]):
-            break
-        await asyncio.sleep(0.1)
-    assert await server.active_connections(namespace=env[0], environment=env[1]) == 0
-    client.terminate()
+        assert found
+        for _ in range(50):  # pg_terminate_backend signals; the backend ends a moment later
+            if not await server.active_connections(namespace=env[0], environment=env[1]):
+                break
+            await asyncio.sleep(0.1)
+        assert await server.active_connections(namespace=env[0], environment=env[1]) == 0
+    finally:
+        client.terminate()
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
         await asyncpg.connect(creds.uri())
     assert await server.lock_out(

@@ -31,6 +31,7 @@ import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import partial
 from typing import Final
 
@@ -47,6 +48,15 @@ _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 _NUMERIC_NAME = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 
 
+@dataclass
+class _Share:
+    """One namespace's share of the lookup threads, and how many lookups hold or wait
+    for it."""
+
+    threads: asyncio.Semaphore
+    users: int = 0
+
+
 class NameLookups(AbstractResolver):
     """An aiohttp resolver with its own ``threads`` and a ``timeout`` per lookup."""
 
@@ -57,9 +67,8 @@ class NameLookups(AbstractResolver):
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="webhook-dns")
         self._free = asyncio.Semaphore(threads)
         self._share = share
-        # Each namespace's share of the threads, with how many lookups hold or wait for
-        # it; dropped when none does, so namespaces long gone leave nothing behind.
-        self._shares: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        # Dropped when no lookup holds or waits for it: namespaces long gone leave nothing.
+        self._shares: dict[str, _Share] = {}
         self._running: dict[_Key, asyncio.Task[list[ResolveResult]]] = {}
         self._waiting: dict[_Key, int] = {}
         self._started: set[_Key] = set()
@@ -117,16 +126,18 @@ class NameLookups(AbstractResolver):
 
     def _join(self, namespace: str) -> asyncio.Semaphore:
         """``namespace``'s share, counted as used by one more lookup until ``_leave``."""
-        share, users = self._shares.setdefault(namespace, (asyncio.Semaphore(self._share), [0]))
-        users[0] += 1
-        return share
+        share = self._shares.get(namespace)
+        if share is None:
+            share = self._shares[namespace] = _Share(asyncio.Semaphore(self._share))
+        share.users += 1
+        return share.threads
 
     def _leave(self, namespace: str, held: bool = True) -> None:
-        share, users = self._shares[namespace]
+        share = self._shares[namespace]
         if held:
-            share.release()
-        users[0] -= 1
-        if not users[0]:
+            share.threads.release()
+        share.users -= 1
+        if not share.users:
             del self._shares[namespace]
 
     def _ended(self, key: _Key, lookup: asyncio.Task[list[ResolveResult]]) -> None:
