@@ -30,6 +30,7 @@ BENCHES: tuple[str, ...] = (
     "environments",
     "me_latency",
     "ratelimit",
+    "ratelimit_memory",
     "backup",
     "s3_upload",
     "audit_events",

@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     backup stores, restore plans), every authenticated one, or none (writes and refusals always)"""
     ratelimit_failure_mode: Literal["open", "closed"] = "open"
     """when Redis is unreachable: open lets requests through, closed limits locally"""
+    ratelimit_memory_buckets: int = Field(default=250_000, ge=1000, le=50_000_000)
+    """buckets one replica's in-memory limiter holds at most (about 250 bytes each)"""
     ratelimit_status_interval: float = Field(default=15.0, ge=0.5, le=3600)
     """seconds between RateLimitPolicy status writes"""
     metrics_port: int | None = Field(default=9090, ge=1, le=65535)

@@ -5,7 +5,9 @@ every bucket of one request is evaluated against the same clock, enforced bucket
 charged all-or-nothing, and shadow buckets each on its own, but only for a request the
 enforced ones let through (``gcra.commits``): a refused request stores nothing.
 
-- ``MemoryLimiter``: one replica. A dict of TATs; no I/O, nothing to fail.
+- ``MemoryLimiter``: one replica. A dict of TATs; no I/O, nothing to fail. It holds at
+  most ``capacity`` buckets: past that, it keeps the three quarters furthest from full
+  and drops the rest (a dropped bucket is full, which errs towards allowing).
 - ``RedisLimiter``: several replicas sharing one budget. One Lua script (loaded once,
   then run by EVALSHA) evaluates and charges every bucket of a request atomically,
   with Redis's clock, so replicas with skewed clocks still agree and the limit does
@@ -21,11 +23,12 @@ than a socket timeout each.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -39,6 +42,10 @@ from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable
 # (which may hold braces) cannot change it.
 KEY_PREFIX = "dockyard:rl:{rl}:"
 _MICROS = 1_000_000
+# Buckets one in-memory limiter holds at the most, by default (about 250 bytes each).
+MEMORY_BUCKETS: Final = 250_000
+# Below this, full buckets are left alone: a sweep costs more than they do.
+_PRUNE_FLOOR: Final = 4096
 
 
 class LimiterUnavailable(Exception):
@@ -76,14 +83,33 @@ class Limiter(Protocol):
 
 
 class MemoryLimiter:
-    """GCRA buckets in a dict: exact and cheap, for a single replica."""
+    """GCRA buckets in a dict: exact and cheap, for a single replica, and bounded.
+
+    Clients choose some keys (a ``Header`` rule's values, their addresses), so the
+    dict is capped at ``capacity`` buckets. When a new bucket would pass it, the full
+    ones go first; if more than three quarters of ``capacity`` are still live, only the
+    three quarters furthest from full are kept. A dropped bucket reads as full, so the
+    error is a few requests allowed, never one refused; and the buckets kept are the
+    ones nearest their limits, which a flood of fresh keys (each charged once) cannot
+    push out. ``on_evict`` hears how many live buckets each such pass dropped.
+    """
 
     name = "memory"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        capacity: int = MEMORY_BUCKETS,
+        on_evict: Callable[[int], object] | None = None,
+    ) -> None:
+        if capacity < 4:
+            raise ValueError(f"capacity must be at least 4, got {capacity}")
         self._clock = clock
         self._tats: dict[str, float] = {}
-        self._prune_above = 4096
+        self._capacity = capacity
+        self._on_evict = on_evict
+        self._prune_above = min(capacity, _PRUNE_FLOOR)
 
     def __len__(self) -> int:
         """Buckets held (some may be full again, until the next prune): what this
@@ -123,9 +149,32 @@ class MemoryLimiter:
         return results
 
     def _prune(self, now: float) -> None:
-        # A TAT in the past is a full bucket, the same as no entry.
-        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
-        self._prune_above = max(4096, 2 * len(self._tats))
+        tats = self._tats
+        keep = self._capacity * 3 // 4
+        # A TAT at or before ``floor`` goes: in the past, it is a full bucket, the same as
+        # no entry; at the capacity, the floor rises to keep only the ``keep`` latest
+        # TATs, the buckets with the least left. Sorting bare floats, not items, keeps
+        # this pass short (docs/ratelimits.md gives its pause).
+        floor, ties = now, 0
+        if len(tats) > self._capacity:
+            live = sorted(tat for tat in tats.values() if tat > now)
+            if len(live) > keep:
+                floor = live[-keep]
+                # Of the buckets at exactly the floor, as many as fit in ``keep`` stay.
+                ties = bisect.bisect_right(live, floor) - (len(live) - keep)
+                if self._on_evict is not None:
+                    self._on_evict(len(live) - keep)
+        kept = {key: tat for key, tat in tats.items() if tat > floor}
+        if ties:
+            for key, tat in tats.items():
+                if tat == floor:
+                    kept[key] = tat
+                    ties -= 1
+                    if not ties:
+                        break
+        self._tats = kept
+        # Sweep again once the live ones have doubled, and at the capacity at the latest.
+        self._prune_above = min(self._capacity, max(_PRUNE_FLOOR, 2 * len(kept)))
 
 
 # KEYS: one per bucket. ARGV[1]: "1" to charge, "0" to only look; then four values per

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -36,6 +36,7 @@ from dockyard.api.ratelimit.status import (
     ThrottleLedger,
     ThrottleTally,
 )
+from dockyard.core import logs
 from dockyard.core.resources import RATE_LIMIT_POLICIES
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,23 @@ async def follow_policies(
             )
 
 
+def _evictions(instruments: RateLimitMetrics) -> Callable[[int], None]:
+    """What the in-memory limiter does when it drops live buckets at its capacity: count
+    them, and log it as a security event (many fresh keys: a flood, or a capacity set
+    too low for the traffic)."""
+
+    def evicted(count: int) -> None:
+        instruments.memory_evictions.inc(count)
+        logs.security_event(
+            logger,
+            "ratelimit.memory_evicted",
+            evicted=count,
+            setting="DOCKYARD_RATELIMIT_MEMORY_BUCKETS",
+        )
+
+    return evicted
+
+
 async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     kube = app[keys.KUBE]
@@ -81,11 +99,16 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
     )
     instruments = RateLimitMetrics(app[keys.METRICS].registry)
     ledger = ThrottleLedger()
+    # This replica's own buckets: its only ones without Redis, else its stand-in while
+    # Redis is down (closed mode, and the TokenReview cap).
+    memory = MemoryLimiter(
+        capacity=settings.ratelimit_memory_buckets, on_evict=_evictions(instruments)
+    )
     limiter: Limiter
     tally: ThrottleTally
     lease: Lease
     if redis is None:
-        limiter, tally, lease = MemoryLimiter(), MemoryTally(), SoleReplica()
+        limiter, tally, lease = memory, MemoryTally(), SoleReplica()
     else:
         limiter, tally = RedisLimiter(redis, breakers=app[keys.BREAKERS]), RedisTally(redis)
         lease = RedisLease(
@@ -96,6 +119,7 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
         per_minute=settings.token_reviews_per_minute,
         scope=settings.namespace,
         client_networks=settings.client_networks,
+        local=memory,
     )
     app[keys.REVIEW_CAP] = reviews
     limiting = app[keys.RATE_LIMITING] = RateLimiting(
@@ -106,6 +130,7 @@ async def rate_limiting(app: web.Application) -> AsyncIterator[None]:
         failure_mode=FailureMode(settings.ratelimit_failure_mode),
         reviews=reviews,
         client_networks=settings.client_networks,
+        fallback=memory,
     )
     app[keys.RATE_LIMIT_POLICY_CACHE] = cache
     subscribed = asyncio.Event()

@@ -33,6 +33,12 @@ class RateLimitMetrics:
             ["backend", "failure_mode"],
             registry=registry,
         )
+        self.memory_evictions = Counter(
+            "dockyard_api_ratelimit_memory_evictions",
+            "Live buckets the in-memory limiter dropped, nearest to full first, because it "
+            "reached DOCKYARD_RATELIMIT_MEMORY_BUCKETS.",
+            registry=registry,
+        )
         self.check_duration = Histogram(
             "dockyard_api_ratelimit_check_duration_seconds",
             "Time to evaluate and charge one request's buckets, by backend.",

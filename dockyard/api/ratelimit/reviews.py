@@ -46,12 +46,16 @@ class ReviewCap:
         per_minute: int,
         scope: str,
         client_networks: Sequence[Network] = (),
+        local: MemoryLimiter | None = None,
     ) -> None:
         self.limiter = limiter
         self.client_networks = tuple(client_networks)
         self.prefix = f"{KEY}{scope}:"
         self.quota = gcra.Quota(requests=per_minute, period=60.0)
-        self._local = limiter if isinstance(limiter, MemoryLimiter) else MemoryLimiter()
+        # While the shared counters are down, this replica's own (``local``) count.
+        if isinstance(limiter, MemoryLimiter):
+            local = limiter
+        self._local = local if local is not None else MemoryLimiter()
 
     async def admit(self, address: str) -> None:
         """Charge one review to ``address``; the 429 problem when its cap is spent."""

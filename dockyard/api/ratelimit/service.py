@@ -81,6 +81,7 @@ class RateLimiting:
         failure_mode: FailureMode = FailureMode.OPEN,
         reviews: ReviewCap | None = None,
         client_networks: Sequence[Network] = (),
+        fallback: MemoryLimiter | None = None,
     ) -> None:
         self.index = index
         self.client_networks = tuple(client_networks)
@@ -90,7 +91,7 @@ class RateLimiting:
         self.ledger = ledger
         self.failure_mode = failure_mode
         # Closed mode's stand-in while the shared counters are down: this replica's own.
-        self._fallback = MemoryLimiter()
+        self._fallback = fallback if fallback is not None else MemoryLimiter()
         self._sampler = logs.EventSampler()
         # By (rule ident, outcome): the child, and its label values to remove it by.
         self._counters: dict[tuple[str, str], tuple[Counter, tuple[str, str, str]]] = {}
