@@ -68,6 +68,10 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
 
 
 LOG_EVERY_SECONDS: Final = 10.0
+# Keys an EventSampler holds at most; past them, new keys share OVERFLOW_KEY.
+SAMPLED_KEYS: Final = 10_000
+OVERFLOW_KEY: Final = "(keys over the sampler's capacity)"
+_SWEEP_EVERY_SECONDS: Final = 1.0
 # What a logged header value keeps of what a client sent (an Origin of 8 KB, say).
 LOGGED_VALUE_MAX: Final = 256
 
@@ -76,19 +80,37 @@ LOGGED_VALUE_MAX: Final = 256
 class EventSampler:
     """Lets one log line per key through every ``every`` seconds: for lines a client can
     cause at will (a refused preflight, a throttled request), so that logging them costs
-    less than sending them."""
+    less than sending them.
+
+    Bounded, as clients choose the keys (an address group: an IPv6 /48 holds 65,536
+    /64s): it holds at most ``capacity`` keys. When a new key finds it full, keys quiet
+    for ``every`` seconds are swept, at most once a second, so that a flood of new keys
+    costs no sweep per line; while it stays full, every new key shares one key,
+    ``OVERFLOW_KEY``: one line per ``every`` seconds for all of them together.
+    """
 
     every: float = LOG_EVERY_SECONDS
+    capacity: int = SAMPLED_KEYS
     _last: dict[str, float] = field(default_factory=dict)
+    _swept_at: float = float("-inf")
 
     def due(self, key: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
+        if key not in self._last and len(self._last) >= self.capacity:
+            if now - self._swept_at >= _SWEEP_EVERY_SECONDS:
+                self._last = {k: t for k, t in self._last.items() if now - t < self.every}
+                self._swept_at = now
+            if len(self._last) >= self.capacity:
+                key = OVERFLOW_KEY
         if now - self._last.get(key, float("-inf")) < self.every:
             return False
-        if len(self._last) > 10_000:  # bounded: forget keys that have gone quiet
-            self._last = {k: t for k, t in self._last.items() if now - t < self.every}
         self._last[key] = now
         return True
+
+    @property
+    def held(self) -> int:
+        """Keys held: what the sampler's memory grows with."""
+        return len(self._last)
 
 
 def clipped(value: str, limit: int = LOGGED_VALUE_MAX) -> str:

@@ -69,3 +69,34 @@ def test_security_event_fields_may_shadow_log_record_attributes() -> None:
     entry = _format(records[0])
     assert entry["name_"] == "shop"
     assert entry["logger"] == "dockyard.security-shadow"
+
+
+def test_the_sampler_lets_one_line_per_key_through_each_interval() -> None:
+    sampler = logs.EventSampler(every=10.0)
+    assert sampler.due("192.0.2.1", now=0.0)
+    assert not sampler.due("192.0.2.1", now=9.9)
+    assert sampler.due("192.0.2.2", now=9.9)
+    assert sampler.due("192.0.2.1", now=10.0)
+
+
+def test_a_flood_of_new_keys_stays_within_the_capacity_and_shares_one_line() -> None:
+    sampler = logs.EventSampler(every=10.0, capacity=100)
+    lines = sum(sampler.due(f"2001:db8:0:{n:x}::", now=0.0) for n in range(10_000))
+    assert lines == 100 + 1  # one each until full, then one for all the rest
+    assert sampler.held <= 101
+    # A key it already holds keeps its own line.
+    assert sampler.due("2001:db8:0:0::", now=10.0)
+
+
+def test_quiet_keys_are_swept_at_most_once_a_second() -> None:
+    sampler = logs.EventSampler(every=10.0, capacity=100)
+    for n in range(100):
+        sampler.due(f"old-{n}", now=0.0)
+    assert sampler.due("new-1", now=9.95)  # full of live keys: the overflow line
+    assert sampler.held == 101
+    # At 10.5 the old keys are quiet, but the last sweep was 0.55 s ago: none yet.
+    assert not sampler.due("new-2", now=10.5)
+    assert sampler.held == 101
+    # A second after it, the sweep frees them, and a new key has its own line again.
+    assert sampler.due("new-3", now=10.96)
+    assert sampler.held == 2  # the overflow key (9.95) and new-3
