@@ -338,6 +338,9 @@ def start_operator(
     env = {
         "DOCKYARD_OPERATOR_LEADER_ELECTION": "false",
         "DOCKYARD_DEFAULT_BACKUP_STORE": "false",
+        # Nor a finalizer on every cluster-wide store by each of the suite's many operators
+        # (test_backup_stores.py turns it on where it tests it).
+        "DOCKYARD_BACKUP_STORE_GUARD": "false",
         **env,
     }
     with log.open("ab" if append else "wb") as out:
@@ -405,6 +408,17 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: flo
 
 def get_json(kubectl: Kubectl, *args: str) -> dict[str, object]:
     return dict(json.loads(kubectl("get", *args, "-o", "json").stdout))
+
+
+def remove_backup_store(kubectl: Kubectl, name: str) -> None:
+    """Delete the BackupStore ``name`` now. An operator that guards stores (the e2e
+    suite's, ``make dev``'s, a test of the guard) may have put its finalizer on it; it is
+    removed, as an administrator abandoning what Backups still name it would, so that a
+    test's cleanup never waits for an operator that may be gone."""
+    kubectl("delete", "backupstore", name, "--ignore-not-found", "--wait=false")
+    unguarded = json.dumps({"metadata": {"finalizers": None}})
+    kubectl("patch", "backupstore", name, "--type=merge", "-p", unguarded, check=False)
+    kubectl("wait", "--for=delete", f"backupstore/{name}", "--timeout=30s", check=False)
 
 
 # -- the API --------------------------------------------------------------------------------

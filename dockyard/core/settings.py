@@ -306,6 +306,9 @@ class Settings(BaseSettings):
     """create the BackupStore 'default' (filesystem under DOCKYARD_BACKUP_ROOT) and its generated
     key Secret in DOCKYARD_NAMESPACE at start when no store is marked default; unset: in
     development mode only"""
+    backup_store_guard: bool = True
+    """hold a BackupStore's deletion while Backups name it (the operator's finalizer); off only
+    where another operator of the cluster holds it"""
     default_backup_key_secret: str = Field(
         default="dockyard-backup-key", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
     )

@@ -244,6 +244,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     from dockyard.operator import login  # noqa: F401
     from dockyard.operator.handlers import (
         backup_schedules,
+        backup_stores,
         backups,
         drills,
         environments,
@@ -257,6 +258,8 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     backup_schedules.register_timer(settings.backup_schedule_interval)
     drills.register_timer(settings.backup_schedule_interval)
     backups.register_ttl_timer(settings.backup_schedule_interval)
+    if settings.backup_store_guard:
+        backup_stores.register_guard()
     logging.getLogger("kopf.objects").addFilter(QuietRoutine())
     index_gate.install()  # a namespace deleted while listed must not stop every handler
     memo = OperatorMemo(settings=settings)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Kubectl, get_json, wait_for
+from tests.conftest import Kubectl, get_json, remove_backup_store, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -447,4 +447,4 @@ def test_a_backup_stores_storage_is_immutable_and_its_keys_are_not(kubectl: Kube
         assert stored["spec"]["secretNamespace"] == "dockyard-system"
         assert stored["spec"]["default"] is False
     finally:
-        kubectl("delete", "backupstore", name, "--ignore-not-found")
+        remove_backup_store(kubectl, name)

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dockyard.testbed.cluster import Testbed
-from tests.conftest import Kubectl, get_json
+from tests.conftest import Kubectl, get_json, remove_backup_store
 
 Client = TestClient[object, object]
 # A store is felt cluster-wide (the operator fills Backups from it), so nothing else runs
@@ -55,7 +55,7 @@ def store(kubectl: Kubectl) -> Iterator[str]:
     """A unique store name; the store is deleted after the test if it is still there."""
     name = f"t-store-{uuid.uuid4().hex[:8]}"
     yield name
-    kubectl("delete", "backupstore", name, "--ignore-not-found", "--wait=false")
+    remove_backup_store(kubectl, name)
 
 
 def _body(name: str, root: Path, **spec: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pytest
 
 from dockyard.operator.runs.context import key_id_of
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import Kubectl, remove_backup_store, wait_for
 from tests.integration.test_backup_operator import (
     EXPECTED_ROWS,
     _apply,
@@ -52,9 +52,9 @@ def no_default_store(kubectl: Kubectl) -> Iterator[None]:
     listing = json.loads(kubectl("get", "backupstores", "-o", "json").stdout)
     for store in listing["items"]:
         if store["spec"].get("default"):
-            kubectl("delete", "backupstore", store["metadata"]["name"])
+            remove_backup_store(kubectl, store["metadata"]["name"])
     yield
-    kubectl("delete", "backupstore", "default", "--ignore-not-found")
+    remove_backup_store(kubectl, "default")
 
 
 def _one_line_backup(namespace: str, name: str) -> dict[str, Any]:
@@ -235,7 +235,7 @@ def _filesystem_store(
         kubectl("apply", "-f", "-", input=json.dumps(manifest))
         yield store
     finally:
-        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        remove_backup_store(kubectl, store)
         kubectl("delete", "namespace", where, "--wait=false", check=False)
 
 
@@ -310,6 +310,61 @@ def test_rotating_a_stores_key_keeps_older_artifacts_restorable_by_key_id(
         stranded = drilled(kubectl, namespace, "drill-stranded")
         assert stranded["result"] != "Passed"
         assert old["keyId"] in json.dumps(stranded)
+
+
+def _condition(kubectl: Kubectl, store: str, kind: str) -> dict[str, Any] | None:
+    conditions = ((_store(kubectl, store) or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), None)
+
+
+def test_a_store_named_by_backups_is_deleted_only_after_them(
+    kubectl: Kubectl,
+    testbed_state: State,
+    own_operator: Callable[..., str],
+    backup_root: Path,
+) -> None:
+    namespace = own_operator(DOCKYARD_BACKUP_STORE_GUARD="true")
+    with _filesystem_store(kubectl, backup_root, "store-key") as store:
+        _environment(kubectl, testbed_state, namespace)
+        spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
+        _apply(kubectl, namespace, {**_one_line_backup(namespace, "kept"), "spec": spec})
+        status = _wait_phase(kubectl, namespace, "kept", "Completed", timeout=120)
+        artifact = _artifact_path(status["location"])
+
+        def guarded() -> bool | None:
+            meta = (_store(kubectl, store) or {}).get("metadata") or {}
+            return "dockyard.io/operator" in (meta.get("finalizers") or []) or None
+
+        assert wait_for(guarded, timeout=30)
+        kubectl("delete", "backupstore", store, "--wait=false")
+
+        blocked = wait_for(lambda: _condition(kubectl, store, "DeletionBlocked"), timeout=30)
+        assert isinstance(blocked, dict)
+        assert (blocked["status"], blocked["reason"]) == ("True", "InUse")
+        assert f"1 Backup(s) that name this store: {namespace}/kept" in blocked["message"]
+        held = _store(kubectl, store)
+        assert held is not None
+        assert held["metadata"].get("deletionTimestamp")
+        assert artifact.exists()
+
+        # While it waits, it fills no new Backup.
+        _apply(kubectl, namespace, {**_one_line_backup(namespace, "late"), "spec": spec})
+
+        def refused() -> dict[str, Any] | None:
+            late = (_get(kubectl, namespace, "backup", "late") or {}).get("status") or {}
+            ready = [c for c in late.get("conditions", ()) if c["type"] == "Ready"]
+            return late if ready and ready[0]["reason"] == "NoBackupStore" else None
+
+        late = wait_for(refused, timeout=30)
+        assert isinstance(late, dict)
+        assert f"BackupStore {store} is being deleted" in late["message"]
+        assert "storage" not in ((_get(kubectl, namespace, "backup", "late") or {})["spec"])
+
+        # Once the Backups are gone (the kept one's finalizer deleted its artifact through
+        # the store), the store goes too, within the 30 s between checks.
+        kubectl("delete", "backup", "kept", "late", "-n", namespace, "--timeout=60s")
+        assert not artifact.exists()
+        assert wait_for(lambda: _store(kubectl, store) is None or None, timeout=60)
 
 
 def test_a_store_serves_only_the_namespaces_its_selector_picks(

@@ -33,6 +33,7 @@ from tests.conftest import (
     SESSION_ID,
     Kubectl,
     backup_settings,
+    remove_backup_store,
     start_operator,
     stop_operator,
     wait_for,
@@ -228,7 +229,7 @@ def _store_on_a_bucket(
         yield store, bucket
     finally:
         kubectl("delete", "backups", "--all", "-n", namespace, "--timeout=60s", check=False)
-        kubectl("delete", "backupstore", store, "--ignore-not-found")
+        remove_backup_store(kubectl, store)
         kubectl("delete", "namespace", keys, "--wait=false", check=False)
 
 

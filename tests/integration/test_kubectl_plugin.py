@@ -21,7 +21,7 @@ from rich.console import Console
 from dockyard.core.kube import KubeClient, KubeConfig
 from dockyard.plugin.commands import PluginError, Session, restore_approve
 from dockyard.testbed.cluster import State, Testbed
-from tests.conftest import Kubectl, wait_for
+from tests.conftest import Kubectl, remove_backup_store, wait_for
 from tests.integration.test_backup_operator import (
     _apply,
     _get,
@@ -143,7 +143,7 @@ def test_stores_say_which_serve_the_namespace_and_need_cluster_rights(
         assert len(refused.stderr.strip().splitlines()) == 1
     finally:
         for name in names.values():
-            kubectl("delete", "backupstore", name, "--wait=false", check=False)
+            remove_backup_store(kubectl, name)
 
 
 def test_status_backup_and_drill_of_an_environment(

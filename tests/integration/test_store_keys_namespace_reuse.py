@@ -28,7 +28,7 @@ from dockyard.operator.runs.stores import (
     store_keys,
 )
 from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl
+from tests.conftest import Kubectl, remove_backup_store
 from tests.integration.test_backup_stores import _filesystem_store
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -162,7 +162,7 @@ async def test_a_store_read_the_apiserver_refuses_is_an_error_not_a_store_withou
             assert raised.value.status == 403
 
             # A store that is gone is an answer: it offers no keys.
-            kubectl("delete", "backupstore", store)
+            remove_backup_store(kubectl, store)
             kube = KubeClient.connect(config)
             try:
                 assert await store_keyring(kube, backup) == []

@@ -90,6 +90,8 @@ class BackupStoreConditionType(StrEnum):
 
     READY = "Ready"
     """Every key of the store could be read, and its storage may be used."""
+    DELETION_BLOCKED = "DeletionBlocked"
+    """The store is being deleted, and Backups still name it (reason InUse)."""
 
 
 class BackupStoreStatus(Status):
@@ -100,7 +102,8 @@ class BackupStoreStatus(Status):
             "Current conditions: Ready, False with the reason KeyUnavailable and which "
             "Secret is missing when a key cannot be read, or StorageRefused when its claim "
             "path would cover the runner's own files (stored before the API server refused "
-            "such a path)."
+            "such a path); DeletionBlocked, True with the reason InUse and the first Backups "
+            "by name while the store is being deleted and Backups still name it."
         ),
     }
 

@@ -214,8 +214,11 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
     namespace, name = backup.metadata.namespace or "", backup.metadata.name or ""
     wanted = backup.spec.store_ref.name if backup.spec.store_ref else None
     store = await find_store(kube, wanted)
-    await check_serves(kube, store, namespace)
     store_name = store.metadata.name or ""
+    if store.metadata.deletion_timestamp is not None:
+        # Its deletion waits for the Backups that name it (store_deletion): no new ones.
+        raise NoBackupStore(f"BackupStore {store_name} is being deleted: it fills no new Backup")
+    await check_serves(kube, store, namespace)
     spec: dict[str, Any] = {"storeRef": {"name": store_name}}
     if backup.spec.storage is None and (why := _storage_refused(store)) is not None:
         # A store made before the API server refused such a path: it would refuse the fill.
@@ -223,7 +226,7 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
             BackupStoreConditionType.READY, False, StorageRefused.reason, why,
             generation=store.metadata.generation,
         )  # fmt: skip
-        await _write_status(kube, store, refused)
+        await write_status(kube, store, refused)
         raise StorageRefused(f"BackupStore {store_name}'s {why}")
     if backup.spec.storage is None:
         spec["storage"] = store.spec.storage.model_dump(
@@ -281,11 +284,11 @@ async def _report_keys(kube: KubeClient, store: BackupStore) -> EncryptionKey:
             f"{len(ids)} keys readable, current {current.key_id}",
             generation=generation,
         )
-    await _write_status(kube, store, status)
+    await write_status(kube, store, status)
     return current
 
 
-async def _write_status(kube: KubeClient, store: BackupStore, status: BackupStoreStatus) -> None:
+async def write_status(kube: KubeClient, store: BackupStore, status: BackupStoreStatus) -> None:
     try:
         await patch_status(
             kube,

@@ -1,0 +1,79 @@
+"""A BackupStore goes only once no Backup names it.
+
+A Backup filled from a store names it in ``spec.storeRef`` and needs it for as long as
+it lives: its finalizer deletes its artifacts, and restores and drills read them, with
+the store's identity (S3 storage with no credentials Secret) and its keyring (keys
+rotated out). Deleting the store first would strand those artifacts: nothing could read
+or delete them. So, like Kubernetes' ``pvc-protection``, the operator's finalizer holds
+a store's deletion while any Backup, in any namespace, names it:
+
+- the store's condition ``DeletionBlocked`` (True, reason ``InUse``) counts them and
+  names the first few, and a Warning Event ``DeletionBlocked`` says so each time that
+  changes;
+- the check runs again every ``RECHECK_SECONDS``;
+- meanwhile the store fills no new Backup (``stores.fill_from_store``).
+
+Once the last Backup is gone (its own finalizer deleted its artifacts), the store goes.
+Whoever means to abandon the artifacts removes the finalizer by hand (docs/backups.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from dockyard.core.kube import KubeClient
+from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
+from dockyard.core.resources import BACKUPS
+from dockyard.operator.apply import items
+from dockyard.operator.outcomes import Outcome
+from dockyard.operator.runs.stores import write_status
+from dockyard.operator.store import post
+
+RECHECK_SECONDS: Final = 30.0
+IN_USE: Final = "InUse"
+_NAMED: Final = 5
+
+
+async def users(kube: KubeClient, store: str) -> list[str]:
+    """``namespace/name`` of every Backup that names ``store``, sorted."""
+    return sorted(
+        f"{raw['metadata'].get('namespace')}/{raw['metadata'].get('name')}"
+        for raw in await items(kube, BACKUPS, None)
+        if ((raw.get("spec") or {}).get("storeRef") or {}).get("name") == store
+    )
+
+
+def blocked_message(using: list[str]) -> str:
+    """What the store's condition says while ``using`` (not empty) name it."""
+    named = ", ".join(using[:_NAMED])
+    if len(using) > _NAMED:
+        named += f" and {len(using) - _NAMED} more"
+    return (
+        f"Deletion waits for {len(using)} Backup(s) that name this store: {named}. "
+        "Delete them first: their finalizers delete their artifacts with this store's "
+        "identity and keys (or remove the finalizer to abandon those artifacts)"
+    )
+
+
+async def finalize(kube: KubeClient, body: Mapping[str, Any]) -> Outcome:
+    """Let the store ``body`` go once no Backup names it; until then, say which do."""
+    try:
+        store = BackupStore.model_validate(dict(body))
+    except ValidationError:
+        return Outcome.done()  # an invalid store filled no Backup
+    using = await users(kube, store.metadata.name or "")
+    if not using:
+        return Outcome.done()
+    message = blocked_message(using)
+    kind = BackupStoreConditionType.DELETION_BLOCKED
+    said = store.status.condition(kind)
+    if said is None or said.message != message:
+        status = store.status.with_condition(
+            kind, True, IN_USE, message, generation=store.metadata.generation
+        )
+        await write_status(kube, store, status)
+        post(body, reason="DeletionBlocked", message=message, warning=True)
+    return Outcome.again(message, delay=RECHECK_SECONDS)
