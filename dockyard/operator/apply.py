@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -45,6 +45,8 @@ FIELD_MANAGER: Final = "dockyard-operator"
 # the longest pause (seconds) before each retry, times the attempts made.
 STATUS_ATTEMPTS: Final = 5
 STATUS_RETRY_PAUSE: Final = 0.05
+# Objects one page of ``paged`` asks for.
+PAGE_SIZE: Final = 500
 
 
 def object_path(manifest: Mapping[str, Any], subresource: str | None = None) -> str:
@@ -280,6 +282,28 @@ async def items(
             return []
         raise
     return list(listing.get("items") or ())
+
+
+async def paged(
+    kube: KubeClient, rtype: ResourceType, namespace: str | None, *, limit: int = PAGE_SIZE
+) -> AsyncIterator[Manifest]:
+    """``items``, ``limit`` at a time (the apiserver's ``continue``): for a kind listed
+    across every namespace, which may be large, so that it is never held whole."""
+    path = rtype.path(namespace) if namespace is not None else rtype.cluster_path()
+    token: str | None = None
+    while True:
+        params = {"limit": str(limit)} | ({"continue": token} if token else {})
+        try:
+            listing = await kube.get(path, params=params)
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            raise
+        for item in listing.get("items") or ():
+            yield item
+        token = (listing.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return
 
 
 async def delete(

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from dockyard.core.kube import KubeClient
 from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionType
 from dockyard.core.resources import BACKUPS
-from dockyard.operator.apply import items
+from dockyard.operator.apply import paged
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.runs.stores import write_status
 from dockyard.operator.store import post
@@ -38,11 +38,14 @@ _NAMED: Final = 5
 
 
 async def users(kube: KubeClient, store: str) -> list[str]:
-    """``namespace/name`` of every Backup that names ``store``, sorted."""
+    """``namespace/name`` of every Backup that names ``store``, sorted; read a page at a
+    time, as every namespace's Backups are."""
     return sorted(
-        f"{raw['metadata'].get('namespace')}/{raw['metadata'].get('name')}"
-        for raw in await items(kube, BACKUPS, None)
-        if ((raw.get("spec") or {}).get("storeRef") or {}).get("name") == store
+        [
+            f"{raw['metadata'].get('namespace')}/{raw['metadata'].get('name')}"
+            async for raw in paged(kube, BACKUPS, None)
+            if ((raw.get("spec") or {}).get("storeRef") or {}).get("name") == store
+        ]
     )
 
 
