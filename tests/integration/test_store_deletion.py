@@ -23,10 +23,12 @@ from tests.conftest import Kubectl
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 
-def _backup(namespace: str, name: str, store: str | None) -> dict[str, Any]:
+def _backup(namespace: str, name: str, store: str | None, *, filled: bool = True) -> dict[str, Any]:
     spec: dict[str, Any] = {"environmentRef": {"name": "shop"}}
     if store is not None:
         spec["storeRef"] = {"name": store}
+    if filled:
+        spec["storage"] = {"filesystem": {"path": "/var/lib/dockyard/backups"}}
     return {
         "apiVersion": "dockyard.io/v1alpha1",
         "kind": "Backup",
@@ -44,7 +46,12 @@ async def test_the_backups_naming_a_store_are_found_across_namespaces_page_by_pa
     try:
         made = [
             _backup(unwatched_namespace, f"b{n}", store if n % 2 == 0 else other) for n in range(5)
-        ] + [_backup(second, "b9", store), _backup(second, "none", None)]
+        ] + [
+            _backup(second, "b9", store),
+            _backup(second, "none", None),
+            # Names the store but was never filled: it stored nothing there.
+            _backup(second, "unfilled", store, filled=False),
+        ]
         for body in made:
             kubectl("create", "-f", "-", input=json.dumps(body))
 
@@ -55,7 +62,7 @@ async def test_the_backups_naming_a_store_are_found_across_namespaces_page_by_pa
                 kube, BACKUPS, unwatched_namespace, limit=2
             )]  # fmt: skip
             assert sorted(names) == ["b0", "b1", "b2", "b3", "b4"]
-            # Across every namespace, only those that name the store, sorted.
+            # Across every namespace, only those filled from the store, sorted.
             assert await users(kube, store) == sorted(
                 [
                     f"{unwatched_namespace}/b0",

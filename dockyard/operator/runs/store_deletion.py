@@ -5,7 +5,8 @@ it lives: its finalizer deletes its artifacts, and restores and drills read them
 the store's identity (S3 storage with no credentials Secret) and its keyring (keys
 rotated out). Deleting the store first would strand those artifacts: nothing could read
 or delete them. So, like Kubernetes' ``pvc-protection``, the operator's finalizer holds
-a store's deletion while any Backup, in any namespace, names it:
+a store's deletion while any Backup, in any namespace, names it and has its storage
+(an unfilled one stored nothing there):
 
 - the store's condition ``DeletionBlocked`` (True, reason ``InUse``) counts them and
   names the first few, and a Warning Event ``DeletionBlocked`` says so each time that
@@ -38,15 +39,19 @@ _NAMED: Final = 5
 
 
 async def users(kube: KubeClient, store: str) -> list[str]:
-    """``namespace/name`` of every Backup that names ``store``, sorted; read a page at a
-    time, as every namespace's Backups are."""
-    return sorted(
-        [
-            f"{raw['metadata'].get('namespace')}/{raw['metadata'].get('name')}"
-            async for raw in paged(kube, BACKUPS, None)
-            if ((raw.get("spec") or {}).get("storeRef") or {}).get("name") == store
-        ]
-    )
+    """``namespace/name`` of every Backup that names ``store`` and has its storage, sorted;
+    read a page at a time, as every namespace's Backups are.
+
+    A Backup that names the store but has no storage was never filled (it waits, refused
+    or not yet served): it stored nothing there, and does not hold the store. So a
+    tenant cannot pin a store it is not served by with a Backup that merely names it.
+    """
+    found = []
+    async for raw in paged(kube, BACKUPS, None):
+        spec = raw.get("spec") or {}
+        if (spec.get("storeRef") or {}).get("name") == store and spec.get("storage"):
+            found.append(f"{raw['metadata'].get('namespace')}/{raw['metadata'].get('name')}")
+    return sorted(found)
 
 
 def blocked_message(using: list[str]) -> str:
