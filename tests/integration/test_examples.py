@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Kubectl, get_json
+from tests.conftest import Kubectl, get_json, remove_backup_store
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yaml"))
@@ -18,7 +18,7 @@ KINDS = {
     "Environment", "ScalingPolicy", "Backup", "BackupSchedule", "BackupStore", "Restore",
     "RestoreDrill", "RateLimitPolicy", "Webhook",
 }  # fmt: skip
-CLUSTER_SCOPED = {"BackupStore"}
+CLUSTER_SCOPED = {"BackupStore"}  # removed with remove_backup_store
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -59,7 +59,7 @@ def test_an_example_applies_as_written(
         stored = get_json(kubectl, kind, name, *where)
     finally:
         if not where:
-            kubectl("delete", kind, name, "--ignore-not-found")
+            remove_backup_store(kubectl, name)
     spec = stored["spec"]
     assert isinstance(spec, dict)
     # What the example says is what is stored (defaults may add fields beside it).
