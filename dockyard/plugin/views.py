@@ -231,22 +231,41 @@ def backup_stores(stores: list[Object], namespace: str, labels: Mapping[str, str
         spec = store.get("spec") or {}
         raw = spec.get("namespaceSelector")
         answer = serves(store, labels)
-        conditions = (store.get("status") or {}).get("conditions") or []
-        ready: Object = next((c for c in conditions if c.get("type") == "Ready"), {})
-        state = str(ready.get("status", "Unknown"))
         table.add_row(
             str(store["metadata"]["name"]),
             "yes" if spec.get("default") else "",
             _storage(spec),
             Text(answer or "unknown", style={"no": "red"}.get(answer or "", "")),
             NONE if raw is None else LabelSelector.model_validate(raw).describe(),
-            Text(f"{state} {ready.get('reason', '')}".strip(), style=_STYLES.get(state, "")),
+            _store_state(store),
         )
     return Group(table, Text(_default_for(stores, namespace, labels)))
 
 
+def _store_state(store: Object) -> Text:
+    """Its Ready condition; while it is being deleted, that, and whether Backups hold it."""
+    conditions = (store.get("status") or {}).get("conditions") or []
+    if (store.get("metadata") or {}).get("deletionTimestamp"):
+        held: Object = next((c for c in conditions if c.get("type") == "DeletionBlocked"), {})
+        if held.get("status") == "True":
+            return Text(f"Deleting, held: {held.get('message', '')}", style="yellow")
+        return Text("Deleting", style="yellow")
+    ready: Object = next((c for c in conditions if c.get("type") == "Ready"), {})
+    state = str(ready.get("status", "Unknown"))
+    return Text(f"{state} {ready.get('reason', '')}".strip(), style=_STYLES.get(state, ""))
+
+
 def _default_for(stores: list[Object], namespace: str, labels: Mapping[str, str] | None) -> str:
     defaults = [s for s in stores if (s.get("spec") or {}).get("default")]
+    going = sorted(
+        str(s["metadata"]["name"]) for s in defaults if s["metadata"].get("deletionTimestamp")
+    )
+    if going and len(going) == len(defaults):
+        return (
+            f"The default store ({', '.join(going)}) is being deleted: new Backups in "
+            f"{namespace} without a storeRef wait with NoBackupStore."
+        )
+    defaults = [s for s in defaults if str(s["metadata"]["name"]) not in going]
     if not defaults:
         return f"No store is the default: Backups in {namespace} name a storeRef or a storage."
     serving = [s for s in defaults if serves(s, labels) in ("yes", "every namespace")]

@@ -175,6 +175,15 @@ async def test_no_default_and_two_defaults_are_each_said_plainly() -> None:
         await _find(_Stores(("b", True), ("a", True)), None)
 
 
+async def test_a_default_being_deleted_gives_way_to_one_still_standing() -> None:
+    stores = _Stores(("old", True), ("new", True))
+    stores.objects[f"{STORES}/old"]["metadata"]["deletionTimestamp"] = "2026-12-07T08:00:00Z"
+    assert await _find(stores, None) == "new"
+    # Alone, it is still the default found: filling from it then says it is going.
+    del stores.objects[f"{STORES}/new"]
+    assert await _find(stores, None) == "old"
+
+
 async def test_a_planted_secret_holding_another_key_is_refused_not_used() -> None:
     """A tenant who creates the derived key's Secret first, with a key of its own, must
     not have the operator encrypt with it (nor learn the derived key from an error)."""

@@ -162,3 +162,27 @@ def test_the_stores_say_which_one_fills_a_backup_in_the_namespace() -> None:
     assert "unknown" in unknown
     none = _printed(views.backup_stores([blue], "shop", {"team": "blue"}))
     assert "No store is the default" in none
+
+
+def test_a_store_being_deleted_says_what_holds_it_and_fills_no_backup() -> None:
+    going = _store("main", default=True)
+    going["metadata"]["deletionTimestamp"] = "2026-12-07T08:00:00Z"
+    going["status"] = {
+        "conditions": [
+            {
+                "type": "DeletionBlocked",
+                "status": "True",
+                "reason": "InUse",
+                "message": "Deletion waits for 2 Backup(s) that name this store: a/x, b/y.",
+            }
+        ]
+    }
+    shown = _printed(views.backup_stores([going], "shop", {}))
+    assert "Deleting, held: Deletion waits for 2 Backup(s)" in shown
+    assert "The default store (main) is being deleted" in shown
+    assert "NoBackupStore" in shown
+    # With another default still standing, that one fills the namespace's Backups.
+    other = _printed(views.backup_stores([going, _store("next", default=True)], "shop", {}))
+    assert "Backups in shop without a storeRef are filled from next." in other
+    released = {**going, "status": {}}
+    assert "Deleting" in _printed(views.backup_stores([released], "shop", {}))

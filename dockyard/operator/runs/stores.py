@@ -171,6 +171,9 @@ async def find_store(kube: KubeClient, name: str | None) -> BackupStore:
         return _parse(raw, name)
     stores = [_parse(raw, None) for raw in await items(kube, BACKUP_STORES, None)]
     defaults = sorted((s for s in stores if s.spec.default), key=lambda s: s.metadata.name or "")
+    # A default being deleted fills nothing (fill_from_store says so) while another stands.
+    standing = [s for s in defaults if s.metadata.deletion_timestamp is None]
+    defaults = standing or defaults
     if not defaults:
         raise NoBackupStore(
             "no BackupStore is marked default: create one (docs/backups.md), name one in "
