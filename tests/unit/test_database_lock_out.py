@@ -1,6 +1,7 @@
 """The database step of an Environment whose database was just disabled: its role is
-locked out once, and a lock-out that fails keeps the step not ready, so it is retried
-(the real server's side is tests/integration/test_managed_database.py)."""
+locked out once, and a lock-out that fails keeps the step not ready, so it is retried;
+one disabled before this process is locked out once per process (the real server's side
+is tests/integration/test_managed_database.py)."""
 
 from __future__ import annotations
 
@@ -70,12 +71,43 @@ async def test_the_first_pass_after_disabling_locks_the_role_out() -> None:
     ]
 
 
-async def test_a_database_disabled_long_ago_costs_the_server_nothing() -> None:
+async def test_a_database_disabled_earlier_is_locked_out_once_per_process() -> None:
+    """Disabled before this operator ran (by one that did not lock roles out, say): the
+    status no longer names it, and the role may still log in with the old password."""
     server = _Server()
     env = _env(named_in_status=False)
+    provisioner = _provisioner(server)
 
+    assert await provisioner.step(env, Owner.of(env)) is None
+    assert await provisioner.step(env, Owner.of(env)) is None
+    assert server.locked_out == [
+        {"namespace": "team-a", "namespace_uid": NAMESPACE_UID, "environment": "shop"}
+    ]
+    # A process of its own (a restarted operator) does it once again.
     assert await _provisioner(server).step(env, Owner.of(env)) is None
-    assert server.locked_out == []
+    assert len(server.locked_out) == 2
+
+
+async def test_an_earlier_lock_out_that_fails_reports_nothing_and_is_tried_again() -> None:
+    server = _Server(busy=True)
+    env = _env(named_in_status=False)
+    provisioner = _provisioner(server)
+
+    assert await provisioner.step(env, Owner.of(env)) is None  # the status is not touched
+    server.busy = False
+    assert await provisioner.step(env, Owner.of(env)) is None
+    assert len(server.locked_out) == 1
+
+
+async def test_after_the_first_pass_locked_it_out_no_pass_does_again() -> None:
+    server = _Server()
+    provisioner = _provisioner(server)
+    just_disabled = _env(named_in_status=True)
+    await provisioner.step(just_disabled, Owner.of(just_disabled))
+    # The next pass: the status no longer names the database.
+    later = _env(named_in_status=False)
+    assert await provisioner.step(later, Owner.of(later)) is None
+    assert len(server.locked_out) == 1
 
 
 async def test_a_failed_lock_out_keeps_the_step_not_ready_and_retried() -> None:

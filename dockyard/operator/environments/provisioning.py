@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from dockyard.core.kube import KubeClient
@@ -32,6 +33,8 @@ from dockyard.operator.database import (
 from dockyard.operator.database.tenants import ENSURE_VERSION
 from dockyard.operator.environments import status as report
 from dockyard.operator.environments.children import ChildMemory
+
+logger = logging.getLogger(__name__)
 
 # A database that is not configured will not appear by retrying; every other failure may.
 SERVER_NOT_CONFIGURED: Final = "ServerNotConfigured"
@@ -58,13 +61,17 @@ class DatabaseProvisioner:
     kube: KubeClient
     postgres: ManagedPostgres | None
     children: ChildMemory
+    # The uids of the disabled environments this process has locked out.
+    locked_out: set[str] = field(default_factory=set)
 
     async def step(self, env: Environment, owner: Owner) -> DatabaseStep | None:
         """Make sure the database, its role and its Secret exist; ``None``: no database.
 
         On the first pass after the database was disabled (the status still names it),
         its role is locked out, as its Secret goes: the password then works nowhere. Until
-        that succeeds the step reports the database not ready, and is retried.
+        that succeeds the step reports the database not ready, and is retried. A database
+        disabled before (by an operator that did not lock roles out, say) is locked out
+        too, once per operator process (``_lock_out_earlier``).
         """
         if not env.spec.database.enabled:
             return await self._lock_out(env, owner)
@@ -104,7 +111,10 @@ class DatabaseProvisioner:
         return await self._ready(env, secret_name, credentials)
 
     async def _lock_out(self, env: Environment, owner: Owner) -> DatabaseStep | None:
-        if self.postgres is None or env.status.database is None:
+        if self.postgres is None:
+            return None
+        if env.status.database is None:
+            await self._lock_out_earlier(self.postgres, env, owner)
             return None
         try:
             await self.postgres.lock_out(
@@ -112,6 +122,7 @@ class DatabaseProvisioner:
                 namespace_uid=await namespace_uid(self.kube, owner.namespace),
                 environment=owner.name,
             )
+            self.locked_out.add(env.metadata.uid or "")
         except ManagedDatabaseError as exc:
             verdict = report.Verdict(
                 ConditionStatus.FALSE,
@@ -122,6 +133,31 @@ class DatabaseProvisioner:
             secret_name = builders.database_secret_name(owner.name)
             return DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name))
         return None
+
+    async def _lock_out_earlier(
+        self, postgres: ManagedPostgres, env: Environment, owner: Owner
+    ) -> None:
+        """Lock out the role of a database disabled before this process saw it, once: its
+        status no longer names the database, so an earlier operator may have deleted the
+        Secret without locking the role out. Nothing to report: a failure (the server down)
+        is logged, and the next pass tries again."""
+        uid = env.metadata.uid or ""
+        if uid in self.locked_out:
+            return
+        try:
+            await postgres.lock_out(
+                namespace=owner.namespace,
+                namespace_uid=await namespace_uid(self.kube, owner.namespace),
+                environment=owner.name,
+            )
+        except ManagedDatabaseError as exc:
+            logger.warning(
+                "the role of a disabled database is not locked out yet",
+                extra={"namespace": owner.namespace, "environment": owner.name,
+                       "reason": exc.reason},
+            )  # fmt: skip
+            return
+        self.locked_out.add(uid)
 
     async def _intact(self, env: Environment, owner: Owner, ensured: str | None) -> bool:
         """Whether the last ``ensure`` still holds: same digest, role and database intact."""
