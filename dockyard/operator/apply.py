@@ -273,28 +273,31 @@ async def items(
     params: Mapping[str, str] | None = None,
 ) -> list[Manifest]:
     """The objects of ``rtype`` in ``namespace`` (of a cluster-scoped kind with None); none
-    when the kind is not installed (404)."""
-    path = rtype.path(namespace) if namespace is not None else rtype.cluster_path()
-    try:
-        listing = await kube.get(path, params=params)
-    except KubeError as exc:
-        if exc.status == 404:
-            return []
-        raise
-    return list(listing.get("items") or ())
+    when the kind is not installed (404). One request: for a kind that may be large
+    across every namespace, ``paged``."""
+    return [item async for item in paged(kube, rtype, namespace, params=params, limit=None)]
 
 
 async def paged(
-    kube: KubeClient, rtype: ResourceType, namespace: str | None, *, limit: int = PAGE_SIZE
+    kube: KubeClient,
+    rtype: ResourceType,
+    namespace: str | None,
+    *,
+    params: Mapping[str, str] | None = None,
+    limit: int | None = PAGE_SIZE,
 ) -> AsyncIterator[Manifest]:
-    """``items``, ``limit`` at a time (the apiserver's ``continue``): for a kind listed
-    across every namespace, which may be large, so that it is never held whole."""
+    """``items``, ``limit`` at a time (the apiserver's ``continue``), so that a kind
+    listed across every namespace is never held whole; ``limit`` None: one request."""
     path = rtype.path(namespace) if namespace is not None else rtype.cluster_path()
     token: str | None = None
     while True:
-        params = {"limit": str(limit)} | ({"continue": token} if token else {})
+        asked = dict(params or {})
+        if limit is not None:
+            asked["limit"] = str(limit)
+        if token is not None:
+            asked["continue"] = token
         try:
-            listing = await kube.get(path, params=params)
+            listing = await kube.get(path, params=asked or params)
         except KubeError as exc:
             if exc.status == 404:
                 return
@@ -302,7 +305,7 @@ async def paged(
         for item in listing.get("items") or ():
             yield item
         token = (listing.get("metadata") or {}).get("continue") or None
-        if token is None:
+        if token is None or limit is None:
             return
 
 

@@ -71,7 +71,7 @@ class DatabaseProvisioner:
         its role is locked out, as its Secret goes: the password then works nowhere. Until
         that succeeds the step reports the database not ready, and is retried. A database
         disabled before (by an operator that did not lock roles out, say) is locked out
-        too, once per operator process (``_lock_out_earlier``).
+        too, once per operator process (``_lock_out``).
         """
         if not env.spec.database.enabled:
             return await self._lock_out(env, owner)
@@ -111,10 +111,14 @@ class DatabaseProvisioner:
         return await self._ready(env, secret_name, credentials)
 
     async def _lock_out(self, env: Environment, owner: Owner) -> DatabaseStep | None:
-        if self.postgres is None:
-            return None
-        if env.status.database is None:
-            await self._lock_out_earlier(self.postgres, env, owner)
+        """Lock the disabled database's role out, once per process. While the status still
+        names the database (the first pass after disabling it), a failure keeps the step
+        not ready, to be retried. Otherwise it was disabled before this process saw it (an
+        earlier operator may have deleted the Secret without locking the role out): a
+        failure is only logged, and the next pass tries again."""
+        uid = env.metadata.uid or ""
+        just_disabled = env.status.database is not None
+        if self.postgres is None or (uid in self.locked_out and not just_disabled):
             return None
         try:
             await self.postgres.lock_out(
@@ -122,8 +126,14 @@ class DatabaseProvisioner:
                 namespace_uid=await namespace_uid(self.kube, owner.namespace),
                 environment=owner.name,
             )
-            self.locked_out.add(env.metadata.uid or "")
         except ManagedDatabaseError as exc:
+            if not just_disabled:
+                logger.warning(
+                    "the role of a disabled database is not locked out yet",
+                    extra={"namespace": owner.namespace, "environment": owner.name,
+                           "reason": exc.reason},
+                )  # fmt: skip
+                return None
             verdict = report.Verdict(
                 ConditionStatus.FALSE,
                 exc.reason,
@@ -132,32 +142,8 @@ class DatabaseProvisioner:
             database_name, _ = database_identity(owner.namespace, owner.name)
             secret_name = builders.database_secret_name(owner.name)
             return DatabaseStep(report.DatabaseReport(verdict, secret_name, database_name))
-        return None
-
-    async def _lock_out_earlier(
-        self, postgres: ManagedPostgres, env: Environment, owner: Owner
-    ) -> None:
-        """Lock out the role of a database disabled before this process saw it, once: its
-        status no longer names the database, so an earlier operator may have deleted the
-        Secret without locking the role out. Nothing to report: a failure (the server down)
-        is logged, and the next pass tries again."""
-        uid = env.metadata.uid or ""
-        if uid in self.locked_out:
-            return
-        try:
-            await postgres.lock_out(
-                namespace=owner.namespace,
-                namespace_uid=await namespace_uid(self.kube, owner.namespace),
-                environment=owner.name,
-            )
-        except ManagedDatabaseError as exc:
-            logger.warning(
-                "the role of a disabled database is not locked out yet",
-                extra={"namespace": owner.namespace, "environment": owner.name,
-                       "reason": exc.reason},
-            )  # fmt: skip
-            return
         self.locked_out.add(uid)
+        return None
 
     async def _intact(self, env: Environment, owner: Owner, ensured: str | None) -> bool:
         """Whether the last ``ensure`` still holds: same digest, role and database intact."""
