@@ -11,7 +11,8 @@
   once the lease ends. The batch is shared among namespaces (migration 0009), so that
   one namespace's backlog does not hold up the others' deliveries.
 - ``delivered``, ``retry`` and ``give_up`` record an attempt's result; ``redeliver``
-  revives dead letters.
+  revives dead letters. ``release`` lets go of a claim whose attempt a stopping replica
+  cut short, before anything was recorded: due again at once, no attempt counted.
 - A delivery whose Webhook is suspended or not Ready is parked: its ``last_error`` says
   why (``SUSPENDED``, ``NOT_READY``) until an attempt. ``wake`` makes what was parked
   due again, and due only since then: ``due_since`` starts the dead-letter window, and
@@ -76,7 +77,7 @@ UPDATE webhook_deliveries d SET next_at = now() + make_interval(secs => $3), att
 FROM events e
 WHERE e.seq = d.event_seq AND d.id IN (SELECT id FROM picked)
 RETURNING d.id, d.webhook_uid, d.namespace, d.event_id, d.attempts, d.due_since, e.type,
-    e.body::text AS body
+    e.body::text AS body, d.next_at
 """
 _SQL_DELIVERED = """
 UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(), last_status = $2,
@@ -93,6 +94,12 @@ _SQL_POSTPONE = """
 UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2),
     attempts = greatest(attempts - 1, 0)
 WHERE id = $1
+"""
+# A claim let go before its attempt was recorded: due at once, and no attempt. Only while
+# nothing was written since the claim (its lease end, next_at, is the claim's own).
+_SQL_RELEASE = """
+UPDATE webhook_deliveries SET next_at = now(), attempts = greatest(attempts - 1, 0)
+WHERE id = $1 AND state = 'pending' AND next_at = $2
 """
 _SQL_PARK_ONE = """
 UPDATE webhook_deliveries SET next_at = now() + make_interval(secs => $2), last_error = $3,
@@ -157,6 +164,8 @@ class Claimed:
     due_since: datetime
     type: str
     body: dict[str, Any]
+    held_until: datetime | None = None
+    """The end of the claim's lease (its ``next_at``), by which ``release`` knows it."""
 
 
 async def fan_out(
@@ -245,6 +254,7 @@ async def claim(
             due_since=r["due_since"],
             type=r["type"],
             body=json.loads(r["body"]),
+            held_until=r["next_at"],
         )
         for r in rows
     ]
@@ -263,6 +273,14 @@ async def retry(
 async def postpone(pool: asyncpg.Pool, delivery: int, after: float) -> None:
     """Try again after ``after`` seconds; unlike ``retry``, no attempt was made."""
     await pool.execute(_SQL_POSTPONE, delivery, after)
+
+
+async def release(pool: asyncpg.Pool, claimed: Claimed) -> bool:
+    """Let go of a claim whose attempt was cut short before its result was recorded (the
+    replica stopping): due again at once, for any replica, rather than after its lease,
+    and no attempt counted. Not once anything was recorded since the claim: False."""
+    done = await pool.execute(_SQL_RELEASE, claimed.id, claimed.held_until)
+    return bool(done.endswith(" 1"))
 
 
 async def park_one(pool: asyncpg.Pool, claimed: Claimed, after: float, reason: str) -> bool:

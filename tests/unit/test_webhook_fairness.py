@@ -168,3 +168,19 @@ def test_the_namespaces_with_fewer_deliveries_in_flight_are_offered_slots_first(
 
     assert flights.free() == 2
     assert flights.offers(["a", "b", "c", "d", "e"]) == [(["d", "e"], 3), (["b"], 2), (["c"], 1)]
+
+
+async def test_a_landing_waits_for_the_deliveries_that_end_in_time_and_stops_the_rest() -> None:
+    flights = Flights()
+    ended: list[str] = []
+
+    async def delivery(name: str, takes: float) -> None:
+        await asyncio.sleep(takes)
+        ended.append(name)
+
+    flights.launch("a", delivery("quick", 0.05))
+    flights.launch("b", delivery("stuck", 60.0))
+
+    assert await flights.land(within=0.5) == 1
+    assert ended == ["quick"]
+    assert len(flights) == 0

@@ -70,6 +70,9 @@ SUSPENDED_RECHECK: Final = 300.0
 # Of a receiver's answer, at most this much of the body is read (it is not kept).
 RESPONSE_READ_LIMIT: Final = 64 * 1024
 _DATABASE_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# At a stop, the deliveries in flight get this long past the delivery timeout to record
+# their results; a release gets this long too.
+LANDING_MARGIN: Final = 1.0
 
 
 class Dispatcher:
@@ -126,9 +129,13 @@ class Dispatcher:
         )
 
     async def close(self) -> None:
+        """Stop claiming, let the deliveries in flight end (each takes the delivery
+        timeout at most), and let go of any still in flight after that (``_attempt``)."""
         for task in (self._task, self._retention):
             await cancel_and_wait(task)
-        await self.flights.cancel()
+        within = self.settings.webhook_timeout + LANDING_MARGIN
+        if stopped := await self.flights.land(within):
+            logger.warning("webhook deliveries stopped at shutdown", extra={"count": stopped})
         if self._session is not None:
             await self._session.close()
         if self._lookups is not None:
@@ -264,10 +271,14 @@ class Dispatcher:
 
     async def _attempt(self, delivery: store.Claimed) -> None:
         """Deliver, and record any outcome: an unexpected error as a failed attempt; a
-        database out leaves the delivery to its lease."""
+        database out leaves the delivery to its lease. Cut short (the replica stopping),
+        it lets go of the claim, so that the next replica need not wait out the lease."""
         try:
             try:
                 await self._deliver(delivery)
+            except asyncio.CancelledError:
+                await self._release(delivery)
+                raise
             except _DATABASE_ERRORS:
                 raise
             except Exception as exc:
@@ -276,6 +287,16 @@ class Dispatcher:
         except _DATABASE_ERRORS as exc:
             logger.warning(
                 "webhook delivery not recorded; its lease brings it back",
+                extra={"event_id": delivery.event_id, "error": type(exc).__name__},
+            )
+
+    async def _release(self, delivery: store.Claimed) -> None:
+        try:
+            async with asyncio.timeout(LANDING_MARGIN):
+                await store.release(self.pool, delivery)
+        except _DATABASE_ERRORS as exc:
+            logger.warning(
+                "webhook delivery not released; its lease brings it back",
                 extra={"event_id": delivery.event_id, "error": type(exc).__name__},
             )
 

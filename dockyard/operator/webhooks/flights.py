@@ -72,7 +72,17 @@ class Flights:
         while self._flying:
             await asyncio.wait(list(self._flying))
 
+    async def land(self, within: float) -> int:
+        """Let the deliveries in flight end, for ``within`` seconds at most, then stop the
+        rest (``cancel``); how many were stopped."""
+        if self._flying:
+            await asyncio.wait(list(self._flying), timeout=within)
+        stopped = len(self._flying)
+        await self.cancel()
+        return stopped
+
     async def cancel(self) -> None:
-        """Stop every delivery in flight; its lease brings it back to some replica."""
+        """Stop every delivery in flight; each lets go of its claim (``Dispatcher``), or,
+        failing that, its lease brings it back to some replica."""
         for task in list(self._flying):
             await cancel_and_wait(task)
