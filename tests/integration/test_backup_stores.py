@@ -329,7 +329,32 @@ def test_a_store_named_by_backups_is_deleted_only_after_them(
         spec = {"environmentRef": {"name": "shop"}, "storeRef": {"name": store}}
         _apply(kubectl, namespace, {**_one_line_backup(namespace, "kept"), "spec": spec})
         status = _wait_phase(kubectl, namespace, "kept", "Completed", timeout=120)
+        assert status["filledFrom"] == store  # the fill's mark, which holds the store
         artifact = _artifact_path(status["location"])
+
+        # A restore in place backs shop up first, where "kept" is and with its key: that
+        # safety Backup carries the store's mark too, and holds the store as "kept" does.
+        restore = {
+            "apiVersion": "dockyard.io/v1alpha1",
+            "kind": "Restore",
+            "metadata": {"name": "undo"},
+            "spec": {
+                "source": {"backupRef": {"name": "kept"}},
+                "target": {"environmentRef": {"name": "shop"}},
+            },
+        }
+        _apply(kubectl, namespace, restore)
+        _wait_phase(kubectl, namespace, "undo-safety", "Completed", timeout=120)
+
+        def restored() -> bool | None:
+            found = _get(kubectl, namespace, "restore", "undo") or {}
+            phase = (found.get("status") or {}).get("phase")
+            assert phase != "Failed", found.get("status")
+            return phase == "Completed" or None
+
+        assert wait_for(restored, timeout=120)
+        safety = (_get(kubectl, namespace, "backup", "undo-safety") or {})["status"]
+        assert safety["filledFrom"] == store
 
         def guarded() -> bool | None:
             meta = (_store(kubectl, store) or {}).get("metadata") or {}
@@ -341,7 +366,8 @@ def test_a_store_named_by_backups_is_deleted_only_after_them(
         blocked = wait_for(lambda: _condition(kubectl, store, "DeletionBlocked"), timeout=30)
         assert isinstance(blocked, dict)
         assert (blocked["status"], blocked["reason"]) == ("True", "InUse")
-        assert f"1 Backup(s) that name this store: {namespace}/kept" in blocked["message"]
+        using = f"{namespace}/kept, {namespace}/undo-safety"
+        assert f"2 Backup(s) that name this store: {using}" in blocked["message"]
         held = _store(kubectl, store)
         assert held is not None
         assert held["metadata"].get("deletionTimestamp")
@@ -362,7 +388,10 @@ def test_a_store_named_by_backups_is_deleted_only_after_them(
 
         # Once the Backups are gone (the kept one's finalizer deleted its artifact through
         # the store), the store goes too, within the 30 s between checks.
-        kubectl("delete", "backup", "kept", "late", "-n", namespace, "--timeout=60s")
+        kubectl("delete", "restore", "undo", "-n", namespace, "--timeout=60s")
+        kubectl(
+            "delete", "backup", "kept", "late", "undo-safety", "-n", namespace, "--timeout=60s"
+        )  # fmt: skip
         assert not artifact.exists()
         assert wait_for(lambda: _store(kubectl, store) is None or None, timeout=60)
 

@@ -12,7 +12,7 @@ import pytest
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.references import SecretKeyReference
-from dockyard.core.resources import BACKUP_STORES
+from dockyard.core.resources import BACKUP_STORES, BACKUPS
 from dockyard.core.settings import Settings
 from dockyard.operator.runs.context import KeyUnavailable, StorageRefused
 from dockyard.operator.runs.s3_access import CredentialsUnavailable, ca_bundle_file
@@ -243,9 +243,15 @@ async def test_a_refused_stores_keys_still_serve_but_its_ready_stays_false() -> 
                   "storage": {"filesystem": {"path": "/backups/shop"}}}}
     )  # fmt: skip
 
+    kube.objects[BACKUPS.path("shop", "b")] = {"metadata": {"name": "b", "uid": UID}}
+
     assert await fill_from_store(cast(KubeClient, kube), own) == "platform"
 
-    [(_, status_patch), (_, spec_patch)] = kube.patched
+    [(mark_path, mark), (_, status_patch), (_, spec_patch)] = kube.patched
+    # Marked first: the store's deletion waits for the Backups it filled.
+    assert (mark_path, mark["status"]) == (
+        BACKUPS.path("shop", "b", "status"), {"filledFrom": "platform"}
+    )  # fmt: skip
     [ready] = status_patch["status"]["conditions"]
     assert (ready["status"], ready["reason"]) == ("False", "StorageRefused")
     assert status_patch["status"]["keyIds"] == [status_patch["status"]["currentKeyId"]]

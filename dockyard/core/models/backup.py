@@ -219,6 +219,10 @@ class BackupStatus(RunStatus):
     backup whose last drill verdict passed."""
     expires_at: datetime | None = None
     """When the backup is deleted because of its ttl."""
+    filled_from: str | None = Field(default=None, max_length=253)
+    """The BackupStore the operator filled this backup's storage or encryption key from,
+    written just before it fills them. As long as the backup exists, that store's deletion
+    waits for it: its artifacts need the store's identity and keys."""
     environment_tier: Tier | None = None
     """The tier of the environment when the backup first ran, written by the operator. A
     production backup is guarded: deleting it, or changing its ttl, takes the destroy verb

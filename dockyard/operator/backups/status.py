@@ -21,8 +21,9 @@ from dockyard.core.models.backup import (
 )
 from dockyard.runner import BackupResult
 
-# Status fields someone else writes (a drill verifies a backup): never overwritten here.
-_NOT_OURS: Final = frozenset({"verified"})
+# Status fields written elsewhere, never overwritten here: a drill verifies a backup, and
+# the fill from a BackupStore marks it (``stores.fill_from_store``).
+_NOT_OURS: Final = frozenset({"verified", "filled_from"})
 STORED: Final = "The artifact is stored, checksummed and catalogued."
 
 

@@ -107,6 +107,12 @@ async def back_up_target(
             "delete it, or restore under another name",
             reason="SafetyBackupTaken",
         )
+    filled_from = source.status.filled_from
+    if raw is not None and filled_from and (raw.get("status") or {}).get("filledFrom") is None:
+        # It takes the storage and key its source took from a store: it holds that store's
+        # deletion as its source does (store_deletion.users), marked as the fill marks.
+        mark = {"filledFrom": filled_from}
+        await records.backups.write_status(loaded.namespace, name, mark, uid=uid)
     if (
         status.phase is not RestorePhase.BACKING_UP
         or status.safety_backup != name

@@ -5,8 +5,9 @@ it lives: its finalizer deletes its artifacts, and restores and drills read them
 the store's identity (S3 storage with no credentials Secret) and its keyring (keys
 rotated out). Deleting the store first would strand those artifacts: nothing could read
 or delete them. So, like Kubernetes' ``pvc-protection``, the operator's finalizer holds
-a store's deletion while any Backup, in any namespace, names it and has its storage
-(an unfilled one stored nothing there):
+a store's deletion while any Backup, in any namespace, was filled from it (``users``:
+marked ``status.filledFrom`` by the fill; one that merely names the store does not
+count):
 
 - the store's condition ``DeletionBlocked`` (True, reason ``InUse``) counts them and
   names the first few, and a Warning Event ``DeletionBlocked`` says so each time that
@@ -30,7 +31,7 @@ from dockyard.core.models.backup_store import BackupStore, BackupStoreConditionT
 from dockyard.core.resources import BACKUPS
 from dockyard.operator.apply import paged
 from dockyard.operator.outcomes import Outcome
-from dockyard.operator.runs.stores import write_status
+from dockyard.operator.runs.stores import StoreNotAllowed, check_serves, write_status
 from dockyard.operator.store import post
 
 RECHECK_SECONDS: Final = 30.0
@@ -38,20 +39,42 @@ IN_USE: Final = "InUse"
 _NAMED: Final = 5
 
 
-async def users(kube: KubeClient, store: str) -> list[str]:
-    """``namespace/name`` of every Backup that names ``store`` and has its storage, sorted;
-    read a page at a time, as every namespace's Backups are.
+async def users(kube: KubeClient, store: BackupStore) -> list[str]:
+    """``namespace/name`` of every Backup that ``store`` filled, sorted; read a page at a
+    time, as every namespace's Backups are.
 
-    A Backup that names the store but has no storage was never filled (it waits, refused
-    or not yet served): it stored nothing there, and does not hold the store. So a
-    tenant cannot pin a store it is not served by with a Backup that merely names it.
+    The operator marks a Backup it fills (``status.filledFrom``, which tenants cannot
+    write), so a Backup that merely names the store holds nothing: not an unfilled one,
+    nor one a tenant made with a storage of its own, whatever its ``storeRef`` says. A
+    Backup filled before the mark existed has none: it holds the store when it names it,
+    has storage, and is in a namespace the store still serves, so that a tenant the
+    store does not serve cannot pin it with a Backup made to look filled.
     """
+    name = store.metadata.name or ""
+    served: dict[str, bool] = {}
     found = []
     async for raw in paged(kube, BACKUPS, None):
-        spec = raw.get("spec") or {}
-        if (spec.get("storeRef") or {}).get("name") == store and spec.get("storage"):
-            found.append(f"{raw['metadata'].get('namespace')}/{raw['metadata'].get('name')}")
+        namespace = raw["metadata"].get("namespace") or ""
+        marked = (raw.get("status") or {}).get("filledFrom")
+        if marked is not None:
+            holds = marked == name
+        else:
+            spec = raw.get("spec") or {}
+            holds = (spec.get("storeRef") or {}).get("name") == name and bool(spec.get("storage"))
+            if holds and namespace not in served:
+                served[namespace] = await _serves(kube, store, namespace)
+            holds = holds and served[namespace]
+        if holds:
+            found.append(f"{namespace}/{raw['metadata'].get('name')}")
     return sorted(found)
+
+
+async def _serves(kube: KubeClient, store: BackupStore, namespace: str) -> bool:
+    try:
+        await check_serves(kube, store, namespace)
+    except StoreNotAllowed:
+        return False
+    return True
 
 
 def blocked_message(using: list[str]) -> str:
@@ -72,7 +95,7 @@ async def finalize(kube: KubeClient, body: Mapping[str, Any]) -> Outcome:
         store = BackupStore.model_validate(dict(body))
     except ValidationError:
         return Outcome.done()  # an invalid store filled no Backup
-    using = await users(kube, store.metadata.name or "")
+    using = await users(kube, store)
     if not using:
         return Outcome.done()
     message = blocked_message(using)

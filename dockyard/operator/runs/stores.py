@@ -231,6 +231,11 @@ async def fill_from_store(kube: KubeClient, backup: Backup) -> str | None:
         )  # fmt: skip
         await write_status(kube, store, refused)
         raise StorageRefused(f"BackupStore {store_name}'s {why}")
+    # Marked first (status, which tenants cannot write): the store's deletion then waits
+    # for this Backup, and only for Backups it filled (store_deletion.users).
+    mark = {"filledFrom": store_name}
+    if not await patch_status(kube, BACKUPS, namespace, name, mark, uid=backup.metadata.uid):
+        return None
     if backup.spec.storage is None:
         spec["storage"] = store.spec.storage.model_dump(
             mode="json", by_alias=True, exclude_none=True
