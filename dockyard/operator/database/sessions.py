@@ -62,6 +62,8 @@ _LOCK_CLASS = 0x646B7964
 # while) before it fails and is retried: never as long as a command may run.
 LOCK_WAIT_SECONDS = 30.0
 DATABASE_BUSY: Final = "DatabaseBusy"
+# Tries of closing the shared databases that another process's REVOKE collides with.
+SHARED_REVOKE_ATTEMPTS: Final = 5
 # PostgreSQL before 13 has no DROP DATABASE ... WITH (FORCE), and a terminated backend
 # takes a moment to exit: statements that need a database unused are retried briefly.
 RETRY_ATTEMPTS = 10
@@ -402,6 +404,16 @@ async def close_shared_databases(conn: asyncpg.Connection) -> list[str]:
     )
     # The names are the server's own (the admin DSN's database), not this package's
     # identities: format()'s %I quotes them.
-    for row in await conn.fetch(query):
-        await conn.execute(row["revoke"])
+    for attempt in range(1, SHARED_REVOKE_ATTEMPTS + 1):
+        try:
+            for row in await conn.fetch(query):
+                await conn.execute(row["revoke"])
+            break
+        except asyncpg.InternalServerError:
+            # Another operator process revoked on the same row at that instant: the
+            # server refuses the second update of a catalog row ("tuple concurrently
+            # updated", XX000). Look again: the other may have closed it already.
+            if attempt == SHARED_REVOKE_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.05 * attempt)
     return [str(row["datname"]) for row in await conn.fetch(query)]
