@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from dockyard.core.kube import KubeClient, KubeError, load_config
 from dockyard.core.resources import CHILD_TYPES
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
-from dockyard.operator import bookkeeping, index_gate
+from dockyard.operator import bookkeeping, index_gate, kopf_logs
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.leadership import Leadership
 from dockyard.operator.services import OperatorMemo, Services
@@ -222,23 +221,6 @@ async def disconnect(memo: OperatorMemo, **_: Any) -> None:
         await services.close()
 
 
-_ROUTINE = re.compile(r"^(Timer '[^']+'|Handler '[^']+-changed'|Indexer '[^']+') succeeded\.$")
-
-
-class QuietRoutine(logging.Filter):
-    """Kopf says "Timer 'drift-repair' succeeded." at INFO for every environment on every
-    tick, and the same for every child's status event and index update: an idle
-    operator would log a line per object every few seconds. Those are logged at DEBUG
-    instead; failures, and the outcome of creations, updates and deletions, stay as Kopf
-    logs them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or not _ROUTINE.match(record.getMessage()):
-            return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger().isEnabledFor(logging.DEBUG)
-
-
 def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     # Importing the handler modules registers them with Kopf's default registry.
     from dockyard.operator import login  # noqa: F401
@@ -260,7 +242,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
     backups.register_ttl_timer(settings.backup_schedule_interval)
     if settings.backup_store_guard:
         backup_stores.register_guard()
-    logging.getLogger("kopf.objects").addFilter(QuietRoutine())
+    kopf_logs.install()  # routine lines and a deleted namespace's Event posts, quieter
     index_gate.install()  # a namespace deleted while listed must not stop every handler
     memo = OperatorMemo(settings=settings)
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
