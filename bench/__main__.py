@@ -35,6 +35,7 @@ BENCHES: tuple[str, ...] = (
     "s3_upload",
     "audit_events",
     "webhook_claims",
+    "webhook_history",
     "faults",
 )
 AUDIT_BOUND_MS = 100.0

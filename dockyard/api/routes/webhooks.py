@@ -1,5 +1,10 @@
-"""Webhooks over REST: the objects kubectl sees, with the contract of every kind, and
-``POST .../webhooks/{name}/redeliver``.
+"""Webhooks over REST: the objects kubectl sees, with the contract of every kind,
+``GET .../webhooks/{name}/deliveries`` and ``POST .../webhooks/{name}/redeliver``.
+
+The deliveries are the Webhook's, newest first, all of them or one state's (``?state=
+dead`` lists the dead letters, whose ``eventId`` redelivery takes), each with its
+attempts, last HTTP status and error, from the platform database
+(``dockyard.api.delivery_history``). Reading them needs ``get`` on the Webhook.
 
 Redelivery makes the Webhook's dead letters (deliveries given up after
 ``DOCKYARD_WEBHOOK_DEAD_LETTER_AFTER``) pending again, all of them or one event's
@@ -15,14 +20,18 @@ lost row is logged as ``audit.write_failed``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dockyard.api import errors, keys
+from dockyard.api import cursors, errors, keys
 from dockyard.api.bodies import read_json
+from dockyard.api.delivery_history import FIRST, DeliveryHistory, DeliveryState, WebhookDelivery
 from dockyard.api.openapi import OperationRegistry
 from dockyard.api.routes.kinds import plain_kind
 from dockyard.api.routes.models import NewObjectMeta, name_field
+from dockyard.api.routes.pages import page_cursor, page_size, parse_query, query_parameters
 from dockyard.core import webhook_deliveries
 from dockyard.core.models.webhook import Webhook
 
@@ -40,6 +49,56 @@ ROUTES = plain_kind(
     spec="where to deliver which events, and how to sign them",
     objects="webhooks",
 )
+
+
+DELIVERIES_LIMIT_MAX = 100
+
+
+class DeliveriesQuery(BaseModel):
+    """Query parameters of a webhook's deliveries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = page_size(20, DELIVERIES_LIMIT_MAX)
+    cursor: str | None = page_cursor(64)
+    state: DeliveryState | None = Field(
+        default=None, description="only the deliveries in this state (dead: the dead letters)"
+    )
+
+
+class WebhookDeliveryList(BaseModel):
+    """A page of a webhook's deliveries, newest first."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    webhook: str = Field(description="the webhook's name")
+    items: list[WebhookDelivery] = Field(description="the deliveries on this page")
+    next_cursor: str | None = Field(
+        default=None, alias="nextCursor", description="pass as ?cursor= for the next page"
+    )
+
+
+def _row_id(position: Any) -> int:
+    [row] = position
+    if type(row) is not int or row < 1:  # bool is an int to Python; a cursor never holds one
+        raise ValueError("not a delivery cursor")
+    return row
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    query = parse_query(request, DeliveriesQuery)
+    below = cursors.read(query.cursor, _row_id) if query.cursor else FIRST
+    webhook = await ROUTES.cached(request)
+    history = DeliveryHistory(request.app[keys.DB_POOL])
+    page = await history.page(
+        webhook["metadata"]["uid"], below=below, limit=query.limit, state=query.state
+    )
+    body = WebhookDeliveryList(
+        webhook=request.match_info["name"],
+        items=page.items,
+        next_cursor=cursors.encode([page.next]) if page.next is not None else None,
+    )
+    return web.json_response(body.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 class RedeliverRequest(BaseModel):
@@ -82,6 +141,21 @@ async def redeliver(request: web.Request) -> web.Response:
 
 def register(registry: OperationRegistry) -> None:
     ROUTES.register(registry)
+    registry.add(
+        ROUTES.object_operation(
+            "GET",
+            "deliveries",
+            "listWebhookDeliveries",
+            "A webhook's deliveries, newest first",
+            list_deliveries,
+            "get",
+            response_model=WebhookDeliveryList,
+            description="Each event's delivery to the webhook: its state, attempts, last HTTP "
+            "status and error, and when it is tried next. ?state=dead lists the dead letters, "
+            "whose eventId POST .../redeliver takes.",
+            parameters=query_parameters(DeliveriesQuery),
+        )
+    )
     registry.add(
         ROUTES.object_operation(
             "POST",
