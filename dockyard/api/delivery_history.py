@@ -10,10 +10,11 @@ finished ones with their events.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,23 +97,19 @@ class DeliveryHistory:
         else:
             rows = await self.pool.fetch(_SQL_STATE, webhook_uid, below, limit + 1, state)
         shown = rows[:limit]
-        items = [
-            WebhookDelivery(
-                event_id=row["event_id"],
-                type=row["type"],
-                occurred_at=row["occurred_at"],
-                state=DeliveryState(row["state"]),
-                attempts=row["attempts"],
-                due_since=row["due_since"],
-                next_attempt_at=row["next_at"] if row["state"] == DeliveryState.PENDING else None,
-                delivered_at=row["delivered_at"],
-                last_status=row["last_status"],
-                last_error=row["last_error"],
-            )
-            for row in shown
-        ]
+        items = [WebhookDelivery.model_validate(_fields(row)) for row in shown]
         more = len(rows) > limit
         return DeliveryPage(items, int(shown[-1]["id"]) if more else None)
+
+
+def _fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as the model's fields: its columns are named as they are, but for when it
+    is tried next, which only a pending delivery has."""
+    fields = dict(row)
+    del fields["id"]
+    next_at = fields.pop("next_at")
+    fields["next_attempt_at"] = next_at if row["state"] == DeliveryState.PENDING else None
+    return fields
 
 
 __all__ = ["FIRST", "DeliveryHistory", "DeliveryPage", "DeliveryState", "WebhookDelivery"]

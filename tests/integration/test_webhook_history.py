@@ -21,7 +21,7 @@ import yaml
 from dockyard.testbed.cluster import Testbed
 from tests.conftest import ApiClient, Kubectl, StartApi
 
-pytestmark = pytest.mark.usefixtures("platform_migrated", "roles")
+pytestmark = pytest.mark.usefixtures("crds_installed", "platform_migrated", "roles")
 
 # One event and its delivery to the Webhook ``$1``: state, attempts, last status/error.
 _DELIVERY = """

@@ -1,12 +1,15 @@
-"""The cursor of a webhook's deliveries: a row id this API handed out, and nothing else."""
+"""A webhook's deliveries as the API reads them: a row as a delivery, and a cursor that is
+a row id this API handed out, and nothing else."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from dockyard.api import cursors, errors
+from dockyard.api.delivery_history import WebhookDelivery, _fields
 from dockyard.api.routes.webhooks import _row_id
 
 
@@ -21,3 +24,24 @@ def test_any_other_position_is_refused_naming_the_cursor(position: Any) -> None:
 
     assert refused.value.status == 422
     assert [e.field for e in refused.value.errors or []] == ["query.cursor"]
+
+
+def _row(state: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "id": 7, "event_id": "evt_" + "0" * 32, "type": "backup.completed", "occurred_at": now,
+        "state": state, "attempts": 3, "due_since": now, "next_at": now, "last_status": 503,
+        "last_error": "the receiver answered 503", "delivered_at": None,
+    }  # fmt: skip
+
+
+def test_a_row_reads_as_a_delivery_with_its_next_attempt_only_while_pending() -> None:
+    pending = WebhookDelivery.model_validate(_fields(_row("pending")))
+    dead = WebhookDelivery.model_validate(_fields(_row("dead")))
+
+    assert pending.next_attempt_at is not None
+    assert dead.next_attempt_at is None
+    body = dead.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert body["state"] == "dead"
+    assert (body["attempts"], body["lastStatus"]) == (3, 503)
+    assert "id" not in body
