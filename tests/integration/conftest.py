@@ -7,8 +7,21 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State
-from tests.conftest import api_settings
+from tests.conftest import Kubectl, api_settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_platform_rate_limits(kubectl: Kubectl) -> None:
+    """No shipped RateLimitPolicy in the platform namespace, where every test's API would
+    hold every request to it. ``make dev`` applies them there (``manifests/``: 60
+    unauthenticated requests a minute per address), and leaves them on a test bed it
+    found already up; the rate-limit tests apply them in namespaces of their own."""
+    kubectl(
+        "delete", "ratelimitpolicies", "-n", Settings().namespace,
+        "-l", "app.kubernetes.io/part-of=dockyard", "--ignore-not-found", check=False,
+    )  # fmt: skip
 
 
 @pytest.fixture
