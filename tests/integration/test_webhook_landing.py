@@ -13,6 +13,7 @@ import asyncio
 import base64
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
@@ -21,11 +22,12 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook as Signer
 
 from dockyard.core import webhook_deliveries as store
-from dockyard.core.kube import KubeClient
+from dockyard.core.kube import KubeClient, load_config
 from dockyard.core.models.webhook import WebhookSpec
 from dockyard.core.settings import Settings
 from dockyard.operator.webhooks.dispatcher import Dispatcher
 from dockyard.operator.webhooks.targets import Target
+from dockyard.testbed.cluster import State
 
 pytestmark = pytest.mark.usefixtures("platform_migrated")
 
@@ -159,3 +161,47 @@ async def test_a_claim_whose_result_was_recorded_is_not_let_go(
 
     row = await platform_pool.fetchrow(_ROW, claimed.id)
     assert (row["state"], row["attempts"], row["due"]) == ("pending", 1, False)
+
+
+async def test_a_stop_during_a_pass_starts_what_the_pass_claimed(
+    platform_pool: asyncpg.Pool,
+    receiver: tuple[_Receiver, str],
+    namespace: str,
+    testbed_state: State,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pass claims (the rows are leased as the statement commits), and the stop
+    comes before it has started them: it lets the pass end, so they go out now rather
+    than after their lease. The window is widened to half a second here."""
+    claim, claimed = store.claim, asyncio.Event()
+
+    async def slow_claim(*args: Any, **kwargs: Any) -> list[store.Claimed]:
+        taken = await claim(*args, **kwargs)
+        if taken:
+            claimed.set()
+            await asyncio.sleep(0.5)
+        return taken
+
+    monkeypatch.setattr(store, "claim", slow_claim)
+    kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    settings = Settings(webhook_allow_http=True, webhook_allowed_networks=["127.0.0.0/8"])
+    made = Dispatcher(kube, platform_pool, settings)
+    spec = WebhookSpec.model_validate(
+        {"url": receiver[1], "events": ["*"], "secretRef": {"name": "hook", "key": "secret"}}
+    )
+    signer = Signer("whsec_" + base64.b64encode(b"k" * 32).decode())
+    uid = f"uid-{namespace}"
+    made.targets[uid] = Target(uid, namespace, "hook", 1, spec, signer, False)
+    try:
+        await made.start()
+        await asyncio.wait_for(claimed.wait(), 10)
+
+        await made.close()
+    finally:
+        await kube.close()
+
+    state = await platform_pool.fetchval(
+        "SELECT state FROM webhook_deliveries WHERE webhook_uid = $1", uid
+    )
+    assert state == "delivered"
+    assert receiver[0].received == 1

@@ -26,6 +26,7 @@ settings allow it. Names are looked up in threads of the dispatcher's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -106,6 +107,7 @@ class Dispatcher:
         self._lookups: NameLookups | None = None
         self.flights = Flights()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._retention: asyncio.Task[None] | None = None
         self.statuses = Statuses(self.webhooks, self.breakers, metrics)
         self.retention = DeliveryRetention(kube, pool, settings)
@@ -130,10 +132,16 @@ class Dispatcher:
 
     async def close(self) -> None:
         """Stop claiming, let the deliveries in flight end (each takes the delivery
-        timeout at most), and let go of any still in flight after that (``_attempt``)."""
+        timeout at most), and let go of any still in flight after that (``_attempt``).
+
+        A pass under way ends first: cut short between its claim and the start of what
+        it claimed, those deliveries would wait out their lease."""
+        within = self.settings.webhook_timeout + LANDING_MARGIN
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=within)
         for task in (self._task, self._retention):
             await cancel_and_wait(task)
-        within = self.settings.webhook_timeout + LANDING_MARGIN
         if stopped := await self.flights.land(within):
             logger.warning("webhook deliveries stopped at shutdown", extra={"count": stopped})
         if self._session is not None:
@@ -229,7 +237,7 @@ class Dispatcher:
     # -- the loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.run_once()
             except asyncio.CancelledError:
@@ -238,7 +246,9 @@ class Dispatcher:
                 logger.warning("webhook pass failed", extra={"error": type(exc).__name__})
             except Exception:
                 logger.exception("webhook pass failed")
-            await asyncio.sleep(self.settings.webhook_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.webhook_interval):
+                    await self._stopping.wait()
 
     async def run_once(self) -> None:
         """One pass: fan out, claim into the free slots and start, show."""
