@@ -42,6 +42,7 @@ def _backup(namespace: str, name: str, store: str | None, *, filled: bool = True
         spec["storeRef"] = {"name": store}
     if filled:
         spec["storage"] = {"filesystem": {"path": "/var/lib/dockyard/backups"}}
+        spec["encryption"] = {"keySecretRef": {"name": "backup-key", "key": "key"}}
     return {
         "apiVersion": "dockyard.io/v1alpha1",
         "kind": "Backup",
@@ -109,11 +110,18 @@ async def test_only_the_stores_mark_holds_it_where_the_store_does_not_serve(
             (served, "legacy"), (outside, "crafted"), (outside, "filled"), (outside, "elsewhere"),
         ]:  # fmt: skip
             kubectl("create", "-f", "-", input=json.dumps(_backup(namespace, name, store)))
+        # Marked, but its fill failed after the mark: it never ran, and holds nothing.
+        unfilled = _backup(served, "marked-only", store, filled=False)
+        kubectl("create", "-f", "-", input=json.dumps(unfilled))
         for name, filled_from in [("filled", store), ("elsewhere", other)]:
             kubectl(
                 "patch", "backup", name, "-n", outside, "--subresource=status", "--type=merge",
                 "-p", json.dumps({"status": {"filledFrom": filled_from}}),
             )  # fmt: skip
+        kubectl(
+            "patch", "backup", "marked-only", "-n", served, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": {"filledFrom": store}}),
+        )  # fmt: skip
 
         kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
         try:

@@ -44,8 +44,9 @@ async def users(kube: KubeClient, store: BackupStore) -> list[str]:
     time, as every namespace's Backups are.
 
     The operator marks a Backup it fills (``status.filledFrom``, which tenants cannot
-    write), so a Backup that merely names the store holds nothing: not an unfilled one,
-    nor one a tenant made with a storage of its own, whatever its ``storeRef`` says. A
+    write), so a Backup that merely names the store holds nothing: not an unfilled one
+    (marked or not: a fill may fail after its mark), nor one a tenant made with a
+    storage of its own, whatever its ``storeRef`` says. A
     Backup filled before the mark existed has none: it holds the store when it names it,
     has storage, and is in a namespace the store still serves, so that a tenant the
     store does not serve cannot pin it with a Backup made to look filled.
@@ -56,10 +57,11 @@ async def users(kube: KubeClient, store: BackupStore) -> list[str]:
     async for raw in paged(kube, BACKUPS, None):
         namespace = raw["metadata"].get("namespace") or ""
         marked = (raw.get("status") or {}).get("filledFrom")
+        spec = raw.get("spec") or {}
         if marked is not None:
-            holds = marked == name
+            # Marked, then not filled (the fill failed after the mark): it never ran.
+            holds = marked == name and bool(spec.get("storage")) and bool(spec.get("encryption"))
         else:
-            spec = raw.get("spec") or {}
             holds = (spec.get("storeRef") or {}).get("name") == name and bool(spec.get("storage"))
             if holds and namespace not in served:
                 served[namespace] = await _serves(kube, store, namespace)
