@@ -28,7 +28,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.common import Figure, Spread, percentile, scratch_database, write_result
-from dockyard.api.delivery_history import FIRST, DeliveryHistory, DeliveryState
+from dockyard.api.delivery_history import (
+    _SQL_ANY,
+    _SQL_STATE,
+    FIRST,
+    DeliveryHistory,
+    DeliveryState,
+)
 
 WEBHOOKS = 5
 TARGET = "uid-0"
@@ -55,16 +61,9 @@ INSERT INTO peer_deliveries SELECT * FROM webhook_deliveries;
 ALTER TABLE peer_deliveries ADD PRIMARY KEY (id);
 CREATE INDEX peer_deliveries_webhook_idx ON peer_deliveries (webhook_uid, state);
 """
-_PEER_COLUMNS = """
-SELECT d.id, d.event_id, e.type, e.occurred_at, d.state, d.attempts, d.due_since, d.next_at,
-       d.last_status, d.last_error, d.delivered_at
-FROM peer_deliveries d JOIN events e ON e.seq = d.event_seq
-"""
-_PEER_ANY = _PEER_COLUMNS + "WHERE d.webhook_uid = $1 AND d.id < $2 ORDER BY d.id DESC LIMIT $3"
-_PEER_STATE = (
-    _PEER_COLUMNS
-    + "WHERE d.webhook_uid = $1 AND d.state = $4 AND d.id < $2 ORDER BY d.id DESC LIMIT $3"
-)
+# The very statements the API runs, on the copy.
+_PEER_ANY = _SQL_ANY.replace("FROM webhook_deliveries d", "FROM peer_deliveries d")
+_PEER_STATE = _SQL_STATE.replace("FROM webhook_deliveries d", "FROM peer_deliveries d")
 
 Page = Callable[[int, DeliveryState | None], Awaitable[int]]
 

@@ -18,6 +18,7 @@ from tests.integration.test_backup_operator import (
     _environment,
     _get,
     _owner_dsn,
+    _run_sql,
     _start_operator,
     own_namespace,
 )
@@ -36,17 +37,6 @@ def _logs_in(dsn: str) -> bool:
         return True
 
     return asyncio.run(attempt())
-
-
-def _as_admin(state: State, sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(state.managed_postgres_url, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 def test_a_role_left_able_to_log_in_is_locked_out_when_the_operator_starts_again(
@@ -79,7 +69,8 @@ def test_a_role_left_able_to_log_in_is_locked_out_when_the_operator_starts_again
         stop_operator(operator)
         _, role = database_identity(own_namespace, "shop")
         literal = password.replace("'", "''")
-        _as_admin(testbed_state, f"ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{literal}'")
+        relogin = f"ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{literal}'"
+        _run_sql(testbed_state.managed_postgres_url, relogin)
         assert _logs_in(dsn)
 
         operator = _start_operator(testbed_env, own_namespace, log, backup_root)

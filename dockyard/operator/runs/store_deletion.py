@@ -46,10 +46,10 @@ async def users(kube: KubeClient, store: BackupStore) -> list[str]:
     The operator marks a Backup it fills (``status.filledFrom``, which tenants cannot
     write), so a Backup that merely names the store holds nothing: not an unfilled one
     (marked or not: a fill may fail after its mark), nor one a tenant made with a
-    storage of its own, whatever its ``storeRef`` says. A
-    Backup filled before the mark existed has none: it holds the store when it names it,
-    has storage, and is in a namespace the store still serves, so that a tenant the
-    store does not serve cannot pin it with a Backup made to look filled.
+    storage of its own, whatever its ``storeRef`` says. A Backup filled before the mark
+    existed has none: it holds the store when it names it, has storage, and is in a
+    namespace the store still serves, so that a tenant the store does not serve cannot
+    pin it with a Backup made to look filled.
     """
     name = store.metadata.name or ""
     served: dict[str, bool] = {}
