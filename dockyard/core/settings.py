@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     """
     reconcile_interval: float = Field(default=30.0, ge=1, le=3600)
     """seconds between drift-repair passes"""
+    stray_database_interval: float = Field(default=600.0, ge=1, le=86400)
+    """seconds between the operator's passes that drop the databases of Restores and RestoreDrills
+    that are gone (the first at start-up)"""
     operator_worker_limit: int | None = Field(default=None, ge=1, le=10000)
     """objects the operator's handlers work on at once, per kind and namespace (Kopf's
     worker_limit); unset: unbounded"""

@@ -285,9 +285,12 @@ async def paged(
     *,
     params: Mapping[str, str] | None = None,
     limit: int | None = PAGE_SIZE,
+    absent_is_empty: bool = True,
 ) -> AsyncIterator[Manifest]:
     """``items``, ``limit`` at a time (the apiserver's ``continue``), so that a kind
-    listed across every namespace is never held whole; ``limit`` None: one request."""
+    listed across every namespace is never held whole; ``limit`` None: one request.
+    ``absent_is_empty`` False: a kind not installed (404) raises, for a caller that
+    must not mistake it for "there are none"."""
     path = rtype.path(namespace) if namespace is not None else rtype.cluster_path()
     token: str | None = None
     while True:
@@ -299,7 +302,7 @@ async def paged(
         try:
             listing = await kube.get(path, params=asked or params)
         except KubeError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and absent_is_empty:
                 return
             raise
         for item in listing.get("items") or ():

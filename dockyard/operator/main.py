@@ -88,6 +88,7 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
     from dockyard.operator.runs.audit import OperatorAudit, identity
     from dockyard.operator.runs.catalog import Catalog
     from dockyard.operator.runs.context import RunContext
+    from dockyard.operator.runs.strays import Scope, sweep_periodically
     from dockyard.operator.scaling.reconciler import ScalingReconciler, refresh_periodically
     from dockyard.operator.webhooks.dispatcher import Dispatcher
 
@@ -192,6 +193,13 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         name="scaling-policy-refresh",
     )
     closing.push_async_callback(_stop, refresh)
+    if postgres is not None:
+        # The databases of Restores and drills deleted unseen (dockyard.operator.runs.strays).
+        strays = asyncio.create_task(
+            sweep_periodically(context, Scope(memo.namespaces), settings.stray_database_interval),
+            name="stray-databases",
+        )
+        closing.push_async_callback(_stop, strays)
 
 
 async def _default_store(kube: KubeClient, settings: Settings) -> None:
@@ -244,7 +252,7 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
         backup_stores.register_guard()
     kopf_logs.install()  # routine lines and a deleted namespace's Event posts, quieter
     index_gate.install()  # a namespace deleted while listed must not stop every handler
-    memo = OperatorMemo(settings=settings)
+    memo = OperatorMemo(settings=settings, namespaces=tuple(namespaces))
     logger.info("operator starting", extra={"namespaces": list(namespaces) or "all"})
     return asyncio.run(_operate(settings, list(namespaces), memo))
 

@@ -79,9 +79,12 @@ class Services:
 
 
 class OperatorMemo(kopf.Memo):
-    """Kopf's memo: the settings (from ``main.run``), and the services (from start-up)."""
+    """Kopf's memo: the settings and the namespaces watched (from ``main.run``), and the
+    services (from start-up)."""
 
     settings: Settings
+    namespaces: tuple[str, ...]
+    """Names or Kopf's patterns; empty: every namespace."""
     services: Services
 
     def started(self) -> Services | None:

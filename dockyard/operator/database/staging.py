@@ -46,6 +46,16 @@ class StagingDatabases(AdminSessions):
             )
         return [str(row["datname"]) for row in rows]
 
+    async def run_databases(self) -> list[tuple[str, str]]:
+        """Every restore and drill database on the server (``dkr_...``, ``dkd_...``), with
+        the role that owns it, by name."""
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                "SELECT datname, pg_catalog.pg_get_userbyid(datdba) AS owner"
+                " FROM pg_catalog.pg_database WHERE datname ~ '^dk[rd]_[0-9a-f]{16}' ORDER BY 1"
+            )
+        return [(str(row["datname"]), str(row["owner"])) for row in rows]
+
     async def create_database(self, name: str, *, owner: TenantLogin) -> None:
         """A new, empty database ``name`` owned by the role ``owner`` logs in as, closed
         to PUBLIC.

@@ -8,7 +8,8 @@ retired one, and a deleted Restore has no status left to name them. Like a drill
 scratch databases (``drills.lifecycle``), they are found on the server by the uid in
 their names and dropped (``sweep``): at the end of each attempt, on the passes of a
 restore that is not in an attempt (a Completed or Failed one's included, until none
-is left), and when the Restore is deleted.
+is left), and when the Restore is deleted. Those of a Restore deleted while no operator
+ran, or whose drop then failed, are found by ``runs.strays``.
 
 Only a Restoring or Verifying restore uses any: its recorded staging database, and the
 retired one, which until Completed is written is what tells recovery that the

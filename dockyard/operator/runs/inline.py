@@ -85,6 +85,10 @@ class InlineRuns:
         """Whether this process executes the run of object ``uid`` right now."""
         return uid in self._active
 
+    def running(self) -> frozenset[str]:
+        """The uids of the objects whose runs this process executes right now."""
+        return frozenset(self._active)
+
     async def run(
         self, uid: str, work: Awaitable[_T], *, path: str, namespace: str, urgent: bool = False
     ) -> _T:
