@@ -25,7 +25,7 @@ from dockyard.api.transport import PROBE_PATHS
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_TITLE = "Dockyard API"
-API_VERSION = "1.3.0"
+API_VERSION = "1.4.0"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class EventType(StrEnum):
     BACKUP_FAILED = "backup.failed"
     RESTORE_AWAITING_APPROVAL = "restore.awaiting_approval"
     RESTORE_APPROVED = "restore.approved"
+    RESTORE_REJECTED = "restore.rejected"
     RESTORE_COMPLETED = "restore.completed"
     RESTORE_FAILED = "restore.failed"
     DRILL_PASSED = "drill.passed"

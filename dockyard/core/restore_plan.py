@@ -318,6 +318,8 @@ class ApprovalState(StrEnum):
     REFUSED = "Refused"
     """The approval given does not count (the requester approving, or a requester that is
     not known as a user); the restore goes on waiting for a valid one."""
+    REJECTED = "Rejected"
+    """Refused outright while it awaited approval (``restore_rejection``): it fails."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,9 @@ def _restore(watch: str | None, body: Body) -> list[Event]:
     approver = approval.get("approvedBy") if isinstance(approval, Mapping) else None
     if approver:
         found.append(approved(body, str(approver)))
+    rejecter = approval.get("rejectedBy") if isinstance(approval, Mapping) else None
+    if rejecter:
+        found.append(rejected(body, str(rejecter), approval.get("rejectionReason")))
     kinds = {
         "AwaitingApproval": EventType.RESTORE_AWAITING_APPROVAL,
         "Completed": EventType.RESTORE_COMPLETED,
@@ -118,6 +121,14 @@ def approved(body: Body, approver: str) -> Event:
     """``restore.approved``: the same event whether the API or the operator announces it."""
     data = _run_data(body, "Approved").model_copy(update={"actor": approver, "message": None})
     return events.make(EventType.RESTORE_APPROVED, data)
+
+
+def rejected(body: Body, rejecter: str, reason: object) -> Event:
+    """``restore.rejected``: the same event whether the API or the operator announces it."""
+    data = _run_data(body, "Approved").model_copy(
+        update={"actor": rejecter, "reason": "Rejected", "message": str(reason) if reason else None}
+    )
+    return events.make(EventType.RESTORE_REJECTED, data)
 
 
 def _drill(watch: str | None, body: Body) -> list[Event]:

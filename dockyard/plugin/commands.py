@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from dockyard.core.kube import KubeClient, KubeError
-from dockyard.core.models.restore import APPROVED_BY_ANNOTATION, REQUESTED_BY_ANNOTATION
+from dockyard.core.models.restore import REQUESTED_BY_ANNOTATION
 from dockyard.core.models.scheduling import RUN_NOW_ANNOTATION
 from dockyard.core.resources import (
     BACKUP_SCHEDULES,
@@ -92,7 +92,7 @@ class Session:
             if done(obj):
                 return obj
             if time.monotonic() >= deadline:
-                phase = _phase(obj) or "no phase yet"
+                phase = phase_of(obj) or "no phase yet"
                 raise PluginError(
                     f"{rtype.kind} {self.namespace}/{name} is still {phase} after {within:g}s; "
                     "wait again or raise --timeout"
@@ -100,7 +100,8 @@ class Session:
             await asyncio.sleep(self.poll)
 
 
-def _phase(obj: Mapping[str, Any]) -> str | None:
+def phase_of(obj: Mapping[str, Any]) -> str | None:
+    """An object's ``status.phase``, None while it has none."""
     phase = (obj.get("status") or {}).get("phase")
     return str(phase) if phase else None
 
@@ -169,13 +170,13 @@ async def backup(
     with session.console.status(f"backup {name}: Pending") as shown:
 
         def seen(obj: Object) -> None:
-            shown.update(f"backup {name}: {_phase(obj) or 'Pending'}")
+            shown.update(f"backup {name}: {phase_of(obj) or 'Pending'}")
 
         done = await session.until(
-            BACKUPS, name, lambda o: _phase(o) in FINAL, within=within, seen=seen
+            BACKUPS, name, lambda o: phase_of(o) in FINAL, within=within, seen=seen
         )
     st = done.get("status") or {}
-    if _phase(done) == "Failed":
+    if phase_of(done) == "Failed":
         raise PluginError(f"backup {name} failed: {_message(done)}")
     session.console.print(
         f"backup {name} Completed: {views.size(st.get('size'))} at {st.get('location', '-')}"
@@ -267,10 +268,10 @@ async def restore_plan(session: Session, name: str, source: RestoreSource, withi
         planned = await session.until(
             RESTORES,
             name,
-            lambda o: bool((o.get("status") or {}).get("plan")) or _phase(o) == "Failed",
+            lambda o: bool((o.get("status") or {}).get("plan")) or phase_of(o) == "Failed",
             within=within,
         )
-    if _phase(planned) == "Failed":
+    if phase_of(planned) == "Failed":
         raise PluginError(f"restore {name} failed: {_message(planned)}")
     session.console.print(views.restore_plan(planned))
     session.console.print(
@@ -302,70 +303,6 @@ async def restore_create(session: Session, name: str, source: RestoreSource) -> 
     return 0
 
 
-async def restore_approve(
-    session: Session, name: str, *, yes: bool, confirm: Callable[[str], bool]
-) -> int:
-    restore = await session.need(RESTORES, name)
-    session.console.print(views.restore_plan(restore))
-    phase = _phase(restore)
-    if phase != "AwaitingApproval":
-        raise PluginError(f"restore {name} is {phase or 'not planned yet'}, not AwaitingApproval")
-    me = await session.kube.own_username()
-    if not me:
-        raise PluginError("the apiserver did not say who you are (SelfSubjectReview refused)")
-    annotations = restore["metadata"].get("annotations") or {}
-    if annotations.get(REQUESTED_BY_ANNOTATION) == me:
-        raise PluginError(f"you ({me}) requested restore {name}; another user must approve it")
-    if not yes and not confirm(f"Approve restore {name} as {me}?"):
-        raise PluginError("not approved")
-    await _approve_as_shown(session, restore, me)
-    session.console.print(f"restore {name} approved by {me}")
-    return 0
-
-
-def _as_shown(restore: Object) -> tuple[Any, ...]:
-    """What an approval vouches for: the object (by uid), its spec and its plan."""
-    return (
-        restore["metadata"].get("uid"),
-        restore.get("spec"),
-        (restore.get("status") or {}).get("plan"),
-    )
-
-
-async def _approve_as_shown(session: Session, shown: Object, me: str) -> None:
-    """Approve the Restore that was shown, and only while it still is what was shown.
-
-    The patch carries the resourceVersion that was read: a Restore deleted and made
-    again under the name (another plan, no safety backup) while the question was open
-    is refused with 409, not approved. A write that changed neither its spec nor its
-    plan (the operator's status) is read past."""
-    name = shown["metadata"]["name"]
-    current = shown
-    for _ in range(5):
-        version = current["metadata"].get("resourceVersion")
-        patch = {
-            "metadata": {
-                "resourceVersion": version,
-                "annotations": {APPROVED_BY_ANNOTATION: me},
-            }
-        }
-        try:
-            await session.kube.merge_patch(RESTORES.path(session.namespace, name), patch)
-            return
-        except KubeError as exc:
-            if exc.status in (403, 422):
-                raise PluginError(f"approval refused: {exc.message}") from None
-            if exc.status != 409:
-                raise
-        current = await session.need(RESTORES, name)
-        if _as_shown(current) != _as_shown(shown):
-            raise PluginError(
-                f"restore {name} changed while you were asked (another object, spec or "
-                "plan): not approved; run the command again to see what it is now"
-            )
-    raise PluginError(f"restore {name} keeps changing; not approved, try again")
-
-
 async def restore_wait(session: Session, name: str, within: float) -> int:
     columns = (
         SpinnerColumn(),
@@ -381,7 +318,7 @@ async def restore_wait(session: Session, name: str, within: float) -> int:
 
         def seen(obj: Object) -> None:
             st = obj.get("status") or {}
-            phase = _phase(obj) or "Pending"
+            phase = phase_of(obj) or "Pending"
             if phase != last[0]:
                 if last[0] is not None:
                     bar.console.print(f"{last[0]} → {phase}")
@@ -403,10 +340,10 @@ async def restore_wait(session: Session, name: str, within: float) -> int:
             bar.update(task, description=description, total=total, completed=done)
 
         done = await session.until(
-            RESTORES, name, lambda o: _phase(o) in FINAL, within=within, seen=seen
+            RESTORES, name, lambda o: phase_of(o) in FINAL, within=within, seen=seen
         )
     st = done.get("status") or {}
-    if _phase(done) == "Failed":
+    if phase_of(done) == "Failed":
         raise PluginError(f"restore {name} failed: {_message(done)}")
     safety = f"; safety backup {st['safetyBackup']}" if st.get("safetyBackup") else ""
     session.console.print(

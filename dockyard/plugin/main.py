@@ -20,7 +20,7 @@ from rich.prompt import Confirm
 
 from dockyard import __version__
 from dockyard.core.kube import KubeClient, KubeError
-from dockyard.plugin import commands
+from dockyard.plugin import approvals, commands
 from dockyard.plugin.commands import PluginError, RestoreSource, Session
 from dockyard.plugin.config import ConfigError, resolve
 
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("stores", help="the BackupStores, and which of them serve the namespace")
 
-    r = sub.add_parser("restore", help="plan, create, approve and follow restores")
+    r = sub.add_parser("restore", help="plan, create, approve or reject, and follow restores")
     rs = r.add_subparsers(dest="action", required=True, parser_class=_Parser)
     plan = rs.add_parser("plan", help="make a dry-run Restore and show its plan")
     create = rs.add_parser("create", help="carry out a planned Restore, or create one")
@@ -72,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
     approve = rs.add_parser("approve", help="show a Restore's plan, then approve it")
     approve.add_argument("name")
     approve.add_argument("--yes", action="store_true", help="approve without asking")
+    reject = rs.add_parser("reject", help="show a Restore's plan, then reject it")
+    reject.add_argument("name")
+    reject.add_argument("--reason", help="why (one line, shown in its status)")
+    reject.add_argument("--yes", action="store_true", help="reject without asking")
     wait = rs.add_parser("wait", help="follow a Restore to its end, with progress")
     wait.add_argument("name")
     wait.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds to wait")
@@ -109,7 +113,7 @@ def _source(args: argparse.Namespace) -> RestoreSource:
 def _confirm(console: Console) -> Callable[[str], bool]:
     def ask(question: str) -> bool:
         if not sys.stdin.isatty():
-            raise PluginError("not a terminal to ask in: pass --yes to approve")
+            raise PluginError("not a terminal to ask in: pass --yes to answer without asking")
         return Confirm.ask(question, console=console, default=False)
 
     return ask
@@ -144,8 +148,12 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
             case "restore", "create":
                 return await commands.restore_create(session, args.name, _source(args))
             case "restore", "approve":
-                return await commands.restore_approve(
+                return await approvals.restore_approve(
                     session, args.name, yes=args.yes, confirm=_confirm(console)
+                )
+            case "restore", "reject":
+                return await approvals.restore_reject(
+                    session, args.name, reason=args.reason, yes=args.yes, confirm=_confirm(console)
                 )
             case "restore", "wait":
                 return await commands.restore_wait(session, args.name, args.timeout)

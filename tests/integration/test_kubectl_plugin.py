@@ -19,7 +19,8 @@ import yaml
 from rich.console import Console
 
 from dockyard.core.kube import KubeClient, KubeConfig
-from dockyard.plugin.commands import PluginError, Session, restore_approve
+from dockyard.plugin.approvals import restore_approve
+from dockyard.plugin.commands import PluginError, Session
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import Kubectl, remove_backup_store, wait_for
 from tests.integration.test_backup_operator import (
@@ -319,3 +320,30 @@ async def test_an_approval_lands_only_on_the_restore_that_was_shown(
         assert seen["metadata"]["annotations"]["dockyard.io/approved-by"]
     finally:
         await kube.close()
+
+
+def test_a_reject_writes_who_and_why_and_refuses_what_it_cannot_reject(
+    kubectl: Kubectl, testbed_state: State, unwatched_namespace: str, tmp_path: Path
+) -> None:
+    namespace = unwatched_namespace
+    _awaiting_restore(kubectl, namespace, "nightly")
+    config = _kubeconfig(testbed_state, tmp_path, "admin")
+    reject = ("-n", namespace, "restore", "reject", "promote", "--yes")
+
+    wordy = _plugin(config, *reject, "--reason", "x" * 257)
+    assert wordy.returncode == 1
+    assert wordy.stderr.strip() == "kubectl dockyard: error: keep --reason to 256 characters"
+
+    done = _plugin(config, *reject, "--reason", "wrong backup")
+    assert done.returncode == 0, done.stderr
+    assert "rejected by" in done.stdout
+    annotations = (_get(kubectl, namespace, "restore", "promote") or {})["metadata"]["annotations"]
+    assert annotations["dockyard.io/rejected-by"]
+    assert annotations["dockyard.io/rejection-reason"] == "wrong backup"
+
+    failed = json.dumps({"status": {"phase": "Failed"}})
+    kubectl("patch", "restore", "promote", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", failed)  # fmt: skip
+    late = _plugin(config, *reject)
+    assert late.returncode == 1
+    assert late.stderr.strip().endswith("restore promote is Failed, not AwaitingApproval")

@@ -12,7 +12,7 @@ import pytest
 
 from dockyard.core import events
 from dockyard.core.events import EventType
-from dockyard.core.transitions import announced, approved
+from dockyard.core.transitions import announced, approved, rejected
 
 SPECS = Path(__file__).resolve().parents[2] / "specs" / "events"
 
@@ -102,6 +102,22 @@ def test_a_restore_announces_approval_once_whichever_door_saw_it() -> None:
     done = announced("MODIFIED", _body("Restore", {**status, "phase": "Completed"}, spec))
     assert _types(done) == ["restore.approved", "restore.completed"]
     for event in waiting + done:
+        _validate(event)
+
+
+def test_a_restore_announces_its_rejection_once_whichever_door_saw_it() -> None:
+    spec = {"source": {"backupRef": {"name": "b"}}, "target": {"name": "shop-prod"}}
+    approval = {"rejectedBy": "dave", "rejectionReason": "wrong backup"}
+    body = _body("Restore", {"phase": "Failed", "approval": approval}, spec)
+    seen = announced("MODIFIED", body)
+    assert _types(seen) == ["restore.rejected", "restore.failed"]
+    data = seen[0].body()["data"]
+    assert (data["actor"], data["reason"], data["message"]) == ("dave", "Rejected", "wrong backup")
+    # The API announces it from the object it patched, still AwaitingApproval: the same id.
+    waiting = _body("Restore", {"phase": "AwaitingApproval"}, spec)
+    assert rejected(waiting, "dave", "wrong backup").id == seen[0].id
+    assert rejected(waiting, "dave", None).body()["data"].get("message") is None
+    for event in seen:
         _validate(event)
 
 

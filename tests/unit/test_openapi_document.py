@@ -32,6 +32,7 @@ def test_a_created_restore_links_to_its_plan_approval_and_the_rest(
     links = create["responses"]["201"]["links"]
     assert sorted(links) == [
         "approveRestore", "deleteRestore", "getRestore", "getRestorePlan", "patchRestore",
+        "rejectRestore",
     ]  # fmt: skip
     assert links["getRestorePlan"]["parameters"] == {
         "namespace": "$request.path.namespace",

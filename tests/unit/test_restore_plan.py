@@ -481,6 +481,9 @@ def test_an_approval_is_recorded_for_status() -> None:
         "approvedBy": "bob",
         "approvedAt": "2024-01-01T12:00:00Z",
         "refusedApprover": None,
+        "rejectedBy": None,
+        "rejectedAt": None,
+        "rejectionReason": None,
     }
 
 

@@ -37,6 +37,11 @@ APPROVED_BY_ANNOTATION: Final = "dockyard.io/approved-by"
 APPROVER_GROUPS_ANNOTATION: Final = "dockyard.io/approver-groups"
 """Groups of the approver (comma-separated), written with the approval; the operator's
 SubjectAccessReview of the approver includes them (an approve right held via a group)."""
+REJECTED_BY_ANNOTATION: Final = "dockyard.io/rejected-by"
+"""Who rejects a restore awaiting approval: the operator fails it instead of carrying it out."""
+REJECTION_REASON_ANNOTATION: Final = "dockyard.io/rejection-reason"
+"""Why, in the rejecter's words (optional, written with the rejection)."""
+REJECTION_REASON_MAX_LENGTH: Final = 256
 
 # Users are Kubernetes user names (an e-mail, system:serviceaccount:ns:name, ...).
 USER_MAX_LENGTH: Final = 253
@@ -236,7 +241,7 @@ class RestoreProgress(CRModel):
 
 
 class RestoreApproval(CRModel):
-    """Who asked for a restore that needs approval, and who gave it."""
+    """Who asked for a restore that needs approval, and who gave or refused it."""
 
     required_by: Tier | None = None
     """Why approval is needed: the target environment's tier (production restores need a second
@@ -252,6 +257,13 @@ class RestoreApproval(CRModel):
     refused_approver: str | None = Field(default=None, max_length=USER_MAX_LENGTH)
     """An approval that does not count because it was given before the restore was AwaitingApproval
     (before its plan was shown). Remove the dockyard.io/approved-by annotation and approve again."""
+    rejected_by: str | None = Field(default=None, max_length=USER_MAX_LENGTH)
+    """User who rejected the restore while it awaited approval (the dockyard.io/rejected-by
+    annotation); the restore then failed, with reason Rejected, and the target was not changed."""
+    rejected_at: datetime | None = None
+    """When the rejection was seen."""
+    rejection_reason: str | None = Field(default=None, max_length=REJECTION_REASON_MAX_LENGTH)
+    """Why, in the rejecter's words (the dockyard.io/rejection-reason annotation)."""
 
 
 class RestoreStatus(RunStatus):
@@ -337,6 +349,9 @@ class Restore(CustomResource):
 __all__ = [
     "APPROVED_BY_ANNOTATION",
     "APPROVER_GROUPS_ANNOTATION",
+    "REJECTED_BY_ANNOTATION",
+    "REJECTION_REASON_ANNOTATION",
+    "REJECTION_REASON_MAX_LENGTH",
     "REQUESTED_BY_ANNOTATION",
     "Restore",
     "RestoreApproval",

@@ -19,6 +19,8 @@ afresh and acts on its phase, so running it twice is harmless:
    them; the REST API's ``approve`` sets it as the caller. The approval follows the tier
    the plan recorded for the target (``approval_tier``); a target that is gone or
    being deleted fails the restore (reason TargetUnavailable), never a lesser tier.
+   Rejected instead (``dockyard.io/rejected-by``, ``planning.reject``), it fails with
+   reason Rejected and the target is never touched.
 3. **BackingUp** (``safety``): with ``safetyBackup`` (the default), a Backup
    ``<restore>-safety`` of the target is taken first, in the source backup's storage
    with its key. It is not owned by the Restore, so it outlives it.
@@ -120,6 +122,9 @@ class RestoreRuns:
         loaded, plan = planned
         if loaded.restore.spec.dry_run:
             return Outcome.done()
+        rejected = await planning.reject(records, loaded)
+        if rejected is not None:
+            return rejected
         target = environments.get(plan.target)
         if target is None:
             # Never treated as a lesser tier: its database may well outlive it (Retain).

@@ -6,12 +6,14 @@ Planned condition, or says why it cannot be made yet. It is made again on every 
 while the restore is Pending (a ``latest`` source follows new backups) and never once
 it is fixed (``plan_is_fixed``). ``approve`` writes what ``approval.judge_approval``
 decided: AwaitingApproval (the Approved condition and an Event say why), or the
-approval the restore goes on with.
+approval the restore goes on with. ``reject`` fails a restore rejected while it awaited
+approval (``dockyard.core.restore_rejection``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from dockyard.core.models.backup import Backup
 from dockyard.core.models.environment import Environment
@@ -27,6 +29,8 @@ from dockyard.core.restore_plan import (
     plan_restore,
     restore_history,
 )
+from dockyard.core.restore_rejection import decide_rejection
+from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.approval import judge_approval
 from dockyard.operator.restores.records import MESSAGE_LIMIT, LoadedRestore, RestoreRecords
 from dockyard.operator.restores.safety import safety_backup_name
@@ -148,6 +152,28 @@ async def approve(
     return _with(loaded, updated)
 
 
+async def reject(records: RestoreRecords, loaded: LoadedRestore) -> Outcome | None:
+    """The restore failed, reason Rejected, when it awaits approval and someone rejected
+    it (``dockyard.core.restore_rejection``); None when it is not rejected."""
+    status = loaded.status
+    decision = decide_rejection(
+        awaiting=status.phase is RestorePhase.AWAITING_APPROVAL,
+        annotations=loaded.restore.metadata.annotations,
+        approval=status.approval,
+        now=datetime.now(UTC),
+    )
+    if decision is None:
+        return None
+    rejected = status.model_copy(update={"approval": decision.approval}).with_condition(
+        RestoreConditionType.APPROVED,
+        False,
+        decision.state.value,
+        _cut(decision.reason),
+        generation=loaded.generation,
+    )
+    return await records.fail(loaded, _cut(decision.reason), reason="Rejected", status=rejected)
+
+
 def _cut(message: str) -> str:
     return message[:MESSAGE_LIMIT]
 
@@ -156,4 +182,4 @@ def _with(loaded: LoadedRestore, status: RestoreStatus) -> LoadedRestore:
     return LoadedRestore(loaded.raw, loaded.restore.model_copy(update={"status": status}))
 
 
-__all__ = ["approve", "plan", "plan_is_fixed"]
+__all__ = ["approve", "plan", "plan_is_fixed", "reject"]
