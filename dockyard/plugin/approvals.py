@@ -68,6 +68,9 @@ async def _awaiting(session: Session, name: str) -> tuple[Object, str]:
     phase = phase_of(restore)
     if phase != "AwaitingApproval":
         raise PluginError(f"restore {name} is {phase or 'not planned yet'}, not AwaitingApproval")
+    rejecter = (restore["metadata"].get("annotations") or {}).get(REJECTED_BY_ANNOTATION)
+    if rejecter:
+        raise PluginError(f"restore {name} was rejected by {rejecter}; it fails")
     me = await session.kube.own_username()
     if not me:
         raise PluginError("the apiserver did not say who you are (SelfSubjectReview refused)")

@@ -340,6 +340,9 @@ def test_a_reject_writes_who_and_why_and_refuses_what_it_cannot_reject(
     annotations = (_get(kubectl, namespace, "restore", "promote") or {})["metadata"]["annotations"]
     assert annotations["dockyard.io/rejected-by"]
     assert annotations["dockyard.io/rejection-reason"] == "wrong backup"
+    approve = _plugin(config, "-n", namespace, "restore", "approve", "promote", "--yes")
+    assert approve.returncode == 1
+    assert "restore promote was rejected by" in approve.stderr
 
     failed = json.dumps({"status": {"phase": "Failed"}})
     kubectl("patch", "restore", "promote", "-n", namespace, "--subresource=status",

@@ -201,3 +201,16 @@ async def test_only_an_approver_may_reject_and_only_while_it_awaits_approval(
     assert code != 0
     assert "must name the user who rejects" in err
     assert _restore_annotations(kubectl, namespace, "promote")[REASON] == "not this week"
+
+    # Rejected, it can no longer be approved, over REST or with kubectl.
+    approved = await api.post(
+        f"/api/v1/namespaces/{namespace}/restores/promote/approve",
+        headers={"Authorization": f"Bearer {as_approver}"},
+    )
+    assert approved.status == 409
+    assert f"was rejected by {approver}" in (await approved.json())["detail"]
+    code, err = _annotate(
+        kubectl, namespace, "promote", as_approver, {"dockyard.io/approved-by": approver}
+    )
+    assert code != 0
+    assert "a rejected restore cannot be approved" in err

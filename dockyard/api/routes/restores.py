@@ -164,6 +164,9 @@ def approval_refusal(obj: Object, approver: str) -> errors.Problem | None:
         return errors.NOT_AWAITING_APPROVAL(
             f"Restore {name} is {phase}, not {RestorePhase.AWAITING_APPROVAL}.",
         )
+    rejected = _rejected(obj)
+    if rejected is not None:
+        return rejected
     if not requester.is_user:
         # The operator would refuse this approval: nothing shows it comes from someone else.
         return errors.REQUESTER_UNKNOWN(
@@ -284,7 +287,19 @@ def _not_awaiting(obj: Object) -> errors.Problem | None:
             f"{RestorePhase.AWAITING_APPROVAL}: only a restore awaiting approval can be "
             "rejected (delete it to withdraw it).",
         )
-    return None
+    return _rejected(obj)
+
+
+def _rejected(obj: Object) -> errors.Problem | None:
+    """A restore rejected already (the operator is about to fail it): no other answer."""
+    metadata = obj.get("metadata") or {}
+    rejecter = (metadata.get("annotations") or {}).get(REJECTED_BY_ANNOTATION)
+    if not rejecter:
+        return None
+    return errors.NOT_AWAITING_APPROVAL(
+        f"Restore {metadata.get('namespace')}/{metadata.get('name')} was rejected by "
+        f"{rejecter}; it fails without being carried out.",
+    )
 
 
 def register(registry: OperationRegistry) -> None:
