@@ -170,9 +170,19 @@ def restore_plan(restore: Object) -> Table:
     tier = f", tier {plan['targetTier']}" if plan.get("targetTier") else ""
     table.add_row("Target", f"{plan.get('target')} ({where}{tier})")
     table.add_row("Safety backup", "yes, first" if plan.get("safetyBackup") else "no")
-    table.add_row("Approval", "required (another user)" if plan.get("requiresApproval") else "no")
+    table.add_row("Approval", _approval(plan, status.get("approval") or {}))
     table.add_row("Estimate", duration(plan.get("estimatedDurationSeconds")))
     return table
+
+
+def _approval(plan: Object, approval: Object) -> str:
+    """Whether the restore needs approval, and the answer it got."""
+    if approval.get("rejectedBy"):
+        why = approval.get("rejectionReason")
+        return f"rejected by {approval['rejectedBy']}" + (f": {why}" if why else "")
+    if approval.get("approvedBy"):
+        return f"approved by {approval['approvedBy']}"
+    return "required (another user)" if plan.get("requiresApproval") else "no"
 
 
 def drill_result(drill: Object) -> Group:

@@ -186,3 +186,18 @@ def test_a_store_being_deleted_says_what_holds_it_and_fills_no_backup() -> None:
     assert "Backups in shop without a storeRef are filled from next." in other
     released = {**going, "status": {}}
     assert "Deleting" in _printed(views.backup_stores([released], "shop", {}))
+
+
+def test_a_plan_shows_the_answer_it_got_and_a_reason_as_it_was_written() -> None:
+    plan = {"backup": "b1", "sourceEnvironment": "shop", "target": "shop", "inPlace": True,
+            "requiresApproval": True}  # fmt: skip
+    meta = {"namespace": "shop", "name": "r1"}
+    waiting = {"metadata": meta, "status": {"phase": "AwaitingApproval", "plan": plan}}
+    assert "required (another user)" in _printed(views.restore_plan(waiting))
+    approval = {"rejectedBy": "bob", "rejectionReason": "[red]wrong[/red] backup"}
+    rejected = {"metadata": meta, "status": {"phase": "Failed", "plan": plan,
+                                             "approval": approval}}  # fmt: skip
+    assert "rejected by bob: [red]wrong[/red] backup" in _printed(views.restore_plan(rejected))
+    approved = {"metadata": meta, "status": {"phase": "Restoring", "plan": plan,
+                                             "approval": {"approvedBy": "carol"}}}  # fmt: skip
+    assert "approved by carol" in _printed(views.restore_plan(approved))
