@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,26 @@ IMAGE = os.environ.get("DOCKYARD_IMAGE", "localhost/dockyard:dev")
 RUNTIME = ("--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
 
 Podman = Callable[..., subprocess.CompletedProcess[str]]
+
+# The deployed platform's containers, whose logs stand beside any failure of a test that
+# used them: an Environment that never became Ready is explained there, or nowhere.
+CONTAINERS = ("dockyard-e2e-operator", "dockyard-e2e-api")
+CONTAINER_LOG_TAIL = 120
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.failed and "deployed" in getattr(item, "fixturenames", ()):
+        for name in CONTAINERS:
+            logs = subprocess.run(
+                ["podman", "logs", "--tail", str(CONTAINER_LOG_TAIL), name],
+                capture_output=True, text=True, check=False, timeout=30,
+            )  # fmt: skip
+            report.sections.append((f"{name} log (tail)", logs.stdout + logs.stderr))
 
 
 def _why_not() -> str | None:

@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import yaml
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.processes import free_port
 from tests.conftest import ROOT, Kubectl, wait_for
-from tests.e2e.conftest import IMAGE, RUNTIME, Podman
+from tests.e2e.conftest import CONTAINERS, IMAGE, RUNTIME, Podman
 from tests.integration.test_backup_operator import (
     PINNED,
     SEED_SQL,
@@ -107,7 +106,12 @@ def deployed(
     kubectl: Kubectl,
     testbed_state: State,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Deployed]:
+    request: pytest.FixtureRequest,
+) -> Deployed:
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    # A finalizer, not a generator's finally: it runs after a failed set-up's report, which
+    # holds the containers' logs (conftest.py), so they are still there to be read.
+    request.addfinalizer(lambda: _tear_down(podman, kubectl, namespace))  # noqa: PT021
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     kubectl(
@@ -133,7 +137,6 @@ def deployed(
         "run", "--rm", "--network", "host", *RUNTIME, "--read-only", "--tmpfs", "/tmp",  # noqa: S108
         *[f"--env={k}={v}" for k, v in common.items()], IMAGE, "migrate",
     )  # fmt: skip
-    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     _container(
         podman,
         "dockyard-e2e-operator",
@@ -159,30 +162,26 @@ def deployed(
         "api", "--host", "127.0.0.1", "--port", str(port),
     )  # fmt: skip
     api = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _http("GET", f"{api}/readyz")[0] == 200, timeout=60)
-        kubectl("create", "namespace", namespace)
-        yield Deployed(api, namespace, backups)
-    except BaseException:
-        for name in ("dockyard-e2e-operator", "dockyard-e2e-api"):
-            logs = podman("logs", "--tail", "80", name, check=False)
-            print(f"--- {name}\n{logs.stdout}{logs.stderr}")
-        raise
-    finally:
-        for name in ("dockyard-e2e-operator", "dockyard-e2e-api"):
-            podman("rm", "--force", "--time", "10", name, check=False)
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        # What the overlay made, but the CRDs (other suites' objects live in them): its
-        # limits would throttle, and its volume claim pin, later suites on this test bed.
-        rendered = kubectl("kustomize", str(ROOT / "deploy" / "overlays" / "development"))
-        kept = [
-            o for o in yaml.safe_load_all(rendered.stdout)
-            if o and o["kind"] not in ("CustomResourceDefinition", "Namespace")
-        ]  # fmt: skip
-        kubectl(
-            "delete", "--ignore-not-found", "--wait=false", "-f", "-",
-            input=yaml.safe_dump_all(kept), check=False,
-        )  # fmt: skip
+    wait_for(lambda: _http("GET", f"{api}/readyz")[0] == 200, timeout=60)
+    kubectl("create", "namespace", namespace)
+    return Deployed(api, namespace, backups)
+
+
+def _tear_down(podman: Podman, kubectl: Kubectl, namespace: str) -> None:
+    for name in CONTAINERS:
+        podman("rm", "--force", "--time", "10", name, check=False)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    # What the overlay made, but the CRDs (other suites' objects live in them): its
+    # limits would throttle, and its volume claim pin, later suites on this test bed.
+    rendered = kubectl("kustomize", str(ROOT / "deploy" / "overlays" / "development"))
+    kept = [
+        o for o in yaml.safe_load_all(rendered.stdout)
+        if o and o["kind"] not in ("CustomResourceDefinition", "Namespace")
+    ]  # fmt: skip
+    kubectl(
+        "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+        input=yaml.safe_dump_all(kept), check=False,
+    )  # fmt: skip
 
 
 def test_both_run_as_their_own_serviceaccounts(podman: Podman, deployed: Deployed) -> None:
