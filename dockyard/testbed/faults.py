@@ -93,9 +93,10 @@ def crashed(testbed: Testbed, name: str) -> Iterator[ProcessRecord]:
 
 
 def killed(testbed: Testbed, name: str) -> ProcessRecord:
-    """Kill the test bed's ``name`` and its descendants; the record to ``restart`` it from."""
-    state = testbed.require()
-    record = next((p for p in state.processes if p.name == name), None)
+    """Kill the test bed's ``name`` and its descendants; the record to ``restart`` it from.
+    Another process may be down already (a test that takes out two at once)."""
+    state = testbed.require_state()
+    record = next((p for p in state.processes if p.name == name and p.alive()), None)
     if record is None:
         raise LookupError(f"the test bed runs no process named {name!r}")
     if not record.argv:

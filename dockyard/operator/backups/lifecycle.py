@@ -18,7 +18,8 @@ While the managed PostgreSQL server does not answer, a Backup is paused rather t
 failed: before an attempt starts, and after one fails, the server is asked
 (``ManagedPostgres.ping``); if it does not answer, the Backup goes back to Pending with
 a ``DatabaseUnavailable`` condition, the failed attempt is not counted, and the pass is
-retried every ``outages.DATABASE_POLL_SECONDS`` until the server answers.
+retried every ``outages.DATABASE_POLL_SECONDS`` until the server answers (a Job's failed
+attempt is deleted first). A Job past ``DOCKYARD_RUN_DEADLINE`` fails it, not retried.
 
 A run's success is committed in this order: the artifact (atomically, by the runner),
 the catalog row, then the status (computed by ``backups.status``). Failures carry the
@@ -69,11 +70,13 @@ from dockyard.operator.runs.context import (
     load_key,
     retryable,
 )
-from dockyard.operator.runs.inline import RunCancelled, RunOrphaned
+from dockyard.operator.runs.inline import RunCancelled, RunDeadlineExceeded, RunOrphaned
 from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.runner_jobs import (
     RunnerJob,
     apply_backup_runner_identity,
+    check_deadline,
+    clear_finished,
     read_job,
     runner_message,
 )
@@ -311,6 +314,9 @@ class BackupRuns:
             if not await starting.begin(self.backups, loaded, started):
                 return Outcome.done()
             return await self._failed(loaded, started, exc)
+        name = job["metadata"]["name"]
+        if await clear_finished(kube, loaded.namespace, name, owner_uid=loaded.uid):
+            return Outcome.again(f"deleting the earlier Job {name} of this attempt", delay=1.0)
         await apply_backup_runner_identity(kube, backup)
         # Running first: the runner may report its artifact only while the Backup is
         # Running (manifests/backup-runner-report-policy.yaml).
@@ -329,7 +335,7 @@ class BackupRuns:
         post(
             loaded.raw,
             reason="Started",
-            message=f"Attempt {attempt} started in Job {job['metadata']['name']}",
+            message=f"Attempt {attempt} started in Job {name}",
         )
         return Outcome.again("following the runner Job", delay=JOB_POLL_SECONDS)
 
@@ -337,6 +343,10 @@ class BackupRuns:
         status = loaded.resource.status
         name = jobs.job_name(loaded.name, max(status.attempts, 1))
         job = await read_job(self.context.kube, loaded.namespace, name, owner_uid=loaded.uid)
+        try:
+            await check_deadline(self.context, job)
+        except RunDeadlineExceeded as exc:  # not retried: another run would take as long
+            return await self._failed(loaded, status, exc)
         state = job.state
         if state == "Running":
             return Outcome.again(f"Job {name} is running", delay=JOB_POLL_SECONDS)

@@ -13,7 +13,8 @@ without a message (an image that does not pull) or vanished is a ``RunnerFailed`
 which is retried. A Job that "succeeded" without a result did not restore anything
 anyone can vouch for and fails too. A Job that outlives ``DOCKYARD_RUN_DEADLINE`` (its
 ``activeDeadlineSeconds``) is deleted and fails as an inline run past the deadline does
-(``RunDeadlineExceeded``, not retried).
+(``RunDeadlineExceeded``, not retried; :func:`check_deadline`, which a Backup's Job
+goes through too).
 
 A Restore or RestoreDrill that is deleted, or whose run is found interrupted, has its
 Jobs deleted with their Pods (:func:`stop_runner_jobs`) before its database is dropped,
@@ -196,21 +197,45 @@ async def job_result(
     A Job past ``DOCKYARD_RUN_DEADLINE`` is deleted (with its Pods) and raises
     ``RunDeadlineExceeded``, as does one its own deadline stopped.
     """
-    deadline = context.settings.run_deadline
+    await check_deadline(context, job, now)
     state = job.state
     if state == "Running":
-        seconds = job.seconds(now or datetime.now(UTC))
-        if seconds is None or seconds < deadline:
-            return None
-        uid = ((job.manifest or {}).get("metadata") or {}).get("uid")
-        await _delete_quietly(context.kube, JOBS.path(job.namespace, job.name), uid)
-        raise _past_deadline(deadline)
-    if state == "Failed" and _failed_condition(job.manifest).startswith(_JOB_DEADLINE):
-        raise _past_deadline(deadline)
+        return None
     message = None
     if state != "Missing":
         message = await runner_message(context.kube, job)
     return _result(job.name, state, job.manifest, message)
+
+
+async def check_deadline(context: RunContext, job: RunnerJob, now: datetime | None = None) -> None:
+    """Raise ``RunDeadlineExceeded`` for a runner Job (of any kind) past
+    ``DOCKYARD_RUN_DEADLINE``: one stopped by its own ``activeDeadlineSeconds``, or one
+    still running past it (the setting lowered since it started), deleted first."""
+    deadline = context.settings.run_deadline
+    if job.state == "Running":
+        seconds = job.seconds(now or datetime.now(UTC))
+        if seconds is None or seconds < deadline:
+            return
+        await _delete_quietly(context.kube, JOBS.path(job.namespace, job.name), _uid(job))
+        raise _past_deadline(deadline)
+    if job.state == "Failed" and _failed_condition(job.manifest).startswith(_JOB_DEADLINE):
+        raise _past_deadline(deadline)
+
+
+async def clear_finished(kube: KubeClient, namespace: str, name: str, *, owner_uid: str) -> bool:
+    """Delete the finished Job ``name`` of ``owner_uid`` (with its Pods) before an attempt
+    that will have its name starts: the attempt a pause did not count starts again under
+    the same name, and an identical Job applied over the old one would change nothing, so
+    the attempt would read its old failure. Whether there was one (look again once gone)."""
+    job = await read_job(kube, namespace, name, owner_uid=owner_uid)
+    if job.state not in ("Failed", "Succeeded"):
+        return False
+    await delete(kube, JOBS.path(namespace, name), uid=_uid(job))
+    return True
+
+
+def _uid(job: RunnerJob) -> str | None:
+    return ((job.manifest or {}).get("metadata") or {}).get("uid")
 
 
 def _past_deadline(deadline: int) -> RunDeadlineExceeded:
@@ -392,6 +417,8 @@ __all__ = [
     "RunnerReported",
     "apply_backup_runner_identity",
     "apply_runner_identity",
+    "check_deadline",
+    "clear_finished",
     "job_result",
     "read_job",
     "runner_message",
