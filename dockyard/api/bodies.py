@@ -12,6 +12,12 @@ body held the event loop for minutes).
 
 The body is decoded as UTF-8 first (RFC 8259 8.1): ``json.loads`` given bytes would also
 take UTF-16 and UTF-32.
+
+No string may hold U+0000 (written ``\\u0000``): PostgreSQL stores no NUL in text or
+``jsonb``, so the write's audit row (and an ``Idempotency-Key``'s stored answer) could
+not be written while the apiserver took the write. It is refused with the field's path.
+The audit sink alone takes it (the apiserver's report of a write already made): what
+it stores goes through ``db.encode_json``, which replaces it.
 """
 
 from __future__ import annotations
@@ -67,8 +73,28 @@ def decode(raw: bytes) -> str:
     return text
 
 
-def parse(raw: bytes) -> object:
-    """``raw`` as JSON: UTF-8 text no deeper than ``MAX_DEPTH``; 400 or 422 otherwise."""
+def nul_at(value: object) -> str | None:
+    """The path of the first string (a value or a key) in ``value`` that holds U+0000."""
+    stack: list[tuple[object, tuple[object, ...]]] = [(value, ())]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return errors.field_path(loc)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                shown = key.replace("\x00", "\\u0000")
+                if shown != key:
+                    return errors.field_path((*loc, shown))
+                stack.append((child, (*loc, key)))
+        elif isinstance(item, list):
+            stack.extend((child, (*loc, i)) for i, child in enumerate(item))
+    return None
+
+
+def parse(raw: bytes, *, nul_allowed: bool = False) -> object:
+    """``raw`` as JSON: UTF-8 text no deeper than ``MAX_DEPTH``, no string holding U+0000
+    unless ``nul_allowed``; 400 or 422 otherwise."""
     text = decode(raw)
     try:
         value = json.loads(text)
@@ -78,6 +104,11 @@ def parse(raw: bytes) -> object:
         raise not_json(str(exc)) from None
     if exceeds_depth(value, MAX_DEPTH):
         raise too_deep(MAX_DEPTH)
+    # A raw NUL is refused above, so only the escape can make one: the walk is skipped
+    # for every body without it.
+    if not nul_allowed and "\\u0000" in text and (where := nul_at(value)) is not None:
+        message = "holds a NUL character (\\u0000), which no string here may hold"
+        raise errors.validation_failed([errors.FieldError(field=where, message=message)])
     return value
 
 
@@ -95,12 +126,17 @@ def body_timeout(seconds: float) -> errors.Problem:
 
 
 async def read_json(
-    request: web.Request, *, allowed: frozenset[str] = JSON_TYPES, max_bytes: int | None = None
+    request: web.Request,
+    *,
+    allowed: frozenset[str] = JSON_TYPES,
+    max_bytes: int | None = None,
+    nul_allowed: bool = False,
 ) -> object:
     """The body as JSON; 415 for another content type, 413 past the size limit, 422 if bad.
 
     The limit is the API's (``DOCKYARD_MAX_BODY_BYTES``) unless the route has its own
-    (``max_bytes``, for a caller already authenticated: the audit sink)."""
+    (``max_bytes``, for a caller already authenticated: the audit sink, which also
+    takes strings holding U+0000, ``nul_allowed``)."""
     if request.content_type not in allowed:
         raise errors.unsupported_media_type(request.content_type)
     timeout = request.app[keys.SETTINGS].body_read_timeout
@@ -112,7 +148,7 @@ async def read_json(
                 raw = await _read_at_most(request, max_bytes)
     except TimeoutError:
         raise body_timeout(timeout) from None
-    return parse(raw)
+    return parse(raw, nul_allowed=nul_allowed)
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from dockyard.core.db import storable
 from dockyard.core.kube import KubeClient
 
 _SQL_INSERT = """
@@ -59,7 +60,9 @@ class AuditRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def arguments(self) -> tuple[Any, ...]:
-        return (
+        """The INSERT's arguments; any U+0000 in them stored as U+FFFD (``db.storable``):
+        a row that cannot be written would leave a change with no trail."""
+        return tuple(storable((
             self.occurred_at,
             self.actor,
             list(self.groups),
@@ -75,7 +78,7 @@ class AuditRow:
             dict(self.diff) if self.diff is not None else None,
             self.source.value,
             self.event_key,
-        )
+        )))  # fmt: skip
 
 
 async def insert(target: asyncpg.Pool | asyncpg.Connection, row: AuditRow) -> int:

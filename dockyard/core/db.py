@@ -37,12 +37,37 @@ MAX_QUERIES_PER_CONNECTION = 50_000
 APPLICATION_NAME = "dockyard"
 
 
+# PostgreSQL keeps no U+0000 in text or jsonb ("unsupported Unicode escape sequence"):
+# a string holding one (an annotation a kubectl user wrote, which the apiserver's report
+# of the write carries into an audit row) is stored with this in its place, not lost.
+NUL_STAND_IN = "\ufffd"
+
+
+def storable(value: Any) -> Any:
+    """``value`` with U+0000 replaced in every string, keys included."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_STAND_IN)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+def encode_json(value: object) -> str:
+    """``value`` as JSON that ``jsonb`` takes: a NUL in a string becomes U+FFFD."""
+    text = json.dumps(value)
+    # Only a NUL is written as this escape; a text holding a backslash and "u0000"
+    # is walked for nothing, and comes out the same.
+    return json.dumps(storable(value)) if "\\u0000" in text else text
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Decode and encode ``json``/``jsonb`` as Python values on a new connection."""
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name,
-            encoder=json.dumps,
+            encoder=encode_json,
             decoder=json.loads,
             schema="pg_catalog",
             format="text",

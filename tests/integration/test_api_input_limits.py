@@ -122,6 +122,31 @@ async def test_an_over_long_string_is_422_with_its_path(
     assert "63" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "w\x00", "spec": {"size": "small"}}, "name"),
+        ({"name": "w", "spec": {"size": "small", "tags": ["a", "\x00"]}}, "spec.tags[1]"),
+        ({"name": "w", "spec": {"size": "small", "k\x00": 1}}, "spec.k\\u0000"),
+    ],
+)
+async def test_a_string_holding_a_nul_is_422_with_its_path(
+    client: Client, body: dict[str, Any], field: str
+) -> None:
+    """PostgreSQL stores no NUL: a write carrying one would have left no audit row."""
+    response = await client.post("/widgets", json=body)  # json.dumps writes it \u0000
+    assert response.status == 422
+    [error] = (await problem(response))["errors"]
+    assert error["field"] == field
+    assert "NUL" in error["message"]
+
+
+async def test_a_backslash_before_u0000_is_text_not_a_nul(client: Client) -> None:
+    response = await client.post("/widgets", json={"name": "w\\u0000", "spec": {"size": "small"}})
+    assert response.status == 201
+    assert (await response.json())["name"] == "w\\u0000"
+
+
 async def test_malformed_json_is_422_on_the_body(
     client: Client,
 ) -> None:

@@ -31,7 +31,7 @@ from dockyard.api.audit.repository import RETENTION_LOCK_KEY, AuditLog
 from dockyard.api.audit.retention import run_retention
 from dockyard.api.auth import Permission
 from dockyard.api.openapi import Operation
-from dockyard.core import db, migrations
+from dockyard.core import audit_rows, db, migrations
 from dockyard.core.settings import Settings
 from dockyard.testbed.cluster import State, Testbed
 from tests.conftest import TESTBED_KUBE_DEADLINES, Kubectl, wait_for
@@ -605,3 +605,26 @@ async def test_a_failed_audit_write_is_logged_and_the_answer_is_kept(
     assert failures[0].levelno == logging.ERROR
     assert failures[0].__dict__["request_id"] == request_id
     assert failures[0].__dict__["error"] == "UndefinedTableError"
+
+
+async def test_a_row_whose_strings_hold_a_nul_is_stored_with_a_stand_in(pool: asyncpg.Pool) -> None:
+    """PostgreSQL stores no NUL in text or jsonb: a row holding one (an actor's name or a
+    diff from the apiserver's report of a write) raised, and the change went unrecorded.
+    The real server, through the pool's own codec."""
+    actor = _unique("nul")
+    row = audit_rows.AuditRow(
+        actor=f"{actor}\x00",
+        action="PATCH restores",
+        resource="restores",
+        outcome="succeeded",
+        name="quiet",
+        diff={"/metadata/annotations/note": {"to": "a\x00b"}, "k\x00": None},
+    )
+    with pytest.raises(asyncpg.UntranslatableCharacterError):
+        await pool.execute("""SELECT '{"to": "a\\u0000b"}'::jsonb""")  # as json.dumps wrote it
+
+    await audit_rows.insert(pool, row)
+
+    query = "SELECT diff FROM audit_events WHERE actor = $1"
+    [stored] = await pool.fetch(query, f"{actor}\ufffd")
+    assert stored["diff"] == {"/metadata/annotations/note": {"to": "a\ufffdb"}, "k\ufffd": None}

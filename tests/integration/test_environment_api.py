@@ -325,3 +325,33 @@ async def test_server_sent_events_report_a_change(
     assert event["event"] == "ADDED"
     assert event["data"]["object"]["metadata"]["name"] == "live"  # type: ignore[index]
     stream.close()
+
+
+async def test_a_write_whose_strings_hold_a_nul_is_refused_and_changes_nothing(
+    client: Client, developer: dict[str, str], namespace: str, kubectl: Kubectl
+) -> None:
+    """The attack: the apiserver keeps a NUL in an annotation's value, which PostgreSQL
+    stores in no text or jsonb. Taken, the write would land while its audit row (whose
+    diff holds the value) could not be written: a change with no trail."""
+    base = f"/api/v1/namespaces/{namespace}/environments"
+    created = await client.post(base, json=_body("quiet"), headers=developer)
+    assert created.status == 201, await created.text()
+    merge = {**developer, "Content-Type": "application/merge-patch+json"}
+    sneaky = {"metadata": {"annotations": {"note": "a\x00b"}}, "spec": {"image": "shop:6.6"}}
+
+    patched = await client.patch(f"{base}/quiet", data=json.dumps(sneaky), headers=merge)
+
+    assert patched.status == 422, await patched.text()
+    [error] = (await patched.json())["errors"]
+    assert error["field"] == "metadata.annotations.note"
+    stored = get_json(kubectl, "environment", "quiet", "-n", namespace)
+    assert stored["spec"]["image"] == "shop:1.0"  # type: ignore[index]
+    assert "note" not in (stored["metadata"].get("annotations") or {})  # type: ignore[index]
+
+    loud = _body("loud")
+    loud["metadata"] = {"name": "loud", "annotations": {"note\x00": "hi"}}
+    made = await client.post(base, json=loud, headers=developer)
+    assert made.status == 422, await made.text()
+    [error] = (await made.json())["errors"]
+    assert error["field"] == "metadata.annotations.note\\u0000"
+    assert kubectl("get", "environment", "loud", "-n", namespace, check=False).returncode != 0

@@ -18,8 +18,9 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.test_utils import make_mocked_request
 
-from dockyard.api import errors, keys
+from dockyard.api import bodies, errors, keys
 from dockyard.api.bodies import read_json
+from dockyard.core import db
 from dockyard.core.settings import Settings
 
 LEVELS = 600  # far past MAX_DEPTH, inside what json.loads itself parses
@@ -122,3 +123,26 @@ async def test_depth_counts_arrays_and_objects_not_brackets_inside_strings(
         assert (problem["status"], problem["type"]) == (400, errors.BODY_TOO_DEEP.uri)
     else:
         assert await read_json(post(body.encode())) is not None
+
+
+def test_a_nul_is_found_where_it_is_and_only_there() -> None:
+    assert bodies.nul_at({"a": ["x", {"b": "y\x00"}]}) == "a[1].b"
+    assert bodies.nul_at({"a\x00": 1}) == "a\\u0000"
+    assert bodies.nul_at("\x00") == "(body)"
+    assert bodies.nul_at({"a": ["x", {"b": "y\\u0000"}]}) is None  # a backslash, then text
+
+
+def test_a_body_with_a_nul_is_refused_unless_the_route_takes_it() -> None:
+    raw = b'{"metadata": {"annotations": {"note": "a\\u0000b"}}}'
+    with pytest.raises(errors.Problem) as refused:
+        bodies.parse(raw)
+    assert refused.value.status == 422
+    assert [e.field for e in refused.value.errors or ()] == ["metadata.annotations.note"]
+    assert bodies.parse(raw, nul_allowed=True) == {"metadata": {"annotations": {"note": "a\x00b"}}}
+
+
+def test_json_for_jsonb_holds_no_nul_and_is_otherwise_json_dumps() -> None:
+    value = {"k\x00": ["a\x00b", 1, None, {"x": "\\u0000"}]}
+    assert json.loads(db.encode_json(value)) == {"k\ufffd": ["a\ufffdb", 1, None, {"x": "\\u0000"}]}
+    plain = {"a": [1, "b", {"c": "\\u0000"}]}
+    assert db.encode_json(plain) == json.dumps(plain)
