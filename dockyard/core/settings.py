@@ -152,7 +152,8 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=90, ge=30, le=3650)
     audit_reads: Literal["none", "sensitive", "all"] = "sensitive"
     """which allowed reads the audit trail records: sensitive ones (the trail itself, webhooks,
-    backup stores, restore plans), every authenticated one, or none (writes and refusals always)"""
+    backup stores, backups and restores), every authenticated one, or none (writes and refusals
+    always)"""
     ratelimit_failure_mode: Literal["open", "closed"] = "open"
     """when Redis is unreachable: open lets requests through, closed limits locally"""
     ratelimit_memory_buckets: int = Field(default=250_000, ge=1000, le=50_000_000)

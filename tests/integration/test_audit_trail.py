@@ -133,6 +133,9 @@ rules:
   - apiGroups: ["dockyard.io"]
     resources: ["widgets"]
     verbs: ["patch"]
+  - apiGroups: ["dockyard.io"]
+    resources: ["backups", "restores", "environments"]
+    verbs: ["get", "list"]
 """,
     )
     return ADMIN_ROLE
@@ -254,7 +257,7 @@ async def test_a_request_without_a_token_appends_a_row_for_system_anonymous(
 
 
 async def test_an_allowed_read_is_recorded_as_the_audit_reads_setting_says(
-    make_client: MakeClient, admin: tuple[str, str], pool: asyncpg.Pool
+    make_client: MakeClient, admin: tuple[str, str], pool: asyncpg.Pool, crds_installed: None
 ) -> None:
     user, token = admin
 
@@ -275,6 +278,12 @@ async def test_an_allowed_read_is_recorded_as_the_audit_reads_setting_says(
     assert row["action"] == "GET /api/v1/audit-events op=listAuditEvents verb=list"
     assert row["diff"] is None
     assert await read(client, "/api/v1/me") == []
+    # A Backup's manifest and a Restore's plan: the tables of a tenant's database and their
+    # sizes, recorded as getRestorePlan is, by whichever read serves them.
+    for plural in ("backups", "restores"):
+        [row] = await read(client, f"/api/v1/namespaces/shop/{plural}")
+        assert (row["actor"], row["resource"]) == (user, plural)
+    assert await read(client, "/api/v1/namespaces/shop/environments") == []
 
     everything = await make_client(audit_reads="all", metrics_port=None)
     [row] = await read(everything, "/api/v1/me")

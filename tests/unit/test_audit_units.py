@@ -220,8 +220,12 @@ def _operations() -> dict[str, Operation]:
         ("getBackupStore", True),  # the cluster's storage and key Secrets
         ("listBackupStores", True),
         ("getRestorePlan", True),  # the target's tables and sizes
+        ("getRestore", True),  # the same plan, in its status
+        ("listNamespacedRestores", True),
+        ("getBackup", True),  # the manifest: every table and its row count
+        ("listNamespacedBackups", True),
         ("getEnvironment", False),
-        ("listNamespacedBackups", False),
+        ("listNamespacedScalingPolicies", False),
         ("getLiveness", False),
     ],
 )

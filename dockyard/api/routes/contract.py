@@ -24,8 +24,10 @@ COMMON_RESPONSES = {401: "No valid bearer token", 403: "Not allowed", 422: "Inva
 
 
 # Kinds whose reads the audit trail records (Operation.sensitive): a Webhook's URL may
-# carry a token, a BackupStore names the cluster's storage and key Secrets.
-SENSITIVE_KINDS: Final = frozenset({"webhooks", "backupstores"})
+# carry a token, a BackupStore names the cluster's storage and key Secrets, and a
+# Backup's manifest and a Restore's plan hold the tables of a tenant's database and
+# their sizes (as getRestorePlan does: a read of the Restore served the same plan).
+SENSITIVE_KINDS: Final = frozenset({"webhooks", "backupstores", "backups", "restores"})
 
 
 @dataclass(frozen=True)
