@@ -55,6 +55,17 @@ def test_urls_inside_an_added_object_and_under_url_named_keys_are_redacted() -> 
         ("https://user:pa/ss@h.example/in", REDACTED),
         ("https://user:pa?ss@h.example/in", REDACTED),
         ("https://user:pa#ss@h.example/in", REDACTED),
+        # Receivers that take their secret in the path: its segment goes, ids stay.
+        (
+            "https://hooks.slack.com/services/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",
+            f"https://hooks.slack.com/services/T0123ABCD/B0456EFGH/{REDACTED}",
+        ),
+        (
+            "https://discord.com/api/webhooks/1234567/Ab-Cd_Ef1234567890GhIjKlMnOp",
+            f"https://discord.com/api/webhooks/1234567/{REDACTED}",
+        ),
+        ("https://h.example/hooks/dockyard-events", "https://h.example/hooks/dockyard-events"),
+        ("https://h.example/v2/in", "https://h.example/v2/in"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

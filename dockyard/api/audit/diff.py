@@ -3,8 +3,10 @@
 Handlers of updates put it in ``request[keys.AUDIT]``; the middleware stores it in the
 row's ``diff``. Values under secret-looking keys never enter it in clear, nor do the
 credentials a URL may carry: under a key naming a URL (``url``, ``webhookUrl``), the
-user info and the fragment are redacted, and each query parameter's value, as receivers
-take tokens there (``https://host/hook?token=[redacted]``).
+user info and the fragment are redacted, each query parameter's value, as receivers
+take tokens there (``https://host/hook?token=[redacted]``), and each path segment that
+reads as a token, where Slack, Discord and Teams put theirs
+(``https://hooks.slack.com/services/T0123/B0456/[redacted]``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 # Keys whose values never enter a diff in clear (compared with "-" and "_" removed).
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|apikey|privatekey|credentials?)$", re.I)
 _URL_KEY = re.compile(r"url$", re.I)
+# A path segment that reads as a credential: 16 or more URL-safe characters, letters and
+# digits mixed. A readable name may match too, and is redacted: a diff only needs to show
+# that the receiver changed, which its host and other segments still do.
+_TOKEN_SEGMENT = re.compile(r"(?=[^/]*\d)(?=[^/]*[A-Za-z])[\w\-.~%]{16,}", re.ASCII)
 REDACTED = "[redacted]"
 
 
@@ -90,10 +96,11 @@ def _redact(value: Any, secret: bool, url: bool = False) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its user info, its fragment and each query parameter's value
-    redacted; scheme, host, port, path and the parameters' names stay, so that a change
-    of receiver still shows. A value that does not parse as a URL, or may hide user info
-    where no host was read, is redacted whole."""
+    """``url`` with its user info, its fragment, each query parameter's value and each
+    path segment that reads as a token redacted; scheme, host, port, the rest of the path
+    and the parameters' names stay, so that a change of receiver still shows. A value
+    that does not parse as a URL, or may hide user info where no host was read, is
+    redacted whole."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -109,11 +116,15 @@ def redact_url(url: str) -> str:
         f"{name}={REDACTED}" if sep else REDACTED
         for name, sep, _ in (p.partition("=") for p in parts.query.split("&"))
     )
+    path = "/".join(
+        REDACTED if _TOKEN_SEGMENT.fullmatch(segment) else segment
+        for segment in parts.path.split("/")
+    )
     return urlunsplit(
         (
             parts.scheme,
             netloc,
-            parts.path,
+            path,
             query if parts.query else "",
             REDACTED if parts.fragment else "",
         )
