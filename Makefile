@@ -59,6 +59,8 @@ lock:
 generate: bootstrap
 	$(VENV)/dockyard crds
 	$(VENV)/dockyard openapi
+	$(VENV)/dockyard events
+	$(VENV)/dockyard reference
 
 testbed-up: bootstrap
 	$(VENV)/dockyard testbed up
