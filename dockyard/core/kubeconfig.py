@@ -42,8 +42,10 @@ class KubeConfig:
 
     @classmethod
     def from_kubeconfig(cls, path: Path, context: str | None = None) -> KubeConfig:
-        raw = yaml.safe_load(path.read_text())
-        ctx_name = context or raw.get("current-context")
+        raw: Any = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict):
+            raise KubeconfigError("not a kubeconfig (no clusters, contexts and users in it)")
+        ctx_name = str(context or raw.get("current-context") or "")
         ctx = _named(raw.get("contexts", []), ctx_name, "context")["context"]
         cluster = _named(raw.get("clusters", []), ctx["cluster"], "cluster")["cluster"]
         user = _named(raw.get("users", []), ctx["user"], "user")["user"]
@@ -83,8 +85,8 @@ class KubeConfig:
 
 
 def _named(items: list[dict[str, Any]], name: str, what: str) -> dict[str, Any]:
-    for item in items:
-        if item.get("name") == name:
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and item.get("name") == name:
             return item
     raise KubeconfigError(f"kubeconfig has no {what} named {name!r}")
 

@@ -54,7 +54,7 @@ def resolve(
     try:
         config = KubeConfig.from_kubeconfig(path, context)
         raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
         raise ConfigError(f"kubeconfig {path} cannot be used: {unreadable(exc)}") from None
     return Target(config, namespace or _context_namespace(raw, context) or "default")
 

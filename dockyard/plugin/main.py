@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 import aiohttp
 from rich.console import Console
 from rich.prompt import Confirm
+from rich.segment import Segment
 
 from dockyard import __version__
 from dockyard.core.kube import KubeClient, KubeError
@@ -31,7 +33,7 @@ USAGE_ERROR = 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, as every other error: what is wrong and where to look.
-        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(USAGE_ERROR, printable(f"{self.prog}: {message} (see {self.prog} --help)") + "\n")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -114,7 +116,15 @@ def _confirm(console: Console) -> Callable[[str], bool]:
     def ask(question: str) -> bool:
         if not sys.stdin.isatty():
             raise PluginError("not a terminal to ask in: pass --yes to answer without asking")
-        return Confirm.ask(question, console=console, default=False)
+        # The prompt blocks the event loop, where asyncio's own SIGINT handler would only
+        # cancel the task at its next await, after the answer: Ctrl-C stops it at once.
+        handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return Confirm.ask(question, console=console, default=False)
+        except EOFError:
+            raise PluginError("no answer (the input ended): nothing was changed") from None
+        finally:
+            signal.signal(signal.SIGINT, handler)
 
     return ask
 
@@ -166,12 +176,35 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         await kube.close()
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (an escape, a C1 control, a
+    bidirectional override), but for newlines and tabs, shown as U+FFFD."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
+
+
+class _Terminal(Console):
+    """A console that writes no control character it was given: what it prints comes
+    from the cluster, and a tenant's database shapes some of it (a drill check's reason
+    quotes a value read from it, a backup's manifest its table names). An escape sequence
+    there would drive the terminal: clear it, rewrite lines, set the clipboard. Only the
+    text of segments is filtered; the styles and cursor moves rich itself emits stay."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            segment if segment.control else segment._replace(text=printable(segment.text))
+            for segment in buffer
+        )
+
+
 def terminal(**options: Any) -> Console:
     """The plugin's console. Markup is off: what it prints comes from the cluster (names,
     messages, the reasons of drill checks, which a tenant's database can shape), and text
     such as ``[/x]`` must print as it is, neither restyle the output nor crash it. Styles
-    are given as ``Text`` and ``style=`` instead."""
-    return Console(highlight=False, markup=False, **options)
+    are given as ``Text`` and ``style=`` instead; control characters are never written
+    (``_Terminal``)."""
+    return _Terminal(highlight=False, markup=False, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,13 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KubeError as exc:
         return _fail(f"the apiserver refused: {exc.message or exc}")
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return _fail(f"cannot reach the apiserver: {exc or type(exc).__name__}")
+        return _fail(f"cannot reach the apiserver: {str(exc) or type(exc).__name__}")
     except KeyboardInterrupt:
         return _fail("interrupted; what was started goes on in the cluster")
 
 
 def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(printable(f"{PROG}: error: {message}"), file=sys.stderr)
     return 1
 
 

@@ -12,7 +12,7 @@ import yaml
 from dockyard.plugin import views
 from dockyard.plugin.commands import PluginError, RestoreSource
 from dockyard.plugin.config import ConfigError, kubeconfig_path, resolve
-from dockyard.plugin.main import parser, terminal
+from dockyard.plugin.main import _confirm, parser, terminal
 
 KUBECONFIG = {
     "apiVersion": "v1",
@@ -66,6 +66,11 @@ def test_an_unusable_kubeconfig_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as broken:
         resolve(kubeconfig=str(path), context=None, namespace=None, environ={})
     assert str(broken.value) == f"kubeconfig {path} cannot be used: not YAML (line 4)"
+    # Empty, a list, or entries that are not mappings: one line, no traceback.
+    for text in ("", "- a\n", "contexts: [foo]\ncurrent-context: foo\n"):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"kubeconfig {path}"):
+            resolve(kubeconfig=str(path), context=None, namespace=None, environ={})
 
 
 def test_a_wrong_command_line_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,6 +131,43 @@ def test_text_from_the_cluster_prints_as_it_is_never_as_markup() -> None:
     assert "[/oops] expected 3 rows" in printed
     assert "[green]Passed[/green]" in printed
     assert "[bold]users" in printed
+
+
+def test_no_control_character_from_the_cluster_reaches_the_terminal() -> None:
+    """The attack: a tenant's table holds a value with escape sequences, which a failed
+    drill check quotes in its reason. Printed, they cleared the on-call's screen, wrote
+    their clipboard (OSC 52) or spoofed lines; only what rich itself emits is written."""
+    drill = {
+        "metadata": {"namespace": "shop", "name": "nightly"},
+        "status": {
+            "lastRun": {
+                "result": "Failed",
+                "failedChecks": [
+                    {
+                        "check": "orders\x1b[1A",
+                        "reason": "got \x1b[2Jall clear\x1b]52;c;ZXZpbA==\x07",
+                    },
+                    {"check": "users", "reason": "abc\u202egnp.exe\x9b31m"},
+                ],
+            }
+        },
+    }
+    out = io.StringIO()
+    terminal(file=out, width=160, force_terminal=True, color_system="standard").print(
+        views.drill_result(drill)
+    )
+    printed = out.getvalue()
+    for sequence in ("\x1b[1A", "\x1b[2J", "\x1b]52", "\x07", "\u202e", "\x9b"):
+        assert sequence not in printed
+    assert "\x1b[1m" in printed  # rich's own styles (the bold heading) still are
+    assert "all clear" in printed
+    assert "\ufffd" in printed
+
+
+def test_an_error_line_writes_no_control_character(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["status", "shop", "--x\x1b[2J"])  # unrecognized: as given
+    assert "\x1b" not in capsys.readouterr().err
 
 
 def _store(name: str, *, default: bool = False, team: str | None = None) -> dict[str, Any]:
@@ -201,3 +243,17 @@ def test_a_plan_shows_the_answer_it_got_and_a_reason_as_it_was_written() -> None
     approved = {"metadata": meta, "status": {"phase": "Restoring", "plan": plan,
                                              "approval": {"approvedBy": "carol"}}}  # fmt: skip
     assert "approved by carol" in _printed(views.restore_plan(approved))
+
+
+def test_the_input_ending_at_a_prompt_is_one_line_that_nothing_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-D at "Approve restore ...?" ended the plugin with a traceback."""
+
+    def ended(*_: object) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", ended)
+    with pytest.raises(PluginError, match="nothing was changed"):
+        _confirm(terminal(file=io.StringIO()))("Approve restore promote?")
