@@ -174,6 +174,9 @@ class KubeClient:
                 headers={"Accept": "application/json", "User-Agent": user_agent},
                 timeout=timeouts.call(),
                 trace_configs=[telemetry.http_client_tracing(tracer, _span_name)],
+                # Calls go out as ourselves and as each caller: nothing a response sets
+                # (a proxy's cookie) may ride along with another's calls.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
 
         callers = config.caller_ssl_context

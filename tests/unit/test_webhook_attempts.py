@@ -100,6 +100,54 @@ async def test_an_answer_outside_the_http_status_range_is_an_ordinary_failed_att
     assert base / 2 <= delay <= base  # the first backoff, not the lease
 
 
+async def test_a_cookie_one_receiver_sets_rides_along_with_no_later_delivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One session serves every tenant's receivers: a cookie one answer set went out with
+    every later delivery to that domain (or, with Domain=com, to any .com receiver),
+    whichever tenant's it was, until headers swelled past what servers accept."""
+    heard: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+             if line.lower().startswith(b"content-length:")),
+            0,
+        )  # fmt: skip
+        await reader.readexactly(length)
+        heard.append(head)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: tossed=1; Path=/; Max-Age=3600\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    async def no_passes(_self: Dispatcher) -> None:
+        return None
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(Dispatcher, "_run", no_passes)
+    dispatcher = _dispatcher(
+        f"http://localhost:{port}/hook",  # a name: aiohttp's jar takes no IP's cookies
+        webhook_allow_http=True,
+        webhook_allowed_networks=["127.0.0.0/8", "::1/128"],
+    )
+    await dispatcher.start()
+    try:
+        await dispatcher._deliver(_claimed())
+        await dispatcher._deliver(_claimed(attempt=2))
+    finally:
+        await dispatcher.close()
+        server.close()
+        await server.wait_closed()
+
+    assert len(heard) == 2
+    assert all(b"\r\ncookie:" not in head.lower() for head in heard), heard[1]
+
+
 async def _open_breaker(dispatcher: Dispatcher) -> None:
     async def refused(_target: Target, _delivery: store.Claimed) -> int:
         raise DeliveryFailed(503)

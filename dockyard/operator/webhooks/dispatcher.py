@@ -124,6 +124,10 @@ class Dispatcher:
             timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout),
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             auto_decompress=False,
+            # One session serves every tenant's receivers: a cookie one of them set (for
+            # Domain=com, say, which aiohttp's jar takes) would ride along with the others'
+            # deliveries, swelling their headers until their servers refuse them.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
         self._retention = asyncio.create_task(
