@@ -116,7 +116,7 @@ class EndpointPolicy:
     def check_address(self, host: str, address: str) -> None:
         """``EndpointRefused`` unless ``address`` is public or in an allowed network."""
         ip = reached(ipaddress.ip_address(address.split("%", 1)[0]))
-        if ip.is_global and not ip.is_multicast and ip not in _LOCAL_NAT64:
+        if _public(ip):
             return
         if any(ip.version == net.version and ip in net for net in self.allowed_networks):
             return
@@ -135,11 +135,21 @@ class EndpointPolicy:
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# SIIT's IPv4-translated addresses (RFC 2765), which Python calls global and reserved.
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+
+
+def _public(ip: Address) -> bool:
+    """Public unicast: Python 3.11's ``is_global`` passes IPv6 reserved space and the
+    deprecated site-local ``fec0::/10``, which some networks still route inside."""
+    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip in _LOCAL_NAT64:
+        return False
+    return not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
 
 
 def reached(ip: Address) -> Address:
     """The address a connection to ``ip`` ends at: the IPv4 address an IPv6 one carries
-    (IPv4-mapped, IPv4-compatible, NAT64 or 6to4), else ``ip`` itself.
+    (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 or 6to4), else ``ip`` itself.
 
     Python 3.11 calls NAT64 and 6to4 addresses global whatever they carry, so
     ``64:ff9b::a9fe:a9fe`` would pass as public while a NAT64 gateway takes it to
@@ -151,7 +161,7 @@ def reached(ip: Address) -> Address:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+    if ip in _NAT64 or ip in _IPV4_TRANSLATED or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
 

@@ -35,6 +35,11 @@ STRICT = EndpointPolicy()
         "::10.0.0.1",
         # local-use NAT64 (RFC 8215) reaches whatever the site routes it to
         "64:ff9b:1::3408:801",
+        # SIIT's IPv4-translated form (RFC 2765) of 169.254.169.254; IPv6 site-local
+        # (deprecated, still routed inside some networks); IPv6 reserved space
+        "::ffff:0:a9fe:a9fe",
+        "fec0::1",
+        "400::1",
     ],
 )
 def test_non_public_addresses_are_refused_by_default(address: str) -> None:
