@@ -268,6 +268,30 @@ def test_disabling_the_database_locks_its_role_out_and_keeps_its_data(
     assert _fetch(again, "SELECT to_regclass('kept') IS NOT NULL AS kept")[0]["kept"]
 
 
+@pytest.mark.parametrize(("policy", "kept"), [("Delete", False), ("Snapshot", True)])
+def test_a_disabled_database_goes_as_its_deletion_policy_says(
+    kubectl: Kubectl, namespace: str, testbed_state: State, policy: str, kept: bool
+) -> None:
+    """A disabled database keeps its data; deleting its environment let the finalizer go
+    at once, leaving the data behind unannounced whatever the policy. Delete drops it;
+    Snapshot cannot take one with the role locked out, so it keeps it and says so."""
+    _apply(kubectl, namespace, "shop", database={"deletionPolicy": policy})
+    database = _ready_database_name(kubectl, namespace, "shop")
+    _apply(kubectl, namespace, "shop", database={"enabled": False, "deletionPolicy": policy})
+    wait_for(lambda: "database" not in _status(kubectl, namespace, "shop"))
+    try:
+        kubectl("delete", "environment", "shop", "-n", namespace, "--timeout=90s")
+
+        assert _database_exists(testbed_state, database) is kept
+        assert _role_exists(testbed_state, database) is kept
+        if kept:
+            _wait_event(kubectl, namespace, "DatabaseRetained", "no final snapshot can be taken")
+        else:
+            _wait_event(kubectl, namespace, "DatabaseDropped", f"{database} dropped")
+    finally:
+        _drop(testbed_state, database)
+
+
 # -- drift -------------------------------------------------------------------------------
 
 

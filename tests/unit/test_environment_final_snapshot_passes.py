@@ -321,17 +321,28 @@ async def test_a_create_refused_as_the_namespace_goes_puts_the_record_back(
     assert kube.recorded is None
 
 
-async def test_a_create_refused_otherwise_puts_the_record_back(kube: FakeKube) -> None:
+async def test_a_create_refused_otherwise_puts_the_record_back_and_says_why(
+    kube: FakeKube,
+) -> None:
+    """A quota or an admission policy refusing the Backup: the status said Ready (the
+    Deployment already gone) while Kopf retried the pass for ever."""
+
     def refuse(kube: FakeKube, where: str, answer: dict[str, Any]) -> dict[str, Any]:
         del kube.objects[where]
-        raise KubeError(422, {"reason": "Invalid"})
+        raise KubeError(403, {"reason": "Forbidden", "message": "exceeded quota: backups"})
 
     kube.on_create = refuse
 
-    with pytest.raises(KubeError):
-        await _pass(kube)
+    held = await _pass(kube)
 
+    assert held.retry is not None
     assert kube.recorded is None
+    status = kube.objects[ENV_PATH]["status"]
+    assert status["phase"] == "Deleting"
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "SnapshotFailed")
+    assert "refused its Backup" in ready["message"]
+    assert "exceeded quota: backups" in ready["message"]
 
 
 async def test_a_create_whose_outcome_is_unknown_keeps_the_record(kube: FakeKube) -> None:

@@ -23,6 +23,10 @@ has been applied (its children go afterwards, through their owner references):
   Backup (which takes it again) or switching to Retain or Delete lets the deletion
   go on. Without a database there is nothing to snapshot, and the deletion proceeds.
 
+A disabled database (``database.enabled: false``) kept its data, its role locked out:
+Retain keeps it and Delete drops it, as for an enabled one; Snapshot keeps it, with a
+Warning Event, as no snapshot can be taken without a role that may log in.
+
 A database server that cannot be reached holds the deletion too (with backoff), rather
 than leaving a database behind that nobody knows about.
 """
@@ -93,18 +97,12 @@ async def _apply_policy(reconciler: Reconciler, raw: Manifest, runtime: timedelt
             message="The spec is unreadable; the database, if any, is kept.",
         )
         return Outcome.done()
-    if not env.spec.database.enabled:
-        return Outcome.done()
     deletion = _Deletion(reconciler, raw, env, runtime)
     policy = env.spec.database.deletion_policy
+    if not env.spec.database.enabled:
+        return await deletion.disabled(policy)
     if policy is DeletionPolicy.RETAIN:
-        post(
-            raw,
-            reason="DatabaseRetained",
-            message=f"Database {deletion.database} is kept (deletionPolicy Retain); drop it "
-            "by hand when it is no longer needed.",
-        )
-        return Outcome.done()
+        return deletion.retained()
     kept = await deletion.kept_if_not_its_own()
     if kept is not None:
         return kept
@@ -151,6 +149,41 @@ class _Deletion:
             f"Database {self.database} was made for an earlier namespace named "
             f"{owner.namespace}: it is kept, neither snapshotted nor dropped.",
         )
+
+    def retained(self) -> Outcome:
+        """deletionPolicy Retain: done, the database kept, and an Event that says so."""
+        post(
+            self.raw,
+            reason="DatabaseRetained",
+            message=f"Database {self.database} is kept (deletionPolicy Retain); drop it "
+            "by hand when it is no longer needed.",
+        )
+        return Outcome.done()
+
+    async def disabled(self, policy: DeletionPolicy) -> Outcome:
+        """The policy of a disabled database, which kept its data with its role locked
+        out: Delete drops it as it would an enabled one; Snapshot keeps it, as no final
+        snapshot can be taken without a role that may log in. Done at once without one."""
+        postgres, owner = self.reconciler.postgres, self.owner
+        if postgres is None:
+            return Outcome.done()
+        try:
+            if not await postgres.exists(namespace=owner.namespace, environment=owner.name):
+                return Outcome.done()
+        except ManagedDatabaseError as exc:
+            return await self._server_trouble(exc)
+        if policy is DeletionPolicy.RETAIN:
+            return self.retained()
+        if (kept := await self.kept_if_not_its_own()) is not None:
+            return kept
+        if policy is DeletionPolicy.SNAPSHOT:
+            return self._left(
+                "DatabaseRetained",
+                f"Database {self.database} is disabled, so no final snapshot can be taken "
+                "(its role may not log in): it is kept, not dropped (deletionPolicy "
+                "Snapshot). Drop it by hand when it is no longer needed.",
+            )
+        return await self.drop()
 
     def _left(self, reason: str, message: str) -> Outcome:
         """Done, with the database left where it is, saying why in a Warning Event."""
@@ -273,11 +306,11 @@ class _Deletion:
             if exc.status >= 500:
                 raise  # it may have been stored: the record stays for the next pass
             self._note(before)  # refused: nothing was created
-            if not namespace_terminating(exc):
-                await self._write_record()
-                raise
-            # Its Backups go with the namespace, the artifacts with them.
-            problem = f"namespace {owner.namespace} is being deleted, and the snapshot with it"
+            if namespace_terminating(exc):
+                # Its Backups go with the namespace, the artifacts with them.
+                problem = f"namespace {owner.namespace} is being deleted, and the snapshot with it"
+            else:  # a quota, an admission policy: held where status and Events say why
+                problem = f"the apiserver refused its Backup {name} ({exc})"
             return await self._hold(snapshots.cannot_start(problem, database=database))
         if created is None:
             # Another Backup took the name since this pass looked: the next pass holds.
