@@ -125,9 +125,12 @@ async def _report_to_backup(target: str, result: BackupResult, settings: Setting
         completed_at=result.finished_at,
     )
     patch = {"status": stored.body(include=BackupStatus.ARTIFACT_FIELDS)}
-    kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
     try:
-        updated = await kube.merge_patch(path, patch)
+        kube = KubeClient.connect(load_config(settings.kubeconfig, os.environ))
+    except ValueError as exc:  # KubeconfigError: it says what to fix
+        raise ReportFailed(f"could not report to Backup {target}: {exc}") from None
+    try:
+        updated = await _patched(kube, path, patch, target)
     except KubeError as exc:
         if exc.status == 404:
             return False
@@ -143,6 +146,31 @@ async def _report_to_backup(target: str, result: BackupResult, settings: Setting
     finally:
         await kube.close()
     return not (updated.get("metadata") or {}).get("deletionTimestamp")
+
+
+# A report that cannot reach the apiserver is tried this many times, a second more apart
+# each time: the artifact is stored, and only the report makes it the Backup's.
+REPORT_ATTEMPTS = 3
+
+
+async def _patched(kube: Any, path: str, patch: dict[str, Any], target: str) -> dict[str, Any]:
+    """``kube.merge_patch(path, patch)``; tried again while the apiserver cannot be
+    reached, then ``ReportFailed`` (the artifact stays: the Backup's finalizer deletes
+    every attempt's, and the operator counts a run that reported nothing as failed)."""
+    import aiohttp
+
+    for attempt in range(1, REPORT_ATTEMPTS + 1):
+        try:
+            return dict(await kube.merge_patch(path, patch))
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if attempt == REPORT_ATTEMPTS:
+                why = str(exc) or type(exc).__name__
+                raise ReportFailed(
+                    f"could not report to Backup {target}: cannot reach the apiserver "
+                    f"({why}) after {REPORT_ATTEMPTS} attempts"
+                ) from None
+            await asyncio.sleep(attempt)
+    raise AssertionError("unreachable")
 
 
 class ReportFailed(BackupError):

@@ -334,3 +334,32 @@ def test_an_artifact_stored_for_a_backup_deleted_meanwhile_is_removed(
         assert error["reason"] == ("ReportFailed" if name == "orphaned" else "BackupDeleted")
         assert f"{name}.dkbk was removed" in error["message"]
     assert sorted(p.name for p in storage.rglob("*") if p.is_file()) == []
+
+
+def test_a_report_that_cannot_reach_the_apiserver_is_one_json_error_not_a_traceback(
+    tiny_source: DatabaseCredentials, key_file: Path, tmp_path: Path, testbed_state: State
+) -> None:
+    """The apiserver away when the runner reports its artifact: the run ended with a
+    traceback and no JSON result, which the operator reads the runner's answer from."""
+    config = yaml.safe_load(Path(testbed_state.kubeconfig).read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = "https://127.0.0.1:1"  # nothing listens there
+    away = tmp_path / "away.kubeconfig"
+    away.write_text(yaml.safe_dump(config))
+    storage = tmp_path / "store"
+
+    run = dockyard(
+        [*backup_args(storage, "away.dkbk", key_file), "--report-backup", "shop/away"],
+        {"DOCKYARD_BACKUP_SOURCE_DSN": tiny_source.uri(), "DOCKYARD_KUBECONFIG": str(away)},
+        tmp_path,
+    )
+
+    assert run.code == 1, (run.out, run.err)
+    error = run.json()["error"]
+    assert error["reason"] == "ReportFailed"  # type: ignore[index]
+    assert "cannot reach the apiserver" in error["message"]  # type: ignore[index]
+    assert "after 3 attempts" in error["message"]  # type: ignore[index]
+    assert "Traceback" not in run.err
+    assert run.err.strip().splitlines()[-1].startswith("dockyard backup-run: ReportFailed: ")
+    # Kept for the Backup's finalizer, which deletes every attempt's artifact.
+    assert [p.name for p in storage.rglob("*.dkbk")] == ["away.dkbk"]
