@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from yarl import URL
 
 from dockyard.core import audit_ids, telemetry
 from dockyard.core.breakers import Breakers, Dependency
+from dockyard.core.exec_credentials import ExecCredential
 from dockyard.core.kubeconfig import KubeConfig, load_config
 from dockyard.core.settings import Settings
 
@@ -75,15 +77,24 @@ TOKEN_RELOAD_SECONDS = 60.0
 
 
 class _Token:
-    """The bearer token: fixed, or a file read again once it is ``reload_seconds`` old."""
+    """The bearer token: fixed, a file read again once it is ``reload_seconds`` old, or an
+    exec plugin's, fetched again as it nears its expiry (``ExecCredentialError`` when the
+    plugin fails then: it says why, where the apiserver would only say 401)."""
 
     def __init__(self, config: KubeConfig, reload_seconds: float) -> None:
         self._value = config.token
         self._file = config.token_file
         self._reload_seconds = reload_seconds
         self._read_at = time.monotonic()
+        self._plugin = config.exec_plugin
+        self._expires = ExecCredential(token=config.token, expires_at=config.token_expires_at)
 
     def header(self) -> str | None:
+        if self._plugin is not None and self._expires.stale(datetime.now(UTC)):
+            # Blocks while it runs, as it does in kubectl; a plugin answers in about a
+            # second, every few minutes at most (tokens live 15 minutes or more).
+            self._expires = self._plugin.run()
+            self._value = self._expires.token or self._value
         if self._file is not None and time.monotonic() - self._read_at >= self._reload_seconds:
             self._read_at = time.monotonic()
             # A missing file keeps the last token: the apiserver says when it stops working.

@@ -10,10 +10,13 @@ import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dockyard.core.exec_credentials import ExecCredentialError, ExecPlugin
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
@@ -31,7 +34,8 @@ class KubeConfig:
     ``TOKEN_RELOAD_SECONDS``, as the kubelet rotates it; ``token`` is then the first read.
     ``caller_ssl_context`` verifies the server without presenting our client certificate,
     for calls made with a caller's token (the apiserver would authenticate the certificate
-    first); None when ``ssl_context`` holds no certificate.
+    first); None when ``ssl_context`` holds no certificate. With ``exec_plugin`` the token
+    came from that program, and is fetched again as ``token_expires_at`` nears.
     """
 
     server: str
@@ -39,6 +43,8 @@ class KubeConfig:
     token: str | None = None
     token_file: Path | None = None
     caller_ssl_context: ssl.SSLContext | None = None
+    exec_plugin: ExecPlugin | None = None
+    token_expires_at: datetime | None = None
 
     @classmethod
     def from_kubeconfig(cls, path: Path, context: str | None = None) -> KubeConfig:
@@ -65,12 +71,31 @@ class KubeConfig:
         if token is None and "tokenFile" in user:
             token_file = Path(base / user["tokenFile"])
             token = token_file.read_text().strip()
+        if "auth-provider" in user:
+            raise KubeconfigError(
+                f"user {ctx['user']!r} logs in through auth-provider, which kubectl itself "
+                "dropped (1.26): use the exec plugin that replaced it (gke-gcloud-auth-plugin, "
+                "kubelogin)"
+            )
+        plugin, expires_at = None, None
+        if token is None and "exec" in user:
+            try:
+                plugin = ExecPlugin.of(user["exec"], cluster, base)
+                credential = plugin.run()
+            except ExecCredentialError as exc:
+                raise KubeconfigError(f"user {ctx['user']!r}: {exc}") from None
+            token, expires_at = credential.token, credential.expires_at
+            if credential.certificate and credential.key:
+                caller_ssl_context = _server_context(cluster, base)
+                _load_cert_pem(ssl_context, credential.certificate, credential.key)
         return cls(
             server=cluster["server"].rstrip("/"),
             ssl_context=ssl_context,
             token=token,
             token_file=token_file,
             caller_ssl_context=caller_ssl_context,
+            exec_plugin=plugin if token else None,
+            token_expires_at=expires_at if token else None,
         )
 
     @classmethod
@@ -107,13 +132,17 @@ def _server_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext:
 
 
 def _load_cert_data(context: ssl.SSLContext, cert_b64: str, key_b64: str) -> None:
+    _load_cert_pem(context, base64.b64decode(cert_b64), base64.b64decode(key_b64))
+
+
+def _load_cert_pem(context: ssl.SSLContext, cert: bytes | str, key: bytes | str) -> None:
     # ssl wants files; the data lives only as long as it takes to load it.
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-        key.touch(mode=0o600)
-        cert.write_bytes(base64.b64decode(cert_b64))
-        key.write_bytes(base64.b64decode(key_b64))
-        context.load_cert_chain(str(cert), str(key))
+        cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+        key_file.touch(mode=0o600)
+        cert_file.write_bytes(cert.encode() if isinstance(cert, str) else cert)
+        key_file.write_bytes(key.encode() if isinstance(key, str) else key)
+        context.load_cert_chain(str(cert_file), str(key_file))
 
 
 def load_config(kubeconfig: Path | None, environ: Mapping[str, str]) -> KubeConfig:

@@ -21,6 +21,7 @@ from rich.prompt import Confirm
 from rich.segment import Segment
 
 from dockyard import __version__
+from dockyard.core.exec_credentials import ExecCredentialError
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.plugin import approvals, commands
 from dockyard.plugin.commands import PluginError, RestoreSource, Session
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = terminal()
     try:
         return asyncio.run(_run(args, console))
-    except (PluginError, ConfigError) as exc:
+    except (PluginError, ConfigError, ExecCredentialError) as exc:
         return _fail(str(exc))
     except KubeError as exc:
         return _fail(f"the apiserver refused: {exc.message or exc}")

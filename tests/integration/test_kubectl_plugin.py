@@ -102,6 +102,70 @@ def test_a_missing_object_or_kubeconfig_is_one_line_and_exit_1(
     assert len(no_config.stderr.strip().splitlines()) == 1
 
 
+def _exec_kubeconfig(state: State, directory: Path, name: str, script: str) -> Path:
+    """A kubeconfig whose user logs in through an exec plugin: ``script``, run by this
+    Python, as managed clusters' kubeconfigs run ``aws eks get-token`` and the like."""
+    config = yaml.safe_load(_kubeconfig(state, directory, name, "unused").read_text())
+    config["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": ["-c", script],
+            "env": [{"name": "EXEC_DIR", "value": str(directory)}],
+            "interactiveMode": "Never",
+            "provideClusterInfo": True,
+        }
+    }
+    path = directory / f"{name}-exec.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_kubeconfig_that_logs_in_through_an_exec_plugin_works_as_kubectls_does(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, tmp_path: Path
+) -> None:
+    """EKS, GKE and AKS kubeconfigs name a program that prints a token: the plugin sent
+    no credentials at all, and the apiserver's refusal of system:anonymous read like a
+    missing permission."""
+    developer = f"dev-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "rolebinding", developer, "--clusterrole=dockyard-developer",
+            f"--user={developer}", "-n", namespace)  # fmt: skip
+    (tmp_path / "token").write_text(testbed.user_token(developer, []))
+    script = (
+        "import json, os, pathlib\n"
+        "d = pathlib.Path(os.environ['EXEC_DIR'])\n"
+        "(d / 'asked').write_text(os.environ['KUBERNETES_EXEC_INFO'])\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',\n"
+        "  'kind': 'ExecCredential', 'status': {'token': (d / 'token').read_text(),\n"
+        "  'expirationTimestamp': '2999-01-01T00:00:00Z'}}))\n"
+    )
+    config = _exec_kubeconfig(testbed_state, tmp_path, developer, script)
+
+    expected = f"kubectl dockyard: error: Environment {namespace}/nowhere not found"
+
+    def answered() -> str | None:
+        # The RoleBinding may take a moment to reach the authorizer: refused until then.
+        said = _plugin(config, "-n", namespace, "status", "nowhere").stderr.strip()
+        return said if "refused" not in said else None
+
+    # Authenticated as the developer: a 404 of the namespace's Environment, not a refusal.
+    assert wait_for(answered, timeout=30) == expected
+    asked = json.loads((tmp_path / "asked").read_text())
+    assert asked["kind"] == "ExecCredential"
+    assert asked["spec"]["interactive"] is False
+    assert asked["spec"]["cluster"]["server"] == testbed_state.apiserver_url
+
+    failing = _exec_kubeconfig(
+        testbed_state, tmp_path, "broken", "import sys; print('tok-SECRET'); sys.exit(3)"
+    )
+    broke = _plugin(failing, "-n", namespace, "status", "x")
+    assert broke.returncode == 1
+    assert "exec plugin" in broke.stderr
+    assert "exit status 3" in broke.stderr
+    assert "tok-SECRET" not in broke.stderr + broke.stdout
+    assert len(broke.stderr.strip().splitlines()) == 1
+
+
 def test_stores_say_which_serve_the_namespace_and_need_cluster_rights(
     kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, tmp_path: Path
 ) -> None:
