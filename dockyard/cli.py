@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,6 +229,11 @@ def _cmd_api(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except DatabaseUnreachable as exc:
         print(f"dockyard api: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"dockyard api: cannot listen: {exc}", file=sys.stderr)  # names the address
         return 1
     return 0
 

@@ -185,6 +185,35 @@ def test_the_api_stops_in_one_line_when_its_database_takes_no_connection(
     assert not [line for line in err if "Traceback" in line or "hunter2" in line]
 
 
+def test_the_api_stops_in_one_line_when_its_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process on the metrics port (bound first): a traceback, before."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+    )
+    _no_cluster(monkeypatch)
+    monkeypatch.setenv("DOCKYARD_KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("DOCKYARD_DATABASE_URL", UNREACHABLE_DSN)
+    monkeypatch.delenv("DOCKYARD_REDIS_URL", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("DOCKYARD_METRICS_PORT", str(port))
+
+        assert cli.main(["api", "--port", "1"]) == 1
+
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("dockyard api: cannot listen: ")
+    assert str(port) in err[-1]
+    assert not [line for line in err if "Traceback" in line]
+
+
 def test_crds_check_passes_on_fresh_output_and_fails_on_drift(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
