@@ -14,13 +14,10 @@ thin client keeps those explicit.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import ssl
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -29,8 +26,7 @@ from yarl import URL
 
 from dockyard.core import audit_ids, telemetry
 from dockyard.core.breakers import Breakers, Dependency
-from dockyard.core.exec_credentials import ExecCredential
-from dockyard.core.kubeconfig import KubeConfig, load_config
+from dockyard.core.kubeconfig import TOKEN_RELOAD_SECONDS, BearerToken, KubeConfig, load_config
 from dockyard.core.settings import Settings
 
 
@@ -69,38 +65,6 @@ class CallerToken:
         if self.audit_secret is None:
             return None
         return audit_ids.mint(self.audit_secret, self.username, method, path)
-
-
-# client-go re-reads a token file once a minute: projected service-account tokens are
-# rotated by the kubelet well before they expire (an hour, or 80% of their lifetime).
-TOKEN_RELOAD_SECONDS = 60.0
-
-
-class _Token:
-    """The bearer token: fixed, a file read again once it is ``reload_seconds`` old, or an
-    exec plugin's, fetched again as it nears its expiry (``ExecCredentialError`` when the
-    plugin fails then: it says why, where the apiserver would only say 401)."""
-
-    def __init__(self, config: KubeConfig, reload_seconds: float) -> None:
-        self._value = config.token
-        self._file = config.token_file
-        self._reload_seconds = reload_seconds
-        self._read_at = time.monotonic()
-        self._plugin = config.exec_plugin
-        self._expires = ExecCredential(token=config.token, expires_at=config.token_expires_at)
-
-    def header(self) -> str | None:
-        if self._plugin is not None and self._expires.stale(datetime.now(UTC)):
-            # Blocks while it runs, as it does in kubectl; a plugin answers in about a
-            # second, every few minutes at most (tokens live 15 minutes or more).
-            self._expires = self._plugin.run()
-            self._value = self._expires.token or self._value
-        if self._file is not None and time.monotonic() - self._read_at >= self._reload_seconds:
-            self._read_at = time.monotonic()
-            # A missing file keeps the last token: the apiserver says when it stops working.
-            with contextlib.suppress(OSError):
-                self._value = self._file.read_text().strip() or self._value
-        return f"Bearer {self._value}" if self._value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +119,7 @@ class KubeClient:
         self.config = config
         self.session = session
         self.caller_session = caller_session or session
-        self._token = _Token(config, token_reload_seconds)
+        self._token = BearerToken(config, token_reload_seconds)
         self.timeouts = timeouts or KubeTimeouts()
         self.breakers = breakers
 

@@ -1,22 +1,25 @@
-"""Where the apiserver is and how to authenticate to it: a kubeconfig file, or the
-in-cluster ServiceAccount. ``dockyard.core.kube.KubeClient`` connects with what this
-module reads.
+"""Where the apiserver is and how to authenticate to it: a kubeconfig file (a token, a
+token file, a client certificate or an exec plugin), or the in-cluster ServiceAccount.
+``dockyard.core.kube.KubeClient`` connects with what this module reads, and sends the
+token ``BearerToken`` keeps fresh.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import ssl
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dockyard.core.exec_credentials import ExecCredentialError, ExecPlugin
+from dockyard.core.exec_credentials import ExecCredential, ExecCredentialError, ExecPlugin
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
@@ -179,3 +182,35 @@ def unreadable(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return str(exc)  # the file and the system's reason
     return f"it is not a kubeconfig ({type(exc).__name__})"
+
+
+# client-go re-reads a token file once a minute: projected service-account tokens are
+# rotated by the kubelet well before they expire (an hour, or 80% of their lifetime).
+TOKEN_RELOAD_SECONDS = 60.0
+
+
+class BearerToken:
+    """The bearer token: fixed, a file read again once it is ``reload_seconds`` old, or an
+    exec plugin's, fetched again as it nears its expiry (``ExecCredentialError`` when the
+    plugin fails then: it says why, where the apiserver would only say 401)."""
+
+    def __init__(self, config: KubeConfig, reload_seconds: float) -> None:
+        self._value = config.token
+        self._file = config.token_file
+        self._reload_seconds = reload_seconds
+        self._read_at = time.monotonic()
+        self._plugin = config.exec_plugin
+        self._expires = ExecCredential(token=config.token, expires_at=config.token_expires_at)
+
+    def header(self) -> str | None:
+        if self._plugin is not None and self._expires.stale(datetime.now(UTC)):
+            # Blocks while it runs, as it does in kubectl; a plugin answers in about a
+            # second, every few minutes at most (tokens live 15 minutes or more).
+            self._expires = self._plugin.run()
+            self._value = self._expires.token or self._value
+        if self._file is not None and time.monotonic() - self._read_at >= self._reload_seconds:
+            self._read_at = time.monotonic()
+            # A missing file keeps the last token: the apiserver says when it stops working.
+            with contextlib.suppress(OSError):
+                self._value = self._file.read_text().strip() or self._value
+        return f"Bearer {self._value}" if self._value else None

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from dockyard.core.exec_credentials import ExecCredential, ExecCredentialError, ExecPlugin
-from dockyard.core.kube import _Token
-from dockyard.core.kubeconfig import KubeConfig, KubeconfigError
+from dockyard.core.kubeconfig import BearerToken, KubeConfig, KubeconfigError
 
 V1 = "client.authentication.k8s.io/v1"
 CLUSTER = {"server": "https://127.0.0.1:6443", "certificate-authority-data": "Q0E="}
@@ -69,7 +68,7 @@ def test_a_token_near_its_expiry_is_fetched_again_and_not_before(tmp_path: Path)
         server="https://x", ssl_context=None,  # type: ignore[arg-type]
         token=first.token, exec_plugin=plugin, token_expires_at=first.expires_at,
     )  # fmt: skip
-    token = _Token(config, reload_seconds=60)
+    token = BearerToken(config, reload_seconds=60)
     # Within the refresh margin (30 s): the next request runs the plugin again.
     assert token.header() == "Bearer token-2"
     assert token.header() == "Bearer token-3"  # still expiring soon: each call asks
@@ -80,7 +79,7 @@ def test_a_token_near_its_expiry_is_fetched_again_and_not_before(tmp_path: Path)
         token="token-0", exec_plugin=lasting,
         token_expires_at=datetime.now(UTC) + timedelta(hours=1),
     )  # fmt: skip
-    steady = _Token(config, reload_seconds=60)
+    steady = BearerToken(config, reload_seconds=60)
     assert steady.header() == "Bearer token-0"
     assert len(list(tmp_path.glob("run-*"))) == 3
 
