@@ -198,6 +198,7 @@ class Dispatcher:
             self.targets[uid] = Target(
                 uid, namespace, name, generation, webhook.spec, signer,
                 everywhere=namespace == self.settings.namespace,
+                created=meta.creation_timestamp,
             )  # fmt: skip
             scope = "every namespace" if namespace == self.settings.namespace else namespace
             ready = (True, "Accepted", f"Delivering {', '.join(webhook.spec.events)} of {scope}.")
@@ -265,7 +266,7 @@ class Dispatcher:
                 target.uid,
                 target.namespace,
                 target.name,
-                lambda row, t=target: t.wants(row.type, row.namespace),  # type: ignore[misc]
+                lambda row, t=target: t.wants(row.type, row.namespace, row.occurred_at),  # type: ignore[misc]
             )
         await self._claim({t.namespace for t in self.targets.values()})
         await self._show()

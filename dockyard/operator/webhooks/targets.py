@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from standardwebhooks.webhooks import Webhook as Signer
@@ -53,9 +54,20 @@ class Target:
     signer: Signer
     everywhere: bool
     """In the platform namespace: every namespace's events, not only its own."""
+    created: datetime | None = None
+    """When the Webhook was made (its ``creationTimestamp``)."""
 
-    def wants(self, event_type: str, namespace: str) -> bool:
-        return (self.everywhere or namespace == self.namespace) and self.spec.wants(event_type)
+    def wants(self, event_type: str, namespace: str, occurred_at: datetime | None = None) -> bool:
+        """Whether an event of ``event_type`` in ``namespace``, which happened at
+        ``occurred_at``, is delivered here. A namespace's own Webhook takes none that
+        happened before it was made: the start of its cursor leaves those out, but one
+        logged late (held through an outage of the platform database) comes after it,
+        and may be an earlier namespace's of the same name, another team's."""
+        if not (self.everywhere or namespace == self.namespace) or not self.spec.wants(event_type):
+            return False
+        if self.everywhere or self.created is None or occurred_at is None:
+            return True
+        return occurred_at >= self.created
 
 
 def check_events(spec: WebhookSpec) -> None:
