@@ -11,11 +11,13 @@ when it expires (``client.authentication.k8s.io/v1`` and ``v1beta1``).
 The program's standard error goes to ours, as kubectl lets it (a login prompt, a hint);
 what it prints on standard output holds the credential and is quoted in no error. A
 token is fetched again once it is within ``REFRESH_MARGIN`` of its expiry
-(``dockyard.core.kube``); a client certificate is loaded once, for the client's life.
+(``dockyard.core.kubeconfig.BearerToken``); a client certificate is loaded once, for the
+client's life.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess  # nosec B404: runs the program the user's own kubeconfig names
@@ -88,7 +90,7 @@ class ExecPlugin:
             env={str(v["name"]): str(v.get("value", "")) for v in variables},
             interactive_mode=str(entry.get("interactiveMode") or "IfAvailable"),
             install_hint=str(entry.get("installHint") or "").strip(),
-            cluster=_cluster_info(cluster) if entry.get("provideClusterInfo") else None,
+            cluster=_cluster_info(cluster, base) if entry.get("provideClusterInfo") else None,
         )
 
     def run(self) -> ExecCredential:
@@ -126,13 +128,26 @@ class ExecPlugin:
         return _credential(done.stdout, name, self.api_version)
 
 
-def _cluster_info(cluster: Mapping[str, Any]) -> dict[str, Any]:
-    """The cluster as ``ExecCredential.spec.cluster`` carries it (camelCase keys)."""
-    info: dict[str, Any] = {"server": cluster.get("server")}
-    if cluster.get("certificate-authority-data"):
-        info["certificate-authority-data"] = cluster["certificate-authority-data"]
-    if cluster.get("insecure-skip-tls-verify"):
-        info["insecureSkipTLSVerify"] = True
+# The kubeconfig cluster's fields that ExecCredential.spec.cluster shadows, under the
+# same names; its CA is always data there, never a file.
+_CLUSTER_FIELDS: Final = (
+    "server",
+    "tls-server-name",
+    "insecure-skip-tls-verify",
+    "certificate-authority-data",
+    "proxy-url",
+    "disable-compression",
+)
+
+
+def _cluster_info(cluster: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """The cluster as ``ExecCredential.spec.cluster`` carries it: the kubeconfig's
+    fields, a ``certificate-authority`` file read into ``certificate-authority-data``,
+    and the exec extension's ``config``."""
+    info = {field: cluster[field] for field in _CLUSTER_FIELDS if field in cluster}
+    if "certificate-authority-data" not in info and cluster.get("certificate-authority"):
+        ca = (base / str(cluster["certificate-authority"])).read_bytes()
+        info["certificate-authority-data"] = base64.b64encode(ca).decode()
     extension = cluster.get("extensions") or []
     for item in extension if isinstance(extension, list) else ():
         if isinstance(item, dict) and item.get("name") == "client.authentication.k8s.io/exec":

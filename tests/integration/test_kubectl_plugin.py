@@ -4,6 +4,7 @@ from its output, its exit status and the objects it made."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -122,7 +123,12 @@ def _exec_kubeconfig(state: State, directory: Path, name: str, script: str) -> P
 
 
 def test_a_kubeconfig_that_logs_in_through_an_exec_plugin_works_as_kubectls_does(
-    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, tmp_path: Path
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    tmp_path: Path,
+    roles: None,
 ) -> None:
     """EKS, GKE and AKS kubeconfigs name a program that prints a token: the plugin sent
     no credentials at all, and the apiserver's refusal of system:anonymous read like a
@@ -153,7 +159,11 @@ def test_a_kubeconfig_that_logs_in_through_an_exec_plugin_works_as_kubectls_does
     asked = json.loads((tmp_path / "asked").read_text())
     assert asked["kind"] == "ExecCredential"
     assert asked["spec"]["interactive"] is False
-    assert asked["spec"]["cluster"]["server"] == testbed_state.apiserver_url
+    cluster = asked["spec"]["cluster"]
+    assert cluster["server"] == testbed_state.apiserver_url
+    # The test bed's kubeconfig names its CA by file; the plugin is given it as data.
+    ca = Path(testbed_state.directory) / "pki" / "ca.crt"
+    assert base64.b64decode(cluster["certificate-authority-data"]) == ca.read_bytes()
 
     failing = _exec_kubeconfig(
         testbed_state, tmp_path, "broken", "import sys; print('tok-SECRET'); sys.exit(3)"

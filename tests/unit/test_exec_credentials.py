@@ -17,7 +17,13 @@ from dockyard.core.exec_credentials import ExecCredential, ExecCredentialError, 
 from dockyard.core.kubeconfig import BearerToken, KubeConfig, KubeconfigError
 
 V1 = "client.authentication.k8s.io/v1"
-CLUSTER = {"server": "https://127.0.0.1:6443", "certificate-authority-data": "Q0E="}
+CLUSTER = {
+    "server": "https://127.0.0.1:6443",
+    "certificate-authority-data": "Q0E=",
+    "tls-server-name": "kubernetes",
+    "insecure-skip-tls-verify": True,
+    "extensions": [{"name": "client.authentication.k8s.io/exec", "extension": {"a": 1}}],
+}
 
 # Prints a token numbered by how often it ran, and what it was asked.
 COUNTING = """
@@ -56,8 +62,19 @@ def test_a_token_is_read_with_its_expiry_and_the_request_names_the_cluster(
         "apiVersion": V1,
         "kind": "ExecCredential",
         "spec": {"interactive": False, "cluster": {
-            "server": CLUSTER["server"], "certificate-authority-data": "Q0E="}},
+            "server": CLUSTER["server"], "certificate-authority-data": "Q0E=",
+            "tls-server-name": "kubernetes", "insecure-skip-tls-verify": True,
+            "config": {"a": 1}}},
     }  # fmt: skip
+
+
+def test_a_ca_file_is_given_to_the_plugin_as_data(tmp_path: Path) -> None:
+    """ExecCredential carries the CA as data only: a kubeconfig naming a file has it read."""
+    (tmp_path / "ca.crt").write_bytes(b"PEM")
+    spec = {"apiVersion": V1, "command": "x", "provideClusterInfo": True}
+    cluster = {"server": "https://k", "certificate-authority": "ca.crt"}
+    plugin = ExecPlugin.of(spec, cluster, tmp_path)
+    assert plugin.cluster == {"server": "https://k", "certificate-authority-data": "UEVN"}
 
 
 def test_a_token_near_its_expiry_is_fetched_again_and_not_before(tmp_path: Path) -> None:

@@ -225,8 +225,10 @@ async def check_deadline(context: RunContext, job: RunnerJob, now: datetime | No
 async def clear_finished(kube: KubeClient, namespace: str, name: str, *, owner_uid: str) -> bool:
     """Delete the finished Job ``name`` of ``owner_uid`` (with its Pods) before an attempt
     that will have its name starts: the attempt a pause did not count starts again under
-    the same name, and an identical Job applied over the old one would change nothing, so
-    the attempt would read its old failure. Whether there was one (look again once gone)."""
+    the same name, and the old Job is kept for an hour. Applied over it, the new one is
+    refused (its template, trace context included, cannot change), or, were it the same,
+    would change nothing and the attempt would read its old failure. Whether there was
+    one (look again once it is gone)."""
     job = await read_job(kube, namespace, name, owner_uid=owner_uid)
     if job.state not in ("Failed", "Succeeded"):
         return False
