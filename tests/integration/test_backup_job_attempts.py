@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,10 @@ from tests.conftest import OPERATOR_LOGS, Kubectl, release_and_stop, wait_for
 from tests.integration.test_backup_operator import (
     _apply,
     _backup,
-    _database_condition,
     _environment,
     _events,
-    _get,
     _key_secret,
+    _paused,
     _start_operator,
     _wait_phase,
     migrated,
@@ -55,6 +55,16 @@ def _job_uids(kubectl: Kubectl, namespace: str, backup: str) -> dict[str, str]:
     }
 
 
+def _operator(
+    env: dict[str, str], namespace: str, root: Path, tmp_path: Path, **settings: str
+) -> subprocess.Popen[bytes]:
+    """An operator of the test's own for ``namespace``, with ``settings``; its log is shown
+    beside a failure."""
+    log = tmp_path / "operator.log"
+    OPERATOR_LOGS.append(log)
+    return _start_operator({**env, **settings}, namespace, log, root)
+
+
 @pytest.mark.alone  # it kills the shared test bed's PostgreSQL and its stand-in kubelet
 def test_an_attempt_a_database_outage_failed_runs_again_in_a_new_job_and_completes(
     kubectl: Kubectl,
@@ -65,11 +75,10 @@ def test_an_attempt_a_database_outage_failed_runs_again_in_a_new_job_and_complet
     backup_root: Path,
     tmp_path: Path,
 ) -> None:
-    log = tmp_path / "operator.log"
-    OPERATOR_LOGS.append(log)
     # One attempt only: had the outage used it up, the Backup would fail.
-    env = {**testbed_env, "DOCKYARD_BACKUP_MAX_ATTEMPTS": "1"}
-    operator = _start_operator(env, own_namespace, log, backup_root)
+    operator = _operator(
+        testbed_env, own_namespace, backup_root, tmp_path, DOCKYARD_BACKUP_MAX_ATTEMPTS="1"
+    )
     try:
         _environment(kubectl, testbed_state, own_namespace)
         _key_secret(kubectl, own_namespace)
@@ -91,12 +100,7 @@ def test_an_attempt_a_database_outage_failed_runs_again_in_a_new_job_and_complet
         try:
             kubelet = faults.restart(testbed, kubelet)  # the runner runs, and cannot connect
 
-            def paused() -> dict[str, Any] | None:
-                status = (_get(kubectl, own_namespace, "backup", "outage") or {}).get("status")
-                condition = _database_condition(status or {})
-                return status if condition and condition["status"] == "True" else None
-
-            status = wait_for(paused, timeout=90)
+            status = wait_for(lambda: _paused(kubectl, own_namespace, "outage"), timeout=90)
             assert isinstance(status, dict)
             assert (status["phase"], status.get("attempts", 0)) == ("Pending", 0)
         finally:
@@ -122,10 +126,9 @@ def test_a_job_past_the_run_deadline_fails_the_backup_with_that_reason_and_no_re
     backup_root: Path,
     tmp_path: Path,
 ) -> None:
-    log = tmp_path / "operator.log"
-    OPERATOR_LOGS.append(log)
-    env = {**testbed_env, "DOCKYARD_RUN_DEADLINE": "4"}
-    operator = _start_operator(env, own_namespace, log, backup_root)
+    operator = _operator(
+        testbed_env, own_namespace, backup_root, tmp_path, DOCKYARD_RUN_DEADLINE="4"
+    )
     try:
         dsn = _environment(kubectl, testbed_state, own_namespace)
         _key_secret(kubectl, own_namespace)

@@ -935,6 +935,13 @@ def _database_condition(status: dict[str, Any]) -> dict[str, Any] | None:
     return next((c for c in conditions if c["type"] == "DatabaseUnavailable"), None)
 
 
+def _paused(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Backup's status while it is paused for its database server (else None)."""
+    status = ((_get(kubectl, namespace, "backup", name) or {}).get("status")) or {}
+    condition = _database_condition(status)
+    return status if condition and condition["status"] == "True" else None
+
+
 @pytest.mark.alone  # it kills the shared test bed's PostgreSQL
 def test_a_backup_pauses_while_postgres_is_down_and_completes_on_its_first_attempt_after(
     kubectl: Kubectl,
@@ -955,11 +962,7 @@ def test_a_backup_pauses_while_postgres_is_down_and_completes_on_its_first_attem
             _apply(kubectl, own_namespace, _backup(own_namespace, "patient", backup_root))
 
             def paused() -> dict[str, Any] | None:
-                status = (
-                    (_get(kubectl, own_namespace, "backup", "patient") or {}).get("status")
-                ) or {}
-                condition = _database_condition(status)
-                return status if condition and condition["status"] == "True" else None
+                return _paused(kubectl, own_namespace, "patient")
 
             status = wait_for(paused, timeout=60)
             assert isinstance(status, dict)

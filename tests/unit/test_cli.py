@@ -160,9 +160,9 @@ def test_a_broken_kubeconfig_is_named_without_quoting_it(
     assert "kubeconfig has no context named 'gone'" in capsys.readouterr().err
 
 
-def test_the_api_stops_in_one_line_when_its_database_takes_no_connection(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _api_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``dockyard api`` needs to start: a kubeconfig, and a database that takes no
+    connection (the tests stop it before or at its pool)."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
@@ -174,6 +174,12 @@ def test_the_api_stops_in_one_line_when_its_database_takes_no_connection(
     monkeypatch.setenv("DOCKYARD_KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("DOCKYARD_DATABASE_URL", UNREACHABLE_DSN)
     monkeypatch.delenv("DOCKYARD_REDIS_URL", raising=False)
+
+
+def test_the_api_stops_in_one_line_when_its_database_takes_no_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _api_settings(tmp_path, monkeypatch)
     with socket.socket() as probe:  # a free port for /metrics, opened before the pool
         probe.bind(("127.0.0.1", 0))
         monkeypatch.setenv("DOCKYARD_METRICS_PORT", str(probe.getsockname()[1]))
@@ -189,17 +195,7 @@ def test_the_api_stops_in_one_line_when_its_port_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Another process on the metrics port (bound first): a traceback, before."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
-        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-    )
-    _no_cluster(monkeypatch)
-    monkeypatch.setenv("DOCKYARD_KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("DOCKYARD_DATABASE_URL", UNREACHABLE_DSN)
-    monkeypatch.delenv("DOCKYARD_REDIS_URL", raising=False)
+    _api_settings(tmp_path, monkeypatch)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
