@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -196,3 +197,57 @@ async def test_a_user_without_bindings_may_do_nothing(
     body = await response.json()
     assert response.status == 200
     assert all(p["verbs"] == [] for p in body["permissions"])
+
+
+@pytest.mark.usefixtures("crds_installed")
+async def test_no_role_writes_a_status_or_runs_as_a_backup_runner(
+    testbed: Testbed, kubectl: Kubectl, bind: Bind, namespace: str
+) -> None:
+    """Statuses are the operator's and the runners': a Backup's ``status.verified`` decides
+    what retention keeps and what ``latestVerified`` restores. No shipped role writes one,
+    ``dockyard-admin`` bound in the namespace included, nor makes runner Jobs."""
+    suffix = uuid.uuid4().hex[:6]
+    users = {role: f"{role}-{suffix}" for role in ("viewer", "developer", "operator", "admin")}
+    for role, user in users.items():
+        if role == "admin":  # a namespace's admin: the role bound by a RoleBinding
+            kubectl("create", "rolebinding", user, "--clusterrole=dockyard-admin",
+                    f"--user={user}", "-n", namespace)  # fmt: skip
+        else:
+            bind(role, user)
+
+    def may(user: str, verb: str, resource: str, subresource: str = "") -> bool:
+        args = ["auth", "can-i", verb, f"{resource}.dockyard.io", "-n", namespace, f"--as={user}"]
+        if subresource:
+            args.append(f"--subresource={subresource}")
+        return kubectl(*args, check=False).stdout.strip() == "yes"
+
+    admin = users["admin"]
+    # The admin keeps every right the role table gives it ...
+    wait_for(lambda: may(admin, "approve", "restores"), timeout=30)
+    for verb, resource in (("create", "webhooks"), ("delete", "restoredrills"),
+                           ("destroy", "backups"), ("patch", "ratelimitpolicies")):  # fmt: skip
+        assert may(admin, verb, resource), (verb, resource)
+    # ... and no role writes a status or may run as a Backup's runner account.
+    for user in users.values():
+        for resource in ("backups", "restores", "environments", "restoredrills"):
+            for verb in ("patch", "update"):
+                assert not may(user, verb, resource, "status"), (user, verb, resource)
+        assert not may(user, "create", "backups", "runner"), user
+
+    # The attack itself: the namespace's admin marks an unverified Backup verified.
+    backup = {
+        "apiVersion": "dockyard.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": "unverified", "namespace": namespace},
+        "spec": {"environmentRef": {"name": "shop"}},
+    }
+    kubectl("create", "-f", "-", input=json.dumps(backup))
+    verified = {"drill": "nightly", "at": "2026-12-01T00:00:00Z"}
+    forged = json.dumps({"status": {"phase": "Completed", "verified": verified}})
+    attempt = kubectl("patch", "backup", "unverified", "-n", namespace, "--subresource=status",
+                      "--type=merge", "-p", forged, token=testbed.user_token(admin, []),
+                      check=False)  # fmt: skip
+    assert attempt.returncode != 0
+    assert "forbidden" in attempt.stderr.lower(), attempt.stderr
+    stored = kubectl("get", "backup", "unverified", "-n", namespace, "-o", "json").stdout
+    assert "verified" not in (json.loads(stored).get("status") or {})
