@@ -524,6 +524,24 @@ def test_only_development_runs_its_own_postgres_and_redis(
             assert dev_only == []
 
 
+def test_only_the_api_reaches_the_development_redis(objects: dict[str, list[Manifest]]) -> None:
+    """Tenants' pods share the cluster: none may connect to the API's Redis."""
+    development = objects["development"]
+    policy = _one(development, "NetworkPolicy", "dockyard-dev-redis")
+    redis = _one(development, "Deployment", "dockyard-dev-redis")
+    api = _one(development, "Deployment", "dockyard-api")
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    [source] = rule["from"]
+    assert set(source) == {"podSelector"}  # this namespace's pods only
+    assert source["podSelector"]["matchLabels"].items() <= (
+        api["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+
+
 # -- the repository's kustomizations and the kind script -------------------------------------
 
 
