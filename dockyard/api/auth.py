@@ -13,11 +13,13 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from aiocache import SimpleMemoryCache
+from aiohttp import web
 from pydantic import SecretStr
 
 from dockyard.core.kube import KubeClient
@@ -63,6 +65,23 @@ async def _remember(cache: SimpleMemoryCache, key: str, value: object, ttl: floa
         await cache.set(key, value, ttl=ttl)
 
 
+# A bearer token is visible ASCII (RFC 6750's b64token, and every token Kubernetes or an
+# OIDC provider issues): anything else is refused without a review. aiohttp hands header
+# bytes that are not UTF-8 over as surrogates, which no review could carry.
+_WELL_FORMED: Final = re.compile(r"[\x21-\x7e]+")
+# How long a token found valid stays vouched for: reviewing it again (once its cached
+# answer expired) is not charged to its address's review cap. It is still reviewed, so
+# a revoked token is refused as soon as its cached answer expires.
+VOUCHED_SECONDS: Final = 900.0
+# Where a request keeps the review of its token, so the rate limiter and authentication
+# review it once between them (``memo``: the aiohttp request).
+_REVIEWED: Final = web.RequestKey("token_review", tuple)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 class Authenticator:
     """TokenReview with a short cache keyed by the token's hash."""
 
@@ -72,13 +91,45 @@ class Authenticator:
         self.audiences = list(audiences)
         # In-memory: no I/O to time out, and aiocache's default timeout costs a task per call.
         self.cache = SimpleMemoryCache(timeout=None)
+        self.vouched = SimpleMemoryCache(timeout=None)
 
-    async def knows(self, token: str) -> bool:
-        """Whether the answer for ``token`` is cached, so authenticating it is free."""
-        return bool(await self.cache.exists(hashlib.sha256(token.encode()).hexdigest()))
+    async def knows(self, token: str, memo: MutableMapping[Any, Any] | None = None) -> bool:
+        """Whether authenticating ``token`` costs its address nothing of its review cap:
+        it is malformed (refused with no review), this request reviewed it already
+        (``memo``), its answer is cached, or it was found valid within the last
+        ``VOUCHED_SECONDS`` (made-up tokens from its address must not lock it out)."""
+        if not _WELL_FORMED.fullmatch(token):
+            return True
+        key = _digest(token)
+        if memo is not None and memo.get(_REVIEWED, (None,))[0] == key:
+            return True
+        return bool(await self.cache.exists(key) or await self.vouched.exists(key))
 
-    async def authenticate(self, token: str) -> Principal | None:
-        key = hashlib.sha256(token.encode()).hexdigest()
+    async def authenticate(
+        self, token: str, memo: MutableMapping[Any, Any] | None = None
+    ) -> Principal | None:
+        """The caller ``token`` authenticates, or None. With ``memo`` (the request), a
+        second call for the same token answers as the first did, failure included."""
+        if not _WELL_FORMED.fullmatch(token):
+            return None
+        key = _digest(token)
+        if memo is not None:
+            reviewed, answer = memo.get(_REVIEWED, (None, None))
+            if reviewed == key:
+                if isinstance(answer, BaseException):
+                    raise answer
+                return answer if isinstance(answer, Principal) else None
+        try:
+            principal = await self._review(key, token)
+        except Exception as exc:
+            if memo is not None:
+                memo[_REVIEWED] = (key, exc)
+            raise
+        if memo is not None:
+            memo[_REVIEWED] = (key, principal)
+        return principal
+
+    async def _review(self, key: str, token: str) -> Principal | None:
         cached = await self.cache.get(key)
         if cached is not None:
             return cached if isinstance(cached, Principal) else None
@@ -102,6 +153,10 @@ class Authenticator:
             )
         # Failures are cached too (as False), so a flood of bad tokens costs one review each.
         await _remember(self.cache, key, principal if principal is not None else False, self.ttl)
+        if principal is not None:
+            await self.vouched.set(key, True, ttl=VOUCHED_SECONDS)
+        else:
+            await self.vouched.delete(key)
         return principal
 
     def _for_us(self, status: Mapping[str, Any]) -> bool:
@@ -241,4 +296,5 @@ def holds_sink_token(authorization: str | None, expected: SecretStr | None) -> b
     if expected is None:
         return False
     token = bearer_token(authorization) or ""
-    return hmac.compare_digest(token.encode(), expected.get_secret_value().encode())
+    presented = token.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(presented, expected.get_secret_value().encode())

@@ -195,10 +195,11 @@ async def authenticate_and_authorize(request: web.Request, handler: Handler) -> 
         raise errors.unauthorized()
     authenticator = request.app[keys.AUTHENTICATOR]
     reviews = request.app.get(keys.REVIEW_CAP)
-    if reviews is not None and not await authenticator.knows(token):
+    if reviews is not None and not await authenticator.knows(token, request):
         await reviews.admit(source)  # 429 when this address has had its reviews
     try:
-        principal = await authenticator.authenticate(token)
+        # The rate limiter may have reviewed it for this request already: not again.
+        principal = await authenticator.authenticate(token, request)
     except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("token review failed", extra={"error": type(exc).__name__})
         raise errors.dependency_unavailable("kubernetes") from None

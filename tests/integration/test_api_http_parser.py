@@ -141,6 +141,16 @@ async def test_a_bad_header_is_a_400_problem(api_port: int) -> None:
     _problem(headers, body)
 
 
+async def test_a_token_of_bytes_that_are_not_utf8_is_a_401_not_a_500(api_port: int) -> None:
+    status, headers, body = await _exchange(
+        api_port,
+        b"GET /api/v1/me HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
+        b"Authorization: Bearer \xff\xfe\xc3\r\n\r\n",
+    )
+    assert status == 401, body[:300]
+    assert _problem(headers, body)["type"] == errors.TYPE_BASE + "unauthorized"
+
+
 async def test_a_client_trickling_its_headers_is_cut_off(api_port: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", api_port)
     started = time.monotonic()

@@ -57,6 +57,7 @@ async def limit_requests(request: web.Request, handler: Handler) -> web.StreamRe
             headers=request.headers,
             authorization=request.headers.get("Authorization"),
             path=request.path,
+            memo=request,
         ),
         rules,
         request.app.get(keys.AUTHENTICATOR),

@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 from prometheus_client import Counter
@@ -66,6 +67,8 @@ class Request:
     headers: Mapping[str, str]
     authorization: str | None
     path: str
+    memo: MutableMapping[Any, Any] | None = None
+    """Where the token's review is kept for authentication (the aiohttp request)."""
 
 
 class RateLimiting:
@@ -112,8 +115,10 @@ class RateLimiting:
         if any(rule.needs_caller for rule in rules):
             identified = await self._identify(request, authenticator)
             if identified is None:
-                return None
-            caller = identified
+                # Who calls is unknown: the rules that need no caller still count.
+                rules = [rule for rule in rules if not rule.needs_caller]
+            else:
+                caller = identified
         applicable = [rule for rule in rules if rule.matches_caller(caller)]
         if not applicable:
             return None
@@ -126,14 +131,15 @@ class RateLimiting:
         self, request: Request, authenticator: Authenticator | None
     ) -> Caller | None:
         """Who is calling; None when the apiserver could not say (the request is then
-        answered 503 by ``authenticate_and_authorize``, and counted in no budget)."""
+        answered 503 by ``authenticate_and_authorize``, without a second review, and
+        counted only by the rules that need no caller)."""
         token = bearer_token(request.authorization)
         if token is None or authenticator is None:
             return ANONYMOUS
-        if self.reviews is not None and not await authenticator.knows(token):
+        if self.reviews is not None and not await authenticator.knows(token, request.memo):
             await self.reviews.admit(request.address)
         try:
-            principal = await authenticator.authenticate(token)
+            principal = await authenticator.authenticate(token, request.memo)
         except (KubeError, DependencyUnavailable, aiohttp.ClientError, TimeoutError):
             return None
         if principal is None:
