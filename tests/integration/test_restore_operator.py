@@ -288,6 +288,52 @@ def test_a_restore_waits_while_postgres_is_down_and_completes_on_its_first_attem
     assert (condition["status"], condition["reason"]) == ("False", "ServerAnswers")
 
 
+@pytest.mark.alone  # it kills the shared test bed's PostgreSQL
+def test_a_restore_with_a_safety_backup_waits_out_an_outage_its_environment_saw(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    """The safety backup first needs the target's database ready: an Environment that
+    saw the outage says it is not, and the Restore waits rather than fails."""
+    dsn, _ = _backed_up(kubectl, testbed_state, namespace, backup_root)
+    before = _checksums(dsn)
+    _run_sql(dsn, "DELETE FROM orders WHERE id > 1000")
+    killed = faults.killed(testbed, "postgres")
+    try:
+        # The Environment sees the outage (its next pass, hastened by a change).
+        kubectl("annotate", "environment", "shop", "-n", namespace, "test/nudge=1")
+
+        def seen_out() -> bool:
+            env = _get(kubectl, namespace, "environment", "shop") or {}
+            database = (env.get("status") or {}).get("database") or {}
+            return database.get("ready") is False
+
+        wait_for(seen_out, timeout=90)
+        _apply(
+            kubectl,
+            namespace,
+            _restore("careful", source={"environmentRef": {"name": "shop"}, "select": "latest"}),
+        )
+
+        def waiting() -> dict[str, Any] | None:
+            status = _restore_status(kubectl, namespace, "careful")
+            assert status.get("phase") != "Failed", status
+            paused = _condition(status, "DatabaseUnavailable").get("status") == "True"
+            return status if paused else None
+
+        status = wait_for(waiting, timeout=60)
+        assert isinstance(status, dict)
+        assert status.get("attempts", 0) == 0, status
+    finally:
+        faults.restart(testbed, killed)
+
+    status = _wait_restore(kubectl, namespace, "careful", "Completed", timeout=240)
+    assert status["attempts"] == 1
+    assert status["safetyBackup"]
+    assert _checksums(dsn) == before
+    condition = _condition(status, "DatabaseUnavailable")
+    assert (condition["status"], condition["reason"]) == ("False", "ServerAnswers")
+
+
 def test_a_corrupted_artifact_fails_the_restore_and_leaves_the_environment_intact(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:

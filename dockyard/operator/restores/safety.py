@@ -16,6 +16,7 @@ operator made but could not record, as when it stopped between the two.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 from dockyard.core.models.backup import Backup, BackupPhase
@@ -28,6 +29,7 @@ from dockyard.operator.backups.schedules import ENVIRONMENT_LABEL
 from dockyard.operator.builders.metadata import MANAGED_BY, MANAGED_BY_LABEL
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.records import LoadedRestore, RestoreRecords
+from dockyard.operator.runs.outages import pause_while_out
 from dockyard.operator.runs.stores import filled
 from dockyard.operator.store import post
 
@@ -82,11 +84,17 @@ async def back_up_target(
         return await records.fail(loaded, f"target environment {plan.target} does not exist")
     database = target.status.database
     if database is None or not database.ready:
+        # Out with its server: wait (DatabaseUnavailable), keeping the plan and approval.
+        waiting = await pause_while_out(
+            records.context, loaded, plan.target, loaded.status, partial(records.write, loaded)
+        )
+        if waiting is not None:
+            return waiting
         return await records.fail(
             loaded, f"the database of target environment {plan.target} is not ready"
         )
     raw = await records.backups.read(loaded.namespace, name)
-    status = loaded.status
+    status = loaded.status.database_back(generation=loaded.generation)
     uid = status.safety_backup_uid
     if raw is None:
         made = await create(
@@ -114,7 +122,8 @@ async def back_up_target(
         mark = {"filledFrom": filled_from}
         await records.backups.write_status(loaded.namespace, name, mark, uid=uid)
     if (
-        status.phase is not RestorePhase.BACKING_UP
+        status is not loaded.status
+        or status.phase is not RestorePhase.BACKING_UP
         or status.safety_backup != name
         or status.safety_backup_uid != uid
     ):
