@@ -165,6 +165,51 @@ async def test_a_pass_drops_the_databases_of_gone_restores_and_drills_and_no_oth
             await server.drop_database(name)
 
 
+async def _allows_connections(admin_dsn: str, name: str) -> bool:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        value = await conn.fetchval("SELECT datallowconn FROM pg_database WHERE datname = $1", name)
+    finally:
+        await conn.close()
+    return bool(value)
+
+
+async def test_a_pass_opens_a_database_a_switch_over_cut_short_left_closed(
+    kubectl: Kubectl,
+    unwatched_namespace: str,
+    other_namespace: str,
+    testbed_state: State,
+    server: ManagedPostgres,
+    admin_dsn: str,
+) -> None:
+    """The operator killed after the switch-over refused connections, and the Restore
+    deleted before the next operator recovered it: no pass of that Restore is left to
+    let the application connect again, so the stray pass does."""
+    namespace = unwatched_namespace
+    _environment_object(kubectl, namespace, "copy")
+    _environment_object(kubectl, other_namespace, "copy")
+    await _ensure(server, (namespace, "copy"), generate_password())
+    await _ensure(server, (other_namespace, "copy"), generate_password())
+    live = database_identity(namespace, "copy")[0]
+    elsewhere = database_identity(other_namespace, "copy")[0]
+    for name in (live, elsewhere):
+        await _exec(admin_dsn, "postgres", f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    kube = KubeClient.connect(load_config(Path(testbed_state.kubeconfig), {}))
+    try:
+        context = RunContext.create(kube, Settings(), None, postgres=server)
+
+        assert await sweep_strays(context, Scope((namespace,))) == []
+
+        assert await _allows_connections(admin_dsn, live)
+        # Another operator's environment (out of this pass's scope) is its to recover.
+        assert not await _allows_connections(admin_dsn, elsewhere)
+    finally:
+        await kube.close()
+        await _exec(admin_dsn, "postgres", f'ALTER DATABASE "{elsewhere}" ALLOW_CONNECTIONS true')
+        await server.drop(namespace=namespace, environment="copy")
+        await server.drop(namespace=other_namespace, environment="copy")
+
+
 def _operator_database(kubectl: Kubectl, namespace: str, name: str) -> str:
     """The Environment ``name`` with a database, once the operator made it; its owner's
     DSN, with one table of two rows written through it."""

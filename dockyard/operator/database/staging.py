@@ -9,6 +9,7 @@ drill restores into a scratch database the same way and drops it after its keep 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -136,6 +137,17 @@ class StagingDatabases(AdminSessions):
                 for name in (live, staging):
                     if await sessions.database_exists(conn, name):
                         await sessions.allow_connections(conn, name, True)
+
+    async def closed_databases(self, names: Sequence[str]) -> list[str]:
+        """Of ``names``, the databases that refuse connections. Only a switch-over refuses
+        them, while it holds their lock: one found so outside it was cut short."""
+        async with self._session() as conn:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_catalog.pg_database"
+                " WHERE NOT datallowconn AND datname = ANY($1::text[]) ORDER BY 1",
+                list(names),
+            )
+        return [str(row["datname"]) for row in rows]
 
     async def reopen(self, name: str) -> None:
         """Let clients connect to ``name`` again, if it exists.

@@ -8,6 +8,9 @@ DELETED event for it), a drop at the DELETED event that failed (the server
 restarting), or a RestoreDrill whose finalizer was removed by hand. Such a database
 would stay until its environment went.
 
+The same pass opens again an environment's database that a switch-over cut short left
+refusing connections, when its Restore was deleted before recovery (``_reopen_closed``).
+
 A pass (at start-up, then every ``DOCKYARD_STRAY_DATABASE_INTERVAL``):
 
 1. lists the restore and drill databases on the managed server, with their owners;
@@ -127,13 +130,12 @@ async def sweep_strays(context: RunContext, scope: Scope) -> list[Stray]:
     except ManagedDatabaseError as exc:
         logger.warning("stray databases not looked for", extra={"error": exc.message})
         return []
-    if not on_server:
-        return []
     try:
         owners, alive = await _watched(context.kube, scope)
     except KubeError as exc:
         logger.warning("stray databases not looked for", extra={"error": str(exc)})
         return []
+    await _reopen_closed(context, owners)
     # A run of this process may belong to an object deleted since: it drops its own.
     alive |= {
         staging_database_name(kind, uid) for uid in context.inline_runs.running() for kind in "rd"
@@ -164,6 +166,28 @@ async def sweep_strays(context: RunContext, scope: Scope) -> list[Stray]:
         )
         dropped.append(stray)
     return dropped
+
+
+async def _reopen_closed(context: RunContext, owners: Mapping[str, tuple[str, str]]) -> None:
+    """Let clients connect again to the watched environments' databases that a switch-over
+    cut short left refusing them: the operator killed mid-way, and its Restore deleted
+    before the next one recovered it (``switch_over.recover`` reopens them), leaves no
+    pass of that Restore to do it. A switch-over in progress holds the lock
+    ``reopen`` takes, and allows connections itself when it ends."""
+    postgres = context.postgres
+    if postgres is None or not owners:
+        return
+    try:
+        # An environment's database has its role's name (``database_identity``).
+        for name in await postgres.closed_databases(sorted(owners)):
+            await postgres.reopen(name)
+            namespace, environment = owners[name]
+            logger.warning(
+                "database refusing connections after a switch-over cut short: opened again",
+                extra={"database": name, "namespace": namespace, "environment": environment},
+            )
+    except ManagedDatabaseError as exc:
+        logger.warning("closed databases not looked for", extra={"error": exc.message})
 
 
 async def _watched(kube: KubeClient, scope: Scope) -> tuple[dict[str, tuple[str, str]], set[str]]:
