@@ -7,7 +7,9 @@ operator applies the decision (deleting a Backup deletes its artifact through it
 finalizer); nothing here touches the API server or storage.
 
 The rules, each applied to the completed backups on its own (a backup any rule keeps
-stays, with every reason that applies):
+stays, with every reason that applies); a backup a drill failed on (``Verified`` False:
+it is known not to restore) counts for none of the first four, so it never displaces a
+backup that may restore:
 
 - ``last``: the newest ``keepLast``;
 - ``daily`` / ``weekly`` / ``monthly``: the newest backup of each of the most recent
@@ -21,7 +23,9 @@ stays, with every reason that applies):
   ``backupRef``), or a drill's current run restores, is never deleted under it;
 - ``not-completed``: Pending and Running backups are work in flight and are never
   deleted; a Failed one is kept while it is newer than the newest completed backup, so
-  the failure stays visible until a backup succeeds, and deleted after that.
+  the failure stays visible until a backup succeeds, and deleted after that;
+- ``failed-drill``: so is a backup a drill failed on, while it is newer than the newest
+  completed backup not known bad.
 
 A backup already being deleted counts for no rule (it cannot be what keeps an
 environment restorable) and is in neither list of the decision.
@@ -35,8 +39,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from dockyard.core.models.backup import Backup, BackupPhase
+from dockyard.core.models.backup import Backup, BackupConditionType, BackupPhase
 from dockyard.core.models.backup_schedule import BackupRetention
+from dockyard.core.models.common import ConditionStatus
 from dockyard.core.models.restore import Restore
 from dockyard.core.models.restore_drill import RestoreDrill
 
@@ -51,6 +56,7 @@ class KeepReason(StrEnum):
     NEWEST_VERIFIED = "newest-verified"
     NOT_COMPLETED = "not-completed"
     IN_USE = "in-use"
+    FAILED_DRILL = "failed-drill"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +71,22 @@ class BackupRecord:
     """When a drill verified it, if one did and no later drill failed on it."""
     deleting: bool = False
     """Whether it is being deleted already."""
+    failed_drill: bool = False
+    """Whether a drill failed on it since any pass (``Verified`` False): it does not restore."""
 
     @classmethod
     def of(cls, backup: Backup) -> BackupRecord:
         """The record of a Backup object."""
         status = backup.status
         verification = status.standing_verification()
+        drilled = status.condition(BackupConditionType.VERIFIED)
         return cls(
             name=backup.metadata.name or "",
             phase=status.phase,
             completed_at=status.completed_at,
             verified_at=verification.at if verification else None,
             deleting=backup.metadata.deletion_timestamp is not None,
+            failed_drill=drilled is not None and drilled.status is ConditionStatus.FALSE,
         )
 
     @property
@@ -203,11 +213,13 @@ def apply_retention(
     ``in_use`` names those Restores and drills are taking."""
     records = [r for r in backups if not r.deleting]
     completed = _newest_first(r for r in records if r.is_completed)
+    # Only backups that may restore count: one a drill failed on displaces none of them.
+    counted = [r for r in completed if not r.failed_drill]
     reasons: dict[str, list[KeepReason]] = {r.name: [] for r in records}
 
-    for record in completed[: policy.keep_last]:
+    for record in counted[: policy.keep_last]:
         reasons[record.name].append(KeepReason.LAST)
-    times = [(r.name, r.completed_at) for r in completed if r.completed_at is not None]
+    times = [(r.name, r.completed_at) for r in counted if r.completed_at is not None]
     for reason, count, period in (
         (KeepReason.DAILY, policy.keep_daily, _day),
         (KeepReason.WEEKLY, policy.keep_weekly, _iso_week),
@@ -220,10 +232,12 @@ def apply_retention(
     if protected is not None:
         reasons[protected.name].append(KeepReason.NEWEST_VERIFIED)
 
-    last_success = completed[0].completed_at if completed else None
+    last_success = counted[0].completed_at if counted else None
     for record in records:
         if not record.is_completed and _still_relevant(record, last_success):
             reasons[record.name].append(KeepReason.NOT_COMPLETED)
+        if record.is_completed and record.failed_drill and _newer(record, last_success):
+            reasons[record.name].append(KeepReason.FAILED_DRILL)
         if record.name in in_use:
             reasons[record.name].append(KeepReason.IN_USE)
 
@@ -256,6 +270,12 @@ def _still_relevant(record: BackupRecord, last_success: datetime | None) -> bool
         # Pending, Running, not yet started, or Completed without a time: in flight or
         # unknown, and deleting it could pull an artifact out from under a runner.
         return True
+    return _newer(record, last_success)
+
+
+def _newer(record: BackupRecord, last_success: datetime | None) -> bool:
+    """Whether a failure (a failed run, a failed drill) is newer than the last success:
+    it stays visible until a backup that may restore follows it."""
     if last_success is None or record.completed_at is None:
         return True
     return record.completed_at > last_success

@@ -269,6 +269,38 @@ def test_a_record_does_not_count_a_verification_a_later_drill_failure_undid() ->
     record = BackupRecord.of(backup)
 
     assert (record.verified_at, record.deleting, record.is_completed) == (None, True, False)
+    assert record.failed_drill
+
+
+def _failed_drill(name: str, at: str) -> BackupRecord:
+    return BackupRecord(name, COMPLETED, datetime.fromisoformat(at), failed_drill=True)
+
+
+def test_a_backup_a_drill_failed_on_displaces_no_backup_that_may_restore() -> None:
+    backups = [
+        done("b1", "2024-01-01T03:00:00+00:00"),  # never drilled: it may restore
+        _failed_drill("b2", "2024-01-02T03:00:00+00:00"),  # known not to
+    ]
+
+    decision = apply_retention(backups, policy(keepLast=1, keepDaily=1), UTC_ZONE)
+
+    assert decision.reasons("b1") == (KeepReason.LAST, KeepReason.DAILY)
+    # Kept while it is newer than any backup that may restore: the failure stays visible.
+    assert decision.reasons("b2") == (KeepReason.FAILED_DRILL,)
+    assert decision.delete == ()
+
+
+def test_a_backup_a_drill_failed_on_goes_once_a_newer_one_may_restore() -> None:
+    backups = [
+        done("b1", "2024-01-01T03:00:00+00:00"),
+        _failed_drill("b2", "2024-01-02T03:00:00+00:00"),
+        done("b3", "2024-01-03T03:00:00+00:00"),
+    ]
+
+    decision = apply_retention(backups, policy(keepLast=2), UTC_ZONE)
+
+    assert [k.name for k in decision.keep] == ["b1", "b3"]
+    assert decision.delete == ("b2",)
 
 
 def test_a_verified_backup_a_later_drill_failed_on_does_not_displace_the_one_that_passed() -> None:
