@@ -6,7 +6,9 @@ that name exists, so a committed artifact is never replaced), removes the partia
 and fsyncs the directory, so after a crash the artifact is either entirely there under
 its name or not there at all. On filesystems without hard links the final step falls
 back to an existence check and ``os.replace`` (atomic, but racing writers of one name
-are then not refused).
+are then not refused). A commit that fails after the link (the directory's fsync, the
+partial name's removal) removes the final name again: a failed write leaves nothing
+under its name.
 
 Every blocking call runs in a worker thread: artifacts are large and the event loop
 also serves the operator's handlers.
@@ -209,14 +211,24 @@ class _FileWriter(DigestingWriter):
             if self._fsync:
                 os.fsync(self._file.fileno())
             self._file.close()
-            _publish(self._partial, self._final)
-            self._published = True
-            if self._fsync:
-                _fsync_dir(self._final.parent)
+            _link(self._partial, self._final)
         except FileExistsError:
             raise ArtifactExists(f"an artifact named {self.name!r} already exists") from None
         except OSError as exc:
             raise _write_error("commit", self.name, exc) from None
+        try:
+            with contextlib.suppress(FileNotFoundError):  # gone already: os.replace
+                self._partial.unlink()
+            if self._fsync:
+                _fsync_dir(self._final.parent)
+        except OSError as exc:
+            # The run fails, so its artifact must not stay behind under its name: a failed
+            # run leaves nothing there (``run_backup``), and the abort that follows gives
+            # back the quota charge of a file that is no longer published.
+            with contextlib.suppress(OSError):
+                self._final.unlink()
+            raise _write_error("commit", self.name, exc) from None
+        self._published = True
 
     async def _discard(self) -> None:
         """Close and remove the partial file, and give back what it was charged (at once:
@@ -230,7 +242,9 @@ class _FileWriter(DigestingWriter):
     def _remove_partial(self) -> None:
         with contextlib.suppress(OSError):
             self._file.close()
-        with contextlib.suppress(FileNotFoundError):
+        # Best effort, like the S3 store's abort: the error that failed the write is the
+        # one raised, and a hidden partial left now is one remove_stale_partials collects.
+        with contextlib.suppress(OSError):
             self._partial.unlink()
 
 
@@ -245,8 +259,11 @@ def _write_error(verb: str, name: str, exc: OSError) -> StorageError:
     return StorageError(f"cannot {verb} artifact {name!r}: {exc.strerror}")
 
 
-def _publish(partial: Path, final: Path) -> None:
-    """Give the fsynced partial file its final name, refusing to replace an artifact."""
+def _link(partial: Path, final: Path) -> None:
+    """Give the fsynced partial file its final name, refusing to replace an artifact.
+
+    The partial name stays when the link took; the commit removes it.
+    """
     try:
         os.link(partial, final)
     except OSError as exc:
@@ -255,8 +272,6 @@ def _publish(partial: Path, final: Path) -> None:
         if final.exists():
             raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
         os.replace(partial, final)
-        return
-    partial.unlink()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,6 +7,14 @@ all) and an environment holding the password as ``PGPASSWORD``. The child's
 environment is built from scratch rather than inherited, so a stray ``PGHOST`` or
 ``PGPASSWORD`` in the runner's own environment can never redirect a dump or a restore.
 
+An ``sslpassword`` (the passphrase of the client key) is refused rather than passed
+on: libpq reads it from the connection string or a service file only, never from the
+environment, so the tools could get it only on argv or in a service file written for
+the run (the secret on disk, in a directory that must be writable and cleaned up). A
+passphrase kept in the same pod as the key adds nothing to the key file's own
+permissions, so a key without one is the setup to use. ``passfile`` and the other
+``ssl*`` settings name files, not secrets, and stay in the URI.
+
 :func:`redact` removes the password from any text (a tool's stderr) before it goes
 into an error message.
 """
@@ -16,6 +24,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from dockyard.runner.errors import DatabaseError
 
 # Inherited as they are: what a child process needs to run at all, nothing of libpq's.
 _PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR")
@@ -32,7 +42,10 @@ class ToolConnection:
 
 
 def tool_connection(dsn: str, *, application_name: str) -> ToolConnection:
-    """Split ``dsn`` into what goes on the command line and what goes in the environment."""
+    """Split ``dsn`` into what goes on the command line and what goes in the environment.
+
+    :class:`DatabaseError` for a DSN with an ``sslpassword``: see the module docstring.
+    """
     parts = urlsplit(dsn)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError("a database DSN must be a postgresql:// URI")
@@ -43,6 +56,13 @@ def tool_connection(dsn: str, *, application_name: str) -> ToolConnection:
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name == "password":
             password = value  # a password in the query string is no safer on argv
+        elif name == "sslpassword":
+            raise DatabaseError(
+                "the database DSN has an sslpassword: libpq reads none from the "
+                "environment, so pg_dump and pg_restore would get it on their command "
+                "line, readable by other processes; use a client key without a "
+                "passphrase (its file's permissions protect it)"
+            )
         else:
             query.append((name, value))
     netloc = f"{user}@{hosts}" if at and user else hosts

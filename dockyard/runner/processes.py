@@ -27,6 +27,7 @@ from types import TracebackType
 
 from dockyard.core.redaction import redact
 from dockyard.runner.errors import ToolFailed
+from dockyard.runner.libpq import base_env
 from dockyard.runner.server_text import without_row_values
 
 STDERR_TAIL_BYTES = 8 * 1024
@@ -271,10 +272,18 @@ def _close(*fds: int | None) -> None:
 
 
 async def tool_version(binary: str) -> str:
-    """The version a PostgreSQL tool reports, e.g. ``"15.18"`` from ``pg_dump --version``."""
+    """The version a PostgreSQL tool reports, e.g. ``"15.18"`` from ``pg_dump --version``.
+
+    The tool gets the same bare environment as a real run: the runner's own holds the
+    source DSN, the backup key and the storage's keys, none of which it needs.
+    """
     try:
         proc = await asyncio.create_subprocess_exec(
-            binary, "--version", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            binary,
+            "--version",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=base_env(),
         )
     except FileNotFoundError:
         raise ToolFailed(binary, f"{binary} is not installed") from None

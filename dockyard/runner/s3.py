@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp.abc import AbstractResolver
@@ -348,7 +349,11 @@ async def _chunks(body: Any, key: str) -> AsyncIterator[bytes]:
 def _translated(
     what: str, *, missing: str | None = None, exists: str | None = None
 ) -> Iterator[None]:
-    """botocore's exceptions as storage errors whose text is only codes and keys."""
+    """botocore's exceptions as storage errors whose text is only codes and keys.
+
+    aiohttp's own come through where botocore does not wrap them: reading an object's
+    body (a connection cut mid-body is ``ClientPayloadError``).
+    """
     try:
         yield
     except ClientError as exc:
@@ -358,7 +363,7 @@ def _translated(
         if exists is not None and code in _EXISTS:
             raise ArtifactExists(exists) from None
         raise StorageError(f"{what}: S3 error {code}") from None
-    except BotoCoreError as exc:
+    except (BotoCoreError, aiohttp.ClientError) as exc:
         raise StorageError(f"{what}: {type(exc).__name__}") from None
     except DependencyUnavailable as exc:
         raise StorageError(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
 from dockyard.core.redaction import redact
 from dockyard.runner import EncryptionKey, Keyring, WrongKey
+from dockyard.runner.errors import DatabaseError
 from dockyard.runner.libpq import tool_connection
-from dockyard.runner.processes import Exit, first_failure
+from dockyard.runner.processes import Exit, first_failure, tool_version
 
 RAW = bytes(range(100, 132))
 
@@ -89,6 +91,31 @@ def test_inherited_libpq_variables_never_reach_the_tools(monkeypatch: pytest.Mon
     conn = tool_connection("postgresql://u@h/db", application_name="x")
     assert "PGHOST" not in conn.env
     assert "PGPASSWORD" not in conn.env
+
+
+def test_a_client_key_passphrase_is_refused_not_put_on_the_command_line() -> None:
+    """libpq reads no sslpassword from the environment: the URI is all the tools get."""
+    with pytest.raises(DatabaseError, match="sslpassword") as refused:
+        tool_connection(
+            "postgresql://u:pw@h/db?sslkey=/keys/client.key&sslpassword=k3y-phrase",
+            application_name="x",
+        )
+    assert "k3y-phrase" not in refused.value.message
+
+
+def test_a_passfile_is_a_path_and_stays_in_the_uri() -> None:
+    conn = tool_connection("postgresql://u@h/db?passfile=/run/pgpass", application_name="x")
+    assert conn.uri == "postgresql://u@h/db?passfile=%2Frun%2Fpgpass"
+
+
+async def test_asking_a_tools_version_shows_it_none_of_the_runners_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tool = tmp_path / "pg_dump"
+    tool.write_text('#!/bin/sh\necho "pg_dump (PostgreSQL) ${SECRET_MARKER:-15.4}"\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("SECRET_MARKER", "9.9")
+    assert await tool_version(str(tool)) == "15.4"
 
 
 def test_only_postgresql_uris_are_accepted() -> None:

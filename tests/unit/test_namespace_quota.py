@@ -341,11 +341,11 @@ async def test_a_new_runs_failed_first_read_does_not_drop_what_an_ended_run_carr
     await second.__aexit__(None, None, None)
 
 
-async def test_an_artifact_published_before_its_commit_failed_keeps_its_charge(
+async def test_a_commit_failing_after_the_link_leaves_no_artifact_and_no_charge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The link to the final name took, then syncing the directory failed: the file is
-    on the volume under its name, so what it was charged still counts."""
+    """The link to the final name took, then syncing the directory failed: the run
+    fails, so the file is removed from under its name and its charge given back."""
 
     def failing_sync(_directory: Path) -> None:
         raise OSError(errno.EIO, "Input/output error")
@@ -356,5 +356,6 @@ async def test_an_artifact_published_before_its_commit_failed_keeps_its_charge(
         store = FilesystemStore(tmp_path / "a", quota=quota)
         with pytest.raises(StorageError, match="cannot commit"):
             await _write(store, [300])
-        assert quota.written == 300
-        assert (tmp_path / "a" / "team-a" / "big.dkbk").exists()
+        assert not await store.exists("team-a/big.dkbk")
+        assert quota.written == 0
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # noqa: ASYNC240
