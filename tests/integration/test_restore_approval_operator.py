@@ -290,6 +290,64 @@ def test_a_backup_replaced_after_the_plan_fails_the_approved_restore(
     assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
 
 
+def _backup_status(kubectl: Kubectl, namespace: str, status: dict[str, Any]) -> None:
+    """What a drill's verdict writes on Backup ``nightly`` (here as the test bed's admin)."""
+    kubectl("patch", "backup", "nightly", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip
+
+
+@pytest.mark.usefixtures("operator_process", "approval_policy")
+def test_an_approval_of_a_verified_backup_a_drill_failed_on_since_restores_nothing(
+    kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    """The plan the approver saw said the backup was verified; a drill failed on it
+    while the restore waited for approval: it is known not to restore."""
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _backup_status(
+        kubectl, namespace, {"verified": {"drill": "nightly", "at": "2026-01-01T00:00:00Z"}}
+    )
+    _empty_environment(kubectl, namespace, "live", tier="production", replicas=2)
+    _run_sql(_owner_dsn(kubectl, namespace, "live"), "CREATE TABLE precious (id int)")
+    requester = f"alice-{uuid.uuid4().hex[:5]}"
+    approver = f"bob-{uuid.uuid4().hex[:5]}"
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
+    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
+    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
+    manifest = _restore(
+        "promote",
+        source={"environmentRef": {"name": "shop"}, "select": "latestVerified"},
+        target={"environmentRef": {"name": "live"}},
+        safetyBackup=False,
+    )
+    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
+    planned = _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")["plan"]
+    assert (planned["backup"], planned["verified"]) == ("nightly", True)
+
+    failed = {
+        "type": "Verified",
+        "status": "False",
+        "reason": "DrillFailed",
+        "message": "RestoreDrill nightly failed: sql/orders",
+        "lastTransitionTime": "2026-01-02T00:00:00Z",
+    }
+    _backup_status(kubectl, namespace, {"conditions": [failed]})
+    _patch(
+        kubectl,
+        namespace,
+        {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}},
+        as_bob,
+    )
+
+    status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
+    completed = _condition(status, "Completed")
+    assert (completed["status"], completed["reason"]) == ("False", "SourceNoLongerVerified")
+    assert "a restore drill has failed on it since" in status["message"]
+    live = _dsn(testbed_state, namespace, "live")
+    assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
+
+
 @pytest.mark.usefixtures("operator_process", "approval_policy")
 def test_a_backup_made_to_pass_for_the_safety_backup_fails_the_restore(
     kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path

@@ -153,6 +153,15 @@ class RestoreRuns:
                 "name after the plan was made",
                 reason="BackupReplaced",
             )
+        if plan.verified and source.status.standing_verification() is None:
+            # The approval covers a backup the plan showed as verified; a drill has
+            # failed on it since: it is known not to restore.
+            return await records.fail(
+                loaded,
+                f"the planned backup {plan.backup} was verified when planned, but a restore "
+                "drill has failed on it since; create a new Restore",
+                reason="SourceNoLongerVerified",
+            )
         if loaded.restore.spec.safety_backup:
             waiting = await back_up_target(records, loaded, source, plan, target)
             if waiting is not None:
