@@ -61,6 +61,7 @@ from dockyard.runner.errors import (
     StorageQuotaExceeded,
     TargetNotEmpty,
     ToolFailed,
+    TooManyTables,
     WrongKey,
 )
 from dockyard.runner.filesystem import FilesystemStore
@@ -114,6 +115,7 @@ __all__ = [
     "Store",
     "StoredArtifact",
     "TargetNotEmpty",
+    "TooManyTables",
     "ToolFailed",
     "Tools",
     "WrongKey",

@@ -93,6 +93,11 @@ class DatabaseError(BackupError, reason="DatabaseUnavailable"):
     """The source or target database could not be used (unreachable, refused, a query failed)."""
 
 
+class TooManyTables(BackupError, reason="TooManyTables"):
+    """The database holds more tables than a backup's manifest records: found before the
+    dump, rather than after a whole dump whose manifest no Backup could hold."""
+
+
 class TargetNotEmpty(BackupError, reason="TargetNotEmpty"):
     """A restore was asked into a database that already holds tables."""
 

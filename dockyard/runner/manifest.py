@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from dockyard.core.models.backup import MANIFEST_MAX_TABLES
 from dockyard.core.redaction import redact
-from dockyard.runner.errors import DatabaseError
+from dockyard.runner.errors import DatabaseError, TooManyTables
 from dockyard.runner.libpq import tool_connection
 
 APPLICATION_NAME = "dockyard-backup"
@@ -118,6 +119,19 @@ async def exported_snapshot(dsn: str) -> AsyncIterator[SnapshotSession]:
         # Read only: nothing to keep. On an error, connect() terminates the session
         # instead, which ends the transaction without masking the error.
         await transaction.rollback()
+
+
+async def check_table_count(conn: asyncpg.Connection) -> None:
+    """``TooManyTables`` when the database holds more user tables than a manifest records
+    (``MANIFEST_MAX_TABLES``, what a Backup's status holds within the apiserver's object
+    size limit)."""
+    query = f"SELECT pg_catalog.count(*) FROM ({RELATIONS_OF_KINDS}) AS relations"  # nosec B608
+    tables = int(await conn.fetchval(query, TABLE_KINDS))
+    if tables > MANIFEST_MAX_TABLES:
+        raise TooManyTables(
+            f"the database holds {tables} tables; a backup's manifest records at most "
+            f"{MANIFEST_MAX_TABLES}"
+        )
 
 
 async def count_rows(conn: asyncpg.Connection) -> dict[str, int]:

@@ -78,7 +78,12 @@ from dockyard.runner.errors import (
 )
 from dockyard.runner.keys import EncryptionKey, Keyring
 from dockyard.runner.libpq import base_env, tool_connection
-from dockyard.runner.manifest import count_rows, exported_snapshot, user_relations
+from dockyard.runner.manifest import (
+    check_table_count,
+    count_rows,
+    exported_snapshot,
+    user_relations,
+)
 from dockyard.runner.options import BackupOptions, RestoreOptions, Tools
 from dockyard.runner.processes import Command, ProcessChain, tool_version
 from dockyard.runner.progress import CHECKSUM, RESTORE, MeteredStore, Progress
@@ -125,6 +130,7 @@ async def run_backup(
     ) as write_span:
         async with storage.create(name) as writer:
             async with exported_snapshot(dsn) as snapshot:
+                await check_table_count(snapshot.connection)
                 dump = Command(
                     "pg_dump",
                     [

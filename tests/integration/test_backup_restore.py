@@ -16,11 +16,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from dockyard.core.models.backup import BackupStatus
 from dockyard.operator.database import DatabaseCredentials
 from dockyard.runner import (
     ArtifactError,
@@ -40,12 +42,14 @@ from dockyard.runner import (
     TargetNotEmpty,
     ToolFailed,
     Tools,
+    TooManyTables,
     WrongKey,
     run_backup,
     run_restore,
     table_counts,
     verify_artifact,
 )
+from dockyard.runner import manifest as manifest_module
 from dockyard.runner.envelope import TAG_BYTES, parse_header
 from dockyard.runner.libpq import with_database
 from dockyard.runner.manifest import user_relations
@@ -639,6 +643,43 @@ async def test_a_table_the_role_may_not_read_fails_the_backup_saying_so(
     with pytest.raises(DumpFailed, match="permission denied for table admins_only") as caught:
         await run_backup(dsn=creds.uri(), storage=empty_storage, name="x.dkbk", key=KEY)
     assert creds.password not in caught.value.message
+    assert not await empty_storage.exists("x.dkbk")
+    assert children_named("pg_dump") == []
+
+
+async def test_the_longest_table_name_postgres_allows_fits_the_backups_status(
+    new_database: NewDatabase, empty_storage: FilesystemStore
+) -> None:
+    """A schema and a table named with 63 double quotes each: format('%I.%I') doubles
+    every quote, so the manifest names them in 257 characters."""
+    creds = await new_database()
+    quoted = '"' + '""' * 63 + '"'
+    await execute(creds.uri(), f"CREATE SCHEMA {quoted}; CREATE TABLE {quoted}.{quoted} (id int)")
+
+    result = await run_backup(dsn=creds.uri(), storage=empty_storage, name="q.dkbk", key=KEY)
+
+    longest = f"{quoted}.{quoted}"
+    assert len(longest) == 257
+    assert result.manifest == {longest: 0}
+    status = BackupStatus().with_artifact(
+        location="file:///q.dkbk", size=result.size, sha256=result.sha256,
+        key_id=result.key_id, tables=result.manifest, completed_at=datetime.now(UTC),
+    )  # fmt: skip
+    assert status.manifest is not None
+    assert [t.name for t in status.manifest.tables] == [longest]
+
+
+async def test_a_database_with_more_tables_than_a_manifest_holds_fails_before_the_dump(
+    new_database: NewDatabase, empty_storage: FilesystemStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = await new_database()
+    await execute(creds.uri(), "CREATE TABLE a (id int); CREATE TABLE b (id int)")
+    monkeypatch.setattr(manifest_module, "MANIFEST_MAX_TABLES", 1)
+
+    with pytest.raises(
+        TooManyTables, match="holds 2 tables; a backup's manifest records at most 1"
+    ):
+        await run_backup(dsn=creds.uri(), storage=empty_storage, name="x.dkbk", key=KEY)
     assert not await empty_storage.exists("x.dkbk")
     assert children_named("pg_dump") == []
 

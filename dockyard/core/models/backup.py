@@ -38,8 +38,10 @@ from dockyard.core.models.rules import (
 from dockyard.core.models.status import RunPhase, RunStatus
 from dockyard.core.models.storage import BackupEncryption, BackupStorage
 
-# Tables are named schema.table, each part a PostgreSQL identifier (at most 63 bytes).
-TABLE_NAME_MAX_LENGTH: Final = 130
+# Tables are named schema.table as format('%I.%I') quotes them: each part a PostgreSQL
+# identifier of at most 63 bytes, quoted when it must be, with every quote in it
+# doubled (63 quotes make 128 characters), so 128 + 1 + 128.
+TABLE_NAME_MAX_LENGTH: Final = 257
 # A manifest of this many tables stays far below the API server's object size limit.
 MANIFEST_MAX_TABLES: Final = 5000
 SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
