@@ -725,6 +725,40 @@ def test_a_restore_in_a_runner_job_is_equal_table_for_table_and_owned_by_the_tar
     assert _staging_databases(testbed_state, uid) == []
 
 
+def test_a_target_deleted_while_its_job_restores_keeps_its_database(
+    kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
+) -> None:
+    """The target Environment is deleted (Retain keeps its database, a finalizer keeps it
+    deleting) while the runner Job restores: its database is not replaced after."""
+    _backed_up(kubectl, testbed_state, namespace, backup_root)
+    _empty_environment(kubectl, namespace, "copy", database={"deletionPolicy": "Retain"})
+    target_dsn = _dsn(testbed_state, namespace, "copy")
+    _run_sql(_owner_dsn(kubectl, namespace, "copy"), "CREATE TABLE precious (id int)")
+    hold = json.dumps({"metadata": {"finalizers": ["dockyard.io/test-hold"]}})
+    kubectl("patch", "environment", "copy", "-n", namespace, "--type=merge", "-p", hold)
+    try:
+        _apply(kubectl, namespace, _restore("late", **INTO_COPY, runner="Job"))
+        uid = wait_for(
+            lambda: (
+                (_get(kubectl, namespace, "restore", "late") or {}).get("metadata", {}).get("uid")
+            ),
+            timeout=30,
+        )
+        # As soon as its Job exists: the runner in it needs seconds to start.
+        wait_for(lambda: _runner_jobs(kubectl, namespace, str(uid)), timeout=60, interval=0.1)
+        kubectl("delete", "environment", "copy", "-n", namespace, "--wait=false")
+
+        status = _wait_restore(kubectl, namespace, "late", "Failed", timeout=180)
+        completed = _condition(status, "Completed")
+        assert (completed["status"], completed["reason"]) == ("False", "TargetUnavailable")
+        assert "target environment copy is being deleted" in status["message"]
+        assert _fetch(target_dsn, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
+        assert _staging_databases(testbed_state, str(uid)) == []
+    finally:
+        kubectl("patch", "environment", "copy", "-n", namespace, "--type=merge",
+                "-p", json.dumps({"metadata": {"finalizers": None}}), check=False)  # fmt: skip
+
+
 def test_a_corrupted_artifact_fails_a_job_restore_with_the_runners_reason(
     kubectl: Kubectl, testbed_state: State, namespace: str, backup_root: Path
 ) -> None:

@@ -247,6 +247,13 @@ class RestoreAttempts:
             counts = await check_row_counts(self.context, plan.tables, staging, tenant)
             if not counts.passed:
                 raise ManifestMismatch(counts.describe())
+            # Deleted while the data was restored (a long restore, a Job's): its database
+            # is not to be replaced, whatever its deletion policy keeps of it.
+            gone = await self._target_gone(loaded.namespace, plan.target)
+            if gone is not None:
+                return await self.records.fail(
+                    loaded, gone, reason="TargetUnavailable", status=status
+                )
             # Cut short, the switch-over would leave the target refusing connections, and
             # a deleted Restore leaves nothing to recover it: a deletion stops the run up
             # to here, never after.
@@ -268,6 +275,16 @@ class RestoreAttempts:
         await audit_switch_over(self.context, loaded, plan)
         seconds = (datetime.now(UTC) - began).total_seconds()
         return await self.records.completed(loaded, status, plan, seconds, counts.describe())
+
+    async def _target_gone(self, namespace: str, target: str) -> str | None:
+        """Why the target Environment may not have its database replaced now: it no
+        longer exists, or is being deleted; None while it stands."""
+        raw = await self.records.environments.read(namespace, target)
+        if raw is None:
+            return f"target environment {target} no longer exists"
+        if (raw.get("metadata") or {}).get("deletionTimestamp"):
+            return f"target environment {target} is being deleted"
+        return None
 
 
 __all__ = ["RestoreAttempts"]
