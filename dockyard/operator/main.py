@@ -108,6 +108,14 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
         tracer_provider=tracing.provider,
     )
     closing.push_async_callback(kube.close)
+    if settings.restore_spool_dir is not None:
+        # What restores of this pod's earlier process spooled (decrypted dumps), left
+        # by a crash: nothing of this process's is there yet.
+        from dockyard.runner.streaming import remove_stale_spools
+
+        removed = await asyncio.to_thread(remove_stale_spools, settings.restore_spool_dir)
+        if removed:
+            logger.warning("removed restore spools a crash left", extra={"spools": removed})
     postgres = None
     if settings.managed_postgres_url is not None:
         postgres = ManagedPostgres(

@@ -89,7 +89,14 @@ from dockyard.runner.processes import Command, ProcessChain, tool_version
 from dockyard.runner.progress import CHECKSUM, RESTORE, MeteredStore, Progress
 from dockyard.runner.results import ArtifactReport, BackupResult, RestoreResult
 from dockyard.runner.storage import Store, check_name, check_sha256
-from dockyard.runner.streaming import decode, preflight, raise_for, seal_into, spool
+from dockyard.runner.streaming import (
+    decode,
+    preflight,
+    raise_for,
+    seal_into,
+    spool,
+    spool_prefix,
+)
 
 logger = logging.getLogger(__name__)
 # The global provider: the runner's process (or the operator, running a backup inline).
@@ -236,9 +243,7 @@ async def run_restore(
         try:
             if options.parallel:
                 try:
-                    made = tempfile.TemporaryDirectory(
-                        dir=options.spool_dir, prefix="dockyard-restore-"
-                    )
+                    made = tempfile.TemporaryDirectory(dir=options.spool_dir, prefix=spool_prefix())
                     directory = scratch.enter_context(made)
                 except OSError as exc:
                     raise SpoolFailed(f"the restore's spool could not be made: {exc}") from None

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import shutil
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from dockyard.runner.envelope import Header, Opener, Sealer, read_header
 from dockyard.runner.errors import ArtifactCorrupt, ArtifactError, SpoolFailed, ToolFailed
@@ -28,6 +30,30 @@ from dockyard.runner.processes import Command, Exit, ProcessChain, first_failure
 from dockyard.runner.storage import ArtifactWriter, Store
 
 _T = TypeVar("_T")
+
+_SPOOL_PREFIX: Final = "dockyard-restore-"
+
+
+def spool_prefix() -> str:
+    """The prefix of a parallel restore's spool directory: this host's own (a pod's
+    name), so that :func:`remove_stale_spools` removes only what an earlier process of
+    this pod left (a container restarted keeps its emptyDir), never another replica's
+    on a volume they share. A host name holds no ``+``: one name that begins another
+    (``a-b``, ``a-b-c``) does not make its prefix match the other's."""
+    return f"{_SPOOL_PREFIX}{socket.gethostname()}+"
+
+
+def remove_stale_spools(spool_dir: Path) -> list[str]:
+    """Remove the spool directories of this host's earlier processes: a decrypted dump
+    each, which a crash (SIGKILL, the OOM killer) leaves behind. Call it before this
+    process starts a restore; the names of those removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(spool_dir.iterdir()):
+            if entry.name.startswith(spool_prefix()) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
 
 
 class _Worker:
