@@ -6,7 +6,8 @@ exists``, ``CONTEXT:  COPY t, line 1: "42<TAB>..."``, ``STATEMENT:`` and ``QUERY
 (the SQL, values and all), ``LINE 1:`` (a quoted piece of it), a tool's ``detail:
 Command was: ...`` (or a bare ``Command was:`` line, as pg_restore prints the failed
 statement after a server error that ends its line), and in the primary message itself
-``invalid input syntax for type integer: "..."`` or ``value "..." is out of range``.
+``invalid input syntax for type integer: "..."`` (any input quoted after a colon),
+``value "..." is out of range`` or the bytes of ``invalid byte sequence for encoding``.
 The text goes into Backup, Restore and RestoreDrill statuses and Events, which everyone
 who may view the namespace reads, so :func:`without_row_values` keeps the primary
 message (what failed, on which table and constraint) and replaces those fields, with
@@ -32,9 +33,18 @@ _FIELD = re.compile(
     r"^\s*(?:(?:pg_dump|pg_restore|zstd)\b|(?:ERROR|FATAL|PANIC|WARNING|NOTICE|INFO|LOG|HINT):)"
 )
 _QUOTED_VALUES: Final = (
-    (re.compile(r'(invalid input (?:syntax|value) for [^:"]+): "[^"]*"?'), r'\1: "…"'),
     (re.compile(r'\bvalue "[^"]*" is out of range'), 'value "…" is out of range'),
-    (re.compile(r'(malformed [^:"]+ literal): "[^"]*"?'), r'\1: "…"'),
+    # An input the server could not take is quoted after a colon, whatever the message
+    # (invalid input syntax, a malformed literal, a date/time field out of range ...);
+    # names are quoted after a word (relation "t", constraint "t_pkey"), and stay.
+    (re.compile(r':(\s+)"[^"]*"?'), r':\1"…"'),
+    # Bytes of a value that is not valid in its encoding.
+    (
+        re.compile(
+            r'((?:byte sequence|encoding "[^"]+"):?\s+)0x[0-9a-f]{2}(?:\s0x[0-9a-f]{2})*', re.I
+        ),
+        r"\1…",
+    ),
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dockyard.runner.server_text import WITHHELD, without_row_values
 
 STDERR = """\
@@ -56,3 +58,30 @@ def test_the_statement_pg_restore_prints_after_a_server_error_is_withheld() -> N
     assert f"Command was: {WITHHELD}" in shown
     assert "function leak() already exists" in shown
     assert shown.endswith("pg_restore: warning: errors ignored on restore: 1")
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        (
+            'ERROR:  date/time field value out of range: "2019-02-30 secret"',
+            'ERROR:  date/time field value out of range: "…"',
+        ),
+        (
+            'ERROR:  invalid byte sequence for encoding "UTF8": 0xe9 0x20',
+            'ERROR:  invalid byte sequence for encoding "UTF8": …',
+        ),
+        (
+            'ERROR:  character with byte sequence 0xe9 0x20 in encoding "UTF8" has no '
+            'equivalent in encoding "LATIN1"',
+            'ERROR:  character with byte sequence … in encoding "UTF8" has no '
+            'equivalent in encoding "LATIN1"',
+        ),
+        (  # names are quoted after a word: they stay
+            'ERROR:  duplicate key value violates unique constraint "orders_pkey"',
+            'ERROR:  duplicate key value violates unique constraint "orders_pkey"',
+        ),
+    ],
+)
+def test_a_value_any_message_quotes_after_a_colon_is_withheld(line: str, shown: str) -> None:
+    assert without_row_values(line) == shown
