@@ -266,3 +266,79 @@ def test_drill_checks_run_as_the_tenant_and_record_short_values_only(
     assert "x" * 200 not in failed["sql/long"]
     assert len(failed["sql/long"]) < 400
     _assert_never_privileged(testbed_state, spies, trapped, "check")
+
+
+HIJACK = """
+CREATE FUNCTION public.hijack() RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  IF current_user::text <> '{source}' THEN
+    -- Whatever role restores this row: its password, its settings, a grant to the source.
+    EXECUTE pg_catalog.format('ALTER ROLE %I PASSWORD %L', current_user, 'known-to-shop');
+    EXECUTE pg_catalog.format('ALTER ROLE %I SET work_mem = %L', current_user, '64kB');
+    BEGIN
+      EXECUTE pg_catalog.format('GRANT %I TO %I', current_user, '{source}');
+    EXCEPTION WHEN OTHERS THEN NULL;
+    END;
+  END IF;
+  RETURN true;
+END
+$f$;
+CREATE TABLE public.hooked (id int CHECK (public.hijack()));
+INSERT INTO public.hooked VALUES (1);
+"""
+
+
+def test_a_restore_of_another_environments_backup_leaves_the_targets_role_its_own(
+    kubectl: Kubectl, testbed_state: State, backup_root: Path, namespace: str
+) -> None:
+    """``shop``'s owner plants a CHECK that, run as any other role, changes that role's
+    password and settings and grants it to ``shop``; a restore of ``shop``'s backup
+    into ``copy`` runs it as ``copy``'s role. The restore still completes, and ``copy``'s
+    role is its own again: only its Secret's password logs in, no setting stays, and
+    ``shop``'s role holds no membership in it."""
+    _environment(kubectl, testbed_state, namespace)
+    _, source = database_identity(namespace, "shop")
+    _run(_owner_dsn(kubectl, namespace, "shop"), HIJACK.replace("{source}", source))
+    _key_secret(kubectl, namespace)
+    _empty_environment(kubectl, namespace, "copy")
+    copy_dsn = _owner_dsn(kubectl, namespace, "copy")
+    _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root))
+    _wait_phase(kubectl, namespace, "nightly", "Completed", timeout=180)
+
+    _apply(
+        kubectl,
+        namespace,
+        _restore(
+            "into-copy",
+            source={"backupRef": {"name": "nightly"}},
+            target={"environmentRef": {"name": "copy"}},
+            safetyBackup=False,
+        ),
+    )
+    _wait_restore(kubectl, namespace, "into-copy", "Completed", timeout=180)
+
+    _, target = database_identity(namespace, "copy")
+    # The hijack did run, as copy's role: the restored row passed its CHECK.
+    assert [r["id"] for r in _fetch(copy_dsn, "SELECT id FROM public.hooked")] == [1]
+    admin = testbed_state.managed_postgres_url
+    [row] = _fetch(
+        admin,
+        "SELECT rolconfig, pg_has_role($2, oid, 'MEMBER') AS shop_is_member"
+        " FROM pg_roles WHERE rolname = $1",
+        target,
+        source,
+    )
+    assert row["rolconfig"] is None
+    assert row["shop_is_member"] is False
+
+    async def known_password_works() -> bool:
+        host_dsn = copy_dsn.replace(copy_dsn.split("@")[0], f"postgresql://{target}:known-to-shop")
+        try:
+            conn = await asyncpg.connect(host_dsn)
+        except asyncpg.InvalidPasswordError:
+            return False
+        await conn.close()
+        return True
+
+    assert not asyncio.run(known_password_works())
+    assert [r["who"] for r in _fetch(copy_dsn, "SELECT current_user::text AS who")] == [target]

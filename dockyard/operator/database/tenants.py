@@ -93,6 +93,38 @@ class EnvironmentDatabases(AdminSessions):
                 await self.close_public_schema(database, TenantLogin(role, password))
         return self.credentials(namespace=namespace, environment=environment, password=password)
 
+    async def reassert(self, login: TenantLogin) -> None:
+        """Undo what code running as ``login``'s role may have done to the role itself:
+        its password (a role may change its own), its settings (``ALTER ROLE
+        CURRENT_USER SET``, in a database or everywhere), and the roles it was granted
+        to (before PostgreSQL 16 a role may grant itself). Another environment's dump,
+        restored as this role, runs its constraints, defaults and policies as it. Run
+        from the maintenance database, so none of that code runs here."""
+        rl = quoted(login.user)
+        verifier = scram_sha256_verifier(login.password)
+        async with self._session(hide=(login.password,)) as conn:
+            oid = await conn.fetchval(
+                "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", login.user
+            )
+            if oid is None:
+                return
+            await conn.execute(f"ALTER ROLE {rl} WITH PASSWORD {sql_literal(verifier)}")
+            await conn.execute(f"ALTER ROLE {rl} RESET ALL")
+            for row in await conn.fetch(
+                "SELECT d.datname FROM pg_catalog.pg_db_role_setting s"
+                " JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase WHERE s.setrole = $1",
+                oid,
+            ):
+                await conn.execute(f"ALTER ROLE {rl} IN DATABASE {quoted(row[0])} RESET ALL")
+            # The admin's own membership (how a non-superuser admin manages the role) stays.
+            for row in await conn.fetch(
+                "SELECT m.rolname FROM pg_catalog.pg_auth_members a"
+                " JOIN pg_catalog.pg_roles m ON m.oid = a.member"
+                " WHERE a.roleid = $1 AND m.rolname <> CURRENT_USER",
+                oid,
+            ):
+                await conn.execute(f"REVOKE {rl} FROM {quoted(row[0])}")
+
     async def lock_out(self, *, namespace: str, namespace_uid: str, environment: str) -> bool:
         """The environment's role may no longer log in, has no password and no session:
         its database was disabled, and the data is kept. Safe to repeat; ``ensure`` lets

@@ -28,9 +28,10 @@ from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore, RestorePlan, RestoreStatus
 from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.operator import crash_points
+from dockyard.operator.database import ManagedDatabaseError
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.leftovers import sweep
-from dockyard.operator.runs.context import RunContext, retryable
+from dockyard.operator.runs.context import RunContext, retryable, tenant_login
 from dockyard.operator.runs.restoring import DatabaseTaken, ManifestMismatch, drop_database
 from dockyard.operator.store import KindStore, Loaded, OnInvalid, deleting, post
 from dockyard.runner import BackupError
@@ -113,16 +114,37 @@ class RestoreRecords:
         before among them, kept until now as the mark of a switch-over that happened
         (``switch_over.recover``)."""
         done, message = completion(status, plan, seconds, detail, generation=loaded.generation)
+        await self.reassert_target(loaded, plan)
         await self.write(loaded, done)
         crash_points.exit_here(crash_points.RESTORE_COMPLETED)
         post(loaded.raw, reason="Completed", message=message)
         return await self._swept(loaded, done)
+
+    async def reassert_target(self, loaded: LoadedRestore, plan: RestorePlan) -> None:
+        """After another environment's backup was restored as the target's role (its
+        constraints, defaults and policies ran as it), undo what that code may have done
+        to the role itself (``ManagedPostgres.reassert``): a failed restore leaves the
+        target as it was, its role included, and a completed one gives the source's
+        owner no hold on it."""
+        postgres = self.context.postgres
+        if postgres is None or plan.source_environment == plan.target:
+            return
+        try:
+            login = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            await postgres.reassert(login)
+        except (BackupError, ManagedDatabaseError) as exc:
+            logger.warning(
+                "the target's role was not checked after a restore into it",
+                extra={"restore": loaded.name, "target": plan.target, "error": exc.message},
+            )
 
     async def abandon(
         self, loaded: LoadedRestore, status: RestoreStatus, staging: str, error: BackupError
     ) -> Outcome:
         """Drop the attempt's staging database; then retry or give up, as ``error`` says."""
         await self.drop_quietly(staging)
+        if status.plan is not None:
+            await self.reassert_target(loaded, status.plan)
         return await self.attempt_failed(loaded, status, error)
 
     async def attempt_failed(

@@ -238,6 +238,9 @@ class RestoreAttempts:
             }
         )
         try:
+            # What the restored dump's code did to the target's role, undone before the
+            # counts log in as it (a changed password would fail them).
+            await self.records.reassert_target(loaded, plan)
             if tenant is None:
                 tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
             # Recorded before the switch-over: what tells recovery whether it happened.
