@@ -53,6 +53,33 @@ def test_a_flood_of_fresh_keys_stays_under_the_capacity_and_keeps_the_busiest_bu
     assert not charge(limiter, "victim")
 
 
+def test_fresh_keys_of_a_slow_rule_do_not_push_out_a_bucket_at_its_limit() -> None:
+    """One charge of a 10-a-day rule leaves its TAT hours ahead; a spent 600-a-minute
+    bucket's is a minute ahead. Buckets rank by how much of their own rule is spent."""
+    evicted: list[int] = []
+    limiter = MemoryLimiter(Clock(), capacity=8, on_evict=evicted.append)
+    per_subject = Quota(requests=600, period=60.0, burst=100)
+    daily = Quota(requests=10, period=86400.0)
+    assert all(charge(limiter, "alice", per_subject) for _ in range(700))
+    assert not charge(limiter, "alice", per_subject)
+
+    for n in range(8):
+        assert charge(limiter, f"header-{n}", daily)
+
+    assert evicted, "the capacity was passed"
+    assert not charge(limiter, "alice", per_subject)  # still at her limit
+
+
+def test_a_bucket_keeps_its_state_when_its_rules_limit_changes() -> None:
+    limiter = MemoryLimiter(Clock(), capacity=8)
+    assert all(charge(limiter, "alice", PER_MINUTE) for _ in range(5))
+    wider = Quota(requests=6, period=60.0)  # the policy was edited: one more a minute
+    # Still spent (a fresh bucket would allow 6 at once): her charges carried over.
+    assert not charge(limiter, "alice", wider)
+    assert charge(limiter, "bob", wider)
+    assert len(limiter) == 2
+
+
 def test_full_buckets_go_first_and_live_ones_are_not_dropped_for_them() -> None:
     clock = Clock()
     evicted: list[int] = []

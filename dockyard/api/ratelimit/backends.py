@@ -106,7 +106,11 @@ class MemoryLimiter:
         if capacity < 4:
             raise ValueError(f"capacity must be at least 4, got {capacity}")
         self._clock = clock
-        self._tats: dict[str, float] = {}
+        # Each bucket's TAT, grouped by its rule's tolerance (how far ahead the TAT runs
+        # when the bucket is empty), which says how spent it is whatever the rule's
+        # period; grouped rather than kept beside each TAT, which would cost a tuple a
+        # bucket, and rules are few.
+        self._groups: dict[float, dict[str, float]] = {}
         self._capacity = capacity
         self._on_evict = on_evict
         self._prune_above = min(capacity, _PRUNE_FLOOR)
@@ -114,7 +118,7 @@ class MemoryLimiter:
     def __len__(self) -> int:
         """Buckets held (some may be full again, until the next prune): what this
         limiter's memory grows with."""
-        return len(self._tats)
+        return sum(len(group) for group in self._groups.values())
 
     async def check(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
         return self.check_now(buckets, charge=charge)
@@ -122,20 +126,20 @@ class MemoryLimiter:
     def check_now(self, buckets: Sequence[Bucket], *, charge: bool = True) -> list[BucketResult]:
         """``check`` without the coroutine: no await, so no other request interleaves."""
         now = self._clock()
-        outcomes = [gcra.evaluate(b.quota, self._tats.get(b.key), now, b.cost) for b in buckets]
+        outcomes = [gcra.evaluate(b.quota, self._tat(b), now, b.cost) for b in buckets]
         charged = gcra.commits([o.allowed for o in outcomes], [b.enforced for b in buckets])
         results: list[BucketResult] = []
         for bucket, outcome, taken in zip(buckets, outcomes, charged, strict=True):
             if taken:
                 if charge:
-                    self._tats[bucket.key] = outcome.tat
+                    self._store(bucket, outcome.tat)
                 results.append(
                     BucketResult(True, outcome.remaining, outcome.reset, outcome.retry_after)
                 )
             else:
                 # Not charged (refused, or an enforced rule refused): report the
                 # bucket as it stays, with this bucket's own answer.
-                stays = max(self._tats.get(bucket.key, now), now)
+                stays = max(self._tat(bucket) or now, now)
                 results.append(
                     BucketResult(
                         outcome.allowed,
@@ -144,37 +148,76 @@ class MemoryLimiter:
                         outcome.retry_after,
                     )
                 )
-        if len(self._tats) > self._prune_above:
+        if len(self) > self._prune_above:
             self._prune(now)
         return results
 
+    def _tat(self, bucket: Bucket) -> float | None:
+        group = self._groups.get(bucket.quota.tolerance)
+        if group is not None and bucket.key in group:
+            return group[bucket.key]
+        if len(self._groups) > 1:  # its rule's limit may have changed since its charge
+            for other in self._groups.values():
+                if bucket.key in other:
+                    return other[bucket.key]
+        return None
+
+    def _store(self, bucket: Bucket, tat: float) -> None:
+        span = bucket.quota.tolerance
+        group = self._groups.setdefault(span, {})
+        if bucket.key not in group and len(self._groups) > 1:
+            for other_span, other in self._groups.items():
+                if other_span != span:
+                    other.pop(bucket.key, None)
+        group[bucket.key] = tat
+
     def _prune(self, now: float) -> None:
-        tats = self._tats
         keep = self._capacity * 3 // 4
-        # A TAT at or before ``floor`` goes: in the past, it is a full bucket, the same as
-        # no entry; at the capacity, the floor rises to keep only the ``keep`` latest
-        # TATs, the buckets with the least left. Sorting bare floats, not items, keeps
-        # this pass short (docs/ratelimits.md gives its pause).
-        floor, ties = now, 0
-        if len(tats) > self._capacity:
-            live = sorted(tat for tat in tats.values() if tat > now)
+        # A bucket's share spent is (TAT - now) / its rule's tolerance; a TAT in the past
+        # is a full bucket, the same as no entry. Absolute TATs would rank one charge of
+        # a 10-a-day rule above a spent 600-a-minute bucket, and fresh keys of a slow
+        # rule would push out the buckets at their limits.
+        # Where each group's kept buckets start, as a TAT: past ``now`` at least.
+        limits = dict.fromkeys(self._groups, now)
+        ties = 0
+        if len(self) > self._capacity:
+            # Sorting bare floats, not items, keeps this pass short (docs/ratelimits.md
+            # gives its pause): at the capacity, only the ``keep`` most spent stay. One
+            # rule's buckets rank by their TATs as they are, with nothing to allocate.
+            single = len(self._groups) == 1
+            live: list[float] = []
+            for span, group in self._groups.items():
+                if single:
+                    live = sorted(tat for tat in group.values() if tat > now)
+                else:
+                    per = 1.0 / span
+                    live.extend([(tat - now) * per for tat in group.values() if tat > now])
+            if not single:
+                live.sort()
             if len(live) > keep:
                 floor = live[-keep]
                 # Of the buckets at exactly the floor, as many as fit in ``keep`` stay.
                 ties = bisect.bisect_right(live, floor) - (len(live) - keep)
+                limits = {span: floor if single else now + floor * span for span in self._groups}
                 if self._on_evict is not None:
                     self._on_evict(len(live) - keep)
-        kept = {key: tat for key, tat in tats.items() if tat > floor}
-        if ties:
-            for key, tat in tats.items():
-                if tat == floor:
-                    kept[key] = tat
-                    ties -= 1
-                    if not ties:
-                        break
-        self._tats = kept
+        groups: dict[float, dict[str, float]] = {}
+        for span, group in self._groups.items():
+            limit = limits[span]
+            kept = {key: tat for key, tat in group.items() if tat > limit}
+            if ties:
+                for key, tat in group.items():
+                    if tat == limit and key not in kept:
+                        kept[key] = tat
+                        ties -= 1
+                        if not ties:
+                            break
+            if kept:
+                groups[span] = kept
+        self._groups = groups
+        kept_count = len(self)
         # Sweep again once the live ones have doubled, and at the capacity at the latest.
-        self._prune_above = min(self._capacity, max(_PRUNE_FLOOR, 2 * len(kept)))
+        self._prune_above = min(self._capacity, max(_PRUNE_FLOOR, 2 * kept_count))
 
 
 # KEYS: one per bucket. ARGV[1]: "1" to charge, "0" to only look; then four values per
