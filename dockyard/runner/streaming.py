@@ -47,10 +47,10 @@ def remove_stale_spools(spool_dir: Path) -> list[str]:
     """Remove the spool directories of this host's earlier processes: a decrypted dump
     each, which a crash (SIGKILL, the OOM killer) leaves behind. Call it before this
     process starts a restore; the names of those removed."""
-    removed = []
+    own, removed = spool_prefix(), []
     with contextlib.suppress(FileNotFoundError):
         for entry in sorted(spool_dir.iterdir()):
-            if entry.name.startswith(spool_prefix()) and entry.is_dir():
+            if entry.name.startswith(own) and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
     return removed

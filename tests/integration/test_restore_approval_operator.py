@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,42 @@ def test_a_production_target_being_deleted_fails_the_restore_instead_of_skipping
 # -- the approval covers the backup the plan showed ------------------------------------------
 
 
+def _requested(
+    kubectl: Kubectl, testbed: Testbed, namespace: str, **spec: Any
+) -> tuple[dict[str, Any], Callable[[], None]]:
+    """Restore ``promote`` into the production environment ``live`` (``spec`` the rest),
+    requested by one operator-role user and waiting for a second's approval: its plan,
+    and the approval, given when called."""
+    requester = f"alice-{uuid.uuid4().hex[:5]}"
+    approver = f"bob-{uuid.uuid4().hex[:5]}"
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
+    _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
+    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
+    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
+    manifest = _restore("promote", target={"environmentRef": {"name": "live"}}, **spec)
+    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
+    plan = _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")["plan"]
+
+    def approve() -> None:
+        approval = {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}}
+        _patch(kubectl, namespace, approval, as_bob)
+
+    return plan, approve
+
+
+def _failed_leaving_live_as_it_was(
+    kubectl: Kubectl, testbed_state: State, namespace: str, reason: str
+) -> dict[str, Any]:
+    """The status of ``promote`` once Failed with ``reason``; ``live`` still holds its table."""
+    status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
+    completed = _condition(status, "Completed")
+    assert (completed["status"], completed["reason"]) == ("False", reason)
+    live = _dsn(testbed_state, namespace, "live")
+    assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
+    return status
+
+
 @pytest.mark.usefixtures("operator_process", "approval_policy")
 def test_a_backup_replaced_after_the_plan_fails_the_approved_restore(
     kubectl: Kubectl, testbed: Testbed, testbed_state: State, namespace: str, backup_root: Path
@@ -252,21 +289,9 @@ def test_a_backup_replaced_after_the_plan_fails_the_approved_restore(
         _owner_dsn(kubectl, namespace, "sandbox"),
         "UPDATE customers SET email = 'planted@attacker.example'",
     )
-    requester = f"alice-{uuid.uuid4().hex[:5]}"
-    approver = f"bob-{uuid.uuid4().hex[:5]}"
-    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
-    _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
-    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
-    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
-    manifest = _restore(
-        "promote",
-        source={"backupRef": {"name": "nightly"}},
-        target={"environmentRef": {"name": "live"}},
-        safetyBackup=False,
+    planned, approve = _requested(
+        kubectl, testbed, namespace, source={"backupRef": {"name": "nightly"}}, safetyBackup=False
     )
-    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
-    planned = _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")["plan"]
     original = _get(kubectl, namespace, "backup", "nightly")
     assert original is not None
     assert planned["backupUid"] == original["metadata"]["uid"]
@@ -275,19 +300,10 @@ def test_a_backup_replaced_after_the_plan_fails_the_approved_restore(
     kubectl("delete", "backup", "nightly", "-n", namespace, "--timeout=120s")
     _apply(kubectl, namespace, _backup(namespace, "nightly", backup_root, environment="sandbox"))
     _wait_phase(kubectl, namespace, "nightly", "Completed")
-    _patch(
-        kubectl,
-        namespace,
-        {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}},
-        as_bob,
-    )
+    approve()
 
-    status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
-    completed = _condition(status, "Completed")
-    assert (completed["status"], completed["reason"]) == ("False", "BackupReplaced")
+    status = _failed_leaving_live_as_it_was(kubectl, testbed_state, namespace, "BackupReplaced")
     assert "replaced by another Backup of the same name" in status["message"]
-    live = _dsn(testbed_state, namespace, "live")
-    assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
 
 
 def _backup_status(kubectl: Kubectl, namespace: str, status: dict[str, Any]) -> None:
@@ -308,21 +324,10 @@ def test_an_approval_of_a_verified_backup_a_drill_failed_on_since_restores_nothi
     )
     _empty_environment(kubectl, namespace, "live", tier="production", replicas=2)
     _run_sql(_owner_dsn(kubectl, namespace, "live"), "CREATE TABLE precious (id int)")
-    requester = f"alice-{uuid.uuid4().hex[:5]}"
-    approver = f"bob-{uuid.uuid4().hex[:5]}"
-    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
-    _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
-    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
-    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
-    manifest = _restore(
-        "promote",
-        source={"environmentRef": {"name": "shop"}, "select": "latestVerified"},
-        target={"environmentRef": {"name": "live"}},
-        safetyBackup=False,
+    latest_verified = {"environmentRef": {"name": "shop"}, "select": "latestVerified"}
+    planned, approve = _requested(
+        kubectl, testbed, namespace, source=latest_verified, safetyBackup=False
     )
-    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
-    planned = _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")["plan"]
     assert (planned["backup"], planned["verified"]) == ("nightly", True)
 
     failed = {
@@ -333,19 +338,12 @@ def test_an_approval_of_a_verified_backup_a_drill_failed_on_since_restores_nothi
         "lastTransitionTime": "2026-01-02T00:00:00Z",
     }
     _backup_status(kubectl, namespace, {"conditions": [failed]})
-    _patch(
-        kubectl,
-        namespace,
-        {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}},
-        as_bob,
-    )
+    approve()
 
-    status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
-    completed = _condition(status, "Completed")
-    assert (completed["status"], completed["reason"]) == ("False", "SourceNoLongerVerified")
+    status = _failed_leaving_live_as_it_was(
+        kubectl, testbed_state, namespace, "SourceNoLongerVerified"
+    )
     assert "a restore drill has failed on it since" in status["message"]
-    live = _dsn(testbed_state, namespace, "live")
-    assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")
 
 
 @pytest.mark.usefixtures("operator_process", "approval_policy")
@@ -363,31 +361,9 @@ def test_a_backup_made_to_pass_for_the_safety_backup_fails_the_restore(
     forged["metadata"]["labels"] = {"dockyard.io/restore": "promote"}
     _apply(kubectl, namespace, forged)
     _wait_phase(kubectl, namespace, "promote-safety", "Completed")
-    requester = f"alice-{uuid.uuid4().hex[:5]}"
-    approver = f"bob-{uuid.uuid4().hex[:5]}"
-    _bind(kubectl, namespace, "dockyard-operator", f"--user={requester}")
-    _bind(kubectl, namespace, "dockyard-operator", f"--user={approver}")
-    as_alice, as_bob = testbed.user_token(requester, []), testbed.user_token(approver, [])
-    wait_for(lambda: _can_approve(kubectl, namespace, as_bob), timeout=30)
-    manifest = _restore(
-        "promote",
-        source={"backupRef": {"name": "nightly"}},
-        target={"environmentRef": {"name": "live"}},
-    )
-    manifest["metadata"]["annotations"] = {"dockyard.io/requested-by": requester}
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), token=as_alice)
-    _wait_restore(kubectl, namespace, "promote", "AwaitingApproval")
-    _patch(
-        kubectl,
-        namespace,
-        {"metadata": {"annotations": {"dockyard.io/approved-by": approver}}},
-        as_bob,
-    )
+    _, approve = _requested(kubectl, testbed, namespace, source={"backupRef": {"name": "nightly"}})
+    approve()
 
-    status = _wait_restore(kubectl, namespace, "promote", "Failed", timeout=120)
-    completed = _condition(status, "Completed")
-    assert (completed["status"], completed["reason"]) == ("False", "SafetyBackupTaken")
+    status = _failed_leaving_live_as_it_was(kubectl, testbed_state, namespace, "SafetyBackupTaken")
     assert "exists but was not made by this restore" in status["message"]
     assert status.get("safetyBackupUid") is None
-    live = _dsn(testbed_state, namespace, "live")
-    assert _fetch(live, "SELECT 1 FROM pg_tables WHERE tablename = 'precious'")

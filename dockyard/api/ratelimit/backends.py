@@ -176,8 +176,8 @@ class MemoryLimiter:
         # A bucket's share spent is (TAT - now) / its rule's tolerance; a TAT in the past
         # is a full bucket, the same as no entry. Absolute TATs would rank one charge of
         # a 10-a-day rule above a spent 600-a-minute bucket, and fresh keys of a slow
-        # rule would push out the buckets at their limits.
-        # Where each group's kept buckets start, as a TAT: past ``now`` at least.
+        # rule would push out the buckets at their limits. ``limits``: where each
+        # group's kept buckets start, as a TAT (past ``now`` at least).
         limits = dict.fromkeys(self._groups, now)
         ties = 0
         if len(self) > self._capacity:
@@ -185,17 +185,19 @@ class MemoryLimiter:
             # gives its pause): at the capacity, only the ``keep`` most spent stay. One
             # rule's buckets rank by their TATs as they are, with nothing to allocate.
             single = len(self._groups) == 1
-            live: list[float] = []
-            for span, group in self._groups.items():
-                if single:
-                    live = sorted(tat for tat in group.values() if tat > now)
-                else:
-                    per = 1.0 / span
-                    live.extend([(tat - now) * per for tat in group.values() if tat > now])
-            if not single:
-                live.sort()
+            if single:
+                live = sorted(
+                    tat for group in self._groups.values() for tat in group.values() if tat > now
+                )
+            else:
+                live = sorted(
+                    (tat - now) / span
+                    for span, group in self._groups.items()
+                    for tat in group.values()
+                    if tat > now
+                )
             if len(live) > keep:
-                floor = live[-keep]
+                floor = live[-keep]  # a TAT for one rule's buckets, else a share spent
                 # Of the buckets at exactly the floor, as many as fit in ``keep`` stay.
                 ties = bisect.bisect_right(live, floor) - (len(live) - keep)
                 limits = {span: floor if single else now + floor * span for span in self._groups}

@@ -28,7 +28,7 @@ from dockyard.core.models.environment import Environment
 from dockyard.core.models.restore import Restore, RestorePlan, RestoreStatus
 from dockyard.core.models.restore_drill import RestoreDrill
 from dockyard.operator import crash_points
-from dockyard.operator.database import ManagedDatabaseError
+from dockyard.operator.database import ManagedDatabaseError, TenantLogin
 from dockyard.operator.outcomes import Outcome
 from dockyard.operator.restores.leftovers import sweep
 from dockyard.operator.runs.context import RunContext, retryable, tenant_login
@@ -120,7 +120,9 @@ class RestoreRecords:
         post(loaded.raw, reason="Completed", message=message)
         return await self._swept(loaded, done)
 
-    async def reassert_target(self, loaded: LoadedRestore, plan: RestorePlan) -> None:
+    async def reassert_target(
+        self, loaded: LoadedRestore, plan: RestorePlan, login: TenantLogin | None = None
+    ) -> None:
         """After another environment's backup was restored as the target's role (its
         constraints, defaults and policies ran as it), undo what that code may have done
         to the role itself (``ManagedPostgres.reassert``): a failed restore leaves the
@@ -130,7 +132,8 @@ class RestoreRecords:
         if postgres is None or plan.source_environment == plan.target:
             return
         try:
-            login = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            if login is None:
+                login = await tenant_login(self.context.kube, loaded.namespace, plan.target)
             await postgres.reassert(login)
         except (BackupError, ManagedDatabaseError) as exc:
             logger.warning(

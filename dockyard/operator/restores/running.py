@@ -238,11 +238,11 @@ class RestoreAttempts:
             }
         )
         try:
-            # What the restored dump's code did to the target's role, undone before the
-            # counts log in as it (a changed password would fail them).
-            await self.records.reassert_target(loaded, plan)
             if tenant is None:
                 tenant = await tenant_login(self.context.kube, loaded.namespace, plan.target)
+            # What the restored dump's code did to the target's role, undone before the
+            # counts log in as it (a changed password would fail them).
+            await self.records.reassert_target(loaded, plan, tenant)
             # Recorded before the switch-over: what tells recovery whether it happened.
             oid = await staging_oid(self.context, staging)
             verifying = verifying.model_copy(update={"staging_database_oid": oid})
