@@ -49,10 +49,19 @@ async def readable_namespaces(
     request: web.Request,
     permission: Permission,
     candidates: Iterable[str],
+    *,
+    principal: Principal | None = None,
 ) -> Readable:
-    """The namespaces among ``candidates`` where ``permission`` holds (or everywhere)."""
+    """The namespaces among ``candidates`` where ``permission`` holds (or everywhere) for
+    ``principal``: the request's caller as authenticated when it arrived, unless given.
+
+    A long-lived request that authenticates its caller again (the event stream's
+    re-check) passes the principal it got then, so that the groups it was given since,
+    not those it had, decide.
+    """
     settings = request.app[keys.SETTINGS]
-    principal: Principal = request[keys.PRINCIPAL]
+    if principal is None:
+        principal = request[keys.PRINCIPAL]
     authorizer = request.app[keys.AUTHORIZER]
     if (await authorizer.check(principal, permission)).allowed:
         return Readable(None)

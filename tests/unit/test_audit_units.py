@@ -68,11 +68,20 @@ def test_a_cursor_is_url_safe_and_unpadded() -> None:
         base64.urlsafe_b64encode(b'["2025-01-01T00:00:00+00:00", "5"]').decode(),
         base64.urlsafe_b64encode(b'["yesterday", 5]').decode(),
         "A" * 201,
+        # Made by hand: an id past PostgreSQL's bigint, instants with no UTC one.
+        base64.urlsafe_b64encode(b'["2025-01-01T00:00:00+00:00", 9223372036854775808]').decode(),
+        base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00", 5]').decode(),
+        base64.urlsafe_b64encode(b'["9999-12-31T23:30:00-01:00", 5]').decode(),
     ],
 )
 def test_a_cursor_this_api_did_not_hand_out_is_refused(token: str) -> None:
     with pytest.raises(InvalidCursor):
         Cursor.decode(token)
+
+
+def test_a_cursor_may_hold_the_largest_bigint_and_the_first_instant() -> None:
+    cursor = Cursor(datetime(1, 1, 1, tzinfo=UTC), 2**63 - 1)
+    assert Cursor.decode(cursor.encode()) == cursor
 
 
 # -- spec diffs ----------------------------------------------------------------------------
@@ -357,10 +366,42 @@ def test_a_repeated_parameter_is_refused() -> None:
     assert _field_errors(caught.value) == {"actor": "given more than once"}
 
 
-def test_a_forged_cursor_is_refused_on_cursor() -> None:
+@pytest.mark.parametrize(
+    "token", ["Zm9yZ2Vk", Cursor(datetime(2025, 1, 1, tzinfo=UTC), 2**63).encode()]
+)
+def test_a_forged_cursor_is_refused_on_cursor(token: str) -> None:
     with pytest.raises(errors.Problem) as caught:
-        parse_query(_query(("cursor", "Zm9yZ2Vk")))
+        parse_query(_query(("cursor", token)))
     assert list(_field_errors(caught.value)) == ["cursor"]
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00", "0001-01-01T00:30:00 01:00"]
+)
+@pytest.mark.parametrize("name", ["since", "until"])
+def test_an_instant_with_no_utc_one_is_refused_on_its_parameter(name: str, value: str) -> None:
+    """PostgreSQL compares in UTC: such an instant would fail there, a 500."""
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query((name, value)))
+    assert _field_errors(caught.value) == {name: "Value error, out of range once converted to UTC"}
+
+
+def test_the_first_and_last_utc_instants_are_valid_bounds() -> None:
+    query = parse_query(
+        _query(("since", "0001-01-01T00:00:00Z"), ("until", "9999-12-31T23:59:59.999999Z"))
+    )
+    assert query.since == datetime(1, 1, 1, tzinfo=UTC)
+    assert query.until == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("name", ["actor", "resource", "namespace", "name"])
+def test_a_filter_holding_nul_is_refused_on_its_parameter(name: str) -> None:
+    """PostgreSQL's text cannot hold NUL: ``?actor=%00`` would fail there, a 500."""
+    with pytest.raises(errors.Problem) as caught:
+        parse_query(_query((name, "al\x00ice")))
+    assert _field_errors(caught.value) == {
+        name: "Value error, must not contain a NUL character (%00)"
+    }
 
 
 # -- retention ----------------------------------------------------------------------------

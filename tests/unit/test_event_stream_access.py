@@ -1,9 +1,11 @@
 """Which SubjectAccessReviews an event stream spends: a caller who may watch a kind
 cluster-wide is asked once for it, not once per namespace the log holds events of; the
-others once per namespace and kind, within a budget per re-check interval.
+others once per namespace and kind, within a budget per re-check interval. And whose
+groups the re-check asks with: the token's now, not those it had when the stream opened.
 
-The authorizer here is a stand-in that answers from a table and counts the questions
-(the real one asks the apiserver; tests/integration/test_event_stream.py covers it)."""
+The authorizers here are stand-ins that answer from a table (counting the questions) or
+by group (the real one asks the apiserver; tests/integration/test_event_stream.py covers
+it)."""
 
 from __future__ import annotations
 
@@ -89,3 +91,53 @@ async def test_the_replay_stops_asking_once_its_budget_is_spent() -> None:
     assert access.may_decide("backups", "team-1")
     access.kinds_everywhere["restores"] = True
     assert access.may_decide("restores", "team-3")
+
+
+class GroupAuthorizer:
+    """Grants ``watch`` on environments in a namespace to the group of that name."""
+
+    async def check(
+        self, principal: Principal, permission: Permission, *, namespace: str | None = None
+    ) -> Decision:
+        return Decision(namespace is not None and namespace in principal.groups, "")
+
+
+class Reviews:
+    """A TokenReview whose answer for the same valid token changes: ``groups`` now."""
+
+    def __init__(self, groups: tuple[str, ...]) -> None:
+        self.groups = groups
+
+    async def authenticate(self, token: str) -> Principal | None:
+        return Principal("ops", self.groups)
+
+
+class Environments:
+    def namespaces(self) -> set[str]:
+        return {"team-a", "team-b"}
+
+
+async def test_a_caller_taken_out_of_the_group_that_granted_the_namespace_loses_it() -> None:
+    """The re-check judges the namespaces shown with the groups the token has now, not
+    those it had when the stream opened: the last one gone, the stream ends with 403."""
+    reviews = Reviews(("team-a", "team-b"))
+    app = web.Application()
+    app[keys.AUTHORIZER] = GroupAuthorizer()  # type: ignore[misc]
+    app[keys.AUTHENTICATOR] = reviews  # type: ignore[misc]
+    app[keys.ENVIRONMENT_CACHE] = Environments()  # type: ignore[misc]
+    app[keys.SETTINGS] = Settings.model_validate({})
+    request = make_mocked_request("GET", "/api/v1/events", app=app)
+    request[keys.PRINCIPAL] = Principal("ops", ("team-a", "team-b"))
+    access = _Access(request, only=None)
+    await access.start()
+    assert access.showing == {"team-a", "team-b"}
+
+    reviews.groups = ("team-b",)
+    assert await access.recheck() is None
+    assert access.showing == {"team-b"}
+
+    reviews.groups = ()
+    problem = await access.recheck()
+    assert problem is not None
+    assert problem.status == 403
+    assert access.showing == set()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dockyard.api import errors
-from dockyard.api.cursors import encode_name, read_name
+from dockyard.api.cursors import encode, encode_name, read_name
 from dockyard.api.routes.restoredrills import DATABASE, STATUS, RunsCursor
 from dockyard.api.routes.restores import approval_refusal
 
@@ -71,9 +71,21 @@ def test_run_cursors_round_trip_with_their_source() -> None:
         RunsCursor(DATABASE, datetime(2025, 2, 1, tzinfo=UTC), None).encode(),
         RunsCursor(STATUS, datetime(2025, 2, 1, tzinfo=UTC), 3).encode(),
         RunsCursor(STATUS, datetime(2025, 2, 1), None).encode(),  # naive time
+        # Made by hand: an id past PostgreSQL's bigint, a time with no UTC instant.
+        encode([DATABASE, "2025-01-01T00:00:00+00:00", 2**63]),
+        encode([DATABASE, "2025-01-01T00:00:00+00:00", 0]),
+        encode([DATABASE, "0001-01-01T00:00:00+01:00", 5]),
+        encode([STATUS, "9999-12-31T23:30:00-01:00", None]),
     ],
 )
 def test_a_run_cursor_this_api_did_not_issue_is_refused(cursor: str) -> None:
     with pytest.raises(errors.Problem) as raised:
         RunsCursor.decode(cursor)
     assert raised.value.status == 422
+    assert [e.field for e in raised.value.errors or []] == ["query.cursor"]
+
+
+def test_a_run_cursor_may_hold_the_largest_bigint_and_the_first_instant() -> None:
+    earliest = datetime(1, 1, 1, tzinfo=UTC)
+    for cursor in (RunsCursor(DATABASE, earliest, 2**63 - 1), RunsCursor(STATUS, earliest)):
+        assert RunsCursor.decode(cursor.encode()) == cursor

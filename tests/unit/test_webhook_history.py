@@ -17,8 +17,16 @@ def test_a_cursor_holds_the_row_id_to_continue_below() -> None:
     assert cursors.read(cursors.encode([4711]), _row_id) == 4711
 
 
-@pytest.mark.parametrize("position", [[True], [0], [-3], ["12"], [1.5], [1, 2], [], {"id": 1}])
+def test_a_cursor_may_hold_the_largest_bigint() -> None:
+    assert cursors.read(cursors.encode([2**63 - 1]), _row_id) == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "position",
+    [[True], [0], [-3], ["12"], [1.5], [1, 2], [], {"id": 1}, [2**63], [10**30]],
+)
 def test_any_other_position_is_refused_naming_the_cursor(position: Any) -> None:
+    """A row id past PostgreSQL's bigint among them: it would fail there, a 500."""
     with pytest.raises(errors.Problem) as refused:
         cursors.read(cursors.encode(position), _row_id)
 

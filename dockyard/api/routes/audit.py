@@ -7,7 +7,7 @@ Who may read it is RBAC's call: the operation needs ``list`` on ``auditevents`` 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -75,6 +75,26 @@ class AuditQuery(BaseModel):
                 "expected an ISO 8601 date-time with offset, e.g. 2025-01-31T00:00:00Z"
             )
         return _SPACE_BEFORE_OFFSET.sub(r"\1+\2", value)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc_range(cls, value: datetime | None) -> datetime | None:
+        # PostgreSQL compares in UTC: year 1 with a positive offset (or 9999 with a
+        # negative one) has no UTC instant Python can send it, and would be a 500.
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("out of range once converted to UTC") from None
+        return value
+
+    @field_validator("actor", "resource", "namespace", "name")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL's text cannot hold NUL: the query would fail there, a 500.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character (%00)")
+        return value
 
     @field_validator("until")
     @classmethod

@@ -119,7 +119,9 @@ class _Access:
             self.showing = {self.only}
             return
         cache = self.request.app[keys.ENVIRONMENT_CACHE]
-        readable = await fanout.readable_namespaces(self.request, WATCH, cache.namespaces())
+        readable = await fanout.readable_namespaces(
+            self.request, WATCH, cache.namespaces(), principal=self.principal
+        )
         self.everywhere = readable.namespaces is None
         self.showing = set(readable.namespaces or ())
 
@@ -167,7 +169,9 @@ class _Access:
         self.everywhere = (await authorizer.check(self.principal, WATCH)).allowed
         if self.everywhere:
             return True
-        readable = await fanout.readable_namespaces(self.request, WATCH, self.showing)
+        readable = await fanout.readable_namespaces(
+            self.request, WATCH, self.showing, principal=self.principal
+        )
         checked = set(self.showing)
         if readable.checked_through is not None:
             checked = {ns for ns in checked if ns <= readable.checked_through}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dockyard.api import errors, keys
 from dockyard.api.audit.diff import spec_diff
@@ -41,7 +41,7 @@ from dockyard.api.routes.objects import (
     read_merge_patch,
     respond,
 )
-from dockyard.api.routes.pages import label_filter
+from dockyard.api.routes.pages import LabelSelector, label_filter, parse_query, query_parameters
 from dockyard.core import telemetry
 from dockyard.core.kube import KubeError
 from dockyard.core.models.common import CustomResource
@@ -83,6 +83,15 @@ MERGE_PATCH_SCHEMA: dict[str, Any] = {
         "spec": {"type": "object", "description": "the fields of spec to change"},
     },
 }
+
+
+class PlainListQuery(BaseModel):
+    """Query parameters of a kind's one-page list: the same selector as the paged lists
+    take, refused (422), not cut short, past its length, so no filter is half applied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label_selector: LabelSelector = None
 
 
 @dataclass(frozen=True)
@@ -130,16 +139,8 @@ class KindRoutes(KindContract):
     # -- handlers -------------------------------------------------------------------------
 
     async def list_namespaced(self, request: web.Request) -> web.Response:
-        unknown = set(request.query) - {"labelSelector"}
-        if unknown:
-            raise errors.validation_failed(
-                [
-                    errors.FieldError(field=f"query.{k}", message="unknown parameter")
-                    for k in sorted(unknown)
-                ]
-            )
-        selector = request.query.get("labelSelector")
-        predicate = label_filter(selector[:1024]) if selector else None
+        selector = parse_query(request, PlainListQuery).label_selector
+        predicate = label_filter(selector) if selector else None
         cache = await self.synced(request)
         namespace = request.match_info.get("namespace")
         scope = None if namespace is None else {namespace}
@@ -345,6 +346,7 @@ class KindRoutes(KindContract):
                 "list",
                 response_model=self.list_model,
                 description="Filter: labelSelector.",
+                parameters=query_parameters(PlainListQuery),
             ),
             self.operation(
                 "POST",

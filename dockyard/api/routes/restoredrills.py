@@ -107,12 +107,21 @@ class RunsCursor:
 
     @classmethod
     def _from_position(cls, position: Any) -> RunsCursor:
+        """A position ``encode`` can have made: its id a bigint row id (``drill_runs.id``),
+        its start time one PostgreSQL takes, in UTC too (a time whose offset carries it
+        outside Python's years 1 to 9999 raises ``OverflowError`` here, where it is
+        refused, rather than in the database, where it would be a 500)."""
         source, started, ident = position
         started_at = datetime.fromisoformat(started)
         # bool is an int to Python; a cursor never holds one.
-        valid = (source == DATABASE and type(ident) is int) or (source == STATUS and ident is None)
+        row = type(ident) is int and 1 <= ident < 2**63
+        valid = (source == DATABASE and row) or (source == STATUS and ident is None)
         if not valid or started_at.tzinfo is None:
             raise ValueError("not a run cursor")
+        try:
+            started_at.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("not a run cursor") from None
         return cls(source, started_at, ident)
 
 

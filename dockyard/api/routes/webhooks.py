@@ -79,8 +79,11 @@ class WebhookDeliveryList(BaseModel):
 
 
 def _row_id(position: Any) -> int:
+    """The row id a deliveries cursor holds: a bigint, as the column is (a larger one
+    would fail in PostgreSQL, a 500 instead of the 422 of any other foreign cursor)."""
     [row] = position
-    if type(row) is not int or row < 1:  # bool is an int to Python; a cursor never holds one
+    # bool is an int to Python; a cursor never holds one.
+    if type(row) is not int or not 1 <= row < 2**63:
         raise ValueError("not a delivery cursor")
     return row
 
