@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from dockyard.core import event_log, events
 from dockyard.core.events import EventType, ObjectRef, RunEventData
+from dockyard.operator.handlers.webhooks import SECRET_RECHECK_SECONDS
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.processes import free_port
 from tests.conftest import SESSION_ID, Kubectl, StartApi, api_settings
@@ -429,6 +430,29 @@ async def test_a_url_aimed_at_a_private_address_is_refused(
     assert refused in ready["message"]
     if "ASCII" not in refused:
         assert "DOCKYARD_WEBHOOK_ALLOWED_NETWORKS" in ready["message"]
+
+
+async def test_a_webhook_applied_before_its_secret_becomes_ready_once_the_secret_is_made(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """GitOps tools apply in any order, and the docs show the Webhook first: making the
+    Secret the refusal names is enough, with no change to the Webhook."""
+    await _webhook(kubectl, namespace, "hook", "http://127.0.0.1:9/in")
+
+    async def refused() -> dict[str, Any] | None:
+        ready = _ready(await _status(kubectl, namespace, "hook"))
+        return ready if ready.get("reason") == "SecretNotFound" else None
+
+    await _until(refused, what="Ready=False, SecretNotFound")
+    await asyncio.to_thread(
+        kubectl, "create", "secret", "generic", "hook-signing",
+        f"--from-literal=secret={_signing_secret()}", "-n", namespace,
+    )  # fmt: skip
+
+    async def accepted() -> bool:
+        return await _ready_status(kubectl, namespace)
+
+    await _until(accepted, within=SECRET_RECHECK_SECONDS + 15, what="Ready=True")
 
 
 @pytest.mark.usefixtures("roles")

@@ -116,6 +116,25 @@ async def test_a_check_that_fails_unexpectedly_stops_delivering_with_the_old_spe
     assert UID in dispatcher._refused  # its deliveries are parked as they come up
 
 
+async def test_a_spec_the_apiserver_let_by_but_the_models_refuse_stops_the_old_target() -> None:
+    """Go's regexp reads the CRD's ``\\s`` as ASCII whitespace only, so the apiserver
+    stores a URL ending in a no-break space, which the model refuses: the Webhook is
+    refused (Ready False, InvalidSpec), not left delivering to its old URL though the
+    new spec says ``suspend``."""
+    dispatcher, _, written = _dispatcher()
+    await dispatcher.check(_body(1, url="https://old.example/in"))
+    assert UID in dispatcher.targets
+
+    await dispatcher.check(_body(2, url="https://new.example/in\u00a0", suspend=True))
+
+    assert UID not in dispatcher.targets
+    assert UID in dispatcher._refused  # its deliveries are parked as they come up
+    ready = _ready(written[-1])
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.url")
+    assert written[-1]["observedGeneration"] == 2
+
+
 async def test_a_check_that_passed_keeps_its_target_when_only_the_status_write_fails() -> None:
     dispatcher, _, _ = _dispatcher()
 

@@ -153,3 +153,24 @@ async def test_an_unexpected_error_is_stored_by_its_type_alone(
     assert written
     assert all("s3cret" not in str(args) for args in written)
     assert any("ValueError" in str(args) for args in written)
+
+
+async def test_a_webhook_checked_while_the_counts_are_read_is_shown_on_the_next_pass() -> None:
+    """A status pass reads the delivery counts of the Webhooks it knows; one checked
+    (added) while that query runs has no counts yet, and must not fail the pass for the
+    others."""
+    dispatcher, target, _ = _dispatcher()
+    written: list[str] = []
+
+    async def write_status(_ns: str, name: str, _status: Any, **_: Any) -> bool:
+        written.append(name)
+        return True
+
+    dispatcher.webhooks.write_status = write_status  # type: ignore[method-assign]
+    late = Target("uid-2", "team", "late", 1, target.spec, target.signer, everywhere=False)
+    dispatcher.targets[late.uid] = late
+
+    await dispatcher.statuses.show(dispatcher.targets, {"uid-1": {"pending": 0, "dead": 0}})
+
+    assert written == ["hook"]
+    assert "uid-2" not in dispatcher.statuses.shown

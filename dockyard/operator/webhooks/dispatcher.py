@@ -39,10 +39,11 @@ from dockyard.core import webhook_deliveries as store
 from dockyard.core.breakers import Breakers, Dependency, DependencyUnavailable
 from dockyard.core.kube import KubeClient
 from dockyard.core.metrics import OperatorMetrics
-from dockyard.core.models.webhook import Webhook, WebhookConditionType
+from dockyard.core.models.common import ObjectMeta
+from dockyard.core.models.webhook import Webhook, WebhookStatus
 from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
-from dockyard.operator.store import KindStore
+from dockyard.operator.store import InvalidObject, KindStore
 from dockyard.operator.webhooks.failures import (
     DeliveryFailed,
     backoff,
@@ -161,9 +162,20 @@ class Dispatcher:
         A check that fails otherwise (the apiserver or the database out) stops
         deliveries to the Webhook until one succeeds (Kopf retries it): the spec it last
         passed with, perhaps an old URL or not yet ``suspend``, is not delivered to.
+        Nor is one whose spec, which the apiserver let by, the models refuse (``InvalidSpec``).
         """
-        webhook = self.webhooks.parse(body)
-        uid = webhook.metadata.uid or ""
+        uid = str(body["metadata"].get("uid") or "")
+        try:
+            webhook = self.webhooks.parse(body)
+        except InvalidObject as invalid:
+            self._drop(uid)
+            self._refused.add(uid)
+            await store.park(self.pool, uid, store.NOT_READY, SUSPENDED_RECHECK)
+            verdict = (False, "InvalidSpec", invalid.problem)
+            await self.statuses.ready(
+                ObjectMeta.model_validate(body["metadata"]), WebhookStatus(), verdict
+            )
+            return
         try:
             await self._check(webhook)
         except BaseException:
@@ -202,17 +214,7 @@ class Dispatcher:
             )  # fmt: skip
             scope = "every namespace" if namespace == self.settings.namespace else namespace
             ready = (True, "Accepted", f"Delivering {', '.join(webhook.spec.events)} of {scope}.")
-        status = webhook.status.with_condition(
-            WebhookConditionType.READY, *ready, generation=generation
-        ).model_copy(update={"observed_generation": generation})
-        await self.webhooks.write_status(
-            namespace,
-            name,
-            status.model_dump(
-                mode="json", by_alias=True, include={"conditions", "observed_generation"}
-            ),
-            uid=uid,
-        )
+        await self.statuses.ready(meta, webhook.status, ready)
 
     def _drop(self, uid: str) -> None:
         target = self.targets.pop(uid, None)

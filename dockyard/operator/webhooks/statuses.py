@@ -16,7 +16,14 @@ from typing import Any, Final
 from dockyard.core import webhook_deliveries as store
 from dockyard.core.breakers import Breakers, Dependency
 from dockyard.core.metrics import OperatorMetrics
-from dockyard.core.models.webhook import BreakerState, LastDelivery, Webhook
+from dockyard.core.models.common import ObjectMeta
+from dockyard.core.models.webhook import (
+    BreakerState,
+    LastDelivery,
+    Webhook,
+    WebhookConditionType,
+    WebhookStatus,
+)
 from dockyard.operator.store import KindStore
 from dockyard.operator.webhooks.targets import Target
 
@@ -75,6 +82,24 @@ class Statuses:
         state = self.breakers.state_of(Dependency.WEBHOOK, uid)
         return _BREAKER_STATES.get(state, BreakerState.CLOSED)
 
+    async def ready(
+        self, meta: ObjectMeta, status: WebhookStatus, ready: tuple[bool, str, str]
+    ) -> None:
+        """Write a check's verdict: the Webhook's Ready condition (status, reason,
+        message), for the generation it judged, over ``status``."""
+        generation = meta.generation or 0
+        status = status.with_condition(
+            WebhookConditionType.READY, *ready, generation=generation
+        ).model_copy(update={"observed_generation": generation})
+        await self.webhooks.write_status(
+            meta.namespace or "",
+            meta.name or "",
+            status.model_dump(
+                mode="json", by_alias=True, include={"conditions", "observed_generation"}
+            ),
+            uid=meta.uid,
+        )
+
     async def show(
         self, targets: Mapping[str, Target], counts: Mapping[str, Mapping[str, int]]
     ) -> None:
@@ -82,9 +107,12 @@ class Statuses:
         ``targets`` is the dispatcher's own, read again after each write: a Webhook
         removed meanwhile is not written, nor remembered."""
         for uid, target in list(targets.items()):
-            if uid not in targets:
-                continue  # removed while an earlier one's status was written
-            self._measure(target, counts[uid])
+            count = counts.get(uid)
+            if uid not in targets or count is None:
+                # Removed while an earlier one's status was written, or checked while
+                # the counts were read: shown next pass.
+                continue
+            self._measure(target, count)
             last = self.last.get(uid)
             shown = {
                 "lastDelivery": last.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -92,8 +120,8 @@ class Statuses:
                 else None,
                 "consecutiveFailures": self.failures.get(uid, 0),
                 "breaker": self.breaker_state(uid).value,
-                "pending": counts[uid]["pending"],
-                "deadLetters": counts[uid]["dead"],
+                "pending": count["pending"],
+                "deadLetters": count["dead"],
             }
             if self.shown.get(uid) == shown:
                 continue
