@@ -316,3 +316,48 @@ def test_a_claim_stored_over_the_runners_own_files_is_never_mounted() -> None:
 
     assert "filesystem path /opt/dockyard: a runner Job mounts claimName" in refused.value.message
     assert not retryable(refused.value)
+
+
+class _Accounts:
+    """The apiserver's ServiceAccounts of one namespace, and the applies made to it."""
+
+    def __init__(self, **existing: dict[str, Any]) -> None:
+        self.existing = existing
+        self.applied: list[str] = []
+
+    async def get(self, path: str, **_: Any) -> dict[str, Any] | None:
+        return self.existing.get(path.rsplit("/", 1)[-1])  # None: as a 404 reads
+
+    async def apply(self, path: str, manifest: dict[str, Any], **_: Any) -> dict[str, Any]:
+        self.applied.append(manifest["metadata"]["name"])
+        return manifest
+
+
+async def test_the_runner_account_is_not_taken_from_an_environment_named_after_it() -> None:
+    owned = {
+        "metadata": {
+            "name": jobs.RUNNER_ACCOUNT,
+            "ownerReferences": [
+                {
+                    "kind": "Environment",
+                    "name": jobs.RUNNER_ACCOUNT,
+                    "uid": "u1",
+                    "controller": True,
+                }
+            ],
+        }
+    }
+    kube = _Accounts(**{jobs.RUNNER_ACCOUNT: owned})
+
+    with pytest.raises(runner_jobs.RunnerFailed, match="is Environment dockyard-backup-runner's"):
+        await runner_jobs.apply_runner_identity(kube, "team")  # type: ignore[arg-type]
+
+    assert kube.applied == []
+
+
+async def test_the_runner_account_is_applied_over_its_own_or_over_nothing() -> None:
+    mine = {"metadata": {"name": jobs.RUNNER_ACCOUNT, "labels": {"dockyard.io/x": "y"}}}
+    for kube in (_Accounts(), _Accounts(**{jobs.RUNNER_ACCOUNT: mine})):
+        await runner_jobs.apply_runner_identity(kube, "team")  # type: ignore[arg-type]
+
+        assert jobs.RUNNER_ACCOUNT in kube.applied

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.backup import Backup
-from dockyard.core.resources import JOBS, PODS, ROLES
+from dockyard.core.resources import JOBS, PODS, ROLES, SERVICE_ACCOUNTS
 from dockyard.operator.apply import apply_as, delete, get, merge_patch
 from dockyard.operator.builders import environment as environment_builders
 from dockyard.operator.builders.metadata import Owner
@@ -95,8 +95,18 @@ class RestoreJob:
 
 
 async def apply_runner_identity(kube: KubeClient, namespace: str) -> None:
-    """The ServiceAccount restore and drill Jobs run as in ``namespace`` (no rights)."""
+    """The ServiceAccount restore and drill Jobs run as in ``namespace`` (no rights).
+    ``RunnerFailed`` where another object controls one of its name (an Environment
+    named after it): applied over it, the account would be taken from its owner."""
     for manifest in jobs.runner_identity(namespace):
+        name = manifest["metadata"]["name"]
+        current = await get(kube, SERVICE_ACCOUNTS.path(namespace, name))
+        owners = (current or {}).get("metadata", {}).get("ownerReferences") or ()
+        if owner := next((ref for ref in owners if ref.get("controller")), None):
+            raise RunnerFailed(
+                f"ServiceAccount {name}, which runner Jobs run as, is {owner.get('kind')} "
+                f"{owner.get('name')}'s in namespace {namespace}: run inline, or rename it"
+            )
         await apply_as(kube, manifest)
     await _retire_shared_grant(kube, namespace)
 
