@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import re
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from dockyard import __version__
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from dockyard.core.settings import Settings
 
 EXIT_USAGE = 2
+_T = TypeVar("_T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -195,17 +198,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings() -> Settings:
-    from pydantic import ValidationError
-
     from dockyard.core.settings import Settings
 
+    return _load_settings(Settings, "DOCKYARD_")
+
+
+def _load_settings(load: Callable[[], _T], prefix: str) -> _T:
+    """``load()``, or one line naming the variable that is wrong, and exit status 2.
+
+    pydantic-settings parses a list from JSON before pydantic sees it: a plain value
+    (``10.0.0.0/8``) raises its ``SettingsError``, which names only the field.
+    """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     try:
-        return Settings()
+        return load()
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = "DOCKYARD_" + "_".join(str(p) for p in first["loc"]).upper()
+        field = prefix + "_".join(str(p) for p in first["loc"]).upper()
         print(f"dockyard: invalid setting {field}: {first['msg']}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    except SettingsError as exc:
+        named = re.search(r'field "(\w+)"', str(exc))
+        field = prefix + named[1].upper() if named else f"{prefix}*"
+        print(
+            f"dockyard: invalid setting {field}: not JSON; a list is written in JSON, "
+            'e.g. \'["10.0.0.0/8", "192.168.0.0/16"]\'',
+            file=sys.stderr,
+        )
+    raise SystemExit(EXIT_USAGE)
 
 
 def _logging_settings() -> Settings:
@@ -229,6 +250,10 @@ def _cmd_api(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except DatabaseUnreachable as exc:
         print(f"dockyard api: {exc}", file=sys.stderr)
+        return 1
+    except socket.gaierror as exc:  # --host is a name that does not resolve
+        reason = exc.strerror or exc
+        print(f"dockyard api: cannot listen: --host {args.host!r}: {reason}", file=sys.stderr)
         return 1
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -261,15 +286,18 @@ def _require_kubeconfig(command: str, settings: Settings) -> None:
 
 def _cmd_dev(args: argparse.Namespace) -> int:
     from dockyard.testbed import dev
+    from dockyard.testbed.config import TestbedConfig
 
+    _load_settings(TestbedConfig, "DOCKYARD_TESTBED_")  # one line, not dev's traceback
     return dev.run(api_port=args.port)
 
 
 def _cmd_testbed(args: argparse.Namespace) -> int:
     from dockyard.testbed.build import BuildError
     from dockyard.testbed.cluster import Testbed, TestbedError
+    from dockyard.testbed.config import TestbedConfig
 
-    testbed = Testbed()
+    testbed = Testbed(_load_settings(TestbedConfig, "DOCKYARD_TESTBED_"))
     try:
         if args.action == "up":
             state, already = testbed.up()
@@ -305,6 +333,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
     from dockyard.core import migrations
     from dockyard.core.db import DatabaseUnreachable
+    from dockyard.core.redaction import redact, typed_passwords
 
     settings = _settings()
 
@@ -319,6 +348,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             refused = DatabaseUnreachable(setting, exc, dsn=dsn)
             print(f"dockyard migrate: {refused}", file=sys.stderr)
             return 1
+        step = "reading the migrations' status" if args.status else "migrating"
         try:
             if args.status:
                 for row in await migrations.status(conn):
@@ -332,8 +362,18 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
                 return 1
             runtime = urlsplit(settings.database_dsn()).username
             if runtime and runtime != await conn.fetchval("SELECT current_user"):
+                step = f"granting the runtime role {runtime} (DOCKYARD_DATABASE_URL) its rights"
                 await migrations.grant_runtime(conn, runtime)
                 print(f"granted the runtime role {runtime} its rights")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # What the server said (a missing role, no right on the schema), in one line:
+            # never the DSN, nor a password a misparsed one put in a name.
+            reason = " ".join((str(exc) or type(exc).__name__).split())
+            reason = redact(
+                reason, *typed_passwords(dsn), *typed_passwords(settings.database_dsn())
+            )
+            print(f"dockyard migrate: {step} failed: {reason}", file=sys.stderr)
+            return 1
         finally:
             await conn.close()
         for migration in done:

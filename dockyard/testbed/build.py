@@ -26,6 +26,8 @@ from pathlib import Path
 from dockyard.testbed import versions
 
 Progress = Callable[[str], None]
+Step = Callable[[Path, Path, Progress], None]
+"""A build step: ``step(root, out_dir, progress)`` writes its binaries into ``out_dir``."""
 
 BINARIES = (
     "etcd",
@@ -77,25 +79,49 @@ def ensure_binaries(cache_root: Path, progress: Progress = default_progress) -> 
     bin_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     progress(f"cold build of the control plane into {bin_dir} (several minutes on 2 cores)")
-    steps: list[tuple[str, Callable[[Path, Path, Progress], None]]] = [
-        ("kubectl", _fetch_kubectl),
-        ("kwok", _build_kwok),
-        ("etcd", _build_etcd),
-        ("kube-apiserver", _build_kubernetes),
+    # Each step with every binary it makes: one go build makes the three of Kubernetes.
+    steps: list[tuple[str, tuple[str, ...], Step]] = [
+        ("kubectl", ("kubectl",), _fetch_kubectl),
+        ("kwok", ("kwok",), _build_kwok),
+        ("etcd", ("etcd",), _build_etcd),
+        (
+            "kubernetes",
+            ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+            _build_kubernetes,
+        ),
     ]
-    for index, (name, step) in enumerate(steps, start=1):
-        if _have(bin_dir, name):
+    for index, (name, outputs, step) in enumerate(steps, start=1):
+        if all(_have(bin_dir, output) for output in outputs):
             progress(f"[{index}/{len(steps)}] {name}: cached")
             continue
         step_started = time.monotonic()
         progress(f"[{index}/{len(steps)}] {name}: building")
-        step(root, bin_dir, progress)
+        _build_step(root, bin_dir, outputs, step, progress)
         progress(f"[{index}/{len(steps)}] {name}: done in {time.monotonic() - step_started:.0f}s")
     missing = [name for name in BINARIES if not _have(bin_dir, name)]
     if missing:
         raise BuildError(f"the build finished without {', '.join(missing)} in {bin_dir}")
     progress(f"control plane built in {time.monotonic() - started:.0f}s")
     return Binaries(bin_dir)
+
+
+def _build_step(
+    root: Path, bin_dir: Path, outputs: Sequence[str], step: Step, progress: Progress
+) -> None:
+    """Run ``step`` into a scratch directory, then move its ``outputs`` into ``bin_dir``.
+
+    A binary is in ``bin_dir`` only whole, and a step counts as cached only when all of
+    its outputs are: an interrupted build (a half-written file, or kube-apiserver
+    without the scheduler) is built again by the next run, never taken for done.
+    """
+    with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as scratch:
+        out = Path(scratch)
+        step(root, out, progress)
+        for name in outputs:
+            if not _have(out, name):
+                raise BuildError(f"{name}: the build step finished without making it")
+        for name in outputs:
+            os.replace(out / name, bin_dir / name)  # the same file system: atomic
 
 
 def ensure_seaweedfs(cache_root: Path, progress: Progress = default_progress) -> Path:
@@ -128,11 +154,14 @@ def ensure_seaweedfs(cache_root: Path, progress: Progress = default_progress) ->
     _run("seaweedfs: go mod tidy", ["go", "mod", "tidy"], cwd=work)
     progress("seaweedfs: compiling weed")
     weed.parent.mkdir(parents=True, exist_ok=True)
+    # Under another name first: an interrupted build must not leave a partial weed.
+    partial = weed.with_name(".weed.partial")
     _run(
         "seaweedfs: go build",
-        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(weed), package],
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), package],
         cwd=work,
     )
+    partial.replace(weed)
     progress(f"SeaweedFS built in {time.monotonic() - started:.0f}s")
     return weed
 

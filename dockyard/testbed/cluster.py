@@ -18,6 +18,7 @@ import json
 import secrets
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -123,8 +124,12 @@ class State:
         }
 
     def env_exports(self) -> str:
+        """Shell exports of :meth:`env`, and a PATH with kubectl and the rest of the test
+        bed's binaries, then the directory of this ``dockyard`` (the venv's ``bin``, where
+        the interpreter is), so that ``dockyard testbed user`` works after the ``eval``."""
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()]
-        lines.append(f'export PATH={shlex.quote(self.bin_dir)}:"$PATH"')
+        scripts = str(Path(sys.executable).absolute().parent)
+        lines.append(f'export PATH={shlex.quote(self.bin_dir)}:{shlex.quote(scripts)}:"$PATH"')
         return "\n".join(lines)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 from pydantic import ValidationError
 
 from dockyard import cli
-from dockyard.core import crds
+from dockyard.core import crds, migrations
 from dockyard.core.db import DatabaseUnreachable
 from dockyard.core.settings import Settings
 
@@ -76,6 +78,51 @@ def test_a_malformed_dsn_is_refused_at_start_without_quoting_its_password(
     assert "s3cr" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DOCKYARD_TRUSTED_PROXIES", "10.0.0.0/8"), ("DOCKYARD_CORS_ORIGINS", "https://app.example")],
+)
+def test_a_list_setting_not_in_json_names_the_variable_and_says_lists_are_json(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pydantic-settings refuses these before pydantic does: a traceback, before."""
+    monkeypatch.setenv(variable, value)
+
+    assert _exit_status(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dockyard: invalid setting {variable}: not JSON; ")
+    assert '\'["10.0.0.0/8"' in err
+    assert err.count("\n") == 1
+
+
+def test_a_wrong_test_bed_setting_names_the_variable_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKYARD_TESTBED_NODES", "abc")
+
+    assert _exit_status(["testbed", "status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dockyard: invalid setting DOCKYARD_TESTBED_NODES: ")
+    assert err.count("\n") == 1
+
+
+def test_dev_checks_the_test_bed_settings_before_it_starts_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dockyard.testbed import dev
+
+    def started(**_: object) -> int:
+        raise AssertionError("dev started with a wrong setting")
+
+    monkeypatch.setattr(dev, "run", started)
+    monkeypatch.setenv("DOCKYARD_TESTBED_START_TIMEOUT", "-1")
+
+    assert _exit_status(["dev"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "dockyard: invalid setting DOCKYARD_TESTBED_START_TIMEOUT: "
+    )
+
+
 # Nothing listens on port 1 here: a connection is refused at once.
 UNREACHABLE_DSN = "postgresql://dockyard:hunter2@127.0.0.1:1/dockyard"
 
@@ -108,6 +155,66 @@ def test_migrate_says_in_one_line_which_database_took_no_connection(
     assert "127.0.0.1', 1)" in err  # the address it tried
     assert "hunter2" not in err
     assert err.count("\n") == 1
+
+
+class _OwnerConnection:
+    """What ``dockyard migrate`` asks of its connection, connected as the role owner."""
+
+    closed = False
+
+    async def fetchval(self, query: str) -> str:
+        assert query == "SELECT current_user"
+        return "owner"
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("refusal", "step"),
+    [
+        (
+            asyncpg.exceptions.InsufficientPrivilegeError("permission denied for schema public"),
+            "migrating",
+        ),
+        (
+            asyncpg.exceptions.UndefinedObjectError('role "app" does not exist'),
+            "granting the runtime role app (DOCKYARD_DATABASE_URL) its rights",
+        ),
+    ],
+)
+def test_migrate_says_in_one_line_what_the_database_refused_after_connecting(
+    refusal: asyncpg.PostgresError,
+    step: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A runtime role that does not exist, or an owner without rights on the schema:
+    a traceback, before."""
+    monkeypatch.setenv("DOCKYARD_DATABASE_URL", "postgresql://app:hunter2@db/dockyard")
+    monkeypatch.setenv("DOCKYARD_MIGRATION_DATABASE_URL", "postgresql://owner:s3cret@db/dockyard")
+    conn = _OwnerConnection()
+
+    async def connect(dsn: str) -> _OwnerConnection:
+        return conn
+
+    async def migrate(target: Any) -> list[migrations.AppliedMigration]:
+        if step == "migrating":
+            raise refusal
+        return []
+
+    async def grant_runtime(target: Any, role: str) -> None:
+        raise refusal
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    monkeypatch.setattr(migrations, "migrate", migrate)
+    monkeypatch.setattr(migrations, "grant_runtime", grant_runtime)
+
+    assert cli.main(["migrate"]) == 1
+
+    err = capsys.readouterr().err
+    assert err == f"dockyard migrate: {step} failed: {refusal}\n"
+    assert conn.closed
 
 
 @pytest.mark.parametrize(
@@ -207,6 +314,32 @@ def test_the_api_stops_in_one_line_when_its_port_is_taken(
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("dockyard api: cannot listen: ")
     assert str(port) in err[-1]
+    assert not [line for line in err if "Traceback" in line]
+
+
+def test_the_api_stops_in_one_line_when_its_host_does_not_resolve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """socket.gaierror is an OSError with a negative errno: a traceback, before."""
+    _api_settings(tmp_path, monkeypatch)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("DOCKYARD_METRICS_PORT", str(probe.getsockname()[1]))
+    resolve = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "api.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    assert cli.main(["api", "--host", "api.invalid", "--port", "1"]) == 1
+
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "dockyard api: cannot listen: --host 'api.invalid': Name or service not known"
+    )
     assert not [line for line in err if "Traceback" in line]
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +111,32 @@ def test_env_exports_are_shell_safe(tmp_path: Path) -> None:
     assert lines[1] == "/k/config"
     assert lines[2].startswith("/opt/bin dir:")
     assert shlex.quote("/opt/bin dir") in state.env_exports()
+
+
+def test_env_exports_put_this_dockyard_on_path_after_the_test_beds_binaries(
+    tmp_path: Path,
+) -> None:
+    """After `eval "$(.venv/bin/dockyard testbed env)"` the README runs plain `dockyard`:
+    before, only kubectl and the control plane were on PATH."""
+    state = State(
+        directory=str(tmp_path),
+        bin_dir="/cache/bin",
+        kubeconfig="/k/config",
+        apiserver_url="https://127.0.0.1:1",
+        oidc_issuer="https://127.0.0.1:2",
+        database_url="postgresql://u:p@127.0.0.1:3/d",
+        redis_url="redis://127.0.0.1:4/0",
+    )
+    script = state.env_exports() + '\nprintf "%s\\n" "$PATH"'
+    out = subprocess.run(
+        ["bash", "-c", script],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    scripts = str(Path(sys.executable).absolute().parent)  # where the venv's dockyard is
+    assert out.stdout.strip().split(":") == ["/cache/bin", scripts, "/usr/bin", "/bin"]
 
 
 def test_serving_certificates_cover_loopback(tmp_path: Path) -> None:
