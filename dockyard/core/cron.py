@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from functools import cache
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -75,9 +76,10 @@ _LONGEST_MONTH: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # February 29th comes back within 8 years (2096 -> 2104); a schedule that matches
 # nothing within 9 years matches nothing at all.
 _SEARCH_YEARS: Final = 9
-# When working out the latest missed run, look back this far one minute at a time
-# before falling back to a coarse scan from the last run.
-_CATCH_UP_WINDOW: Final = timedelta(days=1)
+# A wall-clock time later than until's can come before it when the clocks go back, and
+# one earlier than since's after it when they go forward: by an hour for summer time, by
+# a day where a zone crossed the date line (Samoa in 2011). latest_due looks this far.
+_MARGIN_DAYS: Final = 2
 
 _ITEM = re.compile(
     r"(?P<start>[0-9]+|[A-Za-z]+)(?:-(?P<end>[0-9]+|[A-Za-z]+))?(?:/(?P<step>[0-9]+))?"
@@ -168,7 +170,7 @@ class CronSchedule:
             # after is what counts.
             if instant > after:
                 return instant.astimezone(tz)
-        raise CronError(f"{self.expression} matches no time within {_SEARCH_YEARS} years")
+        raise CronError(f"{self.expression} has no run within {_SEARCH_YEARS} years")
 
     def _wall_times_from(self, start: datetime) -> Iterator[datetime]:
         """Matching wall-clock times from ``start`` (a naive local time) on, in order."""
@@ -193,6 +195,18 @@ class CronSchedule:
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
             if year > datetime.max.year:
                 return
+
+    def _days_back(self, latest: int, earliest: int) -> Iterator[date]:
+        """The days the job runs on, from ordinal ``latest`` back to ``earliest``."""
+        ordinal = latest
+        while ordinal >= earliest:
+            day = date.fromordinal(ordinal)
+            if day.month not in self.months:
+                ordinal -= day.day  # to the last day of the month before
+                continue
+            if self.matches_day(day):
+                yield day
+            ordinal -= 1
 
 
 def parse(expression: str) -> CronSchedule:
@@ -357,26 +371,44 @@ def latest_due(
     expression: str | CronSchedule, since: datetime, until: datetime, tz: ZoneInfo
 ) -> datetime | None:
     """The latest run in (``since``, ``until``], or None: what a controller that was
-    down, or slow, should run now (one catch-up run, not one per missed time)."""
+    down, or slow, should run now (one catch-up run, not one per missed time).
+
+    A run's instant never decreases as its wall-clock time increases (``_instant_of``
+    puts a repeated time at its first occurrence, a skipped one at the jump), so this
+    walks the days back from just after ``until`` and bisects the first whose earliest
+    run is not after it: a few look-ups, however frequent the schedule or long the
+    outage. It looks back at most ``_SEARCH_YEARS`` years, as ``next_after`` looks ahead.
+    """
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must be timezone-aware")
     schedule = expression if isinstance(expression, CronSchedule) else parse(expression)
-    # Frequent schedules would take many steps over a long outage; their latest run is
-    # almost always within the last day, so look there first.
-    recent = max(since, until - _CATCH_UP_WINDOW)
-    found = _last_in(schedule, recent, until, tz)
-    if found is None and recent > since:
-        found = _last_in(schedule, since, recent, tz)
-    return found
+    latest = min(until.astimezone(tz).toordinal() + _MARGIN_DAYS, date.max.toordinal())
+    horizon = latest - 366 * _SEARCH_YEARS
+    earliest = max(since.astimezone(tz).toordinal() - _MARGIN_DAYS, horizon, 1)
+    hours, minutes = sorted(schedule.hours), sorted(schedule.minutes)
+    for day in schedule._days_back(latest, earliest):
+        if (found := _latest_on(day, hours, minutes, until, tz)) is not None:
+            return found if found > since else None
+    return None
 
 
-def _last_in(
-    schedule: CronSchedule, since: datetime, until: datetime, tz: ZoneInfo
+def _latest_on(
+    day: date, hours: Sequence[int], minutes: Sequence[int], until: datetime, tz: ZoneInfo
 ) -> datetime | None:
-    last: datetime | None = None
-    current = schedule.next_after(since, tz)
-    while current <= until:
-        last = current
-        current = schedule.next_after(current, tz)
-    return last
+    """The latest run on ``day`` (at ``hours`` x ``minutes``, both in order) that is not
+    after ``until``; None when its first one is."""
+
+    def instant(index: int) -> datetime:
+        hour, minute = hours[index // len(minutes)], minutes[index % len(minutes)]
+        return _instant_of(datetime(day.year, day.month, day.day, hour, minute), tz)
+
+    if instant(0) > until:
+        return None
+    last = len(hours) * len(minutes) - 1
+    if instant(last) > until:
+        # Instants follow the times' order: the first time after until ends a bisection.
+        last = bisect_right(range(last), until, lo=1, key=instant) - 1
+    return instant(last).astimezone(tz)
 
 
 @cache

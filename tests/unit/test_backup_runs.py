@@ -308,6 +308,26 @@ def test_an_impossible_schedule_is_reported_and_plans_nothing() -> None:
     assert tick.status.next_schedule_time is None
 
 
+def test_a_schedule_with_no_run_within_9_years_is_reported_and_retention_still_applies() -> None:
+    """April 1st on a Wednesday: 2026, then 2037. The parser accepts it, so each pass
+    used to fail on it instead of saying so."""
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    earlier = [
+        _backup("nightly-1", BackupPhase.COMPLETED, now - timedelta(days=2)),
+        _backup("nightly-2", BackupPhase.COMPLETED, now - timedelta(days=1)),
+    ]
+
+    tick = plan_tick(_schedule("0 0 */30 4 3", retention={"keepLast": 1}), earlier, now)
+
+    ready = next(c for c in tick.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "InvalidSchedule")
+    assert ready.message == "0 0 */30 4 3 has no run within 9 years"
+    assert tick.invalid == ready.message
+    assert tick.create is None
+    assert tick.status.next_schedule_time is None
+    assert tick.delete == ("nightly-1",)
+
+
 def test_a_due_run_creates_a_backup_named_after_its_time() -> None:
     tick = plan_tick(_schedule(), [], NOW)
     assert tick.create == "nightly-202503101200"

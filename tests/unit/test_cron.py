@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +11,7 @@ from dockyard.core import cron
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # its clocks change by half an hour
 
 
 # --- what the parser refuses, and what it says ----------------------------------------------
@@ -289,6 +290,88 @@ def test_latest_due_is_the_one_run_to_catch_up(
     )
 
     assert (result.isoformat() if result else None) == expected
+
+
+def _latest_by_walking(
+    schedule: cron.CronSchedule, since: datetime, until: datetime, tz: ZoneInfo
+) -> datetime | None:
+    """The reference latest_due: every run in (since, until], one after the other."""
+    latest, run = None, schedule.next_after(since, tz)
+    while run <= until:
+        latest, run = run, schedule.next_after(run, tz)
+    return latest
+
+
+# (expression, the longest window to look back over)
+LOOKED_BACK = [
+    ("* * * * *", timedelta(hours=3)),
+    ("*/20 * * * *", timedelta(days=2)),
+    ("0,30 * * * *", timedelta(days=2)),
+    ("15,45 1-3 * * *", timedelta(days=5)),
+    ("0 * * * 1-5", timedelta(days=4)),
+    ("30 2 * * *", timedelta(days=40)),
+    ("59 23 * * *", timedelta(days=40)),
+    ("0 0 1 * *", timedelta(days=40)),
+]
+
+
+@pytest.mark.parametrize(
+    ("tz", "change"),
+    [
+        (BERLIN, "2024-03-31T01:00:00+00:00"),  # 02:00 CET becomes 03:00 CEST
+        (BERLIN, "2024-10-27T01:00:00+00:00"),  # 03:00 CEST becomes 02:00 CET
+        (NEW_YORK, "2024-03-10T07:00:00+00:00"),  # 02:00 EST becomes 03:00 EDT
+        (NEW_YORK, "2024-11-03T06:00:00+00:00"),  # 02:00 EDT becomes 01:00 EST
+        (LORD_HOWE, "2024-04-06T15:00:00+00:00"),  # 02:00 +11 becomes 01:30 +10:30
+        (LORD_HOWE, "2024-10-05T15:30:00+00:00"),  # 02:00 +10:30 becomes 02:30 +11
+        (UTC_ZONE, "2024-02-29T01:00:00+00:00"),
+    ],
+)
+def test_latest_due_is_the_last_run_walking_forward_finds(tz: ZoneInfo, change: str) -> None:
+    """Found walking back, around clock changes too, it is the run a walk through every
+    run up to ``until`` ends on."""
+    at = datetime.fromisoformat(change)
+    for expression, longest in LOOKED_BACK:
+        schedule = cron.parse(expression)
+        for step in range(-12, 13):  # every 10 minutes from 2 hours before to 2 after
+            until = at + timedelta(minutes=10 * step, seconds=30 * (step % 2))
+            for length in (timedelta(minutes=1), timedelta(minutes=50), longest):
+                since = until - length
+                expected = _latest_by_walking(schedule, since, until, tz)
+                found = cron.latest_due(schedule, since, until, tz)
+                assert found == expected, (expression, since, until)
+
+
+def test_latest_due_looks_back_in_a_few_steps_however_frequent_the_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A week of runs every minute on weekdays, asked on a Sunday: the operator's event
+    loop waits for the answer, which is not one look-up per missed minute."""
+    calls = 0
+    instant_of = cron._instant_of
+
+    def counted(wall: datetime, tz: ZoneInfo) -> datetime:
+        nonlocal calls
+        calls += 1
+        return instant_of(wall, tz)
+
+    monkeypatch.setattr(cron, "_instant_of", counted)
+    sunday = datetime(2024, 6, 16, 12, 0, tzinfo=UTC)
+
+    latest = cron.latest_due("* * * * 1-5", sunday - timedelta(days=7), sunday, BERLIN)
+
+    assert latest is not None
+    assert latest.isoformat() == "2024-06-14T23:59:00+02:00"
+    assert calls < 100
+
+
+def test_a_schedule_with_no_run_within_the_horizon_is_not_due_and_has_no_next_run() -> None:
+    # April 1st on a Wednesday: 2026, then 2037.
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    assert cron.latest_due("0 0 */30 4 3", now - timedelta(days=30), now, UTC_ZONE) is None
+    with pytest.raises(cron.CronError, match="0 0 \\*/30 4 3 has no run within 9 years"):
+        cron.next_after("0 0 */30 4 3", now, UTC_ZONE)
 
 
 # --- time zones --------------------------------------------------------------------------------

@@ -175,6 +175,20 @@ def test_an_impossible_schedule_makes_ready_false_and_runs_nothing() -> None:
     assert plan.status.message == plan.invalid
 
 
+def test_a_schedule_with_no_run_within_9_years_makes_ready_false_and_runs_nothing() -> None:
+    # April 1st on a Wednesday: 2026, then 2037. The run planned for 2026 is due.
+    planned = {"observedGeneration": 1, "nextRunTime": "2026-04-01T00:00:00Z"}
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    plan = plan_tick(_drill("0 0 */30 4 3", status=planned), now)
+
+    assert not plan.start
+    assert plan.invalid == "0 0 */30 4 3 has no run within 9 years"
+    assert plan.status.next_run_time is None
+    assert _condition(plan.status, "Ready") == ("False", "InvalidSchedule")
+    assert plan.status.message == plan.invalid
+
+
 def test_suspend_stops_cron_runs_but_not_run_now() -> None:
     planned = {"observedGeneration": 1, "nextRunTime": "2025-03-10T12:00:00Z"}
 

@@ -3,11 +3,14 @@ operator that restarts (and lists them again) reports the same series."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 from prometheus_client import CollectorRegistry
 
+from dockyard.core import cron
 from dockyard.operator.events.observed import Observed, longest_gap, schedule_gap
 
 
@@ -129,6 +132,73 @@ def test_the_longest_gap_of_a_schedule() -> None:
     assert longest_gap("0 3 * * *", "UTC") == 86400
     assert longest_gap("0 */6 * * *", "Europe/Berlin") == 6 * 3600
     assert longest_gap("0 3 * * 1,4", "UTC") == 4 * 86400
+
+
+def _longest_gap_by_walking(expression: str, time_zone: str, now: datetime) -> float:
+    """The reference: from each run of the week to the one after it, run by run."""
+    schedule, tz, within = cron.parse(expression), ZoneInfo(time_zone), timedelta(days=7)
+    at, gap = schedule.next_after(now, tz), 0.0
+    while at < now + within:
+        following = schedule.next_after(at, tz)
+        gap = max(gap, (following - at).total_seconds())
+        at = following
+    return gap or within.total_seconds()
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "*/10 * * * *",  # every minute: below
+        "*/15 9-17 * * 1-5",
+        "0 3 * * *",
+        "0 0 * * 0",
+        "@yearly",
+        "0 1,23 * * *",
+        "0 3 * * 1,4",
+        "30 8-18/5 1,15 * *",
+    ],
+)
+@pytest.mark.parametrize(
+    ("time_zone", "now"),
+    [
+        ("UTC", "2025-03-10T12:00:30+00:00"),
+        ("UTC", "2025-12-29T00:00:00+00:00"),  # New Year within the week
+        ("Europe/Berlin", "2025-06-13T22:30:00+00:00"),  # 00:30 local, a Saturday
+        ("America/New_York", "2025-12-28T04:59:00+00:00"),
+    ],
+)
+def test_the_longest_gap_is_what_walking_every_run_of_the_week_finds(
+    expression: str, time_zone: str, now: str
+) -> None:
+    at = datetime.fromisoformat(now)
+
+    expected = _longest_gap_by_walking(expression, time_zone, at)
+    assert longest_gap(expression, time_zone, now=at) == expected
+
+
+def test_a_minutely_schedules_gap_takes_a_few_cron_look_ups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every BackupSchedule watch event of a new spelling waits for it: not one look-up
+    per run of the week."""
+    calls = {"instants": 0, "next": 0}
+    instant_of, next_after = cron._instant_of, cron.next_after
+
+    def counted_instant(wall: datetime, tz: ZoneInfo) -> datetime:
+        calls["instants"] += 1
+        return instant_of(wall, tz)
+
+    def counted_next(*args: Any) -> datetime:
+        calls["next"] += 1
+        return next_after(*args)
+
+    walked = _longest_gap_by_walking("* * * * *", "UTC", datetime.now(UTC))
+    monkeypatch.setattr(cron, "_instant_of", counted_instant)
+    monkeypatch.setattr(cron, "next_after", counted_next)
+
+    assert longest_gap("* * * * *", "UTC") == walked == 60
+    assert calls["instants"] < 100
+    assert calls["next"] < 100
 
 
 def test_a_schedules_gap_is_walked_once_however_often_it_changes() -> None:

@@ -110,6 +110,17 @@ def test_a_window_longer_than_the_interval_stays_open() -> None:
     assert window.opened == _at("2026-03-02T10:00:00+00:00")
 
 
+def test_a_schedule_with_no_fire_time_within_9_years_opens_no_window() -> None:
+    # April 1st on a Wednesday: 2026, then 2037.
+    rare = _floor("rare", schedule="0 0 */30 4 3", duration="8h", min_replicas=9)
+    assert open_window(rare, _at("2026-04-01T03:00:00+00:00")) is not None
+    now = _at("2026-12-07T10:00:00+00:00")  # a Monday
+    assert open_window(rare, now) is None
+    window = active_schedule([rare, _floor()], now)
+    assert window is not None
+    assert window.name == "peak"
+
+
 @pytest.mark.parametrize(
     ("schedule", "time_zone", "fragment"),
     [

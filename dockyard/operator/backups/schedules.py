@@ -11,6 +11,8 @@ Decisions worth knowing:
 - The cron is parsed strictly by ``dockyard.core.cron``; an expression or time zone it
   refuses makes Ready False with reason InvalidSchedule and the parser's message, and
   nothing runs. The API server's CEL rules refuse most bad crons before this sees them.
+  One it accepts with no run within 9 years (``0 0 */30 4 3``) is reported the same
+  way, and retention still applies.
 - A run is due at the latest cron time after the last one (``latest_due``): after an
   outage one catch-up run, not one per missed time; a new schedule does not backfill.
 - Forbid skips a due run while a Backup of the schedule is Pending or Running (an
@@ -165,6 +167,14 @@ def plan_tick(
         )  # fmt: skip
         kept = apply_retention([BackupRecord.of(b) for b in backups], spec.retention, tz, in_use)
         return Tick(status=status, invalid=refused, delete=kept.delete)
+    try:
+        next_time = None if spec.suspend else cron.next_after(now, tz)
+    except CronError as exc:
+        # The parser accepts it, but no run comes within its horizon (0 0 */30 4 3,
+        # April 1st on a Wednesday, is 2037 after 2026): as invalid, and nothing runs.
+        status = previous.schedule_refused(str(exc), generation=generation, now=now)
+        kept = apply_retention([BackupRecord.of(b) for b in backups], spec.retention, tz, in_use)
+        return Tick(status=status, invalid=str(exc), delete=kept.delete)
 
     active = sorted(b.metadata.name or "" for b in backups if _in_flight(b))
     anchor = previous.last_schedule_time or schedule.metadata.creation_timestamp or now
@@ -212,7 +222,6 @@ def plan_tick(
     still_active = [name for name in active if name not in replace]
     if create is not None and create not in still_active:
         still_active.append(create)
-    next_time = None if spec.suspend else cron.next_after(now, tz)
     message = (
         "Suspended: no backups run on the schedule (run-now still works)."
         if spec.suspend

@@ -12,6 +12,8 @@ Decisions worth knowing:
   passed, so after an outage there is one catch-up run, not one per missed time. A new
   drill, or one whose spec changed (``observedGeneration`` behind), is planned from now
   and does not backfill.
+- A schedule the parser accepts but with no run within 9 years (``0 0 */30 4 3``) is
+  reported as one it refuses: Ready False with reason InvalidSchedule, and nothing runs.
 - One run at a time per drill. A cron time that passes while a run is in progress is
   skipped (an Event says so); a run-now request waits for the run in progress, and its
   annotation stays until its own run starts.
@@ -76,7 +78,11 @@ def plan_tick(drill: RestoreDrill, now: datetime) -> DrillTick:
     if spec.suspend:
         next_time = None
     elif planned is None or planned <= now:
-        next_time = cron.next_after(now, tz).astimezone(UTC)
+        try:
+            next_time = cron.next_after(now, tz).astimezone(UTC)
+        except CronError as exc:  # parsed, but no run within 9 years (0 0 */30 4 3)
+            status = previous.schedule_refused(str(exc), generation=generation, now=now)
+            return DrillTick(status=status, invalid=str(exc))
     else:
         next_time = planned
     skipped = None

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, time, timedelta
+from itertools import pairwise
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prometheus_client.core import GaugeMetricFamily
@@ -36,6 +37,8 @@ from dockyard.core import cron
 
 Body = Mapping[str, Any]
 Key = tuple[str, str]
+
+_INSTANT: Final = timedelta(microseconds=1)
 
 
 def _timestamp(value: object) -> float | None:
@@ -65,22 +68,50 @@ def _status(body: Body) -> Mapping[str, Any]:
 @functools.lru_cache(maxsize=1024)
 def schedule_gap(expression: str, time_zone: str) -> float:
     """``longest_gap`` of a schedule, computed once per (expression, time zone): a
-    BackupSchedule's every status change comes by, and a minutely schedule walks 10,080
-    runs. (The week it measures is the first one seen; only DST moves it, by an hour.)"""
+    BackupSchedule's every status change comes by. (The week it measures is the first
+    one seen; only DST moves it, by an hour.)"""
     return longest_gap(expression, time_zone)
 
 
-def longest_gap(expression: str, time_zone: str, *, within: timedelta = timedelta(days=7)) -> float:
-    """The longest gap in seconds between two runs of a schedule over ``within``."""
+def longest_gap(
+    expression: str,
+    time_zone: str,
+    *,
+    within: timedelta = timedelta(days=7),
+    now: datetime | None = None,
+) -> float:
+    """The longest gap in seconds between a run of a schedule in the ``within`` from
+    ``now`` and the run after it.
+
+    Measured a day at a time, since a watch event of the operator waits for it: a few
+    cron look-ups a day, not one per run (10,080 a week, for a minutely schedule).
+    Within a day, the widest step between its wall-clock times (hours x minutes), so
+    on a day the clocks change a step across the change is off by the shift; from the
+    day's last run to the next, the real time between them.
+    """
     schedule = cron.parse(expression)
     tz = ZoneInfo(time_zone)
-    now = datetime.now(UTC)
-    at, gap = cron.next_after(schedule, now, tz), 0.0
-    while at < now + within:
-        following = cron.next_after(schedule, at, tz)
-        gap = max(gap, (following - at).total_seconds())
+    start = datetime.now(UTC) if now is None else now
+    end = start + within
+    times = sorted(60 * hour + minute for hour in schedule.hours for minute in schedule.minutes)
+    at, gap = cron.next_after(schedule, start, tz), 0.0
+    while at < end:
+        midnight = datetime.combine(at.date() + timedelta(days=1), time(), tzinfo=tz)
+        day_end = min(midnight.astimezone(UTC), end) - _INSTANT
+        # at is a run in (start, day_end], so the latest one is there too.
+        last = cron.latest_due(schedule, start, day_end, tz) or at
+        following = cron.next_after(schedule, last, tz)
+        gap = max(gap, _widest_step(times, at, last), (following - last).total_seconds())
         at = following
     return gap or within.total_seconds()
+
+
+def _widest_step(times: Sequence[int], first: datetime, last: datetime) -> float:
+    """The widest step in seconds between ``times`` (minutes of the day, in order) from
+    ``first``'s wall-clock time to ``last``'s."""
+    low, high = 60 * first.hour + first.minute, 60 * last.hour + last.minute
+    steps = [later - earlier for earlier, later in pairwise(t for t in times if low <= t <= high)]
+    return 60.0 * max(steps, default=0)
 
 
 class Observed(Collector):
