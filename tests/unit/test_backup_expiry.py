@@ -54,6 +54,7 @@ class FakeKube:
         self.backups = {b["metadata"]["name"]: b for b in backups}
         self.on_drills: Callable[[FakeKube], None] | None = None
         self.deleted: list[str] = []
+        self.lists = 0
 
     async def get(self, path: str, **_: Any) -> dict[str, Any]:
         if path == RESTORES.path(NAMESPACE):
@@ -63,6 +64,7 @@ class FakeKube:
                 self.on_drills(self)
             return {"items": []}
         if path == BACKUPS.path(NAMESPACE):
+            self.lists += 1
             return {"items": copy.deepcopy(list(self.backups.values()))}
         name = path.rsplit("/", 1)[-1]
         if path != BACKUPS.path(NAMESPACE, name) or name not in self.backups:
@@ -149,3 +151,15 @@ async def test_a_backup_whose_expiry_was_just_recorded_is_deleted_by_the_next_pa
 
     await _expire(kube, "old")
     assert kube.deleted == ["old"]
+
+
+async def test_a_backup_far_from_its_ttl_lists_no_other_backup() -> None:
+    """Every Backup with a ttl is looked at every pass: listing the namespace's Backups
+    each time, whatever their expiry, would cost N lists of N Backups a pass."""
+    fresh = _backup("fresh", "2099-01-01T00:00:00+00:00", "2099-01-02T00:00:00+00:00")
+    kube = FakeKube(fresh, _backup("newer", NEWER, None))
+
+    await _expire(kube, "fresh")
+
+    assert kube.lists == 0
+    assert kube.deleted == []

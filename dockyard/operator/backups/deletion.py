@@ -77,8 +77,11 @@ async def finalize(
     if context.catalog is not None and uid:
         try:
             await context.catalog.mark_deleted(uid)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Let go now, and its catalogued bytes would count against the namespace's
+            # quota for good: tried again (the artifacts listed are gone, so only this).
             logger.warning("catalog not updated", extra={"backup": name, "error": str(exc)})
+            return Outcome.again(f"the artifacts are deleted; the catalog is not yet: {exc}")
     return Outcome.done()
 
 
