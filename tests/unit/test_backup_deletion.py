@@ -69,3 +69,25 @@ async def test_a_backup_is_let_go_only_once_the_catalog_knows_its_artifact_is_go
     done = await deletion.finalize(context, NAMESPACE, NAME, _body(tmp_path))
     assert done.retry is None
     assert catalog.deleted == [UID]
+
+
+async def test_an_artifact_on_a_tenants_claim_is_said_to_be_left_not_looked_for_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner Job wrote it to the claim the Backup names; the operator's own volume
+    (the backup root) is not that claim, and an empty listing there proves nothing."""
+    posted: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        deletion, "post", lambda _raw, *, reason, message, **_: posted.append((reason, message))
+    )
+    body = _body(tmp_path)
+    body["spec"]["storage"]["filesystem"]["claimName"] = "team-backups"
+    context = RunContext.create(cast(KubeClient, None), Settings(backup_root=tmp_path), None)
+
+    done = await deletion.finalize(context, NAMESPACE, NAME, body)
+
+    assert done.retry is None
+    [(reason, message)] = posted
+    assert reason == "ArtifactNotDeleted"
+    assert "PersistentVolumeClaim team-backups" in message
+    assert f"{tmp_path}/{artifact_prefix(NAMESPACE, NAME, UID)}*" in message

@@ -46,6 +46,17 @@ async def finalize(
     storage_spec = backup.spec.storage
     if storage_spec is None:
         return Outcome.done()  # never filled from a store, so never run: nothing stored
+    filesystem = storage_spec.filesystem
+    if filesystem is not None and filesystem.claim_name:
+        # A runner Job wrote it to the tenant's claim, which the operator does not mount:
+        # said, rather than looked for on the operator's own volume and "not found".
+        left = f"{filesystem.path}/{prefix}*"
+        message = (
+            f"The artifacts on PersistentVolumeClaim {filesystem.claim_name} are not deleted "
+            f"by the operator, which does not mount it: remove {left} from the claim"
+        )
+        post(body, reason="ArtifactNotDeleted", message=message, warning=True)
+        return Outcome.done()
     try:
         ambient = await chosen_by_a_store(context.kube, backup, deleting=True)
         async with context.storage(storage_spec, namespace, ambient=ambient) as storage:
