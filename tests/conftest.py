@@ -49,6 +49,8 @@ ApiClient = TestClient[web.Request, web.Application]
 # its operator watches only those, so no session reconciles another's objects.
 SESSION_ID = uuid.uuid4().hex[:6]
 SESSION_NAMESPACES = f"t-*-{SESSION_ID}-*"
+PLATFORM_NAMESPACE = "dockyard-system"
+OPERATOR_ACCOUNT = "dockyard-operator"
 
 # What the workers of one run share: the turnstile's lock files, and whether the run
 # started the test bed (then the controller stops it at the end, after every worker).
@@ -294,11 +296,55 @@ def operator_metrics_port() -> int:
     return free_port()
 
 
+def token_kubeconfig(state: State, directory: Path, name: str, token: str) -> Path:
+    """A kubeconfig holding only ``token``: what a pod's mounted ServiceAccount gives."""
+    ca = Path(state.directory) / "pki" / "ca.crt"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "bed",
+                "cluster": {"server": state.apiserver_url, "certificate-authority": str(ca)},
+            }
+        ],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "bed", "user": name}}],
+        "current-context": name,
+    }
+    path = directory / f"{name}.kubeconfig"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    path.chmod(0o644)
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator_account(
+    kubectl: Kubectl, testbed_state: State, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The session's operator logs in as the shipped operator account, as a deployed one
+    does: its ClusterRole (``manifests/operator-rbac.yaml``) and the policies that bound
+    what it writes (``operator-bounds-policy.yaml``) are applied, so that every test also
+    proves that those rights suffice and those bounds let Dockyard's own objects by.
+    The variables that point the operator at a kubeconfig holding only its token."""
+    for manifest in ("namespace.yaml", "operator-rbac.yaml", "operator-bounds-policy.yaml"):
+        kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "manifests" / manifest)
+        )
+    token = kubectl(
+        "create", "token", OPERATOR_ACCOUNT, "-n", PLATFORM_NAMESPACE, "--duration=12h"
+    ).stdout.strip()
+    directory = tmp_path_factory.mktemp("operator-account")
+    path = str(token_kubeconfig(testbed_state, directory, OPERATOR_ACCOUNT, token))
+    return {"KUBECONFIG": path, "DOCKYARD_KUBECONFIG": path}
+
+
 @pytest.fixture(scope="session")
 def operator_process(
     operator_metrics_port: int,
     crds_installed: None,
     runner_report_policy: None,
+    operator_account: dict[str, str],
     testbed_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
     backup_root: Path,
@@ -310,6 +356,7 @@ def operator_process(
     # (schedule windows), so tests see them happen; webhook timings likewise.
     env = {
         **testbed_env,
+        **operator_account,
         "DOCKYARD_RECONCILE_INTERVAL": "3",
         "DOCKYARD_SCALING_INTERVAL": "2",
         # Webhook retries, breakers and dead letters within a test's patience.

@@ -26,7 +26,7 @@ import yaml
 
 from dockyard.testbed.cluster import State, Testbed
 from dockyard.testbed.processes import free_port
-from tests.conftest import ROOT, Kubectl, wait_for
+from tests.conftest import ROOT, Kubectl, token_kubeconfig, wait_for
 from tests.e2e.conftest import CONTAINERS, IMAGE, RUNTIME, Podman
 from tests.integration.test_backup_operator import (
     PINNED,
@@ -49,28 +49,6 @@ class Deployed:
 
 def _token(kubectl: Kubectl, account: str) -> str:
     return kubectl("create", "token", account, "-n", SYSTEM, "--duration=2h").stdout.strip()
-
-
-def _kubeconfig(state: State, directory: Path, name: str, token: str) -> Path:
-    """A kubeconfig holding only ``token``: what a pod's mounted ServiceAccount gives."""
-    ca = Path(state.directory) / "pki" / "ca.crt"
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "bed",
-                "cluster": {"server": state.apiserver_url, "certificate-authority": str(ca)},
-            }
-        ],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": "bed", "user": name}}],
-        "current-context": name,
-    }
-    path = directory / f"{name}.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o644)
-    return path
 
 
 def _container(
@@ -120,8 +98,8 @@ def deployed(
     )  # fmt: skip
     secrets = tmp_path_factory.mktemp("serviceaccounts")
     secrets.chmod(0o755)
-    api_config = _kubeconfig(testbed_state, secrets, "api", _token(kubectl, "dockyard-api"))
-    operator_config = _kubeconfig(
+    api_config = token_kubeconfig(testbed_state, secrets, "api", _token(kubectl, "dockyard-api"))
+    operator_config = token_kubeconfig(
         testbed_state, secrets, "operator", _token(kubectl, "dockyard-operator")
     )
     backups = tmp_path_factory.mktemp("backups")
