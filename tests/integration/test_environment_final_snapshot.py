@@ -25,8 +25,8 @@ import yaml
 from dockyard.core.settings import Settings
 from dockyard.operator.database import database_identity
 from dockyard.operator.runs.context import with_database
-from dockyard.testbed.cluster import State
-from tests.conftest import Kubectl, wait_for
+from dockyard.testbed.cluster import State, Testbed
+from tests.conftest import ApiClient, Kubectl, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_process")
 
@@ -391,3 +391,63 @@ def test_a_snapshot_whose_uid_was_not_recorded_is_recognised_and_the_deletion_fi
     assert not any(
         "not made by this deletion" in m for m in _events(kubectl, namespace, "SnapshotFailed")
     )
+
+
+def _completed_snapshot(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    """The final snapshot once the deletion it held has finished."""
+    wait_for(lambda: _get(kubectl, namespace, "environment", "shop") is None, timeout=120)
+    backup = _get(kubectl, namespace, "backup", name)
+    assert backup is not None, "the final snapshot went with the environment"
+    assert backup["status"]["phase"] == "Completed", backup["status"]
+    return backup
+
+
+async def test_a_deletion_through_the_api_takes_the_snapshot_before_the_children_go(
+    kubectl: Kubectl,
+    testbed: Testbed,
+    testbed_state: State,
+    namespace: str,
+    client: ApiClient,
+    roles: None,
+) -> None:
+    user = f"dev-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "rolebinding", "dev", "--clusterrole=dockyard-developer",
+            f"--user={user}", "-n", namespace)  # fmt: skip
+    _key_secret(kubectl, namespace)
+    uid, database = await asyncio.to_thread(_seeded_environment, kubectl, testbed_state, namespace)
+
+    response = await client.delete(
+        f"/api/v1/namespaces/{namespace}/environments/shop",
+        headers={"Authorization": f"Bearer {testbed.user_token(user, [])}"},
+    )
+
+    assert response.status == 202, await response.text()
+    backup = await asyncio.to_thread(
+        _completed_snapshot, kubectl, namespace, f"shop-final-{uid[:8]}"
+    )
+    rows = {table["name"]: table["rows"] for table in backup["status"]["manifest"]["tables"]}
+    assert rows == SEEDED_ROWS
+    assert not await asyncio.to_thread(_database_exists, testbed_state, database)
+
+
+def test_a_foreground_deletion_keeps_the_database_and_says_why_no_snapshot_can_be_taken(
+    kubectl: Kubectl, testbed_state: State, namespace: str
+) -> None:
+    _key_secret(kubectl, namespace)
+    uid, database = _seeded_environment(kubectl, testbed_state, namespace)
+
+    kubectl("delete", "env", "shop", "-n", namespace, "--cascade=foreground", "--wait=false")
+
+    ready = _held(kubectl, namespace)
+    assert "the database Secret of Environment shop does not exist" in ready["message"]
+    assert "--cascade=foreground" in ready["message"]
+    assert _database_exists(testbed_state, database)
+    # No Backup was made to spend its attempts failing on the missing login.
+    assert _get(kubectl, namespace, "backup", f"shop-final-{uid[:8]}") is None
+
+    # Set to Delete, as the condition says, the deletion goes on and drops it.
+    kubectl("patch", "env", "shop", "-n", namespace, "--type=merge",
+            "-p", '{"spec": {"database": {"deletionPolicy": "Delete"}}}')  # fmt: skip
+
+    wait_for(lambda: _get(kubectl, namespace, "environment", "shop") is None, timeout=120)
+    assert not _database_exists(testbed_state, database)

@@ -17,7 +17,7 @@ from dockyard.core.kube import KubeClient, KubeError
 from dockyard.core.models.environment import Environment
 from dockyard.core.resources import NAMESPACES, SECRETS, resource_type
 from dockyard.core.settings import Settings
-from dockyard.operator.database import ManagedPostgres
+from dockyard.operator.database import ManagedPostgres, database_identity
 from dockyard.operator.environments import deletion
 from dockyard.operator.environments.reconciler import Reconciler
 from dockyard.operator.environments.snapshots import final_snapshot, final_snapshot_name
@@ -31,6 +31,7 @@ ENVIRONMENTS = resource_type("dockyard.io/v1alpha1", "Environment")
 BACKUPS = resource_type("dockyard.io/v1alpha1", "Backup")
 ENV_PATH = ENVIRONMENTS.path(NAMESPACE, ENV)
 BACKUP_PATH = BACKUPS.path(NAMESPACE, SNAPSHOT)
+DATABASE_SECRET = SECRETS.path(NAMESPACE, f"{ENV}-database")
 DELETED = "2026-03-10T12:00:00Z"
 LATER = "2026-03-10T12:00:01Z"
 
@@ -142,6 +143,12 @@ def kube() -> FakeKube:
     }
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     kube.objects[SECRETS.path(NAMESPACE, "team-backup-key")] = {"data": {"key": key}}
+    # The environment's database Secret: the final snapshot logs in with it.
+    role = database_identity(NAMESPACE, ENV)[1]
+    login = {"username": role, "password": "tenant pw"}
+    kube.objects[DATABASE_SECRET] = {
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in login.items()}
+    }
     return kube
 
 
@@ -360,3 +367,20 @@ async def test_a_create_whose_outcome_is_unknown_keeps_the_record(kube: FakeKube
     kube.on_create = None
     await _pass(kube)
     assert kube.recorded == {"name": SNAPSHOT, "uid": "made-2"}
+
+
+async def test_without_its_database_secret_no_snapshot_is_made_and_the_deletion_holds(
+    kube: FakeKube,
+) -> None:
+    """A foreground deletion deletes the children first, the database Secret among them:
+    a Backup could only spend its attempts failing to log in."""
+    del kube.objects[DATABASE_SECRET]
+
+    held = await _pass(kube)
+
+    assert held.retry is not None
+    assert "the database Secret of Environment shop does not exist" in held.retry
+    assert "--cascade=foreground" in held.retry
+    assert kube.creates == 0
+    ready = next(c for c in kube.objects[ENV_PATH]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "SnapshotFailed"

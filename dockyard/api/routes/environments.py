@@ -168,7 +168,10 @@ class EnvironmentRoutes(KindRoutes):
         return page(shown, next_cursor, cache.resource_version)
 
     async def delete(self, request: web.Request) -> web.Response:
-        result = await self._delete(request, propagationPolicy="Foreground")
+        # In the background: the children go once the Environment has, after its finalizer
+        # applied the deletion policy. (In the foreground they would go first, the database
+        # Secret with them, and a Snapshot policy's final Backup could not log in.)
+        result = await self._delete(request, propagationPolicy="Background")
         # The object lives on while its finalizer runs the deletion policy: 202 says so.
         return web.json_response(
             public(result) if result.get("kind") == self.kind else result, status=202

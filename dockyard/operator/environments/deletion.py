@@ -59,7 +59,7 @@ from dockyard.operator.environments.defaults import KEY_ENTRY
 from dockyard.operator.environments.reconciler import Key, Reconciler
 from dockyard.operator.environments.snapshots import SnapshotAction
 from dockyard.operator.outcomes import Outcome
-from dockyard.operator.runs.context import load_key
+from dockyard.operator.runs.context import load_key, tenant_login
 from dockyard.operator.store import InvalidObject, KindStore, post
 from dockyard.runner import BackupError
 
@@ -282,6 +282,16 @@ class _Deletion:
             problem = (
                 f"{exc.message} in namespace {owner.namespace}; create it with the entry "
                 f"{KEY_ENTRY} holding 32 random bytes (base64)"
+            )
+            return await self._hold(snapshots.cannot_start(problem, database=database))
+        try:
+            # And its login, which the Backup reads from the database Secret: a deletion
+            # that cascades in the foreground has deleted that Secret with the children.
+            await tenant_login(kube, owner.namespace, owner.name)
+        except BackupError as exc:
+            problem = (
+                f"{exc.message} (deleted with the children, as by --cascade=foreground?), so "
+                "no Backup can log in as its role"
             )
             return await self._hold(snapshots.cannot_start(problem, database=database))
         seconds = int(DRAIN_TIMEOUT.total_seconds())
