@@ -650,6 +650,37 @@ def test_an_environment_cannot_take_a_service_account_token(
     assert _get(kubectl, namespace, "deployment", "borrower") is None
 
 
+def test_a_secret_that_becomes_a_service_account_token_takes_the_pods_with_it(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """The same attack, later: name a Secret that does not exist yet (allowed: the pod
+    waits for it), and have it made a ServiceAccount token afterwards (an administrator's
+    CI convention, say). The Deployment made while it was absent must not start a pod
+    that reads it."""
+    env = [{"name": "CI", "valueFrom": {"secretKeyRef": {"name": "ci-token", "key": "token"}}}]
+    _apply(kubectl, namespace, "patient", database=NO_DATABASE, env=env)
+    wait_for(lambda: _get(kubectl, namespace, "deployment", "patient"), timeout=60)
+    kubectl("create", "serviceaccount", "ci", "-n", namespace)
+    token_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {
+            "name": "ci-token",
+            "namespace": namespace,
+            "annotations": {"kubernetes.io/service-account.name": "ci"},
+        },
+    }
+
+    kubectl("apply", "-f", "-", input=json.dumps(token_secret))
+
+    wait_for(lambda: _get(kubectl, namespace, "deployment", "patient") is None, timeout=60)
+    ready = _condition(_wait_phase(kubectl, namespace, "patient", "Failed"), "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert "Secret ci-token is a ServiceAccount token" in ready["message"]
+    assert "its Deployment is deleted until then" in ready["message"]
+
+
 def test_an_environment_cannot_name_a_database_secret_before_dockyard_makes_it(
     kubectl: Kubectl, namespace: str
 ) -> None:

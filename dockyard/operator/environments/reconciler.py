@@ -219,7 +219,16 @@ class Reconciler:
         except InvalidObject as invalid:
             return await self._reject_spec(raw, invalid.problem)
         if (refused := await refused_secret(self.kube, env)) is not None:
-            return await self._reject_spec(raw, refused)
+            # Unlike other invalid specs, the pods are not left as they were: a Secret
+            # allowed when they were made (absent then, say) may be a ServiceAccount token
+            # now, and the next pod the Deployment starts would read it.
+            owner = Owner.of(env)
+            await self.children.delete(
+                self.kube, ChildRef("apps/v1", "Deployment", owner.name),
+                namespace=owner.namespace, owner_uid=owner.uid,
+            )  # fmt: skip
+            stopped = f"{refused}; its Deployment is deleted until then, so that no pod reads it"
+            return await self._reject_spec(raw, stopped)
         host = await hosts.admission(self.kube, env, self.settings.ingress_domains)
         owner = Owner.of(env)
         database: DatabaseStep | None = None
