@@ -270,6 +270,42 @@ async def test_a_database_made_before_the_mark_is_taken_by_the_first_namespace_t
     assert comment == f"dockyard.io/namespace-uid={upgraded_uid}"
 
 
+async def test_a_database_disabled_before_the_mark_is_locked_out_and_marked(
+    server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
+) -> None:
+    # Disabled under an operator older than the mark: its role carries none, and any
+    # copy of its password still logs in.
+    env = new_environment()
+    creds = await _ensure(server, env, generate_password())
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'COMMENT ON ROLE "{creds.user}" IS NULL')
+    finally:
+        await admin.close()
+
+    found = await server.lock_out(namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1])
+
+    assert found
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        await asyncpg.connect(creds.uri())
+    comment = await _admin_fetchval(
+        admin_dsn,
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        creds.user,
+    )
+    assert comment == f"dockyard.io/namespace-uid={NAMESPACE_UID}"
+
+
+async def test_lock_out_finds_no_role_where_there_is_none(
+    server: ManagedPostgres, new_environment: Callable[[], Environment]
+) -> None:
+    env = new_environment()
+
+    assert not await server.lock_out(
+        namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1]
+    )
+
+
 async def test_public_cannot_connect_to_an_environment_database(
     server: ManagedPostgres, admin_dsn: str, new_environment: Callable[[], Environment]
 ) -> None:

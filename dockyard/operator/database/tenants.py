@@ -128,16 +128,22 @@ class EnvironmentDatabases(AdminSessions):
     async def lock_out(self, *, namespace: str, namespace_uid: str, environment: str) -> bool:
         """The environment's role may no longer log in, has no password and no session:
         its database was disabled, and the data is kept. Safe to repeat; ``ensure`` lets
-        it in again. A role made for another namespace of this name is left as it is.
-        Whether this environment's role was found."""
+        it in again. A role made for another namespace of this name is left as it is; an
+        unmarked one (made before roles carried their namespace's uid) is taken as this
+        namespace's, as ``ensure`` takes it, and marked so. Whether this environment's
+        role was found."""
         database, role = database_identity(namespace, environment)
         async with self._session() as conn:
             await sessions.lock(conn, database)
-            if not namespace_uid or await _made_for(conn, role) != namespace_uid:
+            if not namespace_uid or await _made_for(conn, role) not in (None, namespace_uid):
                 return False
             oid = await conn.fetchval(
                 "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", role
             )
+            if oid is None:
+                return False
+            mark = sql_literal(NAMESPACE_MARK + namespace_uid)
+            await conn.execute(f"COMMENT ON ROLE {quoted(role)} IS {mark}")
             await conn.execute(f"ALTER ROLE {quoted(role)} WITH NOLOGIN PASSWORD NULL")
             await _end_sessions(conn, int(oid))
         return True
