@@ -7,7 +7,10 @@ The rules are client-go's leader election:
   ``renew_deadline`` seconds it gives the lead up: its Kopf stops and the process exits,
   so that it never reconciles beside a new leader (``renew_deadline`` is shorter than
   ``duration``, so it stops before anyone may take over). A renewal whose calls hang
-  (an apiserver that accepts and never answers) is cut off at that deadline too.
+  (an apiserver that accepts and never answers) is cut off at that deadline too. The
+  deadline counts from when the last renewal that succeeded was *sent*, not from when
+  its answer came: the apiserver wrote its ``renewTime`` in between, and a standby counts
+  from seeing that write, however late a loaded apiserver answers the leader.
 - A standby takes the Lease when the holder's renewals have stopped for ``duration``
   seconds, measured on its own clock from when it last saw the Lease change (the
   replicas' clocks need not agree), or at once when the Lease is released.
@@ -95,6 +98,9 @@ class Leadership:
         # The Lease as last seen, and when (on this replica's clock) it last changed.
         self._seen: tuple[Any, Any] | None = None
         self._seen_at = time.monotonic()
+        # When the look that last took or renewed the Lease began: ``hold`` counts its
+        # deadline from there (its write landed after that, never before).
+        self._led_at = time.monotonic()
 
     @classmethod
     def of(cls, kube: KubeClient, settings: Settings, namespaces: Sequence[str]) -> Leadership:
@@ -112,8 +118,10 @@ class Leadership:
         """Return once this replica leads; until then, stand by."""
         waiting = False
         while True:
+            attempt = time.monotonic()
             try:
                 if await self.try_lead():
+                    self._led_at = attempt
                     logger.info(
                         "leading: this replica reconciles",
                         extra={"lease": self.name, "identity": self.identity},
@@ -132,16 +140,19 @@ class Leadership:
     async def hold(self, lost: asyncio.Event) -> None:
         """Renew the Lease every ``retry`` seconds; set ``lost`` and return once renewing
         has failed for ``renew_deadline`` seconds (or another replica took it)."""
-        renewed = time.monotonic()
+        renewed = self._led_at
         while True:
             await asyncio.sleep(self.retry)
-            left = renewed + self.renew_deadline - time.monotonic()
+            attempt = time.monotonic()
+            left = renewed + self.renew_deadline - attempt
             try:
                 # A call that hangs ends at the deadline: past it, a standby may take over
                 # soon, and this replica must have stopped by then.
                 async with asyncio.timeout(max(left, 0.0)):
                     if await self.try_lead():
-                        renewed = time.monotonic()
+                        # From the attempt, not its answer: the renewTime was written in
+                        # between, and a standby counts from seeing it.
+                        renewed = attempt
                         continue
             except _FAILURES as exc:
                 logger.warning("lease not renewed", extra={"lease": self.name, "error": str(exc)})

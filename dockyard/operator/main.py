@@ -13,9 +13,11 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 import kopf
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
@@ -69,7 +71,24 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
 
     The environment reconciler gets Kopf's live indexes of the children (``kwargs``
     holds every index by its id, empty until Kopf has listed them).
+
+    A step that fails (an apiserver not answering yet) fails the start-up, and Kopf tries
+    it again: what this attempt opened is closed first, or every attempt would leave a
+    running webhook dispatcher, an API client and a pool behind.
     """
+    closing = contextlib.AsyncExitStack()
+    try:
+        await _start(memo, closing, kwargs)
+    except BaseException:
+        memo.pop("services", None)  # closed: not to be found by the clean-up
+        await closing.aclose()
+        raise
+
+
+async def _start(
+    memo: OperatorMemo, closing: contextlib.AsyncExitStack, kwargs: dict[str, Any]
+) -> None:
+    """``connect``'s steps; whatever they open goes on ``closing``."""
     from dockyard.core.breakers import Breakers
     from dockyard.core.db import create_pool
     from dockyard.operator.backups.lifecycle import BackupRuns
@@ -93,13 +112,10 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
     from dockyard.operator.webhooks.dispatcher import Dispatcher
 
     settings = memo.settings
-    closing = contextlib.AsyncExitStack()
-    # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set. Installed globally: the operator is
-    # the process's one component, and the runner library traces through the global one.
+    # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; installed globally at the end.
     tracing = telemetry.build_tracing(
         telemetry.TelemetrySettings(), default_service_name="dockyard-operator"
     )
-    trace.set_tracer_provider(tracing.provider)
     closing.push_async_callback(tracing.shutdown)
     kube = KubeClient.connect(
         load_config(settings.kubeconfig, os.environ),
@@ -208,6 +224,10 @@ async def connect(memo: OperatorMemo, **kwargs: Any) -> None:
             name="stray-databases",
         )
         closing.push_async_callback(_stop, strays)
+    # Installed globally: the operator is the process's one component, and the runner
+    # library traces through the global one. Only once the start-up succeeded:
+    # OpenTelemetry takes a global provider once, and a failed attempt shuts its own down.
+    trace.set_tracer_provider(tracing.provider)
 
 
 async def _default_store(kube: KubeClient, settings: Settings) -> None:
@@ -216,7 +236,8 @@ async def _default_store(kube: KubeClient, settings: Settings) -> None:
 
     try:
         created = await ensure_default_store(kube, settings)
-    except KubeError as exc:
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        # An apiserver not answering yet, too: the operator starts without the store.
         logger.warning("default BackupStore not created", extra={"error": str(exc)})
         return
     if created:
@@ -267,7 +288,8 @@ def run(settings: Settings, *, namespaces: Sequence[str] = ()) -> int:
 
 async def _operate(settings: Settings, namespaces: list[str], memo: OperatorMemo) -> int:
     """Kopf, once this replica leads (``dockyard.operator.leadership``); 1 when the lead
-    was lost, so the process exits and comes back as a standby."""
+    was lost, so the process exits and comes back as a standby (at the latest when
+    ``exit_when_lost`` ends it)."""
     operate = functools.partial(
         kopf.operator, clusterwide=not namespaces, namespaces=namespaces, memo=memo,
         standalone=True,
@@ -283,14 +305,53 @@ async def _operate(settings: Settings, namespaces: list[str], memo: OperatorMemo
     try:
         await _stand_by(leadership, settings)
         holding = asyncio.create_task(leadership.hold(lost), name="leadership")
+        exiting = asyncio.create_task(
+            exit_when_lost(lost, exit_margin(leadership)), name="leadership-exit"
+        )
         try:
             await operate(stop_flag=lost)
         finally:
             await cancel_and_wait(holding)
+            await cancel_and_wait(exiting)  # a clean stop; once lost, its timer runs on
             await leadership.release()
     finally:
         await kube.close()
     return 1 if lost.is_set() else 0
+
+
+def exit_margin(leadership: Leadership) -> float:
+    """How long a replica that lost the lead may take to stop: a standby may take over
+    ``duration`` after the last renewal, the loss is seen up to ``retry`` after the
+    ``renew_deadline``, and a second is kept for the exit itself (0 at the least)."""
+    spare = leadership.duration - leadership.renew_deadline - leadership.retry - 1.0
+    return max(spare, 0.0)
+
+
+async def exit_when_lost(lost: asyncio.Event, margin: float) -> threading.Timer:
+    """Once ``lost`` is set, end the process ``margin`` seconds later, stopped or not.
+
+    Kopf's stop is graceful: workers finish their handlers, timers run on for
+    ``instant_exit_timeout``, the clean-up waits for the webhook dispatcher, and tasks
+    the handlers spawned are never told. All of them may still write once a new leader
+    acts (record a drill Failed whose scratch database the new leader dropped as
+    interrupted). Runs recover from a crash (a SIGKILLed leader's backup completes on
+    the new one), so the process ends as if killed: ``os._exit``, from a thread, so that
+    a loop blocked by a handler cannot hold it up. A process that stops in time is gone
+    first (the thread is a daemon).
+    """
+    await lost.wait()
+    timer = threading.Timer(margin, _exit_now, args=(margin,))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _exit_now(margin: float) -> None:
+    logger.error(
+        "lead lost and not stopped in time: exiting at once, before a new leader acts",
+        extra={"after_seconds": margin},
+    )
+    os._exit(1)
 
 
 async def _stand_by(leadership: Leadership, settings: Settings) -> None:

@@ -162,3 +162,49 @@ async def test_a_leader_whose_lease_calls_hang_stops_before_a_standby_takes_over
     assert lost.is_set(), "the standby took over while the old leader still led"
     assert not leader.leading
     await asyncio.wait_for(holding, timeout=1)
+
+
+class _LateThenHung(_Hung):
+    """A loaded apiserver: ``late`` makes the leader's next renewal commit at once and
+    answer ``delay`` seconds later; every call of the leader's after it hangs."""
+
+    def __init__(self, leases: _Leases, delay: float) -> None:
+        super().__init__(leases)
+        self.delay = delay
+        self.late = False
+
+    async def request(self, method: str, path: str, *, body: dict[str, Any]) -> dict[str, Any]:
+        await self._answer()
+        stored = await self.leases.request(method, path, body=body)  # the renewTime is written
+        if self.late:
+            self.late, self.hung = False, True
+            await asyncio.sleep(self.delay)  # ... and the answer comes late
+        return stored
+
+
+async def test_a_leader_whose_renewal_is_answered_late_stops_before_a_standby_takes_over() -> None:
+    # The late answer (0.4 s) is inside the renewal's own timeout (0.55 s), so it counts as
+    # a renewal; counted from its answer, the leader would lead 0.4 s past the deadline,
+    # beyond the 0.2 s between the deadline and a standby's take-over.
+    leases = _Leases()
+    view = _LateThenHung(leases, delay=0.4)
+    leader = Leadership(
+        cast(KubeClient, view), namespace="n", name="l", identity="a",
+        duration=0.8, renew_deadline=0.6, retry=0.05,
+    )  # fmt: skip
+    assert await leader.try_lead()
+    lost = asyncio.Event()
+    holding = asyncio.create_task(leader.hold(lost))
+    standby = Leadership(
+        cast(KubeClient, leases), namespace="n", name="l", identity="b",
+        duration=0.8, renew_deadline=0.6, retry=0.05,
+    )  # fmt: skip
+    taking = asyncio.create_task(standby.acquire())
+    await asyncio.sleep(0.2)  # the standby has seen the leader renew
+    view.late = True
+
+    await asyncio.wait_for(taking, timeout=5)
+
+    assert lost.is_set(), "the standby took over while the old leader still led"
+    assert not leader.leading
+    await asyncio.wait_for(holding, timeout=1)
