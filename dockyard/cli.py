@@ -360,6 +360,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             except migrations.MigrationError as exc:
                 print(f"dockyard migrate: {exc}", file=sys.stderr)
                 return 1
+            # Before the runtime role gets its rights: from then on, its purges keep
+            # to the retentions configured here.
+            step = "writing the retention floors"
+            await migrations.set_retention_floors(
+                conn,
+                audit_days=settings.audit_retention_days,
+                event_days=settings.event_retention_days,
+            )
             runtime = urlsplit(settings.database_dsn()).username
             if runtime and runtime != await conn.fetchval("SELECT current_user"):
                 step = f"granting the runtime role {runtime} (DOCKYARD_DATABASE_URL) its rights"

@@ -501,10 +501,13 @@ def api_settings(state: State, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 async def platform_migrated(testbed_state: State) -> None:
-    """The platform database at the latest migration (idempotent, as ``dockyard migrate``)."""
+    """The platform database at the latest migration (idempotent, as ``dockyard migrate``),
+    with the shortest retention floors the suites purge at (30 days of audit events, 7
+    of events): ``make dev`` or the e2e suite's migrate may have set the defaults."""
     conn = await asyncpg.connect(api_settings(testbed_state).database_dsn())
     try:
         await migrations.migrate(conn)
+        await migrations.set_retention_floors(conn, audit_days=30, event_days=7)
     finally:
         await conn.close()
 

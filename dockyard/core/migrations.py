@@ -204,14 +204,15 @@ async def migrate(target: Target, *, directory: Path | None = None) -> list[Appl
 
 # What the API's runtime role may do: everything it needs on every table, except that
 # the audit trail (its marks too) and the event log are insert-and-read only and the
-# migration history read only. Revoked
+# migration history and the retention floors read only. Revoked
 # first, so a run also takes back what an earlier grant or a hand gave.
 _RUNTIME_GRANTS = (
     "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
     "GRANT USAGE ON SCHEMA public TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
-    f"REVOKE UPDATE, DELETE ON audit_events, audit_marks, events, {TABLE} FROM {{role}}",
-    f"REVOKE INSERT ON {TABLE} FROM {{role}}",
+    "REVOKE UPDATE, DELETE ON audit_events, audit_marks, events, retention_floors,"
+    f" {TABLE} FROM {{role}}",
+    f"REVOKE INSERT ON retention_floors, {TABLE} FROM {{role}}",
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
     "GRANT EXECUTE ON FUNCTION audit_purge_before(timestamptz, integer) TO {role}",
     "GRANT EXECUTE ON FUNCTION events_purge_before(timestamptz, integer) TO {role}",
@@ -227,7 +228,8 @@ async def grant_runtime(target: Target, role: str) -> None:
     ``audit_events`` but not UPDATE, DELETE or TRUNCATE it; retention deletes through
     ``audit_purge_before`` (migration 0003), and likewise from the event log through
     ``events_purge_before`` (migration 0007) and from the spent audit marks through
-    ``audit_marks_purge`` (migration 0010).
+    ``audit_marks_purge`` (migration 0010). It may read ``retention_floors`` (migration
+    0013, :func:`set_retention_floors`), not write it.
     """
     quoted = _quoted(role)
     async with _connection(target) as conn, conn.transaction():
@@ -235,6 +237,27 @@ async def grant_runtime(target: Target, role: str) -> None:
         await conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {quoted}")
         for statement in _RUNTIME_GRANTS:
             await conn.execute(statement.format(role=quoted))
+
+
+_SET_RETENTION_FLOORS = """
+INSERT INTO retention_floors (only_row, audit_days, event_days) VALUES (true, $1, $2)
+ON CONFLICT (only_row) DO UPDATE
+SET audit_days = excluded.audit_days, event_days = excluded.event_days, updated_at = now()
+"""
+
+
+async def set_retention_floors(target: Target, *, audit_days: int, event_days: int) -> None:
+    """Make the retention functions refuse to purge audit events younger than
+    ``audit_days`` and events younger than ``event_days`` (migration 0013).
+
+    Run as the owner, after :func:`migrate`, with the retentions the API and the
+    operator purge with (``DOCKYARD_AUDIT_RETENTION_DAYS``,
+    ``DOCKYARD_EVENT_RETENTION_DAYS``): the runtime role may only read the floors, so a
+    stolen runtime DSN purges nothing that retention keeps. A floor above the retention
+    a process purges with makes its purges fail until the two agree.
+    """
+    async with _connection(target) as conn:
+        await conn.execute(_SET_RETENTION_FLOORS, audit_days, event_days)
 
 
 async def status(target: Target, *, directory: Path | None = None) -> list[MigrationStatus]:

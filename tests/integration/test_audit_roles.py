@@ -3,7 +3,7 @@
 Migrations run as the owner (``DOCKYARD_MIGRATION_DATABASE_URL``); the API runs as a
 runtime role (``DOCKYARD_DATABASE_URL``) that may only INSERT and SELECT audit rows.
 Retention goes through an owner's SECURITY DEFINER function that deletes only rows older
-than the shortest retention allowed.
+than the retention ``dockyard migrate`` was configured with (migration 0013).
 """
 
 from __future__ import annotations
@@ -41,12 +41,20 @@ async def runtime_dsn(testbed_state: State) -> AsyncIterator[str]:
     await admin.close()
 
 
-def _migrate(owner_dsn: str, runtime_dsn: str) -> subprocess.CompletedProcess[str]:
+# The shortest retentions allowed, which the migrations start the floors at: the shared
+# test bed's database keeps them, as other suites purge with these.
+SHORTEST = {"DOCKYARD_AUDIT_RETENTION_DAYS": "30", "DOCKYARD_EVENT_RETENTION_DAYS": "7"}
+
+
+def _migrate(
+    owner_dsn: str, runtime_dsn: str, retention: dict[str, str] = SHORTEST
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ["HOME"],
         "DOCKYARD_MIGRATION_DATABASE_URL": owner_dsn,
         "DOCKYARD_DATABASE_URL": runtime_dsn,
+        **retention,
     }
     return subprocess.run(
         [sys.executable, "-m", "dockyard.cli", "migrate"],
@@ -150,3 +158,78 @@ async def test_the_api_writes_audit_rows_and_runs_retention_as_the_runtime_role(
         assert [r["mark"] for r in kept] == [fresh]
     finally:
         await admin.close()
+
+
+def _in_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+@pytest.fixture
+async def own_database(testbed_state: State, runtime_dsn: str) -> AsyncIterator[str]:
+    """A new database of this test's own, dropped before its runtime role is: floors
+    written into it touch no other suite's purges."""
+    name = f"dockyard_floors_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(testbed_state.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_the_runtime_role_cannot_purge_what_the_configured_retention_keeps(
+    testbed_state: State, runtime_dsn: str, own_database: str
+) -> None:
+    """A stolen runtime DSN cannot purge audit rows 31 to 89 days old that the default
+    90-day retention keeps, nor events within the 30 days the event log keeps."""
+    owner_dsn = _in_database(testbed_state.database_url, own_database)
+    runtime = _in_database(runtime_dsn, own_database)
+    migrated = _migrate(owner_dsn, runtime, retention={})  # the defaults: 90 and 30 days
+    assert migrated.returncode == 0, migrated.stderr
+    owner = await asyncpg.connect(owner_dsn)
+    conn = await asyncpg.connect(runtime)
+    try:
+        for actor, days in (("kept-45", 45), ("gone-100", 100)):
+            await owner.execute(
+                "INSERT INTO audit_events (occurred_at, actor, action, resource, outcome)"
+                " VALUES (now() - make_interval(days => $2), $1, 'test', 'environments',"
+                " 'succeeded')",
+                actor,
+                days,
+            )
+        for number, days in ((1, 20), (2, 40)):
+            await owner.execute(
+                "INSERT INTO events (id, type, resource, namespace, name, occurred_at, body)"
+                " VALUES ($1, 'backup.completed', 'backups', 'shop', 'b',"
+                " now() - make_interval(days => $2), '{}'::jsonb)",
+                f"evt_{number:032d}",
+                days,
+            )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="90 days"):
+            await conn.fetchval("SELECT audit_purge_before(now() - interval '31 days', 1000)")
+        actors = "SELECT actor FROM audit_events ORDER BY actor"
+        assert [r["actor"] for r in await owner.fetch(actors)] == ["gone-100", "kept-45"]
+        assert await conn.fetchval("SELECT audit_purge_before(now() - interval '91 days', 1000)")
+        assert [r["actor"] for r in await owner.fetch(actors)] == ["kept-45"]
+
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="30 days"):
+            await conn.fetchval("SELECT events_purge_before(now() - interval '8 days', 1000)")
+        assert await owner.fetchval("SELECT count(*) FROM events") == 2
+        assert await conn.fetchval("SELECT events_purge_before(now() - interval '31 days', 1000)")
+        assert [r["id"] for r in await owner.fetch("SELECT id FROM events")] == [f"evt_{1:032d}"]
+
+        # Nor can it lower the floors: it may only read them.
+        assert await conn.fetchval("SELECT audit_days FROM retention_floors") == 90
+        for statement in (
+            "UPDATE retention_floors SET audit_days = 30, event_days = 7",
+            "DELETE FROM retention_floors",
+            "INSERT INTO retention_floors (only_row, audit_days, event_days)"
+            " VALUES (true, 30, 7) ON CONFLICT (only_row) DO NOTHING",
+            "TRUNCATE retention_floors",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+        await owner.close()

@@ -65,3 +65,23 @@ def test_an_event_without_an_audit_id_is_skipped() -> None:
     missing = event("", "2026-12-05T12:00:00Z")
     del missing["auditID"]
     assert _events([missing])[1] == 1
+
+
+def _source_ip(source_ips: list[str]) -> str | None:
+    events, skipped = _events([{**event("ip", "2026-12-05T12:00:00Z"), "sourceIPs": source_ips}])
+    assert skipped == 0
+    row = events[0].row(frozenset(), "sink-secret", {})
+    assert row is not None
+    return row.source_ip
+
+
+def test_the_source_ip_is_the_apiservers_peer_not_a_forwarded_for_address() -> None:
+    """The apiserver lists X-Forwarded-For (any client sets it) first, its peer last."""
+    assert _source_ip(["8.8.8.8", "10.0.0.5"]) == "10.0.0.5"
+    assert _source_ip(["10.0.0.5"]) == "10.0.0.5"
+    assert _source_ip([]) is None
+
+
+def test_a_forged_list_too_long_to_keep_still_gives_the_peer() -> None:
+    forged = [f"203.0.113.{n}" for n in range(1, 40)]
+    assert _source_ip([*forged, "10.0.0.5"]) == "10.0.0.5"

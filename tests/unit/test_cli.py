@@ -162,9 +162,16 @@ class _OwnerConnection:
 
     closed = False
 
+    def __init__(self) -> None:
+        self.executed: list[tuple[str, tuple[Any, ...]]] = []
+
     async def fetchval(self, query: str) -> str:
         assert query == "SELECT current_user"
         return "owner"
+
+    async def execute(self, query: str, *args: Any) -> str:
+        self.executed.append((query, args))
+        return "INSERT 0 1"
 
     async def close(self) -> None:
         self.closed = True
@@ -215,6 +222,49 @@ def test_migrate_says_in_one_line_what_the_database_refused_after_connecting(
     err = capsys.readouterr().err
     assert err == f"dockyard migrate: {step} failed: {refusal}\n"
     assert conn.closed
+
+
+@pytest.mark.parametrize(
+    ("variables", "floors"),
+    [({}, (90, 30)), ({"AUDIT": "120", "EVENT": "14"}, (120, 14))],
+)
+def test_migrate_writes_the_configured_retentions_as_the_purge_floors_before_granting(
+    variables: dict[str, str],
+    floors: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The purge functions refuse any cutoff younger than these (migration 0013): a
+    stolen runtime DSN cannot purge what retention keeps."""
+    for kind in ("AUDIT", "EVENT"):
+        monkeypatch.delenv(f"DOCKYARD_{kind}_RETENTION_DAYS", raising=False)
+    for kind, days in variables.items():
+        monkeypatch.setenv(f"DOCKYARD_{kind}_RETENTION_DAYS", days)
+    monkeypatch.setenv("DOCKYARD_DATABASE_URL", "postgresql://app:hunter2@db/dockyard")
+    monkeypatch.setenv("DOCKYARD_MIGRATION_DATABASE_URL", "postgresql://owner:s3cret@db/dockyard")
+    conn = _OwnerConnection()
+    granted_after: list[int] = []
+
+    async def connect(dsn: str) -> _OwnerConnection:
+        return conn
+
+    async def migrate(target: Any) -> list[migrations.AppliedMigration]:
+        return []
+
+    async def grant_runtime(target: Any, role: str) -> None:
+        granted_after.append(len(conn.executed))
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    monkeypatch.setattr(migrations, "migrate", migrate)
+    monkeypatch.setattr(migrations, "grant_runtime", grant_runtime)
+
+    assert cli.main(["migrate"]) == 0
+
+    ((query, args),) = conn.executed
+    assert "retention_floors" in query
+    assert args == floors
+    assert granted_after == [1]
+    assert "granted the runtime role app" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,15 @@ def _fit(limit: int) -> BeforeValidator:
     return BeforeValidator(cut)
 
 
+def _fit_last(limit: int) -> BeforeValidator:
+    """Cut a list to its last ``limit`` items: where the last is the one to keep."""
+
+    def cut(value: Any) -> Any:
+        return value[-limit:] if isinstance(value, list) else value
+
+    return BeforeValidator(cut)
+
+
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -101,9 +110,12 @@ class ReportedEvent(_Loose):
     request_uri: Annotated[str, _fit(4096)] = Field(default="", alias="requestURI", max_length=4096)
     """As much of the URI as holds its path (only the path is read: the query may be long)."""
     user_agent: Annotated[str, _fit(1024)] = Field(default="", alias="userAgent", max_length=1024)
-    source_ips: Annotated[list[str], _fit(16)] = Field(
+    source_ips: Annotated[list[str], _fit_last(16)] = Field(
         default_factory=list, alias="sourceIPs", max_length=16
     )
+    """The apiserver lists the addresses of X-Forwarded-For and X-Real-Ip first, which any
+    client sets as it likes, and the peer that connected to it last: the trail keeps that
+    one, so a long forged list is cut from its start."""
     object_ref: ReportedObject | None = Field(default=None, alias="objectRef")
     response_status: ReportedStatus | None = Field(default=None, alias="responseStatus")
     request_received_timestamp: datetime | None = Field(
@@ -178,7 +190,7 @@ class ReportedEvent(_Loose):
             outcome=outcome,
             status_code=code,
             request_id=self.audit_id,
-            source_ip=self.source_ips[0] if self.source_ips else None,
+            source_ip=self.source_ips[-1] if self.source_ips else None,
             occurred_at=self.stage_timestamp,
             source=Source.KUBECTL,
             event_key=self._key,
