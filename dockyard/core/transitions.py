@@ -4,12 +4,14 @@ The operator calls ``announced`` with each watch event's body, so the status it 
 is the one the apiserver stored: an event is never logged for a status that was not
 written. The function is pure and answers the same for the same body, so it may be
 asked again (a restart re-lists everything); the events' stable ids make the log keep
-each occurrence once.
+each occurrence once. ``happened_at`` says when the status records that a transition
+happened, so that one older than the log keeps is not announced again (``Emitter``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from dockyard.core import events
@@ -71,7 +73,10 @@ def _environment(watch: str | None, body: Body) -> list[Event]:
     if phase not in kinds:
         return []
     data = EnvironmentEventData(object=ref, phase=phase, message=status.get("message"))
-    return [events.make(kinds[phase], data)]
+    # Ready and Degraded come and go at one generation (an outage, its recovery, the
+    # next outage): the Ready condition's transition time tells them apart.
+    since = _condition(body, "Ready").get("lastTransitionTime")
+    return [events.make(kinds[phase], data, occurrence=str(since or ""))]
 
 
 def _run_data(body: Body, outcome: str) -> RunEventData:
@@ -182,3 +187,54 @@ def announced(watch: str | None, body: Body) -> list[Event]:
     """The events ``body`` (seen in a watch event of type ``watch``) announces."""
     announcer = ANNOUNCERS.get(str(body.get("kind", "")))
     return announcer(watch, body) if announcer is not None else []
+
+
+def _approval(body: Body) -> Mapping[str, Any]:
+    approval = _status(body).get("approval")
+    return approval if isinstance(approval, Mapping) else {}
+
+
+def _run_ended(body: Body) -> object:
+    """When a drill's last run finished (its start, for a run that did not record it)."""
+    run = _status(body).get("lastRun")
+    return (run.get("finishedAt") or run.get("startedAt")) if isinstance(run, Mapping) else None
+
+
+def _since(type_: str) -> Callable[[Body], object]:
+    return lambda body: _condition(body, type_).get("lastTransitionTime")
+
+
+def _ended(body: Body) -> object:
+    return _status(body).get("completedAt")
+
+
+# Where each transition's time is in the status: the time the operator wrote with it.
+_WHEN: dict[EventType, Callable[[Body], object]] = {
+    EventType.ENVIRONMENT_READY: _since("Ready"),
+    EventType.ENVIRONMENT_DEGRADED: _since("Ready"),
+    EventType.BACKUP_COMPLETED: _ended,
+    EventType.BACKUP_FAILED: _ended,
+    EventType.RESTORE_AWAITING_APPROVAL: _since("Approved"),
+    EventType.RESTORE_APPROVED: lambda body: _approval(body).get("approvedAt"),
+    EventType.RESTORE_REJECTED: lambda body: _approval(body).get("rejectedAt"),
+    EventType.RESTORE_COMPLETED: _ended,
+    EventType.RESTORE_FAILED: _ended,
+    EventType.DRILL_PASSED: _run_ended,
+    EventType.DRILL_FAILED: _run_ended,
+    EventType.SCALING_PAUSED: _since("Paused"),
+    EventType.SCALING_RESUMED: _since("Paused"),
+}
+
+
+def happened_at(event: Event, body: Body) -> datetime | None:
+    """When the transition ``event`` announces happened, as ``body``'s status records it;
+    ``None`` when it does not say (``environment.deleted`` has no time: it is now)."""
+    when = _WHEN.get(event.type)
+    value = when(body) if when is not None else None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

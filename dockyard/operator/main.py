@@ -150,7 +150,7 @@ async def _start(
     closing.push_async_callback(pool.close)
     catalog = Catalog(pool)
     drill_metrics = metrics.DrillMetrics()
-    emitter = Emitter(pool)
+    emitter = Emitter(pool, retention_days=settings.event_retention_days)
     closing.push_async_callback(emitter.close)
     operator_metrics = metrics.OperatorMetrics(drill_metrics.registry)
     observed = Observed()

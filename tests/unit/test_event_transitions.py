@@ -4,6 +4,7 @@ occurrence, and bodies that the committed JSON Schemas (specs/events/) accept.""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from dockyard.core import events
 from dockyard.core.events import EventType
-from dockyard.core.transitions import announced, approved, rejected
+from dockyard.core.transitions import announced, approved, happened_at, rejected
 
 SPECS = Path(__file__).resolve().parents[2] / "specs" / "events"
 
@@ -63,6 +64,50 @@ def test_the_same_state_gives_the_same_id_and_a_new_generation_a_new_one() -> No
     other = announced("MODIFIED", _body("Environment", {"phase": "Ready"}, uid="u-2"))[0]
     assert first.id == again.id
     assert len({first.id, later.id, other.id}) == 3
+
+
+def _environment(phase: str, since: str) -> dict[str, Any]:
+    ready = "True" if phase == "Ready" else "False"
+    condition = {"type": "Ready", "status": ready, "lastTransitionTime": since}
+    return _body("Environment", {"phase": phase, "conditions": [condition]})
+
+
+def test_each_outage_and_recovery_at_one_generation_is_its_own_event() -> None:
+    ready, degraded, recovered = (
+        announced("MODIFIED", _environment(phase, since))[0]
+        for phase, since in [
+            ("Ready", "2026-12-04T10:00:00Z"),
+            ("Degraded", "2026-12-04T11:00:00Z"),
+            ("Ready", "2026-12-04T12:00:00Z"),
+        ]
+    )
+    assert _types([ready, degraded, recovered]) == [
+        "environment.ready",
+        "environment.degraded",
+        "environment.ready",
+    ]
+    assert len({ready.id, degraded.id, recovered.id}) == 3
+    # The same stored state, seen again (a resync, a restart's listing): the same id.
+    again = announced(None, _environment("Ready", "2026-12-04T12:00:00Z"))[0]
+    assert again.id == recovered.id
+
+
+def test_a_transition_says_when_it_happened_as_its_status_records_it() -> None:
+    at = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    ready = _environment("Ready", "2026-12-04T10:00:00Z")
+    backup = _body("Backup", {"phase": "Failed", "completedAt": "2026-12-04T10:00:00Z"})
+    drill_run = {"startedAt": "2026-12-04T09:00:00Z", "finishedAt": "2026-12-04T10:00:00Z",
+                 "result": "Passed", "backup": "b"}  # fmt: skip
+    drill = _body("RestoreDrill", {"lastRun": drill_run})
+    approval = {"approvedBy": "carol", "approvedAt": "2026-12-04T10:00:00Z"}
+    restore = _body("Restore", {"phase": "Restoring", "approval": approval})
+    for body in (ready, backup, drill, restore):
+        (found,) = announced("MODIFIED", body)
+        assert happened_at(found, body) == at
+    (deleted,) = announced("DELETED", ready)
+    assert happened_at(deleted, ready) is None
+    (untimed,) = announced("MODIFIED", _body("Backup", {"phase": "Completed"}))
+    assert happened_at(untimed, _body("Backup", {"phase": "Completed"})) is None
 
 
 def test_a_backup_announces_its_outcome_with_its_environment_and_size() -> None:

@@ -8,6 +8,14 @@ answer, the events wait in memory and a background flush retries them every
 restart re-lists every object and announces its state again). At most ``PENDING_MAX``
 wait: past that the oldest are dropped, and said so in the log, so that a long outage
 costs bounded memory, not the operator (a restart would lose them all the same).
+
+A transition that happened longer ago than the log keeps events
+(``DOCKYARD_EVENT_RETENTION_DAYS``, ``retention_days``) is not announced, whatever the
+watch event that shows it: retention may have purged its event, and logging it again
+would give it a new ``seq`` and deliver it again to every Webhook and stream. Each
+watch event carries the object's whole status, so not only the listing at a restart
+shows an old transition: any later change to the object (a backup verified by a drill,
+an environment's replica count) does too.
 """
 
 from __future__ import annotations
@@ -16,20 +24,23 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
 
 from dockyard.core import event_log
 from dockyard.core.events import Event, EventType
+from dockyard.core.settings import Settings
 from dockyard.core.tasks import cancel_and_wait
-from dockyard.core.transitions import announced
+from dockyard.core.transitions import announced, happened_at
 
 logger = logging.getLogger(__name__)
 
 REMEMBERED: Final = 50_000
 RETRY_SECONDS: Final = 5.0
 PENDING_MAX: Final = 10_000
+RETENTION_DAYS: Final[int] = Settings.model_fields["event_retention_days"].default
 _SQL_PAUSED = """
 SELECT EXISTS (
     SELECT 1 FROM events WHERE type = 'scaling.paused' AND namespace = $1 AND name = $2
@@ -41,16 +52,22 @@ SELECT EXISTS (
 class Emitter:
     """The operator's one writer of the event log."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, retention_days: int = RETENTION_DAYS) -> None:
         self.pool = pool
+        self.retention = timedelta(days=retention_days)
         self._known: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, Event] = {}
         self._lock = asyncio.Lock()
         self._retry: asyncio.Task[None] | None = None
 
     async def observe(self, watch: str | None, body: Mapping[str, Any]) -> None:
-        """Log what ``body`` announces that is not logged yet."""
-        fresh = [e for e in announced(watch, body) if e.id not in self._known]
+        """Log what ``body`` announces that is not logged yet, nor older than the log keeps."""
+        horizon = datetime.now(UTC) - self.retention
+        fresh = [
+            e
+            for e in announced(watch, body)
+            if e.id not in self._known and not _before(happened_at(e, body), horizon)
+        ]
         if fresh:
             await self.emit(fresh)
 
@@ -136,3 +153,9 @@ class Emitter:
 def _key(event: Event) -> tuple[str, str, str]:
     ref = event.data.object
     return ref.namespace, ref.name, ref.uid
+
+
+def _before(when: datetime | None, horizon: datetime) -> bool:
+    """Whether a transition of time ``when`` is older than ``horizon`` (``None``: the
+    status does not say, so it is taken as new)."""
+    return when is not None and when < horizon
