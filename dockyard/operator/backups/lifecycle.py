@@ -151,12 +151,8 @@ class BackupRuns:
         if loaded is None or ttl is None:
             return
         backup, lifetime, now = loaded.resource, parse_duration(ttl), datetime.now(UTC)
-        expiry = ttl_expiry(backup, lifetime, (), now)
-        if expiry.delete:
-            # Only past its ttl do its siblings count (is it the newest verified one?):
-            # listed then, not on every pass of every Backup with a ttl.
-            siblings = await self.backups.in_namespace(namespace)
-            expiry = ttl_expiry(backup, lifetime, siblings, now)
+        if (expiry := ttl_expiry(backup, lifetime, (), now)).delete:  # siblings count now
+            expiry = ttl_expiry(backup, lifetime, await self.backups.in_namespace(namespace), now)
         if expiry.expires_at != backup.status.expires_at:
             at = expiry.expires_at.isoformat() if expiry.expires_at else None
             await self.backups.write_status(namespace, name, {"expiresAt": at}, uid=loaded.uid)
