@@ -619,12 +619,8 @@ def test_an_environment_cannot_read_another_environments_database_secret(
     assert {"spy-database", "api-token"} <= set(names)
 
 
-def test_an_environment_cannot_take_a_service_account_token(
-    kubectl: Kubectl, namespace: str
-) -> None:
-    """The attack: a developer names a ServiceAccount token Secret of their namespace (a
-    CI account's, which may do more than they may) in a variable, to act as that account
-    from the pod the operator makes."""
+def _ci_token(kubectl: Kubectl, namespace: str) -> None:
+    """The ServiceAccount ``ci`` of ``namespace`` and its token Secret ``ci-token``."""
     kubectl("create", "serviceaccount", "ci", "-n", namespace)
     token_secret = {
         "apiVersion": "v1",
@@ -637,6 +633,15 @@ def test_an_environment_cannot_take_a_service_account_token(
         },
     }
     kubectl("apply", "-f", "-", input=json.dumps(token_secret))
+
+
+def test_an_environment_cannot_take_a_service_account_token(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """The attack: a developer names a ServiceAccount token Secret of their namespace (a
+    CI account's, which may do more than they may) in a variable, to act as that account
+    from the pod the operator makes."""
+    _ci_token(kubectl, namespace)
     env = [{"name": "CI", "valueFrom": {"secretKeyRef": {"name": "ci-token", "key": "token"}}}]
     _apply(kubectl, namespace, "borrower", database=NO_DATABASE, env=env)
 
@@ -660,19 +665,8 @@ def test_a_secret_that_becomes_a_service_account_token_takes_the_pods_with_it(
     env = [{"name": "CI", "valueFrom": {"secretKeyRef": {"name": "ci-token", "key": "token"}}}]
     _apply(kubectl, namespace, "patient", database=NO_DATABASE, env=env)
     wait_for(lambda: _get(kubectl, namespace, "deployment", "patient"), timeout=60)
-    kubectl("create", "serviceaccount", "ci", "-n", namespace)
-    token_secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/service-account-token",
-        "metadata": {
-            "name": "ci-token",
-            "namespace": namespace,
-            "annotations": {"kubernetes.io/service-account.name": "ci"},
-        },
-    }
 
-    kubectl("apply", "-f", "-", input=json.dumps(token_secret))
+    _ci_token(kubectl, namespace)
 
     wait_for(lambda: _get(kubectl, namespace, "deployment", "patient") is None, timeout=60)
     ready = _condition(_wait_phase(kubectl, namespace, "patient", "Failed"), "Ready")

@@ -71,6 +71,21 @@ async def _admin_fetchval(
         await conn.close()
 
 
+async def _unmark(dsn: str, role: str) -> None:
+    """Take the namespace mark off ``role``, as roles made before the mark were."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'COMMENT ON ROLE "{role}" IS NULL')
+    finally:
+        await conn.close()
+
+
+async def _mark(dsn: str, role: str) -> object:
+    """``role``'s comment: the namespace mark."""
+    query = "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1"
+    return await _admin_fetchval(dsn, query, role)
+
+
 @pytest.fixture
 def admin_dsn(testbed_state: State) -> str:
     return testbed_state.managed_postgres_url
@@ -251,22 +266,14 @@ async def test_a_database_made_before_the_mark_is_taken_by_the_first_namespace_t
 ) -> None:
     env = new_environment()
     creds = await _ensure(server, env, generate_password())
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'COMMENT ON ROLE "{creds.user}" IS NULL')
-    finally:
-        await admin.close()
+    await _unmark(admin_dsn, creds.user)
     upgraded_uid = str(uuid.uuid4())
 
     await _ensure(server, env, generate_password(), namespace_uid=upgraded_uid)
 
     with pytest.raises(ManagedDatabaseError, match="earlier namespace"):
         await _ensure(server, env, generate_password())
-    comment = await _admin_fetchval(
-        admin_dsn,
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-        creds.user,
-    )
+    comment = await _mark(admin_dsn, creds.user)
     assert comment == f"dockyard.io/namespace-uid={upgraded_uid}"
 
 
@@ -277,22 +284,14 @@ async def test_a_database_disabled_before_the_mark_is_locked_out_and_marked(
     # copy of its password still logs in.
     env = new_environment()
     creds = await _ensure(server, env, generate_password())
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'COMMENT ON ROLE "{creds.user}" IS NULL')
-    finally:
-        await admin.close()
+    await _unmark(admin_dsn, creds.user)
 
     found = await server.lock_out(namespace=env[0], namespace_uid=NAMESPACE_UID, environment=env[1])
 
     assert found
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
         await asyncpg.connect(creds.uri())
-    comment = await _admin_fetchval(
-        admin_dsn,
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-        creds.user,
-    )
+    comment = await _mark(admin_dsn, creds.user)
     assert comment == f"dockyard.io/namespace-uid={NAMESPACE_UID}"
 
 

@@ -94,15 +94,22 @@ def test_a_state_file_from_before_processes_recorded_their_command_still_loads(
     assert state.processes[0].argv == []  # faults.crashed refuses to restart it
 
 
-def test_env_exports_are_shell_safe(tmp_path: Path) -> None:
-    state = State(
-        directory=str(tmp_path),
-        bin_dir="/opt/bin dir",
+def _bed_state(directory: Path, *, bin_dir: str, database_url: str) -> State:
+    """A test bed's state with ``bin_dir`` and ``database_url``, the rest made up."""
+    return State(
+        directory=str(directory),
+        bin_dir=bin_dir,
         kubeconfig="/k/config",
         apiserver_url="https://127.0.0.1:1",
         oidc_issuer="https://127.0.0.1:2",
-        database_url="postgresql://u:p'w@127.0.0.1:3/d",
+        database_url=database_url,
         redis_url="redis://127.0.0.1:4/0",
+    )
+
+
+def test_env_exports_are_shell_safe(tmp_path: Path) -> None:
+    state = _bed_state(
+        tmp_path, bin_dir="/opt/bin dir", database_url="postgresql://u:p'w@127.0.0.1:3/d"
     )
     script = state.env_exports() + '\nprintf "%s\\n" "$DOCKYARD_DATABASE_URL" "$KUBECONFIG" "$PATH"'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
@@ -118,14 +125,8 @@ def test_env_exports_put_this_dockyard_on_path_after_the_test_beds_binaries(
 ) -> None:
     """After `eval "$(.venv/bin/dockyard testbed env)"` the README runs plain `dockyard`:
     before, only kubectl and the control plane were on PATH."""
-    state = State(
-        directory=str(tmp_path),
-        bin_dir="/cache/bin",
-        kubeconfig="/k/config",
-        apiserver_url="https://127.0.0.1:1",
-        oidc_issuer="https://127.0.0.1:2",
-        database_url="postgresql://u:p@127.0.0.1:3/d",
-        redis_url="redis://127.0.0.1:4/0",
+    state = _bed_state(
+        tmp_path, bin_dir="/cache/bin", database_url="postgresql://u:p@127.0.0.1:3/d"
     )
     script = state.env_exports() + '\nprintf "%s\\n" "$PATH"'
     out = subprocess.run(

@@ -56,7 +56,7 @@ _SQL_TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 _SQL_UNLOCK = "SELECT pg_advisory_unlock($1)"
 _SQL_CUTOFF = "SELECT now() - make_interval(days => $1)"
 # The runtime role may not DELETE audit rows: the owner's function does, and only rows
-# older than the shortest retention (migration 0003).
+# older than the retention `dockyard migrate` recorded (migration 0013).
 _SQL_PURGE_BATCH = "SELECT audit_purge_before($1, $2)"
 
 
